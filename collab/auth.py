@@ -1,0 +1,148 @@
+"""The ``Authenticator`` seam: HMAC-signed tokens, and a loopback-only dev mode."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from protocol.errors import ErrorCode, ProtocolError
+
+__all__ = [
+    "AuthError",
+    "Authenticator",
+    "DevAuthenticator",
+    "Identity",
+    "Role",
+    "TokenAuthenticator",
+    "is_loopback",
+    "validate_user",
+]
+
+_TOKEN_VERSION = "v1"
+_USER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
+ANY_REPO = "*"
+
+
+class Role(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+class AuthError(ProtocolError):
+    """Credentials were refused; ``code`` is UNAUTHORIZED or FORBIDDEN."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is on a connection, and what they may do. ``repo`` is ``"*"`` for every repo."""
+
+    user: str
+    role: Role
+    repo: str
+
+    def can_read(self, repo: str) -> bool:
+        return self.repo in (ANY_REPO, repo)
+
+    def can_write(self, repo: str) -> bool:
+        return self.role is Role.WRITE and self.can_read(repo)
+
+
+class Authenticator(Protocol):
+    """Credentials in, identity out; raises ``AuthError`` when refused."""
+
+    @property
+    def dev_mode(self) -> bool: ...
+
+    def authenticate(self, *, token: str | None, user: str | None, remote: str | None) -> Identity:
+        ...
+
+
+def validate_user(user: str) -> str:
+    if not _USER_RE.fullmatch(user) or user.strip() != user:
+        raise AuthError(ErrorCode.UNAUTHORIZED, f"invalid user name {user[:100]!r}")
+    return user
+
+
+def is_loopback(remote: str | None) -> bool:
+    if remote is None:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenAuthenticator:
+    """Checks ``v1.<payload>.<signature>`` tokens signed with HMAC-SHA256 and the server secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the server secret must be at least 16 bytes")
+        self._secret = secret
+
+    @property
+    def dev_mode(self) -> bool:
+        return False
+
+    def _sign(self, payload: str) -> str:
+        mac = hmac.new(self._secret, f"{_TOKEN_VERSION}.{payload}".encode(), hashlib.sha256)
+        return _b64encode(mac.digest())
+
+    def mint(self, *, user: str, repo: str, role: Role, ttl: float | None = 3600.0) -> str:
+        """Return a token for ``user`` on ``repo`` (``"*"`` for all) valid for ``ttl`` seconds."""
+        validate_user(user)
+        body: dict[str, object] = {"u": user, "r": repo, "role": str(role), "iat": int(time.time())}
+        if ttl is not None:
+            body["exp"] = time.time() + ttl
+        payload = _b64encode(json.dumps(body, separators=(",", ":")).encode())
+        return f"{_TOKEN_VERSION}.{payload}.{self._sign(payload)}"
+
+    def authenticate(self, *, token: str | None, user: str | None, remote: str | None) -> Identity:
+        if not token:
+            raise AuthError(ErrorCode.UNAUTHORIZED, "a token is required")
+        version, _, rest = token.partition(".")
+        payload, _, signature = rest.partition(".")
+        if version != _TOKEN_VERSION or not payload or not signature:
+            raise AuthError(ErrorCode.UNAUTHORIZED, "malformed token")
+        if not hmac.compare_digest(self._sign(payload), signature):
+            raise AuthError(ErrorCode.UNAUTHORIZED, "bad token signature")
+        try:
+            body = json.loads(_b64decode(payload))
+            name, repo, role = str(body["u"]), str(body["r"]), Role(body["role"])
+            expires = body.get("exp")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuthError(ErrorCode.UNAUTHORIZED, "malformed token payload") from exc
+        if expires is not None and float(expires) < time.time():
+            raise AuthError(ErrorCode.UNAUTHORIZED, "token expired")
+        return Identity(validate_user(name), role, repo)
+
+
+class DevAuthenticator:
+    """No secret: anyone on loopback may name themselves with ``?user=``. Never on a network."""
+
+    @property
+    def dev_mode(self) -> bool:
+        return True
+
+    def authenticate(self, *, token: str | None, user: str | None, remote: str | None) -> Identity:
+        if not is_loopback(remote):
+            raise AuthError(ErrorCode.UNAUTHORIZED, "dev mode accepts loopback connections only")
+        if not user:
+            raise AuthError(ErrorCode.UNAUTHORIZED, "dev mode needs ?user=NAME")
+        return Identity(validate_user(user), Role.WRITE, ANY_REPO)

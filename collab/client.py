@@ -1,0 +1,353 @@
+"""``collab.Client``: an asyncio client of the ``/ws`` protocol with pycrdt documents."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from pycrdt import Doc, Text, TransactionEvent
+
+from protocol import messages as m
+from protocol.errors import ErrorCode
+from protocol.yjs import AwarenessEntry, decode_awareness, encode_awareness
+
+from .seed import TEXT_NAME
+
+__all__ = ["Client", "ClientError", "Document"]
+
+log = logging.getLogger("collab.client")
+
+_REMOTE = object()  # transaction origin for updates that came from the server
+_PERMANENT = {
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.UNSUPPORTED_VERSION,
+    ErrorCode.MALFORMED,
+    ErrorCode.INVALID_UPDATE,
+}
+
+
+class ClientError(Exception):
+    """The server refused a request; ``code`` says why."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Document:
+    """An open document: a pycrdt ``Doc`` kept in sync with the server, both ways."""
+
+    def __init__(self, client: Client, ref: int, doc_id: str) -> None:
+        self.client = client
+        self.ref = ref
+        self.id = doc_id
+        self.doc: Doc = Doc()
+        self.text: Text = self.doc.get(TEXT_NAME, type=Text)
+        self.writable = False
+        self.synced = asyncio.Event()
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.awareness: dict[int, dict[str, Any]] = {}
+        self._awareness_clock = 0
+        self._local_state: dict[str, Any] | None = None
+        self._changed = asyncio.Event()
+        self._subscription = self.doc.observe(self._on_transaction)
+        self.closed = False
+
+    @property
+    def client_id(self) -> int:
+        return int(self.doc.client_id)
+
+    def __str__(self) -> str:
+        return str(self.text)
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        self._changed.set()
+        if event.transaction.origin() == hash(_REMOTE):
+            return
+        update = bytes(event.update)
+        if update != b"\x00\x00":
+            self.client.send(m.Sync(self.ref, m.SyncStep.UPDATE, update))
+
+    def apply_remote(self, update: bytes) -> None:
+        with self.doc.transaction(origin=_REMOTE):
+            self.doc.apply_update(update)
+
+    def set_awareness(self, state: dict[str, Any] | None) -> None:
+        """Publish this client's awareness state (cursor, name...); ``None`` to leave."""
+        self._local_state = state
+        self._awareness_clock += 1
+        self._send_awareness()
+
+    def _send_awareness(self) -> None:
+        if self._local_state is None and self._awareness_clock == 0:
+            return
+        entry = AwarenessEntry(self.client_id, self._awareness_clock, self._local_state)
+        self.client.send(m.Awareness(self.ref, encode_awareness([entry])))
+
+    def receive_awareness(self, payload: bytes) -> None:
+        for entry in decode_awareness(payload):
+            if entry.client_id == self.client_id:
+                continue
+            if entry.state is None:
+                self.awareness.pop(entry.client_id, None)
+            else:
+                self.awareness[entry.client_id] = entry.state
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
+        """Wait until ``predicate(text)`` holds; return the text."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._changed.clear()
+                text = str(self.text)
+                if predicate(text):
+                    return text
+                await self._changed.wait()
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.doc.unobserve(self._subscription)
+            self.client.forget(self)
+
+
+class Client:
+    """Connects to ``url`` (``ws://host:port``), authenticates, opens documents, reconnects.
+
+    ``async with Client(url, token=...) as client: doc = await client.open("demo/main:a.py")``
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        user: str | None = None,
+        reconnect: bool = True,
+        min_backoff: float = 0.05,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.url = url.rstrip("/") + "/ws"
+        self.token = token
+        self.user = user
+        self.reconnect = reconnect
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.docs: dict[int, Document] = {}
+        self.connected = asyncio.Event()
+        self.close_code: int | None = None
+        self.errors: list[m.Error] = []
+        self.reconnects = 0
+        self._next_ref = 1
+        self._next_ping = 1
+        self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        self._runner: asyncio.Task[None] | None = None
+        self._failure: ClientError | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Connect and authenticate; later disconnects reconnect in the background."""
+        self._session = aiohttp.ClientSession()
+        welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._runner = asyncio.create_task(self._run(welcomed))
+        try:
+            async with asyncio.timeout(timeout):
+                await welcomed
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def drop_connection(self) -> None:
+        """Close the socket as a network failure would (tests, and forcing a resync)."""
+        if self._ws is not None:
+            await self._ws.close(code=4999)
+
+    def send(self, message: m.Message) -> None:
+        if self.connected.is_set():
+            self._outgoing.put_nowait(m.encode(message))
+
+    def forget(self, document: Document) -> None:
+        if self.docs.pop(document.ref, None) is not None:
+            self.send(m.Close(document.ref))
+
+    async def open(self, doc_id: str, timeout: float = 10.0) -> Document:
+        """Open ``<repo>/<branch>:<path>`` and wait until it holds the server's state."""
+        ref = self._next_ref
+        self._next_ref += 1
+        document = Document(self, ref, doc_id)
+        self.docs[ref] = document
+        self.send(m.Open(ref, doc_id))
+        try:
+            async with asyncio.timeout(timeout):
+                await document.opened
+                await document.synced.wait()
+        except BaseException:
+            self.docs.pop(ref, None)
+            raise
+        return document
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Return once the server has durably stored every update sent so far."""
+        await self.connected.wait()
+        ping_id = self._next_ping
+        self._next_ping += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs[ping_id] = future
+        self.send(m.Ping(ping_id))
+        async with asyncio.timeout(timeout):
+            await future
+
+    async def _run(self, welcomed: asyncio.Future[None]) -> None:
+        backoff = self.min_backoff
+        while not self._closed:
+            try:
+                await self._connect_once(welcomed)
+                backoff = self.min_backoff
+            except ClientError as exc:
+                if not welcomed.done():
+                    welcomed.set_exception(exc)
+                if exc.code in _PERMANENT:
+                    self._fail(exc)
+                    return
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.info("connection to %s failed: %s", self.url, exc)
+                if not welcomed.done() and not self.reconnect:
+                    welcomed.set_exception(exc)
+            finally:
+                self.connected.clear()
+            if not self.reconnect or self._closed:
+                if not welcomed.done():
+                    welcomed.set_exception(ConnectionError("disconnected"))
+                self._fail(ClientError(self.close_code or 1006, "disconnected"))
+                return
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.max_backoff)
+            self.reconnects += 1
+
+    def _fail(self, exc: ClientError) -> None:
+        self._failure = exc
+        for document in self.docs.values():
+            if not document.opened.done():
+                document.opened.set_exception(exc)
+        for future in self._pongs.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _connect_once(self, welcomed: asyncio.Future[None]) -> None:
+        assert self._session is not None
+        async with self._session.ws_connect(self.url, heartbeat=30.0, max_msg_size=0) as ws:
+            self._ws = ws
+            await ws.send_bytes(m.encode(m.Hello(m.PROTOCOL_VERSION, self.token, self.user)))
+            writer = asyncio.create_task(self._write(ws))
+            reason = ""
+            try:
+                while True:
+                    msg = await ws.receive()
+                    if msg.type is aiohttp.WSMsgType.BINARY:
+                        self._receive(m.decode(msg.data), welcomed)
+                    elif msg.type is aiohttp.WSMsgType.CLOSE:
+                        reason = str(msg.extra or "")
+                        break
+                    elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+            finally:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+                self._ws = None
+                self.connected.clear()
+                while not self._outgoing.empty():  # the next handshake resends what matters
+                    self._outgoing.get_nowait()
+            self.close_code = ws.close_code
+            if ws.close_code is not None and ws.close_code >= 4000:
+                raise ClientError(ws.close_code, reason or "closed by server")
+
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            frame = await self._outgoing.get()
+            await ws.send_bytes(frame)
+
+    def _receive(self, message: m.Message, welcomed: asyncio.Future[None]) -> None:
+        match message:
+            case m.Welcome():
+                self.user = message.user
+                self.connected.set()
+                if not welcomed.done():
+                    welcomed.set_result(None)
+                for document in self.docs.values():  # (re)open: the server answers with step 1
+                    document.synced.clear()
+                    self.send(m.Open(document.ref, document.id))
+            case m.Opened(ref=ref, writable=writable):
+                document = self.docs.get(ref)
+                if document is not None:
+                    document.writable = writable
+                    self.send(m.Sync(ref, m.SyncStep.STEP1, document.doc.get_state()))
+                    document._send_awareness()
+                    if not document.opened.done():
+                        document.opened.set_result(None)
+            case m.Sync(ref=ref, step=step, data=data):
+                document = self.docs.get(ref)
+                if document is None:
+                    return
+                if step is m.SyncStep.STEP1:
+                    diff = document.doc.get_update(data)
+                    if document.writable and diff != b"\x00\x00":
+                        self.send(m.Sync(ref, m.SyncStep.STEP2, diff))
+                    return
+                document.apply_remote(data)
+                if step is m.SyncStep.STEP2:
+                    document.synced.set()
+            case m.Awareness(ref=ref, data=data):
+                document = self.docs.get(ref)
+                if document is not None:
+                    document.receive_awareness(data)
+            case m.Pong(id=ping_id):
+                future = self._pongs.pop(ping_id, None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+            case m.Error(code=code, message=text, ref=ref):
+                self.errors.append(message)
+                log.warning("server error %d: %s", code, text)
+                document = self.docs.get(ref) if ref is not None else None
+                if document is not None and not document.opened.done():
+                    self.docs.pop(ref, None)  # type: ignore[arg-type]
+                    document.opened.set_exception(ClientError(code, text))
+            case m.Close():
+                pass
+            case _:
+                log.warning("unexpected %s from server", type(message).__name__)
+
+

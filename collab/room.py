@@ -1,0 +1,300 @@
+"""A room: one live document, its peers, validation, durable append, then broadcast.
+
+The room never holds a socket. Peers are ``Subscriber`` objects whose ``send_*`` methods
+only enqueue; the server shell drains those queues onto sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pycrdt import Doc, Text
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId
+from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
+
+from .auth import Identity
+from .origin import Origin
+from .seed import TEXT_NAME
+from .store import Store
+
+__all__ = ["InvalidUpdate", "Room", "RoomFailed", "Subscriber"]
+
+log = logging.getLogger("collab.room")
+
+EMPTY_UPDATE = b"\x00\x00"
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
+
+
+class InvalidUpdate(ProtocolError):
+    """The document rejected an update; it was not stored, broadcast or kept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_UPDATE, message)
+
+
+class RoomFailed(ProtocolError):
+    """The room can no longer accept updates (its store failed, or the CRDT core panicked)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INTERNAL, message)
+
+
+class Subscriber(Protocol):
+    """One peer's view of one room: a connection (and, on ``/ws``, one document handle)."""
+
+    identity: Identity
+
+    def send_update(self, update: bytes) -> None: ...
+
+    def send_awareness(self, payload: bytes) -> None: ...
+
+    def abort(self, code: ErrorCode, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _AwarenessState:
+    clock: int
+    state: dict[str, object] | None
+    owner: Subscriber | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    update: bytes
+    origin: Origin
+    sender: Subscriber | None
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Room:
+    """A live document. Create with :meth:`Room.start` once its history is loaded."""
+
+    def __init__(
+        self,
+        doc_id: DocId,
+        doc: Doc,
+        store: Store,
+        *,
+        last_seq: int,
+        compact_every: int = 1000,
+        max_awareness: int = 256,
+        limits: YjsLimits | None = None,
+    ) -> None:
+        self.doc_id = doc_id
+        self.key = str(doc_id)
+        self.doc = doc
+        self.text = doc.get(TEXT_NAME, type=Text)
+        self.store = store
+        self.last_seq = last_seq
+        self.updates_since_snapshot = 0
+        self.compact_every = compact_every
+        self.max_awareness = max_awareness
+        self.limits = limits or YjsLimits()
+        self.attached: set[Subscriber] = set()  # lifecycle: everyone who opened the room
+        self.peers: set[Subscriber] = set()  # broadcast set: handshake completed
+        self.awareness_ids: dict[Subscriber, int] = {}
+        self._awareness: dict[int, _AwarenessState] = {}
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._failed: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.on_idle: Callable[[Room], None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._persist_loop(), name=f"persist {self.key}")
+
+    async def stop(self) -> None:
+        """Persist everything queued, then stop the persister."""
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    async def drain(self) -> None:
+        """Wait until every update accepted so far is durable and broadcast."""
+        if self._queue:
+            await asyncio.gather(*(p.done for p in self._queue), return_exceptions=True)
+
+    def attach(self, peer: Subscriber) -> None:
+        self.attached.add(peer)
+
+    def detach(self, peer: Subscriber) -> None:
+        self.attached.discard(peer)
+        self.peers.discard(peer)
+        client_id = self.awareness_ids.pop(peer, None)
+        if client_id is not None:
+            entry = self._awareness.get(client_id)
+            if entry is not None and entry.owner is peer:
+                entry.clock += 1
+                entry.state = None
+                entry.owner = None
+                self._broadcast_awareness([AwarenessEntry(client_id, entry.clock, None)], None)
+        if not self.attached and self.on_idle is not None:
+            self.on_idle(self)
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def state_vector(self) -> bytes:
+        return self.doc.get_state()
+
+    def handshake(self, peer: Subscriber, state_vector: bytes) -> bytes:
+        """Answer a peer's sync step 1 and add it to the broadcast set, atomically.
+
+        The returned step 2 holds everything the peer lacks; every later update reaches it
+        by broadcast, so nothing falls between the two.
+        """
+        try:
+            diff = self.doc.get_update(state_vector)
+        except BaseException as exc:
+            if isinstance(exc, _PASS_THROUGH):
+                raise
+            raise ProtocolError(ErrorCode.MALFORMED, f"invalid state vector: {exc}") from None
+        if peer in self.attached and peer not in self.peers:
+            self.peers.add(peer)
+            states = self.awareness_entries()
+            if states:
+                peer.send_awareness(encode_awareness(states))
+        return diff
+
+    def receive_update(
+        self, update: bytes, *, origin: Origin = Origin.CLIENT, sender: Subscriber | None = None
+    ) -> asyncio.Future[None]:
+        """Validate and apply ``update``, queue it for a durable append, and return a future
+        that completes once it is stored and broadcast. Raises ``InvalidUpdate``."""
+        if self._failed is not None:
+            raise RoomFailed(self._failed)
+        if len(update) > self.limits.max_update:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
+        try:
+            self.doc.apply_update(update)
+        except BaseException as exc:
+            if isinstance(exc, _PASS_THROUGH):
+                raise
+            if not isinstance(exc, Exception):  # a Rust panic: the document may be damaged
+                self._check_health(exc)
+            raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
+        pending = _Pending(update, origin, sender)
+        self._queue.append(pending)
+        self._wake.set()
+        return pending.done
+
+    def _check_health(self, exc: BaseException) -> None:
+        log.error("%s: CRDT core panicked on an update: %s", self.key, exc)
+        try:
+            self.doc.get_update()
+        except BaseException as again:
+            if isinstance(again, _PASS_THROUGH):
+                raise
+            self.fail(f"document damaged by a panic: {again}")
+
+    def fail(self, reason: str) -> None:
+        """Stop accepting updates and disconnect everyone; they reconnect to a fresh room."""
+        if self._failed is not None:
+            return
+        self._failed = reason
+        log.error("%s: room failed: %s", self.key, reason)
+        for peer in list(self.attached):
+            peer.abort(ErrorCode.INTERNAL, "document reloading, reconnect")
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            try:
+                seqs = await asyncio.gather(*(self.store.append(self.key, p.update) for p in batch))
+            except Exception as exc:
+                self.fail(f"store append failed: {exc!r}")
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_exception(RoomFailed(str(exc)))
+                return
+            self.last_seq = max(self.last_seq, *seqs)
+            self.updates_since_snapshot += len(batch)
+            for p in batch:
+                self._broadcast_update(p.update, p.sender)
+                if not p.done.done():
+                    p.done.set_result(None)
+            if self.updates_since_snapshot >= self.compact_every:
+                await self.compact()
+
+    async def compact(self) -> None:
+        """Replace the stored history up to the last durable update with one snapshot."""
+        through = self.last_seq
+        snapshot = self.doc.get_update()
+        await self.store.compact(self.key, snapshot, through)
+        self.updates_since_snapshot = 0
+
+    def _broadcast_update(self, update: bytes, sender: Subscriber | None) -> None:
+        for peer in list(self.peers):
+            if peer is not sender:
+                peer.send_update(update)
+
+    # -- awareness ---------------------------------------------------------------------------
+
+    def receive_awareness(self, peer: Subscriber, payload: bytes) -> None:
+        """Relay a peer's awareness update: its own client id only, its name stamped."""
+        entries = decode_awareness(payload, self.limits)
+        accepted = []
+        for entry in entries:
+            own = self.awareness_ids.setdefault(peer, entry.client_id)
+            if entry.client_id != own:
+                log.warning("%s: dropped awareness for foreign client id %d", self.key, entry.client_id)
+                continue
+            current = self._awareness.get(own)
+            if current is None and len(self._awareness) >= self.max_awareness:
+                self._evict_awareness()
+                if len(self._awareness) >= self.max_awareness:
+                    log.warning("%s: awareness table full, dropped client %d", self.key, own)
+                    continue
+            if current is not None and entry.clock < current.clock:
+                continue
+            state = _stamp(entry.state, peer.identity)
+            self._awareness[own] = _AwarenessState(entry.clock, state, peer if state else None)
+            accepted.append(AwarenessEntry(own, entry.clock, state))
+        if accepted:
+            self._broadcast_awareness(accepted, peer)
+
+    def _evict_awareness(self) -> None:
+        for client_id, entry in list(self._awareness.items()):
+            if entry.state is None:
+                del self._awareness[client_id]
+
+    def _broadcast_awareness(self, entries: list[AwarenessEntry], sender: Subscriber | None) -> None:
+        payload = encode_awareness(entries)
+        for peer in list(self.peers):
+            if peer is not sender:
+                peer.send_awareness(payload)
+
+    def awareness_entries(self) -> list[AwarenessEntry]:
+        """Every present (non-null) awareness state."""
+        return [
+            AwarenessEntry(cid, entry.clock, entry.state)
+            for cid, entry in self._awareness.items()
+            if entry.state is not None
+        ]
+
+
+def _stamp(state: dict[str, object] | None, identity: Identity) -> dict[str, object] | None:
+    """Overwrite ``user.name`` with the authenticated name; clients cannot pose as others."""
+    if state is None:
+        return None
+    user = state.get("user")
+    stamped_user = dict(user) if isinstance(user, dict) else {}
+    stamped_user["name"] = identity.user
+    return {**state, "user": stamped_user}

@@ -1,0 +1,158 @@
+"""Loading rooms from the store (or seeding them from git) and unloading idle ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pycrdt import Doc
+
+from gitsync import BlobNotText, BranchNotFound, RepoNotFound, Repositories
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId
+
+from .room import Room, Subscriber
+from .seed import seed_update
+from .store import Store
+
+__all__ = ["Rooms"]
+
+log = logging.getLogger("collab.rooms")
+
+
+class Rooms:
+    """Every loaded room, by document id. One load per document, however many ask at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        repos: Repositories,
+        *,
+        grace: float = 5.0,
+        compact_every: int = 1000,
+    ) -> None:
+        self.store = store
+        self.repos = repos
+        self.grace = grace
+        self.compact_every = compact_every
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Task[Room]] = {}
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, doc_id: DocId) -> Room | None:
+        return self._rooms.get(str(doc_id))
+
+    async def acquire(self, doc_id: DocId, peer: Subscriber) -> Room:
+        """Return the live room for ``doc_id`` with ``peer`` attached, loading it if needed."""
+        key = str(doc_id)
+        while True:
+            unloading = self._unloading.get(key)
+            if unloading is not None:
+                await asyncio.shield(unloading)
+                continue
+            room = self._rooms.get(key)
+            if room is not None and not room.failed:
+                self._cancel_timer(key)
+                room.attach(peer)
+                return room
+            if room is not None:  # failed: drop it and load afresh from the store
+                await self._unload(room, persist=False)
+                continue
+            task = self._loading.get(key)
+            if task is None:
+                task = asyncio.create_task(self._load(doc_id))
+                self._loading[key] = task
+                task.add_done_callback(lambda _t: self._loading.pop(key, None))
+            room = await asyncio.shield(task)
+            self._rooms.setdefault(key, room)
+
+    async def _load(self, doc_id: DocId) -> Room:
+        key = str(doc_id)
+        try:
+            await asyncio.to_thread(self.repos.branch_head, doc_id.repo, doc_id.branch)
+        except RepoNotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {doc_id.repo!r}") from None
+        except BranchNotFound:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"no branch {doc_id.branch!r} in {doc_id.repo!r}"
+            ) from None
+        stored = await self.store.load(key)
+        doc: Doc = Doc()
+        if stored is None:
+            try:
+                blob = await asyncio.to_thread(
+                    self.repos.read_file, doc_id.repo, doc_id.branch, doc_id.path
+                )
+            except BlobNotText as exc:
+                raise ProtocolError(ErrorCode.NOT_TEXT, str(exc)) from None
+            update = seed_update(blob.sha, blob.text)
+            last_seq = await self.store.append(key, update)
+            doc.apply_update(update)
+            log.info("%s: seeded from %s", key, blob.sha.decode() if blob.sha else "nothing")
+        else:
+            if stored.corrupt is not None:
+                log.error(
+                    "%s: store has a corrupt tail at seq %d (%s); loaded the records before it",
+                    key,
+                    stored.corrupt.seq,
+                    stored.corrupt.reason,
+                )
+            if stored.snapshot is not None:
+                doc.apply_update(stored.snapshot)
+            for _seq, update in stored.updates:
+                doc.apply_update(update)
+            last_seq = stored.last_seq
+        room = Room(doc_id, doc, self.store, last_seq=last_seq, compact_every=self.compact_every)
+        if stored is not None:
+            room.updates_since_snapshot = len(stored.updates)
+        room.on_idle = self._schedule_unload
+        room.start()
+        return room
+
+    def _cancel_timer(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _schedule_unload(self, room: Room) -> None:
+        self._cancel_timer(room.key)
+        loop = asyncio.get_running_loop()
+        self._timers[room.key] = loop.call_later(self.grace, self._start_unload, room)
+
+    def _start_unload(self, room: Room) -> None:
+        self._timers.pop(room.key, None)
+        if room.attached or room.key in self._unloading or self._rooms.get(room.key) is not room:
+            return
+        task = asyncio.create_task(self._unload(room, persist=True))
+        self._unloading[room.key] = task
+        task.add_done_callback(lambda _t: self._unloading.pop(room.key, None))
+
+    async def _unload(self, room: Room, *, persist: bool) -> None:
+        """Persist and forget ``room``; if persisting fails it stays loaded and retries."""
+        try:
+            await room.drain()
+            if persist and not room.failed and room.updates_since_snapshot:
+                await room.compact()
+        except Exception:
+            log.exception("%s: persist before unload failed; keeping the room", room.key)
+            self._schedule_unload(room)
+            return
+        if room.attached and not room.failed:
+            return  # someone arrived while we were persisting
+        await room.stop()
+        if self._rooms.get(room.key) is room:
+            del self._rooms[room.key]
+        log.debug("%s: unloaded", room.key)
+
+    async def close(self) -> None:
+        """Persist and unload every room (server shutdown)."""
+        for key in list(self._timers):
+            self._cancel_timer(key)
+        await asyncio.gather(*self._unloading.values(), return_exceptions=True)
+        for room in list(self._rooms.values()):
+            room.attached.clear()
+            await self._unload(room, persist=True)

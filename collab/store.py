@@ -1,0 +1,65 @@
+"""The ``Store`` seam: a durable, per-document log of CRDT updates and snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = ["CorruptRecord", "Store", "StoredDoc"]
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptRecord:
+    """A record whose checksum did not match; it and every later record were skipped."""
+
+    doc_id: str
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDoc:
+    """What a store holds for one document, in the order it must be applied.
+
+    ``snapshot`` (if any) is a full encoded state that replaces every update up to and
+    including ``snapshot_seq``; ``updates`` are the later updates with their sequence
+    numbers, ascending. ``corrupt`` reports a torn or corrupt tail that was not returned.
+    """
+
+    snapshot: bytes | None
+    snapshot_seq: int
+    updates: list[tuple[int, bytes]] = field(default_factory=list)
+    corrupt: CorruptRecord | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self.updates[-1][0] if self.updates else self.snapshot_seq
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable storage of CRDT history, keyed by document id string.
+
+    ``append`` returns only once the update is durable (fsynced), and appends made
+    concurrently are committed together (group commit).
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def load(self, doc_id: str) -> StoredDoc | None:
+        """Return the document's history, or ``None`` if the store has never seen it."""
+        ...
+
+    async def append(self, doc_id: str, update: bytes) -> int:
+        """Durably append one update; return its sequence number (strictly increasing)."""
+        ...
+
+    async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
+        """Replace every record up to ``through_seq`` with ``snapshot``, atomically."""
+        ...
+
+    async def delete(self, doc_id: str) -> None:
+        """Forget the document entirely."""
+        ...

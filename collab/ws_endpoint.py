@@ -1,0 +1,206 @@
+"""``/ws``: the engine's own msgpack protocol, many documents over one socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from protocol import messages as m
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId
+
+from .auth import Identity
+from .outbox import Outbox, close_ws
+from .room import EMPTY_UPDATE, Room
+
+if TYPE_CHECKING:
+    from .server import CollabServer
+
+__all__ = ["handle_ws"]
+
+log = logging.getLogger("collab.ws")
+
+
+class DocPeer:
+    """One open document handle on a ``/ws`` connection."""
+
+    def __init__(self, session: Session, ref: int, room: Room | None, writable: bool) -> None:
+        self.session = session
+        self.identity = session.identity
+        self.ref = ref
+        self.room = room
+        self.writable = writable
+
+    def send_update(self, update: bytes) -> None:
+        self.session.send(m.Sync(self.ref, m.SyncStep.UPDATE, update))
+
+    def send_awareness(self, payload: bytes) -> None:
+        self.session.send(m.Awareness(self.ref, payload))
+
+    def abort(self, code: ErrorCode, reason: str) -> None:
+        self.session.outbox.abort(code, reason)
+
+
+class Session:
+    """An authenticated ``/ws`` connection and its open documents."""
+
+    def __init__(self, server: CollabServer, outbox: Outbox, identity: Identity) -> None:
+        self.server = server
+        self.outbox = outbox
+        self.identity = identity
+        self.docs: dict[int, DocPeer] = {}
+        self.writes: list[asyncio.Future[None]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, message: m.Message) -> None:
+        self.outbox.put(m.encode(message))
+
+    def error(self, code: ErrorCode, message: str, ref: int | None = None) -> None:
+        self.send(m.Error(code, message, ref))
+
+    async def receive(self, message: m.Message) -> None:
+        match message:
+            case m.Open(ref=ref, doc=doc):
+                await self._open(ref, doc)
+            case m.Close(ref=ref):
+                peer = self.docs.pop(ref, None)
+                if peer is not None and peer.room is not None:
+                    peer.room.detach(peer)
+                self.send(m.Close(ref))
+            case m.Sync(ref=ref, step=step, data=data):
+                self._sync(ref, step, data)
+            case m.Awareness(ref=ref, data=data):
+                peer = self._doc(ref)
+                if peer is not None and peer.room is not None:
+                    peer.room.receive_awareness(peer, data)
+            case m.Ping(id=ping_id):
+                self._spawn(self._pong(ping_id))
+            case m.Hello():
+                self.error(ErrorCode.MALFORMED, "hello was already received")
+            case _:
+                raise ProtocolError(ErrorCode.MALFORMED, f"{type(message).__name__} is server-only")
+
+    def _doc(self, ref: int) -> DocPeer | None:
+        peer = self.docs.get(ref)
+        if peer is None:
+            self.error(ErrorCode.UNKNOWN_DOCUMENT, f"no open document with ref {ref}", ref)
+        return peer
+
+    async def _open(self, ref: int, text: str) -> None:
+        if ref in self.docs:
+            self.error(ErrorCode.ALREADY_OPEN, f"ref {ref} is already open", ref)
+            return
+        if len(self.docs) >= self.server.config.max_open_docs:
+            self.error(ErrorCode.TOO_LARGE, "too many open documents on this connection", ref)
+            return
+        try:
+            doc_id = DocId.parse(text)
+            if not self.identity.can_read(doc_id.repo):
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
+        except ProtocolError as exc:
+            self.error(exc.code, exc.message, ref)
+            return
+        peer = DocPeer(self, ref, None, self.identity.can_write(doc_id.repo))
+        self.docs[ref] = peer  # reserve the ref while loading
+        try:
+            room = await self.server.rooms.acquire(doc_id, peer)
+        except ProtocolError as exc:
+            self.docs.pop(ref, None)
+            self.error(exc.code, exc.message, ref)
+            return
+        if self.docs.get(ref) is not peer:  # closed while loading
+            room.detach(peer)
+            return
+        peer.room = room
+        self.send(m.Opened(ref, str(doc_id), peer.writable))
+        self.send(m.Sync(ref, m.SyncStep.STEP1, room.state_vector()))
+
+    def _sync(self, ref: int, step: m.SyncStep, data: bytes) -> None:
+        peer = self._doc(ref)
+        if peer is None or peer.room is None:
+            return
+        room = peer.room
+        if step is m.SyncStep.STEP1:
+            self.send(m.Sync(ref, m.SyncStep.STEP2, room.handshake(peer, data)))
+            return
+        if not peer.writable:
+            if data != EMPTY_UPDATE:
+                log.warning("%s: refused a write from read-only %s", room.key, self.identity.user)
+                self.error(ErrorCode.READ_ONLY, "read-only: writes are refused", ref)
+            return
+        self.writes.append(room.receive_update(data, sender=peer))
+
+    async def _pong(self, ping_id: int) -> None:
+        writes, self.writes = self.writes, []
+        if writes:
+            await asyncio.gather(*writes, return_exceptions=True)
+        self.send(m.Pong(ping_id))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for peer in self.docs.values():
+            if peer.room is not None:
+                peer.room.detach(peer)
+        self.docs.clear()
+
+
+async def _hello(server: CollabServer, ws: web.WebSocketResponse, remote: str | None) -> Identity:
+    try:
+        msg = await ws.receive(timeout=server.config.hello_timeout)
+    except TimeoutError:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "no hello received in time") from None
+    if msg.type is not WSMsgType.BINARY:
+        raise ProtocolError(ErrorCode.MALFORMED, "expected a binary hello message")
+    hello = m.decode(msg.data, server.ws_limits)
+    if not isinstance(hello, m.Hello):
+        raise ProtocolError(ErrorCode.MALFORMED, "the first message must be hello")
+    if hello.version != m.PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {hello.version} unsupported; this server speaks {m.PROTOCOL_VERSION}",
+        )
+    return server.auth.authenticate(token=hello.token, user=hello.user, remote=remote)
+
+
+async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocketResponse:
+    ws = server.websocket()
+    await ws.prepare(request)
+    name = f"ws {request.remote}"
+    try:
+        identity = await _hello(server, ws, request.remote)
+    except ProtocolError as exc:
+        log.warning("%s: refused: %s", name, exc)
+        await close_ws(ws, exc.code, exc.message)
+        return ws
+    outbox = Outbox(ws, limit=server.config.outbox_limit, name=f"{name} ({identity.user})")
+    session = Session(server, outbox, identity)
+    writer = asyncio.create_task(outbox.run())
+    server.track(ws)
+    session.send(m.Welcome(m.PROTOCOL_VERSION, identity.user, secrets.token_hex(8)))
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                try:
+                    await session.receive(m.decode(msg.data, server.ws_limits))
+                except ProtocolError as exc:
+                    outbox.abort(exc.code, exc.message)
+            elif msg.type is WSMsgType.TEXT:
+                outbox.abort(ErrorCode.MALFORMED, "text frames are not part of the protocol")
+            elif msg.type is WSMsgType.ERROR:
+                log.warning("%s: %s", name, ws.exception())
+    finally:
+        server.untrack(ws)
+        session.close()
+        outbox.finish()
+        await asyncio.gather(writer, return_exceptions=True)
+    return ws

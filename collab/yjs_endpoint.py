@@ -1,0 +1,122 @@
+"""``/yjs/<repo>/<branch>:<path>``: exactly what a stock y-websocket provider speaks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId
+from protocol.yjs import (
+    AuthDenied,
+    AwarenessMessage,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    decode_message,
+    encode_awareness,
+    encode_message,
+)
+
+from .auth import Identity
+from .outbox import Outbox, close_ws
+from .room import EMPTY_UPDATE, Room
+
+if TYPE_CHECKING:
+    from .server import CollabServer
+
+__all__ = ["handle_yjs"]
+
+log = logging.getLogger("collab.yjs")
+
+
+class YjsPeer:
+    """One stock Yjs client on one document."""
+
+    def __init__(self, outbox: Outbox, identity: Identity, writable: bool) -> None:
+        self.outbox = outbox
+        self.identity = identity
+        self.writable = writable
+        self.last_write: asyncio.Future[None] | None = None
+
+    def send_update(self, update: bytes) -> None:
+        self.outbox.put(encode_message(SyncUpdate(update)))
+
+    def send_awareness(self, payload: bytes) -> None:
+        self.outbox.put(encode_message(AwarenessMessage(payload)))
+
+    def abort(self, code: ErrorCode, reason: str) -> None:
+        self.outbox.abort(code, reason)
+
+
+async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocketResponse:
+    ws = server.websocket()
+    await ws.prepare(request)
+    name = f"yjs {request.remote} {request.match_info['room'][:200]}"
+    try:
+        doc_id = DocId.parse(request.match_info["room"])
+        identity = server.auth.authenticate(
+            token=request.query.get("token"), user=request.query.get("user"), remote=request.remote
+        )
+        if not identity.can_read(doc_id.repo):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
+    except ProtocolError as exc:
+        log.warning("%s: refused: %s", name, exc)
+        await close_ws(ws, exc.code, exc.message)
+        return ws
+    outbox = Outbox(ws, limit=server.config.outbox_limit, name=f"{name} ({identity.user})")
+    peer = YjsPeer(outbox, identity, identity.can_write(doc_id.repo))
+    try:
+        room = await server.rooms.acquire(doc_id, peer)
+    except ProtocolError as exc:
+        log.warning("%s: refused: %s", name, exc)
+        await close_ws(ws, exc.code, exc.message)
+        return ws
+    writer = asyncio.create_task(outbox.run())
+    server.track(ws)
+    try:
+        if peer.writable:  # ask for what the client has; read-only clients have nothing to give
+            outbox.put(encode_message(SyncStep1(room.state_vector())))
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                try:
+                    _receive(room, peer, msg.data, server)
+                except ProtocolError as exc:
+                    outbox.abort(exc.code, exc.message)
+            elif msg.type is WSMsgType.TEXT:
+                outbox.abort(ErrorCode.MALFORMED, "text frames are not part of the protocol")
+            elif msg.type is WSMsgType.ERROR:
+                log.warning("%s: %s", name, ws.exception())
+    finally:
+        server.untrack(ws)
+        room.detach(peer)
+        outbox.finish()
+        await asyncio.gather(writer, return_exceptions=True)
+    return ws
+
+
+def _receive(room: Room, peer: YjsPeer, data: bytes, server: CollabServer) -> None:
+    message = decode_message(data, server.yjs_limits)
+    match message:
+        case SyncStep1(state_vector=sv):
+            diff = room.handshake(peer, sv)
+            peer.outbox.put(encode_message(SyncStep2(diff)))
+        case SyncStep2(update=update) | SyncUpdate(update=update):
+            if not peer.writable:
+                if update != EMPTY_UPDATE:
+                    log.warning("%s: refused a write from read-only %s", room.key, peer.identity.user)
+                    peer.outbox.put(encode_message(AuthDenied("read-only: writes are refused")))
+                return
+            peer.last_write = room.receive_update(update, sender=peer)
+        case AwarenessMessage(payload=payload):
+            room.receive_awareness(peer, payload)
+        case QueryAwareness():
+            states = room.awareness_entries()
+            if states:
+                peer.send_awareness(encode_awareness(states))
+        case AuthDenied():
+            pass

@@ -1,0 +1,164 @@
+"""Finding repositories under a root directory and reading files at a branch head."""
+
+from __future__ import annotations
+
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dulwich.object_store import tree_lookup_path
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+
+__all__ = [
+    "BlobNotText",
+    "BranchNotFound",
+    "FileBlob",
+    "RepoNotFound",
+    "Repositories",
+    "create_demo_repo",
+]
+
+
+class RepoNotFound(LookupError):
+    pass
+
+
+class BranchNotFound(LookupError):
+    pass
+
+
+class BlobNotText(ValueError):
+    """The path names something that is not an editable text file."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileBlob:
+    """A file's content at a branch head; ``sha`` is ``None`` when the file does not exist."""
+
+    sha: bytes | None
+    text: str
+
+
+class Repositories:
+    """The git repositories under ``root``: ``root/<name>`` or ``root/<name>.git``.
+
+    Names must already be validated (``protocol.names``); this class only resolves them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._open: dict[str, Repo] = {}
+        self._lock = threading.Lock()
+
+    def path_of(self, name: str) -> Path:
+        for candidate in (self.root / name, self.root / f"{name}.git"):
+            if (candidate / ".git").exists() or (candidate / "HEAD").is_file():
+                return candidate
+        raise RepoNotFound(name)
+
+    def open(self, name: str) -> Repo:
+        with self._lock:
+            repo = self._open.get(name)
+            if repo is None:
+                repo = Repo(str(self.path_of(name)))
+                self._open[name] = repo
+            return repo
+
+    def close(self) -> None:
+        with self._lock:
+            for repo in self._open.values():
+                repo.close()
+            self._open.clear()
+
+    def names(self) -> list[str]:
+        found = []
+        for child in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            name = child.name.removesuffix(".git")
+            try:
+                self.path_of(name)
+            except RepoNotFound:
+                continue
+            found.append(name)
+        return found
+
+    def branch_head(self, name: str, branch: str) -> bytes:
+        repo = self.open(name)
+        ref = b"refs/heads/" + branch.encode()
+        try:
+            return bytes(repo.refs[ref])
+        except KeyError:
+            raise BranchNotFound(f"{name}/{branch}") from None
+
+    def read_file(self, name: str, branch: str, path: str) -> FileBlob:
+        """Read ``path`` at the head of ``branch``; a missing file reads as empty."""
+        repo = self.open(name)
+        commit = repo[self.branch_head(name, branch)]
+        assert isinstance(commit, Commit)
+        try:
+            mode, sha = tree_lookup_path(repo.object_store.__getitem__, commit.tree, path.encode())
+        except KeyError:
+            return FileBlob(None, "")
+        if not stat.S_ISREG(mode):
+            raise BlobNotText(f"{path} is not a regular file")
+        blob = repo[sha]
+        assert isinstance(blob, Blob)
+        try:
+            return FileBlob(sha, blob.as_raw_string().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BlobNotText(f"{path} is not UTF-8 text") from None
+
+
+def create_demo_repo(path: Path, files: dict[str, str] | None = None) -> Path:
+    """Create a repository at ``path`` whose ``main`` branch holds ``files`` (a demo set if None)."""
+    files = files if files is not None else _DEMO_FILES
+    path.mkdir(parents=True, exist_ok=True)
+    repo = Repo.init(str(path))
+    try:
+        store = repo.object_store
+        root = _build_tree(store, files)
+        commit = Commit()
+        commit.tree = root
+        commit.author = commit.committer = b"collab <collab@localhost>"
+        commit.author_time = commit.commit_time = int(time.time())
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.encoding = b"UTF-8"
+        commit.message = b"Initial commit\n"
+        store.add_object(commit)
+        repo.refs.set_if_equals(b"refs/heads/main", None, commit.id)
+        repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
+    finally:
+        repo.close()
+    return path
+
+
+def _build_tree(store: object, files: dict[str, str]) -> bytes:
+    nested: dict[str, object] = {}
+    for file_path, text in files.items():
+        node = nested
+        *dirs, leaf = file_path.split("/")
+        for part in dirs:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[leaf] = text
+
+    def write(node: dict[str, object]) -> bytes:
+        tree = Tree()
+        for name, value in node.items():
+            if isinstance(value, dict):
+                tree.add(name.encode(), stat.S_IFDIR, write(value))
+            else:
+                blob = Blob.from_string(str(value).encode("utf-8"))
+                store.add_object(blob)  # type: ignore[attr-defined]
+                tree.add(name.encode(), stat.S_IFREG | 0o644, blob.id)
+        store.add_object(tree)  # type: ignore[attr-defined]
+        return bytes(tree.id)
+
+    return write(nested)
+
+
+_DEMO_FILES = {
+    "README.md": "# Demo\n\nOpen this file from two editors and type in both.\n",
+    "src/hello.py": 'def hello(name: str) -> str:\n    return f"Hello, {name}!"\n',
+}

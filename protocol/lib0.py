@@ -1,0 +1,86 @@
+"""lib0 variable-length encoding (the wire format of y-protocols), with explicit limits."""
+
+from __future__ import annotations
+
+from .errors import ErrorCode, ProtocolError
+
+__all__ = ["Reader", "write_var_bytes", "write_var_string", "write_var_uint"]
+
+_MAX_VARUINT_BYTES = 8  # 56 bits; lib0 numbers are at most 53 bits
+
+
+def write_var_uint(out: bytearray, value: int) -> None:
+    """Append ``value`` (>= 0) as a lib0 varuint."""
+    if value < 0:
+        raise ValueError("varuint must be non-negative")
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+
+
+def write_var_bytes(out: bytearray, data: bytes) -> None:
+    """Append ``data`` prefixed by its length (lib0 ``writeVarUint8Array``)."""
+    write_var_uint(out, len(data))
+    out += data
+
+
+def write_var_string(out: bytearray, text: str) -> None:
+    """Append ``text`` as UTF-8 prefixed by its byte length (lib0 ``writeVarString``)."""
+    write_var_bytes(out, text.encode("utf-8"))
+
+
+class Reader:
+    """Reads lib0-encoded values from a buffer; raises ``ProtocolError`` on anything short."""
+
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
+    def at_end(self) -> bool:
+        return self._pos >= len(self._data)
+
+    def read_var_uint(self) -> int:
+        value = 0
+        shift = 0
+        data = self._data
+        for _ in range(_MAX_VARUINT_BYTES):
+            if self._pos >= len(data):
+                raise ProtocolError(ErrorCode.MALFORMED, "truncated varuint")
+            byte = data[self._pos]
+            self._pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+        raise ProtocolError(ErrorCode.MALFORMED, "varuint too long")
+
+    def read_var_bytes(self, limit: int) -> bytes:
+        length = self.read_var_uint()
+        if length > limit:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"declared length {length} over limit {limit}")
+        if length > self.remaining:
+            raise ProtocolError(
+                ErrorCode.MALFORMED, f"declared length {length} but {self.remaining} bytes left"
+            )
+        start = self._pos
+        self._pos += length
+        return self._data[start : self._pos]
+
+    def read_var_string(self, limit: int) -> str:
+        raw = self.read_var_bytes(limit)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, "string is not UTF-8") from exc
+
+    def read_rest(self) -> bytes:
+        rest = self._data[self._pos :]
+        self._pos = len(self._data)
+        return rest

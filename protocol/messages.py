@@ -1,0 +1,263 @@
+"""The engine's own protocol on ``/ws``: one msgpack map per binary WebSocket message."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, ClassVar
+
+import msgpack
+
+from .errors import ErrorCode, ProtocolError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Awareness",
+    "Close",
+    "Error",
+    "Hello",
+    "Kind",
+    "Limits",
+    "Message",
+    "Open",
+    "Opened",
+    "Ping",
+    "Pong",
+    "Sync",
+    "SyncStep",
+    "Welcome",
+    "decode",
+    "encode",
+]
+
+PROTOCOL_VERSION = 1
+
+
+class Kind(IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    OPEN = 3
+    OPENED = 4
+    CLOSE = 5
+    SYNC = 6
+    AWARENESS = 7
+    ERROR = 8
+    PING = 9
+    PONG = 10
+
+
+class SyncStep(IntEnum):
+    """The y-protocols sync message types."""
+
+    STEP1 = 0  # data is a state vector
+    STEP2 = 1  # data is an update answering a step 1
+    UPDATE = 2  # data is an incremental update
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds the decoder enforces; anything over them is a ``ProtocolError``."""
+
+    max_message: int = 8 * 1024 * 1024
+    max_str: int = 4096
+    max_bin: int = 8 * 1024 * 1024
+    max_fields: int = 16
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Client -> server, first message: protocol version and credentials."""
+
+    KIND: ClassVar[Kind] = Kind.HELLO
+    version: int
+    token: str | None = None
+    user: str | None = None  # dev mode only (no server secret, loopback)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Server -> client: the hello was accepted."""
+
+    KIND: ClassVar[Kind] = Kind.WELCOME
+    version: int
+    user: str
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """Client -> server: open document ``doc`` under the client-chosen handle ``ref``."""
+
+    KIND: ClassVar[Kind] = Kind.OPEN
+    ref: int
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """Server -> client: ``ref`` is open; ``writable`` is false for read-only access."""
+
+    KIND: ClassVar[Kind] = Kind.OPENED
+    ref: int
+    doc: str
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Either way: the document under ``ref`` is closed."""
+
+    KIND: ClassVar[Kind] = Kind.CLOSE
+    ref: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Either way: a y-protocols sync message for the document under ``ref``."""
+
+    KIND: ClassVar[Kind] = Kind.SYNC
+    ref: int
+    step: SyncStep
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Awareness:
+    """Either way: a y-protocols awareness update for the document under ``ref``."""
+
+    KIND: ClassVar[Kind] = Kind.AWARENESS
+    ref: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Server -> client: a request failed; ``ref`` names the document when one is concerned."""
+
+    KIND: ClassVar[Kind] = Kind.ERROR
+    code: ErrorCode
+    message: str
+    ref: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Client -> server: answered by ``Pong`` once every earlier update of this
+    connection is durable and broadcast."""
+
+    KIND: ClassVar[Kind] = Kind.PING
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    KIND: ClassVar[Kind] = Kind.PONG
+    id: int
+
+
+Message = Hello | Welcome | Open | Opened | Close | Sync | Awareness | Error | Ping | Pong
+
+_CLASSES: dict[int, type[Any]] = {
+    cls.KIND: cls for cls in (Hello, Welcome, Open, Opened, Close, Sync, Awareness, Error, Ping, Pong)
+}
+
+_MAX_INT = 2**53 - 1
+
+
+def _field_types(cls: type[Any]) -> dict[str, tuple[type[Any], ...]]:
+    hints = typing.get_type_hints(cls)
+    table: dict[str, tuple[type[Any], ...]] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        table[f.name] = tuple(options)
+    return table
+
+
+_FIELDS = {kind: _field_types(cls) for kind, cls in _CLASSES.items()}
+
+
+def encode(message: Message) -> bytes:
+    """Encode one message as a msgpack map ``{"t": kind, field: value, ...}``."""
+    body: dict[str, Any] = {"t": int(message.KIND)}
+    for f in dataclasses.fields(message):
+        value = getattr(message, f.name)
+        if value is None:
+            continue
+        body[f.name] = int(value) if isinstance(value, IntEnum) else value
+    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(ErrorCode.MALFORMED, f"msgpack extension type {code} is not allowed")
+
+
+def _check(kind: Kind, name: str, value: Any, allowed: tuple[type[Any], ...]) -> Any:
+    for option in allowed:
+        if option is type(None) and value is None:
+            return None
+        if option is bool:
+            if isinstance(value, bool):
+                return value
+            continue
+        if issubclass(option, IntEnum):
+            if isinstance(value, int) and not isinstance(value, bool):
+                try:
+                    return option(value)
+                except ValueError:
+                    continue
+            continue
+        if option is int:
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT:
+                return value
+            continue
+        if isinstance(value, option):
+            return value
+    raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name}.{name}: bad value {value!r:.80}")
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
+    """Decode one message; raise ``ProtocolError`` for anything malformed or over a limit."""
+    if len(data) > limits.max_message:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {len(data)} bytes over limit")
+    try:
+        body = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            ext_hook=_refuse_ext,
+            max_str_len=limits.max_str,
+            max_bin_len=limits.max_bin,
+            max_array_len=0,
+            max_map_len=limits.max_fields,
+            max_ext_len=0,
+        )
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of types for malformed input
+        raise ProtocolError(ErrorCode.MALFORMED, f"not a msgpack message: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, "message is not a map")
+    raw_kind = body.pop("t", None)
+    if not isinstance(raw_kind, int) or isinstance(raw_kind, bool) or raw_kind not in _CLASSES:
+        raise ProtocolError(ErrorCode.MALFORMED, f"unknown message kind {raw_kind!r:.40}")
+    kind = Kind(raw_kind)
+    fields = _FIELDS[kind]
+    unknown = set(body) - set(fields)
+    if unknown:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name}: unknown fields {sorted(unknown)!r:.80}")
+    values: dict[str, Any] = {}
+    for name, allowed in fields.items():
+        if name not in body:
+            if type(None) in allowed:
+                continue
+            raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name}: missing field {name!r}")
+        values[name] = _check(kind, name, body[name], allowed)
+    return _CLASSES[kind](**values)  # type: ignore[no-any-return]

@@ -1,0 +1,104 @@
+"""Validation of repository, branch and path names, and the ``<repo>/<branch>:<path>`` doc id."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ErrorCode, ProtocolError
+
+__all__ = ["DocId", "validate_branch", "validate_path", "validate_repo"]
+
+_REPO_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+MAX_BRANCH = 200
+MAX_PATH = 4096
+MAX_PATH_COMPONENT = 255
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_NAME, message)
+
+
+def validate_repo(name: str) -> str:
+    """Return ``name`` if it is a valid repository name, else raise ``ProtocolError``."""
+    if not _REPO_RE.fullmatch(name) or set(name) == {"."}:
+        raise _bad(f"invalid repository name {name!r}: use 1-100 of A-Z a-z 0-9 . _ -")
+    return name
+
+
+def validate_branch(name: str) -> str:
+    """Apply the rules of ``git check-ref-format --branch`` to ``name``."""
+    if not name or len(name) > MAX_BRANCH:
+        raise _bad(f"invalid branch name {name[:MAX_BRANCH]!r}: empty or too long")
+    if _BRANCH_FORBIDDEN.search(name):
+        raise _bad(f"invalid branch name {name!r}: control character, space or one of ~^:?*[\\")
+    if (
+        name == "@"
+        or "@{" in name
+        or ".." in name
+        or "//" in name
+        or name.startswith(("/", "-"))
+        or name.endswith(("/", "."))
+    ):
+        raise _bad(f"invalid branch name {name!r}")
+    for part in name.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            raise _bad(f"invalid branch name {name!r}: component {part!r}")
+    return name
+
+
+def validate_path(path: str) -> str:
+    """Return the normalised form of a path inside a repository, or raise ``ProtocolError``.
+
+    Empty and ``.`` components are dropped; ``..``, absolute paths, ``.git``, NUL,
+    backslashes and control characters are refused.
+    """
+    if not path or len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
+        raise _bad("invalid path: empty or too long")
+    if path.startswith("/"):
+        raise _bad(f"invalid path {path!r}: absolute")
+    if "\\" in path or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        raise _bad(f"invalid path {path!r}: backslash or control character")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _bad("invalid path: not valid Unicode") from exc
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if not parts:
+        raise _bad(f"invalid path {path!r}: names no file")
+    for part in parts:
+        if part == "..":
+            raise _bad(f"invalid path {path!r}: '..' leaves the repository")
+        if part.lower() == ".git":
+            raise _bad(f"invalid path {path!r}: inside .git")
+        if len(part.encode("utf-8")) > MAX_PATH_COMPONENT:
+            raise _bad(f"invalid path {path!r}: component too long")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class DocId:
+    """The address of one document: a file ``path`` on ``branch`` of ``repo``."""
+
+    repo: str
+    branch: str
+    path: str
+
+    def __post_init__(self) -> None:
+        validate_repo(self.repo)
+        validate_branch(self.branch)
+        if validate_path(self.path) != self.path:
+            raise _bad(f"path {self.path!r} is not normalised")
+
+    @classmethod
+    def parse(cls, text: str) -> DocId:
+        """Parse ``<repo>/<branch>:<path>``; the path is normalised."""
+        repo, slash, rest = text.partition("/")
+        branch, colon, path = rest.partition(":")
+        if not slash or not colon:
+            raise _bad(f"invalid document id {text[:200]!r}: expected <repo>/<branch>:<path>")
+        return cls(validate_repo(repo), validate_branch(branch), validate_path(path))
+
+    def __str__(self) -> str:
+        return f"{self.repo}/{self.branch}:{self.path}"

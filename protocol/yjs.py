@@ -1,0 +1,188 @@
+"""y-protocols sync and awareness messages, byte-compatible with the JavaScript ``y-protocols``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from .errors import ErrorCode, ProtocolError
+from .lib0 import Reader, write_var_bytes, write_var_string, write_var_uint
+
+__all__ = [
+    "AwarenessEntry",
+    "AwarenessMessage",
+    "AuthDenied",
+    "QueryAwareness",
+    "SyncStep1",
+    "SyncStep2",
+    "SyncUpdate",
+    "YjsLimits",
+    "YjsMessage",
+    "decode_awareness",
+    "decode_message",
+    "encode_awareness",
+    "encode_message",
+]
+
+
+class MessageType(IntEnum):
+    SYNC = 0
+    AWARENESS = 1
+    AUTH = 2
+    QUERY_AWARENESS = 3
+
+
+class SyncType(IntEnum):
+    STEP1 = 0
+    STEP2 = 1
+    UPDATE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class YjsLimits:
+    """Bounds every decoder enforces before allocating anything."""
+
+    max_message: int = 8 * 1024 * 1024
+    max_update: int = 8 * 1024 * 1024
+    max_state_vector: int = 64 * 1024
+    max_awareness_entries: int = 64
+    max_awareness_state: int = 16 * 1024
+    max_reason: int = 1024
+
+
+DEFAULT_LIMITS = YjsLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep1:
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep2:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncUpdate:
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessMessage:
+    """An awareness update, kept encoded; see :func:`decode_awareness`."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuthDenied:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAwareness:
+    pass
+
+
+YjsMessage = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessMessage | AuthDenied | QueryAwareness
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    """One client's awareness state; ``state`` is ``None`` when the client left."""
+
+    client_id: int
+    clock: int
+    state: dict[str, Any] | None
+
+
+def encode_message(message: YjsMessage) -> bytes:
+    out = bytearray()
+    match message:
+        case SyncStep1(state_vector=sv):
+            out += b"\x00\x00"
+            write_var_bytes(out, sv)
+        case SyncStep2(update=update):
+            out += b"\x00\x01"
+            write_var_bytes(out, update)
+        case SyncUpdate(update=update):
+            out += b"\x00\x02"
+            write_var_bytes(out, update)
+        case AwarenessMessage(payload=payload):
+            out += b"\x01"
+            write_var_bytes(out, payload)
+        case AuthDenied(reason=reason):
+            out += b"\x02\x00"
+            write_var_string(out, reason)
+        case QueryAwareness():
+            out += b"\x03"
+    return bytes(out)
+
+
+def decode_message(data: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> YjsMessage:
+    """Decode one y-protocols message (one WebSocket frame of a y-websocket client)."""
+    if len(data) > limits.max_message:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {len(data)} bytes over limit")
+    reader = Reader(data)
+    kind = reader.read_var_uint()
+    message: YjsMessage
+    if kind == MessageType.SYNC:
+        sync_type = reader.read_var_uint()
+        if sync_type == SyncType.STEP1:
+            message = SyncStep1(reader.read_var_bytes(limits.max_state_vector))
+        elif sync_type == SyncType.STEP2:
+            message = SyncStep2(reader.read_var_bytes(limits.max_update))
+        elif sync_type == SyncType.UPDATE:
+            message = SyncUpdate(reader.read_var_bytes(limits.max_update))
+        else:
+            raise ProtocolError(ErrorCode.MALFORMED, f"unknown sync message type {sync_type}")
+    elif kind == MessageType.AWARENESS:
+        message = AwarenessMessage(reader.read_var_bytes(limits.max_message))
+    elif kind == MessageType.AUTH:
+        auth_type = reader.read_var_uint()
+        if auth_type != 0:
+            raise ProtocolError(ErrorCode.MALFORMED, f"unknown auth message type {auth_type}")
+        message = AuthDenied(reader.read_var_string(limits.max_reason))
+    elif kind == MessageType.QUERY_AWARENESS:
+        message = QueryAwareness()
+    else:
+        raise ProtocolError(ErrorCode.MALFORMED, f"unknown message type {kind}")
+    if not reader.at_end():
+        raise ProtocolError(ErrorCode.MALFORMED, f"{reader.remaining} trailing bytes")
+    return message
+
+
+def decode_awareness(payload: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> list[AwarenessEntry]:
+    """Decode an awareness update into its entries; states must be JSON objects or null."""
+    reader = Reader(payload)
+    count = reader.read_var_uint()
+    if count > limits.max_awareness_entries:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"{count} awareness entries over limit")
+    entries = []
+    for _ in range(count):
+        client_id = reader.read_var_uint()
+        clock = reader.read_var_uint()
+        raw = reader.read_var_string(limits.max_awareness_state)
+        try:
+            state = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, "awareness state is not JSON") from exc
+        if state is not None and not isinstance(state, dict):
+            raise ProtocolError(ErrorCode.MALFORMED, "awareness state is not an object")
+        entries.append(AwarenessEntry(client_id, clock, state))
+    if not reader.at_end():
+        raise ProtocolError(ErrorCode.MALFORMED, "trailing bytes after awareness entries")
+    return entries
+
+
+def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
+    out = bytearray()
+    write_var_uint(out, len(entries))
+    for entry in entries:
+        write_var_uint(out, entry.client_id)
+        write_var_uint(out, entry.clock)
+        write_var_string(out, json.dumps(entry.state, separators=(",", ":")))
+    return bytes(out)
