@@ -61,8 +61,9 @@ class Authenticator(Protocol):
     @property
     def dev_mode(self) -> bool: ...
 
-    def authenticate(self, *, token: str | None, user: str | None, remote: str | None) -> Identity:
-        ...
+    def authenticate(
+        self, *, token: str | None, user: str | None, remote: str | None
+    ) -> Identity: ...
 
 
 def validate_user(user: str) -> str:

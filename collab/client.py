@@ -22,7 +22,6 @@ __all__ = ["Client", "ClientError", "Document"]
 
 log = logging.getLogger("collab.client")
 
-_REMOTE = object()  # transaction origin for updates that came from the server
 _PERMANENT = {
     ErrorCode.UNAUTHORIZED,
     ErrorCode.FORBIDDEN,
@@ -48,7 +47,8 @@ class Document:
         self.client = client
         self.ref = ref
         self.id = doc_id
-        self.doc: Doc = Doc()
+        self.doc: Doc[Any] = Doc()
+        self._applying_remote = False
         self.text: Text = self.doc.get(TEXT_NAME, type=Text)
         self.writable = False
         self.synced = asyncio.Event()
@@ -69,15 +69,18 @@ class Document:
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._changed.set()
-        if event.transaction.origin() == hash(_REMOTE):
+        if self._applying_remote:  # observers run synchronously inside apply_update
             return
         update = bytes(event.update)
         if update != b"\x00\x00":
             self.client.send(m.Sync(self.ref, m.SyncStep.UPDATE, update))
 
     def apply_remote(self, update: bytes) -> None:
-        with self.doc.transaction(origin=_REMOTE):
+        self._applying_remote = True
+        try:
             self.doc.apply_update(update)
+        finally:
+            self._applying_remote = False
 
     def set_awareness(self, state: dict[str, Any] | None) -> None:
         """Publish this client's awareness state (cursor, name...); ``None`` to leave."""
@@ -311,29 +314,12 @@ class Client:
                     document.synced.clear()
                     self.send(m.Open(document.ref, document.id))
             case m.Opened(ref=ref, writable=writable):
-                document = self.docs.get(ref)
-                if document is not None:
-                    document.writable = writable
-                    self.send(m.Sync(ref, m.SyncStep.STEP1, document.doc.get_state()))
-                    document._send_awareness()
-                    if not document.opened.done():
-                        document.opened.set_result(None)
+                self._opened(ref, writable)
             case m.Sync(ref=ref, step=step, data=data):
-                document = self.docs.get(ref)
-                if document is None:
-                    return
-                if step is m.SyncStep.STEP1:
-                    diff = document.doc.get_update(data)
-                    if document.writable and diff != b"\x00\x00":
-                        self.send(m.Sync(ref, m.SyncStep.STEP2, diff))
-                    return
-                document.apply_remote(data)
-                if step is m.SyncStep.STEP2:
-                    document.synced.set()
+                self._sync(ref, step, data)
             case m.Awareness(ref=ref, data=data):
-                document = self.docs.get(ref)
-                if document is not None:
-                    document.receive_awareness(data)
+                if (target := self.docs.get(ref)) is not None:
+                    target.receive_awareness(data)
             case m.Pong(id=ping_id):
                 future = self._pongs.pop(ping_id, None)
                 if future is not None and not future.done():
@@ -341,13 +327,34 @@ class Client:
             case m.Error(code=code, message=text, ref=ref):
                 self.errors.append(message)
                 log.warning("server error %d: %s", code, text)
-                document = self.docs.get(ref) if ref is not None else None
-                if document is not None and not document.opened.done():
-                    self.docs.pop(ref, None)  # type: ignore[arg-type]
-                    document.opened.set_exception(ClientError(code, text))
+                failed = self.docs.get(ref) if ref is not None else None
+                if failed is not None and not failed.opened.done():
+                    self.docs.pop(failed.ref, None)
+                    failed.opened.set_exception(ClientError(code, text))
             case m.Close():
                 pass
             case _:
                 log.warning("unexpected %s from server", type(message).__name__)
 
+    def _opened(self, ref: int, writable: bool) -> None:
+        document = self.docs.get(ref)
+        if document is None:
+            return
+        document.writable = writable
+        self.send(m.Sync(ref, m.SyncStep.STEP1, document.doc.get_state()))
+        document._send_awareness()
+        if not document.opened.done():
+            document.opened.set_result(None)
 
+    def _sync(self, ref: int, step: m.SyncStep, data: bytes) -> None:
+        document = self.docs.get(ref)
+        if document is None:
+            return
+        if step is m.SyncStep.STEP1:
+            diff = document.doc.get_update(data)
+            if document.writable and diff != b"\x00\x00":
+                self.send(m.Sync(ref, m.SyncStep.STEP2, diff))
+            return
+        document.apply_remote(data)
+        if step is m.SyncStep.STEP2:
+            document.synced.set()

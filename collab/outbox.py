@@ -79,7 +79,7 @@ async def close_ws(ws: web.WebSocketResponse, code: int, reason: str) -> None:
     try:
         await asyncio.wait_for(ws.close(code=code, message=message), _CLOSE_TIMEOUT)
     except (TimeoutError, ConnectionError, RuntimeError):
-        transport = ws._req.transport if ws._req is not None else None  # noqa: SLF001
+        transport = ws._req.transport if ws._req is not None else None
         if transport is not None:
             with contextlib.suppress(Exception):
                 transport.abort()

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pycrdt import Doc, Text
 
@@ -69,7 +69,9 @@ class _Pending:
     update: bytes
     origin: Origin
     sender: Subscriber | None
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class Room:
@@ -78,7 +80,7 @@ class Room:
     def __init__(
         self,
         doc_id: DocId,
-        doc: Doc,
+        doc: Doc[Any],
         store: Store,
         *,
         last_seq: int,
@@ -254,7 +256,9 @@ class Room:
         for entry in entries:
             own = self.awareness_ids.setdefault(peer, entry.client_id)
             if entry.client_id != own:
-                log.warning("%s: dropped awareness for foreign client id %d", self.key, entry.client_id)
+                log.warning(
+                    "%s: dropped awareness for foreign client id %d", self.key, entry.client_id
+                )
                 continue
             current = self._awareness.get(own)
             if current is None and len(self._awareness) >= self.max_awareness:
@@ -275,7 +279,9 @@ class Room:
             if entry.state is None:
                 del self._awareness[client_id]
 
-    def _broadcast_awareness(self, entries: list[AwarenessEntry], sender: Subscriber | None) -> None:
+    def _broadcast_awareness(
+        self, entries: list[AwarenessEntry], sender: Subscriber | None
+    ) -> None:
         payload = encode_awareness(entries)
         for peer in list(self.peers):
             if peer is not sender:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from pycrdt import Doc
 
@@ -81,7 +82,7 @@ class Rooms:
                 ErrorCode.NOT_FOUND, f"no branch {doc_id.branch!r} in {doc_id.repo!r}"
             ) from None
         stored = await self.store.load(key)
-        doc: Doc = Doc()
+        doc: Doc[Any] = Doc()
         if stored is None:
             try:
                 blob = await asyncio.to_thread(

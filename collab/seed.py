@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from pycrdt import Doc, Text
 
@@ -19,7 +20,7 @@ def seed_client_id(blob_sha: bytes | None) -> int:
 
 def seed_update(blob_sha: bytes | None, text: str) -> bytes:
     """Encode ``text`` as the update a seeding client with a fixed id would produce."""
-    doc: Doc = Doc(client_id=seed_client_id(blob_sha))
+    doc: Doc[Any] = Doc(client_id=seed_client_id(blob_sha))
     source = doc.get(TEXT_NAME, type=Text)
     if text:
         source += text

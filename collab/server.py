@@ -103,16 +103,19 @@ class CollabServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, shutdown_timeout=1.0)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]  # noqa: SLF001
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        for sock in getattr(site._server, "sockets", None) or []:
+            self.port = int(sock.getsockname()[1])
+            break
         log.info("serving %s on %s", self.config.repos, self.url)
 
     async def stop(self) -> None:
         """Close every connection, persist every room, then close the store."""
         self.stopping = True
         await asyncio.gather(
-            *(close_ws(ws, ErrorCode.SHUTTING_DOWN, "server stopping") for ws in list(self._sockets)),
+            *(
+                close_ws(ws, ErrorCode.SHUTTING_DOWN, "server stopping")
+                for ws in list(self._sockets)
+            ),
             return_exceptions=True,
         )
         if self._runner is not None:

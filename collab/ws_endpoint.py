@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -140,8 +141,8 @@ class Session:
             await asyncio.gather(*writes, return_exceptions=True)
         self.send(m.Pong(ping_id))
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -167,7 +168,7 @@ async def _hello(server: CollabServer, ws: web.WebSocketResponse, remote: str | 
     if hello.version != m.PROTOCOL_VERSION:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"protocol version {hello.version} unsupported; this server speaks {m.PROTOCOL_VERSION}",
+            f"protocol version {hello.version} unsupported; server speaks {m.PROTOCOL_VERSION}",
         )
     return server.auth.authenticate(token=hello.token, user=hello.user, remote=remote)
 

@@ -108,7 +108,9 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, server: CollabServer) -> No
         case SyncStep2(update=update) | SyncUpdate(update=update):
             if not peer.writable:
                 if update != EMPTY_UPDATE:
-                    log.warning("%s: refused a write from read-only %s", room.key, peer.identity.user)
+                    log.warning(
+                        "%s: refused a write from read-only %s", room.key, peer.identity.user
+                    )
                     peer.outbox.put(encode_message(AuthDenied("read-only: writes are refused")))
                 return
             peer.last_write = room.receive_update(update, sender=peer)

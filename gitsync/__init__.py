@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .repos import BlobNotText, BranchNotFound, FileBlob, RepoNotFound, Repositories, create_demo_repo
+from .repos import (
+    BlobNotText,
+    BranchNotFound,
+    FileBlob,
+    RepoNotFound,
+    Repositories,
+    create_demo_repo,
+)
 
 __all__ = [
     "BlobNotText",

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.object_store import tree_lookup_path
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 __all__ = [
@@ -86,7 +87,7 @@ class Repositories:
 
     def branch_head(self, name: str, branch: str) -> bytes:
         repo = self.open(name)
-        ref = b"refs/heads/" + branch.encode()
+        ref = Ref(b"refs/heads/" + branch.encode())
         try:
             return bytes(repo.refs[ref])
         except KeyError:
@@ -112,7 +113,7 @@ class Repositories:
 
 
 def create_demo_repo(path: Path, files: dict[str, str] | None = None) -> Path:
-    """Create a repository at ``path`` whose ``main`` branch holds ``files`` (a demo set if None)."""
+    """Create a repository at ``path`` whose ``main`` holds ``files`` (a demo set if None)."""
     files = files if files is not None else _DEMO_FILES
     path.mkdir(parents=True, exist_ok=True)
     repo = Repo.init(str(path))
@@ -127,8 +128,8 @@ def create_demo_repo(path: Path, files: dict[str, str] | None = None) -> Path:
         commit.encoding = b"UTF-8"
         commit.message = b"Initial commit\n"
         store.add_object(commit)
-        repo.refs.set_if_equals(b"refs/heads/main", None, commit.id)
-        repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
+        repo.refs.set_if_equals(Ref(b"refs/heads/main"), None, commit.id)
+        repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(b"refs/heads/main"))
     finally:
         repo.close()
     return path
@@ -147,7 +148,7 @@ def _build_tree(store: object, files: dict[str, str]) -> bytes:
         tree = Tree()
         for name, value in node.items():
             if isinstance(value, dict):
-                tree.add(name.encode(), stat.S_IFDIR, write(value))
+                tree.add(name.encode(), stat.S_IFDIR, ObjectID(write(value)))
             else:
                 blob = Blob.from_string(str(value).encode("utf-8"))
                 store.add_object(blob)  # type: ignore[attr-defined]

@@ -164,7 +164,8 @@ class Pong:
 Message = Hello | Welcome | Open | Opened | Close | Sync | Awareness | Error | Ping | Pong
 
 _CLASSES: dict[int, type[Any]] = {
-    cls.KIND: cls for cls in (Hello, Welcome, Open, Opened, Close, Sync, Awareness, Error, Ping, Pong)
+    cls.KIND: cls
+    for cls in (Hello, Welcome, Open, Opened, Close, Sync, Awareness, Error, Ping, Pong)
 }
 
 _MAX_INT = 2**53 - 1
@@ -252,7 +253,9 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     fields = _FIELDS[kind]
     unknown = set(body) - set(fields)
     if unknown:
-        raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name}: unknown fields {sorted(unknown)!r:.80}")
+        raise ProtocolError(
+            ErrorCode.MALFORMED, f"{kind.name}: unknown fields {sorted(unknown)!r:.80}"
+        )
     values: dict[str, Any] = {}
     for name, allowed in fields.items():
         if name not in body:

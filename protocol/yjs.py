@@ -11,9 +11,9 @@ from .errors import ErrorCode, ProtocolError
 from .lib0 import Reader, write_var_bytes, write_var_string, write_var_uint
 
 __all__ = [
+    "AuthDenied",
     "AwarenessEntry",
     "AwarenessMessage",
-    "AuthDenied",
     "QueryAwareness",
     "SyncStep1",
     "SyncStep2",

@@ -1,0 +1,37 @@
+# One command to run the engine, one to run the tests; both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8765
+
+.PHONY: setup run test test-fast lint bench clean
+
+$(BIN)/collab: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+
+setup: $(BIN)/collab tests/js/node_modules/.package-lock.json
+
+run: $(BIN)/collab
+	$(BIN)/collab serve --port $(PORT)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python tests/bench/fanout.py
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules .collab

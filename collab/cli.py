@@ -1,0 +1,127 @@
+"""The ``collab`` command: ``serve`` the engine, mint a ``token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from gitsync import Repositories, create_demo_repo
+
+from .auth import Role, TokenAuthenticator
+from .config import ServerConfig
+from .server import CollabServer
+
+__all__ = ["main"]
+
+SECRET_ENV = "COLLAB_SECRET"
+
+
+def _secret(args: argparse.Namespace) -> bytes | None:
+    if getattr(args, "secret_file", None):
+        return Path(args.secret_file).read_bytes().strip()
+    value = os.environ.get(SECRET_ENV)
+    return value.encode() if value else None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="collab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the engine")
+    serve.add_argument("--repos", type=Path, help="directory of git repositories (default: a demo)")
+    serve.add_argument("--data-dir", type=Path, default=Path(".collab"), help="store directory")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    serve.add_argument(
+        "--secret-file", help=f"HMAC secret file (else ${SECRET_ENV}; else dev mode)"
+    )
+    serve.add_argument("--grace", type=float, default=5.0, help="idle room unload delay, s")
+    serve.add_argument("--group-window", type=float, default=0.002, help="store fsync window, s")
+    serve.add_argument("--heartbeat", type=float, default=30.0, help="WebSocket ping interval, s")
+    serve.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
+    serve.add_argument("--log-level", default="INFO")
+
+    token = sub.add_parser("token", help="mint an access token with the server's secret")
+    token.add_argument("--user", required=True)
+    token.add_argument("--repo", required=True, help="repository name, or * for all")
+    token.add_argument("--role", choices=[r.value for r in Role], default="write")
+    token.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds; 0 for no expiry")
+    token.add_argument("--secret-file", help=f"HMAC secret file (else ${SECRET_ENV})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "token":
+        return _token(args)
+    return _serve(args)
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = _secret(args)
+    if secret is None:
+        print(f"collab token: no secret; set ${SECRET_ENV} or --secret-file", file=sys.stderr)
+        return 2
+    auth = TokenAuthenticator(secret)
+    ttl = args.ttl if args.ttl > 0 else None
+    print(auth.mint(user=args.user, repo=args.repo, role=Role(args.role), ttl=ttl))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    repos: Path = args.repos or args.data_dir / "repos"
+    if args.repos is None and not Repositories(repos).names():
+        create_demo_repo(repos / "demo")
+    config = ServerConfig(
+        repos=repos,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        secret=_secret(args),
+        grace=args.grace,
+        group_window=args.group_window,
+        heartbeat=args.heartbeat,
+        store=args.store,
+    )
+    try:
+        asyncio.run(_run(config))
+    except ValueError as exc:
+        print(f"collab serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _run(config: ServerConfig) -> None:
+    server = CollabServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        _announce(server)
+        await stop.wait()
+
+
+def _announce(server: CollabServer) -> None:
+    names = server.repos.names()
+    example = f"{names[0]}/main:README.md" if names else "<repo>/<branch>:<path>"
+    auth = "?user=NAME (dev mode)" if server.auth.dev_mode else "?token=TOKEN (collab token ...)"
+    print(f"collab: listening on {server.url}", flush=True)
+    print(f"  repositories : {server.config.repos} ({', '.join(names) or 'none'})", flush=True)
+    print(f"  Yjs clients  : {server.url}/yjs/{example}{auth.split(' ')[0]}", flush=True)
+    print(
+        f"  engine / ws  : {server.url}/ws  (msgpack protocol, see protocol/README.md)", flush=True
+    )
+    print(f"  credentials  : {auth}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""``SQLiteStore``: the embedded default ``Store`` (SQLite WAL, one writer thread, group commit)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pathlib
+import queue
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, cast
+
+from collab.store import CorruptRecord, StoredDoc
+
+__all__ = ["SQLiteStore"]
+
+log = logging.getLogger("collab.store")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    doc_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data BLOB,
+    crc INTEGER,
+    PRIMARY KEY (doc_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS docs (
+    doc_id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+_LAST_SEQ_SQL = """
+SELECT MAX(
+    COALESCE((SELECT last_seq FROM docs WHERE doc_id = ?1), 0),
+    COALESCE((SELECT MAX(seq) FROM records WHERE doc_id = ?1), 0)
+)
+"""
+
+_SET_LAST_SEQ_SQL = """
+INSERT INTO docs (doc_id, last_seq) VALUES (?, ?)
+ON CONFLICT (doc_id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)
+"""
+
+_INSERT_SQL = "INSERT INTO records (doc_id, seq, kind, data, crc) VALUES (?, ?, ?, ?, ?)"
+
+_LOAD_SQL = """
+SELECT seq, kind, data, crc FROM records
+WHERE doc_id = ?1 AND seq >= COALESCE(
+    (SELECT MAX(seq) FROM records WHERE doc_id = ?1 AND kind = 's'), 0)
+ORDER BY seq
+"""
+
+_Op = Literal["append", "compact", "delete", "load", "stop"]
+
+
+@dataclass(slots=True)
+class _Request:
+    op: _Op
+    doc_id: str
+    data: bytes
+    through_seq: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+def _crc(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def _settle(fut: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
+    if fut.done():  # the awaiting coroutine was cancelled
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _settle_all(items: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
+    for fut, result, exc in items:
+        _settle(fut, result, exc)
+
+
+class SQLiteStore:
+    """A durable ``Store`` in one SQLite file (WAL mode, ``synchronous=FULL``).
+
+    All database work happens on one dedicated thread that owns the connection; the async
+    methods enqueue a request and await a future that the thread completes through
+    ``loop.call_soon_threadsafe``, so the event loop never blocks on disk. Requests are
+    served strictly in the order they were made, so a ``load`` sees every earlier
+    ``append`` and a ``compact`` is ordered with the appends around it.
+
+    Group commit: the writer takes the first pending append, keeps collecting appends for
+    up to ``group_window`` seconds (at most ``max_batch`` of them, and only until a
+    request of another kind arrives), writes them in one transaction (one fsync), then
+    resolves all their futures. ``commits`` counts write transactions and ``appended``
+    counts committed updates.
+
+    Sequence numbers are allocated per document from a counter that survives ``compact``
+    and ``delete``, so a seq is never reused for a document id. A sqlite error fails only
+    the requests it affected (a failed batch is retried one append per transaction, so one
+    bad append does not fail its neighbours) and the store keeps serving.
+
+    An ``append`` whose awaiting coroutine is cancelled may or may not have been committed.
+    """
+
+    def __init__(
+        self, path: pathlib.Path, *, group_window: float = 0.002, max_batch: int = 1024
+    ) -> None:
+        if group_window < 0:
+            raise ValueError("group_window must be >= 0")
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.path = pathlib.Path(path)
+        self.group_window = group_window
+        self.max_batch = max_batch
+        self.commits = 0
+        """Number of write transactions committed."""
+        self.appended = 0
+        """Number of updates committed."""
+        self._queue: queue.SimpleQueue[_Request] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Future[Any] | None = None
+        self._closed = True
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> SQLiteStore:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Create the directory, file and schema, and start the writer thread."""
+        if self._thread is not None:
+            return
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        thread = threading.Thread(
+            target=self._run,
+            args=(requests, loop, ready),
+            name=f"collab-sqlite-writer:{self.path.name}",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            await ready
+        except asyncio.CancelledError:
+            # The thread may be up by now: tell it to stop (harmless if it already exited).
+            requests.put(_Request("stop", "", b"", 0, loop, loop.create_future()))
+            raise
+        except BaseException:
+            thread.join()  # it failed to open the database and has returned
+            raise
+        self._queue = requests
+        self._thread = thread
+        self._closed = False
+
+    async def stop(self) -> None:
+        """Commit everything already requested, then close the database.
+
+        Requests made after ``stop()`` raise ``RuntimeError``. Stopping a store that is
+        not running does nothing; a stopped store can be started again.
+        """
+        thread = self._thread
+        if thread is None:
+            return
+        if self._stopping is None:
+            assert self._queue is not None
+            self._closed = True
+            loop = asyncio.get_running_loop()
+            self._stopping = loop.create_future()
+            self._queue.put(_Request("stop", "", b"", 0, loop, self._stopping))
+            self._queue = None
+        await asyncio.shield(self._stopping)
+        thread.join()
+        self._thread = None
+        self._stopping = None
+
+    # -- Store API -----------------------------------------------------------------------
+
+    async def load(self, doc_id: str) -> StoredDoc | None:
+        return cast("StoredDoc | None", await self._submit("load", doc_id))
+
+    async def append(self, doc_id: str, update: bytes) -> int:
+        return cast(int, await self._submit("append", doc_id, bytes(update)))
+
+    async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
+        await self._submit("compact", doc_id, bytes(snapshot), through_seq)
+
+    async def delete(self, doc_id: str) -> None:
+        """Forget the document's records (its seq counter is kept so seqs are never reused)."""
+        await self._submit("delete", doc_id)
+
+    def _submit(
+        self, op: _Op, doc_id: str, data: bytes = b"", through_seq: int = 0
+    ) -> asyncio.Future[Any]:
+        if self._closed or self._queue is None:
+            raise RuntimeError("SQLiteStore is not running (call start() first, or it was stopped)")
+        if not isinstance(doc_id, str):
+            raise TypeError(f"doc_id must be str, not {type(doc_id).__name__}")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Request(op, doc_id, data, through_seq, loop, fut))
+        return fut
+
+    # -- writer thread ---------------------------------------------------------------------
+
+    def _run(
+        self,
+        requests: queue.SimpleQueue[_Request],
+        start_loop: asyncio.AbstractEventLoop,
+        ready: asyncio.Future[None],
+    ) -> None:
+        try:
+            conn = self._open()
+        except BaseException as exc:
+            self._post(start_loop, [(ready, None, exc)])
+            return
+        self._post(start_loop, [(ready, None, None)])
+        stop_req: _Request | None = None
+        try:
+            carry: _Request | None = None
+            while True:
+                req = carry if carry is not None else requests.get()
+                carry = None
+                if req.op == "append":
+                    batch = [req]
+                    carry = self._collect(requests, batch)
+                    self._write_batch(conn, batch)
+                elif req.op == "stop":
+                    stop_req = req
+                    break
+                else:
+                    self._serve_one(conn, req)
+        finally:
+            close_exc: BaseException | None = None
+            try:
+                conn.close()
+            except BaseException as exc:  # pragma: no cover - close hardly ever fails
+                close_exc = exc
+            # Anything queued after stop (only possible from another thread) is refused.
+            stopped = RuntimeError("SQLiteStore was stopped")
+            while True:
+                try:
+                    late = requests.get_nowait()
+                except queue.Empty:
+                    break
+                self._post(late.loop, [(late.future, None, stopped)])
+            if stop_req is not None:
+                self._post(stop_req.loop, [(stop_req.future, None, close_exc)])
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"could not enable WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _collect(
+        self, requests: queue.SimpleQueue[_Request], batch: list[_Request]
+    ) -> _Request | None:
+        """Add appends to ``batch`` for up to ``group_window``; return a non-append met."""
+        deadline = time.monotonic() + self.group_window
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                # Once the window is over, still take what is already queued.
+                req = requests.get(timeout=remaining) if remaining > 0 else requests.get_nowait()
+            except queue.Empty:
+                break
+            if req.op != "append":
+                return req
+            batch.append(req)
+        return None
+
+    @staticmethod
+    def _post(
+        loop: asyncio.AbstractEventLoop,
+        items: list[tuple[asyncio.Future[Any], object, BaseException | None]],
+    ) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
+            loop.call_soon_threadsafe(_settle_all, items)
+
+    def _post_many(self, items: list[tuple[_Request, object, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for req, result, exc in items:
+            by_loop.setdefault(req.loop, []).append((req.future, result, exc))
+        for loop, settled in by_loop.items():
+            self._post(loop, settled)
+
+    def _transaction(self, conn: sqlite3.Connection, body: Callable[[], object]) -> object:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return result
+
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        def body() -> list[int]:
+            last: dict[str, int] = {}
+            rows: list[tuple[str, int, str, bytes, int]] = []
+            seqs: list[int] = []
+            for req in batch:
+                seq = last.get(req.doc_id)
+                if seq is None:
+                    seq = conn.execute(_LAST_SEQ_SQL, (req.doc_id,)).fetchone()[0]
+                seq += 1
+                last[req.doc_id] = seq
+                seqs.append(seq)
+                rows.append((req.doc_id, seq, "u", req.data, _crc(req.data)))
+            conn.executemany(_INSERT_SQL, rows)
+            conn.executemany(_SET_LAST_SEQ_SQL, last.items())
+            return seqs
+
+        try:
+            seqs = cast("list[int]", self._transaction(conn, body))
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning(
+                    "store: batch of %d appends failed (%s); retrying one by one", len(batch), exc
+                )
+                for req in batch:
+                    self._write_batch(conn, [req])
+                return
+            log.error("store: append to %r failed: %s", batch[0].doc_id, exc)
+            self._post_many([(batch[0], None, exc)])
+            return
+        self.appended += len(batch)
+        self._post_many([(req, seq, None) for req, seq in zip(batch, seqs, strict=True)])
+
+    def _serve_one(self, conn: sqlite3.Connection, req: _Request) -> None:
+        try:
+            if req.op == "load":
+                result: object = self._load(conn, req.doc_id)
+            elif req.op == "compact":
+                result = self._transaction(conn, lambda: self._compact(conn, req))
+            elif req.op == "delete":
+                self._transaction(conn, lambda: self._delete(conn, req.doc_id))
+                result = None
+            else:  # pragma: no cover - _run dispatches every other op
+                raise AssertionError(f"unexpected op {req.op!r}")
+        except Exception as exc:
+            if not isinstance(exc, ValueError):
+                log.error("store: %s of %r failed: %s", req.op, req.doc_id, exc)
+            self._post_many([(req, None, exc)])
+            return
+        self._post_many([(req, result, None)])
+
+    @staticmethod
+    def _delete(conn: sqlite3.Connection, doc_id: str) -> None:
+        conn.execute("DELETE FROM records WHERE doc_id = ?", (doc_id,))
+
+    @staticmethod
+    def _compact(conn: sqlite3.Connection, req: _Request) -> None:
+        doc_id, through_seq = req.doc_id, req.through_seq
+        last_seq: int = conn.execute(_LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
+        snapshot_seq: int | None = conn.execute(
+            "SELECT MAX(seq) FROM records WHERE doc_id = ? AND kind = 's'", (doc_id,)
+        ).fetchone()[0]
+        _check_compact(doc_id, through_seq, last_seq, snapshot_seq)
+        conn.execute("DELETE FROM records WHERE doc_id = ? AND seq <= ?", (doc_id, through_seq))
+        conn.execute(_INSERT_SQL, (doc_id, through_seq, "s", req.data, _crc(req.data)))
+        conn.execute(_SET_LAST_SEQ_SQL, (doc_id, max(last_seq, through_seq)))
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, doc_id: str) -> StoredDoc | None:
+        rows = conn.execute(_LOAD_SQL, (doc_id,)).fetchall()
+        if not rows:
+            return None
+        snapshot: bytes | None = None
+        snapshot_seq = 0
+        updates: list[tuple[int, bytes]] = []
+        corrupt: CorruptRecord | None = None
+        for index, (seq, kind, data, crc) in enumerate(rows):
+            reason = _check_row(kind, data, crc, first=index == 0)
+            if reason is not None:
+                corrupt = CorruptRecord(doc_id, seq, reason)
+                log.warning(
+                    "store: corrupt record doc=%r seq=%d (%s); it and %d later record(s) "
+                    "were not loaded",
+                    doc_id,
+                    seq,
+                    reason,
+                    len(rows) - index - 1,
+                )
+                break
+            if kind == "s":
+                snapshot, snapshot_seq = data, seq
+            else:
+                updates.append((seq, data))
+        return StoredDoc(snapshot, snapshot_seq, updates, corrupt)
+
+
+def _check_row(kind: object, data: object, crc: object, *, first: bool) -> str | None:
+    """Return why a stored row cannot be trusted, or ``None`` if it is sound."""
+    if kind not in ("u", "s") or (kind == "s" and not first):
+        return f"unexpected record kind {kind!r}"
+    if data is None:
+        return "data is missing (NULL)"
+    if not isinstance(data, bytes):
+        return f"data is not a blob ({type(data).__name__})"
+    if not isinstance(crc, int):
+        return "checksum is missing"
+    actual = _crc(data)
+    if actual != crc:
+        return f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x}, {len(data)} bytes)"
+    return None
+
+
+def _check_compact(doc_id: str, through_seq: int, last_seq: int, snapshot_seq: int | None) -> None:
+    """Reject a compaction past the last appended update or behind the current snapshot."""
+    if through_seq < 0:
+        raise ValueError(f"compact({doc_id!r}): through_seq {through_seq} is negative")
+    if through_seq > last_seq:
+        raise ValueError(
+            f"compact({doc_id!r}): through_seq {through_seq} is past the last seq {last_seq}"
+        )
+    if snapshot_seq is not None and through_seq < snapshot_seq:
+        raise ValueError(
+            f"compact({doc_id!r}): through_seq {through_seq} is behind the current "
+            f"snapshot at seq {snapshot_seq}"
+        )

@@ -1,0 +1,279 @@
+"""Tests specific to ``SQLiteStore``: durability, group commit, corruption, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import zlib
+from contextlib import closing
+
+import pytest
+
+from collab.sqlite_store import SQLiteStore
+from collab.store import StoredDoc
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path / "nested" / "dir" / "collab.db"
+
+
+def execute(path: pathlib.Path, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Run one statement through a separate connection, as an outside party would."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(sql, params)
+        conn.commit()
+
+
+async def test_start_creates_file_in_wal_mode(tmp_path: pathlib.Path) -> None:
+    path = db_path(tmp_path)
+    async with SQLiteStore(path):
+        assert path.exists()
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_durable_across_stop_and_start(tmp_path: pathlib.Path) -> None:
+    path = db_path(tmp_path)
+    async with SQLiteStore(path) as store:
+        a = [await store.append("a", b"a%d" % i) for i in range(5)]
+        b = await store.append("b", b"b0")
+        await store.compact("a", b"snap-a", a[2])
+        await store.append("deleted", b"x")
+        await store.delete("deleted")
+
+    async with SQLiteStore(path) as store:
+        stored = await store.load("a")
+        assert stored == StoredDoc(b"snap-a", a[2], [(a[3], b"a3"), (a[4], b"a4")])
+        assert await store.load("b") == StoredDoc(None, 0, [(b, b"b0")])
+        assert await store.load("deleted") is None
+        # Seq counters survive the restart (and the delete).
+        assert await store.append("a", b"a5") == a[4] + 1
+        assert await store.append("b", b"b1") == b + 1
+        assert await store.append("deleted", b"y") == 2
+
+
+async def test_stop_flushes_pending_appends(tmp_path: pathlib.Path) -> None:
+    path = db_path(tmp_path)
+    store = SQLiteStore(path, group_window=0.05)
+    await store.start()
+    tasks = [asyncio.create_task(store.append("doc", b"u%d" % i)) for i in range(100)]
+    await asyncio.sleep(0)  # one loop turn: every task has enqueued its append
+    await store.stop()
+    seqs = [t.result() for t in tasks]  # all done, none failed
+    assert seqs == list(range(1, 101))
+    async with SQLiteStore(path) as reopened:
+        stored = await reopened.load("doc")
+        assert stored is not None
+        assert [s for s, _ in stored.updates] == seqs
+
+
+async def test_group_commit_batches_concurrent_appends(tmp_path: pathlib.Path) -> None:
+    async with SQLiteStore(db_path(tmp_path), group_window=0.005) as store:
+        seqs = await asyncio.gather(
+            *(store.append(f"doc-{i % 10}", b"u%d" % i) for i in range(500))
+        )
+        assert store.appended == 500
+        assert store.commits < store.appended / 5, store.commits
+        for d in range(10):
+            assert seqs[d::10] == list(range(1, 51))
+
+
+async def test_max_batch_bounds_a_commit(tmp_path: pathlib.Path) -> None:
+    async with SQLiteStore(db_path(tmp_path), group_window=0.005, max_batch=10) as store:
+        await asyncio.gather(*(store.append("doc", b"u%d" % i) for i in range(100)))
+        assert store.appended == 100
+        assert store.commits >= 10
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "reason_part"),
+    [
+        (
+            "UPDATE records SET data = ? WHERE doc_id = 'doc' AND seq = 5",
+            (b"u4-flipped",),
+            "checksum",
+        ),
+        ("UPDATE records SET crc = crc + 1 WHERE doc_id = 'doc' AND seq = 5", (), "checksum"),
+        ("UPDATE records SET data = NULL WHERE doc_id = 'doc' AND seq = 5", (), "NULL"),
+        (
+            "UPDATE records SET data = substr(data, 1, 1) WHERE doc_id = 'doc' AND seq = 5",
+            (),
+            "checksum",
+        ),
+    ],
+    ids=["data", "crc", "null", "truncated"],
+)
+async def test_corrupt_tail_is_detected_and_reported(
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+    sql: str,
+    params: tuple[object, ...],
+    reason_part: str,
+) -> None:
+    path = db_path(tmp_path)
+    async with SQLiteStore(path) as store:
+        seqs = [await store.append("doc", b"u%d" % i) for i in range(5)]
+        await store.append("other", b"fine")
+    assert seqs == [1, 2, 3, 4, 5]
+    execute(path, sql, params)
+
+    with caplog.at_level(logging.WARNING, logger="collab.store"):
+        async with SQLiteStore(path) as store:
+            stored = await store.load("doc")
+            assert stored is not None
+            assert stored.updates == [(s, b"u%d" % (s - 1)) for s in seqs[:4]]
+            assert stored.corrupt is not None
+            assert (stored.corrupt.doc_id, stored.corrupt.seq) == ("doc", 5)
+            assert reason_part in stored.corrupt.reason
+            other = await store.load("other")
+            assert other is not None and other.corrupt is None
+    assert any("corrupt" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+async def test_corruption_in_the_middle_hides_everything_after(tmp_path: pathlib.Path) -> None:
+    path = db_path(tmp_path)
+    async with SQLiteStore(path) as store:
+        for i in range(6):
+            await store.append("doc", b"u%d" % i)
+    execute(path, "UPDATE records SET crc = 0 WHERE doc_id = 'doc' AND seq = 3")
+    async with SQLiteStore(path) as store:
+        stored = await store.load("doc")
+        assert stored is not None
+        assert [s for s, _ in stored.updates] == [1, 2]
+        assert stored.corrupt is not None and stored.corrupt.seq == 3
+
+
+async def test_corrupt_snapshot_is_dropped_and_reported(tmp_path: pathlib.Path) -> None:
+    path = db_path(tmp_path)
+    async with SQLiteStore(path) as store:
+        for i in range(4):
+            await store.append("doc", b"u%d" % i)
+        await store.compact("doc", b"snapshot", 3)
+    snapshot_crc = zlib.crc32(b"snapshot")
+    execute(path, "UPDATE records SET data = ? WHERE doc_id = 'doc' AND seq = 3", (b"snapshoT",))
+    async with SQLiteStore(path) as store:
+        stored = await store.load("doc")
+        assert stored is not None
+        assert (stored.snapshot, stored.snapshot_seq, stored.updates) == (None, 0, [])
+        assert stored.corrupt is not None and stored.corrupt.seq == 3
+        # Re-snapshotting at the same seq repairs the document.
+        await store.compact("doc", b"snapshot", 3)
+        repaired = await store.load("doc")
+        assert repaired == StoredDoc(b"snapshot", 3, [(4, b"u3")])
+    with closing(sqlite3.connect(path)) as conn:
+        row = conn.execute("SELECT crc FROM records WHERE doc_id = 'doc' AND seq = 3").fetchone()
+        assert row == (snapshot_crc,)
+
+
+async def test_sqlite_error_fails_only_affected_appends(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = db_path(tmp_path)
+    async with SQLiteStore(path, group_window=0.005) as store:
+        assert await store.append("good", b"g1") == 1
+        execute(
+            path,
+            "CREATE TRIGGER reject_bad BEFORE INSERT ON records WHEN NEW.doc_id = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'rejected by test'); END",
+        )
+        with caplog.at_level(logging.ERROR, logger="collab.store"):
+            results = await asyncio.gather(
+                store.append("good", b"g2"),
+                store.append("bad", b"b1"),
+                store.append("good", b"g3"),
+                return_exceptions=True,
+            )
+        assert results[0] == 2
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        assert "rejected by test" in str(results[1])
+        assert results[2] == 3
+        assert any("bad" in r.getMessage() for r in caplog.records)
+
+        execute(path, "DROP TRIGGER reject_bad")
+        assert await store.append("bad", b"b2") == 1  # the failed append used no seq
+        good = await store.load("good")
+        assert good is not None
+        assert good.updates == [(1, b"g1"), (2, b"g2"), (3, b"g3")]
+
+
+async def test_start_failure_is_raised(tmp_path: pathlib.Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    store = SQLiteStore(blocker / "collab.db")  # parent is a file: cannot create
+    with pytest.raises(OSError):
+        await store.start()
+    with pytest.raises(RuntimeError):
+        await store.append("doc", b"u")
+    await store.stop()  # harmless
+
+
+CHILD = """
+import asyncio, os, pathlib, signal, sys
+from collab.sqlite_store import SQLiteStore
+
+async def main() -> None:
+    store = SQLiteStore(pathlib.Path(sys.argv[1]), group_window=0.001, max_batch=8)
+    await store.start()
+    kill_after = int(sys.argv[2])
+    done = 0
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        for k in range(1000):
+            data = b"w%d-%d" % (w, k)
+            seq = await store.append("doc", data)
+            print(seq, data.decode(), flush=True)
+            done += 1
+            if done == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    await asyncio.gather(*(worker(w) for w in range(16)))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+async def test_every_acknowledged_append_survives_a_crash(tmp_path: pathlib.Path) -> None:
+    path = db_path(tmp_path)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), "300"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    acknowledged: dict[int, bytes] = {}
+    for line in proc.stdout.splitlines():
+        seq_text, data_text = line.split()
+        acknowledged[int(seq_text)] = data_text.encode()
+    assert len(acknowledged) == 300
+
+    async with SQLiteStore(path) as store:
+        stored = await store.load("doc")
+        assert stored is not None
+        assert stored.corrupt is None
+        found = dict(stored.updates)
+        # Every acknowledged append is there, with its data.
+        assert {seq: found.get(seq) for seq in acknowledged} == acknowledged
+        # What is there is a gap-free prefix, and each worker's appends are in order.
+        assert sorted(found) == list(range(1, len(found) + 1))
+        last_k: dict[str, int] = {}
+        for _, update in stored.updates:
+            w, k = update.decode().split("-")
+            assert int(k) == last_k.get(w, -1) + 1
+            last_k[w] = int(k)
+        assert await store.append("doc", b"after-crash") == len(found) + 1

@@ -1,0 +1,253 @@
+"""Contract tests that every ``Store`` implementation must pass."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+from pycrdt import Doc, Text, TransactionEvent
+
+from collab.memory_store import MemoryStore
+from collab.sqlite_store import SQLiteStore
+from collab.store import Store, StoredDoc
+
+IMPLEMENTATIONS = ["memory", "sqlite"]
+
+
+def make_store(kind: str, tmp_path: pathlib.Path) -> Store:
+    if kind == "memory":
+        return MemoryStore()
+    return SQLiteStore(tmp_path / "data" / "collab.db")
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+async def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Store]:
+    s = make_store(request.param, tmp_path)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+async def load(store: Store, doc_id: str) -> StoredDoc:
+    stored = await store.load(doc_id)
+    assert stored is not None
+    assert stored.corrupt is None
+    return stored
+
+
+async def test_implements_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+async def test_unknown_doc_loads_none(store: Store) -> None:
+    assert await store.load("nope") is None
+
+
+async def test_appends_return_increasing_seqs_and_load_in_order(store: Store) -> None:
+    payloads = [b"first", b"", b"\x00\x01\xff" * 100, bytes(range(256)), b"last"]
+    seqs = [await store.append("doc", p) for p in payloads]
+    assert seqs == sorted(set(seqs))
+    assert seqs[0] >= 1
+    stored = await load(store, "doc")
+    assert stored.snapshot is None
+    assert stored.snapshot_seq == 0
+    assert stored.updates == list(zip(seqs, payloads, strict=True))
+    assert stored.last_seq == seqs[-1]
+
+
+async def test_append_accepts_bytearray(store: Store) -> None:
+    buf = bytearray(b"abc")
+    seq = await store.append("doc", buf)  # type: ignore[arg-type]
+    buf[:] = b"xyz"
+    assert (await load(store, "doc")).updates == [(seq, b"abc")]
+
+
+async def test_documents_are_independent(store: Store) -> None:
+    a1 = await store.append("a", b"a1")
+    b1 = await store.append("b", b"b1")
+    a2 = await store.append("a", b"a2")
+    assert a1 < a2
+    assert (await load(store, "a")).updates == [(a1, b"a1"), (a2, b"a2")]
+    assert (await load(store, "b")).updates == [(b1, b"b1")]
+    await store.compact("a", b"snap-a", a2)
+    await store.delete("a")
+    assert await store.load("a") is None
+    assert (await load(store, "b")).updates == [(b1, b"b1")]
+
+
+async def test_compact_keeps_later_updates_and_seqs_keep_increasing(store: Store) -> None:
+    seqs = [await store.append("doc", b"u%d" % i) for i in range(6)]
+    await store.compact("doc", b"snapshot-through-3", seqs[3])
+    stored = await load(store, "doc")
+    assert stored.snapshot == b"snapshot-through-3"
+    assert stored.snapshot_seq == seqs[3]
+    assert stored.updates == [(seqs[4], b"u4"), (seqs[5], b"u5")]
+
+    later = await store.append("doc", b"u6")
+    assert later > seqs[5]
+    stored = await load(store, "doc")
+    assert [s for s, _ in stored.updates] == [seqs[4], seqs[5], later]
+
+    # Compacting everything leaves only the snapshot, and seqs are still never reused.
+    await store.compact("doc", b"snapshot-all", later)
+    stored = await load(store, "doc")
+    assert (stored.snapshot, stored.snapshot_seq, stored.updates) == (b"snapshot-all", later, [])
+    assert stored.last_seq == later
+    assert await store.append("doc", b"after") > later
+
+    # Re-snapshotting at the same point replaces the snapshot.
+    await store.compact("doc", b"snapshot-all-2", later)
+    stored = await load(store, "doc")
+    assert (stored.snapshot, stored.snapshot_seq) == (b"snapshot-all-2", later)
+    assert len(stored.updates) == 1
+
+
+async def test_compact_rejects_bad_through_seq(store: Store) -> None:
+    seqs = [await store.append("doc", b"u%d" % i) for i in range(4)]
+    with pytest.raises(ValueError):
+        await store.compact("doc", b"s", seqs[-1] + 1)  # past the last update
+    with pytest.raises(ValueError):
+        await store.compact("doc", b"s", -1)
+    await store.compact("doc", b"s2", seqs[2])
+    with pytest.raises(ValueError):
+        await store.compact("doc", b"s1", seqs[1])  # behind the current snapshot
+    # The failed calls changed nothing and the store keeps serving.
+    stored = await load(store, "doc")
+    assert (stored.snapshot, stored.snapshot_seq) == (b"s2", seqs[2])
+    assert stored.updates == [(seqs[3], b"u3")]
+
+
+async def test_compact_of_new_doc_at_zero_seeds_it(store: Store) -> None:
+    await store.compact("seeded", b"seed", 0)
+    stored = await load(store, "seeded")
+    assert (stored.snapshot, stored.snapshot_seq, stored.updates) == (b"seed", 0, [])
+    seq = await store.append("seeded", b"u")
+    assert seq > 0
+    assert (await load(store, "seeded")).updates == [(seq, b"u")]
+
+
+async def test_delete(store: Store) -> None:
+    first = await store.append("doc", b"u1")
+    last = await store.append("doc", b"u2")
+    await store.compact("doc", b"snap", first)
+    await store.delete("doc")
+    assert await store.load("doc") is None
+    await store.delete("doc")  # deleting twice, or an unknown doc, is fine
+    await store.delete("never-seen")
+    again = await store.append("doc", b"new")
+    assert again > last  # seqs are never reused, not even after delete
+    stored = await load(store, "doc")
+    assert (stored.snapshot, stored.updates) == (None, [(again, b"new")])
+
+
+async def test_many_concurrent_appends(store: Store) -> None:
+    docs = [f"doc-{d}" for d in range(10)]
+    work = [(docs[i % 10], b"%s:%d" % (docs[i % 10].encode(), i)) for i in range(500)]
+    seqs = await asyncio.gather(*(store.append(doc_id, data) for doc_id, data in work))
+    for doc_id in docs:
+        mine = [(seq, data) for (d, data), seq in zip(work, seqs, strict=True) if d == doc_id]
+        stored = await load(store, doc_id)
+        # Every append is there exactly once, in seq order, in the order it was made.
+        assert stored.updates == mine
+        assert [s for s, _ in mine] == sorted({s for s, _ in mine})
+
+
+async def test_compact_is_ordered_with_appends(store: Store) -> None:
+    seqs = [await store.append("doc", b"u%d" % i) for i in range(10)]
+    before = [store.append("doc", b"before-%d" % i) for i in range(20)]
+    after = [store.append("doc", b"after-%d" % i) for i in range(20)]
+    results = await asyncio.gather(
+        *before, store.compact("doc", b"snap", seqs[-1]), store.load("doc"), *after
+    )
+    mid = results[21]
+    assert isinstance(mid, StoredDoc)
+    assert mid.snapshot == b"snap"
+    assert [d for _, d in mid.updates] == [b"before-%d" % i for i in range(20)]
+    stored = await load(store, "doc")
+    assert stored.snapshot_seq == seqs[-1]
+    assert [d for _, d in stored.updates] == [b"before-%d" % i for i in range(20)] + [
+        b"after-%d" % i for i in range(20)
+    ]
+
+
+async def test_lifecycle(tmp_path: pathlib.Path) -> None:
+    for kind in IMPLEMENTATIONS:
+        s = make_store(kind, tmp_path / kind)
+        with pytest.raises(RuntimeError):
+            await s.append("doc", b"too early")
+        await s.start()
+        seq = await s.append("doc", b"u")
+        await s.stop()
+        await s.stop()  # stopping twice is harmless
+        with pytest.raises(RuntimeError):
+            await s.append("doc", b"too late")
+        with pytest.raises(RuntimeError):
+            await s.load("doc")
+        await s.start()  # a stopped store can be started again, with its data
+        assert (await load(s, "doc")).updates == [(seq, b"u")]
+        await s.stop()
+
+
+async def test_async_context_manager(tmp_path: pathlib.Path) -> None:
+    for kind in IMPLEMENTATIONS:
+        s = make_store(kind, tmp_path / kind)
+        assert isinstance(s, MemoryStore | SQLiteStore)
+        async with s as entered:
+            assert entered is s
+            await s.append("doc", b"u")
+        with pytest.raises(RuntimeError):
+            await s.append("doc", b"after exit")
+
+
+WORDS = ["alpha ", "beta ", "gamma\n", "delta ", "def f():\n", "    return 1\n", "x", "#"]
+
+
+async def test_pycrdt_history_roundtrip_with_compaction(store: Store) -> None:
+    rng = random.Random(20240519)
+    doc: Doc[Text] = Doc()
+    text = Text()
+    doc["source"] = text
+    pending: list[bytes] = []
+
+    def on_change(event: TransactionEvent) -> None:
+        pending.append(event.update)
+
+    subscription = doc.observe(on_change)
+    seqs: list[int] = []
+    half_text = ""
+    for i in range(200):
+        if len(text) > 0 and rng.random() < 0.35:
+            start = rng.randrange(len(text))
+            del text[start : min(len(text), start + rng.randint(1, 6))]
+        else:
+            text.insert(rng.randint(0, len(text)), rng.choice(WORDS))
+        assert len(pending) == 1
+        seqs.append(await store.append("room", pending.pop()))
+        if i == 99:
+            await store.compact("room", doc.get_update(), seqs[-1])
+            half_text = str(text)
+    doc.unobserve(subscription)
+
+    stored = await load(store, "room")
+    assert stored.snapshot_seq == seqs[99]
+    assert [s for s, _ in stored.updates] == seqs[100:]
+
+    # The snapshot alone reproduces the text as it was at compaction time.
+    assert stored.snapshot is not None
+    at_half: Doc[Text] = Doc()
+    at_half_text = at_half.get("source", type=Text)
+    at_half.apply_update(stored.snapshot)
+    assert str(at_half_text) == half_text
+
+    fresh: Doc[Text] = Doc()
+    fresh_text = fresh.get("source", type=Text)
+    fresh.apply_update(stored.snapshot)
+    for _, update in stored.updates:
+        fresh.apply_update(update)
+    assert str(fresh_text) == str(text)
+    assert len(str(text)) > 0

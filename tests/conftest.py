@@ -1,0 +1,57 @@
+"""Shared fixtures: a demo repository and a real server on a loopback port."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from collab import CollabServer, ServerConfig
+from collab.auth import TokenAuthenticator
+from gitsync import create_demo_repo
+
+SECRET = b"test-secret-0123456789abcdef"
+
+DEMO_FILES = {
+    "README.md": "# Demo\n\nHello from the demo repository.\n",
+    "src/app.py": "print('hello')\n",
+    "docs/unicode.txt": "héllo wörld, 世界, 🎉 emoji\n",
+}
+
+
+@pytest.fixture
+def repos(tmp_path: Path) -> Path:
+    root = tmp_path / "repos"
+    create_demo_repo(root / "demo", DEMO_FILES)
+    create_demo_repo(root / "other", {"a.txt": "other repo\n"})
+    return root
+
+
+def make_config(repos: Path, data_dir: Path, **overrides: object) -> ServerConfig:
+    config = ServerConfig(repos=repos, data_dir=data_dir, port=0, grace=0.2, heartbeat=5.0)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+@pytest.fixture
+async def server(repos: Path, tmp_path: Path) -> AsyncIterator[CollabServer]:
+    """A dev-mode server (``?user=NAME`` on loopback) with the SQLite store."""
+    async with CollabServer(make_config(repos, tmp_path / "data")) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def secure_server(repos: Path, tmp_path: Path) -> AsyncIterator[CollabServer]:
+    """A server that requires tokens signed with ``SECRET``."""
+    async with CollabServer(make_config(repos, tmp_path / "data", secret=SECRET)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def tokens() -> TokenAuthenticator:
+    return TokenAuthenticator(SECRET)

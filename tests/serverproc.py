@@ -1,0 +1,80 @@
+"""Run ``collab serve`` as a real child process that tests can ``kill -9`` and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+__all__ = ["ServerProcess", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m collab serve`` on a fixed port, so clients can reconnect after a restart."""
+
+    def __init__(self, repos: Path, data_dir: Path, *, secret: bytes | None = None) -> None:
+        self.repos = repos
+        self.data_dir = data_dir
+        self.secret = secret
+        self.port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log = data_dir.parent / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 20.0) -> None:
+        env = dict(os.environ)
+        env.pop("COLLAB_SECRET", None)
+        if self.secret is not None:
+            env["COLLAB_SECRET"] = self.secret.decode()
+        args = [sys.executable, "-m", "collab", "serve", "--repos", str(self.repos)]
+        args += ["--data-dir", str(self.data_dir), "--port", str(self.port), "--grace", "0.5"]
+        log = self.log.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=log, env=env
+        )
+        log.close()
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"server exited: see {self.log}")
+                if b"listening on" in line:
+                    break
+        asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.stdout is not None:
+            while await proc.stdout.readline():
+                pass
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+        self.proc = None
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self.proc = None
