@@ -16,6 +16,7 @@ from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.yjs import AwarenessEntry, decode_awareness, encode_awareness
 
+from .offsets import utf8_offset
 from .seed import TEXT_NAME
 
 __all__ = ["Client", "ClientError", "Document"]
@@ -74,6 +75,17 @@ class Document:
         update = bytes(event.update)
         if update != b"\x00\x00":
             self.client.send(m.Sync(self.ref, m.SyncStep.UPDATE, update))
+
+    def insert(self, index: int, value: str) -> None:
+        """Insert ``value`` at code point ``index`` (pycrdt itself counts UTF-8 bytes)."""
+        text = str(self.text)
+        self.text.insert(utf8_offset(text, index), value)
+
+    def delete(self, index: int, length: int) -> None:
+        """Delete ``length`` code points from code point ``index``."""
+        text = str(self.text)
+        start = utf8_offset(text, index)
+        del self.text[start : utf8_offset(text, index + length)]
 
     def apply_remote(self, update: bytes) -> None:
         self._applying_remote = True

@@ -47,6 +47,9 @@ class Rooms:
     def get(self, doc_id: DocId) -> Room | None:
         return self._rooms.get(str(doc_id))
 
+    def get_key(self, key: str) -> Room | None:
+        return self._rooms.get(key)
+
     async def acquire(self, doc_id: DocId, peer: Subscriber) -> Room:
         """Return the live room for ``doc_id`` with ``peer`` attached, loading it if needed."""
         key = str(doc_id)

@@ -81,10 +81,16 @@ class CollabServer:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_message)
-        app.router.add_get("/yjs/{room:.+}", lambda request: handle_yjs(self, request))
-        app.router.add_get("/ws", lambda request: handle_ws(self, request))
+        app.router.add_get("/yjs/{room:.+}", self._yjs)
+        app.router.add_get("/ws", self._ws)
         app.router.add_get("/healthz", self._health)
         return app
+
+    async def _yjs(self, request: web.Request) -> web.WebSocketResponse:
+        return await handle_yjs(self, request)
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        return await handle_ws(self, request)
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -99,9 +105,11 @@ class CollabServer:
                 "DEV MODE: no server secret; anyone on loopback may connect as ?user=NAME. "
                 "Set a secret (COLLAB_SECRET) before serving anyone else."
             )
-        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
         for sock in getattr(site._server, "sockets", None) or []:
             self.port = int(sock.getsockname()[1])

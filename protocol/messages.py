@@ -62,7 +62,7 @@ class Limits:
     """Bounds the decoder enforces; anything over them is a ``ProtocolError``."""
 
     max_message: int = 8 * 1024 * 1024
-    max_str: int = 4096
+    max_str: int = 8192  # above MAX_PATH, so an overlong name gets BAD_NAME
     max_bin: int = 8 * 1024 * 1024
     max_fields: int = 16
 
@@ -254,7 +254,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     unknown = set(body) - set(fields)
     if unknown:
         raise ProtocolError(
-            ErrorCode.MALFORMED, f"{kind.name}: unknown fields {sorted(unknown)!r:.80}"
+            ErrorCode.MALFORMED, f"{kind.name}: unknown fields {sorted(unknown, key=repr)!r:.80}"
         )
     values: dict[str, Any] = {}
     for name, allowed in fields.items():

@@ -11,6 +11,9 @@ __all__ = ["DocId", "validate_branch", "validate_path", "validate_repo"]
 
 _REPO_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+# Percent-encoded '.', '/', '\' or NUL left in a name after URL decoding mean double encoding:
+# an attempt to smuggle a traversal past a decoder, never a real file name.
+_ENCODED_TRAVERSAL = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 MAX_BRANCH = 200
 MAX_PATH = 4096
 MAX_PATH_COMPONENT = 255
@@ -31,10 +34,14 @@ def validate_branch(name: str) -> str:
     """Apply the rules of ``git check-ref-format --branch`` to ``name``."""
     if not name or len(name) > MAX_BRANCH:
         raise _bad(f"invalid branch name {name[:MAX_BRANCH]!r}: empty or too long")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _bad("invalid branch name: not valid Unicode") from exc
     if _BRANCH_FORBIDDEN.search(name):
         raise _bad(f"invalid branch name {name!r}: control character, space or one of ~^:?*[\\")
     if (
-        name == "@"
+        name in ("@", "HEAD")
         or "@{" in name
         or ".." in name
         or "//" in name
@@ -60,6 +67,8 @@ def validate_path(path: str) -> str:
         raise _bad(f"invalid path {path!r}: absolute")
     if "\\" in path or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
         raise _bad(f"invalid path {path!r}: backslash or control character")
+    if _ENCODED_TRAVERSAL.search(path):
+        raise _bad(f"invalid path {path!r}: percent-encoded '.', '/', '\\' or NUL")
     try:
         path.encode("utf-8")
     except UnicodeEncodeError as exc:

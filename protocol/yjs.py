@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -167,7 +169,7 @@ def decode_awareness(payload: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> list
         clock = reader.read_var_uint()
         raw = reader.read_var_string(limits.max_awareness_state)
         try:
-            state = json.loads(raw)
+            state = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
         except (ValueError, RecursionError) as exc:
             raise ProtocolError(ErrorCode.MALFORMED, "awareness state is not JSON") from exc
         if state is not None and not isinstance(state, dict):
@@ -184,5 +186,25 @@ def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
     for entry in entries:
         write_var_uint(out, entry.client_id)
         write_var_uint(out, entry.clock)
-        write_var_string(out, json.dumps(entry.state, separators=(",", ":")))
+        write_var_string(out, _json_stringify(entry.state))
     return bytes(out)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_stringify(state: dict[str, Any] | None) -> str:
+    """``JSON.stringify``'s bytes: raw non-ASCII text, lone surrogates escaped as ``\\udXXX``."""
+    text = json.dumps(state, separators=(",", ":"), ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a double")
+    return value

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.append(str(Path(__file__).parent))  # helpers; the real packages come first
 
 from collab import CollabServer, ServerConfig
 from collab.auth import TokenAuthenticator

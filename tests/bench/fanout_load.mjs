@@ -3,35 +3,98 @@
  * fanout_load.mjs - fan-out load generator for any y-websocket compatible server.
  *
  *   node tests/bench/fanout_load.mjs --url ws://127.0.0.1:8765/yjs --room bench/main:load.md \
- *        --clients 50 --rate 10 --duration 20 --warmup 2 [--drain 15] [--seed 1]
+ *        --clients 50 --rate 10 --duration 20 --warmup 2 [--drain 15] [--workers 1] [--seed 1]
  *
- * Every client is a stock y-websocket WebsocketProvider with its own Y.Doc (all
- * in this one process, so all timestamps come from one performance.now() clock).
+ * Every client is a stock y-websocket WebsocketProvider with its own Y.Doc.
  * Each client inserts `rate` small unique tags per second (`[c12:345]`) at
  * random positions of the root-level Y.Text `source`. Edits made during the
  * first `warmup` seconds are sent but not measured.
+ *
+ * All clients live in this one process; with --workers W they are spread over
+ * W worker threads (one thread hosting 50 stock Yjs clients at 10 edits/s
+ * each already needs about one CPU core). All times come from one clock,
+ * process.hrtime (monotonic and shared by all threads of the process).
  *
  * Arrival detection costs O(#clients) per received transaction and never
  * scans the text: Yjs' YTextEvent.delta / YEvent.changes walk the whole item
  * list of the type on every event (O(document)), which with 50 docs in one
  * process would swamp the CPU shared with the server. Instead every receiver
  * listens to `afterTransaction` and compares the transaction's before/after
- * state vectors: when sender S's clock reaches the end clock of S's k-th edit,
- * that edit (its whole string item) has been integrated by the receiver.
+ * state vectors: a sender's clock grows by exactly the tag length with every
+ * edit, so when sender S's clock in the receiver's doc reaches the end clock of
+ * S's k-th edit, that edit's string item has been integrated by the receiver.
  *
  * Latency of an edit = time until it is integrated by EVERY other client
  * (max over receivers: p50_ms / p99_ms); recv_p50_ms / recv_p99_ms are over
  * all (edit, receiver) pairs. After sending stops, the generator waits (at
- * most --drain seconds) until every receiver has every measured edit.
+ * most --drain seconds) until every receiver has every edit. At the end all
+ * documents are compared (`converged`: identical text of the expected length).
  *
- * Prints ONE JSON line on stdout; anything else goes to stderr (errors only,
- * plus progress with --verbose).
+ * Prints ONE JSON line on stdout; anything else goes to stderr (errors, plus
+ * progress with --verbose). Generator health is reported too: generator_cpu_pct
+ * (whole process, 100 = one core), gen_loop_delay_p99_ms (event-loop delay of
+ * the client threads) and send_rate_actual; if the generator is saturated, the
+ * latencies measure the generator, not the server.
  */
 
 import { readFileSync } from 'node:fs'
-import { performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 
 process.setMaxListeners(0)
+
+/** Milliseconds on the process-wide monotonic clock. */
+const now = () => Number(process.hrtime.bigint()) / 1e6
+
+/** @param {number} ms */
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * @param {number} s sender index
+ * @param {number} k edit number
+ */
+const tagOf = (s, k) => `[c${s}:${k}]`
+
+/**
+ * @param {number} seed
+ * @return {() => number} uniform in [0, 1)
+ */
+const makeRng = (seed) => {
+  let a = (seed >>> 0) || 0x9e3779b9
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Growable Float64 array. */
+class F64 {
+  constructor (cap = 256) {
+    this.a = new Float64Array(cap)
+    this.n = 0
+  }
+
+  /** @param {number} v */
+  push (v) {
+    if (this.n === this.a.length) {
+      const b = new Float64Array(this.a.length * 2)
+      b.set(this.a)
+      this.a = b
+    }
+    this.a[this.n++] = v
+  }
+
+  view () {
+    return this.a.subarray(0, this.n)
+  }
+}
+
+// ============================================================================
+// client thread
+// ============================================================================
 
 /**
  * The npm packages live in tests/js/node_modules, which bare-specifier
@@ -44,7 +107,10 @@ const importPkg = async (name) => {
   const base = new URL('../js/node_modules/', import.meta.url)
   const pkgUrl = new URL(`${name}/package.json`, base)
   const pkg = JSON.parse(readFileSync(pkgUrl, 'utf8'))
-  /** @param {any} e @return {string|null} */
+  /**
+   * @param {any} e
+   * @return {string|null}
+   */
   const pick = (e) => {
     if (typeof e === 'string') {
       return e
@@ -68,16 +134,172 @@ const importPkg = async (name) => {
   return import(new URL(entry, pkgUrl).href)
 }
 
-/** @type {any} */
-let Y
-/** @type {any} */
-let WebSocket
-/** @type {any} */
-let WebsocketProvider
+const clientThread = async () => {
+  const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort)
+  const { opt, indices } = workerData
+  const N = opt.clients
+  const Y = await importPkg('yjs')
+  const WebSocket = (await importPkg('ws')).default
+  const { WebsocketProvider } = await importPkg('y-websocket')
+  const LOOP_RESOLUTION_MS = 5
+  const loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS })
+
+  /** clientID -> global sender index (filled in by 'start') */
+  const senderOf = new Map()
+  /** @type {Array<{r: number, doc: any, text: any, provider: any, rng: () => number, k: number, nextDue: number, sendTimes: F64, recv: F64[], ptr: Int32Array, nextEnd: Float64Array}>} */
+  const clients = []
+  let recvPairs = 0
+  let sent = 0
+
+  for (const r of indices) {
+    const doc = new Y.Doc()
+    /** @type {F64[]} */
+    const recv = []
+    for (let s = 0; s < N; s++) {
+      recv.push(new F64(s === r ? 1 : 256))
+    }
+    const ptr = new Int32Array(N)
+    const nextEnd = new Float64Array(N)
+    for (let s = 0; s < N; s++) {
+      nextEnd[s] = tagOf(s, 0).length
+    }
+    doc.on('afterTransaction', (/** @type {any} */ tr) => {
+      if (tr.local) {
+        return
+      }
+      const t = now()
+      const before = tr.beforeState
+      tr.afterState.forEach((/** @type {number} */ clock, /** @type {number} */ client) => {
+        if ((before.get(client) || 0) === clock) {
+          return
+        }
+        const s = senderOf.get(client)
+        if (s === undefined || s === r) {
+          return
+        }
+        let p = ptr[s]
+        let end = nextEnd[s]
+        const times = recv[s]
+        while (end <= clock) {
+          times.push(t)
+          recvPairs++
+          p++
+          end += tagOf(s, p).length
+        }
+        ptr[s] = p
+        nextEnd[s] = end
+      })
+    })
+    const provider = new WebsocketProvider(opt.url, opt.room, doc, {
+      WebSocketPolyfill: WebSocket,
+      disableBc: true,
+      params: opt.params
+    })
+    provider.on('connection-error', () => {})
+    clients.push({
+      r,
+      doc,
+      text: doc.getText('source'),
+      provider,
+      rng: makeRng(opt.seed * 1000003 + r),
+      k: 0,
+      nextDue: 0,
+      sendTimes: new F64(256),
+      recv,
+      ptr,
+      nextEnd
+    })
+  }
+
+  const t0 = now()
+  while (!clients.every((c) => c.provider.synced)) {
+    if (now() - t0 > opt['connect-timeout'] * 1000) {
+      const n = clients.filter((c) => c.provider.synced).length
+      port.postMessage({ type: 'error', error: `only ${n}/${clients.length} clients of a thread synced after ${opt['connect-timeout']} s` })
+      return
+    }
+    await sleep(20)
+  }
+  port.postMessage({
+    type: 'ready',
+    ids: clients.map((c) => [c.r, c.doc.clientID]),
+    initialLength: clients[0].text.length
+  })
+
+  /** @type {any} */
+  let timer = null
+  /** @type {any} */
+  let progressTimer = null
+  port.on('message', (/** @type {any} */ msg) => {
+    if (msg.type === 'start') {
+      for (const [clientID, r] of msg.idMap) {
+        senderOf.set(clientID, r)
+      }
+      const period = opt.rate > 0 ? 1000 / opt.rate : Infinity
+      for (const c of clients) {
+        c.nextDue = msg.tStart + (c.r / N) * period // spread senders over one period
+      }
+      loopDelay.enable()
+      const tick = () => {
+        const t = now()
+        for (const c of clients) {
+          while (c.nextDue <= t && c.nextDue < msg.tEnd) {
+            c.nextDue += period
+            const tag = tagOf(c.r, c.k)
+            c.k++
+            const pos = Math.floor(c.rng() * (c.text.length + 1))
+            c.sendTimes.push(now())
+            c.text.insert(pos, tag) // the provider sends the update synchronously
+            sent++
+          }
+        }
+        if (t >= msg.tEnd) {
+          clearInterval(timer)
+        }
+      }
+      timer = setInterval(tick, 2)
+      progressTimer = setInterval(() => port.postMessage({ type: 'progress', sent, recvPairs }), 50)
+    } else if (msg.type === 'stop') {
+      clearInterval(timer)
+      clearInterval(progressTimer)
+      loopDelay.disable()
+      const texts = clients.map((c) => c.text.toString())
+      const first = texts[0]
+      const result = {
+        type: 'result',
+        sent,
+        recvPairs,
+        lengths: clients.map((c) => c.text.length),
+        sameText: texts.every((x) => x === first),
+        text: first,
+        // the histogram records whole timer intervals; report the lag beyond them
+        loopDelayP99: loopDelay.count > 0 ? Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS) : 0,
+        sendTimes: clients.map((c) => [c.r, c.sendTimes.view().slice()]),
+        recv: clients.map((c) => [c.r, c.recv.map((f) => f.view().slice())])
+      }
+      for (const c of clients) {
+        try {
+          c.provider.destroy()
+          c.doc.destroy()
+        } catch (err) {
+          process.stderr.write(`[fanout] destroy failed: ${err}\n`)
+        }
+      }
+      port.postMessage(result)
+      setTimeout(() => process.exit(0), 200)
+    }
+  })
+}
+
+// ============================================================================
+// coordinator (main thread)
+// ============================================================================
 
 const USAGE = 'usage: fanout_load.mjs --url ws://HOST:PORT/yjs --room NAME [--clients 50] ' +
-  '[--rate 10] [--duration 20] [--warmup 2] [--drain 15] [--connect-timeout 30] [--seed 1] ' +
-  '[--params k=v,k=v] [--verbose]'
+  '[--rate 10] [--duration 20] [--warmup 2] [--drain 15] [--workers 1] [--young-mb 0] ' +
+  '[--connect-timeout 30] [--seed 1] [--params k=v,k=v] [--verbose] [--timeline]'
+
+class UsageError extends Error {}
 
 /** @param {string[]} argv */
 const parseArgs = (argv) => {
@@ -90,10 +312,13 @@ const parseArgs = (argv) => {
     duration: 20,
     warmup: 2,
     drain: 15,
+    workers: 1,
+    'young-mb': 0,
     'connect-timeout': 30,
     seed: 1,
     params: '',
-    verbose: false
+    verbose: false,
+    timeline: false
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -101,32 +326,33 @@ const parseArgs = (argv) => {
       process.stderr.write(USAGE + '\n')
       process.exit(0)
     }
-    if (a === '--verbose') {
-      o.verbose = true
+    if (a === '--verbose' || a === '--timeline') {
+      o[a.slice(2)] = true
       continue
     }
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a)
     if (m === null || !(m[1] in o)) {
-      throw new Error(`unknown argument ${a}\n${USAGE}`)
+      throw new UsageError(`unknown argument ${a}\n${USAGE}`)
     }
     const value = m[2] !== undefined ? m[2] : argv[++i]
     if (value === undefined) {
-      throw new Error(`missing value for --${m[1]}`)
+      throw new UsageError(`missing value for --${m[1]}`)
     }
     o[m[1]] = value
   }
   if (!o.url || !o.room) {
-    throw new Error(USAGE)
+    throw new UsageError(USAGE)
   }
-  for (const k of ['clients', 'rate', 'duration', 'warmup', 'drain', 'connect-timeout', 'seed']) {
+  for (const k of ['clients', 'rate', 'duration', 'warmup', 'drain', 'workers', 'young-mb', 'connect-timeout', 'seed']) {
     o[k] = Number(o[k])
     if (!Number.isFinite(o[k]) || o[k] < 0) {
-      throw new Error(`--${k} must be a non-negative number`)
+      throw new UsageError(`--${k} must be a non-negative number`)
     }
   }
   if (o.clients < 2 || !Number.isInteger(o.clients)) {
-    throw new Error('--clients must be an integer >= 2')
+    throw new UsageError('--clients must be an integer >= 2')
   }
+  o.workers = Math.max(1, Math.min(o.clients, Math.floor(o.workers)))
   /** @type {Record<string, string>} */
   const params = {}
   for (const kv of String(o.params).split(',').filter((s) => s !== '')) {
@@ -135,43 +361,6 @@ const parseArgs = (argv) => {
   }
   o.params = params
   return o
-}
-
-/**
- * @param {number} seed
- * @return {() => number}
- */
-const makeRng = (seed) => {
-  let a = (seed >>> 0) || 0x9e3779b9
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-/** Growable Float64 array. */
-class F64 {
-  constructor (cap = 1024) {
-    this.a = new Float64Array(cap)
-    this.n = 0
-  }
-
-  /** @param {number} v */
-  push (v) {
-    if (this.n === this.a.length) {
-      const b = new Float64Array(this.a.length * 2)
-      b.set(this.a)
-      this.a = b
-    }
-    this.a[this.n++] = v
-  }
-
-  sorted () {
-    return this.a.slice(0, this.n).sort()
-  }
 }
 
 /**
@@ -186,221 +375,234 @@ const pct = (sorted, q) => {
   return Math.round(sorted[i] * 1000) / 1000
 }
 
-/** @param {number} ms */
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-const main = async () => {
+const coordinator = async () => {
   const opt = parseArgs(process.argv.slice(2))
-  Y = await importPkg('yjs')
-  WebSocket = (await importPkg('ws')).default
-  WebsocketProvider = (await importPkg('y-websocket')).WebsocketProvider
   const N = opt.clients
+  const W = opt.workers
   const log = (/** @type {string} */ s) => {
     if (opt.verbose) {
       process.stderr.write(`[fanout] ${s}\n`)
     }
   }
 
-  // ---- per-sender edit log --------------------------------------------------
-  /**
-   * @typedef {object} Sender
-   * @property {number[]} endClock   clock right after edit k (exclusive end)
-   * @property {number[]} sendTime   performance.now() just before edit k
-   * @property {boolean[]} measured  false for warm-up edits
-   * @property {number[]} recvCount  receivers that have integrated edit k
-   * @property {number[]} lastRecv   latest receive time of edit k
-   */
-  /** @type {Sender[]} */
-  const senders = []
-  /** clientID -> sender index */
-  const senderOf = new Map()
-  /** ptr[r * N + s]: how many of sender s's edits receiver r has integrated */
-  const ptr = new Int32Array(N * N)
-  const recvLat = new F64(1 << 16)
-  const allLat = new F64(1 << 12)
-  let measuredSent = 0
-  let measuredFull = 0
-  let warmupSent = 0
-  let tagChars = 0
-
-  // ---- clients --------------------------------------------------------------
-  /** @type {{doc: any, text: any, provider: any, rng: () => number, clock: number, k: number, nextDue: number}[]} */
-  const clients = []
-  for (let r = 0; r < N; r++) {
-    const doc = new Y.Doc()
-    senderOf.set(doc.clientID, r)
-    senders.push({ endClock: [], sendTime: [], measured: [], recvCount: [], lastRecv: [] })
-    doc.on('afterTransaction', (/** @type {any} */ tr) => {
-      if (tr.local) {
-        return
-      }
-      const now = performance.now()
-      const before = tr.beforeState
-      tr.afterState.forEach((/** @type {number} */ clock, /** @type {number} */ client) => {
-        if ((before.get(client) || 0) === clock) {
-          return
-        }
-        const s = senderOf.get(client)
-        if (s === undefined || s === r) {
-          return
-        }
-        const S = senders[s]
-        const pi = r * N + s
-        let p = ptr[pi]
-        while (p < S.endClock.length && S.endClock[p] <= clock) {
-          S.recvCount[p]++
-          S.lastRecv[p] = now
-          if (S.measured[p]) {
-            recvLat.push(now - S.sendTime[p])
-            if (S.recvCount[p] === N - 1) {
-              allLat.push(now - S.sendTime[p])
-              measuredFull++
-            }
-          }
-          p++
-        }
-        ptr[pi] = p
-      })
-    })
-    const provider = new WebsocketProvider(opt.url, opt.room, doc, {
-      WebSocketPolyfill: WebSocket,
-      disableBc: true,
-      params: opt.params
-    })
-    provider.on('connection-error', () => {})
-    clients.push({
-      doc,
-      text: doc.getText('source'),
-      provider,
-      rng: makeRng(opt.seed * 1000003 + r),
-      clock: 0,
-      k: 0,
-      nextDue: 0
-    })
-  }
-
-  const shutdown = (/** @type {number} */ code) => {
-    for (const c of clients) {
-      try {
-        c.provider.destroy()
-        c.doc.destroy()
-      } catch (err) {
-        process.stderr.write(`[fanout] destroy failed: ${err}\n`)
-      }
+  /** @type {Worker[]} */
+  const workers = []
+  /** @type {Array<{sent: number, recvPairs: number}>} */
+  const progress = []
+  /** @type {Array<(msg: any) => void>} */
+  const waiters = []
+  /** @type {any[]} */
+  const inbox = []
+  const fail = (/** @type {string} */ why) => {
+    process.stderr.write(`[fanout] ${why}\n`)
+    for (const w of workers) {
+      w.terminate()
     }
-    process.stdout.write('', () => setTimeout(() => process.exit(code), 100))
+    process.exit(2)
+  }
+  const nextMessage = () => new Promise((resolve) => {
+    if (inbox.length > 0) {
+      resolve(inbox.shift())
+    } else {
+      waiters.push(resolve)
+    }
+  })
+  for (let w = 0; w < W; w++) {
+    const indices = []
+    for (let r = w; r < N; r += W) {
+      indices.push(r)
+    }
+    const worker = new Worker(new URL(import.meta.url), {
+      workerData: { opt, indices },
+      // Yjs allocates a lot of short-lived objects per received update; a
+      // bigger young generation cuts the scavenge cost noticeably.
+      resourceLimits: opt['young-mb'] > 0 ? { maxYoungGenerationSizeMb: opt['young-mb'] } : undefined
+    })
+    progress.push({ sent: 0, recvPairs: 0 })
+    worker.on('message', (/** @type {any} */ msg) => {
+      if (msg.type === 'progress') {
+        progress[w] = msg
+      } else if (msg.type === 'error') {
+        fail(msg.error)
+      } else {
+        msg.worker = w
+        const waiter = waiters.shift()
+        if (waiter !== undefined) {
+          waiter(msg)
+        } else {
+          inbox.push(msg)
+        }
+      }
+    })
+    worker.on('error', (err) => fail(`client thread ${w} crashed: ${err && err.stack ? err.stack : err}`))
+    workers.push(worker)
   }
 
   // ---- wait for everybody to sync --------------------------------------------
-  const tConnect = performance.now()
-  while (!clients.every((c) => c.provider.synced)) {
-    if (performance.now() - tConnect > opt['connect-timeout'] * 1000) {
-      const n = clients.filter((c) => c.provider.synced).length
-      process.stderr.write(`[fanout] only ${n}/${N} clients synced after ${opt['connect-timeout']} s\n`)
-      shutdown(2)
-      return
+  const tConnect = now()
+  /** @type {Array<[number, number]>} */
+  const idMap = []
+  let initialLength = -1
+  for (let i = 0; i < W; i++) {
+    const msg = /** @type {any} */ (await nextMessage())
+    for (const [r, clientID] of msg.ids) {
+      idMap.push([clientID, r])
     }
-    await sleep(20)
+    initialLength = Math.max(initialLength, msg.initialLength)
   }
-  const connectMs = performance.now() - tConnect
-  log(`${N} clients synced in ${connectMs.toFixed(0)} ms`)
-  // Let the initial awareness / sync chatter settle.
-  await sleep(300)
-  const initialLength = clients[0].text.length
+  const connectMs = now() - tConnect
+  log(`${N} clients synced in ${connectMs.toFixed(0)} ms (${W} thread(s))`)
+  await sleep(300) // let the initial sync / awareness chatter settle
 
   // ---- send ------------------------------------------------------------------
-  const period = opt.rate > 0 ? 1000 / opt.rate : Infinity
-  const t0 = performance.now()
-  const tMeasure = t0 + opt.warmup * 1000
-  const tEnd = tMeasure + opt.duration * 1000
-  for (let r = 0; r < N; r++) {
-    clients[r].nextDue = t0 + (r / N) * period // spread senders over one period
-  }
   const cpu0 = process.cpuUsage()
-  await new Promise((resolve) => {
-    const tick = () => {
-      const now = performance.now()
-      if (now >= tEnd) {
-        clearInterval(timer)
-        resolve(undefined)
-        return
+  const tStart = now() + 20
+  const tMeasure = tStart + opt.warmup * 1000
+  const tEnd = tMeasure + opt.duration * 1000
+  for (const w of workers) {
+    w.postMessage({ type: 'start', idMap, tStart, tEnd })
+  }
+  await sleep(tEnd - now() + 10)
+  const sendWall = (now() - tMeasure) / 1000
+
+  // ---- drain -----------------------------------------------------------------
+  const tDrain = now()
+  const totals = () => progress.reduce((a, p) => [a[0] + p.sent, a[1] + p.recvPairs], [0, 0])
+  while (now() - tDrain < opt.drain * 1000) {
+    await sleep(60) // progress is posted every 50 ms
+    const [sent, pairs] = totals()
+    log(`drain: ${pairs}/${sent * (N - 1)} deliveries`)
+    if (pairs >= sent * (N - 1)) {
+      break
+    }
+  }
+  const drainMs = now() - tDrain
+  const cpu = process.cpuUsage(cpu0)
+  const cpuWall = now() - tStart
+
+  // ---- collect -----------------------------------------------------------------
+  for (const w of workers) {
+    w.postMessage({ type: 'stop' })
+  }
+  /** @type {Float64Array[]} */
+  const sendTimes = new Array(N)
+  /** @type {Float64Array[][]} recvTimes[r][s] */
+  const recvTimes = new Array(N)
+  /** @type {number[]} */
+  const lengths = []
+  /** @type {string[]} */
+  const texts = []
+  let sameText = true
+  let loopDelayP99 = 0
+  for (let i = 0; i < W; i++) {
+    const msg = /** @type {any} */ (await nextMessage())
+    for (const [r, t] of msg.sendTimes) {
+      sendTimes[r] = t
+    }
+    for (const [r, perSender] of msg.recv) {
+      recvTimes[r] = perSender
+    }
+    lengths.push(...msg.lengths)
+    texts.push(msg.text)
+    sameText = sameText && msg.sameText
+    loopDelayP99 = Math.max(loopDelayP99, msg.loopDelayP99)
+  }
+
+  // ---- evaluate ----------------------------------------------------------------
+  let editsSent = 0
+  let warmupSent = 0
+  let full = 0
+  let tagChars = 0
+  const allLat = []
+  const recvLat = []
+  /** @type {number[][]} all-receivers latencies by second of sending (--timeline) */
+  const bySecond = []
+  for (let s = 0; s < N; s++) {
+    const st = sendTimes[s]
+    for (let k = 0; k < st.length; k++) {
+      tagChars += tagOf(s, k).length
+      if (st[k] < tMeasure) {
+        warmupSent++
+        continue
       }
+      editsSent++
+      let worst = 0
+      let seen = 0
       for (let r = 0; r < N; r++) {
-        const c = clients[r]
-        while (c.nextDue <= now && c.nextDue < tEnd) {
-          c.nextDue += period
-          const S = senders[r]
-          const tag = `[c${r}:${c.k}]`
-          c.k++
-          const measured = performance.now() >= tMeasure
-          const pos = Math.floor(c.rng() * (c.text.length + 1))
-          const sendTime = performance.now()
-          c.text.insert(pos, tag) // the provider sends the update synchronously
-          c.clock += tag.length
-          S.endClock.push(c.clock)
-          S.sendTime.push(sendTime)
-          S.measured.push(measured)
-          S.recvCount.push(0)
-          S.lastRecv.push(0)
-          tagChars += tag.length
-          if (measured) {
-            measuredSent++
-          } else {
-            warmupSent++
+        if (r === s) {
+          continue
+        }
+        const rt = recvTimes[r][s]
+        if (k < rt.length) {
+          const lat = rt[k] - st[k]
+          recvLat.push(lat)
+          worst = Math.max(worst, lat)
+          seen++
+        }
+      }
+      if (seen === N - 1) {
+        full++
+        allLat.push(worst)
+        if (opt.timeline) {
+          const sec = Math.floor((st[k] - tMeasure) / 1000)
+          while (bySecond.length <= sec) {
+            bySecond.push([])
           }
+          bySecond[sec].push(worst)
         }
       }
     }
-    const timer = setInterval(tick, 2)
-  })
-  const sendWall = (performance.now() - tMeasure) / 1000
-  log(`sent ${measuredSent} measured + ${warmupSent} warm-up edits; draining`)
-
-  // ---- drain -----------------------------------------------------------------
-  const tDrain = performance.now()
-  while (measuredFull < measuredSent && performance.now() - tDrain < opt.drain * 1000) {
-    await sleep(20)
   }
-  const drainMs = performance.now() - tDrain
-  const cpu = process.cpuUsage(cpu0)
-  const cpuWall = performance.now() - t0
-
-  // ---- convergence check (once, at the end) ----------------------------------
+  const all = Float64Array.from(allLat).sort()
+  const recv = Float64Array.from(recvLat).sort()
   const expectLength = initialLength + tagChars
-  let converged = clients.every((c) => c.text.length === expectLength)
-  if (converged) {
-    const ref = clients[0].text.toString()
-    converged = clients.every((c) => c.text.toString() === ref)
-  }
+  const converged = sameText && texts.every((t) => t === texts[0]) &&
+    lengths.every((l) => l === expectLength)
 
-  const all = allLat.sorted()
-  const recv = recvLat.sorted()
   const result = {
     clients: N,
     rate: opt.rate,
     duration: opt.duration,
     warmup: opt.warmup,
-    edits_sent: measuredSent,
-    edits_fully_delivered: measuredFull,
+    edits_sent: editsSent,
+    edits_fully_delivered: full,
     p50_ms: pct(all, 0.5),
     p99_ms: pct(all, 0.99),
     max_ms: pct(all, 1),
     recv_p50_ms: pct(recv, 0.5),
     recv_p99_ms: pct(recv, 0.99),
     recv_samples: recv.length,
-    missing: measuredSent - measuredFull,
+    missing: editsSent - full,
     warmup_edits: warmupSent,
-    send_rate_actual: Math.round((measuredSent / Math.max(sendWall, 1e-9)) * 10) / 10,
+    converged,
+    send_rate_actual: Math.round((editsSent / Math.max(sendWall, 1e-9)) * 10) / 10,
     drain_ms: Math.round(drainMs),
     connect_ms: Math.round(connectMs),
-    converged,
-    generator_cpu_pct: Math.round(((cpu.user + cpu.system) / 1000 / cpuWall) * 1000) / 10
+    workers: W,
+    generator_cpu_pct: Math.round(((cpu.user + cpu.system) / 1000 / cpuWall) * 1000) / 10,
+    gen_loop_delay_p99_ms: Math.round(loopDelayP99 * 10) / 10
   }
-  process.stdout.write(JSON.stringify(result) + '\n')
-  shutdown(0)
+  if (opt.timeline) {
+    /** @type {any} */ (result).timeline = bySecond.map((l, sec) => {
+      const a = Float64Array.from(l).sort()
+      return { sec, edits: a.length, p50_ms: pct(a, 0.5), p99_ms: pct(a, 0.99) }
+    })
+  }
+  process.stdout.write(JSON.stringify(result) + '\n', () => setTimeout(() => process.exit(0), 50))
 }
 
-main().catch((err) => {
-  process.stderr.write(`[fanout] ${err && err.stack ? err.stack : err}\n`)
-  process.exit(1)
-})
+if (isMainThread) {
+  coordinator().catch((err) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${err.message}\n`)
+      process.exit(2)
+    }
+    process.stderr.write(`[fanout] ${err && err.stack ? err.stack : err}\n`)
+    process.exit(1)
+  })
+} else {
+  clientThread().catch((err) => {
+    process.stderr.write(`[fanout] client thread: ${err && err.stack ? err.stack : err}\n`)
+    process.exit(1)
+  })
+}

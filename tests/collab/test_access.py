@@ -1,0 +1,211 @@
+"""Tokens, roles and names: refused as specified, before anything is opened."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from yjsclient import YjsPeer
+
+from collab import Client, ClientError, CollabServer
+from collab.auth import Role, TokenAuthenticator
+from protocol.errors import ErrorCode
+
+
+async def test_valid_token_on_both_endpoints(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    token = tokens.mint(user="alice", repo="demo", role=Role.WRITE)
+    async with Client(secure_server.url, token=token) as client:
+        doc = await client.open("demo/main:README.md")
+        assert client.user == "alice" and doc.writable
+    async with YjsPeer(secure_server.url, "demo/main:README.md", token=token) as peer:
+        await asyncio.wait_for(peer.synced.wait(), 5)
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({}, ErrorCode.UNAUTHORIZED),
+        ({"token": "v1.garbage.garbage"}, ErrorCode.UNAUTHORIZED),
+        ({"user": "alice"}, ErrorCode.UNAUTHORIZED),  # dev mode is off when a secret is set
+    ],
+)
+async def test_missing_or_bad_token_is_refused_on_yjs(
+    secure_server: CollabServer, params: dict[str, str], code: ErrorCode
+) -> None:
+    peer = await YjsPeer(secure_server.url, "demo/main:README.md", **params).connect()
+    try:
+        assert await peer.wait_closed() == code
+        assert not peer.synced.is_set()
+        assert len(secure_server.rooms) == 0  # refused before anything was opened
+    finally:
+        await peer.close()
+
+
+async def test_expired_token_is_refused(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    token = tokens.mint(user="alice", repo="demo", role=Role.WRITE, ttl=-1)
+    with pytest.raises(ClientError) as info:
+        async with Client(secure_server.url, token=token):
+            pass
+    assert info.value.code == ErrorCode.UNAUTHORIZED
+    assert "expired" in info.value.message
+    peer = await YjsPeer(secure_server.url, "demo/main:README.md", token=token).connect()
+    assert await peer.wait_closed() == ErrorCode.UNAUTHORIZED
+    await peer.close()
+
+
+async def test_token_signed_with_another_secret_is_refused(secure_server: CollabServer) -> None:
+    forged = TokenAuthenticator(b"another-secret-0123456789").mint(
+        user="eve", repo="*", role=Role.WRITE
+    )
+    with pytest.raises(ClientError) as info:
+        async with Client(secure_server.url, token=forged):
+            pass
+    assert info.value.code == ErrorCode.UNAUTHORIZED
+
+
+async def test_wrong_repo_is_forbidden(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    token = tokens.mint(user="alice", repo="other", role=Role.WRITE)
+    peer = await YjsPeer(secure_server.url, "demo/main:README.md", token=token).connect()
+    assert await peer.wait_closed() == ErrorCode.FORBIDDEN
+    await peer.close()
+    async with Client(secure_server.url, token=token) as client:
+        with pytest.raises(ClientError) as info:
+            await client.open("demo/main:README.md")
+        assert info.value.code == ErrorCode.FORBIDDEN
+        doc = await client.open("other/main:a.txt")  # the connection keeps working
+        assert str(doc) == "other repo\n"
+    assert secure_server.rooms.get_key("demo/main:README.md") is None
+
+
+async def test_read_only_connection_reads_but_cannot_write(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    writer = tokens.mint(user="w", repo="demo", role=Role.WRITE)
+    reader = tokens.mint(user="r", repo="demo", role=Role.READ)
+    async with (
+        Client(secure_server.url, token=writer) as w,
+        Client(secure_server.url, token=reader) as r,
+    ):
+        dw = await w.open("demo/main:README.md")
+        dr = await r.open("demo/main:README.md")
+        assert not dr.writable
+        dw.text += "[from writer]"
+        await dr.wait_for(lambda t: t.endswith("[from writer]"))
+        dr.text += "[from reader]"
+        await asyncio.sleep(0.3)
+        await w.flush()
+        assert "[from reader]" not in str(dw)
+        assert any(e.code == ErrorCode.READ_ONLY for e in r.errors)
+        dw.text += "[still live]"  # the read-only connection stays open and keeps reading
+        await dr.wait_for(lambda t: "[still live]" in t)
+    # a stock Yjs client with a read token: reads, and its writes are refused explicitly
+    async with YjsPeer(secure_server.url, "demo/main:README.md", token=reader) as peer:
+        await asyncio.wait_for(peer.synced.wait(), 5)
+        assert str(peer.text).endswith("[still live]")
+        peer.text += "[yjs reader]"
+        await peer.wait_text(lambda _t: bool(peer.denied))
+        assert "read-only" in peer.denied[0]
+    async with Client(secure_server.url, token=writer) as w:
+        assert "[yjs reader]" not in str(await w.open("demo/main:README.md"))
+
+
+BAD_NAMES = [
+    "demo/main:../../etc/passwd",
+    "demo/main:%2e%2e%2fetc%2fpasswd",
+    "demo/main:/etc/passwd",
+    "demo/main:.git/config",
+    "demo/main:src/.git/hooks/pre-commit",
+    "demo/main:a\x00b",
+    "demo/main:" + "x" * 5000,
+    "demo/main..x:README.md",
+    "demo/-x:README.md",
+    "demo/a.lock:README.md",
+    "../demo/main:README.md",
+    "de mo/main:README.md",
+    "demo/main",
+    "demo",
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+async def test_bad_names_are_refused_on_ws(server: CollabServer, name: str, tmp_path: Path) -> None:
+    async with Client(server.url, user="alice") as client:
+        with pytest.raises(ClientError) as info:
+            await client.open(name)
+        assert info.value.code == ErrorCode.BAD_NAME
+        assert str(await client.open("demo/main:README.md"))  # the connection keeps working
+    assert len(server.rooms) == 1
+
+
+@pytest.mark.parametrize("name", [n for n in BAD_NAMES if "\x00" not in n and len(n) < 1000])
+async def test_bad_names_are_refused_on_yjs(server: CollabServer, name: str) -> None:
+    room = name if "%" in name else quote(name, safe="/:")
+    peer = YjsPeer(server.url, room, user="alice")
+    try:
+        await peer.connect()
+        code = await peer.wait_closed()
+        assert code == ErrorCode.BAD_NAME
+    except aiohttp.WSServerHandshakeError as exc:
+        # "/yjs/../x" is resolved by URL normalisation to a path outside /yjs: plain 404
+        assert name.startswith("..") and exc.status == 404
+    finally:
+        await peer.close()
+    assert len(server.rooms) == 0
+
+
+async def test_nothing_outside_the_repository_is_touched(
+    server: CollabServer, tmp_path: Path
+) -> None:
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in tmp_path.rglob("*")
+        if p.is_file() and "data" not in p.parts
+    }
+    async with Client(server.url, user="alice") as client:
+        for name in BAD_NAMES:
+            with pytest.raises(ClientError):
+                await client.open(name)
+    after = {
+        p: p.stat().st_mtime_ns
+        for p in tmp_path.rglob("*")
+        if p.is_file() and "data" not in p.parts
+    }
+    assert before == after
+
+
+async def test_unknown_repo_and_branch_are_not_found(server: CollabServer) -> None:
+    async with Client(server.url, user="alice") as client:
+        for name in ("nope/main:a.txt", "demo/no-such-branch:a.txt"):
+            with pytest.raises(ClientError) as info:
+                await client.open(name)
+            assert info.value.code == ErrorCode.NOT_FOUND
+    peer = await YjsPeer(server.url, "demo/no-such-branch:a.txt", user="alice").connect()
+    assert await peer.wait_closed() == ErrorCode.NOT_FOUND
+    await peer.close()
+
+
+def test_dev_mode_refuses_non_loopback() -> None:
+    from collab.auth import AuthError, DevAuthenticator
+
+    auth = DevAuthenticator()
+    assert auth.authenticate(token=None, user="alice", remote="127.0.0.1").user == "alice"
+    assert auth.authenticate(token=None, user="alice", remote="::1").user == "alice"
+    for remote in ("10.0.0.5", "192.168.1.2", "8.8.8.8", None):
+        with pytest.raises(AuthError):
+            auth.authenticate(token=None, user="alice", remote=remote)
+
+
+def test_dev_mode_server_refuses_to_bind_publicly(repos: Path, tmp_path: Path) -> None:
+    from conftest import make_config
+
+    with pytest.raises(ValueError, match="loopback"):
+        CollabServer(make_config(repos, tmp_path, host="0.0.0.0"))

@@ -1,0 +1,145 @@
+"""The server end to end: Python clients and raw Yjs peers on a real loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from conftest import make_config
+from yjsclient import YjsPeer
+
+from collab import Client, CollabServer
+
+
+async def test_two_clients_edit_together(server: CollabServer) -> None:
+    async with Client(server.url, user="alice") as a, Client(server.url, user="bob") as b:
+        da = await a.open("demo/main:README.md")
+        db = await b.open("demo/main:README.md")
+        assert str(da) == str(db) == "# Demo\n\nHello from the demo repository.\n"
+        da.text.insert(0, "A:")
+        db.text += "-B"
+        await db.wait_for(lambda t: t.startswith("A:") and t.endswith("-B"))
+        await da.wait_for(lambda t: t.startswith("A:") and t.endswith("-B"))
+        assert str(da) == str(db)
+
+
+async def test_unicode_seed_and_edits_match_between_peers(server: CollabServer) -> None:
+    async with (
+        Client(server.url, user="alice") as a,
+        YjsPeer(server.url, "demo/main:docs/unicode.txt", user="bob") as b,
+    ):
+        da = await a.open("demo/main:docs/unicode.txt")
+        await asyncio.wait_for(b.synced.wait(), 5)
+        assert str(b.text) == str(da) == "héllo wörld, 世界, 🎉 emoji\n"
+        da.text += "ñ🙂"
+        await b.wait_text(lambda t: t.endswith("ñ🙂"))
+
+
+async def test_stock_protocol_and_engine_protocol_share_a_room(server: CollabServer) -> None:
+    async with YjsPeer(server.url, "demo/main:src/app.py", user="js") as peer:
+        await asyncio.wait_for(peer.synced.wait(), 5)
+        async with Client(server.url, user="py") as client:
+            doc = await client.open("demo/main:src/app.py")
+            peer.text += "# from yjs\n"
+            await doc.wait_for(lambda t: t.endswith("# from yjs\n"))
+            doc.text.insert(0, "# from python\n")
+            await peer.wait_text(lambda t: t.startswith("# from python\n"))
+
+
+async def test_new_file_starts_empty_and_late_joiner_gets_text(server: CollabServer) -> None:
+    async with Client(server.url, user="alice") as a:
+        da = await a.open("demo/main:new/notes.md")
+        assert str(da) == ""
+        da.text += "late joiners see this"
+        await a.flush()
+        async with Client(server.url, user="bob") as b:
+            db = await b.open("demo/main:new/notes.md")
+            assert str(db) == "late joiners see this"
+
+
+async def test_flush_means_durable_across_restart(repos: Path, tmp_path: Path) -> None:
+    config = make_config(repos, tmp_path / "data")
+    async with CollabServer(config) as srv, Client(srv.url, user="alice") as a:
+        doc = await a.open("demo/main:README.md")
+        for i in range(50):
+            doc.text += f"<{i}>"
+        await a.flush()
+    async with (
+        CollabServer(make_config(repos, tmp_path / "data")) as srv,
+        Client(srv.url, user="bob") as b,
+    ):
+        doc = await b.open("demo/main:README.md")
+        text = str(doc)
+        for i in range(50):
+            assert text.count(f"<{i}>") == 1
+
+
+async def test_idle_room_unloads_after_grace_and_reloads_same_history(server: CollabServer) -> None:
+    async with Client(server.url, user="alice") as a:
+        doc = await a.open("demo/main:README.md")
+        doc.text += "persisted"
+        await a.flush()
+        client_state = doc.doc.get_state()
+    await asyncio.sleep(server.config.grace + 0.5)
+    assert len(server.rooms) == 0
+    async with Client(server.url, user="alice") as a:
+        doc = await a.open("demo/main:README.md")
+        assert str(doc).endswith("persisted")
+        assert doc.doc.get_state() == client_state
+
+
+async def test_reconnecting_client_does_not_duplicate_text(server: CollabServer) -> None:
+    async with (
+        Client(server.url, user="alice", min_backoff=0.01) as a,
+        Client(server.url, user="bob") as b,
+    ):
+        da = await a.open("demo/main:README.md")
+        db = await b.open("demo/main:README.md")
+        await a.drop_connection()
+        da.text += "[offline edit]"  # made while disconnected; sent on resync
+        await db.wait_for(lambda t: "[offline edit]" in t)
+        await asyncio.sleep(0.2)
+        assert str(db).count("[offline edit]") == 1
+        assert str(da) == str(db)
+        assert a.reconnects >= 1
+
+
+async def test_awareness_is_relayed_with_server_stamped_name(server: CollabServer) -> None:
+    async with Client(server.url, user="alice") as a, Client(server.url, user="bob") as b:
+        da = await a.open("demo/main:README.md")
+        db = await b.open("demo/main:README.md")
+        da.set_awareness({"cursor": {"index": 3}, "user": {"name": "mallory", "color": "#f00"}})
+        await db.wait_for(lambda _t: da.client_id in db.awareness)
+        state = db.awareness[da.client_id]
+        assert state["user"] == {"name": "alice", "color": "#f00"}
+        assert state["cursor"] == {"index": 3}
+    # alice left: her entry is removed for everyone still there
+    async with Client(server.url, user="carol") as c:
+        dc = await c.open("demo/main:README.md")
+        await asyncio.sleep(0.1)
+        assert da.client_id not in dc.awareness
+
+
+async def test_awareness_foreign_client_ids_are_dropped(server: CollabServer) -> None:
+    async with (
+        YjsPeer(server.url, "demo/main:README.md", user="eve") as eve,
+        YjsPeer(server.url, "demo/main:README.md", user="bob") as bob,
+    ):
+        await asyncio.wait_for(bob.synced.wait(), 5)
+        await asyncio.wait_for(eve.synced.wait(), 5)
+        await eve.set_awareness(111, 1, {"user": {"name": "eve"}})
+        await eve.set_awareness(222, 1, {"user": {"name": "pretending"}})  # not eve's id
+        await bob.wait_text(lambda _t: 111 in bob.awareness)
+        await asyncio.sleep(0.1)
+        assert 222 not in bob.awareness
+        await eve.close()
+        await bob.wait_text(lambda _t: bob.awareness.get(111, "gone") is None)
+
+
+async def test_health_endpoint(server: CollabServer) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url.replace("ws://", "http://") + "/healthz") as resp:
+            body = await resp.json()
+    assert body["ok"] is True

@@ -1,0 +1,355 @@
+"""Engine msgpack messages: round trips, and every malformed input refused with ProtocolError."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol import messages as m
+from protocol.errors import ErrorCode, ProtocolError
+
+MAX_INT = 2**53 - 1
+
+ints = st.integers(0, MAX_INT)
+texts = st.text(max_size=100)
+message_strategies: dict[type[Any], st.SearchStrategy[Any]] = {
+    m.Hello: st.builds(m.Hello, ints, st.none() | texts, st.none() | texts),
+    m.Welcome: st.builds(m.Welcome, ints, texts, texts),
+    m.Open: st.builds(m.Open, ints, texts),
+    m.Opened: st.builds(m.Opened, ints, texts, st.booleans()),
+    m.Close: st.builds(m.Close, ints),
+    m.Sync: st.builds(m.Sync, ints, st.sampled_from(m.SyncStep), st.binary(max_size=512)),
+    m.Awareness: st.builds(m.Awareness, ints, st.binary(max_size=512)),
+    m.Error: st.builds(m.Error, st.sampled_from(ErrorCode), texts, st.none() | ints),
+    m.Ping: st.builds(m.Ping, ints),
+    m.Pong: st.builds(m.Pong, ints),
+}
+any_message: st.SearchStrategy[m.Message] = st.one_of(*message_strategies.values())
+
+# One valid example of each kind, as the raw map the decoder sees.
+VALID: dict[m.Kind, dict[str, Any]] = {
+    m.Kind.HELLO: {"t": 1, "version": 1, "token": "tok", "user": "alice"},
+    m.Kind.WELCOME: {"t": 2, "version": 1, "user": "alice", "session": "s1"},
+    m.Kind.OPEN: {"t": 3, "ref": 1, "doc": "demo/main:README.md"},
+    m.Kind.OPENED: {"t": 4, "ref": 1, "doc": "demo/main:README.md", "writable": True},
+    m.Kind.CLOSE: {"t": 5, "ref": 1},
+    m.Kind.SYNC: {"t": 6, "ref": 1, "step": 0, "data": b"\x00"},
+    m.Kind.AWARENESS: {"t": 7, "ref": 1, "data": b"\x00"},
+    m.Kind.ERROR: {"t": 8, "code": 4000, "message": "bad", "ref": 1},
+    m.Kind.PING: {"t": 9, "id": 1},
+    m.Kind.PONG: {"t": 10, "id": 1},
+}
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def refuse(data: bytes, limits: m.Limits = m.DEFAULT_LIMITS) -> ProtocolError:
+    """``decode`` must raise ProtocolError, and nothing else."""
+    try:
+        message = m.decode(data, limits)
+    except ProtocolError as exc:
+        return exc
+    pytest.fail(f"decoded {message!r} from {data[:40]!r}")
+
+
+def refuse_without_allocating(data: bytes) -> ProtocolError:
+    tracemalloc.start()
+    try:
+        exc = refuse(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes"
+    return exc
+
+
+# -- round trips -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", list(message_strategies), ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_round_trip(cls: type[Any], data: st.DataObject) -> None:
+    message = data.draw(message_strategies[cls])
+    decoded = m.decode(m.encode(message))
+    assert decoded == message
+    assert type(decoded) is cls
+    for name in ("step", "code"):
+        if hasattr(message, name):
+            assert type(getattr(decoded, name)) is type(getattr(message, name))
+
+
+def test_every_kind_has_a_strategy_and_an_example() -> None:
+    assert {cls.KIND for cls in message_strategies} == set(m.Kind)
+    assert set(VALID) == set(m.Kind)
+
+
+@pytest.mark.parametrize("kind", list(m.Kind), ids=lambda k: k.name)
+def test_valid_examples_decode(kind: m.Kind) -> None:
+    message = m.decode(pack(VALID[kind]))
+    assert kind == message.KIND
+
+
+def test_encoding_is_a_map_with_the_kind_and_without_nones() -> None:
+    assert msgpack.unpackb(m.encode(m.Hello(1))) == {"t": 1, "version": 1}
+    assert msgpack.unpackb(m.encode(m.Sync(3, m.SyncStep.UPDATE, b"u"))) == {
+        "t": 6,
+        "ref": 3,
+        "step": 2,
+        "data": b"u",
+    }
+    assert m.decode(pack({"t": 8, "code": 4009, "message": "x"})) == m.Error(
+        ErrorCode.TOO_LARGE, "x"
+    )
+    assert m.decode(pack({"t": 1, "version": 1, "token": None})) == m.Hello(1)
+
+
+def test_limits_at_the_boundary() -> None:
+    assert m.decode(pack({"t": 9, "id": MAX_INT})) == m.Ping(MAX_INT)
+    assert m.decode(pack({"t": 9, "id": 0})) == m.Ping(0)
+    doc = "x" * m.DEFAULT_LIMITS.max_str
+    assert m.decode(pack({"t": 3, "ref": 1, "doc": doc})) == m.Open(1, doc)
+
+
+# -- rejections --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [None, 1, -1, 1.5, True, "hello", b"hello", [], [1, {"t": 9}]],
+    ids=repr,
+)
+def test_not_a_map(obj: Any) -> None:
+    assert refuse(pack(obj)).code == ErrorCode.MALFORMED
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [None, 0, 11, 255, -1, 2**64 - 1, True, False, 1.0, "1", b"\x01", "HELLO"],
+    ids=repr,
+)
+def test_unknown_kind(kind: Any) -> None:
+    body: dict[str, Any] = {"id": 1}
+    if kind is not None:
+        body["t"] = kind
+    assert refuse(pack(body)).code == ErrorCode.MALFORMED
+
+
+@pytest.mark.parametrize("kind", list(m.Kind), ids=lambda k: k.name)
+def test_unknown_field(kind: m.Kind) -> None:
+    assert refuse(pack({**VALID[kind], "extra": 1})).code == ErrorCode.MALFORMED
+    assert refuse(pack({**VALID[kind], b"extra": 1, "other": 2})).code == ErrorCode.MALFORMED
+    assert refuse(pack({**VALID[kind], b"t": 1})).code == ErrorCode.MALFORMED
+
+
+@pytest.mark.parametrize("kind", list(m.Kind), ids=lambda k: k.name)
+def test_missing_field(kind: m.Kind) -> None:
+    optional = {name for name, value in m._FIELDS[kind].items() if type(None) in value}
+    for name in VALID[kind]:
+        if name == "t" or name in optional:
+            continue
+        body = {key: value for key, value in VALID[kind].items() if key != name}
+        assert refuse(pack(body)).code == ErrorCode.MALFORMED, name
+
+
+WRONG_VALUES: dict[str, list[Any]] = {
+    "int": [True, False, -1, -(2**63), MAX_INT + 1, 2**64 - 1, 1.0, 0.5, "1", b"1", None, [], {}],
+    "str": [1, True, 1.5, b"text", None, [], {"a": 1}, "x" * (m.DEFAULT_LIMITS.max_str + 1)],
+    "bytes": [1, True, "text", None, [], {"a": b""}],
+    "bool": [1, 0, "true", None, b"\x01", 1.0],
+    "step": [3, -1, True, "0", 0.0, None],
+    "code": [0, 1000, 4999, -4000, True, "4000", 4000.0, None],
+}
+
+FIELD_KIND: dict[str, str] = {
+    "version": "int",
+    "ref": "int",
+    "id": "int",
+    "token": "str",
+    "user": "str",
+    "session": "str",
+    "doc": "str",
+    "message": "str",
+    "data": "bytes",
+    "writable": "bool",
+    "step": "step",
+    "code": "code",
+}
+
+
+def _wrong_cases() -> list[tuple[m.Kind, str, Any]]:
+    cases = []
+    for kind, body in VALID.items():
+        for name in body:
+            if name == "t":
+                continue
+            for value in WRONG_VALUES[FIELD_KIND[name]]:
+                optional = type(None) in m._FIELDS[kind][name]
+                if value is None and optional:
+                    continue
+                cases.append((kind, name, value))
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "value"),
+    _wrong_cases(),
+    ids=lambda v: v.name if isinstance(v, m.Kind) else repr(v)[:20],
+)
+def test_wrong_types(kind: m.Kind, name: str, value: Any) -> None:
+    assert refuse(pack({**VALID[kind], name: value})).code == ErrorCode.MALFORMED
+
+
+def test_nested_arrays_and_maps_as_values() -> None:
+    for value in ([1], [[1]], {"a": 1}, {"a": {"b": 1}}, [], {}):
+        assert refuse(pack({"t": 9, "id": value})).code == ErrorCode.MALFORMED
+        assert refuse(pack({"t": 3, "ref": 1, "doc": value})).code == ErrorCode.MALFORMED
+
+
+def test_map_keys_that_are_not_strings() -> None:
+    assert refuse(pack({"t": 9, "id": 1, 5: 1})).code == ErrorCode.MALFORMED
+    assert refuse(b"\x83\xa1t\x09\xa2id\x01\xc0\x01").code == ErrorCode.MALFORMED  # nil key
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pack(msgpack.ExtType(5, b"abc")),
+        pack({"t": 9, "id": msgpack.ExtType(1, b"\x01")}),
+        pack({"t": 9, "id": msgpack.Timestamp(0)}),
+        pack({"t": 7, "ref": 1, "data": msgpack.ExtType(0, b"")}),
+        b"\x82\xa1t\x09\xa2id\xc7\x00\x05",  # ext 8 of length 0
+        b"\x82\xa1t\x09\xa2id\xc7\x00\xff",  # empty timestamp
+        b"\x82\xa1t\x09\xa2id\xd4\x01\x00",  # fixext 1
+    ],
+    ids=[
+        "top-level",
+        "value",
+        "timestamp",
+        "empty-ext",
+        "ext8-empty",
+        "timestamp-empty",
+        "fixext1",
+    ],
+)
+def test_ext_types(data: bytes) -> None:
+    assert refuse(data).code == ErrorCode.MALFORMED
+
+
+HUNDRED_MB = 100 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xdf\xff\xff\xff\xff",  # map32 of 2**32 - 1 entries
+        b"\xdf\xff\xff\xff\xff\xa1t\x09",
+        b"\xdd\xff\xff\xff\xff",  # array32 of 2**32 - 1 entries
+        b"\xdd\xff\xff\xff\xff\x01\x02\x03",
+        b"\x82\xa1t\x09\xa2id\xdd\xff\xff\xff\xff",
+        b"\x91" * 10_000 + b"\xc0",  # 10,000 nested arrays
+        b"\x81\xa1a" * 10_000 + b"\xc0",  # 10,000 nested maps
+        b"\x82\xa1t\x09\xa2id" + b"\x81\xa1a" * 10_000 + b"\xc0",
+        b"\xc6" + struct.pack(">I", HUNDRED_MB) + b"hello",  # bin32, 5 bytes present
+        b"\xdb" + struct.pack(">I", HUNDRED_MB) + b"hello",  # str32, 5 bytes present
+        b"\x83\xa1t\x07\xa3ref\x01\xa4data\xc6" + struct.pack(">I", HUNDRED_MB) + b"hello",
+        b"\x83\xa1t\x03\xa3ref\x01\xa3doc\xdb" + struct.pack(">I", HUNDRED_MB) + b"hello",
+        b"\xc6\xff\xff\xff\xff",
+        b"\xc9\xff\xff\xff\xff\x05",  # ext32
+    ],
+    ids=[
+        "map32",
+        "map32-one-entry",
+        "array32",
+        "array32-some",
+        "array32-value",
+        "nested-arrays",
+        "nested-maps",
+        "nested-maps-value",
+        "bin32",
+        "str32",
+        "bin32-value",
+        "str32-value",
+        "bin32-max",
+        "ext32",
+    ],
+)
+def test_msgpack_bombs(data: bytes) -> None:
+    refuse_without_allocating(data)
+
+
+def test_bin_and_str_over_limits() -> None:
+    limits = m.Limits(max_bin=8, max_str=4)
+    assert m.decode(pack({"t": 7, "ref": 1, "data": b"x" * 8}), limits) == m.Awareness(1, b"x" * 8)
+    refuse(pack({"t": 7, "ref": 1, "data": b"x" * 9}), limits)
+    assert m.decode(pack({"t": 3, "ref": 1, "doc": "abcd"}), limits) == m.Open(1, "abcd")
+    refuse(pack({"t": 3, "ref": 1, "doc": "abcde"}), limits)
+    refuse(pack({"t": 3, "ref": 1, "doc": "é" * 3}), limits)  # 6 bytes
+
+
+def test_too_many_fields() -> None:
+    body: dict[str, Any] = {"t": 9, "id": 1}
+    body.update({f"f{i}": i for i in range(m.DEFAULT_LIMITS.max_fields)})
+    refuse(pack(body))
+
+
+def test_oversize_message() -> None:
+    message = pack({"t": 7, "ref": 1, "data": b"x" * 100})
+    assert refuse(message, m.Limits(max_message=len(message) - 1)).code == ErrorCode.TOO_LARGE
+    assert m.decode(message, m.Limits(max_message=len(message))) == m.Awareness(1, b"x" * 100)
+    big = pack({"t": 7, "ref": 1, "data": b"x" * m.DEFAULT_LIMITS.max_message})
+    assert refuse(big).code == ErrorCode.TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",  # never used
+        b"\x82\xa1t\x09",  # truncated map
+        b"\x82\xa1t\x09\xa2id",
+        b"\x82\xa1t\x09\xa2i",
+        pack({"t": 9, "id": 1}) + b"\x00",  # trailing bytes
+        pack({"t": 9, "id": 1}) * 2,
+        b"\x82\xa1t\x09\xa2\xff\xfe\x01",  # key that is not UTF-8
+        b"\x83\xa1t\x03\xa3ref\x01\xa3doc\xa2\xc3\x28",  # value that is not UTF-8
+        b"\x82\xa1t\x09\xa2id\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00",  # float64 1.0
+        b"\x82\xa1t\x09\xa2id\xca\x3f\x80\x00\x00",  # float32 1.0
+        b"\x82\xa1t\x09\xa2id\xd3\xff\xff\xff\xff\xff\xff\xff\xff",  # int64 -1
+    ],
+    ids=[
+        "empty",
+        "reserved-byte",
+        "truncated-map",
+        "truncated-value",
+        "truncated-key",
+        "trailing-byte",
+        "two-messages",
+        "key-not-utf8",
+        "value-not-utf8",
+        "float64",
+        "float32",
+        "int64-negative",
+    ],
+)
+def test_malformed(data: bytes) -> None:
+    assert refuse(data).code == ErrorCode.MALFORMED
+
+
+@given(any_message, st.data())
+def test_truncated_encodings_are_refused(message: m.Message, data: st.DataObject) -> None:
+    encoded = m.encode(message)
+    cut = data.draw(st.integers(0, len(encoded) - 1), label="cut")
+    refuse(encoded[:cut])
+
+
+@given(any_message, st.binary(min_size=1, max_size=8))
+def test_trailing_bytes_are_refused(message: m.Message, extra: bytes) -> None:
+    refuse(m.encode(message) + extra)
