@@ -1,4 +1,4 @@
-"""Index conversions: pycrdt counts UTF-8 bytes, Yjs in JavaScript UTF-16 units, Python code points."""
+"""Index conversions: pycrdt counts UTF-8 bytes, JavaScript Yjs UTF-16 units, Python code points."""
 
 from __future__ import annotations
 

@@ -38,11 +38,11 @@ class LossyClient(Client):
         self.dropped = 0
 
     def _lost(self, message: m.Message) -> bool:
-        if self.loss and isinstance(message, m.Sync) and message.step is m.SyncStep.UPDATE:
-            if self.rng.random() < self.loss:
-                self.dropped += 1
-                asyncio.get_running_loop().create_task(self.drop_connection())
-                return True
+        update = isinstance(message, m.Sync) and message.step is m.SyncStep.UPDATE
+        if update and self.loss and self.rng.random() < self.loss:
+            self.dropped += 1
+            asyncio.get_running_loop().create_task(self.drop_connection())
+            return True
         return False
 
     def send(self, message: m.Message) -> None:

@@ -139,7 +139,7 @@ async def test_awareness_foreign_client_ids_are_dropped(server: CollabServer) ->
 async def test_health_endpoint(server: CollabServer) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.url.replace("ws://", "http://") + "/healthz") as resp:
-            body = await resp.json()
+    url = server.url.replace("ws://", "http://") + "/healthz"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        body = await resp.json()
     assert body["ok"] is True
