@@ -180,36 +180,39 @@ class Room:
             raise RoomFailed(self._failed)
         if len(update) > self.limits.max_update:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
+        _precheck(update)
         try:
             self.doc.apply_update(update)
         except BaseException as exc:
             if isinstance(exc, _PASS_THROUGH):
                 raise
             if not isinstance(exc, Exception):  # a Rust panic: the document may be damaged
-                self._check_health(exc)
+                self._check_health(exc, sender)
             raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
         pending = _Pending(update, origin, sender)
         self._queue.append(pending)
         self._wake.set()
         return pending.done
 
-    def _check_health(self, exc: BaseException) -> None:
+    def _check_health(self, exc: BaseException, sender: Subscriber | None) -> None:
         log.error("%s: CRDT core panicked on an update: %s", self.key, exc)
         try:
             self.doc.get_update()
         except BaseException as again:
             if isinstance(again, _PASS_THROUGH):
                 raise
-            self.fail(f"document damaged by a panic: {again}")
+            self.fail(f"document damaged by a panic: {again}", spare=sender)
 
-    def fail(self, reason: str) -> None:
-        """Stop accepting updates and disconnect everyone; they reconnect to a fresh room."""
+    def fail(self, reason: str, *, spare: Subscriber | None = None) -> None:
+        """Stop accepting updates and disconnect everyone (but ``spare``, whose caller closes
+        it with its own code); they reconnect to a room reloaded from the store."""
         if self._failed is not None:
             return
         self._failed = reason
         log.error("%s: room failed: %s", self.key, reason)
         for peer in list(self.attached):
-            peer.abort(ErrorCode.INTERNAL, "document reloading, reconnect")
+            if peer is not spare:
+                peer.abort(ErrorCode.INTERNAL, "document reloading, reconnect")
 
     async def _persist_loop(self) -> None:
         while True:
@@ -232,7 +235,7 @@ class Room:
                 self._broadcast_update(p.update, p.sender)
                 if not p.done.done():
                     p.done.set_result(None)
-            if self.updates_since_snapshot >= self.compact_every:
+            if self.updates_since_snapshot >= self.compact_every and self._failed is None:
                 await self.compact()
 
     async def compact(self) -> None:
@@ -294,6 +297,23 @@ class Room:
             for cid, entry in self._awareness.items()
             if entry.state is not None
         ]
+
+
+def _precheck(update: bytes) -> None:
+    """Apply ``update`` to a throw-away document first.
+
+    Some malformed updates make the CRDT core panic, and a panic leaves the document it hit
+    unusable; those that do so whatever the document's state are caught here, before they
+    reach the room's document. Dependencies the empty document lacks only make the update
+    pending, which is cheap.
+    """
+    scratch: Doc[Any] = Doc()
+    try:
+        scratch.apply_update(update)
+    except BaseException as exc:
+        if isinstance(exc, _PASS_THROUGH):
+            raise
+        raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
 
 
 def _stamp(state: dict[str, object] | None, identity: Identity) -> dict[str, object] | None:

@@ -20,9 +20,10 @@ async def main() -> None:
         config = ServerConfig(repos=root / "repos", data_dir=root / "data", port=0)
         async with CollabServer(config) as server:
             print(f"server on {server.url}")
-            async with Client(server.url, user="alice") as alice, Client(
-                server.url, user="bob"
-            ) as bob:
+            async with (
+                Client(server.url, user="alice") as alice,
+                Client(server.url, user="bob") as bob,
+            ):
                 a = await alice.open("demo/main:src/hello.py")
                 b = await bob.open("demo/main:src/hello.py")
                 print(f"both open src/hello.py:\n{a}")

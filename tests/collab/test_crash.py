@@ -47,7 +47,9 @@ async def test_kill_9_mid_run_loses_no_accepted_update(repos: Path, tmp_path: Pa
     server = ServerProcess(repos, tmp_path / "data")
     await server.start()
     rng = random.Random(1234)
-    clients = [Client(server.url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3) for i in range(4)]
+    clients = [
+        Client(server.url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3) for i in range(4)
+    ]
     try:
         for client in clients:
             await client.connect()

@@ -257,3 +257,60 @@ async def test_heartbeat_drops_dead_peer(tight_server: CollabServer) -> None:
                 await asyncio.sleep(0.05)
     finally:
         writer.close()
+
+
+PANIC_UPDATE = bytes.fromhex(
+    (Path(__file__).resolve().parent.parent / "data" / "panic_update.hex").read_text().split()[0]
+)
+
+
+async def test_update_that_panics_the_crdt_core_closes_only_its_connection(
+    server: CollabServer,
+) -> None:
+    async with Client(server.url, user="a") as a, Client(server.url, user="b") as b:
+        da = await a.open(ROOM)
+        db = await b.open(ROOM)
+        before = str(da)
+        async with YjsPeer(server.url, ROOM, user="mallory") as bad:
+            await asyncio.wait_for(bad.synced.wait(), 5)
+            await bad.send(encode_message(SyncUpdate(PANIC_UPDATE)))
+            assert await bad.wait_closed() == ErrorCode.INVALID_UPDATE
+        room = server.rooms.get_key(ROOM)
+        assert room is not None and not room.failed
+        assert str(room.text) == before
+        da.text += "[still fine]"
+        await db.wait_for(lambda t: t == before + "[still fine]")
+        assert a.reconnects == 0 and b.reconnects == 0
+        stored = await server.store.load(ROOM)
+        assert stored is not None
+        assert all(update != PANIC_UPDATE for _seq, update in stored.updates)
+
+
+async def test_panic_past_the_precheck_reloads_the_room_and_loses_nothing(
+    server: CollabServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A panic that depends on the document's state: the damaged document is dropped, its
+    peers reconnect to a room reloaded from the store, and no accepted edit is lost."""
+    import collab.room
+
+    async with Client(server.url, user="a", min_backoff=0.01) as a:
+        doc = await a.open(ROOM)
+        doc.text += "[accepted]"
+        await a.flush()
+        monkeypatch.setattr(collab.room, "_precheck", lambda update: None)
+        async with YjsPeer(server.url, ROOM, user="mallory") as bad:
+            await asyncio.wait_for(bad.synced.wait(), 5)
+            damaged = server.rooms.get_key(ROOM)
+            await bad.send(encode_message(SyncUpdate(PANIC_UPDATE)))
+            assert await bad.wait_closed() == ErrorCode.INVALID_UPDATE
+        assert damaged is not None and damaged.failed
+        async with asyncio.timeout(10):
+            while a.reconnects == 0 or not doc.synced.is_set():
+                await asyncio.sleep(0.02)
+        reloaded = server.rooms.get_key(ROOM)
+        assert reloaded is not None and reloaded is not damaged and not reloaded.failed
+        assert str(reloaded.text) == str(doc)
+        assert str(doc).count("[accepted]") == 1
+        doc.text += "[after]"
+        await a.flush()
+        assert str(reloaded.text).endswith("[accepted][after]")

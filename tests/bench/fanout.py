@@ -1,0 +1,226 @@
+"""Fan-out benchmark: our server against the reference Yjs server and pycrdt-websocket.
+
+One document, N stock y-websocket clients (``fanout_load.mjs``), each sending R small edits
+per second for D seconds, against each server in turn in one run, under the same load:
+
+- ours: ``collab serve`` (SQLite store, every update fsynced before broadcast);
+- reference: ``bin/server.js`` of npm ``y-websocket@1.5.4`` (in memory, no persistence);
+- pycrdt-websocket (PyPI), on the ``websockets`` library (in memory).
+
+Reports p50/p99 propagation latency (edit sent -> seen by every other client), server CPU
+seconds and CPU per update, peak RSS, and the memory of 1,000 idle open documents and of
+1,000 idle connections, then the ratios. Not a pass/fail test.
+
+Usage: .venv/bin/python tests/bench/fanout.py [--clients 50 --rate 10 --duration 20]
+       [--servers ours,reference,pycrdt] [--idle 1000] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+JS = ROOT / "tests" / "js"
+ROOM = "bench/main:load.md"
+sys.path.insert(0, str(ROOT))
+
+from gitsync import create_demo_repo  # noqa: E402
+from protocol.yjs import SyncStep1, encode_message  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def start_server(kind: str, port: int, work: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop("COLLAB_SECRET", None)
+    if kind == "ours":
+        data = work / f"data-{port}"
+        args = [sys.executable, "-m", "collab", "serve", "--repos", str(work / "repos")]
+        args += ["--data-dir", str(data), "--port", str(port), "--grace", "600"]
+        args += ["--log-level", "WARNING"]
+    elif kind == "reference":
+        args = ["node", str(JS / "node_modules" / "y-websocket" / "bin" / "server.js")]
+        env.update(HOST="127.0.0.1", PORT=str(port))
+    elif kind == "pycrdt":
+        args = [sys.executable, str(ROOT / "tests" / "bench" / "pycrdt_ws_server.py"), str(port)]
+    else:
+        raise ValueError(kind)
+    proc = subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_port(port)
+    return proc
+
+
+class Sampler:
+    """Samples a process's RSS while a load runs; CPU seconds come from its counters."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.cpu0 = self.cpu()
+
+    def cpu(self) -> float:
+        times = self.proc.cpu_times()
+        return float(times.user + times.system)
+
+    def rss(self) -> int:
+        return int(self.proc.memory_info().rss)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            await asyncio.sleep(0.1)
+
+
+async def fanout(kind: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    url = f"ws://127.0.0.1:{port}" + ("/yjs" if kind == "ours" else "")
+    sampler = Sampler(proc_pid[kind])
+    stop = asyncio.Event()
+    sampling = asyncio.create_task(sampler.run(stop))
+    cmd = ["node", str(ROOT / "tests" / "bench" / "fanout_load.mjs"), "--url", url]
+    cmd += ["--room", ROOM, "--clients", str(args.clients), "--rate", str(args.rate)]
+    cmd += ["--duration", str(args.duration), "--warmup", "2", "--params", "user=bench"]
+    load = await asyncio.create_subprocess_exec(
+        *cmd, cwd=JS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await load.communicate()
+    stop.set()
+    await sampling
+    cpu = sampler.cpu() - sampler.cpu0
+    if load.returncode != 0:
+        raise RuntimeError(f"load generator failed on {kind}: {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result.update(
+        server=kind, server_cpu_s=round(cpu, 3), peak_rss_mb=round(sampler.peak / 2**20, 1)
+    )
+    sent = max(1, int(result.get("edits_sent", 1)))
+    result["cpu_ms_per_update"] = round(cpu * 1000 / sent, 4)
+    return result
+
+
+async def _idle_socket(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+    ws = await session.ws_connect(url, max_msg_size=0)
+    await ws.send_bytes(encode_message(SyncStep1(b"\x00")))
+    await ws.receive(timeout=30)  # the server's answer: the room is loaded
+    return ws
+
+
+async def idle_memory(kind: str, port: int, count: int, *, distinct_docs: bool) -> float:
+    """RSS growth (MiB) of the server holding ``count`` idle connections."""
+    base = f"ws://127.0.0.1:{port}" + ("/yjs" if kind == "ours" else "")
+    proc = psutil.Process(proc_pid[kind])
+    before = proc.memory_info().rss
+    connector = aiohttp.TCPConnector(limit=0)
+    sockets = []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for start in range(0, count, 100):
+            batch = []
+            for i in range(start, min(count, start + 100)):
+                room = f"bench/main:idle/{i}.md" if distinct_docs else "bench/main:idle-shared.md"
+                batch.append(_idle_socket(session, f"{base}/{room}?user=idle{i}"))
+            sockets += await asyncio.gather(*batch)
+        await asyncio.sleep(1.0)
+        after = proc.memory_info().rss
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    return round((after - before) / 2**20, 1)
+
+
+proc_pid: dict[str, int] = {}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--servers", default="ours,reference,pycrdt")
+    parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        create_demo_repo(work / "repos" / "bench", {"load.md": "", "idle-shared.md": ""})
+        for kind in args.servers.split(","):
+            port = free_port()
+            proc = start_server(kind, port, work)
+            proc_pid[kind] = proc.pid
+            try:
+                result = await fanout(kind, port, args)
+                if args.idle:
+                    result["idle_docs_mb"] = await idle_memory(
+                        kind, port, args.idle, distinct_docs=True
+                    )
+                    result["idle_conns_mb"] = await idle_memory(
+                        kind, port, args.idle, distinct_docs=False
+                    )
+                results[kind] = result
+                print(json.dumps(result), flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    report(results, args)
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    print(
+        f"\nfan-out: {args.clients} clients x {args.rate} edits/s x {args.duration} s, one document"
+    )
+    header = f"{'server':<10} {'p50 ms':>8} {'p99 ms':>8} {'cpu s':>7} {'cpu ms/upd':>10} {'peak MB':>8} {'missing':>7} {'idle docs MB':>12} {'idle conns MB':>13}"
+    print(header)
+    for kind, r in results.items():
+        print(
+            f"{kind:<10} {r.get('p50_ms', 0):>8.1f} {r.get('p99_ms', 0):>8.1f} {r['server_cpu_s']:>7.2f}"
+            f" {r['cpu_ms_per_update']:>10.4f} {r['peak_rss_mb']:>8.1f} {r.get('missing', 0):>7}"
+            f" {r.get('idle_docs_mb', 0):>12.1f} {r.get('idle_conns_mb', 0):>13.1f}"
+        )
+    ours = results.get("ours")
+    if ours is None:
+        return
+    for anchor, goal in (("reference", "<= 1.0"), ("pycrdt", "<= 0.5")):
+        other = results.get(anchor)
+        if other is None:
+            continue
+        p99 = ours["p99_ms"] / other["p99_ms"] if other.get("p99_ms") else float("nan")
+        cpu = (
+            ours["cpu_ms_per_update"] / other["cpu_ms_per_update"]
+            if other["cpu_ms_per_update"]
+            else float("nan")
+        )
+        print(f"ratio ours/{anchor}: p99 latency {p99:.2f}, cpu per update {cpu:.2f} (goal {goal})")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,55 @@
+"""pycrdt-websocket's ``WebsocketServer`` on the ``websockets`` library: a benchmark anchor.
+
+Usage: python tests/bench/pycrdt_ws_server.py PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import websockets
+from pycrdt.websocket import WebsocketServer
+
+
+class _Channel:
+    """Adapts a ``websockets`` connection to the channel pycrdt-websocket expects."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    @property
+    def path(self) -> str:
+        return str(self._ws.request.path).split("?", 1)[0]
+
+    def __aiter__(self) -> _Channel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except Exception:
+            raise StopAsyncIteration from None
+
+    async def send(self, message: bytes) -> None:
+        await self._ws.send(message)
+
+    async def recv(self) -> bytes:
+        message = await self._ws.recv()
+        return message if isinstance(message, bytes) else message.encode()
+
+
+async def main(port: int) -> None:
+    async with WebsocketServer(auto_clean_rooms=False) as server:
+
+        async def handler(ws: Any) -> None:
+            await server.serve(_Channel(ws))
+
+        async with websockets.serve(handler, "127.0.0.1", port, max_size=None):
+            print(f"listening on {port}", flush=True)
+            await asyncio.Future()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))

@@ -1,0 +1,555 @@
+"""Stock JS Yjs clients (y-websocket, driven by ``tests/js/fleet.mjs``) and Python clients together.
+
+Every test here talks to a real server over loopback: convergence under random disconnects with
+non-ASCII text (UTF-16 in JS, UTF-8 in pycrdt, code points in Python), awareness with the name
+stamped by the server, read-only and refused tokens, and ``kill -9`` with JS clients typing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsfleet import JsFleet, js_available
+from serverproc import ServerProcess
+from test_crash import stored_text
+
+from collab import Client, CollabServer, Document
+from collab.auth import Role, TokenAuthenticator
+from protocol.errors import ErrorCode
+
+pytestmark = pytest.mark.js
+
+ROOM = "demo/main:docs/unicode.txt"  # seeded with "héllo wörld, 世界, 🎉 emoji\n"
+SEED = "héllo wörld, 世界, 🎉 emoji\n"
+
+# Marker prefixes: unique first letters, no prefix is a suffix of another, no ';' inside.
+# A marker is "<prefix>-<n>;" (fleet random_edits and the Python typist) or "<prefix>x<n>;".
+JS_PREFIXES = ["Jé0", "J世1", "J🎉2", "J👩\u200d💻3"]
+PY_PREFIXES = ["Pé0", "P世1", "P😀2"]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[JsFleet]:
+    if not js_available():
+        message = (
+            "Node.js or the npm packages under tests/js are missing (run `npm ci` in tests/js)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {message}", pytrace=False)
+        pytest.skip(message)
+    async with JsFleet() as f:
+        yield f
+
+
+def boundaries(text: str) -> list[int]:
+    """Code point positions where an insert cannot split a marker: 0, after each ';', the end."""
+    return sorted({0, len(text), *(i + 1 for i, ch in enumerate(text) if ch == ";")})
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def marker_counts(text: str, markers: Iterable[str]) -> dict[str, int]:
+    """Markers that do not occur exactly once in ``text``, with their counts."""
+    return {m: text.count(m) for m in markers if text.count(m) != 1}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``check`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await check():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+async def js_open(fleet: JsFleet, name: str, url: str, room: str = ROOM, **kw: Any) -> int:
+    params = kw.pop("params", {"user": name})
+    reply = await fleet.call_ok(
+        "open", client=name, url=f"{url}/yjs", room=room, params=params, **kw
+    )
+    return int(reply["client_id"])
+
+
+async def js_text(fleet: JsFleet, name: str) -> str:
+    return str((await fleet.call_ok("text", client=name))["text"])
+
+
+async def py_type(
+    doc: Document, rng: random.Random, prefix: str, start: int, count: int
+) -> list[str]:
+    """Type ``count`` markers at marker boundaries, with short random pauses."""
+    made = []
+    for k in range(start, start + count):
+        marker = f"{prefix}-{k};"
+        doc.insert(rng.choice(boundaries(str(doc))), marker)
+        made.append(marker)
+        await asyncio.sleep(rng.random() * 0.01)
+    return made
+
+
+async def all_equal(
+    fleet: JsFleet, js: list[str], docs: list[Document], extra: Callable[[], str] | None = None
+) -> bool:
+    texts = [await js_text(fleet, name) for name in js] + [str(d) for d in docs]
+    if extra is not None:
+        texts.append(extra())
+    return len(set(texts)) == 1
+
+
+async def js_flap(fleet: JsFleet, name: str, delay: float) -> None:
+    """Disconnect a JS client after ``delay`` seconds, then reconnect it and wait for its sync."""
+    await asyncio.sleep(delay)
+    await fleet.call_ok("disconnect", client=name)
+    await asyncio.sleep(0.02)
+    await fleet.call_ok("connect", client=name)
+
+
+async def py_flap(client: Client, delay: float) -> None:
+    """Drop a Python client's socket after ``delay`` seconds; it reconnects by itself."""
+    await asyncio.sleep(delay)
+    await client.drop_connection()
+
+
+# -- 1. convergence -----------------------------------------------------------------------------
+
+
+async def test_js_and_python_clients_converge_with_random_disconnects(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    rng = random.Random(20240611)
+    js = [f"js{i}" for i in range(4)]
+    for name in js:
+        await js_open(fleet, name, server.url, max_backoff_ms=300)
+    clients = [
+        Client(server.url, user=f"py{i}", min_backoff=0.02, max_backoff=0.2) for i in range(3)
+    ]
+    try:
+        for client in clients:
+            await client.connect()
+        docs = [await client.open(ROOM) for client in clients]
+        assert str(docs[0]) == SEED
+        assert await js_text(fleet, js[0]) == SEED
+        room = server.rooms.get_key(ROOM)
+        assert room is not None
+
+        markers: list[str] = []
+        py_next = [0, 0, 0]
+        dropped = set()
+        flaps = 0
+        for rnd in range(5):
+            # seeded disconnects; round 0 always takes one JS and one Python client offline
+            js_off = [i for i in range(4) if (rnd == 0 and i == 0) or rng.random() < 0.3]
+            py_off = [i for i in range(3) if (rnd == 0 and i == 0) or rng.random() < 0.3]
+            for i in js_off:
+                await fleet.call_ok("disconnect", client=js[i])
+                # offline, the JS text cannot change under us: insert at a UTF-16 offset
+                # computed here from a code point boundary
+                text = await js_text(fleet, js[i])
+                pos = rng.choice(boundaries(text))
+                marker = f"{JS_PREFIXES[i]}x{rnd};"
+                await fleet.call_ok(
+                    "insert", client=js[i], index=utf16_len(text[:pos]), text=marker
+                )
+                assert (await js_text(fleet, js[i])) == text[:pos] + marker + text[pos:]
+                markers.append(marker)
+            for i in py_off:
+                await clients[i].drop_connection()
+                dropped.add(i)
+            js_typing = [
+                fleet.call_ok(
+                    "random_edits",
+                    client=js[i],
+                    count=8,
+                    marker_prefix=JS_PREFIXES[i],
+                    seed=rng.randrange(2**31),
+                    interval_ms=4,
+                    filler_ratio=0.25,
+                )
+                for i in range(4)
+            ]
+            py_typing = [
+                py_type(docs[i], random.Random(rng.random()), PY_PREFIXES[i], py_next[i], 6)
+                for i in range(3)
+            ]
+            # and connections drop in the middle of the typing too
+            online = [i for i in range(4) if i not in js_off]
+            chaos = [
+                js_flap(fleet, js[i], rng.random() * 0.02)
+                for i in rng.sample(online, min(len(online), rng.randint(0, 2)))
+            ]
+            chaos += [
+                py_flap(clients[i], rng.random() * 0.02)
+                for i in rng.sample(range(3), rng.randint(0, 1))
+            ]
+            results = await asyncio.gather(*js_typing, *py_typing, *chaos)
+            flaps += len(chaos)
+            results = results[:7]
+            for i in range(3):
+                py_next[i] += 6
+            for r in results[:4]:
+                markers.extend(r["markers"])
+            for r in results[4:]:
+                markers.extend(r)
+            for i in js_off:
+                await fleet.call_ok("connect", client=js[i])
+
+        assert len(markers) == len(set(markers))
+        assert flaps >= 3
+        for name in js:
+            reply = await fleet.call("wait_text", client=name, contains=markers, timeout_ms=15000)
+            assert reply["ok"], f"{name} is missing {reply.get('missing')}"
+        for doc in docs:
+            await doc.wait_for(lambda t: all(m in t for m in markers), timeout=15)
+        await asyncio.gather(*(c.flush() for c in clients))
+        await eventually(
+            lambda: all_equal(fleet, js, docs, lambda: str(room.text)), 10, "all texts equal"
+        )
+
+        final = str(room.text)
+        print(
+            "DEBUG markers",
+            len(markers),
+            "flaps",
+            flaps,
+            "dropped",
+            dropped,
+            [c.reconnects for c in clients],
+            len(final),
+        )
+        assert final == str(docs[0]) == await js_text(fleet, js[0])
+        assert marker_counts(final, markers) == {}
+        assert SEED in final  # inserts at marker boundaries never split the seed text
+        for i in dropped:
+            assert clients[i].reconnects >= 1
+        for client in clients:
+            assert client.errors == []
+        for name in js:
+            state = await fleet.call_ok("state", client=name)
+            assert state["denied"] == []
+            assert [c for c in state["closes"] if 4000 <= c[0] < 5000] == []
+        assert (await fleet.call_ok("state", client=js[0]))["sync_count"] >= 2
+
+        # late joiners, one of each kind
+        await js_open(fleet, "late-js", server.url)
+        assert await js_text(fleet, "late-js") == final
+        async with Client(server.url, user="late-py") as late:
+            assert str(await late.open(ROOM)) == final
+    finally:
+        for client in clients:
+            await client.close()
+
+
+# -- 2. awareness -------------------------------------------------------------------------------
+
+
+async def test_awareness_between_js_and_python_is_stamped_with_authenticated_name(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    js_state = {"user": {"name": "spoof", "color": "#0a0"}, "cursor": {"anchor": 3, "head": 5}}
+    js_id = await js_open(fleet, "js", server.url, params={"user": "jessie"}, awareness=js_state)
+    async with Client(server.url, user="pyra") as client:
+        doc = await client.open(ROOM)
+        # JS -> Python: the server replaced the claimed name with the ?user= identity
+        await doc.wait_for(lambda _t: js_id in doc.awareness, timeout=5)
+        assert doc.awareness[js_id] == {
+            "user": {"name": "jessie", "color": "#0a0"},
+            "cursor": {"anchor": 3, "head": 5},
+        }
+
+        # Python -> JS
+        doc.set_awareness({"user": {"name": "mallory", "color": "#f00"}, "cursor": {"index": 7}})
+        py_key = str(doc.client_id)
+
+        async def js_sees_python() -> bool:
+            state = await fleet.call_ok("state", client="js")
+            return py_key in state["awareness"]
+
+        await eventually(js_sees_python, 5, "the JS client to see the Python awareness state")
+        state = await fleet.call_ok("state", client="js")
+        assert state["awareness"][py_key] == {
+            "user": {"name": "pyra", "color": "#f00"},
+            "cursor": {"index": 7},
+        }
+
+        # a JS update of its state is relayed (and stamped) again
+        await fleet.call_ok(
+            "set_awareness",
+            client="js",
+            state={"user": {"name": "spoof2"}, "cursor": {"anchor": 9, "head": 9}},
+        )
+        await doc.wait_for(
+            lambda _t: doc.awareness.get(js_id, {}).get("cursor") == {"anchor": 9, "head": 9},
+            timeout=5,
+        )
+        assert doc.awareness[js_id]["user"] == {"name": "jessie"}
+        py_id = doc.client_id
+
+    # the Python client left: the server tells the JS client its state is gone
+    async def js_sees_python_gone() -> bool:
+        state = await fleet.call_ok("state", client="js")
+        return str(py_id) not in state["awareness"]
+
+    await eventually(js_sees_python_gone, 5, "the Python awareness state to be removed in JS")
+
+
+async def test_awareness_echoed_by_a_js_client_without_state_keeps_its_owner(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    """Stock y-websocket re-broadcasts every awareness change it receives, others' included.
+
+    A JS client whose local state is null sends nothing of its own on connect, so the first
+    awareness entry the server gets from it is its echo of someone else's state: the server
+    must neither stamp that state with the echoing client's name nor remove it when the
+    echoing client leaves.
+    """
+    async with Client(server.url, user="pyra") as owner, Client(server.url, user="obs") as watcher:
+        doc = await owner.open(ROOM)
+        obs = await watcher.open(ROOM)
+        doc.set_awareness({"user": {"color": "#00f"}, "cursor": {"index": 1}})
+        await obs.wait_for(lambda _t: doc.client_id in obs.awareness, timeout=5)
+        assert obs.awareness[doc.client_id]["user"] == {"name": "pyra", "color": "#00f"}
+
+        await js_open(fleet, "shy", server.url, params={"user": "shy"}, connect=False)
+        await fleet.call_ok("set_awareness", client="shy", state=None)
+        await fleet.call_ok("connect", client="shy")
+
+        async def shy_has_owner_state() -> bool:
+            return str(doc.client_id) in (await fleet.call_ok("state", client="shy"))["awareness"]
+
+        await eventually(
+            shy_has_owner_state, 5, "the stateless JS client to receive pyra's awareness"
+        )
+        # barrier: the echo went out before this edit on the same socket, and the server relays
+        # awareness at once but an edit only after its durable append
+        await fleet.call_ok("insert", client="shy", index=0, text="shy;")
+        await obs.wait_for(lambda t: t.startswith("shy;"), timeout=5)
+        assert obs.awareness[doc.client_id]["user"] == {"name": "pyra", "color": "#00f"}
+
+        await fleet.call_ok("close", client="shy")
+        doc.insert(0, "after;")  # barrier again: the server has handled shy's departure
+        await obs.wait_for(lambda t: t.startswith("after;"), timeout=5)
+        assert obs.awareness.get(doc.client_id, {}).get("user") == {"name": "pyra", "color": "#00f"}
+
+
+async def test_python_awareness_is_seen_again_after_the_python_client_reconnects(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    await js_open(fleet, "js", server.url, params={"user": "jessie"})
+    async with Client(server.url, user="pyra", min_backoff=0.02, max_backoff=0.1) as client:
+        doc = await client.open(ROOM)
+        doc.set_awareness({"user": {"color": "#00f"}, "cursor": {"index": 4}})
+        key = str(doc.client_id)
+
+        async def js_awareness() -> dict[str, Any]:
+            return dict((await fleet.call_ok("state", client="js"))["awareness"])
+
+        async def js_sees_python() -> bool:
+            return key in await js_awareness()
+
+        await eventually(js_sees_python, 5, "the JS client to see the Python awareness state")
+        await client.drop_connection()
+        await eventually(
+            lambda: asyncio.sleep(0, client.reconnects >= 1), 5, "the Python client to reconnect"
+        )
+        await client.connected.wait()
+        await asyncio.wait_for(doc.synced.wait(), 5)
+        # barrier: the client re-announced its state when it reopened the document, before this
+        # edit; the server relays awareness at once, an edit only after its durable append
+        doc.insert(0, "back;")
+        await fleet.call_ok("wait_text", client="js", contains=["back;"], timeout_ms=5000)
+        assert (await js_awareness()).get(key) == {
+            "user": {"name": "pyra", "color": "#00f"},
+            "cursor": {"index": 4},
+        }
+
+
+# -- 3. read-only and refused tokens ------------------------------------------------------------
+
+
+async def test_read_only_js_client_syncs_but_cannot_write(
+    secure_server: CollabServer, fleet: JsFleet, tokens: TokenAuthenticator
+) -> None:
+    url = secure_server.url
+    write_token = tokens.mint(user="writer", repo="demo", role=Role.WRITE)
+    read_token = tokens.mint(user="reader", repo="demo", role=Role.READ)
+    async with Client(url, token=write_token) as writer:
+        doc = await writer.open(ROOM)
+        doc.insert(len(str(doc)), "W1é;")
+        await writer.flush()
+        await js_open(fleet, "reader", url, params={"token": read_token})
+        await js_open(fleet, "jswriter", url, params={"token": write_token})
+        assert await js_text(fleet, "reader") == SEED + "W1é;"
+
+        # the reader's local insert is refused, reported, and reaches nobody
+        await fleet.call_ok("insert", client="reader", index=0, text="RO世🎉;")
+
+        async def denied() -> list[str]:
+            return list((await fleet.call_ok("state", client="reader"))["denied"])
+
+        async def was_denied() -> bool:
+            return bool(await denied())
+
+        await eventually(was_denied, 5, "a permission-denied message for the read-only client")
+        assert any("read-only" in reason for reason in await denied())
+
+        # the reader stays connected and still receives others' edits
+        doc.insert(0, "W2😀;")
+        await writer.flush()
+        await fleet.call_ok("wait_text", client="reader", contains=["W2😀;"], timeout_ms=5000)
+        await fleet.call_ok("wait_text", client="jswriter", contains=["W2😀;"], timeout_ms=5000)
+        state = await fleet.call_ok("state", client="reader")
+        assert state["connected"] and state["closes"] == []
+        room = secure_server.rooms.get_key(ROOM)
+        assert room is not None
+        assert "RO世🎉;" not in str(room.text)
+        assert "RO世🎉;" not in str(doc)
+        assert "RO世🎉;" not in await js_text(fleet, "jswriter")
+        async with Client(url, token=write_token) as late:
+            assert "RO世🎉;" not in str(await late.open(ROOM))
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("missing", ErrorCode.UNAUTHORIZED),
+        ("expired", ErrorCode.UNAUTHORIZED),
+        ("forged", ErrorCode.UNAUTHORIZED),
+        ("wrong-repo", ErrorCode.FORBIDDEN),
+    ],
+)
+async def test_js_client_with_bad_token_is_refused(
+    secure_server: CollabServer,
+    fleet: JsFleet,
+    tokens: TokenAuthenticator,
+    case: str,
+    code: ErrorCode,
+) -> None:
+    params = {
+        "missing": {},
+        "expired": {"token": tokens.mint(user="alice", repo="demo", role=Role.WRITE, ttl=-1)},
+        "forged": {
+            "token": TokenAuthenticator(b"another-secret-0123456789").mint(
+                user="eve", repo="*", role=Role.WRITE
+            )
+        },
+        "wrong-repo": {"token": tokens.mint(user="alice", repo="other", role=Role.WRITE)},
+    }[case]
+    reply = await fleet.call(
+        "open",
+        client="bad",
+        url=f"{secure_server.url}/yjs",
+        room=ROOM,
+        params=params,
+        timeout_ms=5000,
+        max_backoff_ms=5000,
+    )
+    assert not reply["ok"], reply
+    assert not reply.get("synced")
+    assert [c[0] for c in reply["closes"]] == [code], reply
+    assert secure_server.rooms.get_key(ROOM) is None  # refused before anything was opened
+    await fleet.call_ok("close", client="bad")
+
+
+# -- 4. kill -9 with stock JS clients typing ----------------------------------------------------
+
+
+async def test_kill_9_with_js_clients_typing(repos: Path, tmp_path: Path, fleet: JsFleet) -> None:
+    server = ServerProcess(repos, tmp_path / "data")
+    await server.start()
+    rng = random.Random(99)
+    js = [f"k{i}" for i in range(3)]
+    prefixes = JS_PREFIXES[:3]
+    marker_re = re.compile("(?:" + "|".join(map(re.escape, prefixes)) + r")-\d+;")
+    observer = Client(server.url, user="observer", min_backoff=0.05, max_backoff=0.3)
+    try:
+        await observer.connect()
+        obs = await observer.open(ROOM)
+        for name in js:
+            await js_open(fleet, name, server.url, max_backoff_ms=250)
+
+        # type; once the observer has seen a few markers of everyone, kill -9 mid-typing
+        typing = [
+            asyncio.create_task(
+                fleet.call_ok(
+                    "random_edits",
+                    client=js[i],
+                    count=40,
+                    marker_prefix=prefixes[i],
+                    seed=rng.randrange(2**31),
+                    interval_ms=15,
+                )
+            )
+            for i in range(3)
+        ]
+        await obs.wait_for(lambda t: all(f"{p}-4;" in t for p in prefixes), timeout=10)
+        seen = marker_re.findall(str(obs))  # broadcast only after a durable append
+        await server.kill()
+        typed = [r["markers"] for r in await asyncio.gather(*typing)]
+        # and more, certainly while the server is down
+        more = await asyncio.gather(
+            *(
+                fleet.call_ok(
+                    "random_edits", client=js[i], count=5, marker_prefix=prefixes[i], seed=i
+                )
+                for i in range(3)
+            )
+        )
+        everything = [m for ms in typed for m in ms] + [m for r in more for m in r["markers"]]
+        assert len(everything) == len(set(everything)) == 135
+        assert len(seen) >= 15 and set(seen) <= set(everything)
+        assert len(set(seen)) < len(everything)  # the kill really came mid-typing
+
+        durable = await stored_text(server.data_dir, ROOM)
+        print(
+            "DEBUG seen",
+            len(seen),
+            "of",
+            len(everything),
+            "durable markers",
+            len(marker_re.findall(durable)),
+        )
+        assert marker_counts(durable, seen) == {}
+
+        # restart on the same port: y-websocket and the Python client reconnect by themselves
+        await server.start()
+        for name in js:
+            reply = await fleet.call(
+                "wait_text", client=name, contains=everything, timeout_ms=20000
+            )
+            assert reply["ok"], f"{name} is missing {reply.get('missing')}"
+        await obs.wait_for(lambda t: all(m in t for m in everything), timeout=20)
+        await eventually(lambda: all_equal(fleet, js, [obs]), 10, "all texts equal")
+        final = str(obs)
+        assert marker_counts(final, everything) == {}
+        assert SEED in final
+        for name in js:
+            state = await fleet.call_ok("state", client=name)
+            assert state["sync_count"] >= 2 and state["closes"], state
+        assert observer.reconnects >= 1
+
+        # the restarted server holds the same text: late joiners of both kinds get it
+        await js_open(fleet, "late-js", server.url)
+        assert await js_text(fleet, "late-js") == final
+        async with Client(server.url, user="late-py") as late:
+            assert str(await late.open(ROOM)) == final
+        for name in [*js, "late-js"]:
+            await fleet.call_ok("close", client=name)
+        await observer.close()
+        await server.stop()
+        assert await stored_text(server.data_dir, ROOM) == final
+    finally:
+        await observer.close()
+        await server.stop()
