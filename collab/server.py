@@ -71,6 +71,9 @@ class CollabServer:
             max_msg_size=self.config.max_message,
             heartbeat=self.config.heartbeat,
             autoping=True,
+            # Yjs updates are small and already compact; per-message deflate costs both ends
+            # more CPU than it saves (and stock y-websocket servers do not offer it).
+            compress=False,
         )
 
     def track(self, ws: web.WebSocketResponse) -> None:

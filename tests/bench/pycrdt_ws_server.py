@@ -46,7 +46,8 @@ async def main(port: int) -> None:
         async def handler(ws: Any) -> None:
             await server.serve(_Channel(ws))
 
-        async with websockets.serve(handler, "127.0.0.1", port, max_size=None):
+        # no per-message deflate, like the reference server (it costs the clients dearly)
+        async with websockets.serve(handler, "127.0.0.1", port, max_size=None, compression=None):
             print(f"listening on {port}", flush=True)
             await asyncio.Future()
 

@@ -38,8 +38,9 @@ PY_PREFIXES = ["Pé0", "P世1", "P😀2"]
 # -- helpers ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def fleet() -> AsyncIterator[JsFleet]:
+@pytest.fixture(autouse=True)
+def _require_js() -> None:
+    """Skip without Node.js and the npm packages, except in CI, which installs them: fail there."""
     if not js_available():
         message = (
             "Node.js or the npm packages under tests/js are missing (run `npm ci` in tests/js)"
@@ -47,6 +48,10 @@ async def fleet() -> AsyncIterator[JsFleet]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {message}", pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[JsFleet]:
     async with JsFleet() as f:
         yield f
 
@@ -219,16 +224,6 @@ async def test_js_and_python_clients_converge_with_random_disconnects(
         )
 
         final = str(room.text)
-        print(
-            "DEBUG markers",
-            len(markers),
-            "flaps",
-            flaps,
-            "dropped",
-            dropped,
-            [c.reconnects for c in clients],
-            len(final),
-        )
         assert final == str(docs[0]) == await js_text(fleet, js[0])
         assert marker_counts(final, markers) == {}
         assert SEED in final  # inserts at marker boundaries never split the seed text
@@ -361,9 +356,11 @@ async def test_python_awareness_is_seen_again_after_the_python_client_reconnects
 
         await eventually(js_sees_python, 5, "the JS client to see the Python awareness state")
         await client.drop_connection()
-        await eventually(
-            lambda: asyncio.sleep(0, client.reconnects >= 1), 5, "the Python client to reconnect"
-        )
+
+        async def reconnected() -> bool:
+            return client.reconnects >= 1
+
+        await eventually(reconnected, 5, "the Python client to reconnect")
         await client.connected.wait()
         await asyncio.wait_for(doc.synced.wait(), 5)
         # barrier: the client re-announced its state when it reopened the document, before this
@@ -486,7 +483,7 @@ async def test_kill_9_with_js_clients_typing(repos: Path, tmp_path: Path, fleet:
                 fleet.call_ok(
                     "random_edits",
                     client=js[i],
-                    count=40,
+                    count=60,
                     marker_prefix=prefixes[i],
                     seed=rng.randrange(2**31),
                     interval_ms=15,
@@ -508,20 +505,12 @@ async def test_kill_9_with_js_clients_typing(repos: Path, tmp_path: Path, fleet:
             )
         )
         everything = [m for ms in typed for m in ms] + [m for r in more for m in r["markers"]]
-        assert len(everything) == len(set(everything)) == 135
+        assert len(everything) == len(set(everything)) == 3 * 65
         assert len(seen) >= 15 and set(seen) <= set(everything)
-        assert len(set(seen)) < len(everything)  # the kill really came mid-typing
 
         durable = await stored_text(server.data_dir, ROOM)
-        print(
-            "DEBUG seen",
-            len(seen),
-            "of",
-            len(everything),
-            "durable markers",
-            len(marker_re.findall(durable)),
-        )
         assert marker_counts(durable, seen) == {}
+        assert not all(m in durable for ms in typed for m in ms)  # the kill came mid-typing
 
         # restart on the same port: y-websocket and the Python client reconnect by themselves
         await server.start()
