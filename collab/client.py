@@ -23,6 +23,7 @@ __all__ = ["Client", "ClientError", "Document"]
 
 log = logging.getLogger("collab.client")
 
+AWARENESS_RENEW = 15.0  # seconds; Yjs drops remote awareness states older than 30 s
 _PERMANENT = {
     ErrorCode.UNAUTHORIZED,
     ErrorCode.FORBIDDEN,
@@ -99,6 +100,13 @@ class Document:
         self._local_state = state
         self._awareness_clock += 1
         self._send_awareness()
+
+    def renew_awareness(self) -> None:
+        """Re-publish the local state with a new clock (on reopen, and periodically: Yjs
+        peers drop a remote state that is not renewed within 30 s)."""
+        if self._local_state is not None:
+            self._awareness_clock += 1
+            self._send_awareness()
 
     def _send_awareness(self) -> None:
         if self._local_state is None and self._awareness_clock == 0:
@@ -288,6 +296,7 @@ class Client:
             self._ws = ws
             await ws.send_bytes(m.encode(m.Hello(m.PROTOCOL_VERSION, self.token, self.user)))
             writer = asyncio.create_task(self._write(ws))
+            renewer = asyncio.create_task(self._renew_awareness())
             reason = ""
             try:
                 while True:
@@ -301,7 +310,8 @@ class Client:
                         break
             finally:
                 writer.cancel()
-                await asyncio.gather(writer, return_exceptions=True)
+                renewer.cancel()
+                await asyncio.gather(writer, renewer, return_exceptions=True)
                 self._ws = None
                 self.connected.clear()
                 while not self._outgoing.empty():  # the next handshake resends what matters
@@ -309,6 +319,12 @@ class Client:
             self.close_code = ws.close_code
             if ws.close_code is not None and ws.close_code >= 4000:
                 raise ClientError(ws.close_code, reason or "closed by server")
+
+    async def _renew_awareness(self) -> None:
+        while True:
+            await asyncio.sleep(AWARENESS_RENEW)
+            for document in list(self.docs.values()):
+                document.renew_awareness()
 
     async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
@@ -354,7 +370,7 @@ class Client:
             return
         document.writable = writable
         self.send(m.Sync(ref, m.SyncStep.STEP1, document.doc.get_state()))
-        document._send_awareness()
+        document.renew_awareness()
         if not document.opened.done():
             document.opened.set_result(None)
 

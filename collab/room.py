@@ -140,7 +140,8 @@ class Room:
         if client_id is not None:
             entry = self._awareness.get(client_id)
             if entry is not None and entry.owner is peer:
-                entry.clock += 1
+                # removed at the same clock, as Yjs does, so that the client's next state
+                # (it renews with a higher clock when it reconnects) is accepted everywhere
                 entry.state = None
                 entry.owner = None
                 self._broadcast_awareness([AwarenessEntry(client_id, entry.clock, None)], None)
@@ -257,20 +258,32 @@ class Room:
         entries = decode_awareness(payload, self.limits)
         accepted = []
         for entry in entries:
-            own = self.awareness_ids.setdefault(peer, entry.client_id)
+            current = self._awareness.get(entry.client_id)
+            own = self.awareness_ids.get(peer)
+            if own is None:
+                # Stock y-websocket clients re-send every awareness change they receive, so a
+                # connection's first entry may be an echo of someone else's: it claims an id
+                # only with a state of its own, for an id no other connection owns.
+                owned = current is not None and current.owner not in (None, peer)
+                if entry.state is None or owned:
+                    continue
+                own = self.awareness_ids[peer] = entry.client_id
             if entry.client_id != own:
-                log.warning(
-                    "%s: dropped awareness for foreign client id %d", self.key, entry.client_id
-                )
+                log.debug("%s: dropped awareness for foreign id %d", self.key, entry.client_id)
                 continue
-            current = self._awareness.get(own)
             if current is None and len(self._awareness) >= self.max_awareness:
                 self._evict_awareness()
                 if len(self._awareness) >= self.max_awareness:
                     log.warning("%s: awareness table full, dropped client %d", self.key, own)
                     continue
-            if current is not None and entry.clock < current.clock:
-                continue
+            if current is not None and (
+                entry.clock < current.clock
+                or (
+                    entry.clock == current.clock
+                    and (entry.state is not None or current.state is None)
+                )
+            ):
+                continue  # not newer (Yjs' rule: a removal may reuse the current clock)
             state = _stamp(entry.state, peer.identity)
             self._awareness[own] = _AwarenessState(entry.clock, state, peer if state else None)
             accepted.append(AwarenessEntry(own, entry.clock, state))
