@@ -35,9 +35,13 @@ class DocPeer:
         self.ref = ref
         self.room = room
         self.writable = writable
+        self._encoder = self._encode_update  # one bound method, so queued updates can merge
 
     def send_update(self, update: bytes) -> None:
-        self.session.send(m.Sync(self.ref, m.SyncStep.UPDATE, update))
+        self.session.outbox.put_update(update, self._encoder)
+
+    def _encode_update(self, update: bytes) -> bytes:
+        return m.encode(m.Sync(self.ref, m.SyncStep.UPDATE, update))
 
     def send_awareness(self, payload: bytes) -> None:
         self.session.send(m.Awareness(self.ref, payload))

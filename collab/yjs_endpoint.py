@@ -34,6 +34,10 @@ __all__ = ["handle_yjs"]
 log = logging.getLogger("collab.yjs")
 
 
+def _encode_update(update: bytes) -> bytes:
+    return encode_message(SyncUpdate(update))
+
+
 class YjsPeer:
     """One stock Yjs client on one document."""
 
@@ -44,7 +48,7 @@ class YjsPeer:
         self.last_write: asyncio.Future[None] | None = None
 
     def send_update(self, update: bytes) -> None:
-        self.outbox.put(encode_message(SyncUpdate(update)))
+        self.outbox.put_update(update, _encode_update)
 
     def send_awareness(self, payload: bytes) -> None:
         self.outbox.put(encode_message(AwarenessMessage(payload)))
