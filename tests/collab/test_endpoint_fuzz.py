@@ -102,7 +102,9 @@ async def _room_healthy(server: CollabServer, watcher: Client, text_before: str)
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frames=st.lists(_mutations(VALID_YJS), min_size=1, max_size=4))
-def test_fuzz_yjs_endpoint(fuzz_env: tuple[asyncio.AbstractEventLoop, CollabServer, Client], frames: list[bytes]) -> None:
+def test_fuzz_yjs_endpoint(
+    fuzz_env: tuple[asyncio.AbstractEventLoop, CollabServer, Client], frames: list[bytes]
+) -> None:
     loop, server, watcher = fuzz_env
 
     async def run() -> None:
@@ -116,7 +118,9 @@ def test_fuzz_yjs_endpoint(fuzz_env: tuple[asyncio.AbstractEventLoop, CollabServ
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frames=st.lists(_mutations(VALID_WS), min_size=1, max_size=4))
-def test_fuzz_ws_endpoint(fuzz_env: tuple[asyncio.AbstractEventLoop, CollabServer, Client], frames: list[bytes]) -> None:
+def test_fuzz_ws_endpoint(
+    fuzz_env: tuple[asyncio.AbstractEventLoop, CollabServer, Client], frames: list[bytes]
+) -> None:
     loop, server, watcher = fuzz_env
 
     async def run() -> None:
@@ -129,7 +133,9 @@ def test_fuzz_ws_endpoint(fuzz_env: tuple[asyncio.AbstractEventLoop, CollabServe
     loop.run_until_complete(run())
 
 
-def test_fuzz_left_room_usable(fuzz_env: tuple[asyncio.AbstractEventLoop, CollabServer, Client]) -> None:
+def test_fuzz_left_room_usable(
+    fuzz_env: tuple[asyncio.AbstractEventLoop, CollabServer, Client],
+) -> None:
     loop, server, _watcher = fuzz_env
 
     async def run() -> None:
