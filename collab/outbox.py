@@ -17,6 +17,7 @@ __all__ = ["Outbox", "close_ws"]
 
 log = logging.getLogger("collab.outbox")
 _CLOSE_TIMEOUT = 2.0
+_DIRECT_LIMIT = 64 * 1024  # bytes already buffered above which frames are queued instead
 MAX_MERGE = 64  # updates merged into one frame when a peer has fallen behind
 
 Encoder = Callable[[bytes], bytes]
@@ -53,11 +54,43 @@ class Outbox:
         self._ready.set()
 
     def put(self, frame: bytes) -> None:
-        """Queue an encoded frame."""
+        """Send an encoded frame now if the socket is idle, else queue it."""
+        if not self._items and self._close is None and self._write_now(frame):
+            return
         self._push(frame)
 
+    def _write_now(self, frame: bytes) -> bool:
+        """Write one unmasked binary frame straight to an idle transport.
+
+        Most frames go to peers that keep up: writing them here, in the broadcast loop,
+        saves a task wake-up and aiohttp's per-frame bookkeeping. Anything queued, a busy
+        transport or a closing socket takes the queued path, which keeps order and
+        backpressure.
+        """
+        request = self.ws._req
+        transport = request.transport if request is not None else None
+        if (
+            transport is None
+            or transport.is_closing()
+            or self.ws.closed
+            or transport.get_write_buffer_size() > _DIRECT_LIMIT
+        ):
+            return False
+        size = len(frame)
+        if size < 126:
+            header = bytes((0x82, size))
+        elif size < 1 << 16:
+            header = bytes((0x82, 126)) + size.to_bytes(2, "big")
+        else:
+            header = bytes((0x82, 127)) + size.to_bytes(8, "big")
+        transport.write(header + frame)
+        self.sent += 1
+        return True
+
     def put_update(self, update: bytes, encode: Encoder) -> None:
-        """Queue a CRDT update; ``encode`` turns one (possibly merged) update into a frame."""
+        """Send a CRDT update; ``encode`` turns one (possibly merged) update into a frame."""
+        if not self._items and self._close is None and self._write_now(encode(update)):
+            return
         self._push((update, encode))
 
     def abort(self, code: ErrorCode, reason: str) -> None:
