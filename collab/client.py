@@ -175,7 +175,6 @@ class Client:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
-        self._failure: ClientError | None = None
         self._closed = False
 
     async def __aenter__(self) -> Client:
@@ -282,7 +281,6 @@ class Client:
             self.reconnects += 1
 
     def _fail(self, exc: ClientError) -> None:
-        self._failure = exc
         for document in self.docs.values():
             if not document.opened.done():
                 document.opened.set_exception(exc)

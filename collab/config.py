@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["ServerConfig"]
@@ -26,4 +26,3 @@ class ServerConfig:
     group_window: float = 0.002  # store group commit window
     compact_every: int = 1000  # updates between snapshots
     store: str = "sqlite"  # "sqlite" or "memory"
-    extra: dict[str, str] = field(default_factory=dict)

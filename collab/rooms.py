@@ -44,9 +44,6 @@ class Rooms:
     def __len__(self) -> int:
         return len(self._rooms)
 
-    def get(self, doc_id: DocId) -> Room | None:
-        return self._rooms.get(str(doc_id))
-
     def get_key(self, key: str) -> Room | None:
         return self._rooms.get(key)
 
