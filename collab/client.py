@@ -171,6 +171,10 @@ class Client:
         self._next_ref = 1
         self._next_ping = 1
         self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._next_call = 1
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._resubscribe: dict[str, dict[str, Any]] = {}
+        self.events: asyncio.Queue[m.Event] = asyncio.Queue(maxsize=10_000)
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
@@ -253,6 +257,31 @@ class Client:
         async with asyncio.timeout(timeout):
             await future
 
+    async def call(self, op: str, timeout: float = 30.0, **args: Any) -> Any:
+        """Run server operation ``op`` (``branch.list``, ``merge.apply``, ``complete``...)
+        and return its value; raise ``ClientError`` with the server's code when it fails.
+
+        A call in flight when the connection drops raises ``ConnectionError``: it may or may
+        not have run."""
+        await self.connected.wait()
+        call_id = self._next_call
+        self._next_call += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[call_id] = future
+        self.send(m.Call(call_id, op, args))
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._calls.pop(call_id, None)
+
+    async def subscribe(self, op: str, **args: Any) -> Any:
+        """Call a subscribing operation (``events.subscribe``) and repeat it after every
+        reconnect, so that events keep arriving on :attr:`events`."""
+        value = await self.call(op, **args)
+        self._resubscribe[f"{op}\0{sorted(args.items())!r}"] = {"op": op, **args}
+        return value
+
     async def _run(self, welcomed: asyncio.Future[None]) -> None:
         backoff = self.min_backoff
         while not self._closed:
@@ -287,6 +316,13 @@ class Client:
         for future in self._pongs.values():
             if not future.done():
                 future.set_exception(exc)
+        self._drop_calls()
+
+    def _drop_calls(self) -> None:
+        for future in self._calls.values():
+            if not future.done():
+                future.set_exception(ConnectionError("disconnected before the call returned"))
+        self._calls.clear()
 
     async def _connect_once(self, welcomed: asyncio.Future[None]) -> None:
         assert self._session is not None
@@ -312,6 +348,7 @@ class Client:
                 await asyncio.gather(writer, renewer, return_exceptions=True)
                 self._ws = None
                 self.connected.clear()
+                self._drop_calls()
                 while not self._outgoing.empty():  # the next handshake resends what matters
                     self._outgoing.get_nowait()
             self.close_code = ws.close_code
@@ -339,6 +376,23 @@ class Client:
                 for document in self.docs.values():  # (re)open: the server answers with step 1
                     document.synced.clear()
                     self.send(m.Open(document.ref, document.id))
+                for sub in self._resubscribe.values():
+                    call_id = self._next_call
+                    self._next_call += 1
+                    args = {k: v for k, v in sub.items() if k != "op"}
+                    self.send(m.Call(call_id, sub["op"], args))
+            case m.Result(id=call_id):
+                pending = self._calls.pop(call_id, None)
+                if pending is not None and not pending.done():
+                    if message.ok:
+                        pending.set_result(message.value)
+                    else:
+                        code = int(message.code or ErrorCode.INTERNAL)
+                        pending.set_exception(ClientError(code, message.message or ""))
+            case m.Event():
+                if self.events.full():
+                    self.events.get_nowait()  # keep the newest
+                self.events.put_nowait(message)
             case m.Opened(ref=ref, writable=writable):
                 self._opened(ref, writable)
             case m.Sync(ref=ref, step=step, data=data):

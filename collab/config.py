@@ -23,6 +23,7 @@ class ServerConfig:
     outbox_limit: int = 4096  # frames queued for one connection before it counts as a slow reader
     hello_timeout: float = 10.0
     max_open_docs: int = 256  # per /ws connection
+    max_calls: int = 64  # operations running at once per /ws connection
     group_window: float = 0.002  # store group commit window
     compact_every: int = 1000  # updates between snapshots
     store: str = "sqlite"  # "sqlite" or "memory"

@@ -89,6 +89,10 @@ class MemoryStore:
         self._last_seq[doc_id] = max(last_seq, through_seq)
         self.commits += 1
 
+    async def keys(self, prefix: str = "") -> list[str]:
+        self._check_running()
+        return sorted(k for k in self._docs if k.startswith(prefix))
+
     async def delete(self, doc_id: str) -> None:
         self._check_running()
         self._docs.pop(doc_id, None)

@@ -23,7 +23,7 @@ from .origin import Origin
 from .seed import TEXT_NAME
 from .store import Store
 
-__all__ = ["InvalidUpdate", "Room", "RoomFailed", "Subscriber"]
+__all__ = ["ChangeListener", "InvalidUpdate", "Room", "RoomFailed", "Subscriber"]
 
 log = logging.getLogger("collab.room")
 
@@ -43,6 +43,11 @@ class RoomFailed(ProtocolError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.INTERNAL, message)
+
+
+ChangeListener = Callable[["Room", Origin, "Identity | None"], None]
+"""Called, synchronously, after each change is applied to a room's document: the room, the
+change's origin, and the authenticated author when there is one."""
 
 
 class Subscriber(Protocol):
@@ -107,6 +112,7 @@ class Room:
         self._failed: str | None = None
         self._task: asyncio.Task[None] | None = None
         self.on_idle: Callable[[Room], None] | None = None
+        self.listeners: list[ChangeListener] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,7 +199,46 @@ class Room:
         pending = _Pending(update, origin, sender)
         self._queue.append(pending)
         self._wake.set()
+        self._notify(origin, getattr(sender, "identity", None))
         return pending.done
+
+    def edit(
+        self,
+        change: Callable[[Text], None],
+        *,
+        origin: Origin,
+        author: Identity | None = None,
+    ) -> asyncio.Future[None]:
+        """Change the text on the server's side (a merge, a push, an accepted completion).
+
+        ``change`` runs in one transaction on the room's document; the resulting update is
+        stored and broadcast like a client's. Returns a future done once it is durable."""
+        if self._failed is not None:
+            raise RoomFailed(self._failed)
+        captured: list[bytes] = []
+        subscription = self.doc.observe(lambda event: captured.append(event.update))
+        try:
+            with self.doc.transaction(origin=str(origin)):
+                change(self.text)
+        finally:
+            self.doc.unobserve(subscription)
+        update = b"".join(captured[:1]) if len(captured) == 1 else None
+        if update is None or update == EMPTY_UPDATE:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        pending = _Pending(update, origin, None)
+        self._queue.append(pending)
+        self._wake.set()
+        self._notify(origin, author)
+        return pending.done
+
+    def _notify(self, origin: Origin, author: Identity | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(self, origin, author)
+            except Exception:
+                log.exception("%s: change listener failed", self.key)
 
     def _check_health(self, exc: BaseException, sender: Subscriber | None) -> None:
         log.error("%s: CRDT core panicked on an update: %s", self.key, exc)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gitsync import Repositories
 from protocol import messages as m
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.yjs import YjsLimits
 
-from .auth import Authenticator, DevAuthenticator, TokenAuthenticator, is_loopback
+from .auth import Authenticator, AuthError, DevAuthenticator, TokenAuthenticator, is_loopback
 from .config import ServerConfig
 from .memory_store import MemoryStore
+from .ops import CallContext, Operations
 from .outbox import close_ws
 from .rooms import Rooms
 from .sqlite_store import SQLiteStore
@@ -27,6 +31,32 @@ from .yjs_endpoint import handle_yjs
 __all__ = ["CollabServer"]
 
 log = logging.getLogger("collab.server")
+
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Service(Protocol):
+    """A part of the engine with a lifetime: started after the store, stopped before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+_HTTP_STATUS = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.READ_ONLY: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.UNKNOWN_DOCUMENT: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 502,
+    ErrorCode.SHUTTING_DOWN: 503,
+    ErrorCode.TIMEOUT: 504,
+}
 
 
 class CollabServer:
@@ -55,6 +85,9 @@ class CollabServer:
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._runner: web.AppRunner | None = None
         self.port = config.port
+        self.ops = Operations()
+        self.services: list[Service] = []
+        self._routes: list[tuple[str, str, RouteHandler]] = []
 
     @staticmethod
     def _default_store(config: ServerConfig) -> Store:
@@ -82,12 +115,52 @@ class CollabServer:
     def untrack(self, ws: web.WebSocketResponse) -> None:
         self._sockets.discard(ws)
 
+    def add_route(self, method: str, path: str, handler: RouteHandler) -> None:
+        """Add an HTTP route (call before :meth:`start`)."""
+        self._routes.append((method, path, handler))
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_message)
         app.router.add_get("/yjs/{room:.+}", self._yjs)
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/healthz", self._health)
+        app.router.add_post("/api/{op}", self._api)
+        for method, path, handler in self._routes:
+            app.router.add_route(method, path, handler)
         return app
+
+    def authenticate_http(self, request: web.Request) -> CallContext:
+        """The caller of an HTTP request: ``Authorization: Bearer <token>`` or ``?token=``;
+        in dev mode ``?user=NAME`` from loopback. Raises ``AuthError``."""
+        token = request.query.get("token")
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            token = header.removeprefix("Bearer ").strip()
+        identity = self.auth.authenticate(
+            token=token, user=request.query.get("user"), remote=request.remote
+        )
+        return CallContext(self, identity)
+
+    @staticmethod
+    def json_error(exc: ProtocolError) -> web.Response:
+        return web.json_response(
+            {"error": {"code": int(exc.code), "name": exc.code.name, "message": exc.message}},
+            status=_HTTP_STATUS.get(exc.code, 400),
+        )
+
+    async def _api(self, request: web.Request) -> web.Response:
+        try:
+            ctx = self.authenticate_http(request)
+            try:
+                body = await request.json(loads=json.loads) if request.can_read_body else {}
+            except ValueError as exc:
+                raise ProtocolError(ErrorCode.MALFORMED, f"body is not JSON: {exc}") from None
+            if not isinstance(body, dict):
+                raise ProtocolError(ErrorCode.MALFORMED, "body must be a JSON object")
+            value: Any = await self.ops.call(ctx, request.match_info["op"], body)
+        except (ProtocolError, AuthError) as exc:
+            return self.json_error(exc)
+        return web.json_response({"value": value})
 
     async def _yjs(self, request: web.Request) -> web.WebSocketResponse:
         return await handle_yjs(self, request)
@@ -103,6 +176,8 @@ class CollabServer:
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.start()
+        for service in self.services:
+            await service.start()
         if self.auth.dev_mode:
             log.warning(
                 "DEV MODE: no server secret; anyone on loopback may connect as ?user=NAME. "
@@ -132,6 +207,11 @@ class CollabServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(service).__name__)
         await self.rooms.close()
         await self.store.stop()
         self.repos.close()

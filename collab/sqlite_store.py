@@ -58,7 +58,7 @@ WHERE doc_id = ?1 AND seq >= COALESCE(
 ORDER BY seq
 """
 
-_Op = Literal["append", "compact", "delete", "load", "stop"]
+_Op = Literal["append", "compact", "delete", "keys", "load", "stop"]
 
 
 @dataclass(slots=True)
@@ -207,6 +207,9 @@ class SQLiteStore:
     async def delete(self, doc_id: str) -> None:
         """Forget the document's records (its seq counter is kept so seqs are never reused)."""
         await self._submit("delete", doc_id)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        return cast("list[str]", await self._submit("keys", prefix))
 
     def _submit(
         self, op: _Op, doc_id: str, data: bytes = b"", through_seq: int = 0
@@ -367,6 +370,13 @@ class SQLiteStore:
             elif req.op == "delete":
                 self._transaction(conn, lambda: self._delete(conn, req.doc_id))
                 result = None
+            elif req.op == "keys":
+                rows = conn.execute(
+                    "SELECT DISTINCT doc_id FROM records WHERE substr(doc_id, 1, ?) = ?"
+                    " ORDER BY doc_id",
+                    (len(req.doc_id), req.doc_id),
+                ).fetchall()
+                result = [row[0] for row in rows]
             else:  # pragma: no cover - _run dispatches every other op
                 raise AssertionError(f"unexpected op {req.op!r}")
         except Exception as exc:

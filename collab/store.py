@@ -63,3 +63,7 @@ class Store(Protocol):
     async def delete(self, doc_id: str) -> None:
         """Forget the document entirely."""
         ...
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Every document id with records that starts with ``prefix``, sorted."""
+        ...

@@ -15,6 +15,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
 from .auth import Identity
+from .ops import CallContext
 from .outbox import Outbox, close_ws
 from .room import EMPTY_UPDATE, Room
 
@@ -60,6 +61,10 @@ class Session:
         self.docs: dict[int, DocPeer] = {}
         self.writes: list[asyncio.Future[None]] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.calls = CallContext(server, identity, connection=self, send_event=self._event)
+
+    def _event(self, topic: str, data: dict[str, Any]) -> None:
+        self.send(m.Event(topic, data))
 
     def send(self, message: m.Message) -> None:
         self.outbox.put(m.encode(message))
@@ -84,6 +89,11 @@ class Session:
                     peer.room.receive_awareness(peer, data)
             case m.Ping(id=ping_id):
                 self._spawn(self._pong(ping_id))
+            case m.Call(id=call_id, op=op, args=args):
+                if len(self.tasks) >= self.server.config.max_calls:
+                    self.send(m.Result(call_id, None, ErrorCode.RATE_LIMITED, "too many calls"))
+                else:
+                    self._spawn(self._call(call_id, op, args))
             case m.Hello():
                 self.error(ErrorCode.MALFORMED, "hello was already received")
             case _:
@@ -145,6 +155,14 @@ class Session:
             await asyncio.gather(*writes, return_exceptions=True)
         self.send(m.Pong(ping_id))
 
+    async def _call(self, call_id: int, op: str, args: dict[str, Any]) -> None:
+        try:
+            value = await self.server.ops.call(self.calls, op, args)
+        except ProtocolError as exc:
+            self.send(m.Result(call_id, None, exc.code, exc.message))
+            return
+        self.send(m.Result(call_id, value))
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
@@ -153,6 +171,12 @@ class Session:
     def close(self) -> None:
         for task in self.tasks:
             task.cancel()
+        for callback in self.calls.on_close:
+            try:
+                callback()
+            except Exception:
+                log.exception("close callback failed")
+        self.calls.on_close.clear()
         for peer in self.docs.values():
             if peer.room is not None:
                 peer.room.detach(peer)

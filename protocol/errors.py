@@ -27,9 +27,13 @@ class ErrorCode(IntEnum):
     UNKNOWN_DOCUMENT = 4011  # a message for a document handle that is not open
     ALREADY_OPEN = 4012  # open of a handle that is already in use
     NOT_TEXT = 4013  # the path names a binary file, a directory or a submodule
+    CONFLICT = 4015  # the name is taken, histories are unrelated, or a merge conflicts
+    CANCELLED = 4016  # the request was superseded or cancelled before it was answered
     RATE_LIMITED = 4029  # too many requests
     INTERNAL = 4500  # a server-side failure; the peer did nothing wrong
+    UNAVAILABLE = 4502  # a backend (a completion worker, say) failed or is missing
     SHUTTING_DOWN = 4503  # the server is stopping; reconnect later
+    TIMEOUT = 4504  # a backend did not answer in time
 
 
 class ProtocolError(Exception):

@@ -16,8 +16,10 @@ from .errors import ErrorCode, ProtocolError
 __all__ = [
     "PROTOCOL_VERSION",
     "Awareness",
+    "Call",
     "Close",
     "Error",
+    "Event",
     "Hello",
     "Kind",
     "Limits",
@@ -26,6 +28,7 @@ __all__ = [
     "Opened",
     "Ping",
     "Pong",
+    "Result",
     "Sync",
     "SyncStep",
     "Welcome",
@@ -47,6 +50,9 @@ class Kind(IntEnum):
     ERROR = 8
     PING = 9
     PONG = 10
+    CALL = 11
+    RESULT = 12
+    EVENT = 13
 
 
 class SyncStep(IntEnum):
@@ -64,7 +70,9 @@ class Limits:
     max_message: int = 8 * 1024 * 1024
     max_str: int = 8192  # above MAX_PATH, so an overlong name gets BAD_NAME
     max_bin: int = 8 * 1024 * 1024
-    max_fields: int = 16
+    max_fields: int = 16  # top-level fields of one message
+    max_items: int = 1024  # entries of any array or map inside a message
+    max_depth: int = 8  # nesting of arrays and maps inside a message
 
 
 DEFAULT_LIMITS = Limits()
@@ -161,27 +169,116 @@ class Pong:
     id: int
 
 
-Message = Hello | Welcome | Open | Opened | Close | Sync | Awareness | Error | Ping | Pong
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Client -> server: run operation ``op`` (for example ``"branch.fork"``) with ``args``;
+    answered by one ``Result`` with the same ``id``."""
+
+    KIND: ClassVar[Kind] = Kind.CALL
+    id: int
+    op: str
+    args: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Server -> client: the answer to ``Call`` ``id``: ``value`` on success, else ``code``
+    and ``message``."""
+
+    KIND: ClassVar[Kind] = Kind.RESULT
+    id: int
+    value: Any = None
+    code: ErrorCode | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Server -> client: something happened on a ``topic`` the client subscribed to."""
+
+    KIND: ClassVar[Kind] = Kind.EVENT
+    topic: str
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Message = (
+    Hello
+    | Welcome
+    | Open
+    | Opened
+    | Close
+    | Sync
+    | Awareness
+    | Error
+    | Ping
+    | Pong
+    | Call
+    | Result
+    | Event
+)
 
 _CLASSES: dict[int, type[Any]] = {
     cls.KIND: cls
-    for cls in (Hello, Welcome, Open, Opened, Close, Sync, Awareness, Error, Ping, Pong)
+    for cls in (
+        Hello,
+        Welcome,
+        Open,
+        Opened,
+        Close,
+        Sync,
+        Awareness,
+        Error,
+        Ping,
+        Pong,
+        Call,
+        Result,
+        Event,
+    )
 }
 
 _MAX_INT = 2**53 - 1
 
 
-def _field_types(cls: type[Any]) -> dict[str, tuple[type[Any], ...]]:
+def _field_types(cls: type[Any]) -> dict[str, tuple[Any, ...]]:
     hints = typing.get_type_hints(cls)
-    table: dict[str, tuple[type[Any], ...]] = {}
+    table: dict[str, tuple[Any, ...]] = {}
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        table[f.name] = tuple(options)
+        table[f.name] = tuple(typing.get_origin(o) or o for o in options)
     return table
 
 
+def _optional(cls: type[Any], name: str) -> bool:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _depth(value: Any, limit: int) -> None:
+    """Refuse nesting deeper than ``limit`` (iteratively: no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise ProtocolError(ErrorCode.MALFORMED, f"nested deeper than {limit}")
+        stack.extend((child, depth + 1) for child in children)
+
+
 _FIELDS = {kind: _field_types(cls) for kind, cls in _CLASSES.items()}
+_DEFAULTED = {
+    kind: frozenset(f.name for f in dataclasses.fields(cls) if _optional(cls, f.name))
+    for kind, cls in _CLASSES.items()
+}
 
 
 def encode(message: Message) -> bytes:
@@ -199,8 +296,10 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(ErrorCode.MALFORMED, f"msgpack extension type {code} is not allowed")
 
 
-def _check(kind: Kind, name: str, value: Any, allowed: tuple[type[Any], ...]) -> Any:
+def _check(kind: Kind, name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
     for option in allowed:
+        if option is Any:
+            return value
         if option is type(None) and value is None:
             return None
         if option is bool:
@@ -236,8 +335,8 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
             ext_hook=_refuse_ext,
             max_str_len=limits.max_str,
             max_bin_len=limits.max_bin,
-            max_array_len=0,
-            max_map_len=limits.max_fields,
+            max_array_len=limits.max_items,
+            max_map_len=max(limits.max_fields, limits.max_items),
             max_ext_len=0,
         )
     except ProtocolError:
@@ -246,6 +345,9 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise ProtocolError(ErrorCode.MALFORMED, f"not a msgpack message: {exc}") from exc
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "message is not a map")
+    if len(body) > limits.max_fields + 1:
+        raise ProtocolError(ErrorCode.MALFORMED, f"message has {len(body)} fields")
+    _depth(body, limits.max_depth)
     raw_kind = body.pop("t", None)
     if not isinstance(raw_kind, int) or isinstance(raw_kind, bool) or raw_kind not in _CLASSES:
         raise ProtocolError(ErrorCode.MALFORMED, f"unknown message kind {raw_kind!r:.40}")
@@ -259,7 +361,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     values: dict[str, Any] = {}
     for name, allowed in fields.items():
         if name not in body:
-            if type(None) in allowed:
+            if type(None) in allowed or name in _DEFAULTED[kind]:
                 continue
             raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name}: missing field {name!r}")
         values[name] = _check(kind, name, body[name], allowed)

@@ -251,3 +251,15 @@ async def test_pycrdt_history_roundtrip_with_compaction(store: Store) -> None:
         fresh.apply_update(update)
     assert str(fresh_text) == str(text)
     assert len(str(text)) > 0
+
+
+async def test_keys_by_prefix(store: Store) -> None:
+    assert await store.keys() == []
+    for key in ("demo/main:b.py", "demo/main:a.py", "demo/mainline:x", "other/main:a.py"):
+        await store.append(key, b"u")
+    await store.compact("demo/main:b.py", b"snap", await store.append("demo/main:b.py", b"v"))
+    assert await store.keys("demo/main:") == ["demo/main:a.py", "demo/main:b.py"]
+    assert len(await store.keys()) == 4
+    await store.delete("demo/main:a.py")
+    assert await store.keys("demo/main:") == ["demo/main:b.py"]
+    assert await store.keys("%") == []  # no pattern matching

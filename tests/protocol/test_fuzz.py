@@ -81,6 +81,9 @@ engine_encodings = st.one_of(
     st.builds(m.Error, st.sampled_from(ErrorCode), texts, st.none() | ints),
     st.builds(m.Ping, ints),
     st.builds(m.Pong, ints),
+    st.builds(m.Call, ints, texts, st.dictionaries(texts, ints | texts, max_size=3)),
+    st.builds(m.Result, ints, st.none() | ints | st.lists(texts, max_size=3)),
+    st.builds(m.Event, texts, st.dictionaries(texts, ints, max_size=3)),
 ).map(m.encode)
 
 # -- what every decoder must do ----------------------------------------------------------------
@@ -97,6 +100,9 @@ ENGINE_TYPES = (
     m.Error,
     m.Ping,
     m.Pong,
+    m.Call,
+    m.Result,
+    m.Event,
 )
 
 

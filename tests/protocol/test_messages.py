@@ -29,6 +29,15 @@ message_strategies: dict[type[Any], st.SearchStrategy[Any]] = {
     m.Error: st.builds(m.Error, st.sampled_from(ErrorCode), texts, st.none() | ints),
     m.Ping: st.builds(m.Ping, ints),
     m.Pong: st.builds(m.Pong, ints),
+    m.Call: st.builds(m.Call, ints, texts, st.dictionaries(texts, st.none() | ints | texts)),
+    m.Result: st.builds(
+        m.Result,
+        ints,
+        st.none() | ints | texts | st.lists(texts, max_size=5),
+        st.none() | st.sampled_from(ErrorCode),
+        st.none() | texts,
+    ),
+    m.Event: st.builds(m.Event, texts, st.dictionaries(texts, ints | texts)),
 }
 any_message: st.SearchStrategy[m.Message] = st.one_of(*message_strategies.values())
 
@@ -44,6 +53,9 @@ VALID: dict[m.Kind, dict[str, Any]] = {
     m.Kind.ERROR: {"t": 8, "code": 4000, "message": "bad", "ref": 1},
     m.Kind.PING: {"t": 9, "id": 1},
     m.Kind.PONG: {"t": 10, "id": 1},
+    m.Kind.CALL: {"t": 11, "id": 1, "op": "branch.list", "args": {"repo": "demo"}},
+    m.Kind.RESULT: {"t": 12, "id": 1, "value": [{"name": "main"}]},
+    m.Kind.EVENT: {"t": 13, "topic": "repo:demo", "data": {"kind": "commit"}},
 }
 
 
@@ -132,7 +144,7 @@ def test_not_a_map(obj: Any) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    [None, 0, 11, 255, -1, 2**64 - 1, True, False, 1.0, "1", b"\x01", "HELLO"],
+    [None, 0, 99, 255, -1, 2**64 - 1, True, False, 1.0, "1", b"\x01", "HELLO"],
     ids=repr,
 )
 def test_unknown_kind(kind: Any) -> None:
@@ -151,7 +163,8 @@ def test_unknown_field(kind: m.Kind) -> None:
 
 @pytest.mark.parametrize("kind", list(m.Kind), ids=lambda k: k.name)
 def test_missing_field(kind: m.Kind) -> None:
-    optional = {name for name, value in m._FIELDS[kind].items() if type(None) in value}
+    optional = {n for n, value in m._FIELDS[kind].items() if type(None) in value}
+    optional |= m._DEFAULTED[kind]
     for name in VALID[kind]:
         if name == "t" or name in optional:
             continue
@@ -166,6 +179,8 @@ WRONG_VALUES: dict[str, list[Any]] = {
     "bool": [1, 0, "true", None, b"\x01", 1.0],
     "step": [3, -1, True, "0", 0.0, None],
     "code": [0, 1000, 4999, -4000, True, "4000", 4000.0, None],
+    "map": [1, True, "text", b"x", [], [1]],
+    "any": [],
 }
 
 FIELD_KIND: dict[str, str] = {
@@ -181,7 +196,12 @@ FIELD_KIND: dict[str, str] = {
     "writable": "bool",
     "step": "step",
     "code": "code",
+    "op": "str",
+    "topic": "str",
+    "args": "map",
+    "value": "any",
 }
+KIND_FIELD_KIND: dict[tuple[m.Kind, str], str] = {(m.Kind.EVENT, "data"): "map"}
 
 
 def _wrong_cases() -> list[tuple[m.Kind, str, Any]]:
@@ -190,7 +210,8 @@ def _wrong_cases() -> list[tuple[m.Kind, str, Any]]:
         for name in body:
             if name == "t":
                 continue
-            for value in WRONG_VALUES[FIELD_KIND[name]]:
+            field_kind = KIND_FIELD_KIND.get((kind, name), FIELD_KIND[name])
+            for value in WRONG_VALUES[field_kind]:
                 optional = type(None) in m._FIELDS[kind][name]
                 if value is None and optional:
                     continue
@@ -298,6 +319,24 @@ def test_too_many_fields() -> None:
     body: dict[str, Any] = {"t": 9, "id": 1}
     body.update({f"f{i}": i for i in range(m.DEFAULT_LIMITS.max_fields)})
     refuse(pack(body))
+
+
+def test_call_arguments_are_bounded() -> None:
+    assert m.decode(pack({"t": 11, "id": 1, "op": "x"})) == m.Call(1, "x", {})
+    nested: Any = 1
+    for _ in range(m.DEFAULT_LIMITS.max_depth - 1):
+        nested = [nested]
+    assert m.decode(pack({"t": 11, "id": 1, "op": "x", "args": {"a": nested}})).args == {
+        "a": nested
+    }
+    assert refuse(pack({"t": 11, "id": 1, "op": "x", "args": {"a": [nested]}})).code == (
+        ErrorCode.MALFORMED
+    )
+    wide = list(range(m.DEFAULT_LIMITS.max_items + 1))
+    refuse(pack({"t": 11, "id": 1, "op": "x", "args": {"a": wide}}))
+    refuse(pack({"t": 11, "id": 1, "op": "x", "args": [1]}))
+    refuse(pack({"t": 11, "id": 1, "op": 5, "args": {}}))
+    refuse(pack({"t": 12, "id": 1, "code": 1}))  # not an error code
 
 
 def test_oversize_message() -> None:
