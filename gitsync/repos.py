@@ -106,8 +106,11 @@ class Repositories:
             raise BlobNotText(f"{path} is not a regular file")
         blob = repo[sha]
         assert isinstance(blob, Blob)
+        data = blob.as_raw_string()
+        if b"\x00" in data[:8000]:
+            raise BlobNotText(f"{path} is a binary file")
         try:
-            return FileBlob(sha, blob.as_raw_string().decode("utf-8"))
+            return FileBlob(sha, data.decode("utf-8"))
         except UnicodeDecodeError:
             raise BlobNotText(f"{path} is not UTF-8 text") from None
 

@@ -1,0 +1,77 @@
+"""What changed between two commits, file by file, with the contents on both sides."""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+
+from dulwich.diff_tree import tree_changes
+from dulwich.object_store import tree_lookup_path
+from dulwich.objects import Blob, Commit, ObjectID
+from dulwich.repo import Repo
+
+__all__ = ["FileChange", "changed_files", "is_text", "read_blob"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """``path`` went from ``old`` to ``new`` (``None``: absent, or not a regular file)."""
+
+    path: str
+    old: bytes | None
+    new: bytes | None
+
+
+def is_text(data: bytes | None) -> bool:
+    """UTF-8 without NUL bytes: what the engine edits live."""
+    if data is None:
+        return True
+    if b"\x00" in data[:8000]:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _tree(repo: Repo, commit: bytes | None) -> ObjectID | None:
+    if commit is None:
+        return None
+    obj = repo[ObjectID(commit)]
+    if not isinstance(obj, Commit):
+        raise ValueError(f"{commit!r} is not a commit")
+    return ObjectID(obj.tree)
+
+
+def _blob(repo: Repo, mode: int | None, sha: bytes | None) -> bytes | None:
+    if sha is None or mode is None or not stat.S_ISREG(mode):
+        return None
+    obj = repo[ObjectID(sha)]
+    return obj.as_raw_string() if isinstance(obj, Blob) else None
+
+
+def changed_files(repo: Repo, old: bytes | None, new: bytes | None) -> list[FileChange]:
+    """Every file whose content differs between commits ``old`` and ``new``; only the trees
+    that differ are read."""
+    changes = []
+    for change in tree_changes(repo.object_store, _tree(repo, old), _tree(repo, new)):
+        old_entry, new_entry = change.old, change.new
+        entry = new_entry if new_entry is not None and new_entry.path else old_entry
+        path = (entry.path if entry is not None else None) or b""
+        before = _blob(repo, old_entry.mode, old_entry.sha) if old_entry else None
+        after = _blob(repo, new_entry.mode, new_entry.sha) if new_entry else None
+        if before != after:
+            changes.append(FileChange(path.decode("utf-8", "surrogateescape"), before, after))
+    return changes
+
+
+def read_blob(repo: Repo, commit: bytes, path: str) -> bytes | None:
+    """The content of ``path`` at ``commit``; ``None`` if absent or not a regular file."""
+    tree = _tree(repo, commit)
+    assert tree is not None
+    try:
+        mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, path.encode())
+    except KeyError:
+        return None
+    return _blob(repo, mode, sha)

@@ -1,0 +1,448 @@
+"""Commits written straight to the object store, and branch refs moved by compare-and-swap.
+
+A commit's tree is rebuilt incrementally from its parent's: only the trees on the changed paths
+are read and rewritten, so the cost follows the depth of the changed paths, not the size of the
+repository. New objects are on disk, fsynced, before the ref moves (loose objects for a commit
+of a few files, one pack for many), and a ref moves only if it still holds the commit the change
+was based on, so a branch never moves backwards and no concurrent commit is lost. A lock file
+left on a ref by a crash is removed once it is old (see :mod:`gitsync.locks`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import stat
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tag, Tree
+from dulwich.refs import Ref
+from dulwich.repo import Repo
+
+from protocol.names import validate_branch, validate_path
+
+from .locks import LOCK_WAIT, STALE_AFTER, call_past_stale_locks, recover_stale_locks
+from .naming import slugify
+
+__all__ = [
+    "BranchExists",
+    "NothingToCommit",
+    "RefMoved",
+    "author_line",
+    "branch_heads",
+    "branch_ref",
+    "commit_changes",
+    "commit_message",
+    "create_branch",
+    "delete_branch",
+    "read_object",
+    "read_ref",
+    "read_synced",
+    "recover_stale_locks",
+    "set_synced",
+    "synced_ref",
+    "write_objects",
+]
+
+HEADS = b"refs/heads/"
+SYNCED = b"refs/collab/synced/"
+FILE_MODE = stat.S_IFREG | 0o644
+DIR_MODE = stat.S_IFDIR
+EMPTY_TREE = Tree()
+
+_Changes = dict[bytes, "_Changes | bytes | None"]
+_T = TypeVar("_T")
+
+
+class RefMoved(Exception):
+    """A ref no longer holds the value a write expected; ``current`` is what it holds now."""
+
+    def __init__(self, ref: bytes, expected: bytes | None, current: bytes | None) -> None:
+        super().__init__(
+            f"{ref.decode(errors='replace')} is at {_short(current)}, expected {_short(expected)}"
+        )
+        self.ref = ref
+        self.expected = expected
+        self.current = current
+
+
+class NothingToCommit(Exception):
+    """The changes leave the parent's tree as it was."""
+
+
+class BranchExists(Exception):
+    """A branch to be created already exists."""
+
+
+def _short(sha: bytes | None) -> str:
+    return "nothing" if sha is None else sha[:12].decode("ascii", "replace")
+
+
+def branch_ref(branch: str) -> bytes:
+    """``refs/heads/<branch>`` for a valid branch name."""
+    return HEADS + validate_branch(branch).encode("utf-8")
+
+
+def synced_ref(branch: str) -> bytes:
+    """The private ref recording which commit of ``branch`` the live documents last matched."""
+    return SYNCED + validate_branch(branch).encode("utf-8")
+
+
+def read_ref(repo: Repo, ref: bytes) -> bytes | None:
+    """The value of ``ref``, or ``None`` if it does not exist."""
+    try:
+        return bytes(repo.refs[Ref(ref)])
+    except KeyError:
+        return None
+
+
+def author_line(name: str, email: str | None = None) -> str:
+    """``Name <email>``; characters git forbids are dropped, a missing email is made up."""
+    clean_name = " ".join(name.replace("<", " ").replace(">", " ").split()) or "unknown"
+    if email is None:
+        email = f"{slugify(name)}@collab.invalid"
+    clean_email = "".join(ch for ch in email if ch not in "<> \n\r\t\x00")
+    return f"{clean_name} <{clean_email}>"
+
+
+def commit_message(files: Sequence[str], co_authors: Sequence[str] = ()) -> str:
+    """A message naming the changed files, with a ``Co-authored-by:`` trailer per co-author."""
+    names = list(dict.fromkeys(files))
+    if not names:
+        subject = "Edit files"
+    elif len(names) <= 3:
+        subject = "Edit " + ", ".join(names)
+    else:
+        subject = f"Edit {', '.join(names[:2])} and {len(names) - 2} more files"
+    trailers = "".join(f"Co-authored-by: {who}\n" for who in dict.fromkeys(co_authors))
+    return f"{subject}\n\n{trailers}" if trailers else f"{subject}\n"
+
+
+def branch_heads(repo: Repo) -> dict[str, bytes]:
+    """Every ``refs/heads/*`` branch and the commit it points to."""
+    heads = repo.refs.as_dict(Ref(HEADS))
+    return {bytes(name).decode("utf-8", "replace"): bytes(sha) for name, sha in heads.items()}
+
+
+def _nest(changes: Mapping[str, bytes | None]) -> _Changes:
+    """Group changes by directory. A file may replace a directory and a directory a file, as
+    long as the replaced side only has deletions below it; otherwise ``ValueError``."""
+    root: _Changes = {}
+    for path, content in changes.items():
+        if validate_path(path) != path:
+            raise ValueError(f"path {path!r} is not normalised")
+        *dirs, leaf = path.encode("utf-8").split(b"/")
+        node: _Changes | None = root
+        for part in dirs:
+            assert node is not None
+            child = node.get(part)
+            if isinstance(child, bytes):
+                if content is not None:
+                    raise ValueError(f"{path!r} lies under a file that is also written")
+                node = None  # a deletion below a file that replaces the directory
+                break
+            if child is None:
+                child = node[part] = {}
+            node = child
+        if node is None:
+            continue
+        existing = node.get(leaf)
+        if isinstance(existing, dict):
+            if content is None:
+                continue  # the directory replaces the deleted file
+            if not _only_deletions(existing):
+                raise ValueError(f"{path!r} is written both as a file and as a directory")
+        node[leaf] = content
+    return root
+
+
+def _only_deletions(node: _Changes) -> bool:
+    return all(
+        change is None or (isinstance(change, dict) and _only_deletions(change))
+        for change in node.values()
+    )
+
+
+def read_object(repo: Repo, sha: bytes) -> ShaFile:
+    """Read object ``sha``, trying the loose file first.
+
+    dulwich looks in every pack first and rescans the pack directory on a miss; the objects a
+    running server reads most are the loose ones it has just written.
+    """
+    hex_id = sha.decode("ascii")
+    path = os.path.join(str(repo.object_store.path), hex_id[:2], hex_id[2:])
+    try:
+        with open(path, "rb") as f:
+            data = zlib.decompress(f.read())
+    except FileNotFoundError:
+        return repo.object_store[ObjectID(sha)]
+    header, _, raw = data.partition(b"\0")
+    kind = header.split(b" ", 1)[0]
+    return ShaFile.from_raw_string(_TYPE_NUMS[kind], raw, sha=ObjectID(sha))
+
+
+_TYPE_NUMS = {cls.type_name: cls.type_num for cls in (Blob, Tree, Commit, Tag)}
+
+
+def _rewrite(
+    repo: Repo, tree_id: bytes | None, changes: _Changes, out: list[ShaFile]
+) -> bytes | None:
+    """Apply ``changes`` to the tree ``tree_id``; return the new tree id (None when empty)."""
+    tree = Tree() if tree_id is None else read_object(repo, tree_id)
+    if not isinstance(tree, Tree):
+        raise ValueError(f"{_short(tree_id)} is not a tree")
+    changed = False
+    for name, change in changes.items():
+        entry: tuple[int, bytes] | None
+        try:
+            entry = tree[name]
+        except KeyError:
+            entry = None
+        if isinstance(change, dict):
+            old_sub = entry[1] if entry is not None and stat.S_ISDIR(entry[0]) else None
+            new_sub = _rewrite(repo, old_sub, change, out)
+            if new_sub is None:
+                if old_sub is not None:
+                    del tree[name]
+                    changed = True
+            elif new_sub != old_sub:
+                tree[name] = (DIR_MODE, ObjectID(new_sub))
+                changed = True
+        elif change is None:
+            if entry is not None:
+                del tree[name]
+                changed = True
+        else:
+            blob = Blob.from_string(change)
+            mode = entry[0] if entry is not None and stat.S_ISREG(entry[0]) else FILE_MODE
+            if entry is None or (entry[0], entry[1]) != (mode, blob.id):
+                out.append(blob)
+                tree[name] = (mode, blob.id)
+                changed = True
+    if not changed:
+        return tree_id
+    if not len(tree):
+        return None
+    out.append(tree)
+    return bytes(tree.id)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _each(function: Callable[[_T], object], items: Sequence[_T]) -> None:
+    """Call ``function`` on every item; fsyncs run together share the journal's commits."""
+    if len(items) <= 1:
+        for item in items:
+            function(item)
+        return
+    for _ in _pool().map(function, items):
+        pass
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="gitsync-fsync")
+
+
+def write_objects(repo: Repo, objects: Sequence[ShaFile]) -> None:
+    """Write ``objects`` durably; return once they are on disk. Objects already stored are
+    skipped.
+
+    A few objects (a commit of some files) become loose objects: each goes to a temporary file
+    in its fan-out directory, the files are fsynced, renamed into place, and the directories
+    fsynced. Many (a large merge or import) go into one pack, fsynced with its index.
+    """
+    store = repo.object_store
+    root = str(store.path)
+    packs = store.packs
+    new: dict[str, ShaFile] = {}
+    for obj in objects:
+        hex_id = obj.id.decode("ascii")
+        if hex_id in new or os.path.exists(os.path.join(root, hex_id[:2], hex_id[2:])):
+            continue
+        if not any(obj.id in pack for pack in packs):
+            new[hex_id] = obj
+    if len(new) >= PACK_AT:
+        store.fsync_object_files = True  # the pack and its index
+        store.add_objects([(obj, None) for obj in new.values()])
+        _fsync_path(str(store.pack_dir))
+    elif new:
+        _write_loose(root, new)
+
+
+def _write_loose(root: str, objects: Mapping[str, ShaFile]) -> None:
+    staged: list[tuple[int, str, str]] = []
+    synced: list[Future[None]] = []  # each file is fsynced while the next one is written
+    new_dir = False
+    try:
+        for hex_id, obj in objects.items():
+            directory = os.path.join(root, hex_id[:2])
+            tmp = os.path.join(directory, f"tmp_obj_{uuid.uuid4().hex}")
+            try:
+                fd = os.open(tmp, _CREATE, 0o444)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(directory)
+                    new_dir = True
+                fd = os.open(tmp, _CREATE, 0o444)
+            staged.append((fd, tmp, os.path.join(directory, hex_id[2:])))
+            with open(fd, "wb", closefd=False) as f:
+                f.write(obj.as_legacy_object(compression_level=LOOSE_COMPRESSION))
+            synced.append(_pool().submit(os.fsync, fd))
+        for future in synced:
+            future.result()
+    except BaseException:
+        for _, tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    finally:
+        for future in synced:
+            with contextlib.suppress(BaseException):
+                future.result()
+        for fd, _, _ in staged:
+            os.close(fd)
+    for _, tmp, final in staged:
+        os.replace(tmp, final)
+    directories = sorted({os.path.dirname(final) for _, _, final in staged})
+    _each(_fsync_path, [*directories, root] if new_dir else directories)
+
+
+PACK_AT = 64
+"""Write this many new objects or more as one pack rather than as loose objects."""
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+LOOSE_COMPRESSION = 1
+"""zlib level of loose objects; git's default (``core.looseCompression``) too."""
+
+
+def _commit_object(repo: Repo, sha: bytes, what: str) -> Commit:
+    try:
+        obj = read_object(repo, sha)
+    except KeyError:
+        raise ValueError(f"{what} {_short(sha)} is not in the repository") from None
+    if not isinstance(obj, Commit):
+        raise ValueError(f"{what} {_short(sha)} is not a commit")
+    return obj
+
+
+def _check_identity(line: str) -> bytes:
+    name, sep, rest = line.partition(" <")
+    if not sep or not rest.endswith(">") or "<" in rest or "\n" in line or not name.strip():
+        raise ValueError(f"identity {line!r} is not of the form 'Name <email>'")
+    return line.encode("utf-8")
+
+
+def _swap(repo: Repo, ref: bytes, expected: bytes | None, new: bytes) -> None:
+    """Move ``ref`` from ``expected`` (None: absent) to ``new``, or raise :class:`RefMoved`."""
+
+    def attempt() -> bool:
+        if expected is None:
+            return bool(repo.refs.add_if_new(Ref(ref), ObjectID(new)))
+        return bool(repo.refs.set_if_equals(Ref(ref), ObjectID(expected), ObjectID(new)))
+
+    if not _past_locks(attempt):
+        raise RefMoved(ref, expected, read_ref(repo, ref))
+
+
+def _past_locks(attempt: Callable[[], _T]) -> _T:
+    return call_past_stale_locks(attempt, stale_after=STALE_AFTER, wait=LOCK_WAIT)
+
+
+def commit_changes(
+    repo: Repo,
+    branch: str,
+    changes: Mapping[str, bytes | None],
+    *,
+    message: str,
+    author: str,
+    committer: str | None = None,
+    expected: bytes | None,
+    extra_parents: Sequence[bytes] = (),
+    timestamp: int | None = None,
+    allow_empty: bool = False,
+) -> bytes:
+    """Commit ``changes`` (path -> content, ``None`` deletes) on top of ``expected``.
+
+    ``expected`` is the parent commit and the value ``refs/heads/<branch>`` must still hold;
+    ``None`` makes a root commit on a branch that must not exist yet. Raises
+    :class:`NothingToCommit` if the tree is unchanged and there are no ``extra_parents``
+    (unless ``allow_empty``), and :class:`RefMoved` if the branch moved meanwhile: the new
+    objects are then written but unreferenced, and the caller rebuilds on ``current``.
+    Returns the new commit id.
+    """
+    ref = branch_ref(branch)
+    author_bytes = _check_identity(author)
+    committer_bytes = _check_identity(committer) if committer is not None else author_bytes
+    parent_tree = None if expected is None else _commit_object(repo, expected, "parent").tree
+    for extra in extra_parents:
+        _commit_object(repo, extra, "extra parent")
+    objects: list[ShaFile] = []
+    tree_id = _rewrite(repo, parent_tree, _nest(changes), objects)
+    if tree_id is None:
+        tree_id = bytes(EMPTY_TREE.id)
+        objects.append(EMPTY_TREE)
+    if tree_id == parent_tree and not extra_parents and not allow_empty:
+        raise NothingToCommit(f"the changes leave {branch} as it is")
+    if expected is None and not changes and not allow_empty:
+        raise NothingToCommit(f"no files to commit on the new branch {branch}")
+    commit = Commit()
+    commit.tree = ObjectID(tree_id)
+    parents = [] if expected is None else [expected]
+    parents += [p for p in dict.fromkeys(extra_parents) if p not in parents]
+    commit.parents = [ObjectID(p) for p in parents]
+    commit.author = author_bytes
+    commit.committer = committer_bytes
+    when = int(time.time()) if timestamp is None else timestamp
+    commit.author_time = commit.commit_time = when
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = (
+        message.encode("utf-8") if message.endswith("\n") else (message + "\n").encode()
+    )
+    objects.append(commit)
+    write_objects(repo, objects)
+    _swap(repo, ref, expected, bytes(commit.id))
+    return bytes(commit.id)
+
+
+def create_branch(repo: Repo, name: str, at: bytes) -> None:
+    """Create ``name`` at commit ``at``; raise :class:`BranchExists` if it already exists."""
+    ref = branch_ref(name)
+    _commit_object(repo, at, "start point")
+    try:
+        _swap(repo, ref, None, at)
+    except RefMoved as exc:
+        raise BranchExists(f"branch {name} already exists at {_short(exc.current)}") from None
+
+
+def delete_branch(repo: Repo, name: str, expected: bytes) -> None:
+    """Delete ``name`` if it still points to ``expected``, else raise :class:`RefMoved`."""
+    ref = branch_ref(name)
+
+    def attempt() -> bool:
+        return bool(repo.refs.remove_if_equals(Ref(ref), ObjectID(expected)))
+
+    if not _past_locks(attempt):
+        raise RefMoved(ref, expected, read_ref(repo, ref))
+
+
+def read_synced(repo: Repo, branch: str) -> bytes | None:
+    """The commit of ``branch`` the live documents were last reconciled with, if recorded."""
+    return read_ref(repo, synced_ref(branch))
+
+
+def set_synced(repo: Repo, branch: str, value: bytes) -> None:
+    """Record that the live documents of ``branch`` match commit ``value``."""
+    ref = Ref(synced_ref(branch))
+    _past_locks(lambda: repo.refs.set_if_equals(ref, None, ObjectID(value)))

@@ -1,0 +1,447 @@
+"""Three-way merge planning: what merging one commit into another would change, and where.
+
+A plan is computed from two tree diffs, merge base -> source and merge base -> target, which
+skip identical subtrees, so its cost follows the number of changed files, not the size of the
+repository. The plan carries the contents of every file it changes (for diffs and for the live
+documents); files changed on both sides are merged line by line with ``merge3``. Nothing is
+written and no ref moves.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, AnyStr, Literal, cast
+
+import merge3
+from dulwich.graph import find_merge_base
+from dulwich.objects import S_ISGITLINK, Commit, ObjectID, parse_tree
+from dulwich.repo import Repo
+
+from .commits import read_object
+
+__all__ = [
+    "BINARY_SNIFF",
+    "FileMerge",
+    "MergeConflict",
+    "MergePlan",
+    "UnrelatedHistories",
+    "is_binary",
+    "merge_base",
+    "merge_text",
+    "plan_merge",
+    "resolve_plan",
+]
+
+BINARY_SNIFF = 8000
+"""A NUL byte in this many leading bytes marks a file as binary, as git decides."""
+
+Status = Literal["added", "modified", "deleted", "conflict"]
+_Entry = tuple[int, bytes]  # (mode, blob id)
+
+
+class UnrelatedHistories(Exception):
+    """The two commits have no common ancestor."""
+
+
+class MergeConflict(Exception):
+    """A plan with conflicts was resolved without conflict markers."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        super().__init__(f"merge conflicts in {', '.join(paths)}")
+        self.paths = list(paths)
+
+
+def is_binary(data: bytes | None) -> bool:
+    """Whether ``data`` is not text: a NUL in its first 8000 bytes, or not UTF-8."""
+    if data is None:
+        return False
+    if b"\0" in data[:BINARY_SNIFF]:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+@dataclass(slots=True)
+class FileMerge:
+    """One file of a plan. ``ours`` is the target's content, ``theirs`` the source's.
+
+    ``merged`` is what the target gets; ``None`` deletes the file. For a conflict it is the
+    text with conflict markers, or the changed side when the other deleted the file, or
+    ``None`` when nothing can be merged (binary files, a file/directory clash): the target
+    then keeps its version. ``mode`` is the merged git file mode (None when deleted).
+    """
+
+    path: str
+    status: Status
+    base: bytes | None
+    ours: bytes | None
+    theirs: bytes | None
+    merged: bytes | None
+    binary: bool = False
+    mode: int | None = None
+
+    def diff(self) -> str:
+        """Unified diff from ``ours`` to ``merged`` (a one-line note for binary files)."""
+        if self.binary:
+            return f"Binary files a/{self.path} and b/{self.path} differ\n"
+        before = _lines(self.ours)
+        after = _lines(
+            self.merged if self.merged is not None or self.status != "conflict" else self.ours
+        )
+        return "".join(
+            difflib.unified_diff(
+                before,
+                after,
+                "/dev/null" if self.ours is None else f"a/{self.path}",
+                "/dev/null" if self.merged is None else f"b/{self.path}",
+            )
+        )
+
+
+def _lines(data: bytes | None) -> list[str]:
+    lines = (data or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+@dataclass(slots=True)
+class MergePlan:
+    """What merging ``source`` into ``target`` changes on the target."""
+
+    source: bytes
+    target: bytes
+    base: bytes | None
+    files: list[FileMerge] = field(default_factory=list)
+    up_to_date: bool = False
+    fast_forward: bool = False
+
+    @property
+    def conflicts(self) -> list[str]:
+        """Paths of the files in conflict."""
+        return [f.path for f in self.files if f.status == "conflict"]
+
+
+def merge_base(repo: Repo, a: bytes, b: bytes) -> bytes | None:
+    """A best common ancestor of commits ``a`` and ``b`` (the first, if there are several)."""
+    bases = find_merge_base(repo, [ObjectID(a), ObjectID(b)])
+    return bytes(bases[0]) if bases else None
+
+
+def merge_text(
+    base: str, ours: str, theirs: str, *, labels: tuple[str, str] = ("ours", "theirs")
+) -> tuple[str, bool]:
+    """Merge two edits of ``base`` line by line; return (merged text, whether it conflicts).
+
+    Edits on different lines are all kept; lines changed on both sides differently are put
+    between ``<<<<<<< ours`` / ``=======`` / ``>>>>>>> theirs`` markers.
+    """
+    marks = (f"<<<<<<< {labels[0]}\n", "=======\n", f">>>>>>> {labels[1]}\n", "\n")
+    lines, conflict = _merge_lines(
+        _split(base, "\n"), _split(ours, "\n"), _split(theirs, "\n"), marks
+    )
+    return "".join(lines), conflict
+
+
+def _split(text: AnyStr, newline: AnyStr) -> list[AnyStr]:
+    """Lines of ``text``, each with its newline; a last line without one is kept as it is."""
+    parts = text.split(newline)
+    lines = [part + newline for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+class _Matcher:
+    """The matching blocks of two line sequences, for ``merge3``.
+
+    Common leading and trailing lines are matched directly, and difflib (without its "popular
+    line" heuristic, which misaligns long files) only sees what lies between: a typical edit
+    touches a few lines of a long file.
+    """
+
+    def __init__(self, isjunk: None = None, a: Sequence[Any] = (), b: Sequence[Any] = ()) -> None:
+        self.a, self.b = a, b
+
+    def get_matching_blocks(self) -> list[tuple[int, int, int]]:
+        a, b = self.a, self.b
+        shortest = min(len(a), len(b))
+        head = 0
+        while head < shortest and a[head] == b[head]:
+            head += 1
+        tail = 0
+        while tail < shortest - head and a[-1 - tail] == b[-1 - tail]:
+            tail += 1
+        blocks = [(0, 0, head)] if head else []
+        if head + tail < len(a) and head + tail < len(b):
+            middle = difflib.SequenceMatcher(
+                None, a[head : len(a) - tail], b[head : len(b) - tail], autojunk=False
+            )
+            blocks += [(i + head, j + head, n) for i, j, n in middle.get_matching_blocks() if n]
+        if tail:
+            blocks.append((len(a) - tail, len(b) - tail, tail))
+        blocks.append((len(a), len(b), 0))
+        return blocks
+
+
+def _merge_lines(
+    base: list[AnyStr], ours: list[AnyStr], theirs: list[AnyStr], marks: tuple[AnyStr, ...]
+) -> tuple[list[AnyStr], bool]:
+    start, middle, end, newline = marks
+    merger = merge3.Merge3(base, ours, theirs, sequence_matcher=_Matcher)
+    out: list[AnyStr] = []
+    conflict = False
+    for region in merger.reprocess_merge_regions(merger.merge_regions()):
+        kind = region[0]
+        if kind == "unchanged":
+            out += base[region[1] : region[2]]
+        elif kind in ("a", "same"):
+            out += ours[region[1] : region[2]]
+        elif kind == "b":
+            out += theirs[region[1] : region[2]]
+        else:
+            conflict = True
+            ia, amatch, ib, bmatch = cast("tuple[int, int, int, int]", region[3:7])
+            out.append(start)
+            out += _closed(ours[ia:amatch], newline)
+            out.append(middle)
+            out += _closed(theirs[ib:bmatch], newline)
+            out.append(end)
+    return out, conflict
+
+
+def _closed(lines: list[AnyStr], newline: AnyStr) -> list[AnyStr]:
+    """``lines`` with a newline after the last one, so a marker that follows starts a line."""
+    if lines and not lines[-1].endswith(newline):
+        closed = lines.copy()
+        closed[-1] += newline
+        return closed
+    return lines
+
+
+def _merge_bytes(
+    base: bytes | None, ours: bytes, theirs: bytes, labels: tuple[str, str]
+) -> tuple[bytes, bool]:
+    marks = (f"<<<<<<< {labels[0]}\n".encode(), b"=======\n", f">>>>>>> {labels[1]}\n".encode())
+    lines, conflict = _merge_lines(
+        _split(base or b"", b"\n"), _split(ours, b"\n"), _split(theirs, b"\n"), (*marks, b"\n")
+    )
+    return b"".join(lines), conflict
+
+
+def _commit(repo: Repo, sha: bytes) -> Commit:
+    obj = read_object(repo, sha)
+    if not isinstance(obj, Commit):
+        raise ValueError(f"{sha[:12]!r} is not a commit")
+    return obj
+
+
+class _Reader:
+    """Raw object reads for one plan: the packs are listed once and parsed trees kept."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.store = repo.object_store
+        self.packs = list(self.store.packs)
+        self.loose = str(self.store.path)
+        self.trees: dict[bytes, dict[bytes, _Entry]] = {}
+
+    def raw(self, sha: bytes) -> bytes:
+        for pack in self.packs:
+            try:
+                return pack.get_raw(ObjectID(sha))[1]
+            except KeyError:
+                continue
+        hex_id = sha.decode("ascii")
+        try:
+            with open(os.path.join(self.loose, hex_id[:2], hex_id[2:]), "rb") as f:
+                return zlib.decompress(f.read()).partition(b"\0")[2]
+        except FileNotFoundError:
+            return bytes(self.store.get_raw(ObjectID(sha))[1])
+
+    def tree(self, sha: bytes) -> dict[bytes, _Entry]:
+        entries = self.trees.get(sha)
+        if entries is None:
+            parsed = parse_tree(self.raw(sha), 20)
+            entries = self.trees[sha] = {name: (mode, hex_id) for name, mode, hex_id in parsed}
+        return entries
+
+    def blob(self, entry: _Entry | None) -> bytes | None:
+        if entry is None or S_ISGITLINK(entry[0]):
+            return None
+        return self.raw(entry[1])
+
+
+_Changes = dict[bytes, tuple[_Entry | None, _Entry | None]]
+
+
+def _changes(reader: _Reader, old_tree: bytes, new_tree: bytes) -> _Changes:
+    """path -> (old entry, new entry) for every file that differs between two trees.
+
+    Identical subtrees are skipped without being read; a file that becomes a directory (or the
+    reverse) shows as the file deleted (added) and the files below added (deleted).
+    """
+    out: _Changes = {}
+    _diff(reader, old_tree, new_tree, b"", out)
+    return out
+
+
+def _diff(
+    reader: _Reader, old: bytes | None, new: bytes | None, prefix: bytes, out: _Changes
+) -> None:
+    before = reader.tree(old) if old is not None else {}
+    after = reader.tree(new) if new is not None else {}
+    for name in before.keys() | after.keys():
+        was, now = before.get(name), after.get(name)
+        if was == now:
+            continue
+        was_dir = was is not None and stat.S_ISDIR(was[0])
+        now_dir = now is not None and stat.S_ISDIR(now[0])
+        if was_dir or now_dir:
+            old_sub = was[1] if was is not None and was_dir else None
+            new_sub = now[1] if now is not None and now_dir else None
+            _diff(reader, old_sub, new_sub, prefix + name + b"/", out)
+        was_file = None if was_dir else was
+        now_file = None if now_dir else now
+        if was_file != now_file:
+            out[prefix + name] = (was_file, now_file)
+
+
+def _binary(entry: _Entry | None, data: bytes | None) -> bool:
+    """Symlinks and submodules count as binary: they are merged whole, never line by line."""
+    return entry is not None and (not stat.S_ISREG(entry[0]) or is_binary(data))
+
+
+def _merged_mode(base: _Entry | None, ours: _Entry, theirs: _Entry) -> int | None:
+    """The mode both sides agree on, or the one changed from the base; None if both changed."""
+    base_mode = None if base is None else base[0]
+    if ours[0] == theirs[0] or theirs[0] == base_mode:
+        return ours[0]
+    if ours[0] == base_mode:
+        return theirs[0]
+    return None
+
+
+def _file_merge(
+    reader: _Reader,
+    path: bytes,
+    base: _Entry | None,
+    ours: _Entry | None,
+    theirs: _Entry | None,
+    labels: tuple[str, str],
+) -> FileMerge | None:
+    """How the target's file at ``path`` changes; None when it stays as it is."""
+    if ours == theirs or theirs == base:
+        return None
+    name = path.decode("utf-8", "surrogateescape")
+    base_data, theirs_data = reader.blob(base), reader.blob(theirs)
+    if ours == base:  # only the source changed it: the target takes the source's version
+        status: Status = "added" if base is None else "deleted" if theirs is None else "modified"
+        binary = _binary(base, base_data) or _binary(theirs, theirs_data)
+        mode = None if theirs is None else theirs[0]
+        return FileMerge(name, status, base_data, base_data, theirs_data, theirs_data, binary, mode)
+    ours_data = reader.blob(ours)
+    binary = _binary(base, base_data) or _binary(ours, ours_data) or _binary(theirs, theirs_data)
+    if ours is None or theirs is None:  # deleted on one side, changed on the other: keep it
+        kept, entry = (theirs_data, theirs) if ours is None else (ours_data, ours)
+        assert entry is not None
+        return FileMerge(
+            name, "conflict", base_data, ours_data, theirs_data, kept, binary, entry[0]
+        )
+    mode = _merged_mode(base, ours, theirs)
+    if binary or mode is None:
+        return FileMerge(name, "conflict", base_data, ours_data, theirs_data, None, binary, ours[0])
+    assert ours_data is not None and theirs_data is not None
+    if ours[1] == theirs[1]:
+        merged, conflict = ours_data, False
+    else:
+        merged, conflict = _merge_bytes(base_data, ours_data, theirs_data, labels)
+    if not conflict and merged == ours_data and mode == ours[0]:
+        return None
+    status = "conflict" if conflict else "modified"
+    return FileMerge(name, status, base_data, ours_data, theirs_data, merged, False, mode)
+
+
+def plan_merge(
+    repo: Repo, source: bytes, target: bytes, *, labels: tuple[str, str] = ("ours", "theirs")
+) -> MergePlan:
+    """Plan merging commit ``source`` into commit ``target``; ``labels`` name them in markers.
+
+    Raises :class:`UnrelatedHistories` if they have no common ancestor.
+    """
+    source_commit, target_commit = _commit(repo, source), _commit(repo, target)
+    if source == target:
+        return MergePlan(source, target, source, up_to_date=True)
+    base = merge_base(repo, source, target)
+    if base is None:
+        raise UnrelatedHistories(f"{source[:12]!r} and {target[:12]!r} share no history")
+    if base == source:
+        return MergePlan(source, target, base, up_to_date=True)
+    reader = _Reader(repo)
+    if base == target:
+        files = [
+            f
+            for path, (old, new) in sorted(
+                _changes(reader, target_commit.tree, source_commit.tree).items()
+            )
+            if (f := _file_merge(reader, path, old, old, new, labels)) is not None
+        ]
+        return MergePlan(source, target, base, files, fast_forward=True)
+    base_tree = _commit(repo, base).tree
+    theirs = _changes(reader, base_tree, source_commit.tree)
+    ours = _changes(reader, base_tree, target_commit.tree)
+    files = []
+    for path, (old, new) in sorted(theirs.items()):
+        mine = ours[path][1] if path in ours else old
+        merged = _file_merge(reader, path, old, mine, new, labels)
+        if merged is not None:
+            files.append(merged)
+    _mark_directory_clashes(files, ours)
+    return MergePlan(source, target, base, files)
+
+
+def _mark_directory_clashes(files: list[FileMerge], ours: _Changes) -> None:
+    """Turn into conflicts the files that would need a path to be both a file and a directory
+    (the target's version is kept)."""
+    our_files = {
+        p.decode("utf-8", "surrogateescape") for p, (_, new) in ours.items() if new is not None
+    }
+    our_dirs = {path.rsplit("/", i)[0] for path in our_files for i in range(1, path.count("/") + 1)}
+    for i, merge in enumerate(files):
+        if merge.merged is None or merge.merged == merge.ours:
+            continue
+        parents = {merge.path.rsplit("/", n)[0] for n in range(1, merge.path.count("/") + 1)}
+        if merge.path in our_dirs or parents & our_files:
+            files[i] = FileMerge(
+                merge.path,
+                "conflict",
+                merge.base,
+                merge.ours,
+                merge.theirs,
+                None,
+                merge.binary,
+                merge.mode,
+            )
+
+
+def resolve_plan(plan: MergePlan, *, markers: bool) -> dict[str, bytes | None]:
+    """The changes (path -> content, None deletes) that apply ``plan`` to its target.
+
+    With ``markers``, conflicted text files get their conflict markers and other conflicts
+    keep the target's version; without, conflicts raise :class:`MergeConflict`.
+    """
+    if plan.conflicts and not markers:
+        raise MergeConflict(plan.conflicts)
+    changes: dict[str, bytes | None] = {}
+    for merge in plan.files:
+        if merge.status == "conflict" and (merge.merged is None or merge.merged == merge.ours):
+            continue
+        changes[merge.path] = merge.merged
+    return changes

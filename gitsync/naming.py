@@ -1,0 +1,48 @@
+"""Branch names for participants.
+
+Every participant owns the branch ``people/<slug>-<hash8>``:
+
+- ``slug`` is the user id folded to lowercase ASCII (accents dropped by NFKD), every run of
+  other characters replaced by one ``-``, trimmed of ``-`` and cut to 32 characters; ``user``
+  when nothing is left (an id written only in CJK, say).
+- ``hash8`` is the first 8 hex digits of the SHA-256 of the exact user id (UTF-8).
+
+The slug keeps the name readable; the hash keeps it unique, so ``Alice`` and ``alice``, or
+``bob`` and ``bob/x``, get different branches although their slugs may be equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+from protocol.names import validate_branch
+
+__all__ = ["PARTICIPANT_PREFIX", "is_participant_branch", "participant_branch", "slugify"]
+
+PARTICIPANT_PREFIX = "people/"
+MAX_SLUG = 32
+_FALLBACK = "user"
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_PARTICIPANT_RE = re.compile(r"people/[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}")
+
+
+def slugify(text: str) -> str:
+    """Return the readable ``[a-z0-9-]`` part of a participant branch name."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = _NOT_SLUG.sub("-", ascii_text.lower()).strip("-")
+    return slug[:MAX_SLUG].rstrip("-") or _FALLBACK
+
+
+def participant_branch(user: str) -> str:
+    """Return the branch of the participant whose user id is ``user`` (non-empty)."""
+    if not user:
+        raise ValueError("a participant needs a non-empty user id")
+    digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return validate_branch(f"{PARTICIPANT_PREFIX}{slugify(user)}-{digest}")
+
+
+def is_participant_branch(name: str) -> bool:
+    """Whether ``name`` has the shape of a name made by :func:`participant_branch`."""
+    return _PARTICIPANT_RE.fullmatch(name) is not None

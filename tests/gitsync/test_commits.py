@@ -1,0 +1,465 @@
+"""Commits on the object store: incremental trees, durability order, CAS on refs, stale locks."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from dulwich.objects import Commit
+from dulwich.repo import Repo
+
+import gitsync.commits as commits
+from gitsync.commits import (
+    BranchExists,
+    NothingToCommit,
+    RefMoved,
+    author_line,
+    branch_heads,
+    commit_changes,
+    commit_message,
+    create_branch,
+    delete_branch,
+    read_ref,
+    read_synced,
+    set_synced,
+    synced_ref,
+    write_objects,
+)
+from gitsync.locks import RefLocked, recover_stale_locks
+from protocol.errors import ProtocolError
+
+ALICE = "Alice Doe <alice@example.com>"
+ROOT = Path(__file__).resolve().parents[2]
+Git = Callable[..., str]
+
+
+def commit(
+    repo: Repo, changes: dict[str, bytes | None], expected: bytes | None, **kw: object
+) -> bytes:
+    kw.setdefault("message", "edit\n")
+    kw.setdefault("author", ALICE)
+    return commit_changes(repo, "main", changes, expected=expected, **kw)  # type: ignore[arg-type]
+
+
+def tree_files(git: Git, repo_path: Path, rev: str) -> dict[str, str]:
+    """path -> blob id of every file at ``rev``, as the git CLI lists it."""
+    out = git(repo_path, "ls-tree", "-r", "-z", rev)
+    files = {}
+    for line in filter(None, out.split("\0")):
+        meta, path = line.split("\t", 1)
+        files[path] = meta.split()[2]
+    return files
+
+
+def cli_tree(git: Git, tmp: Path, repo_path: Path, files: dict[str, bytes]) -> str:
+    """The tree id the git CLI writes for ``files``, built from scratch in a fresh index."""
+    work = tmp / f"work-{random.getrandbits(32)}"
+    for path, data in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_bytes(data)
+    work.mkdir(exist_ok=True)
+    index = {"GIT_INDEX_FILE": str(tmp / f"index-{random.getrandbits(32)}")}
+    args = ["--git-dir", str(repo_path), "--work-tree", str(work)]
+    git(tmp, *args, "add", "-A", env=index)
+    return git(tmp, *args, "write-tree", env=index).strip()
+
+
+def test_root_commit_and_nested_paths_read_back_byte_exact(
+    repo: Repo, repo_path: Path, git: Git, git_out: Callable[..., bytes]
+) -> None:
+    files = {
+        "README.md": b"# Title\r\nwindows line\r\n",
+        "src/app/main.py": "print('héllo 世界 🎉')\n".encode(),
+        "src/app/data.bin": bytes(range(256)) * 4,
+        "src/lib.py": b"no newline at end",
+        "empty.txt": b"",
+    }
+    head = commit(repo, dict(files), None)
+    assert read_ref(repo, b"refs/heads/main") == head
+    for path, data in files.items():
+        assert git_out(repo_path, "show", f"main:{path}") == data
+    assert set(tree_files(git, repo_path, "main")) == set(files)
+    assert git(repo_path, "rev-list", "--count", "main").strip() == "1"
+
+
+def test_updates_deletes_and_prunes_only_the_changed_paths(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    first = commit(
+        repo,
+        {"a/b/c.txt": b"c\n", "a/b/d.txt": b"d\n", "a/e.txt": b"e\n", "docs/x.md": b"x\n"},
+        None,
+    )
+    docs_before = git(repo_path, "rev-parse", "main:docs").strip()
+    second = commit(repo, {"a/b/c.txt": None, "a/b/d.txt": None, "a/e.txt": b"E\n"}, first)
+    assert tree_files(git, repo_path, "main").keys() == {"a/e.txt", "docs/x.md"}
+    assert git(repo_path, "ls-tree", "main:a").split()[-1] == "e.txt"  # a/b pruned
+    assert git(repo_path, "rev-parse", "main:docs").strip() == docs_before  # untouched subtree kept
+    third = commit(repo, {"a/e.txt": None}, second)
+    assert tree_files(git, repo_path, "main").keys() == {"docs/x.md"}
+    commit(repo, {"docs/x.md": None}, third)
+    assert git(repo_path, "ls-tree", "main").strip() == ""  # empty root tree
+    assert (
+        git(repo_path, "rev-parse", "main^{tree}").strip()
+        == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    )
+
+
+def test_random_edits_give_the_same_trees_as_the_git_cli(
+    repo: Repo, repo_path: Path, git: Git, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    dirs = ["", "a/", "a/b/", "a/b/c/", "d/", "d/e/"]
+    model: dict[str, bytes] = {}
+    head = None
+    for step in range(40):
+        changes: dict[str, bytes | None] = {}
+        for _ in range(rng.randint(1, 4)):
+            if model and rng.random() < 0.35:
+                changes[rng.choice(sorted(model))] = None
+            else:
+                path = rng.choice(dirs) + f"f{rng.randint(0, 6)}.txt"
+                if not any(p.startswith(path + "/") for p in model):
+                    changes[path] = f"step {step} {rng.random()}\n".encode()
+        expected_model = {**model, **{p: c for p, c in changes.items() if c is not None}}
+        for path, content in changes.items():
+            if content is None:
+                expected_model.pop(path, None)
+        try:
+            head = commit(repo, changes, head)
+        except NothingToCommit:
+            assert expected_model == model
+            continue
+        model = expected_model
+        if step % 8 == 7 or step == 39:
+            ours = git(repo_path, "rev-parse", "main^{tree}").strip()
+            assert ours == cli_tree(git, tmp_path, repo_path, model)
+    assert git(repo_path, "fsck", "--full", "--strict", "--no-dangling").strip() == ""
+
+
+def test_unchanged_tree_is_nothing_to_commit(repo: Repo, repo_path: Path, git: Git) -> None:
+    head = commit(repo, {"a.txt": b"a\n", "d/b.txt": b"b\n"}, None)
+    with pytest.raises(NothingToCommit):
+        commit(repo, {"a.txt": b"a\n"}, head)
+    with pytest.raises(NothingToCommit):
+        commit(repo, {"missing.txt": None, "d/missing/x": None}, head)
+    with pytest.raises(NothingToCommit):
+        commit(repo, {}, head)
+    assert read_ref(repo, b"refs/heads/main") == head
+    empty = commit(repo, {}, head, allow_empty=True)
+    assert git(repo_path, "rev-parse", "main^{tree}") == git(
+        repo_path, "rev-parse", f"{head.decode()}^{{tree}}"
+    )
+    assert git(repo_path, "rev-parse", "main^").strip() == head.decode()
+    assert empty != head
+
+
+def test_file_replaces_directory_and_back(repo: Repo, repo_path: Path, git: Git) -> None:
+    head = commit(repo, {"x/a.txt": b"a", "x/b/c.txt": b"c", "y": b"file"}, None)
+    head = commit(repo, {"x/a.txt": None, "x/b/c.txt": None, "x": b"now a file"}, head)
+    head = commit(repo, {"y": None, "y/z.txt": b"now a dir"}, head)
+    assert tree_files(git, repo_path, "main").keys() == {"x", "y/z.txt"}
+    with pytest.raises(ValueError):
+        commit(repo, {"q": b"file", "q/r": b"and dir"}, head)
+    assert git(repo_path, "fsck", "--full", "--strict", "--no-dangling").strip() == ""
+
+
+def test_bad_paths_and_identities_are_refused(repo: Repo) -> None:
+    for bad in ("../x", "/abs", ".git/config", "a//b", "a\\b"):
+        with pytest.raises((ProtocolError, ValueError)):
+            commit(repo, {bad: b"x"}, None)
+    with pytest.raises(ValueError):
+        commit(repo, {"a": b"x"}, None, author="no email")
+    with pytest.raises(ProtocolError):
+        commit_changes(repo, "bad..name", {"a": b"x"}, message="m", author=ALICE, expected=None)
+    assert branch_heads(repo) == {}
+
+
+def test_author_and_co_authors_show_in_git_log(repo: Repo, repo_path: Path, git: Git) -> None:
+    message = commit_message(
+        ["src/app.py", "README.md"], ["Bob <bob@example.com>", "Carol <c@example.com>"]
+    )
+    assert message == (
+        "Edit src/app.py, README.md\n\n"
+        "Co-authored-by: Bob <bob@example.com>\nCo-authored-by: Carol <c@example.com>\n"
+    )
+    commit(
+        repo,
+        {"src/app.py": b"x", "README.md": b"y"},
+        None,
+        message=message,
+        committer="collab <collab@localhost>",
+        timestamp=1_700_000_000,
+    )
+    log = git(
+        repo_path,
+        "log",
+        "-1",
+        "--format=%an <%ae>|%cn <%ce>|%at|%s|%(trailers:key=Co-authored-by,valueonly,separator=;)",
+    )
+    assert log.strip() == (
+        "Alice Doe <alice@example.com>|collab <collab@localhost>|1700000000|Edit src/app.py, README.md|"
+        "Bob <bob@example.com>;Carol <c@example.com>"
+    )
+
+
+def test_message_and_author_lines() -> None:
+    assert commit_message(["a"], []) == "Edit a\n"
+    assert commit_message(list("abcdef"), ["X <x@y>", "X <x@y>"]) == (
+        "Edit a, b and 4 more files\n\nCo-authored-by: X <x@y>\n"
+    )
+    assert author_line("Bob", "bob@example.com") == "Bob <bob@example.com>"
+    assert author_line("Evil <x> Name\n", "a b<c>@d") == "Evil x Name <abc@d>"
+    assert author_line("José") == "José <jose@collab.invalid>"
+
+
+def test_objects_are_written_before_the_ref_and_fsynced(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head = commit(repo, {"a.txt": b"1"}, None)
+    events: list[str] = []
+    real_fsync, real_replace, real_swap = os.fsync, os.replace, commits._swap
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    def swap(*args: object) -> None:
+        events.append("ref")
+        real_swap(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(commits, "_swap", swap)
+    new = commit(repo, {"a.txt": b"2", "b/c.txt": b"3"}, head)
+    # two blobs, tree b, the root tree and the commit: fsynced, renamed in, directories fsynced,
+    # and only then the ref moves
+    before_ref = events[: events.index("ref")]
+    assert before_ref.count("rename") == 5
+    assert before_ref[:5] == ["fsync"] * 5
+    assert before_ref[5:10] == ["rename"] * 5
+    assert before_ref[10:] and set(before_ref[10:]) == {"fsync"}
+    assert read_ref(repo, b"refs/heads/main") == new
+
+
+def test_a_failed_fsync_leaves_the_ref_and_no_temporary_files(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head = commit(repo, {"a.txt": b"1"}, None)
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        commit(repo, {"a.txt": b"2", "b/c.txt": b"3"}, head)
+    monkeypatch.undo()
+    assert read_ref(repo, b"refs/heads/main") == head
+    assert list(Path(repo.object_store.path).glob("??/tmp_obj_*")) == []
+
+
+def test_write_objects_skips_objects_already_stored(repo: Repo) -> None:
+    head = commit(repo, {"a.txt": b"same"}, None)
+    obj = repo[head]
+    assert isinstance(obj, Commit)
+    write_objects(repo, [obj])  # present: nothing written, nothing raised
+    leftovers = list(Path(repo.object_store.path).glob("??/tmp_obj_*"))
+    assert leftovers == []
+
+
+def test_cas_has_one_winner_and_the_ref_never_moves_back(
+    repo: Repo, git: Git, repo_path: Path
+) -> None:
+    base = commit(repo, {"a.txt": b"base"}, None)
+    first = commit(repo, {"a.txt": b"first"}, base)
+    with pytest.raises(RefMoved) as moved:
+        commit(repo, {"a.txt": b"second"}, base)
+    assert moved.value.current == first
+    assert read_ref(repo, b"refs/heads/main") == first
+    with pytest.raises(RefMoved):
+        commit(repo, {"new.txt": b"x"}, None)  # the branch exists already
+    assert read_ref(repo, b"refs/heads/main") == first
+    assert git(repo_path, "rev-list", "main").split() == [first.decode(), base.decode()]
+
+
+def test_threads_racing_on_one_branch_lose_no_commit(repo_path: Path, git: Git) -> None:
+    with Repo(str(repo_path)) as setup:
+        root = commit(setup, {"start.txt": b"0"}, None)
+    workers, per_worker = 4, 8
+    barrier = threading.Barrier(workers)
+    lost_races = []
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            with Repo(str(repo_path)) as repo:
+                barrier.wait()
+                head = root
+                for i in range(per_worker):
+                    while True:
+                        try:
+                            head = commit(repo, {f"w{n}/{i}.txt": f"{n}:{i}".encode()}, head)
+                            break
+                        except RefMoved as exc:
+                            lost_races.append(n)
+                            assert exc.current is not None
+                            head = exc.current
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert lost_races  # they did race
+    history = git(repo_path, "rev-list", "--first-parent", "main").split()
+    assert len(history) == workers * per_worker + 1
+    files = tree_files(git, repo_path, "main")
+    assert {f"w{n}/{i}.txt" for n in range(workers) for i in range(per_worker)} <= files.keys()
+
+
+WORKER = """
+import sys
+from dulwich.repo import Repo
+from gitsync.commits import RefMoved, commit_changes, read_ref
+path, n, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with Repo(path) as repo:
+    head = read_ref(repo, b"refs/heads/main")
+    retries = 0
+    for i in range(count):
+        while True:
+            try:
+                head = commit_changes(repo, "main", {f"p{n}/{i}.txt": b"x"}, message="m\\n",
+                                      author="P <p@example.com>", expected=head)
+                break
+            except RefMoved as exc:
+                retries += 1
+                head = exc.current
+print(retries)
+"""
+
+
+def test_processes_racing_on_one_branch_lose_no_commit(repo_path: Path, git: Git) -> None:
+    with Repo(str(repo_path)) as setup:
+        commit(setup, {"start.txt": b"0"}, None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(repo_path), str(n), "15"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for n in range(3)
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        int(out)
+    assert len(git(repo_path, "rev-list", "main").split()) == 3 * 15 + 1
+    assert {f"p{n}/{i}.txt" for n in range(3) for i in range(15)} <= tree_files(
+        git, repo_path, "main"
+    ).keys()
+    assert git(repo_path, "fsck", "--full", "--strict", "--no-dangling").strip() == ""
+
+
+def _old(path: Path, age: float = 60.0) -> None:
+    path.write_bytes(b"")
+    then = time.time() - age
+    os.utime(path, (then, then))
+
+
+def test_stale_ref_lock_is_recovered(repo: Repo, repo_path: Path) -> None:
+    head = commit(repo, {"a.txt": b"1"}, None)
+    lock = repo_path / "refs" / "heads" / "main.lock"
+    _old(lock)
+    new = commit(repo, {"a.txt": b"2"}, head)
+    assert read_ref(repo, b"refs/heads/main") == new
+    assert not lock.exists()
+
+
+def test_fresh_lock_is_a_clear_error_and_leaves_the_ref(
+    repo: Repo, repo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commits, "LOCK_WAIT", 0.2)
+    head = commit(repo, {"a.txt": b"1"}, None)
+    lock = repo_path / "refs" / "heads" / "main.lock"
+    lock.write_bytes(b"")
+    with pytest.raises(RefLocked, match=r"main\.lock"):
+        commit(repo, {"a.txt": b"2"}, head)
+    assert read_ref(repo, b"refs/heads/main") == head
+    assert lock.exists()
+    lock.unlink()
+    assert commit(repo, {"a.txt": b"2"}, head) != head
+
+
+def test_stale_packed_refs_lock_does_not_block_deleting_a_packed_branch(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    head = commit(repo, {"a.txt": b"1"}, None)
+    create_branch(repo, "topic", head)
+    git(repo_path, "pack-refs", "--all")
+    assert not (repo_path / "refs" / "heads" / "topic").exists()
+    _old(repo_path / "packed-refs.lock")
+    delete_branch(repo, "topic", head)
+    assert "topic" not in branch_heads(repo)
+    assert "topic" not in git(repo_path, "branch", "--list")
+
+
+def test_recover_stale_locks_removes_only_old_locks(repo: Repo, repo_path: Path) -> None:
+    commit(repo, {"a.txt": b"1"}, None)
+    old = [repo_path / "packed-refs.lock", repo_path / "refs" / "heads" / "x.lock"]
+    for path in old:
+        _old(path)
+    (repo_path / "refs" / "heads" / "nested").mkdir()
+    old.append(repo_path / "refs" / "heads" / "nested" / "y.lock")
+    _old(old[-1])
+    fresh = repo_path / "HEAD.lock"
+    fresh.write_bytes(b"")
+    removed = recover_stale_locks(repo, older_than=10)
+    assert sorted(removed) == sorted(old)
+    assert fresh.exists() and not any(p.exists() for p in old)
+
+
+def test_branches_create_delete_and_list(repo: Repo, git: Git, repo_path: Path) -> None:
+    head = commit(repo, {"a.txt": b"1"}, None)
+    create_branch(repo, "people/alice-12345678", head)
+    with pytest.raises(BranchExists):
+        create_branch(repo, "people/alice-12345678", head)
+    with pytest.raises(ValueError):
+        create_branch(repo, "other", b"0" * 40)
+    assert branch_heads(repo) == {"main": head, "people/alice-12345678": head}
+    newer = commit_changes(
+        repo, "people/alice-12345678", {"b": b"2"}, message="m", author=ALICE, expected=head
+    )
+    with pytest.raises(RefMoved) as moved:
+        delete_branch(repo, "people/alice-12345678", head)
+    assert moved.value.current == newer
+    delete_branch(repo, "people/alice-12345678", newer)
+    assert branch_heads(repo) == {"main": head}
+    assert git(repo_path, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/main"]
+
+
+def test_synced_ref_is_private_and_readable(repo: Repo, git: Git, repo_path: Path) -> None:
+    head = commit(repo, {"a.txt": b"1"}, None)
+    assert read_synced(repo, "main") is None
+    set_synced(repo, "main", head)
+    assert synced_ref("main") == b"refs/collab/synced/main"
+    assert read_synced(repo, "main") == head
+    newer = commit(repo, {"a.txt": b"2"}, head)
+    set_synced(repo, "main", newer)
+    assert read_synced(repo, "main") == newer
+    assert "main" in branch_heads(repo) and len(branch_heads(repo)) == 1
+    assert git(repo_path, "rev-parse", "refs/collab/synced/main").strip() == newer.decode()

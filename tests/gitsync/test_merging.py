@@ -1,0 +1,330 @@
+"""Merge planning, checked case by case and against ``git merge-tree --write-tree``."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from dulwich.repo import Repo
+
+from gitsync.commits import commit_changes, create_branch, read_ref
+from gitsync.merging import (
+    MergeConflict,
+    MergePlan,
+    UnrelatedHistories,
+    merge_base,
+    merge_text,
+    plan_merge,
+    resolve_plan,
+)
+
+Git = Callable[..., str]
+AUTHOR = "Tester <t@example.com>"
+BASE = {
+    "a.txt": b"one\ntwo\nthree\nfour\nfive\nsix\nseven\n",
+    "b.txt": b"keep me\n",
+    "src/deep/c.py": b"def f():\n    return 1\n",
+    "img.bin": b"\x89PNG\x00\x01\x02",
+    "gone.txt": b"to be deleted\n",
+}
+
+
+def put(repo: Repo, branch: str, changes: dict[str, bytes | None]) -> bytes:
+    current = read_ref(repo, b"refs/heads/" + branch.encode())
+    return commit_changes(
+        repo, branch, changes, message=f"on {branch}\n", author=AUTHOR, expected=current
+    )
+
+
+def fork(repo: Repo, files: dict[str, bytes | None] = BASE) -> bytes:
+    base = put(repo, "main", dict(files))
+    create_branch(repo, "topic", base)
+    return base
+
+
+def git_merge_tree(git: Git, repo_path: Path, target: str, source: str) -> tuple[str, set[str]]:
+    out = git(
+        repo_path,
+        "merge-tree",
+        "--write-tree",
+        "--name-only",
+        "--no-messages",
+        target,
+        source,
+        check=False,
+    )
+    tree, *names = out.split("\n")
+    return tree.strip(), {n for n in names if n}
+
+
+def apply_and_compare(repo: Repo, repo_path: Path, git: Git, plan: MergePlan) -> None:
+    """Commit the plan with markers and check its tree and conflicts are git's."""
+    git_tree, git_conflicts = git_merge_tree(git, repo_path, "main", "topic")
+    merged = commit_changes(
+        repo,
+        "main",
+        resolve_plan(plan, markers=True),
+        message="merge\n",
+        author=AUTHOR,
+        expected=plan.target,
+        extra_parents=[plan.source],
+        allow_empty=True,
+    )
+    assert set(plan.conflicts) == git_conflicts
+    assert git(repo_path, "rev-parse", f"{merged.decode()}^{{tree}}").strip() == git_tree
+    assert git(repo_path, "rev-parse", f"{merged.decode()}^2").strip() == plan.source.decode()
+
+
+def test_clean_merge_keeps_both_sides(repo: Repo, repo_path: Path, git: Git) -> None:
+    base = fork(repo)
+    theirs = put(
+        repo,
+        "topic",
+        {
+            "a.txt": b"one\ntwo\nthree\nfour\nfive\nsix\nSEVEN\n",
+            "gone.txt": None,
+            "new/dir/n.txt": b"new\n",
+            "src/deep/c.py": b"def f():\n    return 2\n",
+        },
+    )
+    ours = put(
+        repo, "main", {"a.txt": b"ONE\ntwo\nthree\nfour\nfive\nsix\nseven\n", "b2.txt": b"x\n"}
+    )
+    plan = plan_merge(repo, theirs, ours, labels=("main", "topic"))
+    assert (plan.source, plan.target, plan.base) == (theirs, ours, base)
+    assert not plan.up_to_date and not plan.fast_forward and plan.conflicts == []
+    by_path = {f.path: f for f in plan.files}
+    assert {p: f.status for p, f in by_path.items()} == {
+        "a.txt": "modified",
+        "gone.txt": "deleted",
+        "new/dir/n.txt": "added",
+        "src/deep/c.py": "modified",
+    }
+    assert by_path["a.txt"].merged == b"ONE\ntwo\nthree\nfour\nfive\nsix\nSEVEN\n"
+    assert by_path["a.txt"].ours == b"ONE\ntwo\nthree\nfour\nfive\nsix\nseven\n"
+    assert by_path["gone.txt"].merged is None and by_path["new/dir/n.txt"].base is None
+    diff = by_path["a.txt"].diff()
+    assert "-seven\n" in diff and "+SEVEN\n" in diff and "ONE" not in diff.replace(" ONE", "")
+    assert "+new\n" in by_path["new/dir/n.txt"].diff()
+    assert "-to be deleted\n" in by_path["gone.txt"].diff()
+    changes = resolve_plan(plan, markers=False)
+    assert changes == {
+        "a.txt": b"ONE\ntwo\nthree\nfour\nfive\nsix\nSEVEN\n",
+        "gone.txt": None,
+        "new/dir/n.txt": b"new\n",
+        "src/deep/c.py": b"def f():\n    return 2\n",
+    }
+    apply_and_compare(repo, repo_path, git, plan)
+
+
+def test_text_conflict_gets_markers_like_git(repo: Repo, repo_path: Path, git: Git) -> None:
+    fork(repo)
+    theirs = put(
+        repo, "topic", {"a.txt": b"one\ntwo\nTHREE from topic\nfour\nfive\nsix\nseven\nend\n"}
+    )
+    ours = put(repo, "main", {"a.txt": b"one\ntwo\nthree from main\nfour\nfive\nsix\nseven\n"})
+    plan = plan_merge(repo, theirs, ours, labels=("main", "topic"))
+    assert plan.conflicts == ["a.txt"]
+    (conflict,) = plan.files
+    assert conflict.status == "conflict" and not conflict.binary
+    assert conflict.merged == (
+        b"one\ntwo\n<<<<<<< main\nthree from main\n=======\nTHREE from topic\n>>>>>>> topic\n"
+        b"four\nfive\nsix\nseven\nend\n"
+    )
+    with pytest.raises(MergeConflict) as refused:
+        resolve_plan(plan, markers=False)
+    assert refused.value.paths == ["a.txt"]
+    assert resolve_plan(plan, markers=True) == {"a.txt": conflict.merged}
+    apply_and_compare(repo, repo_path, git, plan)
+
+
+def test_binary_conflict_has_no_markers_and_keeps_ours(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    fork(repo)
+    theirs = put(repo, "topic", {"img.bin": b"\x89PNG\x00theirs"})
+    ours = put(repo, "main", {"img.bin": b"\x89PNG\x00ours"})
+    plan = plan_merge(repo, theirs, ours)
+    (conflict,) = plan.files
+    assert (conflict.path, conflict.status, conflict.binary, conflict.merged) == (
+        "img.bin",
+        "conflict",
+        True,
+        None,
+    )
+    assert conflict.diff() == "Binary files a/img.bin and b/img.bin differ\n"
+    assert resolve_plan(plan, markers=True) == {}
+    apply_and_compare(repo, repo_path, git, plan)
+
+
+def test_invalid_utf8_counts_as_binary(repo: Repo) -> None:
+    fork(repo, {"latin1.txt": "café\n".encode("latin-1")})
+    theirs = put(repo, "topic", {"latin1.txt": "café au lait\n".encode("latin-1")})
+    ours = put(repo, "main", {"latin1.txt": "caffè\n".encode("latin-1")})
+    (conflict,) = plan_merge(repo, theirs, ours).files
+    assert conflict.binary and conflict.status == "conflict" and conflict.merged is None
+
+
+def test_modify_delete_conflicts_keep_the_modified_file(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    fork(repo)
+    theirs = put(repo, "topic", {"b.txt": None, "gone.txt": b"changed on topic\n"})
+    ours = put(repo, "main", {"b.txt": b"changed on main\n", "gone.txt": None})
+    plan = plan_merge(repo, theirs, ours)
+    assert sorted(plan.conflicts) == ["b.txt", "gone.txt"]
+    by_path = {f.path: f for f in plan.files}
+    assert by_path["b.txt"].merged == b"changed on main\n" and by_path["b.txt"].theirs is None
+    assert by_path["gone.txt"].merged == b"changed on topic\n" and by_path["gone.txt"].ours is None
+    assert resolve_plan(plan, markers=True) == {"gone.txt": b"changed on topic\n"}
+    apply_and_compare(repo, repo_path, git, plan)
+
+
+def test_add_add(repo: Repo, repo_path: Path, git: Git) -> None:
+    fork(repo)
+    theirs = put(repo, "topic", {"same.txt": b"identical\n", "diff.txt": b"topic\n"})
+    ours = put(repo, "main", {"same.txt": b"identical\n", "diff.txt": b"main\n"})
+    plan = plan_merge(repo, theirs, ours, labels=("main", "topic"))
+    assert plan.conflicts == ["diff.txt"]
+    assert [f.path for f in plan.files] == ["diff.txt"]
+    assert plan.files[0].merged == b"<<<<<<< main\nmain\n=======\ntopic\n>>>>>>> topic\n"
+    apply_and_compare(repo, repo_path, git, plan)
+
+
+def test_file_directory_clash_is_a_conflict(repo: Repo) -> None:
+    fork(repo)
+    theirs = put(repo, "topic", {"x/y.txt": b"dir on topic\n"})
+    ours = put(repo, "main", {"x": b"file on main\n"})
+    plan = plan_merge(repo, theirs, ours)
+    assert plan.conflicts == ["x/y.txt"]
+    assert resolve_plan(plan, markers=True) == {}
+
+
+def test_up_to_date_and_fast_forward(repo: Repo) -> None:
+    base = fork(repo)
+    ahead = put(repo, "main", {"b.txt": b"main moved on\n", "gone.txt": None})
+    plan = plan_merge(repo, base, ahead)  # topic (at base) is already in main
+    assert plan.up_to_date and plan.files == [] and plan.base == base
+    assert plan_merge(repo, ahead, ahead).up_to_date
+    forward = plan_merge(repo, ahead, base)  # main is ahead of topic: topic fast-forwards
+    assert forward.fast_forward and not forward.up_to_date and forward.conflicts == []
+    assert {f.path: f.status for f in forward.files} == {"b.txt": "modified", "gone.txt": "deleted"}
+    assert resolve_plan(forward, markers=False) == {"b.txt": b"main moved on\n", "gone.txt": None}
+
+
+def test_unrelated_histories(repo: Repo) -> None:
+    one = put(repo, "main", {"a": b"1"})
+    other = put(repo, "island", {"a": b"2"})
+    assert merge_base(repo, one, other) is None
+    with pytest.raises(UnrelatedHistories):
+        plan_merge(repo, other, one)
+
+
+def test_many_files_on_both_sides_match_git(repo: Repo, repo_path: Path, git: Git) -> None:
+    files = {
+        f"d{i % 7}/sub{i % 3}/f{i}.txt": f"line 1 of {i}\nline 2\nline 3\nline 4\n".encode()
+        for i in range(120)
+    }
+    fork(repo, files)
+    both = [p for i, p in enumerate(files) if i % 4 == 0]
+    theirs = put(
+        repo,
+        "topic",
+        {
+            **{p: files[p].replace(b"line 1", b"LINE 1") for p in both},
+            "d1/sub1/f1.txt": None,
+            "t/new.txt": b"t\n",
+        },
+    )
+    ours = put(
+        repo,
+        "main",
+        {
+            **{p: files[p].replace(b"line 4", b"LINE 4") for p in both},
+            "d2/sub2/f2.txt": b"main only\n",
+        },
+    )
+    plan = plan_merge(repo, theirs, ours, labels=("main", "topic"))
+    assert plan.conflicts == []
+    assert len(plan.files) == len(both) + 2
+    apply_and_compare(repo, repo_path, git, plan)
+
+
+def test_merge_text_keeps_both_sides() -> None:
+    base = "a\nb\nc\nd\ne\n"
+    merged, conflict = merge_text(base, "A\nb\nc\nd\ne\n", "a\nb\nc\nd\nE\n")
+    assert (merged, conflict) == ("A\nb\nc\nd\nE\n", False)
+    merged, conflict = merge_text(base, "a\nb\nc\nd\ne\nours\n", "theirs\na\nb\nc\nd\ne\n")
+    assert (merged, conflict) == ("theirs\na\nb\nc\nd\ne\nours\n", False)
+    assert merge_text(base, base, base) == (base, False)
+    assert merge_text("", "héllo 世界 🎉\n", "") == ("héllo 世界 🎉\n", False)
+
+
+def test_merge_text_conflicts() -> None:
+    merged, conflict = merge_text("x\ny\nz", "x\nY1\nz", "x\nY2\nz", labels=("live", "git"))
+    assert conflict
+    assert merged == "x\n<<<<<<< live\nY1\n=======\nY2\n>>>>>>> git\nz"
+    merged, conflict = merge_text("x", "x1", "x2")
+    assert conflict and merged == "<<<<<<< ours\nx1\n=======\nx2\n>>>>>>> theirs\n"
+    merged, conflict = merge_text("a\nb\n", "a\nsame\n", "a\nsame\n")
+    assert (merged, conflict) == ("a\nsame\n", False)
+
+
+def test_merge_text_keeps_lone_carriage_returns() -> None:
+    merged, conflict = merge_text("a\rb\nc\n", "a\rb\nC\n", "A\rb\nc\n")
+    assert conflict  # one line, changed on both sides
+    merged, conflict = merge_text("1\n2\r\n3\n4\n", "1!\n2\r\n3\n4\n", "1\n2\r\n3\n4!\n")
+    assert (merged, conflict) == ("1!\n2\r\n3\n4!\n", False)
+
+
+def test_deleted_file_kept_where_the_target_made_a_directory(repo: Repo) -> None:
+    fork(repo, {"x": b"file\n", "other.txt": b"o\n"})
+    theirs = put(repo, "topic", {"x": b"file changed on topic\n"})
+    ours = put(repo, "main", {"x": None, "x/inside.txt": b"now a directory\n"})
+    plan = plan_merge(repo, theirs, ours)
+    assert plan.conflicts == ["x"]
+    assert plan.files[0].merged is None
+    assert resolve_plan(plan, markers=True) == {}  # the target's directory stays
+
+
+def test_merge_text_agrees_with_git_merge_file(tmp_path: Path, git: Git) -> None:
+    rng = random.Random(11)
+    for case in range(120):
+        base = [rng.choice("abcdefgh") + "\n" for _ in range(30)]
+        sides = []
+        for lo, hi in ((0, 12), (17, 29)) if case % 2 else ((0, 29), (0, 29)):
+            lines = list(base)
+            at = rng.randint(lo, hi)
+            lines[at : at + rng.randint(0, 3)] = [
+                f"{rng.choice('XYZ')}{rng.randint(0, 9)}\n"
+            ] * rng.randint(0, 3)
+            sides.append("".join(lines))
+        ours, theirs = sides
+        for name, text in (("ours", ours), ("base", "".join(base)), ("theirs", theirs)):
+            (tmp_path / name).write_text(text)
+        done = subprocess.run(
+            [
+                "git",
+                "merge-file",
+                "-p",
+                "-L",
+                "ours",
+                "-L",
+                "base",
+                "-L",
+                "theirs",
+                "ours",
+                "base",
+                "theirs",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        merged, conflict = merge_text("".join(base), ours, theirs)
+        assert conflict == (done.returncode != 0), case
+        if not conflict:
+            assert merged == done.stdout, case
