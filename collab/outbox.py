@@ -23,6 +23,47 @@ MAX_MERGE = 64  # updates merged into one frame when a peer has fallen behind
 Encoder = Callable[[bytes], bytes]
 
 
+class _LastFrame:
+    """The last frame built for a direct write, by the identity of what it was built from.
+
+    A broadcast hands the same update object, with the same encoder, to every peer in a row,
+    so its message and WebSocket frame are built once and written to each socket. Holding
+    the key objects keeps their identities from being reused while they are cached; each
+    entry is one tuple, replaced whole.
+    """
+
+    __slots__ = ("_encoded", "_framed")
+
+    def __init__(self) -> None:
+        self._encoded: tuple[bytes | None, Encoder | None, bytes] = (None, None, b"")
+        self._framed: tuple[bytes | None, bytes] = (None, b"")
+
+    def encoded(self, update: bytes, encode: Encoder) -> bytes:
+        last_update, last_encode, frame = self._encoded
+        if update is not last_update or encode is not last_encode:
+            frame = encode(update)
+            self._encoded = (update, encode, frame)
+        return frame
+
+    def framed(self, frame: bytes) -> bytes:
+        """``frame`` as one unmasked, final binary WebSocket frame (header and payload)."""
+        last_frame, wire = self._framed
+        if frame is not last_frame:
+            size = len(frame)
+            if size < 126:
+                header = bytes((0x82, size))
+            elif size < 1 << 16:
+                header = bytes((0x82, 126)) + size.to_bytes(2, "big")
+            else:
+                header = bytes((0x82, 127)) + size.to_bytes(8, "big")
+            wire = header + frame
+            self._framed = (frame, wire)
+        return wire
+
+
+_last = _LastFrame()
+
+
 class Outbox:
     """Queues frames for one WebSocket; a peer that lets ``limit`` items pile up is cut off.
 
@@ -38,6 +79,7 @@ class Outbox:
         self._items: collections.deque[bytes | tuple[bytes, Encoder] | None] = collections.deque()
         self._ready = asyncio.Event()
         self._close: tuple[ErrorCode, str] | None = None
+        self._transport: asyncio.Transport | None = None
         self.sent = 0
 
     @property
@@ -67,29 +109,32 @@ class Outbox:
         transport or a closing socket takes the queued path, which keeps order and
         backpressure.
         """
-        request = self.ws._req
-        transport = request.transport if request is not None else None
+        transport = self._transport
+        if transport is None:
+            request = self.ws._req
+            if request is None or request.transport is None:
+                return False
+            transport = self._transport = request.transport
         if (
-            transport is None
-            or transport.is_closing()
+            transport.is_closing()
             or self.ws.closed
             or transport.get_write_buffer_size() > _DIRECT_LIMIT
         ):
             return False
-        size = len(frame)
-        if size < 126:
-            header = bytes((0x82, size))
-        elif size < 1 << 16:
-            header = bytes((0x82, 126)) + size.to_bytes(2, "big")
-        else:
-            header = bytes((0x82, 127)) + size.to_bytes(8, "big")
-        transport.write(header + frame)
+        transport.write(_last.framed(frame))
         self.sent += 1
         return True
 
     def put_update(self, update: bytes, encode: Encoder) -> None:
-        """Send a CRDT update; ``encode`` turns one (possibly merged) update into a frame."""
-        if not self._items and self._close is None and self._write_now(encode(update)):
+        """Send a CRDT update; ``encode`` turns one (possibly merged) update into a frame.
+
+        The frame built for one peer is reused for the next peer handed the same update
+        object with the same encoder (a broadcast builds it once)."""
+        if (
+            not self._items
+            and self._close is None
+            and self._write_now(_last.encoded(update, encode))
+        ):
             return
         self._push((update, encode))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import pathlib
 import queue
 import sqlite3
@@ -36,6 +37,10 @@ CREATE TABLE IF NOT EXISTS docs (
     last_seq INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+
+_MAX_KNOWN_SEQS = 10_000  # documents whose last seq the writer keeps in memory
+_RATE_HORIZON = 0.25  # seconds over which the writer averages the rate of appends
+_BUSY_PER_WINDOW = 0.5  # appends per group window from which the writer waits to group them
 
 _LAST_SEQ_SQL = """
 SELECT MAX(
@@ -98,11 +103,14 @@ class SQLiteStore:
     served strictly in the order they were made, so a ``load`` sees every earlier
     ``append`` and a ``compact`` is ordered with the appends around it.
 
-    Group commit: the writer takes the first pending append, keeps collecting appends for
-    up to ``group_window`` seconds (at most ``max_batch`` of them, and only until a
-    request of another kind arrives), writes them in one transaction (one fsync), then
-    resolves all their futures. ``commits`` counts write transactions and ``appended``
-    counts committed updates.
+    Group commit: the writer takes the first pending append and every append already
+    queued behind it. While appends arrive faster than one per two ``group_window``s, it
+    also keeps collecting appends until ``group_window`` after its last commit (at most
+    ``max_batch`` of them, and only until a request of another kind arrives), so that under
+    load commits are that far apart and grouped; slower, an append is committed at once,
+    without waiting for company that is not coming. It writes the batch in one transaction
+    (one fsync), then resolves all their futures. ``commits`` counts write transactions and
+    ``appended`` counts committed updates.
 
     Sequence numbers are allocated per document from a counter that survives ``compact``
     and ``delete``, so a seq is never reused for a document id. A sqlite error fails only
@@ -130,6 +138,12 @@ class SQLiteStore:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Future[Any] | None = None
         self._closed = True
+        self._last_commit = -float("inf")  # monotonic end of the last append batch
+        self._rate = 0.0  # appends per second, see _append_rate
+        self._rate_at = 0.0
+        # doc id -> its last committed seq, kept by the writer thread so that an append
+        # needs no read; cleared after any failed write (and when it grows too large).
+        self._last_seqs: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -287,19 +301,32 @@ class SQLiteStore:
     def _collect(
         self, requests: queue.SimpleQueue[_Request], batch: list[_Request]
     ) -> _Request | None:
-        """Add appends to ``batch`` for up to ``group_window``; return a non-append met."""
-        deadline = time.monotonic() + self.group_window
+        """Add the appends already queued to ``batch`` and, while appends come fast, those
+        that arrive until ``group_window`` after the last commit; return a non-append met."""
+        deadline: float | None = None
         while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                # Once the window is over, still take what is already queued.
-                req = requests.get(timeout=remaining) if remaining > 0 else requests.get_nowait()
-            except queue.Empty:
-                break
+            if not requests.empty():
+                req = requests.get_nowait()  # this thread is the only one taking requests
+            else:
+                if deadline is None:
+                    now = time.monotonic()
+                    busy = self._append_rate(now) * self.group_window >= _BUSY_PER_WINDOW
+                    deadline = self._last_commit + self.group_window if busy else now
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    req = requests.get(timeout=remaining)
+                except queue.Empty:
+                    break
             if req.op != "append":
                 return req
             batch.append(req)
         return None
+
+    def _append_rate(self, now: float) -> float:
+        """Committed appends per second, averaged with an exponential decay."""
+        return self._rate * math.exp((self._rate_at - now) / _RATE_HORIZON)
 
     @staticmethod
     def _post(
@@ -310,6 +337,10 @@ class SQLiteStore:
             loop.call_soon_threadsafe(_settle_all, items)
 
     def _post_many(self, items: list[tuple[_Request, object, BaseException | None]]) -> None:
+        loop = items[0][0].loop
+        if all(req.loop is loop for req, _, _ in items):  # the usual case: one event loop
+            self._post(loop, [(req.future, result, exc) for req, result, exc in items])
+            return
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for req, result, exc in items:
             by_loop.setdefault(req.loop, []).append((req.future, result, exc))
@@ -329,25 +360,34 @@ class SQLiteStore:
         return result
 
     def _write_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
-        def body() -> list[int]:
-            last: dict[str, int] = {}
-            rows: list[tuple[str, int, str, bytes, int]] = []
-            seqs: list[int] = []
+        known = self._last_seqs
+        last: dict[str, int] = {}
+        rows: list[tuple[str, int, str, bytes, int]] = []
+        seqs: list[int] = []
+
+        def body() -> None:
             for req in batch:
                 seq = last.get(req.doc_id)
                 if seq is None:
-                    seq = conn.execute(_LAST_SEQ_SQL, (req.doc_id,)).fetchone()[0]
+                    seq = known.get(req.doc_id)
+                    if seq is None:
+                        seq = conn.execute(_LAST_SEQ_SQL, (req.doc_id,)).fetchone()[0]
                 seq += 1
                 last[req.doc_id] = seq
                 seqs.append(seq)
                 rows.append((req.doc_id, seq, "u", req.data, _crc(req.data)))
-            conn.executemany(_INSERT_SQL, rows)
-            conn.executemany(_SET_LAST_SEQ_SQL, last.items())
-            return seqs
+            if len(rows) == 1:
+                # One statement is its own transaction (and fsync): fewer round trips into
+                # SQLite (each one gives up and takes back the GIL).
+                conn.execute(_INSERT_SQL, rows[0])
+                self.commits += 1
+            else:
+                self._transaction(conn, lambda: conn.executemany(_INSERT_SQL, rows))
 
         try:
-            seqs = cast("list[int]", self._transaction(conn, body))
+            body()
         except Exception as exc:
+            known.clear()  # read the counters back from the database
             if len(batch) > 1:
                 log.warning(
                     "store: batch of %d appends failed (%s); retrying one by one", len(batch), exc
@@ -358,7 +398,15 @@ class SQLiteStore:
             log.error("store: append to %r failed: %s", batch[0].doc_id, exc)
             self._post_many([(batch[0], None, exc)])
             return
+        if len(known) + len(last) > _MAX_KNOWN_SEQS:
+            known.clear()
+        known.update(last)
         self.appended += len(batch)
+        now = self._last_commit = time.monotonic()
+        self._rate = self._append_rate(now) + len(batch) / _RATE_HORIZON
+        self._rate_at = now
+        # Last, so that the writer goes straight back to waiting (and lets go of the GIL)
+        # while the event loop wakes up to take the results.
         self._post_many([(req, seq, None) for req, seq in zip(batch, seqs, strict=True)])
 
     def _serve_one(self, conn: sqlite3.Connection, req: _Request) -> None:
@@ -388,6 +436,10 @@ class SQLiteStore:
 
     @staticmethod
     def _delete(conn: sqlite3.Connection, doc_id: str) -> None:
+        # Appends leave the counter to the records; keep it here before they go.
+        last_seq: int = conn.execute(_LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
+        if last_seq:
+            conn.execute(_SET_LAST_SEQ_SQL, (doc_id, last_seq))
         conn.execute("DELETE FROM records WHERE doc_id = ?", (doc_id,))
 
     @staticmethod

@@ -3,9 +3,11 @@
 One document, N stock y-websocket clients (``fanout_load.mjs``), each sending R small edits
 per second for D seconds, against each server in turn in one run, under the same load:
 
-- ours: ``collab serve`` (SQLite store, every update fsynced before broadcast);
+- ours: ``collab serve`` (SQLite store, every update fsynced before broadcast; uvloop);
 - reference: ``bin/server.js`` of npm ``y-websocket@1.5.4`` (in memory, no persistence);
-- pycrdt-websocket (PyPI), on the ``websockets`` library (in memory).
+- pycrdt-websocket (PyPI), on the ``websockets`` library (in memory);
+- ours-memory (only when asked for): ``collab serve --store memory``, which shows what the
+  durable appends cost.
 
 Reports p50/p99 propagation latency (edit sent -> seen by every other client), server CPU
 seconds and CPU per update, peak RSS, and the memory of 1,000 idle open documents and of
@@ -60,11 +62,13 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 def start_server(kind: str, port: int, work: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.pop("COLLAB_SECRET", None)
-    if kind == "ours":
+    if kind in ("ours", "ours-memory"):
         data = work / f"data-{port}"
         args = [sys.executable, "-m", "collab", "serve", "--repos", str(work / "repos")]
         args += ["--data-dir", str(data), "--port", str(port), "--grace", "600"]
         args += ["--log-level", "WARNING"]
+        if kind == "ours-memory":
+            args += ["--store", "memory"]
     elif kind == "reference":
         args = ["node", str(JS / "node_modules" / "y-websocket" / "bin" / "server.js")]
         env.update(HOST="127.0.0.1", PORT=str(port))
@@ -101,7 +105,7 @@ class Sampler:
 
 
 async def fanout(kind: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
-    url = f"ws://127.0.0.1:{port}" + ("/yjs" if kind == "ours" else "")
+    url = f"ws://127.0.0.1:{port}" + ("/yjs" if kind.startswith("ours") else "")
     sampler = Sampler(proc_pid[kind])
     stop = asyncio.Event()
     sampling = asyncio.create_task(sampler.run(stop))
@@ -135,7 +139,7 @@ async def _idle_socket(session: aiohttp.ClientSession, url: str) -> aiohttp.Clie
 
 async def idle_memory(kind: str, port: int, count: int, *, distinct_docs: bool) -> float:
     """RSS growth (MiB) of the server holding ``count`` idle connections."""
-    base = f"ws://127.0.0.1:{port}" + ("/yjs" if kind == "ours" else "")
+    base = f"ws://127.0.0.1:{port}" + ("/yjs" if kind.startswith("ours") else "")
     proc = psutil.Process(proc_pid[kind])
     before = proc.memory_info().rss
     connector = aiohttp.TCPConnector(limit=0)
@@ -154,6 +158,10 @@ async def idle_memory(kind: str, port: int, count: int, *, distinct_docs: bool) 
 
 
 proc_pid: dict[str, int] = {}
+
+# Past these the generator (one Node.js thread) is the bottleneck, not the server.
+GEN_CPU_LIMIT = 85.0
+GEN_DELAY_LIMIT_MS = 20.0
 
 
 async def main() -> None:
@@ -196,13 +204,25 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     print(
         f"\nfan-out: {args.clients} clients x {args.rate} edits/s x {args.duration} s, one document"
     )
-    header = f"{'server':<10} {'p50 ms':>8} {'p99 ms':>8} {'cpu s':>7} {'cpu ms/upd':>10} {'peak MB':>8} {'missing':>7} {'idle docs MB':>12} {'idle conns MB':>13}"
+    header = f"{'server':<12} {'p50 ms':>8} {'p99 ms':>8} {'cpu s':>7} {'cpu ms/upd':>10} {'peak MB':>8} {'missing':>7} {'idle docs MB':>12} {'idle conns MB':>13} {'gen cpu %':>9} {'gen delay ms':>12}"
     print(header)
+    saturated = []
     for kind, r in results.items():
+        gen_cpu = float(r.get("generator_cpu_pct", 0))
+        gen_delay = float(r.get("gen_loop_delay_p99_ms", 0))
         print(
-            f"{kind:<10} {r.get('p50_ms', 0):>8.1f} {r.get('p99_ms', 0):>8.1f} {r['server_cpu_s']:>7.2f}"
+            f"{kind:<12} {r.get('p50_ms', 0):>8.1f} {r.get('p99_ms', 0):>8.1f} {r['server_cpu_s']:>7.2f}"
             f" {r['cpu_ms_per_update']:>10.4f} {r['peak_rss_mb']:>8.1f} {r.get('missing', 0):>7}"
             f" {r.get('idle_docs_mb', 0):>12.1f} {r.get('idle_conns_mb', 0):>13.1f}"
+            f" {gen_cpu:>9.1f} {gen_delay:>12.1f}"
+        )
+        if gen_cpu > GEN_CPU_LIMIT or gen_delay > GEN_DELAY_LIMIT_MS:
+            saturated.append(kind)
+    if saturated:
+        print(
+            f"warning: the load generator was saturated against {', '.join(saturated)}"
+            f" (cpu > {GEN_CPU_LIMIT:.0f}% or loop delay p99 > {GEN_DELAY_LIMIT_MS:.0f} ms):"
+            " latencies there measure the generator, not the server"
         )
     ours = results.get("ours")
     if ours is None:

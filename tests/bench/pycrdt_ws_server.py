@@ -42,9 +42,15 @@ class _Channel:
 
 async def main(port: int) -> None:
     async with WebsocketServer(auto_clean_rooms=False) as server:
+        # ``serve`` starts a new room without a lock: clients that connect to it at once may
+        # start it twice, and some of them then never sync. Create and start each room once.
+        starting = asyncio.Lock()
 
         async def handler(ws: Any) -> None:
-            await server.serve(_Channel(ws))
+            channel = _Channel(ws)
+            async with starting:
+                await server.get_room(channel.path)
+            await server.serve(channel)
 
         # no per-message deflate, like the reference server (it costs the clients dearly)
         async with websockets.serve(handler, "127.0.0.1", port, max_size=None, compression=None):

@@ -1,0 +1,206 @@
+"""The fan-out hot path: frames built once per broadcast, the update pre-check, commits that
+do not wait for company that is not coming, and the serve command's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+import collab.sqlite_store
+import collab.yjs_endpoint
+from collab.auth import Identity, Role
+from collab.memory_store import MemoryStore
+from collab.outbox import Outbox
+from collab.room import InvalidUpdate, Room, _precheck
+from collab.sqlite_store import SQLiteStore
+from collab.yjs_endpoint import YjsPeer
+from protocol.names import DocId
+from protocol.yjs import (
+    AwarenessEntry,
+    AwarenessMessage,
+    SyncUpdate,
+    YjsLimits,
+    decode_message,
+    encode_awareness,
+)
+
+PANIC_UPDATE = bytes.fromhex(
+    (Path(__file__).resolve().parent.parent / "data" / "panic_update.hex").read_text().split()[0]
+)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class _WebSocket:
+    closed = False
+
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self._req = types.SimpleNamespace(transport=self.transport)
+
+
+def _payload(wire: bytes) -> bytes:
+    """The payload of one unmasked binary WebSocket frame."""
+    assert wire[0] == 0x82
+    size = wire[1]
+    if size < 126:
+        return wire[2:]
+    if size == 126:
+        return wire[4:]
+    return wire[10:]
+
+
+def _edit(text: str) -> bytes:
+    doc: Doc[Any] = Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    doc.get("source", type=Text).insert(0, text)
+    return updates[0]
+
+
+async def _room_with_peers(count: int) -> tuple[Room, list[YjsPeer], list[_WebSocket]]:
+    store = MemoryStore()
+    await store.start()
+    doc: Doc[Any] = Doc()
+    doc.get("source", type=Text)
+    room = Room(DocId.parse("demo/main:a.md"), doc, store, last_seq=0, limits=YjsLimits())
+    room.start()
+    peers, sockets = [], []
+    for i in range(count):
+        ws = _WebSocket()
+        peer = YjsPeer(Outbox(ws, limit=64, name=f"p{i}"), Identity(f"u{i}", Role.WRITE, "*"), True)  # type: ignore[arg-type]
+        room.attach(peer)
+        room.handshake(peer, b"\x00")
+        peers.append(peer)
+        sockets.append(ws)
+    return room, peers, sockets
+
+
+async def test_a_broadcast_encodes_and_frames_an_update_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[object] = []
+    real = collab.yjs_endpoint.encode_message
+
+    def counting(message: Any) -> bytes:
+        calls.append(message)
+        return real(message)
+
+    monkeypatch.setattr(collab.yjs_endpoint, "encode_message", counting)
+    room, peers, sockets = await _room_with_peers(5)
+    try:
+        for ws in sockets:
+            ws.transport.frames.clear()
+        update = _edit("hello")
+        await room.receive_update(update, sender=peers[0])
+        assert calls == [SyncUpdate(update)]
+        assert sockets[0].transport.frames == []  # not echoed to its sender
+        frames = [ws.transport.frames for ws in sockets[1:]]
+        assert all(len(f) == 1 for f in frames)
+        assert all(f[0] is frames[0][0] for f in frames)  # the very same bytes object
+        assert decode_message(_payload(frames[0][0]), YjsLimits()) == SyncUpdate(update)
+
+        second = _edit("world")
+        await room.receive_update(second, sender=peers[1])
+        assert decode_message(_payload(sockets[0].transport.frames[-1]), YjsLimits()) == (
+            SyncUpdate(second)
+        )
+    finally:
+        await room.stop()
+
+
+async def test_an_awareness_broadcast_builds_its_frame_once() -> None:
+    room, peers, sockets = await _room_with_peers(4)
+    try:
+        for ws in sockets:
+            ws.transport.frames.clear()
+        payload = encode_awareness([AwarenessEntry(7, 1, {"cursor": 3})])
+        room.receive_awareness(peers[0], payload)
+        frames = [ws.transport.frames[-1] for ws in sockets[1:]]
+        assert all(f is frames[0] for f in frames)
+        message = decode_message(_payload(frames[0]), YjsLimits())
+        assert isinstance(message, AwarenessMessage)
+    finally:
+        await room.stop()
+
+
+def test_precheck_rejects_bad_updates_and_passes_good_ones() -> None:
+    _precheck(_edit("fine"))
+    _precheck(b"\x00\x00")
+    with pytest.raises(InvalidUpdate):
+        _precheck(b"\x01\x02\x03\xff\xff\xff\xff")
+    with pytest.raises(InvalidUpdate):
+        _precheck(PANIC_UPDATE)
+
+
+async def test_the_group_window_holds_appends_only_while_they_come_fast(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each commit adds 0.1 append/s to the writer's rate; with a 1 s window it groups from
+    # 0.5 append/s on, i.e. from the sixth commit in quick succession.
+    monkeypatch.setattr(collab.sqlite_store, "_RATE_HORIZON", 10.0)
+    window = 1.0
+    async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
+        for i in range(5):  # slow: each is committed at once, the window notwithstanding
+            started = time.monotonic()
+            assert await store.append("doc", b"u%d" % i) == i + 1
+            assert time.monotonic() - started < window / 2
+        for i in range(5, 7):
+            await store.append("doc", b"u%d" % i)
+        # Fast now: appends are held until a window after the last commit, and grouped.
+        committed = time.monotonic()
+        commits = store.commits
+        gathering = asyncio.gather(*(store.append(f"doc-{i % 3}", b"x%d" % i) for i in range(9)))
+        await asyncio.sleep(window / 3)
+        late, seqs = await asyncio.gather(store.append("late", b"l"), gathering)
+        assert (late, seqs) == (1, [1, 1, 1, 2, 2, 2, 3, 3, 3])
+        assert time.monotonic() - committed >= window * 0.8
+        assert store.commits - commits <= 2  # one, unless the writer raced the first put
+
+
+async def test_sequence_numbers_continue_after_delete_and_restart(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "store.db"
+    async with SQLiteStore(path) as store:
+        for i in range(3):
+            await store.append("doc", b"u%d" % i)
+        await store.delete("doc")
+        assert await store.append("doc", b"again") == 4
+        await store.delete("doc")
+    async with SQLiteStore(path) as store:
+        assert await store.load("doc") is None
+        assert await store.append("doc", b"later") == 5
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not used on Windows")
+def test_serve_runs_its_event_loop_on_uvloop() -> None:
+    from collab.cli import _event_loop_run
+
+    seen: list[str] = []
+
+    async def probe() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__)
+
+    _event_loop_run(probe())
+    assert seen and seen[0].startswith("uvloop")
