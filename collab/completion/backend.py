@@ -1,0 +1,65 @@
+"""The ``CompletionBackend`` seam: a prompt in, a completion out."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .prompts import Family, Rendered
+
+__all__ = ["Cancelled", "CompletionBackend", "Generated", "Prompt"]
+
+
+class Cancelled(Exception):
+    """The job was cancelled (superseded, timed out, or its requester left) before it ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One completion to generate.
+
+    ``rendered.text`` is the prompt in the backend's family format; backends that model the
+    code themselves (the local one) read ``rendered.prefix``/``suffix``/``context`` instead.
+    """
+
+    rendered: Rendered
+    max_tokens: int
+    single_line: bool  # stop at the end of the first non-blank line
+
+    @property
+    def text(self) -> str:
+        return self.rendered.text
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    text: str
+    tokens: int  # tokens generated (for throughput figures)
+
+
+@runtime_checkable
+class CompletionBackend(Protocol):
+    """Generates completions. ``complete`` may be called concurrently, up to ``capacity``
+    calls at once (a backend that batches gathers them into one forward pass).
+
+    ``cancel`` is set, possibly from another thread, when the job is no longer wanted: a
+    backend checks it before it starts and while it generates, and then raises ``Cancelled``.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def family(self) -> Family: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def complete(self, prompt: Prompt, cancel: threading.Event) -> Generated: ...

@@ -1,0 +1,53 @@
+"""Choosing a backend by name: ``local``, ``http``, ``transformers``, or ``module:factory``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .backend import CompletionBackend
+from .prompts import Family
+
+__all__ = ["BACKENDS", "create_backend"]
+
+BACKENDS = ("local", "http", "transformers")
+
+
+def create_backend(
+    kind: str,
+    *,
+    model: str | None = None,
+    endpoint: str | None = None,
+    capacity: int | None = None,
+    device: str | None = None,
+    family: str | None = None,
+    api_key: str | None = None,
+) -> CompletionBackend:
+    """A backend; ``module:factory`` calls ``factory()`` from an importable module."""
+    chosen = Family(family) if family else None
+    if kind == "local":
+        from .local_backend import LocalBackend
+
+        return LocalBackend(capacity=capacity or 4)
+    if kind == "http":
+        from .http_backend import HttpBackend
+
+        if not endpoint:
+            raise ValueError("the http backend needs an endpoint (an OpenAI-compatible server)")
+        return HttpBackend(
+            endpoint, model=model, family=chosen, api_key=api_key, capacity=capacity or 16
+        )
+    if kind == "transformers":
+        from .transformers_backend import TransformersBackend
+
+        if not model:
+            raise ValueError("the transformers backend needs a model directory")
+        return TransformersBackend(model, device=device, max_batch=capacity or 8, family=chosen)
+    module, colon, attr = kind.partition(":")
+    if not colon:
+        raise ValueError(f"unknown completion backend {kind!r}: {', '.join(BACKENDS)}")
+    factory: Any = getattr(importlib.import_module(module), attr)
+    backend = factory()
+    if not isinstance(backend, CompletionBackend):
+        raise ValueError(f"{kind} did not make a CompletionBackend")
+    return backend

@@ -1,0 +1,35 @@
+"""A per-user token bucket: ``rate`` requests per second, bursts of up to ``burst``."""
+
+from __future__ import annotations
+
+import time
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: int, *, max_users: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.max_users = max_users
+        self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, at)
+
+    def allow(self, user: str, now: float | None = None) -> bool:
+        """Take one token from ``user``'s bucket; ``False`` when it is empty."""
+        if self.rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        tokens, at = self._buckets.get(user, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[user] = (tokens, now)
+            return False
+        if len(self._buckets) >= self.max_users and user not in self._buckets:
+            self._prune(now)
+        self._buckets[user] = (tokens - 1.0, now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        """Forget users whose buckets have refilled (they start full again anyway)."""
+        full = self.burst / self.rate
+        self._buckets = {u: b for u, b in self._buckets.items() if now - b[1] < full}

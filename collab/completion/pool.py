@@ -1,0 +1,192 @@
+"""Dispatching jobs to completion workers: a bounded queue, per-worker slots, cancellation.
+
+A worker is a :class:`WorkerLink`: the embedded one runs jobs in this process
+(:class:`LocalWorker`), remote ones are ``/worker`` connections. A job goes to the worker
+with the most free slots; one cancelled while it waits is dropped from the queue, one
+cancelled while a worker runs it is cancelled there (its slot stays taken until the worker
+answers, so a busy GPU is never handed more work than it can hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from protocol.errors import ErrorCode, ProtocolError
+
+from .backend import Cancelled
+from .executor import Executor, JobOutput, JobSpec
+
+__all__ = ["LocalWorker", "QueuedJob", "WorkerLink", "WorkerPool"]
+
+log = logging.getLogger("collab.completion.pool")
+
+
+@dataclass(eq=False)
+class QueuedJob:
+    spec: JobSpec
+    future: asyncio.Future[JobOutput]
+    queued_at: float = field(default_factory=time.perf_counter)
+    sent_at: float | None = None
+    worker: WorkerLink | None = None
+    cancelled: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+class WorkerLink(Protocol):
+    """A worker as the pool sees it. ``running`` is kept by the pool."""
+
+    name: str
+    capacity: int
+    running: dict[str, QueuedJob]
+
+    def send(self, job: QueuedJob) -> None: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+
+class WorkerPool:
+    def __init__(self, *, max_queue: int = 256) -> None:
+        self.max_queue = max_queue
+        self.workers: list[WorkerLink] = []
+        self.pending: collections.deque[QueuedJob] = collections.deque()
+
+    @property
+    def running(self) -> int:
+        return sum(len(w.running) for w in self.workers)
+
+    def add(self, worker: WorkerLink) -> None:
+        self.workers.append(worker)
+        log.info("worker %s joined (capacity %d)", worker.name, worker.capacity)
+        self._dispatch()
+
+    def remove(self, worker: WorkerLink, reason: str) -> None:
+        """Forget ``worker``; its jobs fail with UNAVAILABLE (and so do waiting ones when
+        no worker is left)."""
+        if worker not in self.workers:
+            return
+        self.workers.remove(worker)
+        log.warning("worker %s left: %s", worker.name, reason)
+        for job in list(worker.running.values()):
+            _settle(
+                job, ProtocolError(ErrorCode.UNAVAILABLE, f"completion worker failed: {reason}")
+            )
+        worker.running.clear()
+        if not self.workers:
+            while self.pending:
+                job = self.pending.popleft()
+                _settle(job, ProtocolError(ErrorCode.UNAVAILABLE, "no completion worker left"))
+        self._dispatch()
+
+    def submit(self, job: QueuedJob) -> None:
+        """Queue ``job``; raise UNAVAILABLE without workers, RATE_LIMITED when full."""
+        if not self.workers:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "no completion worker is connected")
+        if len(self.pending) >= self.max_queue:
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "the completion queue is full")
+        self.pending.append(job)
+        self._dispatch()
+
+    def cancel(self, job: QueuedJob, code: ErrorCode, message: str) -> None:
+        job.cancelled = True
+        _settle(job, ProtocolError(code, message))
+        worker = job.worker
+        if worker is not None and job.id in worker.running:
+            worker.cancel(job.id)
+        else:
+            with contextlib.suppress(ValueError):
+                self.pending.remove(job)
+
+    def finished(self, worker: WorkerLink, job_id: str, result: JobOutput | ProtocolError) -> None:
+        job = worker.running.pop(job_id, None)
+        if job is not None:
+            gave_up = isinstance(result, ProtocolError) and result.code is ErrorCode.CANCELLED
+            if gave_up and not job.cancelled:  # the worker cancelled a job on its own
+                result = ProtocolError(ErrorCode.UNAVAILABLE, f"{worker.name} gave up the job")
+            _settle(job, result)
+        self._dispatch()
+
+    def close(self, code: ErrorCode, message: str) -> None:
+        for job in [*self.pending, *(j for w in self.workers for j in w.running.values())]:
+            self.cancel(job, code, message)
+        self.pending.clear()
+
+    def _dispatch(self) -> None:
+        while self.pending:
+            job = self.pending[0]
+            if job.cancelled or job.future.done():
+                self.pending.popleft()
+                continue
+            worker = max(self.workers, key=lambda w: w.capacity - len(w.running), default=None)
+            if worker is None or len(worker.running) >= worker.capacity:
+                return
+            self.pending.popleft()
+            job.worker = worker
+            job.sent_at = time.perf_counter()
+            worker.running[job.id] = job
+            worker.send(job)
+
+
+def _settle(job: QueuedJob, result: JobOutput | ProtocolError) -> None:
+    if job.future.done():
+        return
+    if isinstance(result, ProtocolError):
+        job.future.set_exception(result)
+    else:
+        job.future.set_result(result)
+
+
+class LocalWorker:
+    """The embedded worker: runs jobs on a backend inside the engine's process."""
+
+    def __init__(self, pool: WorkerPool, executor: Executor, *, name: str = "embedded") -> None:
+        self.pool = pool
+        self.executor = executor
+        self.name = name
+        self.capacity = max(1, executor.backend.capacity)
+        self.running: dict[str, QueuedJob] = {}
+        self._flags: dict[str, threading.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, job: QueuedJob) -> None:
+        flag = self._flags[job.id] = threading.Event()
+        task = asyncio.create_task(self._run(job.spec, flag), name=f"completion {job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel(self, job_id: str) -> None:
+        flag = self._flags.get(job_id)
+        if flag is not None:
+            flag.set()
+
+    async def _run(self, spec: JobSpec, flag: threading.Event) -> None:
+        result: JobOutput | ProtocolError
+        try:
+            result = await self.executor.run(spec, flag)
+        except Cancelled:
+            result = ProtocolError(ErrorCode.CANCELLED, "cancelled")
+        except asyncio.CancelledError:
+            flag.set()
+            raise
+        except Exception as exc:
+            log.exception("completion backend failed")
+            result = ProtocolError(ErrorCode.UNAVAILABLE, f"completion backend failed: {exc}")
+        finally:
+            self._flags.pop(spec.id, None)
+        self.pool.finished(self, spec.id, result)
+
+    async def stop(self) -> None:
+        for flag in self._flags.values():
+            flag.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,322 @@
+"""Fill-in-the-middle prompts: one template per model family, chosen from the model's config."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "ContextFile",
+    "Family",
+    "PromptParts",
+    "Rendered",
+    "approx_tokens",
+    "cut_single_line",
+    "detect_family",
+    "render",
+    "stop_strings",
+]
+
+TokenCounter = Callable[[str], int]
+
+
+class Family(StrEnum):
+    """A prompt format: the special tokens a model family was trained with."""
+
+    STARCODER = "starcoder"  # StarCoder / SantaCoder (gpt_bigcode)
+    STARCODER2 = "starcoder2"
+    QWEN_CODER = "qwen2.5-coder"
+    DEEPSEEK_CODER = "deepseek-coder"
+    CODELLAMA = "codellama"
+    REPLIT = "replit"
+    PLAIN = "plain"  # no infilling: context and prefix only (the local model, unknown models)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextFile:
+    """Another file of the same branch, given to the model as context."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromptParts:
+    """What the server reads from the live document, before any template is applied."""
+
+    repo: str
+    path: str
+    prefix: str
+    suffix: str
+    context: tuple[ContextFile, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A prompt ready for a model: its text, and the strings that end a completion."""
+
+    text: str
+    stop: tuple[str, ...]
+    prefix: str  # the (possibly trimmed) prefix and suffix that went into ``text``
+    suffix: str
+    context: tuple[ContextFile, ...]
+
+
+# DeepSeek-Coder's tokens use FULLWIDTH VERTICAL LINE and LOWER ONE EIGHTH BLOCK characters
+_DS_BEGIN = "<\uff5cfim\u2581begin\uff5c>"
+_DS_HOLE = "<\uff5cfim\u2581hole\uff5c>"
+_DS_END = "<\uff5cfim\u2581end\uff5c>"
+_DS_EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
+
+_STOP: dict[Family, tuple[str, ...]] = {
+    Family.STARCODER: (
+        "<|endoftext|>",
+        "<fim_prefix>",
+        "<fim_suffix>",
+        "<fim_middle>",
+        "<file_sep>",
+    ),
+    Family.STARCODER2: (
+        "<|endoftext|>",
+        "<file_sep>",
+        "<fim_prefix>",
+        "<fim_suffix>",
+        "<fim_middle>",
+        "<repo_name>",
+    ),
+    Family.QWEN_CODER: (
+        "<|endoftext|>",
+        "<|file_sep|>",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        "<|fim_pad|>",
+        "<|repo_name|>",
+        "<|im_start|>",
+        "<|im_end|>",
+    ),
+    Family.DEEPSEEK_CODER: (
+        _DS_EOS,
+        "<|EOT|>",
+        _DS_BEGIN,
+        _DS_HOLE,
+        _DS_END,
+    ),
+    Family.CODELLAMA: ("<EOT>", "</s>", "<PRE>", "<SUF>", "<MID>"),
+    Family.REPLIT: ("<|endoftext|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+    Family.PLAIN: (),
+}
+
+
+def stop_strings(family: Family) -> tuple[str, ...]:
+    return _STOP[family]
+
+
+# -- choosing a family ---------------------------------------------------------------------------
+
+_BY_MODEL_TYPE = {
+    "starcoder2": Family.STARCODER2,
+    "gpt_bigcode": Family.STARCODER,
+    "qwen2": Family.QWEN_CODER,
+    "mpt": Family.REPLIT,
+    "replit_lm": Family.REPLIT,
+}
+_BY_NAME = (  # substrings of a lower-cased model name or path, most specific first
+    ("starcoder2", Family.STARCODER2),
+    ("starcoder", Family.STARCODER),
+    ("santacoder", Family.STARCODER),
+    ("qwen2.5-coder", Family.QWEN_CODER),
+    ("qwen2-coder", Family.QWEN_CODER),
+    ("qwen-coder", Family.QWEN_CODER),
+    ("deepseek-coder", Family.DEEPSEEK_CODER),
+    ("deepseek_coder", Family.DEEPSEEK_CODER),
+    ("codellama", Family.CODELLAMA),
+    ("code-llama", Family.CODELLAMA),
+    ("code_llama", Family.CODELLAMA),
+    ("replit", Family.REPLIT),
+)
+_BY_TOKEN = (  # a special token of the tokenizer's vocabulary
+    ("<|fim_prefix|>", Family.QWEN_CODER),
+    (_DS_BEGIN, Family.DEEPSEEK_CODER),
+    ("\u2581<PRE>", Family.CODELLAMA),
+    ("<PRE>", Family.CODELLAMA),
+    ("<file_sep>", Family.STARCODER2),
+    ("<fim_prefix>", Family.STARCODER),
+)
+
+
+def detect_family(
+    model_type: str | None = None,
+    name: str | None = None,
+    vocabulary: Collection[str] = (),
+) -> Family:
+    """The prompt family of a model, from its config's ``model_type``, its name or path, and
+    the special tokens of its tokenizer, in that order; ``PLAIN`` when none matches."""
+    kind = (model_type or "").lower()
+    lowered = (name or "").lower()
+    if kind == "llama":  # CodeLlama and DeepSeek-Coder are both Llama architectures
+        for needle, family in _BY_NAME:
+            if needle in lowered and family in (Family.CODELLAMA, Family.DEEPSEEK_CODER):
+                return family
+    elif kind in _BY_MODEL_TYPE:
+        return _BY_MODEL_TYPE[kind]
+    for needle, family in _BY_NAME:
+        if needle in lowered:
+            return family
+    for token, family in _BY_TOKEN:
+        if token in vocabulary:
+            if family is Family.STARCODER and ("replit" in kind or "replit" in lowered):
+                return Family.REPLIT
+            return family
+    return Family.PLAIN
+
+
+# -- token budget --------------------------------------------------------------------------------
+
+
+def approx_tokens(text: str) -> int:
+    """A quick estimate (code runs at about three to four characters per token)."""
+    return (len(text) + 2) // 3
+
+
+def _keep_end(text: str, budget: int, count: TokenCounter) -> str:
+    """The longest tail of ``text`` (cut at a line start when possible) within ``budget``."""
+    if budget <= 0 or not text:
+        return ""
+    size = count(text)
+    while size > budget:
+        cut = len(text) - max(1, len(text) * budget // max(size, 1) - 8)
+        line = text.find("\n", cut)
+        text = text[line + 1 :] if 0 <= line < cut + 200 else text[cut:]
+        size = count(text)
+    return text
+
+
+def _keep_start(text: str, budget: int, count: TokenCounter) -> str:
+    """The longest head of ``text`` (cut at a line end when possible) within ``budget``."""
+    if budget <= 0 or not text:
+        return ""
+    size = count(text)
+    while size > budget:
+        cut = max(1, len(text) * budget // max(size, 1) - 8)
+        line = text.rfind("\n", 0, cut)
+        text = text[: line + 1] if line > cut - 200 and line >= 0 else text[:cut]
+        size = count(text)
+    return text
+
+
+def fit(
+    parts: PromptParts, budget: int, count: TokenCounter = approx_tokens
+) -> tuple[str, str, tuple[ContextFile, ...]]:
+    """Trim ``parts`` to ``budget`` tokens: the prefix may take 60%, the suffix 15%, and other
+    files what is left, in their order (more relevant first)."""
+    prefix = _keep_end(parts.prefix, budget * 60 // 100, count)
+    suffix = _keep_start(parts.suffix, budget * 15 // 100, count)
+    left = budget - count(prefix) - count(suffix) - 16
+    context: list[ContextFile] = []
+    for item in parts.context:
+        if left < 32:
+            break
+        header = count(item.path) + 4
+        text = _keep_start(item.text, left - header, count)
+        if not text:
+            continue
+        context.append(ContextFile(item.path, text))
+        left -= header + count(text)
+    return prefix, suffix, tuple(context)
+
+
+# -- templates -----------------------------------------------------------------------------------
+
+_HASH_COMMENT = {".py", ".sh", ".rb", ".pl", ".r", ".yaml", ".yml", ".toml", ".cfg", ".ini"}
+_DASH_COMMENT = {".sql", ".lua", ".hs", ".elm"}
+
+
+def _comment(path: str, text: str) -> str:
+    """``text`` as a line comment in the language of ``path``."""
+    ext = posixpath.splitext(path)[1].lower()
+    if ext in _HASH_COMMENT or not ext:
+        mark = "#"
+    elif ext in _DASH_COMMENT:
+        mark = "--"
+    elif ext in {".md", ".html", ".xml", ".txt", ".rst"}:
+        return f"<!-- {text} -->"
+    else:
+        mark = "//"
+    return f"{mark} {text}"
+
+
+def _commented_context(path: str, context: Sequence[ContextFile]) -> str:
+    """Other files as a block a model without repository tokens reads as ordinary code."""
+    out = [f"{_comment(path, 'Path: ' + item.path)}\n{item.text.rstrip()}\n\n" for item in context]
+    if context:
+        out.append(f"{_comment(path, 'Path: ' + path)}\n")
+    return "".join(out)
+
+
+def _template(
+    family: Family, repo: str, path: str, prefix: str, suffix: str, ctx: Sequence[ContextFile]
+) -> str:
+    if family is Family.STARCODER2:
+        files = "".join(f"<file_sep>{c.path}\n{c.text}" for c in ctx)
+        return (
+            f"<repo_name>{repo}{files}<file_sep><fim_prefix>{path}\n{prefix}"
+            f"<fim_suffix>{suffix}<fim_middle>"
+        )
+    if family is Family.QWEN_CODER:
+        files = "".join(f"<|file_sep|>{c.path}\n{c.text}\n" for c in ctx)
+        return (
+            f"<|repo_name|>{repo}\n{files}<|file_sep|>{path}\n"
+            f"<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+        )
+    head = _commented_context(path, ctx)
+    if family is Family.DEEPSEEK_CODER:
+        return f"{_DS_BEGIN}{head}{prefix}{_DS_HOLE}{suffix}{_DS_END}"
+    if family is Family.CODELLAMA:
+        return f"<PRE> {head}{prefix} <SUF>{suffix} <MID>"
+    if family in (Family.STARCODER, Family.REPLIT):
+        return f"<fim_prefix>{head}{prefix}<fim_suffix>{suffix}<fim_middle>"
+    return f"{head}{prefix}"
+
+
+def render(
+    family: Family,
+    parts: PromptParts,
+    budget: int = 2048,
+    count: TokenCounter = approx_tokens,
+) -> Rendered:
+    """The prompt for ``family``, within ``budget`` tokens as ``count`` measures them."""
+    prefix, suffix, ctx = fit(parts, budget - 32, count)
+    text = _template(family, parts.repo, parts.path, prefix, suffix, ctx)
+    return Rendered(text, stop_strings(family), prefix, suffix, ctx)
+
+
+# -- after generation ----------------------------------------------------------------------------
+
+
+def cut_single_line(text: str) -> tuple[str, bool]:
+    """Cut a single-line completion at the end of its first non-blank line.
+
+    A completion may begin with a line break (the cursor ends a line such as ``def f():``);
+    it ends at the first line break after some text. Returns the text and whether it ended.
+    """
+    seen = False
+    for index, char in enumerate(text):
+        if char == "\n":
+            if seen:
+                return text[:index], True
+        elif not char.isspace():
+            seen = True
+    return text, False
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the first stop string; return it and whether one was found."""
+    best = len(text)
+    for marker in stop:
+        where = text.find(marker)
+        if 0 <= where < best:
+            best = where
+    return text[:best], best < len(text)

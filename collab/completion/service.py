@@ -1,0 +1,367 @@
+"""The completion operations: ``complete``, ``complete.accept``, ``complete.cancel`` and
+``complete.metrics``, with stale-request cancellation, a result cache and a rate limit.
+
+A request names an open document and a cursor; the prompt is read from the live document
+at that moment and the cursor is anchored so that it follows later edits. A newer request
+from the same connection for the same document cancels the older one; so does the
+requester's disconnect. Answers are cached by (document state vector, cursor, options).
+Accepting inserts the text at the anchor as an edit with origin ``ai``, on behalf of the
+user who accepts; it is stored and broadcast like any other edit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId
+
+from ..offsets import codepoint_to_utf16, utf8_offset, utf16_to_codepoint
+from ..ops import CallContext, arg_int, arg_str
+from ..origin import Origin
+from ..room import Room
+from .anchors import Anchor, Anchors
+from .backend import CompletionBackend
+from .context import ContextGatherer, open_rooms
+from .executor import Executor, JobOutput, JobSpec
+from .limits import RateLimiter
+from .metrics import CompletionMetrics
+from .pool import LocalWorker, QueuedJob, WorkerPool
+
+if TYPE_CHECKING:
+    from ..server import CollabServer
+
+__all__ = ["CompletionService"]
+
+log = logging.getLogger("collab.completion")
+
+OFFER_TTL = 120.0  # seconds an answered completion can still be accepted
+CACHE_TTL = 60.0
+CACHE_SIZE = 1024
+_DEFAULT_TOKENS = {"line": 48, "block": 256}
+
+Owner = tuple[object, str]  # (connection, or the user for HTTP) and document key
+_CacheKey = tuple[str, bytes, int, str, int]
+
+
+@dataclass(eq=False)
+class _Request:
+    """A request in flight, so that a newer one can cancel it."""
+
+    job: QueuedJob | None = None
+    superseded: bool = False
+
+
+@dataclass(eq=False)
+class _Offer:
+    """An answered completion that its user may accept."""
+
+    id: str
+    user: str
+    owner: Owner
+    anchor: Anchor
+    text: str
+    created: float = field(default_factory=time.monotonic)
+
+
+class CompletionService:
+    """Owns the worker pool, the embedded worker, and the state of every request."""
+
+    def __init__(self, server: CollabServer, backend: CompletionBackend | None) -> None:
+        config = server.config
+        self.server = server
+        self.backend = backend
+        self.timeout = config.completion_timeout
+        self.max_tokens = config.completion_max_tokens
+        self.max_chars = config.completion_max_chars
+        self.pool = WorkerPool(max_queue=config.completion_queue)
+        self.metrics = CompletionMetrics()
+        self.limiter = RateLimiter(config.completion_rate, config.completion_burst)
+        self.context = ContextGatherer(server, budget=config.completion_prompt_tokens)
+        self.anchors = Anchors()
+        self.embedded: LocalWorker | None = None
+        self._active: dict[Owner, _Request] = {}
+        self._offers: dict[str, _Offer] = {}
+        self._by_owner: dict[Owner, _Offer] = {}
+        self._cache: collections.OrderedDict[_CacheKey, tuple[float, JobOutput]] = (
+            collections.OrderedDict()
+        )
+        self._hooked: set[int] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.backend is not None:
+            await self.backend.start()
+            executor = Executor(
+                self.backend,
+                max_prompt_tokens=self.server.config.completion_prompt_tokens,
+                max_chars=self.max_chars,
+            )
+            self.embedded = LocalWorker(self.pool, executor)
+            self.pool.add(self.embedded)
+        self._sweeper = asyncio.create_task(self._sweep(), name="completion sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        self.pool.close(ErrorCode.SHUTTING_DOWN, "server stopping")
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.pool.remove(self.embedded, "server stopping")
+        if self.backend is not None:
+            await self.backend.stop()
+        self.anchors.clear()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            now = time.monotonic()
+            for offer in [o for o in self._offers.values() if now - o.created > OFFER_TTL]:
+                self._drop_offer(offer)
+            while self._cache and now - next(iter(self._cache.values()))[0] > CACHE_TTL:
+                self._cache.popitem(last=False)
+
+    # -- complete ----------------------------------------------------------------------------
+
+    async def complete(self, ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
+        """``complete(doc, index, mode="line"|"block", max_tokens?, unit="codepoint"|"utf16")``."""
+        started = time.perf_counter()
+        self.metrics.count("requests")
+        try:
+            return await self._complete(ctx, args, started)
+        except ProtocolError as exc:
+            self.metrics.error(exc.code.name)
+            raise
+
+    async def _complete(
+        self, ctx: CallContext, args: dict[str, Any], started: float
+    ) -> dict[str, Any]:
+        mode = arg_str(args, "mode", "line")
+        if mode not in _DEFAULT_TOKENS:
+            raise ProtocolError(ErrorCode.MALFORMED, "mode must be 'line' or 'block'")
+        unit = _unit(args)
+        max_tokens = min(arg_int(args, "max_tokens", _DEFAULT_TOKENS[mode]), self.max_tokens)
+        if max_tokens < 1:
+            raise ProtocolError(ErrorCode.MALFORMED, "max_tokens must be positive")
+        room = self._room(ctx, arg_str(args, "doc"))
+        index = arg_int(args, "index")
+        if not self.limiter.allow(ctx.identity.user):
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many completion requests")
+        owner: Owner = (self._owner(ctx), room.key)
+        self._supersede(owner, "superseded by a newer request", "superseded")
+        request = self._active[owner] = _Request()
+        self._hook_close(ctx)
+        text = str(room.text)
+        if unit == "utf16":
+            index = utf16_to_codepoint(text, index)
+        if not 0 <= index <= len(text):
+            raise ProtocolError(ErrorCode.MALFORMED, f"index {index} outside the document")
+        key: _CacheKey = (room.key, room.state_vector(), index, mode, max_tokens)
+        anchor = self.anchors.add(room, utf8_offset(text, index))
+        try:
+            output, cached, queue_ms, prompt_ms = await self._answer(
+                ctx, room, text, index, key, request, mode, max_tokens
+            )
+        except BaseException:
+            self.anchors.remove(anchor)
+            raise
+        finally:
+            if self._active.get(owner) is request:
+                del self._active[owner]
+        answer = output.text[: self.max_chars]
+        offer_id = None
+        if answer:
+            offer = _Offer(secrets.token_urlsafe(12), ctx.identity.user, owner, anchor, answer)
+            self._offers[offer.id] = offer
+            self._by_owner[owner] = offer
+            offer_id = offer.id
+        else:
+            self.anchors.remove(anchor)
+        position = anchor.codepoint()
+        latency = {
+            "queue_ms": round(queue_ms, 3),
+            "prompt_ms": round(prompt_ms, 3),
+            "model_ms": round(0.0 if cached else output.model_ms, 3),
+            "total_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        self.metrics.answered(latency, shown=bool(answer))
+        if cached:
+            self.metrics.count("cached")
+        if unit == "utf16":
+            position = codepoint_to_utf16(str(room.text), position)
+        return {
+            "id": offer_id,
+            "doc": room.key,
+            "text": answer,
+            "index": position,
+            "model": output.model,
+            "cached": cached,
+            "latency": latency,
+        }
+
+    async def _answer(
+        self,
+        ctx: CallContext,
+        room: Room,
+        text: str,
+        index: int,
+        key: _CacheKey,
+        request: _Request,
+        mode: str,
+        max_tokens: int,
+    ) -> tuple[JobOutput, bool, float, float]:
+        """The completion (from the cache or a worker), and the server's queue and prompt ms."""
+        hit = self._cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_TTL:
+            self._cache.move_to_end(key)
+            return hit[1], True, 0.0, 0.0
+        building = time.perf_counter()
+        parts = await self.context.gather(room, text, index, ctx.connection)
+        prompt_ms = (time.perf_counter() - building) * 1000
+        if request.superseded:
+            raise ProtocolError(ErrorCode.CANCELLED, "superseded by a newer request")
+        spec = JobSpec(secrets.token_hex(8), parts, max_tokens, mode == "line")
+        job = request.job = QueuedJob(spec, asyncio.get_running_loop().create_future())
+        self.pool.submit(job)
+        try:
+            output = await asyncio.wait_for(asyncio.shield(job.future), self.timeout)
+        except TimeoutError:
+            self.pool.cancel(job, ErrorCode.TIMEOUT, "timed out")
+            raise ProtocolError(
+                ErrorCode.TIMEOUT, f"no completion within {self.timeout:g} s"
+            ) from None
+        except asyncio.CancelledError:
+            self.pool.cancel(job, ErrorCode.CANCELLED, "the requester left")
+            raise
+        if request.superseded:
+            raise ProtocolError(ErrorCode.CANCELLED, "superseded by a newer request")
+        self._cache[key] = (time.monotonic(), output)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        queue_ms = ((job.sent_at or job.queued_at) - job.queued_at) * 1000 + output.queue_ms
+        return output, False, queue_ms, prompt_ms + output.prompt_ms
+
+    # -- accept and cancel -------------------------------------------------------------------
+
+    async def accept(self, ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
+        """``complete.accept(id, length?)``: insert the completion (or its first ``length``
+        code points) where it was asked for, as an edit by the AI on the caller's behalf."""
+        offer = self._offers.get(arg_str(args, "id"))
+        if offer is None or offer.user != ctx.identity.user:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, "no such completion (expired, superseded or accepted)"
+            )
+        room = offer.anchor.room
+        if not ctx.identity.can_write_branch(room.doc_id.repo, room.doc_id.branch):
+            raise ProtocolError(ErrorCode.READ_ONLY, "read-only: completions cannot be accepted")
+        length = arg_int(args, "length", len(offer.text))
+        if not 0 < length <= len(offer.text):
+            raise ProtocolError(ErrorCode.MALFORMED, "length outside the completion")
+        if self.server.rooms.get_key(room.key) is not room or room.failed:
+            self._drop_offer(offer)
+            raise ProtocolError(ErrorCode.NOT_FOUND, "the document was closed; ask again")
+        text = offer.text[:length]
+        offset = offer.anchor.offset
+        position = offer.anchor.codepoint()
+        self._drop_offer(offer)
+        done = room.edit(lambda t: t.insert(offset, text), origin=Origin.AI, author=ctx.identity)
+        await done
+        self.metrics.count("accepted")
+        self.metrics.count("accepted_chars", len(text))
+        return {"doc": room.key, "index": position, "text": text}
+
+    async def cancel(self, ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
+        """``complete.cancel(doc)``: drop this connection's request or offer for ``doc``."""
+        doc_id = DocId.parse(arg_str(args, "doc"))
+        owner: Owner = (self._owner(ctx), str(doc_id))
+        return {"cancelled": self._supersede(owner, "cancelled by the requester", "cancelled")}
+
+    async def metrics_op(self, ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        figures = self.metrics.snapshot()
+        figures["workers"] = [
+            {"name": w.name, "capacity": w.capacity, "running": len(w.running)}
+            for w in self.pool.workers
+        ]
+        figures["queued"] = len(self.pool.pending)
+        figures["offers"] = len(self._offers)
+        return figures
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _room(self, ctx: CallContext, doc: str) -> Room:
+        doc_id = DocId.parse(doc)
+        if not ctx.identity.can_read(doc_id.repo):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
+        room = self.server.rooms.get_key(str(doc_id))
+        if (
+            room is None
+            or room.failed
+            or (ctx.connection is not None and room not in open_rooms(ctx.connection))
+        ):
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_DOCUMENT, "open the document before asking for completions"
+            )
+        return room
+
+    @staticmethod
+    def _owner(ctx: CallContext) -> object:
+        if ctx.connection is not None:
+            return id(ctx.connection)
+        return ("http", ctx.identity.user)
+
+    def _supersede(self, owner: Owner, reason: str, metric: str) -> bool:
+        """Cancel ``owner``'s request in flight and drop its offer; whether there was one."""
+        found = False
+        request = self._active.pop(owner, None)
+        if request is not None:
+            found = True
+            request.superseded = True
+            if request.job is not None:
+                self.pool.cancel(request.job, ErrorCode.CANCELLED, reason)
+            self.metrics.count(metric)
+        offer = self._by_owner.get(owner)
+        if offer is not None:
+            found = True
+            self._drop_offer(offer)
+        return found
+
+    def _drop_offer(self, offer: _Offer) -> None:
+        self._offers.pop(offer.id, None)
+        if self._by_owner.get(offer.owner) is offer:
+            del self._by_owner[offer.owner]
+        self.anchors.remove(offer.anchor)
+
+    def _hook_close(self, ctx: CallContext) -> None:
+        connection = ctx.connection
+        if connection is None or id(connection) in self._hooked:
+            return
+        key = id(connection)
+        self._hooked.add(key)
+
+        def closed() -> None:
+            self._hooked.discard(key)
+            for owner in [o for o in (*self._active, *self._by_owner) if o[0] == key]:
+                with contextlib.suppress(Exception):
+                    self._supersede(owner, "the requester left", "disconnected")
+
+        ctx.on_close.append(closed)
+
+
+def _unit(args: dict[str, Any]) -> str:
+    unit = arg_str(args, "unit", "codepoint")
+    if unit not in ("codepoint", "utf16"):
+        raise ProtocolError(ErrorCode.MALFORMED, "unit must be 'codepoint' or 'utf16'")
+    return unit

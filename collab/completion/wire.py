@@ -1,0 +1,206 @@
+"""The ``/worker`` protocol between the engine and completion workers (sans-I/O).
+
+One msgpack map per binary WebSocket message, with a string type ``t``:
+
+- worker -> engine ``hello``: ``name``, ``model``, ``family``, ``capacity`` (jobs at once);
+- engine -> worker ``welcome``;
+- engine -> worker ``job``: ``id``, ``parts`` (``repo``, ``path``, ``prefix``, ``suffix``,
+  ``context``: a list of ``[path, text]``), ``max_tokens``, ``single_line``;
+- engine -> worker ``cancel``: ``id`` (skip it if not started, stop generating if running);
+- worker -> engine ``done``: ``id``, ``text``, ``queue_ms``, ``prompt_ms``, ``model_ms``,
+  ``tokens``, ``model``;
+- worker -> engine ``failed``: ``id``, ``code`` (an ``ErrorCode``), ``message``.
+
+The engine never sends a worker more jobs than its capacity; every job is answered by
+exactly one ``done`` or ``failed`` (``CANCELLED`` for a cancelled job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from protocol.errors import ErrorCode, ProtocolError
+
+from .executor import JobOutput, JobSpec
+from .prompts import ContextFile, PromptParts
+
+__all__ = [
+    "CancelJob",
+    "Done",
+    "Failed",
+    "Job",
+    "WorkerHello",
+    "WorkerMessage",
+    "WorkerWelcome",
+    "decode",
+    "encode",
+]
+
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHello:
+    name: str
+    model: str
+    family: str
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerWelcome:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    spec: JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    id: str
+    output: JobOutput
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    id: str
+    code: ErrorCode
+    message: str
+
+
+WorkerMessage = WorkerHello | WorkerWelcome | Job | CancelJob | Done | Failed
+
+
+def encode(message: WorkerMessage) -> bytes:
+    body: dict[str, Any]
+    match message:
+        case WorkerHello(name, model, family, capacity):
+            body = {"t": "hello", "name": name, "model": model, "family": family}
+            body["capacity"] = capacity
+        case WorkerWelcome():
+            body = {"t": "welcome"}
+        case Job(spec):
+            parts = spec.parts
+            body = {
+                "t": "job",
+                "id": spec.id,
+                "parts": {
+                    "repo": parts.repo,
+                    "path": parts.path,
+                    "prefix": parts.prefix,
+                    "suffix": parts.suffix,
+                    "context": [[c.path, c.text] for c in parts.context],
+                },
+                "max_tokens": spec.max_tokens,
+                "single_line": spec.single_line,
+            }
+        case CancelJob(job_id):
+            body = {"t": "cancel", "id": job_id}
+        case Done(job_id, out):
+            body = {
+                "t": "done",
+                "id": job_id,
+                "text": out.text,
+                "queue_ms": out.queue_ms,
+                "prompt_ms": out.prompt_ms,
+                "model_ms": out.model_ms,
+                "tokens": out.tokens,
+                "model": out.model,
+            }
+        case Failed(job_id, code, text):
+            body = {"t": "failed", "id": job_id, "code": int(code), "message": text}
+    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.MALFORMED, message)
+
+
+def _get(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        raise _bad(f"worker message {body.get('t')!r}: bad field {name!r}")
+    return value
+
+
+def _ms(body: dict[str, Any], name: str) -> float:
+    return float(_get(body, name, (int, float)))
+
+
+def _parts(value: Any) -> PromptParts:
+    if not isinstance(value, dict):
+        raise _bad("job parts must be a map")
+    context = _get(value, "context", list)
+    files = []
+    for item in context:
+        if not (
+            isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)
+        ):
+            raise _bad("job context entries must be [path, text]")
+        files.append(ContextFile(item[0], item[1]))
+    return PromptParts(
+        _get(value, "repo", str),
+        _get(value, "path", str),
+        _get(value, "prefix", str),
+        _get(value, "suffix", str),
+        tuple(files),
+    )
+
+
+def decode(data: bytes) -> WorkerMessage:
+    """Decode one message; raise ``ProtocolError`` (MALFORMED) for anything else."""
+    if len(data) > MAX_MESSAGE:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"worker message of {len(data)} bytes")
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True, max_ext_len=0)
+    except Exception as exc:
+        raise _bad(f"not a msgpack message: {exc}") from exc
+    if not isinstance(body, dict):
+        raise _bad("worker message is not a map")
+    kind = body.get("t")
+    if kind == "hello":
+        capacity = _get(body, "capacity", int)
+        if not 1 <= capacity <= 1024:
+            raise _bad("capacity must be 1 to 1024")
+        return WorkerHello(
+            _get(body, "name", str), _get(body, "model", str), _get(body, "family", str), capacity
+        )
+    if kind == "welcome":
+        return WorkerWelcome()
+    if kind == "job":
+        spec = JobSpec(
+            _get(body, "id", str),
+            _parts(body.get("parts")),
+            _get(body, "max_tokens", int),
+            _get(body, "single_line", bool),
+        )
+        return Job(spec)
+    if kind == "cancel":
+        return CancelJob(_get(body, "id", str))
+    if kind == "done":
+        output = JobOutput(
+            text=_get(body, "text", str),
+            queue_ms=_ms(body, "queue_ms"),
+            prompt_ms=_ms(body, "prompt_ms"),
+            model_ms=_ms(body, "model_ms"),
+            tokens=_get(body, "tokens", int),
+            model=_get(body, "model", str),
+        )
+        return Done(_get(body, "id", str), output)
+    if kind == "failed":
+        try:
+            code = ErrorCode(_get(body, "code", int))
+        except ValueError:
+            code = ErrorCode.UNAVAILABLE
+        return Failed(_get(body, "id", str), code, _get(body, "message", str))
+    raise _bad(f"unknown worker message type {kind!r:.40}")

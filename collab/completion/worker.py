@@ -1,0 +1,230 @@
+"""``collab worker``: a completion worker process that connects to an engine and takes jobs.
+
+It may run on another machine (one with a GPU): ``collab worker --url ws://engine:8765
+--token $(collab token --role worker --user gpu1) --backend transformers --model DIR``.
+It reconnects with backoff when the engine goes away, and exits on a refused token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+
+import aiohttp
+
+from protocol.errors import ErrorCode
+
+from . import wire
+from .backend import Cancelled, CompletionBackend
+from .backends import BACKENDS, create_backend
+from .executor import Executor, JobSpec
+from .prompts import Family
+
+__all__ = ["RemoteWorker", "WorkerRefused", "add_worker_parser", "run_worker_command"]
+
+log = logging.getLogger("collab.completion.worker")
+
+TOKEN_ENV = "COLLAB_WORKER_TOKEN"
+
+
+class WorkerRefused(Exception):
+    """The engine refused the worker's credentials; retrying would not help."""
+
+
+class RemoteWorker:
+    """Connects to an engine's ``/worker`` endpoint and runs the jobs it sends."""
+
+    def __init__(
+        self,
+        url: str,
+        backend: CompletionBackend,
+        *,
+        token: str | None = None,
+        user: str | None = None,
+        name: str | None = None,
+        max_prompt_tokens: int = 2048,
+        max_chars: int = 4096,
+        min_backoff: float = 0.1,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/") + "/worker"
+        self.backend = backend
+        self.token = token
+        self.user = user
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.executor = Executor(backend, max_prompt_tokens=max_prompt_tokens, max_chars=max_chars)
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.connected = asyncio.Event()
+        self._flags: dict[str, threading.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._send_lock = asyncio.Lock()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Start the backend and serve until ``stop`` is set; raise ``WorkerRefused``."""
+        stop = stop or asyncio.Event()
+        await self.backend.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                runner = asyncio.create_task(self._serve(session))
+                stopper = asyncio.create_task(stop.wait())
+                try:
+                    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopper.cancel()
+                    runner.cancel()
+                    outcome, _ = await asyncio.gather(runner, stopper, return_exceptions=True)
+                if isinstance(outcome, WorkerRefused):
+                    raise outcome
+        finally:
+            await self.backend.stop()
+
+    async def _serve(self, session: aiohttp.ClientSession) -> None:
+        backoff = self.min_backoff
+        while True:
+            try:
+                await self._connect_once(session)
+                backoff = self.min_backoff
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (401, 403):
+                    raise WorkerRefused(f"{self.url} refused this worker: {exc.status}") from exc
+                log.warning("engine at %s: %s", self.url, exc)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("engine at %s unreachable: %s", self.url, exc)
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def _connect_once(self, session: aiohttp.ClientSession) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        params = {"user": self.user} if self.user else {}
+        async with session.ws_connect(
+            self.url, headers=headers, params=params, heartbeat=30.0, max_msg_size=wire.MAX_MESSAGE
+        ) as ws:
+            backend = self.backend
+            hello = wire.WorkerHello(self.name, backend.name, str(backend.family), backend.capacity)
+            await ws.send_bytes(wire.encode(hello))
+            first = await ws.receive(timeout=30.0)
+            if first.type is not aiohttp.WSMsgType.BINARY or not isinstance(
+                wire.decode(first.data), wire.WorkerWelcome
+            ):
+                log.warning("engine closed the connection: %s %s", ws.close_code, first.extra)
+                return
+            log.info("connected to %s as %s", self.url, self.name)
+            self.connected.set()
+            try:
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.BINARY:
+                        self._receive(ws, wire.decode(msg.data))
+            finally:
+                self.connected.clear()
+                for flag in self._flags.values():
+                    flag.set()  # the engine has already failed these jobs
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            log.warning("disconnected from %s (%s)", self.url, ws.close_code)
+
+    def _receive(self, ws: aiohttp.ClientWebSocketResponse, message: wire.WorkerMessage) -> None:
+        match message:
+            case wire.Job(spec):
+                flag = self._flags[spec.id] = threading.Event()
+                task = asyncio.create_task(self._run(ws, spec, flag))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            case wire.CancelJob(job_id):
+                running = self._flags.get(job_id)
+                if running is not None:
+                    running.set()
+            case _:
+                log.warning("unexpected %s from the engine", type(message).__name__)
+
+    async def _run(
+        self, ws: aiohttp.ClientWebSocketResponse, spec: JobSpec, flag: threading.Event
+    ) -> None:
+        reply: wire.WorkerMessage
+        try:
+            reply = wire.Done(spec.id, await self.executor.run(spec, flag))
+        except Cancelled:
+            reply = wire.Failed(spec.id, ErrorCode.CANCELLED, "cancelled")
+        except asyncio.CancelledError:
+            flag.set()
+            raise
+        except Exception as exc:
+            log.exception("job %s failed", spec.id)
+            reply = wire.Failed(spec.id, ErrorCode.UNAVAILABLE, f"backend failed: {exc}")
+        finally:
+            self._flags.pop(spec.id, None)
+        async with self._send_lock:
+            if not ws.closed:
+                await ws.send_bytes(wire.encode(reply))
+
+
+def add_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``collab worker`` subcommand's options."""
+    worker = sub.add_parser("worker", help="run a completion worker that connects to an engine")
+    worker.add_argument("--url", required=True, help="the engine, ws://HOST:PORT")
+    worker.add_argument(
+        "--token", help=f"a worker token (collab token --role worker); else ${TOKEN_ENV}"
+    )
+    worker.add_argument("--user", help="a worker name for an engine in dev mode (no secret)")
+    worker.add_argument(
+        "--backend", default="local", help=f"{', '.join(BACKENDS)}, or module:factory"
+    )
+    worker.add_argument("--model", help="model directory (transformers) or model name (http)")
+    worker.add_argument("--endpoint", help="OpenAI-compatible server, http://HOST:PORT (http)")
+    worker.add_argument("--capacity", type=int, help="jobs at once (the batch size)")
+    worker.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when present)")
+    worker.add_argument(
+        "--family", choices=[f.value for f in Family], help="prompt format (default: detected)"
+    )
+    worker.add_argument("--name", help="the worker's name in logs and metrics")
+    worker.add_argument("--max-prompt-tokens", type=int, default=2048)
+    worker.add_argument("--log-level", default="INFO")
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        backend = create_backend(
+            args.backend,
+            model=args.model,
+            endpoint=args.endpoint,
+            capacity=args.capacity,
+            device=args.device,
+            family=args.family,
+            api_key=os.environ.get("COLLAB_COMPLETION_API_KEY"),
+        )
+    except (ValueError, ImportError, AttributeError) as exc:
+        print(f"collab worker: {exc}", file=sys.stderr)
+        return 2
+    worker = RemoteWorker(
+        args.url,
+        backend,
+        token=args.token or os.environ.get(TOKEN_ENV),
+        user=args.user,
+        name=args.name,
+        max_prompt_tokens=args.max_prompt_tokens,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+
+    try:
+        asyncio.run(main())
+    except WorkerRefused as exc:
+        print(f"collab worker: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,149 @@
+"""The /worker wire format, and the backend for OpenAI-compatible servers (a fake one here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Any
+
+import msgpack
+import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collab.completion import Cancelled, Family, Prompt, PromptParts, render, wire
+from collab.completion.executor import JobOutput, JobSpec
+from collab.completion.http_backend import HttpBackend, HttpBackendError
+from collab.completion.prompts import ContextFile
+from protocol.errors import ErrorCode, ProtocolError
+
+SPEC = JobSpec(
+    "j1", PromptParts("demo", "a.py", "pre", "suf", (ContextFile("b.py", "é🎉"),)), 32, True
+)
+
+
+def test_every_message_round_trips() -> None:
+    output = JobOutput("text", 1.5, 2.0, 30.25, 7, "m")
+    for message in (
+        wire.WorkerHello("w", "model", "qwen2.5-coder", 8),
+        wire.WorkerWelcome(),
+        wire.Job(SPEC),
+        wire.CancelJob("j1"),
+        wire.Done("j1", output),
+        wire.Failed("j1", ErrorCode.CANCELLED, "cancelled"),
+    ):
+        assert wire.decode(wire.encode(message)) == message
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.dictionaries(st.text(max_size=8), st.integers(-(2**63), 2**63 - 1) | st.text())
+)
+def test_malformed_messages_raise_protocol_error(data: bytes | dict[str, Any]) -> None:
+    raw = data if isinstance(data, bytes) else msgpack.packb(data)
+    with contextlib.suppress(ProtocolError):
+        wire.decode(raw)
+
+
+def test_bad_fields_are_refused() -> None:
+    with pytest.raises(ProtocolError):
+        wire.decode(
+            msgpack.packb({"t": "hello", "name": "w", "model": "m", "family": "f", "capacity": 0})
+        )
+    with pytest.raises(ProtocolError):
+        wire.decode(msgpack.packb({"t": "cancel", "id": 3}))
+    with pytest.raises(ProtocolError):
+        wire.decode(msgpack.packb({"t": "job", "id": "x", "parts": {"context": [[1]]}}))
+
+
+class FakeOpenAI:
+    """``/v1/models`` and ``/v1/completions`` as vLLM answers them."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.bodies: list[dict[str, Any]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> FakeOpenAI:
+        app = web.Application()
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/completions", self.completions)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "Qwen/Qwen2.5-Coder-1.5B"}]})
+
+    async def completions(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.bodies.append(body)
+        if body["prompt"].endswith("<|fim_middle|>boom"):
+            return web.json_response({"error": "bad"}, status=500)
+        await asyncio.sleep(self.delay)
+        return web.json_response(
+            {"choices": [{"text": "a + b"}], "usage": {"completion_tokens": 3}}
+        )
+
+
+async def test_http_backend_sends_the_family_prompt_and_stops() -> None:
+    async with FakeOpenAI() as fake:
+        backend = HttpBackend(fake.url + "/v1")
+        await backend.start()
+        try:
+            assert backend.family is Family.QWEN_CODER  # from /v1/models
+            rendered = render(backend.family, PromptParts("demo", "a.py", "x = ", ""))
+            result = await backend.complete(Prompt(rendered, 16, True), threading.Event())
+            assert (result.text, result.tokens) == ("a + b", 3)
+            body = fake.bodies[0]
+            assert body["prompt"] == rendered.text and body["max_tokens"] == 16
+            assert body["temperature"] == 0.0 and body["model"] == "Qwen/Qwen2.5-Coder-1.5B"
+            assert len(body["stop"]) == 4 and "<|endoftext|>" in body["stop"]
+        finally:
+            await backend.stop()
+
+
+async def test_http_backend_errors_and_cancellation() -> None:
+    async with FakeOpenAI(delay=5.0) as fake:
+        backend = HttpBackend(fake.url, model="deepseek-coder-1.3b")
+        await backend.start()
+        try:
+            assert backend.family is Family.DEEPSEEK_CODER
+            cancel = threading.Event()
+            rendered = render(backend.family, PromptParts("demo", "a.py", "x", ""))
+            task = asyncio.create_task(backend.complete(Prompt(rendered, 8, True), cancel))
+            await asyncio.sleep(0.1)
+            started = time.perf_counter()
+            cancel.set()
+            with pytest.raises(Cancelled):
+                await task
+            assert time.perf_counter() - started < 1.0
+        finally:
+            await backend.stop()
+    async with FakeOpenAI() as fake:
+        backend = HttpBackend(fake.url, model="Qwen2.5-Coder")
+        await backend.start()
+        try:
+            rendered = render(Family.QWEN_CODER, PromptParts("d", "a", "", ""))
+            bad = Prompt(type(rendered)(rendered.text + "boom", *_rest(rendered)), 8, True)
+            with pytest.raises(HttpBackendError, match="500"):
+                await backend.complete(bad, threading.Event())
+        finally:
+            await backend.stop()
+
+
+def _rest(rendered: Any) -> tuple[Any, ...]:
+    return (rendered.stop, rendered.prefix, rendered.suffix, rendered.context)
