@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from gitsync.naming import participant_branch
 from protocol.errors import ErrorCode, ProtocolError
 
 __all__ = [
@@ -34,6 +35,7 @@ ANY_REPO = "*"
 class Role(StrEnum):
     READ = "read"
     WRITE = "write"
+    WORKER = "worker"  # a completion worker: connects to /worker, opens no document
 
 
 class AuthError(ProtocolError):
@@ -49,10 +51,24 @@ class Identity:
     repo: str
 
     def can_read(self, repo: str) -> bool:
-        return self.repo in (ANY_REPO, repo)
+        return self.role is not Role.WORKER and self.repo in (ANY_REPO, repo)
 
     def can_write(self, repo: str) -> bool:
         return self.role is Role.WRITE and self.can_read(repo)
+
+    @property
+    def own_branch(self) -> str:
+        """This participant's own branch (see ``gitsync.naming``)."""
+        return participant_branch(self.user)
+
+    def can_write_branch(self, repo: str, branch: str) -> bool:
+        """Anyone who may read a repository may write their own branch there, and the
+        branches named ``<own branch>-...`` (their forks); writing any other branch (hopping
+        in, merging into it) takes the ``write`` role."""
+        own = self.own_branch
+        if (branch == own or branch.startswith(own + "-")) and self.can_read(repo):
+            return True
+        return self.can_write(repo)
 
 
 class Authenticator(Protocol):

@@ -1,4 +1,4 @@
-"""The ``collab`` command: ``serve`` the engine, mint a ``token``."""
+"""The ``collab`` command: ``serve`` the engine, mint a ``token``, ``branch`` and ``merge``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from gitsync import Repositories, create_demo_repo
 
+from . import cli_branches
 from .auth import Role, TokenAuthenticator
+from .completion.worker import add_worker_parser, run_worker_command
 from .config import ServerConfig
 from .server import CollabServer
 
@@ -44,14 +48,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--group-window", type=float, default=0.002, help="store fsync window, s")
     serve.add_argument("--heartbeat", type=float, default=30.0, help="WebSocket ping interval, s")
     serve.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
+    serve.add_argument(
+        "--completion-backend",
+        default="local",
+        help="embedded completion worker: local, http, transformers, module:factory or none",
+    )
+    serve.add_argument("--completion-model", help="model directory (transformers) or name (http)")
+    serve.add_argument("--completion-endpoint", help="OpenAI-compatible server URL (http)")
+    serve.add_argument(
+        "--commit-idle", type=float, default=1.0, help="commit live edits after this idle time, s"
+    )
+    serve.add_argument(
+        "--commit-max-lag", type=float, default=10.0, help="... or at the latest after this, s"
+    )
     serve.add_argument("--log-level", default="INFO")
 
     token = sub.add_parser("token", help="mint an access token with the server's secret")
     token.add_argument("--user", required=True)
-    token.add_argument("--repo", required=True, help="repository name, or * for all")
+    token.add_argument("--repo", help="repository name, or * for all (workers: not needed)")
     token.add_argument("--role", choices=[r.value for r in Role], default="write")
     token.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds; 0 for no expiry")
     token.add_argument("--secret-file", help=f"HMAC secret file (else ${SECRET_ENV})")
+    cli_branches.add_parsers(sub)
+    add_worker_parser(sub)
     return parser
 
 
@@ -59,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command in ("branch", "merge"):
+        return cli_branches.run(args)
+    if args.command == "worker":
+        return run_worker_command(args)
     return _serve(args)
 
 
@@ -67,9 +90,13 @@ def _token(args: argparse.Namespace) -> int:
     if secret is None:
         print(f"collab token: no secret; set ${SECRET_ENV} or --secret-file", file=sys.stderr)
         return 2
+    repo = args.repo or ("*" if args.role == Role.WORKER else None)
+    if repo is None:
+        print("collab token: --repo is required", file=sys.stderr)
+        return 2
     auth = TokenAuthenticator(secret)
     ttl = args.ttl if args.ttl > 0 else None
-    print(auth.mint(user=args.user, repo=args.repo, role=Role(args.role), ttl=ttl))
+    print(auth.mint(user=args.user, repo=repo, role=Role(args.role), ttl=ttl))
     return 0
 
 
@@ -90,13 +117,30 @@ def _serve(args: argparse.Namespace) -> int:
         group_window=args.group_window,
         heartbeat=args.heartbeat,
         store=args.store,
+        commit_idle=args.commit_idle,
+        completion_backend=args.completion_backend,
+        completion_model=args.completion_model,
+        completion_endpoint=args.completion_endpoint,
+        commit_max_lag=args.commit_max_lag,
     )
     try:
-        asyncio.run(_run(config))
+        _event_loop_run(_run(config))
     except ValueError as exc:
         print(f"collab serve: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (it sends and wakes up for less CPU than
+    the default loop), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 async def _run(config: ServerConfig) -> None:

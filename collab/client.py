@@ -282,6 +282,58 @@ class Client:
         self._resubscribe[f"{op}\0{sorted(args.items())!r}"] = {"op": op, **args}
         return value
 
+    # -- completions (the operations of ``collab.completion``) ---------------------------------
+
+    async def complete(
+        self, document: Document | str, index: int, *, mode: str = "line", **options: Any
+    ) -> dict[str, Any]:
+        """Ask for a completion at code point ``index`` of an open document. The server reads
+        the text itself; the answer has ``id``, ``text``, ``index`` and ``latency``. A newer
+        request for the same document cancels this one (``ClientError`` 4016)."""
+        doc = document.id if isinstance(document, Document) else document
+        return dict(await self.call("complete", doc=doc, index=index, mode=mode, **options))
+
+    async def accept(self, completion: dict[str, Any] | str, length: int | None = None) -> Any:
+        """Insert an answered completion (or its first ``length`` code points) where it was
+        asked for; the edit is the AI's, on this user's behalf."""
+        offer = completion if isinstance(completion, str) else completion["id"]
+        extra = {} if length is None else {"length": length}
+        return await self.call("complete.accept", id=offer, **extra)
+
+    # -- branches (each is a ``call`` of the operation named in ``collab.git_ops``) ----------
+
+    async def branches(self, repo: str) -> list[dict[str, Any]]:
+        """Every branch of ``repo``: name, head, and who is on it (user and path)."""
+        return await self.call("branch.list", repo=repo)  # type: ignore[no-any-return]
+
+    async def join(self, repo: str, source: str | None = None) -> str:
+        """Make sure this user has their own branch in ``repo``; return its name."""
+        args: dict[str, Any] = {"repo": repo} if source is None else {"repo": repo, "from": source}
+        return str((await self.call("branch.join", **args))["name"])
+
+    async def fork(self, repo: str, source: str, name: str | None = None) -> str:
+        """Fork ``source`` at its live state; return the new branch's name."""
+        args: dict[str, Any] = {"repo": repo, "source": source}
+        if name is not None:
+            args["name"] = name
+        return str((await self.call("branch.fork", **args))["name"])
+
+    async def commit(self, repo: str, branch: str) -> str:
+        """Commit the branch's pending live edits now; return its head."""
+        return str((await self.call("branch.commit", repo=repo, branch=branch))["head"])
+
+    async def merge(
+        self, repo: str, source: str, target: str, *, apply: bool = True, markers: bool = False
+    ) -> dict[str, Any]:
+        """Merge ``source`` into ``target`` (a preview when ``apply`` is false)."""
+        if not apply:
+            return await self.call(  # type: ignore[no-any-return]
+                "merge.preview", repo=repo, source=source, target=target
+            )
+        return await self.call(  # type: ignore[no-any-return]
+            "merge.apply", repo=repo, source=source, target=target, markers=markers
+        )
+
     async def _run(self, welcomed: asyncio.Future[None]) -> None:
         backoff = self.min_backoff
         while not self._closed:

@@ -20,6 +20,7 @@ class ServerConfig:
     grace: float = 5.0  # an idle room stays loaded this long after its last peer leaves
     heartbeat: float = 30.0  # WebSocket ping interval; a peer silent for half of it is dropped
     max_message: int = 8 * 1024 * 1024
+    max_file: int = 4 * 1024 * 1024  # larger files are not opened as live documents
     outbox_limit: int = 4096  # frames queued for one connection before it counts as a slow reader
     hello_timeout: float = 10.0
     max_open_docs: int = 256  # per /ws connection
@@ -27,3 +28,18 @@ class ServerConfig:
     group_window: float = 0.002  # store group commit window
     compact_every: int = 1000  # updates between snapshots
     store: str = "sqlite"  # "sqlite" or "memory"
+    commit_idle: float = 1.0  # commit a branch's live edits after this long without typing
+    commit_max_lag: float = 10.0  # ... and at the latest this long after the first edit
+    ref_poll: float = 1.0  # how often refs of live branches are checked for outside moves
+    # completions (collab.completion)
+    completion_backend: str = "local"  # "local", "http", "transformers", "module:factory", "none"
+    completion_model: str | None = None  # model directory (transformers) or name (http)
+    completion_endpoint: str | None = None  # OpenAI-compatible server (http)
+    completion_capacity: int | None = None  # jobs the embedded worker runs at once
+    completion_timeout: float = 10.0  # a job not answered by then fails with TIMEOUT
+    completion_queue: int = 256  # jobs waiting for a worker; more are refused
+    completion_rate: float = 20.0  # requests per second per user (token bucket; 0: no limit)
+    completion_burst: int = 40
+    completion_max_tokens: int = 256
+    completion_max_chars: int = 4096  # a completion's text is cut to this size
+    completion_prompt_tokens: int = 2048  # prompt budget: prefix, suffix and other files

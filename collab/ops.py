@@ -41,7 +41,7 @@ class CallContext:
 
     ``connection`` is a per-connection object (a ``/ws`` session) for calls that need one,
     such as subscriptions and cancel-on-disconnect; it is ``None`` for HTTP calls.
-    ``on_close`` callbacks run when that connection closes.
+    ``on_close`` callbacks run when that connection closes; ``state`` lives as long as it.
     """
 
     server: CollabServer
@@ -49,6 +49,7 @@ class CallContext:
     connection: object | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)
     send_event: Callable[[str, dict[str, Any]], None] | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # per connection, for handlers
 
 
 Handler = Callable[[CallContext, dict[str, Any]], Awaitable[Any]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from pycrdt import Doc
@@ -12,6 +14,7 @@ from gitsync import BlobNotText, BranchNotFound, RepoNotFound, Repositories
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
+from .auth import Identity, Role
 from .room import Room, Subscriber
 from .seed import seed_update
 from .store import Store
@@ -31,7 +34,9 @@ class Rooms:
         *,
         grace: float = 5.0,
         compact_every: int = 1000,
+        max_file: int = 8 * 1024 * 1024,
     ) -> None:
+        self.max_file = max_file
         self.store = store
         self.repos = repos
         self.grace = grace
@@ -40,6 +45,27 @@ class Rooms:
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Hooks for the git layer: before a document loads (bring the branch up to date with
+        # its ref), when a room is created, when a peer joins, and before a room unloads.
+        self.before_load: Callable[[DocId], Awaitable[None]] | None = None
+        self.on_room: Callable[[Room], None] | None = None
+        self.on_join: Callable[[Room, Subscriber], None] | None = None
+        self.before_unload: Callable[[Room], Awaitable[None]] | None = None
+
+    def loaded(self, prefix: str = "") -> list[Room]:
+        """The loaded rooms whose key starts with ``prefix`` (``"<repo>/<branch>:"``)."""
+        return [room for key, room in self._rooms.items() if key.startswith(prefix)]
+
+    @asynccontextmanager
+    async def borrow(self, doc_id: DocId) -> AsyncIterator[Room]:
+        """The room for ``doc_id``, loaded if needed and kept loaded while in use (for
+        changes made by the server itself, such as merges)."""
+        holder = _Holder()
+        room = await self.acquire(doc_id, holder)
+        try:
+            yield room
+        finally:
+            room.detach(holder)
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -59,6 +85,8 @@ class Rooms:
             if room is not None and not room.failed:
                 self._cancel_timer(key)
                 room.attach(peer)
+                if self.on_join is not None and not isinstance(peer, _Holder):
+                    self.on_join(room, peer)
                 return room
             if room is not None:  # failed: drop it and load afresh from the store
                 await self._unload(room, persist=False)
@@ -81,6 +109,8 @@ class Rooms:
             raise ProtocolError(
                 ErrorCode.NOT_FOUND, f"no branch {doc_id.branch!r} in {doc_id.repo!r}"
             ) from None
+        if self.before_load is not None:
+            await self.before_load(doc_id)
         stored = await self.store.load(key)
         doc: Doc[Any] = Doc()
         if stored is None:
@@ -90,6 +120,10 @@ class Rooms:
                 )
             except BlobNotText as exc:
                 raise ProtocolError(ErrorCode.NOT_TEXT, str(exc)) from None
+            if len(blob.text) > self.max_file // 4 and len(blob.text.encode()) > self.max_file:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE, f"{doc_id.path} is over {self.max_file} bytes"
+                )
             update = seed_update(blob.sha, blob.text)
             last_seq = await self.store.append(key, update)
             doc.apply_update(update)
@@ -111,6 +145,8 @@ class Rooms:
         if stored is not None:
             room.updates_since_snapshot = len(stored.updates)
         room.on_idle = self._schedule_unload
+        if self.on_room is not None:
+            self.on_room(room)
         room.start()
         return room
 
@@ -136,6 +172,8 @@ class Rooms:
         """Persist and forget ``room``; if persisting fails it stays loaded and retries."""
         try:
             await room.drain()
+            if persist and not room.failed and self.before_unload is not None:
+                await self.before_unload(room)
             if persist and not room.failed and room.updates_since_snapshot:
                 await room.compact()
         except Exception:
@@ -157,3 +195,18 @@ class Rooms:
         for room in list(self._rooms.values()):
             room.attached.clear()
             await self._unload(room, persist=True)
+
+
+class _Holder:
+    """The subscriber that keeps a borrowed room loaded; it receives nothing."""
+
+    identity = Identity("collab", Role.WRITE, "*")
+
+    def send_update(self, update: bytes) -> None:
+        pass
+
+    def send_awareness(self, payload: bytes) -> None:
+        pass
+
+    def abort(self, code: ErrorCode, reason: str) -> None:
+        pass

@@ -18,8 +18,15 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.yjs import YjsLimits
 
 from .auth import Authenticator, AuthError, DevAuthenticator, TokenAuthenticator, is_loopback
+from .branches import Branches
+from .completion import install as install_completion
 from .config import ServerConfig
+from .events import EventHub
+from .git_http import GitBridge
+from .git_ops import register_git_ops
+from .git_sync import GitSync
 from .memory_store import MemoryStore
+from .merges import Merges
 from .ops import CallContext, Operations
 from .outbox import close_ws
 from .rooms import Rooms
@@ -77,7 +84,11 @@ class CollabServer:
         self.store: Store = store or self._default_store(config)
         self.repos = Repositories(config.repos)
         self.rooms = Rooms(
-            self.store, self.repos, grace=config.grace, compact_every=config.compact_every
+            self.store,
+            self.repos,
+            grace=config.grace,
+            compact_every=config.compact_every,
+            max_file=config.max_file,
         )
         self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
         self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)
@@ -88,6 +99,22 @@ class CollabServer:
         self.ops = Operations()
         self.services: list[Service] = []
         self._routes: list[tuple[str, str, RouteHandler]] = []
+        self.events = EventHub()
+        self.git = GitSync(
+            self.repos,
+            self.rooms,
+            self.store,
+            self.events,
+            idle=config.commit_idle,
+            max_lag=config.commit_max_lag,
+            poll=config.ref_poll,
+        )
+        self.services.append(self.git)
+        self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)
+        self.merges = Merges(self.repos, self.branches)
+        register_git_ops(self.ops, self.branches, self.merges, self.events)
+        self.git_bridge = GitBridge(self)
+        self.completion = install_completion(self)
 
     @staticmethod
     def _default_store(config: ServerConfig) -> Store:

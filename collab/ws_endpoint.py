@@ -119,7 +119,8 @@ class Session:
         except ProtocolError as exc:
             self.error(exc.code, exc.message, ref)
             return
-        peer = DocPeer(self, ref, None, self.identity.can_write(doc_id.repo))
+        writable = self.identity.can_write_branch(doc_id.repo, doc_id.branch)
+        peer = DocPeer(self, ref, None, writable)
         self.docs[ref] = peer  # reserve the ref while loading
         try:
             room = await self.server.rooms.acquire(doc_id, peer)

@@ -38,6 +38,20 @@ def _encode_update(update: bytes) -> bytes:
     return encode_message(SyncUpdate(update))
 
 
+_last_awareness: tuple[bytes | None, bytes] = (None, b"")
+
+
+def _awareness_frame(payload: bytes) -> bytes:
+    """The awareness message for ``payload``; a broadcast hands every peer the same payload
+    object in a row, so the message is built once (and the outbox frames it once)."""
+    global _last_awareness
+    last_payload, frame = _last_awareness
+    if payload is not last_payload:
+        frame = encode_message(AwarenessMessage(payload))
+        _last_awareness = (payload, frame)
+    return frame
+
+
 class YjsPeer:
     """One stock Yjs client on one document."""
 
@@ -51,7 +65,7 @@ class YjsPeer:
         self.outbox.put_update(update, _encode_update)
 
     def send_awareness(self, payload: bytes) -> None:
-        self.outbox.put(encode_message(AwarenessMessage(payload)))
+        self.outbox.put(_awareness_frame(payload))
 
     def abort(self, code: ErrorCode, reason: str) -> None:
         self.outbox.abort(code, reason)
@@ -73,7 +87,7 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
         await close_ws(ws, exc.code, exc.message)
         return ws
     outbox = Outbox(ws, limit=server.config.outbox_limit, name=f"{name} ({identity.user})")
-    peer = YjsPeer(outbox, identity, identity.can_write(doc_id.repo))
+    peer = YjsPeer(outbox, identity, identity.can_write_branch(doc_id.repo, doc_id.branch))
     try:
         room = await server.rooms.acquire(doc_id, peer)
     except ProtocolError as exc:

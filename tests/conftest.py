@@ -10,17 +10,11 @@ import pytest
 
 sys.path.append(str(Path(__file__).parent))  # helpers; the real packages come first
 
-from collab import CollabServer, ServerConfig
+from servers import DEMO_FILES, SECRET, make_config
+
+from collab import CollabServer
 from collab.auth import TokenAuthenticator
 from gitsync import create_demo_repo
-
-SECRET = b"test-secret-0123456789abcdef"
-
-DEMO_FILES = {
-    "README.md": "# Demo\n\nHello from the demo repository.\n",
-    "src/app.py": "print('hello')\n",
-    "docs/unicode.txt": "héllo wörld, 世界, 🎉 emoji\n",
-}
 
 
 @pytest.fixture
@@ -29,13 +23,6 @@ def repos(tmp_path: Path) -> Path:
     create_demo_repo(root / "demo", DEMO_FILES)
     create_demo_repo(root / "other", {"a.txt": "other repo\n"})
     return root
-
-
-def make_config(repos: Path, data_dir: Path, **overrides: object) -> ServerConfig:
-    config = ServerConfig(repos=repos, data_dir=data_dir, port=0, grace=0.2, heartbeat=5.0)
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    return config
 
 
 @pytest.fixture

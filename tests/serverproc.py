@@ -21,7 +21,15 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m collab serve`` on a fixed port, so clients can reconnect after a restart."""
 
-    def __init__(self, repos: Path, data_dir: Path, *, secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        repos: Path,
+        data_dir: Path,
+        *,
+        secret: bytes | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.extra_args = extra_args
         self.repos = repos
         self.data_dir = data_dir
         self.secret = secret
@@ -40,6 +48,7 @@ class ServerProcess:
             env["COLLAB_SECRET"] = self.secret.decode()
         args = [sys.executable, "-m", "collab", "serve", "--repos", str(self.repos)]
         args += ["--data-dir", str(self.data_dir), "--port", str(self.port), "--grace", "0.5"]
+        args += self.extra_args
         log = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.PIPE, stderr=log, env=env

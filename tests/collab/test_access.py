@@ -205,7 +205,7 @@ def test_dev_mode_refuses_non_loopback() -> None:
 
 
 def test_dev_mode_server_refuses_to_bind_publicly(repos: Path, tmp_path: Path) -> None:
-    from conftest import make_config
+    from servers import make_config
 
     with pytest.raises(ValueError, match="loopback"):
         CollabServer(make_config(repos, tmp_path, host="0.0.0.0"))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import DEMO_FILES, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import DEMO_FILES, make_config
 from yjsclient import YjsPeer
 
 from collab import Client, CollabServer

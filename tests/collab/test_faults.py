@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import msgpack
 import pytest
-from conftest import make_config
+from servers import make_config
 from yjsclient import YjsPeer
 
 from collab import Client, CollabServer

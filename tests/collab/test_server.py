@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import make_config
+from servers import make_config
 from yjsclient import YjsPeer
 
 from collab import Client, CollabServer

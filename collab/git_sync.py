@@ -1,0 +1,402 @@
+"""Live documents and git branches as one system.
+
+Every branch with loaded documents has a :class:`BranchSync`. It commits the live text of the
+documents changed since its last commit after an idle time or a maximum lag (continuous
+commits), and brings the live documents up to date when the branch's ref moves for another
+reason (a ``git push``, a commit by another tool) by applying the difference as text edits.
+
+Which commit the live documents match is recorded in the private ref
+``refs/collab/synced/<branch>``: it is the parent of the next continuous commit and the merge
+base when the branch moves outside the engine, and it survives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from dulwich.objects import ObjectID
+
+from gitsync import (
+    BranchNotFound,
+    RepoNotFound,
+    Repositories,
+)
+from gitsync.changes import changed_files, is_text
+from gitsync.commits import (
+    NothingToCommit,
+    RefMoved,
+    author_line,
+    branch_ref,
+    commit_changes,
+    commit_message,
+    read_ref,
+    read_synced,
+    recover_stale_locks,
+    set_synced,
+)
+from gitsync.merging import merge_text
+from protocol.names import DocId
+
+from .auth import Identity
+from .events import EventHub, hexsha
+from .origin import Origin
+from .room import Room
+from .text_edits import apply_edits, diff_edits
+
+if TYPE_CHECKING:
+    from .rooms import Rooms
+    from .store import Store
+
+__all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync"]
+
+log = logging.getLogger("collab.git")
+
+ENGINE_AUTHOR = "collab <collab@localhost>"
+
+
+def replace_text(room: Room, new: str, *, origin: Origin) -> asyncio.Future[None]:
+    """Make ``room``'s text read ``new`` with the smallest edits; returns the durability
+    future. Runs without yielding, so no other change interleaves."""
+    current = str(room.text)
+    edits = diff_edits(current, new)
+    return room.edit(lambda text: apply_edits(text, current, edits), origin=origin)
+
+
+class BranchSync:
+    """Continuous commits and external-move reconciliation for one branch."""
+
+    def __init__(self, owner: GitSync, repo: str, branch: str, synced: bytes) -> None:
+        self.owner = owner
+        self.repo = repo
+        self.branch = branch
+        self.prefix = f"{repo}/{branch}:"
+        self.synced = synced
+        self.lock = asyncio.Lock()
+        self.dirty: dict[str, Room] = {}
+        self.authors: dict[str, Identity] = {}
+        self.reconciling = False
+        self._idle: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- continuous commits ------------------------------------------------------------------
+
+    def touch(self, room: Room, origin: Origin, author: Identity | None) -> None:
+        """A room of this branch changed: commit after the idle time or the maximum lag."""
+        self.dirty[room.doc_id.path] = room
+        if author is not None and origin in (Origin.CLIENT, Origin.AI):
+            self.authors.setdefault(author.user, author)
+        loop = asyncio.get_running_loop()
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = loop.call_later(self.owner.idle, self._kick)
+        if self._deadline is None:
+            self._deadline = loop.call_later(self.owner.max_lag, self._kick)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._idle, self._deadline):
+            if timer is not None:
+                timer.cancel()
+        self._idle = self._deadline = None
+
+    def _kick(self) -> None:
+        self._cancel_timers()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._background_flush())
+
+    async def _background_flush(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("%s: continuous commit failed; retrying later", self.prefix)
+            if self.dirty and not self.owner.stopped:
+                loop = asyncio.get_running_loop()
+                self._idle = loop.call_later(max(self.owner.idle, 1.0), self._kick)
+
+    async def flush(self) -> bytes:
+        """Commit every pending live change now; return the branch's synced commit."""
+        async with self.lock:
+            await self._commit()
+            return self.synced
+
+    async def _commit(self) -> None:
+        self._cancel_timers()
+        if not self.dirty:
+            return
+        rooms, self.dirty = self.dirty, {}
+        authors, self.authors = self.authors, {}
+        try:
+            await asyncio.gather(*(room.drain() for room in rooms.values()))
+            for _attempt in range(5):
+                changes = {
+                    path: str(room.text).encode("utf-8")
+                    for path, room in rooms.items()
+                    if not room.failed
+                }
+                try:
+                    new = await asyncio.to_thread(self._write, changes, list(authors.values()))
+                except NothingToCommit:
+                    return
+                except RefMoved as moved:
+                    if moved.current is None:
+                        log.warning("%s: the branch was deleted; edits not committed", self.prefix)
+                        return
+                    await self._reconcile(moved.current)
+                    continue
+                self._committed(new, sorted(changes), list(authors))
+                return
+            raise RuntimeError(f"{self.prefix} kept moving while committing")
+        except BaseException:
+            for path, room in rooms.items():  # keep them pending
+                self.dirty.setdefault(path, room)
+            for user, identity in authors.items():
+                self.authors.setdefault(user, identity)
+            raise
+
+    def _write(self, changes: dict[str, bytes], authors: list[Identity]) -> bytes:
+        repo = self.owner.repos.open(self.repo)
+        lines = [author_line(identity.user) for identity in authors] or [ENGINE_AUTHOR]
+        new = commit_changes(
+            repo,
+            self.branch,
+            changes,
+            message=commit_message(sorted(changes), lines[1:]),
+            author=lines[0],
+            committer=ENGINE_AUTHOR,
+            expected=self.synced,
+        )
+        set_synced(repo, self.branch, new)
+        return new
+
+    def _committed(self, new: bytes, files: list[str], users: list[str]) -> None:
+        old, self.synced = self.synced, new
+        log.info("%s: committed %s (%s)", self.prefix, new[:12].decode(), ", ".join(files))
+        self.owner.events.publish(
+            self.repo,
+            {
+                "kind": "commit",
+                "branch": self.branch,
+                "commit": hexsha(new),
+                "parents": [hexsha(old)],
+                "authors": users,
+                "files": files,
+            },
+        )
+
+    # -- the ref moved outside the engine ----------------------------------------------------
+
+    async def catch_up(self) -> None:
+        """If the branch moved since the live documents last matched it, merge the move
+        into them as text edits."""
+        head = await asyncio.to_thread(self.owner.head, self.repo, self.branch)
+        if head is None or head == self.synced:
+            return
+        async with self.lock:
+            head = await asyncio.to_thread(self.owner.head, self.repo, self.branch)
+            if head is not None and head != self.synced:
+                await self._reconcile(head)
+
+    async def _reconcile(self, head: bytes | None) -> None:
+        """Apply the change ``synced -> head`` to the live documents (lock held)."""
+        if head is None:
+            raise RuntimeError(f"branch {self.branch} of {self.repo} was deleted")
+        old = self.synced
+        repo = self.owner.repos.open(self.repo)
+        changes = await asyncio.to_thread(changed_files, repo, old, head)
+        stored = set(await self.owner.store.keys(self.prefix))
+        durable: list[Awaitable[None]] = []
+        self.reconciling = True
+        try:
+            for change in changes:
+                if not (is_text(change.old) and is_text(change.new)):
+                    continue
+                key = self.prefix + change.path
+                room = self.owner.rooms.get_key(key)
+                if room is not None:
+                    durable.append(self._merge_into(room, change.old, change.new))
+                elif key in stored:
+                    async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
+                        durable.append(self._merge_into(borrowed, change.old, change.new))
+            await asyncio.gather(*durable)
+        finally:
+            self.reconciling = False
+        await asyncio.to_thread(set_synced, repo, self.branch, head)
+        self.synced = head
+        log.info("%s: moved outside the engine to %s; merged", self.prefix, head[:12].decode())
+        self.owner.events.publish(
+            self.repo,
+            {
+                "kind": "ref",
+                "branch": self.branch,
+                "old": hexsha(old),
+                "new": hexsha(head),
+                "cause": "external",
+            },
+        )
+
+    def _merge_into(self, room: Room, old: bytes | None, new: bytes | None) -> asyncio.Future[None]:
+        base = (old or b"").decode("utf-8")
+        theirs = (new or b"").decode("utf-8")
+        live = str(room.text)
+        merged, conflicted = merge_text(base, live, theirs)
+        if conflicted:
+            log.warning("%s: external change conflicts with live edits; markers written", room.key)
+        return replace_text(room, merged, origin=Origin.GIT)
+
+
+class GitSync:
+    """Every branch's :class:`BranchSync`, wired into the rooms; a ``Service``."""
+
+    def __init__(
+        self,
+        repos: Repositories,
+        rooms: Rooms,
+        store: Store,
+        events: EventHub,
+        *,
+        idle: float = 1.0,
+        max_lag: float = 10.0,
+        poll: float = 1.0,
+    ) -> None:
+        self.repos = repos
+        self.rooms = rooms
+        self.store = store
+        self.events = events
+        self.idle = idle
+        self.max_lag = max_lag
+        self.poll = poll
+        self.stopped = False
+        self.branches: dict[tuple[str, str], BranchSync] = {}
+        self._creating: dict[tuple[str, str], asyncio.Task[BranchSync]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        rooms.before_load = self._before_load
+        rooms.on_room = self._on_room
+        rooms.before_unload = self._before_unload
+
+    # -- service -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._recover_locks)
+        await self._recover_uncommitted()
+        self._watcher = asyncio.create_task(self._watch(), name="ref watcher")
+
+    async def stop(self) -> None:
+        """Commit everything still pending (graceful shutdown)."""
+        self.stopped = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        for sync in list(self.branches.values()):
+            try:
+                await sync.flush()
+            except Exception:
+                log.exception("%s: final commit failed", sync.prefix)
+
+    def _recover_locks(self) -> None:
+        for name in self.repos.names():
+            removed = recover_stale_locks(self.repos.open(name))
+            for path in removed:
+                log.warning("%s: removed a stale lock %s left by a crash", name, path)
+
+    async def _recover_uncommitted(self) -> None:
+        """Commit live state a crash left uncommitted: documents in the store whose text
+        differs from their branch head."""
+        by_branch: dict[tuple[str, str], list[DocId]] = {}
+        for key in await self.store.keys():
+            try:
+                doc_id = DocId.parse(key)
+            except Exception:
+                continue
+            by_branch.setdefault((doc_id.repo, doc_id.branch), []).append(doc_id)
+        for (repo, branch), doc_ids in by_branch.items():
+            try:
+                sync = await self.branch(repo, branch)
+            except (RepoNotFound, BranchNotFound):
+                continue
+            for doc_id in doc_ids:
+                async with self.rooms.borrow(doc_id) as room:
+                    sync.dirty[doc_id.path] = room
+            await sync.flush()
+
+    # -- branches ----------------------------------------------------------------------------
+
+    def head(self, repo: str, branch: str) -> bytes | None:
+        return read_ref(self.repos.open(repo), branch_ref(branch))
+
+    async def branch(self, repo: str, branch: str) -> BranchSync:
+        """The branch's sync state, created (and caught up with its ref) on first use.
+        Raises ``RepoNotFound``/``BranchNotFound``."""
+        key = (repo, branch)
+        sync = self.branches.get(key)
+        if sync is not None:
+            return sync
+        task = self._creating.get(key)
+        if task is None:
+            task = asyncio.create_task(self._create(repo, branch))
+            self._creating[key] = task
+            task.add_done_callback(lambda _t: self._creating.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _create(self, repo: str, branch: str) -> BranchSync:
+        def read() -> tuple[bytes, bytes | None]:
+            git = self.repos.open(repo)
+            head = read_ref(git, branch_ref(branch))
+            if head is None:
+                raise BranchNotFound(f"{repo}/{branch}")
+            synced = read_synced(git, branch)
+            if synced is None or ObjectID(synced) not in git.object_store:
+                set_synced(git, branch, head)  # no live documents yet: they start at head
+                synced = head
+            return head, synced
+
+        head, synced = await asyncio.to_thread(read)
+        sync = BranchSync(self, repo, branch, synced or head)
+        self.branches[(repo, branch)] = sync
+        return sync
+
+    def forget(self, repo: str, branch: str) -> None:
+        sync = self.branches.pop((repo, branch), None)
+        if sync is not None:
+            sync._cancel_timers()
+
+    # -- room hooks --------------------------------------------------------------------------
+
+    async def _before_load(self, doc_id: DocId) -> None:
+        sync = await self.branch(doc_id.repo, doc_id.branch)
+        if not sync.reconciling:
+            await sync.catch_up()
+
+    def _on_room(self, room: Room) -> None:
+        sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
+        if sync is not None:
+            room.listeners.append(sync.touch)
+
+    async def _before_unload(self, room: Room) -> None:
+        sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
+        if sync is not None and room.doc_id.path in sync.dirty:
+            await sync.flush()
+
+    def _heads(self, syncs: list[BranchSync]) -> list[bytes | None]:
+        return [self.head(sync.repo, sync.branch) for sync in syncs]
+
+    async def _watch(self) -> None:
+        """Notice refs moved by other tools (a commit made with the git CLI, say)."""
+        while True:
+            await asyncio.sleep(self.poll)
+            watched = [s for s in self.branches.values() if self.rooms.loaded(s.prefix)]
+            if not watched:
+                continue
+            try:
+                heads = await asyncio.to_thread(self._heads, watched)
+            except Exception:
+                log.exception("reading branch heads failed")
+                continue
+            for sync, head in zip(watched, heads, strict=True):
+                if head is not None and head != sync.synced and not sync.lock.locked():
+                    try:
+                        await sync.catch_up()
+                    except Exception:
+                        log.exception("%s: merging an external move failed", sync.prefix)

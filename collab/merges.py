@@ -1,0 +1,198 @@
+"""Merging one branch into another in one call, live documents included.
+
+Both branches' pending live edits are committed first, so the merge sees what people see.
+The three-way merge runs on git history (``gitsync.merging``); its result is applied to the
+target's live documents as minimal text edits (whoever is typing there keeps their edits)
+and recorded as a merge commit with both parents. On conflict nothing is applied, unless
+conflict markers are asked for: then they are written into the live documents, so the people
+on the target branch resolve them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gitsync import Repositories
+from gitsync.commits import author_line, commit_changes, set_synced
+from gitsync.merging import MergePlan, UnrelatedHistories, merge_text, plan_merge, resolve_plan
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId, validate_branch
+
+from .auth import Identity
+from .branches import Branches
+from .events import hexsha
+from .git_sync import ENGINE_AUTHOR, BranchSync, replace_text
+from .origin import Origin
+
+__all__ = ["Merges"]
+
+log = logging.getLogger("collab.merges")
+
+MAX_DIFF = 200_000  # characters of diff per file in a preview
+
+
+class Merges:
+    def __init__(self, repos: Repositories, branches: Branches) -> None:
+        self.repos = repos
+        self.branches = branches
+        self.git = branches.git
+        self.rooms = branches.rooms
+        self.store = branches.store
+
+    async def _prepare(
+        self, identity: Identity, repo: str, source: str, target: str
+    ) -> tuple[str, BranchSync, BranchSync]:
+        repo = self.branches.check_read(identity, repo)
+        source, target = validate_branch(source), validate_branch(target)
+        if source == target:
+            raise ProtocolError(ErrorCode.CONFLICT, "a branch cannot be merged into itself")
+        await self.branches.head(repo, source)
+        await self.branches.head(repo, target)
+        return (
+            repo,
+            await self.branches.sync_of(repo, source),
+            await self.branches.sync_of(repo, target),
+        )
+
+    async def _plan(self, repo: str, source: bytes, target: bytes) -> MergePlan:
+        try:
+            return await asyncio.to_thread(plan_merge, self.repos.open(repo), source, target)
+        except UnrelatedHistories as exc:
+            raise ProtocolError(ErrorCode.CONFLICT, f"unrelated histories: {exc}") from None
+
+    async def preview(
+        self, identity: Identity, repo: str, source: str, target: str
+    ) -> dict[str, Any]:
+        """What merging ``source`` into ``target`` would do; changes nothing (beyond
+        committing pending live edits, as the continuous committer would anyway)."""
+        repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
+        plan = await self._plan(repo, await from_sync.flush(), await to_sync.flush())
+        return _describe(plan, diffs=True)
+
+    async def apply(
+        self, identity: Identity, repo: str, source: str, target: str, *, markers: bool
+    ) -> dict[str, Any]:
+        repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
+        self.branches.check_write(identity, repo, to_sync.branch)
+        source_head = await from_sync.flush()
+        async with to_sync.lock:
+            await to_sync._commit()
+            target_head = to_sync.synced
+            plan = await self._plan(repo, source_head, target_head)
+            if plan.up_to_date:
+                return {**_describe(plan, diffs=False), "applied": False, "commit": None}
+            if plan.conflicts and not markers:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    "merge conflicts in " + ", ".join(plan.conflicts) + "; nothing was changed",
+                )
+            resolved = resolve_plan(plan, markers=markers)
+            await self._apply_live(repo, to_sync, plan, resolved)
+            commit = await asyncio.to_thread(
+                self._commit, repo, to_sync.branch, plan, resolved, identity
+            )
+            to_sync.synced = commit
+        log.info("%s: merged %s into %s as %s", repo, source, target, commit[:12].decode())
+        self.branches.events.publish(
+            repo,
+            {
+                "kind": "ref",
+                "branch": to_sync.branch,
+                "old": hexsha(target_head),
+                "new": hexsha(commit),
+                "cause": "merge",
+            },
+        )
+        return {**_describe(plan, diffs=False), "applied": True, "commit": hexsha(commit)}
+
+    async def _apply_live(
+        self,
+        repo: str,
+        sync: BranchSync,
+        plan: MergePlan,
+        resolved: dict[str, bytes | None],
+    ) -> None:
+        """Bring the target's live documents (loaded or stored) to the merge result."""
+        stored = set(await self.store.keys(sync.prefix))
+        ours = {f.path: f.ours for f in plan.files}
+        durable = []
+        for path, content in resolved.items():
+            key = sync.prefix + path
+            if content is not None and b"\x00" in content[:8000]:
+                continue
+            try:
+                merged = (content or b"").decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            base = (ours.get(path) or b"").decode("utf-8", "replace")
+            room = self.rooms.get_key(key)
+            if room is not None:
+                durable.append(_merge_live(room, base, merged))
+            elif key in stored:
+                sync.reconciling = True
+                try:
+                    async with self.rooms.borrow(DocId.parse(key)) as borrowed:
+                        durable.append(_merge_live(borrowed, base, merged))
+                finally:
+                    sync.reconciling = False
+        await asyncio.gather(*durable)
+
+    def _commit(
+        self,
+        repo: str,
+        branch: str,
+        plan: MergePlan,
+        resolved: dict[str, bytes | None],
+        identity: Identity,
+    ) -> bytes:
+        git = self.repos.open(repo)
+        source_name = plan.source[:12].decode()
+        message = f"Merge {source_name} into {branch}\n"
+        if plan.conflicts:
+            message += "\nConflicts left for resolution:\n" + "".join(
+                f"  {path}\n" for path in plan.conflicts
+            )
+        commit = commit_changes(
+            git,
+            branch,
+            resolved,
+            message=message,
+            author=author_line(identity.user),
+            committer=ENGINE_AUTHOR,
+            expected=plan.target,
+            extra_parents=[plan.source],
+            allow_empty=True,
+        )
+        set_synced(git, branch, commit)
+        return commit
+
+
+def _merge_live(room: Any, base: str, merged: str) -> asyncio.Future[None]:
+    live = str(room.text)
+    if live != base:  # someone typed since the flush: keep it
+        merged, _conflicted = merge_text(base, live, merged)
+    return replace_text(room, merged, origin=Origin.GIT)
+
+
+def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:
+    files = []
+    for f in plan.files:
+        entry: dict[str, Any] = {
+            "path": f.path,
+            "status": f.status,
+            "binary": f.binary,
+        }
+        if diffs:
+            entry["diff"] = f.diff()[:MAX_DIFF]
+        files.append(entry)
+    return {
+        "source": hexsha(plan.source),
+        "target": hexsha(plan.target),
+        "base": hexsha(plan.base),
+        "up_to_date": plan.up_to_date,
+        "fast_forward": plan.fast_forward,
+        "conflicts": list(plan.conflicts),
+        "files": files,
+    }

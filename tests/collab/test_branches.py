@@ -1,0 +1,402 @@
+"""Transparent branches: participant branches, continuous commits read back with the git CLI,
+hopping in, forks, merges, and moves made outside the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from gitcli import git, show, until
+from servers import SECRET, make_config
+
+from collab import Client, CollabServer
+from collab.auth import Role, TokenAuthenticator
+from collab.client import ClientError
+from gitsync.naming import participant_branch
+
+
+@pytest.fixture
+async def fast_server(repos: Path, tmp_path: Path) -> AsyncIterator[CollabServer]:
+    config = make_config(repos, tmp_path / "data", commit_idle=0.2, commit_max_lag=2.0)
+    config.ref_poll = 0.2
+    async with CollabServer(config) as srv:
+        yield srv
+
+
+async def test_continuous_commits_on_each_participants_branch(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    demo = repos / "demo"
+    async with (
+        Client(fast_server.url, user="alice") as alice,
+        Client(fast_server.url, user="bob") as bob,
+    ):
+        mine = await alice.call("branch.join", repo="demo")
+        assert mine["name"] == participant_branch("alice") and mine["created"]
+        assert await alice.join("demo") == mine["name"]
+        listed = {b["name"]: b for b in await alice.branches("demo")}
+        assert listed[mine["name"]]["mine"] and not listed["main"]["mine"]
+        theirs = await bob.call("branch.join", repo="demo")
+        assert theirs["name"] == participant_branch("bob")
+        a = await alice.open(f"demo/{mine['name']}:src/app.py")
+        b = await bob.open(f"demo/{theirs['name']}:README.md")
+        a.insert(0, "# alice was here é\n")
+        b.insert(len(str(b.text)), "bob 🎉\n")
+        await alice.flush()
+        await bob.flush()
+        a_text, b_text = str(a.text), str(b.text)
+        await until(lambda: show(demo, mine["name"], "src/app.py") == a_text)
+        await until(lambda: show(demo, theirs["name"], "README.md") == b_text)
+        assert show(demo, "main", "src/app.py") == "print('hello')\n"  # main untouched
+        log = git(demo, "log", "-1", "--format=%an|%s", theirs["name"])
+        assert log.strip() == "bob|Edit README.md"
+        head = git(demo, "rev-parse", mine["name"]).strip()
+        await asyncio.sleep(0.6)  # nothing changed: no new commit
+        assert git(demo, "rev-parse", mine["name"]).strip() == head
+    git(demo, "fsck", "--full", "--strict")
+
+
+async def test_hop_in_two_participants_on_one_branch(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    demo = repos / "demo"
+    async with (
+        Client(fast_server.url, user="alice") as alice,
+        Client(fast_server.url, user="bob") as bob,
+    ):
+        branch = (await alice.call("branch.join", repo="demo"))["name"]
+        doc_id = f"demo/{branch}:README.md"
+        a = await alice.open(doc_id)
+        b = await bob.open(doc_id)  # bob hops into alice's branch
+        a.insert(0, "A1 ")
+        b.insert(0, "B1 ")
+        await alice.flush()
+        await bob.flush()
+        await until(lambda: str(a.text) == str(b.text) and "A1" in str(b.text))
+        listed = {x["name"]: x for x in await bob.branches("demo")}
+        assert listed[branch]["people"] == [
+            {"user": "alice", "path": "README.md"},
+            {"user": "bob", "path": "README.md"},
+        ]
+        text = str(a.text)
+        await until(lambda: show(demo, branch, "README.md") == text)
+        authors = git(demo, "log", "--format=%an%n%b", branch)
+        assert "alice" in authors and "bob" in authors
+        assert "Co-authored-by: " in authors
+
+
+async def test_read_only_participant_writes_only_own_branch(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    token = tokens.mint(user="carol", repo="demo", role=Role.READ)
+    async with Client(secure_server.url, token=token) as carol:
+        own = (await carol.call("branch.join", repo="demo"))["name"]
+        doc = await carol.open(f"demo/{own}:README.md")
+        assert doc.writable
+        main = await carol.open("demo/main:README.md")
+        assert not main.writable
+        with pytest.raises(ClientError) as refused:
+            await carol.call("branch.create", repo="demo", name="carols-idea")
+        assert refused.value.code == 4005
+
+
+async def test_fork_then_merge_while_someone_types_in_the_target(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    demo = repos / "demo"
+    async with (
+        Client(fast_server.url, user="alice") as alice,
+        Client(fast_server.url, user="typist") as typist,
+    ):
+        target = await typist.open("demo/main:README.md")
+        assert await alice.fork("demo", "main", "feature") == "feature"
+        feature = await alice.open("demo/feature:README.md")
+        assert str(feature.text) == str(target.text)
+        feature.insert(len(str(feature.text)), "feature line\n")
+        await alice.flush()
+        assert await alice.commit("demo", "feature") == git(demo, "rev-parse", "feature").strip()
+
+        preview = await alice.merge("demo", "feature", "main", apply=False)
+        assert preview["conflicts"] == [] and [f["path"] for f in preview["files"]] == ["README.md"]
+        assert "+feature line" in preview["files"][0]["diff"]
+        assert show(demo, "main", "README.md").count("feature line") == 0
+
+        stop = asyncio.Event()
+
+        async def keep_typing() -> None:
+            n = 0
+            while not stop.is_set():
+                target.insert(0, f"t{n};")
+                n += 1
+                await asyncio.sleep(0.01)
+
+        typing = asyncio.create_task(keep_typing())
+        await asyncio.sleep(0.1)
+        result = await alice.merge("demo", "feature", "main")
+        await asyncio.sleep(0.1)
+        stop.set()
+        await typing
+        await typist.flush()
+        assert result["applied"]
+        await until(lambda: "feature line" in str(target.text))
+        text = str(target.text)
+        assert text.count("feature line") == 1
+        assert "t0;" in text and "t5;" in text
+        parents = git(demo, "log", "-1", "--format=%P", result["commit"]).split()
+        assert len(parents) == 2
+        await until(lambda: show(demo, "main", "README.md") == str(target.text))
+    git(demo, "fsck", "--full", "--strict")
+
+
+async def test_conflicting_merge_changes_nothing_unless_markers_asked(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    demo = repos / "demo"
+    async with (
+        Client(fast_server.url, user="alice") as alice,
+        Client(fast_server.url, user="bob") as bob,
+    ):
+        await alice.call("branch.fork", repo="demo", source="main", name="left")
+        await alice.call("branch.fork", repo="demo", source="main", name="right")
+        left = await alice.open("demo/left:src/app.py")
+        right = await bob.open("demo/right:src/app.py")
+        watcher = await bob.open("demo/right:src/app.py")  # a second handle on the target
+        left.delete(0, len(str(left.text)))
+        left.insert(0, "print('left')\n")
+        right.delete(0, len(str(right.text)))
+        right.insert(0, "print('right')\n")
+        await alice.flush()
+        await bob.flush()
+        preview = await alice.call("merge.preview", repo="demo", source="left", target="right")
+        assert preview["conflicts"] == ["src/app.py"]
+        head = git(demo, "rev-parse", "right").strip()
+        with pytest.raises(ClientError) as refused:
+            await alice.call("merge.apply", repo="demo", source="left", target="right")
+        assert refused.value.code == 4015
+        assert str(right.text) == "print('right')\n"
+        assert git(demo, "rev-parse", "right").strip() == head
+
+        result = await alice.call(
+            "merge.apply", repo="demo", source="left", target="right", markers=True
+        )
+        assert result["applied"] and result["conflicts"] == ["src/app.py"]
+        for doc in (right, watcher):
+            await until(lambda d=doc: "<<<<<<<" in str(d.text) and ">>>>>>>" in str(d.text))
+            assert "print('left')" in str(doc.text) and "print('right')" in str(doc.text)
+
+
+async def test_commit_by_another_tool_is_merged_into_live_documents(
+    fast_server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    demo = repos / "demo"
+    async with Client(fast_server.url, user="alice") as alice:
+        doc = await alice.open("demo/main:README.md")
+        doc.insert(0, "live edit\n")
+        await alice.flush()
+        await until(lambda: show(demo, "main", "README.md").startswith("live edit"))
+        work = tmp_path / "work"
+        subprocess.run(["git", "clone", "-q", str(demo), str(work)], check=True)
+        readme = work / "README.md"
+        readme.write_text(readme.read_text() + "pushed line\n")
+        git(work, "-c", "user.name=tool", "-c", "user.email=t@x", "commit", "-qam", "tool")
+        pushed = git(work, "rev-parse", "HEAD").strip()
+        git(demo, "config", "receive.denyCurrentBranch", "ignore")  # the engine has no worktree
+        git(work, "push", "-q", "origin", "main")
+        doc.insert(0, "typed meanwhile\n")
+        await until(lambda: "pushed line" in str(doc.text))
+        assert str(doc.text).count("pushed line") == 1 and "typed meanwhile" in str(doc.text)
+        await alice.flush()
+        text = str(doc.text)
+        await until(lambda: show(demo, "main", "README.md") == text)
+        assert git(demo, "merge-base", "--is-ancestor", pushed, "main", check=False) == ""
+
+
+async def test_branch_names_and_permissions_are_checked(fast_server: CollabServer) -> None:
+    async with Client(fast_server.url, user="alice") as alice:
+        for bad in ("../x", "a..b", "HEAD", "x.lock", "-x", "a b"):
+            with pytest.raises(ClientError) as refused:
+                await alice.call("branch.create", repo="demo", name=bad)
+            assert refused.value.code == 4006, bad
+        await alice.call("branch.create", repo="demo", name="topic")
+        for clash in ("topic", "topic/sub", "main/x"):  # taken, or a ref under a ref
+            with pytest.raises(ClientError) as taken:
+                await alice.call("branch.create", repo="demo", name=clash)
+            assert taken.value.code == 4015, clash
+        with pytest.raises(ClientError) as missing:
+            await alice.call("branch.fork", repo="demo", source="nope")
+        assert missing.value.code == 4004
+        with pytest.raises(ClientError) as default:
+            await alice.call("branch.delete", repo="demo", name="main")
+        assert default.value.code == 4003
+        names = [b["name"] for b in await alice.call("branch.list", repo="demo")]
+        assert "topic" in names and "main" in names
+        await alice.call("branch.delete", repo="demo", name="topic")
+        names = [b["name"] for b in await alice.call("branch.list", repo="demo")]
+        assert "topic" not in names
+
+
+async def test_event_stream_reports_presence_commits_and_moves(
+    fast_server: CollabServer,
+) -> None:
+    async with (
+        Client(fast_server.url, user="watcher") as watcher,
+        Client(fast_server.url, user="alice") as alice,
+    ):
+        await watcher.subscribe("events.subscribe", repo="demo")
+        doc = await alice.open("demo/main:README.md")
+        doc.insert(0, "x")
+        await alice.flush()
+        await alice.call("branch.fork", repo="demo", source="main", name="evented")
+        seen: list[dict[str, object]] = []
+
+        async def wait_for(kind: str, **match: object) -> None:
+            async with asyncio.timeout(5):
+                while True:
+                    for event in seen:
+                        if event.get("kind") == kind and all(
+                            event.get(k) == v for k, v in match.items()
+                        ):
+                            return
+                    seen.append((await watcher.events.get()).data)
+
+        await wait_for("presence", user="alice", branch="main", path="README.md", action="join")
+        await wait_for("commit", branch="main", authors=["alice"])
+        await wait_for("ref", branch="evented", cause="fork")
+
+
+async def test_http_api_runs_the_same_operations(fast_server: CollabServer) -> None:
+    import aiohttp
+
+    base = fast_server.url.replace("ws://", "http://")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/branch.list?user=alice", json={"repo": "demo"}) as r:
+            assert r.status == 200
+            names = [b["name"] for b in (await r.json())["value"]]
+            assert "main" in names
+        async with session.post(f"{base}/api/branch.fork?user=alice", json={"repo": "x/.."}) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["code"] == 4000  # missing source
+        async with session.post(f"{base}/api/nope?user=alice", json={}) as r:
+            assert r.status == 404
+        async with session.post(f"{base}/api/branch.list", json={"repo": "demo"}) as r:
+            assert r.status == 401
+
+
+@pytest.fixture
+async def slow_commit_server(repos: Path, tmp_path: Path) -> AsyncIterator[CollabServer]:
+    """Tokens required; continuous commits only when asked (so pushes are fast-forwards)."""
+    config = make_config(repos, tmp_path / "data", secret=SECRET, commit_idle=60.0)
+    config.commit_max_lag = 60.0
+    async with CollabServer(config) as srv:
+        yield srv
+
+
+async def test_git_clone_commit_push_over_http_merges_into_live_documents(
+    slow_commit_server: CollabServer, tokens: TokenAuthenticator, repos: Path, tmp_path: Path
+) -> None:
+    secure_server = slow_commit_server
+    demo = repos / "demo"
+    writer = tokens.mint(user="alice", repo="demo", role=Role.WRITE)
+    reader = tokens.mint(user="eve", repo="demo", role=Role.READ)
+    http = secure_server.url.replace("ws://", "http://")
+    env = {"GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+    def run_git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, env=env, check=False
+        )
+
+    async with Client(secure_server.url, token=writer) as alice:
+        doc = await alice.open("demo/main:README.md")
+        doc.insert(0, "live before push\n")
+        await alice.flush()
+        await alice.call("branch.commit", repo="demo", branch="main")
+        work = tmp_path / "clone"
+        cloned = await asyncio.to_thread(
+            run_git, "clone", "-q", f"http://alice:{writer}@{http[7:]}/git/demo.git", str(work)
+        )
+        assert cloned.returncode == 0, cloned.stderr
+        assert (work / "README.md").read_text().startswith("live before push")
+        readme = work / "README.md"
+        readme.write_text(readme.read_text() + "pushed over http\n")
+        run_git("-c", "user.name=A", "-c", "user.email=a@x", "commit", "-qam", "push", cwd=work)
+        pushed = run_git("rev-parse", "HEAD", cwd=work).stdout.strip()
+        doc.insert(0, "typed during push\n")
+        done = await asyncio.to_thread(run_git, "push", "-q", "origin", "main", cwd=work)
+        assert done.returncode == 0, done.stderr
+        await until(lambda: "pushed over http" in str(doc.text))
+        text = str(doc.text)
+        assert text.count("pushed over http") == 1 and "typed during push" in text
+        await alice.flush()
+        head = (await alice.call("branch.commit", repo="demo", branch="main"))["head"]
+        assert git(demo, "merge-base", "--is-ancestor", pushed, head, check=False) == ""
+        assert show(demo, "main", "README.md") == str(doc.text)
+
+        # a reader may clone but not push; a bad token may do neither
+        eve = tmp_path / "eve"
+        url = f"http://eve:{reader}@{http[7:]}/git/demo.git"
+        assert (await asyncio.to_thread(run_git, "clone", "-q", url, str(eve))).returncode == 0
+        (eve / "x.txt").write_text("x\n")
+        run_git("add", "x.txt", cwd=eve)
+        run_git("-c", "user.name=E", "-c", "user.email=e@x", "commit", "-qm", "x", cwd=eve)
+        refused = await asyncio.to_thread(run_git, "push", "-q", "origin", "main", cwd=eve)
+        assert refused.returncode != 0
+        bad = f"http://x:forged@{http[7:]}/git/demo.git"
+        nope = await asyncio.to_thread(run_git, "clone", "-q", bad, str(tmp_path / "nope"))
+        assert nope.returncode != 0
+    git(demo, "fsck", "--full", "--strict")
+
+
+async def test_bad_merges_and_files_get_clear_errors(
+    fast_server: CollabServer, repos: Path, tokens: TokenAuthenticator
+) -> None:
+    demo = repos / "demo"
+    # an unrelated history, made with the git CLI
+    tree = git(demo, "mktree", check=True, input_text="").strip()
+    orphan = git(demo, "commit-tree", tree, "-m", "orphan").strip()
+    git(demo, "update-ref", "refs/heads/orphan", orphan)
+    # a binary file and a huge file on a branch
+    work = repos.parent / "work"
+    subprocess.run(["git", "clone", "-q", str(demo), str(work)], check=True)
+    (work / "blob.bin").write_bytes(b"\x00\x01\x02binary")
+    (work / "huge.txt").write_text("x" * (fast_server.config.max_file + 1))
+    git(work, "add", ".")
+    git(work, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "files")
+    git(demo, "config", "receive.denyCurrentBranch", "ignore")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/files")
+    async with Client(fast_server.url, user="alice") as alice:
+        with pytest.raises(ClientError) as unrelated:
+            await alice.call("merge.preview", repo="demo", source="orphan", target="main")
+        assert unrelated.value.code == 4015 and "unrelated" in unrelated.value.message
+        with pytest.raises(ClientError) as binary:
+            await alice.open("demo/files:blob.bin")
+        assert binary.value.code == 4013
+        with pytest.raises(ClientError) as huge:
+            await alice.open("demo/files:huge.txt")
+        assert huge.value.code == 4009
+        with pytest.raises(ClientError) as itself:
+            await alice.call("merge.apply", repo="demo", source="main", target="main")
+        assert itself.value.code == 4015
+        doc = await alice.open("demo/files:README.md")
+        with pytest.raises(ClientError) as busy:
+            await alice.call("branch.delete", repo="demo", name="files")
+        assert busy.value.code == 4015
+        await doc.close()
+    before = git(demo, "rev-parse", "main", "files")
+    token = tokens.mint(user="rita", repo="demo", role=Role.READ)
+    config = make_config(repos, repos.parent / "d2", secret=SECRET)
+    async with CollabServer(config) as secure, Client(secure.url, token=token) as rita:
+        with pytest.raises(ClientError) as refused:
+            await rita.call("merge.apply", repo="demo", source="files", target="main")
+        assert refused.value.code == 4005
+        with pytest.raises(ClientError) as no_delete:
+            await rita.call("branch.delete", repo="demo", name="files")
+        assert no_delete.value.code == 4005
+        mine = await rita.call("branch.fork", repo="demo", source="files")
+        assert mine["name"].startswith(participant_branch("rita") + "-fork-")
+        doc = await rita.open(f"demo/{mine['name']}:README.md")
+        assert doc.writable
+    assert git(demo, "rev-parse", "main", "files") == before  # refused calls moved nothing

@@ -1,0 +1,97 @@
+"""A crash in the middle of continuous commits: on restart the repository is consistent, a
+stale lock is recovered, and the live state is committed. Also the ``collab branch`` and
+``collab merge`` commands against a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gitcli import git, show, until
+from serverproc import ServerProcess
+
+from collab import Client
+
+
+async def test_kill_9_during_continuous_commits(repos: Path, tmp_path: Path) -> None:
+    demo = repos / "demo"
+    server = ServerProcess(
+        repos, tmp_path / "data", extra_args=("--commit-idle", "0.02", "--commit-max-lag", "0.1")
+    )
+    await server.start()
+    rng = random.Random(7)
+    try:
+        async with Client(server.url, user="alice", max_backoff=0.2) as alice:
+            doc = await alice.open("demo/main:src/app.py")
+            deadline = time.monotonic() + rng.uniform(0.8, 1.5)
+            n = 0
+            while time.monotonic() < deadline:
+                doc.insert(len(str(doc.text)), f"# line {n}\n")
+                n += 1
+                if n % 5 == 0:
+                    await alice.flush()
+                await asyncio.sleep(0.005)
+            await alice.flush()
+            acknowledged = str(doc.text)
+            await server.kill()
+            # what a crash between writing the ref lock and renaming it leaves behind
+            lock = demo / ".git" / "refs" / "heads" / "main.lock"
+            if not lock.parent.is_dir():
+                lock = demo / "refs" / "heads" / "main.lock"
+            lock.write_text("0" * 40 + "\n")
+            old = time.time() - 3600
+            os.utime(lock, (old, old))
+            await server.start()
+            await until(lambda: alice.connected.is_set() and alice.reconnects > 0, timeout=20)
+            await until(lambda: show(demo, "main", "src/app.py") == str(doc.text), timeout=20)
+            assert str(doc.text) == acknowledged  # nothing lost, nothing doubled
+            assert not lock.exists()
+            doc.insert(0, "# after restart\n")
+            await alice.flush()
+            await until(lambda: show(demo, "main", "src/app.py") == str(doc.text), timeout=20)
+    finally:
+        await server.stop()
+    git(demo, "fsck", "--full", "--strict")
+
+
+async def test_branch_and_merge_commands(repos: Path, tmp_path: Path) -> None:
+    server = ServerProcess(repos, tmp_path / "data")
+    await server.start()
+    http = server.url.replace("ws://", "http://")
+
+    def collab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "collab", *args, "--url", http, "--user", "alice"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    try:
+        joined = await asyncio.to_thread(collab, "branch", "join", "--repo", "demo")
+        assert joined.returncode == 0, joined.stderr
+        assert "people/alice-" in joined.stdout
+        forked = await asyncio.to_thread(collab, "branch", "fork", "main", "topic")
+        assert forked.returncode == 0, forked.stderr
+        listed = await asyncio.to_thread(collab, "branch", "list")
+        assert "topic" in listed.stdout and "main" in listed.stdout
+        async with Client(server.url, user="alice") as alice:
+            doc = await alice.open("demo/topic:README.md")
+            doc.insert(0, "from topic\n")
+            await alice.flush()
+        preview = await asyncio.to_thread(collab, "merge", "topic", "main")
+        assert preview.returncode == 0, preview.stderr
+        assert "modified  README.md" in preview.stdout and "+from topic" in preview.stdout
+        assert "from topic" not in show(repos / "demo", "main", "README.md")
+        applied = await asyncio.to_thread(collab, "merge", "topic", "main", "--apply")
+        assert applied.returncode == 0, applied.stderr
+        assert show(repos / "demo", "main", "README.md").startswith("from topic")
+        missing = await asyncio.to_thread(collab, "branch", "delete", "nope")
+        assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    finally:
+        await server.stop()
