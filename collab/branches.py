@@ -20,10 +20,8 @@ from gitsync.commits import (
     BranchExists,
     RefMoved,
     branch_heads,
-    branch_ref,
     create_branch,
     delete_branch,
-    read_ref,
     set_synced,
     synced_ref,
 )
@@ -80,15 +78,12 @@ class Branches:
 
     async def head(self, repo: str, branch: str) -> bytes:
         try:
-            head = await asyncio.to_thread(self._head, repo, branch)
+            head = await asyncio.to_thread(self.git.head, repo, branch)
         except RepoNotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r}") from None
         if head is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no branch {branch!r} in {repo!r}")
         return head
-
-    def _head(self, repo: str, branch: str) -> bytes | None:
-        return read_ref(self.repos.open(repo), branch_ref(validate_branch(branch)))
 
     async def default_branch(self, repo: str) -> str:
         def read() -> str:
@@ -144,7 +139,7 @@ class Branches:
         default the default branch); returns it."""
         repo = self.check_read(identity, repo)
         name = identity.own_branch
-        existing = await asyncio.to_thread(self._head, repo, name)
+        existing = await asyncio.to_thread(self.git.head, repo, name)
         if existing is not None:
             return {"name": name, "head": hexsha(existing), "created": False}
         start = await self.head(repo, validate_branch(base or await self.default_branch(repo)))
@@ -290,10 +285,7 @@ class Branches:
             if stored is None:
                 continue
             doc: Doc[Any] = Doc()
-            if stored.snapshot is not None:
-                doc.apply_update(stored.snapshot)
-            for _seq, update in stored.updates:
-                doc.apply_update(update)
+            stored.apply_to(doc)
             states[path] = doc.get_update()
         return states, texts
 

@@ -15,6 +15,7 @@ import binascii
 import logging
 import zlib
 from io import BytesIO
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -62,34 +63,29 @@ class GitBridge:
             token = None
         return self.server.auth.authenticate(token=token, user=user, remote=request.remote)
 
-    def _repo(self, request: web.Request, identity: Identity) -> str:
+    def _resolve(self, request: web.Request) -> tuple[Identity, str, Path]:
+        """Who is asking, for which repository (they may read), and where it is."""
+        identity = self._identity(request)
         name = validate_repo(request.match_info["repo"].removesuffix(".git"))
         if not identity.can_read(name):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {name!r}")
-        return name
+        return identity, name, self.server.repos.path_of(name)
 
     async def info_refs(self, request: web.Request) -> web.StreamResponse:
         service = request.query.get("service", "")
         try:
-            identity = self._identity(request)
-            repo = self._repo(request, identity)
+            _, _, path = self._resolve(request)
             if service not in SERVICES:
                 raise ProtocolError(ErrorCode.MALFORMED, "only smart HTTP is served")
-            path = self.server.repos.path_of(repo)
             body, content_type = await asyncio.to_thread(info_refs, path, service)
-        except AuthError as exc:
-            return _challenge(exc)
-        except RepoNotFound:
-            return web.Response(status=404, text="no such repository\n")
-        except ProtocolError as exc:
-            return _refuse(exc)
+        except (ProtocolError, RepoNotFound) as exc:
+            return _refusal(exc)
         return web.Response(body=body, content_type=content_type, headers=_NO_CACHE)
 
     async def service(self, request: web.Request) -> web.StreamResponse:
         service = request.match_info["service"]
         try:
-            identity = self._identity(request)
-            repo = self._repo(request, identity)
+            identity, repo, path = self._resolve(request)
             if service not in SERVICES:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no git service {service!r}")
             body = await request.content.read(MAX_PUSH + 1)
@@ -98,17 +94,12 @@ class GitBridge:
             encoding = request.headers.get("Content-Encoding")
             if service == "git-receive-pack":
                 self._check_push(identity, repo, _push_commands(body, encoding))
-            path = self.server.repos.path_of(repo)
             moved: list[tuple[bytes, bytes, bytes]] = []
             reply, content_type = await asyncio.to_thread(
                 run_service, path, service, body, moved.extend, content_encoding=encoding
             )
-        except AuthError as exc:
-            return _challenge(exc)
-        except RepoNotFound:
-            return web.Response(status=404, text="no such repository\n")
-        except ProtocolError as exc:
-            return _refuse(exc)
+        except (ProtocolError, RepoNotFound) as exc:
+            return _refusal(exc)
         except (ValueError, GitProtocolError) as exc:
             return web.Response(status=400, text=f"malformed git request: {exc}\n")
         if moved:
@@ -177,15 +168,15 @@ def _push_commands(body: bytes, encoding: str | None) -> list[tuple[bytes, bytes
     return commands
 
 
-def _challenge(exc: AuthError) -> web.Response:
-    return web.Response(
-        status=401,
-        text=f"{exc.message}\n",
-        headers={"WWW-Authenticate": 'Basic realm="collab"'},
-    )
-
-
-def _refuse(exc: ProtocolError) -> web.Response:
+def _refusal(exc: ProtocolError | RepoNotFound) -> web.Response:
+    if isinstance(exc, RepoNotFound):
+        return web.Response(status=404, text="no such repository\n")
+    if isinstance(exc, AuthError):
+        return web.Response(
+            status=401,
+            text=f"{exc.message}\n",
+            headers={"WWW-Authenticate": 'Basic realm="collab"'},
+        )
     status = 403 if exc.code in (ErrorCode.FORBIDDEN, ErrorCode.READ_ONLY) else 400
     if exc.code is ErrorCode.TOO_LARGE:
         status = 413

@@ -24,7 +24,7 @@ from gitsync import (
     RepoNotFound,
     Repositories,
 )
-from gitsync.changes import changed_files, is_text
+from gitsync.changes import FileChange, changed_files, is_text
 from gitsync.commits import (
     NothingToCommit,
     RefMoved,
@@ -79,6 +79,7 @@ class BranchSync:
         self.authors: dict[str, Identity] = {}
         self.reconciling = False
         self._idle: asyncio.TimerHandle | None = None
+        self._last_touch = 0.0
         self._deadline: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -90,11 +91,20 @@ class BranchSync:
         if author is not None and origin in (Origin.CLIENT, Origin.AI):
             self.authors.setdefault(author.user, author)
         loop = asyncio.get_running_loop()
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = loop.call_later(self.owner.idle, self._kick)
+        # One idle timer, pushed back lazily when it fires: a keystroke only stamps the time.
+        self._last_touch = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_later(self.owner.idle, self._idle_due)
         if self._deadline is None:
             self._deadline = loop.call_later(self.owner.max_lag, self._kick)
+
+    def _idle_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        remaining = self._last_touch + self.owner.idle - loop.time()
+        if remaining > 0:
+            self._idle = loop.call_later(remaining, self._idle_due)
+        else:
+            self._kick()
 
     def _cancel_timers(self) -> None:
         for timer in (self._idle, self._deadline):
@@ -206,23 +216,7 @@ class BranchSync:
         old = self.synced
         repo = self.owner.repos.open(self.repo)
         changes = await asyncio.to_thread(changed_files, repo, old, head)
-        stored = set(await self.owner.store.keys(self.prefix))
-        durable: list[Awaitable[None]] = []
-        self.reconciling = True
-        try:
-            for change in changes:
-                if not (is_text(change.old) and is_text(change.new)):
-                    continue
-                key = self.prefix + change.path
-                room = self.owner.rooms.get_key(key)
-                if room is not None:
-                    durable.append(self._merge_into(room, change.old, change.new))
-                elif key in stored:
-                    async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
-                        durable.append(self._merge_into(borrowed, change.old, change.new))
-            await asyncio.gather(*durable)
-        finally:
-            self.reconciling = False
+        await self.merge_into_live(changes)
         await asyncio.to_thread(set_synced, repo, self.branch, head)
         self.synced = head
         log.info("%s: moved outside the engine to %s; merged", self.prefix, head[:12].decode())
@@ -237,14 +231,38 @@ class BranchSync:
             },
         )
 
-    def _merge_into(self, room: Room, old: bytes | None, new: bytes | None) -> asyncio.Future[None]:
-        base = (old or b"").decode("utf-8")
-        theirs = (new or b"").decode("utf-8")
-        live = str(room.text)
-        merged, conflicted = merge_text(base, live, theirs)
-        if conflicted:
-            log.warning("%s: external change conflicts with live edits; markers written", room.key)
-        return replace_text(room, merged, origin=Origin.GIT)
+    async def merge_into_live(self, changes: list[FileChange]) -> None:
+        """Merge each ``old -> new`` file change three-way into the branch's live document
+        of that path, loaded or stored (documents never opened will seed from git), and
+        wait until the edits are durable. Binary files have no live documents."""
+        stored = set(await self.owner.store.keys(self.prefix))
+        durable: list[Awaitable[None]] = []
+        self.reconciling = True
+        try:
+            for change in changes:
+                if not (is_text(change.old) and is_text(change.new)):
+                    continue
+                key = self.prefix + change.path
+                room = self.owner.rooms.get_key(key)
+                if room is not None:
+                    durable.append(_merge_into(room, change.old, change.new))
+                elif key in stored:
+                    async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
+                        durable.append(_merge_into(borrowed, change.old, change.new))
+            await asyncio.gather(*durable)
+        finally:
+            self.reconciling = False
+
+
+def _merge_into(room: Room, old: bytes | None, new: bytes | None) -> asyncio.Future[None]:
+    """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits."""
+    base = (old or b"").decode("utf-8")
+    theirs = (new or b"").decode("utf-8")
+    live = str(room.text)
+    merged, conflicted = merge_text(base, live, theirs) if live != base else (theirs, False)
+    if conflicted:
+        log.warning("%s: the change conflicts with live edits; markers written", room.key)
+    return replace_text(room, merged, origin=Origin.GIT)
 
 
 class GitSync:

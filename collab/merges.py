@@ -15,16 +15,16 @@ import logging
 from typing import Any
 
 from gitsync import Repositories
+from gitsync.changes import FileChange
 from gitsync.commits import author_line, commit_changes, set_synced
-from gitsync.merging import MergePlan, UnrelatedHistories, merge_text, plan_merge, resolve_plan
+from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.names import DocId, validate_branch
+from protocol.names import validate_branch
 
 from .auth import Identity
 from .branches import Branches
 from .events import hexsha
-from .git_sync import ENGINE_AUTHOR, BranchSync, replace_text
-from .origin import Origin
+from .git_sync import ENGINE_AUTHOR, BranchSync
 
 __all__ = ["Merges"]
 
@@ -89,7 +89,10 @@ class Merges:
                     "merge conflicts in " + ", ".join(plan.conflicts) + "; nothing was changed",
                 )
             resolved = resolve_plan(plan, markers=markers)
-            await self._apply_live(repo, to_sync, plan, resolved)
+            ours = {f.path: f.ours for f in plan.files}
+            await to_sync.merge_into_live(
+                [FileChange(path, ours.get(path), new) for path, new in resolved.items()]
+            )
             commit = await asyncio.to_thread(
                 self._commit, repo, to_sync.branch, plan, resolved, identity
             )
@@ -106,38 +109,6 @@ class Merges:
             },
         )
         return {**_describe(plan, diffs=False), "applied": True, "commit": hexsha(commit)}
-
-    async def _apply_live(
-        self,
-        repo: str,
-        sync: BranchSync,
-        plan: MergePlan,
-        resolved: dict[str, bytes | None],
-    ) -> None:
-        """Bring the target's live documents (loaded or stored) to the merge result."""
-        stored = set(await self.store.keys(sync.prefix))
-        ours = {f.path: f.ours for f in plan.files}
-        durable = []
-        for path, content in resolved.items():
-            key = sync.prefix + path
-            if content is not None and b"\x00" in content[:8000]:
-                continue
-            try:
-                merged = (content or b"").decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            base = (ours.get(path) or b"").decode("utf-8", "replace")
-            room = self.rooms.get_key(key)
-            if room is not None:
-                durable.append(_merge_live(room, base, merged))
-            elif key in stored:
-                sync.reconciling = True
-                try:
-                    async with self.rooms.borrow(DocId.parse(key)) as borrowed:
-                        durable.append(_merge_live(borrowed, base, merged))
-                finally:
-                    sync.reconciling = False
-        await asyncio.gather(*durable)
 
     def _commit(
         self,
@@ -167,13 +138,6 @@ class Merges:
         )
         set_synced(git, branch, commit)
         return commit
-
-
-def _merge_live(room: Any, base: str, merged: str) -> asyncio.Future[None]:
-    live = str(room.text)
-    if live != base:  # someone typed since the flush: keep it
-        merged, _conflicted = merge_text(base, live, merged)
-    return replace_text(room, merged, origin=Origin.GIT)
 
 
 def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:

@@ -136,10 +136,7 @@ class Rooms:
                     stored.corrupt.seq,
                     stored.corrupt.reason,
                 )
-            if stored.snapshot is not None:
-                doc.apply_update(stored.snapshot)
-            for _seq, update in stored.updates:
-                doc.apply_update(update)
+            stored.apply_to(doc)
             last_seq = stored.last_seq
         room = Room(doc_id, doc, self.store, last_seq=last_seq, compact_every=self.compact_every)
         if stored is not None:

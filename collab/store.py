@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from pycrdt import Doc
 
 __all__ = ["CorruptRecord", "Store", "StoredDoc"]
 
@@ -34,6 +36,13 @@ class StoredDoc:
     @property
     def last_seq(self) -> int:
         return self.updates[-1][0] if self.updates else self.snapshot_seq
+
+    def apply_to(self, doc: Doc[Any]) -> None:
+        """Replay the snapshot, then the updates, onto ``doc``."""
+        if self.snapshot is not None:
+            doc.apply_update(self.snapshot)
+        for _seq, update in self.updates:
+            doc.apply_update(update)
 
 
 @runtime_checkable
