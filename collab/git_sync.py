@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING
 
 from dulwich.objects import ObjectID
@@ -231,22 +231,32 @@ class BranchSync:
             },
         )
 
+    async def live_paths(self, paths: Iterable[str]) -> list[str]:
+        """Those of ``paths`` that have a live document on this branch, loaded or stored."""
+        stored = set(await self.owner.store.keys(self.prefix))
+        return [
+            path
+            for path in paths
+            if self.prefix + path in stored
+            or self.owner.rooms.get_key(self.prefix + path) is not None
+        ]
+
     async def merge_into_live(self, changes: list[FileChange]) -> None:
         """Merge each ``old -> new`` file change three-way into the branch's live document
         of that path, loaded or stored (documents never opened will seed from git), and
         wait until the edits are durable. Binary files have no live documents."""
-        stored = set(await self.owner.store.keys(self.prefix))
+        live = set(await self.live_paths([change.path for change in changes]))
         durable: list[Awaitable[None]] = []
         self.reconciling = True
         try:
             for change in changes:
-                if not (is_text(change.old) and is_text(change.new)):
+                if change.path not in live or not (is_text(change.old) and is_text(change.new)):
                     continue
                 key = self.prefix + change.path
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
                     durable.append(_merge_into(room, change.old, change.new))
-                elif key in stored:
+                else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
                         durable.append(_merge_into(borrowed, change.old, change.new))
             await asyncio.gather(*durable)

@@ -16,7 +16,7 @@ from typing import Any
 
 from gitsync import Repositories
 from gitsync.changes import FileChange
-from gitsync.commits import author_line, commit_changes, set_synced
+from gitsync.commits import BlobEntry, author_line, commit_changes, set_synced
 from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
@@ -69,7 +69,7 @@ class Merges:
         committing pending live edits, as the continuous committer would anyway)."""
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
         plan = await self._plan(repo, await from_sync.flush(), await to_sync.flush())
-        return _describe(plan, diffs=True)
+        return await asyncio.to_thread(_describe, plan, diffs=True)
 
     async def apply(
         self, identity: Identity, repo: str, source: str, target: str, *, markers: bool
@@ -89,10 +89,8 @@ class Merges:
                     "merge conflicts in " + ", ".join(plan.conflicts) + "; nothing was changed",
                 )
             resolved = resolve_plan(plan, markers=markers)
-            ours = {f.path: f.ours for f in plan.files}
-            await to_sync.merge_into_live(
-                [FileChange(path, ours.get(path), new) for path, new in resolved.items()]
-            )
+            live = await to_sync.live_paths(resolved)
+            await to_sync.merge_into_live(await asyncio.to_thread(_live_changes, plan, live))
             commit = await asyncio.to_thread(
                 self._commit, repo, to_sync.branch, plan, resolved, identity
             )
@@ -115,7 +113,7 @@ class Merges:
         repo: str,
         branch: str,
         plan: MergePlan,
-        resolved: dict[str, bytes | None],
+        resolved: dict[str, BlobEntry | None],
         identity: Identity,
     ) -> bytes:
         git = self.repos.open(repo)
@@ -138,6 +136,12 @@ class Merges:
         )
         set_synced(git, branch, commit)
         return commit
+
+
+def _live_changes(plan: MergePlan, paths: list[str]) -> list[FileChange]:
+    """The changes a merge makes to ``paths``, with contents (read from the store)."""
+    wanted = set(paths)
+    return [FileChange(f.path, f.ours, f.merged) for f in plan.files if f.path in wanted]
 
 
 def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .commits import (
+    BlobEntry,
     BranchExists,
     NothingToCommit,
     RefMoved,
@@ -39,6 +40,7 @@ from .repos import (
 from .smart_http import info_refs, run_service
 
 __all__ = [
+    "BlobEntry",
     "BlobNotText",
     "BranchExists",
     "BranchNotFound",

@@ -14,14 +14,18 @@ import contextlib
 import functools
 import os
 import stat
+import tempfile
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
+from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tag, Tree
+from dulwich.pack import write_pack_index_v2, write_pack_objects
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -31,6 +35,7 @@ from .locks import LOCK_WAIT, STALE_AFTER, call_past_stale_locks, recover_stale_
 from .naming import slugify
 
 __all__ = [
+    "BlobEntry",
     "BranchExists",
     "NothingToCommit",
     "RefMoved",
@@ -56,8 +61,23 @@ FILE_MODE = stat.S_IFREG | 0o644
 DIR_MODE = stat.S_IFDIR
 EMPTY_TREE = Tree()
 
-_Changes = dict[bytes, "_Changes | bytes | None"]
+_Changes = dict[bytes, "_Changes | bytes | BlobEntry | None"]
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    """A file for a commit by blob id and mode, as a tree holds it; ``data`` is the blob's
+    content when it may not be stored yet (it is then written with the commit)."""
+
+    mode: int
+    sha: bytes
+    data: bytes | None = None
+
+    @classmethod
+    def of(cls, mode: int, data: bytes) -> BlobEntry:
+        """The entry for new content ``data``."""
+        return cls(mode, bytes(Blob.from_string(data).id), data)
 
 
 class RefMoved(Exception):
@@ -130,7 +150,7 @@ def branch_heads(repo: Repo) -> dict[str, bytes]:
     return {bytes(name).decode("utf-8", "replace"): bytes(sha) for name, sha in heads.items()}
 
 
-def _nest(changes: Mapping[str, bytes | None]) -> _Changes:
+def _nest(changes: Mapping[str, bytes | BlobEntry | None]) -> _Changes:
     """Group changes by directory. A file may replace a directory and a directory a file, as
     long as the replaced side only has deletions below it; otherwise ``ValueError``."""
     root: _Changes = {}
@@ -142,7 +162,7 @@ def _nest(changes: Mapping[str, bytes | None]) -> _Changes:
         for part in dirs:
             assert node is not None
             child = node.get(part)
-            if isinstance(child, bytes):
+            if isinstance(child, (bytes, BlobEntry)):
                 if content is not None:
                     raise ValueError(f"{path!r} lies under a file that is also written")
                 node = None  # a deletion below a file that replaces the directory
@@ -218,6 +238,12 @@ def _rewrite(
             if entry is not None:
                 del tree[name]
                 changed = True
+        elif isinstance(change, BlobEntry):
+            if entry is None or (entry[0], entry[1]) != (change.mode, change.sha):
+                if change.data is not None:
+                    out.append(Blob.from_string(change.data))
+                tree[name] = (change.mode, ObjectID(change.sha))
+                changed = True
         else:
             blob = Blob.from_string(change)
             mode = entry[0] if entry is not None and stat.S_ISREG(entry[0]) else FILE_MODE
@@ -275,11 +301,42 @@ def write_objects(repo: Repo, objects: Sequence[ShaFile]) -> None:
         if not any(obj.id in pack for pack in packs):
             new[hex_id] = obj
     if len(new) >= PACK_AT:
-        store.fsync_object_files = True  # the pack and its index
-        store.add_objects([(obj, None) for obj in new.values()])
-        _fsync_path(str(store.pack_dir))
+        _write_pack(store, list(new.values()))
     elif new:
         _write_loose(root, new)
+
+
+def _write_pack(store: DiskObjectStore, objects: list[ShaFile]) -> None:
+    """Write ``objects`` as one pack and its index, both fsynced before they are renamed into
+    place (the index last: a pack becomes visible with it), then the directory fsynced."""
+    pack_dir = str(store.pack_dir)
+    staged: list[str] = []
+    try:
+        fd, pack_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+        staged.append(pack_tmp)
+        with open(fd, "wb") as f:
+            entries, checksum = write_pack_objects(
+                f, objects, store.object_format, compression_level=LOOSE_COMPRESSION
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        fd, index_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_idx_")
+        staged.append(index_tmp)
+        with open(fd, "wb") as f:
+            rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())
+            write_pack_index_v2(f, rows, checksum)
+            f.flush()
+            os.fsync(f.fileno())
+        base = os.path.join(pack_dir, f"pack-{checksum.hex()}")
+        for tmp, final in ((pack_tmp, base + ".pack"), (index_tmp, base + ".idx")):
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+            staged.remove(tmp)
+    finally:
+        for tmp in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    _fsync_path(pack_dir)
 
 
 def _write_loose(root: str, objects: Mapping[str, ShaFile]) -> None:
@@ -363,7 +420,7 @@ def _past_locks(attempt: Callable[[], _T]) -> _T:
 def commit_changes(
     repo: Repo,
     branch: str,
-    changes: Mapping[str, bytes | None],
+    changes: Mapping[str, bytes | BlobEntry | None],
     *,
     message: str,
     author: str,
@@ -373,7 +430,8 @@ def commit_changes(
     timestamp: int | None = None,
     allow_empty: bool = False,
 ) -> bytes:
-    """Commit ``changes`` (path -> content, ``None`` deletes) on top of ``expected``.
+    """Commit ``changes`` (path -> content, or a :class:`BlobEntry`; ``None`` deletes) on top
+    of ``expected``. Content keeps the file's mode (a new file gets 100644); an entry sets it.
 
     ``expected`` is the parent commit and the value ``refs/heads/<branch>`` must still hold;
     ``None`` makes a root commit on a branch that must not exist yet. Raises

@@ -10,9 +10,7 @@ written and no ref moves.
 from __future__ import annotations
 
 import difflib
-import os
 import stat
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, AnyStr, Literal, cast
@@ -22,7 +20,8 @@ from dulwich.graph import find_merge_base
 from dulwich.objects import S_ISGITLINK, Commit, ObjectID, parse_tree
 from dulwich.repo import Repo
 
-from .commits import read_object
+from .commits import BlobEntry, read_object
+from .packs import ObjectReader
 
 __all__ = [
     "BINARY_SNIFF",
@@ -69,7 +68,6 @@ def is_binary(data: bytes | None) -> bool:
     return False
 
 
-@dataclass(slots=True)
 class FileMerge:
     """One file of a plan. ``ours`` is the target's content, ``theirs`` the source's.
 
@@ -77,31 +75,97 @@ class FileMerge:
     text with conflict markers, or the changed side when the other deleted the file, or
     ``None`` when nothing can be merged (binary files, a file/directory clash): the target
     then keeps its version. ``mode`` is the merged git file mode (None when deleted).
+
+    Contents are read from the object store when first asked for: a file changed on one side
+    only is planned, and committed, from its blob ids alone.
     """
 
-    path: str
-    status: Status
-    base: bytes | None
-    ours: bytes | None
-    theirs: bytes | None
-    merged: bytes | None
-    binary: bool = False
-    mode: int | None = None
+    __slots__ = ("_binary", "_blobs", "_entries", "_merged", "_result", "mode", "path", "status")
+
+    def __init__(
+        self,
+        path: str,
+        status: Status,
+        entries: tuple[_Entry | None, _Entry | None, _Entry | None],
+        blobs: _Reader,
+        *,
+        result: _Entry | None = None,
+        merged: bytes | None = None,
+        binary: bool | None = None,
+        mode: int | None = None,
+    ) -> None:
+        self.path = path
+        self.status = status
+        self._entries = entries  # base, ours, theirs
+        self._blobs = blobs
+        self._result = result  # the stored blob the target gets, if it is one side's
+        self._merged = merged  # else the merged content computed by the plan
+        self._binary = binary
+        self.mode = mode
+
+    def __repr__(self) -> str:
+        return f"FileMerge({self.path!r}, {self.status!r})"
+
+    @property
+    def base(self) -> bytes | None:
+        return self._blobs.blob(self._entries[0])
+
+    @property
+    def ours(self) -> bytes | None:
+        return self._blobs.blob(self._entries[1])
+
+    @property
+    def theirs(self) -> bytes | None:
+        return self._blobs.blob(self._entries[2])
+
+    @property
+    def merged(self) -> bytes | None:
+        if self._result is not None:
+            return self._blobs.blob(self._result)
+        return self._merged
+
+    @property
+    def keeps_ours(self) -> bool:
+        """Whether the target keeps its version (a conflict that nothing resolves)."""
+        if self._result is not None:
+            return self._result == self._entries[1]
+        return self._merged is None and self.status == "conflict"
+
+    @property
+    def binary(self) -> bool:
+        """Whether any side is binary (or a symlink or submodule): merged whole, not by line."""
+        if self._binary is None:
+            self._binary = any(_binary(e, self._blobs.blob(e)) for e in self._entries)
+        return self._binary
+
+    def change(self) -> BlobEntry | None:
+        """What the target's path becomes in a commit: a blob with its mode, or None."""
+        if self._result is not None:
+            return BlobEntry(self._result[0], self._result[1])
+        if self._merged is None:
+            return None
+        assert self.mode is not None
+        return BlobEntry.of(self.mode, self._merged)
+
+    def as_clash(self) -> FileMerge:
+        """This file as a conflict that keeps the target's version."""
+        return FileMerge(
+            self.path, "conflict", self._entries, self._blobs, binary=self._binary, mode=self.mode
+        )
 
     def diff(self) -> str:
         """Unified diff from ``ours`` to ``merged`` (a one-line note for binary files)."""
         if self.binary:
             return f"Binary files a/{self.path} and b/{self.path} differ\n"
-        before = _lines(self.ours)
-        after = _lines(
-            self.merged if self.merged is not None or self.status != "conflict" else self.ours
-        )
+        ours, merged = self.ours, self.merged
+        before = _lines(ours)
+        after = _lines(merged if merged is not None or self.status != "conflict" else ours)
         return "".join(
             difflib.unified_diff(
                 before,
                 after,
-                "/dev/null" if self.ours is None else f"a/{self.path}",
-                "/dev/null" if self.merged is None else f"b/{self.path}",
+                "/dev/null" if ours is None else f"a/{self.path}",
+                "/dev/null" if merged is None else f"b/{self.path}",
             )
         )
 
@@ -195,6 +259,15 @@ class _Matcher:
 def _merge_lines(
     base: list[AnyStr], ours: list[AnyStr], theirs: list[AnyStr], marks: tuple[AnyStr, ...]
 ) -> tuple[list[AnyStr], bool]:
+    spliced = _splice(base, ours, theirs)
+    if spliced is not None:
+        return spliced, False
+    return _merge_lines_with_merge3(base, ours, theirs, marks)
+
+
+def _merge_lines_with_merge3(
+    base: list[AnyStr], ours: list[AnyStr], theirs: list[AnyStr], marks: tuple[AnyStr, ...]
+) -> tuple[list[AnyStr], bool]:
     start, middle, end, newline = marks
     merger = merge3.Merge3(base, ours, theirs, sequence_matcher=_Matcher)
     out: list[AnyStr] = []
@@ -216,6 +289,52 @@ def _merge_lines(
             out += _closed(theirs[ib:bmatch], newline)
             out.append(end)
     return out, conflict
+
+
+def _hunk(base: Sequence[Any], side: Sequence[Any]) -> tuple[int, int]:
+    """The lines of ``base`` that ``side`` changes, as (first, end) after dropping the common
+    leading and trailing lines (the alignment :class:`_Matcher` uses too)."""
+    shortest = min(len(base), len(side))
+    head = 0
+    while head < shortest and base[head] == side[head]:
+        head += 1
+    tail = 0
+    while tail < shortest - head and base[-1 - tail] == side[-1 - tail]:
+        tail += 1
+    return head, len(base) - tail
+
+
+def _splice(base: list[AnyStr], ours: list[AnyStr], theirs: list[AnyStr]) -> list[AnyStr] | None:
+    """The merge when each side changes one run of lines and an unchanged line separates the
+    two runs: both changes applied, as ``merge3`` would, without its region bookkeeping.
+    None when the changes are closer or more scattered (``merge3`` decides then)."""
+    ours_at, ours_end = _hunk(base, ours)
+    theirs_at, theirs_end = _hunk(base, theirs)
+    if ours_end < theirs_at:
+        first, first_side, second, second_side = (
+            (ours_at, ours_end),
+            ours,
+            (theirs_at, theirs_end),
+            theirs,
+        )
+    elif theirs_end < ours_at:
+        first, first_side, second, second_side = (
+            (theirs_at, theirs_end),
+            theirs,
+            (ours_at, ours_end),
+            ours,
+        )
+    else:
+        return None
+    first_new_end = len(first_side) - (len(base) - first[1])
+    second_new_end = len(second_side) - (len(base) - second[1])
+    return (
+        base[: first[0]]
+        + first_side[first[0] : first_new_end]
+        + base[first[1] : second[0]]
+        + second_side[second[0] : second_new_end]
+        + base[second[1] :]
+    )
 
 
 def _closed(lines: list[AnyStr], newline: AnyStr) -> list[AnyStr]:
@@ -245,38 +364,23 @@ def _commit(repo: Repo, sha: bytes) -> Commit:
 
 
 class _Reader:
-    """Raw object reads for one plan: the packs are listed once and parsed trees kept."""
+    """Object reads for one plan: raw reads from the packs, parsed trees kept."""
 
     def __init__(self, repo: Repo) -> None:
-        self.store = repo.object_store
-        self.packs = list(self.store.packs)
-        self.loose = str(self.store.path)
-        self.trees: dict[bytes, dict[bytes, _Entry]] = {}
+        self.objects = ObjectReader(repo.object_store)
+        self.trees: dict[bytes, frozenset[tuple[bytes, int, bytes]]] = {}
 
-    def raw(self, sha: bytes) -> bytes:
-        for pack in self.packs:
-            try:
-                return pack.get_raw(ObjectID(sha))[1]
-            except KeyError:
-                continue
-        hex_id = sha.decode("ascii")
-        try:
-            with open(os.path.join(self.loose, hex_id[:2], hex_id[2:]), "rb") as f:
-                return zlib.decompress(f.read()).partition(b"\0")[2]
-        except FileNotFoundError:
-            return bytes(self.store.get_raw(ObjectID(sha))[1])
-
-    def tree(self, sha: bytes) -> dict[bytes, _Entry]:
+    def tree(self, sha: bytes) -> frozenset[tuple[bytes, int, bytes]]:
+        """The entries (name, mode, id) of tree ``sha``."""
         entries = self.trees.get(sha)
         if entries is None:
-            parsed = parse_tree(self.raw(sha), 20)
-            entries = self.trees[sha] = {name: (mode, hex_id) for name, mode, hex_id in parsed}
+            entries = self.trees[sha] = frozenset(parse_tree(self.objects.raw(sha), 20))
         return entries
 
     def blob(self, entry: _Entry | None) -> bytes | None:
         if entry is None or S_ISGITLINK(entry[0]):
             return None
-        return self.raw(entry[1])
+        return self.objects.raw(entry[1])
 
 
 _Changes = dict[bytes, tuple[_Entry | None, _Entry | None]]
@@ -296,12 +400,12 @@ def _changes(reader: _Reader, old_tree: bytes, new_tree: bytes) -> _Changes:
 def _diff(
     reader: _Reader, old: bytes | None, new: bytes | None, prefix: bytes, out: _Changes
 ) -> None:
-    before = reader.tree(old) if old is not None else {}
-    after = reader.tree(new) if new is not None else {}
-    for name in before.keys() | after.keys():
-        was, now = before.get(name), after.get(name)
-        if was == now:
-            continue
+    before = reader.tree(old) if old is not None else frozenset()
+    after = reader.tree(new) if new is not None else frozenset()
+    gone = {name: (mode, sha) for name, mode, sha in before - after}
+    came = {name: (mode, sha) for name, mode, sha in after - before}
+    for name in gone.keys() | came.keys():
+        was, now = gone.get(name), came.get(name)
         was_dir = was is not None and stat.S_ISDIR(was[0])
         now_dir = now is not None and stat.S_ISDIR(now[0])
         if was_dir or now_dir:
@@ -341,23 +445,22 @@ def _file_merge(
     if ours == theirs or theirs == base:
         return None
     name = path.decode("utf-8", "surrogateescape")
-    base_data, theirs_data = reader.blob(base), reader.blob(theirs)
-    if ours == base:  # only the source changed it: the target takes the source's version
+    entries = (base, ours, theirs)
+    if ours == base:  # only the source changed it: the target takes the source's blob
         status: Status = "added" if base is None else "deleted" if theirs is None else "modified"
-        binary = _binary(base, base_data) or _binary(theirs, theirs_data)
         mode = None if theirs is None else theirs[0]
-        return FileMerge(name, status, base_data, base_data, theirs_data, theirs_data, binary, mode)
-    ours_data = reader.blob(ours)
+        return FileMerge(name, status, entries, reader, result=theirs, mode=mode)
+    base_data, ours_data, theirs_data = reader.blob(base), reader.blob(ours), reader.blob(theirs)
     binary = _binary(base, base_data) or _binary(ours, ours_data) or _binary(theirs, theirs_data)
     if ours is None or theirs is None:  # deleted on one side, changed on the other: keep it
-        kept, entry = (theirs_data, theirs) if ours is None else (ours_data, ours)
+        entry = theirs if ours is None else ours
         assert entry is not None
         return FileMerge(
-            name, "conflict", base_data, ours_data, theirs_data, kept, binary, entry[0]
+            name, "conflict", entries, reader, result=entry, binary=binary, mode=entry[0]
         )
     mode = _merged_mode(base, ours, theirs)
     if binary or mode is None:
-        return FileMerge(name, "conflict", base_data, ours_data, theirs_data, None, binary, ours[0])
+        return FileMerge(name, "conflict", entries, reader, binary=binary, mode=ours[0])
     assert ours_data is not None and theirs_data is not None
     if ours[1] == theirs[1]:
         merged, conflict = ours_data, False
@@ -366,7 +469,7 @@ def _file_merge(
     if not conflict and merged == ours_data and mode == ours[0]:
         return None
     status = "conflict" if conflict else "modified"
-    return FileMerge(name, status, base_data, ours_data, theirs_data, merged, False, mode)
+    return FileMerge(name, status, entries, reader, merged=merged, binary=False, mode=mode)
 
 
 def plan_merge(
@@ -410,38 +513,29 @@ def plan_merge(
 def _mark_directory_clashes(files: list[FileMerge], ours: _Changes) -> None:
     """Turn into conflicts the files that would need a path to be both a file and a directory
     (the target's version is kept)."""
+    if not any(old is None for old, _ in ours.values()) and not any(
+        merge.status == "added" for merge in files
+    ):
+        return  # a clash needs a path added on one side: a file where the other has a directory
     our_files = {
         p.decode("utf-8", "surrogateescape") for p, (_, new) in ours.items() if new is not None
     }
     our_dirs = {path.rsplit("/", i)[0] for path in our_files for i in range(1, path.count("/") + 1)}
     for i, merge in enumerate(files):
-        if merge.merged is None or merge.merged == merge.ours:
+        if merge.status == "deleted" or merge.keeps_ours:
             continue
         parents = {merge.path.rsplit("/", n)[0] for n in range(1, merge.path.count("/") + 1)}
         if merge.path in our_dirs or parents & our_files:
-            files[i] = FileMerge(
-                merge.path,
-                "conflict",
-                merge.base,
-                merge.ours,
-                merge.theirs,
-                None,
-                merge.binary,
-                merge.mode,
-            )
+            files[i] = merge.as_clash()
 
 
-def resolve_plan(plan: MergePlan, *, markers: bool) -> dict[str, bytes | None]:
-    """The changes (path -> content, None deletes) that apply ``plan`` to its target.
+def resolve_plan(plan: MergePlan, *, markers: bool) -> dict[str, BlobEntry | None]:
+    """The changes (path -> blob and mode, None deletes) that apply ``plan`` to its target,
+    for :func:`gitsync.commits.commit_changes`.
 
     With ``markers``, conflicted text files get their conflict markers and other conflicts
     keep the target's version; without, conflicts raise :class:`MergeConflict`.
     """
     if plan.conflicts and not markers:
         raise MergeConflict(plan.conflicts)
-    changes: dict[str, bytes | None] = {}
-    for merge in plan.files:
-        if merge.status == "conflict" and (merge.merged is None or merge.merged == merge.ours):
-            continue
-        changes[merge.path] = merge.merged
-    return changes
+    return {f.path: f.change() for f in plan.files if not f.keeps_ours}

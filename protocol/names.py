@@ -55,6 +55,9 @@ def validate_branch(name: str) -> str:
     return name
 
 
+_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def validate_path(path: str) -> str:
     """Return the normalised form of a path inside a repository, or raise ``ProtocolError``.
 
@@ -65,7 +68,7 @@ def validate_path(path: str) -> str:
         raise _bad("invalid path: empty or too long")
     if path.startswith("/"):
         raise _bad(f"invalid path {path!r}: absolute")
-    if "\\" in path or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+    if _PATH_CONTROL.search(path):
         raise _bad(f"invalid path {path!r}: backslash or control character")
     if _ENCODED_TRAVERSAL.search(path):
         raise _bad(f"invalid path {path!r}: percent-encoded '.', '/', '\\' or NUL")

@@ -6,7 +6,8 @@ repository is built with ``git fast-import`` and checked out. Each run changes o
 - ours: ``commit_changes`` on a branch of that repository (objects fsynced, ref moved by CAS);
 - git: the same change written to the worktree, then ``git add -A && git commit -q -m x``.
 
-Prints the median time per commit, the ratio git/ours at each size, and how our time grows
+The build's writes are flushed to disk first, and the two kinds of commit alternate, so both
+meet the same disk. Prints the median time per commit, the ratio git/ours at each size, and how our time grows
 from the smallest to the largest size. Not a pass/fail test.
 
 Usage: .venv/bin/python tests/bench/git_commit.py [--sizes 1000,10000,100000] [--runs 21]
@@ -15,6 +16,7 @@ Usage: .venv/bin/python tests/bench/git_commit.py [--sizes 1000,10000,100000] [-
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
@@ -69,12 +71,14 @@ def build(path: Path, files: int) -> None:
     git(path, "status", "--porcelain")  # refresh the index once, as a live worktree would be
 
 
-def bench_ours(path: Path, files: int, runs: int) -> list[float]:
+def bench(path: Path, files: int, runs: int) -> tuple[list[float], list[float]]:
+    """Times of ``runs`` commits each way, alternating ours and git so both see the same disk."""
+    os.sync()  # the build's writes are flushed first, not during the runs
     repo = Repo(str(path))
+    ours, cli = [], []
     try:
         create_branch(repo, "ours", branch_heads(repo)["main"])
         head = branch_heads(repo)["ours"]
-        times = []
         for run in range(runs):
             i = random.randrange(files)
             start = time.perf_counter()
@@ -86,23 +90,17 @@ def bench_ours(path: Path, files: int, runs: int) -> list[float]:
                 author="bench <bench@example.com>",
                 expected=head,
             )
-            times.append(time.perf_counter() - start)
-        return times
+            ours.append(time.perf_counter() - start)
+            i = random.randrange(files)
+            (path / file_path(i)).write_bytes(content(i, 1000 + run))
+            start = time.perf_counter()
+            subprocess.run(
+                ["sh", "-c", "git add -A && git commit -q -m x"], cwd=path, env=GIT_ENV, check=True
+            )
+            cli.append(time.perf_counter() - start)
     finally:
         repo.close()
-
-
-def bench_git(path: Path, files: int, runs: int) -> list[float]:
-    times = []
-    for run in range(runs):
-        i = random.randrange(files)
-        (path / file_path(i)).write_bytes(content(i, 1000 + run))
-        start = time.perf_counter()
-        subprocess.run(
-            ["sh", "-c", "git add -A && git commit -q -m x"], cwd=path, env=GIT_ENV, check=True
-        )
-        times.append(time.perf_counter() - start)
-    return times
+    return ours, cli
 
 
 def main() -> None:
@@ -119,8 +117,9 @@ def main() -> None:
             start = time.perf_counter()
             build(path, files)
             built = time.perf_counter() - start
-            ours = statistics.median(bench_ours(path, files, args.runs)) * 1000
-            cli = statistics.median(bench_git(path, files, args.runs)) * 1000
+            ours_times, cli_times = bench(path, files, args.runs)
+            ours = statistics.median(ours_times) * 1000
+            cli = statistics.median(cli_times) * 1000
             rows.append((files, ours, cli))
             print(f"built {files} files in {built:.1f} s", file=sys.stderr)
     print(f"median of {args.runs} commits, one changed file each (ms)")

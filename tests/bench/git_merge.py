@@ -4,9 +4,14 @@ A repository of 10,000 files (about 100 per directory) gets two branches off one
 changing N files; a third of the paths are changed on both sides, on different lines, so
 every merge is clean. For each N:
 
-- preview: ``plan_merge`` (tree diffs, blobs read, text merges);
-- apply: ``resolve_plan`` + ``commit_changes`` writing the merge commit (fsynced, ref by CAS);
-- git: ``git merge-tree --write-tree target source`` (merges and writes the merged tree).
+- preview: ``plan_merge`` (tree diffs, the blobs changed on both sides read and merged; what
+  the plan lists and what it would commit, without rendering diffs);
+- apply: ``resolve_plan`` + ``commit_changes`` writing the merge commit (objects fsynced, ref
+  moved by compare-and-swap);
+- git: ``git merge-tree --write-tree target source`` (merges and writes the merged tree, not
+  fsynced, moving no ref).
+
+Every run starts from a fresh copy of the repository, so both write all their objects.
 
 Prints medians and the ratios ours/git. Not a pass/fail test.
 
@@ -16,12 +21,13 @@ Usage: .venv/bin/python tests/bench/git_merge.py [--changed 10,1000] [--files 10
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from dulwich.repo import Repo  # noqa: E402
 
-from gitsync.commits import branch_heads, commit_changes, create_branch  # noqa: E402
+from gitsync.commits import branch_heads, commit_changes  # noqa: E402
 from gitsync.merging import plan_merge, resolve_plan  # noqa: E402
 
 GIT_ENV = {
@@ -84,51 +90,57 @@ def build(path: Path, files: int, changed: int) -> None:
     fast_import(path, stream)
 
 
-def median_ms(action: Callable[[int], object], runs: int) -> float:
-    times = []
-    for run in range(runs):
-        start = time.perf_counter()
-        action(run)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
-def bench(path: Path, runs: int) -> tuple[float, float, float, int]:
-    repo = Repo(str(path))
+def one_run(pristine: Path, run: int) -> tuple[float, float, float, int]:
+    """Preview, apply and git times (ms) on fresh copies of ``pristine``; files merged."""
+    ours_path, git_path = pristine.with_name(f"ours{run}"), pristine.with_name(f"git{run}")
+    shutil.copytree(pristine, ours_path)
+    shutil.copytree(pristine, git_path)
+    os.sync()  # the copies are on disk before anything is timed
+    repo = Repo(str(ours_path))
     try:
         heads = branch_heads(repo)
         source, target = heads["topic"], heads["main"]
+        start = time.perf_counter()
         plan = plan_merge(repo, source, target)
-        assert not plan.conflicts and len(plan.files) > 0
-        preview = median_ms(lambda _: plan_merge(repo, source, target), runs)
-        for run in range(runs):
-            create_branch(repo, f"merge{run}", target)
-
-        def apply(run: int) -> None:
-            commit_changes(
-                repo,
-                f"merge{run}",
-                resolve_plan(plan, markers=False),
-                message="Merge topic\n",
-                author="bench <bench@example.com>",
-                expected=target,
-                extra_parents=[source],
-            )
-
-        applied = median_ms(apply, runs)
+        preview = time.perf_counter() - start
+        assert not plan.conflicts and plan.files
+        start = time.perf_counter()
+        commit_changes(
+            repo,
+            "main",
+            resolve_plan(plan, markers=False),
+            message="Merge topic\n",
+            author="bench <bench@example.com>",
+            expected=target,
+            extra_parents=[source],
+        )
+        applied = time.perf_counter() - start
     finally:
         repo.close()
+    start = time.perf_counter()
+    subprocess.run(
+        ["git", "-C", str(git_path), "merge-tree", "--write-tree", "main", "topic"],
+        env=GIT_ENV,
+        check=True,
+        capture_output=True,
+    )
+    git = time.perf_counter() - start
+    shutil.rmtree(ours_path)
+    shutil.rmtree(git_path)
+    return preview * 1000, applied * 1000, git * 1000, len(plan.files)
 
-    def git_merge(_: int) -> None:
-        subprocess.run(
-            ["git", "-C", str(path), "merge-tree", "--write-tree", "main", "topic"],
-            env=GIT_ENV,
-            check=True,
-            capture_output=True,
-        )
 
-    git = median_ms(git_merge, runs)
-    return preview, applied, git, len(plan.files)
+def bench(pristine: Path, runs: int) -> tuple[float, float, float, int]:
+    """Median preview, apply and git times; every run works on fresh copies of the
+    repository, so both sides write all of their objects each time."""
+    results = [one_run(pristine, run) for run in range(runs)]
+    median = statistics.median
+    return (
+        median(r[0] for r in results),
+        median(r[1] for r in results),
+        median(r[2] for r in results),
+        results[0][3],
+    )
 
 
 def main() -> None:

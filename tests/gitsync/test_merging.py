@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import random
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from dulwich.objects import Blob, ObjectID
 from dulwich.repo import Repo
 
-from gitsync.commits import commit_changes, create_branch, read_ref
+from gitsync.commits import BlobEntry, commit_changes, create_branch, read_ref
 from gitsync.merging import (
     MergeConflict,
     MergePlan,
     UnrelatedHistories,
+    _merge_lines_with_merge3,
+    _splice,
     merge_base,
     merge_text,
     plan_merge,
@@ -58,6 +61,21 @@ def git_merge_tree(git: Git, repo_path: Path, target: str, source: str) -> tuple
     )
     tree, *names = out.split("\n")
     return tree.strip(), {n for n in names if n}
+
+
+def contents(repo: Repo, changes: Mapping[str, BlobEntry | None]) -> dict[str, bytes | None]:
+    """The content each resolved change gives its path (None: deleted)."""
+    out: dict[str, bytes | None] = {}
+    for path, entry in changes.items():
+        if entry is None:
+            out[path] = None
+        else:
+            data = (
+                entry.data if entry.data is not None else repo[ObjectID(entry.sha)].as_raw_string()
+            )
+            assert Blob.from_string(data).id == entry.sha
+            out[path] = data
+    return out
 
 
 def apply_and_compare(repo: Repo, repo_path: Path, git: Git, plan: MergePlan) -> None:
@@ -110,7 +128,7 @@ def test_clean_merge_keeps_both_sides(repo: Repo, repo_path: Path, git: Git) -> 
     assert "-seven\n" in diff and "+SEVEN\n" in diff and "ONE" not in diff.replace(" ONE", "")
     assert "+new\n" in by_path["new/dir/n.txt"].diff()
     assert "-to be deleted\n" in by_path["gone.txt"].diff()
-    changes = resolve_plan(plan, markers=False)
+    changes = contents(repo, resolve_plan(plan, markers=False))
     assert changes == {
         "a.txt": b"ONE\ntwo\nthree\nfour\nfive\nsix\nSEVEN\n",
         "gone.txt": None,
@@ -137,7 +155,7 @@ def test_text_conflict_gets_markers_like_git(repo: Repo, repo_path: Path, git: G
     with pytest.raises(MergeConflict) as refused:
         resolve_plan(plan, markers=False)
     assert refused.value.paths == ["a.txt"]
-    assert resolve_plan(plan, markers=True) == {"a.txt": conflict.merged}
+    assert contents(repo, resolve_plan(plan, markers=True)) == {"a.txt": conflict.merged}
     apply_and_compare(repo, repo_path, git, plan)
 
 
@@ -179,7 +197,7 @@ def test_modify_delete_conflicts_keep_the_modified_file(
     by_path = {f.path: f for f in plan.files}
     assert by_path["b.txt"].merged == b"changed on main\n" and by_path["b.txt"].theirs is None
     assert by_path["gone.txt"].merged == b"changed on topic\n" and by_path["gone.txt"].ours is None
-    assert resolve_plan(plan, markers=True) == {"gone.txt": b"changed on topic\n"}
+    assert contents(repo, resolve_plan(plan, markers=True)) == {"gone.txt": b"changed on topic\n"}
     apply_and_compare(repo, repo_path, git, plan)
 
 
@@ -212,7 +230,10 @@ def test_up_to_date_and_fast_forward(repo: Repo) -> None:
     forward = plan_merge(repo, ahead, base)  # main is ahead of topic: topic fast-forwards
     assert forward.fast_forward and not forward.up_to_date and forward.conflicts == []
     assert {f.path: f.status for f in forward.files} == {"b.txt": "modified", "gone.txt": "deleted"}
-    assert resolve_plan(forward, markers=False) == {"b.txt": b"main moved on\n", "gone.txt": None}
+    assert contents(repo, resolve_plan(forward, markers=False)) == {
+        "b.txt": b"main moved on\n",
+        "gone.txt": None,
+    }
 
 
 def test_unrelated_histories(repo: Repo) -> None:
@@ -328,3 +349,54 @@ def test_merge_text_agrees_with_git_merge_file(tmp_path: Path, git: Git) -> None
         assert conflict == (done.returncode != 0), case
         if not conflict:
             assert merged == done.stdout, case
+
+
+def test_merge_of_packed_history_with_mode_changes_matches_git(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    files = {
+        f"p{i % 5}/f{i}.txt": "".join(f"{n} of {i}\n" for n in range(40)).encode()
+        for i in range(60)
+    }
+    fork(repo, files)
+    paths = list(files)
+    theirs = put(repo, "topic", {p: files[p].replace(b"0 of", b"ZERO of", 1) for p in paths[::2]})
+    theirs = commit_changes(
+        repo,
+        "topic",
+        {paths[1]: BlobEntry(0o100755, bytes(Blob.from_string(files[paths[1]]).id))},
+        message="make it executable\n",
+        author=AUTHOR,
+        expected=theirs,
+    )
+    ours = put(repo, "main", {p: files[p].replace(b"39 of", b"LAST of") for p in paths[::3]})
+    git(repo_path, "repack", "-adf", "-q")  # every object packed, most as deltas
+    packed = Repo(str(repo_path))
+    try:
+        plan = plan_merge(packed, theirs, ours, labels=("main", "topic"))
+        assert plan.conflicts == []
+        executable = next(f for f in plan.files if f.path == paths[1])
+        assert (executable.status, executable.mode, executable.diff()) == ("modified", 0o100755, "")
+        apply_and_compare(packed, repo_path, git, plan)
+    finally:
+        packed.close()
+
+
+def test_one_run_per_side_splice_agrees_with_merge3() -> None:
+    rng = random.Random(5)
+    spliced = 0
+    for _ in range(600):
+        base = [f"{rng.choice('abcd')}\n" for _ in range(rng.randint(0, 12))]
+        sides = []
+        for _side in range(2):
+            lines = list(base)
+            at = rng.randint(0, len(lines))
+            lines[at : at + rng.randint(0, 3)] = [f"{rng.choice('abXY')}\n"] * rng.randint(0, 3)
+            sides.append(lines)
+        fast = _splice(base, sides[0], sides[1])
+        marks = ("<\n", "=\n", ">\n", "\n")
+        slow = _merge_lines_with_merge3(base, sides[0], sides[1], marks)
+        if fast is not None:
+            spliced += 1
+            assert (fast, False) == slow, (base, sides)
+    assert spliced > 100
