@@ -6,14 +6,14 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from pycrdt import merge_updates
 
 from protocol.errors import ErrorCode
 
-__all__ = ["Outbox", "close_ws"]
+__all__ = ["Outbox", "close_ws", "coalesced_writes"]
 
 log = logging.getLogger("collab.outbox")
 _CLOSE_TIMEOUT = 2.0
@@ -62,6 +62,32 @@ class _LastFrame:
 
 
 _last = _LastFrame()
+
+_pending: dict[asyncio.Transport, list[bytes]] | None = None
+"""Frames written directly while :func:`coalesced_writes` is active, per transport."""
+
+
+@contextlib.contextmanager
+def coalesced_writes() -> Iterator[None]:
+    """Join the frames written directly to each socket inside this block into one write.
+
+    A broadcast of several updates (one group commit's worth) then costs one send per peer
+    instead of one per update and peer. Nothing is reordered: the frames keep their order
+    and are written when the block ends, before any queued frame can be sent.
+    """
+    global _pending
+    if _pending is not None:  # nested: the outer block writes
+        yield
+        return
+    pending: dict[asyncio.Transport, list[bytes]] = {}
+    _pending = pending
+    try:
+        yield
+    finally:
+        _pending = None
+        for transport, frames in pending.items():
+            if not transport.is_closing():
+                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 class Outbox:
@@ -121,7 +147,11 @@ class Outbox:
             or transport.get_write_buffer_size() > _DIRECT_LIMIT
         ):
             return False
-        transport.write(_last.framed(frame))
+        wire = _last.framed(frame)
+        if _pending is None:
+            transport.write(wire)
+        else:
+            _pending.setdefault(transport, []).append(wire)
         self.sent += 1
         return True
 

@@ -21,6 +21,7 @@ from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awa
 
 from .auth import Identity
 from .origin import Origin
+from .outbox import coalesced_writes
 from .seed import TEXT_NAME
 from .store import Store
 
@@ -286,8 +287,10 @@ class Room:
                 return
             self.last_seq = max(self.last_seq, *seqs)
             self.updates_since_snapshot += len(batch)
+            with coalesced_writes():
+                for p in batch:
+                    self._broadcast_update(p.update, p.sender)
             for p in batch:
-                self._broadcast_update(p.update, p.sender)
                 if not p.done.done():
                     p.done.set_result(None)
             if self.updates_since_snapshot >= self.compact_every and self._failed is None:

@@ -76,11 +76,17 @@ def start_server(kind: str, port: int, work: Path) -> subprocess.Popen[bytes]:
         args = [sys.executable, str(ROOT / "tests" / "bench" / "pycrdt_ws_server.py"), str(port)]
     else:
         raise ValueError(kind)
-    proc = subprocess.Popen(
-        args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = (work / f"{kind}-{port}.log").open("wb")
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
     wait_port(port)
     return proc
+
+
+def server_log(kind: str, port: int, work: Path) -> str:
+    """The end of a server's output, to explain a failure."""
+    path = work / f"{kind}-{port}.log"
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
 class Sampler:
@@ -112,6 +118,8 @@ async def fanout(kind: str, port: int, args: argparse.Namespace) -> dict[str, An
     cmd = ["node", str(ROOT / "tests" / "bench" / "fanout_load.mjs"), "--url", url]
     cmd += ["--room", ROOM, "--clients", str(args.clients), "--rate", str(args.rate)]
     cmd += ["--duration", str(args.duration), "--warmup", "2", "--params", "user=bench"]
+    if args.full_clients is not None:
+        cmd += ["--full-clients", str(args.full_clients)]
     load = await asyncio.create_subprocess_exec(
         *cmd, cwd=JS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -172,6 +180,12 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--servers", default="ours,reference,pycrdt")
+    parser.add_argument(
+        "--full-clients",
+        type=int,
+        default=None,
+        help="stock y-websocket clients (default: all); the rest are light protocol clients",
+    )
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -184,14 +198,19 @@ async def main() -> None:
             proc = start_server(kind, port, work)
             proc_pid[kind] = proc.pid
             try:
-                result = await fanout(kind, port, args)
-                if args.idle:
-                    result["idle_docs_mb"] = await idle_memory(
-                        kind, port, args.idle, distinct_docs=True
-                    )
-                    result["idle_conns_mb"] = await idle_memory(
-                        kind, port, args.idle, distinct_docs=False
-                    )
+                try:
+                    result = await fanout(kind, port, args)
+                    if args.idle:
+                        result["idle_docs_mb"] = await idle_memory(
+                            kind, port, args.idle, distinct_docs=True
+                        )
+                        result["idle_conns_mb"] = await idle_memory(
+                            kind, port, args.idle, distinct_docs=False
+                        )
+                except Exception:
+                    print(f"{kind} server exit code: {proc.poll()}", file=sys.stderr)
+                    print(server_log(kind, port, work), file=sys.stderr)
+                    raise
                 results[kind] = result
                 print(json.dumps(result), flush=True)
             finally:

@@ -5,7 +5,9 @@
  *   node tests/bench/fanout_load.mjs --url ws://127.0.0.1:8765/yjs --room bench/main:load.md \
  *        --clients 50 --rate 10 --duration 20 --warmup 2 [--drain 15] [--workers 1] [--seed 1]
  *
- * Every client is a stock y-websocket WebsocketProvider with its own Y.Doc.
+ * Every client is a stock y-websocket WebsocketProvider with its own Y.Doc, or,
+ * with --full-clients K, only the first K are and the others are light clients
+ * (see lightClient below: the same protocol, without integrating what they receive).
  * Each client inserts `rate` small unique tags per second (`[c12:345]`) at
  * random positions of the root-level Y.Text `source`. Edits made during the
  * first `warmup` seconds are sent but not measured.
@@ -134,6 +136,110 @@ const importPkg = async (name) => {
   return import(new URL(entry, pkgUrl).href)
 }
 
+/** @param {number[]} out @param {number} n */
+const writeVarUint = (out, n) => {
+  while (n > 0x7f) {
+    out.push(0x80 | (n & 0x7f))
+    n = Math.floor(n / 128)
+  }
+  out.push(n)
+}
+
+/**
+ * A y-websocket sync message: messageSync, `step` (0 step 1, 1 step 2, 2 update), payload.
+ * @param {number} step
+ * @param {Uint8Array} payload
+ */
+const syncMessage = (step, payload) => {
+  const head = [0, step]
+  writeVarUint(head, payload.length)
+  const out = new Uint8Array(head.length + payload.length)
+  out.set(head)
+  out.set(payload, head.length)
+  return out
+}
+
+/**
+ * A light client: the y-websocket sync protocol on a bare WebSocket, with a Y.Doc holding
+ * only its own edits. What it receives is not integrated: each update's per-client clock
+ * ranges are read with Y.parseUpdateMeta (which decodes the structs but searches and
+ * integrates nothing), so one generator process can keep up with many clients. The stock
+ * clients run alongside it prove that the same stream converges.
+ * @param {any} Y
+ * @param {any} WebSocket
+ * @param {any} opt
+ * @param {number} r
+ * @param {(c: any, client: number, clock: number, t: number) => void} arrived
+ */
+const lightClient = (Y, WebSocket, opt, r, arrived) => {
+  const N = opt.clients
+  const doc = new Y.Doc()
+  const query = new URLSearchParams(opt.params).toString()
+  const ws = new WebSocket(`${opt.url}/${opt.room}${query ? '?' + query : ''}`)
+  const recv = []
+  for (let s = 0; s < N; s++) {
+    recv.push(new F64(s === r ? 1 : 256))
+  }
+  const nextEnd = new Float64Array(N)
+  for (let s = 0; s < N; s++) {
+    nextEnd[s] = tagOf(s, 0).length
+  }
+  const self = {
+    r,
+    full: false,
+    doc,
+    text: doc.getText('source'),
+    provider: { synced: false, destroy: () => ws.close() },
+    rng: makeRng(opt.seed * 1000003 + r),
+    k: 0,
+    nextDue: 0,
+    sendTimes: new F64(256),
+    recv,
+    ptr: new Int32Array(N),
+    nextEnd
+  }
+  doc.on('update', (/** @type {Uint8Array} */ update) => {
+    if (ws.readyState === 1) {
+      ws.send(syncMessage(2, update))
+    }
+  })
+  ws.on('open', () => ws.send(syncMessage(0, Y.encodeStateVector(doc))))
+  ws.on('error', () => {})
+  ws.on('message', (/** @type {Buffer} */ data) => {
+    const t = now()
+    let pos = 0
+    const readVarUint = () => {
+      let n = 0
+      let mult = 1
+      for (;;) {
+        const b = data[pos++]
+        n += (b & 0x7f) * mult
+        if (b < 0x80) {
+          return n
+        }
+        mult *= 128
+      }
+    }
+    if (readVarUint() !== 0) {
+      return // awareness, auth: not measured
+    }
+    const step = readVarUint()
+    const len = readVarUint()
+    const payload = data.subarray(pos, pos + len)
+    if (step === 0) {
+      ws.send(syncMessage(1, Y.encodeStateAsUpdate(doc, payload)))
+      return
+    }
+    if (step === 1) {
+      self.provider.synced = true
+    }
+    Y.parseUpdateMeta(payload).to.forEach((/** @type {number} */ clock, /** @type {number} */ client) => {
+      arrived(self, client, clock, t)
+    })
+  })
+  return self
+}
+
 const clientThread = async () => {
   const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort)
   const { opt, indices } = workerData
@@ -151,7 +257,33 @@ const clientThread = async () => {
   let recvPairs = 0
   let sent = 0
 
+  /**
+   * Arrival bookkeeping shared by both kinds of client: receiver r has now integrated (or,
+   * for a light client, received) sender client `client`'s structs up to `clock`.
+   */
+  const arrived = (/** @type {any} */ c, /** @type {number} */ client, /** @type {number} */ clock, /** @type {number} */ t) => {
+    const s = senderOf.get(client)
+    if (s === undefined || s === c.r) {
+      return
+    }
+    let p = c.ptr[s]
+    let end = c.nextEnd[s]
+    const times = c.recv[s]
+    while (end <= clock) {
+      times.push(t)
+      recvPairs++
+      p++
+      end += tagOf(s, p).length
+    }
+    c.ptr[s] = p
+    c.nextEnd[s] = end
+  }
+
   for (const r of indices) {
+    if (r >= opt['full-clients']) {
+      clients.push(lightClient(Y, WebSocket, opt, r, arrived))
+      continue
+    }
     const doc = new Y.Doc()
     /** @type {F64[]} */
     const recv = []
@@ -170,24 +302,9 @@ const clientThread = async () => {
       const t = now()
       const before = tr.beforeState
       tr.afterState.forEach((/** @type {number} */ clock, /** @type {number} */ client) => {
-        if ((before.get(client) || 0) === clock) {
-          return
+        if ((before.get(client) || 0) !== clock) {
+          arrived(self, client, clock, t)
         }
-        const s = senderOf.get(client)
-        if (s === undefined || s === r) {
-          return
-        }
-        let p = ptr[s]
-        let end = nextEnd[s]
-        const times = recv[s]
-        while (end <= clock) {
-          times.push(t)
-          recvPairs++
-          p++
-          end += tagOf(s, p).length
-        }
-        ptr[s] = p
-        nextEnd[s] = end
       })
     })
     const provider = new WebsocketProvider(opt.url, opt.room, doc, {
@@ -196,8 +313,9 @@ const clientThread = async () => {
       params: opt.params
     })
     provider.on('connection-error', () => {})
-    clients.push({
+    const self = {
       r,
+      full: true,
       doc,
       text: doc.getText('source'),
       provider,
@@ -208,7 +326,8 @@ const clientThread = async () => {
       recv,
       ptr,
       nextEnd
-    })
+    }
+    clients.push(self)
   }
 
   const t0 = now()
@@ -223,7 +342,7 @@ const clientThread = async () => {
   port.postMessage({
     type: 'ready',
     ids: clients.map((c) => [c.r, c.doc.clientID]),
-    initialLength: clients[0].text.length
+    initialLength: clients.some((c) => c.full) ? clients.filter((c) => c.full)[0].text.length : -1
   })
 
   /** @type {any} */
@@ -263,13 +382,14 @@ const clientThread = async () => {
       clearInterval(timer)
       clearInterval(progressTimer)
       loopDelay.disable()
-      const texts = clients.map((c) => c.text.toString())
-      const first = texts[0]
+      const full = clients.filter((c) => c.full)
+      const texts = full.map((c) => c.text.toString())
+      const first = texts.length > 0 ? texts[0] : null
       const result = {
         type: 'result',
         sent,
         recvPairs,
-        lengths: clients.map((c) => c.text.length),
+        lengths: full.map((c) => c.text.length),
         sameText: texts.every((x) => x === first),
         text: first,
         // the histogram records whole timer intervals; report the lag beyond them
@@ -297,7 +417,7 @@ const clientThread = async () => {
 
 const USAGE = 'usage: fanout_load.mjs --url ws://HOST:PORT/yjs --room NAME [--clients 50] ' +
   '[--rate 10] [--duration 20] [--warmup 2] [--drain 15] [--workers 1] [--young-mb 0] ' +
-  '[--connect-timeout 30] [--seed 1] [--params k=v,k=v] [--verbose] [--timeline]'
+  '[--connect-timeout 30] [--seed 1] [--full-clients N] [--params k=v,k=v] [--verbose] [--timeline]'
 
 class UsageError extends Error {}
 
@@ -316,6 +436,7 @@ const parseArgs = (argv) => {
     'young-mb': 0,
     'connect-timeout': 30,
     seed: 1,
+    'full-clients': -1,
     params: '',
     verbose: false,
     timeline: false
@@ -343,7 +464,10 @@ const parseArgs = (argv) => {
   if (!o.url || !o.room) {
     throw new UsageError(USAGE)
   }
-  for (const k of ['clients', 'rate', 'duration', 'warmup', 'drain', 'workers', 'young-mb', 'connect-timeout', 'seed']) {
+  if (Number(o['full-clients']) < 0) {
+    o['full-clients'] = o.clients
+  }
+  for (const k of ['clients', 'rate', 'duration', 'warmup', 'drain', 'workers', 'young-mb', 'connect-timeout', 'seed', 'full-clients']) {
     o[k] = Number(o[k])
     if (!Number.isFinite(o[k]) || o[k] < 0) {
       throw new UsageError(`--${k} must be a non-negative number`)
@@ -503,7 +627,9 @@ const coordinator = async () => {
       recvTimes[r] = perSender
     }
     lengths.push(...msg.lengths)
-    texts.push(msg.text)
+    if (msg.text !== null) {
+      texts.push(msg.text)
+    }
     sameText = sameText && msg.sameText
     loopDelayP99 = Math.max(loopDelayP99, msg.loopDelayP99)
   }
@@ -556,7 +682,7 @@ const coordinator = async () => {
   const all = Float64Array.from(allLat).sort()
   const recv = Float64Array.from(recvLat).sort()
   const expectLength = initialLength + tagChars
-  const converged = sameText && texts.every((t) => t === texts[0]) &&
+  const converged = lengths.length > 0 && sameText && texts.every((t) => t === texts[0]) &&
     lengths.every((l) => l === expectLength)
 
   const result = {

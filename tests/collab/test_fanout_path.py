@@ -129,6 +129,41 @@ async def test_a_broadcast_encodes_and_frames_an_update_once(
         await room.stop()
 
 
+def _frames(wire: bytes) -> list[bytes]:
+    """The payloads of the unmasked binary WebSocket frames written back to back in ``wire``."""
+    out = []
+    while wire:
+        size, at = wire[1], 2
+        if size == 126:
+            size, at = int.from_bytes(wire[2:4], "big"), 4
+        elif size == 127:
+            size, at = int.from_bytes(wire[2:10], "big"), 10
+        out.append(wire[at : at + size])
+        wire = wire[at + size :]
+    return out
+
+
+async def test_a_group_commit_reaches_each_peer_in_one_write_in_order() -> None:
+    room, peers, sockets = await _room_with_peers(5)
+    try:
+        for ws in sockets:
+            ws.transport.frames.clear()
+        updates = [_edit(f"edit {i}") for i in range(3)]
+        await asyncio.gather(
+            *(room.receive_update(u, sender=peers[i]) for i, u in enumerate(updates))
+        )
+        for ws in sockets[3:]:  # sent nothing: one write holding all three, in order
+            (wire,) = ws.transport.frames
+            got = [decode_message(f, YjsLimits()) for f in _frames(wire)]
+            assert got == [SyncUpdate(u) for u in updates]
+        for i, ws in enumerate(sockets[:3]):  # a sender gets the others', not its own
+            (wire,) = ws.transport.frames
+            got = [decode_message(f, YjsLimits()) for f in _frames(wire)]
+            assert got == [SyncUpdate(u) for j, u in enumerate(updates) if j != i]
+    finally:
+        await room.stop()
+
+
 async def test_an_awareness_broadcast_builds_its_frame_once() -> None:
     room, peers, sockets = await _room_with_peers(4)
     try:
