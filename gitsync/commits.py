@@ -2,30 +2,25 @@
 
 A commit's tree is rebuilt incrementally from its parent's: only the trees on the changed paths
 are read and rewritten, so the cost follows the depth of the changed paths, not the size of the
-repository. New objects are on disk, fsynced, before the ref moves (loose objects for a commit
-of a few files, one pack for many), and a ref moves only if it still holds the commit the change
-was based on, so a branch never moves backwards and no concurrent commit is lost. A lock file
-left on a ref by a crash is removed once it is old (see :mod:`gitsync.locks`).
+repository. New objects are on disk, fsynced, before the ref moves (one small pack per commit;
+small packs are combined as they accumulate, see :mod:`gitsync.packing`), and a ref moves only
+if it still holds the commit the change was based on, so a branch never moves backwards and no
+concurrent commit is lost. A lock file left on a ref by a crash is removed once it is old (see
+:mod:`gitsync.locks`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
+import logging
 import stat
-import tempfile
+import threading
 import time
-import uuid
-import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tag, Tree
-from dulwich.pack import write_pack_index_v2, write_pack_objects
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -33,6 +28,7 @@ from protocol.names import validate_branch, validate_path
 
 from .locks import LOCK_WAIT, STALE_AFTER, call_past_stale_locks, recover_stale_locks
 from .naming import slugify
+from .packing import combine_small_packs, write_pack
 
 __all__ = [
     "BlobEntry",
@@ -63,6 +59,7 @@ EMPTY_TREE = Tree()
 
 _Changes = dict[bytes, "_Changes | bytes | BlobEntry | None"]
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,33 +187,67 @@ def _only_deletions(node: _Changes) -> bool:
 
 
 def read_object(repo: Repo, sha: bytes) -> ShaFile:
-    """Read object ``sha``, trying the loose file first.
+    """Read object ``sha`` (KeyError if the repository lacks it)."""
+    return repo.object_store[ObjectID(sha)]
 
-    dulwich looks in every pack first and rescans the pack directory on a miss; the objects a
-    running server reads most are the loose ones it has just written.
+
+class _ObjectCache:
+    """The raw content of trees and commits recently read or committed, by repository and id.
+
+    Continuous commits rewrite the same few paths of a branch, so the parent commit and the
+    trees a commit reads are usually what the previous commit on that branch wrote. Only
+    objects that are reachable (read through a commit, or committed by a ref move that won)
+    are put here, so an entry is never stale while nothing prunes reachable history.
     """
-    hex_id = sha.decode("ascii")
-    path = os.path.join(str(repo.object_store.path), hex_id[:2], hex_id[2:])
-    try:
-        with open(path, "rb") as f:
-            data = zlib.decompress(f.read())
-    except FileNotFoundError:
-        return repo.object_store[ObjectID(sha)]
-    header, _, raw = data.partition(b"\0")
-    kind = header.split(b" ", 1)[0]
-    return ShaFile.from_raw_string(_TYPE_NUMS[kind], raw, sha=ObjectID(sha))
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.raw: OrderedDict[tuple[str, bytes], tuple[int, bytes]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, repo: Repo, sha: bytes) -> ShaFile | None:
+        key = (repo.path, sha)
+        with self.lock:
+            found = self.raw.get(key)
+            if found is None:
+                return None
+            self.raw.move_to_end(key)
+        return ShaFile.from_raw_string(found[0], found[1], sha=ObjectID(sha))
+
+    def put(self, repo: Repo, obj: ShaFile) -> None:
+        key = (repo.path, bytes(obj.id))
+        value = (obj.type_num, obj.as_raw_string())
+        with self.lock:
+            self.raw[key] = value
+            self.raw.move_to_end(key)
+            while len(self.raw) > self.capacity:
+                self.raw.popitem(last=False)
 
 
-_TYPE_NUMS = {cls.type_name: cls.type_num for cls in (Blob, Tree, Commit, Tag)}
+_cache = _ObjectCache(capacity=4096)
+
+
+def _read_cached(repo: Repo, sha: bytes) -> ShaFile:
+    obj = _cache.get(repo, sha)
+    if obj is None:
+        obj = read_object(repo, sha)
+        if isinstance(obj, (Tree, Commit)):
+            _cache.put(repo, obj)
+    return obj
+
+
+def _read_tree(repo: Repo, sha: bytes) -> Tree:
+    obj = _read_cached(repo, sha)
+    if not isinstance(obj, Tree):
+        raise ValueError(f"{_short(sha)} is not a tree")
+    return obj
 
 
 def _rewrite(
     repo: Repo, tree_id: bytes | None, changes: _Changes, out: list[ShaFile]
 ) -> bytes | None:
     """Apply ``changes`` to the tree ``tree_id``; return the new tree id (None when empty)."""
-    tree = Tree() if tree_id is None else read_object(repo, tree_id)
-    if not isinstance(tree, Tree):
-        raise ValueError(f"{_short(tree_id)} is not a tree")
+    tree = Tree() if tree_id is None else _read_tree(repo, tree_id)
     changed = False
     for name, change in changes.items():
         entry: tuple[int, bytes] | None
@@ -259,134 +290,23 @@ def _rewrite(
     return bytes(tree.id)
 
 
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _each(function: Callable[[_T], object], items: Sequence[_T]) -> None:
-    """Call ``function`` on every item; fsyncs run together share the journal's commits."""
-    if len(items) <= 1:
-        for item in items:
-            function(item)
-        return
-    for _ in _pool().map(function, items):
-        pass
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="gitsync-fsync")
-
-
 def write_objects(repo: Repo, objects: Sequence[ShaFile]) -> None:
-    """Write ``objects`` durably; return once they are on disk. Objects already stored are
-    skipped.
+    """Write ``objects`` durably as one pack (see :mod:`gitsync.packing`); return once they
+    are on disk.
 
-    A few objects (a commit of some files) become loose objects: each goes to a temporary file
-    in its fan-out directory, the files are fsynced, renamed into place, and the directories
-    fsynced. Many (a large merge or import) go into one pack, fsynced with its index.
+    Whether the store already holds an object is not looked up: that would load the index of
+    every pack, which costs more than writing the few objects a commit makes. A content that
+    comes back (a file undone to an earlier version) is then stored twice until its packs
+    are combined, which git allows.
     """
-    store = repo.object_store
-    root = str(store.path)
-    packs = store.packs
-    new: dict[str, ShaFile] = {}
-    for obj in objects:
-        hex_id = obj.id.decode("ascii")
-        if hex_id in new or os.path.exists(os.path.join(root, hex_id[:2], hex_id[2:])):
-            continue
-        if not any(obj.id in pack for pack in packs):
-            new[hex_id] = obj
-    if len(new) >= PACK_AT:
-        _write_pack(store, list(new.values()))
-    elif new:
-        _write_loose(root, new)
-
-
-def _write_pack(store: DiskObjectStore, objects: list[ShaFile]) -> None:
-    """Write ``objects`` as one pack and its index, both fsynced before they are renamed into
-    place (the index last: a pack becomes visible with it), then the directory fsynced."""
-    pack_dir = str(store.pack_dir)
-    staged: list[str] = []
-    try:
-        fd, pack_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
-        staged.append(pack_tmp)
-        with open(fd, "wb") as f:
-            entries, checksum = write_pack_objects(
-                f, objects, store.object_format, compression_level=LOOSE_COMPRESSION
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        fd, index_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_idx_")
-        staged.append(index_tmp)
-        with open(fd, "wb") as f:
-            rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())
-            write_pack_index_v2(f, rows, checksum)
-            f.flush()
-            os.fsync(f.fileno())
-        base = os.path.join(pack_dir, f"pack-{checksum.hex()}")
-        for tmp, final in ((pack_tmp, base + ".pack"), (index_tmp, base + ".idx")):
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, final)
-            staged.remove(tmp)
-    finally:
-        for tmp in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    _fsync_path(pack_dir)
-
-
-def _write_loose(root: str, objects: Mapping[str, ShaFile]) -> None:
-    staged: list[tuple[int, str, str]] = []
-    synced: list[Future[None]] = []  # each file is fsynced while the next one is written
-    new_dir = False
-    try:
-        for hex_id, obj in objects.items():
-            directory = os.path.join(root, hex_id[:2])
-            tmp = os.path.join(directory, f"tmp_obj_{uuid.uuid4().hex}")
-            try:
-                fd = os.open(tmp, _CREATE, 0o444)
-            except FileNotFoundError:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(directory)
-                    new_dir = True
-                fd = os.open(tmp, _CREATE, 0o444)
-            staged.append((fd, tmp, os.path.join(directory, hex_id[2:])))
-            with open(fd, "wb", closefd=False) as f:
-                f.write(obj.as_legacy_object(compression_level=LOOSE_COMPRESSION))
-            synced.append(_pool().submit(os.fsync, fd))
-        for future in synced:
-            future.result()
-    except BaseException:
-        for _, tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
-    finally:
-        for future in synced:
-            with contextlib.suppress(BaseException):
-                future.result()
-        for fd, _, _ in staged:
-            os.close(fd)
-    for _, tmp, final in staged:
-        os.replace(tmp, final)
-    directories = sorted({os.path.dirname(final) for _, _, final in staged})
-    _each(_fsync_path, [*directories, root] if new_dir else directories)
-
-
-PACK_AT = 64
-"""Write this many new objects or more as one pack rather than as loose objects."""
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-LOOSE_COMPRESSION = 1
-"""zlib level of loose objects; git's default (``core.looseCompression``) too."""
+    unique = list({bytes(obj.id): obj for obj in objects}.values())
+    if unique:
+        write_pack(repo.object_store, unique)
 
 
 def _commit_object(repo: Repo, sha: bytes, what: str) -> Commit:
     try:
-        obj = read_object(repo, sha)
+        obj = _read_cached(repo, sha)
     except KeyError:
         raise ValueError(f"{what} {_short(sha)} is not in the repository") from None
     if not isinstance(obj, Commit):
@@ -471,6 +391,13 @@ def commit_changes(
     objects.append(commit)
     write_objects(repo, objects)
     _swap(repo, ref, expected, bytes(commit.id))
+    for obj in objects:
+        if isinstance(obj, (Tree, Commit)):
+            _cache.put(repo, obj)
+    try:
+        combine_small_packs(repo.object_store)
+    except Exception:  # the commit has landed; the packs are combined on a later one
+        log.exception("combining the small packs of %s failed", repo.path)
     return bytes(commit.id)
 
 

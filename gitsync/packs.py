@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, hex_to_sha
-from dulwich.pack import Pack, apply_delta
+from dulwich.pack import Pack, PackFileDisappeared, apply_delta
 
 __all__ = ["ObjectReader"]
 
@@ -95,6 +95,8 @@ class ObjectReader:
         for pack in store.packs:
             try:
                 self.packs.append(_PackFile(pack))
+            except FileNotFoundError:
+                continue  # combined into another pack meanwhile (see gitsync.packing)
             except (ValueError, OSError):
                 self.slow.append(pack)
         self.bases: dict[tuple[int, int], tuple[int, bytes]] = {}
@@ -109,7 +111,7 @@ class ObjectReader:
         for slow in self.slow:
             try:
                 return _joined(slow.get_raw(ObjectID(hex_id))[1])
-            except KeyError:
+            except (KeyError, PackFileDisappeared):
                 continue
         name = hex_id.decode("ascii")
         try:

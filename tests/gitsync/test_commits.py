@@ -243,14 +243,15 @@ def test_objects_are_written_before_the_ref_and_fsynced(
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(commits, "_swap", swap)
     new = commit(repo, {"a.txt": b"2", "b/c.txt": b"3"}, head)
-    # two blobs, tree b, the root tree and the commit: fsynced, renamed in, directories fsynced,
-    # and only then the ref moves
+    # two blobs, tree b, the root tree and the commit in one pack: the pack and its index
+    # fsynced, renamed in (the index last), the directory fsynced, and only then the ref moves
     before_ref = events[: events.index("ref")]
-    assert before_ref.count("rename") == 5
-    assert before_ref[:5] == ["fsync"] * 5
-    assert before_ref[5:10] == ["rename"] * 5
-    assert before_ref[10:] and set(before_ref[10:]) == {"fsync"}
+    assert before_ref == ["fsync", "fsync", "rename", "rename", "fsync"]
     assert read_ref(repo, b"refs/heads/main") == new
+    packed = {sha for pack in repo.object_store.packs for sha in pack}
+    commit_obj = repo[new]
+    assert isinstance(commit_obj, Commit)
+    assert {new, commit_obj.tree} <= {bytes(sha) for sha in packed}
 
 
 def test_a_failed_fsync_leaves_the_ref_and_no_temporary_files(
@@ -266,16 +267,17 @@ def test_a_failed_fsync_leaves_the_ref_and_no_temporary_files(
         commit(repo, {"a.txt": b"2", "b/c.txt": b"3"}, head)
     monkeypatch.undo()
     assert read_ref(repo, b"refs/heads/main") == head
-    assert list(Path(repo.object_store.path).glob("??/tmp_obj_*")) == []
+    assert list(Path(repo.object_store.path).glob("pack/tmp_*")) == []
 
 
-def test_write_objects_skips_objects_already_stored(repo: Repo) -> None:
+def test_an_object_written_again_is_harmless(repo: Repo, repo_path: Path, git: Git) -> None:
     head = commit(repo, {"a.txt": b"same"}, None)
     obj = repo[head]
     assert isinstance(obj, Commit)
-    write_objects(repo, [obj])  # present: nothing written, nothing raised
-    leftovers = list(Path(repo.object_store.path).glob("??/tmp_obj_*"))
-    assert leftovers == []
+    write_objects(repo, [obj, obj])  # stored already: a second copy in a new pack
+    assert len(list(Path(repo.object_store.path).glob("pack/*.pack"))) == 2
+    git(repo_path, "fsck", "--full", "--strict")
+    assert git(repo_path, "cat-file", "-p", f"{head.decode()}:a.txt") == "same"
 
 
 def test_cas_has_one_winner_and_the_ref_never_moves_back(

@@ -71,6 +71,10 @@ def test_reads_loose_objects_and_packs_written_after_it_started(repo: Repo) -> N
         head = read_ref(repo, b"refs/heads/main")
         assert head is not None
         assert reader.raw(head) == repo[ObjectID(head)].as_raw_string()
+        loose = Blob.from_string(b"a loose object, as git writes them\n")
+        repo.object_store.add_object(loose)  # dulwich writes it loose
+        assert (Path(repo.object_store.path) / loose.id[:2].decode()).is_dir()
+        assert reader.raw(loose.id) == loose.as_raw_string()
         # a merge-sized commit goes into a new pack, unknown to the reader's list
         many = {f"many/{i}.txt": f"{i}\n".encode() for i in range(100)}
         commit_changes(repo, "main", many, message="many\n", author=AUTHOR, expected=head)

@@ -1,0 +1,232 @@
+"""Writing objects as packs, and combining the small packs that continuous commits leave.
+
+Every write of new objects (a continuous commit, a merge, an import) becomes one pack and its
+index: two files, fsynced, renamed into place with the index last (a pack is visible only with
+its index), then the directory fsynced. A commit of one file writes a blob, the trees on its
+path and the commit; as loose objects that would be five files, each created in its own
+fan-out directory, which costs far more than the pack on most filesystems.
+
+Lookups look at every pack, so packs must not pile up. After a write, once the repository holds
+more than :data:`PACK_LIMIT` small packs (below :data:`COMBINE_BELOW`; larger ones, from an
+import, a clone or git's own repacks, are left as they are), they are combined as
+``git repack --geometric=2`` does: sorted by size, every pack below the largest cut at which
+each larger pack is at least twice the size of all smaller packs together is rolled into a new
+pack. A pack therefore takes part in a combination only about as often as its size doubles, so
+the work per commit stays small. The new pack is durable before the old ones are removed, so a
+crash at any point loses nothing (at worst objects are stored twice until the next
+combination). Packs that git keeps (``.keep``, ``.promisor``) are left alone, and nothing is
+combined while a multi-pack index exists (git would find it stale).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import ShaFile
+from dulwich.pack import (
+    Pack,
+    PackFileDisappeared,
+    UnpackedObject,
+    full_unpacked_object,
+    write_pack_data,
+    write_pack_index_v2,
+)
+
+from .locks import STALE_AFTER, remove_stale_lock
+
+__all__ = [
+    "PACK_LIMIT",
+    "combine_small_packs",
+    "fsync_directory",
+    "geometric_cut",
+    "pack_count",
+    "write_pack",
+]
+
+PACK_LIMIT = 16
+"""Packs a repository may hold before the small ones are combined."""
+COMBINE_BELOW = 4 << 20
+"""Packs this large or larger (an import, a clone, git's own repacks) are never combined:
+their objects are stored as deltas, which a combination would not keep."""
+GEOMETRIC_FACTOR = 2
+COMPRESSION = 1
+"""zlib level of written objects; git's default for loose objects (``core.looseCompression``)."""
+_Objects = Sequence[ShaFile] | Sequence[UnpackedObject]
+_LOCK = "collab-combine.lock"
+_KEPT = (".keep", ".promisor")
+_COMPANIONS = (".rev", ".bitmap", ".mtimes")
+"""Files git may write beside a pack; removed with it."""
+
+
+def write_pack(store: DiskObjectStore, objects: _Objects) -> str:
+    """Write ``objects`` (or the entries of other packs) as one pack and its index, durably;
+    return the pack's base path."""
+    pack_dir = str(store.pack_dir)
+    staged: list[str] = []
+    try:
+        fd, pack_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+        staged.append(pack_tmp)
+        with open(fd, "wb") as f:
+            entries, checksum = write_pack_data(
+                f,
+                iter(_records(objects)),
+                store.object_format,
+                num_records=len(objects),
+                compression_level=COMPRESSION,
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        fd, index_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_idx_")
+        staged.append(index_tmp)
+        with open(fd, "wb") as f:
+            rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())
+            write_pack_index_v2(f, rows, checksum)
+            f.flush()
+            os.fsync(f.fileno())
+        base = os.path.join(pack_dir, f"pack-{checksum.hex()}")
+        for tmp, final in ((pack_tmp, base + ".pack"), (index_tmp, base + ".idx")):
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+            staged.remove(tmp)
+    finally:
+        for tmp in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    fsync_directory(pack_dir)
+    return base
+
+
+def _records(objects: _Objects) -> Iterable[UnpackedObject]:
+    for obj in objects:
+        if isinstance(obj, UnpackedObject):
+            yield obj
+        else:
+            yield full_unpacked_object(obj)
+
+
+def fsync_directory(path: str) -> None:
+    """Make the renames and creations in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class _PackSize:
+    base: str
+    size: int
+
+
+def _packs(pack_dir: str) -> list[_PackSize] | None:
+    """The packs that may be combined, smallest first; None if none may be (a multi-pack
+    index exists)."""
+    try:
+        names = set(os.listdir(pack_dir))
+    except FileNotFoundError:
+        return []
+    if "multi-pack-index" in names:
+        return None
+    found: list[_PackSize] = []
+    for name in names:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or ext != "pack" or stem + ".idx" not in names:
+            continue
+        if any(stem + kept in names for kept in _KEPT):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            size = os.stat(os.path.join(pack_dir, name)).st_size
+            found.append(_PackSize(os.path.join(pack_dir, stem), size))
+    return sorted(found, key=lambda pack: (pack.size, pack.base))
+
+
+def geometric_cut(sizes: Sequence[int], factor: int = GEOMETRIC_FACTOR) -> int:
+    """How many of ``sizes`` (ascending) to combine: all below the largest index at which a
+    pack is smaller than ``factor`` times all smaller packs together; 0 or 1 means none."""
+    below = list(_prefix_sums(sizes))
+    for i in range(len(sizes) - 1, 0, -1):
+        if sizes[i] < factor * below[i]:
+            return i + 1
+    return 0
+
+
+def _prefix_sums(sizes: Iterable[int]) -> Iterable[int]:
+    total = 0
+    for size in sizes:
+        yield total
+        total += size
+
+
+def combine_small_packs(store: DiskObjectStore, *, limit: int | None = None) -> int:
+    """Combine the small packs of ``store`` if it holds more than ``limit``; return how many
+    packs were combined into one (0: none). Safe against concurrent combiners (a lock file in
+    the pack directory) and against crashes (old packs go only once the new one is durable)."""
+    limit = PACK_LIMIT if limit is None else limit
+    pack_dir = str(store.pack_dir)
+    packs = _packs(pack_dir)
+    if packs is None:
+        return 0
+    small = [pack for pack in packs if pack.size < COMBINE_BELOW]
+    if len(small) <= limit:
+        return 0
+    chosen = small[: geometric_cut([pack.size for pack in small])]
+    if len(chosen) < 2:
+        return 0
+    lock = Path(pack_dir) / _LOCK
+    remove_stale_lock(lock, STALE_AFTER)
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return 0  # another writer is combining now
+    os.close(fd)
+    try:
+        entries = _entries(store, (pack.base for pack in chosen))
+        if entries is None:
+            return 0  # a pack vanished: someone else combined them
+        kept = write_pack(store, entries)
+        for pack in chosen:
+            if pack.base != kept:
+                _remove_pack(pack.base)
+        fsync_directory(pack_dir)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+    return len(chosen)
+
+
+def _entries(store: DiskObjectStore, bases: Iterable[str]) -> list[UnpackedObject] | None:
+    """Every object of the packs at ``bases`` once, deltas kept as deltas (against their base
+    by id); None if a pack vanished meanwhile."""
+    entries: dict[bytes, UnpackedObject] = {}
+    for base in bases:
+        pack = Pack(base, object_format=store.object_format)
+        try:
+            for entry in pack.iter_unpacked_subset(
+                list(pack), allow_missing=True, convert_ofs_delta=True
+            ):
+                entries.setdefault(entry.sha(), entry)
+        except (FileNotFoundError, PackFileDisappeared):
+            return None
+        finally:
+            pack.close()
+    return list(entries.values())
+
+
+def _remove_pack(base: str) -> None:
+    """Remove a pack: its index first, so that no reader lists a pack without one."""
+    for ext in (".idx", ".pack", *_COMPANIONS):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(base + ext)
+
+
+def pack_count(store: DiskObjectStore) -> int:
+    """Packs in ``store`` (for tests and metrics)."""
+    packs = _packs(str(store.pack_dir))
+    return 0 if packs is None else len(packs)
