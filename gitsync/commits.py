@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree, hex_to_sha
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -42,6 +42,7 @@ __all__ = [
     "commit_message",
     "create_branch",
     "delete_branch",
+    "edit_tree",
     "read_object",
     "read_ref",
     "read_synced",
@@ -248,7 +249,7 @@ def _rewrite(
 ) -> bytes | None:
     """Apply ``changes`` to the tree ``tree_id``; return the new tree id (None when empty)."""
     tree = Tree() if tree_id is None else _read_tree(repo, tree_id)
-    changed = False
+    edits: dict[bytes, tuple[int, bytes] | None] = {}
     for name, change in changes.items():
         entry: tuple[int, bytes] | None
         try:
@@ -260,34 +261,76 @@ def _rewrite(
             new_sub = _rewrite(repo, old_sub, change, out)
             if new_sub is None:
                 if old_sub is not None:
-                    del tree[name]
-                    changed = True
+                    edits[name] = None
             elif new_sub != old_sub:
-                tree[name] = (DIR_MODE, ObjectID(new_sub))
-                changed = True
+                edits[name] = (DIR_MODE, new_sub)
         elif change is None:
             if entry is not None:
-                del tree[name]
-                changed = True
+                edits[name] = None
         elif isinstance(change, BlobEntry):
             if entry is None or (entry[0], entry[1]) != (change.mode, change.sha):
                 if change.data is not None:
                     out.append(Blob.from_string(change.data))
-                tree[name] = (change.mode, ObjectID(change.sha))
-                changed = True
+                edits[name] = (change.mode, change.sha)
         else:
             blob = Blob.from_string(change)
             mode = entry[0] if entry is not None and stat.S_ISREG(entry[0]) else FILE_MODE
             if entry is None or (entry[0], entry[1]) != (mode, blob.id):
                 out.append(blob)
-                tree[name] = (mode, blob.id)
-                changed = True
-    if not changed:
+                edits[name] = (mode, bytes(blob.id))
+    if not edits:
         return tree_id
-    if not len(tree):
+    raw = edit_tree(tree.as_raw_string(), edits)
+    if not raw:
         return None
-    out.append(tree)
-    return bytes(tree.id)
+    new = Tree.from_raw_string(Tree.type_num, raw)
+    out.append(new)
+    return bytes(new.id)
+
+
+def edit_tree(raw: bytes, edits: Mapping[bytes, tuple[int, bytes] | None]) -> bytes:
+    """The content of a tree (``raw``, as stored) with ``edits`` applied: name -> (mode, hex
+    id), or None to remove the entry. Entries keep git's order (a directory sorts as if its
+    name ended in ``/``); the entries not edited are copied as they are, not re-encoded."""
+    pending = sorted(
+        (_sort_key(name, mode), name, mode, sha)
+        for name, edit in edits.items()
+        if edit is not None
+        for mode, sha in (edit,)
+    )
+    # entries still to be removed or replaced (a name found inside an id only over-counts,
+    # which costs a longer walk, never a wrong tree)
+    to_skip = sum(raw.find(b" " + name + b"\0") >= 0 for name in edits)
+    chunks: list[bytes] = []
+    waiting = 0
+    pos, size = 0, len(raw)
+    while pos < size:
+        if waiting == len(pending) and not to_skip:
+            chunks.append(raw[pos:])  # nothing left to place or remove
+            break
+        space = raw.index(b" ", pos)
+        nul = raw.index(b"\0", space)
+        end = nul + 21
+        name = raw[space + 1 : nul]
+        if name in edits:
+            to_skip -= 1
+        else:
+            key = _sort_key(name, int(raw[pos:space], 8))
+            while waiting < len(pending) and pending[waiting][0] < key:
+                chunks.append(_entry(*pending[waiting][1:]))
+                waiting += 1
+            chunks.append(raw[pos:end])
+        pos = end
+    chunks.extend(_entry(*item[1:]) for item in pending[waiting:])
+    return b"".join(chunks)
+
+
+def _sort_key(name: bytes, mode: int) -> bytes:
+    return name + b"/" if stat.S_ISDIR(mode) else name
+
+
+def _entry(name: bytes, mode: int, sha: bytes) -> bytes:
+    return b"%04o %s\0%s" % (mode, name, hex_to_sha(ObjectID(sha)))
 
 
 def write_objects(repo: Repo, objects: Sequence[ShaFile]) -> None:
