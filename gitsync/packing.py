@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +70,7 @@ def write_pack(store: DiskObjectStore, objects: _Objects) -> str:
     pack_dir = str(store.pack_dir)
     staged: list[str] = []
     try:
-        fd, pack_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+        fd, pack_tmp = _create(pack_dir, "tmp_pack_")
         staged.append(pack_tmp)
         with open(fd, "wb") as f:
             entries, checksum = write_pack_data(
@@ -82,7 +82,7 @@ def write_pack(store: DiskObjectStore, objects: _Objects) -> str:
             )
             f.flush()
             os.fsync(f.fileno())
-        fd, index_tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_idx_")
+        fd, index_tmp = _create(pack_dir, "tmp_idx_")
         staged.append(index_tmp)
         with open(fd, "wb") as f:
             rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())
@@ -91,7 +91,6 @@ def write_pack(store: DiskObjectStore, objects: _Objects) -> str:
             os.fsync(f.fileno())
         base = os.path.join(pack_dir, f"pack-{checksum.hex()}")
         for tmp, final in ((pack_tmp, base + ".pack"), (index_tmp, base + ".idx")):
-            os.chmod(tmp, 0o444)
             os.replace(tmp, final)
             staged.remove(tmp)
     finally:
@@ -100,6 +99,12 @@ def write_pack(store: DiskObjectStore, objects: _Objects) -> str:
                 os.unlink(tmp)
     fsync_directory(pack_dir)
     return base
+
+
+def _create(directory: str, prefix: str) -> tuple[int, str]:
+    """A new file, read-only as git keeps packs, open for writing."""
+    path = os.path.join(directory, f"{prefix}{uuid.uuid4().hex}")
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444), path
 
 
 def _records(objects: _Objects) -> Iterable[UnpackedObject]:
@@ -125,8 +130,8 @@ class _PackSize:
     size: int
 
 
-def _packs(pack_dir: str) -> list[_PackSize] | None:
-    """The packs that may be combined, smallest first; None if none may be (a multi-pack
+def _candidates(pack_dir: str) -> list[str] | None:
+    """The base paths of the packs that may be combined; None if none may be (a multi-pack
     index exists)."""
     try:
         names = set(os.listdir(pack_dir))
@@ -134,16 +139,23 @@ def _packs(pack_dir: str) -> list[_PackSize] | None:
         return []
     if "multi-pack-index" in names:
         return None
-    found: list[_PackSize] = []
+    found: list[str] = []
     for name in names:
         stem, dot, ext = name.rpartition(".")
         if not dot or ext != "pack" or stem + ".idx" not in names:
             continue
         if any(stem + kept in names for kept in _KEPT):
             continue
+        found.append(os.path.join(pack_dir, stem))
+    return found
+
+
+def _sized(bases: Iterable[str]) -> list[_PackSize]:
+    """``bases`` with their pack sizes, smallest first (one removed meanwhile is left out)."""
+    found: list[_PackSize] = []
+    for base in bases:
         with contextlib.suppress(FileNotFoundError):
-            size = os.stat(os.path.join(pack_dir, name)).st_size
-            found.append(_PackSize(os.path.join(pack_dir, stem), size))
+            found.append(_PackSize(base, os.stat(base + ".pack").st_size))
     return sorted(found, key=lambda pack: (pack.size, pack.base))
 
 
@@ -170,10 +182,10 @@ def combine_small_packs(store: DiskObjectStore, *, limit: int | None = None) -> 
     the pack directory) and against crashes (old packs go only once the new one is durable)."""
     limit = PACK_LIMIT if limit is None else limit
     pack_dir = str(store.pack_dir)
-    packs = _packs(pack_dir)
-    if packs is None:
-        return 0
-    small = [pack for pack in packs if pack.size < COMBINE_BELOW]
+    candidates = _candidates(pack_dir)
+    if candidates is None or len(candidates) <= limit:
+        return 0  # (sizes are read only when there may be something to do)
+    small = [pack for pack in _sized(candidates) if pack.size < COMBINE_BELOW]
     if len(small) <= limit:
         return 0
     chosen = small[: geometric_cut([pack.size for pack in small])]
@@ -228,5 +240,5 @@ def _remove_pack(base: str) -> None:
 
 def pack_count(store: DiskObjectStore) -> int:
     """Packs in ``store`` (for tests and metrics)."""
-    packs = _packs(str(store.pack_dir))
-    return 0 if packs is None else len(packs)
+    candidates = _candidates(str(store.pack_dir))
+    return 0 if candidates is None else len(candidates)
