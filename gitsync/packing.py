@@ -21,11 +21,15 @@ combined while a multi-pack index exists (git would find it stale).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import struct
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ShaFile
@@ -35,7 +39,6 @@ from dulwich.pack import (
     UnpackedObject,
     full_unpacked_object,
     write_pack_data,
-    write_pack_index_v2,
 )
 
 from .locks import STALE_AFTER, remove_stale_lock
@@ -43,6 +46,8 @@ from .locks import STALE_AFTER, remove_stale_lock
 __all__ = [
     "PACK_LIMIT",
     "combine_small_packs",
+    "encode_index",
+    "encode_pack",
     "fsync_directory",
     "geometric_cut",
     "pack_count",
@@ -72,21 +77,26 @@ def write_pack(store: DiskObjectStore, objects: _Objects) -> str:
     try:
         fd, pack_tmp = _create(pack_dir, "tmp_pack_")
         staged.append(pack_tmp)
+        whole = _whole_objects(store, objects)
         with open(fd, "wb") as f:
-            entries, checksum = write_pack_data(
-                f,
-                iter(_records(objects)),
-                store.object_format,
-                num_records=len(objects),
-                compression_level=COMPRESSION,
-            )
+            if whole is not None:  # a commit's few objects: encoded here, in one piece
+                data, rows, checksum = encode_pack(whole)
+                f.write(data)
+            else:
+                entries, checksum = write_pack_data(
+                    f,
+                    iter(_records(objects)),
+                    store.object_format,
+                    num_records=len(objects),
+                    compression_level=COMPRESSION,
+                )
+                rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())
             f.flush()
             os.fsync(f.fileno())
         fd, index_tmp = _create(pack_dir, "tmp_idx_")
         staged.append(index_tmp)
         with open(fd, "wb") as f:
-            rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())
-            write_pack_index_v2(f, rows, checksum)
+            f.write(encode_index(rows, checksum))
             f.flush()
             os.fsync(f.fileno())
         base = os.path.join(pack_dir, f"pack-{checksum.hex()}")
@@ -99,6 +109,80 @@ def write_pack(store: DiskObjectStore, objects: _Objects) -> str:
                 os.unlink(tmp)
     fsync_directory(pack_dir)
     return base
+
+
+def _whole_objects(store: DiskObjectStore, objects: _Objects) -> Sequence[ShaFile] | None:
+    if store.object_format.oid_length != 20:
+        return None
+    if all(isinstance(obj, ShaFile) for obj in objects):
+        return cast("Sequence[ShaFile]", objects)
+    return None
+
+
+def encode_pack(objects: Sequence[ShaFile]) -> tuple[bytes, list[tuple[bytes, int, int]], bytes]:
+    """A version-2 pack of ``objects``, each whole (no deltas): its bytes, its index rows
+    (binary id, offset, CRC-32 of the entry) sorted by id, and its checksum. The bytes are
+    what dulwich's ``write_pack_objects`` writes; building them in one piece saves its
+    per-object layers, which cost more than the compression for a commit's few objects."""
+    parts = [b"PACK", struct.pack(">LL", 2, len(objects))]
+    offset = 12
+    rows: list[tuple[bytes, int, int]] = []
+    for obj in objects:
+        raw = obj.as_raw_string()
+        entry = _entry_header(obj.type_num, len(raw)) + zlib.compress(raw, COMPRESSION)
+        rows.append((obj.sha().digest(), offset, zlib.crc32(entry)))
+        parts.append(entry)
+        offset += len(entry)
+    body = b"".join(parts)
+    checksum = hashlib.sha1(body).digest()
+    rows.sort()
+    return body + checksum, rows, checksum
+
+
+def _entry_header(type_num: int, size: int) -> bytes:
+    byte = (type_num << 4) | (size & 0x0F)
+    size >>= 4
+    out = bytearray()
+    while size:
+        out.append(byte | 0x80)
+        byte = size & 0x7F
+        size >>= 7
+    out.append(byte)
+    return bytes(out)
+
+
+def encode_index(rows: Sequence[tuple[bytes, int, int]], checksum: bytes) -> bytes:
+    """The version-2 index of a pack with ``rows`` (binary id, offset, CRC-32; sorted by id)
+    and ``checksum``, as git and dulwich write it."""
+    counts = [0] * 256
+    for sha, _, _ in rows:
+        counts[sha[0]] += 1
+    fanout, total = [], 0
+    for count in counts:
+        total += count
+        fanout.append(total)
+    small: list[int] = []
+    large: list[int] = []
+    for _, offset, _ in rows:
+        if offset < 0x80000000:
+            small.append(offset)
+        else:
+            small.append(0x80000000 | len(large))
+            large.append(offset)
+    n = len(rows)
+    body = b"".join(
+        [
+            b"\377tOc",
+            struct.pack(">L", 2),
+            struct.pack(">256L", *fanout),
+            *(sha for sha, _, _ in rows),
+            struct.pack(f">{n}L", *(crc for _, _, crc in rows)),
+            struct.pack(f">{n}L", *small),
+            struct.pack(f">{len(large)}Q", *large),
+            checksum,
+        ]
+    )
+    return body + hashlib.sha1(body).digest()
 
 
 def _create(directory: str, prefix: str) -> tuple[int, str]:

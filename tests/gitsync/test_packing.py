@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from dulwich.objects import Blob, ShaFile, Tree
+from dulwich.pack import write_pack_index_v2, write_pack_objects
 from dulwich.repo import Repo
 
 import gitsync.packing as packing
 from gitsync.commits import commit_changes, create_branch, read_ref
-from gitsync.packing import combine_small_packs, geometric_cut, pack_count
+from gitsync.packing import (
+    combine_small_packs,
+    encode_index,
+    encode_pack,
+    geometric_cut,
+    pack_count,
+    write_pack,
+)
 
 Git = Callable[..., str]
 AUTHOR = "Tester <t@example.com>"
@@ -171,3 +181,37 @@ def test_committers_on_two_branches_combine_concurrently_without_loss(
         for path, data in files.items():
             assert git(repo_path, "show", f"{branch}:{path}").encode() == data
     git(repo_path, "fsck", "--full", "--strict")
+
+
+def test_encoded_packs_and_indexes_are_what_dulwich_and_git_read(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    rng = random.Random(12)
+    objects: list[ShaFile] = [Blob.from_string(rng.randbytes(n)) for n in (0, 1, 15, 16, 2000)]
+    objects.append(Blob.from_string(b"text\n" * 40_000))  # a size needing three header bytes
+    tree = Tree()
+    for i, blob in enumerate(objects):
+        tree[f"f{i}".encode()] = (0o100644, blob.id)
+    objects.append(tree)
+    data, rows, checksum = encode_pack(objects)
+
+    expected = io.BytesIO()
+    entries, dulwich_checksum = write_pack_objects(
+        expected.write, objects, repo.object_store.object_format, compression_level=1
+    )
+    assert checksum == dulwich_checksum
+    assert data == expected.getvalue()
+    assert rows == sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())
+    index = io.BytesIO()
+    write_pack_index_v2(index, rows, checksum)
+    assert encode_index(rows, checksum) == index.getvalue()
+    # an offset past 2 GiB goes to the large-offset table, as dulwich writes it
+    far = [(rows[0][0], 1 << 33, 7), *rows[1:]]
+    index = io.BytesIO()
+    write_pack_index_v2(index, far, checksum)
+    assert encode_index(far, checksum) == index.getvalue()
+
+    base = write_pack(repo.object_store, objects)
+    git(repo_path, "verify-pack", base + ".idx")
+    for obj in objects:
+        assert git(repo_path, "cat-file", "-t", obj.id.decode()).strip() == obj.type_name.decode()
