@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dulwich.objects import ObjectID
@@ -38,6 +40,7 @@ from gitsync.commits import (
     set_synced,
 )
 from gitsync.merging import merge_text
+from gitsync.packing import fsync_directory
 from protocol.names import DocId
 
 from .auth import Identity
@@ -55,6 +58,8 @@ __all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync"]
 log = logging.getLogger("collab.git")
 
 ENGINE_AUTHOR = "collab <collab@localhost>"
+CLEAN_SHUTDOWN = "clean-shutdown"
+"""File in the data directory left by a shutdown that committed all live state."""
 
 
 def replace_text(room: Room, new: str, *, origin: Origin) -> asyncio.Future[None]:
@@ -288,10 +293,12 @@ class GitSync:
         idle: float = 1.0,
         max_lag: float = 10.0,
         poll: float = 1.0,
+        state_dir: Path | None = None,
     ) -> None:
         self.repos = repos
         self.rooms = rooms
         self.store = store
+        self.clean_marker = None if state_dir is None else state_dir / CLEAN_SHUTDOWN
         self.events = events
         self.idle = idle
         self.max_lag = max_lag
@@ -308,20 +315,40 @@ class GitSync:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._recover_locks)
-        await self._recover_uncommitted()
+        if await asyncio.to_thread(self._take_clean_marker):
+            log.info("last shutdown committed everything: no documents to recover")
+        else:
+            await self._recover_uncommitted()
         self._watcher = asyncio.create_task(self._watch(), name="ref watcher")
 
     async def stop(self) -> None:
-        """Commit everything still pending (graceful shutdown)."""
+        """Commit everything still pending (graceful shutdown); if all of it was committed,
+        leave the clean-shutdown marker so that the next start need not look for it."""
         self.stopped = True
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
+        clean = True
         for sync in list(self.branches.values()):
             try:
                 await sync.flush()
             except Exception:
+                clean = False
                 log.exception("%s: final commit failed", sync.prefix)
+            if sync.dirty:
+                clean = False
+        if clean and self.clean_marker is not None:
+            await asyncio.to_thread(_write_durably, self.clean_marker)
+
+    def _take_clean_marker(self) -> bool:
+        """Whether the last shutdown left the marker; it is removed (durably) before anything
+        can change, so that a crash from now on makes the next start recover."""
+        marker = self.clean_marker
+        if marker is None or not marker.exists():
+            return False
+        marker.unlink()
+        fsync_directory(str(marker.parent))
+        return True
 
     def _recover_locks(self) -> None:
         for name in self.repos.names():
@@ -331,7 +358,8 @@ class GitSync:
 
     async def _recover_uncommitted(self) -> None:
         """Commit live state a crash left uncommitted: documents in the store whose text
-        differs from their branch head."""
+        differs from their branch head. Every stored document is loaded, so this runs only
+        when the last shutdown did not leave the clean-shutdown marker."""
         by_branch: dict[tuple[str, str], list[DocId]] = {}
         for key in await self.store.keys():
             try:
@@ -428,3 +456,10 @@ class GitSync:
                         await sync.catch_up()
                     except Exception:
                         log.exception("%s: merging an external move failed", sync.prefix)
+
+
+def _write_durably(path: Path) -> None:
+    with path.open("wb") as f:
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_directory(str(path.parent))

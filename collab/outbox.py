@@ -155,6 +155,11 @@ class Outbox:
         self.sent += 1
         return True
 
+    def put_encoded(self, payload: bytes, encode: Encoder) -> None:
+        """Send ``encode(payload)``; like :meth:`put_update`, a broadcast of one payload
+        object with one encoder builds the frame once for all peers (never merged)."""
+        self.put(_last.encoded(payload, encode))
+
     def put_update(self, update: bytes, encode: Encoder) -> None:
         """Send a CRDT update; ``encode`` turns one (possibly merged) update into a frame.
 

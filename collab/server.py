@@ -108,6 +108,7 @@ class CollabServer:
             idle=config.commit_idle,
             max_lag=config.commit_max_lag,
             poll=config.ref_poll,
+            state_dir=None if config.store == "memory" else config.data_dir,
         )
         self.services.append(self.git)
         self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)

@@ -38,18 +38,8 @@ def _encode_update(update: bytes) -> bytes:
     return encode_message(SyncUpdate(update))
 
 
-_last_awareness: tuple[bytes | None, bytes] = (None, b"")
-
-
-def _awareness_frame(payload: bytes) -> bytes:
-    """The awareness message for ``payload``; a broadcast hands every peer the same payload
-    object in a row, so the message is built once (and the outbox frames it once)."""
-    global _last_awareness
-    last_payload, frame = _last_awareness
-    if payload is not last_payload:
-        frame = encode_message(AwarenessMessage(payload))
-        _last_awareness = (payload, frame)
-    return frame
+def _encode_awareness(payload: bytes) -> bytes:
+    return encode_message(AwarenessMessage(payload))
 
 
 class YjsPeer:
@@ -65,7 +55,7 @@ class YjsPeer:
         self.outbox.put_update(update, _encode_update)
 
     def send_awareness(self, payload: bytes) -> None:
-        self.outbox.put(_awareness_frame(payload))
+        self.outbox.put_encoded(payload, _encode_awareness)
 
     def abort(self, code: ErrorCode, reason: str) -> None:
         self.outbox.abort(code, reason)

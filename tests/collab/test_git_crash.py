@@ -12,10 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from gitcli import git, show, until
 from serverproc import ServerProcess
+from servers import make_config
 
-from collab import Client
+from collab import Client, CollabServer
+from collab.git_sync import CLEAN_SHUTDOWN, BranchSync
 
 
 async def test_kill_9_during_continuous_commits(repos: Path, tmp_path: Path) -> None:
@@ -95,3 +98,43 @@ async def test_branch_and_merge_commands(repos: Path, tmp_path: Path) -> None:
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     finally:
         await server.stop()
+
+
+async def test_a_clean_shutdown_spares_the_next_start_the_recovery_scan(
+    repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    demo = repos / "demo"
+    data = tmp_path / "data"
+    marker = data / CLEAN_SHUTDOWN
+    slow = {"commit_idle": 30.0, "commit_max_lag": 60.0}  # only a stop or a recovery commits
+    async with CollabServer(make_config(repos, data, **slow)) as server:
+        async with Client(server.url, user="alice") as alice:
+            doc = await alice.open("demo/main:src/app.py")
+            doc.insert(0, "# typed before a clean stop\n")
+            await alice.flush()
+            text = str(doc.text)
+        assert not marker.exists()
+    assert show(demo, "main", "src/app.py") == text  # committed by the stop
+    assert marker.exists()
+
+    async with CollabServer(make_config(repos, data, **slow)) as server:
+        assert not marker.exists()  # taken at start: a crash from now on means recovery
+        assert len(server.rooms) == 0  # no stored document was loaded to look for changes
+        async with Client(server.url, user="alice") as alice:
+            doc = await alice.open("demo/main:src/app.py")
+            assert str(doc.text) == text
+            doc.insert(0, "# typed before a failed final commit\n")
+            await alice.flush()
+            text = str(doc.text)
+
+        async def broken(self: BranchSync) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(BranchSync, "flush", broken)
+    monkeypatch.undo()
+    assert not marker.exists()  # the final commit failed: no marker
+    assert show(demo, "main", "src/app.py") != text
+
+    async with CollabServer(make_config(repos, data, **slow)) as server:
+        await until(lambda: show(demo, "main", "src/app.py") == text)  # recovered at start
+    assert marker.exists()
