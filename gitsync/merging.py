@@ -3,13 +3,16 @@
 A plan is computed from two tree diffs, merge base -> source and merge base -> target, which
 skip identical subtrees, so its cost follows the number of changed files, not the size of the
 repository. The plan carries the contents of every file it changes (for diffs and for the live
-documents); files changed on both sides are merged line by line with ``merge3``. Nothing is
-written and no ref moves.
+documents); files changed on both sides are merged line by line with ``merge3``. When the two
+commits have several best common ancestors, the base is virtual: those ancestors merged into
+each other in memory, as git's recursive strategy builds it. Nothing is written and no ref
+moves.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +23,7 @@ from dulwich.graph import find_merge_base
 from dulwich.objects import S_ISGITLINK, Commit, ObjectID, parse_tree
 from dulwich.repo import Repo
 
-from .commits import BlobEntry, read_object
+from .commits import BlobEntry, edit_tree, read_object
 from .packs import ObjectReader
 
 __all__ = [
@@ -184,6 +187,7 @@ class MergePlan:
     source: bytes
     target: bytes
     base: bytes | None
+    """The merge base; None when it is virtual (several best common ancestors merged)."""
     files: list[FileMerge] = field(default_factory=list)
     up_to_date: bool = False
     fast_forward: bool = False
@@ -364,29 +368,41 @@ def _commit(repo: Repo, sha: bytes) -> Commit:
 
 
 class _Reader:
-    """Object reads for one plan: raw reads from the packs, parsed trees kept."""
+    """Object reads for one plan: raw reads from the packs, parsed trees kept, and the objects
+    of a virtual merge base (which are never stored) by id."""
 
     def __init__(self, repo: Repo) -> None:
         self.objects = ObjectReader(repo.object_store)
         self.trees: dict[bytes, frozenset[tuple[bytes, int, bytes]]] = {}
+        self.virtual: dict[bytes, bytes] = {}
+
+    def raw(self, sha: bytes) -> bytes:
+        found = self.virtual.get(sha)
+        return found if found is not None else self.objects.raw(sha)
 
     def tree(self, sha: bytes) -> frozenset[tuple[bytes, int, bytes]]:
         """The entries (name, mode, id) of tree ``sha``."""
         entries = self.trees.get(sha)
         if entries is None:
-            entries = self.trees[sha] = frozenset(parse_tree(self.objects.raw(sha), 20))
+            entries = self.trees[sha] = frozenset(parse_tree(self.raw(sha), 20))
         return entries
 
     def blob(self, entry: _Entry | None) -> bytes | None:
         if entry is None or S_ISGITLINK(entry[0]):
             return None
-        return self.objects.raw(entry[1])
+        return self.raw(entry[1])
+
+    def keep(self, type_name: bytes, raw: bytes) -> bytes:
+        """Hold a virtual object; return its id."""
+        sha = hashlib.sha1(b"%s %d\0" % (type_name, len(raw)) + raw).hexdigest().encode()
+        self.virtual[sha] = raw
+        return sha
 
 
 _Changes = dict[bytes, tuple[_Entry | None, _Entry | None]]
 
 
-def _changes(reader: _Reader, old_tree: bytes, new_tree: bytes) -> _Changes:
+def _changes(reader: _Reader, old_tree: bytes | None, new_tree: bytes | None) -> _Changes:
     """path -> (old entry, new entry) for every file that differs between two trees.
 
     Identical subtrees are skipped without being read; a file that becomes a directory (or the
@@ -482,9 +498,10 @@ def plan_merge(
     source_commit, target_commit = _commit(repo, source), _commit(repo, target)
     if source == target:
         return MergePlan(source, target, source, up_to_date=True)
-    base = merge_base(repo, source, target)
-    if base is None:
+    bases = [bytes(b) for b in find_merge_base(repo, [ObjectID(source), ObjectID(target)])]
+    if not bases:
         raise UnrelatedHistories(f"{source[:12]!r} and {target[:12]!r} share no history")
+    base: bytes | None = bases[0]
     if base == source:
         return MergePlan(source, target, base, up_to_date=True)
     reader = _Reader(repo)
@@ -497,9 +514,26 @@ def plan_merge(
             if (f := _file_merge(reader, path, old, old, new, labels)) is not None
         ]
         return MergePlan(source, target, base, files, fast_forward=True)
-    base_tree = _commit(repo, base).tree
-    theirs = _changes(reader, base_tree, source_commit.tree)
-    ours = _changes(reader, base_tree, target_commit.tree)
+    if len(bases) > 1:
+        base_tree = _virtual_base(repo, reader, bases, 0)
+        base = None
+    else:
+        base_tree = _commit(repo, bases[0]).tree
+    files = _merge_trees(reader, base_tree, target_commit.tree, source_commit.tree, labels)
+    return MergePlan(source, target, base, files)
+
+
+def _merge_trees(
+    reader: _Reader,
+    base: bytes | None,
+    ours_tree: bytes | None,
+    theirs_tree: bytes,
+    labels: tuple[str, str],
+) -> list[FileMerge]:
+    """The files that change when tree ``theirs_tree`` is merged into ``ours_tree`` from
+    ``base`` (None: the empty tree)."""
+    theirs = _changes(reader, base, theirs_tree)
+    ours = _changes(reader, base, ours_tree)
     files = []
     for path, (old, new) in sorted(theirs.items()):
         mine = ours[path][1] if path in ours else old
@@ -507,7 +541,68 @@ def plan_merge(
         if merged is not None:
             files.append(merged)
     _mark_directory_clashes(files, ours)
-    return MergePlan(source, target, base, files)
+    return files
+
+
+MAX_VIRTUAL_DEPTH = 4
+"""Nesting of virtual merge bases built before falling back to the first common ancestor."""
+_VIRTUAL_LABELS = ("Temporary merge branch 1", "Temporary merge branch 2")
+
+
+def _virtual_base(repo: Repo, reader: _Reader, bases: list[bytes], depth: int) -> bytes | None:
+    """The tree to merge from when two commits have several best common ancestors (a
+    criss-cross history), built as git's recursive strategy does: the ancestors merged into
+    each other, each pair from its own merge base (recursively), conflicts left in place with
+    markers. Its objects live in ``reader`` only. Past :data:`MAX_VIRTUAL_DEPTH` levels the
+    first ancestor is taken as it is; with three or more ancestors, each after the first is
+    merged in from its merge base with the first."""
+    tree: bytes | None = _commit(repo, bases[0]).tree
+    if depth >= MAX_VIRTUAL_DEPTH:
+        return tree
+    for other in bases[1:]:
+        inner = [bytes(b) for b in find_merge_base(repo, [ObjectID(bases[0]), ObjectID(other)])]
+        if len(inner) > 1:
+            inner_tree = _virtual_base(repo, reader, inner, depth + 1)
+        else:
+            inner_tree = _commit(repo, inner[0]).tree if inner else None
+        other_tree = _commit(repo, other).tree
+        files = _merge_trees(reader, inner_tree, tree, other_tree, _VIRTUAL_LABELS)
+        changes: dict[bytes, _Entry | None] = {}
+        for merge in files:
+            if merge.keeps_ours:
+                continue
+            entry = merge.change()
+            if entry is not None and entry.data is not None:
+                reader.virtual[entry.sha] = entry.data
+            changes[merge.path.encode("utf-8", "surrogateescape")] = (
+                None if entry is None else (entry.mode, entry.sha)
+            )
+        tree = _apply(reader, tree, changes)
+    return tree
+
+
+def _apply(
+    reader: _Reader, tree: bytes | None, changes: dict[bytes, _Entry | None]
+) -> bytes | None:
+    """Tree ``tree`` with ``changes`` (path -> entry, None removes) made, as a virtual tree;
+    None when it ends up empty."""
+    here: dict[bytes, tuple[int, bytes] | None] = {}
+    below: dict[bytes, dict[bytes, _Entry | None]] = {}
+    for path, change in changes.items():
+        name, sep, rest = path.partition(b"/")
+        if sep:
+            below.setdefault(name, {})[rest] = change
+        else:
+            here[name] = change
+    entries = {name: (mode, sha) for name, mode, sha in reader.tree(tree)} if tree else {}
+    for name, sub in below.items():
+        entry = entries.get(name)
+        old = entry[1] if entry is not None and stat.S_ISDIR(entry[0]) else None
+        new = _apply(reader, old, sub)
+        if new is not None or here.get(name) is None:
+            here[name] = None if new is None else (stat.S_IFDIR, new)
+    raw = edit_tree(reader.raw(tree) if tree else b"", here)
+    return reader.keep(b"tree", raw) if raw else None
 
 
 def _mark_directory_clashes(files: list[FileMerge], ours: _Changes) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from dulwich.graph import find_merge_base
 from dulwich.objects import Blob, ObjectID
 from dulwich.repo import Repo
 
@@ -400,3 +401,67 @@ def test_one_run_per_side_splice_agrees_with_merge3() -> None:
             spliced += 1
             assert (fast, False) == slow, (base, sides)
     assert spliced > 100
+
+
+def merge_commit(repo: Repo, branch: str, changes: dict[str, bytes | None], other: bytes) -> bytes:
+    """A merge of ``other`` into ``branch`` whose result the caller gives."""
+    current = read_ref(repo, b"refs/heads/" + branch.encode())
+    return commit_changes(
+        repo,
+        branch,
+        changes,
+        message=f"merge into {branch}\n",
+        author=AUTHOR,
+        expected=current,
+        extra_parents=[other],
+    )
+
+
+def test_criss_cross_conflict_is_found_from_a_virtual_base(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    """Each side merged the other and resolved one line its own way: a merge from either
+    common ancestor alone would silently take one side; git (and the virtual base) see a
+    conflict."""
+    fork(repo)
+    lines = BASE["a.txt"].split(b"\n")
+    main_line = b"\n".join([lines[0], b"TWO from main", *lines[2:]])
+    topic_line = b"\n".join([lines[0], b"TWO from topic", *lines[2:]])
+    a1 = put(repo, "main", {"a.txt": main_line})
+    b1 = put(repo, "topic", {"a.txt": topic_line})
+    merge_commit(repo, "main", {}, b1)  # keeps main's line
+    b2 = merge_commit(repo, "topic", {}, a1)  # keeps topic's line
+    assert len(find_merge_base(repo, [read_ref(repo, b"refs/heads/main"), b2])) == 2
+
+    plan = plan_merge(repo, b2, read_ref(repo, b"refs/heads/main") or b"", labels=("main", "topic"))
+    assert plan.base is None  # virtual
+    assert plan.conflicts == ["a.txt"]
+    (conflict,) = plan.files
+    assert conflict.merged is not None
+    assert b"TWO from main" in conflict.merged and b"TWO from topic" in conflict.merged
+    _, git_conflicts = git_merge_tree(git, repo_path, "main", "topic")
+    assert git_conflicts == {"a.txt"}
+
+
+def test_criss_cross_clean_merge_matches_git(repo: Repo, repo_path: Path, git: Git) -> None:
+    fork(repo)
+    lines = BASE["a.txt"].split(b"\n")
+
+    def text(**changed: bytes) -> bytes:
+        return b"\n".join(changed.get(f"l{i}", line) for i, line in enumerate(lines))
+
+    a1 = put(repo, "main", {"a.txt": text(l0=b"ONE"), "gone.txt": None})
+    b1 = put(repo, "topic", {"a.txt": text(l6=b"SEVEN"), "src/new/x.txt": b"added on topic\n"})
+    both = {"a.txt": text(l0=b"ONE", l6=b"SEVEN"), "gone.txt": None}
+    merge_commit(repo, "main", {**both, "src/new/x.txt": b"added on topic\n"}, b1)
+    merge_commit(repo, "topic", both, a1)
+    put(repo, "main", {"a.txt": text(l0=b"ONE", l2=b"THREE", l6=b"SEVEN")})
+    source = put(repo, "topic", {"a.txt": text(l0=b"ONE", l4=b"FIVE", l6=b"SEVEN")})
+    target = read_ref(repo, b"refs/heads/main") or b""
+    assert len(find_merge_base(repo, [target, source])) == 2
+
+    plan = plan_merge(repo, source, target, labels=("main", "topic"))
+    assert plan.base is None and not plan.conflicts
+    merged = contents(repo, resolve_plan(plan, markers=False))
+    assert merged == {"a.txt": text(l0=b"ONE", l2=b"THREE", l4=b"FIVE", l6=b"SEVEN")}
+    apply_and_compare(repo, repo_path, git, plan)
