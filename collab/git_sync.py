@@ -28,12 +28,14 @@ from gitsync import (
 )
 from gitsync.changes import FileChange, changed_files, is_text
 from gitsync.commits import (
+    BranchExists,
     NothingToCommit,
     RefMoved,
     author_line,
     branch_ref,
     commit_changes,
     commit_message,
+    create_branch,
     read_ref,
     read_synced,
     recover_stale_locks,
@@ -157,9 +159,9 @@ class BranchSync:
                     return
                 except RefMoved as moved:
                     if moved.current is None:
-                        log.warning("%s: the branch was deleted; edits not committed", self.prefix)
-                        return
-                    await self._reconcile(moved.current)
+                        await self._restore()
+                    else:
+                        await self._reconcile(moved.current)
                     continue
                 self._committed(new, sorted(changes), list(authors))
                 return
@@ -170,6 +172,27 @@ class BranchSync:
             for user, identity in authors.items():
                 self.authors.setdefault(user, identity)
             raise
+
+    async def _restore(self) -> None:
+        """The branch was deleted outside the engine while its live documents held edits:
+        put it back where they were last committed, so that the edits land on it (the engine
+        itself refuses to delete a branch with open documents)."""
+        repo = self.owner.repos.open(self.repo)
+        try:
+            await asyncio.to_thread(create_branch, repo, self.branch, self.synced)
+        except BranchExists:
+            return  # created again meanwhile: the next attempt merges with it
+        log.warning("%s: deleted outside the engine with live edits; restored", self.prefix)
+        self.owner.events.publish(
+            self.repo,
+            {
+                "kind": "ref",
+                "branch": self.branch,
+                "old": None,
+                "new": hexsha(self.synced),
+                "cause": "restored",
+            },
+        )
 
     def _write(self, changes: dict[str, bytes], authors: list[Identity]) -> bytes:
         repo = self.owner.repos.open(self.repo)

@@ -214,6 +214,27 @@ async def test_commit_by_another_tool_is_merged_into_live_documents(
         assert git(demo, "merge-base", "--is-ancestor", pushed, "main", check=False) == ""
 
 
+async def test_a_branch_deleted_outside_with_live_edits_is_restored_with_them(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    demo = repos / "demo"
+    async with Client(fast_server.url, user="alice") as alice:
+        await alice.call("branch.create", repo="demo", name="scratch")
+        doc = await alice.open("demo/scratch:README.md")
+        doc.insert(0, "first\n")
+        await alice.flush()
+        await until(lambda: show(demo, "scratch", "README.md").startswith("first"))
+        committed = git(demo, "rev-parse", "scratch").strip()
+        git(demo, "update-ref", "-d", "refs/heads/scratch")  # another tool deletes it
+        doc.insert(0, "second\n")
+        await alice.flush()
+        text = str(doc.text)
+        await until(lambda: show(demo, "scratch", "README.md") == text)
+        assert git(demo, "rev-parse", "scratch~1").strip() == committed
+        assert text.count("first") == 1 and text.count("second") == 1
+    git(demo, "fsck", "--full", "--strict")
+
+
 async def test_branch_names_and_permissions_are_checked(fast_server: CollabServer) -> None:
     async with Client(fast_server.url, user="alice") as alice:
         for bad in ("../x", "a..b", "HEAD", "x.lock", "-x", "a b"):
