@@ -21,7 +21,6 @@ packs are fsynced before refs point into them.
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
@@ -45,6 +44,7 @@ from protocol.names import validate_branch
 
 from .commits import HEADS, read_object
 from .locks import RefLocked, call_past_stale_locks
+from .packing import fsync_directory
 
 __all__ = [
     "MAX_REQUEST",
@@ -159,14 +159,6 @@ def _backend(repo: Repo) -> Backend:
     return DictBackend(repos)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _ReceivePack(ReceivePackHandler):
     """receive-pack that checks every update and moves refs by compare-and-swap."""
 
@@ -190,7 +182,7 @@ class _ReceivePack(ReceivePackHandler):
             store = self.repo.object_store
             try:
                 store.add_thin_pack(self.proto.read, getattr(self.proto, "recv", None))  # type: ignore[attr-defined]
-                _fsync_dir(str(store.pack_dir))  # type: ignore[attr-defined]
+                fsync_directory(str(store.pack_dir))  # type: ignore[attr-defined]
             except (OSError, ValueError, AssertionError, zlib.error) as exc:
                 yield b"unpack", str(exc).replace("\n", " ").encode("utf-8", "replace")
                 return
