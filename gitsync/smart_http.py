@@ -16,7 +16,8 @@ checked before any ref moves: refs outside ``refs/``, malformed names and branch
 ``protocol.names`` refuses are refused, and so, by default, is any update that is not a
 fast-forward. Each ref then moves by compare-and-swap from
 the value the client saw, so a push never overwrites a commit it did not know about. Received
-packs are fsynced before refs point into them.
+packs are fsynced before refs point into them. A fetch may want a commit that was a head when
+it read the advertisement and has since been built on; it is served if a head still reaches it.
 """
 
 from __future__ import annotations
@@ -74,14 +75,26 @@ def _handler_class(
 
 
 class _ServedRepo(Repo):
-    """A repository as clients see it: without the server's private refs."""
+    """A repository as clients see it: without the server's private refs.
+
+    ``reachable_wants`` are commits a fetch asks for that were branch heads when the client
+    read the advertisement and have since been built on (a continuous commit lands between
+    the two requests of a stateless fetch). They are listed as extra refs, so that dulwich,
+    which accepts only current heads, serves them; git's upload-pack accepts any commit
+    reachable from a head in stateless mode, and only those are listed.
+    """
+
+    reachable_wants: Sequence[ObjectID] = ()
 
     def get_refs(self) -> dict[Ref, ObjectID]:
         refs = super().get_refs()
-        return {name: sha for name, sha in refs.items() if not name.startswith(PRIVATE)}
+        served = {name: sha for name, sha in refs.items() if not name.startswith(PRIVATE)}
+        for sha in self.reachable_wants:
+            served[Ref(_WANTED + sha)] = sha
+        return served
 
 
-def _open(repo_path: Path) -> Repo:
+def _open(repo_path: Path) -> _ServedRepo:
     repo = _ServedRepo(str(repo_path))
     repo.object_store.fsync_object_files = True
     return repo
@@ -126,6 +139,8 @@ def run_service(
     proto = ReceivableProtocol(BytesIO(data).read, out.write)
     repo = _open(repo_path)
     try:
+        if service == "git-upload-pack":
+            repo.reachable_wants = _reachable_wants(repo, _wants(data))
         handler = handler_class(_backend(repo), ["/"], proto, stateless_rpc=True)
         handler.handle()
         updated = handler.updated if isinstance(handler, _ReceivePack) else []
@@ -134,6 +149,54 @@ def run_service(
     if updated and on_ref_update is not None:
         on_ref_update(updated)
     return out.getvalue(), f"application/x-{service}-result"
+
+
+_WANTED = b"refs/collab-wanted/"
+
+
+def _wants(data: bytes) -> list[ObjectID]:
+    """The ids of the ``want`` lines at the start of an upload-pack request."""
+    wants: list[ObjectID] = []
+    pos = 0
+    while pos + 4 <= len(data):
+        try:
+            size = int(data[pos : pos + 4], 16)
+        except ValueError:
+            break
+        if size < 4:  # a flush: the wants are over
+            break
+        line = data[pos + 4 : pos + size]
+        pos += size
+        if not line.startswith(b"want "):
+            break
+        sha = line[5:45]
+        if len(sha) == 40 and all(c in b"0123456789abcdef" for c in sha):
+            wants.append(ObjectID(sha))
+    return wants
+
+
+def _reachable_wants(repo: _ServedRepo, wants: Sequence[ObjectID]) -> list[ObjectID]:
+    """Those of ``wants`` that are not branch or tag heads but commits reachable from one."""
+    heads = set(repo.get_refs().values())
+    found: list[ObjectID] = []
+    for want in dict.fromkeys(wants):
+        if want in heads:
+            continue
+        try:
+            if not isinstance(repo.object_store[want], Commit):
+                continue
+            if any(_descends(repo, head, want) for head in heads):
+                found.append(want)
+        except KeyError:
+            continue  # dulwich refuses it as it would have
+    return found
+
+
+def _descends(repo: Repo, head: ObjectID, want: ObjectID) -> bool:
+    try:
+        return isinstance(repo.object_store[head], Commit) and can_fast_forward(repo, want, head)
+    except KeyError:
+        return False
 
 
 def _decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from dulwich.errors import GitProtocolError
 from dulwich.repo import Repo
 
 from gitsync.commits import commit_changes, read_ref, set_synced
@@ -246,3 +247,36 @@ def test_advertisement_and_unknown_services(repo_path: Path) -> None:
             info_refs(repo_path, bad)
         with pytest.raises(ValueError, match="unknown git service"):
             run_service(repo_path, bad, b"0000")
+
+
+def _pkt(line: bytes) -> bytes:
+    return b"%04x" % (len(line) + 4) + line
+
+
+def _fetch_request(*wants: bytes) -> bytes:
+    first, *rest = wants
+    caps = b" side-band-64k thin-pack ofs-delta\n"
+    lines = [_pkt(b"want " + first + caps), *(_pkt(b"want " + w + b"\n") for w in rest)]
+    return b"".join(lines) + b"0000" + _pkt(b"done\n")
+
+
+def test_a_fetch_may_want_a_head_that_moved_on_since_the_advertisement(
+    repo_path: Path, git: Git
+) -> None:
+    """The two requests of a stateless fetch straddle a continuous commit: the head the client
+    saw is now the new head's parent, and is still served, as git serves it."""
+    seen = server_commit(repo_path, "main", {"a.txt": b"1\n"})
+    advertised, _ = info_refs(repo_path, "git-upload-pack")
+    assert seen in advertised
+    server_commit(repo_path, "main", {"a.txt": b"2\n"})  # lands between the two requests
+    out, _ = run_service(repo_path, "git-upload-pack", _fetch_request(seen))
+    assert out.startswith(b"0008NAK\n") and b"PACK" in out
+
+    server_commit(repo_path, "gone", {"b.txt": b"x\n"})
+    orphan = server_head(repo_path, "gone")
+    assert orphan is not None
+    git(repo_path, "update-ref", "-d", "refs/heads/gone")  # reachable from no head now
+    with pytest.raises(GitProtocolError, match="invalid object"):
+        run_service(repo_path, "git-upload-pack", _fetch_request(orphan))
+    with pytest.raises(GitProtocolError, match="invalid object"):  # not a commit
+        run_service(repo_path, "git-upload-pack", _fetch_request(b"f" * 40))
