@@ -57,8 +57,9 @@ __all__ = [
 PACK_LIMIT = 16
 """Packs a repository may hold before the small ones are combined."""
 COMBINE_BELOW = 4 << 20
-"""Packs this large or larger (an import, a clone, git's own repacks) are never combined:
-their objects are stored as deltas, which a combination would not keep."""
+"""Packs this large or larger (an import, a clone, git's own repacks) are never combined: a
+combination reads all its objects into memory and rewrites them, too much to do in the thread
+of a commit."""
 GEOMETRIC_FACTOR = 2
 COMPRESSION = 1
 """zlib level of written objects; git's default for loose objects (``core.looseCompression``)."""
