@@ -311,9 +311,12 @@ class Branches:
         sync = self.git.branches.get((repo, name))
         if sync is not None:
             head = await sync.flush()
+            sync.deleting = True
         try:
             await asyncio.to_thread(self._delete, repo, name, head)
         except RefMoved as exc:
+            if sync is not None:
+                sync.deleting = False
             raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} moved: {exc}") from None
         self.git.forget(repo, name)
         for key in await self.store.keys(prefix):

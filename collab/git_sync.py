@@ -85,6 +85,7 @@ class BranchSync:
         self.dirty: dict[str, Room] = {}
         self.authors: dict[str, Identity] = {}
         self.reconciling = False
+        self.deleting = False  # the engine is deleting the branch: do not restore it
         self._idle: asyncio.TimerHandle | None = None
         self._last_touch = 0.0
         self._deadline: asyncio.TimerHandle | None = None
@@ -147,6 +148,8 @@ class BranchSync:
         authors, self.authors = self.authors, {}
         try:
             await asyncio.gather(*(room.drain() for room in rooms.values()))
+            if any(room.failed for room in rooms.values()):
+                self.owner.incomplete = True  # their stored edits wait for a recovery
             for _attempt in range(5):
                 changes = {
                     path: str(room.text).encode("utf-8")
@@ -177,6 +180,8 @@ class BranchSync:
         """The branch was deleted outside the engine while its live documents held edits:
         put it back where they were last committed, so that the edits land on it (the engine
         itself refuses to delete a branch with open documents)."""
+        if self.deleting:
+            return
         repo = self.owner.repos.open(self.repo)
         try:
             await asyncio.to_thread(create_branch, repo, self.branch, self.synced)
@@ -327,6 +332,9 @@ class GitSync:
         self.max_lag = max_lag
         self.poll = poll
         self.stopped = False
+        self.incomplete = False
+        """Something this run could not commit is left in the store (a failed room, a branch
+        missing at recovery): the next start must look for it, so no clean-shutdown marker."""
         self.branches: dict[tuple[str, str], BranchSync] = {}
         self._creating: dict[tuple[str, str], asyncio.Task[BranchSync]] = {}
         self._watcher: asyncio.Task[None] | None = None
@@ -360,7 +368,7 @@ class GitSync:
                 log.exception("%s: final commit failed", sync.prefix)
             if sync.dirty:
                 clean = False
-        if clean and self.clean_marker is not None:
+        if clean and not self.incomplete and self.clean_marker is not None:
             await asyncio.to_thread(_write_durably, self.clean_marker)
 
     def _take_clean_marker(self) -> bool:
@@ -394,6 +402,7 @@ class GitSync:
             try:
                 sync = await self.branch(repo, branch)
             except (RepoNotFound, BranchNotFound):
+                self.incomplete = True  # looked for again at the next start
                 continue
             for doc_id in doc_ids:
                 async with self.rooms.borrow(doc_id) as room:

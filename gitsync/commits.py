@@ -197,8 +197,9 @@ class _ObjectCache:
 
     Continuous commits rewrite the same few paths of a branch, so the parent commit and the
     trees a commit reads are usually what the previous commit on that branch wrote. Only
-    objects that are reachable (read through a commit, or committed by a ref move that won)
-    are put here, so an entry is never stale while nothing prunes reachable history.
+    objects read through a commit, or committed by a ref move that won, are put here. A
+    commit can still be pruned once its branch is deleted (``git gc``), so a cached commit is
+    trusted only while the store still has it; its trees go with it.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -349,6 +350,8 @@ def write_objects(repo: Repo, objects: Sequence[ShaFile]) -> None:
 
 def _commit_object(repo: Repo, sha: bytes, what: str) -> Commit:
     try:
+        if ObjectID(sha) not in repo.object_store:  # (cheap: an index lookup, no read)
+            raise KeyError(sha)
         obj = _read_cached(repo, sha)
     except KeyError:
         raise ValueError(f"{what} {_short(sha)} is not in the repository") from None

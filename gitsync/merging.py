@@ -122,6 +122,11 @@ class FileMerge:
         return self._blobs.blob(self._entries[2])
 
     @property
+    def entries(self) -> tuple[_Entry | None, _Entry | None, _Entry | None]:
+        """The (mode, blob id) of the file in the base, ours and theirs (None: absent)."""
+        return self._entries
+
+    @property
     def merged(self) -> bytes | None:
         if self._result is not None:
             return self._blobs.blob(self._result)
@@ -569,14 +574,17 @@ def _virtual_base(repo: Repo, reader: _Reader, bases: list[bytes], depth: int) -
         files = _merge_trees(reader, inner_tree, tree, other_tree, _VIRTUAL_LABELS)
         changes: dict[bytes, _Entry | None] = {}
         for merge in files:
+            path = merge.path.encode("utf-8", "surrogateescape")
+            base_entry, ours_entry, theirs_entry = merge.entries
+            if merge.status == "conflict" and (ours_entry is None or theirs_entry is None):
+                changes[path] = base_entry  # modified on one side, deleted on the other: the
+                continue  # ancestor's version, as git builds its virtual base
             if merge.keeps_ours:
                 continue
             entry = merge.change()
             if entry is not None and entry.data is not None:
                 reader.virtual[entry.sha] = entry.data
-            changes[merge.path.encode("utf-8", "surrogateescape")] = (
-                None if entry is None else (entry.mode, entry.sha)
-            )
+            changes[path] = None if entry is None else (entry.mode, entry.sha)
         tree = _apply(reader, tree, changes)
     return tree
 

@@ -41,7 +41,7 @@ from dulwich.pack import (
     write_pack_data,
 )
 
-from .locks import STALE_AFTER, remove_stale_lock
+from .locks import remove_stale_lock
 
 __all__ = [
     "PACK_LIMIT",
@@ -65,6 +65,9 @@ COMPRESSION = 1
 """zlib level of written objects; git's default for loose objects (``core.looseCompression``)."""
 _Objects = Sequence[ShaFile] | Sequence[UnpackedObject]
 _LOCK = "collab-combine.lock"
+LOCK_STALE_AFTER = 600.0
+"""Seconds after which a combination lock is taken to be left by a crash: far longer than a
+combination of packs below :data:`COMBINE_BELOW` takes."""
 _KEPT = (".keep", ".promisor")
 _COMPANIONS = (".rev", ".bitmap", ".mtimes")
 """Files git may write beside a pack; removed with it."""
@@ -277,11 +280,12 @@ def combine_small_packs(store: DiskObjectStore, *, limit: int | None = None) -> 
     if len(chosen) < 2:
         return 0
     lock = Path(pack_dir) / _LOCK
-    remove_stale_lock(lock, STALE_AFTER)
+    remove_stale_lock(lock, LOCK_STALE_AFTER)
     try:
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return 0  # another writer is combining now
+    ours = os.fstat(fd).st_ino
     os.close(fd)
     try:
         entries = _entries(store, (pack.base for pack in chosen))
@@ -294,7 +298,8 @@ def combine_small_packs(store: DiskObjectStore, *, limit: int | None = None) -> 
         fsync_directory(pack_dir)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
+            if lock.stat().st_ino == ours:  # (not one a later combiner took as stale)
+                lock.unlink()
     return len(chosen)
 
 

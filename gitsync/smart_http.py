@@ -22,13 +22,14 @@ it read the advertisement and has since been built on; it is served if a head st
 
 from __future__ import annotations
 
+import collections
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
 
 from dulwich.graph import can_fast_forward
-from dulwich.objects import ZERO_SHA, Commit, ObjectID
+from dulwich.objects import ZERO_SHA, Commit, ObjectID, Tag
 from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol
 from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
@@ -175,28 +176,39 @@ def _wants(data: bytes) -> list[ObjectID]:
     return wants
 
 
+MAX_OLD_WANTS = 64
+"""Wants that are not heads any more, looked for per request; more are refused."""
+MAX_WALK = 2000
+"""Commits walked back from the heads, all together, to find those wants."""
+
+
 def _reachable_wants(repo: _ServedRepo, wants: Sequence[ObjectID]) -> list[ObjectID]:
-    """Those of ``wants`` that are not branch or tag heads but commits reachable from one."""
+    """Those of ``wants`` that are not heads but commits reachable from one, within
+    :data:`MAX_WALK` commits of the heads: a fetch racing a commit wants a head's recent
+    ancestor, and a bounded walk keeps a request from costing a walk of all history."""
     heads = set(repo.get_refs().values())
+    todo = {want for want in dict.fromkeys(wants) if want not in heads}
+    todo = set(list(todo)[:MAX_OLD_WANTS])
     found: list[ObjectID] = []
-    for want in dict.fromkeys(wants):
-        if want in heads:
+    queue = collections.deque(heads)
+    seen: set[ObjectID] = set()
+    while queue and todo and len(seen) < MAX_WALK:
+        sha = queue.popleft()
+        if sha in seen:
             continue
+        seen.add(sha)
         try:
-            if not isinstance(repo.object_store[want], Commit):
-                continue
-            if any(_descends(repo, head, want) for head in heads):
-                found.append(want)
+            obj = repo.object_store[sha]
         except KeyError:
-            continue  # dulwich refuses it as it would have
+            continue
+        if isinstance(obj, Tag):
+            queue.append(obj.object[1])
+        elif isinstance(obj, Commit):
+            if sha in todo:
+                todo.discard(sha)
+                found.append(sha)
+            queue.extend(obj.parents)
     return found
-
-
-def _descends(repo: Repo, head: ObjectID, want: ObjectID) -> bool:
-    try:
-        return isinstance(repo.object_store[head], Commit) and can_fast_forward(repo, want, head)
-    except KeyError:
-        return False
 
 
 def _decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:

@@ -138,3 +138,33 @@ async def test_a_clean_shutdown_spares_the_next_start_the_recovery_scan(
     async with CollabServer(make_config(repos, data, **slow)) as server:
         await until(lambda: show(demo, "main", "src/app.py") == text)  # recovered at start
     assert marker.exists()
+
+
+async def test_a_branch_missing_at_recovery_keeps_the_next_start_looking(
+    repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    demo = repos / "demo"
+    data = tmp_path / "data"
+    slow = {"commit_idle": 30.0, "commit_max_lag": 60.0}
+    async with CollabServer(make_config(repos, data, **slow)) as server:
+        async with Client(server.url, user="alice") as alice:
+            await alice.call("branch.create", repo="demo", name="feat")
+            doc = await alice.open("demo/feat:README.md")
+            doc.insert(0, "stored, never committed\n")
+            await alice.flush()
+            text = str(doc.text)
+
+        async def broken(self: BranchSync) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(BranchSync, "flush", broken)
+    monkeypatch.undo()
+    head = git(demo, "rev-parse", "feat").strip()
+    git(demo, "update-ref", "-d", "refs/heads/feat")  # away while the server starts
+    async with CollabServer(make_config(repos, data, **slow)):
+        pass
+    assert not (data / CLEAN_SHUTDOWN).exists()  # the skipped branch keeps recovery due
+    git(demo, "update-ref", "refs/heads/feat", head)
+    async with CollabServer(make_config(repos, data, **slow)):
+        await until(lambda: show(demo, "feat", "README.md") == text)
+    assert (data / CLEAN_SHUTDOWN).exists()

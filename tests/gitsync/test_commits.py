@@ -498,3 +498,26 @@ def test_edit_tree_matches_a_tree_built_from_scratch() -> None:
             else:
                 expected[name] = (edit[0], ObjectID(edit[1]))
         assert edit_tree(tree.as_raw_string(), edits) == expected.as_raw_string()
+
+
+def test_a_pruned_commit_is_not_taken_from_the_cache(repo: Repo, repo_path: Path, git: Git) -> None:
+    base = commit(repo, {"a.txt": b"1"}, None)
+    create_branch(repo, "topic", base)
+    gone = commit_changes(
+        repo, "topic", {"b.txt": b"2"}, message="x\n", author=ALICE, expected=base
+    )
+    delete_branch(repo, "topic", gone)
+    git(repo_path, "reflog", "expire", "--expire=now", "--all")
+    git(repo_path, "gc", "-q", "--prune=now")
+    assert git(repo_path, "cat-file", "-t", gone.decode(), check=False) == ""
+    fresh = Repo(str(repo_path))
+    try:
+        with pytest.raises(ValueError, match="not in the repository"):
+            create_branch(fresh, "topic", gone)
+        with pytest.raises(ValueError, match="not in the repository"):
+            commit_changes(
+                fresh, "main", {"c.txt": b"3"}, message="x\n", author=ALICE, expected=gone
+            )
+    finally:
+        fresh.close()
+    git(repo_path, "fsck", "--full", "--strict")

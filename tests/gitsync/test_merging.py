@@ -465,3 +465,20 @@ def test_criss_cross_clean_merge_matches_git(repo: Repo, repo_path: Path, git: G
     merged = contents(repo, resolve_plan(plan, markers=False))
     assert merged == {"a.txt": text(l0=b"ONE", l2=b"THREE", l4=b"FIVE", l6=b"SEVEN")}
     apply_and_compare(repo, repo_path, git, plan)
+
+
+def test_criss_cross_with_modify_delete_between_the_ancestors_matches_git(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    """One side deleted a file the other edited, and each merged the other (keeping the
+    file): the virtual base takes the common ancestor's version of it, as git does."""
+    fork(repo, {"f.txt": b"l0\nl1\nl2\nl3\n", "keep.txt": b"k\n"})
+    x1 = put(repo, "main", {"f.txt": None})
+    y1 = put(repo, "topic", {"f.txt": b"Y0\nl1\nl2\nl3\n"})
+    merge_commit(repo, "main", {"f.txt": b"l0\nl1\nl2\nX3\n"}, y1)
+    source = merge_commit(repo, "topic", {"keep.txt": b"k2\n"}, x1)
+    target = read_ref(repo, b"refs/heads/main") or b""
+    plan = plan_merge(repo, source, target, labels=("main", "topic"))
+    assert plan.base is None and not plan.conflicts
+    assert contents(repo, resolve_plan(plan, markers=False))["f.txt"] == b"Y0\nl1\nl2\nX3\n"
+    apply_and_compare(repo, repo_path, git, plan)

@@ -15,6 +15,7 @@ import pytest
 from dulwich.errors import GitProtocolError
 from dulwich.repo import Repo
 
+import gitsync.smart_http as smart_http
 from gitsync.commits import commit_changes, read_ref, set_synced
 from gitsync.smart_http import info_refs, run_service
 
@@ -280,3 +281,22 @@ def test_a_fetch_may_want_a_head_that_moved_on_since_the_advertisement(
         run_service(repo_path, "git-upload-pack", _fetch_request(orphan))
     with pytest.raises(GitProtocolError, match="invalid object"):  # not a commit
         run_service(repo_path, "git-upload-pack", _fetch_request(b"f" * 40))
+
+
+def test_the_walk_for_moved_heads_is_bounded(
+    repo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the heads' recent history is searched: a request cannot make the server walk
+    all of it, and an old commit is refused as dulwich refuses any non-head."""
+    history = [server_commit(repo_path, "main", {"a.txt": b"%d\n" % i}) for i in range(12)]
+    monkeypatch.setattr(smart_http, "MAX_WALK", 5)
+    recent, old = history[-3], history[-9]
+    repo = smart_http._open(repo_path)
+    try:
+        wanted = smart_http._reachable_wants(repo, smart_http._wants(_fetch_request(recent, old)))
+    finally:
+        repo.close()
+    assert wanted == [recent]
+    run_service(repo_path, "git-upload-pack", _fetch_request(recent))
+    with pytest.raises(GitProtocolError, match="invalid object"):
+        run_service(repo_path, "git-upload-pack", _fetch_request(old))
