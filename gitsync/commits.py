@@ -348,9 +348,12 @@ def write_objects(repo: Repo, objects: Sequence[ShaFile]) -> None:
         write_pack(repo.object_store, unique)
 
 
-def _commit_object(repo: Repo, sha: bytes, what: str) -> Commit:
+def _commit_object(repo: Repo, sha: bytes, what: str, *, stored: bool = False) -> Commit:
+    """Commit ``sha``; with ``stored``, only if the store has it, whatever the cache says (a
+    commit no ref holds may have been pruned). A parent that is the ref's expected value
+    needs no such check: the compare-and-swap fails unless a ref still holds it."""
     try:
-        if ObjectID(sha) not in repo.object_store:  # (cheap: an index lookup, no read)
+        if stored and ObjectID(sha) not in repo.object_store:
             raise KeyError(sha)
         obj = _read_cached(repo, sha)
     except KeyError:
@@ -411,7 +414,7 @@ def commit_changes(
     committer_bytes = _check_identity(committer) if committer is not None else author_bytes
     parent_tree = None if expected is None else _commit_object(repo, expected, "parent").tree
     for extra in extra_parents:
-        _commit_object(repo, extra, "extra parent")
+        _commit_object(repo, extra, "extra parent", stored=True)
     objects: list[ShaFile] = []
     tree_id = _rewrite(repo, parent_tree, _nest(changes), objects)
     if tree_id is None:
@@ -450,7 +453,7 @@ def commit_changes(
 def create_branch(repo: Repo, name: str, at: bytes) -> None:
     """Create ``name`` at commit ``at``; raise :class:`BranchExists` if it already exists."""
     ref = branch_ref(name)
-    _commit_object(repo, at, "start point")
+    _commit_object(repo, at, "start point", stored=True)
     try:
         _swap(repo, ref, None, at)
     except RefMoved as exc:

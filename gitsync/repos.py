@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, ObjectID, Tree
@@ -65,6 +66,7 @@ class Repositories:
             repo = self._open.get(name)
             if repo is None:
                 repo = Repo(str(self.path_of(name)))
+                _serialise_pack_scans(repo.object_store)
                 self._open[name] = repo
             return repo
 
@@ -166,3 +168,21 @@ _DEMO_FILES = {
     "README.md": "# Demo\n\nOpen this file from two editors and type in both.\n",
     "src/hello.py": 'def hello(name: str) -> str:\n    return f"Hello, {name}!"\n',
 }
+
+
+def _serialise_pack_scans(store: Any) -> None:
+    """Make a shared object store's pack-directory rescans take turns.
+
+    dulwich rescans the pack directory from whichever thread misses an object, and two threads
+    rescanning at once can each open the same new pack and keep only one (the other is never
+    closed). With a pack per commit, new packs are frequent, and the server's threads share one
+    store per repository. (Relies on dulwich's ``_update_pack_cache``; dulwich is pinned.)
+    """
+    update = store._update_pack_cache
+    lock = threading.Lock()
+
+    def rescan() -> Any:
+        with lock:
+            return update()
+
+    store._update_pack_cache = rescan

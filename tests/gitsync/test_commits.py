@@ -516,7 +516,13 @@ def test_a_pruned_commit_is_not_taken_from_the_cache(repo: Repo, repo_path: Path
             create_branch(fresh, "topic", gone)
         with pytest.raises(ValueError, match="not in the repository"):
             commit_changes(
-                fresh, "main", {"c.txt": b"3"}, message="x\n", author=ALICE, expected=gone
+                fresh,
+                "main",
+                {"c.txt": b"3"},
+                message="merge\n",
+                author=ALICE,
+                expected=base,
+                extra_parents=[gone],
             )
     finally:
         fresh.close()
