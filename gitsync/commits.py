@@ -353,9 +353,7 @@ def _commit_object(repo: Repo, sha: bytes, what: str, *, stored: bool = False) -
     commit no ref holds may have been pruned). A parent that is the ref's expected value
     needs no such check: the compare-and-swap fails unless a ref still holds it."""
     try:
-        if stored and ObjectID(sha) not in repo.object_store:
-            raise KeyError(sha)
-        obj = _read_cached(repo, sha)
+        obj = read_object(repo, sha) if stored else _read_cached(repo, sha)
     except KeyError:
         raise ValueError(f"{what} {_short(sha)} is not in the repository") from None
     if not isinstance(obj, Commit):
