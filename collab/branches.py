@@ -32,6 +32,7 @@ from protocol.names import DocId, validate_branch, validate_repo
 from .auth import Identity
 from .events import EventHub, hexsha
 from .git_sync import BranchSync, GitSync
+from .git_work import in_git_thread
 from .origin import Origin
 from .room import Room, Subscriber
 from .rooms import Rooms
@@ -78,7 +79,7 @@ class Branches:
 
     async def head(self, repo: str, branch: str) -> bytes:
         try:
-            head = await asyncio.to_thread(self.git.head, repo, branch)
+            head = await in_git_thread(self.repos, self.git.head, repo, branch)
         except RepoNotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r}") from None
         if head is None:
@@ -91,7 +92,7 @@ class Branches:
             target = bytes(symrefs.get(b"HEAD", b"refs/heads/main"))  # type: ignore[call-overload]
             return target.removeprefix(b"refs/heads/").decode("utf-8")
 
-        return await asyncio.to_thread(read)
+        return await in_git_thread(self.repos, read)
 
     # -- presence and participant branches ---------------------------------------------------
 
@@ -139,14 +140,14 @@ class Branches:
         default the default branch); returns it."""
         repo = self.check_read(identity, repo)
         name = identity.own_branch
-        existing = await asyncio.to_thread(self.git.head, repo, name)
+        existing = await in_git_thread(self.repos, self.git.head, repo, name)
         if existing is not None:
             return {"name": name, "head": hexsha(existing), "created": False}
         start = await self.head(repo, validate_branch(base or await self.default_branch(repo)))
         if base is not None:
             start = await self.git_flush(repo, base, start)
         try:
-            await asyncio.to_thread(self._create, repo, name, start)
+            await in_git_thread(self.repos, self._create, repo, name, start)
         except BranchExists:
             head = await self.head(repo, name)
             return {"name": name, "head": hexsha(head), "created": False}
@@ -184,7 +185,7 @@ class Branches:
     async def list_branches(self, identity: Identity, repo: str) -> list[dict[str, Any]]:
         repo = self.check_read(identity, repo)
         try:
-            heads = await asyncio.to_thread(lambda: branch_heads(self.repos.open(repo)))
+            heads = await in_git_thread(self.repos, lambda: branch_heads(self.repos.open(repo)))
         except RepoNotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r}") from None
         people: dict[str, list[dict[str, str]]] = {}
@@ -220,7 +221,7 @@ class Branches:
 
     async def _create_checked(self, repo: str, name: str, start: bytes) -> None:
         try:
-            await asyncio.to_thread(self._create, repo, name, start)
+            await in_git_thread(self.repos, self._create, repo, name, start)
         except BranchExists as exc:
             raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
         except (OSError, ValueError, KeyError) as exc:  # a ref name clashing with a directory
@@ -249,7 +250,7 @@ class Branches:
             await self.store.append(target + path, state)
         self._ref_event(repo, name, None, start, "fork")
         fork_sync = await self.sync_of(repo, name)
-        committed = await asyncio.to_thread(self._blob_texts, repo, start, list(texts))
+        committed = await in_git_thread(self.repos, self._blob_texts, repo, start, list(texts))
         for path, text in texts.items():  # typed while the fork was being made
             if committed.get(path) != text:
                 async with self.rooms.borrow(DocId.parse(target + path)) as room:
@@ -263,7 +264,7 @@ class Branches:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no branch {branch!r} in {repo!r}") from None
 
     async def _fork_name(self, repo: str, own: str) -> str:
-        heads = await asyncio.to_thread(lambda: branch_heads(self.repos.open(repo)))
+        heads = await in_git_thread(self.repos, lambda: branch_heads(self.repos.open(repo)))
         n = 1
         while f"{own}-fork-{n}" in heads:
             n += 1
@@ -313,7 +314,7 @@ class Branches:
             head = await sync.flush()
             sync.deleting = True
         try:
-            await asyncio.to_thread(self._delete, repo, name, head)
+            await in_git_thread(self.repos, self._delete, repo, name, head)
         except RefMoved as exc:
             if sync is not None:
                 sync.deleting = False

@@ -47,6 +47,7 @@ from protocol.names import DocId
 
 from .auth import Identity
 from .events import EventHub, hexsha
+from .git_work import in_git_thread
 from .origin import Origin
 from .room import Room
 from .text_edits import apply_edits, diff_edits
@@ -157,7 +158,9 @@ class BranchSync:
                     if not room.failed
                 }
                 try:
-                    new = await asyncio.to_thread(self._write, changes, list(authors.values()))
+                    new = await in_git_thread(
+                        self.owner.repos, self._write, changes, list(authors.values())
+                    )
                 except NothingToCommit:
                     return
                 except RefMoved as moved:
@@ -184,7 +187,7 @@ class BranchSync:
             return
         repo = self.owner.repos.open(self.repo)
         try:
-            await asyncio.to_thread(create_branch, repo, self.branch, self.synced)
+            await in_git_thread(self.owner.repos, create_branch, repo, self.branch, self.synced)
         except BranchExists:
             return  # created again meanwhile: the next attempt merges with it
         log.warning("%s: deleted outside the engine with live edits; restored", self.prefix)
@@ -234,11 +237,11 @@ class BranchSync:
     async def catch_up(self) -> None:
         """If the branch moved since the live documents last matched it, merge the move
         into them as text edits."""
-        head = await asyncio.to_thread(self.owner.head, self.repo, self.branch)
+        head = await in_git_thread(self.owner.repos, self.owner.head, self.repo, self.branch)
         if head is None or head == self.synced:
             return
         async with self.lock:
-            head = await asyncio.to_thread(self.owner.head, self.repo, self.branch)
+            head = await in_git_thread(self.owner.repos, self.owner.head, self.repo, self.branch)
             if head is not None and head != self.synced:
                 await self._reconcile(head)
 
@@ -248,9 +251,9 @@ class BranchSync:
             raise RuntimeError(f"branch {self.branch} of {self.repo} was deleted")
         old = self.synced
         repo = self.owner.repos.open(self.repo)
-        changes = await asyncio.to_thread(changed_files, repo, old, head)
+        changes = await in_git_thread(self.owner.repos, changed_files, repo, old, head)
         await self.merge_into_live(changes)
-        await asyncio.to_thread(set_synced, repo, self.branch, head)
+        await in_git_thread(self.owner.repos, set_synced, repo, self.branch, head)
         self.synced = head
         log.info("%s: moved outside the engine to %s; merged", self.prefix, head[:12].decode())
         self.owner.events.publish(
@@ -345,8 +348,8 @@ class GitSync:
     # -- service -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._recover_locks)
-        if await asyncio.to_thread(self._take_clean_marker):
+        await in_git_thread(self.repos, self._recover_locks)
+        if await in_git_thread(self.repos, self._take_clean_marker):
             log.info("last shutdown committed everything: no documents to recover")
         else:
             await self._recover_uncommitted()
@@ -369,7 +372,7 @@ class GitSync:
             if sync.dirty:
                 clean = False
         if clean and not self.incomplete and self.clean_marker is not None:
-            await asyncio.to_thread(_write_durably, self.clean_marker)
+            await in_git_thread(self.repos, _write_durably, self.clean_marker)
 
     def _take_clean_marker(self) -> bool:
         """Whether the last shutdown left the marker; it is removed (durably) before anything
@@ -440,7 +443,7 @@ class GitSync:
                 synced = head
             return head, synced
 
-        head, synced = await asyncio.to_thread(read)
+        head, synced = await in_git_thread(self.repos, read)
         sync = BranchSync(self, repo, branch, synced or head)
         self.branches[(repo, branch)] = sync
         return sync
@@ -478,7 +481,7 @@ class GitSync:
             if not watched:
                 continue
             try:
-                heads = await asyncio.to_thread(self._heads, watched)
+                heads = await in_git_thread(self.repos, self._heads, watched)
             except Exception:
                 log.exception("reading branch heads failed")
                 continue

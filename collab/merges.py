@@ -10,7 +10,6 @@ on the target branch resolve them together.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -25,6 +24,7 @@ from .auth import Identity
 from .branches import Branches
 from .events import hexsha
 from .git_sync import ENGINE_AUTHOR, BranchSync
+from .git_work import in_git_thread
 
 __all__ = ["Merges"]
 
@@ -58,7 +58,8 @@ class Merges:
 
     async def _plan(self, repo: str, source: bytes, target: bytes) -> MergePlan:
         try:
-            return await asyncio.to_thread(plan_merge, self.repos.open(repo), source, target)
+            repository = self.repos.open(repo)
+            return await in_git_thread(self.repos, plan_merge, repository, source, target)
         except UnrelatedHistories as exc:
             raise ProtocolError(ErrorCode.CONFLICT, f"unrelated histories: {exc}") from None
 
@@ -69,7 +70,7 @@ class Merges:
         committing pending live edits, as the continuous committer would anyway)."""
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
         plan = await self._plan(repo, await from_sync.flush(), await to_sync.flush())
-        return await asyncio.to_thread(_describe, plan, diffs=True)
+        return await in_git_thread(self.repos, _describe, plan, diffs=True)
 
     async def apply(
         self, identity: Identity, repo: str, source: str, target: str, *, markers: bool
@@ -90,9 +91,10 @@ class Merges:
                 )
             resolved = resolve_plan(plan, markers=markers)
             live = await to_sync.live_paths(resolved)
-            await to_sync.merge_into_live(await asyncio.to_thread(_live_changes, plan, live))
-            commit = await asyncio.to_thread(
-                self._commit, repo, to_sync.branch, plan, resolved, identity
+            changes = await in_git_thread(self.repos, _live_changes, plan, live)
+            await to_sync.merge_into_live(changes)
+            commit = await in_git_thread(
+                self.repos, self._commit, repo, to_sync.branch, plan, resolved, identity
             )
             to_sync.synced = commit
         log.info("%s: merged %s into %s as %s", repo, source, target, commit[:12].decode())

@@ -15,6 +15,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
 from .auth import Identity, Role
+from .git_work import in_git_thread
 from .room import Room, Subscriber
 from .seed import seed_update
 from .store import Store
@@ -102,7 +103,7 @@ class Rooms:
     async def _load(self, doc_id: DocId) -> Room:
         key = str(doc_id)
         try:
-            await asyncio.to_thread(self.repos.branch_head, doc_id.repo, doc_id.branch)
+            await in_git_thread(self.repos, self.repos.branch_head, doc_id.repo, doc_id.branch)
         except RepoNotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {doc_id.repo!r}") from None
         except BranchNotFound:
@@ -115,8 +116,8 @@ class Rooms:
         doc: Doc[Any] = Doc()
         if stored is None:
             try:
-                blob = await asyncio.to_thread(
-                    self.repos.read_file, doc_id.repo, doc_id.branch, doc_id.path
+                blob = await in_git_thread(
+                    self.repos, self.repos.read_file, doc_id.repo, doc_id.branch, doc_id.path
                 )
             except BlobNotText as exc:
                 raise ProtocolError(ErrorCode.NOT_TEXT, str(exc)) from None

@@ -242,7 +242,7 @@ class CollabServer:
                 log.exception("stopping %s failed", type(service).__name__)
         await self.rooms.close()
         await self.store.stop()
-        self.repos.close()
+        await asyncio.to_thread(self.repos.close)  # waits for git work still running
 
     async def __aenter__(self) -> CollabServer:
         await self.start()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import stat
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dulwich.object_store
 from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -54,6 +57,8 @@ class Repositories:
         self.root = root
         self._open: dict[str, Repo] = {}
         self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(thread_name_prefix="git")
+        """Where callers run work on these repositories; :meth:`close` waits for it."""
 
     def path_of(self, name: str) -> Path:
         for candidate in (self.root / name, self.root / f"{name}.git"):
@@ -71,6 +76,9 @@ class Repositories:
             return repo
 
     def close(self) -> None:
+        """Wait for the work running in :attr:`executor`, then close every repository (work
+        still running on a closed repository would open its files again)."""
+        self.executor.shutdown(wait=True)
         with self._lock:
             for repo in self._open.values():
                 repo.close()
@@ -186,3 +194,35 @@ def _serialise_pack_scans(store: Any) -> None:
             return update()
 
     store._update_pack_cache = rescan
+
+
+class _Pack(Pack):
+    """dulwich's ``Pack`` whose index and data are opened by one thread only.
+
+    A pack opens its index and data on first use; two threads using a new pack at once can
+    each open them and keep one, leaving the other open until collected. The stores dulwich
+    creates use this class (set below; dulwich is pinned).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._opening = threading.Lock()
+
+    @property
+    def index(self) -> Any:
+        if self._idx is None:
+            with self._opening:
+                return _PACK_INDEX(self)
+        return self._idx
+
+    @property
+    def data(self) -> Any:
+        if self._data is None:
+            with self._opening:
+                return _PACK_DATA(self)
+        return self._data
+
+
+_PACK_INDEX = Pack.__dict__["index"].fget
+_PACK_DATA = Pack.__dict__["data"].fget
+setattr(dulwich.object_store, "Pack", _Pack)  # noqa: B010 - replaces the class dulwich opens packs with
