@@ -179,21 +179,32 @@ _DEMO_FILES = {
 
 
 def _serialise_pack_scans(store: Any) -> None:
-    """Make a shared object store's pack-directory rescans take turns.
+    """Make a shared object store's pack-directory rescans take turns, and its pack lookups
+    look again after a miss.
 
     dulwich rescans the pack directory from whichever thread misses an object, and two threads
     rescanning at once can each open the same new pack and keep only one (the other is never
-    closed). With a pack per commit, new packs are frequent, and the server's threads share one
-    store per repository. (Relies on dulwich's ``_update_pack_cache``; dulwich is pinned.)
+    closed). A lookup that misses and whose rescan finds no new pack gives up, even when
+    another thread's rescan has just added the pack that has the object. With a pack per
+    commit, new packs are frequent, and the server's threads share one store per repository.
+    (Relies on dulwich's ``_update_pack_cache`` and ``_lookup_in_packs``; dulwich is pinned.)
     """
     update = store._update_pack_cache
+    lookup = store._lookup_in_packs
     lock = threading.Lock()
 
     def rescan() -> Any:
         with lock:
             return update()
 
+    def lookup_again(find: Any) -> Any:
+        try:
+            return lookup(find)
+        except KeyError:
+            return lookup(find)  # the packs other threads' rescans have added meanwhile
+
     store._update_pack_cache = rescan
+    store._lookup_in_packs = lookup_again
 
 
 class _Pack(Pack):
