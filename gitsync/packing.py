@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from dulwich.object_format import ObjectFormat
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ShaFile
 from dulwich.pack import (
@@ -38,6 +39,7 @@ from dulwich.pack import (
     PackFileDisappeared,
     UnpackedObject,
     full_unpacked_object,
+    pack_object_header,
     write_pack_data,
 )
 
@@ -84,7 +86,7 @@ def write_pack(store: DiskObjectStore, objects: _Objects) -> str:
         whole = _whole_objects(store, objects)
         with open(fd, "wb") as f:
             if whole is not None:  # a commit's few objects: encoded here, in one piece
-                data, rows, checksum = encode_pack(whole)
+                data, rows, checksum = encode_pack(whole, store.object_format)
                 f.write(data)
             else:
                 entries, checksum = write_pack_data(
@@ -123,7 +125,9 @@ def _whole_objects(store: DiskObjectStore, objects: _Objects) -> Sequence[ShaFil
     return None
 
 
-def encode_pack(objects: Sequence[ShaFile]) -> tuple[bytes, list[tuple[bytes, int, int]], bytes]:
+def encode_pack(
+    objects: Sequence[ShaFile], object_format: ObjectFormat
+) -> tuple[bytes, list[tuple[bytes, int, int]], bytes]:
     """A version-2 pack of ``objects``, each whole (no deltas): its bytes, its index rows
     (binary id, offset, CRC-32 of the entry) sorted by id, and its checksum. The bytes are
     what dulwich's ``write_pack_objects`` writes; building them in one piece saves its
@@ -133,7 +137,8 @@ def encode_pack(objects: Sequence[ShaFile]) -> tuple[bytes, list[tuple[bytes, in
     rows: list[tuple[bytes, int, int]] = []
     for obj in objects:
         raw = obj.as_raw_string()
-        entry = _entry_header(obj.type_num, len(raw)) + zlib.compress(raw, COMPRESSION)
+        header = pack_object_header(obj.type_num, None, len(raw), object_format)
+        entry = bytes(header) + zlib.compress(raw, COMPRESSION)
         rows.append((obj.sha().digest(), offset, zlib.crc32(entry)))
         parts.append(entry)
         offset += len(entry)
@@ -141,18 +146,6 @@ def encode_pack(objects: Sequence[ShaFile]) -> tuple[bytes, list[tuple[bytes, in
     checksum = hashlib.sha1(body).digest()
     rows.sort()
     return body + checksum, rows, checksum
-
-
-def _entry_header(type_num: int, size: int) -> bytes:
-    byte = (type_num << 4) | (size & 0x0F)
-    size >>= 4
-    out = bytearray()
-    while size:
-        out.append(byte | 0x80)
-        byte = size & 0x7F
-        size >>= 7
-    out.append(byte)
-    return bytes(out)
 
 
 def encode_index(rows: Sequence[tuple[bytes, int, int]], checksum: bytes) -> bytes:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
 
+from dulwich.errors import GitProtocolError
 from dulwich.graph import can_fast_forward
 from dulwich.objects import ZERO_SHA, Commit, ObjectID, Tag
 from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol
@@ -156,23 +157,19 @@ _WANTED = b"refs/collab-wanted/"
 
 
 def _wants(data: bytes) -> list[ObjectID]:
-    """The ids of the ``want`` lines at the start of an upload-pack request."""
+    """The ids of the ``want`` lines at the start of an upload-pack request (malformed
+    lines end the list; the request itself is refused by the handler)."""
     wants: list[ObjectID] = []
-    pos = 0
-    while pos + 4 <= len(data):
-        try:
-            size = int(data[pos : pos + 4], 16)
-        except ValueError:
-            break
-        if size < 4:  # a flush: the wants are over
-            break
-        line = data[pos + 4 : pos + size]
-        pos += size
-        if not line.startswith(b"want "):
-            break
-        sha = line[5:45]
-        if len(sha) == 40 and all(c in b"0123456789abcdef" for c in sha):
-            wants.append(ObjectID(sha))
+    proto = Protocol(BytesIO(data).read, lambda _data: None)
+    try:
+        for line in proto.read_pkt_seq():
+            if not line.startswith(b"want "):
+                break
+            sha = line[5:45]
+            if len(sha) == 40 and all(c in b"0123456789abcdef" for c in sha):
+                wants.append(ObjectID(sha))
+    except GitProtocolError:
+        pass
     return wants
 
 

@@ -100,6 +100,15 @@ async def test_branch_and_merge_commands(repos: Path, tmp_path: Path) -> None:
         await server.stop()
 
 
+def _fail_final_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every branch's commit on the coming stop fail, as on a full disk."""
+
+    async def broken(self: BranchSync) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(BranchSync, "flush", broken)
+
+
 async def test_a_clean_shutdown_spares_the_next_start_the_recovery_scan(
     repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,10 +136,7 @@ async def test_a_clean_shutdown_spares_the_next_start_the_recovery_scan(
             await alice.flush()
             text = str(doc.text)
 
-        async def broken(self: BranchSync) -> None:
-            raise OSError(28, "No space left on device")
-
-        monkeypatch.setattr(BranchSync, "flush", broken)
+        _fail_final_commits(monkeypatch)
     monkeypatch.undo()
     assert not marker.exists()  # the final commit failed: no marker
     assert show(demo, "main", "src/app.py") != text
@@ -154,10 +160,7 @@ async def test_a_branch_missing_at_recovery_keeps_the_next_start_looking(
             await alice.flush()
             text = str(doc.text)
 
-        async def broken(self: BranchSync) -> None:
-            raise OSError(28, "No space left on device")
-
-        monkeypatch.setattr(BranchSync, "flush", broken)
+        _fail_final_commits(monkeypatch)
     monkeypatch.undo()
     head = git(demo, "rev-parse", "feat").strip()
     git(demo, "update-ref", "-d", "refs/heads/feat")  # away while the server starts

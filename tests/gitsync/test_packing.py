@@ -193,7 +193,7 @@ def test_encoded_packs_and_indexes_are_what_dulwich_and_git_read(
     for i, blob in enumerate(objects):
         tree[f"f{i}".encode()] = (0o100644, blob.id)
     objects.append(tree)
-    data, rows, checksum = encode_pack(objects)
+    data, rows, checksum = encode_pack(objects, repo.object_store.object_format)
 
     expected = io.BytesIO()
     entries, dulwich_checksum = write_pack_objects(
