@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         "--secret-file", help=f"HMAC secret file (else ${SECRET_ENV}; else dev mode)"
     )
     serve.add_argument("--grace", type=float, default=5.0, help="idle room unload delay, s")
-    serve.add_argument("--group-window", type=float, default=0.002, help="store fsync window, s")
+    serve.add_argument(
+        "--group-window", type=float, default=0.0, help="extra store fsync window under load, s"
+    )
     serve.add_argument("--heartbeat", type=float, default=30.0, help="WebSocket ping interval, s")
     serve.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
     serve.add_argument(

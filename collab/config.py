@@ -25,7 +25,7 @@ class ServerConfig:
     hello_timeout: float = 10.0
     max_open_docs: int = 256  # per /ws connection
     max_calls: int = 64  # operations running at once per /ws connection
-    group_window: float = 0.002  # store group commit window
+    group_window: float = 0.0  # extra store group-commit window under load (s)
     compact_every: int = 1000  # updates between snapshots
     store: str = "sqlite"  # "sqlite" or "memory"
     commit_idle: float = 1.0  # commit a branch's live edits after this long without typing

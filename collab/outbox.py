@@ -6,14 +6,14 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from aiohttp import web
 from pycrdt import merge_updates
 
 from protocol.errors import ErrorCode
 
-__all__ = ["Outbox", "close_ws", "coalesced_writes"]
+__all__ = ["Outbox", "close_ws"]
 
 log = logging.getLogger("collab.outbox")
 _CLOSE_TIMEOUT = 2.0
@@ -23,71 +23,63 @@ MAX_MERGE = 64  # updates merged into one frame when a peer has fallen behind
 Encoder = Callable[[bytes], bytes]
 
 
-class _LastFrame:
-    """The last frame built for a direct write, by the identity of what it was built from.
+def _framed(frame: bytes) -> bytes:
+    """``frame`` as one unmasked, final binary WebSocket frame (header and payload)."""
+    size = len(frame)
+    if size < 126:
+        header = bytes((0x82, size))
+    elif size < 1 << 16:
+        header = bytes((0x82, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x82, 127)) + size.to_bytes(8, "big")
+    return header + frame
 
-    A broadcast hands the same update object, with the same encoder, to every peer in a row,
-    so its message and WebSocket frame are built once and written to each socket. Holding
-    the key objects keeps their identities from being reused while they are cached; each
-    entry is one tuple, replaced whole.
+
+class _LastWire:
+    """The wire bytes last built for a direct write, by the identity of what they were built
+    from.
+
+    A broadcast hands the same object (an update list, an awareness payload, a frame) with
+    the same encoder to every peer in a row, so its messages and WebSocket frames are built
+    once and the same bytes are written to each socket. Holding the key objects keeps their
+    identities from being reused while they are cached; each entry is one tuple, replaced
+    whole.
     """
 
-    __slots__ = ("_encoded", "_framed")
+    __slots__ = ("_frame", "_payload", "_updates")
 
     def __init__(self) -> None:
-        self._encoded: tuple[bytes | None, Encoder | None, bytes] = (None, None, b"")
-        self._framed: tuple[bytes | None, bytes] = (None, b"")
+        self._updates: tuple[list[bytes] | None, Encoder | None, bytes] = (None, None, b"")
+        self._payload: tuple[bytes | None, Encoder | None, bytes] = (None, None, b"")
+        self._frame: tuple[bytes | None, bytes] = (None, b"")
 
-    def encoded(self, update: bytes, encode: Encoder) -> bytes:
-        last_update, last_encode, frame = self._encoded
-        if update is not last_update or encode is not last_encode:
-            frame = encode(update)
-            self._encoded = (update, encode, frame)
-        return frame
-
-    def framed(self, frame: bytes) -> bytes:
-        """``frame`` as one unmasked, final binary WebSocket frame (header and payload)."""
-        last_frame, wire = self._framed
-        if frame is not last_frame:
-            size = len(frame)
-            if size < 126:
-                header = bytes((0x82, size))
-            elif size < 1 << 16:
-                header = bytes((0x82, 126)) + size.to_bytes(2, "big")
+    def updates(self, updates: list[bytes], encode: Encoder) -> bytes:
+        """Each update's frame, back to back (the order they were accepted in)."""
+        last, last_encode, wire = self._updates
+        if updates is not last or encode is not last_encode:
+            if len(updates) == 1:
+                wire = _framed(encode(updates[0]))
             else:
-                header = bytes((0x82, 127)) + size.to_bytes(8, "big")
-            wire = header + frame
-            self._framed = (frame, wire)
+                wire = b"".join([_framed(encode(update)) for update in updates])
+            self._updates = (updates, encode, wire)
+        return wire
+
+    def payload(self, payload: bytes, encode: Encoder) -> bytes:
+        last, last_encode, wire = self._payload
+        if payload is not last or encode is not last_encode:
+            wire = _framed(encode(payload))
+            self._payload = (payload, encode, wire)
+        return wire
+
+    def frame(self, frame: bytes) -> bytes:
+        last, wire = self._frame
+        if frame is not last:
+            wire = _framed(frame)
+            self._frame = (frame, wire)
         return wire
 
 
-_last = _LastFrame()
-
-_pending: dict[asyncio.Transport, list[bytes]] | None = None
-"""Frames written directly while :func:`coalesced_writes` is active, per transport."""
-
-
-@contextlib.contextmanager
-def coalesced_writes() -> Iterator[None]:
-    """Join the frames written directly to each socket inside this block into one write.
-
-    A broadcast of several updates (one group commit's worth) then costs one send per peer
-    instead of one per update and peer. Nothing is reordered: the frames keep their order
-    and are written when the block ends, before any queued frame can be sent.
-    """
-    global _pending
-    if _pending is not None:  # nested: the outer block writes
-        yield
-        return
-    pending: dict[asyncio.Transport, list[bytes]] = {}
-    _pending = pending
-    try:
-        yield
-    finally:
-        _pending = None
-        for transport, frames in pending.items():
-            if not transport.is_closing():
-                transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+_last = _LastWire()
 
 
 class Outbox:
@@ -123,55 +115,62 @@ class Outbox:
 
     def put(self, frame: bytes) -> None:
         """Send an encoded frame now if the socket is idle, else queue it."""
-        if not self._items and self._close is None and self._write_now(frame):
-            return
-        self._push(frame)
+        transport = self._idle_transport()
+        if transport is None:
+            self._push(frame)
+        else:
+            transport.write(_last.frame(frame))
+            self.sent += 1
 
-    def _write_now(self, frame: bytes) -> bool:
-        """Write one unmasked binary frame straight to an idle transport.
+    def put_encoded(self, payload: bytes, encode: Encoder) -> None:
+        """Send ``encode(payload)`` (never merged); a broadcast of one payload object with one
+        encoder builds the frame once for all peers."""
+        transport = self._idle_transport()
+        if transport is None:
+            self._push(encode(payload))
+        else:
+            transport.write(_last.payload(payload, encode))
+            self.sent += 1
 
-        Most frames go to peers that keep up: writing them here, in the broadcast loop,
-        saves a task wake-up and aiohttp's per-frame bookkeeping. Anything queued, a busy
-        transport or a closing socket takes the queued path, which keeps order and
-        backpressure.
+    def put_updates(self, updates: list[bytes], encode: Encoder) -> None:
+        """Send CRDT updates, in order; ``encode`` turns one (possibly merged) update into a
+        message.
+
+        To a peer that keeps up they go in one write, built once for all the peers handed the
+        same list object with the same encoder (a broadcast builds it once). For a peer that
+        is behind they are queued, and merged with the updates queued next to them.
         """
+        transport = self._idle_transport()
+        if transport is None:
+            for update in updates:
+                self._push((update, encode))
+        else:
+            transport.write(_last.updates(updates, encode))
+            self.sent += len(updates)
+
+    def _idle_transport(self) -> asyncio.Transport | None:
+        """The transport, when frames may be written straight to it: nothing is queued, the
+        socket is open and its write buffer is not backed up.
+
+        Most frames go to peers that keep up: writing them in the broadcast loop saves a task
+        wake-up and aiohttp's per-frame bookkeeping. Anything queued, a busy transport or a
+        closing socket takes the queued path, which keeps order and backpressure.
+        """
+        if self._items or self._close is not None:
+            return None
         transport = self._transport
         if transport is None:
             request = self.ws._req
             if request is None or request.transport is None:
-                return False
+                return None
             transport = self._transport = request.transport
         if (
             transport.is_closing()
             or self.ws.closed
             or transport.get_write_buffer_size() > _DIRECT_LIMIT
         ):
-            return False
-        wire = _last.framed(frame)
-        if _pending is None:
-            transport.write(wire)
-        else:
-            _pending.setdefault(transport, []).append(wire)
-        self.sent += 1
-        return True
-
-    def put_encoded(self, payload: bytes, encode: Encoder) -> None:
-        """Send ``encode(payload)``; like :meth:`put_update`, a broadcast of one payload
-        object with one encoder builds the frame once for all peers (never merged)."""
-        self.put(_last.encoded(payload, encode))
-
-    def put_update(self, update: bytes, encode: Encoder) -> None:
-        """Send a CRDT update; ``encode`` turns one (possibly merged) update into a frame.
-
-        The frame built for one peer is reused for the next peer handed the same update
-        object with the same encoder (a broadcast builds it once)."""
-        if (
-            not self._items
-            and self._close is None
-            and self._write_now(_last.encoded(update, encode))
-        ):
-            return
-        self._push((update, encode))
+            return None
+        return transport
 
     def abort(self, code: ErrorCode, reason: str) -> None:
         """Close the connection with ``code``; frames still queued are dropped."""

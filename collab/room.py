@@ -21,7 +21,6 @@ from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awa
 
 from .auth import Identity
 from .origin import Origin
-from .outbox import coalesced_writes
 from .seed import TEXT_NAME
 from .store import Store
 
@@ -57,7 +56,10 @@ class Subscriber(Protocol):
 
     identity: Identity
 
-    def send_update(self, update: bytes) -> None: ...
+    def send_updates(self, updates: list[bytes]) -> None:
+        """Send these updates, in order. A broadcast hands the very same list object to
+        every peer that gets all of them, so that it can be encoded once."""
+        ...
 
     def send_awareness(self, payload: bytes) -> None: ...
 
@@ -287,9 +289,7 @@ class Room:
                 return
             self.last_seq = max(self.last_seq, *seqs)
             self.updates_since_snapshot += len(batch)
-            with coalesced_writes():
-                for p in batch:
-                    self._broadcast_update(p.update, p.sender)
+            self._broadcast_updates(batch)
             for p in batch:
                 if not p.done.done():
                     p.done.set_result(None)
@@ -303,10 +303,18 @@ class Room:
         await self.store.compact(self.key, snapshot, through)
         self.updates_since_snapshot = 0
 
-    def _broadcast_update(self, update: bytes, sender: Subscriber | None) -> None:
+    def _broadcast_updates(self, batch: list[_Pending]) -> None:
+        """Send a committed batch to every peer, in order, each peer's own updates left out
+        (one call per peer: a peer that keeps up gets one write)."""
+        updates = [p.update for p in batch]
+        senders = {p.sender for p in batch}
         for peer in list(self.peers):
-            if peer is not sender:
-                peer.send_update(update)
+            if peer not in senders:
+                peer.send_updates(updates)
+            else:
+                others = [p.update for p in batch if p.sender is not peer]
+                if others:
+                    peer.send_updates(others)
 
     # -- awareness ---------------------------------------------------------------------------
 

@@ -200,7 +200,7 @@ class _Holder:
 
     identity = Identity("collab", Role.WRITE, "*")
 
-    def send_update(self, update: bytes) -> None:
+    def send_updates(self, updates: list[bytes]) -> None:
         pass
 
     def send_awareness(self, payload: bytes) -> None:

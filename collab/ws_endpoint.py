@@ -38,8 +38,8 @@ class DocPeer:
         self.writable = writable
         self._encoder = self._encode_update  # one bound method, so queued updates can merge
 
-    def send_update(self, update: bytes) -> None:
-        self.session.outbox.put_update(update, self._encoder)
+    def send_updates(self, updates: list[bytes]) -> None:
+        self.session.outbox.put_updates(updates, self._encoder)
 
     def _encode_update(self, update: bytes) -> bytes:
         return m.encode(m.Sync(self.ref, m.SyncStep.UPDATE, update))

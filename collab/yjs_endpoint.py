@@ -51,8 +51,8 @@ class YjsPeer:
         self.writable = writable
         self.last_write: asyncio.Future[None] | None = None
 
-    def send_update(self, update: bytes) -> None:
-        self.outbox.put_update(update, _encode_update)
+    def send_updates(self, updates: list[bytes]) -> None:
+        self.outbox.put_updates(updates, _encode_update)
 
     def send_awareness(self, payload: bytes) -> None:
         self.outbox.put_encoded(payload, _encode_awareness)

@@ -40,6 +40,7 @@ PANIC_UPDATE = bytes.fromhex(
 class _Transport:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.buffered = 0  # what the transport reports as its write buffer
 
     def write(self, data: bytes) -> None:
         self.frames.append(data)
@@ -48,7 +49,7 @@ class _Transport:
         return False
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
 
 
 class _WebSocket:
@@ -57,6 +58,10 @@ class _WebSocket:
     def __init__(self) -> None:
         self.transport = _Transport()
         self._req = types.SimpleNamespace(transport=self.transport)
+        self.sent: list[bytes] = []  # messages sent through the queued path
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(data)
 
 
 def _payload(wire: bytes) -> bytes:
@@ -160,6 +165,42 @@ async def test_a_group_commit_reaches_each_peer_in_one_write_in_order() -> None:
             (wire,) = ws.transport.frames
             got = [decode_message(f, YjsLimits()) for f in _frames(wire)]
             assert got == [SyncUpdate(u) for j, u in enumerate(updates) if j != i]
+    finally:
+        await room.stop()
+
+
+async def test_a_peer_that_is_behind_gets_the_batches_queued_and_merged() -> None:
+    room, peers, sockets = await _room_with_peers(3)
+    try:
+        for ws in sockets:
+            ws.transport.frames.clear()
+        lagging = sockets[2]
+        lagging.transport.buffered = 1 << 20  # its socket is backed up: nothing written now
+        first = [_edit(f"a{i}") for i in range(2)]
+        await asyncio.gather(
+            *(room.receive_update(u, sender=peers[i]) for i, u in enumerate(first))
+        )
+        second = _edit("b")
+        await room.receive_update(second, sender=peers[0])
+        assert lagging.transport.frames == []
+        assert len(sockets[1].transport.frames) == 2  # the one it did not send, then "b"
+
+        lagging.transport.buffered = 0
+        sender = asyncio.create_task(peers[2].outbox.run())
+        await asyncio.sleep(0.05)
+        peers[2].outbox.finish()
+        await sender
+        (message,) = lagging.sent  # three updates, queued and merged into one
+        merged = decode_message(message, YjsLimits())
+        assert isinstance(merged, SyncUpdate)
+        doc: Doc[Any] = Doc()
+        doc.apply_update(merged.update)
+        expected: Doc[Any] = Doc()
+        for update in [*first, second]:
+            expected.apply_update(update)
+        text = str(doc.get("source", type=Text))
+        assert text == str(expected.get("source", type=Text))
+        assert sorted(text) == sorted("a0a1b")
     finally:
         await room.stop()
 
