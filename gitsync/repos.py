@@ -212,12 +212,13 @@ class _Pack(Pack):
 
     A pack opens its index and data on first use; two threads using a new pack at once can
     each open them and keep one, leaving the other open until collected. The stores dulwich
-    creates use this class (set below; dulwich is pinned).
+    creates use this class (set below; dulwich is pinned). The lock is reentrant: opening
+    the data checks it against the index, which opens the index in the same thread.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._opening = threading.Lock()
+        self._opening = threading.RLock()
 
     @property
     def index(self) -> Any:
