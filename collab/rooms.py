@@ -77,6 +77,7 @@ class Rooms:
     async def acquire(self, doc_id: DocId, peer: Subscriber) -> Room:
         """Return the live room for ``doc_id`` with ``peer`` attached, loading it if needed."""
         key = str(doc_id)
+        prepared = False
         while True:
             unloading = self._unloading.get(key)
             if unloading is not None:
@@ -94,14 +95,22 @@ class Rooms:
                 continue
             task = self._loading.get(key)
             if task is None:
+                if not prepared:
+                    await self._prepare(doc_id)
+                    prepared = True
+                    continue  # the hook may have loaded it, or someone else may be loading it
                 task = asyncio.create_task(self._load(doc_id))
                 self._loading[key] = task
                 task.add_done_callback(lambda _t: self._loading.pop(key, None))
             room = await asyncio.shield(task)
             self._rooms.setdefault(key, room)
 
-    async def _load(self, doc_id: DocId) -> Room:
-        key = str(doc_id)
+    async def _prepare(self, doc_id: DocId) -> None:
+        """Check that the branch exists, then run the ``before_load`` hook.
+
+        This runs before the load task, not in it: bringing the branch up to date may merge a
+        move of the branch into this very document, which loads it (a hook run inside the
+        load would wait for itself)."""
         try:
             await in_git_thread(self.repos, self.repos.branch_head, doc_id.repo, doc_id.branch)
         except RepoNotFound:
@@ -112,6 +121,9 @@ class Rooms:
             ) from None
         if self.before_load is not None:
             await self.before_load(doc_id)
+
+    async def _load(self, doc_id: DocId) -> Room:
+        key = str(doc_id)
         stored = await self.store.load(key)
         doc: Doc[Any] = Doc()
         if stored is None:

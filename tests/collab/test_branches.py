@@ -214,6 +214,35 @@ async def test_commit_by_another_tool_is_merged_into_live_documents(
         assert git(demo, "merge-base", "--is-ancestor", pushed, "main", check=False) == ""
 
 
+@pytest.mark.timeout(30)
+async def test_a_stored_document_opened_after_its_branch_moved_outside_gets_the_move(
+    repos: Path, tmp_path: Path
+) -> None:
+    # The ref watcher is slow here, so the move is first seen when the document loads: the
+    # load merges it into the stored document (it used to wait for itself, forever).
+    config = make_config(repos, tmp_path / "data", commit_idle=0.1, commit_max_lag=1.0)
+    config.ref_poll = 600.0
+    demo = repos / "demo"
+    async with CollabServer(config) as server:
+        async with Client(server.url, user="alice") as alice:
+            doc = await alice.open("demo/main:README.md")
+            doc.insert(0, "live edit\n")
+            await alice.flush()
+            await until(lambda: show(demo, "main", "README.md").startswith("live edit"))
+        await until(lambda: server.rooms.get_key("demo/main:README.md") is None)
+        work = tmp_path / "work"
+        subprocess.run(["git", "clone", "-q", str(demo), str(work)], check=True)
+        readme = work / "README.md"
+        readme.write_text(readme.read_text() + "pushed line\n")
+        git(work, "-c", "user.name=tool", "-c", "user.email=t@x", "commit", "-qam", "tool")
+        git(demo, "config", "receive.denyCurrentBranch", "ignore")
+        git(work, "push", "-q", "origin", "main")
+        async with Client(server.url, user="bob") as bob:
+            again = await asyncio.wait_for(bob.open("demo/main:README.md"), 15)
+            text = str(again.text)
+            assert text.count("pushed line") == 1 and text.count("live edit") == 1
+
+
 async def test_a_branch_deleted_outside_with_live_edits_is_restored_with_them(
     fast_server: CollabServer, repos: Path
 ) -> None:
