@@ -220,19 +220,21 @@ class _Pack(Pack):
         super().__init__(*args, **kwargs)
         self._opening = threading.RLock()
 
+    def _opened(self, current: Any, open_it: Any) -> Any:
+        """``current`` once open; else what dulwich's getter ``open_it`` opens, under the lock
+        (the getter opens only what is still unopened when it gets the lock)."""
+        if current is not None:
+            return current
+        with self._opening:
+            return open_it(self)
+
     @property
     def index(self) -> Any:
-        if self._idx is None:
-            with self._opening:
-                return _PACK_INDEX(self)
-        return self._idx
+        return self._opened(self._idx, _PACK_INDEX)
 
     @property
     def data(self) -> Any:
-        if self._data is None:
-            with self._opening:
-                return _PACK_DATA(self)
-        return self._data
+        return self._opened(self._data, _PACK_DATA)
 
 
 _PACK_INDEX = Pack.__dict__["index"].fget
