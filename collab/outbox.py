@@ -46,10 +46,11 @@ class _LastWire:
     whole.
     """
 
-    __slots__ = ("_frame", "_payload", "_updates")
+    __slots__ = ("_frame", "_message", "_payload", "_updates")
 
     def __init__(self) -> None:
         self._updates: tuple[list[bytes] | None, Encoder | None, bytes] = (None, None, b"")
+        self._message: tuple[bytes | None, Encoder | None, bytes] = (None, None, b"")
         self._payload: tuple[bytes | None, Encoder | None, bytes] = (None, None, b"")
         self._frame: tuple[bytes | None, bytes] = (None, b"")
 
@@ -64,10 +65,18 @@ class _LastWire:
             self._updates = (updates, encode, wire)
         return wire
 
+    def message(self, payload: bytes, encode: Encoder) -> bytes:
+        """``encode(payload)``, for a peer that queues it (its sender frames it)."""
+        last, last_encode, message = self._message
+        if payload is not last or encode is not last_encode:
+            message = encode(payload)
+            self._message = (payload, encode, message)
+        return message
+
     def payload(self, payload: bytes, encode: Encoder) -> bytes:
         last, last_encode, wire = self._payload
         if payload is not last or encode is not last_encode:
-            wire = _framed(encode(payload))
+            wire = _framed(self.message(payload, encode))
             self._payload = (payload, encode, wire)
         return wire
 
@@ -127,7 +136,7 @@ class Outbox:
         encoder builds the frame once for all peers."""
         transport = self._idle_transport()
         if transport is None:
-            self._push(encode(payload))
+            self._push(_last.message(payload, encode))
         else:
             transport.write(_last.payload(payload, encode))
             self.sent += 1

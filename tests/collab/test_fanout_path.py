@@ -205,17 +205,30 @@ async def test_a_peer_that_is_behind_gets_the_batches_queued_and_merged() -> Non
         await room.stop()
 
 
-async def test_an_awareness_broadcast_builds_its_frame_once() -> None:
-    room, peers, sockets = await _room_with_peers(4)
+async def test_an_awareness_broadcast_builds_its_message_once() -> None:
+    room, peers, sockets = await _room_with_peers(6)
     try:
         for ws in sockets:
             ws.transport.frames.clear()
+        behind = sockets[4:]
+        for ws in behind:
+            ws.transport.buffered = 1 << 20  # backed up: the message is queued for them
         payload = encode_awareness([AwarenessEntry(7, 1, {"cursor": 3})])
         room.receive_awareness(peers[0], payload)
-        frames = [ws.transport.frames[-1] for ws in sockets[1:]]
+        frames = [ws.transport.frames[-1] for ws in sockets[1:4]]
         assert all(f is frames[0] for f in frames)
         message = decode_message(_payload(frames[0]), YjsLimits())
         assert isinstance(message, AwarenessMessage)
+
+        for ws, peer in zip(behind, peers[4:], strict=True):
+            assert ws.transport.frames == []
+            ws.transport.buffered = 0
+            peer.outbox.finish()
+            await peer.outbox.run()
+        queued = [ws.sent for ws in behind]
+        assert all(len(q) == 1 for q in queued)
+        assert queued[0][0] is queued[1][0]  # encoded once for both
+        assert queued[0][0] == _payload(frames[0])
     finally:
         await room.stop()
 
