@@ -6,6 +6,7 @@ Usage: python tests/bench/pycrdt_ws_server.py PORT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
@@ -33,7 +34,10 @@ class _Channel:
             raise StopAsyncIteration from None
 
     async def send(self, message: bytes) -> None:
-        await self._ws.send(message)
+        # A send to a client that has just gone away is dropped, as the reference server
+        # does: raised, it ends the room's task group and with it the whole server.
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            await self._ws.send(message)
 
     async def recv(self) -> bytes:
         message = await self._ws.recv()
