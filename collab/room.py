@@ -7,6 +7,7 @@ only enqueue; the server shell drains those queues onto sockets.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +85,12 @@ class _Pending:
 
 
 class Room:
-    """A live document. Create with :meth:`Room.start` once its history is loaded."""
+    """A live document, created once its history is loaded.
+
+    Each accepted update is handed to the store at the end of the event loop's turn, without
+    waiting for the updates before it to be stored; batches are broadcast in the order they
+    were accepted, each once it and every batch before it are durable.
+    """
 
     def __init__(
         self,
@@ -111,26 +117,27 @@ class Room:
         self.peers: set[Subscriber] = set()  # broadcast set: handshake completed
         self.awareness_ids: dict[Subscriber, int] = {}
         self._awareness: dict[int, _AwarenessState] = {}
-        self._queue: list[_Pending] = []
-        self._wake = asyncio.Event()
+        self._queue: list[_Pending] = []  # accepted, not yet handed to the store
+        self._flush_scheduled = False
+        # handed to the store, oldest first: each batch is broadcast once it and every
+        # batch before it are stored
+        self._stored: collections.deque[tuple[list[_Pending], asyncio.Future[Any]]] = (
+            collections.deque()
+        )
+        self._compaction: asyncio.Task[None] | None = None
         self._failed: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._store_failed: str | None = None  # once an append fails, nothing more is stored
         self.on_idle: Callable[[Room], None] | None = None
         self.listeners: list[ChangeListener] = []
         self.on_leave: Callable[[Room, Subscriber], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._persist_loop(), name=f"persist {self.key}")
-
     async def stop(self) -> None:
-        """Persist everything queued, then stop the persister."""
+        """Persist everything queued and finish a compaction under way."""
         await self.drain()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        if self._compaction is not None:
+            await asyncio.gather(self._compaction, return_exceptions=True)
 
     @property
     def failed(self) -> bool:
@@ -138,8 +145,11 @@ class Room:
 
     async def drain(self) -> None:
         """Wait until every update accepted so far is durable and broadcast."""
-        if self._queue:
-            await asyncio.gather(*(p.done for p in self._queue), return_exceptions=True)
+        waiting = [p.done for p in self._queue]
+        for batch, _stored in self._stored:
+            waiting += [p.done for p in batch]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     def attach(self, peer: Subscriber) -> None:
         self.attached.add(peer)
@@ -204,8 +214,7 @@ class Room:
                 self._check_health(exc, sender)
             raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
         pending = _Pending(update, origin, sender)
-        self._queue.append(pending)
-        self._wake.set()
+        self._enqueue(pending)
         self._notify(origin, getattr(sender, "identity", None))
         return pending.done
 
@@ -235,8 +244,7 @@ class Room:
             done.set_result(None)
             return done
         pending = _Pending(update, origin, None)
-        self._queue.append(pending)
-        self._wake.set()
+        self._enqueue(pending)
         self._notify(origin, author)
         return pending.done
 
@@ -267,41 +275,87 @@ class Room:
             if peer is not spare:
                 peer.abort(ErrorCode.INTERNAL, "document reloading, reconnect")
 
-    async def _persist_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._queue = self._queue, []
-            if not batch:
+    # -- durable append, then broadcast ----------------------------------------------------
+
+    def _enqueue(self, pending: _Pending) -> None:
+        self._queue.append(pending)
+        if not self._flush_scheduled:
+            # what arrives in this turn of the event loop goes to the store together
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand the queued updates to the store, without waiting for the batches before
+        them: the store commits them in order, and they are broadcast in order."""
+        self._flush_scheduled = False
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        if self._store_failed is not None:
+            _settle(batch, RoomFailed(self._store_failed))
+            return
+        try:
+            if len(batch) == 1:  # the usual case: the store's own future, no task
+                stored: asyncio.Future[Any] = asyncio.ensure_future(
+                    self.store.append(self.key, batch[0].update)
+                )
+            else:  # committed together by the store
+                stored = asyncio.gather(*(self.store.append(self.key, p.update) for p in batch))
+        except Exception as exc:  # the store refused at once (it is stopped)
+            stored = asyncio.get_running_loop().create_future()
+            stored.set_exception(exc)
+        self._stored.append((batch, stored))
+        stored.add_done_callback(self._on_stored)
+
+    def _on_stored(self, _done: asyncio.Future[Any]) -> None:
+        """Broadcast every batch that is stored and has no unstored batch before it."""
+        while self._stored and self._stored[0][1].done():
+            batch, stored = self._stored.popleft()
+            exc = (
+                asyncio.CancelledError("store append cancelled")
+                if stored.cancelled()
+                else stored.exception()
+            )
+            if exc is not None and self._store_failed is None:
+                self._store_failed = f"store append failed: {exc!r}"
+                self.fail(self._store_failed)
+            if self._store_failed is not None:  # later batches are not broadcast either
+                _settle(batch, RoomFailed(self._store_failed))
                 continue
-            try:
-                if len(batch) == 1:  # the usual case: no task per append
-                    seqs = [await self.store.append(self.key, batch[0].update)]
-                else:  # concurrent appends, committed together by the store
-                    seqs = await asyncio.gather(
-                        *(self.store.append(self.key, p.update) for p in batch)
-                    )
-            except Exception as exc:
-                self.fail(f"store append failed: {exc!r}")
-                for p in batch:
-                    if not p.done.done():
-                        p.done.set_exception(RoomFailed(str(exc)))
-                return
+            result = stored.result()
+            seqs: list[int] = result if isinstance(result, list) else [result]
             self.last_seq = max(self.last_seq, *seqs)
             self.updates_since_snapshot += len(batch)
             self._broadcast_updates(batch)
-            for p in batch:
-                if not p.done.done():
-                    p.done.set_result(None)
-            if self.updates_since_snapshot >= self.compact_every and self._failed is None:
-                await self.compact()
+            _settle(batch, None)
+        if (
+            self.updates_since_snapshot >= self.compact_every
+            and self._failed is None
+            and self._compaction is None
+        ):
+            self._compaction = asyncio.create_task(
+                self._compact_in_background(), name=f"compact {self.key}"
+            )
+
+    async def _compact_in_background(self) -> None:
+        try:
+            await self.compact()
+        except Exception:
+            log.exception("%s: compaction failed; the history stays as updates", self.key)
+        finally:
+            self._compaction = None
 
     async def compact(self) -> None:
-        """Replace the stored history up to the last durable update with one snapshot."""
+        """Replace the stored history up to the last durable update with one snapshot.
+
+        The snapshot may hold updates accepted after that one, still on their way to the
+        store: they are stored after it with higher sequence numbers, and applying an update
+        a document already has changes nothing."""
         through = self.last_seq
+        counted = self.updates_since_snapshot
         snapshot = self.doc.get_update()
         await self.store.compact(self.key, snapshot, through)
-        self.updates_since_snapshot = 0
+        self.updates_since_snapshot = max(0, self.updates_since_snapshot - counted)
 
     def _broadcast_updates(self, batch: list[_Pending]) -> None:
         """Send a committed batch to every peer, in order, each peer's own updates left out
@@ -375,6 +429,15 @@ class Room:
             for cid, entry in self._awareness.items()
             if entry.state is not None
         ]
+
+
+def _settle(batch: list[_Pending], exc: BaseException | None) -> None:
+    for p in batch:
+        if not p.done.done():
+            if exc is None:
+                p.done.set_result(None)
+            else:
+                p.done.set_exception(exc)
 
 
 def _precheck(update: bytes) -> None:

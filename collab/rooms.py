@@ -157,7 +157,6 @@ class Rooms:
         room.on_idle = self._schedule_unload
         if self.on_room is not None:
             self.on_room(room)
-        room.start()
         return room
 
     def _cancel_timer(self, key: str) -> None:

@@ -214,8 +214,10 @@ class SQLiteStore:
     async def load(self, doc_id: str) -> StoredDoc | None:
         return cast("StoredDoc | None", await self._submit("load", doc_id))
 
-    async def append(self, doc_id: str, update: bytes) -> int:
-        return cast(int, await self._submit("append", doc_id, bytes(update)))
+    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
+        """The future of the update's sequence number, done once it is durable (a future,
+        not a coroutine: a caller can hand it on without a task)."""
+        return self._submit("append", doc_id, bytes(update))
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
         await self._submit("compact", doc_id, bytes(snapshot), through_seq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -61,8 +62,11 @@ class Store(Protocol):
         """Return the document's history, or ``None`` if the store has never seen it."""
         ...
 
-    async def append(self, doc_id: str, update: bytes) -> int:
-        """Durably append one update; return its sequence number (strictly increasing)."""
+    def append(self, doc_id: str, update: bytes) -> Awaitable[int]:
+        """Durably append one update; its sequence number (strictly increasing).
+
+        Appends are committed in the order they were made. Implementations may be
+        coroutines or return a future."""
         ...
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:

@@ -19,7 +19,7 @@ import collab.yjs_endpoint
 from collab.auth import Identity, Role
 from collab.memory_store import MemoryStore
 from collab.outbox import Outbox
-from collab.room import InvalidUpdate, Room, _precheck
+from collab.room import InvalidUpdate, Room, RoomFailed, _precheck
 from collab.sqlite_store import SQLiteStore
 from collab.yjs_endpoint import YjsPeer
 from protocol.names import DocId
@@ -89,7 +89,6 @@ async def _room_with_peers(count: int) -> tuple[Room, list[YjsPeer], list[_WebSo
     doc: Doc[Any] = Doc()
     doc.get("source", type=Text)
     room = Room(DocId.parse("demo/main:a.md"), doc, store, last_seq=0, limits=YjsLimits())
-    room.start()
     peers, sockets = [], []
     for i in range(count):
         ws = _WebSocket()
@@ -293,3 +292,100 @@ def test_serve_runs_its_event_loop_on_uvloop() -> None:
 
     _event_loop_run(probe())
     assert seen and seen[0].startswith("uvloop")
+
+
+class _HeldStore(MemoryStore):
+    """A store whose appends and compactions complete only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends: list[tuple[bytes, asyncio.Future[int]]] = []
+        self.compaction: asyncio.Future[None] | None = None
+
+    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:  # type: ignore[override]
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.appends.append((update, future))
+        return future
+
+    async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
+        self.compaction = asyncio.get_running_loop().create_future()
+        await self.compaction
+
+
+async def _held_room(count: int) -> tuple[Room, _HeldStore, list[YjsPeer], list[_WebSocket]]:
+    room, peers, sockets = await _room_with_peers(count)
+    store = room.store = _HeldStore()
+    for ws in sockets:
+        ws.transport.frames.clear()
+    return room, store, peers, sockets
+
+
+def _seen(ws: _WebSocket) -> list[bytes]:
+    updates = []
+    for wire in ws.transport.frames:
+        for frame in _frames(wire):
+            message = decode_message(frame, YjsLimits())
+            assert isinstance(message, SyncUpdate)
+            updates.append(message.update)
+    return updates
+
+
+async def test_an_update_goes_to_the_store_while_the_one_before_is_being_stored() -> None:
+    room, store, peers, sockets = await _held_room(3)
+    first, second = _edit("first"), _edit("second")
+    done_first = room.receive_update(first, sender=peers[0])
+    await asyncio.sleep(0)
+    done_second = room.receive_update(second, sender=peers[1])
+    await asyncio.sleep(0)
+    assert [u for u, _ in store.appends] == [first, second]  # not held behind the first
+
+    store.appends[1][1].set_result(2)  # stored first, but broadcast only after the first
+    await asyncio.sleep(0)
+    assert _seen(sockets[2]) == [] and not done_second.done()
+
+    store.appends[0][1].set_result(1)
+    await asyncio.gather(done_first, done_second)
+    assert _seen(sockets[2]) == [first, second]
+    assert _seen(sockets[0]) == [second] and _seen(sockets[1]) == [first]
+    assert room.last_seq == 2
+
+
+async def test_a_compaction_does_not_hold_back_broadcasts() -> None:
+    room, store, peers, sockets = await _held_room(2)
+    room.compact_every = 2
+    for i in range(2):
+        room.receive_update(_edit(f"u{i}"), sender=peers[0])
+        await asyncio.sleep(0)
+        store.appends[-1][1].set_result(i + 1)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert store.compaction is not None and not store.compaction.done()  # under way
+
+    later = _edit("later")
+    done = room.receive_update(later, sender=peers[0])
+    await asyncio.sleep(0)
+    store.appends[-1][1].set_result(3)
+    await done
+    assert _seen(sockets[1])[-1] == later
+
+    store.compaction.set_result(None)
+    await room.stop()
+    assert room.updates_since_snapshot == 1  # the one stored after the snapshot's point
+
+
+async def test_a_failed_append_fails_the_room_and_nothing_after_it_is_broadcast() -> None:
+    room, store, peers, sockets = await _held_room(3)
+    first, second = _edit("first"), _edit("second")
+    done_first = room.receive_update(first, sender=peers[0])
+    await asyncio.sleep(0)
+    done_second = room.receive_update(second, sender=peers[1])
+    await asyncio.sleep(0)
+    store.appends[1][1].set_result(2)
+    store.appends[0][1].set_exception(OSError("disk full"))
+    for done in (done_first, done_second):
+        with pytest.raises(RoomFailed):
+            await done
+    assert room.failed
+    assert all(_seen(ws) == [] for ws in sockets)
+    with pytest.raises(RoomFailed):
+        room.receive_update(_edit("third"), sender=peers[2])

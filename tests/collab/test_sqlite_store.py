@@ -64,7 +64,7 @@ async def test_stop_flushes_pending_appends(tmp_path: pathlib.Path) -> None:
     path = db_path(tmp_path)
     store = SQLiteStore(path, group_window=0.05)
     await store.start()
-    tasks = [asyncio.create_task(store.append("doc", b"u%d" % i)) for i in range(100)]
+    tasks = [asyncio.ensure_future(store.append("doc", b"u%d" % i)) for i in range(100)]
     await asyncio.sleep(0)  # one loop turn: every task has enqueued its append
     await store.stop()
     seqs = [t.result() for t in tasks]  # all done, none failed

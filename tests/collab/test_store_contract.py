@@ -159,12 +159,14 @@ async def test_many_concurrent_appends(store: Store) -> None:
 
 async def test_compact_is_ordered_with_appends(store: Store) -> None:
     seqs = [await store.append("doc", b"u%d" % i) for i in range(10)]
-    before = [store.append("doc", b"before-%d" % i) for i in range(20)]
-    after = [store.append("doc", b"after-%d" % i) for i in range(20)]
-    results = await asyncio.gather(
-        *before, store.compact("doc", b"snap", seqs[-1]), store.load("doc"), *after
-    )
-    mid = results[21]
+    # Requests are served in the order they start (an append may start when it is called).
+    before = [asyncio.ensure_future(store.append("doc", b"before-%d" % i)) for i in range(20)]
+    compacted = asyncio.ensure_future(store.compact("doc", b"snap", seqs[-1]))
+    loaded = asyncio.ensure_future(store.load("doc"))
+    await asyncio.sleep(0)  # the compaction and the load have started
+    after = [asyncio.ensure_future(store.append("doc", b"after-%d" % i)) for i in range(20)]
+    await asyncio.gather(*before, compacted, *after)
+    mid = await loaded
     assert isinstance(mid, StoredDoc)
     assert mid.snapshot == b"snap"
     assert [d for _, d in mid.updates] == [b"before-%d" % i for i in range(20)]
