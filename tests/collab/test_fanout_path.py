@@ -330,13 +330,21 @@ def _seen(ws: _WebSocket) -> list[bytes]:
     return updates
 
 
+async def _two_updates(
+    room: Room, peers: list[YjsPeer]
+) -> list[tuple[bytes, asyncio.Future[None]]]:
+    """Two edits from two peers, each handed to the store in its own turn of the loop."""
+    sent = []
+    for i, text in enumerate(("first", "second")):
+        update = _edit(text)
+        sent.append((update, room.receive_update(update, sender=peers[i])))
+        await asyncio.sleep(0)
+    return sent
+
+
 async def test_an_update_goes_to_the_store_while_the_one_before_is_being_stored() -> None:
     room, store, peers, sockets = await _held_room(3)
-    first, second = _edit("first"), _edit("second")
-    done_first = room.receive_update(first, sender=peers[0])
-    await asyncio.sleep(0)
-    done_second = room.receive_update(second, sender=peers[1])
-    await asyncio.sleep(0)
+    (first, done_first), (second, done_second) = await _two_updates(room, peers)
     assert [u for u, _ in store.appends] == [first, second]  # not held behind the first
 
     store.appends[1][1].set_result(2)  # stored first, but broadcast only after the first
@@ -375,11 +383,7 @@ async def test_a_compaction_does_not_hold_back_broadcasts() -> None:
 
 async def test_a_failed_append_fails_the_room_and_nothing_after_it_is_broadcast() -> None:
     room, store, peers, sockets = await _held_room(3)
-    first, second = _edit("first"), _edit("second")
-    done_first = room.receive_update(first, sender=peers[0])
-    await asyncio.sleep(0)
-    done_second = room.receive_update(second, sender=peers[1])
-    await asyncio.sleep(0)
+    (_, done_first), (_, done_second) = await _two_updates(room, peers)
     store.appends[1][1].set_result(2)
     store.appends[0][1].set_exception(OSError("disk full"))
     for done in (done_first, done_second):
