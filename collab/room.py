@@ -295,7 +295,7 @@ class Room:
             _settle(batch, RoomFailed(self._store_failed))
             return
         try:
-            if len(batch) == 1:  # the usual case: the store's own future, no task
+            if len(batch) == 1:  # the usual case (a store that returns a future: no task)
                 stored: asyncio.Future[Any] = asyncio.ensure_future(
                     self.store.append(self.key, batch[0].update)
                 )
@@ -339,14 +339,21 @@ class Room:
 
     async def _compact_in_background(self) -> None:
         try:
-            await self.compact()
+            await self._snapshot()
         except Exception:
             log.exception("%s: compaction failed; the history stays as updates", self.key)
         finally:
             self._compaction = None
 
     async def compact(self) -> None:
-        """Replace the stored history up to the last durable update with one snapshot.
+        """Replace the stored history up to the last durable update with one snapshot (after
+        the compaction already under way, if there is one)."""
+        if self._compaction is not None:
+            await asyncio.gather(self._compaction, return_exceptions=True)
+        await self._snapshot()
+
+    async def _snapshot(self) -> None:
+        """Store the document's state as a snapshot through the last durable update.
 
         The snapshot may hold updates accepted after that one, still on their way to the
         store: they are stored after it with higher sequence numbers, and applying an update
@@ -438,6 +445,7 @@ def _settle(batch: list[_Pending], exc: BaseException | None) -> None:
                 p.done.set_result(None)
             else:
                 p.done.set_exception(exc)
+                p.done.exception()  # the room logged why; whoever awaits it still gets it
 
 
 def _precheck(update: bytes) -> None:

@@ -100,8 +100,9 @@ class SQLiteStore:
     All database work happens on one dedicated thread that owns the connection; the async
     methods enqueue a request and await a future that the thread completes through
     ``loop.call_soon_threadsafe``, so the event loop never blocks on disk. Requests are
-    served strictly in the order they were made, so a ``load`` sees every earlier
-    ``append`` and a ``compact`` is ordered with the appends around it.
+    served strictly in the order they were made (an ``append`` when it is called: it returns
+    the future itself; the others when they are first awaited), so a ``load`` sees every
+    earlier ``append`` and a ``compact`` is ordered with the appends around it.
 
     Group commit: the writer takes the first pending append and every append already
     queued behind it (those that arrived while the previous commit was being fsynced), and

@@ -301,6 +301,7 @@ class _HeldStore(MemoryStore):
         super().__init__()
         self.appends: list[tuple[bytes, asyncio.Future[int]]] = []
         self.compaction: asyncio.Future[None] | None = None
+        self.compacted: list[int] = []  # through_seq of each compaction started
 
     def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:  # type: ignore[override]
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -308,6 +309,7 @@ class _HeldStore(MemoryStore):
         return future
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
+        self.compacted.append(through_seq)
         self.compaction = asyncio.get_running_loop().create_future()
         await self.compaction
 
@@ -376,9 +378,17 @@ async def test_a_compaction_does_not_hold_back_broadcasts() -> None:
     await done
     assert _seen(sockets[1])[-1] == later
 
+    first_compaction = store.compaction
+    explicit = asyncio.ensure_future(room.compact())  # as an unload does
+    await asyncio.sleep(0.01)
+    assert store.compacted == [2]  # it waits for the one under way
+    first_compaction.set_result(None)
+    await asyncio.sleep(0.01)
+    assert store.compacted == [2, 3] and store.compaction is not first_compaction
     store.compaction.set_result(None)
+    await explicit
     await room.stop()
-    assert room.updates_since_snapshot == 1  # the one stored after the snapshot's point
+    assert room.updates_since_snapshot == 0
 
 
 async def test_a_failed_append_fails_the_room_and_nothing_after_it_is_broadcast() -> None:
