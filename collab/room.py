@@ -117,8 +117,8 @@ class Room:
         self.peers: set[Subscriber] = set()  # broadcast set: handshake completed
         self.awareness_ids: dict[Subscriber, int] = {}
         self._awareness: dict[int, _AwarenessState] = {}
-        self._queue: list[_Pending] = []  # accepted, not yet handed to the store
-        self._flush_scheduled = False
+        # accepted, not yet handed to the store; a flush is scheduled while it is not empty
+        self._queue: list[_Pending] = []
         # handed to the store, oldest first: each batch is broadcast once it and every
         # batch before it are stored
         self._stored: collections.deque[tuple[list[_Pending], asyncio.Future[Any]]] = (
@@ -278,19 +278,14 @@ class Room:
     # -- durable append, then broadcast ----------------------------------------------------
 
     def _enqueue(self, pending: _Pending) -> None:
-        self._queue.append(pending)
-        if not self._flush_scheduled:
-            # what arrives in this turn of the event loop goes to the store together
-            self._flush_scheduled = True
+        if not self._queue:  # what arrives in this turn of the loop goes to the store together
             asyncio.get_running_loop().call_soon(self._flush)
+        self._queue.append(pending)
 
     def _flush(self) -> None:
         """Hand the queued updates to the store, without waiting for the batches before
         them: the store commits them in order, and they are broadcast in order."""
-        self._flush_scheduled = False
         batch, self._queue = self._queue, []
-        if not batch:
-            return
         if self._store_failed is not None:
             _settle(batch, RoomFailed(self._store_failed))
             return
