@@ -303,7 +303,11 @@ class Room:
         stored.add_done_callback(self._on_stored)
 
     def _on_stored(self, _done: asyncio.Future[Any]) -> None:
-        """Broadcast every batch that is stored and has no unstored batch before it."""
+        """Broadcast every batch that is stored and has no unstored batch before it.
+
+        The batches one store commit made durable are broadcast together: a peer gets them
+        in one write."""
+        ready: list[_Pending] = []
         while self._stored and self._stored[0][1].done():
             batch, stored = self._stored.popleft()
             exc = (
@@ -312,6 +316,8 @@ class Room:
                 else stored.exception()
             )
             if exc is not None and self._store_failed is None:
+                self._publish(ready)  # what was stored before the failure still goes out
+                ready = []
                 self._store_failed = f"store append failed: {exc!r}"
                 self.fail(self._store_failed)
             if self._store_failed is not None:  # later batches are not broadcast either
@@ -321,8 +327,8 @@ class Room:
             seqs: list[int] = result if isinstance(result, list) else [result]
             self.last_seq = max(self.last_seq, *seqs)
             self.updates_since_snapshot += len(batch)
-            self._broadcast_updates(batch)
-            _settle(batch, None)
+            ready += batch
+        self._publish(ready)
         if (
             self.updates_since_snapshot >= self.compact_every
             and self._failed is None
@@ -359,15 +365,26 @@ class Room:
         await self.store.compact(self.key, snapshot, through)
         self.updates_since_snapshot = max(0, self.updates_since_snapshot - counted)
 
+    def _publish(self, stored: list[_Pending]) -> None:
+        """Broadcast stored updates and complete their futures."""
+        if stored:
+            self._broadcast_updates(stored)
+            _settle(stored, None)
+
     def _broadcast_updates(self, batch: list[_Pending]) -> None:
-        """Send a committed batch to every peer, in order, each peer's own updates left out
-        (one call per peer: a peer that keeps up gets one write)."""
+        """Send stored updates to every peer, in order, each peer's own updates left out
+        (one call per peer: a peer that keeps up gets one write).
+
+        The peers that get all of them come first, handed one list, so that its frames are
+        built once; then each sender, with a list of its own."""
         updates = [p.update for p in batch]
         senders = {p.sender for p in batch}
-        for peer in list(self.peers):
+        peers = list(self.peers)
+        for peer in peers:
             if peer not in senders:
                 peer.send_updates(updates)
-            else:
+        for peer in peers:
+            if peer in senders:
                 others = [p.update for p in batch if p.sender is not peer]
                 if others:
                     peer.send_updates(others)

@@ -360,6 +360,17 @@ async def test_an_update_goes_to_the_store_while_the_one_before_is_being_stored(
     assert room.last_seq == 2
 
 
+async def test_batches_stored_by_one_commit_reach_each_peer_in_one_write() -> None:
+    room, store, peers, sockets = await _held_room(3)
+    (first, done_first), (second, done_second) = await _two_updates(room, peers)
+    for seq, (_, future) in enumerate(store.appends, 1):  # one commit makes both durable
+        future.set_result(seq)
+    await asyncio.gather(done_first, done_second)
+    assert len(sockets[2].transport.frames) == 1
+    assert _seen(sockets[2]) == [first, second]
+    assert _seen(sockets[0]) == [second] and _seen(sockets[1]) == [first]
+
+
 async def test_a_compaction_does_not_hold_back_broadcasts() -> None:
     room, store, peers, sockets = await _held_room(2)
     room.compact_every = 2
@@ -403,3 +414,15 @@ async def test_a_failed_append_fails_the_room_and_nothing_after_it_is_broadcast(
     assert all(_seen(ws) == [] for ws in sockets)
     with pytest.raises(RoomFailed):
         room.receive_update(_edit("third"), sender=peers[2])
+
+
+async def test_what_was_stored_before_a_failed_append_is_still_broadcast() -> None:
+    room, store, peers, sockets = await _held_room(3)
+    (first, done_first), (_, done_second) = await _two_updates(room, peers)
+    store.appends[0][1].set_result(1)
+    store.appends[1][1].set_exception(OSError("disk full"))
+    await done_first
+    with pytest.raises(RoomFailed):
+        await done_second
+    assert room.failed
+    assert _seen(sockets[2]) == [first] and _seen(sockets[1]) == [first]
