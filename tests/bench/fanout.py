@@ -7,7 +7,9 @@ per second for D seconds, against each server in turn in one run, under the same
 - reference: ``bin/server.js`` of npm ``y-websocket@1.5.4`` (in memory, no persistence);
 - pycrdt-websocket (PyPI), on the ``websockets`` library (in memory);
 - ours-memory (only when asked for): ``collab serve --store memory``, which shows what the
-  durable appends cost.
+  durable appends cost;
+- ours-NAME (only when asked for): ``collab serve`` with the options given by
+  ``--variant NAME='OPTIONS'``, to compare a setting with the default in the same run.
 
 Reports p50/p99 propagation latency (edit sent -> seen by every other client), server CPU
 seconds and CPU per update, peak RSS, and the memory of 1,000 idle open documents and of
@@ -17,6 +19,7 @@ times in turn, each time a fresh process, and the ratios are the medians of the 
 
 Usage: .venv/bin/python tests/bench/fanout.py [--clients 50 --rate 10 --duration 20]
        [--servers ours,reference,pycrdt] [--idle 1000] [--rounds 1] [--json OUT]
+       [--variant NAME='OPTIONS' ...]  (then list ours-NAME in --servers)
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.pop("COLLAB_SECRET", None)
-    if kind in ("ours", "ours-memory"):
+    if kind.startswith("ours"):
         data = work / f"data-{port}"
         args = [sys.executable, "-m", "collab", "serve", "--repos", str(work / "repos")]
         args += ["--data-dir", str(data), "--port", str(port), "--grace", "600"]
@@ -203,8 +206,22 @@ async def main() -> None:
     parser.add_argument(
         "--ours-args", default="", help="extra `collab serve` options, e.g. '--group-window 0.004'"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OPTIONS",
+        help="a server ours-NAME: `collab serve` with these options, e.g. nowindow='--group-window 0'",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    variants = {"ours": shlex.split(args.ours_args), "ours-memory": []}
+    for spec in args.variant:
+        name, _, options = spec.partition("=")
+        variants[f"ours-{name}"] = shlex.split(options)
+    for kind in args.servers.split(","):
+        if kind.startswith("ours") and kind not in variants:
+            parser.error(f"unknown server {kind!r}: give it with --variant")
     rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for number in range(args.rounds):
@@ -213,7 +230,7 @@ async def main() -> None:
                 work = Path(tmp) / f"{kind}-{number + 1}"  # a fresh repository each time
                 create_demo_repo(work / "repos" / "bench", {"load.md": "", "idle-shared.md": ""})
                 port = free_port()
-                proc = start_server(kind, port, work, shlex.split(args.ours_args))
+                proc = start_server(kind, port, work, variants.get(kind))
                 proc_pid[kind] = proc.pid
                 try:
                     try:
@@ -268,24 +285,26 @@ def report(rounds: list[dict[str, dict[str, Any]]], args: argparse.Namespace) ->
             f" (cpu > {GEN_CPU_LIMIT:.0f}% or loop delay p99 > {GEN_DELAY_LIMIT_MS:.0f} ms):"
             " latencies there measure the generator, not the server"
         )
-    for anchor, goal in (("reference", "<= 1.0"), ("pycrdt", "<= 0.5")):
-        p99s, cpus = [], []
-        for results in rounds:
-            ours, other = results.get("ours"), results.get(anchor)
-            if ours is None or other is None:
+    ours_kinds = [kind for kind in rounds[0] if kind.startswith("ours")] if rounds else []
+    for kind in ours_kinds:
+        for anchor, goal in (("reference", "<= 1.0"), ("pycrdt", "<= 0.5")):
+            p99s, cpus = [], []
+            for results in rounds:
+                ours, other = results.get(kind), results.get(anchor)
+                if ours is None or other is None:
+                    continue
+                if other.get("p99_ms"):
+                    p99s.append(ours["p99_ms"] / other["p99_ms"])
+                if other["cpu_ms_per_update"]:
+                    cpus.append(ours["cpu_ms_per_update"] / other["cpu_ms_per_update"])
+            if not p99s or not cpus:
                 continue
-            if other.get("p99_ms"):
-                p99s.append(ours["p99_ms"] / other["p99_ms"])
-            if other["cpu_ms_per_update"]:
-                cpus.append(ours["cpu_ms_per_update"] / other["cpu_ms_per_update"])
-        if not p99s or not cpus:
-            continue
-        each = ", ".join(f"{p:.2f}/{c:.2f}" for p, c in zip(p99s, cpus, strict=False))
-        print(
-            f"ratio ours/{anchor}: p99 latency {statistics.median(p99s):.2f},"
-            f" cpu per update {statistics.median(cpus):.2f} (median of rounds; goal {goal})"
-            f"  [each round p99/cpu: {each}]"
-        )
+            each = ", ".join(f"{p:.2f}/{c:.2f}" for p, c in zip(p99s, cpus, strict=False))
+            print(
+                f"ratio {kind}/{anchor}: p99 latency {statistics.median(p99s):.2f},"
+                f" cpu per update {statistics.median(cpus):.2f} (median of rounds; goal {goal})"
+                f"  [each round p99/cpu: {each}]"
+            )
 
 
 if __name__ == "__main__":
