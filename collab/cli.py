@@ -17,7 +17,7 @@ from gitsync import Repositories, create_demo_repo
 from . import cli_branches
 from .auth import Role, TokenAuthenticator
 from .completion.worker import add_worker_parser, run_worker_command
-from .config import ServerConfig
+from .config import GROUP_WINDOW, ServerConfig
 from .server import CollabServer
 
 __all__ = ["main"]
@@ -46,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--grace", type=float, default=5.0, help="idle room unload delay, s")
     serve.add_argument(
-        "--group-window", type=float, default=0.0, help="extra store fsync window under load, s"
+        "--group-window",
+        type=float,
+        default=GROUP_WINDOW,
+        help=f"store fsync window under load, s (default {GROUP_WINDOW}; 0: none)",
     )
     serve.add_argument("--heartbeat", type=float, default=30.0, help="WebSocket ping interval, s")
     serve.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")

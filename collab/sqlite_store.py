@@ -107,13 +107,13 @@ class SQLiteStore:
     Group commit: the writer takes the first pending append and every append already
     queued behind it (those that arrived while the previous commit was being fsynced), and
     writes them in one transaction (one fsync), then resolves all their futures. With a
-    ``group_window`` (none by default), while appends arrive faster than one per two
-    windows, it also keeps collecting appends until ``group_window`` after its last commit
-    (at most ``max_batch`` of them, and only until a request of another kind arrives), so
-    that under load commits are that far apart and larger; slower, an append is committed
-    at once, without waiting for company that is not coming. A window saves fsyncs and
-    sends under load and costs every update up to a window of latency. ``commits`` counts
-    write transactions and ``appended`` counts committed updates.
+    ``group_window`` (none unless given; the server gives it 4 ms), while appends arrive
+    faster than one per two windows, it also keeps collecting appends until ``group_window``
+    after its last commit (at most ``max_batch`` of them, and only until a request of another
+    kind arrives), so that under load commits are that far apart and larger; slower, an
+    append is committed at once, without waiting for company that is not coming. A window
+    saves fsyncs and sends under load and costs every update up to a window of latency.
+    ``commits`` counts write transactions and ``appended`` counts committed updates.
 
     Sequence numbers are allocated per document from a counter that survives ``compact``
     and ``delete``, so a seq is never reused for a document id. A sqlite error fails only

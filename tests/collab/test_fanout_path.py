@@ -294,6 +294,24 @@ def test_serve_runs_its_event_loop_on_uvloop() -> None:
     assert seen and seen[0].startswith("uvloop")
 
 
+def test_serve_defaults_are_the_server_config_defaults() -> None:
+    import dataclasses
+
+    from collab.cli import _parser
+    from collab.config import ServerConfig
+
+    args = vars(_parser().parse_args(["serve"]))
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(ServerConfig)
+        if f.default is not dataclasses.MISSING
+    }
+    shared = sorted(set(args) & set(defaults))
+    assert {"group_window", "grace", "heartbeat", "store"} <= set(shared)
+    assert {name: args[name] for name in shared} == {name: defaults[name] for name in shared}
+    assert defaults["group_window"] > 0  # appends are grouped under load by default
+
+
 class _HeldStore(MemoryStore):
     """A store whose appends and compactions complete only when the test says so."""
 
