@@ -76,8 +76,6 @@ def start_server(
         args = [sys.executable, "-m", "collab", "serve", "--repos", str(work / "repos")]
         args += ["--data-dir", str(data), "--port", str(port), "--grace", "600"]
         args += ["--log-level", "WARNING"]
-        if kind == "ours-memory":
-            args += ["--store", "memory"]
         args += extra or []
     elif kind == "reference":
         args = ["node", str(JS / "node_modules" / "y-websocket" / "bin" / "server.js")]
@@ -215,7 +213,7 @@ async def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    variants = {"ours": shlex.split(args.ours_args), "ours-memory": []}
+    variants = {"ours": shlex.split(args.ours_args), "ours-memory": ["--store", "memory"]}
     for spec in args.variant:
         name, _, options = spec.partition("=")
         variants[f"ours-{name}"] = shlex.split(options)
