@@ -31,7 +31,7 @@ class ServerConfig:
     max_open_docs: int = 256  # per /ws connection
     max_calls: int = 64  # operations running at once per /ws connection
     group_window: float = GROUP_WINDOW  # store group-commit window under load (s); 0: none
-    compact_every: int = 1000  # updates between snapshots
+    compact_every: int = 1000  # updates at least between snapshots (see Room._compaction_due)
     store: str = "sqlite"  # "sqlite" or "memory"
     commit_idle: float = 1.0  # commit a branch's live edits after this long without typing
     commit_max_lag: float = 10.0  # ... and at the latest this long after the first edit

@@ -110,6 +110,8 @@ class Room:
         self.store = store
         self.last_seq = last_seq
         self.updates_since_snapshot = 0
+        self.bytes_since_snapshot = 0  # stored update bytes that the last snapshot lacks
+        self.snapshot_bytes = 0  # size of the last snapshot (0: none)
         self.compact_every = compact_every
         self.max_awareness = max_awareness
         self.limits = limits or YjsLimits()
@@ -327,16 +329,25 @@ class Room:
             seqs: list[int] = result if isinstance(result, list) else [result]
             self.last_seq = max(self.last_seq, *seqs)
             self.updates_since_snapshot += len(batch)
+            self.bytes_since_snapshot += sum(len(pending.update) for pending in batch)
             ready += batch
         self._publish(ready)
-        if (
-            self.updates_since_snapshot >= self.compact_every
-            and self._failed is None
-            and self._compaction is None
-        ):
+        if self._compaction_due() and self._failed is None and self._compaction is None:
             self._compaction = asyncio.create_task(
                 self._compact_in_background(), name=f"compact {self.key}"
             )
+
+    def _compaction_due(self) -> bool:
+        """A snapshot is due once ``compact_every`` updates and at least as many bytes as the
+        last snapshot have been stored after it.
+
+        Encoding a snapshot costs time in proportion to the document's size, on the event
+        loop, so snapshots grow rarer as the document grows: their cost per stored byte stays
+        constant, and a load replays a snapshot and at most about as many bytes of updates."""
+        return (
+            self.updates_since_snapshot >= self.compact_every
+            and self.bytes_since_snapshot >= self.snapshot_bytes
+        )
 
     async def _compact_in_background(self) -> None:
         try:
@@ -360,10 +371,12 @@ class Room:
         store: they are stored after it with higher sequence numbers, and applying an update
         a document already has changes nothing."""
         through = self.last_seq
-        counted = self.updates_since_snapshot
+        counted, counted_bytes = self.updates_since_snapshot, self.bytes_since_snapshot
         snapshot = self.doc.get_update()
         await self.store.compact(self.key, snapshot, through)
         self.updates_since_snapshot = max(0, self.updates_since_snapshot - counted)
+        self.bytes_since_snapshot = max(0, self.bytes_since_snapshot - counted_bytes)
+        self.snapshot_bytes = len(snapshot)
 
     def _publish(self, stored: list[_Pending]) -> None:
         """Broadcast stored updates and complete their futures."""

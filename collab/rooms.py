@@ -154,6 +154,8 @@ class Rooms:
         room = Room(doc_id, doc, self.store, last_seq=last_seq, compact_every=self.compact_every)
         if stored is not None:
             room.updates_since_snapshot = len(stored.updates)
+            room.bytes_since_snapshot = sum(len(update) for _seq, update in stored.updates)
+            room.snapshot_bytes = len(stored.snapshot or b"")
         room.on_idle = self._schedule_unload
         if self.on_room is not None:
             self.on_room(room)

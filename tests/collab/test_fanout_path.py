@@ -20,8 +20,10 @@ from collab.auth import Identity, Role
 from collab.memory_store import MemoryStore
 from collab.outbox import Outbox
 from collab.room import InvalidUpdate, Room, RoomFailed, _precheck
+from collab.rooms import Rooms
 from collab.sqlite_store import SQLiteStore
 from collab.yjs_endpoint import YjsPeer
+from gitsync.repos import Repositories
 from protocol.names import DocId
 from protocol.yjs import (
     AwarenessEntry,
@@ -418,6 +420,64 @@ async def test_a_compaction_does_not_hold_back_broadcasts() -> None:
     await explicit
     await room.stop()
     assert room.updates_since_snapshot == 0
+
+
+def _insert(doc: Doc[Any], text: str) -> bytes:
+    """An update inserting ``text`` at the start of ``doc``'s source."""
+    state = doc.get_state()
+    doc.get("source", type=Text).insert(0, text)
+    return doc.get_update(state)
+
+
+async def _stored(store: MemoryStore, room: Room) -> tuple[int, int]:
+    """(the snapshot's seq, how many updates follow it) once the room is at rest."""
+    await room.stop()
+    stored = await store.load(room.key)
+    assert stored is not None
+    return stored.snapshot_seq, len(stored.updates)
+
+
+async def test_snapshots_grow_rarer_as_the_document_grows() -> None:
+    store = MemoryStore()
+    await store.start()
+    doc: Doc[Any] = Doc()
+    room = Room(DocId.parse("demo/main:a.md"), doc, store, last_seq=0, compact_every=5)
+    writer: Doc[Any] = Doc()
+    big = "x" * 20_000
+    for text in [big, "a", "b", "c", "d"]:  # five updates, no snapshot yet: one is due
+        await room.receive_update(_insert(writer, text))
+    assert await _stored(store, room) == (5, 0)
+    assert room.snapshot_bytes > len(big)
+
+    for i in range(50):  # many more than compact_every, but far fewer bytes than the snapshot
+        await room.receive_update(_insert(writer, f"edit {i}"))
+    assert await _stored(store, room) == (5, 50)
+
+    await room.receive_update(_insert(writer, big))  # as many bytes as the snapshot: due
+    assert await _stored(store, room) == (56, 0)
+    assert str(doc.get("source", type=Text)) == str(writer.get("source", type=Text))
+
+
+async def test_a_loaded_room_counts_the_history_its_store_holds(repos: Path) -> None:
+    store = MemoryStore()
+    await store.start()
+    doc_id = DocId.parse("demo/main:README.md")
+    writer: Doc[Any] = Doc()
+    snapshot = _insert(writer, "y" * 5000)
+    await store.compact(str(doc_id), snapshot, 0)
+    updates = [_insert(writer, f"later {i}") for i in range(3)]
+    for update in updates:
+        await store.append(str(doc_id), update)
+    repositories = Repositories(repos)
+    rooms = Rooms(store, repositories)
+    try:
+        async with rooms.borrow(doc_id) as room:
+            assert room.snapshot_bytes == len(snapshot)
+            assert room.bytes_since_snapshot == sum(map(len, updates))
+            assert room.updates_since_snapshot == 3
+    finally:
+        await rooms.close()
+        repositories.close()
 
 
 async def test_a_failed_append_fails_the_room_and_nothing_after_it_is_broadcast() -> None:
