@@ -109,8 +109,8 @@ class SQLiteStore:
     writes them in one transaction (one fsync), then resolves all their futures. With a
     ``group_window`` (none unless given; the server gives it 4 ms), while appends arrive
     faster than one per two windows, it also keeps collecting appends until ``group_window``
-    after its last commit (at most ``max_batch`` of them, and only until a request of another
-    kind arrives), so that under load commits are that far apart and larger; slower, an
+    after its last commit started (at most ``max_batch`` of them, and only until a request of
+    another kind arrives), so that under load commits are that far apart and larger; slower, an
     append is committed at once, without waiting for company that is not coming. A window
     saves fsyncs and sends under load and costs every update up to a window of latency.
     ``commits`` counts write transactions and ``appended`` counts committed updates.
@@ -141,7 +141,7 @@ class SQLiteStore:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Future[Any] | None = None
         self._closed = True
-        self._last_commit = -float("inf")  # monotonic end of the last append batch
+        self._last_commit = -float("inf")  # monotonic start of the last append batch's write
         self._rate = 0.0  # appends per second, see _append_rate
         self._rate_at = 0.0
         # doc id -> its last committed seq, kept by the writer thread so that an append
@@ -307,7 +307,8 @@ class SQLiteStore:
         self, requests: queue.SimpleQueue[_Request], batch: list[_Request]
     ) -> _Request | None:
         """Add the appends already queued to ``batch`` and, while appends come fast, those
-        that arrive until ``group_window`` after the last commit; return a non-append met."""
+        that arrive until ``group_window`` after the last commit started (so a slow fsync
+        is not followed by a whole window more); return a non-append met."""
         deadline: float | None = None
         while len(batch) < self.max_batch:
             if not requests.empty():
@@ -365,6 +366,7 @@ class SQLiteStore:
         return result
 
     def _write_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        started = time.monotonic()
         known = self._last_seqs
         last: dict[str, int] = {}
         rows: list[tuple[str, int, str, bytes, int]] = []
@@ -407,7 +409,8 @@ class SQLiteStore:
             known.clear()
         known.update(last)
         self.appended += len(batch)
-        now = self._last_commit = time.monotonic()
+        self._last_commit = started
+        now = time.monotonic()
         self._rate = self._append_rate(now) + len(batch) / _RATE_HORIZON
         self._rate_at = now
         # Last, so that the writer goes straight back to waiting (and lets go of the GIL)

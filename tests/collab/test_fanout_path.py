@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -266,6 +267,34 @@ async def test_the_group_window_holds_appends_only_while_they_come_fast(
         assert (late, seqs) == (1, [1, 1, 1, 2, 2, 2, 3, 3, 3])
         assert time.monotonic() - committed >= window * 0.8
         assert store.commits - commits <= 2  # one, unless the writer raced the first put
+
+
+async def test_the_group_window_runs_from_the_start_of_the_last_commit(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit that takes longer than the window (a slow fsync) is not followed by a whole
+    # window more of waiting: an append that came meanwhile is committed right after it.
+    monkeypatch.setattr(collab.sqlite_store, "_BUSY_PER_WINDOW", 0.0)  # always grouping
+    writing = threading.Event()
+    real_crc = collab.sqlite_store._crc
+
+    def slow_crc(data: bytes) -> int:
+        if data == b"slow":
+            writing.set()
+            time.sleep(0.6)
+        return real_crc(data)
+
+    monkeypatch.setattr(collab.sqlite_store, "_crc", slow_crc)
+    window = 0.4
+    async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
+        slow = store.append("doc", b"slow")
+        while not writing.is_set():
+            await asyncio.sleep(0.005)
+        after = asyncio.ensure_future(store.append("doc", b"after"))
+        assert await slow == 1
+        slow_done = time.monotonic()
+        assert await after == 2
+        assert time.monotonic() - slow_done < window / 2
 
 
 async def test_sequence_numbers_continue_after_delete_and_restart(
