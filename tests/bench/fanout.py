@@ -9,7 +9,8 @@ per second for D seconds, against each server in turn in one run, under the same
 - ours-memory (only when asked for): ``collab serve --store memory``, which shows what the
   durable appends cost;
 - ours-NAME (only when asked for): ``collab serve`` with the options given by
-  ``--variant NAME='OPTIONS'``, to compare a setting with the default in the same run.
+  ``--variant NAME='OPTIONS'``, to compare a setting with the default in the same run, or
+  run from another checkout given by ``--tree NAME=DIR``, to compare two commits.
 
 Reports p50/p99 propagation latency (edit sent -> seen by every other client), server CPU
 seconds and CPU per update, peak RSS, and the memory of 1,000 idle open documents and of
@@ -19,7 +20,7 @@ times in turn, each time a fresh process, and the ratios are the medians of the 
 
 Usage: .venv/bin/python tests/bench/fanout.py [--clients 50 --rate 10 --duration 20]
        [--servers ours,reference,pycrdt] [--idle 1000] [--rounds 1] [--json OUT]
-       [--variant NAME='OPTIONS' ...]  (then list ours-NAME in --servers)
+       [--variant NAME='OPTIONS' ...] [--tree NAME=DIR ...]  (then list ours-NAME in --servers)
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 def start_server(
-    kind: str, port: int, work: Path, extra: list[str] | None = None
+    kind: str, port: int, work: Path, extra: list[str] | None = None, tree: Path = ROOT
 ) -> subprocess.Popen[bytes]:
+    """Start one server; ours runs ``collab serve`` from the checkout ``tree`` (its code)."""
     env = dict(os.environ)
     env.pop("COLLAB_SECRET", None)
     if kind.startswith("ours"):
@@ -85,7 +87,7 @@ def start_server(
     else:
         raise ValueError(kind)
     log = (work / f"{kind}-{port}.log").open("wb")
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(args, env=env, cwd=tree, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     wait_port(port)
     return proc
@@ -211,12 +213,25 @@ async def main() -> None:
         metavar="NAME=OPTIONS",
         help="a server ours-NAME: `collab serve` with these options, e.g. nowindow='--group-window 0'",
     )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a server ours-NAME: `collab serve` run from another checkout (its code), "
+        "e.g. base=/tmp/base to compare two commits in one run",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     variants = {"ours": shlex.split(args.ours_args), "ours-memory": ["--store", "memory"]}
     for spec in args.variant:
         name, _, options = spec.partition("=")
         variants[f"ours-{name}"] = shlex.split(options)
+    trees: dict[str, Path] = {}
+    for spec in args.tree:
+        name, _, tree = spec.partition("=")
+        trees[f"ours-{name}"] = Path(tree).resolve()
+        variants.setdefault(f"ours-{name}", [])
     for kind in args.servers.split(","):
         if kind.startswith("ours") and kind not in variants:
             parser.error(f"unknown server {kind!r}: give it with --variant")
@@ -228,7 +243,7 @@ async def main() -> None:
                 work = Path(tmp) / f"{kind}-{number + 1}"  # a fresh repository each time
                 create_demo_repo(work / "repos" / "bench", {"load.md": "", "idle-shared.md": ""})
                 port = free_port()
-                proc = start_server(kind, port, work, variants.get(kind))
+                proc = start_server(kind, port, work, variants.get(kind), trees.get(kind, ROOT))
                 proc_pid[kind] = proc.pid
                 try:
                     try:
