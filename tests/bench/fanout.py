@@ -14,9 +14,11 @@ per second for D seconds, against each server in turn in one run, under the same
 
 Reports p50/p99 propagation latency (edit sent -> seen by every other client), server CPU
 seconds and CPU per update, peak RSS, and the memory of 1,000 idle open documents and of
-1,000 idle connections (first round), then the ratios. With ``--rounds N`` the servers run N
-times in turn, each time a fresh process, and the ratios are the medians of the rounds' ratios
-(on a shared machine one round's figures swing by tens of percent). Not a pass/fail test.
+1,000 idle connections (first round), the slowest fdatasync of a probe on the servers'
+filesystem during each round (a disk stall delays our broadcasts, not the others'), then the
+ratios. With ``--rounds N`` the servers run N times in turn, each time a fresh process, and
+the ratios are the medians of the rounds' ratios (on a shared machine one round's figures
+swing by tens of percent). Not a pass/fail test.
 
 Usage: .venv/bin/python tests/bench/fanout.py [--clients 50 --rate 10 --duration 20]
        [--servers ours,reference,pycrdt] [--idle 1000] [--rounds 1] [--json OUT]
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,7 +123,46 @@ class Sampler:
             await asyncio.sleep(0.1)
 
 
-async def fanout(kind: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
+class DiskProbe:
+    """Times a small write and fdatasync on the servers' filesystem every 50 ms while a load
+    runs: a disk stall shows there, so a round whose latency it inflated (ours keeps every
+    update on disk before broadcasting it; the others keep nothing) can be told apart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="disk probe", daemon=True)
+
+    def __enter__(self) -> DiskProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while not self._stop.wait(0.05):
+                started = time.perf_counter()
+                os.pwrite(fd, os.urandom(4096), 0)
+                os.fdatasync(fd)
+                self.times.append(time.perf_counter() - started)
+        finally:
+            os.close(fd)
+
+    def summary(self) -> dict[str, float]:
+        times = sorted(self.times) or [0.0]
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        return {
+            "disk_sync_p99_ms": round(p99 * 1000, 2),
+            "disk_sync_max_ms": round(times[-1] * 1000, 2),
+        }
+
+
+async def fanout(kind: str, port: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     url = f"ws://127.0.0.1:{port}" + ("/yjs" if kind.startswith("ours") else "")
     sampler = Sampler(proc_pid[kind])
     stop = asyncio.Event()
@@ -130,10 +172,11 @@ async def fanout(kind: str, port: int, args: argparse.Namespace) -> dict[str, An
     cmd += ["--duration", str(args.duration), "--warmup", "2", "--params", "user=bench"]
     if args.full_clients is not None:
         cmd += ["--full-clients", str(args.full_clients)]
-    load = await asyncio.create_subprocess_exec(
-        *cmd, cwd=JS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await load.communicate()
+    with DiskProbe(work / "disk-probe") as probe:
+        load = await asyncio.create_subprocess_exec(
+            *cmd, cwd=JS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await load.communicate()
     stop.set()
     await sampling
     cpu = sampler.cpu() - sampler.cpu0
@@ -143,6 +186,7 @@ async def fanout(kind: str, port: int, args: argparse.Namespace) -> dict[str, An
     result.update(
         server=kind, server_cpu_s=round(cpu, 3), peak_rss_mb=round(sampler.peak / 2**20, 1)
     )
+    result.update(probe.summary())
     sent = max(1, int(result.get("edits_sent", 1)))
     result["cpu_ms_per_update"] = round(cpu * 1000 / sent, 4)
     return result
@@ -180,6 +224,8 @@ proc_pid: dict[str, int] = {}
 # Past these the generator (one Node.js thread) is the bottleneck, not the server.
 GEN_CPU_LIMIT = 85.0
 GEN_DELAY_LIMIT_MS = 20.0
+# A probe fdatasync slower than this during a round marks a disk stall in it.
+DISK_STALL_MS = 50.0
 
 
 async def main() -> None:
@@ -247,7 +293,7 @@ async def main() -> None:
                 proc_pid[kind] = proc.pid
                 try:
                     try:
-                        result = await fanout(kind, port, args)
+                        result = await fanout(kind, port, args, work)
                         if args.idle and number == 0:
                             result["idle_docs_mb"] = await idle_memory(
                                 kind, port, args.idle, distinct_docs=True
@@ -275,9 +321,9 @@ def report(rounds: list[dict[str, dict[str, Any]]], args: argparse.Namespace) ->
         f"\nfan-out: {args.clients} clients x {args.rate} edits/s x {args.duration} s, one document,"
         f" {len(rounds)} round(s), servers alternating"
     )
-    header = f"{'server':<14} {'p50 ms':>8} {'p99 ms':>8} {'cpu s':>7} {'cpu ms/upd':>10} {'peak MB':>8} {'missing':>7} {'idle docs MB':>12} {'idle conns MB':>13} {'gen cpu %':>9} {'gen delay ms':>12}"
+    header = f"{'server':<14} {'p50 ms':>8} {'p99 ms':>8} {'cpu s':>7} {'cpu ms/upd':>10} {'peak MB':>8} {'missing':>7} {'idle docs MB':>12} {'idle conns MB':>13} {'gen cpu %':>9} {'gen delay ms':>12} {'disk max ms':>11}"
     print(header)
-    saturated = []
+    saturated, stalled = [], []
     for number, results in enumerate(rounds, 1):
         for kind, r in results.items():
             gen_cpu = float(r.get("generator_cpu_pct", 0))
@@ -289,14 +335,22 @@ def report(rounds: list[dict[str, dict[str, Any]]], args: argparse.Namespace) ->
                 f"{label:<14} {r.get('p50_ms', 0):>8.1f} {r.get('p99_ms', 0):>8.1f} {r['server_cpu_s']:>7.2f}"
                 f" {r['cpu_ms_per_update']:>10.4f} {r['peak_rss_mb']:>8.1f} {r.get('missing', 0):>7}"
                 f" {idle_docs} {idle_conns} {gen_cpu:>9.1f} {gen_delay:>12.1f}"
+                f" {r.get('disk_sync_max_ms', 0):>11.1f}"
             )
             if gen_cpu > GEN_CPU_LIMIT or gen_delay > GEN_DELAY_LIMIT_MS:
                 saturated.append(label)
+            if r.get("disk_sync_max_ms", 0) > DISK_STALL_MS:
+                stalled.append(label)
     if saturated:
         print(
             f"warning: the load generator was saturated against {', '.join(saturated)}"
             f" (cpu > {GEN_CPU_LIMIT:.0f}% or loop delay p99 > {GEN_DELAY_LIMIT_MS:.0f} ms):"
             " latencies there measure the generator, not the server"
+        )
+    if stalled:
+        print(
+            f"note: the disk stalled (a probe fdatasync over {DISK_STALL_MS:.0f} ms) during"
+            f" {', '.join(stalled)}; our updates wait for the disk before they are broadcast"
         )
     ours_kinds = [kind for kind in rounds[0] if kind.startswith("ours")] if rounds else []
     for kind in ours_kinds:
