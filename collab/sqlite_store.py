@@ -13,7 +13,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
 
@@ -74,6 +74,7 @@ class _Request:
     through_seq: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    made: float = field(default_factory=time.monotonic)
 
 
 def _crc(data: bytes) -> int:
@@ -108,11 +109,13 @@ class SQLiteStore:
     queued behind it (those that arrived while the previous commit was being fsynced), and
     writes them in one transaction (one fsync), then resolves all their futures. With a
     ``group_window`` (none unless given; the server gives it 4 ms), while appends arrive
-    faster than one per two windows, it also keeps collecting appends until ``group_window``
-    after its last commit started (at most ``max_batch`` of them, and only until a request of
-    another kind arrives), so that under load commits are that far apart and larger; slower, an
-    append is committed at once, without waiting for company that is not coming. A window
-    saves fsyncs and sends under load and costs every update up to a window of latency.
+    faster than one per two windows, it also keeps collecting appends until the oldest one
+    in the batch is ``group_window`` old (at most ``max_batch`` of them, and only until a
+    request of another kind arrives), so that under load commits are about that far apart and
+    larger; slower, an append is committed at once, without waiting for company that is not
+    coming. A window saves fsyncs and sends under load; no append waits more than a window
+    for its commit to start, besides the commit before it (one that waited through a slow
+    fsync is not held any longer).
     ``commits`` counts write transactions and ``appended`` counts committed updates.
 
     Sequence numbers are allocated per document from a counter that survives ``compact``
@@ -141,7 +144,6 @@ class SQLiteStore:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Future[Any] | None = None
         self._closed = True
-        self._last_commit = -float("inf")  # monotonic start of the last append batch's write
         self._rate = 0.0  # appends per second, see _append_rate
         self._rate_at = 0.0
         # doc id -> its last committed seq, kept by the writer thread so that an append
@@ -307,8 +309,8 @@ class SQLiteStore:
         self, requests: queue.SimpleQueue[_Request], batch: list[_Request]
     ) -> _Request | None:
         """Add the appends already queued to ``batch`` and, while appends come fast, those
-        that arrive until ``group_window`` after the last commit started (so a slow fsync
-        is not followed by a whole window more); return a non-append met."""
+        that arrive until its first append is ``group_window`` old; return a non-append
+        met."""
         deadline: float | None = None
         while len(batch) < self.max_batch:
             if not requests.empty():
@@ -317,7 +319,7 @@ class SQLiteStore:
                 if deadline is None:
                     now = time.monotonic()
                     busy = self._append_rate(now) * self.group_window >= _BUSY_PER_WINDOW
-                    deadline = self._last_commit + self.group_window if busy else now
+                    deadline = batch[0].made + self.group_window if busy else now
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -366,7 +368,6 @@ class SQLiteStore:
         return result
 
     def _write_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
-        started = time.monotonic()
         known = self._last_seqs
         last: dict[str, int] = {}
         rows: list[tuple[str, int, str, bytes, int]] = []
@@ -409,7 +410,6 @@ class SQLiteStore:
             known.clear()
         known.update(last)
         self.appended += len(batch)
-        self._last_commit = started
         now = time.monotonic()
         self._rate = self._append_rate(now) + len(batch) / _RATE_HORIZON
         self._rate_at = now

@@ -258,7 +258,7 @@ async def test_the_group_window_holds_appends_only_while_they_come_fast(
             assert time.monotonic() - started < window / 2
         for i in range(5, 7):
             await store.append("doc", b"u%d" % i)
-        # Fast now: appends are held until a window after the last commit, and grouped.
+        # Fast now: appends are held until the first of them is a window old, and grouped.
         committed = time.monotonic()
         commits = store.commits
         gathering = asyncio.gather(*(store.append(f"doc-{i % 3}", b"x%d" % i) for i in range(9)))
@@ -269,11 +269,26 @@ async def test_the_group_window_holds_appends_only_while_they_come_fast(
         assert store.commits - commits <= 2  # one, unless the writer raced the first put
 
 
-async def test_the_group_window_runs_from_the_start_of_the_last_commit(
+async def test_under_load_an_append_waits_a_window_for_company(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A commit that takes longer than the window (a slow fsync) is not followed by a whole
-    # window more of waiting: an append that came meanwhile is committed right after it.
+    monkeypatch.setattr(collab.sqlite_store, "_BUSY_PER_WINDOW", 0.0)  # always grouping
+    window = 0.3
+    async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
+        started = time.monotonic()
+        first = asyncio.ensure_future(store.append("doc", b"first"))
+        await asyncio.sleep(window * 2 / 3)
+        second = store.append("doc", b"second")
+        assert await asyncio.gather(first, second) == [1, 2]
+        assert store.commits == 1  # one commit for both
+        assert time.monotonic() - started >= window * 0.8
+
+
+async def test_an_append_made_during_a_slow_commit_is_not_held_after_it(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its window runs from when it was made: a commit that takes longer than the window (a
+    # slow fsync) is not followed by a whole window more of waiting.
     monkeypatch.setattr(collab.sqlite_store, "_BUSY_PER_WINDOW", 0.0)  # always grouping
     writing = threading.Event()
     real_crc = collab.sqlite_store._crc
@@ -287,7 +302,7 @@ async def test_the_group_window_runs_from_the_start_of_the_last_commit(
     monkeypatch.setattr(collab.sqlite_store, "_crc", slow_crc)
     window = 0.4
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
-        slow = store.append("doc", b"slow")
+        slow = store.append("doc", b"slow")  # its own window passes before it is written
         while not writing.is_set():
             await asyncio.sleep(0.005)
         after = asyncio.ensure_future(store.append("doc", b"after"))
