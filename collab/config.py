@@ -8,9 +8,9 @@ from pathlib import Path
 __all__ = ["GROUP_WINDOW", "ServerConfig"]
 
 GROUP_WINDOW = 0.004
-"""The store's group-commit window under load (s): while appends come faster than one per two
-windows, an append waits up to this long for others to share its commit (fewer fsyncs and
-fewer, larger broadcasts, for up to this much more latency)."""
+"""The store's group-commit window under load (s): while appends come at least one per window,
+an append waits up to this long for others to share its commit (fewer fsyncs and fewer,
+larger broadcasts, for up to this much more latency)."""
 
 
 @dataclass(slots=True)

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS docs (
 
 _MAX_KNOWN_SEQS = 10_000  # documents whose last seq the writer keeps in memory
 _RATE_HORIZON = 0.25  # seconds over which the writer averages the rate of appends
-_BUSY_PER_WINDOW = 0.5  # appends per group window from which the writer waits to group them
+_BUSY_PER_WINDOW = 1.0  # appends per group window from which an append waits for company
 
 _LAST_SEQ_SQL = """
 SELECT MAX(
@@ -109,7 +109,7 @@ class SQLiteStore:
     queued behind it (those that arrived while the previous commit was being fsynced), and
     writes them in one transaction (one fsync), then resolves all their futures. With a
     ``group_window`` (none unless given; the server gives it 4 ms), while appends arrive
-    faster than one per two windows, it also keeps collecting appends until the oldest one
+    at least one per window, it also keeps collecting appends until the oldest one
     in the batch is ``group_window`` old (at most ``max_batch`` of them, and only until a
     request of another kind arrives), so that under load commits are about that far apart and
     larger; slower, an append is committed at once, without waiting for company that is not

@@ -248,16 +248,15 @@ async def test_the_group_window_holds_appends_only_while_they_come_fast(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each commit adds 0.1 append/s to the writer's rate; with a 1 s window it groups from
-    # 0.5 append/s on, i.e. from the sixth commit in quick succession.
+    # 1 append/s on, i.e. from the eleventh commit in quick succession.
     monkeypatch.setattr(collab.sqlite_store, "_RATE_HORIZON", 10.0)
     window = 1.0
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
-        for i in range(5):  # slow: each is committed at once, the window notwithstanding
+        for i in range(10):  # slow: each is committed at once, the window notwithstanding
             started = time.monotonic()
             assert await store.append("doc", b"u%d" % i) == i + 1
             assert time.monotonic() - started < window / 2
-        for i in range(5, 7):
-            await store.append("doc", b"u%d" % i)
+        await store.append("doc", b"u10")
         # Fast now: appends are held until the first of them is a window old, and grouped.
         committed = time.monotonic()
         commits = store.commits
