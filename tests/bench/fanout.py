@@ -13,10 +13,10 @@ per second for D seconds, against each server in turn in one run, under the same
   run from another checkout given by ``--tree NAME=DIR``, to compare two commits.
 
 Reports p50/p99 propagation latency (edit sent -> seen by every other client), server CPU
-seconds and CPU per update, peak RSS, and the memory of 1,000 idle open documents and of
-1,000 idle connections (first round), the slowest fdatasync of a probe on the servers'
-filesystem during each round (a disk stall delays our broadcasts, not the others'), then the
-ratios. With ``--rounds N`` the servers run N times in turn, each time a fresh process, and
+seconds and CPU per update, peak RSS, the memory of 1,000 idle open documents and of 1,000
+idle connections (first round, each on a fresh server process), the slowest fdatasync of a
+probe on the servers' filesystem during each round (a disk stall delays our broadcasts, not
+the others'), then the ratios. With ``--rounds N`` the servers run N times in turn, each time a fresh process, and
 the ratios are the medians of the rounds' ratios (on a shared machine one round's figures
 swing by tens of percent). Not a pass/fail test.
 
@@ -199,24 +199,62 @@ async def _idle_socket(session: aiohttp.ClientSession, url: str) -> aiohttp.Clie
     return ws
 
 
+IDLE_WARMUP = 20  # connections opened, and kept open, before the baseline is taken
+
+
 async def idle_memory(kind: str, port: int, count: int, *, distinct_docs: bool) -> float:
-    """RSS growth (MiB) of the server holding ``count`` idle connections."""
+    """RSS growth (MiB) of the server holding ``count`` more idle connections, after a warm-up
+    of ``IDLE_WARMUP`` that pays the one-time costs (a first room, compiled code, pools)."""
     base = f"ws://127.0.0.1:{port}" + ("/yjs" if kind.startswith("ours") else "")
     proc = psutil.Process(proc_pid[kind])
-    before = proc.memory_info().rss
     connector = aiohttp.TCPConnector(limit=0)
-    sockets = []
     async with aiohttp.ClientSession(connector=connector) as session:
-        for start in range(0, count, 100):
-            batch = []
-            for i in range(start, min(count, start + 100)):
-                room = f"bench/main:idle/{i}.md" if distinct_docs else "bench/main:idle-shared.md"
-                batch.append(_idle_socket(session, f"{base}/{room}?user=idle{i}"))
-            sockets += await asyncio.gather(*batch)
+
+        async def open_idle(first: int, n: int) -> list[aiohttp.ClientWebSocketResponse]:
+            opened = []
+            for start in range(first, first + n, 100):
+                batch = []
+                for i in range(start, min(first + n, start + 100)):
+                    room = (
+                        f"bench/main:idle/{i}.md" if distinct_docs else "bench/main:idle-shared.md"
+                    )
+                    batch.append(_idle_socket(session, f"{base}/{room}?user=idle{i}"))
+                opened += await asyncio.gather(*batch)
+            return opened
+
+        sockets = await open_idle(0, IDLE_WARMUP)
+        await asyncio.sleep(1.0)
+        before = proc.memory_info().rss
+        sockets += await open_idle(IDLE_WARMUP, count)
         await asyncio.sleep(1.0)
         after = proc.memory_info().rss
         await asyncio.gather(*(ws.close() for ws in sockets))
     return round((after - before) / 2**20, 1)
+
+
+async def idle_on_fresh_server(
+    kind: str,
+    work: Path,
+    options: list[str] | None,
+    tree: Path,
+    count: int,
+    *,
+    distinct_docs: bool,
+) -> float:
+    """:func:`idle_memory` on a server process started for it alone: one that has run the load
+    (or the other idle phase) reuses the memory freed since, which hides part of the growth."""
+    port = free_port()
+    proc = start_server(kind, port, work, options, tree)
+    proc_pid[kind] = proc.pid
+    try:
+        return await idle_memory(kind, port, count, distinct_docs=distinct_docs)
+    except Exception:
+        print(f"{kind} server exit code: {proc.poll()}", file=sys.stderr)
+        print(server_log(kind, port, work), file=sys.stderr)
+        raise
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 proc_pid: dict[str, int] = {}
@@ -289,27 +327,25 @@ async def main() -> None:
                 work = Path(tmp) / f"{kind}-{number + 1}"  # a fresh repository each time
                 create_demo_repo(work / "repos" / "bench", {"load.md": "", "idle-shared.md": ""})
                 port = free_port()
-                proc = start_server(kind, port, work, variants.get(kind), trees.get(kind, ROOT))
+                options, tree = variants.get(kind), trees.get(kind, ROOT)
+                proc = start_server(kind, port, work, options, tree)
                 proc_pid[kind] = proc.pid
                 try:
-                    try:
-                        result = await fanout(kind, port, args, work)
-                        if args.idle and number == 0:
-                            result["idle_docs_mb"] = await idle_memory(
-                                kind, port, args.idle, distinct_docs=True
-                            )
-                            result["idle_conns_mb"] = await idle_memory(
-                                kind, port, args.idle, distinct_docs=False
-                            )
-                    except Exception:
-                        print(f"{kind} server exit code: {proc.poll()}", file=sys.stderr)
-                        print(server_log(kind, port, work), file=sys.stderr)
-                        raise
-                    results[kind] = result
-                    print(json.dumps({"round": number + 1, **result}), flush=True)
+                    result = await fanout(kind, port, args, work)
+                except Exception:
+                    print(f"{kind} server exit code: {proc.poll()}", file=sys.stderr)
+                    print(server_log(kind, port, work), file=sys.stderr)
+                    raise
                 finally:
                     proc.terminate()
                     proc.wait(10)
+                if args.idle and number == 0:
+                    for key, distinct in (("idle_docs_mb", True), ("idle_conns_mb", False)):
+                        result[key] = await idle_on_fresh_server(
+                            kind, work, options, tree, args.idle, distinct_docs=distinct
+                        )
+                results[kind] = result
+                print(json.dumps({"round": number + 1, **result}), flush=True)
             rounds.append(results)
     report(rounds, args)
     if args.json:
