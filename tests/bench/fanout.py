@@ -16,9 +16,9 @@ Reports p50/p99 propagation latency (edit sent -> seen by every other client), s
 seconds and CPU per update, peak RSS, the memory of 1,000 idle open documents and of 1,000
 idle connections (first round, each on a fresh server process), the slowest fdatasync of a
 probe on the servers' filesystem during each round (a disk stall delays our broadcasts, not
-the others'), then the ratios. With ``--rounds N`` the servers run N times in turn, each time a fresh process, and
-the ratios are the medians of the rounds' ratios (on a shared machine one round's figures
-swing by tens of percent). Not a pass/fail test.
+the others'), then the ratios. With ``--rounds N`` the servers run N times in turn, each time
+a fresh process, and the ratios are the medians of the rounds' ratios (on a shared machine
+one round's figures swing by tens of percent). Not a pass/fail test.
 
 Usage: .venv/bin/python tests/bench/fanout.py [--clients 50 --rate 10 --duration 20]
        [--servers ours,reference,pycrdt] [--idle 1000] [--rounds 1] [--json OUT]
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,26 @@ def server_log(kind: str, port: int, work: Path) -> str:
     """The end of a server's output, to explain a failure."""
     path = work / f"{kind}-{port}.log"
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    kind: str, work: Path, options: list[str] | None, tree: Path
+) -> AsyncIterator[int]:
+    """A fresh server process on a free port (yielded) for the block; its exit code and the end
+    of its log are printed if the block fails, and it is stopped after it."""
+    port = free_port()
+    proc = start_server(kind, port, work, options, tree)
+    proc_pid[kind] = proc.pid
+    try:
+        yield port
+    except Exception:
+        print(f"{kind} server exit code: {proc.poll()}", file=sys.stderr)
+        print(server_log(kind, port, work), file=sys.stderr)
+        raise
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 class Sampler:
@@ -243,18 +265,8 @@ async def idle_on_fresh_server(
 ) -> float:
     """:func:`idle_memory` on a server process started for it alone: one that has run the load
     (or the other idle phase) reuses the memory freed since, which hides part of the growth."""
-    port = free_port()
-    proc = start_server(kind, port, work, options, tree)
-    proc_pid[kind] = proc.pid
-    try:
+    async with running_server(kind, work, options, tree) as port:
         return await idle_memory(kind, port, count, distinct_docs=distinct_docs)
-    except Exception:
-        print(f"{kind} server exit code: {proc.poll()}", file=sys.stderr)
-        print(server_log(kind, port, work), file=sys.stderr)
-        raise
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 proc_pid: dict[str, int] = {}
@@ -326,19 +338,9 @@ async def main() -> None:
             for kind in args.servers.split(","):
                 work = Path(tmp) / f"{kind}-{number + 1}"  # a fresh repository each time
                 create_demo_repo(work / "repos" / "bench", {"load.md": "", "idle-shared.md": ""})
-                port = free_port()
                 options, tree = variants.get(kind), trees.get(kind, ROOT)
-                proc = start_server(kind, port, work, options, tree)
-                proc_pid[kind] = proc.pid
-                try:
+                async with running_server(kind, work, options, tree) as port:
                     result = await fanout(kind, port, args, work)
-                except Exception:
-                    print(f"{kind} server exit code: {proc.poll()}", file=sys.stderr)
-                    print(server_log(kind, port, work), file=sys.stderr)
-                    raise
-                finally:
-                    proc.terminate()
-                    proc.wait(10)
                 if args.idle and number == 0:
                     for key, distinct in (("idle_docs_mb", True), ("idle_conns_mb", False)):
                         result[key] = await idle_on_fresh_server(
