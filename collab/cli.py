@@ -17,7 +17,7 @@ from gitsync import Repositories, create_demo_repo
 from . import cli_branches
 from .auth import Role, TokenAuthenticator
 from .completion.worker import add_worker_parser, run_worker_command
-from .config import GROUP_WINDOW, ServerConfig
+from .config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from .server import CollabServer
 
 __all__ = ["main"]
@@ -49,7 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         "--group-window",
         type=float,
         default=GROUP_WINDOW,
-        help=f"store fsync window under load, s (default {GROUP_WINDOW}; 0: none)",
+        help=f"store write window under load, s (default {GROUP_WINDOW}; 0: none)",
+    )
+    serve.add_argument(
+        "--sync-window",
+        type=float,
+        default=SYNC_WINDOW,
+        help=f"store fsync window, s (default {SYNC_WINDOW}; 0: fsyncs back to back)",
     )
     serve.add_argument("--heartbeat", type=float, default=30.0, help="WebSocket ping interval, s")
     serve.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
@@ -120,6 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
         secret=_secret(args),
         grace=args.grace,
         group_window=args.group_window,
+        sync_window=args.sync_window,
         heartbeat=args.heartbeat,
         store=args.store,
         commit_idle=args.commit_idle,

@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GROUP_WINDOW", "ServerConfig"]
+__all__ = ["GROUP_WINDOW", "SYNC_WINDOW", "ServerConfig"]
 
 GROUP_WINDOW = 0.004
-"""The store's group-commit window under load (s): while appends come at least one per window,
-an append waits up to this long for others to share its commit (fewer fsyncs and fewer,
-larger broadcasts, for up to this much more latency)."""
+"""The store's write window under load (s): while appends come at least one per window, an
+append waits up to this long for others to share its write (fewer, larger writes and
+broadcasts, for up to this much more latency)."""
+
+SYNC_WINDOW = 0.004
+"""The store's fsync window (s): under load, one fsync makes the writes of about this long
+durable. Broadcasts do not wait for it; acknowledgements and unloads do."""
 
 
 @dataclass(slots=True)
@@ -30,7 +34,8 @@ class ServerConfig:
     hello_timeout: float = 10.0
     max_open_docs: int = 256  # per /ws connection
     max_calls: int = 64  # operations running at once per /ws connection
-    group_window: float = GROUP_WINDOW  # store group-commit window under load (s); 0: none
+    group_window: float = GROUP_WINDOW  # store write window under load (s); 0: none
+    sync_window: float = SYNC_WINDOW  # store fsync window (s); 0: fsyncs back to back
     compact_every: int = 1000  # updates at least between snapshots (see Room._compaction_due)
     store: str = "sqlite"  # "sqlite" or "memory"
     commit_idle: float = 1.0  # commit a branch's live edits after this long without typing

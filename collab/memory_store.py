@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -73,6 +74,13 @@ class MemoryStore:
         self.commits += 1
         self.appended += 1
         return seq
+
+    def sync(self) -> asyncio.Future[None]:
+        """Done at once: nothing here outlives the process anyway."""
+        self._check_running()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
         self._check_running()

@@ -1,4 +1,4 @@
-"""A room: one live document, its peers, validation, durable append, then broadcast.
+"""A room: one live document, its peers, validation, append, broadcast, then durability.
 
 The room never holds a socket. Peers are ``Subscriber`` objects whose ``send_*`` methods
 only enqueue; the server shell drains those queues onto sockets.
@@ -89,7 +89,9 @@ class Room:
 
     Each accepted update is handed to the store at the end of the event loop's turn, without
     waiting for the updates before it to be stored; batches are broadcast in the order they
-    were accepted, each once it and every batch before it are durable.
+    were accepted, each once it and every batch before it are written to the store (they
+    survive the server process dying), and their futures complete once the store has made
+    them durable (fsynced). A slow disk delays the futures, not the broadcasts.
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class Room:
         self._stored: collections.deque[tuple[list[_Pending], asyncio.Future[Any]]] = (
             collections.deque()
         )
+        self._syncing: set[asyncio.Future[None]] = set()  # written and broadcast, not yet durable
         self._compaction: asyncio.Task[None] | None = None
         self._failed: str | None = None
         self._store_failed: str | None = None  # once an append fails, nothing more is stored
@@ -150,6 +153,7 @@ class Room:
         waiting = [p.done for p in self._queue]
         for batch, _stored in self._stored:
             waiting += [p.done for p in batch]
+        waiting += self._syncing
         if waiting:
             await asyncio.gather(*waiting, return_exceptions=True)
 
@@ -379,10 +383,34 @@ class Room:
         self.snapshot_bytes = len(snapshot)
 
     def _publish(self, stored: list[_Pending]) -> None:
-        """Broadcast stored updates and complete their futures."""
-        if stored:
-            self._broadcast_updates(stored)
-            _settle(stored, None)
+        """Broadcast written updates; their futures complete once they are durable."""
+        if not stored:
+            return
+        self._broadcast_updates(stored)
+        try:
+            durable: asyncio.Future[None] = asyncio.ensure_future(self.store.sync())
+        except Exception as exc:  # the store refused at once (it is stopped)
+            durable = asyncio.get_running_loop().create_future()
+            durable.set_exception(exc)
+        self._syncing.add(durable)
+        durable.add_done_callback(lambda done: self._on_durable(stored, done))
+
+    def _on_durable(self, batch: list[_Pending], durable: asyncio.Future[None]) -> None:
+        self._syncing.discard(durable)
+        exc = (
+            asyncio.CancelledError("store sync cancelled")
+            if durable.cancelled()
+            else durable.exception()
+        )
+        if exc is None:
+            _settle(batch, None)
+            return
+        if self._store_failed is None:
+            # What was written may not survive a power loss: stop, and let the clients, who
+            # hold every update, bring it back to a room reloaded from the store.
+            self._store_failed = f"store sync failed: {exc!r}"
+            self.fail(self._store_failed)
+        _settle(batch, RoomFailed(self._store_failed))
 
     def _broadcast_updates(self, batch: list[_Pending]) -> None:
         """Send stored updates to every peer, in order, each peer's own updates left out

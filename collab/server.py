@@ -121,7 +121,11 @@ class CollabServer:
     def _default_store(config: ServerConfig) -> Store:
         if config.store == "memory":
             return MemoryStore()
-        return SQLiteStore(config.data_dir / "store.sqlite3", group_window=config.group_window)
+        return SQLiteStore(
+            config.data_dir / "store.sqlite3",
+            group_window=config.group_window,
+            sync_window=config.sync_window,
+        )
 
     @property
     def url(self) -> str:

@@ -1,4 +1,4 @@
-"""``SQLiteStore``: the embedded default ``Store`` (SQLite WAL, one writer thread, group commit)."""
+"""``SQLiteStore``: the embedded default ``Store`` (SQLite WAL, a writer thread, grouped fsyncs)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
 
+from collab.log_syncer import LogSyncer
 from collab.store import CorruptRecord, StoredDoc
 
 __all__ = ["SQLiteStore"]
@@ -77,6 +78,9 @@ class _Request:
     made: float = field(default_factory=time.monotonic)
 
 
+_SyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
 def _crc(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
@@ -96,27 +100,37 @@ def _settle_all(items: list[tuple[asyncio.Future[Any], object, BaseException | N
 
 
 class SQLiteStore:
-    """A durable ``Store`` in one SQLite file (WAL mode, ``synchronous=FULL``).
+    """A durable ``Store`` in one SQLite file (WAL mode).
 
     All database work happens on one dedicated thread that owns the connection; the async
     methods enqueue a request and await a future that the thread completes through
     ``loop.call_soon_threadsafe``, so the event loop never blocks on disk. Requests are
-    served strictly in the order they were made (an ``append`` when it is called: it returns
-    the future itself; the others when they are first awaited), so a ``load`` sees every
-    earlier ``append`` and a ``compact`` is ordered with the appends around it.
+    served strictly in the order they were made (an ``append`` or ``sync`` when it is called:
+    it returns the future itself; the others when they are first awaited), so a ``load`` sees
+    every earlier ``append`` and a ``compact`` is ordered with the appends around it.
 
-    Group commit: the writer takes the first pending append and every append already
-    queued behind it (those that arrived while the previous commit was being fsynced), and
-    writes them in one transaction (one fsync), then resolves all their futures. With a
-    ``group_window`` (none unless given; the server gives it 4 ms), while appends arrive
-    at least one per window, it also keeps collecting appends until the oldest one
-    in the batch is ``group_window`` old (at most ``max_batch`` of them, and only until a
-    request of another kind arrives), so that under load commits are about that far apart and
-    larger; slower, an append is committed at once, without waiting for company that is not
-    coming. A window saves fsyncs and sends under load; no append waits more than a window
-    for its commit to start, besides the commit before it (one that waited through a slow
-    fsync is not held any longer).
-    ``commits`` counts write transactions and ``appended`` counts committed updates.
+    Written, then durable: an ``append`` is done once its transaction is committed to the
+    write-ahead log. From then on it survives the server process dying (``kill -9``), since
+    the log's pages are the kernel's, and every later ``load`` returns it. A second thread,
+    the syncer, makes the log durable against a power loss: each ``sync()`` is done once an
+    fdatasync of the log, started after every append made before it was written, has
+    returned. Syncs are grouped: the syncer waits until the oldest ``sync()`` waiting is
+    ``sync_window`` old, then one fdatasync serves all of them (fsyncs under load are at
+    least a window apart; at 0, every fsync serves the syncs that arrived during the one
+    before). A slow disk delays ``sync()``, never an ``append``: a stalled fsync does not hold
+    up the writes behind it. SQLite's own checkpoints (``synchronous=NORMAL``: every 1,000
+    pages of log, on the writer's thread) fsync the log and the database before the log is
+    reused. An fsync error fails that ``sync()`` and every
+    later one: the kernel may have dropped the pages it could not write.
+
+    Write batches: the writer takes the first pending append and every append already
+    queued behind it, and commits them in one transaction, then resolves all their futures.
+    With a ``group_window`` (none unless given), while appends arrive at least one per window,
+    it also keeps collecting appends until the oldest one in the batch is ``group_window``
+    old (at most ``max_batch`` of them, and only until a request other than an append or a
+    sync arrives), so that under load commits are about that far apart and larger; slower,
+    an append is committed at once. ``commits`` counts write transactions, ``appended``
+    committed updates and ``syncs`` fsyncs of the log.
 
     Sequence numbers are allocated per document from a counter that survives ``compact``
     and ``delete``, so a seq is never reused for a document id. A sqlite error fails only
@@ -127,19 +141,29 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, path: pathlib.Path, *, group_window: float = 0.0, max_batch: int = 1024
+        self,
+        path: pathlib.Path,
+        *,
+        group_window: float = 0.0,
+        sync_window: float = 0.0,
+        max_batch: int = 1024,
     ) -> None:
         if group_window < 0:
             raise ValueError("group_window must be >= 0")
+        if sync_window < 0:
+            raise ValueError("sync_window must be >= 0")
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.path = pathlib.Path(path)
         self.group_window = group_window
+        self.sync_window = sync_window
         self.max_batch = max_batch
         self.commits = 0
         """Number of write transactions committed."""
         self.appended = 0
         """Number of updates committed."""
+        self._syncer: LogSyncer[_SyncWaiter] | None = None
+        self._made = 0  # appends made since the store started
         self._queue: queue.SimpleQueue[_Request] | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Future[Any] | None = None
@@ -149,6 +173,11 @@ class SQLiteStore:
         # doc id -> its last committed seq, kept by the writer thread so that an append
         # needs no read; cleared after any failed write (and when it grows too large).
         self._last_seqs: dict[str, int] = {}
+
+    @property
+    def syncs(self) -> int:
+        """Number of fsyncs of the write-ahead log since the store was last started."""
+        return self._syncer.syncs if self._syncer is not None else 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -171,6 +200,7 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._made = 0
         thread = threading.Thread(
             target=self._run,
             args=(requests, loop, ready),
@@ -218,9 +248,21 @@ class SQLiteStore:
         return cast("StoredDoc | None", await self._submit("load", doc_id))
 
     def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
-        """The future of the update's sequence number, done once it is durable (a future,
+        """The future of the update's sequence number, done once it is written (a future,
         not a coroutine: a caller can hand it on without a task)."""
-        return self._submit("append", doc_id, bytes(update))
+        future = self._submit("append", doc_id, bytes(update))
+        self._made += 1  # the syncer counts the appends the writer has done, in this order
+        return future
+
+    def sync(self) -> asyncio.Future[None]:
+        """A future done once every append made before this call is durable (fsynced)."""
+        syncer = self._syncer
+        if self._closed or syncer is None:
+            raise RuntimeError("SQLiteStore is not running (call start() first, or it was stopped)")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        syncer.wait(self._made, (loop, future))
+        return future
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
         await self._submit("compact", doc_id, bytes(snapshot), through_seq)
@@ -257,6 +299,14 @@ class SQLiteStore:
         except BaseException as exc:
             self._post(start_loop, [(ready, None, exc)])
             return
+        syncer: LogSyncer[_SyncWaiter] = LogSyncer(
+            self.path.with_name(self.path.name + "-wal"),
+            window=self.sync_window,
+            release=self._synced,
+            name=f"collab-sqlite-syncer:{self.path.name}",
+        )
+        self._syncer = syncer
+        syncer.start()
         self._post(start_loop, [(ready, None, None)])
         stop_req: _Request | None = None
         try:
@@ -268,6 +318,7 @@ class SQLiteStore:
                     batch = [req]
                     carry = self._collect(requests, batch)
                     self._write_batch(conn, batch)
+                    syncer.wrote(len(batch))  # written or failed: either way, done
                 elif req.op == "stop":
                     stop_req = req
                     break
@@ -276,6 +327,7 @@ class SQLiteStore:
         finally:
             close_exc: BaseException | None = None
             try:
+                syncer.stop()  # every sync handed over is released
                 conn.close()
             except BaseException as exc:  # pragma: no cover - close hardly ever fails
                 close_exc = exc
@@ -298,7 +350,7 @@ class SQLiteStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"could not enable WAL mode (got {mode!r})")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # commits are fsynced by the syncer
             conn.executescript(_SCHEMA)
         except BaseException:
             conn.close()
@@ -331,6 +383,17 @@ class SQLiteStore:
                 return req
             batch.append(req)
         return None
+
+    def _synced(self, waiters: list[_SyncWaiter], error: BaseException | None) -> None:
+        loop = waiters[0][0]
+        if all(waiter[0] is loop for waiter in waiters):  # the usual case: one event loop
+            self._post(loop, [(future, None, error) for _loop, future in waiters])
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for waiter_loop, future in waiters:
+            by_loop.setdefault(waiter_loop, []).append((future, None, error))
+        for waiter_loop, settled in by_loop.items():
+            self._post(waiter_loop, settled)
 
     def _append_rate(self, now: float) -> float:
         """Committed appends per second, averaged with an exponential decay."""

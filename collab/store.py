@@ -50,8 +50,10 @@ class StoredDoc:
 class Store(Protocol):
     """Durable storage of CRDT history, keyed by document id string.
 
-    ``append`` returns only once the update is durable (fsynced), and appends made
-    concurrently are committed together (group commit).
+    An update is first written, then durable: ``append`` is done once the update is written
+    (every later ``load`` returns it, and it survives the server process dying), and
+    ``sync`` once every earlier append is durable (it survives a power loss, too). Appends
+    made concurrently are written together, and syncs are grouped (one fsync for many).
     """
 
     async def start(self) -> None: ...
@@ -63,10 +65,14 @@ class Store(Protocol):
         ...
 
     def append(self, doc_id: str, update: bytes) -> Awaitable[int]:
-        """Durably append one update; its sequence number (strictly increasing).
+        """Append one update; its sequence number (strictly increasing), once written.
 
         Appends are committed in the order they were made. Implementations may be
         coroutines or return a future."""
+        ...
+
+    def sync(self) -> Awaitable[None]:
+        """Done once every append made before the call is durable."""
         ...
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:

@@ -358,17 +358,27 @@ def test_serve_defaults_are_the_server_config_defaults() -> None:
 
 
 class _HeldStore(MemoryStore):
-    """A store whose appends and compactions complete only when the test says so."""
+    """A store whose appends and compactions complete only when the test says so, and whose
+    syncs too once ``hold_syncs`` is set."""
 
     def __init__(self) -> None:
         super().__init__()
         self.appends: list[tuple[bytes, asyncio.Future[int]]] = []
         self.compaction: asyncio.Future[None] | None = None
         self.compacted: list[int] = []  # through_seq of each compaction started
+        self.hold_syncs = False
+        self.syncs: list[asyncio.Future[None]] = []
 
     def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:  # type: ignore[override]
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.appends.append((update, future))
+        return future
+
+    def sync(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.syncs.append(future)
+        if not self.hold_syncs:
+            future.set_result(None)
         return future
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
@@ -432,6 +442,41 @@ async def test_batches_stored_by_one_commit_reach_each_peer_in_one_write() -> No
     assert len(sockets[2].transport.frames) == 1
     assert _seen(sockets[2]) == [first, second]
     assert _seen(sockets[0]) == [second] and _seen(sockets[1]) == [first]
+
+
+async def test_a_written_update_is_broadcast_before_it_is_durable() -> None:
+    room, store, peers, sockets = await _held_room(3)
+    store.hold_syncs = True
+    (first, done_first), (second, done_second) = await _two_updates(room, peers)
+    store.appends[0][1].set_result(1)
+    await asyncio.sleep(0)
+    assert _seen(sockets[2]) == [first]  # written: out at once, while the disk syncs
+    assert len(store.syncs) == 1 and not done_first.done()
+    drained = asyncio.ensure_future(room.drain())
+
+    store.appends[1][1].set_result(2)
+    await asyncio.sleep(0)
+    assert _seen(sockets[2]) == [first, second]
+    store.syncs[1].set_result(None)  # a later sync covers the earlier writes, too
+    await asyncio.sleep(0)
+    assert done_second.done() and not done_first.done() and not drained.done()
+    store.syncs[0].set_result(None)
+    await asyncio.gather(done_first, drained)
+
+
+async def test_a_failed_sync_fails_the_room_and_its_updates() -> None:
+    room, store, peers, _sockets = await _held_room(3)
+    store.hold_syncs = True
+    (_first, done_first), _ = await _two_updates(room, peers)
+    store.appends[0][1].set_result(1)
+    await asyncio.sleep(0)
+    store.syncs[0].set_exception(OSError(5, "Input/output error"))
+    with pytest.raises(RoomFailed, match="sync failed"):
+        await done_first
+    assert room.failed
+    with pytest.raises(RoomFailed):
+        room.receive_update(_edit("after"), sender=peers[0])
+    assert all(peer.outbox.closing for peer in peers)  # they reconnect to a reloaded room
 
 
 async def test_a_compaction_does_not_hold_back_broadcasts() -> None:

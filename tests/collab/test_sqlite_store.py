@@ -10,11 +10,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from contextlib import closing
 
 import pytest
 
+import collab.log_syncer
 from collab.sqlite_store import SQLiteStore
 from collab.store import StoredDoc
 
@@ -84,6 +87,97 @@ async def test_group_commit_batches_concurrent_appends(tmp_path: pathlib.Path) -
         assert store.commits < store.appended / 5, store.commits
         for d in range(10):
             assert seqs[d::10] == list(range(1, 51))
+
+
+class _Disk:
+    """Stands in for ``os.fdatasync`` of the store's syncer: counts the fsyncs of the log,
+    stalls them while ``stalled`` is clear, or fails them with ``error``."""
+
+    def __init__(self) -> None:
+        self.stalled = threading.Event()
+        self.stalled.set()
+        self.entered = threading.Event()
+        self.error: OSError | None = None
+        self.calls = 0
+        self._real = os.fdatasync
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        self.entered.set()
+        if not self.stalled.wait(10):
+            raise AssertionError("the test never released the disk")
+        if self.error is not None:
+            raise self.error
+        self._real(fd)
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> _Disk:
+    fake = _Disk()
+    monkeypatch.setattr(collab.log_syncer.os, "fdatasync", fake)
+    return fake
+
+
+async def test_an_append_is_done_while_the_disk_stalls_and_its_sync_waits(
+    tmp_path: pathlib.Path, disk: _Disk
+) -> None:
+    async with SQLiteStore(db_path(tmp_path)) as store:
+        assert await store.append("doc", b"u1") == 1
+        disk.stalled.clear()
+        first_sync = store.sync()
+        await asyncio.to_thread(disk.entered.wait, 5)  # the fsync is under way, and stuck
+        seqs = await asyncio.wait_for(
+            asyncio.gather(*(store.append("doc", b"u%d" % i) for i in range(2, 12))), 5
+        )
+        assert seqs == list(range(2, 12))
+        stored = await store.load("doc")  # written: every later load has it
+        assert stored is not None and len(stored.updates) == 11
+        later_sync = store.sync()
+        await asyncio.sleep(0.05)
+        assert not first_sync.done() and not later_sync.done()
+        disk.stalled.set()
+        await asyncio.wait_for(asyncio.gather(first_sync, later_sync), 5)
+        assert store.syncs == 2  # the later sync waited for an fsync of its own
+
+
+async def test_syncs_under_load_share_fsyncs(tmp_path: pathlib.Path, disk: _Disk) -> None:
+    async with SQLiteStore(db_path(tmp_path), sync_window=0.02) as store:
+        started = time.monotonic()
+
+        async def write_then_sync(i: int) -> None:
+            await store.append(f"doc-{i % 4}", b"u%d" % i)
+            await store.sync()
+
+        await asyncio.gather(*(write_then_sync(i) for i in range(200)))
+        assert store.appended == 200
+        assert 1 <= store.syncs == disk.calls <= 20, store.syncs
+        assert time.monotonic() - started >= 0.02  # the window held the first sync
+
+
+async def test_a_failed_fsync_fails_that_sync_and_every_later_one(
+    tmp_path: pathlib.Path, disk: _Disk, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with SQLiteStore(db_path(tmp_path)) as store:
+        await store.append("doc", b"u1")
+        disk.error = OSError(5, "Input/output error")
+        with caplog.at_level(logging.ERROR, logger="collab.store"), pytest.raises(OSError):
+            await store.sync()
+        assert any("fsync" in r.getMessage() for r in caplog.records)
+        disk.error = None  # the kernel may have dropped the pages: no later sync succeeds
+        assert await store.append("doc", b"u2") == 2
+        with pytest.raises(OSError, match="Input/output"):
+            await store.sync()
+
+
+async def test_stop_releases_the_syncs_it_was_handed(tmp_path: pathlib.Path) -> None:
+    store = SQLiteStore(db_path(tmp_path), sync_window=10.0)
+    await store.start()
+    appended = store.append("doc", b"u1")
+    synced = store.sync()
+    await appended
+    await asyncio.wait_for(store.stop(), 5)  # the window does not hold the stop
+    assert synced.done() and synced.exception() is None
+    assert store.syncs == 1
 
 
 async def test_max_batch_bounds_a_commit(tmp_path: pathlib.Path) -> None:

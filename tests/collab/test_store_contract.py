@@ -157,6 +157,16 @@ async def test_many_concurrent_appends(store: Store) -> None:
         assert [s for s, _ in mine] == sorted({s for s, _ in mine})
 
 
+async def test_sync_follows_the_appends_made_before_it(store: Store) -> None:
+    await store.sync()  # nothing written yet: done all the same
+    appends = [asyncio.ensure_future(store.append("doc", b"u%d" % i)) for i in range(20)]
+    await asyncio.sleep(0)  # every append is made
+    await store.sync()
+    assert all(a.done() for a in appends)
+    assert [a.result() for a in appends] == list(range(1, 21))
+    await store.sync()  # again, with nothing new
+
+
 async def test_compact_is_ordered_with_appends(store: Store) -> None:
     seqs = [await store.append("doc", b"u%d" % i) for i in range(10)]
     # Requests are served in the order they start (an append may start when it is called).
@@ -188,6 +198,8 @@ async def test_lifecycle(tmp_path: pathlib.Path) -> None:
         await s.stop()  # stopping twice is harmless
         with pytest.raises(RuntimeError):
             await s.append("doc", b"too late")
+        with pytest.raises(RuntimeError):
+            await s.sync()
         with pytest.raises(RuntimeError):
             await s.load("doc")
         await s.start()  # a stopped store can be started again, with its data

@@ -1,0 +1,70 @@
+"""``LogSyncer``: waiters are released after an fsync that covers their writes, in groups."""
+
+from __future__ import annotations
+
+import pathlib
+import queue
+import time
+
+from collab.log_syncer import LogSyncer
+
+Released = queue.SimpleQueue[tuple[list[str], BaseException | None]]
+
+
+def _syncer(path: pathlib.Path, window: float = 0.0) -> tuple[LogSyncer[str], Released]:
+    released: Released = queue.SimpleQueue()
+    syncer: LogSyncer[str] = LogSyncer(
+        path, window=window, release=lambda group, error: released.put((group, error)), name="t"
+    )
+    syncer.start()
+    return syncer, released
+
+
+def test_a_waiter_is_released_only_once_its_writes_are_done(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "log"
+    log.write_bytes(b"one")
+    syncer, released = _syncer(log)
+    try:
+        syncer.wrote(1)
+        syncer.wait(1, "after one")
+        syncer.wait(2, "after two")
+        assert released.get(timeout=5) == (["after one"], None)
+        time.sleep(0.05)
+        assert released.empty()  # its second write has not returned yet
+        syncer.wrote(1)
+        assert released.get(timeout=5) == (["after two"], None)
+        assert syncer.syncs == 2
+        syncer.wait(2, "nothing new")  # covered by the last fsync: released without another
+        assert released.get(timeout=5) == (["nothing new"], None)
+        assert syncer.syncs == 2
+    finally:
+        syncer.stop()
+
+
+def test_waiters_within_a_window_share_one_fsync(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "log"
+    log.write_bytes(b"x")
+    syncer, released = _syncer(log, window=0.2)
+    try:
+        started = time.monotonic()
+        for i in range(10):
+            syncer.wrote(1)
+            syncer.wait(i + 1, f"w{i}")
+        group, error = released.get(timeout=5)
+        assert time.monotonic() - started >= 0.2
+        assert (group, error) == ([f"w{i}" for i in range(10)], None)
+        assert syncer.syncs == 1
+    finally:
+        syncer.stop()
+
+
+def test_stop_fails_waiters_whose_writes_never_returned(tmp_path: pathlib.Path) -> None:
+    syncer, released = _syncer(tmp_path / "missing", window=10.0)
+    syncer.wrote(1)
+    syncer.wait(1, "done")
+    syncer.wait(2, "never written")
+    syncer.stop()  # no window wait; a file never written needs no fsync
+    assert released.get(timeout=5) == (["done"], None)
+    group, error = released.get(timeout=5)
+    assert group == ["never written"] and isinstance(error, RuntimeError)
+    assert syncer.syncs == 0
