@@ -3,7 +3,8 @@
 One document, N stock y-websocket clients (``fanout_load.mjs``), each sending R small edits
 per second for D seconds, against each server in turn in one run, under the same load:
 
-- ours: ``collab serve`` (SQLite store, every update fsynced before broadcast; uvloop);
+- ours: ``collab serve`` (SQLite store: every update written before it is broadcast and
+  fsynced in groups behind; uvloop);
 - reference: ``bin/server.js`` of npm ``y-websocket@1.5.4`` (in memory, no persistence);
 - pycrdt-websocket (PyPI), on the ``websockets`` library (in memory);
 - ours-memory (only when asked for): ``collab serve --store memory``, which shows what the
@@ -15,7 +16,7 @@ per second for D seconds, against each server in turn in one run, under the same
 Reports p50/p99 propagation latency (edit sent -> seen by every other client), server CPU
 seconds and CPU per update, peak RSS, the memory of 1,000 idle open documents and of 1,000
 idle connections (first round, each on a fresh server process), the slowest fdatasync of a
-probe on the servers' filesystem during each round (a disk stall delays our broadcasts, not
+probe on the servers' filesystem during each round (a disk stall delays our fsyncs, not
 the others'), then the ratios. With ``--rounds N`` the servers run N times in turn, each time
 a fresh process, and the ratios are the medians of the rounds' ratios (on a shared machine
 one round's figures swing by tens of percent). Not a pass/fail test.
@@ -130,11 +131,19 @@ class Sampler:
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.peak = 0
+        self.times0 = self.proc.cpu_times()
         self.cpu0 = self.cpu()
 
     def cpu(self) -> float:
         times = self.proc.cpu_times()
         return float(times.user + times.system)
+
+    def system_share(self) -> float:
+        """The share of the CPU used since the start that was spent in the kernel."""
+        times = self.proc.cpu_times()
+        user = times.user - self.times0.user
+        system = times.system - self.times0.system
+        return float(system / (user + system)) if user + system > 0 else 0.0
 
     def rss(self) -> int:
         return int(self.proc.memory_info().rss)
@@ -147,8 +156,8 @@ class Sampler:
 
 class DiskProbe:
     """Times a small write and fdatasync on the servers' filesystem every 50 ms while a load
-    runs: a disk stall shows there, so a round whose latency it inflated (ours keeps every
-    update on disk before broadcasting it; the others keep nothing) can be told apart."""
+    runs: a disk stall shows there, so a round it touched can be told apart (ours writes every
+    update to its store before broadcasting it and fsyncs behind; the others keep nothing)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -211,6 +220,7 @@ async def fanout(kind: str, port: int, args: argparse.Namespace, work: Path) -> 
     result.update(probe.summary())
     sent = max(1, int(result.get("edits_sent", 1)))
     result["cpu_ms_per_update"] = round(cpu * 1000 / sent, 4)
+    result["cpu_system_share"] = round(sampler.system_share(), 3)
     return result
 
 
@@ -388,7 +398,8 @@ def report(rounds: list[dict[str, dict[str, Any]]], args: argparse.Namespace) ->
     if stalled:
         print(
             f"note: the disk stalled (a probe fdatasync over {DISK_STALL_MS:.0f} ms) during"
-            f" {', '.join(stalled)}; our updates wait for the disk before they are broadcast"
+            f" {', '.join(stalled)}; it delays our fsyncs, and our broadcasts only when one of"
+            " the store's checkpoints falls in it"
         )
     ours_kinds = [kind for kind in rounds[0] if kind.startswith("ours")] if rounds else []
     for kind in ours_kinds:
