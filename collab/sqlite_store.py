@@ -120,16 +120,16 @@ class SQLiteStore:
     before). A slow disk delays ``sync()``, never an ``append``: a stalled fsync does not hold
     up the writes behind it. SQLite's own checkpoints (``synchronous=NORMAL``: every 1,000
     pages of log, on the writer's thread) fsync the log and the database before the log is
-    reused. An fsync error fails that ``sync()`` and every
-    later one: the kernel may have dropped the pages it could not write.
+    reused. An fsync error fails that ``sync()`` and every later one: the kernel may have
+    dropped the pages it could not write.
 
     Write batches: the writer takes the first pending append and every append already
     queued behind it, and commits them in one transaction, then resolves all their futures.
     With a ``group_window`` (none unless given), while appends arrive at least one per window,
     it also keeps collecting appends until the oldest one in the batch is ``group_window``
-    old (at most ``max_batch`` of them, and only until a request other than an append or a
-    sync arrives), so that under load commits are about that far apart and larger; slower,
-    an append is committed at once. ``commits`` counts write transactions, ``appended``
+    old (at most ``max_batch`` of them, and only until a request of another kind arrives), so
+    that under load commits are about that far apart and larger; slower, an append is
+    committed at once. ``commits`` counts write transactions, ``appended``
     committed updates and ``syncs`` fsyncs of the log.
 
     Sequence numbers are allocated per document from a counter that survives ``compact``
@@ -385,15 +385,7 @@ class SQLiteStore:
         return None
 
     def _synced(self, waiters: list[_SyncWaiter], error: BaseException | None) -> None:
-        loop = waiters[0][0]
-        if all(waiter[0] is loop for waiter in waiters):  # the usual case: one event loop
-            self._post(loop, [(future, None, error) for _loop, future in waiters])
-            return
-        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for waiter_loop, future in waiters:
-            by_loop.setdefault(waiter_loop, []).append((future, None, error))
-        for waiter_loop, settled in by_loop.items():
-            self._post(waiter_loop, settled)
+        self._post_by_loop([(loop, future, None, error) for loop, future in waiters])
 
     def _append_rate(self, now: float) -> float:
         """Committed appends per second, averaged with an exponential decay."""
@@ -408,15 +400,25 @@ class SQLiteStore:
             loop.call_soon_threadsafe(_settle_all, items)
 
     def _post_many(self, items: list[tuple[_Request, object, BaseException | None]]) -> None:
-        loop = items[0][0].loop
-        if all(req.loop is loop for req, _, _ in items):  # the usual case: one event loop
-            self._post(loop, [(req.future, result, exc) for req, result, exc in items])
+        self._post_by_loop([(req.loop, req.future, result, exc) for req, result, exc in items])
+
+    @classmethod
+    def _post_by_loop(
+        cls,
+        items: list[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], object, BaseException | None]
+        ],
+    ) -> None:
+        """Settle futures on their own event loops, with one call per loop."""
+        loop = items[0][0]
+        if all(item[0] is loop for item in items):  # the usual case: one event loop
+            cls._post(loop, [(fut, result, exc) for _loop, fut, result, exc in items])
             return
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for req, result, exc in items:
-            by_loop.setdefault(req.loop, []).append((req.future, result, exc))
-        for loop, settled in by_loop.items():
-            self._post(loop, settled)
+        for item_loop, fut, result, exc in items:
+            by_loop.setdefault(item_loop, []).append((fut, result, exc))
+        for item_loop, settled in by_loop.items():
+            cls._post(item_loop, settled)
 
     def _transaction(self, conn: sqlite3.Connection, body: Callable[[], object]) -> object:
         conn.execute("BEGIN IMMEDIATE")
