@@ -45,21 +45,35 @@ async def _type(doc: Document, rng: random.Random, name: str, count: int, made: 
         await asyncio.sleep(rng.random() * 0.01)
 
 
+def _clients(server: ServerProcess, count: int) -> list[Client]:
+    return [
+        Client(server.url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3) for i in range(count)
+    ]
+
+
+async def _open_and_type(
+    clients: list[Client], rng: random.Random, phase: str, count: int
+) -> tuple[list[Document], list[list[str]]]:
+    """Connect every client, open the room and type ``count`` markers in each, flushed."""
+    for client in clients:
+        await client.connect()
+    docs = [await client.open(ROOM) for client in clients]
+    made: list[list[str]] = [[] for _ in clients]
+    await asyncio.gather(
+        *(_type(d, rng, f"{phase}{i}", count, made[i]) for i, d in enumerate(docs))
+    )
+    await asyncio.gather(*(c.flush() for c in clients))
+    return docs, made
+
+
 async def test_kill_9_mid_run_loses_no_accepted_update(repos: Path, tmp_path: Path) -> None:
     server = ServerProcess(repos, tmp_path / "data")
     await server.start()
     rng = random.Random(1234)
-    clients = [
-        Client(server.url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3) for i in range(4)
-    ]
+    clients = _clients(server, 4)
     try:
-        for client in clients:
-            await client.connect()
-        docs = [await client.open(ROOM) for client in clients]
-        made: list[list[str]] = [[] for _ in clients]
         # phase 1: type, and record what the server acknowledged as durable
-        await asyncio.gather(*(_type(d, rng, f"a{i}", 40, made[i]) for i, d in enumerate(docs)))
-        await asyncio.gather(*(c.flush() for c in clients))
+        docs, made = await _open_and_type(clients, rng, "a", 40)
         accepted = [m for ms in made for m in ms]
         # phase 2: keep typing while the server dies mid-stream
         typing = [
@@ -100,16 +114,9 @@ async def test_a_tail_the_store_lost_comes_back_from_the_clients(
     server = ServerProcess(repos, tmp_path / "data")
     await server.start()
     rng = random.Random(99)
-    clients = [
-        Client(server.url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3) for i in range(2)
-    ]
+    clients = _clients(server, 2)
     try:
-        for client in clients:
-            await client.connect()
-        docs = [await client.open(ROOM) for client in clients]
-        made: list[list[str]] = [[] for _ in clients]
-        await asyncio.gather(*(_type(d, rng, f"c{i}", 20, made[i]) for i, d in enumerate(docs)))
-        await asyncio.gather(*(c.flush() for c in clients))
+        _docs, made = await _open_and_type(clients, rng, "c", 20)
         everything = [m for ms in made for m in ms]
         await server.kill()
         with closing(sqlite3.connect(server.data_dir / "store.sqlite3")) as conn:
