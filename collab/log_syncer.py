@@ -30,9 +30,9 @@ class LogSyncer(Generic[T]):
     fsync share the next one. Only the writer and the disk hold it up: a waiter never makes
     a write wait.
 
-    An fsync that fails fails its waiters and every later one (the kernel may have dropped
-    the pages it could not write); ``error`` is ``None`` otherwise. A file that does not
-    exist yet holds nothing to make durable.
+    An fsync that fails (the file missing, too) fails its waiters and every later one (the
+    kernel may have dropped the pages it could not write); ``error`` is ``None`` otherwise.
+    Once the thread has ended, waiters still waiting and new ones are failed.
     """
 
     def __init__(
@@ -54,6 +54,7 @@ class LogSyncer(Generic[T]):
         self._synced = 0  # writes made durable
         self._idle = False  # the thread waits for a waiter whose writes are done
         self._stopping = False
+        self._closed = False  # the thread has ended: waiters are failed at once
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -70,9 +71,13 @@ class LogSyncer(Generic[T]):
     def wait(self, after: int, waiter: T) -> None:
         """Release ``waiter`` once the first ``after`` writes are durable."""
         with self._cond:
-            self._waiting.append((after, time.monotonic(), waiter))
-            if self._idle and after <= self._written:
-                self._cond.notify()
+            closed = self._closed
+            if not closed:
+                self._waiting.append((after, time.monotonic(), waiter))
+                if self._idle and after <= self._written:
+                    self._cond.notify()
+        if closed:
+            self._release([waiter], self._failed or RuntimeError("the syncer has stopped"))
 
     def stop(self) -> None:
         """Sync and release every waiter whose writes are done, without waiting for a
@@ -111,9 +116,7 @@ class LogSyncer(Generic[T]):
                             fd = os.open(self.path, os.O_RDONLY)
                         os.fdatasync(fd)
                         self.syncs += 1
-                    except FileNotFoundError:
-                        pass  # nothing was written to it
-                    except OSError as exc:
+                    except BaseException as exc:
                         log.error("store: fsync of %s failed: %s", self.path, exc)
                         self._failed = error = exc
                     self._synced = covered
@@ -124,11 +127,12 @@ class LogSyncer(Generic[T]):
                     group = [waiter for _after, _made, waiter in self._waiting[:split]]
                     del self._waiting[:split]
                 self._release(group, error)
-            with self._cond:  # stopped: writes that never returned will not now
-                group = [waiter for _after, _made, waiter in self._waiting]
-                self._waiting.clear()
-            if group:
-                self._release(group, RuntimeError("stopped before the writes were made"))
         finally:
             if fd is not None:
                 os.close(fd)
+            with self._cond:  # stopped (or broken): nothing more will be made durable here
+                self._closed = True
+                group = [waiter for _after, _made, waiter in self._waiting]
+                self._waiting.clear()
+            if group:
+                self._release(group, self._failed or RuntimeError("the syncer stopped first"))

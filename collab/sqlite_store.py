@@ -65,6 +65,7 @@ ORDER BY seq
 """
 
 _Op = Literal["append", "compact", "delete", "keys", "load", "stop"]
+_WRITES = frozenset({"append", "compact", "delete"})  # requests the syncer counts
 
 
 @dataclass(slots=True)
@@ -163,7 +164,9 @@ class SQLiteStore:
         self.appended = 0
         """Number of updates committed."""
         self._syncer: LogSyncer[_SyncWaiter] | None = None
-        self._made = 0  # appends made since the store started
+        self._made = 0  # writes (appends, compactions, deletes) queued since the store started
+        self._submitting = threading.Lock()
+        self._log_path = self.path.with_name(self.path.name + "-wal")  # see _open
         self._queue: queue.SimpleQueue[_Request] | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Future[Any] | None = None
@@ -250,12 +253,11 @@ class SQLiteStore:
     def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
         """The future of the update's sequence number, done once it is written (a future,
         not a coroutine: a caller can hand it on without a task)."""
-        future = self._submit("append", doc_id, bytes(update))
-        self._made += 1  # the syncer counts the appends the writer has done, in this order
-        return future
+        return self._submit("append", doc_id, bytes(update))
 
     def sync(self) -> asyncio.Future[None]:
-        """A future done once every append made before this call is durable (fsynced)."""
+        """A future done once every write (append, compaction, deletion) made before this
+        call is durable (fsynced)."""
         syncer = self._syncer
         if self._closed or syncer is None:
             raise RuntimeError("SQLiteStore is not running (call start() first, or it was stopped)")
@@ -265,11 +267,15 @@ class SQLiteStore:
         return future
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
+        """Replace the records through ``through_seq`` with ``snapshot``; durable on return."""
         await self._submit("compact", doc_id, bytes(snapshot), through_seq)
+        await self.sync()
 
     async def delete(self, doc_id: str) -> None:
-        """Forget the document's records (its seq counter is kept so seqs are never reused)."""
+        """Forget the document's records (its seq counter is kept so seqs are never reused);
+        durable on return."""
         await self._submit("delete", doc_id)
+        await self.sync()
 
     async def keys(self, prefix: str = "") -> list[str]:
         return cast("list[str]", await self._submit("keys", prefix))
@@ -283,7 +289,11 @@ class SQLiteStore:
             raise TypeError(f"doc_id must be str, not {type(doc_id).__name__}")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Request(op, doc_id, data, through_seq, loop, fut))
+        request = _Request(op, doc_id, data, through_seq, loop, fut)
+        with self._submitting:  # the syncer counts writes in the order they are queued
+            self._queue.put(request)
+            if op in _WRITES:
+                self._made += 1
         return fut
 
     # -- writer thread ---------------------------------------------------------------------
@@ -300,7 +310,7 @@ class SQLiteStore:
             self._post(start_loop, [(ready, None, exc)])
             return
         syncer: LogSyncer[_SyncWaiter] = LogSyncer(
-            self.path.with_name(self.path.name + "-wal"),
+            self._log_path,
             window=self.sync_window,
             release=self._synced,
             name=f"collab-sqlite-syncer:{self.path.name}",
@@ -324,6 +334,8 @@ class SQLiteStore:
                     break
                 else:
                     self._serve_one(conn, req)
+                    if req.op in _WRITES:
+                        syncer.wrote(1)
         finally:
             close_exc: BaseException | None = None
             try:
@@ -352,6 +364,10 @@ class SQLiteStore:
                 raise sqlite3.OperationalError(f"could not enable WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = NORMAL")  # commits are fsynced by the syncer
             conn.executescript(_SCHEMA)
+            # the log is next to the file SQLite opened (a symlink resolved, a relative path
+            # made absolute)
+            database = conn.execute("PRAGMA database_list").fetchone()[2]
+            self._log_path = pathlib.Path(database + "-wal")
         except BaseException:
             conn.close()
             raise

@@ -59,12 +59,28 @@ def test_waiters_within_a_window_share_one_fsync(tmp_path: pathlib.Path) -> None
 
 
 def test_stop_fails_waiters_whose_writes_never_returned(tmp_path: pathlib.Path) -> None:
-    syncer, released = _syncer(tmp_path / "missing", window=10.0)
+    log = tmp_path / "log"
+    log.write_bytes(b"x")
+    syncer, released = _syncer(log, window=10.0)
     syncer.wrote(1)
     syncer.wait(1, "done")
     syncer.wait(2, "never written")
-    syncer.stop()  # no window wait; a file never written needs no fsync
+    syncer.stop()  # no window wait
     assert released.get(timeout=5) == (["done"], None)
     group, error = released.get(timeout=5)
     assert group == ["never written"] and isinstance(error, RuntimeError)
-    assert syncer.syncs == 0
+    assert syncer.syncs == 1
+    syncer.wait(1, "too late")
+    group, error = released.get(timeout=5)
+    assert group == ["too late"] and isinstance(error, RuntimeError)
+
+
+def test_a_missing_file_is_a_failed_fsync(tmp_path: pathlib.Path) -> None:
+    syncer, released = _syncer(tmp_path / "missing")
+    try:
+        syncer.wrote(1)
+        syncer.wait(1, "w")
+        group, error = released.get(timeout=5)
+        assert group == ["w"] and isinstance(error, FileNotFoundError)
+    finally:
+        syncer.stop()

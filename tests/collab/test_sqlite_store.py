@@ -169,6 +169,38 @@ async def test_a_failed_fsync_fails_that_sync_and_every_later_one(
             await store.sync()
 
 
+async def test_a_symlinked_database_has_its_log_synced(tmp_path: pathlib.Path, disk: _Disk) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.mkdir()
+    (link / "collab.db").symlink_to(real / "collab.db")  # the log is written next to the target
+    async with SQLiteStore(link / "collab.db") as store:
+        await store.append("doc", b"u1")
+        await store.sync()
+        assert store.syncs == disk.calls == 1
+        assert (real / "collab.db-wal").exists() and not (link / "collab.db-wal").exists()
+
+
+@pytest.mark.parametrize("op", ["compact", "delete"])
+async def test_compactions_and_deletions_are_durable_on_return(
+    tmp_path: pathlib.Path, disk: _Disk, op: str
+) -> None:
+    async with SQLiteStore(db_path(tmp_path)) as store:
+        await store.append("doc", b"u1")
+        await store.sync()
+        disk.stalled.clear()
+        if op == "compact":
+            done = asyncio.ensure_future(store.compact("doc", b"snapshot", 1))
+        else:
+            done = asyncio.ensure_future(store.delete("doc"))
+        await asyncio.sleep(0.1)
+        assert not done.done()  # written, waiting for its fsync
+        disk.stalled.set()
+        await asyncio.wait_for(done, 5)
+        assert store.syncs == 2
+
+
 async def test_stop_releases_the_syncs_it_was_handed(tmp_path: pathlib.Path) -> None:
     store = SQLiteStore(db_path(tmp_path), sync_window=10.0)
     await store.start()
