@@ -6,6 +6,8 @@ import pathlib
 import queue
 import time
 
+import pytest
+
 from collab.log_syncer import LogSyncer
 
 Released = queue.SimpleQueue[tuple[list[str], BaseException | None]]
@@ -20,9 +22,15 @@ def _syncer(path: pathlib.Path, window: float = 0.0) -> tuple[LogSyncer[str], Re
     return syncer, released
 
 
-def test_a_waiter_is_released_only_once_its_writes_are_done(tmp_path: pathlib.Path) -> None:
-    log = tmp_path / "log"
-    log.write_bytes(b"one")
+@pytest.fixture
+def log(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A file written to, for the syncer to fsync."""
+    path = tmp_path / "log"
+    path.write_bytes(b"written")
+    return path
+
+
+def test_a_waiter_is_released_only_once_its_writes_are_done(log: pathlib.Path) -> None:
     syncer, released = _syncer(log)
     try:
         syncer.wrote(1)
@@ -41,9 +49,7 @@ def test_a_waiter_is_released_only_once_its_writes_are_done(tmp_path: pathlib.Pa
         syncer.stop()
 
 
-def test_waiters_within_a_window_share_one_fsync(tmp_path: pathlib.Path) -> None:
-    log = tmp_path / "log"
-    log.write_bytes(b"x")
+def test_waiters_within_a_window_share_one_fsync(log: pathlib.Path) -> None:
     syncer, released = _syncer(log, window=0.2)
     try:
         started = time.monotonic()
@@ -58,9 +64,7 @@ def test_waiters_within_a_window_share_one_fsync(tmp_path: pathlib.Path) -> None
         syncer.stop()
 
 
-def test_stop_fails_waiters_whose_writes_never_returned(tmp_path: pathlib.Path) -> None:
-    log = tmp_path / "log"
-    log.write_bytes(b"x")
+def test_stop_fails_waiters_whose_writes_never_returned(log: pathlib.Path) -> None:
     syncer, released = _syncer(log, window=10.0)
     syncer.wrote(1)
     syncer.wait(1, "done")
