@@ -303,29 +303,23 @@ class Room:
             else:  # committed together by the store
                 stored = asyncio.gather(*(self.store.append(self.key, p.update) for p in batch))
         except Exception as exc:  # the store refused at once (it is stopped)
-            stored = asyncio.get_running_loop().create_future()
-            stored.set_exception(exc)
+            stored = _failed_future(exc)
         self._stored.append((batch, stored))
         stored.add_done_callback(self._on_stored)
 
     def _on_stored(self, _done: asyncio.Future[Any]) -> None:
         """Broadcast every batch that is stored and has no unstored batch before it.
 
-        The batches one store commit made durable are broadcast together: a peer gets them
-        in one write."""
+        The batches one store commit wrote are broadcast together: a peer gets them in one
+        write."""
         ready: list[_Pending] = []
         while self._stored and self._stored[0][1].done():
             batch, stored = self._stored.popleft()
-            exc = (
-                asyncio.CancelledError("store append cancelled")
-                if stored.cancelled()
-                else stored.exception()
-            )
+            exc = _error_of(stored, "store append")
             if exc is not None and self._store_failed is None:
                 self._publish(ready)  # what was stored before the failure still goes out
                 ready = []
-                self._store_failed = f"store append failed: {exc!r}"
-                self.fail(self._store_failed)
+                self._fail_store(f"store append failed: {exc!r}")
             if self._store_failed is not None:  # later batches are not broadcast either
                 _settle(batch, RoomFailed(self._store_failed))
                 continue
@@ -390,27 +384,28 @@ class Room:
         try:
             durable: asyncio.Future[None] = asyncio.ensure_future(self.store.sync())
         except Exception as exc:  # the store refused at once (it is stopped)
-            durable = asyncio.get_running_loop().create_future()
-            durable.set_exception(exc)
+            durable = _failed_future(exc)
         self._syncing.add(durable)
         durable.add_done_callback(lambda done: self._on_durable(stored, done))
 
     def _on_durable(self, batch: list[_Pending], durable: asyncio.Future[None]) -> None:
         self._syncing.discard(durable)
-        exc = (
-            asyncio.CancelledError("store sync cancelled")
-            if durable.cancelled()
-            else durable.exception()
-        )
+        exc = _error_of(durable, "store sync")
         if exc is None:
             _settle(batch, None)
             return
-        if self._store_failed is None:
+        reason = self._store_failed
+        if reason is None:
             # What was written may not survive a power loss: stop, and let the clients, who
             # hold every update, bring it back to a room reloaded from the store.
-            self._store_failed = f"store sync failed: {exc!r}"
-            self.fail(self._store_failed)
-        _settle(batch, RoomFailed(self._store_failed))
+            reason = f"store sync failed: {exc!r}"
+            self._fail_store(reason)
+        _settle(batch, RoomFailed(reason))
+
+    def _fail_store(self, reason: str) -> None:
+        """Store nothing more, and fail the room (its peers reconnect to a reloaded one)."""
+        self._store_failed = reason
+        self.fail(reason)
 
     def _broadcast_updates(self, batch: list[_Pending]) -> None:
         """Send stored updates to every peer, in order, each peer's own updates left out
@@ -489,6 +484,19 @@ class Room:
             for cid, entry in self._awareness.items()
             if entry.state is not None
         ]
+
+
+def _failed_future(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+def _error_of(done: asyncio.Future[Any], what: str) -> BaseException | None:
+    """A done future's exception, its cancellation as one, or ``None``."""
+    if done.cancelled():
+        return asyncio.CancelledError(f"{what} cancelled")
+    return done.exception()
 
 
 def _settle(batch: list[_Pending], exc: BaseException | None) -> None:
