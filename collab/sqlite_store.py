@@ -106,16 +106,17 @@ class SQLiteStore:
     All database work happens on one dedicated thread that owns the connection; the async
     methods enqueue a request and await a future that the thread completes through
     ``loop.call_soon_threadsafe``, so the event loop never blocks on disk. Requests are
-    served strictly in the order they were made (an ``append`` or ``sync`` when it is called:
-    it returns the future itself; the others when they are first awaited), so a ``load`` sees
-    every earlier ``append`` and a ``compact`` is ordered with the appends around it.
+    served strictly in the order they were made (an ``append`` when it is called: it returns
+    the future itself; the others when they are first awaited), so a ``load`` sees every
+    earlier ``append`` and a ``compact`` is ordered with the appends around it.
 
     Written, then durable: an ``append`` is done once its transaction is committed to the
     write-ahead log. From then on it survives the server process dying (``kill -9``), since
     the log's pages are the kernel's, and every later ``load`` returns it. A second thread,
     the syncer, makes the log durable against a power loss: each ``sync()`` is done once an
-    fdatasync of the log, started after every append made before it was written, has
-    returned. Syncs are grouped: the syncer waits until the oldest ``sync()`` waiting is
+    fdatasync of the log, started after every write (append, compaction, deletion) made
+    before it had returned, has returned; ``compact`` and ``delete`` wait for one, too.
+    Syncs are grouped: the syncer waits until the oldest ``sync()`` waiting is
     ``sync_window`` old, then one fdatasync serves all of them (fsyncs under load are at
     least a window apart; at 0, every fsync serves the syncs that arrived during the one
     before). A slow disk delays ``sync()``, never an ``append``: a stalled fsync does not hold
@@ -130,8 +131,8 @@ class SQLiteStore:
     it also keeps collecting appends until the oldest one in the batch is ``group_window``
     old (at most ``max_batch`` of them, and only until a request of another kind arrives), so
     that under load commits are about that far apart and larger; slower, an append is
-    committed at once. ``commits`` counts write transactions, ``appended``
-    committed updates and ``syncs`` fsyncs of the log.
+    committed at once. ``commits`` counts write transactions, ``appended`` committed
+    updates and ``syncs`` fsyncs of the log.
 
     Sequence numbers are allocated per document from a counter that survives ``compact``
     and ``delete``, so a seq is never reused for a document id. A sqlite error fails only
@@ -166,7 +167,6 @@ class SQLiteStore:
         self._syncer: LogSyncer[_SyncWaiter] | None = None
         self._made = 0  # writes (appends, compactions, deletes) queued since the store started
         self._submitting = threading.Lock()
-        self._log_path = self.path.with_name(self.path.name + "-wal")  # see _open
         self._queue: queue.SimpleQueue[_Request] | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Future[Any] | None = None
@@ -305,12 +305,12 @@ class SQLiteStore:
         ready: asyncio.Future[None],
     ) -> None:
         try:
-            conn = self._open()
+            conn, log_path = self._open()
         except BaseException as exc:
             self._post(start_loop, [(ready, None, exc)])
             return
         syncer: LogSyncer[_SyncWaiter] = LogSyncer(
-            self._log_path,
+            log_path,
             window=self.sync_window,
             release=self._synced,
             name=f"collab-sqlite-syncer:{self.path.name}",
@@ -354,7 +354,8 @@ class SQLiteStore:
             if stop_req is not None:
                 self._post(stop_req.loop, [(stop_req.future, None, close_exc)])
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> tuple[sqlite3.Connection, pathlib.Path]:
+        """The connection, and the write-ahead log it writes to."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         try:
@@ -367,11 +368,10 @@ class SQLiteStore:
             # the log is next to the file SQLite opened (a symlink resolved, a relative path
             # made absolute)
             database = conn.execute("PRAGMA database_list").fetchone()[2]
-            self._log_path = pathlib.Path(database + "-wal")
         except BaseException:
             conn.close()
             raise
-        return conn
+        return conn, pathlib.Path(database + "-wal")
 
     def _collect(
         self, requests: queue.SimpleQueue[_Request], batch: list[_Request]
