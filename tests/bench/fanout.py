@@ -132,7 +132,7 @@ class Sampler:
         self.proc = psutil.Process(pid)
         self.peak = 0
         self.times0 = self.proc.cpu_times()
-        self.cpu0 = self.cpu()
+        self.cpu0 = float(self.times0.user + self.times0.system)
 
     def cpu(self) -> float:
         times = self.proc.cpu_times()
