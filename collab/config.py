@@ -32,6 +32,10 @@ class ServerConfig:
     max_file: int = 4 * 1024 * 1024  # larger files are not opened as live documents
     outbox_limit: int = 4096  # frames queued for one connection before it counts as a slow reader
     hello_timeout: float = 10.0
+    header_timeout: float = 10.0  # a request's headers must arrive within this long
+    body_timeout: float = 10.0  # a request body silent this long is cut off (408)
+    min_body_rate: int = 4096  # bytes/s a request body must average after body_timeout
+    max_push: int = 512 * 1024 * 1024  # largest git push body, after decompression
     max_open_docs: int = 256  # per /ws connection
     max_calls: int = 64  # operations running at once per /ws connection
     group_window: float = GROUP_WINDOW  # store write window under load (s); 0: none
