@@ -29,6 +29,8 @@ class ErrorCode(IntEnum):
     NOT_TEXT = 4013  # the path names a binary file, a directory or a submodule
     CONFLICT = 4015  # the name is taken, histories are unrelated, or a merge conflicts
     CANCELLED = 4016  # the request was superseded or cancelled before it was answered
+    RELOAD = 4017  # the peer's copy belongs to another epoch of the document: discard it, reopen
+    DAMAGED = 4018  # the document's stored history is damaged: quarantined until repaired
     RATE_LIMITED = 4029  # too many requests
     INTERNAL = 4500  # a server-side failure; the peer did nothing wrong
     UNAVAILABLE = 4502  # a backend (a completion worker, say) failed or is missing

@@ -24,6 +24,7 @@ __all__ = [
     "YjsMessage",
     "decode_awareness",
     "decode_message",
+    "decode_state_vector",
     "encode_awareness",
     "encode_message",
 ]
@@ -155,6 +156,23 @@ def decode_message(data: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> YjsMessag
     if not reader.at_end():
         raise ProtocolError(ErrorCode.MALFORMED, f"{reader.remaining} trailing bytes")
     return message
+
+
+def decode_state_vector(data: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> dict[int, int]:
+    """Decode a Yjs state vector: client id -> the number of its structs the sender has."""
+    if len(data) > limits.max_state_vector:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"state vector of {len(data)} bytes over limit")
+    reader = Reader(data)
+    count = reader.read_var_uint()
+    if count > reader.remaining // 2:  # each entry takes at least two bytes
+        raise ProtocolError(ErrorCode.MALFORMED, f"state vector claims {count} entries")
+    clocks: dict[int, int] = {}
+    for _ in range(count):
+        client_id = reader.read_var_uint()
+        clocks[client_id] = reader.read_var_uint()
+    if not reader.at_end():
+        raise ProtocolError(ErrorCode.MALFORMED, "trailing bytes after the state vector")
+    return clocks
 
 
 def decode_awareness(payload: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> list[AwarenessEntry]:
