@@ -283,8 +283,12 @@ class Branches:
             if path in states:
                 continue
             stored = await self.store.load(key)
-            if stored is None:
+            if stored is None or stored.empty:
                 continue
+            if stored.corrupt is not None:  # never fork a damaged history
+                raise ProtocolError(
+                    ErrorCode.DAMAGED, f"{key}: its stored history is damaged; repair it first"
+                )
             doc: Doc[Any] = Doc()
             stored.apply_to(doc)
             states[path] = doc.get_update()

@@ -14,10 +14,11 @@ from typing import Any
 
 from gitsync import Repositories, create_demo_repo
 
-from . import cli_branches
+from . import cli_branches, cli_store
 from .auth import Role, TokenAuthenticator
 from .completion.worker import add_worker_parser, run_worker_command
 from .config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
+from .data_lock import DataDirBusy
 from .server import CollabServer
 
 __all__ = ["main"]
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds; 0 for no expiry")
     token.add_argument("--secret-file", help=f"HMAC secret file (else ${SECRET_ENV})")
     cli_branches.add_parsers(sub)
+    cli_store.add_parsers(sub)
     add_worker_parser(sub)
     return parser
 
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args)
     if args.command in ("branch", "merge"):
         return cli_branches.run(args)
+    if args.command == "store":
+        return cli_store.run(args)
     if args.command == "worker":
         return run_worker_command(args)
     return _serve(args)
@@ -137,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         _event_loop_run(_run(config))
-    except ValueError as exc:
+    except (ValueError, DataDirBusy) as exc:
         print(f"collab serve: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -16,6 +16,7 @@ from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.yjs import AwarenessEntry, decode_awareness, encode_awareness
 
+from .epochs import client_id
 from .offsets import utf8_offset
 from .seed import TEXT_NAME
 
@@ -31,6 +32,7 @@ _PERMANENT = {
     ErrorCode.MALFORMED,
     ErrorCode.INVALID_UPDATE,
 }
+_HARMLESS = {ErrorCode.READ_ONLY, ErrorCode.RATE_LIMITED}  # errors that leave a document open
 
 
 class ClientError(Exception):
@@ -43,13 +45,21 @@ class ClientError(Exception):
 
 
 class Document:
-    """An open document: a pycrdt ``Doc`` kept in sync with the server, both ways."""
+    """An open document: a pycrdt ``Doc`` kept in sync with the server, both ways.
+
+    The server may close it: ``error`` then says why, and ``closed`` is true. With
+    ``RELOAD`` (4017) this copy belongs to a history the server no longer has (its store
+    was lost): open the document again for a fresh copy; nothing of this one is merged.
+    A document the server quarantines later (``DAMAGED``, 4018: its stored history is
+    damaged) stays open here and is opened again every ``max_backoff`` seconds: once the
+    store is repaired, this copy sends back the edits the repair could not keep."""
 
     def __init__(self, client: Client, ref: int, doc_id: str) -> None:
         self.client = client
         self.ref = ref
         self.id = doc_id
-        self.doc: Doc[Any] = Doc()
+        self.error: ClientError | None = None
+        self.doc: Doc[Any] = Doc(client_id=client_id())
         self._applying_remote = False
         self.text: Text = self.doc.get(TEXT_NAME, type=Text)
         self.writable = False
@@ -125,10 +135,13 @@ class Document:
         self._changed.set()
 
     async def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
-        """Wait until ``predicate(text)`` holds; return the text."""
+        """Wait until ``predicate(text)`` holds; return the text. Raises ``ClientError`` if
+        the server closes the document meanwhile."""
         async with asyncio.timeout(timeout):
             while True:
                 self._changed.clear()
+                if self.error is not None:
+                    raise self.error
                 text = str(self.text)
                 if predicate(text):
                     return text
@@ -139,6 +152,19 @@ class Document:
             self.closed = True
             self.doc.unobserve(self._subscription)
             self.client.forget(self)
+
+    def closed_by_server(self, error: ClientError) -> None:
+        """The server closed this document (see the class docstring)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.error = error
+        self.doc.unobserve(self._subscription)
+        self.client.docs.pop(self.ref, None)
+        if not self.opened.done():
+            self.opened.set_exception(error)
+        self.synced.set()  # nothing more to wait for
+        self._changed.set()
 
 
 class Client:
@@ -171,6 +197,10 @@ class Client:
         self._next_ref = 1
         self._next_ping = 1
         self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._connection = 0  # counts welcomes: which connection the documents synced on
+        self._failure: ClientError | None = None  # why the client gave up, once it has
+        self._gave_up = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._next_call = 1
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._resubscribe: dict[str, dict[str, Any]] = {}
@@ -207,6 +237,8 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        for task in self._tasks:
+            task.cancel()
         if self._runner is not None:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
@@ -247,15 +279,30 @@ class Client:
         return document
 
     async def flush(self, timeout: float = 10.0) -> None:
-        """Return once the server has durably stored every update sent so far."""
-        await self.connected.wait()
-        ping_id = self._next_ping
-        self._next_ping += 1
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pongs[ping_id] = future
-        self.send(m.Ping(ping_id))
+        """Return once the server has durably stored (fsynced) every edit made so far,
+        including those made while disconnected.
+
+        Edits made offline reach the server in the reconnect handshake, so the ping that
+        asks for the acknowledgement is sent only once every open document has been synced
+        again on the current connection; if the connection drops first, it starts over."""
         async with asyncio.timeout(timeout):
-            await future
+            while True:
+                await self._wait_connected()
+                connection = self._connection
+                for document in list(self.docs.values()):
+                    await document.synced.wait()  # our answer to its step 1 is queued
+                if connection != self._connection or not self.connected.is_set():
+                    continue
+                ping_id = self._next_ping
+                self._next_ping += 1
+                future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._pongs[ping_id] = future
+                self.send(m.Ping(ping_id))
+                try:
+                    await future
+                except ConnectionError:
+                    continue  # dropped before the pong: ask again on the next connection
+                return
 
     async def call(self, op: str, timeout: float = 30.0, **args: Any) -> Any:
         """Run server operation ``op`` (``branch.list``, ``merge.apply``, ``complete``...)
@@ -263,7 +310,7 @@ class Client:
 
         A call in flight when the connection drops raises ``ConnectionError``: it may or may
         not have run."""
-        await self.connected.wait()
+        await self._wait_connected()
         call_id = self._next_call
         self._next_call += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -361,7 +408,23 @@ class Client:
             backoff = min(backoff * 2, self.max_backoff)
             self.reconnects += 1
 
+    async def _wait_connected(self) -> None:
+        """Wait for a connection; raise why the client gave up, if it has."""
+        while not self.connected.is_set():
+            if self._failure is not None:
+                raise self._failure
+            waiters = [asyncio.ensure_future(e.wait()) for e in (self.connected, self._gave_up)]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        if self._failure is not None:
+            raise self._failure
+
     def _fail(self, exc: ClientError) -> None:
+        self._failure = exc
+        self._gave_up.set()
         for document in self.docs.values():
             if not document.opened.done():
                 document.opened.set_exception(exc)
@@ -369,6 +432,12 @@ class Client:
             if not future.done():
                 future.set_exception(exc)
         self._drop_calls()
+
+    def _drop_pongs(self) -> None:
+        for future in self._pongs.values():
+            if not future.done():
+                future.set_exception(ConnectionError("disconnected before the pong"))
+        self._pongs.clear()
 
     def _drop_calls(self) -> None:
         for future in self._calls.values():
@@ -401,6 +470,7 @@ class Client:
                 self._ws = None
                 self.connected.clear()
                 self._drop_calls()
+                self._drop_pongs()
                 while not self._outgoing.empty():  # the next handshake resends what matters
                     self._outgoing.get_nowait()
             self.close_code = ws.close_code
@@ -422,6 +492,7 @@ class Client:
         match message:
             case m.Welcome():
                 self.user = message.user
+                self._connection += 1
                 self.connected.set()
                 if not welcomed.done():
                     welcomed.set_result(None)
@@ -460,13 +531,30 @@ class Client:
                 self.errors.append(message)
                 log.warning("server error %d: %s", code, text)
                 failed = self.docs.get(ref) if ref is not None else None
-                if failed is not None and not failed.opened.done():
-                    self.docs.pop(failed.ref, None)
-                    failed.opened.set_exception(ClientError(code, text))
+                if failed is None or (failed.opened.done() and code in _HARMLESS):
+                    pass
+                elif failed.opened.done() and code == ErrorCode.DAMAGED:
+                    self._reopen_later(failed)  # quarantined: keep our copy, it may help
+                else:
+                    failed.closed_by_server(ClientError(code, text))
             case m.Close():
                 pass
             case _:
                 log.warning("unexpected %s from server", type(message).__name__)
+
+    def _reopen_later(self, document: Document) -> None:
+        """Open ``document`` again after a while: the server quarantined its stored history,
+        and once an operator repairs it, this copy sends back what the repair could not
+        keep (it is the same history)."""
+
+        async def reopen() -> None:
+            await asyncio.sleep(self.max_backoff)
+            if self.docs.get(document.ref) is document and self.connected.is_set():
+                self.send(m.Open(document.ref, document.id))
+
+        task = asyncio.create_task(reopen())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _opened(self, ref: int, writable: bool) -> None:
         document = self.docs.get(ref)

@@ -26,7 +26,7 @@ from gitsync import (
     RepoNotFound,
     Repositories,
 )
-from gitsync.changes import FileChange, changed_files, is_text
+from gitsync.changes import FileChange, changed_files, is_text, read_blob
 from gitsync.commits import (
     BranchExists,
     NothingToCommit,
@@ -43,6 +43,7 @@ from gitsync.commits import (
 )
 from gitsync.merging import merge_text
 from gitsync.packing import fsync_directory
+from protocol.errors import ProtocolError
 from protocol.names import DocId
 
 from .auth import Identity
@@ -63,6 +64,11 @@ log = logging.getLogger("collab.git")
 ENGINE_AUTHOR = "collab <collab@localhost>"
 CLEAN_SHUTDOWN = "clean-shutdown"
 """File in the data directory left by a shutdown that committed all live state."""
+SHRINK_RATIO = 0.5
+"""A document recovered after damage whose text is under this share of its file at the
+branch head (and :data:`SHRINK_BYTES` shorter) is not committed: its history may be missing
+edits, and the commit would erase them from the branch."""
+SHRINK_BYTES = 128
 
 
 def replace_text(room: Room, new: str, *, origin: Origin) -> asyncio.Future[None]:
@@ -84,6 +90,7 @@ class BranchSync:
         self.synced = synced
         self.lock = asyncio.Lock()
         self.dirty: dict[str, Room] = {}
+        self.held: dict[str, tuple[int, int]] = {}  # path -> (live size, head size), not committed
         self.authors: dict[str, Identity] = {}
         self.reconciling = False
         self.deleting = False  # the engine is deleting the branch: do not restore it
@@ -91,6 +98,7 @@ class BranchSync:
         self._last_touch = 0.0
         self._deadline: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._again = False  # kicked while the background commit ran
 
     # -- continuous commits ------------------------------------------------------------------
 
@@ -125,10 +133,16 @@ class BranchSync:
         self._cancel_timers()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._background_flush())
+        else:  # a commit is under way: commit again once it ends (the edits it did not take)
+            self._again = True
 
     async def _background_flush(self) -> None:
         try:
-            await self.flush()
+            while True:
+                self._again = False
+                await self.flush()
+                if not self._again:
+                    break
         except Exception:
             log.exception("%s: continuous commit failed; retrying later", self.prefix)
             if self.dirty and not self.owner.stopped:
@@ -145,23 +159,32 @@ class BranchSync:
         self._cancel_timers()
         if not self.dirty:
             return
-        rooms, self.dirty = self.dirty, {}
-        authors, self.authors = self.authors, {}
+        rooms: dict[str, Room] = {}
+        authors: dict[str, Identity] = {}
         try:
-            await asyncio.gather(*(room.drain() for room in rooms.values()))
-            if any(room.failed for room in rooms.values()):
-                self.owner.incomplete = True  # their stored edits wait for a recovery
+            await asyncio.gather(*(room.drain() for room in self.dirty.values()))
             for _attempt in range(5):
+                # The text committed and the people who typed it are taken together, with no
+                # await in between: an edit that lands meanwhile comes with its author.
+                rooms.update(self.dirty)
+                self.dirty = {}
+                for user, identity in self.authors.items():
+                    authors.setdefault(user, identity)
+                self.authors = {}
+                if any(room.failed for room in rooms.values()):
+                    self.owner.incomplete = True  # their stored edits wait for a recovery
                 changes = {
                     path: str(room.text).encode("utf-8")
                     for path, room in rooms.items()
                     if not room.failed
                 }
+                await self._hold_shrinking(rooms, changes)
                 try:
                     new = await in_git_thread(
                         self.owner.repos, self._write, changes, list(authors.values())
                     )
                 except NothingToCommit:
+                    await self._settle_recovered(rooms, changes)
                     return
                 except RefMoved as moved:
                     if moved.current is None:
@@ -170,6 +193,7 @@ class BranchSync:
                         await self._reconcile(moved.current)
                     continue
                 self._committed(new, sorted(changes), list(authors))
+                await self._settle_recovered(rooms, changes)
                 return
             raise RuntimeError(f"{self.prefix} kept moving while committing")
         except BaseException:
@@ -178,6 +202,56 @@ class BranchSync:
             for user, identity in authors.items():
                 self.authors.setdefault(user, identity)
             raise
+
+    async def _hold_shrinking(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
+        """Take out of ``changes`` the documents recovered after damage whose text would shrink
+        their file drastically (see :data:`SHRINK_RATIO`); they are reported and held until
+        their text grows back (clients that held the lost edits reconnect) or an operator
+        decides (``collab store repair --accept`` or ``--reseed``)."""
+        recovered = [path for path in changes if rooms[path].recovered]
+        if not recovered:
+            return
+        repo = self.owner.repos.open(self.repo)
+        synced = self.synced
+        heads = await in_git_thread(
+            self.owner.repos, lambda: {path: read_blob(repo, synced, path) for path in recovered}
+        )
+        for path in recovered:
+            new, old = len(changes[path]), len(heads[path] or b"")
+            if new >= old * SHRINK_RATIO or old - new < SHRINK_BYTES:
+                self.held.pop(path, None)
+                continue
+            del changes[path]
+            if self.held.get(path) != (new, old):
+                self.held[path] = (new, old)
+                log.warning(
+                    "%s%s: recovered after damage, and its %d bytes would replace %d at the "
+                    "branch head: commit held (reconnecting clients may bring the lost edits "
+                    "back; else `collab store repair --accept` or `--reseed`)",
+                    self.prefix,
+                    path,
+                    new,
+                    old,
+                )
+                self.owner.events.publish(
+                    self.repo,
+                    {
+                        "kind": "held",
+                        "branch": self.branch,
+                        "path": path,
+                        "size": new,
+                        "head_size": old,
+                    },
+                )
+
+    async def _settle_recovered(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
+        """The recovered documents in ``changes`` now match their branch: no longer held."""
+        for path in changes:
+            room = rooms[path]
+            if room.recovered:
+                room.recovered = False
+                self.held.pop(path, None)
+                await self.owner.store.clear_recovered(room.key)
 
     async def _restore(self) -> None:
         """The branch was deleted outside the engine while its live documents held edits:
@@ -408,9 +482,21 @@ class GitSync:
                 self.incomplete = True  # looked for again at the next start
                 continue
             for doc_id in doc_ids:
-                async with self.rooms.borrow(doc_id) as room:
-                    sync.dirty[doc_id.path] = room
+                try:
+                    async with self.rooms.borrow(doc_id) as room:
+                        sync.dirty[doc_id.path] = room
+                except ProtocolError as exc:  # damaged (quarantined), or no longer text
+                    log.error("%s: not recovered: %s", doc_id, exc.message)
+                    self.incomplete = True
             await sync.flush()
+
+    def held_files(self) -> dict[str, dict[str, int]]:
+        """Documents whose commits are held (see ``BranchSync._hold_shrinking``)."""
+        return {
+            f"{sync.prefix}{path}": {"size": size, "head_size": head_size}
+            for sync in self.branches.values()
+            for path, (size, head_size) in sync.held.items()
+        }
 
     # -- branches ----------------------------------------------------------------------------
 

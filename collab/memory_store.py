@@ -106,6 +106,10 @@ class MemoryStore:
         self._docs.pop(doc_id, None)
         self.commits += 1
 
+    async def clear_recovered(self, doc_id: str) -> None:
+        """Nothing to do: a memory store is never damaged, so never repaired."""
+        self._check_running()
+
 
 def _check_compact(doc_id: str, through_seq: int, last_seq: int, snapshot_seq: int | None) -> None:
     """Reject a compaction past the last appended update or behind the current snapshot."""

@@ -21,6 +21,7 @@ from protocol.names import DocId
 from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
 
 from .auth import Identity
+from .epochs import epochs_in, update_epochs
 from .origin import Origin
 from .seed import TEXT_NAME
 from .store import Store
@@ -117,6 +118,8 @@ class Room:
         self.compact_every = compact_every
         self.max_awareness = max_awareness
         self.limits = limits or YjsLimits()
+        self.epochs = epochs_in(doc.get_state())  # see collab.epochs
+        self.recovered = False  # loaded from a history repaired after damage
         self.attached: set[Subscriber] = set()  # lifecycle: everyone who opened the room
         self.peers: set[Subscriber] = set()  # broadcast set: handshake completed
         self.awareness_ids: dict[Subscriber, int] = {}
@@ -186,8 +189,12 @@ class Room:
         """Answer a peer's sync step 1 and add it to the broadcast set, atomically.
 
         The returned step 2 holds everything the peer lacks; every later update reaches it
-        by broadcast, so nothing falls between the two.
+        by broadcast, so nothing falls between the two. A peer whose state belongs to another
+        epoch of the document is refused with ``RELOAD`` (see :mod:`collab.epochs`).
         """
+        foreign = epochs_in(state_vector, self.limits) - self.epochs
+        if foreign:
+            raise self._reload(peer, foreign)
         try:
             diff = self.doc.get_update(state_vector)
         except BaseException as exc:
@@ -200,6 +207,26 @@ class Room:
             if states:
                 peer.send_awareness(encode_awareness(states))
         return diff
+
+    def check_answer(self, peer: Subscriber, update: bytes) -> None:
+        """Refuse, with ``RELOAD``, a peer's answer to sync step 1 that carries the history of
+        another epoch of the document (merged, it would double the text)."""
+        foreign = update_epochs(update) - self.epochs
+        if foreign:
+            raise self._reload(peer, foreign)
+
+    def _reload(self, peer: Subscriber, foreign: frozenset[int]) -> ProtocolError:
+        log.warning(
+            "%s: %s holds another epoch of the document (%s); told to reload",
+            self.key,
+            peer.identity.user,
+            ", ".join(f"{epoch:x}" for epoch in sorted(foreign)),
+        )
+        return ProtocolError(
+            ErrorCode.RELOAD,
+            "the document's history was reset (a new epoch): discard this copy and open the "
+            "document again",
+        )
 
     def receive_update(
         self, update: bytes, *, origin: Origin = Origin.CLIENT, sender: Subscriber | None = None

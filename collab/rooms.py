@@ -15,10 +15,12 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
 from .auth import Identity, Role
+from .epochs import client_id, new_epoch, with_epoch
+from .events import EventHub
 from .git_work import in_git_thread
 from .room import Room, Subscriber
 from .seed import seed_update
-from .store import Store
+from .store import Store, StoredDoc
 
 __all__ = ["Rooms"]
 
@@ -36,8 +38,10 @@ class Rooms:
         grace: float = 5.0,
         compact_every: int = 1000,
         max_file: int = 8 * 1024 * 1024,
+        events: EventHub | None = None,
     ) -> None:
         self.max_file = max_file
+        self.events = events
         self.store = store
         self.repos = repos
         self.grace = grace
@@ -46,6 +50,9 @@ class Rooms:
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.damaged: dict[str, str] = {}
+        """Quarantined documents (key -> why): their stored history is damaged, so they are
+        not served (``DAMAGED``) and nothing of them is committed until a repair."""
         # Hooks for the git layer: before a document loads (bring the branch up to date with
         # its ref), when a room is created, when a peer joins, and before a room unloads.
         self.before_load: Callable[[DocId], Awaitable[None]] | None = None
@@ -123,43 +130,100 @@ class Rooms:
             await self.before_load(doc_id)
 
     async def _load(self, doc_id: DocId) -> Room:
-        key = str(doc_id)
-        stored = await self.store.load(key)
-        doc: Doc[Any] = Doc()
-        if stored is None:
-            try:
-                blob = await in_git_thread(
-                    self.repos, self.repos.read_file, doc_id.repo, doc_id.branch, doc_id.path
-                )
-            except BlobNotText as exc:
-                raise ProtocolError(ErrorCode.NOT_TEXT, str(exc)) from None
-            if len(blob.text) > self.max_file // 4 and len(blob.text.encode()) > self.max_file:
-                raise ProtocolError(
-                    ErrorCode.TOO_LARGE, f"{doc_id.path} is over {self.max_file} bytes"
-                )
-            update = seed_update(blob.sha, blob.text)
-            last_seq = await self.store.append(key, update)
-            doc.apply_update(update)
-            log.info("%s: seeded from %s", key, blob.sha.decode() if blob.sha else "nothing")
+        stored = await self._stored(doc_id)
+        doc: Doc[Any] = Doc(client_id=client_id())
+        if stored is None or stored.empty:
+            last_seq = await self._seed(doc_id, doc, lost=stored is not None)
         else:
-            if stored.corrupt is not None:
-                log.error(
-                    "%s: store has a corrupt tail at seq %d (%s); loaded the records before it",
-                    key,
-                    stored.corrupt.seq,
-                    stored.corrupt.reason,
-                )
             stored.apply_to(doc)
             last_seq = stored.last_seq
         room = Room(doc_id, doc, self.store, last_seq=last_seq, compact_every=self.compact_every)
-        if stored is not None:
+        if stored is not None and not stored.empty:
             room.updates_since_snapshot = len(stored.updates)
             room.bytes_since_snapshot = sum(len(update) for _seq, update in stored.updates)
             room.snapshot_bytes = len(stored.snapshot or b"")
+            room.recovered = stored.recovered
         room.on_idle = self._schedule_unload
         if self.on_room is not None:
             self.on_room(room)
         return room
+
+    async def _stored(self, doc_id: DocId) -> StoredDoc | None:
+        """The document's stored history; a damaged one quarantines the document."""
+        key = str(doc_id)
+        try:
+            stored = await self.store.load(key)
+        except Exception as exc:  # the store cannot read its records (a damaged page, say)
+            raise self._quarantine(doc_id, f"its records cannot be read: {exc}") from None
+        if stored is not None and stored.corrupt is not None:
+            bad = stored.corrupt
+            raise self._quarantine(doc_id, f"record {bad.seq} is damaged: {bad.reason}")
+        self.damaged.pop(key, None)
+        return stored
+
+    def _quarantine(self, doc_id: DocId, reason: str) -> ProtocolError:
+        key = str(doc_id)
+        if key not in self.damaged:
+            log.error(
+                "%s: quarantined: %s; it is not served, and its branch keeps its last commit, "
+                "until `collab store repair`",
+                key,
+                reason,
+            )
+            if self.events is not None:
+                self.events.publish(
+                    doc_id.repo,
+                    {
+                        "kind": "damaged",
+                        "branch": doc_id.branch,
+                        "path": doc_id.path,
+                        "reason": reason,
+                    },
+                )
+        self.damaged[key] = reason
+        return ProtocolError(
+            ErrorCode.DAMAGED,
+            f"the document's stored history is damaged ({reason}); "
+            "it is quarantined until an operator repairs it",
+        )
+
+    async def _seed(self, doc_id: DocId, doc: Doc[Any], *, lost: bool) -> int:
+        """Seed ``doc`` from the branch head, as a new epoch; the update's sequence number."""
+        key = str(doc_id)
+        try:
+            blob = await in_git_thread(
+                self.repos, self.repos.read_file, doc_id.repo, doc_id.branch, doc_id.path
+            )
+        except BlobNotText as exc:
+            raise ProtocolError(ErrorCode.NOT_TEXT, str(exc)) from None
+        if len(blob.text) > self.max_file // 4 and len(blob.text.encode()) > self.max_file:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"{doc_id.path} is over {self.max_file} bytes")
+        epoch = new_epoch()
+        update = with_epoch(seed_update(blob.sha, blob.text), epoch)
+        last_seq = await self.store.append(key, update)
+        doc.apply_update(update)
+        source = blob.sha.decode() if blob.sha else "nothing"
+        if lost:
+            log.warning(
+                "%s: its history was lost in a repair; seeded again from %s as epoch %x "
+                "(clients holding the old history are told to reload)",
+                key,
+                source,
+                epoch,
+            )
+            if self.events is not None:
+                self.events.publish(
+                    doc_id.repo,
+                    {
+                        "kind": "reseeded",
+                        "branch": doc_id.branch,
+                        "path": doc_id.path,
+                        "blob": None if blob.sha is None else blob.sha.decode(),
+                    },
+                )
+        else:
+            log.info("%s: seeded from %s as epoch %x", key, source, epoch)
+        return last_seq
 
     def _cancel_timer(self, key: str) -> None:
         timer = self._timers.pop(key, None)

@@ -21,6 +21,7 @@ from .auth import Authenticator, AuthError, DevAuthenticator, TokenAuthenticator
 from .branches import Branches
 from .completion import install as install_completion
 from .config import ServerConfig
+from .data_lock import DataDirLock
 from .events import EventHub
 from .git_http import GitBridge
 from .git_ops import register_git_ops
@@ -82,13 +83,16 @@ class CollabServer:
         else:
             self.auth = TokenAuthenticator(config.secret)
         self.store: Store = store or self._default_store(config)
+        self._data_lock = DataDirLock(config.data_dir)
         self.repos = Repositories(config.repos)
+        self.events = EventHub()
         self.rooms = Rooms(
             self.store,
             self.repos,
             grace=config.grace,
             compact_every=config.compact_every,
             max_file=config.max_file,
+            events=self.events,
         )
         self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
         self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)
@@ -99,7 +103,6 @@ class CollabServer:
         self.ops = Operations()
         self.services: list[Service] = []
         self._routes: list[tuple[str, str, RouteHandler]] = []
-        self.events = EventHub()
         self.git = GitSync(
             self.repos,
             self.rooms,
@@ -202,12 +205,24 @@ class CollabServer:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"ok": True, "rooms": len(self.rooms), "connections": len(self._sockets)}
+            {
+                "ok": True,
+                "rooms": len(self.rooms),
+                "connections": len(self._sockets),
+                "damaged": dict(self.rooms.damaged),
+                "held": self.git.held_files(),
+            }
         )
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.store.start()
+        if self.config.store != "memory":  # one server (or store repair) per data directory
+            self._data_lock.acquire()
+        try:
+            await self.store.start()
+        except BaseException:
+            self._data_lock.release()
+            raise
         for service in self.services:
             await service.start()
         if self.auth.dev_mode:
@@ -247,6 +262,7 @@ class CollabServer:
         await self.rooms.close()
         await self.store.stop()
         await asyncio.to_thread(self.repos.close)  # waits for git work still running
+        self._data_lock.release()
 
     async def __aenter__(self) -> CollabServer:
         await self.start()

@@ -20,11 +20,11 @@ from typing import Any, Literal, cast
 from collab.log_syncer import LogSyncer
 from collab.store import CorruptRecord, StoredDoc
 
-__all__ = ["SQLiteStore"]
+__all__ = ["LAST_SEQ_SQL", "SCHEMA", "SET_LAST_SEQ_SQL", "SQLiteStore", "check_row"]
 
 log = logging.getLogger("collab.store")
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     doc_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -37,20 +37,35 @@ CREATE TABLE IF NOT EXISTS docs (
     doc_id TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    doc_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT,
+    data BLOB,
+    crc INTEGER,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (doc_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recovered (
+    doc_id TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    note TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 _MAX_KNOWN_SEQS = 10_000  # documents whose last seq the writer keeps in memory
 _RATE_HORIZON = 0.25  # seconds over which the writer averages the rate of appends
 _BUSY_PER_WINDOW = 1.0  # appends per group window from which an append waits for company
 
-_LAST_SEQ_SQL = """
+LAST_SEQ_SQL = """
 SELECT MAX(
     COALESCE((SELECT last_seq FROM docs WHERE doc_id = ?1), 0),
     COALESCE((SELECT MAX(seq) FROM records WHERE doc_id = ?1), 0)
 )
 """
 
-_SET_LAST_SEQ_SQL = """
+SET_LAST_SEQ_SQL = """
 INSERT INTO docs (doc_id, last_seq) VALUES (?, ?)
 ON CONFLICT (doc_id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)
 """
@@ -64,8 +79,9 @@ WHERE doc_id = ?1 AND seq >= COALESCE(
 ORDER BY seq
 """
 
-_Op = Literal["append", "compact", "delete", "keys", "load", "stop"]
-_WRITES = frozenset({"append", "compact", "delete"})  # requests the syncer counts
+
+_Op = Literal["append", "clear_recovered", "compact", "delete", "keys", "load", "stop"]
+_WRITES = frozenset({"append", "clear_recovered", "compact", "delete"})  # the syncer counts them
 
 
 @dataclass(slots=True)
@@ -280,6 +296,9 @@ class SQLiteStore:
     async def keys(self, prefix: str = "") -> list[str]:
         return cast("list[str]", await self._submit("keys", prefix))
 
+    async def clear_recovered(self, doc_id: str) -> None:
+        await self._submit("clear_recovered", doc_id)
+
     def _submit(
         self, op: _Op, doc_id: str, data: bytes = b"", through_seq: int = 0
     ) -> asyncio.Future[Any]:
@@ -364,7 +383,7 @@ class SQLiteStore:
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"could not enable WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = NORMAL")  # commits are fsynced by the syncer
-            conn.executescript(_SCHEMA)
+            conn.executescript(SCHEMA)
             # the log is next to the file SQLite opened (a symlink resolved, a relative path
             # made absolute)
             database = conn.execute("PRAGMA database_list").fetchone()[2]
@@ -460,7 +479,7 @@ class SQLiteStore:
                 if seq is None:
                     seq = known.get(req.doc_id)
                     if seq is None:
-                        seq = conn.execute(_LAST_SEQ_SQL, (req.doc_id,)).fetchone()[0]
+                        seq = conn.execute(LAST_SEQ_SQL, (req.doc_id,)).fetchone()[0]
                 seq += 1
                 last[req.doc_id] = seq
                 seqs.append(seq)
@@ -508,12 +527,13 @@ class SQLiteStore:
                 self._transaction(conn, lambda: self._delete(conn, req.doc_id))
                 result = None
             elif req.op == "keys":
-                rows = conn.execute(
-                    "SELECT DISTINCT doc_id FROM records WHERE substr(doc_id, 1, ?) = ?"
-                    " ORDER BY doc_id",
-                    (len(req.doc_id), req.doc_id),
-                ).fetchall()
-                result = [row[0] for row in rows]
+                result = _keys(conn, req.doc_id)
+            elif req.op == "clear_recovered":
+                self._transaction(
+                    conn,
+                    lambda: conn.execute("DELETE FROM recovered WHERE doc_id = ?", (req.doc_id,)),
+                )
+                result = None
             else:  # pragma: no cover - _run dispatches every other op
                 raise AssertionError(f"unexpected op {req.op!r}")
         except Exception as exc:
@@ -526,37 +546,44 @@ class SQLiteStore:
     @staticmethod
     def _delete(conn: sqlite3.Connection, doc_id: str) -> None:
         # Appends leave the counter to the records; keep it here before they go.
-        last_seq: int = conn.execute(_LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
+        last_seq: int = conn.execute(LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
         if last_seq:
-            conn.execute(_SET_LAST_SEQ_SQL, (doc_id, last_seq))
+            conn.execute(SET_LAST_SEQ_SQL, (doc_id, last_seq))
         conn.execute("DELETE FROM records WHERE doc_id = ?", (doc_id,))
 
     @staticmethod
     def _compact(conn: sqlite3.Connection, req: _Request) -> None:
         doc_id, through_seq = req.doc_id, req.through_seq
-        last_seq: int = conn.execute(_LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
+        last_seq: int = conn.execute(LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
         snapshot_seq: int | None = conn.execute(
             "SELECT MAX(seq) FROM records WHERE doc_id = ? AND kind = 's'", (doc_id,)
         ).fetchone()[0]
         _check_compact(doc_id, through_seq, last_seq, snapshot_seq)
         conn.execute("DELETE FROM records WHERE doc_id = ? AND seq <= ?", (doc_id, through_seq))
         conn.execute(_INSERT_SQL, (doc_id, through_seq, "s", req.data, _crc(req.data)))
-        conn.execute(_SET_LAST_SEQ_SQL, (doc_id, max(last_seq, through_seq)))
+        conn.execute(SET_LAST_SEQ_SQL, (doc_id, max(last_seq, through_seq)))
 
     @staticmethod
     def _load(conn: sqlite3.Connection, doc_id: str) -> StoredDoc | None:
         rows = conn.execute(_LOAD_SQL, (doc_id,)).fetchall()
+        recovered = (
+            conn.execute("SELECT 1 FROM recovered WHERE doc_id = ?", (doc_id,)).fetchone()
+            is not None
+        )
         if not rows:
+            if recovered:  # a repair found nothing of its history to keep
+                last_seq: int = conn.execute(LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
+                return StoredDoc(None, last_seq, recovered=True)
             return None
         snapshot: bytes | None = None
         snapshot_seq = 0
         updates: list[tuple[int, bytes]] = []
         corrupt: CorruptRecord | None = None
         for index, (seq, kind, data, crc) in enumerate(rows):
-            reason = _check_row(kind, data, crc, first=index == 0)
+            reason = check_row(kind, data, crc, first=index == 0)
             if reason is not None:
                 corrupt = CorruptRecord(doc_id, seq, reason)
-                log.warning(
+                log.error(
                     "store: corrupt record doc=%r seq=%d (%s); it and %d later record(s) "
                     "were not loaded",
                     doc_id,
@@ -569,10 +596,31 @@ class SQLiteStore:
                 snapshot, snapshot_seq = data, seq
             else:
                 updates.append((seq, data))
-        return StoredDoc(snapshot, snapshot_seq, updates, corrupt)
+        return StoredDoc(snapshot, snapshot_seq, updates, corrupt, recovered)
 
 
-def _check_row(kind: object, data: object, crc: object, *, first: bool) -> str | None:
+def _keys(conn: sqlite3.Connection, prefix: str) -> list[str]:
+    """The ids with records that start with ``prefix``: a range of the primary key, not a
+    scan (SQLite compares text as UTF-8 bytes, which is code point order)."""
+    sql = "SELECT DISTINCT doc_id FROM records"
+    if not prefix:
+        return [row[0] for row in conn.execute(sql + " ORDER BY doc_id")]
+    last = ord(prefix[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates are not text
+        last = 0xE000
+    if last > 0x10FFFF:
+        rows = conn.execute(
+            sql + " WHERE substr(doc_id, 1, ?) = ? ORDER BY doc_id", (len(prefix), prefix)
+        )
+    else:
+        high = prefix[:-1] + chr(last)
+        rows = conn.execute(
+            sql + " WHERE doc_id >= ? AND doc_id < ? ORDER BY doc_id", (prefix, high)
+        )
+    return [row[0] for row in rows]
+
+
+def check_row(kind: object, data: object, crc: object, *, first: bool) -> str | None:
     """Return why a stored row cannot be trusted, or ``None`` if it is sound."""
     if kind not in ("u", "s") or (kind == "s" and not first):
         return f"unexpected record kind {kind!r}"

@@ -13,7 +13,8 @@ __all__ = ["CorruptRecord", "Store", "StoredDoc"]
 
 @dataclass(frozen=True, slots=True)
 class CorruptRecord:
-    """A record whose checksum did not match; it and every later record were skipped."""
+    """A damaged record (its checksum did not match, say): the document's history is not
+    whole, and must not be served as if it were (see ``collab store repair``)."""
 
     doc_id: str
     seq: int
@@ -26,17 +27,26 @@ class StoredDoc:
 
     ``snapshot`` (if any) is a full encoded state that replaces every update up to and
     including ``snapshot_seq``; ``updates`` are the later updates with their sequence
-    numbers, ascending. ``corrupt`` reports a torn or corrupt tail that was not returned.
+    numbers, ascending. ``corrupt`` reports the first damaged record; the records from it on
+    were not returned. ``recovered``: the history was repaired after damage, and may lack
+    edits that its branch head has (commits that would shrink a file drastically are held).
+    A recovered document may have no records left (its history was lost): it is seeded again.
     """
 
     snapshot: bytes | None
     snapshot_seq: int
     updates: list[tuple[int, bytes]] = field(default_factory=list)
     corrupt: CorruptRecord | None = None
+    recovered: bool = False
 
     @property
     def last_seq(self) -> int:
         return self.updates[-1][0] if self.updates else self.snapshot_seq
+
+    @property
+    def empty(self) -> bool:
+        """No records at all (only a recovered document's history can be empty)."""
+        return self.snapshot is None and not self.updates
 
     def apply_to(self, doc: Doc[Any]) -> None:
         """Replay the snapshot, then the updates, onto ``doc``."""
@@ -85,4 +95,9 @@ class Store(Protocol):
 
     async def keys(self, prefix: str = "") -> list[str]:
         """Every document id with records that starts with ``prefix``, sorted."""
+        ...
+
+    async def clear_recovered(self, doc_id: str) -> None:
+        """Forget that the document's history was recovered after damage (its text was
+        committed since)."""
         ...

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["handle_ws"]
 
 log = logging.getLogger("collab.ws")
+_PRUNE_AT = 1024  # writes kept for the next pong before the durable ones are let go
 
 
 class DocPeer:
@@ -59,7 +60,8 @@ class Session:
         self.outbox = outbox
         self.identity = identity
         self.docs: dict[int, DocPeer] = {}
-        self.writes: list[asyncio.Future[None]] = []
+        self.writes: list[asyncio.Future[None]] = []  # not yet acknowledged by a pong
+        self._prune_at = _PRUNE_AT
         self.tasks: set[asyncio.Task[None]] = set()
         self.calls = CallContext(server, identity, connection=self, send_event=self._event)
 
@@ -140,8 +142,16 @@ class Session:
         if peer is None or peer.room is None:
             return
         room = peer.room
-        if step is m.SyncStep.STEP1:
-            self.send(m.Sync(ref, m.SyncStep.STEP2, room.handshake(peer, data)))
+        try:
+            if step is m.SyncStep.STEP1:
+                self.send(m.Sync(ref, m.SyncStep.STEP2, room.handshake(peer, data)))
+                return
+            if step is m.SyncStep.STEP2:  # the peer's whole history: which epoch?
+                room.check_answer(peer, data)
+        except ProtocolError as exc:
+            if exc.code is not ErrorCode.RELOAD:
+                raise
+            self._drop(ref, exc)  # this document only; the connection's others go on
             return
         if not peer.writable:
             if data != EMPTY_UPDATE:
@@ -149,6 +159,17 @@ class Session:
                 self.error(ErrorCode.READ_ONLY, "read-only: writes are refused", ref)
             return
         self.writes.append(room.receive_update(data, sender=peer))
+        if len(self.writes) >= self._prune_at:  # a client that never pings: keep it bounded
+            self.writes = [write for write in self.writes if not write.done()]
+            self._prune_at = max(_PRUNE_AT, 2 * len(self.writes))
+
+    def _drop(self, ref: int, exc: ProtocolError) -> None:
+        """Close the handle ``ref`` from the server's side, telling the client why."""
+        peer = self.docs.pop(ref, None)
+        if peer is not None and peer.room is not None:
+            peer.room.detach(peer)
+        self.error(exc.code, exc.message, ref)
+        self.send(m.Close(ref))
 
     async def _pong(self, ping_id: int) -> None:
         writes, self.writes = self.writes, []

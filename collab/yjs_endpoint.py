@@ -95,6 +95,8 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
                     _receive(room, peer, msg.data, server)
                 except ProtocolError as exc:
                     outbox.abort(exc.code, exc.message)
+                if outbox.closing:  # nothing more from a peer being closed is applied
+                    break
             elif msg.type is WSMsgType.TEXT:
                 outbox.abort(ErrorCode.MALFORMED, "text frames are not part of the protocol")
             elif msg.type is WSMsgType.ERROR:
@@ -114,6 +116,8 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, server: CollabServer) -> No
             diff = room.handshake(peer, sv)
             peer.outbox.put(encode_message(SyncStep2(diff)))
         case SyncStep2(update=update) | SyncUpdate(update=update):
+            if isinstance(message, SyncStep2):  # the peer's whole history: which epoch?
+                room.check_answer(peer, update)
             if not peer.writable:
                 if update != EMPTY_UPDATE:
                     log.warning(

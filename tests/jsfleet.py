@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["DEFAULT_NODE_DIR", "JsFleet", "JsFleetError", "js_available"]
+__all__ = ["DEFAULT_NODE_DIR", "JsFleet", "JsFleetError", "js_available", "require_js"]
 
 DEFAULT_NODE_DIR = Path(__file__).resolve().parent / "js"
 """Directory holding ``fleet.mjs``, ``package.json`` and (after ``npm ci``) ``node_modules``."""
@@ -46,6 +46,19 @@ def js_available(node_dir: str | os.PathLike[str] | None = None) -> bool:
         return False
     modules = base / "node_modules"
     return all((modules / pkg / "package.json").is_file() for pkg in ("yjs", "y-websocket", "ws"))
+
+
+def require_js() -> None:
+    """Fail the calling test if Node.js or the npm packages are missing: ``make test`` (and
+    ``make setup``) install them, so their absence is a broken set-up, not a reason to skip."""
+    if not js_available():
+        import pytest
+
+        pytest.fail(
+            "Node.js or the npm packages under tests/js are missing: run `make setup` "
+            "(it runs `npm ci` in tests/js)",
+            pytrace=False,
+        )
 
 
 class JsFleetError(RuntimeError):

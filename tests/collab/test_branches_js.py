@@ -3,13 +3,12 @@ the real git CLI, with authors and trailers."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from gitcli import git, show, until
-from jsfleet import JsFleet, js_available
+from jsfleet import JsFleet, require_js
 from servers import make_config
 
 from collab import Client, CollabServer
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.js
 
 @pytest.fixture(autouse=True)
 def _require_js() -> None:
-    if not js_available():
-        message = "Node.js or the npm packages under tests/js are missing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {message}", pytrace=False)
-        pytest.skip(message)
+    require_js()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ stamped by the server, read-only and refused tokens, and ``kill -9`` with JS cli
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jsfleet import JsFleet, js_available
+from jsfleet import JsFleet, require_js
 from serverproc import ServerProcess
 from test_crash import stored_text
 
@@ -40,14 +39,7 @@ PY_PREFIXES = ["Pé0", "P世1", "P😀2"]
 
 @pytest.fixture(autouse=True)
 def _require_js() -> None:
-    """Skip without Node.js and the npm packages, except in CI, which installs them: fail there."""
-    if not js_available():
-        message = (
-            "Node.js or the npm packages under tests/js are missing (run `npm ci` in tests/js)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {message}", pytrace=False)
-        pytest.skip(message)
+    require_js()
 
 
 @pytest.fixture

@@ -261,7 +261,7 @@ async def test_corrupt_tail_is_detected_and_reported(
             assert reason_part in stored.corrupt.reason
             other = await store.load("other")
             assert other is not None and other.corrupt is None
-    assert any("corrupt" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert any("corrupt" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
 
 async def test_corruption_in_the_middle_hides_everything_after(tmp_path: pathlib.Path) -> None:
