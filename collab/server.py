@@ -26,6 +26,8 @@ from .events import EventHub
 from .git_http import GitBridge
 from .git_ops import register_git_ops
 from .git_sync import GitSync
+from .http_body import BodyError, read_body
+from .http_timeouts import GuardedSite, HeaderDeadlines
 from .memory_store import MemoryStore
 from .merges import Merges
 from .ops import CallContext, Operations
@@ -99,6 +101,7 @@ class CollabServer:
         self.stopping = False
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._runner: web.AppRunner | None = None
+        self._header_deadlines = HeaderDeadlines(config.header_timeout)
         self.port = config.port
         self.ops = Operations()
         self.services: list[Service] = []
@@ -156,6 +159,7 @@ class CollabServer:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_message)
+        self._header_deadlines.install(app)
         app.router.add_get("/yjs/{room:.+}", self._yjs)
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/healthz", self._health)
@@ -177,25 +181,45 @@ class CollabServer:
         return CallContext(self, identity)
 
     @staticmethod
-    def json_error(exc: ProtocolError) -> web.Response:
+    def json_error(exc: ProtocolError, *, status: int | None = None) -> web.Response:
+        """``exc`` as a JSON error body; the HTTP status follows its code unless given."""
         return web.json_response(
             {"error": {"code": int(exc.code), "name": exc.code.name, "message": exc.message}},
-            status=_HTTP_STATUS.get(exc.code, 400),
+            status=_HTTP_STATUS.get(exc.code, 400) if status is None else status,
         )
 
     async def _api(self, request: web.Request) -> web.Response:
         try:
             ctx = self.authenticate_http(request)
-            try:
-                body = await request.json(loads=json.loads) if request.can_read_body else {}
-            except ValueError as exc:
-                raise ProtocolError(ErrorCode.MALFORMED, f"body is not JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise ProtocolError(ErrorCode.MALFORMED, "body must be a JSON object")
+            body = await self._json_body(request)
             value: Any = await self.ops.call(ctx, request.match_info["op"], body)
         except (ProtocolError, AuthError) as exc:
             return self.json_error(exc)
+        except BodyError as exc:
+            code = ErrorCode.TOO_LARGE if exc.status == 413 else ErrorCode.TIMEOUT
+            return self.json_error(ProtocolError(code, exc.message), status=exc.status)
         return web.json_response({"value": value})
+
+    async def _json_body(self, request: web.Request) -> dict[str, Any]:
+        """The request's JSON object, read under the body size cap and timeouts; ``{}`` when
+        there is no body. Raises ``BodyError``, or ``ProtocolError(MALFORMED)`` for a body that
+        is not JSON or not an object."""
+        if not request.can_read_body:
+            return {}
+        config = self.config
+        raw = await read_body(
+            request,
+            limit=config.max_message,
+            idle_timeout=config.body_timeout,
+            min_rate=config.min_body_rate,
+        )
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, f"body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ProtocolError(ErrorCode.MALFORMED, "body must be a JSON object")
+        return body
 
     async def _yjs(self, request: web.Request) -> web.WebSocketResponse:
         return await handle_yjs(self, request)
@@ -234,11 +258,10 @@ class CollabServer:
             self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        # not web.TCPSite: every connection must get a deadline for its request headers
+        site = GuardedSite(self._runner, self.config.host, self.config.port, self._header_deadlines)
         await site.start()
-        for sock in getattr(site._server, "sockets", None) or []:
-            self.port = int(sock.getsockname()[1])
-            break
+        self.port = site.port
         log.info("serving %s on %s", self.config.repos, self.url)
 
     async def stop(self) -> None:
