@@ -202,8 +202,8 @@ class CollabServer:
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
         """The request's JSON object, read under the body size cap and timeouts; ``{}`` when
-        there is no body. Raises ``BodyError``, or ``ProtocolError(MALFORMED)`` for a body that
-        is not JSON or not an object."""
+        there is no body. Raises ``BodyError``, or ``ProtocolError(MALFORMED)`` for anything
+        that does not parse (deep nesting included) or is not an object."""
         if not request.can_read_body:
             return {}
         config = self.config
@@ -215,8 +215,10 @@ class CollabServer:
         )
         try:
             body = json.loads(raw)
-        except ValueError as exc:
-            raise ProtocolError(ErrorCode.MALFORMED, f"body is not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the interpreter's recursion limit
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ProtocolError(ErrorCode.MALFORMED, f"body is not JSON: {reason}") from None
         if not isinstance(body, dict):
             raise ProtocolError(ErrorCode.MALFORMED, "body must be a JSON object")
         return body

@@ -1,5 +1,5 @@
 """Slow and oversized clients on a live server: trickled headers and bodies are cut off in time,
-and normal clients (keep-alive HTTP, long-lived WebSockets) are left alone."""
+bad JSON is a 400, and normal clients (keep-alive HTTP, long-lived WebSockets) are left alone."""
 
 from __future__ import annotations
 
@@ -143,6 +143,25 @@ async def test_api_body_over_the_limit_is_a_413(strict: CollabServer) -> None:
     ):
         assert response.status == 413
         assert (await response.json())["error"]["code"] == ErrorCode.TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 10_000 + b"]" * 10_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000, b"\xff{", b"{"],
+    ids=["deep-array", "deep-object", "not-utf8", "truncated"],
+)
+async def test_bad_json_is_a_400(strict: CollabServer, body: bytes) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{strict.port}/api/branch.list",
+            params={"user": "alice"},
+            data=body,
+            headers={"Content-Type": "application/json"},
+        ) as response,
+    ):
+        assert response.status == 400
+        assert (await response.json())["error"]["name"] == "MALFORMED"
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
