@@ -183,8 +183,7 @@ class Rooms:
         self.damaged[key] = reason
         return ProtocolError(
             ErrorCode.DAMAGED,
-            f"the document's stored history is damaged ({reason}); "
-            "it is quarantined until an operator repairs it",
+            "the document's stored history is damaged: quarantined until an operator repairs it",
         )
 
     async def _seed(self, doc_id: DocId, doc: Doc[Any], *, lost: bool) -> int:

@@ -1,0 +1,82 @@
+"""Continuous commits: no edit is left behind by a commit in progress, and every edit's author
+is credited in the commit that holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from servers import make_config
+
+from collab import Client, CollabServer
+from collab.auth import Identity, Role
+from collab.origin import Origin
+
+ROOM = "demo/main:README.md"
+
+
+def _git(repos: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repos / "demo"), *args], check=True, capture_output=True, text=True
+    )
+    return done.stdout
+
+
+async def test_an_edit_made_during_a_long_commit_is_committed_without_another_keystroke(
+    repos: Path, tmp_path: Path
+) -> None:
+    config = make_config(repos, tmp_path / "data", commit_idle=0.05, commit_max_lag=100.0)
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        await ann.join("demo")
+        sync = server.git.branches[("demo", "main")]
+        write = sync._write
+
+        def slow_write(*args: Any) -> bytes:
+            time.sleep(0.4)  # a commit that outlasts the idle time (a slow disk, a big tree)
+            return write(*args)
+
+        sync._write = slow_write  # type: ignore[method-assign]
+        doc.insert(0, "first\n")
+        await ann.flush()
+        async with asyncio.timeout(5):  # the first commit has started
+            while not sync.lock.locked():
+                await asyncio.sleep(0.01)
+        doc.insert(0, "second\n")  # lands while it runs; no keystroke follows
+        await ann.flush()
+        async with asyncio.timeout(5):
+            while "second" not in _git(repos, "show", "main:README.md"):
+                await asyncio.sleep(0.05)
+
+
+async def test_an_edit_landing_while_a_commit_drains_keeps_its_author(
+    repos: Path, tmp_path: Path
+) -> None:
+    config = make_config(repos, tmp_path / "data", commit_idle=100.0, commit_max_lag=100.0)
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        await ann.join("demo")  # her own branch exists: nothing commits main behind our back
+        doc.insert(0, "ann was here\n")
+        await ann.flush()
+        room = server.rooms.get_key(ROOM)
+        assert room is not None
+        drain = room.drain
+        pia = Identity("pia", Role.WRITE, "*")
+
+        async def drain_while_pia_types() -> None:
+            await drain()
+            room.edit(lambda text: text.insert(0, "pia too\n"), origin=Origin.CLIENT, author=pia)
+            await drain()
+
+        room.drain = drain_while_pia_types  # type: ignore[method-assign]
+        sync = server.git.branches[("demo", "main")]
+        await sync.flush()
+        room.drain = drain  # type: ignore[method-assign]
+        await sync.flush()
+        assert "pia too" in _git(repos, "show", "main:README.md")
+        log = _git(repos, "log", "--format=%an%n%(trailers:key=Co-authored-by,valueonly)", "main")
+        credited = {line.split(" <")[0] for line in log.splitlines() if line.strip()}
+        assert {"ann", "pia"} <= credited

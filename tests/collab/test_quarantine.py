@@ -1,0 +1,223 @@
+"""Damaged stored history: the document is quarantined, never served whole nor committed;
+``collab store repair`` keeps every intact record; a shrinking commit after it is held."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+from unittest.mock import ANY
+
+import aiohttp
+import pytest
+from serverproc import ServerProcess
+from servers import make_config
+from test_crash import stored_text
+from yjsclient import YjsPeer
+
+from collab import Client, ClientError, CollabServer
+from collab.data_lock import DataDirBusy, DataDirLock
+from protocol.errors import ErrorCode
+
+ROOM = "demo/main:README.md"
+
+
+def _head(repos: Path, path: str = "README.md") -> tuple[bytes, str]:
+    """``demo``'s main head and the file ``path`` there, as git itself reads them."""
+    git = ["git", "-C", str(repos / "demo")]
+    head = subprocess.run([*git, "rev-parse", "main"], check=True, capture_output=True).stdout
+    text = subprocess.run([*git, "show", f"main:{path}"], check=True, capture_output=True)
+    return head.strip(), text.stdout.decode()
+
+
+def _fsck(repos: Path) -> None:
+    subprocess.run(["git", "-C", str(repos / "demo"), "fsck", "--full", "--strict"], check=True)
+
+
+def _store_cli(action: str, data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collab", "store", action, "--data-dir", str(data_dir), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _rows(data_dir: Path, doc_id: str, table: str = "records") -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(data_dir / "store.sqlite3")) as conn:
+        return conn.execute(
+            f"SELECT seq, kind FROM {table} WHERE doc_id = ? ORDER BY seq", (doc_id,)
+        ).fetchall()
+
+
+def _flip(data_dir: Path, doc_id: str, seq: int) -> None:
+    """Flip one bit in the middle of a record's data, leaving its checksum as it was."""
+    with closing(sqlite3.connect(data_dir / "store.sqlite3")) as conn:
+        (data,) = conn.execute(
+            "SELECT data FROM records WHERE doc_id = ? AND seq = ?", (doc_id, seq)
+        ).fetchone()
+        damaged = bytearray(data)
+        damaged[len(damaged) // 2] ^= 0x04
+        conn.execute(
+            "UPDATE records SET data = ? WHERE doc_id = ? AND seq = ?",
+            (bytes(damaged), doc_id, seq),
+        )
+        conn.commit()
+
+
+async def _health(base: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(base + "/healthz") as resp:
+        return dict(await resp.json())
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "data"
+
+
+async def test_a_damaged_snapshot_is_quarantined_and_repaired_from_the_branch(
+    repos: Path, data_dir: Path
+) -> None:
+    config = make_config(repos, data_dir, commit_idle=0.05)
+    async with CollabServer(config) as first, Client(first.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        doc.insert(len(str(doc)), "a line typed live\n" * 40)
+        await ann.flush()
+        typed = str(doc)
+    # the clean stop committed the text and snapshotted the history
+    assert _head(repos)[1] == typed
+    snapshots = [seq for seq, kind in _rows(data_dir, ROOM) if kind == "s"]
+    assert snapshots
+    _flip(data_dir, ROOM, snapshots[0])
+
+    async with CollabServer(config) as second:
+        base = second.url.replace("ws://", "http://")
+        async with Client(second.url, user="bob") as bob:
+            with pytest.raises(ClientError) as refused:
+                await bob.open(ROOM)
+            assert refused.value.code == ErrorCode.DAMAGED
+            other = await bob.open("demo/main:src/app.py")  # the rest is served
+            other.insert(0, "# still fine\n")
+            await bob.flush()
+        async with YjsPeer(second.url, ROOM, user="carl") as carl:
+            await asyncio.wait_for(carl.closed.wait(), 5)
+            assert carl.close_code == ErrorCode.DAMAGED
+        health = await _health(base)
+        assert "record" in health["damaged"][ROOM] and "checksum" in health["damaged"][ROOM]
+        await second.git.branches[("demo", "main")].flush()
+        assert _head(repos)[1] == typed  # the branch keeps its last good commit
+
+    checked = _store_cli("check", data_dir)
+    assert checked.returncode == 1, checked
+    assert ROOM in checked.stdout and "damaged" in checked.stdout
+    repaired = _store_cli("repair", data_dir)
+    assert repaired.returncode == 0, repaired
+    assert "seeded again" in repaired.stdout
+    assert [seq for seq, _kind in _rows(data_dir, ROOM, "quarantine")] == snapshots[:1]
+
+    async with CollabServer(config) as third, Client(third.url, user="ann") as ann:
+        events: list[dict[str, Any]] = []
+        third.events.subscribe("demo", lambda _repo, event: events.append(event))
+        assert str(await ann.open(ROOM)) == typed  # seeded again from the branch head
+        assert [e for e in events if e["kind"] == "reseeded"] == [
+            {"kind": "reseeded", "branch": "main", "path": "README.md", "blob": ANY}
+        ]
+    assert _head(repos)[1] == typed
+    _fsck(repos)
+
+
+async def test_one_process_per_data_directory(repos: Path, data_dir: Path) -> None:
+    config = make_config(repos, data_dir)
+    async with CollabServer(config):
+        with pytest.raises(DataDirBusy):
+            DataDirLock(data_dir).acquire()
+        second = CollabServer(make_config(repos, data_dir))
+        with pytest.raises(DataDirBusy, match="in use by another collab process"):
+            await second.start()
+        busy = _store_cli("repair", data_dir)
+        assert busy.returncode == 2 and "in use" in busy.stderr
+    with DataDirLock(data_dir):  # released on stop
+        pass
+
+
+async def _type_keystrokes(doc: Any, text: str) -> None:
+    for ch in text:
+        doc.insert(len(str(doc)), ch)
+        await asyncio.sleep(0)
+
+
+async def test_a_damaged_record_mid_log_is_salvaged_and_the_shrinking_commit_held(
+    repos: Path, tmp_path: Path
+) -> None:
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--commit-idle", "0.05"))
+    data = server.data_dir
+    await server.start()
+    ann = Client(server.url, user="ann", min_backoff=0.05, max_backoff=0.3)
+    try:
+        await ann.connect()
+        doc = await ann.open(ROOM)
+        await _type_keystrokes(doc, "".join(f"line {i} typed key by key\n" for i in range(20)))
+        await ann.flush()
+        typed = str(doc)
+        async with asyncio.timeout(10):  # committed by the continuous commit
+            while _head(repos)[1] != typed:
+                await asyncio.sleep(0.05)
+        full_state = doc.doc.get_update()
+        await server.kill()
+        seqs = [seq for seq, kind in _rows(data, ROOM) if kind == "u"]
+        assert len(seqs) > 200
+        middle = seqs[len(seqs) // 4]  # what is left is under half the file: drastic
+        _flip(data, ROOM, middle)
+        head = _head(repos)
+
+        await server.start()  # the start-up recovery must not commit the truncated text
+        base = server.url.replace("ws://", "http://")
+        async with asyncio.timeout(10):
+            while ROOM not in (await _health(base))["damaged"]:
+                await asyncio.sleep(0.05)  # ann's client reconnects and is refused
+        await asyncio.sleep(0.3)
+        assert _head(repos) == head
+        await ann.close()  # ann keeps her copy (full_state) for later
+        await server.stop()
+
+        repaired = _store_cli("repair", data)
+        assert repaired.returncode == 0, repaired.stderr
+        aside = [seq for seq, _kind in _rows(data, ROOM, "quarantine")]
+        assert aside[0] == middle and aside == [s for s in seqs if s >= middle]
+        salvaged = await stored_text(data, ROOM)
+        assert typed.startswith(salvaged) and len(salvaged) < len(typed) // 2
+
+        await server.start()  # the recovery scan holds the shrinking commit and reports it
+        async with asyncio.timeout(10):
+            while ROOM not in (await _health(base))["held"]:
+                await asyncio.sleep(0.05)
+        async with Client(server.url, user="late") as late:
+            assert str(await late.open(ROOM)) == salvaged
+        await asyncio.sleep(0.3)
+        assert _head(repos) == head  # held, not committed
+
+        # ann's copy is the same history: sent back, it makes the document whole again
+        peer = YjsPeer(server.url, ROOM, user="ann")
+        peer.doc.apply_update(full_state)
+        async with peer:
+            await asyncio.wait_for(peer.synced.wait(), 5)
+            async with asyncio.timeout(10):
+                while True:
+                    async with Client(server.url, user="late") as late:
+                        if str(await late.open(ROOM)) == typed:
+                            break
+                    await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            while (await _health(base))["held"]:
+                await asyncio.sleep(0.05)
+        assert _head(repos)[1] == typed
+        assert (await stored_text(data, ROOM)).count("line 19 typed") == 1
+    finally:
+        await ann.close()
+        await server.stop()
+    _fsck(repos)

@@ -1,0 +1,140 @@
+"""``collab.store_repair``: what a repair keeps, sets aside and marks, on crafted histories."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+from collab.sqlite_store import SQLiteStore
+from collab.store_repair import check, repair
+
+KEY = "demo/main:a.txt"
+
+
+def _typist(client_id: int, base: bytes | None = None) -> tuple[Doc[Any], Text]:
+    doc: Doc[Any] = Doc(client_id=client_id)
+    if base is not None:
+        doc.apply_update(base)
+    return doc, doc.get("source", type=Text)
+
+
+def _edit(doc: Doc[Any], change: Any) -> bytes:
+    before = doc.get_state()
+    change()
+    return doc.get_update(before)
+
+
+async def _store(path: Path, updates: list[bytes]) -> list[int]:
+    async with SQLiteStore(path) as store:
+        return [await store.append(KEY, update) for update in updates]
+
+
+async def _text(path: Path) -> tuple[str, bool]:
+    async with SQLiteStore(path) as store:
+        stored = await store.load(KEY)
+    assert stored is not None and stored.corrupt is None
+    doc: Doc[Any] = Doc()
+    stored.apply_to(doc)
+    return str(doc.get("source", type=Text)), stored.recovered
+
+
+def _damage(path: Path, seq: int, how: str = "data") -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        if how == "data":
+            (data,) = conn.execute(
+                "SELECT data FROM records WHERE doc_id = ? AND seq = ?", (KEY, seq)
+            ).fetchone()
+            conn.execute(
+                "UPDATE records SET data = ? WHERE doc_id = ? AND seq = ?",
+                (bytes([data[0] ^ 1]) + data[1:], KEY, seq),
+            )
+        else:
+            conn.execute("UPDATE records SET data = NULL WHERE doc_id = ? AND seq = ?", (KEY, seq))
+        conn.commit()
+
+
+def _aside(path: Path) -> dict[int, str]:
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT seq, reason FROM quarantine WHERE doc_id = ?", (KEY,))
+        return dict(rows.fetchall())
+
+
+@pytest.mark.parametrize("how", ["data", "null"])
+async def test_independent_edits_after_the_damage_are_kept(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "store.sqlite3"
+    seed_doc, seed_text = _typist(1)
+    seed = _edit(seed_doc, lambda: seed_text.insert(0, "base\n"))
+    ann, ann_text = _typist(2, seed)
+    bob, bob_text = _typist(3, seed)
+    updates = [seed]
+    for i in range(6):  # ann appends, key by key; each builds on her last
+        updates.append(_edit(ann, lambda i=i: ann_text.insert(len(ann_text), f"a{i}")))
+    for i in range(3):  # bob types at the start: his edits need only the seed and his own
+        updates.append(_edit(bob, lambda i=i: bob_text.insert(0, f"b{i}")))
+    seqs = await _store(path, updates)
+    _damage(path, seqs[3], how)  # ann's third keystroke
+
+    report = check(path)
+    assert not report.sound and [d.doc_id for d in report.docs] == [KEY]
+    assert list(report.docs[0].damaged) == [seqs[3]]
+
+    repaired = repair(path)
+    (doc,) = repaired.docs
+    assert set(doc.set_aside) == set(seqs[3:7])  # the damaged one and ann's keystrokes after it
+    assert "builds on the damaged record" in doc.set_aside[seqs[4]]
+    assert doc.kept == len(seqs) - 4
+    text, recovered = await _text(path)
+    assert text == "b2b1b0base\na0a1" == doc.text
+    assert recovered
+    assert set(_aside(path)) == set(seqs[3:7])
+    assert check(path).sound  # nothing damaged is left; the mark stays until accepted
+    assert check(path).docs[0].recovered
+    assert not repair(path, accept=[KEY]).docs[0].recovered
+    assert check(path).docs == []
+
+
+async def test_a_repeated_update_after_the_damage_keeps_one_copy(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    seed_doc, seed_text = _typist(1)
+    seed = _edit(seed_doc, lambda: seed_text.insert(0, "base\n"))
+    ann, ann_text = _typist(2, seed)
+    first = _edit(ann, lambda: ann_text.insert(0, "x"))
+    bob, bob_text = _typist(3, seed)
+    mine = _edit(bob, lambda: bob_text.insert(5, "!"))
+    seqs = await _store(path, [seed, first, mine, mine])  # stored twice (a resend)
+    _damage(path, seqs[1])
+    (doc,) = repair(path).docs
+    assert set(doc.set_aside) == {seqs[1], seqs[3]} or set(doc.set_aside) == {seqs[1], seqs[2]}
+    assert (await _text(path))[0] == "base\n!"
+
+
+async def test_reseed_drops_the_history_and_keeps_the_sequence(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    seed_doc, seed_text = _typist(1)
+    seqs = await _store(path, [_edit(seed_doc, lambda: seed_text.insert(0, "base\n"))])
+    (doc,) = repair(path, reseed=[KEY]).docs
+    assert set(doc.set_aside) == set(seqs) and doc.recovered
+    async with SQLiteStore(path) as store:
+        stored = await store.load(KEY)
+        assert stored is not None and stored.empty and stored.recovered
+        assert await store.append(KEY, b"\x00\x00") == seqs[-1] + 1  # seqs are never reused
+
+
+def test_a_damaged_file_is_reported_and_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(b"x" * 3000,) for _ in range(50)])
+        conn.commit()
+    raw = bytearray(path.read_bytes())
+    for offset in range(4096 + 100, 4096 + 600):  # garble the second page
+        raw[offset] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    assert check(path).integrity
+    with pytest.raises(sqlite3.DatabaseError, match="file itself is damaged"):
+        repair(path)
