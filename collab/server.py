@@ -35,6 +35,7 @@ from .outbox import close_ws
 from .rooms import Rooms
 from .sqlite_store import SQLiteStore
 from .store import Store
+from .websocket import CollabWebSocket
 from .ws_endpoint import handle_ws
 from .yjs_endpoint import handle_yjs
 
@@ -102,6 +103,7 @@ class CollabServer:
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._runner: web.AppRunner | None = None
         self._header_deadlines = HeaderDeadlines(config.header_timeout)
+        self._lingering: set[asyncio.Task[None]] = set()  # closes of refused WebSockets
         self.port = config.port
         self.ops = Operations()
         self.services: list[Service] = []
@@ -138,13 +140,17 @@ class CollabServer:
         return f"ws://{self.config.host}:{self.port}"
 
     def websocket(self) -> web.WebSocketResponse:
-        return web.WebSocketResponse(
-            max_msg_size=self.config.max_message,
+        return CollabWebSocket(
+            max_message=self.config.max_message,
             heartbeat=self.config.heartbeat,
             autoping=True,
             # Yjs updates are small and already compact; per-message deflate costs both ends
             # more CPU than it saves (and stock y-websocket servers do not offer it).
             compress=False,
+            # after refusing an oversized message, what the peer still sends is discarded this
+            # long at most, so that it reads the close frame instead of a reset
+            linger=self.config.body_timeout,
+            lingering=self._lingering,
         )
 
     def track(self, ws: web.WebSocketResponse) -> None:
@@ -279,6 +285,9 @@ class CollabServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for task in list(self._lingering):
+            task.cancel()
+        await asyncio.gather(*self._lingering, return_exceptions=True)
         for service in reversed(self.services):
             try:
                 await service.stop()

@@ -100,7 +100,9 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
             elif msg.type is WSMsgType.TEXT:
                 outbox.abort(ErrorCode.MALFORMED, "text frames are not part of the protocol")
             elif msg.type is WSMsgType.ERROR:
-                log.warning("%s: %s", name, ws.exception())
+                # aiohttp has closed the socket already (an oversized message: 4009, see
+                # CollabWebSocket); the frame error is the message's data, not ws.exception()
+                log.warning("%s: closed on a bad frame: %s", name, msg.data)
     finally:
         server.untrack(ws)
         room.detach(peer)

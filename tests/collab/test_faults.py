@@ -193,14 +193,14 @@ async def test_text_frame_is_refused(server: CollabServer) -> None:
         await session.close()
 
 
-async def test_oversized_message_closes_with_1009(tight_server: CollabServer) -> None:
+async def test_oversized_message_closes_with_4009(tight_server: CollabServer) -> None:
     async with YjsPeer(tight_server.url, ROOM, user="watcher") as watcher:
         await asyncio.wait_for(watcher.synced.wait(), 5)
         before = str(watcher.text)
         session, ws = await _raw(tight_server, f"/yjs/{ROOM}?user=mallory")
         try:
             await ws.send_bytes(b"\x00\x02" + b"\x80" * (300 * 1024))
-            assert await _closed_with(ws) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+            assert await _closed_with(ws) == ErrorCode.TOO_LARGE
         finally:
             await session.close()
         await _assert_room_still_works(tight_server, before)

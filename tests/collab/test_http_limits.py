@@ -1,5 +1,6 @@
 """Slow and oversized clients on a live server: trickled headers and bodies are cut off in time,
-bad JSON is a 400, and normal clients (keep-alive HTTP, long-lived WebSockets) are left alone."""
+bad JSON is a 400, an oversized WebSocket frame is closed with 4009, and normal clients (keep-alive
+HTTP, long-lived WebSockets) are left alone."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from jsfleet import DEFAULT_NODE_DIR, js_available
 from servers import make_config
 
 from collab import CollabServer
+from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.yjs import SyncStep1, SyncStep2, decode_message, encode_message
 
@@ -225,6 +228,127 @@ async def test_websocket_outlives_the_header_deadline(strict: CollabServer) -> N
         assert not ws.closed
 
 
+@pytest.fixture
+async def default_limits(repos: Path, tmp_path: Path) -> AsyncIterator[CollabServer]:
+    async with CollabServer(make_config(repos, tmp_path / "data", store="memory")) as srv:
+        yield srv
+
+
+async def _close_of(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
+    async with asyncio.timeout(5):
+        while True:
+            msg = await ws.receive()
+            if msg.type is not aiohttp.WSMsgType.BINARY:
+                return msg
+
+
+async def _assert_refused_with_4009(ws: aiohttp.ClientWebSocketResponse, limit: int) -> None:
+    # the whole frame goes out (the server reads and discards it) instead of a reset mid-send
+    await ws.send_bytes(b"\x00" * (limit + 1))
+    msg = await _close_of(ws)
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert msg.data == ErrorCode.TOO_LARGE
+    assert msg.extra == f"message over the limit of {limit} bytes"
+
+
+async def test_oversized_frame_closes_yjs_with_4009(default_limits: CollabServer) -> None:
+    url = f"{default_limits.url}/yjs/demo/main:README.md"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, params={"user": "a"}) as ws,
+    ):
+        await _assert_refused_with_4009(ws, default_limits.config.max_message)
+
+
+async def test_oversized_frame_closes_ws_with_4009(default_limits: CollabServer) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{default_limits.url}/ws") as ws,
+    ):
+        await ws.send_bytes(m.encode(m.Hello(m.PROTOCOL_VERSION, user="a")))
+        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        await _assert_refused_with_4009(ws, default_limits.config.max_message)
+
+
+NODE_CLIENT = """
+import WebSocket from "ws";
+const ws = new WebSocket(process.argv[1]);
+ws.on("open", () => ws.send(Buffer.alloc(Number(process.argv[2]) + 1)));
+ws.on("error", () => {});
+ws.on("close", (code, reason) => console.log(JSON.stringify([code, reason.toString()])));
+"""
+
+
+@pytest.mark.js
+async def test_node_client_reads_4009(default_limits: CollabServer) -> None:
+    """Node's ``ws`` (what y-websocket runs on) saw only 1006 when the server closed while it
+    was still sending the message."""
+    if not js_available():
+        pytest.fail("Node.js or the npm packages under tests/js are missing", pytrace=False)
+    limit = default_limits.config.max_message
+    url = f"{default_limits.url}/yjs/demo/main:README.md?user=a"
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        "--input-type=module",
+        "-e",
+        NODE_CLIENT,
+        url,
+        str(limit),
+        cwd=DEFAULT_NODE_DIR,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(20):
+            out, _ = await node.communicate()
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+    assert json.loads(out) == [ErrorCode.TOO_LARGE, f"message over the limit of {limit} bytes"]
+
+
+async def _oversized_sender(port: int, limit: int) -> tuple[float, bytes]:
+    """A raw WebSocket client that announces a frame over ``limit`` and then trickles its
+    payload; how long until the server stopped taking it, and what the server sent."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /yjs/demo/main:README.md?user=a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    started = loop.time()
+    # a masked binary frame's header with a 64-bit length, then the payload a byte at a time
+    writer.write(b"\x82\xff" + (limit + 1).to_bytes(8, "big") + b"\x00\x00\x00\x00")
+    dripping = asyncio.create_task(_trickle(writer))
+    try:
+        async with asyncio.timeout(BOUND):
+            received = await _until_closed(reader)  # the server's FIN comes first
+            await dripping  # then, once it stops discarding, a reset
+        return loop.time() - started, received
+    finally:
+        dripping.cancel()
+        await asyncio.gather(dripping, return_exceptions=True)
+        writer.close()
+
+
+CLOSE_4009 = (
+    b"\x88"
+    + bytes((2 + len(f"message over the limit of {LIMIT} bytes"),))
+    + (ErrorCode.TOO_LARGE.to_bytes(2, "big") + f"message over the limit of {LIMIT} bytes".encode())
+)
+
+
+async def test_refused_frame_is_discarded_for_at_most_the_body_timeout(
+    strict: CollabServer,
+) -> None:
+    """A peer that keeps sending after the close frame is cut off once the linger is over."""
+    elapsed, received = await _oversized_sender(strict.port, LIMIT)
+    assert received.endswith(CLOSE_4009)
+    assert TIMEOUT * 0.8 <= elapsed < BOUND
+
+
 async def test_upgraded_connection_bypasses_the_guard(repos: Path, tmp_path: Path) -> None:
     """After a WebSocket upgrade, the transport feeds aiohttp's handler directly: no per-frame
     cost for the header deadline."""
@@ -258,9 +382,10 @@ async def test_stop_closes_slow_clients_promptly(repos: Path, tmp_path: Path) ->
     await server.start()
     heads = [HEADERS_API, HEADERS_GIT, _body_head("/api/branch.list?user=a", 10_000)]
     clients = [asyncio.create_task(_slow_client(server.port, head)) for head in heads * 3]
+    refused = asyncio.create_task(_oversized_sender(server.port, server.config.max_message))
     await asyncio.sleep(0.3)
     started = loop.time()
     await server.stop()
     assert loop.time() - started < 2.5
-    for elapsed, _answer in await asyncio.gather(*clients):
+    for elapsed, _answer in await asyncio.gather(*clients, refused):
         assert elapsed < BOUND
