@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -85,8 +85,8 @@ class _Guard(asyncio.Protocol):
     # asyncio.Protocol, forwarded
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # not an isinstance check: uvloop's transports do not derive from asyncio's classes
+        self.transport = cast("asyncio.Transport", transport)
         self.arm()
         self.inner.connection_made(transport)
 
