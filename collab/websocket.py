@@ -73,6 +73,7 @@ class CollabWebSocket(web.WebSocketResponse):
             trsock = transport.get_extra_info("socket")
             if trsock is not None:
                 sock = trsock.dup()  # keeps the connection open once aiohttp closes its socket
+                sock.setblocking(False)  # for loop.sock_recv (uvloop's dup leaves it unset)
         try:
             closed = await super().close(code=ErrorCode.TOO_LARGE, message=reason, drain=drain)
         except BaseException:

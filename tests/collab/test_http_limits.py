@@ -13,9 +13,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from jsfleet import DEFAULT_NODE_DIR, js_available
+from serverproc import ServerProcess
 from servers import make_config
 
-from collab import CollabServer
+from collab import CollabServer, ServerConfig
 from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.yjs import SyncStep1, SyncStep2, decode_message, encode_message
@@ -347,6 +348,24 @@ async def test_refused_frame_is_discarded_for_at_most_the_body_timeout(
     elapsed, received = await _oversized_sender(strict.port, LIMIT)
     assert received.endswith(CLOSE_4009)
     assert TIMEOUT * 0.8 <= elapsed < BOUND
+
+
+async def test_collab_serve_guards_and_refuses_on_its_own_loop(repos: Path, tmp_path: Path) -> None:
+    """``collab serve`` runs on uvloop, whose transports are not asyncio's classes: requests,
+    upgrades and the refusal of an oversized message work there too."""
+    server = ServerProcess(repos, tmp_path / "data")
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):  # kept alive
+                async with session.get(f"http://127.0.0.1:{server.port}/healthz") as response:
+                    assert response.status == 200
+            url = f"{server.url}/yjs/demo/main:README.md"
+            async with session.ws_connect(url, params={"user": "a"}) as ws:
+                limit = ServerConfig(repos, tmp_path / "data").max_message  # the default
+                await _assert_refused_with_4009(ws, limit)
+    finally:
+        await server.stop()
 
 
 async def test_upgraded_connection_bypasses_the_guard(repos: Path, tmp_path: Path) -> None:
