@@ -163,8 +163,7 @@ class Branches:
     def _create(self, repo: str, name: str, at: bytes) -> None:
         git = self.repos.open(repo)
         create_branch(git, name, at)
-        git.refs.remove_if_equals(Ref(synced_ref(name)), None)  # a leftover of a deleted namesake
-        set_synced(git, name, at)
+        set_synced(git, name, at)  # over any leftover of a deleted namesake
 
     def _ref_event(
         self, repo: str, branch: str, old: bytes | None, new: bytes | None, cause: str

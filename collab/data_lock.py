@@ -1,4 +1,4 @@
-"""One process at a time in a data directory: an exclusive lock the kernel drops on exit."""
+"""One process at a time in a directory (data, repositories): a lock the kernel drops on exit."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ LOCK_FILE = "lock"
 
 
 class DataDirBusy(RuntimeError):
-    """Another process (a server, a store repair) holds the data directory."""
+    """Another process (a server, a store repair) holds the directory."""
 
 
 class DataDirLock:
-    """An exclusive ``flock`` on ``<data_dir>/lock``, holding the owner's pid.
+    """An exclusive ``flock`` on ``<data_dir>/<name>``, holding the owner's pid.
 
     A crash cannot leave it behind: the kernel releases it with the process, so a server
     restarted at once after ``kill -9`` takes it straight away."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / LOCK_FILE
+    def __init__(self, data_dir: Path, name: str = LOCK_FILE) -> None:
+        self.path = Path(data_dir) / name
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -39,7 +39,7 @@ class DataDirLock:
             os.close(fd)
             raise DataDirBusy(
                 f"{self.path.parent} is in use by another collab process (pid {holder}); "
-                "stop it first, or give this one another --data-dir"
+                "stop it first, or give this one another directory"
             ) from None
         except BaseException:
             os.close(fd)

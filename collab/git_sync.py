@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Awaitable, Iterable
 from pathlib import Path
@@ -41,6 +42,7 @@ from gitsync.commits import (
     recover_stale_locks,
     set_synced,
 )
+from gitsync.locks import STALE_AFTER
 from gitsync.merging import merge_text
 from gitsync.packing import fsync_directory
 from protocol.errors import ProtocolError
@@ -399,8 +401,12 @@ class GitSync:
         max_lag: float = 10.0,
         poll: float = 1.0,
         state_dir: Path | None = None,
+        owns_repos: bool = False,
     ) -> None:
         self.repos = repos
+        self.owns_repos = owns_repos
+        """No other process writes the repositories (the server holds their lock): every
+        lock file found at start was left by a dead writer, whatever its age."""
         self.rooms = rooms
         self.store = store
         self.clean_marker = None if state_dir is None else state_dir / CLEAN_SHUTDOWN
@@ -459,8 +465,9 @@ class GitSync:
         return True
 
     def _recover_locks(self) -> None:
+        older_than = -math.inf if self.owns_repos else STALE_AFTER
         for name in self.repos.names():
-            removed = recover_stale_locks(self.repos.open(name))
+            removed = recover_stale_locks(self.repos.open(name), older_than)
             for path in removed:
                 log.warning("%s: removed a stale lock %s left by a crash", name, path)
 

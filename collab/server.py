@@ -39,7 +39,10 @@ from .websocket import CollabWebSocket
 from .ws_endpoint import handle_ws
 from .yjs_endpoint import handle_yjs
 
-__all__ = ["CollabServer"]
+__all__ = ["REPOS_LOCK", "CollabServer"]
+
+REPOS_LOCK = ".collab.lock"
+"""The file in the repositories' directory a server locks (it owns them while it runs)."""
 
 log = logging.getLogger("collab.server")
 
@@ -87,6 +90,8 @@ class CollabServer:
             self.auth = TokenAuthenticator(config.secret)
         self.store: Store = store or self._default_store(config)
         self._data_lock = DataDirLock(config.data_dir)
+        # the server owns its repositories: a lock file in them is a dead writer's
+        self._repos_lock = DataDirLock(config.repos, REPOS_LOCK)
         self.repos = Repositories(config.repos)
         self.events = EventHub()
         self.rooms = Rooms(
@@ -117,6 +122,7 @@ class CollabServer:
             max_lag=config.commit_max_lag,
             poll=config.ref_poll,
             state_dir=None if config.store == "memory" else config.data_dir,
+            owns_repos=config.store != "memory",
         )
         self.services.append(self.git)
         self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)
@@ -250,9 +256,15 @@ class CollabServer:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.config.store != "memory":  # one server (or store repair) per data directory
             self._data_lock.acquire()
+            try:
+                self._repos_lock.acquire()
+            except BaseException:
+                self._data_lock.release()
+                raise
         try:
             await self.store.start()
         except BaseException:
+            self._repos_lock.release()
             self._data_lock.release()
             raise
         for service in self.services:
@@ -296,6 +308,7 @@ class CollabServer:
         await self.rooms.close()
         await self.store.stop()
         await asyncio.to_thread(self.repos.close)  # waits for git work still running
+        self._repos_lock.release()
         self._data_lock.release()
 
     async def __aenter__(self) -> CollabServer:

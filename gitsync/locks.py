@@ -99,6 +99,10 @@ def call_past_stale_locks(
 
     A lock older than ``stale_after`` is removed and the operation retried once; a younger one
     is polled for up to ``wait`` seconds, then :class:`RefLocked` is raised.
+
+    dulwich removes a ref's parent directories once they are empty, so a write that creates
+    its directory and then its lock file can find the directory gone (another thread deleted
+    the last ref beside it in between): that write is retried, and creates it again.
     """
     deadline = time.monotonic() + wait
     recovered = False
@@ -106,6 +110,10 @@ def call_past_stale_locks(
     while True:
         try:
             return operation()
+        except FileNotFoundError:
+            if time.monotonic() >= deadline:
+                raise
+            continue  # the directory was pruned under the write: it is made again
         except FileLocked as exc:
             lock = Path(os.fsdecode(exc.lockfilename))
         seen = _age(lock)

@@ -437,7 +437,8 @@ async def test_bad_merges_and_files_get_clear_errors(
         await doc.close()
     before = git(demo, "rev-parse", "main", "files")
     token = tokens.mint(user="rita", repo="demo", role=Role.READ)
-    config = make_config(repos, repos.parent / "d2", secret=SECRET)
+    # beside the first server, on the same repositories: only a memory store does not lock them
+    config = make_config(repos, repos.parent / "d2", secret=SECRET, store="memory")
     async with CollabServer(config) as secure, Client(secure.url, token=token) as rita:
         with pytest.raises(ClientError) as refused:
             await rita.call("merge.apply", repo="demo", source="files", target="main")

@@ -5,7 +5,6 @@ stale lock is recovered, and the live state is committed. Also the ``collab bran
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import subprocess
 import sys
@@ -46,9 +45,7 @@ async def test_kill_9_during_continuous_commits(repos: Path, tmp_path: Path) -> 
             lock = demo / ".git" / "refs" / "heads" / "main.lock"
             if not lock.parent.is_dir():
                 lock = demo / "refs" / "heads" / "main.lock"
-            lock.write_text("0" * 40 + "\n")
-            old = time.time() - 3600
-            os.utime(lock, (old, old))
+            lock.write_text("0" * 40 + "\n")  # as young as a crash leaves it
             await server.start()
             await until(lambda: alice.connected.is_set() and alice.reconnects > 0, timeout=20)
             await until(lambda: show(demo, "main", "src/app.py") == str(doc.text), timeout=20)
@@ -58,6 +55,44 @@ async def test_kill_9_during_continuous_commits(repos: Path, tmp_path: Path) -> 
             await alice.flush()
             await until(lambda: show(demo, "main", "src/app.py") == str(doc.text), timeout=20)
     finally:
+        await server.stop()
+    git(demo, "fsck", "--full", "--strict")
+
+
+async def test_an_immediate_restart_after_kill_9_during_commits_20_times(
+    repos: Path, tmp_path: Path
+) -> None:
+    # what a supervisor with Restart=always does: start again at once, every time
+    demo = repos / "demo"
+    server = ServerProcess(
+        repos,
+        tmp_path / "data",
+        extra_args=("--commit-idle", "0.01", "--commit-max-lag", "0.05"),
+    )
+    await server.start()
+    alice = Client(server.url, user="alice", min_backoff=0.01, max_backoff=0.05)
+    lines: list[str] = []
+    try:
+        await alice.connect()
+        doc = await alice.open("demo/main:src/app.py")
+        for round_ in range(20):
+            for n in range(8):
+                line = f"# round {round_} line {n}\n"
+                doc.insert(len(str(doc)), line)
+                lines.append(line)
+                await asyncio.sleep(0.002)
+            await alice.flush()  # acknowledged: it must survive whatever comes next
+            await asyncio.sleep(0.01 * (round_ % 4))  # somewhere in a commit
+            await server.kill()
+            lock = demo / ".git" / "refs" / "heads" / "main.lock"
+            lock.write_text("0" * 40 + "\n")  # killed between taking the lock and the rename
+            await server.start()  # at once: it must come up every time
+        await alice.flush()
+        final = str(doc)
+        assert all(final.count(line) == 1 for line in lines)
+        await until(lambda: show(demo, "main", "src/app.py") == final, timeout=20)
+    finally:
+        await alice.close()
         await server.stop()
     git(demo, "fsck", "--full", "--strict")
 
