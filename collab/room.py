@@ -208,10 +208,16 @@ class Room:
                 peer.send_awareness(encode_awareness(states))
         return diff
 
-    def check_answer(self, peer: Subscriber, update: bytes) -> None:
+    def _check_answer(self, peer: Subscriber, update: bytes) -> None:
         """Refuse, with ``RELOAD``, a peer's answer to sync step 1 that carries the history of
         another epoch of the document (merged, it would double the text)."""
-        foreign = update_epochs(update) - self.epochs
+        try:
+            epochs = update_epochs(update)
+        except BaseException as exc:
+            if isinstance(exc, _PASS_THROUGH):
+                raise
+            raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
+        foreign = epochs - self.epochs
         if foreign:
             raise self._reload(peer, foreign)
 
@@ -229,15 +235,25 @@ class Room:
         )
 
     def receive_update(
-        self, update: bytes, *, origin: Origin = Origin.CLIENT, sender: Subscriber | None = None
+        self,
+        update: bytes,
+        *,
+        origin: Origin = Origin.CLIENT,
+        sender: Subscriber | None = None,
+        answer: bool = False,
     ) -> asyncio.Future[None]:
         """Validate and apply ``update``, queue it for a durable append, and return a future
-        that completes once it is stored and broadcast. Raises ``InvalidUpdate``."""
+        that completes once it is stored and broadcast. Raises ``InvalidUpdate``.
+
+        ``answer``: the update is the sender's answer to sync step 1 (its whole history that
+        the room lacks), refused with ``RELOAD`` if it belongs to another epoch."""
         if self._failed is not None:
             raise RoomFailed(self._failed)
         if len(update) > self.limits.max_update:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
         _precheck(update)
+        if answer and sender is not None:
+            self._check_answer(sender, update)
         try:
             self.doc.apply_update(update)
         except BaseException as exc:

@@ -146,19 +146,20 @@ class Session:
             if step is m.SyncStep.STEP1:
                 self.send(m.Sync(ref, m.SyncStep.STEP2, room.handshake(peer, data)))
                 return
-            if step is m.SyncStep.STEP2:  # the peer's whole history: which epoch?
-                room.check_answer(peer, data)
+            if not peer.writable:
+                if data != EMPTY_UPDATE:
+                    log.warning(
+                        "%s: refused a write from read-only %s", room.key, self.identity.user
+                    )
+                    self.error(ErrorCode.READ_ONLY, "read-only: writes are refused", ref)
+                return
+            write = room.receive_update(data, sender=peer, answer=step is m.SyncStep.STEP2)
         except ProtocolError as exc:
             if exc.code is not ErrorCode.RELOAD:
                 raise
             self._drop(ref, exc)  # this document only; the connection's others go on
             return
-        if not peer.writable:
-            if data != EMPTY_UPDATE:
-                log.warning("%s: refused a write from read-only %s", room.key, self.identity.user)
-                self.error(ErrorCode.READ_ONLY, "read-only: writes are refused", ref)
-            return
-        self.writes.append(room.receive_update(data, sender=peer))
+        self.writes.append(write)
         if len(self.writes) >= self._prune_at:  # a client that never pings: keep it bounded
             self.writes = [write for write in self.writes if not write.done()]
             self._prune_at = max(_PRUNE_AT, 2 * len(self.writes))

@@ -118,8 +118,6 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, server: CollabServer) -> No
             diff = room.handshake(peer, sv)
             peer.outbox.put(encode_message(SyncStep2(diff)))
         case SyncStep2(update=update) | SyncUpdate(update=update):
-            if isinstance(message, SyncStep2):  # the peer's whole history: which epoch?
-                room.check_answer(peer, update)
             if not peer.writable:
                 if update != EMPTY_UPDATE:
                     log.warning(
@@ -127,7 +125,9 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, server: CollabServer) -> No
                     )
                     peer.outbox.put(encode_message(AuthDenied("read-only: writes are refused")))
                 return
-            peer.last_write = room.receive_update(update, sender=peer)
+            peer.last_write = room.receive_update(
+                update, sender=peer, answer=isinstance(message, SyncStep2)
+            )
         case AwarenessMessage(payload=payload):
             room.receive_awareness(peer, payload)
         case QueryAwareness():

@@ -142,13 +142,14 @@ async def test_a_handshake_from_another_epoch_is_refused(server: CollabServer) -
             room.handshake(_Peer(), old.get_state())
         assert refused.value.code == ErrorCode.RELOAD
         with pytest.raises(ProtocolError) as answer:
-            room.check_answer(_Peer(), old.get_update())
+            room.receive_update(old.get_update(), sender=_Peer(), answer=True)
         assert answer.value.code == ErrorCode.RELOAD
         # the same epoch, however far ahead, is welcome: its edits are merged
         ahead = Doc()
         ahead.apply_update(doc.doc.get_update())
         ahead.get("source", type=Text).insert(0, "offline edit\n")
-        room.check_answer(_Peer(), ahead.get_update())
+        await room.receive_update(ahead.get_update(), sender=_Peer(), answer=True)
+        assert str(room.text).startswith("offline edit\n")
         assert room.handshake(_Peer(), ahead.get_state()) is not None
 
 
