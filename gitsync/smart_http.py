@@ -6,74 +6,73 @@ streaming stay with the caller:
 - ``GET  <repo>/info/refs?service=<service>`` -> :func:`info_refs`
 - ``POST <repo>/<service>``                   -> :func:`run_service`
 
-``service`` is ``git-upload-pack`` (fetch, clone) or ``git-receive-pack`` (push). Request bodies
-sent with ``Content-Encoding: gzip`` are passed as they came, with ``content_encoding="gzip"``;
-:func:`run_service` decompresses them. Clients asking for protocol v2 get a v0 advertisement,
-which every git client accepts.
+``service`` is ``git-upload-pack`` (fetch, clone) or ``git-receive-pack`` (push). A request
+body is bytes or a binary file (which a caller streams a large push into); one sent with
+``Content-Encoding: gzip`` is decoded by :class:`BodyDecoder`, piece by piece and capped, by
+:func:`run_service` or by a caller that decodes as the body arrives. A request refused as a
+whole (over the cap, or not the sender's to make) is answered by :func:`refusal`, in the
+protocol, so that git prints why. Clients asking for protocol v2 get a v0 advertisement, which
+every git client accepts.
 
-The server's private refs (``refs/collab/``) are neither advertised nor writable. Pushes are
-checked before any ref moves: refs outside ``refs/``, malformed names and branch names
-``protocol.names`` refuses are refused, and so, by default, is any update that is not a
-fast-forward. Each ref then moves by compare-and-swap from
-the value the client saw, so a push never overwrites a commit it did not know about. Received
-packs are fsynced before refs point into them. A fetch may want a commit that was a head when
-it read the advertisement and has since been built on; it is served if a head still reaches it.
+Fetches are served by dulwich's upload-pack. Pushes are received by :mod:`gitsync.receive_pack`:
+every object is checked as ``git fsck --strict`` would before it enters the repository, every
+ref update is checked (private refs, names, fast-forward, the default branch), and refs move by
+compare-and-swap from the value the client saw. The server's private refs (``refs/collab/``)
+are neither advertised nor writable. A fetch may want a commit that was a head when it read the
+advertisement and has since been built on; it is served if a head still reaches it.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
+from typing import IO, cast
 
 from dulwich.errors import GitProtocolError
-from dulwich.graph import can_fast_forward
-from dulwich.objects import ZERO_SHA, Commit, ObjectID, Tag
-from dulwich.protocol import CAPABILITY_ATOMIC, Protocol, ReceivableProtocol
-from dulwich.refs import Ref, check_ref_format
+from dulwich.objects import Commit, ObjectID, Tag
+from dulwich.protocol import Protocol, ReceivableProtocol, pkt_line
+from dulwich.refs import Ref
 from dulwich.repo import Repo
-from dulwich.server import (
-    Backend,
-    BackendRepo,
-    DictBackend,
-    ReceivePackHandler,
-    UploadPackHandler,
-)
+from dulwich.server import Backend, BackendRepo, DictBackend, UploadPackHandler
 
-from protocol.errors import ProtocolError
-from protocol.names import validate_branch
-
-from .commits import HEADS, read_object
-from .locks import RefLocked, call_past_stale_locks
-from .packing import fsync_directory
+from .push_wire import MalformedPush, TruncatedPush, read_request, report
+from .receive_pack import PRIVATE, receive_pack, receive_pack_advertisement
 
 __all__ = [
     "MAX_REQUEST",
     "SERVICES",
+    "BodyDecoder",
+    "BodyTooLarge",
+    "MalformedPush",
     "RefUpdate",
     "info_refs",
+    "over_limit",
+    "push_commands",
+    "refusal",
     "run_service",
 ]
 
 SERVICES = ("git-upload-pack", "git-receive-pack")
 MAX_REQUEST = 1 << 30
 """Largest request body accepted, after decompression (bytes)."""
-PRIVATE = b"refs/collab/"
+SPOOL_IN_MEMORY = 4 << 20
+"""A decoded request body is kept in memory up to this size, then in a temporary file."""
+_PIECE = 1 << 20
+"""Most bytes inflated at once: a small gzip body can inflate to a great deal."""
 
 RefUpdate = tuple[bytes, bytes, bytes]
 """``(old, new, ref)``; an all-zero id means the ref did not exist, or was deleted."""
 
 
-def _handler_class(
-    service: str, allow_non_fast_forward: bool
-) -> type[UploadPackHandler] | type[_ReceivePack]:
-    if service == "git-upload-pack":
-        return UploadPackHandler
-    if service == "git-receive-pack":
-        return _ReceivePack if not allow_non_fast_forward else _ReceivePackForcing
-    raise ValueError(f"unknown git service {service!r}; expected one of {', '.join(SERVICES)}")
+def _check_service(service: str) -> None:
+    if service not in SERVICES:
+        raise ValueError(f"unknown git service {service!r}; expected one of {', '.join(SERVICES)}")
 
 
 class _ServedRepo(Repo):
@@ -104,15 +103,16 @@ def _open(repo_path: Path) -> _ServedRepo:
 
 def info_refs(repo_path: Path, service: str) -> tuple[bytes, str]:
     """The ref advertisement for ``GET info/refs?service=...``: (body, content type)."""
-    handler_class = _handler_class(service, False)
+    _check_service(service)
     out = BytesIO()
-    proto = ReceivableProtocol(BytesIO().read, out.write)
+    out.write(pkt_line(b"# service=" + service.encode("ascii") + b"\n") + pkt_line(None))
     repo = _open(repo_path)
     try:
-        handler = handler_class(_backend(repo), ["/"], proto, True, advertise_refs=True)
-        proto.write_pkt_line(b"# service=" + service.encode("ascii") + b"\n")
-        proto.write_pkt_line(None)
-        handler.handle()
+        if service == "git-receive-pack":
+            out.write(receive_pack_advertisement(repo))
+        else:
+            proto = ReceivableProtocol(BytesIO().read, out.write)
+            UploadPackHandler(_backend(repo), ["/"], proto, True, advertise_refs=True).handle()
     finally:
         repo.close()
     return out.getvalue(), f"application/x-{service}-advertisement"
@@ -121,7 +121,7 @@ def info_refs(repo_path: Path, service: str) -> tuple[bytes, str]:
 def run_service(
     repo_path: Path,
     service: str,
-    body: bytes,
+    body: bytes | IO[bytes],
     on_ref_update: Callable[[list[RefUpdate]], None] | None = None,
     *,
     content_encoding: str | None = None,
@@ -130,37 +130,90 @@ def run_service(
 ) -> tuple[bytes, str]:
     """Answer ``POST <service>`` with request ``body``: (response body, content type).
 
+    ``body`` is the request as bytes or as a binary file read from where it stands;
     ``content_encoding`` is the request's ``Content-Encoding`` header (``gzip`` or none).
     After a push, ``on_ref_update`` is called with the refs that moved, once they have moved
-    and before the response is returned; its exceptions propagate. A malformed request
-    raises ``ValueError`` (body) or ``dulwich.errors.GitProtocolError`` (git protocol).
+    and before the response is returned; its exceptions propagate. A push refused in part or
+    whole is answered with the reasons, as git's report-status. A malformed request raises
+    ``ValueError`` (body; :class:`BodyTooLarge` over ``max_request``, :class:`MalformedPush`)
+    or ``dulwich.errors.GitProtocolError`` (fetch).
     """
-    handler_class = _handler_class(service, allow_non_fast_forward)
-    data = _decode_body(body, content_encoding, max_request)
-    out = BytesIO()
-    proto = ReceivableProtocol(BytesIO(data).read, out.write)
-    repo = _open(repo_path)
-    try:
-        if service == "git-upload-pack":
-            repo.reachable_wants = _reachable_wants(repo, _wants(data))
-        handler = handler_class(_backend(repo), ["/"], proto, stateless_rpc=True)
-        handler.handle()
-        updated = handler.updated if isinstance(handler, _ReceivePack) else []
-    finally:
-        repo.close()
+    _check_service(service)
+    with _decoded(body, content_encoding, max_request) as data:
+        repo = _open(repo_path)
+        try:
+            if service == "git-receive-pack":
+                received = receive_pack(repo, data, allow_non_fast_forward=allow_non_fast_forward)
+                out, updated = received.response, received.moved
+            else:
+                start = data.tell()
+                repo.reachable_wants = _reachable_wants(repo, _wants(data))
+                data.seek(start)
+                sink = BytesIO()
+                proto = ReceivableProtocol(data.read, sink.write)
+                UploadPackHandler(_backend(repo), ["/"], proto, stateless_rpc=True).handle()
+                out, updated = sink.getvalue(), []
+        finally:
+            repo.close()
     if updated and on_ref_update is not None:
         on_ref_update(updated)
-    return out.getvalue(), f"application/x-{service}-result"
+    return out, f"application/x-{service}-result"
+
+
+def push_commands(body: IO[bytes], *, partial: bool = False) -> list[RefUpdate] | None:
+    """The ``(old, new, ref)`` commands of a decoded push request, read from where ``body``
+    stands, which is left where it was; :class:`MalformedPush` if they do not parse. With
+    ``partial``, ``body`` may hold only the start of the request: None if the commands are
+    not all there yet."""
+    start = body.tell()
+    try:
+        request = read_request(body.read)
+    except TruncatedPush:
+        if partial:
+            return None
+        raise
+    finally:
+        body.seek(start)
+    if request is None:
+        return []
+    return [(command.old, command.new, command.ref) for command in request.commands]
+
+
+def refusal(
+    service: str, head: IO[bytes], reason: str, *, pack_refused: bool = True
+) -> tuple[bytes, str] | None:
+    """The answer that refuses a whole request, given the part of its body that came
+    (decoded, from where ``head`` stands), in git's protocol so that git prints ``reason``:
+    a fetch gets an ``ERR`` line (``fatal: remote error: <reason>``); each command of a push
+    is refused (``! [remote rejected] <ref> (<reason>)``), and so is its pack if
+    ``pack_refused`` (``error: remote unpack failed: <reason>``). None if not even the
+    commands of a push came whole."""
+    _check_service(service)
+    if service == "git-upload-pack":
+        return pkt_line(f"ERR {reason}\n".encode()), f"application/x-{service}-result"
+    try:
+        request = read_request(head.read)
+    except MalformedPush:
+        return None
+    if request is None:
+        return None
+    body = report(request, reason if pack_refused else None, [reason] * len(request.commands))
+    return body, f"application/x-{service}-result"
+
+
+def over_limit(service: str, head: IO[bytes], limit: int) -> tuple[bytes, str] | None:
+    """:func:`refusal` of a request whose body went over ``limit`` bytes."""
+    return refusal(service, head, f"request over the size limit of {limit} bytes")
 
 
 _WANTED = b"refs/collab-wanted/"
 
 
-def _wants(data: bytes) -> list[ObjectID]:
+def _wants(data: IO[bytes]) -> list[ObjectID]:
     """The ids of the ``want`` lines at the start of an upload-pack request (malformed
     lines end the list; the request itself is refused by the handler)."""
     wants: list[ObjectID] = []
-    proto = Protocol(BytesIO(data).read, lambda _data: None)
+    proto = Protocol(data.read, lambda _data: None)
     try:
         for line in proto.read_pkt_seq():
             if not line.startswith(b"want "):
@@ -208,125 +261,108 @@ def _reachable_wants(repo: _ServedRepo, wants: Sequence[ObjectID]) -> list[Objec
     return found
 
 
-def _decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
-    encoding = (content_encoding or "identity").strip().lower()
-    if encoding == "identity":
-        data, more = body, False
-    elif encoding in ("gzip", "x-gzip"):
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise ValueError(f"request body is not valid gzip: {exc}") from None
-        more = bool(inflater.unconsumed_tail)
-    else:
-        raise ValueError(f"unsupported Content-Encoding {content_encoding!r}")
-    if more or len(data) > limit:
-        raise ValueError(f"request body over {limit} bytes")
-    return data
+class BodyTooLarge(ValueError):
+    """A request body over its size limit, after decompression."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body over {limit} bytes")
+        self.limit = limit
+
+
+class BodyDecoder:
+    """A request body decoded as it arrives: :meth:`decode` each piece, then :meth:`finish`.
+
+    Identity and gzip (``x-gzip``; several members, as gzip allows) are understood. More than
+    ``limit`` decoded bytes raise :class:`BodyTooLarge`, however small the compressed body,
+    once the first ``limit`` bytes have been yielded (the start of a request says what it
+    was). A body that is not valid gzip, or ends inside a gzip member, raises ``ValueError``.
+    """
+
+    def __init__(self, content_encoding: str | None, limit: int) -> None:
+        encoding = (content_encoding or "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            raise ValueError(f"unsupported Content-Encoding {content_encoding!r}")
+        self.limit = limit
+        self.total = 0
+        self.encoded = encoding != "identity"
+        self._inflater = _gunzip()
+        self._inside = False
+        """Whether a gzip member has begun and not ended."""
+        self._over = False
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of the next piece of the body, in pieces of at most 1 MiB."""
+        if not self.encoded:
+            yield self._count(data)
+            self._check()
+            return
+        while data or self._inside:
+            inflater = self._inflater
+            try:
+                piece = inflater.decompress(data, _PIECE)
+            except zlib.error as exc:
+                raise ValueError(f"request body is not valid gzip: {exc}") from None
+            data = inflater.unconsumed_tail
+            self._inside = not inflater.eof
+            if inflater.eof:
+                data = inflater.unused_data + data
+                self._inflater = _gunzip()
+            yield self._count(piece)
+            self._check()
+            if not data and len(piece) < _PIECE:
+                break  # (a full piece may leave output inside zlib: ask again)
+
+    def _check(self) -> None:
+        if self._over:
+            raise BodyTooLarge(self.limit)
+
+    def finish(self) -> None:
+        """Check that the body did not end inside a gzip member."""
+        if self._inside:
+            raise ValueError("request body is not valid gzip: it ends inside the stream")
+
+    def _count(self, piece: bytes) -> bytes:
+        room = self.limit - self.total
+        self.total += len(piece)
+        if self.total > self.limit:
+            self._over = True
+            return piece[: max(room, 0)]
+        return piece
+
+
+def _gunzip() -> zlib._Decompress:
+    return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+
+def _decoded(
+    body: bytes | IO[bytes], content_encoding: str | None, limit: int
+) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """``body`` as a binary file of its decoded bytes: a file given without an encoding as
+    it is (and left open), else a temporary file that is closed after use."""
+    decoder = BodyDecoder(content_encoding, limit)
+    if not isinstance(body, bytes) and not decoder.encoded:
+        start = body.tell()
+        if body.seek(0, os.SEEK_END) - start > limit:
+            raise BodyTooLarge(limit)
+        body.seek(start)
+        return contextlib.nullcontext(body)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (returned)
+    try:
+        if isinstance(body, bytes):
+            pieces: Iterator[bytes] = iter([body])
+        else:
+            pieces = iter(lambda: body.read(_PIECE), b"")
+        for piece in pieces:
+            for decoded in decoder.decode(piece):
+                spool.write(decoded)
+        decoder.finish()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return cast("contextlib.AbstractContextManager[IO[bytes]]", spool)
 
 
 def _backend(repo: Repo) -> Backend:
     repos: dict[str, BackendRepo] = {"/": repo}
     return DictBackend(repos)
-
-
-class _ReceivePack(ReceivePackHandler):
-    """receive-pack that checks every update and moves refs by compare-and-swap."""
-
-    allow_non_fast_forward = False
-
-    def __init__(
-        self,
-        backend: Backend,
-        args: Sequence[str],
-        proto: Protocol,
-        stateless_rpc: bool = False,
-        advertise_refs: bool = False,
-    ) -> None:
-        super().__init__(backend, args, proto, stateless_rpc, advertise_refs)
-        self.updated: list[RefUpdate] = []
-
-    def _apply_pack(
-        self, refs: list[tuple[ObjectID, ObjectID, Ref]]
-    ) -> Iterator[tuple[bytes, bytes]]:
-        if any(new != ZERO_SHA for _, new, _ in refs):
-            store = self.repo.object_store
-            try:
-                store.add_thin_pack(self.proto.read, getattr(self.proto, "recv", None))  # type: ignore[attr-defined]
-                fsync_directory(str(store.pack_dir))  # type: ignore[attr-defined]
-            except (OSError, ValueError, AssertionError, zlib.error) as exc:
-                yield b"unpack", str(exc).replace("\n", " ").encode("utf-8", "replace")
-                return
-        yield b"unpack", b"ok"
-        checked = [(old, new, ref, self._refusal(old, new, ref)) for old, new, ref in refs]
-        atomic = self.has_capability(CAPABILITY_ATOMIC)
-        if atomic and any(why for *_, why in checked):
-            for _, _, ref, why in checked:
-                yield ref, why or b"atomic push failed"
-            return
-        applied: list[tuple[ObjectID, ObjectID, Ref]] = []
-        statuses: list[tuple[bytes, bytes]] = []
-        for old, new, ref, why in checked:
-            why = why or self._move(old, new, ref)
-            if why is None:
-                applied.append((old, new, ref))
-            elif atomic:  # put back what moved, then fail them all
-                for done_old, done_new, done_ref in reversed(applied):
-                    self._move(done_new, done_old, done_ref)
-                for _, _, other, _ in checked:
-                    yield other, why if other == ref else b"atomic push failed"
-                return
-            statuses.append((ref, why or b"ok"))
-        self.updated = [(bytes(old), bytes(new), bytes(ref)) for old, new, ref in applied]
-        yield from statuses
-
-    def _refusal(self, old: ObjectID, new: ObjectID, ref: Ref) -> bytes | None:
-        """Why the update of ``ref`` from ``old`` to ``new`` is refused, or None."""
-        if not ref.startswith(b"refs/") or not check_ref_format(ref):
-            return b"funny refname"
-        if ref.startswith(PRIVATE):
-            return b"refs/collab/ is private to the server"
-        if ref.startswith(HEADS):
-            try:
-                validate_branch(ref[len(HEADS) :].decode("utf-8"))
-            except (UnicodeDecodeError, ProtocolError):
-                return b"invalid branch name"
-        if new == ZERO_SHA:
-            return None
-        try:
-            obj = read_object(self.repo, new)  # type: ignore[arg-type]
-        except KeyError:
-            return b"missing object"
-        if ref.startswith(HEADS) and not isinstance(obj, Commit):
-            return b"not a commit"
-        if old != ZERO_SHA and not self.allow_non_fast_forward:
-            try:
-                if not can_fast_forward(self.repo, old, new):  # type: ignore[arg-type]
-                    return b"non-fast-forward"
-            except KeyError:
-                return b"non-fast-forward"
-        return None
-
-    def _move(self, old: ObjectID, new: ObjectID, ref: Ref) -> bytes | None:
-        """Compare-and-swap ``ref`` from ``old`` to ``new``; the failure, or None."""
-        refs = self.repo.refs
-
-        def attempt() -> bool:
-            if new == ZERO_SHA:
-                return bool(refs.remove_if_equals(ref, old))
-            if old == ZERO_SHA:
-                return bool(refs.add_if_new(ref, new))
-            return bool(refs.set_if_equals(ref, old, new))
-
-        try:
-            moved = call_past_stale_locks(attempt)
-        except RefLocked:
-            return b"failed to lock"
-        except OSError as exc:
-            return f"failed to update ref: {exc}".encode("utf-8", "replace")
-        return None if moved else b"failed to update ref: it moved since it was fetched"
-
-
-class _ReceivePackForcing(_ReceivePack):
-    allow_non_fast_forward = True

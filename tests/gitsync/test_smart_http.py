@@ -7,12 +7,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import dulwich.server
 import pytest
 from dulwich.errors import GitProtocolError
+from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
 import gitsync.smart_http as smart_http
@@ -293,10 +296,82 @@ def test_the_walk_for_moved_heads_is_bounded(
     recent, old = history[-3], history[-9]
     repo = smart_http._open(repo_path)
     try:
-        wanted = smart_http._reachable_wants(repo, smart_http._wants(_fetch_request(recent, old)))
+        wanted = smart_http._reachable_wants(
+            repo, smart_http._wants(BytesIO(_fetch_request(recent, old)))
+        )
     finally:
         repo.close()
     assert wanted == [recent]
     run_service(repo_path, "git-upload-pack", _fetch_request(recent))
     with pytest.raises(GitProtocolError, match="invalid object"):
         run_service(repo_path, "git-upload-pack", _fetch_request(old))
+
+
+def test_push_checks_do_not_rest_on_dulwichs_receive_pack(
+    server: GitServer,
+    repo_path: Path,
+    git: Git,
+    git_run: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every check is this project's own code on public pieces of dulwich. With dulwich's
+    receive-pack handler unusable (as an override of its private methods would be after an
+    upgrade renamed them), pushes still land and every check still holds."""
+
+    def unusable(*args: object, **kwargs: object) -> None:
+        raise AssertionError("dulwich's receive-pack handler was used")
+
+    for name in ("__init__", "handle", "_apply_pack", "_report_status"):
+        monkeypatch.setattr(dulwich.server.ReceivePackHandler, name, unusable)
+
+    first = server_commit(repo_path, "main", {"a.txt": b"a\n"})
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", server.url, str(clone))
+    (clone / "a.txt").write_bytes(b"pushed\n")
+    git(clone, "commit", "-qam", "push")
+    git(clone, "push", "-q", "origin", "main")
+    pushed = server_head(repo_path)
+    assert pushed == git(clone, "rev-parse", "HEAD").strip().encode() != first
+
+    def refused(*args: str) -> str:
+        done = git_run(clone, "push", *args)
+        assert done.returncode != 0, args
+        return str(done.stderr)
+
+    git(clone, "commit", "-q", "--amend", "-m", "rewritten")
+    assert "(non-fast-forward)" in refused("--force", "origin", "main")
+    git(clone, "reset", "-q", "--hard", "origin/main")
+    assert "(refs/collab/ is private to the server)" in refused("origin", "HEAD:refs/collab/x")
+    assert "(invalid branch name)" in refused("origin", "HEAD:refs/heads/-x")
+    assert "(the default branch (HEAD) may not be deleted)" in refused("origin", ":main")
+    with Repo(str(clone)) as repo:  # a tree that would write the checkout's .git/config
+        blob = Blob.from_string(b"[core]\n\thooksPath = /tmp\n")
+        inner = Tree()
+        inner.add(b"config", 0o100644, blob.id)
+        outer = Tree()
+        outer.add(b".git", 0o040000, inner.id)
+        commit = Commit()
+        commit.tree, commit.parents = outer.id, [pushed]
+        commit.author = commit.committer = b"Git CLI <cli@example.com>"
+        commit.author_time = commit.commit_time = 1_700_000_000
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = b"evil\n"
+        for obj in (blob, inner, outer, commit):
+            repo.object_store.add_object(obj)
+        repo.refs[b"refs/heads/main"] = commit.id
+    assert "(hasDotgit: contains '.git')" in refused("origin", "main")
+    # compare-and-swap: the same push again, after the branch moved on the server
+    git(clone, "reset", "-q", "--hard", "origin/main")
+    (clone / "b.txt").write_bytes(b"b\n")
+    git(clone, "add", "b.txt")
+    git(clone, "commit", "-qm", "b")
+    git(clone, "push", "-q", "origin", "main")
+    _, _, body = server.requests[-1]
+    moved = server_commit(repo_path, "main", {"c.txt": b"c\n"})
+    out, _ = run_service(repo_path, "git-receive-pack", body)
+    assert b"ng refs/heads/main failed to update ref" in out
+    assert server_head(repo_path) == moved
+    with Repo(str(repo_path)) as repo:
+        assert sorted(repo.refs.allkeys()) == [b"HEAD", b"refs/heads/main"]
+    assert git(repo_path, "fsck", "--full", "--strict", "--no-dangling").strip() == ""
