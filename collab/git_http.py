@@ -5,6 +5,15 @@ token is given; in dev mode the password is ignored and the user name is who you
 Reading takes read access to the repository; a push needs write access to every branch it
 moves (see ``Identity.can_write_branch``). A push to a branch with live documents is merged
 into them as text edits before the push is answered.
+
+A request body is read to its end as it arrives, under the server's body timeouts and minimum
+rate, inflated if it was sent gzip-encoded, and written to a temporary file that stays in memory
+while small; the git service (``gitsync.smart_http``) reads that file. A push's commands are
+checked against the sender's rights as soon as they are in. Refusals are made in git's protocol,
+once the rest of the body has been read and dropped, so that git prints the reason: over
+``max_push`` bytes, ``error: remote unpack failed: request over the size limit of N bytes`` (a
+fetch: ``fatal: remote error: ...``); a branch its sender may not write,
+``! [remote rejected] main -> main (eve may not push to 'main')``.
 """
 
 from __future__ import annotations
@@ -12,22 +21,33 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import logging
-import zlib
-from io import BytesIO
+import tempfile
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from aiohttp import web
 from dulwich.errors import GitProtocolError
-from dulwich.protocol import Protocol
 
 from gitsync import RepoNotFound
-from gitsync.smart_http import SERVICES, info_refs, run_service
+from gitsync.smart_http import (
+    SERVICES,
+    SPOOL_IN_MEMORY,
+    BodyDecoder,
+    BodyTooLarge,
+    info_refs,
+    push_commands,
+    refusal,
+    run_service,
+)
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
 from .auth import AuthError, Identity
+from .http_body import BodyError, iter_body
 
 if TYPE_CHECKING:
     from .server import CollabServer
@@ -36,8 +56,9 @@ __all__ = ["GitBridge"]
 
 log = logging.getLogger("collab.git_http")
 
-MAX_PUSH = 512 * 1024 * 1024
 HEADS = b"refs/heads/"
+WRITE_BATCH = 1 << 20
+"""Body bytes gathered on the event loop before a thread decodes and writes them."""
 
 
 class GitBridge:
@@ -88,33 +109,145 @@ class GitBridge:
             identity, repo, path = self._resolve(request)
             if service not in SERVICES:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no git service {service!r}")
-            body = await request.content.read(MAX_PUSH + 1)
-            if len(body) > MAX_PUSH:
-                raise ProtocolError(ErrorCode.TOO_LARGE, "push over the size limit")
-            encoding = request.headers.get("Content-Encoding")
-            if service == "git-receive-pack":
-                self._check_push(identity, repo, _push_commands(body, encoding))
-            moved: list[tuple[bytes, bytes, bytes]] = []
-            reply, content_type = await asyncio.to_thread(
-                run_service, path, service, body, moved.extend, content_encoding=encoding
-            )
         except (ProtocolError, RepoNotFound) as exc:
             return _refusal(exc)
-        except (ValueError, GitProtocolError) as exc:
-            return web.Response(status=400, text=f"malformed git request: {exc}\n")
+        encoding = request.headers.get("Content-Encoding")
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            body = _Spool(spool, encoding, self.server.config.max_push)
+            if service == "git-receive-pack":
+                body.check = functools.partial(self._check_push, identity, repo)
+            try:
+                await self._read_body(request, body)
+            except BodyError as exc:
+                if exc.status != 413:
+                    return exc.response()
+                return await self._over_limit(request, service, spool)
+            except BodyTooLarge:
+                return await self._over_limit(request, service, spool)
+            except (ValueError, web.RequestPayloadError) as exc:  # (bad gzip, say)
+                return web.Response(status=400, text=f"malformed git request: {exc}\n")
+            except ProtocolError as exc:  # a push its sender may not make
+                return await self._forbidden(request, service, spool, exc)
+            try:
+                await body.check_commands(partial=False)
+            except ProtocolError as exc:
+                return await self._forbidden(request, service, spool, exc)
+            except ValueError as exc:
+                return web.Response(status=400, text=f"malformed git request: {exc}\n")
+            try:
+                moved: list[tuple[bytes, bytes, bytes]] = []
+                reply, content_type = await asyncio.to_thread(
+                    functools.partial(
+                        run_service,
+                        path,
+                        service,
+                        spool,
+                        moved.extend,
+                        max_request=self.server.config.max_push,
+                    )
+                )
+            except (ProtocolError, RepoNotFound) as exc:
+                return _refusal(exc)
+            except (ValueError, GitProtocolError) as exc:
+                return web.Response(status=400, text=f"malformed git request: {exc}\n")
         if moved:
             await self._merge_pushed(repo, moved, identity)
         return web.Response(body=reply, content_type=content_type, headers=_NO_CACHE)
 
+    async def _read_body(self, request: web.Request, body: _Spool) -> None:
+        """Read the whole body into ``body``; decoding and writing happen in a thread, a
+        batch of about :data:`WRITE_BATCH` bytes at a time. The decoded body is capped at
+        ``max_push`` by the spool's decoder, which writes the bytes up to the cap before it
+        refuses more, for :meth:`_over_limit` to read the commands from; the bytes as sent are
+        capped at twice that (the chunk that crosses that cap is not seen)."""
+        config = self.server.config
+        batch: list[bytes] = []
+        size = 0
+        chunks = cast(  # (an async generator, to be closed if the loop stops early)
+            "AsyncGenerator[bytes, None]",
+            iter_body(
+                request,
+                limit=2 * config.max_push,  # (the decoded size is capped exactly by the spool)
+                idle_timeout=config.body_timeout,
+                min_rate=config.min_body_rate,
+            ),
+        )
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= WRITE_BATCH:
+                        await asyncio.to_thread(body.write, b"".join(batch))
+                        batch, size = [], 0
+                        await body.check_commands(partial=True)
+        except BodyError as exc:
+            if exc.status == 413:
+                with contextlib.suppress(BodyTooLarge, ValueError):
+                    await asyncio.to_thread(body.write, b"".join(batch))
+            raise
+        await asyncio.to_thread(body.finish, b"".join(batch))
+
+    async def _refuse(
+        self,
+        request: web.Request,
+        service: str,
+        spool: IO[bytes],
+        reason: str,
+        *,
+        status: int,
+        pack_refused: bool = True,
+    ) -> web.StreamResponse:
+        """Refuse a request in git's protocol (so that git prints ``reason``), once the rest
+        of its body has been read and dropped (up to ``max_push`` bytes more: a client still
+        sending when the answer comes would not read it). Answered with HTTP ``status``
+        instead if not even the commands of a push came."""
+        config = self.server.config
+        try:
+            async for _ in iter_body(
+                request,
+                limit=config.max_push,
+                idle_timeout=config.body_timeout,
+                min_rate=config.min_body_rate,
+            ):
+                pass
+        except BodyError:
+            pass
+        spool.seek(0)
+        answer = await asyncio.to_thread(refusal, service, spool, reason, pack_refused=pack_refused)
+        if answer is None:
+            return web.Response(status=status, text=f"{reason}\n")
+        reply, content_type = answer
+        return web.Response(body=reply, content_type=content_type, headers=_NO_CACHE)
+
+    async def _forbidden(
+        self, request: web.Request, service: str, spool: IO[bytes], exc: ProtocolError
+    ) -> web.StreamResponse:
+        return await self._refuse(
+            request, service, spool, exc.message, status=403, pack_refused=False
+        )
+
+    async def _over_limit(
+        self, request: web.Request, service: str, spool: IO[bytes]
+    ) -> web.StreamResponse:
+        why = f"request over the size limit of {self.server.config.max_push} bytes"
+        return await self._refuse(request, service, spool, why, status=413)
+
     def _check_push(
         self, identity: Identity, repo: str, commands: list[tuple[bytes, bytes, bytes]]
     ) -> None:
+        """Refuse (``READ_ONLY``) a push that moves a ref its sender may not write. A branch
+        name that is not valid is left for the push itself to refuse, with its reason."""
         for _old, _new, ref in commands:
+            name = ref.decode("utf-8", "replace")
             if not ref.startswith(HEADS):
                 if not identity.can_write(repo):
-                    raise ProtocolError(ErrorCode.READ_ONLY, f"may not push {ref!r}")
+                    raise ProtocolError(ErrorCode.READ_ONLY, f"{identity.user} may not push {name}")
                 continue
-            branch = validate_branch(ref[len(HEADS) :].decode("utf-8", "replace"))
+            try:
+                branch = validate_branch(name[len("refs/heads/") :])
+            except ProtocolError:
+                continue
             if not identity.can_write_branch(repo, branch):
                 raise ProtocolError(
                     ErrorCode.READ_ONLY, f"{identity.user} may not push to {branch!r}"
@@ -150,22 +283,68 @@ class GitBridge:
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
 
-def _push_commands(body: bytes, encoding: str | None) -> list[tuple[bytes, bytes, bytes]]:
-    """The ``old new ref`` commands at the start of a receive-pack request."""
-    if encoding == "gzip":
-        body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, 1 << 20)
-    proto = Protocol(BytesIO(body).read, lambda _data: None)
-    commands = []
-    try:
-        for line in proto.read_pkt_seq():
-            head = line.split(b"\0", 1)[0].rstrip(b"\n")
-            parts = head.split(b" ")
-            if len(parts) != 3:
-                raise ProtocolError(ErrorCode.MALFORMED, "malformed push command")
-            commands.append((parts[0], parts[1], parts[2]))
-    except GitProtocolError as exc:
-        raise ProtocolError(ErrorCode.MALFORMED, f"malformed push: {exc}") from None
-    return commands
+class _Spool:
+    """A request body decoded into a (spooled) temporary file; the file is the caller's.
+
+    aiohttp inflates a body sent with ``Content-Encoding: gzip`` as it reads it (in bounded
+    pieces; ``iter_body``'s cap counts the inflated bytes). A body that still starts with
+    gzip's magic bytes was left as it came (an ``x-gzip`` body, or a server that does not
+    inflate) and is inflated here, capped the same; a git request never starts with them.
+    """
+
+    def __init__(self, file: IO[bytes], encoding: str | None, limit: int) -> None:
+        self.file = file
+        self.encoding = encoding
+        self.limit = limit
+        self.decoder: BodyDecoder | None = None
+        self._head = b""
+        self.check: Callable[[list[tuple[bytes, bytes, bytes]]], None] | None = None
+        """Called with a push's commands as soon as they are all written (once)."""
+
+    async def check_commands(self, *, partial: bool) -> None:
+        """Run :attr:`check` if the commands are in (``partial``: they may not be yet)."""
+        if self.check is None:
+            return
+        position = self.file.tell()
+        self.file.seek(0)
+        try:
+            commands = await asyncio.to_thread(push_commands, self.file, partial=partial)
+        finally:
+            self.file.seek(position)
+        if commands is not None:
+            check, self.check = self.check, None
+            check(commands)
+
+    def write(self, data: bytes) -> None:
+        if self.decoder is None:
+            self._head += data
+            if len(self._head) < len(_GZIP_MAGIC):
+                return
+            data, self._head = self._head, b""
+            self.decoder = self._decoder(data)
+        self._put(data)
+
+    def _put(self, data: bytes) -> None:
+        assert self.decoder is not None
+        for piece in self.decoder.decode(data):
+            self.file.write(piece)
+
+    def _decoder(self, start: bytes) -> BodyDecoder:
+        encoding = (self.encoding or "").strip().lower()
+        gzipped = start.startswith(_GZIP_MAGIC) and encoding in ("gzip", "x-gzip")
+        return BodyDecoder(encoding if gzipped else None, self.limit)
+
+    def finish(self, data: bytes) -> None:
+        self.write(data)
+        if self.decoder is None:  # (a body of less than two bytes)
+            head, self._head = self._head, b""
+            self.decoder = self._decoder(head)
+            self._put(head)
+        self.decoder.finish()
+        self.file.seek(0)
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _refusal(exc: ProtocolError | RepoNotFound) -> web.Response:
