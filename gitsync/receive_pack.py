@@ -146,7 +146,7 @@ class _Quarantine:
 
     def __init__(self, repo: Repo) -> None:
         self.target = repo.object_store
-        objects = str(self.target.path)
+        objects = os.path.abspath(self.target.path)
         _remove_stale_quarantines(objects)
         self.path = tempfile.mkdtemp(prefix=QUARANTINE_PREFIX, dir=objects)
         os.mkdir(os.path.join(self.path, "pack"))
