@@ -8,6 +8,7 @@ it (named ``<own branch>-...``); writing any other branch takes the ``write`` ro
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -42,6 +43,8 @@ __all__ = ["Branches"]
 
 log = logging.getLogger("collab.branches")
 
+MAX_JOINED = 4096  # (repo, user) pairs remembered as having their own branch
+
 
 class Branches:
     """Branch-level operations, with permission checks and events."""
@@ -59,9 +62,11 @@ class Branches:
         self.store = store
         self.git = git
         self.events = events
-        self._joined: set[tuple[str, str]] = set()
+        # (repo, user) whose own branch is known to exist, most recent last; bounded
+        self._joined: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
-        rooms.on_join = self._on_join
+        rooms.on_join.append(self._on_join)
+        rooms.on_leave.append(self._on_leave)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -99,7 +104,6 @@ class Branches:
     def _on_join(self, room: Room, peer: Subscriber) -> None:
         doc = room.doc_id
         identity = peer.identity
-        room.on_leave = self._on_leave
         self.events.publish(
             doc.repo,
             {
@@ -110,8 +114,13 @@ class Branches:
                 "action": "join",
             },
         )
-        if (doc.repo, identity.user) not in self._joined:
-            self._joined.add((doc.repo, identity.user))
+        joined = (doc.repo, identity.user)
+        if joined in self._joined:
+            self._joined.move_to_end(joined)
+        else:
+            self._joined[joined] = None
+            if len(self._joined) > MAX_JOINED:
+                self._joined.popitem(last=False)
             task = asyncio.create_task(self._ensure_quietly(identity, doc.repo, doc.branch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -117,6 +117,13 @@ class BranchSync:
         if self._deadline is None:
             self._deadline = loop.call_later(self.owner.max_lag, self._kick)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing pending, held, scheduled or under way."""
+        running = self._task is not None and not self._task.done()
+        timers = self._idle is not None or self._deadline is not None
+        return not (self.dirty or self.held or self.lock.locked() or running or timers)
+
     def _idle_due(self) -> None:
         loop = asyncio.get_running_loop()
         remaining = self._last_touch + self.owner.idle - loop.time()
@@ -421,9 +428,10 @@ class GitSync:
         self.branches: dict[tuple[str, str], BranchSync] = {}
         self._creating: dict[tuple[str, str], asyncio.Task[BranchSync]] = {}
         self._watcher: asyncio.Task[None] | None = None
-        rooms.before_load = self._before_load
-        rooms.on_room = self._on_room
-        rooms.before_unload = self._before_unload
+        rooms.before_load.append(self._before_load)
+        rooms.on_room.append(self._on_room)
+        rooms.before_unload.append(self._before_unload)
+        rooms.on_unloaded.append(self._on_unloaded)
 
     # -- service -----------------------------------------------------------------------------
 
@@ -562,6 +570,13 @@ class GitSync:
         sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
         if sync is not None and room.doc_id.path in sync.dirty:
             await sync.flush()
+
+    def _on_unloaded(self, room: Room) -> None:
+        """Forget a branch's sync state once its last room is gone and nothing is pending
+        (it is made again from the refs on next use)."""
+        sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
+        if sync is not None and sync.idle and not self.rooms.active(sync.prefix):
+            self.forget(sync.repo, sync.branch)
 
     def _heads(self, syncs: list[BranchSync]) -> list[bytes | None]:
         return [self.head(sync.repo, sync.branch) for sync in syncs]

@@ -135,8 +135,9 @@ class Room:
         self._compaction: asyncio.Task[None] | None = None
         self._failed: str | None = None
         self._store_failed: str | None = None  # once an append fails, nothing more is stored
-        self.on_idle: Callable[[Room], None] | None = None
         self.listeners: list[ChangeListener] = []
+        # set by the registry that owns the room (``Rooms``), which hands them on to its hooks
+        self.on_idle: Callable[[Room], None] | None = None
         self.on_leave: Callable[[Room, Subscriber], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -53,12 +53,20 @@ class Rooms:
         self.damaged: dict[str, str] = {}
         """Quarantined documents (key -> why): their stored history is damaged, so they are
         not served (``DAMAGED``) and nothing of them is committed until a repair."""
-        # Hooks for the git layer: before a document loads (bring the branch up to date with
-        # its ref), when a room is created, when a peer joins, and before a room unloads.
-        self.before_load: Callable[[DocId], Awaitable[None]] | None = None
-        self.on_room: Callable[[Room], None] | None = None
-        self.on_join: Callable[[Room, Subscriber], None] | None = None
-        self.before_unload: Callable[[Room], Awaitable[None]] | None = None
+        # Hooks, each a list run in the order subscribed (the git layer, branches, presence):
+        # before a document loads (bring the branch up to date with its ref), when a room is
+        # created, when a peer joins or leaves, before a room unloads and once it has. An
+        # exception in an awaited hook fails the load or the unload; in another, it is logged.
+        self.before_load: list[Callable[[DocId], Awaitable[None]]] = []
+        self.on_room: list[Callable[[Room], None]] = []
+        self.on_join: list[Callable[[Room, Subscriber], None]] = []
+        self.on_leave: list[Callable[[Room, Subscriber], None]] = []
+        self.before_unload: list[Callable[[Room], Awaitable[None]]] = []
+        self.on_unloaded: list[Callable[[Room], None]] = []
+
+    def active(self, prefix: str) -> bool:
+        """Whether a room whose key starts with ``prefix`` is loaded or loading."""
+        return any(key.startswith(prefix) for keys in (self._rooms, self._loading) for key in keys)
 
     def loaded(self, prefix: str = "") -> list[Room]:
         """The loaded rooms whose key starts with ``prefix`` (``"<repo>/<branch>:"``)."""
@@ -94,8 +102,8 @@ class Rooms:
             if room is not None and not room.failed:
                 self._cancel_timer(key)
                 room.attach(peer)
-                if self.on_join is not None and not isinstance(peer, _Holder):
-                    self.on_join(room, peer)
+                if not isinstance(peer, _Holder):
+                    _notify(self.on_join, room, peer)
                 return room
             if room is not None:  # failed: drop it and load afresh from the store
                 await self._unload(room, persist=False)
@@ -126,8 +134,8 @@ class Rooms:
             raise ProtocolError(
                 ErrorCode.NOT_FOUND, f"no branch {doc_id.branch!r} in {doc_id.repo!r}"
             ) from None
-        if self.before_load is not None:
-            await self.before_load(doc_id)
+        for hook in self.before_load:
+            await hook(doc_id)
 
     async def _load(self, doc_id: DocId) -> Room:
         stored = await self._stored(doc_id)
@@ -144,8 +152,8 @@ class Rooms:
             room.snapshot_bytes = len(stored.snapshot or b"")
             room.recovered = stored.recovered
         room.on_idle = self._schedule_unload
-        if self.on_room is not None:
-            self.on_room(room)
+        room.on_leave = self._left
+        _notify(self.on_room, room)
         return room
 
     async def _stored(self, doc_id: DocId) -> StoredDoc | None:
@@ -224,6 +232,10 @@ class Rooms:
             log.info("%s: seeded from %s as epoch %x", key, source, epoch)
         return last_seq
 
+    def _left(self, room: Room, peer: Subscriber) -> None:
+        if not isinstance(peer, _Holder):
+            _notify(self.on_leave, room, peer)
+
     def _cancel_timer(self, key: str) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
@@ -246,8 +258,9 @@ class Rooms:
         """Persist and forget ``room``; if persisting fails it stays loaded and retries."""
         try:
             await room.drain()
-            if persist and not room.failed and self.before_unload is not None:
-                await self.before_unload(room)
+            if persist and not room.failed:
+                for hook in self.before_unload:
+                    await hook(room)
             if persist and not room.failed and room.updates_since_snapshot:
                 await room.compact()
         except Exception:
@@ -260,6 +273,7 @@ class Rooms:
         if self._rooms.get(room.key) is room:
             del self._rooms[room.key]
         log.debug("%s: unloaded", room.key)
+        _notify(self.on_unloaded, room)
 
     async def close(self) -> None:
         """Persist and unload every room (server shutdown)."""
@@ -269,6 +283,14 @@ class Rooms:
         for room in list(self._rooms.values()):
             room.attached.clear()
             await self._unload(room, persist=True)
+
+
+def _notify(hooks: list[Callable[..., None]], *args: Any) -> None:
+    for hook in list(hooks):
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("room hook %r failed", hook)
 
 
 class _Holder:

@@ -44,6 +44,7 @@ log = logging.getLogger("collab.completion")
 
 OFFER_TTL = 120.0  # seconds an answered completion can still be accepted
 CACHE_TTL = 60.0
+SWEEP_EVERY = 5.0  # seconds between sweeps of expired offers and cached completions
 CACHE_SIZE = 1024
 _DEFAULT_TOKENS = {"line": 48, "block": 256}
 
@@ -124,12 +125,18 @@ class CompletionService:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(5.0)
-            now = time.monotonic()
-            for offer in [o for o in self._offers.values() if now - o.created > OFFER_TTL]:
-                self._drop_offer(offer)
-            while self._cache and now - next(iter(self._cache.values()))[0] > CACHE_TTL:
-                self._cache.popitem(last=False)
+            await asyncio.sleep(SWEEP_EVERY)
+            try:
+                self.sweep(time.monotonic())
+            except Exception:  # a bad entry must not end the sweeping for good
+                log.exception("completion: sweeping expired offers failed; trying again later")
+
+    def sweep(self, now: float) -> None:
+        """Drop the offers and cached completions that have expired by ``now``."""
+        for offer in [o for o in self._offers.values() if now - o.created > OFFER_TTL]:
+            self._drop_offer(offer)
+        while self._cache and now - next(iter(self._cache.values()))[0] > CACHE_TTL:
+            self._cache.popitem(last=False)
 
     # -- complete ----------------------------------------------------------------------------
 

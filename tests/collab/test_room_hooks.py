@@ -1,0 +1,46 @@
+"""The registry's hooks are lists: a second subscriber adds to the first, never replaces it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from collab import Client, CollabServer
+
+ROOM = "demo/main:README.md"
+
+
+async def test_every_subscriber_of_a_hook_is_called_in_order(server: CollabServer) -> None:
+    calls: list[tuple[str, Any]] = []
+    server.rooms.on_room.append(lambda room: calls.append(("room", room.key)))
+    server.rooms.on_join.append(lambda room, peer: calls.append(("join-1", peer.identity.user)))
+    server.rooms.on_join.append(lambda room, peer: calls.append(("join-2", peer.identity.user)))
+
+    def broken(room: Any, peer: Any) -> None:
+        raise RuntimeError("a hook that fails")
+
+    server.rooms.on_leave.insert(0, broken)  # logged; the others still run
+    server.rooms.on_leave.append(lambda room, peer: calls.append(("leave", peer.identity.user)))
+    events: list[dict[str, Any]] = []
+    server.events.subscribe("demo", lambda _repo, event: events.append(event))
+    async with Client(server.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        await doc.close()
+        await ann.flush()
+    assert calls == [("room", ROOM), ("join-1", "ann"), ("join-2", "ann"), ("leave", "ann")]
+    presence = [(e["user"], e["action"]) for e in events if e["kind"] == "presence"]
+    assert presence == [("ann", "join"), ("ann", "leave")]  # the branches' own hooks too
+
+
+async def test_a_branch_without_rooms_is_forgotten_once_they_unload(server: CollabServer) -> None:
+    async with Client(server.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        doc.insert(0, "typed\n")
+        await ann.flush()
+        assert ("demo", "main") in server.git.branches
+        await doc.close()
+    async with asyncio.timeout(10):  # committed, unloaded after the grace time, forgotten
+        while ("demo", "main") in server.git.branches or server.rooms.loaded():
+            await asyncio.sleep(0.02)
+    async with Client(server.url, user="ann") as ann:  # made again on next use
+        assert str(await ann.open(ROOM)).startswith("typed\n")
