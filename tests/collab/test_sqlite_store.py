@@ -18,6 +18,7 @@ from contextlib import closing
 import pytest
 
 import collab.log_syncer
+from collab import sqlite_store
 from collab.sqlite_store import SQLiteStore
 from collab.store import StoredDoc
 
@@ -403,3 +404,30 @@ async def test_every_acknowledged_append_survives_a_crash(tmp_path: pathlib.Path
             assert int(k) == last_k.get(w, -1) + 1
             last_k[w] = int(k)
         assert await store.append("doc", b"after-crash") == len(found) + 1
+
+
+def _next_char(ch: str) -> str:
+    code = ord(ch) + 1
+    return chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
+
+
+@pytest.mark.parametrize("prefix", ["demo/main:", "demo/people/é-1:", "x\ud7ff", "x\U0010ffff"])
+async def test_keys_read_a_range_of_the_primary_key(tmp_path: pathlib.Path, prefix: str) -> None:
+    # a scan of every record would hold up every room's appends on the writer thread
+    path = db_path(tmp_path)
+    inside = [prefix + "a", prefix + "b/c", prefix + "\U0010ffff"]
+    outside = [prefix[:-1], prefix[:-1] + chr(ord(prefix[-1]) - 1) + "z"]
+    if ord(prefix[-1]) < 0x10FFFF:
+        outside.append(prefix[:-1] + _next_char(prefix[-1]))
+    async with SQLiteStore(path) as store:
+        for key in inside + outside:
+            await store.append(key, b"u")
+        assert await store.keys(prefix) == sorted(inside)
+    with closing(sqlite3.connect(path)) as conn:
+        seen: list[str] = []
+        conn.set_trace_callback(seen.append)
+        assert sqlite_store._keys(conn, prefix) == sorted(inside)
+        conn.set_trace_callback(None)
+        plans = [row[3] for sql in seen for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    if ord(prefix[-1]) < 0x10FFFF:  # the last code point has no successor: a scan, then
+        assert plans and all("SEARCH records USING PRIMARY KEY" in plan for plan in plans), plans
