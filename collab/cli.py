@@ -24,6 +24,7 @@ from .server import CollabServer
 __all__ = ["main"]
 
 SECRET_ENV = "COLLAB_SECRET"
+_DEFAULTS = ServerConfig(repos=Path(), data_dir=Path())
 
 
 def _secret(args: argparse.Namespace) -> bytes | None:
@@ -59,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
         help=f"store fsync window, s (default {SYNC_WINDOW}; 0: fsyncs back to back)",
     )
     serve.add_argument("--heartbeat", type=float, default=30.0, help="WebSocket ping interval, s")
+    serve.add_argument(
+        "--max-document",
+        type=int,
+        default=_DEFAULTS.max_document,
+        help="largest live document (UTF-8 bytes of text); edits past it are refused with 4019",
+    )
+    serve.add_argument(
+        "--max-push",
+        type=int,
+        default=_DEFAULTS.max_push,
+        help="largest git push (bytes, decompressed); larger ones are refused",
+    )
     serve.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
     serve.add_argument(
         "--completion-backend",
@@ -132,6 +145,8 @@ def _serve(args: argparse.Namespace) -> int:
         group_window=args.group_window,
         sync_window=args.sync_window,
         heartbeat=args.heartbeat,
+        max_document=args.max_document,
+        max_push=args.max_push,
         store=args.store,
         commit_idle=args.commit_idle,
         completion_backend=args.completion_backend,

@@ -31,6 +31,12 @@ class ServerConfig:
     max_message: int = 8 * 1024 * 1024
     max_file: int = 4 * 1024 * 1024  # larger files are not opened as live documents
     outbox_limit: int = 4096  # frames queued for one connection before it counts as a slow reader
+    outbox_bytes: int = 16 * 1024 * 1024  # ... or bytes queued for it
+    max_document: int = 8 * 1024 * 1024  # a document's text (UTF-8 bytes) may not grow past this
+    user_update_rate: float = 500.0  # updates per second per user, all connections together
+    user_update_burst: int = 2000  # ... in bursts of up to this many (0 rate: no limit)
+    user_byte_rate: float = 4 * 1024 * 1024  # update bytes per second per user
+    user_byte_burst: int = 32 * 1024 * 1024  # ... in bursts of up to this many
     hello_timeout: float = 10.0
     header_timeout: float = 10.0  # a request's headers must arrive within this long
     body_timeout: float = 10.0  # a request body silent this long is cut off (408)

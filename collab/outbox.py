@@ -13,6 +13,8 @@ from pycrdt import merge_updates
 
 from protocol.errors import ErrorCode
 
+from .traffic import Traffic
+
 __all__ = ["Outbox", "close_ws"]
 
 log = logging.getLogger("collab.outbox")
@@ -33,6 +35,11 @@ def _framed(frame: bytes) -> bytes:
     else:
         header = bytes((0x82, 127)) + size.to_bytes(8, "big")
     return header + frame
+
+
+def _wire_size(size: int) -> int:
+    """The bytes of an unmasked WebSocket frame with a payload of ``size`` bytes."""
+    return size + (2 if size < 126 else 4 if size < 1 << 16 else 10)
 
 
 class _LastWire:
@@ -92,17 +99,29 @@ _last = _LastWire()
 
 
 class Outbox:
-    """Queues frames for one WebSocket; a peer that lets ``limit`` items pile up is cut off.
+    """Queues frames for one WebSocket; a peer that lets ``limit`` items or ``max_bytes`` bytes
+    pile up is cut off (``SLOW_READER``).
 
     Nothing here blocks the caller: ``put`` enqueues or aborts, and :meth:`run` (a task per
     connection) does the sending. CRDT updates queued back to back for a peer that is behind
     are merged into one frame (fewer frames for the peer to decode, fewer system calls).
     """
 
-    def __init__(self, ws: web.WebSocketResponse, *, limit: int, name: str) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        limit: int,
+        name: str,
+        max_bytes: int = 16 * 1024 * 1024,
+        traffic: Traffic | None = None,
+    ) -> None:
         self.ws = ws
+        self.traffic = Traffic("") if traffic is None else traffic  # the endpoint's counters
         self.name = name
         self.limit = limit
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0  # payload bytes of the queued items
         self._items: collections.deque[bytes | tuple[bytes, Encoder] | None] = collections.deque()
         self._ready = asyncio.Event()
         self._close: tuple[ErrorCode, str] | None = None
@@ -113,12 +132,22 @@ class Outbox:
     def closing(self) -> bool:
         return self._close is not None
 
-    def _push(self, item: bytes | tuple[bytes, Encoder] | None) -> None:
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be sent."""
+        return len(self._items)
+
+    def _push(self, item: bytes | tuple[bytes, Encoder]) -> None:
         if self._close is not None:
             return
+        size = len(item) if isinstance(item, bytes) else len(item[0])
         if len(self._items) >= self.limit:
             self.abort(ErrorCode.SLOW_READER, f"send queue over {self.limit} frames")
             return
+        if self.queued_bytes + size > self.max_bytes:
+            self.abort(ErrorCode.SLOW_READER, f"send queue over {self.max_bytes} bytes")
+            return
+        self.queued_bytes += size
         self._items.append(item)
         self._ready.set()
 
@@ -128,8 +157,10 @@ class Outbox:
         if transport is None:
             self._push(frame)
         else:
-            transport.write(_last.frame(frame))
+            wire = _last.frame(frame)
+            transport.write(wire)
             self.sent += 1
+            self.traffic.bytes_out += len(wire)
 
     def put_encoded(self, payload: bytes, encode: Encoder) -> None:
         """Send ``encode(payload)`` (never merged); a broadcast of one payload object with one
@@ -138,8 +169,10 @@ class Outbox:
         if transport is None:
             self._push(_last.message(payload, encode))
         else:
-            transport.write(_last.payload(payload, encode))
+            wire = _last.payload(payload, encode)
+            transport.write(wire)
             self.sent += 1
+            self.traffic.bytes_out += len(wire)
 
     def put_updates(self, updates: list[bytes], encode: Encoder) -> None:
         """Send CRDT updates, in order; ``encode`` turns one (possibly merged) update into a
@@ -149,13 +182,16 @@ class Outbox:
         same list object with the same encoder (a broadcast builds it once). For a peer that
         is behind they are queued, and merged with the updates queued next to them.
         """
+        self.traffic.updates_out += len(updates)
         transport = self._idle_transport()
         if transport is None:
             for update in updates:
                 self._push((update, encode))
         else:
-            transport.write(_last.updates(updates, encode))
+            wire = _last.updates(updates, encode)
+            transport.write(wire)
             self.sent += len(updates)
+            self.traffic.bytes_out += len(wire)
 
     def _idle_transport(self) -> asyncio.Transport | None:
         """The transport, when frames may be written straight to it: nothing is queued, the
@@ -186,8 +222,10 @@ class Outbox:
         if self._close is not None:
             return
         log.warning("%s: closing with %d %s: %s", self.name, code, code.name, reason)
+        self.traffic.refuse("close", code)
         self._close = (code, reason)
         self._items.clear()
+        self.queued_bytes = 0
         self._items.append(None)
         self._ready.set()
 
@@ -198,21 +236,35 @@ class Outbox:
 
     def _next_frame(self) -> bytes | None:
         item = self._items.popleft()
-        if item is None or isinstance(item, bytes):
+        if item is None:
+            return None
+        if isinstance(item, bytes):
+            self.queued_bytes -= len(item)
             return item
         update, encode = item
+        self.queued_bytes -= len(update)
         updates = [update]
         while self._items and len(updates) < MAX_MERGE:
             following = self._items[0]
             if not isinstance(following, tuple) or following[1] is not encode:
                 break
             updates.append(following[0])
+            self.queued_bytes -= len(following[0])
             self._items.popleft()
         if len(updates) > 1:
             update = merge_updates(*updates)
         return encode(update)
 
     async def run(self) -> None:
+        """Send what is queued until :meth:`finish` or :meth:`abort`; the connection counts
+        as open (``traffic.open``) while this runs."""
+        self.traffic.open.add(self)
+        try:
+            await self._send_queued()
+        finally:
+            self.traffic.open.discard(self)
+
+    async def _send_queued(self) -> None:
         ws = self.ws
         try:
             while True:
@@ -225,6 +277,7 @@ class Outbox:
                     break
                 await ws.send_bytes(frame)
                 self.sent += 1
+                self.traffic.bytes_out += _wire_size(len(frame))
         except (ConnectionError, RuntimeError):
             return  # the peer went away; the reader side cleans up
         if self._close is not None:

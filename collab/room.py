@@ -105,6 +105,7 @@ class Room:
         compact_every: int = 1000,
         max_awareness: int = 256,
         limits: YjsLimits | None = None,
+        max_document: int = 0,
     ) -> None:
         self.doc_id = doc_id
         self.key = str(doc_id)
@@ -119,6 +120,9 @@ class Room:
         self.max_awareness = max_awareness
         self.limits = limits or YjsLimits()
         self.epochs = epochs_in(doc.get_state())  # see collab.epochs
+        self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
+        # an upper bound of the text's size: an update adds at most its own length
+        self._size_bound = len(self.text)
         self.recovered = False  # loaded from a history repaired after damage
         self.attached: set[Subscriber] = set()  # lifecycle: everyone who opened the room
         self.peers: set[Subscriber] = set()  # broadcast set: handshake completed
@@ -252,6 +256,7 @@ class Room:
             raise RoomFailed(self._failed)
         if len(update) > self.limits.max_update:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
+        size_bound = self._size_after(update)
         _precheck(update)
         if answer and sender is not None:
             self._check_answer(sender, update)
@@ -263,10 +268,31 @@ class Room:
             if not isinstance(exc, Exception):  # a Rust panic: the document may be damaged
                 self._check_health(exc, sender)
             raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
+        self._size_bound = size_bound
         pending = _Pending(update, origin, sender)
         self._enqueue(pending)
         self._notify(origin, getattr(sender, "identity", None))
         return pending.done
+
+    def _size_after(self, update: bytes) -> int:
+        """An upper bound of the text's size once ``update`` is applied; raises
+        ``DOCUMENT_FULL`` if it could take the text past ``max_document``.
+
+        An update cannot insert more bytes of text than it holds, so the bound grows by its
+        length; the text is measured only once the bound reaches the cap. An update without
+        new content (deletions only: its first byte, the count of its clients, is 0) is
+        always let through, so that a full document can be made smaller."""
+        if not self.max_document or update[:1] == b"\x00":
+            return self._size_bound
+        bound = self._size_bound + len(update)
+        if bound > self.max_document:
+            bound = len(self.text) + len(update)
+            if bound > self.max_document:
+                raise ProtocolError(
+                    ErrorCode.DOCUMENT_FULL,
+                    f"the document would grow past its cap of {self.max_document} bytes",
+                )
+        return bound
 
     def edit(
         self,
@@ -293,6 +319,7 @@ class Room:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
+        self._size_bound += len(update)
         pending = _Pending(update, origin, None)
         self._enqueue(pending)
         self._notify(origin, author)

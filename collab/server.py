@@ -32,6 +32,7 @@ from .memory_store import MemoryStore
 from .merges import Merges
 from .ops import CallContext, Operations
 from .outbox import close_ws
+from .quotas import UserQuotas
 from .rooms import Rooms
 from .sqlite_store import SQLiteStore
 from .store import Store
@@ -100,7 +101,14 @@ class CollabServer:
             grace=config.grace,
             compact_every=config.compact_every,
             max_file=config.max_file,
+            max_document=config.max_document,
             events=self.events,
+        )
+        self.quotas = UserQuotas(
+            update_rate=config.user_update_rate,
+            update_burst=config.user_update_burst,
+            byte_rate=config.user_byte_rate,
+            byte_burst=config.user_byte_burst,
         )
         self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
         self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)

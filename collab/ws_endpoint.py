@@ -18,6 +18,7 @@ from .auth import Identity
 from .ops import CallContext
 from .outbox import Outbox, close_ws
 from .room import EMPTY_UPDATE, Room
+from .traffic import frame_error_code
 
 if TYPE_CHECKING:
     from .server import CollabServer
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["handle_ws"]
 
 log = logging.getLogger("collab.ws")
+_DOCUMENT_ERRORS = (ErrorCode.RELOAD, ErrorCode.DOCUMENT_FULL)  # close the handle, not the socket
 _PRUNE_AT = 1024  # writes kept for the next pong before the durable ones are let go
 
 
@@ -72,6 +74,7 @@ class Session:
         self.outbox.put(m.encode(message))
 
     def error(self, code: ErrorCode, message: str, ref: int | None = None) -> None:
+        self.outbox.traffic.refuse("error", code)
         self.send(m.Error(code, message, ref))
 
     async def receive(self, message: m.Message) -> None:
@@ -93,6 +96,7 @@ class Session:
                 self._spawn(self._pong(ping_id))
             case m.Call(id=call_id, op=op, args=args):
                 if len(self.tasks) >= self.server.config.max_calls:
+                    self.outbox.traffic.refuse("error", ErrorCode.RATE_LIMITED)
                     self.send(m.Result(call_id, None, ErrorCode.RATE_LIMITED, "too many calls"))
                 else:
                     self._spawn(self._call(call_id, op, args))
@@ -153,12 +157,14 @@ class Session:
                     )
                     self.error(ErrorCode.READ_ONLY, "read-only: writes are refused", ref)
                 return
+            self.server.quotas.charge(self.identity.user, len(data))
             write = room.receive_update(data, sender=peer, answer=step is m.SyncStep.STEP2)
         except ProtocolError as exc:
-            if exc.code is not ErrorCode.RELOAD:
+            if exc.code not in _DOCUMENT_ERRORS:
                 raise
             self._drop(ref, exc)  # this document only; the connection's others go on
             return
+        self.outbox.traffic.updates_in += 1
         self.writes.append(write)
         if len(self.writes) >= self._prune_at:  # a client that never pings: keep it bounded
             self.writes = [write for write in self.writes if not write.done()]
@@ -182,6 +188,7 @@ class Session:
         try:
             value = await self.server.ops.call(self.calls, op, args)
         except ProtocolError as exc:
+            self.outbox.traffic.refuse("error", exc.code)
             self.send(m.Result(call_id, None, exc.code, exc.message))
             return
         self.send(m.Result(call_id, value))
@@ -232,9 +239,17 @@ async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocket
         identity = await _hello(server, ws, request.remote)
     except ProtocolError as exc:
         log.warning("%s: refused: %s", name, exc)
+        server.metrics.ws.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
         return ws
-    outbox = Outbox(ws, limit=server.config.outbox_limit, name=f"{name} ({identity.user})")
+    traffic = server.metrics.ws
+    outbox = Outbox(
+        ws,
+        limit=server.config.outbox_limit,
+        max_bytes=server.config.outbox_bytes,
+        name=f"{name} ({identity.user})",
+        traffic=traffic,
+    )
     session = Session(server, outbox, identity)
     writer = asyncio.create_task(outbox.run())
     server.track(ws)
@@ -242,6 +257,7 @@ async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocket
     try:
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
+                traffic.bytes_in += len(msg.data)
                 try:
                     await session.receive(m.decode(msg.data, server.ws_limits))
                 except ProtocolError as exc:
@@ -252,6 +268,7 @@ async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocket
                 # aiohttp has closed the socket already (an oversized message: 4009, see
                 # CollabWebSocket); the frame error is the message's data, not ws.exception()
                 log.warning("%s: closed on a bad frame: %s", name, msg.data)
+                traffic.refuse("close", frame_error_code(msg.data))
     finally:
         server.untrack(ws)
         session.close()

@@ -25,6 +25,7 @@ from protocol.yjs import (
 from .auth import Identity
 from .outbox import Outbox, close_ws
 from .room import EMPTY_UPDATE, Room
+from .traffic import frame_error_code
 
 if TYPE_CHECKING:
     from .server import CollabServer
@@ -74,14 +75,22 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
             raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
     except ProtocolError as exc:
         log.warning("%s: refused: %s", name, exc)
+        server.metrics.yjs.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
         return ws
-    outbox = Outbox(ws, limit=server.config.outbox_limit, name=f"{name} ({identity.user})")
+    outbox = Outbox(
+        ws,
+        limit=server.config.outbox_limit,
+        max_bytes=server.config.outbox_bytes,
+        name=f"{name} ({identity.user})",
+        traffic=server.metrics.yjs,
+    )
     peer = YjsPeer(outbox, identity, identity.can_write_branch(doc_id.repo, doc_id.branch))
     try:
         room = await server.rooms.acquire(doc_id, peer)
     except ProtocolError as exc:
         log.warning("%s: refused: %s", name, exc)
+        server.metrics.yjs.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
         return ws
     writer = asyncio.create_task(outbox.run())
@@ -91,6 +100,7 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
             outbox.put(encode_message(SyncStep1(room.state_vector())))
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
+                outbox.traffic.bytes_in += len(msg.data)
                 try:
                     _receive(room, peer, msg.data, server)
                 except ProtocolError as exc:
@@ -103,6 +113,7 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
                 # aiohttp has closed the socket already (an oversized message: 4009, see
                 # CollabWebSocket); the frame error is the message's data, not ws.exception()
                 log.warning("%s: closed on a bad frame: %s", name, msg.data)
+                outbox.traffic.refuse("close", frame_error_code(msg.data))
     finally:
         server.untrack(ws)
         room.detach(peer)
@@ -123,11 +134,14 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, server: CollabServer) -> No
                     log.warning(
                         "%s: refused a write from read-only %s", room.key, peer.identity.user
                     )
+                    peer.outbox.traffic.refuse("error", ErrorCode.READ_ONLY)
                     peer.outbox.put(encode_message(AuthDenied("read-only: writes are refused")))
                 return
+            server.quotas.charge(peer.identity.user, len(update))
             peer.last_write = room.receive_update(
                 update, sender=peer, answer=isinstance(message, SyncStep2)
             )
+            peer.outbox.traffic.updates_in += 1
         case AwarenessMessage(payload=payload):
             room.receive_awareness(peer, payload)
         case QueryAwareness():

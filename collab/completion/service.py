@@ -26,12 +26,12 @@ from protocol.names import DocId
 from ..offsets import codepoint_to_utf16, utf8_offset, utf16_to_codepoint
 from ..ops import CallContext, arg_int, arg_str
 from ..origin import Origin
+from ..rate_limit import RateLimiter
 from ..room import Room
 from .anchors import Anchor, Anchors
 from .backend import CompletionBackend
 from .context import ContextGatherer, open_rooms
 from .executor import Executor, JobOutput, JobSpec
-from .limits import RateLimiter
 from .metrics import CompletionMetrics
 from .pool import LocalWorker, QueuedJob, WorkerPool
 

@@ -1,4 +1,4 @@
-"""A per-user token bucket: ``rate`` requests per second, bursts of up to ``burst``."""
+"""A per-user token bucket: ``rate`` tokens per second, bursts of up to ``burst``."""
 
 from __future__ import annotations
 
@@ -14,19 +14,20 @@ class RateLimiter:
         self.max_users = max_users
         self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, at)
 
-    def allow(self, user: str, now: float | None = None) -> bool:
-        """Take one token from ``user``'s bucket; ``False`` when it is empty."""
+    def allow(self, user: str, now: float | None = None, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens from ``user``'s bucket; ``False`` (taking none) when it holds
+        fewer."""
         if self.rate <= 0:
             return True
         now = time.monotonic() if now is None else now
         tokens, at = self._buckets.get(user, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-        if tokens < 1.0:
+        if tokens < cost:
             self._buckets[user] = (tokens, now)
             return False
         if len(self._buckets) >= self.max_users and user not in self._buckets:
             self._prune(now)
-        self._buckets[user] = (tokens - 1.0, now)
+        self._buckets[user] = (tokens - cost, now)
         return True
 
     def _prune(self, now: float) -> None:

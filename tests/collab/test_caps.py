@@ -1,0 +1,161 @@
+"""Caps with clear errors: a document's size, each user's update rate and bytes, and each
+connection's send queue in bytes. What is refused is neither stored nor broadcast."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import psutil
+from pycrdt import Doc, Text
+from serverproc import ServerProcess
+from servers import make_config
+from test_crash import stored_text
+from yjsclient import YjsPeer
+
+from collab import Client, CollabServer
+from protocol.errors import ErrorCode
+from protocol.yjs import SyncStep1, SyncUpdate, encode_message
+
+ROOM = "demo/main:README.md"
+OTHER = "demo/main:src/app.py"
+MB = 1024 * 1024
+
+
+async def test_an_edit_past_the_document_cap_is_refused_and_nothing_of_it_kept(
+    repos: Path, tmp_path: Path
+) -> None:
+    config = make_config(repos, tmp_path / "data", max_document=64 * 1024)
+    async with (
+        CollabServer(config) as server,
+        Client(server.url, user="ann") as ann,
+        Client(server.url, user="bob") as bob,
+    ):
+        doc = await ann.open(ROOM)
+        other = await ann.open(OTHER)
+        watching = await bob.open(ROOM)
+        doc.insert(0, "x" * 30_000)
+        await ann.flush()
+        before = await watching.wait_for(lambda t: t.startswith("x" * 30_000))
+        doc.insert(0, "§" * 20_000)  # 70,000 bytes: past the cap
+        async with asyncio.timeout(5):
+            while doc.error is None:
+                await asyncio.sleep(0.01)
+        assert doc.error.code == ErrorCode.DOCUMENT_FULL and doc.closed
+        other.insert(0, "# the connection's other documents go on\n")
+        await ann.flush()
+        async with Client(server.url, user="late") as late:
+            assert str(await late.open(ROOM)) == before  # not stored
+            assert str(await late.open(OTHER)).startswith("# the connection's other")
+        assert str(watching) == before  # not broadcast
+        # a full document can still be made smaller, and then grow again
+        watching.delete(0, 20_000)
+        watching.insert(0, "z" * 10_000)
+        await bob.flush()
+    async with CollabServer(config) as again, Client(again.url, user="late") as late:
+        assert "§" not in str(await late.open(ROOM))
+
+
+async def test_a_stock_client_past_the_cap_is_closed_with_its_code(
+    repos: Path, tmp_path: Path
+) -> None:
+    config = make_config(repos, tmp_path / "data", max_document=64 * 1024)
+    async with CollabServer(config) as server, YjsPeer(server.url, ROOM, user="ann") as ann:
+        await asyncio.wait_for(ann.synced.wait(), 5)
+        ann.text.insert(0, "§" * 50_000)
+        await asyncio.wait_for(ann.closed.wait(), 5)
+        assert ann.close_code == ErrorCode.DOCUMENT_FULL
+        assert "cap" in ann.close_reason
+        room = server.rooms.get_key(ROOM)
+        assert room is None or "§" not in str(room.text)
+
+
+async def test_a_user_over_the_update_quota_is_cut_off_and_others_go_on(
+    repos: Path, tmp_path: Path
+) -> None:
+    config = make_config(repos, tmp_path / "data", user_update_rate=5.0, user_update_burst=10)
+    async with CollabServer(config) as server, Client(server.url, user="bob") as bob:
+        bob_doc = await bob.open(ROOM)
+        flood = YjsPeer(server.url, ROOM, user="mallory")
+        await flood.connect()
+        try:
+            await asyncio.wait_for(flood.synced.wait(), 5)
+            for i in range(40):
+                flood.text.insert(0, f"{i};")
+                await asyncio.sleep(0)
+            await asyncio.wait_for(flood.closed.wait(), 5)
+            assert flood.close_code == ErrorCode.RATE_LIMITED
+        finally:
+            await flood.close()
+        bob_doc.insert(0, "bob is fine\n")
+        await bob.flush()
+        async with Client(server.url, user="late") as late:
+            text = str(await late.open(ROOM))
+        assert text.startswith("bob is fine\n")
+        assert text.count(";") <= 11  # the burst and what refilled, never the rest
+
+
+async def test_a_user_over_the_byte_quota_is_cut_off(repos: Path, tmp_path: Path) -> None:
+    config = make_config(repos, tmp_path / "data", user_byte_rate=10_000.0, user_byte_burst=100_000)
+    async with CollabServer(config) as server, Client(server.url, user="eve") as eve:
+        doc = await eve.open(ROOM)
+        for _ in range(5):
+            doc.insert(0, "b" * 30_000)
+        async with asyncio.timeout(5):  # closed with 4029; the client tries again, later
+            while eve.close_code != ErrorCode.RATE_LIMITED:
+                await asyncio.sleep(0.01)
+
+
+async def test_a_reader_that_never_reads_is_cut_off_by_bytes(repos: Path, tmp_path: Path) -> None:
+    config = make_config(
+        repos, tmp_path / "data", max_document=512 * MB, heartbeat=120.0, outbox_limit=100_000
+    )
+    async with CollabServer(config) as server, aiohttp.ClientSession() as session:
+        # a stock-looking peer that completes its handshake, then never reads again
+        sloth = await session.ws_connect(f"{server.url}/yjs/{ROOM}?user=sloth", max_msg_size=0)
+        await sloth.send_bytes(encode_message(SyncStep1(Doc().get_state())))
+        async with asyncio.timeout(5):
+            while not (room := server.rooms.get_key(ROOM)) or not room.peers:
+                await asyncio.sleep(0.01)
+        (peer,) = room.peers
+        writer: Doc = Doc()  # type: ignore[type-arg]
+        text = writer.get("source", type=Text)
+        async with YjsPeer(server.url, ROOM, user="ann") as ann:
+            await asyncio.wait_for(ann.synced.wait(), 5)
+            writer.apply_update(ann.doc.get_update())
+            sent = 0
+            while not peer.outbox.closing:  # type: ignore[attr-defined]
+                assert sent < 40 * MB, "still queued for a reader that never reads"
+                before = writer.get_state()
+                text.insert(0, "s" * MB)
+                await ann.send(encode_message(SyncUpdate(writer.get_update(before))))
+                sent += MB
+                del text[0:MB]
+                await asyncio.sleep(0.02)
+            assert peer.outbox.queued_bytes == 0  # type: ignore[attr-defined]
+        await sloth.close()
+
+
+async def test_memory_stays_bounded_when_a_client_fills_a_document(
+    repos: Path, tmp_path: Path
+) -> None:
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--max-document", str(8 * MB)))
+    await server.start()
+    try:
+        assert server.proc is not None
+        process = psutil.Process(server.proc.pid)
+        async with Client(server.url, user="ann") as ann:
+            doc = await ann.open(ROOM)
+            for _ in range(20):  # 1 MB at a time, past the 8 MB cap
+                doc.insert(0, "m" * MB)
+                await asyncio.sleep(0.05)
+                if doc.error is not None:
+                    break
+            assert doc.error is not None and doc.error.code == ErrorCode.DOCUMENT_FULL
+            peak = process.memory_info().rss
+        assert peak < 400 * MB, f"server RSS {peak / MB:.0f} MB"
+        stored = await stored_text(server.data_dir, ROOM)
+        assert len(stored.encode()) <= 8 * MB
+    finally:
+        await server.stop()
