@@ -18,6 +18,7 @@ from .auth import Identity, Role
 from .epochs import client_id, new_epoch, with_epoch
 from .events import EventHub
 from .git_work import in_git_thread
+from .memory import release_free_memory
 from .room import Room, Subscriber
 from .seed import seed_update
 from .store import Store, StoredDoc
@@ -25,6 +26,10 @@ from .store import Store, StoredDoc
 __all__ = ["Rooms"]
 
 log = logging.getLogger("collab.rooms")
+
+RELEASE_AFTER = 1024 * 1024
+"""Unloading a room whose stored history is larger than this gives free memory back to the
+system (see ``collab.memory``)."""
 
 
 class Rooms:
@@ -38,9 +43,11 @@ class Rooms:
         grace: float = 5.0,
         compact_every: int = 1000,
         max_file: int = 8 * 1024 * 1024,
+        max_document: int = 0,
         events: EventHub | None = None,
     ) -> None:
         self.max_file = max_file
+        self.max_document = max_document
         self.events = events
         self.store = store
         self.repos = repos
@@ -145,7 +152,14 @@ class Rooms:
         else:
             stored.apply_to(doc)
             last_seq = stored.last_seq
-        room = Room(doc_id, doc, self.store, last_seq=last_seq, compact_every=self.compact_every)
+        room = Room(
+            doc_id,
+            doc,
+            self.store,
+            last_seq=last_seq,
+            compact_every=self.compact_every,
+            max_document=self.max_document,
+        )
         if stored is not None and not stored.empty:
             room.updates_since_snapshot = len(stored.updates)
             room.bytes_since_snapshot = sum(len(update) for _seq, update in stored.updates)
@@ -273,6 +287,9 @@ class Rooms:
         if self._rooms.get(room.key) is room:
             del self._rooms[room.key]
         log.debug("%s: unloaded", room.key)
+        if room.snapshot_bytes + room.bytes_since_snapshot > RELEASE_AFTER:
+            # once the room is gone: this frame and its caller's still hold it
+            asyncio.get_running_loop().call_later(0.5, release_free_memory)
         _notify(self.on_unloaded, room)
 
     async def close(self) -> None:

@@ -180,6 +180,10 @@ class SQLiteStore:
         """Number of write transactions committed."""
         self.appended = 0
         """Number of updates committed."""
+        self.observe_write: Callable[[float], None] | None = None
+        """Called on the writer thread with the seconds each write of appends took."""
+        self.observe_sync: Callable[[float], None] | None = None
+        """Called on the syncer thread with the seconds each fdatasync took."""
         self._syncer: LogSyncer[_SyncWaiter] | None = None
         self._made = 0  # writes (appends, compactions, deletes) queued since the store started
         self._submitting = threading.Lock()
@@ -333,6 +337,7 @@ class SQLiteStore:
             window=self.sync_window,
             release=self._synced,
             name=f"collab-sqlite-syncer:{self.path.name}",
+            observe=self.observe_sync,
         )
         self._syncer = syncer
         syncer.start()
@@ -346,8 +351,12 @@ class SQLiteStore:
                 if req.op == "append":
                     batch = [req]
                     carry = self._collect(requests, batch)
+                    started = time.perf_counter()
                     self._write_batch(conn, batch)
+                    if self.observe_write is not None:
+                        self.observe_write(time.perf_counter() - started)
                     syncer.wrote(len(batch))  # written or failed: either way, done
+                    del batch
                 elif req.op == "stop":
                     stop_req = req
                     break
@@ -355,6 +364,9 @@ class SQLiteStore:
                     self._serve_one(conn, req)
                     if req.op in _WRITES:
                         syncer.wrote(1)
+                # while the writer waits for the next request, it holds nothing of the last
+                # (a loaded document's records, a snapshot: megabytes, long after they served)
+                del req
         finally:
             close_exc: BaseException | None = None
             try:
