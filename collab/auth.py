@@ -36,6 +36,7 @@ class Role(StrEnum):
     READ = "read"
     WRITE = "write"
     WORKER = "worker"  # a completion worker: connects to /worker, opens no document
+    METRICS = "metrics"  # a monitoring system: reads GET /metrics, opens no document
 
 
 class AuthError(ProtocolError):
@@ -51,7 +52,7 @@ class Identity:
     repo: str
 
     def can_read(self, repo: str) -> bool:
-        return self.role is not Role.WORKER and self.repo in (ANY_REPO, repo)
+        return self.role in (Role.READ, Role.WRITE) and self.repo in (ANY_REPO, repo)
 
     def can_write(self, repo: str) -> bool:
         return self.role is Role.WRITE and self.can_read(repo)

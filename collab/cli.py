@@ -90,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="mint an access token with the server's secret")
     token.add_argument("--user", required=True)
-    token.add_argument("--repo", help="repository name, or * for all (workers: not needed)")
+    token.add_argument(
+        "--repo", help="repository name, or * for all (worker and metrics roles: not needed)"
+    )
     token.add_argument("--role", choices=[r.value for r in Role], default="write")
     token.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds; 0 for no expiry")
     token.add_argument("--secret-file", help=f"HMAC secret file (else ${SECRET_ENV})")
@@ -118,7 +120,7 @@ def _token(args: argparse.Namespace) -> int:
     if secret is None:
         print(f"collab token: no secret; set ${SECRET_ENV} or --secret-file", file=sys.stderr)
         return 2
-    repo = args.repo or ("*" if args.role == Role.WORKER else None)
+    repo = args.repo or ("*" if args.role in (Role.WORKER, Role.METRICS) else None)
     if repo is None:
         print("collab token: --repo is required", file=sys.stderr)
         return 2

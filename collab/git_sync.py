@@ -16,7 +16,8 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Awaitable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -188,6 +189,7 @@ class BranchSync:
                     if not room.failed
                 }
                 await self._hold_shrinking(rooms, changes)
+                started = time.perf_counter()
                 try:
                     new = await in_git_thread(
                         self.owner.repos, self._write, changes, list(authors.values())
@@ -201,6 +203,8 @@ class BranchSync:
                     else:
                         await self._reconcile(moved.current)
                     continue
+                if self.owner.observe_commit is not None:
+                    self.owner.observe_commit(time.perf_counter() - started)
                 self._committed(new, sorted(changes), list(authors))
                 await self._settle_recovered(rooms, changes)
                 return
@@ -426,6 +430,8 @@ class GitSync:
         """Something this run could not commit is left in the store (a failed room, a branch
         missing at recovery): the next start must look for it, so no clean-shutdown marker."""
         self.branches: dict[tuple[str, str], BranchSync] = {}
+        self.observe_commit: Callable[[float], None] | None = None
+        """Called with the seconds each continuous commit took to write (git thread included)."""
         self._creating: dict[tuple[str, str], asyncio.Task[BranchSync]] = {}
         self._watcher: asyncio.Task[None] | None = None
         rooms.before_load.append(self._before_load)

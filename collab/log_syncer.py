@@ -42,11 +42,13 @@ class LogSyncer(Generic[T]):
         window: float,
         release: Callable[[list[T], BaseException | None], None],
         name: str,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         self.path = path
         self.window = window
         self.syncs = 0
         """Number of fdatasyncs made."""
+        self._observe = observe  # called with each fdatasync's seconds
         self._release = release
         self._cond = threading.Condition()
         self._waiting: list[tuple[int, float, T]] = []  # (after, made, waiter), in call order
@@ -114,11 +116,15 @@ class LogSyncer(Generic[T]):
                     try:
                         if fd is None:
                             fd = os.open(self.path, os.O_RDONLY)
+                        started = time.perf_counter()
                         os.fdatasync(fd)
                         self.syncs += 1
                     except BaseException as exc:
                         log.error("store: fsync of %s failed: %s", self.path, exc)
                         self._failed = error = exc
+                    else:
+                        if self._observe is not None:
+                            self._observe(time.perf_counter() - started)
                     self._synced = covered
                 with self._cond:
                     split = 0

@@ -11,6 +11,8 @@ on the target branch resolve them together.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from gitsync import Repositories
@@ -40,6 +42,8 @@ class Merges:
         self.git = branches.git
         self.rooms = branches.rooms
         self.store = branches.store
+        self.observe_merge: Callable[[float], None] | None = None
+        """Called with the seconds each merge that was applied took, from the call on."""
 
     async def _prepare(
         self, identity: Identity, repo: str, source: str, target: str
@@ -75,6 +79,7 @@ class Merges:
     async def apply(
         self, identity: Identity, repo: str, source: str, target: str, *, markers: bool
     ) -> dict[str, Any]:
+        started = time.perf_counter()
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
         self.branches.check_write(identity, repo, to_sync.branch)
         source_head = await from_sync.flush()
@@ -97,6 +102,8 @@ class Merges:
                 self.repos, self._commit, repo, to_sync.branch, plan, resolved, identity
             )
             to_sync.synced = commit
+        if self.observe_merge is not None:
+            self.observe_merge(time.perf_counter() - started)
         log.info("%s: merged %s into %s as %s", repo, source, target, commit[:12].decode())
         self.branches.events.publish(
             repo,

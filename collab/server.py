@@ -30,6 +30,7 @@ from .http_body import BodyError, read_body
 from .http_timeouts import GuardedSite, HeaderDeadlines
 from .memory_store import MemoryStore
 from .merges import Merges
+from .metrics import ServerMetrics
 from .ops import CallContext, Operations
 from .outbox import close_ws
 from .quotas import UserQuotas
@@ -138,6 +139,8 @@ class CollabServer:
         register_git_ops(self.ops, self.branches, self.merges, self.events)
         self.git_bridge = GitBridge(self)
         self.completion = install_completion(self)
+        self.metrics = ServerMetrics(self)
+        self.add_route("GET", "/metrics", self.metrics.handle)
 
     @staticmethod
     def _default_store(config: ServerConfig) -> Store:
@@ -214,9 +217,11 @@ class CollabServer:
             body = await self._json_body(request)
             value: Any = await self.ops.call(ctx, request.match_info["op"], body)
         except (ProtocolError, AuthError) as exc:
+            self.metrics.api.refuse("error", exc.code)
             return self.json_error(exc)
         except BodyError as exc:
             code = ErrorCode.TOO_LARGE if exc.status == 413 else ErrorCode.TIMEOUT
+            self.metrics.api.refuse("error", code)
             return self.json_error(ProtocolError(code, exc.message), status=exc.status)
         return web.json_response({"value": value})
 

@@ -2,8 +2,9 @@
 
 ``install(server)`` adds the ``complete``, ``complete.accept``, ``complete.cancel`` and
 ``complete.metrics`` operations (``/ws`` calls and ``POST /api/<op>``), the ``/worker``
-endpoint for remote workers, ``GET /metrics``, and the embedded worker that runs the
-backend named by ``ServerConfig.completion_backend`` (``"none"`` for remote workers only).
+endpoint for remote workers, and the embedded worker that runs the backend named by
+``ServerConfig.completion_backend`` (``"none"`` for remote workers only). ``GET /metrics``
+(``collab.metrics``) reports the figures as ``collab_completion_*`` series.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..auth import AuthError
 from .backend import Cancelled, CompletionBackend, Generated, Prompt
 from .backends import create_backend
 from .prompts import ContextFile, Family, PromptParts, detect_family, render
@@ -60,14 +60,6 @@ def install(server: CollabServer) -> CompletionService:
             server, service.pool, request, max_chars=config.completion_max_chars
         )
 
-    async def metrics_route(request: web.Request) -> web.Response:
-        try:
-            server.authenticate_http(request)
-        except AuthError as exc:
-            return server.json_error(exc)
-        return web.json_response({"completion": service.snapshot()})
-
     server.add_route("GET", "/worker", worker_route)
-    server.add_route("GET", "/metrics", metrics_route)
     server.services.append(service)
     return service

@@ -21,7 +21,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class CompletionMetrics:
-    """What ``GET /metrics`` and the ``complete.metrics`` operation report."""
+    """What the ``complete.metrics`` operation and ``GET /metrics`` (``collab_completion_*``)
+    report."""
 
     def __init__(self, window: int = 4096) -> None:
         self.counts: Counter[str] = Counter()
@@ -29,6 +30,8 @@ class CompletionMetrics:
         self.latency: dict[str, collections.deque[float]] = {
             part: collections.deque(maxlen=window) for part in PARTS
         }
+        self.latency_sum: dict[str, float] = dict.fromkeys(PARTS, 0.0)
+        """Milliseconds of each part over every answered request (the windows keep the last)."""
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -42,7 +45,9 @@ class CompletionMetrics:
         if shown:
             self.counts["shown"] += 1
         for part in PARTS:
-            self.latency[part].append(latency[f"{part}_ms"])
+            value = latency[f"{part}_ms"]
+            self.latency[part].append(value)
+            self.latency_sum[part] += value
 
     def snapshot(self) -> dict[str, Any]:
         shown = self.counts["shown"]

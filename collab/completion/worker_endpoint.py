@@ -50,10 +50,16 @@ async def handle_worker(
             raise AuthError(ErrorCode.FORBIDDEN, "a worker token is required")
     except ProtocolError as exc:
         log.warning("worker from %s refused: %s", request.remote, exc.message)
+        server.metrics.worker.refuse("error", exc.code)
         return server.json_error(exc)
     ws = server.websocket()
     await ws.prepare(request)
-    outbox = Outbox(ws, limit=4096, name=f"worker {request.remote} ({identity.user})")
+    outbox = Outbox(
+        ws,
+        limit=4096,
+        name=f"worker {request.remote} ({identity.user})",
+        traffic=server.metrics.worker,
+    )
     writer = asyncio.create_task(outbox.run())
     server.track(ws)
     link: RemoteWorkerLink | None = None
@@ -68,6 +74,7 @@ async def handle_worker(
         async for msg in ws:
             if msg.type is not WSMsgType.BINARY:
                 continue
+            outbox.traffic.bytes_in += len(msg.data)
             match wire.decode(msg.data):
                 case wire.Done(job_id, output):
                     if len(output.text) > max_chars:

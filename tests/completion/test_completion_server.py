@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 from fake_backends import FakeBackend
+from prometheus_client.parser import text_string_to_metric_families
 
 from collab import Client, ClientError, CollabServer
 from collab.auth import Identity, Role, TokenAuthenticator
@@ -311,14 +312,23 @@ async def test_http_json_and_metrics(make_server: Any) -> None:
         ) as response:
             assert response.status == 404
             assert (await response.json())["error"]["code"] == ErrorCode.UNKNOWN_DOCUMENT
-        async with http.get(f"{base}/metrics?user=alice") as response:
-            figures = (await response.json())["completion"]
+        async with http.get(f"{base}/metrics") as response:  # Prometheus text, from loopback
+            assert response.status == 200
+            samples = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(await response.text())
+                for sample in family.samples
+            }
+        assert samples["collab_completion_events_total", (("event", "accepted"),)] == 1
+        assert samples["collab_completion_acceptance_ratio", ()] == 1.0
+        assert samples["collab_completion_latency_seconds_count", (("part", "total"),)] == 1
+        assert samples["collab_completion_latency_seconds_sum", (("part", "total"),)] > 0
+        quantile = (("part", "total"), ("quantile", "0.5"))
+        assert samples["collab_completion_latency_seconds", quantile] > 0
+        assert samples["collab_completion_workers", ()] == 1
+        figures = await a.call("complete.metrics")  # the same figures, as JSON
         assert figures["counts"]["accepted"] == 1
-        assert figures["acceptance_rate"] == 1.0
-        assert figures["latency_ms"]["total"]["count"] == 1
         assert figures["workers"][0]["name"] == "embedded"
-        async with http.get(f"{base}/metrics") as response:
-            assert response.status == 401
 
 
 async def test_read_only_user_can_ask_but_not_accept(make_server: Any) -> None:
