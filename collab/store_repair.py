@@ -16,6 +16,8 @@ when it is next opened; ``reseed`` does that on purpose, ``accept`` lifts the ho
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -86,7 +88,13 @@ class StoreReport:
 def check(path: Path) -> StoreReport:
     """Look for damage without changing anything."""
     with closing(_connect(path)) as conn:
-        return StoreReport(_integrity(conn), _scan(conn))
+        integrity = _integrity(conn)
+        try:
+            docs = _scan(conn)
+        except sqlite3.DatabaseError as exc:
+            integrity.append(f"records past a damaged page cannot be read: {exc}")
+            docs = []
+        return StoreReport(integrity, docs)
 
 
 def repair(path: Path, *, reseed: Iterable[str] = (), accept: Iterable[str] = ()) -> StoreReport:
@@ -96,13 +104,14 @@ def repair(path: Path, *, reseed: Iterable[str] = (), accept: Iterable[str] = ()
     reseed, accept = list(reseed), list(accept)
     with closing(_connect(path)) as conn:
         integrity = _integrity(conn)
-        if integrity:
-            raise sqlite3.DatabaseError(
-                "the database file itself is damaged (" + "; ".join(integrity[:3]) + "); "
-                "copy it aside and restore a backup, or recover it with the sqlite3 shell's "
-                "`.recover`"
-            )
+    holes: dict[str, int] = {}
+    if integrity:
+        holes = _rebuild(path)
+    with closing(_connect(path)) as conn:
         reports = {doc.doc_id: doc for doc in _scan(conn)}
+        for doc_id, first_missing in holes.items():
+            report = reports.setdefault(doc_id, DocReport(doc_id))
+            report.damaged.setdefault(first_missing, "lost with a damaged page of the file")
         now = time.time()
         for report in reports.values():
             if report.damaged:
@@ -121,6 +130,90 @@ def repair(path: Path, *, reseed: Iterable[str] = (), accept: Iterable[str] = ()
             report.recovered = False
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return StoreReport(integrity, list(reports.values()))
+
+
+def _rebuild(path: Path) -> dict[str, int]:
+    """Copy what can still be read of a damaged file into a new one, and put the new one in
+    its place (the old file and its log stay beside it, renamed ``*.damaged-<time>``).
+
+    SQLite stops reading a table at a damaged page, so each table is read from both ends,
+    and every document known by name (from any table) once more on its own: a damaged page
+    then costs only the records on it. Returns the documents whose history now has a hole:
+    document id -> the first sequence number missing. Every document is marked recovered."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as src:
+        src.execute("PRAGMA busy_timeout = 5000")
+        records = {row[:2]: row for row in _both_ways(src, _RECORDS, ("doc_id", "seq"))}
+        docs = {row[0]: row for row in _both_ways(src, "SELECT * FROM docs", ("doc_id",))}
+        recovered = {row[0]: row for row in _both_ways(src, "SELECT * FROM recovered", ("doc_id",))}
+        quarantine = {
+            row[:2]: row for row in _both_ways(src, "SELECT * FROM quarantine", ("doc_id", "seq"))
+        }
+        known = {doc_id for doc_id, _seq in records} | set(docs) | set(recovered)
+        known |= {doc_id for doc_id, _seq in quarantine}
+        for doc_id in sorted(known):
+            one = _both_ways(src, _RECORDS + " WHERE doc_id = ?", ("seq",), (doc_id,))
+            records.update((row[:2], row) for row in one)
+    holes: dict[str, int] = {}
+    by_doc: dict[str, list[int]] = {}
+    for doc_id, seq in sorted(records):
+        by_doc.setdefault(doc_id, []).append(seq)
+    for doc_id, seqs in by_doc.items():
+        # (a document with no record left cannot be told from a deleted one: it is seeded
+        # again, as a new epoch, when next opened)
+        gaps = [a + 1 for a, b in itertools.pairwise(seqs) if b != a + 1]
+        first, kind = seqs[0], records[(doc_id, seqs[0])][2]
+        deleted_at = docs[doc_id][1] if doc_id in docs else 0
+        if kind != "s" and first > 1 and first != deleted_at + 1:
+            holes[doc_id] = first - 1  # its start (a snapshot, the first updates) was lost
+        elif gaps:
+            holes[doc_id] = gaps[0]
+    rebuilt = path.with_name(path.name + ".rebuilt")
+    for leftover in (rebuilt, Path(f"{rebuilt}-wal"), Path(f"{rebuilt}-shm")):
+        leftover.unlink(missing_ok=True)
+    with closing(sqlite3.connect(rebuilt, isolation_level=None)) as dst:
+        dst.executescript(SCHEMA)
+        dst.execute("BEGIN")
+        dst.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)", records.values())
+        dst.executemany("INSERT INTO docs VALUES (?, ?)", docs.values())
+        dst.executemany("INSERT INTO recovered VALUES (?, ?, ?)", recovered.values())
+        # which records a damaged page held is not known: every document is marked, so that
+        # none whose history lost its start or its end is committed over its branch unseen
+        # (the mark holds only commits that shrink a file drastically, and goes with the
+        # first commit that does not)
+        now = time.time()
+        dst.executemany(
+            "INSERT OR IGNORE INTO recovered VALUES (?, ?, ?)",
+            [(doc_id, now, "rebuilt from a damaged file") for doc_id in by_doc],
+        )
+        dst.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantine.values())
+        dst.execute("COMMIT")
+        dst.execute("PRAGMA journal_mode = WAL")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            os.replace(old, Path(f"{path}.damaged-{stamp}{suffix}"))
+    os.replace(rebuilt, path)
+    return holes
+
+
+_RECORDS = "SELECT doc_id, seq, kind, data, crc FROM records"
+
+
+def _both_ways(
+    conn: sqlite3.Connection, query: str, key: tuple[str, ...], params: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """The rows of ``query`` in the order of ``key``, read forwards and then backwards: a read
+    stops at a damaged page, and what lies past it can still be reached from the other end."""
+    found: list[tuple[Any, ...]] = []
+    for direction in ("ASC", "DESC"):
+        order = ", ".join(f"{column} {direction}" for column in key)
+        try:
+            for row in conn.execute(f"{query} ORDER BY {order}", params):
+                found.append(row)
+        except sqlite3.DatabaseError:
+            continue
+    return found
 
 
 def _connect(path: Path) -> sqlite3.Connection:

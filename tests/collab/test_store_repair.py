@@ -138,3 +138,45 @@ def test_a_damaged_file_is_reported_and_not_rewritten(tmp_path: Path) -> None:
     assert check(path).integrity
     with pytest.raises(sqlite3.DatabaseError, match="file itself is damaged"):
         repair(path)
+
+
+async def test_a_damaged_page_costs_only_the_records_on_it(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    docs = {f"demo/main:f{i:02}.txt": bytes([i]) * 3000 for i in range(30)}
+    async with SQLiteStore(path) as store:
+        for key, data in docs.items():
+            await store.append(key, data)  # one leaf page each, about
+    with closing(sqlite3.connect(path)) as conn:
+        leaves = [
+            page
+            for (page,) in conn.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'records' AND pagetype = 'leaf'"
+                " ORDER BY pageno"
+            )
+        ]
+    assert len(leaves) >= 3
+    raw = bytearray(path.read_bytes())
+    raw[(leaves[1] - 1) * 4096] = 0x7F  # not a page type: SQLite reports it malformed
+    path.write_bytes(bytes(raw))
+
+    report = check(path)
+    assert report.integrity and not report.sound
+    unreadable = []
+    async with SQLiteStore(path) as store:
+        for key in docs:
+            try:
+                await store.load(key)
+            except sqlite3.DatabaseError:
+                unreadable.append(key)
+    assert 0 < len(unreadable) < len(docs) // 2
+
+    repair(path)
+    assert check(path).integrity == []
+    async with SQLiteStore(path) as store:
+        for key, data in docs.items():
+            stored = await store.load(key)
+            if key in unreadable:
+                assert stored is None or stored.updates == [(1, data)]
+            else:
+                assert stored is not None and stored.updates == [(1, data)] and stored.recovered
+    assert list(tmp_path.glob("store.sqlite3.damaged-*"))
