@@ -6,16 +6,22 @@ PORT ?= 8765
 
 .PHONY: setup run test test-fast lint bench clean
 
+# `make run` installs the package alone: what the embedded default needs, nothing optional
 $(BIN)/collab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+# `make test` adds the test tools and the AI extra (torch, transformers), whose backend is tested
+$(VENV)/.test-extras: $(BIN)/collab pyproject.toml
 	$(BIN)/pip install -q -e '.[test,ai]'
 	@touch $@
 
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
-setup: $(BIN)/collab tests/js/node_modules/.package-lock.json
+setup: $(VENV)/.test-extras tests/js/node_modules/.package-lock.json
 
 run: $(BIN)/collab
 	$(BIN)/collab serve --port $(PORT)
