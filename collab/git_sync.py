@@ -426,6 +426,7 @@ class GitSync:
         self.max_lag = max_lag
         self.poll = poll
         self.stopped = False
+        self.clean_start = False  # the last shutdown left the clean-shutdown marker
         self.incomplete = False
         """Something this run could not commit is left in the store (a failed room, a branch
         missing at recovery): the next start must look for it, so no clean-shutdown marker."""
@@ -443,7 +444,8 @@ class GitSync:
 
     async def start(self) -> None:
         await in_git_thread(self.repos, self._recover_locks)
-        if await in_git_thread(self.repos, self._take_clean_marker):
+        self.clean_start = await in_git_thread(self.repos, self._take_clean_marker)
+        if self.clean_start:
             log.info("last shutdown committed everything: no documents to recover")
         else:
             await self._recover_uncommitted()
@@ -490,7 +492,17 @@ class GitSync:
         differs from their branch head. Every stored document is loaded, so this runs only
         when the last shutdown did not leave the clean-shutdown marker."""
         by_branch: dict[tuple[str, str], list[DocId]] = {}
-        for key in await self.store.keys():
+        try:
+            keys = await self.store.keys()
+        except Exception as exc:  # a damaged store file: serve what can be read
+            log.error(
+                "the store cannot list its documents (%s): nothing recovered at start; "
+                "run `collab store check` with the server stopped",
+                exc,
+            )
+            self.incomplete = True
+            return
+        for key in keys:
             try:
                 doc_id = DocId.parse(key)
             except Exception:

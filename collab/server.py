@@ -92,6 +92,8 @@ class CollabServer:
             self.auth = TokenAuthenticator(config.secret)
         self.store: Store = store or self._default_store(config)
         self._data_lock = DataDirLock(config.data_dir)
+        self.store_problems: list[str] = []  # what a check of the store file found wrong
+        self._store_check: asyncio.Task[None] | None = None
         # the server owns its repositories: a lock file in them is a dead writer's
         self._repos_lock = DataDirLock(config.repos, REPOS_LOCK)
         self.repos = Repositories(config.repos)
@@ -262,8 +264,23 @@ class CollabServer:
                 "connections": len(self._sockets),
                 "damaged": dict(self.rooms.damaged),
                 "held": self.git.held_files(),
+                "store": list(self.store_problems),
             }
         )
+
+    async def _check_store(self) -> None:
+        """After a crash, ask SQLite whether the store file is sound (it reads all of it:
+        in a thread, beside the serving) and report what it finds."""
+        if not isinstance(self.store, SQLiteStore):
+            return
+        problems = await asyncio.to_thread(self.store.quick_check)
+        if problems:
+            self.store_problems = problems
+            log.error(
+                "the store file is damaged (%s); documents on damaged pages are quarantined "
+                "when opened: stop the server and run `collab store repair`",
+                "; ".join(problems[:3]),
+            )
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -282,6 +299,8 @@ class CollabServer:
             raise
         for service in self.services:
             await service.start()
+        if not self.git.clean_start:
+            self._store_check = asyncio.create_task(self._check_store(), name="store check")
         if self.auth.dev_mode:
             log.warning(
                 "DEV MODE: no server secret; anyone on loopback may connect as ?user=NAME. "
@@ -300,6 +319,8 @@ class CollabServer:
     async def stop(self) -> None:
         """Close every connection, persist every room, then close the store."""
         self.stopping = True
+        if self._store_check is not None:
+            await asyncio.gather(self._store_check, return_exceptions=True)
         await asyncio.gather(
             *(
                 close_ws(ws, ErrorCode.SHUTTING_DOWN, "server stopping")

@@ -13,6 +13,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -302,6 +303,17 @@ class SQLiteStore:
 
     async def clear_recovered(self, doc_id: str) -> None:
         await self._submit("clear_recovered", doc_id)
+
+    def quick_check(self) -> list[str]:
+        """What SQLite's ``quick_check`` finds wrong with the file (empty: nothing), read on
+        a connection of its own (blocking: call it in a thread)."""
+        with closing(sqlite3.connect(self.path)) as conn:
+            try:
+                rows = conn.execute("PRAGMA quick_check").fetchall()
+            except sqlite3.DatabaseError as exc:
+                return [str(exc)]
+        problems = [str(row[0]) for row in rows]
+        return [] if problems == ["ok"] else problems
 
     def _submit(
         self, op: _Op, doc_id: str, data: bytes = b"", through_seq: int = 0

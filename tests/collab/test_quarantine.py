@@ -22,6 +22,7 @@ from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
 from collab.data_lock import DataDirBusy, DataDirLock
+from collab.memory_store import MemoryStore
 from protocol.errors import ErrorCode
 
 ROOM = "demo/main:README.md"
@@ -221,3 +222,20 @@ async def test_a_damaged_record_mid_log_is_salvaged_and_the_shrinking_commit_hel
         await ann.close()
         await server.stop()
     _fsck(repos)
+
+
+class _UnlistableStore(MemoryStore):
+    """A store whose file is damaged where the list of its documents lies."""
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+
+async def test_the_server_starts_when_the_store_cannot_list_its_documents(
+    repos: Path, data_dir: Path
+) -> None:
+    config = make_config(repos, data_dir, store="memory")
+    async with CollabServer(config, store=_UnlistableStore()) as server:
+        assert server.git.incomplete  # the next start looks again
+        async with Client(server.url, user="ann") as ann:
+            assert str(await ann.open(ROOM)).startswith("# Demo")

@@ -4,6 +4,7 @@ serves every intact document; the damaged ones are answered with DAMAGED (4018);
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -78,8 +79,13 @@ async def test_a_damaged_store_file_is_served_around_and_repaired(tmp_path: Path
         assert damaged, "the damage hit no document"
         assert all(found[n] == FILES[n] for n in names if n not in damaged)
         base = server.url.replace("ws://", "http://")
-        async with aiohttp.ClientSession() as session, session.get(base + "/healthz") as resp:
-            health = await resp.json()
+        async with aiohttp.ClientSession() as session, asyncio.timeout(20):
+            while True:  # the check after the crash reads the whole file, beside the serving
+                async with session.get(base + "/healthz") as resp:
+                    health = await resp.json()
+                if health["store"]:
+                    break
+                await asyncio.sleep(0.05)
         assert sorted(key.split(":", 1)[1] for key in health["damaged"]) == damaged
     finally:
         await server.stop()
