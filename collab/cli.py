@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from .auth import Role, TokenAuthenticator
 from .completion.worker import add_worker_parser, run_worker_command
 from .config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from .data_lock import DataDirBusy
+from .log_format import LOG_FORMATS, configure_logging
 from .server import CollabServer
 
 __all__ = ["main"]
@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         "--commit-max-lag", type=float, default=10.0, help="... or at the latest after this, s"
     )
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines on stderr: text, or one JSON object per line (time, level, logger, "
+        "message, exception)",
+    )
 
     token = sub.add_parser("token", help="mint an access token with the server's secret")
     token.add_argument("--user", required=True)
@@ -131,9 +138,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     repos: Path = args.repos or args.data_dir / "repos"
     if args.repos is None and not Repositories(repos).names():
         create_demo_repo(repos / "demo")

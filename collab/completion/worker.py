@@ -21,6 +21,7 @@ import aiohttp
 
 from protocol.errors import ErrorCode
 
+from ..log_format import LOG_FORMATS, configure_logging
 from . import wire
 from .backend import Cancelled, CompletionBackend
 from .backends import BACKENDS, create_backend
@@ -187,12 +188,13 @@ def add_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     worker.add_argument("--name", help="the worker's name in logs and metrics")
     worker.add_argument("--max-prompt-tokens", type=int, default=2048)
     worker.add_argument("--log-level", default="INFO")
+    worker.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="text, or JSON lines"
+    )
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         backend = create_backend(
             args.backend,
