@@ -47,6 +47,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
 from .auth import AuthError, Identity
+from .git_work import in_git_thread
 from .http_body import BodyError, iter_body
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class GitBridge:
             _, _, path = self._resolve(request)
             if service not in SERVICES:
                 raise ProtocolError(ErrorCode.MALFORMED, "only smart HTTP is served")
-            body, content_type = await asyncio.to_thread(info_refs, path, service)
+            body, content_type = await in_git_thread(self.server.repos, info_refs, path, service)
         except (ProtocolError, RepoNotFound) as exc:
             return _refusal(exc)
         return web.Response(body=body, content_type=content_type, headers=_NO_CACHE)
@@ -136,15 +137,15 @@ class GitBridge:
                 return web.Response(status=400, text=f"malformed git request: {exc}\n")
             try:
                 moved: list[tuple[bytes, bytes, bytes]] = []
-                reply, content_type = await asyncio.to_thread(
-                    functools.partial(
-                        run_service,
-                        path,
-                        service,
-                        spool,
-                        moved.extend,
-                        max_request=self.server.config.max_push,
-                    )
+                # in the repositories' executor: closing them waits for a push under way
+                reply, content_type = await in_git_thread(
+                    self.server.repos,
+                    run_service,
+                    path,
+                    service,
+                    spool,
+                    moved.extend,
+                    max_request=self.server.config.max_push,
                 )
             except (ProtocolError, RepoNotFound) as exc:
                 return _refusal(exc)

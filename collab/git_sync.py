@@ -51,7 +51,7 @@ from protocol.names import DocId
 
 from .auth import Identity
 from .events import EventHub, hexsha
-from .git_work import in_git_thread
+from .git_work import in_git_thread, in_repo
 from .origin import Origin
 from .room import Room
 from .text_edits import apply_edits, diff_edits
@@ -224,10 +224,11 @@ class BranchSync:
         recovered = [path for path in changes if rooms[path].recovered]
         if not recovered:
             return
-        repo = self.owner.repos.open(self.repo)
         synced = self.synced
-        heads = await in_git_thread(
-            self.owner.repos, lambda: {path: read_blob(repo, synced, path) for path in recovered}
+        heads = await in_repo(
+            self.owner.repos,
+            self.repo,
+            lambda repo: {path: read_blob(repo, synced, path) for path in recovered},
         )
         for path in recovered:
             new, old = len(changes[path]), len(heads[path] or b"")
@@ -272,9 +273,8 @@ class BranchSync:
         itself refuses to delete a branch with open documents)."""
         if self.deleting:
             return
-        repo = self.owner.repos.open(self.repo)
         try:
-            await in_git_thread(self.owner.repos, create_branch, repo, self.branch, self.synced)
+            await in_repo(self.owner.repos, self.repo, create_branch, self.branch, self.synced)
         except BranchExists:
             return  # created again meanwhile: the next attempt merges with it
         log.warning("%s: deleted outside the engine with live edits; restored", self.prefix)
@@ -337,10 +337,9 @@ class BranchSync:
         if head is None:
             raise RuntimeError(f"branch {self.branch} of {self.repo} was deleted")
         old = self.synced
-        repo = self.owner.repos.open(self.repo)
-        changes = await in_git_thread(self.owner.repos, changed_files, repo, old, head)
+        changes = await in_repo(self.owner.repos, self.repo, changed_files, old, head)
         await self.merge_into_live(changes)
-        await in_git_thread(self.owner.repos, set_synced, repo, self.branch, head)
+        await in_repo(self.owner.repos, self.repo, set_synced, self.branch, head)
         self.synced = head
         log.info("%s: moved outside the engine to %s; merged", self.prefix, head[:12].decode())
         self.owner.events.publish(

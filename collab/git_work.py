@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from gitsync.repos import Repositories
 
-__all__ = ["in_git_thread"]
+__all__ = ["in_git_thread", "in_repo"]
 
 T = TypeVar("T")
 
@@ -21,3 +21,11 @@ async def in_git_thread(
     """``fn(*args, **kwargs)`` run in a thread of ``repos.executor``."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(repos.executor, functools.partial(fn, *args, **kwargs))
+
+
+async def in_repo(
+    repos: Repositories, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+) -> T:
+    """``fn(repo, *args, **kwargs)`` with the repository ``name`` opened, both in a thread of
+    ``repos.executor`` (opening one takes a lock the git threads hold while they work)."""
+    return await in_git_thread(repos, lambda: fn(repos.open(name), *args, **kwargs))

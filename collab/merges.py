@@ -26,7 +26,7 @@ from .auth import Identity
 from .branches import Branches
 from .events import hexsha
 from .git_sync import ENGINE_AUTHOR, BranchSync
-from .git_work import in_git_thread
+from .git_work import in_git_thread, in_repo
 
 __all__ = ["Merges"]
 
@@ -62,8 +62,7 @@ class Merges:
 
     async def _plan(self, repo: str, source: bytes, target: bytes) -> MergePlan:
         try:
-            repository = self.repos.open(repo)
-            return await in_git_thread(self.repos, plan_merge, repository, source, target)
+            return await in_repo(self.repos, repo, plan_merge, source, target)
         except UnrelatedHistories as exc:
             raise ProtocolError(ErrorCode.CONFLICT, f"unrelated histories: {exc}") from None
 

@@ -239,7 +239,7 @@ class SQLiteStore:
             requests.put(_Request("stop", "", b"", 0, loop, loop.create_future()))
             raise
         except BaseException:
-            thread.join()  # it failed to open the database and has returned
+            await asyncio.to_thread(thread.join)  # it failed to start and is returning
             raise
         self._queue = requests
         self._thread = thread
@@ -262,7 +262,7 @@ class SQLiteStore:
             self._queue.put(_Request("stop", "", b"", 0, loop, self._stopping))
             self._queue = None
         await asyncio.shield(self._stopping)
-        thread.join()
+        await asyncio.to_thread(thread.join)  # it settles the future just before it returns
         self._thread = None
         self._stopping = None
 
@@ -351,8 +351,13 @@ class SQLiteStore:
             name=f"collab-sqlite-syncer:{self.path.name}",
             observe=self.observe_sync,
         )
+        try:
+            syncer.start()
+        except BaseException as exc:  # no syncer, no durability: the store does not start
+            conn.close()
+            self._post(start_loop, [(ready, None, exc)])
+            return
         self._syncer = syncer
-        syncer.start()
         self._post(start_loop, [(ready, None, None)])
         stop_req: _Request | None = None
         try:

@@ -431,3 +431,19 @@ async def test_keys_read_a_range_of_the_primary_key(tmp_path: pathlib.Path, pref
         plans = [row[3] for sql in seen for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
     if ord(prefix[-1]) < 0x10FFFF:  # the last code point has no successor: a scan, then
         assert plans and all("SEARCH records USING PRIMARY KEY" in plan for plan in plans), plans
+
+
+async def test_a_syncer_that_cannot_start_fails_the_start_instead_of_hanging(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(collab.log_syncer.LogSyncer, "start", refuse)
+    store = SQLiteStore(db_path(tmp_path))
+    with pytest.raises(RuntimeError, match="new thread"):
+        async with asyncio.timeout(5):
+            await store.start()
+    monkeypatch.undo()
+    async with store:  # and it can be started once threads can be
+        assert await store.append("doc", b"u") == 1

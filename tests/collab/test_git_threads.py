@@ -1,0 +1,60 @@
+"""Git work stays off the event loop: every repository is opened in a git thread (opening
+takes a lock the git threads hold while they work, so on the loop it would stall every room)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import make_config
+
+from collab import Client, CollabServer
+from gitsync import Repositories
+
+
+async def test_no_repository_is_opened_on_the_event_loop(
+    repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop_thread = threading.current_thread()
+    on_loop: list[str] = []
+    open_repo = Repositories.open
+
+    def watched(self: Repositories, name: str) -> Any:
+        if threading.current_thread() is loop_thread:
+            on_loop.append(name)
+        return open_repo(self, name)
+
+    monkeypatch.setattr(Repositories, "open", watched)
+    config = make_config(repos, tmp_path / "data", commit_idle=0.05, ref_poll=0.05)
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        doc = await ann.open("demo/main:README.md")
+        doc.insert(0, "live edit\n")
+        await ann.flush()
+        topic = await ann.fork("demo", "main", "topic")
+        await ann.commit("demo", "main")
+        await ann.merge("demo", topic, "main", apply=False)
+        await ann.merge("demo", topic, "main")
+        clone = tmp_path / "clone"  # another tool, committing beside the engine
+        subprocess.run(["git", "clone", "-q", str(repos / "demo"), str(clone)], check=True)
+        (clone / "other.txt").write_text("outside\n")
+        git = ["git", "-C", str(clone), "-c", "user.name=o", "-c", "user.email=o@o"]
+        subprocess.run([*git, "add", "other.txt"], check=True)
+        subprocess.run([*git, "commit", "-qm", "outside"], check=True)
+        demo = ["git", "-C", str(repos / "demo")]
+        subprocess.run([*demo, "config", "receive.denyCurrentBranch", "ignore"], check=True)
+        subprocess.run([*git, "pull", "-q", "--no-rebase", "origin", "main"], check=True)
+        subprocess.run([*git, "push", "-q", "origin", "main"], check=True)
+        room = server.rooms.get_key("demo/main:README.md")
+        assert room is not None
+        sync = server.git.branches[("demo", "main")]
+        head = subprocess.run(
+            ["git", "-C", str(clone), "rev-parse", "HEAD"], check=True, capture_output=True
+        ).stdout.strip()
+        async with asyncio.timeout(10):  # the watcher merges the outside move
+            while sync.synced != head:
+                await asyncio.sleep(0.02)
+    assert on_loop == []
