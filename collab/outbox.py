@@ -122,10 +122,14 @@ class Outbox:
         self.limit = limit
         self.max_bytes = max_bytes
         self.queued_bytes = 0  # payload bytes of the queued items
+        # Direct writes put whole frames on the transport, framed here as aiohttp's writer
+        # frames them without compression (tests/collab/test_outbox_framing.py holds the two
+        # to the same bytes); a compressed connection, or one whose transport is not known,
+        # has every frame go through aiohttp. (``transport`` is ``CollabWebSocket``'s.)
+        self._direct = not getattr(ws, "compress", False)
         self._items: collections.deque[bytes | tuple[bytes, Encoder] | None] = collections.deque()
         self._ready = asyncio.Event()
         self._close: tuple[ErrorCode, str] | None = None
-        self._transport: asyncio.Transport | None = None
         self.sent = 0
 
     @property
@@ -203,12 +207,9 @@ class Outbox:
         """
         if self._items or self._close is not None:
             return None
-        transport = self._transport
-        if transport is None:
-            request = self.ws._req
-            if request is None or request.transport is None:
-                return None
-            transport = self._transport = request.transport
+        transport: asyncio.Transport | None = getattr(self.ws, "transport", None)
+        if transport is None or not self._direct:
+            return None
         if (
             transport.is_closing()
             or self.ws.closed
@@ -291,7 +292,7 @@ async def close_ws(ws: web.WebSocketResponse, code: int, reason: str) -> None:
     try:
         await asyncio.wait_for(ws.close(code=code, message=message), _CLOSE_TIMEOUT)
     except (TimeoutError, ConnectionError, RuntimeError):
-        transport = ws._req.transport if ws._req is not None else None
+        transport: asyncio.Transport | None = getattr(ws, "transport", None)
         if transport is not None:
             with contextlib.suppress(Exception):
                 transport.abort()

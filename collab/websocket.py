@@ -61,6 +61,11 @@ class CollabWebSocket(web.WebSocketResponse):
         self._transport = request.transport
         return await super().prepare(request)
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The connection's transport (its request's), once prepared."""
+        return self._transport
+
     async def close(
         self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
     ) -> bool:

@@ -8,7 +8,6 @@ import pathlib
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,6 @@ class _WebSocket:
 
     def __init__(self) -> None:
         self.transport = _Transport()
-        self._req = types.SimpleNamespace(transport=self.transport)
         self.sent: list[bytes] = []  # messages sent through the queued path
 
     async def send_bytes(self, data: bytes) -> None:
