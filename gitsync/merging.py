@@ -217,7 +217,7 @@ def merge_text(
     Edits on different lines are all kept; lines changed on both sides differently are put
     between ``<<<<<<< ours`` / ``=======`` / ``>>>>>>> theirs`` markers.
     """
-    marks = (f"<<<<<<< {labels[0]}\n", "=======\n", f">>>>>>> {labels[1]}\n", "\n")
+    marks = (f"<<<<<<< {labels[0]}", "=======", f">>>>>>> {labels[1]}", "\n", "\r\n")
     lines, conflict = _merge_lines(
         _split(base, "\n"), _split(ours, "\n"), _split(theirs, "\n"), marks
     )
@@ -265,6 +265,10 @@ class _Matcher:
         return blocks
 
 
+CONFLICT_GAP = 3
+"""Conflicts at most this many common lines apart are shown as one, as git shows them."""
+
+
 def _merge_lines(
     base: list[AnyStr], ours: list[AnyStr], theirs: list[AnyStr], marks: tuple[AnyStr, ...]
 ) -> tuple[list[AnyStr], bool]:
@@ -277,27 +281,96 @@ def _merge_lines(
 def _merge_lines_with_merge3(
     base: list[AnyStr], ours: list[AnyStr], theirs: list[AnyStr], marks: tuple[AnyStr, ...]
 ) -> tuple[list[AnyStr], bool]:
-    start, middle, end, newline = marks
+    """The merge by ``merge3``'s regions, conflicts narrowed to the lines the two sides do not
+    share; conflicts at most :data:`CONFLICT_GAP` common lines apart are then joined into one
+    (the common lines on both sides), as git's merge does.
+
+    ``marks`` are the three marker lines without their line ending, then the two line
+    endings: a conflict's markers end in CRLF where git's would (see :func:`_needs_crlf`).
+    """
+    start, middle, end, newline, crlf = marks
     merger = merge3.Merge3(base, ours, theirs, sequence_matcher=_Matcher)
     out: list[AnyStr] = []
+    # the last conflict, not yet written: where it starts in ours and theirs, and its lines
+    held: tuple[int, int, list[AnyStr], list[AnyStr]] | None = None
+    gap: list[AnyStr] = []  # the common lines after it
     conflict = False
+
+    def release() -> None:
+        nonlocal held
+        if held is not None:
+            at_ours, at_theirs, ours_lines, theirs_lines = held
+            eol = crlf if _needs_crlf(base, ours, theirs, at_ours, at_theirs, crlf) else newline
+            out.append(start + eol)
+            out.extend(_closed(ours_lines, newline, eol))
+            out.append(middle + eol)
+            out.extend(_closed(theirs_lines, newline, eol))
+            out.append(end + eol)
+            held = None
+        out.extend(gap)
+        gap.clear()
+
     for region in merger.reprocess_merge_regions(merger.merge_regions()):
         kind = region[0]
-        if kind == "unchanged":
-            out += base[region[1] : region[2]]
-        elif kind in ("a", "same"):
-            out += ours[region[1] : region[2]]
-        elif kind == "b":
-            out += theirs[region[1] : region[2]]
-        else:
+        if kind == "conflict":
             conflict = True
             ia, amatch, ib, bmatch = cast("tuple[int, int, int, int]", region[3:7])
-            out.append(start)
-            out += _closed(ours[ia:amatch], newline)
-            out.append(middle)
-            out += _closed(theirs[ib:bmatch], newline)
-            out.append(end)
+            if held is not None and len(gap) <= CONFLICT_GAP:
+                held = (
+                    held[0],
+                    held[1],
+                    held[2] + gap + ours[ia:amatch],
+                    held[3] + gap + theirs[ib:bmatch],
+                )
+                gap.clear()
+            else:
+                release()
+                held = (ia, ib, ours[ia:amatch], theirs[ib:bmatch])
+            continue
+        lines = (
+            base[region[1] : region[2]]
+            if kind == "unchanged"
+            else theirs[region[1] : region[2]]
+            if kind == "b"
+            else ours[region[1] : region[2]]
+        )
+        if kind in ("a", "b"):  # a change of one side: conflicts on either side stay apart
+            release()
+            out += lines
+        elif held is not None:
+            gap += lines
+        else:
+            out += lines
+    release()
     return out, conflict
+
+
+def _ends_in_crlf(lines: Sequence[AnyStr], i: int, crlf: AnyStr) -> bool | None:
+    """Whether line ``i`` ends in CRLF; for a last line without a line ending, whether the
+    line before it does (None when there is none, or no line at all)."""
+    if not lines:
+        return None
+    if i < len(lines) - 1 or lines[i].endswith(crlf[1:]):  # not last, or ends in LF
+        return lines[i].endswith(crlf)
+    return lines[i - 1].endswith(crlf) if i else None
+
+
+def _needs_crlf(
+    base: Sequence[AnyStr],
+    ours: Sequence[AnyStr],
+    theirs: Sequence[AnyStr],
+    at_ours: int,
+    at_theirs: int,
+    crlf: AnyStr,
+) -> bool:
+    """Whether a conflict's markers end in CRLF, as git decides: the lines before the
+    conflict on both sides (the first lines, for a conflict at the top) do not end in a bare
+    LF, and the base's first line ends in CRLF."""
+    if _ends_in_crlf(ours, max(at_ours - 1, 0), crlf) is False:
+        return False
+    if _ends_in_crlf(theirs, max(at_theirs - 1, 0), crlf) is False:
+        return False
+    return bool(_ends_in_crlf(base, 0, crlf))
 
 
 def _hunk(base: Sequence[Any], side: Sequence[Any]) -> tuple[int, int]:
@@ -346,11 +419,12 @@ def _splice(base: list[AnyStr], ours: list[AnyStr], theirs: list[AnyStr]) -> lis
     )
 
 
-def _closed(lines: list[AnyStr], newline: AnyStr) -> list[AnyStr]:
-    """``lines`` with a newline after the last one, so a marker that follows starts a line."""
+def _closed(lines: list[AnyStr], newline: AnyStr, eol: AnyStr) -> list[AnyStr]:
+    """``lines`` with a line ending (``eol``) after the last one if it has none, so a marker
+    that follows starts a line."""
     if lines and not lines[-1].endswith(newline):
         closed = lines.copy()
-        closed[-1] += newline
+        closed[-1] += eol
         return closed
     return lines
 
@@ -358,9 +432,12 @@ def _closed(lines: list[AnyStr], newline: AnyStr) -> list[AnyStr]:
 def _merge_bytes(
     base: bytes | None, ours: bytes, theirs: bytes, labels: tuple[str, str]
 ) -> tuple[bytes, bool]:
-    marks = (f"<<<<<<< {labels[0]}\n".encode(), b"=======\n", f">>>>>>> {labels[1]}\n".encode())
+    marks = (f"<<<<<<< {labels[0]}".encode(), b"=======", f">>>>>>> {labels[1]}".encode())
     lines, conflict = _merge_lines(
-        _split(base or b"", b"\n"), _split(ours, b"\n"), _split(theirs, b"\n"), (*marks, b"\n")
+        _split(base or b"", b"\n"),
+        _split(ours, b"\n"),
+        _split(theirs, b"\n"),
+        (*marks, b"\n", b"\r\n"),
     )
     return b"".join(lines), conflict
 
