@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS recovered (
 
 _MAX_KNOWN_SEQS = 10_000  # documents whose last seq the writer keeps in memory
 _RATE_HORIZON = 0.25  # seconds over which the writer averages the rate of appends
-_BUSY_PER_WINDOW = 1.0  # appends per group window from which an append waits for company
+_BUSY_PER_WINDOW = 1.0  # appends to a document per group window from which they wait for company
 
 LAST_SEQ_SQL = """
 SELECT MAX(
@@ -144,11 +144,12 @@ class SQLiteStore:
 
     Write batches: the writer takes the first pending append and every append already
     queued behind it, and commits them in one transaction, then resolves all their futures.
-    With a ``group_window`` (none unless given), while appends arrive at least one per window,
-    it also keeps collecting appends until the oldest one in the batch is ``group_window``
-    old (at most ``max_batch`` of them, and only until a request of another kind arrives), so
-    that under load commits are about that far apart and larger; slower, an append is
-    committed at once. ``commits`` counts write transactions, ``appended`` committed
+    With a ``group_window`` (none unless given), while appends to the batch's first document
+    arrive at least one per window, it also keeps collecting appends until the oldest one in
+    the batch is ``group_window`` old (at most ``max_batch`` of them, and only until a request
+    of another kind arrives), so that a busy document's commits are about that far apart and
+    larger, and so are its broadcasts; an append to a quieter document is committed at once,
+    with whatever is queued beside it, however busy the server is with other documents. ``commits`` counts write transactions, ``appended`` committed
     updates and ``syncs`` fsyncs of the log.
 
     Sequence numbers are allocated per document from a counter that survives ``compact``
@@ -192,8 +193,8 @@ class SQLiteStore:
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Future[Any] | None = None
         self._closed = True
-        self._rate = 0.0  # appends per second, see _append_rate
-        self._rate_at = 0.0
+        # doc id -> (appends per second, when), see _append_rate; kept by the writer thread
+        self._rates: dict[str, tuple[float, float]] = {}
         # doc id -> its last committed seq, kept by the writer thread so that an append
         # needs no read; cleared after any failed write (and when it grows too large).
         self._last_seqs: dict[str, int] = {}
@@ -434,7 +435,8 @@ class SQLiteStore:
             else:
                 if deadline is None:
                     now = time.monotonic()
-                    busy = self._append_rate(now) * self.group_window >= _BUSY_PER_WINDOW
+                    rate = self._append_rate(batch[0].doc_id, now)
+                    busy = rate * self.group_window >= _BUSY_PER_WINDOW
                     deadline = batch[0].made + self.group_window if busy else now
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -451,9 +453,26 @@ class SQLiteStore:
     def _synced(self, waiters: list[_SyncWaiter], error: BaseException | None) -> None:
         self._post_by_loop([(loop, future, None, error) for loop, future in waiters])
 
-    def _append_rate(self, now: float) -> float:
-        """Committed appends per second, averaged with an exponential decay."""
-        return self._rate * math.exp((self._rate_at - now) / _RATE_HORIZON)
+    def _append_rate(self, doc_id: str, now: float) -> float:
+        """The document's committed appends per second, averaged with an exponential decay.
+
+        Per document: only appends to one document share a broadcast, so only a document
+        that takes appends quickly has them wait for company; across documents a batch is
+        whatever is already queued, and a lone edit is written at once, however busy the
+        server."""
+        rate, at = self._rates.get(doc_id, (0.0, now))
+        return rate * math.exp((at - now) / _RATE_HORIZON)
+
+    def _count_appends(self, batch: list[_Request], now: float) -> None:
+        counts: dict[str, int] = {}
+        for req in batch:
+            counts[req.doc_id] = counts.get(req.doc_id, 0) + 1
+        rates = self._rates
+        for doc_id, count in counts.items():
+            rates[doc_id] = (self._append_rate(doc_id, now) + count / _RATE_HORIZON, now)
+        if len(rates) > _MAX_KNOWN_SEQS:  # forget the documents that went quiet
+            quiet = now - 10 * _RATE_HORIZON
+            self._rates = {doc_id: entry for doc_id, entry in rates.items() if entry[1] > quiet}
 
     @staticmethod
     def _post(
@@ -539,9 +558,7 @@ class SQLiteStore:
             known.clear()
         known.update(last)
         self.appended += len(batch)
-        now = time.monotonic()
-        self._rate = self._append_rate(now) + len(batch) / _RATE_HORIZON
-        self._rate_at = now
+        self._count_appends(batch, time.monotonic())
         # Last, so that the writer goes straight back to waiting (and lets go of the GIL)
         # while the event loop wakes up to take the results.
         self._post_many([(req, seq, None) for req, seq in zip(batch, seqs, strict=True)])

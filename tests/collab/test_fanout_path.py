@@ -245,8 +245,8 @@ def test_precheck_rejects_bad_updates_and_passes_good_ones() -> None:
 async def test_the_group_window_holds_appends_only_while_they_come_fast(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Each commit adds 0.1 append/s to the writer's rate; with a 1 s window it groups from
-    # 1 append/s on, i.e. from the eleventh commit in quick succession.
+    # Each commit adds 0.1 append/s to its document's rate; with a 1 s window it groups from
+    # 1 append/s on, i.e. from the eleventh commit to one document in quick succession.
     monkeypatch.setattr(collab.sqlite_store, "_RATE_HORIZON", 10.0)
     window = 1.0
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
@@ -255,13 +255,18 @@ async def test_the_group_window_holds_appends_only_while_they_come_fast(
             assert await store.append("doc", b"u%d" % i) == i + 1
             assert time.monotonic() - started < window / 2
         await store.append("doc", b"u10")
-        # Fast now: appends are held until the first of them is a window old, and grouped.
+        # Another document's lone append is committed at once: it would share no broadcast.
+        started = time.monotonic()
+        assert await store.append("quiet", b"q") == 1
+        assert time.monotonic() - started < window / 2
+        # Fast now: the document's appends are held until the first of them is a window old,
+        # and grouped, with whatever else arrives meanwhile.
         committed = time.monotonic()
         commits = store.commits
-        gathering = asyncio.gather(*(store.append(f"doc-{i % 3}", b"x%d" % i) for i in range(9)))
+        gathering = asyncio.gather(*(store.append("doc", b"x%d" % i) for i in range(9)))
         await asyncio.sleep(window / 3)
         late, seqs = await asyncio.gather(store.append("late", b"l"), gathering)
-        assert (late, seqs) == (1, [1, 1, 1, 2, 2, 2, 3, 3, 3])
+        assert (late, seqs) == (1, list(range(12, 21)))
         assert time.monotonic() - committed >= window * 0.8
         assert store.commits - commits <= 2  # one, unless the writer raced the first put
 
