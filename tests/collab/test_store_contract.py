@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import pathlib
 import random
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from pycrdt import Doc, Text, TransactionEvent
 from collab.memory_store import MemoryStore
 from collab.sqlite_store import SQLiteStore
 from collab.store import Store, StoredDoc
+from collab.store_repair import repair
 
 IMPLEMENTATIONS = ["memory", "sqlite"]
 
@@ -40,8 +42,80 @@ async def load(store: Store, doc_id: str) -> StoredDoc:
     return stored
 
 
-async def test_implements_protocol(store: Store) -> None:
-    assert isinstance(store, Store)
+PROTOCOL_METHODS = sorted(
+    name for name, value in vars(Store).items() if callable(value) and not name.startswith("_")
+)
+
+
+def _parameters(function: object) -> list[tuple[str, object, object]]:
+    assert callable(function)
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+def test_methods_take_the_protocols_parameters(kind: str, tmp_path: pathlib.Path) -> None:
+    """Every method of the protocol, with the same parameters (names, kinds, defaults): a
+    caller of ``Store`` can call it by keyword as well as by position."""
+    implementation = type(make_store(kind, tmp_path))
+    for name in PROTOCOL_METHODS:
+        assert _parameters(getattr(implementation, name)) == _parameters(getattr(Store, name)), name
+
+
+async def test_every_method_returns_an_awaitable(store: Store) -> None:
+    """Each call is awaited by its callers (an append may be a future rather than a
+    coroutine): every method's result must be awaitable, and awaiting it must work."""
+    calls = {
+        "start": lambda: store.start(),
+        "load": lambda: store.load("doc"),
+        "append": lambda: store.append("doc", b"u"),
+        "sync": lambda: store.sync(),
+        "compact": lambda: store.compact("doc", b"snap", 1),
+        "keys": lambda: store.keys(),
+        "clear_recovered": lambda: store.clear_recovered("doc"),
+        "delete": lambda: store.delete("doc"),
+        "stop": lambda: store.stop(),
+    }
+    assert sorted(calls) == PROTOCOL_METHODS
+    for name, call in calls.items():
+        result = call()
+        assert inspect.isawaitable(result), name
+        await result
+
+
+def test_every_method_has_a_behavioural_contract() -> None:
+    """The contract tests of each method, run against every implementation: a method added
+    to the protocol fails here until it has one."""
+    contract = {
+        "start": [test_lifecycle, test_async_context_manager],
+        "stop": [test_lifecycle, test_async_context_manager, test_stopped_store_refuses_everything],
+        "load": [
+            test_unknown_doc_loads_none,
+            test_appends_return_increasing_seqs_and_load_in_order,
+        ],
+        "append": [
+            test_appends_return_increasing_seqs_and_load_in_order,
+            test_many_concurrent_appends,
+        ],
+        "sync": [
+            test_sync_follows_the_appends_made_before_it,
+            test_sync_is_ordered_with_other_writes,
+        ],
+        "compact": [
+            test_compact_keeps_later_updates_and_seqs_keep_increasing,
+            test_compact_is_ordered_with_appends,
+        ],
+        "delete": [test_delete, test_documents_are_independent],
+        "keys": [test_keys_by_prefix],
+        "clear_recovered": [
+            test_clear_recovered_keeps_the_history,
+            test_clear_recovered_forgets_the_mark,
+        ],
+    }
+    assert sorted(contract) == PROTOCOL_METHODS
+    for tests in contract.values():
+        for test in tests:
+            takes = inspect.signature(test).parameters
+            assert "store" in takes or "kind" in takes, test.__name__  # every implementation
 
 
 async def test_unknown_doc_loads_none(store: Store) -> None:
@@ -167,6 +241,22 @@ async def test_sync_follows_the_appends_made_before_it(store: Store) -> None:
     await store.sync()  # again, with nothing new
 
 
+async def test_sync_is_ordered_with_other_writes(store: Store) -> None:
+    """A sync covers compactions, deletions and cleared marks made before it, as well as
+    appends: once it is done, all of them are in every later load."""
+    seqs = [await store.append(doc, b"u") for doc in ("kept", "compacted", "deleted")]
+    compacted = asyncio.ensure_future(store.compact("compacted", b"snap", seqs[1]))
+    deleted = asyncio.ensure_future(store.delete("deleted"))
+    cleared = asyncio.ensure_future(store.clear_recovered("kept"))
+    await asyncio.sleep(0)
+    await store.sync()
+    await asyncio.gather(compacted, deleted, cleared)
+    assert (await load(store, "compacted")).snapshot == b"snap"
+    assert await store.load("deleted") is None
+    kept = await load(store, "kept")
+    assert kept.updates == [(seqs[0], b"u")] and not kept.recovered
+
+
 async def test_compact_is_ordered_with_appends(store: Store) -> None:
     seqs = [await store.append("doc", b"u%d" % i) for i in range(10)]
     # Requests are served in the order they start (an append may start when it is called).
@@ -187,35 +277,100 @@ async def test_compact_is_ordered_with_appends(store: Store) -> None:
     ]
 
 
-async def test_lifecycle(tmp_path: pathlib.Path) -> None:
-    for kind in IMPLEMENTATIONS:
-        s = make_store(kind, tmp_path / kind)
-        with pytest.raises(RuntimeError):
-            await s.append("doc", b"too early")
-        await s.start()
-        seq = await s.append("doc", b"u")
-        await s.stop()
-        await s.stop()  # stopping twice is harmless
-        with pytest.raises(RuntimeError):
-            await s.append("doc", b"too late")
-        with pytest.raises(RuntimeError):
-            await s.sync()
-        with pytest.raises(RuntimeError):
-            await s.load("doc")
-        await s.start()  # a stopped store can be started again, with its data
-        assert (await load(s, "doc")).updates == [(seq, b"u")]
-        await s.stop()
+async def test_clear_recovered_keeps_the_history(store: Store) -> None:
+    """On a document that was never repaired it changes nothing: not its records, not its
+    sequence; on an unknown document it is harmless and creates nothing."""
+    first = await store.append("doc", b"u1")
+    await store.compact("doc", b"snap", first)
+    second = await store.append("doc", b"u2")
+    before = await load(store, "doc")
+    assert not before.recovered
+    await store.clear_recovered("doc")
+    assert await load(store, "doc") == before
+    await store.clear_recovered("never-seen")
+    assert await store.load("never-seen") is None
+    assert await store.keys() == ["doc"]
+    assert await store.append("doc", b"u3") > second
 
 
-async def test_async_context_manager(tmp_path: pathlib.Path) -> None:
-    for kind in IMPLEMENTATIONS:
-        s = make_store(kind, tmp_path / kind)
-        assert isinstance(s, MemoryStore | SQLiteStore)
-        async with s as entered:
-            assert entered is s
-            await s.append("doc", b"u")
+async def _reseeded(store: Store, doc_id: str) -> bool:
+    """Have ``collab store repair`` drop the document's history (``--reseed``), which marks
+    it recovered; False where the store has no repair (a memory store is never damaged)."""
+    if not isinstance(store, SQLiteStore):
+        return False
+    await store.stop()
+    await asyncio.to_thread(repair, store.path, reseed=[doc_id])
+    await store.start()
+    return True
+
+
+async def test_clear_recovered_forgets_the_mark(store: Store) -> None:
+    old = await store.append("doc", b"before the repair")
+    await store.append("other", b"o")
+    if not await _reseeded(store, "doc"):
+        pytest.skip("this store has no repair, so no document of it is ever recovered")
+    new = await store.append("doc", b"after the repair")
+    assert new > old
+    stored = await load(store, "doc")
+    assert stored.recovered and stored.updates == [(new, b"after the repair")]
+    assert not (await load(store, "other")).recovered
+    await store.clear_recovered("doc")
+    stored = await load(store, "doc")
+    assert not stored.recovered and stored.updates == [(new, b"after the repair")]
+    await store.stop()  # the cleared mark is stored, not only remembered
+    await store.start()
+    assert not (await load(store, "doc")).recovered
+
+
+async def test_stopped_store_refuses_everything(store: Store) -> None:
+    seq = await store.append("doc", b"u")
+    await store.stop()
+    refused = {
+        "load": lambda: store.load("doc"),
+        "append": lambda: store.append("doc", b"late"),
+        "sync": lambda: store.sync(),
+        "compact": lambda: store.compact("doc", b"snap", 1),
+        "delete": lambda: store.delete("doc"),
+        "keys": lambda: store.keys(),
+        "clear_recovered": lambda: store.clear_recovered("doc"),
+    }
+    assert sorted(refused) == sorted(set(PROTOCOL_METHODS) - {"start", "stop"})
+    for call in refused.values():
         with pytest.raises(RuntimeError):
-            await s.append("doc", b"after exit")
+            await call()
+    await store.start()
+    assert (await load(store, "doc")).updates == [(seq, b"u")]  # and nothing of it was done
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+async def test_lifecycle(kind: str, tmp_path: pathlib.Path) -> None:
+    s = make_store(kind, tmp_path)
+    with pytest.raises(RuntimeError):
+        await s.append("doc", b"too early")
+    await s.start()
+    seq = await s.append("doc", b"u")
+    await s.stop()
+    await s.stop()  # stopping twice is harmless
+    with pytest.raises(RuntimeError):
+        await s.append("doc", b"too late")
+    with pytest.raises(RuntimeError):
+        await s.sync()
+    with pytest.raises(RuntimeError):
+        await s.load("doc")
+    await s.start()  # a stopped store can be started again, with its data
+    assert (await load(s, "doc")).updates == [(seq, b"u")]
+    await s.stop()
+
+
+@pytest.mark.parametrize("kind", IMPLEMENTATIONS)
+async def test_async_context_manager(kind: str, tmp_path: pathlib.Path) -> None:
+    s = make_store(kind, tmp_path)
+    assert isinstance(s, MemoryStore | SQLiteStore)
+    async with s as entered:
+        assert entered is s
+        await s.append("doc", b"u")
+    with pytest.raises(RuntimeError):
+        await s.append("doc", b"after exit")
 
 
 WORDS = ["alpha ", "beta ", "gamma\n", "delta ", "def f():\n", "    return 1\n", "x", "#"]
