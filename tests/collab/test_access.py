@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from gitcli import until
 from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
@@ -93,18 +94,25 @@ async def test_read_only_connection_reads_but_cannot_write(
     reader = tokens.mint(user="r", repo="demo", role=Role.READ)
     async with (
         Client(secure_server.url, token=writer) as w,
+        Client(secure_server.url, token=writer) as w2,
         Client(secure_server.url, token=reader) as r,
     ):
         dw = await w.open("demo/main:README.md")
+        dw2 = await w2.open("demo/main:README.md")
         dr = await r.open("demo/main:README.md")
         assert not dr.writable
         dw.text += "[from writer]"
         await dr.wait_for(lambda t: t.endswith("[from writer]"))
         dr.text += "[from reader]"
-        await asyncio.sleep(0.3)
-        await w.flush()
+        await until(
+            lambda: any(e.code == ErrorCode.READ_ONLY for e in r.errors), what="the refusal"
+        )
+        # the room has handled the reader's update; one it accepts after that reaches the
+        # writer after anything it accepted before (updates go out in the order accepted)
+        dw2.text += "[after]"
+        await dw.wait_for(lambda t: "[after]" in t)
         assert "[from reader]" not in str(dw)
-        assert any(e.code == ErrorCode.READ_ONLY for e in r.errors)
+        assert "[from reader]" not in str(dw2)
         dw.text += "[still live]"  # the read-only connection stays open and keeps reading
         await dr.wait_for(lambda t: "[still live]" in t)
     # a stock Yjs client with a read token: reads, and its writes are refused explicitly

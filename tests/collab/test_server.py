@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from gitcli import until
 from servers import make_config
 from yjsclient import YjsPeer
 
@@ -80,8 +81,7 @@ async def test_idle_room_unloads_after_grace_and_reloads_same_history(server: Co
         doc.text += "persisted"
         await a.flush()
         client_state = doc.doc.get_state()
-    await asyncio.sleep(server.config.grace + 0.5)
-    assert len(server.rooms) == 0
+    await until(lambda: len(server.rooms) == 0, what="the idle room unloaded")
     async with Client(server.url, user="alice") as a:
         doc = await a.open("demo/main:README.md")
         assert str(doc).endswith("persisted")
@@ -98,7 +98,9 @@ async def test_reconnecting_client_does_not_duplicate_text(server: CollabServer)
         await a.drop_connection()
         da.text += "[offline edit]"  # made while disconnected; sent on resync
         await db.wait_for(lambda t: "[offline edit]" in t)
-        await asyncio.sleep(0.2)
+        # a duplicate would come with alice's resync, before anything she types after it
+        da.text += "[after]"
+        await db.wait_for(lambda t: "[after]" in t)
         assert str(db).count("[offline edit]") == 1
         assert str(da) == str(db)
         assert a.reconnects >= 1
@@ -114,9 +116,13 @@ async def test_awareness_is_relayed_with_server_stamped_name(server: CollabServe
         assert state["user"] == {"name": "alice", "color": "#f00"}
         assert state["cursor"] == {"index": 3}
     # alice left: her entry is removed for everyone still there
-    async with Client(server.url, user="carol") as c:
+    async with Client(server.url, user="carol") as c, Client(server.url, user="dave") as d:
         dc = await c.open("demo/main:README.md")
-        await asyncio.sleep(0.1)
+        dd = await d.open("demo/main:README.md")
+        dd.set_awareness({"cursor": {"index": 0}})
+        # dave's state reaches carol with the room's states at her handshake or after them:
+        # a stale state of alice's would have come first
+        await dc.wait_for(lambda _t: dd.client_id in dc.awareness)
         assert da.client_id not in dc.awareness
 
 
@@ -129,8 +135,9 @@ async def test_awareness_foreign_client_ids_are_dropped(server: CollabServer) ->
         await asyncio.wait_for(eve.synced.wait(), 5)
         await eve.set_awareness(111, 1, {"user": {"name": "eve"}})
         await eve.set_awareness(222, 1, {"user": {"name": "pretending"}})  # not eve's id
-        await bob.wait_text(lambda _t: 111 in bob.awareness)
-        await asyncio.sleep(0.1)
+        await eve.set_awareness(111, 2, {"user": {"name": "eve"}, "after": True})
+        # eve's states are relayed in the order she sent them: 222 would have come first
+        await bob.wait_text(lambda _t: (bob.awareness.get(111) or {}).get("after") is True)
         assert 222 not in bob.awareness
         await eve.close()
         await bob.wait_text(lambda _t: bob.awareness.get(111, "gone") is None)
