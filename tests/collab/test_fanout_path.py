@@ -250,15 +250,9 @@ async def test_the_group_window_holds_appends_only_while_they_come_fast(
     monkeypatch.setattr(collab.sqlite_store, "_RATE_HORIZON", 10.0)
     window = 1.0
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
-        for i in range(10):  # slow: each is committed at once, the window notwithstanding
-            started = time.monotonic()
+        for i in range(11):  # slow: each is committed at once (timed in the test below)
             assert await store.append("doc", b"u%d" % i) == i + 1
-            assert time.monotonic() - started < window / 2
-        await store.append("doc", b"u10")
-        # Another document's lone append is committed at once: it would share no broadcast.
-        started = time.monotonic()
         assert await store.append("quiet", b"q") == 1
-        assert time.monotonic() - started < window / 2
         # Fast now: the document's appends are held until the first of them is a window old,
         # and grouped, with whatever else arrives meanwhile.
         committed = time.monotonic()
@@ -269,6 +263,36 @@ async def test_the_group_window_holds_appends_only_while_they_come_fast(
         assert (late, seqs) == (1, list(range(12, 21)))
         assert time.monotonic() - committed >= window * 0.8
         assert store.commits - commits <= 2  # one, unless the writer raced the first put
+
+
+async def test_appends_that_come_slowly_are_not_held_for_company(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document's appends that come slowly are committed at once, the window
+    notwithstanding, and so is another document's lone append while the first is busy (it
+    would share no broadcast). The window is long and rates barely decay, so that a held
+    append would wait 30 s where one committed at once takes milliseconds: half the window
+    tells the two apart on any machine, however loaded."""
+    monkeypatch.setattr(collab.sqlite_store, "_RATE_HORIZON", 1000.0)  # a commit adds 0.001/s
+    window = 30.0
+    # busy from 0.0035 appends/s: from a document's fourth commit on
+    monkeypatch.setattr(collab.sqlite_store, "_BUSY_PER_WINDOW", 0.0035 * window)
+    async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
+        for i in range(4):  # three commits or fewer before each: slow
+            assert await asyncio.wait_for(store.append("doc", b"u%d" % i), window / 2) == i + 1
+        assert await asyncio.wait_for(store.append("quiet", b"q"), window / 2) == 1
+        # The document is busy now: its next append waits for company. One made after the
+        # writer took it is committed with it (a load ends the wait here, not the window).
+        commits = store.commits
+        held = store.append("doc", b"held")
+        async with asyncio.timeout(10):
+            while store._queue is not None and not store._queue.empty():
+                await asyncio.sleep(0.001)
+        company = store.append("doc", b"company")
+        loaded = await store.load("doc")
+        assert await asyncio.gather(held, company) == [5, 6]
+        assert store.commits - commits == 1
+        assert loaded is not None and [seq for seq, _ in loaded.updates][-2:] == [5, 6]
 
 
 async def test_under_load_an_append_waits_a_window_for_company(
@@ -298,20 +322,26 @@ async def test_an_append_made_during_a_slow_commit_is_not_held_after_it(
     def slow_crc(data: bytes) -> int:
         if data == b"slow":
             writing.set()
-            time.sleep(0.6)
+            time.sleep(1.2)  # three windows: "after" is made well within the first
         return real_crc(data)
 
     monkeypatch.setattr(collab.sqlite_store, "_crc", slow_crc)
     window = 0.4
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
+        commits = store.commits
         slow = store.append("doc", b"slow")  # its own window passes before it is written
         while not writing.is_set():
             await asyncio.sleep(0.005)
         after = asyncio.ensure_future(store.append("doc", b"after"))
         assert await slow == 1
-        slow_done = time.monotonic()
-        assert await after == 2
-        assert time.monotonic() - slow_done < window / 2
+        # Once the writer has taken "after", a third append: held for a window after the
+        # slow commit, "after" would be committed with it; its window has passed, so alone.
+        async with asyncio.timeout(10):
+            while store._queue is not None and not store._queue.empty():
+                await asyncio.sleep(0.001)
+        third = store.append("doc", b"third")
+        assert await asyncio.gather(after, third) == [2, 3]
+        assert store.commits - commits == 3
 
 
 async def test_sequence_numbers_continue_after_delete_and_restart(

@@ -63,6 +63,28 @@ async def test_fim_completion_single_line_and_block(backend: TransformersBackend
     assert backend.stats.steps[-2] < backend.stats.steps[-1]  # generation really stopped
 
 
+class WatchedFlag(threading.Event):
+    """A cancel flag that counts the backend's looks at it: ``complete()`` looks once, the
+    generation thread once as it forms the batch, then once per decoding step. At look
+    ``raise_at`` it raises itself; at look ``hold_at`` it holds the generation thread (until
+    ``release``), having set ``held``. Generation's progress is known without a clock."""
+
+    def __init__(self, *, raise_at: int = 0, hold_at: int = 0) -> None:
+        super().__init__()
+        self.looks = 0
+        self.raise_at, self.hold_at = raise_at, hold_at
+        self.held, self.release = threading.Event(), threading.Event()
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        if self.looks == self.raise_at:
+            self.set()
+        if self.looks == self.hold_at:
+            self.held.set()
+            self.release.wait(60)
+        return super().is_set()
+
+
 @pytest.fixture
 async def endless(model_dir: Path) -> AsyncIterator[TransformersBackend]:
     """Ignores end-of-text tokens: a job runs to its token limit unless stopped otherwise."""
@@ -76,14 +98,20 @@ async def endless(model_dir: Path) -> AsyncIterator[TransformersBackend]:
 
 async def test_concurrent_requests_are_batched(endless: TransformersBackend) -> None:
     backend = endless  # its first job runs to its limit and keeps the model busy
+    flag = WatchedFlag(hold_at=3)  # held at its first decoding step until the others queue
     busy = asyncio.create_task(
-        backend.complete(prompt(HELLO, single_line=False, max_tokens=60), threading.Event())
+        backend.complete(prompt(HELLO, single_line=False, max_tokens=60), flag)
     )
-    await asyncio.sleep(0.05)
-    results = await asyncio.gather(
-        *(backend.complete(prompt(p), threading.Event()) for p in (CALC, IMPORTS, HELLO))
-    )
+    assert await asyncio.to_thread(flag.held.wait, 30)
+    waiting = [
+        asyncio.ensure_future(backend.complete(prompt(p), threading.Event()))
+        for p in (CALC, IMPORTS, HELLO)
+    ]
+    await asyncio.sleep(0)  # each has queued its request (complete() queues before it waits)
+    flag.release.set()
+    results = await asyncio.gather(*waiting)
     await busy
+    assert backend.stats.batches[-2] == 1  # the busy job ran alone
     assert backend.stats.batches[-1] == 3  # one left-padded batch of different lengths
     assert [r.text for r in results[:2]] == ["a + b", "sys"]  # each ends at its line end
     assert results[2].text.startswith("hello")  # (it has no line end; it ran to its limit)
@@ -91,15 +119,13 @@ async def test_concurrent_requests_are_batched(endless: TransformersBackend) -> 
 
 async def test_cancellation_stops_generation_mid_way(endless: TransformersBackend) -> None:
     backend = endless  # never ends by itself: only the cancel flag can stop it early
-    cancel = threading.Event()
+    cancel = WatchedFlag(raise_at=12)  # raised at the tenth decoding step
     task = asyncio.create_task(
         backend.complete(prompt(CALC, single_line=False, max_tokens=600), cancel)
     )
-    await asyncio.sleep(0.2)
-    cancel.set()
     with pytest.raises(Cancelled):
         await task
-    assert 0 < backend.stats.steps[-1] < 600
+    assert 0 < backend.stats.steps[-1] <= 12  # stopped at the step it was raised
     skipped = threading.Event()
     skipped.set()
     with pytest.raises(Cancelled):  # a job cancelled before it starts never reaches the model
