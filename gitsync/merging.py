@@ -3,10 +3,21 @@
 A plan is computed from two tree diffs, merge base -> source and merge base -> target, which
 skip identical subtrees, so its cost follows the number of changed files, not the size of the
 repository. The plan carries the contents of every file it changes (for diffs and for the live
-documents); files changed on both sides are merged line by line with ``merge3``. When the two
-commits have several best common ancestors, the base is virtual: those ancestors merged into
-each other in memory, as git's recursive strategy builds it. Nothing is written and no ref
-moves.
+documents); files changed on both sides are merged line by line with ``merge3``, its conflicts
+then shaped as git shapes them (joined when at most three lines apart, markers ending in CRLF
+in CRLF files). When the two commits have several best common ancestors, the base is virtual:
+those ancestors merged into each other in memory, as git's recursive strategy builds it.
+Nothing is written and no ref moves. Renames are not followed (git's merge follows them).
+
+Why not ``dulwich.merge`` (1.2.21): on the 1,679 two-parent merges of psf/requests' history,
+its ``recursive_merge`` gives git's tree and conflicted paths for 1,594, this module for 1,653;
+it takes 4.0 s to this module's 5.4 s, of which finding the merge bases is 2.8 s in both
+(``tests/bench/dulwich_reuse.py``, a 2-core machine). It fails this module's tests: markers
+without the branches' names, markers written into binary files, a file the target deleted
+and the source changed left out of the tree, a mode changed on one side and the content on
+the other a conflict, a file that became a directory on one side a conflict, and a criss-cross
+merge's virtual base built without the bases' own common ancestor (conflicts git does not
+see). It also writes the merged objects to the store, where a plan writes nothing.
 """
 
 from __future__ import annotations

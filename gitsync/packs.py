@@ -1,11 +1,15 @@
 """Fast raw object reads for merges: packs and their indexes memory-mapped, read directly.
 
-dulwich's pack reader goes through several Python layers per object and calls back into Python
-for every probe of its index search. A merge of many files reads thousands of objects, so this
-reader maps each pack and its version-2 index once and does the lookup, the zlib inflate and
-the delta resolution itself (the delta application is dulwich's compiled ``apply_delta``).
-Anything it does not understand (an older index version, an object missing from every pack) is
-left to dulwich.
+A merge of many files reads thousands of objects, so this reader maps each pack and its
+version-2 index once and does the lookup, the zlib inflate and the delta resolution itself
+(the delta application is dulwich's compiled ``apply_delta``). Anything it does not understand
+(an older index version, an object missing from every pack) is left to dulwich.
+
+Why not dulwich's ``get_raw`` (1.2.21): planning a merge of 1,000 files a side in a repository
+of 10,000 takes 17 ms with this reader and 29 ms with ``get_raw``, the repository open and
+warm; the 1,679 merges of psf/requests' history take the same time with either. Reading each
+of that history's 27,121 objects once, ``get_raw`` is the faster (0.71 s to 0.82 s), but that
+is not what merges do (``tests/bench/dulwich_reuse.py``, a 2-core machine).
 """
 
 from __future__ import annotations
