@@ -370,15 +370,24 @@ class Client:
         return str((await self.call("branch.commit", repo=repo, branch=branch))["head"])
 
     async def merge(
-        self, repo: str, source: str, target: str, *, apply: bool = True, markers: bool = False
+        self,
+        repo: str,
+        source: str,
+        target: str,
+        *,
+        apply: bool = True,
+        markers: bool = False,
+        no_ff: bool = False,
     ) -> dict[str, Any]:
-        """Merge ``source`` into ``target`` (a preview when ``apply`` is false)."""
+        """Merge ``source`` into ``target`` (a preview when ``apply`` is false). A
+        fast-forward moves ``target`` to ``source``'s head unless ``no_ff`` asks for a merge
+        commit."""
         if not apply:
             return await self.call(  # type: ignore[no-any-return]
                 "merge.preview", repo=repo, source=source, target=target
             )
         return await self.call(  # type: ignore[no-any-return]
-            "merge.apply", repo=repo, source=source, target=target, markers=markers
+            "merge.apply", repo=repo, source=source, target=target, markers=markers, no_ff=no_ff
         )
 
     async def _run(self, welcomed: asyncio.Future[None]) -> None:

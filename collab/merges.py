@@ -17,7 +17,7 @@ from typing import Any
 
 from gitsync import Repositories
 from gitsync.changes import FileChange
-from gitsync.commits import BlobEntry, author_line, commit_changes, set_synced
+from gitsync.commits import BlobEntry, author_line, commit_changes, fast_forward, set_synced
 from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
@@ -60,9 +60,16 @@ class Merges:
             await self.branches.sync_of(repo, target),
         )
 
-    async def _plan(self, repo: str, source: bytes, target: bytes) -> MergePlan:
+    async def _plan(
+        self, repo: str, source: bytes, target: bytes, names: tuple[str, str]
+    ) -> MergePlan:
+        """The plan of merging commit ``source`` into ``target``; conflict markers name the
+        branches, ``<<<<<<< target`` then ``>>>>>>> source``, as ``git merge-tree`` does."""
+        source_name, target_name = names
         try:
-            return await in_repo(self.repos, repo, plan_merge, source, target)
+            return await in_repo(
+                self.repos, repo, plan_merge, source, target, labels=(target_name, source_name)
+            )
         except UnrelatedHistories as exc:
             raise ProtocolError(ErrorCode.CONFLICT, f"unrelated histories: {exc}") from None
 
@@ -72,12 +79,23 @@ class Merges:
         """What merging ``source`` into ``target`` would do; changes nothing (beyond
         committing pending live edits, as the continuous committer would anyway)."""
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
-        plan = await self._plan(repo, await from_sync.flush(), await to_sync.flush())
+        names = (from_sync.branch, to_sync.branch)
+        plan = await self._plan(repo, await from_sync.flush(), await to_sync.flush(), names)
         return await in_git_thread(self.repos, _describe, plan, diffs=True)
 
     async def apply(
-        self, identity: Identity, repo: str, source: str, target: str, *, markers: bool
+        self,
+        identity: Identity,
+        repo: str,
+        source: str,
+        target: str,
+        *,
+        markers: bool,
+        no_ff: bool = False,
     ) -> dict[str, Any]:
+        """Merge ``source`` into ``target``. A merge the preview calls a fast-forward moves
+        ``target`` to ``source``'s head, with no merge commit, unless ``no_ff`` asks for one
+        (as ``git merge --no-ff`` does)."""
         started = time.perf_counter()
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
         self.branches.check_write(identity, repo, to_sync.branch)
@@ -85,7 +103,8 @@ class Merges:
         async with to_sync.lock:
             await to_sync._commit()
             target_head = to_sync.synced
-            plan = await self._plan(repo, source_head, target_head)
+            names = (from_sync.branch, to_sync.branch)
+            plan = await self._plan(repo, source_head, target_head, names)
             if plan.up_to_date:
                 return {**_describe(plan, diffs=False), "applied": False, "commit": None}
             if plan.conflicts and not markers:
@@ -97,13 +116,27 @@ class Merges:
             live = await to_sync.live_paths(resolved)
             changes = await in_git_thread(self.repos, _live_changes, plan, live)
             await to_sync.merge_into_live(changes)
-            commit = await in_git_thread(
-                self.repos, self._commit, repo, to_sync.branch, plan, resolved, identity
-            )
+            forward = plan.fast_forward and not no_ff
+            if forward:
+                await in_git_thread(self.repos, self._fast_forward, repo, to_sync.branch, plan)
+                commit = plan.source
+            else:
+                commit = await in_git_thread(
+                    self.repos, self._commit, repo, names, plan, resolved, identity
+                )
             to_sync.synced = commit
         if self.observe_merge is not None:
             self.observe_merge(time.perf_counter() - started)
-        log.info("%s: merged %s into %s as %s", repo, source, target, commit[:12].decode())
+        how = "fast-forward to" if forward else "merge commit"
+        log.info(
+            "%s: %s merged %s into %s: %s %s",
+            repo,
+            identity.user,
+            source,
+            target,
+            how,
+            commit[:12].decode(),
+        )
         self.branches.events.publish(
             repo,
             {
@@ -114,19 +147,26 @@ class Merges:
                 "cause": "merge",
             },
         )
-        return {**_describe(plan, diffs=False), "applied": True, "commit": hexsha(commit)}
+        described = _describe(plan, diffs=False)
+        described["fast_forward"] = forward  # what was done: the preview's, unless no_ff
+        return {**described, "applied": True, "commit": hexsha(commit)}
+
+    def _fast_forward(self, repo: str, branch: str, plan: MergePlan) -> None:
+        git = self.repos.open(repo)
+        fast_forward(git, branch, plan.target, plan.source)
+        set_synced(git, branch, plan.source)
 
     def _commit(
         self,
         repo: str,
-        branch: str,
+        names: tuple[str, str],
         plan: MergePlan,
         resolved: dict[str, BlobEntry | None],
         identity: Identity,
     ) -> bytes:
         git = self.repos.open(repo)
-        source_name = plan.source[:12].decode()
-        message = f"Merge {source_name} into {branch}\n"
+        source, branch = names
+        message = f"Merge branch '{source}' into {branch}\n"
         if plan.conflicts:
             message += "\nConflicts left for resolution:\n" + "".join(
                 f"  {path}\n" for path in plan.conflicts

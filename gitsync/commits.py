@@ -43,6 +43,7 @@ __all__ = [
     "create_branch",
     "delete_branch",
     "edit_tree",
+    "fast_forward",
     "read_object",
     "read_ref",
     "read_synced",
@@ -456,6 +457,14 @@ def create_branch(repo: Repo, name: str, at: bytes) -> None:
         _swap(repo, ref, None, at)
     except RefMoved as exc:
         raise BranchExists(f"branch {name} already exists at {_short(exc.current)}") from None
+
+
+def fast_forward(repo: Repo, name: str, expected: bytes, new: bytes) -> None:
+    """Move branch ``name`` from ``expected`` to ``new``, a commit that descends from it (the
+    caller knows it does: a merge plan says so); raise :class:`RefMoved` if the branch no
+    longer points to ``expected``."""
+    _commit_object(repo, new, "fast-forward target", stored=True)
+    _swap(repo, branch_ref(name), expected, new)
 
 
 def delete_branch(repo: Repo, name: str, expected: bytes) -> None:
