@@ -1,8 +1,11 @@
 """The completion operations: ``complete``, ``complete.accept``, ``complete.cancel`` and
 ``complete.metrics``, with stale-request cancellation, a result cache and a rate limit.
 
-A request names an open document and a cursor; the prompt is read from the live document
-at that moment and the cursor is anchored so that it follows later edits. A newer request
+A request names a document and a cursor: on ``/ws`` a document the connection has open; over
+HTTP (``POST /api/complete``) any document, which the server opens itself and keeps loaded
+while the answer may be accepted. The prompt is read from the live document at that moment
+and the cursor is anchored so that it follows later edits. Every answer has an id; accepting
+an empty one inserts nothing. A newer request
 from the same connection for the same document cancels the older one; so does the
 requester's disconnect. Answers are cached by (document state vector, cursor, options).
 Accepting inserts the text at the anchor as an edit with origin ``ai``, on behalf of the
@@ -28,6 +31,7 @@ from ..ops import CallContext, arg_int, arg_str
 from ..origin import Origin
 from ..rate_limit import RateLimiter
 from ..room import Room
+from ..rooms import Rooms
 from .anchors import Anchor, Anchors
 from .backend import CompletionBackend
 from .context import ContextGatherer, open_rooms
@@ -62,14 +66,39 @@ class _Request:
 
 @dataclass(eq=False)
 class _Offer:
-    """An answered completion that its user may accept."""
+    """An answered completion that its user may accept. An empty one has no anchor (there
+    is nothing to insert); one asked for over HTTP holds its room loaded (``hold``)."""
 
     id: str
     user: str
     owner: Owner
-    anchor: Anchor
+    anchor: Anchor | None
     text: str
+    doc: str
+    index: int
+    hold: _Hold | None = None
     created: float = field(default_factory=time.monotonic)
+
+
+class _Hold:
+    """A room borrowed for an HTTP request (``Rooms.borrow``), kept loaded until released:
+    the server opens the document itself when no connection has it open."""
+
+    def __init__(self, rooms: Rooms, doc_id: DocId) -> None:
+        self._borrowed = rooms.borrow(doc_id)
+        self._released = False
+
+    async def enter(self) -> Room:
+        return await self._borrowed.__aenter__()
+
+    def release(self, tasks: set[asyncio.Task[Any]]) -> None:
+        """Give the room back (it unloads after its grace period if nobody else has it)."""
+        if self._released:
+            return
+        self._released = True
+        task = asyncio.get_running_loop().create_task(self._borrowed.__aexit__(None, None, None))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
 
 class CompletionService:
@@ -96,6 +125,7 @@ class CompletionService:
         )
         self._hooked: set[int] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Task[Any]] = set()  # rooms held for HTTP, given back
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -115,6 +145,9 @@ class CompletionService:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        for offer in list(self._offers.values()):
+            self._drop_offer(offer)
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         self.pool.close(ErrorCode.SHUTTING_DOWN, "server stopping")
         if self.embedded is not None:
             await self.embedded.stop()
@@ -160,10 +193,29 @@ class CompletionService:
         max_tokens = min(arg_int(args, "max_tokens", _DEFAULT_TOKENS[mode]), self.max_tokens)
         if max_tokens < 1:
             raise ProtocolError(ErrorCode.MALFORMED, "max_tokens must be positive")
-        room = self._room(ctx, arg_str(args, "doc"))
+        doc = arg_str(args, "doc")
         index = arg_int(args, "index")
         if not self.limiter.allow(ctx.identity.user):
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many completion requests")
+        room, hold = await self._room(ctx, doc)
+        try:
+            return await self._complete_in(ctx, room, hold, index, mode, unit, max_tokens, started)
+        except BaseException:
+            if hold is not None:
+                hold.release(self._releasing)
+            raise
+
+    async def _complete_in(
+        self,
+        ctx: CallContext,
+        room: Room,
+        hold: _Hold | None,
+        index: int,
+        mode: str,
+        unit: str,
+        max_tokens: int,
+        started: float,
+    ) -> dict[str, Any]:
         owner: Owner = (self._owner(ctx), room.key)
         self._supersede(owner, "superseded by a newer request", "superseded")
         request = self._active[owner] = _Request()
@@ -186,15 +238,24 @@ class CompletionService:
             if self._active.get(owner) is request:
                 del self._active[owner]
         answer = output.text[: self.max_chars]
-        offer_id = None
-        if answer:
-            offer = _Offer(secrets.token_urlsafe(12), ctx.identity.user, owner, anchor, answer)
-            self._offers[offer.id] = offer
-            self._by_owner[owner] = offer
-            offer_id = offer.id
-        else:
-            self.anchors.remove(anchor)
         position = anchor.codepoint()
+        if not answer:  # nothing to insert: the offer needs no anchor, nor the room
+            self.anchors.remove(anchor)
+            if hold is not None:
+                hold.release(self._releasing)
+            hold = None
+        offer = _Offer(
+            secrets.token_urlsafe(12),
+            ctx.identity.user,
+            owner,
+            anchor if answer else None,
+            answer,
+            room.key,
+            position,
+            hold,
+        )
+        self._offers[offer.id] = offer
+        self._by_owner[owner] = offer
         latency = {
             "queue_ms": round(queue_ms, 3),
             "prompt_ms": round(prompt_ms, 3),
@@ -207,7 +268,7 @@ class CompletionService:
         if unit == "utf16":
             position = codepoint_to_utf16(str(room.text), position)
         return {
-            "id": offer_id,
+            "id": offer.id,
             "doc": room.key,
             "text": answer,
             "index": position,
@@ -268,6 +329,9 @@ class CompletionService:
             raise ProtocolError(
                 ErrorCode.NOT_FOUND, "no such completion (expired, superseded or accepted)"
             )
+        if offer.anchor is None:  # an empty completion: accepting it inserts nothing
+            self._drop_offer(offer)
+            return {"doc": offer.doc, "index": offer.index, "text": ""}
         room = offer.anchor.room
         if not ctx.identity.can_write_branch(room.doc_id.repo, room.doc_id.branch):
             raise ProtocolError(ErrorCode.READ_ONLY, "read-only: completions cannot be accepted")
@@ -308,20 +372,21 @@ class CompletionService:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _room(self, ctx: CallContext, doc: str) -> Room:
+    async def _room(self, ctx: CallContext, doc: str) -> tuple[Room, _Hold | None]:
+        """The live room of ``doc``. On ``/ws`` the connection must have it open; over HTTP
+        the server opens it (a :class:`_Hold`, to release once the request is done with it)."""
         doc_id = DocId.parse(doc)
         if not ctx.identity.can_read(doc_id.repo):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
+        if ctx.connection is None:
+            hold = _Hold(self.server.rooms, doc_id)
+            return await hold.enter(), hold
         room = self.server.rooms.get_key(str(doc_id))
-        if (
-            room is None
-            or room.failed
-            or (ctx.connection is not None and room not in open_rooms(ctx.connection))
-        ):
+        if room is None or room.failed or room not in open_rooms(ctx.connection):
             raise ProtocolError(
                 ErrorCode.UNKNOWN_DOCUMENT, "open the document before asking for completions"
             )
-        return room
+        return room, None
 
     @staticmethod
     def _owner(ctx: CallContext) -> object:
@@ -349,7 +414,10 @@ class CompletionService:
         self._offers.pop(offer.id, None)
         if self._by_owner.get(offer.owner) is offer:
             del self._by_owner[offer.owner]
-        self.anchors.remove(offer.anchor)
+        if offer.anchor is not None:
+            self.anchors.remove(offer.anchor)
+        if offer.hold is not None:
+            offer.hold.release(self._releasing)
 
     def _hook_close(self, ctx: CallContext) -> None:
         connection = ctx.connection

@@ -308,10 +308,10 @@ async def test_http_json_and_metrics(make_server: Any) -> None:
             assert response.status == 200
         await doc.wait_for(lambda t: t.startswith("!import"))
         async with http.post(
-            f"{base}/api/complete?user=alice", json={"doc": "demo/main:nope.py", "index": 0}
+            f"{base}/api/complete?user=alice", json={"doc": "demo/nope:src/app.py", "index": 0}
         ) as response:
             assert response.status == 404
-            assert (await response.json())["error"]["code"] == ErrorCode.UNKNOWN_DOCUMENT
+            assert (await response.json())["error"]["code"] == ErrorCode.NOT_FOUND
         async with http.get(f"{base}/metrics") as response:  # Prometheus text, from loopback
             assert response.status == 200
             samples = {
