@@ -141,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     repos: Path = args.repos or args.data_dir / "repos"
     if args.repos is None and not Repositories(repos).names():
-        create_demo_repo(repos / "demo")
+        create_demo_repo(repos / "demo.git")
     config = ServerConfig(
         repos=repos,
         data_dir=args.data_dir,

@@ -314,7 +314,20 @@ class CollabServer:
         site = GuardedSite(self._runner, self.config.host, self.config.port, self._header_deadlines)
         await site.start()
         self.port = site.port
-        log.info("serving %s on %s", self.config.repos, self.url)
+        names = await asyncio.to_thread(self.repos.names)
+        log.info(
+            "serving %s on %s: %s",
+            self.config.repos,
+            self.url,
+            ", ".join(names) if names else "no repositories yet (DIR/NAME or DIR/NAME.git)",
+        )
+        for name in names:
+            if await asyncio.to_thread(self.repos.has_work_tree, name):
+                log.warning(
+                    "%s has a work tree, which the engine never updates: `git status` there "
+                    "shows its commits undone; serve a bare clone (git clone --bare) instead",
+                    name,
+                )
 
     async def stop(self) -> None:
         """Close every connection, persist every room, then close the store."""

@@ -84,6 +84,11 @@ class Repositories:
                 repo.close()
             self._open.clear()
 
+    def has_work_tree(self, name: str) -> bool:
+        """Whether repository ``name`` is not bare: the engine never updates a work tree, so
+        one only ever falls behind the branch it has checked out."""
+        return (self.path_of(name) / ".git").exists()
+
     def names(self) -> list[str]:
         found = []
         for child in sorted(self.root.iterdir()) if self.root.is_dir() else []:
@@ -126,10 +131,13 @@ class Repositories:
 
 
 def create_demo_repo(path: Path, files: dict[str, str] | None = None) -> Path:
-    """Create a repository at ``path`` whose ``main`` holds ``files`` (a demo set if None)."""
+    """Create a bare repository at ``path`` whose ``main`` holds ``files`` (a demo set if
+    None). Bare, as every repository the engine creates: the engine commits to the object
+    store and moves refs, so a work tree would only ever fall behind (``git status`` there
+    would show every commit of the checked-out branch undone)."""
     files = files if files is not None else _DEMO_FILES
     path.mkdir(parents=True, exist_ok=True)
-    repo = Repo.init(str(path))
+    repo = Repo.init_bare(str(path))
     try:
         store = repo.object_store
         root = _build_tree(store, files)

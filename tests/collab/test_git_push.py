@@ -95,7 +95,7 @@ def fsck_clean(repo: Path) -> None:
 
 def object_files(repo: Path) -> list[str]:
     """Every file under the repository's object directory (packs, loose objects, dirs)."""
-    objects = repo / ".git" / "objects"
+    objects = repo / ".git" / "objects" if (repo / ".git").is_dir() else repo / "objects"
     return sorted(str(p.relative_to(objects)) for p in objects.rglob("*"))
 
 

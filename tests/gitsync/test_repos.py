@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
 
@@ -36,3 +37,22 @@ def test_a_pack_opened_data_first_opens_its_index_too(repo: Repo, repo_path: Pat
         assert pack._idx is not None
     finally:
         store.close()
+
+
+def test_the_engine_creates_bare_repositories(tmp_path: Path) -> None:
+    path = gitsync.repos.create_demo_repo(tmp_path / "demo.git", {"a.txt": "a\n"})
+    done = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--is-bare-repository"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "true"
+    assert not (path / ".git").exists()
+    repos = gitsync.repos.Repositories(tmp_path)
+    try:
+        assert repos.names() == ["demo"]
+        assert not repos.has_work_tree("demo")
+        assert repos.read_file("demo", "main", "a.txt").text == "a\n"
+    finally:
+        repos.close()
