@@ -17,12 +17,14 @@ from gitsync.naming import participant_branch
 from protocol.errors import ErrorCode, ProtocolError
 
 __all__ = [
+    "DEV_MODE",
     "AuthError",
     "Authenticator",
     "DevAuthenticator",
     "Identity",
     "Role",
     "TokenAuthenticator",
+    "dev_mode_refusal",
     "is_loopback",
     "validate_user",
 ]
@@ -162,5 +164,16 @@ class DevAuthenticator:
         if not is_loopback(remote):
             raise AuthError(ErrorCode.UNAUTHORIZED, "dev mode accepts loopback connections only")
         if not user:
-            raise AuthError(ErrorCode.UNAUTHORIZED, "dev mode needs ?user=NAME")
+            raise dev_mode_refusal("?user=NAME", token=bool(token))
         return Identity(validate_user(user), Role.WRITE, ANY_REPO)
+
+
+DEV_MODE = "this server runs in dev mode (no secret)"
+"""How every refusal of a dev-mode server for a missing user name begins."""
+
+
+def dev_mode_refusal(option: str, *, token: bool) -> AuthError:
+    """The refusal of a dev-mode server to a caller who gave no user name, naming the
+    ``option`` that caller has for it (``?user=NAME`` in a URL, say)."""
+    takes = " and takes no token" if token else ""
+    return AuthError(ErrorCode.UNAUTHORIZED, f"{DEV_MODE}{takes}: name yourself with {option}")

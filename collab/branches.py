@@ -225,6 +225,14 @@ class Branches:
         start = await self.git_flush(repo, source, await self.head(repo, source))
         await self._create_checked(repo, name, start)
         self._ref_event(repo, name, None, start, "create")
+        log.info(
+            "%s: %s created the branch %s from %s at %s",
+            repo,
+            identity.user,
+            name,
+            source,
+            start[:12].decode(),
+        )
         return {"name": name, "head": hexsha(start)}
 
     async def _create_checked(self, repo: str, name: str, start: bytes) -> None:
@@ -257,6 +265,15 @@ class Branches:
         for path, state in states.items():
             await self.store.append(target + path, state)
         self._ref_event(repo, name, None, start, "fork")
+        log.info(
+            "%s: %s forked %s into %s at %s (%d live documents)",
+            repo,
+            identity.user,
+            source,
+            name,
+            start[:12].decode(),
+            len(states),
+        )
         fork_sync = await self.sync_of(repo, name)
         committed = await in_git_thread(self.repos, self._blob_texts, repo, start, list(texts))
         for path, text in texts.items():  # typed while the fork was being made
@@ -335,6 +352,13 @@ class Branches:
         for key in await self.store.keys(prefix):
             await self.store.delete(key)
         self._ref_event(repo, name, head, None, "delete")
+        log.info(
+            "%s: %s deleted the branch %s (it was at %s)",
+            repo,
+            identity.user,
+            name,
+            head[:12].decode(),
+        )
         return {"name": name, "head": hexsha(head)}
 
     def _delete(self, repo: str, name: str, head: bytes) -> None:

@@ -35,6 +35,15 @@ _PERMANENT = {
 _HARMLESS = {ErrorCode.READ_ONLY, ErrorCode.RATE_LIMITED}  # errors that leave a document open
 
 
+def _describe(exc: BaseException) -> str:
+    """A connection failure in a few words: its text, else its type."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused (is the server running, on that port?)"
+        return exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+    return str(exc) or type(exc).__name__
+
+
 class ClientError(Exception):
     """The server refused a request; ``code`` says why."""
 
@@ -210,6 +219,7 @@ class Client:
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_error: str | None = None  # why the last connection attempt failed
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -224,13 +234,23 @@ class Client:
         await self.close()
 
     async def connect(self, timeout: float = 10.0) -> None:
-        """Connect and authenticate; later disconnects reconnect in the background."""
+        """Connect and authenticate; later disconnects reconnect in the background.
+
+        Raises ``ClientError`` if the server refuses (with its code and reason), and
+        ``ConnectionError`` naming the URL and the last failure if no connection could be
+        made within ``timeout`` seconds (the client retries until then)."""
         self._session = aiohttp.ClientSession()
         welcomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._runner = asyncio.create_task(self._run(welcomed))
         try:
             async with asyncio.timeout(timeout):
                 await welcomed
+        except TimeoutError:
+            await self.close()
+            cause = self._last_error or "no answer to the hello"
+            raise ConnectionError(
+                f"cannot connect to {self.url} within {timeout:g} s: {cause}"
+            ) from None
         except BaseException:
             await self.close()
             raise
@@ -404,6 +424,7 @@ class Client:
                     return
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.info("connection to %s failed: %s", self.url, exc)
+                self._last_error = _describe(exc)
                 if not welcomed.done() and not self.reconnect:
                     welcomed.set_exception(exc)
             finally:

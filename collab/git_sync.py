@@ -89,7 +89,8 @@ class BranchSync:
         self.owner = owner
         self.repo = repo
         self.branch = branch
-        self.prefix = f"{repo}/{branch}:"
+        self.name = f"{repo}/{branch}"  # for log lines
+        self.prefix = f"{self.name}:"  # of its documents' keys
         self.synced = synced
         self.lock = asyncio.Lock()
         self.dirty: dict[str, Room] = {}
@@ -154,7 +155,7 @@ class BranchSync:
                 if not self._again:
                     break
         except Exception:
-            log.exception("%s: continuous commit failed; retrying later", self.prefix)
+            log.exception("%s: continuous commit failed; retrying later", self.name)
             if self.dirty and not self.owner.stopped:
                 loop = asyncio.get_running_loop()
                 self._idle = loop.call_later(max(self.owner.idle, 1.0), self._kick)
@@ -208,7 +209,7 @@ class BranchSync:
                 self._committed(new, sorted(changes), list(authors))
                 await self._settle_recovered(rooms, changes)
                 return
-            raise RuntimeError(f"{self.prefix} kept moving while committing")
+            raise RuntimeError(f"{self.name} kept moving while committing")
         except BaseException:
             for path, room in rooms.items():  # keep them pending
                 self.dirty.setdefault(path, room)
@@ -277,7 +278,7 @@ class BranchSync:
             await in_repo(self.owner.repos, self.repo, create_branch, self.branch, self.synced)
         except BranchExists:
             return  # created again meanwhile: the next attempt merges with it
-        log.warning("%s: deleted outside the engine with live edits; restored", self.prefix)
+        log.warning("%s: deleted outside the engine with live edits; restored", self.name)
         self.owner.events.publish(
             self.repo,
             {
@@ -306,7 +307,13 @@ class BranchSync:
 
     def _committed(self, new: bytes, files: list[str], users: list[str]) -> None:
         old, self.synced = self.synced, new
-        log.info("%s: committed %s (%s)", self.prefix, new[:12].decode(), ", ".join(files))
+        log.info(
+            "%s: committed %s by %s (%s)",
+            self.name,
+            new[:12].decode(),
+            ", ".join(users) or "collab",
+            ", ".join(files),
+        )
         self.owner.events.publish(
             self.repo,
             {
@@ -341,7 +348,7 @@ class BranchSync:
         await self.merge_into_live(changes)
         await in_repo(self.owner.repos, self.repo, set_synced, self.branch, head)
         self.synced = head
-        log.info("%s: moved outside the engine to %s; merged", self.prefix, head[:12].decode())
+        log.info("%s: moved outside the engine to %s; merged", self.name, head[:12].decode())
         self.owner.events.publish(
             self.repo,
             {
@@ -463,7 +470,7 @@ class GitSync:
                 await sync.flush()
             except Exception:
                 clean = False
-                log.exception("%s: final commit failed", sync.prefix)
+                log.exception("%s: final commit failed", sync.name)
             if sync.dirty:
                 clean = False
         if clean and not self.incomplete and self.clean_marker is not None:
@@ -615,7 +622,7 @@ class GitSync:
                     try:
                         await sync.catch_up()
                     except Exception:
-                        log.exception("%s: merging an external move failed", sync.prefix)
+                        log.exception("%s: merging an external move failed", sync.name)
 
 
 def _write_durably(path: Path) -> None:

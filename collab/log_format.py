@@ -36,10 +36,14 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Send the root logger's records at ``level`` and above to stderr, as ``text`` or
     ``json`` lines (nothing changes if the root logger has handlers already, as with
-    ``logging.basicConfig``)."""
+    ``logging.basicConfig``). dulwich's chatter is kept to warnings unless ``level`` is
+    DEBUG."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"unknown log format {log_format!r}: {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler()
     formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # dulwich logs the capabilities of both ends of every git request at INFO
+        logging.getLogger("dulwich").setLevel(logging.WARNING)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -86,7 +87,11 @@ class CollabServer:
         self.auth: Authenticator
         if config.secret is None:
             if not is_loopback(config.host) and config.host != "localhost":
-                raise ValueError("dev mode (no secret) only binds to a loopback address")
+                raise ValueError(
+                    f"dev mode (no secret) listens on loopback only, not {config.host}: set "
+                    "COLLAB_SECRET (or --secret-file) to serve other machines, or use "
+                    "--host 127.0.0.1"
+                )
             self.auth = DevAuthenticator()
         else:
             self.auth = TokenAuthenticator(config.secret)
@@ -121,6 +126,9 @@ class CollabServer:
         self._header_deadlines = HeaderDeadlines(config.header_timeout)
         self._lingering: set[asyncio.Task[None]] = set()  # closes of refused WebSockets
         self.port = config.port
+        self._store_started = False
+        self._services_started: list[Service] = []
+        self._started_at: float | None = None
         self.ops = Operations()
         self.services: list[Service] = []
         self._routes: list[tuple[str, str, RouteHandler]] = []
@@ -283,6 +291,14 @@ class CollabServer:
             )
 
     async def start(self) -> None:
+        """Start serving. Raises ``FileNotFoundError`` when the repositories' directory is
+        missing, ``DataDirBusy`` when another process holds the data or repositories'
+        directory, and ``OSError`` when the port cannot be bound (``errno.EADDRINUSE``: in
+        use); whatever had started by then is stopped again first."""
+        if not self.config.repos.is_dir():
+            raise FileNotFoundError(
+                f"the repositories' directory {self.config.repos} does not exist"
+            )
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.config.store != "memory":  # one server (or store repair) per data directory
             self._data_lock.acquire()
@@ -292,13 +308,18 @@ class CollabServer:
                 self._data_lock.release()
                 raise
         try:
-            await self.store.start()
+            await self._start()
         except BaseException:
-            self._repos_lock.release()
-            self._data_lock.release()
+            await self.stop()
             raise
+        self._started_at = time.monotonic()
+
+    async def _start(self) -> None:
+        await self.store.start()
+        self._store_started = True
         for service in self.services:
             await service.start()
+            self._services_started.append(service)
         if not self.git.clean_start:
             self._store_check = asyncio.create_task(self._check_store(), name="store check")
         if self.auth.dev_mode:
@@ -347,16 +368,22 @@ class CollabServer:
         for task in list(self._lingering):
             task.cancel()
         await asyncio.gather(*self._lingering, return_exceptions=True)
-        for service in reversed(self.services):
+        started, self._services_started = self._services_started, []
+        for service in reversed(started):
             try:
                 await service.stop()
             except Exception:
                 log.exception("stopping %s failed", type(service).__name__)
         await self.rooms.close()
-        await self.store.stop()
+        if self._store_started:
+            self._store_started = False
+            await self.store.stop()
         await asyncio.to_thread(self.repos.close)  # waits for git work still running
         self._repos_lock.release()
         self._data_lock.release()
+        if self._started_at is not None:
+            log.info("stopped (served for %s)", _duration(time.monotonic() - self._started_at))
+            self._started_at = None
 
     async def __aenter__(self) -> CollabServer:
         await self.start()
@@ -369,3 +396,13 @@ class CollabServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` the way a person reads a running time: 4.2 s, 3 min 20 s, 5 h 02 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min {int(seconds % 60):02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"

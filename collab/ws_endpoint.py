@@ -14,7 +14,7 @@ from protocol import messages as m
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
-from .auth import Identity
+from .auth import Identity, dev_mode_refusal, is_loopback
 from .ops import CallContext
 from .outbox import Outbox, close_ws
 from .room import EMPTY_UPDATE, Room
@@ -228,6 +228,10 @@ async def _hello(server: CollabServer, ws: web.WebSocketResponse, remote: str | 
             ErrorCode.UNSUPPORTED_VERSION,
             f"protocol version {hello.version} unsupported; server speaks {m.PROTOCOL_VERSION}",
         )
+    if server.auth.dev_mode and not hello.user and is_loopback(remote):
+        raise dev_mode_refusal(
+            "Client(url, user=NAME) in Python (hello.user on the wire)", token=bool(hello.token)
+        )
     return server.auth.authenticate(token=hello.token, user=hello.user, remote=remote)
 
 
@@ -254,6 +258,7 @@ async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocket
     writer = asyncio.create_task(outbox.run())
     server.track(ws)
     session.send(m.Welcome(m.PROTOCOL_VERSION, identity.user, secrets.token_hex(8)))
+    log.info("%s (%s): connected", name, identity.user)
     try:
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
@@ -270,8 +275,16 @@ async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocket
                 log.warning("%s: closed on a bad frame: %s", name, msg.data)
                 traffic.refuse("close", frame_error_code(msg.data))
     finally:
+        opened = len(session.docs)
         server.untrack(ws)
         session.close()
         outbox.finish()
         await asyncio.gather(writer, return_exceptions=True)
+        log.info(
+            "%s (%s): disconnected (code %s, %d documents open)",
+            name,
+            identity.user,
+            ws.close_code,
+            opened,
+        )
     return ws

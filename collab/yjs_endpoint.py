@@ -95,6 +95,8 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
         return ws
     writer = asyncio.create_task(outbox.run())
     server.track(ws)
+    access = "read-write" if peer.writable else "read-only"
+    log.info("%s (%s): connected, %s", name, identity.user, access)
     try:
         if peer.writable:  # ask for what the client has; read-only clients have nothing to give
             outbox.put(encode_message(SyncStep1(room.state_vector())))
@@ -119,6 +121,7 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
         room.detach(peer)
         outbox.finish()
         await asyncio.gather(writer, return_exceptions=True)
+        log.info("%s (%s): disconnected (code %s)", name, identity.user, ws.close_code)
     return ws
 
 

@@ -64,18 +64,27 @@ class WorkerPool:
     def running(self) -> int:
         return sum(len(w.running) for w in self.workers)
 
-    def add(self, worker: WorkerLink) -> None:
+    def add(self, worker: WorkerLink, *, quiet: bool = False) -> None:
+        """Dispatch jobs to ``worker`` too; ``quiet``: log it at DEBUG (the embedded worker,
+        which comes and goes with the server), else at INFO."""
         self.workers.append(worker)
-        log.info("worker %s joined (capacity %d)", worker.name, worker.capacity)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "worker %s joined (capacity %d)",
+            worker.name,
+            worker.capacity,
+        )
         self._dispatch()
 
-    def remove(self, worker: WorkerLink, reason: str) -> None:
+    def remove(self, worker: WorkerLink, reason: str, *, quiet: bool = False) -> None:
         """Forget ``worker``; its jobs fail with UNAVAILABLE (and so do waiting ones when
-        no worker is left)."""
+        no worker is left). ``quiet``: log it at DEBUG, else as a WARNING."""
         if worker not in self.workers:
             return
         self.workers.remove(worker)
-        log.warning("worker %s left: %s", worker.name, reason)
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING, "worker %s left: %s", worker.name, reason
+        )
         for job in list(worker.running.values()):
             _settle(
                 job, ProtocolError(ErrorCode.UNAVAILABLE, f"completion worker failed: {reason}")

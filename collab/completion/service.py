@@ -138,7 +138,7 @@ class CompletionService:
                 max_chars=self.max_chars,
             )
             self.embedded = LocalWorker(self.pool, executor)
-            self.pool.add(self.embedded)
+            self.pool.add(self.embedded, quiet=True)
         self._sweeper = asyncio.create_task(self._sweep(), name="completion sweeper")
 
     async def stop(self) -> None:
@@ -151,7 +151,7 @@ class CompletionService:
         self.pool.close(ErrorCode.SHUTTING_DOWN, "server stopping")
         if self.embedded is not None:
             await self.embedded.stop()
-            self.pool.remove(self.embedded, "server stopping")
+            self.pool.remove(self.embedded, "server stopping", quiet=True)
         if self.backend is not None:
             await self.backend.stop()
         self.anchors.clear()

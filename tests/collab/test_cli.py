@@ -1,0 +1,214 @@
+"""The ``collab`` command as a newcomer meets it: start-up refusals in one line, help that
+shows defaults, messages that name the option the caller has, output people can read, and
+log lines for what happens."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from gitcli import git
+from serverproc import ServerProcess, free_port
+from servers import SECRET, make_config
+
+from collab import Client, ClientError, CollabServer
+from collab.cli import main
+from collab.data_lock import DataDirLock
+from collab.server import REPOS_LOCK
+
+
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collab", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _refused(done: subprocess.CompletedProcess[str], *words: str) -> str:
+    """The one line a refused start printed; it holds ``words`` and no traceback."""
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_port_in_use_is_one_line_before_anything_is_opened(repos: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = tmp_path / "data"
+        done = _serve("--repos", str(repos), "--data-dir", str(data), "--port", str(port))
+    _refused(done, f"127.0.0.1:{port}", "in use", "--port")
+    assert not data.exists()
+
+
+def test_a_data_directory_in_use_is_one_line_naming_the_holder(repos: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with DataDirLock(data):
+        done = _serve("--repos", str(repos), "--data-dir", str(data), "--port", "0")
+    _refused(done, str(data), f"pid {os.getpid()}", "stop it")
+    with DataDirLock(repos, REPOS_LOCK):  # the repositories' directory: one server too
+        done = _serve("--repos", str(repos), "--data-dir", str(data), "--port", "0")
+    _refused(done, str(repos), f"pid {os.getpid()}")
+
+
+def test_a_missing_repository_directory_is_refused(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent"
+    done = _serve("--repos", str(missing), "--data-dir", str(tmp_path / "data"), "--port", "0")
+    _refused(done, f"no repository directory {missing}", "--repos")
+    assert not missing.exists()
+
+
+def test_dev_mode_on_a_public_address_is_one_line(repos: Path, tmp_path: Path) -> None:
+    done = _serve(
+        "--repos", str(repos), "--data-dir", str(tmp_path), "--host", "0.0.0.0", "--port", "0"
+    )
+    _refused(done, "dev mode", "COLLAB_SECRET")
+
+
+async def test_a_port_taken_at_start_leaves_nothing_held(repos: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = make_config(repos, tmp_path / "data", port=taken.getsockname()[1])
+        server = CollabServer(config)
+        with pytest.raises(OSError) as failed:
+            await server.start()
+    assert failed.value.errno == errno.EADDRINUSE
+    with DataDirLock(tmp_path / "data"), DataDirLock(repos, REPOS_LOCK):
+        pass  # both released
+    async with CollabServer(make_config(repos, tmp_path / "data")) as again:
+        assert again.port
+
+
+def test_help_shows_defaults_and_no_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "``" not in top
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    serve = capsys.readouterr().out
+    for default in ("(default: 8765)", "(default: .collab)", "(default: 127.0.0.1)"):
+        assert default in serve
+
+
+def test_token_refuses_a_name_no_repository_can_have(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLLAB_SECRET", SECRET.decode())
+    assert main(["token", "--user", "alice", "--repo", "bad name!"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid repository name 'bad name!'" in err
+    assert main(["token", "--user", "alice", "--repo", "demo"]) == 0
+    assert capsys.readouterr().out.startswith("v1.")
+
+
+async def test_dev_mode_refusals_name_the_callers_option(
+    server: CollabServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ClientError) as refused:
+        async with Client(server.url, token="v1.a.b", reconnect=False):
+            pass
+    assert refused.value.code == 4001
+    assert "user=NAME" in refused.value.message and "Client(url" in refused.value.message
+    assert "takes no token" in refused.value.message
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{server.url}/yjs/demo/main:README.md") as ws:
+            await ws.receive()
+        assert ws.close_code == 4001
+        base = server.url.replace("ws://", "http://")
+        async with http.post(f"{base}/api/branch.list", json={"repo": "demo"}) as reply:
+            message = (await reply.json())["error"]["message"]
+        assert message.endswith("name yourself with ?user=NAME")
+    url = server.url.replace("ws://", "http://")
+    assert await asyncio.to_thread(main, ["branch", "list", "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith("name yourself with --user NAME") and "?user" not in err
+
+
+async def test_a_wrong_port_names_the_url_and_the_cause() -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectionError) as failed:
+        await Client(url, user="alice").connect(timeout=0.5)
+    assert f"{url}/ws" in str(failed.value) and "refused" in str(failed.value)
+
+
+async def test_branch_and_merge_output_reads_as_sentences(
+    server: CollabServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = server.url.replace("ws://", "http://")
+
+    def collab(*args: str) -> str:
+        assert main([*args, "--url", url, "--user", "alice"]) == 0
+        return capsys.readouterr().out
+
+    async def run(*args: str) -> str:
+        return await asyncio.to_thread(collab, *args)
+
+    listed = (await run("branch", "list")).splitlines()
+    assert listed[0].split() == ["BRANCH", "HEAD", "PEOPLE", "(FILE)"]
+    assert listed[1].split()[0] == "main"
+    assert (await run("branch", "fork", "main", "topic")).startswith("created the branch topic")
+    async with Client(server.url, user="alice") as alice:
+        doc = await alice.open("demo/topic:README.md")
+        doc.insert(0, "topic\n")
+        await alice.flush()
+    preview = await run("merge", "topic", "main")
+    assert "fast-forward, 1 file changed" in preview and "add --apply" in preview
+    applied = await run("merge", "topic", "main", "--apply")
+    assert "fast-forwarded to" in applied
+    deleted = await run("branch", "delete", "topic")
+    assert deleted.startswith("deleted the branch topic (it was at ")
+
+
+async def test_what_happens_is_logged_one_line_each(repos: Path, tmp_path: Path) -> None:
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--commit-idle", "0.1"))
+    await server.start()
+    try:
+        async with Client(server.url, user="alice") as alice:
+            await alice.fork("demo", "main", "topic")
+            doc = await alice.open("demo/topic:README.md")
+            doc.insert(0, "hello\n")
+            await alice.flush()
+            await alice.commit("demo", "topic")
+            await doc.close()
+            await alice.call("branch.delete", repo="demo", name="topic")
+        port = server.port
+        clone = tmp_path / "clone"
+        await asyncio.to_thread(
+            git,
+            tmp_path,
+            "clone",
+            "-q",
+            f"http://alice:x@127.0.0.1:{port}/git/demo.git",
+            str(clone),
+        )
+    finally:
+        await server.stop()
+    lines = server.log.read_text().splitlines()
+    text = "\n".join(lines)
+    assert "dulwich" not in text and "capabilities" not in text.lower()
+    assert "::" not in text
+    assert any("(alice): connected" in line for line in lines)
+    assert any("(alice): disconnected" in line for line in lines)
+    assert any("alice forked main into topic" in line for line in lines)
+    assert any("demo/topic: committed" in line and "by alice" in line for line in lines)
+    assert any("alice deleted the branch topic" in line for line in lines)
+    stop = next(i for i, line in enumerate(lines) if "stopped (served for" in line)
+    assert stop == len(lines) - 1, lines[stop:]  # shutdown: one line
+    assert not any("WARNING" in line for line in lines[stop - 3 : stop]), lines
