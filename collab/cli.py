@@ -17,7 +17,7 @@ from gitsync import Repositories, create_demo_repo
 from protocol.errors import ProtocolError
 from protocol.names import validate_repo
 
-from . import cli_branches, cli_store
+from . import cli_branches, cli_status, cli_store
 from .auth import ANY_REPO, Role, TokenAuthenticator
 from .completion.worker import add_worker_parser, run_worker_command
 from .config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
@@ -43,6 +43,8 @@ collab: real-time collaboration on git repositories.
 
   collab serve            run the engine (dev mode without a secret)
   collab token            mint an access token with the server's secret
+  collab status           what a running server serves: repositories, branches, people
+  collab log REPO BRANCH  a branch's recent commits, with authors and co-authors
   collab branch ...       list, join, create, fork, delete or commit branches
   collab merge SRC DST    preview (or --apply) a merge of one branch into another
   collab store ...        check or repair the store, with the server stopped
@@ -155,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds; 0 for no expiry")
     token.add_argument("--secret-file", help=f"HMAC secret file (else ${SECRET_ENV})")
+    cli_status.add_parsers(sub)
     cli_branches.add_parsers(sub)
     cli_store.add_parsers(sub)
     add_worker_parser(sub)
@@ -167,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args)
     if args.command in ("branch", "merge"):
         return cli_branches.run(args)
+    if args.command in ("status", "log"):
+        return cli_status.run(args)
     if args.command == "store":
         return cli_store.run(args)
     if args.command == "worker":

@@ -37,6 +37,7 @@ from .outbox import close_ws
 from .quotas import UserQuotas
 from .rooms import Rooms
 from .sqlite_store import SQLiteStore
+from .status_ops import register_status_ops
 from .store import Store
 from .websocket import CollabWebSocket
 from .ws_endpoint import handle_ws
@@ -147,6 +148,7 @@ class CollabServer:
         self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)
         self.merges = Merges(self.repos, self.branches)
         register_git_ops(self.ops, self.branches, self.merges, self.events)
+        register_status_ops(self, self.branches)
         self.git_bridge = GitBridge(self)
         self.completion = install_completion(self)
         self.metrics = ServerMetrics(self)
@@ -161,6 +163,11 @@ class CollabServer:
             group_window=config.group_window,
             sync_window=config.sync_window,
         )
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the server started serving (0 when it is not serving)."""
+        return 0.0 if self._started_at is None else time.monotonic() - self._started_at
 
     @property
     def url(self) -> str:

@@ -100,6 +100,7 @@ def test_help_shows_defaults_and_no_markup(capsys: pytest.CaptureFixture[str]) -
         main(["--help"])
     top = capsys.readouterr().out
     assert "``" not in top
+    assert "collab status" in top and "collab log REPO BRANCH" in top
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     serve = capsys.readouterr().out

@@ -1,0 +1,125 @@
+"""``server.status`` and ``branch.log`` (and ``collab status``, ``collab log``): what a running
+server serves, and a branch's commits with authors, without the git CLI in the data directory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from gitcli import git
+from servers import make_config
+
+from collab import Client, ClientError, CollabServer
+from collab.auth import Role, TokenAuthenticator
+from collab.cli import main
+from gitsync.naming import participant_branch
+from protocol.errors import ErrorCode
+
+
+async def test_status_shows_branches_people_documents_and_last_commits(
+    server: CollabServer, repos: Path
+) -> None:
+    async with Client(server.url, user="alice") as alice, Client(server.url, user="bob") as bob:
+        await alice.open("demo/main:README.md")
+        own = await bob.join("demo")
+        await bob.open(f"demo/{own}:src/app.py")
+        status = await alice.call("server.status")
+    info = status["server"]
+    assert info["dev_mode"] and info["store"] == "sqlite" and info["uptime"] > 0
+    assert info["connections"]["ws"] == 2 and info["rooms"] == 2
+    by_name = {repo["name"]: repo for repo in status["repositories"]}
+    assert set(by_name) == {"demo", "other"}
+    demo = by_name["demo"]
+    assert demo["default_branch"] == "main"
+    branches = {branch["name"]: branch for branch in demo["branches"]}
+    assert branches["main"]["people"] == [{"user": "alice", "path": "README.md"}]
+    assert branches[own]["people"] == [{"user": "bob", "path": "src/app.py"}]
+    last = branches["main"]["last_commit"]
+    assert last["commit"] == git(repos / "demo", "rev-parse", "main").strip()
+    assert last["subject"] == "Initial commit" and last["author"].startswith("collab <")
+    rooms = {room["doc"]: room["users"] for room in status["rooms"]}
+    assert rooms == {"demo/main:README.md": ["alice"], f"demo/{own}:src/app.py": ["bob"]}
+
+
+async def test_status_shows_only_the_repositories_a_token_reads(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    token = tokens.mint(user="carol", repo="other", role=Role.READ)
+    async with Client(secure_server.url, token=token) as carol:
+        status = await carol.call("server.status")
+        assert [repo["name"] for repo in status["repositories"]] == ["other"]
+        assert not status["server"]["dev_mode"]
+        with pytest.raises(ClientError) as refused:
+            await carol.call("server.status", repo="demo")
+        assert refused.value.code == ErrorCode.FORBIDDEN
+
+
+@pytest.fixture
+async def slow_commits(repos: Path, tmp_path: Path) -> AsyncIterator[CollabServer]:
+    """A server that commits only when asked (within a test's time)."""
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=60.0)
+    async with CollabServer(config) as srv:
+        yield srv
+
+
+async def test_log_lists_commits_with_authors_and_co_authors(slow_commits: CollabServer) -> None:
+    server = slow_commits
+    async with Client(server.url, user="alice") as alice, Client(server.url, user="bob") as bob:
+        mine = await alice.open("demo/main:README.md")
+        theirs = await bob.open("demo/main:README.md")
+        # opening creates each one's own branch from main, committing main's pending edits
+        # first: wait for both, so that the edits below are committed together
+        own = {participant_branch("alice"), participant_branch("bob")}
+        async with asyncio.timeout(10):
+            while not own <= {b["name"] for b in await alice.branches("demo")}:
+                await asyncio.sleep(0.02)
+        mine.insert(0, "alice\n")
+        await alice.flush()
+        await theirs.wait_for(lambda text: text.startswith("alice\n"))
+        theirs.insert(0, "bob\n")
+        await bob.flush()
+        head = await alice.commit("demo", "main")
+        log = await alice.call("branch.log", repo="demo")  # the default branch
+        assert log["branch"] == "main" and log["head"] == head
+        newest, initial = log["commits"]
+        assert newest["commit"] == head and newest["parents"] == [initial["commit"]]
+        assert newest["author"].startswith("alice <")
+        assert [who.split(" <")[0] for who in newest["co_authors"]] == ["bob"]
+        assert newest["subject"] == "Edit README.md"
+        assert initial["subject"] == "Initial commit" and initial["co_authors"] == []
+        one = await alice.call("branch.log", repo="demo", branch="main", limit=1)
+        assert [c["commit"] for c in one["commits"]] == [head]
+        for args, code in (
+            ({"repo": "demo", "branch": "nope"}, ErrorCode.NOT_FOUND),
+            ({"repo": "demo", "limit": 0}, ErrorCode.MALFORMED),
+            ({"repo": "nope"}, ErrorCode.NOT_FOUND),
+        ):
+            with pytest.raises(ClientError) as refused:
+                await alice.call("branch.log", **args)
+            assert refused.value.code == code, args
+
+
+async def test_collab_status_and_log_print_tables(
+    server: CollabServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = server.url.replace("ws://", "http://")
+    async with Client(server.url, user="alice") as alice:
+        doc = await alice.open("demo/main:README.md")
+        doc.insert(0, "hello\n")
+        await alice.flush()
+        await alice.commit("demo", "main")
+        assert await asyncio.to_thread(main, ["status", "--url", url, "--user", "alice"]) == 0
+        status = capsys.readouterr().out
+        assert await asyncio.to_thread(main, ["log", "demo", "--url", url, "--user", "bob"]) == 0
+        log = capsys.readouterr().out
+    assert "dev mode" in status and "1 ws" in status
+    assert "repository demo: 2 branches, default main" in status  # alice's own one, and main
+    assert participant_branch("alice") in status
+    main_row = next(line for line in status.splitlines() if line.startswith("main "))
+    assert "by alice: Edit README.md" in main_row and "alice (README.md)" in main_row
+    assert "LIVE DOCUMENT" in status and "demo/main:README.md" in status
+    lines = log.splitlines()
+    assert lines[0].startswith("demo/main")
+    assert "alice: Edit README.md" in lines[1] and "collab: Initial commit" in lines[2]
