@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -79,3 +81,40 @@ def test_the_embedded_default_needs_only_the_default_install(tmp_path: Path) -> 
         and not any(dist.lower().replace("_", "-") in installed for dist in owners[module])
     }
     assert not foreign, f"imported from outside the default install: {foreign}"
+
+
+def test_building_the_package_prints_no_deprecation(tmp_path: Path) -> None:
+    """``project.license`` is an SPDX expression: setuptools printed its deprecation of the
+    TOML table form, a screenful, on every install."""
+    root = Path(__file__).parents[1]
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    for package in OURS:
+        shutil.copytree(
+            root / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            "out",
+            ".",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=source,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "deprecat" not in (done.stdout + done.stderr).lower(), done.stderr
+    (wheel,) = (source / "out").glob("collab_engine-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        assert "License-Expression: MIT" in archive.read(name).decode().splitlines()
