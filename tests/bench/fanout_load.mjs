@@ -4,6 +4,13 @@
  *
  *   node tests/bench/fanout_load.mjs --url ws://127.0.0.1:8765/yjs --room bench/main:load.md \
  *        --clients 50 --rate 10 --duration 20 --warmup 2 [--drain 15] [--workers 1] [--seed 1]
+ *        [--docs 1] [--events]
+ *
+ * In --params, `{r}` is replaced by the client's number (e.g. user=u{r}: a user per client).
+ *
+ * With --docs D there are D documents with --clients clients each (D x clients in all): the
+ * room name must then hold `{d}`, replaced by the document's number (0 .. D-1). A client
+ * only exchanges edits with the clients of its own document.
  *
  * Every client is a stock y-websocket WebsocketProvider with its own Y.Doc, or,
  * with --full-clients K, only the first K are and the others are light clients
@@ -26,11 +33,22 @@
  * edit, so when sender S's clock in the receiver's doc reaches the end clock of
  * S's k-th edit, that edit's string item has been integrated by the receiver.
  *
- * Latency of an edit = time until it is integrated by EVERY other client
- * (max over receivers: p50_ms / p99_ms); recv_p50_ms / recv_p99_ms are over
- * all (edit, receiver) pairs. After sending stops, the generator waits (at
- * most --drain seconds) until every receiver has every edit. At the end all
- * documents are compared (`converged`: identical text of the expected length).
+ * Latency of an edit = time until it is integrated by EVERY other client of
+ * its document (max over receivers: p50_ms / p99_ms); recv_p50_ms / recv_p99_ms
+ * are over all (edit, receiver) pairs. After sending stops, the generator
+ * waits (at most --drain seconds) until every receiver has every edit. An edit
+ * some receiver never got is lost: its latency is infinite, and it stays in
+ * the percentiles (a percentile that lands on a lost edit is reported as the
+ * string "inf"; `lost` counts them, `lost_pairs` the (edit, receiver) pairs).
+ * p50_delivered_ms / p99_delivered_ms are over the fully delivered edits only
+ * (the figures this generator reported before, which a lost edit flatters).
+ * At the end the texts of each document are compared (`converged`: identical
+ * text of the expected length in every document).
+ *
+ * With --events the coordinator also prints `{"event":"measure_start"}` and
+ * `{"event":"measure_end"}` on stdout when the measured window (the edits that
+ * count) starts and ends, so a harness can sample a server's CPU over exactly
+ * that window; the result is still the last line.
  *
  * Prints ONE JSON line on stdout; anything else goes to stderr (errors, plus
  * progress with --verbose). Generator health is reported too: generator_cpu_pct
@@ -172,20 +190,20 @@ const syncMessage = (step, payload) => {
  * @param {(c: any, client: number, clock: number, t: number) => void} arrived
  */
 const lightClient = (Y, WebSocket, opt, r, arrived) => {
-  const N = opt.clients
+  const C = opt.clients
+  const base = Math.floor(r / C) * C
   const doc = new Y.Doc()
-  const query = new URLSearchParams(opt.params).toString()
-  const ws = new WebSocket(`${opt.url}/${opt.room}${query ? '?' + query : ''}`)
+  const query = new URLSearchParams(paramsOf(opt, r)).toString()
+  const ws = new WebSocket(`${opt.url}/${roomOf(opt, r)}${query ? '?' + query : ''}`)
   const recv = []
-  for (let s = 0; s < N; s++) {
-    recv.push(new F64(s === r ? 1 : 256))
-  }
-  const nextEnd = new Float64Array(N)
-  for (let s = 0; s < N; s++) {
-    nextEnd[s] = tagOf(s, 0).length
+  const nextEnd = new Float64Array(C)
+  for (let j = 0; j < C; j++) {
+    recv.push(new F64(base + j === r ? 1 : 256))
+    nextEnd[j] = tagOf(base + j, 0).length
   }
   const self = {
     r,
+    base,
     full: false,
     doc,
     text: doc.getText('source'),
@@ -195,7 +213,7 @@ const lightClient = (Y, WebSocket, opt, r, arrived) => {
     nextDue: 0,
     sendTimes: new F64(256),
     recv,
-    ptr: new Int32Array(N),
+    ptr: new Int32Array(C),
     nextEnd
   }
   doc.on('update', (/** @type {Uint8Array} */ update) => {
@@ -240,10 +258,28 @@ const lightClient = (Y, WebSocket, opt, r, arrived) => {
   return self
 }
 
+/**
+ * The room of client r: its document's name.
+ * @param {any} opt
+ * @param {number} r
+ */
+const roomOf = (opt, r) => String(opt.room).replaceAll('{d}', String(Math.floor(r / opt.clients)))
+
+/**
+ * The URL parameters of client r (`{r}` in a value is replaced by r).
+ * @param {any} opt
+ * @param {number} r
+ * @return {Record<string, string>}
+ */
+const paramsOf = (opt, r) => Object.fromEntries(
+  Object.entries(opt.params).map(([k, v]) => [k, String(v).replaceAll('{r}', String(r))])
+)
+
 const clientThread = async () => {
   const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort)
   const { opt, indices } = workerData
-  const N = opt.clients
+  const N = opt.clients * opt.docs
+  const C = opt.clients
   const Y = await importPkg('yjs')
   const WebSocket = (await importPkg('ws')).default
   const { WebsocketProvider } = await importPkg('y-websocket')
@@ -252,31 +288,33 @@ const clientThread = async () => {
 
   /** clientID -> global sender index (filled in by 'start') */
   const senderOf = new Map()
-  /** @type {Array<{r: number, doc: any, text: any, provider: any, rng: () => number, k: number, nextDue: number, sendTimes: F64, recv: F64[], ptr: Int32Array, nextEnd: Float64Array}>} */
+  /** @type {Array<{r: number, base: number, full: boolean, doc: any, text: any, provider: any, rng: () => number, k: number, nextDue: number, sendTimes: F64, recv: F64[], ptr: Int32Array, nextEnd: Float64Array}>} */
   const clients = []
   let recvPairs = 0
   let sent = 0
 
   /**
    * Arrival bookkeeping shared by both kinds of client: receiver r has now integrated (or,
-   * for a light client, received) sender client `client`'s structs up to `clock`.
+   * for a light client, received) sender client `client`'s structs up to `clock`. Senders
+   * are indexed within the receiver's document (j = s - base).
    */
   const arrived = (/** @type {any} */ c, /** @type {number} */ client, /** @type {number} */ clock, /** @type {number} */ t) => {
     const s = senderOf.get(client)
-    if (s === undefined || s === c.r) {
+    if (s === undefined || s === c.r || s < c.base || s >= c.base + C) {
       return
     }
-    let p = c.ptr[s]
-    let end = c.nextEnd[s]
-    const times = c.recv[s]
+    const j = s - c.base
+    let p = c.ptr[j]
+    let end = c.nextEnd[j]
+    const times = c.recv[j]
     while (end <= clock) {
       times.push(t)
       recvPairs++
       p++
       end += tagOf(s, p).length
     }
-    c.ptr[s] = p
-    c.nextEnd[s] = end
+    c.ptr[j] = p
+    c.nextEnd[j] = end
   }
 
   for (const r of indices) {
@@ -285,15 +323,14 @@ const clientThread = async () => {
       continue
     }
     const doc = new Y.Doc()
+    const base = Math.floor(r / C) * C
     /** @type {F64[]} */
     const recv = []
-    for (let s = 0; s < N; s++) {
-      recv.push(new F64(s === r ? 1 : 256))
-    }
-    const ptr = new Int32Array(N)
-    const nextEnd = new Float64Array(N)
-    for (let s = 0; s < N; s++) {
-      nextEnd[s] = tagOf(s, 0).length
+    const ptr = new Int32Array(C)
+    const nextEnd = new Float64Array(C)
+    for (let j = 0; j < C; j++) {
+      recv.push(new F64(base + j === r ? 1 : 256))
+      nextEnd[j] = tagOf(base + j, 0).length
     }
     doc.on('afterTransaction', (/** @type {any} */ tr) => {
       if (tr.local) {
@@ -307,14 +344,15 @@ const clientThread = async () => {
         }
       })
     })
-    const provider = new WebsocketProvider(opt.url, opt.room, doc, {
+    const provider = new WebsocketProvider(opt.url, roomOf(opt, r), doc, {
       WebSocketPolyfill: WebSocket,
       disableBc: true,
-      params: opt.params
+      params: paramsOf(opt, r)
     })
     provider.on('connection-error', () => {})
     const self = {
       r,
+      base,
       full: true,
       doc,
       text: doc.getText('source'),
@@ -342,7 +380,8 @@ const clientThread = async () => {
   port.postMessage({
     type: 'ready',
     ids: clients.map((c) => [c.r, c.doc.clientID]),
-    initialLength: clients.some((c) => c.full) ? clients.filter((c) => c.full)[0].text.length : -1
+    // the text each stock client starts from, by client (-1: a light client)
+    initial: clients.map((c) => [c.r, c.full ? c.text.length : -1])
   })
 
   /** @type {any} */
@@ -383,17 +422,15 @@ const clientThread = async () => {
       clearInterval(progressTimer)
       loopDelay.disable()
       const full = clients.filter((c) => c.full)
-      const texts = full.map((c) => c.text.toString())
-      const first = texts.length > 0 ? texts[0] : null
       const result = {
         type: 'result',
         sent,
         recvPairs,
-        lengths: full.map((c) => c.text.length),
-        sameText: texts.every((x) => x === first),
-        text: first,
+        // the final text of every stock client, by client
+        texts: full.map((c) => [c.r, c.text.toString()]),
         // the histogram records whole timer intervals; report the lag beyond them
         loopDelayP99: loopDelay.count > 0 ? Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS) : 0,
+        loopDelayMax: loopDelay.count > 0 ? Math.max(0, loopDelay.max / 1e6 - LOOP_RESOLUTION_MS) : 0,
         sendTimes: clients.map((c) => [c.r, c.sendTimes.view().slice()]),
         recv: clients.map((c) => [c.r, c.recv.map((f) => f.view().slice())])
       }
@@ -417,7 +454,8 @@ const clientThread = async () => {
 
 const USAGE = 'usage: fanout_load.mjs --url ws://HOST:PORT/yjs --room NAME [--clients 50] ' +
   '[--rate 10] [--duration 20] [--warmup 2] [--drain 15] [--workers 1] [--young-mb 0] ' +
-  '[--connect-timeout 30] [--seed 1] [--full-clients N] [--params k=v,k=v] [--verbose] [--timeline]'
+  '[--connect-timeout 30] [--seed 1] [--full-clients N] [--params k=v,k=v] [--docs 1] [--events] ' +
+  '[--verbose] [--timeline]'
 
 class UsageError extends Error {}
 
@@ -438,8 +476,10 @@ const parseArgs = (argv) => {
     seed: 1,
     'full-clients': -1,
     params: '',
+    docs: 1,
     verbose: false,
-    timeline: false
+    timeline: false,
+    events: false
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
@@ -447,7 +487,7 @@ const parseArgs = (argv) => {
       process.stderr.write(USAGE + '\n')
       process.exit(0)
     }
-    if (a === '--verbose' || a === '--timeline') {
+    if (a === '--verbose' || a === '--timeline' || a === '--events') {
       o[a.slice(2)] = true
       continue
     }
@@ -465,9 +505,9 @@ const parseArgs = (argv) => {
     throw new UsageError(USAGE)
   }
   if (Number(o['full-clients']) < 0) {
-    o['full-clients'] = o.clients
+    o['full-clients'] = Number(o.clients) * Number(o.docs)
   }
-  for (const k of ['clients', 'rate', 'duration', 'warmup', 'drain', 'workers', 'young-mb', 'connect-timeout', 'seed', 'full-clients']) {
+  for (const k of ['clients', 'rate', 'duration', 'warmup', 'drain', 'workers', 'young-mb', 'connect-timeout', 'seed', 'full-clients', 'docs']) {
     o[k] = Number(o[k])
     if (!Number.isFinite(o[k]) || o[k] < 0) {
       throw new UsageError(`--${k} must be a non-negative number`)
@@ -476,7 +516,13 @@ const parseArgs = (argv) => {
   if (o.clients < 2 || !Number.isInteger(o.clients)) {
     throw new UsageError('--clients must be an integer >= 2')
   }
-  o.workers = Math.max(1, Math.min(o.clients, Math.floor(o.workers)))
+  if (o.docs < 1 || !Number.isInteger(o.docs)) {
+    throw new UsageError('--docs must be an integer >= 1')
+  }
+  if (o.docs > 1 && !String(o.room).includes('{d}')) {
+    throw new UsageError('with --docs > 1 the room name must hold {d} (the document number)')
+  }
+  o.workers = Math.max(1, Math.min(o.clients * o.docs, Math.floor(o.workers)))
   /** @type {Record<string, string>} */
   const params = {}
   for (const kv of String(o.params).split(',').filter((s) => s !== '')) {
@@ -488,20 +534,24 @@ const parseArgs = (argv) => {
 }
 
 /**
+ * The q-quantile of sorted latencies (nearest rank); a lost edit's latency is Infinity,
+ * written "inf" (JSON has no infinity).
  * @param {Float64Array} sorted
  * @param {number} q
+ * @return {number|string|null}
  */
 const pct = (sorted, q) => {
   if (sorted.length === 0) {
     return null
   }
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))
-  return Math.round(sorted[i] * 1000) / 1000
+  return Number.isFinite(sorted[i]) ? Math.round(sorted[i] * 1000) / 1000 : 'inf'
 }
 
 const coordinator = async () => {
   const opt = parseArgs(process.argv.slice(2))
-  const N = opt.clients
+  const C = opt.clients
+  const N = C * opt.docs
   const W = opt.workers
   const log = (/** @type {string} */ s) => {
     if (opt.verbose) {
@@ -566,13 +616,17 @@ const coordinator = async () => {
   const tConnect = now()
   /** @type {Array<[number, number]>} */
   const idMap = []
-  let initialLength = -1
+  /** the text length each document starts from (as its stock clients saw it; -1: none) */
+  const initialLength = new Array(opt.docs).fill(-1)
   for (let i = 0; i < W; i++) {
     const msg = /** @type {any} */ (await nextMessage())
     for (const [r, clientID] of msg.ids) {
       idMap.push([clientID, r])
     }
-    initialLength = Math.max(initialLength, msg.initialLength)
+    for (const [r, length] of msg.initial) {
+      const d = Math.floor(r / C)
+      initialLength[d] = Math.max(initialLength[d], length)
+    }
   }
   const connectMs = now() - tConnect
   log(`${N} clients synced in ${connectMs.toFixed(0)} ms (${W} thread(s))`)
@@ -586,6 +640,16 @@ const coordinator = async () => {
   for (const w of workers) {
     w.postMessage({ type: 'start', idMap, tStart, tEnd })
   }
+  /** @param {string} name */
+  const event = (name) => {
+    if (opt.events) {
+      process.stdout.write(JSON.stringify({ event: name }) + '\n')
+    }
+  }
+  await sleep(tMeasure - now())
+  event('measure_start')
+  await sleep(tEnd - now())
+  event('measure_end')
   await sleep(tEnd - now() + 10)
   const sendWall = (now() - tMeasure) / 1000
 
@@ -595,8 +659,8 @@ const coordinator = async () => {
   while (now() - tDrain < opt.drain * 1000) {
     await sleep(60) // progress is posted every 50 ms
     const [sent, pairs] = totals()
-    log(`drain: ${pairs}/${sent * (N - 1)} deliveries`)
-    if (pairs >= sent * (N - 1)) {
+    log(`drain: ${pairs}/${sent * (C - 1)} deliveries`)
+    if (pairs >= sent * (C - 1)) {
       break
     }
   }
@@ -610,14 +674,12 @@ const coordinator = async () => {
   }
   /** @type {Float64Array[]} */
   const sendTimes = new Array(N)
-  /** @type {Float64Array[][]} recvTimes[r][s] */
+  /** @type {Float64Array[][]} recvTimes[r][j]: receiver r, sender base(r) + j */
   const recvTimes = new Array(N)
-  /** @type {number[]} */
-  const lengths = []
-  /** @type {string[]} */
-  const texts = []
-  let sameText = true
+  /** @type {Array<Array<string>>} the final texts of each document's stock clients */
+  const textsOf = Array.from({ length: opt.docs }, () => /** @type {string[]} */ ([]))
   let loopDelayP99 = 0
+  let loopDelayMax = 0
   for (let i = 0; i < W; i++) {
     const msg = /** @type {any} */ (await nextMessage())
     for (const [r, t] of msg.sendTimes) {
@@ -626,27 +688,29 @@ const coordinator = async () => {
     for (const [r, perSender] of msg.recv) {
       recvTimes[r] = perSender
     }
-    lengths.push(...msg.lengths)
-    if (msg.text !== null) {
-      texts.push(msg.text)
+    for (const [r, text] of msg.texts) {
+      textsOf[Math.floor(r / C)].push(text)
     }
-    sameText = sameText && msg.sameText
     loopDelayP99 = Math.max(loopDelayP99, msg.loopDelayP99)
+    loopDelayMax = Math.max(loopDelayMax, msg.loopDelayMax)
   }
 
   // ---- evaluate ----------------------------------------------------------------
   let editsSent = 0
   let warmupSent = 0
   let full = 0
-  let tagChars = 0
-  const allLat = []
+  let lostPairs = 0
+  const tagChars = new Array(opt.docs).fill(0)
+  const allLat = [] // every measured edit; Infinity when some receiver never got it
+  const deliveredLat = [] // the fully delivered edits only
   const recvLat = []
   /** @type {number[][]} all-receivers latencies by second of sending (--timeline) */
   const bySecond = []
   for (let s = 0; s < N; s++) {
     const st = sendTimes[s]
+    const base = Math.floor(s / C) * C
     for (let k = 0; k < st.length; k++) {
-      tagChars += tagOf(s, k).length
+      tagChars[base / C] += tagOf(s, k).length
       if (st[k] < tMeasure) {
         warmupSent++
         continue
@@ -654,21 +718,27 @@ const coordinator = async () => {
       editsSent++
       let worst = 0
       let seen = 0
-      for (let r = 0; r < N; r++) {
+      for (let r = base; r < base + C; r++) {
         if (r === s) {
           continue
         }
-        const rt = recvTimes[r][s]
+        const rt = recvTimes[r][s - base]
         if (k < rt.length) {
           const lat = rt[k] - st[k]
           recvLat.push(lat)
           worst = Math.max(worst, lat)
           seen++
+        } else {
+          recvLat.push(Infinity)
+          lostPairs++
         }
       }
-      if (seen === N - 1) {
+      if (seen !== C - 1) {
+        allLat.push(Infinity)
+      } else {
         full++
         allLat.push(worst)
+        deliveredLat.push(worst)
         if (opt.timeline) {
           const sec = Math.floor((st[k] - tMeasure) / 1000)
           while (bySecond.length <= sec) {
@@ -680,13 +750,26 @@ const coordinator = async () => {
     }
   }
   const all = Float64Array.from(allLat).sort()
+  const delivered = Float64Array.from(deliveredLat).sort()
   const recv = Float64Array.from(recvLat).sort()
-  const expectLength = initialLength + tagChars
-  const converged = lengths.length > 0 && sameText && texts.every((t) => t === texts[0]) &&
-    lengths.every((l) => l === expectLength)
+  let convergedDocs = 0
+  let checkedDocs = 0
+  for (let d = 0; d < opt.docs; d++) {
+    const texts = textsOf[d]
+    if (texts.length === 0 || initialLength[d] < 0) {
+      continue // light clients only: nothing integrated to compare
+    }
+    checkedDocs++
+    const expect = initialLength[d] + tagChars[d]
+    if (texts.every((t) => t === texts[0] && t.length === expect)) {
+      convergedDocs++
+    }
+  }
+  const converged = checkedDocs > 0 && convergedDocs === checkedDocs
 
   const result = {
-    clients: N,
+    clients: C,
+    docs: opt.docs,
     rate: opt.rate,
     duration: opt.duration,
     warmup: opt.warmup,
@@ -695,18 +778,25 @@ const coordinator = async () => {
     p50_ms: pct(all, 0.5),
     p99_ms: pct(all, 0.99),
     max_ms: pct(all, 1),
+    p50_delivered_ms: pct(delivered, 0.5),
+    p99_delivered_ms: pct(delivered, 0.99),
     recv_p50_ms: pct(recv, 0.5),
     recv_p99_ms: pct(recv, 0.99),
     recv_samples: recv.length,
+    lost: editsSent - full,
+    lost_pairs: lostPairs,
     missing: editsSent - full,
     warmup_edits: warmupSent,
     converged,
+    converged_docs: convergedDocs,
+    checked_docs: checkedDocs,
     send_rate_actual: Math.round((editsSent / Math.max(sendWall, 1e-9)) * 10) / 10,
     drain_ms: Math.round(drainMs),
     connect_ms: Math.round(connectMs),
     workers: W,
     generator_cpu_pct: Math.round(((cpu.user + cpu.system) / 1000 / cpuWall) * 1000) / 10,
-    gen_loop_delay_p99_ms: Math.round(loopDelayP99 * 10) / 10
+    gen_loop_delay_p99_ms: Math.round(loopDelayP99 * 10) / 10,
+    gen_loop_delay_max_ms: Math.round(loopDelayMax * 10) / 10
   }
   if (opt.timeline) {
     /** @type {any} */ (result).timeline = bySecond.map((l, sec) => {

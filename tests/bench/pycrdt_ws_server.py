@@ -1,13 +1,17 @@
 """pycrdt-websocket's ``WebsocketServer`` on the ``websockets`` library: a benchmark anchor.
 
-Usage: python tests/bench/pycrdt_ws_server.py PORT
+It runs on uvloop by default, the loop ``collab serve`` runs on, so that a comparison with
+ours measures the servers and not their event loops; ``--loop asyncio`` runs it on asyncio's
+own loop (as this anchor ran before).
+
+Usage: python tests/bench/pycrdt_ws_server.py PORT [--loop uvloop|asyncio]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import sys
 from typing import Any
 
 import websockets
@@ -58,9 +62,20 @@ async def main(port: int) -> None:
 
         # no per-message deflate, like the reference server (it costs the clients dearly)
         async with websockets.serve(handler, "127.0.0.1", port, max_size=None, compression=None):
-            print(f"listening on {port}", flush=True)
+            loop = type(asyncio.get_running_loop())
+            print(f"listening on {port} ({loop.__module__}.{loop.__name__})", flush=True)
             await asyncio.Future()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", type=int)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main(args.port))
+    else:
+        asyncio.run(main(args.port))
