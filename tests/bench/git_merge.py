@@ -1,21 +1,51 @@
-"""Merge benchmark: ``gitsync`` merge planning and applying against ``git merge-tree --write-tree``.
+"""Merge benchmark: ``gitsync`` merges against ``git merge-tree --write-tree``, like for like.
 
-A repository of 10,000 files (about 100 per directory) gets two branches off one base, each
-changing N files; a third of the paths are changed on both sides, on different lines, so
-every merge is clean. For each N:
+Synthetic: a repository of 10,000 files (about 100 per directory) gets two branches off one
+base, each changing N files; a third of the changed paths are changed on both sides. How the
+files changed on both sides differ is the workload:
 
-- preview: ``plan_merge`` (tree diffs, the blobs changed on both sides read and merged; what
-  the plan lists and what it would commit, without rendering diffs);
-- apply: ``resolve_plan`` + ``commit_changes`` writing the merge commit (objects fsynced, ref
-  moved by compare-and-swap);
-- git: ``git merge-tree --write-tree target source`` (merges and writes the merged tree, not
-  fsynced, moving no ref).
+- splice: one side changes a file's first line, the other its last (each side one run of
+  lines: the merge takes the ``_splice`` shortcut);
+- scattered: each side changes three lines, interleaved with the other's (clean, but the runs
+  overlap: the merge goes through ``merge3``);
+- conflict: both sides change the same line differently (``merge3``; conflict markers).
 
-Every run starts from a fresh copy of the repository, so both write all their objects.
+For each workload and N, each run on fresh copies of the repository (so both write all their
+objects), timed:
 
-Prints medians and the ratios ours/git. Not a pass/fail test.
+- write, ours: ``Repo()`` opened, ``plan_merge``, ``resolve_plan`` (with markers) and the
+  merged tree's blobs and trees written (one pack, fsynced), no commit, no ref moved;
+  git: ``git merge-tree --write-tree`` (opens the repository, merges, writes the merged tree's
+  objects; no commit, no ref). Like for like: both open the repository and write the tree;
+  git also pays a process start, and at git's defaults writes loose objects without fsync
+  (``--git-durable``: ``core.fsync=all``).
+- commit, ours: ``Repo()``, ``plan_merge``, ``resolve_plan`` and ``commit_changes`` (the
+  merge commit written, the ref moved by compare-and-swap); git: ``merge-tree --write-tree``,
+  ``commit-tree -p -p`` and ``update-ref NEW OLD`` (three process starts).
+- old: ``plan_merge`` alone on an open ``Repo`` (preview: writes nothing) and then
+  ``resolve_plan`` + ``commit_changes`` (apply), against the same ``merge-tree --write-tree``
+  (which opens the repository and writes objects): how this benchmark compared before.
 
-Usage: .venv/bin/python tests/bench/git_merge.py [--changed 10,1000] [--files 10000] [--runs 7]
+Each run also checks that ours and git agree (conflicted paths, and the merged tree, markers
+included). Prints medians and the ratios ours/git (below 1: ours is faster).
+
+Real history (``--history BUNDLE``, default the psf/requests bundle in
+``../shared/data/git-histories/``): every two-parent merge M = (P1, P2) of the bundle is
+replayed (``--limit`` caps them, ``--every K`` takes one in K) in a bare clone:
+
+- ours: ``Repo()`` opened, ``plan_merge(P2 into P1)``, ``resolve_plan`` with markers (labels
+  P1, P2, as git labels them), the merged tree built and the objects the store lacks written
+  (one pack, fsynced; usually none: the merged tree is mostly M's, which the clone has);
+- git: ``git merge-tree --write-tree --name-only --no-messages P1 P2`` (which also writes
+  only what the store lacks).
+
+They agree when both are clean with the same tree, or both conflict on the same paths (and,
+reported apart, with the same tree, markers included). Prints the totals and percentiles of
+both times, the ratio, and the merges that disagree. Not a pass/fail test.
+
+Usage: .venv/bin/python tests/bench/git_merge.py [--changed 10,1000] [--files 10000]
+       [--runs 7] [--workloads splice,scattered,conflict] [--history BUNDLE|none]
+       [--limit N] [--every K] [--git-durable]
 """
 
 from __future__ import annotations
@@ -28,30 +58,61 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from dulwich.objects import Commit, ObjectID, ShaFile  # noqa: E402
 from dulwich.repo import Repo  # noqa: E402
 
-from gitsync.commits import branch_heads, commit_changes  # noqa: E402
-from gitsync.merging import plan_merge, resolve_plan  # noqa: E402
+from gitsync.commits import (  # noqa: E402
+    EMPTY_TREE,
+    BlobEntry,
+    _nest,
+    _rewrite,
+    branch_heads,
+    commit_changes,
+    read_object,
+    write_objects,
+)
+from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_plan  # noqa: E402
 
 GIT_ENV = {
     "HOME": "/nonexistent",
     "GIT_CONFIG_NOSYSTEM": "1",
     "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
 }
+GIT_DURABLE = ["-c", "core.fsync=all", "-c", "core.fsyncMethod=fsync"]
+HISTORY = ROOT.parent / "shared" / "data" / "git-histories" / "requests.bundle"
+LABELS = ("main", "topic")  # as git labels the conflict markers of `merge-tree main topic`
 
 
 def file_path(i: int) -> str:
     return f"d{i // 10_000:02d}/s{i // 100 % 100:02d}/f{i % 100:02d}.txt"
 
 
-def content(i: int, first: str = "first", last: str = "last") -> bytes:
-    middle = "".join(f"line {n} of file {i}\n" for n in range(20))
-    return f"{first} line of {i}\n{middle}{last} line of {i}\n".encode()
+def content(i: int, edits: Mapping[int, str] | None = None) -> bytes:
+    """File ``i``: 22 lines, some replaced (line number -> new text)."""
+    lines = [f"first line of {i}"] + [f"line {n} of file {i}" for n in range(20)]
+    lines.append(f"last line of {i}")
+    for n, text in (edits or {}).items():
+        lines[n] = text
+    return "".join(line + "\n" for line in lines).encode()
+
+
+# the edits of the files changed on both sides: (source's, target's)
+WORKLOADS: dict[str, tuple[dict[int, str], dict[int, str]]] = {
+    "splice": ({0: "FIRST"}, {21: "LAST"}),
+    "scattered": ({2: "S2", 8: "S8", 14: "S14"}, {5: "T5", 11: "T11", 17: "T17"}),
+    "conflict": ({10: "SOURCE'S TEN"}, {10: "TARGET'S TEN"}),
+}
 
 
 def fast_import(path: Path, stream: bytes) -> None:
@@ -73,7 +134,7 @@ def blob_commit(branch: str, parent: str | None, files: dict[str, bytes], when: 
     return b"".join(out)
 
 
-def build(path: Path, files: int, changed: int) -> None:
+def build(path: Path, files: int, changed: int, workload: str) -> None:
     subprocess.run(
         ["git", "init", "-q", "--bare", "-b", "main", str(path)], env=GIT_ENV, check=True
     )
@@ -84,31 +145,87 @@ def build(path: Path, files: int, changed: int) -> None:
     both = [i * step for i in range(changed // 3)]
     theirs_only = [i * step + 1 for i in range(changed - len(both))]
     ours_only = [i * step + 2 for i in range(changed - len(both))]
-    source = {file_path(i): content(i, first="FIRST") for i in both + theirs_only}
-    target = {file_path(i): content(i, last="LAST") for i in both + ours_only}
+    theirs_edit, ours_edit = WORKLOADS[workload]
+    source = {file_path(i): content(i, theirs_edit) for i in both}
+    source |= {file_path(i): content(i, {0: "FIRST"}) for i in theirs_only}
+    target = {file_path(i): content(i, ours_edit) for i in both}
+    target |= {file_path(i): content(i, {21: "LAST"}) for i in ours_only}
     stream = blob_commit("topic", "main", source, 2) + blob_commit("main", "main^0", target, 3)
     fast_import(path, stream)
 
 
-def one_run(pristine: Path, run: int) -> tuple[float, float, float, int]:
-    """Preview, apply and git times (ms) on fresh copies of ``pristine``; files merged."""
-    ours_path, git_path = pristine.with_name(f"ours{run}"), pristine.with_name(f"git{run}")
-    shutil.copytree(pristine, ours_path)
-    shutil.copytree(pristine, git_path)
-    os.sync()  # the copies are on disk before anything is timed
-    repo = Repo(str(ours_path))
+def git(
+    path: Path, *args: str, config: list[str], check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["git", "-C", str(path), *config, *args], env=GIT_ENV, check=check, capture_output=True
+    )
+
+
+def merged_tree(
+    repo: Repo, plan: MergePlan, changes: Mapping[str, BlobEntry | None]
+) -> tuple[bytes, list[ShaFile]]:
+    """The merged tree's id, and the objects (blobs, trees) that make it, built on the
+    target's tree the way ``commit_changes`` builds a commit's tree (nothing written)."""
+    target = read_object(repo, plan.target)
+    assert isinstance(target, Commit)
+    objects: list[ShaFile] = []
+    tree = _rewrite(repo, bytes(target.tree), _nest(changes), objects)
+    if tree is None:
+        objects.append(EMPTY_TREE)
+        tree = bytes(EMPTY_TREE.id)
+    return tree, objects
+
+
+def ours_write(path: Path) -> tuple[float, bytes, set[str]]:
+    """Open, plan, resolve and write the merged tree's objects; (seconds, tree, conflicts)."""
+    start = time.perf_counter()
+    repo = Repo(str(path))
+    try:
+        heads = branch_heads(repo)
+        plan = plan_merge(repo, heads["topic"], heads["main"], labels=LABELS)
+        tree, objects = merged_tree(repo, plan, resolve_plan(plan, markers=True))
+        write_objects(repo, objects)
+    finally:
+        repo.close()
+    return time.perf_counter() - start, tree, set(plan.conflicts)
+
+
+def ours_commit(path: Path) -> float:
+    start = time.perf_counter()
+    repo = Repo(str(path))
+    try:
+        heads = branch_heads(repo)
+        source, target = heads["topic"], heads["main"]
+        plan = plan_merge(repo, source, target, labels=LABELS)
+        commit_changes(
+            repo,
+            "main",
+            resolve_plan(plan, markers=True),
+            message="Merge topic\n",
+            author="bench <bench@example.com>",
+            expected=target,
+            extra_parents=[source],
+        )
+    finally:
+        repo.close()
+    return time.perf_counter() - start
+
+
+def ours_old(path: Path) -> tuple[float, float, int]:
+    """The old measurement: preview (``plan_merge`` on an open Repo) and apply; files merged."""
+    repo = Repo(str(path))
     try:
         heads = branch_heads(repo)
         source, target = heads["topic"], heads["main"]
         start = time.perf_counter()
-        plan = plan_merge(repo, source, target)
+        plan = plan_merge(repo, source, target, labels=LABELS)
         preview = time.perf_counter() - start
-        assert not plan.conflicts and plan.files
         start = time.perf_counter()
         commit_changes(
             repo,
             "main",
-            resolve_plan(plan, markers=False),
+            resolve_plan(plan, markers=True),
             message="Merge topic\n",
             author="bench <bench@example.com>",
             expected=target,
@@ -117,53 +234,289 @@ def one_run(pristine: Path, run: int) -> tuple[float, float, float, int]:
         applied = time.perf_counter() - start
     finally:
         repo.close()
+    return preview, applied, len(plan.files)
+
+
+def git_write(path: Path, config: list[str]) -> tuple[float, bytes, set[str]]:
     start = time.perf_counter()
-    subprocess.run(
-        ["git", "-C", str(git_path), "merge-tree", "--write-tree", "main", "topic"],
-        env=GIT_ENV,
-        check=True,
-        capture_output=True,
+    out = git(
+        path,
+        "merge-tree",
+        "--write-tree",
+        "--name-only",
+        "--no-messages",
+        "main",
+        "topic",
+        config=config,
+        check=False,
     )
-    git = time.perf_counter() - start
-    shutil.rmtree(ours_path)
-    shutil.rmtree(git_path)
-    return preview * 1000, applied * 1000, git * 1000, len(plan.files)
+    elapsed = time.perf_counter() - start
+    if out.returncode not in (0, 1):
+        raise RuntimeError(out.stderr.decode())
+    tree, *names = out.stdout.decode().split("\n")
+    return elapsed, tree.strip().encode(), {n for n in names if n}
 
 
-def bench(pristine: Path, runs: int) -> tuple[float, float, float, int]:
-    """Median preview, apply and git times; every run works on fresh copies of the
-    repository, so both sides write all of their objects each time."""
-    results = [one_run(pristine, run) for run in range(runs)]
-    median = statistics.median
-    return (
-        median(r[0] for r in results),
-        median(r[1] for r in results),
-        median(r[2] for r in results),
-        results[0][3],
+def git_commit(path: Path, config: list[str], target: str, source: str) -> float:
+    """``merge-tree``, ``commit-tree`` and a compare-and-swap ``update-ref``; the two heads'
+    ids are given (ours reads them inside its time, in process: a fraction of a ms)."""
+    start = time.perf_counter()
+    out = git(path, "merge-tree", "--write-tree", target, source, config=config, check=False)
+    if out.returncode not in (0, 1):
+        raise RuntimeError(out.stderr.decode())
+    tree = out.stdout.decode().split("\n")[0].strip()
+    commit = git(
+        path, "commit-tree", tree, "-p", target, "-p", source, "-m", "Merge topic", config=config
     )
+    git(
+        path, "update-ref", "refs/heads/main", commit.stdout.decode().strip(), target, config=config
+    )
+    return time.perf_counter() - start
+
+
+def one_run(pristine: Path, run: int, config: list[str], heads: tuple[str, str]) -> dict[str, Any]:
+    """Every measurement once, each on a fresh copy of ``pristine`` (whose main and topic are
+    ``heads``)."""
+    copies: dict[str, Path] = {}
+    for name in ("old", "write", "commit", "git-write", "git-commit"):
+        copies[name] = pristine.with_name(f"{name}{run}")
+        shutil.copytree(pristine, copies[name])
+    os.sync()  # the copies are on disk before anything is timed
+    out: dict[str, Any] = {}
+    found: dict[str, tuple[bytes, set[str]]] = {}
+
+    def old() -> None:
+        out["preview"], out["apply"], out["files"] = ours_old(copies["old"])
+
+    def write() -> None:
+        out["write"], *found["ours"] = ours_write(copies["write"])
+
+    def commit() -> None:
+        out["commit"] = ours_commit(copies["commit"])
+
+    def g_write() -> None:
+        out["git_write"], *found["git"] = git_write(copies["git-write"], config)
+
+    def g_commit() -> None:
+        out["git_commit"] = git_commit(copies["git-commit"], config, *heads)
+
+    steps = [old, write, g_write, commit, g_commit]
+    shift = run % len(steps)  # the order rotates from run to run
+    try:
+        for step in steps[shift:] + steps[:shift]:
+            step()
+        out["agree"] = found["ours"] == found["git"]
+        out["conflicts"] = len(found["ours"][1])
+    finally:
+        for path in copies.values():
+            shutil.rmtree(path)
+    return out
+
+
+def synthetic(args: argparse.Namespace, config: list[str]) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="git-merge-bench-") as tmp:
+        for workload in args.workloads.split(","):
+            for changed in (int(n) for n in args.changed.split(",")):
+                path = Path(tmp) / f"{workload}{changed}"
+                build(path, args.files, changed, workload)
+                main_head, topic_head = (
+                    git(path, "rev-parse", name, config=[]).stdout.decode().strip()
+                    for name in ("main", "topic")
+                )
+                heads = (main_head, topic_head)
+                runs = [one_run(path, run, config, heads) for run in range(args.runs)]
+                median = {
+                    key: statistics.median(r[key] for r in runs) * 1000
+                    for key in ("preview", "apply", "write", "commit", "git_write", "git_commit")
+                }
+                agree = all(r["agree"] for r in runs)
+                rows.append(
+                    (workload, changed, runs[0]["files"], runs[0]["conflicts"], median, agree)
+                )
+                shutil.rmtree(path)
+    print(
+        f"synthetic: {args.files} files, median of {args.runs} runs (ms); N files changed on"
+        f" each side; git at {durability(args)}"
+    )
+    print(
+        f"| {'workload':<9} | {'N':>5} | {'files':>5} | {'confl':>5} | {'write':>7} |"
+        f" {'git write':>9} | {'write/git':>9} | {'commit':>7} | {'git commit':>10} |"
+        f" {'commit/git':>10} | {'old preview':>11} | {'old apply':>9} | {'old preview/git':>15} |"
+        f" {'old both/git':>12} | {'agree':>5} |"
+    )
+    widths = (9, 5, 5, 5, 7, 9, 9, 7, 10, 10, 11, 9, 15, 12, 5)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for workload, changed, files, conflicts, m, agree in rows:
+        print(
+            f"| {workload:<9} | {changed:>5} | {files:>5} | {conflicts:>5} | {m['write']:>7.2f} |"
+            f" {m['git_write']:>9.2f} | {m['write'] / m['git_write']:>8.2f}x |"
+            f" {m['commit']:>7.2f} | {m['git_commit']:>10.2f} |"
+            f" {m['commit'] / m['git_commit']:>9.2f}x | {m['preview']:>11.2f} |"
+            f" {m['apply']:>9.2f} | {m['preview'] / m['git_write']:>14.2f}x |"
+            f" {(m['preview'] + m['apply']) / m['git_write']:>11.2f}x | {'yes' if agree else 'NO':>5} |"
+        )
+
+
+def history(args: argparse.Namespace, config: list[str]) -> None:
+    """Replay the two-parent merges of a real history through ours and git."""
+    bundle = Path(args.history)
+    with tempfile.TemporaryDirectory(prefix="git-merge-history-") as tmp:
+        clone = Path(tmp) / "history.git"
+        subprocess.run(
+            ["git", "clone", "-q", "--bare", str(bundle), str(clone)], env=GIT_ENV, check=True
+        )
+        listed = git(clone, "rev-list", "--all", "--merges", "--parents", config=[])
+        merges = [line.split() for line in listed.stdout.decode().splitlines()]
+        two_parent = [m for m in merges if len(m) == 3]
+        chosen = two_parent[:: args.every][: args.limit or None]
+        ours_times, git_times = [], []
+        stats = {"clean": 0, "conflict": 0, "conflict_same_tree": 0, "unrelated": 0}
+        disagree: list[str] = []
+        for n, (merge, p1, p2) in enumerate(chosen):
+            runs: dict[str, tuple[float, Any]] = {}
+            # who goes first alternates, so neither always finds the other's reads cached
+            for who in ("ours", "git") if n % 2 == 0 else ("git", "ours"):
+                runs[who] = (
+                    replay_ours(clone, p1, p2)
+                    if who == "ours"
+                    else replay_git(clone, p1, p2, config)
+                )
+            (ours_s, ours), (git_s, theirs) = runs["ours"], runs["git"]
+            ours_times.append(ours_s)
+            git_times.append(git_s)
+            verdict = compare(ours, theirs)
+            if verdict in stats:
+                stats[verdict] += 1
+                if verdict == "conflict" and ours[0] == theirs[0]:
+                    stats["conflict_same_tree"] += 1
+            else:
+                disagree.append(f"{merge[:12]} ({p1[:12]} + {p2[:12]}): {verdict}")
+    total = len(chosen)
+    print(
+        f"\nreal history: {bundle.name}, {total} of its {len(two_parent)} two-parent merges"
+        f" replayed (every {args.every}, limit {args.limit or 'none'}); git at"
+        f" {durability(args)}"
+    )
+    agreed = total - len(disagree)
+    print(
+        f"agree: {agreed} of {total} (clean with the same tree: {stats['clean']}; conflicted"
+        f" on the same paths: {stats['conflict']}, of which with the same tree, markers"
+        f" included: {stats['conflict_same_tree']}; unrelated histories, refused by both:"
+        f" {stats['unrelated']}); disagree: {len(disagree)}"
+    )
+    for line in disagree:
+        print(f"  disagree: {line}")
+    print(
+        f"| {'':<4} | {'total s':>8} | {'p50 ms':>7} | {'p90 ms':>7} | {'p99 ms':>7} | {'max ms':>8} |"
+    )
+    print("|------|----------|---------|---------|---------|----------|")
+    for name, times in (("ours", ours_times), ("git", git_times)):
+        q = statistics.quantiles(times, n=100, method="inclusive") if len(times) > 1 else times * 99
+        print(
+            f"| {name:<4} | {sum(times):>8.2f} | {q[49] * 1000:>7.2f} | {q[89] * 1000:>7.2f} |"
+            f" {q[98] * 1000:>7.2f} | {max(times) * 1000:>8.2f} |"
+        )
+    per_merge = [o / g for o, g in zip(ours_times, git_times, strict=True)]
+    print(
+        f"ratio ours/git: total {sum(ours_times) / sum(git_times):.2f}x, median of the"
+        f" merges' ratios {statistics.median(per_merge):.2f}x (below 1: ours is faster)"
+    )
+
+
+Outcome = tuple[bytes | None, frozenset[str] | None, str]  # (tree, conflicts, failure)
+
+
+def replay_ours(clone: Path, p1: str, p2: str) -> tuple[float, Outcome]:
+    """Merge ``p2`` into ``p1``: open, plan, resolve with markers, build the merged tree and
+    write the objects the store lacks."""
+    start = time.perf_counter()
+    outcome: Outcome
+    repo = Repo(str(clone))
+    try:
+        plan = plan_merge(repo, p2.encode(), p1.encode(), labels=(p1, p2))
+        tree, objects = merged_tree(repo, plan, resolve_plan(plan, markers=True))
+        missing = [obj for obj in objects if ObjectID(obj.id) not in repo.object_store]
+        write_objects(repo, missing)
+        outcome = (tree, frozenset(plan.conflicts), "")
+    except UnrelatedHistories:
+        outcome = (None, None, "unrelated")
+    except Exception as exc:  # a failure is reported as a disagreement, not raised
+        outcome = (None, None, f"ours failed: {exc!r}"[:200])
+    finally:
+        repo.close()
+    return time.perf_counter() - start, outcome
+
+
+def replay_git(clone: Path, p1: str, p2: str, config: list[str]) -> tuple[float, Outcome]:
+    start = time.perf_counter()
+    out = git(
+        clone,
+        "merge-tree",
+        "--write-tree",
+        "--name-only",
+        "--no-messages",
+        p1,
+        p2,
+        config=config,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if out.returncode not in (0, 1):
+        error = out.stderr.decode()
+        return elapsed, (
+            None,
+            None,
+            "unrelated" if "unrelated" in error else f"git failed: {error[:200]}",
+        )
+    tree, *names = out.stdout.decode().split("\n")
+    conflicts = frozenset(n for n in names if n) if out.returncode == 1 else frozenset()
+    return elapsed, (tree.strip().encode(), conflicts, "")
+
+
+def compare(ours: Outcome, theirs: Outcome) -> str:
+    """``clean``, ``conflict`` or ``unrelated`` when ours and git agree; else why not."""
+    if ours[2] or theirs[2]:
+        if ours[2] == theirs[2] == "unrelated":
+            return "unrelated"
+        return f"ours: {ours[2] or 'merged'}; git: {theirs[2] or 'merged'}"
+    assert ours[1] is not None and theirs[1] is not None
+    if bool(ours[1]) != bool(theirs[1]):
+        return (
+            f"ours {'conflicts' if ours[1] else 'is clean'}, git {'conflicts' if theirs[1] else 'is clean'}"
+            + (f" (conflicted: {sorted(ours[1] or theirs[1])[:5]})")
+        )
+    if ours[1] != theirs[1]:
+        return f"different conflicted paths: ours only {sorted(ours[1] - theirs[1])[:5]}, git only {sorted(theirs[1] - ours[1])[:5]}"
+    if not ours[1] and ours[0] != theirs[0]:
+        return "clean, different trees"
+    return "conflict" if ours[1] else "clean"
+
+
+def durability(args: argparse.Namespace) -> str:
+    return "core.fsync=all" if args.git_durable else "git's default core.fsync"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--changed", default="10,1000")
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--workloads", default="splice,scattered,conflict", help="'none': skip")
+    parser.add_argument("--history", default=str(HISTORY), help="a git bundle, or 'none'")
+    parser.add_argument("--limit", type=int, default=0, help="replay at most this many merges")
+    parser.add_argument("--every", type=int, default=1, help="replay one merge in this many")
+    parser.add_argument(
+        "--git-durable", action="store_true", help="run git with core.fsync=all, as ours fsyncs"
+    )
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="git-merge-bench-") as tmp:
-        for changed in (int(n) for n in args.changed.split(",")):
-            path = Path(tmp) / f"repo{changed}"
-            build(path, args.files, changed)
-            rows.append((changed, *bench(path, args.runs)))
-    print(f"{args.files} files, median of {args.runs} runs (ms); N files changed on each side")
-    header = f"{'N':>6} {'files':>6} {'preview':>9} {'apply':>9} {'both':>9} {'git':>9}"
-    print(header + f" {'preview/git':>12} {'both/git':>9}")
-    for changed, preview, applied, git, merged in rows:
-        both = preview + applied
-        print(
-            f"{changed:>6} {merged:>6} {preview:>9.2f} {applied:>9.2f} {both:>9.2f} {git:>9.2f}"
-            f" {preview / git:>11.2f}x {both / git:>8.2f}x"
-        )
+    config = GIT_DURABLE if args.git_durable else []
+    if args.workloads != "none":
+        synthetic(args, config)
+    if args.history != "none":
+        history(args, config)
 
 
 if __name__ == "__main__":
