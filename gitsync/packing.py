@@ -20,10 +20,11 @@ combined while a multi-pack index exists (git would find it stale).
 The pack and its index are byte for byte what dulwich's ``write_pack_objects`` and
 ``write_pack_index_v2`` write (the tests check it), built here in one piece because that is
 faster for a commit's few objects: a commit of one file (five objects) is encoded in 36 us and
-indexed in 12 us, by dulwich in 47 us and 76 us, and written durably in 0.96 ms, against
-1.81 ms for dulwich's ``DiskObjectStore.add_objects`` with ``fsync_object_files`` plus the
-fsync of the directory that it leaves out (``tests/bench/dulwich_reuse.py``, a 2-core
-machine). A combination's entries are written by dulwich's ``write_pack_data``.
+indexed in 12 us, by dulwich in 47 us and 76 us, and written durably in 1.1 ms, against 2.1 ms
+for dulwich's ``DiskObjectStore.add_objects`` with ``fsync_object_files`` plus the fsync of
+the directory that it leaves out (writes alternating, medians of 100, by
+``tests/bench/dulwich_reuse.py`` on a shared 2-core machine, whose load moves every figure but
+not their order). A combination's entries are written by dulwich's ``write_pack_data``.
 """
 
 from __future__ import annotations

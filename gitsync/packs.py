@@ -8,8 +8,8 @@ version-2 index once and does the lookup, the zlib inflate and the delta resolut
 Why not dulwich's ``get_raw`` (1.2.21): planning a merge of 1,000 files a side in a repository
 of 10,000 takes 17 ms with this reader and 29 ms with ``get_raw``, the repository open and
 warm; the 1,679 merges of psf/requests' history take the same time with either. Reading each
-of that history's 27,121 objects once, ``get_raw`` is the faster (0.71 s to 0.82 s), but that
-is not what merges do (``tests/bench/dulwich_reuse.py``, a 2-core machine).
+of that history's 27,121 objects once, ``get_raw`` is as fast or faster (0.71 s to 0.82 s at
+best), but that is not what merges do (``tests/bench/dulwich_reuse.py``, a 2-core machine).
 """
 
 from __future__ import annotations
