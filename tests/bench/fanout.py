@@ -29,6 +29,8 @@ What is measured, and how:
   fully delivered edits only, as this benchmark reported before; a lost edit flatters them.)
 - server CPU per edit: the server process's CPU times sampled when the measured window
   starts and when it ends (the generator says when), divided by the edits sent in it.
+  (``cpu to drain``: from the window's start until every edit is delivered; well above the
+  window's figure, it shows a server that fell behind and worked past the window.)
   (``cpu old``: the CPU of connect, warm-up, measurement and drain divided by the measured
   edits, as this benchmark reported before.)
 - the load generator's health: its process's CPU over the window (100 = one core), its
@@ -332,12 +334,14 @@ async def fanout(kind: str, port: int, load: Load, work: Path) -> dict[str, Any]
     wall = max(t1 - t0, 1e-9)
     cpu = cpu1 - cpu0
     sent = max(1, int(result.get("edits_sent", 1)))
+    drained = window.get("drained", window["measure_end"])[1] - cpu0
     result.update(
         server=kind,
         loop=loop_of(kind),
         window_s=round(wall, 3),
         server_cpu_s=round(cpu, 3),
         cpu_ms_per_edit=round(cpu * 1000 / sent, 4),
+        cpu_ms_per_edit_to_drain=round(drained * 1000 / sent, 4),
         server_cpu_whole_s=round(whole_cpu, 3),
         cpu_ms_per_edit_old=round(whole_cpu * 1000 / sent, 4),
         gen_cpu_window_pct=round((gen1 - gen0) * 100 / wall, 1),
@@ -565,7 +569,7 @@ def report(
     print("event loops: " + "; ".join(f"{kind}: {loop_of(kind)}" for kind in servers))
     header = (
         f"{'server':<20} {'p50 ms':>7} {'p99 ms':>7} {'lost':>5} {'p50 dlv':>7} {'p99 dlv':>7}"
-        f" {'cpu ms/edit':>11} {'cpu old':>8} {'peak MB':>8} {'idle docs MB':>12}"
+        f" {'cpu ms/edit':>11} {'to drain':>8} {'cpu old':>8} {'peak MB':>8} {'idle docs MB':>12}"
         f" {'idle conns MB':>13} {'gen cpu %':>9} {'gen lag p99':>11} {'host %':>6}"
         f" {'disk max ms':>11}"
     )
@@ -580,6 +584,7 @@ def report(
                 f"{label:<20} {fmt(num(r['p50_ms']), 7, 2)} {fmt(num(r['p99_ms']), 7, 2)}"
                 f" {r['lost']:>5} {fmt(num(r['p50_delivered_ms']), 7, 2)}"
                 f" {fmt(num(r['p99_delivered_ms']), 7, 2)} {r['cpu_ms_per_edit']:>11.4f}"
+                f" {r['cpu_ms_per_edit_to_drain']:>8.4f}"
                 f" {r['cpu_ms_per_edit_old']:>8.4f} {r['peak_rss_mb']:>8.1f} {idle_docs}"
                 f" {idle_conns} {r['gen_cpu_window_pct']:>9.1f}"
                 f" {r['gen_loop_delay_p99_ms']:>11.1f} {r['host_busy_pct']:>6.1f}"

@@ -48,7 +48,8 @@
  * With --events the coordinator also prints `{"event":"measure_start"}` and
  * `{"event":"measure_end"}` on stdout when the measured window (the edits that
  * count) starts and ends, so a harness can sample a server's CPU over exactly
- * that window; the result is still the last line.
+ * that window, and `{"event":"drained"}` when the drain ends (a server that fell
+ * behind works past the window); the result is still the last line.
  *
  * Prints ONE JSON line on stdout; anything else goes to stderr (errors, plus
  * progress with --verbose). Generator health is reported too: generator_cpu_pct
@@ -665,6 +666,7 @@ const coordinator = async () => {
     }
   }
   const drainMs = now() - tDrain
+  event('drained')
   const cpu = process.cpuUsage(cpu0)
   const cpuWall = now() - tStart
 

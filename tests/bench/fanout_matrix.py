@@ -20,7 +20,8 @@ loop). Every client is its own user.
 
 Per cell and server: p50 and p99 latency (an edit is delivered when every other client of its
 document has integrated it; a lost edit counts as infinite, and a percentile that lands on one
-reads ``inf``), server CPU per edit over the measured window, lost edits; then the ratios
+reads ``inf``), server CPU per edit over the measured window (and from its start until every
+edit was delivered: well above, the server fell behind), lost edits; then the ratios
 ours/anchor of each. The load generator's CPU over the window, its event-loop lag and the
 machine's busy share are printed with each cell, and a cell where the generator (or the
 machine) was saturated is marked ``*``: its latencies measure the generator, not the server.
@@ -184,10 +185,10 @@ def report(data: dict[str, Any], args: argparse.Namespace, servers: list[str]) -
         print(f"\n{title}")
         print(
             f"| {unit:>7} | {'server':<18} | {'edits/s':>7} | {'p50 ms':>8} | {'p99 ms':>8} |"
-            f" {'cpu ms/edit':>11} | {'lost/edits':>11} | {'gen cpu %':>9} |"
+            f" {'cpu ms/edit':>11} | {'to drain':>8} | {'lost/edits':>11} | {'gen cpu %':>9} |"
             f" {'gen lag p99/max ms':>18} | {'host %':>6} | {'peak MB':>7} |"
         )
-        print("|" + "|".join("-" * w for w in (9, 20, 9, 10, 10, 13, 13, 11, 20, 8, 9)) + "|")
+        print("|" + "|".join("-" * w for w in (9, 20, 9, 10, 10, 13, 10, 13, 11, 20, 8, 9)) + "|")
         for size, cell in sorted(results[matrix].items()):
             for kind in servers:
                 runs = cell.get(kind, [])
@@ -206,6 +207,7 @@ def report(data: dict[str, Any], args: argparse.Namespace, servers: list[str]) -
                     f" {fmt(med([num(r['p50_ms']) for r in runs]), 8, 2)} |"
                     f" {fmt(med([num(r['p99_ms']) for r in runs]), 8, 2)} |"
                     f" {fmt(med([r['cpu_ms_per_edit'] for r in runs]), 11, 4)} |"
+                    f" {fmt(med([r['cpu_ms_per_edit_to_drain'] for r in runs]), 8, 4)} |"
                     f" {f'{lost}/{edits}':>11} |"
                     f" {fmt(med([r['gen_cpu_window_pct'] for r in runs]), 9)} |"
                     f" {lag:>18} | {fmt(med([r['host_busy_pct'] for r in runs]), 6)} |"
