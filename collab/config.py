@@ -12,9 +12,12 @@ GROUP_WINDOW = 0.004
 append waits up to this long for others to share its write (fewer, larger writes and
 broadcasts, for up to this much more latency)."""
 
-SYNC_WINDOW = 0.004
-"""The store's fsync window (s): under load, one fsync makes the writes of about this long
-durable. Broadcasts do not wait for it; acknowledgements and unloads do."""
+SYNC_WINDOW = 0.025
+"""The store's fsync window (s): one fsync makes the writes of about this long durable.
+Broadcasts do not wait for it; acknowledgements and unloads do, so it is what an
+acknowledgement may wait beyond the fsync itself. Each fsync cycle costs the server about
+as much CPU as a few edits (the fsync, and waking the syncer and the event loop): with edits
+a few milliseconds apart, a 4 ms window meant one cycle per edit."""
 
 
 @dataclass(slots=True)

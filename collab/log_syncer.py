@@ -43,12 +43,14 @@ class LogSyncer(Generic[T]):
         release: Callable[[list[T], BaseException | None], None],
         name: str,
         observe: Callable[[float], None] | None = None,
+        after_sync: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
         self.window = window
         self.syncs = 0
         """Number of fdatasyncs made."""
         self._observe = observe  # called with each fdatasync's seconds
+        self._after_sync = after_sync  # called on this thread after each fdatasync's release
         self._release = release
         self._cond = threading.Condition()
         self._waiting: list[tuple[int, float, T]] = []  # (after, made, waiter), in call order
@@ -133,6 +135,8 @@ class LogSyncer(Generic[T]):
                     group = [waiter for _after, _made, waiter in self._waiting[:split]]
                     del self._waiting[:split]
                 self._release(group, error)
+                if error is None and self._after_sync is not None:
+                    self._after_sync()
         finally:
             if fd is not None:
                 os.close(fd)

@@ -1,4 +1,5 @@
-"""``SQLiteStore``: the embedded default ``Store`` (SQLite WAL, a writer thread, grouped fsyncs)."""
+"""``SQLiteStore``: the embedded default ``Store`` (SQLite WAL, written on the event loop,
+fsynced in groups behind)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,16 @@ import contextlib
 import logging
 import math
 import pathlib
-import queue
 import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from collab.log_syncer import LogSyncer
 from collab.store import CorruptRecord, StoredDoc
@@ -55,7 +56,9 @@ CREATE TABLE IF NOT EXISTS recovered (
 ) WITHOUT ROWID;
 """
 
-_MAX_KNOWN_SEQS = 10_000  # documents whose last seq the writer keeps in memory
+_MAX_KNOWN_SEQS = 10_000  # documents whose last seq the store keeps in memory
+_CHECKPOINT_EVERY = 1.0  # seconds at least between the syncer's checkpoints of the log
+_LOG_LIMIT = 64 * 1024 * 1024  # log size from which a checkpoint truncates it
 _RATE_HORIZON = 0.25  # seconds over which the writer averages the rate of appends
 _BUSY_PER_WINDOW = 1.0  # appends to a document per group window from which they wait for company
 
@@ -75,25 +78,18 @@ _INSERT_SQL = "INSERT INTO records (doc_id, seq, kind, data, crc) VALUES (?, ?, 
 
 _LOAD_SQL = """
 SELECT seq, kind, data, crc FROM records
-WHERE doc_id = ?1 AND seq >= COALESCE(
-    (SELECT MAX(seq) FROM records WHERE doc_id = ?1 AND kind = 's'), 0)
+WHERE doc_id = ?1 AND seq <= ?2 AND seq >= COALESCE(
+    (SELECT MAX(seq) FROM records WHERE doc_id = ?1 AND kind = 's' AND seq <= ?2), 0)
 ORDER BY seq
 """
 
 
-_Op = Literal["append", "clear_recovered", "compact", "delete", "keys", "load", "stop"]
-_WRITES = frozenset({"append", "clear_recovered", "compact", "delete"})  # the syncer counts them
-
-
 @dataclass(slots=True)
-class _Request:
-    op: _Op
+class _Append:
     doc_id: str
     data: bytes
-    through_seq: int
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    made: float = field(default_factory=time.monotonic)
+    future: asyncio.Future[int]
+    made: float
 
 
 _SyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -120,44 +116,40 @@ def _settle_all(items: list[tuple[asyncio.Future[Any], object, BaseException | N
 class SQLiteStore:
     """A durable ``Store`` in one SQLite file (WAL mode).
 
-    All database work happens on one dedicated thread that owns the connection; the async
-    methods enqueue a request and await a future that the thread completes through
-    ``loop.call_soon_threadsafe``, so the event loop never blocks on disk. Requests are
-    served strictly in the order they were made (an ``append`` when it is called: it returns
-    the future itself; the others when they are first awaited), so a ``load`` sees every
-    earlier ``append`` and a ``compact`` is ordered with the appends around it.
+    Written on the event loop, read on a thread, fsynced on another. Appends, compactions and
+    deletions are committed to the write-ahead log by the event loop's own connection: a
+    commit of a few rows without an fsync takes microseconds, as much as handing it to a
+    thread and back would cost, and the pages it writes are the kernel's (page cache). Loads
+    and key listings, which may read megabytes, run on a reader thread with a connection of
+    its own. Use the store from one event loop.
 
     Written, then durable: an ``append`` is done once its transaction is committed to the
-    write-ahead log. From then on it survives the server process dying (``kill -9``), since
-    the log's pages are the kernel's, and every later ``load`` returns it. A second thread,
-    the syncer, makes the log durable against a power loss: each ``sync()`` is done once an
-    fdatasync of the log, started after every write (append, compaction, deletion) made
-    before it had returned, has returned; ``compact`` and ``delete`` wait for one, too.
-    Syncs are grouped: the syncer waits until the oldest ``sync()`` waiting is
-    ``sync_window`` old, then one fdatasync serves all of them (fsyncs under load are at
-    least a window apart; at 0, every fsync serves the syncs that arrived during the one
-    before). A slow disk delays ``sync()``, never an ``append``: a stalled fsync does not hold
-    up the writes behind it. SQLite's own checkpoints (``synchronous=NORMAL``: every 1,000
-    pages of log, on the writer's thread) fsync the log and the database before the log is
-    reused. An fsync error fails that ``sync()`` and every later one: the kernel may have
-    dropped the pages it could not write.
+    log. From then on it survives the server process dying (``kill -9``), and every later
+    ``load`` returns it. A syncer thread makes the log durable against a power loss: each
+    ``sync()`` is done once an fdatasync of the log, started after every write (append,
+    compaction, deletion) made before it had been committed, has returned; ``compact`` and
+    ``delete`` wait for one, too. Syncs are grouped: the syncer waits until the oldest
+    ``sync()`` waiting is ``sync_window`` old, then one fdatasync serves all of them (at 0,
+    every fsync serves the syncs that arrived during the one before). A slow disk delays
+    ``sync()``, never an ``append``. The syncer also checkpoints the log into the database
+    (SQLite's automatic checkpoints, which fsync, are off on the event loop's connection);
+    see ``_checkpoint``. An fsync error fails that ``sync()`` and every later
+    one: the kernel may have dropped the pages it could not write.
 
-    Write batches: the writer takes the first pending append and every append already
-    queued behind it, and commits them in one transaction, then resolves all their futures.
-    With a ``group_window`` (none unless given), while appends to the batch's first document
-    arrive at least one per window, it also keeps collecting appends until the oldest one in
-    the batch is ``group_window`` old (at most ``max_batch`` of them, and only until a request
-    of another kind arrives), so that a busy document's commits are about that far apart and
-    larger, and so are its broadcasts; an append to a quieter document is committed at once,
-    with whatever is queued beside it, however busy the server is with other documents. ``commits`` counts write transactions, ``appended`` committed
-    updates and ``syncs`` fsyncs of the log.
+    Commits: the appends made in one turn of the event loop are committed together, at the
+    end of the turn (at most ``max_batch`` to a transaction). With a ``group_window`` (none
+    unless given), the appends to a document that takes them at least one per window wait
+    until the first of them is ``group_window`` old, so that a busy document's commits, and
+    its broadcasts, are about that far apart and larger; an append to a quieter document is
+    committed at once, however busy the server is with others. A ``load`` or ``keys``
+    commits whatever is waiting first, so it sees every append made before it; a ``sync``
+    covers the appends waiting, too. ``commits`` counts write transactions, ``appended``
+    committed updates and ``syncs`` fsyncs of the log.
 
     Sequence numbers are allocated per document from a counter that survives ``compact``
-    and ``delete``, so a seq is never reused for a document id. A sqlite error fails only
+    and ``delete``, so a seq is never reused for a document id. An sqlite error fails only
     the requests it affected (a failed batch is retried one append per transaction, so one
     bad append does not fail its neighbours) and the store keeps serving.
-
-    An ``append`` whose awaiting coroutine is cancelled may or may not have been committed.
     """
 
     def __init__(
@@ -183,20 +175,24 @@ class SQLiteStore:
         self.appended = 0
         """Number of updates committed."""
         self.observe_write: Callable[[float], None] | None = None
-        """Called on the writer thread with the seconds each write of appends took."""
+        """Called with the seconds each commit of appends took."""
         self.observe_sync: Callable[[float], None] | None = None
         """Called on the syncer thread with the seconds each fdatasync took."""
+        self._conn: sqlite3.Connection | None = None  # the event loop's: every write
+        self._reader: ThreadPoolExecutor | None = None  # one thread: loads and keys
+        self._reading = threading.local()  # the reader thread's connection
         self._syncer: LogSyncer[_SyncWaiter] | None = None
-        self._made = 0  # writes (appends, compactions, deletes) queued since the store started
-        self._submitting = threading.Lock()
-        self._queue: queue.SimpleQueue[_Request] | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping: asyncio.Future[Any] | None = None
-        self._closed = True
-        # doc id -> (appends per second, when), see _append_rate; kept by the writer thread
+        self._checkpointer: sqlite3.Connection | None = None  # the syncer thread's
+        self._checkpoint_at = 0.0
+        self._made = 0  # writes (appends, compactions, deletes) committed since the start
+        self._pending: list[_Append] = []  # appends not yet committed, oldest first
+        self._flush: asyncio.Handle | None = None
+        self._flush_at = math.inf
+        self._stopping: asyncio.Future[None] | None = None
+        # doc id -> (appends per second, when), see _append_rate
         self._rates: dict[str, tuple[float, float]] = {}
-        # doc id -> its last committed seq, kept by the writer thread so that an append
-        # needs no read; cleared after any failed write (and when it grows too large).
+        # doc id -> its last committed seq, so that an append needs no read; cleared after
+        # any failed write (and when it grows too large)
         self._last_seqs: dict[str, int] = {}
 
     @property
@@ -219,91 +215,117 @@ class SQLiteStore:
         await self.stop()
 
     async def start(self) -> None:
-        """Create the directory, file and schema, and start the writer thread."""
-        if self._thread is not None:
+        """Create the directory, file and schema; start the reader and syncer threads."""
+        if self._conn is not None:
             return
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-        self._made = 0
-        thread = threading.Thread(
-            target=self._run,
-            args=(requests, loop, ready),
-            name=f"collab-sqlite-writer:{self.path.name}",
-            daemon=True,
+        conn, log_path = await asyncio.to_thread(self._open)
+        syncer: LogSyncer[_SyncWaiter] = LogSyncer(
+            log_path,
+            window=self.sync_window,
+            release=self._synced,
+            name=f"collab-sqlite-syncer:{self.path.name}",
+            observe=self.observe_sync,
+            after_sync=self._checkpoint,
         )
-        thread.start()
         try:
-            await ready
-        except asyncio.CancelledError:
-            # The thread may be up by now: tell it to stop (harmless if it already exited).
-            requests.put(_Request("stop", "", b"", 0, loop, loop.create_future()))
+            syncer.start()
+        except BaseException:  # no syncer, no durability: the store does not start
+            await asyncio.to_thread(conn.close)
             raise
-        except BaseException:
-            await asyncio.to_thread(thread.join)  # it failed to start and is returning
-            raise
-        self._queue = requests
-        self._thread = thread
-        self._closed = False
+        self._made = 0
+        self._syncer = syncer
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="collab-sqlite-reader")
+        self._conn = conn
 
     async def stop(self) -> None:
-        """Commit everything already requested, then close the database.
+        """Commit every append made, release the syncs handed over, then close the database.
 
         Requests made after ``stop()`` raise ``RuntimeError``. Stopping a store that is
         not running does nothing; a stopped store can be started again.
         """
-        thread = self._thread
-        if thread is None:
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
             return
-        if self._stopping is None:
-            assert self._queue is not None
-            self._closed = True
-            loop = asyncio.get_running_loop()
-            self._stopping = loop.create_future()
-            self._queue.put(_Request("stop", "", b"", 0, loop, self._stopping))
-            self._queue = None
-        await asyncio.shield(self._stopping)
-        await asyncio.to_thread(thread.join)  # it settles the future just before it returns
-        self._thread = None
-        self._stopping = None
+        conn, syncer, reader = self._conn, self._syncer, self._reader
+        if conn is None or syncer is None or reader is None:
+            return
+        self._stopping = asyncio.get_running_loop().create_future()
+        try:
+            self._write_pending(everything=True)
+            self._conn = None
+            await asyncio.to_thread(syncer.stop)  # every sync handed over is released
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+            await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=False)
+            await asyncio.to_thread(conn.close)  # the last connection: checkpoints the log
+        finally:
+            self._reader = None
+            self._stopping.set_result(None)
+            self._stopping = None
 
     # -- Store API -----------------------------------------------------------------------
 
     async def load(self, doc_id: str) -> StoredDoc | None:
-        return cast("StoredDoc | None", await self._submit("load", doc_id))
+        """The document's history as of the call: what a later append adds is not in it,
+        though the reading happens on the reader thread after the call returns."""
+        conn = self._check_running(doc_id)
+        self._write_pending(everything=True)
+        bound = self._last_seqs.get(doc_id)
+        if bound is None:
+            bound = conn.execute(LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
+        return cast(
+            "StoredDoc | None",
+            await self._read(lambda reader, key: self._load(reader, key, bound), doc_id),
+        )
 
     def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
         """The future of the update's sequence number, done once it is written (a future,
         not a coroutine: a caller can hand it on without a task)."""
-        return self._submit("append", doc_id, bytes(update))
+        self._check_running(doc_id)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        now = time.monotonic()
+        self._pending.append(_Append(doc_id, bytes(update), future, now))
+        if self._flush_at > now:  # no commit due yet: make sure one comes in time for this
+            due = self._due(doc_id, now, now)
+            if due < self._flush_at:
+                self._schedule(loop, due)
+        return future
 
     def sync(self) -> asyncio.Future[None]:
         """A future done once every write (append, compaction, deletion) made before this
         call is durable (fsynced)."""
         syncer = self._syncer
-        if self._closed or syncer is None:
+        if self._conn is None or syncer is None:
             raise RuntimeError("SQLiteStore is not running (call start() first, or it was stopped)")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        syncer.wait(self._made, (loop, future))
+        syncer.wait(self._made + len(self._pending), (loop, future))
         return future
 
     async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
         """Replace the records through ``through_seq`` with ``snapshot``; durable on return."""
-        await self._submit("compact", doc_id, bytes(snapshot), through_seq)
+        data = bytes(snapshot)
+        self._write(doc_id, "compact", lambda conn: self._compact(conn, doc_id, data, through_seq))
         await self.sync()
 
     async def delete(self, doc_id: str) -> None:
         """Forget the document's records (its seq counter is kept so seqs are never reused);
         durable on return."""
-        await self._submit("delete", doc_id)
+        self._write(doc_id, "delete", lambda conn: self._delete(conn, doc_id))
         await self.sync()
 
     async def keys(self, prefix: str = "") -> list[str]:
-        return cast("list[str]", await self._submit("keys", prefix))
+        return cast("list[str]", await self._read(_keys, prefix))
 
     async def clear_recovered(self, doc_id: str) -> None:
-        await self._submit("clear_recovered", doc_id)
+        self._write(
+            doc_id,
+            "clear_recovered",
+            lambda conn: conn.execute("DELETE FROM recovered WHERE doc_id = ?", (doc_id,)),
+        )
 
     def quick_check(self) -> list[str]:
         """What SQLite's ``quick_check`` finds wrong with the file (empty: nothing), read on
@@ -316,192 +338,76 @@ class SQLiteStore:
         problems = [str(row[0]) for row in rows]
         return [] if problems == ["ok"] else problems
 
-    def _submit(
-        self, op: _Op, doc_id: str, data: bytes = b"", through_seq: int = 0
-    ) -> asyncio.Future[Any]:
-        if self._closed or self._queue is None:
+    # -- the event loop's writes ---------------------------------------------------------
+
+    def _check_running(self, doc_id: str) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
             raise RuntimeError("SQLiteStore is not running (call start() first, or it was stopped)")
         if not isinstance(doc_id, str):
             raise TypeError(f"doc_id must be str, not {type(doc_id).__name__}")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        request = _Request(op, doc_id, data, through_seq, loop, fut)
-        with self._submitting:  # the syncer counts writes in the order they are queued
-            self._queue.put(request)
-            if op in _WRITES:
-                self._made += 1
-        return fut
+        return conn
 
-    # -- writer thread ---------------------------------------------------------------------
-
-    def _run(
-        self,
-        requests: queue.SimpleQueue[_Request],
-        start_loop: asyncio.AbstractEventLoop,
-        ready: asyncio.Future[None],
-    ) -> None:
+    def _write(self, doc_id: str, op: str, body: Callable[[sqlite3.Connection], object]) -> None:
+        """Commit the appends waiting, then ``body`` in a transaction of its own."""
+        conn = self._check_running(doc_id)
+        self._write_pending(everything=True)
         try:
-            conn, log_path = self._open()
-        except BaseException as exc:
-            self._post(start_loop, [(ready, None, exc)])
-            return
-        syncer: LogSyncer[_SyncWaiter] = LogSyncer(
-            log_path,
-            window=self.sync_window,
-            release=self._synced,
-            name=f"collab-sqlite-syncer:{self.path.name}",
-            observe=self.observe_sync,
-        )
-        try:
-            syncer.start()
-        except BaseException as exc:  # no syncer, no durability: the store does not start
-            conn.close()
-            self._post(start_loop, [(ready, None, exc)])
-            return
-        self._syncer = syncer
-        self._post(start_loop, [(ready, None, None)])
-        stop_req: _Request | None = None
-        try:
-            carry: _Request | None = None
-            while True:
-                req = carry if carry is not None else requests.get()
-                carry = None
-                if req.op == "append":
-                    batch = [req]
-                    carry = self._collect(requests, batch)
-                    started = time.perf_counter()
-                    self._write_batch(conn, batch)
-                    if self.observe_write is not None:
-                        self.observe_write(time.perf_counter() - started)
-                    syncer.wrote(len(batch))  # written or failed: either way, done
-                    del batch
-                elif req.op == "stop":
-                    stop_req = req
-                    break
-                else:
-                    self._serve_one(conn, req)
-                    if req.op in _WRITES:
-                        syncer.wrote(1)
-                # while the writer waits for the next request, it holds nothing of the last
-                # (a loaded document's records, a snapshot: megabytes, long after they served)
-                del req
-        finally:
-            close_exc: BaseException | None = None
-            try:
-                syncer.stop()  # every sync handed over is released
-                conn.close()
-            except BaseException as exc:  # pragma: no cover - close hardly ever fails
-                close_exc = exc
-            # Anything queued after stop (only possible from another thread) is refused.
-            stopped = RuntimeError("SQLiteStore was stopped")
-            while True:
-                try:
-                    late = requests.get_nowait()
-                except queue.Empty:
-                    break
-                self._post(late.loop, [(late.future, None, stopped)])
-            if stop_req is not None:
-                self._post(stop_req.loop, [(stop_req.future, None, close_exc)])
-
-    def _open(self) -> tuple[sqlite3.Connection, pathlib.Path]:
-        """The connection, and the write-ahead log it writes to."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
-        try:
-            conn.execute("PRAGMA busy_timeout = 5000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"could not enable WAL mode (got {mode!r})")
-            conn.execute("PRAGMA synchronous = NORMAL")  # commits are fsynced by the syncer
-            conn.executescript(SCHEMA)
-            # the log is next to the file SQLite opened (a symlink resolved, a relative path
-            # made absolute)
-            database = conn.execute("PRAGMA database_list").fetchone()[2]
-        except BaseException:
-            conn.close()
+            self._transaction(conn, lambda: body(conn))
+        except Exception as exc:
+            self._last_seqs.pop(doc_id, None)
+            if not isinstance(exc, ValueError):
+                log.error("store: %s of %r failed: %s", op, doc_id, exc)
             raise
-        return conn, pathlib.Path(database + "-wal")
+        finally:
+            self._made += 1
+            assert self._syncer is not None
+            self._syncer.wrote(1)
 
-    def _collect(
-        self, requests: queue.SimpleQueue[_Request], batch: list[_Request]
-    ) -> _Request | None:
-        """Add the appends already queued to ``batch`` and, while appends come fast, those
-        that arrive until its first append is ``group_window`` old; return a non-append
-        met."""
-        deadline: float | None = None
-        while len(batch) < self.max_batch:
-            if not requests.empty():
-                req = requests.get_nowait()  # this thread is the only one taking requests
-            else:
-                if deadline is None:
-                    now = time.monotonic()
-                    rate = self._append_rate(batch[0].doc_id, now)
-                    busy = rate * self.group_window >= _BUSY_PER_WINDOW
-                    deadline = batch[0].made + self.group_window if busy else now
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    req = requests.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if req.op != "append":
-                return req
-            batch.append(req)
-        return None
+    def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+        self._flush_at = when
+        delay = when - time.monotonic()
+        if delay <= 0:  # at the end of this turn of the loop (the usual case)
+            self._flush = loop.call_soon(self._due_now)
+        else:
+            self._flush = loop.call_later(delay, self._due_now)
 
-    def _synced(self, waiters: list[_SyncWaiter], error: BaseException | None) -> None:
-        self._post_by_loop([(loop, future, None, error) for loop, future in waiters])
+    def _due(self, doc_id: str, made: float, now: float) -> float:
+        """When an append to ``doc_id`` made at ``made`` is to be committed."""
+        if not self.group_window:
+            return now
+        busy = self._append_rate(doc_id, now) * self.group_window >= _BUSY_PER_WINDOW
+        return made + self.group_window if busy else now
 
-    def _append_rate(self, doc_id: str, now: float) -> float:
-        """The document's committed appends per second, averaged with an exponential decay.
+    def _due_now(self) -> None:
+        self._flush = None
+        self._flush_at = math.inf
+        if self._conn is not None:
+            self._write_pending(everything=False)
 
-        Per document: only appends to one document share a broadcast, so only a document
-        that takes appends quickly has them wait for company; across documents a batch is
-        whatever is already queued, and a lone edit is written at once, however busy the
-        server."""
-        rate, at = self._rates.get(doc_id, (0.0, now))
-        return rate * math.exp((at - now) / _RATE_HORIZON)
-
-    def _count_appends(self, batch: list[_Request], now: float) -> None:
-        counts: dict[str, int] = {}
-        for req in batch:
-            counts[req.doc_id] = counts.get(req.doc_id, 0) + 1
-        rates = self._rates
-        for doc_id, count in counts.items():
-            rates[doc_id] = (self._append_rate(doc_id, now) + count / _RATE_HORIZON, now)
-        if len(rates) > _MAX_KNOWN_SEQS:  # forget the documents that went quiet
-            quiet = now - 10 * _RATE_HORIZON
-            self._rates = {doc_id: entry for doc_id, entry in rates.items() if entry[1] > quiet}
-
-    @staticmethod
-    def _post(
-        loop: asyncio.AbstractEventLoop,
-        items: list[tuple[asyncio.Future[Any], object, BaseException | None]],
-    ) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
-            loop.call_soon_threadsafe(_settle_all, items)
-
-    def _post_many(self, items: list[tuple[_Request, object, BaseException | None]]) -> None:
-        self._post_by_loop([(req.loop, req.future, result, exc) for req, result, exc in items])
-
-    @classmethod
-    def _post_by_loop(
-        cls,
-        items: list[
-            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], object, BaseException | None]
-        ],
-    ) -> None:
-        """Settle futures on their own event loops, with one call per loop."""
-        loop = items[0][0]
-        if all(item[0] is loop for item in items):  # the usual case: one event loop
-            cls._post(loop, [(fut, result, exc) for _loop, fut, result, exc in items])
+    def _write_pending(self, *, everything: bool) -> None:
+        """Commit the appends that are due (``everything``: all of them), in transactions of
+        at most ``max_batch``; schedule a commit of those still waiting."""
+        pending = self._pending
+        if not pending:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for item_loop, fut, result, exc in items:
-            by_loop.setdefault(item_loop, []).append((fut, result, exc))
-        for item_loop, settled in by_loop.items():
-            cls._post(item_loop, settled)
+        now = time.monotonic()
+        if everything:
+            ready, self._pending = pending, []
+        else:
+            waiting: dict[str, float] = {}  # doc id -> when its appends are due
+            for item in pending:
+                if item.doc_id not in waiting:
+                    waiting[item.doc_id] = self._due(item.doc_id, item.made, now)
+            ready = [item for item in pending if waiting[item.doc_id] <= now]
+            self._pending = [item for item in pending if waiting[item.doc_id] > now]
+        for start in range(0, len(ready), self.max_batch):
+            self._write_batch(ready[start : start + self.max_batch])
+        if self._pending and self._flush is None:
+            first = min(self._due(a.doc_id, a.made, now) for a in self._pending)
+            self._schedule(asyncio.get_running_loop(), first)
 
     def _transaction(self, conn: sqlite3.Connection, body: Callable[[], object]) -> object:
         conn.execute("BEGIN IMMEDIATE")
@@ -515,26 +421,27 @@ class SQLiteStore:
         self.commits += 1
         return result
 
-    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+    def _write_batch(self, batch: list[_Append]) -> None:
+        conn = self._conn
+        assert conn is not None and self._syncer is not None
+        started = time.perf_counter()
         known = self._last_seqs
         last: dict[str, int] = {}
         rows: list[tuple[str, int, str, bytes, int]] = []
         seqs: list[int] = []
 
         def body() -> None:
-            for req in batch:
-                seq = last.get(req.doc_id)
+            for item in batch:
+                seq = last.get(item.doc_id)
                 if seq is None:
-                    seq = known.get(req.doc_id)
+                    seq = known.get(item.doc_id)
                     if seq is None:
-                        seq = conn.execute(LAST_SEQ_SQL, (req.doc_id,)).fetchone()[0]
+                        seq = conn.execute(LAST_SEQ_SQL, (item.doc_id,)).fetchone()[0]
                 seq += 1
-                last[req.doc_id] = seq
+                last[item.doc_id] = seq
                 seqs.append(seq)
-                rows.append((req.doc_id, seq, "u", req.data, _crc(req.data)))
-            if len(rows) == 1:
-                # One statement is its own transaction (and fsync): fewer round trips into
-                # SQLite (each one gives up and takes back the GIL).
+                rows.append((item.doc_id, seq, "u", item.data, _crc(item.data)))
+            if len(rows) == 1:  # one statement is its own transaction: fewer round trips
                 conn.execute(_INSERT_SQL, rows[0])
                 self.commits += 1
             else:
@@ -548,46 +455,44 @@ class SQLiteStore:
                 log.warning(
                     "store: batch of %d appends failed (%s); retrying one by one", len(batch), exc
                 )
-                for req in batch:
-                    self._write_batch(conn, [req])
+                for item in batch:
+                    self._write_batch([item])
                 return
             log.error("store: append to %r failed: %s", batch[0].doc_id, exc)
-            self._post_many([(batch[0], None, exc)])
+            self._made += 1
+            self._syncer.wrote(1)
+            _settle(batch[0].future, None, exc)
             return
         if len(known) + len(last) > _MAX_KNOWN_SEQS:
             known.clear()
         known.update(last)
         self.appended += len(batch)
+        self._made += len(batch)
+        self._syncer.wrote(len(batch))
         self._count_appends(batch, time.monotonic())
-        # Last, so that the writer goes straight back to waiting (and lets go of the GIL)
-        # while the event loop wakes up to take the results.
-        self._post_many([(req, seq, None) for req, seq in zip(batch, seqs, strict=True)])
+        if self.observe_write is not None:
+            self.observe_write(time.perf_counter() - started)
+        for item, seq in zip(batch, seqs, strict=True):
+            _settle(item.future, seq, None)
 
-    def _serve_one(self, conn: sqlite3.Connection, req: _Request) -> None:
-        try:
-            if req.op == "load":
-                result: object = self._load(conn, req.doc_id)
-            elif req.op == "compact":
-                result = self._transaction(conn, lambda: self._compact(conn, req))
-            elif req.op == "delete":
-                self._transaction(conn, lambda: self._delete(conn, req.doc_id))
-                result = None
-            elif req.op == "keys":
-                result = _keys(conn, req.doc_id)
-            elif req.op == "clear_recovered":
-                self._transaction(
-                    conn,
-                    lambda: conn.execute("DELETE FROM recovered WHERE doc_id = ?", (req.doc_id,)),
-                )
-                result = None
-            else:  # pragma: no cover - _run dispatches every other op
-                raise AssertionError(f"unexpected op {req.op!r}")
-        except Exception as exc:
-            if not isinstance(exc, ValueError):
-                log.error("store: %s of %r failed: %s", req.op, req.doc_id, exc)
-            self._post_many([(req, None, exc)])
-            return
-        self._post_many([(req, result, None)])
+    def _append_rate(self, doc_id: str, now: float) -> float:
+        """The document's committed appends per second, averaged with an exponential decay.
+
+        Per document: only appends to one document share a broadcast, so only a document
+        that takes appends quickly has them wait for company."""
+        rate, at = self._rates.get(doc_id, (0.0, now))
+        return rate * math.exp((at - now) / _RATE_HORIZON)
+
+    def _count_appends(self, batch: list[_Append], now: float) -> None:
+        counts: dict[str, int] = {}
+        for item in batch:
+            counts[item.doc_id] = counts.get(item.doc_id, 0) + 1
+        rates = self._rates
+        for doc_id, count in counts.items():
+            rates[doc_id] = (self._append_rate(doc_id, now) + count / _RATE_HORIZON, now)
+        if len(rates) > _MAX_KNOWN_SEQS:  # forget the documents that went quiet
+            quiet = now - 10 * _RATE_HORIZON
+            self._rates = {doc_id: entry for doc_id, entry in rates.items() if entry[1] > quiet}
 
     @staticmethod
     def _delete(conn: sqlite3.Connection, doc_id: str) -> None:
@@ -598,20 +503,116 @@ class SQLiteStore:
         conn.execute("DELETE FROM records WHERE doc_id = ?", (doc_id,))
 
     @staticmethod
-    def _compact(conn: sqlite3.Connection, req: _Request) -> None:
-        doc_id, through_seq = req.doc_id, req.through_seq
+    def _compact(conn: sqlite3.Connection, doc_id: str, data: bytes, through_seq: int) -> None:
         last_seq: int = conn.execute(LAST_SEQ_SQL, (doc_id,)).fetchone()[0]
         snapshot_seq: int | None = conn.execute(
             "SELECT MAX(seq) FROM records WHERE doc_id = ? AND kind = 's'", (doc_id,)
         ).fetchone()[0]
         _check_compact(doc_id, through_seq, last_seq, snapshot_seq)
         conn.execute("DELETE FROM records WHERE doc_id = ? AND seq <= ?", (doc_id, through_seq))
-        conn.execute(_INSERT_SQL, (doc_id, through_seq, "s", req.data, _crc(req.data)))
+        conn.execute(_INSERT_SQL, (doc_id, through_seq, "s", data, _crc(data)))
         conn.execute(SET_LAST_SEQ_SQL, (doc_id, max(last_seq, through_seq)))
 
+    # -- the reader and the syncer -------------------------------------------------------
+
+    async def _read(self, read: Callable[[sqlite3.Connection, str], object], key: str) -> object:
+        """``read(connection, key)`` on the reader thread, once the appends waiting are
+        committed (so that it sees every append made before it)."""
+        self._check_running(key)
+        self._write_pending(everything=True)
+        reader = self._reader
+        assert reader is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(reader, self._on_reader, read, key)
+        except Exception as exc:
+            if not isinstance(exc, ValueError):
+                log.error("store: reading %r failed: %s", key, exc)
+            raise
+
+    def _on_reader(self, read: Callable[[sqlite3.Connection, str], object], key: str) -> object:
+        conn: sqlite3.Connection | None = getattr(self._reading, "conn", None)
+        if conn is None:
+            conn = self._reading.conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 5000")
+        return read(conn, key)
+
+    def _close_reader(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._reading, "conn", None)
+        if conn is not None:
+            self._reading.conn = None
+            conn.close()
+
+    def _checkpoint(self) -> None:
+        """After an fsync, on the syncer thread, at most every ``_CHECKPOINT_EVERY``: copy
+        the log into the database.
+
+        PASSIVE first: the event loop's writes go on meanwhile, and the log starts over at
+        the next write that finds it all copied. Under writes that never pause, that never
+        happens; once the log holds ``_LOG_LIMIT`` bytes, a TRUNCATE checkpoint makes the
+        event loop's next write wait for it (milliseconds: almost everything is copied by
+        then, though the database file is fsynced) and empties the log."""
+        now = time.monotonic()
+        if now - self._checkpoint_at < _CHECKPOINT_EVERY:
+            return
+        self._checkpoint_at = now
+        try:
+            conn = self._checkpointer
+            if conn is None:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA busy_timeout = 5000")
+                self._checkpointer = conn
+            _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            if frames * page >= _LOG_LIMIT:
+                log.info("store: the log holds %d pages; truncating it", frames)
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("store: checkpoint of %s failed: %s", self.path, exc)
+
+    def _open(self) -> tuple[sqlite3.Connection, pathlib.Path]:
+        """The event loop's connection (made on a thread), and the log it writes to."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"could not enable WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = NORMAL")  # commits are fsynced by the syncer
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the syncer checkpoints (it fsyncs)
+            conn.execute(f"PRAGMA journal_size_limit = {_LOG_LIMIT}")
+            conn.executescript(SCHEMA)
+            # the log is next to the file SQLite opened (a symlink resolved, a relative path
+            # made absolute)
+            database = conn.execute("PRAGMA database_list").fetchone()[2]
+        except BaseException:
+            conn.close()
+            raise
+        return conn, pathlib.Path(database + "-wal")
+
+    def _synced(self, waiters: list[_SyncWaiter], error: BaseException | None) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for loop, future in waiters:
+            by_loop.setdefault(loop, []).append((future, None, error))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+                loop.call_soon_threadsafe(_settle_all, settled)
+
     @staticmethod
-    def _load(conn: sqlite3.Connection, doc_id: str) -> StoredDoc | None:
-        rows = conn.execute(_LOAD_SQL, (doc_id,)).fetchall()
+    def _load(conn: sqlite3.Connection, doc_id: str, through: int) -> StoredDoc | None:
+        """The history through seq ``through`` (all of it if a compaction has since folded
+        records up to a later seq into a snapshot: it holds the same and more)."""
+        conn.execute("BEGIN")  # one snapshot of the database for both reads
+        try:
+            (newest,) = conn.execute(
+                "SELECT MAX(seq) FROM records WHERE doc_id = ? AND kind = 's'", (doc_id,)
+            ).fetchone()
+            if newest is not None and newest > through:
+                through = 1 << 62  # every seq
+            rows = conn.execute(_LOAD_SQL, (doc_id, through)).fetchall()
+        finally:
+            conn.execute("COMMIT")
         recovered = (
             conn.execute("SELECT 1 FROM recovered WHERE doc_id = ?", (doc_id,)).fetchone()
             is not None

@@ -447,3 +447,24 @@ async def test_a_syncer_that_cannot_start_fails_the_start_instead_of_hanging(
     monkeypatch.undo()
     async with store:  # and it can be started once threads can be
         assert await store.append("doc", b"u") == 1
+
+
+async def test_the_syncer_checkpoints_the_log_and_keeps_it_bounded(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the event loop's commits never checkpoint (a checkpoint fsyncs); the syncer does, and
+    # under writes that never pause it truncates the log once it is large
+    monkeypatch.setattr(collab.sqlite_store, "_CHECKPOINT_EVERY", 0.0)
+    monkeypatch.setattr(collab.sqlite_store, "_LOG_LIMIT", 3_000_000)
+    path = db_path(tmp_path)
+    log = pathlib.Path(f"{path}-wal")
+    async with SQLiteStore(path) as store:
+        largest = 0
+        for i in range(120):
+            await store.append(f"doc-{i % 4}", os.urandom(100_000))
+            await store.sync()  # the next append races the checkpoint that follows the fsync
+            largest = max(largest, log.stat().st_size)
+        assert path.stat().st_size >= 10_000_000  # the pages were copied into the file
+        assert largest <= 3_000_000 + 2 * 200_000, largest
+        stored = await store.load("doc-0")
+        assert stored is not None and len(stored.updates) == 30
