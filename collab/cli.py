@@ -330,6 +330,17 @@ def _announce(server: CollabServer) -> None:
         f"  engine / ws  : {server.url}/ws  (msgpack protocol, see protocol/README.md)", flush=True
     )
     print(f"  credentials  : {auth}", flush=True)
+    who = " --user NAME" if server.auth.dev_mode else " --token TOKEN"
+    url = "" if server.port == 8765 else f" --url http://127.0.0.1:{server.port}"
+    print(f"  next         : {_program()} status{url}{who}  (in another terminal)", flush=True)
+
+
+def _program() -> str:
+    """How this command was run, to repeat it: ``.venv/bin/collab``, ``python -m collab``."""
+    invoked = sys.argv[0] if sys.argv else ""
+    if Path(invoked).name == "collab":
+        return invoked
+    return f"{Path(sys.executable).name} -m collab"
 
 
 if __name__ == "__main__":

@@ -18,11 +18,23 @@ from .auth import DEV_MODE
 __all__ = ["add_parsers", "add_server_options", "call", "plural", "run", "table"]
 
 TOKEN_ENV = "COLLAB_TOKEN"
+URL_ENV = "COLLAB_URL"
+DEFAULT_URL = "http://127.0.0.1:8765"
+
+
+def _url(text: str) -> str:
+    """The server's HTTP base URL: ``ws://`` becomes ``http://``, no trailing slash."""
+    return text.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     """The options of every command that talks to a running server."""
-    parser.add_argument("--url", default="http://127.0.0.1:8765", help="the server")
+    parser.add_argument(
+        "--url",
+        type=_url,
+        default=os.environ.get(URL_ENV) or DEFAULT_URL,
+        help=f"the server (else ${URL_ENV}, else {DEFAULT_URL})",
+    )
     parser.add_argument("--token", help=f"access token (else ${TOKEN_ENV})")
     parser.add_argument("--user", help="dev mode only: who you are")
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
@@ -102,7 +114,7 @@ async def _post(args: argparse.Namespace, op: str, body: dict[str, Any]) -> tupl
     if token:
         headers["Authorization"] = f"Bearer {token}"
     params = {"user": args.user} if args.user else {}
-    url = args.url.rstrip("/").replace("ws://", "http://").replace("wss://", "https://")
+    url = _url(args.url)
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"{url}/api/{op}", json=body, headers=headers, params=params) as reply,

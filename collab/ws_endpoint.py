@@ -281,10 +281,11 @@ async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocket
         outbox.finish()
         await asyncio.gather(writer, return_exceptions=True)
         log.info(
-            "%s (%s): disconnected (code %s, %d documents open)",
+            "%s (%s): disconnected (code %s, %d document%s open)",
             name,
             identity.user,
             ws.close_code,
             opened,
+            "" if opened == 1 else "s",
         )
     return ws

@@ -213,3 +213,11 @@ async def test_what_happens_is_logged_one_line_each(repos: Path, tmp_path: Path)
     stop = next(i for i, line in enumerate(lines) if "stopped (served for" in line)
     assert stop == len(lines) - 1, lines[stop:]  # shutdown: one line
     assert not any("WARNING" in line for line in lines[stop - 3 : stop]), lines
+
+
+async def test_collab_url_names_the_server_of_every_command(
+    server: CollabServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLLAB_URL", server.url)  # ws:// is taken for http://
+    assert await asyncio.to_thread(main, ["status", "--user", "alice"]) == 0
+    assert "repository demo" in capsys.readouterr().out
