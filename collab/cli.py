@@ -54,6 +54,15 @@ collab: real-time collaboration on git repositories.
 """
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collab", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run the engine",
         description="Serve the git repositories under --repos to live editors, git and the "
         "HTTP API. Without a secret the server runs in dev mode: loopback only, ?user=NAME.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Defaults,
     )
     serve.add_argument(
         "--repos",
@@ -146,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser(
         "token",
         help="mint an access token with the server's secret",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Defaults,
     )
     token.add_argument("--user", required=True, help="who the token names")
     token.add_argument(

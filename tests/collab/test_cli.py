@@ -106,6 +106,7 @@ def test_help_shows_defaults_and_no_markup(capsys: pytest.CaptureFixture[str]) -
     serve = capsys.readouterr().out
     for default in ("(default: 8765)", "(default: .collab)", "(default: 127.0.0.1)"):
         assert default in serve
+    assert "(default: None)" not in serve
 
 
 def test_token_refuses_a_name_no_repository_can_have(
