@@ -22,7 +22,14 @@ from typing import Any, cast
 from collab.log_syncer import LogSyncer
 from collab.store import CorruptRecord, StoredDoc
 
-__all__ = ["LAST_SEQ_SQL", "SCHEMA", "SET_LAST_SEQ_SQL", "SQLiteStore", "check_row"]
+__all__ = [
+    "LAST_SEQ_SQL",
+    "SCHEMA",
+    "SET_LAST_SEQ_SQL",
+    "SQLiteStore",
+    "check_row",
+    "quick_check",
+]
 
 log = logging.getLogger("collab.store")
 
@@ -331,12 +338,7 @@ class SQLiteStore:
         """What SQLite's ``quick_check`` finds wrong with the file (empty: nothing), read on
         a connection of its own (blocking: call it in a thread)."""
         with closing(sqlite3.connect(self.path)) as conn:
-            try:
-                rows = conn.execute("PRAGMA quick_check").fetchall()
-            except sqlite3.DatabaseError as exc:
-                return [str(exc)]
-        problems = [str(row[0]) for row in rows]
-        return [] if problems == ["ok"] else problems
+            return quick_check(conn)
 
     # -- the event loop's writes ---------------------------------------------------------
 
@@ -644,6 +646,16 @@ class SQLiteStore:
             else:
                 updates.append((seq, data))
         return StoredDoc(snapshot, snapshot_seq, updates, corrupt, recovered)
+
+
+def quick_check(conn: sqlite3.Connection) -> list[str]:
+    """What SQLite's ``quick_check`` finds wrong with the database (empty: nothing)."""
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    problems = [str(row[0]) for row in rows]
+    return [] if problems == ["ok"] else problems
 
 
 def _keys(conn: sqlite3.Connection, prefix: str) -> list[str]:

@@ -29,7 +29,7 @@ from typing import Any
 from pycrdt import Doc, Text
 
 from .seed import TEXT_NAME
-from .sqlite_store import LAST_SEQ_SQL, SCHEMA, SET_LAST_SEQ_SQL, check_row
+from .sqlite_store import LAST_SEQ_SQL, SCHEMA, SET_LAST_SEQ_SQL, check_row, quick_check
 
 __all__ = ["DocReport", "StoreReport", "check", "repair"]
 
@@ -88,7 +88,7 @@ class StoreReport:
 def check(path: Path) -> StoreReport:
     """Look for damage without changing anything."""
     with closing(_connect(path)) as conn:
-        integrity = _integrity(conn)
+        integrity = quick_check(conn)
         try:
             docs = _scan(conn)
         except sqlite3.DatabaseError as exc:
@@ -103,7 +103,7 @@ def repair(path: Path, *, reseed: Iterable[str] = (), accept: Iterable[str] = ()
     and lift the hold on each document in ``accept``. Returns what was done."""
     reseed, accept = list(reseed), list(accept)
     with closing(_connect(path)) as conn:
-        integrity = _integrity(conn)
+        integrity = quick_check(conn)
     holes: dict[str, int] = {}
     if integrity:
         holes = _rebuild(path)
@@ -223,15 +223,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.executescript(SCHEMA)
     return conn
-
-
-def _integrity(conn: sqlite3.Connection) -> list[str]:
-    try:
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        return [str(exc)]
-    problems = [str(row[0]) for row in rows]
-    return [] if problems == ["ok"] else problems
 
 
 def _scan(conn: sqlite3.Connection) -> list[DocReport]:

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-__all__ = ["git", "show", "until"]
+__all__ = ["git", "head_file", "show", "until"]
 
 
 def git(repo: Path, *args: str, check: bool = True, input_text: str | None = None) -> str:
@@ -35,6 +35,11 @@ def show(repo: Path, branch: str, path: str) -> str:
         ["git", "-C", str(repo), "show", f"{branch}:{path}"], capture_output=True, check=False
     )
     return done.stdout.decode("utf-8") if done.returncode == 0 else f"<missing: {done.stderr!r}>"
+
+
+def head_file(repo: Path, path: str, branch: str = "main") -> tuple[str, str]:
+    """A branch's head and the file ``path`` there, as git itself reads them."""
+    return git(repo, "rev-parse", branch).strip(), git(repo, "show", f"{branch}:{path}")
 
 
 async def until(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:

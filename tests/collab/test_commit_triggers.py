@@ -4,11 +4,11 @@ is credited in the commit that holds it."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from gitcli import git
 from servers import make_config
 
 from collab import Client, CollabServer
@@ -19,10 +19,7 @@ ROOM = "demo/main:README.md"
 
 
 def _git(repos: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repos / "demo"), *args], check=True, capture_output=True, text=True
-    )
-    return done.stdout
+    return git(repos / "demo", *args)
 
 
 async def test_an_edit_made_during_a_long_commit_is_committed_without_another_keystroke(

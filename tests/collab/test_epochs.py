@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gitcli import head_file
 from jsfleet import JsFleet, require_js
 from pycrdt import Doc, Text
 from servers import DEMO_FILES, make_config
@@ -52,12 +52,8 @@ def test_epoch_ids_and_client_ids_never_meet() -> None:
     assert is_epoch(EPOCH_BASE) and is_epoch(2**53 - 1) and not is_epoch(2**53)
 
 
-def _head(repos: Path, path: str = "README.md") -> tuple[bytes, str]:
-    """The head of ``demo``'s main branch and the file ``path`` there, read by git itself."""
-    git = ["git", "-C", str(repos / "demo")]
-    head = subprocess.run([*git, "rev-parse", "main"], check=True, capture_output=True).stdout
-    text = subprocess.run([*git, "show", f"main:{path}"], check=True, capture_output=True)
-    return head.strip(), text.stdout.decode()
+def _head(repos: Path) -> tuple[str, str]:
+    return head_file(repos / "demo", "README.md")
 
 
 def _lose_store(data_dir: Path, how: str) -> None:

@@ -15,6 +15,7 @@ from unittest.mock import ANY
 
 import aiohttp
 import pytest
+from gitcli import head_file
 from serverproc import ServerProcess
 from servers import make_config
 from test_crash import stored_text
@@ -28,12 +29,8 @@ from protocol.errors import ErrorCode
 ROOM = "demo/main:README.md"
 
 
-def _head(repos: Path, path: str = "README.md") -> tuple[bytes, str]:
-    """``demo``'s main head and the file ``path`` there, as git itself reads them."""
-    git = ["git", "-C", str(repos / "demo")]
-    head = subprocess.run([*git, "rev-parse", "main"], check=True, capture_output=True).stdout
-    text = subprocess.run([*git, "show", f"main:{path}"], check=True, capture_output=True)
-    return head.strip(), text.stdout.decode()
+def _head(repos: Path) -> tuple[str, str]:
+    return head_file(repos / "demo", "README.md")
 
 
 def _fsck(repos: Path) -> None:
