@@ -30,10 +30,12 @@ Within a round the servers run in turn, each on a fresh process and repository, 
 reversed from one cell to the next and from one round to the next. With ``--rounds N`` the
 figures are the medians of the rounds (ratios: the medians of the rounds' ratios).
 
-A quick run (about 4 minutes on 2 cores):
+Each server's run of a cell takes about the measured time plus 6 s (start, connect, warm-up,
+drain), on 2 cores. A quick run (about 4 minutes):
   .venv/bin/python tests/bench/fanout_matrix.py --fanouts 2,20,200 --doc-counts 10,1000 \\
       --duration 5 --idle 0
-The full run (about 45 minutes on 2 cores; more rounds steady the figures):
+The full run, every cell and server twice (about 15 minutes at 6 s a cell, 25 at 10 s; more
+rounds and longer cells steady the p99s, which rest on a few hundred edits a cell):
   .venv/bin/python tests/bench/fanout_matrix.py --rounds 2 --duration 10 --json matrix.json
 
 Not a pass/fail test.
