@@ -37,7 +37,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python tests/bench/fanout.py
+	$(BIN)/python tests/bench/fanout_matrix.py --rounds 2 --duration 6
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules .collab
