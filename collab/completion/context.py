@@ -1,29 +1,56 @@
-"""Reading a prompt's parts from the live documents: the text around the cursor, and other
-files of the same branch (recently edited and open documents first) within a token budget."""
+"""Reading a prompt's parts: the text around the cursor from the live document, and other
+files of the same branch (from git at the branch head, or their live documents where those
+are loaded), ranked for the file being edited, within a character budget.
+
+What comes first in a prompt is kept still between a typist's requests, so that the
+worker's cache of their last prompt keeps matching: the prefix starts at a line start on a
+grid of positions, and the other files chosen for a typist are reused for ``ttl`` seconds.
+"""
 
 from __future__ import annotations
 
-import posixpath
+import collections
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from protocol.names import DocId
+from gitsync.repos import BranchNotFound, RepoNotFound
 
 from ..auth import Identity
+from ..git_work import in_git_thread, in_repo
 from ..origin import Origin
 from ..room import Room
+from .branch_context import BlobTexts, Candidate, list_branch, rank, read_blob
 from .prompts import ContextFile, PromptParts
 
 if TYPE_CHECKING:
     from ..server import CollabServer
 
-__all__ = ["ContextGatherer", "open_rooms"]
+__all__ = ["ContextGatherer", "open_rooms", "window"]
 
 _CHARS_PER_TOKEN = 4  # generous: workers trim exactly with their own tokenizer
-_KEYS_TTL = 5.0  # seconds a branch's list of documents is reused
+_PREFIX_CHARS_PER_TOKEN = 6  # more for the prefix: workers cut it at fixed points (fit)
+_GRID = 4  # the prefix's start moves in steps of a quarter of its size
 _MAX_EDITED = 10_000
+_MAX_SNAPSHOTS = 1024
+_MAX_HEADS = 16
+_SPARE = 2  # candidates read beyond ``max_files``, for those that turn out empty
+
+
+def window(text: str, index: int, budget: int) -> tuple[str, str]:
+    """The prefix and suffix around code point ``index`` of ``text`` for a prompt of about
+    ``budget`` tokens. Past the first screens of a file the prefix starts at the first line
+    start after a grid position, so it stays put while the typist types at its end."""
+    size = budget * _PREFIX_CHARS_PER_TOKEN * 60 // 100
+    start = 0
+    if index > size:
+        grain = max(1, size // _GRID)
+        start = -(-(index - size) // grain) * grain
+        line = text.find("\n", start, min(index, start + grain))
+        if line >= 0:
+            start = line + 1
+    return text[start:index], text[index : index + budget * _CHARS_PER_TOKEN * 15 // 100]
 
 
 def open_rooms(connection: object | None) -> list[Room]:
@@ -42,13 +69,22 @@ def open_rooms(connection: object | None) -> list[Room]:
 class ContextGatherer:
     """Builds :class:`PromptParts` and remembers when each document was last edited."""
 
-    def __init__(self, server: CollabServer, *, budget: int = 2048, max_files: int = 8) -> None:
+    def __init__(
+        self, server: CollabServer, *, budget: int = 2048, max_files: int = 8, ttl: float = 30.0
+    ) -> None:
         self.server = server
         self.budget = budget
         self.max_files = max_files
+        self.ttl = ttl
         self.edited: dict[str, float] = {}
+        self.blobs = BlobTexts()
         self._watched: weakref.WeakSet[Room] = weakref.WeakSet()
-        self._keys: dict[str, tuple[float, list[str]]] = {}
+        self._listings: collections.OrderedDict[tuple[str, bytes], list[tuple[str, bytes]]] = (
+            collections.OrderedDict()
+        )
+        self._snapshots: collections.OrderedDict[
+            tuple[Hashable, str], tuple[float, tuple[ContextFile, ...]]
+        ] = collections.OrderedDict()
 
     def watch(self, room: Room) -> None:
         if room not in self._watched:
@@ -62,72 +98,103 @@ class ContextGatherer:
                 ordered = sorted(self.edited.items(), key=lambda item: item[1])
                 self.edited = dict(ordered[len(ordered) // 2 :])
 
-    async def _branch_keys(self, doc_id: DocId) -> list[str]:
-        prefix = f"{doc_id.repo}/{doc_id.branch}:"
-        now = time.monotonic()
-        cached = self._keys.get(prefix)
-        if cached is not None and now - cached[0] < _KEYS_TTL:
-            return cached[1]
-        keys = await self.server.store.keys(prefix)
-        self._keys[prefix] = (now, keys)
-        if len(self._keys) > 1024:
-            self._keys.clear()
-        return keys
-
     async def gather(
-        self, room: Room, text: str, index: int, connection: object | None
+        self,
+        room: Room,
+        text: str,
+        index: int,
+        connection: object | None,
+        owner: Hashable | None = None,
     ) -> PromptParts:
-        """The parts of a prompt for code point ``index`` of ``text`` (``room``'s text)."""
+        """The parts of a prompt for code point ``index`` of ``text`` (``room``'s text);
+        ``owner`` (the requester) keeps the same other files for ``ttl`` seconds."""
         self.watch(room)
-        budget = self.budget * _CHARS_PER_TOKEN
-        prefix = text[max(0, index - budget * 60 // 100) : index]
-        suffix = text[index : index + budget * 15 // 100]
-        left = budget - len(prefix) - len(suffix)
+        prefix, suffix = window(text, index, self.budget)
+        files = await self.context(room, text, connection, owner)
+        doc_id = room.doc_id
+        return PromptParts(doc_id.repo, doc_id.path, prefix, suffix, files)
+
+    async def context(
+        self, room: Room, text: str, connection: object | None, owner: Hashable | None = None
+    ) -> tuple[ContextFile, ...]:
+        """Other files of ``room``'s branch for a prompt, most relevant first."""
+        now = time.monotonic()
+        key = (owner, room.key)
+        if owner is not None:
+            kept = self._snapshots.get(key)
+            if kept is not None and now - kept[0] < self.ttl:
+                self._snapshots.move_to_end(key)
+                return kept[1]
+        files = await self._choose(room, text, connection, now)
+        if owner is not None:
+            self._snapshots[key] = (now, files)
+            self._snapshots.move_to_end(key)
+            while len(self._snapshots) > _MAX_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+        return files
+
+    async def _choose(
+        self, room: Room, text: str, connection: object | None, now: float
+    ) -> tuple[ContextFile, ...]:
+        doc_id = room.doc_id
+        branch = f"{doc_id.repo}/{doc_id.branch}:"
+        candidates = {
+            path: Candidate(path, sha, self.edited.get(branch + path))
+            for path, sha in await self._listing(doc_id.repo, doc_id.branch)
+        }
+        live = {r.doc_id.path: r for r in self.server.rooms.loaded(branch) if not r.failed}
+        mine = [r for r in open_rooms(connection) if r.key.startswith(branch) and not r.failed]
+        for other in [*live.values(), *mine]:
+            live[other.doc_id.path] = other
+            self.watch(other)
+            known = candidates.get(other.doc_id.path)
+            sha = known.sha if known is not None else None
+            candidates[other.doc_id.path] = Candidate(
+                other.doc_id.path, sha, self.edited.get(other.key)
+            )
+        ranked = rank(doc_id.path, text, candidates, now, [r.doc_id.path for r in mine])
+        wanted = ranked[: self.max_files + _SPARE]
+        await self._read([c.sha for c in wanted if c.path not in live and c.sha], doc_id.repo)
+        left = self.budget * _CHARS_PER_TOKEN
         files: list[ContextFile] = []
-        for other in await self._candidates(room, connection):
+        for item in wanted:
             if left < 200 or len(files) >= self.max_files:
                 break
-            body = str(other.text)[:left]
-            if body.strip():
-                files.append(ContextFile(other.doc_id.path, body))
-                left -= len(body) + len(other.doc_id.path)
-        doc_id = room.doc_id
-        return PromptParts(doc_id.repo, doc_id.path, prefix, suffix, tuple(files))
+            if item.path in live:
+                body: str | None = str(live[item.path].text)
+            else:
+                body = self.blobs.get(item.sha)[1] if item.sha else None
+            if body and body.strip():
+                body = body[:left]
+                files.append(ContextFile(item.path, body))
+                left -= len(body) + len(item.path)
+        return tuple(files)
 
-    async def _candidates(self, room: Room, connection: object | None) -> list[Room]:
-        doc_id = room.doc_id
-        same_branch = [
-            r
-            for r in open_rooms(connection)
-            if r.doc_id.repo == doc_id.repo and r.doc_id.branch == doc_id.branch
-        ]
-        mine = {r.key for r in same_branch}
-        for key in await self._branch_keys(doc_id):
-            loaded = self.server.rooms.get_key(key)
-            if loaded is not None and key not in mine:
-                same_branch.append(loaded)
-        for other in same_branch:
-            self.watch(other)
-        return _ranked(room, (r for r in same_branch if r is not room), mine, self.edited)
+    async def _listing(self, repo: str, branch: str) -> list[tuple[str, bytes]]:
+        """The files at the branch head (listed once per head); none without one."""
+        repos = self.server.repos
+        try:
+            head = await in_git_thread(repos, repos.branch_head, repo, branch)
+        except (RepoNotFound, BranchNotFound):
+            return []
+        key = (repo, head)
+        listing = self._listings.get(key)
+        if listing is None:
+            listing = await in_repo(repos, repo, list_branch, head)
+            self._listings[key] = listing
+            while len(self._listings) > _MAX_HEADS:
+                self._listings.popitem(last=False)
+        self._listings.move_to_end(key)
+        return listing
 
+    async def _read(self, shas: list[bytes], repo: str) -> None:
+        """Read the blobs among ``shas`` not read before, in one trip to a git thread."""
+        missing = [sha for sha in dict.fromkeys(shas) if not self.blobs.get(sha)[0]]
+        if not missing:
+            return
 
-def _ranked(
-    room: Room, others: Iterable[Room], mine: set[str], edited: dict[str, float]
-) -> list[Room]:
-    """Recently edited first, then the requester's open documents, then the nearest paths."""
-    here = posixpath.dirname(room.doc_id.path).split("/")
+        def read_all(opened: Any) -> list[tuple[bytes, str | None]]:
+            return [(sha, read_blob(opened, sha)) for sha in missing]
 
-    def distance(other: Room) -> int:
-        there = posixpath.dirname(other.doc_id.path).split("/")
-        common = 0
-        for a, b in zip(here, there, strict=False):
-            if a != b:
-                break
-            common += 1
-        return len(here) + len(there) - 2 * common
-
-    unique = {r.key: r for r in others if not r.failed}
-    return sorted(
-        unique.values(),
-        key=lambda r: (-edited.get(r.key, 0.0), r.key not in mine, distance(r), r.key),
-    )
+        for sha, text in await in_repo(self.server.repos, repo, read_all):
+            self.blobs.put(sha, text)

@@ -182,16 +182,27 @@ def approx_tokens(text: str) -> int:
 
 
 def _keep_end(text: str, budget: int, count: TokenCounter) -> str:
-    """The longest tail of ``text`` (cut at a line start when possible) within ``budget``."""
+    """The longest tail of ``text`` within ``budget`` that starts at one of a fixed set of
+    cut points: a line start in each stretch of about an eighth of the budget, counted from
+    the start of ``text``. While ``text`` grows at its end the cut stays where it was (so a
+    prompt cache keeps matching) until the tail no longer fits, then moves on a stretch."""
     if budget <= 0 or not text:
         return ""
     size = count(text)
-    while size > budget:
-        cut = len(text) - max(1, len(text) * budget // max(size, 1) - 8)
-        line = text.find("\n", cut)
-        text = text[line + 1 :] if 0 <= line < cut + 200 else text[cut:]
-        size = count(text)
-    return text
+    if size <= budget:
+        return text
+    grain = max(16, budget * 3 // 8)  # characters: about budget / 8 tokens
+
+    def cut(k: int) -> int:
+        line = text.find("\n", k * grain, (k + 1) * grain)
+        return line + 1 if line >= 0 else k * grain
+
+    k = max(1, int(len(text) * (size - budget) / size) // grain)  # an estimate, then exact
+    while k > 1 and count(text[cut(k - 1) :]) <= budget:
+        k -= 1
+    while cut(k) < len(text) and count(text[cut(k) :]) > budget:
+        k += 1
+    return text[cut(k) :]
 
 
 def _keep_start(text: str, budget: int, count: TokenCounter) -> str:
@@ -207,14 +218,31 @@ def _keep_start(text: str, budget: int, count: TokenCounter) -> str:
     return text
 
 
+PREFIX_SHARE = 60  # percent of the budget the prefix may take
+SUFFIX_SHARE = {False: 15, True: 5}  # percent for the suffix: block, single-line requests
+"""A single-line completion needs the lines after the cursor, not a page of them; and in
+the prefix-suffix-middle layout every suffix token is prefilled again after each keystroke."""
+_STEPS = 8  # the context's share changes in steps of an eighth of the budget
+
+
 def fit(
-    parts: PromptParts, budget: int, count: TokenCounter = approx_tokens
+    parts: PromptParts,
+    budget: int,
+    count: TokenCounter = approx_tokens,
+    *,
+    single_line: bool = False,
 ) -> tuple[str, str, tuple[ContextFile, ...]]:
-    """Trim ``parts`` to ``budget`` tokens: the prefix may take 60%, the suffix 15%, and other
-    files what is left, in their order (more relevant first)."""
-    prefix = _keep_end(parts.prefix, budget * 60 // 100, count)
-    suffix = _keep_start(parts.suffix, budget * 15 // 100, count)
-    left = budget - count(prefix) - count(suffix) - 16
+    """Trim ``parts`` to ``budget`` tokens: the prefix may take 60%, the suffix 15% (5% for
+    a single line), and other files what is left, in their order (more relevant first).
+
+    What comes first in a prompt stays put from one keystroke to the next, so that a cache
+    of the last prompt keeps matching: the prefix is cut at fixed points (see
+    ``_keep_end``) and the other files' share moves in steps of an eighth of the budget."""
+    prefix = _keep_end(parts.prefix, budget * PREFIX_SHARE // 100, count)
+    suffix = _keep_start(parts.suffix, budget * SUFFIX_SHARE[single_line] // 100, count)
+    step = max(1, budget // _STEPS)
+    used = -(-(count(prefix) + count(suffix)) // step) * step
+    left = budget - used - 16
     context: list[ContextFile] = []
     for item in parts.context:
         if left < 32:
@@ -286,9 +314,15 @@ def render(
     parts: PromptParts,
     budget: int = 2048,
     count: TokenCounter = approx_tokens,
+    *,
+    single_line: bool = False,
 ) -> Rendered:
-    """The prompt for ``family``, within ``budget`` tokens as ``count`` measures them."""
-    prefix, suffix, ctx = fit(parts, budget - 32, count)
+    """The prompt for ``family``, within ``budget`` tokens as ``count`` measures them.
+
+    Every template puts what changes least first: other files of the branch, then the file's
+    path and prefix, then the suffix (the prefix-suffix-middle order these families use), so
+    that consecutive requests of one typist share all but the end of the prompt."""
+    prefix, suffix, ctx = fit(parts, budget - 32, count, single_line=single_line)
     text = _template(family, parts.repo, parts.path, prefix, suffix, ctx)
     return Rendered(text, stop_strings(family), prefix, suffix, ctx)
 

@@ -294,7 +294,7 @@ class CompletionService:
             self._cache.move_to_end(key)
             return hit[1], True, 0.0, 0.0
         building = time.perf_counter()
-        parts = await self.context.gather(room, text, index, ctx.connection)
+        parts = await self.context.gather(room, text, index, ctx.connection, self._owner(ctx))
         prompt_ms = (time.perf_counter() - building) * 1000
         if request.superseded:
             raise ProtocolError(ErrorCode.CANCELLED, "superseded by a newer request")
