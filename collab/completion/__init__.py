@@ -1,9 +1,10 @@
 """AI completions: fill-in-the-middle prompts built from live documents, run by workers.
 
 ``install(server)`` adds the ``complete``, ``complete.accept``, ``complete.cancel`` and
-``complete.metrics`` operations (``/ws`` calls and ``POST /api/<op>``), the ``/worker``
-endpoint for remote workers, and the embedded worker that runs the backend named by
-``ServerConfig.completion_backend`` (``"none"`` for remote workers only). ``GET /metrics``
+``complete.metrics`` operations (``/ws`` calls and ``POST /api/<op>``), the streaming
+``POST /api/complete/stream``, the ``/worker`` endpoint for remote workers, and the embedded
+worker that runs the backend named by ``ServerConfig.completion_backend`` (``"none"`` for
+remote workers only). ``GET /metrics``
 (``collab.metrics``) reports the figures as ``collab_completion_*`` series.
 """
 
@@ -17,6 +18,7 @@ from .backend import Cancelled, CompletionBackend, Generated, Prompt
 from .backends import create_backend
 from .prompts import ContextFile, Family, PromptParts, detect_family, render
 from .service import CompletionService
+from .streaming import handle_stream
 from .worker_endpoint import handle_worker
 
 if TYPE_CHECKING:
@@ -60,6 +62,10 @@ def install(server: CollabServer) -> CompletionService:
             server, service.pool, request, max_chars=config.completion_max_chars
         )
 
+    async def stream_route(request: web.Request) -> web.StreamResponse:
+        return await handle_stream(server, service, request)
+
     server.add_route("GET", "/worker", worker_route)
+    server.add_route("POST", "/api/complete/stream", stream_route)
     server.services.append(service)
     return service

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .prompts import Family, Rendered
 
-__all__ = ["Cancelled", "CompletionBackend", "Generated", "Prompt"]
+__all__ = [
+    "Cancelled",
+    "CompletionBackend",
+    "Generated",
+    "Prompt",
+    "StreamingBackend",
+    "TextSink",
+]
+
+TextSink = Callable[[str], None]
+"""Called on the event loop with the raw text generated so far, each time it grows."""
 
 
 class Cancelled(Exception):
@@ -26,6 +37,7 @@ class Prompt:
     rendered: Rendered
     max_tokens: int
     single_line: bool  # stop at the end of the first non-blank line
+    cache_key: str | None = None  # the typist (connection and document): whose cache to reuse
 
     @property
     def text(self) -> str:
@@ -36,6 +48,8 @@ class Prompt:
 class Generated:
     text: str
     tokens: int  # tokens generated (for throughput figures)
+    prompt_tokens: int = 0  # the prompt's tokens, where the backend knows them
+    reused_tokens: int = 0  # of those, how many came from a cache instead of a prefill
 
 
 @runtime_checkable
@@ -63,3 +77,13 @@ class CompletionBackend(Protocol):
     async def stop(self) -> None: ...
 
     async def complete(self, prompt: Prompt, cancel: threading.Event) -> Generated: ...
+
+
+@runtime_checkable
+class StreamingBackend(Protocol):
+    """A backend that can also hand out its text while it generates (an optional method:
+    the executor uses it when the requester streams, and ``complete`` otherwise)."""
+
+    async def complete_streaming(
+        self, prompt: Prompt, cancel: threading.Event, on_text: TextSink
+    ) -> Generated: ...

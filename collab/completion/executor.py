@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .backend import Cancelled, CompletionBackend, Prompt
+from .backend import Cancelled, CompletionBackend, Generated, Prompt, StreamingBackend
 from .prompts import PromptParts, Rendered, cut_at_stop, cut_single_line, render
 
-__all__ = ["Executor", "JobOutput", "JobSpec", "finish"]
+__all__ = ["Executor", "JobOutput", "JobSpec", "TextStream", "finish", "settled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,8 @@ class JobSpec:
     parts: PromptParts
     max_tokens: int
     single_line: bool
+    cache_key: str | None = None  # the typist (connection and document), for prompt caches
+    stream: bool = False  # send the text while it is generated
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,8 @@ class JobOutput:
     model_ms: float  # generating
     tokens: int
     model: str
+    prompt_tokens: int = 0  # the prompt's tokens, where the backend counts them
+    reused_tokens: int = 0  # of those, how many a cache held (not prefilled again)
 
 
 def finish(text: str, rendered: Rendered, single_line: bool, max_chars: int) -> str:
@@ -50,6 +55,56 @@ def finish(text: str, rendered: Rendered, single_line: bool, max_chars: int) -> 
     return text[:max_chars]
 
 
+def _held(text: str, markers: Sequence[str]) -> int:
+    """How many characters at the end of ``text`` may begin one of ``markers``."""
+    longest = 0
+    for marker in markers:
+        for size in range(min(len(marker), len(text)), longest, -1):
+            if text.endswith(marker[:size]):
+                longest = size
+                break
+    return longest
+
+
+def settled(raw: str, rendered: Rendered, single_line: bool, max_chars: int) -> str:
+    """What the completion is sure to begin with, ``raw`` being the text generated so far:
+    :func:`finish`'s result once it has ended, else ``raw`` less what may yet prove to be a
+    stop string or (single-line) the rest of the cursor's line that ``finish`` would drop."""
+    text, ended = cut_at_stop(raw, rendered.stop)
+    if single_line:
+        text, line_ended = cut_single_line(text)
+        ended = ended or line_ended
+    if ended:
+        return finish(raw, rendered, single_line, max_chars)
+    markers = list(rendered.stop)
+    rest = rendered.suffix.split("\n", 1)[0]
+    if single_line and rest.strip():
+        markers.append(rest)
+    return text[: len(text) - _held(text, markers)][:max_chars]
+
+
+class TextStream:
+    """Hands ``emit`` the new part of the settled text each time a backend's text grows;
+    the pieces put together are always the beginning of the finished completion."""
+
+    def __init__(
+        self, rendered: Rendered, single_line: bool, max_chars: int, emit: Callable[[str], None]
+    ) -> None:
+        self.rendered = rendered
+        self.single_line = single_line
+        self.max_chars = max_chars
+        self.emit = emit
+        self.sent = ""
+
+    def update(self, raw: str) -> None:
+        self.send(settled(raw, self.rendered, self.single_line, self.max_chars))
+
+    def send(self, text: str) -> None:
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            piece, self.sent = text[len(self.sent) :], text
+            self.emit(piece)
+
+
 class Executor:
     """Runs jobs on one backend, at most ``backend.capacity`` at once."""
 
@@ -61,8 +116,16 @@ class Executor:
         self.max_chars = max_chars
         self._slots = asyncio.Semaphore(max(1, backend.capacity))
 
-    async def run(self, spec: JobSpec, cancel: threading.Event) -> JobOutput:
-        """Run ``spec``; raise ``Cancelled`` if ``cancel`` is set before or while it runs."""
+    async def run(
+        self,
+        spec: JobSpec,
+        cancel: threading.Event,
+        emit: Callable[[str], None] | None = None,
+    ) -> JobOutput:
+        """Run ``spec``; raise ``Cancelled`` if ``cancel`` is set before or while it runs.
+
+        ``emit``, when given, receives the completion in pieces as it is generated (all of
+        it at the end from a backend that does not stream); together they are its text."""
         arrived = time.perf_counter()
         async with self._slots:
             started = time.perf_counter()
@@ -70,19 +133,39 @@ class Executor:
                 raise Cancelled(spec.id)
             backend = self.backend
             rendered = render(
-                backend.family, spec.parts, self.max_prompt_tokens, backend.count_tokens
+                backend.family,
+                spec.parts,
+                self.max_prompt_tokens,
+                backend.count_tokens,
+                single_line=spec.single_line,
             )
             rendered_at = time.perf_counter()
-            prompt = Prompt(rendered, spec.max_tokens, spec.single_line)
-            generated = await backend.complete(prompt, cancel)
+            prompt = Prompt(rendered, spec.max_tokens, spec.single_line, spec.cache_key)
+            stream = None
+            if emit is not None:
+                stream = TextStream(rendered, spec.single_line, self.max_chars, emit)
+            generated = await self._generate(prompt, cancel, stream)
             done = time.perf_counter()
         if cancel.is_set():
             raise Cancelled(spec.id)
+        text = finish(generated.text, rendered, spec.single_line, self.max_chars)
+        if stream is not None:
+            stream.send(text)
         return JobOutput(
-            text=finish(generated.text, rendered, spec.single_line, self.max_chars),
+            text=text,
             queue_ms=(started - arrived) * 1000,
             prompt_ms=(rendered_at - started) * 1000,
             model_ms=(done - rendered_at) * 1000,
             tokens=generated.tokens,
             model=backend.name,
+            prompt_tokens=generated.prompt_tokens,
+            reused_tokens=generated.reused_tokens,
         )
+
+    async def _generate(
+        self, prompt: Prompt, cancel: threading.Event, stream: TextStream | None
+    ) -> Generated:
+        backend = self.backend
+        if stream is not None and isinstance(backend, StreamingBackend):
+            return await backend.complete_streaming(prompt, cancel, stream.update)
+        return await backend.complete(prompt, cancel)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +37,7 @@ class QueuedJob:
     sent_at: float | None = None
     worker: WorkerLink | None = None
     cancelled: bool = False
+    on_text: Callable[[str], None] | None = None  # pieces of the text, when it streams
 
     @property
     def id(self) -> str:
@@ -115,6 +117,12 @@ class WorkerPool:
             with contextlib.suppress(ValueError):
                 self.pending.remove(job)
 
+    def streamed(self, worker: WorkerLink, job_id: str, piece: str) -> None:
+        """A piece of job ``job_id``'s text, from ``worker`` while it generates."""
+        job = worker.running.get(job_id)
+        if job is not None and job.on_text is not None and not job.future.done():
+            job.on_text(piece)
+
     def finished(self, worker: WorkerLink, job_id: str, result: JobOutput | ProtocolError) -> None:
         job = worker.running.pop(job_id, None)
         if job is not None:
@@ -179,8 +187,12 @@ class LocalWorker:
 
     async def _run(self, spec: JobSpec, flag: threading.Event) -> None:
         result: JobOutput | ProtocolError
+
+        def emit(piece: str) -> None:
+            self.pool.streamed(self, spec.id, piece)
+
         try:
-            result = await self.executor.run(spec, flag)
+            result = await self.executor.run(spec, flag, emit if spec.stream else None)
         except Cancelled:
             result = ProtocolError(ErrorCode.CANCELLED, "cancelled")
         except asyncio.CancelledError:

@@ -3,13 +3,15 @@
 
 A request names a document and a cursor: on ``/ws`` a document the connection has open; over
 HTTP (``POST /api/complete``) any document, which the server opens itself and keeps loaded
-while the answer may be accepted. The prompt is read from the live document at that moment
-and the cursor is anchored so that it follows later edits. Every answer has an id; accepting
-an empty one inserts nothing. A newer request
-from the same connection for the same document cancels the older one; so does the
-requester's disconnect. Answers are cached by (document state vector, cursor, options).
-Accepting inserts the text at the anchor as an edit with origin ``ai``, on behalf of the
-user who accepts; it is stored and broadcast like any other edit.
+while the answer may be accepted. With ``stream`` the text also arrives in pieces while it is
+generated (``/ws`` events, or ``POST /api/complete/stream``: see ``streaming.py``). The
+prompt is read from the live document at that moment and the cursor is anchored so that it
+follows later edits. Every answer has an id; accepting an empty one inserts nothing. A
+newer request from the same connection for the same document cancels the older one; so
+does the requester's disconnect. Workers keep each (connection, document)'s prompt cache.
+Answers are cached by (document state vector, cursor, options). Accepting inserts the text
+at the anchor as an edit with origin ``ai``, on behalf of the user who accepts; it is stored
+and broadcast like any other edit.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +58,8 @@ _DEFAULT_TOKENS = {"line": 48, "block": 256}
 
 Owner = tuple[object, str]  # (connection, or the user for HTTP) and document key
 _CacheKey = tuple[str, bytes, int, str, int]
+Emit = Callable[[str], None]  # a piece of a streaming completion's text
+STREAM_TOPIC = "complete.stream"
 
 
 @dataclass(eq=False)
@@ -173,18 +179,24 @@ class CompletionService:
 
     # -- complete ----------------------------------------------------------------------------
 
-    async def complete(self, ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
-        """``complete(doc, index, mode="line"|"block", max_tokens?, unit="codepoint"|"utf16")``."""
+    async def complete(
+        self, ctx: CallContext, args: dict[str, Any], emit: Emit | None = None
+    ) -> dict[str, Any]:
+        """``complete(doc, index, mode="line"|"block", max_tokens?, unit="codepoint"|"utf16",
+        stream?)``. With ``stream`` (a number or string the client chooses) on ``/ws``, the
+        text is also sent in pieces as it is generated, as events on topic
+        ``complete.stream`` with ``{stream, doc, text}``; ``emit`` receives them instead
+        (``POST /api/complete/stream``)."""
         started = time.perf_counter()
         self.metrics.count("requests")
         try:
-            return await self._complete(ctx, args, started)
+            return await self._complete(ctx, args, started, emit)
         except ProtocolError as exc:
             self.metrics.error(exc.code.name)
             raise
 
     async def _complete(
-        self, ctx: CallContext, args: dict[str, Any], started: float
+        self, ctx: CallContext, args: dict[str, Any], started: float, emit: Emit | None
     ) -> dict[str, Any]:
         mode = arg_str(args, "mode", "line")
         if mode not in _DEFAULT_TOKENS:
@@ -195,11 +207,14 @@ class CompletionService:
             raise ProtocolError(ErrorCode.MALFORMED, "max_tokens must be positive")
         doc = arg_str(args, "doc")
         index = arg_int(args, "index")
+        emit = emit or _stream_events(ctx, args)
         if not self.limiter.allow(ctx.identity.user):
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many completion requests")
         room, hold = await self._room(ctx, doc)
         try:
-            return await self._complete_in(ctx, room, hold, index, mode, unit, max_tokens, started)
+            return await self._complete_in(
+                ctx, room, hold, index, mode, unit, max_tokens, started, emit
+            )
         except BaseException:
             if hold is not None:
                 hold.release(self._releasing)
@@ -215,6 +230,7 @@ class CompletionService:
         unit: str,
         max_tokens: int,
         started: float,
+        emit: Emit | None,
     ) -> dict[str, Any]:
         owner: Owner = (self._owner(ctx), room.key)
         self._supersede(owner, "superseded by a newer request", "superseded")
@@ -229,7 +245,7 @@ class CompletionService:
         anchor = self.anchors.add(room, utf8_offset(text, index))
         try:
             output, cached, queue_ms, prompt_ms = await self._answer(
-                ctx, room, text, index, key, request, mode, max_tokens
+                ctx, owner, room, text, index, key, request, mode, max_tokens, emit
             )
         except BaseException:
             self.anchors.remove(anchor)
@@ -265,6 +281,9 @@ class CompletionService:
         self.metrics.answered(latency, shown=bool(answer))
         if cached:
             self.metrics.count("cached")
+        else:
+            self.metrics.count("prompt_tokens", output.prompt_tokens)
+            self.metrics.count("reused_tokens", output.reused_tokens)
         if unit == "utf16":
             position = codepoint_to_utf16(str(room.text), position)
         return {
@@ -275,11 +294,14 @@ class CompletionService:
             "model": output.model,
             "cached": cached,
             "latency": latency,
+            "prompt_tokens": 0 if cached else output.prompt_tokens,
+            "reused_tokens": 0 if cached else output.reused_tokens,
         }
 
     async def _answer(
         self,
         ctx: CallContext,
+        owner: Owner,
         room: Room,
         text: str,
         index: int,
@@ -287,19 +309,37 @@ class CompletionService:
         request: _Request,
         mode: str,
         max_tokens: int,
+        emit: Emit | None,
     ) -> tuple[JobOutput, bool, float, float]:
         """The completion (from the cache or a worker), and the server's queue and prompt ms."""
         hit = self._cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < CACHE_TTL:
             self._cache.move_to_end(key)
+            if emit is not None and hit[1].text:
+                emit(hit[1].text[: self.max_chars])
             return hit[1], True, 0.0, 0.0
         building = time.perf_counter()
-        parts = await self.context.gather(room, text, index, ctx.connection, self._owner(ctx))
+        parts = await self.context.gather(room, text, index, ctx.connection, owner[0])
         prompt_ms = (time.perf_counter() - building) * 1000
         if request.superseded:
             raise ProtocolError(ErrorCode.CANCELLED, "superseded by a newer request")
-        spec = JobSpec(secrets.token_hex(8), parts, max_tokens, mode == "line")
+        spec = JobSpec(
+            secrets.token_hex(8),
+            parts,
+            max_tokens,
+            mode == "line",
+            cache_key=_cache_key(owner),
+            stream=emit is not None,
+        )
         job = request.job = QueuedJob(spec, asyncio.get_running_loop().create_future())
+        if emit is not None:
+            sink = emit
+
+            def forward(piece: str) -> None:
+                if not request.superseded:
+                    sink(piece)
+
+            job.on_text = forward
         self.pool.submit(job)
         try:
             output = await asyncio.wait_for(asyncio.shield(job.future), self.timeout)
@@ -433,6 +473,24 @@ class CompletionService:
                     self._supersede(owner, "the requester left", "disconnected")
 
         ctx.on_close.append(closed)
+
+
+def _cache_key(owner: Owner) -> str:
+    """The key under which workers keep this typist's prompt cache (no identity in it)."""
+    return hashlib.blake2b(repr(owner).encode(), digest_size=12).hexdigest()
+
+
+def _stream_events(ctx: CallContext, args: dict[str, Any]) -> Emit | None:
+    """For ``stream``: a sender of ``complete.stream`` events on the caller's connection."""
+    token = args.get("stream")
+    if token is None:
+        return None
+    if isinstance(token, bool) or not isinstance(token, (int, str)) or len(str(token)) > 64:
+        raise ProtocolError(ErrorCode.MALFORMED, "stream must be a number or a short string")
+    send, doc = ctx.send_event, args.get("doc")
+    if send is None:
+        raise ProtocolError(ErrorCode.MALFORMED, "stream: use /ws or POST /api/complete/stream")
+    return lambda piece: send(STREAM_TOPIC, {"stream": token, "doc": doc, "text": piece})
 
 
 def _unit(args: dict[str, Any]) -> str:

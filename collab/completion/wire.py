@@ -5,10 +5,15 @@ One msgpack map per binary WebSocket message, with a string type ``t``:
 - worker -> engine ``hello``: ``name``, ``model``, ``family``, ``capacity`` (jobs at once);
 - engine -> worker ``welcome``;
 - engine -> worker ``job``: ``id``, ``parts`` (``repo``, ``path``, ``prefix``, ``suffix``,
-  ``context``: a list of ``[path, text]``), ``max_tokens``, ``single_line``;
+  ``context``: a list of ``[path, text]``), ``max_tokens``, ``single_line``, and optionally
+  ``cache`` (the typist: jobs with the same key reuse each other's prompt cache) and
+  ``stream`` (true: send ``chunk`` messages while generating);
 - engine -> worker ``cancel``: ``id`` (skip it if not started, stop generating if running);
+- worker -> engine ``chunk``: ``id``, ``text`` (the next piece of a streaming job's text;
+  the pieces put together begin the text of its ``done``);
 - worker -> engine ``done``: ``id``, ``text``, ``queue_ms``, ``prompt_ms``, ``model_ms``,
-  ``tokens``, ``model``;
+  ``tokens``, ``model``, and optionally ``prompt_tokens`` and ``reused_tokens`` (of those,
+  how many came from a prompt cache);
 - worker -> engine ``failed``: ``id``, ``code`` (an ``ErrorCode``), ``message``.
 
 The engine never sends a worker more jobs than its capacity; every job is answered by
@@ -29,6 +34,7 @@ from .prompts import ContextFile, PromptParts
 
 __all__ = [
     "CancelJob",
+    "Chunk",
     "Done",
     "Failed",
     "Job",
@@ -66,6 +72,12 @@ class CancelJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Chunk:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     id: str
     output: JobOutput
@@ -78,7 +90,7 @@ class Failed:
     message: str
 
 
-WorkerMessage = WorkerHello | WorkerWelcome | Job | CancelJob | Done | Failed
+WorkerMessage = WorkerHello | WorkerWelcome | Job | CancelJob | Chunk | Done | Failed
 
 
 def encode(message: WorkerMessage) -> bytes:
@@ -104,8 +116,14 @@ def encode(message: WorkerMessage) -> bytes:
                 "max_tokens": spec.max_tokens,
                 "single_line": spec.single_line,
             }
+            if spec.cache_key is not None:
+                body["cache"] = spec.cache_key
+            if spec.stream:
+                body["stream"] = True
         case CancelJob(job_id):
             body = {"t": "cancel", "id": job_id}
+        case Chunk(job_id, piece):
+            body = {"t": "chunk", "id": job_id, "text": piece}
         case Done(job_id, out):
             body = {
                 "t": "done",
@@ -116,6 +134,8 @@ def encode(message: WorkerMessage) -> bytes:
                 "model_ms": out.model_ms,
                 "tokens": out.tokens,
                 "model": out.model,
+                "prompt_tokens": out.prompt_tokens,
+                "reused_tokens": out.reused_tokens,
             }
         case Failed(job_id, code, text):
             body = {"t": "failed", "id": job_id, "code": int(code), "message": text}
@@ -131,6 +151,10 @@ def _get(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
         raise _bad(f"worker message {body.get('t')!r}: bad field {name!r}")
     return value
+
+
+def _optional(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    return default if body.get(name) is None else _get(body, name, kind)
 
 
 def _ms(body: dict[str, Any], name: str) -> float:
@@ -183,10 +207,14 @@ def decode(data: bytes) -> WorkerMessage:
             _parts(body.get("parts")),
             _get(body, "max_tokens", int),
             _get(body, "single_line", bool),
+            _optional(body, "cache", str, None),
+            _optional(body, "stream", bool, False),
         )
         return Job(spec)
     if kind == "cancel":
         return CancelJob(_get(body, "id", str))
+    if kind == "chunk":
+        return Chunk(_get(body, "id", str), _get(body, "text", str))
     if kind == "done":
         output = JobOutput(
             text=_get(body, "text", str),
@@ -195,6 +223,8 @@ def decode(data: bytes) -> WorkerMessage:
             model_ms=_ms(body, "model_ms"),
             tokens=_get(body, "tokens", int),
             model=_get(body, "model", str),
+            prompt_tokens=_optional(body, "prompt_tokens", int, 0),
+            reused_tokens=_optional(body, "reused_tokens", int, 0),
         )
         return Done(_get(body, "id", str), output)
     if kind == "failed":

@@ -66,7 +66,7 @@ class RemoteWorker:
         self.connected = asyncio.Event()
         self._flags: dict[str, threading.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._send_lock = asyncio.Lock()
+        self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()  # to the current connection
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Start the backend and serve until ``stop`` is set; raise ``WorkerRefused``."""
@@ -119,6 +119,8 @@ class RemoteWorker:
                 return
             log.info("connected to %s as %s", self.url, self.name)
             self.connected.set()
+            self._outgoing = asyncio.Queue()
+            writer = asyncio.create_task(self._write(ws, self._outgoing))
             try:
                 async for msg in ws:
                     if msg.type is aiohttp.WSMsgType.BINARY:
@@ -127,16 +129,25 @@ class RemoteWorker:
                 self.connected.clear()
                 for flag in self._flags.values():
                     flag.set()  # the engine has already failed these jobs
-                for task in list(self._tasks):
+                for task in [*self._tasks, writer]:
                     task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await asyncio.gather(*self._tasks, writer, return_exceptions=True)
             log.warning("disconnected from %s (%s)", self.url, ws.close_code)
+
+    @staticmethod
+    async def _write(ws: aiohttp.ClientWebSocketResponse, outgoing: asyncio.Queue[bytes]) -> None:
+        """Send what the jobs queue, in order (a job's chunks before its answer)."""
+        while True:
+            frame = await outgoing.get()
+            if ws.closed:
+                return
+            await ws.send_bytes(frame)
 
     def _receive(self, ws: aiohttp.ClientWebSocketResponse, message: wire.WorkerMessage) -> None:
         match message:
             case wire.Job(spec):
                 flag = self._flags[spec.id] = threading.Event()
-                task = asyncio.create_task(self._run(ws, spec, flag))
+                task = asyncio.create_task(self._run(spec, flag))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             case wire.CancelJob(job_id):
@@ -146,12 +157,16 @@ class RemoteWorker:
             case _:
                 log.warning("unexpected %s from the engine", type(message).__name__)
 
-    async def _run(
-        self, ws: aiohttp.ClientWebSocketResponse, spec: JobSpec, flag: threading.Event
-    ) -> None:
+    async def _run(self, spec: JobSpec, flag: threading.Event) -> None:
         reply: wire.WorkerMessage
+        outgoing = self._outgoing  # this connection's: a job outlives no connection
+
+        def emit(piece: str) -> None:
+            outgoing.put_nowait(wire.encode(wire.Chunk(spec.id, piece)))
+
         try:
-            reply = wire.Done(spec.id, await self.executor.run(spec, flag))
+            output = await self.executor.run(spec, flag, emit if spec.stream else None)
+            reply = wire.Done(spec.id, output)
         except Cancelled:
             reply = wire.Failed(spec.id, ErrorCode.CANCELLED, "cancelled")
         except asyncio.CancelledError:
@@ -162,9 +177,7 @@ class RemoteWorker:
             reply = wire.Failed(spec.id, ErrorCode.UNAVAILABLE, f"backend failed: {exc}")
         finally:
             self._flags.pop(spec.id, None)
-        async with self._send_lock:
-            if not ws.closed:
-                await ws.send_bytes(wire.encode(reply))
+        outgoing.put_nowait(wire.encode(reply))
 
 
 def add_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

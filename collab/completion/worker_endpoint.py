@@ -76,6 +76,8 @@ async def handle_worker(
                 continue
             outbox.traffic.bytes_in += len(msg.data)
             match wire.decode(msg.data):
+                case wire.Chunk(job_id, piece):
+                    pool.streamed(link, job_id, piece)
                 case wire.Done(job_id, output):
                     if len(output.text) > max_chars:
                         output = dataclasses.replace(output, text=output.text[:max_chars])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 
 from collab.completion import Cancelled, Family, Generated, Prompt
 from collab.completion.prompts import cut_single_line
@@ -89,3 +90,24 @@ def slow() -> FakeBackend:
 
 def instant() -> FakeBackend:
     return FakeBackend("INSTANT")
+
+
+class StreamingFake(FakeBackend):
+    """Hands out its answer a few characters at a time, ``step`` seconds apart."""
+
+    def __init__(self, answer: str, *, step: float = 0.01, **options: object) -> None:
+        super().__init__(answer, **options)  # type: ignore[arg-type]
+        self.step = step
+        self.streamed = 0
+
+    async def complete_streaming(
+        self, prompt: Prompt, cancel: threading.Event, on_text: Callable[[str], None]
+    ) -> Generated:
+        self.streamed += 1
+        text = self.answer or ""
+        for end in range(3, len(text) + 3, 3):
+            if cancel.is_set():
+                raise Cancelled()
+            on_text(text[:end])
+            await asyncio.sleep(self.step)
+        return await self.complete(prompt, cancel)

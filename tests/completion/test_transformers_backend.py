@@ -18,6 +18,7 @@ from tiny_model import EXAMPLES
 from collab import Client
 from collab.completion import Cancelled, Family, Prompt, PromptParts, render
 from collab.completion.executor import Executor, JobSpec
+from collab.completion.prefix_cache import common_prefix
 from collab.completion.transformers_backend import TransformersBackend
 
 CALC, IMPORTS, HELLO = (parts for parts, _ in EXAMPLES)
@@ -59,29 +60,52 @@ async def test_fim_completion_single_line_and_block(backend: TransformersBackend
     assert line.text == "a + b"  # stopped at the end of the line
     block = await backend.complete(prompt(CALC, single_line=False), threading.Event())
     assert block.text == "a + b\n\nprint(add(1, 2))\n"  # stopped at <|endoftext|>
-    assert block.tokens > line.tokens
-    assert backend.stats.steps[-2] < backend.stats.steps[-1]  # generation really stopped
+    assert line.tokens < block.tokens < 32  # generation really stopped
+    assert line.prompt_tokens == len(backend.tokenize(prompt(CALC).text))
+
+
+async def test_a_request_that_extends_the_last_prefills_only_its_new_tokens(
+    backend: TransformersBackend, model_dir: Path
+) -> None:
+    """The typist's second prompt shares all but its end with the first: only the tokens
+    after the longest shared prefix are prefilled, and the answer is a cold run's."""
+    typing = PromptParts(CALC.repo, CALC.path, CALC.prefix[:-4], CALC.suffix)  # "...  re"
+    first, second = prompt(typing, single_line=False), prompt(CALC, single_line=False)
+    await backend.complete(keyed(first, "alice"), threading.Event())
+    ids_first, ids_second = backend.tokenize(first.text), backend.tokenize(second.text)
+    shared = common_prefix(ids_first, ids_second)
+    assert 0 < shared < len(ids_second)
+    before = backend.stats.prefill_tokens
+    warm = await backend.complete(keyed(second, "alice"), threading.Event())
+    prefilled = backend.stats.prefill_tokens - before
+    assert prefilled == len(ids_second) - shared  # only what follows the shared prefix
+    assert (warm.prompt_tokens, warm.reused_tokens) == (len(ids_second), shared)
+    assert prefilled < len(ids_second) // 3
+    cold_backend = TransformersBackend(model_dir, cache_mb=0)  # nothing is ever reused
+    await cold_backend.start()
+    try:
+        cold = await cold_backend.complete(keyed(second, "alice"), threading.Event())
+    finally:
+        await cold_backend.stop()
+    assert cold.reused_tokens == 0
+    assert warm.text == cold.text == "a + b\n\nprint(add(1, 2))\n"
+    other = await backend.complete(keyed(second, "bob"), threading.Event())  # bob: cold
+    assert other.reused_tokens == 0 and other.text == warm.text
 
 
 class WatchedFlag(threading.Event):
-    """A cancel flag that counts the backend's looks at it: ``complete()`` looks once, the
-    generation thread once as it forms the batch, then once per decoding step. At look
-    ``raise_at`` it raises itself; at look ``hold_at`` it holds the generation thread (until
-    ``release``), having set ``held``. Generation's progress is known without a clock."""
+    """A cancel flag that raises itself at its ``raise_at``-th look by the generation thread
+    (the engine looks at every flag once per step). Progress is known without a clock."""
 
-    def __init__(self, *, raise_at: int = 0, hold_at: int = 0) -> None:
+    def __init__(self, *, raise_at: int = 0) -> None:
         super().__init__()
         self.looks = 0
-        self.raise_at, self.hold_at = raise_at, hold_at
-        self.held, self.release = threading.Event(), threading.Event()
+        self.raise_at = raise_at
 
     def is_set(self) -> bool:
         self.looks += 1
         if self.looks == self.raise_at:
             self.set()
-        if self.looks == self.hold_at:
-            self.held.set()
-            self.release.wait(60)
         return super().is_set()
 
 
@@ -96,40 +120,92 @@ async def endless(model_dir: Path) -> AsyncIterator[TransformersBackend]:
         await backend.stop()
 
 
-async def test_concurrent_requests_are_batched(endless: TransformersBackend) -> None:
-    backend = endless  # its first job runs to its limit and keeps the model busy
-    flag = WatchedFlag(hold_at=3)  # held at its first decoding step until the others queue
-    busy = asyncio.create_task(
-        backend.complete(prompt(HELLO, single_line=False, max_tokens=60), flag)
+async def test_a_request_arriving_mid_generation_joins_the_running_batch(
+    endless: TransformersBackend,
+) -> None:
+    backend = endless  # the long job runs to its limit and keeps the model busy
+    streaming = asyncio.Event()
+    cancel = threading.Event()
+    long = asyncio.create_task(
+        backend.complete_streaming(
+            prompt(HELLO, single_line=False, max_tokens=1000), cancel, lambda _: streaming.set()
+        )
     )
-    assert await asyncio.to_thread(flag.held.wait, 30)
-    waiting = [
-        asyncio.ensure_future(backend.complete(prompt(p), threading.Event()))
-        for p in (CALC, IMPORTS, HELLO)
-    ]
-    await asyncio.sleep(0)  # each has queued its request (complete() queues before it waits)
-    flag.release.set()
-    results = await asyncio.gather(*waiting)
-    await busy
-    assert backend.stats.batches[-2] == 1  # the busy job ran alone
-    assert backend.stats.batches[-1] == 3  # one left-padded batch of different lengths
-    assert [r.text for r in results[:2]] == ["a + b", "sys"]  # each ends at its line end
-    assert results[2].text.startswith("hello")  # (it has no line end; it ran to its limit)
+    await asyncio.wait_for(streaming.wait(), 30)  # it is generating
+    answers = await asyncio.gather(
+        *(backend.complete(prompt(p), threading.Event()) for p in (CALC, IMPORTS))
+    )
+    assert [a.text for a in answers] == ["a + b", "sys"]  # each ends at its line end
+    assert not long.done()  # answered while the long job still runs, in one batch with it
+    assert max(backend.stats.rows) == 3
+    steps = backend.stats.steps
+    cancel.set()  # a cancelled job leaves the batch at once
+    with pytest.raises(Cancelled):
+        await long
+    assert backend.stats.steps - steps <= 2
+    alone = await backend.complete(prompt(CALC), threading.Event())
+    assert alone.text == "a + b" and backend.stats.rows[-1] == 1  # its row was freed
 
 
 async def test_cancellation_stops_generation_mid_way(endless: TransformersBackend) -> None:
     backend = endless  # never ends by itself: only the cancel flag can stop it early
-    cancel = WatchedFlag(raise_at=12)  # raised at the tenth decoding step
+    cancel = WatchedFlag(raise_at=12)
+    steps = backend.stats.steps
     task = asyncio.create_task(
         backend.complete(prompt(CALC, single_line=False, max_tokens=600), cancel)
     )
     with pytest.raises(Cancelled):
         await task
-    assert 0 < backend.stats.steps[-1] <= 12  # stopped at the step it was raised
+    assert 0 < backend.stats.steps - steps <= 12  # stopped at the step it was raised
     skipped = threading.Event()
     skipped.set()
     with pytest.raises(Cancelled):  # a job cancelled before it starts never reaches the model
         await backend.complete(prompt(CALC), skipped)
+
+
+async def test_streamed_text_comes_before_the_answer_and_adds_up_to_it(
+    backend: TransformersBackend,
+) -> None:
+    pieces: list[str] = []
+    executor = Executor(backend)
+    spec = JobSpec("s", CALC, 32, False, cache_key="carol", stream=True)
+    output = await executor.run(spec, threading.Event(), pieces.append)
+    assert output.text == "a + b\n\nprint(add(1, 2))\n"
+    assert "".join(pieces) == output.text and len(pieces) > 3  # token by token
+
+
+async def test_prompt_caches_stay_within_their_bound_least_recently_used_out(
+    model_dir: Path,
+) -> None:
+    backend = TransformersBackend(model_dir, cache_mb=0.1)  # 104,857 bytes: a few prompts
+    await backend.start()
+    try:
+        cache = backend.cache
+
+        async def ask(typist: int) -> None:
+            parts = PromptParts("demo", f"src/t{typist}.py", f"x{typist} = {typist}\n", "\n")
+            await backend.complete(keyed(prompt(parts, max_tokens=1), f"t{typist}"), _flag())
+            assert cache.nbytes <= cache.max_bytes
+
+        for typist in range(100):
+            await ask(typist)
+        kept = cache.keys()
+        assert 3 < len(kept) < 100 and cache.evictions == 100 - len(kept)
+        assert kept == [f"t{i}" for i in range(100 - len(kept), 100)]  # the most recent
+        await ask(100 - len(kept))  # the least recently used is used again: now the most
+        await ask(100)  # a new typist evicts the least recently used one
+        expected = [f"t{i}" for i in range(102 - len(kept), 100)]
+        assert cache.keys() == [*expected, f"t{100 - len(kept)}", "t100"]
+    finally:
+        await backend.stop()
+
+
+def keyed(p: Prompt, key: str) -> Prompt:
+    return Prompt(p.rendered, p.max_tokens, p.single_line, key)
+
+
+def _flag() -> threading.Event:
+    return threading.Event()
 
 
 async def test_executor_trims_to_the_tokenizer_budget(backend: TransformersBackend) -> None:

@@ -26,12 +26,15 @@ SPEC = JobSpec(
 
 
 def test_every_message_round_trips() -> None:
-    output = JobOutput("text", 1.5, 2.0, 30.25, 7, "m")
+    output = JobOutput("text", 1.5, 2.0, 30.25, 7, "m", 1500, 1490)
+    streaming = JobSpec("j2", SPEC.parts, 8, False, cache_key="typist", stream=True)
     for message in (
         wire.WorkerHello("w", "model", "qwen2.5-coder", 8),
         wire.WorkerWelcome(),
         wire.Job(SPEC),
+        wire.Job(streaming),
         wire.CancelJob("j1"),
+        wire.Chunk("j2", "te"),
         wire.Done("j1", output),
         wire.Failed("j1", ErrorCode.CANCELLED, "cancelled"),
     ):
