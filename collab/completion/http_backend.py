@@ -1,14 +1,24 @@
-"""A backend that asks an OpenAI-compatible ``/v1/completions`` server (vLLM, llama.cpp, TGI)."""
+"""A backend that asks an OpenAI-compatible ``/v1/completions`` server (vLLM, llama.cpp, TGI).
+
+Such servers reuse the KV cache of a prompt's prefix when the next prompt starts the same
+way (vLLM's automatic prefix caching; llama.cpp's slots). The prompts put what changes least
+first, and with ``cache_hints`` each request also says what these servers can use:
+``cache_prompt: true`` (llama.cpp keeps the slot's cache for the next request) and
+``prompt_cache_key``, the typist's key, for routers that steer a typist to the server that
+holds their cache. Servers that report cached prompt tokens (``usage.prompt_tokens_details.
+cached_tokens``) have them counted as reused.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
 import aiohttp
 
-from .backend import Cancelled, Generated, Prompt
+from .backend import Cancelled, Generated, Prompt, TextSink
 from .prompts import Family, approx_tokens, cut_single_line, detect_family
 
 __all__ = ["HttpBackend", "HttpBackendError"]
@@ -32,6 +42,7 @@ class HttpBackend:
         api_key: str | None = None,
         capacity: int = 16,
         timeout: float = 30.0,
+        cache_hints: bool = True,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         if self.endpoint.endswith("/v1"):
@@ -41,6 +52,7 @@ class HttpBackend:
         self.api_key = api_key
         self._capacity = capacity
         self.timeout = timeout
+        self.cache_hints = cache_hints
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -84,22 +96,41 @@ class HttpBackend:
             self._session = None
 
     async def complete(self, prompt: Prompt, cancel: threading.Event) -> Generated:
-        if self._session is None:
-            raise HttpBackendError("backend not started")
-        if cancel.is_set():
-            raise Cancelled()
-        stop = list(prompt.rendered.stop)[:4]  # OpenAI's API allows four stop strings
+        return await self._run(prompt, cancel, None)
+
+    async def complete_streaming(
+        self, prompt: Prompt, cancel: threading.Event, on_text: TextSink
+    ) -> Generated:
+        return await self._run(prompt, cancel, on_text)
+
+    def body(self, prompt: Prompt, stream: bool) -> dict[str, Any]:
+        """The JSON body of the request for ``prompt``."""
         body: dict[str, Any] = {
             "prompt": prompt.text,
             "max_tokens": prompt.max_tokens,
             "temperature": 0.0,
-            "stream": False,
+            "stream": stream,
         }
         if self.model:
             body["model"] = self.model
+        stop = list(prompt.rendered.stop)[:4]  # OpenAI's API allows four stop strings
         if stop:
             body["stop"] = stop
-        request = asyncio.ensure_future(self._post(body))
+        if self.cache_hints:
+            body["cache_prompt"] = True
+            if prompt.cache_key:
+                body["prompt_cache_key"] = prompt.cache_key
+        return body
+
+    async def _run(
+        self, prompt: Prompt, cancel: threading.Event, on_text: TextSink | None
+    ) -> Generated:
+        if self._session is None:
+            raise HttpBackendError("backend not started")
+        if cancel.is_set():
+            raise Cancelled()
+        body = self.body(prompt, stream=on_text is not None)
+        request = asyncio.ensure_future(self._post(body, prompt.single_line, on_text))
         watcher = asyncio.ensure_future(_wait_flag(cancel))
         try:
             await asyncio.wait({request, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -111,10 +142,15 @@ class HttpBackend:
             raise Cancelled()
         generated = request.result()
         if prompt.single_line:  # servers stop at stop strings; the line end is ours to find
-            generated = Generated(cut_single_line(generated.text)[0], generated.tokens)
+            text = cut_single_line(generated.text)[0]
+            generated = Generated(
+                text, generated.tokens, generated.prompt_tokens, generated.reused_tokens
+            )
         return generated
 
-    async def _post(self, body: dict[str, Any]) -> Generated:
+    async def _post(
+        self, body: dict[str, Any], single_line: bool, on_text: TextSink | None
+    ) -> Generated:
         assert self._session is not None
         url = f"{self.endpoint}/v1/completions"
         try:
@@ -122,15 +158,64 @@ class HttpBackend:
                 if response.status != 200:
                     detail = (await response.text())[:200]
                     raise HttpBackendError(f"{url} answered {response.status}: {detail}")
-                data: Any = await response.json(content_type=None)
+                if on_text is None:
+                    data: Any = await response.json(content_type=None)
+                    return _generated(url, data, str(_first(url, data).get("text", "")))
+                return await self._read_events(url, response, single_line, on_text)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HttpBackendError(f"{url}: {exc!r}") from exc
-        try:
-            text = str(data["choices"][0]["text"])
-            tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise HttpBackendError(f"{url}: unexpected answer {str(data)[:200]}") from exc
-        return Generated(text, tokens or approx_tokens(text))
+
+    @staticmethod
+    async def _read_events(
+        url: str, response: aiohttp.ClientResponse, single_line: bool, on_text: TextSink
+    ) -> Generated:
+        """Read server-sent events (``data: {...}`` lines, then ``data: [DONE]``), handing
+        out the text so far as it grows; a single line ends the request at its end."""
+        text, last = "", None
+        async for raw in response.content:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:"):
+                continue
+            payload = line[len("data:") :].strip()
+            if payload == "[DONE]":
+                break
+            try:
+                data = json.loads(payload)
+            except ValueError as exc:
+                raise HttpBackendError(f"{url}: unexpected event {payload[:200]}") from exc
+            last = data
+            piece = str(_first(url, data).get("text") or "")
+            if piece:
+                text += piece
+                on_text(text)
+                if single_line and cut_single_line(text)[1]:
+                    break  # closing the response stops the server's generation
+        return _generated(url, last or {}, text)
+
+
+def _first(url: str, data: Any) -> dict[str, Any]:
+    try:
+        choice = data["choices"][0]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise HttpBackendError(f"{url}: unexpected answer {str(data)[:200]}") from exc
+    if not isinstance(choice, dict):
+        raise HttpBackendError(f"{url}: unexpected answer {str(data)[:200]}")
+    return choice
+
+
+def _generated(url: str, data: Any, text: str) -> Generated:
+    """``text`` with the token counts that the answer's ``usage`` reports, if any."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    try:
+        tokens = int(usage.get("completion_tokens") or 0)
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        cached = int(details.get("cached_tokens") or 0)
+    except (TypeError, ValueError) as exc:
+        raise HttpBackendError(f"{url}: unexpected usage {str(usage)[:200]}") from exc
+    return Generated(text, tokens or approx_tokens(text), prompt_tokens, cached)
 
 
 async def _wait_flag(flag: threading.Event, interval: float = 0.01) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from typing import Any
@@ -91,15 +92,25 @@ class FakeOpenAI:
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "Qwen/Qwen2.5-Coder-1.5B"}]})
 
-    async def completions(self, request: web.Request) -> web.Response:
+    async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.bodies.append(body)
         if body["prompt"].endswith("<|fim_middle|>boom"):
             return web.json_response({"error": "bad"}, status=500)
         await asyncio.sleep(self.delay)
-        return web.json_response(
-            {"choices": [{"text": "a + b"}], "usage": {"completion_tokens": 3}}
-        )
+        usage = {"completion_tokens": 3, "prompt_tokens": 40}
+        usage["prompt_tokens_details"] = {"cached_tokens": 32}  # as vLLM reports them
+        if not body["stream"]:
+            return web.json_response({"choices": [{"text": "a + b"}], "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in ("a ", "+ b", "\nnext", " line"):  # server-sent events, as vLLM sends
+            event = {"choices": [{"text": piece}]}
+            await response.write(f"data: {json.dumps(event)}\n\n".encode())
+            await asyncio.sleep(0.01)
+        final = {"choices": [{"text": ""}], "usage": usage}
+        await response.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+        return response
 
 
 async def test_http_backend_sends_the_family_prompt_and_stops() -> None:
@@ -115,6 +126,31 @@ async def test_http_backend_sends_the_family_prompt_and_stops() -> None:
             assert body["prompt"] == rendered.text and body["max_tokens"] == 16
             assert body["temperature"] == 0.0 and body["model"] == "Qwen/Qwen2.5-Coder-1.5B"
             assert len(body["stop"]) == 4 and "<|endoftext|>" in body["stop"]
+            assert body["cache_prompt"] is True and "prompt_cache_key" not in body
+            assert (result.prompt_tokens, result.reused_tokens) == (40, 32)
+            keyed = Prompt(rendered, 16, True, cache_key="typist-1")
+            await backend.complete(keyed, threading.Event())
+            assert fake.bodies[-1]["prompt_cache_key"] == "typist-1"
+        finally:
+            await backend.stop()
+
+
+async def test_http_backend_streams_server_sent_events() -> None:
+    async with FakeOpenAI() as fake:
+        backend = HttpBackend(fake.url, model="qwen2.5-coder", cache_hints=False)
+        await backend.start()
+        try:
+            rendered = render(backend.family, PromptParts("demo", "a.py", "x = ", ""))
+            seen: list[str] = []
+            line = await backend.complete_streaming(
+                Prompt(rendered, 16, True), threading.Event(), seen.append
+            )
+            assert fake.bodies[-1]["stream"] is True and "cache_prompt" not in fake.bodies[-1]
+            assert line.text == "a + b" and seen == ["a ", "a + b", "a + b\nnext"]
+            block = await backend.complete_streaming(
+                Prompt(rendered, 16, False), threading.Event(), seen.append
+            )
+            assert block.text == "a + b\nnext line" and block.reused_tokens == 32
         finally:
             await backend.stop()
 
