@@ -2,6 +2,11 @@
 
 ``git clone http://USER:TOKEN@HOST:PORT/git/<repo>.git`` (the user name is ignored when a
 token is given; in dev mode the password is ignored and the user name is who you are).
+Fetches are answered in protocol v2 (git's default) or v0 (``-c protocol.version=0``), as the
+client's ``Git-Protocol`` header asks, by ``gitsync.upload_pack``; the answer is sent as it is
+made, each piece made in a git thread while the one before is sent, so that a clone's pack is
+never held whole.
+
 Reading takes read access to the repository; a push needs write access to every branch it
 moves (see ``Identity.can_write_branch``). A push to a branch with live documents is merged
 into them as text edits before the push is answered.
@@ -13,7 +18,9 @@ checked against the sender's rights as soon as they are in. Refusals are made in
 once the rest of the body has been read and dropped, so that git prints the reason: over
 ``max_push`` bytes, ``error: remote unpack failed: request over the size limit of N bytes`` (a
 fetch: ``fatal: remote error: ...``); a branch its sender may not write,
-``! [remote rejected] main -> main (eve may not push to 'main')``.
+``! [remote rejected] main -> main (eve may not push to 'main')``. Refusals before the git
+protocol starts (a bad token, no access to the repository) are HTTP errors whose text git
+prints as ``remote: <reason>``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ from gitsync.smart_http import (
     SPOOL_IN_MEMORY,
     BodyDecoder,
     BodyTooLarge,
+    fetch_pieces,
     info_refs,
+    protocol_version,
     push_commands,
     refusal,
     run_service,
@@ -95,11 +104,14 @@ class GitBridge:
 
     async def info_refs(self, request: web.Request) -> web.StreamResponse:
         service = request.query.get("service", "")
+        protocol = protocol_version(request.headers.get("Git-Protocol"))
         try:
             _, _, path = self._resolve(request)
             if service not in SERVICES:
                 raise ProtocolError(ErrorCode.MALFORMED, "only smart HTTP is served")
-            body, content_type = await in_git_thread(self.server.repos, info_refs, path, service)
+            body, content_type = await in_git_thread(
+                self.server.repos, info_refs, path, service, protocol
+            )
         except (ProtocolError, RepoNotFound) as exc:
             return _refusal(exc)
         return web.Response(body=body, content_type=content_type, headers=_NO_CACHE)
@@ -135,6 +147,9 @@ class GitBridge:
                 return await self._forbidden(request, service, spool, exc)
             except ValueError as exc:
                 return web.Response(status=400, text=f"malformed git request: {exc}\n")
+            if service == "git-upload-pack":
+                protocol = protocol_version(request.headers.get("Git-Protocol"))
+                return await self._fetch(request, path, spool, protocol)
             try:
                 moved: list[tuple[bytes, bytes, bytes]] = []
                 # in the repositories' executor: closing them waits for a push under way
@@ -154,6 +169,33 @@ class GitBridge:
         if moved:
             await self._merge_pushed(repo, moved, identity)
         return web.Response(body=reply, content_type=content_type, headers=_NO_CACHE)
+
+    async def _fetch(
+        self, request: web.Request, path: Path, body: IO[bytes], protocol: int
+    ) -> web.StreamResponse:
+        """Answer a fetch as its pieces are made (a clone's pack is never held whole): each
+        piece is made in a git thread while the one before is sent."""
+        repos = self.server.repos
+        pieces = await in_git_thread(repos, fetch_pieces, path, body, protocol)
+        try:
+            piece = await in_git_thread(repos, next, pieces, None)
+        except RepoNotFound as exc:
+            await in_git_thread(repos, pieces.close)
+            return _refusal(exc)
+        except (ValueError, GitProtocolError) as exc:
+            await in_git_thread(repos, pieces.close)
+            return web.Response(status=400, text=f"malformed git request: {exc}\n")
+        response = web.StreamResponse(headers=_NO_CACHE)
+        response.content_type = "application/x-git-upload-pack-result"
+        try:
+            await response.prepare(request)
+            while piece is not None:
+                await response.write(piece)
+                piece = await in_git_thread(repos, next, pieces, None)
+        finally:
+            await in_git_thread(repos, pieces.close)
+        await response.write_eof()
+        return response
 
     async def _read_body(self, request: web.Request, body: _Spool) -> None:
         """Read the whole body into ``body``; decoding and writing happen in a thread, a

@@ -11,38 +11,37 @@ body is bytes or a binary file (which a caller streams a large push into); one s
 ``Content-Encoding: gzip`` is decoded by :class:`BodyDecoder`, piece by piece and capped, by
 :func:`run_service` or by a caller that decodes as the body arrives. A request refused as a
 whole (over the cap, or not the sender's to make) is answered by :func:`refusal`, in the
-protocol, so that git prints why. Clients asking for protocol v2 get a v0 advertisement, which
-every git client accepts.
+protocol, so that git prints why.
 
-Fetches are served by dulwich's upload-pack. Pushes are received by :mod:`gitsync.receive_pack`:
+Fetches are served by :mod:`gitsync.upload_pack`, in protocol v2 to clients that ask for it
+(the ``Git-Protocol`` header, passed as ``protocol``) and v0 to others; its answer can be
+streamed (:func:`fetch_pieces`). Pushes are received by :mod:`gitsync.receive_pack`:
 every object is checked as ``git fsck --strict`` would before it enters the repository, every
 ref update is checked (private refs, names, fast-forward, the default branch), and refs move by
 compare-and-swap from the value the client saw. The server's private refs (``refs/collab/``)
-are neither advertised nor writable. A fetch may want a commit that was a head when it read the
-advertisement and has since been built on; it is served if a head still reaches it.
+are neither advertised nor writable. A fetch may want any object an advertised ref reaches: a
+commit that was a head when it read the advertisement and has since been built on, or a blob a
+partial clone left out.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import IO, cast
 
-from dulwich.errors import GitProtocolError
-from dulwich.objects import Commit, ObjectID, Tag
-from dulwich.protocol import Protocol, ReceivableProtocol, pkt_line
-from dulwich.refs import Ref
+from dulwich.protocol import pkt_line
 from dulwich.repo import Repo
-from dulwich.server import Backend, BackendRepo, DictBackend, UploadPackHandler
 
+from .pack_stream import PackStats
 from .push_wire import MalformedPush, TruncatedPush, read_request, report
-from .receive_pack import PRIVATE, receive_pack, receive_pack_advertisement
+from .receive_pack import receive_pack, receive_pack_advertisement
+from .upload_pack import advertisement, answer, protocol_version
 
 __all__ = [
     "MAX_REQUEST",
@@ -50,9 +49,12 @@ __all__ = [
     "BodyDecoder",
     "BodyTooLarge",
     "MalformedPush",
+    "PackStats",
     "RefUpdate",
+    "fetch_pieces",
     "info_refs",
     "over_limit",
+    "protocol_version",
     "push_commands",
     "refusal",
     "run_service",
@@ -75,47 +77,31 @@ def _check_service(service: str) -> None:
         raise ValueError(f"unknown git service {service!r}; expected one of {', '.join(SERVICES)}")
 
 
-class _ServedRepo(Repo):
-    """A repository as clients see it: without the server's private refs.
-
-    ``reachable_wants`` are commits a fetch asks for that were branch heads when the client
-    read the advertisement and have since been built on (a continuous commit lands between
-    the two requests of a stateless fetch). They are listed as extra refs, so that dulwich,
-    which accepts only current heads, serves them; git's upload-pack accepts any commit
-    reachable from a head in stateless mode, and only those are listed.
-    """
-
-    reachable_wants: Sequence[ObjectID] = ()
-
-    def get_refs(self) -> dict[Ref, ObjectID]:
-        refs = super().get_refs()
-        served = {name: sha for name, sha in refs.items() if not name.startswith(PRIVATE)}
-        for sha in self.reachable_wants:
-            served[Ref(_WANTED + sha)] = sha
-        return served
-
-
-def _open(repo_path: Path) -> _ServedRepo:
-    repo = _ServedRepo(str(repo_path))
+def _open(repo_path: Path) -> Repo:
+    repo = Repo(str(repo_path))
     repo.object_store.fsync_object_files = True
     return repo
 
 
-def info_refs(repo_path: Path, service: str) -> tuple[bytes, str]:
-    """The ref advertisement for ``GET info/refs?service=...``: (body, content type)."""
+def info_refs(repo_path: Path, service: str, protocol: int = 0) -> tuple[bytes, str]:
+    """The ref advertisement for ``GET info/refs?service=...``: (body, content type);
+    ``protocol`` is the version the client asked for (2, or 0; see
+    :func:`~gitsync.upload_pack.protocol_version`). A push is always spoken in v0."""
     _check_service(service)
+    content_type = f"application/x-{service}-advertisement"
+    if service == "git-upload-pack" and protocol == 2:
+        return advertisement(repo_path, 2), content_type
     out = BytesIO()
     out.write(pkt_line(b"# service=" + service.encode("ascii") + b"\n") + pkt_line(None))
-    repo = _open(repo_path)
-    try:
-        if service == "git-receive-pack":
+    if service == "git-receive-pack":
+        repo = _open(repo_path)
+        try:
             out.write(receive_pack_advertisement(repo))
-        else:
-            proto = ReceivableProtocol(BytesIO().read, out.write)
-            UploadPackHandler(_backend(repo), ["/"], proto, True, advertise_refs=True).handle()
-    finally:
-        repo.close()
-    return out.getvalue(), f"application/x-{service}-advertisement"
+        finally:
+            repo.close()
+    else:
+        out.write(advertisement(repo_path, 0))
+    return out.getvalue(), content_type
 
 
 def run_service(
@@ -127,37 +113,36 @@ def run_service(
     content_encoding: str | None = None,
     allow_non_fast_forward: bool = False,
     max_request: int = MAX_REQUEST,
+    protocol: int = 0,
 ) -> tuple[bytes, str]:
     """Answer ``POST <service>`` with request ``body``: (response body, content type).
 
     ``body`` is the request as bytes or as a binary file read from where it stands;
-    ``content_encoding`` is the request's ``Content-Encoding`` header (``gzip`` or none).
+    ``content_encoding`` is the request's ``Content-Encoding`` header (``gzip`` or none);
+    ``protocol`` the version a fetch asked for.
     After a push, ``on_ref_update`` is called with the refs that moved, once they have moved
     and before the response is returned; its exceptions propagate. A push refused in part or
-    whole is answered with the reasons, as git's report-status. A malformed request raises
-    ``ValueError`` (body; :class:`BodyTooLarge` over ``max_request``, :class:`MalformedPush`)
-    or ``dulwich.errors.GitProtocolError`` (fetch).
+    whole is answered with the reasons, as git's report-status, a refused fetch with ``ERR``.
+    A malformed body raises ``ValueError`` (:class:`BodyTooLarge` over ``max_request``,
+    :class:`MalformedPush`).
     """
     _check_service(service)
     with _decoded(body, content_encoding, max_request) as data:
+        if service == "git-upload-pack":
+            return b"".join(answer(repo_path, data.read(), protocol)), _result(service)
         repo = _open(repo_path)
         try:
-            if service == "git-receive-pack":
-                received = receive_pack(repo, data, allow_non_fast_forward=allow_non_fast_forward)
-                out, updated = received.response, received.moved
-            else:
-                start = data.tell()
-                repo.reachable_wants = _reachable_wants(repo, _wants(data))
-                data.seek(start)
-                sink = BytesIO()
-                proto = ReceivableProtocol(data.read, sink.write)
-                UploadPackHandler(_backend(repo), ["/"], proto, stateless_rpc=True).handle()
-                out, updated = sink.getvalue(), []
+            received = receive_pack(repo, data, allow_non_fast_forward=allow_non_fast_forward)
         finally:
             repo.close()
+    out, updated = received.response, received.moved
     if updated and on_ref_update is not None:
         on_ref_update(updated)
-    return out, f"application/x-{service}-result"
+    return out, _result(service)
+
+
+def _result(service: str) -> str:
+    return f"application/x-{service}-result"
 
 
 def push_commands(body: IO[bytes], *, partial: bool = False) -> list[RefUpdate] | None:
@@ -206,59 +191,13 @@ def over_limit(service: str, head: IO[bytes], limit: int) -> tuple[bytes, str] |
     return refusal(service, head, f"request over the size limit of {limit} bytes")
 
 
-_WANTED = b"refs/collab-wanted/"
-
-
-def _wants(data: IO[bytes]) -> list[ObjectID]:
-    """The ids of the ``want`` lines at the start of an upload-pack request (malformed
-    lines end the list; the request itself is refused by the handler)."""
-    wants: list[ObjectID] = []
-    proto = Protocol(data.read, lambda _data: None)
-    try:
-        for line in proto.read_pkt_seq():
-            if not line.startswith(b"want "):
-                break
-            sha = line[5:45]
-            if len(sha) == 40 and all(c in b"0123456789abcdef" for c in sha):
-                wants.append(ObjectID(sha))
-    except GitProtocolError:
-        pass
-    return wants
-
-
-MAX_OLD_WANTS = 64
-"""Wants that are not heads any more, looked for per request; more are refused."""
-MAX_WALK = 2000
-"""Commits walked back from the heads, all together, to find those wants."""
-
-
-def _reachable_wants(repo: _ServedRepo, wants: Sequence[ObjectID]) -> list[ObjectID]:
-    """Those of ``wants`` that are not heads but commits reachable from one, within
-    :data:`MAX_WALK` commits of the heads: a fetch racing a commit wants a head's recent
-    ancestor, and a bounded walk keeps a request from costing a walk of all history."""
-    heads = set(repo.get_refs().values())
-    todo = {want for want in dict.fromkeys(wants) if want not in heads}
-    todo = set(list(todo)[:MAX_OLD_WANTS])
-    found: list[ObjectID] = []
-    queue = collections.deque(heads)
-    seen: set[ObjectID] = set()
-    while queue and todo and len(seen) < MAX_WALK:
-        sha = queue.popleft()
-        if sha in seen:
-            continue
-        seen.add(sha)
-        try:
-            obj = repo.object_store[sha]
-        except KeyError:
-            continue
-        if isinstance(obj, Tag):
-            queue.append(obj.object[1])
-        elif isinstance(obj, Commit):
-            if sha in todo:
-                todo.discard(sha)
-                found.append(sha)
-            queue.extend(obj.parents)
-    return found
+def fetch_pieces(
+    repo_path: Path, body: IO[bytes], protocol: int = 0, stats: PackStats | None = None
+) -> Generator[bytes, None, None]:
+    """The answer to ``POST git-upload-pack`` with the decoded request ``body`` (read from
+    where it stands), in pieces to be sent as they come (see
+    :func:`gitsync.upload_pack.answer`)."""
+    return answer(repo_path, body.read(), protocol, stats)
 
 
 class BodyTooLarge(ValueError):
@@ -361,8 +300,3 @@ def _decoded(
         spool.close()
         raise
     return cast("contextlib.AbstractContextManager[IO[bytes]]", spool)
-
-
-def _backend(repo: Repo) -> Backend:
-    repos: dict[str, BackendRepo] = {"/": repo}
-    return DictBackend(repos)

@@ -88,17 +88,24 @@ async def start_bridge(
     server = CollabServer(make_config(root, data, commit_idle=60.0, **overrides))
     bridge = Bridge(server, repo_path)
     real = collab.git_http.run_service
+    real_fetch = collab.git_http.fetch_pieces
 
     def recording(path: Path, service: str, body: Any, *args: Any, **kwargs: Any) -> Any:
         bridge.requests.append((service, body.read()))
         body.seek(0)
         return real(path, service, body, *args, **kwargs)
 
+    def recording_fetch(path: Path, body: Any, *args: Any, **kwargs: Any) -> Any:
+        bridge.requests.append(("git-upload-pack", body.read()))
+        body.seek(0)
+        return real_fetch(path, body, *args, **kwargs)
+
     def on_event(_repo: str, event: dict[str, Any]) -> None:
         if event["kind"] == "ref" and event["cause"] == "push":
             bridge.pushed.append((event["branch"], event["old"], event["new"]))
 
     monkeypatch.setattr(collab.git_http, "run_service", recording)
+    monkeypatch.setattr(collab.git_http, "fetch_pieces", recording_fetch)
     await server.start()
     server.events.subscribe("repo", on_event)
     return bridge
@@ -138,6 +145,14 @@ def server_head(bridge: Bridge, branch: str = "main") -> str | None:
     return None if sha is None else sha.decode()
 
 
+def command(service: str, body: bytes) -> str:
+    """What a recorded request was: ``push``, or the v2 command of a fetch request."""
+    if service == "git-receive-pack":
+        return "push"
+    first = body[4 : int(body[:4], 16)].rstrip(b"\n")
+    return first.removeprefix(b"command=").decode()
+
+
 def fsck_clean(repo_path: Path) -> None:
     done = run_git(repo_path, "fsck", "--full", "--strict", "--no-dangling", check=False)
     assert done.returncode == 0 and done.stdout == "" and "error" not in done.stderr, done
@@ -152,7 +167,10 @@ async def clone(bridge: Bridge, tmp_path: Path, url: str | None = None) -> Path:
 async def post(
     bridge: Bridge, service: str, body: bytes, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
-    """A git service request made by hand to the bridge: (HTTP status, reply body)."""
+    """A git service request made by hand to the bridge: (HTTP status, reply body); a fetch
+    in protocol v2 (what the git CLI speaks)."""
+    if service == "git-upload-pack":
+        headers = {"Git-Protocol": "version=2", **(headers or {})}
     async with (
         aiohttp.ClientSession(auto_decompress=False) as http,
         http.post(
@@ -188,10 +206,14 @@ async def test_clone_push_fetch_with_the_git_cli(bridge: Bridge, tmp_path: Path)
     assert (await git(work, "rev-parse", "origin/main")).strip() == later
     await git(work, "merge", "-q", "--ff-only", "origin/main")
     assert (work / "README.md").read_bytes() == b"hello again\n"
-    assert [service for service, _ in bridge.requests] == [
-        "git-upload-pack",
-        "git-receive-pack",
-        "git-upload-pack",
+    # protocol v2: the refs are listed (ls-refs) before a fetch, and by ls-remote
+    assert [command(service, body) for service, body in bridge.requests] == [
+        "ls-refs",
+        "fetch",
+        "ls-refs",
+        "push",
+        "ls-refs",
+        "fetch",
     ]
     fsck_clean(bridge.repo_path)
 
