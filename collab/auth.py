@@ -68,10 +68,16 @@ class Identity:
         """Anyone who may read a repository may write their own branch there, and the
         branches named ``<own branch>-...`` (their forks); writing any other branch (hopping
         in, merging into it) takes the ``write`` role."""
-        own = self.own_branch
-        if (branch == own or branch.startswith(own + "-")) and self.can_read(repo):
+        if self.owns_branch(repo, branch):
             return True
         return self.can_write(repo)
+
+    def owns_branch(self, repo: str, branch: str) -> bool:
+        """Whether ``branch`` is this participant's own branch or one of its forks (named
+        ``<own branch>-...``) in a repository they may read. Only these may be rewritten by
+        a force push: nobody else's work is on them."""
+        own = self.own_branch
+        return (branch == own or branch.startswith(own + "-")) and self.can_read(repo)
 
 
 class Authenticator(Protocol):

@@ -8,8 +8,14 @@ made, each piece made in a git thread while the one before is sent, so that a cl
 never held whole.
 
 Reading takes read access to the repository; a push needs write access to every branch it
-moves (see ``Identity.can_write_branch``). A push to a branch with live documents is merged
-into them as text edits before the push is answered.
+moves (see ``Identity.can_write_branch``), and may rewrite (force) only the sender's own branch
+and its forks (``Identity.owns_branch``). Live edits not committed yet are committed before a
+push is answered: when git asks for the refs it pushes to, and again for the branches the push
+moves before it is taken. A push based on a head without them is then refused as git refuses
+any push behind the branch: by git itself (``! [rejected] main -> main (fetch first)``), or
+here if the edits came between git's two requests (``fetch first: the branch moved on since it
+was fetched``). A push to a branch with live documents is merged into them as text edits
+before the push is answered.
 
 A request body is read to its end as it arrives, under the server's body timeouts and minimum
 rate, inflated if it was sent gzip-encoded, and written to a temporary file that stays in memory
@@ -18,9 +24,11 @@ checked against the sender's rights as soon as they are in. Refusals are made in
 once the rest of the body has been read and dropped, so that git prints the reason: over
 ``max_push`` bytes, ``error: remote unpack failed: request over the size limit of N bytes`` (a
 fetch: ``fatal: remote error: ...``); a branch its sender may not write,
-``! [remote rejected] main -> main (eve may not push to 'main')``. Refusals before the git
-protocol starts (a bad token, no access to the repository) are HTTP errors whose text git
-prints as ``remote: <reason>``.
+``! [remote rejected] main -> main (eve may not push to 'main')``; a rewrite of someone else's
+branch, ``! [remote rejected] main -> main (non-fast-forward: eve may force-push only
+people/eve-... and the branches forked from it ...)``. Refusals before the git protocol starts
+(a bad token, no access to the repository) are HTTP errors whose text git prints as
+``remote: <reason>``.
 """
 
 from __future__ import annotations
@@ -106,9 +114,12 @@ class GitBridge:
         service = request.query.get("service", "")
         protocol = protocol_version(request.headers.get("Git-Protocol"))
         try:
-            _, _, path = self._resolve(request)
+            _, repo, path = self._resolve(request)
             if service not in SERVICES:
                 raise ProtocolError(ErrorCode.MALFORMED, "only smart HTTP is served")
+            if service == "git-receive-pack":
+                # a push is checked against heads that hold every edit typed so far
+                await self._commit_live(repo, None)
             body, content_type = await in_git_thread(
                 self.server.repos, info_refs, path, service, protocol
             )
@@ -127,8 +138,9 @@ class GitBridge:
         encoding = request.headers.get("Content-Encoding")
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             body = _Spool(spool, encoding, self.server.config.max_push)
+            commands: list[tuple[bytes, bytes, bytes]] = []
             if service == "git-receive-pack":
-                body.check = functools.partial(self._check_push, identity, repo)
+                body.check = functools.partial(self._check_push, identity, repo, commands)
             try:
                 await self._read_body(request, body)
             except BodyError as exc:
@@ -150,6 +162,7 @@ class GitBridge:
             if service == "git-upload-pack":
                 protocol = protocol_version(request.headers.get("Git-Protocol"))
                 return await self._fetch(request, path, spool, protocol)
+            await self._commit_live(repo, _branches(commands))
             try:
                 moved: list[tuple[bytes, bytes, bytes]] = []
                 # in the repositories' executor: closing them waits for a push under way
@@ -160,6 +173,7 @@ class GitBridge:
                     service,
                     spool,
                     moved.extend,
+                    may_force=functools.partial(_may_force, identity, repo),
                     max_request=self.server.config.max_push,
                 )
             except (ProtocolError, RepoNotFound) as exc:
@@ -276,11 +290,30 @@ class GitBridge:
         why = f"request over the size limit of {self.server.config.max_push} bytes"
         return await self._refuse(request, service, spool, why, status=413)
 
+    async def _commit_live(self, repo: str, branches: list[str] | None) -> None:
+        """Commit the pending live edits of ``branches`` of ``repo`` (None: every branch), so
+        that a push based on a head without them is not a fast-forward and is refused as git
+        refuses it: by the client (``fetch first``) if the advertisement already showed the
+        new head, else here."""
+        for sync in list(self.server.git.branches.values()):
+            if sync.repo != repo or (branches is not None and sync.branch not in branches):
+                continue
+            try:
+                await sync.flush()
+            except Exception:
+                log.exception("%s: committing live edits before a push failed", sync.name)
+
     def _check_push(
-        self, identity: Identity, repo: str, commands: list[tuple[bytes, bytes, bytes]]
+        self,
+        identity: Identity,
+        repo: str,
+        into: list[tuple[bytes, bytes, bytes]],
+        commands: list[tuple[bytes, bytes, bytes]],
     ) -> None:
         """Refuse (``READ_ONLY``) a push that moves a ref its sender may not write. A branch
-        name that is not valid is left for the push itself to refuse, with its reason."""
+        name that is not valid is left for the push itself to refuse, with its reason. The
+        commands are kept in ``into``."""
+        into.extend(commands)
         for _old, _new, ref in commands:
             name = ref.decode("utf-8", "replace")
             if not ref.startswith(HEADS):
@@ -324,6 +357,29 @@ class GitBridge:
 
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def _branches(commands: list[tuple[bytes, bytes, bytes]]) -> list[str]:
+    return [
+        ref[len(HEADS) :].decode("utf-8", "replace")
+        for _old, _new, ref in commands
+        if ref.startswith(HEADS)
+    ]
+
+
+def _may_force(identity: Identity, repo: str, ref: bytes) -> str | None:
+    """None if ``identity`` may force-push ``ref`` (their own branch or its forks), else why
+    not, for ``git push`` to print."""
+    if ref.startswith(HEADS):
+        branch = ref[len(HEADS) :].decode("utf-8", "replace")
+        if identity.owns_branch(repo, branch):
+            return None
+        own = identity.own_branch
+        return (
+            f"{identity.user} may force-push only {own} and the branches forked from it "
+            f"({own}-...), not {branch}"
+        )
+    return f"{ref.decode('utf-8', 'replace')} is not a branch and may not be forced"
 
 
 class _Spool:

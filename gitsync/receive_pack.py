@@ -10,12 +10,17 @@ before it moves, and each ref moved by compare-and-swap.
    pack or in the repository. One failure refuses the whole push; the quarantine is removed
    and the repository never held any of it.
 4. Each command is checked: a ref under ``refs/``, well-formed, not private (``refs/collab/``),
-   a valid branch name under ``refs/heads/`` (``protocol.names``), a commit for a branch, a
-   fast-forward unless forcing is allowed, and never the deletion of the default branch (the
-   target of ``HEAD``). With ``atomic``, one refusal refuses all.
+   a valid branch name under ``refs/heads/`` (``protocol.names``), a commit for a branch, the
+   ref still where the client saw it (else ``fetch first``), a fast-forward unless the caller
+   lets the sender force that ref (else ``non-fast-forward``, with the caller's reason), and
+   never the deletion of the default branch (the target of ``HEAD``). With ``atomic``, one
+   refusal refuses all.
 5. If any command is accepted, the pack moves into ``objects/pack`` (pack first, index last,
    then the directory is fsynced); each ref then moves by compare-and-swap from the value the
    client saw, so a push never overwrites a commit it did not know about.
+
+A push from a shallow clone names its shallow commits; it is taken like any other, since every
+object its pack refers to must already be here (step 3): this server's history is complete.
 
 All of it is this module's code on dulwich's public pieces (an object store's
 ``add_thin_pack``, pack iteration, refs' ``set_if_equals``, ``add_if_new`` and
@@ -29,6 +34,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, cast
 
@@ -42,14 +48,22 @@ from dulwich.repo import BaseRepo, ParentsProvider, Repo
 from protocol.errors import ProtocolError
 from protocol.names import validate_branch
 
-from .commits import HEADS
+from .commits import HEADS, read_ref
 from .fsck import BLOB, COMMIT, FsckError, ObjectChecker
 from .locks import RefLocked, call_past_stale_locks
 from .packing import fsync_directory
 from .push_wire import ZERO, Command, PushRequest, advertisement, read_request, report
 from .stored_types import StoredTypes
 
-__all__ = ["PRIVATE", "Received", "receive_pack", "receive_pack_advertisement", "served_refs"]
+__all__ = [
+    "FETCH_FIRST",
+    "PRIVATE",
+    "ForceCheck",
+    "Received",
+    "receive_pack",
+    "receive_pack_advertisement",
+    "served_refs",
+]
 
 log = logging.getLogger("gitsync.receive_pack")
 
@@ -59,8 +73,13 @@ QUARANTINE_STALE_AFTER = 6 * 3600.0
 """Seconds after which a quarantine directory is taken to be left by a crash and removed (a
 push holds its quarantine only while its pack is indexed and checked)."""
 ATOMIC_FAILED = "atomic push failed"
+FETCH_FIRST = "fetch first: the branch moved on since it was fetched"
+NON_FAST_FORWARD = "non-fast-forward"
 
 RefUpdate = tuple[bytes, bytes, bytes]
+ForceCheck = Callable[[bytes], str | None]
+"""Given a ref, None if the sender may force it (move it to a commit that does not descend from
+its value), else why not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +104,22 @@ def receive_pack_advertisement(repo: Repo) -> bytes:
     return advertisement(served_refs(repo))
 
 
-def receive_pack(repo: Repo, body: IO[bytes], *, allow_non_fast_forward: bool = False) -> Received:
+def receive_pack(
+    repo: Repo,
+    body: IO[bytes],
+    *,
+    allow_non_fast_forward: bool = False,
+    may_force: ForceCheck | None = None,
+) -> Received:
     """Answer a push whose request is ``body``; refusals are reported to the client, a
-    request that breaks the protocol raises ``push_wire.MalformedPush`` (a ``ValueError``)."""
+    request that breaks the protocol raises ``push_wire.MalformedPush`` (a ``ValueError``).
+    A ref may be moved to a commit that does not descend from it if ``allow_non_fast_forward``
+    (every ref) or ``may_force`` allows it (see :data:`ForceCheck`)."""
     request = read_request(body.read)
     if request is None:
         return Received(b"", [])
-    if request.shallow:
-        why = "shallow update not allowed"
-        return Received(report(request, None, [why] * len(request.commands)), [])
+    if may_force is None:
+        may_force = _always if allow_non_fast_forward else _never
     with _Quarantine(repo) as quarantine:
         if request.needs_pack:
             try:
@@ -104,13 +130,21 @@ def receive_pack(repo: Repo, body: IO[bytes], *, allow_non_fast_forward: bool = 
             except _BadPack as exc:
                 why = "unpacker error"
                 return Received(report(request, str(exc), [why] * len(request.commands)), [])
-        return _update_refs(repo, request, quarantine, allow_non_fast_forward)
+        return _update_refs(repo, request, quarantine, may_force)
+
+
+def _always(_ref: bytes) -> str | None:
+    return None
+
+
+def _never(_ref: bytes) -> str | None:
+    return ""
 
 
 def _update_refs(
-    repo: Repo, request: PushRequest, quarantine: _Quarantine, allow_non_fast_forward: bool
+    repo: Repo, request: PushRequest, quarantine: _Quarantine, may_force: ForceCheck
 ) -> Received:
-    checks = _RefChecks(repo, quarantine.store, allow_non_fast_forward)
+    checks = _RefChecks(repo, quarantine.store, may_force)
     statuses: list[str | None] = [checks.refusal(command) for command in request.commands]
     atomic = b"atomic" in request.capabilities
     if atomic and any(statuses):
@@ -238,9 +272,10 @@ class _History:
 class _RefChecks:
     """Why a command may not be done (None: it may), with the quarantine's objects visible."""
 
-    def __init__(self, repo: Repo, store: DiskObjectStore, allow_non_fast_forward: bool) -> None:
+    def __init__(self, repo: Repo, store: DiskObjectStore, may_force: ForceCheck) -> None:
+        self.repo = repo
         self.store = store
-        self.allow_non_fast_forward = allow_non_fast_forward
+        self.may_force = may_force
         self.default = repo.refs.get_symrefs().get(Ref(b"HEAD"))
 
     def refusal(self, command: Command) -> str | None:
@@ -257,16 +292,30 @@ class _RefChecks:
         if command.deletes:
             if ref == self.default:
                 return "the default branch (HEAD) may not be deleted"
-            return None
+            return self._stale(old, ref)
         try:
             kind, _ = self.store.get_raw(ObjectID(new))
         except KeyError:
             return "missing object"
         if ref.startswith(HEADS) and kind != COMMIT:
             return "not a commit"
-        if old != ZERO and not self.allow_non_fast_forward and not self._fast_forward(old, new):
-            return "non-fast-forward"
+        stale = self._stale(old, ref)
+        if stale is not None:
+            return stale
+        if old != ZERO and not self._fast_forward(old, new):
+            why = self.may_force(ref)
+            if why is not None:
+                return f"{NON_FAST_FORWARD}: {why}" if why else NON_FAST_FORWARD
         return None
+
+    def _stale(self, old: bytes, ref: bytes) -> str | None:
+        """Why a command whose ref is no longer at ``old`` is refused (None: it is there)."""
+        current = read_ref(self.repo, ref)
+        if old == ZERO:
+            return None if current is None else "fetch first: the ref was created since"
+        if current is None:
+            return "fetch first: the ref was deleted since it was fetched"
+        return None if current == old else FETCH_FIRST
 
     def _fast_forward(self, old: bytes, new: bytes) -> bool:
         history = cast(BaseRepo, _History(self.store))

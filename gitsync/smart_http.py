@@ -40,7 +40,7 @@ from dulwich.repo import Repo
 
 from .pack_stream import PackStats
 from .push_wire import MalformedPush, TruncatedPush, read_request, report
-from .receive_pack import receive_pack, receive_pack_advertisement
+from .receive_pack import ForceCheck, receive_pack, receive_pack_advertisement
 from .upload_pack import advertisement, answer, protocol_version
 
 __all__ = [
@@ -112,6 +112,7 @@ def run_service(
     *,
     content_encoding: str | None = None,
     allow_non_fast_forward: bool = False,
+    may_force: ForceCheck | None = None,
     max_request: int = MAX_REQUEST,
     protocol: int = 0,
 ) -> tuple[bytes, str]:
@@ -119,7 +120,8 @@ def run_service(
 
     ``body`` is the request as bytes or as a binary file read from where it stands;
     ``content_encoding`` is the request's ``Content-Encoding`` header (``gzip`` or none);
-    ``protocol`` the version a fetch asked for.
+    ``protocol`` the version a fetch asked for. A push may force a ref if
+    ``allow_non_fast_forward`` (any) or ``may_force`` allows it.
     After a push, ``on_ref_update`` is called with the refs that moved, once they have moved
     and before the response is returned; its exceptions propagate. A push refused in part or
     whole is answered with the reasons, as git's report-status, a refused fetch with ``ERR``.
@@ -132,7 +134,12 @@ def run_service(
             return b"".join(answer(repo_path, data.read(), protocol)), _result(service)
         repo = _open(repo_path)
         try:
-            received = receive_pack(repo, data, allow_non_fast_forward=allow_non_fast_forward)
+            received = receive_pack(
+                repo,
+                data,
+                allow_non_fast_forward=allow_non_fast_forward,
+                may_force=may_force,
+            )
         finally:
             repo.close()
     out, updated = received.response, received.moved

@@ -375,8 +375,16 @@ async def test_git_clone_commit_push_over_http_merges_into_live_documents(
         readme = work / "README.md"
         readme.write_text(readme.read_text() + "pushed over http\n")
         run_git("-c", "user.name=A", "-c", "user.email=a@x", "commit", "-qam", "push", cwd=work)
-        pushed = run_git("rev-parse", "HEAD", cwd=work).stdout.strip()
         doc.insert(0, "typed during push\n")
+        await alice.flush()
+        # the live edit is committed before the push is answered: the push is behind it
+        behind = await asyncio.to_thread(run_git, "push", "-q", "origin", "main", cwd=work)
+        assert behind.returncode != 0 and "(fetch first)" in behind.stderr, behind.stderr
+        ident = ("-c", "user.name=A", "-c", "user.email=a@x")
+        pulled = await asyncio.to_thread(run_git, *ident, "pull", "-q", "--rebase", cwd=work)
+        assert pulled.returncode == 0, pulled.stderr
+        assert (work / "README.md").read_text().startswith("typed during push\n")
+        pushed = run_git("rev-parse", "HEAD", cwd=work).stdout.strip()
         done = await asyncio.to_thread(run_git, "push", "-q", "origin", "main", cwd=work)
         assert done.returncode == 0, done.stderr
         await until(lambda: "pushed over http" in str(doc.text))

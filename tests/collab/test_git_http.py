@@ -261,7 +261,7 @@ async def test_push_based_on_a_stale_ref_is_refused(bridge: Bridge, tmp_path: Pa
     # The same push again: it names the old value the client saw, which the ref no longer has.
     status, reply = await post(bridge, service, body)
     assert status == 200
-    assert b"ng refs/heads/main failed to update ref" in reply
+    assert b"ng refs/heads/main fetch first: the branch moved on since it was fetched" in reply
     assert server_head(bridge) == moved
 
 
@@ -329,7 +329,8 @@ async def test_push_checks_do_not_rest_on_dulwichs_receive_pack(
     assert pushed == (await git(work, "rev-parse", "HEAD")).strip() != first
 
     await git(work, "commit", "-q", "--amend", "-m", "rewritten")
-    assert "(non-fast-forward)" in await git_refused(work, "push", "--force", "origin", "main")
+    refused = await git_refused(work, "push", "--force", "origin", "main")
+    assert "(non-fast-forward: alice may force-push only people/alice-" in refused
     await git(work, "reset", "-q", "--hard", "origin/main")
     private = await git_refused(work, "push", "origin", "HEAD:refs/collab/x")
     assert "(refs/collab/ is private to the server)" in private
@@ -364,7 +365,7 @@ async def test_push_checks_do_not_rest_on_dulwichs_receive_pack(
     _, body = bridge.requests[-1]
     moved = await server_commit(bridge, "main", {"c.txt": b"c\n"})
     _, reply = await post(bridge, "git-receive-pack", body)
-    assert b"ng refs/heads/main failed to update ref" in reply
+    assert b"ng refs/heads/main fetch first" in reply
     assert server_head(bridge) == moved
     assert sorted(k for k in refs(bridge.repo_path) if not k.startswith(b"refs/collab/")) == [
         b"HEAD",

@@ -184,8 +184,43 @@ def test_ref_checks(repo_path: Path, main: bytes) -> None:
     assert out == report(b"unpack ok", b"ng refs/heads/main non-fast-forward")
     out, _ = push(repo_path, request([(main, new, b"refs/heads/main")], []))  # a stale old value
     assert out == report(
-        b"unpack ok", b"ng refs/heads/main failed to update ref: it moved since it was fetched"
+        b"unpack ok", b"ng refs/heads/main fetch first: the branch moved on since it was fetched"
     )
+    out, _ = push(repo_path, request([(ZERO, new, b"refs/heads/main")], []))
+    assert out == report(b"unpack ok", b"ng refs/heads/main fetch first: the ref was created since")
+
+
+def test_force_pushes_are_allowed_where_the_caller_says(repo_path: Path, main: bytes) -> None:
+    objects = new_commit(main, {b"b.txt": b"b\n"})
+    new = objects[-1].id
+    out, _ = push(
+        repo_path,
+        request([(ZERO, new, b"refs/heads/mine"), (ZERO, new, b"refs/heads/theirs")], objects),
+    )
+    assert out == report(b"unpack ok", b"ok refs/heads/mine", b"ok refs/heads/theirs")
+    rewritten = new_commit(main, {b"c.txt": b"c\n"})
+    commands = [
+        (new, rewritten[-1].id, b"refs/heads/mine"),
+        (new, rewritten[-1].id, b"refs/heads/theirs"),
+    ]
+
+    def may_force(ref: bytes) -> str | None:
+        return None if ref == b"refs/heads/mine" else "not yours"
+
+    moved: list[tuple[bytes, bytes, bytes]] = []
+    out, _ = run_service(
+        repo_path,
+        "git-receive-pack",
+        request(commands, rewritten),
+        moved.extend,
+        may_force=may_force,
+    )
+    assert out == report(
+        b"unpack ok", b"ok refs/heads/mine", b"ng refs/heads/theirs non-fast-forward: not yours"
+    )
+    assert moved == [(new, rewritten[-1].id, b"refs/heads/mine")]
+    with Repo(str(repo_path)) as repo:
+        assert read_ref(repo, b"refs/heads/theirs") == new
 
 
 def test_atomic_pushes_move_all_refs_or_none(repo_path: Path, main: bytes) -> None:
@@ -213,10 +248,20 @@ def test_bad_packs_shallow_and_malformed_requests(repo_path: Path, main: bytes) 
     assert b"unpack ok" not in out and b"ng refs/heads/main unpacker error" in out
     out, _ = push(repo_path, good[:-1] + b"x")  # checksum
     assert b"ng refs/heads/main unpacker error" in out
+    # a push from a shallow clone: its pack refers to nothing the server lacks
     shallow = pkt(b"shallow " + main + b"\n") + good
     out, moved = push(repo_path, shallow)
-    assert out == report(b"unpack ok", b"ng refs/heads/main shallow update not allowed")
+    assert out == report(b"unpack ok", b"ok refs/heads/main")
+    assert moved == [(main, objects[-1].id, b"refs/heads/main")]
+    # ... and one whose commit's parent is not here (the shallow boundary of another history)
+    stranger = new_commit(b"4" * 40, {b"c.txt": b"c\n"})
+    body = pkt(b"shallow " + b"4" * 40 + b"\n") + request(
+        [(objects[-1].id, stranger[-1].id, b"refs/heads/main")], stranger
+    )
+    out, moved = push(repo_path, body)
+    assert b"ng refs/heads/main brokenLink: refers to commit 4444" in out, out
     assert moved == []
+    main = objects[-1].id
     assert push(repo_path, b"0000") == (b"", [])  # git's probe before a large push
     for bad in (b"00", b"zzzz", b"0010short", pkt(b"old new ref\n") + b"0000"):
         with pytest.raises(MalformedPush):

@@ -1,0 +1,265 @@
+"""Pushes meeting live edits, with the git CLI against a live server: edits typed and not yet
+committed are committed before a push is answered, so a push based on the older head is
+refused as git refuses it (``fetch first``); a force push (``--force-with-lease``) is allowed
+on the pusher's own branch and its forks, refused elsewhere with the reason, and the live
+documents read as the rewritten branch. Branches, tags and deletions by push; every refused
+push says why."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from dulwich.repo import Repo
+from gitcli import until
+from servers import SECRET, make_config
+
+from collab import CollabServer
+from collab.auth import Role, TokenAuthenticator
+from collab.client import Client
+from gitsync.commits import read_ref
+from gitsync.naming import participant_branch
+
+GIT_ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_AUTHOR_NAME": "Pusher",
+    "GIT_AUTHOR_EMAIL": "pusher@example.com",
+    "GIT_COMMITTER_NAME": "Pusher",
+    "GIT_COMMITTER_EMAIL": "pusher@example.com",
+}
+ALICE = participant_branch("alice")
+
+
+def run_git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, timeout=120
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
+    return done
+
+
+async def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The git CLI in a thread: the server under test runs on this event loop."""
+    return await asyncio.to_thread(run_git, cwd, *args, check=check)
+
+
+@pytest.fixture
+async def server(repos: Path, tmp_path: Path) -> AsyncIterator[CollabServer]:
+    """A dev-mode server that commits live edits only when asked (or before a push)."""
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=60.0)
+    config.ref_poll = 60.0
+    async with CollabServer(config) as srv:
+        yield srv
+
+
+def remote(server: CollabServer, user: str = "alice") -> str:
+    return server.url.replace("ws://", f"http://{user}:dev@") + "/git/demo.git"
+
+
+def head(repos: Path, branch: str) -> str | None:
+    with Repo(str(repos / "demo")) as repo:
+        sha = read_ref(repo, b"refs/heads/" + branch.encode())
+    return None if sha is None else sha.decode()
+
+
+def file_at(repos: Path, rev: str, path: str) -> str:
+    return run_git(repos / "demo", "show", f"{rev}:{path}").stdout
+
+
+async def clone(server: CollabServer, tmp_path: Path, user: str = "alice") -> Path:
+    work = tmp_path / f"clone-{user}"
+    await git(tmp_path, "clone", "-q", remote(server, user), str(work))
+    return work
+
+
+async def test_branches_tags_and_deletions_by_push(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    work = await clone(server, tmp_path)
+    await git(work, "checkout", "-qb", "feature")
+    (work / "feature.txt").write_text("feature\n")
+    await git(work, "add", "feature.txt")
+    await git(work, "commit", "-qm", "feature")
+    await git(work, "tag", "light")
+    await git(work, "tag", "-a", "v1", "-m", "version 1")
+    await git(work, "push", "-q", "origin", "feature", "light", "v1")
+    shown = run_git(repos / "demo", "show-ref").stdout
+    feature = run_git(work, "rev-parse", "HEAD").stdout.strip()
+    assert f"{feature} refs/heads/feature" in shown and f"{feature} refs/tags/light" in shown
+    assert run_git(repos / "demo", "rev-parse", "v1^{}").stdout.strip() == feature
+    # a tag is not rewritten: git refuses without --force, the server with it
+    await git(work, "tag", "-f", "light", "HEAD~1")
+    assert "already exists" in (await git(work, "push", "origin", "light", check=False)).stderr
+    forced = await git(work, "push", "--force", "origin", "light", check=False)
+    assert "(non-fast-forward: refs/tags/light is not a branch and may not be forced)" in (
+        forced.stderr
+    )
+    await git(work, "push", "-q", "origin", "--delete", "feature", "v1")
+    shown = run_git(repos / "demo", "show-ref").stdout
+    assert "refs/heads/feature" not in shown and "refs/tags/v1" not in shown
+    assert f"{feature} refs/tags/light" in shown
+    run_git(repos / "demo", "fsck", "--strict", "--no-dangling")
+
+
+async def test_a_push_behind_live_edits_is_refused_as_fetch_first(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    work = await clone(server, tmp_path)
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        doc.insert(0, "typed live\n")
+        await bob.flush()
+        (work / "README.md").write_text(file_at(repos, "main", "README.md") + "from git\n")
+        await git(work, "commit", "-qam", "from git")
+        refused = await git(work, "push", "origin", "main", check=False)
+        assert refused.returncode != 0
+        assert "! [rejected]        main -> main (fetch first)" in refused.stderr, refused.stderr
+        # the live edit was committed, by its author, before the push was answered
+        assert file_at(repos, "main", "README.md").startswith("typed live\n")
+        assert "bob" in run_git(repos / "demo", "log", "-1", "--format=%an", "main").stdout
+        await git(work, "pull", "-q", "--rebase", "origin", "main")
+        await git(work, "push", "-q", "origin", "main")
+        expected = file_at(repos, "main", "README.md")
+        assert expected.startswith("typed live\n") and expected.endswith("from git\n")
+        await until(lambda: str(doc.text) == expected)
+
+        # edits typed between the client's look at the refs and its push: refused here
+        old = run_git(work, "rev-parse", "HEAD").stdout.strip()
+        (work / "README.md").write_text(expected + "again\n")
+        await git(work, "commit", "-qam", "again")
+        new = run_git(work, "rev-parse", "HEAD").stdout.strip()
+        pack = subprocess.run(
+            ["git", "pack-objects", "--stdout", "--revs", "-q"],
+            cwd=work,
+            input=f"{new}\n^{old}\n".encode(),
+            capture_output=True,
+            check=True,
+            env=GIT_ENV,
+        ).stdout
+        command = f"{old} {new} refs/heads/main\0report-status\n".encode()
+        body = b"%04x" % (len(command) + 4) + command + b"0000" + pack
+        doc.insert(0, "more live\n")
+        await bob.flush()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                remote(server).replace("alice:dev@", "") + "/git-receive-pack?user=alice",
+                data=body,
+                headers={"Content-Type": "application/x-git-receive-pack-request"},
+            ) as reply,
+        ):
+            answer = await reply.read()
+        assert b"ng refs/heads/main fetch first: the branch moved on since it was fetched" in answer
+        assert file_at(repos, "main", "README.md").startswith("more live\n")
+        assert str(doc.text).startswith("more live\n") and "again" not in str(doc.text)
+
+
+async def test_force_with_lease_on_your_own_branch_and_the_documents_follow(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    async with Client(server.url, user="alice") as alice:
+        own = await alice.join("demo")
+        assert own == ALICE
+        doc = await alice.open(f"demo/{own}:README.md")
+        doc.insert(0, "draft\n")
+        await alice.flush()
+        drafted = await alice.commit("demo", own)
+        work = await clone(server, tmp_path)
+        await git(work, "checkout", "-q", own)
+        assert run_git(work, "rev-parse", "HEAD").stdout.strip() == drafted
+        # rewrite it: drop the draft, write something else instead
+        await git(work, "reset", "-q", "--hard", "HEAD~1")
+        (work / "README.md").write_text("# Rewritten\n")
+        await git(work, "commit", "-qam", "rewritten")
+        lease = f"--force-with-lease={own}:{drafted}"
+        await git(work, "push", "-q", lease, "origin", own)
+        assert head(repos, own) == run_git(work, "rev-parse", "HEAD").stdout.strip()
+        await until(lambda: str(doc.text) == "# Rewritten\n")
+
+        # a lease that no longer holds is refused by git itself
+        await git(work, "commit", "-q", "--amend", "-m", "again")
+        lease = f"--force-with-lease={own}:{drafted}"
+        stale = await git(work, "push", lease, "origin", own, check=False)
+        assert stale.returncode != 0 and "(stale info)" in stale.stderr
+
+        # a fork of one's own branch may be rewritten too
+        fork = await alice.fork("demo", own)
+        assert fork.startswith(own + "-")
+        await git(work, "fetch", "-q", "origin")
+        await git(work, "checkout", "-q", "-b", "fork", f"origin/{fork}")
+        await git(work, "commit", "-q", "--amend", "-m", "fork rewritten")
+        await git(work, "push", "-q", "--force", "origin", f"fork:{fork}")
+        assert head(repos, fork) == run_git(work, "rev-parse", "HEAD").stdout.strip()
+    run_git(repos / "demo", "fsck", "--strict", "--no-dangling")
+
+
+async def test_force_pushes_elsewhere_are_refused_with_the_reason(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    async with Client(server.url, user="alice") as alice:
+        await alice.join("demo")
+    main = head(repos, "main")
+    work = await clone(server, tmp_path, "bob")
+    await git(work, "commit", "-q", "--amend", "-m", "rewritten")
+    refused = await git(work, "push", "--force-with-lease", "origin", "main", check=False)
+    bob = participant_branch("bob")
+    why = (
+        f"(non-fast-forward: bob may force-push only {bob} and the branches forked from it "
+        f"({bob}-...), not main)"
+    )
+    assert f"! [remote rejected] main -> main {why}" in refused.stderr, refused.stderr
+    await git(work, "fetch", "-q", "origin")
+    await git(work, "checkout", "-q", "-b", "hers", f"origin/{ALICE}")
+    await git(work, "commit", "-q", "--amend", "-m", "not mine")
+    refused = await git(work, "push", "--force", "origin", f"hers:{ALICE}", check=False)
+    assert f"not {ALICE})" in refused.stderr, refused.stderr
+    assert head(repos, "main") == main
+
+
+async def test_every_refused_push_says_why(repos: Path, tmp_path: Path) -> None:
+    tokens = TokenAuthenticator(SECRET)
+    config = make_config(repos, tmp_path / "data", secret=SECRET, max_push=2_000_000)
+    async with CollabServer(config) as server:
+        base = server.url.replace("ws://", "http://")
+
+        def url(user: str, token: str) -> str:
+            return base.replace("http://", f"http://{user}:{token}@") + "/git/demo.git"
+
+        writer = tokens.mint(user="alice", repo="demo", role=Role.WRITE)
+        work = tmp_path / "work"
+        await git(tmp_path, "clone", "-q", url("alice", writer), str(work))
+        (work / "big.bin").write_bytes(os.urandom(1_500_000))  # over git's 1 MB post buffer
+        await git(work, "add", "big.bin")
+        await git(work, "commit", "-qm", "big")
+        cases = {
+            "reader": (
+                tokens.mint(user="eve", repo="demo", role=Role.READ),
+                "[remote rejected] main -> main (eve may not push to 'main')",
+            ),
+            "another repository": (
+                tokens.mint(user="eve", repo="other", role=Role.WRITE),
+                "remote: FORBIDDEN: no access to repository 'demo'",
+            ),
+            "expired": (
+                tokens.mint(user="eve", repo="demo", role=Role.WRITE, ttl=-1),
+                "remote: token expired",
+            ),
+            "forged": (writer[:-4] + "AAAA", "remote: bad token signature"),
+        }
+        for case, (token, why) in cases.items():
+            refused = await git(work, "push", url("eve", token), "main", check=False)
+            assert refused.returncode != 0, case
+            assert why in refused.stderr, (case, refused.stderr)
+        (work / "big.bin").write_bytes(os.urandom(2_500_000))
+        await git(work, "commit", "-qam", "bigger")
+        refused = await git(work, "push", url("alice", writer), "main", check=False)
+        assert "(request over the size limit of 2000000 bytes)" in refused.stderr
