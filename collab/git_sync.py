@@ -5,6 +5,11 @@ documents changed since its last commit after an idle time or a maximum lag (con
 commits), and brings the live documents up to date when the branch's ref moves for another
 reason (a ``git push``, a commit by another tool) by applying the difference as text edits.
 
+A move to a commit that does not descend from the one the live documents match (a force push,
+a reset) is followed too: live edits not committed yet are merged onto the new head where they
+merge cleanly, and otherwise committed on a branch of their own before the document is made
+to read as the new head.
+
 Which commit the live documents match is recorded in the private ref
 ``refs/collab/synced/<branch>``: it is the parent of the next continuous commit and the merge
 base when the branch moves outside the engine, and it survives a restart.
@@ -13,6 +18,7 @@ base when the branch moves outside the engine, and it survives a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -21,7 +27,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dulwich.graph import can_fast_forward
 from dulwich.objects import ObjectID
+from dulwich.repo import Repo
 
 from gitsync import (
     BranchNotFound,
@@ -340,25 +348,66 @@ class BranchSync:
                 await self._reconcile(head)
 
     async def _reconcile(self, head: bytes | None) -> None:
-        """Apply the change ``synced -> head`` to the live documents (lock held)."""
+        """Apply the change ``synced -> head`` to the live documents (lock held). If ``head``
+        does not descend from ``synced`` (a force push, a reset), see :meth:`_follow_rewrite`."""
         if head is None:
             raise RuntimeError(f"branch {self.branch} of {self.repo} was deleted")
         old = self.synced
-        changes = await in_repo(self.owner.repos, self.repo, changed_files, old, head)
-        await self.merge_into_live(changes)
+        changes, forward = await in_repo(
+            self.owner.repos,
+            self.repo,
+            lambda repo: (changed_files(repo, old, head), _descends(repo, old, head)),
+        )
+        rescued = None
+        if forward:
+            await self.merge_into_live(changes)
+        else:
+            rescued = await self._follow_rewrite(old, changes)
         await in_repo(self.owner.repos, self.repo, set_synced, self.branch, head)
         self.synced = head
-        log.info("%s: moved outside the engine to %s; merged", self.name, head[:12].decode())
-        self.owner.events.publish(
-            self.repo,
-            {
-                "kind": "ref",
-                "branch": self.branch,
-                "old": hexsha(old),
-                "new": hexsha(head),
-                "cause": "external",
-            },
+        log.info(
+            "%s: %s outside the engine to %s; merged",
+            self.name,
+            "moved" if forward else "rewound",
+            head[:12].decode(),
         )
+        event: dict[str, object] = {
+            "kind": "ref",
+            "branch": self.branch,
+            "old": hexsha(old),
+            "new": hexsha(head),
+            "cause": "external",
+        }
+        if not forward:
+            event["rewound"] = True
+            event["rescued"] = rescued
+        self.owner.events.publish(self.repo, event)
+
+    async def _follow_rewrite(self, old: bytes, changes: list[FileChange]) -> str | None:
+        """The branch moved from ``old`` to a commit that does not descend from it: make each
+        live document read as the new head. Pending live edits are kept where they merge
+        cleanly onto it (three-way, ``old`` the base); where they do not, the live text is
+        first committed on a branch of its own, ``<branch>-rescued-<old>`` (returned), and
+        the document then reads as the new head. No live text is dropped uncommitted."""
+        live = set(await self.live_paths([change.path for change in changes]))
+        rescue = _Rescue(self, old)
+        durable: list[Awaitable[None]] = []
+        self.reconciling = True
+        try:
+            for change in changes:
+                if change.path not in live or not (is_text(change.old) and is_text(change.new)):
+                    continue
+                key = self.prefix + change.path
+                room = self.owner.rooms.get_key(key)
+                if room is not None:
+                    durable.append(await _rewrite_into(room, change, rescue))
+                else:
+                    async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
+                        durable.append(await _rewrite_into(borrowed, change, rescue))
+            await asyncio.gather(*durable)
+        finally:
+            self.reconciling = False
+        return rescue.name
 
     async def live_paths(self, paths: Iterable[str]) -> list[str]:
         """Those of ``paths`` that have a live document on this branch, loaded or stored."""
@@ -402,6 +451,104 @@ def _merge_into(room: Room, old: bytes | None, new: bytes | None) -> asyncio.Fut
     if conflicted:
         log.warning("%s: the change conflicts with live edits; markers written", room.key)
     return replace_text(room, merged, origin=Origin.GIT)
+
+
+def _descends(repo: Repo, old: bytes, new: bytes) -> bool:
+    """Whether commit ``new`` is ``old`` or descends from it."""
+    return old == new or bool(can_fast_forward(repo, ObjectID(old), ObjectID(new)))
+
+
+REWRITE_ATTEMPTS = 5
+
+
+async def _rewrite_into(room: Room, change: FileChange, rescue: _Rescue) -> asyncio.Future[None]:
+    """Make ``room`` read ``change.new``: live edits made since ``change.old`` are merged
+    onto it if they merge cleanly, else committed by ``rescue`` first."""
+    base = (change.old or b"").decode("utf-8")
+    theirs = (change.new or b"").decode("utf-8")
+    for _attempt in range(REWRITE_ATTEMPTS):
+        live = str(room.text)
+        if live == base:
+            return replace_text(room, theirs, origin=Origin.GIT)
+        merged, conflicted = merge_text(base, live, theirs)
+        if not conflicted:
+            return replace_text(room, merged, origin=Origin.GIT)
+        await rescue.keep(change.path, live)
+        if str(room.text) == live:  # (nothing typed while it was committed)
+            return replace_text(room, theirs, origin=Origin.GIT)
+    live = str(room.text)
+    await rescue.keep(change.path, live)
+    if str(room.text) != live:
+        log.warning("%s: edited while its live text was being kept; replaced", room.key)
+    return replace_text(room, theirs, origin=Origin.GIT)
+
+
+class _Rescue:
+    """Live text that a rewrite of its branch would drop, committed on a branch made for it
+    from the commit the live documents matched (the first :meth:`keep` makes it)."""
+
+    def __init__(self, sync: BranchSync, base: bytes) -> None:
+        self.sync = sync
+        self.base = base
+        self.name: str | None = None
+        self.head: bytes | None = None
+
+    async def keep(self, path: str, text: str) -> None:
+        sync = self.sync
+        owner = sync.owner
+        authors = [author_line(identity.user) for identity in sync.authors.values()]
+        lines = authors or [ENGINE_AUTHOR]
+
+        def write(repo: Repo) -> tuple[str, bytes]:
+            name, head = self.name, self.head
+            if name is None or head is None:
+                name = _free_branch(repo, f"{sync.branch}-rescued-{self.base[:8].decode()}")
+                create_branch(repo, name, self.base)
+                head = self.base
+            message = (
+                f"Keep the live edits of {path}\n\n"
+                f"{sync.branch} was rewritten while they were not committed; they did not "
+                f"merge cleanly onto its new head.\n"
+            )
+            message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
+            with contextlib.suppress(NothingToCommit):
+                head = commit_changes(
+                    repo,
+                    name,
+                    {path: text.encode("utf-8")},
+                    message=message,
+                    author=lines[0],
+                    committer=ENGINE_AUTHOR,
+                    expected=head,
+                )
+            return name, head
+
+        self.name, self.head = await in_repo(owner.repos, sync.repo, write)
+        log.warning(
+            "%s%s: live edits that do not merge onto the rewritten branch were committed on %s",
+            sync.prefix,
+            path,
+            self.name,
+        )
+        owner.events.publish(
+            sync.repo,
+            {
+                "kind": "rescued",
+                "branch": sync.branch,
+                "path": path,
+                "into": self.name,
+                "commit": hexsha(self.head),
+            },
+        )
+
+
+def _free_branch(repo: Repo, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... whichever does not exist yet."""
+    candidate, n = name, 1
+    while read_ref(repo, branch_ref(candidate)) is not None:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
 
 
 class GitSync:

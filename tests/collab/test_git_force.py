@@ -1,9 +1,9 @@
 """Pushes meeting live edits, with the git CLI against a live server: edits typed and not yet
 committed are committed before a push is answered, so a push based on the older head is
 refused as git refuses it (``fetch first``); a force push (``--force-with-lease``) is allowed
-on the pusher's own branch and its forks, refused elsewhere with the reason, and the live
-documents read as the rewritten branch. Branches, tags and deletions by push; every refused
-push says why."""
+on the pusher's own branch and its forks, refused elsewhere with the reason; after a rewrite
+the live documents read as the new head, and live text that would not merge onto it is kept
+on a branch of its own. Branches, tags and deletions by push; every refused push says why."""
 
 from __future__ import annotations
 
@@ -223,6 +223,44 @@ async def test_force_pushes_elsewhere_are_refused_with_the_reason(
     refused = await git(work, "push", "--force", "origin", f"hers:{ALICE}", check=False)
     assert f"not {ALICE})" in refused.stderr, refused.stderr
     assert head(repos, "main") == main
+
+
+async def test_a_rewrite_keeps_live_text_that_does_not_merge_onto_it(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """A branch moved outside the engine to a commit that does not descend from the live
+    documents' (``git reset`` on the server, say) while they hold uncommitted edits."""
+    async with Client(server.url, user="alice") as alice:
+        own = await alice.join("demo")
+        readme = await alice.open(f"demo/{own}:README.md")
+        app = await alice.open(f"demo/{own}:src/app.py")
+        start = head(repos, own)
+        assert start is not None
+        readme.insert(0, "first draft\n")
+        await alice.flush()
+        drafted = await alice.commit("demo", own)
+        readme.insert(0, "pending ")  # on the line the rewrite changes: does not merge
+        app.insert(0, "# pending\n")  # merges
+        await alice.flush()
+        work = await clone(server, tmp_path)
+        await git(work, "checkout", "-q", "-B", "rewrite", start)
+        (work / "README.md").write_text("# Replaced\n")
+        (work / "src" / "app.py").write_text("print('hello')\nprint('rewritten')\n")
+        await git(work, "commit", "-qam", "rewrite")
+        rewritten = run_git(work, "rev-parse", "HEAD").stdout.strip()
+        await git(work, "push", "-q", str(repos / "demo"), f"rewrite:refs/heads/{own}", "-f")
+        sync = server.git.branches[("demo", own)]
+        await sync.catch_up()
+        assert str(readme.text) == "# Replaced\n"
+        assert str(app.text) == "# pending\nprint('hello')\nprint('rewritten')\n"
+        rescued = f"{own}-rescued-{drafted[:8]}"
+        assert head(repos, own) == rewritten
+        assert file_at(repos, rescued, "README.md") == "pending first draft\n" + file_at(
+            repos, start, "README.md"
+        )
+        assert run_git(repos / "demo", "merge-base", "--is-ancestor", drafted, rescued)
+        after = await alice.commit("demo", own)
+        assert file_at(repos, after, "src/app.py").startswith("# pending\n")
 
 
 async def test_every_refused_push_says_why(repos: Path, tmp_path: Path) -> None:
