@@ -33,6 +33,10 @@ __all__ = ["DWIM", "FetchSession", "Served", "object_filter", "pack_for", "shall
 
 DWIM = (b"%s", b"refs/%s", b"refs/tags/%s", b"refs/heads/%s", b"refs/remotes/%s")
 """Where ``deepen-not <name>`` looks for a ref, as git's ``expand_ref`` does."""
+CLONE_KEY = "\0clone"
+"""Added to a repository's key in :mod:`gitsync.reachable` for the set of a clone of some of
+its refs (``--single-branch``, or refs outside ``refs/heads`` and ``refs/tags``): the set of
+all of them, which lazy fetches check against, stays cached beside it."""
 
 
 @dataclass(slots=True)
@@ -168,16 +172,18 @@ def pack_for(
             trees.append(sha)
         elif kind == BLOB:
             blobs.append(sha)
-    everything = set(session.refs.refs.values())
+    tips = set(session.refs.refs.values())
     client_has: set[bytes] = set()
     if (
         not have_obj
         and not shallow.grafts
         and not shallow.unshallow
-        and set(wants) == everything
+        and tips.issuperset(wants)
         and (object_filter is None or not object_filter.tree_depth)
     ):
-        sent = _everything(session, everything, object_filter)
+        # a clone: the refs' own values, nothing to leave out but the filter's
+        key = session.key if tips == set(wants) else session.key + CLONE_KEY
+        sent = _everything(session, key, wants, object_filter)
     else:
         unshallow = list(shallow.unshallow)
         interesting = commits + [p for sha in unshallow for p in history.commit(sha).parents]
@@ -215,10 +221,11 @@ def pack_for(
 
 
 def _everything(
-    session: FetchSession, tips: Iterable[bytes], object_filter: ObjectFilter | None
+    session: FetchSession, key: str, tips: Iterable[bytes], object_filter: ObjectFilter | None
 ) -> list[bytes]:
-    """Every object the refs reach (a clone), from the cached set, less the filter's."""
-    reached = reachable.closure(session.history, session.key, tips)
+    """Every object ``tips`` reach (a clone), from the set cached under ``key``, less the
+    filter's."""
+    reached = reachable.closure(session.history, key, tips)
     sent = [*reached.tags, *reached.commits]
     if object_filter is None or object_filter.tree_depth is None:
         sent += reached.trees

@@ -176,6 +176,15 @@ def test_a_clone_sends_what_rev_list_lists(history: Path, tmp_path: Path, spec: 
         assert stats.recompressed == 3  # (the loose objects: a commit, its tree, a blob)
 
 
+def test_a_clone_of_some_refs(history: Path, tmp_path: Path) -> None:
+    """``--single-branch``: the refs wanted, not all of them, alone and after a whole clone."""
+    topic = run_git(history, "rev-parse", "topic").strip()
+    for wants in ([topic], tips(history), [topic]):
+        args = [b"want " + sha.encode() for sha in wants] + [b"done"]
+        _, pack = v2_response(b"".join(answer(history, v2_fetch(*args), 2)))
+        assert pack_ids(pack, tmp_path) == rev_list(history, *wants)
+
+
 def test_named_objects_are_sent_whatever_the_filter(history: Path, tmp_path: Path) -> None:
     """A lazy fetch of a partial clone names trees and blobs a ref reaches, however old."""
     blob = run_git(history, "rev-parse", "main~20:big.bin").strip()
