@@ -3,8 +3,9 @@ files of the same branch (from git at the branch head, or their live documents w
 are loaded), ranked for the file being edited, within a character budget.
 
 What comes first in a prompt is kept still between a typist's requests, so that the
-worker's cache of their last prompt keeps matching: the prefix starts at a line start on a
-grid of positions, and the other files chosen for a typist are reused for ``ttl`` seconds.
+worker's cache of their last prompt keeps matching: the prefix starts where the typist's
+last one did while it fits (else at a line start on a grid of positions), and the other
+files chosen for a typist are reused for ``ttl`` seconds.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ContextGatherer", "open_rooms", "window"]
 
 _CHARS_PER_TOKEN = 4  # generous: workers trim exactly with their own tokenizer
-_PREFIX_CHARS_PER_TOKEN = 6  # more for the prefix: workers cut it at fixed points (fit)
+_PREFIX_CHARS_PER_TOKEN = 3  # for code: workers cut what is over with their tokenizer
 _GRID = 4  # the prefix's start moves in steps of a quarter of its size
 _MAX_EDITED = 10_000
 _MAX_SNAPSHOTS = 1024
@@ -38,18 +39,23 @@ _MAX_HEADS = 16
 _SPARE = 2  # candidates read beyond ``max_files``, for those that turn out empty
 
 
-def window(text: str, index: int, budget: int) -> tuple[str, str]:
+def window(text: str, index: int, budget: int, start: int | None = None) -> tuple[str, str]:
     """The prefix and suffix around code point ``index`` of ``text`` for a prompt of about
-    ``budget`` tokens. Past the first screens of a file the prefix starts at the first line
-    start after a grid position, so it stays put while the typist types at its end."""
+    ``budget`` tokens. The prefix starts at ``start`` (where the requester's last one did)
+    while that is a line start before ``index`` and the prefix fits; else, past the first
+    screen of a file, at the first line start after a grid position, so that it stays put
+    while the typist types at its end."""
     size = budget * _PREFIX_CHARS_PER_TOKEN * 60 // 100
-    start = 0
-    if index > size:
-        grain = max(1, size // _GRID)
-        start = -(-(index - size) // grain) * grain
-        line = text.find("\n", start, min(index, start + grain))
-        if line >= 0:
-            start = line + 1
+    if start is None or not (
+        0 <= start <= index <= start + size and (start == 0 or text[start - 1 : start] == "\n")
+    ):
+        start = 0
+        if index > size:
+            grain = max(1, size // _GRID)
+            start = -(-(index - size) // grain) * grain
+            line = text.find("\n", start, min(index, start + grain))
+            if line >= 0:
+                start = line + 1
     return text[start:index], text[index : index + budget * _CHARS_PER_TOKEN * 15 // 100]
 
 
@@ -85,6 +91,7 @@ class ContextGatherer:
         self._snapshots: collections.OrderedDict[
             tuple[Hashable, str], tuple[float, tuple[ContextFile, ...]]
         ] = collections.OrderedDict()
+        self._starts: collections.OrderedDict[tuple[Hashable, str], int] = collections.OrderedDict()
 
     def watch(self, room: Room) -> None:
         if room not in self._watched:
@@ -109,10 +116,17 @@ class ContextGatherer:
         """The parts of a prompt for code point ``index`` of ``text`` (``room``'s text);
         ``owner`` (the requester) keeps the same other files for ``ttl`` seconds."""
         self.watch(room)
-        prefix, suffix = window(text, index, self.budget)
+        key = (owner, room.key)
+        start = self._starts.get(key) if owner is not None else None
+        prefix, suffix = window(text, index, self.budget, start)
+        if owner is not None:  # a cursor moved back keeps the prefix's start
+            self._starts[key] = index - len(prefix)
+            self._starts.move_to_end(key)
+            while len(self._starts) > _MAX_SNAPSHOTS:
+                self._starts.popitem(last=False)
         files = await self.context(room, text, connection, owner)
         doc_id = room.doc_id
-        return PromptParts(doc_id.repo, doc_id.path, prefix, suffix, files)
+        return PromptParts(doc_id.repo, doc_id.path, prefix, suffix, files, index - len(prefix))
 
     async def context(
         self, room: Room, text: str, connection: object | None, owner: Hashable | None = None

@@ -51,6 +51,7 @@ class PromptParts:
     prefix: str
     suffix: str
     context: tuple[ContextFile, ...] = field(default_factory=tuple)
+    start: int = 0  # where ``prefix`` starts in the document (code points)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,13 +182,17 @@ def approx_tokens(text: str) -> int:
     return (len(text) + 2) // 3
 
 
-def _keep_end(text: str, budget: int, count: TokenCounter) -> str:
+def _keep_end(text: str, budget: int, count: TokenCounter, prefer: int | None = None) -> str:
     """The longest tail of ``text`` within ``budget`` that starts at one of a fixed set of
     cut points: a line start in each stretch of about an eighth of the budget, counted from
     the start of ``text``. While ``text`` grows at its end the cut stays where it was (so a
-    prompt cache keeps matching) until the tail no longer fits, then moves on a stretch."""
+    prompt cache keeps matching) until the tail no longer fits, then moves on a stretch.
+    ``prefer``, a line start in ``text`` where the last cut was, wins while its tail fits."""
     if budget <= 0 or not text:
         return ""
+    sticky = prefer is not None and 0 < prefer < len(text) and text[prefer - 1] == "\n"
+    if sticky and count(text[prefer:]) <= budget:
+        return text[prefer:]
     size = count(text)
     if size <= budget:
         return text
@@ -219,10 +224,10 @@ def _keep_start(text: str, budget: int, count: TokenCounter) -> str:
 
 
 PREFIX_SHARE = 60  # percent of the budget the prefix may take
-SUFFIX_SHARE = {False: 15, True: 5}  # percent for the suffix: block, single-line requests
+SUFFIX_SHARE = {False: 10, True: 5}  # percent for the suffix: block, single-line requests
 """A single-line completion needs the lines after the cursor, not a page of them; and in
 the prefix-suffix-middle layout every suffix token is prefilled again after each keystroke."""
-_STEPS = 8  # the context's share changes in steps of an eighth of the budget
+CONTEXT_SHARE = 30  # percent for other files, whatever the prefix and suffix leave unused
 
 
 def fit(
@@ -231,18 +236,20 @@ def fit(
     count: TokenCounter = approx_tokens,
     *,
     single_line: bool = False,
+    cut: int | None = None,
 ) -> tuple[str, str, tuple[ContextFile, ...]]:
-    """Trim ``parts`` to ``budget`` tokens: the prefix may take 60%, the suffix 15% (5% for
-    a single line), and other files what is left, in their order (more relevant first).
+    """Trim ``parts`` to ``budget`` tokens: the prefix may take 60%, the suffix 10% (5% for
+    a single line), and other files 30%, in their order (more relevant first).
 
     What comes first in a prompt stays put from one keystroke to the next, so that a cache
-    of the last prompt keeps matching: the prefix is cut at fixed points (see
-    ``_keep_end``) and the other files' share moves in steps of an eighth of the budget."""
-    prefix = _keep_end(parts.prefix, budget * PREFIX_SHARE // 100, count)
+    of the last prompt keeps matching: the prefix is cut at fixed points (``_keep_end``),
+    and the other files' share never depends on the size of the prefix or suffix (a short
+    file leaves part of the budget unused rather than move what precedes it). ``cut``, the
+    document position where the requester's last prefix started, is kept while it fits."""
+    prefer = None if cut is None else cut - parts.start
+    prefix = _keep_end(parts.prefix, budget * PREFIX_SHARE // 100, count, prefer)
     suffix = _keep_start(parts.suffix, budget * SUFFIX_SHARE[single_line] // 100, count)
-    step = max(1, budget // _STEPS)
-    used = -(-(count(prefix) + count(suffix)) // step) * step
-    left = budget - used - 16
+    left = budget * CONTEXT_SHARE // 100 - 16
     context: list[ContextFile] = []
     for item in parts.context:
         if left < 32:
@@ -316,13 +323,15 @@ def render(
     count: TokenCounter = approx_tokens,
     *,
     single_line: bool = False,
+    cut: int | None = None,
 ) -> Rendered:
     """The prompt for ``family``, within ``budget`` tokens as ``count`` measures them.
 
     Every template puts what changes least first: other files of the branch, then the file's
     path and prefix, then the suffix (the prefix-suffix-middle order these families use), so
-    that consecutive requests of one typist share all but the end of the prompt."""
-    prefix, suffix, ctx = fit(parts, budget - 32, count, single_line=single_line)
+    that consecutive requests of one typist share all but the end of the prompt. ``cut``:
+    see :func:`fit`."""
+    prefix, suffix, ctx = fit(parts, budget - 32, count, single_line=single_line, cut=cut)
     text = _template(family, parts.repo, parts.path, prefix, suffix, ctx)
     return Rendered(text, stop_strings(family), prefix, suffix, ctx)
 

@@ -5,7 +5,8 @@ One msgpack map per binary WebSocket message, with a string type ``t``:
 - worker -> engine ``hello``: ``name``, ``model``, ``family``, ``capacity`` (jobs at once);
 - engine -> worker ``welcome``;
 - engine -> worker ``job``: ``id``, ``parts`` (``repo``, ``path``, ``prefix``, ``suffix``,
-  ``context``: a list of ``[path, text]``), ``max_tokens``, ``single_line``, and optionally
+  ``context``: a list of ``[path, text]``, optionally ``start``: where the prefix starts in
+  the document), ``max_tokens``, ``single_line``, and optionally
   ``cache`` (the typist: jobs with the same key reuse each other's prompt cache) and
   ``stream`` (true: send ``chunk`` messages while generating);
 - engine -> worker ``cancel``: ``id`` (skip it if not started, stop generating if running);
@@ -112,6 +113,7 @@ def encode(message: WorkerMessage) -> bytes:
                     "prefix": parts.prefix,
                     "suffix": parts.suffix,
                     "context": [[c.path, c.text] for c in parts.context],
+                    "start": parts.start,
                 },
                 "max_tokens": spec.max_tokens,
                 "single_line": spec.single_line,
@@ -178,6 +180,7 @@ def _parts(value: Any) -> PromptParts:
         _get(value, "prefix", str),
         _get(value, "suffix", str),
         tuple(files),
+        _optional(value, "start", int, 0),
     )
 
 

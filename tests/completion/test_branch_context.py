@@ -123,3 +123,20 @@ def test_the_prompt_head_stays_put_while_the_typist_types() -> None:
         last = head
         assert approx_tokens(rendered.text) <= 2048
     assert changed <= 6  # of 111 requests
+
+
+def test_a_cursor_moved_back_keeps_the_prefix_start() -> None:
+    """A typist who moves back up the file after typing gets a prompt whose prefix starts
+    where the last one did (so all of it up to the new cursor is in the prompt cache)."""
+    text = "".join(f"value_{i} = compute({i})\n" for i in range(3000))
+    heads = []
+    cut = None
+    for cursor in (50_000, 49_000, 48_200):
+        prefix, suffix = window(text, cursor, 2048)
+        parts = PromptParts("demo", "src/app.py", prefix, suffix, (), cursor - len(prefix))
+        rendered = render(Family.QWEN_CODER, parts, 2048, single_line=True, cut=cut)
+        cut = parts.start + len(parts.prefix) - len(rendered.prefix)
+        heads.append(rendered.prefix[:40])
+    assert heads[0] == heads[1] == heads[2]
+    stateless = render(Family.QWEN_CODER, parts, 2048, single_line=True)
+    assert stateless.prefix[:40] != heads[0]  # without the last cut it would have moved
