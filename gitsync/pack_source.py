@@ -57,15 +57,21 @@ _IDX_MAGIC = b"\377tOc"
 
 
 class _Index:
-    """One pack's index: hex id -> offset, and (made when first needed) the entries' order."""
+    """One pack's index: hex id -> offset, the ids in the index's order (``hexes``, 40 bytes
+    each), and (made when first needed) the entries' order in the pack."""
 
-    __slots__ = ("_by_offset", "count", "offsets", "pack_size")
+    __slots__ = ("_by_offset", "count", "hexes", "offsets", "pack_size")
 
-    def __init__(self, offsets: dict[bytes, int], pack_size: int) -> None:
+    def __init__(self, offsets: dict[bytes, int], hexes: bytes, pack_size: int) -> None:
         self.offsets = offsets
+        self.hexes = hexes
         self.count = len(offsets)
         self.pack_size = pack_size
         self._by_offset: tuple[list[int], dict[int, bytes]] | None = None
+
+    def id_at(self, position: int) -> bytes:
+        """The hex id at ``position`` in the index (ids sorted)."""
+        return self.hexes[position * 40 : position * 40 + 40]
 
     def by_offset(self) -> tuple[list[int], dict[int, bytes]]:
         """The entries' offsets in pack order, and offset -> hex id."""
@@ -91,7 +97,7 @@ def _read_index(path: str, pack_size: int) -> _Index:
         if offset & 0x80000000:
             offset = struct.unpack_from(">Q", idx, large + (offset & 0x7FFFFFFF) * 8)[0]
         offsets[hexes[i * 40 : i * 40 + 40]] = offset
-    return _Index(offsets, pack_size)
+    return _Index(offsets, hexes, pack_size)
 
 
 _cache: collections.OrderedDict[tuple[str, int, int], _Index] = collections.OrderedDict()

@@ -9,9 +9,15 @@ second, so the set is kept, per repository, for the ref values (tips) it was mad
 (:data:`CACHE_OBJECTS` ids at most, all repositories together), as git keeps reachability
 bitmaps.
 
-When the tips move on (a push, a continuous commit), the set is extended with what the new
-tips add, walking only the new commits; if a tip went away that the new tips do not reach (a
-force push, a deleted branch), it is made again from nothing.
+The set is made from git's reachability bitmaps where the repository has them
+(:mod:`gitsync.bitmaps`: a repository packed by ``git gc``), walking only the commits made
+since; else by walking the history. When the tips move on (a push, a continuous commit), the
+set is extended with what the new tips add, walking only the new commits; if a tip went away
+that the new tips do not reach (a force push, a deleted branch), it is made again.
+
+A set made from bitmaps does not know the parents of the commits the bitmaps gave
+(``Closure.commits`` maps them to no parents); that only makes the test of whether the new tips
+reach all of the old ones fail more often, and the set be made again.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .bitmaps import BitmapError, bitmap_for
 from .object_walk import History, list_objects
-from .pack_source import BLOB, COMMIT, TREE
+from .pack_source import BLOB, COMMIT, TAG, TREE
 
 __all__ = ["CACHE_OBJECTS", "Closure", "closure"]
 
@@ -65,7 +72,7 @@ def closure(history: History, key: str, tips: Iterable[bytes]) -> Closure:
         return previous
     made = None if previous is None else _extend(history, previous, wanted)
     if made is None:
-        made = _build(history, wanted, None)
+        made = _from_bitmap(history, wanted) or _build(history, wanted, None)
     with _lock:
         _cache[key] = made
         _cache.move_to_end(key)
@@ -118,6 +125,45 @@ def _build(history: History, tips: frozenset[bytes], base: Closure | None) -> Cl
     blobs = listed.blobs if base is None else [*base.blobs, *listed.blobs]
     all_tags = tags if base is None else tags | base.tags
     return Closure(tips, parents, frozenset(trees), frozenset(blobs), frozenset(all_tags))
+
+
+def _from_bitmap(history: History, tips: frozenset[bytes]) -> Closure | None:
+    """The closure of ``tips`` from git's reachability bitmap where it has one: the bitmaps of
+    the nearest commits it covers, then a walk of the commits above them (made since it was
+    written). None if there is no bitmap or it covers none of the history."""
+    bitmap = bitmap_for(history.objects.packs)
+    if bitmap is None:
+        return None
+    commits, _tags, _others = _peel_all(history, tips)
+    frontier: list[bytes] = []
+    seen: set[bytes] = set()
+    stack = list(commits)
+    while stack:
+        sha = stack.pop()
+        if sha in seen:
+            continue
+        seen.add(sha)
+        if bitmap.covers(sha):
+            frontier.append(sha)
+        else:
+            stack.extend(history.commit(sha).parents)
+    if not frontier:
+        return None
+    try:
+        bits = 0
+        for sha in frontier:
+            bits |= bitmap.reach(sha)
+        found = bitmap.ids(bits)
+    except BitmapError:
+        return None
+    base = Closure(
+        frozenset(frontier),
+        dict.fromkeys(found.get(COMMIT, []), ()),
+        frozenset(found.get(TREE, [])),
+        frozenset(found.get(BLOB, [])),
+        frozenset(found.get(TAG, [])),
+    )
+    return _build(history, tips, base)
 
 
 def _extend(history: History, previous: Closure, tips: frozenset[bytes]) -> Closure | None:
