@@ -125,6 +125,13 @@ class Engine:
             self._fail_running(Cancelled())
             while self._waiting:
                 self._waiting.popleft().finish(Cancelled())
+            while True:  # asked for after the stop: never run
+                try:
+                    left = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None:
+                    left.finish(Cancelled())
 
     # -- one step ----------------------------------------------------------------------------
 
