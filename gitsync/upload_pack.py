@@ -34,6 +34,7 @@ from .object_walk import NotACommit
 from .pack_stream import PackStats
 from .shallow import ShallowError, ShallowInfo
 from .upload_wire import (
+    BAND_64K,
     DELIM,
     FLUSH,
     FetchRequest,
@@ -165,10 +166,7 @@ def _v2_fetch(
     pieces = pack_for(session, request, wants, negotiation.have_obj, shallow, chosen_filter, stats)
     first = next(pieces)
     yield b"".join(head)
-    yield b"".join(sideband(1, first))
-    for piece in pieces:
-        yield b"".join(sideband(1, piece))
-    yield FLUSH
+    yield from _banded(first, pieces, BAND_64K)
 
 
 # -- v0 ---------------------------------------------------------------------------------------
@@ -203,9 +201,20 @@ def _v0(session: FetchSession, body: bytes, stats: PackStats | None) -> Iterator
         yield first
         yield from pieces
         return
-    yield b"".join(sideband(1, first, request.sideband))
-    for piece in pieces:
-        yield b"".join(sideband(1, piece, request.sideband))
+    yield from _banded(first, pieces, request.sideband)
+
+
+def _banded(first: bytes, pieces: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """The pack on side-band 1, then a flush. A failure once the pack has begun (a damaged
+    object, say) is told on band 3, which git prints before it gives up, and logged."""
+    try:
+        yield b"".join(sideband(1, first, limit))
+        for piece in pieces:
+            yield b"".join(sideband(1, piece, limit))
+    except Exception as exc:
+        log.exception("a pack failed half-way")
+        yield b"".join(sideband(3, f"pack failed on the server: {exc}\n".encode(), limit))
+        return
     yield FLUSH
 
 

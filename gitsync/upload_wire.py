@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
+    "BAND_64K",
     "DELIM",
     "FLUSH",
     "V0_CAPABILITIES",

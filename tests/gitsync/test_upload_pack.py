@@ -15,7 +15,7 @@ from conftest import GIT_ENV, run_git
 from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.pack import PackData
 
-from gitsync import reachable
+from gitsync import fetch_plan, reachable
 from gitsync.pack_stream import PackStats
 from gitsync.upload_pack import answer
 
@@ -283,6 +283,21 @@ def test_refusals_are_answered_in_the_protocol(
     body = v2_fetch(*(arg.replace(b"MAIN", main) for arg in args))
     out = b"".join(answer(history, body, 2))
     assert out[4:8] == b"ERR " and error in out, out
+
+
+def test_a_pack_that_fails_half_way_says_so_on_band_3(
+    history: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: object, **kwargs: object) -> Iterator[bytes]:
+        yield b"PACK\0\0\0\2\0\0\0\1"
+        raise KeyError("a damaged object")
+
+    monkeypatch.setattr(fetch_plan, "pack_pieces", failing)
+    main = run_git(history, "rev-parse", "main").strip().encode()
+    out = b"".join(answer(history, v2_fetch(b"want " + main, b"done"), 2))
+    lines = list(parse_lines(out))
+    assert lines[-2] == b"\x01PACK\0\0\0\2\0\0\0\1"
+    assert lines[-1] == b"\x03pack failed on the server: 'a damaged object'\n"
 
 
 def test_the_reachable_set_is_kept_and_extended(
