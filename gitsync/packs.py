@@ -125,6 +125,17 @@ class ObjectReader:
             pass
         return _joined(self.store.get_raw(ObjectID(hex_id))[1])  # a pack added since
 
+    def has(self, hex_id: bytes) -> bool:
+        """Whether the store holds object ``hex_id``, in a pack this reader has open or
+        loose (a pack added since is not looked at)."""
+        sha = hex_to_sha(ObjectID(hex_id))
+        if any(pack.offset(sha) is not None for pack in self.packs):
+            return True
+        if any(ObjectID(hex_id) in slow for slow in self.slow):
+            return True
+        name = hex_id.decode("ascii")
+        return os.path.exists(os.path.join(self.loose, name[:2], name[2:]))
+
     def _unpack(self, index: int, offset: int) -> tuple[int, bytes]:
         """(type number, content) of the object at ``offset`` of pack ``index``."""
         cached = self.bases.get((index, offset))
