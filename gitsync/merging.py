@@ -13,12 +13,13 @@ moves; the cost follows the number of changed paths, not the size of the reposit
 
 Why not ``dulwich.merge`` (1.2.21): on the 1,679 two-parent merges of psf/requests' history
 its ``recursive_merge`` gives git's tree and conflicted paths for 1,594 (it follows no
-renames, and merges lines with ``merge3``, which does not align them as git's histogram diff
-does); it writes markers without the branches' names, and into binary files; it leaves out of the tree a file
-the target deleted and the source changed, and reports conflicts for a mode changed on one
-side and the content on the other and for a file that became a directory on one side; its
-virtual base of a criss-cross merge is built without the bases' own common ancestor. It also
-writes the merged objects to the store, where a plan writes nothing.
+renames, and merges lines with ``merge3``, which does not align them as git's histogram
+diff does); it writes markers without the branches' names, and into binary files; it leaves
+out of the tree a file the target deleted and the source changed, and reports conflicts for
+a mode changed on one side and the content on the other and for a file that became a
+directory on one side; its virtual base of a criss-cross merge is built without the bases'
+own common ancestor. It also writes the merged objects to the store, where a plan writes
+nothing.
 """
 
 from __future__ import annotations
