@@ -4,17 +4,17 @@ Synthetic: a repository of 10,000 files (about 100 per directory) gets two branc
 base, each changing N files; a third of the changed paths are changed on both sides. How the
 files changed on both sides differ is the workload:
 
-- splice: one side changes a file's first line, the other its last (each side one run of
-  lines: the merge takes the ``_splice`` shortcut);
-- scattered: each side changes three lines, interleaved with the other's (clean, but the runs
-  overlap: the merge goes through ``merge3``);
-- conflict: both sides change the same line differently (``merge3``; conflict markers).
+- splice: one side changes a file's first line, the other its last (one run of lines each,
+  far apart);
+- scattered: each side changes three lines, interleaved with the other's (clean);
+- conflict: both sides change the same line differently (conflict markers).
 
 For each workload and N, each run on fresh copies of the repository (so both write all their
 objects), timed:
 
 - write, ours: ``Repo()`` opened, ``plan_merge``, ``resolve_plan`` (with markers) and the
-  merged tree's blobs and trees written (one pack, fsynced), no commit, no ref moved;
+  merged tree's blobs and trees (``merged_tree``: built from the trees the plan read) written
+  (one pack, fsynced), no commit, no ref moved;
   git: ``git merge-tree --write-tree`` (opens the repository, merges, writes the merged tree's
   objects; no commit, no ref). Like for like: both open the repository and write the tree;
   git also pays a process start, and at git's defaults writes loose objects without fsync
@@ -34,18 +34,22 @@ Real history (``--history BUNDLE``, default the psf/requests bundle in
 replayed (``--limit`` caps them, ``--every K`` takes one in K) in a bare clone:
 
 - ours: ``Repo()`` opened, ``plan_merge(P2 into P1)``, ``resolve_plan`` with markers (labels
-  P1, P2, as git labels them), the merged tree built and the objects the store lacks written
-  (one pack, fsynced; usually none: the merged tree is mostly M's, which the clone has);
+  P1, P2, as git labels them), the merged tree built (``merged_tree``) and the objects the
+  store lacks written (one pack, fsynced; usually none: the merged tree is mostly M's, which
+  the clone has), then the small packs combined as ``commit_changes`` combines them after a
+  write (without that the clone's packs pile up, and every lookup visits each of them);
 - git: ``git merge-tree --write-tree --name-only --no-messages P1 P2`` (which also writes
   only what the store lacks).
 
 They agree when both are clean with the same tree, or both conflict on the same paths (and,
 reported apart, with the same tree, markers included). Prints the totals and percentiles of
-both times, the ratio, and the merges that disagree. Not a pass/fail test.
+both times, the ratio, and the merges that disagree. Not a pass/fail test. On a shared
+machine, ``--repeat 3`` (the median of three replays of each merge) steadies the tail; the
+commits our merges read stay in a process-wide table, as in a server, unless ``--cold``.
 
 Usage: .venv/bin/python tests/bench/git_merge.py [--changed 10,1000] [--files 10000]
        [--runs 7] [--workloads splice,scattered,conflict] [--history BUNDLE|none]
-       [--limit N] [--every K] [--git-durable]
+       [--limit N] [--every K] [--repeat N] [--cold] [--git-durable]
 """
 
 from __future__ import annotations
@@ -65,20 +69,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from dulwich.objects import Commit, ObjectID, ShaFile  # noqa: E402
 from dulwich.repo import Repo  # noqa: E402
 
 from gitsync.commits import (  # noqa: E402
-    EMPTY_TREE,
-    BlobEntry,
-    _nest,
-    _rewrite,
     branch_heads,
     commit_changes,
-    read_object,
     write_objects,
 )
-from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_plan  # noqa: E402
+from gitsync.merge_base import clear_commit_cache  # noqa: E402
+from gitsync.merging import (  # noqa: E402
+    UnrelatedHistories,
+    merged_tree,
+    plan_merge,
+    resolve_plan,
+)
+from gitsync.packing import combine_small_packs  # noqa: E402
 
 GIT_ENV = {
     "HOME": "/nonexistent",
@@ -162,21 +167,6 @@ def git(
     )
 
 
-def merged_tree(
-    repo: Repo, plan: MergePlan, changes: Mapping[str, BlobEntry | None]
-) -> tuple[bytes, list[ShaFile]]:
-    """The merged tree's id, and the objects (blobs, trees) that make it, built on the
-    target's tree the way ``commit_changes`` builds a commit's tree (nothing written)."""
-    target = read_object(repo, plan.target)
-    assert isinstance(target, Commit)
-    objects: list[ShaFile] = []
-    tree = _rewrite(repo, bytes(target.tree), _nest(changes), objects)
-    if tree is None:
-        objects.append(EMPTY_TREE)
-        tree = bytes(EMPTY_TREE.id)
-    return tree, objects
-
-
 def ours_write(path: Path) -> tuple[float, bytes, set[str]]:
     """Open, plan, resolve and write the merged tree's objects; (seconds, tree, conflicts)."""
     start = time.perf_counter()
@@ -184,7 +174,7 @@ def ours_write(path: Path) -> tuple[float, bytes, set[str]]:
     try:
         heads = branch_heads(repo)
         plan = plan_merge(repo, heads["topic"], heads["main"], labels=LABELS)
-        tree, objects = merged_tree(repo, plan, resolve_plan(plan, markers=True))
+        tree, objects = merged_tree(plan, resolve_plan(plan, markers=True))
         write_objects(repo, objects)
     finally:
         repo.close()
@@ -374,17 +364,21 @@ def history(args: argparse.Namespace, config: list[str]) -> None:
         stats = {"clean": 0, "conflict": 0, "conflict_same_tree": 0, "unrelated": 0}
         disagree: list[str] = []
         for n, (merge, p1, p2) in enumerate(chosen):
-            runs: dict[str, tuple[float, Any]] = {}
-            # who goes first alternates, so neither always finds the other's reads cached
-            for who in ("ours", "git") if n % 2 == 0 else ("git", "ours"):
-                runs[who] = (
-                    replay_ours(clone, p1, p2)
-                    if who == "ours"
-                    else replay_git(clone, p1, p2, config)
-                )
-            (ours_s, ours), (git_s, theirs) = runs["ours"], runs["git"]
-            ours_times.append(ours_s)
-            git_times.append(git_s)
+            runs: dict[str, list[tuple[float, Any]]] = {"ours": [], "git": []}
+            for repeat in range(args.repeat):
+                # who goes first alternates, so neither always finds the other's reads cached
+                order = ("ours", "git") if (n + repeat) % 2 == 0 else ("git", "ours")
+                for who in order:
+                    if who == "ours" and args.cold:
+                        clear_commit_cache()
+                    runs[who].append(
+                        replay_ours(clone, p1, p2)
+                        if who == "ours"
+                        else replay_git(clone, p1, p2, config)
+                    )
+            ours, theirs = runs["ours"][0][1], runs["git"][0][1]
+            ours_times.append(statistics.median(t for t, _ in runs["ours"]))
+            git_times.append(statistics.median(t for t, _ in runs["git"]))
             verdict = compare(ours, theirs)
             if verdict in stats:
                 stats[verdict] += 1
@@ -395,8 +389,10 @@ def history(args: argparse.Namespace, config: list[str]) -> None:
     total = len(chosen)
     print(
         f"\nreal history: {bundle.name}, {total} of its {len(two_parent)} two-parent merges"
-        f" replayed (every {args.every}, limit {args.limit or 'none'}); git at"
-        f" {durability(args)}"
+        f" replayed (every {args.every}, limit {args.limit or 'none'}; each merge"
+        f" {args.repeat} time(s), its median kept; commit cache"
+        f" {'cleared before each of ours' if args.cold else 'kept, as a server keeps it'});"
+        f" git at {durability(args)}"
     )
     agreed = total - len(disagree)
     print(
@@ -435,9 +431,10 @@ def replay_ours(clone: Path, p1: str, p2: str) -> tuple[float, Outcome]:
     repo = Repo(str(clone))
     try:
         plan = plan_merge(repo, p2.encode(), p1.encode(), labels=(p1, p2))
-        tree, objects = merged_tree(repo, plan, resolve_plan(plan, markers=True))
-        missing = [obj for obj in objects if ObjectID(obj.id) not in repo.object_store]
-        write_objects(repo, missing)
+        tree, missing = merged_tree(plan, resolve_plan(plan, markers=True))
+        if missing:
+            write_objects(repo, missing)
+            combine_small_packs(repo.object_store)  # as commit_changes does after its write
         outcome = (tree, frozenset(plan.conflicts), "")
     except UnrelatedHistories:
         outcome = (None, None, "unrelated")
@@ -510,6 +507,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="replay one merge in this many")
     parser.add_argument(
         "--git-durable", action="store_true", help="run git with core.fsync=all, as ours fsyncs"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="replay each real merge this many times"
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="forget the commits read (process-wide cache) before each of our merges",
     )
     args = parser.parse_args()
     config = GIT_DURABLE if args.git_durable else []
