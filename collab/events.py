@@ -5,7 +5,8 @@ Subscribers register per repository and get plain dicts (msgpack- and JSON-encod
 - ``{"kind": "presence", "user", "branch", "path", "action": "join" | "leave"}``
 - ``{"kind": "commit", "branch", "commit", "parents", "authors", "files"}``
 - ``{"kind": "ref", "branch", "old", "new", "cause": "push" | "merge" | "fork" |
-  "create" | "delete" | "external"}``; an external move to a commit that does not descend from
+  "create" | "delete" | "external"}``; a merge's also has ``"renamed"``: the files it renamed,
+  old path -> new path; an external move to a commit that does not descend from
   the old one (a force push, a reset) adds ``"rewound": true`` and ``"rescued"``: the branch
   that keeps live text which did not merge onto the new head, or None
 - ``{"kind": "rescued", "branch", "path", "into", "commit"}``: that live text of ``path`` was

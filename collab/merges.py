@@ -1,11 +1,20 @@
 """Merging one branch into another in one call, live documents included.
 
 Both branches' pending live edits are committed first, so the merge sees what people see.
-The three-way merge runs on git history (``gitsync.merging``); its result is applied to the
-target's live documents as minimal text edits (whoever is typing there keeps their edits)
-and recorded as a merge commit with both parents. On conflict nothing is applied, unless
-conflict markers are asked for: then they are written into the live documents, so the people
-on the target branch resolve them together.
+The three-way merge is git's (``gitsync.merging``: the tree and the conflicts
+``git merge-tree`` gives); its result is applied to the target's live documents as minimal
+text edits (whoever is typing there keeps their edits) and recorded as a merge commit with
+both parents. On conflict nothing is applied, unless conflict markers are asked for: then
+the target gets what git records (markers in text files, a file in the way of a directory
+moved to ``path~branch``), and the markers are written into the live documents, so the
+people on the target branch resolve them together.
+
+A file the source renamed moves on the target as in git's tree: the target's document at
+the old path is emptied (the file is gone there), and its text, the target's edits merged
+in, is the new path's: a document already open there gets it as edits, any other opens
+with it (seeded from the merge commit). The preview and the result name the old path of
+each renamed file (``renamed_from``), and the ``ref`` event of the merge maps old paths to
+new ones (``renamed``), so an editor showing the old path can open the new one.
 """
 
 from __future__ import annotations
@@ -116,6 +125,7 @@ class Merges:
             live = await to_sync.live_paths(resolved)
             changes = await in_git_thread(self.repos, _live_changes, plan, live)
             await to_sync.merge_into_live(changes)
+            _settle_deleted(to_sync, changes)
             forward = plan.fast_forward and not no_ff
             if forward:
                 await in_git_thread(self.repos, self._fast_forward, repo, to_sync.branch, plan)
@@ -145,6 +155,7 @@ class Merges:
                 "old": hexsha(target_head),
                 "new": hexsha(commit),
                 "cause": "merge",
+                "renamed": {f.renamed_from: f.path for f in plan.files if f.renamed_from},
             },
         )
         described = _describe(plan, diffs=False)
@@ -186,6 +197,16 @@ class Merges:
         return commit
 
 
+def _settle_deleted(sync: BranchSync, changes: list[FileChange]) -> None:
+    """The documents of files the merge deletes now read empty, as the merge commit has
+    them gone: they are not pending (the continuous committer would write them back as
+    empty files). One typed into meanwhile keeps its text, and is committed as a file."""
+    for change in changes:
+        room = sync.dirty.get(change.path) if change.new is None else None
+        if room is not None and not str(room.text):
+            del sync.dirty[change.path]
+
+
 def _live_changes(plan: MergePlan, paths: list[str]) -> list[FileChange]:
     """The changes a merge makes to ``paths``, with contents (read from the store)."""
     wanted = set(paths)
@@ -200,6 +221,8 @@ def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:
             "status": f.status,
             "binary": f.binary,
         }
+        if f.renamed_from is not None:
+            entry["renamed_from"] = f.renamed_from
         if diffs:
             entry["diff"] = f.diff()[:MAX_DIFF]
         files.append(entry)

@@ -3,14 +3,17 @@ merge the preview calls a fast-forward is applied as one unless a merge commit i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from dulwich.repo import Repo
 from gitcli import git, show
 from servers import make_config
 
 from collab import Client, CollabServer
+from gitsync.commits import commit_changes, create_branch, read_ref
 
 
 @pytest.fixture
@@ -89,3 +92,77 @@ async def test_no_ff_records_a_merge_commit(fast_server: CollabServer, repos: Pa
             "Merge branch 'topic' into main"
         )
         assert show(demo, "main", "README.md") == "# Demo, from topic\n"
+
+
+STORY = "".join(f"line {i} of the story\n" for i in range(20))
+
+
+async def test_a_renamed_file_moves_on_the_target_with_its_live_edits_merged(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    """topic renames src/story.py to src/tale.py (and edits it), as a git user would; main
+    edits the old path live. The merge is git's: one file, src/tale.py, with both edits;
+    main's document at the old path is emptied and no file comes back there, the new path
+    opens with the merged text, and the preview, the result and the ref event say where
+    the file went."""
+    demo = repos / "demo"
+    renamed = STORY.replace("line 15 of", "LINE 15 (topic) of")
+    repo = Repo(str(demo))
+    try:  # commits by another tool, as a git push would bring them
+        main_head = commit_changes(
+            repo,
+            "main",
+            {"src/story.py": STORY.encode()},
+            message="Add the story\n",
+            author="Git User <git@example.com>",
+            expected=read_ref(repo, b"refs/heads/main"),
+        )
+        create_branch(repo, "topic", main_head)
+        commit_changes(
+            repo,
+            "topic",
+            {"src/story.py": None, "src/tale.py": renamed.encode()},
+            message="Rename the story\n",
+            author="Git User <git@example.com>",
+            expected=main_head,
+        )
+    finally:
+        repo.close()
+    async with (
+        Client(fast_server.url, user="alice") as alice,
+        Client(fast_server.url, user="watcher") as watcher,
+    ):
+        old_doc = await alice.open("demo/main:src/story.py")
+        old_doc.delete(0, len(str(old_doc.text)))
+        old_doc.insert(0, STORY.replace("line 3 of", "LINE 3 (main) of"))
+        await alice.flush()
+        await watcher.subscribe("events.subscribe", repo="demo")
+
+        preview = await alice.merge("demo", "topic", "main", apply=False)
+        files = {f["path"]: f for f in preview["files"]}
+        assert preview["conflicts"] == []
+        assert files["src/tale.py"]["status"] == "added"
+        assert files["src/tale.py"]["renamed_from"] == "src/story.py"
+        assert files["src/tale.py"]["diff"].startswith("--- a/src/story.py\n+++ b/src/tale.py\n")
+        assert files["src/story.py"]["status"] == "deleted"
+
+        result = await alice.merge("demo", "topic", "main")
+        assert result["applied"] and result["conflicts"] == []
+        both = STORY.replace("line 3 of", "LINE 3 (main) of").replace(
+            "line 15 of", "LINE 15 (topic) of"
+        )
+        assert show(demo, "main", "src/tale.py") == both
+        assert "src/story.py" not in git(demo, "ls-tree", "-r", "--name-only", "main")
+        await old_doc.wait_for(lambda text: text == "")
+        new_doc = await alice.open("demo/main:src/tale.py")
+        assert str(new_doc.text) == both
+        async with asyncio.timeout(5):
+            while True:
+                event = (await watcher.events.get()).data
+                if event.get("kind") == "ref" and event.get("cause") == "merge":
+                    break
+        assert event["renamed"] == {"src/story.py": "src/tale.py"}
+        # the live documents match the merge: nothing more is committed on main
+        head = git(demo, "rev-parse", "main").strip()
+        await alice.commit("demo", "main")
+        assert git(demo, "rev-parse", "main").strip() == head
