@@ -19,6 +19,7 @@ merge decides; the names of git's functions are given where each rule comes from
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import stat
 from collections.abc import Iterator
@@ -186,14 +187,13 @@ def _walk_order(names: set[str], trees: tuple[dict[str, Entry], ...]) -> list[st
     character below ``/`` ("t" behind "t-2"). Without such a directory, that is plain
     name order."""
     ordered = sorted(names)
+    dirs = {name for tree in trees for name, entry in tree.items() if stat.S_ISDIR(entry[0])}
+    if not dirs:
+        return ordered
     everything = sorted({name for tree in trees for name in tree})
-    for i, name in enumerate(everything[:-1]):
-        after = everything[i + 1]
-        if (
-            after.startswith(name)
-            and after[len(name)] < "/"
-            and any(_is_dir(tree.get(name)) for tree in trees)
-        ):
+    for name in dirs:  # is a name "name" + a character below "/" there too?
+        following = bisect.bisect_right(everything, name)
+        if following < len(everything) and name < everything[following] < name + "/":
             break
     else:
         return ordered

@@ -46,14 +46,20 @@ def diff(
     return diff_ids(list(map(ids.__getitem__, a)), list(map(ids.__getitem__, b)), algorithm)
 
 
-def diff_ids(ha: list[int], hb: list[int], algorithm: Algorithm = "histogram") -> list[Change]:
-    """:func:`diff` of two sequences of line classes (equal lines, equal ints)."""
+def diff_ids(
+    ha: list[int],
+    hb: list[int],
+    algorithm: Algorithm = "histogram",
+    counted: dict[tuple[int, int], Counter[int]] | None = None,
+) -> list[Change]:
+    """:func:`diff` of two sequences of line classes (equal lines, equal ints).
+    ``counted`` keeps the line counts of regions of ``ha`` for another diff of ``ha``."""
     na, nb = len(ha), len(hb)
     # change flags with a sentinel on each side: line i is changed[i + 1]
     ca = bytearray(na + 2)
     cb = bytearray(nb + 2)
     if algorithm == "histogram":
-        _histogram(ha, hb, ca, cb, 0, na, 0, nb)
+        _histogram(ha, hb, ca, cb, 0, na, 0, nb, {} if counted is None else counted)
     else:
         _myers(ha, hb, ca, cb, 0, na, 0, nb)
     _compact(ha, ca, cb)
@@ -62,7 +68,15 @@ def diff_ids(ha: list[int], hb: list[int], algorithm: Algorithm = "histogram") -
 
 
 def _histogram(
-    a: list[int], b: list[int], ca: bytearray, cb: bytearray, lo1: int, n1: int, lo2: int, n2: int
+    a: list[int],
+    b: list[int],
+    ca: bytearray,
+    cb: bytearray,
+    lo1: int,
+    n1: int,
+    lo2: int,
+    n2: int,
+    counted: dict[tuple[int, int], Counter[int]],
 ) -> None:
     """Mark the changed lines of ``a[lo1:lo1+n1]`` against ``b[lo2:lo2+n2]`` (xhistogram.c).
     The regions left and right of each anchor are independent: a stack replaces recursion."""
@@ -77,7 +91,23 @@ def _histogram(
         if n2 <= 0:
             ca[lo1 + 1 : lo1 + n1 + 1] = b"\1" * n1
             continue
-        found = _find_lcs(a, b, lo1, n1, lo2, n2)
+        if n1 == 1 or n2 == 1:  # one line on a side: its first match is the anchor
+            single = _single_line_anchor(a, b, lo1, n1, lo2, n2)
+            if single is not None:
+                if single < 0:
+                    ca[lo1 + 1 : lo1 + n1 + 1] = b"\1" * n1
+                    cb[lo2 + 1 : lo2 + n2 + 1] = b"\1" * n2
+                elif n1 == 1:
+                    cb[lo2 + 1 : lo2 + n2 + 1] = b"\1" * n2
+                    cb[single + 1] = 0
+                else:
+                    ca[lo1 + 1 : lo1 + n1 + 1] = b"\1" * n1
+                    ca[single + 1] = 0
+                continue
+        counts = counted.get((lo1, n1))
+        if counts is None:
+            counts = counted[lo1, n1] = Counter(a[lo1 : lo1 + n1])
+        found = _find_lcs(a, b, lo1, n1, lo2, n2, counts)
         if found is None:  # common lines, all too frequent: Myers on this region
             _myers(a[lo1 : lo1 + n1], b[lo2 : lo2 + n2], ca, cb, lo1, n1, lo2, n2)
             continue
@@ -91,7 +121,7 @@ def _histogram(
 
 
 def _find_lcs(
-    a: list[int], b: list[int], lo1: int, n1: int, lo2: int, n2: int
+    a: list[int], b: list[int], lo1: int, n1: int, lo2: int, n2: int, counts: Counter[int]
 ) -> tuple[int, int, int, int] | tuple[()] | None:
     """The anchor run of the region (first and last line on each side, inclusive); ``()``
     when the sides share no line; None when every shared line occurs more than 64 times in
@@ -103,7 +133,6 @@ def _find_lcs(
     match; a run replaces the best if it is longer, or if its rarest line is rarer.
     """
     end_a, end_b = lo1 + n1 - 1, lo2 + n2 - 1
-    counts = Counter(a[lo1 : lo1 + n1])
     occurrences: dict[int, list[int]] = {}
     best_cnt = _MAX_CHAIN + 1
     has_common = False
@@ -117,21 +146,31 @@ def _find_lcs(
         if count is not None:
             has_common = True
             if count <= best_cnt:
-                places = occurrences.get(line)
-                if places is None:
-                    places = occurrences[line] = _positions(a, line, lo1, end_a, count)
+                if count == 1:
+                    places: list[int] = [a.index(line, lo1, end_a + 1)]
+                else:
+                    found = occurrences.get(line)
+                    if found is None:
+                        found = occurrences[line] = _positions(a, line, lo1, end_a, count)
+                    places = found
                 ae = -1
                 for at in places:
                     if at <= ae:
                         continue  # inside the run found from the previous occurrence
-                    room = at - lo1
-                    back = _common_backward(
-                        a, at, b, b_ptr, room if room < b_ptr - lo2 else b_ptr - lo2
-                    )
-                    room = end_a - at
-                    ahead = _common_forward(
-                        a, at + 1, b, b_ptr + 1, room if room < end_b - b_ptr else end_b - b_ptr
-                    )
+                    if at > lo1 and b_ptr > lo2 and a[at - 1] == b[b_ptr - 1]:
+                        room = at - lo1
+                        back = _common_backward(
+                            a, at, b, b_ptr, room if room < b_ptr - lo2 else b_ptr - lo2
+                        )
+                    else:
+                        back = 0
+                    if at < end_a and b_ptr < end_b and a[at + 1] == b[b_ptr + 1]:
+                        room = end_a - at
+                        ahead = _common_forward(
+                            a, at + 1, b, b_ptr + 1, room if room < end_b - b_ptr else end_b - b_ptr
+                        )
+                    else:
+                        ahead = 0
                     start, ae = at - back, at + ahead
                     be = b_ptr + ahead
                     rc = count
@@ -147,6 +186,31 @@ def _find_lcs(
     if has_common and best_cnt > _MAX_CHAIN:
         return None
     return () if lcs is None else lcs
+
+
+def _single_line_anchor(
+    a: list[int], b: list[int], lo1: int, n1: int, lo2: int, n2: int
+) -> int | None:
+    """For a region with one line on a side, what :func:`_find_lcs` finds, quickly: the
+    first place of that line on the other side (-1: nowhere). None when the line occurs
+    more than 64 times in ``a``'s part (the general path falls back to Myers then)."""
+    if n1 == 1:
+        try:
+            return b.index(a[lo1], lo2, lo2 + n2)
+        except ValueError:
+            return -1
+    line, end = b[lo2], lo1 + n1
+    try:
+        first = a.index(line, lo1, end)
+    except ValueError:
+        return -1
+    at = first
+    for _ in range(_MAX_CHAIN):
+        try:
+            at = a.index(line, at + 1, end)
+        except ValueError:
+            return first
+    return None
 
 
 def _positions(a: list[int], line: int, first: int, last: int, count: int) -> list[int]:

@@ -14,6 +14,7 @@ the base use CRLF.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import AnyStr
 
@@ -46,10 +47,11 @@ def merge_lines(
     conflicts. ``labels`` follow the ``<<<<<<<`` and ``>>>>>>>`` markers; ``newline`` is
     ``"\\n"`` (or ``b"\\n"``) in the lines' type."""
     hb, h1, h2 = _classes(base, ours, theirs)
-    script1 = diff_ids(hb, h1, algorithm)
+    counted: dict[tuple[int, int], Counter[int]] = {}  # both diffs start from the base
+    script1 = diff_ids(hb, h1, algorithm, counted)
     if not script1:
         return list(theirs), 0
-    script2 = diff_ids(hb, h2, algorithm)
+    script2 = diff_ids(hb, h2, algorithm, counted)
     if not script2:
         return list(ours), 0
     regions = _regions(script1, script2, len(base), len(ours), len(theirs), h1, h2)
