@@ -100,19 +100,22 @@ def _paint_down(
     result: list[bytes] = []
     order = itertools.count()
     info = graph.info
+    cached = _commits.get if not graph.shallow and not graph.virtual else (lambda _: None)
     push, pop = heapq.heappush, heapq.heappop
-    queue: list[tuple[int, int, bytes]] = []
+    # (newest first, then first queued), commit, its parents
+    queue: list[tuple[int, int, bytes, tuple[bytes, ...]]] = []
     queued: dict[bytes, int] = {}  # entries of each commit in the queue
     for two in twos:
         flags[two] = flags.get(two, 0) | _PARENT2
     nonstale = 0
     for commit in (one, *twos):
-        push(queue, (-info(commit)[1], next(order), commit))
+        parents, date = info(commit)
+        push(queue, (-date, next(order), commit, parents))
         queued[commit] = queued.get(commit, 0) + 1
         if not flags[commit] & _STALE:
             nonstale += 1
     while nonstale:
-        commit = pop(queue)[2]
+        _, _, commit, parents = pop(queue)
         queued[commit] -= 1
         mark = flags[commit]
         if not mark & _STALE:
@@ -123,14 +126,15 @@ def _paint_down(
                 flags[commit] |= _RESULT
                 _insert_by_date(graph, result, commit)
             mark |= _STALE
-        for parent in info(commit)[0]:
+        for parent in parents:
             current = flags.get(parent, 0)
             if current & mark == mark:
                 continue
             flags[parent] = current | mark
             if mark & _STALE and not current & _STALE:
                 nonstale -= queued.get(parent, 0)
-            push(queue, (-info(parent)[1], next(order), parent))
+            entry = cached(parent) or info(parent)
+            push(queue, (-entry[1], next(order), parent, entry[0]))
             queued[parent] = queued.get(parent, 0) + 1
             if not (current | mark) & _STALE:
                 nonstale += 1

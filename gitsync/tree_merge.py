@@ -730,10 +730,11 @@ class TreeMerge:
             names = self.labels
         else:
             names = (f"{self.labels[0]}:{pathnames[1]}", f"{self.labels[1]}:{pathnames[2]}")
+        base_lines = _lines(orig)
         lines, conflicts = merge_lines(
-            _lines(orig),
-            _lines(ours),
-            _lines(theirs),
+            base_lines,
+            _lines_sharing(ours, orig, base_lines),
+            _lines_sharing(theirs, orig, base_lines),
             (
                 names[0].encode("utf-8", "surrogateescape"),
                 names[1].encode("utf-8", "surrogateescape"),
@@ -948,6 +949,44 @@ class TreeMerge:
 
 def _kind(entry: Entry | None) -> int:
     return 0 if entry is None else entry[0] & _IFMT
+
+
+def _lines_sharing(data: bytes, base: bytes, base_lines: list[bytes]) -> list[bytes]:
+    """:func:`_lines` of ``data``, the whole lines it starts and ends with as ``base`` does
+    being ``base_lines``' own objects (hashed once, compared by identity: cheaper to class).
+    """
+    shortest = min(len(data), len(base))
+    lo, hi = 0, shortest  # the longest common prefix, by halving (each test a memcmp)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if data[:mid] == base[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    head = data.rfind(b"\n", 0, lo) + 1  # whole lines only
+    lo, hi = 0, shortest - head  # the longest common suffix after them
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if data[len(data) - mid :] == base[len(base) - mid :]:
+            lo = mid
+        else:
+            hi = mid - 1
+    tail = lo
+    while tail:  # whole lines only, in both: the suffix starts a line in each
+        start_data, start_base = len(data) - tail, len(base) - tail
+        if data[start_data - 1 : start_data] in (b"\n", b"") and base[
+            start_base - 1 : start_base
+        ] in (b"\n", b""):
+            break
+        at = data.find(b"\n", start_data)  # the next line's start: a shorter suffix
+        tail = len(data) - at - 1 if at >= 0 else 0
+    if not head and not tail:
+        return _lines(data)
+    head_lines = base.count(b"\n", 0, head)
+    suffix = base[len(base) - tail :]
+    tail_lines = suffix.count(b"\n") + (1 if suffix and not suffix.endswith(b"\n") else 0)
+    kept_tail = base_lines[len(base_lines) - tail_lines :] if tail_lines else []
+    return base_lines[:head_lines] + _lines(data[head : len(data) - tail]) + kept_tail
 
 
 def _lines(data: bytes) -> list[bytes]:

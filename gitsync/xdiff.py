@@ -50,16 +50,16 @@ def diff_ids(
     ha: list[int],
     hb: list[int],
     algorithm: Algorithm = "histogram",
-    counted: dict[tuple[int, int], Counter[int]] | None = None,
+    counted: LineCounts | None = None,
 ) -> list[Change]:
     """:func:`diff` of two sequences of line classes (equal lines, equal ints).
-    ``counted`` keeps the line counts of regions of ``ha`` for another diff of ``ha``."""
+    ``counted`` keeps what was counted of ``ha`` for another diff of ``ha``."""
     na, nb = len(ha), len(hb)
     # change flags with a sentinel on each side: line i is changed[i + 1]
     ca = bytearray(na + 2)
     cb = bytearray(nb + 2)
     if algorithm == "histogram":
-        _histogram(ha, hb, ca, cb, 0, na, 0, nb, {} if counted is None else counted)
+        _histogram(ha, hb, ca, cb, 0, na, 0, nb, LineCounts(ha) if counted is None else counted)
     else:
         _myers(ha, hb, ca, cb, 0, na, 0, nb)
     _compact(ha, ca, cb)
@@ -76,7 +76,7 @@ def _histogram(
     n1: int,
     lo2: int,
     n2: int,
-    counted: dict[tuple[int, int], Counter[int]],
+    counted: LineCounts,
 ) -> None:
     """Mark the changed lines of ``a[lo1:lo1+n1]`` against ``b[lo2:lo2+n2]`` (xhistogram.c).
     The regions left and right of each anchor are independent: a stack replaces recursion."""
@@ -104,10 +104,7 @@ def _histogram(
                     ca[lo1 + 1 : lo1 + n1 + 1] = b"\1" * n1
                     ca[single + 1] = 0
                 continue
-        counts = counted.get((lo1, n1))
-        if counts is None:
-            counts = counted[lo1, n1] = Counter(a[lo1 : lo1 + n1])
-        found = _find_lcs(a, b, lo1, n1, lo2, n2, counts)
+        found = _find_lcs(a, b, lo1, n1, lo2, n2, counted.region(lo1, n1), counted)
         if found is None:  # common lines, all too frequent: Myers on this region
             _myers(a[lo1 : lo1 + n1], b[lo2 : lo2 + n2], ca, cb, lo1, n1, lo2, n2)
             continue
@@ -120,8 +117,46 @@ def _histogram(
         todo.append((lo1, begin1 - lo1, lo2, begin2 - lo2))
 
 
+class LineCounts:
+    """How often each line of a sequence occurs in its regions, and where a line occurring
+    once in the whole sequence is: kept for the diffs of that sequence (a merge diffs its
+    base against both sides, whose first regions are the same)."""
+
+    def __init__(self, lines: list[int]) -> None:
+        self.lines = lines
+        self.regions: dict[tuple[int, int], Counter[int]] = {}
+        self.whole: Counter[int] | None = None
+        self.first: dict[int, int] | None = None
+
+    def region(self, lo: int, n: int) -> Counter[int]:
+        found = self.regions.get((lo, n))
+        if found is None:
+            found = self.regions[lo, n] = Counter(self.lines[lo : lo + n])
+            if lo == 0 and n == len(self.lines):
+                self.whole = found
+        return found
+
+    def only_place(self, line: int, lo: int, hi: int) -> int:
+        """Where ``line``, found once in ``lines[lo:hi + 1]``, is there."""
+        whole = self.whole if self.whole is not None else self.region(0, len(self.lines))
+        if whole[line] == 1:
+            if self.first is None:
+                self.first = dict(
+                    zip(reversed(self.lines), range(len(self.lines) - 1, -1, -1), strict=True)
+                )
+            return self.first[line]
+        return self.lines.index(line, lo, hi + 1)
+
+
 def _find_lcs(
-    a: list[int], b: list[int], lo1: int, n1: int, lo2: int, n2: int, counts: Counter[int]
+    a: list[int],
+    b: list[int],
+    lo1: int,
+    n1: int,
+    lo2: int,
+    n2: int,
+    counts: Counter[int],
+    counted: LineCounts,
 ) -> tuple[int, int, int, int] | tuple[()] | None:
     """The anchor run of the region (first and last line on each side, inclusive); ``()``
     when the sides share no line; None when every shared line occurs more than 64 times in
@@ -147,7 +182,7 @@ def _find_lcs(
             has_common = True
             if count <= best_cnt:
                 if count == 1:
-                    places: list[int] = [a.index(line, lo1, end_a + 1)]
+                    places: list[int] = [counted.only_place(line, lo1, end_a)]
                 else:
                     found = occurrences.get(line)
                     if found is None:

@@ -14,11 +14,10 @@ the base use CRLF.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import AnyStr
 
-from .xdiff import Algorithm, Change, diff_ids
+from .xdiff import Algorithm, Change, LineCounts, diff_ids
 
 __all__ = ["MARKER_SIZE", "merge_lines"]
 
@@ -47,7 +46,7 @@ def merge_lines(
     conflicts. ``labels`` follow the ``<<<<<<<`` and ``>>>>>>>`` markers; ``newline`` is
     ``"\\n"`` (or ``b"\\n"``) in the lines' type."""
     hb, h1, h2 = _classes(base, ours, theirs)
-    counted: dict[tuple[int, int], Counter[int]] = {}  # both diffs start from the base
+    counted = LineCounts(hb)  # both diffs start from the base
     script1 = diff_ids(hb, h1, algorithm, counted)
     if not script1:
         return list(theirs), 0
