@@ -750,30 +750,35 @@ class TreeMerge:
         self.nonempty: dict[str, int] = {}
         self.seen: set[str] = set()  # directories with an entry processed
         self.shadowed: set[str] = set()  # files whose children the merge drops, as git does
+        self.completed: set[str] = set()  # settled paths remade from the entries below them
         for path in sorted(self.paths, key=_children_last, reverse=True):
             info = self.paths.get(path)
             if info is None:
                 continue
-            if path in self.seen and not info.dirmask:
-                self._complete_over_file(path, info)
+            if path in self.seen and (info.clean or not info.dirmask):
+                self._complete(path, info)
             if info.clean:
                 self._record(info)
             else:
                 self._process_entry(path, info)
             self.seen.add(info.directory)
 
-    def _complete_over_file(self, path: str, info: Info) -> None:
-        """Entries were placed below a path that is not a directory here (a directory
-        rename moved a file under a file of the other side). git writes them as a tree
-        into that path's result: a settled entry becomes that directory (or nothing, if
-        it is empty); an unsettled one is then resolved as a file, which drops them."""
+    def _complete(self, path: str, info: Info) -> None:
+        """Entries were placed below a path whose record is not a directory being merged (a
+        directory rename moved a file under a file of the other side, or into a directory
+        settled whole). git writes them as a tree into that path's result: a settled entry
+        becomes that directory, holding only them (or nothing, if none is left); an
+        unsettled file is then resolved as a file, which drops them."""
         if not info.clean:
             self.shadowed.add(path)
-        elif self.nonempty.get(path, 0):
+            return
+        self.completed.add(path)
+        info.resolved_dir = False
+        if self.nonempty.get(path, 0):
             info.result = (stat.S_IFDIR, b"")
             info.is_null = False
-            info.resolved_dir = False
         else:
+            info.result = None
             info.is_null = True
 
     def _record(self, info: Info) -> None:
@@ -936,6 +941,11 @@ class TreeMerge:
                 before = None
             if before != result:
                 changes[path] = result
+        for path in self.completed:  # what ours had there, and no entry below replaced, goes
+            for name, _ in self.reader.files(path, self.reader.lookup(ours_tree, path)):
+                below = self.paths.get(name)
+                if name not in changes and (below is None or below is self.paths.get(path)):
+                    changes[name] = None
         conflicts = sorted(p for p, ci in self.conflicted.items() if ci.filemask)
         renamed = {}
         for path, info in self.paths.items():
