@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8765
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast lint bench clean redis-server
 
 # `make run` installs the package alone: what the embedded default needs, nothing optional
 $(BIN)/collab: pyproject.toml
@@ -13,15 +13,20 @@ $(BIN)/collab: pyproject.toml
 	$(BIN)/pip install -q -e .
 	@touch $@
 
-# `make test` adds the test tools and the AI extra (torch, transformers), whose backend is tested
+# `make test` adds the test tools, the AI extra (torch, transformers), whose backend is tested,
+# and the cluster extra (redis), whose store and bus are tested against a real redis-server
 $(VENV)/.test-extras: $(BIN)/collab pyproject.toml
-	$(BIN)/pip install -q -e '.[test,ai]'
+	$(BIN)/pip install -q -e '.[test,ai,cluster]'
 	@touch $@
+
+# the tests start redis-servers of their own; Debian's package where there is none
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
-setup: $(VENV)/.test-extras tests/js/node_modules/.package-lock.json
+setup: $(VENV)/.test-extras tests/js/node_modules/.package-lock.json redis-server
 
 run: $(BIN)/collab
 	$(BIN)/collab serve --port $(PORT)

@@ -60,6 +60,10 @@ class MemoryStore:
 
     async def load(self, doc_id: str) -> StoredDoc | None:
         self._check_running()
+        return self.read(doc_id)
+
+    def read(self, doc_id: str) -> StoredDoc | None:
+        """What ``load`` returns, read at once (the in-process bus replays from it)."""
         doc = self._docs.get(doc_id)
         if doc is None:
             return None

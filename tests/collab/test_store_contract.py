@@ -4,30 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import pathlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pycrdt import Doc, Text, TransactionEvent
+from redisproc import RedisProcess
 
 from collab.memory_store import MemoryStore
+from collab.redis_store import RedisStore
 from collab.sqlite_store import SQLiteStore
 from collab.store import Store, StoredDoc
 from collab.store_repair import repair
 
-IMPLEMENTATIONS = ["memory", "sqlite"]
+IMPLEMENTATIONS = ["memory", "sqlite", "redis"]
 
 
-def make_store(kind: str, tmp_path: pathlib.Path) -> Store:
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_stores_made = itertools.count()
+
+
+def make_store(kind: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> Store:
     if kind == "memory":
         return MemoryStore()
+    if kind == "redis":
+        # one Redis for the module; each store under a prefix of its own
+        server: RedisProcess = request.getfixturevalue("redis_server")
+        return RedisStore(server.url, node_id="n1", prefix=f"t{next(_stores_made)}:")
     return SQLiteStore(tmp_path / "data" / "collab.db")
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 async def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Store]:
-    s = make_store(request.param, tmp_path)
+    s = make_store(request.param, tmp_path, request)
     await s.start()
     try:
         yield s
@@ -53,10 +73,12 @@ def _parameters(function: object) -> list[tuple[str, object, object]]:
 
 
 @pytest.mark.parametrize("kind", IMPLEMENTATIONS)
-def test_methods_take_the_protocols_parameters(kind: str, tmp_path: pathlib.Path) -> None:
+def test_methods_take_the_protocols_parameters(
+    kind: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest
+) -> None:
     """Every method of the protocol, with the same parameters (names, kinds, defaults): a
     caller of ``Store`` can call it by keyword as well as by position."""
-    implementation = type(make_store(kind, tmp_path))
+    implementation = type(make_store(kind, tmp_path, request))
     for name in PROTOCOL_METHODS:
         assert _parameters(getattr(implementation, name)) == _parameters(getattr(Store, name)), name
 
@@ -343,8 +365,8 @@ async def test_stopped_store_refuses_everything(store: Store) -> None:
 
 
 @pytest.mark.parametrize("kind", IMPLEMENTATIONS)
-async def test_lifecycle(kind: str, tmp_path: pathlib.Path) -> None:
-    s = make_store(kind, tmp_path)
+async def test_lifecycle(kind: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
+    s = make_store(kind, tmp_path, request)
     with pytest.raises(RuntimeError):
         await s.append("doc", b"too early")
     await s.start()
@@ -363,9 +385,11 @@ async def test_lifecycle(kind: str, tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("kind", IMPLEMENTATIONS)
-async def test_async_context_manager(kind: str, tmp_path: pathlib.Path) -> None:
-    s = make_store(kind, tmp_path)
-    assert isinstance(s, MemoryStore | SQLiteStore)
+async def test_async_context_manager(
+    kind: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest
+) -> None:
+    s = make_store(kind, tmp_path, request)
+    assert isinstance(s, MemoryStore | SQLiteStore | RedisStore)
     async with s as entered:
         assert entered is s
         await s.append("doc", b"u")

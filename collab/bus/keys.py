@@ -1,0 +1,62 @@
+"""Where the cluster keeps things in Redis: one place that names every key and channel.
+
+A document's history is one stream (``<prefix>doc:<doc_id>:log``) whose entry ids are
+``0-<seq>``: the stream is both the document's durable log (the ``RedisStore``) and the
+bus that carries each update to the other nodes (the ``RedisBus``), as in y-redis. Beside
+it, a counter that never goes back (``:seq``, so sequence numbers are never reused, not even
+after a deletion) and a hash holding the compacted snapshot (``:snap``). ``docs`` is a sorted
+set of every document id, for prefix listings; awareness travels on pub/sub channels
+(``aw:<doc_id>``); each node keeps a key that expires when it stops renewing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PREFIX", "RedisKeys", "seq_of"]
+
+DEFAULT_PREFIX = "collab:"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The key names under one prefix (several clusters may share one Redis)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def log(self, doc_id: str) -> str:
+        return f"{self.prefix}doc:{doc_id}:log"
+
+    def seq(self, doc_id: str) -> str:
+        return f"{self.prefix}doc:{doc_id}:seq"
+
+    def snapshot(self, doc_id: str) -> str:
+        return f"{self.prefix}doc:{doc_id}:snap"
+
+    @property
+    def docs(self) -> str:
+        return f"{self.prefix}docs"
+
+    def awareness(self, doc_id: str) -> str:
+        return f"{self.prefix}aw:{doc_id}"
+
+    def node(self, node_id: str) -> str:
+        return f"{self.prefix}node:{node_id}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}node:*"
+
+    def wake(self, node_id: str) -> str:
+        """A stream only its node reads: an entry there ends the node's blocked read (so the
+        set of documents it reads can change)."""
+        return f"{self.prefix}wake:{node_id}"
+
+    def doc_of_log(self, key: str) -> str:
+        return key[len(self.prefix) + len("doc:") : -len(":log")]
+
+
+def seq_of(entry_id: bytes | str) -> int:
+    """The sequence number of a log entry id ``0-<seq>``."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[2])

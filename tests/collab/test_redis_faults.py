@@ -1,0 +1,148 @@
+"""The Redis store and bus through Redis faults, with a real ``redis-server``: killed with
+``kill -9`` and restarted on its append-only file, and paused with ``SIGSTOP``."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import Callable
+
+import pytest
+from buslistener import Heard
+from redisproc import RedisProcess
+
+from collab.bus.redis import RedisBus
+from collab.redis_store import RedisStore
+
+
+async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("did not happen within the timeout")
+        await asyncio.sleep(0.01)
+
+
+def bus(redis: RedisProcess, node_id: str) -> RedisBus:
+    return RedisBus(redis.url, node_id, block_ms=500, node_ttl_ms=600, heartbeat_s=0.1)
+
+
+async def test_acknowledged_appends_survive_kill_9_of_redis(tmp_path: pathlib.Path) -> None:
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    try:
+        store = RedisStore(redis.url, node_id="a")
+        await store.start()
+        assert store.durable_config is True
+        work = [(f"doc-{i % 7}", b"update %d" % i) for i in range(300)]
+        seqs = await asyncio.gather(*(store.append(doc, data) for doc, data in work))
+        await store.sync()
+        redis.kill()  # nothing of Redis' memory is left: only its append-only file
+        redis.start()
+        await store.stop()
+        again = RedisStore(redis.url, node_id="b")
+        await again.start()
+        for doc in {d for d, _ in work}:
+            stored = await again.load(doc)
+            assert stored is not None and stored.corrupt is None
+            mine = [(s, data) for (d, data), s in zip(work, seqs, strict=True) if d == doc]
+            assert stored.updates == mine
+        await again.stop()
+    finally:
+        redis.stop()
+
+
+async def test_a_store_on_a_redis_without_fsync_says_so(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = RedisProcess(tmp_path / "redis", appendfsync="everysec")
+    redis.start()
+    try:
+        store = RedisStore(redis.url)
+        await store.start()
+        assert store.durable_config is False
+        assert "appendfsync always" in caplog.text
+        await store.stop()
+    finally:
+        redis.stop()
+
+
+async def test_a_damaged_entry_is_reported_not_served(tmp_path: pathlib.Path) -> None:
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    try:
+        store = RedisStore(redis.url)
+        await store.start()
+        first = await store.append("doc", b"good")
+        await store.append("doc", b"will be damaged")
+        await store.append("doc", b"after it")
+        from redis.asyncio import Redis
+
+        raw = Redis.from_url(redis.url)
+        await raw.xadd(store.keys_.log("doc"), {"u": b"forged", "n": b"x", "c": b"1"}, id="0-9")
+        await raw.aclose()
+        stored = await store.load("doc")
+        assert stored is not None
+        assert stored.corrupt is not None and stored.corrupt.seq == 9
+        assert stored.updates[0] == (first, b"good")
+        await store.stop()
+    finally:
+        redis.stop()
+
+
+async def test_the_bus_reads_on_after_redis_restarts(tmp_path: pathlib.Path) -> None:
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    a_store = RedisStore(redis.url, node_id="a")
+    a_bus, b_bus = bus(redis, "a"), bus(redis, "b")
+    heard = Heard()
+    try:
+        await a_store.start()
+        await a_bus.start()
+        await b_bus.start()
+        b_bus.watch("doc", 0, heard)
+        before = [await a_store.append("doc", b"before %d" % i) for i in range(20)]
+        redis.kill()
+        await until(lambda: not b_bus.healthy)
+        with pytest.raises(ConnectionError):
+            await a_store.append("doc", b"refused while Redis is down")
+        redis.start()
+        await until(lambda: b_bus.healthy)
+        after = [await a_store.append("doc", b"after %d" % i) for i in range(20)]
+        await until(lambda: len(heard.updates.get("doc", [])) == 40)
+        got = heard.updates["doc"]
+        assert [s for s, _ in got] == before + after  # each once, in order
+        assert heard.gaps == []
+    finally:
+        await b_bus.stop()
+        await a_bus.stop()
+        await a_store.stop()
+        redis.stop()
+
+
+async def test_a_paused_redis_is_reported_and_caught_up_with(tmp_path: pathlib.Path) -> None:
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    a_store = RedisStore(redis.url, node_id="a")
+    b_bus = bus(redis, "b")
+    heard = Heard()
+    try:
+        await a_store.start()
+        await b_bus.start()
+        b_bus.watch("doc", 0, heard)
+        first = await a_store.append("doc", b"first")
+        await until(lambda: "doc" in heard.updates)
+        redis.pause()
+        # an append made while Redis is stopped waits for it instead of failing
+        waiting = asyncio.ensure_future(a_store.append("doc", b"during the pause"))
+        await until(lambda: not b_bus.healthy)
+        assert not waiting.done()
+        redis.resume()
+        second = await asyncio.wait_for(waiting, 20)
+        await until(lambda: b_bus.healthy and len(heard.updates["doc"]) == 2)
+        assert heard.updates["doc"] == [(first, b"first"), (second, b"during the pause")]
+    finally:
+        redis.resume()
+        await b_bus.stop()
+        await a_store.stop()
+        redis.stop()
