@@ -1,0 +1,107 @@
+"""Leases: one node at a time does a piece of work (a branch's commits, merges and pushes).
+
+A lease is granted to one node for a time to live and renewed by it; a node that stops
+renewing (it died, or lost Redis) loses it when the time runs out, and another node may
+take it. Each grant carries a fencing token larger than every earlier grant's, which the
+work presents where it writes (``gitsync.fence``), so a holder that lost its lease without
+noticing is refused there.
+
+``Leases`` is the seam; ``HubLeases`` the in-process implementation (on a ``LocalHub``'s
+table); ``collab.bus.redis_lease.RedisLeases`` the one in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Grant", "HubLeases", "LeaseTable", "Leases"]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A lease held: by ``node_id``, with fencing ``token``."""
+
+    name: str
+    node_id: str
+    token: int
+
+
+@runtime_checkable
+class Leases(Protocol):
+    node_id: str
+    ttl: float
+    """Seconds a grant lasts unless renewed."""
+
+    async def acquire(self, name: str) -> Grant | None:
+        """The lease, if no other node holds it (this node's own grant if it holds it)."""
+        ...
+
+    async def renew(self, grant: Grant) -> bool:
+        """Extend the grant; false if it was lost (expired, or taken over)."""
+        ...
+
+    async def release(self, grant: Grant) -> None:
+        """Give the lease up at once, if it is still this grant."""
+        ...
+
+    async def holder(self, name: str) -> Grant | None:
+        """Who holds the lease now."""
+        ...
+
+
+class LeaseTable:
+    """The in-process cluster's leases and fencing counters (shared by its nodes)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[Grant, float]] = {}
+        self.tokens: dict[str, int] = {}
+
+
+class HubLeases:
+    """``Leases`` on a table shared by the nodes of one process."""
+
+    def __init__(self, table: LeaseTable, node_id: str, ttl: float = 5.0) -> None:
+        self.table = table
+        self.node_id = node_id
+        self.ttl = ttl
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _current(self, name: str) -> Grant | None:
+        held = self.table.held.get(name)
+        if held is None:
+            return None
+        grant, until = held
+        if until <= self._now():
+            del self.table.held[name]
+            return None
+        return grant
+
+    async def acquire(self, name: str) -> Grant | None:
+        grant = self._current(name)
+        if grant is not None:
+            if grant.node_id != self.node_id:
+                return None
+            self.table.held[name] = (grant, self._now() + self.ttl)
+            return grant
+        token = self.table.tokens.get(name, 0) + 1
+        self.table.tokens[name] = token
+        grant = Grant(name, self.node_id, token)
+        self.table.held[name] = (grant, self._now() + self.ttl)
+        return grant
+
+    async def renew(self, grant: Grant) -> bool:
+        if self._current(grant.name) != grant:
+            return False
+        self.table.held[grant.name] = (grant, self._now() + self.ttl)
+        return True
+
+    async def release(self, grant: Grant) -> None:
+        if self._current(grant.name) == grant:
+            del self.table.held[grant.name]
+
+    async def holder(self, name: str) -> Grant | None:
+        return self._current(name)

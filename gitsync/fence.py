@@ -1,0 +1,91 @@
+"""Fencing tokens for a branch's ref: a writer that lost its lease cannot move the ref.
+
+In a cluster, one node at a time holds a branch's lease and makes its commits; each grant of
+the lease carries a larger token. The repository keeps the largest token it has seen for the
+branch (``<git dir>/collab/fences/<branch>``). A fenced write holds an exclusive lock on
+that file while it moves the ref: it is refused if the file holds a larger token than its
+own, and raises the file to its own otherwise. A node that takes the lease over ``claim``\\ s
+the branch at once, so that the previous holder's late writes are refused from then on.
+
+The lock is ``flock`` on the file itself: the kernel releases it when its holder dies, so a
+crash leaves nothing to clean up. The repositories' directory must therefore be on a file
+system whose locks every node sees (a local disk, or NFS v4 with its locks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from dulwich.repo import Repo
+
+__all__ = ["Fenced", "claim", "current_fence", "fence_path", "fenced"]
+
+
+class Fenced(RuntimeError):
+    """A write with a token older than one the branch has seen."""
+
+    def __init__(self, branch: str, token: int, seen: int) -> None:
+        super().__init__(
+            f"branch {branch!r}: the write's lease (token {token}) was taken over "
+            f"(token {seen}); it is refused"
+        )
+        self.branch = branch
+        self.token = token
+        self.seen = seen
+
+
+def fence_path(repo: Repo | Path, branch: str) -> Path:
+    controldir = Path(repo.controldir()) if isinstance(repo, Repo) else Path(repo)
+    return controldir / "collab" / "fences" / branch
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read(fd: int) -> int:
+    raw = os.pread(fd, 64, 0).strip()
+    return int(raw) if raw else 0
+
+
+def _raise_to(fd: int, token: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % token, 0)
+    os.fsync(fd)
+
+
+def current_fence(repo: Repo | Path, branch: str) -> int:
+    """The largest token the branch has seen (0: none yet)."""
+    with _locked(fence_path(repo, branch)) as fd:
+        return _read(fd)
+
+
+def claim(repo: Repo | Path, branch: str, token: int) -> None:
+    """Raise the branch's fence to ``token`` (a new lease holder does this first); a token
+    older than the fence is refused."""
+    with fenced(repo, branch, token):
+        pass
+
+
+@contextlib.contextmanager
+def fenced(repo: Repo | Path, branch: str, token: int) -> Iterator[None]:
+    """Hold the branch's fence for a write made under lease ``token``: ``Fenced`` if a newer
+    lease has been seen; otherwise no other fenced write runs until this block ends."""
+    with _locked(fence_path(repo, branch)) as fd:
+        seen = _read(fd)
+        if seen > token:
+            raise Fenced(branch, token, seen)
+        if seen < token:
+            _raise_to(fd, token)
+        yield
