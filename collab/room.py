@@ -23,7 +23,7 @@ from .auth import Identity
 from .epochs import epochs_in, update_epochs
 from .origin import Origin
 from .seed import TEXT_NAME
-from .store import Store
+from .store import Store, StoredDoc
 
 __all__ = ["ChangeListener", "InvalidUpdate", "Room", "RoomFailed", "Subscriber"]
 
@@ -72,6 +72,7 @@ class _AwarenessState:
     clock: int
     state: dict[str, object] | None
     owner: Subscriber | None
+    node: str | None = None  # the node that relayed it (None: one of this node's peers)
 
 
 @dataclass(slots=True)
@@ -139,6 +140,12 @@ class Room:
         self._failed: str | None = None
         self._store_failed: str | None = None  # once an append fails, nothing more is stored
         self.listeners: list[ChangeListener] = []
+        # in a cluster: the last sequence number up to which this room holds every update of
+        # the shared log (the bus's position), the bound of what a snapshot may replace
+        self.compact_bound: Callable[[], int] | None = None
+        # in a cluster: told each awareness message this room relays for its own peers
+        self.on_awareness: list[Callable[[Room, bytes], None]] = []
+        self.loaded_seq = 0  # the last sequence number the store held when the room loaded
         # set by the registry that owns the room (``Rooms``), which hands them on to its hooks
         self.on_idle: Callable[[Room], None] | None = None
         self.on_leave: Callable[[Room, Subscriber], None] | None = None
@@ -180,7 +187,9 @@ class Room:
                 # (it renews with a higher clock when it reconnects) is accepted everywhere
                 entry.state = None
                 entry.owner = None
-                self._broadcast_awareness([AwarenessEntry(client_id, entry.clock, None)], None)
+                removed = [AwarenessEntry(client_id, entry.clock, None)]
+                self._broadcast_awareness(removed, None)
+                self._tell_awareness(removed)
         if not self.attached and self.on_idle is not None:
             self.on_idle(self)
 
@@ -272,6 +281,39 @@ class Room:
         self._enqueue(pending)
         self._notify(origin, getattr(sender, "identity", None))
         return pending.done
+
+    def receive_remote(self, updates: list[bytes]) -> None:
+        """Apply updates another node accepted and stored in the shared log (delivered by
+        the bus, in order, each once), and send them to this node's peers at once: they are
+        stored already. An update this node cannot apply fails the room (it reloads)."""
+        if self._failed is not None or not updates:
+            return
+        for update in updates:
+            try:
+                self.doc.apply_update(update)
+            except BaseException as exc:
+                if isinstance(exc, _PASS_THROUGH):
+                    raise
+                self.fail(f"an update from the shared log could not be applied: {exc!r}")
+                return
+            self._size_bound += len(update)
+        self.epochs = epochs_in(self.doc.get_state())
+        for peer in list(self.peers):
+            peer.send_updates(updates)
+        self.updates_since_snapshot += len(updates)
+        self.bytes_since_snapshot += sum(len(u) for u in updates)
+        self._notify(Origin.BUS, None)
+
+    def catch_up(self, stored: StoredDoc) -> None:
+        """Apply a history loaded again from the shared log (the bus lost its place there:
+        the updates this room missed were compacted into a snapshot) and send this node's
+        peers what it adds."""
+        before = self.doc.get_state()
+        scratch: Doc[Any] = Doc()
+        stored.apply_to(scratch)
+        added = scratch.get_update(before)
+        self.receive_remote([added])
+        self.last_seq = max(self.last_seq, stored.last_seq)
 
     def _size_after(self, update: bytes) -> int:
         """An upper bound of the text's size once ``update`` is applied; raises
@@ -438,7 +480,7 @@ class Room:
         The snapshot may hold updates accepted after that one, still on their way to the
         store: they are stored after it with higher sequence numbers, and applying an update
         a document already has changes nothing."""
-        through = self.last_seq
+        through = self.last_seq if self.compact_bound is None else self.compact_bound()
         counted, counted_bytes = self.updates_since_snapshot, self.bytes_since_snapshot
         snapshot = self.doc.get_update()
         await self.store.compact(self.key, snapshot, through)
@@ -533,6 +575,59 @@ class Room:
             accepted.append(AwarenessEntry(own, entry.clock, state))
         if accepted:
             self._broadcast_awareness(accepted, peer)
+            self._tell_awareness(accepted)
+
+    def _tell_awareness(self, entries: list[AwarenessEntry]) -> None:
+        if self.on_awareness:
+            payload = encode_awareness(entries)
+            for hook in self.on_awareness:
+                try:
+                    hook(self, payload)
+                except Exception:
+                    log.exception("%s: awareness hook failed", self.key)
+
+    def receive_remote_awareness(self, node_id: str, payload: bytes) -> None:
+        """Relay to this node's peers the awareness entries another node relayed (stamped
+        there). An id one of this node's own peers holds is not taken over."""
+        try:
+            entries = decode_awareness(payload, self.limits)
+        except ProtocolError:
+            log.warning("%s: dropped a malformed awareness message from node %s", self.key, node_id)
+            return
+        accepted = []
+        for entry in entries:
+            current = self._awareness.get(entry.client_id)
+            if current is not None and current.owner is not None:
+                continue
+            if current is not None and (
+                entry.clock < current.clock
+                or (
+                    entry.clock == current.clock
+                    and (entry.state is not None or current.state is None)
+                )
+            ):
+                continue
+            if current is None and len(self._awareness) >= self.max_awareness:
+                self._evict_awareness()
+                if len(self._awareness) >= self.max_awareness:
+                    continue
+            self._awareness[entry.client_id] = _AwarenessState(
+                entry.clock, entry.state, None, node_id
+            )
+            accepted.append(AwarenessEntry(entry.client_id, entry.clock, entry.state))
+        if accepted:
+            self._broadcast_awareness(accepted, None)
+
+    def forget_node(self, node_id: str) -> None:
+        """Remove the awareness states a node relayed (it stopped, or died): its peers'
+        cursors disappear here, as they would if they had left."""
+        removed = []
+        for client_id, entry in self._awareness.items():
+            if entry.node == node_id and entry.state is not None:
+                entry.state = None
+                removed.append(AwarenessEntry(client_id, entry.clock, None))
+        if removed:
+            self._broadcast_awareness(removed, None)
 
     def _evict_awareness(self) -> None:
         for client_id, entry in list(self._awareness.items()):

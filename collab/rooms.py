@@ -160,6 +160,7 @@ class Rooms:
             compact_every=self.compact_every,
             max_document=self.max_document,
         )
+        room.loaded_seq = stored.last_seq if stored is not None else 0
         if stored is not None and not stored.empty:
             room.updates_since_snapshot = len(stored.updates)
             room.bytes_since_snapshot = sum(len(update) for _seq, update in stored.updates)

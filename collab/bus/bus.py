@@ -68,6 +68,12 @@ class Bus(Protocol):
         """Stop delivering anything for ``doc_id``."""
         ...
 
+    def position(self, doc_id: str) -> int | None:
+        """The sequence number up to which every entry of the document's log has reached
+        this node (delivered, or appended by it); ``None`` if it is not watched. A snapshot
+        made on this node may replace the log up to there and no further."""
+        ...
+
     def publish_awareness(self, doc_id: str, payload: bytes) -> None:
         """Send an awareness message to the other nodes watching ``doc_id`` (dropped while
         the bus is unhealthy)."""

@@ -168,6 +168,10 @@ class HubBus:
     def unwatch(self, doc_id: str) -> None:
         self._watches.pop(doc_id, None)
 
+    def position(self, doc_id: str) -> int | None:
+        watch = self._watches.get(doc_id)
+        return None if watch is None else watch.cursor
+
     def publish_awareness(self, doc_id: str, payload: bytes) -> None:
         if self._running:
             self.hub._awareness(doc_id, self.node_id, bytes(payload))

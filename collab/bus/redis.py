@@ -140,6 +140,10 @@ class RedisBus:
     def unwatch(self, doc_id: str) -> None:
         self._watches.pop(doc_id, None)
 
+    def position(self, doc_id: str) -> int | None:
+        watch = self._watches.get(doc_id)
+        return None if watch is None else watch.cursor
+
     def _wake(self) -> None:
         """End the blocked read, so that the next one includes the documents watched now."""
         if self._woken or not self._running or self._client is None:

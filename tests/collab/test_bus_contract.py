@@ -197,3 +197,17 @@ async def test_a_stopped_node_is_reported_gone(cluster: Cluster) -> None:
     await until(lambda: heard.gone == ["b"])
     assert await a.bus.nodes() == ["a"]
     assert a.bus.healthy
+
+
+async def test_the_position_counts_own_and_delivered_entries(cluster: Cluster) -> None:
+    a, b = await cluster.node("a"), await cluster.node("b")
+    heard = Heard()
+    assert b.bus.position("doc") is None
+    b.bus.watch("doc", 0, heard)
+    assert b.bus.position("doc") == 0
+    await a.store.append("doc", b"from a")
+    own = await b.store.append("doc", b"from b")
+    last = await a.store.append("doc", b"from a again")
+    await until(lambda: b.bus.position("doc") == last)
+    assert [s for s, _ in heard.updates["doc"]] == [1, last]  # b's own is counted, not heard
+    assert own < last

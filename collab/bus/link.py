@@ -1,0 +1,98 @@
+"""``ClusterLink``: a node's rooms joined to the bus.
+
+Each room, once loaded, watches its document's shared log from the last sequence number the
+store held when it loaded (not from its own seed's: another node may have seeded the
+document, and been edited, first). The updates other nodes stored reach the room, which
+sends them to its peers; a snapshot made here replaces the log only up to the bus's position
+(everything before it is in this room's document); a log compacted past the room's position
+is loaded again. Unloaded rooms stop watching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from collab.bus.bus import Bus
+from collab.room import Room
+from collab.rooms import Rooms
+from collab.store import Store
+
+__all__ = ["ClusterLink"]
+
+log = logging.getLogger("collab.bus")
+
+
+class ClusterLink:
+    """Subscribes to a ``Rooms`` registry's hooks; needs nothing else of the server."""
+
+    def __init__(self, rooms: Rooms, bus: Bus, store: Store) -> None:
+        self.rooms = rooms
+        self.bus = bus
+        self.store = store
+        self._reloads: set[asyncio.Task[None]] = set()
+        rooms.on_room.append(self._loaded)
+        rooms.on_unloaded.append(self._unloaded)
+
+    def _loaded(self, room: Room) -> None:
+        key = room.key
+        room.compact_bound = lambda: self.bus.position(key) or 0
+        room.on_awareness.append(lambda _room, payload: self.bus.publish_awareness(key, payload))
+        self.bus.watch(key, room.loaded_seq, _RoomListener(self, room))
+
+    def _unloaded(self, room: Room) -> None:
+        if self.rooms.get_key(room.key) in (None, room):
+            self.bus.unwatch(room.key)
+
+    def _room(self, doc_id: str, expected: Room) -> Room | None:
+        """The room still loaded for ``doc_id``, if it is the one the listener serves."""
+        room = self.rooms.get_key(doc_id)
+        return room if room is expected and not room.failed else None
+
+    def reload(self, room: Room, listener: _RoomListener) -> None:
+        task = asyncio.create_task(self._reload(room, listener), name=f"reload {room.key}")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self, room: Room, listener: _RoomListener) -> None:
+        try:
+            stored = await self.store.load(room.key)
+        except Exception as exc:
+            room.fail(f"the shared log could not be read again: {exc!r}")
+            return
+        if self._room(room.key, room) is None:
+            return
+        if stored is None or stored.corrupt is not None:
+            room.fail("the shared log lost the document, or part of it: reloading")
+            return
+        room.catch_up(stored)
+        self.bus.watch(room.key, stored.last_seq, listener)
+
+
+class _RoomListener:
+    """The bus's listener for one room (a ``BusListener``)."""
+
+    def __init__(self, link: ClusterLink, room: Room) -> None:
+        self.link = link
+        self.room = room
+
+    def bus_updates(self, doc_id: str, updates: list[tuple[int, bytes]]) -> None:
+        room = self.link._room(doc_id, self.room)
+        if room is not None:
+            room.receive_remote([update for _seq, update in updates])
+
+    def bus_gap(self, doc_id: str, after: int) -> None:
+        room = self.link._room(doc_id, self.room)
+        if room is not None:
+            log.info("%s: the shared log was compacted past %d; loading it again", doc_id, after)
+            self.link.reload(room, self)
+
+    def bus_awareness(self, doc_id: str, node_id: str, payload: bytes) -> None:
+        room = self.link._room(doc_id, self.room)
+        if room is not None:
+            room.receive_remote_awareness(node_id, payload)
+
+    def bus_node_gone(self, node_id: str) -> None:
+        room = self.link._room(self.room.key, self.room)
+        if room is not None:
+            room.forget_node(node_id)

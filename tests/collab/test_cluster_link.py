@@ -1,0 +1,167 @@
+"""Rooms of two nodes joined through the bus (``ClusterLink``), on the in-process hub: the
+real ``Rooms``, ``Room`` and repositories of each node, peers that record what they are sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+from collab.auth import Identity, Role
+from collab.bus.link import ClusterLink
+from collab.bus.local import LocalHub
+from collab.room import Room
+from collab.rooms import Rooms
+from gitsync import Repositories
+from protocol.errors import ErrorCode
+from protocol.names import DocId
+from protocol.yjs import AwarenessEntry, decode_awareness, encode_awareness
+
+DOC = DocId.parse("demo/main:README.md")
+
+
+@dataclass(eq=False)
+class Peer:
+    """A subscriber that keeps a document of its own in step with what it is sent."""
+
+    name: str
+    doc: Doc[Any] = field(default_factory=Doc)
+    awareness: list[AwarenessEntry] = field(default_factory=list)
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.name, Role.WRITE, "*")
+
+    def send_updates(self, updates: list[bytes]) -> None:
+        for update in updates:
+            self.doc.apply_update(update)
+
+    def send_awareness(self, payload: bytes) -> None:
+        self.awareness += decode_awareness(payload)
+
+    def abort(self, code: ErrorCode, reason: str) -> None:
+        raise AssertionError(f"{self.name} aborted: {code} {reason}")
+
+    @property
+    def text(self) -> str:
+        return str(self.doc.get("source", type=Text))
+
+
+@dataclass
+class Node:
+    rooms: Rooms
+    link: ClusterLink
+
+
+class Nodes:
+    def __init__(self, repos: Path) -> None:
+        self.hub = LocalHub()
+        self.repos = repos
+        self.made: list[tuple[Node, Repositories]] = []
+
+    async def node(self, name: str) -> Node:
+        store, bus = self.hub.store(name), self.hub.bus(name)
+        await store.start()
+        await bus.start()
+        repositories = Repositories(self.repos)
+        rooms = Rooms(store, repositories, grace=60)
+        node = Node(rooms, ClusterLink(rooms, bus, store))
+        self.made.append((node, repositories))
+        return node
+
+    async def close(self) -> None:
+        for node, repositories in self.made:
+            await node.rooms.close()
+            await node.link.bus.stop()
+            repositories.close()
+
+
+@pytest.fixture
+async def nodes(repos: Path) -> AsyncIterator[Nodes]:
+    made = Nodes(repos)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def join(node: Node, peer: Peer) -> Room:
+    room = await node.rooms.acquire(DOC, peer)
+    peer.doc.apply_update(room.handshake(peer, peer.doc.get_state()))
+    return room
+
+
+def type_into(peer: Peer, room: Room, text: str) -> asyncio.Future[None]:
+    before = peer.doc.get_state()
+    source = peer.doc.get("source", type=Text)
+    source.insert(len(source), text)
+    return room.receive_update(peer.doc.get_update(before), sender=peer)
+
+
+async def until(check: Callable[[], bool]) -> None:
+    for _ in range(2000):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("did not happen")
+
+
+async def test_an_edit_on_one_node_reaches_the_peers_of_another(nodes: Nodes) -> None:
+    a, b = await nodes.node("a"), await nodes.node("b")
+    ann, bob = Peer("ann"), Peer("bob")
+    room_a = await join(a, ann)
+    room_b = await join(b, bob)
+    await type_into(ann, room_a, "from ann\n")
+    await type_into(bob, room_b, "from bob\n")
+    await until(lambda: "from bob" in ann.text and "from ann" in bob.text)
+    assert ann.text == bob.text == str(room_a.text) == str(room_b.text)
+    assert ann.text.count("from ann") == 1 and ann.text.count("from bob") == 1
+
+
+async def test_a_node_seeding_second_sees_what_was_typed_on_the_first(nodes: Nodes) -> None:
+    a, b = await nodes.node("a"), await nodes.node("b")
+    ann, bob = Peer("ann"), Peer("bob")
+    # both load the document at once, before anything is stored: each may seed it
+    room_a, _room_b = await asyncio.gather(join(a, ann), join(b, bob))
+    await type_into(ann, room_a, "typed on a\n")
+    await until(lambda: "typed on a" in bob.text)
+    assert bob.text == ann.text
+    assert bob.text.count("typed on a") == 1
+    seeded = str(room_a.text).replace("typed on a\n", "")
+    assert "\n" in seeded and seeded == ann.text.replace("typed on a\n", "")
+
+
+async def test_peers_converge_across_a_compaction(nodes: Nodes) -> None:
+    a, b = await nodes.node("a"), await nodes.node("b")
+    ann, bob = Peer("ann"), Peer("bob")
+    room_a, room_b = await join(a, ann), await join(b, bob)
+    for i in range(30):
+        await type_into(ann, room_a, f"a{i} ")
+        if i % 3 == 0:
+            await type_into(bob, room_b, f"b{i} ")
+    await room_a.compact()
+    await type_into(bob, room_b, "after ")
+    await until(lambda: "after" in ann.text and bob.text == ann.text)
+    assert str(room_a.text) == str(room_b.text) == ann.text
+    for i in range(30):
+        assert ann.text.count(f"a{i} ") == 1
+
+
+async def test_awareness_crosses_nodes_and_leaves_with_its_node(nodes: Nodes) -> None:
+    a, b = await nodes.node("a"), await nodes.node("b")
+    ann, bob = Peer("ann"), Peer("bob")
+    room_a, _room_b = await join(a, ann), await join(b, bob)
+    state = {"user": {"name": "forged", "color": "#f00"}, "cursor": 3}
+    room_a.receive_awareness(ann, encode_awareness([AwarenessEntry(11, 1, state)]))
+    await until(lambda: bool(bob.awareness))
+    assert bob.awareness[-1].client_id == 11
+    assert bob.awareness[-1].state is not None
+    assert bob.awareness[-1].state["user"]["name"] == "ann"  # stamped on ann's node
+    await a.link.bus.stop()  # node a is gone: its peers' cursors leave with it
+    await until(lambda: bob.awareness[-1].state is None)
+    assert bob.awareness[-1].client_id == 11
