@@ -34,9 +34,9 @@ from .auth import Identity
 from .events import EventHub, hexsha
 from .git_sync import BranchSync, GitSync
 from .git_work import in_git_thread
-from .origin import Origin
-from .room import Room, Subscriber
-from .rooms import Rooms
+from .live.origin import Origin
+from .live.room import Room, Subscriber
+from .live.rooms import Rooms
 from .store import Store
 
 __all__ = ["Branches"]

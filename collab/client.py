@@ -16,9 +16,9 @@ from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.yjs import AwarenessEntry, decode_awareness, encode_awareness
 
-from .epochs import client_id
-from .offsets import utf8_offset
-from .seed import TEXT_NAME
+from .live.epochs import client_id
+from .live.offsets import utf8_offset
+from .live.seed import TEXT_NAME
 
 __all__ = ["Client", "ClientError", "Document"]
 

@@ -60,12 +60,12 @@ from protocol.names import DocId
 from .auth import Identity
 from .events import EventHub, hexsha
 from .git_work import in_git_thread, in_repo
-from .origin import Origin
-from .room import Room
-from .text_edits import apply_edits, diff_edits
+from .live.origin import Origin
+from .live.room import Room
+from .live.text_edits import apply_edits, diff_edits
 
 if TYPE_CHECKING:
-    from .rooms import Rooms
+    from .live.rooms import Rooms
     from .store import Store
 
 __all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync"]

@@ -29,13 +29,13 @@ from .git_ops import register_git_ops
 from .git_sync import GitSync
 from .http_body import BodyError, read_body
 from .http_timeouts import GuardedSite, HeaderDeadlines
+from .live.outbox import close_ws
+from .live.quotas import UserQuotas
+from .live.rooms import Rooms
 from .memory_store import MemoryStore
 from .merges import Merges
 from .metrics import ServerMetrics
 from .ops import CallContext, Operations
-from .outbox import close_ws
-from .quotas import UserQuotas
-from .rooms import Rooms
 from .sqlite_store import SQLiteStore
 from .status_ops import register_status_ops
 from .store import Store

@@ -15,10 +15,10 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
 from .auth import Identity, dev_mode_refusal, is_loopback
+from .live.outbox import Outbox, close_ws
+from .live.room import EMPTY_UPDATE, Room
+from .live.traffic import frame_error_code
 from .ops import CallContext
-from .outbox import Outbox, close_ws
-from .room import EMPTY_UPDATE, Room
-from .traffic import frame_error_code
 
 if TYPE_CHECKING:
     from .server import CollabServer

@@ -23,9 +23,9 @@ from protocol.yjs import (
 )
 
 from .auth import Identity
-from .outbox import Outbox, close_ws
-from .room import EMPTY_UPDATE, Room
-from .traffic import frame_error_code
+from .live.outbox import Outbox, close_ws
+from .live.room import EMPTY_UPDATE, Room
+from .live.traffic import frame_error_code
 
 if TYPE_CHECKING:
     from .server import CollabServer

@@ -20,8 +20,8 @@ from gitsync.repos import BranchNotFound, RepoNotFound
 
 from ..auth import Identity
 from ..git_work import in_git_thread, in_repo
-from ..origin import Origin
-from ..room import Room
+from ..live.origin import Origin
+from ..live.room import Room
 from .branch_context import BlobTexts, Candidate, list_branch, rank, read_blob
 from .prompts import ContextFile, PromptParts
 

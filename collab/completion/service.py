@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
-from ..offsets import codepoint_to_utf16, utf8_offset, utf16_to_codepoint
+from ..live.offsets import codepoint_to_utf16, utf8_offset, utf16_to_codepoint
+from ..live.origin import Origin
+from ..live.rate_limit import RateLimiter
+from ..live.room import Room
+from ..live.rooms import Rooms
 from ..ops import CallContext, arg_int, arg_str
-from ..origin import Origin
-from ..rate_limit import RateLimiter
-from ..room import Room
-from ..rooms import Rooms
 from .anchors import Anchor, Anchors
 from .backend import CompletionBackend
 from .context import ContextGatherer, open_rooms

@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 from protocol.errors import ErrorCode, ProtocolError
 
 from ..auth import AuthError, Role
-from ..outbox import Outbox
+from ..live.outbox import Outbox
 from . import wire
 from .pool import QueuedJob, WorkerPool
 

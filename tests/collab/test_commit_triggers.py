@@ -13,7 +13,7 @@ from servers import make_config
 
 from collab import Client, CollabServer
 from collab.auth import Identity, Role
-from collab.origin import Origin
+from collab.live.origin import Origin
 
 ROOM = "demo/main:README.md"
 

@@ -18,8 +18,8 @@ from yjsclient import YjsPeer
 
 from collab import Client, CollabServer
 from collab.auth import Identity, Role
-from collab.epochs import EPOCH_BASE, client_id, epochs_in, is_epoch, new_epoch, with_epoch
-from collab.seed import seed_update
+from collab.live.epochs import EPOCH_BASE, client_id, epochs_in, is_epoch, new_epoch, with_epoch
+from collab.live.seed import seed_update
 from protocol.errors import ErrorCode, ProtocolError
 
 ROOM = "demo/main:README.md"

@@ -16,10 +16,10 @@ from pycrdt import Doc, Text
 import collab.sqlite_store
 import collab.yjs_endpoint
 from collab.auth import Identity, Role
+from collab.live.outbox import Outbox
+from collab.live.room import InvalidUpdate, Room, RoomFailed, _precheck
+from collab.live.rooms import Rooms
 from collab.memory_store import MemoryStore
-from collab.outbox import Outbox
-from collab.room import InvalidUpdate, Room, RoomFailed, _precheck
-from collab.rooms import Rooms
 from collab.sqlite_store import SQLiteStore
 from collab.yjs_endpoint import YjsPeer
 from gitsync.repos import Repositories

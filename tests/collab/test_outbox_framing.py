@@ -11,7 +11,8 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp._websocket.writer import WebSocketWriter
 
-from collab import CollabServer, outbox
+from collab import CollabServer
+from collab.live import outbox
 from collab.websocket import CollabWebSocket
 
 

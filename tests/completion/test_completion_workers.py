@@ -16,7 +16,7 @@ import pytest
 from collab import Client, ClientError, CollabServer
 from collab.auth import Role, TokenAuthenticator
 from collab.cli import main as cli_main
-from collab.origin import Origin
+from collab.live.origin import Origin
 from protocol.errors import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,11 +19,11 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
 
-from .auth import Identity
+from ..auth import Identity
+from ..store import Store
 from .epochs import epochs_in, update_epochs
 from .origin import Origin
 from .seed import TEXT_NAME
-from .store import Store
 
 __all__ = ["ChangeListener", "InvalidUpdate", "Room", "RoomFailed", "Subscriber"]
 

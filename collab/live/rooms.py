@@ -14,14 +14,14 @@ from gitsync import BlobNotText, BranchNotFound, RepoNotFound, Repositories
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
-from .auth import Identity, Role
+from ..auth import Identity, Role
+from ..events import EventHub
+from ..git_work import in_git_thread
+from ..store import Store, StoredDoc
 from .epochs import client_id, new_epoch, with_epoch
-from .events import EventHub
-from .git_work import in_git_thread
 from .memory import release_free_memory
 from .room import Room, Subscriber
 from .seed import seed_update
-from .store import Store, StoredDoc
 
 __all__ = ["Rooms"]
 
