@@ -37,7 +37,7 @@ from .git_work import in_git_thread
 from .live.origin import Origin
 from .live.room import Room, Subscriber
 from .live.rooms import Rooms
-from .store import Store
+from .store.base import Store
 
 __all__ = ["Branches"]
 

@@ -21,9 +21,9 @@ from . import cli_branches, cli_status, cli_store
 from .auth import ANY_REPO, Role, TokenAuthenticator
 from .completion.worker import add_worker_parser, run_worker_command
 from .config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
-from .data_lock import DataDirBusy
 from .log_format import LOG_FORMATS, configure_logging
 from .server import CollabServer
+from .store.data_lock import DataDirBusy
 
 __all__ = ["main"]
 

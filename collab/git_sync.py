@@ -66,7 +66,7 @@ from .live.text_edits import apply_edits, diff_edits
 
 if TYPE_CHECKING:
     from .live.rooms import Rooms
-    from .store import Store
+    from .store.base import Store
 
 __all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync"]
 

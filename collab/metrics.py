@@ -31,7 +31,7 @@ from protocol.errors import ErrorCode
 from .auth import Authenticator, AuthError, Role, is_loopback
 from .completion.metrics import PARTS, percentile
 from .live.traffic import Traffic
-from .sqlite_store import SQLiteStore
+from .store.sqlite_store import SQLiteStore
 
 if TYPE_CHECKING:
     from .server import CollabServer

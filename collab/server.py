@@ -22,7 +22,6 @@ from .auth import Authenticator, AuthError, DevAuthenticator, TokenAuthenticator
 from .branches import Branches
 from .completion import install as install_completion
 from .config import ServerConfig
-from .data_lock import DataDirLock
 from .events import EventHub
 from .git_http import GitBridge
 from .git_ops import register_git_ops
@@ -32,13 +31,14 @@ from .http_timeouts import GuardedSite, HeaderDeadlines
 from .live.outbox import close_ws
 from .live.quotas import UserQuotas
 from .live.rooms import Rooms
-from .memory_store import MemoryStore
 from .merges import Merges
 from .metrics import ServerMetrics
 from .ops import CallContext, Operations
-from .sqlite_store import SQLiteStore
 from .status_ops import register_status_ops
-from .store import Store
+from .store.base import Store
+from .store.data_lock import DataDirLock
+from .store.memory_store import MemoryStore
+from .store.sqlite_store import SQLiteStore
 from .websocket import CollabWebSocket
 from .ws_endpoint import handle_ws
 from .yjs_endpoint import handle_yjs

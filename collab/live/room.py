@@ -20,7 +20,7 @@ from protocol.names import DocId
 from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
 
 from ..auth import Identity
-from ..store import Store
+from ..store.base import Store
 from .epochs import epochs_in, update_epochs
 from .origin import Origin
 from .seed import TEXT_NAME

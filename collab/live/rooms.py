@@ -17,7 +17,7 @@ from protocol.names import DocId
 from ..auth import Identity, Role
 from ..events import EventHub
 from ..git_work import in_git_thread
-from ..store import Store, StoredDoc
+from ..store.base import Store, StoredDoc
 from .epochs import client_id, new_epoch, with_epoch
 from .memory import release_free_memory
 from .room import Room, Subscriber

@@ -20,8 +20,8 @@ from servers import SECRET, make_config
 
 from collab import Client, ClientError, CollabServer
 from collab.cli import main
-from collab.data_lock import DataDirLock
 from collab.server import REPOS_LOCK
+from collab.store.data_lock import DataDirLock
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

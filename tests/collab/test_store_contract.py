@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 from pycrdt import Doc, Text, TransactionEvent
 
-from collab.memory_store import MemoryStore
-from collab.sqlite_store import SQLiteStore
-from collab.store import Store, StoredDoc
-from collab.store_repair import repair
+from collab.store.base import Store, StoredDoc
+from collab.store.memory_store import MemoryStore
+from collab.store.repair import repair
+from collab.store.sqlite_store import SQLiteStore
 
 IMPLEMENTATIONS = ["memory", "sqlite"]
 

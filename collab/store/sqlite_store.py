@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 
-from collab.log_syncer import LogSyncer
-from collab.store import CorruptRecord, StoredDoc
+from collab.store.base import CorruptRecord, StoredDoc
+from collab.store.log_syncer import LogSyncer
 
 __all__ = [
     "LAST_SEQ_SQL",

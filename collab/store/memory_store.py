@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from collab.store import StoredDoc
+from collab.store.base import StoredDoc
 
 __all__ = ["MemoryStore"]
 

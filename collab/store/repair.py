@@ -28,7 +28,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from .live.seed import TEXT_NAME
+from ..live.seed import TEXT_NAME
 from .sqlite_store import LAST_SEQ_SQL, SCHEMA, SET_LAST_SEQ_SQL, check_row, quick_check
 
 __all__ = ["DocReport", "StoreReport", "check", "repair"]
