@@ -367,7 +367,7 @@ class Client:
         extra = {} if length is None else {"length": length}
         return await self.call("complete.accept", id=offer, **extra)
 
-    # -- branches (each is a ``call`` of the operation named in ``collab.git_ops``) ----------
+    # -- branches (each is a ``call`` of the operation named in ``collab.git.branch_ops``) -----
 
     async def branches(self, repo: str) -> list[dict[str, Any]]:
         """Every branch of ``repo``: name, head, and who is on it (user and path)."""

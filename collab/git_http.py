@@ -64,7 +64,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
 from .auth import AuthError, Identity
-from .git_work import in_git_thread
+from .git.work import in_git_thread
 from .http_body import BodyError, iter_body
 
 if TYPE_CHECKING:

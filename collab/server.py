@@ -19,19 +19,19 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.yjs import YjsLimits
 
 from .auth import Authenticator, AuthError, DevAuthenticator, TokenAuthenticator, is_loopback
-from .branches import Branches
 from .completion import install as install_completion
 from .config import ServerConfig
-from .events import EventHub
+from .git.branch_ops import register_git_ops
+from .git.branch_sync import GitSync
+from .git.branches import Branches
+from .git.merges import Merges
 from .git_http import GitBridge
-from .git_ops import register_git_ops
-from .git_sync import GitSync
 from .http_body import BodyError, read_body
 from .http_timeouts import GuardedSite, HeaderDeadlines
+from .live.events import EventHub
 from .live.outbox import close_ws
 from .live.quotas import UserQuotas
 from .live.rooms import Rooms
-from .merges import Merges
 from .metrics import ServerMetrics
 from .ops import CallContext, Operations
 from .status_ops import register_status_ops

@@ -22,8 +22,8 @@ from gitsync.history import commit_info, recent_commits
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
-from .branches import Branches
-from .git_work import in_repo
+from .git.branches import Branches
+from .git.work import in_repo
 from .ops import CallContext, arg_int, arg_opt_str, arg_str
 
 if TYPE_CHECKING:

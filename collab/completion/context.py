@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gitsync.repos import BranchNotFound, RepoNotFound
 
 from ..auth import Identity
-from ..git_work import in_git_thread, in_repo
+from ..git.work import in_git_thread, in_repo
 from ..live.origin import Origin
 from ..live.room import Room
 from .branch_context import BlobTexts, Candidate, list_branch, rank, read_blob

@@ -8,7 +8,7 @@ often build on it (a typist's next keystrokes continue the text it inserted); th
 nothing to the document without it are moved aside too, so that the history kept is exactly
 the document served. The repaired document is marked ``recovered``: its clients, who hold
 the whole history, send back what it lacks when they reconnect, and until its text has grown
-back a commit that would shrink its file drastically is held (see ``collab.git_sync``).
+back a commit that would shrink its file drastically is held (see ``collab.git.branch_sync``).
 
 A document with nothing left to keep is seeded again from its branch head, as a new epoch,
 when it is next opened; ``reseed`` does that on purpose, ``accept`` lifts the hold.

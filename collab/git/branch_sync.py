@@ -57,16 +57,16 @@ from gitsync.packing import fsync_directory
 from protocol.errors import ProtocolError
 from protocol.names import DocId
 
-from .auth import Identity
-from .events import EventHub, hexsha
-from .git_work import in_git_thread, in_repo
-from .live.origin import Origin
-from .live.room import Room
-from .live.text_edits import apply_edits, diff_edits
+from ..auth import Identity
+from ..live.events import EventHub, hexsha
+from ..live.origin import Origin
+from ..live.room import Room
+from ..live.text_edits import apply_edits, diff_edits
+from .work import in_git_thread, in_repo
 
 if TYPE_CHECKING:
-    from .live.rooms import Rooms
-    from .store.base import Store
+    from ..live.rooms import Rooms
+    from ..store.base import Store
 
 __all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync"]
 

@@ -31,11 +31,11 @@ from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_p
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
 
-from .auth import Identity
+from ..auth import Identity
+from ..live.events import hexsha
+from .branch_sync import ENGINE_AUTHOR, BranchSync
 from .branches import Branches
-from .events import hexsha
-from .git_sync import ENGINE_AUTHOR, BranchSync
-from .git_work import in_git_thread, in_repo
+from .work import in_git_thread, in_repo
 
 __all__ = ["Merges"]
 

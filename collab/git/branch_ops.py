@@ -24,10 +24,10 @@ from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
 
+from ..live.events import EventHub
+from ..ops import CallContext, Operations, arg_bool, arg_opt_str, arg_str
 from .branches import Branches
-from .events import EventHub
 from .merges import Merges
-from .ops import CallContext, Operations, arg_bool, arg_opt_str, arg_str
 
 __all__ = ["register_git_ops"]
 

@@ -30,14 +30,14 @@ from gitsync.naming import is_participant_branch
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, validate_branch, validate_repo
 
-from .auth import Identity
-from .events import EventHub, hexsha
-from .git_sync import BranchSync, GitSync
-from .git_work import in_git_thread
-from .live.origin import Origin
-from .live.room import Room, Subscriber
-from .live.rooms import Rooms
-from .store.base import Store
+from ..auth import Identity
+from ..live.events import EventHub, hexsha
+from ..live.origin import Origin
+from ..live.room import Room, Subscriber
+from ..live.rooms import Rooms
+from ..store.base import Store
+from .branch_sync import BranchSync, GitSync
+from .work import in_git_thread
 
 __all__ = ["Branches"]
 
