@@ -18,11 +18,11 @@ from protocol.errors import ProtocolError
 from protocol.names import validate_repo
 
 from . import cli_branches, cli_status, cli_store
-from .auth import ANY_REPO, Role, TokenAuthenticator
 from .completion.worker import add_worker_parser, run_worker_command
-from .config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from .log_format import LOG_FORMATS, configure_logging
-from .server import CollabServer
+from .server.app import CollabServer
+from .server.auth import ANY_REPO, Role, TokenAuthenticator
+from .server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from .store.data_lock import DataDirBusy
 
 __all__ = ["main"]

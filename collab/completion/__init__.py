@@ -5,7 +5,7 @@
 ``POST /api/complete/stream``, the ``/worker`` endpoint for remote workers, and the embedded
 worker that runs the backend named by ``ServerConfig.completion_backend`` (``"none"`` for
 remote workers only). ``GET /metrics``
-(``collab.metrics``) reports the figures as ``collab_completion_*`` series.
+(``collab.server.metrics``) reports the figures as ``collab_completion_*`` series.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .streaming import handle_stream
 from .worker_endpoint import handle_worker
 
 if TYPE_CHECKING:
-    from ..server import CollabServer
+    from ..server.app import CollabServer
 
 __all__ = [
     "Cancelled",

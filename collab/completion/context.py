@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from gitsync.repos import BranchNotFound, RepoNotFound
 
-from ..auth import Identity
 from ..git.work import in_git_thread, in_repo
 from ..live.origin import Origin
 from ..live.room import Room
+from ..server.auth import Identity
 from .branch_context import BlobTexts, Candidate, list_branch, rank, read_blob
 from .prompts import ContextFile, PromptParts
 
 if TYPE_CHECKING:
-    from ..server import CollabServer
+    from ..server.app import CollabServer
 
 __all__ = ["ContextGatherer", "open_rooms", "window"]
 

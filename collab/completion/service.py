@@ -35,7 +35,7 @@ from ..live.origin import Origin
 from ..live.rate_limit import RateLimiter
 from ..live.room import Room
 from ..live.rooms import Rooms
-from ..ops import CallContext, arg_int, arg_str
+from ..server.ops import CallContext, arg_int, arg_str
 from .anchors import Anchor, Anchors
 from .backend import CompletionBackend
 from .context import ContextGatherer, open_rooms
@@ -44,7 +44,7 @@ from .metrics import CompletionMetrics
 from .pool import LocalWorker, QueuedJob, WorkerPool
 
 if TYPE_CHECKING:
-    from ..server import CollabServer
+    from ..server.app import CollabServer
 
 __all__ = ["CompletionService"]
 

@@ -18,11 +18,11 @@ from aiohttp import web
 
 from protocol.errors import ErrorCode, ProtocolError
 
-from ..auth import AuthError
-from ..http_body import BodyError, read_body
+from ..server.auth import AuthError
+from ..server.http_body import BodyError, read_body
 
 if TYPE_CHECKING:
-    from ..server import CollabServer
+    from ..server.app import CollabServer
     from .service import CompletionService
 
 __all__ = ["handle_stream"]

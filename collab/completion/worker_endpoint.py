@@ -11,13 +11,13 @@ from aiohttp import WSMsgType, web
 
 from protocol.errors import ErrorCode, ProtocolError
 
-from ..auth import AuthError, Role
 from ..live.outbox import Outbox
+from ..server.auth import AuthError, Role
 from . import wire
 from .pool import QueuedJob, WorkerPool
 
 if TYPE_CHECKING:
-    from ..server import CollabServer
+    from ..server.app import CollabServer
 
 __all__ = ["RemoteWorkerLink", "handle_worker"]
 

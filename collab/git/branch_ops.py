@@ -25,7 +25,7 @@ from typing import Any
 from protocol.errors import ErrorCode, ProtocolError
 
 from ..live.events import EventHub
-from ..ops import CallContext, Operations, arg_bool, arg_opt_str, arg_str
+from ..server.ops import CallContext, Operations, arg_bool, arg_opt_str, arg_str
 from .branches import Branches
 from .merges import Merges
 

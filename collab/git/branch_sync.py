@@ -57,11 +57,11 @@ from gitsync.packing import fsync_directory
 from protocol.errors import ProtocolError
 from protocol.names import DocId
 
-from ..auth import Identity
 from ..live.events import EventHub, hexsha
 from ..live.origin import Origin
 from ..live.room import Room
 from ..live.text_edits import apply_edits, diff_edits
+from ..server.auth import Identity
 from .work import in_git_thread, in_repo
 
 if TYPE_CHECKING:

@@ -30,11 +30,11 @@ from gitsync.naming import is_participant_branch
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, validate_branch, validate_repo
 
-from ..auth import Identity
 from ..live.events import EventHub, hexsha
 from ..live.origin import Origin
 from ..live.room import Room, Subscriber
 from ..live.rooms import Rooms
+from ..server.auth import Identity
 from ..store.base import Store
 from .branch_sync import BranchSync, GitSync
 from .work import in_git_thread

@@ -31,8 +31,8 @@ from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_p
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
 
-from ..auth import Identity
 from ..live.events import hexsha
+from ..server.auth import Identity
 from .branch_sync import ENGINE_AUTHOR, BranchSync
 from .branches import Branches
 from .work import in_git_thread, in_repo

@@ -19,7 +19,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
 
-from ..auth import Identity
+from ..server.auth import Identity
 from ..store.base import Store
 from .epochs import epochs_in, update_epochs
 from .origin import Origin

@@ -14,8 +14,8 @@ from gitsync import BlobNotText, BranchNotFound, RepoNotFound, Repositories
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
-from ..auth import Identity, Role
 from ..git.work import in_git_thread
+from ..server.auth import Identity, Role
 from ..store.base import Store, StoredDoc
 from .epochs import client_id, new_epoch, with_epoch
 from .events import EventHub

@@ -20,7 +20,7 @@ from servers import SECRET, make_config
 
 from collab import Client, ClientError, CollabServer
 from collab.cli import main
-from collab.server import REPOS_LOCK
+from collab.server.app import REPOS_LOCK
 from collab.store.data_lock import DataDirLock
 
 

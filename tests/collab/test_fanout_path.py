@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
+import collab.server.yjs_endpoint
 import collab.store.sqlite_store
-import collab.yjs_endpoint
-from collab.auth import Identity, Role
 from collab.live.outbox import Outbox
 from collab.live.room import InvalidUpdate, Room, RoomFailed, _precheck
 from collab.live.rooms import Rooms
+from collab.server.auth import Identity, Role
+from collab.server.yjs_endpoint import YjsPeer
 from collab.store.memory_store import MemoryStore
 from collab.store.sqlite_store import SQLiteStore
-from collab.yjs_endpoint import YjsPeer
 from gitsync.repos import Repositories
 from protocol.names import DocId
 from protocol.yjs import (
@@ -104,13 +104,13 @@ async def test_a_broadcast_encodes_and_frames_an_update_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[object] = []
-    real = collab.yjs_endpoint.encode_message
+    real = collab.server.yjs_endpoint.encode_message
 
     def counting(message: Any) -> bytes:
         calls.append(message)
         return real(message)
 
-    monkeypatch.setattr(collab.yjs_endpoint, "encode_message", counting)
+    monkeypatch.setattr(collab.server.yjs_endpoint, "encode_message", counting)
     room, peers, sockets = await _room_with_peers(5)
     try:
         for ws in sockets:
@@ -360,7 +360,7 @@ def test_serve_defaults_are_the_server_config_defaults() -> None:
     import dataclasses
 
     from collab.cli import _parser
-    from collab.config import ServerConfig
+    from collab.server.config import ServerConfig
 
     args = vars(_parser().parse_args(["serve"]))
     defaults = {

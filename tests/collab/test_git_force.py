@@ -20,8 +20,8 @@ from gitcli import until
 from servers import SECRET, make_config
 
 from collab import CollabServer
-from collab.auth import Role, TokenAuthenticator
 from collab.client import Client
+from collab.server.auth import Role, TokenAuthenticator
 from gitsync.commits import read_ref
 from gitsync.naming import participant_branch
 

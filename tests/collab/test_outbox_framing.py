@@ -13,7 +13,7 @@ from aiohttp._websocket.writer import WebSocketWriter
 
 from collab import CollabServer
 from collab.live import outbox
-from collab.websocket import CollabWebSocket
+from collab.server.websocket import CollabWebSocket
 
 
 class _Sink(asyncio.Transport):

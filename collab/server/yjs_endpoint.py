@@ -22,13 +22,13 @@ from protocol.yjs import (
     encode_message,
 )
 
+from ..live.outbox import Outbox, close_ws
+from ..live.room import EMPTY_UPDATE, Room
+from ..live.traffic import frame_error_code
 from .auth import Identity
-from .live.outbox import Outbox, close_ws
-from .live.room import EMPTY_UPDATE, Room
-from .live.traffic import frame_error_code
 
 if TYPE_CHECKING:
-    from .server import CollabServer
+    from .app import CollabServer
 
 __all__ = ["handle_yjs"]
 

@@ -14,14 +14,14 @@ from protocol import messages as m
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
+from ..live.outbox import Outbox, close_ws
+from ..live.room import EMPTY_UPDATE, Room
+from ..live.traffic import frame_error_code
 from .auth import Identity, dev_mode_refusal, is_loopback
-from .live.outbox import Outbox, close_ws
-from .live.room import EMPTY_UPDATE, Room
-from .live.traffic import frame_error_code
 from .ops import CallContext
 
 if TYPE_CHECKING:
-    from .server import CollabServer
+    from .app import CollabServer
 
 __all__ = ["handle_ws"]
 

@@ -18,27 +18,27 @@ from protocol import messages as m
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.yjs import YjsLimits
 
+from ..completion import install as install_completion
+from ..git.branch_ops import register_git_ops
+from ..git.branch_sync import GitSync
+from ..git.branches import Branches
+from ..git.merges import Merges
+from ..live.events import EventHub
+from ..live.outbox import close_ws
+from ..live.quotas import UserQuotas
+from ..live.rooms import Rooms
+from ..store.base import Store
+from ..store.data_lock import DataDirLock
+from ..store.memory_store import MemoryStore
+from ..store.sqlite_store import SQLiteStore
 from .auth import Authenticator, AuthError, DevAuthenticator, TokenAuthenticator, is_loopback
-from .completion import install as install_completion
 from .config import ServerConfig
-from .git.branch_ops import register_git_ops
-from .git.branch_sync import GitSync
-from .git.branches import Branches
-from .git.merges import Merges
 from .git_http import GitBridge
 from .http_body import BodyError, read_body
 from .http_timeouts import GuardedSite, HeaderDeadlines
-from .live.events import EventHub
-from .live.outbox import close_ws
-from .live.quotas import UserQuotas
-from .live.rooms import Rooms
 from .metrics import ServerMetrics
 from .ops import CallContext, Operations
 from .status_ops import register_status_ops
-from .store.base import Store
-from .store.data_lock import DataDirLock
-from .store.memory_store import MemoryStore
-from .store.sqlite_store import SQLiteStore
 from .websocket import CollabWebSocket
 from .ws_endpoint import handle_ws
 from .yjs_endpoint import handle_yjs

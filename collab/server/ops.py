@@ -18,7 +18,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from .auth import Identity
 
 if TYPE_CHECKING:
-    from .server import CollabServer
+    from .app import CollabServer
 
 __all__ = [
     "CallContext",

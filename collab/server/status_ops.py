@@ -22,12 +22,12 @@ from gitsync.history import commit_info, recent_commits
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
-from .git.branches import Branches
-from .git.work import in_repo
+from ..git.branches import Branches
+from ..git.work import in_repo
 from .ops import CallContext, arg_int, arg_opt_str, arg_str
 
 if TYPE_CHECKING:
-    from .server import CollabServer
+    from .app import CollabServer
 
 __all__ = ["MAX_LOG", "register_status_ops"]
 

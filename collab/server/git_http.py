@@ -63,12 +63,12 @@ from gitsync.smart_http import (
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
+from ..git.work import in_git_thread
 from .auth import AuthError, Identity
-from .git.work import in_git_thread
 from .http_body import BodyError, iter_body
 
 if TYPE_CHECKING:
-    from .server import CollabServer
+    from .app import CollabServer
 
 __all__ = ["GitBridge"]
 

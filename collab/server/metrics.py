@@ -28,13 +28,13 @@ from prometheus_client.registry import Collector
 
 from protocol.errors import ErrorCode
 
+from ..completion.metrics import PARTS, percentile
+from ..live.traffic import Traffic
+from ..store.sqlite_store import SQLiteStore
 from .auth import Authenticator, AuthError, Role, is_loopback
-from .completion.metrics import PARTS, percentile
-from .live.traffic import Traffic
-from .store.sqlite_store import SQLiteStore
 
 if TYPE_CHECKING:
-    from .server import CollabServer
+    from .app import CollabServer
 
 __all__ = ["ServerMetrics", "authorize_metrics"]
 
