@@ -19,7 +19,7 @@ from serverproc import ServerProcess, free_port
 from servers import SECRET, make_config
 
 from collab import Client, ClientError, CollabServer
-from collab.cli import main
+from collab.cli.commands import main
 from collab.server.app import REPOS_LOCK
 from collab.store.data_lock import DataDirLock
 

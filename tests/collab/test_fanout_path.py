@@ -345,7 +345,7 @@ async def test_sequence_numbers_continue_after_delete_and_restart(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not used on Windows")
 def test_serve_runs_its_event_loop_on_uvloop() -> None:
-    from collab.cli import _event_loop_run
+    from collab.cli.commands import _event_loop_run
 
     seen: list[str] = []
 
@@ -359,7 +359,7 @@ def test_serve_runs_its_event_loop_on_uvloop() -> None:
 def test_serve_defaults_are_the_server_config_defaults() -> None:
     import dataclasses
 
-    from collab.cli import _parser
+    from collab.cli.commands import _parser
     from collab.server.config import ServerConfig
 
     args = vars(_parser().parse_args(["serve"]))

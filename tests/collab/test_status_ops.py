@@ -12,7 +12,7 @@ from gitcli import git
 from servers import make_config
 
 from collab import Client, ClientError, CollabServer
-from collab.cli import main
+from collab.cli.commands import main
 from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
 from protocol.errors import ErrorCode

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from collab import Client, ClientError, CollabServer
-from collab.cli import main as cli_main
+from collab.cli.commands import main as cli_main
 from collab.live.origin import Origin
 from collab.server.auth import Role, TokenAuthenticator
 from protocol.errors import ErrorCode

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from .server.auth import DEV_MODE
+from ..server.auth import DEV_MODE
 
 __all__ = ["add_parsers", "add_server_options", "call", "plural", "run", "table"]
 

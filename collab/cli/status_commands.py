@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .cli_branches import add_server_options, call, plural, table
+from .branch_commands import add_server_options, call, plural, table
 
 __all__ = ["add_parsers", "run"]
 

@@ -17,13 +17,13 @@ from gitsync import Repositories, create_demo_repo
 from protocol.errors import ProtocolError
 from protocol.names import validate_repo
 
-from . import cli_branches, cli_status, cli_store
-from .completion.worker import add_worker_parser, run_worker_command
-from .log_format import LOG_FORMATS, configure_logging
-from .server.app import CollabServer
-from .server.auth import ANY_REPO, Role, TokenAuthenticator
-from .server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
-from .store.data_lock import DataDirBusy
+from ..completion.worker import add_worker_parser, run_worker_command
+from ..log_format import LOG_FORMATS, configure_logging
+from ..server.app import CollabServer
+from ..server.auth import ANY_REPO, Role, TokenAuthenticator
+from ..server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
+from ..store.data_lock import DataDirBusy
+from . import branch_commands, status_commands, store_commands
 
 __all__ = ["main"]
 
@@ -166,9 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds; 0 for no expiry")
     token.add_argument("--secret-file", help=f"HMAC secret file (else ${SECRET_ENV})")
-    cli_status.add_parsers(sub)
-    cli_branches.add_parsers(sub)
-    cli_store.add_parsers(sub)
+    status_commands.add_parsers(sub)
+    branch_commands.add_parsers(sub)
+    store_commands.add_parsers(sub)
     add_worker_parser(sub)
     return parser
 
@@ -178,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
     if args.command in ("branch", "merge"):
-        return cli_branches.run(args)
+        return branch_commands.run(args)
     if args.command in ("status", "log"):
-        return cli_status.run(args)
+        return status_commands.run(args)
     if args.command == "store":
-        return cli_store.run(args)
+        return store_commands.run(args)
     if args.command == "worker":
         return run_worker_command(args)
     return _serve(args)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .store.data_lock import DataDirBusy, DataDirLock
-from .store.repair import StoreReport, check, repair
+from ..store.data_lock import DataDirBusy, DataDirLock
+from ..store.repair import StoreReport, check, repair
 
 __all__ = ["add_parsers", "run"]
 
