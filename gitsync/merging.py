@@ -33,8 +33,8 @@ from typing import AnyStr, Literal
 from dulwich.objects import S_ISGITLINK, Blob, ObjectID, ShaFile, Tree
 from dulwich.repo import Repo
 
-from .commits import BlobEntry, edit_tree
 from .merge_base import CommitGraph, merge_bases
+from .objects.commits import BlobEntry, edit_tree
 from .packs import ObjectReader
 from .tree_merge import Entry, Merged, Reader, TreeMerge, is_git_binary
 from .xmerge import merge_lines
@@ -411,7 +411,7 @@ def merged_tree(
 ) -> tuple[bytes, list[ShaFile]]:
     """The target's tree with ``changes`` (from :func:`resolve_plan`) made, built from the
     trees the plan read: its id, and the objects it needs that the store does not hold yet
-    (new contents, rewritten trees), for :func:`gitsync.commits.write_objects`."""
+    (new contents, rewritten trees), for :func:`gitsync.objects.commits.write_objects`."""
     reader = plan.reader
     if reader is None:
         raise ValueError("the plan holds no reader")
@@ -473,7 +473,7 @@ def _build(
 
 def resolve_plan(plan: MergePlan, *, markers: bool) -> dict[str, BlobEntry | None]:
     """The changes (path -> blob and mode, None deletes) that apply ``plan`` to its target,
-    for :func:`gitsync.commits.commit_changes`: git's merged tree.
+    for :func:`gitsync.objects.commits.commit_changes`: git's merged tree.
 
     With ``markers``, conflicted paths get what git records for them (text files with
     conflict markers); without, conflicts raise :class:`MergeConflict`.

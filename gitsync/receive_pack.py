@@ -5,7 +5,7 @@ before it moves, and each ref moved by compare-and-swap.
 2. The pack is taken into a quarantine, an object store of its own in a fresh directory under
    ``objects/`` that reads the repository's objects as an alternate (thin packs delta against
    them): dulwich's ``add_thin_pack`` indexes and completes it there.
-3. Every object of the pack is checked as ``git fsck --strict`` would (:mod:`gitsync.fsck`),
+3. Every object of the pack is checked as ``git fsck --strict`` would (:mod:`gitsync.objects.fsck`),
    and every reference from one to another must reach an object of the right type, in the
    pack or in the repository. One failure refuses the whole push; the quarantine is removed
    and the repository never held any of it.
@@ -48,12 +48,12 @@ from dulwich.repo import BaseRepo, ParentsProvider, Repo
 from protocol.errors import ProtocolError
 from protocol.names import validate_branch
 
-from .commits import HEADS, read_ref
-from .fsck import BLOB, COMMIT, FsckError, ObjectChecker
 from .locks import RefLocked, call_past_stale_locks
+from .objects.commits import HEADS, read_ref
+from .objects.fsck import BLOB, COMMIT, FsckError, ObjectChecker
+from .objects.stored_types import StoredTypes
 from .packing import fsync_directory
 from .push_wire import ZERO, Command, PushRequest, advertisement, read_request, report
-from .stored_types import StoredTypes
 
 __all__ = [
     "FETCH_FIRST",

@@ -37,7 +37,9 @@ from gitsync import (
     Repositories,
 )
 from gitsync.changes import FileChange, changed_files, is_text, read_blob
-from gitsync.commits import (
+from gitsync.locks import STALE_AFTER
+from gitsync.merging import merge_text
+from gitsync.objects.commits import (
     BranchExists,
     NothingToCommit,
     RefMoved,
@@ -51,8 +53,6 @@ from gitsync.commits import (
     recover_stale_locks,
     set_synced,
 )
-from gitsync.locks import STALE_AFTER
-from gitsync.merging import merge_text
 from gitsync.packing import fsync_directory
 from protocol.errors import ProtocolError
 from protocol.names import DocId

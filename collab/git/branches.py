@@ -17,7 +17,8 @@ from pycrdt import Doc
 
 from gitsync import BranchNotFound, RepoNotFound, Repositories
 from gitsync.changes import read_blob
-from gitsync.commits import (
+from gitsync.naming import is_participant_branch
+from gitsync.objects.commits import (
     BranchExists,
     RefMoved,
     branch_heads,
@@ -26,7 +27,6 @@ from gitsync.commits import (
     set_synced,
     synced_ref,
 )
-from gitsync.naming import is_participant_branch
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, validate_branch, validate_repo
 

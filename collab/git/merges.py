@@ -26,8 +26,8 @@ from typing import Any
 
 from gitsync import Repositories
 from gitsync.changes import FileChange
-from gitsync.commits import BlobEntry, author_line, commit_changes, fast_forward, set_synced
 from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
+from gitsync.objects.commits import BlobEntry, author_line, commit_changes, fast_forward, set_synced
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
 

@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from gitsync import RepoNotFound
-from gitsync.history import commit_info, recent_commits
+from gitsync.objects.history import commit_info, recent_commits
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from dulwich.repo import Repo  # noqa: E402
 
-from gitsync.commits import branch_heads, commit_changes, create_branch  # noqa: E402
+from gitsync.objects.commits import branch_heads, commit_changes, create_branch  # noqa: E402
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "bench",

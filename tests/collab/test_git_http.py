@@ -24,7 +24,7 @@ from servers import SECRET, make_config
 import collab.server.git_http
 from collab import CollabServer
 from collab.server.auth import Role, TokenAuthenticator
-from gitsync.commits import commit_changes, read_ref, set_synced
+from gitsync.objects.commits import commit_changes, read_ref, set_synced
 
 AUTHOR = "Server <server@example.com>"
 GIT_ENV = {

@@ -14,7 +14,7 @@ from dulwich.pack import write_pack_index_v2, write_pack_objects
 from dulwich.repo import Repo
 
 import gitsync.packing as packing
-from gitsync.commits import commit_changes, create_branch, read_ref
+from gitsync.objects.commits import commit_changes, create_branch, read_ref
 from gitsync.packing import (
     combine_small_packs,
     encode_index,

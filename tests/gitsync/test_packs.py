@@ -10,7 +10,7 @@ import pytest
 from dulwich.objects import Blob, ObjectID
 from dulwich.repo import Repo
 
-from gitsync.commits import commit_changes, read_ref
+from gitsync.objects.commits import commit_changes, read_ref
 from gitsync.packs import ObjectReader
 
 Git = Callable[..., str]

@@ -15,7 +15,7 @@ from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 from dulwich.repo import Repo
 
-from gitsync.commits import commit_changes, read_ref
+from gitsync.objects.commits import commit_changes, read_ref
 from gitsync.packing import encode_pack
 from gitsync.push_wire import MalformedPush, read_request
 from gitsync.smart_http import info_refs, over_limit, push_commands, run_service

@@ -5,9 +5,9 @@ file's streams as ``name:stream``; HFS+ folds case and ignores some Unicode code
 one machine or another ``.GIT``, ``.git.``, ``git~1``, ``.git::$INDEX_ALLOCATION`` and
 ``.g\\u200cit`` all open the repository's own ``.git``. A tree holding such a name lets whoever
 pushed it write into the configuration (and so the hooks) of anyone who checks it out; git's
-``fsck`` refuses them (``hasDotgit``), and so does :mod:`gitsync.fsck`. The same spellings of
-``.gitmodules``, ``.gitattributes``, ``.gitignore`` and ``.mailmap`` are recognised, so that
-those files' special checks cannot be dodged by a spelling.
+``fsck`` refuses them (``hasDotgit``), and so does :mod:`gitsync.objects.fsck`. The same
+spellings of ``.gitmodules``, ``.gitattributes``, ``.gitignore`` and ``.mailmap`` are
+recognised, so that those files' special checks cannot be dodged by a spelling.
 """
 
 from __future__ import annotations

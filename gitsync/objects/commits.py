@@ -26,9 +26,9 @@ from dulwich.repo import Repo
 
 from protocol.names import validate_branch, validate_path
 
-from .locks import LOCK_WAIT, STALE_AFTER, call_past_stale_locks, recover_stale_locks
-from .naming import slugify
-from .packing import combine_small_packs, write_pack
+from ..locks import LOCK_WAIT, STALE_AFTER, call_past_stale_locks, recover_stale_locks
+from ..naming import slugify
+from ..packing import combine_small_packs, write_pack
 
 __all__ = [
     "BlobEntry",
@@ -61,7 +61,7 @@ EMPTY_TREE = Tree()
 
 _Changes = dict[bytes, "_Changes | bytes | BlobEntry | None"]
 _T = TypeVar("_T")
-log = logging.getLogger(__name__)
+log = logging.getLogger("gitsync.commits")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,14 @@
 
 - trees: each entry parses (octal mode, a name, a NUL, a whole id); names that are empty,
   ``.``, ``..``, contain ``/``, longer than :data:`MAX_NAME`, or are ``.git`` in any spelling
-  a filesystem folds to it (:mod:`gitsync.dotgit`); modes other than the five git writes, or
+  a filesystem folds to it (:mod:`gitsync.objects.dotgit`); modes other than the five git writes, or
   written with a leading zero; duplicate names; entries out of git's order; null ids; a
   ``.gitmodules`` that is a symbolic link;
 - commits: ``tree``, ``parent``, one ``author`` and a ``committer`` line, in that order, ids in
   lower-case hex, identities ``Name <email> seconds +zone``; no NUL anywhere;
 - tags: ``object``, ``type``, ``tag`` and (if present) ``tagger`` lines;
-- ``.gitmodules`` blobs (:mod:`gitsync.gitmodules`) and ``.gitattributes`` blobs (line length).
+- ``.gitmodules`` blobs (:mod:`gitsync.objects.gitmodules`) and ``.gitattributes`` blobs
+  (line length).
 
 It also records what each object refers to, and :meth:`ObjectChecker.finish` checks that every
 reference is to an object of the right type, sent with it or already stored (as index-pack
