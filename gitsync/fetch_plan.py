@@ -6,7 +6,7 @@ objects of its pack, for :mod:`gitsync.upload_pack` to answer in either protocol
 - :func:`wanted` checks that each want is reachable from a ref (:mod:`gitsync.reachable`).
 - :func:`shallow_for` resolves ``deepen-not`` names and cuts the history (:mod:`gitsync.shallow`).
 - :func:`pack_for` chooses the objects (:mod:`gitsync.object_walk`; a clone of everything from
-  the cached reachable set) and returns the pack's pieces (:mod:`gitsync.pack_stream`).
+  the cached reachable set) and returns the pack's pieces (:mod:`gitsync.packs.stream`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dulwich.repo import Repo
 from . import reachable
 from .object_filter import ObjectFilter, parse_filter
 from .object_walk import History, limit_commits, list_objects, tree_closure
-from .pack_source import BLOB, COMMIT, TAG, TREE, StoredObjects
-from .pack_stream import PackStats, pack_pieces
+from .packs.source import BLOB, COMMIT, TAG, TREE, StoredObjects
+from .packs.stream import PackStats, pack_pieces
 from .receive_pack import PRIVATE
 from .shallow import ShallowError, ShallowInfo, ShallowRequest, shallow_info
 from .upload_wire import FetchRequest, UploadError

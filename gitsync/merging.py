@@ -35,7 +35,7 @@ from dulwich.repo import Repo
 
 from .merge_base import CommitGraph, merge_bases
 from .objects.commits import BlobEntry, edit_tree
-from .packs import ObjectReader
+from .packs.read import ObjectReader
 from .tree_merge import Entry, Merged, Reader, TreeMerge, is_git_binary
 from .xmerge import merge_lines
 

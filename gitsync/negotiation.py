@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .fetch_plan import FetchSession
 from .object_walk import NotACommit
-from .pack_source import COMMIT
+from .packs.source import COMMIT
 from .upload_wire import FetchRequest, pkt
 
 __all__ = ["Negotiation"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from dulwich._objects import parse_tree
 
 from .object_filter import ObjectFilter
-from .pack_source import COMMIT, TAG, TREE, StoredObjects
+from .packs.source import COMMIT, TAG, TREE, StoredObjects
 
 __all__ = [
     "SLOP",

@@ -10,7 +10,7 @@ second, so the set is kept, per repository, for the ref values (tips) it was mad
 bitmaps.
 
 The set is made from git's reachability bitmaps where the repository has them
-(:mod:`gitsync.bitmaps`: a repository packed by ``git gc``), walking only the commits made
+(:mod:`gitsync.packs.bitmaps`: a repository packed by ``git gc``), walking only the commits made
 since; else by walking the history. When the tips move on (a push, a continuous commit), the
 set is extended with what the new tips add, walking only the new commits; if a tip went away
 that the new tips do not reach (a force push, a deleted branch), it is made again.
@@ -27,9 +27,9 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .bitmaps import BitmapError, bitmap_for
 from .object_walk import History, list_objects
-from .pack_source import BLOB, COMMIT, TAG, TREE
+from .packs.bitmaps import BitmapError, bitmap_for
+from .packs.source import BLOB, COMMIT, TAG, TREE
 
 __all__ = ["CACHE_OBJECTS", "Closure", "closure"]
 

@@ -52,7 +52,7 @@ from .locks import RefLocked, call_past_stale_locks
 from .objects.commits import HEADS, read_ref
 from .objects.fsck import BLOB, COMMIT, FsckError, ObjectChecker
 from .objects.stored_types import StoredTypes
-from .packing import fsync_directory
+from .packs.write import fsync_directory
 from .push_wire import ZERO, Command, PushRequest, advertisement, read_request, report
 
 __all__ = [

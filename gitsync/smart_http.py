@@ -38,7 +38,7 @@ from typing import IO, cast
 from dulwich.protocol import pkt_line
 from dulwich.repo import Repo
 
-from .pack_stream import PackStats
+from .packs.stream import PackStats
 from .push_wire import MalformedPush, TruncatedPush, read_request, report
 from .receive_pack import ForceCheck, receive_pack, receive_pack_advertisement
 from .upload_pack import advertisement, answer, protocol_version

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from dulwich.objects import S_ISGITLINK, parse_tree
 
-from .packs import ObjectReader
+from .packs.read import ObjectReader
 from .renames import (
     RELEVANT_CONTENT,
     RELEVANT_LOCATION,

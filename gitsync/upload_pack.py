@@ -11,7 +11,7 @@ A fetch is answered as git's ``upload-pack`` answers it over stateless HTTP:
   ``done`` or the server is ready (every want reaches something the client has);
 - shallow requests are cut by :mod:`gitsync.shallow`, filters applied by
   :mod:`gitsync.object_filter`, the objects chosen by :mod:`gitsync.object_walk`, and the
-  pack streamed by :mod:`gitsync.pack_stream` from the entries already stored, deltas
+  pack streamed by :mod:`gitsync.packs.stream` from the entries already stored, deltas
   included. A clone of everything takes its objects from the cached reachable set.
 
 The negotiation is :mod:`gitsync.negotiation`'s, the choice of objects
@@ -31,7 +31,7 @@ from .fetch_plan import FetchSession, object_filter, pack_for, shallow_for, want
 from .negotiation import Negotiation
 from .object_filter import FilterError
 from .object_walk import NotACommit
-from .pack_stream import PackStats
+from .packs.stream import PackStats
 from .shallow import ShallowError, ShallowInfo
 from .upload_wire import (
     BAND_64K,

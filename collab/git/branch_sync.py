@@ -53,7 +53,7 @@ from gitsync.objects.commits import (
     recover_stale_locks,
     set_synced,
 )
-from gitsync.packing import fsync_directory
+from gitsync.packs.write import fsync_directory
 from protocol.errors import ProtocolError
 from protocol.names import DocId
 

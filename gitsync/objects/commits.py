@@ -3,7 +3,7 @@
 A commit's tree is rebuilt incrementally from its parent's: only the trees on the changed paths
 are read and rewritten, so the cost follows the depth of the changed paths, not the size of the
 repository. New objects are on disk, fsynced, before the ref moves (one small pack per commit;
-small packs are combined as they accumulate, see :mod:`gitsync.packing`), and a ref moves only
+small packs are combined as they accumulate, see :mod:`gitsync.packs.write`), and a ref moves only
 if it still holds the commit the change was based on, so a branch never moves backwards and no
 concurrent commit is lost. A lock file left on a ref by a crash is removed once it is old (see
 :mod:`gitsync.locks`).
@@ -28,7 +28,7 @@ from protocol.names import validate_branch, validate_path
 
 from ..locks import LOCK_WAIT, STALE_AFTER, call_past_stale_locks, recover_stale_locks
 from ..naming import slugify
-from ..packing import combine_small_packs, write_pack
+from ..packs.write import combine_small_packs, write_pack
 
 __all__ = [
     "BlobEntry",
@@ -336,7 +336,7 @@ def _entry(name: bytes, mode: int, sha: bytes) -> bytes:
 
 
 def write_objects(repo: Repo, objects: Sequence[ShaFile]) -> None:
-    """Write ``objects`` durably as one pack (see :mod:`gitsync.packing`); return once they
+    """Write ``objects`` durably as one pack (see :mod:`gitsync.packs.write`); return once they
     are on disk.
 
     Whether the store already holds an object is not looked up: that would load the index of

@@ -84,7 +84,7 @@ from gitsync.objects.commits import (  # noqa: E402
     commit_changes,
     write_objects,
 )
-from gitsync.packing import combine_small_packs  # noqa: E402
+from gitsync.packs.write import combine_small_packs  # noqa: E402
 
 GIT_ENV = {
     "HOME": "/nonexistent",

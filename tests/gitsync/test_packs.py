@@ -11,7 +11,7 @@ from dulwich.objects import Blob, ObjectID
 from dulwich.repo import Repo
 
 from gitsync.objects.commits import commit_changes, read_ref
-from gitsync.packs import ObjectReader
+from gitsync.packs.read import ObjectReader
 
 Git = Callable[..., str]
 

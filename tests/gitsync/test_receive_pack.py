@@ -16,7 +16,7 @@ from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 from dulwich.repo import Repo
 
 from gitsync.objects.commits import commit_changes, read_ref
-from gitsync.packing import encode_pack
+from gitsync.packs.write import encode_pack
 from gitsync.push_wire import MalformedPush, read_request
 from gitsync.smart_http import info_refs, over_limit, push_commands, run_service
 

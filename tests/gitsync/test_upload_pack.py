@@ -16,7 +16,7 @@ from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.pack import PackData
 
 from gitsync import fetch_plan, reachable
-from gitsync.pack_stream import PackStats
+from gitsync.packs.stream import PackStats
 from gitsync.upload_pack import answer
 
 OFS_DELTA, REF_DELTA = 6, 7

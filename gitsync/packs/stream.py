@@ -23,7 +23,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
-from .pack_source import OFS_DELTA, REF_DELTA, Pack, StoredObjects, read_entry
+from .source import OFS_DELTA, REF_DELTA, Pack, StoredObjects, read_entry
 
 __all__ = ["PIECE", "PackStats", "pack_pieces"]
 

@@ -100,7 +100,7 @@ class ObjectReader:
             try:
                 self.packs.append(_PackFile(pack))
             except FileNotFoundError:
-                continue  # combined into another pack meanwhile (see gitsync.packing)
+                continue  # combined into another pack meanwhile (see gitsync.packs.write)
             except (ValueError, OSError):
                 self.slow.append(pack)
         self.bases: dict[tuple[int, int], tuple[int, bytes]] = {}

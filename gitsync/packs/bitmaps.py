@@ -23,7 +23,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from .pack_source import Pack
+from .source import Pack
 
 __all__ = ["BitmapError", "PackBitmap", "bitmap_for"]
 

@@ -2,7 +2,7 @@
 content, and the bytes of its pack entry, to be copied into the pack a client is sent.
 
 Every pack is memory-mapped with its version-2 index when a :class:`StoredObjects` is opened;
-a pack that a combination of small packs (:mod:`gitsync.packing`) removes meanwhile stays
+a pack that a combination of small packs (:mod:`gitsync.packs.write`) removes meanwhile stays
 readable through its mapping. Each index is read once into a dictionary from hex id to offset
 and kept (packs never change; :data:`INDEX_CACHE_ENTRIES` entries at most, least recently used
 first out), so that locating the 20,000 objects of a clone costs milliseconds. Objects not in

@@ -52,7 +52,7 @@ from dulwich.pack import (
     write_pack_data,
 )
 
-from .locks import remove_stale_lock
+from ..locks import remove_stale_lock
 
 __all__ = [
     "PACK_LIMIT",
