@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .locks import RefLocked, recover_stale_locks
-from .merging import (
+from .merge.plan import (
     FileMerge,
     MergeConflict,
     MergePlan,

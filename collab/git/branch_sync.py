@@ -38,7 +38,7 @@ from gitsync import (
 )
 from gitsync.changes import FileChange, changed_files, is_text, read_blob
 from gitsync.locks import STALE_AFTER
-from gitsync.merging import merge_text
+from gitsync.merge.plan import merge_text
 from gitsync.objects.commits import (
     BranchExists,
     NothingToCommit,

@@ -1,7 +1,7 @@
 """Merging one branch into another in one call, live documents included.
 
 Both branches' pending live edits are committed first, so the merge sees what people see.
-The three-way merge is git's (``gitsync.merging``: the tree and the conflicts
+The three-way merge is git's (``gitsync.merge.plan``: the tree and the conflicts
 ``git merge-tree`` gives); its result is applied to the target's live documents as minimal
 text edits (whoever is typing there keeps their edits) and recorded as a merge commit with
 both parents. On conflict nothing is applied, unless conflict markers are asked for: then
@@ -26,7 +26,7 @@ from typing import Any
 
 from gitsync import Repositories
 from gitsync.changes import FileChange
-from gitsync.merging import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
+from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from gitsync.objects.commits import BlobEntry, author_line, commit_changes, fast_forward, set_synced
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch

@@ -42,7 +42,7 @@ from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree  # noqa: E402
 from dulwich.pack import write_pack_index_v2, write_pack_objects  # noqa: E402
 from dulwich.repo import Repo  # noqa: E402
 
-import gitsync.merging as merging  # noqa: E402
+import gitsync.merge.plan as merging  # noqa: E402
 from gitsync.objects.commits import branch_heads  # noqa: E402
 from gitsync.packs.read import ObjectReader  # noqa: E402
 from gitsync.packs.write import encode_index, encode_pack, fsync_directory, write_pack  # noqa: E402

@@ -72,8 +72,8 @@ sys.path.insert(0, str(ROOT))
 
 from dulwich.repo import Repo  # noqa: E402
 
-from gitsync.merge_base import clear_commit_cache  # noqa: E402
-from gitsync.merging import (  # noqa: E402
+from gitsync.merge.merge_base import clear_commit_cache  # noqa: E402
+from gitsync.merge.plan import (  # noqa: E402
     UnrelatedHistories,
     merged_tree,
     plan_merge,

@@ -10,7 +10,7 @@ from pathlib import Path
 from dulwich.repo import Repo
 from gitmerge import GIT_ENV, commit
 
-from gitsync.merge_base import CommitGraph, merge_bases
+from gitsync.merge.merge_base import CommitGraph, merge_bases
 from gitsync.packs.read import ObjectReader
 
 

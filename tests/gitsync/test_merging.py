@@ -12,7 +12,7 @@ from dulwich.graph import find_merge_base
 from dulwich.objects import Blob, ObjectID
 from dulwich.repo import Repo
 
-from gitsync.merging import (
+from gitsync.merge.plan import (
     MergeConflict,
     MergePlan,
     UnrelatedHistories,

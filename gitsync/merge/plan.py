@@ -1,14 +1,14 @@
 """Three-way merge planning: what merging one commit into another would change, and where.
 
 A plan is git's merge (``git merge-tree --write-tree``, the ``ort`` strategy) worked out in
-memory: the merge bases found and ordered as git finds them (:mod:`gitsync.merge_base`), the
-trees merged with git's rules, renames and directory renames included
-(:mod:`gitsync.tree_merge`), files merged line by line with git's histogram diff and merge
-rules (:mod:`gitsync.xdiff`, :mod:`gitsync.xmerge`). Its files are the paths of the target
-whose content changes, and the conflicted paths, each with the contents on all sides; its
-conflicted paths are git's, and its tree, conflict markers included, is git's. When the two
-commits have several best common ancestors, the base is virtual: those ancestors merged into
-each other, oldest first, as git's recursive merge builds it. Nothing is written and no ref
+memory: the merge bases found and ordered as git finds them (:mod:`gitsync.merge.merge_base`),
+the trees merged with git's rules, renames and directory renames included
+(:mod:`gitsync.merge.tree_merge`), files merged line by line with git's histogram diff and
+merge rules (:mod:`gitsync.merge.xdiff`, :mod:`gitsync.merge.xmerge`). Its files are the paths
+of the target whose content changes, and the conflicted paths, each with the contents on all
+sides; its conflicted paths are git's, and its tree, conflict markers included, is git's. When
+the two commits have several best common ancestors, the base is virtual: those ancestors merged
+into each other, oldest first, as git's recursive merge builds it. Nothing is written and no ref
 moves; the cost follows the number of changed paths, not the size of the repository.
 
 Why not ``dulwich.merge`` (1.2.21): on the 1,679 two-parent merges of psf/requests' history
@@ -33,9 +33,9 @@ from typing import AnyStr, Literal
 from dulwich.objects import S_ISGITLINK, Blob, ObjectID, ShaFile, Tree
 from dulwich.repo import Repo
 
+from ..objects.commits import BlobEntry, edit_tree
+from ..packs.read import ObjectReader
 from .merge_base import CommitGraph, merge_bases
-from .objects.commits import BlobEntry, edit_tree
-from .packs.read import ObjectReader
 from .tree_merge import Entry, Merged, Reader, TreeMerge, is_git_binary
 from .xmerge import merge_lines
 

@@ -1,6 +1,6 @@
 """Three-way line merges as git merges a file's contents (xdiff's ``xdl_merge``).
 
-Both sides are diffed against the base (:mod:`gitsync.xdiff`); changes of one side are taken,
+Both sides are diffed against the base (:mod:`gitsync.merge.xdiff`); changes of one side are taken,
 and wherever the two sides' changes touch or overlap, or both insert at the same place, the
 region is a conflict unless both made the same change. Each conflict is then narrowed by
 diffing the two sides' versions of it against each other (git's "zealous" level: a conflict

@@ -2,13 +2,13 @@
 
 The three trees (the merge base, ours = the target, theirs = the source) are walked together,
 skipping what all three share. Every path where they differ gets a record of its three
-versions. Renames are then found on each side (:mod:`gitsync.renames`), and directories one
+versions. Renames are then found on each side (:mod:`gitsync.merge.renames`), and directories one
 side renamed carry along what the other side added in them (reported as a conflict, as git's
 default ``merge.directoryRenames=conflict`` does). Renames move records: a file renamed on one
 side and edited on the other is merged at its new path; renamed on both sides to different
 paths, or renamed on one and deleted on the other, it is a conflict. Each path is then
 resolved, children before their directory, with git's rules: content merges
-(:mod:`gitsync.xmerge`), modify/delete conflicts keeping the modified file, a file in the way
+(:mod:`gitsync.merge.xmerge`), modify/delete conflicts keeping the modified file, a file in the way
 of a directory moved aside to ``path~branch``, two different kinds of entry (file, symlink,
 submodule) moved apart. The result is the files that differ from ours, and the conflicted
 paths exactly as ``git merge-tree --name-only`` lists them.
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from dulwich.objects import S_ISGITLINK, parse_tree
 
-from .packs.read import ObjectReader
+from ..packs.read import ObjectReader
 from .renames import (
     RELEVANT_CONTENT,
     RELEVANT_LOCATION,
