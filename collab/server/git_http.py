@@ -3,7 +3,7 @@
 ``git clone http://USER:TOKEN@HOST:PORT/git/<repo>.git`` (the user name is ignored when a
 token is given; in dev mode the password is ignored and the user name is who you are).
 Fetches are answered in protocol v2 (git's default) or v0 (``-c protocol.version=0``), as the
-client's ``Git-Protocol`` header asks, by ``gitsync.upload_pack``; the answer is sent as it is
+client's ``Git-Protocol`` header asks, by ``gitsync.wire.upload_pack``; the answer is sent as it is
 made, each piece made in a git thread while the one before is sent, so that a clone's pack is
 never held whole.
 

@@ -8,7 +8,7 @@ packed by git's maintenance, thus already holds the answer to "what do these ref
 most of its history; :func:`bitmap_reach` gives it for a set of commits, so that the set a clone
 sends is known in milliseconds where a walk of a 10,000-file history takes a fifth of a second.
 Commits made since (continuous commits, pushes) are not in the bitmap: the caller walks them,
-down to commits it covers (:mod:`gitsync.reachable`).
+down to commits it covers (:mod:`gitsync.wire.reachable`).
 
 The format is git's ``Documentation/technical/bitmap-format.txt`` (version 1, the pack's own
 bitmap; a multi-pack index's bitmap is not read): a header, four EWAH-compressed bitmaps of the

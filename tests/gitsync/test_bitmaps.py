@@ -11,10 +11,10 @@ import pytest
 from conftest import run_git
 from dulwich.repo import Repo
 
-from gitsync import object_walk, reachable
-from gitsync.object_walk import History
 from gitsync.packs.bitmaps import BitmapError, PackBitmap, bitmap_for
 from gitsync.packs.source import StoredObjects
+from gitsync.wire import object_walk, reachable
+from gitsync.wire.object_walk import History
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
 """What a fetch sends: the refs it may see, its wants checked, its shallow boundary, and the
-objects of its pack, for :mod:`gitsync.upload_pack` to answer in either protocol.
+objects of its pack, for :mod:`gitsync.wire.upload_pack` to answer in either protocol.
 
 - :class:`FetchSession` opens one request's repository: the refs clients see (everything under
   ``refs/`` but the server's private ``refs/collab/``, and ``HEAD``), then the objects.
-- :func:`wanted` checks that each want is reachable from a ref (:mod:`gitsync.reachable`).
-- :func:`shallow_for` resolves ``deepen-not`` names and cuts the history (:mod:`gitsync.shallow`).
-- :func:`pack_for` chooses the objects (:mod:`gitsync.object_walk`; a clone of everything from
+- :func:`wanted` checks that each want is reachable from a ref (:mod:`gitsync.wire.reachable`).
+- :func:`shallow_for` resolves ``deepen-not`` names and cuts the history
+  (:mod:`gitsync.wire.shallow`).
+- :func:`pack_for` chooses the objects (:mod:`gitsync.wire.object_walk`; a clone of everything from
   the cached reachable set) and returns the pack's pieces (:mod:`gitsync.packs.stream`).
 """
 
@@ -20,11 +21,11 @@ from pathlib import Path
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
+from ..packs.source import BLOB, COMMIT, TAG, TREE, StoredObjects
+from ..packs.stream import PackStats, pack_pieces
 from . import reachable
 from .object_filter import ObjectFilter, parse_filter
 from .object_walk import History, limit_commits, list_objects, tree_closure
-from .packs.source import BLOB, COMMIT, TAG, TREE, StoredObjects
-from .packs.stream import PackStats, pack_pieces
 from .receive_pack import PRIVATE
 from .shallow import ShallowError, ShallowInfo, ShallowRequest, shallow_info
 from .upload_wire import FetchRequest, UploadError
@@ -34,7 +35,7 @@ __all__ = ["DWIM", "FetchSession", "Served", "object_filter", "pack_for", "shall
 DWIM = (b"%s", b"refs/%s", b"refs/tags/%s", b"refs/heads/%s", b"refs/remotes/%s")
 """Where ``deepen-not <name>`` looks for a ref, as git's ``expand_ref`` does."""
 CLONE_KEY = "\0clone"
-"""Added to a repository's key in :mod:`gitsync.reachable` for the set of a clone of some of
+"""Added to a repository's key in :mod:`gitsync.wire.reachable` for the set of a clone of some of
 its refs (``--single-branch``, or refs outside ``refs/heads`` and ``refs/tags``): the set of
 all of them, which lazy fetches check against, stays cached beside it."""
 

@@ -10,10 +10,10 @@ already hold, less what an object filter leaves out.
   are commits taken to have no parents (the shallow boundaries of a shallow clone).
 - :func:`list_objects` lists the commits' trees and blobs, less those of the edge commits (the
   uninteresting parents of sent commits, whose trees the client has) and those an
-  :class:`~gitsync.object_filter.ObjectFilter` omits.
+  :class:`~gitsync.wire.object_filter.ObjectFilter` omits.
 
 The shallow boundaries themselves (``deepen``, ``deepen-since``, ``deepen-not``) are computed
-by :mod:`gitsync.shallow`.
+by :mod:`gitsync.wire.shallow`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from dulwich._objects import parse_tree
 
+from ..packs.source import COMMIT, TAG, TREE, StoredObjects
 from .object_filter import ObjectFilter
-from .packs.source import COMMIT, TAG, TREE, StoredObjects
 
 __all__ = [
     "SLOP",

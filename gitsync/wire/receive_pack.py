@@ -1,7 +1,7 @@
 """A push, received: every object checked before it enters the repository, every ref checked
 before it moves, and each ref moved by compare-and-swap.
 
-1. The commands are read (:mod:`gitsync.push_wire`).
+1. The commands are read (:mod:`gitsync.wire.push_wire`).
 2. The pack is taken into a quarantine, an object store of its own in a fresh directory under
    ``objects/`` that reads the repository's objects as an alternate (thin packs delta against
    them): dulwich's ``add_thin_pack`` indexes and completes it there.
@@ -48,11 +48,11 @@ from dulwich.repo import BaseRepo, ParentsProvider, Repo
 from protocol.errors import ProtocolError
 from protocol.names import validate_branch
 
-from .locks import RefLocked, call_past_stale_locks
-from .objects.commits import HEADS, read_ref
-from .objects.fsck import BLOB, COMMIT, FsckError, ObjectChecker
-from .objects.stored_types import StoredTypes
-from .packs.write import fsync_directory
+from ..locks import RefLocked, call_past_stale_locks
+from ..objects.commits import HEADS, read_ref
+from ..objects.fsck import BLOB, COMMIT, FsckError, ObjectChecker
+from ..objects.stored_types import StoredTypes
+from ..packs.write import fsync_directory
 from .push_wire import ZERO, Command, PushRequest, advertisement, read_request, report
 
 __all__ = [

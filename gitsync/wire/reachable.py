@@ -27,9 +27,9 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..packs.bitmaps import BitmapError, bitmap_for
+from ..packs.source import BLOB, COMMIT, TAG, TREE
 from .object_walk import History, list_objects
-from .packs.bitmaps import BitmapError, bitmap_for
-from .packs.source import BLOB, COMMIT, TAG, TREE
 
 __all__ = ["CACHE_OBJECTS", "Closure", "closure"]
 

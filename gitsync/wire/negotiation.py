@@ -5,14 +5,14 @@ has, the acknowledgments git expects for them, and whether the server is ready t
 Over stateless HTTP each request carries all of the client's state, so nothing is kept
 between requests. v0 acknowledges as git's ``upload-pack`` does in each of its modes (single
 ACK, ``multi_ack``, ``multi_ack_detailed``, with ``no-done``); v2 lists the common objects in
-an ``acknowledgments`` section (:mod:`gitsync.upload_pack`).
+an ``acknowledgments`` section (:mod:`gitsync.wire.upload_pack`).
 """
 
 from __future__ import annotations
 
+from ..packs.source import COMMIT
 from .fetch_plan import FetchSession
 from .object_walk import NotACommit
-from .packs.source import COMMIT
 from .upload_wire import FetchRequest, pkt
 
 __all__ = ["Negotiation"]

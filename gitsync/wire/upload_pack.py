@@ -3,19 +3,19 @@ packs: :func:`advertisement` for ``GET info/refs``, :func:`answer` for ``POST gi
 
 A fetch is answered as git's ``upload-pack`` answers it over stateless HTTP:
 
-- wants must be reachable from an advertised ref (:mod:`gitsync.reachable`); a ref's current
+- wants must be reachable from an advertised ref (:mod:`gitsync.wire.reachable`); a ref's current
   value is always fine, an older commit of a branch (a fetch racing a continuous commit) or
   any tree or blob (a partial clone's lazy fetch) is fine while a ref still reaches it;
 - haves are acknowledged as git does (v0: ``multi_ack_detailed``, ``multi_ack`` or single
   acks; v2: an ``acknowledgments`` section) and the pack is sent once the client says
   ``done`` or the server is ready (every want reaches something the client has);
-- shallow requests are cut by :mod:`gitsync.shallow`, filters applied by
-  :mod:`gitsync.object_filter`, the objects chosen by :mod:`gitsync.object_walk`, and the
+- shallow requests are cut by :mod:`gitsync.wire.shallow`, filters applied by
+  :mod:`gitsync.wire.object_filter`, the objects chosen by :mod:`gitsync.wire.object_walk`, and the
   pack streamed by :mod:`gitsync.packs.stream` from the entries already stored, deltas
   included. A clone of everything takes its objects from the cached reachable set.
 
-The negotiation is :mod:`gitsync.negotiation`'s, the choice of objects
-:mod:`gitsync.fetch_plan`'s; this module speaks the two protocols.
+The negotiation is :mod:`gitsync.wire.negotiation`'s, the choice of objects
+:mod:`gitsync.wire.fetch_plan`'s; this module speaks the two protocols.
 
 Errors are answered in the protocol (``ERR <reason>``), which git prints as
 ``fatal: remote error: <reason>``.
@@ -27,11 +27,11 @@ import logging
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
+from ..packs.stream import PackStats
 from .fetch_plan import FetchSession, object_filter, pack_for, shallow_for, wanted
 from .negotiation import Negotiation
 from .object_filter import FilterError
 from .object_walk import NotACommit
-from .packs.stream import PackStats
 from .shallow import ShallowError, ShallowInfo
 from .upload_wire import (
     BAND_64K,
