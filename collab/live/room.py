@@ -118,7 +118,7 @@ class Room:
         self.compact_every = compact_every
         self.max_awareness = max_awareness
         self.limits = limits or YjsLimits()
-        self.epochs = epochs_in(doc.get_state())  # see collab.epochs
+        self.epochs = epochs_in(doc.get_state())  # see collab.live.epochs
         self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
@@ -194,7 +194,7 @@ class Room:
 
         The returned step 2 holds everything the peer lacks; every later update reaches it
         by broadcast, so nothing falls between the two. A peer whose state belongs to another
-        epoch of the document is refused with ``RELOAD`` (see :mod:`collab.epochs`).
+        epoch of the document is refused with ``RELOAD`` (see :mod:`collab.live.epochs`).
         """
         foreign = epochs_in(state_vector, self.limits) - self.epochs
         if foreign:

@@ -29,7 +29,7 @@ log = logging.getLogger("collab.rooms")
 
 RELEASE_AFTER = 1024 * 1024
 """Unloading a room whose stored history is larger than this gives free memory back to the
-system (see ``collab.memory``)."""
+system (see ``collab.live.memory``)."""
 
 
 class Rooms:

@@ -22,7 +22,7 @@ a few milliseconds apart, a 4 ms window meant one cycle per edit."""
 
 @dataclass(slots=True)
 class ServerConfig:
-    """Everything a :class:`collab.server.CollabServer` needs; all sizes in bytes, times in s."""
+    """What a :class:`~collab.server.app.CollabServer` needs; all sizes in bytes, times in s."""
 
     repos: Path
     data_dir: Path

@@ -1,9 +1,9 @@
 """``GET /metrics``: the server's figures in the Prometheus text format (``prometheus-client``).
 
-Each :class:`~collab.server.CollabServer` has a registry of its own (never the library's
+Each :class:`~collab.server.app.CollabServer` has a registry of its own (never the library's
 global one): several servers in one process report apart. Most series are read when the
 endpoint is scraped, from what the server counts anyway (loaded rooms, the endpoints'
-:class:`~collab.traffic.Traffic`, the open send queues, the store's counters, the completion
+:class:`~collab.live.traffic.Traffic`, the open send queues, the store's counters, the completion
 figures); the latency histograms are observed where the work is done (the store's writer and
 syncer threads, the git commit and merge paths). README.md ("Operating") lists every series.
 
