@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import WSCloseCode
 
 from protocol.errors import ErrorCode
 
-if TYPE_CHECKING:
-    from .outbox import Outbox
+__all__ = ["SendQueue", "Traffic", "frame_error_code"]
 
-__all__ = ["Traffic", "frame_error_code"]
+
+class SendQueue(Protocol):
+    """What the counters read of an open connection's send queue (an ``Outbox``)."""
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be sent."""
+        ...
+
+    @property
+    def queued_bytes(self) -> int:
+        """Payload bytes waiting to be sent."""
+        ...
 
 
 class Traffic:
@@ -47,7 +58,7 @@ class Traffic:
         self.refusals: Counter[tuple[str, int]] = Counter()
         """``(kind, code)``: connections closed with an error code (``"close"``) and errors
         answered to a message, a call or a request (``"error"``)."""
-        self.open: set[Outbox] = set()
+        self.open: set[SendQueue] = set()
 
     def refuse(self, kind: str, code: int) -> None:
         """Count a refusal: ``kind`` is ``"close"`` or ``"error"``, ``code`` its code."""
