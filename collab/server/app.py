@@ -218,7 +218,7 @@ class CollabServer:
         identity = self.auth.authenticate(
             token=token, user=request.query.get("user"), remote=request.remote
         )
-        return CallContext(self, identity)
+        return CallContext(identity)
 
     @staticmethod
     def json_error(exc: ProtocolError, *, status: int | None = None) -> web.Response:

@@ -11,14 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from protocol.errors import ErrorCode, ProtocolError
 
 from .auth import Identity
-
-if TYPE_CHECKING:
-    from .app import CollabServer
 
 __all__ = [
     "CallContext",
@@ -44,7 +41,6 @@ class CallContext:
     ``on_close`` callbacks run when that connection closes; ``state`` lives as long as it.
     """
 
-    server: CollabServer
     identity: Identity
     connection: object | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)

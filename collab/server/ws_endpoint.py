@@ -65,7 +65,7 @@ class Session:
         self.writes: list[asyncio.Future[None]] = []  # not yet acknowledged by a pong
         self._prune_at = _PRUNE_AT
         self.tasks: set[asyncio.Task[None]] = set()
-        self.calls = CallContext(server, identity, connection=self, send_event=self._event)
+        self.calls = CallContext(identity, connection=self, send_event=self._event)
 
     def _event(self, topic: str, data: dict[str, Any]) -> None:
         self.send(m.Event(topic, data))
