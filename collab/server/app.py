@@ -1,21 +1,24 @@
-"""The aiohttp server: routes, shared services, start and stop."""
+"""The aiohttp server, the composition root: builds every part, serves their routes, starts
+and stops them in order.
+
+Only this module knows all the parts. Each part receives the parts it uses (the room
+registry, the store, the authenticator, the operation registry, the sockets...), never the
+server itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
 from gitsync import Repositories
 from protocol import messages as m
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode
 from protocol.yjs import YjsLimits
 
 from ..completion import install as install_completion
@@ -24,24 +27,24 @@ from ..git.branch_sync import GitSync
 from ..git.branches import Branches
 from ..git.merges import Merges
 from ..live.events import EventHub
-from ..live.outbox import close_ws
 from ..live.quotas import UserQuotas
 from ..live.rooms import Rooms
+from ..live.traffic import Traffic
 from ..store.base import Store
 from ..store.data_lock import DataDirLock
 from ..store.memory_store import MemoryStore
 from ..store.sqlite_store import SQLiteStore
-from .auth import Authenticator, AuthError, DevAuthenticator, TokenAuthenticator, is_loopback
+from .auth import Authenticator, DevAuthenticator, TokenAuthenticator, is_loopback
 from .config import ServerConfig
 from .git_http import GitBridge
-from .http_body import BodyError, read_body
+from .http_api import ApiEndpoint, RouteHandler, authenticate_request, json_error
 from .http_timeouts import GuardedSite, HeaderDeadlines
 from .metrics import ServerMetrics
 from .ops import CallContext, Operations
-from .status_ops import register_status_ops
-from .websocket import CollabWebSocket
-from .ws_endpoint import handle_ws
-from .yjs_endpoint import handle_yjs
+from .sockets import Sockets
+from .status_ops import StatusSources, register_status_ops
+from .ws_endpoint import WsEndpoint
+from .yjs_endpoint import YjsEndpoint
 
 __all__ = ["REPOS_LOCK", "CollabServer"]
 
@@ -50,8 +53,6 @@ REPOS_LOCK = ".collab.lock"
 
 log = logging.getLogger("collab.server")
 
-RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 class Service(Protocol):
     """A part of the engine with a lifetime: started after the store, stopped before it."""
@@ -59,22 +60,6 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-_HTTP_STATUS = {
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.READ_ONLY: 403,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.UNKNOWN_DOCUMENT: 404,
-    ErrorCode.CONFLICT: 409,
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.INTERNAL: 500,
-    ErrorCode.UNAVAILABLE: 502,
-    ErrorCode.SHUTTING_DOWN: 503,
-    ErrorCode.TIMEOUT: 504,
-}
 
 
 class CollabServer:
@@ -122,10 +107,11 @@ class CollabServer:
         self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
         self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)
         self.stopping = False
-        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self.sockets = Sockets(
+            max_message=config.max_message, heartbeat=config.heartbeat, linger=config.body_timeout
+        )
         self._runner: web.AppRunner | None = None
         self._header_deadlines = HeaderDeadlines(config.header_timeout)
-        self._lingering: set[asyncio.Task[None]] = set()  # closes of refused WebSockets
         self.port = config.port
         self._store_started = False
         self._services_started: list[Service] = []
@@ -148,11 +134,56 @@ class CollabServer:
         self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)
         self.merges = Merges(self.repos, self.branches)
         register_git_ops(self.ops, self.branches, self.merges, self.events)
-        register_status_ops(self, self.branches)
-        self.git_bridge = GitBridge(self)
-        self.completion = install_completion(self)
-        self.metrics = ServerMetrics(self)
+        # each endpoint's counters, read by GET /metrics and server.status
+        ws, yjs, worker, api = (Traffic(name) for name in ("ws", "yjs", "worker", "api"))
+        register_status_ops(
+            self.ops,
+            self.branches,
+            StatusSources(
+                auth=self.auth,
+                repos=self.repos,
+                rooms=self.rooms,
+                git=self.git,
+                store=config.store,
+                connections=(ws, yjs, worker),
+                uptime=lambda: self.uptime,
+            ),
+        )
+        self.git_bridge = GitBridge(config, self.auth, self.repos, self.git, self.events)
+        for route in self.git_bridge.routes():
+            self.add_route(*route)
+        self.completion, routes = install_completion(
+            config,
+            self.ops,
+            auth=self.auth,
+            rooms=self.rooms,
+            repos=self.repos,
+            sockets=self.sockets,
+            traffic=worker,
+        )
+        for route in routes:
+            self.add_route(*route)
+        self.services.append(self.completion)
+        self.metrics = ServerMetrics(
+            auth=self.auth,
+            rooms=self.rooms,
+            store=self.store,
+            git=self.git,
+            merges=self.merges,
+            completion=self.completion,
+            ws=ws,
+            yjs=yjs,
+            worker=worker,
+            api=api,
+        )
         self.add_route("GET", "/metrics", self.metrics.handle)
+        self._ws = WsEndpoint(
+            config, self.auth, self.rooms, self.quotas, self.ops, self.sockets, ws, self.ws_limits
+        )
+        self._yjs = YjsEndpoint(
+            config, self.auth, self.rooms, self.quotas, self.sockets, yjs, self.yjs_limits
+        )
+        self._api = ApiEndpoint(config, self.auth, self.ops, api)
 
     @staticmethod
     def _default_store(config: ServerConfig) -> Store:
@@ -174,24 +205,14 @@ class CollabServer:
         return f"ws://{self.config.host}:{self.port}"
 
     def websocket(self) -> web.WebSocketResponse:
-        return CollabWebSocket(
-            max_message=self.config.max_message,
-            heartbeat=self.config.heartbeat,
-            autoping=True,
-            # Yjs updates are small and already compact; per-message deflate costs both ends
-            # more CPU than it saves (and stock y-websocket servers do not offer it).
-            compress=False,
-            # after refusing an oversized message, what the peer still sends is discarded this
-            # long at most, so that it reads the close frame instead of a reset
-            linger=self.config.body_timeout,
-            lingering=self._lingering,
-        )
+        """A WebSocket response with the server's limits (see :class:`Sockets`)."""
+        return self.sockets.websocket()
 
     def track(self, ws: web.WebSocketResponse) -> None:
-        self._sockets.add(ws)
+        self.sockets.track(ws)
 
     def untrack(self, ws: web.WebSocketResponse) -> None:
-        self._sockets.discard(ws)
+        self.sockets.untrack(ws)
 
     def add_route(self, method: str, path: str, handler: RouteHandler) -> None:
         """Add an HTTP route (call before :meth:`start`)."""
@@ -200,10 +221,10 @@ class CollabServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_message)
         self._header_deadlines.install(app)
-        app.router.add_get("/yjs/{room:.+}", self._yjs)
-        app.router.add_get("/ws", self._ws)
+        app.router.add_get("/yjs/{room:.+}", self._yjs.handle)
+        app.router.add_get("/ws", self._ws.handle)
         app.router.add_get("/healthz", self._health)
-        app.router.add_post("/api/{op}", self._api)
+        app.router.add_post("/api/{op}", self._api.handle)
         for method, path, handler in self._routes:
             app.router.add_route(method, path, handler)
         return app
@@ -211,72 +232,16 @@ class CollabServer:
     def authenticate_http(self, request: web.Request) -> CallContext:
         """The caller of an HTTP request: ``Authorization: Bearer <token>`` or ``?token=``;
         in dev mode ``?user=NAME`` from loopback. Raises ``AuthError``."""
-        token = request.query.get("token")
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            token = header.removeprefix("Bearer ").strip()
-        identity = self.auth.authenticate(
-            token=token, user=request.query.get("user"), remote=request.remote
-        )
-        return CallContext(identity)
+        return authenticate_request(self.auth, request)
 
-    @staticmethod
-    def json_error(exc: ProtocolError, *, status: int | None = None) -> web.Response:
-        """``exc`` as a JSON error body; the HTTP status follows its code unless given."""
-        return web.json_response(
-            {"error": {"code": int(exc.code), "name": exc.code.name, "message": exc.message}},
-            status=_HTTP_STATUS.get(exc.code, 400) if status is None else status,
-        )
-
-    async def _api(self, request: web.Request) -> web.Response:
-        try:
-            ctx = self.authenticate_http(request)
-            body = await self._json_body(request)
-            value: Any = await self.ops.call(ctx, request.match_info["op"], body)
-        except (ProtocolError, AuthError) as exc:
-            self.metrics.api.refuse("error", exc.code)
-            return self.json_error(exc)
-        except BodyError as exc:
-            code = ErrorCode.TOO_LARGE if exc.status == 413 else ErrorCode.TIMEOUT
-            self.metrics.api.refuse("error", code)
-            return self.json_error(ProtocolError(code, exc.message), status=exc.status)
-        return web.json_response({"value": value})
-
-    async def _json_body(self, request: web.Request) -> dict[str, Any]:
-        """The request's JSON object, read under the body size cap and timeouts; ``{}`` when
-        there is no body. Raises ``BodyError``, or ``ProtocolError(MALFORMED)`` for anything
-        that does not parse (deep nesting included) or is not an object."""
-        if not request.can_read_body:
-            return {}
-        config = self.config
-        raw = await read_body(
-            request,
-            limit=config.max_message,
-            idle_timeout=config.body_timeout,
-            min_rate=config.min_body_rate,
-        )
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            # RecursionError: nesting deeper than the interpreter's recursion limit
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise ProtocolError(ErrorCode.MALFORMED, f"body is not JSON: {reason}") from None
-        if not isinstance(body, dict):
-            raise ProtocolError(ErrorCode.MALFORMED, "body must be a JSON object")
-        return body
-
-    async def _yjs(self, request: web.Request) -> web.WebSocketResponse:
-        return await handle_yjs(self, request)
-
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
-        return await handle_ws(self, request)
+    json_error = staticmethod(json_error)
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
                 "ok": True,
                 "rooms": len(self.rooms),
-                "connections": len(self._sockets),
+                "connections": len(self.sockets),
                 "damaged": dict(self.rooms.damaged),
                 "held": self.git.held_files(),
                 "store": list(self.store_problems),
@@ -362,19 +327,11 @@ class CollabServer:
         self.stopping = True
         if self._store_check is not None:
             await asyncio.gather(self._store_check, return_exceptions=True)
-        await asyncio.gather(
-            *(
-                close_ws(ws, ErrorCode.SHUTTING_DOWN, "server stopping")
-                for ws in list(self._sockets)
-            ),
-            return_exceptions=True,
-        )
+        await self.sockets.close_all(ErrorCode.SHUTTING_DOWN, "server stopping")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for task in list(self._lingering):
-            task.cancel()
-        await asyncio.gather(*self._lingering, return_exceptions=True)
+        await self.sockets.stop_lingering()
         started, self._services_started = self._services_started, []
         for service in reversed(started):
             try:

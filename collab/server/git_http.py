@@ -42,12 +42,12 @@ import logging
 import tempfile
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, cast
 
 from aiohttp import web
 from dulwich.errors import GitProtocolError
 
-from gitsync import RepoNotFound
+from gitsync import RepoNotFound, Repositories
 from gitsync.smart_http import (
     SERVICES,
     SPOOL_IN_MEMORY,
@@ -63,12 +63,13 @@ from gitsync.smart_http import (
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
+from ..git.branch_sync import GitSync
 from ..git.work import in_git_thread
-from .auth import AuthError, Identity
+from ..live.events import EventHub
+from .auth import Authenticator, AuthError, Identity
+from .config import ServerConfig
+from .http_api import Route
 from .http_body import BodyError, iter_body
-
-if TYPE_CHECKING:
-    from .app import CollabServer
 
 __all__ = ["GitBridge"]
 
@@ -80,10 +81,29 @@ WRITE_BATCH = 1 << 20
 
 
 class GitBridge:
-    def __init__(self, server: CollabServer) -> None:
-        self.server = server
-        server.add_route("GET", "/git/{repo}/info/refs", self.info_refs)
-        server.add_route("POST", "/git/{repo}/{service}", self.service)
+    """The routes under ``/git/``, served from the repositories with the live branches'
+    syncers (their edits committed before a push, a push merged into them)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        auth: Authenticator,
+        repos: Repositories,
+        git: GitSync,
+        events: EventHub,
+    ) -> None:
+        self.config = config
+        self.auth = auth
+        self.repos = repos
+        self.git = git
+        self.events = events
+
+    def routes(self) -> list[Route]:
+        """``(method, path, handler)`` of each route the bridge serves."""
+        return [
+            ("GET", "/git/{repo}/info/refs", self.info_refs),
+            ("POST", "/git/{repo}/{service}", self.service),
+        ]
 
     def _identity(self, request: web.Request) -> Identity:
         header = request.headers.get("Authorization", "")
@@ -98,9 +118,9 @@ class GitBridge:
             user, token = name or None, password or None
         elif header.startswith("Bearer "):
             token = header[7:].strip()
-        if self.server.auth.dev_mode:
+        if self.auth.dev_mode:
             token = None
-        return self.server.auth.authenticate(token=token, user=user, remote=request.remote)
+        return self.auth.authenticate(token=token, user=user, remote=request.remote)
 
     def _resolve(self, request: web.Request) -> tuple[Identity, str, Path]:
         """Who is asking, for which repository (they may read), and where it is."""
@@ -108,7 +128,7 @@ class GitBridge:
         name = validate_repo(request.match_info["repo"].removesuffix(".git"))
         if not identity.can_read(name):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {name!r}")
-        return identity, name, self.server.repos.path_of(name)
+        return identity, name, self.repos.path_of(name)
 
     async def info_refs(self, request: web.Request) -> web.StreamResponse:
         service = request.query.get("service", "")
@@ -120,9 +140,7 @@ class GitBridge:
             if service == "git-receive-pack":
                 # a push is checked against heads that hold every edit typed so far
                 await self._commit_live(repo, None)
-            body, content_type = await in_git_thread(
-                self.server.repos, info_refs, path, service, protocol
-            )
+            body, content_type = await in_git_thread(self.repos, info_refs, path, service, protocol)
         except (ProtocolError, RepoNotFound) as exc:
             return _refusal(exc)
         return web.Response(body=body, content_type=content_type, headers=_NO_CACHE)
@@ -137,7 +155,7 @@ class GitBridge:
             return _refusal(exc)
         encoding = request.headers.get("Content-Encoding")
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-            body = _Spool(spool, encoding, self.server.config.max_push)
+            body = _Spool(spool, encoding, self.config.max_push)
             commands: list[tuple[bytes, bytes, bytes]] = []
             if service == "git-receive-pack":
                 body.check = functools.partial(self._check_push, identity, repo, commands)
@@ -167,14 +185,14 @@ class GitBridge:
                 moved: list[tuple[bytes, bytes, bytes]] = []
                 # in the repositories' executor: closing them waits for a push under way
                 reply, content_type = await in_git_thread(
-                    self.server.repos,
+                    self.repos,
                     run_service,
                     path,
                     service,
                     spool,
                     moved.extend,
                     may_force=functools.partial(_may_force, identity, repo),
-                    max_request=self.server.config.max_push,
+                    max_request=self.config.max_push,
                 )
             except (ProtocolError, RepoNotFound) as exc:
                 return _refusal(exc)
@@ -189,7 +207,7 @@ class GitBridge:
     ) -> web.StreamResponse:
         """Answer a fetch as its pieces are made (a clone's pack is never held whole): each
         piece is made in a git thread while the one before is sent."""
-        repos = self.server.repos
+        repos = self.repos
         pieces = await in_git_thread(repos, fetch_pieces, path, body, protocol)
         try:
             piece = await in_git_thread(repos, next, pieces, None)
@@ -217,7 +235,7 @@ class GitBridge:
         ``max_push`` by the spool's decoder, which writes the bytes up to the cap before it
         refuses more, for :meth:`_over_limit` to read the commands from; the bytes as sent are
         capped at twice that (the chunk that crosses that cap is not seen)."""
-        config = self.server.config
+        config = self.config
         batch: list[bytes] = []
         size = 0
         chunks = cast(  # (an async generator, to be closed if the loop stops early)
@@ -259,7 +277,7 @@ class GitBridge:
         of its body has been read and dropped (up to ``max_push`` bytes more: a client still
         sending when the answer comes would not read it). Answered with HTTP ``status``
         instead if not even the commands of a push came."""
-        config = self.server.config
+        config = self.config
         try:
             async for _ in iter_body(
                 request,
@@ -287,7 +305,7 @@ class GitBridge:
     async def _over_limit(
         self, request: web.Request, service: str, spool: IO[bytes]
     ) -> web.StreamResponse:
-        why = f"request over the size limit of {self.server.config.max_push} bytes"
+        why = f"request over the size limit of {self.config.max_push} bytes"
         return await self._refuse(request, service, spool, why, status=413)
 
     async def _commit_live(self, repo: str, branches: list[str] | None) -> None:
@@ -295,7 +313,7 @@ class GitBridge:
         that a push based on a head without them is not a fast-forward and is refused as git
         refuses it: by the client (``fetch first``) if the advertisement already showed the
         new head, else here."""
-        for sync in list(self.server.git.branches.values()):
+        for sync in list(self.git.branches.values()):
             if sync.repo != repo or (branches is not None and sync.branch not in branches):
                 continue
             try:
@@ -336,14 +354,14 @@ class GitBridge:
             if not ref.startswith(HEADS):
                 continue
             branch = ref[len(HEADS) :].decode("utf-8")
-            sync = self.server.git.branches.get((repo, branch))
+            sync = self.git.branches.get((repo, branch))
             if sync is not None:
                 try:
                     await sync.catch_up()
                 except Exception:
                     log.exception("%s/%s: merging a push into live documents failed", repo, branch)
             zero = b"0" * 40
-            self.server.events.publish(
+            self.events.publish(
                 repo,
                 {
                     "kind": "ref",

@@ -14,7 +14,6 @@ Who may read it: a caller on loopback, or anyone with a token of the ``metrics``
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
@@ -29,12 +28,15 @@ from prometheus_client.registry import Collector
 from protocol.errors import ErrorCode
 
 from ..completion.metrics import PARTS, percentile
+from ..completion.service import CompletionService
+from ..git.branch_sync import GitSync
+from ..git.merges import Merges
+from ..live.rooms import Rooms
 from ..live.traffic import Traffic
+from ..store.base import Store
 from ..store.sqlite_store import SQLiteStore
 from .auth import Authenticator, AuthError, Role, is_loopback
-
-if TYPE_CHECKING:
-    from .app import CollabServer
+from .http_api import json_error
 
 __all__ = ["ServerMetrics", "authorize_metrics"]
 
@@ -62,12 +64,28 @@ def authorize_metrics(auth: Authenticator, *, token: str | None, remote: str | N
 class ServerMetrics:
     """One server's registry, counters and histograms, and its ``GET /metrics`` handler."""
 
-    def __init__(self, server: CollabServer) -> None:
-        self.server = server
-        self.ws = Traffic("ws")
-        self.yjs = Traffic("yjs")
-        self.worker = Traffic("worker")
-        self.api = Traffic("api")  # POST /api/<op> and GET /metrics: refusals only
+    def __init__(
+        self,
+        *,
+        auth: Authenticator,
+        rooms: Rooms,
+        store: Store,
+        git: GitSync,
+        merges: Merges,
+        completion: CompletionService,
+        ws: Traffic,
+        yjs: Traffic,
+        worker: Traffic,
+        api: Traffic,
+    ) -> None:
+        self.auth = auth
+        self.rooms = rooms
+        self.store = store
+        self.completion = completion
+        self.ws = ws
+        self.yjs = yjs
+        self.worker = worker
+        self.api = api  # POST /api/<op> and GET /metrics: refusals only
         self.registry = CollectorRegistry()
         registry = self.registry
         self.store_write = Histogram(
@@ -97,11 +115,11 @@ class ServerMetrics:
         registry.register(_ServerCollector(self))
         ProcessCollector(registry=registry)
         # the parts time themselves through these hooks (None: not timed)
-        if isinstance(server.store, SQLiteStore):
-            server.store.observe_write = self.store_write.observe
-            server.store.observe_sync = self.store_fsync.observe
-        server.git.observe_commit = self.commit.observe
-        server.merges.observe_merge = self.merge.observe
+        if isinstance(store, SQLiteStore):
+            store.observe_write = self.store_write.observe
+            store.observe_sync = self.store_fsync.observe
+        git.observe_commit = self.commit.observe
+        merges.observe_merge = self.merge.observe
 
     @property
     def traffic(self) -> tuple[Traffic, ...]:
@@ -114,10 +132,10 @@ class ServerMetrics:
         if header.startswith("Bearer "):
             token = header.removeprefix("Bearer ").strip()
         try:
-            authorize_metrics(self.server.auth, token=token, remote=request.remote)
+            authorize_metrics(self.auth, token=token, remote=request.remote)
         except AuthError as exc:
             self.api.refuse("error", exc.code)
-            return self.server.json_error(exc)
+            return json_error(exc)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
 
@@ -129,17 +147,17 @@ class _ServerCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        server = self.metrics.server
-        yield GaugeMetricFamily("collab_rooms_loaded", "Live documents loaded.", len(server.rooms))
+        rooms = self.metrics.rooms
+        yield GaugeMetricFamily("collab_rooms_loaded", "Live documents loaded.", len(rooms))
         yield GaugeMetricFamily(
             "collab_rooms_damaged",
             "Documents quarantined because their stored history is damaged.",
-            len(server.rooms.damaged),
+            len(rooms.damaged),
         )
         yield from self._connections()
         yield from self._traffic()
         yield from self._store()
-        yield from _completion(server)
+        yield from _completion(self.metrics.completion)
 
     def _connections(self) -> Iterator[Metric]:
         labels = ["endpoint"]
@@ -206,7 +224,7 @@ class _ServerCollector(Collector):
         yield from (updates_in, updates_out, bytes_in, bytes_out, refusals)
 
     def _store(self) -> Iterator[Metric]:
-        store = self.metrics.server.store
+        store = self.metrics.store
         if not isinstance(store, SQLiteStore):
             return
         yield CounterMetricFamily(
@@ -220,8 +238,7 @@ class _ServerCollector(Collector):
         )
 
 
-def _completion(server: CollabServer) -> Iterator[Metric]:
-    service = server.completion
+def _completion(service: CompletionService) -> Iterator[Metric]:
     figures = service.metrics
     events = CounterMetricFamily(
         "collab_completion_events",

@@ -14,22 +14,25 @@ branch.log       repo, branch?, limit?   the branch's recent commits, newest fir
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gitsync import RepoNotFound
+from gitsync import RepoNotFound, Repositories
 from gitsync.objects.history import commit_info, recent_commits
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
+from ..git.branch_sync import GitSync
 from ..git.branches import Branches
 from ..git.work import in_repo
-from .ops import CallContext, arg_int, arg_opt_str, arg_str
+from ..live.rooms import Rooms
+from ..live.traffic import Traffic
+from .auth import Authenticator
+from .ops import CallContext, Operations, arg_int, arg_opt_str, arg_str
 
-if TYPE_CHECKING:
-    from .app import CollabServer
-
-__all__ = ["MAX_LOG", "register_status_ops"]
+__all__ = ["MAX_LOG", "StatusSources", "register_status_ops"]
 
 MAX_LOG = 500
 """The most commits one ``branch.log`` returns."""
@@ -42,8 +45,24 @@ def _version() -> str:
         return "unknown"
 
 
-def register_status_ops(server: CollabServer, branches: Branches) -> None:
-    """Add ``server.status`` and ``branch.log`` to ``server.ops``."""
+@dataclass(frozen=True, slots=True)
+class StatusSources:
+    """What ``server.status`` reports on, given by the composition root."""
+
+    auth: Authenticator
+    repos: Repositories
+    rooms: Rooms
+    git: GitSync
+    store: str
+    """The kind of store (``ServerConfig.store``)."""
+    connections: tuple[Traffic, ...]
+    """The counters of the endpoints whose open connections are counted."""
+    uptime: Callable[[], float]
+    """Seconds since the server started serving."""
+
+
+def register_status_ops(ops: Operations, branches: Branches, server: StatusSources) -> None:
+    """Add ``server.status`` and ``branch.log`` to ``ops``."""
 
     async def status(ctx: CallContext, args: dict[str, Any]) -> Any:
         only = arg_opt_str(args, "repo")
@@ -99,22 +118,18 @@ def register_status_ops(server: CollabServer, branches: Branches) -> None:
             "commits": [c.as_dict() for c in commits],
         }
 
-    server.ops.register("server.status", status)
-    server.ops.register("branch.log", log)
+    ops.register("server.status", status)
+    ops.register("branch.log", log)
 
 
-def _server(server: CollabServer) -> dict[str, Any]:
-    metrics = server.metrics
+def _server(server: StatusSources) -> dict[str, Any]:
     return {
         "version": _version(),
         "dev_mode": server.auth.dev_mode,
-        "uptime": round(server.uptime, 3),
-        "store": server.config.store,
+        "uptime": round(server.uptime(), 3),
+        "store": server.store,
         "rooms": len(server.rooms),
-        "connections": {
-            traffic.endpoint: len(traffic.open)
-            for traffic in (metrics.ws, metrics.yjs, metrics.worker)
-        },
+        "connections": {traffic.endpoint: len(traffic.open) for traffic in server.connections},
         "damaged": len(server.rooms.damaged),
         "held": len(server.git.held_files()),
         "time": int(time.time()),

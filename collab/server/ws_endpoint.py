@@ -6,7 +6,8 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -15,19 +16,37 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
 from ..live.outbox import Outbox, close_ws
+from ..live.quotas import UserQuotas
 from ..live.room import EMPTY_UPDATE, Room
-from ..live.traffic import frame_error_code
-from .auth import Identity, dev_mode_refusal, is_loopback
-from .ops import CallContext
+from ..live.rooms import Rooms
+from ..live.traffic import Traffic, frame_error_code
+from .auth import Authenticator, Identity, dev_mode_refusal, is_loopback
+from .config import ServerConfig
+from .ops import CallContext, Operations
+from .sockets import WebSockets
 
-if TYPE_CHECKING:
-    from .app import CollabServer
-
-__all__ = ["handle_ws"]
+__all__ = ["WsEndpoint", "handle_ws"]
 
 log = logging.getLogger("collab.ws")
 _DOCUMENT_ERRORS = (ErrorCode.RELOAD, ErrorCode.DOCUMENT_FULL)  # close the handle, not the socket
 _PRUNE_AT = 1024  # writes kept for the next pong before the durable ones are let go
+
+
+@dataclass(frozen=True, slots=True)
+class WsEndpoint:
+    """The parts ``/ws`` serves with, given by the composition root."""
+
+    config: ServerConfig
+    auth: Authenticator
+    rooms: Rooms
+    quotas: UserQuotas
+    ops: Operations
+    sockets: WebSockets
+    traffic: Traffic
+    limits: m.Limits
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        return await handle_ws(self, request)
 
 
 class DocPeer:
@@ -57,8 +76,8 @@ class DocPeer:
 class Session:
     """An authenticated ``/ws`` connection and its open documents."""
 
-    def __init__(self, server: CollabServer, outbox: Outbox, identity: Identity) -> None:
-        self.server = server
+    def __init__(self, endpoint: WsEndpoint, outbox: Outbox, identity: Identity) -> None:
+        self.endpoint = endpoint
         self.outbox = outbox
         self.identity = identity
         self.docs: dict[int, DocPeer] = {}
@@ -95,7 +114,7 @@ class Session:
             case m.Ping(id=ping_id):
                 self._spawn(self._pong(ping_id))
             case m.Call(id=call_id, op=op, args=args):
-                if len(self.tasks) >= self.server.config.max_calls:
+                if len(self.tasks) >= self.endpoint.config.max_calls:
                     self.outbox.traffic.refuse("error", ErrorCode.RATE_LIMITED)
                     self.send(m.Result(call_id, None, ErrorCode.RATE_LIMITED, "too many calls"))
                 else:
@@ -115,7 +134,7 @@ class Session:
         if ref in self.docs:
             self.error(ErrorCode.ALREADY_OPEN, f"ref {ref} is already open", ref)
             return
-        if len(self.docs) >= self.server.config.max_open_docs:
+        if len(self.docs) >= self.endpoint.config.max_open_docs:
             self.error(ErrorCode.TOO_LARGE, "too many open documents on this connection", ref)
             return
         try:
@@ -129,7 +148,7 @@ class Session:
         peer = DocPeer(self, ref, None, writable)
         self.docs[ref] = peer  # reserve the ref while loading
         try:
-            room = await self.server.rooms.acquire(doc_id, peer)
+            room = await self.endpoint.rooms.acquire(doc_id, peer)
         except ProtocolError as exc:
             self.docs.pop(ref, None)
             self.error(exc.code, exc.message, ref)
@@ -157,7 +176,7 @@ class Session:
                     )
                     self.error(ErrorCode.READ_ONLY, "read-only: writes are refused", ref)
                 return
-            self.server.quotas.charge(self.identity.user, len(data))
+            self.endpoint.quotas.charge(self.identity.user, len(data))
             write = room.receive_update(data, sender=peer, answer=step is m.SyncStep.STEP2)
         except ProtocolError as exc:
             if exc.code not in _DOCUMENT_ERRORS:
@@ -186,7 +205,7 @@ class Session:
 
     async def _call(self, call_id: int, op: str, args: dict[str, Any]) -> None:
         try:
-            value = await self.server.ops.call(self.calls, op, args)
+            value = await self.endpoint.ops.call(self.calls, op, args)
         except ProtocolError as exc:
             self.outbox.traffic.refuse("error", exc.code)
             self.send(m.Result(call_id, None, exc.code, exc.message))
@@ -213,14 +232,14 @@ class Session:
         self.docs.clear()
 
 
-async def _hello(server: CollabServer, ws: web.WebSocketResponse, remote: str | None) -> Identity:
+async def _hello(endpoint: WsEndpoint, ws: web.WebSocketResponse, remote: str | None) -> Identity:
     try:
-        msg = await ws.receive(timeout=server.config.hello_timeout)
+        msg = await ws.receive(timeout=endpoint.config.hello_timeout)
     except TimeoutError:
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "no hello received in time") from None
     if msg.type is not WSMsgType.BINARY:
         raise ProtocolError(ErrorCode.MALFORMED, "expected a binary hello message")
-    hello = m.decode(msg.data, server.ws_limits)
+    hello = m.decode(msg.data, endpoint.limits)
     if not isinstance(hello, m.Hello):
         raise ProtocolError(ErrorCode.MALFORMED, "the first message must be hello")
     if hello.version != m.PROTOCOL_VERSION:
@@ -228,35 +247,35 @@ async def _hello(server: CollabServer, ws: web.WebSocketResponse, remote: str | 
             ErrorCode.UNSUPPORTED_VERSION,
             f"protocol version {hello.version} unsupported; server speaks {m.PROTOCOL_VERSION}",
         )
-    if server.auth.dev_mode and not hello.user and is_loopback(remote):
+    if endpoint.auth.dev_mode and not hello.user and is_loopback(remote):
         raise dev_mode_refusal(
             "Client(url, user=NAME) in Python (hello.user on the wire)", token=bool(hello.token)
         )
-    return server.auth.authenticate(token=hello.token, user=hello.user, remote=remote)
+    return endpoint.auth.authenticate(token=hello.token, user=hello.user, remote=remote)
 
 
-async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocketResponse:
-    ws = server.websocket()
+async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocketResponse:
+    ws = endpoint.sockets.websocket()
     await ws.prepare(request)
     name = f"ws {request.remote}"
     try:
-        identity = await _hello(server, ws, request.remote)
+        identity = await _hello(endpoint, ws, request.remote)
     except ProtocolError as exc:
         log.warning("%s: refused: %s", name, exc)
-        server.metrics.ws.refuse("close", exc.code)
+        endpoint.traffic.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
         return ws
-    traffic = server.metrics.ws
+    traffic = endpoint.traffic
     outbox = Outbox(
         ws,
-        limit=server.config.outbox_limit,
-        max_bytes=server.config.outbox_bytes,
+        limit=endpoint.config.outbox_limit,
+        max_bytes=endpoint.config.outbox_bytes,
         name=f"{name} ({identity.user})",
         traffic=traffic,
     )
-    session = Session(server, outbox, identity)
+    session = Session(endpoint, outbox, identity)
     writer = asyncio.create_task(outbox.run())
-    server.track(ws)
+    endpoint.sockets.track(ws)
     session.send(m.Welcome(m.PROTOCOL_VERSION, identity.user, secrets.token_hex(8)))
     log.info("%s (%s): connected", name, identity.user)
     try:
@@ -264,7 +283,7 @@ async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocket
             if msg.type is WSMsgType.BINARY:
                 traffic.bytes_in += len(msg.data)
                 try:
-                    await session.receive(m.decode(msg.data, server.ws_limits))
+                    await session.receive(m.decode(msg.data, endpoint.limits))
                 except ProtocolError as exc:
                     outbox.abort(exc.code, exc.message)
             elif msg.type is WSMsgType.TEXT:
@@ -276,7 +295,7 @@ async def handle_ws(server: CollabServer, request: web.Request) -> web.WebSocket
                 traffic.refuse("close", frame_error_code(msg.data))
     finally:
         opened = len(session.docs)
-        server.untrack(ws)
+        endpoint.sockets.untrack(ws)
         session.close()
         outbox.finish()
         await asyncio.gather(writer, return_exceptions=True)

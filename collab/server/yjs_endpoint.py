@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
@@ -17,22 +17,40 @@ from protocol.yjs import (
     SyncStep1,
     SyncStep2,
     SyncUpdate,
+    YjsLimits,
     decode_message,
     encode_awareness,
     encode_message,
 )
 
 from ..live.outbox import Outbox, close_ws
+from ..live.quotas import UserQuotas
 from ..live.room import EMPTY_UPDATE, Room
-from ..live.traffic import frame_error_code
-from .auth import Identity
+from ..live.rooms import Rooms
+from ..live.traffic import Traffic, frame_error_code
+from .auth import Authenticator, Identity
+from .config import ServerConfig
+from .sockets import WebSockets
 
-if TYPE_CHECKING:
-    from .app import CollabServer
-
-__all__ = ["handle_yjs"]
+__all__ = ["YjsEndpoint", "handle_yjs"]
 
 log = logging.getLogger("collab.yjs")
+
+
+@dataclass(frozen=True, slots=True)
+class YjsEndpoint:
+    """The parts ``/yjs/...`` serves with, given by the composition root."""
+
+    config: ServerConfig
+    auth: Authenticator
+    rooms: Rooms
+    quotas: UserQuotas
+    sockets: WebSockets
+    traffic: Traffic
+    limits: YjsLimits
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        return await handle_yjs(self, request)
 
 
 def _encode_update(update: bytes) -> bytes:
@@ -62,39 +80,39 @@ class YjsPeer:
         self.outbox.abort(code, reason)
 
 
-async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocketResponse:
-    ws = server.websocket()
+async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSocketResponse:
+    ws = endpoint.sockets.websocket()
     await ws.prepare(request)
     name = f"yjs {request.remote} {request.match_info['room'][:200]}"
     try:
         doc_id = DocId.parse(request.match_info["room"])
-        identity = server.auth.authenticate(
+        identity = endpoint.auth.authenticate(
             token=request.query.get("token"), user=request.query.get("user"), remote=request.remote
         )
         if not identity.can_read(doc_id.repo):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
     except ProtocolError as exc:
         log.warning("%s: refused: %s", name, exc)
-        server.metrics.yjs.refuse("close", exc.code)
+        endpoint.traffic.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
         return ws
     outbox = Outbox(
         ws,
-        limit=server.config.outbox_limit,
-        max_bytes=server.config.outbox_bytes,
+        limit=endpoint.config.outbox_limit,
+        max_bytes=endpoint.config.outbox_bytes,
         name=f"{name} ({identity.user})",
-        traffic=server.metrics.yjs,
+        traffic=endpoint.traffic,
     )
     peer = YjsPeer(outbox, identity, identity.can_write_branch(doc_id.repo, doc_id.branch))
     try:
-        room = await server.rooms.acquire(doc_id, peer)
+        room = await endpoint.rooms.acquire(doc_id, peer)
     except ProtocolError as exc:
         log.warning("%s: refused: %s", name, exc)
-        server.metrics.yjs.refuse("close", exc.code)
+        endpoint.traffic.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
         return ws
     writer = asyncio.create_task(outbox.run())
-    server.track(ws)
+    endpoint.sockets.track(ws)
     access = "read-write" if peer.writable else "read-only"
     log.info("%s (%s): connected, %s", name, identity.user, access)
     try:
@@ -104,7 +122,7 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
             if msg.type is WSMsgType.BINARY:
                 outbox.traffic.bytes_in += len(msg.data)
                 try:
-                    _receive(room, peer, msg.data, server)
+                    _receive(room, peer, msg.data, endpoint)
                 except ProtocolError as exc:
                     outbox.abort(exc.code, exc.message)
                 if outbox.closing:  # nothing more from a peer being closed is applied
@@ -117,7 +135,7 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
                 log.warning("%s: closed on a bad frame: %s", name, msg.data)
                 outbox.traffic.refuse("close", frame_error_code(msg.data))
     finally:
-        server.untrack(ws)
+        endpoint.sockets.untrack(ws)
         room.detach(peer)
         outbox.finish()
         await asyncio.gather(writer, return_exceptions=True)
@@ -125,8 +143,8 @@ async def handle_yjs(server: CollabServer, request: web.Request) -> web.WebSocke
     return ws
 
 
-def _receive(room: Room, peer: YjsPeer, data: bytes, server: CollabServer) -> None:
-    message = decode_message(data, server.yjs_limits)
+def _receive(room: Room, peer: YjsPeer, data: bytes, endpoint: YjsEndpoint) -> None:
+    message = decode_message(data, endpoint.limits)
     match message:
         case SyncStep1(state_vector=sv):
             diff = room.handshake(peer, sv)
@@ -140,7 +158,7 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, server: CollabServer) -> No
                     peer.outbox.traffic.refuse("error", ErrorCode.READ_ONLY)
                     peer.outbox.put(encode_message(AuthDenied("read-only: writes are refused")))
                 return
-            server.quotas.charge(peer.identity.user, len(update))
+            endpoint.quotas.charge(peer.identity.user, len(update))
             peer.last_write = room.receive_update(
                 update, sender=peer, answer=isinstance(message, SyncStep2)
             )
