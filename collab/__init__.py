@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .client import Client, ClientError, Document
-from .config import ServerConfig
-from .server import CollabServer
+from .server.app import CollabServer
+from .server.config import ServerConfig
 
 __all__ = ["Client", "ClientError", "CollabServer", "Document", "ServerConfig"]

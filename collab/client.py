@@ -16,9 +16,9 @@ from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.yjs import AwarenessEntry, decode_awareness, encode_awareness
 
-from .epochs import client_id
-from .offsets import utf8_offset
-from .seed import TEXT_NAME
+from .live.epochs import client_id
+from .live.offsets import utf8_offset
+from .live.seed import TEXT_NAME
 
 __all__ = ["Client", "ClientError", "Document"]
 
@@ -367,7 +367,7 @@ class Client:
         extra = {} if length is None else {"length": length}
         return await self.call("complete.accept", id=offer, **extra)
 
-    # -- branches (each is a ``call`` of the operation named in ``collab.git_ops``) ----------
+    # -- branches (each is a ``call`` of the operation named in ``collab.git.branch_ops``) -----
 
     async def branches(self, repo: str) -> list[dict[str, Any]]:
         """Every branch of ``repo``: name, head, and who is on it (user and path)."""

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from .commits import (
+from .locks import RefLocked, recover_stale_locks
+from .merge.plan import (
+    FileMerge,
+    MergeConflict,
+    MergePlan,
+    UnrelatedHistories,
+    merge_base,
+    merge_text,
+    plan_merge,
+    resolve_plan,
+)
+from .naming import is_participant_branch, participant_branch
+from .objects.commits import (
     BlobEntry,
     BranchExists,
     NothingToCommit,
@@ -17,18 +29,6 @@ from .commits import (
     set_synced,
     synced_ref,
 )
-from .locks import RefLocked, recover_stale_locks
-from .merging import (
-    FileMerge,
-    MergeConflict,
-    MergePlan,
-    UnrelatedHistories,
-    merge_base,
-    merge_text,
-    plan_merge,
-    resolve_plan,
-)
-from .naming import is_participant_branch, participant_branch
 from .repos import (
     BlobNotText,
     BranchNotFound,

@@ -13,9 +13,9 @@ body is bytes or a binary file (which a caller streams a large push into); one s
 whole (over the cap, or not the sender's to make) is answered by :func:`refusal`, in the
 protocol, so that git prints why.
 
-Fetches are served by :mod:`gitsync.upload_pack`, in protocol v2 to clients that ask for it
+Fetches are served by :mod:`gitsync.wire.upload_pack`, in protocol v2 to clients that ask for it
 (the ``Git-Protocol`` header, passed as ``protocol``) and v0 to others; its answer can be
-streamed (:func:`fetch_pieces`). Pushes are received by :mod:`gitsync.receive_pack`:
+streamed (:func:`fetch_pieces`). Pushes are received by :mod:`gitsync.wire.receive_pack`:
 every object is checked as ``git fsck --strict`` would before it enters the repository, every
 ref update is checked (private refs, names, fast-forward, the default branch), and refs move by
 compare-and-swap from the value the client saw. The server's private refs (``refs/collab/``)
@@ -38,10 +38,10 @@ from typing import IO, cast
 from dulwich.protocol import pkt_line
 from dulwich.repo import Repo
 
-from .pack_stream import PackStats
-from .push_wire import MalformedPush, TruncatedPush, read_request, report
-from .receive_pack import ForceCheck, receive_pack, receive_pack_advertisement
-from .upload_pack import advertisement, answer, protocol_version
+from .packs.stream import PackStats
+from .wire.push_wire import MalformedPush, TruncatedPush, read_request, report
+from .wire.receive_pack import ForceCheck, receive_pack, receive_pack_advertisement
+from .wire.upload_pack import advertisement, answer, protocol_version
 
 __all__ = [
     "MAX_REQUEST",
@@ -86,7 +86,7 @@ def _open(repo_path: Path) -> Repo:
 def info_refs(repo_path: Path, service: str, protocol: int = 0) -> tuple[bytes, str]:
     """The ref advertisement for ``GET info/refs?service=...``: (body, content type);
     ``protocol`` is the version the client asked for (2, or 0; see
-    :func:`~gitsync.upload_pack.protocol_version`). A push is always spoken in v0."""
+    :func:`~gitsync.wire.upload_pack.protocol_version`). A push is always spoken in v0."""
     _check_service(service)
     content_type = f"application/x-{service}-advertisement"
     if service == "git-upload-pack" and protocol == 2:
@@ -203,7 +203,7 @@ def fetch_pieces(
 ) -> Generator[bytes, None, None]:
     """The answer to ``POST git-upload-pack`` with the decoded request ``body`` (read from
     where it stands), in pieces to be sent as they come (see
-    :func:`gitsync.upload_pack.answer`)."""
+    :func:`gitsync.wire.upload_pack.answer`)."""
     return answer(repo_path, body.read(), protocol, stats)
 
 

@@ -13,7 +13,7 @@ sys.path.append(str(Path(__file__).parent))  # helpers; the real packages come f
 from servers import DEMO_FILES, SECRET, make_config
 
 from collab import CollabServer
-from collab.auth import TokenAuthenticator
+from collab.server.auth import TokenAuthenticator
 from gitsync import create_demo_repo
 
 

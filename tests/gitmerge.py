@@ -13,7 +13,7 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
 if TYPE_CHECKING:
-    from gitsync.merging import MergePlan
+    from gitsync.merge.plan import MergePlan
 
 
 __all__ = [
@@ -106,7 +106,7 @@ def git_merge_tree(path: Path, ours: str | bytes, theirs: str | bytes) -> tuple[
 
 def our_tree(plan: MergePlan) -> str:
     """The tree the engine's merge records (conflict markers included), as a hex id."""
-    from gitsync.merging import merged_tree, resolve_plan
+    from gitsync.merge.plan import merged_tree, resolve_plan
 
     tree, _ = merged_tree(plan, resolve_plan(plan, markers=True))
     return tree.decode()

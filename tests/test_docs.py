@@ -15,7 +15,7 @@ from gitcli import git, show
 from serverproc import ServerProcess
 
 from collab import Client
-from collab.cli import _parser
+from collab.cli.commands import _parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "protocol/README.md"]

@@ -118,3 +118,11 @@ def test_building_the_package_prints_no_deprecation(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         assert "License-Expression: MIT" in archive.read(name).decode().splitlines()
+        packed = set(archive.namelist())
+    sources = {
+        path.relative_to(root).as_posix()
+        for package in OURS
+        for path in (root / package).rglob("*")
+        if path.suffix == ".py" or path.name == "py.typed"
+    }
+    assert not sources - packed, f"missing from the wheel: {sorted(sources - packed)}"

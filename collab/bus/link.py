@@ -14,9 +14,9 @@ import asyncio
 import logging
 
 from collab.bus.bus import Bus
-from collab.room import Room
-from collab.rooms import Rooms
-from collab.store import Store
+from collab.live.room import Room
+from collab.live.rooms import Rooms
+from collab.store.base import Store
 
 __all__ = ["ClusterLink"]
 

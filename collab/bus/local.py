@@ -14,8 +14,8 @@ from collections.abc import Awaitable
 from types import TracebackType
 
 from collab.bus.bus import BusListener
-from collab.memory_store import MemoryStore
-from collab.store import StoredDoc
+from collab.store.base import StoredDoc
+from collab.store.memory_store import MemoryStore
 
 __all__ = ["HubBus", "HubStore", "LocalHub"]
 

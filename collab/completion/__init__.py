@@ -1,28 +1,32 @@
 """AI completions: fill-in-the-middle prompts built from live documents, run by workers.
 
-``install(server)`` adds the ``complete``, ``complete.accept``, ``complete.cancel`` and
+``install(...)`` adds the ``complete``, ``complete.accept``, ``complete.cancel`` and
 ``complete.metrics`` operations (``/ws`` calls and ``POST /api/<op>``), the streaming
 ``POST /api/complete/stream``, the ``/worker`` endpoint for remote workers, and the embedded
 worker that runs the backend named by ``ServerConfig.completion_backend`` (``"none"`` for
 remote workers only). ``GET /metrics``
-(``collab.metrics``) reports the figures as ``collab_completion_*`` series.
+(``collab.server.metrics``) reports the figures as ``collab_completion_*`` series.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from gitsync import Repositories
+
+from ..live.rooms import Rooms
+from ..live.traffic import Traffic
+from ..server.auth import Authenticator
+from ..server.config import ServerConfig
+from ..server.http_api import Route
+from ..server.ops import Operations
+from ..server.sockets import WebSockets
 from .backend import Cancelled, CompletionBackend, Generated, Prompt
 from .backends import create_backend
 from .prompts import ContextFile, Family, PromptParts, detect_family, render
 from .service import CompletionService
 from .streaming import handle_stream
-from .worker_endpoint import handle_worker
-
-if TYPE_CHECKING:
-    from ..server import CollabServer
+from .worker_endpoint import WorkerEndpoint
 
 __all__ = [
     "Cancelled",
@@ -40,9 +44,19 @@ __all__ = [
 ]
 
 
-def install(server: CollabServer) -> CompletionService:
-    """Add completions to ``server`` (call before it starts)."""
-    config = server.config
+def install(
+    config: ServerConfig,
+    ops: Operations,
+    *,
+    auth: Authenticator,
+    rooms: Rooms,
+    repos: Repositories,
+    sockets: WebSockets,
+    traffic: Traffic,
+) -> tuple[CompletionService, list[Route]]:
+    """Build completions for a server (before it starts): the service, its operations
+    registered on ``ops``, and the HTTP routes to serve. The server starts and stops the
+    service with its other parts; ``traffic`` counts the ``/worker`` connections."""
     backend = None
     if config.completion_backend != "none":
         backend = create_backend(
@@ -51,21 +65,24 @@ def install(server: CollabServer) -> CompletionService:
             endpoint=config.completion_endpoint,
             capacity=config.completion_capacity,
         )
-    service = CompletionService(server, backend)
-    server.ops.register("complete", service.complete)
-    server.ops.register("complete.accept", service.accept)
-    server.ops.register("complete.cancel", service.cancel)
-    server.ops.register("complete.metrics", service.metrics_op)
-
-    async def worker_route(request: web.Request) -> web.StreamResponse:
-        return await handle_worker(
-            server, service.pool, request, max_chars=config.completion_max_chars
-        )
+    service = CompletionService(config, rooms, repos, backend)
+    ops.register("complete", service.complete)
+    ops.register("complete.accept", service.accept)
+    ops.register("complete.cancel", service.cancel)
+    ops.register("complete.metrics", service.metrics_op)
+    workers = WorkerEndpoint(
+        auth,
+        sockets,
+        traffic,
+        service.pool,
+        max_chars=config.completion_max_chars,
+        config=config,
+    )
 
     async def stream_route(request: web.Request) -> web.StreamResponse:
-        return await handle_stream(server, service, request)
+        return await handle_stream(config, auth, service, request)
 
-    server.add_route("GET", "/worker", worker_route)
-    server.add_route("POST", "/api/complete/stream", stream_route)
-    server.services.append(service)
-    return service
+    return service, [
+        ("GET", "/worker", workers.handle),
+        ("POST", "/api/complete/stream", stream_route),
+    ]

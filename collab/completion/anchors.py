@@ -16,7 +16,7 @@ from typing import Any
 
 from pycrdt import TextEvent
 
-from ..room import Room
+from ..live.room import Room
 
 __all__ = ["Anchor", "Anchors", "byte_to_codepoint"]
 

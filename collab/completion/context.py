@@ -14,19 +14,17 @@ import collections
 import time
 import weakref
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gitsync.repos import BranchNotFound, RepoNotFound
+from gitsync.repos import BranchNotFound, RepoNotFound, Repositories
 
-from ..auth import Identity
-from ..git_work import in_git_thread, in_repo
-from ..origin import Origin
-from ..room import Room
+from ..git.work import in_git_thread, in_repo
+from ..live.origin import Origin
+from ..live.room import Room
+from ..live.rooms import Rooms
+from ..server.auth import Identity
 from .branch_context import BlobTexts, Candidate, list_branch, rank, read_blob
 from .prompts import ContextFile, PromptParts
-
-if TYPE_CHECKING:
-    from ..server import CollabServer
 
 __all__ = ["ContextGatherer", "open_rooms", "window"]
 
@@ -76,9 +74,16 @@ class ContextGatherer:
     """Builds :class:`PromptParts` and remembers when each document was last edited."""
 
     def __init__(
-        self, server: CollabServer, *, budget: int = 2048, max_files: int = 8, ttl: float = 30.0
+        self,
+        rooms: Rooms,
+        repos: Repositories,
+        *,
+        budget: int = 2048,
+        max_files: int = 8,
+        ttl: float = 30.0,
     ) -> None:
-        self.server = server
+        self.rooms = rooms
+        self.repos = repos
         self.budget = budget
         self.max_files = max_files
         self.ttl = ttl
@@ -156,7 +161,7 @@ class ContextGatherer:
             path: Candidate(path, sha, self.edited.get(branch + path))
             for path, sha in await self._listing(doc_id.repo, doc_id.branch)
         }
-        live = {r.doc_id.path: r for r in self.server.rooms.loaded(branch) if not r.failed}
+        live = {r.doc_id.path: r for r in self.rooms.loaded(branch) if not r.failed}
         mine = [r for r in open_rooms(connection) if r.key.startswith(branch) and not r.failed]
         for other in [*live.values(), *mine]:
             live[other.doc_id.path] = other
@@ -186,7 +191,7 @@ class ContextGatherer:
 
     async def _listing(self, repo: str, branch: str) -> list[tuple[str, bytes]]:
         """The files at the branch head (listed once per head); none without one."""
-        repos = self.server.repos
+        repos = self.repos
         try:
             head = await in_git_thread(repos, repos.branch_head, repo, branch)
         except (RepoNotFound, BranchNotFound):
@@ -210,5 +215,5 @@ class ContextGatherer:
         def read_all(opened: Any) -> list[tuple[bytes, str | None]]:
             return [(sha, read_blob(opened, sha)) for sha in missing]
 
-        for sha, text in await in_repo(self.server.repos, repo, read_all):
+        for sha, text in await in_repo(self.repos, repo, read_all):
             self.blobs.put(sha, text)

@@ -25,26 +25,25 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gitsync import Repositories
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
-from ..offsets import codepoint_to_utf16, utf8_offset, utf16_to_codepoint
-from ..ops import CallContext, arg_int, arg_str
-from ..origin import Origin
-from ..rate_limit import RateLimiter
-from ..room import Room
-from ..rooms import Rooms
+from ..live.offsets import codepoint_to_utf16, utf8_offset, utf16_to_codepoint
+from ..live.origin import Origin
+from ..live.rate_limit import RateLimiter
+from ..live.room import Room
+from ..live.rooms import Rooms
+from ..server.config import ServerConfig
+from ..server.ops import CallContext, arg_int, arg_str
 from .anchors import Anchor, Anchors
 from .backend import CompletionBackend
 from .context import ContextGatherer, open_rooms
 from .executor import Executor, JobOutput, JobSpec
 from .metrics import CompletionMetrics
 from .pool import LocalWorker, QueuedJob, WorkerPool
-
-if TYPE_CHECKING:
-    from ..server import CollabServer
 
 __all__ = ["CompletionService"]
 
@@ -110,9 +109,15 @@ class _Hold:
 class CompletionService:
     """Owns the worker pool, the embedded worker, and the state of every request."""
 
-    def __init__(self, server: CollabServer, backend: CompletionBackend | None) -> None:
-        config = server.config
-        self.server = server
+    def __init__(
+        self,
+        config: ServerConfig,
+        rooms: Rooms,
+        repos: Repositories,
+        backend: CompletionBackend | None,
+    ) -> None:
+        self.config = config
+        self.rooms = rooms
         self.backend = backend
         self.timeout = config.completion_timeout
         self.max_tokens = config.completion_max_tokens
@@ -120,7 +125,7 @@ class CompletionService:
         self.pool = WorkerPool(max_queue=config.completion_queue)
         self.metrics = CompletionMetrics()
         self.limiter = RateLimiter(config.completion_rate, config.completion_burst)
-        self.context = ContextGatherer(server, budget=config.completion_prompt_tokens)
+        self.context = ContextGatherer(rooms, repos, budget=config.completion_prompt_tokens)
         self.anchors = Anchors()
         self.embedded: LocalWorker | None = None
         self._active: dict[Owner, _Request] = {}
@@ -140,7 +145,7 @@ class CompletionService:
             await self.backend.start()
             executor = Executor(
                 self.backend,
-                max_prompt_tokens=self.server.config.completion_prompt_tokens,
+                max_prompt_tokens=self.config.completion_prompt_tokens,
                 max_chars=self.max_chars,
             )
             self.embedded = LocalWorker(self.pool, executor)
@@ -378,7 +383,7 @@ class CompletionService:
         length = arg_int(args, "length", len(offer.text))
         if not 0 < length <= len(offer.text):
             raise ProtocolError(ErrorCode.MALFORMED, "length outside the completion")
-        if self.server.rooms.get_key(room.key) is not room or room.failed:
+        if self.rooms.get_key(room.key) is not room or room.failed:
             self._drop_offer(offer)
             raise ProtocolError(ErrorCode.NOT_FOUND, "the document was closed; ask again")
         text = offer.text[:length]
@@ -419,9 +424,9 @@ class CompletionService:
         if not ctx.identity.can_read(doc_id.repo):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
         if ctx.connection is None:
-            hold = _Hold(self.server.rooms, doc_id)
+            hold = _Hold(self.rooms, doc_id)
             return await hold.enter(), hold
-        room = self.server.rooms.get_key(str(doc_id))
+        room = self.rooms.get_key(str(doc_id))
         if room is None or room.failed or room not in open_rooms(ctx.connection):
             raise ProtocolError(
                 ErrorCode.UNKNOWN_DOCUMENT, "open the document before asking for completions"

@@ -18,11 +18,12 @@ from aiohttp import web
 
 from protocol.errors import ErrorCode, ProtocolError
 
-from ..auth import AuthError
-from ..http_body import BodyError, read_body
+from ..server.auth import Authenticator, AuthError
+from ..server.config import ServerConfig
+from ..server.http_api import authenticate_request, json_error
+from ..server.http_body import BodyError, read_body
 
 if TYPE_CHECKING:
-    from ..server import CollabServer
     from .service import CompletionService
 
 __all__ = ["handle_stream"]
@@ -33,16 +34,16 @@ _DONE = object()
 
 
 async def handle_stream(
-    server: CollabServer, service: CompletionService, request: web.Request
+    config: ServerConfig, auth: Authenticator, service: CompletionService, request: web.Request
 ) -> web.StreamResponse:
     try:
-        ctx = server.authenticate_http(request)
-        args = await _body(server, request)
+        ctx = authenticate_request(auth, request)
+        args = await _body(config, request)
     except (ProtocolError, AuthError) as exc:
-        return server.json_error(exc)
+        return json_error(exc)
     except BodyError as exc:
         code = ErrorCode.TOO_LARGE if exc.status == 413 else ErrorCode.TIMEOUT
-        return server.json_error(ProtocolError(code, exc.message), status=exc.status)
+        return json_error(ProtocolError(code, exc.message), status=exc.status)
     lines: asyncio.Queue[object] = asyncio.Queue()
     args.pop("stream", None)
     task = asyncio.create_task(service.complete(ctx, args, lines.put_nowait))
@@ -58,7 +59,7 @@ async def handle_stream(
             value: dict[str, Any] = {"value": _result(task)}
         except ProtocolError as exc:
             if response is None:
-                return server.json_error(exc)
+                return json_error(exc)
             value = {
                 "error": {"code": int(exc.code), "name": exc.code.name, "message": exc.message}
             }
@@ -82,8 +83,7 @@ def _result(task: asyncio.Task[dict[str, Any]]) -> dict[str, Any]:
         raise ProtocolError(ErrorCode.INTERNAL, f"complete failed: {exc}") from exc
 
 
-async def _body(server: CollabServer, request: web.Request) -> dict[str, Any]:
-    config = server.config
+async def _body(config: ServerConfig, request: web.Request) -> dict[str, Any]:
     raw = await read_body(
         request,
         limit=config.max_message,

@@ -5,23 +5,40 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
 from protocol.errors import ErrorCode, ProtocolError
 
-from ..auth import AuthError, Role
-from ..outbox import Outbox
+from ..live.outbox import Outbox
+from ..live.traffic import Traffic
+from ..server.auth import Authenticator, AuthError, Role
+from ..server.config import ServerConfig
+from ..server.http_api import authenticate_request, json_error
+from ..server.sockets import WebSockets
 from . import wire
 from .pool import QueuedJob, WorkerPool
 
-if TYPE_CHECKING:
-    from ..server import CollabServer
-
-__all__ = ["RemoteWorkerLink", "handle_worker"]
+__all__ = ["RemoteWorkerLink", "WorkerEndpoint", "handle_worker"]
 
 log = logging.getLogger("collab.completion.workers")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEndpoint:
+    """The parts ``/worker`` serves with, given by the composition root."""
+
+    auth: Authenticator
+    sockets: WebSockets
+    traffic: Traffic
+    pool: WorkerPool
+    max_chars: int
+    """Longest completion text a worker may return (longer is cut)."""
+    config: ServerConfig
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await handle_worker(self, request)
 
 
 class RemoteWorkerLink:
@@ -41,30 +58,29 @@ class RemoteWorkerLink:
         self.outbox.put(wire.encode(wire.CancelJob(job_id)))
 
 
-async def handle_worker(
-    server: CollabServer, pool: WorkerPool, request: web.Request, *, max_chars: int
-) -> web.StreamResponse:
+async def handle_worker(endpoint: WorkerEndpoint, request: web.Request) -> web.StreamResponse:
+    pool, max_chars = endpoint.pool, endpoint.max_chars
     try:
-        identity = server.authenticate_http(request).identity
-        if identity.role is not Role.WORKER and not server.auth.dev_mode:
+        identity = authenticate_request(endpoint.auth, request).identity
+        if identity.role is not Role.WORKER and not endpoint.auth.dev_mode:
             raise AuthError(ErrorCode.FORBIDDEN, "a worker token is required")
     except ProtocolError as exc:
         log.warning("worker from %s refused: %s", request.remote, exc.message)
-        server.metrics.worker.refuse("error", exc.code)
-        return server.json_error(exc)
-    ws = server.websocket()
+        endpoint.traffic.refuse("error", exc.code)
+        return json_error(exc)
+    ws = endpoint.sockets.websocket()
     await ws.prepare(request)
     outbox = Outbox(
         ws,
         limit=4096,
         name=f"worker {request.remote} ({identity.user})",
-        traffic=server.metrics.worker,
+        traffic=endpoint.traffic,
     )
     writer = asyncio.create_task(outbox.run())
-    server.track(ws)
+    endpoint.sockets.track(ws)
     link: RemoteWorkerLink | None = None
     try:
-        msg = await ws.receive(timeout=server.config.hello_timeout)
+        msg = await ws.receive(timeout=endpoint.config.hello_timeout)
         hello = wire.decode(msg.data) if msg.type is WSMsgType.BINARY else None
         if not isinstance(hello, wire.WorkerHello):
             raise ProtocolError(ErrorCode.MALFORMED, "the first message must be a worker hello")
@@ -93,7 +109,7 @@ async def handle_worker(
     except ProtocolError as exc:
         outbox.abort(exc.code, exc.message)
     finally:
-        server.untrack(ws)
+        endpoint.sockets.untrack(ws)
         if link is not None:
             pool.remove(link, "disconnected")
         outbox.finish()

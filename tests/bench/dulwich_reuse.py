@@ -4,12 +4,12 @@
   ``dulwich.merge.recursive_merge``
   (its objects written to a memory store) for every two-parent merge commit of the history,
   each checked against ``git merge-tree --write-tree`` (tree id and conflicted paths);
-- reader: every object of the history read once with ``gitsync.packs.ObjectReader`` and with
+- reader: every object of the history read once with ``gitsync.packs.read.ObjectReader`` and with
   dulwich's ``get_raw``; then ``plan_merge`` of a 10,000-file merge (``tests/bench/git_merge``,
   1,000 files changed a side, the splice workload) reading through each, the repository open
   and warm;
 - writer: a continuous commit's five objects encoded as a pack and its index, and written
-  durably (fsynced), by ``gitsync.packing`` and by dulwich (``write_pack_objects``,
+  durably (fsynced), by ``gitsync.packs.write`` and by dulwich (``write_pack_objects``,
   ``write_pack_index_v2``, ``DiskObjectStore.add_objects`` with ``fsync_object_files``).
 
 Prints medians. Not a pass/fail test.
@@ -42,10 +42,10 @@ from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree  # noqa: E402
 from dulwich.pack import write_pack_index_v2, write_pack_objects  # noqa: E402
 from dulwich.repo import Repo  # noqa: E402
 
-import gitsync.merging as merging  # noqa: E402
-from gitsync.commits import branch_heads  # noqa: E402
-from gitsync.packing import encode_index, encode_pack, fsync_directory, write_pack  # noqa: E402
-from gitsync.packs import ObjectReader  # noqa: E402
+import gitsync.merge.plan as merging  # noqa: E402
+from gitsync.objects.commits import branch_heads  # noqa: E402
+from gitsync.packs.read import ObjectReader  # noqa: E402
+from gitsync.packs.write import encode_index, encode_pack, fsync_directory, write_pack  # noqa: E402
 
 BUNDLE = ROOT.parent / "shared" / "data" / "git-histories" / "requests.bundle"
 Merge = tuple[str, str]

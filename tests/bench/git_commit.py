@@ -26,7 +26,7 @@ fast-import fsyncs its pack. ``--git-durable`` runs git with ``core.fsync=all``.
 
 Prints the median time per commit, the ratios git/ours at each size (above 1: ours is
 faster), how our time grows from the smallest to the largest size, and our mean (which
-includes the occasional combination of small packs, see ``gitsync.packing``). Not a pass/fail
+includes the occasional combination of small packs, see ``gitsync.packs.write``). Not a pass/fail
 test.
 
 Usage: .venv/bin/python tests/bench/git_commit.py [--sizes 1000,10000,100000] [--runs 41]
@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from dulwich.repo import Repo  # noqa: E402
 
-from gitsync.commits import branch_heads, commit_changes, create_branch  # noqa: E402
+from gitsync.objects.commits import branch_heads, commit_changes, create_branch  # noqa: E402
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "bench",

@@ -72,19 +72,19 @@ sys.path.insert(0, str(ROOT))
 
 from dulwich.repo import Repo  # noqa: E402
 
-from gitsync.commits import (  # noqa: E402
-    branch_heads,
-    commit_changes,
-    write_objects,
-)
-from gitsync.merge_base import clear_commit_cache  # noqa: E402
-from gitsync.merging import (  # noqa: E402
+from gitsync.merge.merge_base import clear_commit_cache  # noqa: E402
+from gitsync.merge.plan import (  # noqa: E402
     UnrelatedHistories,
     merged_tree,
     plan_merge,
     resolve_plan,
 )
-from gitsync.packing import combine_small_packs  # noqa: E402
+from gitsync.objects.commits import (  # noqa: E402
+    branch_heads,
+    commit_changes,
+    write_objects,
+)
+from gitsync.packs.write import combine_small_packs  # noqa: E402
 
 GIT_ENV = {
     "HOME": "/nonexistent",

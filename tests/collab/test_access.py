@@ -12,7 +12,7 @@ from gitcli import until
 from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
-from collab.auth import Role, TokenAuthenticator
+from collab.server.auth import Role, TokenAuthenticator
 from protocol.errors import ErrorCode
 
 
@@ -202,7 +202,7 @@ async def test_unknown_repo_and_branch_are_not_found(server: CollabServer) -> No
 
 
 def test_dev_mode_refuses_non_loopback() -> None:
-    from collab.auth import AuthError, DevAuthenticator
+    from collab.server.auth import AuthError, DevAuthenticator
 
     auth = DevAuthenticator()
     assert auth.authenticate(token=None, user="alice", remote="127.0.0.1").user == "alice"

@@ -13,8 +13,8 @@ from gitcli import git, show, until
 from servers import SECRET, make_config
 
 from collab import Client, CollabServer
-from collab.auth import Role, TokenAuthenticator
 from collab.client import ClientError
+from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
 
 

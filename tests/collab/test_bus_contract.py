@@ -16,8 +16,8 @@ from redisproc import RedisProcess
 from collab.bus.bus import Bus
 from collab.bus.local import LocalHub
 from collab.bus.redis import RedisBus
-from collab.redis_store import RedisStore
-from collab.store import Store
+from collab.store.base import Store
+from collab.store.redis_store import RedisStore
 
 IMPLEMENTATIONS = ["local", "redis"]
 

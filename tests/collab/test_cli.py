@@ -19,9 +19,9 @@ from serverproc import ServerProcess, free_port
 from servers import SECRET, make_config
 
 from collab import Client, ClientError, CollabServer
-from collab.cli import main
-from collab.data_lock import DataDirLock
-from collab.server import REPOS_LOCK
+from collab.cli.commands import main
+from collab.server.app import REPOS_LOCK
+from collab.store.data_lock import DataDirLock
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

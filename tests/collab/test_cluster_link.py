@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-from collab.auth import Identity, Role
 from collab.bus.link import ClusterLink
 from collab.bus.local import LocalHub
-from collab.room import Room
-from collab.rooms import Rooms
+from collab.live.room import Room
+from collab.live.rooms import Rooms
+from collab.server.auth import Identity, Role
 from gitsync import Repositories
 from protocol.errors import ErrorCode
 from protocol.names import DocId

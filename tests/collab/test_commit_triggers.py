@@ -12,8 +12,8 @@ from gitcli import git
 from servers import make_config
 
 from collab import Client, CollabServer
-from collab.auth import Identity, Role
-from collab.origin import Origin
+from collab.live.origin import Origin
+from collab.server.auth import Identity, Role
 
 ROOM = "demo/main:README.md"
 

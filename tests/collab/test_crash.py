@@ -13,7 +13,7 @@ from pycrdt import Doc, Text
 from serverproc import ServerProcess
 
 from collab import Client, Document
-from collab.sqlite_store import SQLiteStore
+from collab.store.sqlite_store import SQLiteStore
 
 ROOM = "demo/main:README.md"
 

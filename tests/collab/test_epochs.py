@@ -17,9 +17,9 @@ from servers import DEMO_FILES, make_config
 from yjsclient import YjsPeer
 
 from collab import Client, CollabServer
-from collab.auth import Identity, Role
-from collab.epochs import EPOCH_BASE, client_id, epochs_in, is_epoch, new_epoch, with_epoch
-from collab.seed import seed_update
+from collab.live.epochs import EPOCH_BASE, client_id, epochs_in, is_epoch, new_epoch, with_epoch
+from collab.live.seed import seed_update
+from collab.server.auth import Identity, Role
 from protocol.errors import ErrorCode, ProtocolError
 
 ROOM = "demo/main:README.md"

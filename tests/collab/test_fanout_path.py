@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-import collab.sqlite_store
-import collab.yjs_endpoint
-from collab.auth import Identity, Role
-from collab.memory_store import MemoryStore
-from collab.outbox import Outbox
-from collab.room import InvalidUpdate, Room, RoomFailed, _precheck
-from collab.rooms import Rooms
-from collab.sqlite_store import SQLiteStore
-from collab.yjs_endpoint import YjsPeer
+import collab.server.yjs_endpoint
+import collab.store.sqlite_store
+from collab.live.outbox import Outbox
+from collab.live.room import InvalidUpdate, Room, RoomFailed, _precheck
+from collab.live.rooms import Rooms
+from collab.server.auth import Identity, Role
+from collab.server.yjs_endpoint import YjsPeer
+from collab.store.memory_store import MemoryStore
+from collab.store.sqlite_store import SQLiteStore
 from gitsync.repos import Repositories
 from protocol.names import DocId
 from protocol.yjs import (
@@ -104,13 +104,13 @@ async def test_a_broadcast_encodes_and_frames_an_update_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[object] = []
-    real = collab.yjs_endpoint.encode_message
+    real = collab.server.yjs_endpoint.encode_message
 
     def counting(message: Any) -> bytes:
         calls.append(message)
         return real(message)
 
-    monkeypatch.setattr(collab.yjs_endpoint, "encode_message", counting)
+    monkeypatch.setattr(collab.server.yjs_endpoint, "encode_message", counting)
     room, peers, sockets = await _room_with_peers(5)
     try:
         for ws in sockets:
@@ -246,7 +246,7 @@ async def test_the_group_window_holds_appends_only_while_they_come_fast(
 ) -> None:
     # Each commit adds 0.1 append/s to its document's rate; with a 1 s window it groups from
     # 1 append/s on, i.e. from the eleventh commit to one document in quick succession.
-    monkeypatch.setattr(collab.sqlite_store, "_RATE_HORIZON", 10.0)
+    monkeypatch.setattr(collab.store.sqlite_store, "_RATE_HORIZON", 10.0)
     window = 1.0
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
         for i in range(11):  # slow: each is committed at once (timed in the test below)
@@ -272,10 +272,10 @@ async def test_appends_that_come_slowly_are_not_held_for_company(
     would share no broadcast). The window is long and rates barely decay, so that a held
     append would wait 30 s where one committed at once takes milliseconds: half the window
     tells the two apart on any machine, however loaded."""
-    monkeypatch.setattr(collab.sqlite_store, "_RATE_HORIZON", 1000.0)  # a commit adds 0.001/s
+    monkeypatch.setattr(collab.store.sqlite_store, "_RATE_HORIZON", 1000.0)  # a commit adds 0.001/s
     window = 30.0
     # busy from 0.0035 appends/s: from a document's fourth commit on
-    monkeypatch.setattr(collab.sqlite_store, "_BUSY_PER_WINDOW", 0.0035 * window)
+    monkeypatch.setattr(collab.store.sqlite_store, "_BUSY_PER_WINDOW", 0.0035 * window)
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
         for i in range(4):  # three commits or fewer before each: slow
             assert await asyncio.wait_for(store.append("doc", b"u%d" % i), window / 2) == i + 1
@@ -297,7 +297,7 @@ async def test_appends_that_come_slowly_are_not_held_for_company(
 async def test_under_load_an_append_waits_a_window_for_company(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(collab.sqlite_store, "_BUSY_PER_WINDOW", 0.0)  # always grouping
+    monkeypatch.setattr(collab.store.sqlite_store, "_BUSY_PER_WINDOW", 0.0)  # always grouping
     window = 1.0
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
         started = time.monotonic()
@@ -315,7 +315,7 @@ async def test_an_append_whose_window_passed_while_the_loop_was_busy_is_not_held
     # The window runs from when the first append was made: an event loop busy for longer
     # than the window (a long compaction, say) is not followed by a whole window more of
     # waiting; what was made meanwhile goes with it.
-    monkeypatch.setattr(collab.sqlite_store, "_BUSY_PER_WINDOW", 0.0)  # always grouping
+    monkeypatch.setattr(collab.store.sqlite_store, "_BUSY_PER_WINDOW", 0.0)  # always grouping
     window = 0.4
     async with SQLiteStore(tmp_path / "store.db", group_window=window) as store:
         commits = store.commits
@@ -345,7 +345,7 @@ async def test_sequence_numbers_continue_after_delete_and_restart(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not used on Windows")
 def test_serve_runs_its_event_loop_on_uvloop() -> None:
-    from collab.cli import _event_loop_run
+    from collab.cli.commands import _event_loop_run
 
     seen: list[str] = []
 
@@ -359,8 +359,8 @@ def test_serve_runs_its_event_loop_on_uvloop() -> None:
 def test_serve_defaults_are_the_server_config_defaults() -> None:
     import dataclasses
 
-    from collab.cli import _parser
-    from collab.config import ServerConfig
+    from collab.cli.commands import _parser
+    from collab.server.config import ServerConfig
 
     args = vars(_parser().parse_args(["serve"]))
     defaults = {

@@ -296,13 +296,13 @@ async def test_panic_past_the_precheck_reloads_the_room_and_loses_nothing(
 ) -> None:
     """A panic that depends on the document's state: the damaged document is dropped, its
     peers reconnect to a room reloaded from the store, and no accepted edit is lost."""
-    import collab.room
+    import collab.live.room
 
     async with Client(server.url, user="a", min_backoff=0.01) as a:
         doc = await a.open(ROOM)
         doc.text += "[accepted]"
         await a.flush()
-        monkeypatch.setattr(collab.room, "_precheck", lambda update: None)
+        monkeypatch.setattr(collab.live.room, "_precheck", lambda update: None)
         async with YjsPeer(server.url, ROOM, user="mallory") as bad:
             await asyncio.wait_for(bad.synced.wait(), 5)
             damaged = server.rooms.get_key(ROOM)

@@ -17,7 +17,7 @@ from serverproc import ServerProcess
 from servers import make_config
 
 from collab import Client, CollabServer
-from collab.git_sync import CLEAN_SHUTDOWN, BranchSync
+from collab.git.branch_sync import CLEAN_SHUTDOWN, BranchSync
 
 
 async def test_kill_9_during_continuous_commits(repos: Path, tmp_path: Path) -> None:

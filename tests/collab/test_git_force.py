@@ -20,10 +20,10 @@ from gitcli import until
 from servers import SECRET, make_config
 
 from collab import CollabServer
-from collab.auth import Role, TokenAuthenticator
 from collab.client import Client
-from gitsync.commits import read_ref
+from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
+from gitsync.objects.commits import read_ref
 
 GIT_ENV = {
     **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},

@@ -1,4 +1,4 @@
-"""The git bridge of a live server (``collab.git_http``) with the git CLI: clone, fetch and
+"""The git bridge of a live server (``collab.server.git_http``) with the git CLI: clone, fetch and
 push, branches made and deleted, refusals with their reasons, replayed and gzip-encoded
 request bodies, unknown services, and tokens. Large pushes and fsck's checks are in
 ``test_git_push``; the git service's own units in ``tests/gitsync/test_smart_http``."""
@@ -21,10 +21,10 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 from servers import SECRET, make_config
 
-import collab.git_http
+import collab.server.git_http
 from collab import CollabServer
-from collab.auth import Role, TokenAuthenticator
-from gitsync.commits import commit_changes, read_ref, set_synced
+from collab.server.auth import Role, TokenAuthenticator
+from gitsync.objects.commits import commit_changes, read_ref, set_synced
 
 AUTHOR = "Server <server@example.com>"
 GIT_ENV = {
@@ -87,8 +87,8 @@ async def start_bridge(
     run_git(root.parent, "init", "-q", "--bare", "-b", "main", str(repo_path))
     server = CollabServer(make_config(root, data, commit_idle=60.0, **overrides))
     bridge = Bridge(server, repo_path)
-    real = collab.git_http.run_service
-    real_fetch = collab.git_http.fetch_pieces
+    real = collab.server.git_http.run_service
+    real_fetch = collab.server.git_http.fetch_pieces
 
     def recording(path: Path, service: str, body: Any, *args: Any, **kwargs: Any) -> Any:
         bridge.requests.append((service, body.read()))
@@ -104,8 +104,8 @@ async def start_bridge(
         if event["kind"] == "ref" and event["cause"] == "push":
             bridge.pushed.append((event["branch"], event["old"], event["new"]))
 
-    monkeypatch.setattr(collab.git_http, "run_service", recording)
-    monkeypatch.setattr(collab.git_http, "fetch_pieces", recording_fetch)
+    monkeypatch.setattr(collab.server.git_http, "run_service", recording)
+    monkeypatch.setattr(collab.server.git_http, "fetch_pieces", recording_fetch)
     await server.start()
     server.events.subscribe("repo", on_event)
     return bridge

@@ -20,7 +20,7 @@ from dulwich.repo import Repo
 from servers import SECRET, make_config
 
 from collab import CollabServer
-from collab.auth import Role, TokenAuthenticator
+from collab.server.auth import Role, TokenAuthenticator
 
 MB = 1_000_000
 GIT_ENV = {

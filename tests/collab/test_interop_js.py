@@ -20,7 +20,7 @@ from serverproc import ServerProcess
 from test_crash import stored_text
 
 from collab import Client, CollabServer, Document
-from collab.auth import Role, TokenAuthenticator
+from collab.server.auth import Role, TokenAuthenticator
 from protocol.errors import ErrorCode
 
 pytestmark = pytest.mark.js

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from collab.log_syncer import LogSyncer
+from collab.store.log_syncer import LogSyncer
 
 Released = queue.SimpleQueue[tuple[list[str], BaseException | None]]
 

@@ -13,7 +13,7 @@ from gitcli import git, show
 from servers import make_config
 
 from collab import Client, CollabServer
-from gitsync.commits import commit_changes, create_branch, read_ref
+from gitsync.objects.commits import commit_changes, create_branch, read_ref
 
 
 @pytest.fixture

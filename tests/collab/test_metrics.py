@@ -15,9 +15,9 @@ from servers import SECRET, make_config
 from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
-from collab.auth import AuthError, DevAuthenticator, Role, TokenAuthenticator
-from collab.cli import main
-from collab.metrics import authorize_metrics
+from collab.cli.commands import main
+from collab.server.auth import AuthError, DevAuthenticator, Role, TokenAuthenticator
+from collab.server.metrics import authorize_metrics
 from protocol.errors import ErrorCode
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collab import Client, CollabServer
-from collab.offsets import codepoint_to_utf16, utf8_offset, utf16_to_codepoint
+from collab.live.offsets import codepoint_to_utf16, utf8_offset, utf16_to_codepoint
 
 
 @given(st.text(), st.data())

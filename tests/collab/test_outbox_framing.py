@@ -11,8 +11,9 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp._websocket.writer import WebSocketWriter
 
-from collab import CollabServer, outbox
-from collab.websocket import CollabWebSocket
+from collab import CollabServer
+from collab.live import outbox
+from collab.server.websocket import CollabWebSocket
 
 
 class _Sink(asyncio.Transport):

@@ -22,8 +22,8 @@ from test_crash import stored_text
 from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
-from collab.data_lock import DataDirBusy, DataDirLock
-from collab.memory_store import MemoryStore
+from collab.store.data_lock import DataDirBusy, DataDirLock
+from collab.store.memory_store import MemoryStore
 from protocol.errors import ErrorCode
 
 ROOM = "demo/main:README.md"

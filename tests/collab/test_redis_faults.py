@@ -12,7 +12,7 @@ from buslistener import Heard
 from redisproc import RedisProcess
 
 from collab.bus.redis import RedisBus
-from collab.redis_store import RedisStore
+from collab.store.redis_store import RedisStore
 
 
 async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:

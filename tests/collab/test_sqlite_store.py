@@ -17,10 +17,10 @@ from contextlib import closing
 
 import pytest
 
-import collab.log_syncer
-from collab import sqlite_store
-from collab.sqlite_store import SQLiteStore
-from collab.store import StoredDoc
+import collab.store.log_syncer
+from collab.store import sqlite_store
+from collab.store.base import StoredDoc
+from collab.store.sqlite_store import SQLiteStore
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -115,7 +115,7 @@ class _Disk:
 @pytest.fixture
 def disk(monkeypatch: pytest.MonkeyPatch) -> _Disk:
     fake = _Disk()
-    monkeypatch.setattr(collab.log_syncer.os, "fdatasync", fake)
+    monkeypatch.setattr(collab.store.log_syncer.os, "fdatasync", fake)
     return fake
 
 
@@ -344,7 +344,7 @@ async def test_start_failure_is_raised(tmp_path: pathlib.Path) -> None:
 
 CHILD = """
 import asyncio, os, pathlib, signal, sys
-from collab.sqlite_store import SQLiteStore
+from collab.store.sqlite_store import SQLiteStore
 
 async def main() -> None:
     store = SQLiteStore(pathlib.Path(sys.argv[1]), group_window=0.001, max_batch=8)
@@ -439,7 +439,7 @@ async def test_a_syncer_that_cannot_start_fails_the_start_instead_of_hanging(
     def refuse(self: object) -> None:
         raise RuntimeError("can't start new thread")
 
-    monkeypatch.setattr(collab.log_syncer.LogSyncer, "start", refuse)
+    monkeypatch.setattr(collab.store.log_syncer.LogSyncer, "start", refuse)
     store = SQLiteStore(db_path(tmp_path))
     with pytest.raises(RuntimeError, match="new thread"):
         async with asyncio.timeout(5):
@@ -454,8 +454,8 @@ async def test_the_syncer_checkpoints_the_log_and_keeps_it_bounded(
 ) -> None:
     # the event loop's commits never checkpoint (a checkpoint fsyncs); the syncer does, and
     # under writes that never pause it truncates the log once it is large
-    monkeypatch.setattr(collab.sqlite_store, "_CHECKPOINT_EVERY", 0.0)
-    monkeypatch.setattr(collab.sqlite_store, "_LOG_LIMIT", 3_000_000)
+    monkeypatch.setattr(collab.store.sqlite_store, "_CHECKPOINT_EVERY", 0.0)
+    monkeypatch.setattr(collab.store.sqlite_store, "_LOG_LIMIT", 3_000_000)
     path = db_path(tmp_path)
     log = pathlib.Path(f"{path}-wal")
     async with SQLiteStore(path) as store:

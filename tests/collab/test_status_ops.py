@@ -12,8 +12,8 @@ from gitcli import git
 from servers import make_config
 
 from collab import Client, ClientError, CollabServer
-from collab.auth import Role, TokenAuthenticator
-from collab.cli import main
+from collab.cli.commands import main
+from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
 from protocol.errors import ErrorCode
 

@@ -13,11 +13,11 @@ import pytest
 from pycrdt import Doc, Text, TransactionEvent
 from redisproc import RedisProcess
 
-from collab.memory_store import MemoryStore
-from collab.redis_store import RedisStore
-from collab.sqlite_store import SQLiteStore
-from collab.store import Store, StoredDoc
-from collab.store_repair import repair
+from collab.store.base import Store, StoredDoc
+from collab.store.memory_store import MemoryStore
+from collab.store.redis_store import RedisStore
+from collab.store.repair import repair
+from collab.store.sqlite_store import SQLiteStore
 
 IMPLEMENTATIONS = ["memory", "sqlite", "redis"]
 

@@ -1,4 +1,4 @@
-"""``collab.store_repair``: what a repair keeps, sets aside and marks, on crafted histories."""
+"""``collab.store.repair``: what a repair keeps, sets aside and marks, on crafted histories."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-from collab.sqlite_store import SQLiteStore
-from collab.store_repair import check, repair
+from collab.store.repair import check, repair
+from collab.store.sqlite_store import SQLiteStore
 
 KEY = "demo/main:a.txt"
 

@@ -8,7 +8,7 @@ from typing import Any
 from pycrdt import Doc, Text
 
 from collab.completion.anchors import Anchors
-from collab.offsets import utf8_offset
+from collab.live.offsets import utf8_offset
 
 POOLS = [(0x41, 0x7E), (0xE0, 0x17F), (0x4E00, 0x4EFF), (0x1F300, 0x1F3FF)]
 

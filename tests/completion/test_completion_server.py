@@ -12,10 +12,10 @@ from fake_backends import FakeBackend
 from prometheus_client.parser import text_string_to_metric_families
 
 from collab import Client, ClientError, CollabServer
-from collab.auth import Identity, Role, TokenAuthenticator
-from collab.offsets import codepoint_to_utf16
-from collab.origin import Origin
-from collab.room import Room
+from collab.live.offsets import codepoint_to_utf16
+from collab.live.origin import Origin
+from collab.live.room import Room
+from collab.server.auth import Identity, Role, TokenAuthenticator
 from protocol.errors import ErrorCode
 
 APP = "demo/main:src/app.py"

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from collab import Client, ClientError, CollabServer
-from collab.auth import Role, TokenAuthenticator
-from collab.cli import main as cli_main
-from collab.origin import Origin
+from collab.cli.commands import main as cli_main
+from collab.live.origin import Origin
+from collab.server.auth import Role, TokenAuthenticator
 from protocol.errors import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""git's reachability bitmaps read by ``gitsync.bitmaps``: each commit's bitmap lists what
+"""git's reachability bitmaps read by ``gitsync.packs.bitmaps``: each commit's bitmap lists what
 ``git rev-list --objects`` lists for it, and the reachable set of a repository packed by
 ``git gc`` is made from them, walking only the commits made since. A damaged or foreign
 bitmap is not used."""
@@ -11,10 +11,10 @@ import pytest
 from conftest import run_git
 from dulwich.repo import Repo
 
-from gitsync import object_walk, reachable
-from gitsync.bitmaps import BitmapError, PackBitmap, bitmap_for
-from gitsync.object_walk import History
-from gitsync.pack_source import StoredObjects
+from gitsync.packs.bitmaps import BitmapError, PackBitmap, bitmap_for
+from gitsync.packs.source import StoredObjects
+from gitsync.wire import object_walk, reachable
+from gitsync.wire.object_walk import History
 
 
 @pytest.fixture

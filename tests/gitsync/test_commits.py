@@ -16,8 +16,9 @@ import pytest
 from dulwich.objects import Commit, ObjectID, Tree
 from dulwich.repo import Repo
 
-import gitsync.commits as commits
-from gitsync.commits import (
+import gitsync.objects.commits as commits
+from gitsync.locks import RefLocked, recover_stale_locks
+from gitsync.objects.commits import (
     DIR_MODE,
     FILE_MODE,
     BranchExists,
@@ -36,7 +37,6 @@ from gitsync.commits import (
     synced_ref,
     write_objects,
 )
-from gitsync.locks import RefLocked, recover_stale_locks
 from protocol.errors import ProtocolError
 
 ALICE = "Alice Doe <alice@example.com>"
@@ -340,7 +340,7 @@ def test_threads_racing_on_one_branch_lose_no_commit(repo_path: Path, git: Git) 
 WORKER = """
 import sys
 from dulwich.repo import Repo
-from gitsync.commits import RefMoved, commit_changes, read_ref
+from gitsync.objects.commits import RefMoved, commit_changes, read_ref
 path, n, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with Repo(path) as repo:
     head = read_ref(repo, b"refs/heads/main")

@@ -13,7 +13,7 @@ import pytest
 from conftest import run_git
 from dulwich.repo import Repo
 
-from gitsync.commits import branch_ref, commit_changes, read_ref
+from gitsync.objects.commits import branch_ref, commit_changes, read_ref
 from gitsync.fence import Fenced, claim, current_fence, fenced
 
 

@@ -1,4 +1,4 @@
-"""``gitsync.fsck`` against ``git fsck --strict``: what git refuses is refused with git's message
+"""``gitsync.objects.fsck`` against ``git fsck --strict``: what git refuses is refused with git's message
 id, and what git writes is accepted."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from dulwich.pack import UnpackedObjectIterator
 from dulwich.repo import Repo
 
-from gitsync.dotgit import is_dotgit, is_hfs_dot, is_ntfs_dot
-from gitsync.fsck import BLOB, COMMIT, TAG, TREE, FsckError, ObjectChecker, check_tree
-from gitsync.gitmodules import config_entries, gitmodules_problems
-from gitsync.stored_types import StoredTypes
+from gitsync.objects.dotgit import is_dotgit, is_hfs_dot, is_ntfs_dot
+from gitsync.objects.fsck import BLOB, COMMIT, TAG, TREE, FsckError, ObjectChecker, check_tree
+from gitsync.objects.gitmodules import config_entries, gitmodules_problems
+from gitsync.objects.stored_types import StoredTypes
 
 Git = Callable[..., str]
 ENV = {

@@ -10,8 +10,8 @@ from pathlib import Path
 from dulwich.repo import Repo
 from gitmerge import GIT_ENV, commit
 
-from gitsync.merge_base import CommitGraph, merge_bases
-from gitsync.packs import ObjectReader
+from gitsync.merge.merge_base import CommitGraph, merge_bases
+from gitsync.packs.read import ObjectReader
 
 
 def git_bases(path: Path, one: bytes, two: bytes) -> list[bytes]:

@@ -19,7 +19,7 @@ import pytest
 from dulwich.repo import Repo
 from gitmerge import GitFailed, commit, git_merge_tree, our_tree
 
-from gitsync.merging import plan_merge
+from gitsync.merge.plan import plan_merge
 
 Tree = dict[str, tuple[int, bytes]]
 DIRS = ["", "src/", "src/util/", "docs/", "lib/"]

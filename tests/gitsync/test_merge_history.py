@@ -16,7 +16,7 @@ import pytest
 from dulwich.repo import Repo
 from gitmerge import GIT_ENV, git_merge_tree, our_tree
 
-from gitsync.merging import UnrelatedHistories, plan_merge
+from gitsync.merge.plan import UnrelatedHistories, plan_merge
 
 BUNDLE = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "git-histories" / "requests.bundle"

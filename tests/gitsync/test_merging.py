@@ -12,8 +12,7 @@ from dulwich.graph import find_merge_base
 from dulwich.objects import Blob, ObjectID
 from dulwich.repo import Repo
 
-from gitsync.commits import BlobEntry, commit_changes, create_branch, read_ref
-from gitsync.merging import (
+from gitsync.merge.plan import (
     MergeConflict,
     MergePlan,
     UnrelatedHistories,
@@ -22,6 +21,7 @@ from gitsync.merging import (
     plan_merge,
     resolve_plan,
 )
+from gitsync.objects.commits import BlobEntry, commit_changes, create_branch, read_ref
 
 Git = Callable[..., str]
 AUTHOR = "Tester <t@example.com>"

@@ -13,9 +13,9 @@ from dulwich.objects import Blob, ShaFile, Tree
 from dulwich.pack import write_pack_index_v2, write_pack_objects
 from dulwich.repo import Repo
 
-import gitsync.packing as packing
-from gitsync.commits import commit_changes, create_branch, read_ref
-from gitsync.packing import (
+import gitsync.packs.write as packing
+from gitsync.objects.commits import commit_changes, create_branch, read_ref
+from gitsync.packs.write import (
     combine_small_packs,
     encode_index,
     encode_pack,

@@ -10,8 +10,8 @@ import pytest
 from dulwich.objects import Blob, ObjectID
 from dulwich.repo import Repo
 
-from gitsync.commits import commit_changes, read_ref
-from gitsync.packs import ObjectReader
+from gitsync.objects.commits import commit_changes, read_ref
+from gitsync.packs.read import ObjectReader
 
 Git = Callable[..., str]
 

@@ -1,4 +1,4 @@
-"""Receiving a push (``gitsync.receive_pack``) from crafted requests: the report and its side
+"""Receiving a push (``gitsync.wire.receive_pack``) from crafted requests: the report and its side
 band, refusals that leave no object behind, references that must reach objects of the right
 type, atomic pushes, shallow and malformed requests."""
 
@@ -15,10 +15,10 @@ from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 from dulwich.repo import Repo
 
-from gitsync.commits import commit_changes, read_ref
-from gitsync.packing import encode_pack
-from gitsync.push_wire import MalformedPush, read_request
+from gitsync.objects.commits import commit_changes, read_ref
+from gitsync.packs.write import encode_pack
 from gitsync.smart_http import info_refs, over_limit, push_commands, run_service
+from gitsync.wire.push_wire import MalformedPush, read_request
 
 ZERO = b"0" * 40
 AUTHOR = "Server <server@example.com>"

@@ -8,8 +8,8 @@ from pathlib import Path
 from dulwich.refs import Ref
 
 from gitsync import Repositories, create_demo_repo
-from gitsync.commits import branch_ref, read_ref, set_synced, synced_ref
 from gitsync.locks import call_past_stale_locks
+from gitsync.objects.commits import branch_ref, read_ref, set_synced, synced_ref
 
 
 def test_a_directory_pruned_under_a_ref_write_is_made_again(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from dulwich.repo import Repo
 from gitmerge import GIT_ENV, commit
 
-from gitsync.renames import MAX_SCORE, RENAME_SCORE, similarity, span_counts
+from gitsync.merge.renames import MAX_SCORE, RENAME_SCORE, similarity, span_counts
 
 
 def git_scores(repo: Repo, path: Path, pairs: list[tuple[bytes, bytes]]) -> list[int]:

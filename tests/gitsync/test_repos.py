@@ -9,7 +9,7 @@ from pathlib import Path
 from dulwich.repo import Repo
 
 import gitsync.repos
-from gitsync.commits import commit_changes
+from gitsync.objects.commits import commit_changes
 
 
 def test_a_pack_opened_data_first_opens_its_index_too(repo: Repo, repo_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dulwich.repo import Repo
 
-from gitsync.commits import commit_changes, read_ref
+from gitsync.objects.commits import commit_changes, read_ref
 from gitsync.smart_http import info_refs, run_service
 
 Git = Callable[..., str]

@@ -1,4 +1,4 @@
-"""Fetches answered by ``gitsync.upload_pack`` called directly, checked against git itself:
+"""Fetches answered by ``gitsync.wire.upload_pack`` called directly, checked against git itself:
 the objects of each pack are those ``git rev-list --objects`` lists for the same wants, haves
 and filter; every pack is taken by ``git index-pack``; ``ls-refs`` and refusals are as git's.
 The git CLI drives the same code through the server's bridge in
@@ -15,9 +15,9 @@ from conftest import GIT_ENV, run_git
 from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.pack import PackData
 
-from gitsync import fetch_plan, reachable
-from gitsync.pack_stream import PackStats
-from gitsync.upload_pack import answer
+from gitsync.packs.stream import PackStats
+from gitsync.wire import fetch_plan, reachable
+from gitsync.wire.upload_pack import answer
 
 OFS_DELTA, REF_DELTA = 6, 7
 

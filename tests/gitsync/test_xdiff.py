@@ -10,7 +10,7 @@ import pytest
 from dulwich.repo import Repo
 from gitmerge import commit, git_diff_hunks, lines
 
-from gitsync.xdiff import Algorithm, diff
+from gitsync.merge.xdiff import Algorithm, diff
 
 
 def as_hunks(old: bytes, new: bytes, algorithm: Algorithm) -> list[tuple[int, int, int, int]]:

@@ -12,7 +12,7 @@ import pytest
 from dulwich.repo import Repo
 from gitmerge import GIT_ENV, git_merge_files, lines
 
-from gitsync.xmerge import merge_lines
+from gitsync.merge.xmerge import merge_lines
 
 
 def random_case(rng: random.Random, size: int = 40, edits: int = 4) -> tuple[bytes, bytes, bytes]:

@@ -1,0 +1,356 @@
+"""The ``collab`` command: serve the engine, mint tokens, and talk to a running server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import os
+import signal
+import socket
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from gitsync import Repositories, create_demo_repo
+from protocol.errors import ProtocolError
+from protocol.names import validate_repo
+
+from ..completion.worker import add_worker_parser, run_worker_command
+from ..log_format import LOG_FORMATS, configure_logging
+from ..server.app import CollabServer
+from ..server.auth import ANY_REPO, Role, TokenAuthenticator
+from ..server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
+from ..store.data_lock import DataDirBusy
+from . import branch_commands, status_commands, store_commands
+
+__all__ = ["main"]
+
+SECRET_ENV = "COLLAB_SECRET"
+_DEFAULTS = ServerConfig(repos=Path(), data_dir=Path())
+
+
+def _secret(args: argparse.Namespace) -> bytes | None:
+    if getattr(args, "secret_file", None):
+        return Path(args.secret_file).read_bytes().strip()
+    value = os.environ.get(SECRET_ENV)
+    return value.encode() if value else None
+
+
+DESCRIPTION = """\
+collab: real-time collaboration on git repositories.
+
+  collab serve            run the engine (dev mode without a secret)
+  collab token            mint an access token with the server's secret
+  collab status           what a running server serves: repositories, branches, people
+  collab log REPO BRANCH  a branch's recent commits, with authors and co-authors
+  collab branch ...       list, join, create, fork, delete or commit branches
+  collab merge SRC DST    preview (or --apply) a merge of one branch into another
+  collab store ...        check or repair the store, with the server stopped
+  collab worker           run a completion worker for an engine
+
+`collab COMMAND --help` describes each command and its options, with their defaults.
+"""
+
+
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collab", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the engine",
+        description="Serve the git repositories under --repos to live editors, git and the "
+        "HTTP API. Without a secret the server runs in dev mode: loopback only, ?user=NAME.",
+        formatter_class=_Defaults,
+    )
+    serve.add_argument(
+        "--repos",
+        type=Path,
+        help="directory of git repositories DIR/<name> or DIR/<name>.git (default: a demo "
+        "repository created under --data-dir)",
+    )
+    serve.add_argument(
+        "--data-dir", type=Path, default=Path(".collab"), help="the store, lock and state files"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks one")
+    serve.add_argument(
+        "--secret-file",
+        help=f"file holding the HMAC secret for tokens (else ${SECRET_ENV}; neither: dev mode)",
+    )
+    serve.add_argument(
+        "--grace", type=float, default=5.0, help="seconds an idle document stays loaded"
+    )
+    serve.add_argument(
+        "--group-window",
+        type=float,
+        default=GROUP_WINDOW,
+        help="seconds an update under load waits for others to share its store write (0: none)",
+    )
+    serve.add_argument(
+        "--sync-window",
+        type=float,
+        default=SYNC_WINDOW,
+        help="seconds of store writes one fsync covers (0: fsyncs back to back)",
+    )
+    serve.add_argument(
+        "--heartbeat", type=float, default=30.0, help="seconds between WebSocket pings"
+    )
+    serve.add_argument(
+        "--max-document",
+        type=int,
+        default=_DEFAULTS.max_document,
+        help="largest live document (UTF-8 bytes of text); edits past it are refused with 4019",
+    )
+    serve.add_argument(
+        "--max-push",
+        type=int,
+        default=_DEFAULTS.max_push,
+        help="largest git push (bytes, decompressed); larger ones are refused",
+    )
+    serve.add_argument(
+        "--store", choices=["sqlite", "memory"], default="sqlite", help="where CRDT history lives"
+    )
+    serve.add_argument(
+        "--completion-backend",
+        default="local",
+        help="embedded completion worker: local, http, transformers, module:factory or none",
+    )
+    serve.add_argument("--completion-model", help="model directory (transformers) or name (http)")
+    serve.add_argument("--completion-endpoint", help="OpenAI-compatible server URL (http)")
+    serve.add_argument(
+        "--commit-idle",
+        type=float,
+        default=1.0,
+        help="commit live edits after this many seconds without typing",
+    )
+    serve.add_argument(
+        "--commit-max-lag",
+        type=float,
+        default=10.0,
+        help="... and at the latest this many seconds after the first pending edit",
+    )
+    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines on stderr: text, or one JSON object per line (time, level, logger, "
+        "message, exception)",
+    )
+
+    token = sub.add_parser(
+        "token",
+        help="mint an access token with the server's secret",
+        formatter_class=_Defaults,
+    )
+    token.add_argument("--user", required=True, help="who the token names")
+    token.add_argument(
+        "--repo", help="repository name, or * for all (worker and metrics roles: not needed)"
+    )
+    token.add_argument(
+        "--role", choices=[r.value for r in Role], default="write", help="what it allows"
+    )
+    token.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds; 0 for no expiry")
+    token.add_argument("--secret-file", help=f"HMAC secret file (else ${SECRET_ENV})")
+    status_commands.add_parsers(sub)
+    branch_commands.add_parsers(sub)
+    store_commands.add_parsers(sub)
+    add_worker_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "token":
+        return _token(args)
+    if args.command in ("branch", "merge"):
+        return branch_commands.run(args)
+    if args.command in ("status", "log"):
+        return status_commands.run(args)
+    if args.command == "store":
+        return store_commands.run(args)
+    if args.command == "worker":
+        return run_worker_command(args)
+    return _serve(args)
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = _secret(args)
+    if secret is None:
+        print(f"collab token: no secret; set ${SECRET_ENV} or --secret-file", file=sys.stderr)
+        return 2
+    repo = args.repo or ("*" if args.role in (Role.WORKER, Role.METRICS) else None)
+    if repo is None:
+        print("collab token: --repo is required (a repository name, or * for all)", file=sys.stderr)
+        return 2
+    try:
+        if repo != ANY_REPO:
+            validate_repo(repo)
+        auth = TokenAuthenticator(secret)
+        token = auth.mint(user=args.user, repo=repo, role=Role(args.role), ttl=_ttl(args.ttl))
+    except (ProtocolError, ValueError) as exc:
+        print(f"collab token: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _ttl(seconds: float) -> float | None:
+    return seconds if seconds > 0 else None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT or SIGTERM. A start-up failure is one line on stderr,
+    with its cause and what to do, and exit status 2."""
+    try:
+        config = _config(args)
+        _check_port(config.host, config.port)
+        configure_logging(args.log_level, args.log_format)
+        if args.repos is None and not Repositories(config.repos).names():
+            create_demo_repo(config.repos / "demo.git")
+        _event_loop_run(_run(config))
+    except StartupError as exc:
+        print(f"collab serve: {exc}", file=sys.stderr)
+        return 2
+    except DataDirBusy as exc:
+        print(f"collab serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"collab serve: {_os_error(exc, args)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"collab serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class StartupError(Exception):
+    """A reason not to start, with what to do about it (one line)."""
+
+
+def _config(args: argparse.Namespace) -> ServerConfig:
+    repos: Path = args.repos or args.data_dir / "repos"
+    if args.repos is not None and not args.repos.is_dir():
+        raise StartupError(
+            f"no repository directory {args.repos}: create it and put git repositories in "
+            "it (DIR/NAME or DIR/NAME.git), or leave --repos out to serve a demo repository"
+        )
+    try:
+        secret = _secret(args)
+    except OSError as exc:
+        raise StartupError(f"cannot read the secret file: {exc.strerror}: {exc.filename}") from None
+    return ServerConfig(
+        repos=repos,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        secret=secret,
+        grace=args.grace,
+        group_window=args.group_window,
+        sync_window=args.sync_window,
+        heartbeat=args.heartbeat,
+        max_document=args.max_document,
+        max_push=args.max_push,
+        store=args.store,
+        commit_idle=args.commit_idle,
+        completion_backend=args.completion_backend,
+        completion_model=args.completion_model,
+        completion_endpoint=args.completion_endpoint,
+        commit_max_lag=args.commit_max_lag,
+    )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` for a moment, as the server will, so that a port in use is reported
+    before anything is opened (the server reports it too if it is taken meanwhile)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {host!r}: {exc.strerror}; check --host") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+
+
+def _os_error(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for an OSError at start: a port in use or forbidden, or the error itself."""
+    where = f"{args.host}:{args.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is in use (another collab serve?); stop "
+            "that server, or pick another port with --port"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied; pick a port above 1023 with --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no such address on this machine; check --host"
+    what = exc.strerror or str(exc)
+    return f"{what}: {exc.filename}" if exc.filename else what
+
+
+def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (it sends and wakes up for less CPU than
+    the default loop), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+async def _run(config: ServerConfig) -> None:
+    server = CollabServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        _announce(server)
+        await stop.wait()
+
+
+def _announce(server: CollabServer) -> None:
+    names = server.repos.names()
+    example = f"{names[0]}/main:README.md" if names else "<repo>/<branch>:<path>"
+    auth = "?user=NAME (dev mode)" if server.auth.dev_mode else "?token=TOKEN (collab token ...)"
+    print(f"collab: listening on {server.url}", flush=True)
+    print(f"  repositories : {server.config.repos} ({', '.join(names) or 'none'})", flush=True)
+    print(f"  Yjs clients  : {server.url}/yjs/{example}{auth.split(' ')[0]}", flush=True)
+    print(
+        f"  engine / ws  : {server.url}/ws  (msgpack protocol, see protocol/README.md)", flush=True
+    )
+    print(f"  credentials  : {auth}", flush=True)
+    who = " --user NAME" if server.auth.dev_mode else " --token TOKEN"
+    url = "" if server.port == 8765 else f" --url http://127.0.0.1:{server.port}"
+    print(f"  next         : {_program()} status{url}{who}  (in another terminal)", flush=True)
+
+
+def _program() -> str:
+    """How this command was run, to repeat it: ``.venv/bin/collab``, ``python -m collab``."""
+    invoked = sys.argv[0] if sys.argv else ""
+    if Path(invoked).name == "collab":
+        return invoked
+    return f"{Path(sys.executable).name} -m collab"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

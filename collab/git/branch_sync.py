@@ -1,0 +1,779 @@
+"""Live documents and git branches as one system.
+
+Every branch with loaded documents has a :class:`BranchSync`. It commits the live text of the
+documents changed since its last commit after an idle time or a maximum lag (continuous
+commits), and brings the live documents up to date when the branch's ref moves for another
+reason (a ``git push``, a commit by another tool) by applying the difference as text edits.
+
+A move to a commit that does not descend from the one the live documents match (a force push,
+a reset) is followed too: live edits not committed yet are merged onto the new head where they
+merge cleanly, and otherwise committed on a branch of their own before the document is made
+to read as the new head.
+
+Which commit the live documents match is recorded in the private ref
+``refs/collab/synced/<branch>``: it is the parent of the next continuous commit and the merge
+base when the branch moves outside the engine, and it survives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dulwich.graph import can_fast_forward
+from dulwich.objects import ObjectID
+from dulwich.repo import Repo
+
+from gitsync import (
+    BranchNotFound,
+    RepoNotFound,
+    Repositories,
+)
+from gitsync.changes import FileChange, changed_files, is_text, read_blob
+from gitsync.locks import STALE_AFTER
+from gitsync.merge.plan import merge_text
+from gitsync.objects.commits import (
+    BranchExists,
+    NothingToCommit,
+    RefMoved,
+    author_line,
+    branch_ref,
+    commit_changes,
+    commit_message,
+    create_branch,
+    read_ref,
+    read_synced,
+    recover_stale_locks,
+    set_synced,
+)
+from gitsync.packs.write import fsync_directory
+from protocol.errors import ProtocolError
+from protocol.names import DocId
+
+from ..live.events import EventHub, hexsha
+from ..live.origin import Origin
+from ..live.room import Room
+from ..live.text_edits import apply_edits, diff_edits
+from ..server.auth import Identity
+from .work import in_git_thread, in_repo
+
+if TYPE_CHECKING:
+    from ..live.rooms import Rooms
+    from ..store.base import Store
+
+__all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync"]
+
+log = logging.getLogger("collab.git")
+
+ENGINE_AUTHOR = "collab <collab@localhost>"
+CLEAN_SHUTDOWN = "clean-shutdown"
+"""File in the data directory left by a shutdown that committed all live state."""
+SHRINK_RATIO = 0.5
+"""A document recovered after damage whose text is under this share of its file at the
+branch head (and :data:`SHRINK_BYTES` shorter) is not committed: its history may be missing
+edits, and the commit would erase them from the branch."""
+SHRINK_BYTES = 128
+
+
+def replace_text(room: Room, new: str, *, origin: Origin) -> asyncio.Future[None]:
+    """Make ``room``'s text read ``new`` with the smallest edits; returns the durability
+    future. Runs without yielding, so no other change interleaves."""
+    current = str(room.text)
+    edits = diff_edits(current, new)
+    return room.edit(lambda text: apply_edits(text, current, edits), origin=origin)
+
+
+class BranchSync:
+    """Continuous commits and external-move reconciliation for one branch."""
+
+    def __init__(self, owner: GitSync, repo: str, branch: str, synced: bytes) -> None:
+        self.owner = owner
+        self.repo = repo
+        self.branch = branch
+        self.name = f"{repo}/{branch}"  # for log lines
+        self.prefix = f"{self.name}:"  # of its documents' keys
+        self.synced = synced
+        self.lock = asyncio.Lock()
+        self.dirty: dict[str, Room] = {}
+        self.held: dict[str, tuple[int, int]] = {}  # path -> (live size, head size), not committed
+        self.authors: dict[str, Identity] = {}
+        self.reconciling = False
+        self.deleting = False  # the engine is deleting the branch: do not restore it
+        self._idle: asyncio.TimerHandle | None = None
+        self._last_touch = 0.0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._again = False  # kicked while the background commit ran
+
+    # -- continuous commits ------------------------------------------------------------------
+
+    def touch(self, room: Room, origin: Origin, author: Identity | None) -> None:
+        """A room of this branch changed: commit after the idle time or the maximum lag."""
+        self.dirty[room.doc_id.path] = room
+        if author is not None and origin in (Origin.CLIENT, Origin.AI):
+            self.authors.setdefault(author.user, author)
+        loop = asyncio.get_running_loop()
+        # One idle timer, pushed back lazily when it fires: a keystroke only stamps the time.
+        self._last_touch = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_later(self.owner.idle, self._idle_due)
+        if self._deadline is None:
+            self._deadline = loop.call_later(self.owner.max_lag, self._kick)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing pending, held, scheduled or under way."""
+        running = self._task is not None and not self._task.done()
+        timers = self._idle is not None or self._deadline is not None
+        return not (self.dirty or self.held or self.lock.locked() or running or timers)
+
+    def _idle_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        remaining = self._last_touch + self.owner.idle - loop.time()
+        if remaining > 0:
+            self._idle = loop.call_later(remaining, self._idle_due)
+        else:
+            self._kick()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._idle, self._deadline):
+            if timer is not None:
+                timer.cancel()
+        self._idle = self._deadline = None
+
+    def _kick(self) -> None:
+        self._cancel_timers()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._background_flush())
+        else:  # a commit is under way: commit again once it ends (the edits it did not take)
+            self._again = True
+
+    async def _background_flush(self) -> None:
+        try:
+            while True:
+                self._again = False
+                await self.flush()
+                if not self._again:
+                    break
+        except Exception:
+            log.exception("%s: continuous commit failed; retrying later", self.name)
+            if self.dirty and not self.owner.stopped:
+                loop = asyncio.get_running_loop()
+                self._idle = loop.call_later(max(self.owner.idle, 1.0), self._kick)
+
+    async def flush(self) -> bytes:
+        """Commit every pending live change now; return the branch's synced commit."""
+        async with self.lock:
+            await self._commit()
+            return self.synced
+
+    async def _commit(self) -> None:
+        self._cancel_timers()
+        if not self.dirty:
+            return
+        rooms: dict[str, Room] = {}
+        authors: dict[str, Identity] = {}
+        try:
+            await asyncio.gather(*(room.drain() for room in self.dirty.values()))
+            for _attempt in range(5):
+                # The text committed and the people who typed it are taken together, with no
+                # await in between: an edit that lands meanwhile comes with its author.
+                rooms.update(self.dirty)
+                self.dirty = {}
+                for user, identity in self.authors.items():
+                    authors.setdefault(user, identity)
+                self.authors = {}
+                if any(room.failed for room in rooms.values()):
+                    self.owner.incomplete = True  # their stored edits wait for a recovery
+                changes = {
+                    path: str(room.text).encode("utf-8")
+                    for path, room in rooms.items()
+                    if not room.failed
+                }
+                await self._hold_shrinking(rooms, changes)
+                started = time.perf_counter()
+                try:
+                    new = await in_git_thread(
+                        self.owner.repos, self._write, changes, list(authors.values())
+                    )
+                except NothingToCommit:
+                    await self._settle_recovered(rooms, changes)
+                    return
+                except RefMoved as moved:
+                    if moved.current is None:
+                        await self._restore()
+                    else:
+                        await self._reconcile(moved.current)
+                    continue
+                if self.owner.observe_commit is not None:
+                    self.owner.observe_commit(time.perf_counter() - started)
+                self._committed(new, sorted(changes), list(authors))
+                await self._settle_recovered(rooms, changes)
+                return
+            raise RuntimeError(f"{self.name} kept moving while committing")
+        except BaseException:
+            for path, room in rooms.items():  # keep them pending
+                self.dirty.setdefault(path, room)
+            for user, identity in authors.items():
+                self.authors.setdefault(user, identity)
+            raise
+
+    async def _hold_shrinking(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
+        """Take out of ``changes`` the documents recovered after damage whose text would shrink
+        their file drastically (see :data:`SHRINK_RATIO`); they are reported and held until
+        their text grows back (clients that held the lost edits reconnect) or an operator
+        decides (``collab store repair --accept`` or ``--reseed``)."""
+        recovered = [path for path in changes if rooms[path].recovered]
+        if not recovered:
+            return
+        synced = self.synced
+        heads = await in_repo(
+            self.owner.repos,
+            self.repo,
+            lambda repo: {path: read_blob(repo, synced, path) for path in recovered},
+        )
+        for path in recovered:
+            new, old = len(changes[path]), len(heads[path] or b"")
+            if new >= old * SHRINK_RATIO or old - new < SHRINK_BYTES:
+                self.held.pop(path, None)
+                continue
+            del changes[path]
+            if self.held.get(path) != (new, old):
+                self.held[path] = (new, old)
+                log.warning(
+                    "%s%s: recovered after damage, and its %d bytes would replace %d at the "
+                    "branch head: commit held (reconnecting clients may bring the lost edits "
+                    "back; else `collab store repair --accept` or `--reseed`)",
+                    self.prefix,
+                    path,
+                    new,
+                    old,
+                )
+                self.owner.events.publish(
+                    self.repo,
+                    {
+                        "kind": "held",
+                        "branch": self.branch,
+                        "path": path,
+                        "size": new,
+                        "head_size": old,
+                    },
+                )
+
+    async def _settle_recovered(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
+        """The recovered documents in ``changes`` now match their branch: no longer held."""
+        for path in changes:
+            room = rooms[path]
+            if room.recovered:
+                room.recovered = False
+                self.held.pop(path, None)
+                await self.owner.store.clear_recovered(room.key)
+
+    async def _restore(self) -> None:
+        """The branch was deleted outside the engine while its live documents held edits:
+        put it back where they were last committed, so that the edits land on it (the engine
+        itself refuses to delete a branch with open documents)."""
+        if self.deleting:
+            return
+        try:
+            await in_repo(self.owner.repos, self.repo, create_branch, self.branch, self.synced)
+        except BranchExists:
+            return  # created again meanwhile: the next attempt merges with it
+        log.warning("%s: deleted outside the engine with live edits; restored", self.name)
+        self.owner.events.publish(
+            self.repo,
+            {
+                "kind": "ref",
+                "branch": self.branch,
+                "old": None,
+                "new": hexsha(self.synced),
+                "cause": "restored",
+            },
+        )
+
+    def _write(self, changes: dict[str, bytes], authors: list[Identity]) -> bytes:
+        repo = self.owner.repos.open(self.repo)
+        lines = [author_line(identity.user) for identity in authors] or [ENGINE_AUTHOR]
+        new = commit_changes(
+            repo,
+            self.branch,
+            changes,
+            message=commit_message(sorted(changes), lines[1:]),
+            author=lines[0],
+            committer=ENGINE_AUTHOR,
+            expected=self.synced,
+        )
+        set_synced(repo, self.branch, new)
+        return new
+
+    def _committed(self, new: bytes, files: list[str], users: list[str]) -> None:
+        old, self.synced = self.synced, new
+        log.info(
+            "%s: committed %s by %s (%s)",
+            self.name,
+            new[:12].decode(),
+            ", ".join(users) or "collab",
+            ", ".join(files),
+        )
+        self.owner.events.publish(
+            self.repo,
+            {
+                "kind": "commit",
+                "branch": self.branch,
+                "commit": hexsha(new),
+                "parents": [hexsha(old)],
+                "authors": users,
+                "files": files,
+            },
+        )
+
+    # -- the ref moved outside the engine ----------------------------------------------------
+
+    async def catch_up(self) -> None:
+        """If the branch moved since the live documents last matched it, merge the move
+        into them as text edits."""
+        head = await in_git_thread(self.owner.repos, self.owner.head, self.repo, self.branch)
+        if head is None or head == self.synced:
+            return
+        async with self.lock:
+            head = await in_git_thread(self.owner.repos, self.owner.head, self.repo, self.branch)
+            if head is not None and head != self.synced:
+                await self._reconcile(head)
+
+    async def _reconcile(self, head: bytes | None) -> None:
+        """Apply the change ``synced -> head`` to the live documents (lock held). If ``head``
+        does not descend from ``synced`` (a force push, a reset), see :meth:`_follow_rewrite`."""
+        if head is None:
+            raise RuntimeError(f"branch {self.branch} of {self.repo} was deleted")
+        old = self.synced
+        changes, forward = await in_repo(
+            self.owner.repos,
+            self.repo,
+            lambda repo: (changed_files(repo, old, head), _descends(repo, old, head)),
+        )
+        rescued = None
+        if forward:
+            await self.merge_into_live(changes)
+        else:
+            rescued = await self._follow_rewrite(old, changes)
+        await in_repo(self.owner.repos, self.repo, set_synced, self.branch, head)
+        self.synced = head
+        log.info(
+            "%s: %s outside the engine to %s; merged",
+            self.name,
+            "moved" if forward else "rewound",
+            head[:12].decode(),
+        )
+        event: dict[str, object] = {
+            "kind": "ref",
+            "branch": self.branch,
+            "old": hexsha(old),
+            "new": hexsha(head),
+            "cause": "external",
+        }
+        if not forward:
+            event["rewound"] = True
+            event["rescued"] = rescued
+        self.owner.events.publish(self.repo, event)
+
+    async def _follow_rewrite(self, old: bytes, changes: list[FileChange]) -> str | None:
+        """The branch moved from ``old`` to a commit that does not descend from it: make each
+        live document read as the new head. Pending live edits are kept where they merge
+        cleanly onto it (three-way, ``old`` the base); where they do not, the live text is
+        first committed on a branch of its own, ``<branch>-rescued-<old>`` (returned), and
+        the document then reads as the new head. No live text is dropped uncommitted."""
+        live = set(await self.live_paths([change.path for change in changes]))
+        rescue = _Rescue(self, old)
+        durable: list[Awaitable[None]] = []
+        self.reconciling = True
+        try:
+            for change in changes:
+                if change.path not in live or not (is_text(change.old) and is_text(change.new)):
+                    continue
+                key = self.prefix + change.path
+                room = self.owner.rooms.get_key(key)
+                if room is not None:
+                    durable.append(await _rewrite_into(room, change, rescue))
+                else:
+                    async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
+                        durable.append(await _rewrite_into(borrowed, change, rescue))
+            await asyncio.gather(*durable)
+        finally:
+            self.reconciling = False
+        return rescue.name
+
+    async def live_paths(self, paths: Iterable[str]) -> list[str]:
+        """Those of ``paths`` that have a live document on this branch, loaded or stored."""
+        stored = set(await self.owner.store.keys(self.prefix))
+        return [
+            path
+            for path in paths
+            if self.prefix + path in stored
+            or self.owner.rooms.get_key(self.prefix + path) is not None
+        ]
+
+    async def merge_into_live(self, changes: list[FileChange]) -> None:
+        """Merge each ``old -> new`` file change three-way into the branch's live document
+        of that path, loaded or stored (documents never opened will seed from git), and
+        wait until the edits are durable. Binary files have no live documents."""
+        live = set(await self.live_paths([change.path for change in changes]))
+        durable: list[Awaitable[None]] = []
+        self.reconciling = True
+        try:
+            for change in changes:
+                if change.path not in live or not (is_text(change.old) and is_text(change.new)):
+                    continue
+                key = self.prefix + change.path
+                room = self.owner.rooms.get_key(key)
+                if room is not None:
+                    durable.append(_merge_into(room, change.old, change.new))
+                else:
+                    async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
+                        durable.append(_merge_into(borrowed, change.old, change.new))
+            await asyncio.gather(*durable)
+        finally:
+            self.reconciling = False
+
+
+def _merge_into(room: Room, old: bytes | None, new: bytes | None) -> asyncio.Future[None]:
+    """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits."""
+    base = (old or b"").decode("utf-8")
+    theirs = (new or b"").decode("utf-8")
+    live = str(room.text)
+    merged, conflicted = merge_text(base, live, theirs) if live != base else (theirs, False)
+    if conflicted:
+        log.warning("%s: the change conflicts with live edits; markers written", room.key)
+    return replace_text(room, merged, origin=Origin.GIT)
+
+
+def _descends(repo: Repo, old: bytes, new: bytes) -> bool:
+    """Whether commit ``new`` is ``old`` or descends from it."""
+    return old == new or bool(can_fast_forward(repo, ObjectID(old), ObjectID(new)))
+
+
+REWRITE_ATTEMPTS = 5
+
+
+async def _rewrite_into(room: Room, change: FileChange, rescue: _Rescue) -> asyncio.Future[None]:
+    """Make ``room`` read ``change.new``: live edits made since ``change.old`` are merged
+    onto it if they merge cleanly, else committed by ``rescue`` first."""
+    base = (change.old or b"").decode("utf-8")
+    theirs = (change.new or b"").decode("utf-8")
+    for _attempt in range(REWRITE_ATTEMPTS):
+        live = str(room.text)
+        if live == base:
+            return replace_text(room, theirs, origin=Origin.GIT)
+        merged, conflicted = merge_text(base, live, theirs)
+        if not conflicted:
+            return replace_text(room, merged, origin=Origin.GIT)
+        await rescue.keep(change.path, live)
+        if str(room.text) == live:  # (nothing typed while it was committed)
+            return replace_text(room, theirs, origin=Origin.GIT)
+    live = str(room.text)
+    await rescue.keep(change.path, live)
+    if str(room.text) != live:
+        log.warning("%s: edited while its live text was being kept; replaced", room.key)
+    return replace_text(room, theirs, origin=Origin.GIT)
+
+
+class _Rescue:
+    """Live text that a rewrite of its branch would drop, committed on a branch made for it
+    from the commit the live documents matched (the first :meth:`keep` makes it)."""
+
+    def __init__(self, sync: BranchSync, base: bytes) -> None:
+        self.sync = sync
+        self.base = base
+        self.name: str | None = None
+        self.head: bytes | None = None
+
+    async def keep(self, path: str, text: str) -> None:
+        sync = self.sync
+        owner = sync.owner
+        authors = [author_line(identity.user) for identity in sync.authors.values()]
+        lines = authors or [ENGINE_AUTHOR]
+
+        def write(repo: Repo) -> tuple[str, bytes]:
+            name, head = self.name, self.head
+            if name is None or head is None:
+                name = _free_branch(repo, f"{sync.branch}-rescued-{self.base[:8].decode()}")
+                create_branch(repo, name, self.base)
+                head = self.base
+            message = (
+                f"Keep the live edits of {path}\n\n"
+                f"{sync.branch} was rewritten while they were not committed; they did not "
+                f"merge cleanly onto its new head.\n"
+            )
+            message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
+            with contextlib.suppress(NothingToCommit):
+                head = commit_changes(
+                    repo,
+                    name,
+                    {path: text.encode("utf-8")},
+                    message=message,
+                    author=lines[0],
+                    committer=ENGINE_AUTHOR,
+                    expected=head,
+                )
+            return name, head
+
+        self.name, self.head = await in_repo(owner.repos, sync.repo, write)
+        log.warning(
+            "%s%s: live edits that do not merge onto the rewritten branch were committed on %s",
+            sync.prefix,
+            path,
+            self.name,
+        )
+        owner.events.publish(
+            sync.repo,
+            {
+                "kind": "rescued",
+                "branch": sync.branch,
+                "path": path,
+                "into": self.name,
+                "commit": hexsha(self.head),
+            },
+        )
+
+
+def _free_branch(repo: Repo, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... whichever does not exist yet."""
+    candidate, n = name, 1
+    while read_ref(repo, branch_ref(candidate)) is not None:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+class GitSync:
+    """Every branch's :class:`BranchSync`, wired into the rooms; a ``Service``."""
+
+    def __init__(
+        self,
+        repos: Repositories,
+        rooms: Rooms,
+        store: Store,
+        events: EventHub,
+        *,
+        idle: float = 1.0,
+        max_lag: float = 10.0,
+        poll: float = 1.0,
+        state_dir: Path | None = None,
+        owns_repos: bool = False,
+    ) -> None:
+        self.repos = repos
+        self.owns_repos = owns_repos
+        """No other process writes the repositories (the server holds their lock): every
+        lock file found at start was left by a dead writer, whatever its age."""
+        self.rooms = rooms
+        self.store = store
+        self.clean_marker = None if state_dir is None else state_dir / CLEAN_SHUTDOWN
+        self.events = events
+        self.idle = idle
+        self.max_lag = max_lag
+        self.poll = poll
+        self.stopped = False
+        self.clean_start = False  # the last shutdown left the clean-shutdown marker
+        self.incomplete = False
+        """Something this run could not commit is left in the store (a failed room, a branch
+        missing at recovery): the next start must look for it, so no clean-shutdown marker."""
+        self.branches: dict[tuple[str, str], BranchSync] = {}
+        self.observe_commit: Callable[[float], None] | None = None
+        """Called with the seconds each continuous commit took to write (git thread included)."""
+        self._creating: dict[tuple[str, str], asyncio.Task[BranchSync]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        rooms.before_load.append(self._before_load)
+        rooms.on_room.append(self._on_room)
+        rooms.before_unload.append(self._before_unload)
+        rooms.on_unloaded.append(self._on_unloaded)
+
+    # -- service -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await in_git_thread(self.repos, self._recover_locks)
+        self.clean_start = await in_git_thread(self.repos, self._take_clean_marker)
+        if self.clean_start:
+            log.info("last shutdown committed everything: no documents to recover")
+        else:
+            await self._recover_uncommitted()
+        self._watcher = asyncio.create_task(self._watch(), name="ref watcher")
+
+    async def stop(self) -> None:
+        """Commit everything still pending (graceful shutdown); if all of it was committed,
+        leave the clean-shutdown marker so that the next start need not look for it."""
+        self.stopped = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        clean = True
+        for sync in list(self.branches.values()):
+            try:
+                await sync.flush()
+            except Exception:
+                clean = False
+                log.exception("%s: final commit failed", sync.name)
+            if sync.dirty:
+                clean = False
+        if clean and not self.incomplete and self.clean_marker is not None:
+            await in_git_thread(self.repos, _write_durably, self.clean_marker)
+
+    def _take_clean_marker(self) -> bool:
+        """Whether the last shutdown left the marker; it is removed (durably) before anything
+        can change, so that a crash from now on makes the next start recover."""
+        marker = self.clean_marker
+        if marker is None or not marker.exists():
+            return False
+        marker.unlink()
+        fsync_directory(str(marker.parent))
+        return True
+
+    def _recover_locks(self) -> None:
+        older_than = -math.inf if self.owns_repos else STALE_AFTER
+        for name in self.repos.names():
+            removed = recover_stale_locks(self.repos.open(name), older_than)
+            for path in removed:
+                log.warning("%s: removed a stale lock %s left by a crash", name, path)
+
+    async def _recover_uncommitted(self) -> None:
+        """Commit live state a crash left uncommitted: documents in the store whose text
+        differs from their branch head. Every stored document is loaded, so this runs only
+        when the last shutdown did not leave the clean-shutdown marker."""
+        by_branch: dict[tuple[str, str], list[DocId]] = {}
+        try:
+            keys = await self.store.keys()
+        except Exception as exc:  # a damaged store file: serve what can be read
+            log.error(
+                "the store cannot list its documents (%s): nothing recovered at start; "
+                "run `collab store check` with the server stopped",
+                exc,
+            )
+            self.incomplete = True
+            return
+        for key in keys:
+            try:
+                doc_id = DocId.parse(key)
+            except Exception:
+                continue
+            by_branch.setdefault((doc_id.repo, doc_id.branch), []).append(doc_id)
+        for (repo, branch), doc_ids in by_branch.items():
+            try:
+                sync = await self.branch(repo, branch)
+            except (RepoNotFound, BranchNotFound):
+                self.incomplete = True  # looked for again at the next start
+                continue
+            for doc_id in doc_ids:
+                try:
+                    async with self.rooms.borrow(doc_id) as room:
+                        sync.dirty[doc_id.path] = room
+                except ProtocolError as exc:  # damaged (quarantined), or no longer text
+                    log.error("%s: not recovered: %s", doc_id, exc.message)
+                    self.incomplete = True
+            await sync.flush()
+
+    def held_files(self) -> dict[str, dict[str, int]]:
+        """Documents whose commits are held (see ``BranchSync._hold_shrinking``)."""
+        return {
+            f"{sync.prefix}{path}": {"size": size, "head_size": head_size}
+            for sync in self.branches.values()
+            for path, (size, head_size) in sync.held.items()
+        }
+
+    # -- branches ----------------------------------------------------------------------------
+
+    def head(self, repo: str, branch: str) -> bytes | None:
+        return read_ref(self.repos.open(repo), branch_ref(branch))
+
+    async def branch(self, repo: str, branch: str) -> BranchSync:
+        """The branch's sync state, created (and caught up with its ref) on first use.
+        Raises ``RepoNotFound``/``BranchNotFound``."""
+        key = (repo, branch)
+        sync = self.branches.get(key)
+        if sync is not None:
+            return sync
+        task = self._creating.get(key)
+        if task is None:
+            task = asyncio.create_task(self._create(repo, branch))
+            self._creating[key] = task
+            task.add_done_callback(lambda _t: self._creating.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _create(self, repo: str, branch: str) -> BranchSync:
+        def read() -> tuple[bytes, bytes | None]:
+            git = self.repos.open(repo)
+            head = read_ref(git, branch_ref(branch))
+            if head is None:
+                raise BranchNotFound(f"{repo}/{branch}")
+            synced = read_synced(git, branch)
+            if synced is None or ObjectID(synced) not in git.object_store:
+                set_synced(git, branch, head)  # no live documents yet: they start at head
+                synced = head
+            return head, synced
+
+        head, synced = await in_git_thread(self.repos, read)
+        sync = BranchSync(self, repo, branch, synced or head)
+        self.branches[(repo, branch)] = sync
+        return sync
+
+    def forget(self, repo: str, branch: str) -> None:
+        sync = self.branches.pop((repo, branch), None)
+        if sync is not None:
+            sync._cancel_timers()
+
+    # -- room hooks --------------------------------------------------------------------------
+
+    async def _before_load(self, doc_id: DocId) -> None:
+        sync = await self.branch(doc_id.repo, doc_id.branch)
+        if not sync.reconciling:
+            await sync.catch_up()
+
+    def _on_room(self, room: Room) -> None:
+        sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
+        if sync is not None:
+            room.listeners.append(sync.touch)
+
+    async def _before_unload(self, room: Room) -> None:
+        sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
+        if sync is not None and room.doc_id.path in sync.dirty:
+            await sync.flush()
+
+    def _on_unloaded(self, room: Room) -> None:
+        """Forget a branch's sync state once its last room is gone and nothing is pending
+        (it is made again from the refs on next use)."""
+        sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
+        if sync is not None and sync.idle and not self.rooms.active(sync.prefix):
+            self.forget(sync.repo, sync.branch)
+
+    def _heads(self, syncs: list[BranchSync]) -> list[bytes | None]:
+        return [self.head(sync.repo, sync.branch) for sync in syncs]
+
+    async def _watch(self) -> None:
+        """Notice refs moved by other tools (a commit made with the git CLI, say)."""
+        while True:
+            await asyncio.sleep(self.poll)
+            watched = [s for s in self.branches.values() if self.rooms.loaded(s.prefix)]
+            if not watched:
+                continue
+            try:
+                heads = await in_git_thread(self.repos, self._heads, watched)
+            except Exception:
+                log.exception("reading branch heads failed")
+                continue
+            for sync, head in zip(watched, heads, strict=True):
+                if head is not None and head != sync.synced and not sync.lock.locked():
+                    try:
+                        await sync.catch_up()
+                    except Exception:
+                        log.exception("%s: merging an external move failed", sync.name)
+
+
+def _write_durably(path: Path) -> None:
+    with path.open("wb") as f:
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_directory(str(path.parent))

@@ -1,0 +1,375 @@
+"""Branch operations on live repositories: participant branches, create, fork, delete, list.
+
+Permissions (see ``Identity.can_write_branch``): anyone who may read a repository may read
+every branch of it, and write their own participant branch and the branches they fork from
+it (named ``<own branch>-...``); writing any other branch takes the ``write`` role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from dulwich.refs import Ref
+from pycrdt import Doc
+
+from gitsync import BranchNotFound, RepoNotFound, Repositories
+from gitsync.changes import read_blob
+from gitsync.naming import is_participant_branch
+from gitsync.objects.commits import (
+    BranchExists,
+    RefMoved,
+    branch_heads,
+    create_branch,
+    delete_branch,
+    set_synced,
+    synced_ref,
+)
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId, validate_branch, validate_repo
+
+from ..live.events import EventHub, hexsha
+from ..live.origin import Origin
+from ..live.room import Room, Subscriber
+from ..live.rooms import Rooms
+from ..server.auth import Identity
+from ..store.base import Store
+from .branch_sync import BranchSync, GitSync
+from .work import in_git_thread
+
+__all__ = ["Branches"]
+
+log = logging.getLogger("collab.branches")
+
+MAX_JOINED = 4096  # (repo, user) pairs remembered as having their own branch
+
+
+class Branches:
+    """Branch-level operations, with permission checks and events."""
+
+    def __init__(
+        self,
+        repos: Repositories,
+        rooms: Rooms,
+        store: Store,
+        git: GitSync,
+        events: EventHub,
+    ) -> None:
+        self.repos = repos
+        self.rooms = rooms
+        self.store = store
+        self.git = git
+        self.events = events
+        # (repo, user) whose own branch is known to exist, most recent last; bounded
+        self._joined: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        rooms.on_join.append(self._on_join)
+        rooms.on_leave.append(self._on_leave)
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def check_read(self, identity: Identity, repo: str) -> str:
+        repo = validate_repo(repo)
+        if not identity.can_read(repo):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {repo!r}")
+        return repo
+
+    def check_write(self, identity: Identity, repo: str, branch: str) -> None:
+        if not identity.can_write_branch(repo, branch):
+            raise ProtocolError(
+                ErrorCode.READ_ONLY, f"{identity.user} may not write branch {branch!r}"
+            )
+
+    async def head(self, repo: str, branch: str) -> bytes:
+        try:
+            head = await in_git_thread(self.repos, self.git.head, repo, branch)
+        except RepoNotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r}") from None
+        if head is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no branch {branch!r} in {repo!r}")
+        return head
+
+    async def default_branch(self, repo: str) -> str:
+        def read() -> str:
+            symrefs = self.repos.open(repo).refs.get_symrefs()
+            target = bytes(symrefs.get(b"HEAD", b"refs/heads/main"))  # type: ignore[call-overload]
+            return target.removeprefix(b"refs/heads/").decode("utf-8")
+
+        return await in_git_thread(self.repos, read)
+
+    # -- presence and participant branches ---------------------------------------------------
+
+    def _on_join(self, room: Room, peer: Subscriber) -> None:
+        doc = room.doc_id
+        identity = peer.identity
+        self.events.publish(
+            doc.repo,
+            {
+                "kind": "presence",
+                "user": identity.user,
+                "branch": doc.branch,
+                "path": doc.path,
+                "action": "join",
+            },
+        )
+        joined = (doc.repo, identity.user)
+        if joined in self._joined:
+            self._joined.move_to_end(joined)
+        else:
+            self._joined[joined] = None
+            if len(self._joined) > MAX_JOINED:
+                self._joined.popitem(last=False)
+            task = asyncio.create_task(self._ensure_quietly(identity, doc.repo, doc.branch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _on_leave(self, room: Room, peer: Subscriber) -> None:
+        doc = room.doc_id
+        self.events.publish(
+            doc.repo,
+            {
+                "kind": "presence",
+                "user": peer.identity.user,
+                "branch": doc.branch,
+                "path": doc.path,
+                "action": "leave",
+            },
+        )
+
+    async def _ensure_quietly(self, identity: Identity, repo: str, base: str) -> None:
+        try:
+            await self.join(identity, repo, base)
+        except Exception:
+            log.exception("creating the branch of %s in %s failed", identity.user, repo)
+
+    async def join(self, identity: Identity, repo: str, base: str | None = None) -> dict[str, Any]:
+        """Make sure ``identity`` has its own branch in ``repo`` (created from ``base``, by
+        default the default branch); returns it."""
+        repo = self.check_read(identity, repo)
+        name = identity.own_branch
+        existing = await in_git_thread(self.repos, self.git.head, repo, name)
+        if existing is not None:
+            return {"name": name, "head": hexsha(existing), "created": False}
+        start = await self.head(repo, validate_branch(base or await self.default_branch(repo)))
+        if base is not None:
+            start = await self.git_flush(repo, base, start)
+        try:
+            await in_git_thread(self.repos, self._create, repo, name, start)
+        except BranchExists:
+            head = await self.head(repo, name)
+            return {"name": name, "head": hexsha(head), "created": False}
+        self._ref_event(repo, name, None, start, "create")
+        log.info("%s: created the branch %s for %s", repo, name, identity.user)
+        return {"name": name, "head": hexsha(start), "created": True}
+
+    async def git_flush(self, repo: str, branch: str, head: bytes) -> bytes:
+        """Commit the branch's pending live edits, if it has live documents; its head."""
+        sync = self.git.branches.get((repo, branch))
+        return await sync.flush() if sync is not None else head
+
+    def _create(self, repo: str, name: str, at: bytes) -> None:
+        git = self.repos.open(repo)
+        create_branch(git, name, at)
+        set_synced(git, name, at)  # over any leftover of a deleted namesake
+
+    def _ref_event(
+        self, repo: str, branch: str, old: bytes | None, new: bytes | None, cause: str
+    ) -> None:
+        self.events.publish(
+            repo,
+            {
+                "kind": "ref",
+                "branch": branch,
+                "old": hexsha(old),
+                "new": hexsha(new),
+                "cause": cause,
+            },
+        )
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def list_branches(self, identity: Identity, repo: str) -> list[dict[str, Any]]:
+        repo = self.check_read(identity, repo)
+        try:
+            heads = await in_git_thread(self.repos, lambda: branch_heads(self.repos.open(repo)))
+        except RepoNotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r}") from None
+        people: dict[str, list[dict[str, str]]] = {}
+        for room in self.rooms.loaded(f"{repo}/"):
+            for peer in room.attached:
+                who = getattr(peer, "identity", None)
+                if isinstance(who, Identity) and who.user != "collab":
+                    people.setdefault(room.doc_id.branch, []).append(
+                        {"user": who.user, "path": room.doc_id.path}
+                    )
+        return [
+            {
+                "name": name,
+                "head": hexsha(head),
+                "participant": is_participant_branch(name),
+                "mine": name == identity.own_branch,
+                "people": sorted(people.get(name, []), key=lambda p: (p["user"], p["path"])),
+            }
+            for name, head in sorted(heads.items())
+        ]
+
+    async def create(
+        self, identity: Identity, repo: str, name: str, source: str | None
+    ) -> dict[str, Any]:
+        repo = self.check_read(identity, repo)
+        name = validate_branch(name)
+        self.check_write(identity, repo, name)
+        source = validate_branch(source or await self.default_branch(repo))
+        start = await self.git_flush(repo, source, await self.head(repo, source))
+        await self._create_checked(repo, name, start)
+        self._ref_event(repo, name, None, start, "create")
+        log.info(
+            "%s: %s created the branch %s from %s at %s",
+            repo,
+            identity.user,
+            name,
+            source,
+            start[:12].decode(),
+        )
+        return {"name": name, "head": hexsha(start)}
+
+    async def _create_checked(self, repo: str, name: str, start: bytes) -> None:
+        try:
+            await in_git_thread(self.repos, self._create, repo, name, start)
+        except BranchExists as exc:
+            raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
+        except (OSError, ValueError, KeyError) as exc:  # a ref name clashing with a directory
+            raise ProtocolError(ErrorCode.CONFLICT, f"cannot create {name!r}: {exc}") from None
+
+    async def fork(
+        self, identity: Identity, repo: str, source: str, name: str | None
+    ) -> dict[str, Any]:
+        """Fork ``source`` at its live state into ``name``; the fork's documents start with
+        the source documents' CRDT history, so edits never duplicate between them."""
+        repo = self.check_read(identity, repo)
+        source = validate_branch(source)
+        if name is None:
+            name = await self._fork_name(repo, identity.own_branch)
+        name = validate_branch(name)
+        self.check_write(identity, repo, name)
+        await self.head(repo, source)
+        sync = await self.sync_of(repo, source)
+        async with sync.lock:
+            await sync._commit()
+            start = sync.synced
+            states, texts = await self._capture(repo, source)
+            await self._create_checked(repo, name, start)
+        target = f"{repo}/{name}:"
+        for path, state in states.items():
+            await self.store.append(target + path, state)
+        self._ref_event(repo, name, None, start, "fork")
+        log.info(
+            "%s: %s forked %s into %s at %s (%d live documents)",
+            repo,
+            identity.user,
+            source,
+            name,
+            start[:12].decode(),
+            len(states),
+        )
+        fork_sync = await self.sync_of(repo, name)
+        committed = await in_git_thread(self.repos, self._blob_texts, repo, start, list(texts))
+        for path, text in texts.items():  # typed while the fork was being made
+            if committed.get(path) != text:
+                async with self.rooms.borrow(DocId.parse(target + path)) as room:
+                    fork_sync.touch(room, Origin.CLIENT, None)
+        return {"name": name, "head": hexsha(start), "source": source}
+
+    async def sync_of(self, repo: str, branch: str) -> BranchSync:
+        try:
+            return await self.git.branch(repo, branch)
+        except (RepoNotFound, BranchNotFound):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no branch {branch!r} in {repo!r}") from None
+
+    async def _fork_name(self, repo: str, own: str) -> str:
+        heads = await in_git_thread(self.repos, lambda: branch_heads(self.repos.open(repo)))
+        n = 1
+        while f"{own}-fork-{n}" in heads:
+            n += 1
+        return f"{own}-fork-{n}"
+
+    async def _capture(self, repo: str, branch: str) -> tuple[dict[str, bytes], dict[str, str]]:
+        """Every document of the branch: its full CRDT state and its text."""
+        prefix = f"{repo}/{branch}:"
+        states: dict[str, bytes] = {}
+        texts: dict[str, str] = {}
+        for room in self.rooms.loaded(prefix):
+            states[room.doc_id.path] = room.doc.get_update()
+            texts[room.doc_id.path] = str(room.text)
+        for key in await self.store.keys(prefix):
+            path = key[len(prefix) :]
+            if path in states:
+                continue
+            stored = await self.store.load(key)
+            if stored is None or stored.empty:
+                continue
+            if stored.corrupt is not None:  # never fork a damaged history
+                raise ProtocolError(
+                    ErrorCode.DAMAGED, f"{key}: its stored history is damaged; repair it first"
+                )
+            doc: Doc[Any] = Doc()
+            stored.apply_to(doc)
+            states[path] = doc.get_update()
+        return states, texts
+
+    def _blob_texts(self, repo: str, commit: bytes, paths: list[str]) -> dict[str, str]:
+        out = {}
+        git = self.repos.open(repo)
+        for path in paths:
+            blob = read_blob(git, commit, path)
+            if blob is not None:
+                out[path] = blob.decode("utf-8", "replace")
+        return out
+
+    async def delete(self, identity: Identity, repo: str, name: str) -> dict[str, Any]:
+        repo = self.check_read(identity, repo)
+        name = validate_branch(name)
+        self.check_write(identity, repo, name)
+        if name == await self.default_branch(repo):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"{name!r} is the default branch")
+        prefix = f"{repo}/{name}:"
+        if any(room.attached for room in self.rooms.loaded(prefix)):
+            raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} has open documents")
+        head = await self.head(repo, name)
+        sync = self.git.branches.get((repo, name))
+        if sync is not None:
+            head = await sync.flush()
+            sync.deleting = True
+        try:
+            await in_git_thread(self.repos, self._delete, repo, name, head)
+        except RefMoved as exc:
+            if sync is not None:
+                sync.deleting = False
+            raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} moved: {exc}") from None
+        self.git.forget(repo, name)
+        for key in await self.store.keys(prefix):
+            await self.store.delete(key)
+        self._ref_event(repo, name, head, None, "delete")
+        log.info(
+            "%s: %s deleted the branch %s (it was at %s)",
+            repo,
+            identity.user,
+            name,
+            head[:12].decode(),
+        )
+        return {"name": name, "head": hexsha(head)}
+
+    def _delete(self, repo: str, name: str, head: bytes) -> None:
+        git = self.repos.open(repo)
+        delete_branch(git, name, head)
+        git.refs.remove_if_equals(Ref(synced_ref(name)), None)
+
+    async def commit(self, identity: Identity, repo: str, branch: str) -> dict[str, Any]:
+        """Commit the branch's pending live edits now."""
+        repo = self.check_read(identity, repo)
+        branch = validate_branch(branch)
+        self.check_write(identity, repo, branch)
+        head = await self.head(repo, branch)
+        return {"name": branch, "head": hexsha(await self.git_flush(repo, branch, head))}

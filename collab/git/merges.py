@@ -1,0 +1,237 @@
+"""Merging one branch into another in one call, live documents included.
+
+Both branches' pending live edits are committed first, so the merge sees what people see.
+The three-way merge is git's (``gitsync.merge.plan``: the tree and the conflicts
+``git merge-tree`` gives); its result is applied to the target's live documents as minimal
+text edits (whoever is typing there keeps their edits) and recorded as a merge commit with
+both parents. On conflict nothing is applied, unless conflict markers are asked for: then
+the target gets what git records (markers in text files, a file in the way of a directory
+moved to ``path~branch``), and the markers are written into the live documents, so the
+people on the target branch resolve them together.
+
+A file the source renamed moves on the target as in git's tree: the target's document at
+the old path is emptied (the file is gone there), and its text, the target's edits merged
+in, is the new path's: a document already open there gets it as edits, any other opens
+with it (seeded from the merge commit). The preview and the result name the old path of
+each renamed file (``renamed_from``), and the ``ref`` event of the merge maps old paths to
+new ones (``renamed``), so an editor showing the old path can open the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gitsync import Repositories
+from gitsync.changes import FileChange
+from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
+from gitsync.objects.commits import BlobEntry, author_line, commit_changes, fast_forward, set_synced
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import validate_branch
+
+from ..live.events import hexsha
+from ..server.auth import Identity
+from .branch_sync import ENGINE_AUTHOR, BranchSync
+from .branches import Branches
+from .work import in_git_thread, in_repo
+
+__all__ = ["Merges"]
+
+log = logging.getLogger("collab.merges")
+
+MAX_DIFF = 200_000  # characters of diff per file in a preview
+
+
+class Merges:
+    def __init__(self, repos: Repositories, branches: Branches) -> None:
+        self.repos = repos
+        self.branches = branches
+        self.git = branches.git
+        self.rooms = branches.rooms
+        self.store = branches.store
+        self.observe_merge: Callable[[float], None] | None = None
+        """Called with the seconds each merge that was applied took, from the call on."""
+
+    async def _prepare(
+        self, identity: Identity, repo: str, source: str, target: str
+    ) -> tuple[str, BranchSync, BranchSync]:
+        repo = self.branches.check_read(identity, repo)
+        source, target = validate_branch(source), validate_branch(target)
+        if source == target:
+            raise ProtocolError(ErrorCode.CONFLICT, "a branch cannot be merged into itself")
+        await self.branches.head(repo, source)
+        await self.branches.head(repo, target)
+        return (
+            repo,
+            await self.branches.sync_of(repo, source),
+            await self.branches.sync_of(repo, target),
+        )
+
+    async def _plan(
+        self, repo: str, source: bytes, target: bytes, names: tuple[str, str]
+    ) -> MergePlan:
+        """The plan of merging commit ``source`` into ``target``; conflict markers name the
+        branches, ``<<<<<<< target`` then ``>>>>>>> source``, as ``git merge-tree`` does."""
+        source_name, target_name = names
+        try:
+            return await in_repo(
+                self.repos, repo, plan_merge, source, target, labels=(target_name, source_name)
+            )
+        except UnrelatedHistories as exc:
+            raise ProtocolError(ErrorCode.CONFLICT, f"unrelated histories: {exc}") from None
+
+    async def preview(
+        self, identity: Identity, repo: str, source: str, target: str
+    ) -> dict[str, Any]:
+        """What merging ``source`` into ``target`` would do; changes nothing (beyond
+        committing pending live edits, as the continuous committer would anyway)."""
+        repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
+        names = (from_sync.branch, to_sync.branch)
+        plan = await self._plan(repo, await from_sync.flush(), await to_sync.flush(), names)
+        return await in_git_thread(self.repos, _describe, plan, diffs=True)
+
+    async def apply(
+        self,
+        identity: Identity,
+        repo: str,
+        source: str,
+        target: str,
+        *,
+        markers: bool,
+        no_ff: bool = False,
+    ) -> dict[str, Any]:
+        """Merge ``source`` into ``target``. A merge the preview calls a fast-forward moves
+        ``target`` to ``source``'s head, with no merge commit, unless ``no_ff`` asks for one
+        (as ``git merge --no-ff`` does)."""
+        started = time.perf_counter()
+        repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
+        self.branches.check_write(identity, repo, to_sync.branch)
+        source_head = await from_sync.flush()
+        async with to_sync.lock:
+            await to_sync._commit()
+            target_head = to_sync.synced
+            names = (from_sync.branch, to_sync.branch)
+            plan = await self._plan(repo, source_head, target_head, names)
+            if plan.up_to_date:
+                return {**_describe(plan, diffs=False), "applied": False, "commit": None}
+            if plan.conflicts and not markers:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    "merge conflicts in " + ", ".join(plan.conflicts) + "; nothing was changed",
+                )
+            resolved = resolve_plan(plan, markers=markers)
+            live = await to_sync.live_paths(resolved)
+            changes = await in_git_thread(self.repos, _live_changes, plan, live)
+            await to_sync.merge_into_live(changes)
+            _settle_deleted(to_sync, changes)
+            forward = plan.fast_forward and not no_ff
+            if forward:
+                await in_git_thread(self.repos, self._fast_forward, repo, to_sync.branch, plan)
+                commit = plan.source
+            else:
+                commit = await in_git_thread(
+                    self.repos, self._commit, repo, names, plan, resolved, identity
+                )
+            to_sync.synced = commit
+        if self.observe_merge is not None:
+            self.observe_merge(time.perf_counter() - started)
+        how = "fast-forward to" if forward else "merge commit"
+        log.info(
+            "%s: %s merged %s into %s: %s %s",
+            repo,
+            identity.user,
+            source,
+            target,
+            how,
+            commit[:12].decode(),
+        )
+        self.branches.events.publish(
+            repo,
+            {
+                "kind": "ref",
+                "branch": to_sync.branch,
+                "old": hexsha(target_head),
+                "new": hexsha(commit),
+                "cause": "merge",
+                "renamed": {f.renamed_from: f.path for f in plan.files if f.renamed_from},
+            },
+        )
+        described = _describe(plan, diffs=False)
+        described["fast_forward"] = forward  # what was done: the preview's, unless no_ff
+        return {**described, "applied": True, "commit": hexsha(commit)}
+
+    def _fast_forward(self, repo: str, branch: str, plan: MergePlan) -> None:
+        git = self.repos.open(repo)
+        fast_forward(git, branch, plan.target, plan.source)
+        set_synced(git, branch, plan.source)
+
+    def _commit(
+        self,
+        repo: str,
+        names: tuple[str, str],
+        plan: MergePlan,
+        resolved: dict[str, BlobEntry | None],
+        identity: Identity,
+    ) -> bytes:
+        git = self.repos.open(repo)
+        source, branch = names
+        message = f"Merge branch '{source}' into {branch}\n"
+        if plan.conflicts:
+            message += "\nConflicts left for resolution:\n" + "".join(
+                f"  {path}\n" for path in plan.conflicts
+            )
+        commit = commit_changes(
+            git,
+            branch,
+            resolved,
+            message=message,
+            author=author_line(identity.user),
+            committer=ENGINE_AUTHOR,
+            expected=plan.target,
+            extra_parents=[plan.source],
+            allow_empty=True,
+        )
+        set_synced(git, branch, commit)
+        return commit
+
+
+def _settle_deleted(sync: BranchSync, changes: list[FileChange]) -> None:
+    """The documents of files the merge deletes now read empty, as the merge commit has
+    them gone: they are not pending (the continuous committer would write them back as
+    empty files). One typed into meanwhile keeps its text, and is committed as a file."""
+    for change in changes:
+        room = sync.dirty.get(change.path) if change.new is None else None
+        if room is not None and not str(room.text):
+            del sync.dirty[change.path]
+
+
+def _live_changes(plan: MergePlan, paths: list[str]) -> list[FileChange]:
+    """The changes a merge makes to ``paths``, with contents (read from the store)."""
+    wanted = set(paths)
+    return [FileChange(f.path, f.ours, f.merged) for f in plan.files if f.path in wanted]
+
+
+def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:
+    files = []
+    for f in plan.files:
+        entry: dict[str, Any] = {
+            "path": f.path,
+            "status": f.status,
+            "binary": f.binary,
+        }
+        if f.renamed_from is not None:
+            entry["renamed_from"] = f.renamed_from
+        if diffs:
+            entry["diff"] = f.diff()[:MAX_DIFF]
+        files.append(entry)
+    return {
+        "source": hexsha(plan.source),
+        "target": hexsha(plan.target),
+        "base": hexsha(plan.base),
+        "up_to_date": plan.up_to_date,
+        "fast_forward": plan.fast_forward,
+        "conflicts": list(plan.conflicts),
+        "files": files,
+    }

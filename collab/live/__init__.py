@@ -1,0 +1,1 @@
+"""Live documents: rooms and their registry, send queues, origins, offsets, edits, seeding."""

@@ -1,0 +1,707 @@
+"""A room: one live document, its peers, validation, append, broadcast, then durability.
+
+The room never holds a socket. Peers are ``Subscriber`` objects whose ``send_*`` methods
+only enqueue; the server shell drains those queues onto sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pycrdt import Doc, Text
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId
+from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
+
+from ..server.auth import Identity
+from ..store.base import Store, StoredDoc
+from .epochs import epochs_in, update_epochs
+from .origin import Origin
+from .seed import TEXT_NAME
+
+__all__ = ["ChangeListener", "InvalidUpdate", "Room", "RoomFailed", "Subscriber"]
+
+log = logging.getLogger("collab.room")
+
+EMPTY_UPDATE = b"\x00\x00"
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
+
+
+class InvalidUpdate(ProtocolError):
+    """The document rejected an update; it was not stored, broadcast or kept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_UPDATE, message)
+
+
+class RoomFailed(ProtocolError):
+    """The room can no longer accept updates (its store failed, or the CRDT core panicked)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INTERNAL, message)
+
+
+ChangeListener = Callable[["Room", Origin, "Identity | None"], None]
+"""Called, synchronously, after each change is applied to a room's document: the room, the
+change's origin, and the authenticated author when there is one."""
+
+
+class Subscriber(Protocol):
+    """One peer's view of one room: a connection (and, on ``/ws``, one document handle)."""
+
+    identity: Identity
+
+    def send_updates(self, updates: list[bytes]) -> None:
+        """Send these updates, in order. A broadcast hands the very same list object to
+        every peer that gets all of them, so that it can be encoded once."""
+        ...
+
+    def send_awareness(self, payload: bytes) -> None: ...
+
+    def abort(self, code: ErrorCode, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _AwarenessState:
+    clock: int
+    state: dict[str, object] | None
+    owner: Subscriber | None
+    node: str | None = None  # the node that relayed it (None: one of this node's peers)
+
+
+@dataclass(slots=True)
+class _Pending:
+    update: bytes
+    origin: Origin
+    sender: Subscriber | None
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Room:
+    """A live document, created once its history is loaded.
+
+    Each accepted update is handed to the store at the end of the event loop's turn, without
+    waiting for the updates before it to be stored; batches are broadcast in the order they
+    were accepted, each once it and every batch before it are written to the store (they
+    survive the server process dying), and their futures complete once the store has made
+    them durable (fsynced). A slow disk delays the futures, not the broadcasts.
+    """
+
+    def __init__(
+        self,
+        doc_id: DocId,
+        doc: Doc[Any],
+        store: Store,
+        *,
+        last_seq: int,
+        compact_every: int = 1000,
+        max_awareness: int = 256,
+        limits: YjsLimits | None = None,
+        max_document: int = 0,
+    ) -> None:
+        self.doc_id = doc_id
+        self.key = str(doc_id)
+        self.doc = doc
+        self.text = doc.get(TEXT_NAME, type=Text)
+        self.store = store
+        self.last_seq = last_seq
+        self.updates_since_snapshot = 0
+        self.bytes_since_snapshot = 0  # stored update bytes that the last snapshot lacks
+        self.snapshot_bytes = 0  # size of the last snapshot (0: none)
+        self.compact_every = compact_every
+        self.max_awareness = max_awareness
+        self.limits = limits or YjsLimits()
+        self.epochs = epochs_in(doc.get_state())  # see collab.live.epochs
+        self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
+        # an upper bound of the text's size: an update adds at most its own length
+        self._size_bound = len(self.text)
+        self.recovered = False  # loaded from a history repaired after damage
+        self.attached: set[Subscriber] = set()  # lifecycle: everyone who opened the room
+        self.peers: set[Subscriber] = set()  # broadcast set: handshake completed
+        self.awareness_ids: dict[Subscriber, int] = {}
+        self._awareness: dict[int, _AwarenessState] = {}
+        # accepted, not yet handed to the store; a flush is scheduled while it is not empty
+        self._queue: list[_Pending] = []
+        # handed to the store, oldest first: each batch is broadcast once it and every
+        # batch before it are stored
+        self._stored: collections.deque[tuple[list[_Pending], asyncio.Future[Any]]] = (
+            collections.deque()
+        )
+        self._syncing: set[asyncio.Future[None]] = set()  # written and broadcast, not yet durable
+        self._compaction: asyncio.Task[None] | None = None
+        self._failed: str | None = None
+        self._store_failed: str | None = None  # once an append fails, nothing more is stored
+        self.listeners: list[ChangeListener] = []
+        # in a cluster: the last sequence number up to which this room holds every update of
+        # the shared log (the bus's position), the bound of what a snapshot may replace
+        self.compact_bound: Callable[[], int] | None = None
+        # in a cluster: told each awareness message this room relays for its own peers
+        self.on_awareness: list[Callable[[Room, bytes], None]] = []
+        self.loaded_seq = 0  # the last sequence number the store held when the room loaded
+        # set by the registry that owns the room (``Rooms``), which hands them on to its hooks
+        self.on_idle: Callable[[Room], None] | None = None
+        self.on_leave: Callable[[Room, Subscriber], None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Persist everything queued and finish a compaction under way."""
+        await self.drain()
+        if self._compaction is not None:
+            await asyncio.gather(self._compaction, return_exceptions=True)
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    async def drain(self) -> None:
+        """Wait until every update accepted so far is durable and broadcast."""
+        waiting = [p.done for p in self._queue]
+        for batch, _stored in self._stored:
+            waiting += [p.done for p in batch]
+        waiting += self._syncing
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+
+    def attach(self, peer: Subscriber) -> None:
+        self.attached.add(peer)
+
+    def detach(self, peer: Subscriber) -> None:
+        if peer in self.attached and self.on_leave is not None:
+            self.on_leave(self, peer)
+        self.attached.discard(peer)
+        self.peers.discard(peer)
+        client_id = self.awareness_ids.pop(peer, None)
+        if client_id is not None:
+            entry = self._awareness.get(client_id)
+            if entry is not None and entry.owner is peer:
+                # removed at the same clock, as Yjs does, so that the client's next state
+                # (it renews with a higher clock when it reconnects) is accepted everywhere
+                entry.state = None
+                entry.owner = None
+                removed = [AwarenessEntry(client_id, entry.clock, None)]
+                self._broadcast_awareness(removed, None)
+                self._tell_awareness(removed)
+        if not self.attached and self.on_idle is not None:
+            self.on_idle(self)
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def state_vector(self) -> bytes:
+        return self.doc.get_state()
+
+    def handshake(self, peer: Subscriber, state_vector: bytes) -> bytes:
+        """Answer a peer's sync step 1 and add it to the broadcast set, atomically.
+
+        The returned step 2 holds everything the peer lacks; every later update reaches it
+        by broadcast, so nothing falls between the two. A peer whose state belongs to another
+        epoch of the document is refused with ``RELOAD`` (see :mod:`collab.live.epochs`).
+        """
+        foreign = epochs_in(state_vector, self.limits) - self.epochs
+        if foreign:
+            raise self._reload(peer, foreign)
+        try:
+            diff = self.doc.get_update(state_vector)
+        except BaseException as exc:
+            if isinstance(exc, _PASS_THROUGH):
+                raise
+            raise ProtocolError(ErrorCode.MALFORMED, f"invalid state vector: {exc}") from None
+        if peer in self.attached and peer not in self.peers:
+            self.peers.add(peer)
+            states = self.awareness_entries()
+            if states:
+                peer.send_awareness(encode_awareness(states))
+        return diff
+
+    def _check_answer(self, peer: Subscriber, update: bytes) -> None:
+        """Refuse, with ``RELOAD``, a peer's answer to sync step 1 that carries the history of
+        another epoch of the document (merged, it would double the text)."""
+        try:
+            epochs = update_epochs(update)
+        except BaseException as exc:
+            if isinstance(exc, _PASS_THROUGH):
+                raise
+            raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
+        foreign = epochs - self.epochs
+        if foreign:
+            raise self._reload(peer, foreign)
+
+    def _reload(self, peer: Subscriber, foreign: frozenset[int]) -> ProtocolError:
+        log.warning(
+            "%s: %s holds another epoch of the document (%s); told to reload",
+            self.key,
+            peer.identity.user,
+            ", ".join(f"{epoch:x}" for epoch in sorted(foreign)),
+        )
+        return ProtocolError(
+            ErrorCode.RELOAD,
+            "the document's history was reset (a new epoch): discard this copy and open the "
+            "document again",
+        )
+
+    def receive_update(
+        self,
+        update: bytes,
+        *,
+        origin: Origin = Origin.CLIENT,
+        sender: Subscriber | None = None,
+        answer: bool = False,
+    ) -> asyncio.Future[None]:
+        """Validate and apply ``update``, queue it for a durable append, and return a future
+        that completes once it is stored and broadcast. Raises ``InvalidUpdate``.
+
+        ``answer``: the update is the sender's answer to sync step 1 (its whole history that
+        the room lacks), refused with ``RELOAD`` if it belongs to another epoch."""
+        if self._failed is not None:
+            raise RoomFailed(self._failed)
+        if len(update) > self.limits.max_update:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
+        size_bound = self._size_after(update)
+        _precheck(update)
+        if answer and sender is not None:
+            self._check_answer(sender, update)
+        try:
+            self.doc.apply_update(update)
+        except BaseException as exc:
+            if isinstance(exc, _PASS_THROUGH):
+                raise
+            if not isinstance(exc, Exception):  # a Rust panic: the document may be damaged
+                self._check_health(exc, sender)
+            raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
+        self._size_bound = size_bound
+        pending = _Pending(update, origin, sender)
+        self._enqueue(pending)
+        self._notify(origin, getattr(sender, "identity", None))
+        return pending.done
+
+    def receive_remote(self, updates: list[bytes]) -> None:
+        """Apply updates another node accepted and stored in the shared log (delivered by
+        the bus, in order, each once), and send them to this node's peers at once: they are
+        stored already. An update this node cannot apply fails the room (it reloads)."""
+        if self._failed is not None or not updates:
+            return
+        for update in updates:
+            try:
+                self.doc.apply_update(update)
+            except BaseException as exc:
+                if isinstance(exc, _PASS_THROUGH):
+                    raise
+                self.fail(f"an update from the shared log could not be applied: {exc!r}")
+                return
+            self._size_bound += len(update)
+        self.epochs = epochs_in(self.doc.get_state())
+        for peer in list(self.peers):
+            peer.send_updates(updates)
+        self.updates_since_snapshot += len(updates)
+        self.bytes_since_snapshot += sum(len(u) for u in updates)
+        self._notify(Origin.BUS, None)
+
+    def catch_up(self, stored: StoredDoc) -> None:
+        """Apply a history loaded again from the shared log (the bus lost its place there:
+        the updates this room missed were compacted into a snapshot) and send this node's
+        peers what it adds."""
+        before = self.doc.get_state()
+        scratch: Doc[Any] = Doc()
+        stored.apply_to(scratch)
+        added = scratch.get_update(before)
+        self.receive_remote([added])
+        self.last_seq = max(self.last_seq, stored.last_seq)
+
+    def _size_after(self, update: bytes) -> int:
+        """An upper bound of the text's size once ``update`` is applied; raises
+        ``DOCUMENT_FULL`` if it could take the text past ``max_document``.
+
+        An update cannot insert more bytes of text than it holds, so the bound grows by its
+        length; the text is measured only once the bound reaches the cap. An update without
+        new content (deletions only: its first byte, the count of its clients, is 0) is
+        always let through, so that a full document can be made smaller."""
+        if not self.max_document or update[:1] == b"\x00":
+            return self._size_bound
+        bound = self._size_bound + len(update)
+        if bound > self.max_document:
+            bound = len(self.text) + len(update)
+            if bound > self.max_document:
+                raise ProtocolError(
+                    ErrorCode.DOCUMENT_FULL,
+                    f"the document would grow past its cap of {self.max_document} bytes",
+                )
+        return bound
+
+    def edit(
+        self,
+        change: Callable[[Text], None],
+        *,
+        origin: Origin,
+        author: Identity | None = None,
+    ) -> asyncio.Future[None]:
+        """Change the text on the server's side (a merge, a push, an accepted completion).
+
+        ``change`` runs in one transaction on the room's document; the resulting update is
+        stored and broadcast like a client's. Returns a future done once it is durable."""
+        if self._failed is not None:
+            raise RoomFailed(self._failed)
+        captured: list[bytes] = []
+        subscription = self.doc.observe(lambda event: captured.append(event.update))
+        try:
+            with self.doc.transaction(origin=str(origin)):
+                change(self.text)
+        finally:
+            self.doc.unobserve(subscription)
+        update = b"".join(captured[:1]) if len(captured) == 1 else None
+        if update is None or update == EMPTY_UPDATE:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        self._size_bound += len(update)
+        pending = _Pending(update, origin, None)
+        self._enqueue(pending)
+        self._notify(origin, author)
+        return pending.done
+
+    def _notify(self, origin: Origin, author: Identity | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(self, origin, author)
+            except Exception:
+                log.exception("%s: change listener failed", self.key)
+
+    def _check_health(self, exc: BaseException, sender: Subscriber | None) -> None:
+        log.error("%s: CRDT core panicked on an update: %s", self.key, exc)
+        try:
+            self.doc.get_update()
+        except BaseException as again:
+            if isinstance(again, _PASS_THROUGH):
+                raise
+            self.fail(f"document damaged by a panic: {again}", spare=sender)
+
+    def fail(self, reason: str, *, spare: Subscriber | None = None) -> None:
+        """Stop accepting updates and disconnect everyone (but ``spare``, whose caller closes
+        it with its own code); they reconnect to a room reloaded from the store."""
+        if self._failed is not None:
+            return
+        self._failed = reason
+        log.error("%s: room failed: %s", self.key, reason)
+        for peer in list(self.attached):
+            if peer is not spare:
+                peer.abort(ErrorCode.INTERNAL, "document reloading, reconnect")
+
+    # -- durable append, then broadcast ----------------------------------------------------
+
+    def _enqueue(self, pending: _Pending) -> None:
+        if not self._queue:  # what arrives in this turn of the loop goes to the store together
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._queue.append(pending)
+
+    def _flush(self) -> None:
+        """Hand the queued updates to the store, without waiting for the batches before
+        them: the store commits them in order, and they are broadcast in order."""
+        batch, self._queue = self._queue, []
+        if self._store_failed is not None:
+            _settle(batch, RoomFailed(self._store_failed))
+            return
+        try:
+            if len(batch) == 1:  # the usual case (a store that returns a future: no task)
+                stored: asyncio.Future[Any] = asyncio.ensure_future(
+                    self.store.append(self.key, batch[0].update)
+                )
+            else:  # committed together by the store
+                stored = asyncio.gather(*(self.store.append(self.key, p.update) for p in batch))
+        except Exception as exc:  # the store refused at once (it is stopped)
+            stored = _failed_future(exc)
+        self._stored.append((batch, stored))
+        stored.add_done_callback(self._on_stored)
+
+    def _on_stored(self, _done: asyncio.Future[Any]) -> None:
+        """Broadcast every batch that is stored and has no unstored batch before it.
+
+        The batches one store commit wrote are broadcast together: a peer gets them in one
+        write."""
+        ready: list[_Pending] = []
+        while self._stored and self._stored[0][1].done():
+            batch, stored = self._stored.popleft()
+            exc = _error_of(stored, "store append")
+            if exc is not None and self._store_failed is None:
+                self._publish(ready)  # what was stored before the failure still goes out
+                ready = []
+                self._fail_store(f"store append failed: {exc!r}")
+            if self._store_failed is not None:  # later batches are not broadcast either
+                _settle(batch, RoomFailed(self._store_failed))
+                continue
+            result = stored.result()
+            seqs: list[int] = result if isinstance(result, list) else [result]
+            self.last_seq = max(self.last_seq, *seqs)
+            self.updates_since_snapshot += len(batch)
+            self.bytes_since_snapshot += sum(len(pending.update) for pending in batch)
+            ready += batch
+        self._publish(ready)
+        if self._compaction_due() and self._failed is None and self._compaction is None:
+            self._compaction = asyncio.create_task(
+                self._compact_in_background(), name=f"compact {self.key}"
+            )
+
+    def _compaction_due(self) -> bool:
+        """A snapshot is due once ``compact_every`` updates and at least as many bytes as the
+        last snapshot have been stored after it.
+
+        Encoding a snapshot costs time in proportion to the document's size, on the event
+        loop, so snapshots grow rarer as the document grows: their cost per stored byte stays
+        constant, and a load replays a snapshot and at most about as many bytes of updates."""
+        return (
+            self.updates_since_snapshot >= self.compact_every
+            and self.bytes_since_snapshot >= self.snapshot_bytes
+        )
+
+    async def _compact_in_background(self) -> None:
+        try:
+            await self._snapshot()
+        except Exception:
+            log.exception("%s: compaction failed; the history stays as updates", self.key)
+        finally:
+            self._compaction = None
+
+    async def compact(self) -> None:
+        """Replace the stored history up to the last durable update with one snapshot (after
+        the compaction already under way, if there is one)."""
+        if self._compaction is not None:
+            await asyncio.gather(self._compaction, return_exceptions=True)
+        await self._snapshot()
+
+    async def _snapshot(self) -> None:
+        """Store the document's state as a snapshot through the last durable update.
+
+        The snapshot may hold updates accepted after that one, still on their way to the
+        store: they are stored after it with higher sequence numbers, and applying an update
+        a document already has changes nothing."""
+        through = self.last_seq if self.compact_bound is None else self.compact_bound()
+        counted, counted_bytes = self.updates_since_snapshot, self.bytes_since_snapshot
+        snapshot = self.doc.get_update()
+        await self.store.compact(self.key, snapshot, through)
+        self.updates_since_snapshot = max(0, self.updates_since_snapshot - counted)
+        self.bytes_since_snapshot = max(0, self.bytes_since_snapshot - counted_bytes)
+        self.snapshot_bytes = len(snapshot)
+
+    def _publish(self, stored: list[_Pending]) -> None:
+        """Broadcast written updates; their futures complete once they are durable."""
+        if not stored:
+            return
+        self._broadcast_updates(stored)
+        try:
+            durable: asyncio.Future[None] = asyncio.ensure_future(self.store.sync())
+        except Exception as exc:  # the store refused at once (it is stopped)
+            durable = _failed_future(exc)
+        self._syncing.add(durable)
+        durable.add_done_callback(lambda done: self._on_durable(stored, done))
+
+    def _on_durable(self, batch: list[_Pending], durable: asyncio.Future[None]) -> None:
+        self._syncing.discard(durable)
+        exc = _error_of(durable, "store sync")
+        if exc is None:
+            _settle(batch, None)
+            return
+        reason = self._store_failed
+        if reason is None:
+            # What was written may not survive a power loss: stop, and let the clients, who
+            # hold every update, bring it back to a room reloaded from the store.
+            reason = f"store sync failed: {exc!r}"
+            self._fail_store(reason)
+        _settle(batch, RoomFailed(reason))
+
+    def _fail_store(self, reason: str) -> None:
+        """Store nothing more, and fail the room (its peers reconnect to a reloaded one)."""
+        self._store_failed = reason
+        self.fail(reason)
+
+    def _broadcast_updates(self, batch: list[_Pending]) -> None:
+        """Send stored updates to every peer, in order, each peer's own updates left out
+        (one call per peer: a peer that keeps up gets one write).
+
+        The peers that get all of them come first, handed one list, so that its frames are
+        built once; then each sender, with a list of its own."""
+        updates = [p.update for p in batch]
+        senders = {p.sender for p in batch}
+        peers = list(self.peers)
+        for peer in peers:
+            if peer not in senders:
+                peer.send_updates(updates)
+        for peer in peers:
+            if peer in senders:
+                others = [p.update for p in batch if p.sender is not peer]
+                if others:
+                    peer.send_updates(others)
+
+    # -- awareness ---------------------------------------------------------------------------
+
+    def receive_awareness(self, peer: Subscriber, payload: bytes) -> None:
+        """Relay a peer's awareness update: its own client id only, its name stamped."""
+        entries = decode_awareness(payload, self.limits)
+        accepted = []
+        for entry in entries:
+            current = self._awareness.get(entry.client_id)
+            own = self.awareness_ids.get(peer)
+            if own is None:
+                # Stock y-websocket clients re-send every awareness change they receive, so a
+                # connection's first entry may be an echo of someone else's: it claims an id
+                # only with a state of its own, for an id no other connection owns.
+                owned = current is not None and current.owner not in (None, peer)
+                if entry.state is None or owned:
+                    continue
+                own = self.awareness_ids[peer] = entry.client_id
+            if entry.client_id != own:
+                log.debug("%s: dropped awareness for foreign id %d", self.key, entry.client_id)
+                continue
+            if current is None and len(self._awareness) >= self.max_awareness:
+                self._evict_awareness()
+                if len(self._awareness) >= self.max_awareness:
+                    log.warning("%s: awareness table full, dropped client %d", self.key, own)
+                    continue
+            if current is not None and (
+                entry.clock < current.clock
+                or (
+                    entry.clock == current.clock
+                    and (entry.state is not None or current.state is None)
+                )
+            ):
+                continue  # not newer (Yjs' rule: a removal may reuse the current clock)
+            state = _stamp(entry.state, peer.identity)
+            self._awareness[own] = _AwarenessState(entry.clock, state, peer if state else None)
+            accepted.append(AwarenessEntry(own, entry.clock, state))
+        if accepted:
+            self._broadcast_awareness(accepted, peer)
+            self._tell_awareness(accepted)
+
+    def _tell_awareness(self, entries: list[AwarenessEntry]) -> None:
+        if self.on_awareness:
+            payload = encode_awareness(entries)
+            for hook in self.on_awareness:
+                try:
+                    hook(self, payload)
+                except Exception:
+                    log.exception("%s: awareness hook failed", self.key)
+
+    def receive_remote_awareness(self, node_id: str, payload: bytes) -> None:
+        """Relay to this node's peers the awareness entries another node relayed (stamped
+        there). An id one of this node's own peers holds is not taken over."""
+        try:
+            entries = decode_awareness(payload, self.limits)
+        except ProtocolError:
+            log.warning("%s: dropped a malformed awareness message from node %s", self.key, node_id)
+            return
+        accepted = []
+        for entry in entries:
+            current = self._awareness.get(entry.client_id)
+            if current is not None and current.owner is not None:
+                continue
+            if current is not None and (
+                entry.clock < current.clock
+                or (
+                    entry.clock == current.clock
+                    and (entry.state is not None or current.state is None)
+                )
+            ):
+                continue
+            if current is None and len(self._awareness) >= self.max_awareness:
+                self._evict_awareness()
+                if len(self._awareness) >= self.max_awareness:
+                    continue
+            self._awareness[entry.client_id] = _AwarenessState(
+                entry.clock, entry.state, None, node_id
+            )
+            accepted.append(AwarenessEntry(entry.client_id, entry.clock, entry.state))
+        if accepted:
+            self._broadcast_awareness(accepted, None)
+
+    def forget_node(self, node_id: str) -> None:
+        """Remove the awareness states a node relayed (it stopped, or died): its peers'
+        cursors disappear here, as they would if they had left."""
+        removed = []
+        for client_id, entry in self._awareness.items():
+            if entry.node == node_id and entry.state is not None:
+                entry.state = None
+                removed.append(AwarenessEntry(client_id, entry.clock, None))
+        if removed:
+            self._broadcast_awareness(removed, None)
+
+    def _evict_awareness(self) -> None:
+        for client_id, entry in list(self._awareness.items()):
+            if entry.state is None:
+                del self._awareness[client_id]
+
+    def _broadcast_awareness(
+        self, entries: list[AwarenessEntry], sender: Subscriber | None
+    ) -> None:
+        payload = encode_awareness(entries)
+        for peer in list(self.peers):
+            if peer is not sender:
+                peer.send_awareness(payload)
+
+    def awareness_entries(self) -> list[AwarenessEntry]:
+        """Every present (non-null) awareness state."""
+        return [
+            AwarenessEntry(cid, entry.clock, entry.state)
+            for cid, entry in self._awareness.items()
+            if entry.state is not None
+        ]
+
+
+def _failed_future(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+def _error_of(done: asyncio.Future[Any], what: str) -> BaseException | None:
+    """A done future's exception, its cancellation as one, or ``None``."""
+    if done.cancelled():
+        return asyncio.CancelledError(f"{what} cancelled")
+    return done.exception()
+
+
+def _settle(batch: list[_Pending], exc: BaseException | None) -> None:
+    for p in batch:
+        if not p.done.done():
+            if exc is None:
+                p.done.set_result(None)
+            else:
+                p.done.set_exception(exc)
+                p.done.exception()  # the room logged why; whoever awaits it still gets it
+
+
+def _precheck(update: bytes) -> None:
+    """Apply ``update`` to a throw-away document first.
+
+    Some malformed updates make the CRDT core panic, and a panic leaves the document it hit
+    unusable; those that do so whatever the document's state are caught here, before they
+    reach the room's document. Dependencies the empty document lacks only make the update
+    pending, which is cheap.
+    """
+    try:
+        _scratch_apply(update)
+    except BaseException as exc:
+        if isinstance(exc, _PASS_THROUGH):
+            raise
+        raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
+
+
+def _scratch_apply(update: bytes) -> None:
+    """Apply ``update`` to a new, empty document and drop it (pycrdt's public ``Doc``: its
+    private core type would save about 2.5 µs an update, at the price of a pycrdt upgrade
+    breaking the check)."""
+    Doc().apply_update(update)
+
+
+def _stamp(state: dict[str, object] | None, identity: Identity) -> dict[str, object] | None:
+    """Overwrite ``user.name`` with the authenticated name; clients cannot pose as others."""
+    if state is None:
+        return None
+    user = state.get("user")
+    stamped_user = dict(user) if isinstance(user, dict) else {}
+    stamped_user["name"] = identity.user
+    return {**state, "user": stamped_user}

@@ -1,0 +1,326 @@
+"""Loading rooms from the store (or seeding them from git) and unloading idle ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pycrdt import Doc
+
+from gitsync import BlobNotText, BranchNotFound, RepoNotFound, Repositories
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId
+
+from ..git.work import in_git_thread
+from ..server.auth import Identity, Role
+from ..store.base import Store, StoredDoc
+from .epochs import client_id, new_epoch, with_epoch
+from .events import EventHub
+from .memory import release_free_memory
+from .room import Room, Subscriber
+from .seed import seed_update
+
+__all__ = ["Rooms"]
+
+log = logging.getLogger("collab.rooms")
+
+RELEASE_AFTER = 1024 * 1024
+"""Unloading a room whose stored history is larger than this gives free memory back to the
+system (see ``collab.live.memory``)."""
+
+
+class Rooms:
+    """Every loaded room, by document id. One load per document, however many ask at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        repos: Repositories,
+        *,
+        grace: float = 5.0,
+        compact_every: int = 1000,
+        max_file: int = 8 * 1024 * 1024,
+        max_document: int = 0,
+        events: EventHub | None = None,
+    ) -> None:
+        self.max_file = max_file
+        self.max_document = max_document
+        self.events = events
+        self.store = store
+        self.repos = repos
+        self.grace = grace
+        self.compact_every = compact_every
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Task[Room]] = {}
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.damaged: dict[str, str] = {}
+        """Quarantined documents (key -> why): their stored history is damaged, so they are
+        not served (``DAMAGED``) and nothing of them is committed until a repair."""
+        # Hooks, each a list run in the order subscribed (the git layer, branches, presence):
+        # before a document loads (bring the branch up to date with its ref), when a room is
+        # created, when a peer joins or leaves, before a room unloads and once it has. An
+        # exception in an awaited hook fails the load or the unload; in another, it is logged.
+        self.before_load: list[Callable[[DocId], Awaitable[None]]] = []
+        self.on_room: list[Callable[[Room], None]] = []
+        self.on_join: list[Callable[[Room, Subscriber], None]] = []
+        self.on_leave: list[Callable[[Room, Subscriber], None]] = []
+        self.before_unload: list[Callable[[Room], Awaitable[None]]] = []
+        self.on_unloaded: list[Callable[[Room], None]] = []
+
+    def active(self, prefix: str) -> bool:
+        """Whether a room whose key starts with ``prefix`` is loaded or loading."""
+        return any(key.startswith(prefix) for keys in (self._rooms, self._loading) for key in keys)
+
+    def loaded(self, prefix: str = "") -> list[Room]:
+        """The loaded rooms whose key starts with ``prefix`` (``"<repo>/<branch>:"``)."""
+        return [room for key, room in self._rooms.items() if key.startswith(prefix)]
+
+    @asynccontextmanager
+    async def borrow(self, doc_id: DocId) -> AsyncIterator[Room]:
+        """The room for ``doc_id``, loaded if needed and kept loaded while in use (for
+        changes made by the server itself, such as merges)."""
+        holder = _Holder()
+        room = await self.acquire(doc_id, holder)
+        try:
+            yield room
+        finally:
+            room.detach(holder)
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get_key(self, key: str) -> Room | None:
+        return self._rooms.get(key)
+
+    async def acquire(self, doc_id: DocId, peer: Subscriber) -> Room:
+        """Return the live room for ``doc_id`` with ``peer`` attached, loading it if needed."""
+        key = str(doc_id)
+        prepared = False
+        while True:
+            unloading = self._unloading.get(key)
+            if unloading is not None:
+                await asyncio.shield(unloading)
+                continue
+            room = self._rooms.get(key)
+            if room is not None and not room.failed:
+                self._cancel_timer(key)
+                room.attach(peer)
+                if not isinstance(peer, _Holder):
+                    _notify(self.on_join, room, peer)
+                return room
+            if room is not None:  # failed: drop it and load afresh from the store
+                await self._unload(room, persist=False)
+                continue
+            task = self._loading.get(key)
+            if task is None:
+                if not prepared:
+                    await self._prepare(doc_id)
+                    prepared = True
+                    continue  # the hook may have loaded it, or someone else may be loading it
+                task = asyncio.create_task(self._load(doc_id))
+                self._loading[key] = task
+                task.add_done_callback(lambda _t: self._loading.pop(key, None))
+            room = await asyncio.shield(task)
+            self._rooms.setdefault(key, room)
+
+    async def _prepare(self, doc_id: DocId) -> None:
+        """Check that the branch exists, then run the ``before_load`` hook.
+
+        This runs before the load task, not in it: bringing the branch up to date may merge a
+        move of the branch into this very document, which loads it (a hook run inside the
+        load would wait for itself)."""
+        try:
+            await in_git_thread(self.repos, self.repos.branch_head, doc_id.repo, doc_id.branch)
+        except RepoNotFound:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {doc_id.repo!r}") from None
+        except BranchNotFound:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"no branch {doc_id.branch!r} in {doc_id.repo!r}"
+            ) from None
+        for hook in self.before_load:
+            await hook(doc_id)
+
+    async def _load(self, doc_id: DocId) -> Room:
+        stored = await self._stored(doc_id)
+        doc: Doc[Any] = Doc(client_id=client_id())
+        if stored is None or stored.empty:
+            last_seq = await self._seed(doc_id, doc, lost=stored is not None)
+        else:
+            stored.apply_to(doc)
+            last_seq = stored.last_seq
+        room = Room(
+            doc_id,
+            doc,
+            self.store,
+            last_seq=last_seq,
+            compact_every=self.compact_every,
+            max_document=self.max_document,
+        )
+        room.loaded_seq = stored.last_seq if stored is not None else 0
+        if stored is not None and not stored.empty:
+            room.updates_since_snapshot = len(stored.updates)
+            room.bytes_since_snapshot = sum(len(update) for _seq, update in stored.updates)
+            room.snapshot_bytes = len(stored.snapshot or b"")
+            room.recovered = stored.recovered
+        room.on_idle = self._schedule_unload
+        room.on_leave = self._left
+        _notify(self.on_room, room)
+        return room
+
+    async def _stored(self, doc_id: DocId) -> StoredDoc | None:
+        """The document's stored history; a damaged one quarantines the document."""
+        key = str(doc_id)
+        try:
+            stored = await self.store.load(key)
+        except Exception as exc:  # the store cannot read its records (a damaged page, say)
+            raise self._quarantine(doc_id, f"its records cannot be read: {exc}") from None
+        if stored is not None and stored.corrupt is not None:
+            bad = stored.corrupt
+            raise self._quarantine(doc_id, f"record {bad.seq} is damaged: {bad.reason}")
+        self.damaged.pop(key, None)
+        return stored
+
+    def _quarantine(self, doc_id: DocId, reason: str) -> ProtocolError:
+        key = str(doc_id)
+        if key not in self.damaged:
+            log.error(
+                "%s: quarantined: %s; it is not served, and its branch keeps its last commit, "
+                "until `collab store repair`",
+                key,
+                reason,
+            )
+            if self.events is not None:
+                self.events.publish(
+                    doc_id.repo,
+                    {
+                        "kind": "damaged",
+                        "branch": doc_id.branch,
+                        "path": doc_id.path,
+                        "reason": reason,
+                    },
+                )
+        self.damaged[key] = reason
+        return ProtocolError(
+            ErrorCode.DAMAGED,
+            "the document's stored history is damaged: quarantined until an operator repairs it",
+        )
+
+    async def _seed(self, doc_id: DocId, doc: Doc[Any], *, lost: bool) -> int:
+        """Seed ``doc`` from the branch head, as a new epoch; the update's sequence number."""
+        key = str(doc_id)
+        try:
+            blob = await in_git_thread(
+                self.repos, self.repos.read_file, doc_id.repo, doc_id.branch, doc_id.path
+            )
+        except BlobNotText as exc:
+            raise ProtocolError(ErrorCode.NOT_TEXT, str(exc)) from None
+        if len(blob.text) > self.max_file // 4 and len(blob.text.encode()) > self.max_file:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"{doc_id.path} is over {self.max_file} bytes")
+        epoch = new_epoch()
+        update = with_epoch(seed_update(blob.sha, blob.text), epoch)
+        last_seq = await self.store.append(key, update)
+        doc.apply_update(update)
+        source = blob.sha.decode() if blob.sha else "nothing"
+        if lost:
+            log.warning(
+                "%s: its history was lost in a repair; seeded again from %s as epoch %x "
+                "(clients holding the old history are told to reload)",
+                key,
+                source,
+                epoch,
+            )
+            if self.events is not None:
+                self.events.publish(
+                    doc_id.repo,
+                    {
+                        "kind": "reseeded",
+                        "branch": doc_id.branch,
+                        "path": doc_id.path,
+                        "blob": None if blob.sha is None else blob.sha.decode(),
+                    },
+                )
+        else:
+            log.info("%s: seeded from %s as epoch %x", key, source, epoch)
+        return last_seq
+
+    def _left(self, room: Room, peer: Subscriber) -> None:
+        if not isinstance(peer, _Holder):
+            _notify(self.on_leave, room, peer)
+
+    def _cancel_timer(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _schedule_unload(self, room: Room) -> None:
+        self._cancel_timer(room.key)
+        loop = asyncio.get_running_loop()
+        self._timers[room.key] = loop.call_later(self.grace, self._start_unload, room)
+
+    def _start_unload(self, room: Room) -> None:
+        self._timers.pop(room.key, None)
+        if room.attached or room.key in self._unloading or self._rooms.get(room.key) is not room:
+            return
+        task = asyncio.create_task(self._unload(room, persist=True))
+        self._unloading[room.key] = task
+        task.add_done_callback(lambda _t: self._unloading.pop(room.key, None))
+
+    async def _unload(self, room: Room, *, persist: bool) -> None:
+        """Persist and forget ``room``; if persisting fails it stays loaded and retries."""
+        try:
+            await room.drain()
+            if persist and not room.failed:
+                for hook in self.before_unload:
+                    await hook(room)
+            if persist and not room.failed and room.updates_since_snapshot:
+                await room.compact()
+        except Exception:
+            log.exception("%s: persist before unload failed; keeping the room", room.key)
+            self._schedule_unload(room)
+            return
+        if room.attached and not room.failed:
+            return  # someone arrived while we were persisting
+        await room.stop()
+        if self._rooms.get(room.key) is room:
+            del self._rooms[room.key]
+        log.debug("%s: unloaded", room.key)
+        if room.snapshot_bytes + room.bytes_since_snapshot > RELEASE_AFTER:
+            # once the room is gone: this frame and its caller's still hold it
+            asyncio.get_running_loop().call_later(0.5, release_free_memory)
+        _notify(self.on_unloaded, room)
+
+    async def close(self) -> None:
+        """Persist and unload every room (server shutdown)."""
+        for key in list(self._timers):
+            self._cancel_timer(key)
+        await asyncio.gather(*self._unloading.values(), return_exceptions=True)
+        for room in list(self._rooms.values()):
+            room.attached.clear()
+            await self._unload(room, persist=True)
+
+
+def _notify(hooks: list[Callable[..., None]], *args: Any) -> None:
+    for hook in list(hooks):
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("room hook %r failed", hook)
+
+
+class _Holder:
+    """The subscriber that keeps a borrowed room loaded; it receives nothing."""
+
+    identity = Identity("collab", Role.WRITE, "*")
+
+    def send_updates(self, updates: list[bytes]) -> None:
+        pass
+
+    def send_awareness(self, payload: bytes) -> None:
+        pass
+
+    def abort(self, code: ErrorCode, reason: str) -> None:
+        pass

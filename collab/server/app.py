@@ -1,0 +1,372 @@
+"""The aiohttp server, the composition root: builds every part, serves their routes, starts
+and stops them in order.
+
+Only this module knows all the parts. Each part receives the parts it uses (the room
+registry, the store, the authenticator, the operation registry, the sockets...), never the
+server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import TracebackType
+from typing import Protocol
+
+from aiohttp import web
+
+from gitsync import Repositories
+from protocol import messages as m
+from protocol.errors import ErrorCode
+from protocol.yjs import YjsLimits
+
+from ..completion import install as install_completion
+from ..git.branch_ops import register_git_ops
+from ..git.branch_sync import GitSync
+from ..git.branches import Branches
+from ..git.merges import Merges
+from ..live.events import EventHub
+from ..live.quotas import UserQuotas
+from ..live.rooms import Rooms
+from ..live.traffic import Traffic
+from ..store.base import Store
+from ..store.data_lock import DataDirLock
+from ..store.memory_store import MemoryStore
+from ..store.sqlite_store import SQLiteStore
+from .auth import Authenticator, DevAuthenticator, TokenAuthenticator, is_loopback
+from .config import ServerConfig
+from .git_http import GitBridge
+from .http_api import ApiEndpoint, RouteHandler, authenticate_request, json_error
+from .http_timeouts import GuardedSite, HeaderDeadlines
+from .metrics import ServerMetrics
+from .ops import CallContext, Operations
+from .sockets import Sockets
+from .status_ops import StatusSources, register_status_ops
+from .ws_endpoint import WsEndpoint
+from .yjs_endpoint import YjsEndpoint
+
+__all__ = ["REPOS_LOCK", "CollabServer"]
+
+REPOS_LOCK = ".collab.lock"
+"""The file in the repositories' directory a server locks (it owns them while it runs)."""
+
+log = logging.getLogger("collab.server")
+
+
+class Service(Protocol):
+    """A part of the engine with a lifetime: started after the store, stopped before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class CollabServer:
+    """The engine: ``/yjs/...`` for stock Yjs clients, ``/ws`` for the engine protocol.
+
+    Use ``async with CollabServer(config) as server`` or explicit :meth:`start`/:meth:`stop`.
+    """
+
+    def __init__(self, config: ServerConfig, *, store: Store | None = None) -> None:
+        self.config = config
+        self.auth: Authenticator
+        if config.secret is None:
+            if not is_loopback(config.host) and config.host != "localhost":
+                raise ValueError(
+                    f"dev mode (no secret) listens on loopback only, not {config.host}: set "
+                    "COLLAB_SECRET (or --secret-file) to serve other machines, or use "
+                    "--host 127.0.0.1"
+                )
+            self.auth = DevAuthenticator()
+        else:
+            self.auth = TokenAuthenticator(config.secret)
+        self.store: Store = store or self._default_store(config)
+        self._data_lock = DataDirLock(config.data_dir)
+        self.store_problems: list[str] = []  # what a check of the store file found wrong
+        self._store_check: asyncio.Task[None] | None = None
+        # the server owns its repositories: a lock file in them is a dead writer's
+        self._repos_lock = DataDirLock(config.repos, REPOS_LOCK)
+        self.repos = Repositories(config.repos)
+        self.events = EventHub()
+        self.rooms = Rooms(
+            self.store,
+            self.repos,
+            grace=config.grace,
+            compact_every=config.compact_every,
+            max_file=config.max_file,
+            max_document=config.max_document,
+            events=self.events,
+        )
+        self.quotas = UserQuotas(
+            update_rate=config.user_update_rate,
+            update_burst=config.user_update_burst,
+            byte_rate=config.user_byte_rate,
+            byte_burst=config.user_byte_burst,
+        )
+        self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
+        self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)
+        self.stopping = False
+        self.sockets = Sockets(
+            max_message=config.max_message, heartbeat=config.heartbeat, linger=config.body_timeout
+        )
+        self._runner: web.AppRunner | None = None
+        self._header_deadlines = HeaderDeadlines(config.header_timeout)
+        self.port = config.port
+        self._store_started = False
+        self._services_started: list[Service] = []
+        self._started_at: float | None = None
+        self.ops = Operations()
+        self.services: list[Service] = []
+        self._routes: list[tuple[str, str, RouteHandler]] = []
+        self.git = GitSync(
+            self.repos,
+            self.rooms,
+            self.store,
+            self.events,
+            idle=config.commit_idle,
+            max_lag=config.commit_max_lag,
+            poll=config.ref_poll,
+            state_dir=None if config.store == "memory" else config.data_dir,
+            owns_repos=config.store != "memory",
+        )
+        self.services.append(self.git)
+        self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)
+        self.merges = Merges(self.repos, self.branches)
+        register_git_ops(self.ops, self.branches, self.merges, self.events)
+        # each endpoint's counters, read by GET /metrics and server.status
+        ws, yjs, worker, api = (Traffic(name) for name in ("ws", "yjs", "worker", "api"))
+        register_status_ops(
+            self.ops,
+            self.branches,
+            StatusSources(
+                auth=self.auth,
+                repos=self.repos,
+                rooms=self.rooms,
+                git=self.git,
+                store=config.store,
+                connections=(ws, yjs, worker),
+                uptime=lambda: self.uptime,
+            ),
+        )
+        self.git_bridge = GitBridge(config, self.auth, self.repos, self.git, self.events)
+        for route in self.git_bridge.routes():
+            self.add_route(*route)
+        self.completion, routes = install_completion(
+            config,
+            self.ops,
+            auth=self.auth,
+            rooms=self.rooms,
+            repos=self.repos,
+            sockets=self.sockets,
+            traffic=worker,
+        )
+        for route in routes:
+            self.add_route(*route)
+        self.services.append(self.completion)
+        self.metrics = ServerMetrics(
+            auth=self.auth,
+            rooms=self.rooms,
+            store=self.store,
+            git=self.git,
+            merges=self.merges,
+            completion=self.completion,
+            ws=ws,
+            yjs=yjs,
+            worker=worker,
+            api=api,
+        )
+        self.add_route("GET", "/metrics", self.metrics.handle)
+        self._ws = WsEndpoint(
+            config, self.auth, self.rooms, self.quotas, self.ops, self.sockets, ws, self.ws_limits
+        )
+        self._yjs = YjsEndpoint(
+            config, self.auth, self.rooms, self.quotas, self.sockets, yjs, self.yjs_limits
+        )
+        self._api = ApiEndpoint(config, self.auth, self.ops, api)
+
+    @staticmethod
+    def _default_store(config: ServerConfig) -> Store:
+        if config.store == "memory":
+            return MemoryStore()
+        return SQLiteStore(
+            config.data_dir / "store.sqlite3",
+            group_window=config.group_window,
+            sync_window=config.sync_window,
+        )
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the server started serving (0 when it is not serving)."""
+        return 0.0 if self._started_at is None else time.monotonic() - self._started_at
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}"
+
+    def websocket(self) -> web.WebSocketResponse:
+        """A WebSocket response with the server's limits (see :class:`Sockets`)."""
+        return self.sockets.websocket()
+
+    def track(self, ws: web.WebSocketResponse) -> None:
+        self.sockets.track(ws)
+
+    def untrack(self, ws: web.WebSocketResponse) -> None:
+        self.sockets.untrack(ws)
+
+    def add_route(self, method: str, path: str, handler: RouteHandler) -> None:
+        """Add an HTTP route (call before :meth:`start`)."""
+        self._routes.append((method, path, handler))
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_message)
+        self._header_deadlines.install(app)
+        app.router.add_get("/yjs/{room:.+}", self._yjs.handle)
+        app.router.add_get("/ws", self._ws.handle)
+        app.router.add_get("/healthz", self._health)
+        app.router.add_post("/api/{op}", self._api.handle)
+        for method, path, handler in self._routes:
+            app.router.add_route(method, path, handler)
+        return app
+
+    def authenticate_http(self, request: web.Request) -> CallContext:
+        """The caller of an HTTP request: ``Authorization: Bearer <token>`` or ``?token=``;
+        in dev mode ``?user=NAME`` from loopback. Raises ``AuthError``."""
+        return authenticate_request(self.auth, request)
+
+    json_error = staticmethod(json_error)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "ok": True,
+                "rooms": len(self.rooms),
+                "connections": len(self.sockets),
+                "damaged": dict(self.rooms.damaged),
+                "held": self.git.held_files(),
+                "store": list(self.store_problems),
+            }
+        )
+
+    async def _check_store(self) -> None:
+        """After a crash, ask SQLite whether the store file is sound (it reads all of it:
+        in a thread, beside the serving) and report what it finds."""
+        if not isinstance(self.store, SQLiteStore):
+            return
+        problems = await asyncio.to_thread(self.store.quick_check)
+        if problems:
+            self.store_problems = problems
+            log.error(
+                "the store file is damaged (%s); documents on damaged pages are quarantined "
+                "when opened: stop the server and run `collab store repair`",
+                "; ".join(problems[:3]),
+            )
+
+    async def start(self) -> None:
+        """Start serving. Raises ``FileNotFoundError`` when the repositories' directory is
+        missing, ``DataDirBusy`` when another process holds the data or repositories'
+        directory, and ``OSError`` when the port cannot be bound (``errno.EADDRINUSE``: in
+        use); whatever had started by then is stopped again first."""
+        if not self.config.repos.is_dir():
+            raise FileNotFoundError(
+                f"the repositories' directory {self.config.repos} does not exist"
+            )
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.store != "memory":  # one server (or store repair) per data directory
+            self._data_lock.acquire()
+            try:
+                self._repos_lock.acquire()
+            except BaseException:
+                self._data_lock.release()
+                raise
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._started_at = time.monotonic()
+
+    async def _start(self) -> None:
+        await self.store.start()
+        self._store_started = True
+        for service in self.services:
+            await service.start()
+            self._services_started.append(service)
+        if not self.git.clean_start:
+            self._store_check = asyncio.create_task(self._check_store(), name="store check")
+        if self.auth.dev_mode:
+            log.warning(
+                "DEV MODE: no server secret; anyone on loopback may connect as ?user=NAME. "
+                "Set a secret (COLLAB_SECRET) before serving anyone else."
+            )
+        self._runner = web.AppRunner(
+            self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        # not web.TCPSite: every connection must get a deadline for its request headers
+        site = GuardedSite(self._runner, self.config.host, self.config.port, self._header_deadlines)
+        await site.start()
+        self.port = site.port
+        names = await asyncio.to_thread(self.repos.names)
+        log.info(
+            "serving %s on %s: %s",
+            self.config.repos,
+            self.url,
+            ", ".join(names) if names else "no repositories yet (DIR/NAME or DIR/NAME.git)",
+        )
+        for name in names:
+            if await asyncio.to_thread(self.repos.has_work_tree, name):
+                log.warning(
+                    "%s has a work tree, which the engine never updates: `git status` there "
+                    "shows its commits undone; serve a bare clone (git clone --bare) instead",
+                    name,
+                )
+
+    async def stop(self) -> None:
+        """Close every connection, persist every room, then close the store."""
+        self.stopping = True
+        if self._store_check is not None:
+            await asyncio.gather(self._store_check, return_exceptions=True)
+        await self.sockets.close_all(ErrorCode.SHUTTING_DOWN, "server stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.sockets.stop_lingering()
+        started, self._services_started = self._services_started, []
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(service).__name__)
+        await self.rooms.close()
+        if self._store_started:
+            self._store_started = False
+            await self.store.stop()
+        await asyncio.to_thread(self.repos.close)  # waits for git work still running
+        self._repos_lock.release()
+        self._data_lock.release()
+        if self._started_at is not None:
+            log.info("stopped (served for %s)", _duration(time.monotonic() - self._started_at))
+            self._started_at = None
+
+    async def __aenter__(self) -> CollabServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` the way a person reads a running time: 4.2 s, 3 min 20 s, 5 h 02 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min {int(seconds % 60):02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"

@@ -1,0 +1,479 @@
+"""The git bridge: each repository served over git's smart HTTP protocol, same tokens.
+
+``git clone http://USER:TOKEN@HOST:PORT/git/<repo>.git`` (the user name is ignored when a
+token is given; in dev mode the password is ignored and the user name is who you are).
+Fetches are answered in protocol v2 (git's default) or v0 (``-c protocol.version=0``), as the
+client's ``Git-Protocol`` header asks, by ``gitsync.wire.upload_pack``; the answer is sent as it is
+made, each piece made in a git thread while the one before is sent, so that a clone's pack is
+never held whole.
+
+Reading takes read access to the repository; a push needs write access to every branch it
+moves (see ``Identity.can_write_branch``), and may rewrite (force) only the sender's own branch
+and its forks (``Identity.owns_branch``). Live edits not committed yet are committed before a
+push is answered: when git asks for the refs it pushes to, and again for the branches the push
+moves before it is taken. A push based on a head without them is then refused as git refuses
+any push behind the branch: by git itself (``! [rejected] main -> main (fetch first)``), or
+here if the edits came between git's two requests (``fetch first: the branch moved on since it
+was fetched``). A push to a branch with live documents is merged into them as text edits
+before the push is answered.
+
+A request body is read to its end as it arrives, under the server's body timeouts and minimum
+rate, inflated if it was sent gzip-encoded, and written to a temporary file that stays in memory
+while small; the git service (``gitsync.smart_http``) reads that file. A push's commands are
+checked against the sender's rights as soon as they are in. Refusals are made in git's protocol,
+once the rest of the body has been read and dropped, so that git prints the reason: over
+``max_push`` bytes, ``error: remote unpack failed: request over the size limit of N bytes`` (a
+fetch: ``fatal: remote error: ...``); a branch its sender may not write,
+``! [remote rejected] main -> main (eve may not push to 'main')``; a rewrite of someone else's
+branch, ``! [remote rejected] main -> main (non-fast-forward: eve may force-push only
+people/eve-... and the branches forked from it ...)``. Refusals before the git protocol starts
+(a bad token, no access to the repository) are HTTP errors whose text git prints as
+``remote: <reason>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import logging
+import tempfile
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
+from typing import IO, cast
+
+from aiohttp import web
+from dulwich.errors import GitProtocolError
+
+from gitsync import RepoNotFound, Repositories
+from gitsync.smart_http import (
+    SERVICES,
+    SPOOL_IN_MEMORY,
+    BodyDecoder,
+    BodyTooLarge,
+    fetch_pieces,
+    info_refs,
+    protocol_version,
+    push_commands,
+    refusal,
+    run_service,
+)
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import validate_branch, validate_repo
+
+from ..git.branch_sync import GitSync
+from ..git.work import in_git_thread
+from ..live.events import EventHub
+from .auth import Authenticator, AuthError, Identity
+from .config import ServerConfig
+from .http_api import Route
+from .http_body import BodyError, iter_body
+
+__all__ = ["GitBridge"]
+
+log = logging.getLogger("collab.git_http")
+
+HEADS = b"refs/heads/"
+WRITE_BATCH = 1 << 20
+"""Body bytes gathered on the event loop before a thread decodes and writes them."""
+
+
+class GitBridge:
+    """The routes under ``/git/``, served from the repositories with the live branches'
+    syncers (their edits committed before a push, a push merged into them)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        auth: Authenticator,
+        repos: Repositories,
+        git: GitSync,
+        events: EventHub,
+    ) -> None:
+        self.config = config
+        self.auth = auth
+        self.repos = repos
+        self.git = git
+        self.events = events
+
+    def routes(self) -> list[Route]:
+        """``(method, path, handler)`` of each route the bridge serves."""
+        return [
+            ("GET", "/git/{repo}/info/refs", self.info_refs),
+            ("POST", "/git/{repo}/{service}", self.service),
+        ]
+
+    def _identity(self, request: web.Request) -> Identity:
+        header = request.headers.get("Authorization", "")
+        user: str | None = request.query.get("user")
+        token: str | None = None
+        if header.startswith("Basic "):
+            try:
+                decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise AuthError(ErrorCode.UNAUTHORIZED, "malformed Basic credentials") from None
+            name, _, password = decoded.partition(":")
+            user, token = name or None, password or None
+        elif header.startswith("Bearer "):
+            token = header[7:].strip()
+        if self.auth.dev_mode:
+            token = None
+        return self.auth.authenticate(token=token, user=user, remote=request.remote)
+
+    def _resolve(self, request: web.Request) -> tuple[Identity, str, Path]:
+        """Who is asking, for which repository (they may read), and where it is."""
+        identity = self._identity(request)
+        name = validate_repo(request.match_info["repo"].removesuffix(".git"))
+        if not identity.can_read(name):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {name!r}")
+        return identity, name, self.repos.path_of(name)
+
+    async def info_refs(self, request: web.Request) -> web.StreamResponse:
+        service = request.query.get("service", "")
+        protocol = protocol_version(request.headers.get("Git-Protocol"))
+        try:
+            _, repo, path = self._resolve(request)
+            if service not in SERVICES:
+                raise ProtocolError(ErrorCode.MALFORMED, "only smart HTTP is served")
+            if service == "git-receive-pack":
+                # a push is checked against heads that hold every edit typed so far
+                await self._commit_live(repo, None)
+            body, content_type = await in_git_thread(self.repos, info_refs, path, service, protocol)
+        except (ProtocolError, RepoNotFound) as exc:
+            return _refusal(exc)
+        return web.Response(body=body, content_type=content_type, headers=_NO_CACHE)
+
+    async def service(self, request: web.Request) -> web.StreamResponse:
+        service = request.match_info["service"]
+        try:
+            identity, repo, path = self._resolve(request)
+            if service not in SERVICES:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no git service {service!r}")
+        except (ProtocolError, RepoNotFound) as exc:
+            return _refusal(exc)
+        encoding = request.headers.get("Content-Encoding")
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            body = _Spool(spool, encoding, self.config.max_push)
+            commands: list[tuple[bytes, bytes, bytes]] = []
+            if service == "git-receive-pack":
+                body.check = functools.partial(self._check_push, identity, repo, commands)
+            try:
+                await self._read_body(request, body)
+            except BodyError as exc:
+                if exc.status != 413:
+                    return exc.response()
+                return await self._over_limit(request, service, spool)
+            except BodyTooLarge:
+                return await self._over_limit(request, service, spool)
+            except (ValueError, web.RequestPayloadError) as exc:  # (bad gzip, say)
+                return web.Response(status=400, text=f"malformed git request: {exc}\n")
+            except ProtocolError as exc:  # a push its sender may not make
+                return await self._forbidden(request, service, spool, exc)
+            try:
+                await body.check_commands(partial=False)
+            except ProtocolError as exc:
+                return await self._forbidden(request, service, spool, exc)
+            except ValueError as exc:
+                return web.Response(status=400, text=f"malformed git request: {exc}\n")
+            if service == "git-upload-pack":
+                protocol = protocol_version(request.headers.get("Git-Protocol"))
+                return await self._fetch(request, path, spool, protocol)
+            await self._commit_live(repo, _branches(commands))
+            try:
+                moved: list[tuple[bytes, bytes, bytes]] = []
+                # in the repositories' executor: closing them waits for a push under way
+                reply, content_type = await in_git_thread(
+                    self.repos,
+                    run_service,
+                    path,
+                    service,
+                    spool,
+                    moved.extend,
+                    may_force=functools.partial(_may_force, identity, repo),
+                    max_request=self.config.max_push,
+                )
+            except (ProtocolError, RepoNotFound) as exc:
+                return _refusal(exc)
+            except (ValueError, GitProtocolError) as exc:
+                return web.Response(status=400, text=f"malformed git request: {exc}\n")
+        if moved:
+            await self._merge_pushed(repo, moved, identity)
+        return web.Response(body=reply, content_type=content_type, headers=_NO_CACHE)
+
+    async def _fetch(
+        self, request: web.Request, path: Path, body: IO[bytes], protocol: int
+    ) -> web.StreamResponse:
+        """Answer a fetch as its pieces are made (a clone's pack is never held whole): each
+        piece is made in a git thread while the one before is sent."""
+        repos = self.repos
+        pieces = await in_git_thread(repos, fetch_pieces, path, body, protocol)
+        try:
+            piece = await in_git_thread(repos, next, pieces, None)
+        except RepoNotFound as exc:
+            await in_git_thread(repos, pieces.close)
+            return _refusal(exc)
+        except (ValueError, GitProtocolError) as exc:
+            await in_git_thread(repos, pieces.close)
+            return web.Response(status=400, text=f"malformed git request: {exc}\n")
+        response = web.StreamResponse(headers=_NO_CACHE)
+        response.content_type = "application/x-git-upload-pack-result"
+        try:
+            await response.prepare(request)
+            while piece is not None:
+                await response.write(piece)
+                piece = await in_git_thread(repos, next, pieces, None)
+        finally:
+            await in_git_thread(repos, pieces.close)
+        await response.write_eof()
+        return response
+
+    async def _read_body(self, request: web.Request, body: _Spool) -> None:
+        """Read the whole body into ``body``; decoding and writing happen in a thread, a
+        batch of about :data:`WRITE_BATCH` bytes at a time. The decoded body is capped at
+        ``max_push`` by the spool's decoder, which writes the bytes up to the cap before it
+        refuses more, for :meth:`_over_limit` to read the commands from; the bytes as sent are
+        capped at twice that (the chunk that crosses that cap is not seen)."""
+        config = self.config
+        batch: list[bytes] = []
+        size = 0
+        chunks = cast(  # (an async generator, to be closed if the loop stops early)
+            "AsyncGenerator[bytes, None]",
+            iter_body(
+                request,
+                limit=2 * config.max_push,  # (the decoded size is capped exactly by the spool)
+                idle_timeout=config.body_timeout,
+                min_rate=config.min_body_rate,
+            ),
+        )
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= WRITE_BATCH:
+                        await asyncio.to_thread(body.write, b"".join(batch))
+                        batch, size = [], 0
+                        await body.check_commands(partial=True)
+        except BodyError as exc:
+            if exc.status == 413:
+                with contextlib.suppress(BodyTooLarge, ValueError):
+                    await asyncio.to_thread(body.write, b"".join(batch))
+            raise
+        await asyncio.to_thread(body.finish, b"".join(batch))
+
+    async def _refuse(
+        self,
+        request: web.Request,
+        service: str,
+        spool: IO[bytes],
+        reason: str,
+        *,
+        status: int,
+        pack_refused: bool = True,
+    ) -> web.StreamResponse:
+        """Refuse a request in git's protocol (so that git prints ``reason``), once the rest
+        of its body has been read and dropped (up to ``max_push`` bytes more: a client still
+        sending when the answer comes would not read it). Answered with HTTP ``status``
+        instead if not even the commands of a push came."""
+        config = self.config
+        try:
+            async for _ in iter_body(
+                request,
+                limit=config.max_push,
+                idle_timeout=config.body_timeout,
+                min_rate=config.min_body_rate,
+            ):
+                pass
+        except BodyError:
+            pass
+        spool.seek(0)
+        answer = await asyncio.to_thread(refusal, service, spool, reason, pack_refused=pack_refused)
+        if answer is None:
+            return web.Response(status=status, text=f"{reason}\n")
+        reply, content_type = answer
+        return web.Response(body=reply, content_type=content_type, headers=_NO_CACHE)
+
+    async def _forbidden(
+        self, request: web.Request, service: str, spool: IO[bytes], exc: ProtocolError
+    ) -> web.StreamResponse:
+        return await self._refuse(
+            request, service, spool, exc.message, status=403, pack_refused=False
+        )
+
+    async def _over_limit(
+        self, request: web.Request, service: str, spool: IO[bytes]
+    ) -> web.StreamResponse:
+        why = f"request over the size limit of {self.config.max_push} bytes"
+        return await self._refuse(request, service, spool, why, status=413)
+
+    async def _commit_live(self, repo: str, branches: list[str] | None) -> None:
+        """Commit the pending live edits of ``branches`` of ``repo`` (None: every branch), so
+        that a push based on a head without them is not a fast-forward and is refused as git
+        refuses it: by the client (``fetch first``) if the advertisement already showed the
+        new head, else here."""
+        for sync in list(self.git.branches.values()):
+            if sync.repo != repo or (branches is not None and sync.branch not in branches):
+                continue
+            try:
+                await sync.flush()
+            except Exception:
+                log.exception("%s: committing live edits before a push failed", sync.name)
+
+    def _check_push(
+        self,
+        identity: Identity,
+        repo: str,
+        into: list[tuple[bytes, bytes, bytes]],
+        commands: list[tuple[bytes, bytes, bytes]],
+    ) -> None:
+        """Refuse (``READ_ONLY``) a push that moves a ref its sender may not write. A branch
+        name that is not valid is left for the push itself to refuse, with its reason. The
+        commands are kept in ``into``."""
+        into.extend(commands)
+        for _old, _new, ref in commands:
+            name = ref.decode("utf-8", "replace")
+            if not ref.startswith(HEADS):
+                if not identity.can_write(repo):
+                    raise ProtocolError(ErrorCode.READ_ONLY, f"{identity.user} may not push {name}")
+                continue
+            try:
+                branch = validate_branch(name[len("refs/heads/") :])
+            except ProtocolError:
+                continue
+            if not identity.can_write_branch(repo, branch):
+                raise ProtocolError(
+                    ErrorCode.READ_ONLY, f"{identity.user} may not push to {branch!r}"
+                )
+
+    async def _merge_pushed(
+        self, repo: str, moved: list[tuple[bytes, bytes, bytes]], identity: Identity
+    ) -> None:
+        for old, new, ref in moved:
+            if not ref.startswith(HEADS):
+                continue
+            branch = ref[len(HEADS) :].decode("utf-8")
+            sync = self.git.branches.get((repo, branch))
+            if sync is not None:
+                try:
+                    await sync.catch_up()
+                except Exception:
+                    log.exception("%s/%s: merging a push into live documents failed", repo, branch)
+            zero = b"0" * 40
+            self.events.publish(
+                repo,
+                {
+                    "kind": "ref",
+                    "branch": branch,
+                    "old": None if old == zero else old.decode(),
+                    "new": None if new == zero else new.decode(),
+                    "cause": "push",
+                    "user": identity.user,
+                },
+            )
+
+
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def _branches(commands: list[tuple[bytes, bytes, bytes]]) -> list[str]:
+    return [
+        ref[len(HEADS) :].decode("utf-8", "replace")
+        for _old, _new, ref in commands
+        if ref.startswith(HEADS)
+    ]
+
+
+def _may_force(identity: Identity, repo: str, ref: bytes) -> str | None:
+    """None if ``identity`` may force-push ``ref`` (their own branch or its forks), else why
+    not, for ``git push`` to print."""
+    if ref.startswith(HEADS):
+        branch = ref[len(HEADS) :].decode("utf-8", "replace")
+        if identity.owns_branch(repo, branch):
+            return None
+        own = identity.own_branch
+        return (
+            f"{identity.user} may force-push only {own} and the branches forked from it "
+            f"({own}-...), not {branch}"
+        )
+    return f"{ref.decode('utf-8', 'replace')} is not a branch and may not be forced"
+
+
+class _Spool:
+    """A request body decoded into a (spooled) temporary file; the file is the caller's.
+
+    aiohttp inflates a body sent with ``Content-Encoding: gzip`` as it reads it (in bounded
+    pieces; ``iter_body``'s cap counts the inflated bytes). A body that still starts with
+    gzip's magic bytes was left as it came (an ``x-gzip`` body, or a server that does not
+    inflate) and is inflated here, capped the same; a git request never starts with them.
+    """
+
+    def __init__(self, file: IO[bytes], encoding: str | None, limit: int) -> None:
+        self.file = file
+        self.encoding = encoding
+        self.limit = limit
+        self.decoder: BodyDecoder | None = None
+        self._head = b""
+        self.check: Callable[[list[tuple[bytes, bytes, bytes]]], None] | None = None
+        """Called with a push's commands as soon as they are all written (once)."""
+
+    async def check_commands(self, *, partial: bool) -> None:
+        """Run :attr:`check` if the commands are in (``partial``: they may not be yet)."""
+        if self.check is None:
+            return
+        position = self.file.tell()
+        self.file.seek(0)
+        try:
+            commands = await asyncio.to_thread(push_commands, self.file, partial=partial)
+        finally:
+            self.file.seek(position)
+        if commands is not None:
+            check, self.check = self.check, None
+            check(commands)
+
+    def write(self, data: bytes) -> None:
+        if self.decoder is None:
+            self._head += data
+            if len(self._head) < len(_GZIP_MAGIC):
+                return
+            data, self._head = self._head, b""
+            self.decoder = self._decoder(data)
+        self._put(data)
+
+    def _put(self, data: bytes) -> None:
+        assert self.decoder is not None
+        for piece in self.decoder.decode(data):
+            self.file.write(piece)
+
+    def _decoder(self, start: bytes) -> BodyDecoder:
+        encoding = (self.encoding or "").strip().lower()
+        gzipped = start.startswith(_GZIP_MAGIC) and encoding in ("gzip", "x-gzip")
+        return BodyDecoder(encoding if gzipped else None, self.limit)
+
+    def finish(self, data: bytes) -> None:
+        self.write(data)
+        if self.decoder is None:  # (a body of less than two bytes)
+            head, self._head = self._head, b""
+            self.decoder = self._decoder(head)
+            self._put(head)
+        self.decoder.finish()
+        self.file.seek(0)
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _refusal(exc: ProtocolError | RepoNotFound) -> web.Response:
+    if isinstance(exc, RepoNotFound):
+        return web.Response(status=404, text="no such repository\n")
+    if isinstance(exc, AuthError):
+        return web.Response(
+            status=401,
+            text=f"{exc.message}\n",
+            headers={"WWW-Authenticate": 'Basic realm="collab"'},
+        )
+    status = 403 if exc.code in (ErrorCode.FORBIDDEN, ErrorCode.READ_ONLY) else 400
+    if exc.code is ErrorCode.TOO_LARGE:
+        status = 413
+    return web.Response(status=status, text=f"{exc.code.name}: {exc.message}\n")

@@ -1,0 +1,111 @@
+"""``POST /api/<op>``: named operations over HTTP, and the JSON errors every HTTP route sends.
+
+The caller of a request is named by ``Authorization: Bearer <token>`` or ``?token=``; in dev
+mode by ``?user=NAME`` from loopback. An error is a JSON body, ``{"error": {code, name,
+message}}``, whose HTTP status follows its code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from protocol.errors import ErrorCode, ProtocolError
+
+from ..live.traffic import Traffic
+from .auth import Authenticator, AuthError
+from .config import ServerConfig
+from .http_body import BodyError, read_body
+from .ops import CallContext, Operations
+
+__all__ = ["ApiEndpoint", "Route", "RouteHandler", "authenticate_request", "json_error"]
+
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Route = tuple[str, str, RouteHandler]
+"""``(method, path, handler)``: an HTTP route a part asks the server to serve."""
+
+_HTTP_STATUS = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.READ_ONLY: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.UNKNOWN_DOCUMENT: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 502,
+    ErrorCode.SHUTTING_DOWN: 503,
+    ErrorCode.TIMEOUT: 504,
+}
+
+
+def authenticate_request(auth: Authenticator, request: web.Request) -> CallContext:
+    """The caller of an HTTP request: ``Authorization: Bearer <token>`` or ``?token=``;
+    in dev mode ``?user=NAME`` from loopback. Raises ``AuthError``."""
+    token = request.query.get("token")
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        token = header.removeprefix("Bearer ").strip()
+    identity = auth.authenticate(token=token, user=request.query.get("user"), remote=request.remote)
+    return CallContext(identity)
+
+
+def json_error(exc: ProtocolError, *, status: int | None = None) -> web.Response:
+    """``exc`` as a JSON error body; the HTTP status follows its code unless given."""
+    return web.json_response(
+        {"error": {"code": int(exc.code), "name": exc.code.name, "message": exc.message}},
+        status=_HTTP_STATUS.get(exc.code, 400) if status is None else status,
+    )
+
+
+class ApiEndpoint:
+    """``POST /api/<op>``: the operation's JSON arguments in, ``{"value": ...}`` out."""
+
+    def __init__(
+        self, config: ServerConfig, auth: Authenticator, ops: Operations, traffic: Traffic
+    ) -> None:
+        self.config = config
+        self.auth = auth
+        self.ops = ops
+        self.traffic = traffic
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            ctx = authenticate_request(self.auth, request)
+            body = await self._json_body(request)
+            value: Any = await self.ops.call(ctx, request.match_info["op"], body)
+        except (ProtocolError, AuthError) as exc:
+            self.traffic.refuse("error", exc.code)
+            return json_error(exc)
+        except BodyError as exc:
+            code = ErrorCode.TOO_LARGE if exc.status == 413 else ErrorCode.TIMEOUT
+            self.traffic.refuse("error", code)
+            return json_error(ProtocolError(code, exc.message), status=exc.status)
+        return web.json_response({"value": value})
+
+    async def _json_body(self, request: web.Request) -> dict[str, Any]:
+        """The request's JSON object, read under the body size cap and timeouts; ``{}`` when
+        there is no body. Raises ``BodyError``, or ``ProtocolError(MALFORMED)`` for anything
+        that does not parse (deep nesting included) or is not an object."""
+        if not request.can_read_body:
+            return {}
+        config = self.config
+        raw = await read_body(
+            request,
+            limit=config.max_message,
+            idle_timeout=config.body_timeout,
+            min_rate=config.min_body_rate,
+        )
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the interpreter's recursion limit
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ProtocolError(ErrorCode.MALFORMED, f"body is not JSON: {reason}") from None
+        if not isinstance(body, dict):
+            raise ProtocolError(ErrorCode.MALFORMED, "body must be a JSON object")
+        return body

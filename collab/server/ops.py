@@ -1,0 +1,106 @@
+"""Named operations (branches, merges, completions...) callable over ``/ws`` and HTTP.
+
+One handler serves both transports: ``Call(id, op, args)`` on ``/ws`` and
+``POST /api/<op>`` with a JSON object body on HTTP. A handler receives the caller's context
+and its arguments (already a ``dict``), checks them with the ``arg_*`` helpers, and returns a
+msgpack- and JSON-encodable value or raises ``ProtocolError`` with a code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from protocol.errors import ErrorCode, ProtocolError
+
+from .auth import Identity
+
+__all__ = [
+    "CallContext",
+    "Handler",
+    "Operations",
+    "arg_bool",
+    "arg_int",
+    "arg_opt_str",
+    "arg_str",
+]
+
+log = logging.getLogger("collab.ops")
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class CallContext:
+    """Who is calling, and through which connection.
+
+    ``connection`` is a per-connection object (a ``/ws`` session) for calls that need one,
+    such as subscriptions and cancel-on-disconnect; it is ``None`` for HTTP calls.
+    ``on_close`` callbacks run when that connection closes; ``state`` lives as long as it.
+    """
+
+    identity: Identity
+    connection: object | None = None
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+    send_event: Callable[[str, dict[str, Any]], None] | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # per connection, for handlers
+
+
+Handler = Callable[[CallContext, dict[str, Any]], Awaitable[Any]]
+
+
+class Operations:
+    """The registry of named operations."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, name: str, handler: Handler) -> None:
+        if name in self._handlers:
+            raise ValueError(f"operation {name!r} is already registered")
+        self._handlers[name] = handler
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def call(self, ctx: CallContext, name: str, args: dict[str, Any]) -> Any:
+        """Run ``name``; raise ``ProtocolError`` (NOT_FOUND for an unknown operation)."""
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"unknown operation {name!r:.80}")
+        try:
+            return await handler(ctx, args)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            log.exception("operation %s failed", name)
+            raise ProtocolError(ErrorCode.INTERNAL, f"{name} failed: {exc}") from exc
+
+
+def _arg(args: dict[str, Any], name: str, kind: type[T], default: T | None, what: str) -> T:
+    value = args.get(name, default)
+    if value is None:
+        raise ProtocolError(ErrorCode.MALFORMED, f"argument {name!r} is required")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(ErrorCode.MALFORMED, f"argument {name!r} must be {what}")
+    return value
+
+
+def arg_str(args: dict[str, Any], name: str, default: str | None = None) -> str:
+    return _arg(args, name, str, default, "a string")
+
+
+def arg_opt_str(args: dict[str, Any], name: str) -> str | None:
+    if args.get(name) is None:
+        return None
+    return arg_str(args, name)
+
+
+def arg_int(args: dict[str, Any], name: str, default: int | None = None) -> int:
+    return _arg(args, name, int, default, "an integer")
+
+
+def arg_bool(args: dict[str, Any], name: str, default: bool | None = None) -> bool:
+    return _arg(args, name, bool, default, "a boolean")

@@ -1,0 +1,78 @@
+"""The server's open WebSockets: made with the configured limits, tracked, closed together.
+
+Every endpoint that upgrades a request (``/ws``, ``/yjs``, ``/worker``) takes its WebSocket
+from :class:`Sockets` and tracks it while it is open, so that the server can count them and
+close them all when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Protocol
+
+from aiohttp import web
+
+from protocol.errors import ErrorCode
+
+from ..live.outbox import close_ws
+from .websocket import CollabWebSocket
+
+__all__ = ["Sockets", "WebSockets"]
+
+
+class Sockets:
+    """The WebSocket factory and registry of one server."""
+
+    def __init__(self, *, max_message: int, heartbeat: float, linger: float) -> None:
+        self.max_message = max_message
+        self.heartbeat = heartbeat
+        self.linger = linger
+        self._open: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._lingering: set[asyncio.Task[None]] = set()  # closes of refused WebSockets
+
+    def websocket(self) -> web.WebSocketResponse:
+        return CollabWebSocket(
+            max_message=self.max_message,
+            heartbeat=self.heartbeat,
+            autoping=True,
+            # Yjs updates are small and already compact; per-message deflate costs both ends
+            # more CPU than it saves (and stock y-websocket servers do not offer it).
+            compress=False,
+            # after refusing an oversized message, what the peer still sends is discarded this
+            # long at most, so that it reads the close frame instead of a reset
+            linger=self.linger,
+            lingering=self._lingering,
+        )
+
+    def track(self, ws: web.WebSocketResponse) -> None:
+        self._open.add(ws)
+
+    def untrack(self, ws: web.WebSocketResponse) -> None:
+        self._open.discard(ws)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    async def close_all(self, code: ErrorCode, reason: str) -> None:
+        """Close every tracked WebSocket with ``code``."""
+        await asyncio.gather(
+            *(close_ws(ws, code, reason) for ws in list(self._open)),
+            return_exceptions=True,
+        )
+
+    async def stop_lingering(self) -> None:
+        """Stop the lingering closes of refused WebSockets."""
+        for task in list(self._lingering):
+            task.cancel()
+        await asyncio.gather(*self._lingering, return_exceptions=True)
+
+
+class WebSockets(Protocol):
+    """What an endpoint needs of :class:`Sockets`."""
+
+    def websocket(self) -> web.WebSocketResponse: ...
+
+    def track(self, ws: web.WebSocketResponse) -> None: ...
+
+    def untrack(self, ws: web.WebSocketResponse) -> None: ...

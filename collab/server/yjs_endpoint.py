@@ -1,0 +1,173 @@
+"""``/yjs/<repo>/<branch>:<path>``: exactly what a stock y-websocket provider speaks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.names import DocId
+from protocol.yjs import (
+    AuthDenied,
+    AwarenessMessage,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    YjsLimits,
+    decode_message,
+    encode_awareness,
+    encode_message,
+)
+
+from ..live.outbox import Outbox, close_ws
+from ..live.quotas import UserQuotas
+from ..live.room import EMPTY_UPDATE, Room
+from ..live.rooms import Rooms
+from ..live.traffic import Traffic, frame_error_code
+from .auth import Authenticator, Identity
+from .config import ServerConfig
+from .sockets import WebSockets
+
+__all__ = ["YjsEndpoint", "handle_yjs"]
+
+log = logging.getLogger("collab.yjs")
+
+
+@dataclass(frozen=True, slots=True)
+class YjsEndpoint:
+    """The parts ``/yjs/...`` serves with, given by the composition root."""
+
+    config: ServerConfig
+    auth: Authenticator
+    rooms: Rooms
+    quotas: UserQuotas
+    sockets: WebSockets
+    traffic: Traffic
+    limits: YjsLimits
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        return await handle_yjs(self, request)
+
+
+def _encode_update(update: bytes) -> bytes:
+    return encode_message(SyncUpdate(update))
+
+
+def _encode_awareness(payload: bytes) -> bytes:
+    return encode_message(AwarenessMessage(payload))
+
+
+class YjsPeer:
+    """One stock Yjs client on one document."""
+
+    def __init__(self, outbox: Outbox, identity: Identity, writable: bool) -> None:
+        self.outbox = outbox
+        self.identity = identity
+        self.writable = writable
+        self.last_write: asyncio.Future[None] | None = None
+
+    def send_updates(self, updates: list[bytes]) -> None:
+        self.outbox.put_updates(updates, _encode_update)
+
+    def send_awareness(self, payload: bytes) -> None:
+        self.outbox.put_encoded(payload, _encode_awareness)
+
+    def abort(self, code: ErrorCode, reason: str) -> None:
+        self.outbox.abort(code, reason)
+
+
+async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSocketResponse:
+    ws = endpoint.sockets.websocket()
+    await ws.prepare(request)
+    name = f"yjs {request.remote} {request.match_info['room'][:200]}"
+    try:
+        doc_id = DocId.parse(request.match_info["room"])
+        identity = endpoint.auth.authenticate(
+            token=request.query.get("token"), user=request.query.get("user"), remote=request.remote
+        )
+        if not identity.can_read(doc_id.repo):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
+    except ProtocolError as exc:
+        log.warning("%s: refused: %s", name, exc)
+        endpoint.traffic.refuse("close", exc.code)
+        await close_ws(ws, exc.code, exc.message)
+        return ws
+    outbox = Outbox(
+        ws,
+        limit=endpoint.config.outbox_limit,
+        max_bytes=endpoint.config.outbox_bytes,
+        name=f"{name} ({identity.user})",
+        traffic=endpoint.traffic,
+    )
+    peer = YjsPeer(outbox, identity, identity.can_write_branch(doc_id.repo, doc_id.branch))
+    try:
+        room = await endpoint.rooms.acquire(doc_id, peer)
+    except ProtocolError as exc:
+        log.warning("%s: refused: %s", name, exc)
+        endpoint.traffic.refuse("close", exc.code)
+        await close_ws(ws, exc.code, exc.message)
+        return ws
+    writer = asyncio.create_task(outbox.run())
+    endpoint.sockets.track(ws)
+    access = "read-write" if peer.writable else "read-only"
+    log.info("%s (%s): connected, %s", name, identity.user, access)
+    try:
+        if peer.writable:  # ask for what the client has; read-only clients have nothing to give
+            outbox.put(encode_message(SyncStep1(room.state_vector())))
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                outbox.traffic.bytes_in += len(msg.data)
+                try:
+                    _receive(room, peer, msg.data, endpoint)
+                except ProtocolError as exc:
+                    outbox.abort(exc.code, exc.message)
+                if outbox.closing:  # nothing more from a peer being closed is applied
+                    break
+            elif msg.type is WSMsgType.TEXT:
+                outbox.abort(ErrorCode.MALFORMED, "text frames are not part of the protocol")
+            elif msg.type is WSMsgType.ERROR:
+                # aiohttp has closed the socket already (an oversized message: 4009, see
+                # CollabWebSocket); the frame error is the message's data, not ws.exception()
+                log.warning("%s: closed on a bad frame: %s", name, msg.data)
+                outbox.traffic.refuse("close", frame_error_code(msg.data))
+    finally:
+        endpoint.sockets.untrack(ws)
+        room.detach(peer)
+        outbox.finish()
+        await asyncio.gather(writer, return_exceptions=True)
+        log.info("%s (%s): disconnected (code %s)", name, identity.user, ws.close_code)
+    return ws
+
+
+def _receive(room: Room, peer: YjsPeer, data: bytes, endpoint: YjsEndpoint) -> None:
+    message = decode_message(data, endpoint.limits)
+    match message:
+        case SyncStep1(state_vector=sv):
+            diff = room.handshake(peer, sv)
+            peer.outbox.put(encode_message(SyncStep2(diff)))
+        case SyncStep2(update=update) | SyncUpdate(update=update):
+            if not peer.writable:
+                if update != EMPTY_UPDATE:
+                    log.warning(
+                        "%s: refused a write from read-only %s", room.key, peer.identity.user
+                    )
+                    peer.outbox.traffic.refuse("error", ErrorCode.READ_ONLY)
+                    peer.outbox.put(encode_message(AuthDenied("read-only: writes are refused")))
+                return
+            endpoint.quotas.charge(peer.identity.user, len(update))
+            peer.last_write = room.receive_update(
+                update, sender=peer, answer=isinstance(message, SyncStep2)
+            )
+            peer.outbox.traffic.updates_in += 1
+        case AwarenessMessage(payload=payload):
+            room.receive_awareness(peer, payload)
+        case QueryAwareness():
+            states = room.awareness_entries()
+            if states:
+                peer.send_awareness(encode_awareness(states))
+        case AuthDenied():
+            pass

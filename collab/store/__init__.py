@@ -1,0 +1,1 @@
+"""Durable document history: the ``Store`` seam, its SQLite and in-memory implementations."""

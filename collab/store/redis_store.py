@@ -1,0 +1,320 @@
+"""``RedisStore``: the ``Store`` that several server processes share, kept in Redis.
+
+Each document's updates are entries of one Redis stream (ids ``0-<seq>``; see
+``collab.bus.keys``), which the other nodes read as their bus; its compacted state is a
+snapshot beside it, and a compaction trims the stream behind the snapshot in the same step.
+Every operation is one Lua script, so each is atomic against every node.
+
+Order: operations are queued in the order they are called and sent by one writer task, a
+batch per round trip (a pipeline), so appends are written in the order they were made and a
+``sync`` or ``load`` sees everything queued before it.
+
+Durability: an append is done once Redis has answered it. With ``appendonly yes`` and
+``appendfsync always`` Redis answers a write only after its append-only file is fsynced, so
+an acknowledged update survives a crash of Redis as well as of every node; ``start`` reads
+the two settings and logs a warning when they promise less (``durable_config``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of
+from collab.store.base import CorruptRecord, StoredDoc
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger("collab.store")
+
+# KEYS: log, seq, docs. ARGV: update, node, doc id, crc.
+_APPEND = """
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], '0-' .. n, 'u', ARGV[1], 'n', ARGV[2], 'c', ARGV[4])
+redis.call('ZADD', KEYS[3], 0, ARGV[3])
+return n
+"""
+
+# KEYS: log, seq, snapshot, docs. ARGV: snapshot, through seq, doc id.
+_COMPACT = """
+local through = tonumber(ARGV[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if through < 0 then
+  return redis.error_reply('through_seq ' .. through .. ' is negative')
+end
+if through > last then
+  return redis.error_reply('through_seq ' .. through .. ' is past the last seq ' .. last)
+end
+local current = redis.call('HGET', KEYS[3], 'seq')
+if current and through < tonumber(current) then
+  return redis.error_reply('through_seq ' .. through ..
+    ' is behind the current snapshot at seq ' .. current)
+end
+redis.call('HSET', KEYS[3], 'seq', through, 'data', ARGV[1])
+redis.call('XTRIM', KEYS[1], 'MINID', '0-' .. (through + 1))
+redis.call('ZADD', KEYS[4], 0, ARGV[3])
+return 1
+"""
+
+# KEYS: log, snapshot. The snapshot and the entries after it, read as of one moment.
+_LOAD = """
+local snap = redis.call('HMGET', KEYS[2], 'seq', 'data', 'recovered')
+local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+return {snap, entries}
+"""
+
+# KEYS: log, snapshot, docs. ARGV: doc id. The seq counter stays: seqs are never reused.
+_DELETE = """
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+@dataclass(slots=True)
+class _Op:
+    """One queued operation: the script's name, its keys and arguments, and what to do with
+    its reply."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    done: asyncio.Future[Any]
+    finish: Callable[[Any], Any] = lambda reply: reply
+
+
+class RedisStore:
+    """A ``Store`` in Redis, shared by every node of a cluster.
+
+    ``node_id`` tags each appended entry, so that a node's bus can tell its own updates from
+    the others'. ``client`` may be given (tests); otherwise one is made from ``url``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        node_id: str = "",
+        prefix: str = DEFAULT_PREFIX,
+        client: Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.node_id = node_id
+        self.keys_ = RedisKeys(prefix)
+        self._client = client
+        self._own_client = client is None
+        self._scripts: dict[str, Any] = {}
+        self._queue: list[_Op] = []
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._running = False
+        self.durable_config: bool | None = None
+        """Whether Redis fsyncs its append-only file before it answers a write (``None``:
+        its configuration could not be read)."""
+
+    async def __aenter__(self) -> RedisStore:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        if self._client is None:
+            self._client = Redis.from_url(self.url)
+        client = self._client
+        self._scripts = {
+            "append": client.register_script(_APPEND),
+            "compact": client.register_script(_COMPACT),
+            "load": client.register_script(_LOAD),
+            "delete": client.register_script(_DELETE),
+        }
+        self.durable_config = await self._read_durability()
+        if self.durable_config is False:
+            log.warning(
+                "Redis at %s does not fsync its append-only file on every write "
+                "(appendonly yes, appendfsync always): an acknowledged update may be lost "
+                "if Redis crashes",
+                self.url,
+            )
+        self._wake = asyncio.Event()
+        self._running = True
+        self._writer = asyncio.create_task(self._write_loop(), name="redis-store-writer")
+
+    async def _read_durability(self) -> bool | None:
+        assert self._client is not None
+        try:
+            only = await self._client.config_get("appendonly")
+            fsync = await self._client.config_get("appendfsync")
+        except ResponseError:  # CONFIG is often disabled on managed Redis
+            return None
+        return bool(only.get("appendonly") == "yes" and fsync.get("appendfsync") == "always")
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        assert self._wake is not None and self._writer is not None
+        self._wake.set()
+        await self._writer
+        self._writer = None
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise RuntimeError("store is not running (call start() first, or it was stopped)")
+
+    def _submit(
+        self,
+        script: str,
+        keys: list[str],
+        args: list[Any],
+        finish: Callable[[Any], Any] | None = None,
+    ) -> asyncio.Future[Any]:
+        self._check_running()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        op = _Op(script, keys, args, done)
+        if finish is not None:
+            op.finish = finish
+        self._queue.append(op)
+        assert self._wake is not None
+        self._wake.set()
+        return done
+
+    async def _write_loop(self) -> None:
+        """Send the queued operations, a pipeline per round trip, in the order queued."""
+        assert self._wake is not None and self._client is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                if not self._running:
+                    return
+                continue
+            batch, self._queue = self._queue, []
+            await self._send(batch)
+
+    async def _send(self, batch: list[_Op]) -> None:
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=False)
+        for op in batch:
+            if op.script == "sync":
+                continue
+            if op.script == "keys":
+                pipe.zrangebylex(*op.args)
+            elif op.script == "clear":
+                pipe.hdel(op.keys[0], "recovered")
+            else:
+                await self._scripts[op.script](keys=op.keys, args=op.args, client=pipe)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            for op in batch:
+                if not op.done.done():
+                    op.done.set_exception(ConnectionError(f"Redis at {self.url}: {exc}"))
+            return
+        answers = iter(replies)
+        for op in batch:
+            if op.done.done():
+                continue
+            if op.script == "sync":
+                op.done.set_result(None)
+                continue
+            reply = next(answers)
+            if isinstance(reply, ResponseError):
+                op.done.set_exception(_error_of(reply))
+                continue
+            try:
+                op.done.set_result(op.finish(reply))
+            except Exception as exc:  # a reply we cannot read fails its own operation only
+                op.done.set_exception(exc)
+
+    async def load(self, doc_id: str) -> StoredDoc | None:
+        keys = [self.keys_.log(doc_id), self.keys_.snapshot(doc_id)]
+        return cast(StoredDoc | None, await self._submit("load", keys, [], _stored(doc_id)))
+
+    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
+        data = bytes(update)
+        keys = [self.keys_.log(doc_id), self.keys_.seq(doc_id), self.keys_.docs]
+        args = [data, self.node_id, doc_id, zlib.crc32(data)]
+        return self._submit("append", keys, args, int)
+
+    def sync(self) -> asyncio.Future[None]:
+        """Done once every operation queued before it is answered (durable as far as Redis's
+        append-only file settings make an answered write durable)."""
+        return self._submit("sync", [], [])
+
+    async def compact(self, doc_id: str, snapshot: bytes, through_seq: int) -> None:
+        keys = [
+            self.keys_.log(doc_id),
+            self.keys_.seq(doc_id),
+            self.keys_.snapshot(doc_id),
+            self.keys_.docs,
+        ]
+        await self._submit("compact", keys, [bytes(snapshot), through_seq, doc_id])
+
+    async def delete(self, doc_id: str) -> None:
+        keys = [self.keys_.log(doc_id), self.keys_.snapshot(doc_id), self.keys_.docs]
+        await self._submit("delete", keys, [doc_id])
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        low = b"[" + prefix.encode()
+        high = b"[" + prefix.encode() + b"\xff"
+        names = await self._submit("keys", [], [self.keys_.docs, low, high])
+        return [name.decode() for name in names]
+
+    async def clear_recovered(self, doc_id: str) -> None:
+        await self._submit("clear", [self.keys_.snapshot(doc_id)], [])
+
+
+def _error_of(reply: ResponseError) -> Exception:
+    """A script's refusal (a compaction past the end, say) as the ``ValueError`` every store
+    raises for it; anything else as it came."""
+    text = str(reply)
+    if text.startswith("through_seq"):
+        return ValueError(f"compact: {text}")
+    return reply
+
+
+def _stored(doc_id: str) -> Callable[[Any], StoredDoc | None]:
+    def finish(reply: Any) -> StoredDoc | None:
+        (snap_seq, snap_data, recovered), entries = reply
+        if snap_data is None and not entries:
+            return None
+        updates: list[tuple[int, bytes]] = []
+        corrupt = None
+        for entry_id, fields in entries:
+            seq = seq_of(entry_id)
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            data = values.get(b"u")
+            crc = values.get(b"c")
+            if data is None or crc is None or zlib.crc32(data) != int(crc):
+                corrupt = CorruptRecord(doc_id, seq, "checksum mismatch or missing data")
+                break
+            updates.append((seq, data))
+        return StoredDoc(
+            snap_data,
+            int(snap_seq) if snap_seq is not None else 0,
+            updates,
+            corrupt=corrupt,
+            recovered=recovered is not None,
+        )
+
+    return finish

@@ -1,0 +1,1 @@
+"""Objects on the store: commits with their trees and refs, history, and the checks of fsck."""

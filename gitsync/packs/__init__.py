@@ -1,0 +1,1 @@
+"""Packs: written durably and combined, read raw for merges and fetches, streamed, bitmaps."""

@@ -1,0 +1,1 @@
+"""git's smart HTTP services: fetches (upload-pack) and pushes (receive-pack), wire and logic."""
