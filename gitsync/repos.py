@@ -1,4 +1,13 @@
-"""Finding repositories under a root directory and reading files at a branch head."""
+"""Finding repositories under a root directory and reading files at a branch head.
+
+dulwich's object store is not thread-safe while packs are added: its pack cache is rescanned
+by whichever thread misses an object, and packs open their files on first use. So no store is
+shared between threads: :meth:`Repositories.open` gives each thread a ``Repo`` of its own for
+each repository, as separate processes would have. A store that misses an object rescans the
+pack directory (dulwich does, and drops the packs that a combination removed), so it sees the
+packs other threads' commits have added. Refs are files moved by compare-and-swap under lock
+files, shared by every instance as they are by every git process.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +17,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import dulwich.object_store
 from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, ObjectID, Tree
-from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -51,11 +57,14 @@ class Repositories:
     """The git repositories under ``root``: ``root/<name>`` or ``root/<name>.git``.
 
     Names must already be validated (``protocol.names``); this class only resolves them.
+    Each thread opens a repository of its own (see the module's docstring).
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._open: dict[str, Repo] = {}
+        self._opened: list[Repo] = []  # every thread's, closed by close()
+        self._mine = threading.local()  # this thread's: generation and {name: Repo}
+        self._generation = 0  # a close() makes every thread open its repositories again
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(thread_name_prefix="git")
         """Where callers run work on these repositories; :meth:`close` waits for it."""
@@ -67,22 +76,30 @@ class Repositories:
         raise RepoNotFound(name)
 
     def open(self, name: str) -> Repo:
-        with self._lock:
-            repo = self._open.get(name)
-            if repo is None:
-                repo = Repo(str(self.path_of(name)))
-                _serialise_pack_scans(repo.object_store)
-                self._open[name] = repo
-            return repo
+        """The calling thread's own ``Repo`` for repository ``name`` (opened on first use);
+        use it in this thread only."""
+        mine: dict[str, Repo] | None = getattr(self._mine, "repos", None)
+        if mine is None or self._mine.generation != self._generation:
+            mine = self._mine.repos = {}
+            self._mine.generation = self._generation
+        repo = mine.get(name)
+        if repo is None:
+            repo = Repo(str(self.path_of(name)))
+            with self._lock:
+                self._opened.append(repo)
+            mine[name] = repo
+        return repo
 
     def close(self) -> None:
-        """Wait for the work running in :attr:`executor`, then close every repository (work
-        still running on a closed repository would open its files again)."""
+        """Wait for the work running in :attr:`executor`, then close every thread's
+        repositories (work still running on a closed repository would open its files
+        again)."""
         self.executor.shutdown(wait=True)
         with self._lock:
-            for repo in self._open.values():
-                repo.close()
-            self._open.clear()
+            self._generation += 1
+            opened, self._opened = self._opened, []
+        for repo in opened:
+            repo.close()
 
     def has_work_tree(self, name: str) -> bool:
         """Whether repository ``name`` is not bare: the engine never updates a work tree, so
@@ -184,67 +201,3 @@ _DEMO_FILES = {
     "README.md": "# Demo\n\nOpen this file from two editors and type in both.\n",
     "src/hello.py": 'def hello(name: str) -> str:\n    return f"Hello, {name}!"\n',
 }
-
-
-def _serialise_pack_scans(store: Any) -> None:
-    """Make a shared object store's pack-directory rescans take turns, and its pack lookups
-    look again after a miss.
-
-    dulwich rescans the pack directory from whichever thread misses an object, and two threads
-    rescanning at once can each open the same new pack and keep only one (the other is never
-    closed). A lookup that misses and whose rescan finds no new pack gives up, even when
-    another thread's rescan has just added the pack that has the object. With a pack per
-    commit, new packs are frequent, and the server's threads share one store per repository.
-    (Relies on dulwich's ``_update_pack_cache`` and ``_lookup_in_packs``; dulwich is pinned.)
-    """
-    update = store._update_pack_cache
-    lookup = store._lookup_in_packs
-    lock = threading.Lock()
-
-    def rescan() -> Any:
-        with lock:
-            return update()
-
-    def lookup_again(find: Any) -> Any:
-        try:
-            return lookup(find)
-        except KeyError:
-            return lookup(find)  # the packs other threads' rescans have added meanwhile
-
-    store._update_pack_cache = rescan
-    store._lookup_in_packs = lookup_again
-
-
-class _Pack(Pack):
-    """dulwich's ``Pack`` whose index and data are opened by one thread only.
-
-    A pack opens its index and data on first use; two threads using a new pack at once can
-    each open them and keep one, leaving the other open until collected. The stores dulwich
-    creates use this class (set below; dulwich is pinned). The lock is reentrant: opening
-    the data checks it against the index, which opens the index in the same thread.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._opening = threading.RLock()
-
-    def _opened(self, current: Any, open_it: Any) -> Any:
-        """``current`` once open; else what dulwich's getter ``open_it`` opens, under the lock
-        (the getter opens only what is still unopened when it gets the lock)."""
-        if current is not None:
-            return current
-        with self._opening:
-            return open_it(self)
-
-    @property
-    def index(self) -> Any:
-        return self._opened(self._idx, _PACK_INDEX)
-
-    @property
-    def data(self) -> Any:
-        return self._opened(self._data, _PACK_DATA)
-
-
-_PACK_INDEX = Pack.__dict__["index"].fget
-_PACK_DATA = Pack.__dict__["data"].fget
-setattr(dulwich.object_store, "Pack", _Pack)  # noqa: B010 - replaces the class dulwich opens packs with

@@ -134,3 +134,21 @@ def _bash(script: str, env: dict[str, str], cwd: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_logger_names_the_operations_page_shows_are_the_codes() -> None:
+    """A log shipper filters on the logger names the page gives: each is a logger of the
+    code (the module paths moved; the logger names stay)."""
+    page = (ROOT / "docs" / "operations.md").read_text()
+    shown = set(re.findall(r'"logger": "([\w.]+)"', page))
+    shown |= set(
+        re.findall(r"`((?:collab|gitsync)\.[\w.]+)`", page.split("`logger` the", 1)[1][:200])
+    )
+    assert len(shown) >= 3, shown
+    made = {
+        name
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        for name in re.findall(r'getLogger\("([\w.]+)"\)', path.read_text())
+    }
+    assert not shown - made, f"docs/operations.md names loggers the code lacks: {shown - made}"

@@ -27,5 +27,5 @@ async def in_repo(
     repos: Repositories, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
 ) -> T:
     """``fn(repo, *args, **kwargs)`` with the repository ``name`` opened, both in a thread of
-    ``repos.executor`` (opening one takes a lock the git threads hold while they work)."""
+    ``repos.executor``: ``repo`` is that thread's own (see ``Repositories.open``)."""
     return await in_git_thread(repos, lambda: fn(repos.open(name), *args, **kwargs))

@@ -1,5 +1,6 @@
-"""Git work stays off the event loop: every repository is opened in a git thread (opening
-takes a lock the git threads hold while they work, so on the loop it would stall every room)."""
+"""Git work stays off the event loop: every repository is opened in a git thread (each
+thread its own; opening reads files, which on the loop would stall every room), and clones
+taken while commits land read whole commits."""
 
 from __future__ import annotations
 
@@ -58,3 +59,50 @@ async def test_no_repository_is_opened_on_the_event_loop(
             while sync.synced != head:
                 await asyncio.sleep(0.02)
     assert on_loop == []
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (args, done.stderr)
+    return done.stdout
+
+
+async def test_clones_taken_while_commits_land_are_whole(repos: Path, tmp_path: Path) -> None:
+    """``git clone`` over the git bridge while live edits are committed every few
+    milliseconds (a pack per commit, the small packs combined as they pile up), the commits
+    written and the clones read in git threads of their own: every clone passes
+    ``git fsck --strict``, and its README.md is the file with the first lines typed, in
+    order, nothing missing between them."""
+    config = make_config(repos, tmp_path / "data", commit_idle=0.01, commit_max_lag=0.05)
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        doc = await ann.open("demo/main:README.md")
+        base = str(doc)
+        stop = asyncio.Event()
+
+        async def type_lines() -> None:
+            n = 0
+            while not stop.is_set():
+                doc.insert(len(str(doc)), f"line {n}\n")
+                await ann.flush()
+                n += 1
+                await asyncio.sleep(0.005)
+
+        typing = asyncio.create_task(type_lines())
+        url = server.url.replace("ws://", "http://ann:dev@") + "/git/demo.git"
+        heads: set[str] = set()
+        try:
+            for n in range(30):
+                where = tmp_path / f"clone-{n}"
+                await asyncio.to_thread(_git, "clone", "-q", url, str(where))
+                await asyncio.to_thread(_git, "-C", str(where), "fsck", "--full", "--strict")
+                text = (where / "README.md").read_text()
+                assert text.startswith(base), text[:200]
+                lines = text[len(base) :].splitlines()
+                assert lines == [f"line {k}" for k in range(len(lines))], lines[-5:]
+                heads.add(await asyncio.to_thread(_git, "-C", str(where), "rev-parse", "HEAD"))
+                if len(heads) >= 4:
+                    break
+        finally:
+            stop.set()
+            await typing
+    assert len(heads) >= 2  # commits landed between the clones
