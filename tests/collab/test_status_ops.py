@@ -110,6 +110,8 @@ async def test_collab_status_and_log_print_tables(
         doc.insert(0, "hello\n")
         await alice.flush()
         await alice.commit("demo", "main")
+        # opening made alice's own branch in the background; wait for it, whatever the load
+        assert await alice.join("demo") == participant_branch("alice")
         assert await asyncio.to_thread(main, ["status", "--url", url, "--user", "alice"]) == 0
         status = capsys.readouterr().out
         assert await asyncio.to_thread(main, ["log", "demo", "--url", url, "--user", "bob"]) == 0
