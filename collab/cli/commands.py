@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib.util
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ from . import branch_commands, status_commands, store_commands
 __all__ = ["main"]
 
 SECRET_ENV = "COLLAB_SECRET"
+REDIS_ENV = "COLLAB_REDIS"
 _DEFAULTS = ServerConfig(repos=Path(), data_dir=Path())
 
 
@@ -123,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--store", choices=["sqlite", "memory"], default="sqlite", help="where CRDT history lives"
+    )
+    serve.add_argument(
+        "--redis",
+        default=os.environ.get(REDIS_ENV),
+        help=f"redis://HOST:PORT/DB: join the cluster of nodes sharing this Redis and --repos "
+        f"(else ${REDIS_ENV}; neither: one process serves everything, on --store)",
+    )
+    serve.add_argument(
+        "--node-id", help="this node's name in the cluster (default: host-pid-random)"
     )
     serve.add_argument(
         "--completion-backend",
@@ -243,6 +254,13 @@ class StartupError(Exception):
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
+    if args.redis is not None and args.repos is None:
+        raise StartupError(
+            "a cluster node (--redis) needs --repos: the repositories' directory every node "
+            "of the cluster shares"
+        )
+    if args.redis is not None and importlib.util.find_spec("redis") is None:
+        raise StartupError("--redis needs the cluster extra: pip install 'collab-engine[cluster]'")
     repos: Path = args.repos or args.data_dir / "repos"
     if args.repos is not None and not args.repos.is_dir():
         raise StartupError(
@@ -266,6 +284,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         max_document=args.max_document,
         max_push=args.max_push,
         store=args.store,
+        redis=args.redis,
+        node_id=args.node_id,
         commit_idle=args.commit_idle,
         completion_backend=args.completion_backend,
         completion_model=args.completion_model,

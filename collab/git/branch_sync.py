@@ -37,6 +37,7 @@ from gitsync import (
     Repositories,
 )
 from gitsync.changes import FileChange, changed_files, is_text, read_blob
+from gitsync.fence import claim, fenced
 from gitsync.locks import STALE_AFTER
 from gitsync.merge.plan import merge_text
 from gitsync.objects.commits import (
@@ -65,6 +66,7 @@ from ..server.auth import Identity
 from .work import in_git_thread, in_repo
 
 if TYPE_CHECKING:
+    from ..bus.lease import Grant, Leases
     from ..live.rooms import Rooms
     from ..store.base import Store
 
@@ -169,12 +171,52 @@ class BranchSync:
                 self._idle = loop.call_later(max(self.owner.idle, 1.0), self._kick)
 
     async def flush(self) -> bytes:
-        """Commit every pending live change now; return the branch's synced commit."""
+        """Commit every pending live change now; return the branch's synced commit.
+
+        In a cluster the commit is made under the branch's lease (one node at a time, its
+        ref moves fenced); while another node holds it, the edits stay pending here and the
+        commit is tried again shortly."""
         async with self.lock:
-            await self._commit()
+            if self.owner.leases is None:
+                await self._commit()
+                return self.synced
+            grant = await self._lease()
+            if grant is None:
+                if self.dirty and not self.owner.stopped:
+                    loop = asyncio.get_running_loop()
+                    self._cancel_timers()
+                    self._idle = loop.call_later(self.owner.lease_retry, self._kick)
+                return self.synced
+            try:
+                await self._commit(grant)
+            finally:
+                await self.owner.leases.release(grant)
             return self.synced
 
-    async def _commit(self) -> None:
+    async def _lease(self) -> Grant | None:
+        """The branch's lease for this node, with the branch claimed for its token and the
+        commit the cluster last synced adopted; ``None`` while another node holds it."""
+        assert self.owner.leases is not None
+        grant = await self.owner.leases.acquire(self.name)
+        if grant is None:
+            return None
+        await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
+        await self._adopt_cluster_commit()
+        return grant
+
+    async def _adopt_cluster_commit(self) -> None:
+        """If another node of the cluster committed the live text since this node last did,
+        take its commit as the synced one: it holds the shared documents' text, so there is
+        nothing to merge into them."""
+
+        def read(repo: Repo) -> tuple[bytes | None, bytes | None]:
+            return read_ref(repo, branch_ref(self.branch)), read_synced(repo, self.branch)
+
+        head, synced = await in_repo(self.owner.repos, self.repo, read)
+        if head is not None and head == synced and head != self.synced:
+            self.synced = head
+
+    async def _commit(self, grant: Grant | None = None) -> None:
         self._cancel_timers()
         if not self.dirty:
             return
@@ -201,7 +243,7 @@ class BranchSync:
                 started = time.perf_counter()
                 try:
                     new = await in_git_thread(
-                        self.owner.repos, self._write, changes, list(authors.values())
+                        self.owner.repos, self._write, changes, list(authors.values()), grant
                     )
                 except NothingToCommit:
                     await self._settle_recovered(rooms, changes)
@@ -298,19 +340,27 @@ class BranchSync:
             },
         )
 
-    def _write(self, changes: dict[str, bytes], authors: list[Identity]) -> bytes:
+    def _write(
+        self, changes: dict[str, bytes], authors: list[Identity], grant: Grant | None = None
+    ) -> bytes:
         repo = self.owner.repos.open(self.repo)
         lines = [author_line(identity.user) for identity in authors] or [ENGINE_AUTHOR]
-        new = commit_changes(
-            repo,
-            self.branch,
-            changes,
-            message=commit_message(sorted(changes), lines[1:]),
-            author=lines[0],
-            committer=ENGINE_AUTHOR,
-            expected=self.synced,
+        fence = (
+            fenced(repo, self.branch, grant.token)
+            if grant is not None
+            else contextlib.nullcontext()
         )
-        set_synced(repo, self.branch, new)
+        with fence:
+            new = commit_changes(
+                repo,
+                self.branch,
+                changes,
+                message=commit_message(sorted(changes), lines[1:]),
+                author=lines[0],
+                committer=ENGINE_AUTHOR,
+                expected=self.synced,
+            )
+            set_synced(repo, self.branch, new)
         return new
 
     def _committed(self, new: bytes, files: list[str], users: list[str]) -> None:
@@ -343,9 +393,30 @@ class BranchSync:
         if head is None or head == self.synced:
             return
         async with self.lock:
+            if self.owner.leases is None:
+                head = await in_git_thread(
+                    self.owner.repos, self.owner.head, self.repo, self.branch
+                )
+                if head is not None and head != self.synced:
+                    await self._reconcile(head)
+                return
+            # in a cluster: another node's commit of the shared text is adopted; a move
+            # outside the engine is merged into the documents by the lease holder alone
+            await self._adopt_cluster_commit()
             head = await in_git_thread(self.owner.repos, self.owner.head, self.repo, self.branch)
-            if head is not None and head != self.synced:
-                await self._reconcile(head)
+            if head is None or head == self.synced:
+                return
+            grant = await self._lease()
+            if grant is None:
+                return
+            try:
+                head = await in_git_thread(
+                    self.owner.repos, self.owner.head, self.repo, self.branch
+                )
+                if head is not None and head != self.synced:
+                    await self._reconcile(head)
+            finally:
+                await self.owner.leases.release(grant)
 
     async def _reconcile(self, head: bytes | None) -> None:
         """Apply the change ``synced -> head`` to the live documents (lock held). If ``head``
@@ -566,8 +637,13 @@ class GitSync:
         poll: float = 1.0,
         state_dir: Path | None = None,
         owns_repos: bool = False,
+        leases: Leases | None = None,
+        lease_retry: float = 0.5,
     ) -> None:
         self.repos = repos
+        self.leases = leases
+        """In a cluster: each branch's commits are made under its lease (see ``flush``)."""
+        self.lease_retry = lease_retry
         self.owns_repos = owns_repos
         """No other process writes the repositories (the server holds their lock): every
         lock file found at start was left by a dead writer, whatever its age."""

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -21,6 +21,7 @@ from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.yjs import YjsLimits
 
+from ..bus.link import ClusterLink
 from ..completion import install as install_completion
 from ..git.branch_ops import register_git_ops
 from ..git.branch_sync import GitSync
@@ -45,6 +46,9 @@ from .sockets import Sockets
 from .status_ops import StatusSources, register_status_ops
 from .ws_endpoint import WsEndpoint
 from .yjs_endpoint import YjsEndpoint
+
+if TYPE_CHECKING:
+    from ..bus.cluster import Cluster
 
 __all__ = ["REPOS_LOCK", "CollabServer"]
 
@@ -81,7 +85,14 @@ class CollabServer:
             self.auth = DevAuthenticator()
         else:
             self.auth = TokenAuthenticator(config.secret)
-        self.store: Store = store or self._default_store(config)
+        self.cluster: Cluster | None = None
+        if config.redis is not None:  # a node of a cluster: the store and bus are in Redis
+            from ..bus.cluster import Cluster
+
+            self.cluster = Cluster(config.redis, config.node_id)
+        self.store: Store = store or (
+            self.cluster.store if self.cluster is not None else self._default_store(config)
+        )
         self._data_lock = DataDirLock(config.data_dir)
         self.store_problems: list[str] = []  # what a check of the store file found wrong
         self._store_check: asyncio.Task[None] | None = None
@@ -98,6 +109,8 @@ class CollabServer:
             max_document=config.max_document,
             events=self.events,
         )
+        if self.cluster is not None:
+            ClusterLink(self.rooms, self.cluster.bus, self.store)
         self.quotas = UserQuotas(
             update_rate=config.user_update_rate,
             update_burst=config.user_update_burst,
@@ -118,6 +131,8 @@ class CollabServer:
         self._started_at: float | None = None
         self.ops = Operations()
         self.services: list[Service] = []
+        if self.cluster is not None:  # the bus before the git work, which takes leases
+            self.services.append(self.cluster)
         self._routes: list[tuple[str, str, RouteHandler]] = []
         self.git = GitSync(
             self.repos,
@@ -128,7 +143,9 @@ class CollabServer:
             max_lag=config.commit_max_lag,
             poll=config.ref_poll,
             state_dir=None if config.store == "memory" else config.data_dir,
-            owns_repos=config.store != "memory",
+            # a cluster's nodes share the repositories: a lock there may be a live node's
+            owns_repos=config.store != "memory" and self.cluster is None,
+            leases=self.cluster.leases if self.cluster is not None else None,
         )
         self.services.append(self.git)
         self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)
@@ -245,6 +262,8 @@ class CollabServer:
                 "damaged": dict(self.rooms.damaged),
                 "held": self.git.held_files(),
                 "store": list(self.store_problems),
+                **({} if self.cluster is None else {"cluster": await self.cluster.status()}),
+                "degraded": self.cluster is not None and not self.cluster.bus.healthy,
             }
         )
 
@@ -275,7 +294,8 @@ class CollabServer:
         if self.config.store != "memory":  # one server (or store repair) per data directory
             self._data_lock.acquire()
             try:
-                self._repos_lock.acquire()
+                if self.cluster is None:  # a cluster's nodes share the repositories
+                    self._repos_lock.acquire()
             except BaseException:
                 self._data_lock.release()
                 raise

@@ -51,6 +51,8 @@ class ServerConfig:
     sync_window: float = SYNC_WINDOW  # store fsync window (s); 0: fsyncs back to back
     compact_every: int = 1000  # updates at least between snapshots (see Room._compaction_due)
     store: str = "sqlite"  # "sqlite" or "memory"
+    redis: str | None = None  # redis://HOST:PORT/DB: a node of the cluster sharing this Redis
+    node_id: str | None = None  # this node's name in the cluster (default: host-pid-random)
     commit_idle: float = 1.0  # commit a branch's live edits after this long without typing
     commit_max_lag: float = 10.0  # ... and at the latest this long after the first edit
     ref_poll: float = 1.0  # how often refs of live branches are checked for outside moves

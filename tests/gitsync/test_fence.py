@@ -13,8 +13,8 @@ import pytest
 from conftest import run_git
 from dulwich.repo import Repo
 
-from gitsync.objects.commits import branch_ref, commit_changes, read_ref
 from gitsync.fence import Fenced, claim, current_fence, fenced
+from gitsync.objects.commits import branch_ref, commit_changes, read_ref
 
 
 def commit(repo: Repo, text: bytes, head: bytes | None) -> bytes:

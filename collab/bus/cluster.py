@@ -1,0 +1,64 @@
+"""``Cluster``: what one node shares with the others through one Redis.
+
+``collab serve --redis redis://HOST:PORT/DB`` makes one: the documents' history lives in
+Redis (``RedisStore``, which every node reads and appends to), the nodes hear each other's
+updates and awareness through it (``RedisBus``) and take turns at each branch's git work
+(``RedisLeases``). The repositories' directory is shared by the nodes. Redis must keep what
+it acknowledged: ``appendonly yes`` and ``appendfsync always`` (the store warns otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+from redis.asyncio import Redis
+
+from collab.bus.keys import DEFAULT_PREFIX
+from collab.bus.redis import RedisBus
+from collab.bus.redis_lease import RedisLeases
+from collab.store.redis_store import RedisStore
+
+__all__ = ["Cluster", "default_node_id"]
+
+
+def default_node_id() -> str:
+    """A node id unique to this process: host name, process id, a few random characters."""
+    host = socket.gethostname().replace(" ", "-") or "node"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Cluster:
+    """The store, bus and leases of one node; the bus's lifetime is the node's (a
+    ``Service``: started after the store, stopped before it)."""
+
+    def __init__(
+        self,
+        url: str,
+        node_id: str | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        lease_ttl: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.node_id = node_id or default_node_id()
+        self.store = RedisStore(url, node_id=self.node_id, prefix=prefix)
+        self.bus = RedisBus(url, self.node_id, prefix=prefix)
+        self._client = Redis.from_url(url)
+        self.leases = RedisLeases(self._client, self.node_id, ttl=lease_ttl, prefix=prefix)
+
+    async def start(self) -> None:
+        await self.bus.start()
+
+    async def stop(self) -> None:
+        await self.bus.stop()
+        await self._client.aclose()
+
+    async def status(self) -> dict[str, object]:
+        """The nodes alive and whether this one reaches Redis (for ``/healthz``)."""
+        return {
+            "node": self.node_id,
+            "healthy": self.bus.healthy,
+            "nodes": await self.bus.nodes() if self.bus.healthy else [],
+        }

@@ -1,0 +1,252 @@
+"""Several ``collab serve --redis`` nodes on one real ``redis-server`` and one repositories'
+directory: stock Yjs and Python clients spread over them, moving between nodes, and a node
+killed with ``kill -9`` mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from jsfleet import JsFleet, require_js
+from redisproc import RedisProcess
+from serverproc import ServerProcess
+
+from collab import Client, Document
+
+ROOM = "demo/main:README.md"
+GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
+
+
+def boundaries(text: str) -> list[int]:
+    """Where an insert cannot split a marker: 0, after each ';', the end."""
+    return sorted({0, len(text), *(i + 1 for i, ch in enumerate(text) if ch == ";")})
+
+
+async def type_markers(doc: Document, rng: random.Random, prefix: str, count: int) -> list[str]:
+    made = []
+    for _ in range(count):
+        marker = f"{prefix}{rng.randrange(10**9)};"
+        doc.insert(rng.choice(boundaries(str(doc))), marker)
+        made.append(marker)
+        await asyncio.sleep(rng.random() * 0.01)
+    return made
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not await check():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def git_text(repos: Path, path: str = "README.md") -> str:
+    done = subprocess.run(
+        ["git", "--git-dir", str(repos / "demo"), "show", f"main:{path}"],
+        capture_output=True,
+        env=GIT_ENV,
+        check=True,
+    )
+    return done.stdout.decode()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> RedisProcess:
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+class Nodes:
+    """Three ``collab serve`` processes, nodes of one cluster."""
+
+    def __init__(self, repos: Path, tmp_path: Path, redis: RedisProcess, count: int = 3) -> None:
+        self.nodes = [
+            ServerProcess(
+                repos,
+                tmp_path / f"node{i}" / "data",
+                extra_args=(
+                    "--redis",
+                    redis.url,
+                    "--node-id",
+                    f"n{i}",
+                    "--commit-idle",
+                    "0.3",
+                    "--commit-max-lag",
+                    "2",
+                ),
+            )
+            for i in range(count)
+        ]
+
+    async def start(self) -> None:
+        for node in self.nodes:
+            node.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.gather(*(node.start() for node in self.nodes))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+
+
+@pytest.fixture
+async def nodes(repos: Path, tmp_path: Path, redis: RedisProcess) -> AsyncIterator[Nodes]:
+    made = Nodes(repos, tmp_path, redis)
+    await made.start()
+    try:
+        yield made
+    finally:
+        await made.stop()
+
+
+def move(client: Client, node: ServerProcess) -> None:
+    """Point a client at another node; its next reconnect goes there."""
+    client.url = node.url + "/ws"
+
+
+async def test_clients_spread_over_three_nodes_converge_and_git_holds_the_text(
+    nodes: Nodes, repos: Path
+) -> None:
+    require_js()
+    rng = random.Random(7)
+    seed = git_text(repos)
+    clients = [
+        Client(node.url, user=f"py{i}", min_backoff=0.02, max_backoff=0.2)
+        for i, node in enumerate(nodes.nodes)
+    ]
+    async with JsFleet() as fleet:
+        js = ["js0", "js2"]
+        for name, node in zip(js, (nodes.nodes[0], nodes.nodes[2]), strict=True):
+            reply = await fleet.call_ok(
+                "open", client=name, url=f"{node.url}/yjs", room=ROOM, params={"user": name}
+            )
+            assert reply["client_id"]
+        try:
+            for client in clients:
+                await client.connect()
+            docs = [await client.open(ROOM) for client in clients]
+            assert all(str(doc) == seed for doc in docs)
+            markers: list[str] = []
+            for rnd in range(4):
+                # Python clients move to random nodes; JS clients drop and come back
+                for client in clients:
+                    if rng.random() < 0.5:
+                        move(client, rng.choice(nodes.nodes))
+                        await client.drop_connection()
+                typing = [
+                    type_markers(doc, random.Random(rng.random()), f"P{i}r{rnd}-", 8)
+                    for i, doc in enumerate(docs)
+                ]
+                js_typing = [
+                    fleet.call_ok(
+                        "random_edits",
+                        client=name,
+                        count=8,
+                        marker_prefix=f"J{name}r{rnd}-",
+                        seed=rng.randrange(2**31),
+                        interval_ms=3,
+                    )
+                    for name in js
+                ]
+                results = await asyncio.gather(*typing, *js_typing)
+                for made in results[: len(docs)]:
+                    markers += made
+                for reply in results[len(docs) :]:
+                    markers += reply["markers"]
+                if rnd == 1:
+                    await fleet.call_ok("disconnect", client="js2")
+                    await fleet.call_ok("connect", client="js2")
+            assert len(markers) == len(set(markers))
+            await asyncio.gather(*(client.flush() for client in clients))
+            for doc in docs:
+                await doc.wait_for(lambda t: all(m in t for m in markers), timeout=20)
+            for name in js:
+                reply = await fleet.call(
+                    "wait_text", client=name, contains=markers, timeout_ms=20000
+                )
+                assert reply["ok"], f"{name} is missing {reply.get('missing')}"
+
+            async def converged() -> bool:
+                texts = {str(doc) for doc in docs}
+                for name in js:
+                    texts.add(str((await fleet.call_ok("text", client=name))["text"]))
+                return len(texts) == 1
+
+            await eventually(converged, 20, "every client's text to be the same")
+            final = str(docs[0])
+            assert {m: final.count(m) for m in markers if final.count(m) != 1} == {}
+            for client in clients:
+                assert client.errors == []
+
+            async def committed() -> bool:
+                return await asyncio.to_thread(git_text, repos) == final
+
+            await eventually(committed, 30, "git to hold the live text")
+            async with aiohttp.ClientSession() as session:
+                url = nodes.nodes[1].url.replace("ws://", "http://") + "/healthz"
+                async with session.get(url) as response:
+                    health = await response.json()
+            assert health["degraded"] is False
+            assert health["cluster"]["node"] == "n1"
+            assert health["cluster"]["nodes"] == ["n0", "n1", "n2"]
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_a_node_killed_mid_run_loses_nothing_acknowledged(nodes: Nodes, repos: Path) -> None:
+    rng = random.Random(11)
+    victim, survivors = nodes.nodes[0], nodes.nodes[1:]
+    clients = [
+        Client(node.url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3)
+        for i, node in enumerate([victim, victim, *survivors])
+    ]
+    try:
+        for client in clients:
+            await client.connect()
+        docs = [await client.open(ROOM) for client in clients]
+        made = await asyncio.gather(
+            *(type_markers(doc, random.Random(i), f"a{i}-", 15) for i, doc in enumerate(docs))
+        )
+        await asyncio.gather(*(client.flush() for client in clients))
+        acknowledged = [m for ms in made for m in ms]
+        typing = [
+            asyncio.create_task(type_markers(doc, random.Random(10 + i), f"b{i}-", 30))
+            for i, doc in enumerate(docs)
+        ]
+        await asyncio.sleep(0.1)
+        await victim.kill()  # its clients go to the other nodes
+        for client in clients[:2]:
+            move(client, rng.choice(survivors))
+        later = await asyncio.gather(*typing)
+        await asyncio.gather(*(client.flush() for client in clients))
+        everything = acknowledged + [m for ms in later for m in ms]
+        for doc in docs:
+            await doc.wait_for(lambda t: all(m in t for m in everything), timeout=30)
+
+        async def same() -> bool:
+            return len({str(doc) for doc in docs}) == 1
+
+        await eventually(same, 20, "every client's text to be the same")
+        final = str(docs[0])
+        assert {m: final.count(m) for m in everything if final.count(m) != 1} == {}
+
+        async def committed() -> bool:
+            return await asyncio.to_thread(git_text, repos) == final
+
+        await eventually(committed, 30, "git to hold the live text (the lease moved)")
+        subprocess.run(
+            ["git", "--git-dir", str(repos / "demo"), "fsck", "--full", "--strict"],
+            env=GIT_ENV,
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        for client in clients:
+            await client.close()
