@@ -254,6 +254,7 @@ class CollabServer:
     json_error = staticmethod(json_error)
 
     async def _health(self, request: web.Request) -> web.Response:
+        cluster = None if self.cluster is None else await self.cluster.status()
         return web.json_response(
             {
                 "ok": True,
@@ -262,8 +263,8 @@ class CollabServer:
                 "damaged": dict(self.rooms.damaged),
                 "held": self.git.held_files(),
                 "store": list(self.store_problems),
-                **({} if self.cluster is None else {"cluster": await self.cluster.status()}),
-                "degraded": self.cluster is not None and not self.cluster.bus.healthy,
+                **({} if cluster is None else {"cluster": cluster}),
+                "degraded": cluster is not None and not cluster["healthy"],
             }
         )
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,8 +106,12 @@ class RedisStore:
         node_id: str = "",
         prefix: str = DEFAULT_PREFIX,
         client: Redis | None = None,
+        outage_limit: float = 60.0,
     ) -> None:
         self.url = url
+        self.outage_limit = outage_limit
+        """Seconds a write waits for an unreachable Redis before it fails."""
+        self.reachable = True
         self.node_id = node_id
         self.keys_ = RedisKeys(prefix)
         self._client = client
@@ -212,24 +217,45 @@ class RedisStore:
             await self._send(batch)
 
     async def _send(self, batch: list[_Op]) -> None:
-        assert self._client is not None
-        pipe = self._client.pipeline(transaction=False)
-        for op in batch:
-            if op.script == "sync":
+        """Send a batch, again and again while Redis cannot be reached (for up to
+        ``outage_limit`` seconds, then its operations fail). A batch cut off half-way may
+        append some updates twice when it is sent again: applying an update twice changes
+        nothing, so only the log grows."""
+        started = time.monotonic()
+        pause = 0.05
+        while True:
+            try:
+                await self._send_once(batch)
+            except (RedisError, OSError) as exc:
+                if not self._running or time.monotonic() - started >= self.outage_limit:
+                    for op in batch:
+                        if not op.done.done():
+                            op.done.set_exception(ConnectionError(f"Redis at {self.url}: {exc}"))
+                    return
+                if self.reachable:
+                    log.warning("Redis at %s cannot be reached (%s); writes wait", self.url, exc)
+                self.reachable = False
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
                 continue
-            if op.script == "keys":
-                pipe.zrangebylex(*op.args)
-            elif op.script == "clear":
-                pipe.hdel(op.keys[0], "recovered")
-            else:
-                await self._scripts[op.script](keys=op.keys, args=op.args, client=pipe)
-        try:
-            replies = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            for op in batch:
-                if not op.done.done():
-                    op.done.set_exception(ConnectionError(f"Redis at {self.url}: {exc}"))
+            if not self.reachable:
+                log.info("Redis at %s is reachable again; the waiting writes are sent", self.url)
+            self.reachable = True
             return
+
+    async def _send_once(self, batch: list[_Op]) -> None:
+        assert self._client is not None
+        async with self._client.pipeline(transaction=False) as pipe:  # reset however it ends
+            for op in batch:
+                if op.script == "sync":
+                    continue
+                if op.script == "keys":
+                    pipe.zrangebylex(*op.args)
+                elif op.script == "clear":
+                    pipe.hdel(op.keys[0], "recovered")
+                else:
+                    await self._scripts[op.script](keys=op.keys, args=op.args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
         answers = iter(replies)
         for op in batch:
             if op.done.done():

@@ -250,3 +250,68 @@ async def test_a_node_killed_mid_run_loses_nothing_acknowledged(nodes: Nodes, re
     finally:
         for client in clients:
             await client.close()
+
+
+async def health(node: ServerProcess) -> dict[str, object]:
+    async with aiohttp.ClientSession() as session:
+        url = node.url.replace("ws://", "http://") + "/healthz"
+        async with session.get(url) as response:
+            return dict(await response.json())
+
+
+@pytest.mark.parametrize("fault", ["restart", "pause"])
+async def test_redis_restarted_or_paused_mid_run_loses_and_doubles_nothing(
+    nodes: Nodes, repos: Path, redis: RedisProcess, fault: str
+) -> None:
+    clients = [
+        Client(node.url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3)
+        for i, node in enumerate(nodes.nodes)
+    ]
+    try:
+        for client in clients:
+            await client.connect()
+        docs = [await client.open(ROOM) for client in clients]
+        typing = [
+            asyncio.create_task(type_markers(doc, random.Random(i), f"c{i}-", 60))
+            for i, doc in enumerate(docs)
+        ]
+        await asyncio.sleep(0.15)
+        if fault == "restart":
+            redis.kill()  # what it had fsynced to its append-only file is all that is left
+        else:
+            redis.pause()
+
+        async def degraded() -> bool:
+            return (await health(nodes.nodes[0]))["degraded"] is True
+
+        await eventually(degraded, 20, "the node to report itself degraded")
+        await asyncio.sleep(1.0)
+        if fault == "restart":
+            redis.start()
+        else:
+            redis.resume()
+        made = await asyncio.gather(*typing)
+        await asyncio.gather(*(client.flush() for client in clients))
+        everything = [m for ms in made for m in ms]
+        for doc in docs:
+            await doc.wait_for(lambda t: all(m in t for m in everything), timeout=30)
+
+        async def same() -> bool:
+            return len({str(doc) for doc in docs}) == 1
+
+        await eventually(same, 20, "every client's text to be the same")
+        final = str(docs[0])
+        assert {m: final.count(m) for m in everything if final.count(m) != 1} == {}
+
+        async def recovered() -> bool:
+            return (await health(nodes.nodes[0]))["degraded"] is False
+
+        await eventually(recovered, 20, "the node to be healthy again")
+
+        async def committed() -> bool:
+            return await asyncio.to_thread(git_text, repos) == final
+
+        await eventually(committed, 30, "git to hold the live text")
+    finally:
+        for client in clients:
+            await client.close()

@@ -104,19 +104,41 @@ async def test_the_bus_reads_on_after_redis_restarts(tmp_path: pathlib.Path) -> 
         before = [await a_store.append("doc", b"before %d" % i) for i in range(20)]
         redis.kill()
         await until(lambda: not b_bus.healthy)
-        with pytest.raises(ConnectionError):
-            await a_store.append("doc", b"refused while Redis is down")
+        # an append made while Redis is down waits for it, and is written once it is back
+        waiting = asyncio.ensure_future(a_store.append("doc", b"while Redis was down"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done() and not a_store.reachable
         redis.start()
+        during = await asyncio.wait_for(waiting, 20)
         await until(lambda: b_bus.healthy)
+        assert a_store.reachable
         after = [await a_store.append("doc", b"after %d" % i) for i in range(20)]
-        await until(lambda: len(heard.updates.get("doc", [])) == 40)
+        await until(lambda: len(heard.updates.get("doc", [])) == 41)
         got = heard.updates["doc"]
-        assert [s for s, _ in got] == before + after  # each once, in order
+        assert [s for s, _ in got] == [*before, during, *after]  # each once, in order
         assert heard.gaps == []
+
     finally:
         await b_bus.stop()
         await a_bus.stop()
         await a_store.stop()
+        redis.stop()
+
+
+async def test_a_write_fails_once_redis_stays_away_past_the_limit(tmp_path: pathlib.Path) -> None:
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    store = RedisStore(redis.url, outage_limit=0.5)
+    try:
+        await store.start()
+        await store.append("doc", b"before")
+        redis.kill()
+        with pytest.raises(ConnectionError):
+            await store.append("doc", b"refused after the limit")
+        redis.start()
+        assert (await store.load("doc")) is not None  # and the store works again
+    finally:
+        await store.stop()
         redis.stop()
 
 
