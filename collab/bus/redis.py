@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -87,6 +88,11 @@ class RedisBus:
         self._healthy = False
         self._running = False
         self._nodes: set[str] = set()
+        self.describe: Callable[[], dict[str, object]] | None = None
+        """What this node says of itself in its key (rooms, connections), for the others and
+        for ``collab cluster status``."""
+        self.redis_ms: float | None = None
+        """The round trip of the last heartbeat, in milliseconds."""
         self.unhealthy_since: float | None = None
         """When Redis last became unreachable (monotonic clock), while it is."""
 
@@ -279,8 +285,17 @@ class RedisBus:
     # -- liveness -------------------------------------------------------------------------
 
     async def _beat(self) -> None:
+        """Renew this node's key; its value describes the node (``collab cluster status``):
+        what ``describe`` says, when, and the round trip of the last beat."""
         assert self._client is not None
-        await self._client.set(self.keys.node(self.node_id), b"1", px=self.node_ttl_ms)
+        about: dict[str, object] = {"at": time.time(), "redis_ms": self.redis_ms}
+        if self.describe is not None:
+            about.update(self.describe())
+        started = time.perf_counter()
+        await self._client.set(
+            self.keys.node(self.node_id), json.dumps(about).encode(), px=self.node_ttl_ms
+        )
+        self.redis_ms = round((time.perf_counter() - started) * 1000, 2)
 
     async def nodes(self) -> list[str]:
         assert self._client is not None

@@ -24,12 +24,12 @@ from ..server.app import CollabServer
 from ..server.auth import ANY_REPO, Role, TokenAuthenticator
 from ..server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from ..store.data_lock import DataDirBusy
-from . import branch_commands, status_commands, store_commands
+from . import branch_commands, cluster_commands, status_commands, store_commands
+from .cluster_commands import REDIS_ENV
 
 __all__ = ["main"]
 
 SECRET_ENV = "COLLAB_SECRET"
-REDIS_ENV = "COLLAB_REDIS"
 _DEFAULTS = ServerConfig(repos=Path(), data_dir=Path())
 
 
@@ -180,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     status_commands.add_parsers(sub)
     branch_commands.add_parsers(sub)
     store_commands.add_parsers(sub)
+    cluster_commands.add_parsers(sub)
     add_worker_parser(sub)
     return parser
 
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         return status_commands.run(args)
     if args.command == "store":
         return store_commands.run(args)
+    if args.command == "cluster":
+        return cluster_commands.run(args)
     if args.command == "worker":
         return run_worker_command(args)
     return _serve(args)

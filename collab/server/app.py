@@ -111,6 +111,7 @@ class CollabServer:
         )
         if self.cluster is not None:
             ClusterLink(self.rooms, self.cluster.bus, self.store)
+            self.cluster.bus.describe = self._describe
         self.quotas = UserQuotas(
             update_rate=config.user_update_rate,
             update_burst=config.user_update_burst,
@@ -252,6 +253,15 @@ class CollabServer:
         return authenticate_request(self.auth, request)
 
     json_error = staticmethod(json_error)
+
+    def _describe(self) -> dict[str, object]:
+        """What this node tells the cluster of itself (``collab cluster status``)."""
+        return {
+            "rooms": len(self.rooms),
+            "connections": len(self.sockets),
+            "port": self.port,
+            "healthy": self.cluster is not None and self.cluster.bus.healthy,
+        }
 
     async def _health(self, request: web.Request) -> web.Response:
         cluster = None if self.cluster is None else await self.cluster.status()

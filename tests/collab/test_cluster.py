@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from redisproc import RedisProcess
 from serverproc import ServerProcess
 
 from collab import Client, Document
+from collab.cli.cluster_commands import cluster_status
 
 ROOM = "demo/main:README.md"
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
@@ -111,7 +113,7 @@ def move(client: Client, node: ServerProcess) -> None:
 
 
 async def test_clients_spread_over_three_nodes_converge_and_git_holds_the_text(
-    nodes: Nodes, repos: Path
+    nodes: Nodes, repos: Path, redis: RedisProcess
 ) -> None:
     require_js()
     rng = random.Random(7)
@@ -195,6 +197,22 @@ async def test_clients_spread_over_three_nodes_converge_and_git_holds_the_text(
             assert health["degraded"] is False
             assert health["cluster"]["node"] == "n1"
             assert health["cluster"]["nodes"] == ["n0", "n1", "n2"]
+
+            async def described() -> bool:
+                status = await cluster_status(redis.url)
+                names = [node["node"] for node in status["nodes"]]
+                return names == ["n0", "n1", "n2"] and (
+                    sum(node["connections"] for node in status["nodes"]) == len(clients) + len(js)
+                )
+
+            await eventually(described, 10, "collab cluster status to show every connection")
+            table = subprocess.run(
+                [sys.executable, "-m", "collab", "cluster", "status", "--redis", redis.url],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert "NODE" in table and "n2" in table and "documents  1 in the shared store" in table
         finally:
             for client in clients:
                 await client.close()
