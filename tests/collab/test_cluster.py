@@ -5,6 +5,7 @@ killed with ``kill -9`` mid-run."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import sys
@@ -333,3 +334,36 @@ async def test_redis_restarted_or_paused_mid_run_loses_and_doubles_nothing(
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_a_push_to_one_node_reaches_the_editors_on_another(
+    nodes: Nodes, repos: Path, tmp_path: Path
+) -> None:
+    """A server-side edit (a git push merged into the live document) crosses nodes as a
+    client's does."""
+    pusher, editor_node = nodes.nodes[0], nodes.nodes[2]
+    async with Client(editor_node.url, user="ed") as editor:
+        doc = await editor.open(ROOM)
+        doc.insert(0, "typed live;")
+        await editor.flush()
+        remote = pusher.url.replace("ws://", "http://alice:dev@") + "/git/demo.git"
+        work = tmp_path / "clone"
+
+        def git(*args: str, cwd: Path = tmp_path) -> None:
+            env = {**GIT_ENV, "GIT_AUTHOR_NAME": "A", "GIT_AUTHOR_EMAIL": "a@example.com"}
+            env |= {"GIT_COMMITTER_NAME": "A", "GIT_COMMITTER_EMAIL": "a@example.com"}
+            env["PATH"] = os.environ["PATH"]
+            subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+
+        # the live edit is committed before the push is answered, so clone after it lands
+        async def live_edit_committed() -> bool:
+            return "typed live;" in await asyncio.to_thread(git_text, repos)
+
+        await eventually(live_edit_committed, 20, "the live edit to be committed")
+        await asyncio.to_thread(git, "clone", "-q", remote, str(work))
+        readme = work / "README.md"
+        readme.write_text(readme.read_text() + "pushed through node 0\n")
+        await asyncio.to_thread(git, "commit", "-qam", "push", cwd=work)
+        await asyncio.to_thread(git, "push", "-q", "origin", "main", cwd=work)
+        await doc.wait_for(lambda text: "pushed through node 0" in text, timeout=20)
+        assert str(doc).count("typed live;") == 1
