@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from collab.bus.bus import Bus
 from collab.live.room import Room
@@ -26,10 +27,20 @@ log = logging.getLogger("collab.bus")
 class ClusterLink:
     """Subscribes to a ``Rooms`` registry's hooks; needs nothing else of the server."""
 
-    def __init__(self, rooms: Rooms, bus: Bus, store: Store) -> None:
+    def __init__(
+        self,
+        rooms: Rooms,
+        bus: Bus,
+        store: Store,
+        *,
+        store_reachable: Callable[[], bool] | None = None,
+    ) -> None:
         self.rooms = rooms
         self.bus = bus
         self.store = store
+        self.store_reachable = store_reachable
+        """Whether the shared store answers now; while it does not, rooms send their peers
+        updates before they are written (``Room.serve_unwritten``)."""
         self._reloads: set[asyncio.Task[None]] = set()
         rooms.on_room.append(self._loaded)
         rooms.on_unloaded.append(self._unloaded)
@@ -37,6 +48,9 @@ class ClusterLink:
     def _loaded(self, room: Room) -> None:
         key = room.key
         room.compact_bound = lambda: self.bus.position(key) or 0
+        reachable = self.store_reachable
+        if reachable is not None:  # a store that can be cut off (Redis)
+            room.serve_unwritten = lambda: not reachable()
         room.on_awareness.append(lambda _room, payload: self.bus.publish_awareness(key, payload))
         self.bus.watch(key, room.loaded_seq, _RoomListener(self, room))
 

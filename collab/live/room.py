@@ -83,6 +83,7 @@ class _Pending:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    sent: bool = False  # broadcast before it was written (see Room.serve_unwritten)
 
 
 class Room:
@@ -145,6 +146,9 @@ class Room:
         self.compact_bound: Callable[[], int] | None = None
         # in a cluster: told each awareness message this room relays for its own peers
         self.on_awareness: list[Callable[[Room, bytes], None]] = []
+        # in a cluster: true while the shared store cannot be reached; updates are then sent
+        # to this node's peers before they are written, so they keep working together
+        self.serve_unwritten: Callable[[], bool] | None = None
         self.loaded_seq = 0  # the last sequence number the store held when the room loaded
         # set by the registry that owns the room (``Rooms``), which hands them on to its hooks
         self.on_idle: Callable[[Room], None] | None = None
@@ -418,6 +422,22 @@ class Room:
             stored = _failed_future(exc)
         self._stored.append((batch, stored))
         stored.add_done_callback(self._on_stored)
+        if not stored.done() and self.serve_unwritten is not None and self.serve_unwritten():
+            # the shared store cannot be reached: this node's peers still get each other's
+            # edits now; the acknowledgements wait for the write as always
+            self._broadcast_updates(batch)
+            for pending in batch:
+                pending.sent = True
+
+    def send_unwritten(self) -> None:
+        """Send this node's peers every accepted update still waiting for the store (the
+        shared store was just found unreachable); each is sent once."""
+        waiting = [p for batch, stored in self._stored if not stored.done() for p in batch]
+        unsent = [pending for pending in waiting if not pending.sent]
+        if unsent:
+            self._broadcast_updates(unsent)
+            for pending in unsent:
+                pending.sent = True
 
     def _on_stored(self, _done: asyncio.Future[Any]) -> None:
         """Broadcast every batch that is stored and has no unstored batch before it.
@@ -492,7 +512,9 @@ class Room:
         """Broadcast written updates; their futures complete once they are durable."""
         if not stored:
             return
-        self._broadcast_updates(stored)
+        unsent = [pending for pending in stored if not pending.sent]
+        if unsent:
+            self._broadcast_updates(unsent)
         try:
             durable: asyncio.Future[None] = asyncio.ensure_future(self.store.sync())
         except Exception as exc:  # the store refused at once (it is stopped)

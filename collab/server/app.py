@@ -110,7 +110,14 @@ class CollabServer:
             events=self.events,
         )
         if self.cluster is not None:
-            ClusterLink(self.rooms, self.cluster.bus, self.store)
+            cluster = self.cluster
+            ClusterLink(
+                self.rooms,
+                cluster.bus,
+                self.store,
+                store_reachable=lambda: cluster.store.reachable,
+            )
+            cluster.store.on_unreachable.append(self._serve_unwritten)
             self.cluster.bus.describe = self._describe
         self.quotas = UserQuotas(
             update_rate=config.user_update_rate,
@@ -253,6 +260,12 @@ class CollabServer:
         return authenticate_request(self.auth, request)
 
     json_error = staticmethod(json_error)
+
+    def _serve_unwritten(self) -> None:
+        """The shared store stopped answering: every room sends its peers what waits for
+        it, and goes on doing so until the store is back."""
+        for room in self.rooms.loaded():
+            room.send_unwritten()
 
     def _describe(self) -> dict[str, object]:
         """What this node tells the cluster of itself (``collab cluster status``)."""

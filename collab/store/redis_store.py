@@ -34,6 +34,9 @@ from collab.store.base import CorruptRecord, StoredDoc
 
 __all__ = ["RedisStore"]
 
+WRITE_TIMEOUT = 5.0
+"""Seconds an answer from Redis may take before the store counts it as unreachable."""
+
 log = logging.getLogger("collab.store")
 
 # KEYS: log, seq, docs. ARGV: update, node, doc id, crc.
@@ -112,6 +115,9 @@ class RedisStore:
         self.outage_limit = outage_limit
         """Seconds a write waits for an unreachable Redis before it fails."""
         self.reachable = True
+        self.on_unreachable: list[Callable[[], None]] = []
+        """Called when Redis stops answering (the rooms then serve their peers unwritten
+        updates: see ``Room.serve_unwritten``)."""
         self.node_id = node_id
         self.keys_ = RedisKeys(prefix)
         self._client = client
@@ -141,7 +147,9 @@ class RedisStore:
         if self._running:
             return
         if self._client is None:
-            self._client = Redis.from_url(self.url)
+            # an answer this late means Redis is stopped or cut off: the writes are sent
+            # again, and the store counts as unreachable meanwhile
+            self._client = Redis.from_url(self.url, socket_timeout=WRITE_TIMEOUT)
         client = self._client
         self._scripts = {
             "append": client.register_script(_APPEND),
@@ -234,7 +242,12 @@ class RedisStore:
                     return
                 if self.reachable:
                     log.warning("Redis at %s cannot be reached (%s); writes wait", self.url, exc)
-                self.reachable = False
+                    self.reachable = False
+                    for hook in self.on_unreachable:
+                        try:
+                            hook()
+                        except Exception:
+                            log.exception("a hook on Redis becoming unreachable failed")
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
                 continue
