@@ -38,6 +38,7 @@ class QueuedJob:
     worker: WorkerLink | None = None
     cancelled: bool = False
     on_text: Callable[[str], None] | None = None  # pieces of the text, when it streams
+    local_only: bool = False  # forwarded by another node: never forwarded again
 
     @property
     def id(self) -> str:
@@ -100,7 +101,7 @@ class WorkerPool:
 
     def submit(self, job: QueuedJob) -> None:
         """Queue ``job``; raise UNAVAILABLE without workers, RATE_LIMITED when full."""
-        if not self.workers:
+        if not _eligible(self.workers, job):
             raise ProtocolError(ErrorCode.UNAVAILABLE, "no completion worker is connected")
         if len(self.pending) >= self.max_queue:
             raise ProtocolError(ErrorCode.RATE_LIMITED, "the completion queue is full")
@@ -143,7 +144,11 @@ class WorkerPool:
             if job.cancelled or job.future.done():
                 self.pending.popleft()
                 continue
-            worker = max(self.workers, key=lambda w: w.capacity - len(w.running), default=None)
+            worker = max(
+                _eligible(self.workers, job),
+                key=lambda w: w.capacity - len(w.running),
+                default=None,
+            )
             if worker is None or len(worker.running) >= worker.capacity:
                 return
             self.pending.popleft()
@@ -151,6 +156,14 @@ class WorkerPool:
             job.sent_at = time.perf_counter()
             worker.running[job.id] = job
             worker.send(job)
+
+
+def _eligible(workers: list[WorkerLink], job: QueuedJob) -> list[WorkerLink]:
+    """The workers that may take ``job``: a job another node forwarded here stays here
+    (the links to other nodes' workers say ``forwards``)."""
+    if not job.local_only:
+        return workers
+    return [worker for worker in workers if not getattr(worker, "forwards", False)]
 
 
 def _settle(job: QueuedJob, result: JobOutput | ProtocolError) -> None:

@@ -49,6 +49,7 @@ from .yjs_endpoint import YjsEndpoint
 
 if TYPE_CHECKING:
     from ..bus.cluster import Cluster
+    from ..bus.jobs import ClusterJobs
 
 __all__ = ["REPOS_LOCK", "CollabServer"]
 
@@ -189,6 +190,17 @@ class CollabServer:
         for route in routes:
             self.add_route(*route)
         self.services.append(self.completion)
+        self.cluster_jobs: ClusterJobs | None = None
+        if self.cluster is not None:  # workers connected to any node serve every node
+            from ..bus.jobs import ClusterJobs
+
+            self.cluster_jobs = ClusterJobs(
+                self.cluster.url,
+                self.cluster.node_id,
+                self.completion.pool,
+                max_chars=config.completion_max_chars,
+            )
+            self.services.append(self.cluster_jobs)
         self.metrics = ServerMetrics(
             auth=self.auth,
             rooms=self.rooms,
@@ -274,6 +286,7 @@ class CollabServer:
             "connections": len(self.sockets),
             "port": self.port,
             "healthy": self.cluster is not None and self.cluster.bus.healthy,
+            "workers": 0 if self.cluster_jobs is None else self.cluster_jobs.slots(),
         }
 
     async def _health(self, request: web.Request) -> web.Response:

@@ -20,6 +20,8 @@ from serverproc import ServerProcess
 
 from collab import Client, Document
 from collab.cli.cluster_commands import cluster_status
+from collab.client import ClientError
+from protocol.errors import ErrorCode
 
 ROOM = "demo/main:README.md"
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
@@ -70,7 +72,14 @@ def redis(tmp_path: Path) -> RedisProcess:
 class Nodes:
     """Three ``collab serve`` processes, nodes of one cluster."""
 
-    def __init__(self, repos: Path, tmp_path: Path, redis: RedisProcess, count: int = 3) -> None:
+    def __init__(
+        self,
+        repos: Path,
+        tmp_path: Path,
+        redis: RedisProcess,
+        count: int = 3,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.nodes = [
             ServerProcess(
                 repos,
@@ -84,6 +93,7 @@ class Nodes:
                     "0.3",
                     "--commit-max-lag",
                     "2",
+                    *extra,
                 ),
             )
             for i in range(count)
@@ -371,3 +381,53 @@ async def test_a_push_to_one_node_reaches_the_editors_on_another(
         await asyncio.to_thread(git, "push", "-q", "origin", "main", cwd=work)
         await doc.wait_for(lambda text: "pushed through node 0" in text, timeout=20)
         assert str(doc).count("typed live;") == 1
+
+
+async def test_a_worker_connected_to_one_node_serves_completions_on_another(
+    repos: Path, tmp_path: Path, redis: RedisProcess
+) -> None:
+    """No node has a worker of its own (``--completion-backend none``); one ``collab worker``
+    connects to node 0, and a client of node 2 gets its completions."""
+    nodes = Nodes(repos, tmp_path, redis, extra=("--completion-backend", "none"))
+    await nodes.start()
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "collab",
+        "worker",
+        "--url",
+        nodes.nodes[0].url,
+        "--user",
+        "gpu",
+        "--backend",
+        "local",
+        "--name",
+        "w0",
+        "--log-level",
+        "WARNING",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with Client(nodes.nodes[2].url, user="ann") as ann:
+            doc = await ann.open("demo/main:src/app.py")
+            doc.insert(len(str(doc)), "def greet(name):\n    return 'hello ' + name\n")
+            doc.insert(len(str(doc)), "def farewell(name):\n    return 'hel")
+            await ann.flush()
+
+            async def served() -> bool:
+                try:
+                    reply = await ann.complete(doc, len(str(doc)))
+                except ClientError as exc:
+                    assert exc.code == ErrorCode.UNAVAILABLE  # until node 2 learns of w0
+                    await asyncio.sleep(0.2)
+                    return False
+                assert reply["model"] == "local-ngram"
+                assert reply["text"].startswith("lo ")
+                return True
+
+            await eventually(served, 20, "a completion from the worker on node 0")
+    finally:
+        worker.kill()
+        await worker.wait()
+        await nodes.stop()
