@@ -19,7 +19,11 @@ from collab.live.room import Room
 from collab.live.rooms import Rooms
 from collab.store.base import Store
 
-__all__ = ["ClusterLink"]
+__all__ = ["ASK_AWARENESS", "ClusterLink"]
+
+ASK_AWARENESS = b""
+"""An empty awareness message: "send me the states of your peers" (a node that just loaded a
+document asks the others, since awareness is not kept anywhere but in the rooms)."""
 
 log = logging.getLogger("collab.bus")
 
@@ -53,6 +57,8 @@ class ClusterLink:
             room.serve_unwritten = lambda: not reachable()
         room.on_awareness.append(lambda _room, payload: self.bus.publish_awareness(key, payload))
         self.bus.watch(key, room.loaded_seq, _RoomListener(self, room))
+        # the cursors of the other nodes' peers, relayed before this room watched: asked for
+        self.bus.publish_awareness(key, ASK_AWARENESS)
 
     def _unloaded(self, room: Room) -> None:
         if self.rooms.get_key(room.key) in (None, room):
@@ -103,8 +109,14 @@ class _RoomListener:
 
     def bus_awareness(self, doc_id: str, node_id: str, payload: bytes) -> None:
         room = self.link._room(doc_id, self.room)
-        if room is not None:
-            room.receive_remote_awareness(node_id, payload)
+        if room is None:
+            return
+        if payload == ASK_AWARENESS:  # a node just loaded the document: tell it our peers'
+            states = room.local_awareness()
+            if states is not None:
+                self.link.bus.publish_awareness(doc_id, states)
+            return
+        room.receive_remote_awareness(node_id, payload)
 
     def bus_node_gone(self, node_id: str) -> None:
         room = self.link._room(self.room.key, self.room)

@@ -640,6 +640,15 @@ class Room:
         if accepted:
             self._broadcast_awareness(accepted, None)
 
+    def local_awareness(self) -> bytes | None:
+        """The present awareness states of this node's own peers, encoded (``None``: none)."""
+        entries = [
+            AwarenessEntry(client_id, entry.clock, entry.state)
+            for client_id, entry in self._awareness.items()
+            if entry.state is not None and entry.node is None
+        ]
+        return encode_awareness(entries) if entries else None
+
     def forget_node(self, node_id: str) -> None:
         """Remove the awareness states a node relayed (it stopped, or died): its peers'
         cursors disappear here, as they would if they had left."""

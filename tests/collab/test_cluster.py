@@ -431,3 +431,36 @@ async def test_a_worker_connected_to_one_node_serves_completions_on_another(
         worker.kill()
         await worker.wait()
         await nodes.stop()
+
+
+async def test_cursors_cross_nodes_stamped_and_leave_with_a_killed_node(nodes: Nodes) -> None:
+    require_js()
+    victim, other = nodes.nodes[0], nodes.nodes[1]
+    state = {"user": {"name": "spoof", "color": "#0a0"}, "cursor": {"anchor": 3, "head": 5}}
+    async with JsFleet() as fleet:
+        reply = await fleet.call_ok(
+            "open",
+            client="js",
+            url=f"{victim.url}/yjs",
+            room=ROOM,
+            params={"user": "jessie"},
+            awareness=state,
+        )
+        js_id = int(reply["client_id"])
+        async with Client(other.url, user="pyra") as client:
+            doc = await client.open(ROOM)
+            # the name is stamped on the JS client's node, and the state crosses to node 1
+            await doc.wait_for(lambda _t: js_id in doc.awareness, timeout=10)
+            assert doc.awareness[js_id]["user"] == {"name": "jessie", "color": "#0a0"}
+            doc.set_awareness({"user": {"name": "mallory"}, "cursor": {"index": 7}})
+            py_key = str(doc.client_id)
+
+            async def js_sees_python() -> bool:
+                seen = await fleet.call_ok("state", client="js")
+                return py_key in seen["awareness"]
+
+            await eventually(js_sees_python, 10, "the JS client to see the Python cursor")
+            seen = await fleet.call_ok("state", client="js")
+            assert seen["awareness"][py_key]["user"] == {"name": "pyra"}
+            await victim.kill()  # the JS client's node dies: its cursor goes with it
+            await doc.wait_for(lambda _t: js_id not in doc.awareness, timeout=15)
