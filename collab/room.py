@@ -20,6 +20,7 @@ from protocol.names import DocId
 from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
 
 from .auth import Identity
+from .awareness_clock import relay_clock
 from .epochs import epochs_in, update_epochs
 from .origin import Origin
 from .seed import TEXT_NAME
@@ -69,9 +70,10 @@ class Subscriber(Protocol):
 
 @dataclass(slots=True)
 class _AwarenessState:
-    clock: int
+    clock: int  # the client's own clock, which orders its entries
     state: dict[str, object] | None
     owner: Subscriber | None
+    relayed: int = 0  # the clock the entry was last relayed with (see collab.awareness_clock)
 
 
 @dataclass(slots=True)
@@ -180,7 +182,8 @@ class Room:
                 # (it renews with a higher clock when it reconnects) is accepted everywhere
                 entry.state = None
                 entry.owner = None
-                self._broadcast_awareness([AwarenessEntry(client_id, entry.clock, None)], None)
+                entry.relayed = relay_clock(entry.relayed)
+                self._broadcast_awareness([AwarenessEntry(client_id, entry.relayed, None)], None)
         if not self.attached and self.on_idle is not None:
             self.on_idle(self)
 
@@ -524,13 +527,18 @@ class Room:
                 entry.clock < current.clock
                 or (
                     entry.clock == current.clock
-                    and (entry.state is not None or current.state is None)
+                    and (entry.state is None) == (current.state is None)
                 )
             ):
-                continue  # not newer (Yjs' rule: a removal may reuse the current clock)
+                # not newer. Yjs' rule lets a removal reuse the current clock; and a client
+                # that reconnects re-sends its state with the clock its removal had
+                continue
             state = _stamp(entry.state, peer.identity)
-            self._awareness[own] = _AwarenessState(entry.clock, state, peer if state else None)
-            accepted.append(AwarenessEntry(own, entry.clock, state))
+            relayed = relay_clock(current.relayed if current is not None else 0)
+            self._awareness[own] = _AwarenessState(
+                entry.clock, state, peer if state else None, relayed
+            )
+            accepted.append(AwarenessEntry(own, relayed, state))
         if accepted:
             self._broadcast_awareness(accepted, peer)
 
@@ -548,9 +556,9 @@ class Room:
                 peer.send_awareness(payload)
 
     def awareness_entries(self) -> list[AwarenessEntry]:
-        """Every present (non-null) awareness state."""
+        """Every present (non-null) awareness state, with the clock it was relayed with."""
         return [
-            AwarenessEntry(cid, entry.clock, entry.state)
+            AwarenessEntry(cid, entry.relayed, entry.state)
             for cid, entry in self._awareness.items()
             if entry.state is not None
         ]
