@@ -39,6 +39,8 @@ from .rooms import Rooms
 from .sqlite_store import SQLiteStore
 from .status_ops import register_status_ops
 from .store import Store
+from .tree_ops import register_tree_ops
+from .web import install_web
 from .websocket import CollabWebSocket
 from .ws_endpoint import handle_ws
 from .yjs_endpoint import handle_yjs
@@ -149,6 +151,9 @@ class CollabServer:
         self.merges = Merges(self.repos, self.branches)
         register_git_ops(self.ops, self.branches, self.merges, self.events)
         register_status_ops(self, self.branches)
+        register_tree_ops(self.ops, self.branches)
+        if config.web:
+            install_web(self)  # the web editor at /
         self.git_bridge = GitBridge(self)
         self.completion = install_completion(self)
         self.metrics = ServerMetrics(self)
