@@ -145,11 +145,11 @@ class Chromium:
         await self.call("open", page=page, url=url)
 
     async def eval(self, page: str, fn: str, arg: Any = None) -> Any:
-        return (await self.call("eval", page=page, fn=fn, arg=arg))["value"]
+        return (await self.call("eval", page=page, fn=fn, arg=arg)).get("value")
 
     async def wait(self, page: str, fn: str, arg: Any = None, timeout: float = 10.0) -> Any:
         reply = await self.call("wait", page=page, fn=fn, arg=arg, timeout_ms=int(timeout * 1000))
-        return reply["value"]
+        return reply.get("value")
 
     async def type(self, page: str, text: str, delay_ms: int = 0) -> None:
         await self.call("type", page=page, text=text, delay_ms=delay_ms)

@@ -22,7 +22,11 @@ TEXT = "() => window.collab.editor.view.state.doc.toString()"
 """What the page's editor shows."""
 YTEXT = "() => window.collab.editor.ytext.toString()"
 """The page's live document."""
-_SYNCED = "(doc) => window.collab?.editor?.docId === (doc ?? window.collab.editor.docId) && window.collab.editor.provider.synced && window.collab.editor.provider.wsconnected"
+_SYNCED = """(doc) => {
+  const editor = window.collab?.editor
+  return !!editor && (doc === null || editor.docId === doc) && editor.provider.synced
+    && editor.provider.wsconnected
+}"""
 _CARETS = (
     "() => [...document.querySelectorAll('.cm-ySelectionInfo')].map(e => e.textContent).sort()"
 )

@@ -48,6 +48,7 @@ export function openEditor (parent, { docId, api, user, extensions = [] }) {
         highlightSpecialChars(),
         drawSelection(),
         highlightActiveLine(),
+        EditorView.lineWrapping,
         indentOnInput(),
         syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
         keymap.of([...defaultKeymap, indentWithTab]),

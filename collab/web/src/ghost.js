@@ -70,7 +70,7 @@ export function ghostText ({ api, docId, onStatus = () => {} }) {
       view.dispatch({ effects: setGhost.of({ pos: head, text: answer.text, id: answer.id }) })
       onStatus(`completion in ${ms} ms (server ${Math.round(answer.latency.total_ms)} ms): Tab accepts, Esc dismisses`)
     } catch (error) {
-      if (error.name !== 'AbortError' && controller === inflight) onStatus(`completion: ${error.message}`)
+      if (error.name !== 'AbortError' && controller === inflight && navigator.onLine) onStatus(`completion: ${error.message}`)
     }
   }
 
