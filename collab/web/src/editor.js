@@ -15,6 +15,10 @@ import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { syntaxHighlighting, defaultHighlightStyle, indentOnInput } from '@codemirror/language'
 import { languageFor } from './languages.js'
 
+function yjsUrl () {
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/yjs`
+}
+
 /** A hue per name, the same in every browser. */
 export function hueOf (name) {
   let hash = 0
@@ -24,11 +28,11 @@ export function hueOf (name) {
 
 /**
  * Opens `docId` (`<repo>/<branch>:<path>`) in a new view under `parent`.
- * `extensions` come before the defaults (the ghost text binds Tab before indentation does).
+ * `extensions` come before the defaults (the ghost text binds Tab before indentation does);
+ * `url` is this server's /yjs unless given.
  */
-export function openEditor (parent, { docId, api, user, extensions = [] }) {
+export function openEditor (parent, { docId, api, user, extensions = [], url = yjsUrl() }) {
   const doc = new Y.Doc()
-  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/yjs`
   // disableBc: tabs of one browser must not sync behind the server's back
   const provider = new WebsocketProvider(url, docId, doc, { params: api.params, disableBc: true })
   // the server overwrites `name` with the signed-in name; the colour follows from it

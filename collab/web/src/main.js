@@ -109,7 +109,7 @@ async function main () {
         docId, api, user: creds.user, extensions: [ghostText({ api, docId, onStatus })]
       })
       editor.provider.on('status', ({ status }) => { $('status').textContent = status })
-      window.collab.editor = editor // for the console (and the browser tests)
+      window.collab.editor = editor
     }
     await panel.show(branch, path)
   }
@@ -125,7 +125,8 @@ async function main () {
     const fork = await api.call('branch.fork', { repo, source: current.branch })
     await open(fork.name, current.path)
   })
-  window.collab = { api, repo, own, open, get current () { return current } }
+  // for the console, the browser tests and the keystroke benchmark
+  window.collab = { api, repo, own, open, openEditor, get current () { return current } }
   await open(wanted?.repo === repo ? wanted.branch : own, wanted?.repo === repo ? wanted.path : null)
 }
 
