@@ -63,6 +63,13 @@ async def test_fork_edit_merge_and_a_conflict_resolved_together(
 
     # a conflict: bob edits main's first line, alice the fork's
     await open_page(chromium, "bob", http, "demo/main:README.md")
+    # alice's branch panel shows bob on main, live (the repository's events)
+    await chromium.wait(
+        "alice",
+        """() => [...document.querySelectorAll("#branches li[data-branch='main'] .person")]
+            .some(p => p.textContent === 'bob · README.md')""",
+        timeout=5,
+    )
     await chromium.click("bob", ".cm-content")
     await chromium.press("bob", "Control+Home")
     await chromium.type("bob", "Bob says: ")

@@ -2,10 +2,12 @@
 //
 // `branch.list` names the people on each branch and the file each has open; `branch.files`
 // and `branch.log` are read again whenever a branch's head moves (the continuous commits
-// move it a second or so after typing stops). The panel asks once a second.
+// move it a second or so after typing stops). Each event of the repository (events.js)
+// brings a fresh read.
 import { hueOf } from './editor.js'
+import { subscribe } from './events.js'
 
-const POLL_MS = 1000
+const SETTLE_MS = 50 // events come in bursts (a merge: commit, ref, presence): read once
 
 const el = (tag, props = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), props)
@@ -23,7 +25,13 @@ export class BranchPanel {
     this.branch = null
     this.path = null
     this.heads = {} // what the tree and log were last read at, by branch
-    this.timer = setInterval(() => this.refresh(), POLL_MS)
+    this.timer = null
+    this.unsubscribe = subscribe({ api, repo, onEvent: () => this.soon() })
+  }
+
+  soon () {
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.refresh(), SETTLE_MS)
   }
 
   /** Shows `branch` and `path` as the current ones. */
@@ -40,7 +48,7 @@ export class BranchPanel {
     let list
     try {
       list = await this.api.call('branch.list', { repo: this.repo })
-    } catch { return } // the server restarting: the next tick tries again
+    } catch { return } // the server restarting: its events come again once it is back
     this.renderBranches(list)
     this.onBranches(list)
     const current = list.find(b => b.name === this.branch)
@@ -118,5 +126,8 @@ export class BranchPanel {
     }))
   }
 
-  destroy () { clearInterval(this.timer) }
+  destroy () {
+    clearTimeout(this.timer)
+    this.unsubscribe()
+  }
 }
