@@ -85,7 +85,7 @@ export class MergeView {
 /** A unified diff with its added and removed lines coloured. */
 function diffView (diff) {
   return el('pre', {}, ...diff.split('\n').map(line => el('div', {
-    className: line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : '',
+    className: /^(\+\+\+|---) /.test(line) ? '' : line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : '',
     textContent: line
   })))
 }
