@@ -115,3 +115,14 @@ async def test_fork_edit_merge_and_a_conflict_resolved_together(
         "alice", "() => /Alice|alice/.test(document.querySelector('#log').innerText)"
     )
     await chromium.screenshot("alice", "resolved")
+
+    # bob hops into alice's fork from the branch panel: he edits it live with her
+    await chromium.click("bob", f"#branches li[data-branch='{fork}'] .name")
+    await wait_synced(chromium, "bob", f"demo/{fork}:README.md")
+    await chromium.click("alice", f"#branches li[data-branch='{fork}'] .name")
+    await wait_synced(chromium, "alice", f"demo/{fork}:README.md")
+    await chromium.click("bob", ".cm-content")
+    await chromium.press("bob", "Control+End")
+    await chromium.type("bob", "bob was here")
+    await chromium.wait("alice", f"() => ({YTEXT})().endsWith('bob was here')")
+    await chromium.screenshot("bob", "hopped-into-the-fork")

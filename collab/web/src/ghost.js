@@ -79,9 +79,17 @@ export function ghostText ({ api, docId, onStatus = () => {} }) {
     if (!ghost) return false
     view.dispatch({ effects: setGhost.of(null) })
     api.call('complete.accept', { id: ghost.id }).then(() => {
-      // the server's insert arrives through the document; put the cursor after it
+      // the server's insert arrives through the document, on another socket than this
+      // answer: once it is there, put the cursor after it
       const end = ghost.pos + ghost.text.length
-      if (view.state.doc.sliceString(ghost.pos, end) === ghost.text) view.dispatch({ selection: { anchor: end } })
+      const place = (tries) => {
+        if (view.state.doc.sliceString(ghost.pos, end) === ghost.text) {
+          if (view.state.selection.main.head === ghost.pos) view.dispatch({ selection: { anchor: end } })
+        } else if (tries > 0) {
+          setTimeout(() => place(tries - 1), 25)
+        }
+      }
+      place(40)
       onStatus('completion accepted')
     }, error => onStatus(`completion: ${error.message}`))
     return true
