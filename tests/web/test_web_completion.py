@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from chromium import Chromium
 from pages import YTEXT, open_page
+from servers import make_config
 
 from collab import CollabServer
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "completion"))
+from fake_backends import FakeBackend
 
 pytestmark = pytest.mark.browser
 
@@ -55,3 +62,36 @@ async def test_ghost_text_appears_tab_inserts_it_and_the_other_browser_sees_it(
     typed = expected + "\nprin"
     await chromium.wait("alice", f"() => ({GHOST})() === null")
     await chromium.wait("bob", f"(want) => ({YTEXT})() === want", typed)
+
+
+async def test_a_stale_request_is_cancelled_and_never_shown(
+    repos: Path, tmp_path: Path, chromium: Chromium
+) -> None:
+    # the first request takes 2 s; typing meanwhile makes it stale
+    backend = FakeBackend("_stale_or_fresh", delays=[2.0])
+    server = CollabServer(make_config(repos, tmp_path / "data", completion_backend="none"))
+    server.completion.backend = backend
+    async with server:
+        await open_page(chromium, "alice", f"http://127.0.0.1:{server.port}", DOC)
+        await chromium.click("alice", ".cm-content")
+        await chromium.press("alice", "Control+End")
+        await chromium.type("alice", "pri")
+        async with asyncio.timeout(5):
+            while not backend.prompts:  # the first request is with the model
+                await asyncio.sleep(0.02)
+        await chromium.type("alice", "nt(")
+        ghost = await chromium.wait("alice", GHOST, timeout=5)
+        assert ghost == "_stale_or_fresh"
+        assert backend.cancelled == 1 and backend.finished == 1  # the stale one was dropped
+        assert len(backend.prompts) == 2
+        assert backend.prompts[1].rendered.prefix.endswith(
+            "print("
+        )  # the fresh one asked at "print("
+        shown_at = await chromium.eval(
+            "alice",
+            "() => window.collab.editor.view.state.doc.length",
+        )
+        head = await chromium.eval(
+            "alice", "() => window.collab.editor.view.state.selection.main.head"
+        )
+        assert head == shown_at
