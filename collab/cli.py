@@ -338,7 +338,8 @@ def _announce(server: CollabServer) -> None:
     auth = "?user=NAME (dev mode)" if server.auth.dev_mode else "?token=TOKEN (collab token ...)"
     print(f"collab: listening on {server.url}", flush=True)
     if server.config.web:
-        print(f"  open         : http://{server.config.host}:{server.port}/", flush=True)
+        web = f"http://{server.config.host}:{server.port}/"
+        print(f"  web editor   : {web}  (open it in two browser windows)", flush=True)
     print(f"  repositories : {server.config.repos} ({', '.join(names) or 'none'})", flush=True)
     print(f"  Yjs clients  : {server.url}/yjs/{example}{auth.split(' ')[0]}", flush=True)
     print(

@@ -11,7 +11,7 @@ import pytest
 from servers import make_config
 
 from collab import CollabServer
-from collab.cli import _parser
+from collab.cli import _announce, _parser
 from collab.web import install_web
 
 
@@ -89,3 +89,21 @@ async def test_no_web_serves_no_page(repos: Path, tmp_path: Path) -> None:
         session.get(f"http://127.0.0.1:{server.port}/") as response,
     ):
         assert response.status == 404
+
+
+async def test_serve_prints_the_web_editor_address_unless_turned_off(
+    repos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for web in (True, False):
+        config = make_config(repos, tmp_path / f"data-{web}", web=web)
+        async with CollabServer(config) as server:
+            _announce(server)
+        lines = capsys.readouterr().out.splitlines()
+        shown = [line for line in lines if "web editor" in line]
+        if web:
+            assert shown == [
+                f"  web editor   : http://127.0.0.1:{server.port}/  "
+                "(open it in two browser windows)"
+            ]
+        else:
+            assert shown == []
