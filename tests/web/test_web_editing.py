@@ -128,3 +128,23 @@ async def test_remote_carets_named_and_a_reload_and_offline_spell_lose_nothing(
     for marker in [*markers, "b-reloaded🎉;", "b-offline世界;", "a-while-bob-is-off👋🏽;"]:
         assert text.count(marker) == 1, marker
     await chromium.screenshot("bob", "back-online")
+
+
+async def test_undo_takes_back_ones_own_edits_only(
+    server: CollabServer, chromium: Chromium
+) -> None:
+    doc = "demo/main:src/app.py"
+    for page in ("alice", "bob"):
+        await open_page(chromium, page, http(server), doc)
+        await chromium.click(page, ".cm-content")
+    await chromium.press("alice", "Control+End")
+    await chromium.type("alice", "# alice: ça")
+    await chromium.wait("bob", f"() => ({YTEXT})().includes('# alice: ça')")
+    await chromium.press("bob", "Control+Home")
+    await chromium.type("bob", "# bob 🎉\n")
+    await chromium.wait("alice", f"() => ({YTEXT})().startsWith('# bob 🎉')")
+    await chromium.press("alice", "Control+z")
+    expected = "# bob 🎉\nprint('hello')\n"
+    await wait_equal(chromium, ["alice", "bob"], expected)
+    await chromium.press("alice", "Control+y")
+    await wait_equal(chromium, ["alice", "bob"], expected + "# alice: ça")

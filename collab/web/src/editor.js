@@ -6,7 +6,7 @@
 // the signed-in name, so the remote carets show who is who.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { yCollab } from 'y-codemirror.next'
+import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
 import { EditorState } from '@codemirror/state'
 import {
   EditorView, keymap, lineNumbers, drawSelection, highlightActiveLine, highlightSpecialChars
@@ -55,7 +55,8 @@ export function openEditor (parent, { docId, api, user, extensions = [], url = y
         EditorView.lineWrapping,
         indentOnInput(),
         syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
-        keymap.of([...defaultKeymap, indentWithTab]),
+        // undo and redo take back your own edits only, never someone else's
+        keymap.of([...yUndoManagerKeymap, ...defaultKeymap, indentWithTab]),
         languageFor(path),
         yCollab(ytext, provider.awareness, { undoManager: new Y.UndoManager(ytext) })
       ]
