@@ -3,7 +3,7 @@
 // What is open lives in the URL's hash, `#<repo>/<branch>:<path>` (the engine's document
 // id), so a reload or a shared link opens the same document. A newcomer starts on their own
 // branch (`branch.join` creates it), where everything they type is committed for them.
-import { Api } from './api.js'
+import { Api, ApiError } from './api.js'
 import { openEditor } from './editor.js'
 import { ghostText } from './ghost.js'
 import { BranchPanel } from './branches.js'
@@ -11,9 +11,13 @@ import { MergeView } from './merge.js'
 
 const $ = id => document.getElementById(id)
 
-/** The credentials: from the URL (then kept: a token in localStorage, a name per tab), or asked for. */
-async function credentials () {
+/**
+ * The credentials: from the URL (then kept: a token in localStorage, a name per tab), or
+ * asked for (always, when the last ones were refused).
+ */
+async function credentials (refused) {
   const { dev_mode: devMode } = await (await fetch('/web/config.json')).json()
+  if (refused) return await signInForm(devMode)
   const params = new URLSearchParams(location.search)
   const token = params.get('token')
   if (token) {
@@ -54,7 +58,7 @@ function signInForm (devMode) {
       localStorage.setItem('collab.token', data.get('token').trim())
       resolve({ token: data.get('token').trim(), user: tokenUser(data.get('token').trim()) })
     }
-  }))
+  }, { once: true }))
 }
 
 function parseHash () {
@@ -65,18 +69,27 @@ function parseHash () {
   return { repo: id.slice(0, slash), branch: id.slice(slash + 1, colon), path: id.slice(colon + 1) }
 }
 
-async function main () {
-  const creds = await credentials()
-  const api = new Api(creds)
-  let status
+async function main (refused = false) {
+  let creds, status
   try {
-    status = await api.call('server.status')
+    creds = await credentials(refused)
+    status = await new Api(creds).call('server.status')
   } catch (error) {
+    if (!(error instanceof ApiError)) { // the server is not reachable: try again soon
+      $('signin-error').textContent = `cannot reach the server (${error.message}); trying again…`
+      $('signin-name').hidden = $('signin-token').hidden = true
+      $('signin').hidden = false
+      setTimeout(() => main(refused), 2000)
+      return
+    }
     localStorage.removeItem('collab.token')
     sessionStorage.removeItem('collab.user')
     $('signin-error').textContent = `${error.message}: sign in again`
-    return main()
+    return main(true)
   }
+  $('signin').hidden = true
+  $('signin-error').textContent = ''
+  const api = new Api(creds)
   $('app').hidden = false
   $('me').textContent = creds.user
   const repos = status.repositories
