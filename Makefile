@@ -6,7 +6,7 @@ PORT ?= 8765
 
 WEB := collab/web
 
-.PHONY: setup web chromium run test test-fast lint bench clean
+.PHONY: setup web chromium run test test-fast lint bench bench-web clean
 
 # `make run` installs the package alone: what the embedded default needs, nothing optional
 $(BIN)/collab: pyproject.toml
@@ -55,6 +55,10 @@ test-fast: setup
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python tests/bench/fanout_matrix.py --rounds 2 --duration 6
+
+# keystroke to paint between two browsers, ours beside the reference y-websocket server
+bench-web: setup
+	$(BIN)/python tests/bench/web_keystroke.py --keys 500 --rounds 2
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules $(WEB)/node_modules $(WEB)/dist .collab test-artifacts
