@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8765
 
-.PHONY: setup run test test-fast lint bench clean redis-server
+WEB := collab/web
+
+.PHONY: setup web chromium run test test-fast lint bench bench-web clean redis-server
 
 # `make run` installs the package alone: what the embedded default needs, nothing optional
 $(BIN)/collab: pyproject.toml
@@ -26,9 +28,24 @@ redis-server:
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
-setup: $(VENV)/.test-extras tests/js/node_modules/.package-lock.json redis-server
+# the web editor: its pinned npm packages (playwright-core too, for its browser tests), built
+# by esbuild into collab/web/dist, which `collab serve` serves at /
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
 
-run: $(BIN)/collab
+$(WEB)/dist/index.html: $(WEB)/node_modules/.package-lock.json $(WEB)/build.mjs $(wildcard $(WEB)/src/*)
+	npm run --prefix $(WEB) --silent build
+
+web: $(WEB)/dist/index.html
+
+# the browser tests drive Debian's Chromium (installed here where it is missing; needs root)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk fonts-noto-color-emoji; }
+
+setup: $(VENV)/.test-extras tests/js/node_modules/.package-lock.json redis-server web chromium
+
+run: $(BIN)/collab web
 	$(BIN)/collab serve --port $(PORT)
 
 test: setup
@@ -44,5 +61,9 @@ bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python tests/bench/fanout_matrix.py --rounds 2 --duration 6
 
+# keystroke to paint between two browsers, ours beside the reference y-websocket server
+bench-web: setup
+	$(BIN)/python tests/bench/web_keystroke.py --keys 500 --rounds 2
+
 clean:
-	rm -rf $(VENV) tests/js/node_modules .collab
+	rm -rf $(VENV) tests/js/node_modules $(WEB)/node_modules $(WEB)/dist .collab test-artifacts

@@ -8,8 +8,8 @@ the port 8765 replaced by a free one and the operator's paths (``/srv/git``,
 - ``sh`` blocks run in bash, line by line as typed (``set -e``). A line that starts a server
   (``make run``, ``.venv/bin/collab serve``) runs in the background until it prints
   "listening on", and the lines after it talk to it; a block that starts a server first stops
-  the servers started before. ``make run`` is told not to reinstall the package
-  (``make -o .venv/bin/collab``: no network here).
+  the servers started before. ``make run`` is told not to reinstall the package nor to
+  build the web editor (``make -o .venv/bin/collab -o web``: no network here).
 - ``python`` blocks are written to a file and run with the virtual environment's Python.
 - ``js`` blocks are written to an ``.mjs`` file and run with Node.
 
@@ -124,7 +124,7 @@ class Readme:
             if SERVER.match(line):
                 n = len(self.servers) + script.count("") + 1
                 name = f"server_{self.count}_{n}"
-                command = line.replace("make run", "make -o .venv/bin/collab run", 1)
+                command = line.replace("make run", "make -o .venv/bin/collab -o web run", 1)
                 (self.root / f"{name}.sh").write_text(command + "\n")
                 script.append(
                     f"setsid bash {name}.sh > {name}.log 2>&1 < /dev/null & echo $! > {name}.pid"

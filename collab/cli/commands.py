@@ -154,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="... and at the latest this many seconds after the first pending edit",
     )
+    serve.add_argument(
+        "--no-web", dest="web", action="store_false", help="do not serve the web editor at /"
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     serve.add_argument(
         "--log-format",
@@ -294,6 +297,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         completion_model=args.completion_model,
         completion_endpoint=args.completion_endpoint,
         commit_max_lag=args.commit_max_lag,
+        web=args.web,
     )
 
 
@@ -356,6 +360,9 @@ def _announce(server: CollabServer) -> None:
     example = f"{names[0]}/main:README.md" if names else "<repo>/<branch>:<path>"
     auth = "?user=NAME (dev mode)" if server.auth.dev_mode else "?token=TOKEN (collab token ...)"
     print(f"collab: listening on {server.url}", flush=True)
+    if server.config.web:
+        web = f"http://{server.config.host}:{server.port}/"
+        print(f"  web editor   : {web}  (open it in two browser windows)", flush=True)
     print(f"  repositories : {server.config.repos} ({', '.join(names) or 'none'})", flush=True)
     print(f"  Yjs clients  : {server.url}/yjs/{example}{auth.split(' ')[0]}", flush=True)
     print(

@@ -21,6 +21,7 @@ from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awa
 
 from ..server.auth import Identity
 from ..store.base import Store, StoredDoc
+from .awareness_clock import relay_clock
 from .epochs import epochs_in, update_epochs
 from .origin import Origin
 from .seed import TEXT_NAME
@@ -69,9 +70,10 @@ class Subscriber(Protocol):
 
 @dataclass(slots=True)
 class _AwarenessState:
-    clock: int
+    clock: int  # the client's own clock, which orders its entries
     state: dict[str, object] | None
     owner: Subscriber | None
+    relayed: int = 0  # the clock the entry was last relayed with (see .awareness_clock)
     node: str | None = None  # the node that relayed it (None: one of this node's peers)
 
 
@@ -191,7 +193,8 @@ class Room:
                 # (it renews with a higher clock when it reconnects) is accepted everywhere
                 entry.state = None
                 entry.owner = None
-                removed = [AwarenessEntry(client_id, entry.clock, None)]
+                entry.relayed = relay_clock(entry.relayed)
+                removed = [AwarenessEntry(client_id, entry.relayed, None)]
                 self._broadcast_awareness(removed, None)
                 self._tell_awareness(removed)
         if not self.attached and self.on_idle is not None:
@@ -588,13 +591,18 @@ class Room:
                 entry.clock < current.clock
                 or (
                     entry.clock == current.clock
-                    and (entry.state is not None or current.state is None)
+                    and (entry.state is None) == (current.state is None)
                 )
             ):
-                continue  # not newer (Yjs' rule: a removal may reuse the current clock)
+                # not newer. Yjs' rule lets a removal reuse the current clock; and a client
+                # that reconnects re-sends its state with the clock its removal had
+                continue
             state = _stamp(entry.state, peer.identity)
-            self._awareness[own] = _AwarenessState(entry.clock, state, peer if state else None)
-            accepted.append(AwarenessEntry(own, entry.clock, state))
+            relayed = relay_clock(current.relayed if current is not None else 0)
+            self._awareness[own] = _AwarenessState(
+                entry.clock, state, peer if state else None, relayed
+            )
+            accepted.append(AwarenessEntry(own, relayed, state))
         if accepted:
             self._broadcast_awareness(accepted, peer)
             self._tell_awareness(accepted)
@@ -621,10 +629,11 @@ class Room:
             current = self._awareness.get(entry.client_id)
             if current is not None and current.owner is not None:
                 continue
+            # what nodes relay carries their relay clocks (see .awareness_clock)
             if current is not None and (
-                entry.clock < current.clock
+                entry.clock < current.relayed
                 or (
-                    entry.clock == current.clock
+                    entry.clock == current.relayed
                     and (entry.state is not None or current.state is None)
                 )
             ):
@@ -634,7 +643,7 @@ class Room:
                 if len(self._awareness) >= self.max_awareness:
                     continue
             self._awareness[entry.client_id] = _AwarenessState(
-                entry.clock, entry.state, None, node_id
+                entry.clock, entry.state, None, entry.clock, node_id
             )
             accepted.append(AwarenessEntry(entry.client_id, entry.clock, entry.state))
         if accepted:
@@ -643,7 +652,7 @@ class Room:
     def local_awareness(self) -> bytes | None:
         """The present awareness states of this node's own peers, encoded (``None``: none)."""
         entries = [
-            AwarenessEntry(client_id, entry.clock, entry.state)
+            AwarenessEntry(client_id, entry.relayed, entry.state)
             for client_id, entry in self._awareness.items()
             if entry.state is not None and entry.node is None
         ]
@@ -656,7 +665,7 @@ class Room:
         for client_id, entry in self._awareness.items():
             if entry.node == node_id and entry.state is not None:
                 entry.state = None
-                removed.append(AwarenessEntry(client_id, entry.clock, None))
+                removed.append(AwarenessEntry(client_id, entry.relayed, None))
         if removed:
             self._broadcast_awareness(removed, None)
 
@@ -674,9 +683,9 @@ class Room:
                 peer.send_awareness(payload)
 
     def awareness_entries(self) -> list[AwarenessEntry]:
-        """Every present (non-null) awareness state."""
+        """Every present (non-null) awareness state, with the clock it was relayed with."""
         return [
-            AwarenessEntry(cid, entry.clock, entry.state)
+            AwarenessEntry(cid, entry.relayed, entry.state)
             for cid, entry in self._awareness.items()
             if entry.state is not None
         ]

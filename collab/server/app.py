@@ -27,6 +27,7 @@ from ..git.branch_ops import register_git_ops
 from ..git.branch_sync import GitSync
 from ..git.branches import Branches
 from ..git.merges import Merges
+from ..git.tree_ops import register_tree_ops
 from ..live.events import EventHub
 from ..live.quotas import UserQuotas
 from ..live.rooms import Rooms
@@ -35,6 +36,7 @@ from ..store.base import Store
 from ..store.data_lock import DataDirLock
 from ..store.memory_store import MemoryStore
 from ..store.sqlite_store import SQLiteStore
+from ..web import web_routes
 from .auth import Authenticator, DevAuthenticator, TokenAuthenticator, is_loopback
 from .config import ServerConfig
 from .git_http import GitBridge
@@ -175,6 +177,10 @@ class CollabServer:
                 uptime=lambda: self.uptime,
             ),
         )
+        register_tree_ops(self.ops, self.branches)
+        if config.web:  # the web editor at /
+            for route in web_routes(dev_mode=self.auth.dev_mode):
+                self.add_route(*route)
         self.git_bridge = GitBridge(config, self.auth, self.repos, self.git, self.events)
         for route in self.git_bridge.routes():
             self.add_route(*route)

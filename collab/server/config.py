@@ -56,6 +56,7 @@ class ServerConfig:
     commit_idle: float = 1.0  # commit a branch's live edits after this long without typing
     commit_max_lag: float = 10.0  # ... and at the latest this long after the first edit
     ref_poll: float = 1.0  # how often refs of live branches are checked for outside moves
+    web: bool = True  # serve the web editor at / (collab/web)
     # completions (collab.completion)
     completion_backend: str = "local"  # "local", "http", "transformers", "module:factory", "none"
     completion_model: str | None = None  # model directory (transformers) or name (http)
