@@ -663,6 +663,7 @@ class GitSync:
         self.observe_commit: Callable[[float], None] | None = None
         """Called with the seconds each continuous commit took to write (git thread included)."""
         self._creating: dict[tuple[str, str], asyncio.Task[BranchSync]] = {}
+        self._checks: set[asyncio.Task[None]] = set()  # loaded documents compared with git
         self._watcher: asyncio.Task[None] | None = None
         rooms.before_load.append(self._before_load)
         rooms.on_room.append(self._on_room)
@@ -812,6 +813,26 @@ class GitSync:
         sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
         if sync is not None:
             room.listeners.append(sync.touch)
+            if self.leases is not None and room.loaded_seq > 0:
+                # in a cluster, a node that died may have left edits uncommitted in the shared
+                # store: whichever node loads the document next commits them
+                task = asyncio.create_task(self._commit_if_behind(sync, room))
+                self._checks.add(task)
+                task.add_done_callback(self._checks.discard)
+
+    async def _commit_if_behind(self, sync: BranchSync, room: Room) -> None:
+        """Mark ``room`` changed if its loaded text is not what its branch last synced."""
+        synced, path = sync.synced, room.doc_id.path
+        try:
+            blob = await in_repo(self.repos, sync.repo, read_blob, synced, path)
+        except Exception:
+            log.exception("%s: reading %s at the synced commit failed", sync.name, path)
+            return
+        if (blob or b"") != str(room.text).encode("utf-8"):
+            log.info(
+                "%s%s: loaded with edits not yet committed; committing them", sync.prefix, path
+            )
+            sync.touch(room, Origin.BUS, None)
 
     async def _before_unload(self, room: Room) -> None:
         sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))

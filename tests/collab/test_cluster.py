@@ -89,11 +89,7 @@ class Nodes:
                     redis.url,
                     "--node-id",
                     f"n{i}",
-                    "--commit-idle",
-                    "0.3",
-                    "--commit-max-lag",
-                    "2",
-                    *extra,
+                    *(extra or ("--commit-idle", "0.3", "--commit-max-lag", "2")),
                 ),
             )
             for i in range(count)
@@ -464,3 +460,28 @@ async def test_cursors_cross_nodes_stamped_and_leave_with_a_killed_node(nodes: N
             assert seen["awareness"][py_key]["user"] == {"name": "pyra"}
             await victim.kill()  # the JS client's node dies: its cursor goes with it
             await doc.wait_for(lambda _t: js_id not in doc.awareness, timeout=15)
+
+
+async def test_edits_a_killed_node_left_uncommitted_are_committed_by_the_next(
+    repos: Path, tmp_path: Path, redis: RedisProcess
+) -> None:
+    nodes = Nodes(repos, tmp_path, redis, count=2, extra=("--commit-idle", "2"))
+    await nodes.start()
+    victim, survivor = nodes.nodes
+    try:
+        async with Client(victim.url, user="ann") as ann:
+            doc = await ann.open(ROOM)
+            doc.insert(0, "typed just before the crash;")
+            await ann.flush()  # acknowledged: in Redis
+            await victim.kill()  # before its commit (2 s after the last edit) was due
+        assert "typed just before the crash;" not in git_text(repos)
+        async with Client(survivor.url, user="bob") as bob:
+            await bob.open(ROOM)  # nobody types again: loading it is enough
+
+            async def committed() -> bool:
+                text = await asyncio.to_thread(git_text, repos)
+                return "typed just before the crash;" in text
+
+            await eventually(committed, 20, "the surviving node to commit the edit")
+    finally:
+        await nodes.stop()
