@@ -32,6 +32,8 @@ class EventHub:
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[Listener]] = {}
+        self.forward: Listener | None = None
+        """In a cluster: sends each event published here to the other nodes."""
 
     def subscribe(self, repo: str, listener: Listener) -> Callable[[], None]:
         """Add ``listener`` for ``repo``; returns the function that removes it."""
@@ -47,6 +49,13 @@ class EventHub:
         return unsubscribe
 
     def publish(self, repo: str, event: dict[str, Any]) -> None:
+        """Deliver ``event`` here, and hand it to ``forward`` (the other nodes of a cluster)."""
+        self.deliver(repo, event)
+        if self.forward is not None:
+            self.forward(repo, event)
+
+    def deliver(self, repo: str, event: dict[str, Any]) -> None:
+        """Deliver ``event`` to this process's subscribers only (another node published it)."""
         for listener in list(self._listeners.get(repo, ())):
             try:
                 listener(repo, event)

@@ -207,6 +207,9 @@ class CollabServer:
                 max_chars=config.completion_max_chars,
             )
             self.services.append(self.cluster_jobs)
+            from ..bus.events import ClusterEvents
+
+            self.services.append(ClusterEvents(self.cluster.url, self.cluster.node_id, self.events))
         self.metrics = ServerMetrics(
             auth=self.auth,
             rooms=self.rooms,

@@ -485,3 +485,32 @@ async def test_edits_a_killed_node_left_uncommitted_are_committed_by_the_next(
             await eventually(committed, 20, "the surviving node to commit the edit")
     finally:
         await nodes.stop()
+
+
+async def test_repository_events_reach_the_subscribers_of_every_node(nodes: Nodes) -> None:
+    async with (
+        Client(nodes.nodes[2].url, user="watcher") as watcher,
+        Client(nodes.nodes[0].url, user="alice") as alice,
+    ):
+        await watcher.subscribe("events.subscribe", repo="demo")
+        await asyncio.sleep(0.3)  # the nodes' event subscriptions are in place
+        doc = await alice.open(ROOM)
+        doc.insert(0, "x;")
+        await alice.flush()
+        seen: list[dict[str, object]] = []
+
+        async def wait_for(kind: str, **match: object) -> None:
+            async with asyncio.timeout(20):
+                while True:
+                    for event in seen:
+                        if event.get("kind") == kind and all(
+                            event.get(k) == v for k, v in match.items()
+                        ):
+                            return
+                    seen.append((await watcher.events.get()).data)
+
+        # alice is on node 0, the watcher on node 2: presence and commits cross nodes, once
+        await wait_for("presence", user="alice", branch="main", path="README.md", action="join")
+        await wait_for("commit", branch="main", authors=["alice"])
+        joins = [e for e in seen if e.get("kind") == "presence" and e.get("user") == "alice"]
+        assert len([e for e in joins if e.get("action") == "join"]) == 1
