@@ -175,7 +175,7 @@ async def run_side(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             files = {f"src/t{i}.svelte": texts[places[i]] for i in range(count)}
             files["src/warmup.svelte"] = texts[places[0]]
-            for extra in ("completion/prompts.py", "completion/context.py", "room.py"):
+            for extra in ("completion/prompts.py", "completion/context.py", "live/room.py"):
                 files[f"lib/{Path(extra).name}"] = (ROOT / "collab" / extra).read_text()
             create_demo_repo(Path(tmp) / "repos" / "bench", files)
             config = ServerConfig(
