@@ -13,9 +13,10 @@ $(BIN)/collab: pyproject.toml
 	$(BIN)/pip install -q -e .
 	@touch $@
 
-# `make test` adds the test tools and the AI extra (torch, transformers), whose backend is tested
+# `make test` adds the test tools, the AI extra (torch, transformers), whose backend is tested,
+# and the disk extra (watchfiles), whose working-tree sync is tested
 $(VENV)/.test-extras: $(BIN)/collab pyproject.toml
-	$(BIN)/pip install -q -e '.[test,ai]'
+	$(BIN)/pip install -q -e '.[test,ai,disk]'
 	@touch $@
 
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json

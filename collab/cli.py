@@ -22,6 +22,7 @@ from .auth import ANY_REPO, Role, TokenAuthenticator
 from .completion.worker import add_worker_parser, run_worker_command
 from .config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from .data_lock import DataDirBusy
+from .disk import command as disk_command
 from .log_format import LOG_FORMATS, configure_logging
 from .server import CollabServer
 
@@ -48,6 +49,7 @@ collab: real-time collaboration on git repositories.
   collab branch ...       list, join, create, fork, delete or commit branches
   collab merge SRC DST    preview (or --apply) a merge of one branch into another
   collab store ...        check or repair the store, with the server stopped
+  collab sync DIR         keep a live branch and a directory in sync, both ways
   collab worker           run a completion worker for an engine
 
 `collab COMMAND --help` describes each command and its options, with their defaults.
@@ -169,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_status.add_parsers(sub)
     cli_branches.add_parsers(sub)
     cli_store.add_parsers(sub)
+    disk_command.add_parser(sub)
     add_worker_parser(sub)
     return parser
 
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_store.run(args)
     if args.command == "worker":
         return run_worker_command(args)
+    if args.command == "sync":
+        return disk_command.run(args)
     return _serve(args)
 
 
