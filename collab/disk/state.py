@@ -1,6 +1,8 @@
 """The last synced state of a working tree, recorded inside it: for each file, the content
 that the disk and the live document both had when they last agreed (the base of the next
-three-way merge), and the branch head the tree last caught up with.
+three-way merge), and the branch head the tree last caught up with. Before a side is changed,
+the text both sides are about to hold is noted as *sent*: if the syncer dies before the server
+acknowledges it, the next start finds out from the live text whether it arrived.
 
 It lives in ``DIR/.git/collab-sync.sqlite`` (SQLite, WAL), so that edits made while the
 syncer was stopped or offline are merged against it on the next start, and a crash between
@@ -22,6 +24,7 @@ STATE_FILE = "collab-sync.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sent (path TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
 """
 
 
@@ -70,20 +73,38 @@ class SyncState:
         self._digests[path] = key
 
     def set_bases(self, bases: Mapping[str, bytes]) -> None:
-        """Record many bases in one transaction (adopting a tree)."""
+        """Record many bases in one transaction; the sent texts they settle are dropped."""
         rows = [(path, digest(data), data) for path, data in bases.items()]
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO files (path, digest, data) VALUES (?, ?, ?)", rows
             )
+            self._db.executemany(
+                "DELETE FROM sent WHERE path = ? AND digest = ?", [row[:2] for row in rows]
+            )
         self._digests.update({path: key for path, key, _data in rows})
+
+    def note_sent(self, path: str, data: bytes) -> None:
+        """``data`` is about to be the text of both sides (see the module docstring)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO sent (path, digest, data) VALUES (?, ?, ?)",
+            (path, digest(data), data),
+        )
+
+    def sent(self, path: str) -> bytes | None:
+        row = self._db.execute("SELECT data FROM sent WHERE path = ?", (path,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def sent_paths(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT path FROM sent")]
 
     def forget(self, paths: Iterable[str]) -> None:
         """``paths`` no longer exist on either side."""
         gone = [(path,) for path in paths if self._digests.pop(path, None) is not None]
         if gone:
             self._db.executemany("DELETE FROM files WHERE path = ?", gone)
+            self._db.executemany("DELETE FROM sent WHERE path = ?", gone)
 
     def get(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -136,13 +136,13 @@ class WorkingTree:
         self._checkout = Checkout(
             self.root, self.url, self.repo, self.branch, user=client.user, token=self.token
         )
+        await client.commit(self.repo, self.branch)  # live edits not committed yet reach git
         cloned = await self._checkout.ensure()
         self._state = SyncState(self.root / ".git" / STATE_FILE)
         self._filter = PathFilter(self.root)
         self._docs = Documents(client, self.repo, self.branch, self._live_changed)
         self._docs.limit = self.open_limit
         self._docs.busy = lambda path: path in self._locks or path in self._tasks
-        await client.commit(self.repo, self.branch)  # live edits not committed yet reach git
         await client.subscribe("events.subscribe", repo=self.repo)
         self._services.append(asyncio.create_task(self._events(client)))
         head = await self._checkout.fetch()
@@ -152,6 +152,8 @@ class WorkingTree:
         for path in suspects:
             self.schedule(path, remote=True)
         await self._open_busy_documents(client)
+        self._update_idle()
+        await self.wait_idle(timeout=None)  # the tree is merged with the branch
         self.counters.synced = len(self._state.paths())
         self._emit(
             event="ready",
@@ -297,7 +299,7 @@ class WorkingTree:
         if quiet and (self._catching_up is None or self._catching_up.done()):
             self.idle.set()
 
-    async def wait_idle(self, timeout: float = 30.0) -> None:
+    async def wait_idle(self, timeout: float | None = 30.0) -> None:
         """Wait until nothing is pending: every change seen so far is on both sides and its
         base recorded."""
         async with asyncio.timeout(timeout):
@@ -376,12 +378,16 @@ class WorkingTree:
                 return False
             self._conflict(path, "deleted at the server, changed on disk: the file is kept")
             base = None
+        base = self._settle_sent(path, base, disk, live)
         disk_text = (disk or b"").decode("utf-8")
         base_text = "" if base is None else base.decode("utf-8")
         if disk is None and base is None and live == "":
             await self._docs_close(path)
             return True
         outcome = reconcile(base_text, disk_text, live)
+        if outcome.live is not None or outcome.disk is not None:
+            assert self._state is not None
+            self._state.note_sent(path, outcome.base.encode("utf-8"))
         if outcome.live is not None:
             edits = diff_edits(live, outcome.live)
             with document.doc.transaction():
@@ -403,6 +409,21 @@ class WorkingTree:
                 event="sync", path=path, direction=outcome.direction, conflict=outcome.conflict
             )
         return True
+
+    def _settle_sent(
+        self, path: str, base: bytes | None, disk: bytes | None, live: str
+    ) -> bytes | None:
+        """The base to merge with, after a syncer that died before its last change of
+        ``path`` was acknowledged: the text it sent, if either side holds it (or the file is
+        new and the live side has anything), else the base recorded before it."""
+        if path in self._bases or self._state is None:
+            return base
+        sent = self._state.sent(path)
+        if sent is None:
+            return base
+        if live.encode("utf-8") == sent or disk == sent or (base is None and live):
+            return sent
+        return base
 
     async def _docs_close(self, path: str) -> None:
         if self._docs is not None:
@@ -673,6 +694,7 @@ def _changed_on_disk(root: Path, paths: PathFilter, state: SyncState) -> set[str
     """Files whose content differs from their base, new files, and bases whose file is gone."""
     found = set(paths.walk())
     changed = {path for path in state.paths() if path not in found}
+    changed.update(state.sent_paths())  # changes a syncer that died was making
     for path in found:
         data = read_bytes(root / path)
         if data is None or state.digest_of(path) != digest(data):
