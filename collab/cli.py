@@ -23,6 +23,7 @@ from .completion.worker import add_worker_parser, run_worker_command
 from .config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from .data_lock import DataDirBusy
 from .disk import command as disk_command
+from .disk.served import ServedTrees, WorktreeSpec, parse_worktree
 from .log_format import LOG_FORMATS, configure_logging
 from .server import CollabServer
 
@@ -145,6 +146,14 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="... and at the latest this many seconds after the first pending edit",
     )
+    serve.add_argument(
+        "--worktree",
+        action="append",
+        default=[],
+        metavar="REPO:BRANCH=DIR",
+        help="keep BRANCH of REPO in two-way sync with the directory DIR on this machine, for "
+        "tools that run here (repeatable; needs the disk extra)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     serve.add_argument(
         "--log-format",
@@ -227,7 +236,10 @@ def _serve(args: argparse.Namespace) -> int:
         configure_logging(args.log_level, args.log_format)
         if args.repos is None and not Repositories(config.repos).names():
             create_demo_repo(config.repos / "demo.git")
-        _event_loop_run(_run(config))
+        worktrees = [parse_worktree(spec) for spec in args.worktree]
+        if worktrees and (missing := disk_command.watchfiles_missing()):
+            raise StartupError(f"--worktree: {missing}")
+        _event_loop_run(_run(config, worktrees))
     except StartupError as exc:
         print(f"collab serve: {exc}", file=sys.stderr)
         return 2
@@ -322,13 +334,13 @@ def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-async def _run(config: ServerConfig) -> None:
+async def _run(config: ServerConfig, worktrees: list[WorktreeSpec] | None = None) -> None:
     server = CollabServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
+    async with server, ServedTrees(server, worktrees or []):
         _announce(server)
         await stop.wait()
 

@@ -11,7 +11,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "watchfiles_missing"]
+
+MISSING = "watchfiles is missing; install the disk extra: pip install 'collab-engine[disk]'"
+
+
+def watchfiles_missing() -> str | None:
+    """Why working trees cannot be watched here, or ``None`` if they can."""
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        return MISSING
+    return None
 
 
 def add_parser(sub: Any) -> None:
@@ -39,14 +50,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import watchfiles  # noqa: F401
-    except ImportError:
-        print(
-            "collab sync: watchfiles is missing; install the disk extra: "
-            "pip install 'collab-engine[disk]'",
-            file=sys.stderr,
-        )
+    missing = watchfiles_missing()
+    if missing is not None:
+        print(f"collab sync: {missing}", file=sys.stderr)
         return 2
     from ..cli_branches import TOKEN_ENV
 
