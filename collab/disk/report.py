@@ -64,12 +64,16 @@ def status_line(counters: Counters, out: TextIO | None = None) -> Reporter:
 
     def report(event: dict[str, Any]) -> None:
         line = counters.line()
+        tty = stream.isatty()
         if event.get("event") == "conflict":
-            stream.write(f"\rconflict in {event['path']}: {event['reason']}\n")
+            clear = "\r\x1b[K" if tty else ""
+            stream.write(f"{clear}conflict in {event['path']}: {event['reason']}\n")
+            if tty:
+                last[0] = ""  # the status line was cleared: write it again
         if line == last[0]:
             return
         last[0] = line
-        if stream.isatty():
+        if tty:
             stream.write(f"\r\x1b[K{line}")
         else:
             stream.write(line + "\n")
