@@ -149,7 +149,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--worktree",
         action="append",
-        default=[],
         metavar="REPO:BRANCH=DIR",
         help="keep BRANCH of REPO in two-way sync with the directory DIR on this machine, for "
         "tools that run here (repeatable; needs the disk extra)",
@@ -236,7 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
         configure_logging(args.log_level, args.log_format)
         if args.repos is None and not Repositories(config.repos).names():
             create_demo_repo(config.repos / "demo.git")
-        worktrees = [parse_worktree(spec) for spec in args.worktree]
+        worktrees = [parse_worktree(spec) for spec in args.worktree or []]
         if worktrees and (missing := disk_command.watchfiles_missing()):
             raise StartupError(f"--worktree: {missing}")
         _event_loop_run(_run(config, worktrees))
