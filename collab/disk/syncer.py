@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -142,7 +143,9 @@ class WorkingTree:
         self._filter = PathFilter(self.root)
         self._docs = Documents(client, self.repo, self.branch, self._live_changed)
         self._docs.limit = self.open_limit
-        self._docs.busy = lambda path: path in self._locks or path in self._tasks
+        self._docs.busy = lambda path: (
+            path in self._locks or path in self._tasks or path in self._timers
+        )
         await client.subscribe("events.subscribe", repo=self.repo)
         self._services.append(asyncio.create_task(self._events(client)))
         head = await self._checkout.fetch()
@@ -681,8 +684,6 @@ def _hash(data: bytes | None) -> str | None:
 
 
 def _walk(root: Path) -> list[tuple[Path, list[str], list[str]]]:
-    import os
-
     return [
         (Path(folder), dirs, files)
         for folder, dirs, files in os.walk(root)
