@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gitsync.merging import merge_text
 
-__all__ = ["Outcome", "reconcile"]
+__all__ = ["Outcome", "reconcile", "stale_save"]
 
 LABELS = ("disk", "live")
 
@@ -54,3 +54,13 @@ def reconcile(base: str, disk: str, live: str) -> Outcome:
         disk=merged if merged != disk else None,
         conflict=conflict,
     )
+
+
+def stale_save(before: str, disk: str, written: str) -> bool:
+    """Whether ``disk``, saved just after the syncer replaced ``before`` with ``written``,
+    was made from ``before``: an editor (or one of several saves in a row) writing a buffer
+    that never had the syncer's write. It is then merged against ``before``, so that the
+    save does not undo what the write brought. A save made after reloading holds the write's
+    changes, and merging ``written`` into it changes nothing."""
+    merged, conflict = merge_text(before, disk, written, labels=LABELS)
+    return not conflict and merged != disk

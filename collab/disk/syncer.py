@@ -33,7 +33,7 @@ from ..text_edits import apply_edits, diff_edits
 from .checkout import Checkout, TreeEntry
 from .documents import Documents
 from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
-from .reconcile import reconcile
+from .reconcile import reconcile, stale_save
 from .report import Counters, Reporter
 from .state import STATE_FILE, SyncState, digest
 
@@ -44,6 +44,9 @@ log = logging.getLogger("collab.disk")
 _NOT_LIVE = {ErrorCode.NOT_TEXT, ErrorCode.TOO_LARGE}
 _TRIES = 10  # rounds of one file's sync when saves keep racing the writes
 _GIT_BATCH = 0.05  # seconds that git-routed changes gather before one commit and push
+STALE_WINDOW = 1.0
+"""Seconds after the syncer writes a file during which a save that lacks the write is taken
+as made from the content the write replaced (see :func:`~collab.disk.reconcile.stale_save`)."""
 
 
 class WorkingTree:
@@ -100,6 +103,7 @@ class WorkingTree:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._limit = asyncio.Semaphore(32)
         self._locks: set[str] = set()
+        self._overwritten: dict[str, tuple[bytes, float]] = {}  # path -> (replaced, when)
         self._git_batch: dict[str, bytes | None] = {}
         self._git_waiters: list[asyncio.Future[None]] = []
         self._git_task: asyncio.Task[None] | None = None
@@ -382,6 +386,7 @@ class WorkingTree:
             self._conflict(path, "deleted at the server, changed on disk: the file is kept")
             base = None
         base = self._settle_sent(path, base, disk, live)
+        base = self._before_stale_save(path, base, disk)
         disk_text = (disk or b"").decode("utf-8")
         base_text = "" if base is None else base.decode("utf-8")
         if disk is None and base is None and live == "":
@@ -399,6 +404,9 @@ class WorkingTree:
         if outcome.disk is not None:
             try:
                 write_atomically(full, outcome.disk.encode("utf-8"), _hash(disk))
+                if disk is not None:
+                    loop = asyncio.get_running_loop()
+                    self._overwritten[path] = (disk, loop.time())
             except Raced:
                 if outcome.live is not None:  # the live text holds the disk text we read
                     self._set_base(path, disk_text.encode("utf-8"))
@@ -427,6 +435,20 @@ class WorkingTree:
         if live.encode("utf-8") == sent or disk == sent or (base is None and live):
             return sent
         return base
+
+    def _before_stale_save(self, path: str, base: bytes | None, disk: bytes | None) -> bytes | None:
+        """The base for a save that came just after the syncer wrote the file: what the
+        write replaced, if the save was made from that (an editor's stale buffer, a burst of
+        saves), else ``base``."""
+        replaced = self._overwritten.get(path)
+        if replaced is None or base is None or disk is None or disk == base:
+            return base  # (the write's own echo keeps the record)
+        del self._overwritten[path]
+        before, when = replaced
+        if asyncio.get_running_loop().time() - when > STALE_WINDOW:
+            return base
+        texts = (before.decode("utf-8"), disk.decode("utf-8"), base.decode("utf-8"))
+        return before if stale_save(*texts) else base
 
     async def _docs_close(self, path: str) -> None:
         if self._docs is not None:
