@@ -168,3 +168,21 @@ async def test_ignored_files_stay_local(
     files = git(server.config.repos / "demo", "ls-tree", "-r", "--name-only", "main").split()
     assert "kept.txt" in files and ".gitignore" in files
     assert not {"build/out.txt", "debug.log", "x.py.swp"} & set(files)
+
+
+async def test_the_default_branch_is_the_users_own(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """Without ``--branch`` the tree is the user's own branch (``branch.join``), made from
+    the repository's default; edits there leave main alone."""
+    root = tmp_path / "own"
+    tree = make_tree(root, branch=None)
+    await tree.start()
+    assert tree.branch != "main"
+    assert git(root, "rev-parse", "--abbrev-ref", "HEAD").strip() == tree.branch
+    (root / "README.md").write_text("# Demo\n\nalice's own\n")
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open(f"demo/{tree.branch}:README.md")
+        await doc.wait_for(lambda t: "alice's own" in t)
+        main = await bob.open("demo/main:README.md")
+        assert "alice's own" not in str(main.text)
