@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -64,7 +65,13 @@ class Checkout:
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})},
         )
-        out, err = await process.communicate(stdin)
+        try:
+            out, err = await process.communicate(stdin)
+        except BaseException:  # cancelled (the syncer stops): leave no process behind
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
         if process.returncode != 0:
             text = err.decode("utf-8", "replace").strip()
             raise GitError(f"git {args[0]} failed: {text}")

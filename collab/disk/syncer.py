@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,9 +32,11 @@ from ..text_edits import apply_edits, diff_edits
 from .checkout import Checkout, TreeEntry
 from .documents import Documents
 from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
+from .pushes import Pushes
 from .reconcile import reconcile, stale_save
 from .report import Counters, Reporter
 from .state import STATE_FILE, SyncState, digest
+from .watcher import changed_on_disk, watch
 
 __all__ = ["WorkingTree"]
 
@@ -43,7 +44,6 @@ log = logging.getLogger("collab.disk")
 
 _NOT_LIVE = {ErrorCode.NOT_TEXT, ErrorCode.TOO_LARGE}
 _TRIES = 10  # rounds of one file's sync when saves keep racing the writes
-_GIT_BATCH = 0.05  # seconds that git-routed changes gather before one commit and push
 STALE_WINDOW = 1.0
 """Seconds after the syncer writes a file during which a save that lacks the write is taken
 as made from the content the write replaced (see :func:`~collab.disk.reconcile.stale_save`)."""
@@ -104,12 +104,11 @@ class WorkingTree:
         self._limit = asyncio.Semaphore(32)
         self._locks: set[str] = set()
         self._overwritten: dict[str, tuple[bytes, float]] = {}  # path -> (replaced, when)
-        self._git_batch: dict[str, bytes | None] = {}
-        self._git_waiters: list[asyncio.Future[None]] = []
-        self._git_task: asyncio.Task[None] | None = None
+        self._pushes: Pushes | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._catch_up_again = False
         self._services: list[asyncio.Task[None]] = []
+        self._watcher: asyncio.Task[None] | None = None  # ends by itself once stopping
         self._stop = asyncio.Event()
         self.idle = asyncio.Event()
 
@@ -143,6 +142,7 @@ class WorkingTree:
         )
         await client.commit(self.repo, self.branch)  # live edits not committed yet reach git
         cloned = await self._checkout.ensure()
+        self._pushes = Pushes(self._checkout, self.root.name, self._pushed)
         self._state = SyncState(self.root / ".git" / STATE_FILE)
         self._filter = PathFilter(self.root)
         self._docs = Documents(client, self.repo, self.branch, self._live_changed)
@@ -154,7 +154,16 @@ class WorkingTree:
         self._services.append(asyncio.create_task(self._events(client)))
         head = await self._checkout.fetch()
         suspects = await self._adopt(self._state, self._checkout, self._filter, head)
-        self._services.append(asyncio.create_task(self._watch(self._filter)))
+        state = self._state
+        watching = watch(
+            self.root,
+            self._filter,
+            state.paths,
+            self.schedule,
+            step=self.watch_step,
+            stop=self._stop,
+        )
+        self._watcher = asyncio.create_task(watching)
         self._services.append(asyncio.create_task(self._record_bases(client, self._state)))
         for path in suspects:
             self.schedule(path, remote=True)
@@ -193,7 +202,7 @@ class WorkingTree:
         self._tree = await checkout.tree(head)
         suspects = set(await checkout.changed(last, head)) if last != head else set()
         self._gone |= {path for path in suspects if path not in self._tree}
-        suspects |= await asyncio.to_thread(_changed_on_disk, self.root, paths, state)
+        suspects |= await asyncio.to_thread(changed_on_disk, self.root, paths, state)
         self._head = head
         if suspects:
             await self._classify(checkout, suspects)
@@ -218,17 +227,15 @@ class WorkingTree:
         self._timers.clear()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
-                while self._tasks or self._git_task is not None:
-                    await asyncio.gather(
-                        *self._tasks.values(),
-                        *([self._git_task] if self._git_task else []),
-                        return_exceptions=True,
-                    )
-                    if self._git_task is not None and self._git_task.done():
-                        self._git_task = None
-        for task in [*self._services, *([self._catching_up] if self._catching_up else [])]:
+                while self._tasks:
+                    await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._watcher, 2.0)
+        running = [*self._services, *([self._catching_up] if self._catching_up else [])]
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._services, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         self._services.clear()
         if self.client is not None and self._state is not None and self._bases:
             with contextlib.suppress(Exception):
@@ -302,7 +309,8 @@ class WorkingTree:
             self._timers.setdefault(path, loop.call_later(1.0, self._live_due, path))
 
     def _update_idle(self) -> None:
-        quiet = not (self._tasks or self._bases or self._git_batch or self._timers)
+        pushing = self._pushes is not None and self._pushes.pending
+        quiet = not (self._tasks or self._bases or pushing or self._timers)
         if quiet and (self._catching_up is None or self._catching_up.done()):
             self.idle.set()
 
@@ -505,40 +513,14 @@ class WorkingTree:
         self._emit(event="sync", path=path, direction="git", conflict=False)
 
     async def _commit_by_git(self, path: str, data: bytes | None) -> None:
-        """Commit ``data`` (``None``: a deletion) as ``path`` on the branch, with the other
-        such changes of the next moment, and push it."""
-        self._git_batch[path] = data
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._git_waiters.append(future)
-        if self._git_task is None or self._git_task.done():
-            self._git_task = asyncio.create_task(self._push_batch())
-        await future
+        """Commit ``data`` (``None``: a deletion) as ``path`` on the branch and push it."""
+        assert self._pushes is not None
+        await self._pushes.commit(path, data)
+        self.counters.pushes = self._pushes.count
 
-    async def _push_batch(self) -> None:
+    async def _pushed(self, head: str) -> None:
         assert self._checkout is not None
-        while self._git_batch:
-            await asyncio.sleep(_GIT_BATCH)
-            batch, self._git_batch = self._git_batch, {}
-            waiters, self._git_waiters = self._git_waiters, []
-            files = sorted(batch)
-            message = f"collab sync: {len(files)} file(s) from {self.root.name}\n\n" + "\n".join(
-                files[:50]
-            )
-            try:
-                head = await self._checkout.commit_and_push(batch, message)
-            except Exception as exc:
-                for future in waiters:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.counters.pushes += 1
-            for path, data in batch.items():
-                if data is None:
-                    self._tree.pop(path, None)
-            self._tree = await self._checkout.tree(head)
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
+        self._tree = await self._checkout.tree(head)
 
     # -- bases ---------------------------------------------------------------------------------
 
@@ -644,47 +626,6 @@ class WorkingTree:
 
     # -- the disk's side -----------------------------------------------------------------------
 
-    async def _watch(self, paths: PathFilter) -> None:
-        from watchfiles import awatch
-
-        def interesting(_change: object, name: str) -> bool:
-            return "/.git/" not in name and not name.endswith("/.git")
-
-        async for changes in awatch(
-            self.root,
-            watch_filter=interesting,
-            debounce=max(self.watch_step * 10, 50),
-            step=self.watch_step,
-            stop_event=self._stop,
-        ):
-            names = {name for _change, name in changes}
-            if any(name.endswith(".gitignore") for name in names):
-                paths.reload()
-            for name in names:
-                self._disk_changed(paths, name)
-
-    def _disk_changed(self, paths: PathFilter, name: str) -> None:
-        full = Path(name)
-        if full.is_dir() and not full.is_symlink():  # a directory moved in: its files are new
-            for folder, _dirs, files in _walk(full):
-                for file in files:
-                    rel = paths.relative(folder / file)
-                    if rel is not None:
-                        self.schedule(rel)
-            return
-        rel = paths.relative(full)
-        if rel is not None:
-            self.schedule(rel)
-            return
-        try:
-            prefix = full.relative_to(self.root).as_posix() + "/"
-        except ValueError:
-            return
-        assert self._state is not None
-        for known in self._state.paths():  # a directory moved away: its files are gone
-            if known.startswith(prefix):
-                self.schedule(known)
-
     # -- reports -------------------------------------------------------------------------------
 
     def _conflict(self, path: str, reason: str) -> None:
@@ -703,23 +644,3 @@ class WorkingTree:
 
 def _hash(data: bytes | None) -> str | None:
     return None if data is None else digest(data)
-
-
-def _walk(root: Path) -> list[tuple[Path, list[str], list[str]]]:
-    return [
-        (Path(folder), dirs, files)
-        for folder, dirs, files in os.walk(root)
-        if ".git" not in Path(folder).parts
-    ]
-
-
-def _changed_on_disk(root: Path, paths: PathFilter, state: SyncState) -> set[str]:
-    """Files whose content differs from their base, new files, and bases whose file is gone."""
-    found = set(paths.walk())
-    changed = {path for path in state.paths() if path not in found}
-    changed.update(state.sent_paths())  # changes a syncer that died was making
-    for path in found:
-        data = read_bytes(root / path)
-        if data is None or state.digest_of(path) != digest(data):
-            changed.add(path)
-    return changed
