@@ -1,8 +1,9 @@
 """The last synced state of a working tree, recorded inside it: for each file, the content
 that the disk and the live document both had when they last agreed (the base of the next
 three-way merge), and the branch head the tree last caught up with. Before a side is changed,
-the text both sides are about to hold is noted as *sent*: if the syncer dies before the server
-acknowledges it, the next start finds out from the live text whether it arrived.
+the text both sides are about to hold is noted as *sent*, with the sides it is about to change:
+if the syncer dies before the server acknowledges it, the next start finds out from those
+sides whether it arrived.
 
 It lives in ``DIR/.git/collab-sync.sqlite`` (SQLite, WAL), so that edits made while the
 syncer was stopped or offline are merged against it on the next start, and a crash between
@@ -24,7 +25,10 @@ STATE_FILE = "collab-sync.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sent (path TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sent (
+    path TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL, live INTEGER NOT NULL,
+    disk INTEGER NOT NULL
+);
 """
 
 
@@ -85,16 +89,21 @@ class SyncState:
             )
         self._digests.update({path: key for path, key, _data in rows})
 
-    def note_sent(self, path: str, data: bytes) -> None:
-        """``data`` is about to be the text of both sides (see the module docstring)."""
+    def note_sent(self, path: str, data: bytes, *, live: bool, disk: bool) -> None:
+        """``data`` is about to be the text of both sides; ``live`` and ``disk`` say which of
+        them it changes (see the module docstring)."""
         self._db.execute(
-            "INSERT OR REPLACE INTO sent (path, digest, data) VALUES (?, ?, ?)",
-            (path, digest(data), data),
+            "INSERT OR REPLACE INTO sent (path, digest, data, live, disk) VALUES (?, ?, ?, ?, ?)",
+            (path, digest(data), data, int(live), int(disk)),
         )
 
-    def sent(self, path: str) -> bytes | None:
-        row = self._db.execute("SELECT data FROM sent WHERE path = ?", (path,)).fetchone()
-        return None if row is None else bytes(row[0])
+    def sent(self, path: str) -> tuple[bytes, bool, bool] | None:
+        """The text noted as sent for ``path``, and whether it changes the live side and the
+        disk; ``None`` if nothing is outstanding."""
+        row = self._db.execute(
+            "SELECT data, live, disk FROM sent WHERE path = ?", (path,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bool(row[1]), bool(row[2]))
 
     def sent_paths(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT path FROM sent")]

@@ -403,7 +403,12 @@ class WorkingTree:
         outcome = reconcile(base_text, disk_text, live)
         if outcome.live is not None or outcome.disk is not None:
             assert self._state is not None
-            self._state.note_sent(path, outcome.base.encode("utf-8"))
+            self._state.note_sent(
+                path,
+                outcome.base.encode("utf-8"),
+                live=outcome.live is not None,
+                disk=outcome.disk is not None,
+            )
         if outcome.live is not None:
             edits = diff_edits(live, outcome.live)
             with document.doc.transaction():
@@ -433,16 +438,18 @@ class WorkingTree:
         self, path: str, base: bytes | None, disk: bytes | None, live: str
     ) -> bytes | None:
         """The base to merge with, after a syncer that died before its last change of
-        ``path`` was acknowledged: the text it sent, if either side holds it (or the file is
-        new and the live side has anything), else the base recorded before it."""
+        ``path`` was acknowledged: the text it sent if every side it was changing holds it
+        (the change arrived), else the base recorded before it (it did not, or only partly:
+        the merge against the older base brings it again)."""
         if path in self._bases or self._state is None:
             return base
-        sent = self._state.sent(path)
-        if sent is None:
+        noted = self._state.sent(path)
+        if noted is None:
             return base
-        if live.encode("utf-8") == sent or disk == sent or (base is None and live):
-            return sent
-        return base
+        sent, to_live, to_disk = noted
+        arrived_live = not to_live or live.encode("utf-8") == sent
+        arrived_disk = not to_disk or disk == sent
+        return sent if arrived_live and arrived_disk else base
 
     def _before_stale_save(self, path: str, base: bytes | None, disk: bytes | None) -> bytes | None:
         """The base for a save that came just after the syncer wrote the file: what the

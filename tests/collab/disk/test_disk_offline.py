@@ -14,6 +14,7 @@ from pathlib import Path
 from conftest import MakeTree
 
 from collab import Client, CollabServer
+from collab.disk.state import STATE_FILE, SyncState
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -152,3 +153,33 @@ async def test_killed_mid_burst_and_restarted_loses_nothing(
             doc = await bob.open(f"demo/main:{name}")
             assert str(doc.text) == text, name
             await doc.close()
+
+
+async def test_a_change_noted_but_never_sent_is_sent_on_restart(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """The syncer died right after noting a change it was about to send: a new file that
+    never reached the server, and an edit that did. The next start sends the first, and does
+    not apply the second twice nor empty either file."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    await tree.stop()
+    (root / "new.txt").write_text("never sent\n")
+    edited = "# Demo\n\nHello from the demo repository.\narrived\n"
+    (root / "README.md").write_text(edited)
+    async with Client(server.url, user="bob") as bob:
+        readme = await bob.open("demo/main:README.md")
+        readme.insert(len(str(readme.text)), "arrived\n")  # what the dead syncer had sent
+        await bob.flush()
+        state = SyncState(root / ".git" / STATE_FILE)
+        state.note_sent("new.txt", b"never sent\n", live=True, disk=False)
+        state.note_sent("README.md", edited.encode(), live=True, disk=False)
+        state.close()
+        again = make_tree(root)
+        await again.start()
+        new = await bob.open("demo/main:new.txt")
+        await new.wait_for(lambda t: t == "never sent\n")
+        assert (root / "new.txt").read_text() == "never sent\n"
+        assert str(readme.text) == edited == (root / "README.md").read_text()
+        assert not again.events.of("conflict")  # type: ignore[attr-defined]
