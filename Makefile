@@ -16,9 +16,10 @@ $(BIN)/collab: pyproject.toml
 	@touch $@
 
 # `make test` adds the test tools, the AI extra (torch, transformers), whose backend is tested,
-# and the cluster extra (redis), whose store and bus are tested against a real redis-server
+# the cluster extra (redis), whose store and bus are tested against a real redis-server, and the
+# disk extra (watchfiles), whose working-tree sync is tested
 $(VENV)/.test-extras: $(BIN)/collab pyproject.toml
-	$(BIN)/pip install -q -e '.[test,ai,cluster]'
+	$(BIN)/pip install -q -e '.[test,ai,cluster,disk]'
 	@touch $@
 
 # the tests start redis-servers of their own; Debian's package where there is none

@@ -19,6 +19,8 @@ from protocol.errors import ProtocolError
 from protocol.names import validate_repo
 
 from ..completion.worker import add_worker_parser, run_worker_command
+from ..disk import command as disk_command
+from ..disk.served import ServedTrees, WorktreeSpec, parse_worktree
 from ..log_format import LOG_FORMATS, configure_logging
 from ..server.app import CollabServer
 from ..server.auth import ANY_REPO, Role, TokenAuthenticator
@@ -50,6 +52,7 @@ collab: real-time collaboration on git repositories.
   collab branch ...       list, join, create, fork, delete or commit branches
   collab merge SRC DST    preview (or --apply) a merge of one branch into another
   collab store ...        check or repair the store, with the server stopped
+  collab sync DIR         keep a live branch and a directory in sync, both ways
   collab worker           run a completion worker for an engine
 
 `collab COMMAND --help` describes each command and its options, with their defaults.
@@ -157,6 +160,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-web", dest="web", action="store_false", help="do not serve the web editor at /"
     )
+    serve.add_argument(
+        "--worktree",
+        action="append",
+        metavar="REPO:BRANCH=DIR",
+        help="keep BRANCH of REPO in two-way sync with the directory DIR on this machine, for "
+        "tools that run here (repeatable; needs the disk extra)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     serve.add_argument(
         "--log-format",
@@ -184,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     branch_commands.add_parsers(sub)
     store_commands.add_parsers(sub)
     cluster_commands.add_parsers(sub)
+    disk_command.add_parser(sub)
     add_worker_parser(sub)
     return parser
 
@@ -202,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return cluster_commands.run(args)
     if args.command == "worker":
         return run_worker_command(args)
+    if args.command == "sync":
+        return disk_command.run(args)
     return _serve(args)
 
 
@@ -239,7 +252,10 @@ def _serve(args: argparse.Namespace) -> int:
         configure_logging(args.log_level, args.log_format)
         if args.repos is None and not Repositories(config.repos).names():
             create_demo_repo(config.repos / "demo.git")
-        _event_loop_run(_run(config))
+        worktrees = [parse_worktree(spec) for spec in args.worktree or []]
+        if worktrees and (missing := disk_command.watchfiles_missing()):
+            raise StartupError(f"--worktree: {missing}")
+        _event_loop_run(_run(config, worktrees))
     except StartupError as exc:
         print(f"collab serve: {exc}", file=sys.stderr)
         return 2
@@ -344,13 +360,13 @@ def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-async def _run(config: ServerConfig) -> None:
+async def _run(config: ServerConfig, worktrees: list[WorktreeSpec] | None = None) -> None:
     server = CollabServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
+    async with server, ServedTrees(server.auth, config.host, server.port, worktrees or []):
         _announce(server)
         await stop.wait()
 

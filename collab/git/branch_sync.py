@@ -508,6 +508,9 @@ class BranchSync:
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
                         durable.append(_merge_into(borrowed, change.old, change.new))
+                emptied = self.dirty.get(change.path)
+                if change.new is None and emptied is not None and not str(emptied.text):
+                    del self.dirty[change.path]  # deleted: no commit brings it back empty
             await asyncio.gather(*durable)
         finally:
             self.reconciling = False

@@ -1,0 +1,200 @@
+"""The working tree's git side, through the git CLI and the server's git bridge: the first
+checkout, fetching the branch, reading its files at a commit, and committing what has no
+live document (binary and oversized files, deletions) with a push.
+
+The credentials go in an ``Authorization`` header given on each command line, never into
+``.git/config``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Checkout", "GitError", "TreeEntry"]
+
+_PUSH_TRIES = 5
+
+
+class GitError(Exception):
+    """A git command failed; the message holds what it printed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    path: str
+    mode: str
+    sha: str
+
+
+class Checkout:
+    """The git repository of a working tree whose ``origin`` is the server's git bridge."""
+
+    def __init__(
+        self, root: Path, url: str, repo: str, branch: str, *, user: str | None, token: str | None
+    ) -> None:
+        self.root = root
+        self.branch = branch
+        http = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+        self.remote_url = f"{http}/git/{repo}.git"
+        secret = f"{user or 'collab'}:{token or 'dev'}"
+        header = "Authorization: Basic " + base64.b64encode(secret.encode()).decode()
+        self._auth = ["-c", f"http.extraHeader={header}"]
+        self.remote_ref = f"refs/remotes/origin/{branch}"
+
+    async def git(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> bytes:
+        process = await asyncio.create_subprocess_exec(
+            "git",
+            *self._auth,
+            *args,
+            cwd=str(cwd or self.root),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})},
+        )
+        try:
+            out, err = await process.communicate(stdin)
+        except BaseException:  # cancelled (the syncer stops): leave no process behind
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        if process.returncode != 0:
+            text = err.decode("utf-8", "replace").strip()
+            raise GitError(f"git {args[0]} failed: {text}")
+        return out
+
+    async def ensure(self) -> bool:
+        """Clone the branch into the root, or adopt the checkout there; True if cloned.
+
+        An existing directory must be empty or a git checkout; its ``origin`` is pointed at
+        the server."""
+        if (self.root / ".git").is_dir():
+            remotes = (await self.git("remote")).decode().split()
+            verb = "set-url" if "origin" in remotes else "add"
+            await self.git("remote", verb, "origin", self.remote_url)
+            return False
+        if self.root.exists() and any(self.root.iterdir()):
+            raise GitError(f"{self.root} is neither empty nor a git checkout")
+        self.root.mkdir(parents=True, exist_ok=True)
+        await self.git(
+            "clone", "-q", "--branch", self.branch, self.remote_url, str(self.root), cwd=Path.cwd()
+        )
+        return True
+
+    async def fetch(self) -> str:
+        """Fetch the branch from the server; its head."""
+        await self.git("fetch", "-q", "origin", f"+refs/heads/{self.branch}:{self.remote_ref}")
+        return (await self.git("rev-parse", self.remote_ref)).decode().strip()
+
+    async def head(self) -> str | None:
+        try:
+            return (await self.git("rev-parse", "--verify", "-q", "HEAD")).decode().strip()
+        except GitError:
+            return None
+
+    async def tree(self, commit: str) -> dict[str, TreeEntry]:
+        """The regular files (and symlinks) of ``commit``, by path."""
+        out = await self.git("ls-tree", "-r", "-z", "--full-tree", commit)
+        entries: dict[str, TreeEntry] = {}
+        for record in out.split(b"\0"):
+            if not record:
+                continue
+            meta, path = record.split(b"\t", 1)
+            mode, kind, sha = meta.decode().split()
+            if kind == "blob":
+                name = path.decode("utf-8", "surrogateescape")
+                entries[name] = TreeEntry(name, mode, sha)
+        return entries
+
+    async def changed(self, old: str, new: str) -> list[str]:
+        """The paths that differ between two commits (renames as a delete and an add)."""
+        out = await self.git("diff", "--name-only", "-z", "--no-renames", old, new)
+        return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+
+    async def blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        """The content of each blob, by its id (one ``git cat-file --batch``)."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        out = await self.git(
+            "cat-file", "--batch", stdin="".join(s + "\n" for s in wanted).encode()
+        )
+        found: dict[str, bytes] = {}
+        position = 0
+        for sha in wanted:
+            end = out.index(b"\n", position)
+            header = out[position:end].split()
+            position = end + 1
+            if len(header) < 3 or header[1] == b"missing":
+                continue
+            size = int(header[2])
+            found[sha] = out[position : position + size]
+            position += size + 1
+        return found
+
+    async def commit_and_push(self, changes: Mapping[str, bytes | None], message: str) -> str:
+        """Commit ``changes`` (path -> content, ``None`` deletes) on the branch's current head
+        at the server and push it, fetching again if the branch moved meanwhile; returns the
+        new head."""
+        for _attempt in range(_PUSH_TRIES):
+            parent = await self.fetch()
+            with tempfile.TemporaryDirectory(prefix="collab-index-") as scratch:
+                env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+                await self.git("read-tree", parent, env=env)
+                entries = await self.tree(parent)
+                lines: list[str] = []
+                for path, data in changes.items():
+                    if data is None:
+                        lines.append(f"0 {'0' * 40}\t{path}")
+                        continue
+                    sha = (await self.git("hash-object", "-w", "--stdin", stdin=data)).decode()
+                    mode = entries[path].mode if path in entries else "100644"
+                    lines.append(f"{mode} {sha.strip()}\t{path}")
+                await self.git(
+                    "update-index",
+                    "-z",
+                    "--index-info",
+                    stdin="\0".join(lines).encode() + b"\0",
+                    env=env,
+                )
+                tree = (await self.git("write-tree", env=env)).decode().strip()
+            commit = (
+                (await self.git("commit-tree", tree, "-p", parent, "-m", message, env=_identity()))
+                .decode()
+                .strip()
+            )
+            try:
+                await self.git("push", "-q", "origin", f"{commit}:refs/heads/{self.branch}")
+            except GitError as exc:
+                if "fetch first" in str(exc) or "non-fast-forward" in str(exc):
+                    continue
+                raise
+            await self.git("update-ref", self.remote_ref, commit)
+            return commit
+        raise GitError(f"{self.branch} kept moving while pushing")
+
+
+def _identity() -> dict[str, str]:
+    """The committer of the syncer's own commits, unless git is configured with one."""
+    name = os.environ.get("GIT_AUTHOR_NAME", "collab sync")
+    email = os.environ.get("GIT_AUTHOR_EMAIL", "collab-sync@localhost")
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", name),
+        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", email),
+    }

@@ -1,0 +1,95 @@
+"""The live documents a working tree has open: opened on demand, at most ``limit`` at once
+(the server caps open documents per connection), the least recently used closed first.
+
+A document is open while its file is hot: edited on disk, open in someone's editor, or
+changed by a commit. Each open document reports its changes to ``on_change`` (with its path),
+whoever made them; the syncer tells its own edits apart by content, not by origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from ..client import Client, Document
+
+__all__ = ["Documents"]
+
+
+class Documents:
+    """Open documents of one branch, by path."""
+
+    def __init__(
+        self,
+        client: Client,
+        repo: str,
+        branch: str,
+        on_change: Callable[[str], None],
+        *,
+        limit: int = 200,
+    ) -> None:
+        self.client = client
+        self.prefix = f"{repo}/{branch}:"
+        self.on_change = on_change
+        self.limit = limit
+        self._open: OrderedDict[str, Document] = OrderedDict()
+        self._watches: dict[str, Any] = {}
+        self._opening: dict[str, asyncio.Task[Document]] = {}
+        self.busy: Callable[[str], bool] = lambda _path: False
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def get(self, path: str) -> Document | None:
+        document = self._open.get(path)
+        if document is not None and document.closed:
+            self._drop(path)
+            return None
+        return document
+
+    async def open(self, path: str) -> Document:
+        """The open document of ``path``, opened now if it is not (raises ``ClientError``
+        when the server refuses it: not text, too large...)."""
+        document = self.get(path)
+        if document is not None:
+            self._open.move_to_end(path)
+            return document
+        task = self._opening.get(path)
+        if task is None:
+            task = asyncio.ensure_future(self._open_new(path))
+            self._opening[path] = task
+            task.add_done_callback(lambda _t: self._opening.pop(path, None))
+        return await asyncio.shield(task)
+
+    async def _open_new(self, path: str) -> Document:
+        await self._make_room()
+        document = await self.client.open(self.prefix + path)
+        self._open[path] = document
+        self._watches[path] = document.doc.observe(lambda _event: self.on_change(path))
+        return document
+
+    async def _make_room(self) -> None:
+        while len(self._open) + len(self._opening) > self.limit:
+            victim = next((p for p in self._open if not self.busy(p)), None)
+            if victim is None:
+                return  # everything is in use: the server refuses past its own cap
+            await self.close(victim)
+
+    async def close(self, path: str) -> None:
+        document = self._open.get(path)
+        if document is None:
+            return
+        self._drop(path)
+        await document.close()
+
+    def _drop(self, path: str) -> None:
+        document = self._open.pop(path)
+        watch = self._watches.pop(path, None)
+        if watch is not None and not document.closed:
+            document.doc.unobserve(watch)
+
+    async def close_all(self) -> None:
+        for path in list(self._open):
+            await self.close(path)

@@ -1,0 +1,147 @@
+"""Reading and writing the files of a working tree: atomic writes that keep the mode and
+never clobber a save that raced them, and which files belong to the tree at all.
+
+A write goes to a temporary file beside the target, then, just before the rename, the target
+is read again: if its content hash is no longer the one the write was computed from (an editor
+saved meanwhile), the write is dropped and :class:`Raced` raised, so that the caller merges
+the new save instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+from dulwich.ignore import IgnoreFilterManager
+from dulwich.repo import Repo
+
+from .state import digest
+
+__all__ = ["TEMP_MARK", "PathFilter", "Raced", "read_bytes", "remove_file", "write_atomically"]
+
+TEMP_MARK = ".collab-tmp-"
+"""Part of the name of this syncer's temporary files (ignored by the watcher)."""
+
+_EDITOR_SCRATCH = ("___jb_tmp___", "___jb_old___", "~", ".swp", ".swx", ".swpx")
+"""Name endings of editors' scratch files (JetBrains, Emacs, vim), which are not synced."""
+
+
+class Raced(Exception):
+    """The file changed between reading it and replacing it; nothing was written."""
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's content; ``None`` if it is absent or not a regular file."""
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            return handle.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def _current_digest(path: Path) -> str | None:
+    data = read_bytes(path)
+    return None if data is None else digest(data)
+
+
+def write_atomically(path: Path, data: bytes, expected: str | None) -> None:
+    """Replace ``path`` with ``data`` through a temporary file and a rename, keeping its mode.
+
+    ``expected`` is the hash of the content the caller read (``None``: the file was absent);
+    if the file holds something else just before the rename, raise :class:`Raced`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    temp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            os.fchmod(handle.fileno(), mode)
+        if _current_digest(path) != expected:
+            raise Raced(str(path))
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def remove_file(path: Path, expected: str | None) -> None:
+    """Delete ``path`` if it still holds content of hash ``expected`` (else :class:`Raced`),
+    and the directories it leaves empty."""
+    if _current_digest(path) != expected:
+        raise Raced(str(path))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    parent = path.parent
+    with contextlib.suppress(OSError):
+        while True:
+            parent.rmdir()  # fails once a directory is not empty (or is the root's parent)
+            parent = parent.parent
+
+
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+class PathFilter:
+    """Which files of the tree are synced: not ``.git/``, not what ``.gitignore`` ignores,
+    not editors' scratch files nor this syncer's temporary files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._repo = Repo(str(root))
+        self._ignore = IgnoreFilterManager.from_repo(self._repo)
+
+    def close(self) -> None:
+        self._repo.close()
+
+    def reload(self) -> None:
+        """Read the ``.gitignore`` files again (one of them changed)."""
+        self._ignore = IgnoreFilterManager.from_repo(self._repo)
+
+    def relative(self, path: str | Path) -> str | None:
+        """``path`` as a tree path (``a/b.py``) if it is synced, else ``None``."""
+        try:
+            rel = Path(path).resolve(strict=False).relative_to(self.root)
+        except ValueError:
+            return None
+        text = rel.as_posix()
+        return text if self.wanted(text) else None
+
+    def wanted(self, rel: str) -> bool:
+        parts = rel.split("/")
+        if not rel or rel == "." or ".git" in parts:
+            return False
+        name = parts[-1]
+        if TEMP_MARK in name or name.endswith(_EDITOR_SCRATCH) or name == "4913":
+            return False  # 4913: the file vim writes to probe a directory
+        return not self._ignore.is_ignored(rel)
+
+    def walk(self) -> list[str]:
+        """Every synced regular file under the root, as tree paths."""
+        found: list[str] = []
+        for folder, dirs, files in os.walk(self.root):
+            rel_dir = Path(folder).relative_to(self.root).as_posix()
+            prefix = "" if rel_dir == "." else rel_dir + "/"
+            dirs[:] = [d for d in dirs if d != ".git" and self._dir_wanted(prefix + d)]
+            for name in files:
+                rel = prefix + name
+                if self.wanted(rel) and os.path.isfile(os.path.join(folder, name)):
+                    found.append(rel)
+        return sorted(found)
+
+    def _dir_wanted(self, rel: str) -> bool:
+        return not self._ignore.is_ignored(rel + "/")

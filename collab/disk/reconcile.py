@@ -1,0 +1,66 @@
+"""The decision at the heart of the sync, as a pure function: given a file's last synced
+text (the base), its text on disk and its live text, what each side must become.
+
+Only the sides that moved since the base change anything: a disk edit becomes live edits, a
+live edit is written to disk, and when both moved they are merged three-way, as git merges a
+file; lines changed differently on both sides become conflict markers, on both sides. Nothing
+either side did is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gitsync.merge.plan import merge_text
+
+__all__ = ["Outcome", "reconcile", "stale_save"]
+
+LABELS = ("disk", "live")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """``live``/``disk``: the text that side must now hold (``None``: leave it as it is);
+    ``base``: the new base once both hold it; ``conflict``: markers were written."""
+
+    base: str
+    live: str | None = None
+    disk: str | None = None
+    conflict: bool = False
+
+    @property
+    def direction(self) -> str:
+        if self.live is not None and self.disk is not None:
+            return "merged"
+        if self.live is not None:
+            return "disk->live"
+        if self.disk is not None:
+            return "live->disk"
+        return "none"
+
+
+def reconcile(base: str, disk: str, live: str) -> Outcome:
+    """What to do with one file whose base, disk and live texts are given."""
+    if disk == live:
+        return Outcome(base=disk)
+    if disk == base:
+        return Outcome(base=live, disk=live)
+    if live == base:
+        return Outcome(base=disk, live=disk)
+    merged, conflict = merge_text(base, disk, live, labels=LABELS)
+    return Outcome(
+        base=merged,
+        live=merged if merged != live else None,
+        disk=merged if merged != disk else None,
+        conflict=conflict,
+    )
+
+
+def stale_save(before: str, disk: str, written: str) -> bool:
+    """Whether ``disk``, saved just after the syncer replaced ``before`` with ``written``,
+    was made from ``before``: an editor (or one of several saves in a row) writing a buffer
+    that never had the syncer's write. It is then merged against ``before``, so that the
+    save does not undo what the write brought. A save made after reloading holds the write's
+    changes, and merging ``written`` into it changes nothing."""
+    merged, conflict = merge_text(before, disk, written, labels=LABELS)
+    return not conflict and merged != disk

@@ -1,0 +1,80 @@
+"""``collab serve --worktree REPO:BRANCH=DIR``: working trees kept in sync on the server
+itself, for the tools that run there (builds, test runners, formatters). Each is the same
+:class:`~collab.disk.syncer.WorkingTree` a person runs with ``collab sync``, connected to the
+server over loopback as the user ``worktree``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.errors import ProtocolError
+from protocol.names import validate_branch, validate_repo
+
+from ..server.auth import Authenticator, Role, TokenAuthenticator
+from .syncer import WorkingTree
+
+__all__ = ["WORKTREE_USER", "ServedTrees", "WorktreeSpec", "parse_worktree"]
+
+WORKTREE_USER = "worktree"
+"""Who the server's own working trees edit as."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorktreeSpec:
+    repo: str
+    branch: str
+    root: Path
+
+
+def parse_worktree(text: str) -> WorktreeSpec:
+    """``REPO:BRANCH=DIR``; raises ``ValueError`` naming what is wrong."""
+    where, equals, folder = text.partition("=")
+    repo, colon, branch = where.partition(":")
+    if not equals or not colon or not folder:
+        raise ValueError(f"--worktree {text!r}: expected REPO:BRANCH=DIR")
+    try:
+        return WorktreeSpec(validate_repo(repo), validate_branch(branch), Path(folder))
+    except ProtocolError as exc:
+        raise ValueError(f"--worktree {text!r}: {exc.message}") from None
+
+
+class ServedTrees:
+    """The server's working trees, once it listens on ``host:port``:
+    ``async with ServedTrees(server.auth, host, server.port, specs):``."""
+
+    def __init__(
+        self, auth: Authenticator, host: str, port: int, specs: list[WorktreeSpec]
+    ) -> None:
+        self.auth = auth
+        self.host = host
+        self.port = port
+        self.specs = specs
+        self.trees: list[WorkingTree] = []
+
+    async def __aenter__(self) -> ServedTrees:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        auth = self.auth
+        for spec in self.specs:
+            token = None
+            user: str | None = WORKTREE_USER
+            if isinstance(auth, TokenAuthenticator):
+                token = auth.mint(user=WORKTREE_USER, repo=spec.repo, role=Role.WRITE, ttl=None)
+                user = None
+            host = self.host
+            if host in ("", "0.0.0.0", "::"):
+                host = "127.0.0.1"
+            url = f"ws://{host}:{self.port}"
+            tree = WorkingTree(spec.root, url, spec.repo, spec.branch, user=user, token=token)
+            await tree.start()
+            self.trees.append(tree)
+
+    async def stop(self) -> None:
+        while self.trees:
+            await self.trees.pop().stop()

@@ -1,0 +1,653 @@
+"""``WorkingTree``: a branch checked out in a directory and kept in two-way sync with its live
+documents, over the engine's ``/ws`` protocol, until stopped.
+
+Every change, wherever it comes from, is handled the same way for the one file it touches:
+read the disk, the live text and the last synced text (the base, recorded in the tree), and
+let :func:`~collab.disk.reconcile.reconcile` say what each side becomes. A disk edit becomes
+the smallest live edits, so concurrent typing survives; a live edit is written to the file
+atomically; when both moved, they merge three-way. A file the syncer wrote itself comes back
+from the watcher with the content of its base, so it is recognised by hash and not sent back.
+
+Binary files, files over ``max_file`` and deletions have no live edits: they are committed on
+the branch and pushed through the server's git bridge, and the pushes of others are fetched
+from it. A base is recorded only once the server has durably taken the edits it stands for,
+so a syncer killed at any point loses nothing: the next start merges what each side holds
+against the bases, three-way, like any other change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from gitsync.changes import is_text
+from protocol.errors import ErrorCode
+
+from ..client import Client, ClientError, Document
+from ..live.text_edits import apply_edits, diff_edits
+from .checkout import Checkout, TreeEntry
+from .documents import Documents
+from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
+from .pushes import Pushes
+from .reconcile import reconcile, stale_save
+from .report import Counters, Reporter
+from .state import STATE_FILE, SyncState, digest
+from .watcher import changed_on_disk, watch
+
+__all__ = ["WorkingTree"]
+
+log = logging.getLogger("collab.disk")
+
+_NOT_LIVE = {ErrorCode.NOT_TEXT, ErrorCode.TOO_LARGE}
+_TRIES = 10  # rounds of one file's sync when saves keep racing the writes
+STALE_WINDOW = 1.0
+"""Seconds after the syncer writes a file during which a save that lacks the write is taken
+as made from the content the write replaced (see :func:`~collab.disk.reconcile.stale_save`)."""
+
+
+class WorkingTree:
+    """``async with WorkingTree(dir, url, repo) as tree:`` syncs until the block ends.
+
+    ``branch`` defaults to the user's own (``branch.join``). ``debounce`` is how long live
+    edits gather before they are written to a file; ``settle`` how long an emptied or
+    vanished file is given to come back (an editor's truncate-and-write, delete-and-create)
+    before it counts as emptied or deleted."""
+
+    def __init__(
+        self,
+        root: Path,
+        url: str,
+        repo: str,
+        branch: str | None = None,
+        *,
+        user: str | None = None,
+        token: str | None = None,
+        debounce: float = 0.02,
+        settle: float = 0.05,
+        watch_step: int = 5,
+        max_file: int = 1024 * 1024,
+        open_limit: int = 200,
+        report: Reporter | None = None,
+    ) -> None:
+        self.root = root.absolute()
+        self.url = url
+        self.repo = repo
+        self.branch = branch or ""
+        self.user = user
+        self.token = token
+        self.debounce = debounce
+        self.settle = settle
+        self.watch_step = watch_step
+        self.max_file = max_file
+        self.open_limit = open_limit
+        self.counters = Counters()
+        self._report = report
+        self.client: Client | None = None
+        self._docs: Documents | None = None
+        self._checkout: Checkout | None = None
+        self._state: SyncState | None = None
+        self._filter: PathFilter | None = None
+        self._tree: dict[str, TreeEntry] = {}  # the branch head last fetched
+        self._head = ""
+        self._git_paths: set[str] = set()  # files that go through git, not live documents
+        self._gone: set[str] = set()  # deleted at the server since the last fetch
+        self._remote: set[str] = set()  # paths whose live side may have moved
+        self._bases: dict[str, bytes | None] = {}  # bases waiting for the server's ack
+        self._bases_due = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._limit = asyncio.Semaphore(32)
+        self._locks: set[str] = set()
+        self._overwritten: dict[str, tuple[bytes, float]] = {}  # path -> (replaced, when)
+        self._pushes: Pushes | None = None
+        self._catching_up: asyncio.Task[None] | None = None
+        self._catch_up_again = False
+        self._services: list[asyncio.Task[None]] = []
+        self._watcher: asyncio.Task[None] | None = None  # ends by itself once stopping
+        self._stop = asyncio.Event()
+        self.idle = asyncio.Event()
+
+    async def __aenter__(self) -> WorkingTree:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, check the branch out (or adopt the checkout), merge what changed on
+        either side since the last run, and start watching both."""
+        self.client = Client(self.url, token=self.token, user=self.user)
+        await self.client.connect()
+        try:
+            await self._start(self.client)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, client: Client) -> None:
+        if not self.branch:
+            self.branch = await client.join(self.repo)
+        self._checkout = Checkout(
+            self.root, self.url, self.repo, self.branch, user=client.user, token=self.token
+        )
+        await client.commit(self.repo, self.branch)  # live edits not committed yet reach git
+        cloned = await self._checkout.ensure()
+        self._pushes = Pushes(self._checkout, self.root.name, self._pushed)
+        self._state = SyncState(self.root / ".git" / STATE_FILE)
+        self._filter = PathFilter(self.root)
+        self._docs = Documents(client, self.repo, self.branch, self._live_changed)
+        self._docs.limit = self.open_limit
+        self._docs.busy = lambda path: (
+            path in self._locks or path in self._tasks or path in self._timers
+        )
+        await client.subscribe("events.subscribe", repo=self.repo)
+        self._services.append(asyncio.create_task(self._events(client)))
+        head = await self._checkout.fetch()
+        suspects = await self._adopt(self._state, self._checkout, self._filter, head)
+        state = self._state
+        watching = watch(
+            self.root,
+            self._filter,
+            state.paths,
+            self.schedule,
+            step=self.watch_step,
+            stop=self._stop,
+        )
+        self._watcher = asyncio.create_task(watching)
+        self._services.append(asyncio.create_task(self._record_bases(client, self._state)))
+        for path in suspects:
+            self.schedule(path, remote=True)
+        await self._open_busy_documents(client)
+        self._update_idle()
+        await self.wait_idle(timeout=None)  # the tree is merged with the branch
+        self.counters.synced = len(self._state.paths())
+        self._emit(
+            event="ready",
+            dir=str(self.root),
+            repo=self.repo,
+            branch=self.branch,
+            files=self.counters.synced,
+            cloned=cloned,
+        )
+        self._update_idle()
+
+    async def _adopt(
+        self, state: SyncState, checkout: Checkout, paths: PathFilter, head: str
+    ) -> set[str]:
+        """Bring the bases up to the checkout (first run) and return the paths that may
+        differ between disk, live and base: edited on disk, or changed on the branch."""
+        last = state.get("head")
+        if last is None:  # first run here: the files on disk came from the checked-out commit
+            last = await checkout.head() or head
+            entries = await checkout.tree(last)
+            blobs = await checkout.blobs(entry.sha for entry in entries.values())
+            state.set_bases(
+                {
+                    path: blobs[entry.sha]
+                    for path, entry in entries.items()
+                    if entry.sha in blobs and entry.mode != "120000" and paths.wanted(path)
+                }
+            )
+            state.put("head", last)
+        self._tree = await checkout.tree(head)
+        suspects = set(await checkout.changed(last, head)) if last != head else set()
+        self._gone |= {path for path in suspects if path not in self._tree}
+        suspects |= await asyncio.to_thread(changed_on_disk, self.root, paths, state)
+        self._head = head
+        if suspects:
+            await self._classify(checkout, suspects)
+        state.put("head", head)  # what these paths hold at the head is merged from here on
+        return {path for path in suspects if paths.wanted(path)}
+
+    async def _open_busy_documents(self, client: Client) -> None:
+        """Open the documents someone is editing now, so that their typing reaches disk."""
+        status = await client.call("server.status", repo=self.repo)
+        prefix = f"{self.repo}/{self.branch}:"
+        for room in status.get("rooms", []):
+            key = str(room.get("doc", ""))
+            others = set(room.get("users", [])) - {client.user}
+            if key.startswith(prefix) and others:
+                self.schedule(key[len(prefix) :], remote=True)
+
+    async def stop(self) -> None:
+        """Finish the syncs under way, record their bases, and disconnect."""
+        self._stop.set()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                while self._tasks:
+                    await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._watcher, 2.0)
+        running = [*self._services, *([self._catching_up] if self._catching_up else [])]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        self._services.clear()
+        if self.client is not None and self._state is not None and self._bases:
+            with contextlib.suppress(Exception):
+                await self._flush_bases(self.client, self._state)
+        if self._docs is not None:
+            await self._docs.close_all()
+        if self.client is not None:
+            await self.client.close()
+        if self._state is not None:
+            self._state.close()
+        if self._filter is not None:
+            self._filter.close()
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def schedule(self, path: str, *, remote: bool = False) -> None:
+        """Sync ``path`` soon (again, if a sync of it is under way)."""
+        if self._stop.is_set():
+            return
+        if remote:
+            self._remote.add(path)
+        if path in self._tasks:
+            self._again.add(path)
+            return
+        self.idle.clear()
+        self.counters.pending = len(self._tasks) + 1
+        self._tasks[path] = asyncio.create_task(self._run(path))
+
+    def _live_changed(self, path: str) -> None:
+        """An open document changed: write it out after the debounce."""
+        if path not in self._timers and not self._stop.is_set():
+            loop = asyncio.get_running_loop()
+            self._timers[path] = loop.call_later(self.debounce, self._live_due, path)
+
+    def _live_due(self, path: str) -> None:
+        self._timers.pop(path, None)
+        self.schedule(path)
+
+    async def _run(self, path: str) -> None:
+        try:
+            while True:
+                self._again.discard(path)
+                async with self._limit:
+                    await self._sync_guarded(path)
+                if path not in self._again or self._stop.is_set():
+                    break
+        finally:
+            del self._tasks[path]
+            self.counters.pending = len(self._tasks)
+            self._update_idle()
+
+    async def _sync_guarded(self, path: str) -> None:
+        self._locks.add(path)
+        try:
+            await self._sync(path)
+        except (ClientError, ConnectionError, TimeoutError, OSError) as exc:
+            log.warning("%s: %s; retrying", path, exc)
+            self._emit(event="error", path=path, message=str(exc))
+            self._retry_later(path)
+        except Exception as exc:
+            log.exception("%s: sync failed", path)
+            self._emit(event="error", path=path, message=str(exc))
+            self._retry_later(path)
+        finally:
+            self._locks.discard(path)
+
+    def _retry_later(self, path: str) -> None:
+        if not self._stop.is_set():
+            self._remote.add(path)
+            loop = asyncio.get_running_loop()
+            self._timers.setdefault(path, loop.call_later(1.0, self._live_due, path))
+
+    def _update_idle(self) -> None:
+        pushing = self._pushes is not None and self._pushes.pending
+        quiet = not (self._tasks or self._bases or pushing or self._timers)
+        if quiet and (self._catching_up is None or self._catching_up.done()):
+            self.idle.set()
+
+    async def wait_idle(self, timeout: float | None = 30.0) -> None:
+        """Wait until nothing is pending: every change seen so far is on both sides and its
+        base recorded."""
+        async with asyncio.timeout(timeout):
+            while True:
+                await self.idle.wait()
+                await asyncio.sleep(0.05)
+                if self.idle.is_set():
+                    return
+
+    # -- one file --------------------------------------------------------------------------
+
+    def _base(self, path: str) -> bytes | None:
+        if path in self._bases:
+            return self._bases[path]
+        assert self._state is not None
+        return self._state.base(path)
+
+    def _set_base(self, path: str, data: bytes | None) -> None:
+        self._bases[path] = data
+        self._bases_due.set()
+
+    async def _sync(self, path: str) -> None:
+        assert self._docs is not None and self._state is not None
+        full = self.root / path
+        if full.is_symlink():
+            return
+        settled = False
+        for _round in range(_TRIES):
+            disk = read_bytes(full)
+            base = self._base(path)
+            if not settled and base and (disk is None or disk == b""):
+                settled = True  # an editor may be half way through a save: look again
+                await asyncio.sleep(self.settle)
+                continue
+            if self._by_git(path, disk, base):
+                await self._sync_by_git(path, full, disk, base)
+                return
+            document = self._docs.get(path)
+            if document is None:
+                if path not in self._remote and disk is not None and disk == base:
+                    return  # an echo of our own write, or a touch: nothing new on disk
+                if path not in self._remote and disk is None and base is None:
+                    return
+                try:
+                    document = await self._docs.open(path)
+                except ClientError as exc:
+                    if exc.code not in _NOT_LIVE:
+                        raise
+                    self._git_paths.add(path)
+                    continue
+            self._remote.discard(path)
+            if await self._sync_text(path, full, document, disk, base):
+                return
+        raise RuntimeError(f"saves kept racing the sync of {path}")
+
+    async def _sync_text(
+        self, path: str, full: Path, document: Document, disk: bytes | None, base: bytes | None
+    ) -> bool:
+        """One round for a text file with a live document; False if a save raced it."""
+        live = str(document.text)
+        if disk is None and base is not None:  # deleted on disk
+            if live == base.decode("utf-8"):
+                await self._delete_live(path)
+                return True
+            self._conflict(path, "deleted on disk, changed live: the live text is kept")
+            base, disk_text = None, ""
+        elif base is not None and path in self._gone and live == "":  # deleted at the server
+            self._gone.discard(path)
+            if disk == base:
+                with contextlib.suppress(Raced):
+                    remove_file(full, digest(disk))
+                    self._set_base(path, None)
+                    await self._docs_close(path)
+                    self._emit(event="delete", path=path, side="disk")
+                    return True
+                return False
+            self._conflict(path, "deleted at the server, changed on disk: the file is kept")
+            base = None
+        base = self._settle_sent(path, base, disk, live)
+        base = self._before_stale_save(path, base, disk)
+        disk_text = (disk or b"").decode("utf-8")
+        base_text = "" if base is None else base.decode("utf-8")
+        if disk is None and base is None and live == "":
+            await self._docs_close(path)
+            return True
+        outcome = reconcile(base_text, disk_text, live)
+        if outcome.live is not None or outcome.disk is not None:
+            assert self._state is not None
+            self._state.note_sent(
+                path,
+                outcome.base.encode("utf-8"),
+                live=outcome.live is not None,
+                disk=outcome.disk is not None,
+            )
+        if outcome.live is not None:
+            edits = diff_edits(live, outcome.live)
+            with document.doc.transaction():
+                apply_edits(document.text, live, edits)
+            self.counters.edits += 1
+        if outcome.disk is not None:
+            try:
+                write_atomically(full, outcome.disk.encode("utf-8"), _hash(disk))
+                if disk is not None:
+                    loop = asyncio.get_running_loop()
+                    self._overwritten[path] = (disk, loop.time())
+            except Raced:
+                if outcome.live is not None:  # the live text holds the disk text we read
+                    self._set_base(path, disk_text.encode("utf-8"))
+                return False
+            self.counters.writes += 1
+        if outcome.conflict:
+            self._conflict(path, "changed on disk and live: conflict markers written")
+        self._set_base(path, outcome.base.encode("utf-8"))
+        if outcome.direction != "none":
+            self._emit(
+                event="sync", path=path, direction=outcome.direction, conflict=outcome.conflict
+            )
+        return True
+
+    def _settle_sent(
+        self, path: str, base: bytes | None, disk: bytes | None, live: str
+    ) -> bytes | None:
+        """The base to merge with, after a syncer that died before its last change of
+        ``path`` was acknowledged: the text it sent if every side it was changing holds it
+        (the change arrived), else the base recorded before it (it did not, or only partly:
+        the merge against the older base brings it again)."""
+        if path in self._bases or self._state is None:
+            return base
+        noted = self._state.sent(path)
+        if noted is None:
+            return base
+        sent, to_live, to_disk = noted
+        arrived_live = not to_live or live.encode("utf-8") == sent
+        arrived_disk = not to_disk or disk == sent
+        return sent if arrived_live and arrived_disk else base
+
+    def _before_stale_save(self, path: str, base: bytes | None, disk: bytes | None) -> bytes | None:
+        """The base for a save that came just after the syncer wrote the file: what the
+        write replaced, if the save was made from that (an editor's stale buffer, a burst of
+        saves), else ``base``."""
+        replaced = self._overwritten.get(path)
+        if replaced is None or base is None or disk is None or disk == base:
+            return base  # (the write's own echo keeps the record)
+        del self._overwritten[path]
+        before, when = replaced
+        if asyncio.get_running_loop().time() - when > STALE_WINDOW:
+            return base
+        texts = (before.decode("utf-8"), disk.decode("utf-8"), base.decode("utf-8"))
+        return before if stale_save(*texts) else base
+
+    async def _docs_close(self, path: str) -> None:
+        if self._docs is not None:
+            await self._docs.close(path)
+
+    async def _delete_live(self, path: str) -> None:
+        """The file was deleted on disk, unchanged live: delete it on the branch."""
+        await self._commit_by_git(path, None)
+        self._set_base(path, None)
+        await self._docs_close(path)
+        self._emit(event="delete", path=path, side="live")
+
+    # -- files through git -------------------------------------------------------------------
+
+    def _by_git(self, path: str, disk: bytes | None, base: bytes | None) -> bool:
+        if path in self._git_paths:
+            return True
+        for data in (disk, base):
+            if data is not None and (len(data) > self.max_file or not is_text(data)):
+                self._git_paths.add(path)
+                return True
+        return False
+
+    async def _sync_by_git(
+        self, path: str, full: Path, disk: bytes | None, base: bytes | None
+    ) -> None:
+        assert self._checkout is not None
+        entry = self._tree.get(path)
+        remote = None
+        if entry is not None:
+            remote = (await self._checkout.blobs([entry.sha])).get(entry.sha)
+        self._remote.discard(path)
+        if disk == base:
+            if remote == base:
+                return
+            try:
+                if remote is None:
+                    remove_file(full, _hash(disk))
+                    self._emit(event="delete", path=path, side="disk")
+                else:
+                    write_atomically(full, remote, _hash(disk))
+                    self.counters.writes += 1
+                    self._emit(event="sync", path=path, direction="git", conflict=False)
+            except Raced:
+                self.schedule(path)
+                return
+            self._set_base(path, remote)
+            return
+        if remote not in (base, disk):
+            self._conflict(path, "changed on disk and at the server: the disk version is kept")
+        if remote != disk:
+            await self._commit_by_git(path, disk)
+        self._set_base(path, disk)
+        self._emit(event="sync", path=path, direction="git", conflict=False)
+
+    async def _commit_by_git(self, path: str, data: bytes | None) -> None:
+        """Commit ``data`` (``None``: a deletion) as ``path`` on the branch and push it."""
+        assert self._pushes is not None
+        await self._pushes.commit(path, data)
+        self.counters.pushes = self._pushes.count
+
+    async def _pushed(self, head: str) -> None:
+        assert self._checkout is not None
+        self._tree = await self._checkout.tree(head)
+
+    # -- bases ---------------------------------------------------------------------------------
+
+    async def _record_bases(self, client: Client, state: SyncState) -> None:
+        """Record bases once the server has durably taken the edits they stand for."""
+        while True:
+            await self._bases_due.wait()
+            self._bases_due.clear()
+            try:
+                await self._flush_bases(client, state)
+            except (ConnectionError, TimeoutError, ClientError) as exc:
+                log.info("bases wait for the server: %s", exc)
+                self._bases_due.set()
+                await asyncio.sleep(0.5)
+            self._update_idle()
+
+    async def _flush_bases(self, client: Client, state: SyncState) -> None:
+        taken = dict(self._bases)
+        await client.flush()
+        state.set_bases({path: data for path, data in taken.items() if data is not None})
+        state.forget(path for path, data in taken.items() if data is None)
+        for path, data in taken.items():
+            if self._bases.get(path, b"\0missing") is data:
+                del self._bases[path]
+        self.counters.synced = len(state.paths())
+        self._emit(event="status")
+
+    # -- the server's side ---------------------------------------------------------------------
+
+    async def _events(self, client: Client) -> None:
+        """Follow the repository's events: open the documents others join, and fetch the
+        branch when it moves (commits, pushes, merges)."""
+        while True:
+            event = (await client.events.get()).data
+            if event.get("branch") != self.branch:
+                continue
+            kind = event.get("kind")
+            if kind == "presence" and event.get("action") == "join":
+                path = str(event.get("path", ""))
+                if (
+                    event.get("user") != client.user
+                    and self._filter is not None
+                    and self._filter.wanted(path)
+                    and (self._docs is None or self._docs.get(path) is None)
+                ):
+                    self.schedule(path, remote=True)
+            elif kind in ("commit", "ref"):
+                self._kick_catch_up()
+
+    def _kick_catch_up(self) -> None:
+        if self._catching_up is not None and not self._catching_up.done():
+            self._catch_up_again = True
+            return
+        self.idle.clear()
+        self._catching_up = asyncio.create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        assert self._checkout is not None and self._state is not None
+        try:
+            while True:
+                self._catch_up_again = False
+                head = await self._checkout.fetch()
+                if head != self._head:
+                    await self._follow(self._checkout, self._state, head)
+                if not self._catch_up_again:
+                    break
+        except Exception:
+            log.exception("following the branch failed")
+        finally:
+            self._catching_up = None
+            self._update_idle()
+
+    async def _follow(self, checkout: Checkout, state: SyncState, head: str) -> None:
+        """Sync the files that changed on the branch between the last head seen and ``head``."""
+        changed = await checkout.changed(self._head, head)
+        old_tree, self._tree = self._tree, await checkout.tree(head)
+        self._head = head
+        await self._classify(checkout, changed)
+        blobs = await checkout.blobs(self._tree[path].sha for path in changed if path in self._tree)
+        for path in changed:
+            if self._filter is None or not self._filter.wanted(path):
+                continue
+            if path not in self._tree:
+                if path in old_tree:
+                    self._gone.add(path)
+                self.schedule(path, remote=True)
+                continue
+            if self._docs is not None and self._docs.get(path) is not None:
+                continue  # its document is open: its live edits arrive by themselves
+            if blobs.get(self._tree[path].sha) == self._base(path):
+                continue  # the commit holds what both sides already have
+            self.schedule(path, remote=True)
+        state.put("head", head)
+
+    async def _classify(self, checkout: Checkout, paths: set[str] | list[str]) -> None:
+        """Mark those of ``paths`` whose content at the fetched head is binary or large."""
+        entries = [self._tree[path] for path in paths if path in self._tree]
+        blobs = await checkout.blobs(entry.sha for entry in entries)
+        for entry in entries:
+            data = blobs.get(entry.sha)
+            if data is not None and (len(data) > self.max_file or not is_text(data)):
+                self._git_paths.add(entry.path)
+
+    # -- the disk's side -----------------------------------------------------------------------
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def _conflict(self, path: str, reason: str) -> None:
+        if path not in self.counters.conflicted:
+            self.counters.conflicted.add(path)
+            self.counters.conflicts += 1
+        self._emit(event="conflict", path=path, reason=reason)
+
+    def _emit(self, **event: Any) -> None:
+        if self._report is not None:
+            try:
+                self._report(event)
+            except Exception:
+                log.exception("reporting an event failed")
+
+
+def _hash(data: bytes | None) -> str | None:
+    return None if data is None else digest(data)

@@ -1,0 +1,77 @@
+"""Watching a working tree with ``watchfiles``: each changed file's tree path, handed over as
+soon as the watcher's short batch ends; a directory moved in or away stands for its files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .files import PathFilter, read_bytes
+from .state import SyncState, digest
+
+__all__ = ["changed_on_disk", "watch"]
+
+
+async def watch(
+    root: Path,
+    paths: PathFilter,
+    known: Callable[[], list[str]],
+    changed: Callable[[str], None],
+    *,
+    step: int,
+    stop: asyncio.Event,
+) -> None:
+    """Call ``changed`` with the tree path of every file that changes under ``root`` until
+    ``stop`` is set. ``known`` lists the paths synced so far (those of a directory that
+    vanishes are reported). A change to a ``.gitignore`` reloads the filter."""
+    from watchfiles import awatch
+
+    def interesting(_change: object, name: str) -> bool:
+        return "/.git/" not in name and not name.endswith("/.git")
+
+    async for batch in awatch(
+        root, watch_filter=interesting, debounce=max(step * 10, 50), step=step, stop_event=stop
+    ):
+        names = {name for _change, name in batch}
+        if any(name.endswith(".gitignore") for name in names):
+            paths.reload()
+        for name in names:
+            for path in _paths_of(root, paths, known, Path(name)):
+                changed(path)
+
+
+def _paths_of(
+    root: Path, paths: PathFilter, known: Callable[[], list[str]], full: Path
+) -> list[str]:
+    if full.is_dir() and not full.is_symlink():  # a directory moved in: its files are new
+        found = []
+        for folder, dirs, files in os.walk(full):
+            dirs[:] = [d for d in dirs if d != ".git"]
+            for file in files:
+                rel = paths.relative(Path(folder) / file)
+                if rel is not None:
+                    found.append(rel)
+        return found
+    rel = paths.relative(full)
+    if rel is not None:
+        return [rel]
+    try:
+        prefix = full.relative_to(root).as_posix() + "/"
+    except ValueError:
+        return []
+    return [path for path in known() if path.startswith(prefix)]  # a directory moved away
+
+
+def changed_on_disk(root: Path, paths: PathFilter, state: SyncState) -> set[str]:
+    """Files whose content differs from their base, new files, bases whose file is gone, and
+    the changes a syncer that died was making."""
+    found = set(paths.walk())
+    changed = {path for path in state.paths() if path not in found}
+    changed.update(state.sent_paths())
+    for path in found:
+        data = read_bytes(root / path)
+        if data is None or state.digest_of(path) != digest(data):
+            changed.add(path)
+    return changed

@@ -1,0 +1,142 @@
+"""What has no live edit goes through git: deletions and renames both ways, binary files, and
+a burst of a thousand changed files (a ``git checkout`` of another branch inside the tree)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import MakeTree
+from gitcli import git
+
+from collab import Client, CollabServer
+
+BINARY = bytes(range(256)) * 8
+
+
+def tree_files(server: CollabServer, branch: str = "main") -> set[str]:
+    out = git(server.config.repos / "demo", "ls-tree", "-r", "--name-only", branch)
+    return set(out.split())
+
+
+def blob(server: CollabServer, spec: str) -> bytes:
+    return subprocess.run(
+        ["git", "-C", str(server.config.repos / "demo"), "show", spec],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+def other_clone(server: CollabServer, tmp_path: Path) -> Path:
+    """A plain git clone of the server's ``demo``, through its git bridge, as bob."""
+    work = tmp_path / "other"
+    url = server.url.replace("ws://", "http://bob:dev@") + "/git/demo.git"
+    git(tmp_path, "clone", "-q", url, str(work))
+    return work
+
+
+async def test_delete_and_rename_on_disk_reach_the_branch(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    os.unlink(root / "README.md")
+    os.rename(root / "src" / "app.py", root / "src" / "main.py")
+    await until(
+        lambda: "src/main.py" in tree_files(server) and "README.md" not in tree_files(server)
+    )
+    async with Client(server.url, user="bob") as bob:
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+        files = tree_files(server)
+        assert "README.md" not in files and "src/app.py" not in files
+        assert blob(server, "main:src/main.py") == b"print('hello')\n"
+        doc = await bob.open("demo/main:src/main.py")
+        assert str(doc.text) == "print('hello')\n"
+    assert not (root / "README.md").exists()  # nothing brought it back
+    assert [e["side"] for e in tree.events.of("delete")] == ["live", "live"]  # type: ignore[attr-defined]
+
+
+async def test_delete_and_rename_at_the_server_reach_the_disk(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    await asyncio.to_thread(git, work, "mv", "src/app.py", "src/renamed.py")
+    await asyncio.to_thread(git, work, "rm", "-q", "README.md")
+    await asyncio.to_thread(git, work, "commit", "-qm", "rename and delete")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+    await until(
+        lambda: (root / "src" / "renamed.py").exists() and not (root / "README.md").exists()
+    )
+    assert not (root / "src" / "app.py").exists()
+    assert (root / "src" / "renamed.py").read_text() == "print('hello')\n"
+    await tree.wait_idle()
+
+
+async def test_binary_files_both_ways(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    (root / "logo.png").write_bytes(BINARY)
+    await until(lambda: "logo.png" in tree_files(server))
+    assert blob(server, "main:logo.png") == BINARY
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    (work / "logo.png").write_bytes(BINARY[::-1])
+    (work / "data.bin").write_bytes(b"\0\1\2" * 100)
+    await asyncio.to_thread(git, work, "add", "-A")
+    await asyncio.to_thread(git, work, "commit", "-qm", "binaries")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+    await until(lambda: (root / "logo.png").read_bytes() == BINARY[::-1])
+    await until(lambda: (root / "data.bin").exists())
+    assert (root / "data.bin").read_bytes() == b"\0\1\2" * 100
+    await tree.wait_idle()
+    assert blob(server, "main:logo.png") == BINARY[::-1]
+
+
+async def test_checkout_of_another_branch_inside_the_tree(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """``git checkout`` in the tree changes a thousand files at once; each reaches the live
+    branch exactly as it is on disk, and the branch in git ends equal to the checked-out one."""
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    await asyncio.to_thread(git, work, "checkout", "-q", "-b", "wide")
+    for n in range(1000):
+        folder = work / "gen" / f"d{n % 20:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{n:04d}.txt").write_text(f"generated {n}\n" * 3)
+    (work / "README.md").write_text("# Wide\n")
+    await asyncio.to_thread(git, work, "add", "-A")
+    await asyncio.to_thread(git, work, "commit", "-qm", "a thousand files")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "wide")
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    server_repo = str(server.config.repos / "demo")
+    await asyncio.to_thread(git, root, "fetch", "-q", server_repo, "wide:wide")
+    await asyncio.to_thread(git, root, "checkout", "-q", "wide")
+    async with asyncio.timeout(90):
+        while True:
+            await tree.wait_idle(timeout=90)
+            await asyncio.sleep(0.5)
+            if tree.idle.is_set():
+                break
+    async with Client(server.url, user="bob") as bob:
+        await bob.commit("demo", "main")
+    diff = git(server.config.repos / "demo", "diff", "--stat", "main", "wide")
+    assert diff == "", diff
+    assert tree.counters.writes == 0  # the burst came from disk: nothing written back

@@ -1,0 +1,185 @@
+"""Edits made while the syncer was stopped or disconnected merge on the next start, three-way
+against the last synced state recorded in the tree; a conflict leaves markers on both sides,
+and a syncer killed in the middle of a burst loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from conftest import MakeTree
+
+from collab import Client, CollabServer
+from collab.disk.state import STATE_FILE, SyncState
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_offline_edits_on_both_sides_merge_on_restart(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    root = tmp_path / "wt"
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:src/app.py")
+        doc.delete(0, len(str(doc.text)))
+        doc.insert(0, "".join(f"line{n}\n" for n in range(10)))
+        await bob.flush()
+        tree = make_tree(root)
+        await tree.start()
+        await tree.wait_idle()
+        await tree.stop()
+        path = root / "src" / "app.py"
+        # stopped: the disk changes line 1 and 5, the live document line 5 and 8
+        path.write_text(
+            path.read_text().replace("line1\n", "line1 disk\n").replace("line5\n", "line5 disk\n")
+        )
+        text = str(doc.text)
+        doc.insert(text.index("line5") + 5, " live")
+        text = str(doc.text)
+        doc.insert(text.index("line8") + 5, " live")
+        (root / "README.md").write_text("# Demo\n\nchanged offline\n")
+        await bob.flush()
+        again = make_tree(root)
+        await again.start()
+        conflict = "line4\n<<<<<<< disk\nline5 disk\n=======\nline5 live\n>>>>>>> live\nline6\n"
+        await doc.wait_for(lambda t: conflict in t)
+        await again.wait_idle()
+        merged = path.read_text()
+        assert merged == str(doc.text)
+        assert "line1 disk\n" in merged and "line8 live\n" in merged
+        assert [e["path"] for e in again.events.of("conflict")] == ["src/app.py"]  # type: ignore[attr-defined]
+        readme = await bob.open("demo/main:README.md")
+        await readme.wait_for(lambda t: t == "# Demo\n\nchanged offline\n")
+
+
+async def test_edits_while_disconnected_reach_the_server_on_reconnect(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        assert tree.client is not None
+        tree.client.reconnect = True
+        tree.client.min_backoff = tree.client.max_backoff = 0.5
+        await tree.client.drop_connection()
+        (root / "README.md").write_text("# Demo\n\nwritten while disconnected\n")
+        await doc.wait_for(lambda t: "while disconnected" in t, timeout=15)
+        await tree.wait_idle()
+
+
+def _sync_command(root: Path, url: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "collab",
+        "sync",
+        str(root),
+        "--url",
+        url,
+        "--repo",
+        "demo",
+        "--branch",
+        "main",
+        "--user",
+        "alice",
+        "--json",
+    ]
+
+
+async def _start_syncer(root: Path, url: str) -> tuple[asyncio.subprocess.Process, list[dict]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        *_sync_command(root, url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    events: list[dict] = []
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        while True:
+            line = await process.stdout.readline()
+            assert line, "the syncer exited before it was ready"
+            events.append(json.loads(line))
+            if events[-1]["event"] == "ready":
+                break
+
+    async def pump() -> None:
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            events.append(json.loads(line))
+
+    events_task = asyncio.create_task(pump())
+    process._pump = events_task  # type: ignore[attr-defined]
+    return process, events
+
+
+async def test_killed_mid_burst_and_restarted_loses_nothing(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """``collab sync`` killed (SIGKILL) while a burst of 200 new files and 20 edits is being
+    synced; edits keep coming while it is down; the next start brings every one of them to
+    the live documents, exactly once."""
+    root = tmp_path / "wt"
+    process, events = await _start_syncer(root, server.url)
+    expected: dict[str, str] = {}
+    for n in range(200):
+        name = f"burst/f{n:03d}.txt"
+        (root / "burst").mkdir(exist_ok=True)
+        (root / name).write_text(f"file {n}\n")
+        expected[name] = f"file {n}\n"
+    async with asyncio.timeout(30):
+        while sum(1 for e in events if e["event"] == "sync") < 20:
+            await asyncio.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    synced_before = sum(1 for e in events if e["event"] == "sync")
+    assert synced_before < 220, "the burst was over before the kill"
+    for n in range(0, 200, 10):
+        name = f"burst/f{n:03d}.txt"
+        expected[name] = f"file {n}\nedited while the syncer was down\n"
+        (root / name).write_text(expected[name])
+    tree = make_tree(root)
+    await tree.start()
+    await tree.wait_idle(timeout=60)
+    async with Client(server.url, user="bob") as bob:
+        for name, text in expected.items():
+            doc = await bob.open(f"demo/main:{name}")
+            assert str(doc.text) == text, name
+            await doc.close()
+
+
+async def test_a_change_noted_but_never_sent_is_sent_on_restart(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """The syncer died right after noting a change it was about to send: a new file that
+    never reached the server, and an edit that did. The next start sends the first, and does
+    not apply the second twice nor empty either file."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    await tree.stop()
+    (root / "new.txt").write_text("never sent\n")
+    edited = "# Demo\n\nHello from the demo repository.\narrived\n"
+    (root / "README.md").write_text(edited)
+    async with Client(server.url, user="bob") as bob:
+        readme = await bob.open("demo/main:README.md")
+        readme.insert(len(str(readme.text)), "arrived\n")  # what the dead syncer had sent
+        await bob.flush()
+        state = SyncState(root / ".git" / STATE_FILE)
+        state.note_sent("new.txt", b"never sent\n", live=True, disk=False)
+        state.note_sent("README.md", edited.encode(), live=True, disk=False)
+        state.close()
+        again = make_tree(root)
+        await again.start()
+        new = await bob.open("demo/main:new.txt")
+        await new.wait_for(lambda t: t == "never sent\n")
+        assert (root / "new.txt").read_text() == "never sent\n"
+        assert str(readme.text) == edited == (root / "README.md").read_text()
+        assert not again.events.of("conflict")  # type: ignore[attr-defined]

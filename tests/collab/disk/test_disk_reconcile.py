@@ -1,0 +1,36 @@
+"""The per-file decision of the sync, on its own: which side changes, and how."""
+
+from __future__ import annotations
+
+from collab.disk.reconcile import reconcile, stale_save
+
+BASE = "a\nb\nc\nd\ne\n"
+
+
+def test_only_the_side_that_moved_is_taken() -> None:
+    assert reconcile(BASE, BASE, BASE).direction == "none"
+    disk = reconcile(BASE, BASE.replace("b", "B"), BASE)
+    assert (disk.live, disk.disk, disk.direction) == (BASE.replace("b", "B"), None, "disk->live")
+    live = reconcile(BASE, BASE, BASE.replace("d", "D"))
+    assert (live.live, live.disk, live.direction) == (None, BASE.replace("d", "D"), "live->disk")
+    same = reconcile(BASE, "x\n", "x\n")
+    assert (same.live, same.disk, same.base) == (None, None, "x\n")
+
+
+def test_both_moved_apart_merge_cleanly() -> None:
+    outcome = reconcile(BASE, BASE.replace("a", "A"), BASE.replace("e", "E"))
+    assert outcome.base == "A\nb\nc\nd\nE\n" == outcome.live == outcome.disk
+    assert not outcome.conflict and outcome.direction == "merged"
+
+
+def test_both_changed_one_line_conflicts_on_both_sides() -> None:
+    outcome = reconcile(BASE, BASE.replace("c", "disk"), BASE.replace("c", "live"))
+    assert outcome.conflict
+    assert "<<<<<<< disk\ndisk\n=======\nlive\n>>>>>>> live\n" in outcome.base
+    assert outcome.live == outcome.disk == outcome.base
+
+
+def test_a_save_made_from_the_replaced_text_is_stale() -> None:
+    written = BASE.replace("e", "e remote")  # the syncer wrote a remote edit over BASE
+    assert stale_save(BASE, BASE.replace("a", "a saved"), written)  # the buffer lacked it
+    assert not stale_save(BASE, written.replace("a", "a saved"), written)  # reloaded first
