@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8765
 
-.PHONY: setup run test test-fast lint bench clean redis-server
+.PHONY: setup run test test-fast lint bench bench-cluster clean redis-server
 
 # `make run` installs the package alone: what the embedded default needs, nothing optional
 $(BIN)/collab: pyproject.toml
@@ -44,5 +44,13 @@ bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python tests/bench/fanout_matrix.py --rounds 2 --duration 6
 
+# Hocuspocus and its Redis extension (pinned), the anchor of the cluster benchmark only
+tests/bench/hocuspocus/node_modules/.package-lock.json: tests/bench/hocuspocus/package.json tests/bench/hocuspocus/package-lock.json
+	npm ci --prefix tests/bench/hocuspocus --no-audit --no-fund --loglevel=error
+
+bench-cluster: setup tests/bench/hocuspocus/node_modules/.package-lock.json
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python tests/bench/cluster_fanout.py
+
 clean:
-	rm -rf $(VENV) tests/js/node_modules .collab
+	rm -rf $(VENV) tests/js/node_modules tests/bench/hocuspocus/node_modules .collab
