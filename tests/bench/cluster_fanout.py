@@ -36,7 +36,11 @@ What is measured, and how (as in ``fanout.py``):
   measured window starts and ends (the generator says when), summed, divided by the edits
   sent in the window; ``redis`` is redis-server's share of it;
 - the generator's CPU over the window, its event-loop lag and the machine's busy share; a
-  row where the generator or the machine was saturated is marked ``*``.
+  row where the generator or the machine was saturated is marked ``*``; one where the
+  generator's own event loop was held up over 100 ms (at a tenth of a core: it was not
+  scheduled, the machine stalled, and every edit in flight waited as long) is marked ``!``,
+  left out of the ratios when the setup has a clean round, and a ramp step it failed is run
+  once more.
 
 Ratios printed: each cluster setup against the single node (p99 as a difference in ms, the
 project's goal being within 5 ms; CPU per edit as a ratio, the goal at most 1.3x), against
@@ -292,8 +296,17 @@ def saturated(r: dict[str, Any]) -> bool:
     return generator_saturated(r) or float(r["host_busy_pct"]) > HOST_BUSY_LIMIT
 
 
+STALL_MS = 100.0
+"""A generator's event loop held up this long (at ~10% of a core) was not scheduled: the
+machine stalled, and every edit in flight took that long, whatever served it."""
+
+
+def stalled(r: dict[str, Any]) -> bool:
+    return float(r.get("gen_loop_delay_max_ms", 0)) > STALL_MS
+
+
 def row(label: str, r: dict[str, Any]) -> str:
-    mark = "*" if saturated(r) else " "
+    mark = "!" if stalled(r) else "*" if saturated(r) else " "
     nodes = "/".join(f"{x:.0f}" for x in r["node_cpu_pct"])
     return (
         f"{label:<22}{mark} {fmt(num(r['p50_ms']), 7, 2)} {fmt(num(r['p99_ms']), 7, 2)}"
@@ -329,13 +342,22 @@ def report_propagation(results: dict[str, list[dict[str, Any]]], load: Load) -> 
         " cpu ms/edit: all nodes' and redis-server's CPU over the window / its edits; node"
         f" cpu %: each node's CPU over the window (100 = a core). * generator over"
         f" {GEN_CPU_LIMIT:.0f}% cpu or {GEN_DELAY_LIMIT_MS:.0f} ms lag, or the machine over"
-        f" {HOST_BUSY_LIMIT:.0f}% busy."
+        f" {HOST_BUSY_LIMIT:.0f}% busy; ! the generator itself was held up over"
+        f" {STALL_MS:.0f} ms (a machine stall): such a round is left out of the ratios below"
+        " when the setup has a round without one."
     )
 
     def compare(ours: str, anchor: str, goals: bool) -> None:
         if ours not in results or anchor not in results:
             return
         pairs = list(zip(results[ours], results[anchor], strict=True))
+        clean = [(a, b) for a, b in pairs if not stalled(a) and not stalled(b)]
+        if clean:
+            pairs = clean
+        else:
+            clean_a = [a for a in results[ours] if not stalled(a)] or results[ours]
+            clean_b = [b for b in results[anchor] if not stalled(b)] or results[anchor]
+            pairs = list(zip(clean_a, clean_b, strict=False))
         p99_diff = med([num(a["p99_ms"]) - num(b["p99_ms"]) for a, b in pairs])
         p99_ratio = med([ratio(num(a["p99_ms"]), num(b["p99_ms"])) for a, b in pairs])
         p50_ratio = med([ratio(num(a["p50_ms"]), num(b["p50_ms"])) for a, b in pairs])
@@ -343,7 +365,7 @@ def report_propagation(results: dict[str, list[dict[str, Any]]], load: Load) -> 
         line = (
             f"{ours} vs {anchor}: p99 {fmt(p99_diff, 0, 2)} ms more"
             f" (x{fmt(p99_ratio, 0, 2)}), p50 x{fmt(p50_ratio, 0, 2)},"
-            f" cpu per edit x{fmt(cpu, 0, 2)}"
+            f" cpu per edit x{fmt(cpu, 0, 2)} [{len(pairs)} round(s)]"
         )
         if goals:
             p99_ok = "met" if p99_diff <= P99_GOAL_MS else "NOT met"
@@ -391,8 +413,9 @@ async def ramp_one(name: str, args: argparse.Namespace, tmp: Path) -> list[dict[
     setup = SETUPS[name]
     steps: list[dict[str, Any]] = []
 
-    async def step(docs: int) -> bool:
-        """Run one step; whether it held (p99 under the limit, nothing lost)."""
+    async def step(docs: int, again: bool = True) -> bool:
+        """Run one step; whether it held (p99 under the limit, nothing lost). A step failed
+        in a machine stall runs ``again``, once."""
         load = Load(
             clients=2,
             docs=docs,
@@ -402,11 +425,13 @@ async def ramp_one(name: str, args: argparse.Namespace, tmp: Path) -> list[dict[
             drain=args.drain,
             workers=args.ramp_workers,
         )
-        async with running(setup, tmp / f"r-{name}-{docs}") as cluster:
+        async with running(setup, tmp / f"r-{name}-{docs}-{again}") as cluster:
             result = await measure(setup, cluster, load)
         result.update(part="ramp", setup=name)
-        steps.append(result)
         print(json.dumps(result), flush=True)
+        if again and stalled(result) and not held(result, args.ramp_limit):
+            return await step(docs, again=False)  # the machine, not the setup, failed it
+        steps.append(result)
         return held(result, args.ramp_limit)
 
     low = 0
