@@ -6,7 +6,7 @@ PORT ?= 8765
 
 WEB := collab/web
 
-.PHONY: setup web chromium run test test-fast lint bench bench-web clean redis-server
+.PHONY: setup web chromium run test test-fast lint bench bench-web bench-cluster clean redis-server
 
 # `make run` installs the package alone: what the embedded default needs, nothing optional
 $(BIN)/collab: pyproject.toml
@@ -65,6 +65,17 @@ bench: setup
 # keystroke to paint between two browsers, ours beside the reference y-websocket server
 bench-web: setup
 	$(BIN)/python tests/bench/web_keystroke.py --keys 500 --rounds 2
+
+# Hocuspocus and its Redis extension (pinned), the anchor of the cluster benchmark only
+tests/bench/hocuspocus/node_modules/.package-lock.json: tests/bench/hocuspocus/package.json tests/bench/hocuspocus/package-lock.json
+	npm ci --prefix tests/bench/hocuspocus --no-audit --no-fund --loglevel=error
+
+bench-cluster: setup tests/bench/hocuspocus/node_modules/.package-lock.json
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python tests/bench/cluster_fanout.py
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules tests/bench/hocuspocus/node_modules .collab
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules $(WEB)/node_modules $(WEB)/dist .collab test-artifacts

@@ -8,6 +8,18 @@
  *
  * In --params, `{r}` is replaced by the client's number (e.g. user=u{r}: a user per client).
  *
+ * --url may name several servers, comma-separated (the nodes of a cluster): the clients of
+ * each document are dealt over them in turn, starting one server further for each document
+ * (the i-th client of document d goes to url[(i + d) % n]), so every document has clients on
+ * as many servers as it has clients, up to n, and every server gets the same share of them.
+ * With --place doc all the clients of a document go to one server instead, the documents
+ * dealt over the servers (document d on url[d % n]).
+ *
+ * --provider hocuspocus makes every client a stock HocuspocusProvider (@hocuspocus/provider,
+ * with yjs and ws from tests/bench/hocuspocus/node_modules) instead of a y-websocket
+ * WebsocketProvider: Hocuspocus (2.x and later) prefixes each message with the document's
+ * name, which y-websocket clients do not speak. Light clients are y-websocket only.
+ *
  * With --docs D there are D documents with --clients clients each (D x clients in all): the
  * room name must then hold `{d}`, replaced by the document's number (0 .. D-1). A client
  * only exchanges edits with the clients of its own document.
@@ -123,9 +135,10 @@ class F64 {
  * there the way Node does (first matching "node"/"import"/"default" condition,
  * in key order) so that `yjs` is the very module instance y-websocket imports.
  * @param {string} name
+ * @param {string} modules the node_modules folder, relative to this file
  */
-const importPkg = async (name) => {
-  const base = new URL('../js/node_modules/', import.meta.url)
+const importPkg = async (name, modules = '../js/node_modules/') => {
+  const base = new URL(modules, import.meta.url)
   const pkgUrl = new URL(`${name}/package.json`, base)
   const pkg = JSON.parse(readFileSync(pkgUrl, 'utf8'))
   /**
@@ -195,7 +208,7 @@ const lightClient = (Y, WebSocket, opt, r, arrived) => {
   const base = Math.floor(r / C) * C
   const doc = new Y.Doc()
   const query = new URLSearchParams(paramsOf(opt, r)).toString()
-  const ws = new WebSocket(`${opt.url}/${roomOf(opt, r)}${query ? '?' + query : ''}`)
+  const ws = new WebSocket(`${urlOf(opt, r)}/${roomOf(opt, r)}${query ? '?' + query : ''}`)
   const recv = []
   const nextEnd = new Float64Array(C)
   for (let j = 0; j < C; j++) {
@@ -267,6 +280,18 @@ const lightClient = (Y, WebSocket, opt, r, arrived) => {
 const roomOf = (opt, r) => String(opt.room).replaceAll('{d}', String(Math.floor(r / opt.clients)))
 
 /**
+ * The server of client r: its document's clients dealt over the servers in turn, or (with
+ * --place doc) its document's server.
+ * @param {any} opt
+ * @param {number} r
+ */
+const urlOf = (opt, r) => {
+  const urls = String(opt.url).split(',')
+  const d = Math.floor(r / opt.clients)
+  return urls[(opt.place === 'doc' ? d : r % opt.clients + d) % urls.length]
+}
+
+/**
  * The URL parameters of client r (`{r}` in a value is replaced by r).
  * @param {any} opt
  * @param {number} r
@@ -281,9 +306,12 @@ const clientThread = async () => {
   const { opt, indices } = workerData
   const N = opt.clients * opt.docs
   const C = opt.clients
-  const Y = await importPkg('yjs')
-  const WebSocket = (await importPkg('ws')).default
-  const { WebsocketProvider } = await importPkg('y-websocket')
+  const hocuspocus = opt.provider === 'hocuspocus'
+  const modules = hocuspocus ? './hocuspocus/node_modules/' : '../js/node_modules/'
+  const Y = await importPkg('yjs', modules)
+  const WebSocket = (await importPkg('ws', modules)).default
+  const { WebsocketProvider } = hocuspocus ? {} : await importPkg('y-websocket', modules)
+  const { HocuspocusProvider } = hocuspocus ? await importPkg('@hocuspocus/provider', modules) : {}
   const LOOP_RESOLUTION_MS = 5
   const loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS })
 
@@ -345,12 +373,21 @@ const clientThread = async () => {
         }
       })
     })
-    const provider = new WebsocketProvider(opt.url, roomOf(opt, r), doc, {
-      WebSocketPolyfill: WebSocket,
-      disableBc: true,
-      params: paramsOf(opt, r)
-    })
-    provider.on('connection-error', () => {})
+    const provider = hocuspocus
+      ? new HocuspocusProvider({
+        url: urlOf(opt, r),
+        name: roomOf(opt, r),
+        document: doc,
+        WebSocketPolyfill: WebSocket
+      })
+      : new WebsocketProvider(urlOf(opt, r), roomOf(opt, r), doc, {
+        WebSocketPolyfill: WebSocket,
+        disableBc: true,
+        params: paramsOf(opt, r)
+      })
+    if (!hocuspocus) {
+      provider.on('connection-error', () => {})
+    }
     const self = {
       r,
       base,
@@ -453,7 +490,8 @@ const clientThread = async () => {
 // coordinator (main thread)
 // ============================================================================
 
-const USAGE = 'usage: fanout_load.mjs --url ws://HOST:PORT/yjs --room NAME [--clients 50] ' +
+const USAGE = 'usage: fanout_load.mjs --url ws://HOST:PORT/yjs[,ws://...] --room NAME ' +
+  '[--provider y-websocket|hocuspocus] [--place client|doc] [--clients 50] ' +
   '[--rate 10] [--duration 20] [--warmup 2] [--drain 15] [--workers 1] [--young-mb 0] ' +
   '[--connect-timeout 30] [--seed 1] [--full-clients N] [--params k=v,k=v] [--docs 1] [--events] ' +
   '[--verbose] [--timeline]'
@@ -478,6 +516,8 @@ const parseArgs = (argv) => {
     'full-clients': -1,
     params: '',
     docs: 1,
+    provider: 'y-websocket',
+    place: 'client',
     verbose: false,
     timeline: false,
     events: false
@@ -519,6 +559,15 @@ const parseArgs = (argv) => {
   }
   if (o.docs < 1 || !Number.isInteger(o.docs)) {
     throw new UsageError('--docs must be an integer >= 1')
+  }
+  if (o.provider !== 'y-websocket' && o.provider !== 'hocuspocus') {
+    throw new UsageError('--provider must be y-websocket or hocuspocus')
+  }
+  if (o.place !== 'client' && o.place !== 'doc') {
+    throw new UsageError('--place must be client or doc')
+  }
+  if (o.provider === 'hocuspocus' && o['full-clients'] < o.clients * o.docs) {
+    throw new UsageError('--full-clients: light clients speak y-websocket only')
   }
   if (o.docs > 1 && !String(o.room).includes('{d}')) {
     throw new UsageError('with --docs > 1 the room name must hold {d} (the document number)')

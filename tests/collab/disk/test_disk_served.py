@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from collab.server.auth import Role, TokenAuthenticator
 from serverproc import ServerProcess
 from servers import SECRET
 
 from collab import Client
+from collab.server.auth import Role, TokenAuthenticator
 
 
 async def test_served_worktree_syncs_both_ways(repos: Path, tmp_path: Path) -> None:
