@@ -44,7 +44,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-TRACE = ROOT.parent / "shared" / "data" / "editing-traces" / "sveltecomponent.json.gz"
+_TRACE = Path("shared", "data", "editing-traces", "sveltecomponent.json.gz")
+TRACE = next(  # the shared data beside the checkout, or beside its folder of worktrees
+    (up / _TRACE for up in ROOT.parents[:2] if (up / _TRACE).exists()), ROOT.parent / _TRACE
+)
 BASELINE = "a079774"  # the engine before prompt caches and continuous batching
 SPECIAL = [
     "<|endoftext|>",
@@ -175,7 +178,7 @@ async def run_side(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             files = {f"src/t{i}.svelte": texts[places[i]] for i in range(count)}
             files["src/warmup.svelte"] = texts[places[0]]
-            for extra in ("completion/prompts.py", "completion/context.py", "room.py"):
+            for extra in ("completion/prompts.py", "completion/context.py", "live/room.py"):
                 files[f"lib/{Path(extra).name}"] = (ROOT / "collab" / extra).read_text()
             create_demo_repo(Path(tmp) / "repos" / "bench", files)
             config = ServerConfig(
