@@ -16,11 +16,11 @@ the request-to-answer latency, and with the ratios. After, the latency to the fi
 piece as well. The goal at 8 typists: at least 5x fewer prefill tokens per request and a p50
 at least 3x lower.
 
-The model is a cut-down Qwen2.5-Coder (4 layers, hidden 512, a byte-level BPE vocabulary
-of 8,000 trained on this repository's code; random weights: the figures are about speed) on
-the CPU. Completions run to their token limit or the end of their line (end-of-text tokens
-are ignored), so both paths generate alike. ``--gpu`` builds the Qwen2.5-Coder-1.5B
-architecture (28 layers, hidden 1536; bf16, random weights) on CUDA instead.
+The model is a cut-down Qwen2.5-Coder (4 layers, hidden 512 in 4 heads of 128, a byte-level
+BPE vocabulary of 8,000 trained on this repository's code; random weights: the figures are
+about speed) on the CPU. Completions run to their token limit or the end of their line
+(end-of-text tokens are ignored), so both paths generate alike. ``--gpu`` builds the
+Qwen2.5-Coder-1.5B architecture (28 layers, hidden 1536; bf16, random weights) on CUDA.
 
 Usage: .venv/bin/python tests/bench/completion_replay.py [--typists 1,8,32] [--requests N]
        [--sides baseline,new] [--max-tokens 32] [--gpu] [--json FILE]
@@ -69,7 +69,12 @@ QWEN_CODER_1_5B = {  # the architecture of Qwen2.5-Coder-1.5B
     "rope_theta": 1000000.0,
     "tie_word_embeddings": True,
 }
-CUT_DOWN = {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 4}
+CUT_DOWN = {  # heads of 128 like the 1.5B's, whose heads fill the hidden size (as llama.cpp needs)
+    "hidden_size": 512,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+}
 
 
 # -- the recording -------------------------------------------------------------------------
