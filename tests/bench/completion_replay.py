@@ -404,10 +404,10 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         f" completions of up to {args.max_tokens} tokens, {args.requests} requests per typist,"
         f" batches of {args.batch}"
     )
-    header = f"{'typists':>7} {'path':>9} {'requests':>8} {'prompt tok':>10} {'prefill tok':>11}"
-    print(header + f" {'p50 ms':>8} {'p99 ms':>8} {'first p50':>9} {'req/s':>6}")
     if "check" in figures:
         print(figures["check"])
+    header = f"{'typists':>7} {'path':>9} {'requests':>8} {'prompt tok':>10} {'prefill tok':>11}"
+    print(header + f" {'p50 ms':>8} {'p99 ms':>8} {'first p50':>9} {'req/s':>6}")
     sides = (("baseline", "before"), ("new", "after"), ("llamacpp", "llama.cpp"))
     for count in args.typists.split(","):
         for side, label in sides:
@@ -423,25 +423,32 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         before, after = figures.get("baseline", {}).get(count), figures.get("new", {}).get(count)
         if before and after:
             prefill, p50, p99 = _ratios(before, after)
-            print(
-                f"{'':>7} {'ratio':>9}   prefill tokens {prefill:.1f}x fewer, p50 {p50:.1f}x"
-                f" lower, p99 {p99:.1f}x lower"
-            )
+            print(f"{'':>7} {'ratio':>9}   {_compared(prefill, p50, p99)}")
             if count == "8":
                 met = prefill >= 5 and p50 >= 3
                 print(f"{'':>17} goal at 8 typists (5x, 3x): {'met' if met else 'NOT met'}")
         anchor = figures.get("llamacpp", {}).get(count)
         if anchor and after:
             prefill, p50, p99 = _ratios(anchor, after)
-            print(
-                f"{'':>7} {'vs llama':>9}   after: prefill tokens {prefill:.1f}x fewer, p50"
-                f" {p50:.1f}x lower, p99 {p99:.1f}x lower than llama.cpp"
-            )
+            compared = _compared(prefill, p50, p99)
+            print(f"{'':>7} {'vs llama':>9}   after to llama.cpp: {compared}")
         if anchor:
             print(
                 f"{'':>17} llama.cpp ran {anchor['llama_runs']} completions, loaded"
                 f" {anchor['cache_restores']} KV states from its prompt cache"
             )
+
+
+def _compared(prefill: float, p50: float, p99: float) -> str:
+    """The ratios in words, each the way round that reads as at least 1x."""
+
+    def times(ratio: float, better: str, worse: str) -> str:
+        return f"{ratio:.1f}x {better}" if ratio >= 1 else f"{1 / ratio:.1f}x {worse}"
+
+    return (
+        f"prefill tokens {times(prefill, 'fewer', 'more')}, p50 {times(p50, 'lower', 'higher')},"
+        f" p99 {times(p99, 'lower', 'higher')}"
+    )
 
 
 def _ratios(slow: dict[str, Any], fast: dict[str, Any]) -> tuple[float, float, float]:
