@@ -16,20 +16,31 @@ the request-to-answer latency, and with the ratios. After, the latency to the fi
 piece as well. The goal at 8 typists: at least 5x fewer prefill tokens per request and a p50
 at least 3x lower.
 
-The model is a cut-down Qwen2.5-Coder (4 layers, hidden 512, a byte-level BPE vocabulary
-of 8,000 trained on this repository's code; random weights: the figures are about speed) on
-the CPU. Completions run to their token limit or the end of their line (end-of-text tokens
-are ignored), so both paths generate alike. ``--gpu`` builds the Qwen2.5-Coder-1.5B
-architecture (28 layers, hidden 1536; bf16, random weights) on CUDA instead.
+The model is a cut-down Qwen2.5-Coder (4 layers, hidden 512 in 4 heads of 128, a byte-level
+BPE vocabulary of 8,000 trained on this repository's code; random weights: the figures are
+about speed) on the CPU. Completions run to their token limit or the end of their line
+(end-of-text tokens are ignored), so both paths generate alike. ``--gpu`` builds the
+Qwen2.5-Coder-1.5B architecture (28 layers, hidden 1536; bf16, random weights) on CUDA.
+
+The anchor, ``--sides ...,llamacpp`` (the ``bench-llamacpp`` extra; see
+``llamacpp_anchor.py``): the same model written to GGUF (checked first: llama.cpp must
+split a sample into the same tokens and compute the same logits), served by llama.cpp
+(llama-cpp-python's OpenAI-compatible server, with its prompt cache of saved KV states),
+and the same replay through the engine's HTTP backend pointed at it, which sends its
+``cache_prompt`` and ``prompt_cache_key`` hints and counts with the model's tokenizer, so
+that it builds the same prompts. Prefill tokens are what llama.cpp's log says it evaluated
+for each prompt (the rest it kept in its KV cache). It runs in this command beside the
+other sides, so its figures and the ratios to "after" come from one run.
 
 Usage: .venv/bin/python tests/bench/completion_replay.py [--typists 1,8,32] [--requests N]
-       [--sides baseline,new] [--max-tokens 32] [--gpu] [--json FILE]
+       [--sides baseline,new[,llamacpp]] [--max-tokens 32] [--gpu] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import math
@@ -44,7 +55,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-TRACE = ROOT.parent / "shared" / "data" / "editing-traces" / "sveltecomponent.json.gz"
+_TRACE = Path("shared", "data", "editing-traces", "sveltecomponent.json.gz")
+TRACE = next(  # the shared data beside the checkout, or beside its folder of worktrees
+    (up / _TRACE for up in ROOT.parents[:2] if (up / _TRACE).exists()), ROOT.parent / _TRACE
+)
 BASELINE = "a079774"  # the engine before prompt caches and continuous batching
 SPECIAL = [
     "<|endoftext|>",
@@ -66,7 +80,12 @@ QWEN_CODER_1_5B = {  # the architecture of Qwen2.5-Coder-1.5B
     "rope_theta": 1000000.0,
     "tie_word_embeddings": True,
 }
-CUT_DOWN = {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 4}
+CUT_DOWN = {  # heads of 128 like the 1.5B's, whose heads fill the hidden size (as llama.cpp needs)
+    "hidden_size": 512,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+}
 
 
 # -- the recording -------------------------------------------------------------------------
@@ -170,6 +189,7 @@ async def run_side(args: argparse.Namespace) -> dict[str, Any]:
             texts[index] = text
         text, _ = apply(text, burst)
     new_side = args.side == "new"
+    anchor = args.side == "llamacpp"
     results: dict[str, Any] = {}
     for count in counts:
         with tempfile.TemporaryDirectory() as tmp:
@@ -187,16 +207,28 @@ async def run_side(args: argparse.Namespace) -> dict[str, Any]:
                 completion_timeout=900.0,
                 completion_queue=4096,
             )
-            backend = Counting(args.model, max_batch=args.batch, ignore_eos=True)
-            server = CollabServer(config)
-            server.completion.backend = backend
-            async with server:
+            async with contextlib.AsyncExitStack() as stack:
+                if anchor:  # llama.cpp, a server of its own, asked by the HTTP backend
+                    from llamacpp_anchor import LlamaCppServer, http_backend
+
+                    llama = await stack.enter_async_context(
+                        LlamaCppServer(Path(args.gguf), Path(tmp) / "llama.log")
+                    )
+                    backend: Any = http_backend(llama.url, Path(args.model))
+                else:
+                    backend = Counting(args.model, max_batch=args.batch, ignore_eos=True)
+                server = CollabServer(config)
+                server.completion.backend = backend
+                await stack.enter_async_context(server)
                 url = server.url
                 async with Client(url, user="warmup") as client:  # load, first forward passes
                     doc = await client.open("bench/main:src/warmup.svelte")
                     for cursor in (len(str(doc)) // 2, len(str(doc))):
                         await client.complete(doc, cursor, max_tokens=args.max_tokens)
-                backend.counted.clear()
+                if anchor:
+                    since = llama.mark()
+                else:
+                    backend.counted.clear()
                 rows: list[dict[str, float]] = []
                 started = time.perf_counter()
                 await asyncio.gather(
@@ -206,8 +238,9 @@ async def run_side(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
                 wall = time.perf_counter() - started
-            counted = list(backend.counted)
-        results[str(count)] = summary(rows, counted, wall)
+            served = llama.served(since) if anchor else None
+            counted = [] if anchor else list(backend.counted)
+        results[str(count)] = summary(rows, counted, wall, served)
         print(f"  {args.side}: {count} typists done in {wall:.1f} s", file=sys.stderr)
     return results
 
@@ -264,11 +297,18 @@ async def typist(
             )
 
 
-def summary(rows: list[dict[str, float]], counted: list[int], wall: float) -> dict[str, Any]:
+def summary(
+    rows: list[dict[str, float]], counted: list[int], wall: float, served: list[Any] | None
+) -> dict[str, Any]:
     latency = [r["ms"] for r in rows]
     first = [r["first_ms"] for r in rows if not math.isnan(r["first_ms"])]
     reported = [r for r in rows if not math.isnan(r["prompt"])]
-    if reported:  # the new path reports what it reused
+    extra: dict[str, Any] = {}
+    if served is not None:  # llama.cpp: its prompt counts, and from its log what it evaluated
+        prompt = sum(r["prompt"] for r in reported) / max(1, len(reported))
+        prefill = sum(s.prefilled for s in served) / max(1, len(reported))
+        extra = {"llama_runs": len(served), "cache_restores": sum(s.restored for s in served)}
+    elif reported:  # the new path reports what it reused
         prompt = sum(r["prompt"] for r in reported) / len(reported)
         prefill = sum(r["prompt"] - r["reused"] for r in reported) / len(reported)
     else:  # the baseline prefills each prompt whole
@@ -281,6 +321,7 @@ def summary(rows: list[dict[str, float]], counted: list[int], wall: float) -> di
         "p99_ms": round(percentile(latency, 0.99), 1),
         "first_p50_ms": round(percentile(first, 0.5), 1) if first else None,
         "requests_per_s": round(len(rows) / wall, 2),
+        **extra,
     }
 
 
@@ -312,7 +353,10 @@ def main() -> None:
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--gguf", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.gpu and "llamacpp" in args.sides:
+        parser.error("llamacpp runs the cut-down model on the CPU: leave out --gpu")
     if args.side:  # a child: import the engine from its tree
         sys.path.insert(0, args.tree)
         print(json.dumps(asyncio.run(run_side(args))))
@@ -323,6 +367,14 @@ def main() -> None:
         model = Path(tmp) / "model"
         model.mkdir()
         build_model(model, args.gpu)
+        if "llamacpp" in sides:  # the same model for llama.cpp, checked to be the same
+            from llamacpp_anchor import check_same_model, write_gguf
+
+            gguf = write_gguf(model, Path(tmp) / "model.gguf")
+            start_text, recorded = bursts(TRACE, args.pause)
+            sample = apply(start_text, recorded[0])[0][:4000]  # the file, once pasted
+            figures["check"] = check_same_model(model, gguf, sample)
+            print(f"  {figures['check']}", file=sys.stderr)
         for side in sides:
             tree = str(ROOT)
             if side == "baseline":
@@ -332,6 +384,8 @@ def main() -> None:
             command += ["--model", str(model), "--typists", args.typists]
             command += ["--requests", str(args.requests), "--max-tokens", str(args.max_tokens)]
             command += ["--batch", str(args.batch), "--pause", str(args.pause)]
+            if side == "llamacpp":
+                command += ["--gguf", str(gguf)]
             env = dict(os.environ, PYTHONPATH=tree)
             done = subprocess.run(command, env=env, check=True, stdout=subprocess.PIPE, cwd=tmp)
             figures[side] = json.loads(done.stdout.decode().strip().splitlines()[-1])
@@ -350,10 +404,13 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         f" completions of up to {args.max_tokens} tokens, {args.requests} requests per typist,"
         f" batches of {args.batch}"
     )
+    if "check" in figures:
+        print(figures["check"])
     header = f"{'typists':>7} {'path':>9} {'requests':>8} {'prompt tok':>10} {'prefill tok':>11}"
     print(header + f" {'p50 ms':>8} {'p99 ms':>8} {'first p50':>9} {'req/s':>6}")
+    sides = (("baseline", "before"), ("new", "after"), ("llamacpp", "llama.cpp"))
     for count in args.typists.split(","):
-        for side, label in (("baseline", "before"), ("new", "after")):
+        for side, label in sides:
             row = figures.get(side, {}).get(count)
             if row is None:
                 continue
@@ -365,16 +422,42 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
             )
         before, after = figures.get("baseline", {}).get(count), figures.get("new", {}).get(count)
         if before and after:
-            prefill = before["prefill_tokens"] / max(after["prefill_tokens"], 1e-9)
-            p50 = before["p50_ms"] / after["p50_ms"]
-            p99 = before["p99_ms"] / after["p99_ms"]
-            print(
-                f"{'':>7} {'ratio':>9}   prefill tokens {prefill:.1f}x fewer, p50 {p50:.1f}x"
-                f" lower, p99 {p99:.1f}x lower"
-            )
+            prefill, p50, p99 = _ratios(before, after)
+            print(f"{'':>7} {'ratio':>9}   {_compared(prefill, p50, p99)}")
             if count == "8":
                 met = prefill >= 5 and p50 >= 3
                 print(f"{'':>17} goal at 8 typists (5x, 3x): {'met' if met else 'NOT met'}")
+        anchor = figures.get("llamacpp", {}).get(count)
+        if anchor and after:
+            prefill, p50, p99 = _ratios(anchor, after)
+            compared = _compared(prefill, p50, p99)
+            print(f"{'':>7} {'vs llama':>9}   after to llama.cpp: {compared}")
+        if anchor:
+            print(
+                f"{'':>17} llama.cpp ran {anchor['llama_runs']} completions, loaded"
+                f" {anchor['cache_restores']} KV states from its prompt cache"
+            )
+
+
+def _compared(prefill: float, p50: float, p99: float) -> str:
+    """The ratios in words, each the way round that reads as at least 1x."""
+
+    def times(ratio: float, better: str, worse: str) -> str:
+        return f"{ratio:.1f}x {better}" if ratio >= 1 else f"{1 / ratio:.1f}x {worse}"
+
+    return (
+        f"prefill tokens {times(prefill, 'fewer', 'more')}, p50 {times(p50, 'lower', 'higher')},"
+        f" p99 {times(p99, 'lower', 'higher')}"
+    )
+
+
+def _ratios(slow: dict[str, Any], fast: dict[str, Any]) -> tuple[float, float, float]:
+    """How many times ``fast`` prefills fewer tokens, and its p50 and p99 are lower."""
+    return (
+        slow["prefill_tokens"] / max(fast["prefill_tokens"], 1e-9),
+        slow["p50_ms"] / fast["p50_ms"],
+        slow["p99_ms"] / fast["p99_ms"],
+    )
 
 
 if __name__ == "__main__":
