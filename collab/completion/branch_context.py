@@ -12,9 +12,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dulwich.errors import NotTreeError
 from dulwich.objects import Blob, Commit, Tree
 
-__all__ = ["BlobTexts", "Candidate", "imported_paths", "list_branch", "rank", "read_blob"]
+__all__ = [
+    "BlobTexts",
+    "Candidate",
+    "blob_ids",
+    "imported_paths",
+    "list_branch",
+    "rank",
+    "read_blob",
+]
 
 MAX_FILES = 20_000  # files listed per branch head, at most
 MAX_BLOB = 256 * 1024  # larger files are never context
@@ -65,6 +74,25 @@ def list_branch(repo: Any, head: bytes) -> list[tuple[str, bytes]]:
             elif stat.S_ISREG(entry.mode):
                 out.append((prefix + name, entry.sha))
     return out
+
+
+def blob_ids(repo: Any, head: bytes, paths: Iterable[str]) -> dict[str, bytes | None]:
+    """The blob id of each of ``paths`` at commit ``head``, None where it is no regular file
+    there (a git thread's work): a few tree lookups, where listing the branch walks it all."""
+    commit = repo[head]
+    root = repo[commit.tree] if isinstance(commit, Commit) else None
+    found: dict[str, bytes | None] = {}
+    for path in paths:
+        found[path] = None
+        if not isinstance(root, Tree):
+            continue
+        try:
+            mode, sha = root.lookup_path(repo.__getitem__, path.encode())
+        except (KeyError, NotTreeError):
+            continue
+        if stat.S_ISREG(mode):
+            found[path] = bytes(sha)
+    return found
 
 
 def read_blob(repo: Any, sha: bytes) -> str | None:

@@ -5,7 +5,11 @@ are loaded), ranked for the file being edited, within a character budget.
 What comes first in a prompt is kept still between a typist's requests, so that the
 worker's cache of their last prompt keeps matching: the prefix starts where the typist's
 last one did while it fits (else at a line start on a grid of positions), and the other
-files chosen for a typist are reused for ``ttl`` seconds.
+files chosen for a typist, with their texts, are frozen: other typists' edits to their live
+documents do not reach the prompt until those texts drifted by a quarter from what was taken,
+nor a new branch head until it changed one of the files taken from git (commits of the live
+documents move the head every few seconds and change nothing there), and at the latest after
+``ttl`` seconds everything is chosen again.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import collections
 import time
 import weakref
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from gitsync.repos import BranchNotFound, RepoNotFound, Repositories
@@ -23,10 +28,10 @@ from ..live.origin import Origin
 from ..live.room import Room
 from ..live.rooms import Rooms
 from ..server.auth import Identity
-from .branch_context import BlobTexts, Candidate, list_branch, rank, read_blob
+from .branch_context import BlobTexts, Candidate, blob_ids, list_branch, rank, read_blob
 from .prompts import ContextFile, PromptParts
 
-__all__ = ["ContextGatherer", "open_rooms", "window"]
+__all__ = ["ContextGatherer", "drift", "open_rooms", "window"]
 
 _CHARS_PER_TOKEN = 4  # generous: workers trim exactly with their own tokenizer
 _PREFIX_CHARS_PER_TOKEN = 3  # for code: workers cut what is over with their tokenizer
@@ -35,6 +40,54 @@ _MAX_EDITED = 10_000
 _MAX_SNAPSHOTS = 1024
 _MAX_HEADS = 16
 _SPARE = 2  # candidates read beyond ``max_files``, for those that turn out empty
+_DRIFT = 4  # frozen texts are taken again once a quarter of them changed...
+_MIN_DRIFT = 256  # ...and at least this many characters
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a context file's text came from: a live document, or a blob of the branch head."""
+
+    room: str | None  # the live document's key
+    sha: bytes | None  # the blob, for a file read from git
+    length: int  # the whole text's length when it was taken
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """The other files chosen for one typist, as they went into their prompts."""
+
+    taken: float
+    head: bytes | None
+    files: tuple[ContextFile, ...]
+    sources: tuple[_Source, ...]
+
+
+def _shared_start(a: str, b: str) -> int:
+    """How many leading characters ``a`` and ``b`` share (halving, at C speed)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def drift(taken: str, now: str, length: int) -> int:
+    """About how many characters of ``taken`` (the start of a text then ``length`` long)
+    differ in ``now``, the whole text today: what lies between their shared start and their
+    shared end, the end of ``now`` aligned by how much the whole text grew or shrank."""
+    head = _shared_start(taken, now)
+    if head == len(taken):
+        return 0
+    aligned = now[: max(head, len(taken) + len(now) - length)]
+    tail = _shared_start(taken[head:][::-1], aligned[head:][::-1])
+    return max(len(taken), len(aligned)) - head - tail
 
 
 def window(text: str, index: int, budget: int, start: int | None = None) -> tuple[str, str]:
@@ -80,7 +133,7 @@ class ContextGatherer:
         *,
         budget: int = 2048,
         max_files: int = 8,
-        ttl: float = 30.0,
+        ttl: float = 300.0,
     ) -> None:
         self.rooms = rooms
         self.repos = repos
@@ -93,9 +146,9 @@ class ContextGatherer:
         self._listings: collections.OrderedDict[tuple[str, bytes], list[tuple[str, bytes]]] = (
             collections.OrderedDict()
         )
-        self._snapshots: collections.OrderedDict[
-            tuple[Hashable, str], tuple[float, tuple[ContextFile, ...]]
-        ] = collections.OrderedDict()
+        self._snapshots: collections.OrderedDict[tuple[Hashable, str], _Snapshot] = (
+            collections.OrderedDict()
+        )
         self._starts: collections.OrderedDict[tuple[Hashable, str], int] = collections.OrderedDict()
 
     def watch(self, room: Room) -> None:
@@ -119,7 +172,8 @@ class ContextGatherer:
         owner: Hashable | None = None,
     ) -> PromptParts:
         """The parts of a prompt for code point ``index`` of ``text`` (``room``'s text);
-        ``owner`` (the requester) keeps the same other files for ``ttl`` seconds."""
+        ``owner`` (the requester) keeps the same other files, and their texts, while they
+        stay close to what they are now (see :meth:`context`)."""
         self.watch(room)
         key = (owner, room.key)
         start = self._starts.get(key) if owner is not None else None
@@ -136,30 +190,62 @@ class ContextGatherer:
     async def context(
         self, room: Room, text: str, connection: object | None, owner: Hashable | None = None
     ) -> tuple[ContextFile, ...]:
-        """Other files of ``room``'s branch for a prompt, most relevant first."""
+        """Other files of ``room``'s branch for a prompt, most relevant first; for an
+        ``owner``, the files and texts it had last time while they are still good."""
         now = time.monotonic()
         key = (owner, room.key)
         if owner is not None:
             kept = self._snapshots.get(key)
-            if kept is not None and now - kept[0] < self.ttl:
+            if kept is not None and await self._still_good(kept, room, now):
                 self._snapshots.move_to_end(key)
-                return kept[1]
-        files = await self._choose(room, text, connection, now)
+                return kept.files
+        snapshot = await self._choose(room, text, connection, now)
         if owner is not None:
-            self._snapshots[key] = (now, files)
+            self._snapshots[key] = snapshot
             self._snapshots.move_to_end(key)
             while len(self._snapshots) > _MAX_SNAPSHOTS:
                 self._snapshots.popitem(last=False)
-        return files
+        return snapshot.files
+
+    async def _still_good(self, kept: _Snapshot, room: Room, now: float) -> bool:
+        """Whether ``kept`` may serve again: younger than ``ttl``, its live texts drifted by
+        less than a quarter, and no file it took from git changed at the branch head."""
+        if now - kept.taken >= self.ttl:
+            return False
+        changed = total = 0
+        for item, source in zip(kept.files, kept.sources, strict=True):
+            total += len(item.text)
+            if source.room is not None:
+                live = self.rooms.get_key(source.room)
+                if live is None or live.failed:
+                    return False
+                changed += drift(item.text, str(live.text), source.length)
+        if changed > max(_MIN_DRIFT, total // _DRIFT):
+            return False
+        from_git = {i.path: s.sha for i, s in zip(kept.files, kept.sources, strict=True) if s.sha}
+        if not from_git:
+            return True
+        doc_id = room.doc_id
+        head = await self._head(doc_id.repo, doc_id.branch)
+        if head == kept.head:
+            return True
+        if head is None:
+            return False
+        now_at = await in_repo(self.repos, doc_id.repo, blob_ids, head, list(from_git))
+        if now_at != from_git:
+            return False
+        kept.head = head  # a commit of other files: checked once
+        return True
 
     async def _choose(
         self, room: Room, text: str, connection: object | None, now: float
-    ) -> tuple[ContextFile, ...]:
+    ) -> _Snapshot:
         doc_id = room.doc_id
         branch = f"{doc_id.repo}/{doc_id.branch}:"
+        head = await self._head(doc_id.repo, doc_id.branch)
         candidates = {
             path: Candidate(path, sha, self.edited.get(branch + path))
-            for path, sha in await self._listing(doc_id.repo, doc_id.branch)
+            for path, sha in await self._listing(doc_id.repo, head)
         }
         live = {r.doc_id.path: r for r in self.rooms.loaded(branch) if not r.failed}
         mine = [r for r in open_rooms(connection) if r.key.startswith(branch) and not r.failed]
@@ -176,26 +262,36 @@ class ContextGatherer:
         await self._read([c.sha for c in wanted if c.path not in live and c.sha], doc_id.repo)
         left = self.budget * _CHARS_PER_TOKEN
         files: list[ContextFile] = []
+        sources: list[_Source] = []
         for item in wanted:
             if left < 200 or len(files) >= self.max_files:
                 break
             if item.path in live:
-                body: str | None = str(live[item.path].text)
+                whole = str(live[item.path].text)
+                body: str | None = whole
+                source = _Source(live[item.path].key, None, len(whole))
             else:
                 body = self.blobs.get(item.sha)[1] if item.sha else None
+                source = _Source(None, item.sha, len(body or ""))
             if body and body.strip():
                 body = body[:left]
                 files.append(ContextFile(item.path, body))
+                sources.append(source)
                 left -= len(body) + len(item.path)
-        return tuple(files)
+        return _Snapshot(now, head, tuple(files), tuple(sources))
 
-    async def _listing(self, repo: str, branch: str) -> list[tuple[str, bytes]]:
-        """The files at the branch head (listed once per head); none without one."""
-        repos = self.repos
+    async def _head(self, repo: str, branch: str) -> bytes | None:
+        """The branch's head commit; None without one."""
         try:
-            head = await in_git_thread(repos, repos.branch_head, repo, branch)
+            return await in_git_thread(self.repos, self.repos.branch_head, repo, branch)
         except (RepoNotFound, BranchNotFound):
+            return None
+
+    async def _listing(self, repo: str, head: bytes | None) -> list[tuple[str, bytes]]:
+        """The files at a branch head (listed once per head); none without one."""
+        if head is None:
             return []
+        repos = self.repos
         key = (repo, head)
         listing = self._listings.get(key)
         if listing is None:

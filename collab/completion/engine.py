@@ -4,7 +4,7 @@ Every request is a :class:`Job`. One thread runs the model; at each step it
 
 1. takes new jobs and drops cancelled ones (a running one leaves the batch at once);
 2. admits waiting jobs while the batch has room: each starts from the longest prefix of
-   token ids it shares with its typist's last prompt (:class:`PrefixCache`) and prefills
+   token ids it shares with one of its typist's last prompts (:class:`PrefixCache`) and prefills
    only the rest, at most ``prefill_chunk`` tokens a step, so that running rows keep going;
 3. runs one decoding step for every row of the batch.
 
@@ -219,7 +219,7 @@ class Engine:
             return
         self.stats.requests += 1
         self.stats.prompt_tokens += len(job.ids)
-        entry = self.cache.get(job.key) if job.key is not None else None
+        entry = self.cache.get(job.key, job.ids) if job.key is not None else None
         if entry is not None:
             # at least one token is prefilled: its logits choose the first new token
             shared = min(common_prefix(entry.ids, job.ids), len(job.ids) - 1)
@@ -230,10 +230,16 @@ class Engine:
         self._filling.append(job)
 
     def _prefill(self) -> None:
-        """Prefill up to ``prefill_chunk`` prompt tokens, oldest job first; a job whose
-        prompt is complete chooses its first token and joins the batch."""
+        """Prefill up to ``prefill_chunk`` prompt tokens; a job whose prompt is complete
+        chooses its first token and joins the batch.
+
+        Jobs with at most a quarter of a chunk left (a typist's next keystroke, whose cache
+        holds the rest) go first, then the others oldest first: a keystroke's few tokens do
+        not wait behind a whole cold prompt, and the cold one still moves on, since the jobs
+        in flight are bounded by the batch and each short one is done in this step."""
         budget = self.prefill_chunk
-        for job in list(self._filling):
+        short = max(1, self.prefill_chunk // 4)
+        for job in sorted(self._filling, key=lambda job: len(job.ids) - job.filled > short):
             if budget <= 0:
                 break
             count = min(len(job.ids) - job.filled, budget)
