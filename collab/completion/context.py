@@ -29,7 +29,7 @@ from ..live.room import Room
 from ..live.rooms import Rooms
 from ..server.auth import Identity
 from .branch_context import BlobTexts, Candidate, blob_ids, list_branch, rank, read_blob
-from .prompts import ContextFile, PromptParts
+from .prompts import CONTEXT_SHARE, ContextFile, PromptParts
 
 __all__ = ["ContextGatherer", "drift", "open_rooms", "window"]
 
@@ -199,7 +199,9 @@ class ContextGatherer:
             if kept is not None and await self._still_good(kept, room, now):
                 self._snapshots.move_to_end(key)
                 return kept.files
-        snapshot = await self._choose(room, text, connection, now)
+        else:
+            kept = None
+        snapshot = await self._choose(room, text, connection, now, kept)
         if owner is not None:
             self._snapshots[key] = snapshot
             self._snapshots.move_to_end(key)
@@ -238,8 +240,16 @@ class ContextGatherer:
         return True
 
     async def _choose(
-        self, room: Room, text: str, connection: object | None, now: float
+        self,
+        room: Room,
+        text: str,
+        connection: object | None,
+        now: float,
+        last: _Snapshot | None = None,
     ) -> _Snapshot:
+        """The best files for the prompt now; those also in ``last`` (the typist's former
+        choice) keep their order at its head, so that a prompt cache shares up to the first
+        file whose text changed."""
         doc_id = room.doc_id
         branch = f"{doc_id.repo}/{doc_id.branch}:"
         head = await self._head(doc_id.repo, doc_id.branch)
@@ -259,8 +269,11 @@ class ContextGatherer:
             )
         ranked = rank(doc_id.path, text, candidates, now, [r.doc_id.path for r in mine])
         wanted = ranked[: self.max_files + _SPARE]
+        if last is not None:
+            before = {item.path: n for n, item in enumerate(last.files)}
+            wanted.sort(key=lambda c: before.get(c.path, len(before)))  # stable: rank after
         await self._read([c.sha for c in wanted if c.path not in live and c.sha], doc_id.repo)
-        left = self.budget * _CHARS_PER_TOKEN
+        left = self.budget * CONTEXT_SHARE // 100 * _CHARS_PER_TOKEN  # what a prompt holds
         files: list[ContextFile] = []
         sources: list[_Source] = []
         for item in wanted:

@@ -7,7 +7,7 @@ document) and prefills only what follows the longest shared prefix of token ids.
 
 A typist who works in two places of a file, going back and forth, asks with prompts whose
 prefixes start at different places: each place keeps an entry of its own (``per_key``, by
-default 3, for each typist), and a request starts from the one that shares most with it.
+default 4, for each typist), and a request starts from the one that shares most with it.
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ class PrefixCache:
     A new entry replaces the key's entries that it continues (that share at least half of
     their tokens with it: the same place of the file, typed on) and else joins them, the
     key's least recently used one out past ``per_key``. Storing evicts the least recently
-    used entries of any key (a ``get`` counts as a use) until everything fits; an entry
-    larger than the bound on its own is not kept. Not thread-safe: one generation thread
-    owns it.
+    used entries (a ``get`` counts as a use) until everything fits, a key's older places
+    before any key's most recent one; an entry larger than the bound on its own is not kept.
+    Not thread-safe: one generation thread owns it.
     """
 
-    def __init__(self, max_bytes: int, per_key: int = 3) -> None:
+    def __init__(self, max_bytes: int, per_key: int = 4) -> None:
         self.max_bytes = max(0, max_bytes)
         self.per_key = max(1, per_key)
         self._entries: collections.OrderedDict[tuple[Hashable, int], CachedPrefix] = (
@@ -124,7 +124,7 @@ class PrefixCache:
         for slot in mine[: max(0, len(mine) - self.per_key + 1)]:
             self._drop(slot)
         while self._entries and self._bytes + entry.nbytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+            self._drop(self._victim())
             self.evictions += 1
         self._serial += 1
         slot = (key, self._serial)
@@ -141,6 +141,17 @@ class PrefixCache:
         self._entries.clear()
         self._slots.clear()
         self._bytes = 0
+
+    def _victim(self) -> tuple[Hashable, int]:
+        """The least recently used entry that is not its key's most recently used one; the
+        least recently used of all when each key has one."""
+        latest: dict[Hashable, tuple[Hashable, int]] = {}
+        for slot in self._entries:
+            latest[slot[0]] = slot
+        for slot in self._entries:
+            if latest[slot[0]] is not slot:
+                return slot
+        return next(iter(self._entries))
 
     def _drop(self, slot: tuple[Hashable, int]) -> None:
         entry = self._entries.pop(slot)
