@@ -13,7 +13,7 @@ from fake_backends import FakeBackend
 from collab import Client
 from collab.completion import Family, PromptParts, render
 from collab.completion.branch_context import Candidate, imported_paths, rank
-from collab.completion.context import window
+from collab.completion.context import drift, window
 from collab.completion.prompts import ContextFile, approx_tokens
 from gitsync import create_demo_repo
 
@@ -140,3 +140,35 @@ def test_a_cursor_moved_back_keeps_the_prefix_start() -> None:
     assert heads[0] == heads[1] == heads[2]
     stateless = render(Family.QWEN_CODER, parts, 2048, single_line=True)
     assert stateless.prefix[:40] != heads[0]  # without the last cut it would have moved
+
+
+def test_drift_counts_what_changed_in_the_part_taken() -> None:
+    whole = "".join(f"line {i}\n" for i in range(100))
+    taken = whole[:200]
+    assert drift(taken, whole, len(whole)) == 0
+    assert drift(taken, whole[:500] + "tail edit" + whole[500:], len(whole)) == 0  # past it
+    assert drift(taken, "x" + whole, len(whole)) == 1  # one character typed at the start
+    edited = whole[:50] + "0123456789" + whole[60:]
+    assert drift(taken, edited, len(whole)) == 10
+    assert drift(taken, "something else entirely\n" * 20, len(whole)) > 150
+
+
+async def test_a_typists_context_is_taken_again_once_it_drifted_a_lot(make_server: Any) -> None:
+    backend = FakeBackend()
+    async with make_server(backend) as server, Client(server.url, user="alice") as a:
+        util = await a.open("demo/main:src/util.py")
+        app = await a.open("demo/main:src/app.py")
+        await a.complete(app, 0)
+        for n in range(3):  # small edits elsewhere leave the head alone
+            util.insert(0, f"# {n}\n")
+            app.insert(0, "x")
+            await a.flush()
+            await a.complete(app, 1)
+        contexts = [p.rendered.context for p in backend.prompts]
+        assert len(contexts) == 4 and all(c == contexts[0] for c in contexts)
+        util.insert(0, "".join(f"# rewritten {n}\n" for n in range(40)))  # a lot changed
+        app.insert(0, "x")
+        await a.flush()
+        await a.complete(app, 1)
+        latest = {c.path: c.text for c in backend.prompts[-1].rendered.context}
+        assert latest["src/util.py"].startswith("# rewritten 0\n")

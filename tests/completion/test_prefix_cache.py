@@ -43,3 +43,30 @@ def test_replacing_an_entry_and_refusing_one_over_the_bound() -> None:
     assert cache.get("missing") is None and cache.misses == 1
     cache.clear()
     assert cache.nbytes == 0 and not cache.keys()
+
+
+def test_a_typist_keeps_a_cache_for_each_place_it_works_in() -> None:
+    """Going back and forth between two places of a file: each place has an entry, a request
+    starts from the one sharing most with it, and typing on at a place replaces its entry."""
+    cache = PrefixCache(max_bytes=1000, per_key=2)
+    head = [7, 7, 7]  # the other files, the same for both places
+    top, bottom = [*head, 1, 2, 3, 4], [*head, 5, 6, 7, 8]
+    cache.put("t", entry(top, 100))
+    cache.put("t", entry(bottom, 100))  # shares less than half: a second place
+    assert len(cache.entries("t")) == 2 and len(cache) == 1
+    best = cache.get("t", [*top, 9])
+    assert best is not None and best.ids == tuple(top)
+    cache.put("t", entry([*top, 9], 100))  # typed on at the top: replaces that entry
+    assert [e.ids for e in cache.entries("t")] == [tuple(bottom), (*top, 9)]
+    cache.put("t", entry([*head, 0, 0, 0, 0], 100))  # a third place: the oldest goes
+    assert [e.ids for e in cache.entries("t")] == [(*top, 9), (*head, 0, 0, 0, 0)]
+
+
+def test_under_the_bound_older_places_go_before_any_typists_last() -> None:
+    cache = PrefixCache(max_bytes=300)
+    cache.put("a", entry([1, 1, 1, 1], 100))
+    cache.put("a", entry([2, 2, 2, 2], 100))  # a's last; its first place is now older
+    cache.put("b", entry([3, 3, 3, 3], 100))
+    cache.put("c", entry([4, 4, 4, 4], 100))  # evicts a's older place, not b's only entry
+    assert [e.ids for e in cache.entries("a")] == [(2, 2, 2, 2)]
+    assert "b" in cache and "c" in cache and cache.evictions == 1

@@ -228,3 +228,44 @@ async def test_end_to_end_through_the_engine(make_server: Any, model_dir: Path) 
         assert reply["model"] == model_dir.name
         await a.accept(reply)
         await doc.wait_for(lambda t: t == "def add(a, b):\n    return a + b\n")
+
+
+async def test_another_documents_edits_leave_a_typists_prompt_head_and_cache_alone(
+    make_server: Any, model_dir: Path
+) -> None:
+    """Bob edits another file of the branch between two of Alice's requests: her prompt's
+    head (the other files) is the same, so the second request prefills only what follows
+    the shared prefix of token ids, her new keystroke and the suffix."""
+    prompts: list[str] = []
+
+    class Recording(TransformersBackend):
+        async def complete(self, prompt: Prompt, cancel: threading.Event) -> Any:
+            prompts.append(prompt.text)
+            return await super().complete(prompt, cancel)
+
+    backend = Recording(model_dir, max_batch=4)
+    async with (
+        make_server(backend) as server,
+        Client(server.url, user="alice") as a,
+        Client(server.url, user="bob") as b,
+    ):
+        util = await b.open("demo/main:src/util.py")
+        util.insert(0, "# shared helpers\n")
+        await b.flush()
+        doc = await a.open("demo/main:src/calc.py")
+        doc.insert(0, CALC.prefix + CALC.suffix)
+        await a.flush()
+        first = await a.complete(doc, len(CALC.prefix))
+        util.insert(0, "# bob was here\n")  # another document changes...
+        await b.flush()
+        doc.insert(len(CALC.prefix), "a")  # ...and Alice types one more character
+        await a.flush()
+        second = await a.complete(doc, len(CALC.prefix) + 1)
+    head = [p[: p.index("<|fim_prefix|>")] for p in prompts]
+    assert "src/util.py\n# shared helpers\n" in head[0] and head[0] == head[1]
+    assert "bob was here" not in prompts[1]
+    ids = [backend.tokenize(p) for p in prompts]
+    shared = common_prefix(ids[0], ids[1])
+    assert shared > len(backend.tokenize(head[0]))  # past the head, into the prefix
+    assert first["reused_tokens"] == 0
+    assert (second["prompt_tokens"], second["reused_tokens"]) == (len(ids[1]), shared)
