@@ -4,7 +4,10 @@ A document's history is one stream (``<prefix>doc:<doc_id>:log``) whose entry id
 ``0-<seq>``: the stream is both the document's durable log (the ``RedisStore``) and the
 bus that carries each update to the other nodes (the ``RedisBus``), as in y-redis. Beside
 it, a counter that never goes back (``:seq``, so sequence numbers are never reused, not even
-after a deletion) and a hash holding the compacted snapshot (``:snap``). ``docs`` is a sorted
+after a deletion) and a hash holding the compacted snapshot (``:snap``). Every append also
+goes to ``feed``, one stream for the whole cluster that each node reads to hear of every
+document's updates with one read (ids ``0-<n>`` from the counter ``feed:seq``, so that a node
+can tell it missed entries; capped at about ``FEED_LENGTH`` entries). ``docs`` is a sorted
 set of every document id, for prefix listings; awareness travels on pub/sub channels
 (``aw:<doc_id>``); each node keeps a key that expires when it stops renewing it.
 """
@@ -13,9 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PREFIX", "RedisKeys", "seq_of"]
+__all__ = ["DEFAULT_PREFIX", "FEED_LENGTH", "RedisKeys", "seq_of"]
 
 DEFAULT_PREFIX = "collab:"
+FEED_LENGTH = 10_000
+"""About how many entries the feed keeps: a node that falls further behind than this (a long
+pause) catches up on each of its documents from its log instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +53,13 @@ class RedisKeys:
     def nodes(self) -> str:
         return f"{self.prefix}node:*"
 
-    def wake(self, node_id: str) -> str:
-        """A stream only its node reads: an entry there ends the node's blocked read (so the
-        set of documents it reads can change)."""
-        return f"{self.prefix}wake:{node_id}"
+    @property
+    def feed(self) -> str:
+        return f"{self.prefix}feed"
+
+    @property
+    def feed_seq(self) -> str:
+        return f"{self.prefix}feed:seq"
 
     def doc_of_log(self, key: str) -> str:
         return key[len(self.prefix) + len("doc:") : -len(":log")]

@@ -1,12 +1,20 @@
 """``RedisBus``: the nodes of a cluster hear each other through Redis.
 
-Updates: a reader task keeps one blocking ``XREAD`` open over the logs of the documents this
-node watches (each from the last entry it saw) and over a wake stream of its own, which
-``watch`` writes to so that a new document joins the read at once. Entries this node wrote
-itself move its cursor without being delivered. Since the logs are streams, a node that was
-cut off (Redis restarted or unreachable, a slow node) reads on from its cursors when it is
-back: nothing is skipped and nothing is read twice. An entry beyond a missing one means the
-log was compacted past the cursor: the document's listener is told to reload (``bus_gap``).
+Updates: every append also goes to one feed stream for the whole cluster (the same script
+writes the document's log and the feed; see ``RedisStore``), whose entry ids ``0-<n>`` are
+consecutive. A reader task keeps one blocking ``XREAD`` open on the feed alone, so a read
+costs the same whatever the number of documents a node holds, and a busy feed is read in
+batches; entries of documents the node does not watch are dropped. A document that starts
+being watched (or must be caught up on) *joins*: its log is read from the watch's starting
+point with ``XRANGE`` while feed entries for it are held, then both are delivered in seq
+order, each once. Entries this node wrote itself move its cursor without being delivered.
+
+A node that was cut off (Redis restarted or unreachable, a slow node) reads on from its feed
+cursor when it is back: nothing is skipped and nothing is read twice. A feed that no longer
+holds what the node missed (trimmed past its cursor, or lost with a Redis that kept nothing)
+makes every watched document join again from its log. An entry beyond a missing one in a
+document's log means the log was compacted past the cursor: the document's listener is told
+to reload (``bus_gap``).
 
 Awareness travels on pub/sub channels, one per document, all heard through one pattern
 subscription; a message lost while a node is cut off is renewed by its client within
@@ -38,9 +46,9 @@ __all__ = ["RedisBus"]
 log = logging.getLogger("collab.bus")
 
 BLOCK_MS = 5_000
-"""How long one read waits for news before it is sent again (a wake ends it sooner)."""
+"""How long one read waits for news before it is sent again."""
 READ_COUNT = 512
-"""At most this many entries per log per read: a long backlog comes in pieces."""
+"""At most this many entries per read: a long backlog comes in pieces."""
 NODE_TTL_MS = 3_000
 """A node whose key is not renewed for this long is gone."""
 HEARTBEAT_S = 1.0
@@ -51,12 +59,15 @@ RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class _Watch:
-    __slots__ = ("cursor", "gapped", "listener")
+    __slots__ = ("cursor", "gapped", "held", "listener")
 
     def __init__(self, cursor: int, listener: BusListener) -> None:
         self.cursor = cursor
         self.listener = listener
         self.gapped = False
+        self.held: list[tuple[int, bytes, bytes]] | None = []
+        """While the document joins (its log is being read): the feed's entries for it,
+        as (seq, author node, update); ``None`` once it has joined."""
 
 
 class RedisBus:
@@ -75,6 +86,7 @@ class RedisBus:
         self.url = url
         self.node_id = node_id
         self.keys = RedisKeys(prefix)
+        self._own = node_id.encode()
         self.block_ms = block_ms
         self.node_ttl_ms = node_ttl_ms
         self.heartbeat_s = heartbeat_s
@@ -83,8 +95,9 @@ class RedisBus:
         self._client: Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
-        self._wake_cursor = "0-0"
-        self._woken = False
+        self._joins: set[asyncio.Task[None]] = set()
+        self._feed_cursor = 0
+        self._resync = False
         self._healthy = False
         self._running = False
         self._nodes: set[str] = set()
@@ -107,11 +120,13 @@ class RedisBus:
         timeout = self.block_ms / 1000 + READ_GRACE_S
         self._client = Redis.from_url(self.url, socket_timeout=timeout)
         self._reader_client = Redis.from_url(self.url, socket_timeout=timeout)
-        await self._client.delete(self.keys.wake(self.node_id))
+        self._feed_cursor = await self._feed_head()
         await self._beat()
         self._nodes = set(await self.nodes())
         self._healthy = True
         self._running = True
+        for doc_id, watch in self._watches.items():  # watched before the start
+            self._join(doc_id, watch)
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"bus-read-{self.node_id}"),
             asyncio.create_task(self._awareness_loop(), name=f"bus-awareness-{self.node_id}"),
@@ -128,10 +143,15 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
         self._tasks = []
+        for join in list(self._joins):
+            join.cancel()
+        for join in list(self._joins):
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await join
         self._watches.clear()
         assert self._client is not None and self._reader_client is not None
         with contextlib.suppress(RedisError, OSError):
-            await self._client.delete(self.keys.node(self.node_id), self.keys.wake(self.node_id))
+            await self._client.delete(self.keys.node(self.node_id))
         await self._client.aclose()
         await self._reader_client.aclose()
         self._client = self._reader_client = None
@@ -140,8 +160,10 @@ class RedisBus:
     # -- watching -------------------------------------------------------------------------
 
     def watch(self, doc_id: str, after: int, listener: BusListener) -> None:
-        self._watches[doc_id] = _Watch(after, listener)
-        self._wake()
+        watch = _Watch(after, listener)
+        self._watches[doc_id] = watch
+        if self._running:
+            self._join(doc_id, watch)
 
     def unwatch(self, doc_id: str) -> None:
         self._watches.pop(doc_id, None)
@@ -150,75 +172,149 @@ class RedisBus:
         watch = self._watches.get(doc_id)
         return None if watch is None else watch.cursor
 
-    def _wake(self) -> None:
-        """End the blocked read, so that the next one includes the documents watched now."""
-        if self._woken or not self._running or self._client is None:
-            return
-        self._woken = True
-        self._spawn(self._send_wake())
+    def _join(self, doc_id: str, watch: _Watch) -> None:
+        """Catch ``watch`` up from the document's log, holding the feed's entries meanwhile."""
+        if watch.held is None:
+            watch.held = []
+        task = asyncio.create_task(self._read_log(doc_id, watch), name=f"bus-join-{doc_id}")
+        self._joins.add(task)
+        task.add_done_callback(self._joins.discard)
 
-    async def _send_wake(self) -> None:
+    async def _read_log(self, doc_id: str, watch: _Watch) -> None:
+        failures = 0
+        while self._running and self._watches.get(doc_id) is watch:
+            try:
+                entries = await self._log_after(doc_id, watch.cursor)
+            except (RedisError, OSError):  # the read loop reports the outage
+                await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
+                failures += 1
+                continue
+            if self._watches.get(doc_id) is not watch:
+                return
+            held, watch.held = watch.held or [], None
+            logged = [(seq_of(entry_id), f.get(b"n", b""), f[b"u"]) for entry_id, f in entries]
+            self._take(doc_id, watch, logged)
+            if not watch.gapped:
+                self._take(doc_id, watch, held)
+            return
+
+    async def _log_after(self, doc_id: str, after: int) -> list[Any]:
+        """The entries of the document's log after seq ``after``, read page by page."""
         assert self._client is not None
-        try:
-            await self._client.xadd(
-                self.keys.wake(self.node_id), {"w": b""}, maxlen=16, approximate=True
+        entries: list[Any] = []
+        start = f"0-{after + 1}"
+        while True:
+            page = cast(
+                list[Any],
+                await self._client.xrange(self.keys.log(doc_id), start, "+", count=READ_COUNT),
             )
-        except (RedisError, OSError):
-            pass  # the read loop is failing too, and reads every watch when it is back
-        finally:
-            self._woken = False
+            entries += page
+            if len(page) < READ_COUNT:
+                return entries
+            start = f"0-{seq_of(page[-1][0]) + 1}"
+
+    async def _feed_head(self) -> int:
+        """The id of the feed's last entry (0: none yet)."""
+        assert self._client is not None
+        head = await self._client.get(self.keys.feed_seq)
+        return int(head or 0)
 
     async def _read_loop(self) -> None:
         failures = 0
         while self._running:
             try:
+                if self._resync:
+                    await self._rejoin()
                 await self._read_once()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 self._set_healthy(False, exc)
+                self._resync = True
                 await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
                 failures += 1
                 continue
             failures = 0
             self._set_healthy(True)
 
+    async def _rejoin(self) -> None:
+        """Back after an outage: if the feed went back (a Redis that kept nothing), read on
+        from its head, every watched document caught up from its log."""
+        head = await self._feed_head()
+        self._resync = False
+        if head < self._feed_cursor:
+            log.warning("the cluster's feed went back (to %d): rejoining from the logs", head)
+            self._feed_cursor = head
+            self._rejoin_all()
+
+    def _rejoin_all(self) -> None:
+        for doc_id, watch in list(self._watches.items()):
+            if not watch.gapped and watch.held is None:
+                self._join(doc_id, watch)
+
     async def _read_once(self) -> None:
         assert self._reader_client is not None
-        streams: dict[Any, Any] = {self.keys.wake(self.node_id): self._wake_cursor}
-        for doc_id, watch in self._watches.items():
-            if not watch.gapped:
-                streams[self.keys.log(doc_id)] = f"0-{watch.cursor}"
         replies = cast(
             list[tuple[bytes, list[Any]]],
-            await self._reader_client.xread(streams, count=READ_COUNT, block=self.block_ms),
+            await self._reader_client.xread(
+                {self.keys.feed: f"0-{self._feed_cursor}"}, count=READ_COUNT, block=self.block_ms
+            ),
         )
-        for key, entries in replies or []:
-            name = key.decode()
-            if name == self.keys.wake(self.node_id):
-                self._wake_cursor = entries[-1][0].decode()
-                continue
-            self._take(self.keys.doc_of_log(name), entries)
+        for _key, entries in replies or []:
+            self._take_feed(entries)
 
-    def _take(self, doc_id: str, entries: list[Any]) -> None:
-        watch = self._watches.get(doc_id)
-        if watch is None or watch.gapped:
+    def _take_feed(self, entries: list[Any]) -> None:
+        """Deliver a batch of the feed, grouped by document (in seq order within each)."""
+        if not entries:
             return
+        first = seq_of(entries[0][0])
+        if first != self._feed_cursor + 1:  # trimmed past the cursor: entries were missed
+            log.warning("the cluster's feed was trimmed past this node's place: rejoining")
+            self._rejoin_all()
+        self._feed_cursor = seq_of(entries[-1][0])
+        batches: dict[str, list[tuple[int, bytes, bytes]]] = {}
+        watches = self._watches
+        for _entry_id, fields in entries:
+            doc_id = fields[b"d"].decode()
+            if doc_id in watches:
+                batches.setdefault(doc_id, []).append(
+                    (int(fields[b"s"]), fields.get(b"n", b""), fields[b"u"])
+                )
+        for doc_id, batch in batches.items():
+            watch = watches[doc_id]
+            if watch.held is not None:
+                watch.held += batch
+            elif not watch.gapped:
+                self._take(doc_id, watch, batch, from_feed=True)
+
+    def _take(
+        self,
+        doc_id: str,
+        watch: _Watch,
+        entries: list[tuple[int, bytes, bytes]],
+        *,
+        from_feed: bool = False,
+    ) -> None:
+        """Deliver the entries after the cursor, in order. An entry beyond a missing one: in
+        the log, it was compacted past the cursor (``bus_gap``); in the feed (which holds
+        every entry), the document joins again to be sure."""
+        own = self._own
         updates: list[tuple[int, bytes]] = []
-        for entry_id, fields in entries:
-            seq = seq_of(entry_id)
+        for seq, node, update in entries:
             if seq <= watch.cursor:
                 continue
             if seq != watch.cursor + 1:
-                # seqs are consecutive in a log: an entry is missing, compacted away unread
                 if updates:
                     watch.listener.bus_updates(doc_id, updates)
+                if from_feed:
+                    self._join(doc_id, watch)
+                    return
                 watch.gapped = True
                 watch.listener.bus_gap(doc_id, watch.cursor)
                 return
             watch.cursor = seq
-            if fields.get(b"n", b"").decode() != self.node_id:
-                updates.append((seq, fields[b"u"]))
+            if node != own:
+                updates.append((seq, update))
         if updates:
             watch.listener.bus_updates(doc_id, updates)
 
@@ -309,6 +405,8 @@ class RedisBus:
             try:
                 await self._beat()
                 alive = set(await self.nodes())
+                if await self._feed_head() < self._feed_cursor:
+                    self._resync = True  # the feed went back: the next read rejoins
             except (RedisError, OSError):
                 continue  # the read loop reports the outage
             for gone in sorted(self._nodes - alive):

@@ -1,8 +1,9 @@
 """``RedisStore``: the ``Store`` that several server processes share, kept in Redis.
 
 Each document's updates are entries of one Redis stream (ids ``0-<seq>``; see
-``collab.bus.keys``), which the other nodes read as their bus; its compacted state is a
-snapshot beside it, and a compaction trims the stream behind the snapshot in the same step.
+``collab.bus.keys``), copied in the same step to the cluster's feed, which the other nodes
+read as their bus; its compacted state is a snapshot beside it, and a compaction trims the
+stream behind the snapshot in the same step.
 Every operation is one Lua script, so each is atomic against every node.
 
 Order: operations are queued in the order they are called and sent by one writer task, a
@@ -29,7 +30,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of
+from collab.bus.keys import DEFAULT_PREFIX, FEED_LENGTH, RedisKeys, seq_of
 from collab.store.base import CorruptRecord, StoredDoc
 
 __all__ = ["RedisStore"]
@@ -39,11 +40,14 @@ WRITE_TIMEOUT = 5.0
 
 log = logging.getLogger("collab.store")
 
-# KEYS: log, seq, docs. ARGV: update, node, doc id, crc.
+# KEYS: log, seq, docs, feed, feed seq. ARGV: update, node, doc id, crc, feed length.
 _APPEND = """
 local n = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], '0-' .. n, 'u', ARGV[1], 'n', ARGV[2], 'c', ARGV[4])
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
+local f = redis.call('INCR', KEYS[5])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '0-' .. f,
+  'd', ARGV[3], 's', n, 'n', ARGV[2], 'u', ARGV[1])
 return n
 """
 
@@ -110,9 +114,12 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         client: Redis | None = None,
         outage_limit: float = 60.0,
+        feed_length: int = FEED_LENGTH,
     ) -> None:
         self.url = url
         self.outage_limit = outage_limit
+        self.feed_length = feed_length
+        """About how many entries the cluster's feed keeps (see ``collab.bus.keys``)."""
         """Seconds a write waits for an unreachable Redis before it fails."""
         self.reachable = True
         self.on_unreachable: list[Callable[[], None]] = []
@@ -292,7 +299,8 @@ class RedisStore:
     def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
         data = bytes(update)
         keys = [self.keys_.log(doc_id), self.keys_.seq(doc_id), self.keys_.docs]
-        args = [data, self.node_id, doc_id, zlib.crc32(data)]
+        keys += [self.keys_.feed, self.keys_.feed_seq]
+        args = [data, self.node_id, doc_id, zlib.crc32(data), self.feed_length]
         return self._submit("append", keys, args, int)
 
     def sync(self) -> asyncio.Future[None]:

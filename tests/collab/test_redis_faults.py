@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -165,6 +166,75 @@ async def test_a_paused_redis_is_reported_and_caught_up_with(tmp_path: pathlib.P
         assert heard.updates["doc"] == [(first, b"first"), (second, b"during the pause")]
     finally:
         redis.resume()
+        await b_bus.stop()
+        await a_store.stop()
+        redis.stop()
+
+
+async def test_a_node_that_fell_behind_a_trimmed_feed_catches_up_from_the_logs(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The feed keeps about ``feed_length`` entries: a node whose place in it was trimmed away
+    (its event loop held up while hundreds of updates went by) reads what it missed from each
+    document's log, every update once and in order; "two" took its updates first, so none of
+    them is left in the feed, nor anything after them to show that some were missed."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    b_bus = bus(redis, "b")
+    heard = Heard()
+    try:
+        await b_bus.start()
+        b_bus.watch("one", 0, heard)
+        b_bus.watch("two", 0, heard)
+        await asyncio.sleep(0.2)  # both joined: read from the feed from now on
+
+        async def append_elsewhere() -> list[int]:
+            store = RedisStore(redis.url, node_id="a", feed_length=10)
+            async with store:
+                return [await store.append(doc_of(i), b"u%d" % i) for i in range(600)]
+
+        def doc_of(i: int) -> str:
+            return "two" if i < 100 else "one"
+
+        # this loop is held while another thread appends: the feed moves far past b
+        seqs: list[int] = []
+        appender = threading.Thread(target=lambda: seqs.extend(asyncio.run(append_elsewhere())))
+        appender.start()
+        appender.join()
+        entries = await b_bus._client.xlen(b_bus.keys.feed)  # type: ignore[union-attr]
+        assert entries < 600  # the feed was trimmed past b's place
+        await until(lambda: sum(len(v) for v in heard.updates.values()) == 600)
+        for doc in ("one", "two"):
+            expected = [(s, b"u%d" % i) for i, s in enumerate(seqs) if doc_of(i) == doc]
+            assert heard.updates[doc] == expected
+        assert heard.gaps == []
+        assert "trimmed past this node's place" in caplog.text
+    finally:
+        await b_bus.stop()
+        redis.stop()
+
+
+async def test_a_feed_that_went_back_is_read_from_its_new_start(tmp_path: pathlib.Path) -> None:
+    """The feed and its counter deleted under a connected node (a Redis that lost them):
+    the node notices at its next beat and reads on from the feed's new start, catching up
+    from the logs, rather than waiting for ids it already passed."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    a_store = RedisStore(redis.url, node_id="a")
+    b_bus = bus(redis, "b")
+    heard = Heard()
+    try:
+        await a_store.start()
+        await b_bus.start()
+        b_bus.watch("doc", 0, heard)
+        before = [await a_store.append("doc", b"before %d" % i) for i in range(5)]
+        await until(lambda: len(heard.updates.get("doc", [])) == 5)
+        assert b_bus._client is not None
+        await b_bus._client.delete(b_bus.keys.feed, b_bus.keys.feed_seq)
+        after = [await a_store.append("doc", b"after %d" % i) for i in range(2)]
+        await until(lambda: len(heard.updates["doc"]) == 7)
+        assert [s for s, _ in heard.updates["doc"]] == [*before, *after]
+    finally:
         await b_bus.stop()
         await a_store.stop()
         redis.stop()
