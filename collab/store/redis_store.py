@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from collab.bus.keys import DEFAULT_PREFIX, FEED_LENGTH, RedisKeys, seq_of
 from collab.store.base import CorruptRecord, StoredDoc
@@ -164,6 +164,7 @@ class RedisStore:
             "load": client.register_script(_LOAD),
             "delete": client.register_script(_DELETE),
         }
+        await self._load_scripts()
         self.durable_config = await self._read_durability()
         if self.durable_config is False:
             log.warning(
@@ -263,27 +264,55 @@ class RedisStore:
             self.reachable = True
             return
 
-    async def _send_once(self, batch: list[_Op]) -> None:
+    async def _load_scripts(self) -> None:
+        """Load the scripts into Redis (once at the start, and again after a Redis that lost
+        them): a batch then calls them by their digest without asking first."""
         assert self._client is not None
+        for script in self._scripts.values():
+            await self._client.script_load(script.script)
+
+    async def _send_once(self, batch: list[_Op]) -> None:
+        replies = await self._pipeline(batch)
+        missing = [
+            i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)
+        ]  # Redis restarted without them: nothing of those ran
+        if missing:
+            await self._load_scripts()
+            again = await self._pipeline([batch[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        self._answer(batch, replies)
+
+    async def _pipeline(self, batch: list[_Op]) -> list[Any]:
+        """Send a batch as one pipeline; a reply for each operation (``None`` for a sync)."""
+        assert self._client is not None
+        sent: list[int] = []
         async with self._client.pipeline(transaction=False) as pipe:  # reset however it ends
-            for op in batch:
+            for i, op in enumerate(batch):
                 if op.script == "sync":
                     continue
+                sent.append(i)
                 if op.script == "keys":
                     pipe.zrangebylex(*op.args)
                 elif op.script == "clear":
                     pipe.hdel(op.keys[0], "recovered")
-                else:
-                    await self._scripts[op.script](keys=op.keys, args=op.args, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
-        answers = iter(replies)
-        for op in batch:
+                else:  # by digest: a script object would ask Redis for it before every batch
+                    sha = self._scripts[op.script].sha
+                    pipe.evalsha(sha, len(op.keys), *op.keys, *op.args)
+            replies = await pipe.execute(raise_on_error=False) if sent else []
+        answers: list[Any] = [None] * len(batch)
+        for i, reply in zip(sent, replies, strict=True):
+            answers[i] = reply
+        return answers
+
+    @staticmethod
+    def _answer(batch: list[_Op], replies: list[Any]) -> None:
+        for op, reply in zip(batch, replies, strict=True):
             if op.done.done():
                 continue
             if op.script == "sync":
                 op.done.set_result(None)
                 continue
-            reply = next(answers)
             if isinstance(reply, ResponseError):
                 op.done.set_exception(_error_of(reply))
                 continue

@@ -238,3 +238,25 @@ async def test_a_feed_that_went_back_is_read_from_its_new_start(tmp_path: pathli
         await b_bus.stop()
         await a_store.stop()
         redis.stop()
+
+
+async def test_appends_go_on_after_redis_forgets_the_scripts(tmp_path: pathlib.Path) -> None:
+    """Batches call the store's scripts by digest without asking Redis first; a Redis that
+    forgot them (restarted, or ``SCRIPT FLUSH``) answers NOSCRIPT, nothing of the batch ran,
+    and the store loads them again and sends the batch once more: each update stored once."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    store = RedisStore(redis.url, node_id="a")
+    try:
+        await store.start()
+        first = await store.append("doc", b"first")
+        assert store._client is not None
+        await store._client.script_flush()
+        batch = await asyncio.gather(*(store.append("doc", b"u%d" % i) for i in range(3)))
+        assert batch == [first + 1, first + 2, first + 3]
+        stored = await store.load("doc")
+        assert stored is not None
+        assert [u for _, u in stored.updates] == [b"first", b"u0", b"u1", b"u2"]
+    finally:
+        await store.stop()
+        redis.stop()
