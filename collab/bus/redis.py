@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from collab.bus.bus import BusListener
 from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of
+from collab.bus.pubsub import RETRY_S, PubSub
 
 __all__ = ["RedisBus"]
 
@@ -46,8 +47,6 @@ NODE_TTL_MS = 3_000
 HEARTBEAT_S = 1.0
 READ_GRACE_S = 2.0
 """A read unanswered this long after its block ends means Redis cannot be reached."""
-RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0)
-"""Waits between tries while Redis cannot be reached."""
 
 
 class _Watch:
@@ -82,7 +81,15 @@ class RedisBus:
         self._reader_client: Redis | None = None
         self._client: Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._sends: set[asyncio.Task[None]] = set()
+        # a read that outlasts its block by this much means Redis is stopped or cut off
+        self._timeout = block_ms / 1000 + READ_GRACE_S
+        self._awareness = PubSub(
+            url,
+            self._heard,
+            pattern=self.keys.awareness("*"),
+            name=f"bus-awareness-{node_id}",
+            socket_timeout=self._timeout,
+        )
         self._wake_cursor = "0-0"
         self._woken = False
         self._healthy = False
@@ -103,18 +110,17 @@ class RedisBus:
     async def start(self) -> None:
         if self._running:
             return
-        # a read that outlasts its block by this much means Redis is stopped or cut off
-        timeout = self.block_ms / 1000 + READ_GRACE_S
-        self._client = Redis.from_url(self.url, socket_timeout=timeout)
-        self._reader_client = Redis.from_url(self.url, socket_timeout=timeout)
+        self._client = Redis.from_url(self.url, socket_timeout=self._timeout)
+        self._reader_client = Redis.from_url(self.url, socket_timeout=self._timeout)
         await self._client.delete(self.keys.wake(self.node_id))
+        self._woken = False
         await self._beat()
         self._nodes = set(await self.nodes())
         self._healthy = True
         self._running = True
+        await self._awareness.start()
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"bus-read-{self.node_id}"),
-            asyncio.create_task(self._awareness_loop(), name=f"bus-awareness-{self.node_id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"bus-heartbeat-{self.node_id}"),
         ]
 
@@ -128,6 +134,7 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
         self._tasks = []
+        await self._awareness.stop()  # the wakes under way are its sends too
         self._watches.clear()
         assert self._client is not None and self._reader_client is not None
         with contextlib.suppress(RedisError, OSError):
@@ -155,7 +162,7 @@ class RedisBus:
         if self._woken or not self._running or self._client is None:
             return
         self._woken = True
-        self._spawn(self._send_wake())
+        self._awareness.spawn(self._send_wake())
 
     async def _send_wake(self) -> None:
         assert self._client is not None
@@ -239,48 +246,16 @@ class RedisBus:
         if not self._running or not self._healthy or self._client is None:
             return
         message = self.node_id.encode() + b"\0" + bytes(payload)
-        self._spawn(self._publish(self.keys.awareness(doc_id), message))
+        self._awareness.publish(self.keys.awareness(doc_id), message)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run a short send in the background, held until it ends."""
-        task = asyncio.create_task(work)
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
-
-    async def _publish(self, channel: str, message: bytes) -> None:
-        assert self._client is not None
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.publish(channel, message)
-
-    async def _awareness_loop(self) -> None:
-        pattern = self.keys.awareness("*")
-        skip = len(self.keys.awareness(""))
-        failures = 0
-        while self._running:
-            client = Redis.from_url(self.url, socket_timeout=self.block_ms / 1000 + READ_GRACE_S)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.psubscribe(pattern)
-                failures = 0
-                while self._running:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None or message["type"] != "pmessage":
-                        continue
-                    doc_id = message["channel"].decode()[skip:]
-                    node, _, payload = message["data"].partition(b"\0")
-                    node_id = node.decode()
-                    watch = self._watches.get(doc_id)
-                    if watch is not None and node_id != self.node_id:
-                        watch.listener.bus_awareness(doc_id, node_id, payload)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError):
-                await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
-                failures += 1
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-                    await client.aclose()
+    def _heard(self, channel: str, data: bytes) -> None:
+        """An awareness message on ``channel``: the sending node's id, a NUL, the payload."""
+        doc_id = channel[len(self.keys.awareness("")) :]
+        node, _, payload = data.partition(b"\0")
+        node_id = node.decode()
+        watch = self._watches.get(doc_id)
+        if watch is not None and node_id != self.node_id:
+            watch.listener.bus_awareness(doc_id, node_id, payload)
 
     # -- liveness -------------------------------------------------------------------------
 
