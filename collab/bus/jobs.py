@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from collab.bus.keys import DEFAULT_PREFIX, RedisKeys
+from collab.bus.nodes import read_nodes
 from collab.bus.pubsub import PubSub
 from collab.completion import wire
 from collab.completion.executor import JobOutput, JobSpec
@@ -136,14 +136,11 @@ class ClusterJobs:
         """Add, resize or drop the links to other nodes by the slots they offer now."""
         assert self._client is not None
         offered: dict[str, int] = {}
-        skip = len(self.keys.node(""))
-        async for key in self._client.scan_iter(self.keys.nodes):
-            node_id = key.decode()[skip:]
-            raw = await self._client.get(key)
-            if node_id == self.node_id or raw is None:
+        for node_id, about in (await read_nodes(self._client, self.keys)).items():
+            if node_id == self.node_id:
                 continue
             with contextlib.suppress(ValueError, TypeError):
-                slots = int(json.loads(raw).get("workers", 0))
+                slots = int(about.get("workers", 0))
                 if slots > 0:
                     offered[node_id] = slots
         for node_id, link in list(self.links.items()):

@@ -1,0 +1,58 @@
+"""The listing of a cluster's nodes, with a real ``redis-server``: what each node says of
+itself, read the same way by the nodes and by ``collab cluster status``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+from redisproc import RedisProcess
+
+from collab.bus.keys import RedisKeys
+from collab.bus.nodes import read_nodes
+from collab.bus.redis import RedisBus
+from collab.cli.cluster_commands import cluster_status
+
+PREFIX = "n:"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def client(redis_server: RedisProcess) -> AsyncIterator[Redis]:
+    made = Redis.from_url(redis_server.url)
+    await made.flushdb()
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def test_each_live_node_is_read_with_its_description(
+    redis_server: RedisProcess, client: Redis
+) -> None:
+    a = RedisBus(redis_server.url, "a", prefix=PREFIX)
+    a.describe = lambda: {"rooms": 3, "workers": 2}
+    await a.start()
+    keys = RedisKeys(PREFIX)
+    await client.set(keys.node("garbled"), b"not json", px=60_000)
+    try:
+        found = await read_nodes(client, keys)
+        assert sorted(found) == ["a", "garbled"]
+        assert found["a"]["rooms"] == 3 and found["a"]["workers"] == 2
+        assert found["garbled"] == {}  # a value that says nothing leaves the node listed
+        status = await cluster_status(redis_server.url, PREFIX)
+        assert [node["node"] for node in status["nodes"]] == ["a", "garbled"]
+        assert status["nodes"][0]["rooms"] == 3
+    finally:
+        await a.stop()
+    assert sorted(await read_nodes(client, keys)) == ["garbled"]  # a stopped node is gone
