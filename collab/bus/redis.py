@@ -30,7 +30,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from collab.bus.bus import BusListener
+from collab.bus.bus import BusListener, Watch
 from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of
 from collab.bus.pubsub import RETRY_S, PubSub
 
@@ -47,15 +47,6 @@ NODE_TTL_MS = 3_000
 HEARTBEAT_S = 1.0
 READ_GRACE_S = 2.0
 """A read unanswered this long after its block ends means Redis cannot be reached."""
-
-
-class _Watch:
-    __slots__ = ("cursor", "gapped", "listener")
-
-    def __init__(self, cursor: int, listener: BusListener) -> None:
-        self.cursor = cursor
-        self.listener = listener
-        self.gapped = False
 
 
 class RedisBus:
@@ -77,7 +68,7 @@ class RedisBus:
         self.block_ms = block_ms
         self.node_ttl_ms = node_ttl_ms
         self.heartbeat_s = heartbeat_s
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, Watch] = {}
         self._reader_client: Redis | None = None
         self._client: Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -147,7 +138,7 @@ class RedisBus:
     # -- watching -------------------------------------------------------------------------
 
     def watch(self, doc_id: str, after: int, listener: BusListener) -> None:
-        self._watches[doc_id] = _Watch(after, listener)
+        self._watches[doc_id] = Watch(after, listener)
         self._wake()
 
     def unwatch(self, doc_id: str) -> None:
