@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from types import TracebackType
 
 from collab.bus.bus import BusListener, Watch
+from collab.lifecycle import Lifecycle
 from collab.store.base import StoredDoc
 from collab.store.memory_store import MemoryStore
 
@@ -58,25 +58,13 @@ class LocalHub:
         return self._origin.get((doc_id, seq))
 
 
-class HubStore:
+class HubStore(Lifecycle):
     """One node's handle on the hub's shared store (a ``Store``)."""
 
     def __init__(self, hub: LocalHub, node_id: str) -> None:
         self.hub = hub
         self.node_id = node_id
         self._running = False
-
-    async def __aenter__(self) -> HubStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         await self.hub.shared.start()
