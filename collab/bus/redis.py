@@ -264,9 +264,13 @@ class RedisBus:
         self.redis_ms = round((time.perf_counter() - started) * 1000, 2)
 
     async def nodes(self) -> list[str]:
+        """The nodes alive now. Each one seen is known from then on, so that the next beat
+        that misses it reports it gone, even if it came and went between two beats (seen
+        only by a ``/healthz``, say)."""
         assert self._client is not None
         skip = len(self.keys.node(""))
         found = [key.decode()[skip:] async for key in self._client.scan_iter(self.keys.nodes)]
+        self._nodes.update(found)
         return sorted(found)
 
     async def _heartbeat_loop(self) -> None:
