@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Bus", "BusListener"]
+__all__ = ["Bus", "BusListener", "Watch"]
 
 
 class BusListener(Protocol):
@@ -82,3 +82,16 @@ class Bus(Protocol):
     def nodes(self) -> Awaitable[list[str]]:
         """The ids of the nodes alive now, this one included, sorted."""
         ...
+
+
+class Watch:
+    """What a bus keeps for one watched document: the last sequence number delivered to (or
+    appended by) this node, whom to deliver to, and whether a gap stopped the deliveries
+    until the document is watched anew."""
+
+    __slots__ = ("cursor", "gapped", "listener")
+
+    def __init__(self, cursor: int, listener: BusListener) -> None:
+        self.cursor = cursor
+        self.listener = listener
+        self.gapped = False

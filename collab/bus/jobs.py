@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from collab.bus.keys import DEFAULT_PREFIX, RedisKeys
+from collab.bus.nodes import read_nodes
+from collab.bus.pubsub import PubSub
 from collab.completion import wire
 from collab.completion.executor import JobOutput, JobSpec
 from collab.completion.pool import LocalWorker, QueuedJob, WorkerPool
@@ -73,8 +74,16 @@ class ClusterJobs:
         self.links: dict[str, NodeWorkerLink] = {}
         self._served: dict[tuple[str, str], QueuedJob] = {}  # (node, job id) -> its job here
         self._client: Redis | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._sends: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+        self._pubsub = PubSub(
+            url,
+            self._heard,
+            channel=self.channel(node_id),
+            name="cluster jobs",
+            retry_s=(0.5,),
+            lost="a completion message to %s was lost: %s",
+            lost_level=logging.WARNING,
+        )
 
     def channel(self, node_id: str) -> str:
         return f"{self.keys.prefix}jobs:{node_id}"
@@ -89,22 +98,21 @@ class ClusterJobs:
 
     async def start(self) -> None:
         self._client = Redis.from_url(self.url)
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="cluster jobs"),
-            asyncio.create_task(self._refresh_loop(), name="cluster workers"),
-        ]
+        await self._pubsub.start()
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="cluster workers")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
+        await self._pubsub.unsubscribe()
         for link in list(self.links.values()):
             self.pool.remove(link, "this node is stopping", quiet=True)
         self.links.clear()
         for job in list(self._served.values()):
             self.pool.cancel(job, ErrorCode.UNAVAILABLE, "the node serving it is stopping")
-        if self._sends:
-            await asyncio.gather(*self._sends, return_exceptions=True)
+        await self._pubsub.stop()  # the answers to the jobs failed just now are sent first
         if self._client is not None:
             await self._client.aclose()
 
@@ -112,16 +120,7 @@ class ClusterJobs:
 
     def publish(self, node_id: str, message: wire.WorkerMessage) -> None:
         payload = self.node_id.encode() + b"\0" + wire.encode(message)
-        task = asyncio.create_task(self._publish(self.channel(node_id), payload))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
-
-    async def _publish(self, channel: str, payload: bytes) -> None:
-        assert self._client is not None
-        try:
-            await self._client.publish(channel, payload)
-        except (RedisError, OSError) as exc:
-            log.warning("a completion message to %s was lost: %s", channel, exc)
+        self._pubsub.publish(self.channel(node_id), payload)
 
     # -- the other nodes' workers -----------------------------------------------------------
 
@@ -137,14 +136,11 @@ class ClusterJobs:
         """Add, resize or drop the links to other nodes by the slots they offer now."""
         assert self._client is not None
         offered: dict[str, int] = {}
-        skip = len(self.keys.node(""))
-        async for key in self._client.scan_iter(self.keys.nodes):
-            node_id = key.decode()[skip:]
-            raw = await self._client.get(key)
-            if node_id == self.node_id or raw is None:
+        for node_id, about in (await read_nodes(self._client, self.keys)).items():
+            if node_id == self.node_id:
                 continue
             with contextlib.suppress(ValueError, TypeError):
-                slots = int(json.loads(raw).get("workers", 0))
+                slots = int(about.get("workers", 0))
                 if slots > 0:
                     offered[node_id] = slots
         for node_id, link in list(self.links.items()):
@@ -161,27 +157,13 @@ class ClusterJobs:
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        while True:
-            client = Redis.from_url(self.url)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.channel(self.node_id))
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None or message["type"] != "message":
-                        continue
-                    sender, _, data = message["data"].partition(b"\0")
-                    try:
-                        self.receive(sender.decode(), wire.decode(data))
-                    except ProtocolError as exc:
-                        log.warning("a malformed completion message from a node: %s", exc)
-            except (RedisError, OSError):
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-                    await client.aclose()
+    def _heard(self, channel: str, data: bytes) -> None:
+        """A message on this node's channel: the sending node's id, a NUL, the message."""
+        sender, _, body = data.partition(b"\0")
+        try:
+            self.receive(sender.decode(), wire.decode(body))
+        except ProtocolError as exc:
+            log.warning("a malformed completion message from a node: %s", exc)
 
     def receive(self, sender: str, message: wire.WorkerMessage) -> None:
         link = self.links.get(sender)

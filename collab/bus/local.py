@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from types import TracebackType
 
-from collab.bus.bus import BusListener
+from collab.bus.bus import BusListener, Watch
+from collab.lifecycle import Lifecycle
 from collab.store.base import StoredDoc
 from collab.store.memory_store import MemoryStore
 
@@ -58,25 +58,13 @@ class LocalHub:
         return self._origin.get((doc_id, seq))
 
 
-class HubStore:
+class HubStore(Lifecycle):
     """One node's handle on the hub's shared store (a ``Store``)."""
 
     def __init__(self, hub: LocalHub, node_id: str) -> None:
         self.hub = hub
         self.node_id = node_id
         self._running = False
-
-    async def __aenter__(self) -> HubStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         await self.hub.shared.start()
@@ -121,15 +109,6 @@ class HubStore:
         await self.hub.shared.clear_recovered(doc_id)
 
 
-class _Watch:
-    __slots__ = ("cursor", "gapped", "listener")
-
-    def __init__(self, cursor: int, listener: BusListener) -> None:
-        self.cursor = cursor
-        self.listener = listener
-        self.gapped = False
-
-
 class HubBus:
     """One node's bus on the hub (a ``Bus``). Deliveries are scheduled on the event loop, so
     they arrive after the append that caused them returns, as they do over Redis."""
@@ -137,7 +116,7 @@ class HubBus:
     def __init__(self, hub: LocalHub, node_id: str) -> None:
         self.hub = hub
         self.node_id = node_id
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, Watch] = {}
         self._running = False
 
     async def start(self) -> None:
@@ -154,7 +133,7 @@ class HubBus:
         return self._running
 
     def watch(self, doc_id: str, after: int, listener: BusListener) -> None:
-        watch = self._watches[doc_id] = _Watch(after, listener)
+        watch = self._watches[doc_id] = Watch(after, listener)
         stored = self.hub.shared.read(doc_id)
         if stored is None:
             return
@@ -201,7 +180,7 @@ class HubBus:
         held = {s for s, _ in stored.updates}
         return any(s not in held for s in range(cursor + 1, seq))
 
-    def _gap(self, doc_id: str, watch: _Watch) -> None:
+    def _gap(self, doc_id: str, watch: Watch) -> None:
         watch.gapped = True
         cursor = watch.cursor
         asyncio.get_running_loop().call_soon(watch.listener.bus_gap, doc_id, cursor)

@@ -32,14 +32,15 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from collab.bus.bus import BusListener
+from collab.bus.bus import BusListener, Watch
 from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of
+from collab.bus.pubsub import RETRY_S, PubSub
 
 __all__ = ["RedisBus"]
 
@@ -54,17 +55,13 @@ NODE_TTL_MS = 3_000
 HEARTBEAT_S = 1.0
 READ_GRACE_S = 2.0
 """A read unanswered this long after its block ends means Redis cannot be reached."""
-RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0)
-"""Waits between tries while Redis cannot be reached."""
 
 
-class _Watch:
-    __slots__ = ("cursor", "gapped", "held", "listener")
+class _FeedWatch(Watch):
+    __slots__ = ("held",)
 
     def __init__(self, cursor: int, listener: BusListener) -> None:
-        self.cursor = cursor
-        self.listener = listener
-        self.gapped = False
+        super().__init__(cursor, listener)
         self.held: list[tuple[int, bytes, bytes]] | None = []
         """While the document joins (its log is being read): the feed's entries for it,
         as (seq, author node, update); ``None`` once it has joined."""
@@ -90,14 +87,22 @@ class RedisBus:
         self.block_ms = block_ms
         self.node_ttl_ms = node_ttl_ms
         self.heartbeat_s = heartbeat_s
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, _FeedWatch] = {}
         self._reader_client: Redis | None = None
         self._client: Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._sends: set[asyncio.Task[None]] = set()
         self._joins: set[asyncio.Task[None]] = set()
         self._feed_cursor = 0
         self._resync = False
+        # a read that outlasts its block by this much means Redis is stopped or cut off
+        self._timeout = block_ms / 1000 + READ_GRACE_S
+        self._awareness = PubSub(
+            url,
+            self._heard,
+            pattern=self.keys.awareness("*"),
+            name=f"bus-awareness-{node_id}",
+            socket_timeout=self._timeout,
+        )
         self._healthy = False
         self._running = False
         self._nodes: set[str] = set()
@@ -116,10 +121,8 @@ class RedisBus:
     async def start(self) -> None:
         if self._running:
             return
-        # a read that outlasts its block by this much means Redis is stopped or cut off
-        timeout = self.block_ms / 1000 + READ_GRACE_S
-        self._client = Redis.from_url(self.url, socket_timeout=timeout)
-        self._reader_client = Redis.from_url(self.url, socket_timeout=timeout)
+        self._client = Redis.from_url(self.url, socket_timeout=self._timeout)
+        self._reader_client = Redis.from_url(self.url, socket_timeout=self._timeout)
         self._feed_cursor = await self._feed_head()
         await self._beat()
         self._nodes = set(await self.nodes())
@@ -127,9 +130,9 @@ class RedisBus:
         self._running = True
         for doc_id, watch in self._watches.items():  # watched before the start
             self._join(doc_id, watch)
+        await self._awareness.start()
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"bus-read-{self.node_id}"),
-            asyncio.create_task(self._awareness_loop(), name=f"bus-awareness-{self.node_id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"bus-heartbeat-{self.node_id}"),
         ]
 
@@ -148,6 +151,7 @@ class RedisBus:
         for join in list(self._joins):
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await join
+        await self._awareness.stop()
         self._watches.clear()
         assert self._client is not None and self._reader_client is not None
         with contextlib.suppress(RedisError, OSError):
@@ -160,7 +164,7 @@ class RedisBus:
     # -- watching -------------------------------------------------------------------------
 
     def watch(self, doc_id: str, after: int, listener: BusListener) -> None:
-        watch = _Watch(after, listener)
+        watch = _FeedWatch(after, listener)
         self._watches[doc_id] = watch
         if self._running:
             self._join(doc_id, watch)
@@ -172,7 +176,7 @@ class RedisBus:
         watch = self._watches.get(doc_id)
         return None if watch is None else watch.cursor
 
-    def _join(self, doc_id: str, watch: _Watch) -> None:
+    def _join(self, doc_id: str, watch: _FeedWatch) -> None:
         """Catch ``watch`` up from the document's log, holding the feed's entries meanwhile."""
         if watch.held is None:
             watch.held = []
@@ -180,7 +184,7 @@ class RedisBus:
         self._joins.add(task)
         task.add_done_callback(self._joins.discard)
 
-    async def _read_log(self, doc_id: str, watch: _Watch) -> None:
+    async def _read_log(self, doc_id: str, watch: _FeedWatch) -> None:
         failures = 0
         while self._running and self._watches.get(doc_id) is watch:
             try:
@@ -290,7 +294,7 @@ class RedisBus:
     def _take(
         self,
         doc_id: str,
-        watch: _Watch,
+        watch: _FeedWatch,
         entries: list[tuple[int, bytes, bytes]],
         *,
         from_feed: bool = False,
@@ -335,48 +339,16 @@ class RedisBus:
         if not self._running or not self._healthy or self._client is None:
             return
         message = self.node_id.encode() + b"\0" + bytes(payload)
-        self._spawn(self._publish(self.keys.awareness(doc_id), message))
+        self._awareness.publish(self.keys.awareness(doc_id), message)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run a short send in the background, held until it ends."""
-        task = asyncio.create_task(work)
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
-
-    async def _publish(self, channel: str, message: bytes) -> None:
-        assert self._client is not None
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.publish(channel, message)
-
-    async def _awareness_loop(self) -> None:
-        pattern = self.keys.awareness("*")
-        skip = len(self.keys.awareness(""))
-        failures = 0
-        while self._running:
-            client = Redis.from_url(self.url, socket_timeout=self.block_ms / 1000 + READ_GRACE_S)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.psubscribe(pattern)
-                failures = 0
-                while self._running:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None or message["type"] != "pmessage":
-                        continue
-                    doc_id = message["channel"].decode()[skip:]
-                    node, _, payload = message["data"].partition(b"\0")
-                    node_id = node.decode()
-                    watch = self._watches.get(doc_id)
-                    if watch is not None and node_id != self.node_id:
-                        watch.listener.bus_awareness(doc_id, node_id, payload)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError):
-                await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
-                failures += 1
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-                    await client.aclose()
+    def _heard(self, channel: str, data: bytes) -> None:
+        """An awareness message on ``channel``: the sending node's id, a NUL, the payload."""
+        doc_id = channel[len(self.keys.awareness("")) :]
+        node, _, payload = data.partition(b"\0")
+        node_id = node.decode()
+        watch = self._watches.get(doc_id)
+        if watch is not None and node_id != self.node_id:
+            watch.listener.bus_awareness(doc_id, node_id, payload)
 
     # -- liveness -------------------------------------------------------------------------
 
@@ -394,9 +366,13 @@ class RedisBus:
         self.redis_ms = round((time.perf_counter() - started) * 1000, 2)
 
     async def nodes(self) -> list[str]:
+        """The nodes alive now. Each one seen is known from then on, so that the next beat
+        that misses it reports it gone, even if it came and went between two beats (seen
+        only by a ``/healthz``, say)."""
         assert self._client is not None
         skip = len(self.keys.node(""))
         found = [key.decode()[skip:] async for key in self._client.scan_iter(self.keys.nodes)]
+        self._nodes.update(found)
         return sorted(found)
 
     async def _heartbeat_loop(self) -> None:

@@ -11,6 +11,9 @@ import sys
 import time
 from typing import Any
 
+from collab.bus.keys import RedisKeys
+from collab.bus.nodes import read_nodes
+
 __all__ = ["REDIS_ENV", "add_parsers", "cluster_status", "run"]
 
 REDIS_ENV = "COLLAB_REDIS"
@@ -41,12 +44,8 @@ async def cluster_status(url: str, prefix: str = "collab:") -> dict[str, Any]:
         await client.ping()
         ping_ms = round((time.perf_counter() - started) * 1000, 2)
         nodes = []
-        async for key in client.scan_iter(f"{prefix}node:*"):
-            raw = await client.get(key)
-            if raw is None:
-                continue
-            about = json.loads(raw)
-            about["node"] = key.decode()[len(prefix) + len("node:") :]
+        for node_id, about in (await read_nodes(client, RedisKeys(prefix))).items():
+            about["node"] = node_id
             about["age_s"] = round(time.time() - float(about.pop("at", time.time())), 2)
             nodes.append(about)
         leases = []

@@ -11,6 +11,7 @@ from pathlib import Path
 from protocol.errors import ProtocolError
 from protocol.names import validate_branch, validate_repo
 
+from ..lifecycle import Lifecycle
 from ..server.auth import Authenticator, Role, TokenAuthenticator
 from .syncer import WorkingTree
 
@@ -39,7 +40,7 @@ def parse_worktree(text: str) -> WorktreeSpec:
         raise ValueError(f"--worktree {text!r}: {exc.message}") from None
 
 
-class ServedTrees:
+class ServedTrees(Lifecycle):
     """The server's working trees, once it listens on ``host:port``:
     ``async with ServedTrees(server.auth, host, server.port, specs):``."""
 
@@ -51,13 +52,6 @@ class ServedTrees:
         self.port = port
         self.specs = specs
         self.trees: list[WorkingTree] = []
-
-    async def __aenter__(self) -> ServedTrees:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         auth = self.auth

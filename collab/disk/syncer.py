@@ -21,13 +21,13 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from gitsync.changes import is_text
 from protocol.errors import ErrorCode
 
 from ..client import Client, ClientError, Document
+from ..lifecycle import Lifecycle
 from ..live.text_edits import apply_edits, diff_edits
 from .checkout import Checkout, TreeEntry
 from .documents import Documents
@@ -49,7 +49,7 @@ STALE_WINDOW = 1.0
 as made from the content the write replaced (see :func:`~collab.disk.reconcile.stale_save`)."""
 
 
-class WorkingTree:
+class WorkingTree(Lifecycle):
     """``async with WorkingTree(dir, url, repo) as tree:`` syncs until the block ends.
 
     ``branch`` defaults to the user's own (``branch.join``). ``debounce`` is how long live
@@ -111,15 +111,6 @@ class WorkingTree:
         self._watcher: asyncio.Task[None] | None = None  # ends by itself once stopping
         self._stop = asyncio.Event()
         self.idle = asyncio.Event()
-
-    async def __aenter__(self) -> WorkingTree:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     # -- start and stop ----------------------------------------------------------------------
 

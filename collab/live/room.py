@@ -584,11 +584,9 @@ class Room:
             if entry.client_id != own:
                 log.debug("%s: dropped awareness for foreign id %d", self.key, entry.client_id)
                 continue
-            if current is None and len(self._awareness) >= self.max_awareness:
-                self._evict_awareness()
-                if len(self._awareness) >= self.max_awareness:
-                    log.warning("%s: awareness table full, dropped client %d", self.key, own)
-                    continue
+            if not self._room_for(current):
+                log.warning("%s: awareness table full, dropped client %d", self.key, own)
+                continue
             if current is not None and (
                 entry.clock < current.clock
                 or (
@@ -640,10 +638,8 @@ class Room:
                 )
             ):
                 continue
-            if current is None and len(self._awareness) >= self.max_awareness:
-                self._evict_awareness()
-                if len(self._awareness) >= self.max_awareness:
-                    continue
+            if not self._room_for(current):
+                continue
             self._awareness[entry.client_id] = _AwarenessState(
                 entry.clock, entry.state, None, entry.clock, node_id
             )
@@ -671,10 +667,16 @@ class Room:
         if removed:
             self._broadcast_awareness(removed, None)
 
-    def _evict_awareness(self) -> None:
+    def _room_for(self, current: _AwarenessState | None) -> bool:
+        """Whether the awareness table can take an entry whose id holds ``current``: an id it
+        holds always can; a new one while the table is not full, once the removed states (kept
+        for their clocks) are evicted if it is."""
+        if current is not None or len(self._awareness) < self.max_awareness:
+            return True
         for client_id, entry in list(self._awareness.items()):
             if entry.state is None:
                 del self._awareness[client_id]
+        return len(self._awareness) < self.max_awareness
 
     def _broadcast_awareness(
         self, entries: list[AwarenessEntry], sender: Subscriber | None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -28,6 +27,7 @@ from ..git.branch_sync import GitSync
 from ..git.branches import Branches
 from ..git.merges import Merges
 from ..git.tree_ops import register_tree_ops
+from ..lifecycle import Lifecycle
 from ..live.events import EventHub
 from ..live.quotas import UserQuotas
 from ..live.rooms import Rooms
@@ -69,7 +69,7 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-class CollabServer:
+class CollabServer(Lifecycle):
     """The engine: ``/yjs/...`` for stock Yjs clients, ``/ws`` for the engine protocol.
 
     Use ``async with CollabServer(config) as server`` or explicit :meth:`start`/:meth:`stop`.
@@ -414,18 +414,6 @@ class CollabServer:
         if self._started_at is not None:
             log.info("stopped (served for %s)", _duration(time.monotonic() - self._started_at))
             self._started_at = None
-
-    async def __aenter__(self) -> CollabServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _duration(seconds: float) -> str:

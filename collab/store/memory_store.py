@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from types import TracebackType
 
+from collab.lifecycle import Lifecycle
 from collab.store.base import StoredDoc
 
 __all__ = ["MemoryStore"]
@@ -18,7 +18,7 @@ class _Doc:
     updates: list[tuple[int, bytes]] = field(default_factory=list)
 
 
-class MemoryStore:
+class MemoryStore(Lifecycle):
     """A ``Store`` that keeps every document in process memory.
 
     It has the same semantics as ``SQLiteStore`` except durability: nothing survives the
@@ -35,18 +35,6 @@ class MemoryStore:
         """Number of write operations (appends, compactions, deletes) performed."""
         self.appended = 0
         """Number of updates appended."""
-
-    async def __aenter__(self) -> MemoryStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         self._running = True

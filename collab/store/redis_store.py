@@ -24,13 +24,13 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from collab.bus.keys import DEFAULT_PREFIX, FEED_LENGTH, RedisKeys, seq_of
+from collab.lifecycle import Lifecycle
 from collab.store.base import CorruptRecord, StoredDoc
 
 __all__ = ["RedisStore"]
@@ -99,7 +99,7 @@ class _Op:
     finish: Callable[[Any], Any] = lambda reply: reply
 
 
-class RedisStore:
+class RedisStore(Lifecycle):
     """A ``Store`` in Redis, shared by every node of a cluster.
 
     ``node_id`` tags each appended entry, so that a node's bus can tell its own updates from
@@ -137,18 +137,6 @@ class RedisStore:
         self.durable_config: bool | None = None
         """Whether Redis fsyncs its append-only file before it answers a write (``None``:
         its configuration could not be read)."""
-
-    async def __aenter__(self) -> RedisStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         if self._running:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, cast
 
+from collab.lifecycle import Lifecycle
 from collab.store.base import CorruptRecord, StoredDoc
 from collab.store.log_syncer import LogSyncer
 
@@ -120,7 +120,7 @@ def _settle_all(items: list[tuple[asyncio.Future[Any], object, BaseException | N
         _settle(fut, result, exc)
 
 
-class SQLiteStore:
+class SQLiteStore(Lifecycle):
     """A durable ``Store`` in one SQLite file (WAL mode).
 
     Written on the event loop, read on a thread, fsynced on another. Appends, compactions and
@@ -208,18 +208,6 @@ class SQLiteStore:
         return self._syncer.syncs if self._syncer is not None else 0
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    async def __aenter__(self) -> SQLiteStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Create the directory, file and schema; start the reader and syncer threads."""

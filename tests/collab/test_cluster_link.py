@@ -165,3 +165,36 @@ async def test_awareness_crosses_nodes_and_leaves_with_its_node(nodes: Nodes) ->
     await a.link.bus.stop()  # node a is gone: its peers' cursors leave with it
     await until(lambda: bob.awareness[-1].state is None)
     assert bob.awareness[-1].client_id == 11
+
+
+async def test_a_full_awareness_table_takes_new_ids_once_removed_states_make_room(
+    nodes: Nodes,
+) -> None:
+    a = await nodes.node("a")
+    ann, bob, cat = Peer("ann"), Peer("bob"), Peer("cat")
+    room = await join(a, ann)
+    await join(a, bob)
+    await join(a, cat)
+    room.max_awareness = 2
+    here = {"cursor": 1}
+
+    def ids() -> list[int]:
+        return sorted(entry.client_id for entry in room.awareness_entries())
+
+    room.receive_awareness(ann, encode_awareness([AwarenessEntry(1, 1, here)]))
+    room.receive_awareness(bob, encode_awareness([AwarenessEntry(2, 1, here)]))
+    room.receive_awareness(cat, encode_awareness([AwarenessEntry(3, 1, here)]))  # full
+    room.receive_remote_awareness("b", encode_awareness([AwarenessEntry(4, 7, here)]))  # full
+    assert ids() == [1, 2]
+    room.receive_awareness(ann, encode_awareness([AwarenessEntry(1, 2, {"cursor": 2})]))
+    assert ids() == [1, 2]  # an id the table holds is always taken
+    room.receive_awareness(bob, encode_awareness([AwarenessEntry(2, 2, None)]))  # bob leaves
+    room.receive_remote_awareness("b", encode_awareness([AwarenessEntry(4, 7, here)]))
+    assert ids() == [1, 4]  # bob's removed state made room
+    room.receive_awareness(cat, encode_awareness([AwarenessEntry(3, 1, here)]))  # full again
+    assert ids() == [1, 4]
+    room.receive_remote_awareness("b", encode_awareness([AwarenessEntry(4, 7, None)]))
+    room.receive_awareness(cat, encode_awareness([AwarenessEntry(3, 1, here)]))
+    assert ids() == [1, 3]
+    # the others hear what was taken, and nothing that was dropped
+    assert [entry.client_id for entry in ann.awareness if entry.state is not None] == [2, 4, 3]

@@ -1,0 +1,100 @@
+"""The listing of a cluster's nodes, with a real ``redis-server``: what each node says of
+itself, read the same way by the nodes and by ``collab cluster status``; and a node seen
+alive only once, between two beats of a watcher, reported gone all the same."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from buslistener import Heard
+from redis.asyncio import Redis
+from redisproc import RedisProcess
+
+from collab.bus.keys import RedisKeys
+from collab.bus.nodes import read_nodes
+from collab.bus.redis import RedisBus
+from collab.cli.cluster_commands import cluster_status
+
+PREFIX = "n:"
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"did not happen within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def client(redis_server: RedisProcess) -> AsyncIterator[Redis]:
+    made = Redis.from_url(redis_server.url)
+    await made.flushdb()
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def test_each_live_node_is_read_with_its_description(
+    redis_server: RedisProcess, client: Redis
+) -> None:
+    a = RedisBus(redis_server.url, "a", prefix=PREFIX)
+    a.describe = lambda: {"rooms": 3, "workers": 2}
+    await a.start()
+    keys = RedisKeys(PREFIX)
+    await client.set(keys.node("garbled"), b"not json", px=60_000)
+    try:
+        found = await read_nodes(client, keys)
+        assert sorted(found) == ["a", "garbled"]
+        assert found["a"]["rooms"] == 3 and found["a"]["workers"] == 2
+        assert found["garbled"] == {}  # a value that says nothing leaves the node listed
+        status = await cluster_status(redis_server.url, PREFIX)
+        assert [node["node"] for node in status["nodes"]] == ["a", "garbled"]
+        assert status["nodes"][0]["rooms"] == 3
+    finally:
+        await a.stop()
+    assert sorted(await read_nodes(client, keys)) == ["garbled"]  # a stopped node is gone
+
+
+async def test_a_node_listed_between_two_beats_is_reported_gone(
+    redis_server: RedisProcess, client: Redis
+) -> None:
+    watcher = RedisBus(redis_server.url, "a", prefix=PREFIX, heartbeat_s=1.0)
+    beats = 0
+
+    def describe() -> dict[str, object]:
+        nonlocal beats
+        beats += 1
+        return {}
+
+    watcher.describe = describe
+    await watcher.start()
+    heard = Heard()
+    watcher.watch("doc", 0, heard)
+    try:
+        seen = beats
+        await until(lambda: beats > seen)  # a beat now: the next one is a second away
+        await asyncio.sleep(0.05)  # its listing of the nodes is done too
+        brief = RedisBus(redis_server.url, "b", prefix=PREFIX)
+        await brief.start()
+        assert await watcher.nodes() == ["a", "b"]  # asked between two beats (`/healthz`)
+        await brief.stop()
+        assert beats == seen + 1, "a beat came between: the test proves nothing"
+        await until(lambda: "b" in heard.gone)
+        assert heard.gone == ["b"]
+    finally:
+        await watcher.stop()
