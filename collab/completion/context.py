@@ -29,13 +29,14 @@ from ..live.room import Room
 from ..live.rooms import Rooms
 from ..server.auth import Identity
 from .branch_context import BlobTexts, Candidate, blob_ids, list_branch, rank, read_blob
+from .excerpt import Starts
 from .prompts import CONTEXT_SHARE, ContextFile, PromptParts
 
 __all__ = ["ContextGatherer", "drift", "open_rooms", "window"]
 
 _CHARS_PER_TOKEN = 4  # generous: workers trim exactly with their own tokenizer
 _PREFIX_CHARS_PER_TOKEN = 3  # for code: workers cut what is over with their tokenizer
-_GRID = 4  # the prefix's start moves in steps of a quarter of its size
+_GRID = 8  # the grid of prefix starts: an eighth of a prefix's size
 _MAX_EDITED = 10_000
 _MAX_SNAPSHOTS = 1024
 _MAX_HEADS = 16
@@ -90,23 +91,27 @@ def drift(taken: str, now: str, length: int) -> int:
     return max(len(taken), len(aligned)) - head - tail
 
 
-def window(text: str, index: int, budget: int, start: int | None = None) -> tuple[str, str]:
+def window(
+    text: str,
+    index: int,
+    budget: int,
+    starts: Starts | None = None,
+    key: Hashable | None = None,
+) -> tuple[str, str]:
     """The prefix and suffix around code point ``index`` of ``text`` for a prompt of about
-    ``budget`` tokens. The prefix starts at ``start`` (where the requester's last one did)
-    while that is a line start before ``index`` and the prefix fits; else, past the first
-    screen of a file, at the first line start after a grid position, so that it stays put
-    while the typist types at its end."""
+    ``budget`` tokens. The prefix starts where ``key``'s last prefix in this part of the file
+    started, while it fits; else at a line start on a grid of the document (see
+    :mod:`.excerpt`), so that it stays put while the typist types, and comes back when the
+    typist does."""
     size = budget * _PREFIX_CHARS_PER_TOKEN * 60 // 100
-    if start is None or not (
-        0 <= start <= index <= start + size and (start == 0 or text[start - 1 : start] == "\n")
-    ):
-        start = 0
-        if index > size:
-            grain = max(1, size // _GRID)
-            start = -(-(index - size) // grain) * grain
-            line = text.find("\n", start, min(index, start + grain))
-            if line >= 0:
-                start = line + 1
+    start = (starts if starts is not None else Starts()).choose(
+        key,
+        text,
+        index,
+        lambda at: index - at <= size,
+        grain=max(1, size // _GRID),
+        least=size // _GRID,
+    )
     return text[start:index], text[index : index + budget * _CHARS_PER_TOKEN * 15 // 100]
 
 
@@ -149,7 +154,7 @@ class ContextGatherer:
         self._snapshots: collections.OrderedDict[tuple[Hashable, str], _Snapshot] = (
             collections.OrderedDict()
         )
-        self._starts: collections.OrderedDict[tuple[Hashable, str], int] = collections.OrderedDict()
+        self._starts = Starts(max_keys=_MAX_SNAPSHOTS)
 
     def watch(self, room: Room) -> None:
         if room not in self._watched:
@@ -175,14 +180,8 @@ class ContextGatherer:
         ``owner`` (the requester) keeps the same other files, and their texts, while they
         stay close to what they are now (see :meth:`context`)."""
         self.watch(room)
-        key = (owner, room.key)
-        start = self._starts.get(key) if owner is not None else None
-        prefix, suffix = window(text, index, self.budget, start)
-        if owner is not None:  # a cursor moved back keeps the prefix's start
-            self._starts[key] = index - len(prefix)
-            self._starts.move_to_end(key)
-            while len(self._starts) > _MAX_SNAPSHOTS:
-                self._starts.popitem(last=False)
+        key = None if owner is None else (owner, room.key)
+        prefix, suffix = window(text, index, self.budget, self._starts, key)
         files = await self.context(room, text, connection, owner)
         doc_id = room.doc_id
         return PromptParts(doc_id.repo, doc_id.path, prefix, suffix, files, index - len(prefix))
