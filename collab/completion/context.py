@@ -43,6 +43,7 @@ _MAX_HEADS = 16
 _SPARE = 2  # candidates read beyond ``max_files``, for those that turn out empty
 _DRIFT = 4  # frozen texts are taken again once a quarter of them changed...
 _MIN_DRIFT = 256  # ...and at least this many characters
+_MARK = 64  # characters that find the end of a text taken again
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +83,28 @@ def _shared_start(a: str, b: str) -> int:
 def drift(taken: str, now: str, length: int) -> int:
     """About how many characters of ``taken`` (the start of a text then ``length`` long)
     differ in ``now``, the whole text today: what lies between their shared start and their
-    shared end, the end of ``now`` aligned by how much the whole text grew or shrank."""
+    shared end. The end of ``taken`` is looked for in ``now`` where the whole text's growth
+    would put it (all edits inside the part taken), where it was (all edits past it), and
+    where its last characters are found again (edits both inside and past it); the one
+    that shares the longest end counts."""
     head = _shared_start(taken, now)
     if head == len(taken):
         return 0
-    aligned = now[: max(head, len(taken) + len(now) - length)]
-    tail = _shared_start(taken[head:][::-1], aligned[head:][::-1])
-    return max(len(taken), len(aligned)) - head - tail
+    grown = len(now) - length
+    ends = {len(taken) + grown, len(taken)}
+    mark = taken[-_MARK:]
+    low = max(head, len(taken) - abs(grown) - len(mark))
+    found = now.find(mark, low, len(taken) + abs(grown) + len(mark))
+    if found >= 0:
+        ends.add(found + len(mark))
+    best = (0, max(len(taken), len(now)) - head)  # (-shared end, difference)
+    for end in ends:
+        if end < head:
+            continue
+        aligned = now[:end]
+        tail = _shared_start(taken[head:][::-1], aligned[head:][::-1])
+        best = min(best, (-tail, max(len(taken), len(aligned)) - head - tail))
+    return best[1]
 
 
 def window(

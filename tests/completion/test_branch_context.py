@@ -155,6 +155,10 @@ def test_drift_counts_what_changed_in_the_part_taken() -> None:
     edited = whole[:50] + "0123456789" + whole[60:]
     assert drift(taken, edited, len(whole)) == 10
     assert drift(taken, "something else entirely\n" * 20, len(whole)) > 150
+    both = whole[:50] + "01234" + whole[50:400] + "y" * 300 + whole[400:]
+    assert drift(taken, both, len(whole)) == 5  # five inside it, more past it
+    cut = whole[:50] + whole[60:400] + whole[700:]
+    assert drift(taken, cut, len(whole)) == 10  # ten deleted inside it, more past it
 
 
 async def test_a_typists_context_is_taken_again_once_it_drifted_a_lot(make_server: Any) -> None:
