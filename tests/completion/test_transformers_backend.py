@@ -303,3 +303,33 @@ async def test_a_jump_within_a_block_and_back_to_an_earlier_place_reuse_the_cach
     edited = top + lines[:up] + "w" + lines[up:]
     back = await ask(edited, len(top) + up + 1)  # back, one character typed
     assert back[1] <= 16 and back[0] >= 10 * back[1]
+
+
+async def test_rows_join_the_slots_that_finished_rows_left(endless: TransformersBackend) -> None:
+    """While a long job runs, short ones come one after another: each takes the slot the
+    one before it left (written in place, without copying the long job's row), and each
+    answer is a cold run's."""
+    backend = endless
+    streaming = asyncio.Event()
+    cancel = threading.Event()
+    pieces: list[str] = []
+
+    def streamed(text: str) -> None:
+        pieces.append(text)
+        if len(pieces) > 100:
+            streaming.set()
+
+    long = asyncio.create_task(
+        backend.complete_streaming(
+            prompt(HELLO, single_line=False, max_tokens=1000), cancel, streamed
+        )
+    )
+    await asyncio.wait_for(streaming.wait(), 30)  # past the room its row had at first
+    texts = []
+    for parts in (CALC, IMPORTS, CALC, IMPORTS, CALC):
+        texts.append((await backend.complete(prompt(parts), threading.Event())).text)
+    assert texts == ["a + b", "sys", "a + b", "sys", "a + b"]
+    assert not long.done() and max(backend.stats.rows) == 2
+    cancel.set()
+    with pytest.raises(Cancelled):
+        await long
