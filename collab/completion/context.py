@@ -4,12 +4,15 @@ are loaded), ranked for the file being edited, within a character budget.
 
 What comes first in a prompt is kept still between a typist's requests, so that the
 worker's cache of their last prompt keeps matching: the prefix starts where the typist's
-last one did while it fits (else at a line start on a grid of positions), and the other
-files chosen for a typist, with their texts, are frozen: other typists' edits to their live
-documents do not reach the prompt until those texts drifted by a quarter from what was taken,
-nor a new branch head until it changed one of the files taken from git (commits of the live
-documents move the head every few seconds and change nothing there), and at the latest after
-``ttl`` seconds everything is chosen again.
+last one in that part of the file did while it fits (else at a line start on a grid of the
+document: see :mod:`.excerpt`), and the other files chosen for a typist, with their texts,
+are frozen: other typists' edits to their live documents do not reach the prompt until those
+texts drifted by a quarter from what was taken, nor a new branch head until it changed one of
+the files taken from git (commits of the live documents move the head every few seconds and
+change nothing there); either is looked at only once the files are ``hold`` seconds old (a
+new choice prefills a whole prompt again, where a keystroke prefills a few dozen tokens: at
+most one every 30 s per typist), and at the latest after ``ttl`` seconds everything is
+chosen again.
 """
 
 from __future__ import annotations
@@ -155,12 +158,14 @@ class ContextGatherer:
         budget: int = 2048,
         max_files: int = 8,
         ttl: float = 300.0,
+        hold: float = 30.0,
     ) -> None:
         self.rooms = rooms
         self.repos = repos
         self.budget = budget
         self.max_files = max_files
         self.ttl = ttl
+        self.hold = hold
         self.edited: dict[str, float] = {}
         self.blobs = BlobTexts()
         self._watched: weakref.WeakSet[Room] = weakref.WeakSet()
@@ -225,10 +230,13 @@ class ContextGatherer:
         return snapshot.files
 
     async def _still_good(self, kept: _Snapshot, room: Room, now: float) -> bool:
-        """Whether ``kept`` may serve again: younger than ``ttl``, its live texts drifted by
-        less than a quarter, and no file it took from git changed at the branch head."""
+        """Whether ``kept`` may serve again: younger than ``ttl``, and younger than ``hold``
+        or its live texts drifted by less than a quarter and no file it took from git
+        changed at the branch head."""
         if now - kept.taken >= self.ttl:
             return False
+        if now - kept.taken < self.hold:
+            return True
         changed = total = 0
         for item, source in zip(kept.files, kept.sources, strict=True):
             total += len(item.text)

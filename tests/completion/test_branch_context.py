@@ -178,5 +178,10 @@ async def test_a_typists_context_is_taken_again_once_it_drifted_a_lot(make_serve
         app.insert(0, "x")
         await a.flush()
         await a.complete(app, 1)
+        assert backend.prompts[-1].rendered.context == contexts[0]  # held for 30 s...
+        server.completion.context.hold = 0.0  # ...(as if they had passed)
+        app.insert(0, "x")
+        await a.flush()
+        await a.complete(app, 1)
         latest = {c.path: c.text for c in backend.prompts[-1].rendered.context}
         assert latest["src/util.py"].startswith("# rewritten 0\n")
