@@ -292,8 +292,12 @@ class Engine:
         """One token for every row; a free slot runs a placeholder that attends only to
         itself, and its output is ignored."""
         torch, rows = self._torch, self._rows
-        tokens = torch.tensor([[job.next_token if job else 0] for job in rows], device=self.device)
-        positions = torch.tensor([[job.length if job else 0] for job in rows], device=self.device)
+        tokens = torch.tensor(
+            [[0 if job is None else job.next_token] for job in rows], device=self.device
+        )
+        positions = torch.tensor(
+            [[0 if job is None else job.length] for job in rows], device=self.device
+        )
         mask = torch.cat([self._mask, self._mask.new_ones(len(rows), 1)], dim=1)
         with torch.inference_mode():
             out = self.model(
