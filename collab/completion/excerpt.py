@@ -42,7 +42,8 @@ def grid_start(
     """The start (a position of ``text``, which begins at ``offset`` of the document) of an
     excerpt ending at ``end``: the first line start after a multiple of ``grain`` (counted
     in the document), the earliest such that the excerpt fits with a grain to spare, as
-    ``fits`` says (true for shorter excerpts once true); ``end`` if none fits."""
+    ``fits`` says (true for shorter excerpts once true); the start of ``text`` when all of
+    it fits, ``end`` when nothing does."""
     grain = max(1, grain)
 
     def cut(k: int) -> int:
