@@ -4,12 +4,15 @@ are loaded), ranked for the file being edited, within a character budget.
 
 What comes first in a prompt is kept still between a typist's requests, so that the
 worker's cache of their last prompt keeps matching: the prefix starts where the typist's
-last one did while it fits (else at a line start on a grid of positions), and the other
-files chosen for a typist, with their texts, are frozen: other typists' edits to their live
-documents do not reach the prompt until those texts drifted by a quarter from what was taken,
-nor a new branch head until it changed one of the files taken from git (commits of the live
-documents move the head every few seconds and change nothing there), and at the latest after
-``ttl`` seconds everything is chosen again.
+last one in that part of the file did while it fits (else at a line start on a grid of the
+document: see :mod:`.excerpt`), and the other files chosen for a typist, with their texts,
+are frozen: other typists' edits to their live documents do not reach the prompt until those
+texts drifted by a quarter from what was taken, nor a new branch head until it changed one of
+the files taken from git (commits of the live documents move the head every few seconds and
+change nothing there); either is looked at only once the files are ``hold`` seconds old (a
+new choice prefills a whole prompt again, where a keystroke prefills a few dozen tokens: at
+most one every 30 s per typist), and at the latest after ``ttl`` seconds everything is
+chosen again.
 """
 
 from __future__ import annotations
@@ -29,19 +32,21 @@ from ..live.room import Room
 from ..live.rooms import Rooms
 from ..server.auth import Identity
 from .branch_context import BlobTexts, Candidate, blob_ids, list_branch, rank, read_blob
+from .excerpt import Starts
 from .prompts import CONTEXT_SHARE, ContextFile, PromptParts
 
 __all__ = ["ContextGatherer", "drift", "open_rooms", "window"]
 
 _CHARS_PER_TOKEN = 4  # generous: workers trim exactly with their own tokenizer
 _PREFIX_CHARS_PER_TOKEN = 3  # for code: workers cut what is over with their tokenizer
-_GRID = 4  # the prefix's start moves in steps of a quarter of its size
+_GRID = 8  # the grid of prefix starts: an eighth of a prefix's size
 _MAX_EDITED = 10_000
 _MAX_SNAPSHOTS = 1024
 _MAX_HEADS = 16
 _SPARE = 2  # candidates read beyond ``max_files``, for those that turn out empty
 _DRIFT = 4  # frozen texts are taken again once a quarter of them changed...
 _MIN_DRIFT = 256  # ...and at least this many characters
+_MARK = 64  # characters that find the end of a text taken again
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,32 +86,51 @@ def _shared_start(a: str, b: str) -> int:
 def drift(taken: str, now: str, length: int) -> int:
     """About how many characters of ``taken`` (the start of a text then ``length`` long)
     differ in ``now``, the whole text today: what lies between their shared start and their
-    shared end, the end of ``now`` aligned by how much the whole text grew or shrank."""
+    shared end. The end of ``taken`` is looked for in ``now`` where the whole text's growth
+    would put it (all edits inside the part taken), where it was (all edits past it), and
+    where its last characters are found again (edits both inside and past it); the one
+    that shares the longest end counts."""
     head = _shared_start(taken, now)
     if head == len(taken):
         return 0
-    aligned = now[: max(head, len(taken) + len(now) - length)]
-    tail = _shared_start(taken[head:][::-1], aligned[head:][::-1])
-    return max(len(taken), len(aligned)) - head - tail
+    grown = len(now) - length
+    ends = {len(taken) + grown, len(taken)}
+    mark = taken[-_MARK:]
+    low = max(head, len(taken) - abs(grown) - len(mark))
+    found = now.find(mark, low, len(taken) + abs(grown) + len(mark))
+    if found >= 0:
+        ends.add(found + len(mark))
+    best = (0, max(len(taken), len(now)) - head)  # (-shared end, difference)
+    for end in ends:
+        if end < head:
+            continue
+        aligned = now[:end]
+        tail = _shared_start(taken[head:][::-1], aligned[head:][::-1])
+        best = min(best, (-tail, max(len(taken), len(aligned)) - head - tail))
+    return best[1]
 
 
-def window(text: str, index: int, budget: int, start: int | None = None) -> tuple[str, str]:
+def window(
+    text: str,
+    index: int,
+    budget: int,
+    starts: Starts | None = None,
+    key: Hashable | None = None,
+) -> tuple[str, str]:
     """The prefix and suffix around code point ``index`` of ``text`` for a prompt of about
-    ``budget`` tokens. The prefix starts at ``start`` (where the requester's last one did)
-    while that is a line start before ``index`` and the prefix fits; else, past the first
-    screen of a file, at the first line start after a grid position, so that it stays put
-    while the typist types at its end."""
+    ``budget`` tokens. The prefix starts where ``key``'s last prefix in this part of the file
+    started, while it fits; else at a line start on a grid of the document (see
+    :mod:`.excerpt`), so that it stays put while the typist types, and comes back when the
+    typist does."""
     size = budget * _PREFIX_CHARS_PER_TOKEN * 60 // 100
-    if start is None or not (
-        0 <= start <= index <= start + size and (start == 0 or text[start - 1 : start] == "\n")
-    ):
-        start = 0
-        if index > size:
-            grain = max(1, size // _GRID)
-            start = -(-(index - size) // grain) * grain
-            line = text.find("\n", start, min(index, start + grain))
-            if line >= 0:
-                start = line + 1
+    start = (starts if starts is not None else Starts()).choose(
+        key,
+        text,
+        index,
+        lambda at: index - at <= size,
+        grain=max(1, size // _GRID),
+        least=size // _GRID,
+    )
     return text[start:index], text[index : index + budget * _CHARS_PER_TOKEN * 15 // 100]
 
 
@@ -134,12 +158,14 @@ class ContextGatherer:
         budget: int = 2048,
         max_files: int = 8,
         ttl: float = 300.0,
+        hold: float = 30.0,
     ) -> None:
         self.rooms = rooms
         self.repos = repos
         self.budget = budget
         self.max_files = max_files
         self.ttl = ttl
+        self.hold = hold
         self.edited: dict[str, float] = {}
         self.blobs = BlobTexts()
         self._watched: weakref.WeakSet[Room] = weakref.WeakSet()
@@ -149,7 +175,7 @@ class ContextGatherer:
         self._snapshots: collections.OrderedDict[tuple[Hashable, str], _Snapshot] = (
             collections.OrderedDict()
         )
-        self._starts: collections.OrderedDict[tuple[Hashable, str], int] = collections.OrderedDict()
+        self._starts = Starts(max_keys=_MAX_SNAPSHOTS)
 
     def watch(self, room: Room) -> None:
         if room not in self._watched:
@@ -175,14 +201,8 @@ class ContextGatherer:
         ``owner`` (the requester) keeps the same other files, and their texts, while they
         stay close to what they are now (see :meth:`context`)."""
         self.watch(room)
-        key = (owner, room.key)
-        start = self._starts.get(key) if owner is not None else None
-        prefix, suffix = window(text, index, self.budget, start)
-        if owner is not None:  # a cursor moved back keeps the prefix's start
-            self._starts[key] = index - len(prefix)
-            self._starts.move_to_end(key)
-            while len(self._starts) > _MAX_SNAPSHOTS:
-                self._starts.popitem(last=False)
+        key = None if owner is None else (owner, room.key)
+        prefix, suffix = window(text, index, self.budget, self._starts, key)
         files = await self.context(room, text, connection, owner)
         doc_id = room.doc_id
         return PromptParts(doc_id.repo, doc_id.path, prefix, suffix, files, index - len(prefix))
@@ -210,10 +230,13 @@ class ContextGatherer:
         return snapshot.files
 
     async def _still_good(self, kept: _Snapshot, room: Room, now: float) -> bool:
-        """Whether ``kept`` may serve again: younger than ``ttl``, its live texts drifted by
-        less than a quarter, and no file it took from git changed at the branch head."""
+        """Whether ``kept`` may serve again: younger than ``ttl``, and younger than ``hold``
+        or its live texts drifted by less than a quarter and no file it took from git
+        changed at the branch head."""
         if now - kept.taken >= self.ttl:
             return False
+        if now - kept.taken < self.hold:
+            return True
         changed = total = 0
         for item, source in zip(kept.files, kept.sources, strict=True):
             total += len(item.text)

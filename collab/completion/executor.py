@@ -6,18 +6,18 @@ The same code runs in the engine's embedded worker and in remote ``collab worker
 from __future__ import annotations
 
 import asyncio
-import collections
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .backend import Cancelled, CompletionBackend, Generated, Prompt, StreamingBackend
+from .excerpt import Starts
 from .prompts import PromptParts, Rendered, cut_at_stop, cut_single_line, render
 
 __all__ = ["Executor", "JobOutput", "JobSpec", "TextStream", "finish", "settled"]
 
-_MAX_TYPISTS = 4096  # typists whose last prefix start an executor remembers
+_MAX_TYPISTS = 4096  # typists whose prefix starts an executor remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +118,9 @@ class Executor:
         self.max_prompt_tokens = max_prompt_tokens
         self.max_chars = max_chars
         self._slots = asyncio.Semaphore(max(1, backend.capacity))
-        self._cuts: collections.OrderedDict[str, int] = collections.OrderedDict()
-        """Where each typist's last prefix started: kept while it fits, for prompt caches."""
+        self._starts = Starts(max_keys=_MAX_TYPISTS)
+        """Where each typist's prefixes started, in each part of the file: kept while they
+        fit, for prompt caches."""
 
     async def run(
         self,
@@ -144,14 +145,9 @@ class Executor:
                 self.max_prompt_tokens,
                 backend.count_tokens,
                 single_line=spec.single_line,
-                cut=None if key is None else self._cuts.get(key),
+                starts=self._starts,
+                key=key,
             )
-            if key is not None:
-                parts = spec.parts
-                self._cuts[key] = parts.start + len(parts.prefix) - len(rendered.prefix)
-                self._cuts.move_to_end(key)
-                while len(self._cuts) > _MAX_TYPISTS:
-                    self._cuts.popitem(last=False)
             rendered_at = time.perf_counter()
             prompt = Prompt(rendered, spec.max_tokens, spec.single_line, spec.cache_key)
             stream = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from .excerpt import Starts
 
 __all__ = [
     "ContextFile",
@@ -182,32 +184,31 @@ def approx_tokens(text: str) -> int:
     return (len(text) + 2) // 3
 
 
-def _keep_end(text: str, budget: int, count: TokenCounter, prefer: int | None = None) -> str:
-    """The longest tail of ``text`` within ``budget`` that starts at one of a fixed set of
-    cut points: a line start in each stretch of about an eighth of the budget, counted from
-    the start of ``text``. While ``text`` grows at its end the cut stays where it was (so a
-    prompt cache keeps matching) until the tail no longer fits, then moves on a stretch.
-    ``prefer``, a line start in ``text`` where the last cut was, wins while its tail fits."""
+def _keep_end(
+    text: str,
+    budget: int,
+    count: TokenCounter,
+    offset: int = 0,
+    starts: Starts | None = None,
+    key: Hashable | None = None,
+) -> str:
+    """A tail of ``text`` (which starts at ``offset`` of the document) within ``budget``,
+    starting where ``key``'s last one in this part of the file did while that fits, else
+    at a line start on a grid of the document of about an eighth of the budget (see
+    :mod:`.excerpt`): while ``text`` grows at its end, or the cursor moves within a part of
+    the file, the cut stays where it was, so that a prompt cache keeps matching."""
     if budget <= 0 or not text:
         return ""
-    sticky = prefer is not None and 0 < prefer < len(text) and text[prefer - 1] == "\n"
-    if sticky and count(text[prefer:]) <= budget:
-        return text[prefer:]
-    size = count(text)
-    if size <= budget:
-        return text
-    grain = max(16, budget * 3 // 8)  # characters: about budget / 8 tokens
-
-    def cut(k: int) -> int:
-        line = text.find("\n", k * grain, (k + 1) * grain)
-        return line + 1 if line >= 0 else k * grain
-
-    k = max(1, int(len(text) * (size - budget) / size) // grain)  # an estimate, then exact
-    while k > 1 and count(text[cut(k - 1) :]) <= budget:
-        k -= 1
-    while cut(k) < len(text) and count(text[cut(k) :]) > budget:
-        k += 1
-    return text[cut(k) :]
+    at = (starts if starts is not None else Starts()).choose(
+        key,
+        text,
+        len(text),
+        lambda at: count(text[at:]) <= budget,
+        grain=max(16, budget * 3 // 8),  # characters: about budget / 8 tokens
+        least=budget * 3 // 8,  # characters: about an eighth of the budget
+        offset=offset,
+    )
+    return text[at:]
 
 
 def _keep_start(text: str, budget: int, count: TokenCounter) -> str:
@@ -224,9 +225,10 @@ def _keep_start(text: str, budget: int, count: TokenCounter) -> str:
 
 
 PREFIX_SHARE = 60  # percent of the budget the prefix may take
-SUFFIX_SHARE = {False: 10, True: 5}  # percent for the suffix: block, single-line requests
-"""A single-line completion needs the lines after the cursor, not a page of them; and in
-the prefix-suffix-middle layout every suffix token is prefilled again after each keystroke."""
+SUFFIX_SHARE = {False: 10, True: 2}  # percent for the suffix: block, single-line requests
+"""A single-line completion needs the rest of its line and the next few, not a page of
+them; and in the prefix-suffix-middle layout every suffix token is prefilled again after
+each keystroke (2% of a 2,048-token budget is about 40 tokens)."""
 CONTEXT_SHARE = 30  # percent for other files, whatever the prefix and suffix leave unused
 
 
@@ -236,18 +238,19 @@ def fit(
     count: TokenCounter = approx_tokens,
     *,
     single_line: bool = False,
-    cut: int | None = None,
+    starts: Starts | None = None,
+    key: Hashable | None = None,
 ) -> tuple[str, str, tuple[ContextFile, ...]]:
     """Trim ``parts`` to ``budget`` tokens: the prefix may take 60%, the suffix 10% (5% for
     a single line), and other files 30%, in their order (more relevant first).
 
     What comes first in a prompt stays put from one keystroke to the next, so that a cache
-    of the last prompt keeps matching: the prefix is cut at fixed points (``_keep_end``),
-    and the other files' share never depends on the size of the prefix or suffix (a short
-    file leaves part of the budget unused rather than move what precedes it). ``cut``, the
-    document position where the requester's last prefix started, is kept while it fits."""
-    prefer = None if cut is None else cut - parts.start
-    prefix = _keep_end(parts.prefix, budget * PREFIX_SHARE // 100, count, prefer)
+    of the last prompt keeps matching: the prefix is cut where the requester's (``key``'s)
+    last one in this part of the file was, as ``starts`` remembers it, else at fixed points
+    of the document (``_keep_end``); and the other files' share never depends on the size
+    of the prefix or suffix (a short file leaves part of the budget unused rather than move
+    what precedes it)."""
+    prefix = _keep_end(parts.prefix, budget * PREFIX_SHARE // 100, count, parts.start, starts, key)
     suffix = _keep_start(parts.suffix, budget * SUFFIX_SHARE[single_line] // 100, count)
     left = budget * CONTEXT_SHARE // 100 - 16
     context: list[ContextFile] = []
@@ -323,15 +326,18 @@ def render(
     count: TokenCounter = approx_tokens,
     *,
     single_line: bool = False,
-    cut: int | None = None,
+    starts: Starts | None = None,
+    key: Hashable | None = None,
 ) -> Rendered:
     """The prompt for ``family``, within ``budget`` tokens as ``count`` measures them.
 
     Every template puts what changes least first: other files of the branch, then the file's
     path and prefix, then the suffix (the prefix-suffix-middle order these families use), so
-    that consecutive requests of one typist share all but the end of the prompt. ``cut``:
-    see :func:`fit`."""
-    prefix, suffix, ctx = fit(parts, budget - 32, count, single_line=single_line, cut=cut)
+    that consecutive requests of one typist share all but the end of the prompt. ``starts``
+    and ``key``: see :func:`fit`."""
+    prefix, suffix, ctx = fit(
+        parts, budget - 32, count, single_line=single_line, starts=starts, key=key
+    )
     text = _template(family, parts.repo, parts.path, prefix, suffix, ctx)
     return Rendered(text, stop_strings(family), prefix, suffix, ctx)
 

@@ -14,6 +14,7 @@ from collab import Client
 from collab.completion import Family, PromptParts, render
 from collab.completion.branch_context import Candidate, imported_paths, rank
 from collab.completion.context import drift, window
+from collab.completion.excerpt import Starts
 from collab.completion.prompts import ContextFile, approx_tokens
 from gitsync import create_demo_repo
 
@@ -130,16 +131,19 @@ def test_a_cursor_moved_back_keeps_the_prefix_start() -> None:
     where the last one did (so all of it up to the new cursor is in the prompt cache)."""
     text = "".join(f"value_{i} = compute({i})\n" for i in range(3000))
     heads = []
-    cut = None
+    server, worker = Starts(), Starts()
     for cursor in (50_000, 49_000, 48_200):
-        prefix, suffix = window(text, cursor, 2048)
+        prefix, suffix = window(text, cursor, 2048, server, "alice")
         parts = PromptParts("demo", "src/app.py", prefix, suffix, (), cursor - len(prefix))
-        rendered = render(Family.QWEN_CODER, parts, 2048, single_line=True, cut=cut)
-        cut = parts.start + len(parts.prefix) - len(rendered.prefix)
+        rendered = render(
+            Family.QWEN_CODER, parts, 2048, single_line=True, starts=worker, key="alice"
+        )
         heads.append(rendered.prefix[:40])
     assert heads[0] == heads[1] == heads[2]
+    prefix, suffix = window(text, 48_200, 2048)
+    parts = PromptParts("demo", "src/app.py", prefix, suffix, (), 48_200 - len(prefix))
     stateless = render(Family.QWEN_CODER, parts, 2048, single_line=True)
-    assert stateless.prefix[:40] != heads[0]  # without the last cut it would have moved
+    assert stateless.prefix[:40] != heads[0]  # without the starts kept it would have moved
 
 
 def test_drift_counts_what_changed_in_the_part_taken() -> None:
@@ -151,6 +155,10 @@ def test_drift_counts_what_changed_in_the_part_taken() -> None:
     edited = whole[:50] + "0123456789" + whole[60:]
     assert drift(taken, edited, len(whole)) == 10
     assert drift(taken, "something else entirely\n" * 20, len(whole)) > 150
+    both = whole[:50] + "01234" + whole[50:400] + "y" * 300 + whole[400:]
+    assert drift(taken, both, len(whole)) == 5  # five inside it, more past it
+    cut = whole[:50] + whole[60:400] + whole[700:]
+    assert drift(taken, cut, len(whole)) == 10  # ten deleted inside it, more past it
 
 
 async def test_a_typists_context_is_taken_again_once_it_drifted_a_lot(make_server: Any) -> None:
@@ -167,6 +175,11 @@ async def test_a_typists_context_is_taken_again_once_it_drifted_a_lot(make_serve
         contexts = [p.rendered.context for p in backend.prompts]
         assert len(contexts) == 4 and all(c == contexts[0] for c in contexts)
         util.insert(0, "".join(f"# rewritten {n}\n" for n in range(40)))  # a lot changed
+        app.insert(0, "x")
+        await a.flush()
+        await a.complete(app, 1)
+        assert backend.prompts[-1].rendered.context == contexts[0]  # held for 30 s...
+        server.completion.context.hold = 0.0  # ...(as if they had passed)
         app.insert(0, "x")
         await a.flush()
         await a.complete(app, 1)

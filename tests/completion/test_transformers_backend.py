@@ -17,6 +17,8 @@ from tiny_model import EXAMPLES
 
 from collab import Client
 from collab.completion import Cancelled, Family, Prompt, PromptParts, render
+from collab.completion.context import window
+from collab.completion.excerpt import Starts
 from collab.completion.executor import Executor, JobSpec
 from collab.completion.prefix_cache import common_prefix
 from collab.completion.transformers_backend import TransformersBackend
@@ -269,3 +271,65 @@ async def test_another_documents_edits_leave_a_typists_prompt_head_and_cache_alo
     assert shared > len(backend.tokenize(head[0]))  # past the head, into the prefix
     assert first["reused_tokens"] == 0
     assert (second["prompt_tokens"], second["reused_tokens"]) == (len(ids[1]), shared)
+
+
+async def test_a_jump_within_a_block_and_back_to_an_earlier_place_reuse_the_cache(
+    backend: TransformersBackend,
+) -> None:
+    """A typist's cursor jumps two lines up: the prompt keeps its head and the prefix's
+    start, so only the last tokens are prefilled. It then works far away, lines are added
+    at the top of the file, and it comes back and types: that place's start is found again
+    and its cached prompt serves."""
+    executor = Executor(backend, max_prompt_tokens=512)
+    server = Starts()
+    lines = "".join(f"v{i} = f({i})\n" for i in range(600))
+
+    async def ask(text: str, cursor: int) -> tuple[int, int]:
+        prefix, suffix = window(text, cursor, 512, server, "alice")
+        parts = PromptParts("demo", "src/v.py", prefix, suffix, (), cursor - len(prefix))
+        spec = JobSpec("j", parts, 4, True, cache_key="alice")
+        output = await executor.run(spec, threading.Event())
+        return output.prompt_tokens, output.prompt_tokens - output.reused_tokens
+
+    place = lines.index("v400 =")
+    cold = await ask(lines, place)
+    assert cold[1] == cold[0]
+    up = lines.index("v398 =")
+    moved = await ask(lines, up)  # two lines up: the suffix and the end of the prompt
+    assert moved[1] <= 16 and moved[0] >= 10 * moved[1]
+    far = await ask(lines, lines.index("v100 ="))  # elsewhere: the head is all it shares
+    assert far[1] > moved[1] * 5
+    top = "# header\n" * 3
+    edited = top + lines[:up] + "w" + lines[up:]
+    back = await ask(edited, len(top) + up + 1)  # back, one character typed
+    assert back[1] <= 16 and back[0] >= 10 * back[1]
+
+
+async def test_rows_join_the_slots_that_finished_rows_left(endless: TransformersBackend) -> None:
+    """While a long job runs, short ones come one after another: each takes the slot the
+    one before it left (written in place, without copying the long job's row), and each
+    answer is a cold run's."""
+    backend = endless
+    streaming = asyncio.Event()
+    cancel = threading.Event()
+    pieces: list[str] = []
+
+    def streamed(text: str) -> None:
+        pieces.append(text)
+        if len(pieces) > 100:
+            streaming.set()
+
+    long = asyncio.create_task(
+        backend.complete_streaming(
+            prompt(HELLO, single_line=False, max_tokens=1000), cancel, streamed
+        )
+    )
+    await asyncio.wait_for(streaming.wait(), 30)  # past the room its row had at first
+    texts = []
+    for parts in (CALC, IMPORTS, CALC, IMPORTS, CALC):
+        texts.append((await backend.complete(prompt(parts), threading.Event())).text)
+    assert texts == ["a + b", "sys", "a + b", "sys", "a + b"]
+    assert not long.done() and max(backend.stats.rows) == 2
+    cancel.set()
+    with pytest.raises(Cancelled):
+        await long
