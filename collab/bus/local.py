@@ -165,20 +165,35 @@ class HubBus:
         watch = self._watches.get(doc_id)
         if watch is None or watch.gapped or seq <= watch.cursor:
             return
-        if seq != watch.cursor + 1 and self._missing(doc_id, watch.cursor, seq):
-            self._gap(doc_id, watch)
-            return
-        watch.cursor = seq
-        if origin != self.node_id:
-            watch.listener.bus_updates(doc_id, [(seq, update)])
+        entries = [(seq, update, origin)]
+        if seq != watch.cursor + 1:
+            # a delivery scheduled before the watch began may come before its catch-up: the
+            # updates between come from the log first, in order
+            between = self._between(doc_id, watch.cursor, seq)
+            if between is None:
+                self._gap(doc_id, watch)
+                return
+            entries = between + entries
+        updates = []
+        for entry_seq, entry, entry_origin in entries:
+            watch.cursor = entry_seq
+            if entry_origin != self.node_id:
+                updates.append((entry_seq, entry))
+        if updates:
+            watch.listener.bus_updates(doc_id, updates)
 
-    def _missing(self, doc_id: str, cursor: int, seq: int) -> bool:
-        """Whether an update between ``cursor`` and ``seq`` is gone from the log."""
+    def _between(
+        self, doc_id: str, cursor: int, seq: int
+    ) -> list[tuple[int, bytes, str | None]] | None:
+        """The log's updates after ``cursor`` and before ``seq``, with their authors;
+        ``None`` if one of them is gone from it (compacted away)."""
         stored = self.hub.shared.read(doc_id)
         if stored is None:
-            return True
-        held = {s for s, _ in stored.updates}
-        return any(s not in held for s in range(cursor + 1, seq))
+            return None
+        held = {s: update for s, update in stored.updates}
+        if any(s not in held for s in range(cursor + 1, seq)):
+            return None
+        return [(s, held[s], self.hub.origin(doc_id, s)) for s in range(cursor + 1, seq)]
 
     def _gap(self, doc_id: str, watch: Watch) -> None:
         watch.gapped = True

@@ -145,6 +145,49 @@ async def test_concurrent_appends_from_two_nodes_arrive_in_seq_order(cluster: Cl
         assert len({s for s, _ in got}) == len(got)
 
 
+async def test_documents_watched_while_others_append_to_them_miss_nothing(
+    cluster: Cluster,
+) -> None:
+    """Watches start (and move on) in the middle of a stream of appends to their documents:
+    what was appended before a watch started is caught up on, what comes meanwhile is not
+    lost or doubled, and every document's updates arrive in seq order."""
+    a, b = await cluster.node("a"), await cluster.node("b")
+    docs = [f"d{i}" for i in range(40)]
+    heard = Heard()
+    stop = asyncio.Event()
+    appended: dict[str, list[tuple[int, bytes]]] = {doc: [] for doc in docs}
+
+    async def append_all() -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            doc = docs[i % len(docs)]
+            data = b"%d" % i
+            seq = await a.store.append(doc, data)
+            appended[doc].append((seq, data))  # the list of now (a watch may replace it)
+            await asyncio.sleep(0)  # an in-process store may answer without yielding
+
+    writer = asyncio.create_task(append_all())
+    try:
+        for doc in docs:  # each watch starts from what was appended up to now, or from 0
+            await asyncio.sleep(0.005)
+            after = appended[doc][len(appended[doc]) // 2][0] if appended[doc] else 0
+            b.bus.watch(doc, after, heard)
+            appended[doc] = [entry for entry in appended[doc] if entry[0] > after]
+        await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await writer
+
+    def complete() -> bool:
+        return all(len(heard.updates.get(doc, [])) == len(appended[doc]) for doc in docs)
+
+    await until(complete)
+    for doc in docs:
+        assert heard.updates.get(doc, []) == appended[doc], doc
+    assert heard.gaps == []
+
+
 async def test_an_unread_compacted_update_is_reported_as_a_gap(cluster: Cluster) -> None:
     a, b = await cluster.node("a"), await cluster.node("b")
     seqs = [await a.store.append("doc", b"u%d" % i) for i in range(5)]
