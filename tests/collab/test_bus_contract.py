@@ -203,6 +203,21 @@ async def test_an_unread_compacted_update_is_reported_as_a_gap(cluster: Cluster)
     assert heard.updates["doc"] == [(seqs[4], b"u4")]
 
 
+async def test_a_log_compacted_to_its_end_past_the_watch_is_reported_as_a_gap(
+    cluster: Cluster,
+) -> None:
+    """Every update the watcher missed is in the snapshot and the log is empty: nothing later
+    shows the hole, so the watch itself must report it rather than wait for the next update."""
+    a, b = await cluster.node("a"), await cluster.node("b")
+    seqs = [await a.store.append("doc", b"u%d" % i) for i in range(3)]
+    await a.store.compact("doc", b"snapshot", seqs[-1])
+    heard = Heard()
+    b.bus.watch("doc", seqs[0], heard)
+    await until(lambda: bool(heard.gaps))
+    assert heard.gaps == [("doc", seqs[0])]
+    assert "doc" not in heard.updates
+
+
 async def test_unwatched_documents_are_not_delivered(cluster: Cluster) -> None:
     a, b = await cluster.node("a"), await cluster.node("b")
     heard = Heard()
