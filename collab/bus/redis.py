@@ -14,7 +14,9 @@ cursor when it is back: nothing is skipped and nothing is read twice. A feed tha
 holds what the node missed (trimmed past its cursor, or lost with a Redis that kept nothing)
 makes every watched document join again from its log. An entry beyond a missing one in a
 document's log, or a snapshot past the cursor with nothing after it, means the log was
-compacted past the cursor: the document's listener is told to reload (``bus_gap``).
+compacted past the cursor; a document whose seqs went back behind the cursor (a Redis that
+kept nothing) no longer holds what was delivered: either way the document's listener is told
+to reload (``bus_gap``).
 
 Awareness travels on pub/sub channels, one per document, all heard through one pattern
 subscription; a message lost while a node is cut off is renewed by its client within
@@ -188,7 +190,7 @@ class RedisBus:
         failures = 0
         while self._running and self._watches.get(doc_id) is watch:
             try:
-                entries, compacted = await self._log_after(doc_id, watch.cursor)
+                entries, compacted, last = await self._log_after(doc_id, watch.cursor)
             except (RedisError, OSError):  # the read loop reports the outage
                 await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
                 failures += 1
@@ -198,17 +200,20 @@ class RedisBus:
             held, watch.held = watch.held or [], None
             logged = [(seq_of(entry_id), f.get(b"n", b""), f[b"u"]) for entry_id, f in entries]
             self._take(doc_id, watch, logged)
-            if not watch.gapped and compacted > watch.cursor:
-                # a log compacted to its end past the cursor: no entry after it shows the hole
+            if not watch.gapped and (compacted > watch.cursor or last < watch.cursor):
+                # a log compacted to its end past the cursor (no entry after it shows the
+                # hole), or one that went back (a Redis that kept nothing: the seqs start
+                # again, and the updates to come would be taken for ones already delivered)
                 watch.gapped = True
                 watch.listener.bus_gap(doc_id, watch.cursor)
             if not watch.gapped:
                 self._take(doc_id, watch, held)
             return
 
-    async def _log_after(self, doc_id: str, after: int) -> tuple[list[Any], int]:
-        """The entries of the document's log after seq ``after``, read page by page, and the
-        seq its snapshot covers, read with the last page as of one moment (0: none)."""
+    async def _log_after(self, doc_id: str, after: int) -> tuple[list[Any], int, int]:
+        """The entries of the document's log after seq ``after``, read page by page; with the
+        last page, as of one moment, the seq its snapshot covers and the last seq it gave
+        (0: none)."""
         assert self._client is not None
         entries: list[Any] = []
         start = f"0-{after + 1}"
@@ -216,10 +221,13 @@ class RedisBus:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.xrange(self.keys.log(doc_id), start, "+", count=READ_COUNT)
                 pipe.hget(self.keys.snapshot(doc_id), "seq")
-                page, compacted = cast(tuple[list[Any], bytes | None], await pipe.execute())
+                pipe.get(self.keys.seq(doc_id))
+                page, compacted, last = cast(
+                    tuple[list[Any], bytes | None, bytes | None], await pipe.execute()
+                )
             entries += page
             if len(page) < READ_COUNT:
-                return entries, int(compacted or 0)
+                return entries, int(compacted or 0), int(last or 0)
             start = f"0-{seq_of(page[-1][0]) + 1}"
 
     async def _feed_head(self) -> int:

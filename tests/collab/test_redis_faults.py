@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import shutil
 import threading
 from collections.abc import Callable
 
@@ -234,6 +235,42 @@ async def test_a_feed_that_went_back_is_read_from_its_new_start(tmp_path: pathli
         after = [await a_store.append("doc", b"after %d" % i) for i in range(2)]
         await until(lambda: len(heard.updates["doc"]) == 7)
         assert [s for s, _ in heard.updates["doc"]] == [*before, *after]
+    finally:
+        await b_bus.stop()
+        await a_store.stop()
+        redis.stop()
+
+
+async def test_a_document_whose_log_went_back_is_reported_as_a_gap(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Redis restarted with nothing kept (its files lost): the documents' counters start
+    again, so the other nodes' new updates come with seqs the watcher already passed. Its
+    listener is told to load the document again rather than have them dropped as old."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    a_store = RedisStore(redis.url, node_id="a")
+    b_bus = bus(redis, "b")
+    heard = Heard()
+    try:
+        await a_store.start()
+        await b_bus.start()
+        b_bus.watch("doc", 0, heard)
+        before = [await a_store.append("doc", b"before %d" % i) for i in range(5)]
+        await until(lambda: len(heard.updates.get("doc", [])) == 5)
+        redis.kill()
+        shutil.rmtree(redis.directory)
+        redis.directory.mkdir()
+        redis.start()
+        after = [await a_store.append("doc", b"after %d" % i) for i in range(2)]
+        assert after == [1, 2]  # the counter started again
+        await until(lambda: bool(heard.gaps))
+        assert heard.gaps == [("doc", before[-1])]
+        assert [s for s, _ in heard.updates["doc"]] == before
+        # watched again from what the store holds now, it goes on
+        b_bus.watch("doc", after[-1], heard)
+        last = await a_store.append("doc", b"later")
+        await until(lambda: heard.updates["doc"][-1] == (last, b"later"))
     finally:
         await b_bus.stop()
         await a_store.stop()
