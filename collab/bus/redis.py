@@ -60,13 +60,16 @@ READ_GRACE_S = 2.0
 
 
 class _FeedWatch(Watch):
-    __slots__ = ("held",)
+    __slots__ = ("held", "stale")
 
     def __init__(self, cursor: int, listener: BusListener) -> None:
         super().__init__(cursor, listener)
         self.held: list[tuple[int, bytes, bytes]] | None = []
         """While the document joins (its log is being read): the feed's entries for it,
         as (seq, author node, update); ``None`` once it has joined."""
+        self.stale = False
+        """Set when the feed missed entries while the log was being read: what was read may
+        predate them, so the log is read again."""
 
 
 class RedisBus:
@@ -189,6 +192,7 @@ class RedisBus:
     async def _read_log(self, doc_id: str, watch: _FeedWatch) -> None:
         failures = 0
         while self._running and self._watches.get(doc_id) is watch:
+            watch.stale = False
             try:
                 entries, compacted, last = await self._log_after(doc_id, watch.cursor)
             except (RedisError, OSError):  # the read loop reports the outage
@@ -197,6 +201,8 @@ class RedisBus:
                 continue
             if self._watches.get(doc_id) is not watch:
                 return
+            if watch.stale:
+                continue
             held, watch.held = watch.held or [], None
             logged = [(seq_of(entry_id), f.get(b"n", b""), f[b"u"]) for entry_id, f in entries]
             self._take(doc_id, watch, logged)
@@ -266,8 +272,12 @@ class RedisBus:
 
     def _rejoin_all(self) -> None:
         for doc_id, watch in list(self._watches.items()):
-            if not watch.gapped and watch.held is None:
+            if watch.gapped:
+                continue
+            if watch.held is None:
                 self._join(doc_id, watch)
+            else:  # joining: the log it is reading may predate what the feed missed
+                watch.stale = True
 
     async def _read_once(self) -> None:
         assert self._reader_client is not None

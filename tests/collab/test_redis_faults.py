@@ -215,6 +215,57 @@ async def test_a_node_that_fell_behind_a_trimmed_feed_catches_up_from_the_logs(
         redis.stop()
 
 
+async def test_a_join_in_flight_when_the_feed_is_trimmed_past_the_node_reads_its_log_again(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A document that was joining (its log read, the answer not yet taken) when the node
+    found the feed trimmed past its place: the log it read predates the updates the feed no
+    longer holds, so it reads the log again instead of missing them."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    b_bus = bus(redis, "b")
+    heard = Heard()
+    try:
+        await b_bus.start()
+        b_bus.watch("one", 0, heard)
+        await asyncio.sleep(0.2)  # joined: read from the feed from now on
+        read_log = b_bus._log_after
+        answered = asyncio.Event()
+
+        async def log_after_held_up(doc_id: str, after: int) -> tuple[list[object], int, int]:
+            read = await read_log(doc_id, after)
+            if doc_id == "two":
+                await answered.wait()  # the answer is taken after the trim is found
+            return read
+
+        b_bus._log_after = log_after_held_up  # type: ignore[method-assign,assignment]
+        b_bus.watch("two", 0, heard)
+        await asyncio.sleep(0.2)  # the log of "two" was read: empty
+
+        async def append_elsewhere() -> list[int]:
+            store = RedisStore(redis.url, node_id="a", feed_length=10)
+            async with store:
+                return [await store.append(doc_of(i), b"u%d" % i) for i in range(600)]
+
+        def doc_of(i: int) -> str:
+            return "two" if i < 100 else "one"
+
+        seqs: list[int] = []
+        appender = threading.Thread(target=lambda: seqs.extend(asyncio.run(append_elsewhere())))
+        appender.start()
+        appender.join()  # this loop is held meanwhile: the feed moves far past b
+        await until(lambda: "trimmed past this node's place" in caplog.text)
+        answered.set()
+        await until(lambda: sum(len(v) for v in heard.updates.values()) == 600)
+        for doc in ("one", "two"):
+            expected = [(s, b"u%d" % i) for i, s in enumerate(seqs) if doc_of(i) == doc]
+            assert heard.updates[doc] == expected
+        assert heard.gaps == []
+    finally:
+        await b_bus.stop()
+        redis.stop()
+
+
 async def test_a_feed_that_went_back_is_read_from_its_new_start(tmp_path: pathlib.Path) -> None:
     """The feed and its counter deleted under a connected node (a Redis that lost them):
     the node notices at its next beat and reads on from the feed's new start, catching up
