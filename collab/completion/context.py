@@ -33,6 +33,7 @@ from ..live.rooms import Rooms
 from ..server.auth import Identity
 from .branch_context import BlobTexts, Candidate, blob_ids, list_branch, rank, read_blob
 from .excerpt import Starts
+from .prefix_cache import common_prefix
 from .prompts import CONTEXT_SHARE, ContextFile, PromptParts
 
 __all__ = ["ContextGatherer", "drift", "open_rooms", "window"]
@@ -68,21 +69,6 @@ class _Snapshot:
     sources: tuple[_Source, ...]
 
 
-def _shared_start(a: str, b: str) -> int:
-    """How many leading characters ``a`` and ``b`` share (halving, at C speed)."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    low, high = 0, n
-    while high - low > 1:
-        middle = (low + high) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle
-    return low
-
-
 def drift(taken: str, now: str, length: int) -> int:
     """About how many characters of ``taken`` (the start of a text then ``length`` long)
     differ in ``now``, the whole text today: what lies between their shared start and their
@@ -90,7 +76,7 @@ def drift(taken: str, now: str, length: int) -> int:
     would put it (all edits inside the part taken), where it was (all edits past it), and
     where its last characters are found again (edits both inside and past it); the one
     that shares the longest end counts."""
-    head = _shared_start(taken, now)
+    head = common_prefix(taken, now)
     if head == len(taken):
         return 0
     grown = len(now) - length
@@ -105,7 +91,7 @@ def drift(taken: str, now: str, length: int) -> int:
         if end < head:
             continue
         aligned = now[:end]
-        tail = _shared_start(taken[head:][::-1], aligned[head:][::-1])
+        tail = common_prefix(taken[head:][::-1], aligned[head:][::-1])
         best = min(best, (-tail, max(len(taken), len(aligned)) - head - tail))
     return best[1]
 

@@ -20,9 +20,11 @@ from typing import Any
 __all__ = ["CachedPrefix", "PrefixCache", "common_prefix"]
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading items ``a`` and ``b`` share."""
-    a, b = tuple(a), tuple(b)  # (a list never equals a tuple)
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items (token ids, or characters of two strings) ``a`` and ``b``
+    share, found by halving (the comparisons run at C speed)."""
+    if not (isinstance(a, str) and isinstance(b, str)):
+        a, b = tuple(a), tuple(b)  # (a list never equals a tuple)
     n = min(len(a), len(b))
     if a[:n] == b[:n]:
         return n
