@@ -5,7 +5,7 @@ alive only once, between two beats of a watcher, reported gone all the same."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from buslistener import Heard
@@ -27,16 +27,6 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
                 await asyncio.sleep(0.01)
     except TimeoutError:
         pytest.fail(f"did not happen within {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import inspect
 import itertools
 import pathlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from pycrdt import Doc, Text, TransactionEvent
@@ -20,16 +20,6 @@ from collab.store.repair import repair
 from collab.store.sqlite_store import SQLiteStore
 
 IMPLEMENTATIONS = ["memory", "sqlite", "redis"]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 _stores_made = itertools.count()
