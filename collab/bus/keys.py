@@ -9,7 +9,9 @@ goes to ``feed``, one stream for the whole cluster that each node reads to hear 
 document's updates with one read (ids ``0-<n>`` from the counter ``feed:seq``, so that a node
 can tell it missed entries; capped at about ``FEED_LENGTH`` entries). ``docs`` is a sorted
 set of every document id, for prefix listings; awareness travels on pub/sub channels
-(``aw:<doc_id>``); each node keeps a key that expires when it stops renewing it.
+(``aw:<doc_id>``); each node keeps a key that expires when it stops renewing it. ``gen`` holds
+a random token set by the first node to find it missing: a Redis that lost its data (restarted
+with nothing kept, or flushed) no longer holds the token the nodes remember.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class RedisKeys:
     @property
     def feed_seq(self) -> str:
         return f"{self.prefix}feed:seq"
+
+    @property
+    def generation(self) -> str:
+        return f"{self.prefix}gen"
 
     def doc_of_log(self, key: str) -> str:
         return key[len(self.prefix) + len("doc:") : -len(":log")]

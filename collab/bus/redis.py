@@ -12,7 +12,11 @@ order, each once. Entries this node wrote itself move its cursor without being d
 A node that was cut off (Redis restarted or unreachable, a slow node) reads on from its feed
 cursor when it is back: nothing is skipped and nothing is read twice. A feed that no longer
 holds what the node missed (trimmed past its cursor, or lost with a Redis that kept nothing)
-makes every watched document join again from its log. An entry beyond a missing one in a
+makes every watched document join again from its log. A Redis that lost its data is known by
+the token in its ``gen`` key, read after every outage and at every beat: one the node did not
+start with (the seqs of every document started again, perhaps already past the node's
+cursors, so that nothing else shows it) makes every watched document's listener reload it
+(``bus_gap``). An entry beyond a missing one in a
 document's log, or a snapshot past the cursor with nothing after it, means the log was
 compacted past the cursor; a document whose seqs went back behind the cursor (a Redis that
 kept nothing) no longer holds what was delivered: either way the document's listener is told
@@ -34,6 +38,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -98,6 +103,7 @@ class RedisBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._joins: set[asyncio.Task[None]] = set()
         self._feed_cursor = 0
+        self._generation = b""  # the token of the Redis data this node has read
         self._resync = False
         # a read that outlasts its block by this much means Redis is stopped or cut off
         self._timeout = block_ms / 1000 + READ_GRACE_S
@@ -128,6 +134,7 @@ class RedisBus:
             return
         self._client = Redis.from_url(self.url, socket_timeout=self._timeout)
         self._reader_client = Redis.from_url(self.url, socket_timeout=self._timeout)
+        self._generation = await self._read_generation()
         self._feed_cursor = await self._feed_head()
         await self._beat()
         self._nodes = set(await self.nodes())
@@ -191,7 +198,7 @@ class RedisBus:
 
     async def _read_log(self, doc_id: str, watch: _FeedWatch) -> None:
         failures = 0
-        while self._running and self._watches.get(doc_id) is watch:
+        while self._running and self._watches.get(doc_id) is watch and not watch.gapped:
             watch.stale = False
             try:
                 entries, compacted, last = await self._log_after(doc_id, watch.cursor)
@@ -199,7 +206,7 @@ class RedisBus:
                 await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
                 failures += 1
                 continue
-            if self._watches.get(doc_id) is not watch:
+            if self._watches.get(doc_id) is not watch or watch.gapped:
                 return
             if watch.stale:
                 continue
@@ -242,6 +249,31 @@ class RedisBus:
         head = await self._client.get(self.keys.feed_seq)
         return int(head or 0)
 
+    async def _read_generation(self) -> bytes:
+        """The token of the data Redis holds, set here if there is none."""
+        assert self._client is not None
+        key = self.keys.generation
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(key, uuid.uuid4().hex, nx=True)
+            pipe.get(key)
+            _set, token = await pipe.execute()
+        return cast(bytes, token)
+
+    async def _data_lost(self) -> bool:
+        """Whether Redis lost the data this node read (its token changed); if it did, every
+        watched document is reported as a gap and the feed is read from its head on."""
+        token = await self._read_generation()
+        if token == self._generation:
+            return False
+        log.warning("Redis lost its data (restarted with nothing kept, or flushed): reloading")
+        self._generation = token
+        self._feed_cursor = await self._feed_head()
+        for doc_id, watch in list(self._watches.items()):
+            if not watch.gapped:
+                watch.gapped = True
+                watch.listener.bus_gap(doc_id, watch.cursor)
+        return True
+
     async def _read_loop(self) -> None:
         failures = 0
         while self._running:
@@ -263,6 +295,9 @@ class RedisBus:
     async def _rejoin(self) -> None:
         """Back after an outage: if the feed went back (a Redis that kept nothing), read on
         from its head, every watched document caught up from its log."""
+        if await self._data_lost():
+            self._resync = False
+            return
         head = await self._feed_head()
         self._resync = False
         if head < self._feed_cursor:
@@ -404,7 +439,9 @@ class RedisBus:
             try:
                 await self._beat()
                 alive = set(await self.nodes())
-                if await self._feed_head() < self._feed_cursor:
+                if await self._data_lost():
+                    pass
+                elif await self._feed_head() < self._feed_cursor:
                     self._resync = True  # the feed went back: the next read rejoins
             except (RedisError, OSError):
                 continue  # the read loop reports the outage

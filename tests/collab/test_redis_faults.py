@@ -348,3 +348,37 @@ async def test_appends_go_on_after_redis_forgets_the_scripts(tmp_path: pathlib.P
     finally:
         await store.stop()
         redis.stop()
+
+
+async def test_a_redis_that_lost_its_data_is_noticed_though_the_seqs_passed_the_cursor(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis restarted with nothing kept, and the other nodes appended past the watcher's
+    cursor before it was back: neither the feed's head nor the document's seqs show the
+    loss, but the generation token does. The listener is told to load the document again;
+    the new updates numbered as old ones are not taken for the next ones."""
+    monkeypatch.setattr("collab.bus.redis.RETRY_S", (1.0,))  # the watcher is back late
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    a_store = RedisStore(redis.url, node_id="a")
+    b_bus = RedisBus(redis.url, "b", block_ms=500, node_ttl_ms=600, heartbeat_s=5.0)
+    heard = Heard()
+    try:
+        await a_store.start()
+        await b_bus.start()
+        b_bus.watch("doc", 0, heard)
+        before = [await a_store.append("doc", b"before %d" % i) for i in range(3)]
+        await until(lambda: len(heard.updates.get("doc", [])) == 3)
+        redis.kill()
+        shutil.rmtree(redis.directory)
+        redis.directory.mkdir()
+        redis.start()
+        after = [await a_store.append("doc", b"after %d" % i) for i in range(6)]
+        assert after == [1, 2, 3, 4, 5, 6]  # past the watcher's cursor (3)
+        await until(lambda: bool(heard.gaps))
+        assert heard.gaps == [("doc", before[-1])]
+        assert [s for s, _ in heard.updates["doc"]] == before  # not 4, 5, 6 as if next
+    finally:
+        await b_bus.stop()
+        await a_store.stop()
+        redis.stop()
