@@ -2,7 +2,7 @@
 
 Updates: every append also goes to one feed stream for the whole cluster (the same script
 writes the document's log and the feed; see ``RedisStore``), whose entry ids ``0-<n>`` are
-consecutive. A reader task keeps one blocking ``XREAD`` open on the feed alone, so a read
+consecutive. A ``StreamTail`` keeps one blocking ``XREAD`` open on the feed alone, so a read
 costs the same whatever the number of documents a node holds, and a busy feed is read in
 batches; entries of documents the node does not watch are dropped. A document that starts
 being watched (or must be caught up on) *joins*: its log is read from the watch's starting
@@ -48,6 +48,7 @@ from redis.exceptions import RedisError
 from collab.bus.bus import BusListener, Watch
 from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of
 from collab.bus.pubsub import RETRY_S, PubSub
+from collab.bus.stream_tail import Entry, StreamTail
 
 __all__ = ["RedisBus"]
 
@@ -98,7 +99,7 @@ class RedisBus:
         self.node_ttl_ms = node_ttl_ms
         self.heartbeat_s = heartbeat_s
         self._watches: dict[str, _FeedWatch] = {}
-        self._reader_client: Redis | None = None
+        self._tail: StreamTail | None = None
         self._client: Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._joins: set[asyncio.Task[None]] = set()
@@ -133,7 +134,6 @@ class RedisBus:
         if self._running:
             return
         self._client = Redis.from_url(self.url, socket_timeout=self._timeout)
-        self._reader_client = Redis.from_url(self.url, socket_timeout=self._timeout)
         self._generation = await self._read_generation()
         self._feed_cursor = await self._feed_head()
         await self._beat()
@@ -152,6 +152,8 @@ class RedisBus:
         if not self._running:
             return
         self._running = False
+        if self._tail is not None:
+            self._tail.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -165,12 +167,11 @@ class RedisBus:
                 await join
         await self._awareness.stop()
         self._watches.clear()
-        assert self._client is not None and self._reader_client is not None
+        assert self._client is not None
         with contextlib.suppress(RedisError, OSError):
             await self._client.delete(self.keys.node(self.node_id))
         await self._client.aclose()
-        await self._reader_client.aclose()
-        self._client = self._reader_client = None
+        self._client = None
         self._healthy = False
 
     # -- watching -------------------------------------------------------------------------
@@ -275,12 +276,30 @@ class RedisBus:
         return True
 
     async def _read_loop(self) -> None:
+        """Keep a tail on the feed; after an outage, rejoin (``_rejoin``) and read on."""
         failures = 0
         while self._running:
             try:
                 if self._resync:
                     await self._rejoin()
-                await self._read_once()
+                tail = await StreamTail.open(
+                    self.url,
+                    self.keys.feed,
+                    lambda: self._feed_cursor,
+                    self._take_feed,
+                    count=READ_COUNT,
+                    block_ms=self.block_ms,
+                    timeout=READ_GRACE_S,
+                    name=f"collab-feed-{self.node_id}",
+                )
+                self._tail = tail
+                failures = 0
+                self._set_healthy(True)
+                try:
+                    await tail.closed
+                finally:
+                    tail.close()
+                    self._tail = None
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -288,9 +307,6 @@ class RedisBus:
                 self._resync = True
                 await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
                 failures += 1
-                continue
-            failures = 0
-            self._set_healthy(True)
 
     async def _rejoin(self) -> None:
         """Back after an outage: if the feed went back (a Redis that kept nothing), read on
@@ -314,18 +330,7 @@ class RedisBus:
             else:  # joining: the log it is reading may predate what the feed missed
                 watch.stale = True
 
-    async def _read_once(self) -> None:
-        assert self._reader_client is not None
-        replies = cast(
-            list[tuple[bytes, list[Any]]],
-            await self._reader_client.xread(
-                {self.keys.feed: f"0-{self._feed_cursor}"}, count=READ_COUNT, block=self.block_ms
-            ),
-        )
-        for _key, entries in replies or []:
-            self._take_feed(entries)
-
-    def _take_feed(self, entries: list[Any]) -> None:
+    def _take_feed(self, entries: list[Entry]) -> None:
         """Deliver a batch of the feed, grouped by document (in seq order within each)."""
         if not entries:
             return
@@ -442,7 +447,9 @@ class RedisBus:
                 if await self._data_lost():
                     pass
                 elif await self._feed_head() < self._feed_cursor:
-                    self._resync = True  # the feed went back: the next read rejoins
+                    self._resync = True  # the feed went back: read again from its head
+                    if self._tail is not None:
+                        self._tail.close()
             except (RedisError, OSError):
                 continue  # the read loop reports the outage
             for gone in sorted(self._nodes - alive):
