@@ -48,6 +48,24 @@ def _command(*args: str | bytes | int) -> bytes:
     return b"".join(parts)
 
 
+def _tls(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context a ``rediss://`` URL asks for, with the options redis-py reads from
+    it: ``ssl_ca_certs``, ``ssl_certfile``/``ssl_keyfile``, ``ssl_cert_reqs`` and
+    ``ssl_check_hostname``."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif options.get("ssl_cert_reqs") in ("optional", ssl.CERT_OPTIONAL):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_OPTIONAL
+    elif options.get("ssl_check_hostname") is False:
+        context.check_hostname = False
+    return context
+
+
 class StreamTail(asyncio.Protocol):
     """Reads ``key`` after the entry id ``0-<cursor()>``, ``count`` entries at most per read,
     each read blocking up to ``block_ms``, and hands every non-empty batch to ``deliver``
@@ -126,12 +144,7 @@ class StreamTail(asyncio.Protocol):
             if "path" in options:
                 _transport, protocol = await loop.create_unix_connection(tail, options["path"])
             else:
-                secure = None
-                if url.startswith("rediss://"):
-                    secure = ssl.create_default_context()
-                    if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-                        secure.check_hostname = False
-                        secure.verify_mode = ssl.CERT_NONE
+                secure = _tls(options) if url.startswith("rediss://") else None
                 _transport, protocol = await loop.create_connection(
                     tail, options.get("host", "localhost"), options.get("port", 6379), ssl=secure
                 )
