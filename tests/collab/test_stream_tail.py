@@ -14,7 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redisproc import RedisProcess
 
-from collab.bus.stream_tail import Entry, StreamTail, _tls
+from collab.bus.resp import tls
+from collab.bus.stream_tail import Entry, StreamTail
 
 
 @pytest.fixture
@@ -161,10 +162,10 @@ async def test_a_failing_owner_does_not_end_the_tail(
 
 
 def test_a_rediss_url_gives_the_tls_options_redis_py_reads(tmp_path: pathlib.Path) -> None:
-    strict = _tls({})
+    strict = tls({})
     assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
-    loose = _tls({"ssl_cert_reqs": "none"})
+    loose = tls({"ssl_cert_reqs": "none"})
     assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
-    assert not _tls({"ssl_check_hostname": False}).check_hostname
+    assert not tls({"ssl_check_hostname": False}).check_hostname
     with pytest.raises(FileNotFoundError):  # the CA file named is read
-        _tls({"ssl_ca_certs": str(tmp_path / "missing-ca.pem")})
+        tls({"ssl_ca_certs": str(tmp_path / "missing-ca.pem")})
