@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import importlib.util
 import os
 import signal
@@ -32,6 +33,14 @@ from .cluster_commands import REDIS_ENV
 __all__ = ["main"]
 
 SECRET_ENV = "COLLAB_SECRET"
+GC_FULL_AFTER = 100
+"""``collab serve`` runs a full garbage collection after this many of the middle generation
+(Python's default is 10). A full collection walks every object the process tracks, about 150
+per connection: 120 ms at 400 documents with 2 clients each on the test machine, every
+edit in the process waiting meanwhile. Ten times fewer of them kept one node's p99 under
+50 ms at 400 such documents, where the default broke it. Cyclic garbage that lived long is
+freed later; a large document's memory is collected when its room unloads (see
+``collab.live.memory``)."""
 _DEFAULTS = ServerConfig(repos=Path(), data_dir=Path())
 
 
@@ -255,6 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
         worktrees = [parse_worktree(spec) for spec in args.worktree or []]
         if worktrees and (missing := disk_command.watchfiles_missing()):
             raise StartupError(f"--worktree: {missing}")
+        tune_gc()
         _event_loop_run(_run(config, worktrees))
     except StartupError as exc:
         print(f"collab serve: {exc}", file=sys.stderr)
@@ -346,6 +356,13 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
         return f"cannot listen on {where}: no such address on this machine; check --host"
     what = exc.strerror or str(exc)
     return f"{what}: {exc.filename}" if exc.filename else what
+
+
+def tune_gc() -> None:
+    """Full garbage collections ``GC_FULL_AFTER`` middle ones apart (the process's choice:
+    an application that embeds the engine keeps its own)."""
+    young, middle, _full = gc.get_threshold()
+    gc.set_threshold(young, middle, GC_FULL_AFTER)
 
 
 def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
