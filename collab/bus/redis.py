@@ -16,11 +16,10 @@ makes every watched document join again from its log. A Redis that lost its data
 the token in its ``gen`` key, read after every outage and at every beat: one the node did not
 start with (the seqs of every document started again, perhaps already past the node's
 cursors, so that nothing else shows it) makes every watched document's listener reload it
-(``bus_gap``). An entry beyond a missing one in a
-document's log, or a snapshot past the cursor with nothing after it, means the log was
-compacted past the cursor; a document whose seqs went back behind the cursor (a Redis that
-kept nothing) no longer holds what was delivered: either way the document's listener is told
-to reload (``bus_gap``).
+(``bus_gap``). An entry beyond a missing one in a document's log, or a snapshot past the
+cursor with nothing after it, means the log was compacted past the cursor; a document whose
+seqs went back behind the cursor (a Redis that kept nothing) no longer holds what was
+delivered: either way the document's listener is told to reload (``bus_gap``).
 
 Awareness travels on pub/sub channels, one per document, all heard through one pattern
 subscription; a message lost while a node is cut off is renewed by its client within
@@ -311,15 +310,13 @@ class RedisBus:
     async def _rejoin(self) -> None:
         """Back after an outage: if the feed went back (a Redis that kept nothing), read on
         from its head, every watched document caught up from its log."""
-        if await self._data_lost():
-            self._resync = False
-            return
-        head = await self._feed_head()
+        if not await self._data_lost():  # lost: every document reloads, none rejoins
+            head = await self._feed_head()
+            if head < self._feed_cursor:
+                log.warning("the cluster's feed went back (to %d): rejoining from the logs", head)
+                self._feed_cursor = head
+                self._rejoin_all()
         self._resync = False
-        if head < self._feed_cursor:
-            log.warning("the cluster's feed went back (to %d): rejoining from the logs", head)
-            self._feed_cursor = head
-            self._rejoin_all()
 
     def _rejoin_all(self) -> None:
         for doc_id, watch in list(self._watches.items()):
@@ -444,9 +441,7 @@ class RedisBus:
             try:
                 await self._beat()
                 alive = set(await self.nodes())
-                if await self._data_lost():
-                    pass
-                elif await self._feed_head() < self._feed_cursor:
+                if not await self._data_lost() and await self._feed_head() < self._feed_cursor:
                     self._resync = True  # the feed went back: read again from its head
                     if self._tail is not None:
                         self._tail.close()
