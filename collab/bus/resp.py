@@ -20,7 +20,7 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-__all__ = ["RespPipe", "RespProtocol", "command", "open_resp"]
+__all__ = ["RespPipe", "RespProtocol", "command", "open_resp", "tls"]
 
 P = TypeVar("P", bound="RespProtocol")
 
@@ -35,7 +35,8 @@ def command(*args: str | bytes | int) -> bytes:
 
 
 def _error(message: str) -> ResponseError:
-    """An error reply as redis-py types it where we tell them apart."""
+    """An error reply as redis-py types it where we tell them apart (hiredis's parser calls
+    this for each one, as redis-py's own parser has it do)."""
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
     return ResponseError(message)
@@ -76,7 +77,7 @@ class RespProtocol(asyncio.Protocol):
         self.loop = loop
         self._handshake = handshake
         self._unanswered = len(handshake)  # handshake replies still to come
-        self._parser = hiredis.Reader(replyError=ResponseError)
+        self._parser = hiredis.Reader(replyError=_error)
         self.transport: asyncio.Transport | None = None
 
     def reply(self, reply: Any) -> None:
@@ -116,14 +117,12 @@ class RespProtocol(asyncio.Protocol):
             while (reply := parser.gets()) is not False:
                 if self._unanswered:
                     if isinstance(reply, ResponseError):
-                        raise _error(str(reply))
+                        raise reply
                     self._unanswered -= 1
                     if not self._unanswered:
                         self.ready.set_result(None)
                         self.started()
                     continue
-                if isinstance(reply, ResponseError):
-                    reply = _error(str(reply))
                 self.reply(reply)
                 if self.transport is None:
                     return
