@@ -101,6 +101,13 @@ class RedisProcess:
         self.kill()
         self.start()
 
+    def restart_empty(self) -> None:
+        """``kill -9``, then start again with its files gone: a Redis that kept nothing."""
+        self.kill()
+        shutil.rmtree(self.directory)
+        self.directory.mkdir()
+        self.start()
+
     def pause(self) -> None:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGSTOP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterator
 
 import pytest
@@ -17,3 +18,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_process(tmp_path: pathlib.Path) -> Iterator[RedisProcess]:
+    """A ``redis-server`` of the test's own, which it may kill or pause (writes not fsynced)."""
+    process = RedisProcess(tmp_path / "redis", appendfsync="no")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

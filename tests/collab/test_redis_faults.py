@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import shutil
 import threading
 from collections.abc import Callable
 
@@ -309,10 +308,7 @@ async def test_a_document_whose_log_went_back_is_reported_as_a_gap(
         b_bus.watch("doc", 0, heard)
         before = [await a_store.append("doc", b"before %d" % i) for i in range(5)]
         await until(lambda: len(heard.updates.get("doc", [])) == 5)
-        redis.kill()
-        shutil.rmtree(redis.directory)
-        redis.directory.mkdir()
-        redis.start()
+        redis.restart_empty()
         after = [await a_store.append("doc", b"after %d" % i) for i in range(2)]
         assert after == [1, 2]  # the counter started again
         await until(lambda: bool(heard.gaps))
@@ -369,10 +365,7 @@ async def test_a_redis_that_lost_its_data_is_noticed_though_the_seqs_passed_the_
         b_bus.watch("doc", 0, heard)
         before = [await a_store.append("doc", b"before %d" % i) for i in range(3)]
         await until(lambda: len(heard.updates.get("doc", [])) == 3)
-        redis.kill()
-        shutil.rmtree(redis.directory)
-        redis.directory.mkdir()
-        redis.start()
+        redis.restart_empty()
         after = [await a_store.append("doc", b"after %d" % i) for i in range(6)]
         assert after == [1, 2, 3, 4, 5, 6]  # past the watcher's cursor (3)
         await until(lambda: bool(heard.gaps))

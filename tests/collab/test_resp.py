@@ -4,8 +4,6 @@ typed as redis-py types them, and a connection that ends fails what waits on it.
 from __future__ import annotations
 
 import asyncio
-import pathlib
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -15,18 +13,8 @@ from redisproc import RedisProcess
 from collab.bus.resp import RespPipe, command, open_resp
 
 
-@pytest.fixture
-async def redis(tmp_path: pathlib.Path) -> AsyncIterator[RedisProcess]:
-    process = RedisProcess(tmp_path / "redis", appendfsync="no")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-async def test_batches_are_answered_in_order_with_their_errors(redis: RedisProcess) -> None:
-    pipe = await open_resp(redis.url, RespPipe, timeout=5, name="test-pipe")
+async def test_batches_are_answered_in_order_with_their_errors(redis_process: RedisProcess) -> None:
+    pipe = await open_resp(redis_process.url, RespPipe, timeout=5, name="test-pipe")
     try:
         first = pipe.send([command("INCR", "n"), command("INCR", "n")])
         second = pipe.send(
@@ -52,18 +40,20 @@ async def test_batches_are_answered_in_order_with_their_errors(redis: RedisProce
         await pipe.send([command("PING")])
 
 
-async def test_a_connection_that_ends_fails_the_batches_waiting(redis: RedisProcess) -> None:
-    pipe = await open_resp(redis.url, RespPipe, timeout=5)
-    redis.pause()  # nothing is answered from now on
+async def test_a_connection_that_ends_fails_the_batches_waiting(
+    redis_process: RedisProcess,
+) -> None:
+    pipe = await open_resp(redis_process.url, RespPipe, timeout=5)
+    redis_process.pause()  # nothing is answered from now on
     try:
         waiting = pipe.send([command("PING")])
         await asyncio.sleep(0.1)
         assert not waiting.done()
-        redis.kill()  # while stopped: the PING is never answered
+        redis_process.kill()  # while stopped: the PING is never answered
         with pytest.raises((RedisConnectionError, OSError)):  # as the socket said, or ours
             await asyncio.wait_for(waiting, 5)
         with pytest.raises((RedisConnectionError, OSError)):
             await pipe.closed
     finally:
-        if redis.process is not None:
-            redis.resume()
+        if redis_process.process is not None:
+            redis_process.resume()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import ssl
-from collections.abc import AsyncIterator, Callable
 
 import pytest
+from gitcli import until
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -16,16 +16,6 @@ from redisproc import RedisProcess
 
 from collab.bus.resp import tls
 from collab.bus.stream_tail import Entry, StreamTail
-
-
-@pytest.fixture
-async def redis(tmp_path: pathlib.Path) -> AsyncIterator[RedisProcess]:
-    process = RedisProcess(tmp_path / "redis", appendfsync="no")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 class Reader:
@@ -56,20 +46,12 @@ class Reader:
         )
 
 
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("did not happen within the timeout")
-        await asyncio.sleep(0.01)
-
-
-async def test_entries_come_in_order_as_the_stream_grows(redis: RedisProcess) -> None:
-    client = Redis.from_url(redis.url)
+async def test_entries_come_in_order_as_the_stream_grows(redis_process: RedisProcess) -> None:
+    client = Redis.from_url(redis_process.url)
     reader = Reader()
     for i in range(1, 4):  # written before the tail: read at once, in one batch
         await client.xadd("s", {"v": b"%d" % i}, id=f"0-{i}")
-    tail = await reader.open(redis.url, count=2)
+    tail = await reader.open(redis_process.url, count=2)
     try:
         await until(lambda: len(reader.values) == 3)
         assert [len(batch) for batch in reader.batches[:2]] == [2, 1]  # at most ``count``
@@ -87,16 +69,18 @@ async def test_entries_come_in_order_as_the_stream_grows(redis: RedisProcess) ->
     assert await tail.closed is None  # closed by its owner
 
 
-async def test_the_user_password_and_database_come_from_the_url(redis: RedisProcess) -> None:
-    client = Redis.from_url(redis.url)
+async def test_the_user_password_and_database_come_from_the_url(
+    redis_process: RedisProcess,
+) -> None:
+    client = Redis.from_url(redis_process.url)
     await client.acl_setuser(
         "tailer", enabled=True, passwords=["+s3cret"], commands=["+@all"], keys=["*"]
     )
-    db3 = Redis.from_url(f"redis://127.0.0.1:{redis.port}/3")
+    db3 = Redis.from_url(f"redis://127.0.0.1:{redis_process.port}/3")
     await db3.xadd("s", {"v": b"in db 3"}, id="0-1")
     await client.xadd("s", {"v": b"in db 0"}, id="0-1")
     reader = Reader()
-    tail = await reader.open(f"redis://tailer:s3cret@127.0.0.1:{redis.port}/3")
+    tail = await reader.open(f"redis://tailer:s3cret@127.0.0.1:{redis_process.port}/3")
     try:
         await until(lambda: len(reader.values) == 1)
         assert reader.values == [b"in db 3"]
@@ -105,39 +89,43 @@ async def test_the_user_password_and_database_come_from_the_url(redis: RedisProc
         await client.aclose()
         await db3.aclose()
     with pytest.raises(ResponseError):  # a wrong password: refused, said so
-        await Reader().open(f"redis://tailer:wrong@127.0.0.1:{redis.port}/3")
+        await Reader().open(f"redis://tailer:wrong@127.0.0.1:{redis_process.port}/3")
 
 
-async def test_a_redis_that_goes_away_ends_the_tail_with_an_error(redis: RedisProcess) -> None:
+async def test_a_redis_that_goes_away_ends_the_tail_with_an_error(
+    redis_process: RedisProcess,
+) -> None:
     reader = Reader()
-    tail = await reader.open(redis.url)
-    redis.kill()
+    tail = await reader.open(redis_process.url)
+    redis_process.kill()
     with pytest.raises(RedisConnectionError):
         await asyncio.wait_for(tail.closed, 5)
     with pytest.raises(OSError):
-        await Reader().open(redis.url)  # nothing listens
+        await Reader().open(redis_process.url)  # nothing listens
 
 
-async def test_a_paused_redis_ends_the_tail_once_a_read_is_overdue(redis: RedisProcess) -> None:
+async def test_a_paused_redis_ends_the_tail_once_a_read_is_overdue(
+    redis_process: RedisProcess,
+) -> None:
     reader = Reader()
-    tail = await reader.open(redis.url, block_ms=300, timeout=0.5)
+    tail = await reader.open(redis_process.url, block_ms=300, timeout=0.5)
     started = asyncio.get_running_loop().time()
-    redis.pause()
+    redis_process.pause()
     try:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(tail.closed, 10)
         waited = asyncio.get_running_loop().time() - started
         assert 0.5 < waited < 4  # the block, the grace, and at most a check's period more
         with pytest.raises(TimeoutError):  # connected, but the handshake is not answered
-            await Reader().open(redis.url, timeout=0.5)
+            await Reader().open(redis_process.url, timeout=0.5)
     finally:
-        redis.resume()
+        redis_process.resume()
 
 
 async def test_a_failing_owner_does_not_end_the_tail(
-    redis: RedisProcess, caplog: pytest.LogCaptureFixture
+    redis_process: RedisProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = Redis.from_url(redis.url)
+    client = Redis.from_url(redis_process.url)
     reader = Reader()
     taken: list[list[Entry]] = []
 
@@ -148,7 +136,7 @@ async def test_a_failing_owner_does_not_end_the_tail(
             raise RuntimeError("the owner's bug")
 
     tail = await StreamTail.open(
-        redis.url, "s", lambda: reader.cursor, take, count=1, block_ms=500, timeout=1.0
+        redis_process.url, "s", lambda: reader.cursor, take, count=1, block_ms=500, timeout=1.0
     )
     try:
         for i in range(1, 4):
