@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import hiredis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -43,21 +43,12 @@ def _error(message: str) -> ResponseError:
 
 
 def tls(options: dict[str, Any]) -> ssl.SSLContext:
-    """The TLS context a ``rediss://`` URL asks for, with the options redis-py reads from
-    it: ``ssl_ca_certs``, ``ssl_certfile``/``ssl_keyfile``, ``ssl_cert_reqs`` and
-    ``ssl_check_hostname``."""
-    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    if options.get("ssl_certfile"):
-        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-    if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif options.get("ssl_cert_reqs") in ("optional", ssl.CERT_OPTIONAL):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_OPTIONAL
-    elif options.get("ssl_check_hostname") is False:
-        context.check_hostname = False
-    return context
+    """The TLS context a ``rediss://`` URL asks for: the one redis-py's own TLS connection
+    builds from the URL's options (``ssl_ca_certs``, ``ssl_ca_path``, ``ssl_certfile``,
+    ``ssl_keyfile``, ``ssl_password``, ``ssl_cert_reqs``, ``ssl_check_hostname``,
+    ``ssl_min_version``, ``ssl_ciphers``), so that both connect alike."""
+    settings = {key: value for key, value in options.items() if key != "connection_class"}
+    return SSLConnection(**settings).ssl_context.get()
 
 
 class RespProtocol(asyncio.Protocol):
@@ -163,7 +154,7 @@ async def open_resp(
                 lambda: factory(handshake),
                 options.get("host", "localhost"),
                 options.get("port", 6379),
-                ssl=tls(options) if url.startswith("rediss://") else None,
+                ssl=tls(options) if options.get("connection_class") is SSLConnection else None,
             )
         try:
             await protocol.ready

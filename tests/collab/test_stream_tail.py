@@ -157,3 +157,44 @@ def test_a_rediss_url_gives_the_tls_options_redis_py_reads(tmp_path: pathlib.Pat
     assert not tls({"ssl_check_hostname": False}).check_hostname
     with pytest.raises(FileNotFoundError):  # the CA file named is read
         tls({"ssl_ca_certs": str(tmp_path / "missing-ca.pem")})
+    # what redis-py's own TLS connection does with the same options
+    optional = tls({"ssl_cert_reqs": "optional"})
+    assert optional.verify_mode == ssl.CERT_OPTIONAL and optional.check_hostname
+    assert tls({"ssl_min_version": ssl.TLSVersion.TLSv1_3}).minimum_version is (
+        ssl.TLSVersion.TLSv1_3
+    )
+    with pytest.raises(ssl.SSLError):  # the ciphers named are used
+        tls({"ssl_ciphers": "NO-SUCH-CIPHER"})
+
+
+@pytest.mark.parametrize("scheme", ["rediss", "REDISS", "Rediss"])
+async def test_a_rediss_url_in_any_case_speaks_tls_before_it_says_the_password(
+    scheme: str,
+) -> None:
+    first: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(64)
+        if not first.done():
+            first.set_result(data)
+        writer.close()
+
+    server = await asyncio.start_server(listen, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises((OSError, ssl.SSLError, RedisConnectionError, TimeoutError)):
+            await StreamTail.open(
+                f"{scheme}://:s3cret@127.0.0.1:{port}/0?ssl_cert_reqs=none",
+                "s",
+                lambda: 0,
+                lambda entries: None,
+                count=10,
+                block_ms=100,
+                timeout=2.0,
+            )
+        data = await asyncio.wait_for(first, 2.0)
+        assert data[:1] == b"\x16"  # a TLS handshake record
+        assert b"s3cret" not in data
+    finally:
+        server.close()
+        await server.wait_closed()
