@@ -108,6 +108,18 @@ class RedisProcess:
         self.directory.mkdir()
         self.start()
 
+    def copy(self, to: Path) -> None:
+        """Copy its files as they are now (what a backup of them would hold)."""
+        shutil.copytree(self.directory, to)
+
+    def restart_from(self, copy: Path) -> None:
+        """``kill -9``, then start again on the files of an earlier ``copy``: a Redis that
+        came back with older data (a backup, or writes it had not fsynced)."""
+        self.kill()
+        shutil.rmtree(self.directory)
+        shutil.copytree(copy, self.directory)
+        self.start()
+
     def pause(self) -> None:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGSTOP)

@@ -16,10 +16,14 @@ makes every watched document join again from its log. A Redis that lost its data
 the token in its ``gen`` key, read after every outage and at every beat: one the node did not
 start with (the seqs of every document started again, perhaps already past the node's
 cursors, so that nothing else shows it) makes every watched document's listener reload it
-(``bus_gap``). An entry beyond a missing one in a document's log, or a snapshot past the
-cursor with nothing after it, means the log was compacted past the cursor; a document whose
-seqs went back behind the cursor (a Redis that kept nothing) no longer holds what was
-delivered: either way the document's listener is told to reload (``bus_gap``).
+(``bus_gap``). One that came back with older data, token and all (a backup, or writes it had
+not fsynced), is known by the feed's entry at the node's cursor, read after every outage:
+another one than the node took there makes every watched document reload, as above. An
+entry beyond a missing one in a document's log, or a snapshot past the cursor with nothing
+after it, means the log was compacted past the cursor; a document whose seqs went back
+behind the cursor (a Redis that kept nothing) no longer holds what was delivered: either way
+the document's listener is told to reload (``bus_gap``). So is a listener that fails on its
+updates, or one whose log holds an entry that cannot be read (that document alone).
 
 Awareness travels on pub/sub channels, one per document, all heard through one pattern
 subscription; a message lost while a node is cut off is renewed by its client within
@@ -38,6 +42,7 @@ import json
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -103,6 +108,9 @@ class RedisBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._joins: set[asyncio.Task[None]] = set()
         self._feed_cursor = 0
+        # the feed entry at the cursor, when the cursor was moved by taking it: the same
+        # entry must be there when Redis is back (see _feed_rewritten)
+        self._feed_mark: tuple[bytes, bytes, bytes, int] | None = None
         self._generation = b""  # the token of the Redis data this node has read
         self._resync = False
         # a read that outlasts its block by this much means Redis is stopped or cut off
@@ -135,6 +143,7 @@ class RedisBus:
         self._client = Redis.from_url(self.url, socket_timeout=self._timeout)
         self._generation = await self._read_generation()
         self._feed_cursor = await self._feed_head()
+        self._feed_mark = None
         await self._beat()
         self._nodes = set(await self.nodes())
         self._healthy = True
@@ -211,14 +220,18 @@ class RedisBus:
             if watch.stale:
                 continue
             held, watch.held = watch.held or [], None
-            logged = [(seq_of(entry_id), f.get(b"n", b""), f[b"u"]) for entry_id, f in entries]
+            try:
+                logged = [(seq_of(entry_id), f.get(b"n", b""), f[b"u"]) for entry_id, f in entries]
+            except (KeyError, ValueError) as exc:  # the store's load reports the damage
+                log.error("%s: an entry of the shared log is damaged (%r): reloading", doc_id, exc)
+                self._gap(doc_id, watch)
+                return
             self._take(doc_id, watch, logged)
             if not watch.gapped and (compacted > watch.cursor or last < watch.cursor):
                 # a log compacted to its end past the cursor (no entry after it shows the
                 # hole), or one that went back (a Redis that kept nothing: the seqs start
                 # again, and the updates to come would be taken for ones already delivered)
-                watch.gapped = True
-                watch.listener.bus_gap(doc_id, watch.cursor)
+                self._gap(doc_id, watch)
             if not watch.gapped:
                 self._take(doc_id, watch, held)
             return
@@ -267,12 +280,48 @@ class RedisBus:
             return False
         log.warning("Redis lost its data (restarted with nothing kept, or flushed): reloading")
         self._generation = token
+        await self._reload_all()
+        return True
+
+    async def _feed_rewritten(self) -> bool:
+        """Whether the feed holds another entry where this node's cursor is than the one it
+        took there (Redis came back with older data and kept its token: an older snapshot,
+        or writes it had not fsynced); if so, every watched document is reported as a gap
+        and the feed is read from its head on. A feed trimmed past the cursor tells nothing:
+        the documents then join again from their logs (see ``_take_feed``)."""
+        mark, cursor = self._feed_mark, self._feed_cursor
+        if mark is None:
+            return False
+        assert self._client is not None
+        found = await self._client.xrange(self.keys.feed, f"0-{cursor}", f"0-{cursor}", count=1)
+        if not found or cursor != self._feed_cursor:
+            return False
+        if _mark(cast(dict[bytes, bytes], found[0][1])) == mark:
+            return False
+        log.warning(
+            "Redis holds older data than this node read (the feed was rewritten): reloading"
+        )
+        await self._reload_all()
+        return True
+
+    async def _reload_all(self) -> None:
+        """Read the feed from its head on, every watched document reloaded (``bus_gap``)."""
         self._feed_cursor = await self._feed_head()
+        self._feed_mark = None
+        if self._tail is not None:  # its read under way asks from the old cursor
+            self._tail.close()
         for doc_id, watch in list(self._watches.items()):
             if not watch.gapped:
-                watch.gapped = True
-                watch.listener.bus_gap(doc_id, watch.cursor)
-        return True
+                self._gap(doc_id, watch)
+
+    def _gap(self, doc_id: str, watch: _FeedWatch, after: int | None = None) -> None:
+        """Report that ``watch`` missed updates after seq ``after`` (by default its cursor):
+        its listener reloads the document."""
+        watch.gapped = True
+        try:
+            watch.listener.bus_gap(doc_id, watch.cursor if after is None else after)
+        except Exception:
+            log.exception("%s: the listener failed to take a gap", doc_id)
 
     async def _read_loop(self) -> None:
         """Keep a tail on the feed; after an outage, rejoin (``_rejoin``) and read on."""
@@ -310,11 +359,14 @@ class RedisBus:
     async def _rejoin(self) -> None:
         """Back after an outage: if the feed went back (a Redis that kept nothing), read on
         from its head, every watched document caught up from its log."""
-        if not await self._data_lost():  # lost: every document reloads, none rejoins
+        # lost: every document reloads, none rejoins
+        if not await self._data_lost() and not await self._feed_rewritten():
+            cursor = self._feed_cursor
             head = await self._feed_head()
-            if head < self._feed_cursor:
+            if head < cursor:
                 log.warning("the cluster's feed went back (to %d): rejoining from the logs", head)
                 self._feed_cursor = head
+                self._feed_mark = None
                 self._rejoin_all()
         self._resync = False
 
@@ -336,6 +388,7 @@ class RedisBus:
             log.warning("the cluster's feed was trimmed past this node's place: rejoining")
             self._rejoin_all()
         self._feed_cursor = seq_of(entries[-1][0])
+        self._feed_mark = _mark(entries[-1][1])
         batches: dict[str, list[tuple[int, bytes, bytes]]] = {}
         watches = self._watches
         for _entry_id, fields in entries:
@@ -368,19 +421,29 @@ class RedisBus:
             if seq <= watch.cursor:
                 continue
             if seq != watch.cursor + 1:
-                if updates:
-                    watch.listener.bus_updates(doc_id, updates)
+                if updates and not self._hand_on(doc_id, watch, updates):
+                    return
                 if from_feed:
                     self._join(doc_id, watch)
                     return
-                watch.gapped = True
-                watch.listener.bus_gap(doc_id, watch.cursor)
+                self._gap(doc_id, watch)
                 return
             watch.cursor = seq
             if node != own:
                 updates.append((seq, update))
         if updates:
+            self._hand_on(doc_id, watch, updates)
+
+    def _hand_on(self, doc_id: str, watch: _FeedWatch, updates: list[tuple[int, bytes]]) -> bool:
+        """Give ``updates`` to the watch's listener; one that fails on them reloads the
+        document (a gap), and the other documents' deliveries go on. False if it failed."""
+        try:
             watch.listener.bus_updates(doc_id, updates)
+        except Exception:
+            log.exception("%s: the listener failed on %d updates; reloading", doc_id, len(updates))
+            self._gap(doc_id, watch, updates[0][0] - 1)  # they were not taken
+            return False
+        return True
 
     def _set_healthy(self, healthy: bool, exc: BaseException | None = None) -> None:
         if healthy == self._healthy:
@@ -441,7 +504,8 @@ class RedisBus:
             try:
                 await self._beat()
                 alive = set(await self.nodes())
-                if not await self._data_lost() and await self._feed_head() < self._feed_cursor:
+                cursor = self._feed_cursor  # before the head is read: the tail moves it
+                if not await self._data_lost() and await self._feed_head() < cursor:
                     self._resync = True  # the feed went back: read again from its head
                     if self._tail is not None:
                         self._tail.close()
@@ -452,3 +516,11 @@ class RedisBus:
                 for watch in list(self._watches.values()):
                     watch.listener.bus_node_gone(gone)
             self._nodes = alive
+
+
+def _mark(fields: dict[bytes, bytes]) -> tuple[bytes, bytes, bytes, int]:
+    """What tells a feed entry from another at the same place: its document, seq, node and
+    a checksum of its update (the same node may append to the same document at that seq
+    again, once Redis forgot the first time)."""
+    update = fields.get(b"u", b"")
+    return fields.get(b"d", b""), fields.get(b"s", b""), fields.get(b"n", b""), zlib.crc32(update)

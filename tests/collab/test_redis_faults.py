@@ -375,3 +375,108 @@ async def test_a_redis_that_lost_its_data_is_noticed_though_the_seqs_passed_the_
         await b_bus.stop()
         await a_store.stop()
         redis.stop()
+
+
+async def test_a_redis_back_with_older_data_is_noticed_though_it_kept_its_token(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis came back on older files (a backup), which hold the generation token too, and
+    another node appended before the watcher was back: the new updates take the seqs of the
+    ones the watcher had, from the same node. The feed's entry at the watcher's place is
+    another one now, so the listener is told to load the document again."""
+    monkeypatch.setattr("collab.bus.redis.RETRY_S", (1.0,))  # the watcher is back late
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    a_store = RedisStore(redis.url, node_id="a")
+    b_bus = RedisBus(redis.url, "b", block_ms=500, node_ttl_ms=600, heartbeat_s=5.0)
+    heard = Heard()
+    try:
+        await a_store.start()
+        await b_bus.start()
+        b_bus.watch("doc", 0, heard)
+        kept = [await a_store.append("doc", b"kept %d" % i) for i in range(3)]
+        redis.copy(tmp_path / "backup")
+        lost = [await a_store.append("doc", b"lost %d" % i) for i in range(3)]
+        await until(lambda: len(heard.updates.get("doc", [])) == 6)
+        redis.restart_from(tmp_path / "backup")
+        new = [await a_store.append("doc", b"new %d" % i) for i in range(5)]
+        assert new[:3] == lost  # the seqs the watcher had, from the same node
+        await until(lambda: bool(heard.gaps))
+        assert heard.gaps == [("doc", lost[-1])]
+        assert [s for s, _ in heard.updates["doc"]] == kept + lost  # nothing new as if next
+    finally:
+        await b_bus.stop()
+        await a_store.stop()
+        redis.stop()
+
+
+async def test_a_damaged_entry_met_while_joining_makes_the_document_reload(
+    tmp_path: pathlib.Path,
+) -> None:
+    """An entry of a document's log without its update: the join reports a gap (the
+    listener reloads the document, and the store's load reports the damage) instead of
+    dying and holding the document's later updates for ever."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    store = RedisStore(redis.url, node_id="a")
+    watcher = bus(redis, "b")
+    heard = Heard()
+    try:
+        await store.start()
+        await store.append("doc", b"good")
+        from redis.asyncio import Redis
+
+        raw = Redis.from_url(redis.url)
+        await raw.xadd(store.keys_.log("doc"), {"n": b"a", "c": b"1"}, id="0-2")
+        await raw.set(store.keys_.seq("doc"), 2)
+        await raw.aclose()
+        await watcher.start()
+        watcher.watch("doc", 0, heard)
+        await until(lambda: bool(heard.gaps))
+        assert heard.gaps == [("doc", 0)] and "doc" not in heard.updates
+        assert watcher.position("doc") == 0
+        await store.append("doc", b"later")
+        await asyncio.sleep(0.3)
+        assert "doc" not in heard.updates  # a document that reloads takes nothing more here
+    finally:
+        await watcher.stop()
+        await store.stop()
+        redis.stop()
+
+
+async def test_a_listener_that_fails_reloads_its_document_and_the_others_get_theirs(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Two documents' updates in one read of the feed, the first one's listener failing:
+    that document reloads (a gap), the second gets its update at once."""
+
+    class Failing(Heard):
+        def bus_updates(self, doc_id: str, updates: list[tuple[int, bytes]]) -> None:
+            raise RuntimeError("a listener's bug")
+
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    watcher = bus(redis, "b")
+    bad, good = Failing(), Heard()
+    try:
+        await watcher.start()
+        watcher.watch("bad", 0, bad)
+        watcher.watch("good", 0, good)
+        await asyncio.sleep(0.3)  # both joined (their logs are empty)
+        from redis.asyncio import Redis
+
+        raw = Redis.from_url(redis.url)
+        keys = watcher.keys
+        async with raw.pipeline(transaction=True) as pipe:  # one transaction: one read
+            for n, doc in enumerate(("bad", "good"), 1):
+                fields = {"d": doc, "s": 1, "n": "a", "u": doc.encode()}
+                pipe.xadd(keys.feed, fields, id=f"0-{n}")  # type: ignore[arg-type]
+            pipe.set(keys.feed_seq, 2)
+            await pipe.execute()
+        await raw.aclose()
+        await until(lambda: bool(good.updates) and bool(bad.gaps))
+        assert good.updates == {"good": [(1, b"good")]}
+        assert bad.gaps == [("bad", 0)]
+    finally:
+        await watcher.stop()
+        redis.stop()
