@@ -4,7 +4,10 @@ Each document's updates are entries of one Redis stream (ids ``0-<seq>``; see
 ``collab.bus.keys``), copied in the same step to the cluster's feed, which the other nodes
 read as their bus; its compacted state is a snapshot beside it, and a compaction trims the
 stream behind the snapshot in the same step.
-Every operation is one Lua script, so each is atomic against every node.
+Every operation is one Lua script, so each is atomic against every node. Each is sent with
+its script (``EVAL``), not by digest: Redis compiles a script once and finds it again by its
+text, and a Redis that forgot its scripts (restarted, or ``SCRIPT FLUSH``) has nothing to
+refuse, so no operation of a batch is refused while the ones after it run.
 
 Order: operations are queued in the order they are called and sent by one writer task, a
 batch per round trip (a pipeline), so appends are written in the order they were made and a
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from collab.bus.keys import DEFAULT_PREFIX, FEED_LENGTH, RedisKeys, seq_of
 from collab.bus.resp import RespPipe, command, open_resp
@@ -87,6 +90,8 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
+_SCRIPTS = {"append": _APPEND, "compact": _COMPACT, "load": _LOAD, "delete": _DELETE}
+
 
 @dataclass(slots=True)
 class _Op:
@@ -105,7 +110,7 @@ class RedisStore(Lifecycle):
 
     ``node_id`` tags each appended entry, so that a node's bus can tell its own updates from
     the others'. Operations are sent on a connection of the store's own (``RespPipe``);
-    ``client`` (made from ``url`` unless given) loads the scripts and reads the settings.
+    ``client`` (made from ``url`` unless given) reads Redis's settings.
     """
 
     def __init__(
@@ -131,7 +136,6 @@ class RedisStore(Lifecycle):
         self.keys_ = RedisKeys(prefix)
         self._client = client
         self._own_client = client is None
-        self._scripts: dict[str, Any] = {}
         self._pipe: RespPipe | None = None  # the writes' connection, opened when needed
         self._queue: list[_Op] = []
         self._wake: asyncio.Event | None = None
@@ -148,14 +152,6 @@ class RedisStore(Lifecycle):
             # an answer this late means Redis is stopped or cut off: the writes are sent
             # again, and the store counts as unreachable meanwhile
             self._client = Redis.from_url(self.url, socket_timeout=WRITE_TIMEOUT)
-        client = self._client
-        self._scripts = {
-            "append": client.register_script(_APPEND),
-            "compact": client.register_script(_COMPACT),
-            "load": client.register_script(_LOAD),
-            "delete": client.register_script(_DELETE),
-        }
-        await self._load_scripts()
         self.durable_config = await self._read_durability()
         if self.durable_config is False:
             log.warning(
@@ -258,24 +254,8 @@ class RedisStore(Lifecycle):
             self.reachable = True
             return
 
-    async def _load_scripts(self) -> None:
-        """Load the scripts into Redis (once at the start, and again after a Redis that lost
-        them): a batch then calls them by their digest without asking first."""
-        assert self._client is not None
-        for script in self._scripts.values():
-            await self._client.script_load(script.script)
-
     async def _send_once(self, batch: list[_Op]) -> None:
-        replies = await self._pipeline(batch)
-        missing = [
-            i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)
-        ]  # Redis restarted without them: nothing of those ran
-        if missing:
-            await self._load_scripts()
-            again = await self._pipeline([batch[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        self._answer(batch, replies)
+        self._answer(batch, await self._pipeline(batch))
 
     async def _pipeline(self, batch: list[_Op]) -> list[Any]:
         """Send a batch as one pipeline; a reply for each operation (``None`` for a sync).
@@ -293,9 +273,9 @@ class RedisStore(Lifecycle):
                 commands.append(command("ZRANGEBYLEX", *op.args))
             elif op.script == "clear":
                 commands.append(command("HDEL", op.keys[0], "recovered"))
-            else:  # by digest: the scripts were loaded at the start (and again on NOSCRIPT)
-                sha = self._scripts[op.script].sha
-                commands.append(command("EVALSHA", sha, len(op.keys), *op.keys, *op.args))
+            else:
+                script = _SCRIPTS[op.script]
+                commands.append(command("EVAL", script, len(op.keys), *op.keys, *op.args))
         answers: list[Any] = [None] * len(batch)
         if not commands:
             return answers

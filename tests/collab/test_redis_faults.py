@@ -325,9 +325,8 @@ async def test_a_document_whose_log_went_back_is_reported_as_a_gap(
 
 
 async def test_appends_go_on_after_redis_forgets_the_scripts(tmp_path: pathlib.Path) -> None:
-    """Batches call the store's scripts by digest without asking Redis first; a Redis that
-    forgot them (restarted, or ``SCRIPT FLUSH``) answers NOSCRIPT, nothing of the batch ran,
-    and the store loads them again and sends the batch once more: each update stored once."""
+    """A Redis that forgot the store's scripts (restarted, or ``SCRIPT FLUSH``) is sent them
+    with each operation: each update is stored once."""
     redis = RedisProcess(tmp_path / "redis")
     redis.start()
     store = RedisStore(redis.url, node_id="a")
@@ -343,6 +342,43 @@ async def test_appends_go_on_after_redis_forgets_the_scripts(tmp_path: pathlib.P
         assert [u for _, u in stored.updates] == [b"first", b"u0", b"u1", b"u2"]
     finally:
         await store.stop()
+        redis.stop()
+
+
+async def test_appends_keep_their_order_while_the_scripts_come_and_go(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Another client flushes Redis's scripts and loads them again, over and over, while one
+    document takes a thousand appends in batches: none is refused, and they are stored in
+    the order they were made (a batch never has an operation refused while later ones run)."""
+    redis = RedisProcess(tmp_path / "redis", appendfsync="no")
+    redis.start()
+    store = RedisStore(redis.url, node_id="a")
+    from redis.asyncio import Redis
+
+    other = Redis.from_url(redis.url)
+    churning = True
+
+    async def churn() -> None:
+        while churning:
+            await other.script_flush()
+            await asyncio.sleep(0.0005)
+            await other.script_load("return 1")
+            await asyncio.sleep(0.001)
+
+    try:
+        await store.start()
+        task = asyncio.create_task(churn())
+        seqs = await asyncio.gather(*(store.append("doc", b"%d" % i) for i in range(1000)))
+        churning = False
+        await task
+        assert seqs == list(range(1, 1001))
+        stored = await store.load("doc")
+        assert stored is not None
+        assert [u for _, u in stored.updates] == [b"%d" % i for i in range(1000)]
+    finally:
+        await store.stop()
+        await other.aclose()
         redis.stop()
 
 
