@@ -141,11 +141,16 @@ class RedisBus:
         if self._running:
             return
         self._client = Redis.from_url(self.url, socket_timeout=self._timeout)
-        self._generation = await self._read_generation()
-        self._feed_cursor = await self._feed_head()
-        self._feed_mark = None
-        await self._beat()
-        self._nodes = set(await self.nodes())
+        try:
+            self._generation = await self._read_generation()
+            self._feed_cursor = await self._feed_head()
+            self._feed_mark = None
+            await self._beat()
+            self._nodes = set(await self.nodes())
+        except BaseException:  # not started: nothing is left open
+            await self._client.aclose()
+            self._client = None
+            raise
         self._healthy = True
         self._running = True
         for doc_id, watch in self._watches.items():  # watched before the start
