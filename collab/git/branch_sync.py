@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from ..live.rooms import Rooms
     from ..store.base import Store
 
-__all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync"]
+__all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync", "LeaseBusy"]
 
 log = logging.getLogger("collab.git")
 
@@ -90,6 +90,11 @@ def replace_text(room: Room, new: str, *, origin: Origin) -> asyncio.Future[None
     current = str(room.text)
     edits = diff_edits(current, new)
     return room.edit(lambda text: apply_edits(text, current, edits), origin=origin)
+
+
+class LeaseBusy(Exception):
+    """Another node of the cluster holds a branch's lease: what was to be committed here
+    first is not committed yet."""
 
 
 class BranchSync:
@@ -193,6 +198,23 @@ class BranchSync:
                 await self.owner.leases.release(grant)
             return self.synced
 
+    async def flush_patiently(self, committed: Callable[[], bool] | None = None) -> None:
+        """Flush until ``committed()`` (by default: until nothing is pending). In a cluster,
+        while another node holds the branch's lease, try again every ``lease_retry``
+        seconds, for as long as a lease lasts (its holder releases it once its commit is
+        made, or it expires)."""
+        if committed is None:
+            committed = lambda: not self.dirty  # noqa: E731
+        await self.flush()
+        leases = self.owner.leases
+        if leases is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + leases.ttl + 2 * self.owner.lease_retry
+        while not committed() and loop.time() < deadline:
+            await asyncio.sleep(self.owner.lease_retry)
+            await self.flush()
+
     async def _lease(self) -> Grant | None:
         """The branch's lease for this node, with the branch claimed for its token and the
         commit the cluster last synced adopted; ``None`` while another node holds it."""
@@ -205,16 +227,14 @@ class BranchSync:
         return grant
 
     async def _adopt_cluster_commit(self) -> None:
-        """If another node of the cluster committed the live text since this node last did,
-        take its commit as the synced one: it holds the shared documents' text, so there is
-        nothing to merge into them."""
-
-        def read(repo: Repo) -> tuple[bytes | None, bytes | None]:
-            return read_ref(repo, branch_ref(self.branch)), read_synced(repo, self.branch)
-
-        head, synced = await in_repo(self.owner.repos, self.repo, read)
-        if head is not None and head == synced and head != self.synced:
-            self.synced = head
+        """If another node of the cluster synced the shared documents with the branch since
+        this node last did (it committed their text, or merged a move into them), take that
+        commit as the synced one: the documents hold it already, so there is nothing of it
+        to merge into them, and a move made on top of it since is merged from there (not
+        from this node's older synced commit, which would merge that node's work twice)."""
+        synced = await in_repo(self.owner.repos, self.repo, read_synced, self.branch)
+        if synced is not None and synced != self.synced:
+            self.synced = synced
 
     async def _commit(self, grant: Grant | None = None) -> None:
         self._cancel_timers()
@@ -252,7 +272,7 @@ class BranchSync:
                     if moved.current is None:
                         await self._restore()
                     else:
-                        await self._reconcile(moved.current)
+                        await self._reconcile(moved.current, grant)
                     continue
                 if self.owner.observe_commit is not None:
                     self.owner.observe_commit(time.perf_counter() - started)
@@ -414,15 +434,21 @@ class BranchSync:
                     self.owner.repos, self.owner.head, self.repo, self.branch
                 )
                 if head is not None and head != self.synced:
-                    await self._reconcile(head)
+                    await self._reconcile(head, grant)
             finally:
                 await self.owner.leases.release(grant)
 
-    async def _reconcile(self, head: bytes | None) -> None:
+    async def _reconcile(self, head: bytes | None, grant: Grant | None = None) -> None:
         """Apply the change ``synced -> head`` to the live documents (lock held). If ``head``
-        does not descend from ``synced`` (a force push, a reset), see :meth:`_follow_rewrite`."""
+        does not descend from ``synced`` (a force push, a reset), see :meth:`_follow_rewrite`.
+
+        In a cluster, under the branch's lease ``grant``: a node whose lease another node
+        has taken since (it expired: a paused process) raises ``Fenced`` before it changes
+        the documents, and cannot record the move as synced after they were changed."""
         if head is None:
             raise RuntimeError(f"branch {self.branch} of {self.repo} was deleted")
+        if grant is not None:
+            await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
         old = self.synced
         changes, forward = await in_repo(
             self.owner.repos,
@@ -434,7 +460,7 @@ class BranchSync:
             await self.merge_into_live(changes)
         else:
             rescued = await self._follow_rewrite(old, changes)
-        await in_repo(self.owner.repos, self.repo, set_synced, self.branch, head)
+        await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
         self.synced = head
         log.info(
             "%s: %s outside the engine to %s; merged",
@@ -694,7 +720,7 @@ class GitSync:
         clean = True
         for sync in list(self.branches.values()):
             try:
-                await sync.flush()
+                await sync.flush_patiently()
             except Exception:
                 clean = False
                 log.exception("%s: final commit failed", sync.name)
@@ -838,9 +864,19 @@ class GitSync:
             sync.touch(room, Origin.BUS, None)
 
     async def _before_unload(self, room: Room) -> None:
+        """Commit the room's edits before it unloads. In a cluster, while another node holds
+        the branch's lease, the room stays loaded (and takes the other nodes' edits) until
+        they are committed: committed later, an unloaded room's text would be stale."""
         sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
-        if sync is not None and room.doc_id.path in sync.dirty:
-            await sync.flush()
+        path = room.doc_id.path
+        if sync is None or path not in sync.dirty:
+            return
+        await sync.flush_patiently(lambda: path not in sync.dirty)
+        if sync.dirty.get(path) is room and not self.stopped:
+            raise LeaseBusy(
+                f"{sync.name}: another node holds the branch's lease; {path} stays loaded "
+                "until its edits are committed"
+            )
 
     def _on_unloaded(self, room: Room) -> None:
         """Forget a branch's sync state once its last room is gone and nothing is pending
@@ -877,3 +913,10 @@ def _write_durably(path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     fsync_directory(str(path.parent))
+
+
+def _set_synced(repo: Repo, branch: str, head: bytes, grant: Grant | None) -> None:
+    """Record ``head`` as synced; in a cluster, only while ``grant`` is the newest lease."""
+    fence = fenced(repo, branch, grant.token) if grant is not None else contextlib.nullcontext()
+    with fence:
+        set_synced(repo, branch, head)

@@ -5,8 +5,9 @@ move its ref from the same commit, and a node whose lease was taken over cannot 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from servers import make_config
 
 from collab import Client, CollabServer
 from collab.bus.lease import Grant
+from collab.bus.redis_lease import RedisLeases
 from gitsync.fence import Fenced
 
 ROOM = "demo/main:README.md"
@@ -33,6 +35,7 @@ async def two_nodes(repos: Path, tmp_path: Path) -> AsyncIterator[list[CollabSer
                 node_id=f"n{i}",
                 commit_idle=60.0,  # the test commits itself
                 commit_max_lag=60.0,
+                ref_poll=3600.0,  # and catches up with moved refs itself
             )
         )
         for i in range(2)
@@ -45,6 +48,60 @@ async def two_nodes(repos: Path, tmp_path: Path) -> AsyncIterator[list[CollabSer
         for server in servers:
             await server.stop()
         redis.stop()
+
+
+def git(repos: Path, *args: str, env: dict[str, str] | None = None, text: str = "") -> str:
+    done = subprocess.run(
+        ["git", "--git-dir", str(repos / "demo"), *args],
+        capture_output=True,
+        text=True,
+        input=text,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def outside_commit(repos: Path, tmp_path: Path, path: str, content: str) -> str:
+    """Commit ``content`` to ``path`` on main with the git CLI, as a push would."""
+    env = {
+        **os.environ,
+        "GIT_INDEX_FILE": str(tmp_path / "outside-index"),
+        "GIT_AUTHOR_NAME": "Outside",
+        "GIT_AUTHOR_EMAIL": "outside@example.com",
+        "GIT_COMMITTER_NAME": "Outside",
+        "GIT_COMMITTER_EMAIL": "outside@example.com",
+    }
+    blob = git(repos, "hash-object", "-w", "--stdin", text=content)
+    for _attempt in range(20):  # a node may commit meanwhile: on top of its commit, then
+        parent = git(repos, "rev-parse", "main")
+        git(repos, "read-tree", parent, env=env)
+        git(repos, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = git(repos, "write-tree", env=env)
+        commit = git(repos, "commit-tree", tree, "-p", parent, "-m", "outside", env=env)
+        moved = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(repos / "demo"),
+                "update-ref",
+                "refs/heads/main",
+                commit,
+                parent,
+            ],
+            capture_output=True,
+        )
+        if moved.returncode == 0:
+            return commit
+    raise AssertionError("main kept moving")
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("did not happen within the timeout")
+        await asyncio.sleep(0.02)
 
 
 def history(repos: Path) -> list[list[str]]:
@@ -117,3 +174,130 @@ async def test_a_late_commit_under_a_lease_taken_over_is_refused(
         await sync_a.flush()  # under a lease of its own, node a commits the edit after all
         after = history(repos)
         assert len(after) == len(before) + 1
+
+
+async def test_a_move_on_top_of_another_nodes_commit_is_merged_from_that_commit(
+    two_nodes: list[CollabServer], repos: Path, tmp_path: Path
+) -> None:
+    """Node a commits the shared text; someone pushes on top of that commit; node b, which
+    synced last before a's commit, merges the push from a's commit (the documents hold it),
+    not from its own older one: a's edits are not merged into the documents again."""
+    a, b = two_nodes
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        doc_a, doc_b = await ann.open(ROOM), await bob.open(ROOM)
+        sync_a, sync_b = await a.git.branch("demo", "main"), await b.git.branch("demo", "main")
+        doc_a.insert(len(str(doc_a)), "line y\n")
+        await ann.flush()
+        await until(lambda: str(doc_b) == str(doc_a))
+        await sync_a.flush()
+        doc_a.insert(len(str(doc_a)), "line z\n")
+        await ann.flush()
+        await until(lambda: str(doc_b) == str(doc_a))
+        expected = str(doc_a)
+        outside_commit(repos, tmp_path, "src/app.py", "print('changed')\n")
+        await sync_b.catch_up()
+        await bob.flush()
+        await asyncio.sleep(0.3)
+        assert str(doc_b) == str(doc_a) == expected
+        assert "<<<<<<<" not in str(doc_b)
+
+
+async def test_a_node_whose_lease_expired_while_it_merged_a_move_cannot_record_it(
+    two_nodes: list[CollabServer], repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a merges a push into the documents so slowly (a paused process) that its lease
+    expires and node b merges the push and commits: a's late record of the push as synced
+    is refused, so the branch's synced commit does not go back behind b's commit."""
+    a, b = two_nodes
+    assert a.cluster is not None and b.cluster is not None
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        doc_a, doc_b = await ann.open(ROOM), await bob.open(ROOM)
+        sync_a, sync_b = await a.git.branch("demo", "main"), await b.git.branch("demo", "main")
+        monkeypatch.setattr(a.cluster.leases, "ttl", 0.5)
+        monkeypatch.setattr(b.cluster.leases, "ttl", 0.5)
+        merge = sync_a.merge_into_live
+
+        merging: list[object] = []
+
+        async def slowly(changes: object) -> None:
+            merging.append(changes)
+            await asyncio.sleep(1.5)
+            await merge(changes)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(sync_a, "merge_into_live", slowly)
+        outside_commit(repos, tmp_path, "src/app.py", "print('changed')\n")
+        while True:  # until a merges under its lease (another node may hold it a moment)
+            late = asyncio.create_task(sync_a.catch_up())
+            while not merging and not late.done():
+                await asyncio.sleep(0.01)
+            if merging:
+                break
+            await late
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.8)  # a's lease has expired; b takes it
+        await sync_b.catch_up()
+        doc_b.insert(len(str(doc_b)), "bob\n")
+        await bob.flush()
+        await until(lambda: str(doc_a) == str(doc_b))
+        committed = await sync_b.flush()
+        with pytest.raises(Fenced):
+            await late
+        assert git(repos, "rev-parse", "refs/collab/synced/main") == committed.decode()
+        monkeypatch.setattr(sync_a, "merge_into_live", merge)
+        doc_a.insert(len(str(doc_a)), "ann\n")
+        await ann.flush()
+        await until(lambda: str(doc_a) == str(doc_b))
+        await sync_a.flush()
+        await asyncio.sleep(0.3)
+        assert "<<<<<<<" not in str(doc_b)
+        assert git(repos, "show", "main:README.md") + "\n" == str(doc_b)
+
+
+async def test_a_room_stays_loaded_until_its_edits_are_committed(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """Node a's last client leaves while another node holds the branch's lease: the room
+    stays loaded (it takes the other nodes' edits) until a has committed it, so that the
+    text a commits is never older than what git already holds."""
+    a, b = two_nodes
+    assert a.cluster is not None
+    busy = RedisLeases(a.cluster.leases.client, "n9", ttl=30.0, prefix=a.cluster.leases.prefix)
+    async with Client(b.url, user="bob") as bob:
+        doc_b = await bob.open(ROOM)
+        held = None
+        while held is None:  # another node is committing the branch
+            held = await busy.acquire("demo/main")
+            await asyncio.sleep(0.02)
+        async with Client(a.url, user="ann") as ann:
+            doc_a = await ann.open(ROOM)
+            doc_a.insert(len(str(doc_a)), "ann\n")
+            await ann.flush()
+            await until(lambda: str(doc_b) == str(doc_a))
+        await asyncio.sleep(1.0)  # past the grace period: a tried to unload it
+        assert a.rooms.get_key(ROOM) is not None
+        doc_b.insert(len(str(doc_b)), "bob\n")
+        await bob.flush()
+        await busy.release(held)
+        await until(lambda: a.rooms.get_key(ROOM) is None)  # committed, then unloaded
+        await (await b.git.branch("demo", "main")).flush()
+        assert git(repos, "show", "main:README.md") + "\n" == str(doc_b)
+
+
+async def test_a_stopping_node_waits_for_the_lease_to_commit(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """A node stopped while another node holds the branch's lease for a moment still makes
+    its last commit: it tries again until the lease is free."""
+    a, _b = two_nodes
+    assert a.cluster is not None
+    busy = RedisLeases(a.cluster.leases.client, "n9", ttl=2.0, prefix=a.cluster.leases.prefix)
+    held = None
+    while held is None:  # another node is committing the branch, for up to 2 s
+        held = await busy.acquire("demo/main")
+        await asyncio.sleep(0.02)
+    async with Client(a.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        doc.insert(len(str(doc)), "last words\n")
+        await ann.flush()
+    await a.stop()
+    assert "last words" in git(repos, "show", "main:README.md")
