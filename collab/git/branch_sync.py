@@ -222,8 +222,13 @@ class BranchSync:
         grant = await self.owner.leases.acquire(self.name)
         if grant is None:
             return None
-        await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
-        await self._adopt_cluster_commit()
+        try:
+            await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
+            await self._adopt_cluster_commit()
+        except BaseException:  # not held on for its lifetime: the other nodes go on
+            with contextlib.suppress(Exception):
+                await self.owner.leases.release(grant)
+            raise
         return grant
 
     async def _adopt_cluster_commit(self) -> None:
