@@ -50,6 +50,12 @@ class Leases(Protocol):
         """Who holds the lease now."""
         ...
 
+    async def advance(self, name: str, at_least: int) -> None:
+        """Raise the lease's fencing counter to ``at_least`` if it is below: the next grant's
+        token is above it. For a counter that went back (a Redis that lost its data) behind
+        a fence a branch has seen, which would refuse every later grant."""
+        ...
+
 
 class LeaseTable:
     """The in-process cluster's leases and fencing counters (shared by its nodes)."""
@@ -105,3 +111,6 @@ class HubLeases:
 
     async def holder(self, name: str) -> Grant | None:
         return self._current(name)
+
+    async def advance(self, name: str, at_least: int) -> None:
+        self.table.tokens[name] = max(self.table.tokens.get(name, 0), at_least)

@@ -45,6 +45,14 @@ return 0
 """
 
 
+# KEYS: fence counter. ARGV: the least value it is to hold.
+_ADVANCE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
 class RedisLeases:
     """``Leases`` in one Redis, shared by the nodes of a cluster."""
 
@@ -60,6 +68,7 @@ class RedisLeases:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._advance = client.register_script(_ADVANCE)
 
     def _lease(self, name: str) -> str:
         return f"{self.prefix}lease:{name}"
@@ -83,6 +92,9 @@ class RedisLeases:
 
     async def release(self, grant: Grant) -> None:
         await self._release(keys=[self._lease(grant.name)], args=[f"{grant.node_id} {grant.token}"])
+
+    async def advance(self, name: str, at_least: int) -> None:
+        await self._advance(keys=[self._fence(name)], args=[at_least])
 
     async def holder(self, name: str) -> Grant | None:
         held = await self.client.get(self._lease(name))

@@ -37,7 +37,7 @@ from gitsync import (
     Repositories,
 )
 from gitsync.changes import FileChange, changed_files, is_text, read_blob
-from gitsync.fence import claim, fenced
+from gitsync.fence import Fenced, claim, fenced
 from gitsync.locks import STALE_AFTER
 from gitsync.merge.plan import merge_text
 from gitsync.objects.commits import (
@@ -225,6 +225,15 @@ class BranchSync:
         try:
             await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
             await self._adopt_cluster_commit()
+        except Fenced as exc:
+            # a fresh grant below the branch's fence: the cluster's counter went back (a
+            # Redis that lost its data); raised past the fence, the next grant passes it
+            log.warning(
+                "%s: lease counter behind the branch's fence (%s); raising it", self.name, exc
+            )
+            await self.owner.leases.advance(self.name, exc.seen)
+            await self.owner.leases.release(grant)
+            return None
         except BaseException:  # not held on for its lifetime: the other nodes go on
             with contextlib.suppress(Exception):
                 await self.owner.leases.release(grant)

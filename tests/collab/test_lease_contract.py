@@ -78,3 +78,19 @@ async def test_nodes_asking_at_once_get_one_grant(leases_for: Callable[[str], Le
     grants = await asyncio.gather(*(n.acquire("branch") for n in nodes))
     granted = [g for g in grants if g is not None]
     assert len(granted) == 1
+
+
+async def test_an_advanced_counter_grants_above_it_and_never_goes_back(
+    leases_for: Callable[[str], Leases],
+) -> None:
+    a = leases_for("a")
+    first = await a.acquire("branch")
+    assert first is not None
+    await a.release(first)
+    await a.advance("branch", first.token + 40)
+    second = await a.acquire("branch")
+    assert second is not None and second.token > first.token + 40
+    await a.release(second)
+    await a.advance("branch", 1)  # lower: nothing changes
+    third = await a.acquire("branch")
+    assert third is not None and third.token > second.token
