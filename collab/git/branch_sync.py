@@ -886,7 +886,7 @@ class GitSync:
         if sync is None or path not in sync.dirty:
             return
         await sync.flush_patiently(lambda: path not in sync.dirty)
-        if sync.dirty.get(path) is room and not self.stopped:
+        if self.leases is not None and sync.dirty.get(path) is room and not self.stopped:
             raise LeaseBusy(
                 f"{sync.name}: another node holds the branch's lease; {path} stays loaded "
                 "until its edits are committed"
