@@ -203,15 +203,14 @@ class BranchSync:
         while another node holds the branch's lease, try again every ``lease_retry``
         seconds, for as long as a lease lasts (its holder releases it once its commit is
         made, or it expires)."""
-        if committed is None:
-            committed = lambda: not self.dirty  # noqa: E731
+        done = committed or (lambda: not self.dirty)
         await self.flush()
         leases = self.owner.leases
         if leases is None:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + leases.ttl + 2 * self.owner.lease_retry
-        while not committed() and loop.time() < deadline:
+        while not done() and loop.time() < deadline:
             await asyncio.sleep(self.owner.lease_retry)
             await self.flush()
 
