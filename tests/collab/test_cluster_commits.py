@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from gitcli import until
 from redisproc import RedisProcess
 from servers import make_config
 
@@ -96,12 +97,16 @@ def outside_commit(repos: Path, tmp_path: Path, path: str, content: str) -> str:
     raise AssertionError("main kept moving")
 
 
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("did not happen within the timeout")
+async def hold_lease(server: CollabServer, ttl: float) -> tuple[RedisLeases, Grant]:
+    """The branch's lease, taken by another node ("n9", committing the branch) for ``ttl``
+    seconds as soon as no node holds it."""
+    assert server.cluster is not None
+    leases = server.cluster.leases
+    assert isinstance(leases, RedisLeases)
+    busy = RedisLeases(leases.client, "n9", ttl=ttl, prefix=leases.prefix)
+    while (held := await busy.acquire("demo/main")) is None:
         await asyncio.sleep(0.02)
+    return busy, held
 
 
 def history(repos: Path) -> list[list[str]]:
@@ -260,14 +265,9 @@ async def test_a_room_stays_loaded_until_its_edits_are_committed(
     stays loaded (it takes the other nodes' edits) until a has committed it, so that the
     text a commits is never older than what git already holds."""
     a, b = two_nodes
-    assert a.cluster is not None
-    busy = RedisLeases(a.cluster.leases.client, "n9", ttl=30.0, prefix=a.cluster.leases.prefix)
     async with Client(b.url, user="bob") as bob:
         doc_b = await bob.open(ROOM)
-        held = None
-        while held is None:  # another node is committing the branch
-            held = await busy.acquire("demo/main")
-            await asyncio.sleep(0.02)
+        busy, held = await hold_lease(a, 30.0)
         async with Client(a.url, user="ann") as ann:
             doc_a = await ann.open(ROOM)
             doc_a.insert(len(str(doc_a)), "ann\n")
@@ -289,12 +289,7 @@ async def test_a_stopping_node_waits_for_the_lease_to_commit(
     """A node stopped while another node holds the branch's lease for a moment still makes
     its last commit: it tries again until the lease is free."""
     a, _b = two_nodes
-    assert a.cluster is not None
-    busy = RedisLeases(a.cluster.leases.client, "n9", ttl=2.0, prefix=a.cluster.leases.prefix)
-    held = None
-    while held is None:  # another node is committing the branch, for up to 2 s
-        held = await busy.acquire("demo/main")
-        await asyncio.sleep(0.02)
+    await hold_lease(a, 2.0)  # another node is committing the branch, for up to 2 s
     async with Client(a.url, user="ann") as ann:
         doc = await ann.open(ROOM)
         doc.insert(len(str(doc)), "last words\n")

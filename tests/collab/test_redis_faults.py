@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from buslistener import Heard
@@ -26,6 +27,23 @@ async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 def bus(redis: RedisProcess, node_id: str) -> RedisBus:
     return RedisBus(redis.url, node_id, block_ms=500, node_ttl_ms=600, heartbeat_s=0.1)
+
+
+@contextlib.asynccontextmanager
+async def watched(redis: RedisProcess) -> AsyncIterator[tuple[RedisStore, Heard]]:
+    """Node a's store, and node b's bus watching ``doc`` (what it hears in the ``Heard``),
+    its heartbeat rare: after an outage b looks at Redis again only when it reconnects."""
+    store = RedisStore(redis.url, node_id="a")
+    watcher = RedisBus(redis.url, "b", block_ms=500, node_ttl_ms=600, heartbeat_s=5.0)
+    heard = Heard()
+    try:
+        await store.start()
+        await watcher.start()
+        watcher.watch("doc", 0, heard)
+        yield store, heard
+    finally:
+        await watcher.stop()
+        await store.stop()
 
 
 async def test_acknowledged_appends_survive_kill_9_of_redis(tmp_path: pathlib.Path) -> None:
@@ -392,24 +410,17 @@ async def test_a_redis_that_lost_its_data_is_noticed_though_the_seqs_passed_the_
     monkeypatch.setattr("collab.bus.redis.RETRY_S", (1.0,))  # the watcher is back late
     redis = RedisProcess(tmp_path / "redis")
     redis.start()
-    a_store = RedisStore(redis.url, node_id="a")
-    b_bus = RedisBus(redis.url, "b", block_ms=500, node_ttl_ms=600, heartbeat_s=5.0)
-    heard = Heard()
     try:
-        await a_store.start()
-        await b_bus.start()
-        b_bus.watch("doc", 0, heard)
-        before = [await a_store.append("doc", b"before %d" % i) for i in range(3)]
-        await until(lambda: len(heard.updates.get("doc", [])) == 3)
-        redis.restart_empty()
-        after = [await a_store.append("doc", b"after %d" % i) for i in range(6)]
-        assert after == [1, 2, 3, 4, 5, 6]  # past the watcher's cursor (3)
-        await until(lambda: bool(heard.gaps))
-        assert heard.gaps == [("doc", before[-1])]
-        assert [s for s, _ in heard.updates["doc"]] == before  # not 4, 5, 6 as if next
+        async with watched(redis) as (a_store, heard):
+            before = [await a_store.append("doc", b"before %d" % i) for i in range(3)]
+            await until(lambda: len(heard.updates.get("doc", [])) == 3)
+            redis.restart_empty()
+            after = [await a_store.append("doc", b"after %d" % i) for i in range(6)]
+            assert after == [1, 2, 3, 4, 5, 6]  # past the watcher's cursor (3)
+            await until(lambda: bool(heard.gaps))
+            assert heard.gaps == [("doc", before[-1])]
+            assert [s for s, _ in heard.updates["doc"]] == before  # not 4, 5, 6 as if next
     finally:
-        await b_bus.stop()
-        await a_store.stop()
         redis.stop()
 
 
@@ -423,26 +434,19 @@ async def test_a_redis_back_with_older_data_is_noticed_though_it_kept_its_token(
     monkeypatch.setattr("collab.bus.redis.RETRY_S", (1.0,))  # the watcher is back late
     redis = RedisProcess(tmp_path / "redis")
     redis.start()
-    a_store = RedisStore(redis.url, node_id="a")
-    b_bus = RedisBus(redis.url, "b", block_ms=500, node_ttl_ms=600, heartbeat_s=5.0)
-    heard = Heard()
     try:
-        await a_store.start()
-        await b_bus.start()
-        b_bus.watch("doc", 0, heard)
-        kept = [await a_store.append("doc", b"kept %d" % i) for i in range(3)]
-        redis.copy(tmp_path / "backup")
-        lost = [await a_store.append("doc", b"lost %d" % i) for i in range(3)]
-        await until(lambda: len(heard.updates.get("doc", [])) == 6)
-        redis.restart_from(tmp_path / "backup")
-        new = [await a_store.append("doc", b"new %d" % i) for i in range(5)]
-        assert new[:3] == lost  # the seqs the watcher had, from the same node
-        await until(lambda: bool(heard.gaps))
-        assert heard.gaps == [("doc", lost[-1])]
-        assert [s for s, _ in heard.updates["doc"]] == kept + lost  # nothing new as if next
+        async with watched(redis) as (a_store, heard):
+            kept = [await a_store.append("doc", b"kept %d" % i) for i in range(3)]
+            redis.copy(tmp_path / "backup")
+            lost = [await a_store.append("doc", b"lost %d" % i) for i in range(3)]
+            await until(lambda: len(heard.updates.get("doc", [])) == 6)
+            redis.restart_from(tmp_path / "backup")
+            new = [await a_store.append("doc", b"new %d" % i) for i in range(5)]
+            assert new[:3] == lost  # the seqs the watcher had, from the same node
+            await until(lambda: bool(heard.gaps))
+            assert heard.gaps == [("doc", lost[-1])]
+            assert [s for s, _ in heard.updates["doc"]] == kept + lost  # nothing new as if next
     finally:
-        await b_bus.stop()
-        await a_store.stop()
         redis.stop()
 
 
