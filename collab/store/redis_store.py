@@ -231,7 +231,7 @@ class RedisStore(Lifecycle):
         pause = 0.05
         while True:
             try:
-                await self._send_once(batch)
+                self._answer(batch, await self._pipeline(batch))
             except (RedisError, OSError) as exc:
                 if not self._running or time.monotonic() - started >= self.outage_limit:
                     for op in batch:
@@ -253,9 +253,6 @@ class RedisStore(Lifecycle):
                 log.info("Redis at %s is reachable again; the waiting writes are sent", self.url)
             self.reachable = True
             return
-
-    async def _send_once(self, batch: list[_Op]) -> None:
-        self._answer(batch, await self._pipeline(batch))
 
     async def _pipeline(self, batch: list[_Op]) -> list[Any]:
         """Send a batch as one pipeline; a reply for each operation (``None`` for a sync).
