@@ -51,7 +51,7 @@ class ClusterLink:
 
     def _loaded(self, room: Room) -> None:
         key = room.key
-        room.compact_bound = lambda: self.bus.position(key) or 0
+        room.compact_bound = lambda: self.bus.position(key)
         reachable = self.store_reachable
         if reachable is not None:  # a store that can be cut off (Redis)
             room.serve_unwritten = lambda: not reachable()

@@ -20,7 +20,7 @@ from protocol.names import DocId
 from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
 
 from ..server.auth import Identity
-from ..store.base import Store, StoredDoc
+from ..store.base import BehindSnapshot, Store, StoredDoc
 from .awareness_clock import relay_clock
 from .epochs import epochs_in, update_epochs
 from .origin import Origin
@@ -144,8 +144,9 @@ class Room:
         self._store_failed: str | None = None  # once an append fails, nothing more is stored
         self.listeners: list[ChangeListener] = []
         # in a cluster: the last sequence number up to which this room holds every update of
-        # the shared log (the bus's position), the bound of what a snapshot may replace
-        self.compact_bound: Callable[[], int] | None = None
+        # the shared log (the bus's position), the bound of what a snapshot may replace;
+        # None while the room does not follow the log (the bus stopped): no snapshot then
+        self.compact_bound: Callable[[], int | None] | None = None
         # in a cluster: told each awareness message this room relays for its own peers
         self.on_awareness: list[Callable[[Room, bytes], None]] = []
         # in a cluster: true while the shared store cannot be reached; updates are then sent
@@ -504,11 +505,23 @@ class Room:
 
         The snapshot may hold updates accepted after that one, still on their way to the
         store: they are stored after it with higher sequence numbers, and applying an update
-        a document already has changes nothing."""
+        a document already has changes nothing.
+
+        In a cluster the bound is this node's position in the shared log: none while the
+        room does not follow it (no snapshot then), and a snapshot another node stored
+        further along makes this one needless (it is skipped)."""
         through = self.last_seq if self.compact_bound is None else self.compact_bound()
+        if through is None:
+            log.info("%s: not following the shared log; no snapshot made", self.key)
+            return
         counted, counted_bytes = self.updates_since_snapshot, self.bytes_since_snapshot
         snapshot = self.doc.get_update()
-        await self.store.compact(self.key, snapshot, through)
+        try:
+            await self.store.compact(self.key, snapshot, through)
+        except BehindSnapshot as exc:
+            if self.compact_bound is None:  # a single node's own history: a real mistake
+                raise
+            log.info("%s: a snapshot further along is stored already (%s)", self.key, exc)
         self.updates_since_snapshot = max(0, self.updates_since_snapshot - counted)
         self.bytes_since_snapshot = max(0, self.bytes_since_snapshot - counted_bytes)
         self.snapshot_bytes = len(snapshot)

@@ -399,12 +399,13 @@ class CollabServer(Lifecycle):
             self._runner = None
         await self.sockets.stop_lingering()
         started, self._services_started = self._services_started, []
-        for service in reversed(started):
-            try:
-                await service.stop()
-            except Exception:
-                log.exception("stopping %s failed", type(service).__name__)
+        # the cluster's bus after the rooms: a room's last snapshot is bounded by its position
+        last = [service for service in started if service is self.cluster]
+        for service in reversed([service for service in started if service not in last]):
+            await _stop_service(service)
         await self.rooms.close()
+        for service in last:
+            await _stop_service(service)
         if self._store_started:
             self._store_started = False
             await self.store.stop()
@@ -414,6 +415,13 @@ class CollabServer(Lifecycle):
         if self._started_at is not None:
             log.info("stopped (served for %s)", _duration(time.monotonic() - self._started_at))
             self._started_at = None
+
+
+async def _stop_service(service: Service) -> None:
+    try:
+        await service.stop()
+    except Exception:
+        log.exception("stopping %s failed", type(service).__name__)
 
 
 def _duration(seconds: float) -> str:

@@ -8,7 +8,30 @@ from typing import Any, Protocol, runtime_checkable
 
 from pycrdt import Doc
 
-__all__ = ["CorruptRecord", "Store", "StoredDoc"]
+__all__ = ["BehindSnapshot", "CorruptRecord", "Store", "StoredDoc", "check_compact"]
+
+
+class BehindSnapshot(ValueError):
+    """A compaction through a sequence number behind the document's current snapshot.
+
+    In a cluster this is no mistake: another node, further along the shared log, has just
+    stored a snapshot that holds everything this one would have."""
+
+
+def check_compact(doc_id: str, through_seq: int, last_seq: int, snapshot_seq: int | None) -> None:
+    """Refuse a compaction past the last appended update (``ValueError``) or behind the
+    current snapshot (``BehindSnapshot``)."""
+    if through_seq < 0:
+        raise ValueError(f"compact({doc_id!r}): through_seq {through_seq} is negative")
+    if through_seq > last_seq:
+        raise ValueError(
+            f"compact({doc_id!r}): through_seq {through_seq} is past the last seq {last_seq}"
+        )
+    if snapshot_seq is not None and through_seq < snapshot_seq:
+        raise BehindSnapshot(
+            f"compact({doc_id!r}): through_seq {through_seq} is behind the current "
+            f"snapshot at seq {snapshot_seq}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from collab.lifecycle import Lifecycle
-from collab.store.base import StoredDoc
+from collab.store.base import StoredDoc, check_compact
 
 __all__ = ["MemoryStore"]
 
@@ -80,7 +80,7 @@ class MemoryStore(Lifecycle):
         last_seq = self._last_seq.get(doc_id, 0)
         doc = self._docs.get(doc_id)
         snapshot_seq = doc.snapshot_seq if doc is not None and doc.snapshot is not None else None
-        _check_compact(doc_id, through_seq, last_seq, snapshot_seq)
+        check_compact(doc_id, through_seq, last_seq, snapshot_seq)
         if doc is None:
             doc = self._docs[doc_id] = _Doc()
         doc.snapshot = data
@@ -101,18 +101,3 @@ class MemoryStore(Lifecycle):
     async def clear_recovered(self, doc_id: str) -> None:
         """Nothing to do: a memory store is never damaged, so never repaired."""
         self._check_running()
-
-
-def _check_compact(doc_id: str, through_seq: int, last_seq: int, snapshot_seq: int | None) -> None:
-    """Reject a compaction past the last appended update or behind the current snapshot."""
-    if through_seq < 0:
-        raise ValueError(f"compact({doc_id!r}): through_seq {through_seq} is negative")
-    if through_seq > last_seq:
-        raise ValueError(
-            f"compact({doc_id!r}): through_seq {through_seq} is past the last seq {last_seq}"
-        )
-    if snapshot_seq is not None and through_seq < snapshot_seq:
-        raise ValueError(
-            f"compact({doc_id!r}): through_seq {through_seq} is behind the current "
-            f"snapshot at seq {snapshot_seq}"
-        )

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 from collab.bus.keys import DEFAULT_PREFIX, FEED_LENGTH, RedisKeys, seq_of
 from collab.bus.resp import RespPipe, command, open_resp
 from collab.lifecycle import Lifecycle
-from collab.store.base import CorruptRecord, StoredDoc
+from collab.store.base import BehindSnapshot, CorruptRecord, StoredDoc
 
 __all__ = ["RedisStore"]
 
@@ -351,7 +351,8 @@ def _error_of(reply: ResponseError) -> Exception:
     raises for it; anything else as it came."""
     text = str(reply)
     if text.startswith("through_seq"):
-        return ValueError(f"compact: {text}")
+        kind = BehindSnapshot if "behind the current snapshot" in text else ValueError
+        return kind(f"compact: {text}")
     return reply
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from collab.lifecycle import Lifecycle
-from collab.store.base import CorruptRecord, StoredDoc
+from collab.store.base import CorruptRecord, StoredDoc, check_compact
 from collab.store.log_syncer import LogSyncer
 
 __all__ = [
@@ -498,7 +498,7 @@ class SQLiteStore(Lifecycle):
         snapshot_seq: int | None = conn.execute(
             "SELECT MAX(seq) FROM records WHERE doc_id = ? AND kind = 's'", (doc_id,)
         ).fetchone()[0]
-        _check_compact(doc_id, through_seq, last_seq, snapshot_seq)
+        check_compact(doc_id, through_seq, last_seq, snapshot_seq)
         conn.execute("DELETE FROM records WHERE doc_id = ? AND seq <= ?", (doc_id, through_seq))
         conn.execute(_INSERT_SQL, (doc_id, through_seq, "s", data, _crc(data)))
         conn.execute(SET_LAST_SEQ_SQL, (doc_id, max(last_seq, through_seq)))
@@ -681,18 +681,3 @@ def check_row(kind: object, data: object, crc: object, *, first: bool) -> str | 
     if actual != crc:
         return f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x}, {len(data)} bytes)"
     return None
-
-
-def _check_compact(doc_id: str, through_seq: int, last_seq: int, snapshot_seq: int | None) -> None:
-    """Reject a compaction past the last appended update or behind the current snapshot."""
-    if through_seq < 0:
-        raise ValueError(f"compact({doc_id!r}): through_seq {through_seq} is negative")
-    if through_seq > last_seq:
-        raise ValueError(
-            f"compact({doc_id!r}): through_seq {through_seq} is past the last seq {last_seq}"
-        )
-    if snapshot_seq is not None and through_seq < snapshot_seq:
-        raise ValueError(
-            f"compact({doc_id!r}): through_seq {through_seq} is behind the current "
-            f"snapshot at seq {snapshot_seq}"
-        )

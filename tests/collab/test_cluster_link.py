@@ -198,3 +198,40 @@ async def test_a_full_awareness_table_takes_new_ids_once_removed_states_make_roo
     assert ids() == [1, 3]
     # the others hear what was taken, and nothing that was dropped
     assert [entry.client_id for entry in ann.awareness if entry.state is not None] == [2, 4, 3]
+
+
+async def test_a_node_behind_in_the_log_skips_a_snapshot_made_further_along(
+    nodes: Nodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = await nodes.node("a"), await nodes.node("b")
+    ann, bob = Peer("ann"), Peer("bob")
+    room_a, room_b = await join(a, ann), await join(b, bob)
+    await type_into(ann, room_a, "one ")
+    await until(lambda: "one" in bob.text)
+    behind = a.link.bus.position(str(DOC))
+    assert behind is not None
+    await type_into(bob, room_b, "two ")
+    await until(lambda: "two" in ann.text)
+    await room_b.compact()  # through b's position, past the one a is held at below
+    ahead = (await a.rooms.store.load(str(DOC))) or pytest.fail("nothing stored")
+    assert ahead.snapshot_seq > behind
+    room_a.compact_bound = lambda: behind  # a's feed lagging behind b's snapshot
+    with caplog.at_level("INFO", logger="collab.room"):
+        await room_a.compact()  # skipped: no error, nothing replaced
+    assert "further along is stored already" in caplog.text
+    stored = (await a.rooms.store.load(str(DOC))) or pytest.fail("nothing stored")
+    assert (stored.snapshot, stored.snapshot_seq) == (ahead.snapshot, ahead.snapshot_seq)
+    assert room_a.updates_since_snapshot == 0  # not tried again at every edit
+
+
+async def test_a_room_not_following_the_log_makes_no_snapshot(nodes: Nodes) -> None:
+    a = await nodes.node("a")
+    ann = Peer("ann")
+    room = await join(a, ann)
+    await type_into(ann, room, "typed ")
+    before = (await a.rooms.store.load(str(DOC))) or pytest.fail("nothing stored")
+    a.link.bus.unwatch(str(DOC))  # as once the bus has stopped
+    await room.compact()
+    after = (await a.rooms.store.load(str(DOC))) or pytest.fail("nothing stored")
+    assert before.snapshot is None
+    assert (after.snapshot, after.snapshot_seq, after.updates) == (None, 0, before.updates)

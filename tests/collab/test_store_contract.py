@@ -13,7 +13,7 @@ import pytest
 from pycrdt import Doc, Text, TransactionEvent
 from redisproc import RedisProcess
 
-from collab.store.base import Store, StoredDoc
+from collab.store.base import BehindSnapshot, Store, StoredDoc
 from collab.store.memory_store import MemoryStore
 from collab.store.redis_store import RedisStore
 from collab.store.repair import repair
@@ -195,13 +195,15 @@ async def test_compact_keeps_later_updates_and_seqs_keep_increasing(store: Store
 
 async def test_compact_rejects_bad_through_seq(store: Store) -> None:
     seqs = [await store.append("doc", b"u%d" % i) for i in range(4)]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as past:
         await store.compact("doc", b"s", seqs[-1] + 1)  # past the last update
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as negative:
         await store.compact("doc", b"s", -1)
+    assert not isinstance(past.value, BehindSnapshot)
+    assert not isinstance(negative.value, BehindSnapshot)
     await store.compact("doc", b"s2", seqs[2])
-    with pytest.raises(ValueError):
-        await store.compact("doc", b"s1", seqs[1])  # behind the current snapshot
+    with pytest.raises(BehindSnapshot):  # a node further along compacted first
+        await store.compact("doc", b"s1", seqs[1])
     # The failed calls changed nothing and the store keeps serving.
     stored = await load(store, "doc")
     assert (stored.snapshot, stored.snapshot_seq) == (b"s2", seqs[2])
