@@ -57,6 +57,7 @@ class Rooms:
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._closing = False  # close() has begun: a failed persist is not retried
         self.damaged: dict[str, str] = {}
         """Quarantined documents (key -> why): their stored history is damaged, so they are
         not served (``DAMAGED``) and nothing of them is committed until a repair."""
@@ -279,9 +280,13 @@ class Rooms:
             if persist and not room.failed and room.updates_since_snapshot:
                 await room.compact()
         except Exception:
-            log.exception("%s: persist before unload failed; keeping the room", room.key)
-            self._schedule_unload(room)
-            return
+            if not self._closing:
+                log.exception("%s: persist before unload failed; keeping the room", room.key)
+                self._schedule_unload(room)
+                return
+            # shutting down: no retry would ever come; the store holds every update, and the
+            # next start commits what the branch lacks
+            log.exception("%s: persist before unload failed at shutdown", room.key)
         if room.attached and not room.failed:
             return  # someone arrived while we were persisting
         await room.stop()
@@ -294,7 +299,9 @@ class Rooms:
         _notify(self.on_unloaded, room)
 
     async def close(self) -> None:
-        """Persist and unload every room (server shutdown)."""
+        """Persist and unload every room (server shutdown); a room whose persisting fails
+        is unloaded all the same, with nothing left to retry."""
+        self._closing = True
         for key in list(self._timers):
             self._cancel_timer(key)
         await asyncio.gather(*self._unloading.values(), return_exceptions=True)

@@ -44,3 +44,28 @@ async def test_a_branch_without_rooms_is_forgotten_once_they_unload(server: Coll
             await asyncio.sleep(0.02)
     async with Client(server.url, user="ann") as ann:  # made again on next use
         assert str(await ann.open(ROOM)).startswith("typed\n")
+
+
+async def test_a_room_whose_persist_fails_at_shutdown_is_unloaded_without_a_retry(
+    server: CollabServer,
+) -> None:
+    async with Client(server.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        doc.insert(0, "typed\n")
+        await ann.flush()
+        room = server.rooms.get_key(ROOM)
+        assert room is not None
+
+        tries: list[str] = []
+
+        async def failing(failed: Any) -> None:
+            tries.append(failed.key)
+            raise RuntimeError("a persist that fails")
+
+        server.rooms.before_unload.insert(0, failing)
+        await server.rooms.close()
+        assert server.rooms.get_key(ROOM) is None
+        await asyncio.sleep(server.rooms.grace * 3)  # nothing retries against a stopped store
+        assert tries == [ROOM]
+        stored = await server.store.load(ROOM)  # the typed update is in the store all the same
+        assert stored is not None and (stored.updates or stored.snapshot)
