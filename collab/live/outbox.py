@@ -288,7 +288,8 @@ class Outbox:
 
 async def close_ws(ws: web.WebSocketResponse, code: int, reason: str) -> None:
     """Close with a code and reason, or drop the transport if the peer does not cooperate."""
-    message = reason.encode("utf-8")[:120]
+    # a close frame's reason holds at most 123 bytes of UTF-8: cut on a character's boundary
+    message = reason.encode("utf-8")[:123].decode("utf-8", errors="ignore").encode("utf-8")
     try:
         await asyncio.wait_for(ws.close(code=code, message=message), _CLOSE_TIMEOUT)
     except (TimeoutError, ConnectionError, RuntimeError):

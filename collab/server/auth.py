@@ -144,7 +144,7 @@ class TokenAuthenticator:
             raise AuthError(ErrorCode.UNAUTHORIZED, "a token is required")
         version, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
-        if version != _TOKEN_VERSION or not payload or not signature:
+        if version != _TOKEN_VERSION or not payload or not signature or not token.isascii():
             raise AuthError(ErrorCode.UNAUTHORIZED, "malformed token")
         if not hmac.compare_digest(self._sign(payload), signature):
             raise AuthError(ErrorCode.UNAUTHORIZED, "bad token signature")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import functools
 import logging
@@ -112,7 +111,7 @@ class GitBridge:
         if header.startswith("Basic "):
             try:
                 decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
                 raise AuthError(ErrorCode.UNAUTHORIZED, "malformed Basic credentials") from None
             name, _, password = decoded.partition(":")
             user, token = name or None, password or None

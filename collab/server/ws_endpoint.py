@@ -286,6 +286,8 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
                     await session.receive(m.decode(msg.data, endpoint.limits))
                 except ProtocolError as exc:
                     outbox.abort(exc.code, exc.message)
+                if outbox.closing:  # nothing more from a peer being closed is applied
+                    break
             elif msg.type is WSMsgType.TEXT:
                 outbox.abort(ErrorCode.MALFORMED, "text frames are not part of the protocol")
             elif msg.type is WSMsgType.ERROR:

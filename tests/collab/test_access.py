@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,6 +33,7 @@ async def test_valid_token_on_both_endpoints(
     [
         ({}, ErrorCode.UNAUTHORIZED),
         ({"token": "v1.garbage.garbage"}, ErrorCode.UNAUTHORIZED),
+        ({"token": "v1.garbage.g\u00e4rbage"}, ErrorCode.UNAUTHORIZED),  # not ASCII
         ({"user": "alice"}, ErrorCode.UNAUTHORIZED),  # dev mode is off when a secret is set
     ],
 )
@@ -141,6 +143,7 @@ BAD_NAMES = [
     "de mo/main:README.md",
     "demo/main",
     "demo",
+    "demo/xy" + "\u00e9" * 100 + "..:README.md",  # a close reason cut within a character
 ]
 
 
@@ -217,3 +220,38 @@ def test_dev_mode_server_refuses_to_bind_publicly(repos: Path, tmp_path: Path) -
 
     with pytest.raises(ValueError, match="loopback"):
         CollabServer(make_config(repos, tmp_path, host="0.0.0.0"))
+
+
+async def test_credentials_that_are_not_ascii_are_refused_not_crashed_on(
+    secure_server: CollabServer,
+) -> None:
+    """A token or a Basic header with characters outside ASCII is an unauthorised caller
+    (401, 4001), on every endpoint; never a server error."""
+    token = "v1.e30.sign\u00e9"
+    with pytest.raises(ClientError) as info:
+        async with Client(secure_server.url, token=token):
+            pass
+    assert info.value.code == ErrorCode.UNAUTHORIZED
+    basic = "Basic " + base64.b64encode("alice:p\u00e4ss".encode()).decode()
+    async with aiohttp.ClientSession() as session:
+        for url, headers in [
+            (f"{secure_server.url}/api/server.status", {"Authorization": f"Bearer {token}"}),
+            (f"{secure_server.url}/git/demo.git/info/refs?service=git-upload-pack", {}),
+        ]:
+            headers = headers or {"Authorization": basic}
+            async with session.request(
+                "POST" if "/api/" in url else "GET", url, headers=headers
+            ) as reply:
+                assert reply.status == 401, url
+
+
+async def test_a_basic_header_that_is_not_ascii_is_refused_in_dev_mode(
+    server: CollabServer,
+) -> None:
+    raw = "Basic \u00e9".encode().decode("latin-1")  # the header's raw bytes, not ASCII
+    url = f"{server.url}/git/demo.git/info/refs?service=git-upload-pack"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Authorization": raw}) as reply,
+    ):
+        assert reply.status == 401

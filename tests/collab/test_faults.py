@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import msgpack
 import pytest
+from pycrdt import Doc, Text
 from servers import make_config
 from yjsclient import YjsPeer
 
@@ -326,3 +327,37 @@ async def test_panic_past_the_precheck_reloads_the_room_and_loses_nothing(
         doc.text += "[after]"
         await a.flush()
         assert str(reloaded.text).endswith("[accepted][after]")
+
+
+@pytest.mark.parametrize("endpoint", ["/ws", "/yjs"])
+async def test_nothing_sent_behind_a_refused_update_is_applied(
+    server: CollabServer, endpoint: str
+) -> None:
+    """The refused frame closes the connection: a valid update already sent behind it is not
+    applied either, as the client was told."""
+    async with Client(server.url, user="watcher") as watcher:
+        doc = await watcher.open(ROOM)
+        before = str(doc)
+        writer = Doc(client_id=4242)
+        writer.apply_update(doc.doc.get_update())
+        state = writer.get_state()
+        writer.get("source", type=Text).insert(0, "BEHIND")
+        valid = writer.get_update(state)
+        bad = b"\x01\x01\x05\x00\x04\x01\x06source\x7f\x00"  # content cut short
+        session, ws = await _raw(server, "/ws" if endpoint == "/ws" else f"/yjs/{ROOM}?user=m")
+        try:
+            if endpoint == "/ws":
+                await ws.send_bytes(m.encode(m.Hello(m.PROTOCOL_VERSION, None, "mallory")))
+                await ws.send_bytes(m.encode(m.Open(1, ROOM)))
+                await ws.send_bytes(m.encode(m.Sync(1, m.SyncStep.UPDATE, bad)))
+                await ws.send_bytes(m.encode(m.Sync(1, m.SyncStep.UPDATE, valid)))
+            else:
+                await ws.send_bytes(encode_message(SyncUpdate(bad)))
+                await ws.send_bytes(encode_message(SyncUpdate(valid)))
+            assert await _closed_with(ws) == ErrorCode.INVALID_UPDATE
+        finally:
+            await session.close()
+        await asyncio.sleep(0.2)
+        room = server.rooms.get_key(ROOM)
+        assert room is not None and "BEHIND" not in str(room.text)
+        await _assert_room_still_works(server, before)
