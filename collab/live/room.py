@@ -17,12 +17,13 @@ from pycrdt import Doc, Text
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
+from protocol.text_update import text_update_clients
 from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
 
 from ..server.auth import Identity
 from ..store.base import BehindSnapshot, Store, StoredDoc
 from .awareness_clock import relay_clock
-from .epochs import epochs_in, update_epochs
+from .epochs import epochs_in, is_epoch, update_epochs
 from .origin import Origin
 from .seed import TEXT_NAME
 
@@ -273,9 +274,16 @@ class Room:
         if len(update) > self.limits.max_update:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
         size_bound = self._size_after(update)
+        clients = text_update_clients(update, TEXT_NAME)
         _precheck(update)
         if answer and sender is not None:
             self._check_answer(sender, update)
+        unknown = {client for client in clients if is_epoch(client)} - self.epochs
+        if unknown:  # only the engine writes as an epoch's client, and only when it seeds
+            raise InvalidUpdate(
+                f"update rejected: it writes as client {min(unknown)}, an epoch of another "
+                "history of the document"
+            )
         try:
             self.doc.apply_update(update)
         except BaseException as exc:

@@ -1,0 +1,132 @@
+"""What a Yjs update (v1 encoding) may hold for a document that is one text: read, not applied.
+
+A document here is a file: one root ``Y.Text`` holding plain text. An update that inserts
+anything else, an embed, a formatting mark, a nested type, an entry of another root, is
+valid Yjs but no valid edit of a file: offsets into the text would no longer match the
+string the engine commits, and content outside the text would escape the document's size
+cap. Client ids must also be ones every stock client can read back: Yjs numbers are at most
+53 bits (a larger id is masked by some implementations and refused by others).
+
+:func:`text_update_clients` walks the update's structs and delete set without building
+anything (the structure of ``Y.encodeStateAsUpdate``: per client, its structs; then the
+deleted ranges) and returns the clients whose structs it carries.
+"""
+
+from __future__ import annotations
+
+from .errors import ErrorCode, ProtocolError
+
+__all__ = ["MAX_CLIENT", "text_update_clients"]
+
+MAX_CLIENT = 2**53 - 1
+"""The largest client id Yjs can encode and decode (``Number.MAX_SAFE_INTEGER``)."""
+
+# the low five bits of a struct's info byte: what it is, or the kind of its item's content
+_GC, _DELETED, _STRING, _SKIP = 0, 1, 4, 10
+_KINDS = {
+    2: "JSON content",
+    3: "binary content",
+    5: "an embed",
+    6: "a formatting mark",
+    7: "a nested type",
+    8: "structured content",
+    9: "a subdocument",
+}
+_HAS_ORIGIN, _HAS_RIGHT_ORIGIN, _HAS_PARENT_SUB = 0x80, 0x40, 0x20
+
+
+def _refuse(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_UPDATE, f"update rejected: {message}")
+
+
+def _uint(data: bytes, pos: int) -> tuple[int, int]:
+    """A lib0 varuint at ``pos``: (value, position after it)."""
+    value = shift = 0
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise _refuse("truncated")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise _refuse("a number too long")
+
+
+def _client(data: bytes, pos: int) -> tuple[int, int]:
+    client, pos = _uint(data, pos)
+    if client > MAX_CLIENT:
+        raise _refuse(f"client id {client} is over 2^53 - 1")
+    return client, pos
+
+
+def _skip_id(data: bytes, pos: int) -> int:
+    _client_id, pos = _client(data, pos)
+    _clock, pos = _uint(data, pos)
+    return pos
+
+
+def _skip_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
+    length, pos = _uint(data, pos)
+    end = pos + length
+    if end > len(data):
+        raise _refuse("truncated")
+    return data[pos:end], end
+
+
+def text_update_clients(update: bytes, root: str) -> frozenset[int]:
+    """The clients whose structs ``update`` carries; raises ``INVALID_UPDATE`` if it inserts
+    anything but plain text into the root ``root``, or names a client id over 53 bits.
+
+    Only what the update states is checked: an item placed after another (with an origin)
+    is in the root of that item, which was checked when it was accepted."""
+    data = bytes(update)
+    root_name = root.encode("utf-8")
+    clients: set[int] = set()
+    sections, pos = _uint(data, 0)
+    for _ in range(sections):
+        structs, pos = _uint(data, pos)
+        client, pos = _client(data, pos)
+        _clock, pos = _uint(data, pos)
+        if structs:
+            clients.add(client)
+        for _ in range(structs):
+            if pos >= len(data):
+                raise _refuse("truncated")
+            info = data[pos]
+            pos += 1
+            kind = info & 0x1F
+            if kind in (_GC, _SKIP):
+                _length, pos = _uint(data, pos)
+                continue
+            if info & _HAS_ORIGIN:
+                pos = _skip_id(data, pos)
+            if info & _HAS_RIGHT_ORIGIN:
+                pos = _skip_id(data, pos)
+            if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):  # its parent is given
+                named, pos = _uint(data, pos)
+                if named != 1:
+                    raise _refuse("an item inside a nested type")
+                name, pos = _skip_bytes(data, pos)
+                if name != root_name:
+                    raise _refuse(f"an item in the root {name[:64]!r}, not in {root!r}")
+                if info & _HAS_PARENT_SUB:
+                    raise _refuse(f"a map entry on {root!r}")
+            if kind == _STRING:
+                _text, pos = _skip_bytes(data, pos)
+            elif kind == _DELETED:
+                _length, pos = _uint(data, pos)
+            else:
+                what = _KINDS.get(kind, f"content of unknown kind {kind}")
+                raise _refuse(f"{what} where only text belongs")
+    deleted, pos = _uint(data, pos)
+    for _ in range(deleted):
+        _client_id, pos = _client(data, pos)
+        ranges, pos = _uint(data, pos)
+        for _ in range(ranges):
+            _clock, pos = _uint(data, pos)
+            _length, pos = _uint(data, pos)
+    return frozenset(clients)

@@ -1,0 +1,91 @@
+"""A document is a file's text: an update that inserts anything else, or writes as a client no
+stock client can read back or as an epoch's client, is refused with 4010, and the document,
+its other peers and their later reconnections are unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Map, Text
+from yjsclient import YjsPeer
+
+from collab import CollabServer
+from collab.live.epochs import EPOCH_BASE
+from protocol.errors import ErrorCode
+from protocol.lib0 import write_var_uint
+from protocol.yjs import SyncUpdate, encode_message
+
+ROOM = "demo/main:README.md"
+
+
+def with_client(update: bytes, client: int) -> bytes:
+    """``update`` (one client's structs) rewritten as written by ``client``."""
+    assert update[:2] == b"\x01\x01"
+    end = 2
+    while update[end] & 0x80:  # past the varuint of the client it names
+        end += 1
+    forged = bytearray(update[:2])
+    write_var_uint(forged, client)
+    return bytes(forged) + update[end + 1 :]
+
+
+def embed(doc: Doc[Any]) -> None:
+    doc.get("source", type=Text).insert_embed(0, {"image": "x.png"})
+
+
+def other_root(doc: Doc[Any]) -> None:
+    doc.get("junk", type=Map)["blob"] = "x" * 900
+
+
+def formatted(doc: Doc[Any]) -> None:
+    doc.get("source", type=Text).insert(0, "b", {"bold": True})
+
+
+@pytest.mark.parametrize("change", [embed, other_root, formatted])
+async def test_content_other_than_text_is_refused(
+    server: CollabServer, change: Callable[[Doc[Any]], None]
+) -> None:
+    async with YjsPeer(server.url, ROOM, user="honest") as honest:
+        await asyncio.wait_for(honest.synced.wait(), 5)
+        before = str(honest.text)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            with mallory.doc.transaction():
+                change(mallory.doc)
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        honest.text.insert(len(honest.text), "!")  # the room still takes text
+        async with YjsPeer(server.url, ROOM, user="later") as later:
+            await later.wait_text(lambda text: text == before + "!")
+    room = server.rooms.get_key(ROOM)
+    assert room is not None and room.doc.get_update() == later.doc.get_update()
+    stored = await server.store.load(ROOM)
+    assert stored is not None
+    assert all(b"x.png" not in update and b"junk" not in update for _, update in stored.updates)
+
+
+@pytest.mark.parametrize("client", [EPOCH_BASE + 12345, 2**60, 2**64 - 1])
+async def test_an_update_as_an_epoch_or_unencodable_client_is_refused(
+    server: CollabServer, client: int
+) -> None:
+    async with YjsPeer(server.url, ROOM, user="honest") as honest:
+        await asyncio.wait_for(honest.synced.wait(), 5)
+        writer: Doc[Any] = Doc(client_id=5)
+        writer.apply_update(honest.doc.get_update())
+        state = writer.get_state()
+        writer.get("source", type=Text).insert(0, "forged ")
+        update = with_client(writer.get_update(state), client)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            await mallory.send(encode_message(SyncUpdate(update)))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        copy = honest.doc
+    # the honest client comes back with its copy, as y-websocket does after a blip: it syncs
+    again = YjsPeer(server.url, ROOM, user="honest")
+    again.doc, again.text = copy, copy.get("source", type=Text)
+    async with again:
+        await asyncio.wait_for(again.synced.wait(), 5)
+        assert "forged" not in str(again.text)
+        assert again.close_code is None

@@ -1,0 +1,140 @@
+"""What a text document's update may hold, read without applying it: plain text in its one
+root, from clients with ids Yjs can encode; anything else is refused with 4010."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycrdt import Array, Doc, Map, Text
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.lib0 import write_var_uint
+from protocol.text_update import MAX_CLIENT, text_update_clients
+
+ROOT = "source"
+
+
+def edits(client: int = 7) -> tuple[Doc[Any], list[bytes]]:
+    """A document typed into, deleted from and typed into again, one update per edit."""
+    doc: Doc[Any] = Doc(client_id=client)
+    text = doc.get(ROOT, type=Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    rng = random.Random(client)
+    for i in range(200):
+        if len(text) > 5 and rng.random() < 0.3:
+            start = rng.randrange(len(text) - 3)
+            del text[start : start + rng.randint(1, 3)]
+        else:
+            text.insert(rng.randint(0, len(text)), rng.choice(["a", "é", "🙂", f"line {i}\n"]))
+    return doc, updates
+
+
+def refused(update: bytes) -> str:
+    with pytest.raises(ProtocolError) as info:
+        text_update_clients(update, ROOT)
+    assert info.value.code == ErrorCode.INVALID_UPDATE
+    return info.value.message
+
+
+def test_text_edits_are_accepted_with_their_clients() -> None:
+    doc, updates = edits()
+    for update in updates:
+        assert text_update_clients(update, ROOT) <= {7}
+    other: Doc[Any] = Doc(client_id=8)
+    other.apply_update(doc.get_update())
+    other.get(ROOT, type=Text).insert(0, "more")
+    whole = other.get_update()  # a sync step 2: every struct, both clients, the deletions
+    assert text_update_clients(whole, ROOT) == {7, 8}
+    assert text_update_clients(b"\x00\x00", ROOT) == frozenset()  # the empty update
+
+
+def test_the_largest_client_id_yjs_encodes_is_accepted() -> None:
+    doc: Doc[Any] = Doc(client_id=MAX_CLIENT)
+    doc.get(ROOT, type=Text).insert(0, "top")
+    assert text_update_clients(doc.get_update(), ROOT) == {MAX_CLIENT}
+
+
+@pytest.mark.parametrize("client", [2**53, 2**60, 2**64 - 1])
+def test_client_ids_over_53_bits_are_refused(client: int) -> None:
+    doc: Doc[Any] = Doc(client_id=5)
+    doc.get(ROOT, type=Text).insert(0, "big")
+    update = doc.get_update()
+    assert update[:3] == b"\x01\x01\x05"  # one client, one struct, client 5
+    forged = bytearray(b"\x01\x01")
+    write_var_uint(forged, client)
+    assert "over 2^53" in refused(bytes(forged) + update[3:])
+    deletion = bytearray(b"\x00\x01")  # no structs; a deleted range of that client
+    write_var_uint(deletion, client)
+    assert "over 2^53" in refused(bytes(deletion) + b"\x01\x00\x01")
+
+
+def build(change: Any) -> bytes:
+    doc: Doc[Any] = Doc(client_id=9)
+    doc.get(ROOT, type=Text).insert(0, "text")
+    before = doc.get_state()
+    with doc.transaction():
+        change(doc)
+    return doc.get_update(before)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda doc: doc.get(ROOT, type=Text).insert_embed(0, {"image": "x.png"}), "embed"),
+        (lambda doc: doc.get(ROOT, type=Text).format(0, 2, {"bold": True}), "formatting"),
+        (lambda doc: doc.get(ROOT, type=Text).insert(0, "b", {"bold": True}), "formatting"),
+        (lambda doc: doc.get("other", type=Text).insert(0, "x"), "root b'other'"),
+        (lambda doc: doc.get("meta", type=Map).update({"k": 1}), "root b'meta'"),
+        (lambda doc: doc.get("list", type=Array).append(1), "root b'list'"),
+    ],
+)
+def test_anything_but_text_in_its_root_is_refused(change: Any, why: str) -> None:
+    assert why in refused(build(change))
+
+
+def test_a_nested_type_is_refused() -> None:
+    doc: Doc[Any] = Doc(client_id=9)
+    meta = doc.get("meta", type=Map)
+    meta["inner"] = Text()
+    assert "root b'meta'" in refused(doc.get_update())
+    before = doc.get_state()
+    meta["inner"].insert(0, "x")  # its first item names its parent by id
+    assert "nested type" in refused(doc.get_update(before))
+
+
+def test_every_truncation_is_refused_or_whole() -> None:
+    _doc, updates = edits()
+    whole = b"".join(updates[:1])
+    for cut in range(len(whole)):
+        try:
+            text_update_clients(whole[:cut], ROOT)
+        except ProtocolError as exc:
+            assert exc.code == ErrorCode.INVALID_UPDATE
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_give_clients_or_invalid_update(data: bytes) -> None:
+    try:
+        clients = text_update_clients(data, ROOT)
+    except ProtocolError as exc:
+        assert exc.code == ErrorCode.INVALID_UPDATE
+    else:
+        assert all(0 <= client <= MAX_CLIENT for client in clients)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 255))
+def test_mutated_updates_give_clients_or_invalid_update(where: int, byte: int) -> None:
+    doc, _updates = edits(11)
+    update = bytearray(doc.get_update())
+    update[where % len(update)] = byte
+    try:
+        text_update_clients(bytes(update), ROOT)
+    except ProtocolError as exc:
+        assert exc.code == ErrorCode.INVALID_UPDATE
