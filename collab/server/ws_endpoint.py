@@ -158,7 +158,8 @@ class Session:
             return
         peer.room = room
         self.send(m.Opened(ref, str(doc_id), peer.writable))
-        self.send(m.Sync(ref, m.SyncStep.STEP1, room.state_vector()))
+        if peer.writable:  # ask for what the client has; a read-only handle has nothing to give
+            self.send(m.Sync(ref, m.SyncStep.STEP1, room.state_vector()))
 
     def _sync(self, ref: int, step: m.SyncStep, data: bytes) -> None:
         peer = self._doc(ref)

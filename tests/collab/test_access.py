@@ -14,6 +14,7 @@ from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
 from collab.server.auth import Role, TokenAuthenticator
+from protocol import messages as m
 from protocol.errors import ErrorCode
 
 
@@ -255,3 +256,22 @@ async def test_a_basic_header_that_is_not_ascii_is_refused_in_dev_mode(
         session.get(url, headers={"Authorization": raw}) as reply,
     ):
         assert reply.status == 401
+
+
+async def test_a_read_only_ws_handle_is_not_asked_for_what_it_has(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    token = tokens.mint(user="rita", repo="demo", role=Role.READ)
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(secure_server.url + "/ws")
+        await ws.send_bytes(m.encode(m.Hello(m.PROTOCOL_VERSION, token, None)))
+        await ws.send_bytes(m.encode(m.Open(1, "demo/main:README.md")))
+        await ws.send_bytes(m.encode(m.Sync(1, m.SyncStep.STEP1, b"\x00")))
+        seen: list[object] = []
+        async with asyncio.timeout(5):
+            while not any(isinstance(s, m.Sync) and s.step is m.SyncStep.STEP2 for s in seen):
+                seen.append(m.decode((await ws.receive()).data))
+        await ws.close()
+    opened = [s for s in seen if isinstance(s, m.Opened)]
+    assert opened and not opened[0].writable
+    assert not any(isinstance(s, m.Sync) and s.step is m.SyncStep.STEP1 for s in seen)
