@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import string
 import subprocess
 from pathlib import Path
 
-__all__ = ["git", "head_file", "show", "until"]
+__all__ = ["git", "head_file", "show", "skewed_text", "until"]
 
 
 def git(repo: Path, *args: str, check: bool = True, input_text: str | None = None) -> str:
@@ -52,3 +54,12 @@ async def until(predicate: object, timeout: float = 10.0, what: str = "condition
             if value:
                 return
             await asyncio.sleep(0.05)
+
+
+def skewed_text(seed: int, size: int) -> bytes:
+    """Printable text with an uneven mix of characters, like source code: zlib opens its
+    stream with a dynamic block header of tens of bytes, before any of the text."""
+    rng = random.Random(seed)
+    weights = [1 / (i + 1) ** rng.uniform(0.5, 1.5) for i in range(len(string.printable))]
+    rng.shuffle(weights)
+    return "".join(rng.choices(string.printable, weights, k=size)).encode()

@@ -17,6 +17,8 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, RawObjectID
 from dulwich.pack import PackIndex, load_pack_index
 
+from ..packs.read import inflate_head
+
 __all__ = ["StoredTypes"]
 
 _OFS_DELTA, _REF_DELTA = 6, 7
@@ -117,9 +119,11 @@ class StoredTypes:
         hexsha = oid.hex()
         path = os.path.join(str(self.store.path), hexsha[:2], hexsha[2:])
         with contextlib.suppress(OSError, zlib.error):
-            with open(path, "rb") as f:
-                header = zlib.decompressobj().decompress(f.read(64), 32)
-            return _TYPES.get(header.split(b" ", 1)[0])
+            with open(path, "rb") as f:  # "<type> <size>\0" opens the inflated object
+                header = inflate_head(iter(lambda: f.read(256), b""), 32)
+            kind = _TYPES.get(header.split(b" ", 1)[0])
+            if kind is not None:
+                return kind
         try:  # an alternate, or a pack that came meanwhile
             return int(self.store.get_raw(ObjectID(hexsha.encode("ascii")))[0])
         except KeyError:

@@ -24,7 +24,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, hex_to_sha
 from dulwich.pack import Pack, PackFileDisappeared, apply_delta
 
-__all__ = ["ObjectReader"]
+__all__ = ["ObjectReader", "inflate_head"]
 
 _IDX_MAGIC = b"\377tOc"
 _OFS_DELTA, _REF_DELTA = 6, 7
@@ -183,6 +183,19 @@ class ObjectReader:
         for pack in self.packs:
             pack.close()
         self.packs.clear()
+
+
+def inflate_head(chunks: Iterable[bytes | memoryview], want: int) -> bytes:
+    """The first ``want`` bytes that the zlib stream read from ``chunks`` inflates to (all of
+    them, if it inflates to fewer): as many chunks are read as that takes, however the
+    stream's blocks are laid out (a block's header alone may be longer than a chunk)."""
+    inflater = zlib.decompressobj()
+    out = b""
+    for chunk in chunks:
+        out += inflater.decompress(inflater.unconsumed_tail + chunk, want - len(out))
+        if len(out) >= want or inflater.eof:
+            break
+    return out
 
 
 def _inflate(view: memoryview, pos: int, size: int) -> bytes:

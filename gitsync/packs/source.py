@@ -30,6 +30,8 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID
 from dulwich.pack import apply_delta
 
+from .read import inflate_head
+
 __all__ = [
     "BLOB",
     "COMMIT",
@@ -314,8 +316,9 @@ class StoredObjects:
         if entry.kind not in (OFS_DELTA, REF_DELTA):
             return entry.size
         # a delta starts with the sizes of its base and its result
-        head = zlib.decompressobj().decompress(
-            pack.view[entry.data_start : entry.data_start + 64], 24
+        view = pack.view
+        head = inflate_head(
+            (view[at : at + 256] for at in range(entry.data_start, len(view), 256)), 20
         )
         pos = 0
         for _ in range(2):

@@ -180,7 +180,7 @@ async def test_shallow_clones_deepen_as_with_git(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("spec", ["blob:none", "tree:0"])
+@pytest.mark.parametrize("spec", ["blob:none", "tree:0", "blob:limit=1k"])
 async def test_partial_clones_fetch_what_they_lack_later(
     served: tuple[CollabServer, Path], tmp_path: Path, protocol: str, spec: str
 ) -> None:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from dulwich.objects import Blob, Commit, ShaFile
 from dulwich.repo import Repo
+from gitcli import skewed_text
 from servers import SECRET, make_config
 
 from collab import CollabServer
@@ -357,3 +358,28 @@ async def test_refused_refs_and_writers_get_the_reason(
         assert head(repos / "demo") != head(work)
     finally:
         await server.stop()
+
+
+async def test_a_push_may_refer_to_blobs_the_server_holds_as_loose_objects(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """Stock git left a text file's blob loose in the repository (a small push over file://
+    is unpacked); a later push that keeps that file as it is refers to it without sending
+    it. Its type was read from the first 64 bytes of the loose file, which a long zlib block
+    header leaves empty: the push was refused as a broken link to a missing blob."""
+    seed = tmp_path / "seed"
+    run_git(tmp_path, "clone", "-q", str(repos / "demo"), str(seed))
+    (seed / "skewed.txt").write_bytes(skewed_text(0, 5000))
+    run_git(seed, "add", "skewed.txt")
+    run_git(seed, "commit", "-qm", "a text file, kept loose by the server")
+    run_git(seed, "push", "-q", "origin", "main")
+    blob = run_git(seed, "rev-parse", "HEAD:skewed.txt").stdout.strip()
+    assert (repos / "demo" / "objects" / blob[:2] / blob[2:]).is_file()  # loose
+    work = await clone(server, tmp_path)
+    (work / "other.txt").write_text("changed beside it\n")
+    await git(work, "add", "other.txt")
+    await git(work, "commit", "-qm", "another file")
+    pushed = await git(work, "push", "origin", "main", check=False)
+    assert pushed.returncode == 0, pushed.stderr
+    assert head(repos / "demo") == head(work)
+    fsck_clean(repos / "demo")

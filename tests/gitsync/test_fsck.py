@@ -8,12 +8,14 @@ import os
 import re
 import shutil
 import subprocess
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from dulwich.pack import UnpackedObjectIterator
 from dulwich.repo import Repo
+from gitcli import skewed_text
 
 from gitsync.objects.dotgit import is_dotgit, is_hfs_dot, is_ntfs_dot
 from gitsync.objects.fsck import BLOB, COMMIT, TAG, TREE, FsckError, ObjectChecker, check_tree
@@ -422,11 +424,15 @@ def test_stored_types_are_read_from_pack_entry_headers(tmp_path: Path, git: Git)
     git(work, "repack", "-adq")
     (work / "loose.txt").write_text("loose\n")
     loose = git(work, "hash-object", "-w", "loose.txt").strip()
+    (work / "skewed.txt").write_bytes(skewed_text(0, 5000))
+    skewed = git(work, "hash-object", "-w", "skewed.txt").strip()
+    with open(work / ".git" / "objects" / skewed[:2] / skewed[2:], "rb") as f:
+        assert len(zlib.decompressobj().decompress(f.read(64), 32)) < 5  # a long block header
     listed = git(
         work, "cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype)"
     )
     expected = {sha: KINDS[kind] for sha, kind in (line.split() for line in listed.splitlines())}
-    assert expected[loose] == BLOB
+    assert expected[loose] == expected[skewed] == BLOB
     deltas = git(work, "verify-pack", "-v", *map(str, (work / ".git/objects/pack").glob("*.idx")))
     assert " 1 " in deltas or "chain length = 1" in deltas  # (some objects are deltas)
     with Repo(str(work)) as repo, StoredTypes(repo.object_store) as stored:
