@@ -6,8 +6,9 @@ import stat
 from dataclasses import dataclass
 
 from dulwich.diff_tree import tree_changes
+from dulwich.errors import NotTreeError
 from dulwich.object_store import tree_lookup_path
-from dulwich.objects import Blob, Commit, ObjectID
+from dulwich.objects import Blob, Commit, ObjectID, SubmoduleEncountered
 from dulwich.repo import Repo
 
 __all__ = ["FileChange", "changed_files", "is_text", "read_blob"]
@@ -72,6 +73,6 @@ def read_blob(repo: Repo, commit: bytes, path: str) -> bytes | None:
     assert tree is not None
     try:
         mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, path.encode())
-    except KeyError:
+    except (KeyError, NotTreeError, SubmoduleEncountered):  # absent, or below a file
         return None
     return _blob(repo, mode, sha)

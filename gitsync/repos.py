@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from dulwich.errors import NotTreeError
 from dulwich.object_store import tree_lookup_path
-from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.objects import Blob, Commit, ObjectID, SubmoduleEncountered, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -134,6 +135,8 @@ class Repositories:
             mode, sha = tree_lookup_path(repo.object_store.__getitem__, commit.tree, path.encode())
         except KeyError:
             return FileBlob(None, "")
+        except (NotTreeError, SubmoduleEncountered):
+            raise BlobNotText(f"{path} lies below a file, a symbolic link or a submodule") from None
         if not stat.S_ISREG(mode):
             raise BlobNotText(f"{path} is not a regular file")
         blob = repo[sha]
