@@ -11,7 +11,7 @@ from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, ObjectID, SubmoduleEncountered
 from dulwich.repo import Repo
 
-__all__ = ["FileChange", "changed_files", "is_text", "read_blob"]
+__all__ = ["FileChange", "changed_files", "is_text", "not_text_at", "read_blob"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +76,23 @@ def read_blob(repo: Repo, commit: bytes, path: str) -> bytes | None:
     except (KeyError, NotTreeError, SubmoduleEncountered):  # absent, or below a file
         return None
     return _blob(repo, mode, sha)
+
+
+def not_text_at(repo: Repo, commit: bytes, paths: list[str]) -> set[str]:
+    """Those of ``paths`` whose place in ``commit``'s tree holds neither a text file nor
+    nothing: a directory, a symbolic link, a submodule, a binary or non-UTF-8 file, or
+    anything below a file. A live document of such a path has no file left to edit."""
+    tree = _tree(repo, commit)
+    assert tree is not None
+    found = set()
+    for path in paths:
+        try:
+            mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, path.encode())
+        except KeyError:
+            continue  # nothing there: the file was deleted
+        except (NotTreeError, SubmoduleEncountered):
+            found.add(path)
+            continue
+        if not stat.S_ISREG(mode) or not is_text(_blob(repo, mode, sha)):
+            found.add(path)
+    return found

@@ -36,7 +36,7 @@ from gitsync import (
     RepoNotFound,
     Repositories,
 )
-from gitsync.changes import FileChange, changed_files, is_text, read_blob
+from gitsync.changes import FileChange, changed_files, is_text, not_text_at, read_blob
 from gitsync.fence import Fenced, claim, fenced
 from gitsync.locks import STALE_AFTER
 from gitsync.merge.plan import merge_text
@@ -55,7 +55,7 @@ from gitsync.objects.commits import (
     set_synced,
 )
 from gitsync.packs.write import fsync_directory
-from protocol.errors import ProtocolError
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
 from ..live.events import EventHub, hexsha
@@ -463,11 +463,15 @@ class BranchSync:
         if grant is not None:
             await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
         old = self.synced
-        changes, forward = await in_repo(
-            self.owner.repos,
-            self.repo,
-            lambda repo: (changed_files(repo, old, head), _descends(repo, old, head)),
-        )
+
+        def read(repo: Repo) -> tuple[list[FileChange], bool, set[str]]:
+            changes = changed_files(repo, old, head)
+            maybe_gone = [c.path for c in changes if c.new is None or not is_text(c.new)]
+            return changes, _descends(repo, old, head), not_text_at(repo, head, maybe_gone)
+
+        changes, forward, not_text = await in_repo(self.owner.repos, self.repo, read)
+        await self._retire(not_text)
+        changes = [change for change in changes if change.path not in not_text]
         rescued = None
         if forward:
             await self.merge_into_live(changes)
@@ -492,6 +496,15 @@ class BranchSync:
             event["rewound"] = True
             event["rescued"] = rescued
         self.owner.events.publish(self.repo, event)
+
+    async def _retire(self, paths: set[str]) -> None:
+        """Close the live documents of ``paths``, which the branch no longer holds as text
+        files (a push made one a symbolic link, a directory, a binary file...): their text
+        is not committed over what the push put there."""
+        for path in sorted(await self.live_paths(paths)):
+            self.dirty.pop(path, None)
+            reason = f"{path} is no longer a text file on {self.branch}"
+            await self.owner.rooms.retire(self.prefix + path, ErrorCode.NOT_TEXT, reason)
 
     async def _follow_rewrite(self, old: bytes, changes: list[FileChange]) -> str | None:
         """The branch moved from ``old`` to a commit that does not descend from it: make each

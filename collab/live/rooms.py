@@ -298,6 +298,21 @@ class Rooms:
             asyncio.get_running_loop().call_later(0.5, release_free_memory)
         _notify(self.on_unloaded, room)
 
+    async def retire(self, key: str, code: ErrorCode, reason: str) -> None:
+        """Close the document ``key`` for good (its file is no longer text, say): its peers
+        are closed with ``code``, the room is unloaded without a last persist, and its
+        stored history is dropped, so that opening it again starts from the branch."""
+        self._cancel_timer(key)
+        room = self._rooms.get(key)
+        if room is not None:
+            log.warning("%s: closed: %s", key, reason)
+            for peer in list(room.attached):
+                peer.abort(code, reason)
+            room.attached.clear()
+            room.peers.clear()
+            await self._unload(room, persist=False)
+        await self.store.delete(key)
+
     async def close(self) -> None:
         """Persist and unload every room (server shutdown); a room whose persisting fails
         is unloaded all the same, with nothing left to retry."""

@@ -57,6 +57,8 @@ HEADS = b"refs/heads/"
 SYNCED = b"refs/collab/synced/"
 FILE_MODE = stat.S_IFREG | 0o644
 DIR_MODE = stat.S_IFDIR
+LINK_MODE = stat.S_IFLNK
+GITLINK_MODE = 0o160000
 EMPTY_TREE = Tree()
 
 _Changes = dict[bytes, "_Changes | bytes | BlobEntry | None"]
@@ -275,6 +277,9 @@ def _rewrite(
                     out.append(Blob.from_string(change.data))
                 edits[name] = (change.mode, change.sha)
         else:
+            if entry is not None and entry[0] in (LINK_MODE, GITLINK_MODE):
+                _kept(name, entry[0])
+                continue
             blob = Blob.from_string(change)
             mode = entry[0] if entry is not None and stat.S_ISREG(entry[0]) else FILE_MODE
             if entry is None or (entry[0], entry[1]) != (mode, blob.id):
@@ -288,6 +293,16 @@ def _rewrite(
     new = Tree.from_raw_string(Tree.type_num, raw)
     out.append(new)
     return bytes(new.id)
+
+
+def _kept(name: bytes, mode: int) -> None:
+    """Text is never written over a symbolic link or a submodule (a live document whose
+    file became one): the entry is kept as it is, and the text is not committed."""
+    log.warning(
+        "commit: %r is not a regular file (mode %o) in the tree; its text is not committed",
+        name.decode("utf-8", "replace"),
+        mode,
+    )
 
 
 def edit_tree(raw: bytes, edits: Mapping[bytes, tuple[int, bytes] | None]) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -52,3 +53,61 @@ async def test_a_path_that_is_no_text_file_is_refused_with_4013(
     await asyncio.sleep(0.3)  # past the commit delay: nothing was committed
     assert git(bare, "rev-parse", "main") == before
     assert len(server.rooms) == 0
+
+
+CHANGED = ["tolink.txt", "todir", "tobin.txt", "tolatin1.txt", "togitlink"]
+
+
+async def test_a_push_that_makes_an_open_file_no_text_closes_it_and_keeps_what_was_pushed(
+    tmp_path: Path,
+) -> None:
+    bare = tmp_path / "repos" / "demo.git"
+    git(tmp_path, "init", "-q", "-b", "main", "--bare", str(bare))
+    seed = tmp_path / "seed"
+    git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    for name in [*CHANGED, "untouched.txt"]:
+        (seed / name).write_text(f"{name} as text\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-qm", "seed")
+    git(seed, "push", "-q", str(bare), "main")
+    config = make_config(tmp_path / "repos", tmp_path / "data", commit_idle=0.1)
+    async with CollabServer(config) as server:
+        peers = {}
+        for name in [*CHANGED, "untouched.txt"]:
+            peers[name] = await YjsPeer(server.url, f"demo/main:{name}", user="ann").connect()
+            await asyncio.wait_for(peers[name].synced.wait(), 5)
+        work = tmp_path / "work"
+        url = server.url.replace("ws://", "http://ann@") + "/git/demo.git"
+        await asyncio.to_thread(git, tmp_path, "clone", "-q", url, str(work))
+        (work / "tolink.txt").unlink()
+        os.symlink("untouched.txt", work / "tolink.txt")
+        (work / "todir").unlink()
+        (work / "todir").mkdir()
+        (work / "todir" / "inner.txt").write_text("inner\n")
+        (work / "tobin.txt").write_bytes(b"\x00\x01binary\xff\n")
+        (work / "tolatin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+        git(work, "rm", "-q", "togitlink")
+        git(work, "add", "-A")
+        git(work, "update-index", "--add", "--cacheinfo", f"160000,{SUBMODULE_COMMIT},togitlink")
+        git(work, "commit", "-qm", "no longer text")
+        await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+        pushed = git(work, "rev-parse", "HEAD").strip()
+        for name in CHANGED:
+            assert await peers[name].wait_closed() == ErrorCode.NOT_TEXT, name
+        peers["untouched.txt"].text.insert(0, "typed after the push\n")
+        for _ in range(100):  # the live edit is committed on top of the push
+            await asyncio.sleep(0.05)
+            if git(bare, "rev-parse", "main").strip() != pushed:
+                break
+        diff = git(bare, "diff", "--name-only", pushed, "main").split()
+        assert diff == ["untouched.txt"]  # everything pushed stays as it was pushed
+        async with YjsPeer(server.url, "demo/main:tolink.txt", user="ann") as again:
+            assert await again.wait_closed() == ErrorCode.NOT_TEXT
+        for peer in peers.values():
+            await peer.close()
+    assert (
+        "error"
+        not in subprocess.run(
+            ["git", "-C", str(bare), "fsck", "--full", "--strict"], capture_output=True, text=True
+        ).stderr
+    )

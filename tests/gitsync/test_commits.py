@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dulwich.objects import Commit, ObjectID, Tree
+from dulwich.objects import Blob, Commit, ObjectID, Tree
 from dulwich.repo import Repo
 
 import gitsync.objects.commits as commits
@@ -21,6 +21,7 @@ from gitsync.locks import RefLocked, recover_stale_locks
 from gitsync.objects.commits import (
     DIR_MODE,
     FILE_MODE,
+    BlobEntry,
     BranchExists,
     NothingToCommit,
     RefMoved,
@@ -527,3 +528,27 @@ def test_a_pruned_commit_is_not_taken_from_the_cache(repo: Repo, repo_path: Path
     finally:
         fresh.close()
     git(repo_path, "fsck", "--full", "--strict")
+
+
+def test_text_is_never_written_over_a_link_or_a_submodule(
+    repo: Repo, repo_path: Path, git: Git
+) -> None:
+    """A live document's text for a path that became a link or a submodule keeps that entry
+    as it is (the text is not committed); a regular file beside it is committed."""
+    link = Blob.from_string(b"target.txt")
+    repo.object_store.add_object(link)
+    head = commit(
+        repo,
+        {
+            "link": BlobEntry(0o120000, bytes(link.id), None),
+            "sub": BlobEntry(0o160000, b"1f6589ec3a1ee910f9a65cc3ceac60b26677bc0e", None),
+            "plain.txt": b"plain\n",
+        },
+        None,
+    )
+    before = git(repo_path, "ls-tree", "main", "link", "sub")
+    with pytest.raises(NothingToCommit):
+        commit(repo, {"link": b"text\n", "sub": b"text\n"}, head)
+    after = commit(repo, {"link": b"text\n", "plain.txt": b"edited\n"}, head)
+    assert git(repo_path, "ls-tree", "main", "link", "sub") == before
+    assert git(repo_path, "show", f"{after.decode()}:plain.txt") == "edited\n"
