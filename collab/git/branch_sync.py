@@ -470,7 +470,7 @@ class BranchSync:
             return changes, _descends(repo, old, head), not_text_at(repo, head, maybe_gone)
 
         changes, forward, not_text = await in_repo(self.owner.repos, self.repo, read)
-        await self._retire(not_text)
+        await self.retire(not_text)
         changes = [change for change in changes if change.path not in not_text]
         rescued = None
         if forward:
@@ -497,7 +497,7 @@ class BranchSync:
             event["rescued"] = rescued
         self.owner.events.publish(self.repo, event)
 
-    async def _retire(self, paths: set[str]) -> None:
+    async def retire(self, paths: set[str]) -> None:
         """Close the live documents of ``paths``, which the branch no longer holds as text
         files (a push made one a symbolic link, a directory, a binary file...): their text
         is not committed over what the push put there."""

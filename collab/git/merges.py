@@ -20,12 +20,13 @@ new ones (``renamed``), so an editor showing the old path can open the new one.
 from __future__ import annotations
 
 import logging
+import stat
 import time
 from collections.abc import Callable
 from typing import Any
 
 from gitsync import Repositories
-from gitsync.changes import FileChange
+from gitsync.changes import FileChange, is_text
 from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from gitsync.objects.commits import BlobEntry, author_line, commit_changes, fast_forward, set_synced
 from protocol.errors import ErrorCode, ProtocolError
@@ -124,6 +125,9 @@ class Merges:
             resolved = resolve_plan(plan, markers=markers)
             live = await to_sync.live_paths(resolved)
             changes = await in_git_thread(self.repos, _live_changes, plan, live)
+            no_text = _no_text(plan, changes, resolved)
+            await to_sync.retire(no_text)
+            changes = [change for change in changes if change.path not in no_text]
             await to_sync.merge_into_live(changes)
             _settle_deleted(to_sync, changes)
             forward = plan.fast_forward and not no_ff
@@ -211,6 +215,25 @@ def _live_changes(plan: MergePlan, paths: list[str]) -> list[FileChange]:
     """The changes a merge makes to ``paths``, with contents (read from the store)."""
     wanted = set(paths)
     return [FileChange(f.path, f.ours, f.merged) for f in plan.files if f.path in wanted]
+
+
+def _no_text(
+    plan: MergePlan, changes: list[FileChange], resolved: dict[str, BlobEntry | None]
+) -> set[str]:
+    """Those of the live ``changes`` whose path the merge makes something other than a text
+    file: a symbolic link, a submodule, a binary file, or a directory."""
+    changed = {change.path for change in changes}
+    found = {
+        f.path
+        for f in plan.files
+        if f.path in changed
+        and f.mode is not None
+        and (not stat.S_ISREG(f.mode) or not is_text(f.merged))
+    }
+    for change in changes:
+        if change.new is None and any(path.startswith(change.path + "/") for path in resolved):
+            found.add(change.path)  # a directory now
+    return found
 
 
 def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:

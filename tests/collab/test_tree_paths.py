@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from gitcli import git
 from servers import make_config
@@ -111,3 +112,41 @@ async def test_a_push_that_makes_an_open_file_no_text_closes_it_and_keeps_what_w
             ["git", "-C", str(bare), "fsck", "--full", "--strict"], capture_output=True, text=True
         ).stderr
     )
+
+
+async def test_a_merge_that_makes_an_open_file_no_text_closes_it(tmp_path: Path) -> None:
+    bare = tmp_path / "repos" / "demo.git"
+    git(tmp_path, "init", "-q", "-b", "main", "--bare", str(bare))
+    seed = tmp_path / "seed"
+    git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    for name in ["tolink.txt", "todir", "tobin.txt", "untouched.txt"]:
+        (seed / name).write_text(f"{name} as text\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-qm", "seed")
+    git(seed, "checkout", "-q", "-b", "topic")
+    (seed / "tolink.txt").unlink()
+    os.symlink("untouched.txt", seed / "tolink.txt")
+    (seed / "todir").unlink()
+    (seed / "todir").mkdir()
+    (seed / "todir" / "inner.txt").write_text("inner\n")
+    (seed / "tobin.txt").write_bytes(b"\x00binary\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-qm", "no longer text")
+    git(seed, "push", "-q", str(bare), "main", "topic")
+    topic_tree = git(bare, "rev-parse", "topic^{tree}")
+    config = make_config(tmp_path / "repos", tmp_path / "data", commit_idle=0.1)
+    async with CollabServer(config) as server:
+        peers = {}
+        for name in ["tolink.txt", "todir", "tobin.txt"]:
+            peers[name] = await YjsPeer(server.url, f"demo/main:{name}", user="ann").connect()
+            await asyncio.wait_for(peers[name].synced.wait(), 5)
+        api = server.url.replace("ws://", "http://") + "/api/merge.apply?user=ann"
+        async with aiohttp.ClientSession() as session:
+            body = {"repo": "demo", "source": "topic", "target": "main"}
+            async with session.post(api, json=body) as reply:
+                assert reply.status == 200, await reply.text()
+        for name, peer in peers.items():
+            assert await peer.wait_closed() == ErrorCode.NOT_TEXT, name
+            await peer.close()
+        await asyncio.sleep(0.3)  # past the commit delay: nothing written over the merge
+        assert git(bare, "rev-parse", "main^{tree}") == topic_tree
