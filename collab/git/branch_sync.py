@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dulwich.graph import can_fast_forward
-from dulwich.objects import ObjectID
+from dulwich.objects import Commit, ObjectID
 from dulwich.repo import Repo
 
 from gitsync import (
@@ -49,9 +49,11 @@ from gitsync.objects.commits import (
     commit_changes,
     commit_message,
     create_branch,
+    read_committing,
     read_ref,
     read_synced,
     recover_stale_locks,
+    set_committing,
     set_synced,
 )
 from gitsync.packs.write import fsync_directory
@@ -384,16 +386,24 @@ class BranchSync:
             else contextlib.nullcontext()
         )
         with fence:
-            new = commit_changes(
-                repo,
-                self.branch,
-                changes,
-                message=commit_message(sorted(changes), lines[1:]),
-                author=lines[0],
-                committer=ENGINE_AUTHOR,
-                expected=self.synced,
-            )
+            try:
+                new = commit_changes(
+                    repo,
+                    self.branch,
+                    changes,
+                    message=commit_message(sorted(changes), lines[1:]),
+                    author=lines[0],
+                    committer=ENGINE_AUTHOR,
+                    expected=self.synced,
+                    before_move=lambda made: set_committing(repo, self.branch, made),
+                )
+            except BaseException:  # the branch did not move to it
+                set_committing(repo, self.branch, None)
+                raise
+            # until both are done, the record of the commit under way tells a reader that
+            # the documents hold it (see _finish_commit)
             set_synced(repo, self.branch, new)
+            set_committing(repo, self.branch, None)
         return new
 
     def _committed(self, new: bytes, files: list[str], users: list[str]) -> None:
@@ -462,14 +472,17 @@ class BranchSync:
             raise RuntimeError(f"branch {self.branch} of {self.repo} was deleted")
         if grant is not None:
             await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
-        old = self.synced
 
-        def read(repo: Repo) -> tuple[list[FileChange], bool, set[str]]:
+        def read(repo: Repo) -> tuple[bytes, list[FileChange], bool, set[str]]:
+            old = _finish_commit(repo, self.branch, head, self.synced)
             changes = changed_files(repo, old, head)
             maybe_gone = [c.path for c in changes if c.new is None or not is_text(c.new)]
-            return changes, _descends(repo, old, head), not_text_at(repo, head, maybe_gone)
+            return old, changes, _descends(repo, old, head), not_text_at(repo, head, maybe_gone)
 
-        changes, forward, not_text = await in_repo(self.owner.repos, self.repo, read)
+        old, changes, forward, not_text = await in_repo(self.owner.repos, self.repo, read)
+        self.synced = old
+        if old == head:  # an interrupted commit of the documents' own text: nothing to merge
+            return
         await self.retire(not_text)
         changes = [change for change in changes if change.path not in not_text]
         rescued = None
@@ -845,7 +858,7 @@ class GitSync:
             if synced is None or ObjectID(synced) not in git.object_store:
                 set_synced(git, branch, head)  # no live documents yet: they start at head
                 synced = head
-            return head, synced
+            return head, _finish_commit(git, branch, head, synced)
 
         head, synced = await in_git_thread(self.repos, read)
         sync = BranchSync(self, repo, branch, synced or head)
@@ -939,6 +952,35 @@ def _write_durably(path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     fsync_directory(str(path.parent))
+
+
+def _finish_commit(repo: Repo, branch: str, head: bytes, synced: bytes) -> bytes:
+    """The synced commit of ``branch``, once a continuous commit that a crash interrupted
+    is accounted for: if the branch was moved to it but it was not yet recorded as synced,
+    it is recorded now. Its text came from the live documents, which hold it already:
+    merged into them again as if someone had pushed it, every line of it would be there
+    twice. (A commit whose branch never moved to it is forgotten: its text is still live.)"""
+    committing = read_committing(repo, branch)
+    if committing is None:
+        return synced
+    made = repo[ObjectID(committing)] if ObjectID(committing) in repo.object_store else None
+    if (
+        committing != synced
+        and isinstance(made, Commit)
+        and made.parents[:1] == [synced]
+        and _descends(repo, committing, head)
+    ):
+        log.warning(
+            "%s/%s: a commit of the live documents was interrupted after the branch moved to "
+            "%s; recorded as synced",
+            repo.path,
+            branch,
+            committing[:12].decode(),
+        )
+        set_synced(repo, branch, committing)
+        synced = committing
+    set_committing(repo, branch, None)
+    return synced
 
 
 def _set_synced(repo: Repo, branch: str, head: bytes, grant: Grant | None) -> None:

@@ -44,10 +44,12 @@ __all__ = [
     "delete_branch",
     "edit_tree",
     "fast_forward",
+    "read_committing",
     "read_object",
     "read_ref",
     "read_synced",
     "recover_stale_locks",
+    "set_committing",
     "set_synced",
     "synced_ref",
     "write_objects",
@@ -55,6 +57,7 @@ __all__ = [
 
 HEADS = b"refs/heads/"
 SYNCED = b"refs/collab/synced/"
+COMMITTING = b"refs/collab/committing/"
 FILE_MODE = stat.S_IFREG | 0o644
 DIR_MODE = stat.S_IFDIR
 LINK_MODE = stat.S_IFLNK
@@ -412,9 +415,12 @@ def commit_changes(
     extra_parents: Sequence[bytes] = (),
     timestamp: int | None = None,
     allow_empty: bool = False,
+    before_move: Callable[[bytes], None] | None = None,
 ) -> bytes:
     """Commit ``changes`` (path -> content, or a :class:`BlobEntry`; ``None`` deletes) on top
     of ``expected``. Content keeps the file's mode (a new file gets 100644); an entry sets it.
+    ``before_move`` is called with the new commit's id once it is stored, before the branch
+    is moved to it.
 
     ``expected`` is the parent commit and the value ``refs/heads/<branch>`` must still hold;
     ``None`` makes a root commit on a branch that must not exist yet. Raises
@@ -453,6 +459,8 @@ def commit_changes(
     )
     objects.append(commit)
     write_objects(repo, objects)
+    if before_move is not None:
+        before_move(bytes(commit.id))
     _swap(repo, ref, expected, bytes(commit.id))
     for obj in objects:
         if isinstance(obj, (Tree, Commit)):
@@ -502,3 +510,20 @@ def set_synced(repo: Repo, branch: str, value: bytes) -> None:
     """Record that the live documents of ``branch`` match commit ``value``."""
     ref = Ref(synced_ref(branch))
     _past_locks(lambda: repo.refs.set_if_equals(ref, None, ObjectID(value)))
+
+
+def read_committing(repo: Repo, branch: str) -> bytes | None:
+    """The commit of the live documents' text that was being put on ``branch``, if a
+    continuous commit was under way (see :func:`set_committing`)."""
+    return read_ref(repo, COMMITTING + validate_branch(branch).encode("utf-8"))
+
+
+def set_committing(repo: Repo, branch: str, value: bytes | None) -> None:
+    """Record (``None``: forget) that commit ``value``, made of the live documents' text, is
+    being put on ``branch``: from before the branch moves to it until it is recorded as
+    synced, so that a crash between the two is known for what it was."""
+    ref = Ref(COMMITTING + validate_branch(branch).encode("utf-8"))
+    if value is None:
+        _past_locks(lambda: repo.refs.remove_if_equals(ref, None))
+    else:
+        _past_locks(lambda: repo.refs.set_if_equals(ref, None, ObjectID(value)))

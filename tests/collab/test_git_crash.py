@@ -208,3 +208,48 @@ async def test_a_branch_missing_at_recovery_keeps_the_next_start_looking(
     async with CollabServer(make_config(repos, data, **slow)):
         await until(lambda: show(demo, "feat", "README.md") == text)
     assert (data / CLEAN_SHUTDOWN).exists()
+
+
+async def test_a_crash_after_the_branch_moved_but_before_it_was_recorded_as_synced(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A continuous commit moves the branch, then records it as synced: a kill -9 between the
+    two left the engine's own commit looking like a push, merged into the documents again on
+    restart (every line of it twice, in conflict markers where someone typed since). The
+    commit under way is recorded before the branch moves, and a restart finishes it."""
+    demo = repos / "demo"
+    server = ServerProcess(
+        repos, tmp_path / "data", extra_args=("--commit-idle", "0.05", "--commit-max-lag", "1")
+    )
+    await server.start()
+    alice = Client(server.url, user="alice", min_backoff=0.02, max_backoff=0.2)
+    try:
+        await alice.connect()
+        doc = await alice.open("demo/main:README.md")
+        first = "".join(f"<a{i}>" for i in range(10))
+        doc.insert(len(str(doc.text)), first)
+        await alice.flush()
+        await until(lambda: first in show(demo, "main", "README.md"), timeout=10)
+        doc.insert(len(str(doc.text)), "<typed after the commit>")  # on the same line
+        await alice.flush()
+        await server.kill()
+        head = git(demo, "rev-parse", "main").strip()
+        assert git(demo, "rev-parse", "refs/collab/synced/main").strip() == head
+        # what a kill -9 between moving the branch and recording it as synced leaves
+        git(demo, "update-ref", "refs/collab/synced/main", git(demo, "rev-parse", "main~1").strip())
+        git(demo, "update-ref", "refs/collab/committing/main", head)
+        await server.start()
+        await until(lambda: alice.connected.is_set() and alice.reconnects > 0, timeout=20)
+        await until(lambda: "<typed after" in show(demo, "main", "README.md"), timeout=20)
+        text = str(doc.text)
+        assert text.count("<a0>") == 1 and "<<<<<<<" not in text, text
+        assert show(demo, "main", "README.md") == text
+        assert (
+            git(demo, "rev-parse", "refs/collab/synced/main").strip()
+            == git(demo, "rev-parse", "main").strip()
+        )
+        assert git(demo, "for-each-ref", "refs/collab/committing/") == ""
+    finally:
+        await alice.close()
+        await server.stop()
+    git(demo, "fsck", "--full", "--strict")
