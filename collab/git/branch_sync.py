@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dulwich.graph import can_fast_forward
-from dulwich.objects import Commit, ObjectID
+from dulwich.objects import ObjectID
 from dulwich.repo import Repo
 
 from gitsync import (
@@ -61,6 +61,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
 from ..live.events import EventHub, hexsha
+from ..live.marks import mark_id
 from ..live.origin import Origin
 from ..live.room import Room
 from ..live.text_edits import apply_edits, diff_edits
@@ -86,12 +87,15 @@ edits, and the commit would erase them from the branch."""
 SHRINK_BYTES = 128
 
 
-def replace_text(room: Room, new: str, *, origin: Origin) -> asyncio.Future[None]:
-    """Make ``room``'s text read ``new`` with the smallest edits; returns the durability
-    future. Runs without yielding, so no other change interleaves."""
+def replace_text(
+    room: Room, new: str, *, origin: Origin, mark: int | None = None
+) -> asyncio.Future[None]:
+    """Make ``room``'s text read ``new`` with the smallest edits (and ``mark`` it, see
+    :mod:`collab.live.marks`); returns the durability future. Runs without yielding, so no
+    other change interleaves."""
     current = str(room.text)
     edits = diff_edits(current, new)
-    return room.edit(lambda text: apply_edits(text, current, edits), origin=origin)
+    return room.edit(lambda text: apply_edits(text, current, edits), origin=origin, mark=mark)
 
 
 class LeaseBusy(Exception):
@@ -487,9 +491,9 @@ class BranchSync:
         changes = [change for change in changes if change.path not in not_text]
         rescued = None
         if forward:
-            await self.merge_into_live(changes)
+            await self.merge_into_live(changes, head)
         else:
-            rescued = await self._follow_rewrite(old, changes)
+            rescued = await self._follow_rewrite(old, changes, head)
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
         self.synced = head
         log.info(
@@ -519,7 +523,9 @@ class BranchSync:
             reason = f"{path} is no longer a text file on {self.branch}"
             await self.owner.rooms.retire(self.prefix + path, ErrorCode.NOT_TEXT, reason)
 
-    async def _follow_rewrite(self, old: bytes, changes: list[FileChange]) -> str | None:
+    async def _follow_rewrite(
+        self, old: bytes, changes: list[FileChange], head: bytes
+    ) -> str | None:
         """The branch moved from ``old`` to a commit that does not descend from it: make each
         live document read as the new head. Pending live edits are kept where they merge
         cleanly onto it (three-way, ``old`` the base); where they do not, the live text is
@@ -534,12 +540,13 @@ class BranchSync:
                 if change.path not in live or not (is_text(change.old) and is_text(change.new)):
                     continue
                 key = self.prefix + change.path
+                mark = mark_id(head, change.path)
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
-                    durable.append(await _rewrite_into(room, change, rescue))
+                    durable.append(await _rewrite_into(room, change, rescue, mark))
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
-                        durable.append(await _rewrite_into(borrowed, change, rescue))
+                        durable.append(await _rewrite_into(borrowed, change, rescue, mark))
             await asyncio.gather(*durable)
         finally:
             self.reconciling = False
@@ -555,10 +562,14 @@ class BranchSync:
             or self.owner.rooms.get_key(self.prefix + path) is not None
         ]
 
-    async def merge_into_live(self, changes: list[FileChange]) -> None:
+    async def merge_into_live(self, changes: list[FileChange], head: bytes | None = None) -> None:
         """Merge each ``old -> new`` file change three-way into the branch's live document
         of that path, loaded or stored (documents never opened will seed from git), and
-        wait until the edits are durable. Binary files have no live documents."""
+        wait until the edits are durable. Binary files have no live documents.
+
+        With ``head``, the commit the changes lead to, each document is marked with it
+        (:mod:`collab.live.marks`), and one that has its mark already is left as it is: it
+        had this merge before (a crash came before the branch was recorded as synced)."""
         live = set(await self.live_paths([change.path for change in changes]))
         durable: list[Awaitable[None]] = []
         self.reconciling = True
@@ -567,12 +578,13 @@ class BranchSync:
                 if change.path not in live or not (is_text(change.old) and is_text(change.new)):
                     continue
                 key = self.prefix + change.path
+                mark = None if head is None else mark_id(head, change.path)
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
-                    durable.append(_merge_into(room, change.old, change.new))
+                    durable.append(_merge_into(room, change.old, change.new, mark))
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
-                        durable.append(_merge_into(borrowed, change.old, change.new))
+                        durable.append(_merge_into(borrowed, change.old, change.new, mark))
                 emptied = self.dirty.get(change.path)
                 if change.new is None and emptied is not None and not str(emptied.text):
                     del self.dirty[change.path]  # deleted: no commit brings it back empty
@@ -581,15 +593,26 @@ class BranchSync:
             self.reconciling = False
 
 
-def _merge_into(room: Room, old: bytes | None, new: bytes | None) -> asyncio.Future[None]:
-    """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits."""
+def _merge_into(
+    room: Room, old: bytes | None, new: bytes | None, mark: int | None
+) -> asyncio.Future[None]:
+    """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits.
+    A document holding ``mark`` has had this merge: it is left as it is."""
+    if mark is not None and room.has_mark(mark):
+        return _done()
     base = (old or b"").decode("utf-8")
     theirs = (new or b"").decode("utf-8")
     live = str(room.text)
     merged, conflicted = merge_text(base, live, theirs) if live != base else (theirs, False)
     if conflicted:
         log.warning("%s: the change conflicts with live edits; markers written", room.key)
-    return replace_text(room, merged, origin=Origin.GIT)
+    return replace_text(room, merged, origin=Origin.GIT, mark=mark)
+
+
+def _done() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 def _descends(repo: Repo, old: bytes, new: bytes) -> bool:
@@ -600,26 +623,31 @@ def _descends(repo: Repo, old: bytes, new: bytes) -> bool:
 REWRITE_ATTEMPTS = 5
 
 
-async def _rewrite_into(room: Room, change: FileChange, rescue: _Rescue) -> asyncio.Future[None]:
+async def _rewrite_into(
+    room: Room, change: FileChange, rescue: _Rescue, mark: int
+) -> asyncio.Future[None]:
     """Make ``room`` read ``change.new``: live edits made since ``change.old`` are merged
-    onto it if they merge cleanly, else committed by ``rescue`` first."""
+    onto it if they merge cleanly, else committed by ``rescue`` first. A document holding
+    ``mark`` has had this rewrite: it is left as it is."""
+    if room.has_mark(mark):
+        return _done()
     base = (change.old or b"").decode("utf-8")
     theirs = (change.new or b"").decode("utf-8")
     for _attempt in range(REWRITE_ATTEMPTS):
         live = str(room.text)
         if live == base:
-            return replace_text(room, theirs, origin=Origin.GIT)
+            return replace_text(room, theirs, origin=Origin.GIT, mark=mark)
         merged, conflicted = merge_text(base, live, theirs)
         if not conflicted:
-            return replace_text(room, merged, origin=Origin.GIT)
+            return replace_text(room, merged, origin=Origin.GIT, mark=mark)
         await rescue.keep(change.path, live)
         if str(room.text) == live:  # (nothing typed while it was committed)
-            return replace_text(room, theirs, origin=Origin.GIT)
+            return replace_text(room, theirs, origin=Origin.GIT, mark=mark)
     live = str(room.text)
     await rescue.keep(change.path, live)
     if str(room.text) != live:
         log.warning("%s: edited while its live text was being kept; replaced", room.key)
-    return replace_text(room, theirs, origin=Origin.GIT)
+    return replace_text(room, theirs, origin=Origin.GIT, mark=mark)
 
 
 class _Rescue:
@@ -955,19 +983,19 @@ def _write_durably(path: Path) -> None:
 
 
 def _finish_commit(repo: Repo, branch: str, head: bytes, synced: bytes) -> bytes:
-    """The synced commit of ``branch``, once a continuous commit that a crash interrupted
-    is accounted for: if the branch was moved to it but it was not yet recorded as synced,
-    it is recorded now. Its text came from the live documents, which hold it already:
-    merged into them again as if someone had pushed it, every line of it would be there
-    twice. (A commit whose branch never moved to it is forgotten: its text is still live.)"""
+    """The synced commit of ``branch``, once a commit of the live documents' text (or a
+    merge already merged into them) that a crash interrupted is accounted for: if the
+    branch was moved to it but it was not yet recorded as synced, it is recorded now. The
+    documents hold it already: merged into them again as if someone had pushed it, every
+    line of it would be there twice. (A commit the branch never moved to is forgotten: its
+    text is still live.)"""
     committing = read_committing(repo, branch)
     if committing is None:
         return synced
-    made = repo[ObjectID(committing)] if ObjectID(committing) in repo.object_store else None
     if (
         committing != synced
-        and isinstance(made, Commit)
-        and made.parents[:1] == [synced]
+        and ObjectID(committing) in repo.object_store
+        and _descends(repo, synced, committing)
         and _descends(repo, committing, head)
     ):
         log.warning(

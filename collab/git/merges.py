@@ -28,7 +28,14 @@ from typing import Any
 from gitsync import Repositories
 from gitsync.changes import FileChange, is_text
 from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
-from gitsync.objects.commits import BlobEntry, author_line, commit_changes, fast_forward, set_synced
+from gitsync.objects.commits import (
+    BlobEntry,
+    author_line,
+    commit_changes,
+    fast_forward,
+    set_committing,
+    set_synced,
+)
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
 
@@ -168,8 +175,16 @@ class Merges:
 
     def _fast_forward(self, repo: str, branch: str, plan: MergePlan) -> None:
         git = self.repos.open(repo)
-        fast_forward(git, branch, plan.target, plan.source)
+        # the documents hold the merge already: a crash before it is recorded as synced
+        # must not have it merged into them again (see branch_sync._finish_commit)
+        set_committing(git, branch, plan.source)
+        try:
+            fast_forward(git, branch, plan.target, plan.source)
+        except BaseException:
+            set_committing(git, branch, None)
+            raise
         set_synced(git, branch, plan.source)
+        set_committing(git, branch, None)
 
     def _commit(
         self,
@@ -186,18 +201,24 @@ class Merges:
             message += "\nConflicts left for resolution:\n" + "".join(
                 f"  {path}\n" for path in plan.conflicts
             )
-        commit = commit_changes(
-            git,
-            branch,
-            resolved,
-            message=message,
-            author=author_line(identity.user),
-            committer=ENGINE_AUTHOR,
-            expected=plan.target,
-            extra_parents=[plan.source],
-            allow_empty=True,
-        )
+        try:
+            commit = commit_changes(
+                git,
+                branch,
+                resolved,
+                message=message,
+                author=author_line(identity.user),
+                committer=ENGINE_AUTHOR,
+                expected=plan.target,
+                extra_parents=[plan.source],
+                allow_empty=True,
+                before_move=lambda made: set_committing(git, branch, made),
+            )
+        except BaseException:  # the branch did not move to it
+            set_committing(git, branch, None)
+            raise
         set_synced(git, branch, commit)
+        set_committing(git, branch, None)
         return commit
 
 

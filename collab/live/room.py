@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, merge_updates
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
@@ -24,6 +24,7 @@ from ..server.auth import Identity
 from ..store.base import BehindSnapshot, Store, StoredDoc
 from .awareness_clock import relay_clock
 from .epochs import epochs_in, is_epoch, update_epochs
+from .marks import mark_update, marks_in
 from .origin import Origin
 from .seed import TEXT_NAME
 
@@ -359,11 +360,15 @@ class Room:
         *,
         origin: Origin,
         author: Identity | None = None,
+        mark: int | None = None,
     ) -> asyncio.Future[None]:
         """Change the text on the server's side (a merge, a push, an accepted completion).
 
         ``change`` runs in one transaction on the room's document; the resulting update is
-        stored and broadcast like a client's. Returns a future done once it is durable."""
+        stored and broadcast like a client's. Returns a future done once it is durable.
+
+        A ``mark`` (see :mod:`collab.live.marks`) goes into the same update, stored with
+        the change or not at all, even when the change changes nothing."""
         if self._failed is not None:
             raise RoomFailed(self._failed)
         captured: list[bytes] = []
@@ -371,18 +376,27 @@ class Room:
         try:
             with self.doc.transaction(origin=str(origin)):
                 change(self.text)
+            if mark is not None and not self.has_mark(mark):
+                with self.doc.transaction(origin=str(origin)):
+                    self.doc.apply_update(mark_update(self.doc, mark))
         finally:
             self.doc.unobserve(subscription)
-        update = b"".join(captured[:1]) if len(captured) == 1 else None
-        if update is None or update == EMPTY_UPDATE:
+        captured = [update for update in captured if update != EMPTY_UPDATE]
+        if not captured:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
+        update = captured[0] if len(captured) == 1 else merge_updates(*captured)
         self._size_bound += len(update)
         pending = _Pending(update, origin, None)
         self._enqueue(pending)
         self._notify(origin, author)
         return pending.done
+
+    def has_mark(self, mark: int) -> bool:
+        """Whether the document's history holds ``mark`` (a merge it has had)."""
+        state = self.doc.get_state()
+        return mark in marks_in(state, YjsLimits(max_state_vector=len(state) + 16))
 
     def _notify(self, origin: Origin, author: Identity | None) -> None:
         for listener in self.listeners:

@@ -253,3 +253,49 @@ async def test_a_crash_after_the_branch_moved_but_before_it_was_recorded_as_sync
         await alice.close()
         await server.stop()
     git(demo, "fsck", "--full", "--strict")
+
+
+async def test_a_crash_after_a_push_was_merged_but_before_it_was_recorded_as_synced(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A push is merged into the live documents, then recorded as synced: a kill -9 between
+    the two had the restarted server merge it again (twice, in conflict markers where
+    someone had typed on its lines since). Each document now holds a mark of the commits
+    merged into it, stored with the merge, and is not merged again."""
+    demo = repos / "demo"
+    server = ServerProcess(
+        repos, tmp_path / "data", extra_args=("--commit-idle", "60", "--commit-max-lag", "60")
+    )
+    await server.start()
+    alice = Client(server.url, user="alice", min_backoff=0.02, max_backoff=0.2)
+    work = tmp_path / "work"
+    try:
+        await alice.connect()
+        doc = await alice.open("demo/main:README.md")
+        remote = server.url.replace("ws://", "http://pusher@") + "/git/demo.git"
+        await asyncio.to_thread(git, tmp_path, "clone", "-q", remote, str(work))
+        readme = work / "README.md"
+        readme.write_text(readme.read_text().replace("Hello from", "Hello (pushed) from"))
+        git(work, "commit", "-qam", "pushed")
+        await asyncio.to_thread(git, work, "push", "-q", "origin", "HEAD:main")
+        pushed = git(work, "rev-parse", "HEAD").strip()
+        await until(lambda: "(pushed)" in str(doc.text), timeout=10)
+        end = str(doc.text).index("(pushed)") + len("(pushed)")
+        doc.insert(end, " and typed on")  # on the pushed line
+        await alice.flush()
+        await server.kill()
+        assert git(demo, "rev-parse", "main").strip() == pushed
+        # what a kill -9 between the durable merge and recording the push as synced leaves
+        git(demo, "update-ref", "refs/collab/synced/main", git(demo, "rev-parse", "main~1").strip())
+        await server.start()
+        await until(lambda: alice.connected.is_set() and alice.reconnects > 0, timeout=20)
+        await alice.flush()
+        await asyncio.sleep(0.3)
+        text = str(doc.text)
+        assert text.count("(pushed)") == 1 and "<<<<<<<" not in text, text
+        assert "(pushed) and typed on" in text
+    finally:
+        await alice.close()
+        await server.stop()
+    assert "(pushed) and typed on" in show(demo, "main", "README.md")
+    git(demo, "fsck", "--full", "--strict")
