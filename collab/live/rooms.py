@@ -303,6 +303,16 @@ class Rooms:
         are closed with ``code``, the room is unloaded without a last persist, and its
         stored history is dropped, so that opening it again starts from the branch."""
         self._cancel_timer(key)
+        while (unloading := self._unloading.get(key)) is not None:
+            await asyncio.shield(unloading)
+        # registered as an unload: whoever opens the document meanwhile waits for it, then
+        # finds no history, and the branch decides (4013 for what is no text)
+        task = asyncio.create_task(self._retire(key, code, reason))
+        self._unloading[key] = task
+        task.add_done_callback(lambda _t: self._unloading.pop(key, None))
+        await asyncio.shield(task)
+
+    async def _retire(self, key: str, code: ErrorCode, reason: str) -> None:
         room = self._rooms.get(key)
         if room is not None:
             log.warning("%s: closed: %s", key, reason)
