@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -477,13 +477,14 @@ class BranchSync:
         if grant is not None:
             await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
 
-        def read(repo: Repo) -> tuple[bytes, list[FileChange], bool, set[str]]:
+        def read(repo: Repo) -> tuple[bytes, list[FileChange], bool, set[str], list[bytes]]:
             old = _finish_commit(repo, self.branch, head, self.synced)
             changes = changed_files(repo, old, head)
             maybe_gone = [c.path for c in changes if c.new is None or not is_text(c.new)]
-            return old, changes, _descends(repo, old, head), not_text_at(repo, head, maybe_gone)
+            gone = not_text_at(repo, head, maybe_gone)
+            return old, changes, _descends(repo, old, head), gone, _between(repo, old, head)
 
-        old, changes, forward, not_text = await in_repo(self.owner.repos, self.repo, read)
+        old, changes, forward, not_text, between = await in_repo(self.owner.repos, self.repo, read)
         self.synced = old
         if old == head:  # an interrupted commit of the documents' own text: nothing to merge
             return
@@ -491,7 +492,7 @@ class BranchSync:
         changes = [change for change in changes if change.path not in not_text]
         rescued = None
         if forward:
-            await self.merge_into_live(changes, head)
+            await self.merge_into_live(changes, head, between)
         else:
             rescued = await self._follow_rewrite(old, changes, head)
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
@@ -562,14 +563,18 @@ class BranchSync:
             or self.owner.rooms.get_key(self.prefix + path) is not None
         ]
 
-    async def merge_into_live(self, changes: list[FileChange], head: bytes | None = None) -> None:
+    async def merge_into_live(
+        self, changes: list[FileChange], head: bytes | None = None, since: Sequence[bytes] = ()
+    ) -> None:
         """Merge each ``old -> new`` file change three-way into the branch's live document
         of that path, loaded or stored (documents never opened will seed from git), and
         wait until the edits are durable. Binary files have no live documents.
 
         With ``head``, the commit the changes lead to, each document is marked with it
         (:mod:`collab.live.marks`), and one that has its mark already is left as it is: it
-        had this merge before (a crash came before the branch was recorded as synced)."""
+        had this merge before (a crash came before the branch was recorded as synced).
+        ``since``: the commits between the changes' start and ``head``, newest first; a
+        document marked with one of them had the changes up to it, and is merged from it."""
         live = set(await self.live_paths([change.path for change in changes]))
         durable: list[Awaitable[None]] = []
         self.reconciling = True
@@ -578,19 +583,32 @@ class BranchSync:
                 if change.path not in live or not (is_text(change.old) and is_text(change.new)):
                     continue
                 key = self.prefix + change.path
-                mark = None if head is None else mark_id(head, change.path)
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
-                    durable.append(_merge_into(room, change.old, change.new, mark))
+                    durable.append(await self._merge_change(room, change, head, since))
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
-                        durable.append(_merge_into(borrowed, change.old, change.new, mark))
+                        durable.append(await self._merge_change(borrowed, change, head, since))
                 emptied = self.dirty.get(change.path)
                 if change.new is None and emptied is not None and not str(emptied.text):
                     del self.dirty[change.path]  # deleted: no commit brings it back empty
             await asyncio.gather(*durable)
         finally:
             self.reconciling = False
+
+    async def _merge_change(
+        self, room: Room, change: FileChange, head: bytes | None, since: Sequence[bytes]
+    ) -> asyncio.Future[None]:
+        if head is None:
+            return _merge_into(room, change.old, change.new, None)
+        base = change.old
+        for commit in since:  # the newest commit whose merge the document had
+            if room.has_mark(mark_id(commit, change.path)):
+                base = await in_repo(self.owner.repos, self.repo, read_blob, commit, change.path)
+                if base is not None and not is_text(base):
+                    base = change.old
+                break
+        return _merge_into(room, base, change.new, mark_id(head, change.path))
 
 
 def _merge_into(
@@ -607,6 +625,25 @@ def _merge_into(
     if conflicted:
         log.warning("%s: the change conflicts with live edits; markers written", room.key)
     return replace_text(room, merged, origin=Origin.GIT, mark=mark)
+
+
+MARKED_CHAIN = 64
+"""Commits between the synced one and a new head that are looked for as marks."""
+
+
+def _between(repo: Repo, old: bytes, head: bytes) -> list[bytes]:
+    """The commits after ``old`` up to ``head`` along first parents, newest first (``head``
+    included); empty if that line does not come down to ``old`` within ``MARKED_CHAIN``."""
+    found: list[bytes] = []
+    at = head
+    while at != old and len(found) < MARKED_CHAIN:
+        found.append(at)
+        commit = repo[ObjectID(at)]
+        parents = getattr(commit, "parents", [])
+        if not parents:
+            return []
+        at = bytes(parents[0])
+    return found if at == old else []
 
 
 def _done() -> asyncio.Future[None]:

@@ -224,10 +224,10 @@ async def test_a_node_whose_lease_expired_while_it_merged_a_move_cannot_record_i
 
         merging: list[object] = []
 
-        async def slowly(changes: object, head: bytes | None = None) -> None:
+        async def slowly(changes: object, *args: object) -> None:
             merging.append(changes)
             await asyncio.sleep(1.5)
-            await merge(changes, head)  # type: ignore[arg-type]
+            await merge(changes, *args)  # type: ignore[arg-type]
 
         monkeypatch.setattr(sync_a, "merge_into_live", slowly)
         outside_commit(repos, tmp_path, "src/app.py", "print('changed')\n")

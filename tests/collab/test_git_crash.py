@@ -255,13 +255,15 @@ async def test_a_crash_after_the_branch_moved_but_before_it_was_recorded_as_sync
     git(demo, "fsck", "--full", "--strict")
 
 
+@pytest.mark.parametrize("pushed_while_down", [False, True], ids=["alone", "then-another-push"])
 async def test_a_crash_after_a_push_was_merged_but_before_it_was_recorded_as_synced(
-    repos: Path, tmp_path: Path
+    repos: Path, tmp_path: Path, pushed_while_down: bool
 ) -> None:
     """A push is merged into the live documents, then recorded as synced: a kill -9 between
     the two had the restarted server merge it again (twice, in conflict markers where
     someone had typed on its lines since). Each document now holds a mark of the commits
-    merged into it, stored with the merge, and is not merged again."""
+    merged into it, stored with the merge, and is not merged again; with another push on
+    top of it while the server was down, only that one is merged."""
     demo = repos / "demo"
     server = ServerProcess(
         repos, tmp_path / "data", extra_args=("--commit-idle", "60", "--commit-max-lag", "60")
@@ -287,13 +289,20 @@ async def test_a_crash_after_a_push_was_merged_but_before_it_was_recorded_as_syn
         assert git(demo, "rev-parse", "main").strip() == pushed
         # what a kill -9 between the durable merge and recording the push as synced leaves
         git(demo, "update-ref", "refs/collab/synced/main", git(demo, "rev-parse", "main~1").strip())
+        if pushed_while_down:  # straight into the repository, with the server down
+            readme.write_text("a second push\n" + readme.read_text())  # lines away
+            git(work, "commit", "-qam", "second")
+            git(work, "push", "-q", str(demo), "HEAD:main")
         await server.start()
         await until(lambda: alice.connected.is_set() and alice.reconnects > 0, timeout=20)
+        if pushed_while_down:
+            await until(lambda: "a second push" in str(doc.text), timeout=20)
         await alice.flush()
         await asyncio.sleep(0.3)
         text = str(doc.text)
         assert text.count("(pushed)") == 1 and "<<<<<<<" not in text, text
         assert "(pushed) and typed on" in text
+        assert text.count("a second push") == int(pushed_while_down)
     finally:
         await alice.close()
         await server.stop()
