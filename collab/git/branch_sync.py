@@ -46,14 +46,18 @@ from gitsync.objects.commits import (
     RefMoved,
     author_line,
     branch_ref,
+    clear_committing,
+    clear_merging,
     commit_changes,
     commit_message,
     create_branch,
     read_committing,
+    read_merging,
     read_ref,
     read_synced,
     recover_stale_locks,
     set_committing,
+    set_merging,
     set_synced,
 )
 from gitsync.packs.write import fsync_directory
@@ -276,7 +280,7 @@ class BranchSync:
                 changes = {
                     path: str(room.text).encode("utf-8")
                     for path, room in rooms.items()
-                    if not room.failed
+                    if not room.failed and not room.retired
                 }
                 await self._hold_shrinking(rooms, changes)
                 started = time.perf_counter()
@@ -292,6 +296,9 @@ class BranchSync:
                         await self._restore()
                     else:
                         await self._reconcile(moved.current, grant)
+                    # a document the move made no text file is closed: nothing of it is
+                    # committed (see retire)
+                    rooms = {path: room for path, room in rooms.items() if not room.retired}
                     continue
                 if self.owner.observe_commit is not None:
                     self.owner.observe_commit(time.perf_counter() - started)
@@ -400,6 +407,7 @@ class BranchSync:
                     committer=ENGINE_AUTHOR,
                     expected=self.synced,
                     before_move=lambda made: set_committing(repo, self.branch, made),
+                    text_only=True,
                 )
             except BaseException:  # the branch did not move to it
                 set_committing(repo, self.branch, None)
@@ -482,9 +490,16 @@ class BranchSync:
             changes = changed_files(repo, old, head)
             maybe_gone = [c.path for c in changes if c.new is None or not is_text(c.new)]
             gone = not_text_at(repo, head, maybe_gone)
-            return old, changes, _descends(repo, old, head), gone, _between(repo, old, head)
+            # the marks worth looking for: those of a merge a crash interrupted (a mark of
+            # an older merge of the same commit, before the branch went back, is not this
+            # one's), if its commit is on the way to head
+            merging = read_merging(repo, self.branch)
+            trusted = [c for c in _between(repo, old, head) if c == merging]
+            if old != head:
+                set_merging(repo, self.branch, head)
+            return old, changes, _descends(repo, old, head), gone, trusted
 
-        old, changes, forward, not_text, between = await in_repo(self.owner.repos, self.repo, read)
+        old, changes, forward, not_text, trusted = await in_repo(self.owner.repos, self.repo, read)
         self.synced = old
         if old == head:  # an interrupted commit of the documents' own text: nothing to merge
             return
@@ -492,10 +507,11 @@ class BranchSync:
         changes = [change for change in changes if change.path not in not_text]
         rescued = None
         if forward:
-            await self.merge_into_live(changes, head, between)
+            await self.merge_into_live(changes, head, trusted)
         else:
-            rescued = await self._follow_rewrite(old, changes, head)
+            rescued = await self._follow_rewrite(old, changes, head, head in trusted)
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
+        await in_repo(self.owner.repos, self.repo, clear_merging, self.branch, head)
         self.synced = head
         log.info(
             "%s: %s outside the engine to %s; merged",
@@ -525,7 +541,7 @@ class BranchSync:
             await self.owner.rooms.retire(self.prefix + path, ErrorCode.NOT_TEXT, reason)
 
     async def _follow_rewrite(
-        self, old: bytes, changes: list[FileChange], head: bytes
+        self, old: bytes, changes: list[FileChange], head: bytes, marked: bool
     ) -> str | None:
         """The branch moved from ``old`` to a commit that does not descend from it: make each
         live document read as the new head. Pending live edits are kept where they merge
@@ -544,10 +560,10 @@ class BranchSync:
                 mark = mark_id(head, change.path)
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
-                    durable.append(await _rewrite_into(room, change, rescue, mark))
+                    durable.append(await _rewrite_into(room, change, rescue, mark, marked))
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
-                        durable.append(await _rewrite_into(borrowed, change, rescue, mark))
+                        durable.append(await _rewrite_into(borrowed, change, rescue, mark, marked))
             await asyncio.gather(*durable)
         finally:
             self.reconciling = False
@@ -571,10 +587,9 @@ class BranchSync:
         wait until the edits are durable. Binary files have no live documents.
 
         With ``head``, the commit the changes lead to, each document is marked with it
-        (:mod:`collab.live.marks`), and one that has its mark already is left as it is: it
-        had this merge before (a crash came before the branch was recorded as synced).
-        ``since``: the commits between the changes' start and ``head``, newest first; a
-        document marked with one of them had the changes up to it, and is merged from it."""
+        (:mod:`collab.live.marks`). ``since``: commits up to ``head`` (newest first) whose
+        merge a crash may have interrupted; a document that holds the mark of one of them
+        had the changes up to it, and is merged from there (not at all, for ``head``)."""
         live = set(await self.live_paths([change.path for change in changes]))
         durable: list[Awaitable[None]] = []
         self.reconciling = True
@@ -604,6 +619,8 @@ class BranchSync:
         base = change.old
         for commit in since:  # the newest commit whose merge the document had
             if room.has_mark(mark_id(commit, change.path)):
+                if commit == head:
+                    return _done()
                 base = await in_repo(self.owner.repos, self.repo, read_blob, commit, change.path)
                 if base is not None and not is_text(base):
                     base = change.old
@@ -614,10 +631,8 @@ class BranchSync:
 def _merge_into(
     room: Room, old: bytes | None, new: bytes | None, mark: int | None
 ) -> asyncio.Future[None]:
-    """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits.
-    A document holding ``mark`` has had this merge: it is left as it is."""
-    if mark is not None and room.has_mark(mark):
-        return _done()
+    """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits; the
+    edit carries ``mark``."""
     base = (old or b"").decode("utf-8")
     theirs = (new or b"").decode("utf-8")
     live = str(room.text)
@@ -661,12 +676,13 @@ REWRITE_ATTEMPTS = 5
 
 
 async def _rewrite_into(
-    room: Room, change: FileChange, rescue: _Rescue, mark: int
+    room: Room, change: FileChange, rescue: _Rescue, mark: int, marked: bool
 ) -> asyncio.Future[None]:
     """Make ``room`` read ``change.new``: live edits made since ``change.old`` are merged
-    onto it if they merge cleanly, else committed by ``rescue`` first. A document holding
-    ``mark`` has had this rewrite: it is left as it is."""
-    if room.has_mark(mark):
+    onto it if they merge cleanly, else committed by ``rescue`` first. The edit carries
+    ``mark``; with ``marked`` (a crash may have come during this rewrite), a document that
+    holds it already had the rewrite, and is left as it is."""
+    if marked and room.has_mark(mark):
         return _done()
     base = (change.old or b"").decode("utf-8")
     theirs = (change.new or b"").decode("utf-8")
@@ -724,6 +740,7 @@ class _Rescue:
                     author=lines[0],
                     committer=ENGINE_AUTHOR,
                     expected=head,
+                    text_only=True,
                 )
             return name, head
 
@@ -923,6 +940,8 @@ class GitSync:
             if synced is None or ObjectID(synced) not in git.object_store:
                 set_synced(git, branch, head)  # no live documents yet: they start at head
                 synced = head
+            if self.leases is not None:  # another node may be committing: left to the
+                return head, synced  # lease holder's reconcile (after its claim)
             return head, _finish_commit(git, branch, head, synced)
 
         head, synced = await in_git_thread(self.repos, read)
@@ -1044,7 +1063,7 @@ def _finish_commit(repo: Repo, branch: str, head: bytes, synced: bytes) -> bytes
         )
         set_synced(repo, branch, committing)
         synced = committing
-    set_committing(repo, branch, None)
+    clear_committing(repo, branch, committing)
     return synced
 
 

@@ -129,6 +129,7 @@ class Room:
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
         self.recovered = False  # loaded from a history repaired after damage
+        self.retired = False  # closed for good (its file is no longer text): never committed
         self.attached: set[Subscriber] = set()  # lifecycle: everyone who opened the room
         self.peers: set[Subscriber] = set()  # broadcast set: handshake completed
         self.awareness_ids: dict[Subscriber, int] = {}

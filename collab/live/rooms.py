@@ -315,6 +315,7 @@ class Rooms:
     async def _retire(self, key: str, code: ErrorCode, reason: str) -> None:
         room = self._rooms.get(key)
         if room is not None:
+            room.retired = True
             log.warning("%s: closed: %s", key, reason)
             for peer in list(room.attached):
                 peer.abort(code, reason)

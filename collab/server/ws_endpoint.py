@@ -28,7 +28,8 @@ from .sockets import WebSockets
 __all__ = ["WsEndpoint", "handle_ws"]
 
 log = logging.getLogger("collab.ws")
-_DOCUMENT_ERRORS = (ErrorCode.RELOAD, ErrorCode.DOCUMENT_FULL)  # close the handle, not the socket
+# close the handle, not the socket
+_DOCUMENT_ERRORS = (ErrorCode.RELOAD, ErrorCode.DOCUMENT_FULL, ErrorCode.NOT_TEXT)
 _PRUNE_AT = 1024  # writes kept for the next pong before the durable ones are let go
 
 
@@ -70,7 +71,10 @@ class DocPeer:
         self.session.send(m.Awareness(self.ref, payload))
 
     def abort(self, code: ErrorCode, reason: str) -> None:
-        self.session.outbox.abort(code, reason)
+        if code in _DOCUMENT_ERRORS:  # this document only; the connection's others go on
+            self.session._drop(self.ref, ProtocolError(code, reason))
+        else:
+            self.session.outbox.abort(code, reason)
 
 
 class Session:

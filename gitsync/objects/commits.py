@@ -38,6 +38,8 @@ __all__ = [
     "author_line",
     "branch_heads",
     "branch_ref",
+    "clear_committing",
+    "clear_merging",
     "commit_changes",
     "commit_message",
     "create_branch",
@@ -45,11 +47,13 @@ __all__ = [
     "edit_tree",
     "fast_forward",
     "read_committing",
+    "read_merging",
     "read_object",
     "read_ref",
     "read_synced",
     "recover_stale_locks",
     "set_committing",
+    "set_merging",
     "set_synced",
     "synced_ref",
     "write_objects",
@@ -58,6 +62,7 @@ __all__ = [
 HEADS = b"refs/heads/"
 SYNCED = b"refs/collab/synced/"
 COMMITTING = b"refs/collab/committing/"
+MERGING = b"refs/collab/merging/"
 FILE_MODE = stat.S_IFREG | 0o644
 DIR_MODE = stat.S_IFDIR
 LINK_MODE = stat.S_IFLNK
@@ -252,9 +257,10 @@ def _read_tree(repo: Repo, sha: bytes) -> Tree:
 
 
 def _rewrite(
-    repo: Repo, tree_id: bytes | None, changes: _Changes, out: list[ShaFile]
+    repo: Repo, tree_id: bytes | None, changes: _Changes, out: list[ShaFile], *, text_only: bool
 ) -> bytes | None:
-    """Apply ``changes`` to the tree ``tree_id``; return the new tree id (None when empty)."""
+    """Apply ``changes`` to the tree ``tree_id``; return the new tree id (None when empty).
+    ``text_only``: content is only ever written as a regular file where nothing else is."""
     tree = Tree() if tree_id is None else _read_tree(repo, tree_id)
     edits: dict[bytes, tuple[int, bytes] | None] = {}
     for name, change in changes.items():
@@ -264,8 +270,11 @@ def _rewrite(
         except KeyError:
             entry = None
         if isinstance(change, dict):
+            if text_only and entry is not None and not stat.S_ISDIR(entry[0]):
+                _kept(name, entry[0])  # text below a file, a link or a submodule
+                continue
             old_sub = entry[1] if entry is not None and stat.S_ISDIR(entry[0]) else None
-            new_sub = _rewrite(repo, old_sub, change, out)
+            new_sub = _rewrite(repo, old_sub, change, out, text_only=text_only)
             if new_sub is None:
                 if old_sub is not None:
                     edits[name] = None
@@ -280,7 +289,9 @@ def _rewrite(
                     out.append(Blob.from_string(change.data))
                 edits[name] = (change.mode, change.sha)
         else:
-            if entry is not None and entry[0] in (LINK_MODE, GITLINK_MODE):
+            if entry is not None and (
+                entry[0] in (LINK_MODE, GITLINK_MODE) or (text_only and stat.S_ISDIR(entry[0]))
+            ):
                 _kept(name, entry[0])
                 continue
             blob = Blob.from_string(change)
@@ -299,8 +310,9 @@ def _rewrite(
 
 
 def _kept(name: bytes, mode: int) -> None:
-    """Text is never written over a symbolic link or a submodule (a live document whose
-    file became one): the entry is kept as it is, and the text is not committed."""
+    """Text is never written over a symbolic link or a submodule (nor, for a live document's
+    text, over a directory or below anything but one): the entry is kept as it is, and the
+    text is not committed."""
     log.warning(
         "commit: %r is not a regular file (mode %o) in the tree; its text is not committed",
         name.decode("utf-8", "replace"),
@@ -416,11 +428,13 @@ def commit_changes(
     timestamp: int | None = None,
     allow_empty: bool = False,
     before_move: Callable[[bytes], None] | None = None,
+    text_only: bool = False,
 ) -> bytes:
     """Commit ``changes`` (path -> content, or a :class:`BlobEntry`; ``None`` deletes) on top
     of ``expected``. Content keeps the file's mode (a new file gets 100644); an entry sets it.
     ``before_move`` is called with the new commit's id once it is stored, before the branch
-    is moved to it.
+    is moved to it. ``text_only`` (live documents' text): content never replaces a
+    directory, and never goes below a file, a link or a submodule; such an entry is kept.
 
     ``expected`` is the parent commit and the value ``refs/heads/<branch>`` must still hold;
     ``None`` makes a root commit on a branch that must not exist yet. Raises
@@ -436,7 +450,7 @@ def commit_changes(
     for extra in extra_parents:
         _commit_object(repo, extra, "extra parent", stored=True)
     objects: list[ShaFile] = []
-    tree_id = _rewrite(repo, parent_tree, _nest(changes), objects)
+    tree_id = _rewrite(repo, parent_tree, _nest(changes), objects, text_only=text_only)
     if tree_id is None:
         tree_id = bytes(EMPTY_TREE.id)
         objects.append(EMPTY_TREE)
@@ -515,15 +529,50 @@ def set_synced(repo: Repo, branch: str, value: bytes) -> None:
 def read_committing(repo: Repo, branch: str) -> bytes | None:
     """The commit of the live documents' text that was being put on ``branch``, if a
     continuous commit was under way (see :func:`set_committing`)."""
-    return read_ref(repo, COMMITTING + validate_branch(branch).encode("utf-8"))
+    return read_ref(repo, _record(COMMITTING, branch))
 
 
 def set_committing(repo: Repo, branch: str, value: bytes | None) -> None:
     """Record (``None``: forget) that commit ``value``, made of the live documents' text, is
     being put on ``branch``: from before the branch moves to it until it is recorded as
     synced, so that a crash between the two is known for what it was."""
-    ref = Ref(COMMITTING + validate_branch(branch).encode("utf-8"))
+    _set_record(repo, _record(COMMITTING, branch), value)
+
+
+def clear_committing(repo: Repo, branch: str, value: bytes) -> None:
+    """Forget the record of commit ``value`` under way on ``branch``, if it still holds it."""
+    _clear_record(repo, _record(COMMITTING, branch), value)
+
+
+def read_merging(repo: Repo, branch: str) -> bytes | None:
+    """The commit of ``branch`` whose changes were being merged into the live documents, if
+    a merge was under way (see :func:`set_merging`)."""
+    return read_ref(repo, _record(MERGING, branch))
+
+
+def set_merging(repo: Repo, branch: str, value: bytes) -> None:
+    """Record that the changes up to commit ``value`` of ``branch`` are being merged into the
+    live documents, until it is recorded as synced: the marks of ``value`` found in a
+    document after a crash are then this merge's, not an older one's of the same commit."""
+    _set_record(repo, _record(MERGING, branch), value)
+
+
+def clear_merging(repo: Repo, branch: str, value: bytes) -> None:
+    """Forget the record of the merge of ``value`` into ``branch``'s documents, if it still
+    holds it."""
+    _clear_record(repo, _record(MERGING, branch), value)
+
+
+def _record(kind: bytes, branch: str) -> Ref:
+    return Ref(kind + validate_branch(branch).encode("utf-8"))
+
+
+def _set_record(repo: Repo, ref: Ref, value: bytes | None) -> None:
     if value is None:
         _past_locks(lambda: repo.refs.remove_if_equals(ref, None))
     else:
         _past_locks(lambda: repo.refs.set_if_equals(ref, None, ObjectID(value)))
+
+
+def _clear_record(repo: Repo, ref: Ref, value: bytes) -> None:
+    _past_locks(lambda: repo.refs.remove_if_equals(ref, ObjectID(value)))

@@ -287,8 +287,10 @@ async def test_a_crash_after_a_push_was_merged_but_before_it_was_recorded_as_syn
         await alice.flush()
         await server.kill()
         assert git(demo, "rev-parse", "main").strip() == pushed
-        # what a kill -9 between the durable merge and recording the push as synced leaves
+        # what a kill -9 between the durable merge and recording the push as synced leaves:
+        # the synced commit before the push, and the record of the merge under way
         git(demo, "update-ref", "refs/collab/synced/main", git(demo, "rev-parse", "main~1").strip())
+        git(demo, "update-ref", "refs/collab/merging/main", pushed)
         if pushed_while_down:  # straight into the repository, with the server down
             readme.write_text("a second push\n" + readme.read_text())  # lines away
             git(work, "commit", "-qam", "second")
@@ -303,6 +305,7 @@ async def test_a_crash_after_a_push_was_merged_but_before_it_was_recorded_as_syn
         assert text.count("(pushed)") == 1 and "<<<<<<<" not in text, text
         assert "(pushed) and typed on" in text
         assert text.count("a second push") == int(pushed_while_down)
+        assert git(demo, "for-each-ref", "refs/collab/merging/") == ""
     finally:
         await alice.close()
         await server.stop()

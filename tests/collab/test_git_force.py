@@ -301,3 +301,74 @@ async def test_every_refused_push_says_why(repos: Path, tmp_path: Path) -> None:
         await git(work, "commit", "-qam", "bigger")
         refused = await git(work, "push", url("alice", writer), "main", check=False)
         assert "(request over the size limit of 2000000 bytes)" in refused.stderr
+
+
+async def test_a_commit_pushed_again_after_a_force_push_back_is_merged_again(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """A commit's merge leaves its mark in the documents; the same commit reaching the
+    branch again (pushed, taken back by a force push, pushed again) is merged again all the
+    same: only the mark of a merge a crash interrupted is taken as done."""
+    async with Client(server.url, user="alice") as alice:
+        own = await alice.join("demo")
+        doc = await alice.open(f"demo/{own}:README.md")
+        work = await clone(server, tmp_path)
+        await git(work, "checkout", "-q", own)
+        first = run_git(work, "rev-parse", "HEAD").stdout.strip()
+        readme = work / "README.md"
+        readme.write_text(readme.read_text() + "line from the push\n")
+        await git(work, "commit", "-qam", "pushed")
+        pushed = run_git(work, "rev-parse", "HEAD").stdout.strip()
+        await git(work, "push", "-q", "origin", own)
+        await until(lambda: "line from the push" in str(doc.text))
+        await git(work, "push", "-q", "--force", "origin", f"{first}:refs/heads/{own}")
+        await until(lambda: "line from the push" not in str(doc.text))
+        await git(work, "push", "-q", "origin", f"{pushed}:refs/heads/{own}")
+        await until(lambda: "line from the push" in str(doc.text))
+        doc.insert(0, "typed\n")
+        await alice.flush()
+        new = await alice.commit("demo", own)
+        assert "line from the push" in file_at(repos, new, "README.md")
+
+
+async def _move_outside(repos: Path, tmp_path: Path, change: str) -> None:
+    """Push, straight into the repository, a commit that makes a live file no text file."""
+    work = tmp_path / "outside"
+    await git(tmp_path, "clone", "-q", str(repos / "demo"), str(work))
+    if change == "directory":
+        await git(work, "rm", "-q", "README.md")
+        (work / "README.md").mkdir()
+        (work / "README.md" / "inner.txt").write_text("inside\n")
+    elif change == "binary":
+        (work / "README.md").write_bytes(b"\x00\x01\x02binary\xff")
+    else:  # the document's directory becomes a link
+        await git(work, "rm", "-rq", "src")
+        (work / "src").symlink_to("docs")
+    await git(work, "add", "-A")
+    await git(work, "commit", "-qm", f"no text file: {change}")
+    await git(work, "push", "-q", "origin", "HEAD:main")
+
+
+@pytest.mark.parametrize("change", ["directory", "binary", "link above"])
+async def test_a_commit_that_meets_a_move_making_its_file_no_text_leaves_the_move_be(
+    server: CollabServer, repos: Path, tmp_path: Path, change: str
+) -> None:
+    """Live text waiting to be committed when the branch moved outside the engine and made
+    its file something else: the commit meets the move, which closes the document, and
+    the retry commits nothing of it over what the move put there."""
+    path = "src/app.py" if change == "link above" else "README.md"
+    async with Client(server.url, user="bob") as bob:
+        other = await bob.open(
+            "demo/main:src/app.py" if path == "README.md" else "demo/main:README.md"
+        )
+        doc = await bob.open(f"demo/main:{path}")
+        doc.insert(0, "typed live\n")
+        await bob.flush()  # durable, not committed yet
+        await _move_outside(repos, tmp_path, change)
+        moved = head(repos, "main")
+        async with Client(server.url, user="carol") as carol:
+            await carol.commit("demo", "main")
+        assert bob.reconnects == 0 and str(other.text)  # only that document was closed
+    assert head(repos, "main") == moved
+    git_fsck = run_git(repos / "demo", "fsck", "--full", "--strict")
+    assert "error" not in git_fsck.stderr
