@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,12 +51,12 @@ from gitsync.objects.commits import (
     commit_changes,
     commit_message,
     create_branch,
+    move_as_synced,
     read_committing,
     read_merging,
     read_ref,
     read_synced,
     recover_stale_locks,
-    set_committing,
     set_merging,
     set_synced,
 )
@@ -397,8 +397,10 @@ class BranchSync:
             else contextlib.nullcontext()
         )
         with fence:
-            try:
-                new = commit_changes(
+            return move_as_synced(
+                repo,
+                self.branch,
+                lambda record: commit_changes(
                     repo,
                     self.branch,
                     changes,
@@ -406,17 +408,10 @@ class BranchSync:
                     author=lines[0],
                     committer=ENGINE_AUTHOR,
                     expected=self.synced,
-                    before_move=lambda made: set_committing(repo, self.branch, made),
+                    before_move=record,
                     text_only=True,
-                )
-            except BaseException:  # the branch did not move to it
-                set_committing(repo, self.branch, None)
-                raise
-            # until both are done, the record of the commit under way tells a reader that
-            # the documents hold it (see _finish_commit)
-            set_synced(repo, self.branch, new)
-            set_committing(repo, self.branch, None)
-        return new
+                ),
+            )
 
     def _committed(self, new: bytes, files: list[str], users: list[str]) -> None:
         old, self.synced = self.synced, new
@@ -485,7 +480,7 @@ class BranchSync:
         if grant is not None:
             await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
 
-        def read(repo: Repo) -> tuple[bytes, list[FileChange], bool, set[str], list[bytes]]:
+        def read(repo: Repo) -> tuple[bytes, list[FileChange], bool, set[str], bytes | None]:
             old = _finish_commit(repo, self.branch, head, self.synced)
             changes = changed_files(repo, old, head)
             maybe_gone = [c.path for c in changes if c.new is None or not is_text(c.new)]
@@ -494,12 +489,15 @@ class BranchSync:
             # an older merge of the same commit, before the branch went back, is not this
             # one's), if its commit is on the way to head
             merging = read_merging(repo, self.branch)
-            trusted = [c for c in _between(repo, old, head) if c == merging]
+            if merging is not None and not _on_the_way(repo, old, merging, head):
+                merging = None
             if old != head:
                 set_merging(repo, self.branch, head)
-            return old, changes, _descends(repo, old, head), gone, trusted
+            return old, changes, _descends(repo, old, head), gone, merging
 
-        old, changes, forward, not_text, trusted = await in_repo(self.owner.repos, self.repo, read)
+        old, changes, forward, not_text, interrupted = await in_repo(
+            self.owner.repos, self.repo, read
+        )
         self.synced = old
         if old == head:  # an interrupted commit of the documents' own text: nothing to merge
             return
@@ -507,9 +505,9 @@ class BranchSync:
         changes = [change for change in changes if change.path not in not_text]
         rescued = None
         if forward:
-            await self.merge_into_live(changes, head, trusted)
+            await self.merge_into_live(changes, head, interrupted)
         else:
-            rescued = await self._follow_rewrite(old, changes, head, head in trusted)
+            rescued = await self._follow_rewrite(old, changes, head, interrupted == head)
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
         await in_repo(self.owner.repos, self.repo, clear_merging, self.branch, head)
         self.synced = head
@@ -580,16 +578,19 @@ class BranchSync:
         ]
 
     async def merge_into_live(
-        self, changes: list[FileChange], head: bytes | None = None, since: Sequence[bytes] = ()
+        self,
+        changes: list[FileChange],
+        head: bytes | None = None,
+        interrupted: bytes | None = None,
     ) -> None:
         """Merge each ``old -> new`` file change three-way into the branch's live document
         of that path, loaded or stored (documents never opened will seed from git), and
         wait until the edits are durable. Binary files have no live documents.
 
         With ``head``, the commit the changes lead to, each document is marked with it
-        (:mod:`collab.live.marks`). ``since``: commits up to ``head`` (newest first) whose
-        merge a crash may have interrupted; a document that holds the mark of one of them
-        had the changes up to it, and is merged from there (not at all, for ``head``)."""
+        (:mod:`collab.live.marks`). ``interrupted``: a commit up to ``head`` whose merge a
+        crash may have interrupted; a document that holds its mark had the changes up to
+        it, and is merged from there (not at all, if it is ``head``)."""
         live = set(await self.live_paths([change.path for change in changes]))
         durable: list[Awaitable[None]] = []
         self.reconciling = True
@@ -600,10 +601,12 @@ class BranchSync:
                 key = self.prefix + change.path
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
-                    durable.append(await self._merge_change(room, change, head, since))
+                    durable.append(await self._merge_change(room, change, head, interrupted))
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
-                        durable.append(await self._merge_change(borrowed, change, head, since))
+                        durable.append(
+                            await self._merge_change(borrowed, change, head, interrupted)
+                        )
                 emptied = self.dirty.get(change.path)
                 if change.new is None and emptied is not None and not str(emptied.text):
                     del self.dirty[change.path]  # deleted: no commit brings it back empty
@@ -612,19 +615,17 @@ class BranchSync:
             self.reconciling = False
 
     async def _merge_change(
-        self, room: Room, change: FileChange, head: bytes | None, since: Sequence[bytes]
+        self, room: Room, change: FileChange, head: bytes | None, interrupted: bytes | None
     ) -> asyncio.Future[None]:
         if head is None:
             return _merge_into(room, change.old, change.new, None)
         base = change.old
-        for commit in since:  # the newest commit whose merge the document had
-            if room.has_mark(mark_id(commit, change.path)):
-                if commit == head:
-                    return _done()
-                base = await in_repo(self.owner.repos, self.repo, read_blob, commit, change.path)
-                if base is not None and not is_text(base):
-                    base = change.old
-                break
+        if interrupted is not None and room.has_mark(mark_id(interrupted, change.path)):
+            if interrupted == head:
+                return _done()
+            base = await in_repo(self.owner.repos, self.repo, read_blob, interrupted, change.path)
+            if base is not None and not is_text(base):
+                base = change.old
         return _merge_into(room, base, change.new, mark_id(head, change.path))
 
 
@@ -646,19 +647,20 @@ MARKED_CHAIN = 64
 """Commits between the synced one and a new head that are looked for as marks."""
 
 
-def _between(repo: Repo, old: bytes, head: bytes) -> list[bytes]:
-    """The commits after ``old`` up to ``head`` along first parents, newest first (``head``
-    included); empty if that line does not come down to ``old`` within ``MARKED_CHAIN``."""
-    found: list[bytes] = []
+def _on_the_way(repo: Repo, old: bytes, commit: bytes, head: bytes) -> bool:
+    """Whether ``commit`` is after ``old`` and at or before ``head`` on ``head``'s line of
+    first parents, which comes down to ``old`` within ``MARKED_CHAIN`` commits."""
+    seen = False
     at = head
-    while at != old and len(found) < MARKED_CHAIN:
-        found.append(at)
-        commit = repo[ObjectID(at)]
-        parents = getattr(commit, "parents", [])
+    for _ in range(MARKED_CHAIN):
+        if at == old:
+            return seen
+        seen = seen or at == commit
+        parents = getattr(repo[ObjectID(at)], "parents", [])
         if not parents:
-            return []
+            return False
         at = bytes(parents[0])
-    return found if at == old else []
+    return at == old and seen
 
 
 def _done() -> asyncio.Future[None]:

@@ -33,8 +33,7 @@ from gitsync.objects.commits import (
     author_line,
     commit_changes,
     fast_forward,
-    set_committing,
-    set_synced,
+    move_as_synced,
 )
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
@@ -175,16 +174,15 @@ class Merges:
 
     def _fast_forward(self, repo: str, branch: str, plan: MergePlan) -> None:
         git = self.repos.open(repo)
+
+        def move(record: Callable[[bytes], None]) -> bytes:
+            record(plan.source)
+            fast_forward(git, branch, plan.target, plan.source)
+            return plan.source
+
         # the documents hold the merge already: a crash before it is recorded as synced
         # must not have it merged into them again (see branch_sync._finish_commit)
-        set_committing(git, branch, plan.source)
-        try:
-            fast_forward(git, branch, plan.target, plan.source)
-        except BaseException:
-            set_committing(git, branch, None)
-            raise
-        set_synced(git, branch, plan.source)
-        set_committing(git, branch, None)
+        move_as_synced(git, branch, move)
 
     def _commit(
         self,
@@ -201,8 +199,10 @@ class Merges:
             message += "\nConflicts left for resolution:\n" + "".join(
                 f"  {path}\n" for path in plan.conflicts
             )
-        try:
-            commit = commit_changes(
+        return move_as_synced(
+            git,
+            branch,
+            lambda record: commit_changes(
                 git,
                 branch,
                 resolved,
@@ -212,14 +212,9 @@ class Merges:
                 expected=plan.target,
                 extra_parents=[plan.source],
                 allow_empty=True,
-                before_move=lambda made: set_committing(git, branch, made),
-            )
-        except BaseException:  # the branch did not move to it
-            set_committing(git, branch, None)
-            raise
-        set_synced(git, branch, commit)
-        set_committing(git, branch, None)
-        return commit
+                before_move=record,
+            ),
+        )
 
 
 def _settle_deleted(sync: BranchSync, changes: list[FileChange]) -> None:
@@ -243,16 +238,13 @@ def _no_text(
 ) -> set[str]:
     """Those of the live ``changes`` whose path the merge makes something other than a text
     file: a symbolic link, a submodule, a binary file, or a directory."""
-    changed = {change.path for change in changes}
-    found = {
-        f.path
-        for f in plan.files
-        if f.path in changed
-        and f.mode is not None
-        and (not stat.S_ISREG(f.mode) or not is_text(f.merged))
-    }
+    modes = {f.path: f.mode for f in plan.files}
+    found = set()
     for change in changes:
-        if change.new is None and any(path.startswith(change.path + "/") for path in resolved):
+        mode = modes.get(change.path)
+        if mode is not None and (not stat.S_ISREG(mode) or not is_text(change.new)):
+            found.add(change.path)  # (``change.new`` is what the merge made of it)
+        elif change.new is None and any(path.startswith(change.path + "/") for path in resolved):
             found.add(change.path)  # a directory now
     return found
 

@@ -46,6 +46,7 @@ __all__ = [
     "delete_branch",
     "edit_tree",
     "fast_forward",
+    "move_as_synced",
     "read_committing",
     "read_merging",
     "read_object",
@@ -537,6 +538,23 @@ def set_committing(repo: Repo, branch: str, value: bytes | None) -> None:
     being put on ``branch``: from before the branch moves to it until it is recorded as
     synced, so that a crash between the two is known for what it was."""
     _set_record(repo, _record(COMMITTING, branch), value)
+
+
+def move_as_synced(
+    repo: Repo, branch: str, move: Callable[[Callable[[bytes], None]], bytes]
+) -> bytes:
+    """Move ``branch`` to a commit the live documents hold already (their own text, or a
+    merge made in them), and record it as synced, with the commit recorded as under way in
+    between (:func:`set_committing`). ``move(record)`` calls ``record(commit)`` before it
+    moves the branch, and returns the commit; if it raises, the branch did not move."""
+    try:
+        new = move(lambda made: set_committing(repo, branch, made))
+    except BaseException:
+        set_committing(repo, branch, None)
+        raise
+    set_synced(repo, branch, new)
+    set_committing(repo, branch, None)
+    return new
 
 
 def clear_committing(repo: Repo, branch: str, value: bytes) -> None:
