@@ -59,17 +59,33 @@ async def test_a_path_that_is_no_text_file_is_refused_with_4013(
 CHANGED = ["tolink.txt", "todir", "tobin.txt", "tolatin1.txt", "togitlink"]
 
 
-async def test_a_push_that_makes_an_open_file_no_text_closes_it_and_keeps_what_was_pushed(
-    tmp_path: Path,
-) -> None:
+def text_files(tmp_path: Path, names: list[str]) -> tuple[Path, Path]:
+    """A bare repository (``demo``) and a clone of it with one commit: ``names`` as text."""
     bare = tmp_path / "repos" / "demo.git"
     git(tmp_path, "init", "-q", "-b", "main", "--bare", str(bare))
     seed = tmp_path / "seed"
     git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    for name in [*CHANGED, "untouched.txt"]:
+    for name in names:
         (seed / name).write_text(f"{name} as text\n")
     git(seed, "add", "-A")
     git(seed, "commit", "-qm", "seed")
+    return bare, seed
+
+
+def make_no_text(work: Path) -> None:
+    """``tolink.txt`` a link, ``todir`` a directory, ``tobin.txt`` a binary file."""
+    (work / "tolink.txt").unlink()
+    os.symlink("untouched.txt", work / "tolink.txt")
+    (work / "todir").unlink()
+    (work / "todir").mkdir()
+    (work / "todir" / "inner.txt").write_text("inner\n")
+    (work / "tobin.txt").write_bytes(b"\x00\x01binary\xff\n")
+
+
+async def test_a_push_that_makes_an_open_file_no_text_closes_it_and_keeps_what_was_pushed(
+    tmp_path: Path,
+) -> None:
+    bare, seed = text_files(tmp_path, [*CHANGED, "untouched.txt"])
     git(seed, "push", "-q", str(bare), "main")
     config = make_config(tmp_path / "repos", tmp_path / "data", commit_idle=0.1)
     async with CollabServer(config) as server:
@@ -80,12 +96,7 @@ async def test_a_push_that_makes_an_open_file_no_text_closes_it_and_keeps_what_w
         work = tmp_path / "work"
         url = server.url.replace("ws://", "http://ann@") + "/git/demo.git"
         await asyncio.to_thread(git, tmp_path, "clone", "-q", url, str(work))
-        (work / "tolink.txt").unlink()
-        os.symlink("untouched.txt", work / "tolink.txt")
-        (work / "todir").unlink()
-        (work / "todir").mkdir()
-        (work / "todir" / "inner.txt").write_text("inner\n")
-        (work / "tobin.txt").write_bytes(b"\x00\x01binary\xff\n")
+        make_no_text(work)
         (work / "tolatin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
         git(work, "rm", "-q", "togitlink")
         git(work, "add", "-A")
@@ -115,21 +126,9 @@ async def test_a_push_that_makes_an_open_file_no_text_closes_it_and_keeps_what_w
 
 
 async def test_a_merge_that_makes_an_open_file_no_text_closes_it(tmp_path: Path) -> None:
-    bare = tmp_path / "repos" / "demo.git"
-    git(tmp_path, "init", "-q", "-b", "main", "--bare", str(bare))
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    for name in ["tolink.txt", "todir", "tobin.txt", "untouched.txt"]:
-        (seed / name).write_text(f"{name} as text\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "-qm", "seed")
+    bare, seed = text_files(tmp_path, ["tolink.txt", "todir", "tobin.txt", "untouched.txt"])
     git(seed, "checkout", "-q", "-b", "topic")
-    (seed / "tolink.txt").unlink()
-    os.symlink("untouched.txt", seed / "tolink.txt")
-    (seed / "todir").unlink()
-    (seed / "todir").mkdir()
-    (seed / "todir" / "inner.txt").write_text("inner\n")
-    (seed / "tobin.txt").write_bytes(b"\x00binary\n")
+    make_no_text(seed)
     git(seed, "add", "-A")
     git(seed, "commit", "-qm", "no longer text")
     git(seed, "push", "-q", str(bare), "main", "topic")
