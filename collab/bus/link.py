@@ -75,7 +75,18 @@ class ClusterLink:
         task.add_done_callback(self._reloads.discard)
 
     async def _reload(self, room: Room, listener: _RoomListener) -> None:
+        """Load the document's shared log again, after writing this room's whole state
+        into it.
+
+        A gap may mean that the log lost updates (a Redis restarted without its data, or
+        back on older files): those this node took, and the other nodes had not read yet,
+        are then nowhere but in this room, and every later update of the same clients waits
+        for them, unapplied, on the other nodes. Written back (applying what a document has
+        already changes nothing), they reach every node; and a document whose log is gone
+        goes on in the same history instead of being seeded anew."""
         try:
+            if self._room(room.key, room) is not None:
+                await self.store.append(room.key, room.doc.get_update())
             stored = await self.store.load(room.key)
         except Exception as exc:
             room.fail(f"the shared log could not be read again: {exc!r}")

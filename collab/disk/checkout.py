@@ -42,6 +42,7 @@ class Checkout:
         self.root = root
         self.branch = branch
         http = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+        self.repo = repo
         self.remote_url = f"{http}/git/{repo}.git"
         secret = f"{user or 'collab'}:{token or 'dev'}"
         header = "Authorization: Basic " + base64.b64encode(secret.encode()).decode()
@@ -80,10 +81,21 @@ class Checkout:
     async def ensure(self) -> bool:
         """Clone the branch into the root, or adopt the checkout there; True if cloned.
 
-        An existing directory must be empty or a git checkout; its ``origin`` is pointed at
-        the server."""
+        An existing directory must be empty or a checkout of this repository: its
+        ``origin``, if it has one, a server's ``/git/<repo>.git`` (the server may have moved:
+        ``origin`` is pointed at this one), and its history one with the branch's. Anything
+        else is another project, refused before anything in it is changed."""
         if (self.root / ".git").is_dir():
             remotes = (await self.git("remote")).decode().split()
+            if "origin" in remotes:
+                current = (await self.git("remote", "get-url", "origin")).decode().strip()
+                if not _names_repo(current, self.repo):
+                    raise GitError(
+                        f"{self.root} is a checkout of {current}, not of the repository "
+                        f"{self.repo!r}: sync into an empty directory (it is cloned there) or "
+                        f"a clone of {self.remote_url}"
+                    )
+            await self._check_related()
             verb = "set-url" if "origin" in remotes else "add"
             await self.git("remote", verb, "origin", self.remote_url)
             return False
@@ -94,6 +106,20 @@ class Checkout:
             "clone", "-q", "--branch", self.branch, self.remote_url, str(self.root), cwd=Path.cwd()
         )
         return True
+
+    async def _check_related(self) -> None:
+        """Refuse a checkout whose commits share no history with the branch."""
+        mine = await self.head()
+        if mine is None:  # nothing committed yet: the branch's files are merged in
+            return
+        await self.git("fetch", "-q", self.remote_url, f"refs/heads/{self.branch}")
+        try:
+            await self.git("merge-base", mine, "FETCH_HEAD")
+        except GitError:
+            raise GitError(
+                f"{self.root} holds a history unrelated to {self.repo!r} {self.branch}: sync "
+                f"into an empty directory (it is cloned there) or a clone of {self.remote_url}"
+            ) from None
 
     async def fetch(self) -> str:
         """Fetch the branch from the server; its head."""
@@ -198,3 +224,9 @@ def _identity() -> dict[str, str]:
         "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", name),
         "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", email),
     }
+
+
+def _names_repo(url: str, repo: str) -> bool:
+    """Whether ``url`` is some server's git address of ``repo`` (``.../git/<repo>.git``)."""
+    path = url.split("?", 1)[0].rstrip("/")
+    return path.endswith((f"/git/{repo}.git", f"/git/{repo}"))

@@ -55,7 +55,9 @@ class WorkingTree(Lifecycle):
     ``branch`` defaults to the user's own (``branch.join``). ``debounce`` is how long live
     edits gather before they are written to a file; ``settle`` how long an emptied or
     vanished file is given to come back (an editor's truncate-and-write, delete-and-create)
-    before it counts as emptied or deleted."""
+    before it counts as emptied or deleted. It is generous: a file taken for emptied while
+    an editor was still writing it would have the live text written over it (renamed into
+    place), and the editor's write would go to the file it replaced, unseen."""
 
     def __init__(
         self,
@@ -67,7 +69,7 @@ class WorkingTree(Lifecycle):
         user: str | None = None,
         token: str | None = None,
         debounce: float = 0.02,
-        settle: float = 0.05,
+        settle: float = 0.5,
         watch_step: int = 5,
         max_file: int = 1024 * 1024,
         open_limit: int = 200,

@@ -346,6 +346,53 @@ async def test_redis_restarted_or_paused_mid_run_loses_and_doubles_nothing(
             await client.close()
 
 
+async def test_redis_restarted_without_its_data_mid_run_loses_and_doubles_nothing(
+    nodes: Nodes, repos: Path, redis: RedisProcess
+) -> None:
+    """Redis is killed, its files removed, and started again while clients on three nodes
+    type. The updates a node took that the others had not read yet are gone from Redis but
+    not from that node's room: written back from there, they reach every node, and the
+    updates typed after them (which Yjs cannot apply without them) with them."""
+    clients = [
+        Client(node.url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3)
+        for i, node in enumerate(nodes.nodes)
+    ]
+    try:
+        for client in clients:
+            await client.connect()
+        docs = [await client.open(ROOM) for client in clients]
+        first = await asyncio.gather(
+            *(type_markers(doc, random.Random(i), f"a{i}-", 15) for i, doc in enumerate(docs))
+        )
+        await asyncio.gather(*(client.flush() for client in clients))
+        typing = [
+            asyncio.create_task(type_markers(doc, random.Random(10 + i), f"b{i}-", 60))
+            for i, doc in enumerate(docs)
+        ]
+        await asyncio.sleep(0.1)
+        redis.restart_empty()
+        later = await asyncio.gather(*typing)
+        await asyncio.gather(*(client.flush(timeout=30) for client in clients))
+        everything = [m for ms in first + later for m in ms]
+        for doc in docs:
+            await doc.wait_for(lambda t: all(m in t for m in everything), timeout=30)
+
+        async def same() -> bool:
+            return len({str(doc) for doc in docs}) == 1
+
+        await eventually(same, 20, "every client's text to be the same")
+        final = str(docs[0])
+        assert {m: final.count(m) for m in everything if final.count(m) != 1} == {}
+
+        async def committed() -> bool:
+            return await asyncio.to_thread(git_text, repos) == final
+
+        await eventually(committed, 30, "git to hold the live text")
+    finally:
+        for client in clients:
+            await client.close()
+
+
 async def test_a_push_to_one_node_reaches_the_editors_on_another(
     nodes: Nodes, repos: Path, tmp_path: Path
 ) -> None:

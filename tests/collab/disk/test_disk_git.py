@@ -9,10 +9,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import MakeTree
 from gitcli import git
 
 from collab import Client, CollabServer
+from collab.disk.checkout import GitError
 
 BINARY = bytes(range(256)) * 8
 
@@ -140,3 +142,53 @@ async def test_checkout_of_another_branch_inside_the_tree(
     diff = git(server.config.repos / "demo", "diff", "--stat", "main", "wide")
     assert diff == "", diff
     assert tree.counters.writes == 0  # the burst came from disk: nothing written back
+
+
+def own_project(root: Path, origin: str | None) -> None:
+    """A project of the user's own, unrelated to ``demo``: a commit and uncommitted work."""
+    root.mkdir()
+    git(root, "init", "-q")
+    if origin is not None:
+        git(root, "remote", "add", "origin", origin)
+    (root / "README.md").write_text("# My project\n")
+    (root / "main.py").write_text("mine = 1\n")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=me", "-c", "user.email=me@example.com", "commit", "-qm", "init")
+    (root / "main.py").write_text("mine = 1\nuncommitted = 2\n")
+
+
+@pytest.mark.parametrize("origin", ["https://example.com/me/project.git", None])
+async def test_a_checkout_of_another_project_is_refused_untouched(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, origin: str | None
+) -> None:
+    """A directory that is another project's checkout (another origin, or none and a history
+    unrelated to the branch's) is refused with a clear error: its files, its origin and the
+    branch stay as they were."""
+    root = tmp_path / "mine"
+    await asyncio.to_thread(own_project, root, origin)
+    before = tree_files(server)
+    tree = make_tree(root)
+    with pytest.raises(GitError, match="empty directory") as refused:
+        await tree.start()
+    assert str(root) in str(refused.value)
+    await tree.stop()
+    assert (root / "README.md").read_text() == "# My project\n"
+    assert (root / "main.py").read_text() == "mine = 1\nuncommitted = 2\n"
+    remotes = git(root, "remote", "-v")
+    assert (origin or "") in remotes and (origin is not None or not remotes.strip())
+    assert tree_files(server) == before
+    assert "main.py" not in before
+
+
+async def test_a_clone_made_with_git_is_adopted(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A clone of the repository made with the git CLI (through the git bridge) is adopted:
+    what was edited in it before the syncer started reaches the branch."""
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    (work / "README.md").write_text("# Demo, edited before the sync\n")
+    tree = make_tree(work)
+    await tree.start()
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        await until(lambda: str(doc.text) == "# Demo, edited before the sync\n")

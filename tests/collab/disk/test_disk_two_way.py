@@ -186,3 +186,35 @@ async def test_the_default_branch_is_the_users_own(
         await doc.wait_for(lambda t: "alice's own" in t)
         main = await bob.open("demo/main:README.md")
         assert "alice's own" not in str(main.text)
+
+
+@pytest.mark.parametrize("pause", [0.12, 0.3])
+async def test_a_slow_truncate_then_write_save_keeps_a_live_edit_made_during_it(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, pause: float
+) -> None:
+    """An editor truncates the file, and writes it ``pause`` seconds later (a big file, a
+    slow disk); bob types live in between. The empty file is not taken for the user's
+    emptying it: the save and bob's edit both end in the file, live and in git."""
+    root = tmp_path / "wt"
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:src/app.py")
+        doc.delete(0, len(str(doc.text)))
+        doc.insert(0, numbered())
+        await bob.flush()
+        tree = make_tree(root)
+        await tree.start()
+        path = root / "src" / "app.py"
+        saved = numbered().replace("line05", "line05 DISK")
+        with open(path, "r+b") as handle:
+            handle.truncate(0)
+            handle.flush()
+            await asyncio.sleep(pause / 2)
+            text = str(doc.text)
+            doc.insert(insert_at_line(text, 20, " BOB"), " BOB")
+            await asyncio.sleep(pause / 2)
+            handle.write(saved.encode())
+        final = await settled(path, doc)
+        assert final == saved.replace("line20", "line20 BOB"), final
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+        assert git(server.config.repos / "demo", "show", "main:src/app.py") == final
