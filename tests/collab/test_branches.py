@@ -280,6 +280,15 @@ async def test_branch_names_and_permissions_are_checked(fast_server: CollabServe
         with pytest.raises(ClientError) as missing:
             await alice.call("branch.fork", repo="demo", source="nope")
         assert missing.value.code == 4004
+        for op, args in [
+            ("branch.join", {}),
+            ("branch.list", {}),
+            ("branch.create", {"name": "x"}),
+            ("branch.files", {"branch": "main"}),
+        ]:
+            with pytest.raises(ClientError) as no_repo:
+                await alice.call(op, repo="nosuch", **args)
+            assert (no_repo.value.code, no_repo.value.message) == (4004, "no repository 'nosuch'")
         with pytest.raises(ClientError) as default:
             await alice.call("branch.delete", repo="demo", name="main")
         assert default.value.code == 4003
