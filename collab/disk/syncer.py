@@ -43,6 +43,7 @@ __all__ = ["WorkingTree"]
 log = logging.getLogger("collab.disk")
 
 _NOT_LIVE = {ErrorCode.NOT_TEXT, ErrorCode.TOO_LARGE}
+_REFUSED = {ErrorCode.BAD_NAME}
 _TRIES = 10  # rounds of one file's sync when saves keep racing the writes
 STALE_WINDOW = 1.0
 """Seconds after the syncer writes a file during which a save that lacks the write is taken
@@ -105,6 +106,7 @@ class WorkingTree(Lifecycle):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._limit = asyncio.Semaphore(32)
         self._locks: set[str] = set()
+        self._refused: set[str] = set()  # names the server refuses (4006): not synced
         self._overwritten: dict[str, tuple[bytes, float]] = {}  # path -> (replaced, when)
         self._pushes: Pushes | None = None
         self._catching_up: asyncio.Task[None] | None = None
@@ -246,7 +248,7 @@ class WorkingTree(Lifecycle):
 
     def schedule(self, path: str, *, remote: bool = False) -> None:
         """Sync ``path`` soon (again, if a sync of it is under way)."""
-        if self._stop.is_set():
+        if self._stop.is_set() or path in self._refused:
             return
         if remote:
             self._remote.add(path)
@@ -284,7 +286,14 @@ class WorkingTree(Lifecycle):
         self._locks.add(path)
         try:
             await self._sync(path)
-        except (ClientError, ConnectionError, TimeoutError, OSError) as exc:
+        except ClientError as exc:
+            if exc.code in _REFUSED:  # the server takes no file of that name, ever
+                self._refuse(path, exc)
+                return
+            log.warning("%s: %s; retrying", path, exc)
+            self._emit(event="error", path=path, message=str(exc))
+            self._retry_later(path)
+        except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning("%s: %s; retrying", path, exc)
             self._emit(event="error", path=path, message=str(exc))
             self._retry_later(path)
@@ -294,6 +303,13 @@ class WorkingTree(Lifecycle):
             self._retry_later(path)
         finally:
             self._locks.discard(path)
+
+    def _refuse(self, path: str, exc: ClientError) -> None:
+        """Leave ``path`` out of the sync (reported once): a name the server refuses."""
+        self._refused.add(path)
+        self._remote.discard(path)
+        log.warning("%s: not synced: %s", path, exc)
+        self._emit(event="error", path=path, message=f"not synced: {exc}")
 
     def _retry_later(self, path: str) -> None:
         if not self._stop.is_set():
@@ -338,10 +354,14 @@ class WorkingTree(Lifecycle):
         for _round in range(_TRIES):
             disk = read_bytes(full)
             base = self._base(path)
-            if not settled and base and (disk is None or disk == b""):
+            emptied = disk is None or disk == b""
+            if not settled and emptied and (base or (base is None and disk == b"")):
                 settled = True  # an editor may be half way through a save: look again
                 await asyncio.sleep(self.settle)
                 continue
+            if disk == b"" and base is None and path not in self._tree:
+                await self._new_empty_file(path)
+                return
             if self._by_git(path, disk, base):
                 await self._sync_by_git(path, full, disk, base)
                 return
@@ -510,6 +530,15 @@ class WorkingTree(Lifecycle):
         if remote != disk:
             await self._commit_by_git(path, disk)
         self._set_base(path, disk)
+        self._emit(event="sync", path=path, direction="git", conflict=False)
+
+    async def _new_empty_file(self, path: str) -> None:
+        """A new empty file (a package's ``__init__.py``): no live edit can make it, so it
+        is committed through git; from then on it is a text file like any other."""
+        if self._docs is not None and self._docs.get(path) is not None:
+            await self._docs_close(path)  # an empty document, which nothing would commit
+        await self._commit_by_git(path, b"")
+        self._set_base(path, b"")
         self._emit(event="sync", path=path, direction="git", conflict=False)
 
     async def _commit_by_git(self, path: str, data: bytes | None) -> None:

@@ -55,13 +55,14 @@ def _paths_of(
                     found.append(rel)
         return found
     rel = paths.relative(full)
-    if rel is not None:
-        return [rel]
-    try:
+    found = [] if rel is None else [rel]
+    if full.exists() or full.is_symlink():
+        return found
+    try:  # gone: a file deleted, or a directory moved away (its files are gone too)
         prefix = full.relative_to(root).as_posix() + "/"
     except ValueError:
-        return []
-    return [path for path in known() if path.startswith(prefix)]  # a directory moved away
+        return found
+    return found + [path for path in known() if path.startswith(prefix)]
 
 
 def changed_on_disk(root: Path, paths: PathFilter, state: SyncState) -> set[str]:

@@ -69,6 +69,73 @@ async def test_delete_and_rename_on_disk_reach_the_branch(
     assert [e["side"] for e in tree.events.of("delete")] == ["live", "live"]  # type: ignore[attr-defined]
 
 
+async def test_a_directory_moved_on_disk_moves_on_the_branch(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """``mv src lib``: the branch loses ``src/app.py`` and gains ``lib/app.py``."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    os.rename(root / "src", root / "lib")
+    await until(
+        lambda: "lib/app.py" in tree_files(server) and "src/app.py" not in tree_files(server)
+    )
+    async with Client(server.url, user="bob") as bob:
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+    files = tree_files(server)
+    assert "lib/app.py" in files and "src/app.py" not in files
+    assert blob(server, "main:lib/app.py") == b"print('hello')\n"
+    assert not (root / "src").exists()  # nothing brought it back
+
+
+async def test_a_new_empty_file_reaches_the_branch_and_then_goes_live(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """An empty new file (a package's ``__init__.py``) is committed, though no live edit can
+    make it; text written into it later goes live like any other."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_bytes(b"")
+    (root / "pkg" / "mod.py").write_text("x = 1\n")
+    await until(lambda: {"pkg/__init__.py", "pkg/mod.py"} <= tree_files(server))
+    assert blob(server, "main:pkg/__init__.py") == b""
+    await tree.wait_idle()
+    (root / "pkg" / "__init__.py").write_text("from .mod import x\n")
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:pkg/__init__.py")
+        await doc.wait_for(lambda text: text == "from .mod import x\n")
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+    assert blob(server, "main:pkg/__init__.py") == b"from .mod import x\n"
+
+
+async def test_a_file_whose_name_the_server_refuses_is_reported_once_and_left_out(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A file named as no branch may hold one (a backslash, from a Windows copy): the
+    syncer starts all the same, reports the file once, and syncs the others."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    await tree.stop()
+    (root / "notes\\draft.txt").write_text("from windows\n")
+    (root / "README.md").write_text("# Demo, edited while stopped\n")
+    tree = make_tree(root)
+    await asyncio.wait_for(tree.start(), 20)
+    (root / "again\\draft.txt").write_text("again\n")
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        await doc.wait_for(lambda text: text == "# Demo, edited while stopped\n")
+    await asyncio.sleep(2.5)  # a retry would come every second
+    errors = [e for e in tree.events.of("error")]  # type: ignore[attr-defined]
+    assert sorted(e["path"] for e in errors) == ["again\\draft.txt", "notes\\draft.txt"], errors
+    assert all("not synced" in e["message"] for e in errors)
+    await tree.wait_idle()
+
+
 async def test_delete_and_rename_at_the_server_reach_the_disk(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
