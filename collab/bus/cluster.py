@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from collab.bus.keys import DEFAULT_PREFIX
 from collab.bus.redis import RedisBus
 from collab.bus.redis_lease import RedisLeases
-from collab.store.redis_store import RedisStore
+from collab.store.redis_store import WRITE_TIMEOUT, RedisStore
 
 __all__ = ["Cluster", "default_node_id"]
 
@@ -50,7 +50,11 @@ class Cluster:
         self.node_id = node_id or default_node_id()
         self.store = RedisStore(url, node_id=self.node_id, prefix=prefix)
         self.bus = RedisBus(url, self.node_id, prefix=prefix)
-        self._client = Redis.from_url(url)
+        # leases: a Redis that does not answer fails the call (the work is tried again
+        # later) instead of holding the branch's lock, and every push and merge behind it
+        self._client = Redis.from_url(
+            url, socket_timeout=WRITE_TIMEOUT, socket_connect_timeout=WRITE_TIMEOUT
+        )
         self.leases = RedisLeases(self._client, self.node_id, ttl=lease_ttl, prefix=prefix)
 
     async def start(self) -> None:

@@ -37,7 +37,7 @@ from collab.bus.resp import RespPipe, command, open_resp
 from collab.lifecycle import Lifecycle
 from collab.store.base import BehindSnapshot, CorruptRecord, StoredDoc
 
-__all__ = ["RedisStore"]
+__all__ = ["WRITE_TIMEOUT", "RedisStore"]
 
 WRITE_TIMEOUT = 5.0
 """Seconds an answer from Redis may take before the store counts it as unreachable."""

@@ -393,6 +393,32 @@ async def test_redis_restarted_without_its_data_mid_run_loses_and_doubles_nothin
             await client.close()
 
 
+async def test_a_commit_asked_for_while_redis_is_paused_answers_without_waiting_for_it(
+    nodes: Nodes, repos: Path, redis: RedisProcess
+) -> None:
+    """While Redis does not answer, a commit (which needs the branch's lease) fails within
+    the store's write timeout instead of holding the branch until Redis is back; once it
+    is, the commit is made."""
+    async with Client(nodes.nodes[0].url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        doc.insert(0, "before the pause;")
+        await ann.flush()
+        redis.pause()
+        try:
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
+            with pytest.raises(ClientError):
+                await asyncio.wait_for(ann.commit("demo", "main"), 12)
+            assert loop.time() - asked < 12
+        finally:
+            redis.resume()
+
+        async def committed() -> bool:
+            return "before the pause;" in await asyncio.to_thread(git_text, repos)
+
+        await eventually(committed, 30, "the commit once Redis is back")
+
+
 async def test_a_push_to_one_node_reaches_the_editors_on_another(
     nodes: Nodes, repos: Path, tmp_path: Path
 ) -> None:
