@@ -13,10 +13,12 @@ table); ``collab.bus.redis_lease.RedisLeases`` the one in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Grant", "HubLeases", "LeaseTable", "Leases"]
+__all__ = ["Grant", "Held", "HubLeases", "LeaseLost", "LeaseTable", "Leases"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,66 @@ class Leases(Protocol):
         token is above it. For a counter that went back (a Redis that lost its data) behind
         a fence a branch has seen, which would refuse every later grant."""
         ...
+
+
+log = logging.getLogger("collab.bus")
+
+
+class LeaseLost(RuntimeError):
+    """The work's lease expired or was taken over by another node: the work stops."""
+
+
+class Held:
+    """A grant kept for as long as its work lasts: renewed every third of the lease's time
+    to live (work longer than a lease, a merge of a large push, is not taken over by
+    another node half way), and released by :meth:`release`.
+
+    ``lost`` once a renewal is refused (the grant expired: this process was paused, or
+    another node took the lease) or none has been made for a whole time to live (Redis
+    cannot be reached); the work checks it (:meth:`check`) before each step that another
+    holder could repeat."""
+
+    def __init__(self, leases: Leases, grant: Grant) -> None:
+        self.leases = leases
+        self.grant = grant
+        self.lost = False
+        self._renewed = asyncio.get_running_loop().time()
+        self._task = asyncio.create_task(self._keep(), name=f"lease {grant.name}")
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` if the grant is no longer held."""
+        if self.lost or asyncio.get_running_loop().time() - self._renewed >= self.leases.ttl:
+            self.lost = True
+            raise LeaseLost(
+                f"{self.grant.name}: lease {self.grant.token} lost (it expired, or another "
+                "node took it over); the work stops here"
+            )
+
+    async def _keep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.lost:
+            await asyncio.sleep(self.leases.ttl / 3)
+            try:
+                renewed = await self.leases.renew(self.grant)
+            except Exception as exc:  # Redis away: the grant runs out unless it comes back
+                log.warning(
+                    "%s: renewing lease %d failed: %s", self.grant.name, self.grant.token, exc
+                )
+                if loop.time() - self._renewed >= self.leases.ttl:
+                    self.lost = True
+                continue
+            if not renewed:
+                log.warning("%s: lease %d lost", self.grant.name, self.grant.token)
+                self.lost = True
+            else:
+                self._renewed = loop.time()
+
+    async def release(self) -> None:
+        """Stop renewing and give the lease up (if it is still this grant)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.leases.release(self.grant)
 
 
 class LeaseTable:

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +64,7 @@ from gitsync.packs.write import fsync_directory
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
+from ..bus.lease import Held
 from ..live.events import EventHub, hexsha
 from ..live.marks import mark_id
 from ..live.origin import Origin
@@ -128,6 +129,7 @@ class BranchSync:
         self._deadline: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False  # kicked while the background commit ran
+        self._held: Held | None = None  # the lease kept while this node works under it
 
     # -- continuous commits ------------------------------------------------------------------
 
@@ -195,17 +197,15 @@ class BranchSync:
             if self.owner.leases is None:
                 await self._commit()
                 return self.synced
-            grant = await self._lease()
+            grant = await self.lease()
             if grant is None:
                 if self.dirty and not self.owner.stopped:
                     loop = asyncio.get_running_loop()
                     self._cancel_timers()
                     self._idle = loop.call_later(self.owner.lease_retry, self._kick)
                 return self.synced
-            try:
+            async with self.holding(grant):
                 await self._commit(grant)
-            finally:
-                await self.owner.leases.release(grant)
             return self.synced
 
     async def flush_patiently(self, committed: Callable[[], bool] | None = None) -> None:
@@ -224,7 +224,7 @@ class BranchSync:
             await asyncio.sleep(self.owner.lease_retry)
             await self.flush()
 
-    async def _lease(self) -> Grant | None:
+    async def lease(self) -> Grant | None:
         """The branch's lease for this node, with the branch claimed for its token and the
         commit the cluster last synced adopted; ``None`` while another node holds it."""
         assert self.owner.leases is not None
@@ -248,6 +248,42 @@ class BranchSync:
                 await self.owner.leases.release(grant)
             raise
         return grant
+
+    async def lease_patiently(self) -> Grant | None:
+        """The branch's lease (``None`` outside a cluster), waited for while another node
+        holds it, for as long as a lease lasts; ``LeaseBusy`` if it is not had by then."""
+        leases = self.owner.leases
+        if leases is None:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + leases.ttl + 2 * self.owner.lease_retry
+        while (grant := await self.lease()) is None:
+            if loop.time() > deadline:
+                raise LeaseBusy(f"{self.name}: another node kept the branch's lease")
+            await asyncio.sleep(self.owner.lease_retry)
+        return grant
+
+    @contextlib.asynccontextmanager
+    async def holding(self, grant: Grant | None) -> AsyncIterator[None]:
+        """Keep ``grant`` (renewed) for the block, then release it (none: outside a
+        cluster, nothing to keep). A step of the block that another holder could repeat (a
+        change merged into a document) checks first that the grant is still held
+        (``check_lease``)."""
+        if grant is None or self.owner.leases is None:
+            yield
+            return
+        held = Held(self.owner.leases, grant)
+        self._held = held
+        try:
+            yield
+        finally:
+            self._held = None
+            await held.release()
+
+    def check_lease(self) -> None:
+        """Raise ``LeaseLost`` if the lease this node works under was lost (in a cluster)."""
+        if self._held is not None:
+            self._held.check()
 
     async def _adopt_cluster_commit(self) -> None:
         """If another node of the cluster synced the shared documents with the branch since
@@ -456,17 +492,15 @@ class BranchSync:
             head = await in_git_thread(self.owner.repos, self.owner.head, self.repo, self.branch)
             if head is None or head == self.synced:
                 return
-            grant = await self._lease()
+            grant = await self.lease()
             if grant is None:
                 return
-            try:
+            async with self.holding(grant):
                 head = await in_git_thread(
                     self.owner.repos, self.owner.head, self.repo, self.branch
                 )
                 if head is not None and head != self.synced:
                     await self._reconcile(head, grant)
-            finally:
-                await self.owner.leases.release(grant)
 
     async def _reconcile(self, head: bytes | None, grant: Grant | None = None) -> None:
         """Apply the change ``synced -> head`` to the live documents (lock held). If ``head``
@@ -554,6 +588,7 @@ class BranchSync:
             for change in changes:
                 if change.path not in live or not (is_text(change.old) and is_text(change.new)):
                     continue
+                self.check_lease()
                 key = self.prefix + change.path
                 mark = mark_id(head, change.path)
                 room = self.owner.rooms.get_key(key)
@@ -598,6 +633,7 @@ class BranchSync:
             for change in changes:
                 if change.path not in live or not (is_text(change.old) and is_text(change.new)):
                     continue
+                self.check_lease()  # the node that took it over merges what is left
                 key = self.prefix + change.path
                 room = self.owner.rooms.get_key(key)
                 if room is not None:

@@ -19,14 +19,18 @@ new ones (``renamed``), so an editor showing the old path can open the new one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import stat
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from dulwich.repo import Repo
 
 from gitsync import Repositories
 from gitsync.changes import FileChange, is_text
+from gitsync.fence import fenced
 from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from gitsync.objects.commits import (
     BlobEntry,
@@ -40,9 +44,12 @@ from protocol.names import validate_branch
 
 from ..live.events import hexsha
 from ..server.auth import Identity
-from .branch_sync import ENGINE_AUTHOR, BranchSync
+from .branch_sync import ENGINE_AUTHOR, BranchSync, LeaseBusy
 from .branches import Branches
 from .work import in_git_thread, in_repo
+
+if TYPE_CHECKING:
+    from ..bus.lease import Grant
 
 __all__ = ["Merges"]
 
@@ -117,34 +124,16 @@ class Merges:
         self.branches.check_write(identity, repo, to_sync.branch)
         source_head = await from_sync.flush()
         async with to_sync.lock:
-            await to_sync._commit()
-            target_head = to_sync.synced
-            names = (from_sync.branch, to_sync.branch)
-            plan = await self._plan(repo, source_head, target_head, names)
-            if plan.up_to_date:
+            try:  # in a cluster, under the target's lease: its ref moves fenced
+                grant = await to_sync.lease_patiently()
+            except LeaseBusy as exc:
+                raise ProtocolError(ErrorCode.CONFLICT, f"{exc}; try again") from None
+            async with to_sync.holding(grant):
+                commit, forward, target_head, plan = await self._apply(
+                    identity, repo, (from_sync, to_sync), source_head, grant, markers, no_ff
+                )
+            if commit is None:
                 return {**_describe(plan, diffs=False), "applied": False, "commit": None}
-            if plan.conflicts and not markers:
-                raise ProtocolError(
-                    ErrorCode.CONFLICT,
-                    "merge conflicts in " + ", ".join(plan.conflicts) + "; nothing was changed",
-                )
-            resolved = resolve_plan(plan, markers=markers)
-            live = await to_sync.live_paths(resolved)
-            changes = await in_git_thread(self.repos, _live_changes, plan, live)
-            no_text = _no_text(plan, changes, resolved)
-            await to_sync.retire(no_text)
-            changes = [change for change in changes if change.path not in no_text]
-            await to_sync.merge_into_live(changes)
-            _settle_deleted(to_sync, changes)
-            forward = plan.fast_forward and not no_ff
-            if forward:
-                await in_git_thread(self.repos, self._fast_forward, repo, to_sync.branch, plan)
-                commit = plan.source
-            else:
-                commit = await in_git_thread(
-                    self.repos, self._commit, repo, names, plan, resolved, identity
-                )
-            to_sync.synced = commit
         if self.observe_merge is not None:
             self.observe_merge(time.perf_counter() - started)
         how = "fast-forward to" if forward else "merge commit"
@@ -172,7 +161,52 @@ class Merges:
         described["fast_forward"] = forward  # what was done: the preview's, unless no_ff
         return {**described, "applied": True, "commit": hexsha(commit)}
 
-    def _fast_forward(self, repo: str, branch: str, plan: MergePlan) -> None:
+    async def _apply(
+        self,
+        identity: Identity,
+        repo: str,
+        syncs: tuple[BranchSync, BranchSync],
+        source_head: bytes,
+        grant: Grant | None,
+        markers: bool,
+        no_ff: bool,
+    ) -> tuple[bytes | None, bool, bytes, MergePlan]:
+        """The merge, target's lock and lease held: (its commit, or ``None`` if there was
+        nothing to merge; whether it fast-forwarded; the target's head before; the plan)."""
+        from_sync, to_sync = syncs
+        await to_sync._commit(grant)
+        target_head = to_sync.synced
+        names = (from_sync.branch, to_sync.branch)
+        plan = await self._plan(repo, source_head, target_head, names)
+        if plan.up_to_date:
+            return None, False, target_head, plan
+        if plan.conflicts and not markers:
+            raise ProtocolError(
+                ErrorCode.CONFLICT,
+                "merge conflicts in " + ", ".join(plan.conflicts) + "; nothing was changed",
+            )
+        resolved = resolve_plan(plan, markers=markers)
+        live = await to_sync.live_paths(resolved)
+        changes = await in_git_thread(self.repos, _live_changes, plan, live)
+        no_text = _no_text(plan, changes, resolved)
+        await to_sync.retire(no_text)
+        changes = [change for change in changes if change.path not in no_text]
+        await to_sync.merge_into_live(changes)
+        _settle_deleted(to_sync, changes)
+        forward = plan.fast_forward and not no_ff
+        if forward:
+            await in_git_thread(self.repos, self._fast_forward, repo, to_sync.branch, plan, grant)
+            commit = plan.source
+        else:
+            commit = await in_git_thread(
+                self.repos, self._commit, repo, names, plan, resolved, identity, grant
+            )
+        to_sync.synced = commit
+        return commit, forward, target_head, plan
+
+    def _fast_forward(
+        self, repo: str, branch: str, plan: MergePlan, grant: Grant | None = None
+    ) -> None:
         git = self.repos.open(repo)
 
         def move(record: Callable[[bytes], None]) -> bytes:
@@ -182,7 +216,8 @@ class Merges:
 
         # the documents hold the merge already: a crash before it is recorded as synced
         # must not have it merged into them again (see branch_sync._finish_commit)
-        move_as_synced(git, branch, move)
+        with _fence(git, branch, grant):
+            move_as_synced(git, branch, move)
 
     def _commit(
         self,
@@ -191,6 +226,7 @@ class Merges:
         plan: MergePlan,
         resolved: dict[str, BlobEntry | None],
         identity: Identity,
+        grant: Grant | None = None,
     ) -> bytes:
         git = self.repos.open(repo)
         source, branch = names
@@ -199,22 +235,28 @@ class Merges:
             message += "\nConflicts left for resolution:\n" + "".join(
                 f"  {path}\n" for path in plan.conflicts
             )
-        return move_as_synced(
-            git,
-            branch,
-            lambda record: commit_changes(
+        with _fence(git, branch, grant):
+            return move_as_synced(
                 git,
                 branch,
-                resolved,
-                message=message,
-                author=author_line(identity.user),
-                committer=ENGINE_AUTHOR,
-                expected=plan.target,
-                extra_parents=[plan.source],
-                allow_empty=True,
-                before_move=record,
-            ),
-        )
+                lambda record: commit_changes(
+                    git,
+                    branch,
+                    resolved,
+                    message=message,
+                    author=author_line(identity.user),
+                    committer=ENGINE_AUTHOR,
+                    expected=plan.target,
+                    extra_parents=[plan.source],
+                    allow_empty=True,
+                    before_move=record,
+                ),
+            )
+
+
+def _fence(git: Repo, branch: str, grant: Grant | None) -> contextlib.AbstractContextManager[None]:
+    """The branch's fence for a ref move under ``grant`` (in a cluster); nothing outside one."""
+    return fenced(git, branch, grant.token) if grant is not None else contextlib.nullcontext()
 
 
 def _settle_deleted(sync: BranchSync, changes: list[FileChange]) -> None:

@@ -16,7 +16,7 @@ from redisproc import RedisProcess
 from servers import make_config
 
 from collab import Client, CollabServer
-from collab.bus.lease import Grant
+from collab.bus.lease import Grant, LeaseLost
 from collab.bus.redis_lease import RedisLeases
 from gitsync.fence import Fenced
 
@@ -207,12 +207,19 @@ async def test_a_move_on_top_of_another_nodes_commit_is_merged_from_that_commit(
         assert "<<<<<<<" not in str(doc_b)
 
 
+@pytest.mark.parametrize("stopped", ["before merging", "at the record"])
 async def test_a_node_whose_lease_expired_while_it_merged_a_move_cannot_record_it(
-    two_nodes: list[CollabServer], repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    two_nodes: list[CollabServer],
+    repos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stopped: str,
 ) -> None:
-    """Node a merges a push into the documents so slowly (a paused process) that its lease
-    expires and node b merges the push and commits: a's late record of the push as synced
-    is refused, so the branch's synced commit does not go back behind b's commit."""
+    """Node a merges a push into the documents so slowly, and without renewing its lease
+    (a paused process), that the lease expires and node b merges the push and commits. A
+    notices before it changes a document (``LeaseLost``); and were it not to, its late
+    record of the push as synced is refused (``Fenced``), so the branch's synced commit
+    does not go back behind b's commit."""
     a, b = two_nodes
     assert a.cluster is not None and b.cluster is not None
     async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
@@ -220,6 +227,14 @@ async def test_a_node_whose_lease_expired_while_it_merged_a_move_cannot_record_i
         sync_a, sync_b = await a.git.branch("demo", "main"), await b.git.branch("demo", "main")
         monkeypatch.setattr(a.cluster.leases, "ttl", 0.5)
         monkeypatch.setattr(b.cluster.leases, "ttl", 0.5)
+
+        async def paused(_grant: Grant) -> bool:
+            await asyncio.sleep(3600)
+            return False
+
+        monkeypatch.setattr(a.cluster.leases, "renew", paused)
+        if stopped == "at the record":
+            monkeypatch.setattr(sync_a, "check_lease", lambda: None)
         merge = sync_a.merge_into_live
 
         merging: list[object] = []
@@ -230,7 +245,11 @@ async def test_a_node_whose_lease_expired_while_it_merged_a_move_cannot_record_i
             await merge(changes, *args)  # type: ignore[arg-type]
 
         monkeypatch.setattr(sync_a, "merge_into_live", slowly)
-        outside_commit(repos, tmp_path, "src/app.py", "print('changed')\n")
+        if stopped == "at the record":  # a file no one has open: nothing to merge twice
+            outside_commit(repos, tmp_path, "src/app.py", "print('changed')\n")
+        else:  # the open one: a merging it after b did would double the push in it
+            pushed = git(repos, "show", "main:README.md") + "\npushed line\n"
+            outside_commit(repos, tmp_path, "README.md", pushed)
         while True:  # until a merges under its lease (another node may hold it a moment)
             late = asyncio.create_task(sync_a.catch_up())
             while not merging and not late.done():
@@ -245,7 +264,7 @@ async def test_a_node_whose_lease_expired_while_it_merged_a_move_cannot_record_i
         await bob.flush()
         await until(lambda: str(doc_a) == str(doc_b))
         committed = await sync_b.flush()
-        with pytest.raises(Fenced):
+        with pytest.raises(Fenced if stopped == "at the record" else LeaseLost):
             await late
         assert git(repos, "rev-parse", "refs/collab/synced/main") == committed.decode()
         monkeypatch.setattr(sync_a, "merge_into_live", merge)
@@ -256,6 +275,8 @@ async def test_a_node_whose_lease_expired_while_it_merged_a_move_cannot_record_i
         await asyncio.sleep(0.3)
         assert "<<<<<<<" not in str(doc_b)
         assert git(repos, "show", "main:README.md") + "\n" == str(doc_b)
+        if stopped == "before merging":
+            assert str(doc_b).count("pushed line") == 1
 
 
 async def test_a_room_stays_loaded_until_its_edits_are_committed(
@@ -324,3 +345,29 @@ async def test_commits_go_on_after_redis_lost_the_lease_counter(
                 break
             await asyncio.sleep(0.1)
         assert git(repos, "show", "main:README.md").startswith("after;")
+
+
+async def test_a_merge_waits_for_its_targets_lease(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """A merge into a branch another node is committing waits for that node's lease (the
+    branch's one committer), then merges into the branch and its live documents."""
+    node = two_nodes[0]
+    async with Client(node.url, user="ann") as ann:
+        await ann.call("branch.create", repo="demo", name="topic")
+        doc = await ann.open("demo/topic:README.md")
+        doc.insert(0, "from topic;")
+        await ann.flush()
+        await ann.commit("demo", "topic")
+        busy, held = await hold_lease(node, ttl=30.0)
+        before = git(repos, "rev-parse", "main")
+        merging = asyncio.create_task(ann.merge("demo", "topic", "main"))
+        await asyncio.sleep(1.5)
+        assert not merging.done()
+        assert git(repos, "rev-parse", "main") == before
+        await busy.release(held)
+        result = await asyncio.wait_for(merging, 15)
+        assert result["applied"]
+        assert git(repos, "show", "main:README.md").startswith("from topic;")
+        main = await ann.open("demo/main:README.md")
+        await main.wait_for(lambda text: text.startswith("from topic;"))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
 from redisproc import RedisProcess
 
-from collab.bus.lease import HubLeases, Leases, LeaseTable
+from collab.bus.lease import Held, HubLeases, LeaseLost, Leases, LeaseTable
 from collab.bus.redis_lease import RedisLeases
 
 TTL = 0.3
@@ -94,3 +95,36 @@ async def test_an_advanced_counter_grants_above_it_and_never_goes_back(
     await a.advance("branch", 1)  # lower: nothing changes
     third = await a.acquire("branch")
     assert third is not None and third.token > second.token
+
+
+async def test_a_held_grant_is_renewed_for_as_long_as_its_work_lasts(
+    leases_for: Callable[[str], Leases],
+) -> None:
+    a, b = leases_for("a"), leases_for("b")
+    grant = await a.acquire("branch")
+    assert grant is not None
+    held = Held(a, grant)
+    for _ in range(5):  # well past its time to live
+        await asyncio.sleep(TTL / 2)
+        held.check()
+        assert await b.acquire("branch") is None
+    await held.release()
+    assert await b.acquire("branch") is not None  # released at once
+
+
+async def test_a_held_grant_that_expired_is_lost_and_stops_its_work(
+    leases_for: Callable[[str], Leases],
+) -> None:
+    a, b = leases_for("a"), leases_for("b")
+    grant = await a.acquire("branch")
+    assert grant is not None
+    held = Held(a, grant)
+    time.sleep(TTL * 1.5)  # this process paused past the lease's time to live
+    taken = await b.acquire("branch")
+    assert taken is not None and taken.token > grant.token
+    with pytest.raises(LeaseLost):
+        held.check()
+    await asyncio.sleep(TTL / 2)  # its renewal is refused: lost for good
+    assert held.lost
+    await held.release()  # and it gives up nothing of the new holder's
+    assert await b.holder("branch") == taken
