@@ -19,6 +19,15 @@ function yjsUrl () {
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/yjs`
 }
 
+/**
+ * A document id as a room name for y-websocket, which puts it in the URL's path as it is:
+ * percent-encoded, or `%`, `#` and `?` in a file's name would open another document (the
+ * server decodes the path). `/` and `:` are left readable.
+ */
+export function roomName (docId) {
+  return encodeURIComponent(docId).replace(/%2F/gi, '/').replace(/%3A/gi, ':')
+}
+
 /** A hue per name, the same in every browser. */
 export function hueOf (name) {
   let hash = 0
@@ -34,7 +43,7 @@ export function hueOf (name) {
 export function openEditor (parent, { docId, api, user, extensions = [], url = yjsUrl() }) {
   const doc = new Y.Doc()
   // disableBc: tabs of one browser must not sync behind the server's back
-  const provider = new WebsocketProvider(url, docId, doc, { params: api.params, disableBc: true })
+  const provider = new WebsocketProvider(url, roomName(docId), doc, { params: api.params, disableBc: true })
   // the server overwrites `name` with the signed-in name; the colour follows from it
   const hue = hueOf(user)
   provider.awareness.setLocalStateField('user', {

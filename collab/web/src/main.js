@@ -1,10 +1,11 @@
 // The page: sign in, then the editor, the branch panel and the merge view side by side.
 //
 // What is open lives in the URL's hash, `#<repo>/<branch>:<path>` (the engine's document
-// id), so a reload or a shared link opens the same document. A newcomer starts on their own
-// branch (`branch.join` creates it), where everything they type is committed for them.
+// id, percent-encoded), so a reload or a shared link opens the same document. A newcomer
+// starts on their own branch (`branch.join` creates it), where everything they type is
+// committed for them.
 import { Api, ApiError } from './api.js'
-import { openEditor } from './editor.js'
+import { openEditor, roomName } from './editor.js'
 import { ghostText } from './ghost.js'
 import { BranchPanel } from './branches.js'
 import { MergeView } from './merge.js'
@@ -61,8 +62,10 @@ function signInForm (devMode) {
   }, { once: true }))
 }
 
+/** The document id in the hash; a hash that is not percent-encoded is taken as it is. */
 function parseHash () {
-  const id = decodeURIComponent(location.hash.slice(1))
+  let id = location.hash.slice(1)
+  try { id = decodeURIComponent(id) } catch {} // a stray `%` (an address written by hand)
   const slash = id.indexOf('/')
   const colon = id.indexOf(':')
   if (slash < 1 || colon < slash) return null
@@ -112,7 +115,7 @@ async function main (refused = false) {
     path = path || (await api.call('branch.files', { repo, branch })).files.find(p => /readme/i.test(p)) || ''
     current = { branch, path }
     const docId = `${repo}/${branch}:${path}`
-    history.replaceState(null, '', `#${docId}`)
+    history.replaceState(null, '', `#${roomName(docId)}`)
     $('where').textContent = `${branch} : ${path}${branch === own ? '  (your branch)' : ''}`
     editor?.destroy()
     editor = null
