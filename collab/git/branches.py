@@ -210,6 +210,7 @@ class Branches:
                 "head": hexsha(head),
                 "participant": is_participant_branch(name),
                 "mine": name == identity.own_branch,
+                "writable": identity.can_write_branch(repo, name),
                 "people": sorted(people.get(name, []), key=lambda p: (p["user"], p["path"])),
             }
             for name, head in sorted(heads.items())

@@ -98,6 +98,8 @@ async def test_read_only_participant_writes_only_own_branch(
         assert doc.writable
         main = await carol.open("demo/main:README.md")
         assert not main.writable
+        listed = {b["name"]: b for b in await carol.branches("demo")}
+        assert listed[own]["writable"] and not listed["main"]["writable"]
         with pytest.raises(ClientError) as refused:
             await carol.call("branch.create", repo="demo", name="carols-idea")
         assert refused.value.code == 4005

@@ -3,9 +3,12 @@
 // This is all an editor needs to join the engine: a Y.Doc, the stock y-websocket provider
 // on `ws://HOST/yjs` with the room `<repo>/<branch>:<path>`, and y-codemirror.next binding
 // the document's Y.Text `source` to the view. The server stamps each awareness state with
-// the signed-in name, so the remote carets show who is who.
+// the signed-in name, so the remote carets show who is who. A server that refuses writes (a
+// read-only user on a branch not theirs) answers them with a y-protocols permission-denied
+// message.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import { readAuthMessage } from 'y-protocols/auth'
 import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
 import { EditorState } from '@codemirror/state'
 import {
@@ -14,6 +17,8 @@ import {
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { syntaxHighlighting, defaultHighlightStyle, indentOnInput } from '@codemirror/language'
 import { languageFor } from './languages.js'
+
+const MESSAGE_AUTH = 2 // y-websocket's message type for y-protocols/auth
 
 function yjsUrl () {
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/yjs`
@@ -38,9 +43,12 @@ export function hueOf (name) {
 /**
  * Opens `docId` (`<repo>/<branch>:<path>`) in a new view under `parent`.
  * `extensions` come before the defaults (the ghost text binds Tab before indentation does);
- * `url` is this server's /yjs unless given.
+ * `readOnly` for a branch the user may not write; `onStatus(text)` is told the connection's
+ * state; `url` is this server's /yjs unless given.
  */
-export function openEditor (parent, { docId, api, user, extensions = [], url = yjsUrl() }) {
+export function openEditor (parent, {
+  docId, api, user, readOnly = false, onStatus = () => {}, extensions = [], url = yjsUrl()
+}) {
   const doc = new Y.Doc()
   // disableBc: tabs of one browser must not sync behind the server's back
   const provider = new WebsocketProvider(url, roomName(docId), doc, { params: api.params, disableBc: true })
@@ -49,6 +57,15 @@ export function openEditor (parent, { docId, api, user, extensions = [], url = y
   provider.awareness.setLocalStateField('user', {
     name: user, color: `hsl(${hue} 70% 45%)`, colorLight: `hsl(${hue} 70% 45% / 0.25)`
   })
+  let denied = '' // why the server refused a write, if it did
+  const showStatus = () => {
+    const state = provider.wsconnected ? 'connected' : provider.wsconnecting ? 'connecting' : 'disconnected'
+    onStatus([state, readOnly && 'read-only', denied].filter(Boolean).join(' · '))
+  }
+  // y-websocket only logs a permission-denied message to the console: show it
+  provider.messageHandlers[MESSAGE_AUTH] = (_encoder, decoder) =>
+    readAuthMessage(decoder, doc, (_doc, reason) => { denied = reason; showStatus() })
+  provider.on('status', showStatus)
   const ytext = doc.getText('source')
   const path = docId.slice(docId.indexOf(':') + 1)
   const view = new EditorView({
@@ -67,10 +84,13 @@ export function openEditor (parent, { docId, api, user, extensions = [], url = y
         // undo and redo take back your own edits only, never someone else's
         keymap.of([...yUndoManagerKeymap, ...defaultKeymap, indentWithTab]),
         languageFor(path),
+        EditorState.readOnly.of(readOnly),
+        EditorView.editable.of(!readOnly),
         yCollab(ytext, provider.awareness, { undoManager: new Y.UndoManager(ytext) })
       ]
     })
   })
+  showStatus()
   // A browser that loses the network keeps its WebSocket open (what is sent is lost) until
   // the connection times out: close it at once (the close completes when the network is
   // back), so that the provider reconnects and syncs everything typed meanwhile.

@@ -3,7 +3,7 @@
 // What is open lives in the URL's hash, `#<repo>/<branch>:<path>` (the engine's document
 // id, percent-encoded), so a reload or a shared link opens the same document. A newcomer
 // starts on their own branch (`branch.join` creates it), where everything they type is
-// committed for them.
+// committed for them; a branch they may not write opens read-only.
 import { Api, ApiError } from './api.js'
 import { openEditor, roomName } from './editor.js'
 import { ghostText } from './ghost.js'
@@ -113,18 +113,26 @@ async function main (refused = false) {
   const open = async (branch, path) => {
     if (current && current.branch === branch && current.path === path) return
     path = path || (await api.call('branch.files', { repo, branch })).files.find(p => /readme/i.test(p)) || ''
+    // a branch the user may not write opens read-only (the server would refuse the edits)
+    const listed = (await api.call('branch.list', { repo })).find(b => b.name === branch)
+    const readOnly = listed ? !listed.writable : false
     current = { branch, path }
     const docId = `${repo}/${branch}:${path}`
     history.replaceState(null, '', `#${roomName(docId)}`)
-    $('where').textContent = `${branch} : ${path}${branch === own ? '  (your branch)' : ''}`
+    const mark = branch === own ? '  (your branch)' : readOnly ? '  (read-only)' : ''
+    $('where').textContent = `${branch} : ${path}${mark}`
     editor?.destroy()
     editor = null
     if (path) {
       const onStatus = text => { $('ghost-status').textContent = text }
       editor = openEditor($('editor'), {
-        docId, api, user: creds.user, extensions: [ghostText({ api, docId, onStatus })]
+        docId,
+        api,
+        user: creds.user,
+        readOnly,
+        onStatus: text => { $('status').textContent = text },
+        extensions: [ghostText({ api, docId, onStatus })]
       })
-      editor.provider.on('status', ({ status }) => { $('status').textContent = status })
       window.collab.editor = editor
     }
     await panel.show(branch, path)
