@@ -292,8 +292,17 @@ class BranchSync:
         to merge into them, and a move made on top of it since is merged from there (not
         from this node's older synced commit, which would merge that node's work twice)."""
         synced = await in_repo(self.owner.repos, self.repo, read_synced, self.branch)
-        if synced is not None and synced != self.synced:
-            self.synced = synced
+        if synced is None or synced == self.synced:
+            return
+        self.synced = synced
+        # that node may have merged a move that made files no text, and closed its
+        # documents of them: this node's copies close too, or their text would be
+        # committed over what the move put there
+        loaded = [room.key[len(self.prefix) :] for room in self.owner.rooms.loaded(self.prefix)]
+        if loaded:
+            await self.retire(
+                await in_repo(self.owner.repos, self.repo, not_text_at, synced, loaded)
+            )
 
     async def _commit(self, grant: Grant | None = None) -> None:
         self._cancel_timers()

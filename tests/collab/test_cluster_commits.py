@@ -371,3 +371,33 @@ async def test_a_merge_waits_for_its_targets_lease(
         assert git(repos, "show", "main:README.md").startswith("from topic;")
         main = await ann.open("demo/main:README.md")
         await main.wait_for(lambda text: text.startswith("from topic;"))
+
+
+async def test_a_file_another_node_made_no_text_is_closed_here_too_not_written_over(
+    two_nodes: list[CollabServer], repos: Path, tmp_path: Path
+) -> None:
+    """A push makes a file binary while both nodes have its document open and bob typed in
+    it. The node that merges the push closes its document of the file; the other closes its
+    own copy once it takes the branch's lease (it adopts the first node's sync), and never
+    commits the text over the binary file."""
+    a, b = two_nodes
+    path = "src/app.py"
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        doc_a = await ann.open(f"demo/main:{path}")
+        doc_b = await bob.open(f"demo/main:{path}")
+        doc_b.insert(0, "typed by bob;")
+        await bob.flush()
+        sync_a, sync_b = await a.git.branch("demo", "main"), await b.git.branch("demo", "main")
+        binary = "\0\1\2 not text\n"
+        pushed = outside_commit(repos, tmp_path, path, binary)
+
+        async def both_closed() -> bool:  # whichever node merges the push, with its lease
+            await sync_a.catch_up()
+            await sync_b.flush()
+            return doc_a.error is not None and doc_b.error is not None
+
+        await until(both_closed, timeout=20)
+        assert doc_a.error is not None and doc_b.error is not None
+        assert doc_a.error.code == doc_b.error.code == 4013
+        assert git(repos, "show", f"main:{path}") == binary.strip()
+        assert git(repos, "rev-parse", "main") == pushed
