@@ -35,11 +35,14 @@ async def watch(
         root, watch_filter=interesting, debounce=max(step * 10, 50), step=step, stop_event=stop
     ):
         names = {name for _change, name in batch}
+        found: set[str] = set()
         if any(name.endswith(".gitignore") for name in names):
-            paths.reload()
+            paths.reload()  # files it no longer ignores are new to the sync
+            found.update(set(await asyncio.to_thread(paths.walk)) - set(known()))
         for name in names:
-            for path in _paths_of(root, paths, known, Path(name)):
-                changed(path)
+            found.update(_paths_of(root, paths, known, Path(name)))
+        for path in sorted(found):
+            changed(path)
 
 
 def _paths_of(

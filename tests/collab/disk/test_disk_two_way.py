@@ -170,6 +170,25 @@ async def test_ignored_files_stay_local(
     assert not {"build/out.txt", "debug.log", "x.py.swp"} & set(files)
 
 
+async def test_files_a_gitignore_change_stops_ignoring_are_synced_at_once(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A line taken out of ``.gitignore``: the files it ignored are synced then, not once
+    each is next modified."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    (root / ".gitignore").write_text("*.log\n")
+    await tree.wait_idle()
+    (root / "debug.log").write_text("log\n")
+    await asyncio.sleep(0.5)
+    await tree.wait_idle()
+    (root / ".gitignore").write_text("")
+    async with Client(server.url, user="bob") as bob:
+        log = await bob.open("demo/main:debug.log")
+        await log.wait_for(lambda t: t == "log\n")
+
+
 async def test_the_default_branch_is_the_users_own(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
