@@ -67,6 +67,10 @@ class RedisKeys:
     def generation(self) -> str:
         return f"{self.prefix}gen"
 
+    def lease(self, name: str) -> str:
+        """A lease's key (``collab.bus.redis_lease``): ``"<node> <token>"`` while held."""
+        return f"{self.prefix}lease:{name}"
+
     def doc_of_log(self, key: str) -> str:
         return key[len(self.prefix) + len("doc:") : -len(":log")]
 

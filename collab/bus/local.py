@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 
 from collab.bus.bus import BusListener, Watch
 from collab.lifecycle import Lifecycle
-from collab.store.base import StoredDoc
+from collab.store.base import Fence, StoredDoc, no_fence
 from collab.store.memory_store import MemoryStore
 
 __all__ = ["HubBus", "HubStore", "LocalHub"]
@@ -81,7 +81,8 @@ class HubStore(Lifecycle):
         self._check_running()
         return await self.hub.shared.load(doc_id)
 
-    async def append(self, doc_id: str, update: bytes) -> int:
+    async def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> int:
+        no_fence(self, fence)
         self._check_running()
         data = bytes(update)
         seq = await self.hub.shared.append(doc_id, data)

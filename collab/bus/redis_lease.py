@@ -8,7 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from collab.bus.keys import DEFAULT_PREFIX
+from collab.bus.keys import DEFAULT_PREFIX, RedisKeys
 from collab.bus.lease import Grant
 
 __all__ = ["RedisLeases"]
@@ -71,7 +71,7 @@ class RedisLeases:
         self._advance = client.register_script(_ADVANCE)
 
     def _lease(self, name: str) -> str:
-        return f"{self.prefix}lease:{name}"
+        return RedisKeys(self.prefix).lease(name)
 
     def _fence(self, name: str) -> str:
         return f"{self.prefix}fence:{name}"

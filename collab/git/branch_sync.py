@@ -76,7 +76,7 @@ from .work import in_git_thread, in_repo
 if TYPE_CHECKING:
     from ..bus.lease import Grant, Leases
     from ..live.rooms import Rooms
-    from ..store.base import Store
+    from ..store.base import Fence, Store
 
 __all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync", "LeaseBusy"]
 
@@ -93,14 +93,21 @@ SHRINK_BYTES = 128
 
 
 def replace_text(
-    room: Room, new: str, *, origin: Origin, mark: int | None = None
+    room: Room,
+    new: str,
+    *,
+    origin: Origin,
+    mark: int | None = None,
+    fence: Fence | None = None,
 ) -> asyncio.Future[None]:
     """Make ``room``'s text read ``new`` with the smallest edits (and ``mark`` it, see
-    :mod:`collab.live.marks`); returns the durability future. Runs without yielding, so no
-    other change interleaves."""
+    :mod:`collab.live.marks`; under the lease ``fence``, see ``Room.edit``); returns the
+    durability future. Runs without yielding, so no other change interleaves."""
     current = str(room.text)
     edits = diff_edits(current, new)
-    return room.edit(lambda text: apply_edits(text, current, edits), origin=origin, mark=mark)
+    return room.edit(
+        lambda text: apply_edits(text, current, edits), origin=origin, mark=mark, fence=fence
+    )
 
 
 class LeaseBusy(Exception):
@@ -279,6 +286,12 @@ class BranchSync:
         finally:
             self._held = None
             await held.release()
+
+    @property
+    def fence(self) -> Grant | None:
+        """The lease this node works under now, which its edits of the documents carry (in
+        a cluster; see ``Room.edit``)."""
+        return None if self._held is None else self._held.grant
 
     def check_lease(self) -> None:
         """Raise ``LeaseLost`` if the lease this node works under was lost (in a cluster)."""
@@ -663,7 +676,7 @@ class BranchSync:
         self, room: Room, change: FileChange, head: bytes | None, interrupted: bytes | None
     ) -> asyncio.Future[None]:
         if head is None:
-            return _merge_into(room, change.old, change.new, None)
+            return _merge_into(room, change.old, change.new, None, self.fence)
         base = change.old
         if interrupted is not None and room.has_mark(mark_id(interrupted, change.path)):
             if interrupted == head:
@@ -671,21 +684,21 @@ class BranchSync:
             base = await in_repo(self.owner.repos, self.repo, read_blob, interrupted, change.path)
             if base is not None and not is_text(base):
                 base = change.old
-        return _merge_into(room, base, change.new, mark_id(head, change.path))
+        return _merge_into(room, base, change.new, mark_id(head, change.path), self.fence)
 
 
 def _merge_into(
-    room: Room, old: bytes | None, new: bytes | None, mark: int | None
+    room: Room, old: bytes | None, new: bytes | None, mark: int | None, fence: Fence | None
 ) -> asyncio.Future[None]:
     """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits; the
-    edit carries ``mark``."""
+    edit carries ``mark``, and is made under the lease ``fence``."""
     base = (old or b"").decode("utf-8")
     theirs = (new or b"").decode("utf-8")
     live = str(room.text)
     merged, conflicted = merge_text(base, live, theirs) if live != base else (theirs, False)
     if conflicted:
         log.warning("%s: the change conflicts with live edits; markers written", room.key)
-    return replace_text(room, merged, origin=Origin.GIT, mark=mark)
+    return replace_text(room, merged, origin=Origin.GIT, mark=mark, fence=fence)
 
 
 MARKED_CHAIN = 64
@@ -729,6 +742,7 @@ async def _rewrite_into(
     onto it if they merge cleanly, else committed by ``rescue`` first. The edit carries
     ``mark``; with ``marked`` (a crash may have come during this rewrite), a document that
     holds it already had the rewrite, and is left as it is."""
+    fence = rescue.sync.fence
     if marked and room.has_mark(mark):
         return _done()
     base = (change.old or b"").decode("utf-8")
@@ -736,18 +750,18 @@ async def _rewrite_into(
     for _attempt in range(REWRITE_ATTEMPTS):
         live = str(room.text)
         if live == base:
-            return replace_text(room, theirs, origin=Origin.GIT, mark=mark)
+            return replace_text(room, theirs, origin=Origin.GIT, mark=mark, fence=fence)
         merged, conflicted = merge_text(base, live, theirs)
         if not conflicted:
-            return replace_text(room, merged, origin=Origin.GIT, mark=mark)
+            return replace_text(room, merged, origin=Origin.GIT, mark=mark, fence=fence)
         await rescue.keep(change.path, live)
         if str(room.text) == live:  # (nothing typed while it was committed)
-            return replace_text(room, theirs, origin=Origin.GIT, mark=mark)
+            return replace_text(room, theirs, origin=Origin.GIT, mark=mark, fence=fence)
     live = str(room.text)
     await rescue.keep(change.path, live)
     if str(room.text) != live:
         log.warning("%s: edited while its live text was being kept; replaced", room.key)
-    return replace_text(room, theirs, origin=Origin.GIT, mark=mark)
+    return replace_text(room, theirs, origin=Origin.GIT, mark=mark, fence=fence)
 
 
 class _Rescue:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from protocol.text_update import text_update_clients
 from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
 
 from ..server.auth import Identity
-from ..store.base import BehindSnapshot, Store, StoredDoc
+from ..store.base import BehindSnapshot, Fence, Store, StoredDoc
 from .awareness_clock import relay_clock
 from .epochs import epochs_in, is_epoch, update_epochs
 from .marks import mark_update, marks_in
@@ -88,6 +88,7 @@ class _Pending:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     sent: bool = False  # broadcast before it was written (see Room.serve_unwritten)
+    fence: Fence | None = None  # the lease a server-side edit is made under (a cluster's)
 
 
 class Room:
@@ -362,6 +363,7 @@ class Room:
         origin: Origin,
         author: Identity | None = None,
         mark: int | None = None,
+        fence: Fence | None = None,
     ) -> asyncio.Future[None]:
         """Change the text on the server's side (a merge, a push, an accepted completion).
 
@@ -369,7 +371,11 @@ class Room:
         stored and broadcast like a client's. Returns a future done once it is durable.
 
         A ``mark`` (see :mod:`collab.live.marks`) goes into the same update, stored with
-        the change or not at all, even when the change changes nothing."""
+        the change or not at all, even when the change changes nothing. A ``fence``: the
+        branch's lease the change is made under (in a cluster); if this node no longer
+        holds it when the update reaches the shared store, the update is refused there
+        (``FenceLost``: the node holding the lease makes the change) and the room, which
+        applied it, reloads."""
         if self._failed is not None:
             raise RoomFailed(self._failed)
         captured: list[bytes] = []
@@ -389,7 +395,7 @@ class Room:
             return done
         update = captured[0] if len(captured) == 1 else merge_updates(*captured)
         self._size_bound += len(update)
-        pending = _Pending(update, origin, None)
+        pending = _Pending(update, origin, None, fence=fence)
         self._enqueue(pending)
         self._notify(origin, author)
         return pending.done
@@ -442,11 +448,9 @@ class Room:
             return
         try:
             if len(batch) == 1:  # the usual case (a store that returns a future: no task)
-                stored: asyncio.Future[Any] = asyncio.ensure_future(
-                    self.store.append(self.key, batch[0].update)
-                )
+                stored: asyncio.Future[Any] = asyncio.ensure_future(self._append(batch[0]))
             else:  # committed together by the store
-                stored = asyncio.gather(*(self.store.append(self.key, p.update) for p in batch))
+                stored = asyncio.gather(*(self._append(p) for p in batch))
         except Exception as exc:  # the store refused at once (it is stopped)
             stored = _failed_future(exc)
         self._stored.append((batch, stored))
@@ -457,6 +461,11 @@ class Room:
             self._broadcast_updates(batch)
             for pending in batch:
                 pending.sent = True
+
+    def _append(self, pending: _Pending) -> Awaitable[int]:
+        if pending.fence is None:
+            return self.store.append(self.key, pending.update)
+        return self.store.append(self.key, pending.update, fence=pending.fence)
 
     def send_unwritten(self) -> None:
         """Send this node's peers every accepted update still waiting for the store (the

@@ -8,7 +8,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from pycrdt import Doc
 
-__all__ = ["BehindSnapshot", "CorruptRecord", "Store", "StoredDoc", "check_compact"]
+__all__ = [
+    "BehindSnapshot",
+    "CorruptRecord",
+    "Fence",
+    "FenceLost",
+    "Store",
+    "StoredDoc",
+    "check_compact",
+    "no_fence",
+]
 
 
 class BehindSnapshot(ValueError):
@@ -16,6 +25,31 @@ class BehindSnapshot(ValueError):
 
     In a cluster this is no mistake: another node, further along the shared log, has just
     stored a snapshot that holds everything this one would have."""
+
+
+class Fence(Protocol):
+    """The lease a write is made under (a ``collab.bus.lease.Grant``): a store that shares
+    the cluster's leases writes it only while that grant still holds the lease."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def token(self) -> int: ...
+
+
+class FenceLost(ValueError):
+    """A write under a lease the writer no longer holds: refused, nothing written. (A node
+    paused past its lease: the node holding it now does the work.)"""
+
+
+def no_fence(store: object, fence: Fence | None) -> None:
+    """Refuse a fence where there are no leases (a single node's store)."""
+    if fence is not None:
+        raise ValueError(f"{type(store).__name__} keeps no leases: a write under one is a mistake")
 
 
 def check_compact(doc_id: str, through_seq: int, last_seq: int, snapshot_seq: int | None) -> None:
@@ -97,11 +131,13 @@ class Store(Protocol):
         """Return the document's history, or ``None`` if the store has never seen it."""
         ...
 
-    def append(self, doc_id: str, update: bytes) -> Awaitable[int]:
+    def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> Awaitable[int]:
         """Append one update; its sequence number (strictly increasing), once written.
 
         Appends are committed in the order they were made. Implementations may be
-        coroutines or return a future."""
+        coroutines or return a future. With a ``fence`` (a cluster's store), the update is
+        written only while the fence's grant holds its lease, else ``FenceLost``; a store
+        without leases refuses a fence (``ValueError``)."""
         ...
 
     def sync(self) -> Awaitable[None]:

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from collab.lifecycle import Lifecycle
-from collab.store.base import StoredDoc, check_compact
+from collab.store.base import Fence, StoredDoc, check_compact, no_fence
 
 __all__ = ["MemoryStore"]
 
@@ -57,8 +57,9 @@ class MemoryStore(Lifecycle):
             return None
         return StoredDoc(doc.snapshot, doc.snapshot_seq, list(doc.updates))
 
-    async def append(self, doc_id: str, update: bytes) -> int:
+    async def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> int:
         self._check_running()
+        no_fence(self, fence)
         data = bytes(update)
         seq = self._last_seq.get(doc_id, 0) + 1
         self._last_seq[doc_id] = seq

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 from collab.bus.keys import DEFAULT_PREFIX, FEED_LENGTH, RedisKeys, seq_of
 from collab.bus.resp import RespPipe, command, open_resp
 from collab.lifecycle import Lifecycle
-from collab.store.base import BehindSnapshot, CorruptRecord, StoredDoc
+from collab.store.base import BehindSnapshot, CorruptRecord, Fence, FenceLost, StoredDoc
 
 __all__ = ["WRITE_TIMEOUT", "RedisStore"]
 
@@ -54,6 +54,16 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '0-' .. f,
   'd', ARGV[3], 's', n, 'n', ARGV[2], 'u', ARGV[1])
 return n
 """
+
+# The same under a lease: KEYS then the lease's key, ARGV then its holder ("node token").
+_APPEND_FENCED = (
+    """
+if redis.call('GET', KEYS[6]) ~= ARGV[6] then
+  return redis.error_reply('fence: the lease ' .. KEYS[6] .. ' is no longer ' .. ARGV[6])
+end
+"""
+    + _APPEND
+)
 
 # KEYS: log, seq, snapshot, docs. ARGV: snapshot, through seq, doc id.
 _COMPACT = """
@@ -90,7 +100,13 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
-_SCRIPTS = {"append": _APPEND, "compact": _COMPACT, "load": _LOAD, "delete": _DELETE}
+_SCRIPTS = {
+    "append": _APPEND,
+    "append_fenced": _APPEND_FENCED,
+    "compact": _COMPACT,
+    "load": _LOAD,
+    "delete": _DELETE,
+}
 
 
 @dataclass(slots=True)
@@ -311,12 +327,19 @@ class RedisStore(Lifecycle):
         keys = [self.keys_.log(doc_id), self.keys_.snapshot(doc_id)]
         return cast(StoredDoc | None, await self._submit("load", keys, [], _stored(doc_id)))
 
-    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
+    def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> asyncio.Future[int]:
+        """The future of the update's sequence number, done once Redis has it. With a
+        ``fence``, checked in the same step: written only while its grant holds its lease
+        (the keys of ``collab.bus.redis_lease``, under the same prefix), else ``FenceLost``."""
         data = bytes(update)
         keys = [self.keys_.log(doc_id), self.keys_.seq(doc_id), self.keys_.docs]
         keys += [self.keys_.feed, self.keys_.feed_seq]
-        args = [data, self.node_id, doc_id, zlib.crc32(data), self.feed_length]
-        return self._submit("append", keys, args, int)
+        args: list[Any] = [data, self.node_id, doc_id, zlib.crc32(data), self.feed_length]
+        if fence is None:
+            return self._submit("append", keys, args, int)
+        keys.append(self.keys_.lease(fence.name))
+        args.append(f"{fence.node_id} {fence.token}")
+        return self._submit("append_fenced", keys, args, int)
 
     def sync(self) -> asyncio.Future[None]:
         """Done once every operation queued before it is answered (durable as far as Redis's
@@ -350,6 +373,8 @@ def _error_of(reply: ResponseError) -> Exception:
     """A script's refusal (a compaction past the end, say) as the ``ValueError`` every store
     raises for it; anything else as it came."""
     text = str(reply)
+    if text.startswith("fence:"):
+        return FenceLost(f"append refused: {text[len('fence: ') :]}")
     if text.startswith("through_seq"):
         kind = BehindSnapshot if "behind the current snapshot" in text else ValueError
         return kind(f"compact: {text}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from collab.lifecycle import Lifecycle
-from collab.store.base import CorruptRecord, StoredDoc, check_compact
+from collab.store.base import CorruptRecord, Fence, StoredDoc, check_compact, no_fence
 from collab.store.log_syncer import LogSyncer
 
 __all__ = [
@@ -275,10 +275,11 @@ class SQLiteStore(Lifecycle):
             await self._read(lambda reader, key: self._load(reader, key, bound), doc_id),
         )
 
-    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
+    def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> asyncio.Future[int]:
         """The future of the update's sequence number, done once it is written (a future,
         not a coroutine: a caller can hand it on without a task)."""
         self._check_running(doc_id)
+        no_fence(self, fence)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         now = time.monotonic()

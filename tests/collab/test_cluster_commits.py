@@ -18,6 +18,8 @@ from servers import make_config
 from collab import Client, CollabServer
 from collab.bus.lease import Grant, LeaseLost
 from collab.bus.redis_lease import RedisLeases
+from collab.live.origin import Origin
+from collab.live.room import RoomFailed
 from gitsync.fence import Fenced
 
 ROOM = "demo/main:README.md"
@@ -401,3 +403,33 @@ async def test_a_file_another_node_made_no_text_is_closed_here_too_not_written_o
         assert doc_a.error.code == doc_b.error.code == 4013
         assert git(repos, "show", f"main:{path}") == binary.strip()
         assert git(repos, "rev-parse", "main") == pushed
+
+
+async def test_an_edit_made_under_a_lease_taken_over_before_it_was_stored_is_refused(
+    two_nodes: list[CollabServer],
+) -> None:
+    """A node changes a document under the branch's lease (a merge), but another node has
+    taken the lease over by the time the update reaches Redis (this one was paused): the
+    shared store refuses it, no peer of either node gets it, and the room reloads without
+    it; the node holding the lease now makes the change instead."""
+    a, b = two_nodes
+    assert a.cluster is not None
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        doc_a, doc_b = await ann.open(ROOM), await bob.open(ROOM)
+        doc_a.insert(0, "before;")
+        await until(lambda: "before;" in str(doc_b))
+        sync_a = await a.git.branch("demo", "main")
+        grant = await sync_a.lease()
+        assert grant is not None
+        await a.cluster.leases.release(grant)  # expired, as for a paused process
+        busy, held = await hold_lease(a, ttl=30.0)
+        room = a.rooms.get_key(ROOM)
+        assert room is not None
+        late = room.edit(lambda text: text.insert(0, "late merge;"), origin=Origin.GIT, fence=grant)
+        with pytest.raises(RoomFailed, match="FenceLost"):
+            await late
+        doc_a.insert(0, "after;")  # on the reloaded room, once ann is back
+        await until(lambda: "after;" in str(doc_b) and "after;" in str(doc_a))
+        assert "late merge;" not in str(doc_a) and "late merge;" not in str(doc_b)
+        assert str(doc_a) == str(doc_b)
+        await busy.release(held)

@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from pycrdt import Doc, Text, TransactionEvent
+from redis.asyncio import Redis
 from redisproc import RedisProcess
 
-from collab.store.base import BehindSnapshot, Store, StoredDoc
+from collab.bus.lease import Grant
+from collab.bus.redis_lease import RedisLeases
+from collab.store.base import BehindSnapshot, FenceLost, Store, StoredDoc
 from collab.store.memory_store import MemoryStore
 from collab.store.redis_store import RedisStore
 from collab.store.repair import repair
@@ -448,3 +451,33 @@ async def test_keys_by_prefix(store: Store) -> None:
     await store.delete("demo/main:a.py")
     assert await store.keys("demo/main:") == ["demo/main:b.py"]
     assert await store.keys("%") == []  # no pattern matching
+
+
+async def test_a_fenced_append_is_written_only_while_its_grant_holds_the_lease(
+    store: Store,
+) -> None:
+    """A cluster's store writes an update made under a lease only while that grant holds
+    the lease (checked in the same step as the write); a store without leases refuses a
+    fence outright. Either way a refused update is not stored."""
+    await store.append("doc", b"first")
+    grant = Grant("demo/main", "n1", 7)
+    if not isinstance(store, RedisStore):
+        with pytest.raises(ValueError, match="no leases"):
+            await store.append("doc", b"fenced", fence=grant)
+        assert [u for _, u in (await load(store, "doc")).updates] == [b"first"]
+        return
+    client = Redis.from_url(store.url)
+    leases = RedisLeases(client, "n1", ttl=30, prefix=store.keys_.prefix)
+    with pytest.raises(FenceLost):  # nobody holds it
+        await store.append("doc", b"unheld", fence=grant)
+    held = await leases.acquire("demo/main")
+    assert held is not None
+    assert await store.append("doc", b"held", fence=held) == 2
+    taken = Grant(held.name, held.node_id, held.token + 1)
+    with pytest.raises(FenceLost):  # another grant of the same node, say a later one
+        await store.append("doc", b"stale", fence=taken)
+    await leases.release(held)
+    with pytest.raises(FenceLost):  # released
+        await store.append("doc", b"released", fence=held)
+    assert [u for _, u in (await load(store, "doc")).updates] == [b"first", b"held"]
+    await client.aclose()
