@@ -311,3 +311,53 @@ async def test_a_crash_after_a_push_was_merged_but_before_it_was_recorded_as_syn
         await server.stop()
     assert "(pushed) and typed on" in show(demo, "main", "README.md")
     git(demo, "fsck", "--full", "--strict")
+
+
+async def test_a_crash_after_a_merge_moved_the_branch_but_before_it_was_recorded_as_synced(
+    repos: Path, tmp_path: Path
+) -> None:
+    """``merge.apply`` merges into the live documents, moves the branch to its merge commit,
+    then records it as synced: a kill -9 between the last two must not have the restarted
+    server take its own merge commit for a push and merge it into the documents again. The
+    commit under way is recorded before the branch moves, and a restart finishes it."""
+    demo = repos / "demo"
+    server = ServerProcess(
+        repos, tmp_path / "data", extra_args=("--commit-idle", "60", "--commit-max-lag", "60")
+    )
+    await server.start()
+    alice = Client(server.url, user="alice", min_backoff=0.02, max_backoff=0.2)
+    try:
+        await alice.connect()
+        await alice.call("branch.create", repo="demo", name="topic")
+        topic = await alice.open("demo/topic:README.md")
+        topic.insert(0, "<from topic>")
+        await alice.flush()
+        await alice.commit("demo", "topic")
+        doc = await alice.open("demo/main:README.md")
+        doc.insert(len(str(doc.text)), "<typed on main>")
+        await alice.flush()
+        merged = await alice.merge("demo", "topic", "main", no_ff=True)
+        assert merged["applied"] and not merged["fast_forward"]
+        await until(lambda: str(doc.text).startswith("<from topic>"), timeout=10)
+        doc.insert(len("<from topic>"), "<typed after the merge>")  # on the merged line
+        await alice.flush()
+        await server.kill()
+        head = git(demo, "rev-parse", "main").strip()
+        assert head == merged["commit"]
+        # what a kill -9 between moving the branch and recording it as synced leaves
+        git(demo, "update-ref", "refs/collab/synced/main", git(demo, "rev-parse", "main^1").strip())
+        git(demo, "update-ref", "refs/collab/committing/main", head)
+        await server.start()
+        await until(lambda: alice.connected.is_set() and alice.reconnects > 0, timeout=20)
+        await alice.flush()
+        await alice.commit("demo", "main")
+        text = str(doc.text)
+        assert text.count("<from topic>") == 1 and "<<<<<<<" not in text, text
+        assert text.startswith("<from topic><typed after the merge>")
+        assert show(demo, "main", "README.md") == text
+        assert git(demo, "rev-parse", "main^1").strip() == head  # a commit on top of the merge
+        assert git(demo, "for-each-ref", "refs/collab/committing/") == ""
+    finally:
+        await alice.close()
+        await server.stop()
+    git(demo, "fsck", "--full", "--strict")
