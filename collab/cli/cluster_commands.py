@@ -93,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'NODE':24} {'ROOMS':>6} {'CONNS':>6} {'REDIS MS':>9} {'SEEN':>7}  STATE")
     for node in status["nodes"]:
         state = "ok" if node.get("healthy", True) else "degraded"
+        ping = node.get("redis_ms")
         print(
             f"{node['node']:24} {node.get('rooms', '-'):>6} {node.get('connections', '-'):>6} "
-            f"{node.get('redis_ms') or '-':>9} {node['age_s']:>6}s  {state}"
+            f"{'-' if ping is None else ping:>9} {node['age_s']:>6}s  {state}"
         )
     if not status["nodes"]:
         print("(no node alive)")
