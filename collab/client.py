@@ -17,7 +17,7 @@ from protocol.errors import ErrorCode
 from protocol.yjs import AwarenessEntry, decode_awareness, encode_awareness
 
 from .live.epochs import client_id
-from .live.offsets import utf8_offset
+from .live.offsets import utf8_offset, utf16_to_codepoint
 from .live.seed import TEXT_NAME
 
 __all__ = ["Client", "ClientError", "Document"]
@@ -356,8 +356,17 @@ class Client:
     ) -> dict[str, Any]:
         """Ask for a completion at code point ``index`` of an open document. The server reads
         the text itself; the answer has ``id``, ``text``, ``index`` and ``latency``. A newer
-        request for the same document cancels this one (``ClientError`` 4016)."""
+        request for the same document cancels this one (``ClientError`` 4016).
+
+        With an open :class:`Document`, the request also carries the text before the cursor
+        as this client sees it (``before``), so that the server answers where that text is
+        even if others' edits, not yet here, moved it (the answer's ``index`` says where)."""
         doc = document.id if isinstance(document, Document) else document
+        if isinstance(document, Document) and "before" not in options:
+            text = str(document)
+            at = utf16_to_codepoint(text, index) if options.get("unit") == "utf16" else index
+            if 0 <= at <= len(text):
+                options["before"] = text[max(0, at - 64) : at]
         return dict(await self.call("complete", doc=doc, index=index, mode=mode, **options))
 
     async def accept(self, completion: dict[str, Any] | str, length: int | None = None) -> Any:

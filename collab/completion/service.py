@@ -9,7 +9,7 @@ prompt is read from the live document at that moment and the cursor is anchored 
 follows later edits. Every answer has an id; accepting an empty one inserts nothing. A
 newer request from the same connection for the same document cancels the older one; so
 does the requester's disconnect. Workers keep each (connection, document)'s prompt cache.
-Answers are cached by (document state vector, cursor, options). Accepting inserts the text
+Answers are cached by (document text, cursor, options). Accepting inserts the text
 at the anchor as an edit with origin ``ai``, on behalf of the user who accepts; it is stored
 and broadcast like any other edit.
 """
@@ -56,7 +56,7 @@ CACHE_SIZE = 1024
 _DEFAULT_TOKENS = {"line": 48, "block": 256}
 
 Owner = tuple[object, str]  # (connection, or the user for HTTP) and document key
-_CacheKey = tuple[str, bytes, int, str, int]
+_CacheKey = tuple[str, bytes, int, str, int]  # doc, text digest, index, mode, tokens
 Emit = Callable[[str], None]  # a piece of a streaming completion's text
 STREAM_TOPIC = "complete.stream"
 
@@ -82,6 +82,7 @@ class _Offer:
     doc: str
     index: int
     hold: _Hold | None = None
+    unit: str = "codepoint"  # the request's: ``complete.accept`` answers in it too
     created: float = field(default_factory=time.monotonic)
 
 
@@ -188,10 +189,13 @@ class CompletionService:
         self, ctx: CallContext, args: dict[str, Any], emit: Emit | None = None
     ) -> dict[str, Any]:
         """``complete(doc, index, mode="line"|"block", max_tokens?, unit="codepoint"|"utf16",
-        stream?)``. With ``stream`` (a number or string the client chooses) on ``/ws``, the
-        text is also sent in pieces as it is generated, as events on topic
-        ``complete.stream`` with ``{stream, doc, text}``; ``emit`` receives them instead
-        (``POST /api/complete/stream``)."""
+        before?, stream?)``. ``before``: the text just before the cursor as the client sees
+        it (at most 64 characters); when the document's text before ``index`` does not end
+        with it (an edit the client has not seen yet), the nearest place nearby where it does
+        is used (the answer's ``index`` says where), else CONFLICT. With ``stream`` (a
+        number or string the client chooses) on ``/ws``, the text is also sent in pieces as
+        it is generated, as events on topic ``complete.stream`` with ``{stream, doc,
+        text}``; ``emit`` receives them instead (``POST /api/complete/stream``)."""
         started = time.perf_counter()
         self.metrics.count("requests")
         try:
@@ -212,13 +216,14 @@ class CompletionService:
             raise ProtocolError(ErrorCode.MALFORMED, "max_tokens must be positive")
         doc = arg_str(args, "doc")
         index = arg_int(args, "index")
+        before = _before(args)
         emit = emit or _stream_events(ctx, args)
         if not self.limiter.allow(ctx.identity.user):
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many completion requests")
         room, hold = await self._room(ctx, doc)
         try:
             return await self._complete_in(
-                ctx, room, hold, index, mode, unit, max_tokens, started, emit
+                ctx, room, hold, index, before, mode, unit, max_tokens, started, emit
             )
         except BaseException:
             if hold is not None:
@@ -231,22 +236,22 @@ class CompletionService:
         room: Room,
         hold: _Hold | None,
         index: int,
+        before: str | None,
         mode: str,
         unit: str,
         max_tokens: int,
         started: float,
         emit: Emit | None,
     ) -> dict[str, Any]:
+        text = str(room.text)
+        index = _locate(text, index, unit, before)
         owner: Owner = (self._owner(ctx), room.key)
         self._supersede(owner, "superseded by a newer request", "superseded")
         request = self._active[owner] = _Request()
         self._hook_close(ctx)
-        text = str(room.text)
-        if unit == "utf16":
-            index = utf16_to_codepoint(text, index)
-        if not 0 <= index <= len(text):
-            raise ProtocolError(ErrorCode.MALFORMED, f"index {index} outside the document")
-        key: _CacheKey = (room.key, room.state_vector(), index, mode, max_tokens)
+        # the text itself, not the state vector: a deletion leaves the state vector as it was
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key: _CacheKey = (room.key, digest, index, mode, max_tokens)
         anchor = self.anchors.add(room, utf8_offset(text, index))
         try:
             output, cached, queue_ms, prompt_ms = await self._answer(
@@ -274,6 +279,7 @@ class CompletionService:
             room.key,
             position,
             hold,
+            unit,
         )
         self._offers[offer.id] = offer
         self._by_owner[owner] = offer
@@ -291,6 +297,7 @@ class CompletionService:
             self.metrics.count("reused_tokens", output.reused_tokens)
         if unit == "utf16":
             position = codepoint_to_utf16(str(room.text), position)
+            offer.index = position
         return {
             "id": offer.id,
             "doc": room.key,
@@ -368,7 +375,10 @@ class CompletionService:
 
     async def accept(self, ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
         """``complete.accept(id, length?)``: insert the completion (or its first ``length``
-        code points) where it was asked for, as an edit by the AI on the caller's behalf."""
+        code points) where it was asked for, as an edit by the AI on the caller's behalf.
+        The answer's ``index`` counts in the request's ``unit``. DOCUMENT_FULL when the text
+        would take the document past its size cap (the offer stays: a shorter ``length``
+        may fit)."""
         offer = self._offers.get(arg_str(args, "id"))
         if offer is None or offer.user != ctx.identity.user:
             raise ProtocolError(
@@ -387,8 +397,17 @@ class CompletionService:
             self._drop_offer(offer)
             raise ProtocolError(ErrorCode.NOT_FOUND, "the document was closed; ask again")
         text = offer.text[:length]
+        if room.max_document:
+            size = len(str(room.text).encode("utf-8")) + len(text.encode("utf-8"))
+            if size > room.max_document:
+                raise ProtocolError(
+                    ErrorCode.DOCUMENT_FULL,
+                    f"the document would grow past its cap of {room.max_document} bytes",
+                )
         offset = offer.anchor.offset
         position = offer.anchor.codepoint()
+        if offer.unit == "utf16":
+            position = codepoint_to_utf16(str(room.text), position)
         self._drop_offer(offer)
         done = room.edit(lambda t: t.insert(offset, text), origin=Origin.AI, author=ctx.identity)
         await done
@@ -496,6 +515,48 @@ def _stream_events(ctx: CallContext, args: dict[str, Any]) -> Emit | None:
     if send is None:
         raise ProtocolError(ErrorCode.MALFORMED, "stream: use /ws or POST /api/complete/stream")
     return lambda piece: send(STREAM_TOPIC, {"stream": token, "doc": doc, "text": piece})
+
+
+BEFORE_CHARS = 64  # the most text before the cursor a request may carry (``before``)
+BEFORE_WINDOW = 512  # code points either side of ``index`` searched for ``before``
+
+
+def _before(args: dict[str, Any]) -> str | None:
+    """``before``: the text just before the cursor as the client sees it, if given."""
+    if args.get("before") is None:
+        return None
+    before = arg_str(args, "before")
+    if len(before) > BEFORE_CHARS:
+        raise ProtocolError(ErrorCode.MALFORMED, f"before: at most {BEFORE_CHARS} characters")
+    # a client counting UTF-16 units may have cut a surrogate pair at the start
+    return before[1:] if before and 0xDC00 <= ord(before[0]) <= 0xDFFF else before
+
+
+def _locate(text: str, index: int, unit: str, before: str | None) -> int:
+    """The code point index in ``text`` the request means: ``index`` (in ``unit``) checked
+    against the document, and, with ``before``, moved to the nearest place within
+    ``BEFORE_WINDOW`` where the text before it ends with ``before`` (an edit the client had
+    not seen yet may have moved its cursor); CONFLICT when there is none."""
+    if unit == "utf16":
+        if not 0 <= index <= codepoint_to_utf16(text, len(text)):
+            raise ProtocolError(ErrorCode.MALFORMED, f"index {index} outside the document")
+        index = utf16_to_codepoint(text, index)
+    if not 0 <= index <= len(text):
+        raise ProtocolError(ErrorCode.MALFORMED, f"index {index} outside the document")
+    if not before or text.endswith(before, 0, index):
+        return index
+    low = max(0, index - BEFORE_WINDOW - len(before))
+    high = min(len(text), index + BEFORE_WINDOW)
+    best: int | None = None
+    found = text.find(before, low, high)
+    while found >= 0:
+        end = found + len(before)
+        if best is None or abs(end - index) < abs(best - index):
+            best = end
+        found = text.find(before, found + 1, high)
+    if best is None or abs(best - index) > BEFORE_WINDOW:
+        raise ProtocolError(ErrorCode.CONFLICT, "the document changed around the cursor; ask again")
+    return best
 
 
 def _unit(args: dict[str, Any]) -> str:

@@ -1,14 +1,15 @@
 // Ghost text: an AI completion shown at the cursor after a short pause.
 //
-// The page sends no text: POST /api/complete names the document and the cursor (in UTF-16
-// code units, as CodeMirror counts), and the server builds the prompt from the live
-// document. Tab accepts (`complete.accept`: the server inserts the text as the AI's edit on
+// The page sends no document: POST /api/complete names the document and the cursor (in
+// UTF-16 code units, as CodeMirror counts) with the text just before it, and the server
+// builds the prompt from the live document. Tab accepts (`complete.accept`: the server inserts the text as the AI's edit on
 // the user's behalf, and it reaches everyone through the document like any edit); Esc or
 // typing dismisses. A newer request aborts the older one, and the server drops it too.
 import { StateField, StateEffect, Prec } from '@codemirror/state'
 import { EditorView, Decoration, WidgetType, ViewPlugin, keymap } from '@codemirror/view'
 
 const PAUSE_MS = 300 // typing pause before asking
+const BEFORE_UNITS = 64 // text before the cursor sent with a request (the server's limit)
 
 const setGhost = StateEffect.define() // {pos, text, id} or null
 
@@ -55,19 +56,27 @@ export function ghostText ({ api, docId, onStatus = () => {} }) {
     const { head, empty } = view.state.selection.main
     if (!empty) return
     const started = performance.now()
+    // the text before the cursor as this page sees it: the server answers where that text
+    // is, should others' edits have reached it first (requests go over HTTP, edits over /ws)
+    let from = Math.max(0, head - BEFORE_UNITS)
+    const first = view.state.doc.sliceString(from, from + 1).charCodeAt(0)
+    if (from > 0 && first >= 0xDC00 && first <= 0xDFFF) from += 1 // not half a pair
+    const before = view.state.doc.sliceString(from, head)
     try {
-      const answer = await api.call('complete', { doc: docId, index: head, unit: 'utf16' },
+      const answer = await api.call('complete', { doc: docId, index: head, unit: 'utf16', before },
         { signal: controller.signal })
       const ms = Math.round(performance.now() - started)
       if (controller !== inflight) return // a newer request took over
       inflight = null
-      // typing or moving aborted the request; shown only where the cursor still is (others'
-      // edits may have moved it: the server anchored the answer where it was asked for)
-      if (!answer.text || view.state.selection.main.head !== head) {
+      // typing or moving aborted the request; shown at the cursor only while the text
+      // before it is still what was asked about (others' edits may have moved it)
+      const now = view.state.selection.main.head
+      if (!answer.text || !view.state.selection.main.empty ||
+          view.state.doc.sliceString(Math.max(0, now - before.length), now) !== before) {
         onStatus(`completion: nothing to offer (${ms} ms)`)
         return
       }
-      view.dispatch({ effects: setGhost.of({ pos: head, text: answer.text, id: answer.id }) })
+      view.dispatch({ effects: setGhost.of({ pos: now, text: answer.text, id: answer.id }) })
       onStatus(`completion in ${ms} ms (server ${Math.round(answer.latency.total_ms)} ms): Tab accepts, Esc dismisses`)
     } catch (error) {
       if (error.name !== 'AbortError' && controller === inflight && navigator.onLine) onStatus(`completion: ${error.message}`)
