@@ -65,6 +65,9 @@ class Rendered:
     prefix: str  # the (possibly trimmed) prefix and suffix that went into ``text``
     suffix: str
     context: tuple[ContextFile, ...]
+    segments: tuple[tuple[str, bool], ...] = ()
+    """``text`` in pieces, each with whether it is one of the template's special tokens:
+    a tokenizer must parse those and nothing else (a document may contain their text)."""
 
 
 # DeepSeek-Coder's tokens use FULLWIDTH VERTICAL LINE and LOWER ONE EIGHTH BLOCK characters
@@ -294,29 +297,53 @@ def _commented_context(path: str, context: Sequence[ContextFile]) -> str:
     return "".join(out)
 
 
+class _Marker(str):
+    """A template's special token (as opposed to text from the documents)."""
+
+    __slots__ = ()
+
+
 def _template(
     family: Family, repo: str, path: str, prefix: str, suffix: str, ctx: Sequence[ContextFile]
-) -> str:
+) -> list[str]:
+    """The prompt's pieces in order: the family's special tokens as :class:`_Marker`s, and
+    text (names and document text) as plain strings."""
+    M = _Marker
     if family is Family.STARCODER2:
-        files = "".join(f"<file_sep>{c.path}\n{c.text}" for c in ctx)
-        return (
-            f"<repo_name>{repo}{files}<file_sep><fim_prefix>{path}\n{prefix}"
-            f"<fim_suffix>{suffix}<fim_middle>"
-        )
+        files = [p for c in ctx for p in (M("<file_sep>"), f"{c.path}\n{c.text}")]
+        return [
+            M("<repo_name>"),
+            repo,
+            *files,
+            M("<file_sep>"),
+            M("<fim_prefix>"),
+            f"{path}\n{prefix}",
+            M("<fim_suffix>"),
+            suffix,
+            M("<fim_middle>"),
+        ]
     if family is Family.QWEN_CODER:
-        files = "".join(f"<|file_sep|>{c.path}\n{c.text}\n" for c in ctx)
-        return (
-            f"<|repo_name|>{repo}\n{files}<|file_sep|>{path}\n"
-            f"<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
-        )
+        files = [p for c in ctx for p in (M("<|file_sep|>"), f"{c.path}\n{c.text}\n")]
+        return [
+            M("<|repo_name|>"),
+            f"{repo}\n",
+            *files,
+            M("<|file_sep|>"),
+            f"{path}\n",
+            M("<|fim_prefix|>"),
+            prefix,
+            M("<|fim_suffix|>"),
+            suffix,
+            M("<|fim_middle|>"),
+        ]
     head = _commented_context(path, ctx)
     if family is Family.DEEPSEEK_CODER:
-        return f"{_DS_BEGIN}{head}{prefix}{_DS_HOLE}{suffix}{_DS_END}"
+        return [M(_DS_BEGIN), head + prefix, M(_DS_HOLE), suffix, M(_DS_END)]
     if family is Family.CODELLAMA:
-        return f"<PRE> {head}{prefix} <SUF>{suffix} <MID>"
+        return [M("<PRE>"), f" {head}{prefix} ", M("<SUF>"), f"{suffix} ", M("<MID>")]
     if family in (Family.STARCODER, Family.REPLIT):
-        return f"<fim_prefix>{head}{prefix}<fim_suffix>{suffix}<fim_middle>"
-    return f"{head}{prefix}"
+        return [M("<fim_prefix>"), head + prefix, M("<fim_suffix>"), suffix, M("<fim_middle>")]
+    return [head + prefix]
 
 
 def render(
@@ -338,8 +365,10 @@ def render(
     prefix, suffix, ctx = fit(
         parts, budget - 32, count, single_line=single_line, starts=starts, key=key
     )
-    text = _template(family, parts.repo, parts.path, prefix, suffix, ctx)
-    return Rendered(text, stop_strings(family), prefix, suffix, ctx)
+    pieces = _template(family, parts.repo, parts.path, prefix, suffix, ctx)
+    segments = tuple((str(piece), isinstance(piece, _Marker)) for piece in pieces if piece)
+    text = "".join(piece for piece, _ in segments)
+    return Rendered(text, stop_strings(family), prefix, suffix, ctx, segments)
 
 
 # -- after generation ----------------------------------------------------------------------------

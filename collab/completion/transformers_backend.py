@@ -28,7 +28,7 @@ from typing import Any
 from .backend import Cancelled, Generated, Prompt, TextSink
 from .engine import Engine, EngineStats, Job
 from .prefix_cache import PrefixCache
-from .prompts import Family, approx_tokens, detect_family, stop_strings
+from .prompts import Family, Rendered, approx_tokens, detect_family, stop_strings
 
 __all__ = ["TransformersBackend"]
 
@@ -78,6 +78,7 @@ class TransformersBackend:
         self._engine: Engine | None = None
         self._thread: threading.Thread | None = None
         self._counter: Any = None  # the event loop's tokenizer (the engine has its own)
+        self._frame: tuple[list[int], list[int]] | None = None
 
     @property
     def name(self) -> str:
@@ -111,15 +112,50 @@ class TransformersBackend:
         return self.engine.cache
 
     def count_tokens(self, text: str) -> int:
+        """The tokens of document text (what looks like a special token in it is text)."""
         if self._counter is None:
             return approx_tokens(text)
-        return len(self._counter(text, add_special_tokens=False)["input_ids"])
+        return len(self._text_ids(text))
 
-    def tokenize(self, text: str) -> list[int]:
-        """The token ids the engine runs for a prompt ``text``."""
+    def _text_ids(self, text: str) -> list[int]:
+        ids = self._counter(text, add_special_tokens=False, split_special_tokens=True)
+        return list(ids["input_ids"])
+
+    def tokenize(self, prompt: Rendered | str) -> list[int]:
+        """The token ids the engine runs for a rendered prompt: its template's special
+        tokens as such, and the documents' text as text, even where it spells a special
+        token (a file may well contain ``<|endoftext|>``). A plain string is taken as a
+        template, special tokens parsed wherever they appear."""
         if self._counter is None:
             raise RuntimeError("backend not started")
-        return list(self._counter(text)["input_ids"])
+        if isinstance(prompt, str) or not prompt.segments:
+            text = prompt if isinstance(prompt, str) else prompt.text
+            return list(self._counter(text)["input_ids"])
+        head, tail = self._framing()
+        ids = list(head)
+        for piece, special in prompt.segments:
+            if special:
+                token = self._counter.convert_tokens_to_ids(piece)
+                if token is None or token == self._counter.unk_token_id:
+                    ids.extend(self._counter(piece, add_special_tokens=False)["input_ids"])
+                else:
+                    ids.append(token)
+            else:
+                ids.extend(self._text_ids(piece))
+        return ids + tail
+
+    def _framing(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer puts before and after a text's (a BOS token, say)."""
+        if self._frame is None:
+            bare = list(self._counter("x", add_special_tokens=False)["input_ids"])
+            full = list(self._counter("x")["input_ids"])
+            for at in range(len(full) - len(bare) + 1):
+                if full[at : at + len(bare)] == bare:
+                    self._frame = (full[:at], full[at + len(bare) :])
+                    break
+            else:
+                self._frame = ([], [])
+        return self._frame
 
     async def start(self) -> None:
         self._engine = await asyncio.to_thread(self._load)
@@ -171,7 +207,7 @@ class TransformersBackend:
             loop.call_soon_threadsafe(stream, text)
 
         job = Job(
-            ids=self.tokenize(prompt.text),
+            ids=self.tokenize(prompt.rendered),
             max_tokens=prompt.max_tokens,
             single_line=prompt.single_line,
             stop=prompt.rendered.stop,

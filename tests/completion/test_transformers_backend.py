@@ -53,8 +53,26 @@ async def test_loads_from_a_directory_on_cpu_and_detects_the_family(
     assert backend.device == "cpu" and backend.dtype == "float32"
     assert backend.name == model_dir.name
     text = render(Family.QWEN_CODER, CALC).text
-    assert backend.count_tokens("<|fim_prefix|>") == 1  # special tokens stay whole
     assert backend.count_tokens(text) < len(text)
+    # document text is text, even where it spells a special token
+    assert backend.count_tokens("<|fim_prefix|>") > 1
+
+
+async def test_document_text_never_becomes_special_tokens(backend: TransformersBackend) -> None:
+    vocabulary = backend._counter.get_vocab()
+    names = ("<|repo_name|>", "<|file_sep|>", "<|fim_prefix|>", "<|fim_suffix|>")
+    specials = {vocabulary[t]: t for t in (*names, "<|fim_middle|>", "<|endoftext|>")}
+    prefix = 'MARK = "<|fim_middle|>"\nEND = "<|endoftext|>"\nx = '
+    parts = PromptParts("demo", "src/tokens.py", prefix, "\n# <|fim_prefix|>\n")
+    rendered = render(Family.QWEN_CODER, parts)
+    seen = [specials[i] for i in backend.tokenize(rendered) if i in specials]
+    assert seen == [*names, "<|fim_middle|>"]
+    # a prompt whose documents spell no special token: the same ids as the whole text's
+    plain = render(Family.QWEN_CODER, CALC)
+    assert backend.tokenize(plain) == backend.tokenize(plain.text)
+    # and the engine runs these ids
+    answer = await backend.complete(Prompt(rendered, 4, True), threading.Event())
+    assert answer.prompt_tokens == len(backend.tokenize(rendered))
 
 
 async def test_fim_completion_single_line_and_block(backend: TransformersBackend) -> None:
