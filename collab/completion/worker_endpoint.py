@@ -87,18 +87,27 @@ async def handle_worker(endpoint: WorkerEndpoint, request: web.Request) -> web.S
         link = RemoteWorkerLink(outbox, hello, identity.user)
         outbox.put(wire.encode(wire.WorkerWelcome()))
         pool.add(link)
+        streamed: dict[str, int] = {}  # characters of each job's text streamed so far
         async for msg in ws:
             if msg.type is not WSMsgType.BINARY:
                 continue
             outbox.traffic.bytes_in += len(msg.data)
             match wire.decode(msg.data):
                 case wire.Chunk(job_id, piece):
-                    pool.streamed(link, job_id, piece)
+                    if job_id not in link.running:
+                        continue
+                    sent = streamed.get(job_id, 0)
+                    piece = piece[: max(0, max_chars - sent)]  # as the answer's text is cut
+                    if piece:
+                        streamed[job_id] = sent + len(piece)
+                        pool.streamed(link, job_id, piece)
                 case wire.Done(job_id, output):
+                    streamed.pop(job_id, None)
                     if len(output.text) > max_chars:
                         output = dataclasses.replace(output, text=output.text[:max_chars])
                     pool.finished(link, job_id, output)
                 case wire.Failed(job_id, code, message):
+                    streamed.pop(job_id, None)
                     pool.finished(link, job_id, ProtocolError(code, message))
                 case other:
                     raise ProtocolError(

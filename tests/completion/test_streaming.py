@@ -112,3 +112,25 @@ async def test_a_remote_worker_streams_through_the_worker_protocol(make_server: 
         finally:
             stop.set()
             await running
+
+
+async def test_a_remote_worker_s_pieces_are_cut_to_the_engine_s_max_chars(
+    make_server: Any,
+) -> None:
+    backend = StreamingFake("abcdefghijklmnop")  # the worker's own cap is its default
+    async with (
+        make_server(None, completion_max_chars=5) as server,
+        Client(server.url, user="alice") as a,
+    ):
+        worker = RemoteWorker(server.url, backend, user="gpu1")
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            await asyncio.wait_for(worker.connected.wait(), 10)
+            doc = await a.open(APP)
+            reply = await a.call("complete", doc=APP, index=len(str(doc)), stream=1)
+            pieces = [a.events.get_nowait().data["text"] for _ in range(a.events.qsize())]
+            assert reply["text"] == "abcde" == "".join(pieces)
+        finally:
+            stop.set()
+            await running
