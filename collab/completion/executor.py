@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 from .backend import Cancelled, CompletionBackend, Generated, Prompt, StreamingBackend
 from .excerpt import Starts
-from .prompts import PromptParts, Rendered, cut_at_stop, cut_single_line, render
+from .prompts import (
+    LineEnd,
+    PromptParts,
+    Rendered,
+    StopScan,
+    cut_at_stop,
+    cut_single_line,
+    render,
+)
 
 __all__ = ["Executor", "JobOutput", "JobSpec", "TextStream", "finish", "settled"]
 
@@ -88,7 +96,13 @@ def settled(raw: str, rendered: Rendered, single_line: bool, max_chars: int) -> 
 
 class TextStream:
     """Hands ``emit`` the new part of the settled text each time a backend's text grows;
-    the pieces put together are always the beginning of the finished completion."""
+    the pieces put together are always the beginning of the finished completion.
+
+    ``update`` gets the whole text so far each time, and costs about what is new in it
+    (stop strings and the line end are looked for incrementally; nothing is copied but the
+    piece sent), so that a backend sending many small pieces stays linear. Once the text
+    has ended (a stop string, the end of a single line, ``max_chars``), ``done`` is set
+    and later updates are ignored."""
 
     def __init__(
         self, rendered: Rendered, single_line: bool, max_chars: int, emit: Callable[[str], None]
@@ -97,15 +111,51 @@ class TextStream:
         self.single_line = single_line
         self.max_chars = max_chars
         self.emit = emit
-        self.sent = ""
+        self.done = False
+        self._pieces: list[str] = []
+        self._length = 0
+        self._stops = StopScan(rendered.stop)
+        self._line = LineEnd()
+        self._markers = list(rendered.stop)
+        rest = rendered.suffix.split("\n", 1)[0]
+        if single_line and rest.strip():
+            self._markers.append(rest)
+        self._window = max((len(marker) for marker in self._markers), default=0)
+
+    @property
+    def sent(self) -> str:
+        """The text sent so far."""
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
 
     def update(self, raw: str) -> None:
-        self.send(settled(raw, self.rendered, self.single_line, self.max_chars))
+        """``raw``: the text generated so far (the last ``raw`` and more)."""
+        if self.done:
+            return
+        ended = self._stops.scan(raw) is not None
+        if not ended and self.single_line:
+            ended = self._line.scan(raw) is not None
+        if ended:
+            self.send(finish(raw, self.rendered, self.single_line, self.max_chars))
+            self.done = True
+            return
+        tail = raw[-self._window :] if self._window else ""  # what a marker may begin in
+        settled_length = min(len(raw) - _held(tail, self._markers), self.max_chars)
+        if settled_length > self._length:
+            self._add(raw[self._length : settled_length])
+        if self._length >= self.max_chars:
+            self.done = True
 
     def send(self, text: str) -> None:
-        if len(text) > len(self.sent) and text.startswith(self.sent):
-            piece, self.sent = text[len(self.sent) :], text
-            self.emit(piece)
+        """Send what ``text`` (the settled or finished text) has past what was sent."""
+        if len(text) > self._length and text.startswith(self.sent):
+            self._add(text[self._length :])
+
+    def _add(self, piece: str) -> None:
+        self._pieces.append(piece)
+        self._length += len(piece)
+        self.emit(piece)
 
 
 class Executor:

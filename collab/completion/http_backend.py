@@ -19,9 +19,11 @@ from typing import Any
 import aiohttp
 
 from .backend import Cancelled, Generated, Prompt, TextSink
-from .prompts import Family, approx_tokens, cut_single_line, detect_family
+from .prompts import Family, LineEnd, approx_tokens, cut_single_line, detect_family
 
 __all__ = ["HttpBackend", "HttpBackendError"]
+
+YIELD_EVERY = 32  # server-sent events read between two yields to the event loop
 
 
 class HttpBackendError(Exception):
@@ -130,7 +132,9 @@ class HttpBackend:
         if cancel.is_set():
             raise Cancelled()
         body = self.body(prompt, stream=on_text is not None)
-        request = asyncio.ensure_future(self._post(body, prompt.single_line, on_text))
+        request = asyncio.ensure_future(
+            self._post(body, prompt.single_line, prompt.max_tokens, on_text)
+        )
         watcher = asyncio.ensure_future(_wait_flag(cancel))
         try:
             await asyncio.wait({request, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -149,7 +153,7 @@ class HttpBackend:
         return generated
 
     async def _post(
-        self, body: dict[str, Any], single_line: bool, on_text: TextSink | None
+        self, body: dict[str, Any], single_line: bool, max_tokens: int, on_text: TextSink | None
     ) -> Generated:
         assert self._session is not None
         url = f"{self.endpoint}/v1/completions"
@@ -161,18 +165,30 @@ class HttpBackend:
                 if on_text is None:
                     data: Any = await response.json(content_type=None)
                     return _generated(url, data, str(_first(url, data).get("text", "")))
-                return await self._read_events(url, response, single_line, on_text)
+                return await self._read_events(url, response, single_line, max_tokens, on_text)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HttpBackendError(f"{url}: {exc!r}") from exc
 
     @staticmethod
     async def _read_events(
-        url: str, response: aiohttp.ClientResponse, single_line: bool, on_text: TextSink
+        url: str,
+        response: aiohttp.ClientResponse,
+        single_line: bool,
+        max_tokens: int,
+        on_text: TextSink,
     ) -> Generated:
         """Read server-sent events (``data: {...}`` lines, then ``data: [DONE]``), handing
-        out the text so far as it grows; a single line ends the request at its end."""
-        text, last = "", None
+        out the text so far as it grows. The request ends (closing the response stops the
+        server's generation) at the end of a single line, or after ``max_tokens`` pieces
+        of text (a server sends one per token; one that ignores ``max_tokens`` is stopped
+        here). The work per piece is about its size, and the loop yields to others every
+        ``YIELD_EVERY`` events, however fast they come."""
+        text, last, pieces, events = "", None, 0, 0
+        line_end = LineEnd()
         async for raw in response.content:
+            events += 1
+            if events % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # lines already buffered are read without waiting
             line = raw.decode("utf-8", "replace").strip()
             if not line.startswith("data:"):
                 continue
@@ -187,9 +203,12 @@ class HttpBackend:
             piece = str(_first(url, data).get("text") or "")
             if piece:
                 text += piece
+                pieces += 1
                 on_text(text)
-                if single_line and cut_single_line(text)[1]:
-                    break  # closing the response stops the server's generation
+                if single_line and line_end.scan(text) is not None:
+                    break
+                if pieces >= max_tokens:
+                    break
         return _generated(url, last or {}, text)
 
 

@@ -12,8 +12,10 @@ from .excerpt import Starts
 __all__ = [
     "ContextFile",
     "Family",
+    "LineEnd",
     "PromptParts",
     "Rendered",
+    "StopScan",
     "approx_tokens",
     "cut_single_line",
     "detect_family",
@@ -388,6 +390,58 @@ def cut_single_line(text: str) -> tuple[str, bool]:
         elif not char.isspace():
             seen = True
     return text, False
+
+
+class LineEnd:
+    """:func:`cut_single_line` for a text that grows at its end, each character looked at
+    once: :meth:`scan` gives where the completion's line ends, or ``None`` while it has not."""
+
+    __slots__ = ("end", "scanned", "seen")
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.scanned = 0
+        self.end: int | None = None
+
+    def scan(self, text: str) -> int | None:
+        if self.end is not None:
+            return self.end
+        seen = self.seen
+        for index in range(self.scanned, len(text)):
+            char = text[index]
+            if char == "\n":
+                if seen:
+                    self.end = index
+                    break
+            elif not char.isspace():
+                seen = True
+        self.seen = seen
+        self.scanned = len(text)
+        return self.end
+
+
+class StopScan:
+    """:func:`cut_at_stop` for a text that grows at its end: :meth:`scan` gives where the
+    first stop string starts, or ``None``, looking only at what is new (and the few
+    characters before it that a stop string may start in)."""
+
+    __slots__ = ("at", "longest", "scanned", "stop")
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self.stop = tuple(marker for marker in stop if marker)
+        self.longest = max((len(marker) for marker in self.stop), default=0)
+        self.scanned = 0
+        self.at: int | None = None
+
+    def scan(self, text: str) -> int | None:
+        if self.at is None and self.stop and len(text) > self.scanned:
+            start = max(0, self.scanned - self.longest + 1)
+            for marker in self.stop:
+                where = text.find(marker, start)
+                if where >= 0 and (self.at is None or where < self.at):
+                    self.at = where
+            self.scanned = len(text)
+        return self.at
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -16,7 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collab.completion import Cancelled, Family, Prompt, PromptParts, render, wire
-from collab.completion.executor import JobOutput, JobSpec
+from collab.completion.executor import (
+    Executor,
+    JobOutput,
+    JobSpec,
+    TextStream,
+    finish,
+    settled,
+)
 from collab.completion.http_backend import HttpBackend, HttpBackendError
 from collab.completion.prompts import ContextFile
 from protocol.errors import ErrorCode, ProtocolError
@@ -67,8 +74,9 @@ def test_bad_fields_are_refused() -> None:
 class FakeOpenAI:
     """``/v1/models`` and ``/v1/completions`` as vLLM answers them."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, flood: int = 0) -> None:
         self.delay = delay
+        self.flood = flood  # stream this many one-character events, whatever max_tokens says
         self.bodies: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -104,6 +112,13 @@ class FakeOpenAI:
             return web.json_response({"choices": [{"text": "a + b"}], "usage": usage})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if self.flood:
+            event = f"data: {json.dumps({'choices': [{'text': 'a'}]})}\n\n".encode()
+            with contextlib.suppress(ConnectionError):
+                for _ in range(0, self.flood, 500):
+                    await response.write(event * 500)
+                await response.write(b"data: [DONE]\n\n")
+            return response
         for piece in ("a ", "+ b", "\nnext", " line"):  # server-sent events, as vLLM sends
             event = {"choices": [{"text": piece}]}
             await response.write(f"data: {json.dumps(event)}\n\n".encode())
@@ -186,3 +201,60 @@ async def test_http_backend_errors_and_cancellation() -> None:
 
 def _rest(rendered: Any) -> tuple[Any, ...]:
     return (rendered.stop, rendered.prefix, rendered.suffix, rendered.context)
+
+
+async def _longest_stall(work: Any) -> tuple[Any, float]:
+    """``work``'s result and the event loop's longest stall while it ran (seconds)."""
+    stall = 0.0
+
+    async def tick() -> None:
+        nonlocal stall
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            stall = max(stall, time.perf_counter() - before - 0.005)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await work, stall
+    finally:
+        ticker.cancel()
+
+
+async def test_a_flood_of_tiny_pieces_neither_blocks_the_loop_nor_runs_past_the_limits() -> None:
+    """A server that ignores max_tokens and sends one character per event, on one line:
+    reading stops at max_tokens pieces, the work per piece stays small (no rescanning of
+    the whole text), and the event loop keeps running."""
+    async with FakeOpenAI(flood=30_000) as fake:
+        backend = HttpBackend(fake.url, model="qwen2.5-coder", timeout=60)
+        await backend.start()
+        try:
+            executor = Executor(backend, max_chars=100_000)
+            pieces: list[str] = []
+            spec = JobSpec("j1", PromptParts("demo", "a.py", "x = ", "\n"), 48, True, stream=True)
+            out = await executor.run(spec, threading.Event(), pieces.append)
+            assert out.text == "a" * 48 == "".join(pieces)
+            # a limit the server's text never reaches: every piece is read, in linear time
+            spec = JobSpec("j2", spec.parts, 1_000_000, True, stream=True)
+            pieces.clear()
+            started = time.perf_counter()
+            out, stall = await _longest_stall(executor.run(spec, threading.Event(), pieces.append))
+            assert out.text == "a" * 30_000 == "".join(pieces)
+            assert time.perf_counter() - started < 10 and stall < 0.5
+        finally:
+            await backend.stop()
+
+
+def test_text_stream_pieces_match_the_settled_text_at_every_step() -> None:
+    """The incremental stream sends what ``settled`` says at each step."""
+    rendered = render(Family.QWEN_CODER, PromptParts("demo", "a.py", "x = ", "  # end\n"))
+    raw = "  \n total = a<|fim_pad|>  # end\nmore"
+    for single_line in (True, False):
+        for max_chars in (3, 100):
+            pieces: list[str] = []
+            stream = TextStream(rendered, single_line, max_chars, pieces.append)
+            for end in range(1, len(raw) + 1):
+                stream.update(raw[:end])
+                assert "".join(pieces) == settled(raw[:end], rendered, single_line, max_chars)
+            stream.send(finish(raw, rendered, single_line, max_chars))
+            assert "".join(pieces) == finish(raw, rendered, single_line, max_chars)
