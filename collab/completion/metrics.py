@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import math
 from collections import Counter
 from typing import Any
 
@@ -12,12 +13,13 @@ PARTS = ("queue", "prompt", "model", "total")
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0 to 1) of ``values`` by nearest rank; 0 for none."""
+    """The ``q`` quantile (0 to 1) of ``values`` by nearest rank (the ``ceil(q * n)``-th
+    smallest, counting from 1); 0 for none."""
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = math.ceil(q * len(ordered) - 1e-9)  # 0.9 * 10 is 9.000000000000002
+    return ordered[min(len(ordered), max(1, rank)) - 1]
 
 
 class CompletionMetrics:

@@ -171,6 +171,9 @@ def _settle(job: QueuedJob, result: JobOutput | ProtocolError) -> None:
         return
     if isinstance(result, ProtocolError):
         job.future.set_exception(result)
+        # a job given up (timed out, superseded) has nobody awaiting it any more: marked as
+        # retrieved, so that asyncio does not log it as never retrieved; awaiting it raises
+        job.future.exception()
     else:
         job.future.set_result(result)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from fake_backends import FakeBackend
 
 from collab import Client, ClientError
+from collab.completion.metrics import percentile
 from collab.live.offsets import codepoint_to_utf16
 from protocol.errors import ErrorCode
 
@@ -164,3 +166,35 @@ async def test_accept_past_the_document_cap_is_refused(make_server: Any) -> None
         assert str(server.rooms.get_key(APP).text) == str(doc)
         fits = await a.accept(reply, length=20)  # the offer stays: a part may fit
         assert fits["text"] == "x" * 20
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert percentile([], 0.5) == 0.0
+    assert percentile([7.0], 0.99) == 7.0
+    two = [1.0, 2.0]
+    assert (percentile(two, 0.5), percentile(two, 0.9)) == (1.0, 2.0)
+    ten = [float(n) for n in range(10, 0, -1)]  # 1..10, unsorted
+    assert (percentile(ten, 0.5), percentile(ten, 0.9), percentile(ten, 0.99)) == (5, 9, 10)
+    four = [1.0, 2.0, 3.0, 4.0]
+    assert (percentile(four, 0.25), percentile(four, 0.5), percentile(four, 0.75)) == (1, 2, 3)
+    hundred = [float(n) for n in range(1, 101)]
+    assert (percentile(hundred, 0.5), percentile(hundred, 0.99)) == (50, 99)
+
+
+async def test_a_timeout_logs_no_unretrieved_future(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeBackend("x", delay=5.0)
+    async with (
+        make_server(backend, completion_timeout=0.2) as server,
+        Client(server.url, user="alice") as a,
+    ):
+        doc = await a.open(APP)
+        for index in range(2):
+            with pytest.raises(ClientError) as err:
+                await a.complete(doc, index)
+            assert err.value.code == ErrorCode.TIMEOUT
+        await asyncio.sleep(0.1)
+        gc.collect()
+        await asyncio.sleep(0.05)
+    assert "never retrieved" not in caplog.text
