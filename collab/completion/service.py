@@ -360,8 +360,10 @@ class CompletionService:
             raise ProtocolError(
                 ErrorCode.TIMEOUT, f"no completion within {self.timeout:g} s"
             ) from None
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the HTTP requester disconnected (or the server stops)
             self.pool.cancel(job, ErrorCode.CANCELLED, "the requester left")
+            if not request.superseded:  # else already counted (a /ws disconnect, say)
+                self.metrics.count("disconnected")
             raise
         if request.superseded:
             raise ProtocolError(ErrorCode.CANCELLED, "superseded by a newer request")

@@ -20,7 +20,7 @@ from protocol.errors import ErrorCode, ProtocolError
 
 from ..server.auth import Authenticator, AuthError
 from ..server.config import ServerConfig
-from ..server.http_api import authenticate_request, json_error
+from ..server.http_api import authenticate_request, json_error, watch_disconnect
 from ..server.http_body import BodyError, read_body
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ async def handle_stream(
     args.pop("stream", None)
     task = asyncio.create_task(service.complete(ctx, args, lines.put_nowait))
     task.add_done_callback(lambda _: lines.put_nowait(_DONE))
+    watcher = watch_disconnect(request, task)  # the client left: the request is cancelled
     response: web.StreamResponse | None = None
     try:
         while (item := await lines.get()) is not _DONE:
@@ -55,6 +56,8 @@ async def handle_stream(
                 response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
                 await response.prepare(request)
             await response.write(_line({"text": item}))
+        if task.cancelled() and await watcher:
+            return response or web.Response(status=499)  # nobody is there to read it
         try:
             value: dict[str, Any] = {"value": _result(task)}
         except ProtocolError as exc:
@@ -70,7 +73,7 @@ async def handle_stream(
         return response
     finally:
         task.cancel()  # the client went away: the request is cancelled like any other
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(task, watcher, return_exceptions=True)
 
 
 def _result(task: asyncio.Task[dict[str, Any]]) -> dict[str, Any]:

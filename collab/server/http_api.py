@@ -7,6 +7,7 @@ message}}``, whose HTTP status follows its code.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +22,14 @@ from .config import ServerConfig
 from .http_body import BodyError, read_body
 from .ops import CallContext, Operations
 
-__all__ = ["ApiEndpoint", "Route", "RouteHandler", "authenticate_request", "json_error"]
+__all__ = [
+    "ApiEndpoint",
+    "Route",
+    "RouteHandler",
+    "authenticate_request",
+    "json_error",
+    "watch_disconnect",
+]
 
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, RouteHandler]
@@ -62,8 +70,32 @@ def json_error(exc: ProtocolError, *, status: int | None = None) -> web.Response
     )
 
 
+DISCONNECT_POLL = 0.05  # seconds between two looks at a waiting request's connection
+CANCEL_ON_DISCONNECT = frozenset({"complete"})
+"""Operations whose answer is worth nothing once the caller has gone: cancelled then (aiohttp
+does not cancel a handler whose client disconnects)."""
+
+
+def watch_disconnect(request: web.Request, task: asyncio.Future[Any]) -> asyncio.Task[bool]:
+    """A task that cancels ``task`` if ``request``'s connection is lost before ``task`` ends
+    (the client closed it: an aborted ``fetch``, say); its result says whether it did."""
+
+    async def watch() -> bool:
+        while not task.done():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return True
+            await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+        return False
+
+    return asyncio.ensure_future(watch())
+
+
 class ApiEndpoint:
-    """``POST /api/<op>``: the operation's JSON arguments in, ``{"value": ...}`` out."""
+    """``POST /api/<op>``: the operation's JSON arguments in, ``{"value": ...}`` out. The
+    operations of ``CANCEL_ON_DISCONNECT`` are cancelled when the caller disconnects."""
 
     def __init__(
         self, config: ServerConfig, auth: Authenticator, ops: Operations, traffic: Traffic
@@ -77,7 +109,14 @@ class ApiEndpoint:
         try:
             ctx = authenticate_request(self.auth, request)
             body = await self._json_body(request)
-            value: Any = await self.ops.call(ctx, request.match_info["op"], body)
+            op = request.match_info["op"]
+            if op not in CANCEL_ON_DISCONNECT:
+                value: Any = await self.ops.call(ctx, op, body)
+            else:
+                task = asyncio.ensure_future(self.ops.call(ctx, op, body))
+                if await self._abandoned(request, task):
+                    return web.Response(status=499)  # nobody is there to read it
+                value = task.result()
         except (ProtocolError, AuthError) as exc:
             self.traffic.refuse("error", exc.code)
             return json_error(exc)
@@ -86,6 +125,17 @@ class ApiEndpoint:
             self.traffic.refuse("error", code)
             return json_error(ProtocolError(code, exc.message), status=exc.status)
         return web.json_response({"value": value})
+
+    @staticmethod
+    async def _abandoned(request: web.Request, task: asyncio.Future[Any]) -> bool:
+        """Wait for ``task``; whether it was cancelled because the caller disconnected."""
+        watcher = watch_disconnect(request, task)
+        try:
+            await asyncio.wait({task})
+        finally:
+            if not task.done():  # this handler was cancelled (the server stops)
+                task.cancel()
+        return await watcher
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
         """The request's JSON object, read under the body size cap and timeouts; ``{}`` when

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 from fake_backends import FakeBackend
 
 from collab import Client, CollabServer
@@ -76,3 +77,44 @@ async def test_an_empty_completion_has_an_id_and_accepting_it_inserts_nothing(
             assert (await alice.accept(offer))["text"] == ""
             await alice.flush()
             assert str(doc.text) == before
+
+
+async def _abort_after_start(server: CollabServer, backend: FakeBackend, path: str) -> None:
+    """Ask at ``path`` and close the connection once the backend has the job (as the web
+    editor's AbortController does when the cursor moves)."""
+    base = server.url.replace("ws://", "http://")
+    async with aiohttp.ClientSession() as http:
+
+        async def ask() -> None:
+            body = {"doc": APP, "index": 0}
+            async with http.post(f"{base}{path}?user=alice", json=body) as response:
+                await response.read()
+
+        asking = asyncio.create_task(ask())
+        await asyncio.wait_for(backend.started.wait(), 5)
+        asking.cancel()
+        await asyncio.gather(asking, return_exceptions=True)
+
+
+@pytest.mark.parametrize("path", ["/api/complete", "/api/complete/stream"])
+async def test_closing_an_http_request_cancels_its_job(
+    make_server: Any, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeBackend("SLOW", delay=5.0, capacity=1)
+    async with make_server(backend) as server:
+        await _abort_after_start(server, backend, path)
+        async with asyncio.timeout(2):  # well before the backend's 5 s
+            while backend.cancelled == 0:
+                await asyncio.sleep(0.02)
+        assert backend.finished == 0
+        completion = server.completion
+        async with asyncio.timeout(2):
+            while completion.pool.running:
+                await asyncio.sleep(0.02)
+        counts = completion.snapshot()["counts"]
+        assert counts.get("shown", 0) == 0 and counts["disconnected"] == 1
+        assert completion.snapshot()["offers"] == 0
+        await _unloaded(server, APP)  # the document is given back
+        backend.delay = 0.0  # the slot is free again
+        assert (await _post(server, "complete", {"doc": APP, "index": 0}))["text"] == "SLOW"
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
