@@ -65,6 +65,7 @@ STREAM_TOPIC = "complete.stream"
 class _Request:
     """A request in flight, so that a newer one can cancel it."""
 
+    user: str = ""
     job: QueuedJob | None = None
     superseded: bool = False
 
@@ -246,8 +247,14 @@ class CompletionService:
         text = str(room.text)
         index = _locate(text, index, unit, before)
         owner: Owner = (self._owner(ctx), room.key)
+        user = ctx.identity.user
+        cap = self.config.completion_per_user
+        if cap > 0 and sum(r.user == user for o, r in self._active.items() if o != owner) >= cap:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, f"at most {cap} completion requests of a user at once"
+            )
         self._supersede(owner, "superseded by a newer request", "superseded")
-        request = self._active[owner] = _Request()
+        request = self._active[owner] = _Request(user)
         self._hook_close(ctx)
         # the text itself, not the state vector: a deletion leaves the state vector as it was
         digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

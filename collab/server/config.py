@@ -64,6 +64,7 @@ class ServerConfig:
     completion_capacity: int | None = None  # jobs the embedded worker runs at once
     completion_timeout: float = 10.0  # a job not answered by then fails with TIMEOUT
     completion_queue: int = 256  # jobs waiting for a worker; more are refused
+    completion_per_user: int = 4  # requests of one user in flight at once; more are refused
     completion_rate: float = 20.0  # requests per second per user (token bucket; 0: no limit)
     completion_burst: int = 40
     completion_max_tokens: int = 256

@@ -198,3 +198,30 @@ async def test_a_timeout_logs_no_unretrieved_future(
         gc.collect()
         await asyncio.sleep(0.05)
     assert "never retrieved" not in caplog.text
+
+
+async def test_one_user_s_requests_in_flight_are_capped(make_server: Any) -> None:
+    """One user with many connections cannot fill the queue: past ``completion_per_user``
+    requests in flight they are refused (4029), and others are still served."""
+    backend = FakeBackend("slow", delay=1.0, capacity=1)
+    async with make_server(backend, completion_per_user=2) as server:
+        clients = [Client(server.url, user="mallory") for _ in range(3)]
+        for client in clients:
+            await client.__aenter__()
+        try:
+            for client in clients:
+                await client.open(APP)
+            asking = [asyncio.create_task(c.complete(APP, 0)) for c in clients[:2]]
+            await eventually(lambda: len(server.completion._active) == 2)
+            with pytest.raises(ClientError) as err:
+                await clients[2].complete(APP, 0)
+            assert err.value.code == ErrorCode.RATE_LIMITED
+            async with Client(server.url, user="alice") as a:  # another user is served
+                await a.open(APP)
+                backend.delay = 0.0
+                assert (await a.complete(APP, 1))["text"] == "slow"
+            assert [r["text"] for r in await asyncio.gather(*asking)] == ["slow", "slow"]
+            assert (await clients[2].complete(APP, 0))["text"] == "slow"  # room again
+        finally:
+            for client in clients:
+                await client.__aexit__(None, None, None)
