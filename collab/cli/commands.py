@@ -21,7 +21,7 @@ from protocol.names import validate_repo
 
 from ..completion.worker import add_worker_parser, run_worker_command
 from ..disk import command as disk_command
-from ..disk.served import ServedTrees, WorktreeSpec, parse_worktree
+from ..disk.served import ServedTrees, WorktreeError, WorktreeSpec, parse_worktree
 from ..log_format import LOG_FORMATS, configure_logging
 from ..server.app import CollabServer
 from ..server.auth import ANY_REPO, Role, TokenAuthenticator
@@ -266,7 +266,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise StartupError(f"--worktree: {missing}")
         tune_gc()
         _event_loop_run(_run(config, worktrees))
-    except StartupError as exc:
+    except (StartupError, WorktreeError) as exc:
         print(f"collab serve: {exc}", file=sys.stderr)
         return 2
     except DataDirBusy as exc:

@@ -100,7 +100,10 @@ class Checkout:
             await self.git("remote", verb, "origin", self.remote_url)
             return False
         if self.root.exists() and any(self.root.iterdir()):
-            raise GitError(f"{self.root} is neither empty nor a git checkout")
+            raise GitError(
+                f"{self.root} is neither empty nor a git checkout: pick an empty (or new) "
+                "directory, or a clone of the branch"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         await self.git(
             "clone", "-q", "--branch", self.branch, self.remote_url, str(self.root), cwd=Path.cwd()

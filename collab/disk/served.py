@@ -11,11 +11,13 @@ from pathlib import Path
 from protocol.errors import ProtocolError
 from protocol.names import validate_branch, validate_repo
 
+from ..client import ClientError
 from ..lifecycle import Lifecycle
 from ..server.auth import Authenticator, Role, TokenAuthenticator
+from .checkout import GitError
 from .syncer import WorkingTree
 
-__all__ = ["WORKTREE_USER", "ServedTrees", "WorktreeSpec", "parse_worktree"]
+__all__ = ["WORKTREE_USER", "ServedTrees", "WorktreeError", "WorktreeSpec", "parse_worktree"]
 
 WORKTREE_USER = "worktree"
 """Who the server's own working trees edit as."""
@@ -26,6 +28,13 @@ class WorktreeSpec:
     repo: str
     branch: str
     root: Path
+
+    def __str__(self) -> str:
+        return f"{self.repo}:{self.branch}={self.root}"
+
+
+class WorktreeError(Exception):
+    """A working tree could not start; the message names its ``--worktree`` and why."""
 
 
 def parse_worktree(text: str) -> WorktreeSpec:
@@ -54,20 +63,39 @@ class ServedTrees(Lifecycle):
         self.trees: list[WorkingTree] = []
 
     async def start(self) -> None:
+        """Start each working tree in turn; if one cannot start (no such repository or
+        branch, a directory that is neither empty nor a checkout), stop those started and
+        raise :class:`WorktreeError`."""
+        try:
+            for spec in self.specs:
+                await self._start(spec)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, spec: WorktreeSpec) -> None:
         auth = self.auth
-        for spec in self.specs:
-            token = None
-            user: str | None = WORKTREE_USER
-            if isinstance(auth, TokenAuthenticator):
-                token = auth.mint(user=WORKTREE_USER, repo=spec.repo, role=Role.WRITE, ttl=None)
-                user = None
-            host = self.host
-            if host in ("", "0.0.0.0", "::"):
-                host = "127.0.0.1"
-            url = f"ws://{host}:{self.port}"
-            tree = WorkingTree(spec.root, url, spec.repo, spec.branch, user=user, token=token)
+        token = None
+        user: str | None = WORKTREE_USER
+        if isinstance(auth, TokenAuthenticator):
+            token = auth.mint(user=WORKTREE_USER, repo=spec.repo, role=Role.WRITE, ttl=None)
+            user = None
+        host = self.host
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        url = f"ws://{host}:{self.port}"
+        tree = WorkingTree(spec.root, url, spec.repo, spec.branch, user=user, token=token)
+        try:
             await tree.start()
-            self.trees.append(tree)
+        except ClientError as exc:
+            raise WorktreeError(f"--worktree {spec}: {exc.message}") from None
+        except GitError as exc:
+            raise WorktreeError(f"--worktree {spec}: {exc}") from None
+        except OSError as exc:
+            what = exc.strerror or str(exc)
+            where = f": {exc.filename}" if exc.filename else ""
+            raise WorktreeError(f"--worktree {spec}: {what}{where}") from None
+        self.trees.append(tree)
 
     async def stop(self) -> None:
         while self.trees:

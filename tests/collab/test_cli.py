@@ -222,3 +222,31 @@ async def test_collab_url_names_the_server_of_every_command(
     monkeypatch.setenv("COLLAB_URL", server.url)  # ws:// is taken for http://
     assert await asyncio.to_thread(main, ["status", "--user", "alice"]) == 0
     assert "repository demo" in capsys.readouterr().out
+
+
+def _failed_start(done: subprocess.CompletedProcess[str], *words: str) -> str:
+    """The last line of a start that failed after the server opened (its log lines come
+    first): no traceback, exit status 2, and ``words`` in that line."""
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("collab serve: "), done.stderr
+    for word in words:
+        assert word in last, last
+    return last
+
+
+def test_a_worktree_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("watchfiles")
+    data = str(tmp_path / "data")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine\n")
+    for spec, reason in (
+        (f"nope:main={tmp_path / 'a'}", "no repository 'nope'"),
+        (f"demo:nobranch={tmp_path / 'b'}", "no branch 'nobranch'"),
+        (f"demo:main={full}", "neither empty nor a git checkout"),
+    ):
+        done = _serve("--data-dir", data, "--port", "0", "--worktree", spec)
+        _failed_start(done, f"--worktree {spec}: ", reason)
+    assert (full / "notes.txt").read_text() == "mine\n"
