@@ -27,6 +27,7 @@ from ..server.app import CollabServer
 from ..server.auth import ANY_REPO, Role, TokenAuthenticator
 from ..server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from ..store.data_lock import DataDirBusy
+from ..store.sqlite_store import StoreUnreadable
 from . import branch_commands, cluster_commands, status_commands, store_commands
 from .cluster_commands import REDIS_ENV
 
@@ -272,6 +273,9 @@ def _serve(args: argparse.Namespace) -> int:
     except DataDirBusy as exc:
         print(f"collab serve: {exc}", file=sys.stderr)
         return 2
+    except StoreUnreadable as exc:
+        print(f"collab serve: {_unreadable(exc)}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"collab serve: {_os_error(exc, args)}", file=sys.stderr)
         return 2
@@ -356,6 +360,15 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
         return f"cannot listen on {where}: no such address on this machine; check --host"
     what = exc.strerror or str(exc)
     return f"{what}: {exc.filename}" if exc.filename else what
+
+
+def _unreadable(exc: StoreUnreadable) -> str:
+    """One line for a store file that does not open: which file, and what to do."""
+    return (
+        f"cannot open the store {exc.path}: {exc.reason}; run collab store check "
+        f"--data-dir {exc.path.parent}, or move the file aside to start the documents again "
+        "from their branch heads"
+    )
 
 
 def tune_gc() -> None:

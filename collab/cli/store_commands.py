@@ -49,13 +49,26 @@ def run(args: argparse.Namespace) -> int:
                 report = check(path)
             else:
                 report = repair(path, reseed=args.reseed, accept=args.accept)
-    except (DataDirBusy, FileNotFoundError, sqlite3.DatabaseError) as exc:
+    except (DataDirBusy, FileNotFoundError) as exc:
         print(f"collab store {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        print(f"collab store {args.action}: {path}: {exc}{_hint(exc)}", file=sys.stderr)
         return 2
     _print(report)
     if args.action == "check":
         return 0 if report.sound else 1
     return 0
+
+
+def _hint(exc: sqlite3.DatabaseError) -> str:
+    """What to do with a file SQLite does not take for a database at all."""
+    if "not a database" not in str(exc):
+        return ""
+    return (
+        "; no repair reads it: move it aside (the documents start again from their branch "
+        "heads) or restore it from a backup"
+    )
 
 
 def _print(report: StoreReport) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "SCHEMA",
     "SET_LAST_SEQ_SQL",
     "SQLiteStore",
+    "StoreUnreadable",
     "check_row",
     "quick_check",
 ]
@@ -118,6 +119,16 @@ def _settle(fut: asyncio.Future[Any], result: object, exc: BaseException | None)
 def _settle_all(items: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
     for fut, result, exc in items:
         _settle(fut, result, exc)
+
+
+class StoreUnreadable(sqlite3.DatabaseError):
+    """The store's file cannot be opened as a database (it is damaged past its records, or
+    is not a database at all); ``path`` is the file, ``reason`` what SQLite said."""
+
+    def __init__(self, path: pathlib.Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class SQLiteStore(Lifecycle):
@@ -213,7 +224,10 @@ class SQLiteStore(Lifecycle):
         """Create the directory, file and schema; start the reader and syncer threads."""
         if self._conn is not None:
             return
-        conn, log_path = await asyncio.to_thread(self._open)
+        try:
+            conn, log_path = await asyncio.to_thread(self._open)
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnreadable(self.path, str(exc)) from exc
         syncer: LogSyncer[_SyncWaiter] = LogSyncer(
             log_path,
             window=self.sync_window,

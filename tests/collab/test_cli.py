@@ -250,3 +250,21 @@ def test_a_worktree_that_cannot_start_is_one_line(tmp_path: Path) -> None:
         done = _serve("--data-dir", data, "--port", "0", "--worktree", spec)
         _failed_start(done, f"--worktree {spec}: ", reason)
     assert (full / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_store_file_that_is_no_database_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    store = data / "store.sqlite3"
+    store.write_text("garbage\n")
+    done = _serve("--data-dir", str(data), "--port", "0")
+    _refused(done, str(store), "not a database", f"collab store check --data-dir {data}", "aside")
+    assert store.read_text() == "garbage\n"
+    for action in ("check", "repair"):
+        assert main(["store", action, "--data-dir", str(data)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert f"collab store {action}: {store}: file is not a database" in err
+        assert "move it aside" in err
