@@ -268,3 +268,37 @@ def test_a_store_file_that_is_no_database_is_one_line_naming_it(
         assert err.count("\n") == 1, err
         assert f"collab store {action}: {store}: file is not a database" in err
         assert "move it aside" in err
+
+
+def _into_a_closed_pipe(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run ``collab ARGS`` with its stdout a pipe nobody reads any more, as in
+    ``collab ... | head -1`` once head has exited: its exit status and stderr."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "collab", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+        )
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr
+
+
+async def test_output_into_a_closed_pipe_ends_quietly(server: CollabServer) -> None:
+    url = server.url.replace("ws://", "http://")
+    for args in (
+        ("log", "demo", "--user", "alice", "--url", url),
+        ("branch", "list", "--user", "alice", "--url", url),
+        ("status", "--user", "alice", "--url", url),
+    ):
+        status, err = await asyncio.to_thread(_into_a_closed_pipe, *args)
+        assert err == "" and status == 1, (args, err)
+    status, err = _into_a_closed_pipe(
+        "token", "--user", "alice", "--repo", "demo", env={"COLLAB_SECRET": SECRET.decode()}
+    )
+    assert err == "" and status == 1, err
