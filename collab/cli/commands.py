@@ -7,6 +7,7 @@ import asyncio
 import errno
 import gc
 import importlib.util
+import math
 import os
 import signal
 import socket
@@ -101,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, default=Path(".collab"), help="the store, lock and state files"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks one")
+    serve.add_argument("--port", type=_port, default=8765, help="port to listen on; 0 picks one")
     serve.add_argument(
         "--secret-file",
         help=f"file holding the HMAC secret for tokens (else ${SECRET_ENV}; neither: dev mode)",
@@ -198,7 +199,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--role", choices=[r.value for r in Role], default="write", help="what it allows"
     )
-    token.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds; 0 for no expiry")
+    token.add_argument(
+        "--ttl", type=_ttl_seconds, default=24 * 3600.0, help="seconds; 0 for no expiry"
+    )
     token.add_argument("--secret-file", help=f"HMAC secret file (else ${SECRET_ENV})")
     status_commands.add_parsers(sub)
     branch_commands.add_parsers(sub)
@@ -262,6 +265,30 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     print(token)
     return 0
+
+
+def _port(text: str) -> int:
+    """``--port``: 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535 (0 picks one), not {text!r}")
+    return port
+
+
+def _ttl_seconds(text: str) -> float:
+    """``--ttl``: a positive number of seconds, or 0 for a token that never expires."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (seconds == 0 or (math.isfinite(seconds) and seconds > 0)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive number of seconds (0: the token never expires)"
+        )
+    return seconds
 
 
 def _ttl(seconds: float) -> float | None:

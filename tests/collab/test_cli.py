@@ -302,3 +302,32 @@ async def test_output_into_a_closed_pipe_ends_quietly(server: CollabServer) -> N
         "token", "--user", "alice", "--repo", "demo", env={"COLLAB_SECRET": SECRET.decode()}
     )
     assert err == "" and status == 1, err
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The error line argparse printed for ``argv``, which it refused with exit status 2."""
+    with pytest.raises(SystemExit) as refused:
+        main(list(argv))
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+def test_a_token_lifetime_is_positive_or_zero(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLLAB_SECRET", SECRET.decode())
+    for ttl in ("-5", "nan", "inf", "-inf", "soon"):
+        line = _usage_error(capsys, "token", "--user", "alice", "--repo", "demo", f"--ttl={ttl}")
+        assert line.startswith("collab token: error: argument --ttl: ")
+        assert "positive number of seconds" in line and "0: the token never expires" in line
+    for ttl in ("0", "60"):
+        assert main(["token", "--user", "alice", "--repo", "demo", "--ttl", ttl]) == 0
+        assert capsys.readouterr().out.startswith("v1.")
+
+
+def test_a_port_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for port in ("70000", "-5", "http"):
+        line = _usage_error(capsys, "serve", "--port", port)
+        assert line.startswith("collab serve: error: argument --port: must be 0-65535"), line
