@@ -16,13 +16,15 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from gitsync import Repositories, create_demo_repo
+from gitsync import BlobNotText, Repositories, create_demo_repo
 from protocol.errors import ProtocolError
 from protocol.names import validate_repo
 
 from ..completion.worker import add_worker_parser, run_worker_command
 from ..disk import command as disk_command
 from ..disk.served import ServedTrees, WorktreeError, WorktreeSpec, parse_worktree
+from ..git.tree_ops import tree_paths
+from ..git.work import in_git_thread
 from ..log_format import LOG_FORMATS, configure_logging
 from ..server.app import CollabServer
 from ..server.auth import ANY_REPO, Role, TokenAuthenticator
@@ -439,13 +441,46 @@ async def _run(config: ServerConfig, worktrees: list[WorktreeSpec] | None = None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with server, ServedTrees(server.auth, config.host, server.port, worktrees or []):
-        _announce(server)
+        _announce(server, await _example(server))
         await stop.wait()
 
 
-def _announce(server: CollabServer) -> None:
+EXAMPLE_PATHS = 20
+"""How many of a branch's files the banner's example tries, README.md missing, for one
+that is text."""
+
+
+async def _example(server: CollabServer) -> str:
+    """The banner's example document, ``REPO/BRANCH:PATH``: the first repository's default
+    branch, and its README.md (else its first text file), as far as they exist."""
     names = server.repos.names()
-    example = f"{names[0]}/main:README.md" if names else "<repo>/<branch>:<path>"
+    if not names:
+        return "<repo>/<branch>:<path>"
+    repo = names[0]
+    try:
+        branch = await server.branches.default_branch(repo)
+        head = await server.branches.head(repo, branch)
+        path = await in_git_thread(server.repos, _example_path, server.repos, repo, branch, head)
+    except (LookupError, ProtocolError):  # no such branch yet: an empty repository
+        return f"{repo}/<branch>:<path>"
+    return f"{repo}/{branch}:{path or '<path>'}"
+
+
+def _example_path(repos: Repositories, repo: str, branch: str, head: bytes) -> str | None:
+    paths, _truncated = tree_paths(repos.open(repo), head)
+    candidates = ["README.md"] if "README.md" in paths else []
+    candidates += paths[:EXAMPLE_PATHS]
+    for path in candidates:
+        try:
+            repos.read_file(repo, branch, path)
+        except BlobNotText:
+            continue
+        return path
+    return None
+
+
+def _announce(server: CollabServer, example: str) -> None:
+    names = server.repos.names()
     auth = "?user=NAME (dev mode)" if server.auth.dev_mode else "?token=TOKEN (collab token ...)"
     print(f"collab: listening on {server.url}", flush=True)
     if server.config.web:

@@ -24,7 +24,7 @@ from ..server.ops import CallContext, Operations, arg_opt_str, arg_str
 from .branches import Branches
 from .work import in_repo
 
-__all__ = ["MAX_FILES", "register_tree_ops"]
+__all__ = ["MAX_FILES", "register_tree_ops", "tree_paths"]
 
 MAX_FILES = 20_000
 """The most paths one ``branch.files`` returns (``truncated`` says when there were more)."""
@@ -41,7 +41,7 @@ def register_tree_ops(ops: Operations, branches: Branches) -> None:
         except RepoNotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r}") from None
         head = await branches.head(repo, branch)
-        paths, truncated = await in_repo(branches.repos, repo, _paths, head)
+        paths, truncated = await in_repo(branches.repos, repo, tree_paths, head)
         return {
             "repo": repo,
             "branch": branch,
@@ -53,7 +53,7 @@ def register_tree_ops(ops: Operations, branches: Branches) -> None:
     ops.register("branch.files", files)
 
 
-def _paths(repo: Repo, head: bytes) -> tuple[list[str], bool]:
+def tree_paths(repo: Repo, head: bytes) -> tuple[list[str], bool]:
     """The paths of the regular files (and symlinks) in ``head``'s tree, sorted."""
     paths: list[str] = []
     stack: list[tuple[str, bytes]] = [("", repo[head].tree)]  # type: ignore[attr-defined]

@@ -331,3 +331,37 @@ def test_a_port_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> N
     for port in ("70000", "-5", "http"):
         line = _usage_error(capsys, "serve", "--port", port)
         assert line.startswith("collab serve: error: argument --port: must be 0-65535"), line
+
+
+def _banner_example(repos: Path, data: Path) -> str:
+    """The document ``collab serve`` gives as its Yjs example, once it listens."""
+    args = ["--repos", str(repos), "--data-dir", str(data), "--port", "0"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "collab", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            for line in server.stdout:
+                if "Yjs clients" in line:
+                    return line.split("/yjs/", 1)[1].split("?", 1)[0]
+            raise AssertionError("no Yjs example in the banner")
+        finally:
+            server.terminate()
+
+
+def test_the_banner_example_names_a_branch_and_file_that_exist(tmp_path: Path) -> None:
+    project = tmp_path / "repos" / "project"
+    project.mkdir(parents=True)
+    git(project, "init", "-q", "-b", "master")
+    (project / "a.png").write_bytes(b"\x89PNG\x00\x00")
+    (project / "notes.txt").write_text("notes\n")
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "start")
+    assert _banner_example(project.parent, tmp_path / "data") == "project/master:notes.txt"
+    (project / "README.md").write_text("read me\n")
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "readme")
+    assert _banner_example(project.parent, tmp_path / "data") == "project/master:README.md"

@@ -11,7 +11,7 @@ import pytest
 from servers import make_config
 
 from collab import CollabServer
-from collab.cli.commands import _announce, _parser
+from collab.cli.commands import _announce, _example, _parser
 from collab.web import web_routes
 
 
@@ -98,7 +98,7 @@ async def test_serve_prints_the_web_editor_address_unless_turned_off(
     for web in (True, False):
         config = make_config(repos, tmp_path / f"data-{web}", web=web)
         async with CollabServer(config) as server:
-            _announce(server)
+            _announce(server, await _example(server))
         lines = capsys.readouterr().out.splitlines()
         shown = [line for line in lines if "web editor" in line]
         if web:
