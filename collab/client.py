@@ -41,7 +41,14 @@ def _describe(exc: BaseException) -> str:
         if isinstance(exc.os_error, ConnectionRefusedError):
             return "connection refused (is the server running, on that port?)"
         return exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"HTTP {exc.status} {exc.message}"
     return str(exc) or type(exc).__name__
+
+
+def _not_found(exc: BaseException) -> bool:
+    """Whether the WebSocket handshake was answered 404: retrying will not help."""
+    return isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 404
 
 
 class ClientError(Exception):
@@ -177,7 +184,8 @@ class Document:
 
 
 class Client:
-    """Connects to ``url`` (``ws://host:port``), authenticates, opens documents, reconnects.
+    """Connects to ``url`` (``ws://host:port``, the server's base URL; its ``/ws`` endpoint
+    is taken for it too), authenticates, opens documents, reconnects.
 
     ``async with Client(url, token=...) as client: doc = await client.open("demo/main:a.py")``
     """
@@ -192,7 +200,8 @@ class Client:
         min_backoff: float = 0.05,
         max_backoff: float = 5.0,
     ) -> None:
-        self.url = url.rstrip("/") + "/ws"
+        # the server's base URL; the ``/ws`` endpoint the banner shows is taken for it too
+        self.url = url.rstrip("/").removesuffix("/ws") + "/ws"
         self.token = token
         self.user = user
         self.reconnect = reconnect
@@ -432,6 +441,14 @@ class Client:
                     self._fail(exc)
                     return
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if _not_found(exc) and not welcomed.done():  # no collab server at that address
+                    error = ConnectionError(
+                        f"cannot connect to {self.url}: HTTP 404, nothing serves /ws there; "
+                        "give the server's base URL, ws://HOST:PORT"
+                    )
+                    welcomed.set_exception(error)
+                    self._fail(ClientError(ErrorCode.NOT_FOUND, str(error)))
+                    return
                 log.info("connection to %s failed: %s", self.url, exc)
                 self._last_error = _describe(exc)
                 if not welcomed.done() and not self.reconnect:

@@ -365,3 +365,17 @@ def test_the_banner_example_names_a_branch_and_file_that_exist(tmp_path: Path) -
     git(project, "add", ".")
     git(project, "commit", "-q", "-m", "readme")
     assert _banner_example(project.parent, tmp_path / "data") == "project/master:README.md"
+
+
+async def test_a_client_takes_the_ws_endpoint_and_fails_at_once_on_404(
+    server: CollabServer,
+) -> None:
+    async with Client(f"{server.url}/ws/", user="alice") as alice:  # as the banner shows it
+        assert alice.url == f"{server.url}/ws"
+        assert (await alice.call("server.status"))["server"]["dev_mode"]
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ConnectionError) as failed:
+        await Client(f"{server.url}/collab", user="alice").connect(timeout=10)
+    assert asyncio.get_running_loop().time() - started < 5  # not retried until the timeout
+    assert f"{server.url}/collab/ws: HTTP 404" in str(failed.value)
+    assert "base URL" in str(failed.value)
