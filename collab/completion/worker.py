@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import urllib.parse
 
 import aiohttp
 
@@ -55,7 +56,9 @@ class RemoteWorker:
         min_backoff: float = 0.1,
         max_backoff: float = 10.0,
     ) -> None:
-        self.url = url.rstrip("/") + "/worker"
+        # the engine's base URL; its /worker (or /ws) endpoint is taken for it too
+        base = url.rstrip("/").removesuffix("/worker").removesuffix("/ws")
+        self.url = base + "/worker"
         self.backend = backend
         self.token = token
         self.user = user
@@ -94,13 +97,34 @@ class RemoteWorker:
                 await self._connect_once(session)
                 backoff = self.min_backoff
             except aiohttp.WSServerHandshakeError as exc:
-                if exc.status in (401, 403):
-                    raise WorkerRefused(f"{self.url} refused this worker: {exc.status}") from exc
+                if exc.status in (401, 403, 404):
+                    raise WorkerRefused(self._refusal(exc.status)) from exc
                 log.warning("engine at %s: %s", self.url, exc)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("engine at %s unreachable: %s", self.url, exc)
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self.max_backoff)
+
+    def _refusal(self, status: int) -> str:
+        """Why the engine answered ``status`` (401, 403 or 404), and what to do about it."""
+        mint = "collab token --role worker --user NAME, with the engine's secret"
+        if status == 404:
+            return (
+                f"{self.url}: HTTP 404, no engine answers there; give the engine's base URL, "
+                "ws://HOST:PORT"
+            )
+        if status == 403:
+            return f"{self.url} refused this worker (403): the token is not a worker token; {mint}"
+        if self.token:
+            return (
+                f"{self.url} refused this worker (401): the token is expired or signed with "
+                f"another secret; mint one with {mint}"
+            )
+        return (
+            f"{self.url} refused this worker (401): it has no credentials; an engine in dev "
+            f"mode takes --user NAME, one with a secret a worker token (--token or "
+            f"${TOKEN_ENV}): {mint}"
+        )
 
     async def _connect_once(self, session: aiohttp.ClientSession) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -206,7 +230,22 @@ def add_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
+def _url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as an engine's address, or ``None`` if nothing is."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is no number)
+    except ValueError as exc:
+        return f"--url {url!r}: {exc}; give the engine's address, ws://HOST:PORT"
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+        return f"--url {url!r} is not an engine's address; give ws://HOST:PORT (or wss://)"
+    return None
+
+
 def run_worker_command(args: argparse.Namespace) -> int:
+    if problem := _url_problem(args.url):
+        print(f"collab worker: {problem}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level, args.log_format)
     try:
         backend = create_backend(

@@ -162,3 +162,30 @@ async def test_worker_tokens(make_server: Any, capsys: pytest.CaptureFixture[str
             with pytest.raises(ClientError) as err:
                 await w.open(APP)
             assert err.value.code == ErrorCode.FORBIDDEN
+
+
+async def test_a_refused_worker_is_told_the_cause_and_the_fix(make_server: Any) -> None:
+    tokens = TokenAuthenticator(SECRET)
+    writer_token = tokens.mint(user="mallory", repo="*", role=Role.WRITE)
+    expired = tokens.mint(user="gpu1", repo="*", role=Role.WORKER, ttl=-1)
+    mint = "collab token --role worker --user NAME"
+    async with make_server(None, secret=SECRET) as server:
+        for args, words in (
+            ((), ("refused this worker (401)", "--user NAME", "--token", mint)),
+            (("--token", expired), ("refused this worker (401)", "expired", mint)),
+            (("--token", writer_token), ("refused this worker (403)", "not a worker token", mint)),
+            (("--url", f"{server.url}/engine"), ("/engine/worker: HTTP 404", "base URL")),
+            (("--url", "nonsense"), ("--url 'nonsense' is not an engine's address", "ws://")),
+            (("--url", "ws://127.0.0.1:port"), ("--url 'ws://127.0.0.1:port'", "ws://HOST:PORT")),
+        ):
+            async with worker_process(server, *args) as refused:
+                assert await asyncio.wait_for(refused.wait(), 20) == 2, args
+                assert refused.stderr is not None
+                err = (await refused.stderr.read()).decode()
+            assert "Traceback" not in err and err.count("\n") == 1, err
+            for word in words:
+                assert word in err, (word, err)
+        async with worker_process(server, "--url", f"{server.url}/ws", "--token", expired) as ws:
+            assert await asyncio.wait_for(ws.wait(), 20) == 2  # /ws: the engine's, as with Client
+            assert ws.stderr is not None
+            assert f"{server.url}/worker refused" in (await ws.stderr.read()).decode()
