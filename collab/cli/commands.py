@@ -65,6 +65,7 @@ collab: real-time collaboration on git repositories.
   collab branch ...       list, join, create, fork, delete or commit branches
   collab merge SRC DST    preview (or --apply) a merge of one branch into another
   collab store ...        check or repair the store, with the server stopped
+  collab cluster status   the nodes of a cluster sharing one Redis: rooms, leases, lag
   collab sync DIR         keep a live branch and a directory in sync, both ways
   collab worker           run a completion worker for an engine
 
@@ -73,19 +74,35 @@ collab: real-time collaboration on git repositories.
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows each option's default, where it has one."""
+    """Help that shows each option's default, where it has one (a flag such as ``--no-web``
+    has none to show: it is off unless given)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
+        if action.default is None or action.default is False or action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
+
+
+class _Command(argparse.ArgumentParser):
+    """A command's parser: an argument it does not know is its own error, shown with its
+    own usage (not the top-level ``collab COMMAND ...``)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collab", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Command
+    )
 
     serve = sub.add_parser(
         "serve",

@@ -24,7 +24,13 @@ def add_parsers(sub: Any) -> None:
         ("repair", "set damaged records aside and keep every intact one that applies"),
     ):
         parser = actions.add_parser(name, help=text)
-        parser.add_argument("--data-dir", type=Path, default=Path(".collab"))
+        parser.add_argument(
+            "--data-dir",
+            type=Path,
+            default=Path(".collab"),
+            help=f"the stopped server's data directory, which holds {STORE_FILE} "
+            "(default: .collab, as for collab serve)",
+        )
     parser.add_argument(
         "--reseed",
         action="append",

@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import urllib.parse
+from typing import Any
 
 import aiohttp
 
@@ -204,7 +205,7 @@ class RemoteWorker:
         outgoing.put_nowait(wire.encode(reply))
 
 
-def add_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_worker_parser(sub: Any) -> None:
     """The ``collab worker`` subcommand's options."""
     worker = sub.add_parser("worker", help="run a completion worker that connects to an engine")
     worker.add_argument("--url", required=True, help="the engine, ws://HOST:PORT")

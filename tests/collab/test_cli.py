@@ -379,3 +379,43 @@ async def test_a_client_takes_the_ws_endpoint_and_fails_at_once_on_404(
     assert asyncio.get_running_loop().time() - started < 5  # not retried until the timeout
     assert f"{server.url}/collab/ws: HTTP 404" in str(failed.value)
     assert "base URL" in str(failed.value)
+
+
+def test_help_names_every_command_and_shows_no_default_for_a_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    overview = top.split("positional arguments", 1)[0]
+    for command in ("serve", "token", "status", "log", "branch", "merge", "store", "cluster"):
+        assert f"  collab {command}" in overview, command
+    assert "  collab sync" in overview and "  collab worker" in overview
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    serve = " ".join(capsys.readouterr().out.split())
+    assert "--no-web do not serve the web editor at /" in serve
+    assert "(default: True)" not in serve and "(default: False)" not in serve
+    for action in ("check", "repair"):
+        with pytest.raises(SystemExit):
+            main(["store", action, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--data-dir DATA_DIR the stopped server's data directory" in text
+        assert "(default: .collab" in text
+
+
+def test_a_commands_unknown_option_is_shown_with_that_commands_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv, usage in (
+        (["serve", "--bogus"], "usage: collab serve "),
+        (["branch", "list", "--bogus"], "usage: collab branch list "),
+        (["log", "demo", "main", "extra"], "usage: collab log "),
+        (["store", "check", "--bogus"], "usage: collab store check "),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert refused.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(usage), err
+        assert err.splitlines()[-1].endswith(f"error: unrecognized arguments: {argv[-1]}"), err
