@@ -20,12 +20,13 @@ from gitsync import BlobNotText, Repositories, create_demo_repo
 from protocol.errors import ProtocolError
 from protocol.names import validate_repo
 
+from ..completion.backends import BACKENDS
 from ..completion.worker import add_worker_parser, run_worker_command
 from ..disk import command as disk_command
 from ..disk.served import ServedTrees, WorktreeError, WorktreeSpec, parse_worktree
 from ..git.tree_ops import tree_paths
 from ..git.work import in_git_thread
-from ..log_format import LOG_FORMATS, configure_logging
+from ..log_format import LOG_FORMATS, LOG_LEVELS, configure_logging
 from ..server.app import CollabServer
 from ..server.auth import ANY_REPO, Role, TokenAuthenticator
 from ..server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
@@ -197,7 +198,13 @@ def _parser() -> argparse.ArgumentParser:
         help="keep BRANCH of REPO in two-way sync with the directory DIR on this machine, for "
         "tools that run here (repeatable; needs the disk extra)",
     )
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    serve.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="DEBUG, INFO, WARNING or ERROR",
+    )
     serve.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
@@ -364,6 +371,12 @@ def _config(args: argparse.Namespace) -> ServerConfig:
             f"no repository directory {args.repos}: create it and put git repositories in "
             "it (DIR/NAME or DIR/NAME.git), or leave --repos out to serve a demo repository"
         )
+    backend = args.completion_backend
+    if backend not in (*BACKENDS, "none") and not backend.strip(":").count(":"):
+        raise StartupError(
+            f"--completion-backend {backend!r}: choose {', '.join(BACKENDS)}, module:factory "
+            "(a factory importable here) or none"
+        )
     try:
         secret = _secret(args)
     except OSError as exc:
@@ -395,12 +408,12 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 def _check_port(host: str, port: int) -> None:
     """Bind ``host:port`` for a moment, as the server will, so that a port in use is reported
     before anything is opened (the server reports it too if it is taken meanwhile)."""
-    if port == 0:
-        return
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise StartupError(f"cannot listen on {host!r}: {exc.strerror}; check --host") from None
+    if port == 0:  # any free port: nothing to probe
+        return
     family, kind, proto, _name, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -408,7 +421,17 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _os_error(exc: OSError, args: argparse.Namespace) -> str:
-    """One line for an OSError at start: a port in use or forbidden, or the error itself."""
+    """One line for an OSError at start: a directory that cannot be made or written, a port
+    in use or forbidden, or the error itself."""
+    what = exc.strerror or str(exc)
+    if exc.filename is not None:
+        for option, folder in (("--data-dir", args.data_dir), ("--repos", args.repos)):
+            if folder is not None and _within(Path(exc.filename), folder):
+                return (
+                    f"{option} {folder}: {what}: {exc.filename}; give a directory this user "
+                    "may create and write"
+                )
+        return f"{what}: {exc.filename}"
     where = f"{args.host}:{args.port}"
     if exc.errno == errno.EADDRINUSE:
         return (
@@ -419,8 +442,13 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
         return f"cannot listen on {where}: permission denied; pick a port above 1023 with --port"
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {where}: no such address on this machine; check --host"
-    what = exc.strerror or str(exc)
-    return f"{what}: {exc.filename}" if exc.filename else what
+    return what
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both as given, made absolute)."""
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
 
 
 def _unreadable(exc: StoreUnreadable) -> str:

@@ -44,9 +44,16 @@ def create_backend(
             raise ValueError("the transformers backend needs a model directory")
         return TransformersBackend(model, device=device, max_batch=capacity or 8, family=chosen)
     module, colon, attr = kind.partition(":")
-    if not colon:
-        raise ValueError(f"unknown completion backend {kind!r}: {', '.join(BACKENDS)}")
-    factory: Any = getattr(importlib.import_module(module), attr)
+    if not colon or not module or not attr:
+        raise ValueError(
+            f"unknown completion backend {kind!r}: {', '.join(BACKENDS)}, or module:factory"
+        )
+    try:
+        factory: Any = getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        raise ValueError(f"completion backend {kind!r}: cannot import {module}: {exc}") from None
+    except AttributeError:
+        raise ValueError(f"completion backend {kind!r}: {module} has no {attr}") from None
     backend = factory()
     if not isinstance(backend, CompletionBackend):
         raise ValueError(f"{kind} did not make a CompletionBackend")

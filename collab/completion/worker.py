@@ -23,7 +23,7 @@ import aiohttp
 
 from protocol.errors import ErrorCode
 
-from ..log_format import LOG_FORMATS, configure_logging
+from ..log_format import LOG_FORMATS, LOG_LEVELS, configure_logging
 from . import wire
 from .backend import Cancelled, CompletionBackend
 from .backends import BACKENDS, create_backend
@@ -225,7 +225,9 @@ def add_worker_parser(sub: Any) -> None:
     )
     worker.add_argument("--name", help="the worker's name in logs and metrics")
     worker.add_argument("--max-prompt-tokens", type=int, default=2048)
-    worker.add_argument("--log-level", default="INFO")
+    worker.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="default: INFO"
+    )
     worker.add_argument(
         "--log-format", choices=LOG_FORMATS, default="text", help="text, or JSON lines"
     )

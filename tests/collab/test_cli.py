@@ -419,3 +419,30 @@ def test_a_commands_unknown_option_is_shown_with_that_commands_usage(
         err = capsys.readouterr().err
         assert err.startswith(usage), err
         assert err.splitlines()[-1].endswith(f"error: unrecognized arguments: {argv[-1]}"), err
+
+
+def test_start_up_errors_name_the_option(repos: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("a file\n")
+    data = str(tmp_path / "data")
+    for args, words in (
+        (("--data-dir", str(plain)), (f"--data-dir {plain}: Not a directory", "give a directory")),
+        (("--data-dir", str(plain / "sub")), (f"--data-dir {plain / 'sub'}: ", "give a directory")),
+        (
+            ("--data-dir", data, "--completion-backend", "nope"),
+            ("--completion-backend 'nope'", "module:factory", "none"),
+        ),
+        (("--data-dir", data, "--host", "nohost.invalid"), ("'nohost.invalid'", "check --host")),
+    ):
+        _refused(_serve("--port", "0", *args), *words)
+    if Path("/sys/kernel").is_dir():  # Linux: a directory nobody may write, root included
+        done = _serve("--repos", str(repos), "--data-dir", "/sys", "--port", "0")
+        _refused(done, "--data-dir /sys: ", "/sys/", "give a directory")
+
+
+def test_a_log_level_is_one_of_those_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    line = _usage_error(capsys, "serve", "--log-level", "LOUD")
+    assert line.startswith("collab serve: error: argument --log-level: invalid choice: 'LOUD'")
+    assert "'DEBUG', 'INFO', 'WARNING', 'ERROR'" in line
+    line = _usage_error(capsys, "worker", "--url", "ws://127.0.0.1:1", "--log-level", "LOUD")
+    assert line.startswith("collab worker: error: argument --log-level: invalid choice")
