@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +21,20 @@ __all__ = ["add_parsers", "add_server_options", "call", "plural", "run", "table"
 TOKEN_ENV = "COLLAB_TOKEN"
 URL_ENV = "COLLAB_URL"
 DEFAULT_URL = "http://127.0.0.1:8765"
+_GIVE_URL = f"give the server's base URL, http://HOST:PORT (--url, or ${URL_ENV})"
 
 
 def _url(text: str) -> str:
     """The server's HTTP base URL: ``ws://`` becomes ``http://``, no trailing slash."""
-    return text.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    url = text.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is no number)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}; {_GIVE_URL}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a server's URL; {_GIVE_URL}")
+    return url
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -119,8 +129,11 @@ async def _post(args: argparse.Namespace, op: str, body: dict[str, Any]) -> tupl
         aiohttp.ClientSession() as session,
         session.post(f"{url}/api/{op}", json=body, headers=headers, params=params) as reply,
     ):
-        if reply.content_type != "application/json":
-            return reply.status, {"error": {"message": f"HTTP {reply.status} {reply.reason}"}}
+        if reply.content_type != "application/json":  # not the engine's API answering
+            message = f"{reply.reason} from {reply.url.with_query(None)}"
+            if reply.status == 404:
+                message += f": {_GIVE_URL}, not a path on it"
+            return reply.status, {"error": {"name": f"HTTP {reply.status}", "message": message}}
         return reply.status, await reply.json()
 
 

@@ -446,3 +446,17 @@ def test_a_log_level_is_one_of_those_listed(capsys: pytest.CaptureFixture[str]) 
     assert "'DEBUG', 'INFO', 'WARNING', 'ERROR'" in line
     line = _usage_error(capsys, "worker", "--url", "ws://127.0.0.1:1", "--log-level", "LOUD")
     assert line.startswith("collab worker: error: argument --log-level: invalid choice")
+
+
+async def test_a_url_that_is_no_servers_says_what_to_give(
+    server: CollabServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for url in ("nonsense", "127.0.0.1:8765", "ftp://host", "http://127.0.0.1:port"):
+        line = _usage_error(capsys, "status", "--user", "alice", "--url", url)
+        assert line.startswith(f"collab status: error: argument --url: {url!r}"), line
+        assert "give the server's base URL, http://HOST:PORT" in line
+    api = server.url.replace("ws://", "http://") + "/api"
+    assert await asyncio.to_thread(main, ["status", "--user", "alice", "--url", api]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"HTTP 404: Not Found from {api}/api/server.status: give the server's base" in err
