@@ -271,6 +271,7 @@ class CollabServer(Lifecycle):
         app.router.add_get("/ws", self._ws.handle)
         app.router.add_get("/healthz", self._health)
         app.router.add_post("/api/{op}", self._api.handle)
+        app.router.add_route("*", "/api/{op}", self._api.not_allowed)
         for method, path, handler in self._routes:
             app.router.add_route(method, path, handler)
         return app

@@ -1,4 +1,5 @@
-"""``POST /api/<op>``: named operations over HTTP, and the JSON errors every HTTP route sends.
+"""``POST /api/<op>``: named operations over HTTP, and the JSON errors every HTTP route sends
+(another method on ``/api/<op>`` is answered 405, as JSON too).
 
 The caller of a request is named by ``Authorization: Bearer <token>`` or ``?token=``; in dev
 mode by ``?user=NAME`` from loopback. An error is a JSON body, ``{"error": {code, name,
@@ -136,6 +137,14 @@ class ApiEndpoint:
             if not task.done():  # this handler was cancelled (the server stops)
                 task.cancel()
         return await watcher
+
+    async def not_allowed(self, request: web.Request) -> web.Response:
+        """Any other method on ``/api/<op>``: 405 with ``Allow: POST``, as a JSON error."""
+        message = f"{request.method} is not allowed: operations are POST /api/<op> with a JSON body"
+        self.traffic.refuse("error", ErrorCode.MALFORMED)
+        response = json_error(ProtocolError(ErrorCode.MALFORMED, message), status=405)
+        response.headers["Allow"] = "POST"
+        return response
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
         """The request's JSON object, read under the body size cap and timeouts; ``{}`` when

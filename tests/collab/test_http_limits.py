@@ -168,6 +168,21 @@ async def test_bad_json_is_a_400(strict: CollabServer, body: bytes) -> None:
         assert (await response.json())["error"]["name"] == "MALFORMED"
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_another_method_than_post_is_a_json_405(strict: CollabServer, method: str) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, f"http://127.0.0.1:{strict.port}/api/branch.list", params={"user": "alice"}
+        ) as response,
+    ):
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+        error = (await response.json())["error"]
+        assert error["code"] == ErrorCode.MALFORMED and error["name"] == "MALFORMED"
+        assert error["message"].startswith(f"{method} is not allowed: operations are POST")
+
+
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
