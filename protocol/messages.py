@@ -322,6 +322,17 @@ def _check(kind: Kind, name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
     raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name}.{name}: bad value {value!r:.80}")
 
 
+def _unpack_failure(exc: Exception, data: bytes) -> str:
+    """What msgpack found wrong with ``data``, in a few words (some of its errors have no
+    text), and how the frame starts: short enough for a close frame's reason (123 bytes)."""
+    what = str(exc)[:60]
+    if not what:
+        invalid = isinstance(exc, msgpack.FormatError)
+        what = "a byte that starts no msgpack value" if invalid else type(exc).__name__
+    size = f"{len(data)} byte{'' if len(data) == 1 else 's'}"
+    return f"{what} ({size}: {data[:6].hex(' ')}{'...' if len(data) > 6 else ''})"
+
+
 def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     """Decode one message; raise ``ProtocolError`` for anything malformed or over a limit."""
     if len(data) > limits.max_message:
@@ -342,7 +353,9 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for malformed input
-        raise ProtocolError(ErrorCode.MALFORMED, f"not a msgpack message: {exc}") from exc
+        raise ProtocolError(
+            ErrorCode.MALFORMED, f"not a msgpack message: {_unpack_failure(exc, data)}"
+        ) from exc
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "message is not a map")
     if len(body) > limits.max_fields + 1:

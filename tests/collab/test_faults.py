@@ -190,6 +190,20 @@ async def test_garbage_instead_of_hello_and_wrong_version(server: CollabServer) 
             await session.close()
 
 
+async def test_a_frame_that_is_not_msgpack_is_closed_saying_why(server: CollabServer) -> None:
+    session, ws = await _raw(server, "/ws")
+    try:
+        await ws.send_bytes(b"\xc1\xc1")
+        async with asyncio.timeout(10):
+            msg = await ws.receive()
+    finally:
+        await session.close()
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == ErrorCode.MALFORMED
+    assert (
+        msg.extra == "not a msgpack message: a byte that starts no msgpack value (2 bytes: c1 c1)"
+    )
+
+
 async def test_text_frame_is_refused(server: CollabServer) -> None:
     session, ws = await _raw(server, f"/yjs/{ROOM}?user=x")
     try:

@@ -392,3 +392,14 @@ def test_truncated_encodings_are_refused(message: m.Message, data: st.DataObject
 @given(any_message, st.binary(min_size=1, max_size=8))
 def test_trailing_bytes_are_refused(message: m.Message, extra: bytes) -> None:
     refuse(m.encode(message) + extra)
+
+
+@pytest.mark.parametrize("data", [b"\xc1\xc1", b"\x92", b"\xa5ab", b"\xc1" * 500, b"\x80\x80"])
+def test_what_is_not_msgpack_is_said_in_a_close_reason(data: bytes) -> None:
+    refused = refuse(data)
+    assert refused.code == ErrorCode.MALFORMED
+    message = refused.message
+    assert message.startswith("not a msgpack message: ") and len(message.encode()) <= 123
+    why = message.removeprefix("not a msgpack message: ")
+    assert why and not why.startswith("("), message
+    assert f"{len(data)} byte" in why and f": {data[:2].hex(' ')}" in why
