@@ -155,6 +155,11 @@ def call(args: argparse.Namespace, op: str, body: dict[str, Any]) -> tuple[int, 
             message = f"{DEV_MODE}: name yourself with --user NAME"
         elif error.get("name") == "UNAUTHORIZED" and not (args.token or os.environ.get(TOKEN_ENV)):
             message += f" (give one with --token or ${TOKEN_ENV}; `collab token` mints them)"
+        elif error.get("name") == "CONFLICT" and op == "merge.apply" and not args.markers:
+            message += (
+                " (add --markers to merge with conflict markers written into the live files, "
+                "then resolve them there)"
+            )
         print(f"collab: {error.get('name', status)}: {message}", file=sys.stderr)
         return 1, None
     return 0, answer["value"]

@@ -460,3 +460,23 @@ async def test_a_url_that_is_no_servers_says_what_to_give(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert f"HTTP 404: Not Found from {api}/api/server.status: give the server's base" in err
+
+
+async def test_a_conflicting_merge_points_to_markers(
+    server: CollabServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = server.url.replace("ws://", "http://")
+    async with Client(server.url, user="alice") as alice:
+        for branch, line in (("left", "left\n"), ("right", "right\n")):
+            await alice.fork("demo", "main", branch)
+            doc = await alice.open(f"demo/{branch}:README.md")
+            doc.insert(0, line)
+            await alice.flush()
+            await alice.commit("demo", branch)
+    argv = ["merge", "left", "right", "--apply", "--url", url, "--user", "alice"]
+    assert await asyncio.to_thread(main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("collab: CONFLICT: merge conflicts in README.md; nothing was changed")
+    assert "add --markers" in err and err.count("\n") == 1
+    assert await asyncio.to_thread(main, [*argv, "--markers"]) == 0
+    assert "conflicts (1): README.md" in capsys.readouterr().out
