@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from ..live.rooms import Rooms
     from ..store.base import Fence, Store
 
-__all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync", "LeaseBusy"]
+__all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync", "LeaseBusy", "fence_for"]
 
 log = logging.getLogger("collab.git")
 
@@ -449,12 +449,7 @@ class BranchSync:
     ) -> bytes:
         repo = self.owner.repos.open(self.repo)
         lines = [author_line(identity.user) for identity in authors] or [ENGINE_AUTHOR]
-        fence = (
-            fenced(repo, self.branch, grant.token)
-            if grant is not None
-            else contextlib.nullcontext()
-        )
-        with fence:
+        with fence_for(repo, self.branch, grant):
             return move_as_synced(
                 repo,
                 self.branch,
@@ -1128,8 +1123,15 @@ def _finish_commit(repo: Repo, branch: str, head: bytes, synced: bytes) -> bytes
     return synced
 
 
+def fence_for(
+    repo: Repo, branch: str, grant: Grant | None
+) -> contextlib.AbstractContextManager[None]:
+    """The branch's fence for a write under ``grant`` (in a cluster, see
+    ``gitsync.fence.fenced``); none outside one."""
+    return fenced(repo, branch, grant.token) if grant is not None else contextlib.nullcontext()
+
+
 def _set_synced(repo: Repo, branch: str, head: bytes, grant: Grant | None) -> None:
     """Record ``head`` as synced; in a cluster, only while ``grant`` is the newest lease."""
-    fence = fenced(repo, branch, grant.token) if grant is not None else contextlib.nullcontext()
-    with fence:
+    with fence_for(repo, branch, grant):
         set_synced(repo, branch, head)

@@ -19,18 +19,14 @@ new ones (``renamed``), so an editor showing the old path can open the new one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import stat
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dulwich.repo import Repo
-
 from gitsync import Repositories
 from gitsync.changes import FileChange, is_text
-from gitsync.fence import fenced
 from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from gitsync.objects.commits import (
     BlobEntry,
@@ -44,7 +40,7 @@ from protocol.names import validate_branch
 
 from ..live.events import hexsha
 from ..server.auth import Identity
-from .branch_sync import ENGINE_AUTHOR, BranchSync, LeaseBusy
+from .branch_sync import ENGINE_AUTHOR, BranchSync, LeaseBusy, fence_for
 from .branches import Branches
 from .work import in_git_thread, in_repo
 
@@ -216,7 +212,7 @@ class Merges:
 
         # the documents hold the merge already: a crash before it is recorded as synced
         # must not have it merged into them again (see branch_sync._finish_commit)
-        with _fence(git, branch, grant):
+        with fence_for(git, branch, grant):
             move_as_synced(git, branch, move)
 
     def _commit(
@@ -235,7 +231,7 @@ class Merges:
             message += "\nConflicts left for resolution:\n" + "".join(
                 f"  {path}\n" for path in plan.conflicts
             )
-        with _fence(git, branch, grant):
+        with fence_for(git, branch, grant):
             return move_as_synced(
                 git,
                 branch,
@@ -252,11 +248,6 @@ class Merges:
                     before_move=record,
                 ),
             )
-
-
-def _fence(git: Repo, branch: str, grant: Grant | None) -> contextlib.AbstractContextManager[None]:
-    """The branch's fence for a ref move under ``grant`` (in a cluster); nothing outside one."""
-    return fenced(git, branch, grant.token) if grant is not None else contextlib.nullcontext()
 
 
 def _settle_deleted(sync: BranchSync, changes: list[FileChange]) -> None:
