@@ -83,10 +83,15 @@ class Held:
         self._renewed = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._keep(), name=f"lease {grant.name}")
 
+    def _expired(self) -> bool:
+        """No renewal for a whole time to live: the grant ran out (and is lost for good)."""
+        if asyncio.get_running_loop().time() - self._renewed >= self.leases.ttl:
+            self.lost = True
+        return self.lost
+
     def check(self) -> None:
         """Raise ``LeaseLost`` if the grant is no longer held."""
-        if self.lost or asyncio.get_running_loop().time() - self._renewed >= self.leases.ttl:
-            self.lost = True
+        if self._expired():
             raise LeaseLost(
                 f"{self.grant.name}: lease {self.grant.token} lost (it expired, or another "
                 "node took it over); the work stops here"
@@ -102,8 +107,7 @@ class Held:
                 log.warning(
                     "%s: renewing lease %d failed: %s", self.grant.name, self.grant.token, exc
                 )
-                if loop.time() - self._renewed >= self.leases.ttl:
-                    self.lost = True
+                self._expired()
                 continue
             if not renewed:
                 log.warning("%s: lease %d lost", self.grant.name, self.grant.token)

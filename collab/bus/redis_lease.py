@@ -65,13 +65,14 @@ class RedisLeases:
         self.node_id = node_id
         self.ttl = ttl
         self.prefix = prefix
+        self._keys = RedisKeys(prefix)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._advance = client.register_script(_ADVANCE)
 
     def _lease(self, name: str) -> str:
-        return RedisKeys(self.prefix).lease(name)
+        return self._keys.lease(name)
 
     def _fence(self, name: str) -> str:
         return f"{self.prefix}fence:{name}"
