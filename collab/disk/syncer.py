@@ -286,14 +286,10 @@ class WorkingTree(Lifecycle):
         self._locks.add(path)
         try:
             await self._sync(path)
-        except ClientError as exc:
-            if exc.code in _REFUSED:  # the server takes no file of that name, ever
-                self._refuse(path, exc)
+        except (ClientError, ConnectionError, TimeoutError, OSError) as exc:
+            if isinstance(exc, ClientError) and exc.code in _REFUSED:
+                self._refuse(path, exc)  # the server takes no file of that name, ever
                 return
-            log.warning("%s: %s; retrying", path, exc)
-            self._emit(event="error", path=path, message=str(exc))
-            self._retry_later(path)
-        except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning("%s: %s; retrying", path, exc)
             self._emit(event="error", path=path, message=str(exc))
             self._retry_later(path)
@@ -354,8 +350,8 @@ class WorkingTree(Lifecycle):
         for _round in range(_TRIES):
             disk = read_bytes(full)
             base = self._base(path)
-            emptied = disk is None or disk == b""
-            if not settled and emptied and (base or (base is None and disk == b"")):
+            # emptied or gone (a save may be half way), or new and still empty
+            if not settled and ((base and not disk) or (base is None and disk == b"")):
                 settled = True  # an editor may be half way through a save: look again
                 await asyncio.sleep(self.settle)
                 continue
