@@ -61,6 +61,28 @@ def git_text(repos: Path, path: str = "README.md") -> str:
     return done.stdout.decode()
 
 
+async def converged_once(
+    docs: list[Document], everything: list[str], repos: Path, *, git_what: str = ""
+) -> str:
+    """Wait until every client holds every marker, all hold the same text, and git holds it;
+    assert each marker is there once. The text."""
+    for doc in docs:
+        await doc.wait_for(lambda t: all(m in t for m in everything), timeout=30)
+
+    async def same() -> bool:
+        return len({str(doc) for doc in docs}) == 1
+
+    await eventually(same, 20, "every client's text to be the same")
+    final = str(docs[0])
+    assert {m: final.count(m) for m in everything if final.count(m) != 1} == {}
+
+    async def committed() -> bool:
+        return await asyncio.to_thread(git_text, repos) == final
+
+    await eventually(committed, 30, "git to hold the live text" + git_what)
+    return final
+
+
 @pytest.fixture
 def redis(tmp_path: Path) -> RedisProcess:
     server = RedisProcess(tmp_path / "redis")
@@ -252,20 +274,7 @@ async def test_a_node_killed_mid_run_loses_nothing_acknowledged(nodes: Nodes, re
         later = await asyncio.gather(*typing)
         await asyncio.gather(*(client.flush() for client in clients))
         everything = acknowledged + [m for ms in later for m in ms]
-        for doc in docs:
-            await doc.wait_for(lambda t: all(m in t for m in everything), timeout=30)
-
-        async def same() -> bool:
-            return len({str(doc) for doc in docs}) == 1
-
-        await eventually(same, 20, "every client's text to be the same")
-        final = str(docs[0])
-        assert {m: final.count(m) for m in everything if final.count(m) != 1} == {}
-
-        async def committed() -> bool:
-            return await asyncio.to_thread(git_text, repos) == final
-
-        await eventually(committed, 30, "git to hold the live text (the lease moved)")
+        await converged_once(docs, everything, repos, git_what=" (the lease moved)")
         subprocess.run(
             ["git", "--git-dir", str(repos / "demo"), "fsck", "--full", "--strict"],
             env=GIT_ENV,
@@ -322,25 +331,12 @@ async def test_redis_restarted_or_paused_mid_run_loses_and_doubles_nothing(
         made = await asyncio.gather(*typing)
         await asyncio.gather(*(client.flush() for client in clients))
         everything = [m for ms in made for m in ms] + ["typed during the outage;"]
-        for doc in docs:
-            await doc.wait_for(lambda t: all(m in t for m in everything), timeout=30)
-
-        async def same() -> bool:
-            return len({str(doc) for doc in docs}) == 1
-
-        await eventually(same, 20, "every client's text to be the same")
-        final = str(docs[0])
-        assert {m: final.count(m) for m in everything if final.count(m) != 1} == {}
+        await converged_once(docs, everything, repos)
 
         async def recovered() -> bool:
             return (await health(nodes.nodes[0]))["degraded"] is False
 
         await eventually(recovered, 20, "the node to be healthy again")
-
-        async def committed() -> bool:
-            return await asyncio.to_thread(git_text, repos) == final
-
-        await eventually(committed, 30, "git to hold the live text")
     finally:
         for client in clients:
             await client.close()
@@ -374,20 +370,7 @@ async def test_redis_restarted_without_its_data_mid_run_loses_and_doubles_nothin
         later = await asyncio.gather(*typing)
         await asyncio.gather(*(client.flush(timeout=30) for client in clients))
         everything = [m for ms in first + later for m in ms]
-        for doc in docs:
-            await doc.wait_for(lambda t: all(m in t for m in everything), timeout=30)
-
-        async def same() -> bool:
-            return len({str(doc) for doc in docs}) == 1
-
-        await eventually(same, 20, "every client's text to be the same")
-        final = str(docs[0])
-        assert {m: final.count(m) for m in everything if final.count(m) != 1} == {}
-
-        async def committed() -> bool:
-            return await asyncio.to_thread(git_text, repos) == final
-
-        await eventually(committed, 30, "git to hold the live text")
+        await converged_once(docs, everything, repos)
     finally:
         for client in clients:
             await client.close()
