@@ -266,10 +266,13 @@ def _prefix_sums(sizes: Iterable[int]) -> Iterable[int]:
         total += size
 
 
-def combine_small_packs(store: DiskObjectStore, *, limit: int | None = None) -> int:
-    """Combine the small packs of ``store`` if it holds more than ``limit``; return how many
-    packs were combined into one (0: none). Safe against concurrent combiners (a lock file in
-    the pack directory) and against crashes (old packs go only once the new one is durable)."""
+def combine_small_packs(
+    store: DiskObjectStore, *, limit: int | None = None, factor: int = GEOMETRIC_FACTOR
+) -> int:
+    """Combine the small packs of ``store`` if it holds more than ``limit``, as many as
+    ``geometric_cut`` with ``factor`` chooses; return how many packs were combined into one
+    (0: none). Safe against concurrent combiners (a lock file in the pack directory) and
+    against crashes (old packs go only once the new one is durable)."""
     limit = PACK_LIMIT if limit is None else limit
     pack_dir = str(store.pack_dir)
     candidates = _candidates(pack_dir)
@@ -278,7 +281,7 @@ def combine_small_packs(store: DiskObjectStore, *, limit: int | None = None) -> 
     small = [pack for pack in _sized(candidates) if pack.size < COMBINE_BELOW]
     if len(small) <= limit:
         return 0
-    chosen = small[: geometric_cut([pack.size for pack in small])]
+    chosen = small[: geometric_cut([pack.size for pack in small], factor)]
     if len(chosen) < 2:
         return 0
     lock = Path(pack_dir) / _LOCK
