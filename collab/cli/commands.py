@@ -247,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # the reader is gone: what is still buffered goes nowhere, not into a second
         # error when Python flushes stdout at exit (as the Python documentation advises)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_stdout()
         return 1
     return status
 
@@ -525,21 +524,38 @@ def _example_path(repos: Repositories, repo: str, branch: str, head: bytes) -> s
 
 
 def _announce(server: CollabServer, example: str) -> None:
+    """Print the banner: where the server listens and how to connect. A server whose
+    standard output is gone (``collab serve | head -1``, a closed log pipe) goes on
+    serving; the banner goes nowhere."""
     names = server.repos.names()
     auth = "?user=NAME (dev mode)" if server.auth.dev_mode else "?token=TOKEN (collab token ...)"
-    print(f"collab: listening on {server.url}", flush=True)
+    lines = [f"collab: listening on {server.url}"]
     if server.config.web:
         web = f"http://{server.config.host}:{server.port}/"
-        print(f"  web editor   : {web}  (open it in two browser windows)", flush=True)
-    print(f"  repositories : {server.config.repos} ({', '.join(names) or 'none'})", flush=True)
-    print(f"  Yjs clients  : {server.url}/yjs/{example}{auth.split(' ')[0]}", flush=True)
-    print(
-        f"  engine / ws  : {server.url}/ws  (msgpack protocol, see protocol/README.md)", flush=True
-    )
-    print(f"  credentials  : {auth}", flush=True)
+        lines.append(f"  web editor   : {web}  (open it in two browser windows)")
+    lines += [
+        f"  repositories : {server.config.repos} ({', '.join(names) or 'none'})",
+        f"  Yjs clients  : {server.url}/yjs/{example}{auth.split(' ')[0]}",
+        f"  engine / ws  : {server.url}/ws  (msgpack protocol, see protocol/README.md)",
+        f"  credentials  : {auth}",
+    ]
     who = " --user NAME" if server.auth.dev_mode else " --token TOKEN"
     url = "" if server.port == 8765 else f" --url http://127.0.0.1:{server.port}"
-    print(f"  next         : {_program()} status{url}{who}  (in another terminal)", flush=True)
+    lines.append(f"  next         : {_program()} status{url}{who}  (in another terminal)")
+    for line in lines:
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            _discard_stdout()
+            return
+
+
+def _discard_stdout() -> None:
+    """Send what is written to standard output nowhere from now on (its reader is gone),
+    so that no later write, nor Python's flush at exit, fails on it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _program() -> str:

@@ -304,6 +304,41 @@ async def test_output_into_a_closed_pipe_ends_quietly(server: CollabServer) -> N
     assert err == "" and status == 1, err
 
 
+async def test_a_server_whose_output_is_gone_goes_on_serving(repos: Path, tmp_path: Path) -> None:
+    """``collab serve | head -1``, or a supervisor's log pipe closed: the banner goes
+    nowhere, and the server serves on."""
+    read, write = os.pipe()
+    os.close(read)
+    port = free_port()
+    args = ["serve", "--repos", str(repos), "--data-dir", str(tmp_path / "data")]
+    log = (tmp_path / "server.log").open("wb")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collab", *args, "--port", str(port), stdout=write, stderr=log
+        )
+    finally:
+        os.close(write)
+        log.close()
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+            while True:
+                assert proc.returncode is None, (tmp_path / "server.log").read_text()
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as answer:
+                        if answer.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # (the banner is printed once the server listens)
+        assert proc.returncode is None, (tmp_path / "server.log").read_text()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+    assert "Broken pipe" not in (tmp_path / "server.log").read_text()
+
+
 def _usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """The error line argparse printed for ``argv``, which it refused with exit status 2."""
     with pytest.raises(SystemExit) as refused:
