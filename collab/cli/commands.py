@@ -7,6 +7,7 @@ import asyncio
 import errno
 import gc
 import importlib.util
+import logging
 import math
 import os
 import signal
@@ -34,6 +35,8 @@ from ..store.data_lock import DataDirBusy
 from ..store.sqlite_store import StoreUnreadable
 from . import branch_commands, cluster_commands, status_commands, store_commands
 from .cluster_commands import REDIS_ENV
+
+log = logging.getLogger("collab.cli")
 
 __all__ = ["main"]
 
@@ -322,11 +325,12 @@ def _ttl(seconds: float) -> float | None:
 
 def _serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT or SIGTERM. A start-up failure is one line on stderr,
-    with its cause and what to do, and exit status 2."""
+    with its cause and what to do, and exit status 2 (with ``--log-format json``, one JSON
+    log line, as is a fatal error's traceback)."""
     try:
+        configure_logging(args.log_level, args.log_format)
         config = _config(args)
         _check_port(config.host, config.port)
-        configure_logging(args.log_level, args.log_format)
         if args.repos is None and not Repositories(config.repos).names():
             create_demo_repo(config.repos / "demo.git")
         worktrees = [parse_worktree(spec) for spec in args.worktree or []]
@@ -334,22 +338,27 @@ def _serve(args: argparse.Namespace) -> int:
             raise StartupError(f"--worktree: {missing}")
         tune_gc()
         _event_loop_run(_run(config, worktrees))
-    except (StartupError, WorktreeError) as exc:
-        print(f"collab serve: {exc}", file=sys.stderr)
-        return 2
-    except DataDirBusy as exc:
-        print(f"collab serve: {exc}", file=sys.stderr)
-        return 2
+    except (StartupError, WorktreeError, DataDirBusy, ValueError) as exc:
+        return _refuse(args, str(exc))
     except StoreUnreadable as exc:
-        print(f"collab serve: {_unreadable(exc)}", file=sys.stderr)
-        return 2
+        return _refuse(args, _unreadable(exc))
     except OSError as exc:
-        print(f"collab serve: {_os_error(exc, args)}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"collab serve: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(args, _os_error(exc, args))
+    except Exception:
+        if args.log_format != "json":
+            raise
+        log.critical("collab serve stopped on an unexpected error", exc_info=True)
+        return 1
     return 0
+
+
+def _refuse(args: argparse.Namespace, message: str) -> int:
+    """Say why ``collab serve`` does not start, as its log format says; exit status 2."""
+    if args.log_format == "json":
+        log.error("collab serve: %s", message)
+    else:
+        print(f"collab serve: {message}", file=sys.stderr)
+    return 2
 
 
 class StartupError(Exception):
@@ -495,19 +504,24 @@ that is text."""
 
 
 async def _example(server: CollabServer) -> str:
-    """The banner's example document, ``REPO/BRANCH:PATH``: the first repository's default
-    branch, and its README.md (else its first text file), as far as they exist."""
-    names = server.repos.names()
-    if not names:
-        return "<repo>/<branch>:<path>"
-    repo = names[0]
-    try:
-        branch = await server.branches.default_branch(repo)
-        head = await server.branches.head(repo, branch)
-        path = await in_git_thread(server.repos, _example_path, server.repos, repo, branch, head)
-    except (LookupError, ProtocolError):  # no such branch yet: an empty repository
-        return f"{repo}/<branch>:<path>"
-    return f"{repo}/{branch}:{path or '<path>'}"
+    """The banner's example document, ``REPO/BRANCH:PATH``: the first readable repository's
+    default branch, and its README.md (else its first text file), as far as they exist. A
+    repository that cannot be read (damaged objects or refs) is passed over: the banner
+    never stops the server."""
+    for repo in server.repos.names():
+        try:
+            branch = await server.branches.default_branch(repo)
+            head = await server.branches.head(repo, branch)
+            path = await in_git_thread(
+                server.repos, _example_path, server.repos, repo, branch, head
+            )
+        except (LookupError, ProtocolError):  # no such branch yet: an empty repository
+            return f"{repo}/<branch>:<path>"
+        except Exception as exc:
+            log.debug("%s: not taken for the banner's example: %r", repo, exc)
+            continue
+        return f"{repo}/{branch}:{path or '<path>'}"
+    return "<repo>/<branch>:<path>"
 
 
 def _example_path(repos: Repositories, repo: str, branch: str, head: bytes) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -54,6 +55,20 @@ def test_a_port_in_use_is_one_line_before_anything_is_opened(repos: Path, tmp_pa
         done = _serve("--repos", str(repos), "--data-dir", str(data), "--port", str(port))
     _refused(done, f"127.0.0.1:{port}", "in use", "--port")
     assert not data.exists()
+
+
+def test_a_refusal_is_one_json_line_in_json_logs(repos: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--repos", str(repos), "--data-dir", str(tmp_path / "data")]
+        done = _serve(*args, "--port", str(port), "--log-format", "json")
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "ERROR"
+    assert f"127.0.0.1:{port}" in record["message"] and "--port" in record["message"]
 
 
 def test_a_data_directory_in_use_is_one_line_naming_the_holder(repos: Path, tmp_path: Path) -> None:
@@ -400,6 +415,25 @@ def test_the_banner_example_names_a_branch_and_file_that_exist(tmp_path: Path) -
     git(project, "add", ".")
     git(project, "commit", "-q", "-m", "readme")
     assert _banner_example(project.parent, tmp_path / "data") == "project/master:README.md"
+
+
+def test_a_damaged_repository_is_passed_over_by_the_banner(tmp_path: Path) -> None:
+    """The first repository's objects are unreadable: the server starts all the same, and
+    its banner takes its example from the next one."""
+    good = tmp_path / "repos" / "good"
+    good.mkdir(parents=True)
+    git(good, "init", "-q", "-b", "main")
+    (good / "a.txt").write_text("a\n")
+    git(good, "add", ".")
+    git(good, "commit", "-q", "-m", "start")
+    damaged = tmp_path / "repos" / "aaa.git"
+    git(tmp_path, "clone", "-q", "--bare", "--no-hardlinks", str(good), str(damaged))
+    for obj in (damaged / "objects").glob("??/*"):
+        obj.chmod(0o644)
+        with obj.open("r+b") as f:
+            f.seek(2)
+            f.write(b"XXXXXXXX")
+    assert _banner_example(tmp_path / "repos", tmp_path / "data") == "good/main:a.txt"
 
 
 async def test_a_client_takes_the_ws_endpoint_and_fails_at_once_on_404(
