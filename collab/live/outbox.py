@@ -218,6 +218,12 @@ class Outbox:
             return None
         return transport
 
+    @property
+    def close_code(self) -> int | None:
+        """The code :meth:`abort` closes the connection with; ``None`` if it was not called.
+        (The socket's own ``close_code`` is then the one the peer answered with.)"""
+        return None if self._close is None else int(self._close[0])
+
     def abort(self, code: ErrorCode, reason: str) -> None:
         """Close the connection with ``code``; frames still queued are dropped."""
         if self._close is not None:

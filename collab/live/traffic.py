@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Protocol
 
@@ -9,7 +10,7 @@ from aiohttp import WSCloseCode
 
 from protocol.errors import ErrorCode
 
-__all__ = ["SendQueue", "Traffic", "frame_error_code"]
+__all__ = ["SendQueue", "Traffic", "frame_error_code", "read_failed"]
 
 
 class SendQueue(Protocol):
@@ -65,11 +66,26 @@ class Traffic:
         self.refusals[kind, int(code)] += 1
 
 
-def frame_error_code(error: object) -> int:
+def frame_error_code(error: object) -> int | None:
     """The close code a WebSocket that failed on a bad frame (``WSMsgType.ERROR``, its data
     ``error``) was closed with: aiohttp's, except 1009 (too big), which ``CollabWebSocket``
-    sends as ``TOO_LARGE``."""
+    sends as ``TOO_LARGE``. ``None`` when ``error`` is no bad frame but the connection
+    failing: a peer that answered no ping in time (a ``TimeoutError``), or a reset."""
+    if isinstance(error, (TimeoutError, OSError)):
+        return None
     code = getattr(error, "code", None)
     if not isinstance(code, int):
         return int(WSCloseCode.INTERNAL_ERROR)
     return int(ErrorCode.TOO_LARGE) if code == WSCloseCode.MESSAGE_TOO_BIG else code
+
+
+def read_failed(traffic: Traffic, log: logging.Logger, name: str, error: object) -> None:
+    """A WebSocket's read failed (``WSMsgType.ERROR``, its data ``error``; aiohttp has
+    closed the socket already): a bad frame is a warning and a refusal with its close code;
+    a connection that failed is neither, it is only said."""
+    code = frame_error_code(error)
+    if code is None:
+        log.info("%s: connection lost: %s", name, error)
+        return
+    log.warning("%s: closed on a bad frame: %s", name, error)
+    traffic.refuse("close", code)

@@ -19,7 +19,7 @@ from ..live.outbox import Outbox, close_ws
 from ..live.quotas import UserQuotas
 from ..live.room import EMPTY_UPDATE, Room
 from ..live.rooms import Rooms
-from ..live.traffic import Traffic, frame_error_code
+from ..live.traffic import Traffic, read_failed
 from .auth import Authenticator, Identity, dev_mode_refusal, is_loopback
 from .config import ServerConfig
 from .ops import CallContext, Operations
@@ -298,8 +298,7 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
             elif msg.type is WSMsgType.ERROR:
                 # aiohttp has closed the socket already (an oversized message: 4009, see
                 # CollabWebSocket); the frame error is the message's data, not ws.exception()
-                log.warning("%s: closed on a bad frame: %s", name, msg.data)
-                traffic.refuse("close", frame_error_code(msg.data))
+                read_failed(traffic, log, name, msg.data)
     finally:
         opened = len(session.docs)
         endpoint.sockets.untrack(ws)
@@ -310,7 +309,7 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
             "%s (%s): disconnected (code %s, %d document%s open)",
             name,
             identity.user,
-            ws.close_code,
+            outbox.close_code or ws.close_code,
             opened,
             "" if opened == 1 else "s",
         )

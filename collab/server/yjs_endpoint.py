@@ -27,7 +27,7 @@ from ..live.outbox import Outbox, close_ws
 from ..live.quotas import UserQuotas
 from ..live.room import EMPTY_UPDATE, Room
 from ..live.rooms import Rooms
-from ..live.traffic import Traffic, frame_error_code
+from ..live.traffic import Traffic, read_failed
 from .auth import Authenticator, Identity
 from .config import ServerConfig
 from .sockets import WebSockets
@@ -132,14 +132,14 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
             elif msg.type is WSMsgType.ERROR:
                 # aiohttp has closed the socket already (an oversized message: 4009, see
                 # CollabWebSocket); the frame error is the message's data, not ws.exception()
-                log.warning("%s: closed on a bad frame: %s", name, msg.data)
-                outbox.traffic.refuse("close", frame_error_code(msg.data))
+                read_failed(outbox.traffic, log, name, msg.data)
     finally:
         endpoint.sockets.untrack(ws)
         room.detach(peer)
         outbox.finish()
         await asyncio.gather(writer, return_exceptions=True)
-        log.info("%s (%s): disconnected (code %s)", name, identity.user, ws.close_code)
+        code = outbox.close_code or ws.close_code
+        log.info("%s (%s): disconnected (code %s)", name, identity.user, code)
     return ws
 
 

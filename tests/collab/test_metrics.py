@@ -227,3 +227,29 @@ def test_collab_token_mints_a_metrics_token(
     assert main(["token", "--user", "prometheus", "--role", "metrics", "--ttl", "0"]) == 0
     token = capsys.readouterr().out.strip()
     authorize_metrics(TokenAuthenticator(SECRET), token=token, remote="10.0.0.7")
+
+
+async def test_a_peer_that_answers_no_ping_is_dropped_not_counted_as_a_bad_frame(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A stock peer gone silent (its machine asleep): dropped, and no refusal counted."""
+    config = make_config(repos, tmp_path / "data", heartbeat=0.4)
+    async with CollabServer(config) as server, aiohttp.ClientSession() as http:
+        base = server.url.replace("ws://", "http://")
+        async with http.ws_connect(f"{base}/yjs/demo/main:README.md?user=bob", autoping=False):
+            connected = {"endpoint": "yjs"}
+            samples = await eventually(
+                server, lambda s: value(s, "collab_connections", **connected) == 1
+            )
+            assert value(samples, "collab_connections", **connected) == 1
+            # (nothing read: no ping is answered) dropped after half the heartbeat
+            samples = await eventually(
+                server, lambda s: value(s, "collab_connections", **connected) == 0
+            )
+            assert value(samples, "collab_connections", **connected) == 0
+        refusals = {
+            labels: count
+            for (name, labels), count in samples.items()
+            if name == "collab_refusals_total" and count
+        }
+        assert refusals == {}
