@@ -29,6 +29,7 @@ class UserQuotas:
                 f"over the quota of {self.bytes.rate:.0f} update bytes per second",
             )
         if not self.updates.allow(user):
+            self.bytes.refund(user, float(size))
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"over the quota of {self.updates.rate:.0f} updates per second",

@@ -30,6 +30,14 @@ class RateLimiter:
         self._buckets[user] = (tokens - cost, now)
         return True
 
+    def refund(self, user: str, cost: float = 1.0) -> None:
+        """Put back ``cost`` tokens taken from ``user``'s bucket (for something that was
+        refused after all), up to its burst."""
+        bucket = self._buckets.get(user)
+        if self.rate > 0 and bucket is not None:
+            tokens, at = bucket
+            self._buckets[user] = (min(float(self.burst), tokens + cost), at)
+
     def _prune(self, now: float) -> None:
         """Forget users whose buckets have refilled (they start full again anyway)."""
         full = self.burst / self.rate

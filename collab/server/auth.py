@@ -101,9 +101,12 @@ def is_loopback(remote: str | None) -> bool:
     if remote is None:
         return False
     try:
-        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # 127.0.0.1 as a dual-stack socket sees it
+    return address.is_loopback
 
 
 def _b64encode(data: bytes) -> str:

@@ -13,7 +13,7 @@ from gitcli import until
 from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
-from collab.server.auth import Role, TokenAuthenticator
+from collab.server.auth import Role, TokenAuthenticator, is_loopback
 from protocol import messages as m
 from protocol.errors import ErrorCode
 
@@ -275,3 +275,21 @@ async def test_a_read_only_ws_handle_is_not_asked_for_what_it_has(
     opened = [s for s in seen if isinstance(s, m.Opened)]
     assert opened and not opened[0].writable
     assert not any(isinstance(s, m.Sync) and s.step is m.SyncStep.STEP1 for s in seen)
+
+
+@pytest.mark.parametrize(
+    ("remote", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # a dual-stack listener (--host ::) sees IPv4 so
+        ("::ffff:10.0.0.1", False),
+        ("10.0.0.1", False),
+        ("fe80::1%eth0", False),
+        ("localhost", False),  # a peer's address is never a name
+        (None, False),
+    ],
+)
+def test_loopback_peers_as_every_listener_sees_them(remote: str | None, loopback: bool) -> None:
+    assert is_loopback(remote) is loopback

@@ -4,10 +4,13 @@ connection's send queue in bytes. What is refused is neither stored nor broadcas
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import aiohttp
 import psutil
+import pytest
+from gitcli import until
 from pycrdt import Doc, Text
 from serverproc import ServerProcess
 from servers import make_config
@@ -15,7 +18,8 @@ from test_crash import stored_text
 from yjsclient import YjsPeer
 
 from collab import Client, CollabServer
-from protocol.errors import ErrorCode
+from collab.live.quotas import UserQuotas
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.yjs import SyncStep1, SyncUpdate, encode_message
 
 ROOM = "demo/main:README.md"
@@ -58,8 +62,9 @@ async def test_an_edit_past_the_document_cap_is_refused_and_nothing_of_it_kept(
 
 
 async def test_a_stock_client_past_the_cap_is_closed_with_its_code(
-    repos: Path, tmp_path: Path
+    repos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="collab")
     config = make_config(repos, tmp_path / "data", max_document=64 * 1024)
     async with CollabServer(config) as server, YjsPeer(server.url, ROOM, user="ann") as ann:
         await asyncio.wait_for(ann.synced.wait(), 5)
@@ -69,6 +74,8 @@ async def test_a_stock_client_past_the_cap_is_closed_with_its_code(
         assert "cap" in ann.close_reason
         room = server.rooms.get_key(ROOM)
         assert room is None or "§" not in str(room.text)
+        await until(lambda: "(ann): disconnected" in caplog.text)
+    assert "(ann): disconnected (code 4019)" in caplog.text  # the code it was closed with
 
 
 async def test_a_user_over_the_update_quota_is_cut_off_and_others_go_on(
@@ -159,3 +166,15 @@ async def test_memory_stays_bounded_when_a_client_fills_a_document(
         assert len(stored.encode()) <= 8 * MB
     finally:
         await server.stop()
+
+
+def test_an_update_over_the_update_quota_takes_nothing_of_the_byte_quota() -> None:
+    quotas = UserQuotas(update_rate=0.001, update_burst=1, byte_rate=0.001, byte_burst=1000)
+    quotas.charge("alice", 400)
+    for _ in range(5):  # refused by the update quota, each time
+        with pytest.raises(ProtocolError) as refused:
+            quotas.charge("alice", 400)
+        assert refused.value.code is ErrorCode.RATE_LIMITED
+        assert "updates per second" in refused.value.message
+    quotas.updates.refund("alice")  # (as if a second had passed for the update quota)
+    quotas.charge("alice", 600)  # the 600 bytes left of the burst are all there
