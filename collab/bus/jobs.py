@@ -5,8 +5,8 @@ have (``workers``). For every other node that has some, a node's pool holds a
 ``NodeWorkerLink``: a worker like a remote one, whose jobs travel to that node over Redis
 pub/sub, in the ``/worker`` protocol's own messages (``collab.completion.wire``). That node
 runs them on its own workers, never forwarding them again, and sends the pieces and the
-answer back the same way. A node that goes away fails the jobs it held (``UNAVAILABLE``),
-as a worker that disconnects does.
+answer back the same way. A node that goes away leaves the jobs it held to the pool, as a
+worker that disconnects does: they go to another worker or fail (``UNAVAILABLE``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ A worker is a :class:`WorkerLink`: the embedded one runs jobs in this process
 with the most free slots; one cancelled while it waits is dropped from the queue, one
 cancelled while a worker runs it is cancelled there (its slot stays taken until the worker
 answers, so a busy GPU is never handed more work than it can hold).
+
+A job whose worker leaves goes back to the front of the queue for another worker, unless it
+has already sent text to its requester or has been sent ``REQUEUES`` times before (a job
+that makes every worker fail is not sent on for ever); else it fails with UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ __all__ = ["LocalWorker", "QueuedJob", "WorkerLink", "WorkerPool"]
 
 log = logging.getLogger("collab.completion.pool")
 
+REQUEUES = 1
+"""How many times a job whose worker left is sent to another worker, at most."""
+
 
 @dataclass(eq=False)
 class QueuedJob:
@@ -39,6 +46,8 @@ class QueuedJob:
     cancelled: bool = False
     on_text: Callable[[str], None] | None = None  # pieces of the text, when it streams
     local_only: bool = False  # forwarded by another node: never forwarded again
+    sends: int = 0  # times handed to a worker (more than once when a worker left)
+    streamed: bool = False  # some of its text reached ``on_text``: it cannot start again
 
     @property
     def id(self) -> str:
@@ -80,23 +89,22 @@ class WorkerPool:
         self._dispatch()
 
     def remove(self, worker: WorkerLink, reason: str, *, quiet: bool = False) -> None:
-        """Forget ``worker``; its jobs fail with UNAVAILABLE (and so do waiting ones when
-        no worker is left). ``quiet``: log it at DEBUG, else as a WARNING."""
+        """Forget ``worker``. Its jobs go back to the front of the queue, in the order they
+        were queued, or fail with UNAVAILABLE (see :meth:`_retry`); waiting jobs that no
+        worker left may take fail too. ``quiet``: log it at DEBUG, else as a WARNING."""
         if worker not in self.workers:
             return
         self.workers.remove(worker)
         log.log(
             logging.DEBUG if quiet else logging.WARNING, "worker %s left: %s", worker.name, reason
         )
-        for job in list(worker.running.values()):
-            _settle(
-                job, ProtocolError(ErrorCode.UNAVAILABLE, f"completion worker failed: {reason}")
-            )
+        jobs = sorted(worker.running.values(), key=lambda job: job.queued_at, reverse=True)
         worker.running.clear()
-        if not self.workers:
-            while self.pending:
-                job = self.pending.popleft()
-                _settle(job, ProtocolError(ErrorCode.UNAVAILABLE, "no completion worker left"))
+        for job in jobs:
+            self._retry(job, reason)
+        for job in [job for job in self.pending if not _eligible(self.workers, job)]:
+            self.pending.remove(job)
+            _settle(job, ProtocolError(ErrorCode.UNAVAILABLE, "no completion worker left"))
         self._dispatch()
 
     def submit(self, job: QueuedJob) -> None:
@@ -122,6 +130,7 @@ class WorkerPool:
         """A piece of job ``job_id``'s text, from ``worker`` while it generates."""
         job = worker.running.get(job_id)
         if job is not None and job.on_text is not None and not job.future.done():
+            job.streamed = True
             job.on_text(piece)
 
     def finished(self, worker: WorkerLink, job_id: str, result: JobOutput | ProtocolError) -> None:
@@ -154,8 +163,33 @@ class WorkerPool:
             self.pending.popleft()
             job.worker = worker
             job.sent_at = time.perf_counter()
+            job.sends += 1
             worker.running[job.id] = job
             worker.send(job)
+
+    def _retry(self, job: QueuedJob, reason: str) -> None:
+        """Queue again, first, a job whose worker failed for ``reason``; fail it with
+        UNAVAILABLE if it cannot start again elsewhere (a cancelled one is let go)."""
+        if job.cancelled or job.future.done():
+            return
+        job.worker, job.sent_at = None, None
+        why = self._not_again(job)
+        if why is None:
+            log.info("job %s goes to another worker (%s)", job.id, reason)
+            self.pending.appendleft(job)
+            return
+        message = f"completion worker failed: {reason}; {why}"
+        _settle(job, ProtocolError(ErrorCode.UNAVAILABLE, message))
+
+    def _not_again(self, job: QueuedJob) -> str | None:
+        """Why ``job``, whose worker failed, may not be sent to another; ``None`` if it may."""
+        if job.streamed:
+            return "part of its text was already sent"
+        if job.sends > REQUEUES:
+            return f"tried on {job.sends} workers"
+        if not _eligible(self.workers, job):
+            return "no other worker may take it"
+        return None
 
 
 def _eligible(workers: list[WorkerLink], job: QueuedJob) -> list[WorkerLink]:

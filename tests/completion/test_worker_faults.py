@@ -1,0 +1,199 @@
+"""Workers that leave: a job that has sent nothing yet goes to another worker (a few times at
+most).
+
+The workers here are real ``/worker`` connections that the test drives: they take jobs and
+answer, stream, hang or leave only when told."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from collab import Client, ClientError, CollabServer
+from collab.completion import pool, wire
+from collab.completion.executor import JobOutput, JobSpec
+from collab.completion.prompts import Family
+from protocol.errors import ErrorCode
+
+APP = "demo/main:src/app.py"
+UTIL = "demo/main:src/util.py"
+
+
+class ScriptedWorker:
+    """A ``/worker`` connection that records what the engine sends and does what it is told."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.jobs: list[JobSpec] = []
+        self.cancels: list[str] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed = asyncio.Event()
+
+    async def read(self) -> None:
+        """Take the engine's messages until it closes (pings are answered meanwhile)."""
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                match wire.decode(msg.data):
+                    case wire.Job(spec):
+                        self.jobs.append(spec)
+                    case wire.CancelJob(job_id):
+                        self.cancels.append(job_id)
+                continue
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                self.close_code, self.close_reason = msg.data, msg.extra or ""
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                self.closed.set()
+                return
+
+    async def answer(self, job: JobSpec, text: str) -> None:
+        output = JobOutput(text, 0.0, 0.0, 1.0, 1, "scripted")
+        await self.ws.send_bytes(wire.encode(wire.Done(job.id, output)))
+
+    async def stream(self, job: JobSpec, piece: str) -> None:
+        await self.ws.send_bytes(wire.encode(wire.Chunk(job.id, piece)))
+
+    async def leave(self) -> None:
+        await self.ws.close()
+        self.closed.set()
+
+
+@contextlib.asynccontextmanager
+async def scripted_worker(
+    server: CollabServer, name: str, *, capacity: int = 1
+) -> AsyncIterator[ScriptedWorker]:
+    """A worker named ``name`` connected to ``server``, in the pool once this yields."""
+    joined = len(server.completion.pool.workers)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{server.url}/worker?user={name}") as ws,
+    ):
+        hello = wire.WorkerHello(name, "scripted", str(Family.PLAIN), capacity)
+        await ws.send_bytes(wire.encode(hello))
+        welcome = await ws.receive(timeout=10)
+        assert isinstance(wire.decode(welcome.data), wire.WorkerWelcome)
+        worker = ScriptedWorker(ws)
+        reader = asyncio.create_task(worker.read())
+        try:
+            await until(lambda: len(server.completion.pool.workers) > joined)
+            yield worker
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def names(server: CollabServer) -> list[str]:
+    return [worker.name.split(" ")[0] for worker in server.completion.pool.workers]
+
+
+async def test_a_job_of_a_worker_that_leaves_goes_to_another_worker_first(
+    make_server: Any,
+) -> None:
+    """Alice's job was taken by a worker that leaves: it goes to the remaining worker before
+    carol's job, which was queued after it, and keeps the time it has waited."""
+    async with (
+        make_server(None) as server,
+        Client(server.url, user="alice") as a,
+        Client(server.url, user="bob") as b,
+        Client(server.url, user="carol") as c,
+        scripted_worker(server, "leaving") as leaving,
+    ):
+        await a.open(APP)
+        asking = asyncio.create_task(a.complete(APP, 3))
+        await until(lambda: len(leaving.jobs) == 1)
+        async with scripted_worker(server, "staying") as staying:
+            await b.open(APP)
+            busy = asyncio.create_task(b.complete(APP, 4))
+            await until(lambda: len(staying.jobs) == 1)
+            await c.open(UTIL)
+            queued = asyncio.create_task(c.complete(UTIL, 3))
+            await until(lambda: len(server.completion.pool.pending) == 1)
+            await asyncio.sleep(0.2)
+            await leaving.leave()
+            await until(lambda: names(server) == ["staying"])
+            await staying.answer(staying.jobs[0], "BOB")
+            await until(lambda: len(staying.jobs) == 2)
+            assert staying.jobs[1].id == leaving.jobs[0].id  # at the front of the queue
+            await staying.answer(staying.jobs[1], "ALICE")
+            reply = await asking
+            assert reply["text"] == "ALICE"
+            assert reply["latency"]["queue_ms"] >= 200  # counted from its first queueing
+            assert (await busy)["text"] == "BOB"
+            await until(lambda: len(staying.jobs) == 3)
+            await staying.answer(staying.jobs[2], "CAROL")
+            assert (await queued)["text"] == "CAROL"
+            assert server.completion.pool.running == 0
+
+
+async def test_a_job_that_already_streamed_text_fails_with_its_worker(make_server: Any) -> None:
+    """Text already shown cannot be taken back: the job is not sent again."""
+    async with (
+        make_server(None) as server,
+        Client(server.url, user="alice") as a,
+        scripted_worker(server, "leaving") as leaving,
+        scripted_worker(server, "idle") as idle,
+    ):
+        await a.open(APP)
+        asking = asyncio.create_task(a.call("complete", doc=APP, index=3, stream=1))
+        await until(lambda: len(leaving.jobs + idle.jobs) == 1)
+        first, other = (leaving, idle) if leaving.jobs else (idle, leaving)
+        await first.stream(first.jobs[0], "ret")
+        event = await asyncio.wait_for(a.events.get(), 10)
+        assert event.data["text"] == "ret"
+        await first.leave()
+        with pytest.raises(ClientError) as err:
+            await asking
+        assert err.value.code == ErrorCode.UNAVAILABLE
+        assert "already sent" in err.value.message
+        await asyncio.sleep(0.1)
+        assert not other.jobs
+        assert server.completion.pool.running == 0
+
+
+async def test_a_job_that_makes_every_worker_leave_is_not_sent_on_for_ever(
+    make_server: Any,
+) -> None:
+    """A job is sent again at most ``pool.REQUEUES`` times, though workers remain."""
+    tries = pool.REQUEUES + 1
+    async with make_server(None) as server, Client(server.url, user="alice") as a:
+        await a.open(APP)
+        async with contextlib.AsyncExitStack() as stack:
+            workers = [
+                await stack.enter_async_context(scripted_worker(server, f"w{n}"))
+                for n in range(tries + 1)
+            ]
+            asking = asyncio.create_task(a.complete(APP, 3))
+
+            def taker() -> ScriptedWorker | None:
+                """The worker that holds the job now, if any."""
+                return next((w for w in workers if w.jobs and not w.closed.is_set()), None)
+
+            for _ in range(tries):  # each worker that gets the job leaves
+                await until(lambda: taker() is not None)
+                holder = taker()
+                assert holder is not None
+                await holder.leave()
+            with pytest.raises(ClientError) as err:
+                await asking
+            assert err.value.code == ErrorCode.UNAVAILABLE
+            assert f"tried on {tries} workers" in err.value.message
+            assert sum(len(w.jobs) for w in workers) == tries
+            assert len(server.completion.pool.workers) == 1  # one worker never got it
+            assert server.completion.pool.running == 0
