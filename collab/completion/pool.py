@@ -6,9 +6,14 @@ with the most free slots; one cancelled while it waits is dropped from the queue
 cancelled while a worker runs it is cancelled there (its slot stays taken until the worker
 answers, so a busy GPU is never handed more work than it can hold).
 
-A job whose worker leaves goes back to the front of the queue for another worker, unless it
-has already sent text to its requester or has been sent ``REQUEUES`` times before (a job
-that makes every worker fail is not sent on for ever); else it fails with UNAVAILABLE.
+Workers leave and hang. A job whose worker leaves goes back to the front of the queue for
+another worker, unless it has already sent text to its requester or has been sent
+``REQUEUES`` times before (a job that makes every worker fail is not sent on for ever); else
+it fails with UNAVAILABLE. A worker that has not answered a cancel within ``CANCEL_DEADLINE``
+seconds is taken for hung: the pool drops it as if it had left and closes its link with
+TIMEOUT (a live remote worker connects again, with every slot free). A job that its worker
+never answers at all is cancelled by its request's timeout (``completion_timeout``), and so
+comes under the same deadline. The embedded worker is never dropped: it could not come back.
 """
 
 from __future__ import annotations
@@ -21,19 +26,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from protocol.errors import ErrorCode, ProtocolError
 
 from .backend import Cancelled
 from .executor import Executor, JobOutput, JobSpec
 
-__all__ = ["LocalWorker", "QueuedJob", "WorkerLink", "WorkerPool"]
+__all__ = ["Droppable", "LocalWorker", "QueuedJob", "WorkerLink", "WorkerPool"]
 
 log = logging.getLogger("collab.completion.pool")
 
 REQUEUES = 1
 """How many times a job whose worker left is sent to another worker, at most."""
+CANCEL_DEADLINE = 10.0
+"""Seconds a worker has to answer a cancel before it is dropped (``WorkerPool.cancel_deadline``)."""
 
 
 @dataclass(eq=False)
@@ -66,11 +73,23 @@ class WorkerLink(Protocol):
     def cancel(self, job_id: str) -> None: ...
 
 
+@runtime_checkable
+class Droppable(Protocol):
+    """A worker link the pool may cut, such as a remote worker's connection: one that does not
+    answer a cancel within ``cancel_deadline`` is dropped (:meth:`WorkerPool.drop`)."""
+
+    def close(self, code: ErrorCode, reason: str) -> None:
+        """End the link; the worker, if alive, may come back as a new one."""
+        ...
+
+
 class WorkerPool:
     def __init__(self, *, max_queue: int = 256) -> None:
         self.max_queue = max_queue
+        self.cancel_deadline = CANCEL_DEADLINE
         self.workers: list[WorkerLink] = []
         self.pending: collections.deque[QueuedJob] = collections.deque()
+        self._deadlines: dict[QueuedJob, asyncio.TimerHandle] = {}  # cancels not yet answered
 
     @property
     def running(self) -> int:
@@ -101,11 +120,19 @@ class WorkerPool:
         jobs = sorted(worker.running.values(), key=lambda job: job.queued_at, reverse=True)
         worker.running.clear()
         for job in jobs:
+            self._forget_deadline(job)
             self._retry(job, reason)
         for job in [job for job in self.pending if not _eligible(self.workers, job)]:
             self.pending.remove(job)
             _settle(job, ProtocolError(ErrorCode.UNAVAILABLE, "no completion worker left"))
         self._dispatch()
+
+    def drop(self, worker: WorkerLink, reason: str) -> None:
+        """Remove ``worker`` as failed and, where it is :class:`Droppable`, close its link
+        with TIMEOUT and ``reason``."""
+        self.remove(worker, reason)
+        if isinstance(worker, Droppable):
+            worker.close(ErrorCode.TIMEOUT, reason)
 
     def submit(self, job: QueuedJob) -> None:
         """Queue ``job``; raise UNAVAILABLE without workers, RATE_LIMITED when full."""
@@ -117,11 +144,14 @@ class WorkerPool:
         self._dispatch()
 
     def cancel(self, job: QueuedJob, code: ErrorCode, message: str) -> None:
+        """Fail ``job`` with ``code``: a waiting one leaves the queue, a running one is
+        cancelled on its worker, which has ``cancel_deadline`` seconds to answer."""
         job.cancelled = True
         _settle(job, ProtocolError(code, message))
         worker = job.worker
-        if worker is not None and job.id in worker.running:
+        if worker is not None and worker.running.get(job.id) is job:
             worker.cancel(job.id)
+            self._await_answer(worker, job)
         else:
             with contextlib.suppress(ValueError):
                 self.pending.remove(job)
@@ -136,6 +166,7 @@ class WorkerPool:
     def finished(self, worker: WorkerLink, job_id: str, result: JobOutput | ProtocolError) -> None:
         job = worker.running.pop(job_id, None)
         if job is not None:
+            self._forget_deadline(job)
             gave_up = isinstance(result, ProtocolError) and result.code is ErrorCode.CANCELLED
             if gave_up and not job.cancelled:  # the worker cancelled a job on its own
                 result = ProtocolError(ErrorCode.UNAVAILABLE, f"{worker.name} gave up the job")
@@ -190,6 +221,25 @@ class WorkerPool:
         if not _eligible(self.workers, job):
             return "no other worker may take it"
         return None
+
+    def _await_answer(self, worker: WorkerLink, job: QueuedJob) -> None:
+        """Drop ``worker`` if the cancel of ``job`` is not answered within ``cancel_deadline``
+        seconds (a worker that cannot be dropped is left to answer when it can)."""
+        if job in self._deadlines or not isinstance(worker, Droppable):
+            return
+        self._deadlines[job] = asyncio.get_running_loop().call_later(
+            self.cancel_deadline, self._unanswered, worker, job
+        )
+
+    def _unanswered(self, worker: WorkerLink, job: QueuedJob) -> None:
+        self._deadlines.pop(job, None)
+        if worker in self.workers and worker.running.get(job.id) is job:
+            self.drop(worker, f"did not answer a cancel within {self.cancel_deadline:g} s")
+
+    def _forget_deadline(self, job: QueuedJob) -> None:
+        timer = self._deadlines.pop(job, None)
+        if timer is not None:
+            timer.cancel()
 
 
 def _eligible(workers: list[WorkerLink], job: QueuedJob) -> list[WorkerLink]:

@@ -18,7 +18,10 @@ One msgpack map per binary WebSocket message, with a string type ``t``:
 - worker -> engine ``failed``: ``id``, ``code`` (an ``ErrorCode``), ``message``.
 
 The engine never sends a worker more jobs than its capacity; every job is answered by
-exactly one ``done`` or ``failed`` (``CANCELLED`` for a cancelled job).
+exactly one ``done`` or ``failed`` (``CANCELLED`` for a cancelled job). A worker that has
+not answered a ``cancel`` within ``pool.CANCEL_DEADLINE`` (10 s) is taken for hung: the
+engine closes the connection with ``TIMEOUT`` (4504), and its other jobs go to other
+workers where they may (see ``pool``).
 """
 
 from __future__ import annotations

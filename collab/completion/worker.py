@@ -2,7 +2,8 @@
 
 It may run on another machine (one with a GPU): ``collab worker --url ws://engine:8765
 --token $(collab token --role worker --user gpu1) --backend transformers --model DIR``.
-It reconnects with backoff when the engine goes away, and exits on a refused token.
+It reconnects with backoff when the engine goes away or drops it (a job it did not stop in
+time when the engine cancelled it), and exits on a refused token.
 """
 
 from __future__ import annotations
@@ -157,7 +158,14 @@ class RemoteWorker:
                 for task in [*self._tasks, writer]:
                     task.cancel()
                 await asyncio.gather(*self._tasks, writer, return_exceptions=True)
-            log.warning("disconnected from %s (%s)", self.url, ws.close_code)
+            if ws.close_code == ErrorCode.TIMEOUT:
+                log.error(
+                    "%s dropped this worker: it did not answer a cancel in time (is the backend "
+                    "stuck?); connecting again",
+                    self.url,
+                )
+            else:
+                log.warning("disconnected from %s (%s)", self.url, ws.close_code)
 
     @staticmethod
     async def _write(ws: aiohttp.ClientWebSocketResponse, outgoing: asyncio.Queue[bytes]) -> None:

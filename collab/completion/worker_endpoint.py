@@ -42,7 +42,8 @@ class WorkerEndpoint:
 
 
 class RemoteWorkerLink:
-    """A connected ``collab worker`` as the pool sees it."""
+    """A connected ``collab worker`` as the pool sees it (:class:`~.pool.Droppable`: the pool
+    closes the connection of a worker that does not answer a cancel in time)."""
 
     def __init__(self, outbox: Outbox, hello: wire.WorkerHello, user: str) -> None:
         self.outbox = outbox
@@ -56,6 +57,10 @@ class RemoteWorkerLink:
 
     def cancel(self, job_id: str) -> None:
         self.outbox.put(wire.encode(wire.CancelJob(job_id)))
+
+    def close(self, code: ErrorCode, reason: str) -> None:
+        """Close the connection with ``code`` and ``reason``; the worker may connect again."""
+        self.outbox.abort(code, reason)
 
 
 async def handle_worker(endpoint: WorkerEndpoint, request: web.Request) -> web.StreamResponse:

@@ -1,5 +1,5 @@
-"""Workers that leave: a job that has sent nothing yet goes to another worker (a few times at
-most).
+"""Workers that leave or hang: a job that has sent nothing yet goes to another worker (a few
+times at most), and a worker that does not answer a cancel in time is dropped.
 
 The workers here are real ``/worker`` connections that the test drives: they take jobs and
 answer, stream, hang or leave only when told."""
@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from fake_backends import FakeBackend
 
 from collab import Client, ClientError, CollabServer
-from collab.completion import pool, wire
+from collab.completion import Generated, Prompt, pool, wire
 from collab.completion.executor import JobOutput, JobSpec
 from collab.completion.prompts import Family
+from collab.completion.worker import RemoteWorker
 from protocol.errors import ErrorCode
 
 APP = "demo/main:src/app.py"
@@ -197,3 +200,123 @@ async def test_a_job_that_makes_every_worker_leave_is_not_sent_on_for_ever(
             assert sum(len(w.jobs) for w in workers) == tries
             assert len(server.completion.pool.workers) == 1  # one worker never got it
             assert server.completion.pool.running == 0
+
+
+async def test_a_worker_that_does_not_answer_a_cancel_is_dropped(make_server: Any) -> None:
+    """Its connection is closed with 4504 and its other job goes to another worker."""
+    async with (
+        make_server(None) as server,
+        Client(server.url, user="alice") as a,
+        Client(server.url, user="bob") as b,
+        scripted_worker(server, "hung", capacity=2) as hung,
+    ):
+        server.completion.pool.cancel_deadline = 1.0
+        await a.open(APP)
+        await b.open(APP)
+        cancelled = asyncio.create_task(a.complete(APP, 3))
+        moved = asyncio.create_task(b.complete(APP, 4))
+        await until(lambda: len(hung.jobs) == 2)
+        async with scripted_worker(server, "healthy") as healthy:
+            await a.call("complete.cancel", doc=APP)
+            with pytest.raises(ClientError) as err:
+                await cancelled
+            assert err.value.code == ErrorCode.CANCELLED
+            await until(lambda: len(hung.cancels) == 1)
+            assert server.completion.pool.running == 2  # the slot waits for the answer ...
+            await asyncio.wait_for(hung.closed.wait(), 5)  # ... for 1 s
+            assert hung.close_code == ErrorCode.TIMEOUT
+            assert "did not answer a cancel within 1 s" in hung.close_reason
+            assert names(server) == ["healthy"]
+            await until(lambda: len(healthy.jobs) == 1)
+            await healthy.answer(healthy.jobs[0], "MOVED")
+            assert (await moved)["text"] == "MOVED"
+            assert server.completion.pool.running == 0
+
+
+async def test_a_job_a_worker_never_answers_times_out_and_frees_its_slot(
+    make_server: Any,
+) -> None:
+    """The request's timeout cancels the job; the cancel goes unanswered too: the worker is
+    dropped, and nothing stays counted as running."""
+    async with (
+        make_server(None, completion_timeout=0.3) as server,
+        Client(server.url, user="alice") as a,
+        scripted_worker(server, "hung") as hung,
+    ):
+        server.completion.pool.cancel_deadline = 0.3
+        await a.open(APP)
+        with pytest.raises(ClientError) as err:
+            await a.complete(APP, 3)
+        assert err.value.code == ErrorCode.TIMEOUT
+        await until(lambda: hung.cancels == [hung.jobs[0].id])
+        await asyncio.wait_for(hung.closed.wait(), 5)
+        assert hung.close_code == ErrorCode.TIMEOUT
+        assert server.completion.pool.workers == []
+        assert server.completion.pool.running == 0
+        async with scripted_worker(server, "fresh") as fresh:
+            asking = asyncio.create_task(a.complete(APP, 4))
+            await until(lambda: len(fresh.jobs) == 1)
+            await fresh.answer(fresh.jobs[0], "FRESH")
+            assert (await asking)["text"] == "FRESH"
+
+
+async def test_a_worker_that_answers_its_cancel_in_time_stays(make_server: Any) -> None:
+    async with (
+        make_server(None) as server,
+        Client(server.url, user="alice") as a,
+        scripted_worker(server, "slow") as slow,
+    ):
+        server.completion.pool.cancel_deadline = 1.0
+        await a.open(APP)
+        asking = asyncio.create_task(a.complete(APP, 3))
+        await until(lambda: len(slow.jobs) == 1)
+        await a.call("complete.cancel", doc=APP)
+        with pytest.raises(ClientError):
+            await asking
+        await until(lambda: len(slow.cancels) == 1)
+        failed = wire.Failed(slow.jobs[0].id, ErrorCode.CANCELLED, "cancelled")
+        await slow.ws.send_bytes(wire.encode(failed))
+        await until(lambda: server.completion.pool.running == 0)
+        await asyncio.sleep(1.2)  # past the deadline
+        assert not slow.closed.is_set() and names(server) == ["slow"]
+
+
+class StuckBackend(FakeBackend):
+    """A backend whose generation never ends, cancelled or not (a hung GPU, say)."""
+
+    async def complete(self, prompt: Prompt, cancel: threading.Event) -> Generated:
+        self.prompts.append(prompt)
+        self.started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never")
+
+
+async def test_a_collab_worker_with_a_stuck_backend_is_dropped_and_connects_again(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        make_server(None, completion_timeout=0.3) as server,
+        Client(server.url, user="alice") as a,
+    ):
+        server.completion.pool.cancel_deadline = 0.3
+        worker = RemoteWorker(server.url, StuckBackend(capacity=1), user="gpu1", name="stuck")
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            await until(lambda: names(server) == ["stuck"])
+            first = server.completion.pool.workers[0]
+            await a.open(APP)
+            with pytest.raises(ClientError) as err:
+                await a.complete(APP, 3)
+            assert err.value.code == ErrorCode.TIMEOUT
+            # dropped after the deadline; it connects again with its slot free
+            await until(
+                lambda: (
+                    names(server) == ["stuck"] and server.completion.pool.workers[0] is not first
+                )
+            )
+            assert server.completion.pool.running == 0
+            assert "did not answer a cancel in time" in caplog.text
+        finally:
+            stop.set()
+            await running
