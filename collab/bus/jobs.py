@@ -6,7 +6,9 @@ have (``workers``). For every other node that has some, a node's pool holds a
 pub/sub, in the ``/worker`` protocol's own messages (``collab.completion.wire``). That node
 runs them on its own workers, never forwarding them again, and sends the pieces and the
 answer back the same way. A node that goes away leaves the jobs it held to the pool, as a
-worker that disconnects does: they go to another worker or fail (``UNAVAILABLE``).
+worker that disconnects does: they go to another worker or fail (``UNAVAILABLE``). A node
+that does not answer a cancel in time (the message was lost, say) is dropped by the pool and
+linked again, with every slot free, at the next refresh.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class NodeWorkerLink:
 
     def cancel(self, job_id: str) -> None:
         self.jobs.publish(self.node_id, wire.CancelJob(job_id))
+
+    def close(self, code: ErrorCode, reason: str) -> None:
+        """The pool dropped this link: forget it, so that the next refresh links the node
+        again (its answers to the jobs sent here find them gone)."""
+        if self.jobs.links.get(self.node_id) is self:
+            del self.jobs.links[self.node_id]
 
 
 class ClusterJobs:

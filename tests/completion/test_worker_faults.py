@@ -17,9 +17,11 @@ import pytest
 from fake_backends import FakeBackend
 
 from collab import Client, ClientError, CollabServer
+from collab.bus.jobs import ClusterJobs, NodeWorkerLink
 from collab.completion import Generated, Prompt, pool, wire
 from collab.completion.executor import JobOutput, JobSpec
-from collab.completion.prompts import Family
+from collab.completion.pool import QueuedJob, WorkerPool
+from collab.completion.prompts import Family, PromptParts
 from collab.completion.worker import RemoteWorker
 from protocol.errors import ErrorCode
 
@@ -279,6 +281,24 @@ async def test_a_worker_that_answers_its_cancel_in_time_stays(make_server: Any) 
         await until(lambda: server.completion.pool.running == 0)
         await asyncio.sleep(1.2)  # past the deadline
         assert not slow.closed.is_set() and names(server) == ["slow"]
+
+
+async def test_another_node_that_does_not_answer_a_cancel_is_linked_again() -> None:
+    """A cancel to another node's workers was lost (here: the bus was never started): the
+    link is dropped once the deadline passes, and forgotten: the next refresh links it again."""
+    workers = WorkerPool()
+    workers.cancel_deadline = 0.1
+    jobs = ClusterJobs("redis://127.0.0.1:1", "here", workers)
+    link = jobs.links["there"] = NodeWorkerLink(jobs, "there", 1)
+    workers.add(link)
+    spec = JobSpec("j1", PromptParts("demo", "a.py", "x = ", ""), 8, True)
+    job = QueuedJob(spec, asyncio.get_running_loop().create_future())
+    workers.submit(job)
+    assert link.running == {"j1": job}
+    workers.cancel(job, ErrorCode.TIMEOUT, "timed out")
+    assert workers.running == 1  # the slot waits for the node's answer ...
+    await until(lambda: not workers.workers)  # ... until the deadline
+    assert jobs.links == {} and workers.running == 0
 
 
 class StuckBackend(FakeBackend):
