@@ -14,8 +14,11 @@ from fake_backends import FakeBackend
 
 from collab import Client, CollabServer
 from collab.completion.service import OFFER_TTL
+from collab.server.auth import Role, TokenAuthenticator
+from protocol.errors import ErrorCode
 
 APP = "demo/main:src/app.py"
+SECRET = b"completion-secret-0123456789"
 
 
 async def _post(server: CollabServer, op: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -118,3 +121,33 @@ async def test_closing_an_http_request_cancels_its_job(
         backend.delay = 0.0  # the slot is free again
         assert (await _post(server, "complete", {"doc": APP, "index": 0}))["text"] == "SLOW"
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.parametrize("path", ["/api/complete", "/api/complete/stream"])
+async def test_only_those_who_may_read_a_document_make_it_load(make_server: Any, path: str) -> None:
+    """A completion over HTTP loads its document: a token of another repository, a worker's
+    or a monitor's is refused (4003) before anything is loaded; a reader's is answered."""
+    tokens = TokenAuthenticator(SECRET)
+    refused = [
+        tokens.mint(user="olga", repo="other", role=Role.WRITE),
+        tokens.mint(user="gpu1", repo="*", role=Role.WORKER),
+        tokens.mint(user="prom", repo="*", role=Role.METRICS),
+    ]
+    reader = tokens.mint(user="rita", repo="demo", role=Role.READ)
+    async with (
+        make_server(FakeBackend("!"), secret=SECRET) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        base_url = server.url.replace("ws://", "http://") + path
+        for token in refused:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(base_url, json={"doc": APP, "index": 0}, headers=headers) as r:
+                assert r.status == 403
+                assert (await r.json())["error"]["code"] == ErrorCode.FORBIDDEN
+        await asyncio.sleep(0.1)
+        assert server.rooms.get_key(APP) is None  # never loaded
+        headers = {"Authorization": f"Bearer {reader}"}
+        async with http.post(base_url, json={"doc": APP, "index": 0}, headers=headers) as r:
+            assert r.status == 200
+            assert b'"text": "!"' in await r.read()
+        assert server.rooms.get_key(APP) is not None  # a reader may read it: held for them
