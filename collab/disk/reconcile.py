@@ -47,7 +47,7 @@ def reconcile(base: str, disk: str, live: str) -> Outcome:
         return Outcome(base=live, disk=live)
     if live == base:
         return Outcome(base=disk, live=disk)
-    merged, conflict = merge_text(base, disk, live, labels=LABELS)
+    merged, conflict = _merge(base, disk, live)
     return Outcome(
         base=merged,
         live=merged if merged != live else None,
@@ -56,11 +56,25 @@ def reconcile(base: str, disk: str, live: str) -> Outcome:
     )
 
 
+def _merge(base: str, disk: str, live: str) -> tuple[str, bool]:
+    """Merge line by line, as git merges a file, at the texts' line ending."""
+    return merge_text(base, disk, live, labels=LABELS, newline=_newline(base, disk, live))
+
+
+def _newline(*texts: str) -> str:
+    """LF (which CRLF ends in too), or CR when no text has a LF but one has a CR (classic
+    Mac OS line endings): merged at LFs, such a file would be a single line, so any two
+    edits of it would conflict, and the conflict markers would add LFs to it."""
+    if any("\n" in text for text in texts) or not any("\r" in text for text in texts):
+        return "\n"
+    return "\r"
+
+
 def stale_save(before: str, disk: str, written: str) -> bool:
     """Whether ``disk``, saved just after the syncer replaced ``before`` with ``written``,
     was made from ``before``: an editor (or one of several saves in a row) writing a buffer
     that never had the syncer's write. It is then merged against ``before``, so that the
     save does not undo what the write brought. A save made after reloading holds the write's
     changes, and merging ``written`` into it changes nothing."""
-    merged, conflict = merge_text(before, disk, written, labels=LABELS)
+    merged, conflict = _merge(before, disk, written)
     return not conflict and merged != disk

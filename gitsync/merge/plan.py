@@ -240,17 +240,23 @@ def merge_base(repo: Repo, a: bytes, b: bytes) -> bytes | None:
 
 
 def merge_text(
-    base: str, ours: str, theirs: str, *, labels: tuple[str, str] = ("ours", "theirs")
+    base: str,
+    ours: str,
+    theirs: str,
+    *,
+    labels: tuple[str, str] = ("ours", "theirs"),
+    newline: str = "\n",
 ) -> tuple[str, bool]:
     """Merge two edits of ``base`` line by line, as git merges a file; return (merged text,
     whether it conflicts).
 
     Edits apart are all kept; lines changed differently on both sides, or where both sides
     insert at the same place, are put between ``<<<<<<< ours`` / ``=======`` / ``>>>>>>>
-    theirs`` markers (git's layout, ``labels`` naming the sides).
+    theirs`` markers (git's layout, ``labels`` naming the sides). Lines end at ``newline``
+    (git's ``"\\n"``, which CRLF lines end in too).
     """
     lines, conflicts = merge_lines(
-        _split(base, "\n"), _split(ours, "\n"), _split(theirs, "\n"), labels, "\n"
+        _split(base, newline), _split(ours, newline), _split(theirs, newline), labels, newline
     )
     return "".join(lines), conflicts > 0
 

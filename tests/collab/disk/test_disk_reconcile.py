@@ -34,3 +34,21 @@ def test_a_save_made_from_the_replaced_text_is_stale() -> None:
     written = BASE.replace("e", "e remote")  # the syncer wrote a remote edit over BASE
     assert stale_save(BASE, BASE.replace("a", "a saved"), written)  # the buffer lacked it
     assert not stale_save(BASE, written.replace("a", "a saved"), written)  # reloaded first
+
+
+def test_classic_mac_line_endings_merge_line_by_line() -> None:
+    """A file whose lines end in a bare CR merges at its CRs: edits apart stay apart, and a
+    conflict's markers end in CR too (no LF is added to the file)."""
+    base = BASE.replace("\n", "\r")
+    outcome = reconcile(base, base.replace("a", "A"), base.replace("e", "E"))
+    assert (outcome.base, outcome.conflict) == ("A\rb\rc\rd\rE\r", False)
+    clash = reconcile(base, base.replace("c", "disk"), base.replace("c", "live"))
+    assert clash.conflict
+    assert "b\r<<<<<<< disk\rdisk\r=======\rlive\r>>>>>>> live\rd\r" in clash.base
+    assert "\n" not in clash.base
+
+
+def test_crlf_conflict_markers_end_in_crlf() -> None:
+    base = BASE.replace("\n", "\r\n")
+    clash = reconcile(base, base.replace("c", "disk"), base.replace("c", "live"))
+    assert "b\r\n<<<<<<< disk\r\ndisk\r\n=======\r\nlive\r\n>>>>>>> live\r\nd\r\n" in clash.base

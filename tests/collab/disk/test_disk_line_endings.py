@@ -1,0 +1,98 @@
+"""Files keep their bytes through the sync: CRLF, bare CR (classic Mac OS) and mixed line
+endings, a last line without one and a byte order mark, both ways, in git too, and a round
+trip writes nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import MakeTree
+
+from collab import Client, CollabServer
+from collab.disk import WorkingTree
+
+TEXTS = {
+    "crlf": "one\r\ntwo\r\nthree\r\nfour\r\nfive\r\nsix\r\nseven\r\n",
+    "cr": "one\rtwo\rthree\rfour\rfive\rsix\rseven\r",
+    "mixed": "one\r\ntwo\nthree\rfour\r\nfive\nsix\r\nseven\n",
+    "no-final-newline": "one\ntwo\nthree\nfour\nfive\nsix\nseven",
+    "bom-crlf": "\ufeffone\r\ntwo\r\nthree\r\nfour\r\nfive\r\nsix\r\nseven",
+}
+
+
+def blob(server: CollabServer, spec: str) -> bytes:
+    """``git show SPEC`` in the server's ``demo``, as bytes (no newline translation)."""
+    return subprocess.run(
+        ["git", "-C", str(server.config.repos / "demo"), "show", spec],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def quiet(tree: WorkingTree) -> None:
+    """Wait until the tree is idle, then check that it stays so: nothing is written or sent
+    back and forth."""
+    await tree.wait_idle()
+    done = (tree.counters.writes, tree.counters.edits)
+    await asyncio.sleep(0.5)
+    assert (tree.counters.writes, tree.counters.edits) == done
+
+
+def edit_line(text: str, word: str, suffix: str) -> str:
+    """``text`` with ``suffix`` after the line ``word`` (its line ending kept)."""
+    index = text.index(word) + len(word)
+    return text[:index] + suffix + text[index:]
+
+
+@pytest.mark.parametrize("name", list(TEXTS))
+async def test_line_endings_survive_edits_on_both_sides(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, name: str
+) -> None:
+    """A disk edit reaches the document, a live edit the file, and edits of both sides made
+    while the syncer was stopped merge line by line; the file, the document and git hold the
+    same bytes all along, no line ending lost, added or changed."""
+    text = TEXTS[name]
+    root = tmp_path / "wt"
+    path = root / "notes.txt"
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:notes.txt")
+        doc.insert(0, text)
+        await bob.flush()
+        await bob.commit("demo", "main")
+        tree = make_tree(root)
+        await tree.start()
+        assert path.read_bytes() == text.encode()
+
+        on_disk = edit_line(text, "two", " disk")
+        path.write_bytes(on_disk.encode())
+        await doc.wait_for(lambda t: t == on_disk)
+        doc.insert(str(doc.text).index("five") + 4, " live")
+        live = edit_line(on_disk, "five", " live")
+        await until(lambda: path.read_bytes() == live.encode())
+        await quiet(tree)
+        await bob.commit("demo", "main")
+        assert blob(server, "main:notes.txt") == live.encode()
+
+        await tree.stop()
+        path.write_bytes(edit_line(live, "one", " DISK").encode())
+        doc.insert(str(doc.text).index("seven") + 5, " LIVE")
+        await bob.flush()
+        merged = edit_line(edit_line(live, "one", " DISK"), "seven", " LIVE")
+        again = make_tree(root)
+        await again.start()
+        await doc.wait_for(lambda t: t == merged)
+        await until(lambda: path.read_bytes() == merged.encode())
+        await quiet(again)
+        assert not again.events.of("conflict")  # type: ignore[attr-defined]
+        await bob.commit("demo", "main")
+        assert blob(server, "main:notes.txt") == merged.encode()
