@@ -2,6 +2,9 @@
 checkout, fetching the branch, reading its files at a commit, and committing what has no
 live document (binary and oversized files, deletions) with a push.
 
+The files are checked out as the branch holds them, byte for byte (no line ending
+conversion), as the syncer reads and writes them.
+
 The credentials go in an ``Authorization`` header given on each command line, never into
 ``.git/config``.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 __all__ = ["Checkout", "GitError", "TreeEntry"]
 
 _PUSH_TRIES = 5
+_KEEP_BYTES = "* -text -eol -ident -filter -working-tree-encoding"
 
 
 class GitError(Exception):
@@ -106,9 +110,32 @@ class Checkout:
             )
         self.root.mkdir(parents=True, exist_ok=True)
         await self.git(
-            "clone", "-q", "--branch", self.branch, self.remote_url, str(self.root), cwd=Path.cwd()
+            "clone",
+            "-q",
+            "--no-checkout",
+            "--branch",
+            self.branch,
+            self.remote_url,
+            str(self.root),
+            cwd=Path.cwd(),
         )
+        self.keep_bytes()
+        await self.git("reset", "-q", "--hard")  # the files, written as the branch holds them
         return True
+
+    def keep_bytes(self) -> None:
+        """Have git read and write the files of this tree as the branch holds them, byte for
+        byte: no line ending conversion (``core.autocrlf``, ``eol`` and ``text`` in a
+        ``.gitattributes``), no keyword expansion, no filters. The syncer sends a file's
+        bytes as they are, so a file git converted on checkout would go back to the branch
+        as an edit of every line. ``.git/info/attributes`` comes before every
+        ``.gitattributes``, and its last lines before its first."""
+        info = self.root / ".git" / "info"
+        info.mkdir(exist_ok=True)
+        path = info / "attributes"
+        lines = path.read_text().splitlines() if path.exists() else []
+        if not lines or lines[-1] != _KEEP_BYTES:
+            path.write_text("".join(line + "\n" for line in [*lines, _KEEP_BYTES]))
 
     async def _check_related(self) -> None:
         """Refuse a checkout whose commits share no history with the branch."""
@@ -134,6 +161,11 @@ class Checkout:
             return (await self.git("rev-parse", "--verify", "-q", "HEAD")).decode().strip()
         except GitError:
             return None
+
+    async def modified(self, commit: str) -> set[str]:
+        """The files git counts changed on disk since ``commit`` (after its conversions)."""
+        out = await self.git("diff", "--name-only", "-z", "--no-renames", commit)
+        return {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
 
     async def tree(self, commit: str) -> dict[str, TreeEntry]:
         """The regular files (and symlinks) of ``commit``, by path."""

@@ -186,14 +186,15 @@ class WorkingTree(Lifecycle):
             last = await checkout.head() or head
             entries = await checkout.tree(last)
             blobs = await checkout.blobs(entry.sha for entry in entries.values())
-            state.set_bases(
-                {
-                    path: blobs[entry.sha]
-                    for path, entry in entries.items()
-                    if entry.sha in blobs and entry.mode != "120000" and paths.wanted(path)
-                }
-            )
+            bases = {
+                path: blobs[entry.sha]
+                for path, entry in entries.items()
+                if entry.sha in blobs and entry.mode != "120000" and paths.wanted(path)
+            }
+            state.set_bases(bases)
+            await self._undo_conversions(checkout, last, bases)
             state.put("head", last)
+        checkout.keep_bytes()
         self._tree = await checkout.tree(head)
         suspects = set(await checkout.changed(last, head)) if last != head else set()
         self._gone |= {path for path in suspects if path not in self._tree}
@@ -203,6 +204,17 @@ class WorkingTree(Lifecycle):
             await self._classify(checkout, suspects)
         state.put("head", head)  # what these paths hold at the head is merged from here on
         return {path for path in suspects if paths.wanted(path)}
+
+    async def _undo_conversions(
+        self, checkout: Checkout, commit: str, bases: dict[str, bytes]
+    ) -> None:
+        """Write back as the branch holds them the files of a checkout whose line endings git
+        converted (``core.autocrlf``, ``eol`` in a ``.gitattributes``): git counts them
+        unchanged, but the sync would send every converted line to the branch."""
+        changed = await checkout.modified(commit)
+        checkout.keep_bytes()  # from here on, git counts them changed until they are undone
+        converted = {path: data for path, data in bases.items() if path not in changed}
+        await asyncio.to_thread(_write_back, self.root, converted)
 
     async def _open_busy_documents(self, client: Client) -> None:
         """Open the documents someone is editing now, so that their typing reaches disk."""
@@ -665,6 +677,20 @@ class WorkingTree(Lifecycle):
                 self._report(event)
             except Exception:
                 log.exception("reporting an event failed")
+
+
+def _write_back(root: Path, files: dict[str, bytes]) -> None:
+    """Write each of ``files`` whose bytes on disk differ in line endings only (anything
+    else is an edit, even one git would count as its own conversion)."""
+    for path, data in files.items():
+        disk = read_bytes(root / path)
+        if disk is not None and disk != data and _lf(disk) == _lf(data):
+            with contextlib.suppress(Raced):  # a save just now: an edit
+                write_atomically(root / path, data, digest(disk))
+
+
+def _lf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
 
 
 def _hash(data: bytes | None) -> str | None:
