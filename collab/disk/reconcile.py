@@ -9,11 +9,14 @@ either side did is dropped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gitsync.merge.plan import merge_text
 
-__all__ = ["Outcome", "reconcile", "stale_save"]
+from ..live.text_edits import diff_edits
+
+__all__ = ["Outcome", "reconcile", "stale_base"]
 
 LABELS = ("disk", "live")
 
@@ -70,11 +73,17 @@ def _newline(*texts: str) -> str:
     return "\r"
 
 
-def stale_save(before: str, disk: str, written: str) -> bool:
-    """Whether ``disk``, saved just after the syncer replaced ``before`` with ``written``,
-    was made from ``before``: an editor (or one of several saves in a row) writing a buffer
-    that never had the syncer's write. It is then merged against ``before``, so that the
-    save does not undo what the write brought. A save made after reloading holds the write's
-    changes, and merging ``written`` into it changes nothing."""
-    merged, conflict = _merge(before, disk, written)
-    return not conflict and merged != disk
+def stale_base(disk: str, versions: Sequence[str]) -> str:
+    """Of ``versions``, the text the file held before each of the syncer's last writes
+    (oldest first) and then what it wrote, the one a save that came just after was made
+    from. An editor's buffer that missed some of the writes (a stale buffer, one of several
+    saves in a row) holds one of them and what the user typed: the version the save differs
+    least from, the newest of those. Merged against it, the save keeps every write it lacks,
+    whether or not they touch the lines it changed (those then conflict); a save made after
+    reloading is made from the last, and takes nothing back."""
+    return min(reversed(versions), key=lambda version: _distance(version, disk))
+
+
+def _distance(old: str, new: str) -> int:
+    """How many characters an edit from ``old`` to ``new`` deletes and inserts."""
+    return sum(edit.length + len(edit.insert) for edit in diff_edits(old, new))

@@ -33,7 +33,7 @@ from .checkout import Checkout, TreeEntry
 from .documents import Documents
 from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
 from .pushes import Pushes
-from .reconcile import reconcile, stale_save
+from .reconcile import reconcile, stale_base
 from .report import Counters, Reporter
 from .state import STATE_FILE, SyncState, digest
 from .watcher import changed_on_disk, watch
@@ -46,8 +46,10 @@ _NOT_LIVE = {ErrorCode.NOT_TEXT, ErrorCode.TOO_LARGE}
 _REFUSED = {ErrorCode.BAD_NAME}
 _TRIES = 10  # rounds of one file's sync when saves keep racing the writes
 STALE_WINDOW = 1.0
-"""Seconds after the syncer writes a file during which a save that lacks the write is taken
-as made from the content the write replaced (see :func:`~collab.disk.reconcile.stale_save`)."""
+"""Seconds after the syncer writes a file during which a save that lacks the write may be
+taken as made from the content the write replaced (see
+:func:`~collab.disk.reconcile.stale_base`)."""
+_STALE_VERSIONS = 16  # at most this many of a file's replaced contents are kept
 
 
 class WorkingTree(Lifecycle):
@@ -107,7 +109,7 @@ class WorkingTree(Lifecycle):
         self._limit = asyncio.Semaphore(32)
         self._locks: set[str] = set()
         self._refused: set[str] = set()  # names the server refuses (4006): not synced
-        self._overwritten: dict[str, tuple[bytes, float]] = {}  # path -> (replaced, when)
+        self._overwritten: dict[str, list[tuple[bytes, float]]] = {}  # replaced, when; oldest first
         self._pushes: Pushes | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._catch_up_again = False
@@ -439,8 +441,7 @@ class WorkingTree(Lifecycle):
             try:
                 write_atomically(full, outcome.disk.encode("utf-8"), _hash(disk))
                 if disk is not None:
-                    loop = asyncio.get_running_loop()
-                    self._overwritten[path] = (disk, loop.time())
+                    self._note_overwritten(path, disk)
             except Raced:
                 if outcome.live is not None:  # the live text holds the disk text we read
                     self._set_base(path, disk_text.encode("utf-8"))
@@ -472,19 +473,36 @@ class WorkingTree(Lifecycle):
         arrived_disk = not to_disk or disk == sent
         return sent if arrived_live and arrived_disk else base
 
+    def _note_overwritten(self, path: str, before: bytes) -> None:
+        """The syncer just replaced ``before`` on disk: a save may come that was made from it
+        (forgotten after :data:`STALE_WINDOW`)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        kept = [(data, when) for data, when in self._overwritten.get(path, ()) if data != before]
+        versions = [*_recent(kept, now), (before, now)]
+        self._overwritten[path] = versions[-_STALE_VERSIONS:]
+        loop.call_later(STALE_WINDOW, self._forget_overwritten, path)
+
+    def _forget_overwritten(self, path: str) -> None:
+        versions = _recent(self._overwritten.get(path, []), asyncio.get_running_loop().time())
+        if versions:
+            self._overwritten[path] = versions
+        else:
+            self._overwritten.pop(path, None)
+
     def _before_stale_save(self, path: str, base: bytes | None, disk: bytes | None) -> bytes | None:
-        """The base for a save that came just after the syncer wrote the file: what the
-        write replaced, if the save was made from that (an editor's stale buffer, a burst of
-        saves), else ``base``."""
+        """The base for a save that came just after the syncer wrote the file: the content
+        it was made from, of those the syncer's last writes replaced and ``base`` (an
+        editor's stale buffer, a burst of saves; see :func:`~.reconcile.stale_base`)."""
         replaced = self._overwritten.get(path)
         if replaced is None or base is None or disk is None or disk == base:
             return base  # (the write's own echo keeps the record)
         del self._overwritten[path]
-        before, when = replaced
-        if asyncio.get_running_loop().time() - when > STALE_WINDOW:
+        versions = [data for data, _when in _recent(replaced, asyncio.get_running_loop().time())]
+        if not versions:
             return base
-        texts = (before.decode("utf-8"), disk.decode("utf-8"), base.decode("utf-8"))
-        return before if stale_save(*texts) else base
+        texts = [data.decode("utf-8") for data in [*versions, base]]
+        return stale_base(disk.decode("utf-8"), texts).encode("utf-8")
 
     async def _docs_close(self, path: str) -> None:
         if self._docs is not None:
@@ -677,6 +695,11 @@ class WorkingTree(Lifecycle):
                 self._report(event)
             except Exception:
                 log.exception("reporting an event failed")
+
+
+def _recent(versions: list[tuple[bytes, float]], now: float) -> list[tuple[bytes, float]]:
+    """Those of ``versions`` replaced within :data:`STALE_WINDOW` of ``now``."""
+    return [(data, when) for data, when in versions if now - when < STALE_WINDOW]
 
 
 def _write_back(root: Path, files: dict[str, bytes]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collab.disk.reconcile import reconcile, stale_save
+from collab.disk.reconcile import reconcile, stale_base
 
 BASE = "a\nb\nc\nd\ne\n"
 
@@ -30,10 +30,30 @@ def test_both_changed_one_line_conflicts_on_both_sides() -> None:
     assert outcome.live == outcome.disk == outcome.base
 
 
-def test_a_save_made_from_the_replaced_text_is_stale() -> None:
+def test_a_save_is_merged_against_the_text_it_was_made_from() -> None:
     written = BASE.replace("e", "e remote")  # the syncer wrote a remote edit over BASE
-    assert stale_save(BASE, BASE.replace("a", "a saved"), written)  # the buffer lacked it
-    assert not stale_save(BASE, written.replace("a", "a saved"), written)  # reloaded first
+    assert stale_base(BASE.replace("a", "a saved"), [BASE, written]) == BASE  # buffer lacked it
+    assert stale_base(written.replace("a", "a saved"), [BASE, written]) == written  # reloaded
+
+
+def test_a_stale_save_after_several_writes_is_made_from_the_oldest() -> None:
+    """Two writes in a row, then a save of a buffer that had neither: merged against what
+    the first write replaced, it keeps both."""
+    first = "a 1\nb\nc\nd\ne\n"
+    second = "a 1\nb\nc\nd\ne 2\n"
+    saved = BASE.replace("c", "c saved")
+    base = stale_base(saved, [BASE, first, second])
+    assert base == BASE
+    assert reconcile(base, saved, second).base == "a 1\nb\nc saved\nd\ne 2\n"
+
+
+def test_a_stale_save_of_the_line_a_write_changed_conflicts_instead_of_undoing_it() -> None:
+    written = BASE.replace("c", "c remote")
+    saved = BASE.replace("c", "c saved")
+    base = stale_base(saved, [BASE, written])
+    assert base == BASE
+    outcome = reconcile(base, saved, written)
+    assert outcome.conflict and "c remote" in outcome.base and "c saved" in outcome.base
 
 
 def test_classic_mac_line_endings_merge_line_by_line() -> None:

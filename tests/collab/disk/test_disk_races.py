@@ -1,0 +1,134 @@
+"""Saves that race the syncer's writes: an editor whose buffer missed the live edits the
+syncer has just written to the file saves it (each editor's save style). Nothing typed on
+either side is lost or doubled: the save is merged against the text it was made from."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from conftest import MakeTree, save_by_rename, save_in_place
+from gitcli import git
+
+from collab import Client, CollabServer
+from collab.client import Document
+
+Save = Callable[[Path, str], Awaitable[None]]
+
+
+def numbered(count: int = 30) -> str:
+    return "".join(f"line{n:02d}\n" for n in range(count))
+
+
+def after_line(text: str, line: int) -> int:
+    """The code point index just after the label of ``line``."""
+    return text.index(f"line{line:02d}") + len(f"line{line:02d}")
+
+
+def add(text: str, line: int, token: str) -> str:
+    index = after_line(text, line)
+    return text[:index] + token + text[index:]
+
+
+async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def settled(path: Path, doc: Document, timeout: float = 15.0) -> str:
+    """Wait until the file and the document hold the same text for a moment; return it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            disk = path.read_bytes().decode()
+            if str(doc.text) == disk:
+                await asyncio.sleep(0.3)
+                if path.read_bytes().decode() == disk == str(doc.text):
+                    return disk
+            await asyncio.sleep(0.02)
+
+
+async def seeded(server: CollabServer, bob: Client) -> Document:
+    doc = await bob.open("demo/main:src/app.py")
+    doc.delete(0, len(str(doc.text)))
+    doc.insert(0, numbered())
+    await bob.flush()
+    return doc
+
+
+@pytest.mark.parametrize("save", [save_in_place, save_by_rename], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("line", [14, 3], ids=["elsewhere", "same-line"])
+async def test_a_stale_save_after_several_live_writes_keeps_them_all(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, save: Save, line: int
+) -> None:
+    """Bob types twice, the syncer writes the file twice; then an editor that had the file
+    open from before either write saves it, with an edit of another line or of the line bob
+    typed in first. Neither of bob's edits is undone: the save merges against the text the
+    editor had (an edit of the same line conflicts, both kept between markers)."""
+    root = tmp_path / "wt"
+    async with Client(server.url, user="bob") as bob:
+        doc = await seeded(server, bob)
+        tree = make_tree(root)
+        await tree.start()
+        path = root / "src" / "app.py"
+        buffer = path.read_text()  # the editor's buffer
+        doc.insert(after_line(str(doc.text), 3), " LIVE1")
+        await until(lambda: "LIVE1" in path.read_text())
+        doc.insert(after_line(str(doc.text), 25), " LIVE2")
+        await until(lambda: "LIVE2" in path.read_text())
+        await save(path, add(buffer, line, " DISK"))
+        final = await settled(path, doc)
+        for token in ("LIVE1", "LIVE2", "DISK"):
+            assert final.count(token) == 1, (token, final)
+        assert ("<<<<<<<" in final) == (line == 3), final
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+        assert git(server.config.repos / "demo", "show", "main:src/app.py") == final
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_an_editor_that_seldom_reloads_races_live_typing(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, seed: int
+) -> None:
+    """An editor saves every few tens of milliseconds, in place or by a rename, reloading
+    the file only now and then (its buffer misses the live edits written meanwhile) while
+    bob types on two other lines: every token ends in the file, the document and git
+    exactly once."""
+    rng = random.Random(seed)
+    root = tmp_path / "wt"
+    async with Client(server.url, user="bob") as bob:
+        doc = await seeded(server, bob)
+        tree = make_tree(root)
+        await tree.start()
+        path = root / "src" / "app.py"
+        tokens: list[str] = []
+
+        async def typist() -> None:
+            for n in range(12):
+                line = 4 if n % 2 else 26
+                doc.insert(after_line(str(doc.text), line), f" bob{n}")
+                tokens.append(f" bob{n}")
+                await asyncio.sleep(rng.uniform(0.005, 0.05))
+
+        async def editor() -> None:
+            buffer = path.read_text()
+            for n in range(8):
+                if rng.random() < 0.3:
+                    buffer = path.read_text()
+                await asyncio.sleep(rng.uniform(0.01, 0.08))  # typing into a stale buffer
+                buffer = add(buffer, 15, f" disk{n}")
+                save = save_in_place if rng.random() < 0.5 else save_by_rename
+                await save(path, buffer)
+                tokens.append(f" disk{n}")
+
+        await asyncio.gather(typist(), editor())
+        final = await settled(path, doc)
+        for token in tokens:
+            assert final.count(token + " ") + final.count(token + "\n") == 1, (token, final)
+        assert "<<<<<<<" not in final
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+        assert git(server.config.repos / "demo", "show", "main:src/app.py") == final
