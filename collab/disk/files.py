@@ -4,7 +4,8 @@ never clobber a save that raced them, and which files belong to the tree at all.
 A write goes to a temporary file beside the target, then, just before the rename, the target
 is read again: if its content hash is no longer the one the write was computed from (an editor
 saved meanwhile), the write is dropped and :class:`Raced` raised, so that the caller merges
-the new save instead of overwriting it.
+the new save instead of overwriting it. The file it replaced can be kept open, for a program
+that was still writing it (see :mod:`~collab.disk.replaced`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from dulwich.ignore import IgnoreFilterManager
 from dulwich.repo import Repo
 
+from .replaced import Replaced
 from .state import digest
 
 __all__ = ["TEMP_MARK", "PathFilter", "Raced", "read_bytes", "remove_file", "write_atomically"]
@@ -48,27 +50,58 @@ def _current_digest(path: Path) -> str | None:
     return None if data is None else digest(data)
 
 
-def write_atomically(path: Path, data: bytes, expected: str | None) -> None:
+def _open_current(path: Path) -> Replaced | None:
+    """The file at ``path``, open, read, and its size and modification time as read."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (kept open by the caller)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    try:
+        status = os.fstat(handle.fileno())
+        if stat.S_ISREG(status.st_mode):
+            stamp = (status.st_size, status.st_mtime_ns)
+            return Replaced(handle, handle.read(), stamp)
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    return None
+
+
+def write_atomically(
+    path: Path, data: bytes, expected: str | None, *, keep: bool = False
+) -> Replaced | None:
     """Replace ``path`` with ``data`` through a temporary file and a rename, keeping its mode.
 
     ``expected`` is the hash of the content the caller read (``None``: the file was absent);
-    if the file holds something else just before the rename, raise :class:`Raced`."""
+    if the file holds something else just before the rename, raise :class:`Raced`. With
+    ``keep``, return the replaced file, still open (the caller closes it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
     temp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    current: Replaced | None = None
     try:
         with open(temp, "wb") as handle:
             handle.write(data)
             os.fchmod(handle.fileno(), mode)
-        if _current_digest(path) != expected:
+        current = _open_current(path)
+        if (None if current is None else digest(current.data)) != expected:
             raise Raced(str(path))
         os.replace(temp, path)
+    except BaseException:
+        if current is not None:
+            current.close()
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+    if current is not None and not keep:
+        current.close()
+        return None
+    return current
 
 
 def remove_file(path: Path, expected: str | None) -> None:

@@ -34,6 +34,7 @@ from .documents import Documents
 from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
 from .pushes import Pushes
 from .reconcile import reconcile, stale_base
+from .replaced import ReplacedFiles
 from .report import Counters, Reporter
 from .state import STATE_FILE, SyncState, digest
 from .watcher import changed_on_disk, watch
@@ -60,7 +61,9 @@ class WorkingTree(Lifecycle):
     vanished file is given to come back (an editor's truncate-and-write, delete-and-create)
     before it counts as emptied or deleted. It is generous: a file taken for emptied while
     an editor was still writing it would have the live text written over it (renamed into
-    place), and the editor's write would go to the file it replaced, unseen."""
+    place), and the editor's write would go to the file it replaced, unseen. For as long,
+    a file a write replaced is watched for a save that goes on writing into it (it is then
+    put back and merged)."""
 
     def __init__(
         self,
@@ -110,6 +113,7 @@ class WorkingTree(Lifecycle):
         self._locks: set[str] = set()
         self._refused: set[str] = set()  # names the server refuses (4006): not synced
         self._overwritten: dict[str, list[tuple[bytes, float]]] = {}  # replaced, when; oldest first
+        self._replaced = ReplacedFiles(self._put_back, hold=settle)
         self._pushes: Pushes | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._catch_up_again = False
@@ -241,6 +245,7 @@ class WorkingTree(Lifecycle):
         if self._watcher is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._watcher, 2.0)
+        await self._replaced.close()
         running = [*self._services, *([self._catching_up] if self._catching_up else [])]
         for task in running:
             task.cancel()
@@ -439,9 +444,7 @@ class WorkingTree(Lifecycle):
             self.counters.edits += 1
         if outcome.disk is not None:
             try:
-                write_atomically(full, outcome.disk.encode("utf-8"), _hash(disk))
-                if disk is not None:
-                    self._note_overwritten(path, disk)
+                self._write(path, full, outcome.disk.encode("utf-8"), disk)
             except Raced:
                 if outcome.live is not None:  # the live text holds the disk text we read
                     self._set_base(path, disk_text.encode("utf-8"))
@@ -473,6 +476,15 @@ class WorkingTree(Lifecycle):
         arrived_disk = not to_disk or disk == sent
         return sent if arrived_live and arrived_disk else base
 
+    def _write(self, path: str, full: Path, data: bytes, disk: bytes | None) -> None:
+        """Replace the file, which held ``disk`` (else :class:`Raced`), and keep what it
+        held and the replaced file in view: a save may come that was made from it, and a
+        program may be writing it still."""
+        replaced = write_atomically(full, data, _hash(disk), keep=True)
+        if replaced is not None:
+            self._replaced.add(path, replaced)
+            self._note_overwritten(path, replaced.data)
+
     def _note_overwritten(self, path: str, before: bytes) -> None:
         """The syncer just replaced ``before`` on disk: a save may come that was made from it
         (forgotten after :data:`STALE_WINDOW`)."""
@@ -503,6 +515,23 @@ class WorkingTree(Lifecycle):
             return base
         texts = [data.decode("utf-8") for data in [*versions, base]]
         return stale_base(disk.decode("utf-8"), texts).encode("utf-8")
+
+    def _put_back(self, path: str, data: bytes, before: bytes) -> None:
+        """A program went on writing the file a write of ``path`` replaced, ``before`` as it
+        was then, and left ``data`` in it: its save, which it thinks is in the file. Put it
+        there, to be merged (against ``before``) like a save that came just after the write,
+        unless a newer save, or a deletion, came since."""
+        full = self.root / path
+        current = read_bytes(full)
+        if self._stop.is_set() or current is None or current == data:
+            return
+        log.info("%s: a save went on in the file a write replaced: it is put back", path)
+        try:
+            self._write(path, full, data, current)
+        except Raced:
+            return  # a newer save
+        self._note_overwritten(path, before)
+        self.schedule(path)
 
     async def _docs_close(self, path: str) -> None:
         if self._docs is not None:

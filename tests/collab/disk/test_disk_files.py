@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from gitcli import git
 
 from collab.disk.files import PathFilter, Raced, remove_file, write_atomically
+from collab.disk.replaced import ReplacedFiles
 from collab.disk.state import digest
 
 
@@ -56,3 +58,29 @@ def test_filter_skips_git_ignored_and_scratch_files(tmp_path: Path) -> None:
         assert paths.relative(tmp_path / "src" / "m.py") == "src/m.py"
     finally:
         paths.close()
+
+
+async def test_what_a_writer_puts_in_the_file_a_write_replaced_is_handed_back(
+    tmp_path: Path,
+) -> None:
+    """A program has the file open and writes the rest of its save after the syncer's write
+    replaced the file: the replaced file is kept open, and once the writing stops what it
+    holds is handed back with what it held when it was replaced."""
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"first half ")
+    late: list[tuple[str, bytes, bytes]] = []
+    files = ReplacedFiles(lambda *args: late.append(args), hold=0.5)
+    try:
+        with open(path, "ab") as writer:
+            replaced = write_atomically(path, b"the syncer's\n", digest(b"first half "), keep=True)
+            assert replaced is not None and replaced.data == b"first half "
+            files.add("a.txt", replaced)
+            writer.write(b"and the rest\n")
+        async with asyncio.timeout(5):
+            while not late:
+                await asyncio.sleep(0.01)
+        assert late == [("a.txt", b"first half and the rest\n", b"first half ")]
+        assert path.read_bytes() == b"the syncer's\n"
+    finally:
+        await files.close()
+    assert replaced.handle.closed

@@ -132,3 +132,35 @@ async def test_an_editor_that_seldom_reloads_races_live_typing(
         await tree.wait_idle()
         await bob.commit("demo", "main")
         assert git(server.config.repos / "demo", "show", "main:src/app.py") == final
+
+
+@pytest.mark.parametrize("pause", [0.03, 0.2])
+async def test_a_save_written_in_two_goes_keeps_its_end_when_a_live_edit_comes_between(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, pause: float
+) -> None:
+    """A program truncates the file and writes half of its save, and the rest ``pause``
+    seconds later (a slow disk, ``cmd > file``); bob types in between. The syncer takes the
+    half for the file as it is and writes bob's edit over it, so the rest of the save goes
+    into the file that write replaced: it is put back and merged. The file, the document
+    and git end with the whole save and bob's edit."""
+    root = tmp_path / "wt"
+    async with Client(server.url, user="bob") as bob:
+        doc = await seeded(server, bob)
+        tree = make_tree(root)
+        await tree.start()
+        path = root / "src" / "app.py"
+        saved = add(numbered(), 5, " DISK").encode()
+        with open(path, "r+b") as handle:
+            handle.truncate(0)
+            handle.write(saved[: len(saved) // 2])
+            handle.flush()
+            await doc.wait_for(lambda t: t.encode() == saved[: len(saved) // 2])
+            doc.insert(after_line(str(doc.text), 2), " BOB")
+            await until(lambda: "BOB" in path.read_text())  # written over the half
+            await asyncio.sleep(pause)
+            handle.write(saved[len(saved) // 2 :])
+        final = await settled(path, doc)
+        assert final == add(saved.decode(), 2, " BOB"), final
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+        assert git(server.config.repos / "demo", "show", "main:src/app.py") == final
