@@ -161,6 +161,8 @@ class PathFilter:
         name = parts[-1]
         if TEMP_MARK in name or name.endswith(_EDITOR_SCRATCH) or name == "4913":
             return False  # 4913: the file vim writes to probe a directory
+        if name.startswith(".#") or (len(name) > 1 and name[0] == name[-1] == "#"):
+            return False  # Emacs: a lock, and an auto-save file (a copy of the buffer)
         return not self._ignore.is_ignored(rel)
 
     def walk(self) -> list[str]:

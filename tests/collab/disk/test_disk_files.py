@@ -46,7 +46,8 @@ def test_a_save_that_raced_the_write_wins(tmp_path: Path) -> None:
 def test_filter_skips_git_ignored_and_scratch_files(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     (tmp_path / ".gitignore").write_text("*.log\nbuild/\n")
-    for name in ["a.py", "x.log", "build/o.txt", "a.py.swp", "a.py~", "4913", "b___jb_tmp___"]:
+    scratch = ["a.py.swp", "a.py~", "4913", "b___jb_tmp___", "#a.py#", ".#a.py"]
+    for name in ["a.py", "x.log", "build/o.txt", *scratch]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     (tmp_path / "src").mkdir()
