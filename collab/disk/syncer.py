@@ -154,7 +154,7 @@ class WorkingTree(Lifecycle):
         await client.subscribe("events.subscribe", repo=self.repo)
         self._services.append(asyncio.create_task(self._events(client)))
         head = await self._checkout.fetch()
-        suspects = await self._adopt(self._state, self._checkout, self._filter, head)
+        suspects = await self._adopt(self._state, self._checkout, self._filter, head, cloned)
         state = self._state
         watching = watch(
             self.root,
@@ -183,10 +183,11 @@ class WorkingTree(Lifecycle):
         self._update_idle()
 
     async def _adopt(
-        self, state: SyncState, checkout: Checkout, paths: PathFilter, head: str
+        self, state: SyncState, checkout: Checkout, paths: PathFilter, head: str, cloned: bool
     ) -> set[str]:
         """Bring the bases up to the checkout (first run) and return the paths that may
-        differ between disk, live and base: edited on disk, or changed on the branch."""
+        differ between disk, live and base: edited on disk, or changed on the branch. A
+        checkout not ``cloned`` by the syncer may hold files git converted."""
         last = state.get("head")
         if last is None:  # first run here: the files on disk came from the checked-out commit
             last = await checkout.head() or head
@@ -198,7 +199,8 @@ class WorkingTree(Lifecycle):
                 if entry.sha in blobs and entry.mode != "120000" and paths.wanted(path)
             }
             state.set_bases(bases)
-            await self._undo_conversions(checkout, last, bases)
+            if not cloned:
+                await self._undo_conversions(checkout, last, bases)
             state.put("head", last)
         checkout.keep_bytes()
         self._tree = await checkout.tree(head)
