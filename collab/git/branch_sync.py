@@ -60,6 +60,7 @@ from gitsync.objects.commits import (
     set_merging,
     set_synced,
 )
+from gitsync.objects.synced_state import read_synced_state, record_synced_state
 from gitsync.packs.write import fsync_directory
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
@@ -129,6 +130,10 @@ class BranchSync:
         self.dirty: dict[str, Room] = {}
         self.held: dict[str, tuple[int, int]] = {}  # path -> (live size, head size), not committed
         self.authors: dict[str, Identity] = {}
+        self.committed_states: dict[str, bytes] = {}
+        """Each document's state vector when its text was last committed or a move merged
+        into it (see ``gitsync.objects.synced_state``), as recorded in the git directory."""
+        self.taken: dict[str, bytes] = {}  # merged into documents, recorded before synced moves
         self.reconciling = False
         self.deleting = False  # the engine is deleting the branch: do not restore it
         self._idle: asyncio.TimerHandle | None = None
@@ -308,6 +313,9 @@ class BranchSync:
         if synced is None or synced == self.synced:
             return
         self.synced = synced
+        self.committed_states = await in_repo(
+            self.owner.repos, self.repo, read_synced_state, self.branch
+        )
         # that node may have merged a move that made files no text, and closed its
         # documents of them: this node's copies close too, or their text would be
         # committed over what the move put there
@@ -335,18 +343,33 @@ class BranchSync:
                 self.authors = {}
                 if any(room.failed for room in rooms.values()):
                     self.owner.incomplete = True  # their stored edits wait for a recovery
-                changes = {
-                    path: str(room.text).encode("utf-8")
-                    for path, room in rooms.items()
-                    if not room.failed and not room.retired
-                }
+                changes: dict[str, bytes] = {}
+                states: dict[str, bytes] = {}
+                for path, room in rooms.items():
+                    if not room.failed and not room.retired:
+                        changes[path] = str(room.text).encode("utf-8")
+                        states[path] = room.doc.get_state()  # the history the text is of
                 await self._hold_shrinking(rooms, changes)
+                # What is committed must be durable in the store first: a crash (a power
+                # loss) must not leave the branch with edits the store lost, and the state
+                # recorded with the commit is what a stored document must hold (its record).
+                await asyncio.gather(*(rooms[path].drain() for path in changes))
+                for path in [path for path in changes if rooms[path].failed]:
+                    self.owner.incomplete = True
+                    del changes[path]
+                states = {path: states[path] for path in changes}
                 started = time.perf_counter()
                 try:
                     new = await in_git_thread(
-                        self.owner.repos, self._write, changes, list(authors.values()), grant
+                        self.owner.repos,
+                        self._write,
+                        changes,
+                        list(authors.values()),
+                        grant,
+                        states,
                     )
                 except NothingToCommit:
+                    self.committed_states.update(states)
                     await self._settle_recovered(rooms, changes)
                     return
                 except RefMoved as moved:
@@ -360,6 +383,7 @@ class BranchSync:
                     continue
                 if self.owner.observe_commit is not None:
                     self.owner.observe_commit(time.perf_counter() - started)
+                self.committed_states.update(states)
                 self._committed(new, sorted(changes), list(authors))
                 await self._settle_recovered(rooms, changes)
                 return
@@ -445,11 +469,18 @@ class BranchSync:
         )
 
     def _write(
-        self, changes: dict[str, bytes], authors: list[Identity], grant: Grant | None = None
+        self,
+        changes: dict[str, bytes],
+        authors: list[Identity],
+        grant: Grant | None = None,
+        states: dict[str, bytes] | None = None,
     ) -> bytes:
         repo = self.owner.repos.open(self.repo)
         lines = [author_line(identity.user) for identity in authors] or [ENGINE_AUTHOR]
         with fence_for(repo, self.branch, grant):
+            # before the branch moves: no commit of the documents is left without its record
+            # (the documents' stores hold it durably already, see _commit)
+            record_synced_state(repo, self.branch, states or {})
             return move_as_synced(
                 repo,
                 self.branch,
@@ -559,6 +590,7 @@ class BranchSync:
             await self.merge_into_live(changes, head, interrupted)
         else:
             rescued = await self._follow_rewrite(old, changes, head, interrupted == head)
+        await self.record_taken(grant)
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
         await in_repo(self.owner.repos, self.repo, clear_merging, self.branch, head)
         self.synced = head
@@ -611,13 +643,29 @@ class BranchSync:
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
                     durable.append(await _rewrite_into(room, change, rescue, mark, marked))
+                    self.taken[change.path] = room.doc.get_state()
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
                         durable.append(await _rewrite_into(borrowed, change, rescue, mark, marked))
+                        self.taken[change.path] = borrowed.doc.get_state()
             await asyncio.gather(*durable)
         finally:
             self.reconciling = False
         return rescue.name
+
+    async def record_taken(self, grant: Grant | None = None) -> None:
+        """Record the state vectors of the documents a move was merged into (durable by
+        now), before the move is recorded as synced (see ``gitsync.objects.synced_state``)."""
+        taken, self.taken = self.taken, {}
+        if not taken:
+            return
+
+        def record(repo: Repo) -> None:
+            with fence_for(repo, self.branch, grant):
+                record_synced_state(repo, self.branch, taken)
+
+        await in_repo(self.owner.repos, self.repo, record)
+        self.committed_states.update(taken)
 
     async def live_paths(self, paths: Iterable[str]) -> list[str]:
         """Those of ``paths`` that have a live document on this branch, loaded or stored."""
@@ -655,11 +703,13 @@ class BranchSync:
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
                     durable.append(await self._merge_change(room, change, head, interrupted))
+                    self.taken[change.path] = room.doc.get_state()
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
                         durable.append(
                             await self._merge_change(borrowed, change, head, interrupted)
                         )
+                        self.taken[change.path] = borrowed.doc.get_state()
                 emptied = self.dirty.get(change.path)
                 if change.new is None and emptied is not None and not str(emptied.text):
                     del self.dirty[change.path]  # deleted: no commit brings it back empty
@@ -872,6 +922,7 @@ class GitSync:
         self._checks: set[asyncio.Task[None]] = set()  # loaded documents compared with git
         self._watcher: asyncio.Task[None] | None = None
         rooms.before_load.append(self._before_load)
+        rooms.committed_state = self._committed_state
         rooms.on_room.append(self._on_room)
         rooms.before_unload.append(self._before_unload)
         rooms.on_unloaded.append(self._on_unloaded)
@@ -987,23 +1038,34 @@ class GitSync:
         return await asyncio.shield(task)
 
     async def _create(self, repo: str, branch: str) -> BranchSync:
-        def read() -> tuple[bytes, bytes | None]:
+        def read() -> tuple[bytes, bytes | None, dict[str, bytes]]:
             git = self.repos.open(repo)
             head = read_ref(git, branch_ref(branch))
             if head is None:
                 raise BranchNotFound(f"{repo}/{branch}")
             synced = read_synced(git, branch)
+            states = read_synced_state(git, branch)
             if synced is None or ObjectID(synced) not in git.object_store:
                 set_synced(git, branch, head)  # no live documents yet: they start at head
                 synced = head
             if self.leases is not None:  # another node may be committing: left to the
-                return head, synced  # lease holder's reconcile (after its claim)
-            return head, _finish_commit(git, branch, head, synced)
+                return head, synced, states  # lease holder's reconcile (after its claim)
+            return head, _finish_commit(git, branch, head, synced), states
 
-        head, synced = await in_git_thread(self.repos, read)
+        head, synced, states = await in_git_thread(self.repos, read)
         sync = BranchSync(self, repo, branch, synced or head)
+        sync.committed_states = states
         self.branches[(repo, branch)] = sync
         return sync
+
+    async def _committed_state(self, doc_id: DocId) -> bytes | None:
+        """The state vector ``doc_id``'s history had when its branch last took its text
+        (``Rooms.committed_state``): a stored history that does not cover it lost edits."""
+        sync = self.branches.get((doc_id.repo, doc_id.branch))
+        if sync is not None:
+            return sync.committed_states.get(doc_id.path)
+        states = await in_repo(self.repos, doc_id.repo, read_synced_state, doc_id.branch)
+        return states.get(doc_id.path)
 
     def forget(self, repo: str, branch: str) -> None:
         sync = self.branches.pop((repo, branch), None)

@@ -188,6 +188,7 @@ class Merges:
         await to_sync.retire(no_text)
         changes = [change for change in changes if change.path not in no_text]
         await to_sync.merge_into_live(changes)
+        await to_sync.record_taken(grant)  # before the branch moves (see synced_state)
         _settle_deleted(to_sync, changes)
         forward = plan.fast_forward and not no_ff
         if forward:

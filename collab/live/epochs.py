@@ -26,6 +26,7 @@ __all__ = [
     "client_id",
     "epochs_in",
     "foreign_epochs",
+    "history_lost",
     "is_epoch",
     "new_epoch",
     "update_epochs",
@@ -79,3 +80,19 @@ def update_epochs(update: bytes) -> frozenset[int]:
     """The epoch ids whose history an update carries from its start (an old epoch's seed, in
     a peer's answer to the server's sync step 1)."""
     return epochs_in(get_state(update), YjsLimits(max_state_vector=len(update) + 16))
+
+
+def history_lost(have: bytes, committed: bytes) -> bool:
+    """Whether a document whose state vector is ``have`` lacks part of the history it had
+    when its text was committed (state vector ``committed``, see
+    ``gitsync.objects.synced_state``): its store lost edits its branch holds.
+
+    A document seeded anew since (it holds an epoch the record does not name) is another
+    history, seeded from the branch: nothing is lost."""
+    limits = YjsLimits(max_state_vector=max(len(have), len(committed)) + 16)
+    mine = decode_state_vector(have, limits)
+    theirs = decode_state_vector(committed, limits)
+    epochs = {client for client, clock in mine.items() if clock and is_epoch(client)}
+    if not epochs <= {client for client, clock in theirs.items() if clock and is_epoch(client)}:
+        return False
+    return any(clock > mine.get(client, 0) for client, clock in theirs.items())

@@ -17,7 +17,7 @@ from protocol.names import DocId
 from ..git.work import in_git_thread
 from ..server.auth import Identity, Role
 from ..store.base import Store, StoredDoc
-from .epochs import client_id, new_epoch, with_epoch
+from .epochs import client_id, history_lost, new_epoch, with_epoch
 from .events import EventHub
 from .memory import release_free_memory
 from .room import Room, Subscriber
@@ -61,6 +61,12 @@ class Rooms:
         self.damaged: dict[str, str] = {}
         """Quarantined documents (key -> why): their stored history is damaged, so they are
         not served (``DAMAGED``) and nothing of them is committed until a repair."""
+        self.committed_state: Callable[[DocId], Awaitable[bytes | None]] | None = None
+        """The state vector a document's history had when its branch last took its text (set
+        by the git layer): a stored history that does not cover it lost edits its branch
+        holds, and is seeded again from the branch head (see ``_load``)."""
+        self.reseeded = 0
+        """Documents seeded again because their stored history lost committed edits."""
         # Hooks, each a list run in the order subscribed (the git layer, branches, presence):
         # before a document loads (bring the branch up to date with its ref), when a room is
         # created, when a peer joins or leaves, before a room unloads and once it has. An
@@ -149,10 +155,14 @@ class Rooms:
         stored = await self._stored(doc_id)
         doc: Doc[Any] = Doc(client_id=client_id())
         if stored is None or stored.empty:
-            last_seq = await self._seed(doc_id, doc, lost=stored is not None)
+            last_seq = await self._seed(doc_id, doc, lost="repair" if stored else None)
         else:
             stored.apply_to(doc)
             last_seq = stored.last_seq
+            if await self._lost_history(doc_id, stored, doc):
+                doc = Doc(client_id=client_id())
+                last_seq = await self._seed(doc_id, doc, lost="history lost")
+                stored = None
         room = Room(
             doc_id,
             doc,
@@ -210,8 +220,34 @@ class Rooms:
             "the document's stored history is damaged: quarantined until an operator repairs it",
         )
 
-    async def _seed(self, doc_id: DocId, doc: Doc[Any], *, lost: bool) -> int:
-        """Seed ``doc`` from the branch head, as a new epoch; the update's sequence number."""
+    async def _lost_history(self, doc_id: DocId, stored: StoredDoc, doc: Doc[Any]) -> bool:
+        """Whether ``stored`` lacks edits its branch's commits took from the document (the
+        store went back to an older state: a damaged or truncated log after a crash). Its
+        history is then dropped, to be seeded again: committed, its text would erase those
+        edits from the branch. A history a repair recovered is left to the hold on shrinking
+        commits instead (its clients may send back what it lacks)."""
+        if stored.recovered or self.committed_state is None:
+            return False
+        committed = await self.committed_state(doc_id)
+        if committed is None:
+            return False
+        if not history_lost(doc.get_state(), committed):
+            return False
+        key = str(doc_id)
+        log.warning(
+            "%s: its stored history lacks edits its branch already committed (the store went "
+            "back to an older state: a damaged or truncated log after a crash?); not "
+            "committed, and seeded again from the branch head",
+            key,
+        )
+        await self.store.delete(key)
+        self.reseeded += 1
+        return True
+
+    async def _seed(self, doc_id: DocId, doc: Doc[Any], *, lost: str | None) -> int:
+        """Seed ``doc`` from the branch head, as a new epoch; the update's sequence number.
+        ``lost``: why a history the document had is gone (``"repair"``, ``"history lost"``),
+        logged and published as a ``reseeded`` event."""
         key = str(doc_id)
         try:
             blob = await in_git_thread(
@@ -228,9 +264,10 @@ class Rooms:
         source = blob.sha.decode() if blob.sha else "nothing"
         if lost:
             log.warning(
-                "%s: its history was lost in a repair; seeded again from %s as epoch %x "
+                "%s: its history was lost (%s); seeded again from %s as epoch %x "
                 "(clients holding the old history are told to reload)",
                 key,
+                lost,
                 source,
                 epoch,
             )
@@ -242,6 +279,7 @@ class Rooms:
                         "branch": doc_id.branch,
                         "path": doc_id.path,
                         "blob": None if blob.sha is None else blob.sha.decode(),
+                        "cause": lost,
                     },
                 )
         else:
