@@ -31,6 +31,7 @@ from .objects.commits import (
 )
 from .repos import (
     BlobNotText,
+    BranchDamaged,
     BranchNotFound,
     FileBlob,
     RepoNotFound,
@@ -42,6 +43,7 @@ from .smart_http import info_refs, run_service
 __all__ = [
     "BlobEntry",
     "BlobNotText",
+    "BranchDamaged",
     "BranchExists",
     "BranchNotFound",
     "FileBlob",

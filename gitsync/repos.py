@@ -20,12 +20,13 @@ from pathlib import Path
 
 from dulwich.errors import NotTreeError
 from dulwich.object_store import tree_lookup_path
-from dulwich.objects import Blob, Commit, ObjectID, SubmoduleEncountered, Tree
+from dulwich.objects import Blob, Commit, ObjectID, SubmoduleEncountered, Tree, valid_hexsha
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 __all__ = [
     "BlobNotText",
+    "BranchDamaged",
     "BranchNotFound",
     "FileBlob",
     "RepoNotFound",
@@ -40,6 +41,11 @@ class RepoNotFound(LookupError):
 
 class BranchNotFound(LookupError):
     pass
+
+
+class BranchDamaged(ValueError):
+    """The branch's ref holds something that is not the id of a stored object (a damaged
+    ref file): what the branch is cannot be known until an operator repairs it."""
 
 
 class BlobNotText(ValueError):
@@ -119,12 +125,20 @@ class Repositories:
         return found
 
     def branch_head(self, name: str, branch: str) -> bytes:
+        """The commit ``branch`` of repository ``name`` points to. Raises ``RepoNotFound``,
+        ``BranchNotFound``, and ``BranchDamaged`` if the ref holds no stored object's id."""
         repo = self.open(name)
         ref = Ref(b"refs/heads/" + branch.encode())
         try:
-            return bytes(repo.refs[ref])
+            head = bytes(repo.refs[ref])
         except KeyError:
             raise BranchNotFound(f"{name}/{branch}") from None
+        if not valid_hexsha(head) or ObjectID(head) not in repo.object_store:
+            raise BranchDamaged(
+                f"the ref of branch {branch!r} in {name!r} is damaged: it holds "
+                f"{head[:60]!r}, which is no stored object's id"
+            )
+        return head
 
     def read_file(self, name: str, branch: str, path: str) -> FileBlob:
         """Read ``path`` at the head of ``branch``; a missing file reads as empty."""

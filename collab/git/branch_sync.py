@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dulwich.graph import can_fast_forward
-from dulwich.objects import ObjectID
+from dulwich.objects import ObjectID, valid_hexsha
 from dulwich.repo import Repo
 
 from gitsync import (
+    BranchDamaged,
     BranchNotFound,
     RepoNotFound,
     Repositories,
@@ -772,6 +773,12 @@ def _done() -> asyncio.Future[None]:
     return done
 
 
+def _is_commit(repo: Repo, sha: bytes) -> bool:
+    """Whether ``sha`` is a valid object id of a stored object (a ref holding garbage is
+    not)."""
+    return valid_hexsha(sha) and ObjectID(sha) in repo.object_store
+
+
 def _descends(repo: Repo, old: bytes, new: bytes) -> bool:
     """Whether commit ``new`` is ``old`` or descends from it."""
     return old == new or bool(can_fast_forward(repo, ObjectID(old), ObjectID(new)))
@@ -997,18 +1004,29 @@ class GitSync:
             by_branch.setdefault((doc_id.repo, doc_id.branch), []).append(doc_id)
         for (repo, branch), doc_ids in by_branch.items():
             try:
-                sync = await self.branch(repo, branch)
-            except (RepoNotFound, BranchNotFound):
-                self.incomplete = True  # looked for again at the next start
-                continue
-            for doc_id in doc_ids:
-                try:
-                    async with self.rooms.borrow(doc_id) as room:
-                        sync.dirty[doc_id.path] = room
-                except ProtocolError as exc:  # damaged (quarantined), or no longer text
-                    log.error("%s: not recovered: %s", doc_id, exc.message)
-                    self.incomplete = True
-            await sync.flush()
+                await self._recover_branch(repo, branch, doc_ids)
+            except Exception:  # one repository's damage must not keep the others unserved
+                log.exception("%s/%s: recovery at start failed; served as it is", repo, branch)
+                self.incomplete = True
+
+    async def _recover_branch(self, repo: str, branch: str, doc_ids: list[DocId]) -> None:
+        try:
+            sync = await self.branch(repo, branch)
+        except (RepoNotFound, BranchNotFound):
+            self.incomplete = True  # looked for again at the next start
+            return
+        except BranchDamaged as exc:  # listed in /healthz; its documents are refused
+            self.rooms.branch_damaged(repo, branch, f"{exc}; not recovered")
+            self.incomplete = True
+            return
+        for doc_id in doc_ids:
+            try:
+                async with self.rooms.borrow(doc_id) as room:
+                    sync.dirty[doc_id.path] = room
+            except ProtocolError as exc:  # damaged (quarantined), or no longer text
+                log.error("%s: not recovered: %s", doc_id, exc.message)
+                self.incomplete = True
+        await sync.flush()
 
     def held_files(self) -> dict[str, dict[str, int]]:
         """Documents whose commits are held (see ``BranchSync._hold_shrinking``)."""
@@ -1021,7 +1039,12 @@ class GitSync:
     # -- branches ----------------------------------------------------------------------------
 
     def head(self, repo: str, branch: str) -> bytes | None:
-        return read_ref(self.repos.open(repo), branch_ref(branch))
+        """The branch's head (``None``: it does not exist); ``BranchDamaged`` if its ref
+        holds no stored object's id."""
+        try:
+            return self.repos.branch_head(repo, branch)
+        except BranchNotFound:
+            return None
 
     async def branch(self, repo: str, branch: str) -> BranchSync:
         """The branch's sync state, created (and caught up with its ref) on first use.
@@ -1040,12 +1063,10 @@ class GitSync:
     async def _create(self, repo: str, branch: str) -> BranchSync:
         def read() -> tuple[bytes, bytes | None, dict[str, bytes]]:
             git = self.repos.open(repo)
-            head = read_ref(git, branch_ref(branch))
-            if head is None:
-                raise BranchNotFound(f"{repo}/{branch}")
+            head = self.repos.branch_head(repo, branch)  # BranchNotFound, BranchDamaged
             synced = read_synced(git, branch)
             states = read_synced_state(git, branch)
-            if synced is None or ObjectID(synced) not in git.object_store:
+            if synced is None or not _is_commit(git, synced):
                 set_synced(git, branch, head)  # no live documents yet: they start at head
                 synced = head
             if self.leases is not None:  # another node may be committing: left to the
@@ -1127,7 +1148,13 @@ class GitSync:
             self.forget(sync.repo, sync.branch)
 
     def _heads(self, syncs: list[BranchSync]) -> list[bytes | None]:
-        return [self.head(sync.repo, sync.branch) for sync in syncs]
+        heads: list[bytes | None] = []
+        for sync in syncs:
+            try:
+                heads.append(self.head(sync.repo, sync.branch))
+            except BranchDamaged:  # nothing to follow until it is repaired
+                heads.append(None)
+        return heads
 
     async def _watch(self) -> None:
         """Notice refs moved by other tools (a commit made with the git CLI, say)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from pycrdt import Doc
 
-from gitsync import BlobNotText, BranchNotFound, RepoNotFound, Repositories
+from gitsync import BlobNotText, BranchDamaged, BranchNotFound, RepoNotFound, Repositories
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
@@ -60,7 +60,8 @@ class Rooms:
         self._closing = False  # close() has begun: a failed persist is not retried
         self.damaged: dict[str, str] = {}
         """Quarantined documents (key -> why): their stored history is damaged, so they are
-        not served (``DAMAGED``) and nothing of them is committed until a repair."""
+        not served (``DAMAGED``) and nothing of them is committed until a repair. A key
+        ``<repo>/<branch>`` (no path) is a whole branch whose ref is damaged."""
         self.committed_state: Callable[[DocId], Awaitable[bytes | None]] | None = None
         """The state vector a document's history had when its branch last took its text (set
         by the git layer): a stored history that does not cover it lost edits its branch
@@ -148,8 +149,28 @@ class Rooms:
             raise ProtocolError(
                 ErrorCode.NOT_FOUND, f"no branch {doc_id.branch!r} in {doc_id.repo!r}"
             ) from None
+        except BranchDamaged as exc:
+            raise self.branch_damaged(doc_id.repo, doc_id.branch, str(exc)) from None
+        self.damaged.pop(f"{doc_id.repo}/{doc_id.branch}", None)
         for hook in self.before_load:
             await hook(doc_id)
+
+    def branch_damaged(self, repo: str, branch: str, reason: str) -> ProtocolError:
+        """Report the branch ``repo``/``branch`` damaged (its ref): listed in ``damaged``
+        until it is read whole again; its documents are refused with ``DAMAGED``."""
+        key = f"{repo}/{branch}"
+        if key not in self.damaged:
+            log.error(
+                "%s: %s; its documents are not served or committed until it is repaired",
+                key,
+                reason,
+            )
+            if self.events is not None:
+                self.events.publish(
+                    repo, {"kind": "damaged", "branch": branch, "path": None, "reason": reason}
+                )
+        self.damaged[key] = reason
+        return ProtocolError(ErrorCode.DAMAGED, reason)
 
     async def _load(self, doc_id: DocId) -> Room:
         stored = await self._stored(doc_id)

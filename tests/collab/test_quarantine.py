@@ -15,10 +15,11 @@ from unittest.mock import ANY
 
 import aiohttp
 import pytest
-from gitcli import head_file
+from gitcli import head_file, show
 from serverproc import ServerProcess
 from servers import make_config
 from test_crash import stored_text
+from test_git_crash import _fail_final_commits
 from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
@@ -242,3 +243,76 @@ async def test_the_server_starts_when_the_store_cannot_list_its_documents(
         assert server.git.incomplete  # the next start looks again
         async with Client(server.url, user="ann") as ann:
             assert str(await ann.open(ROOM)).startswith("# Demo")
+
+
+OTHER = "other/main:a.txt"
+GARBAGE = "zzzz not a sha\n"
+
+
+def _ref_file(repo: Path, branch: str = "main") -> Path:
+    git_dir = repo / ".git" if (repo / ".git").is_dir() else repo
+    return git_dir / "refs" / "heads" / branch
+
+
+async def test_a_damaged_branch_ref_at_recovery_is_reported_and_the_rest_served(
+    repos: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash, then a branch ref that holds garbage: the start-up recovery skips that
+    branch (listed in ``/healthz`` ``damaged``, its documents refused with DAMAGED) and
+    recovers and serves every other repository; once the ref is repaired, the next start
+    recovers what was left."""
+    slow = make_config(repos, data_dir, commit_idle=30.0, commit_max_lag=60.0)
+    async with CollabServer(slow) as first, Client(first.url, user="ann") as ann:
+        for room in (ROOM, OTHER):
+            doc = await ann.open(room)
+            doc.insert(0, "<typed before the crash>\n")
+        await ann.flush()
+        _fail_final_commits(monkeypatch)  # stored, never committed: as after a kill -9
+    monkeypatch.undo()
+    head, text = _head(repos)
+    _ref_file(repos / "demo").write_text(GARBAGE)
+
+    async with CollabServer(slow) as second:
+        base = second.url.replace("ws://", "http://")
+        other = repos / "other"
+        assert show(other, "main", "a.txt") == "<typed before the crash>\nother repo\n"
+        health = await _health(base)
+        assert "demo/main" in health["damaged"] and "damaged" in health["damaged"]["demo/main"]
+        assert second.git.incomplete  # the next start looks again
+        async with Client(second.url, user="bob") as bob:
+            with pytest.raises(ClientError) as refused:
+                await bob.open(ROOM)
+            assert refused.value.code == ErrorCode.DAMAGED
+            assert str(await bob.open(OTHER)).startswith("<typed before the crash>")
+        async with YjsPeer(second.url, ROOM, user="carl") as carl:
+            assert await carl.wait_closed() == ErrorCode.DAMAGED
+    assert _ref_file(repos / "demo").read_text() == GARBAGE  # nothing written over it
+
+    _ref_file(repos / "demo").write_text(head + "\n")  # the operator repairs it
+    async with CollabServer(slow) as third:
+        assert _head(repos)[1] == "<typed before the crash>\n" + text  # recovered now
+        assert (await _health(third.url.replace("ws://", "http://")))["damaged"] == {}
+    _fsck(repos)
+    subprocess.run(["git", "-C", str(repos / "other"), "fsck", "--full", "--strict"], check=True)
+
+
+async def test_a_damaged_branch_ref_is_refused_with_damaged_on_a_clean_start(
+    repos: Path, data_dir: Path
+) -> None:
+    head, text = _head(repos)
+    _ref_file(repos / "demo").write_text(GARBAGE)
+    async with CollabServer(make_config(repos, data_dir)) as server:
+        base = server.url.replace("ws://", "http://")
+        async with YjsPeer(server.url, ROOM, user="carl") as carl:
+            assert await carl.wait_closed() == ErrorCode.DAMAGED
+            assert "damaged" in carl.close_reason
+        assert "demo/main" in (await _health(base))["damaged"]
+        async with YjsPeer(server.url, OTHER, user="carl") as fine:  # the rest is served
+            assert await fine.wait_text(lambda text: text == "other repo\n")
+        assert _ref_file(repos / "demo").read_text() == GARBAGE
+
+        _ref_file(repos / "demo").write_text(head + "\n")  # repaired while serving
+        async with YjsPeer(server.url, ROOM, user="carl") as carl:
+            assert await carl.wait_text(lambda found: found == text)
+        assert (await _health(base))["damaged"] == {}
+    _fsck(repos)
