@@ -67,6 +67,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
 from ..bus.lease import Held
+from ..live.epochs import history_lost
 from ..live.events import EventHub, hexsha
 from ..live.marks import mark_id
 from ..live.origin import Origin
@@ -397,35 +398,48 @@ class BranchSync:
             raise
 
     async def _hold_shrinking(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
-        """Take out of ``changes`` the documents recovered after damage whose text would shrink
-        their file drastically (see :data:`SHRINK_RATIO`); they are reported and held until
-        their text grows back (clients that held the lost edits reconnect) or an operator
-        decides (``collab store repair --accept`` or ``--reseed``)."""
-        recovered = [path for path in changes if rooms[path].recovered]
-        if not recovered:
+        """Take out of ``changes`` the documents whose history lacks edits their branch
+        already committed (``Room.lacking``: the store went back to an older state), and
+        those recovered after damage whose text would shrink their file drastically (see
+        :data:`SHRINK_RATIO`); they are reported and held until their history is whole
+        again or their text grows back (clients that held the lost edits reconnect), or an
+        operator decides (``collab store repair --reseed``; ``--accept`` for a recovered
+        one)."""
+        suspect = [path for path in changes if rooms[path].recovered or rooms[path].lacking]
+        if not suspect:
             return
         synced = self.synced
         heads = await in_repo(
             self.owner.repos,
             self.repo,
-            lambda repo: {path: read_blob(repo, synced, path) for path in recovered},
+            lambda repo: {path: read_blob(repo, synced, path) for path in suspect},
         )
-        for path in recovered:
+        for path in suspect:
+            room = rooms[path]
+            lacking = room.lacking is not None and history_lost(room.doc.get_state(), room.lacking)
+            if not lacking:
+                room.lacking = None
             new, old = len(changes[path]), len(heads[path] or b"")
-            if new >= old * SHRINK_RATIO or old - new < SHRINK_BYTES:
+            shrinking = room.recovered and new < old * SHRINK_RATIO and old - new >= SHRINK_BYTES
+            if not (lacking or shrinking):
                 self.held.pop(path, None)
                 continue
             del changes[path]
             if self.held.get(path) != (new, old):
                 self.held[path] = (new, old)
+                cause = "history lost" if lacking else "shrinking"
                 log.warning(
-                    "%s%s: recovered after damage, and its %d bytes would replace %d at the "
-                    "branch head: commit held (reconnecting clients may bring the lost edits "
-                    "back; else `collab store repair --accept` or `--reseed`)",
+                    "%s%s: %s, and its %d bytes would replace %d at the branch head: commit "
+                    "held (reconnecting clients may bring the lost edits back; else "
+                    "`collab store repair --reseed`%s)",
                     self.prefix,
                     path,
+                    "its history lacks edits the branch already committed"
+                    if lacking
+                    else "recovered after damage",
                     new,
                     old,
+                    "" if lacking else " or `--accept`",
                 )
                 self.owner.events.publish(
                     self.repo,
@@ -435,6 +449,7 @@ class BranchSync:
                         "path": path,
                         "size": new,
                         "head_size": old,
+                        "cause": cause,
                     },
                 )
 

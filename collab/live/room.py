@@ -130,6 +130,9 @@ class Room:
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
         self.recovered = False  # loaded from a history repaired after damage
+        # loaded from a history that lacks part of what its branch committed (the state vector
+        # it must cover again before it is committed; see Rooms._lost_history)
+        self.lacking: bytes | None = None
         self.retired = False  # closed for good (its file is no longer text): never committed
         self.attached: set[Subscriber] = set()  # lifecycle: everyone who opened the room
         self.peers: set[Subscriber] = set()  # broadcast set: handshake completed

@@ -65,9 +65,9 @@ class Rooms:
         self.committed_state: Callable[[DocId], Awaitable[bytes | None]] | None = None
         """The state vector a document's history had when its branch last took its text (set
         by the git layer): a stored history that does not cover it lost edits its branch
-        holds, and is seeded again from the branch head (see ``_load``)."""
-        self.reseeded = 0
-        """Documents seeded again because their stored history lost committed edits."""
+        holds (see ``_lost_history``)."""
+        self.history_lost = 0
+        """Documents loaded whose stored history lacked edits their branch had committed."""
         # Hooks, each a list run in the order subscribed (the git layer, branches, presence):
         # before a document loads (bring the branch up to date with its ref), when a room is
         # created, when a peer joins or leaves, before a room unloads and once it has. An
@@ -175,15 +175,13 @@ class Rooms:
     async def _load(self, doc_id: DocId) -> Room:
         stored = await self._stored(doc_id)
         doc: Doc[Any] = Doc(client_id=client_id())
+        lacking = None
         if stored is None or stored.empty:
-            last_seq = await self._seed(doc_id, doc, lost="repair" if stored else None)
+            last_seq = await self._seed(doc_id, doc, lost=stored is not None)
         else:
             stored.apply_to(doc)
             last_seq = stored.last_seq
-            if await self._lost_history(doc_id, stored, doc):
-                doc = Doc(client_id=client_id())
-                last_seq = await self._seed(doc_id, doc, lost="history lost")
-                stored = None
+            lacking = await self._lost_history(doc_id, doc)
         room = Room(
             doc_id,
             doc,
@@ -198,6 +196,7 @@ class Rooms:
             room.bytes_since_snapshot = sum(len(update) for _seq, update in stored.updates)
             room.snapshot_bytes = len(stored.snapshot or b"")
             room.recovered = stored.recovered
+            room.lacking = lacking
         room.on_idle = self._schedule_unload
         room.on_leave = self._left
         _notify(self.on_room, room)
@@ -241,34 +240,30 @@ class Rooms:
             "the document's stored history is damaged: quarantined until an operator repairs it",
         )
 
-    async def _lost_history(self, doc_id: DocId, stored: StoredDoc, doc: Doc[Any]) -> bool:
-        """Whether ``stored`` lacks edits its branch's commits took from the document (the
-        store went back to an older state: a damaged or truncated log after a crash). Its
-        history is then dropped, to be seeded again: committed, its text would erase those
-        edits from the branch. A history a repair recovered is left to the hold on shrinking
-        commits instead (its clients may send back what it lacks)."""
-        if stored.recovered or self.committed_state is None:
-            return False
+    async def _lost_history(self, doc_id: DocId, doc: Doc[Any]) -> bytes | None:
+        """The state vector its branch's commits took from the document, if ``doc`` (as
+        loaded from the store) does not cover it: the store went back to an older state (a
+        damaged or truncated log after a crash) and lost edits its branch already holds.
+        Such a document is not committed until its history is whole again (see
+        ``BranchSync._hold_shrinking``): its clients hold what the store lost, and send it
+        back when they reconnect."""
+        if self.committed_state is None:
+            return None
         committed = await self.committed_state(doc_id)
-        if committed is None:
-            return False
-        if not history_lost(doc.get_state(), committed):
-            return False
-        key = str(doc_id)
+        if committed is None or not history_lost(doc.get_state(), committed):
+            return None
         log.warning(
             "%s: its stored history lacks edits its branch already committed (the store went "
-            "back to an older state: a damaged or truncated log after a crash?); not "
-            "committed, and seeded again from the branch head",
-            key,
+            "back to an older state: a damaged or truncated log after a crash?); it is not "
+            "committed until clients that hold them send them back (or `collab store "
+            "repair --reseed`)",
+            doc_id,
         )
-        await self.store.delete(key)
-        self.reseeded += 1
-        return True
+        self.history_lost += 1
+        return committed
 
-    async def _seed(self, doc_id: DocId, doc: Doc[Any], *, lost: str | None) -> int:
-        """Seed ``doc`` from the branch head, as a new epoch; the update's sequence number.
-        ``lost``: why a history the document had is gone (``"repair"``, ``"history lost"``),
-        logged and published as a ``reseeded`` event."""
+    async def _seed(self, doc_id: DocId, doc: Doc[Any], *, lost: bool) -> int:
+        """Seed ``doc`` from the branch head, as a new epoch; the update's sequence number."""
         key = str(doc_id)
         try:
             blob = await in_git_thread(
@@ -285,10 +280,9 @@ class Rooms:
         source = blob.sha.decode() if blob.sha else "nothing"
         if lost:
             log.warning(
-                "%s: its history was lost (%s); seeded again from %s as epoch %x "
+                "%s: its history was lost in a repair; seeded again from %s as epoch %x "
                 "(clients holding the old history are told to reload)",
                 key,
-                lost,
                 source,
                 epoch,
             )
@@ -300,7 +294,6 @@ class Rooms:
                         "branch": doc_id.branch,
                         "path": doc_id.path,
                         "blob": None if blob.sha is None else blob.sha.decode(),
-                        "cause": lost,
                     },
                 )
         else:

@@ -154,6 +154,12 @@ class _ServerCollector(Collector):
             "Documents quarantined because their stored history is damaged.",
             len(rooms.damaged),
         )
+        yield CounterMetricFamily(
+            "collab_rooms_history_lost",
+            "Documents loaded whose stored history lacked edits their branch had committed "
+            "(their commits are held).",
+            rooms.history_lost,
+        )
         yield from self._connections()
         yield from self._traffic()
         yield from self._store()

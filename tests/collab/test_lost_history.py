@@ -1,7 +1,7 @@
 """A store that silently went back to an older state (a damaged or truncated write-ahead log
 after a crash) must not have its older text committed over edits its branch already holds:
-the document is seeded again from the branch head as a new epoch, with a warning. A
-continuous commit waits until the text it takes is durable in the store."""
+the document's commits are held, with a warning, until a client that holds the lost history
+sends it back. A continuous commit waits until the text it takes is durable in the store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from gitcli import git, show, until
 from servers import make_config
@@ -19,7 +20,6 @@ from yjsclient import YjsPeer
 from collab import Client, CollabServer
 from collab.git.branch_sync import CLEAN_SHUTDOWN
 from collab.store.memory_store import MemoryStore
-from protocol.errors import ErrorCode
 
 ROOM = "demo/main:README.md"
 STORE_FILES = ("store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm")
@@ -69,30 +69,40 @@ async def test_a_store_gone_back_to_an_older_state_is_not_committed_over_its_bra
 
     caplog.set_level(logging.WARNING, logger="collab.rooms")
     async with CollabServer(config) as server:
-        events: list[dict[str, Any]] = []
-        server.events.subscribe("demo", lambda _repo, event: events.append(event))
+        base = server.url.replace("ws://", "http://")
+        assert git(demo, "rev-parse", "main").strip() == head  # the recovery held it
         async with Client(server.url, user="bob") as bob:
             bob_doc = await bob.open(ROOM)
-            assert str(bob_doc) == committed  # seeded again from the branch head
-            assert git(demo, "rev-parse", "main").strip() == head  # nothing committed over it
-            warned = [r for r in caplog.records if ROOM in r.getMessage()]
-            assert any("lacks edits its branch already committed" in r.getMessage() for r in warned)
-            assert server.rooms.reseeded == 1
-            if not crashed:
-                assert [e["cause"] for e in events if e["kind"] == "reseeded"] == ["history lost"]
+            assert "<second>" not in str(bob_doc)  # what the store went back to
+            warned = [r.getMessage() for r in caplog.records if ROOM in r.getMessage()]
+            assert any("lacks edits its branch already committed" in m for m in warned)
+            assert server.rooms.history_lost == 1
+            async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
+                assert "collab_rooms_history_lost_total 1.0" in await resp.text()
 
-            # a copy of the old history is told to reload, not merged (it would double text)
+            bob_doc.insert(0, "<bob>\n")
+            await bob.flush()
+            await server.git.branches[("demo", "main")].flush()
+            assert ROOM in (await _health(base))["held"]  # its commit is held...
+            assert git(demo, "rev-parse", "main").strip() == head  # ...and nothing committed
+
+            # a client that holds the whole history reconnects: the document is whole again
             peer = YjsPeer(server.url, ROOM, user="ann")
             peer.doc.apply_update(old_history)
             async with peer:
-                assert await peer.wait_closed() == ErrorCode.RELOAD
-
-            bob_doc.insert(len(str(bob_doc)), "<third>\n")
-            await bob.flush()
-            await until(lambda: show(demo, "main", "README.md") == committed + "<third>\n")
-    # the branch went forward from the head that held every committed edit
-    assert git(demo, "rev-parse", "main~1").strip() == head
+                await peer.wait_text(lambda text: "<bob>" in text)
+                await until(lambda: show(demo, "main", "README.md") == "<bob>\n" + committed)
+            assert (await _health(base))["held"] == {}
+            assert str(bob_doc) == "<bob>\n" + committed
+    # every commit since keeps what the branch had committed: no older text went in
+    for commit in git(demo, "rev-list", f"{head}..main").split():
+        assert "<second>" in git(demo, "show", f"{commit}:README.md")
     git(demo, "fsck", "--full", "--strict")
+
+
+async def _health(base: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(base + "/healthz") as resp:
+        return dict(await resp.json())
 
 
 class _SlowDisk(MemoryStore):

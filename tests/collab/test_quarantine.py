@@ -124,13 +124,7 @@ async def test_a_damaged_snapshot_is_quarantined_and_repaired_from_the_branch(
         third.events.subscribe("demo", lambda _repo, event: events.append(event))
         assert str(await ann.open(ROOM)) == typed  # seeded again from the branch head
         assert [e for e in events if e["kind"] == "reseeded"] == [
-            {
-                "kind": "reseeded",
-                "branch": "main",
-                "path": "README.md",
-                "blob": ANY,
-                "cause": "repair",
-            }
+            {"kind": "reseeded", "branch": "main", "path": "README.md", "blob": ANY}
         ]
     assert _head(repos)[1] == typed
     _fsck(repos)
