@@ -30,7 +30,7 @@ class ErrorCode(IntEnum):
     CONFLICT = 4015  # the name is taken, histories are unrelated, or a merge conflicts
     CANCELLED = 4016  # the request was superseded or cancelled before it was answered
     RELOAD = 4017  # the peer's copy belongs to another epoch of the document: discard it, reopen
-    DAMAGED = 4018  # the document's stored history is damaged: quarantined until repaired
+    DAMAGED = 4018  # the document's stored history (or its branch's ref) is damaged: until repaired
     DOCUMENT_FULL = 4019  # the update would take the document past its size cap; refused
     RATE_LIMITED = 4029  # too many requests
     INTERNAL = 4500  # a server-side failure; the peer did nothing wrong
