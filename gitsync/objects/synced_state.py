@@ -33,7 +33,7 @@ from dulwich.repo import Repo
 
 from ..packs.write import fsync_directory
 
-__all__ = ["forget_synced_state", "read_synced_state", "record_synced_state"]
+__all__ = ["read_synced_state", "record_synced_state"]
 
 log = logging.getLogger("gitsync.synced_state")
 
@@ -74,14 +74,6 @@ def record_synced_state(repo: Repo, branch: str, states: Mapping[str, bytes]) ->
         return
     current.update(states)
     _write(repo, branch, current)
-
-
-def forget_synced_state(repo: Repo, branch: str, paths: list[str] | None = None) -> None:
-    """Drop the record of ``paths`` (all of ``branch``'s, with ``None``)."""
-    current = read_synced_state(repo, branch)
-    kept = {} if paths is None else {p: sv for p, sv in current.items() if p not in paths}
-    if kept != current:
-        _write(repo, branch, kept)
 
 
 def _write(repo: Repo, branch: str, states: Mapping[str, bytes]) -> None:
