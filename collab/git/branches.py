@@ -68,6 +68,16 @@ class Branches:
         rooms.on_join.append(self._on_join)
         rooms.on_leave.append(self._on_leave)
 
+    async def start(self) -> None:
+        """Nothing to start: a service so that the server stops it before the git work."""
+
+    async def stop(self) -> None:
+        """Wait for the own branches still being made for people who opened a document.
+        Left running, one would commit the branch it starts from after the final commits,
+        and after the clean-shutdown marker was decided on."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     # -- checks ------------------------------------------------------------------------------
 
     def check_read(self, identity: Identity, repo: str) -> str:

@@ -160,6 +160,7 @@ class CollabServer(Lifecycle):
         )
         self.services.append(self.git)
         self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)
+        self.services.append(self.branches)  # stopped before the git work's final commits
         self.merges = Merges(self.repos, self.branches)
         register_git_ops(self.ops, self.branches, self.merges, self.events)
         # each endpoint's counters, read by GET /metrics and server.status

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gitsync import RepoNotFound
+from gitsync import BranchDamaged, RepoNotFound
 from protocol.errors import ErrorCode, ProtocolError
 
 from .auth import Identity
@@ -78,6 +78,8 @@ class Operations:
         except RepoNotFound as exc:
             repo = exc.args[0] if exc.args else "?"
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r:.200}") from None
+        except BranchDamaged as exc:  # listed in /healthz too
+            raise ProtocolError(ErrorCode.DAMAGED, str(exc)) from None
         except Exception as exc:
             log.exception("operation %s failed", name)
             raise ProtocolError(ErrorCode.INTERNAL, f"{name} failed: {exc}") from exc

@@ -15,7 +15,7 @@ from unittest.mock import ANY
 
 import aiohttp
 import pytest
-from gitcli import head_file, show
+from gitcli import git, head_file, show, until
 from serverproc import ServerProcess
 from servers import make_config
 from test_crash import stored_text
@@ -243,6 +243,10 @@ OTHER = "other/main:a.txt"
 GARBAGE = "zzzz not a sha\n"
 
 
+def _has_people_branch(repo: Path) -> bool:
+    return bool(git(repo, "for-each-ref", "refs/heads/people/").strip())
+
+
 def _ref_file(repo: Path, branch: str = "main") -> Path:
     git_dir = repo / ".git" if (repo / ".git").is_dir() else repo
     return git_dir / "refs" / "heads" / branch
@@ -257,8 +261,11 @@ async def test_a_damaged_branch_ref_at_recovery_is_reported_and_the_rest_served(
     recovers what was left."""
     slow = make_config(repos, data_dir, commit_idle=30.0, commit_max_lag=60.0)
     async with CollabServer(slow) as first, Client(first.url, user="ann") as ann:
-        for room in (ROOM, OTHER):
-            doc = await ann.open(room)
+        docs = [await ann.open(room) for room in (ROOM, OTHER)]
+        # ann's own branches are made (which commits the branches they start from) before
+        # anything is typed
+        await until(lambda: all(_has_people_branch(repos / name) for name in ("demo", "other")))
+        for doc in docs:
             doc.insert(0, "<typed before the crash>\n")
         await ann.flush()
         _fail_final_commits(monkeypatch)  # stored, never committed: as after a kill -9
@@ -301,6 +308,14 @@ async def test_a_damaged_branch_ref_is_refused_with_damaged_on_a_clean_start(
             assert await carl.wait_closed() == ErrorCode.DAMAGED
             assert "damaged" in carl.close_reason
         assert "demo/main" in (await _health(base))["damaged"]
+        async with Client(server.url, user="carl") as client:  # operations on it too
+            for op, args in (
+                ("branch.join", {"repo": "demo", "from": "main"}),
+                ("merge.preview", {"repo": "demo", "source": "main", "target": "other"}),
+            ):
+                with pytest.raises(ClientError) as refused:
+                    await client.call(op, **args)
+                assert refused.value.code == ErrorCode.DAMAGED, (op, refused.value)
         async with YjsPeer(server.url, OTHER, user="carl") as fine:  # the rest is served
             assert await fine.wait_text(lambda text: text == "other repo\n")
         assert _ref_file(repos / "demo").read_text() == GARBAGE
