@@ -113,6 +113,7 @@ def run_service(
     content_encoding: str | None = None,
     allow_non_fast_forward: bool = False,
     may_force: ForceCheck | None = None,
+    may_delete: ForceCheck | None = None,
     max_request: int = MAX_REQUEST,
     protocol: int = 0,
 ) -> tuple[bytes, str]:
@@ -121,12 +122,12 @@ def run_service(
     ``body`` is the request as bytes or as a binary file read from where it stands;
     ``content_encoding`` is the request's ``Content-Encoding`` header (``gzip`` or none);
     ``protocol`` the version a fetch asked for. A push may force a ref if
-    ``allow_non_fast_forward`` (any) or ``may_force`` allows it.
-    After a push, ``on_ref_update`` is called with the refs that moved, once they have moved
-    and before the response is returned; its exceptions propagate. A push refused in part or
-    whole is answered with the reasons, as git's report-status, a refused fetch with ``ERR``.
-    A malformed body raises ``ValueError`` (:class:`BodyTooLarge` over ``max_request``,
-    :class:`MalformedPush`).
+    ``allow_non_fast_forward`` (any) or ``may_force`` allows it, and delete one unless
+    ``may_delete`` says why not. After a push, ``on_ref_update`` is called with the refs
+    that moved, once they have moved and before the response is returned; its exceptions
+    propagate. A push refused in part or whole is answered with the reasons, as git's
+    report-status, a refused fetch with ``ERR``. A malformed body raises ``ValueError``
+    (:class:`BodyTooLarge` over ``max_request``, :class:`MalformedPush`).
     """
     _check_service(service)
     with _decoded(body, content_encoding, max_request) as data:
@@ -139,6 +140,7 @@ def run_service(
                 data,
                 allow_non_fast_forward=allow_non_fast_forward,
                 may_force=may_force,
+                may_delete=may_delete,
             )
         finally:
             repo.close()

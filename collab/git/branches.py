@@ -17,7 +17,7 @@ from pycrdt import Doc
 
 from gitsync import BranchNotFound, RepoNotFound, Repositories
 from gitsync.changes import read_blob
-from gitsync.naming import is_participant_branch
+from gitsync.naming import PARTICIPANT_PREFIX, is_participant_branch
 from gitsync.objects.commits import (
     BranchExists,
     RefMoved,
@@ -345,6 +345,11 @@ class Branches:
         self.check_write(identity, repo, name)
         if name == await self.default_branch(repo):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"{name!r} is the default branch")
+        if name.startswith(PARTICIPANT_PREFIX) and not identity.owns_branch(repo, name):
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"{name!r} is another person's branch: only its owner may delete it",
+            )
         prefix = f"{repo}/{name}:"
         if any(room.attached for room in self.rooms.loaded(prefix)):
             raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} has open documents")

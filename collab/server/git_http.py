@@ -26,7 +26,9 @@ once the rest of the body has been read and dropped, so that git prints the reas
 fetch: ``fatal: remote error: ...``); a branch its sender may not write,
 ``! [remote rejected] main -> main (eve may not push to 'main')``; a rewrite of someone else's
 branch, ``! [remote rejected] main -> main (non-fast-forward: eve may force-push only
-people/eve-... and the branches forked from it ...)``. Refusals before the git protocol starts
+people/eve-... and the branches forked from it ...)``; a deletion of someone else's own
+branch, ``! [remote rejected] people/bob-... (people/bob-... is another person's branch: only
+its owner may delete it)``. Refusals before the git protocol starts
 (a bad token, no access to the repository) are HTTP errors whose text git prints as
 ``remote: <reason>``.
 """
@@ -47,6 +49,7 @@ from aiohttp import web
 from dulwich.errors import GitProtocolError
 
 from gitsync import RepoNotFound, Repositories
+from gitsync.naming import PARTICIPANT_PREFIX
 from gitsync.smart_http import (
     SERVICES,
     SPOOL_IN_MEMORY,
@@ -191,6 +194,7 @@ class GitBridge:
                     spool,
                     moved.extend,
                     may_force=functools.partial(_may_force, identity, repo),
+                    may_delete=functools.partial(_may_delete, identity, repo),
                     max_request=self.config.max_push,
                 )
             except (ProtocolError, RepoNotFound) as exc:
@@ -397,6 +401,17 @@ def _may_force(identity: Identity, repo: str, ref: bytes) -> str | None:
             f"({own}-...), not {branch}"
         )
     return f"{ref.decode('utf-8', 'replace')} is not a branch and may not be forced"
+
+
+def _may_delete(identity: Identity, repo: str, ref: bytes) -> str | None:
+    """None if ``identity`` may delete ``ref``, else why not: a person's branch (and its
+    forks) is deleted only by its owner, or deleting and pushing it again would rewrite it
+    in two steps."""
+    if ref.startswith(HEADS):
+        branch = ref[len(HEADS) :].decode("utf-8", "replace")
+        if branch.startswith(PARTICIPANT_PREFIX) and not identity.owns_branch(repo, branch):
+            return f"{branch} is another person's branch: only its owner may delete it"
+    return None
 
 
 class _Spool:

@@ -29,6 +29,7 @@ All of it is this module's code on dulwich's public pieces (an object store's
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
@@ -73,6 +74,7 @@ QUARANTINE_STALE_AFTER = 6 * 3600.0
 """Seconds after which a quarantine directory is taken to be left by a crash and removed (a
 push holds its quarantine only while its pack is indexed and checked)."""
 ATOMIC_FAILED = "atomic push failed"
+DUPLICATE_REF = "more than one command for this ref in one push"
 FETCH_FIRST = "fetch first: the branch moved on since it was fetched"
 NON_FAST_FORWARD = "non-fast-forward"
 
@@ -110,11 +112,13 @@ def receive_pack(
     *,
     allow_non_fast_forward: bool = False,
     may_force: ForceCheck | None = None,
+    may_delete: ForceCheck | None = None,
 ) -> Received:
     """Answer a push whose request is ``body``; refusals are reported to the client, a
     request that breaks the protocol raises ``push_wire.MalformedPush`` (a ``ValueError``).
     A ref may be moved to a commit that does not descend from it if ``allow_non_fast_forward``
-    (every ref) or ``may_force`` allows it (see :data:`ForceCheck`)."""
+    (every ref) or ``may_force`` allows it (see :data:`ForceCheck`); it may be deleted unless
+    ``may_delete`` says why not (the default branch never)."""
     request = read_request(body.read)
     if request is None:
         return Received(b"", [])
@@ -130,7 +134,7 @@ def receive_pack(
             except _BadPack as exc:
                 why = "unpacker error"
                 return Received(report(request, str(exc), [why] * len(request.commands)), [])
-        return _update_refs(repo, request, quarantine, may_force)
+        return _update_refs(repo, request, quarantine, may_force, may_delete or _always)
 
 
 def _always(_ref: bytes) -> str | None:
@@ -142,10 +146,18 @@ def _never(_ref: bytes) -> str | None:
 
 
 def _update_refs(
-    repo: Repo, request: PushRequest, quarantine: _Quarantine, may_force: ForceCheck
+    repo: Repo,
+    request: PushRequest,
+    quarantine: _Quarantine,
+    may_force: ForceCheck,
+    may_delete: ForceCheck,
 ) -> Received:
-    checks = _RefChecks(repo, quarantine.store, may_force)
-    statuses: list[str | None] = [checks.refusal(command) for command in request.commands]
+    checks = _RefChecks(repo, quarantine.store, may_force, may_delete)
+    named = collections.Counter(command.ref for command in request.commands)
+    statuses: list[str | None] = [
+        DUPLICATE_REF if named[command.ref] > 1 else checks.refusal(command)
+        for command in request.commands
+    ]
     atomic = b"atomic" in request.capabilities
     if atomic and any(statuses):
         statuses = [why or ATOMIC_FAILED for why in statuses]
@@ -272,10 +284,13 @@ class _History:
 class _RefChecks:
     """Why a command may not be done (None: it may), with the quarantine's objects visible."""
 
-    def __init__(self, repo: Repo, store: DiskObjectStore, may_force: ForceCheck) -> None:
+    def __init__(
+        self, repo: Repo, store: DiskObjectStore, may_force: ForceCheck, may_delete: ForceCheck
+    ) -> None:
         self.repo = repo
         self.store = store
         self.may_force = may_force
+        self.may_delete = may_delete
         self.default = repo.refs.get_symrefs().get(Ref(b"HEAD"))
 
     def refusal(self, command: Command) -> str | None:
@@ -292,7 +307,8 @@ class _RefChecks:
         if command.deletes:
             if ref == self.default:
                 return "the default branch (HEAD) may not be deleted"
-            return self._stale(old, ref)
+            why = self.may_delete(ref)
+            return why if why is not None else self._stale(old, ref)
         try:
             kind, _ = self.store.get_raw(ObjectID(new))
         except KeyError:

@@ -20,10 +20,11 @@ from gitcli import until
 from servers import SECRET, make_config
 
 from collab import CollabServer
-from collab.client import Client
+from collab.client import Client, ClientError
 from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
 from gitsync.objects.commits import read_ref
+from protocol.errors import ErrorCode
 
 GIT_ENV = {
     **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
@@ -223,6 +224,20 @@ async def test_force_pushes_elsewhere_are_refused_with_the_reason(
     refused = await git(work, "push", "--force", "origin", f"hers:{ALICE}", check=False)
     assert f"not {ALICE})" in refused.stderr, refused.stderr
     assert head(repos, "main") == main
+    # nor in two steps: deleted, then pushed again where bob likes
+    hers = head(repos, ALICE)
+    refused = await git(work, "push", "origin", "--delete", ALICE, check=False)
+    why = f"({ALICE} is another person's branch: only its owner may delete it)"
+    assert f"! [remote rejected] {ALICE} {why}" in refused.stderr, refused.stderr
+    async with Client(server.url, user="bob") as bob_client:
+        with pytest.raises(ClientError) as forbidden:
+            await bob_client.call("branch.delete", repo="demo", name=ALICE)
+        assert forbidden.value.code == ErrorCode.FORBIDDEN
+        await bob_client.join("demo")
+    assert head(repos, ALICE) == hers
+    await git(work, "fetch", "-q", "origin")
+    await git(work, "push", "-q", "origin", "--delete", bob)  # his own: he may
+    assert head(repos, bob) is None
 
 
 async def test_a_rewrite_keeps_live_text_that_does_not_merge_onto_it(

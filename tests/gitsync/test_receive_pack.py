@@ -163,7 +163,6 @@ def test_ref_checks(repo_path: Path, main: bytes) -> None:
         (ZERO, tag.id, b"refs/heads/tagged"),
         (ZERO, tag.id, b"refs/tags/v1"),
         (ZERO, b"3" * 40, b"refs/heads/nothing"),
-        (main, ZERO, b"refs/heads/main"),
     ]
     out, moved = push(repo_path, request(commands, [*objects, tag], b"report-status"))
     assert out == report(
@@ -175,9 +174,25 @@ def test_ref_checks(repo_path: Path, main: bytes) -> None:
         b"ng refs/heads/tagged not a commit",
         b"ok refs/tags/v1",
         b"ng refs/heads/nothing missing object",
-        b"ng refs/heads/main the default branch (HEAD) may not be deleted",
     )
     assert moved == [(main, new, b"refs/heads/main"), (ZERO, tag.id, b"refs/tags/v1")]
+    out, moved = push(repo_path, request([(new, ZERO, b"refs/heads/main")], None))
+    assert out == report(
+        b"unpack ok", b"ng refs/heads/main the default branch (HEAD) may not be deleted"
+    )
+    assert moved == []
+
+    # two commands for one ref: neither is done (whichever came last would win)
+    twice = [(ZERO, main, b"refs/heads/twice"), (ZERO, new, b"refs/heads/twice")]
+    out, moved = push(repo_path, request([*twice, (ZERO, new, b"refs/heads/once")], []))
+    duplicate = b"more than one command for this ref in one push"
+    assert out == report(
+        b"unpack ok",
+        b"ng refs/heads/twice " + duplicate,
+        b"ng refs/heads/twice " + duplicate,
+        b"ok refs/heads/once",
+    )
+    assert moved == [(ZERO, new, b"refs/heads/once")]
 
     rewritten = new_commit(main, {b"c.txt": b"c\n"})
     out, _ = push(repo_path, request([(new, rewritten[-1].id, b"refs/heads/main")], rewritten))
