@@ -114,6 +114,7 @@ def run_service(
     allow_non_fast_forward: bool = False,
     may_force: ForceCheck | None = None,
     may_delete: ForceCheck | None = None,
+    fsck_accept: frozenset[str] = frozenset(),
     max_request: int = MAX_REQUEST,
     protocol: int = 0,
 ) -> tuple[bytes, str]:
@@ -123,11 +124,12 @@ def run_service(
     ``content_encoding`` is the request's ``Content-Encoding`` header (``gzip`` or none);
     ``protocol`` the version a fetch asked for. A push may force a ref if
     ``allow_non_fast_forward`` (any) or ``may_force`` allows it, and delete one unless
-    ``may_delete`` says why not. After a push, ``on_ref_update`` is called with the refs
-    that moved, once they have moved and before the response is returned; its exceptions
-    propagate. A push refused in part or whole is answered with the reasons, as git's
-    report-status, a refused fetch with ``ERR``. A malformed body raises ``ValueError``
-    (:class:`BodyTooLarge` over ``max_request``, :class:`MalformedPush`).
+    ``may_delete`` says why not; ``fsck_accept`` names the identity-line problems a pushed
+    object may have (see ``receive_pack``). After a push, ``on_ref_update`` is called with
+    the refs that moved, once they have moved and before the response is returned; its
+    exceptions propagate. A push refused in part or whole is answered with the reasons, as
+    git's report-status, a refused fetch with ``ERR``. A malformed body raises
+    ``ValueError`` (:class:`BodyTooLarge` over ``max_request``, :class:`MalformedPush`).
     """
     _check_service(service)
     with _decoded(body, content_encoding, max_request) as data:
@@ -141,6 +143,7 @@ def run_service(
                 allow_non_fast_forward=allow_non_fast_forward,
                 may_force=may_force,
                 may_delete=may_delete,
+                fsck_accept=fsck_accept,
             )
         finally:
             repo.close()

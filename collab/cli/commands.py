@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gitsync import BlobNotText, Repositories, create_demo_repo
+from gitsync.objects.fsck import IDENT_PROBLEMS
 from protocol.errors import ProtocolError
 from protocol.names import validate_repo
 
@@ -159,6 +160,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=_DEFAULTS.max_push,
         help="largest git push (bytes, decompressed); larger ones are refused",
+    )
+    serve.add_argument(
+        "--fsck-accept",
+        type=_fsck_ids,
+        metavar="ID,...",
+        help="pushed commits and tags may have these problems of their author, committer or "
+        "tagger lines, which git's fsck refuses and old histories hold (badTimezone, "
+        "zeroPaddedDate, badEmail, ...); as git's receive.fsck.<id>=ignore",
     )
     serve.add_argument(
         "--store", choices=["sqlite", "memory"], default="sqlite", help="where CRDT history lives"
@@ -306,6 +315,17 @@ def _port(text: str) -> int:
     return port
 
 
+def _fsck_ids(text: str) -> frozenset[str]:
+    """``--fsck-accept``: git fsck message ids of identity-line problems, comma-separated."""
+    ids = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(ids - IDENT_PROBLEMS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown)}: only these may be accepted: {', '.join(sorted(IDENT_PROBLEMS))}"
+        )
+    return ids
+
+
 def _ttl_seconds(text: str) -> float:
     """``--ttl``: a positive number of seconds, or 0 for a token that never expires."""
     try:
@@ -401,6 +421,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         heartbeat=args.heartbeat,
         max_document=args.max_document,
         max_push=args.max_push,
+        fsck_accept=args.fsck_accept or frozenset(),
         store=args.store,
         redis=args.redis,
         node_id=args.node_id,

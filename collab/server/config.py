@@ -45,6 +45,9 @@ class ServerConfig:
     body_timeout: float = 10.0  # a request body silent this long is cut off (408)
     min_body_rate: int = 4096  # bytes/s a request body must average after body_timeout
     max_push: int = 512 * 1024 * 1024  # largest git push body, after decompression
+    # identity-line problems a pushed object may have (git's receive.fsck.<id>=ignore;
+    # gitsync.objects.fsck.IDENT_PROBLEMS): old histories hold some (badTimezone, ...)
+    fsck_accept: frozenset[str] = frozenset()
     max_open_docs: int = 256  # per /ws connection
     max_calls: int = 64  # operations running at once per /ws connection
     group_window: float = GROUP_WINDOW  # store write window under load (s); 0: none

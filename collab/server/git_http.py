@@ -195,6 +195,7 @@ class GitBridge:
                     moved.extend,
                     may_force=functools.partial(_may_force, identity, repo),
                     may_delete=functools.partial(_may_delete, identity, repo),
+                    fsck_accept=self.config.fsck_accept,
                     max_request=self.config.max_push,
                 )
             except (ProtocolError, RepoNotFound) as exc:

@@ -32,6 +32,7 @@ from .gitmodules import gitmodules_problems
 __all__ = [
     "BLOB",
     "COMMIT",
+    "IDENT_PROBLEMS",
     "MAX_NAME",
     "TAG",
     "TREE",
@@ -168,9 +169,37 @@ def _headers_end(sha: bytes, kind: str, raw: bytes) -> None:
         raise FsckError(sha, kind, "unterminatedHeader", "unterminated header")
 
 
-def _check_ident(sha: bytes, kind: str, line: bytes) -> None:
-    """``Name <email> seconds +zone``, with git's message for the first thing wrong."""
+IDENT_PROBLEMS = frozenset(
+    {
+        "missingNameBeforeEmail",
+        "badName",
+        "missingEmail",
+        "missingSpaceBeforeEmail",
+        "badEmail",
+        "missingSpaceBeforeDate",
+        "badDate",
+        "zeroPaddedDate",
+        "badDateOverflow",
+        "badTimezone",
+    }
+)
+"""What may be wrong with an author, committer or tagger line: git refuses all of it, and
+old histories hold some of it (psf/requests has a commit in the time zone ``+051800``);
+an ``ObjectChecker`` may be told to accept these, as git's ``receive.fsck.<id>=ignore``
+does. Nothing else is to be accepted: the rest keeps objects readable and checkouts safe."""
 
+
+def _check_ident(sha: bytes, kind: str, line: bytes, accept: frozenset[str]) -> None:
+    """``Name <email> seconds +zone``, with git's message for the first thing wrong, unless
+    its message id is in ``accept``."""
+    try:
+        _ident_problem(sha, kind, line)
+    except FsckError as exc:
+        if exc.msg_id not in accept:
+            raise
+
+
+def _ident_problem(sha: bytes, kind: str, line: bytes) -> None:
     def refuse(msg_id: str, what: str) -> FsckError:
         return FsckError(sha, kind, msg_id, f"invalid author/committer line - {what}")
 
@@ -212,8 +241,11 @@ def _lines(raw: bytes) -> list[bytes]:
     return (raw if end < 0 else raw[: end + 1]).split(b"\n")[:-1]
 
 
-def check_commit(sha: bytes, raw: bytes) -> tuple[bytes, list[bytes]]:
-    """The binary ids of commit ``sha``'s tree and parents once checked."""
+def check_commit(
+    sha: bytes, raw: bytes, accept: frozenset[str] = frozenset()
+) -> tuple[bytes, list[bytes]]:
+    """The binary ids of commit ``sha``'s tree and parents once checked (problems of its
+    identity lines whose ids are in ``accept`` let through)."""
 
     def refuse(msg_id: str, message: str) -> FsckError:
         return FsckError(sha, "commit", msg_id, message)
@@ -235,7 +267,7 @@ def check_commit(sha: bytes, raw: bytes) -> tuple[bytes, list[bytes]]:
         line = next(lines, None)
     authors = 0
     while line is not None and line.startswith(b"author "):
-        _check_ident(sha, "commit", line[7:])
+        _check_ident(sha, "commit", line[7:], accept)
         authors += 1
         line = next(lines, None)
     if authors == 0:
@@ -244,13 +276,13 @@ def check_commit(sha: bytes, raw: bytes) -> tuple[bytes, list[bytes]]:
         raise refuse("multipleAuthors", "invalid format - multiple 'author' lines")
     if line is None or not line.startswith(b"committer "):
         raise refuse("missingCommitter", "invalid format - expected 'committer' line")
-    _check_ident(sha, "commit", line[10:])
+    _check_ident(sha, "commit", line[10:], accept)
     if b"\0" in raw:
         raise refuse("nulInCommit", "NUL byte in the commit object body")
     return tree, parents
 
 
-def check_tag(sha: bytes, raw: bytes) -> tuple[bytes, int]:
+def check_tag(sha: bytes, raw: bytes, accept: frozenset[str] = frozenset()) -> tuple[bytes, int]:
     """The binary id and type of the object tag ``sha`` points at, once checked (a tag name
     git would not accept as a ref, a missing tagger and extra headers are allowed, as git
     allows them)."""
@@ -273,7 +305,7 @@ def check_tag(sha: bytes, raw: bytes) -> tuple[bytes, int]:
     if len(lines) < 4 or not lines[2].startswith(b"tag "):
         raise refuse("missingTagEntry", "invalid format - expected 'tag' line")
     if lines[3].startswith(b"tagger "):  # (old tags have none)
-        _check_ident(sha, "tag", lines[3][7:])
+        _check_ident(sha, "tag", lines[3][7:], accept)
     return bytes.fromhex(lines[0][7:].decode()), kind
 
 
@@ -300,7 +332,9 @@ class ObjectChecker:
     """Checks a set of objects one at a time, then the references between them and to the
     objects already stored (:meth:`finish`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, accept: frozenset[str] = frozenset()) -> None:
+        self.accept = accept
+        """Message ids of :data:`IDENT_PROBLEMS` let through."""
         self.types: dict[bytes, int] = {}
         """Binary id -> type of each object checked."""
         self.links: dict[bytes, tuple[int, bytes]] = {}
@@ -316,12 +350,12 @@ class ObjectChecker:
             for entry in check_tree(sha, raw):
                 self._tree_entry(sha, entry)
         elif kind == COMMIT:
-            tree, parents = check_commit(sha, raw)
+            tree, parents = check_commit(sha, raw, self.accept)
             self._link(tree, TREE, sha)
             for parent in parents:
                 self._link(parent, COMMIT, sha)
         elif kind == TAG:
-            target, target_kind = check_tag(sha, raw)
+            target, target_kind = check_tag(sha, raw, self.accept)
             self._link(target, target_kind, sha)
         elif kind != BLOB:
             raise FsckError(sha, "object", "unknownType", f"unknown type '{kind}'")

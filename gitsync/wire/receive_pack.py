@@ -113,12 +113,15 @@ def receive_pack(
     allow_non_fast_forward: bool = False,
     may_force: ForceCheck | None = None,
     may_delete: ForceCheck | None = None,
+    fsck_accept: frozenset[str] = frozenset(),
 ) -> Received:
     """Answer a push whose request is ``body``; refusals are reported to the client, a
     request that breaks the protocol raises ``push_wire.MalformedPush`` (a ``ValueError``).
     A ref may be moved to a commit that does not descend from it if ``allow_non_fast_forward``
     (every ref) or ``may_force`` allows it (see :data:`ForceCheck`); it may be deleted unless
-    ``may_delete`` says why not (the default branch never)."""
+    ``may_delete`` says why not (the default branch never). Objects are checked as git's
+    ``receive.fsckObjects`` checks them, but for the identity-line problems (see
+    ``fsck.IDENT_PROBLEMS``) named in ``fsck_accept``."""
     request = read_request(body.read)
     if request is None:
         return Received(b"", [])
@@ -127,7 +130,7 @@ def receive_pack(
     with _Quarantine(repo) as quarantine:
         if request.needs_pack:
             try:
-                quarantine.receive(body)
+                quarantine.receive(body, fsck_accept)
             except FsckError as exc:
                 why = f"{exc.msg_id}: {exc.message}"
                 return Received(report(request, str(exc), [why] * len(request.commands)), [])
@@ -211,14 +214,15 @@ class _Quarantine:
         self.store.close()
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def receive(self, body: IO[bytes]) -> None:
-        """Take the pack that ``body`` holds next and check every object in it."""
+    def receive(self, body: IO[bytes], accept: frozenset[str] = frozenset()) -> None:
+        """Take the pack that ``body`` holds next and check every object in it (problems
+        of identity lines whose message ids are in ``accept`` let through)."""
         try:
             self.pack = self.store.add_thin_pack(body.read, None)
         except Exception as exc:  # whatever dulwich raises for a pack it cannot take
             log.info("refused a pack: %r", exc)
             raise _BadPack(str(exc) or type(exc).__name__) from None
-        checker = ObjectChecker()
+        checker = ObjectChecker(accept)
         objects = UnpackedObjectIterator.for_pack_data(
             self.pack.data, resolve_ext_ref=self.store.get_raw
         )

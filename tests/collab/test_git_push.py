@@ -333,6 +333,39 @@ async def test_malformed_commits_are_refused(
     fsck_clean(demo)
 
 
+async def test_identity_problems_an_operator_accepts_are_let_through(
+    repos: Path, tmp_path: Path
+) -> None:
+    """As git's ``receive.fsck.badTimezone=ignore``: old histories hold such commits (one of
+    psf/requests' is in the time zone +051800); every other problem is still refused."""
+    demo = repos / "demo"
+    server = await start(repos, tmp_path, fsck_accept=frozenset({"badTimezone"}))
+    try:
+        work = await clone(server, tmp_path)
+        base = head(work)
+        tree = run_git(work, "rev-parse", "main^{tree}").stdout.strip()
+        who = "Pusher <pusher@example.com>"
+        cases = {
+            "zeroPaddedDate": f"tree {tree}\nparent {base}\nauthor {who} 0170 +0000\n",
+            "badTimezone": f"tree {tree}\nparent {base}\nauthor {who} 1700000000 +051800\n",
+        }
+        for msg_id, header in cases.items():
+            text = f"{header}committer {who} 1700000000 +051800\n\nold\n"
+            with Repo(str(work)) as repo:
+                commit = ShaFile.from_raw_string(1, text.encode())
+                repo.object_store.add_object(commit)
+                repo.refs[b"refs/heads/main"] = commit.id
+            pushed = await git(work, "push", "origin", "main", check=False)
+            if msg_id == "badTimezone":
+                assert pushed.returncode == 0, pushed.stderr
+                assert head(demo) == commit.id.decode()
+            else:
+                assert f"[remote rejected] main -> main ({msg_id}: " in pushed.stderr
+                assert head(demo) == base
+    finally:
+        await server.stop()
+
+
 async def test_refused_refs_and_writers_get_the_reason(
     repos: Path, tmp_path: Path, tokens: TokenAuthenticator
 ) -> None:
