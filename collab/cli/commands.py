@@ -80,10 +80,11 @@ collab: real-time collaboration on git repositories.
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
     """Help that shows each option's default, where it has one (a flag such as ``--no-web``
-    has none to show: it is off unless given)."""
+    has none to show: it is off unless given; nor has an empty set)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or action.nargs == 0:
+        empty = action.default is None or action.default is False or action.default == frozenset()
+        if empty or action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
 
@@ -164,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--fsck-accept",
         type=_fsck_ids,
+        default=_DEFAULTS.fsck_accept,
         metavar="ID,...",
         help="pushed commits and tags may have these problems of their author, committer or "
         "tagger lines, which git's fsck refuses and old histories hold (badTimezone, "
@@ -421,7 +423,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         heartbeat=args.heartbeat,
         max_document=args.max_document,
         max_push=args.max_push,
-        fsck_accept=args.fsck_accept or frozenset(),
+        fsck_accept=args.fsck_accept,
         store=args.store,
         redis=args.redis,
         node_id=args.node_id,
