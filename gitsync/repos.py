@@ -32,6 +32,7 @@ __all__ = [
     "RepoNotFound",
     "Repositories",
     "create_demo_repo",
+    "is_stored",
 ]
 
 
@@ -46,6 +47,12 @@ class BranchNotFound(LookupError):
 class BranchDamaged(ValueError):
     """The branch's ref holds something that is not the id of a stored object (a damaged
     ref file): what the branch is cannot be known until an operator repairs it."""
+
+
+def is_stored(repo: Repo, sha: bytes) -> bool:
+    """Whether ``sha`` is the hex id of an object ``repo`` holds (a ref file holding garbage,
+    or an id whose object is gone, is not)."""
+    return valid_hexsha(sha) and ObjectID(sha) in repo.object_store
 
 
 class BlobNotText(ValueError):
@@ -133,7 +140,7 @@ class Repositories:
             head = bytes(repo.refs[ref])
         except KeyError:
             raise BranchNotFound(f"{name}/{branch}") from None
-        if not valid_hexsha(head) or ObjectID(head) not in repo.object_store:
+        if not is_stored(repo, head):
             raise BranchDamaged(
                 f"the ref of branch {branch!r} in {name!r} is damaged: it holds "
                 f"{head[:60]!r}, which is no stored object's id"

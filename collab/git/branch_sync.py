@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dulwich.graph import can_fast_forward
-from dulwich.objects import ObjectID, valid_hexsha
+from dulwich.objects import ObjectID
 from dulwich.repo import Repo
 
 from gitsync import (
@@ -63,6 +63,7 @@ from gitsync.objects.commits import (
 )
 from gitsync.objects.synced_state import read_synced_state, record_synced_state
 from gitsync.packs.write import fsync_directory
+from gitsync.repos import is_stored
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
 
@@ -788,12 +789,6 @@ def _done() -> asyncio.Future[None]:
     return done
 
 
-def _is_commit(repo: Repo, sha: bytes) -> bool:
-    """Whether ``sha`` is a valid object id of a stored object (a ref holding garbage is
-    not)."""
-    return valid_hexsha(sha) and ObjectID(sha) in repo.object_store
-
-
 def _descends(repo: Repo, old: bytes, new: bytes) -> bool:
     """Whether commit ``new`` is ``old`` or descends from it."""
     return old == new or bool(can_fast_forward(repo, ObjectID(old), ObjectID(new)))
@@ -1081,7 +1076,7 @@ class GitSync:
             head = self.repos.branch_head(repo, branch)  # BranchNotFound, BranchDamaged
             synced = read_synced(git, branch)
             states = read_synced_state(git, branch)
-            if synced is None or not _is_commit(git, synced):
+            if synced is None or not is_stored(git, synced):
                 set_synced(git, branch, head)  # no live documents yet: they start at head
                 synced = head
             if self.leases is not None:  # another node may be committing: left to the
@@ -1210,7 +1205,7 @@ def _finish_commit(repo: Repo, branch: str, head: bytes, synced: bytes) -> bytes
         return synced
     if (
         committing != synced
-        and ObjectID(committing) in repo.object_store
+        and is_stored(repo, committing)
         and _descends(repo, synced, committing)
         and _descends(repo, committing, head)
     ):
