@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,18 @@ async def save_rapidly(path: Path, text: str) -> None:
 
 
 SAVE_STYLES = [save_in_place, save_by_rename, save_delete_create, save_rapidly]
+
+
+def blob(server: CollabServer, spec: str) -> bytes:
+    """``git show SPEC`` in the server's ``demo``, as bytes (no newline translation)."""
+    return subprocess.run(
+        ["git", "-C", str(server.config.repos / "demo"), "show", spec],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeTree
+from conftest import MakeTree, blob, until
 from gitcli import git
 
 from collab import Client, CollabServer
@@ -22,20 +20,6 @@ BINARY = bytes(range(256)) * 8
 def tree_files(server: CollabServer, branch: str = "main") -> set[str]:
     out = git(server.config.repos / "demo", "ls-tree", "-r", "--name-only", branch)
     return set(out.split())
-
-
-def blob(server: CollabServer, spec: str) -> bytes:
-    return subprocess.run(
-        ["git", "-C", str(server.config.repos / "demo"), "show", spec],
-        capture_output=True,
-        check=True,
-    ).stdout
-
-
-async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 def other_clone(server: CollabServer, tmp_path: Path) -> Path:

@@ -5,12 +5,10 @@ trip writes nothing more."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeTree
+from conftest import MakeTree, blob, until
 from gitcli import git
 
 from collab import Client, CollabServer
@@ -23,21 +21,6 @@ TEXTS = {
     "no-final-newline": "one\ntwo\nthree\nfour\nfive\nsix\nseven",
     "bom-crlf": "\ufeffone\r\ntwo\r\nthree\r\nfour\r\nfive\r\nsix\r\nseven",
 }
-
-
-def blob(server: CollabServer, spec: str) -> bytes:
-    """``git show SPEC`` in the server's ``demo``, as bytes (no newline translation)."""
-    return subprocess.run(
-        ["git", "-C", str(server.config.repos / "demo"), "show", spec],
-        capture_output=True,
-        check=True,
-    ).stdout
-
-
-async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def quiet(tree: WorkingTree) -> None:

@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeTree, save_by_rename, save_in_place
+from conftest import MakeTree, save_by_rename, save_in_place, until
 from gitcli import git
 
 from collab import Client, CollabServer
 from collab.client import Document
+from collab.disk import WorkingTree
 
 Save = Callable[[Path, str], Awaitable[None]]
 
@@ -33,12 +34,6 @@ def add(text: str, line: int, token: str) -> str:
     return text[:index] + token + text[index:]
 
 
-async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
 async def settled(path: Path, doc: Document, timeout: float = 15.0) -> str:
     """Wait until the file and the document hold the same text for a moment; return it."""
     async with asyncio.timeout(timeout):
@@ -49,6 +44,13 @@ async def settled(path: Path, doc: Document, timeout: float = 15.0) -> str:
                 if path.read_bytes().decode() == disk == str(doc.text):
                     return disk
             await asyncio.sleep(0.02)
+
+
+async def committed(server: CollabServer, tree: WorkingTree, bob: Client) -> str:
+    """The file on the branch once the syncer is idle and bob has had the branch committed."""
+    await tree.wait_idle()
+    await bob.commit("demo", "main")
+    return git(server.config.repos / "demo", "show", "main:src/app.py")
 
 
 async def seeded(server: CollabServer, bob: Client) -> Document:
@@ -84,9 +86,7 @@ async def test_a_stale_save_after_several_live_writes_keeps_them_all(
         for token in ("LIVE1", "LIVE2", "DISK"):
             assert final.count(token) == 1, (token, final)
         assert ("<<<<<<<" in final) == (line == 3), final
-        await tree.wait_idle()
-        await bob.commit("demo", "main")
-        assert git(server.config.repos / "demo", "show", "main:src/app.py") == final
+        assert await committed(server, tree, bob) == final
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -129,9 +129,7 @@ async def test_an_editor_that_seldom_reloads_races_live_typing(
         for token in tokens:
             assert final.count(token + " ") + final.count(token + "\n") == 1, (token, final)
         assert "<<<<<<<" not in final
-        await tree.wait_idle()
-        await bob.commit("demo", "main")
-        assert git(server.config.repos / "demo", "show", "main:src/app.py") == final
+        assert await committed(server, tree, bob) == final
 
 
 @pytest.mark.parametrize("pause", [0.03, 0.2])
@@ -161,6 +159,4 @@ async def test_a_save_written_in_two_goes_keeps_its_end_when_a_live_edit_comes_b
             handle.write(saved[len(saved) // 2 :])
         final = await settled(path, doc)
         assert final == add(saved.decode(), 2, " BOB"), final
-        await tree.wait_idle()
-        await bob.commit("demo", "main")
-        assert git(server.config.repos / "demo", "show", "main:src/app.py") == final
+        assert await committed(server, tree, bob) == final
