@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from fake_backends import FakeBackend
+from gitcli import until
 
 from collab import Client, ClientError, CollabServer
 from collab.bus.jobs import ClusterJobs, NodeWorkerLink
@@ -96,12 +97,6 @@ async def scripted_worker(
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 def names(server: CollabServer) -> list[str]:
