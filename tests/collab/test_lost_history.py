@@ -9,12 +9,12 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from gitcli import git, show, until
 from servers import make_config
+from test_quarantine import _health
 from yjsclient import YjsPeer
 
 from collab import Client, CollabServer
@@ -98,11 +98,6 @@ async def test_a_store_gone_back_to_an_older_state_is_not_committed_over_its_bra
     for commit in git(demo, "rev-list", f"{head}..main").split():
         assert "<second>" in git(demo, "show", f"{commit}:README.md")
     git(demo, "fsck", "--full", "--strict")
-
-
-async def _health(base: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(base + "/healthz") as resp:
-        return dict(await resp.json())
 
 
 class _SlowDisk(MemoryStore):
