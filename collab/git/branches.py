@@ -27,6 +27,7 @@ from gitsync.objects.commits import (
     set_synced,
     synced_ref,
 )
+from gitsync.objects.synced_state import forget_synced_state
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, validate_branch, validate_repo
 
@@ -381,6 +382,7 @@ class Branches:
         git = self.repos.open(repo)
         delete_branch(git, name, head)
         git.refs.remove_if_equals(Ref(synced_ref(name)), None)
+        forget_synced_state(git, name)
 
     async def commit(self, identity: Identity, repo: str, branch: str) -> dict[str, Any]:
         """Commit the branch's pending live edits now."""

@@ -39,7 +39,7 @@ from dulwich.repo import Repo
 
 from ..packs.write import fsync_directory
 
-__all__ = ["read_synced_state", "record_synced_state"]
+__all__ = ["forget_synced_state", "read_synced_state", "record_synced_state"]
 
 log = logging.getLogger("gitsync.synced_state")
 
@@ -111,6 +111,13 @@ def record_synced_state(repo: Repo, branch: str, states: Mapping[str, bytes]) ->
     size += len(line)
     if size > max(COMPACT_AT, 2 * _compacted.get(path, 0)):
         _compact(repo, branch, path)
+
+
+def forget_synced_state(repo: Repo, branch: str) -> None:
+    """Remove ``branch``'s record (the branch is deleted)."""
+    path = _state_file(repo, branch)
+    _compacted.pop(path, None)
+    path.unlink(missing_ok=True)
 
 
 def _mend_end(fd: int, size: int) -> int:

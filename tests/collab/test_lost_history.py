@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from dulwich.repo import Repo
 from gitcli import git, show, until
 from servers import make_config
 from test_quarantine import _health
@@ -155,3 +156,27 @@ async def test_a_continuous_commit_waits_until_the_text_it_takes_is_durable(
         assert show(demo, "main", "README.md") == str(room.text)
         assert show(demo, "main", "README.md").startswith("<two><one>")
     git(demo, "fsck", "--full", "--strict")
+
+
+async def test_a_deleted_branch_leaves_no_record_and_its_name_made_again_commits(
+    repos: Path, tmp_path: Path
+) -> None:
+    demo = repos / "demo"
+    records = Path(Repo(str(demo)).controldir(), "collab", "synced-state")
+    config = make_config(repos, tmp_path / "data", commit_idle=0.05)
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        await ann.fork("demo", "main", "topic")
+        doc = await ann.open("demo/topic:README.md")
+        doc.insert(0, "<first life>\n" * 5)
+        await ann.flush()
+        await until(lambda: show(demo, "topic", "README.md") == str(doc))
+        assert len(list(records.iterdir())) == 1
+        await doc.close()
+        await until(lambda: not any(r.attached for r in server.rooms.loaded("demo/topic:")))
+        await ann.call("branch.delete", repo="demo", name="topic")
+        assert not list(records.iterdir())
+        await ann.fork("demo", "main", "topic")
+        again = await ann.open("demo/topic:README.md")
+        again.insert(0, "<second life>\n")
+        await ann.flush()
+        await until(lambda: show(demo, "topic", "README.md") == str(again))
