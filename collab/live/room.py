@@ -23,6 +23,7 @@ from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awa
 from ..server.auth import Identity
 from ..store.base import BehindSnapshot, Fence, Store, StoredDoc
 from .awareness_clock import relay_clock
+from .colours import COLOUR_KEYS, is_colour
 from .epochs import epochs_in, is_epoch, update_epochs
 from .marks import mark_update, marks_in
 from .origin import Origin
@@ -790,10 +791,14 @@ def _scratch_apply(update: bytes) -> None:
 
 
 def _stamp(state: dict[str, object] | None, identity: Identity) -> dict[str, object] | None:
-    """Overwrite ``user.name`` with the authenticated name; clients cannot pose as others."""
+    """Overwrite ``user.name`` with the authenticated name (clients cannot pose as others),
+    and drop a ``user`` colour that is not only a colour (see ``colours``)."""
     if state is None:
         return None
     user = state.get("user")
     stamped_user = dict(user) if isinstance(user, dict) else {}
     stamped_user["name"] = identity.user
+    for key in COLOUR_KEYS:
+        if key in stamped_user and not is_colour(stamped_user[key]):
+            del stamped_user[key]
     return {**state, "user": stamped_user}

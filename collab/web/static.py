@@ -21,6 +21,25 @@ _NOT_BUILT = (
 )
 # the page and its bundle change with every build: browsers must check before reusing them
 _HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+# the page loads and connects to this server alone: what a peer slips into the page (a
+# cursor's style, say) can make it fetch nothing from elsewhere. Styles may be inline, as the
+# editor and its cursors set them.
+_PAGE_HEADERS = {
+    **_HEADERS,
+    "Content-Security-Policy": "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+        ]
+    ),
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def web_routes(*, dev_mode: bool, dist: Path = WEB_DIST) -> list[Route]:
@@ -28,7 +47,7 @@ def web_routes(*, dev_mode: bool, dist: Path = WEB_DIST) -> list[Route]:
     name in dev mode, for a token otherwise)."""
 
     async def page(request: web.Request) -> web.StreamResponse:
-        return _file(dist, "index.html")
+        return _file(dist, "index.html", _PAGE_HEADERS)
 
     async def asset(request: web.Request) -> web.StreamResponse:
         return _file(dist, request.match_info["name"])
@@ -44,7 +63,7 @@ def web_routes(*, dev_mode: bool, dist: Path = WEB_DIST) -> list[Route]:
     ]
 
 
-def _file(dist: Path, name: str) -> web.StreamResponse:
+def _file(dist: Path, name: str, headers: dict[str, str] = _HEADERS) -> web.StreamResponse:
     """``dist/name``, a plain file directly in ``dist`` (nothing else is reachable), or 404;
     503 with what to do when the app has not been built."""
     if not (dist / "index.html").is_file():
@@ -54,4 +73,4 @@ def _file(dist: Path, name: str) -> web.StreamResponse:
     path = dist / name
     if not path.is_file():
         raise web.HTTPNotFound()
-    return web.FileResponse(path, headers=_HEADERS)
+    return web.FileResponse(path, headers=headers)

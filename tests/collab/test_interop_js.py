@@ -292,6 +292,31 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
     await eventually(js_sees_python_gone, 5, "the Python awareness state to be removed in JS")
 
 
+async def test_a_cursor_colour_that_is_more_than_a_colour_is_not_relayed(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    """Bindings write ``user.color`` into a style attribute as it is: a value with more CSS
+    than a colour would restyle (and make fetch) the pages of everyone else in the room."""
+    css = "red; position: fixed; inset: 0; z-index: 99; background: url(http://evil.test/x.png)"
+    light = "hsl(210 70% 45% / 0.25)"
+    state = {"user": {"name": "x", "color": css, "colorLight": light}, "cursor": {"anchor": 1}}
+    js_id = await js_open(fleet, "js", server.url, params={"user": "jessie"}, awareness=state)
+    async with Client(server.url, user="pyra") as client:
+        doc = await client.open(ROOM)
+        await doc.wait_for(lambda _t: js_id in doc.awareness, timeout=5)
+        assert doc.awareness[js_id]["user"] == {"name": "jessie", "colorLight": light}
+
+        doc.set_awareness({"user": {"color": "#30bced", "colorLight": "url(x)"}, "cursor": 2})
+        py_key = str(doc.client_id)
+
+        async def js_sees_python() -> bool:
+            return py_key in (await fleet.call_ok("state", client="js"))["awareness"]
+
+        await eventually(js_sees_python, 5, "the JS client to see the Python awareness state")
+        seen = (await fleet.call_ok("state", client="js"))["awareness"][py_key]
+        assert seen["user"] == {"name": "pyra", "color": "#30bced"}
+
+
 async def test_awareness_echoed_by_a_js_client_without_state_keeps_its_owner(
     server: CollabServer, fleet: JsFleet
 ) -> None:

@@ -58,9 +58,21 @@ const commands = {
   async eval ({ page, fn, arg }) {
     return { value: await pageOf(page).evaluate(call(fn, arg)) }
   },
+  // polled from here: waitForFunction evaluates its predicate with eval inside the page,
+  // which the page's Content-Security-Policy forbids
   async wait ({ page, fn, arg, timeout_ms: timeout = 10000 }) {
-    const handle = await pageOf(page).waitForFunction(call(fn, arg), null, { timeout, polling: 20 })
-    return { value: await handle.jsonValue() }
+    const deadline = Date.now() + timeout
+    for (;;) {
+      let value
+      try {
+        value = await pageOf(page).evaluate(call(fn, arg))
+      } catch (error) { // the page is navigating: ask its next document
+        if (!/context was destroyed|navigat/i.test(String(error?.message))) throw error
+      }
+      if (value) return { value }
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms: ${fn}`)
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
   },
   async type ({ page, text, delay_ms: delay = 0 }) {
     await pageOf(page).keyboard.type(text, { delay })
