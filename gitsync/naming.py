@@ -35,12 +35,19 @@ def slugify(text: str) -> str:
     return slug[:MAX_SLUG].rstrip("-") or _FALLBACK
 
 
-def participant_branch(user: str) -> str:
-    """Return the branch of the participant whose user id is ``user`` (non-empty)."""
+def participant_handle(user: str) -> str:
+    """``<slug>-<hash>``: a readable name of user id ``user`` (non-empty) that no other user
+    id shares (a slug alone is shared: ``Zoë`` and ``zoe``, or every name of non-Latin
+    letters). The last part of the participant's branch, and of their commits' e-mail."""
     if not user:
         raise ValueError("a participant needs a non-empty user id")
     digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return validate_branch(f"{PARTICIPANT_PREFIX}{slugify(user)}-{digest}")
+    return f"{slugify(user)}-{digest}"
+
+
+def participant_branch(user: str) -> str:
+    """Return the branch of the participant whose user id is ``user`` (non-empty)."""
+    return validate_branch(PARTICIPANT_PREFIX + participant_handle(user))
 
 
 def is_participant_branch(name: str) -> bool:

@@ -27,7 +27,7 @@ from dulwich.repo import Repo
 from protocol.names import validate_branch, validate_path
 
 from ..locks import LOCK_WAIT, STALE_AFTER, call_past_stale_locks, recover_stale_locks
-from ..naming import slugify
+from ..naming import participant_handle
 from ..packs.write import combine_small_packs, write_pack
 
 __all__ = [
@@ -133,10 +133,11 @@ def read_ref(repo: Repo, ref: bytes) -> bytes | None:
 
 
 def author_line(name: str, email: str | None = None) -> str:
-    """``Name <email>``; characters git forbids are dropped, a missing email is made up."""
+    """``Name <email>``; characters git forbids are dropped. A missing email is made up from
+    the name, one per name (``<slug>-<hash>@collab.invalid``, as the person's branch)."""
     clean_name = " ".join(name.replace("<", " ").replace(">", " ").split()) or "unknown"
     if email is None:
-        email = f"{slugify(name)}@collab.invalid"
+        email = f"{participant_handle(name or 'unknown')}@collab.invalid"
     clean_email = "".join(ch for ch in email if ch not in "<> \n\r\t\x00")
     return f"{clean_name} <{clean_email}>"
 

@@ -18,6 +18,7 @@ from dulwich.repo import Repo
 
 import gitsync.objects.commits as commits
 from gitsync.locks import RefLocked, recover_stale_locks
+from gitsync.naming import participant_branch
 from gitsync.objects.commits import (
     DIR_MODE,
     FILE_MODE,
@@ -222,7 +223,12 @@ def test_message_and_author_lines() -> None:
     )
     assert author_line("Bob", "bob@example.com") == "Bob <bob@example.com>"
     assert author_line("Evil <x> Name\n", "a b<c>@d") == "Evil x Name <abc@d>"
-    assert author_line("José") == "José <jose@collab.invalid>"
+    jose = participant_branch("José").removeprefix("people/")
+    assert author_line("José") == f"José <{jose}@collab.invalid>"
+    # one e-mail per name: names that read alike in ASCII, or not at all, stay apart
+    names = ["Zoë", "Zoe", "zoe", "李雷", "王芳", "Алиса", "Борис"]
+    emails = {author_line(name).partition("<")[2] for name in names}
+    assert len(emails) == len(names)
 
 
 def test_objects_are_written_before_the_ref_and_fsynced(
