@@ -146,7 +146,11 @@ def shallow_for(session: FetchSession, request: FetchRequest, wants: list[bytes]
         request.deepen_since,
         tuple(not_commits),
     )
-    return shallow_info(history, commits, shallow_request)
+    tips: list[bytes] = []
+    if request.deepen_relative and request.client_shallow:
+        peeled = (history.peel(sha) for sha in set(session.refs.refs.values()))
+        tips = [sha for sha, kind, _ in peeled if kind == COMMIT]
+    return shallow_info(history, commits, shallow_request, tips)
 
 
 def pack_for(

@@ -56,15 +56,24 @@ class ShallowInfo:
     grafts: frozenset[bytes] = frozenset()
 
 
-def shallow_info(history: History, wants: Sequence[bytes], request: ShallowRequest) -> ShallowInfo:
-    """The shallow boundaries of a fetch of the commits ``wants`` (tags peeled)."""
+def shallow_info(
+    history: History,
+    wants: Sequence[bytes],
+    request: ShallowRequest,
+    tips: Sequence[bytes] = (),
+) -> ShallowInfo:
+    """The shallow boundaries of a fetch of the commits ``wants`` (tags peeled); ``tips``:
+    the commits the served refs name (a relative deepening starts from the client's
+    boundaries they reach; the wants if none are given)."""
     client = [sha for sha in dict.fromkeys(request.client_shallow) if _is_commit(history, sha)]
     if request.depth > 0 and (request.since is not None or request.not_commits):
         raise ShallowError("deepen and deepen-since (or deepen-not) cannot be used together")
     if request.depth >= INFINITE_DEPTH:
         return ShallowInfo([], client, frozenset(client))
-    if request.depth > 0:
-        boundary, inside = _by_depth(history, wants, client, request)
+    if request.depth > 0 and request.relative:
+        boundary, inside = _by_relative_depth(history, tips or wants, client, request.depth)
+    elif request.depth > 0:
+        boundary, inside = _by_depth(history, wants, request.depth)
     elif request.since is not None or request.not_commits:
         boundary, inside = _by_rev_list(history, wants, request)
     else:
@@ -83,38 +92,14 @@ def _is_commit(history: History, sha: bytes) -> bool:
     return True
 
 
-def _depths(history: History, wants: Sequence[bytes]) -> dict[bytes, int]:
-    """Each commit the wants reach -> its least depth (a want is at depth 1)."""
-    depths: dict[bytes, int] = {}
-    queue: collections.deque[bytes] = collections.deque()
-    for sha in wants:
-        if sha not in depths:
-            depths[sha] = 1
-            queue.append(sha)
-    while queue:
-        sha = queue.popleft()
-        depth = depths[sha] + 1
-        for parent in history.commit(sha).parents:
-            if parent not in depths:
-                depths[parent] = depth
-                queue.append(parent)
-    return depths
-
-
 def _by_depth(
-    history: History, wants: Sequence[bytes], client: list[bytes], request: ShallowRequest
+    history: History, heads: Sequence[bytes], depth: int
 ) -> tuple[list[bytes], set[bytes]]:
-    """(boundary, commits inside it) of a cut at ``request.depth``."""
-    depth = request.depth
-    if request.relative and client:
-        depths = _depths(history, wants)
-        found = [depths[sha] for sha in client if sha in depths]
-        if not found:
-            return [], set()
-        depth += min(found)
+    """(boundary, commits inside it) of a cut at ``depth`` commits from ``heads`` (a head is
+    at depth 1): the boundary is the commits whose least depth is ``depth``."""
     boundary: list[bytes] = []
     inside: set[bytes] = set()
-    level = {sha: 1 for sha in wants}
+    level = dict.fromkeys(heads, 1)
     queue = collections.deque(level)
     while queue:
         sha = queue.popleft()
@@ -130,13 +115,66 @@ def _by_depth(
     return boundary, inside
 
 
+def _by_relative_depth(
+    history: History, tips: Sequence[bytes], client: list[bytes], depth: int
+) -> tuple[list[bytes], set[bytes]]:
+    """(boundary, commits inside it) of ``--deepen=<depth>``: ``depth`` commits deeper than
+    each of the client's boundaries that the served refs reach, as git's upload-pack cuts
+    it (from the boundaries, not from the wants)."""
+    reached = _reached(history, tips)
+    heads = [sha for sha in client if sha in reached]
+    if not heads:
+        return [], set()
+    return _by_depth(history, heads, depth + 1)
+
+
+def _reached(history: History, tips: Sequence[bytes]) -> set[bytes]:
+    """The commits ``tips`` reach."""
+    seen = set(tips)
+    stack = list(seen)
+    while stack:
+        for parent in history.commit(stack.pop()).parents:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
 def _by_rev_list(
     history: History, wants: Sequence[bytes], request: ShallowRequest
 ) -> tuple[list[bytes], set[bytes]]:
-    """(boundary, commits inside it) of a cut by time and/or by the commits that refs reach."""
-    listed = limit_commits(history, wants, request.not_commits, max_age=request.since).commits
+    """(boundary, commits inside it) of a cut by time and/or by the commits that refs reach.
+
+    As ``rev-list --max-age=<since> [--not <refs> --not] <wants>`` lists them: with refs to
+    leave out the walk is limited, and a commit older than ``since`` makes everything behind
+    it left out; without, the walk only does not go on past such a commit, and a commit it
+    also reaches through younger ones is listed."""
+    if request.not_commits:
+        listed = limit_commits(history, wants, request.not_commits, max_age=request.since).commits
+    else:
+        assert request.since is not None
+        listed = _younger(history, wants, request.since)
     if not listed:
         raise ShallowError("no commits selected for shallow requests")
     kept = set(listed)
     boundary = [sha for sha in listed if any(p not in kept for p in history.commit(sha).parents)]
     return boundary, kept - set(boundary)
+
+
+def _younger(history: History, wants: Sequence[bytes], since: int) -> list[bytes]:
+    """The commits the wants reach through commits no older than ``since``, themselves no
+    older than it."""
+    listed: list[bytes] = []
+    seen = set(wants)
+    stack = list(dict.fromkeys(wants))
+    while stack:
+        sha = stack.pop()
+        commit = history.commit(sha)
+        if commit.time < since:
+            continue
+        listed.append(sha)
+        for parent in commit.parents:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return listed

@@ -338,3 +338,92 @@ def test_the_reachable_set_is_kept_and_extended(
     git(work, "push", "-q", "--force", str(repo_path), "main")
     assert b"PACK" in b"".join(answer(repo_path, body, 2))  # still reached (main~3)
     assert len(built) == 3 and built[2] is None  # made again: the old tip went away
+
+
+def _shallow_lines(out: bytes) -> list[bytes]:
+    return sorted(
+        line.rstrip(b"\n")
+        for line in parse_lines(out)
+        if line is not None and line.startswith((b"shallow ", b"unshallow "))
+    )
+
+
+def test_deepen_since_cuts_where_git_does_when_dates_go_back(tmp_path: Path) -> None:
+    """``--shallow-since`` is ``rev-list --max-age``, which does not go on past a commit older
+    than the limit: a commit reached both through such a commit (a rebased one, with an old
+    date) and through younger ones is kept, not cut away."""
+    work = tmp_path / "work"
+    run_git(tmp_path, "init", "-q", "-b", "main", str(work))
+    ids: dict[str, str] = {}
+
+    def commit(name: str, when: int) -> None:
+        env = {"GIT_AUTHOR_DATE": f"{when} +0000", "GIT_COMMITTER_DATE": f"{when} +0000"}
+        (work / f"{name}.txt").write_text(name)
+        run_git(work, "add", "-A")
+        run_git(work, "commit", "-qm", name, env=env)
+        ids[name] = run_git(work, "rev-parse", "HEAD").strip()
+
+    commit("root", 1_500_000_000)
+    commit("young", 1_600_000_000)
+    run_git(work, "checkout", "-qb", "side")
+    commit("old-dated", 1_550_000_000)  # a child with an older date than its parent
+    run_git(work, "checkout", "-q", "main")
+    commit("younger", 1_600_100_000)
+    env = {"GIT_AUTHOR_DATE": "1600200000 +0000", "GIT_COMMITTER_DATE": "1600200000 +0000"}
+    run_git(work, "merge", "-q", "--no-ff", "-m", "merge", "side", env=env)
+    tip = run_git(work, "rev-parse", "HEAD").strip().encode()
+    bare = tmp_path / "repo.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(work), str(bare))
+
+    for client_shallow in [[], [tip]]:
+        args = [b"want " + tip, *(b"shallow " + sha for sha in client_shallow)]
+        body = v2_fetch(*args, b"deepen-since 1590000000", b"done")
+        ours = b"".join(answer(bare, body, 2))
+        theirs = subprocess.run(
+            ["git", "upload-pack", "--stateless-rpc", str(bare)],
+            input=body,
+            capture_output=True,
+            check=True,
+            env={**GIT_ENV, "GIT_PROTOCOL": "version=2"},
+        ).stdout
+        assert _shallow_lines(ours) == _shallow_lines(theirs), client_shallow
+    assert b"shallow " + ids["young"].encode() in _shallow_lines(ours)
+
+
+def test_a_relative_deepening_starts_from_each_boundary_as_with_git(tmp_path: Path) -> None:
+    """``--deepen=<n>`` moves each of the client's boundaries ``n`` commits deeper, however
+    far from the wants each is (a clone of several branches cut at different depths)."""
+    work = tmp_path / "work"
+    run_git(tmp_path, "init", "-q", "-b", "main", str(work))
+    when = 1_600_000_000
+
+    def commit(name: str) -> str:
+        nonlocal when
+        when += 60
+        env = {"GIT_AUTHOR_DATE": f"{when} +0000", "GIT_COMMITTER_DATE": f"{when} +0000"}
+        (work / "f.txt").write_text(name)
+        run_git(work, "add", "-A")
+        run_git(work, "commit", "-qm", name, env=env)
+        return run_git(work, "rev-parse", "HEAD").strip()
+
+    chain = [commit(f"main {i}") for i in range(12)]
+    run_git(work, "checkout", "-qb", "side", chain[3])
+    side = [commit(f"side {i}") for i in range(3)]
+    bare = tmp_path / "repo.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(work), str(bare))
+    wants = [chain[-1].encode(), side[-1].encode()]
+    # a clone cut 2 commits deep on main and 3 on side
+    client = [chain[-2].encode(), side[0].encode()]
+    for depth in (1, 3, 20):
+        args = [*(b"want " + sha for sha in wants), *(b"shallow " + sha for sha in client)]
+        body = v2_fetch(*args, b"deepen %d" % depth, b"deepen-relative", b"done")
+        ours = b"".join(answer(bare, body, 2))
+        theirs = subprocess.run(
+            ["git", "upload-pack", "--stateless-rpc", str(bare)],
+            input=body,
+            capture_output=True,
+            check=True,
+            env={**GIT_ENV, "GIT_PROTOCOL": "version=2"},
+        ).stdout
+        assert _shallow_lines(ours) == _shallow_lines(theirs), depth
+        assert _shallow_lines(ours), depth
