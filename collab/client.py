@@ -416,16 +416,26 @@ class Client:
         apply: bool = True,
         markers: bool = False,
         no_ff: bool = False,
+        source_head: str | None = None,
+        target_head: str | None = None,
     ) -> dict[str, Any]:
         """Merge ``source`` into ``target`` (a preview when ``apply`` is false). A
         fast-forward moves ``target`` to ``source``'s head unless ``no_ff`` asks for a merge
-        commit."""
+        commit. ``source_head`` and ``target_head`` (a preview's ``source`` and ``target``)
+        refuse the merge with ``CONFLICT`` if either branch has moved since."""
         if not apply:
             return await self.call(  # type: ignore[no-any-return]
                 "merge.preview", repo=repo, source=source, target=target
             )
+        heads: dict[str, Any] = {"source_head": source_head, "target_head": target_head}
         return await self.call(  # type: ignore[no-any-return]
-            "merge.apply", repo=repo, source=source, target=target, markers=markers, no_ff=no_ff
+            "merge.apply",
+            repo=repo,
+            source=source,
+            target=target,
+            markers=markers,
+            no_ff=no_ff,
+            **{name: head for name, head in heads.items() if head is not None},
         )
 
     async def _run(self, welcomed: asyncio.Future[None]) -> None:

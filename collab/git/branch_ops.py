@@ -12,7 +12,8 @@ branch.fork        repo, source, name?                         the new branch
 branch.delete      repo, name                                  the deleted branch
 branch.commit      repo, branch                                the head after committing
 merge.preview      repo, source, target                        files, diffs, conflicts
-merge.apply        repo, source, target, markers?, no_ff?      the same, and the commit
+merge.apply        repo, source, target, markers?, no_ff?,     the same, and the commit
+                   source_head?, target_head?
 events.subscribe   repo                                        (events follow, ``/ws`` only)
 events.unsubscribe repo
 =================  ==========================================  ==============================
@@ -68,6 +69,8 @@ def register_git_ops(ops: Operations, branches: Branches, merges: Merges, events
             arg_str(args, "target"),
             markers=arg_bool(args, "markers", False),
             no_ff=arg_bool(args, "no_ff", False),
+            source_head=arg_opt_str(args, "source_head"),
+            target_head=arg_opt_str(args, "target_head"),
         )
 
     async def subscribe(ctx: CallContext, args: dict[str, Any]) -> Any:

@@ -111,22 +111,37 @@ class Merges:
         *,
         markers: bool,
         no_ff: bool = False,
+        source_head: str | None = None,
+        target_head: str | None = None,
     ) -> dict[str, Any]:
         """Merge ``source`` into ``target``. A merge the preview calls a fast-forward moves
         ``target`` to ``source``'s head, with no merge commit, unless ``no_ff`` asks for one
-        (as ``git merge --no-ff`` does)."""
+        (as ``git merge --no-ff`` does).
+
+        ``source_head`` and ``target_head`` (the ``source`` and ``target`` commits a preview
+        answered) make it merge only what was previewed: if either branch has moved since,
+        its pending live edits committed first, nothing is changed and it fails with
+        ``CONFLICT``."""
         started = time.perf_counter()
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
         self.branches.check_write(identity, repo, to_sync.branch)
-        source_head = await from_sync.flush()
+        source_head_now = await from_sync.flush()
+        _check_moved(from_sync.branch, source_head_now, source_head)
         async with to_sync.lock:
             try:  # in a cluster, under the target's lease: its ref moves fenced
                 grant = await to_sync.lease_patiently()
             except LeaseBusy as exc:
                 raise ProtocolError(ErrorCode.CONFLICT, f"{exc}; try again") from None
             async with to_sync.holding(grant):
-                commit, forward, target_head, plan = await self._apply(
-                    identity, repo, (from_sync, to_sync), source_head, grant, markers, no_ff
+                commit, forward, target_was, plan = await self._apply(
+                    identity,
+                    repo,
+                    (from_sync, to_sync),
+                    source_head_now,
+                    grant,
+                    markers,
+                    no_ff,
+                    target_head,
                 )
             if commit is None:
                 return {**_describe(plan, diffs=False), "applied": False, "commit": None}
@@ -147,7 +162,7 @@ class Merges:
             {
                 "kind": "ref",
                 "branch": to_sync.branch,
-                "old": hexsha(target_head),
+                "old": hexsha(target_was),
                 "new": hexsha(commit),
                 "cause": "merge",
                 "renamed": {f.renamed_from: f.path for f in plan.files if f.renamed_from},
@@ -166,12 +181,15 @@ class Merges:
         grant: Grant | None,
         markers: bool,
         no_ff: bool,
+        expected_target: str | None = None,
     ) -> tuple[bytes | None, bool, bytes, MergePlan]:
         """The merge, target's lock and lease held: (its commit, or ``None`` if there was
-        nothing to merge; whether it fast-forwarded; the target's head before; the plan)."""
+        nothing to merge; whether it fast-forwarded; the target's head before; the plan).
+        Fails with ``CONFLICT`` if the target's head is not ``expected_target`` (when given)."""
         from_sync, to_sync = syncs
         await to_sync._commit(grant)
         target_head = to_sync.synced
+        _check_moved(to_sync.branch, target_head, expected_target)
         names = (from_sync.branch, to_sync.branch)
         plan = await self._plan(repo, source_head, target_head, names)
         if plan.up_to_date:
@@ -281,6 +299,18 @@ def _no_text(
         elif change.new is None and any(path.startswith(change.path + "/") for path in resolved):
             found.add(change.path)  # a directory now
     return found
+
+
+def _check_moved(branch: str, head: bytes | None, expected: str | None) -> None:
+    """``CONFLICT`` if ``branch``'s ``head`` is not the ``expected`` commit (when given): it
+    has moved since the preview, whose merge is then not the one that would be applied."""
+    if expected is not None and hexsha(head) != expected:
+        now = (hexsha(head) or "none")[:12]
+        raise ProtocolError(
+            ErrorCode.CONFLICT,
+            f"branch {branch!r} has changed since the preview ({expected[:12]}, now {now}); "
+            "nothing was changed: preview again",
+        )
 
 
 def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from dulwich.repo import Repo
 from gitcli import git, show
 from servers import make_config
 
-from collab import Client, CollabServer
+from collab import Client, ClientError, CollabServer
 from gitsync.objects.commits import commit_changes, create_branch, read_ref
+from protocol.errors import ErrorCode
 
 
 @pytest.fixture
@@ -92,6 +93,49 @@ async def test_no_ff_records_a_merge_commit(fast_server: CollabServer, repos: Pa
             "Merge branch 'topic' into main"
         )
         assert show(demo, "main", "README.md") == "# Demo, from topic\n"
+
+
+async def test_apply_with_the_previewed_heads_refuses_a_branch_that_moved(
+    repos: Path, tmp_path: Path
+) -> None:
+    demo = repos / "demo"
+    # edits stay pending for the whole test unless an operation commits them
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=120.0)
+    async with CollabServer(config) as server, Client(server.url, user="alice") as alice:
+        await alice.fork("demo", "main", "topic")
+        await _edit(alice, "demo/topic:README.md", "# Demo, from topic\n")
+        preview = await alice.merge("demo", "topic", "main", apply=False)
+        main_head = git(demo, "rev-parse", "main").strip()
+        assert preview["source"] == git(demo, "rev-parse", "topic").strip()
+        assert preview["target"] == main_head
+        heads = {"source_head": preview["source"], "target_head": preview["target"]}
+
+        # a live edit on the source after the preview, not committed yet: it counts
+        await _edit(alice, "demo/topic:src/app.py", "print('not previewed')\n")
+        with pytest.raises(ClientError) as refused:
+            await alice.merge("demo", "topic", "main", **heads)
+        assert refused.value.code == ErrorCode.CONFLICT
+        assert "'topic' has changed since the preview" in str(refused.value)
+        assert git(demo, "rev-parse", "main").strip() == main_head  # nothing changed
+
+        # the target moved: refused too
+        preview = await alice.merge("demo", "topic", "main", apply=False)
+        heads = {"source_head": preview["source"], "target_head": preview["target"]}
+        await _edit(alice, "demo/main:docs/notes.md", "main moved\n")
+        with pytest.raises(ClientError) as refused:
+            await alice.merge("demo", "topic", "main", **heads)
+        assert refused.value.code == ErrorCode.CONFLICT
+        assert "'main' has changed since the preview" in str(refused.value)
+        assert show(demo, "main", "README.md") != "# Demo, from topic\n"
+
+        # previewed again, nothing moving: applied, exactly what was previewed
+        preview = await alice.merge("demo", "topic", "main", apply=False)
+        result = await alice.merge(
+            "demo", "topic", "main", source_head=preview["source"], target_head=preview["target"]
+        )
+        assert result["applied"]
+        assert show(demo, "main", "README.md") == "# Demo, from topic\n"
+        assert show(demo, "main", "src/app.py") == "print('not previewed')\n"
 
 
 STORY = "".join(f"line {i} of the story\n" for i in range(20))

@@ -9,7 +9,7 @@ import pytest
 from chromium import Chromium
 from pages import YTEXT, git_show, open_page, wait_git, wait_synced
 
-from collab import CollabServer
+from collab import Client, CollabServer
 
 pytestmark = pytest.mark.browser
 
@@ -126,3 +126,48 @@ async def test_fork_edit_merge_and_a_conflict_resolved_together(
     await chromium.type("bob", "bob was here")
     await chromium.wait("alice", f"() => ({YTEXT})().endsWith('bob was here')")
     await chromium.screenshot("bob", "hopped-into-the-fork")
+
+
+async def test_apply_merges_what_was_previewed(
+    server: CollabServer, chromium: Chromium, repos: Path
+) -> None:
+    http = f"http://127.0.0.1:{server.port}"
+    repo = repos / "demo"
+    readme = (await git_show(repo, "main:README.md")) or b""
+    await open_page(chromium, "alice", http)
+    own = await chromium.eval("alice", OWN)
+    async with Client(server.url, user="alice") as py:
+        app = await py.open(f"demo/{own}:src/app.py")
+        app.insert(len(str(app.text)), "# previewed\n")
+        await py.flush()
+        await chromium.select("alice", "#merge-source", own)
+        await chromium.select("alice", "#merge-target", "main")
+        await chromium.click("alice", "#merge-preview")
+        await chromium.wait("alice", "() => document.querySelector('#merge-result .merge-apply')")
+        shown = await chromium.eval(
+            "alice", "() => document.querySelector('#merge-result').innerText"
+        )
+        assert "+# previewed" in shown and "README.md" not in shown
+
+        # someone edits the source branch after the preview (not committed yet)
+        other = await py.open(f"demo/{own}:README.md")
+        other.insert(0, "not previewed\n")
+        await py.flush()
+        await chromium.click("alice", "#merge-result .merge-apply")
+        # refused: nothing merged, and the preview is made again, saying why
+        await chromium.wait(
+            "alice",
+            "() => document.querySelector('#merge-result .moved') && document.querySelector('#merge-result .merge-apply')",
+        )
+        shown = await chromium.eval(
+            "alice", "() => document.querySelector('#merge-result').innerText"
+        )
+        assert "has changed since the preview" in shown and "+not previewed" in shown
+        assert await git_show(repo, "main:README.md") == readme
+        await chromium.screenshot("alice", "preview-made-again")
+
+        await chromium.click("alice", "#merge-result .merge-apply")
+        await chromium.wait(
+            "alice", "() => /merged/.test(document.querySelector('#merge-result').innerText)"
+        )
+        assert await git_show(repo, "main:README.md") == b"not previewed\n" + readme

@@ -3,7 +3,11 @@
 // Preview first (`merge.preview` changes nothing: files, diffs, conflicts), then apply
 // (`merge.apply`). On conflict, "Resolve together" applies it with `markers: true`: the
 // conflict markers are written into the target's live documents, so everyone who has them
-// open sees them at once and fixes them together.
+// open sees them at once and fixes them together. Apply passes the commits the preview was
+// made at: if either branch has moved since (someone kept typing), the server refuses, and
+// the preview is made again, so that what is applied is always what was shown.
+
+const CONFLICT = 4015 // a branch moved since the preview (or the merge conflicts)
 
 const el = (tag, props = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), props)
@@ -35,9 +39,11 @@ export class MergeView {
     }
   }
 
-  async preview () {
+  /** `why`: a sentence shown above the preview (why it was made again). */
+  async preview (why = null) {
     const args = { repo: this.repo, source: this.source.value, target: this.target.value }
-    this.result.replaceChildren(el('p', { textContent: 'previewing…' }))
+    const because = why ? [el('p', { className: 'error moved', textContent: why })] : []
+    this.result.replaceChildren(...because, el('p', { textContent: 'previewing…' }))
     let plan
     try {
       plan = await this.api.call('merge.preview', args)
@@ -45,7 +51,7 @@ export class MergeView {
       this.result.replaceChildren(el('p', { className: 'error', textContent: error.message }))
       return
     }
-    const parts = []
+    const parts = [...because]
     if (plan.up_to_date) {
       parts.push(el('p', { className: 'summary', textContent: `${args.target} already has everything in ${args.source}` }))
     } else {
@@ -54,11 +60,13 @@ export class MergeView {
       for (const file of plan.files) {
         parts.push(el('div', { className: 'file' }, el('strong', { textContent: `${file.status} ${file.path}` }), diffView(file.diff || '')))
       }
+      // applied only if neither branch has moved since this preview
+      const exact = { ...args, source_head: plan.source, target_head: plan.target }
       if (plan.conflicts.length) {
         parts.push(el('p', { className: 'conflicts', textContent: `conflicts: ${plan.conflicts.join(', ')}` }))
-        parts.push(this.button('Resolve together', { ...args, markers: true }, plan.conflicts[0]))
+        parts.push(this.button('Resolve together', { ...exact, markers: true }, plan.conflicts[0]))
       } else {
-        parts.push(this.button('Apply', args, null))
+        parts.push(this.button('Apply', exact, null))
       }
     }
     this.result.replaceChildren(...parts)
@@ -74,6 +82,10 @@ export class MergeView {
         this.result.replaceChildren(el('p', { className: 'summary', textContent: what }))
         if (conflicted) this.onResolve(args.target, conflicted)
       } catch (error) {
+        if (error.code === CONFLICT) { // a branch moved since the preview: nothing was changed
+          await this.preview(`Not applied: ${error.message}. The preview below is made again, at what the branches hold now.`)
+          return
+        }
         this.result.append(el('p', { className: 'error', textContent: error.message }))
         button.disabled = false
       }
