@@ -9,6 +9,8 @@ from pathlib import Path
 from chromium import Chromium
 
 __all__ = [
+    "NOTICES",
+    "STATUS",
     "TEXT",
     "YTEXT",
     "carets",
@@ -22,6 +24,10 @@ TEXT = "() => window.collab.editor.view.state.doc.toString()"
 """What the page's editor shows."""
 YTEXT = "() => window.collab.editor.ytext.toString()"
 """The page's live document."""
+STATUS = "() => document.querySelector('#status').textContent"
+"""The connection's state, as the page's header shows it."""
+NOTICES = "() => document.querySelector('#notices').innerText"
+"""The notices above the editor."""
 _SYNCED = """(doc) => {
   const editor = window.collab?.editor
   return !!editor && (doc === null || editor.docId === doc) && editor.provider.synced

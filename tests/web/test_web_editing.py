@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from chromium import Chromium
-from pages import TEXT, YTEXT, carets, open_page, wait_git, wait_synced
+from pages import STATUS, TEXT, YTEXT, carets, open_page, wait_git, wait_synced
 
 from collab import Client, CollabServer
 
@@ -112,6 +112,8 @@ async def test_remote_carets_named_and_a_reload_and_offline_spell_lose_nothing(
     # bob goes offline while both type; back online, both sides have everything once
     await chromium.offline("bob", True)
     await chromium.wait("bob", "() => !navigator.onLine")
+    # the socket stays open until the network is back; the status says offline at once
+    await chromium.wait("bob", f"() => ({STATUS})() === 'offline'", timeout=0.5)
     await chromium.type("bob", "b-offline世界;", delay_ms=10)
     await chromium.press("alice", "Control+End")
     await chromium.type("alice", "a-while-bob-is-off👋🏽;", delay_ms=10)
@@ -120,6 +122,7 @@ async def test_remote_carets_named_and_a_reload_and_offline_spell_lose_nothing(
     assert "b-offline" not in await chromium.eval("alice", YTEXT)  # bob really is offline
     await chromium.offline("bob", False)
     await wait_synced(chromium, "bob", doc, timeout=20)
+    await chromium.wait("bob", f"() => ({STATUS})() === 'connected'")
     text = await chromium.eval("alice", YTEXT)
     for marker in ("b-offline世界;", "a-while-bob-is-off👋🏽;"):
         await chromium.wait("alice", f"(m) => ({YTEXT})().includes(m)", marker, timeout=15)

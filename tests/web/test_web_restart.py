@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from chromium import Chromium
-from pages import TEXT, YTEXT, carets, open_page, wait_git, wait_synced
+from pages import NOTICES, TEXT, YTEXT, carets, open_page, wait_git, wait_synced
 from serverproc import ServerProcess
 
 from collab import Client
@@ -139,5 +139,69 @@ async def test_store_lost_under_open_browsers(
             await doc.wait_for(lambda text: text == f"{expected}after;", timeout=10)
         status = await chromium.eval("alice", "() => document.querySelector('#status').textContent")
         assert status == "connected"
+    finally:
+        await server.stop()
+
+
+UNSAVED = "() => window.collab.unsavedEdits()"
+# y-websocket's next try comes well after the server is back
+SLOW_RECONNECT = """() => { const provider = window.collab.editor.provider
+  provider.maxBackoffTime = 4000; provider.wsUnsuccessfulReconnects = 30 }"""
+# a `beforeunload` the page cancels: the browser asks whether to leave
+ASKS_TO_LEAVE = """() => { const event = new Event('beforeunload', { cancelable: true })
+  window.dispatchEvent(event); return event.defaultPrevented }"""
+
+
+async def test_a_document_left_before_it_reconnected_keeps_its_edits(
+    repos: Path, tmp_path: Path, chromium: Chromium
+) -> None:
+    server = ServerProcess(repos, tmp_path / "data")
+    await server.start()
+    http = f"http://127.0.0.1:{server.port}"
+    doc = "demo/main:README.md"
+    try:
+        await open_page(chromium, "alice", http, doc)
+        await chromium.click("alice", ".cm-content")
+        await chromium.press("alice", "Control+End")
+        await chromium.type("alice", "before;")
+        await chromium.wait("alice", f"() => !({UNSAVED})()")  # the server has confirmed it
+        assert not await chromium.eval("alice", ASKS_TO_LEAVE)
+
+        await server.kill()
+        await chromium.wait("alice", "() => !window.collab.editor.provider.wsconnected")
+        await chromium.eval("alice", SLOW_RECONNECT)
+        await chromium.type("alice", "while down;")
+        assert await chromium.eval("alice", UNSAVED)
+        assert await chromium.eval("alice", ASKS_TO_LEAVE)
+        await server.start()
+        # another file, opened before the left one has reconnected
+        await chromium.click("alice", '#files .file[data-path="src/app.py"]')
+        await wait_synced(chromium, "alice", "demo/main:src/app.py")
+        assert await chromium.eval("alice", ASKS_TO_LEAVE)  # README's edits are not saved yet
+        seed = "# Demo\n\nHello from the demo repository.\n"
+        async with Client(server.url, user="carol") as carol:
+            readme = await carol.open(doc)
+            await readme.wait_for(lambda text: text == f"{seed}before;while down;", timeout=15)
+        await chromium.wait("alice", f"() => !({UNSAVED})()")
+        assert not await chromium.eval("alice", ASKS_TO_LEAVE)
+        await chromium.click("alice", '#files .file[data-path="README.md"]')
+        await chromium.wait("alice", f"(want) => ({YTEXT})() === want", f"{seed}before;while down;")
+
+        # edits that cannot be saved in time: the page says so, with their text
+        await chromium.eval("alice", "() => { window.collab.settings.keepFor = 1000 }")
+        await server.kill()
+        await chromium.wait("alice", "() => !window.collab.editor.provider.wsconnected")
+        await chromium.eval("alice", SLOW_RECONNECT)
+        await chromium.click("alice", ".cm-content")
+        await chromium.press("alice", "Control+End")
+        await chromium.type("alice", "lost;")
+        await server.start()
+        await chromium.click("alice", '#files .file[data-path="src/app.py"]')
+        await chromium.wait(
+            "alice",
+            f"() => ({NOTICES})().includes('Your last edits to demo/main:README.md could not be saved')",
+            timeout=5,
+        )
+        await chromium.screenshot("alice", "not-saved")
     finally:
         await server.stop()

@@ -67,14 +67,16 @@ export class BranchPanel {
 
   renderBranches (list) {
     const items = list.map(branch => {
-      const name = el('span', {
+      // buttons: reached with Tab, opened with Enter or Space
+      const name = el('button', {
+        type: 'button',
         className: 'name' + (branch.mine ? ' mine' : ''),
         textContent: branch.name,
         title: 'open this branch'
       })
       name.addEventListener('click', () => this.onOpen(branch.name, this.path))
       const people = branch.people.map(({ user, path }) => {
-        const person = el('span', { className: 'person', title: `open ${path} on ${branch.name}` },
+        const person = el('button', { type: 'button', className: 'person', title: `open ${path} on ${branch.name}` },
           el('i', { style: `background: hsl(${hueOf(user)} 70% 45%)` }), `${user} · ${path}`)
         person.addEventListener('click', () => this.onOpen(branch.name, path))
         return person
@@ -99,7 +101,7 @@ export class BranchPanel {
       ...Object.entries(node.folders).map(([name, sub]) =>
         el('details', { open: true }, el('summary', { textContent: name }), el('div', {}, ...render(sub)))),
       ...node.files.map(path => {
-        const file = el('span', { className: 'file', textContent: path.split('/').pop(), title: path })
+        const file = el('button', { type: 'button', className: 'file', textContent: path.split('/').pop(), title: path })
         file.dataset.path = path
         file.addEventListener('click', () => this.onOpen(this.branch, path))
         return file

@@ -1,0 +1,107 @@
+"""Moving around the web editor: the last file asked for wins, a link followed in the page
+opens its document, the branch panel and the file tree work from the keyboard, and a
+failed operation is shown in the page."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from chromium import Chromium
+from pages import NOTICES, open_page, wait_synced
+
+from collab import CollabServer
+
+pytestmark = pytest.mark.browser
+
+DOC = "demo/main:README.md"
+# the first `branch.list` answer is slow (arrives after a later open's)
+SLOW_FIRST = """() => {
+  const fetch = window.fetch
+  let slowed = false
+  window.fetch = async (url, init) => {
+    if (!slowed && String(url).startsWith('/api/branch.list')) {
+      slowed = true
+      await new Promise(resolve => setTimeout(resolve, 800))
+    }
+    return fetch(url, init)
+  }
+}"""
+OPEN = """() => ({ editor: window.collab.editor.docId, hash: decodeURIComponent(location.hash),
+  where: document.querySelector('#where').textContent,
+  marked: [...document.querySelectorAll('#files .file.current')].map(e => e.dataset.path) })"""
+
+
+async def test_the_last_file_asked_for_wins(server: CollabServer, chromium: Chromium) -> None:
+    http = f"http://127.0.0.1:{server.port}"
+    await open_page(chromium, "alice", http, DOC)
+    await chromium.eval("alice", SLOW_FIRST)
+    await chromium.click("alice", '#files .file[data-path="src/app.py"]')
+    await asyncio.sleep(0.2)
+    await chromium.click("alice", '#files .file[data-path="docs/unicode.txt"]')
+    await wait_synced(chromium, "alice", "demo/main:docs/unicode.txt")
+    await asyncio.sleep(1)  # the slow answer has come
+    assert await chromium.eval("alice", OPEN) == {
+        "editor": "demo/main:docs/unicode.txt",
+        "hash": "#demo/main:docs/unicode.txt",
+        "where": "main : docs/unicode.txt",
+        "marked": ["docs/unicode.txt"],
+    }
+
+
+async def test_a_link_followed_in_the_page_opens_its_document(
+    server: CollabServer, chromium: Chromium
+) -> None:
+    http = f"http://127.0.0.1:{server.port}"
+    await open_page(chromium, "alice", http, DOC)
+    await chromium.eval("alice", "() => { location.hash = '#demo/main:src/app.py' }")
+    await wait_synced(chromium, "alice", "demo/main:src/app.py")
+    assert (await chromium.eval("alice", OPEN))["where"] == "main : src/app.py"
+
+
+async def test_the_branch_panel_and_the_files_work_from_the_keyboard(
+    server: CollabServer, chromium: Chromium
+) -> None:
+    http = f"http://127.0.0.1:{server.port}"
+    await open_page(chromium, "alice", http, DOC)
+    await open_page(chromium, "bob", http)  # on his own branch
+    own = await chromium.eval("bob", "() => window.collab.own")
+    person = f"#branches li[data-branch='{own}'] .person"
+    await chromium.wait("alice", "(s) => document.querySelector(s)", person)
+    # a file: focused (Tab reaches it), opened with Enter
+    await chromium.eval(
+        "alice", "() => document.querySelector('#files .file[data-path=\"src/app.py\"]').focus()"
+    )
+    assert await chromium.eval("alice", "() => document.activeElement.dataset.path") == "src/app.py"
+    await chromium.press("alice", "Enter")
+    await wait_synced(chromium, "alice", "demo/main:src/app.py")
+    # a person on another branch: Space opens the file they are on, there
+    await chromium.eval("alice", "(s) => document.querySelector(s).focus()", person)
+    await chromium.press("alice", " ")
+    await wait_synced(chromium, "alice", f"demo/{own}:README.md")
+    # and back to a branch by its name
+    await chromium.eval(
+        "alice", "() => document.querySelector(\"#branches li[data-branch='main'] .name\").focus()"
+    )
+    await chromium.press("alice", "Enter")
+    await wait_synced(chromium, "alice", "demo/main:README.md")
+    await chromium.screenshot("alice", "keyboard")
+
+
+async def test_a_failed_fork_or_open_is_shown(server: CollabServer, chromium: Chromium) -> None:
+    http = f"http://127.0.0.1:{server.port}"
+    await open_page(chromium, "alice", http, DOC)
+    await chromium.offline("alice", True)
+    await chromium.click("alice", "#fork")
+    await chromium.wait("alice", f"() => ({NOTICES})().includes('Could not fork main')")
+    await chromium.click("alice", '#files .file[data-path="src/app.py"]')
+    await chromium.wait(
+        "alice", f"() => ({NOTICES})().includes('Could not open src/app.py on main')"
+    )
+    await chromium.screenshot("alice", "failed")
+    await chromium.offline("alice", False)
+    await wait_synced(chromium, "alice", DOC)
+    # asked again, it opens
+    await chromium.click("alice", '#files .file[data-path="src/app.py"]')
+    await wait_synced(chromium, "alice", "demo/main:src/app.py")
+    assert "Could not" not in await chromium.eval("alice", NOTICES)
