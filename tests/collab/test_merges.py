@@ -104,35 +104,35 @@ async def test_apply_with_the_previewed_heads_refuses_a_branch_that_moved(
     async with CollabServer(config) as server, Client(server.url, user="alice") as alice:
         await alice.fork("demo", "main", "topic")
         await _edit(alice, "demo/topic:README.md", "# Demo, from topic\n")
-        preview = await alice.merge("demo", "topic", "main", apply=False)
+
+        async def previewed() -> dict[str, str]:
+            preview = await alice.merge("demo", "topic", "main", apply=False)
+            return {"source_head": preview["source"], "target_head": preview["target"]}
+
+        async def refused(heads: dict[str, str], moved: str) -> None:
+            with pytest.raises(ClientError) as refusal:
+                await alice.merge("demo", "topic", "main", **heads)
+            assert refusal.value.code == ErrorCode.CONFLICT
+            assert f"{moved!r} has changed since the preview" in str(refusal.value)
+
         main_head = git(demo, "rev-parse", "main").strip()
-        assert preview["source"] == git(demo, "rev-parse", "topic").strip()
-        assert preview["target"] == main_head
-        heads = {"source_head": preview["source"], "target_head": preview["target"]}
+        heads = await previewed()
+        assert heads["source_head"] == git(demo, "rev-parse", "topic").strip()
+        assert heads["target_head"] == main_head
 
         # a live edit on the source after the preview, not committed yet: it counts
         await _edit(alice, "demo/topic:src/app.py", "print('not previewed')\n")
-        with pytest.raises(ClientError) as refused:
-            await alice.merge("demo", "topic", "main", **heads)
-        assert refused.value.code == ErrorCode.CONFLICT
-        assert "'topic' has changed since the preview" in str(refused.value)
+        await refused(heads, "topic")
         assert git(demo, "rev-parse", "main").strip() == main_head  # nothing changed
 
         # the target moved: refused too
-        preview = await alice.merge("demo", "topic", "main", apply=False)
-        heads = {"source_head": preview["source"], "target_head": preview["target"]}
+        heads = await previewed()
         await _edit(alice, "demo/main:docs/notes.md", "main moved\n")
-        with pytest.raises(ClientError) as refused:
-            await alice.merge("demo", "topic", "main", **heads)
-        assert refused.value.code == ErrorCode.CONFLICT
-        assert "'main' has changed since the preview" in str(refused.value)
+        await refused(heads, "main")
         assert show(demo, "main", "README.md") != "# Demo, from topic\n"
 
         # previewed again, nothing moving: applied, exactly what was previewed
-        preview = await alice.merge("demo", "topic", "main", apply=False)
-        result = await alice.merge(
-            "demo", "topic", "main", source_head=preview["source"], target_head=preview["target"]
-        )
+        result = await alice.merge("demo", "topic", "main", **await previewed())
         assert result["applied"]
         assert show(demo, "main", "README.md") == "# Demo, from topic\n"
         assert show(demo, "main", "src/app.py") == "print('not previewed')\n"
