@@ -147,8 +147,7 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, endpoint: YjsEndpoint) -> N
     message = decode_message(data, endpoint.limits)
     match message:
         case SyncStep1(state_vector=sv):
-            diff = room.handshake(peer, sv)
-            peer.outbox.put(encode_message(SyncStep2(diff)))
+            _answer(peer, encode_message(SyncStep2(room.handshake(peer, sv))))
         case SyncStep2(update=update) | SyncUpdate(update=update):
             if not peer.writable:
                 if update != EMPTY_UPDATE:
@@ -171,3 +170,20 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, endpoint: YjsEndpoint) -> N
                 peer.send_awareness(encode_awareness(states))
         case AuthDenied():
             pass
+
+
+def _answer(peer: YjsPeer, step2: bytes) -> None:
+    """Send the answer to a sync step 1 once the updates the peer sent before it are durable:
+    an editor may take the answer for the server's word that it has them, and drop its copy
+    (the web editor does, for a document it leaves). An update that failed is no such word:
+    the connection is closed for it, unanswered."""
+    pending = peer.last_write
+    if pending is None or pending.done():
+        _send_if_written(peer, step2, pending)
+    else:
+        pending.add_done_callback(lambda done: _send_if_written(peer, step2, done))
+
+
+def _send_if_written(peer: YjsPeer, frame: bytes, write: asyncio.Future[None] | None) -> None:
+    if write is None or (not write.cancelled() and write.exception() is None):
+        peer.outbox.put(frame)
