@@ -3,7 +3,9 @@
 ``collab serve --redis redis://HOST:PORT/DB`` makes one: the documents' history lives in
 Redis (``RedisStore``, which every node reads and appends to), the nodes hear each other's
 updates and awareness through it (``RedisBus``) and take turns at each branch's git work
-(``RedisLeases``). The repositories' directory is shared by the nodes. Redis must keep what
+(``RedisLeases``). The repositories' directory is shared by the nodes. A node's id is
+claimed by one process at a time (``RedisBus``: a start that finds it held by a live process
+fails with ``NodeIdTaken``). Redis must keep what
 it acknowledged: ``appendonly yes`` and ``appendfsync always`` (the store warns otherwise).
 """
 
@@ -48,14 +50,16 @@ class Cluster:
     ) -> None:
         self.url = url
         self.node_id = node_id or default_node_id()
-        self.store = RedisStore(url, node_id=self.node_id, prefix=prefix)
         self.bus = RedisBus(url, self.node_id, prefix=prefix)
+        # entries and leases carry this process's incarnation with the node's id: a node's
+        # own entries are the ones this very process wrote, and a lease is this process's
+        self.store = RedisStore(url, node_id=self.bus.author, prefix=prefix)
         # leases: a Redis that does not answer fails the call (the work is tried again
         # later) instead of holding the branch's lock, and every push and merge behind it
         self._client = Redis.from_url(
             url, socket_timeout=WRITE_TIMEOUT, socket_connect_timeout=WRITE_TIMEOUT
         )
-        self.leases = RedisLeases(self._client, self.node_id, ttl=lease_ttl, prefix=prefix)
+        self.leases = RedisLeases(self._client, self.bus.author, ttl=lease_ttl, prefix=prefix)
 
     async def start(self) -> None:
         await self.bus.start()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PREFIX", "FEED_LENGTH", "RedisKeys", "seq_of"]
+__all__ = ["DEFAULT_PREFIX", "FEED_LENGTH", "RedisKeys", "seq_of", "split_author"]
 
 DEFAULT_PREFIX = "collab:"
 FEED_LENGTH = 10_000
@@ -79,3 +79,12 @@ def seq_of(entry_id: bytes | str) -> int:
     """The sequence number of a log entry id ``0-<seq>``."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.partition("-")[2])
+
+
+def split_author(author: str) -> tuple[str, str]:
+    """The node id and incarnation of an entry's or a message's author (``<node>#<hex>``);
+    an author without one (a node of an older version) is its node id alone."""
+    node, sep, incarnation = author.rpartition("#")
+    if not sep or not incarnation or not all(c in "0123456789abcdef" for c in incarnation):
+        return author, ""
+    return node, incarnation

@@ -32,6 +32,18 @@ seconds, as y-protocols' awareness expects.
 Liveness: each node renews a key with a short time to live; a node whose key is gone (it
 stopped, or died and the key expired) is reported to every listener (``bus_node_gone``).
 ``healthy`` is false while Redis cannot be reached.
+
+Incarnations: each process that serves as a node claims the node's id with a token of its own
+(its *incarnation*), held in the node's key; the key is renewed only while it still holds
+that token. A start that finds the id held by another incarnation waits for that key to
+expire (a node killed and restarted at once, by systemd, say) and refuses to start
+(``NodeIdTaken``) if it is renewed meanwhile: two live processes never serve as one node.
+A node that finds its key taken by another incarnation while it runs (it was paused, or cut
+off, for longer than the key lives) stops renewing it and tells ``on_displaced``. The log
+entries, awareness messages and leases of a node carry its id and incarnation together
+(``author``: ``<node id>#<incarnation>``), so that its own entries are the ones this very
+process wrote; a node whose incarnation changed (killed and restarted within its key's time
+to live) is reported gone, so that the cursors its previous process relayed go.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 import uuid
 import zlib
@@ -50,7 +63,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from collab.bus.bus import BusListener, Watch
-from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of
+from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of, split_author
+from collab.bus.nodes import NodeIdTaken, read_nodes
 from collab.bus.pubsub import RETRY_S, PubSub
 from collab.bus.stream_tail import Entry, StreamTail
 
@@ -67,6 +81,33 @@ NODE_TTL_MS = 3_000
 HEARTBEAT_S = 1.0
 READ_GRACE_S = 2.0
 """A read unanswered this long after its block ends means Redis cannot be reached."""
+CLAIM_POLL_S = 0.1
+"""How often a starting node looks again at its id's key, held by another incarnation."""
+
+# KEYS: the node's key. ARGV: incarnation, value (JSON, with the incarnation), ttl ms.
+# Sets the key unless another incarnation holds it: nil if set, else what the key holds.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local ok, about = pcall(cjson.decode, held)
+  if not (ok and type(about) == 'table' and about['incarnation'] == ARGV[1]) then
+    return held
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return false
+"""
+
+# KEYS: the node's key. ARGV: incarnation. Deletes the key if this incarnation holds it.
+_RELEASE = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local ok, about = pcall(cjson.decode, held)
+if ok and type(about) == 'table' and about['incarnation'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class _FeedWatch(Watch):
@@ -94,11 +135,17 @@ class RedisBus:
         block_ms: int = BLOCK_MS,
         node_ttl_ms: int = NODE_TTL_MS,
         heartbeat_s: float = HEARTBEAT_S,
+        incarnation: str | None = None,
     ) -> None:
         self.url = url
         self.node_id = node_id
         self.keys = RedisKeys(prefix)
-        self._own = node_id.encode()
+        self.incarnation = incarnation or secrets.token_hex(8)
+        """This process's claim on ``node_id`` (held in the node's key)."""
+        self.author = f"{node_id}#{self.incarnation}"
+        """What this node's entries, awareness messages and leases carry (its store is made
+        with it as its ``node_id``)."""
+        self._own = self.author.encode()
         self.block_ms = block_ms
         self.node_ttl_ms = node_ttl_ms
         self.heartbeat_s = heartbeat_s
@@ -124,7 +171,15 @@ class RedisBus:
         )
         self._healthy = False
         self._running = False
-        self._nodes: set[str] = set()
+        # the other nodes whose awareness the listeners may hold, each with the incarnation
+        # that relayed it
+        self._live: dict[str, str] = {}
+        self._retired: dict[str, set[str]] = {}  # the incarnations replaced, by node
+        self.displaced = False
+        """Set once another process took this node's id (see ``on_displaced``)."""
+        self.on_displaced: list[Callable[[str], None]] = []
+        """Called, with what happened, when another process took this node's id while it
+        ran: this process must stop serving as this node."""
         self.describe: Callable[[], dict[str, object]] | None = None
         """What this node says of itself in its key (rooms, connections), for the others and
         for ``collab cluster status``."""
@@ -145,8 +200,8 @@ class RedisBus:
             self._generation = await self._read_generation()
             self._feed_cursor = await self._feed_head()
             self._feed_mark = None
-            await self._beat()
-            self._nodes = set(await self.nodes())
+            await self._claim()
+            await self.nodes()
         except BaseException:  # not started: nothing is left open
             await self._client.aclose()
             self._client = None
@@ -181,8 +236,8 @@ class RedisBus:
         await self._awareness.stop()
         self._watches.clear()
         assert self._client is not None
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.delete(self.keys.node(self.node_id))
+        with contextlib.suppress(RedisError, OSError):  # its own key only
+            await self._client.eval(_RELEASE, 1, self.keys.node(self.node_id), self.incarnation)
         await self._client.aclose()
         self._client = None
         self._healthy = False
@@ -464,50 +519,140 @@ class RedisBus:
     # -- awareness ------------------------------------------------------------------------
 
     def publish_awareness(self, doc_id: str, payload: bytes) -> None:
-        if not self._running or not self._healthy or self._client is None:
+        if not self._running or not self._healthy or self._client is None or self.displaced:
             return
-        message = self.node_id.encode() + b"\0" + bytes(payload)
+        message = self._own + b"\0" + bytes(payload)
         self._awareness.publish(self.keys.awareness(doc_id), message)
 
     def _heard(self, channel: str, data: bytes) -> None:
-        """An awareness message on ``channel``: the sending node's id, a NUL, the payload."""
+        """An awareness message on ``channel``: its author (the sending node's id and
+        incarnation), a NUL, the payload."""
         doc_id = channel[len(self.keys.awareness("")) :]
-        node, _, payload = data.partition(b"\0")
-        node_id = node.decode()
+        author, _, payload = data.partition(b"\0")
+        if author == self._own:
+            return
+        node_id, incarnation = split_author(author.decode())
+        if not self._note(node_id, incarnation):
+            return  # a process that another one under its id replaced
         watch = self._watches.get(doc_id)
-        if watch is not None and node_id != self.node_id:
+        if watch is not None:
             watch.listener.bus_awareness(doc_id, node_id, payload)
+
+    def _note(self, node_id: str, incarnation: str) -> bool:
+        """``node_id`` is alive as ``incarnation``: a node seen before as another one was
+        restarted (within its key's time to live): its previous process is gone, and is
+        not taken for alive again (a listing of the keys read before the restart, a message
+        it sent before it died). False for such a process."""
+        if node_id == self.node_id:
+            return True
+        retired = self._retired.setdefault(node_id, set())
+        if incarnation in retired:
+            return False
+        known = self._live.get(node_id)
+        self._live[node_id] = incarnation
+        if known is not None and known != incarnation:
+            retired.add(known)
+            log.info("node %s was restarted: its previous process is gone", node_id)
+            self._gone(node_id)
+        return True
+
+    def _gone(self, node_id: str) -> None:
+        for watch in list(self._watches.values()):
+            try:
+                watch.listener.bus_node_gone(node_id)
+            except Exception:
+                log.exception("a listener failed to take node %s gone", node_id)
 
     # -- liveness -------------------------------------------------------------------------
 
-    async def _beat(self) -> None:
-        """Renew this node's key; its value describes the node (``collab cluster status``):
-        what ``describe`` says, when, and the round trip of the last beat."""
+    async def _beat(self) -> bytes | None:
+        """Renew this node's key, unless another incarnation holds it (then what it holds);
+        its value describes the node (``collab cluster status``): what ``describe`` says,
+        when, the round trip of the last beat, and this process's incarnation."""
         assert self._client is not None
         about: dict[str, object] = {"at": time.time(), "redis_ms": self.redis_ms}
         if self.describe is not None:
             about.update(self.describe())
+        about["incarnation"] = self.incarnation
         started = time.perf_counter()
-        await self._client.set(
-            self.keys.node(self.node_id), json.dumps(about).encode(), px=self.node_ttl_ms
+        held = await self._client.eval(
+            _CLAIM,
+            1,
+            self.keys.node(self.node_id),
+            self.incarnation,
+            json.dumps(about).encode(),
+            self.node_ttl_ms,
         )
         self.redis_ms = round((time.perf_counter() - started) * 1000, 2)
+        return cast(bytes | None, held)
+
+    async def _claim(self) -> None:
+        """Take this node's id: at once if no other process holds it; else once its key
+        expires (its process died: a restart at once), waiting at most the key's time to
+        live. ``NodeIdTaken`` if another process renews it meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.node_ttl_ms / 1000 + 2 * CLAIM_POLL_S
+        first: bytes | None = None
+        while True:
+            held = await self._beat()
+            if held is None:
+                return
+            if first is None:
+                first = held
+                log.info(
+                    "node id %s is held by another process; waiting up to %.1f s for its key "
+                    "to expire",
+                    self.node_id,
+                    self.node_ttl_ms / 1000,
+                )
+            elif held != first or loop.time() >= deadline:
+                raise NodeIdTaken(
+                    f"node id {self.node_id!r} is in use by another running node (its key "
+                    f"{self.keys.node(self.node_id)} is renewed by another process): give "
+                    "each node its own --node-id, or leave it out (host, process id and "
+                    "random characters)"
+                )
+            await asyncio.sleep(CLAIM_POLL_S)
+
+    def _displace(self, held: bytes) -> None:
+        """Another process took this node's id: stop renewing it, and say so."""
+        self.displaced = True
+        about: object = None
+        with contextlib.suppress(ValueError):
+            about = json.loads(held)
+        other = about.get("incarnation") if isinstance(about, dict) else None
+        reason = (
+            f"another process (incarnation {other}) took node id {self.node_id!r} while "
+            f"this one ({self.incarnation}) ran: this node's key lapsed (the process was "
+            f"paused, or cut off from Redis, for more than {self.node_ttl_ms / 1000:g} s); "
+            f"this process stops serving as {self.node_id!r}"
+        )
+        log.error("%s", reason)
+        for hook in self.on_displaced:
+            try:
+                hook(reason)
+            except Exception:
+                log.exception("a hook on this node being displaced failed")
 
     async def nodes(self) -> list[str]:
         """The nodes alive now. Each one seen is known from then on, so that the next beat
         that misses it reports it gone, even if it came and went between two beats (seen
-        only by a ``/healthz``, say)."""
+        only by a ``/healthz``, say); one seen with another incarnation than before was
+        restarted, and its previous process is reported gone."""
         assert self._client is not None
-        skip = len(self.keys.node(""))
-        found = [key.decode()[skip:] async for key in self._client.scan_iter(self.keys.nodes)]
-        self._nodes.update(found)
+        found = await read_nodes(self._client, self.keys)
+        for node_id, about in found.items():
+            self._note(node_id, str(about.get("incarnation", "")))
         return sorted(found)
 
     async def _heartbeat_loop(self) -> None:
-        while self._running:
+        while self._running and not self.displaced:
             await asyncio.sleep(self.heartbeat_s)
             try:
-                await self._beat()
+                held = await self._beat()
+                if held is not None:
+                    self._displace(held)
+                    return
                 alive = set(await self.nodes())
                 cursor = self._feed_cursor  # before the head is read: the tail moves it
                 if not await self._data_lost() and await self._feed_head() < cursor:
@@ -516,11 +661,10 @@ class RedisBus:
                         self._tail.close()
             except (RedisError, OSError):
                 continue  # the read loop reports the outage
-            for gone in sorted(self._nodes - alive):
+            for gone in sorted(set(self._live) - alive):
                 log.info("node %s is gone", gone)
-                for watch in list(self._watches.values()):
-                    watch.listener.bus_node_gone(gone)
-            self._nodes = alive
+                del self._live[gone]
+                self._gone(gone)
 
 
 def _mark(fields: dict[bytes, bytes]) -> tuple[bytes, bytes, bytes, int]:

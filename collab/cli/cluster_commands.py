@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from collab.bus.keys import RedisKeys
+from collab.bus.keys import RedisKeys, split_author
 from collab.bus.nodes import read_nodes
 
 __all__ = ["REDIS_ENV", "add_parsers", "cluster_status", "run"]
@@ -55,8 +55,17 @@ async def cluster_status(url: str, prefix: str = "collab:") -> dict[str, Any]:
                 continue
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
             holder, _, token = text.rpartition(" ")
+            node, incarnation = split_author(holder)
             name = key.decode()[len(prefix) + len("lease:") :]
-            leases.append({"branch": name, "node": holder, "token": int(token), "ttl_ms": ttl})
+            leases.append(
+                {
+                    "branch": name,
+                    "node": node,
+                    "incarnation": incarnation,
+                    "token": int(token),
+                    "ttl_ms": ttl,
+                }
+            )
         documents = await client.zcard(f"{prefix}docs")
     finally:
         await client.aclose()

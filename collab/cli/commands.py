@@ -22,6 +22,7 @@ from gitsync.objects.fsck import IDENT_PROBLEMS
 from protocol.errors import ProtocolError
 from protocol.names import validate_repo
 
+from ..bus.nodes import NodeIdTaken
 from ..completion.backends import BACKENDS
 from ..completion.worker import add_worker_parser, run_worker_command
 from ..disk import command as disk_command
@@ -360,7 +361,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise StartupError(f"--worktree: {missing}")
         tune_gc()
         _event_loop_run(_run(config, worktrees))
-    except (StartupError, WorktreeError, DataDirBusy, ValueError) as exc:
+    except (StartupError, WorktreeError, DataDirBusy, ValueError, NodeIdTaken) as exc:
         return _refuse(args, str(exc))
     except StoreUnreadable as exc:
         return _refuse(args, _unreadable(exc))
@@ -518,7 +519,13 @@ async def _run(config: ServerConfig, worktrees: list[WorktreeSpec] | None = None
         loop.add_signal_handler(sig, stop.set)
     async with server, ServedTrees(server.auth, config.host, server.port, worktrees or []):
         _announce(server, await _example(server))
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(server.failed.wait())
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+    if server.failure is not None:  # another process took this node's id
+        raise NodeIdTaken(server.failure)
 
 
 EXAMPLE_PATHS = 20

@@ -122,6 +122,7 @@ class CollabServer(Lifecycle):
             )
             cluster.store.on_unreachable.append(self._serve_unwritten)
             self.cluster.bus.describe = self._describe
+            self.cluster.bus.on_displaced.append(self._fail)
         self.quotas = UserQuotas(
             update_rate=config.user_update_rate,
             update_burst=config.user_update_burst,
@@ -131,6 +132,11 @@ class CollabServer(Lifecycle):
         self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
         self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)
         self.stopping = False
+        self.failure: str | None = None
+        """Why this server must stop, once ``failed`` is set."""
+        self.failed = asyncio.Event()
+        """Set when the server can no longer serve (in a cluster: another process took its
+        node id); whoever runs it stops it (``collab serve`` exits with ``failure``)."""
         self.sockets = Sockets(
             max_message=config.max_message, heartbeat=config.heartbeat, linger=config.body_timeout
         )
@@ -283,6 +289,13 @@ class CollabServer(Lifecycle):
         return authenticate_request(self.auth, request)
 
     json_error = staticmethod(json_error)
+
+    def _fail(self, reason: str) -> None:
+        """This server can no longer serve (another process took its node id): whoever
+        runs it stops it (``failed``)."""
+        if self.failure is None:
+            self.failure = reason
+        self.failed.set()
 
     def _serve_unwritten(self) -> None:
         """The shared store stopped answering: every room sends its peers what waits for

@@ -45,8 +45,7 @@ class Cluster:
             store, bus = self.hub.store(node_id), self.hub.bus(node_id)
         else:
             assert self.redis is not None
-            store = RedisStore(self.redis.url, node_id=node_id, prefix=self.prefix)
-            bus = RedisBus(
+            redis_bus = RedisBus(
                 self.redis.url,
                 node_id,
                 prefix=self.prefix,
@@ -54,6 +53,9 @@ class Cluster:
                 node_ttl_ms=2_000,  # long against the beats: a loaded machine delays them
                 heartbeat_s=0.1,
             )
+            # the node's entries carry its id and incarnation, as a cluster's node makes them
+            store = RedisStore(self.redis.url, node_id=redis_bus.author, prefix=self.prefix)
+            bus = redis_bus
         await store.start()
         await bus.start()
         node = Node(store, bus)
