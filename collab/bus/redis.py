@@ -22,8 +22,11 @@ another one than the node took there makes every watched document reload, as abo
 entry beyond a missing one in a document's log, or a snapshot past the cursor with nothing
 after it, means the log was compacted past the cursor; a document whose seqs went back
 behind the cursor (a Redis that kept nothing) no longer holds what was delivered: either way
-the document's listener is told to reload (``bus_gap``). So is a listener that fails on its
-updates, or one whose log holds an entry that cannot be read (that document alone).
+the document's listener is told to reload (``bus_gap``). So is one whose feed entries' seqs
+go back (a seq at or below one the feed, or a read of the log, already showed before it):
+the document's keys were deleted or evicted, and its seqs started again. So is a listener
+that fails on its updates, or one whose log holds an entry that cannot be read (that
+document alone).
 
 Awareness travels on pub/sub channels, one per document, all heard through one pattern
 subscription; a message lost while a node is cut off is renewed by its client within
@@ -111,7 +114,7 @@ return 0
 
 
 class _FeedWatch(Watch):
-    __slots__ = ("held", "stale")
+    __slots__ = ("floor_at", "floor_seq", "held", "stale")
 
     def __init__(self, cursor: int, listener: BusListener) -> None:
         super().__init__(cursor, listener)
@@ -121,6 +124,11 @@ class _FeedWatch(Watch):
         self.stale = False
         """Set when the feed missed entries while the log was being read: what was read may
         predate them, so the log is read again."""
+        self.floor_at = 0
+        self.floor_seq = 0
+        """A feed entry of the document after feed entry ``floor_at`` has a seq above
+        ``floor_seq`` (the document's seqs and the feed's ids grow together, in one step),
+        unless the document's log went back: its keys were deleted, or evicted."""
 
 
 class RedisBus:
@@ -270,7 +278,7 @@ class RedisBus:
         while self._running and self._watches.get(doc_id) is watch and not watch.gapped:
             watch.stale = False
             try:
-                entries, compacted, last = await self._log_after(doc_id, watch.cursor)
+                entries, compacted, last, head = await self._log_after(doc_id, watch.cursor)
             except (RedisError, OSError):  # the read loop reports the outage
                 await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
                 failures += 1
@@ -279,6 +287,8 @@ class RedisBus:
                 return
             if watch.stale:
                 continue
+            if head >= watch.floor_at:  # what the feed appends after the read comes after
+                watch.floor_at, watch.floor_seq = head, last
             held, watch.held = watch.held or [], None
             try:
                 logged = [(seq_of(entry_id), f.get(b"n", b""), f[b"u"]) for entry_id, f in entries]
@@ -296,10 +306,10 @@ class RedisBus:
                 self._take(doc_id, watch, held)
             return
 
-    async def _log_after(self, doc_id: str, after: int) -> tuple[list[Any], int, int]:
+    async def _log_after(self, doc_id: str, after: int) -> tuple[list[Any], int, int, int]:
         """The entries of the document's log after seq ``after``, read page by page; with the
-        last page, as of one moment, the seq its snapshot covers and the last seq it gave
-        (0: none)."""
+        last page, as of one moment, the seq its snapshot covers, the last seq it gave
+        (0: none) and the feed's last entry id."""
         assert self._client is not None
         entries: list[Any] = []
         start = f"0-{after + 1}"
@@ -308,12 +318,14 @@ class RedisBus:
                 pipe.xrange(self.keys.log(doc_id), start, "+", count=READ_COUNT)
                 pipe.hget(self.keys.snapshot(doc_id), "seq")
                 pipe.get(self.keys.seq(doc_id))
-                page, compacted, last = cast(
-                    tuple[list[Any], bytes | None, bytes | None], await pipe.execute()
+                pipe.get(self.keys.feed_seq)
+                page, compacted, last, head = cast(
+                    tuple[list[Any], bytes | None, bytes | None, bytes | None],
+                    await pipe.execute(),
                 )
             entries += page
             if len(page) < READ_COUNT:
-                return entries, int(compacted or 0), int(last or 0)
+                return entries, int(compacted or 0), int(last or 0), int(head or 0)
             start = f"0-{seq_of(page[-1][0]) + 1}"
 
     async def _feed_head(self) -> int:
@@ -427,6 +439,8 @@ class RedisBus:
                 log.warning("the cluster's feed went back (to %d): rejoining from the logs", head)
                 self._feed_cursor = head
                 self._feed_mark = None
+                for watch in self._watches.values():  # its ids start again
+                    watch.floor_at = watch.floor_seq = 0
                 self._rejoin_all()
         self._resync = False
 
@@ -451,18 +465,41 @@ class RedisBus:
         self._feed_mark = _mark(entries[-1][1])
         batches: dict[str, list[tuple[int, bytes, bytes]]] = {}
         watches = self._watches
-        for _entry_id, fields in entries:
+        lost: set[str] = set()
+        for entry_id, fields in entries:
             doc_id = fields[b"d"].decode()
-            if doc_id in watches:
-                batches.setdefault(doc_id, []).append(
-                    (int(fields[b"s"]), fields.get(b"n", b""), fields[b"u"])
-                )
+            watch = watches.get(doc_id)
+            if watch is None:
+                continue
+            seq, at = int(fields[b"s"]), seq_of(entry_id)
+            if at > watch.floor_at:
+                if seq <= watch.floor_seq:
+                    lost.add(doc_id)
+                watch.floor_at, watch.floor_seq = at, seq
+            batches.setdefault(doc_id, []).append((seq, fields.get(b"n", b""), fields[b"u"]))
         for doc_id, batch in batches.items():
             watch = watches[doc_id]
+            if doc_id in lost:
+                if not watch.gapped:
+                    self._lost_log(doc_id, watch)
+                continue
             if watch.held is not None:
                 watch.held += batch
             elif not watch.gapped:
                 self._take(doc_id, watch, batch, from_feed=True)
+
+    def _lost_log(self, doc_id: str, watch: _FeedWatch) -> None:
+        """The document's seqs went back: its log lost what this node read (its keys were
+        deleted, or evicted), and the updates appended since would be taken for ones already
+        delivered. Its listener reloads it (``bus_gap``): a room writes its whole state back
+        into the log first, so that every node's share of the history is there again."""
+        log.warning(
+            "%s: the shared log went back behind seq %d (its keys were deleted or evicted): "
+            "writing this node's state back and reloading",
+            doc_id,
+            watch.cursor,
+        )
+        self._gap(doc_id, watch)
 
     def _take(
         self,

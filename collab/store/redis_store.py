@@ -45,9 +45,29 @@ WRITE_TIMEOUT = 5.0
 log = logging.getLogger("collab.store")
 
 # KEYS: log, seq, docs, feed, feed seq. ARGV: update, node, doc id, crc, feed length.
+# A counter behind the log's end (its key alone was deleted, or evicted) is set past it: the
+# seqs go on from the log's. An entry the log refuses otherwise leaves the counter as it was.
 _APPEND = """
 local n = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], '0-' .. n, 'u', ARGV[1], 'n', ARGV[2], 'c', ARGV[4])
+local added = redis.pcall('XADD', KEYS[1], '0-' .. n, 'u', ARGV[1], 'n', ARGV[2], 'c', ARGV[4])
+if type(added) == 'table' and added.err then
+  local last = nil
+  local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+  if ok then
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        last = tonumber(string.match(info[i + 1], '%-(%d+)$'))
+      end
+    end
+  end
+  if last == nil or last < n then
+    redis.call('DECR', KEYS[2])
+    return added
+  end
+  n = last + 1
+  redis.call('SET', KEYS[2], n)
+  redis.call('XADD', KEYS[1], '0-' .. n, 'u', ARGV[1], 'n', ARGV[2], 'c', ARGV[4])
+end
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 local f = redis.call('INCR', KEYS[5])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '0-' .. f,

@@ -376,6 +376,51 @@ async def test_redis_restarted_without_its_data_mid_run_loses_and_doubles_nothin
             await client.close()
 
 
+@pytest.mark.parametrize("lost", ["all", "seq"])
+async def test_a_documents_keys_deleted_mid_run_lose_and_double_nothing(
+    nodes: Nodes, repos: Path, redis: RedisProcess, lost: str
+) -> None:
+    """One document's keys are deleted from Redis (an operator's mistake, an eviction)
+    while clients on two nodes type: its seqs start again. Every node that holds it writes
+    its state back and reloads it; every acknowledged marker ends up once in every client
+    and in git. A counter deleted alone goes on from the log's end."""
+    from redis import Redis
+
+    clients = [
+        Client(nodes.nodes[i % 2].url, user=f"u{i}", min_backoff=0.05, max_backoff=0.3)
+        for i in range(3)
+    ]
+    direct = Redis.from_url(redis.url)
+    try:
+        for client in clients:
+            await client.connect()
+        docs = [await client.open(ROOM) for client in clients]
+        first = await asyncio.gather(
+            *(type_markers(doc, random.Random(i), f"a{i}-", 15) for i, doc in enumerate(docs))
+        )
+        await asyncio.gather(*(client.flush() for client in clients))
+        typing = [
+            asyncio.create_task(type_markers(doc, random.Random(10 + i), f"b{i}-", 40))
+            for i, doc in enumerate(docs)
+        ]
+        await asyncio.sleep(0.2)
+        names = ["seq"] if lost == "seq" else ["log", "snap", "seq"]
+        assert direct.delete(*(f"collab:doc:{ROOM}:{name}" for name in names)) >= 1
+        later = await asyncio.gather(*typing)
+        await asyncio.gather(*(client.flush(timeout=30) for client in clients))
+        everything = [m for ms in first + later for m in ms]
+        await converged_once(docs, everything, repos)
+        for client in clients:
+            assert client.errors == []
+        async with Client(nodes.nodes[2].url, user="late") as late:  # a node that loads it now
+            text = str(await late.open(ROOM))
+            assert {m: text.count(m) for m in everything if text.count(m) != 1} == {}
+    finally:
+        direct.close()
+        for client in clients:
+            await client.close()
+
+
 async def test_a_commit_asked_for_while_redis_is_paused_answers_without_waiting_for_it(
     nodes: Nodes, repos: Path, redis: RedisProcess
 ) -> None:

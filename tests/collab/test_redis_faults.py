@@ -520,3 +520,65 @@ async def test_a_listener_that_fails_reloads_its_document_and_the_others_get_the
     finally:
         await watcher.stop()
         redis.stop()
+
+
+async def test_an_append_after_its_documents_counter_was_deleted_goes_on_from_the_log(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A document's seq counter deleted alone (or evicted): the next append goes on from its
+    log's end instead of failing until the counter passes it; an entry the log refuses
+    otherwise leaves the counter as it was."""
+    from redis.asyncio import Redis
+
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    raw = Redis.from_url(redis.url)
+    store = RedisStore(redis.url, node_id="a")
+    try:
+        await store.start()
+        assert [await store.append("doc", b"u%d" % i) for i in range(3)] == [1, 2, 3]
+        await raw.delete(store.keys_.seq("doc"))
+        assert await store.append("doc", b"after") == 4
+        assert await raw.get(store.keys_.seq("doc")) == b"4"
+        stored = await store.load("doc")
+        assert stored is not None and [seq for seq, _u in stored.updates] == [1, 2, 3, 4]
+        await raw.set(store.keys_.log("other"), b"not a stream")
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await store.append("other", b"refused")
+        assert await raw.get(store.keys_.seq("other")) in (None, b"0")  # not left ahead
+    finally:
+        await store.stop()
+        await raw.aclose()
+        redis.stop()
+
+
+async def test_a_document_whose_seqs_went_back_is_reloaded(tmp_path: pathlib.Path) -> None:
+    """A watched document's keys deleted (or evicted): the updates appended since have seqs
+    at or below the ones a node already took. The node is told to reload it (``bus_gap``)
+    instead of taking them for ones it has."""
+    from redis.asyncio import Redis
+
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    raw = Redis.from_url(redis.url)
+    store = RedisStore(redis.url, node_id="a")
+    watcher = bus(redis, "b")
+    heard = Heard()
+    try:
+        await store.start()
+        await watcher.start()
+        watcher.watch("doc", 0, heard)
+        for i in range(5):
+            await store.append("doc", b"before %d" % i)
+        await until(lambda: len(heard.updates.get("doc", [])) == 5)
+        keys = store.keys_
+        await raw.delete(keys.log("doc"), keys.snapshot("doc"), keys.seq("doc"))
+        assert await store.append("doc", b"after the deletion") == 1
+        await until(lambda: bool(heard.gaps))
+        assert heard.gaps == [("doc", 5)]
+        assert len(heard.updates["doc"]) == 5  # nothing taken for what was delivered
+    finally:
+        await watcher.stop()
+        await store.stop()
+        await raw.aclose()
+        redis.stop()
