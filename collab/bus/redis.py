@@ -208,13 +208,15 @@ class RedisBus:
             self._generation = await self._read_generation()
             self._feed_cursor = await self._feed_head()
             self._feed_mark = None
+            # healthy from its first beat on: its key says so (``collab cluster status``)
+            self._healthy = True
             await self._claim()
             await self.nodes()
         except BaseException:  # not started: nothing is left open
+            self._healthy = False
             await self._client.aclose()
             self._client = None
             raise
-        self._healthy = True
         self._running = True
         for doc_id, watch in self._watches.items():  # watched before the start
             self._join(doc_id, watch)

@@ -90,3 +90,18 @@ async def test_a_node_listed_between_two_beats_is_reported_gone(
         assert heard.gone == ["b"]
     finally:
         await watcher.stop()
+
+
+async def test_a_node_is_described_healthy_from_its_first_beat(
+    redis_server: RedisProcess, client: Redis
+) -> None:
+    """Its key, written at start, says the node is healthy (``collab cluster status`` showed
+    a node that just started as degraded until its next beat)."""
+    a = RedisBus(redis_server.url, "a", prefix=PREFIX, heartbeat_s=60.0)
+    a.describe = lambda: {"healthy": a.healthy}
+    await a.start()
+    try:
+        found = await read_nodes(client, RedisKeys(PREFIX))
+        assert found["a"]["healthy"] is True
+    finally:
+        await a.stop()
