@@ -41,12 +41,15 @@ def _free_port() -> int:
 class RedisProcess:
     """One ``redis-server`` child process; ``url`` names it for redis-py."""
 
-    def __init__(self, directory: Path, *, appendfsync: str = "always") -> None:
+    def __init__(
+        self, directory: Path, *, appendfsync: str = "always", extra: tuple[str, ...] = ()
+    ) -> None:
         self.binary = require_redis()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.appendfsync = appendfsync
+        self.extra = extra  # more of redis-server's options
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,6 +75,7 @@ class RedisProcess:
             "no",
             "--logfile",
             str(self.directory / "redis.log"),
+            *self.extra,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

@@ -16,7 +16,9 @@ batch per round trip (a pipeline), so appends are written in the order they were
 Durability: an append is done once Redis has answered it. With ``appendonly yes`` and
 ``appendfsync always`` Redis answers a write only after its append-only file is fsynced, so
 an acknowledged update survives a crash of Redis as well as of every node; ``start`` reads
-the two settings and logs a warning when they promise less (``durable_config``).
+the two settings and logs a warning when they promise less (``durable_config``), and one
+when Redis may evict keys (``maxmemory-policy`` other than ``noeviction``: an evicted key is
+lost data).
 """
 
 from __future__ import annotations
@@ -196,6 +198,14 @@ class RedisStore(Lifecycle):
                 "if Redis crashes",
                 self.url,
             )
+        policy = await self._read_eviction()
+        if policy not in (None, "noeviction"):
+            log.warning(
+                "Redis at %s may evict keys when it is full (maxmemory-policy %s): an evicted "
+                "document is lost data; set maxmemory-policy noeviction",
+                self.url,
+                policy,
+            )
         self._wake = asyncio.Event()
         self._running = True
         self._writer = asyncio.create_task(self._write_loop(), name="redis-store-writer")
@@ -208,6 +218,16 @@ class RedisStore(Lifecycle):
         except ResponseError:  # CONFIG is often disabled on managed Redis
             return None
         return bool(only.get("appendonly") == "yes" and fsync.get("appendfsync") == "always")
+
+    async def _read_eviction(self) -> str | None:
+        """Redis's ``maxmemory-policy`` (``None``: it could not be read)."""
+        assert self._client is not None
+        try:
+            found = await self._client.config_get("maxmemory-policy")
+        except ResponseError:  # CONFIG is often disabled on managed Redis
+            return None
+        policy = found.get("maxmemory-policy")
+        return None if policy is None else str(policy)
 
     async def stop(self) -> None:
         if not self._running:

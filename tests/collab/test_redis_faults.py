@@ -582,3 +582,27 @@ async def test_a_document_whose_seqs_went_back_is_reloaded(tmp_path: pathlib.Pat
         await store.stop()
         await raw.aclose()
         redis.stop()
+
+
+async def test_a_store_on_a_redis_that_may_evict_keys_says_so(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = RedisProcess(tmp_path / "redis", extra=("--maxmemory-policy", "allkeys-lru"))
+    redis.start()
+    try:
+        store = RedisStore(redis.url)
+        await store.start()
+        assert "maxmemory-policy allkeys-lru" in caplog.text
+        await store.stop()
+    finally:
+        redis.stop()
+    caplog.clear()
+    redis = RedisProcess(tmp_path / "redis-kept")
+    redis.start()
+    try:
+        store = RedisStore(redis.url)
+        await store.start()
+        assert "maxmemory-policy" not in caplog.text  # noeviction, Redis's default
+        await store.stop()
+    finally:
+        redis.stop()
