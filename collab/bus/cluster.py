@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from collab.bus.keys import DEFAULT_PREFIX
+from collab.bus.nodes import read_nodes
 from collab.bus.redis import RedisBus
 from collab.bus.redis_lease import RedisLeases
 from collab.store.redis_store import WRITE_TIMEOUT, RedisStore
@@ -67,6 +68,16 @@ class Cluster:
     async def stop(self) -> None:
         await self.bus.stop()
         await self._client.aclose()
+
+    async def open_elsewhere(self, branch: str) -> list[str]:
+        """The other nodes alive whose description lists ``branch`` (``repo/branch``) among
+        the branches they have open documents of (as of their last beat)."""
+        found = await read_nodes(self._client, self.bus.keys)
+        return sorted(
+            node
+            for node, about in found.items()
+            if node != self.node_id and branch in (about.get("open") or [])
+        )
 
     async def status(self) -> dict[str, object]:
         """The nodes alive and whether this one reaches Redis (for ``/healthz``): answered

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dulwich.refs import Ref
@@ -66,6 +67,8 @@ class Branches:
         # (repo, user) whose own branch is known to exist, most recent last; bounded
         self._joined: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.open_elsewhere: Callable[[str, str], Awaitable[list[str]]] | None = None
+        """In a cluster: the other nodes where documents of ``(repo, branch)`` are open."""
         rooms.on_join.append(self._on_join)
         rooms.on_leave.append(self._on_leave)
 
@@ -354,6 +357,11 @@ class Branches:
         prefix = f"{repo}/{name}:"
         if any(room.attached for room in self.rooms.loaded(prefix)):
             raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} has open documents")
+        if self.open_elsewhere is not None and (nodes := await self.open_elsewhere(repo, name)):
+            raise ProtocolError(
+                ErrorCode.CONFLICT,
+                f"{name!r} has open documents (on node {', '.join(nodes)})",
+            )
         head = await self.head(repo, name)
         sync = self.git.branches.get((repo, name))
         if sync is not None:

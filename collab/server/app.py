@@ -166,6 +166,11 @@ class CollabServer(Lifecycle):
         )
         self.services.append(self.git)
         self.branches = Branches(self.repos, self.rooms, self.store, self.git, self.events)
+        if self.cluster is not None:  # a branch open on another node is not deleted either
+            cluster = self.cluster
+            self.branches.open_elsewhere = lambda repo, name: cluster.open_elsewhere(
+                f"{repo}/{name}"
+            )
         self.services.append(self.branches)  # stopped before the git work's final commits
         self.merges = Merges(self.repos, self.branches)
         register_git_ops(self.ops, self.branches, self.merges, self.events)
@@ -311,6 +316,10 @@ class CollabServer(Lifecycle):
             "port": self.port,
             "healthy": self.cluster is not None and self.cluster.bus.healthy,
             "workers": 0 if self.cluster_jobs is None else self.cluster_jobs.slots(),
+            # the branches with open documents here: another node refuses to delete them
+            "open": sorted(
+                {room.key.partition(":")[0] for room in self.rooms.loaded() if room.attached}
+            ),
         }
 
     async def _health(self, request: web.Request) -> web.Response:

@@ -421,6 +421,34 @@ async def test_a_documents_keys_deleted_mid_run_lose_and_double_nothing(
             await client.close()
 
 
+async def test_a_branch_open_on_another_node_is_not_deleted(nodes: Nodes, repos: Path) -> None:
+    """As on one node, ``branch.delete`` is refused (CONFLICT) while a document of the branch
+    is open, wherever it is open; once it is closed everywhere, the branch is deleted."""
+    here, there = nodes.nodes[0], nodes.nodes[1]
+    async with Client(here.url, user="admin") as admin, Client(there.url, user="ed") as ed:
+        topic = await admin.fork("demo", "main", "topic")
+        doc = await ed.open(f"demo/{topic}:README.md")
+        doc.insert(0, "typed on the other node;")
+        await ed.flush()
+        await asyncio.sleep(1.5)  # the other node's key has been renewed since it opened
+        with pytest.raises(ClientError) as refused:
+            await admin.call("branch.delete", repo="demo", name=topic)
+        assert refused.value.code == ErrorCode.CONFLICT
+        assert "open documents" in refused.value.message
+        assert "typed on the other node;" in str(doc)
+        await doc.close()  # closed on the other node: it unloads after its grace
+
+        async def deleted() -> bool:
+            try:
+                await admin.call("branch.delete", repo="demo", name=topic)
+            except ClientError as exc:
+                assert exc.code == ErrorCode.CONFLICT
+                return False
+            return True
+
+        await eventually(deleted, 15, "the branch to be deleted once closed everywhere")
+
+
 async def test_a_commit_asked_for_while_redis_is_paused_answers_without_waiting_for_it(
     nodes: Nodes, repos: Path, redis: RedisProcess
 ) -> None:
