@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 from redisproc import RedisProcess
 
 
@@ -29,3 +30,14 @@ def redis_process(tmp_path: pathlib.Path) -> Iterator[RedisProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisProcess) -> AsyncIterator[Redis]:
+    """A client of the module's ``redis_server``, emptied first."""
+    made = Redis.from_url(redis_server.url)
+    await made.flushdb()
+    try:
+        yield made
+    finally:
+        await made.aclose()

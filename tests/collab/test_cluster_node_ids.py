@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from buslistener import Heard
+from gitcli import until
 from redis.asyncio import Redis
 from redisproc import RedisProcess
 from serverproc import ServerProcess
@@ -27,25 +27,6 @@ ROOM = "demo/main:README.md"
 PREFIX = "ids:"
 
 
-async def until(check: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"did not happen within {timeout} s: {what}")
-
-
-@pytest.fixture
-async def client(redis_server: RedisProcess) -> AsyncIterator[Redis]:
-    made = Redis.from_url(redis_server.url)
-    await made.flushdb()
-    try:
-        yield made
-    finally:
-        await made.aclose()
-
-
 def node(
     repos: Path, tmp_path: Path, redis: RedisProcess, name: str, node_id: str
 ) -> ServerProcess:
@@ -56,7 +37,7 @@ def node(
 
 
 async def test_a_second_process_with_a_nodes_id_refuses_to_start(
-    repos: Path, tmp_path: Path, redis_server: RedisProcess, client: Redis
+    repos: Path, tmp_path: Path, redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     first = node(repos, tmp_path, redis_server, "first", "web")
     second = node(repos, tmp_path, redis_server, "second", "web")
@@ -78,7 +59,7 @@ async def test_a_second_process_with_a_nodes_id_refuses_to_start(
 
 
 async def test_a_node_killed_and_restarted_at_once_starts_and_its_old_cursors_go(
-    repos: Path, tmp_path: Path, redis_server: RedisProcess, client: Redis
+    repos: Path, tmp_path: Path, redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     victim = node(repos, tmp_path, redis_server, "victim", "n0")
     other = node(repos, tmp_path, redis_server, "other", "n1")
@@ -105,7 +86,7 @@ async def test_a_node_killed_and_restarted_at_once_starts_and_its_old_cursors_go
 
 
 async def test_a_node_whose_id_another_process_took_while_it_was_paused_stops(
-    repos: Path, tmp_path: Path, redis_server: RedisProcess, client: Redis
+    repos: Path, tmp_path: Path, redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     paused = node(repos, tmp_path, redis_server, "paused", "web")
     successor = node(repos, tmp_path, redis_server, "successor", "web")
@@ -121,7 +102,7 @@ async def test_a_node_whose_id_another_process_took_while_it_was_paused_stops(
             assert await paused.proc.wait() == 2
         said = paused.log.read_text()
         assert "took node id 'web'" in said and "stops serving as 'web'" in said
-        raw = await client.get(RedisKeys().node("web"))  # the successor's key, left alone
+        raw = await redis_client.get(RedisKeys().node("web"))  # the successor's key, left alone
         assert raw is not None
         async with Client(successor.url, user="ann") as ann:
             doc = await ann.open(ROOM)
@@ -134,7 +115,7 @@ async def test_a_node_whose_id_another_process_took_while_it_was_paused_stops(
 
 
 async def test_another_processs_entries_under_the_same_node_id_are_delivered(
-    redis_server: RedisProcess, client: Redis
+    redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     """A node's own entries are the ones its own process wrote: an earlier (or displaced)
     process under the same id is another writer, whose updates the node must take."""
@@ -149,7 +130,7 @@ async def test_another_processs_entries_under_the_same_node_id_are_delivered(
         bus.watch("doc", 0, heard)
         await mine.append("doc", b"mine")
         await theirs.append("doc", b"theirs")
-        await until(lambda: bool(heard.updates.get("doc")), what="the other process's entry")
+        await until(lambda: bool(heard.updates.get("doc")), 15, "the other process's entry")
         await asyncio.sleep(0.2)
         assert heard.updates["doc"] == [(2, b"theirs")]
     finally:
@@ -159,17 +140,17 @@ async def test_another_processs_entries_under_the_same_node_id_are_delivered(
 
 
 async def test_a_start_waits_out_a_dead_processs_key_and_refuses_a_live_ones(
-    redis_server: RedisProcess, client: Redis
+    redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     keys = RedisKeys(PREFIX)
     dead = json.dumps({"at": 0, "incarnation": "dead"})
-    await client.set(keys.node("web"), dead, px=1_000)  # a process killed a moment ago
+    await redis_client.set(keys.node("web"), dead, px=1_000)  # a process killed a moment ago
     bus = RedisBus(redis_server.url, "web", prefix=PREFIX, node_ttl_ms=1_000, heartbeat_s=0.1)
     started = asyncio.get_running_loop().time()
     await bus.start()
     try:
         assert asyncio.get_running_loop().time() - started < 2.0
-        about = json.loads(await client.get(keys.node("web")) or b"{}")
+        about = json.loads(await redis_client.get(keys.node("web")) or b"{}")
         assert about["incarnation"] == bus.incarnation
         twin = RedisBus(redis_server.url, "web", prefix=PREFIX, node_ttl_ms=1_000)
         with pytest.raises(NodeIdTaken, match="'web'"):
@@ -177,11 +158,11 @@ async def test_a_start_waits_out_a_dead_processs_key_and_refuses_a_live_ones(
         assert not twin.healthy
     finally:
         await bus.stop()
-    assert await client.get(keys.node("web")) is None
+    assert await redis_client.get(keys.node("web")) is None
 
 
 async def test_a_node_seen_with_another_incarnation_is_reported_gone_once(
-    redis_server: RedisProcess, client: Redis
+    redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     """The cursors relayed by a node's previous process go when a new process under its id
     is seen, by its key or by its first awareness message, whichever comes first; that new
@@ -189,25 +170,25 @@ async def test_a_node_seen_with_another_incarnation_is_reported_gone_once(
     keys = RedisKeys(PREFIX)
     watcher = RedisBus(redis_server.url, "b", prefix=PREFIX, heartbeat_s=0.1)
     heard = Heard()
-    await client.set(keys.node("a"), json.dumps({"incarnation": "aaaa"}), px=60_000)
+    await redis_client.set(keys.node("a"), json.dumps({"incarnation": "aaaa"}), px=60_000)
     await watcher.start()
     watcher.watch("doc", 0, heard)
     try:
         while not heard.awareness:  # until the watcher's subscription is in place
-            await client.publish(keys.awareness("doc"), b"a#aaaa\0cursor 1")
+            await redis_client.publish(keys.awareness("doc"), b"a#aaaa\0cursor 1")
             await asyncio.sleep(0.05)
         heard.awareness.clear()
         # restarted: its first message comes before any beat of the watcher sees its key
-        await client.publish(keys.awareness("doc"), b"a#bbbb\0cursor 2")
-        await until(lambda: len(heard.awareness) == 1, what="the second cursor")
+        await redis_client.publish(keys.awareness("doc"), b"a#bbbb\0cursor 2")
+        await until(lambda: len(heard.awareness) == 1, 15, "the second cursor")
         assert heard.gone == ["a"]
         await asyncio.sleep(0.5)  # beats that still see the previous process's key
-        await client.publish(keys.awareness("doc"), b"a#aaaa\0a late cursor 1")
-        await client.set(keys.node("a"), json.dumps({"incarnation": "bbbb"}), px=60_000)
+        await redis_client.publish(keys.awareness("doc"), b"a#aaaa\0a late cursor 1")
+        await redis_client.set(keys.node("a"), json.dumps({"incarnation": "bbbb"}), px=60_000)
         await asyncio.sleep(0.5)  # beats that see the key of the same new process
         assert heard.gone == ["a"]
-        await client.set(keys.node("a"), json.dumps({"incarnation": "cccc"}), px=60_000)
-        await until(lambda: len(heard.gone) == 2, what="the third process seen by its key")
+        await redis_client.set(keys.node("a"), json.dumps({"incarnation": "cccc"}), px=60_000)
+        await until(lambda: len(heard.gone) == 2, 15, "the third process seen by its key")
         assert heard.awareness == [("doc", "a", b"cursor 2")]
     finally:
         await watcher.stop()

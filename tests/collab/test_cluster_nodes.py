@@ -5,10 +5,9 @@ alive only once, between two beats of a watcher, reported gone all the same."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
-import pytest
 from buslistener import Heard
+from gitcli import until
 from redis.asyncio import Redis
 from redisproc import RedisProcess
 
@@ -20,35 +19,16 @@ from collab.cli.cluster_commands import cluster_status
 PREFIX = "n:"
 
 
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"did not happen within {timeout} s")
-
-
-@pytest.fixture
-async def client(redis_server: RedisProcess) -> AsyncIterator[Redis]:
-    made = Redis.from_url(redis_server.url)
-    await made.flushdb()
-    try:
-        yield made
-    finally:
-        await made.aclose()
-
-
 async def test_each_live_node_is_read_with_its_description(
-    redis_server: RedisProcess, client: Redis
+    redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     a = RedisBus(redis_server.url, "a", prefix=PREFIX)
     a.describe = lambda: {"rooms": 3, "workers": 2}
     await a.start()
     keys = RedisKeys(PREFIX)
-    await client.set(keys.node("garbled"), b"not json", px=60_000)
+    await redis_client.set(keys.node("garbled"), b"not json", px=60_000)
     try:
-        found = await read_nodes(client, keys)
+        found = await read_nodes(redis_client, keys)
         assert sorted(found) == ["a", "garbled"]
         assert found["a"]["rooms"] == 3 and found["a"]["workers"] == 2
         assert found["garbled"] == {}  # a value that says nothing leaves the node listed
@@ -57,11 +37,11 @@ async def test_each_live_node_is_read_with_its_description(
         assert status["nodes"][0]["rooms"] == 3
     finally:
         await a.stop()
-    assert sorted(await read_nodes(client, keys)) == ["garbled"]  # a stopped node is gone
+    assert sorted(await read_nodes(redis_client, keys)) == ["garbled"]  # a stopped node is gone
 
 
 async def test_a_node_listed_between_two_beats_is_reported_gone(
-    redis_server: RedisProcess, client: Redis
+    redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     watcher = RedisBus(redis_server.url, "a", prefix=PREFIX, heartbeat_s=1.0)
     beats = 0
@@ -82,9 +62,9 @@ async def test_a_node_listed_between_two_beats_is_reported_gone(
         # node b's key, as its start writes it and its stop deletes it (a real node's start
         # and stop may outlast a beat on a loaded machine)
         brief = RedisKeys(PREFIX).node("b")
-        await client.set(brief, b"{}", px=60_000)
+        await redis_client.set(brief, b"{}", px=60_000)
         assert await watcher.nodes() == ["a", "b"]  # asked between two beats (`/healthz`)
-        await client.delete(brief)
+        await redis_client.delete(brief)
         assert beats == seen + 1, "a beat came between: the test proves nothing"
         await until(lambda: "b" in heard.gone)
         assert heard.gone == ["b"]
@@ -93,7 +73,7 @@ async def test_a_node_listed_between_two_beats_is_reported_gone(
 
 
 async def test_a_node_is_described_healthy_from_its_first_beat(
-    redis_server: RedisProcess, client: Redis
+    redis_server: RedisProcess, redis_client: Redis
 ) -> None:
     """Its key, written at start, says the node is healthy (``collab cluster status`` showed
     a node that just started as degraded until its next beat)."""
@@ -101,7 +81,7 @@ async def test_a_node_is_described_healthy_from_its_first_beat(
     a.describe = lambda: {"healthy": a.healthy}
     await a.start()
     try:
-        found = await read_nodes(client, RedisKeys(PREFIX))
+        found = await read_nodes(redis_client, RedisKeys(PREFIX))
         assert found["a"]["healthy"] is True
     finally:
         await a.stop()
