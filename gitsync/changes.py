@@ -11,12 +11,34 @@ from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, ObjectID, SubmoduleEncountered
 from dulwich.repo import Repo
 
-__all__ = ["FileChange", "changed_files", "is_text", "not_text_at", "read_blob"]
+__all__ = [
+    "FileChange",
+    "changed_files",
+    "git_path",
+    "is_text",
+    "not_text_at",
+    "read_blob",
+    "shown_path",
+]
+
+
+def git_path(path: str) -> bytes:
+    """The bytes git holds for ``path``. A path read from a tree is decoded from UTF-8 with
+    ``surrogateescape``: a name that is not UTF-8 (git takes any bytes) comes back as it was.
+    Such a path is never a live document's (a document id is valid Unicode)."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def shown_path(path: str) -> str:
+    """``path`` as valid Unicode, for messages and replies: each byte of a name that is not
+    UTF-8 is written ``\\xNN`` (``caf\\xe9.bin``)."""
+    return git_path(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True, slots=True)
 class FileChange:
-    """``path`` went from ``old`` to ``new`` (``None``: absent, or not a regular file)."""
+    """``path`` went from ``old`` to ``new`` (``None``: absent, or not a regular file).
+    ``path`` is decoded as :func:`git_path` says: it may name a file that is not UTF-8."""
 
     path: str
     old: bytes | None
@@ -72,7 +94,7 @@ def read_blob(repo: Repo, commit: bytes, path: str) -> bytes | None:
     tree = _tree(repo, commit)
     assert tree is not None
     try:
-        mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, path.encode())
+        mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, git_path(path))
     except (KeyError, NotTreeError, SubmoduleEncountered):  # absent, or below a file
         return None
     return _blob(repo, mode, sha)
@@ -87,7 +109,7 @@ def not_text_at(repo: Repo, commit: bytes, paths: list[str]) -> set[str]:
     found = set()
     for path in paths:
         try:
-            mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, path.encode())
+            mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, git_path(path))
         except KeyError:
             continue  # nothing there: the file was deleted
         except (NotTreeError, SubmoduleEncountered):

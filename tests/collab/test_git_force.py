@@ -387,3 +387,47 @@ async def test_a_commit_that_meets_a_move_making_its_file_no_text_leaves_the_mov
     assert head(repos, "main") == moved
     git_fsck = run_git(repos / "demo", "fsck", "--full", "--strict")
     assert "error" not in git_fsck.stderr
+
+
+async def test_files_whose_names_are_not_utf8_are_carried_and_block_nothing(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """git takes any bytes as a file name: a push adding or deleting files whose names are
+    not UTF-8 (latin-1 ``café``) is merged like any other, and the branch's live documents
+    go on being committed and opened."""
+    latin1 = os.fsdecode(b"caf\xe9")
+    work = await clone(server, tmp_path)
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        doc.insert(0, "first\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        await git(work, "pull", "-q", "--ff-only")
+        (work / f"{latin1}.bin").write_bytes(b"\x00\x01binary")
+        (work / f"{latin1}.txt").write_bytes(b"text\n")
+        await git(work, "add", "-A")
+        await git(work, "commit", "-qm", "latin-1 names")
+        await git(work, "push", "-q", "origin", "main")
+        pushed = run_git(work, "rev-parse", "HEAD").stdout.strip()
+        app = await bob.open("demo/main:src/app.py")  # the branch's documents open
+        doc.insert(0, "second\n")
+        await bob.flush()
+        after = await bob.commit("demo", "main")
+        assert file_at(repos, after, "README.md").startswith("second\nfirst\n")
+        assert run_git(repos / "demo", "merge-base", "--is-ancestor", pushed, after)
+        await git(work, "pull", "-q", "--ff-only")
+        await git(work, "rm", "-q", f"{latin1}.bin")
+        await git(work, "commit", "-qm", "one gone")
+        await git(work, "push", "-q", "origin", "main")
+        app.insert(0, "# third\n")
+        await bob.flush()
+        last = await bob.commit("demo", "main")
+        listed = subprocess.run(
+            ["git", "ls-tree", "--name-only", "-z", last],
+            cwd=repos / "demo",
+            capture_output=True,
+            check=True,
+        ).stdout.split(b"\0")
+        assert b"caf\xe9.txt" in listed and b"caf\xe9.bin" not in listed
+        assert file_at(repos, last, "src/app.py").startswith("# third\n")
+    run_git(repos / "demo", "fsck", "--strict", "--no-dangling")
