@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gitsync import Repositories
-from gitsync.changes import FileChange, is_text
+from gitsync.changes import FileChange, is_text, shown_path
 from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from gitsync.objects.commits import (
     BlobEntry,
@@ -165,7 +165,11 @@ class Merges:
                 "old": hexsha(target_was),
                 "new": hexsha(commit),
                 "cause": "merge",
-                "renamed": {f.renamed_from: f.path for f in plan.files if f.renamed_from},
+                "renamed": {
+                    shown_path(f.renamed_from): shown_path(f.path)
+                    for f in plan.files
+                    if f.renamed_from
+                },
             },
         )
         described = _describe(plan, diffs=False)
@@ -197,7 +201,9 @@ class Merges:
         if plan.conflicts and not markers:
             raise ProtocolError(
                 ErrorCode.CONFLICT,
-                "merge conflicts in " + ", ".join(plan.conflicts) + "; nothing was changed",
+                "merge conflicts in "
+                + ", ".join(map(shown_path, plan.conflicts))
+                + "; nothing was changed",
             )
         resolved = resolve_plan(plan, markers=markers)
         live = await to_sync.live_paths(resolved)
@@ -248,7 +254,7 @@ class Merges:
         message = f"Merge branch '{source}' into {branch}\n"
         if plan.conflicts:
             message += "\nConflicts left for resolution:\n" + "".join(
-                f"  {path}\n" for path in plan.conflicts
+                f"  {shown_path(path)}\n" for path in plan.conflicts
             )
         with fence_for(git, branch, grant):
             return move_as_synced(
@@ -314,17 +320,19 @@ def _check_moved(branch: str, head: bytes | None, expected: str | None) -> None:
 
 
 def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:
+    """The plan as a reply. A file name that is not UTF-8 (git takes any bytes) is given with
+    each byte that is not written ``\\xNN`` (see ``shown_path``)."""
     files = []
     for f in plan.files:
         entry: dict[str, Any] = {
-            "path": f.path,
+            "path": shown_path(f.path),
             "status": f.status,
             "binary": f.binary,
         }
         if f.renamed_from is not None:
-            entry["renamed_from"] = f.renamed_from
+            entry["renamed_from"] = shown_path(f.renamed_from)
         if diffs:
-            entry["diff"] = f.diff()[:MAX_DIFF]
+            entry["diff"] = shown_path(f.diff()[:MAX_DIFF])
         files.append(entry)
     return {
         "source": hexsha(plan.source),
@@ -332,6 +340,6 @@ def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:
         "base": hexsha(plan.base),
         "up_to_date": plan.up_to_date,
         "fast_forward": plan.fast_forward,
-        "conflicts": list(plan.conflicts),
+        "conflicts": [shown_path(path) for path in plan.conflicts],
         "files": files,
     }

@@ -209,13 +209,26 @@ class Session:
         self.send(m.Pong(ping_id))
 
     async def _call(self, call_id: int, op: str, args: dict[str, Any]) -> None:
+        """Run one call and answer it, whatever happens: an answer that cannot be encoded
+        is answered with an ``INTERNAL`` error instead."""
         try:
             value = await self.endpoint.ops.call(self.calls, op, args)
         except ProtocolError as exc:
-            self.outbox.traffic.refuse("error", exc.code)
-            self.send(m.Result(call_id, None, exc.code, exc.message))
+            self._refuse_call(call_id, exc.code, exc.message)
             return
-        self.send(m.Result(call_id, value))
+        try:
+            encoded = m.encode(m.Result(call_id, value))
+        except Exception as exc:
+            log.exception("the result of %s cannot be encoded", op)
+            self._refuse_call(call_id, ErrorCode.INTERNAL, f"{op} failed: {exc}")
+            return
+        self.outbox.put(encoded)
+
+    def _refuse_call(self, call_id: int, code: ErrorCode, message: str) -> None:
+        self.outbox.traffic.refuse("error", code)
+        # valid Unicode whatever the message holds (a name git holds that is not UTF-8)
+        shown = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        self.send(m.Result(call_id, None, code, shown))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -166,9 +166,14 @@ def _nest(changes: Mapping[str, bytes | BlobEntry | None]) -> _Changes:
     long as the replaced side only has deletions below it; otherwise ``ValueError``."""
     root: _Changes = {}
     for path, content in changes.items():
-        if validate_path(path) != path:
+        try:  # a name git holds that is not UTF-8 comes decoded with surrogateescape
+            raw = path.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise ValueError(f"path {path!r} is not valid Unicode") from None
+        shown = raw.decode("utf-8", "replace")
+        if validate_path(shown) != shown:
             raise ValueError(f"path {path!r} is not normalised")
-        *dirs, leaf = path.encode("utf-8").split(b"/")
+        *dirs, leaf = raw.split(b"/")
         node: _Changes | None = root
         for part in dirs:
             assert node is not None

@@ -4,6 +4,7 @@ merge the preview calls a fast-forward is applied as one unless a merge commit i
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -210,3 +211,50 @@ async def test_a_renamed_file_moves_on_the_target_with_its_live_edits_merged(
         head = git(demo, "rev-parse", "main").strip()
         await alice.commit("demo", "main")
         assert git(demo, "rev-parse", "main").strip() == head
+
+
+async def test_files_whose_names_are_not_utf8_are_merged_as_git_merges_them(
+    fast_server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """git takes any bytes as a file name: topic adds files named in latin-1 (``café``).
+    The preview gives their names with the bytes that are not UTF-8 written ``\\xNN``, and
+    the merge is git's, those files included."""
+    demo, work = repos / "demo", tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(demo), str(work))
+    git(work, "checkout", "-qb", "topic")
+    latin1 = os.fsdecode(b"caf\xe9")
+    (work / f"{latin1}.txt").write_bytes(b"text\n")
+    (work / f"{latin1}.bin").write_bytes(b"\x00binary\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "latin-1 names")
+    git(work, "checkout", "-q", "main")
+    (work / "README.md").write_text("# Demo, main side\n")
+    git(work, "commit", "-qam", "main side")
+    git(work, "push", "-q", "origin", "main", "topic")
+    wanted = git(demo, "merge-tree", "--write-tree", "main", "topic").split()[0]
+    async with Client(fast_server.url, user="alice") as alice:
+        await alice.open("demo/main:README.md")
+        preview = await alice.merge("demo", "topic", "main", apply=False)
+        files = {f["path"]: f for f in preview["files"]}
+        assert set(files) == {"caf\\xe9.txt", "caf\\xe9.bin"}
+        assert files["caf\\xe9.bin"]["binary"] and files["caf\\xe9.txt"]["status"] == "added"
+        assert "b/caf\\xe9.txt" in files["caf\\xe9.txt"]["diff"]
+        result = await alice.merge("demo", "topic", "main")
+        assert result["applied"] and {f["path"] for f in result["files"]} == set(files)
+    assert git(demo, "rev-parse", "main^{tree}").strip() == wanted
+    git(demo, "fsck", "--strict", "--no-dangling")
+
+
+async def test_a_call_whose_answer_cannot_be_sent_is_answered_with_an_error(
+    fast_server: CollabServer,
+) -> None:
+    async def unsendable(ctx: object, args: dict[str, object]) -> str:
+        return "caf\udce9"  # not valid Unicode: msgpack cannot encode it
+
+    fast_server.ops.register("test.unsendable", unsendable)  # type: ignore[arg-type]
+    async with Client(fast_server.url, user="alice") as alice:
+        with pytest.raises(ClientError) as refused:
+            await alice.call("test.unsendable", timeout=5.0)
+        assert refused.value.code == ErrorCode.INTERNAL
+        assert "test.unsendable" in refused.value.message
+        assert await alice.call("branch.list", repo="demo")  # the connection goes on
