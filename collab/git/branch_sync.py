@@ -148,6 +148,27 @@ class BranchSync:
 
     # -- continuous commits ------------------------------------------------------------------
 
+    def check_clash(self, path: str) -> None:
+        """Refuse (``NOT_TEXT``, as a path below a file of the branch is) to open ``path``
+        while a live document of this branch lies above it or below it (git has that one
+        as a file not yet, or it could not be open): ``notes`` and ``notes/todo.md``
+        cannot both be files."""
+        live = {key[len(self.prefix) :] for key in self.owner.rooms.keys(self.prefix)}
+        live.update(self.dirty)
+        live.discard(path)
+        above = next((p for p in _parents(path) if p in live), None)
+        if above is not None:
+            raise ProtocolError(
+                ErrorCode.NOT_TEXT,
+                f"{path} lies below {above}, a file open on {self.branch} (not committed yet)",
+            )
+        below = sorted(p for p in live if p.startswith(path + "/"))
+        if below:
+            raise ProtocolError(
+                ErrorCode.NOT_TEXT,
+                f"{path} is a directory of files open on {self.branch} ({below[0]})",
+            )
+
     def touch(self, room: Room, origin: Origin, author: Identity | None) -> None:
         """A room of this branch changed: commit after the idle time or the maximum lag."""
         self.dirty[room.doc_id.path] = room
@@ -198,16 +219,28 @@ class BranchSync:
                     break
         except Exception:
             log.exception("%s: continuous commit failed; retrying later", self.name)
-            if self.dirty and not self.owner.stopped:
-                loop = asyncio.get_running_loop()
-                self._idle = loop.call_later(max(self.owner.idle, 1.0), self._kick)
+
+    def _retry_later(self) -> None:
+        """A commit failed: what it did not take is tried again after the idle time (at
+        least a second), whoever asked for it."""
+        if self.dirty and not self.owner.stopped:
+            self._cancel_timers()
+            loop = asyncio.get_running_loop()
+            self._idle = loop.call_later(max(self.owner.idle, 1.0), self._kick)
 
     async def flush(self) -> bytes:
         """Commit every pending live change now; return the branch's synced commit.
 
         In a cluster the commit is made under the branch's lease (one node at a time, its
         ref moves fenced); while another node holds it, the edits stay pending here and the
-        commit is tried again shortly."""
+        commit is tried again shortly. If the commit fails, it is tried again later."""
+        try:
+            return await self._flush()
+        except Exception:
+            self._retry_later()
+            raise
+
+    async def _flush(self) -> bytes:
         async with self.lock:
             if self.owner.leases is None:
                 await self._commit()
@@ -353,6 +386,7 @@ class BranchSync:
                         changes[path] = str(room.text).encode("utf-8")
                         states[path] = room.doc.get_state()  # the history the text is of
                 await self._hold_shrinking(rooms, changes)
+                self._hold_clashing(changes)
                 # What is committed must be durable in the store first: a crash (a power
                 # loss) must not leave the branch with edits the store lost, and the state
                 # recorded with the commit is what a stored document must hold (its record).
@@ -453,6 +487,28 @@ class BranchSync:
                         "cause": cause,
                     },
                 )
+
+    def _hold_clashing(self, changes: dict[str, bytes]) -> None:
+        """Take out of ``changes`` the documents that lie below another one of them
+        (``notes/todo.md`` below ``notes``, neither a file in git yet): both cannot be files,
+        and one such pair must not keep the rest of the branch from being committed. The
+        one below is not committed (its text stays in its document and the store, and the
+        next start looks for it again); the rest is."""
+        written = set(changes)
+        for path in sorted(written):
+            above = next((p for p in _parents(path) if p in written), None)
+            if above is None:
+                continue
+            del changes[path]
+            self.owner.incomplete = True  # left in the store: looked for at the next start
+            log.warning(
+                "%s%s: lies below %s, which is committed as a file: its text is not "
+                "committed (move it, or empty and close %s)",
+                self.prefix,
+                path,
+                above,
+                above,
+            )
 
     async def _settle_recovered(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
         """The recovered documents in ``changes`` now match their branch: no longer held."""
@@ -747,6 +803,12 @@ class BranchSync:
             if base is not None and not is_text(base):
                 base = change.old
         return _merge_into(room, base, change.new, mark_id(head, change.path), self.fence)
+
+
+def _parents(path: str) -> list[str]:
+    """The directories ``path`` lies in: ``a/b/c`` -> ``a``, ``a/b``."""
+    parts = path.split("/")
+    return ["/".join(parts[:n]) for n in range(1, len(parts))]
 
 
 def _merge_into(
@@ -1109,6 +1171,8 @@ class GitSync:
         sync = await self.branch(doc_id.repo, doc_id.branch)
         if not sync.reconciling:
             await sync.catch_up()
+            # last, with no await after it: a document loading from now on is seen here
+            sync.check_clash(doc_id.path)
 
     def _on_room(self, room: Room) -> None:
         sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))

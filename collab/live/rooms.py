@@ -83,6 +83,11 @@ class Rooms:
         """Whether a room whose key starts with ``prefix`` is loaded or loading."""
         return any(key.startswith(prefix) for keys in (self._rooms, self._loading) for key in keys)
 
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys of the rooms loaded or loading that start with ``prefix``."""
+        both = (self._rooms, self._loading)
+        return [key for keys in both for key in keys if key.startswith(prefix)]
+
     def loaded(self, prefix: str = "") -> list[Room]:
         """The loaded rooms whose key starts with ``prefix`` (``"<repo>/<branch>:"``)."""
         return [room for key, room in self._rooms.items() if key.startswith(prefix)]

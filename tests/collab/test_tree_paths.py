@@ -9,6 +9,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,6 +18,8 @@ from servers import make_config
 from yjsclient import YjsPeer
 
 from collab import CollabServer
+from collab.client import Client, ClientError
+from collab.git.branch_sync import BranchSync
 from protocol.errors import ErrorCode
 
 SUBMODULE_COMMIT = "1f6589ec3a1ee910f9a65cc3ceac60b26677bc0e"
@@ -149,3 +152,75 @@ async def test_a_merge_that_makes_an_open_file_no_text_closes_it(tmp_path: Path)
             await peer.close()
         await asyncio.sleep(0.3)  # past the commit delay: nothing written over the merge
         assert git(bare, "rev-parse", "main^{tree}") == topic_tree
+
+
+async def test_a_new_file_and_a_new_file_below_it_are_not_both_opened(
+    tree_server: tuple[CollabServer, Path],
+) -> None:
+    """``new`` and ``new/todo.md``, neither in git: both cannot be files. Whichever is
+    opened second is refused with 4013, as a path below a file of the branch is, and the
+    branch goes on being committed."""
+    server, bare = tree_server
+    async with Client(server.url, user="ann") as ann:
+        notes = await ann.open("demo/main:new")
+        notes.insert(0, "ann's notes\n")
+        with pytest.raises(ClientError) as below:
+            await ann.open("demo/main:new/todo.md")
+        assert below.value.code == ErrorCode.NOT_TEXT
+        await ann.flush()
+        assert git(bare, "show", f"{await ann.commit('demo', 'main')}:new") == "ann's notes\n"
+        todo = await ann.open("demo/main:other/todo.md")
+        todo.insert(0, "todo\n")
+        with pytest.raises(ClientError) as above:
+            await ann.open("demo/main:other")
+        assert above.value.code == ErrorCode.NOT_TEXT
+        await ann.flush()
+        head = await ann.commit("demo", "main")
+        assert git(bare, "show", f"{head}:other/todo.md") == "todo\n"
+
+
+async def test_one_clash_does_not_keep_the_rest_of_the_branch_from_being_committed(
+    tree_server: tuple[CollabServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live documents at ``new`` and ``new/todo.md`` (stored before opening one was
+    refused, say): the one below is not committed, everything else is."""
+    server, bare = tree_server
+    monkeypatch.setattr(BranchSync, "check_clash", lambda self, path: None, raising=False)
+    async with Client(server.url, user="ann") as ann:
+        for doc_id, text in [("new", "notes\n"), ("new/todo.md", "todo\n"), ("file.txt", "")]:
+            doc = await ann.open(f"demo/main:{doc_id}")
+            doc.insert(0, text or "edited ")
+        await ann.flush()
+        head = await ann.commit("demo", "main")
+    assert git(bare, "show", f"{head}:new") == "notes\n"
+    assert git(bare, "show", f"{head}:file.txt") == "edited a file\n"
+    assert server.git.incomplete  # left in the store: looked for at the next start
+
+
+async def test_a_flush_that_fails_leaves_the_commit_to_be_tried_again(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A commit asked for (by ``branch.join``, a merge, an unload) that fails is tried
+    again later, as a continuous commit that fails is, with no keystroke to start it."""
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=60.0)
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        doc = await ann.open("demo/main:README.md")
+        await ann.join("demo")  # her own branch exists: nothing commits main behind our back
+        sync = server.git.branches[("demo", "main")]
+        write = sync._write
+        failures = [OSError("disk full")]
+
+        def failing_write(*args: Any) -> bytes:
+            if failures:
+                raise failures.pop()
+            return write(*args)
+
+        sync._write = failing_write  # type: ignore[method-assign]
+        doc.insert(0, "typed\n")
+        await ann.flush()
+        server.git.idle = 0.1  # tried again after a second
+        with pytest.raises(OSError):
+            await sync.flush()
+        async with asyncio.timeout(5):
+            while not git(repos / "demo", "show", "main:README.md").startswith("typed\n"):
+                await asyncio.sleep(0.05)
