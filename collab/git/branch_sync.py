@@ -8,7 +8,9 @@ reason (a ``git push``, a commit by another tool) by applying the difference as 
 A move to a commit that does not descend from the one the live documents match (a force push,
 a reset) is followed too: live edits not committed yet are merged onto the new head where they
 merge cleanly, and otherwise committed on a branch of their own before the document is made
-to read as the new head.
+to read as the new head. A move that makes a file no text file (a binary file, a directory,
+a symbolic link) closes its document; its live edits not committed yet go to such a branch
+first.
 
 Which commit the live documents match is recorded in the private ref
 ``refs/collab/synced/<branch>``: it is the parent of the next continuous commit and the merge
@@ -23,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,7 +84,7 @@ if TYPE_CHECKING:
     from ..live.rooms import Rooms
     from ..store.base import Fence, Store
 
-__all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync", "LeaseBusy", "fence_for"]
+__all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync", "LeaseBusy", "Rescue", "fence_for"]
 
 log = logging.getLogger("collab.git")
 
@@ -656,22 +658,24 @@ class BranchSync:
         self.synced = old
         if old == head:  # an interrupted commit of the documents' own text: nothing to merge
             return
-        await self.retire(not_text)
+        rescue = Rescue(self, old)
+        committed = {change.path: change.old for change in changes if change.path in not_text}
+        await self.retire(not_text, committed, rescue)
         changes = [change for change in changes if change.path not in not_text]
-        rescued = None
         if forward:
             await self.merge_into_live(changes, head, interrupted)
         else:
-            rescued = await self._follow_rewrite(old, changes, head, interrupted == head)
+            await self._follow_rewrite(old, changes, head, interrupted == head, rescue)
         await self.record_taken(grant)
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
         await in_repo(self.owner.repos, self.repo, clear_merging, self.branch, head)
         self.synced = head
         log.info(
-            "%s: %s outside the engine to %s; merged",
+            "%s: %s outside the engine to %s; merged%s",
             self.name,
             "moved" if forward else "rewound",
             head[:12].decode(),
+            "" if rescue.name is None else f" (live edits it would drop kept on {rescue.name})",
         )
         event: dict[str, object] = {
             "kind": "ref",
@@ -682,28 +686,46 @@ class BranchSync:
         }
         if not forward:
             event["rewound"] = True
-            event["rescued"] = rescued
+        if not forward or rescue.name is not None:
+            event["rescued"] = rescue.name
         self.owner.events.publish(self.repo, event)
 
-    async def retire(self, paths: set[str]) -> None:
+    async def retire(
+        self,
+        paths: set[str],
+        committed: Mapping[str, bytes | None] | None = None,
+        rescue: Rescue | None = None,
+    ) -> None:
         """Close the live documents of ``paths``, which the branch no longer holds as text
         files (a push made one a symbolic link, a directory, a binary file...): their text
-        is not committed over what the push put there."""
+        is not committed over what the push put there.
+
+        With ``rescue`` and ``committed`` (each path's file at the commit the documents
+        last matched, ``rescue.base``), a loaded document whose text differs from it (live
+        edits not committed yet) is first committed by ``rescue``, on a branch of its own:
+        no live text is dropped uncommitted."""
         for path in sorted(await self.live_paths(paths)):
+            key = self.prefix + path
+            room = self.owner.rooms.get_key(key)
+            kept = None
+            if rescue is not None and committed is not None and room is not None:
+                base = (committed.get(path) or b"").decode("utf-8", "replace")
+                kept = await _keep_live(room, base, rescue)
             self.dirty.pop(path, None)
             reason = f"{path} is no longer a text file on {self.branch}"
-            await self.owner.rooms.retire(self.prefix + path, ErrorCode.NOT_TEXT, reason)
+            if kept is not None:
+                reason += f"; its live edits were kept on {kept}"
+            await self.owner.rooms.retire(key, ErrorCode.NOT_TEXT, reason)
 
     async def _follow_rewrite(
-        self, old: bytes, changes: list[FileChange], head: bytes, marked: bool
-    ) -> str | None:
+        self, old: bytes, changes: list[FileChange], head: bytes, marked: bool, rescue: Rescue
+    ) -> None:
         """The branch moved from ``old`` to a commit that does not descend from it: make each
         live document read as the new head. Pending live edits are kept where they merge
         cleanly onto it (three-way, ``old`` the base); where they do not, the live text is
-        first committed on a branch of its own, ``<branch>-rescued-<old>`` (returned), and
-        the document then reads as the new head. No live text is dropped uncommitted."""
+        first committed on a branch of its own by ``rescue`` (``<branch>-rescued-<old>``),
+        and the document then reads as the new head. No live text is dropped uncommitted."""
         live = set(await self.live_paths([change.path for change in changes]))
-        rescue = _Rescue(self, old)
         durable: list[Awaitable[None]] = []
         self.reconciling = True
         try:
@@ -724,7 +746,6 @@ class BranchSync:
             await asyncio.gather(*durable)
         finally:
             self.reconciling = False
-        return rescue.name
 
     async def record_taken(self, grant: Grant | None = None) -> None:
         """Record the state vectors of the documents a move was merged into (durable by
@@ -860,7 +881,7 @@ REWRITE_ATTEMPTS = 5
 
 
 async def _rewrite_into(
-    room: Room, change: FileChange, rescue: _Rescue, mark: int, marked: bool
+    room: Room, change: FileChange, rescue: Rescue, mark: int, marked: bool
 ) -> asyncio.Future[None]:
     """Make ``room`` read ``change.new``: live edits made since ``change.old`` are merged
     onto it if they merge cleanly, else committed by ``rescue`` first. The edit carries
@@ -888,9 +909,26 @@ async def _rewrite_into(
     return replace_text(room, theirs, origin=Origin.GIT, mark=mark, fence=fence)
 
 
-class _Rescue:
-    """Live text that a rewrite of its branch would drop, committed on a branch made for it
-    from the commit the live documents matched (the first :meth:`keep` makes it)."""
+async def _keep_live(room: Room, base: str, rescue: Rescue) -> str | None:
+    """Commit ``room``'s live text by ``rescue`` if it is not ``base`` (the text its branch
+    last took), again while it is edited meanwhile; the rescue branch, if it was needed."""
+    kept = base
+    for _attempt in range(REWRITE_ATTEMPTS):
+        live = str(room.text)
+        if live == kept:
+            break
+        await rescue.keep(room.doc_id.path, live, no_text=True)
+        kept = live
+    else:
+        if str(room.text) != kept:
+            log.warning("%s: edited while its live text was being kept; closed", room.key)
+    return None if kept == base else rescue.name
+
+
+class Rescue:
+    """Live text that a move of its branch would drop (a rewrite it does not merge onto, a
+    file made no text file), committed on a branch made for it from the commit the live
+    documents matched (the first :meth:`keep` makes it)."""
 
     def __init__(self, sync: BranchSync, base: bytes) -> None:
         self.sync = sync
@@ -898,7 +936,9 @@ class _Rescue:
         self.name: str | None = None
         self.head: bytes | None = None
 
-    async def keep(self, path: str, text: str) -> None:
+    async def keep(self, path: str, text: str, *, no_text: bool = False) -> None:
+        """Commit ``text`` as ``path`` on the rescue branch. ``no_text``: the move made
+        ``path`` no text file (else: a rewrite the text does not merge onto)."""
         sync = self.sync
         owner = sync.owner
         authors = [author_line(identity.user) for identity in sync.authors.values()]
@@ -910,10 +950,12 @@ class _Rescue:
                 name = _free_branch(repo, f"{sync.branch}-rescued-{self.base[:8].decode()}")
                 create_branch(repo, name, self.base)
                 head = self.base
-            message = (
-                f"Keep the live edits of {path}\n\n"
-                f"{sync.branch} was rewritten while they were not committed; they did not "
-                f"merge cleanly onto its new head.\n"
+            message = f"Keep the live edits of {path}\n\n" + (
+                f"{sync.branch} moved while they were not committed, to a commit where "
+                f"{path} is no text file (a binary file, a directory, a symbolic link...).\n"
+                if no_text
+                else f"{sync.branch} was rewritten while they were not committed; they did "
+                "not merge cleanly onto its new head.\n"
             )
             message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
             with contextlib.suppress(NothingToCommit):
@@ -931,9 +973,12 @@ class _Rescue:
 
         self.name, self.head = await in_repo(owner.repos, sync.repo, write)
         log.warning(
-            "%s%s: live edits that do not merge onto the rewritten branch were committed on %s",
+            "%s%s: live edits %s were committed on %s",
             sync.prefix,
             path,
+            "of a file the branch made no text file"
+            if no_text
+            else "that do not merge onto the rewritten branch",
             self.name,
         )
         owner.events.publish(

@@ -40,7 +40,7 @@ from protocol.names import validate_branch
 
 from ..live.events import hexsha
 from ..server.auth import Identity
-from .branch_sync import ENGINE_AUTHOR, BranchSync, LeaseBusy, fence_for
+from .branch_sync import ENGINE_AUTHOR, BranchSync, LeaseBusy, Rescue, fence_for
 from .branches import Branches
 from .work import in_git_thread, in_repo
 
@@ -209,7 +209,9 @@ class Merges:
         live = await to_sync.live_paths(resolved)
         changes = await in_git_thread(self.repos, _live_changes, plan, live)
         no_text = _no_text(plan, changes, resolved)
-        await to_sync.retire(no_text)
+        # (edits typed since the commit above are kept on a branch of their own)
+        committed = {change.path: change.old for change in changes}
+        await to_sync.retire(no_text, committed, Rescue(to_sync, target_head))
         changes = [change for change in changes if change.path not in no_text]
         await to_sync.merge_into_live(changes)
         await to_sync.record_taken(grant)  # before the branch moves (see synced_state)

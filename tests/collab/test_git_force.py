@@ -369,9 +369,13 @@ async def test_a_commit_that_meets_a_move_making_its_file_no_text_leaves_the_mov
     server: CollabServer, repos: Path, tmp_path: Path, change: str
 ) -> None:
     """Live text waiting to be committed when the branch moved outside the engine and made
-    its file something else: the commit meets the move, which closes the document, and
-    the retry commits nothing of it over what the move put there."""
+    its file something else: the commit meets the move, which closes the document; the
+    retry commits nothing of it over what the move put there, and the live text is kept
+    on a branch of its own (``main-rescued-<commit>``), as a rewrite's would be."""
     path = "src/app.py" if change == "link above" else "README.md"
+    synced = head(repos, "main")
+    assert synced is not None
+    before = file_at(repos, "main", path)
     async with Client(server.url, user="bob") as bob:
         other = await bob.open(
             "demo/main:src/app.py" if path == "README.md" else "demo/main:README.md"
@@ -382,7 +386,17 @@ async def test_a_commit_that_meets_a_move_making_its_file_no_text_leaves_the_mov
         await _move_outside(repos, tmp_path, change)
         moved = head(repos, "main")
         async with Client(server.url, user="carol") as carol:
+            await carol.subscribe("events.subscribe", repo="demo")
             await carol.commit("demo", "main")
+            rescued = f"main-rescued-{synced[:8]}"
+            assert file_at(repos, rescued, path) == "typed live\n" + before
+            assert run_git(repos / "demo", "merge-base", "--is-ancestor", synced, rescued)
+            async with asyncio.timeout(5):
+                while True:
+                    event = (await carol.events.get()).data
+                    if event["kind"] == "rescued":
+                        break
+            assert event["path"] == path and event["into"] == rescued
         assert bob.reconnects == 0 and str(other.text)  # only that document was closed
     assert head(repos, "main") == moved
     git_fsck = run_git(repos / "demo", "fsck", "--full", "--strict")
