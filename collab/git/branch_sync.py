@@ -43,6 +43,7 @@ from gitsync.changes import FileChange, changed_files, is_text, not_text_at, rea
 from gitsync.fence import Fenced, claim, fenced
 from gitsync.locks import STALE_AFTER
 from gitsync.merge.plan import merge_text
+from gitsync.merge.renames import RENAME_SCORE, similarity
 from gitsync.objects.commits import (
     BranchExists,
     NothingToCommit,
@@ -67,7 +68,7 @@ from gitsync.objects.synced_state import read_synced_state, record_synced_state
 from gitsync.packs.write import fsync_directory
 from gitsync.repos import is_stored
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.names import DocId
+from protocol.names import DocId, validate_path
 
 from ..bus.lease import Held
 from ..live.epochs import history_lost
@@ -139,6 +140,9 @@ class BranchSync:
         """Each document's state vector when its text was last committed or a move merged
         into it (see ``gitsync.objects.synced_state``), as recorded in the git directory."""
         self.taken: dict[str, bytes] = {}  # merged into documents, recorded before synced moves
+        self.emptied: set[str] = set()
+        """Documents the last move emptied, as it deleted (or renamed) their file: not to be
+        committed back as empty files."""
         self.reconciling = False
         self.deleting = False  # the engine is deleting the branch: do not restore it
         self._idle: asyncio.TimerHandle | None = None
@@ -418,7 +422,12 @@ class BranchSync:
                         await self._reconcile(moved.current, grant)
                     # a document the move made no text file is closed: nothing of it is
                     # committed (see retire)
-                    rooms = {path: room for path, room in rooms.items() if not room.retired}
+                    # (nor an empty file where the move deleted one)
+                    rooms = {
+                        path: room
+                        for path, room in rooms.items()
+                        if not room.retired and not (path in self.emptied and not str(room.text))
+                    }
                     continue
                 if self.owner.observe_commit is not None:
                     self.owner.observe_commit(time.perf_counter() - started)
@@ -656,14 +665,20 @@ class BranchSync:
             self.owner.repos, self.repo, read
         )
         self.synced = old
+        self.emptied = set()
         if old == head:  # an interrupted commit of the documents' own text: nothing to merge
             return
         rescue = Rescue(self, old)
         committed = {change.path: change.old for change in changes if change.path in not_text}
         await self.retire(not_text, committed, rescue)
         changes = [change for change in changes if change.path not in not_text]
+        renamed: dict[str, str] = {}
         if forward:
-            await self.merge_into_live(changes, head, interrupted)
+            moves = self._renamed_with_edits(changes)
+            moved = {change.path for gone, added, _room in moves for change in (gone, added)}
+            rest = [change for change in changes if change.path not in moved]
+            await self.merge_into_live(rest, head, interrupted)
+            renamed = await self._follow_renames(moves, head)
         else:
             await self._follow_rewrite(old, changes, head, interrupted == head, rescue)
         await self.record_taken(grant)
@@ -688,7 +703,93 @@ class BranchSync:
             event["rewound"] = True
         if not forward or rescue.name is not None:
             event["rescued"] = rescue.name
+        if renamed:
+            event["renamed"] = renamed
         self.owner.events.publish(self.repo, event)
+
+    def _renamed_with_edits(
+        self, changes: list[FileChange]
+    ) -> list[tuple[FileChange, FileChange, Room]]:
+        """The text files of ``changes`` that the move renamed (deleted, and added elsewhere
+        with 50% or more of their content, git's default rename threshold) while their
+        loaded documents hold edits not committed yet: (the deletion, the addition, the
+        document)."""
+        gone = []
+        for change in changes:
+            room = self.owner.rooms.get_key(self.prefix + change.path)
+            if (
+                room is not None
+                and change.new is None
+                and change.old is not None
+                and is_text(change.old)
+                and str(room.text).encode("utf-8") != change.old
+            ):
+                gone.append((change, room))
+        added = [
+            change
+            for change in changes
+            if change.old is None
+            and change.new
+            and is_text(change.new)
+            and _names_a_document(change.path)
+        ]
+        pairs = []
+        for change, room in gone:
+            assert change.old is not None
+            scored = [(similarity(change.old, a.new or b""), a.path, a) for a in added]
+            best = max(scored, default=None, key=lambda item: item[:2])
+            if best is not None and best[0] >= RENAME_SCORE:
+                pairs.append((change, best[2], room))
+                added.remove(best[2])
+        return pairs
+
+    async def _follow_renames(
+        self, moves: list[tuple[FileChange, FileChange, Room]], head: bytes
+    ) -> dict[str, str]:
+        """Carry the live edits of each renamed file to its new path, as ``git merge`` does:
+        they are merged (three-way, the old file the base) into the file the move put at
+        the new path, whose document gets the result, and the old path's document is
+        emptied (the file is gone there). Returns the old paths and the new."""
+        renamed: dict[str, str] = {}
+        durable: list[Awaitable[None]] = []
+        self.reconciling = True
+        try:
+            for gone, added, old_room in moves:
+                assert gone.old is not None and added.new is not None
+                base, theirs = gone.old.decode("utf-8"), added.new.decode("utf-8")
+                merged, conflicted = merge_text(base, str(old_room.text), theirs)
+                doc_id = DocId.parse(self.prefix + added.path)
+                if conflicted:
+                    log.warning(
+                        "%s: renamed to %s by the move; its live edits conflict, markers written",
+                        old_room.key,
+                        added.path,
+                    )
+                self.check_lease()
+                async with self.owner.rooms.borrow(doc_id) as new_room:
+                    mark = mark_id(head, added.path)
+                    durable.append(
+                        _merge_into(new_room, added.new, merged.encode(), mark, self.fence)
+                    )
+                    self.taken[added.path] = new_room.doc.get_state()
+                durable.append(
+                    replace_text(
+                        old_room,
+                        "",
+                        origin=Origin.GIT,
+                        mark=mark_id(head, gone.path),
+                        fence=self.fence,
+                    )
+                )
+                self.taken[gone.path] = old_room.doc.get_state()
+                self.dirty.pop(gone.path, None)  # deleted: no commit brings it back empty
+                self.emptied.add(gone.path)
+                renamed[gone.path] = added.path
+                log.info("%s: renamed to %s; live edits carried there", old_room.key, added.path)
+            await asyncio.gather(*durable)
+        finally:
+            self.reconciling = False
+        return renamed
 
     async def retire(
         self,
@@ -807,6 +908,8 @@ class BranchSync:
                 emptied = self.dirty.get(change.path)
                 if change.new is None and emptied is not None and not str(emptied.text):
                     del self.dirty[change.path]  # deleted: no commit brings it back empty
+                if change.new is None:
+                    self.emptied.add(change.path)
             await asyncio.gather(*durable)
         finally:
             self.reconciling = False
@@ -824,6 +927,14 @@ class BranchSync:
             if base is not None and not is_text(base):
                 base = change.old
         return _merge_into(room, base, change.new, mark_id(head, change.path), self.fence)
+
+
+def _names_a_document(path: str) -> bool:
+    """Whether ``path`` (read from git) can be a live document's."""
+    try:
+        return validate_path(path) == path
+    except ProtocolError:
+        return False
 
 
 def _parents(path: str) -> list[str]:

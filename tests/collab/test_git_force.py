@@ -445,3 +445,41 @@ async def test_files_whose_names_are_not_utf8_are_carried_and_block_nothing(
         assert b"caf\xe9.txt" in listed and b"caf\xe9.bin" not in listed
         assert file_at(repos, last, "src/app.py").startswith("# third\n")
     run_git(repos / "demo", "fsck", "--strict", "--no-dangling")
+
+
+async def test_a_move_renaming_a_file_carries_its_live_edits_to_the_new_path(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """A move of the branch outside the engine renames (and edits) a file whose document
+    holds edits not committed yet: as ``git merge`` would, the edits are merged into the
+    file at its new path, which keeps its mode, and the old path is gone."""
+    work = tmp_path / "outside"
+    await git(tmp_path, "clone", "-q", str(repos / "demo"), str(work))
+    lines = "".join(f"line {n}\n" for n in range(1, 21))
+    (work / "src" / "story.txt").write_text(lines)
+    (work / "src" / "story.txt").chmod(0o755)
+    await git(work, "add", "-A")
+    await git(work, "commit", "-qm", "a story")
+    await git(work, "push", "-q", "origin", "HEAD:main")
+    async with Client(server.url, user="bob") as bob:
+        await bob.join("demo")  # his own branch exists: nothing commits main behind our back
+        await bob.subscribe("events.subscribe", repo="demo")
+        doc = await bob.open("demo/main:src/story.txt")
+        doc.insert(0, "typed live\n")
+        await bob.flush()  # durable, not committed yet
+        await git(work, "mv", "src/story.txt", "src/tale.txt")
+        (work / "src" / "tale.txt").write_text(lines.replace("line 20", "line 20, pushed"))
+        await git(work, "commit", "-qam", "renamed")
+        await git(work, "push", "-q", "origin", "HEAD:main")
+        after = await bob.commit("demo", "main")
+        assert str(doc.text) == ""
+        tale = file_at(repos, after, "src/tale.txt")
+        assert tale == "typed live\n" + lines.replace("line 20", "line 20, pushed")
+        tree = run_git(repos / "demo", "ls-tree", "-r", after, "src").stdout
+        assert "src/story.txt" not in tree and "100755 blob" in tree
+        async with asyncio.timeout(5):
+            while True:
+                event = (await bob.events.get()).data
+                if event["kind"] == "ref" and event.get("cause") == "external":
+                    break
+        assert event["renamed"] == {"src/story.txt": "src/tale.txt"}
