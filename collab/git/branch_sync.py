@@ -675,7 +675,9 @@ class BranchSync:
         renamed: dict[str, str] = {}
         if forward:
             moves = self._renamed_with_edits(changes)
-            moved = {change.path for gone, added, _room in moves for change in (gone, added)}
+            # the new path's change is merged as any other (into its document, if it has
+            # one), then the old path's live edits on top of it
+            moved = {gone.path for gone, _added, _room in moves}
             rest = [change for change in changes if change.path not in moved]
             await self.merge_into_live(rest, head, interrupted)
             renamed = await self._follow_renames(moves, head)
