@@ -46,11 +46,19 @@ WRITE_TIMEOUT = 5.0
 
 log = logging.getLogger("collab.store")
 
-# KEYS: log, seq, docs, feed, feed seq. ARGV: update, node, doc id, crc, feed length.
-# A counter behind the log's end (its key alone was deleted, or evicted) is set past it: the
-# seqs go on from the log's. An entry the log refuses otherwise leaves the counter as it was.
+# KEYS: log, seq, docs, feed, feed seq, snapshot. ARGV: update, node, doc id, crc, feed
+# length. A counter behind the log's end (its key alone was deleted, or evicted) is set past
+# it: the seqs go on from the log's; one at or behind the snapshot's seq (the log and the
+# counter lost, the snapshot kept) goes on from the snapshot's, since a seq it covers would
+# be taken for one compacted into it. An entry the log refuses otherwise leaves the counter
+# as it was.
 _APPEND = """
 local n = redis.call('INCR', KEYS[2])
+local snap = tonumber(redis.call('HGET', KEYS[6], 'seq') or '0')
+if n <= snap then
+  n = snap + 1
+  redis.call('SET', KEYS[2], n)
+end
 local added = redis.pcall('XADD', KEYS[1], '0-' .. n, 'u', ARGV[1], 'n', ARGV[2], 'c', ARGV[4])
 if type(added) == 'table' and added.err then
   local last = nil
@@ -80,8 +88,8 @@ return n
 # The same under a lease: KEYS then the lease's key, ARGV then its holder ("node token").
 _APPEND_FENCED = (
     """
-if redis.call('GET', KEYS[6]) ~= ARGV[6] then
-  return redis.error_reply('fence: the lease ' .. KEYS[6] .. ' is no longer ' .. ARGV[6])
+if redis.call('GET', KEYS[7]) ~= ARGV[6] then
+  return redis.error_reply('fence: the lease ' .. KEYS[7] .. ' is no longer ' .. ARGV[6])
 end
 """
     + _APPEND
@@ -373,7 +381,7 @@ class RedisStore(Lifecycle):
         (the keys of ``collab.bus.redis_lease``, under the same prefix), else ``FenceLost``."""
         data = bytes(update)
         keys = [self.keys_.log(doc_id), self.keys_.seq(doc_id), self.keys_.docs]
-        keys += [self.keys_.feed, self.keys_.feed_seq]
+        keys += [self.keys_.feed, self.keys_.feed_seq, self.keys_.snapshot(doc_id)]
         args: list[Any] = [data, self.node_id, doc_id, zlib.crc32(data), self.feed_length]
         if fence is None:
             return self._submit("append", keys, args, int)

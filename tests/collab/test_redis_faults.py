@@ -606,3 +606,33 @@ async def test_a_store_on_a_redis_that_may_evict_keys_says_so(
         await store.stop()
     finally:
         redis.stop()
+
+
+async def test_an_append_after_a_compacted_documents_log_and_counter_were_lost_goes_past_its_snapshot(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A compacted document whose log and seq counter were deleted (or evicted) while its
+    snapshot stayed: the next append goes on past the snapshot's seq. A seq at or below it
+    would be taken for one the snapshot covers: a node loading the document again would
+    find the log "compacted past" its cursor and reload it over and over, each time writing
+    its whole state back, and compactions would be refused as behind the snapshot."""
+    from redis.asyncio import Redis
+
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    raw = Redis.from_url(redis.url)
+    store = RedisStore(redis.url, node_id="a")
+    try:
+        await store.start()
+        assert [await store.append("doc", b"u%d" % i) for i in range(5)] == [1, 2, 3, 4, 5]
+        await store.compact("doc", b"snapshot", 5)
+        await raw.delete(store.keys_.log("doc"), store.keys_.seq("doc"))
+        assert await store.append("doc", b"after") == 6
+        stored = await store.load("doc")
+        assert stored is not None and stored.snapshot_seq == 5
+        assert [seq for seq, _u in stored.updates] == [6] and stored.last_seq == 6
+        await store.compact("doc", b"snapshot 2", 6)  # not behind the snapshot
+    finally:
+        await store.stop()
+        await raw.aclose()
+        redis.stop()
