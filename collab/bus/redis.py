@@ -571,6 +571,11 @@ class RedisBus:
         if author == self._own:
             return
         node_id, incarnation = split_author(author.decode())
+        if node_id == self.node_id:
+            # another process under this node's id (one this one displaced, or that
+            # displaced it): its peers are not a remote node's, and this node's own id is
+            # never reported gone to it, so their cursors would stay
+            return
         if not self._note(node_id, incarnation):
             return  # a process that another one under its id replaced
         watch = self._watches.get(doc_id)

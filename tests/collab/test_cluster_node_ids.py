@@ -192,3 +192,29 @@ async def test_a_node_seen_with_another_incarnation_is_reported_gone_once(
         assert heard.awareness == [("doc", "a", b"cursor 2")]
     finally:
         await watcher.stop()
+
+
+async def test_another_processs_cursors_under_the_same_node_id_are_not_relayed(
+    redis_server: RedisProcess, redis_client: Redis
+) -> None:
+    """The awareness of another process under this node's id (a paused one that was
+    displaced and wakes before it notices, a previous one's late message) is not taken for a
+    remote node's: no node-gone would ever drop those cursors, this node's own id being
+    never reported gone to itself. The other nodes' cursors still come."""
+    keys = RedisKeys(PREFIX)
+    bus = RedisBus(redis_server.url, "web", prefix=PREFIX, heartbeat_s=0.1)
+    heard = Heard()
+    await bus.start()
+    bus.watch("doc", 0, heard)
+    try:
+        while not heard.awareness:  # until the subscription is in place
+            await redis_client.publish(keys.awareness("doc"), b"other#abcd\0ready")
+            await asyncio.sleep(0.05)
+        heard.awareness.clear()
+        await redis_client.publish(keys.awareness("doc"), b"web#0123456789abcdef\0ghost")
+        await redis_client.publish(keys.awareness("doc"), b"other#abcd\0cursor")
+        await until(lambda: ("doc", "other", b"cursor") in heard.awareness, 15, "the cursor")
+        await asyncio.sleep(0.2)
+        assert heard.awareness == [("doc", "other", b"cursor")]
+    finally:
+        await bus.stop()
