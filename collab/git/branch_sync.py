@@ -674,10 +674,10 @@ class BranchSync:
         changes = [change for change in changes if change.path not in not_text]
         renamed: dict[str, str] = {}
         if forward:
-            moves = self._renamed_with_edits(changes)
+            moves = await self._renamed_with_edits(changes, head, interrupted)
             # the new path's change is merged as any other (into its document, if it has
             # one), then the old path's live edits on top of it
-            moved = {gone.path for gone, _added, _room in moves}
+            moved = {gone.path for gone, _added, _room, _base in moves}
             rest = [change for change in changes if change.path not in moved]
             await self.merge_into_live(rest, head, interrupted)
             renamed = await self._follow_renames(moves, head)
@@ -709,24 +709,39 @@ class BranchSync:
             event["renamed"] = renamed
         self.owner.events.publish(self.repo, event)
 
-    def _renamed_with_edits(
-        self, changes: list[FileChange]
-    ) -> list[tuple[FileChange, FileChange, Room]]:
+    async def _renamed_with_edits(
+        self, changes: list[FileChange], head: bytes, interrupted: bytes | None
+    ) -> list[tuple[FileChange, FileChange, Room, bytes]]:
         """The text files of ``changes`` that the move renamed (deleted, and added elsewhere
         with 50% or more of their content, git's default rename threshold) while their
         loaded documents hold edits not committed yet: (the deletion, the addition, the
-        document)."""
-        gone = []
+        document, the text its edits were made on).
+
+        ``interrupted`` (see :meth:`merge_into_live`): a document holding its mark had the
+        changes up to it merged, its edits carried already if it renamed the file (the
+        document is empty): its edits are those since the file at that commit."""
+        gone: list[tuple[FileChange, Room, bytes]] = []
         for change in changes:
             room = self.owner.rooms.get_key(self.prefix + change.path)
             if (
-                room is not None
-                and change.new is None
-                and change.old is not None
-                and is_text(change.old)
-                and str(room.text).encode("utf-8") != change.old
+                room is None
+                or change.new is not None
+                or change.old is None
+                or not is_text(change.old)
             ):
-                gone.append((change, room))
+                continue
+            base = change.old
+            if interrupted is not None and room.has_mark(mark_id(interrupted, change.path)):
+                if interrupted == head:
+                    continue  # merged, carried: nothing left to do but record it
+                blob = await in_repo(
+                    self.owner.repos, self.repo, read_blob, interrupted, change.path
+                )
+                if blob is None or not is_text(blob):
+                    continue
+                base = blob
+            if str(room.text).encode("utf-8") != base:
+                gone.append((change, room, base))
         added = [
             change
             for change in changes
@@ -736,17 +751,17 @@ class BranchSync:
             and _names_a_document(change.path)
         ]
         pairs = []
-        for change, room in gone:
+        for change, room, base in gone:
             assert change.old is not None
             scored = [(similarity(change.old, a.new or b""), a.path, a) for a in added]
             best = max(scored, default=None, key=lambda item: item[:2])
             if best is not None and best[0] >= RENAME_SCORE:
-                pairs.append((change, best[2], room))
+                pairs.append((change, best[2], room, base))
                 added.remove(best[2])
         return pairs
 
     async def _follow_renames(
-        self, moves: list[tuple[FileChange, FileChange, Room]], head: bytes
+        self, moves: list[tuple[FileChange, FileChange, Room, bytes]], head: bytes
     ) -> dict[str, str]:
         """Carry the live edits of each renamed file to its new path, as ``git merge`` does:
         they are merged (three-way, the old file the base) into the file the move put at
@@ -756,9 +771,9 @@ class BranchSync:
         durable: list[Awaitable[None]] = []
         self.reconciling = True
         try:
-            for gone, added, old_room in moves:
-                assert gone.old is not None and added.new is not None
-                base, theirs = gone.old.decode("utf-8"), added.new.decode("utf-8")
+            for gone, added, old_room, edited in moves:
+                assert added.new is not None
+                base, theirs = edited.decode("utf-8"), added.new.decode("utf-8")
                 merged, conflicted = merge_text(base, str(old_room.text), theirs)
                 doc_id = DocId.parse(self.prefix + added.path)
                 if conflicted:

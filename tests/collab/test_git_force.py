@@ -483,3 +483,48 @@ async def test_a_move_renaming_a_file_carries_its_live_edits_to_the_new_path(
                 if event["kind"] == "ref" and event.get("cause") == "external":
                     break
         assert event["renamed"] == {"src/story.txt": "src/tale.txt"}
+
+
+async def test_a_rename_merge_interrupted_before_it_is_recorded_is_not_carried_twice(
+    server: CollabServer, repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The move that renamed a file with live edits was merged into the documents, but
+    not recorded as synced (the record failed): merged again, the old path's document,
+    emptied by the first merge, is not taken for live edits to carry (an empty text
+    merged over the new path's, conflict markers or the file emptied)."""
+    from collab.git import branch_sync
+
+    work = tmp_path / "outside"
+    await git(tmp_path, "clone", "-q", str(repos / "demo"), str(work))
+    lines = "".join(f"line {n}\n" for n in range(1, 21))
+    (work / "src" / "story.txt").write_text(lines)
+    await git(work, "add", "-A")
+    await git(work, "commit", "-qm", "a story")
+    await git(work, "push", "-q", "origin", "HEAD:main")
+    record = branch_sync._set_synced
+    failed: list[bool] = []
+
+    def fail_once(*args: object) -> None:
+        if not failed:
+            failed.append(True)
+            raise OSError("the synced record failed")
+        record(*args)  # type: ignore[arg-type]
+
+    async with Client(server.url, user="bob") as bob:
+        await bob.join("demo")
+        doc = await bob.open("demo/main:src/story.txt")
+        doc.insert(0, "typed live\n")
+        await bob.flush()
+        monkeypatch.setattr(branch_sync, "_set_synced", fail_once)
+        await git(work, "mv", "src/story.txt", "src/tale.txt")
+        await git(work, "commit", "-qam", "renamed")
+        await git(work, "push", "-q", "origin", "HEAD:main")
+        with pytest.raises(ClientError):
+            await bob.commit("demo", "main")
+        assert failed
+        await until(lambda: str(doc.text) == "")
+        after = await bob.commit("demo", "main")
+        tale = file_at(repos, after, "src/tale.txt")
+        assert tale == "typed live\n" + lines
+        tree = run_git(repos / "demo", "ls-tree", "-r", after, "src").stdout
+        assert "src/story.txt" not in tree
