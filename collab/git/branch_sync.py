@@ -158,8 +158,15 @@ class BranchSync:
         """Refuse (``NOT_TEXT``, as a path below a file of the branch is) to open ``path``
         while a live document of this branch lies above it or below it (git has that one
         as a file not yet, or it could not be open): ``notes`` and ``notes/todo.md``
-        cannot both be files."""
-        live = {key[len(self.prefix) :] for key in self.owner.rooms.keys(self.prefix)}
+        cannot both be files.
+
+        A loaded document that holds no text and has no edits to commit is no such file
+        (its file deleted by a push and its document left open, say): it is not counted."""
+        live = set()
+        for key in self.owner.rooms.keys(self.prefix):
+            room = self.owner.rooms.get_key(key)  # None while it loads
+            if room is None or (not room.retired and str(room.text)):
+                live.add(key[len(self.prefix) :])
         live.update(self.dirty)
         live.discard(path)
         above = next((p for p in _parents(path) if p in live), None)

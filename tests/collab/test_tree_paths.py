@@ -224,3 +224,29 @@ async def test_a_flush_that_fails_leaves_the_commit_to_be_tried_again(
         async with asyncio.timeout(5):
             while not git(repos / "demo", "show", "main:README.md").startswith("typed\n"):
                 await asyncio.sleep(0.05)
+
+
+async def test_a_file_below_a_deleted_file_whose_document_is_open_can_be_opened(
+    tree_server: tuple[CollabServer, Path], tmp_path: Path
+) -> None:
+    """A push deleted ``file.txt`` while its document was open (now empty, with nothing
+    to commit): ``file.txt/x.md`` is no clash with it, and is opened and committed."""
+    server, bare = tree_server
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(bare), str(work))
+    async with Client(server.url, user="ann") as ann:
+        await ann.join("demo")  # her own branch exists: nothing commits main behind our back
+        deleted = await ann.open("demo/main:file.txt")
+        git(work, "rm", "-q", "file.txt")
+        git(work, "commit", "-qm", "file.txt deleted")
+        git(work, "push", "-q", "origin", "main")
+        await ann.commit("demo", "main")
+        async with asyncio.timeout(5):
+            while str(deleted.text):
+                await asyncio.sleep(0.02)
+        await ann.commit("demo", "main")  # the merge of the push over (its lock taken)
+        below = await ann.open("demo/main:file.txt/x.md")
+        below.insert(0, "below\n")
+        await ann.flush()
+        head = await ann.commit("demo", "main")
+    assert git(bare, "show", f"{head}:file.txt/x.md") == "below\n"
