@@ -687,7 +687,7 @@ class BranchSync:
             moved = {gone.path for gone, _added, _room, _base in moves}
             rest = [change for change in changes if change.path not in moved]
             await self.merge_into_live(rest, head, interrupted)
-            renamed = await self._follow_renames(moves, head)
+            renamed = await self._follow_renames(moves, head, interrupted)
         else:
             await self._follow_rewrite(old, changes, head, interrupted == head, rescue)
         await self.record_taken(grant)
@@ -768,13 +768,21 @@ class BranchSync:
         return pairs
 
     async def _follow_renames(
-        self, moves: list[tuple[FileChange, FileChange, Room, bytes]], head: bytes
+        self,
+        moves: list[tuple[FileChange, FileChange, Room, bytes]],
+        head: bytes,
+        interrupted: bytes | None,
     ) -> dict[str, str]:
         """Carry the live edits of each renamed file to its new path, as ``git merge`` does:
         they are merged (three-way, the old file the base) into the file the move put at
         the new path, whose document gets the result, and the old path's document is
-        emptied (the file is gone there). Returns the old paths and the new."""
+        emptied (the file is gone there). Returns the old paths and the new.
+
+        A new path that cannot be a live document (over the size limit, say) takes no
+        edits: the old path's deletion is merged into its document as any other change
+        (``interrupted``: see :meth:`merge_into_live`)."""
         renamed: dict[str, str] = {}
+        unmoved: list[FileChange] = []
         durable: list[Awaitable[None]] = []
         self.reconciling = True
         try:
@@ -783,19 +791,30 @@ class BranchSync:
                 base, theirs = edited.decode("utf-8"), added.new.decode("utf-8")
                 merged, conflicted = merge_text(base, str(old_room.text), theirs)
                 doc_id = DocId.parse(self.prefix + added.path)
+                self.check_lease()
+                try:
+                    async with self.owner.rooms.borrow(doc_id) as new_room:
+                        mark = mark_id(head, added.path)
+                        durable.append(
+                            _merge_into(new_room, added.new, merged.encode(), mark, self.fence)
+                        )
+                        self.taken[added.path] = new_room.doc.get_state()
+                except ProtocolError as exc:
+                    log.warning(
+                        "%s: renamed to %s by the move, which cannot be a live document (%s): "
+                        "its live edits stay at the old path",
+                        old_room.key,
+                        added.path,
+                        exc.message,
+                    )
+                    unmoved.append(gone)
+                    continue
                 if conflicted:
                     log.warning(
                         "%s: renamed to %s by the move; its live edits conflict, markers written",
                         old_room.key,
                         added.path,
                     )
-                self.check_lease()
-                async with self.owner.rooms.borrow(doc_id) as new_room:
-                    mark = mark_id(head, added.path)
-                    durable.append(
-                        _merge_into(new_room, added.new, merged.encode(), mark, self.fence)
-                    )
-                    self.taken[added.path] = new_room.doc.get_state()
                 durable.append(
                     replace_text(
                         old_room,
@@ -813,6 +832,8 @@ class BranchSync:
             await asyncio.gather(*durable)
         finally:
             self.reconciling = False
+        if unmoved:
+            await self.merge_into_live(unmoved, head, interrupted)
         return renamed
 
     async def retire(

@@ -528,3 +528,40 @@ async def test_a_rename_merge_interrupted_before_it_is_recorded_is_not_carried_t
         assert tale == "typed live\n" + lines
         tree = run_git(repos / "demo", "ls-tree", "-r", after, "src").stdout
         assert "src/story.txt" not in tree
+
+
+async def test_a_rename_to_a_file_too_large_to_open_does_not_stop_the_branch(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A move renames a file with live edits to one over the live size limit (it cannot be
+    a document): the move is merged all the same (the edits stay at the old path, as
+    before renames were followed), and the branch goes on being committed."""
+    config = make_config(
+        repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=60.0, max_file=1000
+    )
+    config.ref_poll = 60.0
+    work = tmp_path / "outside"
+    await git(tmp_path, "clone", "-q", str(repos / "demo"), str(work))
+    lines = "".join(f"line number {n:03}\n" for n in range(1, 51))  # 800 bytes
+    (work / "src" / "story.txt").write_text(lines)
+    await git(work, "add", "-A")
+    await git(work, "commit", "-qm", "a story")
+    await git(work, "push", "-q", "origin", "HEAD:main")
+    async with CollabServer(config) as server, Client(server.url, user="bob") as bob:
+        await bob.join("demo")
+        doc = await bob.open("demo/main:src/story.txt")
+        doc.insert(0, "typed live\n")
+        await bob.flush()
+        await git(work, "mv", "src/story.txt", "src/tale.txt")
+        (work / "src" / "tale.txt").write_text(lines + "more\n" * 60)  # 1100 bytes
+        await git(work, "commit", "-qam", "renamed, longer")
+        await git(work, "push", "-q", "origin", "HEAD:main")
+        pushed = head(repos, "main")
+        readme = await bob.open("demo/main:README.md")
+        readme.insert(0, "still committed\n")
+        await bob.flush()
+        after = await bob.commit("demo", "main")
+        assert after != pushed
+        assert file_at(repos, after, "README.md").startswith("still committed\n")
+        assert file_at(repos, after, "src/tale.txt") == lines + "more\n" * 60
+        assert "typed live\n" in file_at(repos, after, "src/story.txt")  # not dropped
