@@ -641,6 +641,14 @@ class BranchSync:
                 if head is not None and head != self.synced:
                     await self._reconcile(head, grant)
 
+    async def catch_up_held(self, grant: Grant | None) -> None:
+        """:meth:`catch_up`, the lock (and in a cluster the lease ``grant``) held already."""
+        if self.owner.leases is not None:
+            await self._adopt_cluster_commit()
+        head = await in_git_thread(self.owner.repos, self.owner.head, self.repo, self.branch)
+        if head is not None and head != self.synced:
+            await self._reconcile(head, grant)
+
     async def _reconcile(self, head: bytes | None, grant: Grant | None = None) -> None:
         """Apply the change ``synced -> head`` to the live documents (lock held). If ``head``
         does not descend from ``synced`` (a force push, a reset), see :meth:`_follow_rewrite`.

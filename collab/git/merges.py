@@ -99,6 +99,8 @@ class Merges:
         committing pending live edits, as the continuous committer would anyway)."""
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
         names = (from_sync.branch, to_sync.branch)
+        for sync in (from_sync, to_sync):  # at the branches' real heads (see _apply)
+            await sync.catch_up()
         plan = await self._plan(repo, await from_sync.flush(), await to_sync.flush(), names)
         return await in_git_thread(self.repos, _describe, plan, diffs=True)
 
@@ -125,6 +127,7 @@ class Merges:
         started = time.perf_counter()
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
         self.branches.check_write(identity, repo, to_sync.branch)
+        await from_sync.catch_up()
         source_head_now = await from_sync.flush()
         _check_moved(from_sync.branch, source_head_now, source_head)
         async with to_sync.lock:
@@ -192,6 +195,10 @@ class Merges:
         Fails with ``CONFLICT`` if the target's head is not ``expected_target`` (when given)."""
         from_sync, to_sync = syncs
         await to_sync._commit(grant)
+        # a move of the target outside the engine not merged into its documents yet is
+        # merged first: the merge is made onto the branch's real head (the documents get
+        # no merge the branch then cannot take)
+        await to_sync.catch_up_held(grant)
         target_head = to_sync.synced
         _check_moved(to_sync.branch, target_head, expected_target)
         names = (from_sync.branch, to_sync.branch)

@@ -258,3 +258,52 @@ async def test_a_call_whose_answer_cannot_be_sent_is_answered_with_an_error(
         assert refused.value.code == ErrorCode.INTERNAL
         assert "test.unsendable" in refused.value.message
         assert await alice.call("branch.list", repo="demo")  # the connection goes on
+
+
+@pytest.mark.parametrize("previewed", [True, False], ids=["previewed-heads", "no-heads"])
+async def test_a_target_moved_outside_the_engine_is_caught_up_before_the_merge(
+    repos: Path, tmp_path: Path, previewed: bool
+) -> None:
+    """The target moved outside the engine (a commit by another tool) since the preview, and
+    the engine has not merged the move into its documents yet: the apply is refused with
+    CONFLICT when given the previewed heads, else merged onto the real head; never does
+    it fail half-way with the merge left in the target's documents (committed onto it by
+    the next commit, though the merge was said to have failed)."""
+    demo = repos / "demo"
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=120.0)
+    config.ref_poll = 60.0  # the move is not noticed on its own
+    async with CollabServer(config) as server, Client(server.url, user="alice") as alice:
+        await alice.fork("demo", "main", "topic")
+        await _edit(alice, "demo/topic:README.md", "# Demo, from topic\n")
+        main_doc = await alice.open("demo/main:src/app.py")
+        readme = await alice.open("demo/main:README.md")  # loaded: the merge would go in
+        before = str(readme.text)
+        preview = await alice.merge("demo", "topic", "main", apply=False)
+        repo = Repo(str(demo))
+        try:
+            moved = commit_changes(
+                repo,
+                "main",
+                {"other.txt": b"outside\n"},
+                message="Outside the engine\n",
+                author="Git User <git@example.com>",
+                expected=read_ref(repo, b"refs/heads/main"),
+            )
+        finally:
+            repo.close()
+        heads = {"source_head": preview["source"], "target_head": preview["target"]}
+        if previewed:
+            with pytest.raises(ClientError) as refusal:
+                await alice.merge("demo", "topic", "main", **heads)
+            assert refusal.value.code == ErrorCode.CONFLICT
+            main_doc.insert(0, "# typed\n")
+            await alice.flush()
+            head = await alice.commit("demo", "main")
+            assert show(demo, head, "README.md") == before  # nothing of the merge
+            assert str(readme.text) == before
+        else:
+            result = await alice.merge("demo", "topic", "main")
+            assert result["applied"]
+            head = git(demo, "rev-parse", "main").strip()
+            assert show(demo, head, "README.md") == "# Demo, from topic\n"
+        assert git(demo, "merge-base", "--is-ancestor", moved.decode(), head) == ""
