@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from buslistener import Heard
+from redis.asyncio import Redis
 from redisproc import RedisProcess
 
 from collab.bus.redis import RedisBus
@@ -522,20 +523,29 @@ async def test_a_listener_that_fails_reloads_its_document_and_the_others_get_the
         redis.stop()
 
 
+@contextlib.asynccontextmanager
+async def _own_store(path: pathlib.Path) -> AsyncIterator[tuple[RedisStore, Redis]]:
+    """A started ``RedisStore`` on a ``redis-server`` of its own, and a raw client of it."""
+    redis = RedisProcess(path / "redis")
+    redis.start()
+    raw = Redis.from_url(redis.url)
+    store = RedisStore(redis.url, node_id="a")
+    try:
+        await store.start()
+        yield store, raw
+    finally:
+        await store.stop()
+        await raw.aclose()
+        redis.stop()
+
+
 async def test_an_append_after_its_documents_counter_was_deleted_goes_on_from_the_log(
     tmp_path: pathlib.Path,
 ) -> None:
     """A document's seq counter deleted alone (or evicted): the next append goes on from its
     log's end instead of failing until the counter passes it; an entry the log refuses
     otherwise leaves the counter as it was."""
-    from redis.asyncio import Redis
-
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    raw = Redis.from_url(redis.url)
-    store = RedisStore(redis.url, node_id="a")
-    try:
-        await store.start()
+    async with _own_store(tmp_path) as (store, raw):
         assert [await store.append("doc", b"u%d" % i) for i in range(3)] == [1, 2, 3]
         await raw.delete(store.keys_.seq("doc"))
         assert await store.append("doc", b"after") == 4
@@ -546,10 +556,6 @@ async def test_an_append_after_its_documents_counter_was_deleted_goes_on_from_th
         with pytest.raises(Exception, match="WRONGTYPE"):
             await store.append("other", b"refused")
         assert await raw.get(store.keys_.seq("other")) in (None, b"0")  # not left ahead
-    finally:
-        await store.stop()
-        await raw.aclose()
-        redis.stop()
 
 
 async def test_a_document_whose_seqs_went_back_is_reloaded(tmp_path: pathlib.Path) -> None:
@@ -616,14 +622,7 @@ async def test_an_append_after_a_compacted_documents_log_and_counter_were_lost_g
     would be taken for one the snapshot covers: a node loading the document again would
     find the log "compacted past" its cursor and reload it over and over, each time writing
     its whole state back, and compactions would be refused as behind the snapshot."""
-    from redis.asyncio import Redis
-
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    raw = Redis.from_url(redis.url)
-    store = RedisStore(redis.url, node_id="a")
-    try:
-        await store.start()
+    async with _own_store(tmp_path) as (store, raw):
         assert [await store.append("doc", b"u%d" % i) for i in range(5)] == [1, 2, 3, 4, 5]
         await store.compact("doc", b"snapshot", 5)
         await raw.delete(store.keys_.log("doc"), store.keys_.seq("doc"))
@@ -632,7 +631,3 @@ async def test_an_append_after_a_compacted_documents_log_and_counter_were_lost_g
         assert stored is not None and stored.snapshot_seq == 5
         assert [seq for seq, _u in stored.updates] == [6] and stored.last_seq == 6
         await store.compact("doc", b"snapshot 2", 6)  # not behind the snapshot
-    finally:
-        await store.stop()
-        await raw.aclose()
-        redis.stop()
