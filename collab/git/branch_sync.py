@@ -90,6 +90,8 @@ __all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync", "LeaseBusy", "Rescue", "fen
 log = logging.getLogger("collab.git")
 
 ENGINE_AUTHOR = "collab <collab@localhost>"
+RETRY_MAX_S = 60.0
+"""The longest wait before a commit that keeps failing is tried again."""
 CLEAN_SHUTDOWN = "clean-shutdown"
 """File in the data directory left by a shutdown that committed all live state."""
 SHRINK_RATIO = 0.5
@@ -150,6 +152,7 @@ class BranchSync:
         self._deadline: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False  # kicked while the background commit ran
+        self._failures = 0  # commits failed in a row: each waits twice as long to try again
         self._held: Held | None = None  # the lease kept while this node works under it
 
     # -- continuous commits ------------------------------------------------------------------
@@ -230,16 +233,33 @@ class BranchSync:
                 await self.flush()
                 if not self._again:
                     break
-        except Exception:
-            log.exception("%s: continuous commit failed; retrying later", self.name)
+        except Exception as exc:
+            if self._failures <= 1:
+                log.exception("%s: continuous commit failed; retrying later", self.name)
+            else:  # the traceback was logged at the first failure
+                log.warning(
+                    "%s: continuous commit failed again (%d in a row; next try in %g s): %r",
+                    self.name,
+                    self._failures,
+                    self.retry_delay(),
+                    exc,
+                )
+
+    def retry_delay(self) -> float:
+        """How long the next try of a failed commit waits: the idle time (at least a
+        second), doubled for each failure in a row after the first, up to ``RETRY_MAX_S``."""
+        first = max(self.owner.idle, 1.0)
+        doubled = first * (1 << min(max(self._failures - 1, 0), 16))
+        return min(doubled, max(first, RETRY_MAX_S))
 
     def _retry_later(self) -> None:
-        """A commit failed: what it did not take is tried again after the idle time (at
-        least a second), whoever asked for it."""
+        """A commit failed: what it did not take is tried again later (``retry_delay``),
+        whoever asked for it."""
+        self._failures += 1
         if self.dirty and not self.owner.stopped:
             self._cancel_timers()
             loop = asyncio.get_running_loop()
-            self._idle = loop.call_later(max(self.owner.idle, 1.0), self._kick)
+            self._idle = loop.call_later(self.retry_delay(), self._kick)
 
     async def flush(self) -> bytes:
         """Commit every pending live change now; return the branch's synced commit.
@@ -248,10 +268,12 @@ class BranchSync:
         ref moves fenced); while another node holds it, the edits stay pending here and the
         commit is tried again shortly. If the commit fails, it is tried again later."""
         try:
-            return await self._flush()
+            synced = await self._flush()
         except Exception:
             self._retry_later()
             raise
+        self._failures = 0
+        return synced
 
     async def _flush(self) -> bytes:
         async with self.lock:

@@ -5,6 +5,7 @@ left as it was."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -224,6 +225,53 @@ async def test_a_flush_that_fails_leaves_the_commit_to_be_tried_again(
         async with asyncio.timeout(5):
             while not git(repos / "demo", "show", "main:README.md").startswith("typed\n"):
                 await asyncio.sleep(0.05)
+
+
+async def test_a_commit_that_keeps_failing_is_tried_again_less_and_less_often(
+    repos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A commit that fails every time (a full disk, a repository it cannot write) waits
+    twice as long before each new try, and logs its traceback once, then one line a try;
+    once it goes through, the next failure starts again from the idle time."""
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=60.0)
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        doc = await ann.open("demo/main:README.md")
+        await ann.join("demo")  # her own branch exists: nothing commits main behind our back
+        sync = server.git.branches[("demo", "main")]
+        write = sync._write
+
+        def failing_write(*args: Any) -> bytes:
+            raise OSError("disk full")
+
+        sync._write = failing_write  # type: ignore[method-assign]
+        doc.insert(0, "typed\n")
+        await ann.flush()
+        server.git.idle = 0.05  # the first try again after a second
+        caplog.set_level(logging.WARNING, logger="collab.git")
+        loop = asyncio.get_running_loop()
+        delays = []
+        for _ in range(5):
+            sync._kick()
+            assert sync._task is not None
+            await sync._task
+            assert sync._idle is not None
+            delays.append(round(sync._idle.when() - loop.time()))
+        assert delays == [1, 2, 4, 8, 16]
+        failed = [r for r in caplog.records if "continuous commit failed" in r.getMessage()]
+        assert len(failed) == 5 and [bool(r.exc_info) for r in failed] == [True] + [False] * 4
+        assert "failed again (5 in a row; next try in 16 s): OSError('disk full')" in (
+            failed[-1].getMessage()
+        )
+
+        sync._write = write  # type: ignore[method-assign]
+        await sync.flush()
+        assert git(repos / "demo", "show", "main:README.md").startswith("typed\n")
+        doc.insert(0, "again\n")
+        await ann.flush()
+        sync._write = failing_write  # type: ignore[method-assign]
+        with pytest.raises(OSError):
+            await sync.flush()
+        assert sync._idle is not None and round(sync._idle.when() - loop.time()) == 1
 
 
 async def test_a_file_below_a_deleted_file_whose_document_is_open_can_be_opened(
