@@ -165,20 +165,24 @@ class BranchSync:
 
         A loaded document that holds no text and has no edits to commit is no such file
         (its file deleted by a push and its document left open, say): it is not counted."""
-        live = set()
-        for key in self.owner.rooms.keys(self.prefix):
-            room = self.owner.rooms.get_key(key)  # None while it loads
-            if room is None or (not room.retired and str(room.text)):
-                live.add(key[len(self.prefix) :])
-        live.update(self.dirty)
-        live.discard(path)
-        above = next((p for p in _parents(path) if p in live), None)
+        cut = len(self.prefix)
+        opened = {key[cut:] for key in self.owner.rooms.keys(self.prefix)} | set(self.dirty)
+
+        def live(other: str) -> bool:  # (the text is read only for the paths in question)
+            if other == path:
+                return False
+            if other in self.dirty:
+                return True
+            room = self.owner.rooms.get_key(self.prefix + other)  # None while it loads
+            return room is None or (not room.retired and bool(str(room.text)))
+
+        above = next((p for p in _parents(path) if p in opened and live(p)), None)
         if above is not None:
             raise ProtocolError(
                 ErrorCode.NOT_TEXT,
                 f"{path} lies below {above}, a file open on {self.branch} (not committed yet)",
             )
-        below = sorted(p for p in live if p.startswith(path + "/"))
+        below = sorted(p for p in opened if p.startswith(path + "/") and live(p))
         if below:
             raise ProtocolError(
                 ErrorCode.NOT_TEXT,
