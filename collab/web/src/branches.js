@@ -85,7 +85,19 @@ export class BranchPanel {
       item.dataset.branch = branch.name
       return item
     })
-    document.getElementById('branches').replaceChildren(...items)
+    const panel = document.getElementById('branches')
+    // the list is made again at every move of anyone: the control that had the focus keeps it
+    const focused = panel.contains(document.activeElement) ? document.activeElement : null
+    const branch = focused?.closest('li')?.dataset.branch
+    const person = focused?.classList.contains('person') ? focused.textContent : null
+    panel.replaceChildren(...items)
+    if (focused) {
+      const item = items.find(li => li.dataset.branch === branch)
+      const again = person === null
+        ? item?.querySelector('.name')
+        : [...(item?.querySelectorAll('.person') ?? [])].find(b => b.textContent === person)
+      again?.focus()
+    }
   }
 
   renderFiles (paths) {
@@ -107,7 +119,12 @@ export class BranchPanel {
         return file
       })
     ]
-    document.getElementById('files').replaceChildren(...render(root))
+    const tree = document.getElementById('files')
+    const focused = tree.contains(document.activeElement) ? document.activeElement.dataset.path : undefined
+    tree.replaceChildren(...render(root))
+    if (focused !== undefined) {
+      [...tree.querySelectorAll('.file')].find(file => file.dataset.path === focused)?.focus()
+    }
     this.markCurrentFile()
   }
 
