@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import pathlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from buslistener import Heard
@@ -30,46 +30,81 @@ def bus(redis: RedisProcess, node_id: str) -> RedisBus:
     return RedisBus(redis.url, node_id, block_ms=500, node_ttl_ms=600, heartbeat_s=0.1)
 
 
-@contextlib.asynccontextmanager
-async def watched(redis: RedisProcess) -> AsyncIterator[tuple[RedisStore, Heard]]:
-    """Node a's store, and node b's bus watching ``doc`` (what it hears in the ``Heard``),
-    its heartbeat rare: after an outage b looks at Redis again only when it reconnects."""
-    store = RedisStore(redis.url, node_id="a")
-    watcher = RedisBus(redis.url, "b", block_ms=500, node_ttl_ms=600, heartbeat_s=5.0)
-    heard = Heard()
+@pytest.fixture
+def redis(tmp_path: pathlib.Path) -> Iterator[RedisProcess]:
+    """A ``redis-server`` of the test's own, stopped (resumed first if paused) at its end."""
+    process = RedisProcess(tmp_path / "redis")
+    process.start()
     try:
-        await store.start()
-        await watcher.start()
-        watcher.watch("doc", 0, heard)
-        yield store, heard
+        yield process
     finally:
-        await watcher.stop()
-        await store.stop()
+        process.stop()
 
 
-async def test_acknowledged_appends_survive_kill_9_of_redis(tmp_path: pathlib.Path) -> None:
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
+@contextlib.asynccontextmanager
+async def running(*parts: RedisStore | RedisBus) -> AsyncIterator[None]:
+    """Start ``parts`` in order; stop those started, last first."""
+    started: list[RedisStore | RedisBus] = []
     try:
-        store = RedisStore(redis.url, node_id="a")
-        await store.start()
+        for part in parts:
+            await part.start()
+            started.append(part)
+        yield
+    finally:
+        for part in reversed(started):
+            await part.stop()
+
+
+@contextlib.contextmanager
+def paused(redis: RedisProcess) -> Iterator[None]:
+    """Redis stopped (``SIGSTOP``) for the block, resumed at its end however it ends."""
+    redis.pause()
+    try:
+        yield
+    finally:
+        redis.resume()
+
+
+@contextlib.asynccontextmanager
+async def raw_client(redis: RedisProcess) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def watched(
+    redis: RedisProcess, *, heartbeat_s: float = 5.0
+) -> AsyncIterator[tuple[RedisStore, RedisBus, Heard]]:
+    """Node a's store, and node b's bus watching ``doc`` (what it hears in the ``Heard``).
+    Its heartbeat rare by default: after an outage b looks at Redis again only when it
+    reconnects."""
+    store = RedisStore(redis.url, node_id="a")
+    watcher = RedisBus(redis.url, "b", block_ms=500, node_ttl_ms=600, heartbeat_s=heartbeat_s)
+    heard = Heard()
+    async with running(store, watcher):
+        watcher.watch("doc", 0, heard)
+        yield store, watcher, heard
+
+
+async def test_acknowledged_appends_survive_kill_9_of_redis(redis: RedisProcess) -> None:
+    store = RedisStore(redis.url, node_id="a")
+    async with running(store):
         assert store.durable_config is True
         work = [(f"doc-{i % 7}", b"update %d" % i) for i in range(300)]
         seqs = await asyncio.gather(*(store.append(doc, data) for doc, data in work))
         await store.sync()
         redis.kill()  # nothing of Redis' memory is left: only its append-only file
         redis.start()
-        await store.stop()
-        again = RedisStore(redis.url, node_id="b")
-        await again.start()
+    again = RedisStore(redis.url, node_id="b")
+    async with running(again):
         for doc in {d for d, _ in work}:
             stored = await again.load(doc)
             assert stored is not None and stored.corrupt is None
             mine = [(s, data) for (d, data), s in zip(work, seqs, strict=True) if d == doc]
             assert stored.updates == mine
-        await again.stop()
-    finally:
-        redis.stop()
 
 
 async def test_a_store_on_a_redis_without_fsync_says_so(
@@ -87,39 +122,24 @@ async def test_a_store_on_a_redis_without_fsync_says_so(
         redis.stop()
 
 
-async def test_a_damaged_entry_is_reported_not_served(tmp_path: pathlib.Path) -> None:
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    try:
-        store = RedisStore(redis.url)
-        await store.start()
+async def test_a_damaged_entry_is_reported_not_served(redis: RedisProcess) -> None:
+    store = RedisStore(redis.url)
+    async with running(store), raw_client(redis) as raw:
         first = await store.append("doc", b"good")
         await store.append("doc", b"will be damaged")
         await store.append("doc", b"after it")
-        from redis.asyncio import Redis
-
-        raw = Redis.from_url(redis.url)
         await raw.xadd(store.keys_.log("doc"), {"u": b"forged", "n": b"x", "c": b"1"}, id="0-9")
-        await raw.aclose()
         stored = await store.load("doc")
         assert stored is not None
         assert stored.corrupt is not None and stored.corrupt.seq == 9
         assert stored.updates[0] == (first, b"good")
-        await store.stop()
-    finally:
-        redis.stop()
 
 
-async def test_the_bus_reads_on_after_redis_restarts(tmp_path: pathlib.Path) -> None:
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
+async def test_the_bus_reads_on_after_redis_restarts(redis: RedisProcess) -> None:
     a_store = RedisStore(redis.url, node_id="a")
     a_bus, b_bus = bus(redis, "a"), bus(redis, "b")
     heard = Heard()
-    try:
-        await a_store.start()
-        await a_bus.start()
-        await b_bus.start()
+    async with running(a_store, a_bus, b_bus):
         b_bus.watch("doc", 0, heard)
         before = [await a_store.append("doc", b"before %d" % i) for i in range(20)]
         redis.kill()
@@ -138,113 +158,94 @@ async def test_the_bus_reads_on_after_redis_restarts(tmp_path: pathlib.Path) -> 
         assert [s for s, _ in got] == [*before, during, *after]  # each once, in order
         assert heard.gaps == []
 
-    finally:
-        await b_bus.stop()
-        await a_bus.stop()
-        await a_store.stop()
-        redis.stop()
 
-
-async def test_a_write_fails_once_redis_stays_away_past_the_limit(tmp_path: pathlib.Path) -> None:
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
+async def test_a_write_fails_once_redis_stays_away_past_the_limit(redis: RedisProcess) -> None:
     store = RedisStore(redis.url, outage_limit=0.5)
-    try:
-        await store.start()
+    async with running(store):
         await store.append("doc", b"before")
         redis.kill()
         with pytest.raises(ConnectionError):
             await store.append("doc", b"refused after the limit")
         redis.start()
         assert (await store.load("doc")) is not None  # and the store works again
-    finally:
-        await store.stop()
-        redis.stop()
 
 
-async def test_a_paused_redis_is_reported_and_caught_up_with(tmp_path: pathlib.Path) -> None:
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
+async def test_a_paused_redis_is_reported_and_caught_up_with(redis: RedisProcess) -> None:
     a_store = RedisStore(redis.url, node_id="a")
     b_bus = bus(redis, "b")
     heard = Heard()
-    try:
-        await a_store.start()
-        await b_bus.start()
+    async with running(a_store, b_bus):
         b_bus.watch("doc", 0, heard)
         first = await a_store.append("doc", b"first")
         await until(lambda: "doc" in heard.updates)
-        redis.pause()
-        # an append made while Redis is stopped waits for it instead of failing
-        waiting = asyncio.ensure_future(a_store.append("doc", b"during the pause"))
-        await until(lambda: not b_bus.healthy)
-        assert not waiting.done()
-        redis.resume()
+        with paused(redis):
+            # an append made while Redis is stopped waits for it instead of failing
+            waiting = asyncio.ensure_future(a_store.append("doc", b"during the pause"))
+            await until(lambda: not b_bus.healthy)
+            assert not waiting.done()
         second = await asyncio.wait_for(waiting, 20)
         await until(lambda: b_bus.healthy and len(heard.updates["doc"]) == 2)
         assert heard.updates["doc"] == [(first, b"first"), (second, b"during the pause")]
-    finally:
-        redis.resume()
-        await b_bus.stop()
-        await a_store.stop()
-        redis.stop()
+
+
+def _doc_of(i: int) -> str:
+    return "two" if i < 100 else "one"
+
+
+def _append_600_elsewhere_holding_this_loop(redis: RedisProcess) -> list[int]:
+    """Another node appends 600 updates (100 to "two", then 500 to "one") to a feed that
+    keeps about 10 entries, on a thread of its own while this event loop is held: the feed
+    moves far past this loop's buses. Their seqs, in the order made."""
+
+    async def append() -> list[int]:
+        store = RedisStore(redis.url, node_id="a", feed_length=10)
+        async with store:
+            return [await store.append(_doc_of(i), b"u%d" % i) for i in range(600)]
+
+    seqs: list[int] = []
+    appender = threading.Thread(target=lambda: seqs.extend(asyncio.run(append())))
+    appender.start()
+    appender.join()
+    return seqs
+
+
+async def _heard_the_600_once_in_order(heard: Heard, seqs: list[int]) -> None:
+    await until(lambda: sum(len(v) for v in heard.updates.values()) == 600)
+    for doc in ("one", "two"):
+        expected = [(s, b"u%d" % i) for i, s in enumerate(seqs) if _doc_of(i) == doc]
+        assert heard.updates[doc] == expected
+    assert heard.gaps == []
 
 
 async def test_a_node_that_fell_behind_a_trimmed_feed_catches_up_from_the_logs(
-    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+    redis: RedisProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The feed keeps about ``feed_length`` entries: a node whose place in it was trimmed away
     (its event loop held up while hundreds of updates went by) reads what it missed from each
     document's log, every update once and in order; "two" took its updates first, so none of
     them is left in the feed, nor anything after them to show that some were missed."""
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
     b_bus = bus(redis, "b")
     heard = Heard()
-    try:
-        await b_bus.start()
+    async with running(b_bus):
         b_bus.watch("one", 0, heard)
         b_bus.watch("two", 0, heard)
         await asyncio.sleep(0.2)  # both joined: read from the feed from now on
-
-        async def append_elsewhere() -> list[int]:
-            store = RedisStore(redis.url, node_id="a", feed_length=10)
-            async with store:
-                return [await store.append(doc_of(i), b"u%d" % i) for i in range(600)]
-
-        def doc_of(i: int) -> str:
-            return "two" if i < 100 else "one"
-
-        # this loop is held while another thread appends: the feed moves far past b
-        seqs: list[int] = []
-        appender = threading.Thread(target=lambda: seqs.extend(asyncio.run(append_elsewhere())))
-        appender.start()
-        appender.join()
+        seqs = _append_600_elsewhere_holding_this_loop(redis)
         entries = await b_bus._client.xlen(b_bus.keys.feed)  # type: ignore[union-attr]
         assert entries < 600  # the feed was trimmed past b's place
-        await until(lambda: sum(len(v) for v in heard.updates.values()) == 600)
-        for doc in ("one", "two"):
-            expected = [(s, b"u%d" % i) for i, s in enumerate(seqs) if doc_of(i) == doc]
-            assert heard.updates[doc] == expected
-        assert heard.gaps == []
+        await _heard_the_600_once_in_order(heard, seqs)
         assert "trimmed past this node's place" in caplog.text
-    finally:
-        await b_bus.stop()
-        redis.stop()
 
 
 async def test_a_join_in_flight_when_the_feed_is_trimmed_past_the_node_reads_its_log_again(
-    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+    redis: RedisProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A document that was joining (its log read, the answer not yet taken) when the node
     found the feed trimmed past its place: the log it read predates the updates the feed no
     longer holds, so it reads the log again instead of missing them."""
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
     b_bus = bus(redis, "b")
     heard = Heard()
-    try:
-        await b_bus.start()
+    async with running(b_bus):
         b_bus.watch("one", 0, heard)
         await asyncio.sleep(0.2)  # joined: read from the feed from now on
         read_log = b_bus._log_after
@@ -259,44 +260,17 @@ async def test_a_join_in_flight_when_the_feed_is_trimmed_past_the_node_reads_its
         b_bus._log_after = log_after_held_up  # type: ignore[method-assign,assignment]
         b_bus.watch("two", 0, heard)
         await asyncio.sleep(0.2)  # the log of "two" was read: empty
-
-        async def append_elsewhere() -> list[int]:
-            store = RedisStore(redis.url, node_id="a", feed_length=10)
-            async with store:
-                return [await store.append(doc_of(i), b"u%d" % i) for i in range(600)]
-
-        def doc_of(i: int) -> str:
-            return "two" if i < 100 else "one"
-
-        seqs: list[int] = []
-        appender = threading.Thread(target=lambda: seqs.extend(asyncio.run(append_elsewhere())))
-        appender.start()
-        appender.join()  # this loop is held meanwhile: the feed moves far past b
+        seqs = _append_600_elsewhere_holding_this_loop(redis)
         await until(lambda: "trimmed past this node's place" in caplog.text)
         answered.set()
-        await until(lambda: sum(len(v) for v in heard.updates.values()) == 600)
-        for doc in ("one", "two"):
-            expected = [(s, b"u%d" % i) for i, s in enumerate(seqs) if doc_of(i) == doc]
-            assert heard.updates[doc] == expected
-        assert heard.gaps == []
-    finally:
-        await b_bus.stop()
-        redis.stop()
+        await _heard_the_600_once_in_order(heard, seqs)
 
 
-async def test_a_feed_that_went_back_is_read_from_its_new_start(tmp_path: pathlib.Path) -> None:
+async def test_a_feed_that_went_back_is_read_from_its_new_start(redis: RedisProcess) -> None:
     """The feed and its counter deleted under a connected node (a Redis that lost them):
     the node notices at its next beat and reads on from the feed's new start, catching up
     from the logs, rather than waiting for ids it already passed."""
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    a_store = RedisStore(redis.url, node_id="a")
-    b_bus = bus(redis, "b")
-    heard = Heard()
-    try:
-        await a_store.start()
-        await b_bus.start()
-        b_bus.watch("doc", 0, heard)
+    async with watched(redis, heartbeat_s=0.1) as (a_store, b_bus, heard):
         before = [await a_store.append("doc", b"before %d" % i) for i in range(5)]
         await until(lambda: len(heard.updates.get("doc", [])) == 5)
         assert b_bus._client is not None
@@ -304,27 +278,13 @@ async def test_a_feed_that_went_back_is_read_from_its_new_start(tmp_path: pathli
         after = [await a_store.append("doc", b"after %d" % i) for i in range(2)]
         await until(lambda: len(heard.updates["doc"]) == 7)
         assert [s for s, _ in heard.updates["doc"]] == [*before, *after]
-    finally:
-        await b_bus.stop()
-        await a_store.stop()
-        redis.stop()
 
 
-async def test_a_document_whose_log_went_back_is_reported_as_a_gap(
-    tmp_path: pathlib.Path,
-) -> None:
+async def test_a_document_whose_log_went_back_is_reported_as_a_gap(redis: RedisProcess) -> None:
     """Redis restarted with nothing kept (its files lost): the documents' counters start
     again, so the other nodes' new updates come with seqs the watcher already passed. Its
     listener is told to load the document again rather than have them dropped as old."""
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    a_store = RedisStore(redis.url, node_id="a")
-    b_bus = bus(redis, "b")
-    heard = Heard()
-    try:
-        await a_store.start()
-        await b_bus.start()
-        b_bus.watch("doc", 0, heard)
+    async with watched(redis, heartbeat_s=0.1) as (a_store, b_bus, heard):
         before = [await a_store.append("doc", b"before %d" % i) for i in range(5)]
         await until(lambda: len(heard.updates.get("doc", [])) == 5)
         redis.restart_empty()
@@ -337,20 +297,13 @@ async def test_a_document_whose_log_went_back_is_reported_as_a_gap(
         b_bus.watch("doc", after[-1], heard)
         last = await a_store.append("doc", b"later")
         await until(lambda: heard.updates["doc"][-1] == (last, b"later"))
-    finally:
-        await b_bus.stop()
-        await a_store.stop()
-        redis.stop()
 
 
-async def test_appends_go_on_after_redis_forgets_the_scripts(tmp_path: pathlib.Path) -> None:
+async def test_appends_go_on_after_redis_forgets_the_scripts(redis: RedisProcess) -> None:
     """A Redis that forgot the store's scripts (restarted, or ``SCRIPT FLUSH``) is sent them
     with each operation: each update is stored once."""
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
     store = RedisStore(redis.url, node_id="a")
-    try:
-        await store.start()
+    async with running(store):
         first = await store.append("doc", b"first")
         assert store._client is not None
         await store._client.script_flush()
@@ -359,9 +312,6 @@ async def test_appends_go_on_after_redis_forgets_the_scripts(tmp_path: pathlib.P
         stored = await store.load("doc")
         assert stored is not None
         assert [u for _, u in stored.updates] == [b"first", b"u0", b"u1", b"u2"]
-    finally:
-        await store.stop()
-        redis.stop()
 
 
 async def test_appends_keep_their_order_while_the_scripts_come_and_go(
@@ -373,12 +323,9 @@ async def test_appends_keep_their_order_while_the_scripts_come_and_go(
     redis = RedisProcess(tmp_path / "redis", appendfsync="no")
     redis.start()
     store = RedisStore(redis.url, node_id="a")
-    from redis.asyncio import Redis
-
-    other = Redis.from_url(redis.url)
     churning = True
 
-    async def churn() -> None:
+    async def churn(other: Redis) -> None:
         while churning:
             await other.script_flush()
             await asyncio.sleep(0.0005)
@@ -386,107 +333,84 @@ async def test_appends_keep_their_order_while_the_scripts_come_and_go(
             await asyncio.sleep(0.001)
 
     try:
-        await store.start()
-        task = asyncio.create_task(churn())
-        seqs = await asyncio.gather(*(store.append("doc", b"%d" % i) for i in range(1000)))
-        churning = False
-        await task
-        assert seqs == list(range(1, 1001))
-        stored = await store.load("doc")
-        assert stored is not None
-        assert [u for _, u in stored.updates] == [b"%d" % i for i in range(1000)]
+        async with running(store), raw_client(redis) as other:
+            task = asyncio.create_task(churn(other))
+            seqs = await asyncio.gather(*(store.append("doc", b"%d" % i) for i in range(1000)))
+            churning = False
+            await task
+            assert seqs == list(range(1, 1001))
+            stored = await store.load("doc")
+            assert stored is not None
+            assert [u for _, u in stored.updates] == [b"%d" % i for i in range(1000)]
     finally:
-        await store.stop()
-        await other.aclose()
         redis.stop()
 
 
 async def test_a_redis_that_lost_its_data_is_noticed_though_the_seqs_passed_the_cursor(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    redis: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis restarted with nothing kept, and the other nodes appended past the watcher's
     cursor before it was back: neither the feed's head nor the document's seqs show the
     loss, but the generation token does. The listener is told to load the document again;
     the new updates numbered as old ones are not taken for the next ones."""
     monkeypatch.setattr("collab.bus.redis.RETRY_S", (1.0,))  # the watcher is back late
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    try:
-        async with watched(redis) as (a_store, heard):
-            before = [await a_store.append("doc", b"before %d" % i) for i in range(3)]
-            await until(lambda: len(heard.updates.get("doc", [])) == 3)
-            redis.restart_empty()
-            after = [await a_store.append("doc", b"after %d" % i) for i in range(6)]
-            assert after == [1, 2, 3, 4, 5, 6]  # past the watcher's cursor (3)
-            await until(lambda: bool(heard.gaps))
-            assert heard.gaps == [("doc", before[-1])]
-            assert [s for s, _ in heard.updates["doc"]] == before  # not 4, 5, 6 as if next
-    finally:
-        redis.stop()
+    async with watched(redis) as (a_store, _watcher, heard):
+        before = [await a_store.append("doc", b"before %d" % i) for i in range(3)]
+        await until(lambda: len(heard.updates.get("doc", [])) == 3)
+        redis.restart_empty()
+        after = [await a_store.append("doc", b"after %d" % i) for i in range(6)]
+        assert after == [1, 2, 3, 4, 5, 6]  # past the watcher's cursor (3)
+        await until(lambda: bool(heard.gaps))
+        assert heard.gaps == [("doc", before[-1])]
+        assert [s for s, _ in heard.updates["doc"]] == before  # not 4, 5, 6 as if next
 
 
 async def test_a_redis_back_with_older_data_is_noticed_though_it_kept_its_token(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    redis: RedisProcess, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis came back on older files (a backup), which hold the generation token too, and
     another node appended before the watcher was back: the new updates take the seqs of the
     ones the watcher had, from the same node. The feed's entry at the watcher's place is
     another one now, so the listener is told to load the document again."""
     monkeypatch.setattr("collab.bus.redis.RETRY_S", (1.0,))  # the watcher is back late
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    try:
-        async with watched(redis) as (a_store, heard):
-            kept = [await a_store.append("doc", b"kept %d" % i) for i in range(3)]
-            redis.copy(tmp_path / "backup")
-            lost = [await a_store.append("doc", b"lost %d" % i) for i in range(3)]
-            await until(lambda: len(heard.updates.get("doc", [])) == 6)
-            redis.restart_from(tmp_path / "backup")
-            new = [await a_store.append("doc", b"new %d" % i) for i in range(5)]
-            assert new[:3] == lost  # the seqs the watcher had, from the same node
-            await until(lambda: bool(heard.gaps))
-            assert heard.gaps == [("doc", lost[-1])]
-            assert [s for s, _ in heard.updates["doc"]] == kept + lost  # nothing new as if next
-    finally:
-        redis.stop()
+    async with watched(redis) as (a_store, _watcher, heard):
+        kept = [await a_store.append("doc", b"kept %d" % i) for i in range(3)]
+        redis.copy(tmp_path / "backup")
+        lost = [await a_store.append("doc", b"lost %d" % i) for i in range(3)]
+        await until(lambda: len(heard.updates.get("doc", [])) == 6)
+        redis.restart_from(tmp_path / "backup")
+        new = [await a_store.append("doc", b"new %d" % i) for i in range(5)]
+        assert new[:3] == lost  # the seqs the watcher had, from the same node
+        await until(lambda: bool(heard.gaps))
+        assert heard.gaps == [("doc", lost[-1])]
+        assert [s for s, _ in heard.updates["doc"]] == kept + lost  # nothing new as if next
 
 
 async def test_a_damaged_entry_met_while_joining_makes_the_document_reload(
-    tmp_path: pathlib.Path,
+    redis: RedisProcess,
 ) -> None:
     """An entry of a document's log without its update: the join reports a gap (the
     listener reloads the document, and the store's load reports the damage) instead of
     dying and holding the document's later updates for ever."""
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
     store = RedisStore(redis.url, node_id="a")
     watcher = bus(redis, "b")
     heard = Heard()
-    try:
-        await store.start()
+    async with running(store), raw_client(redis) as raw:
         await store.append("doc", b"good")
-        from redis.asyncio import Redis
-
-        raw = Redis.from_url(redis.url)
         await raw.xadd(store.keys_.log("doc"), {"n": b"a", "c": b"1"}, id="0-2")
         await raw.set(store.keys_.seq("doc"), 2)
-        await raw.aclose()
-        await watcher.start()
-        watcher.watch("doc", 0, heard)
-        await until(lambda: bool(heard.gaps))
-        assert heard.gaps == [("doc", 0)] and "doc" not in heard.updates
-        assert watcher.position("doc") == 0
-        await store.append("doc", b"later")
-        await asyncio.sleep(0.3)
-        assert "doc" not in heard.updates  # a document that reloads takes nothing more here
-    finally:
-        await watcher.stop()
-        await store.stop()
-        redis.stop()
+        async with running(watcher):
+            watcher.watch("doc", 0, heard)
+            await until(lambda: bool(heard.gaps))
+            assert heard.gaps == [("doc", 0)] and "doc" not in heard.updates
+            assert watcher.position("doc") == 0
+            await store.append("doc", b"later")
+            await asyncio.sleep(0.3)
+            assert "doc" not in heard.updates  # a document that reloads takes nothing more here
 
 
 async def test_a_listener_that_fails_reloads_its_document_and_the_others_get_theirs(
-    tmp_path: pathlib.Path,
+    redis: RedisProcess,
 ) -> None:
     """Two documents' updates in one read of the feed, the first one's listener failing:
     that document reloads (a gap), the second gets its update at once."""
@@ -495,18 +419,12 @@ async def test_a_listener_that_fails_reloads_its_document_and_the_others_get_the
         def bus_updates(self, doc_id: str, updates: list[tuple[int, bytes]]) -> None:
             raise RuntimeError("a listener's bug")
 
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
     watcher = bus(redis, "b")
     bad, good = Failing(), Heard()
-    try:
-        await watcher.start()
+    async with running(watcher), raw_client(redis) as raw:
         watcher.watch("bad", 0, bad)
         watcher.watch("good", 0, good)
         await asyncio.sleep(0.3)  # both joined (their logs are empty)
-        from redis.asyncio import Redis
-
-        raw = Redis.from_url(redis.url)
         keys = watcher.keys
         async with raw.pipeline(transaction=True) as pipe:  # one transaction: one read
             for n, doc in enumerate(("bad", "good"), 1):
@@ -514,38 +432,19 @@ async def test_a_listener_that_fails_reloads_its_document_and_the_others_get_the
                 pipe.xadd(keys.feed, fields, id=f"0-{n}")  # type: ignore[arg-type]
             pipe.set(keys.feed_seq, 2)
             await pipe.execute()
-        await raw.aclose()
         await until(lambda: bool(good.updates) and bool(bad.gaps))
         assert good.updates == {"good": [(1, b"good")]}
         assert bad.gaps == [("bad", 0)]
-    finally:
-        await watcher.stop()
-        redis.stop()
-
-
-@contextlib.asynccontextmanager
-async def _own_store(path: pathlib.Path) -> AsyncIterator[tuple[RedisStore, Redis]]:
-    """A started ``RedisStore`` on a ``redis-server`` of its own, and a raw client of it."""
-    redis = RedisProcess(path / "redis")
-    redis.start()
-    raw = Redis.from_url(redis.url)
-    store = RedisStore(redis.url, node_id="a")
-    try:
-        await store.start()
-        yield store, raw
-    finally:
-        await store.stop()
-        await raw.aclose()
-        redis.stop()
 
 
 async def test_an_append_after_its_documents_counter_was_deleted_goes_on_from_the_log(
-    tmp_path: pathlib.Path,
+    redis: RedisProcess,
 ) -> None:
     """A document's seq counter deleted alone (or evicted): the next append goes on from its
     log's end instead of failing until the counter passes it; an entry the log refuses
     otherwise leaves the counter as it was."""
-    async with _own_store(tmp_path) as (store, raw):
+    store = RedisStore(redis.url, node_id="a")
+    async with running(store), raw_client(redis) as raw:
         assert [await store.append("doc", b"u%d" % i) for i in range(3)] == [1, 2, 3]
         await raw.delete(store.keys_.seq("doc"))
         assert await store.append("doc", b"after") == 4
@@ -558,22 +457,12 @@ async def test_an_append_after_its_documents_counter_was_deleted_goes_on_from_th
         assert await raw.get(store.keys_.seq("other")) in (None, b"0")  # not left ahead
 
 
-async def test_a_document_whose_seqs_went_back_is_reloaded(tmp_path: pathlib.Path) -> None:
+async def test_a_document_whose_seqs_went_back_is_reloaded(redis: RedisProcess) -> None:
     """A watched document's keys deleted (or evicted): the updates appended since have seqs
     at or below the ones a node already took. The node is told to reload it (``bus_gap``)
     instead of taking them for ones it has."""
-    from redis.asyncio import Redis
-
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    raw = Redis.from_url(redis.url)
-    store = RedisStore(redis.url, node_id="a")
-    watcher = bus(redis, "b")
-    heard = Heard()
-    try:
-        await store.start()
-        await watcher.start()
-        watcher.watch("doc", 0, heard)
+    watching = watched(redis, heartbeat_s=0.1)
+    async with watching as (store, _watcher, heard), raw_client(redis) as raw:
         for i in range(5):
             await store.append("doc", b"before %d" % i)
         await until(lambda: len(heard.updates.get("doc", [])) == 5)
@@ -583,11 +472,6 @@ async def test_a_document_whose_seqs_went_back_is_reloaded(tmp_path: pathlib.Pat
         await until(lambda: bool(heard.gaps))
         assert heard.gaps == [("doc", 5)]
         assert len(heard.updates["doc"]) == 5  # nothing taken for what was delivered
-    finally:
-        await watcher.stop()
-        await store.stop()
-        await raw.aclose()
-        redis.stop()
 
 
 async def test_a_store_on_a_redis_that_may_evict_keys_says_so(
@@ -615,14 +499,15 @@ async def test_a_store_on_a_redis_that_may_evict_keys_says_so(
 
 
 async def test_an_append_after_a_compacted_documents_log_and_counter_were_lost_goes_past_its_snapshot(
-    tmp_path: pathlib.Path,
+    redis: RedisProcess,
 ) -> None:
     """A compacted document whose log and seq counter were deleted (or evicted) while its
     snapshot stayed: the next append goes on past the snapshot's seq. A seq at or below it
     would be taken for one the snapshot covers: a node loading the document again would
     find the log "compacted past" its cursor and reload it over and over, each time writing
     its whole state back, and compactions would be refused as behind the snapshot."""
-    async with _own_store(tmp_path) as (store, raw):
+    store = RedisStore(redis.url, node_id="a")
+    async with running(store), raw_client(redis) as raw:
         assert [await store.append("doc", b"u%d" % i) for i in range(5)] == [1, 2, 3, 4, 5]
         await store.compact("doc", b"snapshot", 5)
         await raw.delete(store.keys_.log("doc"), store.keys_.seq("doc"))
