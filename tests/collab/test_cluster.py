@@ -342,6 +342,30 @@ async def test_redis_restarted_or_paused_mid_run_loses_and_doubles_nothing(
             await client.close()
 
 
+async def typed_through(
+    clients: list[Client], fault: Callable[[], object], *, later: int, after: float
+) -> tuple[list[Document], list[str]]:
+    """``clients`` open ``ROOM`` and type 15 markers each; then ``later`` more each, with
+    ``fault()`` made ``after`` seconds into them. Their documents, and every marker typed,
+    once all are flushed."""
+    for client in clients:
+        await client.connect()
+    docs = [await client.open(ROOM) for client in clients]
+    first = await asyncio.gather(
+        *(type_markers(doc, random.Random(i), f"a{i}-", 15) for i, doc in enumerate(docs))
+    )
+    await asyncio.gather(*(client.flush() for client in clients))
+    typing = [
+        asyncio.create_task(type_markers(doc, random.Random(10 + i), f"b{i}-", later))
+        for i, doc in enumerate(docs)
+    ]
+    await asyncio.sleep(after)
+    fault()
+    made = await asyncio.gather(*typing)
+    await asyncio.gather(*(client.flush(timeout=30) for client in clients))
+    return docs, [m for ms in first + made for m in ms]
+
+
 async def test_redis_restarted_without_its_data_mid_run_loses_and_doubles_nothing(
     nodes: Nodes, repos: Path, redis: RedisProcess
 ) -> None:
@@ -354,22 +378,7 @@ async def test_redis_restarted_without_its_data_mid_run_loses_and_doubles_nothin
         for i, node in enumerate(nodes.nodes)
     ]
     try:
-        for client in clients:
-            await client.connect()
-        docs = [await client.open(ROOM) for client in clients]
-        first = await asyncio.gather(
-            *(type_markers(doc, random.Random(i), f"a{i}-", 15) for i, doc in enumerate(docs))
-        )
-        await asyncio.gather(*(client.flush() for client in clients))
-        typing = [
-            asyncio.create_task(type_markers(doc, random.Random(10 + i), f"b{i}-", 60))
-            for i, doc in enumerate(docs)
-        ]
-        await asyncio.sleep(0.1)
-        redis.restart_empty()
-        later = await asyncio.gather(*typing)
-        await asyncio.gather(*(client.flush(timeout=30) for client in clients))
-        everything = [m for ms in first + later for m in ms]
+        docs, everything = await typed_through(clients, redis.restart_empty, later=60, after=0.1)
         await converged_once(docs, everything, repos)
     finally:
         for client in clients:
@@ -391,24 +400,13 @@ async def test_a_documents_keys_deleted_mid_run_lose_and_double_nothing(
         for i in range(3)
     ]
     direct = Redis.from_url(redis.url)
-    try:
-        for client in clients:
-            await client.connect()
-        docs = [await client.open(ROOM) for client in clients]
-        first = await asyncio.gather(
-            *(type_markers(doc, random.Random(i), f"a{i}-", 15) for i, doc in enumerate(docs))
-        )
-        await asyncio.gather(*(client.flush() for client in clients))
-        typing = [
-            asyncio.create_task(type_markers(doc, random.Random(10 + i), f"b{i}-", 40))
-            for i, doc in enumerate(docs)
-        ]
-        await asyncio.sleep(0.2)
-        names = ["seq"] if lost == "seq" else ["log", "snap", "seq"]
+    names = ["seq"] if lost == "seq" else ["log", "snap", "seq"]
+
+    def delete() -> None:
         assert direct.delete(*(f"collab:doc:{ROOM}:{name}" for name in names)) >= 1
-        later = await asyncio.gather(*typing)
-        await asyncio.gather(*(client.flush(timeout=30) for client in clients))
-        everything = [m for ms in first + later for m in ms]
+
+    try:
+        docs, everything = await typed_through(clients, delete, later=40, after=0.2)
         await converged_once(docs, everything, repos)
         for client in clients:
             assert client.errors == []
