@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from eventwait import Events
 from gitcli import git, show, until
 from servers import SECRET, make_config
 
@@ -313,21 +314,12 @@ async def test_event_stream_reports_presence_commits_and_moves(
         doc.insert(0, "x")
         await alice.flush()
         await alice.call("branch.fork", repo="demo", source="main", name="evented")
-        seen: list[dict[str, object]] = []
-
-        async def wait_for(kind: str, **match: object) -> None:
-            async with asyncio.timeout(5):
-                while True:
-                    for event in seen:
-                        if event.get("kind") == kind and all(
-                            event.get(k) == v for k, v in match.items()
-                        ):
-                            return
-                    seen.append((await watcher.events.get()).data)
-
-        await wait_for("presence", user="alice", branch="main", path="README.md", action="join")
-        await wait_for("commit", branch="main", authors=["alice"])
-        await wait_for("ref", branch="evented", cause="fork")
+        events = Events(watcher)
+        await events.wait_for(
+            "presence", user="alice", branch="main", path="README.md", action="join"
+        )
+        await events.wait_for("commit", branch="main", authors=["alice"])
+        await events.wait_for("ref", branch="evented", cause="fork")
 
 
 async def test_http_api_runs_the_same_operations(fast_server: CollabServer) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from eventwait import Events
 from jsfleet import JsFleet, require_js
 from redisproc import RedisProcess
 from serverproc import ServerProcess
@@ -624,20 +625,12 @@ async def test_repository_events_reach_the_subscribers_of_every_node(nodes: Node
         doc = await alice.open(ROOM)
         doc.insert(0, "x;")
         await alice.flush()
-        seen: list[dict[str, object]] = []
-
-        async def wait_for(kind: str, **match: object) -> None:
-            async with asyncio.timeout(20):
-                while True:
-                    for event in seen:
-                        if event.get("kind") == kind and all(
-                            event.get(k) == v for k, v in match.items()
-                        ):
-                            return
-                    seen.append((await watcher.events.get()).data)
-
+        events = Events(watcher)
         # alice is on node 0, the watcher on node 2: presence and commits cross nodes, once
-        await wait_for("presence", user="alice", branch="main", path="README.md", action="join")
-        await wait_for("commit", branch="main", authors=["alice"])
+        await events.wait_for(
+            "presence", timeout=20, user="alice", branch="main", path="README.md", action="join"
+        )
+        await events.wait_for("commit", timeout=20, branch="main", authors=["alice"])
+        seen = events.seen
         joins = [e for e in seen if e.get("kind") == "presence" and e.get("user") == "alice"]
         assert len([e for e in joins if e.get("action") == "join"]) == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from dulwich.repo import Repo
+from eventwait import Events
 from gitcli import until
 from servers import SECRET, make_config
 
@@ -391,11 +392,7 @@ async def test_a_commit_that_meets_a_move_making_its_file_no_text_leaves_the_mov
             rescued = f"main-rescued-{synced[:8]}"
             assert file_at(repos, rescued, path) == "typed live\n" + before
             assert run_git(repos / "demo", "merge-base", "--is-ancestor", synced, rescued)
-            async with asyncio.timeout(5):
-                while True:
-                    event = (await carol.events.get()).data
-                    if event["kind"] == "rescued":
-                        break
+            event = await Events(carol).wait_for("rescued")
             assert event["path"] == path and event["into"] == rescued
         assert bob.reconnects == 0 and str(other.text)  # only that document was closed
     assert head(repos, "main") == moved
@@ -477,11 +474,7 @@ async def test_a_move_renaming_a_file_carries_its_live_edits_to_the_new_path(
         assert tale == "typed live\n" + lines.replace("line 20", "line 20, pushed")
         tree = run_git(repos / "demo", "ls-tree", "-r", after, "src").stdout
         assert "src/story.txt" not in tree and "100755 blob" in tree
-        async with asyncio.timeout(5):
-            while True:
-                event = (await bob.events.get()).data
-                if event["kind"] == "ref" and event.get("cause") == "external":
-                    break
+        event = await Events(bob).wait_for("ref", cause="external")
         assert event["renamed"] == {"src/story.txt": "src/tale.txt"}
 
 

@@ -3,13 +3,13 @@ merge the preview calls a fast-forward is applied as one unless a merge commit i
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from dulwich.repo import Repo
+from eventwait import Events
 from gitcli import git, show
 from servers import make_config
 
@@ -201,11 +201,7 @@ async def test_a_renamed_file_moves_on_the_target_with_its_live_edits_merged(
         await old_doc.wait_for(lambda text: text == "")
         new_doc = await alice.open("demo/main:src/tale.py")
         assert str(new_doc.text) == both
-        async with asyncio.timeout(5):
-            while True:
-                event = (await watcher.events.get()).data
-                if event.get("kind") == "ref" and event.get("cause") == "merge":
-                    break
+        event = await Events(watcher).wait_for("ref", cause="merge")
         assert event["renamed"] == {"src/story.py": "src/tale.py"}
         # the live documents match the merge: nothing more is committed on main
         head = git(demo, "rev-parse", "main").strip()
