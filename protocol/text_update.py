@@ -5,7 +5,12 @@ anything else, an embed, a formatting mark, a nested type, an entry of another r
 valid Yjs but no valid edit of a file: offsets into the text would no longer match the
 string the engine commits, and content outside the text would escape the document's size
 cap. Client ids must also be ones every stock client can read back: Yjs numbers are at most
-53 bits (a larger id is masked by some implementations and refused by others).
+53 bits (a larger id is masked by some implementations and refused by others). Clocks must be
+ones every implementation holds as they are: the Rust core (yrs, under pycrdt) keeps a clock in
+32 bits, and would read a larger one modulo 2^32, as another struct than the one a stock
+JavaScript client reads (the two would disagree on the text, and later edits could be taken for
+ones the document has). No clock, nor the end of a struct or of a deleted range, may pass
+``MAX_CLOCK``; a client would need billions of edits to get there.
 
 :func:`text_update_clients` walks the update's structs and delete set without building
 anything (the structure of ``Y.encodeStateAsUpdate``: per client, its structs; then the
@@ -16,10 +21,14 @@ from __future__ import annotations
 
 from .errors import ErrorCode, ProtocolError
 
-__all__ = ["MAX_CLIENT", "text_update_clients"]
+__all__ = ["MAX_CLIENT", "MAX_CLOCK", "text_update_clients"]
 
 MAX_CLIENT = 2**53 - 1
 """The largest client id Yjs can encode and decode (``Number.MAX_SAFE_INTEGER``)."""
+
+MAX_CLOCK = 2**32 - 1
+"""The largest clock, and end of a clock range, that every Yjs implementation holds as it is
+(yrs keeps clocks in 32 bits)."""
 
 # the low five bits of a struct's info byte: what it is, or the kind of its item's content
 _GC, _DELETED, _STRING, _SKIP = 0, 1, 4, 10
@@ -63,9 +72,22 @@ def _client(data: bytes, pos: int) -> tuple[int, int]:
     return client, pos
 
 
+def _clock(data: bytes, pos: int) -> tuple[int, int]:
+    clock, pos = _uint(data, pos)
+    return _within_clocks(clock, 0), pos
+
+
+def _within_clocks(start: int, length: int) -> int:
+    """``start + length``: the end of a range of clocks, refused past ``MAX_CLOCK``."""
+    end = start + length
+    if end > MAX_CLOCK:
+        raise _refuse(f"a clock of {end} is over 2^32 - 1")
+    return end
+
+
 def _skip_id(data: bytes, pos: int) -> int:
     _client_id, pos = _client(data, pos)
-    _clock, pos = _uint(data, pos)
+    _clock_value, pos = _clock(data, pos)
     return pos
 
 
@@ -79,7 +101,8 @@ def _skip_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
 
 def text_update_clients(update: bytes, root: str) -> frozenset[int]:
     """The clients whose structs ``update`` carries; raises ``INVALID_UPDATE`` if it inserts
-    anything but plain text into the root ``root``, or names a client id over 53 bits.
+    anything but plain text into the root ``root``, names a client id over 53 bits, or a
+    clock (a struct's, its end, an origin's, a deleted range's or its end) over 32.
 
     Only what the update states is checked: an item placed after another (with an origin)
     is in the root of that item, which was checked when it was accepted."""
@@ -90,7 +113,7 @@ def text_update_clients(update: bytes, root: str) -> frozenset[int]:
     for _ in range(sections):
         structs, pos = _uint(data, pos)
         client, pos = _client(data, pos)
-        _clock, pos = _uint(data, pos)
+        clock, pos = _clock(data, pos)
         if structs:
             clients.add(client)
         for _ in range(structs):
@@ -100,7 +123,8 @@ def text_update_clients(update: bytes, root: str) -> frozenset[int]:
             pos += 1
             kind = info & 0x1F
             if kind in (_GC, _SKIP):
-                _length, pos = _uint(data, pos)
+                length, pos = _uint(data, pos)
+                clock = _within_clocks(clock, length)
                 continue
             if info & _HAS_ORIGIN:
                 pos = _skip_id(data, pos)
@@ -116,9 +140,12 @@ def text_update_clients(update: bytes, root: str) -> frozenset[int]:
                 if info & _HAS_PARENT_SUB:
                     raise _refuse(f"a map entry on {root!r}")
             if kind == _STRING:
-                _text, pos = _skip_bytes(data, pos)
+                text, pos = _skip_bytes(data, pos)
+                # its length counts UTF-16 units: at most its number of bytes
+                clock = _within_clocks(clock, len(text))
             elif kind == _DELETED:
-                _length, pos = _uint(data, pos)
+                length, pos = _uint(data, pos)
+                clock = _within_clocks(clock, length)
             else:
                 what = _KINDS.get(kind, f"content of unknown kind {kind}")
                 raise _refuse(f"{what} where only text belongs")
@@ -127,6 +154,7 @@ def text_update_clients(update: bytes, root: str) -> frozenset[int]:
         _client_id, pos = _client(data, pos)
         ranges, pos = _uint(data, pos)
         for _ in range(ranges):
-            _clock, pos = _uint(data, pos)
-            _length, pos = _uint(data, pos)
+            start, pos = _clock(data, pos)
+            length, pos = _uint(data, pos)
+            _within_clocks(start, length)
     return frozenset(clients)

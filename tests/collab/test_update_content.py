@@ -89,3 +89,40 @@ async def test_an_update_as_an_epoch_or_unencodable_client_is_refused(
         await asyncio.wait_for(again.synced.wait(), 5)
         assert "forged" not in str(again.text)
         assert again.close_code is None
+
+
+def item_at(clock: int, text: bytes, client: int = 500) -> bytes:
+    """An update of one string struct of ``client`` at ``clock``, at the start of the text."""
+    update = bytearray()
+    for number in (1, 1, client, clock):
+        write_var_uint(update, number)
+    update += b"\x04\x01\x06source"
+    write_var_uint(update, len(text))
+    return bytes(update + text + b"\x00")
+
+
+@pytest.mark.parametrize(
+    "clock", [2**32, 2**62, 2**32 - 2], ids=["at 2^32", "at 2^62", "ending past 2^32"]
+)
+async def test_an_update_with_clocks_past_32_bits_is_refused_and_later_edits_are_kept(
+    server: CollabServer, clock: int
+) -> None:
+    """The CRDT core keeps clocks in 32 bits: such an update would be read at another
+    clock than stock clients read it (text they never show reaching git), or take the
+    clocks of later edits for ones the document has (acknowledged edits dropped)."""
+    async with YjsPeer(server.url, ROOM, user="honest") as honest:
+        await asyncio.wait_for(honest.synced.wait(), 5)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            await mallory.send(encode_message(SyncUpdate(item_at(clock, b"HIDDEN"))))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        honest.text.insert(0, "kept ")
+        async with YjsPeer(server.url, ROOM, user="later") as later:
+            await later.wait_text(lambda text: text.startswith("kept "))
+            assert "HIDDEN" not in str(later.text)
+    stored = await server.store.load(ROOM)
+    assert stored is not None
+    loaded: Doc[Any] = Doc()
+    stored.apply_to(loaded)
+    text = str(loaded.get("source", type=Text))
+    assert text.startswith("kept ") and "HIDDEN" not in text

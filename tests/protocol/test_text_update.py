@@ -13,7 +13,7 @@ from pycrdt import Array, Doc, Map, Text
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.lib0 import write_var_uint
-from protocol.text_update import MAX_CLIENT, text_update_clients
+from protocol.text_update import MAX_CLIENT, MAX_CLOCK, text_update_clients
 
 ROOT = "source"
 
@@ -71,6 +71,49 @@ def test_client_ids_over_53_bits_are_refused(client: int) -> None:
     deletion = bytearray(b"\x00\x01")  # no structs; a deleted range of that client
     write_var_uint(deletion, client)
     assert "over 2^53" in refused(bytes(deletion) + b"\x01\x00\x01")
+
+
+def var(*numbers: int) -> bytes:
+    out = bytearray()
+    for number in numbers:
+        write_var_uint(out, number)
+    return bytes(out)
+
+
+def item(client: int, clock: int, text: bytes) -> bytes:
+    """One section of one string struct placed at the start of the root text."""
+    string = b"\x04" + var(1) + var(len(ROOT)) + ROOT.encode() + var(len(text)) + text
+    return var(1, 1, client, clock) + string
+
+
+NO_DELETIONS = b"\x00"
+
+
+def test_a_struct_ending_at_the_largest_clock_is_accepted() -> None:
+    assert text_update_clients(item(500, MAX_CLOCK - 5, b"abcde") + NO_DELETIONS, ROOT) == {500}
+    gc = var(1, 1, 501, 0) + b"\x00" + var(MAX_CLOCK)  # a collected range to the largest clock
+    assert text_update_clients(gc + NO_DELETIONS, ROOT) == {501}
+    deletion = b"\x00" + var(1, 502, 1, MAX_CLOCK - 3, 3)
+    assert text_update_clients(deletion, ROOT) == frozenset()
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        item(500, 2**32, b"x") + NO_DELETIONS,  # read as clock 0 by yrs
+        item(500, 2**62, b"x") + NO_DELETIONS,
+        item(500, MAX_CLOCK - 4, b"abcde") + NO_DELETIONS,  # its end wraps
+        item(500, MAX_CLOCK - 1, "é".encode()) + NO_DELETIONS,  # two bytes: conservative
+        var(1, 2, 501, 0) + b"\x00" + var(MAX_CLOCK) + item(501, 0, b"y")[5:] + NO_DELETIONS,
+        var(1, 1, 501, 1) + b"\x00" + var(MAX_CLOCK) + NO_DELETIONS,  # a collected range
+        var(1, 1, 501, 1) + b"\x0a" + var(MAX_CLOCK) + NO_DELETIONS,  # a skipped range
+        var(1, 1, 502, 0) + b"\x81" + var(7, 2**32) + var(3) + NO_DELETIONS,  # its origin
+        b"\x00" + var(1, 502, 1, 2**32, 1),  # a deleted range at a clock past 32 bits
+        b"\x00" + var(1, 502, 1, MAX_CLOCK, 1),  # a deleted range that ends past it
+    ],
+)
+def test_clocks_past_32_bits_are_refused(update: bytes) -> None:
+    assert "over 2^32 - 1" in refused(update)
 
 
 def build(change: Any) -> bytes:
