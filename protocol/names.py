@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .dotgit import is_dotgit
 from .errors import ErrorCode, ProtocolError
 
 __all__ = ["DocId", "validate_branch", "validate_path", "validate_repo"]
@@ -24,9 +25,15 @@ def _bad(message: str) -> ProtocolError:
 
 
 def validate_repo(name: str) -> str:
-    """Return ``name`` if it is a valid repository name, else raise ``ProtocolError``."""
+    """Return ``name`` if it is a valid repository name, else raise ``ProtocolError``.
+
+    A name ends without ``.git``: repository ``x`` is the directory ``x`` or ``x.git``, and
+    ``x.git`` as a name would open the same repository again under a second name (its
+    documents as second rooms, out of sync with the first)."""
     if not _REPO_RE.fullmatch(name) or set(name) == {"."}:
         raise _bad(f"invalid repository name {name!r}: use 1-100 of A-Z a-z 0-9 . _ -")
+    if name.lower().endswith(".git"):  # the directory of repository "x" is "x" or "x.git"
+        raise _bad(f"invalid repository name {name!r}: name it without '.git'")
     return name
 
 
@@ -61,8 +68,9 @@ _PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 def validate_path(path: str) -> str:
     """Return the normalised form of a path inside a repository, or raise ``ProtocolError``.
 
-    Empty and ``.`` components are dropped; ``..``, absolute paths, ``.git``, NUL,
-    backslashes and control characters are refused.
+    Empty and ``.`` components are dropped; ``..``, absolute paths, ``.git`` (and the names
+    a filesystem takes for it: ``.GIT.``, ``git~1``, ``.g\u200cit``...), NUL, backslashes
+    and control characters are refused.
     """
     if not path or len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
         raise _bad("invalid path: empty or too long")
@@ -82,7 +90,7 @@ def validate_path(path: str) -> str:
     for part in parts:
         if part == "..":
             raise _bad(f"invalid path {path!r}: '..' leaves the repository")
-        if part.lower() == ".git":
+        if is_dotgit(part.encode("utf-8")):  # .git, or a spelling some filesystem folds to it
             raise _bad(f"invalid path {path!r}: inside .git")
         if len(part.encode("utf-8")) > MAX_PATH_COMPONENT:
             raise _bad(f"invalid path {path!r}: component too long")

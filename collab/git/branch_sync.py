@@ -64,6 +64,7 @@ from gitsync.objects.commits import (
     set_merging,
     set_synced,
 )
+from gitsync.objects.fsck import file_problem
 from gitsync.objects.synced_state import read_synced_state, record_synced_state
 from gitsync.packs.write import fsync_directory
 from gitsync.repos import is_stored
@@ -137,6 +138,7 @@ class BranchSync:
         self.lock = asyncio.Lock()
         self.dirty: dict[str, Room] = {}
         self.held: dict[str, tuple[int, int]] = {}  # path -> (live size, head size), not committed
+        self.refused: dict[str, str] = {}  # path -> the fsck problem its text has, not committed
         self.authors: dict[str, Identity] = {}
         self.committed_states: dict[str, bytes] = {}
         """Each document's state vector when its text was last committed or a move merged
@@ -426,6 +428,7 @@ class BranchSync:
                         states[path] = room.doc.get_state()  # the history the text is of
                 await self._hold_shrinking(rooms, changes)
                 self._hold_clashing(changes)
+                self._hold_refused_by_fsck(changes)
                 # What is committed must be durable in the store first: a crash (a power
                 # loss) must not leave the branch with edits the store lost, and the state
                 # recorded with the commit is what a stored document must hold (its record).
@@ -553,6 +556,41 @@ class BranchSync:
                 above,
                 above,
             )
+
+    def _hold_refused_by_fsck(self, changes: dict[str, bytes]) -> None:
+        """Take out of ``changes`` the ``.gitmodules`` and ``.gitattributes`` (in any
+        spelling) whose text git's fsck refuses (a submodule URL or path that reads as an
+        option, an attribute line too long to parse): committed, it would make the
+        repository fail ``git fsck``, and every clone that checks what it fetches. The file
+        keeps its last commit; its text stays in its document and the store, and is
+        committed once it passes."""
+        for path in list(changes):
+            problem = file_problem(path.rsplit("/", 1)[-1].encode("utf-8"), changes[path])
+            if problem is None:
+                self.refused.pop(path, None)
+                continue
+            size = len(changes.pop(path))
+            self.owner.incomplete = True  # left in the store: looked for at the next start
+            if self.refused.get(path) != problem.msg_id:
+                self.refused[path] = problem.msg_id
+                log.warning(
+                    "%s%s: not committed, git's fsck would refuse it (%s: %s)",
+                    self.prefix,
+                    path,
+                    problem.msg_id,
+                    problem.message,
+                )
+                self.owner.events.publish(
+                    self.repo,
+                    {
+                        "kind": "held",
+                        "branch": self.branch,
+                        "path": path,
+                        "size": size,
+                        "cause": "fsck",
+                        "problem": problem.msg_id,
+                    },
+                )
 
     async def _settle_recovered(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
         """The recovered documents in ``changes`` now match their branch: no longer held."""

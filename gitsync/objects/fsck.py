@@ -6,7 +6,7 @@
 
 - trees: each entry parses (octal mode, a name, a NUL, a whole id); names that are empty,
   ``.``, ``..``, contain ``/``, longer than :data:`MAX_NAME`, or are ``.git`` in any spelling
-  a filesystem folds to it (:mod:`gitsync.objects.dotgit`); modes other than the five git writes, or
+  a filesystem folds to it (:mod:`protocol.dotgit`); modes other than the five git writes, or
   written with a leading zero; duplicate names; entries out of git's order; null ids; a
   ``.gitmodules`` that is a symbolic link;
 - commits: ``tree``, ``parent``, one ``author`` and a ``committer`` line, in that order, ids in
@@ -22,11 +22,13 @@ reference is to an object of the right type, sent with it or already stored (as 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .dotgit import is_dotgit, is_hfs_dot, is_ntfs_dot
+from protocol.dotgit import is_dotgit, is_hfs_dot, is_ntfs_dot
+
 from .gitmodules import gitmodules_problems
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "check_commit",
     "check_tag",
     "check_tree",
+    "file_problem",
 ]
 
 COMMIT, TREE, BLOB, TAG = 1, 2, 3, 4
@@ -326,6 +329,25 @@ def check_gitmodules(sha: bytes, raw: bytes) -> None:
         raise FsckError(sha, "blob", "gitmodulesLarge", ".gitmodules too large to parse")
     for msg_id, message in gitmodules_problems(raw):
         raise FsckError(sha, "blob", msg_id, message)
+
+
+def file_problem(name: bytes, content: bytes) -> FsckError | None:
+    """What fsck would refuse in a regular file named ``name`` (a tree entry's name) holding
+    ``content``: the checks of ``.gitmodules`` and ``.gitattributes``, in any spelling a
+    filesystem takes for them; ``None`` when there is nothing. The object id the error names
+    is that of the blob ``content`` would be."""
+    if _is_dot_file(name, b"gitmodules"):
+        check = check_gitmodules
+    elif _is_dot_file(name, b"gitattributes"):
+        check = check_gitattributes
+    else:
+        return None
+    try:
+        blob_id = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+        check(blob_id.encode("ascii"), content)
+    except FsckError as exc:
+        return exc
+    return None
 
 
 class ObjectChecker:

@@ -17,10 +17,10 @@ from dulwich.pack import UnpackedObjectIterator
 from dulwich.repo import Repo
 from gitcli import skewed_text
 
-from gitsync.objects.dotgit import is_dotgit, is_hfs_dot, is_ntfs_dot
 from gitsync.objects.fsck import BLOB, COMMIT, TAG, TREE, FsckError, ObjectChecker, check_tree
 from gitsync.objects.gitmodules import config_entries, gitmodules_problems
 from gitsync.objects.stored_types import StoredTypes
+from protocol.dotgit import is_dotgit, is_hfs_dot, is_ntfs_dot
 
 Git = Callable[..., str]
 ENV = {

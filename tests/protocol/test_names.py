@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from protocol.dotgit import is_dotgit
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import (
     MAX_PATH,
@@ -41,7 +42,10 @@ def test_repo_accepted(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [".", "..", "...", "a/b", "a b", "", "a" * 101, "a\\b", "a\x00", "é", "a:b", "a\n", "~a"],
+    [
+        *[".", "..", "...", "a/b", "a b", "", "a" * 101, "a\\b", "a\x00", "é", "a:b", "a\n", "~a"],
+        *["demo.git", "demo.GIT", ".git"],  # repository "demo" is the directory demo.git
+    ],
     ids=repr,
 )
 def test_repo_refused(name: str) -> None:
@@ -230,6 +234,13 @@ def _long_path() -> str:
         ".Git/HEAD",
         "sub/.git/hooks",
         "sub/.git",
+        ".GIT./config",  # what NTFS, HFS+ and short names take for .git
+        ".git /config",
+        ".git::$INDEX_ALLOCATION/config",
+        "git~1/config",
+        "GIT~1",
+        "x/.g\u200cit/config",
+        "x/.\u200dGit\ufeff",
         "a\x00b",
         "a\\b",
         "..\\..\\windows",
@@ -257,7 +268,10 @@ def test_overall_path_limit() -> None:
     refused(validate_path, path + "/" + "b" * (MAX_PATH - len(path)))
 
 
-PATH_PIECES = ["a", "b.txt", "é", "..", ".", "", ".git", ".GIT", ".gIt", "...", " ", "x y", ":"]
+PATH_PIECES = [
+    *["a", "b.txt", "é", "..", ".", "", ".git", ".GIT", ".gIt", "...", " ", "x y", ":"],
+    *[".git.", "git~1", ".g\u200cit", ".gitmodules", "~1"],
+]
 path_strings = st.one_of(
     st.lists(st.sampled_from(PATH_PIECES), min_size=1, max_size=8).map("/".join),
     st.lists(st.sampled_from(PATH_PIECES), min_size=1, max_size=8).map(lambda p: "/" + "/".join(p)),
@@ -278,7 +292,7 @@ def test_path_never_escapes_the_repository(path: str) -> None:
     assert normal and not normal.startswith("/")
     assert ".." not in parts
     assert "." not in parts and "" not in parts
-    assert all(part.lower() != ".git" for part in parts)
+    assert all(not is_dotgit(part.encode("utf-8")) for part in parts)
     assert "\\" not in normal and "\x00" not in normal
     assert len(normal.encode("utf-8")) <= MAX_PATH
     assert validate_path(normal) == normal

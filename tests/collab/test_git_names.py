@@ -1,0 +1,86 @@
+"""Names and files a repository must not be given from a live document: a second name for a
+repository, the names some filesystem takes for ``.git``, and ``.gitmodules`` or
+``.gitattributes`` text that git's fsck refuses. The real ``git`` CLI checks what was
+committed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from eventwait import Events
+from gitcli import git
+
+from collab import Client, CollabServer
+from collab.client import ClientError
+from protocol.errors import ErrorCode
+
+
+@pytest.fixture(autouse=True)
+def _git_cli() -> None:
+    if shutil.which("git") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but the git CLI is missing", pytrace=False)
+        pytest.skip("the git CLI is missing")
+
+
+@pytest.mark.parametrize(
+    "doc_id",
+    [
+        "demo.git/main:README.md",  # repository "demo" again, as a second room
+        "demo.GIT/main:README.md",
+        "demo/main:.GIT./config",  # .git on NTFS, HFS+ or through a short name
+        "demo/main:.git /config",
+        "demo/main:git~1/config",
+        "demo/main:src/.g\u200cit/config",
+    ],
+)
+async def test_a_second_name_for_a_repository_or_for_dot_git_is_refused(
+    server: CollabServer, doc_id: str
+) -> None:
+    async with Client(server.url, user="mallory") as mallory:
+        with pytest.raises(ClientError) as info:
+            await mallory.open(doc_id)
+        assert info.value.code == ErrorCode.BAD_NAME
+        readme = await mallory.open("demo/main:README.md")  # the connection goes on
+        assert str(readme.text)
+
+
+HOSTILE = '[submodule "x"]\n\tpath = x\n\turl = --upload-pack=touch${IFS}/tmp/pwned\n'
+FINE = '[submodule "x"]\n\tpath = x\n\turl = https://example.com/x.git\n'
+
+
+async def test_gitmodules_text_git_refuses_is_not_committed_until_it_passes(
+    server: CollabServer, repos: Path
+) -> None:
+    demo = repos / "demo"
+    async with (
+        Client(server.url, user="watcher") as watcher,
+        Client(server.url, user="mallory") as mallory,
+    ):
+        await watcher.subscribe("events.subscribe", repo="demo")
+        modules = await mallory.open("demo/main:.gitmodules")
+        attributes = await mallory.open("demo/main:.GITATTRIBUTES")
+        readme = await mallory.open("demo/main:README.md")
+        modules.insert(0, HOSTILE)
+        attributes.insert(0, "*" + "x" * 3000 + " text\n")  # a line too long for git
+        readme.insert(0, "still committed\n")
+        await mallory.flush()
+        await mallory.commit("demo", "main")
+        events = Events(watcher)
+        held = await events.wait_for("held", path=".gitmodules", cause="fsck")
+        assert held["problem"] == "gitmodulesUrl"
+        await events.wait_for("held", path=".GITATTRIBUTES", problem="gitattributesLineLength")
+        files = git(demo, "ls-tree", "-r", "--name-only", "main").split()
+        assert ".gitmodules" not in files and ".GITATTRIBUTES" not in files
+        assert git(demo, "show", "main:README.md").startswith("still committed\n")
+        await asyncio.to_thread(git, demo, "fsck", "--full", "--strict")
+        modules.delete(0, len(str(modules.text)))
+        modules.insert(0, FINE)
+        await mallory.flush()
+        await mallory.commit("demo", "main")
+    assert git(demo, "show", "main:.gitmodules") == FINE
+    await asyncio.to_thread(git, demo, "fsck", "--full", "--strict")
