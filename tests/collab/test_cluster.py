@@ -448,6 +448,34 @@ async def test_a_branch_open_on_another_node_is_not_deleted(nodes: Nodes, repos:
         await eventually(deleted, 15, "the branch to be deleted once closed everywhere")
 
 
+async def test_a_branch_open_on_a_node_that_dies_is_deleted_once_its_key_lapses(
+    nodes: Nodes, repos: Path
+) -> None:
+    """A node killed (``kill -9``) with a document of the branch open releases nothing: its
+    branches stop counting as open once its key lapses (3 s), and the branch is deleted."""
+    here, there = nodes.nodes[0], nodes.nodes[1]
+    async with Client(here.url, user="admin") as admin:
+        topic = await admin.fork("demo", "main", "topic")
+        async with Client(there.url, user="ed", max_backoff=0.2) as ed:
+            await ed.open(f"demo/{topic}:README.md")
+            await asyncio.sleep(1.5)  # the other node's beat has listed the branch since
+            with pytest.raises(ClientError) as refused:
+                await admin.call("branch.delete", repo="demo", name=topic)
+            assert refused.value.code == ErrorCode.CONFLICT
+            assert "on node n1" in refused.value.message
+            await there.kill()
+
+            async def deleted() -> bool:
+                try:
+                    await admin.call("branch.delete", repo="demo", name=topic)
+                except ClientError as exc:
+                    assert exc.code == ErrorCode.CONFLICT
+                    return False
+                return True
+
+            await eventually(deleted, 15, "the branch to be deleted once its node died")
+
+
 async def test_a_commit_asked_for_while_redis_is_paused_answers_without_waiting_for_it(
     nodes: Nodes, repos: Path, redis: RedisProcess
 ) -> None:
