@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from collab.bus.keys import DEFAULT_PREFIX
-from collab.bus.nodes import read_nodes
+from collab.bus.nodes import nodes_with_open
 from collab.bus.redis import RedisBus
 from collab.bus.redis_lease import RedisLeases
 from collab.store.redis_store import WRITE_TIMEOUT, RedisStore
@@ -70,14 +70,10 @@ class Cluster:
         await self._client.aclose()
 
     async def open_elsewhere(self, branch: str) -> list[str]:
-        """The other nodes alive whose description lists ``branch`` (``repo/branch``) among
-        the branches they have open documents of (as of their last beat)."""
-        found = await read_nodes(self._client, self.bus.keys)
-        return sorted(
-            node
-            for node, about in found.items()
-            if node != self.node_id and branch in (about.get("open") or [])
-        )
+        """The other nodes alive that have documents of ``branch`` (``repo/branch``) open,
+        as of their last beat: those whose set of open branches holds it (that of the
+        process their key names: a set a dead or replaced process left is not read)."""
+        return await nodes_with_open(self._client, self.bus.keys, branch, besides=self.node_id)
 
     async def status(self) -> dict[str, object]:
         """The nodes alive and whether this one reaches Redis (for ``/healthz``): answered

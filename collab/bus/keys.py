@@ -9,9 +9,11 @@ goes to ``feed``, one stream for the whole cluster that each node reads to hear 
 document's updates with one read (ids ``0-<n>`` from the counter ``feed:seq``, so that a node
 can tell it missed entries; capped at about ``FEED_LENGTH`` entries). ``docs`` is a sorted
 set of every document id, for prefix listings; awareness travels on pub/sub channels
-(``aw:<doc_id>``); each node keeps a key that expires when it stops renewing it. ``gen`` holds
-a random token set by the first node to find it missing: a Redis that lost its data (restarted
-with nothing kept, or flushed) no longer holds the token the nodes remember.
+(``aw:<doc_id>``); each node keeps a key that expires when it stops renewing it, and beside
+it a set of the branches it has open documents of (``open:<node>#<incarnation>``), renewed
+and expiring with it. ``gen`` holds a random token set by the first node to find it missing:
+a Redis that lost its data (restarted with nothing kept, or flushed) no longer holds the
+token the nodes remember.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class RedisKeys:
     @property
     def nodes(self) -> str:
         return f"{self.prefix}node:*"
+
+    def open_branches(self, author: str) -> str:
+        """The set of the branches (``repo/branch``) that the node process ``author``
+        (``<node>#<incarnation>``) has open documents of; it expires with the node's key."""
+        return f"{self.prefix}open:{author}"
 
     @property
     def feed(self) -> str:

@@ -34,7 +34,13 @@ seconds, as y-protocols' awareness expects.
 
 Liveness: each node renews a key with a short time to live; a node whose key is gone (it
 stopped, or died and the key expired) is reported to every listener (``bus_node_gone``).
-``healthy`` is false while Redis cannot be reached.
+``healthy`` is false while Redis cannot be reached. Beside its key, each node keeps a set of
+the branches it has open documents of (``open_branches``; ``branch.delete`` is refused
+while any live node lists the branch): renewed with the key, for as long, by the same
+script, it changes only by the branches opened and closed since the last beat, and is
+written whole again when Redis may have lost it or come back with an older one. It is named
+by the node's id and incarnation, so a process restarted under the same id starts with a set
+of its own, and the readers look only at the set of the incarnation a live key holds.
 
 Incarnations: each process that serves as a node claims the node's id with a token of its own
 (its *incarnation*), held in the node's key; the key is renewed only while it still holds
@@ -59,7 +65,7 @@ import secrets
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -87,8 +93,11 @@ READ_GRACE_S = 2.0
 CLAIM_POLL_S = 0.1
 """How often a starting node looks again at its id's key, held by another incarnation."""
 
-# KEYS: the node's key. ARGV: incarnation, value (JSON, with the incarnation), ttl ms.
-# Sets the key unless another incarnation holds it: nil if set, else what the key holds.
+# KEYS: the node's key, its set of open branches. ARGV: incarnation, value (JSON, with the
+# incarnation), ttl ms, '1' to replace the set (else '0'), how many branches to add, the
+# branches to add, then the branches to remove. Sets the key and changes the set, both given
+# the ttl, unless another incarnation holds the key: then what the key holds (the set is left
+# alone); else 1 if the set was missing before (it expired, or Redis lost it), 0 if not.
 _CLAIM = """
 local held = redis.call('GET', KEYS[1])
 if held then
@@ -98,11 +107,20 @@ if held then
   end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return false
+local missing = redis.call('EXISTS', KEYS[2]) == 0
+if ARGV[4] == '1' then redis.call('DEL', KEYS[2]) end
+local adds = tonumber(ARGV[5])
+for i = 6, 5 + adds do redis.call('SADD', KEYS[2], ARGV[i]) end
+for i = 6 + adds, #ARGV do redis.call('SREM', KEYS[2], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if missing then return 1 end
+return 0
 """
 
-# KEYS: the node's key. ARGV: incarnation. Deletes the key if this incarnation holds it.
+# KEYS: the node's key, its set of open branches. ARGV: incarnation. Deletes the key if this
+# incarnation holds it, and the set (this incarnation's own).
 _RELEASE = """
+redis.call('DEL', KEYS[2])
 local held = redis.call('GET', KEYS[1])
 if not held then return 0 end
 local ok, about = pcall(cjson.decode, held)
@@ -191,6 +209,15 @@ class RedisBus:
         self.describe: Callable[[], dict[str, object]] | None = None
         """What this node says of itself in its key (rooms, connections), for the others and
         for ``collab cluster status``."""
+        self.open_branches: Callable[[], Iterable[str]] | None = None
+        """The branches (``repo/branch``) this node has open documents of now: each beat
+        adds to its set of them in Redis (``RedisKeys.open_branches``) the ones opened
+        since the last, and removes the ones closed."""
+        self._open_written: set[str] = set()  # what the set holds, as of the last beat
+        # bumped whenever Redis may have lost the set or come back with an older one; the
+        # set is written whole by a beat sent after, and the count then kept in _open_whole
+        self._open_doubts = 0
+        self._open_whole: int | None = None  # None: the set must be written whole
         self.redis_ms: float | None = None
         """The round trip of the last heartbeat, in milliseconds."""
         self.unhealthy_since: float | None = None
@@ -204,6 +231,7 @@ class RedisBus:
         if self._running:
             return
         self._client = Redis.from_url(self.url, socket_timeout=self._timeout)
+        self._open_written, self._open_whole = set(), None
         try:
             self._generation = await self._read_generation()
             self._feed_cursor = await self._feed_head()
@@ -246,8 +274,14 @@ class RedisBus:
         await self._awareness.stop()
         self._watches.clear()
         assert self._client is not None
-        with contextlib.suppress(RedisError, OSError):  # its own key only
-            await self._client.eval(_RELEASE, 1, self.keys.node(self.node_id), self.incarnation)
+        with contextlib.suppress(RedisError, OSError):  # its own keys only
+            await self._client.eval(
+                _RELEASE,
+                2,
+                self.keys.node(self.node_id),
+                self.keys.open_branches(self.author),
+                self.incarnation,
+            )
         await self._client.aclose()
         self._client = None
         self._healthy = False
@@ -380,6 +414,7 @@ class RedisBus:
 
     async def _reload_all(self) -> None:
         """Read the feed from its head on, every watched document reloaded (``bus_gap``)."""
+        self._open_doubts += 1  # and this node's set of open branches written whole
         self._feed_cursor = await self._feed_head()
         self._feed_mark = None
         if self._tail is not None:  # its read under way asks from the old cursor
@@ -433,6 +468,9 @@ class RedisBus:
     async def _rejoin(self) -> None:
         """Back after an outage: if the feed went back (a Redis that kept nothing), read on
         from its head, every watched document caught up from its log."""
+        # Redis may have come back without this node's set of open branches, or with an older
+        # one (a backup): the next beat writes it whole
+        self._open_doubts += 1
         # lost: every document reloads, none rejoins
         if not await self._data_lost() and not await self._feed_rewritten():
             cursor = self._feed_cursor
@@ -612,21 +650,57 @@ class RedisBus:
     async def _beat(self) -> bytes | None:
         """Renew this node's key, unless another incarnation holds it (then what it holds);
         its value describes the node (``collab cluster status``): what ``describe`` says,
-        when, the round trip of the last beat, and this process's incarnation."""
+        when, the round trip of the last beat, and this process's incarnation. With it, the
+        set of the branches this node has open documents of (``open_branches``) is renewed
+        for as long, the branches opened and closed since the last beat added and removed:
+        a beat costs Redis the same whatever the number of branches open. A set that Redis
+        lost meanwhile (restarted with nothing kept, or flushed) is written whole again."""
         assert self._client is not None
         about: dict[str, object] = {"at": time.time(), "redis_ms": self.redis_ms}
         if self.describe is not None:
             about.update(self.describe())
         about["incarnation"] = self.incarnation
+        value = json.dumps(about).encode()
+        now = set() if self.open_branches is None else set(self.open_branches())
         started = time.perf_counter()
-        held = await self._client.eval(
-            _CLAIM,
-            1,
-            self.keys.node(self.node_id),
-            self.incarnation,
-            json.dumps(about).encode(),
-            self.node_ttl_ms,
-        )
+        while True:
+            doubts, written = self._open_doubts, self._open_written
+            replace = self._open_whole != doubts
+            adds = sorted(now) if replace else sorted(now - written)
+            removes = [] if replace else sorted(written - now)
+            try:
+                held = await self._client.eval(
+                    _CLAIM,
+                    2,
+                    self.keys.node(self.node_id),
+                    self.keys.open_branches(self.author),
+                    self.incarnation,
+                    value,
+                    self.node_ttl_ms,
+                    "1" if replace else "0",
+                    len(adds),
+                    *adds,
+                    *removes,
+                )
+            except BaseException:
+                self._open_whole = None  # what Redis did, if anything, is not known
+                raise
+            if isinstance(held, bytes):  # another incarnation's key: the set is untouched
+                break
+            self._open_written = now
+            if replace:
+                self._open_whole = doubts
+            elif held and written:
+                # it held branches, and was gone: Redis lost it (or it lapsed, this process
+                # paused): what this beat added is all it holds
+                log.warning(
+                    "this node's set of open branches was gone from Redis (Redis lost its "
+                    "data, or this node was paused): writing it whole again"
+                )
+                self._open_whole = None
+                continue
+            held = None
+            break
         self.redis_ms = round((time.perf_counter() - started) * 1000, 2)
         return cast(bytes | None, held)
 

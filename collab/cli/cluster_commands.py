@@ -1,5 +1,6 @@
-"""``collab cluster status``: the nodes of a cluster, their rooms and connections, the branch
-leases and how far Redis is, read from Redis itself (no node needs to answer)."""
+"""``collab cluster status``: the nodes of a cluster, their rooms, connections and open
+branches, the branch leases and how far Redis is, read from Redis itself (no node needs to
+answer)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from typing import Any
 
 from collab.bus.keys import RedisKeys, split_author
-from collab.bus.nodes import read_nodes
+from collab.bus.nodes import open_key, read_nodes
 
 __all__ = ["REDIS_ENV", "add_parsers", "cluster_status", "run"]
 
@@ -34,8 +35,9 @@ def add_parsers(sub: Any) -> None:
 
 async def cluster_status(url: str, prefix: str = "collab:") -> dict[str, Any]:
     """What Redis holds of the cluster: each node's own description (its key expires when
-    the node stops renewing it), each branch lease's holder, token and time left, and the
-    round trip to Redis from here."""
+    the node stops renewing it) with the branches it has open documents of (``open``, from
+    the set beside its key), each branch lease's holder, token and time left, and the round
+    trip to Redis from here."""
     from redis.asyncio import Redis  # the cluster extra
 
     client = Redis.from_url(url)
@@ -44,9 +46,16 @@ async def cluster_status(url: str, prefix: str = "collab:") -> dict[str, Any]:
         await client.ping()
         ping_ms = round((time.perf_counter() - started) * 1000, 2)
         nodes = []
-        for node_id, about in (await read_nodes(client, RedisKeys(prefix))).items():
+        keys = RedisKeys(prefix)
+        for node_id, about in (await read_nodes(client, keys)).items():
             about["node"] = node_id
             about["age_s"] = round(time.time() - float(about.pop("at", time.time())), 2)
+            key = open_key(keys, node_id, about)
+            if key is not None and not isinstance(about.get("open"), list):
+                members = await client.smembers(key)
+                about["open"] = sorted(
+                    m.decode() if isinstance(m, bytes) else str(m) for m in members
+                )
             nodes.append(about)
         leases = []
         async for key in client.scan_iter(f"{prefix}lease:*"):
@@ -99,12 +108,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"redis      {status['redis']}: {status['redis_ms']} ms from here")
     print(f"documents  {status['documents']} in the shared store")
     print()
-    print(f"{'NODE':24} {'ROOMS':>6} {'CONNS':>6} {'REDIS MS':>9} {'SEEN':>7}  STATE")
+    print(f"{'NODE':24} {'ROOMS':>6} {'CONNS':>6} {'OPEN':>6} {'REDIS MS':>9} {'SEEN':>7}  STATE")
     for node in status["nodes"]:
         state = "ok" if node.get("healthy", True) else "degraded"
         ping = node.get("redis_ms")
+        opened = node.get("open")
         print(
             f"{node['node']:24} {node.get('rooms', '-'):>6} {node.get('connections', '-'):>6} "
+            f"{'-' if opened is None else len(opened):>6} "
             f"{'-' if ping is None else ping:>9} {node['age_s']:>6}s  {state}"
         )
     if not status["nodes"]:

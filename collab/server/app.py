@@ -122,6 +122,7 @@ class CollabServer(Lifecycle):
             )
             cluster.store.on_unreachable.append(self._serve_unwritten)
             self.cluster.bus.describe = self._describe
+            self.cluster.bus.open_branches = self._open_branches
             self.cluster.bus.on_displaced.append(self._fail)
         self.quotas = UserQuotas(
             update_rate=config.user_update_rate,
@@ -316,11 +317,12 @@ class CollabServer(Lifecycle):
             "port": self.port,
             "healthy": self.cluster is not None and self.cluster.bus.healthy,
             "workers": 0 if self.cluster_jobs is None else self.cluster_jobs.slots(),
-            # the branches with open documents here: another node refuses to delete them
-            "open": sorted(
-                {room.key.partition(":")[0] for room in self.rooms.loaded() if room.attached}
-            ),
         }
+
+    def _open_branches(self) -> set[str]:
+        """The branches (``repo/branch``) with open documents here: another node refuses to
+        delete them (the bus keeps them in a set beside this node's key)."""
+        return {room.key.partition(":")[0] for room in self.rooms.loaded() if room.attached}
 
     async def _health(self, request: web.Request) -> web.Response:
         cluster = None if self.cluster is None else await self.cluster.status()

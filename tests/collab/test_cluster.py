@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from eventwait import Events
 from jsfleet import JsFleet, require_js
+from redis.asyncio import Redis
 from redisproc import RedisProcess
 from serverproc import ServerProcess
 
@@ -474,6 +475,40 @@ async def test_a_branch_open_on_a_node_that_dies_is_deleted_once_its_key_lapses(
                 return True
 
             await eventually(deleted, 15, "the branch to be deleted once its node died")
+
+
+async def test_a_nodes_key_does_not_grow_with_the_branches_it_has_open(
+    nodes: Nodes, repos: Path, redis: RedisProcess
+) -> None:
+    """The node's key, rewritten at every beat, holds no list of its open branches: it is
+    the same size with 1 branch open as with 25; the branches are in a set beside it, which
+    ``collab cluster status`` reads."""
+    here, there = nodes.nodes[0], nodes.nodes[1]
+    client = Redis.from_url(redis.url)
+    try:
+        async with Client(here.url, user="admin") as admin, Client(there.url, user="ed") as ed:
+            topics = [await admin.fork("demo", "main", f"topic-{i:02}") for i in range(25)]
+            await ed.open(f"demo/{topics[0]}:README.md")
+            await asyncio.sleep(1.5)  # a beat since
+            one = await client.get("collab:node:n1")
+            for topic in topics[1:]:
+                await ed.open(f"demo/{topic}:README.md")
+            await asyncio.sleep(1.5)
+            many = await client.get("collab:node:n1")
+            assert one is not None and many is not None
+            assert abs(len(many) - len(one)) < 16, (one, many)  # "at", "redis_ms", "rooms"
+
+            async def listed() -> bool:
+                status = await cluster_status(redis.url)
+                opened = {node["node"]: node.get("open") for node in status["nodes"]}
+                return opened == {"n0": [], "n1": [f"demo/{t}" for t in topics], "n2": []}
+
+            await eventually(listed, 5, "collab cluster status to list n1's open branches")
+            with pytest.raises(ClientError) as refused:
+                await admin.call("branch.delete", repo="demo", name=topics[-1])
+            assert refused.value.code == ErrorCode.CONFLICT
+    finally:
+        await client.aclose()
 
 
 async def test_a_commit_asked_for_while_redis_is_paused_answers_without_waiting_for_it(
