@@ -15,6 +15,23 @@ const el = (tag, props = {}, ...children) => {
   return node
 }
 
+/**
+ * Makes `nodes` the children of `parent`, moving only those out of place and removing the
+ * rest. A node left in place keeps the focus, and a key held down on it: a button clicks at
+ * the release of Space only if it is the one the key went down on (a button replaced in
+ * between ignored the Space).
+ */
+const place = (parent, nodes) => {
+  const focused = document.activeElement
+  nodes.forEach((node, i) => {
+    const there = parent.children[i]
+    if (there !== node) parent.insertBefore(node, there ?? null)
+  })
+  while (parent.children.length > nodes.length) parent.lastElementChild.remove()
+  // the focused node itself moved (the order changed): it has the focus again
+  if (focused !== document.activeElement && focused?.isConnected) focused.focus()
+}
+
 export class BranchPanel {
   /**
    * `onOpen(branch, path)` is called when someone picks a branch or a file;
@@ -66,42 +83,46 @@ export class BranchPanel {
   }
 
   renderBranches (list) {
-    const items = list.map(branch => {
-      // buttons: reached with Tab, opened with Enter or Space
-      const name = el('button', {
-        type: 'button',
-        className: 'name' + (branch.mine ? ' mine' : ''),
-        textContent: branch.name,
-        title: 'open this branch'
-      })
-      name.addEventListener('click', () => this.onOpen(branch.name, this.path))
-      const people = branch.people.map(({ user, path }) => {
-        const person = el('button', { type: 'button', className: 'person', title: `open ${path} on ${branch.name}` },
-          el('i', { style: `background: hsl(${hueOf(user)} 70% 45%)` }), `${user} · ${path}`)
-        person.addEventListener('click', () => this.onOpen(branch.name, path))
-        return person
-      })
-      const item = el('li', { className: branch.name === this.branch ? 'current' : '' }, name, ...people)
-      item.dataset.branch = branch.name
-      return item
-    })
+    // buttons: reached with Tab, opened with Enter or Space. The list is made again at every
+    // move of anyone: the buttons already shown are kept (updated), not replaced
     const panel = document.getElementById('branches')
-    // the list is made again at every move of anyone: the control that had the focus keeps it
-    const focused = panel.contains(document.activeElement) ? document.activeElement : null
-    const branch = focused?.closest('li')?.dataset.branch
-    const person = focused?.classList.contains('person') ? focused.textContent : null
-    panel.replaceChildren(...items)
-    if (focused) {
-      const item = items.find(li => li.dataset.branch === branch)
-      const again = person === null
-        ? item?.querySelector('.name')
-        : [...(item?.querySelectorAll('.person') ?? [])].find(b => b.textContent === person)
-      again?.focus()
-    }
+    const shown = new Map([...panel.children].map(item => [item.dataset.branch, item]))
+    place(panel, list.map(branch => {
+      let item = shown.get(branch.name)
+      if (!item) {
+        const name = el('button', { type: 'button', textContent: branch.name, title: 'open this branch' })
+        name.addEventListener('click', () => this.onOpen(branch.name, this.path))
+        item = el('li', {}, name)
+        item.dataset.branch = branch.name
+      }
+      item.className = branch.name === this.branch ? 'current' : ''
+      const name = item.firstElementChild
+      name.className = 'name' + (branch.mine ? ' mine' : '')
+      // a person per file open (the same person twice: two tabs on the same file)
+      const people = new Map()
+      for (const person of item.querySelectorAll('.person')) {
+        people.set(person.dataset.key, [...(people.get(person.dataset.key) ?? []), person])
+      }
+      place(item, [name, ...branch.people.map(({ user, path }) => {
+        const key = `${user}\n${path}`
+        return people.get(key)?.shift() ?? this.person(branch.name, user, path, key)
+      })])
+      return item
+    }))
+  }
+
+  /** A button for `user` on `branch`, at `path`: it opens that file there. */
+  person (branch, user, path, key) {
+    const person = el('button', { type: 'button', className: 'person', title: `open ${path} on ${branch}` },
+      el('i', { style: `background: hsl(${hueOf(user)} 70% 45%)` }), `${user} · ${path}`)
+    person.dataset.key = key
+    person.addEventListener('click', () => this.onOpen(branch, path))
+    return person
   }
 
   renderFiles (paths) {
-    // a nested <details> per folder
+    // a nested <details> per folder; the buttons and folders already shown are kept (a
+    // folder closed stays closed)
     const root = { folders: {}, files: [] }
     for (const path of paths) {
       const parts = path.split('/')
@@ -109,22 +130,31 @@ export class BranchPanel {
       for (const part of parts.slice(0, -1)) node = node.folders[part] ??= { folders: {}, files: [] }
       node.files.push(path)
     }
-    const render = node => [
-      ...Object.entries(node.folders).map(([name, sub]) =>
-        el('details', { open: true }, el('summary', { textContent: name }), el('div', {}, ...render(sub)))),
+    const tree = document.getElementById('files')
+    const folders = new Map([...tree.querySelectorAll('details')].map(folder => [folder.dataset.folder, folder]))
+    const files = new Map([...tree.querySelectorAll('.file')].map(file => [file.dataset.path, file]))
+    const render = (node, above) => [
+      ...Object.entries(node.folders).map(([name, sub]) => {
+        const path = above + name + '/'
+        let folder = folders.get(path)
+        if (!folder) {
+          folder = el('details', { open: true }, el('summary', { textContent: name }), el('div'))
+          folder.dataset.folder = path
+        }
+        place(folder.lastElementChild, render(sub, path))
+        return folder
+      }),
       ...node.files.map(path => {
-        const file = el('button', { type: 'button', className: 'file', textContent: path.split('/').pop(), title: path })
-        file.dataset.path = path
-        file.addEventListener('click', () => this.onOpen(this.branch, path))
+        let file = files.get(path)
+        if (!file) {
+          file = el('button', { type: 'button', className: 'file', textContent: path.split('/').pop(), title: path })
+          file.dataset.path = path
+          file.addEventListener('click', () => this.onOpen(this.branch, path))
+        }
         return file
       })
     ]
-    const tree = document.getElementById('files')
-    const focused = tree.contains(document.activeElement) ? document.activeElement.dataset.path : undefined
-    tree.replaceChildren(...render(root))
-    if (focused !== undefined) {
-      [...tree.querySelectorAll('.file')].find(file => file.dataset.path === focused)?.focus()
-    }
+    place(tree, render(root, ''))
     this.markCurrentFile()
   }
 
