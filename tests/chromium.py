@@ -160,6 +160,13 @@ class Chromium:
     async def press(self, page: str, key: str) -> None:
         await self.call("press", page=page, key=key)
 
+    async def down(self, page: str, key: str) -> None:
+        """Press ``key`` and hold it (until :meth:`up`)."""
+        await self.call("down", page=page, key=key)
+
+    async def up(self, page: str, key: str) -> None:
+        await self.call("up", page=page, key=key)
+
     async def click(self, page: str, selector: str) -> None:
         await self.call("click", page=page, selector=selector)
 

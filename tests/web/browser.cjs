@@ -13,6 +13,7 @@
  *   type {page, text, delay_ms?}     keyboard.type
  *   insert {page, text}              keyboard.insertText
  *   press {page, key}                keyboard.press ("Tab", "Control+End"...)
+ *   down {page, key} / up {page, key}  keyboard.down / keyboard.up (a key held meanwhile)
  *   click {page, selector}
  *   select {page, selector, value}
  *   offline {page, offline}          context.setOffline
@@ -84,6 +85,14 @@ const commands = {
   },
   async press ({ page, key }) {
     await pageOf(page).keyboard.press(key)
+    return {}
+  },
+  async down ({ page, key }) {
+    await pageOf(page).keyboard.down(key)
+    return {}
+  },
+  async up ({ page, key }) {
+    await pageOf(page).keyboard.up(key)
     return {}
   },
   async click ({ page, selector }) {

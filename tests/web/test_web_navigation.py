@@ -1,6 +1,6 @@
 """Moving around the web editor: the last file asked for wins, a link followed in the page
-opens its document, the branch panel and the file tree work from the keyboard, and a
-failed operation is shown in the page."""
+opens its document, the branch panel and the file tree work from the keyboard (a key held
+while the list is made again too), and a failed operation is shown in the page."""
 
 from __future__ import annotations
 
@@ -86,6 +86,29 @@ async def test_the_branch_panel_and_the_files_work_from_the_keyboard(
     await chromium.press("alice", "Enter")
     await wait_synced(chromium, "alice", "demo/main:README.md")
     await chromium.screenshot("alice", "keyboard")
+
+
+async def test_a_space_held_on_the_branch_panel_outlasts_a_move_of_someone(
+    server: CollabServer, chromium: Chromium
+) -> None:
+    """Space clicks a button when it is let go, and only the button it went down on: the
+    list made again meanwhile (someone moved) keeps that button."""
+    http = f"http://127.0.0.1:{server.port}"
+    await open_page(chromium, "alice", http, DOC)
+    await open_page(chromium, "bob", http)  # on his own branch
+    own = await chromium.eval("bob", "() => window.collab.own")
+    branch = f"#branches li[data-branch='{own}']"
+    await chromium.wait("alice", "(s) => document.querySelector(s)", f"{branch} .person")
+    await chromium.eval("alice", "(s) => document.querySelector(s).focus()", f"{branch} .name")
+    await chromium.down("alice", " ")
+    await chromium.click("bob", '#files .file[data-path="src/app.py"]')
+    await chromium.wait(
+        "alice",
+        "(s) => [...document.querySelectorAll(s)].some(b => b.textContent.endsWith('src/app.py'))",
+        f"{branch} .person",
+    )
+    await chromium.up("alice", " ")
+    await wait_synced(chromium, "alice", f"demo/{own}:README.md")
 
 
 async def test_a_failed_fork_or_open_is_shown(server: CollabServer, chromium: Chromium) -> None:
