@@ -17,9 +17,9 @@ const el = (tag, props = {}, ...children) => {
 
 /**
  * Makes `nodes` the children of `parent`, moving only those out of place and removing the
- * rest. A node left in place keeps the focus, and a key held down on it: a button clicks at
- * the release of Space only if it is the one the key went down on (a button replaced in
- * between ignored the Space).
+ * rest. A node left in place keeps the focus, and a press on it: a button clicks at the
+ * release of Space or of the mouse button only if it is the one pressed (a button replaced
+ * in between did nothing).
  */
 const place = (parent, nodes) => {
   const focused = document.activeElement
