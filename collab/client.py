@@ -33,6 +33,9 @@ _PERMANENT = {
     ErrorCode.INVALID_UPDATE,
 }
 _HARMLESS = {ErrorCode.READ_ONLY, ErrorCode.RATE_LIMITED}  # errors that leave a document open
+# The server's answers (server.status of a large deployment, say) may hold more values than
+# the server takes from a client: no count of values here, beyond the one a byte allows.
+_SERVER_LIMITS = m.Limits(max_values=m.DEFAULT_LIMITS.max_message)
 
 
 def _describe(exc: BaseException) -> str:
@@ -523,7 +526,7 @@ class Client:
                 while True:
                     msg = await ws.receive()
                     if msg.type is aiohttp.WSMsgType.BINARY:
-                        self._receive(m.decode(msg.data), welcomed)
+                        self._receive(m.decode(msg.data, _SERVER_LIMITS), welcomed)
                     elif msg.type is aiohttp.WSMsgType.CLOSE:
                         reason = str(msg.extra or "")
                         break

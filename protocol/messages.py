@@ -73,6 +73,9 @@ class Limits:
     max_fields: int = 16  # top-level fields of one message
     max_items: int = 1024  # entries of any array or map inside a message
     max_depth: int = 8  # nesting of arrays and maps inside a message
+    # values inside one message, all depths together (each map key, map value and array
+    # element counts one), so that what decoding builds is bounded whatever the bytes hold
+    max_values: int = 16384
 
 
 DEFAULT_LIMITS = Limits()
@@ -258,20 +261,99 @@ def _optional(cls: type[Any], name: str) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
-def _depth(value: Any, limit: int) -> None:
-    """Refuse nesting deeper than ``limit`` (iteratively: no recursion on hostile input)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            raise ProtocolError(ErrorCode.MALFORMED, f"nested deeper than {limit}")
-        stack.extend((child, depth + 1) for child in children)
+# What the msgpack value that starts with each byte is, for ``_scan``: (kind, size). A
+# scalar is ``size`` bytes long. A string's or bin's length, and an array's or map's entry
+# count, is held in the ``size`` bytes after the first (big end first), or for size 0 in the
+# first byte's low bits (5 for a string, 4 for an array or map).
+_SCALAR, _RAW, _ARRAY, _MAP, _STOP = range(5)
+
+
+def _scan_table() -> tuple[tuple[int, int], ...]:
+    sizes = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
+    sizes |= {0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9}
+    lengths = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}
+    table = []
+    for byte in range(256):
+        if byte <= 0x7F or byte >= 0xE0:  # positive and negative fixint
+            table.append((_SCALAR, 1))
+        elif byte <= 0x8F:
+            table.append((_MAP, 0))
+        elif byte <= 0x9F:
+            table.append((_ARRAY, 0))
+        elif byte <= 0xBF:
+            table.append((_RAW, 0))
+        elif byte in sizes:
+            table.append((_SCALAR, sizes[byte]))
+        elif byte in lengths:
+            table.append((_RAW, lengths[byte]))
+        elif byte in (0xDC, 0xDD):
+            table.append((_ARRAY, 2 if byte == 0xDC else 4))
+        elif byte in (0xDE, 0xDF):
+            table.append((_MAP, 2 if byte == 0xDE else 4))
+        else:  # 0xc1 (never used) and the extension types: msgpack refuses them
+            table.append((_STOP, 0))
+    return tuple(table)
+
+
+_SCAN = _scan_table()
+
+
+def _scan(data: bytes, limits: Limits) -> None:
+    """Walk the msgpack value ``data`` holds without building it, and refuse nesting deeper
+    than ``max_depth`` and more than ``max_values`` values, before msgpack builds any of them.
+
+    A container's entries are counted from its header and strings and bins are skipped by
+    their length, so the walk takes one step per value, at most ``max_values`` steps whatever
+    the size of ``data``. It stops quietly where msgpack refuses ``data`` anyway, at the same
+    place (a truncation, a byte that starts no value, an extension type, a container over
+    ``max_items`` entries), so that msgpack says what is wrong: what msgpack builds before
+    that place is within the limits too.
+    """
+    end = len(data)
+    pos = 0
+    left = limits.max_values
+    max_array = limits.max_items
+    max_map = max(limits.max_fields, limits.max_items)
+    max_depth = limits.max_depth
+    table = _SCAN
+    outer: list[int] = []  # values still to read in each enclosing container
+    todo = 1  # values still to read in the current one
+    while True:
+        while todo:
+            todo -= 1
+            if pos >= end:
+                return
+            kind, size = table[data[pos]]
+            if kind == _SCALAR:
+                pos += size
+                continue
+            if kind == _RAW:
+                if size:
+                    pos += 1 + size + int.from_bytes(data[pos + 1 : pos + 1 + size])
+                else:
+                    pos += 1 + (data[pos] & 0x1F)
+                continue
+            if kind == _STOP:
+                return
+            head = pos + 1 + size
+            count = int.from_bytes(data[pos + 1 : head]) if size else data[pos] & 0x0F
+            pos = head
+            if pos > end or count > (max_map if kind == _MAP else max_array):
+                return
+            if len(outer) > max_depth:
+                raise ProtocolError(ErrorCode.MALFORMED, f"nested deeper than {max_depth}")
+            if kind == _MAP:
+                count *= 2
+            left -= count
+            if left < 0:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED, f"more than {limits.max_values} values in one message"
+                )
+            outer.append(todo)
+            todo = count
+        if not outer:
+            return
+        todo = outer.pop()
 
 
 _FIELDS = {kind: _field_types(cls) for kind, cls in _CLASSES.items()}
@@ -337,6 +419,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     """Decode one message; raise ``ProtocolError`` for anything malformed or over a limit."""
     if len(data) > limits.max_message:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {len(data)} bytes over limit")
+    _scan(data, limits)
     try:
         body = msgpack.unpackb(
             data,
@@ -360,7 +443,6 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
         raise ProtocolError(ErrorCode.MALFORMED, "message is not a map")
     if len(body) > limits.max_fields + 1:
         raise ProtocolError(ErrorCode.MALFORMED, f"message has {len(body)} fields")
-    _depth(body, limits.max_depth)
     raw_kind = body.pop("t", None)
     if not isinstance(raw_kind, int) or isinstance(raw_kind, bool) or raw_kind not in _CLASSES:
         raise ProtocolError(ErrorCode.MALFORMED, f"unknown message kind {raw_kind!r:.40}")

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import msgpack
 import pytest
 from aiohttp import web
 from jsfleet import DEFAULT_NODE_DIR, js_available
 from serverproc import ServerProcess
 from servers import make_config
 
-from collab import CollabServer, ServerConfig
+from collab import Client, CollabServer, ServerConfig
 from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.yjs import SyncStep1, SyncStep2, decode_message, encode_message
@@ -284,6 +286,54 @@ async def test_oversized_frame_closes_ws_with_4009(default_limits: CollabServer)
         await ws.send_bytes(m.encode(m.Hello(m.PROTOCOL_VERSION, user="a")))
         assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
         await _assert_refused_with_4009(ws, default_limits.config.max_message)
+
+
+# 7,340,032 empty msgpack maps in arrays of 1024, 3 deep: a 7 MiB value within the size,
+# length and depth limits, which decoded whole held the event loop for seconds (and took half
+# a gigabyte)
+EMPTY_MAPS = b"\x97" + (b"\xdc\x04\x00" + (b"\xdc\x04\x00" + b"\x80" * 1024) * 1024) * 7
+CALL_BOMB = b"\x84" + b"".join(map(msgpack.packb, ["t", 11, "id", 1, "op", "x", "args"]))
+
+
+async def _refused_while_others_are_served(
+    server: CollabServer, frame: bytes, *, hello: bool
+) -> tuple[aiohttp.WSMessage, float]:
+    """Send ``frame`` on one ``/ws`` connection (after a hello if ``hello``) while another
+    client edits and flushes: the close it got, and the other's slowest flush meanwhile."""
+
+    async def attack() -> aiohttp.WSMessage:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{server.url}/ws") as ws,
+        ):
+            if hello:
+                await ws.send_bytes(m.encode(m.Hello(m.PROTOCOL_VERSION, user="mallory")))
+                assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+            await ws.send_bytes(frame)
+            return await _close_of(ws)
+
+    async with Client(server.url, user="victim") as victim:
+        doc = await victim.open("demo/main:README.md")
+        attacker = asyncio.create_task(attack())
+        slowest = 0.0
+        while not attacker.done():
+            started = time.perf_counter()
+            doc.insert(0, "k")
+            await victim.flush(timeout=30)
+            slowest = max(slowest, time.perf_counter() - started)
+        return await attacker, slowest
+
+
+async def test_a_call_made_of_millions_of_maps_is_refused_at_once(
+    default_limits: CollabServer,
+) -> None:
+    frame = CALL_BOMB + b"\x81" + msgpack.packb("junk") + EMPTY_MAPS
+    close, slowest = await _refused_while_others_are_served(default_limits, frame, hello=True)
+    assert (close.data, close.extra) == (
+        ErrorCode.MALFORMED,
+        f"more than {m.DEFAULT_LIMITS.max_values} values in one message",
+    )
+    assert slowest < 2.0
 
 
 NODE_CLIENT = """

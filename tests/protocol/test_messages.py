@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 import tracemalloc
 from typing import Any
 
@@ -337,6 +338,158 @@ def test_call_arguments_are_bounded() -> None:
     refuse(pack({"t": 11, "id": 1, "op": "x", "args": [1]}))
     refuse(pack({"t": 11, "id": 1, "op": 5, "args": {}}))
     refuse(pack({"t": 12, "id": 1, "code": 1}))  # not an error code
+
+
+# -- what decoding builds is bounded by the values a message holds, not by its bytes --------
+
+# 1024 arrays of 1024 empty maps, every array within max_items, 3 deep: one byte a map
+EMPTY_MAPS = b"\xdc\x04\x00" + (b"\xdc\x04\x00" + b"\x80" * 1024) * 1024
+CALL_HEAD = pack({"t": 11, "id": 1, "op": "x"})[1:]  # the fields, without the map's header
+
+
+def call_with_args(args: bytes) -> bytes:
+    """A ``Call`` whose ``args`` are the msgpack bytes ``args``: 8 values, and args'."""
+    return b"\x84" + CALL_HEAD + pack("args") + args
+
+
+def values_in(value: Any) -> int:
+    """What the decoder counts inside ``value``: each map key, map value and array element."""
+    if isinstance(value, dict):
+        return sum(2 + values_in(key) + values_in(item) for key, item in value.items())
+    if isinstance(value, list):
+        return sum(1 + values_in(item) for item in value)
+    return 0
+
+
+def assert_counted(frame: bytes, values: int, **limits: int) -> m.Message:
+    """``frame`` holds exactly ``values`` values: it decodes with a limit of that many."""
+    message = m.decode(frame, m.Limits(max_values=values, **limits))
+    refused = refuse(frame, m.Limits(max_values=values - 1, **limits))
+    assert refused.code == ErrorCode.MALFORMED
+    assert refused.message == f"more than {values - 1} values in one message"
+    return message
+
+
+def test_millions_of_empty_maps_are_refused_unbuilt() -> None:
+    """7 MiB of empty maps, within the size, length and depth limits: once 7 million dicts
+    and a walk over them (seconds, and half a gigabyte), now refused after counting."""
+    bomb = call_with_args(pack({"a": []})[:-1] + b"\x97" + EMPTY_MAPS * 7)
+    assert len(bomb) <= m.DEFAULT_LIMITS.max_message
+    started = time.perf_counter()
+    refused = refuse_without_allocating(bomb)
+    assert time.perf_counter() - started < 1.0
+    assert refused.code == ErrorCode.MALFORMED
+    assert refused.message == f"more than {m.DEFAULT_LIMITS.max_values} values in one message"
+
+
+def test_values_at_the_limit() -> None:
+    limit = m.DEFAULT_LIMITS.max_values
+    args: dict[str, list[Any]] = {f"k{i}": [0] * 1022 for i in range(15)}
+    args["a"] = [{} for _ in range(limit - 8 - values_in(args) - 2)]
+    assert 8 + values_in(args) == limit  # the call's 4 fields and values, then the args'
+    assert m.decode(pack({"t": 11, "id": 1, "op": "x", "args": args})).args == args
+    args["a"].append({})
+    refused = refuse(pack({"t": 11, "id": 1, "op": "x", "args": args}))
+    assert refused.message == f"more than {limit} values in one message"
+
+
+def test_keys_and_empty_containers_count() -> None:
+    assert_counted(pack({"t": 9, "id": 1}), 4)
+    assert_counted(pack({"t": 11, "id": 1, "op": "x", "args": {}}), 8)
+    assert_counted(pack({"t": 11, "id": 1, "op": "x", "args": {"a": [[], {}, [{}]]}}), 14)
+    assert_counted(pack({"t": 11, "id": 1, "op": "x", "args": {"a": {"b": {"c": 1}}}}), 14)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(encoded, id=encoded.hex() if len(encoded) < 12 else encoded[:6].hex())
+        for encoded in [
+            # every integer width, both signs
+            *(pack(n) for n in (0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32)),
+            *(pack(n) for n in (2**64 - 1, -1, -32, -33, -128, -129, -32768, -32769)),
+            *(pack(n) for n in (-(2**31), -(2**31) - 1, -(2**63))),
+            pack(None),
+            pack(True),
+            pack(False),
+            pack(1.5),
+            msgpack.packb(1.5, use_single_float=True),
+            # strings and bins at every length header, and headers longer than needed
+            *(pack("s" * n) for n in (0, 31, 32, 255, 256, 8192)),
+            *(pack(b"b" * n) for n in (0, 255, 256, 65535, 65536)),
+            b"\xd9\x01s",
+            b"\xda\x00\x01s",
+            b"\xdb\x00\x00\x00\x01s",
+            b"\xc5\x00\x01b",
+            b"\xc6\x00\x00\x00\x01b",
+            # arrays and maps at every header
+            pack([1] * 15),
+            pack([1] * 16),
+            pack({f"{i}": i for i in range(15)}),
+            pack({f"{i}": i for i in range(16)}),
+            b"\xdd\x00\x00\x00\x02\x01\x02",
+            b"\xdf\x00\x00\x00\x01\xa1k\x01",
+            b"\xde\x00\x01\xa1k\x92\x01\x02",
+        ]
+    ],
+)
+def test_every_msgpack_value_is_skipped_whole(value: bytes) -> None:
+    """Counted within ``[value, [1, 2]]``: a value skipped by too few or too many bytes would
+    have the array after it counted wrong, or not at all."""
+    inner = msgpack.unpackb(value)
+    args = b"\x81" + pack("a") + b"\x92" + value + pack([1, 2])
+    decoded = assert_counted(call_with_args(args), 8 + 2 + 2 + values_in(inner) + 2)
+    assert isinstance(decoded, m.Call)
+    assert decoded.args == {"a": [inner, [1, 2]]}
+
+
+msgpack_values: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.binary(max_size=300),
+    lambda inner: st.lists(inner, max_size=20) | st.dictionaries(texts, inner, max_size=20),
+    max_leaves=60,
+)
+
+
+@given(msgpack_values)
+def test_values_are_counted_as_msgpack_reads_them(value: Any) -> None:
+    frame = pack({"t": 11, "id": 1, "op": "x", "args": {"a": value}})
+    call = assert_counted(frame, 8 + 2 + values_in(value), max_depth=64)
+    assert isinstance(call, m.Call)
+    assert call.args == {"a": value}
+
+
+def test_empty_containers_nest_as_deep_as_any() -> None:
+    for empty in ([], {}):
+        nested: Any = empty
+        for _ in range(m.DEFAULT_LIMITS.max_depth - 2):
+            nested = [nested]
+        assert m.decode(pack({"t": 11, "id": 1, "op": "x", "args": {"a": nested}})).args == {
+            "a": nested
+        }
+        refused = refuse(pack({"t": 11, "id": 1, "op": "x", "args": {"a": [nested]}}))
+        assert refused.message == f"nested deeper than {m.DEFAULT_LIMITS.max_depth}"
+
+
+def test_nesting_is_refused_before_what_follows_is_built() -> None:
+    deep = b"\x91" * (m.DEFAULT_LIMITS.max_depth + 1) + b"\xc0"
+    bomb = call_with_args(b"\x82" + pack("a") + deep + pack("b") + b"\x97" + EMPTY_MAPS * 7)
+    assert refuse_without_allocating(bomb).message == (
+        f"nested deeper than {m.DEFAULT_LIMITS.max_depth}"
+    )
+
+
+def test_what_msgpack_refuses_it_still_says() -> None:
+    """The count stops at what msgpack refuses anyway, and msgpack's words are kept."""
+    head = call_with_args(b"\x81" + pack("a") + b"\x92" + pack([1, 2]))
+    assert "exceeds max_array_len(1024)" in refuse(head + b"\xdd\x00\x01\x00\x00").message
+    assert "incomplete input" in refuse(head + b"\xdd\x00\x00\x00").message
+    assert "a byte that starts no msgpack value" in refuse(head + b"\xc1").message
+    assert "exceeds max_ext_len(0)" in refuse(head + b"\xd4\x01\x00").message
 
 
 def test_oversize_message() -> None:
