@@ -33,6 +33,7 @@ __all__ = [
     "SyncStep",
     "Welcome",
     "decode",
+    "decode_hello",
     "encode",
 ]
 
@@ -76,6 +77,7 @@ class Limits:
     # values inside one message, all depths together (each map key, map value and array
     # element counts one), so that what decoding builds is bounded whatever the bytes hold
     max_values: int = 16384
+    max_hello: int = 64 * 1024  # bytes of the first message, read before authentication
 
 
 DEFAULT_LIMITS = Limits()
@@ -461,3 +463,17 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
             raise ProtocolError(ErrorCode.MALFORMED, f"{kind.name}: missing field {name!r}")
         values[name] = _check(kind, name, body[name], allowed)
     return _CLASSES[kind](**values)  # type: ignore[no-any-return]
+
+
+def decode_hello(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Hello:
+    """Decode the first message of a connection, which must be a ``Hello`` of at most
+    ``limits.max_hello`` bytes (a larger one is refused with ``TOO_LARGE`` unread)."""
+    if len(data) > limits.max_hello:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"hello of {len(data)} bytes over the limit of {limits.max_hello} bytes",
+        )
+    hello = decode(data, limits)
+    if not isinstance(hello, Hello):
+        raise ProtocolError(ErrorCode.MALFORMED, "the first message must be hello")
+    return hello

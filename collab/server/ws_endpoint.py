@@ -257,9 +257,7 @@ async def _hello(endpoint: WsEndpoint, ws: web.WebSocketResponse, remote: str | 
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "no hello received in time") from None
     if msg.type is not WSMsgType.BINARY:
         raise ProtocolError(ErrorCode.MALFORMED, "expected a binary hello message")
-    hello = m.decode(msg.data, endpoint.limits)
-    if not isinstance(hello, m.Hello):
-        raise ProtocolError(ErrorCode.MALFORMED, "the first message must be hello")
+    hello = m.decode_hello(msg.data, endpoint.limits)
     if hello.version != m.PROTOCOL_VERSION:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,

@@ -292,6 +292,7 @@ async def test_oversized_frame_closes_ws_with_4009(default_limits: CollabServer)
 # length and depth limits, which decoded whole held the event loop for seconds (and took half
 # a gigabyte)
 EMPTY_MAPS = b"\x97" + (b"\xdc\x04\x00" + (b"\xdc\x04\x00" + b"\x80" * 1024) * 1024) * 7
+HELLO_BOMB = b"\x84" + b"".join(map(msgpack.packb, ["t", 1, "version", 1, "user", "x"]))
 CALL_BOMB = b"\x84" + b"".join(map(msgpack.packb, ["t", 11, "id", 1, "op", "x", "args"]))
 
 
@@ -322,6 +323,21 @@ async def _refused_while_others_are_served(
             await victim.flush(timeout=30)
             slowest = max(slowest, time.perf_counter() - started)
         return await attacker, slowest
+
+
+async def test_a_hello_made_of_millions_of_maps_is_refused_at_once(
+    default_limits: CollabServer,
+) -> None:
+    """Unauthenticated, one frame within the size limit held every other client up for
+    seconds: a first message over 64 KiB is refused before it is decoded."""
+    frame = HELLO_BOMB + msgpack.packb("junk") + EMPTY_MAPS
+    assert len(frame) <= default_limits.config.max_message
+    close, slowest = await _refused_while_others_are_served(default_limits, frame, hello=False)
+    assert (close.data, close.extra) == (
+        ErrorCode.TOO_LARGE,
+        f"hello of {len(frame)} bytes over the limit of {m.DEFAULT_LIMITS.max_hello} bytes",
+    )
+    assert slowest < 2.0
 
 
 async def test_a_call_made_of_millions_of_maps_is_refused_at_once(

@@ -492,6 +492,53 @@ def test_what_msgpack_refuses_it_still_says() -> None:
     assert "exceeds max_ext_len(0)" in refuse(head + b"\xd4\x01\x00").message
 
 
+# -- the first message ------------------------------------------------------------------------
+
+
+def test_hello_is_decoded_up_to_its_own_limit() -> None:
+    limits = m.DEFAULT_LIMITS
+    largest = m.Hello(m.PROTOCOL_VERSION, "t" * limits.max_str, "u" * limits.max_str)
+    assert len(m.encode(largest)) <= limits.max_hello
+    assert m.decode_hello(m.encode(largest)) == largest
+    frame = m.encode(m.Hello(m.PROTOCOL_VERSION, "t" * 100))
+    assert m.decode_hello(frame, m.Limits(max_hello=len(frame))).token == "t" * 100
+    refused = refuse_hello(frame, m.Limits(max_hello=len(frame) - 1))
+    assert refused.code == ErrorCode.TOO_LARGE
+    assert refused.message == (
+        f"hello of {len(frame)} bytes over the limit of {len(frame) - 1} bytes"
+    )
+
+
+def test_a_hello_over_its_limit_is_refused_unread() -> None:
+    bomb = b"\x84" + pack("t") + pack(1) + pack("version") + pack(1) + pack("user") + pack("x")
+    bomb += pack("junk") + b"\x97" + EMPTY_MAPS * 7
+    tracemalloc.start()
+    try:
+        refused = refuse_hello(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+    assert refused.code == ErrorCode.TOO_LARGE
+
+
+def test_the_first_message_must_be_a_hello() -> None:
+    refused = refuse_hello(m.encode(m.Ping(1)))
+    assert (refused.code, refused.message) == (
+        ErrorCode.MALFORMED,
+        "the first message must be hello",
+    )
+    assert refuse_hello(b"\xc1").code == ErrorCode.MALFORMED
+
+
+def refuse_hello(data: bytes, limits: m.Limits = m.DEFAULT_LIMITS) -> ProtocolError:
+    try:
+        hello = m.decode_hello(data, limits)
+    except ProtocolError as exc:
+        return exc
+    pytest.fail(f"decoded {hello!r} from {data[:40]!r}")
+
+
 def test_oversize_message() -> None:
     message = pack({"t": 7, "ref": 1, "data": b"x" * 100})
     assert refuse(message, m.Limits(max_message=len(message) - 1)).code == ErrorCode.TOO_LARGE
