@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from .auth import Authenticator, Identity, dev_mode_refusal, is_loopback
 from .config import ServerConfig
 from .ops import CallContext, Operations
 from .sockets import WebSockets
+from .turns import Turns
 
 __all__ = ["WsEndpoint", "handle_ws"]
 
@@ -295,15 +297,19 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
     session.send(m.Welcome(m.PROTOCOL_VERSION, identity.user, secrets.token_hex(8)))
     log.info("%s (%s): connected", name, identity.user)
     try:
+        turns = Turns()
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
                 traffic.bytes_in += len(msg.data)
+                started = time.perf_counter()
                 try:
                     await session.receive(m.decode(msg.data, endpoint.limits))
                 except ProtocolError as exc:
                     outbox.abort(exc.code, exc.message)
                 if outbox.closing:  # nothing more from a peer being closed is applied
                     break
+                if turns.due(started):  # the other connections' frames come in between
+                    await asyncio.sleep(0)
             elif msg.type is WSMsgType.TEXT:
                 outbox.abort(ErrorCode.MALFORMED, "text frames are not part of the protocol")
             elif msg.type is WSMsgType.ERROR:

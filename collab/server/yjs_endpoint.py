@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
@@ -31,6 +32,7 @@ from ..live.traffic import Traffic, read_failed
 from .auth import Authenticator, Identity
 from .config import ServerConfig
 from .sockets import WebSockets
+from .turns import Turns
 
 __all__ = ["YjsEndpoint", "handle_yjs"]
 
@@ -118,15 +120,19 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
     try:
         if peer.writable:  # ask for what the client has; read-only clients have nothing to give
             outbox.put(encode_message(SyncStep1(room.state_vector())))
+        turns = Turns()
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
                 outbox.traffic.bytes_in += len(msg.data)
+                started = time.perf_counter()
                 try:
                     _receive(room, peer, msg.data, endpoint)
                 except ProtocolError as exc:
                     outbox.abort(exc.code, exc.message)
                 if outbox.closing:  # nothing more from a peer being closed is applied
                     break
+                if turns.due(started):  # the other connections' frames come in between
+                    await asyncio.sleep(0)
             elif msg.type is WSMsgType.TEXT:
                 outbox.abort(ErrorCode.MALFORMED, "text frames are not part of the protocol")
             elif msg.type is WSMsgType.ERROR:
