@@ -1,5 +1,6 @@
 """Per-user quotas on live edits: updates and bytes per second, over all of a user's
-connections, so that no one client can flood a room, the store or the other peers."""
+connections, so that no one client can flood a room, the store or the other peers; and
+awareness bytes per second (states sent, and the tables queries are answered with)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,23 @@ __all__ = ["UserQuotas"]
 
 
 class UserQuotas:
-    """Two token buckets per user: one update each, one token per byte. A rate of 0 turns a
-    bucket off."""
+    """Token buckets per user: one update each, one token per update byte, and one per
+    awareness byte (every state is relayed to every peer of its document: a small budget
+    keeps one client from filling its peers' send queues). A rate of 0 turns a bucket off."""
 
     def __init__(
-        self, *, update_rate: float, update_burst: int, byte_rate: float, byte_burst: int
+        self,
+        *,
+        update_rate: float,
+        update_burst: int,
+        byte_rate: float,
+        byte_burst: int,
+        awareness_rate: float = 0.0,
+        awareness_burst: int = 0,
     ) -> None:
         self.updates = RateLimiter(update_rate, update_burst)
         self.bytes = RateLimiter(byte_rate, byte_burst)
+        self.awareness = RateLimiter(awareness_rate, awareness_burst)
 
     def charge(self, user: str, size: int) -> None:
         """Count one update of ``size`` bytes from ``user``; raise ``RATE_LIMITED`` (and count
@@ -33,4 +43,14 @@ class UserQuotas:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"over the quota of {self.updates.rate:.0f} updates per second",
+            )
+
+    def charge_awareness(self, user: str, size: int) -> None:
+        """Count ``size`` bytes of awareness from ``user``: a state sent, or the table sent
+        back to its query. Raise ``RATE_LIMITED`` (counting nothing) when it is over."""
+        cost = float(min(size, self.awareness.burst))  # one large table still goes out
+        if not self.awareness.allow(user, cost=cost):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"over the quota of {self.awareness.rate:.0f} awareness bytes per second",
             )

@@ -129,6 +129,8 @@ class CollabServer(Lifecycle):
             update_burst=config.user_update_burst,
             byte_rate=config.user_byte_rate,
             byte_burst=config.user_byte_burst,
+            awareness_rate=config.user_awareness_rate,
+            awareness_burst=config.user_awareness_burst,
         )
         self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
         self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)

@@ -40,6 +40,8 @@ class ServerConfig:
     user_update_burst: int = 2000  # ... in bursts of up to this many (0 rate: no limit)
     user_byte_rate: float = 4 * 1024 * 1024  # update bytes per second per user
     user_byte_burst: int = 32 * 1024 * 1024  # ... in bursts of up to this many
+    user_awareness_rate: float = 256 * 1024  # awareness bytes per second per user (0: no limit)
+    user_awareness_burst: int = 4 * 1024 * 1024  # ... in bursts of up to this many
     hello_timeout: float = 10.0
     header_timeout: float = 10.0  # a request's headers must arrive within this long
     body_timeout: float = 10.0  # a request body silent this long is cut off (408)

@@ -116,6 +116,7 @@ class Session:
             case m.Awareness(ref=ref, data=data):
                 peer = self._doc(ref)
                 if peer is not None and peer.room is not None:
+                    self.endpoint.quotas.charge_awareness(self.identity.user, len(data))
                     peer.room.receive_awareness(peer, data)
             case m.Ping(id=ping_id):
                 self._spawn(self._pong(ping_id))

@@ -169,11 +169,14 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, endpoint: YjsEndpoint) -> N
             )
             peer.outbox.traffic.updates_in += 1
         case AwarenessMessage(payload=payload):
+            endpoint.quotas.charge_awareness(peer.identity.user, len(payload))
             room.receive_awareness(peer, payload)
         case QueryAwareness():
             states = room.awareness_entries()
             if states:
-                peer.send_awareness(encode_awareness(states))
+                table = encode_awareness(states)
+                endpoint.quotas.charge_awareness(peer.identity.user, len(table))
+                peer.send_awareness(table)
         case AuthDenied():
             pass
 

@@ -178,3 +178,47 @@ def test_an_update_over_the_update_quota_takes_nothing_of_the_byte_quota() -> No
         assert "updates per second" in refused.value.message
     quotas.updates.refund("alice")  # (as if a second had passed for the update quota)
     quotas.charge("alice", 600)  # the 600 bytes left of the burst are all there
+
+
+async def test_an_awareness_flood_closes_its_sender_before_the_peers_queues_fill(
+    server: CollabServer,
+) -> None:
+    """Every awareness state is relayed to every peer of its document: one client sending
+    16 KiB states without pause would fill its peers' send queues (4008 for them). Its
+    awareness quota closes it (4029) after a few MiB; the peers stay, and take edits."""
+    async with YjsPeer(server.url, ROOM, user="honest") as honest:
+        await asyncio.wait_for(honest.synced.wait(), 5)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            me = mallory.doc.client_id
+            sent = 0
+            for clock in range(1, 2000):
+                if mallory.close_code is not None:
+                    break
+                await mallory.set_awareness(me, clock, {"pad": "x" * 16_000})
+                sent += 16_000
+                await asyncio.sleep(0)
+            assert await mallory.wait_closed() == ErrorCode.RATE_LIMITED
+        burst = server.config.user_awareness_burst
+        assert sent < burst + 2 * 1024 * 1024  # closed soon after its burst
+        assert honest.close_code is None
+        honest.text.insert(0, "still here ")
+        async with YjsPeer(server.url, ROOM, user="later") as later:
+            await later.wait_text(lambda text: text.startswith("still here "))
+
+
+def test_awareness_has_a_quota_of_its_own_and_one_large_table_still_goes_out() -> None:
+    quotas = UserQuotas(
+        update_rate=0,
+        update_burst=0,
+        byte_rate=0,
+        byte_burst=0,
+        awareness_rate=0.001,
+        awareness_burst=1000,
+    )
+    quotas.charge("alice", 10**9)  # updates are not limited here
+    quotas.charge_awareness("alice", 5000)  # over the burst: counted as the whole burst
+    with pytest.raises(ProtocolError) as refused:
+        quotas.charge_awareness("alice", 1)
+    assert refused.value.code is ErrorCode.RATE_LIMITED
+    assert "awareness bytes per second" in refused.value.message
