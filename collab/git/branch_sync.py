@@ -1172,6 +1172,12 @@ class Rescue:
         authors = [author_line(identity.user) for identity in sync.authors.values()]
         lines = authors or [ENGINE_AUTHOR]
 
+        data = text.encode("utf-8")
+        kept_as = path
+        problem = file_problem(path.rsplit("/", 1)[-1].encode("utf-8"), data)
+        if problem is not None:  # kept beside it: a branch git's fsck refuses helps no one
+            kept_as = f"{path}.rescued"
+
         def write(repo: Repo) -> tuple[str, bytes]:
             name, head = self.name, self.head
             if name is None or head is None:
@@ -1190,7 +1196,7 @@ class Rescue:
                 head = commit_changes(
                     repo,
                     name,
-                    {path: text.encode("utf-8")},
+                    {kept_as: data},
                     message=message,
                     author=lines[0],
                     committer=ENGINE_AUTHOR,
@@ -1201,13 +1207,16 @@ class Rescue:
 
         self.name, self.head = await in_repo(owner.repos, sync.repo, write)
         log.warning(
-            "%s%s: live edits %s were committed on %s",
+            "%s%s: live edits %s were committed on %s%s",
             sync.prefix,
             path,
             "of a file the branch made no text file"
             if no_text
             else "that do not merge onto the rewritten branch",
             self.name,
+            ""
+            if problem is None
+            else f" as {kept_as} (git's fsck refuses them as {path}: {problem.msg_id})",
         )
         owner.events.publish(
             sync.repo,
@@ -1215,6 +1224,7 @@ class Rescue:
                 "kind": "rescued",
                 "branch": sync.branch,
                 "path": path,
+                "as": kept_as,
                 "into": self.name,
                 "commit": hexsha(self.head),
             },

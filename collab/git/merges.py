@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dulwich.objects import ObjectID
+
 from gitsync import Repositories
 from gitsync.changes import FileChange, is_text, shown_path
 from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
@@ -35,6 +37,7 @@ from gitsync.objects.commits import (
     fast_forward,
     move_as_synced,
 )
+from gitsync.objects.fsck import file_problem, is_special_file
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
 
@@ -45,6 +48,8 @@ from .branches import Branches
 from .work import in_git_thread, in_repo
 
 if TYPE_CHECKING:
+    from dulwich.repo import Repo
+
     from ..bus.lease import Grant
 
 __all__ = ["Merges"]
@@ -213,6 +218,14 @@ class Merges:
                 + "; nothing was changed",
             )
         resolved = resolve_plan(plan, markers=markers)
+        refused = await in_repo(self.repos, repo, _refused_by_fsck, resolved)
+        if refused:
+            raise ProtocolError(
+                ErrorCode.CONFLICT,
+                "the merge would commit "
+                + ", ".join(f"{shown_path(path)} ({why})" for path, why in refused)
+                + ", which git's fsck refuses; nothing was changed",
+            )
         live = await to_sync.live_paths(resolved)
         changes = await in_git_thread(self.repos, _live_changes, plan, live)
         no_text = _no_text(plan, changes, resolved)
@@ -282,6 +295,23 @@ class Merges:
                     before_move=record,
                 ),
             )
+
+
+def _refused_by_fsck(git: Repo, resolved: dict[str, BlobEntry | None]) -> list[tuple[str, str]]:
+    """The files of a merge's result that git's fsck refuses, with why: a ``.gitmodules`` or
+    ``.gitattributes`` made of two sides that each pass (a section renamed on one, a URL
+    that reads as an option set on the other)."""
+    refused = []
+    for path, entry in resolved.items():
+        name = path.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")
+        if entry is None or not stat.S_ISREG(entry.mode) or not is_special_file(name):
+            continue
+        stored = entry.data
+        data = stored if stored is not None else git[ObjectID(entry.sha)].as_raw_string()
+        problem = file_problem(name, data)
+        if problem is not None:
+            refused.append((path, f"{problem.msg_id}: {problem.message}"))
+    return refused
 
 
 def _settle_deleted(sync: BranchSync, changes: list[FileChange]) -> None:

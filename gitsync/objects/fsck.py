@@ -44,6 +44,7 @@ __all__ = [
     "check_tag",
     "check_tree",
     "file_problem",
+    "is_special_file",
 ]
 
 COMMIT, TREE, BLOB, TAG = 1, 2, 3, 4
@@ -329,6 +330,12 @@ def check_gitmodules(sha: bytes, raw: bytes) -> None:
         raise FsckError(sha, "blob", "gitmodulesLarge", ".gitmodules too large to parse")
     for msg_id, message in gitmodules_problems(raw):
         raise FsckError(sha, "blob", msg_id, message)
+
+
+def is_special_file(name: bytes) -> bool:
+    """Whether fsck checks the content of a regular file named ``name``: ``.gitmodules``
+    and ``.gitattributes``, in any spelling a filesystem takes for them."""
+    return _is_dot_file(name, b"gitmodules") or _is_dot_file(name, b"gitattributes")
 
 
 def file_problem(name: bytes, content: bytes) -> FsckError | None:

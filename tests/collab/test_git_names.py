@@ -84,3 +84,63 @@ async def test_gitmodules_text_git_refuses_is_not_committed_until_it_passes(
         await mallory.commit("demo", "main")
     assert git(demo, "show", "main:.gitmodules") == FINE
     await asyncio.to_thread(git, demo, "fsck", "--full", "--strict")
+
+
+async def test_a_merge_that_would_make_a_gitmodules_git_refuses_is_refused(
+    server: CollabServer, repos: Path
+) -> None:
+    """Each side passes git's fsck (a section renamed to ``submodule`` on one, a URL that
+    reads as an option set in a section fsck does not look at on the other); their merge
+    would not. It is refused, and nothing changes."""
+    demo = repos / "demo"
+    async with Client(server.url, user="alice") as alice:
+        base = await alice.open("demo/main:.gitmodules")
+        base.insert(0, '[foo "a"]\n\tpath = a\n\turl = https://example.com/a\n')
+        await alice.flush()
+        await alice.commit("demo", "main")
+        for side, old, new in [
+            ("renamed", '[foo "a"]', '[submodule "a"]'),
+            ("optioned", "https://example.com/a", "--upload-pack=touch${IFS}/tmp/pwned"),
+        ]:
+            await alice.fork("demo", "main", side)
+            doc = await alice.open(f"demo/{side}:.gitmodules")
+            at = str(doc.text).index(old)
+            doc.delete(at, len(old))
+            doc.insert(at, new)
+            await alice.flush()
+            await alice.commit("demo", side)
+        await asyncio.to_thread(git, demo, "fsck", "--full", "--strict")
+        before = git(demo, "rev-parse", "renamed").strip()
+        with pytest.raises(ClientError) as info:
+            await alice.merge("demo", "optioned", "renamed")
+        assert info.value.code == ErrorCode.CONFLICT
+        assert ".gitmodules (gitmodulesUrl" in info.value.message
+        assert git(demo, "rev-parse", "renamed").strip() == before
+    await asyncio.to_thread(git, demo, "fsck", "--full", "--strict")
+
+
+async def test_held_gitmodules_text_rescued_from_a_move_is_kept_beside_it(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """A ``.gitmodules`` held back (git's fsck refuses its text), then made a binary file
+    by a push (git's fsck takes a binary one for a warning only): its live text goes to the rescue branch as ``.gitmodules.rescued``, not as a
+    ``.gitmodules`` that would make the repository fail ``git fsck``."""
+    demo = repos / "demo"
+    async with Client(server.url, user="bob") as bob:
+        modules = await bob.open("demo/main:.gitmodules")
+        modules.insert(0, HOSTILE)
+        await bob.flush()
+        await bob.commit("demo", "main")  # held
+        synced = git(demo, "rev-parse", "main").strip()
+        work = tmp_path / "outside"
+        url = server.url.replace("ws://", "http://bob:dev@") + "/git/demo.git"
+        await asyncio.to_thread(git, tmp_path, "clone", "-q", url, str(work))
+        (work / ".gitmodules").write_bytes(b"\x00\x01binary\xff")
+        await asyncio.to_thread(git, work, "add", "-A")
+        await asyncio.to_thread(git, work, "commit", "-qm", "a binary .gitmodules")
+        await asyncio.to_thread(git, work, "push", "-q", "origin", "HEAD:main")
+        await bob.commit("demo", "main")
+    rescued = f"main-rescued-{synced[:8]}"
+    assert git(demo, "show", f"{rescued}:.gitmodules.rescued") == HOSTILE
+    assert ".gitmodules" not in git(demo, "ls-tree", "--name-only", rescued).split()
+    await asyncio.to_thread(git, demo, "fsck", "--full", "--strict")
