@@ -155,7 +155,7 @@ class ApiEndpoint:
         config = self.config
         raw = await read_body(
             request,
-            limit=config.max_message,
+            limit=min(config.max_api_body, config.max_message),
             idle_timeout=config.body_timeout,
             min_rate=config.min_body_rate,
         )

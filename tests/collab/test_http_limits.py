@@ -5,6 +5,7 @@ HTTP, long-lived WebSockets) are left alone."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -489,3 +490,21 @@ async def test_stop_closes_slow_clients_promptly(repos: Path, tmp_path: Path) ->
     assert loop.time() - started < 2.5
     for elapsed, _answer in await asyncio.gather(*clients, refused):
         assert elapsed < BOUND
+
+
+async def test_an_api_body_is_capped_well_below_a_frame(server: CollabServer) -> None:
+    """Operations take a few names and numbers: a body of a megabyte of empty JSON objects
+    (most costly to parse for its size) is refused before it is parsed."""
+    body = b"[" + b"{}," * 350_000 + b"{}]"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{server.url.replace('ws://', 'http://')}/api/branch.list",
+            params={"user": "alice"},
+            data=io.BytesIO(body),
+            headers={"Content-Type": "application/json"},
+        ) as response,
+    ):
+        assert response.status == 413
+        assert (await response.json())["error"]["code"] == ErrorCode.TOO_LARGE
+    assert len(body) > server.config.max_api_body
