@@ -121,14 +121,17 @@ class Repositories:
         return (self.path_of(name) / ".git").exists()
 
     def names(self) -> list[str]:
-        found = []
+        """The repositories' names, each once: with both ``x`` and ``x.git`` present, ``x``
+        is the one served (see :meth:`path_of`)."""
+        found: list[str] = []
         for child in sorted(self.root.iterdir()) if self.root.is_dir() else []:
             name = child.name.removesuffix(".git")
             try:
                 self.path_of(name)
             except RepoNotFound:
                 continue
-            found.append(name)
+            if name not in found:
+                found.append(name)
         return found
 
     def branch_head(self, name: str, branch: str) -> bytes:

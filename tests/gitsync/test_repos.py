@@ -137,3 +137,16 @@ def test_the_engine_creates_bare_repositories(tmp_path: Path) -> None:
         assert repos.read_file("demo", "main", "a.txt").text == "a\n"
     finally:
         repos.close()
+
+
+def test_a_repository_beside_its_bare_namesake_is_listed_once(tmp_path: Path) -> None:
+    """``x`` and ``x.git`` both present: ``x`` is served, and named once."""
+    create_demo_repo(tmp_path / "x", {"a.txt": "plain\n"})
+    create_demo_repo(tmp_path / "x.git", {"a.txt": "bare\n"})
+    create_demo_repo(tmp_path / "y.git", {"a.txt": "y\n"})
+    repos = Repositories(tmp_path)
+    try:
+        assert repos.names() == ["x", "y"]
+        assert repos.read_file("x", "main", "a.txt").text == "plain\n"
+    finally:
+        repos.close()
