@@ -5,11 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import string
 import subprocess
 from pathlib import Path
 
-__all__ = ["git", "head_file", "show", "skewed_text", "until"]
+__all__ = ["git", "head_file", "require_git", "show", "skewed_text", "until"]
+
+
+def require_git() -> None:
+    """Skip the calling test if the git CLI is missing; under CI (``CI=true``), fail it."""
+    if shutil.which("git") is None:
+        import pytest
+
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but the git CLI is missing", pytrace=False)
+        pytest.skip("the git CLI is missing")
 
 
 def git(repo: Path, *args: str, check: bool = True, input_text: str | None = None) -> str:

@@ -4,22 +4,17 @@ continuous commit does not bring the file back as an empty one."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from gitcli import git
+from gitcli import git, require_git
 
 from collab import Client, CollabServer
 
 
 @pytest.fixture(autouse=True)
 def _git_cli() -> None:
-    if shutil.which("git") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but the git CLI is missing", pytrace=False)
-        pytest.skip("the git CLI is missing")
+    require_git()
 
 
 async def test_deleted_file_with_live_document_stays_deleted(

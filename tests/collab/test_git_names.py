@@ -6,13 +6,11 @@ committed."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from eventwait import Events
-from gitcli import git
+from gitcli import git, require_git
 
 from collab import Client, CollabServer
 from collab.client import ClientError
@@ -21,10 +19,7 @@ from protocol.errors import ErrorCode
 
 @pytest.fixture(autouse=True)
 def _git_cli() -> None:
-    if shutil.which("git") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but the git CLI is missing", pytrace=False)
-        pytest.skip("the git CLI is missing")
+    require_git()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 from dulwich.objects import Blob, Commit, ShaFile
 from dulwich.repo import Repo
-from gitcli import skewed_text
+from gitcli import require_git, skewed_text
 from servers import SECRET, make_config
 
 from collab import CollabServer
@@ -38,10 +37,7 @@ GIT_ENV = {
 
 @pytest.fixture(autouse=True)
 def _git_cli() -> None:
-    if shutil.which("git") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but the git CLI is missing", pytrace=False)
-        pytest.skip("the git CLI is missing")
+    require_git()
 
 
 def run_git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

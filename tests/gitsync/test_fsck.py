@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import zlib
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from dulwich.pack import UnpackedObjectIterator
 from dulwich.repo import Repo
-from gitcli import skewed_text
+from gitcli import require_git, skewed_text
 
 from gitsync.objects.fsck import BLOB, COMMIT, TAG, TREE, FsckError, ObjectChecker, check_tree
 from gitsync.objects.gitmodules import config_entries, gitmodules_problems
@@ -39,10 +38,7 @@ def run_git(cwd: Path, *args: str, stdin: bytes | None = None) -> str:
 
 @pytest.fixture(autouse=True)
 def _git_cli() -> None:
-    if shutil.which("git") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but the git CLI is missing", pytrace=False)
-        pytest.skip("the git CLI is missing")
+    require_git()
 
 
 B = bytes.fromhex("e69de29bb2d1d6434b8b29ae775ad8c2e48c5391")  # the empty blob
