@@ -32,6 +32,7 @@ __all__ = [
     "Sync",
     "SyncStep",
     "Welcome",
+    "check_shape",
     "decode",
     "decode_hello",
     "encode",
@@ -263,7 +264,7 @@ def _optional(cls: type[Any], name: str) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
-# What the msgpack value that starts with each byte is, for ``_scan``: (kind, size). A
+# What the msgpack value that starts with each byte is, for ``check_shape``: (kind, size). A
 # scalar is ``size`` bytes long. A string's or bin's length, and an array's or map's entry
 # count, is held in the ``size`` bytes after the first (big end first), or for size 0 in the
 # first byte's low bits (5 for a string, 4 for an array or map).
@@ -300,7 +301,7 @@ def _scan_table() -> tuple[tuple[int, int], ...]:
 _SCAN = _scan_table()
 
 
-def _scan(data: bytes, limits: Limits) -> None:
+def check_shape(data: bytes, limits: Limits) -> None:
     """Walk the msgpack value ``data`` holds without building it, and refuse nesting deeper
     than ``max_depth`` and more than ``max_values`` values, before msgpack builds any of them.
 
@@ -421,7 +422,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
     """Decode one message; raise ``ProtocolError`` for anything malformed or over a limit."""
     if len(data) > limits.max_message:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"message of {len(data)} bytes over limit")
-    _scan(data, limits)
+    check_shape(data, limits)
     try:
         body = msgpack.unpackb(
             data,

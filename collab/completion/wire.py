@@ -32,6 +32,7 @@ from typing import Any
 import msgpack
 
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.messages import Limits, check_shape
 
 from .executor import JobOutput, JobSpec
 from .prompts import ContextFile, PromptParts
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 MAX_MESSAGE = 16 * 1024 * 1024
+_LIMITS = Limits(max_message=MAX_MESSAGE, max_bin=MAX_MESSAGE)
+"""The nesting, entries and values of a worker message are bounded as a client's are (a
+prompt's context is a list of [path, text] pairs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +195,16 @@ def decode(data: bytes) -> WorkerMessage:
     """Decode one message; raise ``ProtocolError`` (MALFORMED) for anything else."""
     if len(data) > MAX_MESSAGE:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"worker message of {len(data)} bytes")
+    check_shape(data, _LIMITS)  # before msgpack builds anything
     try:
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True, max_ext_len=0)
+        body = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_ext_len=0,
+            max_array_len=_LIMITS.max_items,
+            max_map_len=_LIMITS.max_items,
+        )
     except Exception as exc:
         raise _bad(f"not a msgpack message: {exc}") from exc
     if not isinstance(body, dict):

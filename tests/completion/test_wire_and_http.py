@@ -258,3 +258,15 @@ def test_text_stream_pieces_match_the_settled_text_at_every_step() -> None:
                 assert "".join(pieces) == settled(raw[:end], rendered, single_line, max_chars)
             stream.send(finish(raw, rendered, single_line, max_chars))
             assert "".join(pieces) == finish(raw, rendered, single_line, max_chars)
+
+
+def test_a_message_of_millions_of_values_is_refused_before_it_is_built() -> None:
+    """A worker's message is bounded as a client's is: 7 MB of empty maps in nested arrays
+    (each within 1024 entries, 4 deep) is refused from its bytes, nothing built."""
+    inner = b"\xdc\x04\x00" + b"\x80" * 1024
+    middle = b"\xdc\x04\x00" + inner * 1024
+    flood = b"\x82\xa1t\xa4done\xa4junk\x97" + middle * 7
+    started = time.perf_counter()
+    with pytest.raises(ProtocolError, match="values in one message"):
+        wire.decode(flood)
+    assert time.perf_counter() - started < 1.0
