@@ -141,7 +141,10 @@ class CollabServer(Lifecycle):
         """Set when the server can no longer serve (in a cluster: another process took its
         node id); whoever runs it stops it (``collab serve`` exits with ``failure``)."""
         self.sockets = Sockets(
-            max_message=config.max_message, heartbeat=config.heartbeat, linger=config.body_timeout
+            max_message=config.max_message,
+            heartbeat=config.heartbeat,
+            linger=config.body_timeout,
+            max_per_user=config.max_user_sockets,
         )
         self._runner: web.AppRunner | None = None
         self._header_deadlines = HeaderDeadlines(config.header_timeout)

@@ -40,6 +40,7 @@ class ServerConfig:
     user_update_burst: int = 2000  # ... in bursts of up to this many (0 rate: no limit)
     user_byte_rate: float = 4 * 1024 * 1024  # update bytes per second per user
     user_byte_burst: int = 32 * 1024 * 1024  # ... in bursts of up to this many
+    max_user_sockets: int = 1024  # /ws and /yjs connections one user may hold open (0: any)
     max_api_body: int = 64 * 1024  # a POST /api/<op> body (operations take a few names)
     user_awareness_rate: float = 256 * 1024  # awareness bytes per second per user (0: no limit)
     user_awareness_burst: int = 4 * 1024 * 1024  # ... in bursts of up to this many

@@ -2,18 +2,20 @@
 
 Every endpoint that upgrades a request (``/ws``, ``/yjs``, ``/worker``) takes its WebSocket
 from :class:`Sockets` and tracks it while it is open, so that the server can count them and
-close them all when it stops.
+close them all when it stops. ``/ws`` and ``/yjs`` also count each user's: past
+``max_per_user`` open at once, a user's next one is refused (4029).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import Counter
 from typing import Protocol
 
 from aiohttp import web
 
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, ProtocolError
 
 from ..live.outbox import close_ws
 from .websocket import CollabWebSocket
@@ -24,10 +26,15 @@ __all__ = ["Sockets", "WebSockets"]
 class Sockets:
     """The WebSocket factory and registry of one server."""
 
-    def __init__(self, *, max_message: int, heartbeat: float, linger: float) -> None:
+    def __init__(
+        self, *, max_message: int, heartbeat: float, linger: float, max_per_user: int = 0
+    ) -> None:
         self.max_message = max_message
         self.heartbeat = heartbeat
         self.linger = linger
+        self.max_per_user = max_per_user  # 0: no limit
+        self._per_user: Counter[str] = Counter()  # connections admitted and not yet gone
+        self._user_of: dict[web.WebSocketResponse, str] = {}
         self._open: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._lingering: set[asyncio.Task[None]] = set()  # closes of refused WebSockets
 
@@ -45,11 +52,34 @@ class Sockets:
             lingering=self._lingering,
         )
 
-    def track(self, ws: web.WebSocketResponse) -> None:
+    def admit(self, user: str) -> None:
+        """Count one more connection of ``user`` (given back by :meth:`release`, or by
+        :meth:`untrack` of the WebSocket tracked for it); raise ``RATE_LIMITED`` if it
+        already has ``max_per_user``."""
+        if self.max_per_user and self._per_user[user] >= self.max_per_user:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.max_per_user} connections open for user {user!r}",
+            )
+        self._per_user[user] += 1
+
+    def release(self, user: str) -> None:
+        """A connection :meth:`admit` counted is gone."""
+        self._per_user[user] -= 1
+        if self._per_user[user] <= 0:
+            del self._per_user[user]
+
+    def track(self, ws: web.WebSocketResponse, user: str | None = None) -> None:
+        """``ws`` is open; ``user``: it was admitted for that user."""
         self._open.add(ws)
+        if user is not None:
+            self._user_of[ws] = user
 
     def untrack(self, ws: web.WebSocketResponse) -> None:
         self._open.discard(ws)
+        user = self._user_of.pop(ws, None)
+        if user is not None:
+            self.release(user)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -73,6 +103,10 @@ class WebSockets(Protocol):
 
     def websocket(self) -> web.WebSocketResponse: ...
 
-    def track(self, ws: web.WebSocketResponse) -> None: ...
+    def admit(self, user: str) -> None: ...
+
+    def release(self, user: str) -> None: ...
+
+    def track(self, ws: web.WebSocketResponse, user: str | None = None) -> None: ...
 
     def untrack(self, ws: web.WebSocketResponse) -> None: ...

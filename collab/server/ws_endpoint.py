@@ -279,6 +279,7 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
     name = f"ws {request.remote}"
     try:
         identity = await _hello(endpoint, ws, request.remote)
+        endpoint.sockets.admit(identity.user)
     except ProtocolError as exc:
         log.warning("%s: refused: %s", name, exc)
         endpoint.traffic.refuse("close", exc.code)
@@ -294,7 +295,7 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
     )
     session = Session(endpoint, outbox, identity)
     writer = asyncio.create_task(outbox.run())
-    endpoint.sockets.track(ws)
+    endpoint.sockets.track(ws, identity.user)
     session.send(m.Welcome(m.PROTOCOL_VERSION, identity.user, secrets.token_hex(8)))
     log.info("%s (%s): connected", name, identity.user)
     try:

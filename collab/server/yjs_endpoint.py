@@ -93,6 +93,7 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
         )
         if not identity.can_read(doc_id.repo):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
+        endpoint.sockets.admit(identity.user)
     except ProtocolError as exc:
         log.warning("%s: refused: %s", name, exc)
         endpoint.traffic.refuse("close", exc.code)
@@ -109,12 +110,13 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
     try:
         room = await endpoint.rooms.acquire(doc_id, peer)
     except ProtocolError as exc:
+        endpoint.sockets.release(identity.user)
         log.warning("%s: refused: %s", name, exc)
         endpoint.traffic.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
         return ws
     writer = asyncio.create_task(outbox.run())
-    endpoint.sockets.track(ws)
+    endpoint.sockets.track(ws, identity.user)
     access = "read-write" if peer.writable else "read-only"
     log.info("%s (%s): connected, %s", name, identity.user, access)
     try:

@@ -222,3 +222,28 @@ def test_awareness_has_a_quota_of_its_own_and_one_large_table_still_goes_out() -
         quotas.charge_awareness("alice", 1)
     assert refused.value.code is ErrorCode.RATE_LIMITED
     assert "awareness bytes per second" in refused.value.message
+
+
+async def test_a_user_holds_at_most_max_user_sockets_connections(
+    repos: Path, tmp_path: Path
+) -> None:
+    """Past ``max_user_sockets`` open at once (``/yjs`` and ``/ws`` together), a user's next
+    connection is refused with 4029; other users are not counted with it, and a closed
+    connection gives its place back."""
+    config = make_config(repos, tmp_path / "data", max_user_sockets=3)
+    async with CollabServer(config) as server:
+        peers = [YjsPeer(server.url, ROOM, user="ann") for _ in range(2)]
+        for peer in peers:
+            await peer.connect()
+        async with Client(server.url, user="ann") as third:  # a /ws connection counts too
+            await third.open(ROOM)
+            async with YjsPeer(server.url, ROOM, user="ann") as fourth:
+                assert await fourth.wait_closed() == ErrorCode.RATE_LIMITED
+            async with YjsPeer(server.url, ROOM, user="bob") as bob:
+                await asyncio.wait_for(bob.synced.wait(), 5)
+        await until(lambda: len(server.sockets) == 2)  # the /ws one is gone
+        async with YjsPeer(server.url, ROOM, user="ann") as again:
+            await asyncio.wait_for(again.synced.wait(), 5)
+            assert again.close_code is None
+        for peer in peers:
+            await peer.close()
