@@ -565,7 +565,7 @@ class BranchSync:
         keeps its last commit; its text stays in its document and the store, and is
         committed once it passes."""
         for path in list(changes):
-            problem = file_problem(path.rsplit("/", 1)[-1].encode("utf-8"), changes[path])
+            problem = file_problem(path, changes[path])
             if problem is None:
                 self.refused.pop(path, None)
                 continue
@@ -1174,7 +1174,7 @@ class Rescue:
 
         data = text.encode("utf-8")
         kept_as = path
-        problem = file_problem(path.rsplit("/", 1)[-1].encode("utf-8"), data)
+        problem = file_problem(path, data)
         if problem is not None:  # kept beside it: a branch git's fsck refuses helps no one
             kept_as = f"{path}.rescued"
 

@@ -303,12 +303,11 @@ def _refused_by_fsck(git: Repo, resolved: dict[str, BlobEntry | None]) -> list[t
     that reads as an option set on the other)."""
     refused = []
     for path, entry in resolved.items():
-        name = path.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")
-        if entry is None or not stat.S_ISREG(entry.mode) or not is_special_file(name):
+        if entry is None or not stat.S_ISREG(entry.mode) or not is_special_file(path):
             continue
         stored = entry.data
         data = stored if stored is not None else git[ObjectID(entry.sha)].as_raw_string()
-        problem = file_problem(name, data)
+        problem = file_problem(path, data)
         if problem is not None:
             refused.append((path, f"{problem.msg_id}: {problem.message}"))
     return refused

@@ -332,22 +332,29 @@ def check_gitmodules(sha: bytes, raw: bytes) -> None:
         raise FsckError(sha, "blob", msg_id, message)
 
 
-def is_special_file(name: bytes) -> bool:
-    """Whether fsck checks the content of a regular file named ``name``: ``.gitmodules``
-    and ``.gitattributes``, in any spelling a filesystem takes for them."""
-    return _is_dot_file(name, b"gitmodules") or _is_dot_file(name, b"gitattributes")
+def _content_check(path: str) -> Callable[[bytes, bytes], None] | None:
+    """The check fsck makes of the content of a regular file at ``path`` (its name decides:
+    ``.gitmodules`` and ``.gitattributes``, in any spelling a filesystem takes for them)."""
+    name = path.rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")
+    if _is_dot_file(name, b"gitmodules"):
+        return check_gitmodules
+    if _is_dot_file(name, b"gitattributes"):
+        return check_gitattributes
+    return None
 
 
-def file_problem(name: bytes, content: bytes) -> FsckError | None:
-    """What fsck would refuse in a regular file named ``name`` (a tree entry's name) holding
+def is_special_file(path: str) -> bool:
+    """Whether fsck checks the content of a regular file at ``path`` (a path in a tree)."""
+    return _content_check(path) is not None
+
+
+def file_problem(path: str, content: bytes) -> FsckError | None:
+    """What fsck would refuse in a regular file at ``path`` (a path in a tree) holding
     ``content``: the checks of ``.gitmodules`` and ``.gitattributes``, in any spelling a
     filesystem takes for them; ``None`` when there is nothing. The object id the error names
     is that of the blob ``content`` would be."""
-    if _is_dot_file(name, b"gitmodules"):
-        check = check_gitmodules
-    elif _is_dot_file(name, b"gitattributes"):
-        check = check_gitattributes
-    else:
+    check = _content_check(path)
+    if check is None:
         return None
     try:
         blob_id = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
