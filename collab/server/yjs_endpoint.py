@@ -109,8 +109,10 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
     peer = YjsPeer(outbox, identity, identity.can_write_branch(doc_id.repo, doc_id.branch))
     try:
         room = await endpoint.rooms.acquire(doc_id, peer)
-    except ProtocolError as exc:
+    except BaseException as exc:  # refused, failed or cancelled: the connection is not counted
         endpoint.sockets.release(identity.user)
+        if not isinstance(exc, ProtocolError):
+            raise
         log.warning("%s: refused: %s", name, exc)
         endpoint.traffic.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
