@@ -421,6 +421,21 @@ async def test_a_documents_keys_deleted_mid_run_lose_and_double_nothing(
             await client.close()
 
 
+async def deleted_once_allowed(admin: Client, branch: str, what: str) -> None:
+    """Ask for ``branch.delete`` of ``branch`` until it is done; refused meanwhile (CONFLICT:
+    a document of it still counts as open somewhere)."""
+
+    async def deleted() -> bool:
+        try:
+            await admin.call("branch.delete", repo="demo", name=branch)
+        except ClientError as exc:
+            assert exc.code == ErrorCode.CONFLICT
+            return False
+        return True
+
+    await eventually(deleted, 15, what)
+
+
 async def test_a_branch_open_on_another_node_is_not_deleted(nodes: Nodes, repos: Path) -> None:
     """As on one node, ``branch.delete`` is refused (CONFLICT) while a document of the branch
     is open, wherever it is open; once it is closed everywhere, the branch is deleted."""
@@ -437,16 +452,7 @@ async def test_a_branch_open_on_another_node_is_not_deleted(nodes: Nodes, repos:
         assert "open documents" in refused.value.message
         assert "typed on the other node;" in str(doc)
         await doc.close()  # closed on the other node: it unloads after its grace
-
-        async def deleted() -> bool:
-            try:
-                await admin.call("branch.delete", repo="demo", name=topic)
-            except ClientError as exc:
-                assert exc.code == ErrorCode.CONFLICT
-                return False
-            return True
-
-        await eventually(deleted, 15, "the branch to be deleted once closed everywhere")
+        await deleted_once_allowed(admin, topic, "the branch to be deleted once closed everywhere")
 
 
 async def test_a_branch_open_on_a_node_that_dies_is_deleted_once_its_key_lapses(
@@ -465,16 +471,7 @@ async def test_a_branch_open_on_a_node_that_dies_is_deleted_once_its_key_lapses(
             assert refused.value.code == ErrorCode.CONFLICT
             assert "on node n1" in refused.value.message
             await there.kill()
-
-            async def deleted() -> bool:
-                try:
-                    await admin.call("branch.delete", repo="demo", name=topic)
-                except ClientError as exc:
-                    assert exc.code == ErrorCode.CONFLICT
-                    return False
-                return True
-
-            await eventually(deleted, 15, "the branch to be deleted once its node died")
+            await deleted_once_allowed(admin, topic, "the branch to be deleted once its node died")
 
 
 async def test_a_nodes_key_does_not_grow_with_the_branches_it_has_open(
