@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
@@ -18,6 +17,7 @@ import pytest
 from gitcli import git, head_file, show, until
 from serverproc import ServerProcess
 from servers import make_config
+from storedamage import flip_record, stored_rows
 from test_crash import stored_text
 from test_git_crash import _fail_final_commits
 from yjsclient import YjsPeer
@@ -47,28 +47,6 @@ def _store_cli(action: str, data_dir: Path, *extra: str) -> subprocess.Completed
     )
 
 
-def _rows(data_dir: Path, doc_id: str, table: str = "records") -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(data_dir / "store.sqlite3")) as conn:
-        return conn.execute(
-            f"SELECT seq, kind FROM {table} WHERE doc_id = ? ORDER BY seq", (doc_id,)
-        ).fetchall()
-
-
-def _flip(data_dir: Path, doc_id: str, seq: int) -> None:
-    """Flip one bit in the middle of a record's data, leaving its checksum as it was."""
-    with closing(sqlite3.connect(data_dir / "store.sqlite3")) as conn:
-        (data,) = conn.execute(
-            "SELECT data FROM records WHERE doc_id = ? AND seq = ?", (doc_id, seq)
-        ).fetchone()
-        damaged = bytearray(data)
-        damaged[len(damaged) // 2] ^= 0x04
-        conn.execute(
-            "UPDATE records SET data = ? WHERE doc_id = ? AND seq = ?",
-            (bytes(damaged), doc_id, seq),
-        )
-        conn.commit()
-
-
 async def _health(base: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session, session.get(base + "/healthz") as resp:
         return dict(await resp.json())
@@ -90,9 +68,9 @@ async def test_a_damaged_snapshot_is_quarantined_and_repaired_from_the_branch(
         typed = str(doc)
     # the clean stop committed the text and snapshotted the history
     assert _head(repos)[1] == typed
-    snapshots = [seq for seq, kind in _rows(data_dir, ROOM) if kind == "s"]
+    snapshots = [seq for seq, kind in stored_rows(data_dir, ROOM) if kind == "s"]
     assert snapshots
-    _flip(data_dir, ROOM, snapshots[0])
+    flip_record(data_dir, ROOM, snapshots[0])
 
     async with CollabServer(config) as second:
         base = second.url.replace("ws://", "http://")
@@ -117,7 +95,7 @@ async def test_a_damaged_snapshot_is_quarantined_and_repaired_from_the_branch(
     repaired = _store_cli("repair", data_dir)
     assert repaired.returncode == 0, repaired
     assert "seeded again" in repaired.stdout
-    assert [seq for seq, _kind in _rows(data_dir, ROOM, "quarantine")] == snapshots[:1]
+    assert [seq for seq, _kind in stored_rows(data_dir, ROOM, "quarantine")] == snapshots[:1]
 
     async with CollabServer(config) as third, Client(third.url, user="ann") as ann:
         events: list[dict[str, Any]] = []
@@ -168,10 +146,10 @@ async def test_a_damaged_record_mid_log_is_salvaged_and_the_shrinking_commit_hel
                 await asyncio.sleep(0.05)
         full_state = doc.doc.get_update()
         await server.kill()
-        seqs = [seq for seq, kind in _rows(data, ROOM) if kind == "u"]
+        seqs = [seq for seq, kind in stored_rows(data, ROOM) if kind == "u"]
         assert len(seqs) > 200
         middle = seqs[len(seqs) // 4]  # what is left is under half the file: drastic
-        _flip(data, ROOM, middle)
+        flip_record(data, ROOM, middle)
         head = _head(repos)
 
         await server.start()  # the start-up recovery must not commit the truncated text
@@ -186,7 +164,7 @@ async def test_a_damaged_record_mid_log_is_salvaged_and_the_shrinking_commit_hel
 
         repaired = _store_cli("repair", data)
         assert repaired.returncode == 0, repaired.stderr
-        aside = [seq for seq, _kind in _rows(data, ROOM, "quarantine")]
+        aside = [seq for seq, _kind in stored_rows(data, ROOM, "quarantine")]
         assert aside[0] == middle and aside == [s for s in seqs if s >= middle]
         salvaged = await stored_text(data, ROOM)
         assert typed.startswith(salvaged) and len(salvaged) < len(typed) // 2

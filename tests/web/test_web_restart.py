@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from chromium import Chromium
-from pages import NOTICES, TEXT, YTEXT, carets, open_page, wait_git, wait_synced
+from pages import NOTICES, STATUS, TEXT, YTEXT, carets, open_page, wait_git, wait_synced
 from serverproc import ServerProcess
+from storedamage import flip_record, stored_rows
 
 from collab import Client
 
@@ -144,6 +147,7 @@ async def test_store_lost_under_open_browsers(
 
 
 UNSAVED = "() => window.collab.unsavedEdits()"
+READ_ONLY = "() => window.collab.editor.view.state.readOnly"
 # y-websocket's next try comes well after the server is back
 SLOW_RECONNECT = """() => { const provider = window.collab.editor.provider
   provider.maxBackoffTime = 4000; provider.wsUnsuccessfulReconnects = 30 }"""
@@ -203,5 +207,69 @@ async def test_a_document_left_before_it_reconnected_keeps_its_edits(
             timeout=5,
         )
         await chromium.screenshot("alice", "not-saved")
+    finally:
+        await server.stop()
+
+
+async def test_a_damaged_document_keeps_what_was_typed_until_it_is_repaired(
+    repos: Path, tmp_path: Path, chromium: Chromium
+) -> None:
+    """A document whose stored history the restarted server finds damaged (4018): the page
+    keeps its copy, with what was typed offline, read-only, and tries again; once an operator
+    has repaired the store, the page takes the document again (a new history: 4017) and its
+    offline edits reach the branch, once."""
+    data = tmp_path / "data"
+    server = ServerProcess(repos, data)
+    await server.start()
+    http = f"http://127.0.0.1:{server.port}"
+    seed = "héllo wörld, 世界, 🎉 emoji\n"
+    try:
+        await open_page(chromium, "alice", http, DOC)
+        await chromium.click("alice", ".cm-content")
+        await chromium.press("alice", "Control+End")
+        await chromium.type("alice", "committed;")
+        await wait_git(repos / "demo", "main:docs/unicode.txt", f"{seed}committed;".encode())
+        await chromium.wait("alice", f"() => !({UNSAVED})()")
+
+        await server.stop()  # a clean stop: the history is kept as one snapshot
+        await chromium.wait("alice", "() => !window.collab.editor.provider.wsconnected")
+        await chromium.eval("alice", "() => { window.collab.settings.damagedRetry = 500 }")
+        await chromium.type("alice", "offline;")
+        snapshots = [seq for seq, kind in stored_rows(data, DOC) if kind == "s"]
+        assert snapshots
+        flip_record(data, DOC, snapshots[-1])
+
+        await server.start()
+        await chromium.wait("alice", f"() => ({STATUS})() === 'damaged'", timeout=20)
+        assert await chromium.eval("alice", READ_ONLY)
+        assert await chromium.eval("alice", UNSAVED)  # kept, and the page still asks to leave
+        assert await chromium.eval("alice", ASKS_TO_LEAVE)
+        assert "damaged" in await chromium.eval("alice", NOTICES)
+        await asyncio.sleep(1.5)  # tried again (every 0.5 s here), refused again, still kept
+        assert await chromium.eval("alice", f"() => ({STATUS})() === 'damaged'")
+        assert await chromium.eval("alice", TEXT) == f"{seed}committed;offline;"
+
+        await server.stop()
+        repaired = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "collab", "store", "repair", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert repaired.returncode == 0, repaired
+        await server.start()
+
+        expected = f"{seed}committed;offline;"
+        await wait_synced(chromium, "alice", DOC, timeout=20)
+        await chromium.wait(
+            "alice", f"(want) => ({YTEXT})() === want && ({TEXT})() === want", expected
+        )
+        await chromium.wait("alice", f"() => !({UNSAVED})()")
+        assert not await chromium.eval("alice", READ_ONLY)
+        await chromium.click("alice", ".cm-content")  # read-only, the editor lost the focus
+        await chromium.press("alice", "Control+End")
+        await chromium.type("alice", "after;")
+        await wait_git(repos / "demo", "main:docs/unicode.txt", f"{expected}after;".encode())
     finally:
         await server.stop()
