@@ -182,6 +182,11 @@ class Chromium:
     async def close(self, page: str) -> None:
         await self.call("close", page=page)
 
+    async def leave(self, page: str) -> bool:
+        """Close ``page`` as a person leaving it would: whether the browser asked first
+        (``beforeunload``; the person then stays, and the page is kept) or closed it."""
+        return bool((await self.call("leave", page=page))["asked"])
+
     async def screenshot(self, page: str, step: str) -> Path:
         """Save ``page`` as ``NN-<page>-<step>.png`` under the artifacts folder."""
         path = self.artifacts / f"{next(self._shots):02d}-{page}-{step}.png"

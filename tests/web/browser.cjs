@@ -20,6 +20,9 @@
  *   reload {page}
  *   screenshot {page, path}
  *   close {page}
+ *   leave {page}                     closes the page as a person leaving it would: if the
+ *                                    browser asks whether to leave, stays -> {asked: true};
+ *                                    else the page is gone -> {asked: false}
  *   shutdown
  *
  * playwright-core comes from collab/web/node_modules (NODE_PATH); the browser is the
@@ -114,6 +117,23 @@ const commands = {
   async screenshot ({ page, path }) {
     await pageOf(page).screenshot({ path })
     return {}
+  },
+  async leave ({ page: name }) {
+    const page = pageOf(name)
+    const asked = new Promise(resolve => {
+      page.once('dialog', async dialog => {
+        resolve(dialog.type() === 'beforeunload')
+        await dialog.dismiss() // stay on the page
+      })
+      page.once('close', () => resolve(false))
+    })
+    await page.close({ runBeforeUnload: true })
+    const answer = await asked
+    if (!answer) {
+      await page.context().close()
+      pages.delete(name)
+    }
+    return { asked: answer }
   },
   async close ({ page }) {
     await pageOf(page).context().close()

@@ -151,7 +151,8 @@ READ_ONLY = "() => window.collab.editor.view.state.readOnly"
 # y-websocket's next try comes well after the server is back
 SLOW_RECONNECT = """() => { const provider = window.collab.editor.provider
   provider.maxBackoffTime = 4000; provider.wsUnsuccessfulReconnects = 30 }"""
-# a `beforeunload` the page cancels: the browser asks whether to leave
+# a `beforeunload` the page cancels: the browser would ask whether to leave (the real
+# question, chromium.leave, closes the page when the answer is no)
 ASKS_TO_LEAVE = """() => { const event = new Event('beforeunload', { cancelable: true })
   window.dispatchEvent(event); return event.defaultPrevented }"""
 
@@ -176,12 +177,12 @@ async def test_a_document_left_before_it_reconnected_keeps_its_edits(
         await chromium.eval("alice", SLOW_RECONNECT)
         await chromium.type("alice", "while down;")
         assert await chromium.eval("alice", UNSAVED)
-        assert await chromium.eval("alice", ASKS_TO_LEAVE)
+        assert await chromium.leave("alice")
         await server.start()
         # another file, opened before the left one has reconnected
         await chromium.click("alice", '#files .file[data-path="src/app.py"]')
         await wait_synced(chromium, "alice", "demo/main:src/app.py")
-        assert await chromium.eval("alice", ASKS_TO_LEAVE)  # README's edits are not saved yet
+        assert await chromium.leave("alice")  # README's edits are not saved yet
         seed = "# Demo\n\nHello from the demo repository.\n"
         async with Client(server.url, user="carol") as carol:
             readme = await carol.open(doc)
@@ -207,6 +208,7 @@ async def test_a_document_left_before_it_reconnected_keeps_its_edits(
             timeout=5,
         )
         await chromium.screenshot("alice", "not-saved")
+        assert not await chromium.leave("alice")  # what cannot be saved holds no one up
     finally:
         await server.stop()
 
@@ -243,7 +245,7 @@ async def test_a_damaged_document_keeps_what_was_typed_until_it_is_repaired(
         await chromium.wait("alice", f"() => ({STATUS})() === 'damaged'", timeout=20)
         assert await chromium.eval("alice", READ_ONLY)
         assert await chromium.eval("alice", UNSAVED)  # kept, and the page still asks to leave
-        assert await chromium.eval("alice", ASKS_TO_LEAVE)
+        assert await chromium.leave("alice")
         assert "damaged" in await chromium.eval("alice", NOTICES)
         await asyncio.sleep(1.5)  # tried again (every 0.5 s here), refused again, still kept
         assert await chromium.eval("alice", f"() => ({STATUS})() === 'damaged'")
@@ -271,5 +273,7 @@ async def test_a_damaged_document_keeps_what_was_typed_until_it_is_repaired(
         await chromium.press("alice", "Control+End")
         await chromium.type("alice", "after;")
         await wait_git(repos / "demo", "main:docs/unicode.txt", f"{expected}after;".encode())
+        await chromium.wait("alice", f"() => !({UNSAVED})()")
+        assert not await chromium.leave("alice")
     finally:
         await server.stop()
