@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,12 @@ from protocol.yjs import (
 )
 
 FAST = settings(max_examples=300, deadline=None)
-SLOW = settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the slow runs: bounded by default, for a suite that stays fast; more with COLLAB_FUZZ_EXAMPLES
+SLOW = settings(
+    max_examples=int(os.environ.get("COLLAB_FUZZ_EXAMPLES", "2500")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 # Small limits, so that fuzzed lengths also reach the TOO_LARGE paths.
 YJS_LIMITS = YjsLimits(
