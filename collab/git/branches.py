@@ -28,6 +28,7 @@ from gitsync.objects.commits import (
     set_synced,
     synced_ref,
 )
+from gitsync.objects.ref_names import RefClash
 from gitsync.objects.synced_state import forget_synced_state
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, validate_branch, validate_repo
@@ -174,6 +175,10 @@ class Branches:
         except BranchExists:
             head = await self.head(repo, name)
             return {"name": name, "head": hexsha(head), "created": False}
+        except RefClash as exc:  # a branch the repository was given holds the name's place
+            raise ProtocolError(
+                ErrorCode.CONFLICT, f"cannot create your branch {name!r}: {exc}"
+            ) from None
         self._ref_event(repo, name, None, start, "create")
         log.info("%s: created the branch %s for %s", repo, name, identity.user)
         return {"name": name, "head": hexsha(start), "created": True}
@@ -255,6 +260,8 @@ class Branches:
             await in_git_thread(self.repos, self._create, repo, name, start)
         except BranchExists as exc:
             raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from None
+        except RefClash as exc:
+            raise ProtocolError(ErrorCode.CONFLICT, f"cannot create {name!r}: {exc}") from None
         except (OSError, ValueError, KeyError) as exc:  # a ref name clashing with a directory
             raise ProtocolError(ErrorCode.CONFLICT, f"cannot create {name!r}: {exc}") from None
 
@@ -355,13 +362,9 @@ class Branches:
                 f"{name!r} is another person's branch: only its owner may delete it",
             )
         prefix = f"{repo}/{name}:"
-        if any(room.attached for room in self.rooms.loaded(prefix)):
-            raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} has open documents")
-        if self.open_elsewhere is not None and (nodes := await self.open_elsewhere(repo, name)):
-            raise ProtocolError(
-                ErrorCode.CONFLICT,
-                f"{name!r} has open documents (on node {', '.join(nodes)})",
-            )
+        busy = await self.why_open(repo, name)
+        if busy is not None:
+            raise ProtocolError(ErrorCode.CONFLICT, busy)
         head = await self.head(repo, name)
         sync = self.git.branches.get((repo, name))
         if sync is not None:
@@ -385,6 +388,15 @@ class Branches:
             head[:12].decode(),
         )
         return {"name": name, "head": hexsha(head)}
+
+    async def why_open(self, repo: str, name: str) -> str | None:
+        """Why the branch may not be deleted now: someone has one of its documents open,
+        on this node or another; None if no one has."""
+        if any(room.attached for room in self.rooms.loaded(f"{repo}/{name}:")):
+            return f"{name!r} has open documents"
+        if self.open_elsewhere is not None and (nodes := await self.open_elsewhere(repo, name)):
+            return f"{name!r} has open documents (on node {', '.join(nodes)})"
+        return None
 
     def _delete(self, repo: str, name: str, head: bytes) -> None:
         git = self.repos.open(repo)

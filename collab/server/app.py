@@ -199,7 +199,9 @@ class CollabServer(Lifecycle):
         if config.web:  # the web editor at /
             for route in web_routes(dev_mode=self.auth.dev_mode):
                 self.add_route(*route)
-        self.git_bridge = GitBridge(config, self.auth, self.repos, self.git, self.events)
+        self.git_bridge = GitBridge(
+            config, self.auth, self.repos, self.git, self.events, self.branches.why_open
+        )
         for route in self.git_bridge.routes():
             self.add_route(*route)
         self.completion, routes = install_completion(

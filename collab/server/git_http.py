@@ -41,7 +41,7 @@ import contextlib
 import functools
 import logging
 import tempfile
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, cast
 
@@ -93,12 +93,16 @@ class GitBridge:
         repos: Repositories,
         git: GitSync,
         events: EventHub,
+        why_open: Callable[[str, str], Awaitable[str | None]],
     ) -> None:
         self.config = config
         self.auth = auth
         self.repos = repos
         self.git = git
         self.events = events
+        self.why_open = why_open
+        """Why a branch (repository, name) may not be deleted now: documents of it are open
+        (as ``branch.delete`` refuses it); None if it may."""
 
     def routes(self) -> list[Route]:
         """``(method, path, handler)`` of each route the bridge serves."""
@@ -139,9 +143,9 @@ class GitBridge:
             _, repo, path = self._resolve(request)
             if service not in SERVICES:
                 raise ProtocolError(ErrorCode.MALFORMED, "only smart HTTP is served")
-            if service == "git-receive-pack":
-                # a push is checked against heads that hold every edit typed so far
-                await self._commit_live(repo, None)
+            # a fetch gets, and a push is checked against, heads that hold every edit typed
+            # so far (a pull then a push is a fast-forward, unless someone types in between)
+            await self._commit_live(repo, None, pending_only=service == "git-upload-pack")
             body, content_type = await in_git_thread(self.repos, info_refs, path, service, protocol)
         except (ProtocolError, RepoNotFound) as exc:
             return _refusal(exc)
@@ -183,6 +187,7 @@ class GitBridge:
                 protocol = protocol_version(request.headers.get("Git-Protocol"))
                 return await self._fetch(request, path, spool, protocol)
             await self._commit_live(repo, _branches(commands))
+            open_now = await self._open_deleted(repo, commands)
             try:
                 moved: list[tuple[bytes, bytes, bytes]] = []
                 # in the repositories' executor: closing them waits for a push under way
@@ -194,7 +199,7 @@ class GitBridge:
                     spool,
                     moved.extend,
                     may_force=functools.partial(_may_force, identity, repo),
-                    may_delete=functools.partial(_may_delete, identity, repo),
+                    may_delete=functools.partial(_may_delete, identity, repo, open_now),
                     fsck_accept=self.config.fsck_accept,
                     max_request=self.config.max_push,
                 )
@@ -312,18 +317,36 @@ class GitBridge:
         why = f"request over the size limit of {self.config.max_push} bytes"
         return await self._refuse(request, service, spool, why, status=413)
 
-    async def _commit_live(self, repo: str, branches: list[str] | None) -> None:
+    async def _commit_live(
+        self, repo: str, branches: list[str] | None, *, pending_only: bool = False
+    ) -> None:
         """Commit the pending live edits of ``branches`` of ``repo`` (None: every branch), so
-        that a push based on a head without them is not a fast-forward and is refused as git
-        refuses it: by the client (``fetch first``) if the advertisement already showed the
-        new head, else here."""
+        that a fetch gets them, and a push based on a head without them is not a
+        fast-forward and is refused as git refuses it: by the client (``fetch first``) if the
+        advertisement already showed the new head, else here. ``pending_only``: a branch
+        with no edits pending is not waited for (a commit under way is not waited for)."""
         for sync in list(self.git.branches.values()):
             if sync.repo != repo or (branches is not None and sync.branch not in branches):
+                continue
+            if pending_only and not sync.dirty:
                 continue
             try:
                 await sync.flush()
             except Exception:
                 log.exception("%s: committing live edits before a push failed", sync.name)
+
+    async def _open_deleted(
+        self, repo: str, commands: list[tuple[bytes, bytes, bytes]]
+    ) -> dict[str, str]:
+        """The branches the push deletes that may not be deleted now, and why."""
+        zero = b"0" * 40
+        deleted = _branches([command for command in commands if command[1] == zero])
+        open_now: dict[str, str] = {}
+        for branch in deleted:
+            why = await self.why_open(repo, branch)
+            if why is not None:
+                open_now[branch] = why
+        return open_now
 
     def _check_push(
         self,
@@ -404,14 +427,16 @@ def _may_force(identity: Identity, repo: str, ref: bytes) -> str | None:
     return f"{ref.decode('utf-8', 'replace')} is not a branch and may not be forced"
 
 
-def _may_delete(identity: Identity, repo: str, ref: bytes) -> str | None:
+def _may_delete(identity: Identity, repo: str, open_now: dict[str, str], ref: bytes) -> str | None:
     """None if ``identity`` may delete ``ref``, else why not: a person's branch (and its
     forks) is deleted only by its owner, or deleting and pushing it again would rewrite it
-    in two steps."""
+    in two steps; a branch with open documents (``open_now``) is not deleted under them."""
     if ref.startswith(HEADS):
         branch = ref[len(HEADS) :].decode("utf-8", "replace")
         if branch.startswith(PARTICIPANT_PREFIX) and not identity.owns_branch(repo, branch):
             return f"{branch} is another person's branch: only its owner may delete it"
+        if branch in open_now:
+            return open_now[branch]
     return None
 
 

@@ -29,6 +29,7 @@ from protocol.names import validate_branch, validate_path
 from ..locks import LOCK_WAIT, STALE_AFTER, call_past_stale_locks, recover_stale_locks
 from ..naming import participant_handle
 from ..packs.write import combine_small_packs, write_pack
+from .ref_names import check_new_ref
 
 __all__ = [
     "BlobEntry",
@@ -494,8 +495,12 @@ def commit_changes(
 
 
 def create_branch(repo: Repo, name: str, at: bytes) -> None:
-    """Create ``name`` at commit ``at``; raise :class:`BranchExists` if it already exists."""
+    """Create ``name`` at commit ``at``; raise :class:`BranchExists` if it already exists,
+    :class:`~gitsync.objects.ref_names.RefClash` if git could not hold it beside the
+    branches there are (``a`` beside ``a/b``) or it is reserved."""
     ref = branch_ref(name)
+    if read_ref(repo, ref) is None:
+        check_new_ref(repo.refs, ref)
     _commit_object(repo, at, "start point", stored=True)
     try:
         _swap(repo, ref, None, at)

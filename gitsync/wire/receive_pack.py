@@ -52,6 +52,7 @@ from protocol.names import validate_branch
 from ..locks import RefLocked, call_past_stale_locks
 from ..objects.commits import HEADS, read_ref
 from ..objects.fsck import BLOB, COMMIT, FsckError, ObjectChecker
+from ..objects.ref_names import new_ref_problem
 from ..objects.stored_types import StoredTypes
 from ..packs.write import fsync_directory
 from .push_wire import ZERO, Command, PushRequest, advertisement, read_request, report
@@ -322,7 +323,9 @@ class _RefChecks:
         stale = self._stale(old, ref)
         if stale is not None:
             return stale
-        if old != ZERO and not self._fast_forward(old, new):
+        if old == ZERO:
+            return new_ref_problem(self.repo.refs, ref)
+        if not self._fast_forward(old, new):
             why = self.may_force(ref)
             if why is not None:
                 return f"{NON_FAST_FORWARD}: {why}" if why else NON_FAST_FORWARD
@@ -357,6 +360,10 @@ def _move(repo: Repo, old: bytes, new: bytes, ref: bytes) -> str | None:
             return bool(refs.add_if_new(name, new_id))
         return bool(refs.set_if_equals(name, old_id, new_id))
 
+    if old == ZERO and new != ZERO:  # (a ref this push made before it may be in the way)
+        problem = new_ref_problem(refs, ref)
+        if problem is not None:
+            return problem
     try:
         moved = call_past_stale_locks(attempt)
     except RefLocked:

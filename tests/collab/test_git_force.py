@@ -255,10 +255,10 @@ async def test_a_rewrite_keeps_live_text_that_does_not_merge_onto_it(
         readme.insert(0, "first draft\n")
         await alice.flush()
         drafted = await alice.commit("demo", own)
+        work = await clone(server, tmp_path)  # (a fetch commits the edits pending: before them)
         readme.insert(0, "pending ")  # on the line the rewrite changes: does not merge
         app.insert(0, "# pending\n")  # merges
         await alice.flush()
-        work = await clone(server, tmp_path)
         await git(work, "checkout", "-q", "-B", "rewrite", start)
         (work / "README.md").write_text("# Replaced\n")
         (work / "src" / "app.py").write_text("print('hello')\nprint('rewritten')\n")

@@ -1,0 +1,146 @@
+"""Refs as git has them, through the git bridge and the branch operations, checked with the
+git CLI: no ref beside another that git could not hold with it (``a`` and ``a/b``), loose or
+packed; ``people`` kept for the participants' branches; a pull right after typing brings what
+the next push is checked against; a branch with open documents is not deleted by a push."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from test_git_push import clone, fsck_clean, git, head, remote, run_git, start
+
+from collab import Client, CollabServer
+from collab.client import ClientError
+from protocol.errors import ErrorCode
+
+
+@pytest.fixture
+async def server(repos: Path, tmp_path: Path) -> AsyncIterator[CollabServer]:
+    srv = await start(repos, tmp_path)
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+def rejected(done: object, ref: str) -> str:
+    """The reason ``git push`` printed for refusing ``ref``."""
+    stderr = str(getattr(done, "stderr", ""))
+    line = next(
+        (line for line in stderr.splitlines() if f"-> {ref} " in line or f"] {ref} (" in line),
+        "",
+    )
+    assert "[remote rejected]" in line, stderr
+    return line
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+async def test_refs_git_could_not_hold_together_are_refused(
+    server: CollabServer, repos: Path, tmp_path: Path, packed: bool
+) -> None:
+    demo = repos / "demo"
+    work = await clone(server, tmp_path)
+    await git(work, "push", "-q", "origin", "HEAD:refs/heads/bug/5671", "HEAD:refs/tags/v1")
+    if packed:
+        await git(demo, "pack-refs", "--all")
+    pushed = await git(
+        work,
+        "push",
+        "origin",
+        "HEAD:refs/heads/main/sub",
+        "HEAD:refs/heads/bug",
+        "HEAD:refs/tags/v1/x",
+        check=False,
+    )
+    assert pushed.returncode != 0
+    assert "'refs/heads/main' exists" in rejected(pushed, "main/sub")
+    assert "'refs/heads/bug/5671' exists" in rejected(pushed, "bug")
+    assert "'refs/tags/v1' exists" in rejected(pushed, "v1/x")
+    assert str(demo) not in pushed.stderr  # the server's paths are not told
+    # two that clash with each other, in one push: the second is refused
+    both = await git(
+        work, "push", "origin", "HEAD:refs/heads/x", "HEAD:refs/heads/x/y", check=False
+    )
+    assert "'refs/heads/x' exists" in rejected(both, "x/y")
+    assert head(demo, "refs/heads/x") and not head(demo, "refs/heads/x/y")
+
+    async with Client(server.url, user="alice") as alice:
+        for name in ("main/fork", "bug"):
+            with pytest.raises(ClientError) as refused:
+                await alice.fork("demo", "main", name)
+            assert refused.value.code == ErrorCode.CONFLICT
+            assert "exists; cannot create" in refused.value.message
+            assert str(demo) not in refused.value.message
+    refs = run_git(demo, "for-each-ref", "--format=%(refname)").stdout.split()
+    assert "refs/heads/bug" not in refs and "refs/heads/main/sub" not in refs
+    await git(tmp_path, "clone", "-q", "--mirror", remote(server), str(tmp_path / "mirror"))
+    fsck_clean(demo)
+
+
+async def test_people_is_kept_for_the_participants_branches(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    demo = repos / "demo"
+    # a repository given with a branch named people: joining says what holds the place
+    await git(demo, "branch", "people", "main")
+    async with Client(server.url, user="bob") as bob:
+        with pytest.raises(ClientError) as refused:
+            await bob.join("demo")
+        assert refused.value.code == ErrorCode.CONFLICT
+        assert "'refs/heads/people' exists" in refused.value.message
+        assert str(demo) not in refused.value.message
+        readme = await bob.open("demo/main:README.md")  # everything else goes on
+        assert str(readme.text)
+    await git(demo, "branch", "-D", "people")
+
+    work = await clone(server, tmp_path)
+    pushed = await git(work, "push", "origin", "HEAD:refs/heads/people", check=False)
+    assert "reserved" in rejected(pushed, "people")
+    async with Client(server.url, user="alice") as alice:
+        with pytest.raises(ClientError) as refused:
+            await alice.fork("demo", "main", "people")
+        assert refused.value.code == ErrorCode.CONFLICT and "reserved" in refused.value.message
+        own = await alice.join("demo")
+        assert head(demo, f"refs/heads/{own}")
+    assert not head(demo, "refs/heads/people")
+
+
+async def test_a_pull_right_after_typing_makes_the_next_push_a_fast_forward(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    work = await clone(server, tmp_path)
+    async with Client(server.url, user="alice") as alice:
+        readme = await alice.open("demo/main:README.md")
+        for round_ in range(3):
+            readme.insert(0, f"typed {round_}\n")
+            await alice.flush()  # stored, not committed (the idle time is a minute here)
+            await git(work, "pull", "-q", "--rebase", "origin", "main")
+            (work / f"pushed-{round_}.txt").write_text(f"pushed {round_}\n")
+            await git(work, "add", ".")
+            await git(work, "commit", "-qm", f"pushed {round_}")
+            await git(work, "push", "-q", "origin", "HEAD:main")
+        assert str(readme.text).startswith("typed 2\ntyped 1\ntyped 0\n")
+    tree = run_git(repos / "demo", "ls-tree", "--name-only", "main").stdout.split()
+    assert {"pushed-0.txt", "pushed-1.txt", "pushed-2.txt"} <= set(tree)
+    fsck_clean(repos / "demo")
+
+
+async def test_a_push_does_not_delete_a_branch_with_open_documents(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    demo = repos / "demo"
+    work = await clone(server, tmp_path)
+    async with Client(server.url, user="alice") as alice:
+        await alice.fork("demo", "main", "topic")
+        doc = await alice.open("demo/topic:README.md")
+        doc.insert(0, "on topic\n")
+        await alice.flush()
+        pushed = await git(work, "push", "origin", ":topic", check=False)
+        assert "has open documents" in rejected(pushed, "topic")
+        assert head(demo, "refs/heads/topic")
+    await server.git.branches[("demo", "topic")].flush()
+    await git(work, "push", "-q", "origin", ":topic")  # no one has it open now
+    assert not head(demo, "refs/heads/topic")
+    fsck_clean(demo)
