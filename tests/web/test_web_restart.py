@@ -269,7 +269,8 @@ async def test_a_damaged_document_keeps_what_was_typed_until_it_is_repaired(
         )
         await chromium.wait("alice", f"() => !({UNSAVED})()")
         assert not await chromium.eval("alice", READ_ONLY)
-        await chromium.click("alice", ".cm-content")  # read-only, the editor lost the focus
+        # the editor, which had the focus when it was refused, has it back
+        await chromium.wait("alice", "() => window.collab.editor.view.hasFocus")
         await chromium.press("alice", "Control+End")
         await chromium.type("alice", "after;")
         await wait_git(repos / "demo", "main:docs/unicode.txt", f"{expected}after;".encode())

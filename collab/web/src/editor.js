@@ -116,6 +116,7 @@ export function openEditor (parent, {
   let base = null
   let denied = '' // why the server refused a write, if it did
   let refused = null // {code, status, text, reason} while the server refuses the document
+  let focusBack = false // the editor had the focus when it was refused: it gets it back
   let retryTimer = 0 // a damaged document's next try
   let left = false // destroy() was called: the view is gone, the copies wait to be saved
   let lostTimer = 0
@@ -218,7 +219,13 @@ export function openEditor (parent, {
       if (refused && refused.code !== DAMAGED) lose(refused.text)
       return
     }
+    if (refused) focusBack ||= view.hasFocus // (read-only, the editor loses it)
     view.dispatch({ effects: access.reconfigure(accessOf()) })
+    if (!refused && focusBack) {
+      focusBack = false
+      // unless the person has gone to something else meanwhile
+      if (!document.activeElement || document.activeElement === document.body) view.focus()
+    }
     onRefused(refused)
     showStatus()
   }
