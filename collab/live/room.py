@@ -23,6 +23,7 @@ from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awa
 from ..server.auth import Identity
 from ..store.base import BehindSnapshot, Fence, Store, StoredDoc
 from .awareness_clock import relay_clock
+from .carets import CARET_KEYS, DROPPED, caret_of
 from .colours import COLOUR_KEYS, is_colour
 from .epochs import epochs_in, is_epoch, update_epochs
 from .marks import mark_update, marks_in
@@ -78,6 +79,7 @@ class _AwarenessState:
     owner: Subscriber | None
     relayed: int = 0  # the clock the entry was last relayed with (see .awareness_clock)
     node: str | None = None  # the node that relayed it (None: one of this node's peers)
+    user: str | None = None  # who held it last: no one else may take it over
 
 
 @dataclass(slots=True)
@@ -625,8 +627,12 @@ class Room:
             if own is None:
                 # Stock y-websocket clients re-send every awareness change they receive, so a
                 # connection's first entry may be an echo of someone else's: it claims an id
-                # only with a state of its own, for an id no other connection owns.
-                owned = current is not None and current.owner not in (None, peer)
+                # only with a state of its own, for an id no other connection owns, and that
+                # no one else held (a page that reconnects takes its own id again).
+                owned = current is not None and (
+                    current.owner not in (None, peer)
+                    or current.user not in (None, peer.identity.user)
+                )
                 if entry.state is None or owned:
                     continue
                 own = self.awareness_ids[peer] = entry.client_id
@@ -649,7 +655,7 @@ class Room:
             state = _stamp(entry.state, peer.identity)
             relayed = relay_clock(current.relayed if current is not None else 0)
             self._awareness[own] = _AwarenessState(
-                entry.clock, state, peer if state else None, relayed
+                entry.clock, state, peer if state else None, relayed, user=peer.identity.user
             )
             accepted.append(AwarenessEntry(own, relayed, state))
         if accepted:
@@ -690,7 +696,12 @@ class Room:
             if not self._room_for(current):
                 continue
             self._awareness[entry.client_id] = _AwarenessState(
-                entry.clock, entry.state, None, entry.clock, node_id
+                entry.clock,
+                entry.state,
+                None,
+                entry.clock,
+                node_id,
+                _stamped_user(entry.state) or (current.user if current is not None else None),
             )
             accepted.append(AwarenessEntry(entry.client_id, entry.clock, entry.state))
         if accepted:
@@ -792,7 +803,8 @@ def _scratch_apply(update: bytes) -> None:
 
 def _stamp(state: dict[str, object] | None, identity: Identity) -> dict[str, object] | None:
     """Overwrite ``user.name`` with the authenticated name (clients cannot pose as others),
-    and drop a ``user`` colour that is not only a colour (see ``colours``)."""
+    drop a ``user`` colour that is not only a colour (see ``colours``) and a caret that is
+    not one (see ``carets``)."""
     if state is None:
         return None
     user = state.get("user")
@@ -801,4 +813,19 @@ def _stamp(state: dict[str, object] | None, identity: Identity) -> dict[str, obj
     for key in COLOUR_KEYS:
         if key in stamped_user and not is_colour(stamped_user[key]):
             del stamped_user[key]
-    return {**state, "user": stamped_user}
+    stamped = {**state, "user": stamped_user}
+    for key in CARET_KEYS:
+        if key in stamped:
+            caret = caret_of(key, stamped[key])
+            if caret is DROPPED:
+                del stamped[key]
+            else:
+                stamped[key] = caret
+    return stamped
+
+
+def _stamped_user(state: dict[str, object] | None) -> str | None:
+    """The name a node stamped on a state it relayed (see ``_stamp``)."""
+    user = state.get("user") if state is not None else None
+    name = user.get("name") if isinstance(user, dict) else None
+    return name if isinstance(name, str) else None

@@ -11,12 +11,12 @@ Reading takes read access to the repository; a push needs write access to every 
 moves (see ``Identity.can_write_branch``), and may rewrite (force) only the sender's own branch
 and its forks (``Identity.owns_branch``). Live edits not committed yet are committed before a
 push is answered: when git asks for the refs it pushes to, and again for the branches the push
-moves before it is taken; and before a fetch is told the refs, so that a pull then a push is
-a fast-forward unless someone typed in between. A push based on a head without them is then refused as git refuses
-any push behind the branch: by git itself (``! [rejected] main -> main (fetch first)``), or
-here if the edits came between git's two requests (``fetch first: the branch moved on since it
-was fetched``). A push to a branch with live documents is merged into them as text edits
-before the push is answered.
+moves before it is taken; and before a fetch is told the refs, so that a pull then a push is a
+fast-forward unless someone typed in between. A push based on a head without them is then
+refused as git refuses any push behind the branch: by git itself (``! [rejected] main -> main
+(fetch first)``), or here if the edits came between git's two requests (``fetch first: the
+branch moved on since it was fetched``). A push to a branch with live documents is merged
+into them as text edits before the push is answered.
 
 A request body is read to its end as it arrives, under the server's body timeouts and minimum
 rate, inflated if it was sent gzip-encoded, and written to a temporary file that stays in memory

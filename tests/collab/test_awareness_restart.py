@@ -72,7 +72,12 @@ async def test_cursors_are_back_at_once_after_kill_9(
                 url=f"{server.url}/yjs",
                 room=ROOM,
                 params={"user": name},
-                awareness={"cursor": {"anchor": 1, "head": 1}},
+                awareness={
+                    "cursor": {
+                        "anchor": {"item": {"client": 1, "clock": 1}},
+                        "head": {"item": {"client": 1, "clock": 1}},
+                    }
+                },
                 max_backoff_ms=200,
             )
             ids[name] = str(reply["client_id"])
@@ -91,7 +96,13 @@ async def test_cursors_are_back_at_once_after_kill_9(
         )
         print(f"cursors back {max(waited):.3f} s after the restart")
         state = (await _awareness(fleet, "ben"))[ids["ann"]]
-        assert state == {"cursor": {"anchor": 1, "head": 1}, "user": {"name": "ann"}}
+        assert state == {
+            "cursor": {
+                "anchor": {"item": {"client": 1, "clock": 1}},
+                "head": {"item": {"client": 1, "clock": 1}},
+            },
+            "user": {"name": "ann"},
+        }
     finally:
         await server.stop()
 
@@ -107,7 +118,12 @@ async def test_a_cursor_is_back_at_once_after_its_client_reconnects(
             url=f"{server.url}/yjs",
             room=ROOM,
             params={"user": name},
-            awareness={"cursor": {"anchor": 2, "head": 2}},
+            awareness={
+                "cursor": {
+                    "anchor": {"item": {"client": 1, "clock": 2}},
+                    "head": {"item": {"client": 1, "clock": 2}},
+                }
+            },
         )
         ids[name] = str(reply["client_id"])
     await _seconds_until_seen(fleet, "ben", ids["ann"], 5)

@@ -620,7 +620,13 @@ async def test_a_worker_connected_to_one_node_serves_completions_on_another(
 async def test_cursors_cross_nodes_stamped_and_leave_with_a_killed_node(nodes: Nodes) -> None:
     require_js()
     victim, other = nodes.nodes[0], nodes.nodes[1]
-    state = {"user": {"name": "spoof", "color": "#0a0"}, "cursor": {"anchor": 3, "head": 5}}
+    state = {
+        "user": {"name": "spoof", "color": "#0a0"},
+        "cursor": {
+            "anchor": {"item": {"client": 1, "clock": 3}},
+            "head": {"item": {"client": 1, "clock": 5}},
+        },
+    }
     async with JsFleet() as fleet:
         reply = await fleet.call_ok(
             "open",

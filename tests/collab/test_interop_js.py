@@ -245,7 +245,13 @@ async def test_js_and_python_clients_converge_with_random_disconnects(
 async def test_awareness_between_js_and_python_is_stamped_with_authenticated_name(
     server: CollabServer, fleet: JsFleet
 ) -> None:
-    js_state = {"user": {"name": "spoof", "color": "#0a0"}, "cursor": {"anchor": 3, "head": 5}}
+    js_state = {
+        "user": {"name": "spoof", "color": "#0a0"},
+        "cursor": {
+            "anchor": {"item": {"client": 1, "clock": 3}},
+            "head": {"item": {"client": 1, "clock": 5}},
+        },
+    }
     js_id = await js_open(fleet, "js", server.url, params={"user": "jessie"}, awareness=js_state)
     async with Client(server.url, user="pyra") as client:
         doc = await client.open(ROOM)
@@ -253,7 +259,10 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
         await doc.wait_for(lambda _t: js_id in doc.awareness, timeout=5)
         assert doc.awareness[js_id] == {
             "user": {"name": "jessie", "color": "#0a0"},
-            "cursor": {"anchor": 3, "head": 5},
+            "cursor": {
+                "anchor": {"item": {"client": 1, "clock": 3}},
+                "head": {"item": {"client": 1, "clock": 5}},
+            },
         }
 
         # Python -> JS
@@ -275,10 +284,22 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
         await fleet.call_ok(
             "set_awareness",
             client="js",
-            state={"user": {"name": "spoof2"}, "cursor": {"anchor": 9, "head": 9}},
+            state={
+                "user": {"name": "spoof2"},
+                "cursor": {
+                    "anchor": {"item": {"client": 1, "clock": 9}},
+                    "head": {"item": {"client": 1, "clock": 9}},
+                },
+            },
         )
         await doc.wait_for(
-            lambda _t: doc.awareness.get(js_id, {}).get("cursor") == {"anchor": 9, "head": 9},
+            lambda _t: (
+                doc.awareness.get(js_id, {}).get("cursor")
+                == {
+                    "anchor": {"item": {"client": 1, "clock": 9}},
+                    "head": {"item": {"client": 1, "clock": 9}},
+                }
+            ),
             timeout=5,
         )
         assert doc.awareness[js_id]["user"] == {"name": "jessie"}

@@ -1,6 +1,7 @@
 """What another peer sends cannot restyle the page, nor make it fetch from elsewhere: a
 cursor colour that is more than a colour is not relayed, and the page's Content-Security-
-Policy keeps it from loading anything but the server's own files."""
+Policy keeps it from loading anything but the server's own files. Nor can it stop the page
+showing the others' carets with a caret the editor cannot read."""
 
 from __future__ import annotations
 
@@ -82,3 +83,41 @@ async def test_a_peer_cannot_restyle_the_page_nor_make_it_fetch(
     )
     await chromium.eval("ann", "() => new Promise(done => setTimeout(done, 1000))")
     assert asked == []
+
+
+@pytest.mark.parametrize(
+    "caret",
+    [
+        {"anchor": "x", "head": "y"},
+        {"anchor": {"item": {"client": "zz", "clock": "x"}}, "head": {"tname": "text"}},
+    ],
+    ids=["strings", "bad-item"],
+)
+async def test_a_peer_with_a_caret_no_editor_can_read_leaves_the_others_carets_shown(
+    server: CollabServer, chromium: Chromium, caret: dict[str, object]
+) -> None:
+    http = f"http://127.0.0.1:{server.port}"
+    for page in ("ann", "bob", "mallory"):
+        await open_page(chromium, page, http, DOC)
+    await chromium.click("bob", ".cm-content")
+    await chromium.type("bob", "b")
+    await chromium.wait("ann", "() => document.querySelector('.cm-ySelectionInfo') !== null")
+    await chromium.eval(
+        "mallory",
+        "(caret) => window.collab.editor.provider.awareness.setLocalStateField('cursor', caret)",
+        caret,
+    )
+    await chromium.eval("mallory", "() => new Promise(done => setTimeout(done, 300))")
+    await chromium.click("bob", ".cm-content")
+    await chromium.press("bob", "End")
+    await chromium.type("bob", "c")  # bob's caret moves: ann's page draws it again
+    await chromium.wait("ann", "() => window.collab.editor.ytext.toString().includes('c')")
+    await chromium.eval("ann", "() => new Promise(done => setTimeout(done, 300))")
+    assert await carets(chromium, "ann") == ["bob"]
+    # and ann's own caret still goes out: bob sees it
+    await chromium.click("ann", ".cm-content")
+    await chromium.type("ann", "a")
+    await chromium.wait(
+        "bob",
+        "() => [...document.querySelectorAll('.cm-ySelectionInfo')].some(e => e.textContent === 'ann')",
+    )
