@@ -2,8 +2,11 @@
 // must open a document again on a fresh copy (close code 4017, editor.js).
 //
 // `diff(a, b)` is Myers' O(ND) diff over code points (a surrogate pair is never split), after
-// the common prefix and suffix are set aside; it gives up and replaces the whole middle
-// when the texts differ in more than MAX_EDITS places. `ChangeSet.map` does the merge.
+// the common prefix and suffix are set aside. When the texts differ in more than MAX_EDITS
+// code points (a paste, say), it diffs their lines instead, then each run of changed lines
+// over code points again (or replaces that run whole, if it is itself that different): the
+// edits stay apart, as they were made. Past MAX_EDITS lines, it replaces the whole middle.
+// `ChangeSet.map` does the merge.
 import { ChangeSet } from '@codemirror/state'
 
 const MAX_EDITS = 1000 // beyond this many inserted or deleted code points, one replacement
@@ -26,7 +29,8 @@ export function diff (a, b) {
   if (endA < a.length && isLow(a.charCodeAt(endA))) { endA++; endB++ }
   const middleA = Array.from(a.slice(start, endA))
   const middleB = Array.from(b.slice(start, endB))
-  const edits = myers(middleA, middleB) ?? [{ from: 0, to: middleA.length, insert: middleB.join('') }]
+  const edits = myers(middleA, middleB) ?? byLines(middleA, middleB) ??
+    [{ from: 0, to: middleA.length, insert: middleB.join('') }]
   // code-point indexes in the middle of `a` to UTF-16 offsets in `a`
   const offsets = [start]
   for (const char of middleA) offsets.push(offsets[offsets.length - 1] + char.length)
@@ -82,6 +86,45 @@ function myers (a, b) {
     else edit.insert += step.insert
   }
   return edits
+}
+
+/**
+ * The edits (as `myers` gives them) that turn the code points `a` into `b`, found over their
+ * lines first: each run of changed lines is then diffed over code points, or replaced whole
+ * if that is past MAX_EDITS too. Null past MAX_EDITS lines. (One replacement of everything
+ * between the first change and the last would overlap another page's changes, and a merge
+ * would keep both pages' copies of the lines between them.)
+ */
+function byLines (a, b) {
+  const linesA = splitLines(a)
+  const runs = myers(linesA.map(line => line.text), splitLines(b).map(line => line.text))
+  if (runs === null) return null
+  const starts = [0] // the index in `a` of each line's first code point
+  for (const line of linesA) starts.push(starts[starts.length - 1] + line.length)
+  const edits = []
+  for (const { from, to, insert } of runs) {
+    const before = a.slice(starts[from], starts[to])
+    const after = Array.from(insert)
+    const fine = myers(before, after) ?? [{ from: 0, to: before.length, insert }]
+    for (const edit of fine) {
+      edits.push({ from: starts[from] + edit.from, to: starts[from] + edit.to, insert: edit.insert })
+    }
+  }
+  return edits
+}
+
+/** The lines of an array of code points: each its text (its \n included) and its length in
+ * code points. */
+function splitLines (codePoints) {
+  const lines = []
+  let start = 0
+  for (let i = 0; i < codePoints.length; i++) {
+    if (codePoints[i] === '\n' || i === codePoints.length - 1) {
+      lines.push({ text: codePoints.slice(start, i + 1).join(''), length: i + 1 - start })
+      start = i + 1
+    }
+  }
+  return lines
 }
 
 /**
