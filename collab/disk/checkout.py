@@ -30,6 +30,14 @@ class GitError(Exception):
     """A git command failed; the message holds what it printed."""
 
 
+class FileMoved(Exception):
+    """Files a commit was to change changed at the server since they were read."""
+
+    def __init__(self, paths: set[str]) -> None:
+        super().__init__(f"changed at the server meanwhile: {', '.join(sorted(paths))}")
+        self.paths = paths
+
+
 @dataclass(frozen=True, slots=True)
 class TreeEntry:
     path: str
@@ -45,6 +53,7 @@ class Checkout:
     ) -> None:
         self.root = root
         self.branch = branch
+        self._fetching = asyncio.Lock()  # two fetches at once would both lock the ref
         http = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
         self.repo = repo
         self.remote_url = f"{http}/git/{repo}.git"
@@ -152,9 +161,11 @@ class Checkout:
             ) from None
 
     async def fetch(self) -> str:
-        """Fetch the branch from the server; its head."""
-        await self.git("fetch", "-q", "origin", f"+refs/heads/{self.branch}:{self.remote_ref}")
-        return (await self.git("rev-parse", self.remote_ref)).decode().strip()
+        """Fetch the branch from the server; its head. (One fetch at a time: another at once
+        failed to lock the remote ref.)"""
+        async with self._fetching:
+            await self.git("fetch", "-q", "origin", f"+refs/heads/{self.branch}:{self.remote_ref}")
+            return (await self.git("rev-parse", self.remote_ref)).decode().strip()
 
     async def head(self) -> str | None:
         try:
@@ -207,16 +218,30 @@ class Checkout:
             position += size + 1
         return found
 
-    async def commit_and_push(self, changes: Mapping[str, bytes | None], message: str) -> str:
+    async def commit_and_push(
+        self,
+        changes: Mapping[str, bytes | None],
+        message: str,
+        expected: Mapping[str, str | None] | None = None,
+    ) -> str:
         """Commit ``changes`` (path -> content, ``None`` deletes) on the branch's current head
         at the server and push it, fetching again if the branch moved meanwhile; returns the
-        new head."""
+        new head. ``expected``: the blob some of the files must still have there (``None``:
+        no such file), or :class:`FileMoved` is raised and nothing is pushed (their changes
+        were made from what they were: made over another text, they would undo it)."""
         for _attempt in range(_PUSH_TRIES):
             parent = await self.fetch()
+            entries = await self.tree(parent)
+            moved = {
+                path
+                for path, sha in (expected or {}).items()
+                if (entries[path].sha if path in entries else None) != sha
+            }
+            if moved:
+                raise FileMoved(moved)
             with tempfile.TemporaryDirectory(prefix="collab-index-") as scratch:
                 env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
                 await self.git("read-tree", parent, env=env)
-                entries = await self.tree(parent)
                 lines: list[str] = []
                 for path, data in changes.items():
                     if data is None:

@@ -29,10 +29,10 @@ from protocol.errors import ErrorCode
 from ..client import Client, ClientError, Document
 from ..lifecycle import Lifecycle
 from ..live.text_edits import apply_edits, diff_edits
-from .checkout import Checkout, TreeEntry
+from .checkout import Checkout, FileMoved, TreeEntry
 from .documents import Documents
 from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
-from .pushes import Pushes
+from .pushes import ANY, Pushes
 from .reconcile import reconcile, stale_base
 from .replaced import ReplacedFiles
 from .report import Counters, Reporter
@@ -81,7 +81,7 @@ class WorkingTree(Lifecycle):
         open_limit: int = 200,
         report: Reporter | None = None,
     ) -> None:
-        self.root = root.absolute()
+        self.root = root.resolve()  # as the watcher's paths are (a symlinked root)
         self.url = url
         self.repo = repo
         self.branch = branch or ""
@@ -582,12 +582,44 @@ class WorkingTree(Lifecycle):
                 return
             self._set_base(path, remote)
             return
+        read = None if entry is None else entry.sha  # what the change is made from
         if remote not in (base, disk):
+            merged = _merged_text(base, disk, remote)
+            if merged is not None:  # text on every side: merged three-way, as git would
+                await self._merge_by_git(path, full, disk, remote, read, *merged)
+                return
             self._conflict(path, "changed on disk and at the server: the disk version is kept")
-        if remote != disk:
-            await self._commit_by_git(path, disk)
+        if remote != disk and not await self._commit_by_git(path, disk, read):
+            return  # changed at the server meanwhile: synced again
         self._set_base(path, disk)
         self._emit(event="sync", path=path, direction="git", conflict=False)
+
+    async def _merge_by_git(
+        self,
+        path: str,
+        full: Path,
+        disk: bytes | None,
+        remote: bytes | None,
+        read: str | None,
+        merged: bytes,
+        conflict: bool,
+    ) -> None:
+        """A file synced through git that changed on disk and at the server since its base:
+        ``merged``, their three-way merge, goes to both sides (conflicting lines as markers,
+        as ``git merge`` writes them)."""
+        if merged != disk:
+            try:
+                write_atomically(full, merged, _hash(disk))
+            except Raced:  # saved again meanwhile: merged at the next pass
+                self.schedule(path)
+                return
+            self.counters.writes += 1
+        if merged != remote and not await self._commit_by_git(path, merged, read):
+            return  # changed at the server meanwhile: merged again
+        self._set_base(path, merged)
+        if conflict:
+            self._conflict(path, "changed on disk and at the server: merged, with conflict markers")
+        self._emit(event="sync", path=path, direction="merged", conflict=conflict)
 
     async def _new_empty_file(self, path: str) -> None:
         """A new empty file (a package's ``__init__.py``): no live edit can make it, so it
@@ -598,11 +630,21 @@ class WorkingTree(Lifecycle):
         self._set_base(path, b"")
         self._emit(event="sync", path=path, direction="git", conflict=False)
 
-    async def _commit_by_git(self, path: str, data: bytes | None) -> None:
-        """Commit ``data`` (``None``: a deletion) as ``path`` on the branch and push it."""
+    async def _commit_by_git(self, path: str, data: bytes | None, read: object = ANY) -> bool:
+        """Commit ``data`` (``None``: a deletion) as ``path`` on the branch and push it.
+        ``read``: the blob the change was made from (``None``: no file); if the branch has
+        another by then, nothing is committed, the file is synced again, and ``False``
+        returned (``data``, made over the older text, would undo the newer)."""
         assert self._pushes is not None
-        await self._pushes.commit(path, data)
-        self.counters.pushes = self._pushes.count
+        try:
+            await self._pushes.commit(path, data, read)
+        except FileMoved:
+            self.schedule(path)
+            self._kick_catch_up()
+            return False
+        finally:
+            self.counters.pushes = self._pushes.count
+        return True
 
     async def _pushed(self, head: str) -> None:
         assert self._checkout is not None
@@ -749,3 +791,21 @@ def _lf(data: bytes) -> bytes:
 
 def _hash(data: bytes | None) -> str | None:
     return None if data is None else digest(data)
+
+
+def _merged_text(
+    base: bytes | None, disk: bytes | None, remote: bytes | None
+) -> tuple[bytes, bool] | None:
+    """The three-way merge of a file's texts (its base, disk and remote versions: a missing
+    base is an empty file), and whether it has conflict markers; ``None`` unless each is a
+    text file there (a deleted or binary side is not merged)."""
+    if disk is None or remote is None or not is_text(disk) or not is_text(remote):
+        return None
+    if base is not None and not is_text(base):
+        return None
+    try:
+        texts = [(data or b"").decode("utf-8") for data in (base, disk, remote)]
+    except UnicodeDecodeError:
+        return None
+    outcome = reconcile(*texts)
+    return outcome.base.encode("utf-8"), outcome.conflict

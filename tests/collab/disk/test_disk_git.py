@@ -243,3 +243,50 @@ async def test_a_clone_made_with_git_is_adopted(
     async with Client(server.url, user="bob") as bob:
         doc = await bob.open("demo/main:README.md")
         await until(lambda: str(doc.text) == "# Demo, edited before the sync\n")
+
+
+async def test_a_large_text_file_changed_on_disk_and_live_keeps_both(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A text file over the syncer's ``max_file`` goes through git; changed on disk while
+    the syncer was away, and live meanwhile, the two are merged as git would: neither side's
+    lines are dropped."""
+    root = tmp_path / "wt"
+    lines = "".join(f"line {i:03d} of a file the syncer takes through git\n" for i in range(60))
+    tree = make_tree(root, max_file=1000)
+    await tree.start()
+    (root / "big.txt").write_text(lines)
+    await until(lambda: "big.txt" in tree_files(server))
+    await tree.wait_idle()
+    assert blob(server, "main:big.txt") == lines.encode()
+    await tree.stop()
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:big.txt")
+        doc.insert(0, "typed live by bob\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        (root / "big.txt").write_text(lines + "saved on disk\n")
+        again = make_tree(root, max_file=1000)
+        await again.start()
+        expected = "typed live by bob\n" + lines + "saved on disk\n"
+        await until(lambda: (root / "big.txt").read_text() == expected)
+        await again.wait_idle()
+        await doc.wait_for(lambda text: text == expected)
+    assert blob(server, "main:big.txt") == expected.encode()
+    assert not again.events.of("conflict")  # type: ignore[attr-defined]
+
+
+async def test_a_tree_synced_through_a_symbolic_link_sees_its_files_change(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    tree = make_tree(link)
+    await tree.start()
+    (link / "notes.txt").write_text("a new file\n")
+    await until(lambda: "notes.txt" in tree_files(server))
+    (real / "README.md").write_text("# Changed through the real path\n")
+    await until(lambda: blob(server, "main:README.md") == b"# Changed through the real path\n")
+    await tree.wait_idle()
