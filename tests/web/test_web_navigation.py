@@ -1,5 +1,6 @@
 """Moving around the web editor: the last file asked for wins, a link followed in the page
-opens its document, the branch panel and the file tree work from the keyboard (a key held
+opens its document, the file tree and log follow the last branch asked for, the branch
+panel and the file tree work from the keyboard (a key held
 while the list is made again too), and a failed operation is shown in the page."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 from chromium import Chromium
 from pages import NOTICES, open_page, wait_synced
 
-from collab import CollabServer
+from collab import Client, CollabServer
 
 pytestmark = pytest.mark.browser
 
@@ -128,3 +129,44 @@ async def test_a_failed_fork_or_open_is_shown(server: CollabServer, chromium: Ch
     await chromium.click("alice", '#files .file[data-path="src/app.py"]')
     await wait_synced(chromium, "alice", "demo/main:src/app.py")
     assert "Could not" not in await chromium.eval("alice", NOTICES)
+
+
+# the tree and log of `feat` come slowly (after a switch back to main)
+SLOW_FEAT = """() => {
+  const fetch = window.fetch
+  window.fetch = async (url, init) => {
+    const path = String(url)
+    if ((path.startsWith('/api/branch.files') || path.startsWith('/api/branch.log'))
+        && String(init?.body).includes('"feat"')) {
+      await new Promise(resolve => setTimeout(resolve, 1200))
+    }
+    return fetch(url, init)
+  }
+}"""
+PANEL = """() => ({ files: [...document.querySelectorAll('#files .file')].map(e => e.dataset.path),
+  log: document.querySelector('#log-branch').textContent,
+  subjects: [...document.querySelectorAll('#log .subject')].map(e => e.textContent) })"""
+
+
+async def test_the_file_tree_and_log_follow_the_last_branch_asked_for(
+    server: CollabServer, chromium: Chromium
+) -> None:
+    async with Client(server.url, user="bob") as bob:
+        await bob.fork("demo", "main", "feat")
+        doc = await bob.open("demo/feat:only-on-feat.txt")
+        doc.insert(0, "feat\n")
+        await bob.flush()
+        await bob.commit("demo", "feat")
+    http = f"http://127.0.0.1:{server.port}"
+    await open_page(chromium, "alice", http, DOC)
+    await chromium.wait("alice", "() => document.querySelector('#log .subject') !== null")
+    await chromium.wait("alice", "() => document.querySelector('#branches li[data-branch=feat]')")
+    before = await chromium.eval("alice", PANEL)
+    await chromium.eval("alice", SLOW_FEAT)
+    await chromium.click("alice", "#branches li[data-branch='feat'] button")
+    await wait_synced(chromium, "alice", "demo/feat:README.md")  # its tree is on its way
+    await chromium.click("alice", "#branches li[data-branch='main'] button")
+    await wait_synced(chromium, "alice", DOC)
+    await asyncio.sleep(1.5)  # feat's answers have come
+    assert await chromium.eval("alice", PANEL) == before
+    assert "only-on-feat.txt" not in before["files"] and before["log"] == "main"

@@ -41,7 +41,8 @@ export class BranchPanel {
     Object.assign(this, { api, repo, onOpen, onBranches })
     this.branch = null
     this.path = null
-    this.heads = {} // what the tree and log were last read at, by branch
+    this.heads = {} // what the tree and log were last drawn at, by branch
+    this.turn = 0 // the refreshes made so far
     this.timer = null
     this.unsubscribe = subscribe({ api, repo, onEvent: () => this.soon() })
   }
@@ -62,21 +63,27 @@ export class BranchPanel {
 
   async refresh () {
     if (!this.branch) return
+    // a later refresh (another branch shown, someone's move) supersedes this one: what this
+    // one is answered is not drawn over what that one draws
+    const turn = ++this.turn
+    const branch = this.branch
     let list
     try {
       list = await this.api.call('branch.list', { repo: this.repo })
     } catch { return } // the server restarting: its events come again once it is back
+    if (turn !== this.turn) return
     this.renderBranches(list)
     this.onBranches(list)
-    const current = list.find(b => b.name === this.branch)
-    if (current && current.head !== this.heads[this.branch]) {
-      this.heads[this.branch] = current.head
+    const current = list.find(b => b.name === branch)
+    if (current && current.head !== this.heads[branch]) {
       const [files, log] = await Promise.all([
-        this.api.call('branch.files', { repo: this.repo, branch: this.branch }),
-        this.api.call('branch.log', { repo: this.repo, branch: this.branch, limit: 30 })
+        this.api.call('branch.files', { repo: this.repo, branch }),
+        this.api.call('branch.log', { repo: this.repo, branch, limit: 30 })
       ])
+      if (turn !== this.turn) return
+      this.heads[branch] = current.head
       this.renderFiles(files.files)
-      this.renderLog(log.commits)
+      this.renderLog(branch, log.commits)
     } else {
       this.markCurrentFile()
     }
@@ -164,8 +171,8 @@ export class BranchPanel {
     }
   }
 
-  renderLog (commits) {
-    document.getElementById('log-branch').textContent = this.branch
+  renderLog (branch, commits) {
+    document.getElementById('log-branch').textContent = branch
     document.getElementById('log').replaceChildren(...commits.map(commit => {
       const who = [commit.author, ...commit.co_authors].map(a => a.replace(/ <.*>$/, '')).join(', ')
       const when = new Date(commit.time * 1000).toLocaleTimeString()
