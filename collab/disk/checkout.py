@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Checkout", "GitError", "TreeEntry"]
+__all__ = ["Checkout", "FileMoved", "GitError", "TreeEntry"]
+
+log = logging.getLogger("collab.disk")
 
 _PUSH_TRIES = 5
 _KEEP_BYTES = "* -text -eol -ident -filter -working-tree-encoding"
@@ -166,6 +169,36 @@ class Checkout:
         async with self._fetching:
             await self.git("fetch", "-q", "origin", f"+refs/heads/{self.branch}:{self.remote_ref}")
             return (await self.git("rev-parse", self.remote_ref)).decode().strip()
+
+    async def follow(self, head: str) -> None:
+        """Move the checked-out branch and the index to ``head``, the branch's head at the
+        server, leaving the files as they are: ``git status`` in the tree then shows what is
+        not committed yet (live edits), not every commit since the clone, and ``git pull``
+        and ``git stash`` start from the branch as it is. Left as it is: another branch (or
+        no branch) checked out, a branch with commits of its own, an index in use (git's
+        lock). Errors are logged, never raised."""
+        ref = f"refs/heads/{self.branch}"
+        try:
+            if (await self.git("symbolic-ref", "-q", "HEAD")).decode().strip() != ref:
+                return
+            local = await self._local(ref)
+            if local == head:
+                return
+            if local is not None:
+                try:
+                    await self.git("merge-base", "--is-ancestor", local, head)
+                except GitError:
+                    return  # commits of its own: not ours to move
+            await self.git("update-ref", ref, head, *([local] if local is not None else []))
+            await self.git("read-tree", head)
+        except GitError as exc:
+            log.debug("the checkout stays where it is: %s", exc)
+
+    async def _local(self, ref: str) -> str | None:
+        try:
+            return (await self.git("rev-parse", "--verify", "-q", ref)).decode().strip()
+        except GitError:
+            return None  # no commit yet
 
     async def head(self) -> str | None:
         try:

@@ -211,6 +211,7 @@ class WorkingTree(Lifecycle):
         if suspects:
             await self._classify(checkout, suspects)
         state.put("head", head)  # what these paths hold at the head is merged from here on
+        await checkout.follow(head)
         return {path for path in suspects if paths.wanted(path)}
 
     async def _undo_conversions(
@@ -742,6 +743,7 @@ class WorkingTree(Lifecycle):
                 continue  # the commit holds what both sides already have
             self.schedule(path, remote=True)
         state.put("head", head)
+        await checkout.follow(head)
 
     async def _classify(self, checkout: Checkout, paths: set[str] | list[str]) -> None:
         """Mark those of ``paths`` whose content at the fetched head is binary or large."""

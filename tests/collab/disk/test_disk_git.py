@@ -290,3 +290,36 @@ async def test_a_tree_synced_through_a_symbolic_link_sees_its_files_change(
     (real / "README.md").write_text("# Changed through the real path\n")
     await until(lambda: blob(server, "main:README.md") == b"# Changed through the real path\n")
     await tree.wait_idle()
+
+
+async def test_git_in_the_tree_sees_the_branch_as_it_is_at_the_server(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """The checked-out branch and the index follow the branch at the server: ``git status``
+    shows only what is not committed yet, and a commit made in the tree is left alone."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    demo = server.config.repos / "demo"
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        doc.insert(0, "typed by bob\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        head = git(demo, "rev-parse", "main").strip()
+        await until(lambda: git(root, "rev-parse", "HEAD").strip() == head)
+        await until(lambda: (root / "README.md").read_text().startswith("typed by bob\n"))
+        await tree.wait_idle()
+        assert git(root, "status", "--porcelain") == ""
+        doc.insert(0, "not committed yet\n")
+        await bob.flush()
+        await until(lambda: (root / "README.md").read_text().startswith("not committed yet\n"))
+        assert git(root, "status", "--porcelain").split() == ["M", "README.md"]
+        # a commit of one's own in the tree: the branch there is not moved over it
+        await asyncio.to_thread(git, root, "commit", "-qam", "mine")
+        mine = git(root, "rev-parse", "HEAD").strip()
+        await bob.commit("demo", "main")
+        await until(lambda: git(demo, "rev-parse", "main").strip() != head)
+        await tree.wait_idle()
+        await asyncio.sleep(0.5)
+        assert git(root, "rev-parse", "HEAD").strip() == mine
