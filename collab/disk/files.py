@@ -131,7 +131,9 @@ def _umask() -> int:
 
 class PathFilter:
     """Which files of the tree are synced: not ``.git/``, not what ``.gitignore`` ignores,
-    not editors' scratch files nor this syncer's temporary files."""
+    not editors' scratch files nor this syncer's temporary files, nor the files of another
+    repository inside the tree (a folder with a ``.git`` of its own: git itself would not
+    take its files either)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -163,6 +165,11 @@ class PathFilter:
             return False  # 4913: the file vim writes to probe a directory
         if name.startswith(".#") or (len(name) > 1 and name[0] == name[-1] == "#"):
             return False  # Emacs: a lock, and an auto-save file (a copy of the buffer)
+        if any(
+            os.path.lexists(os.path.join(self.root, *parts[:depth], ".git"))
+            for depth in range(1, len(parts))
+        ):
+            return False  # in another repository
         return not self._ignore.is_ignored(rel)
 
     def walk(self) -> list[str]:
@@ -171,6 +178,9 @@ class PathFilter:
         for folder, dirs, files in os.walk(self.root):
             rel_dir = Path(folder).relative_to(self.root).as_posix()
             prefix = "" if rel_dir == "." else rel_dir + "/"
+            if prefix and (".git" in dirs or ".git" in files):  # another repository: none of it
+                dirs[:] = []
+                continue
             dirs[:] = [d for d in dirs if d != ".git" and self._dir_wanted(prefix + d)]
             for name in files:
                 rel = prefix + name

@@ -43,7 +43,7 @@ def test_a_save_that_raced_the_write_wins(tmp_path: Path) -> None:
     assert path.exists()
 
 
-def test_filter_skips_git_ignored_and_scratch_files(tmp_path: Path) -> None:
+def test_filter_skips_git_ignored_and_scratch_files_and_other_repositories(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     (tmp_path / ".gitignore").write_text("*.log\nbuild/\n")
     scratch = ["a.py.swp", "a.py~", "4913", "b___jb_tmp___", "#a.py#", ".#a.py"]
@@ -52,11 +52,19 @@ def test_filter_skips_git_ignored_and_scratch_files(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "m.py").write_text("x")
+    # another repository inside the tree, and a submodule's checkout (a .git file)
+    git(tmp_path, "init", "-q", "vendor/lib")
+    (tmp_path / "vendor" / "lib" / "x.py").write_text("x")
+    (tmp_path / "vendor" / "mod" / "deep").mkdir(parents=True)
+    (tmp_path / "vendor" / "mod" / ".git").write_text("gitdir: ../../.git/modules/mod\n")
+    (tmp_path / "vendor" / "mod" / "deep" / "y.py").write_text("y")
     paths = PathFilter(tmp_path)
     try:
         assert paths.walk() == [".gitignore", "a.py", "src/m.py"]
         assert paths.relative(tmp_path / ".git" / "HEAD") is None
         assert paths.relative(tmp_path / "src" / "m.py") == "src/m.py"
+        assert paths.relative(tmp_path / "vendor" / "lib" / "x.py") is None
+        assert paths.relative(tmp_path / "vendor" / "mod" / "deep" / "y.py") is None
     finally:
         paths.close()
 
