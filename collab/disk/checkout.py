@@ -256,12 +256,15 @@ class Checkout:
         changes: Mapping[str, bytes | None],
         message: str,
         expected: Mapping[str, str | None] | None = None,
+        modes: Mapping[str, str] | None = None,
     ) -> str:
         """Commit ``changes`` (path -> content, ``None`` deletes) on the branch's current head
         at the server and push it, fetching again if the branch moved meanwhile; returns the
         new head. ``expected``: the blob some of the files must still have there (``None``:
         no such file), or :class:`FileMoved` is raised and nothing is pushed (their changes
-        were made from what they were: made over another text, they would undo it)."""
+        were made from what they were: made over another text, they would undo it).
+        ``modes``: the git mode some files get (``100755``: executable), their content kept
+        unless ``changes`` has it; the others keep theirs (a new file: ``100644``)."""
         for _attempt in range(_PUSH_TRIES):
             parent = await self.fetch()
             entries = await self.tree(parent)
@@ -282,7 +285,10 @@ class Checkout:
                         continue
                     sha = (await self.git("hash-object", "-w", "--stdin", stdin=data)).decode()
                     mode = entries[path].mode if path in entries else "100644"
-                    lines.append(f"{mode} {sha.strip()}\t{path}")
+                    lines.append(f"{(modes or {}).get(path, mode)} {sha.strip()}\t{path}")
+                for path, mode in (modes or {}).items():
+                    if path not in changes and path in entries:
+                        lines.append(f"{mode} {entries[path].sha}\t{path}")
                 await self.git(
                     "update-index",
                     "-z",

@@ -7,6 +7,8 @@ Events (each also has ``"time"``, seconds since the epoch):
 - ``{"event": "sync", "path", "direction": "disk->live" | "live->disk" | "merged",
   "conflict"}``; ``direction`` is ``"git"`` for files committed instead of edited live
 - ``{"event": "delete", "path", "side": "disk" | "live"}``: the deletion reached the other side
+- ``{"event": "mode", "path", "mode": "100755" | "100644", "side": "disk" | "git"}``: the
+  file was made executable (or not) on one side, and now is on that side too
 - ``{"event": "conflict", "path", "reason"}``: a merge wrote conflict markers, or a file was
   changed on one side and deleted on the other (the change is kept)
 - ``{"event": "error", "path", "message"}``: the path is retried later

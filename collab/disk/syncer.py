@@ -29,9 +29,10 @@ from protocol.errors import ErrorCode
 from ..client import Client, ClientError, Document
 from ..lifecycle import Lifecycle
 from ..live.text_edits import apply_edits, diff_edits
-from .checkout import Checkout, FileMoved, TreeEntry
+from .checkout import Checkout, FileMoved, GitError, TreeEntry
 from .documents import Documents
 from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
+from .modes import EXECUTABLE, REGULAR, disk_mode, set_disk_mode
 from .pushes import ANY, Pushes
 from .reconcile import reconcile, stale_base
 from .replaced import ReplacedFiles
@@ -368,6 +369,7 @@ class WorkingTree(Lifecycle):
         full = self.root / path
         if full.is_symlink():
             return
+        await self._sync_mode(path, full)
         settled = False
         for _round in range(_TRIES):
             disk = read_bytes(full)
@@ -484,6 +486,8 @@ class WorkingTree(Lifecycle):
         held and the replaced file in view: a save may come that was made from it, and a
         program may be writing it still."""
         replaced = write_atomically(full, data, _hash(disk), keep=True)
+        if disk is None:
+            self._take_mode(path, full)
         if replaced is not None:
             self._replaced.add(path, replaced)
             self._note_overwritten(path, replaced.data)
@@ -576,6 +580,8 @@ class WorkingTree(Lifecycle):
                     self._emit(event="delete", path=path, side="disk")
                 else:
                     write_atomically(full, remote, _hash(disk))
+                    if disk is None:
+                        self._take_mode(path, full)
                     self.counters.writes += 1
                     self._emit(event="sync", path=path, direction="git", conflict=False)
             except Raced:
@@ -732,6 +738,7 @@ class WorkingTree(Lifecycle):
         for path in changed:
             if self._filter is None or not self._filter.wanted(path):
                 continue
+            await self._follow_mode(path, old_tree.get(path))
             if path not in self._tree:
                 if path in old_tree:
                     self._gone.add(path)
@@ -744,6 +751,56 @@ class WorkingTree(Lifecycle):
             self.schedule(path, remote=True)
         state.put("head", head)
         await checkout.follow(head)
+
+    # -- the executable bit ----------------------------------------------------------------------
+
+    async def _follow_mode(self, path: str, old: TreeEntry | None) -> None:
+        """The branch moved: a file whose mode it changed (and the disk had the old one)
+        takes the new one; a file on disk with a mode the branch lacks (made executable, or
+        new and executable: a live file is committed as not) gives it to the branch."""
+        entry = self._tree.get(path)
+        if entry is None or entry.mode not in (EXECUTABLE, REGULAR):
+            return
+        full = self.root / path
+        disk = disk_mode(full)
+        if disk is None or disk == entry.mode:
+            return
+        if old is not None and old.mode != entry.mode and disk == old.mode:
+            if set_disk_mode(full, entry.mode):
+                self._emit(event="mode", path=path, mode=entry.mode, side="disk")
+            return
+        await self._push_mode(path, disk, entry.sha)
+
+    async def _sync_mode(self, path: str, full: Path) -> None:
+        """A file on disk whose mode is not the branch's: made executable (or not) there."""
+        entry = self._tree.get(path)
+        if entry is None or entry.mode not in (EXECUTABLE, REGULAR):
+            return
+        disk = disk_mode(full)
+        if disk is not None and disk != entry.mode:
+            await self._push_mode(path, disk, entry.sha)
+
+    async def _push_mode(self, path: str, mode: str, sha: str) -> None:
+        """Commit ``path`` with ``mode``, its content as the branch has it (``sha``)."""
+        assert self._checkout is not None
+        try:
+            head = await self._checkout.commit_and_push(
+                {}, f"collab sync: {path} made {_MODE_WORDS[mode]}", {path: sha}, {path: mode}
+            )
+        except FileMoved:  # changed at the server meanwhile: seen when the branch is followed
+            self._kick_catch_up()
+            return
+        except GitError as exc:
+            log.warning("%s: its mode could not be committed: %s", path, exc)
+            return
+        await self._pushed(head)
+        self._emit(event="mode", path=path, mode=mode, side="git")
+
+    def _take_mode(self, path: str, full: Path) -> None:
+        """A file just written anew takes the mode the branch gives it."""
+        entry = self._tree.get(path)
+        if entry is not None and entry.mode == EXECUTABLE:
+            set_disk_mode(full, EXECUTABLE)
 
     async def _classify(self, checkout: Checkout, paths: set[str] | list[str]) -> None:
         """Mark those of ``paths`` whose content at the fetched head is binary or large."""
@@ -770,6 +827,9 @@ class WorkingTree(Lifecycle):
                 self._report(event)
             except Exception:
                 log.exception("reporting an event failed")
+
+
+_MODE_WORDS = {EXECUTABLE: "executable", REGULAR: "not executable"}
 
 
 def _recent(versions: list[tuple[bytes, float]], now: float) -> list[tuple[bytes, float]]:

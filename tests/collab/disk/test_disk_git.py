@@ -323,3 +323,45 @@ async def test_git_in_the_tree_sees_the_branch_as_it_is_at_the_server(
         await tree.wait_idle()
         await asyncio.sleep(0.5)
         assert git(root, "rev-parse", "HEAD").strip() == mine
+
+
+async def test_the_executable_bit_goes_both_ways(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    demo = server.config.repos / "demo"
+
+    def mode(path: str) -> str:
+        return git(demo, "ls-tree", "main", path).split()[0]
+
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    script = root / "src" / "app.py"
+    script.chmod(0o755)  # made executable on disk
+    await until(lambda: mode("src/app.py") == "100755")
+    assert blob(server, "main:src/app.py") == script.read_bytes()
+    (root / "run.sh").write_text("#!/bin/sh\necho run\n")  # new, and executable
+    (root / "run.sh").chmod(0o755)
+    await until(lambda: "run.sh" in tree_files(server) and mode("run.sh") == "100755", 20)
+    await tree.wait_idle()
+
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    await asyncio.to_thread(git, work, "update-index", "--chmod=-x", "src/app.py")
+    await asyncio.to_thread(git, work, "update-index", "--chmod=+x", "README.md")
+    (work / "bin").mkdir()
+    (work / "bin" / "tool").write_text("#!/bin/sh\n")
+    (work / "bin" / "tool").chmod(0o755)
+    await asyncio.to_thread(git, work, "add", "bin/tool")
+    await asyncio.to_thread(git, work, "commit", "-qm", "modes")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+    await until(lambda: os.access(root / "README.md", os.X_OK))
+    await until(lambda: not os.access(script, os.X_OK))
+    await until(
+        lambda: (root / "bin" / "tool").exists() and os.access(root / "bin" / "tool", os.X_OK)
+    )
+    await tree.wait_idle()
+    assert (mode("src/app.py"), mode("README.md"), mode("bin/tool")) == (
+        "100644",
+        "100755",
+        "100755",
+    )
