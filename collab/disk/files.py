@@ -149,8 +149,9 @@ class PathFilter:
 
     def relative(self, path: str | Path) -> str | None:
         """``path`` as a tree path (``a/b.py``) if it is synced, else ``None``."""
-        try:
-            rel = Path(path).resolve(strict=False).relative_to(self.root)
+        full = Path(path)
+        try:  # its folder resolved, not itself: a symbolic link is a file of its own
+            rel = (full.parent.resolve(strict=False) / full.name).relative_to(self.root)
         except ValueError:
             return None
         text = rel.as_posix()

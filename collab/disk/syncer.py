@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from ..live.text_edits import apply_edits, diff_edits
 from .checkout import Checkout, FileMoved, GitError, TreeEntry
 from .documents import Documents
 from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
-from .modes import EXECUTABLE, REGULAR, disk_mode, set_disk_mode
+from .modes import EXECUTABLE, LINK, REGULAR, disk_mode, link_target, set_disk_mode, write_link
 from .pushes import ANY, Pushes
 from .reconcile import reconcile, stale_base
 from .replaced import ReplacedFiles
@@ -367,7 +368,7 @@ class WorkingTree(Lifecycle):
     async def _sync(self, path: str) -> None:
         assert self._docs is not None and self._state is not None
         full = self.root / path
-        if full.is_symlink():
+        if await self._sync_link(path, full):
             return
         await self._sync_mode(path, full)
         settled = False
@@ -738,6 +739,8 @@ class WorkingTree(Lifecycle):
         for path in changed:
             if self._filter is None or not self._filter.wanted(path):
                 continue
+            if await self._follow_link(path, old_tree.get(path)):
+                continue
             await self._follow_mode(path, old_tree.get(path))
             if path not in self._tree:
                 if path in old_tree:
@@ -795,6 +798,83 @@ class WorkingTree(Lifecycle):
             return
         await self._pushed(head)
         self._emit(event="mode", path=path, mode=mode, side="git")
+
+    # -- symbolic links --------------------------------------------------------------------------
+
+    async def _follow_link(self, path: str, old: TreeEntry | None) -> bool:
+        """The branch moved: a symbolic link it made, changed or replaced is made so on disk
+        (if the disk still had what the branch had before); True if ``path`` was or is one
+        on the branch (it has no live document)."""
+        assert self._checkout is not None
+        entry = self._tree.get(path)
+        was, now = old is not None and old.mode == LINK, entry is not None and entry.mode == LINK
+        if not (was or now):
+            return False
+        full = self.root / path
+        shas = [e.sha for e in (old, entry) if e is not None]
+        blobs = await self._checkout.blobs(shas)
+        before = blobs.get(old.sha) if old is not None else None
+        disk_link = link_target(full)
+        disk = disk_link if disk_link is not None else read_bytes(full)
+        if old is None:
+            had_before = disk is None
+        else:
+            had_before = disk == before and (disk_link is not None) == was
+        if not had_before:
+            if entry is None or not (now and disk_link == blobs.get(entry.sha)):
+                self.schedule(path)  # changed on disk too: the disk's goes to the branch
+            return True
+        if entry is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(full)
+            self._emit(event="delete", path=path, side="disk")
+        elif now:
+            write_link(full, blobs[entry.sha])
+            self._emit(event="sync", path=path, direction="git", conflict=False)
+        else:  # a link the branch made a file: the file's own sync writes it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(full)
+            self.schedule(path, remote=True)
+        return True
+
+    async def _sync_link(self, path: str, full: Path) -> bool:
+        """A symbolic link on disk, or one on the branch: the disk's goes to the branch as git
+        keeps it (mode 120000, its target as the blob); a file made of a link, or a link
+        deleted, too. True if ``path`` is one of those (handled here)."""
+        assert self._checkout is not None
+        entry = self._tree.get(path)
+        target = link_target(full)
+        if target is None and (entry is None or entry.mode != LINK):
+            return False
+        linked = entry is not None and entry.mode == LINK
+        if linked and target is not None and await self._blob(entry) == target:
+            return True  # as the branch has it
+        read = None if entry is None else entry.sha
+        changes: dict[str, bytes | None]
+        modes: dict[str, str] = {}
+        if target is not None:
+            changes, modes = {path: target}, {path: LINK}
+        else:  # the link replaced by a file, or deleted
+            data = read_bytes(full)
+            changes = {path: data}
+            if data is not None:
+                modes[path] = disk_mode(full) or REGULAR
+        try:
+            head = await self._checkout.commit_and_push(
+                changes, f"collab sync: {path} from {self.root.name}", {path: read}, modes
+            )
+        except FileMoved:
+            self._kick_catch_up()
+            return True
+        await self._pushed(head)
+        self._emit(event="sync", path=path, direction="git", conflict=False)
+        return True
+
+    async def _blob(self, entry: TreeEntry | None) -> bytes | None:
+        if entry is None:
+            return None
+        assert self._checkout is not None
+        return (await self._checkout.blobs([entry.sha])).get(entry.sha)
 
     def _take_mode(self, path: str, full: Path) -> None:
         """A file just written anew takes the mode the branch gives it."""

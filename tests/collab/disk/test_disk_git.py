@@ -365,3 +365,38 @@ async def test_the_executable_bit_goes_both_ways(
         "100755",
         "100755",
     )
+
+
+async def test_symbolic_links_go_both_ways_as_git_keeps_them(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    demo = server.config.repos / "demo"
+
+    def entry(path: str) -> tuple[str, bytes]:
+        return git(demo, "ls-tree", "main", path).split()[0], blob(server, f"main:{path}")
+
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    (root / "readme-link").symlink_to("README.md")  # made on disk
+    await until(lambda: "readme-link" in tree_files(server))
+    assert entry("readme-link") == ("120000", b"README.md")
+
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    (work / "docs" / "latest").symlink_to("unicode.txt")  # made at the server
+    os.remove(work / "readme-link")
+    (work / "readme-link").symlink_to("src/app.py")  # changed there
+    await asyncio.to_thread(git, work, "add", "-A")
+    await asyncio.to_thread(git, work, "commit", "-qm", "links")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+    await until(lambda: (root / "docs" / "latest").is_symlink())
+    await until(lambda: os.readlink(root / "readme-link") == "src/app.py")
+    assert os.readlink(root / "docs" / "latest") == "unicode.txt"
+    await tree.wait_idle()
+
+    os.remove(root / "docs" / "latest")  # a link made a file on disk
+    (root / "docs" / "latest").write_text("now a file\n")
+    await until(lambda: git(demo, "ls-tree", "main", "docs/latest").split()[:1] == ["100644"])
+    assert blob(server, "main:docs/latest") == b"now a file\n"
+    await tree.wait_idle()
+    assert entry("readme-link") == ("120000", b"src/app.py")
