@@ -753,13 +753,16 @@ class BranchSync:
         changes = [change for change in changes if change.path not in not_text]
         renamed: dict[str, str] = {}
         if forward:
+            # open documents of renamed files, without edits of their own: their editors are
+            # told where the file went too (the merge below empties them as any deletion)
+            renamed.update(self._renamed_unedited(changes))
             moves = await self._renamed_with_edits(changes, head, interrupted)
             # the new path's change is merged as any other (into its document, if it has
             # one), then the old path's live edits on top of it
             moved = {gone.path for gone, _added, _room, _base in moves}
             rest = [change for change in changes if change.path not in moved]
             await self.merge_into_live(rest, head, interrupted)
-            renamed = await self._follow_renames(moves, head, interrupted)
+            renamed.update(await self._follow_renames(moves, head, interrupted))
         else:
             await self._follow_rewrite(old, changes, head, interrupted == head, rescue)
         await self.record_taken(grant)
@@ -787,6 +790,34 @@ class BranchSync:
         if renamed:
             event["renamed"] = renamed
         self.owner.events.publish(self.repo, event)
+
+    def _renamed_unedited(self, changes: list[FileChange]) -> dict[str, str]:
+        """The text files of ``changes`` that the move renamed (as :meth:`_renamed_with_edits`
+        finds them) whose documents are open here and hold no edits not committed: old
+        path to new."""
+        gone = [
+            change
+            for change in changes
+            if change.new is None
+            and change.old is not None
+            and is_text(change.old)
+            and (room := self.owner.rooms.get_key(self.prefix + change.path)) is not None
+            and str(room.text).encode("utf-8") == change.old
+        ]
+        added = [
+            change
+            for change in changes
+            if change.old is None and change.new and is_text(change.new)
+        ]
+        renamed: dict[str, str] = {}
+        for change in gone:
+            assert change.old is not None
+            scored = [(similarity(change.old, a.new or b""), a.path, a) for a in added]
+            best = max(scored, default=None, key=lambda item: item[:2])
+            if best is not None and best[0] >= RENAME_SCORE:
+                renamed[change.path] = best[2].path
+                added.remove(best[2])
+        return renamed
 
     async def _renamed_with_edits(
         self, changes: list[FileChange], head: bytes, interrupted: bytes | None

@@ -478,6 +478,27 @@ async def test_a_move_renaming_a_file_carries_its_live_edits_to_the_new_path(
         assert event["renamed"] == {"src/story.txt": "src/tale.txt"}
 
 
+async def test_a_move_renaming_an_open_file_without_edits_says_where_it_went(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "outside"
+    await git(tmp_path, "clone", "-q", str(repos / "demo"), str(work))
+    async with Client(server.url, user="bob") as bob:
+        await bob.join("demo")
+        await bob.subscribe("events.subscribe", repo="demo")
+        doc = await bob.open("demo/main:src/app.py")
+        before = str(doc.text)
+        await git(work, "mv", "src/app.py", "src/main.py")
+        await git(work, "commit", "-qm", "renamed")
+        await git(work, "push", "-q", "origin", "HEAD:main")
+        await server.git.branches[("demo", "main")].catch_up()  # (no polling here)
+        event = await Events(bob).wait_for("ref", cause="external")
+        assert event["renamed"] == {"src/app.py": "src/main.py"}
+        await doc.wait_for(lambda text: text == "")  # the file is gone there
+        moved = await bob.open("demo/main:src/main.py")
+        assert str(moved.text) == before
+
+
 async def test_a_rename_merge_interrupted_before_it_is_recorded_is_not_carried_twice(
     server: CollabServer, repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
