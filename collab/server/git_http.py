@@ -325,11 +325,11 @@ class GitBridge:
         that a fetch gets them, and a push based on a head without them is not a
         fast-forward and is refused as git refuses it: by the client (``fetch first``) if the
         advertisement already showed the new head, else here. ``pending_only``: a branch
-        with no edits pending is not waited for (a commit under way is not waited for)."""
+        with no edits pending and no commit under way is left alone."""
         for sync in list(self.git.branches.values()):
             if sync.repo != repo or (branches is not None and sync.branch not in branches):
                 continue
-            if pending_only and not sync.dirty:
+            if pending_only and not sync.dirty and not sync.lock.locked():
                 continue
             try:
                 await sync.flush()
