@@ -8,10 +8,11 @@ y-codemirror.next then turns its remote carets off for the page's life.
 
 So a ``cursor`` with an ``anchor`` and a ``head`` is relayed only if each is a relative
 position: a ``type`` or an ``item`` (ids of two whole numbers) or a ``tname`` (a string), and
-an ``assoc`` (a whole number), each of them optional but not all three of the first. A
-``selection`` is relayed only as ``null`` or such an ``anchor`` and ``head``, which are
-written out whole (y-monaco reads their fields as they are: one left out throws). Any other
-value is dropped, and the others show no caret for that peer. A ``cursor`` without an anchor
+an ``assoc`` (a whole number), each of them optional but not all three of the first; and a
+``selection`` only as ``null`` or such an ``anchor`` and ``head``. Both are written out whole,
+every field there (``null`` if it was left out): y-codemirror.next and y-monaco read the
+fields as they are, and Yjs takes a missing one for a present one. Any other value is
+dropped, and the others show no caret for that peer. A ``cursor`` without an anchor
 or a head (``{"index": 3}``, say) is not one the bindings read: it is relayed as it is."""
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def caret_of(key: str, value: object) -> object:
             return value
         anchor, head = _position(anchor), _position(head)
         if anchor is not None and head is not None:
-            return {**value, "anchor": anchor, "head": head} if key == "selection" else value
+            return {**value, "anchor": anchor, "head": head}
         return DROPPED
     return value if key == "cursor" else DROPPED
 

@@ -74,8 +74,18 @@ async def test_cursors_are_back_at_once_after_kill_9(
                 params={"user": name},
                 awareness={
                     "cursor": {
-                        "anchor": {"item": {"client": 1, "clock": 1}},
-                        "head": {"item": {"client": 1, "clock": 1}},
+                        "anchor": {
+                            "type": None,
+                            "tname": None,
+                            "item": {"client": 1, "clock": 1},
+                            "assoc": 0,
+                        },
+                        "head": {
+                            "type": None,
+                            "tname": None,
+                            "item": {"client": 1, "clock": 1},
+                            "assoc": 0,
+                        },
                     }
                 },
                 max_backoff_ms=200,
@@ -98,8 +108,18 @@ async def test_cursors_are_back_at_once_after_kill_9(
         state = (await _awareness(fleet, "ben"))[ids["ann"]]
         assert state == {
             "cursor": {
-                "anchor": {"item": {"client": 1, "clock": 1}},
-                "head": {"item": {"client": 1, "clock": 1}},
+                "anchor": {
+                    "type": None,
+                    "tname": None,
+                    "item": {"client": 1, "clock": 1},
+                    "assoc": 0,
+                },
+                "head": {
+                    "type": None,
+                    "tname": None,
+                    "item": {"client": 1, "clock": 1},
+                    "assoc": 0,
+                },
             },
             "user": {"name": "ann"},
         }
@@ -120,8 +140,18 @@ async def test_a_cursor_is_back_at_once_after_its_client_reconnects(
             params={"user": name},
             awareness={
                 "cursor": {
-                    "anchor": {"item": {"client": 1, "clock": 2}},
-                    "head": {"item": {"client": 1, "clock": 2}},
+                    "anchor": {
+                        "type": None,
+                        "tname": None,
+                        "item": {"client": 1, "clock": 2},
+                        "assoc": 0,
+                    },
+                    "head": {
+                        "type": None,
+                        "tname": None,
+                        "item": {"client": 1, "clock": 2},
+                        "assoc": 0,
+                    },
                 }
             },
         )

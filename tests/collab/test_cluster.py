@@ -623,8 +623,8 @@ async def test_cursors_cross_nodes_stamped_and_leave_with_a_killed_node(nodes: N
     state = {
         "user": {"name": "spoof", "color": "#0a0"},
         "cursor": {
-            "anchor": {"item": {"client": 1, "clock": 3}},
-            "head": {"item": {"client": 1, "clock": 5}},
+            "anchor": {"type": None, "tname": None, "item": {"client": 1, "clock": 3}, "assoc": 0},
+            "head": {"type": None, "tname": None, "item": {"client": 1, "clock": 5}, "assoc": 0},
         },
     }
     async with JsFleet() as fleet:

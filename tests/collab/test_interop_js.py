@@ -248,8 +248,8 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
     js_state = {
         "user": {"name": "spoof", "color": "#0a0"},
         "cursor": {
-            "anchor": {"item": {"client": 1, "clock": 3}},
-            "head": {"item": {"client": 1, "clock": 5}},
+            "anchor": {"type": None, "tname": None, "item": {"client": 1, "clock": 3}, "assoc": 0},
+            "head": {"type": None, "tname": None, "item": {"client": 1, "clock": 5}, "assoc": 0},
         },
     }
     js_id = await js_open(fleet, "js", server.url, params={"user": "jessie"}, awareness=js_state)
@@ -260,8 +260,18 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
         assert doc.awareness[js_id] == {
             "user": {"name": "jessie", "color": "#0a0"},
             "cursor": {
-                "anchor": {"item": {"client": 1, "clock": 3}},
-                "head": {"item": {"client": 1, "clock": 5}},
+                "anchor": {
+                    "type": None,
+                    "tname": None,
+                    "item": {"client": 1, "clock": 3},
+                    "assoc": 0,
+                },
+                "head": {
+                    "type": None,
+                    "tname": None,
+                    "item": {"client": 1, "clock": 5},
+                    "assoc": 0,
+                },
             },
         }
 
@@ -287,8 +297,18 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
             state={
                 "user": {"name": "spoof2"},
                 "cursor": {
-                    "anchor": {"item": {"client": 1, "clock": 9}},
-                    "head": {"item": {"client": 1, "clock": 9}},
+                    "anchor": {
+                        "type": None,
+                        "tname": None,
+                        "item": {"client": 1, "clock": 9},
+                        "assoc": 0,
+                    },
+                    "head": {
+                        "type": None,
+                        "tname": None,
+                        "item": {"client": 1, "clock": 9},
+                        "assoc": 0,
+                    },
                 },
             },
         )
@@ -296,8 +316,18 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
             lambda _t: (
                 doc.awareness.get(js_id, {}).get("cursor")
                 == {
-                    "anchor": {"item": {"client": 1, "clock": 9}},
-                    "head": {"item": {"client": 1, "clock": 9}},
+                    "anchor": {
+                        "type": None,
+                        "tname": None,
+                        "item": {"client": 1, "clock": 9},
+                        "assoc": 0,
+                    },
+                    "head": {
+                        "type": None,
+                        "tname": None,
+                        "item": {"client": 1, "clock": 9},
+                        "assoc": 0,
+                    },
                 }
             ),
             timeout=5,
