@@ -26,6 +26,16 @@ __all__ = ["Checkout", "FileMoved", "GitError", "TreeEntry"]
 log = logging.getLogger("collab.disk")
 
 _PUSH_TRIES = 5
+_BUSY = (
+    "index.lock",
+    "MERGE_HEAD",
+    "CHERRY_PICK_HEAD",
+    "REVERT_HEAD",
+    "BISECT_LOG",
+    "rebase-merge",
+    "rebase-apply",
+)
+"""What in ``.git`` says the person is busy with the checkout (see :meth:`Checkout.follow`)."""
 _KEEP_BYTES = "* -text -eol -ident -filter -working-tree-encoding"
 
 
@@ -174,25 +184,47 @@ class Checkout:
         """Move the checked-out branch and the index to ``head``, the branch's head at the
         server, leaving the files as they are: ``git status`` in the tree then shows what is
         not committed yet (live edits), not every commit since the clone, and ``git pull``
-        and ``git stash`` start from the branch as it is. Left as it is: another branch (or
-        no branch) checked out, a branch with commits of its own, an index in use (git's
-        lock). Errors are logged, never raised."""
+        and ``git stash`` start from the branch as it is.
+
+        Only what the person left as the syncer put it is moved: not another branch (or no
+        branch) checked out, a branch with commits of its own, an index holding anything
+        staged (or a conflict), a merge, rebase or cherry-pick under way, or an index in use
+        (git's lock). The index is made beside the real one and renamed over it once the
+        branch has moved (moved back if someone's git began meanwhile). Errors are logged,
+        never raised."""
         ref = f"refs/heads/{self.branch}"
+        git_dir = self.root / ".git"
         try:
             if (await self.git("symbolic-ref", "-q", "HEAD")).decode().strip() != ref:
                 return
             local = await self._local(ref)
-            if local == head:
+            if local is None or local == head or any((git_dir / n).exists() for n in _BUSY):
                 return
-            if local is not None:
-                try:
-                    await self.git("merge-base", "--is-ancestor", local, head)
-                except GitError:
-                    return  # commits of its own: not ours to move
-            await self.git("update-ref", ref, head, *([local] if local is not None else []))
-            await self.git("read-tree", head)
-        except GitError as exc:
+            try:
+                await self.git("merge-base", "--is-ancestor", local, head)  # none of its own
+                await self.git("diff-index", "--cached", "--quiet", local)  # nothing staged
+            except GitError:
+                return
+            await self._move_index(git_dir, ref, local, head)
+        except (GitError, OSError) as exc:
             log.debug("the checkout stays where it is: %s", exc)
+
+    async def _move_index(self, git_dir: Path, ref: str, local: str, head: str) -> None:
+        index = git_dir / "index"
+        temp = git_dir / f"collab-index-{os.getpid()}"
+        scratch = {"GIT_INDEX_FILE": str(temp)}
+        try:
+            # (git's merge of index entries would refuse the files live edits changed; the
+            # next `git status` takes the files' stats again)
+            await self.git("read-tree", head, env=scratch)
+            await self.git("update-ref", ref, head, local)
+            if (git_dir / "index.lock").exists():  # someone's git began meanwhile
+                await self.git("update-ref", ref, local, head)
+                return
+            os.replace(temp, index)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
 
     async def _local(self, ref: str) -> str | None:
         try:

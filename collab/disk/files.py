@@ -157,7 +157,9 @@ class PathFilter:
         text = rel.as_posix()
         return text if self.wanted(text) else None
 
-    def wanted(self, rel: str) -> bool:
+    def wanted(self, rel: str, *, looked_above: bool = False) -> bool:
+        """Whether the tree path ``rel`` is synced (``looked_above``: its folders are known
+        to hold no other repository, as :meth:`walk` knows)."""
         parts = rel.split("/")
         if not rel or rel == "." or ".git" in parts:
             return False
@@ -166,7 +168,7 @@ class PathFilter:
             return False  # 4913: the file vim writes to probe a directory
         if name.startswith(".#") or (len(name) > 1 and name[0] == name[-1] == "#"):
             return False  # Emacs: a lock, and an auto-save file (a copy of the buffer)
-        if any(
+        if not looked_above and any(
             os.path.lexists(os.path.join(self.root, *parts[:depth], ".git"))
             for depth in range(1, len(parts))
         ):
@@ -185,7 +187,9 @@ class PathFilter:
             dirs[:] = [d for d in dirs if d != ".git" and self._dir_wanted(prefix + d)]
             for name in files:
                 rel = prefix + name
-                if self.wanted(rel) and os.path.isfile(os.path.join(folder, name)):
+                if self.wanted(rel, looked_above=True) and os.path.isfile(
+                    os.path.join(folder, name)
+                ):
                     found.append(rel)
         return sorted(found)
 

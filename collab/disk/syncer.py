@@ -118,6 +118,8 @@ class WorkingTree(Lifecycle):
         self._replaced = ReplacedFiles(self._put_back, hold=settle)
         self._pushes: Pushes | None = None
         self._catching_up: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None  # the checkout's branch, moving
+        self._followed = ""  # the head the checkout's branch and index were last moved to
         self._catch_up_again = False
         self._services: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None  # ends by itself once stopping
@@ -213,7 +215,6 @@ class WorkingTree(Lifecycle):
         if suspects:
             await self._classify(checkout, suspects)
         state.put("head", head)  # what these paths hold at the head is merged from here on
-        await checkout.follow(head)
         return {path for path in suspects if paths.wanted(path)}
 
     async def _undo_conversions(
@@ -339,9 +340,23 @@ class WorkingTree(Lifecycle):
 
     def _update_idle(self) -> None:
         pushing = self._pushes is not None and self._pushes.pending
-        quiet = not (self._tasks or self._bases or pushing or self._timers)
+        following = self._following is not None and not self._following.done()
+        quiet = not (self._tasks or self._bases or pushing or self._timers or following)
         if quiet and (self._catching_up is None or self._catching_up.done()):
+            if self._checkout is not None and self._head and self._followed != self._head:
+                # every file is written: git in the tree may now see the branch as it is
+                self._following = asyncio.create_task(self._follow_head(self._head))
+                return
             self.idle.set()
+
+    async def _follow_head(self, head: str) -> None:
+        assert self._checkout is not None
+        try:
+            await self._checkout.follow(head)
+        finally:
+            self._followed = head
+            self._following = None  # (this task is not done until it returns)
+            self._update_idle()
 
     async def wait_idle(self, timeout: float | None = 30.0) -> None:
         """Wait until nothing is pending: every change seen so far is on both sides and its
@@ -592,7 +607,8 @@ class WorkingTree(Lifecycle):
             return
         read = None if entry is None else entry.sha  # what the change is made from
         if remote not in (base, disk):
-            merged = _merged_text(base, disk, remote)
+            # (in a thread: a merge of two large texts much changed takes seconds)
+            merged = await asyncio.to_thread(_merged_text, base, disk, remote)
             if merged is not None:  # text on every side: merged three-way, as git would
                 await self._merge_by_git(path, full, disk, remote, read, *merged)
                 return
@@ -753,7 +769,6 @@ class WorkingTree(Lifecycle):
                 continue  # the commit holds what both sides already have
             self.schedule(path, remote=True)
         state.put("head", head)
-        await checkout.follow(head)
 
     # -- the executable bit ----------------------------------------------------------------------
 
@@ -911,6 +926,10 @@ class WorkingTree(Lifecycle):
 
 _MODE_WORDS = {EXECUTABLE: "executable", REGULAR: "not executable"}
 
+MERGE_LIMIT = 8 << 20
+"""The largest text file merged three-way when it changed on disk and at the server (bytes;
+a larger one keeps the disk's version, as a binary file does)."""
+
 
 def _recent(versions: list[tuple[bytes, float]], now: float) -> list[tuple[bytes, float]]:
     """Those of ``versions`` replaced within :data:`STALE_WINDOW` of ``now``."""
@@ -942,6 +961,8 @@ def _merged_text(
     base is an empty file), and whether it has conflict markers; ``None`` unless each is a
     text file there (a deleted or binary side is not merged)."""
     if disk is None or remote is None or not is_text(disk) or not is_text(remote):
+        return None
+    if max(len(disk), len(remote), len(base or b"")) > MERGE_LIMIT:
         return None
     if base is not None and not is_text(base):
         return None

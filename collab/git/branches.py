@@ -361,7 +361,6 @@ class Branches:
                 ErrorCode.FORBIDDEN,
                 f"{name!r} is another person's branch: only its owner may delete it",
             )
-        prefix = f"{repo}/{name}:"
         busy = await self.why_open(repo, name)
         if busy is not None:
             raise ProtocolError(ErrorCode.CONFLICT, busy)
@@ -376,9 +375,7 @@ class Branches:
             if sync is not None:
                 sync.deleting = False
             raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} moved: {exc}") from None
-        self.git.forget(repo, name)
-        for key in await self.store.keys(prefix):
-            await self.store.delete(key)
+        await self._forget(repo, name)
         self._ref_event(repo, name, head, None, "delete")
         log.info(
             "%s: %s deleted the branch %s (it was at %s)",
@@ -388,6 +385,25 @@ class Branches:
             head[:12].decode(),
         )
         return {"name": name, "head": hexsha(head)}
+
+    async def forget_deleted(self, repo: str, name: str) -> None:
+        """A push deleted the branch ``name``: forget what the engine kept of it, as
+        :meth:`delete` does (a branch made again under its name, or one below it, starts
+        afresh)."""
+        if await in_git_thread(self.repos, self.git.head, repo, name) is not None:
+            return  # made again meanwhile
+        await in_git_thread(self.repos, self._forget_synced, repo, name)
+        await self._forget(repo, name)
+
+    async def _forget(self, repo: str, name: str) -> None:
+        self.git.forget(repo, name)
+        for key in await self.store.keys(f"{repo}/{name}:"):
+            await self.store.delete(key)
+
+    def _forget_synced(self, repo: str, name: str) -> None:
+        git = self.repos.open(repo)
+        git.refs.remove_if_equals(Ref(synced_ref(name)), None)
+        forget_synced_state(git, name)
 
     async def why_open(self, repo: str, name: str) -> str | None:
         """Why the branch may not be deleted now: someone has one of its documents open,
@@ -399,10 +415,8 @@ class Branches:
         return None
 
     def _delete(self, repo: str, name: str, head: bytes) -> None:
-        git = self.repos.open(repo)
-        delete_branch(git, name, head)
-        git.refs.remove_if_equals(Ref(synced_ref(name)), None)
-        forget_synced_state(git, name)
+        delete_branch(self.repos.open(repo), name, head)
+        self._forget_synced(repo, name)
 
     async def commit(self, identity: Identity, repo: str, branch: str) -> dict[str, Any]:
         """Commit the branch's pending live edits now."""

@@ -200,7 +200,13 @@ class CollabServer(Lifecycle):
             for route in web_routes(dev_mode=self.auth.dev_mode):
                 self.add_route(*route)
         self.git_bridge = GitBridge(
-            config, self.auth, self.repos, self.git, self.events, self.branches.why_open
+            config,
+            self.auth,
+            self.repos,
+            self.git,
+            self.events,
+            self.branches.why_open,
+            self.branches.forget_deleted,
         )
         for route in self.git_bridge.routes():
             self.add_route(*route)

@@ -66,7 +66,7 @@ from gitsync.smart_http import (
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
-from ..git.branch_sync import GitSync
+from ..git.branch_sync import BranchSync, GitSync
 from ..git.work import in_git_thread
 from ..live.events import EventHub
 from .auth import Authenticator, AuthError, Identity
@@ -95,6 +95,7 @@ class GitBridge:
         git: GitSync,
         events: EventHub,
         why_open: Callable[[str, str], Awaitable[str | None]],
+        forget_deleted: Callable[[str, str], Awaitable[None]],
     ) -> None:
         self.config = config
         self.auth = auth
@@ -104,6 +105,8 @@ class GitBridge:
         self.why_open = why_open
         """Why a branch (repository, name) may not be deleted now: documents of it are open
         (as ``branch.delete`` refuses it); None if it may."""
+        self.forget_deleted = forget_deleted
+        """Forget what the engine kept of a branch (repository, name) a push deleted."""
 
     def routes(self) -> list[Route]:
         """``(method, path, handler)`` of each route the bridge serves."""
@@ -325,16 +328,16 @@ class GitBridge:
         that a fetch gets them, and a push based on a head without them is not a
         fast-forward and is refused as git refuses it: by the client (``fetch first``) if the
         advertisement already showed the new head, else here. ``pending_only``: a branch
-        with no edits pending and no commit under way is left alone."""
-        for sync in list(self.git.branches.values()):
-            if sync.repo != repo or (branches is not None and sync.branch not in branches):
-                continue
-            if pending_only and not sync.dirty and not sync.lock.locked():
-                continue
-            try:
-                await sync.flush()
-            except Exception:
-                log.exception("%s: committing live edits before a push failed", sync.name)
+        with no edits pending and no commit under way is left alone. The branches commit
+        at once, each in its own turn (a repository's many branches cost one commit's time)."""
+        syncs = [
+            sync
+            for sync in self.git.branches.values()
+            if sync.repo == repo
+            and (branches is None or sync.branch in branches)
+            and (not pending_only or sync.dirty or sync.lock.locked())
+        ]
+        await asyncio.gather(*(_flush_logged(sync) for sync in syncs))
 
     async def _open_deleted(
         self, repo: str, commands: list[tuple[bytes, bytes, bytes]]
@@ -383,12 +386,17 @@ class GitBridge:
                 continue
             branch = ref[len(HEADS) :].decode("utf-8")
             sync = self.git.branches.get((repo, branch))
-            if sync is not None:
+            zero = b"0" * 40
+            if new == zero:
+                try:
+                    await self.forget_deleted(repo, branch)
+                except Exception:
+                    log.exception("%s/%s: forgetting a branch a push deleted failed", repo, branch)
+            elif sync is not None:
                 try:
                     await sync.catch_up()
                 except Exception:
                     log.exception("%s/%s: merging a push into live documents failed", repo, branch)
-            zero = b"0" * 40
             self.events.publish(
                 repo,
                 {
@@ -403,6 +411,13 @@ class GitBridge:
 
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+async def _flush_logged(sync: BranchSync) -> None:
+    try:
+        await sync.flush()
+    except Exception:  # (it is tried again later; the git request goes on)
+        log.exception("%s: committing live edits for a git request failed", sync.name)
 
 
 def _branches(commands: list[tuple[bytes, bytes, bytes]]) -> list[str]:

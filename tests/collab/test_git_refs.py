@@ -144,3 +144,28 @@ async def test_a_push_does_not_delete_a_branch_with_open_documents(
     await git(work, "push", "-q", "origin", ":topic")  # no one has it open now
     assert not head(demo, "refs/heads/topic")
     fsck_clean(demo)
+
+
+async def test_a_branch_a_push_deleted_is_forgotten_so_one_below_its_name_works(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    demo = repos / "demo"
+    work = await clone(server, tmp_path)
+    async with Client(server.url, user="alice") as alice:
+        await alice.fork("demo", "main", "topic")
+        doc = await alice.open("demo/topic:README.md")
+        doc.insert(0, "on topic\n")
+        await alice.flush()
+        await alice.commit("demo", "topic")
+        await doc.close()
+    await server.git.branches[("demo", "topic")].flush()
+    await git(work, "push", "-q", "origin", ":topic")
+    assert not head(demo, "refs/collab/synced/topic")
+    await git(work, "push", "-q", "origin", "HEAD:refs/heads/topic/x")
+    async with Client(server.url, user="alice") as alice:
+        below = await alice.open("demo/topic/x:README.md", timeout=5)
+        below.insert(0, "below\n")
+        await alice.flush()
+        await alice.commit("demo", "topic/x")
+    assert run_git(demo, "show", "topic/x:README.md").stdout.startswith("below\n")
+    fsck_clean(demo)

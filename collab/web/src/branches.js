@@ -62,10 +62,10 @@ export class BranchPanel {
   }
 
   async refresh () {
-    if (!this.branch) return
     // a later refresh (another branch shown, someone's move) supersedes this one: what this
     // one is answered is not drawn over what that one draws
     const turn = ++this.turn
+    if (!this.branch) return
     const branch = this.branch
     let list
     try {

@@ -400,3 +400,44 @@ async def test_symbolic_links_go_both_ways_as_git_keeps_them(
     assert blob(server, "main:docs/latest") == b"now a file\n"
     await tree.wait_idle()
     assert entry("readme-link") == ("120000", b"src/app.py")
+
+
+async def test_git_work_in_the_tree_is_left_as_it_is(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """Something staged, or git's index in use: the checkout's branch and index stay where
+    they are until the person is done."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    demo = server.config.repos / "demo"
+    (root / "docs" / "unicode.txt").write_text("changed and staged\n")
+    await asyncio.to_thread(git, root, "add", "docs/unicode.txt")
+    await tree.wait_idle()
+    held = git(root, "rev-parse", "HEAD").strip()
+    assert git(root, "diff", "--cached", "--name-only").split() == ["docs/unicode.txt"]
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        doc.insert(0, "bob\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        await until(lambda: (root / "README.md").read_text().startswith("bob\n"))
+        await tree.wait_idle()
+        assert git(root, "rev-parse", "HEAD").strip() == held
+        assert git(root, "diff", "--cached", "--name-only").split() == ["docs/unicode.txt"]
+        await asyncio.to_thread(git, root, "reset", "-q")  # done with it
+        (root / ".git" / "index.lock").write_text("")  # someone's git, under way
+        doc.insert(0, "bob again\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        await until(lambda: (root / "README.md").read_text().startswith("bob again\n"))
+        await tree.wait_idle()
+        assert git(root, "rev-parse", "HEAD").strip() != git(demo, "rev-parse", "main").strip()
+        os.remove(root / ".git" / "index.lock")
+        doc.insert(0, "and again\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        main = git(demo, "rev-parse", "main").strip()
+        await until(lambda: git(root, "rev-parse", "HEAD").strip() == main)
+        await tree.wait_idle()
+        assert git(root, "status", "--porcelain") == ""
