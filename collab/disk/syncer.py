@@ -863,7 +863,10 @@ class WorkingTree(Lifecycle):
             return False
         linked = entry is not None and entry.mode == LINK
         if linked and target is not None and await self._blob(entry) == target:
+            self._remote.discard(path)
             return True  # as the branch has it
+        if path in self._remote and await self._take_link(path, full, entry, target):
+            return True
         read = None if entry is None else entry.sha
         changes: dict[str, bytes | None]
         modes: dict[str, str] = {}
@@ -882,6 +885,40 @@ class WorkingTree(Lifecycle):
             self._kick_catch_up()
             return True
         await self._pushed(head)
+        self._emit(event="sync", path=path, direction="git", conflict=False)
+        return True
+
+    async def _take_link(
+        self, path: str, full: Path, entry: TreeEntry | None, target: bytes | None
+    ) -> bool:
+        """The branch changed ``path`` (seen at a start, say): its link goes to disk if the
+        disk has none there, a link, or the file as last synced; its deletion, if the disk
+        has a link. True if so (else the disk's goes to the branch)."""
+        self._remote.discard(path)
+        if entry is None:
+            if path not in self._gone or target is None:
+                return False
+            self._gone.discard(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(full)
+            self._emit(event="delete", path=path, side="disk")
+            return True
+        if entry.mode != LINK:  # a link the branch made a file: the file's own sync writes it
+            if target is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(full)
+                self._remote.add(path)
+                self.schedule(path, remote=True)
+                return True
+            return False
+        disk = read_bytes(full) if target is None else None
+        if target is None and disk is not None and disk != self._base(path):
+            return False  # a file changed on disk where the branch made a link: it is kept
+        link = await self._blob(entry)
+        if link is None:
+            return False
+        write_link(full, link)
+        self._set_base(path, None)
         self._emit(event="sync", path=path, direction="git", conflict=False)
         return True
 

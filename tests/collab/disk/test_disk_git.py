@@ -441,3 +441,23 @@ async def test_git_work_in_the_tree_is_left_as_it_is(
         await until(lambda: git(root, "rev-parse", "HEAD").strip() == main)
         await tree.wait_idle()
         assert git(root, "status", "--porcelain") == ""
+
+
+async def test_links_the_branch_made_while_the_syncer_was_away_come_to_disk(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    await tree.wait_idle()
+    await tree.stop()
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    (work / "latest").symlink_to("docs/unicode.txt")
+    await asyncio.to_thread(git, work, "add", "-A")
+    await asyncio.to_thread(git, work, "commit", "-qm", "a link")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+    again = make_tree(root)
+    await again.start()
+    await again.wait_idle()
+    assert os.readlink(root / "latest") == "docs/unicode.txt"
+    assert "latest" in tree_files(server)
