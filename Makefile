@@ -75,7 +75,5 @@ bench-cluster: setup tests/bench/hocuspocus/node_modules/.package-lock.json
 	$(BIN)/python tests/bench/cluster_fanout.py
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules tests/bench/hocuspocus/node_modules .collab
-
-clean:
-	rm -rf $(VENV) tests/js/node_modules $(WEB)/node_modules $(WEB)/dist .collab test-artifacts
+	rm -rf $(VENV) tests/js/node_modules tests/bench/hocuspocus/node_modules $(WEB)/node_modules \
+		$(WEB)/dist .collab test-artifacts
