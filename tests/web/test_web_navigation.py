@@ -115,6 +115,7 @@ async def test_a_space_held_on_the_branch_panel_outlasts_a_move_of_someone(
 async def test_a_failed_fork_or_open_is_shown(server: CollabServer, chromium: Chromium) -> None:
     http = f"http://127.0.0.1:{server.port}"
     await open_page(chromium, "alice", http, DOC)
+    await chromium.wait("alice", "() => document.querySelector('#files .file') !== null")
     await chromium.offline("alice", True)
     await chromium.click("alice", "#fork")
     await chromium.wait("alice", f"() => ({NOTICES})().includes('Could not fork main')")

@@ -76,10 +76,13 @@ export class BranchPanel {
     this.onBranches(list)
     const current = list.find(b => b.name === branch)
     if (current && current.head !== this.heads[branch]) {
-      const [files, log] = await Promise.all([
-        this.api.call('branch.files', { repo: this.repo, branch }),
-        this.api.call('branch.log', { repo: this.repo, branch, limit: 30 })
-      ])
+      let files, log
+      try {
+        [files, log] = await Promise.all([
+          this.api.call('branch.files', { repo: this.repo, branch }),
+          this.api.call('branch.log', { repo: this.repo, branch, limit: 30 })
+        ])
+      } catch { return } // asked again at the next event (the events' socket is back)
       if (turn !== this.turn) return
       this.heads[branch] = current.head
       this.renderFiles(files.files)
