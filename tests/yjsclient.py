@@ -21,7 +21,18 @@ from protocol.yjs import (
     encode_message,
 )
 
-__all__ = ["YjsPeer"]
+__all__ = ["YjsPeer", "caret"]
+
+
+def caret(anchor: int, head: int, client: int = 1) -> dict[str, Any]:
+    """A caret as y-codemirror.next keeps it in its awareness state, and as the server relays
+    it: relative positions at the items of ``client`` at clocks ``anchor`` and ``head``, every
+    field there."""
+
+    def position(clock: int) -> dict[str, Any]:
+        return {"type": None, "tname": None, "item": {"client": client, "clock": clock}, "assoc": 0}
+
+    return {"anchor": position(anchor), "head": position(head)}
 
 
 class YjsPeer:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from jsfleet import JsFleet, require_js
 from serverproc import ServerProcess
+from yjsclient import caret
 
 from collab import CollabServer
 from collab.live.awareness_clock import relay_clock
@@ -72,22 +73,7 @@ async def test_cursors_are_back_at_once_after_kill_9(
                 url=f"{server.url}/yjs",
                 room=ROOM,
                 params={"user": name},
-                awareness={
-                    "cursor": {
-                        "anchor": {
-                            "type": None,
-                            "tname": None,
-                            "item": {"client": 1, "clock": 1},
-                            "assoc": 0,
-                        },
-                        "head": {
-                            "type": None,
-                            "tname": None,
-                            "item": {"client": 1, "clock": 1},
-                            "assoc": 0,
-                        },
-                    }
-                },
+                awareness={"cursor": caret(1, 1)},
                 max_backoff_ms=200,
             )
             ids[name] = str(reply["client_id"])
@@ -107,20 +93,7 @@ async def test_cursors_are_back_at_once_after_kill_9(
         print(f"cursors back {max(waited):.3f} s after the restart")
         state = (await _awareness(fleet, "ben"))[ids["ann"]]
         assert state == {
-            "cursor": {
-                "anchor": {
-                    "type": None,
-                    "tname": None,
-                    "item": {"client": 1, "clock": 1},
-                    "assoc": 0,
-                },
-                "head": {
-                    "type": None,
-                    "tname": None,
-                    "item": {"client": 1, "clock": 1},
-                    "assoc": 0,
-                },
-            },
+            "cursor": caret(1, 1),
             "user": {"name": "ann"},
         }
     finally:
@@ -138,22 +111,7 @@ async def test_a_cursor_is_back_at_once_after_its_client_reconnects(
             url=f"{server.url}/yjs",
             room=ROOM,
             params={"user": name},
-            awareness={
-                "cursor": {
-                    "anchor": {
-                        "type": None,
-                        "tname": None,
-                        "item": {"client": 1, "clock": 2},
-                        "assoc": 0,
-                    },
-                    "head": {
-                        "type": None,
-                        "tname": None,
-                        "item": {"client": 1, "clock": 2},
-                        "assoc": 0,
-                    },
-                }
-            },
+            awareness={"cursor": caret(2, 2)},
         )
         ids[name] = str(reply["client_id"])
     await _seconds_until_seen(fleet, "ben", ids["ann"], 5)

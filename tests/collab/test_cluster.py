@@ -19,6 +19,7 @@ from jsfleet import JsFleet, require_js
 from redis.asyncio import Redis
 from redisproc import RedisProcess
 from serverproc import ServerProcess
+from yjsclient import caret
 
 from collab import Client, Document
 from collab.cli.cluster_commands import cluster_status
@@ -622,10 +623,7 @@ async def test_cursors_cross_nodes_stamped_and_leave_with_a_killed_node(nodes: N
     victim, other = nodes.nodes[0], nodes.nodes[1]
     state = {
         "user": {"name": "spoof", "color": "#0a0"},
-        "cursor": {
-            "anchor": {"type": None, "tname": None, "item": {"client": 1, "clock": 3}, "assoc": 0},
-            "head": {"type": None, "tname": None, "item": {"client": 1, "clock": 5}, "assoc": 0},
-        },
+        "cursor": caret(3, 5),
     }
     async with JsFleet() as fleet:
         reply = await fleet.call_ok(

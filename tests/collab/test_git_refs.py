@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_git_push import clone, fsck_clean, git, head, remote, run_git, start
 
-from collab import Client, CollabServer
+from collab import Client, CollabServer, Document
 from collab.client import ClientError
 from protocol.errors import ErrorCode
 
@@ -127,16 +127,22 @@ async def test_a_pull_right_after_typing_makes_the_next_push_a_fast_forward(
     fsck_clean(repos / "demo")
 
 
+async def typed_on_topic(alice: Client) -> Document:
+    """A branch ``topic`` forked from main, and its README open with a line typed, stored."""
+    await alice.fork("demo", "main", "topic")
+    doc = await alice.open("demo/topic:README.md")
+    doc.insert(0, "on topic\n")
+    await alice.flush()
+    return doc
+
+
 async def test_a_push_does_not_delete_a_branch_with_open_documents(
     server: CollabServer, repos: Path, tmp_path: Path
 ) -> None:
     demo = repos / "demo"
     work = await clone(server, tmp_path)
     async with Client(server.url, user="alice") as alice:
-        await alice.fork("demo", "main", "topic")
-        doc = await alice.open("demo/topic:README.md")
-        doc.insert(0, "on topic\n")
-        await alice.flush()
+        await typed_on_topic(alice)
         pushed = await git(work, "push", "origin", ":topic", check=False)
         assert "has open documents" in rejected(pushed, "topic")
         assert head(demo, "refs/heads/topic")
@@ -152,10 +158,7 @@ async def test_a_branch_a_push_deleted_is_forgotten_so_one_below_its_name_works(
     demo = repos / "demo"
     work = await clone(server, tmp_path)
     async with Client(server.url, user="alice") as alice:
-        await alice.fork("demo", "main", "topic")
-        doc = await alice.open("demo/topic:README.md")
-        doc.insert(0, "on topic\n")
-        await alice.flush()
+        doc = await typed_on_topic(alice)
         await alice.commit("demo", "topic")
         await doc.close()
     await server.git.branches[("demo", "topic")].flush()

@@ -18,6 +18,7 @@ import pytest
 from jsfleet import JsFleet, require_js
 from serverproc import ServerProcess
 from test_crash import stored_text
+from yjsclient import caret
 
 from collab import Client, CollabServer, Document
 from collab.server.auth import Role, TokenAuthenticator
@@ -247,10 +248,7 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
 ) -> None:
     js_state = {
         "user": {"name": "spoof", "color": "#0a0"},
-        "cursor": {
-            "anchor": {"type": None, "tname": None, "item": {"client": 1, "clock": 3}, "assoc": 0},
-            "head": {"type": None, "tname": None, "item": {"client": 1, "clock": 5}, "assoc": 0},
-        },
+        "cursor": caret(3, 5),
     }
     js_id = await js_open(fleet, "js", server.url, params={"user": "jessie"}, awareness=js_state)
     async with Client(server.url, user="pyra") as client:
@@ -259,20 +257,7 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
         await doc.wait_for(lambda _t: js_id in doc.awareness, timeout=5)
         assert doc.awareness[js_id] == {
             "user": {"name": "jessie", "color": "#0a0"},
-            "cursor": {
-                "anchor": {
-                    "type": None,
-                    "tname": None,
-                    "item": {"client": 1, "clock": 3},
-                    "assoc": 0,
-                },
-                "head": {
-                    "type": None,
-                    "tname": None,
-                    "item": {"client": 1, "clock": 5},
-                    "assoc": 0,
-                },
-            },
+            "cursor": caret(3, 5),
         }
 
         # Python -> JS
@@ -296,40 +281,11 @@ async def test_awareness_between_js_and_python_is_stamped_with_authenticated_nam
             client="js",
             state={
                 "user": {"name": "spoof2"},
-                "cursor": {
-                    "anchor": {
-                        "type": None,
-                        "tname": None,
-                        "item": {"client": 1, "clock": 9},
-                        "assoc": 0,
-                    },
-                    "head": {
-                        "type": None,
-                        "tname": None,
-                        "item": {"client": 1, "clock": 9},
-                        "assoc": 0,
-                    },
-                },
+                "cursor": caret(9, 9),
             },
         )
         await doc.wait_for(
-            lambda _t: (
-                doc.awareness.get(js_id, {}).get("cursor")
-                == {
-                    "anchor": {
-                        "type": None,
-                        "tname": None,
-                        "item": {"client": 1, "clock": 9},
-                        "assoc": 0,
-                    },
-                    "head": {
-                        "type": None,
-                        "tname": None,
-                        "item": {"client": 1, "clock": 9},
-                        "assoc": 0,
-                    },
-                }
-            ),
+            lambda _t: doc.awareness.get(js_id, {}).get("cursor") == caret(9, 9),
             timeout=5,
         )
         assert doc.awareness[js_id]["user"] == {"name": "jessie"}
