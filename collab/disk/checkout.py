@@ -233,10 +233,7 @@ class Checkout:
             return None  # no commit yet
 
     async def head(self) -> str | None:
-        try:
-            return (await self.git("rev-parse", "--verify", "-q", "HEAD")).decode().strip()
-        except GitError:
-            return None
+        return await self._local("HEAD")
 
     async def modified(self, commit: str) -> set[str]:
         """The files git counts changed on disk since ``commit`` (after its conversions)."""

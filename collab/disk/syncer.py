@@ -777,17 +777,18 @@ class WorkingTree(Lifecycle):
         takes the new one; a file on disk with a mode the branch lacks (made executable, or
         new and executable: a live file is committed as not) gives it to the branch."""
         entry = self._tree.get(path)
-        if entry is None or entry.mode not in (EXECUTABLE, REGULAR):
-            return
         full = self.root / path
-        disk = disk_mode(full)
-        if disk is None or disk == entry.mode:
-            return
-        if old is not None and old.mode != entry.mode and disk == old.mode:
+        if (
+            entry is not None
+            and old is not None
+            and old.mode != entry.mode
+            and entry.mode in (EXECUTABLE, REGULAR)
+            and disk_mode(full) == old.mode
+        ):
             if set_disk_mode(full, entry.mode):
                 self._emit(event="mode", path=path, mode=entry.mode, side="disk")
             return
-        await self._push_mode(path, disk, entry.sha)
+        await self._sync_mode(path, full)
 
     async def _sync_mode(self, path: str, full: Path) -> None:
         """A file on disk whose mode is not the branch's: made executable (or not) there."""
@@ -839,18 +840,27 @@ class WorkingTree(Lifecycle):
             if entry is None or not (now and disk_link == blobs.get(entry.sha)):
                 self.schedule(path)  # changed on disk too: the disk's goes to the branch
             return True
-        if entry is None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(full)
-            self._emit(event="delete", path=path, side="disk")
-        elif now:
-            write_link(full, blobs[entry.sha])
-            self._emit(event="sync", path=path, direction="git", conflict=False)
-        else:  # a link the branch made a file: the file's own sync writes it
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(full)
-            self.schedule(path, remote=True)
+        link = blobs.get(entry.sha) if entry is not None and now else None
+        self._link_to_disk(path, full, entry, link)
         return True
+
+    def _link_to_disk(
+        self, path: str, full: Path, entry: TreeEntry | None, link: bytes | None
+    ) -> None:
+        """Give the disk what the branch has at ``path`` now: its link (``link``, the
+        target), or none (a deletion; or a file the branch made of the link, which the
+        file's own sync writes)."""
+        if entry is not None and entry.mode == LINK:
+            assert link is not None
+            write_link(full, link)
+            self._emit(event="sync", path=path, direction="git", conflict=False)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(full)
+        if entry is None:
+            self._emit(event="delete", path=path, side="disk")
+        else:
+            self.schedule(path, remote=True)
 
     async def _sync_link(self, path: str, full: Path) -> bool:
         """A symbolic link on disk, or one on the branch: the disk's goes to the branch as git
@@ -899,27 +909,21 @@ class WorkingTree(Lifecycle):
             if path not in self._gone or target is None:
                 return False
             self._gone.discard(path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(full)
-            self._emit(event="delete", path=path, side="disk")
+            self._link_to_disk(path, full, None, None)
             return True
-        if entry.mode != LINK:  # a link the branch made a file: the file's own sync writes it
-            if target is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(full)
-                self._remote.add(path)
-                self.schedule(path, remote=True)
-                return True
-            return False
+        if entry.mode != LINK:  # a link the branch made a file
+            if target is None:
+                return False
+            self._link_to_disk(path, full, entry, None)
+            return True
         disk = read_bytes(full) if target is None else None
         if target is None and disk is not None and disk != self._base(path):
             return False  # a file changed on disk where the branch made a link: it is kept
         link = await self._blob(entry)
         if link is None:
             return False
-        write_link(full, link)
+        self._link_to_disk(path, full, entry, link)
         self._set_base(path, None)
-        self._emit(event="sync", path=path, direction="git", conflict=False)
         return True
 
     async def _blob(self, entry: TreeEntry | None) -> bytes | None:
@@ -997,15 +1001,11 @@ def _merged_text(
     """The three-way merge of a file's texts (its base, disk and remote versions: a missing
     base is an empty file), and whether it has conflict markers; ``None`` unless each is a
     text file there (a deleted or binary side is not merged)."""
-    if disk is None or remote is None or not is_text(disk) or not is_text(remote):
+    if disk is None or remote is None:
         return None
     if max(len(disk), len(remote), len(base or b"")) > MERGE_LIMIT:
         return None
-    if base is not None and not is_text(base):
+    if not all(is_text(data) for data in (base, disk, remote)):  # (UTF-8 then)
         return None
-    try:
-        texts = [(data or b"").decode("utf-8") for data in (base, disk, remote)]
-    except UnicodeDecodeError:
-        return None
-    outcome = reconcile(*texts)
+    outcome = reconcile(*((data or b"").decode("utf-8") for data in (base, disk, remote)))
     return outcome.base.encode("utf-8"), outcome.conflict
