@@ -812,11 +812,9 @@ class BranchSync:
         renamed: dict[str, str] = {}
         for change in gone:
             assert change.old is not None
-            scored = [(similarity(change.old, a.new or b""), a.path, a) for a in added]
-            best = max(scored, default=None, key=lambda item: item[:2])
-            if best is not None and best[0] >= RENAME_SCORE:
-                renamed[change.path] = best[2].path
-                added.remove(best[2])
+            new = _renamed_to(change.old, added)
+            if new is not None:
+                renamed[change.path] = new.path
         return renamed
 
     async def _renamed_with_edits(
@@ -863,11 +861,9 @@ class BranchSync:
         pairs = []
         for change, room, base in gone:
             assert change.old is not None
-            scored = [(similarity(change.old, a.new or b""), a.path, a) for a in added]
-            best = max(scored, default=None, key=lambda item: item[:2])
-            if best is not None and best[0] >= RENAME_SCORE:
-                pairs.append((change, best[2], room, base))
-                added.remove(best[2])
+            new = _renamed_to(change.old, added)
+            if new is not None:
+                pairs.append((change, new, room, base))
         return pairs
 
     async def _follow_renames(
@@ -1075,6 +1071,17 @@ class BranchSync:
             if base is not None and not is_text(base):
                 base = change.old
         return _merge_into(room, base, change.new, mark_id(head, change.path), self.fence)
+
+
+def _renamed_to(old: bytes, added: list[FileChange]) -> FileChange | None:
+    """Of the files ``added``, the one a file of ``old`` content was renamed to (the most
+    like it, at git's default threshold or above), taken out of ``added``; None if none."""
+    scored = [(similarity(old, change.new or b""), change.path, change) for change in added]
+    best = max(scored, default=None, key=lambda item: item[:2])
+    if best is None or best[0] < RENAME_SCORE:
+        return None
+    added.remove(best[2])
+    return best[2]
 
 
 def _names_a_document(path: str) -> bool:

@@ -79,6 +79,7 @@ __all__ = ["GitBridge"]
 log = logging.getLogger("collab.git_http")
 
 HEADS = b"refs/heads/"
+_ZERO = b"0" * 40  # the id of no object: a ref created, or deleted
 WRITE_BATCH = 1 << 20
 """Body bytes gathered on the event loop before a thread decodes and writes them."""
 
@@ -343,8 +344,7 @@ class GitBridge:
         self, repo: str, commands: list[tuple[bytes, bytes, bytes]]
     ) -> dict[str, str]:
         """The branches the push deletes that may not be deleted now, and why."""
-        zero = b"0" * 40
-        deleted = _branches([command for command in commands if command[1] == zero])
+        deleted = _branches([command for command in commands if command[1] == _ZERO])
         open_now: dict[str, str] = {}
         for branch in deleted:
             why = await self.why_open(repo, branch)
@@ -386,8 +386,7 @@ class GitBridge:
                 continue
             branch = ref[len(HEADS) :].decode("utf-8")
             sync = self.git.branches.get((repo, branch))
-            zero = b"0" * 40
-            if new == zero:
+            if new == _ZERO:
                 try:
                     await self.forget_deleted(repo, branch)
                 except Exception:
@@ -402,8 +401,8 @@ class GitBridge:
                 {
                     "kind": "ref",
                     "branch": branch,
-                    "old": None if old == zero else old.decode(),
-                    "new": None if new == zero else new.decode(),
+                    "old": None if old == _ZERO else old.decode(),
+                    "new": None if new == _ZERO else new.decode(),
                     "cause": "push",
                     "user": identity.user,
                 },
