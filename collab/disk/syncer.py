@@ -40,6 +40,7 @@ from .replaced import ReplacedFiles
 from .report import Counters, Reporter
 from .state import STATE_FILE, SyncState, digest
 from .watcher import changed_on_disk, watch
+from .writers import allow_lease_checks, writers_done
 
 __all__ = ["WorkingTree"]
 
@@ -53,6 +54,7 @@ STALE_WINDOW = 1.0
 taken as made from the content the write replaced (see
 :func:`~collab.disk.reconcile.stale_base`)."""
 _STALE_VERSIONS = 16  # at most this many of a file's replaced contents are kept
+WRITING_LIMIT = 10.0  # seconds a file held open for writing is waited for before it is synced
 
 
 class WorkingTree(Lifecycle):
@@ -131,6 +133,7 @@ class WorkingTree(Lifecycle):
     async def start(self) -> None:
         """Connect, check the branch out (or adopt the checkout), merge what changed on
         either side since the last run, and start watching both."""
+        allow_lease_checks()  # to wait for saves under way (SIGIO ignored: see .writers)
         self.client = Client(self.url, token=self.token, user=self.user)
         await self.client.connect()
         try:
@@ -298,6 +301,8 @@ class WorkingTree(Lifecycle):
         try:
             while True:
                 self._again.discard(path)
+                # a save under way is taken whole, and not written over meanwhile
+                await writers_done(self.root / path, WRITING_LIMIT, self._stop)
                 async with self._limit:
                     await self._sync_guarded(path)
                 if path not in self._again or self._stop.is_set():

@@ -15,7 +15,7 @@ from gitcli import git
 
 from collab import Client, CollabServer
 from collab.client import Document
-from collab.disk import WorkingTree
+from collab.disk import WorkingTree, writers
 
 Save = Callable[[Path, str], Awaitable[None]]
 
@@ -134,13 +134,19 @@ async def test_an_editor_that_seldom_reloads_races_live_typing(
 
 @pytest.mark.parametrize("pause", [0.03, 0.2])
 async def test_a_save_written_in_two_goes_keeps_its_end_when_a_live_edit_comes_between(
-    server: CollabServer, make_tree: MakeTree, tmp_path: Path, pause: float
+    server: CollabServer,
+    make_tree: MakeTree,
+    tmp_path: Path,
+    pause: float,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A program truncates the file and writes half of its save, and the rest ``pause``
-    seconds later (a slow disk, ``cmd > file``); bob types in between. The syncer takes the
-    half for the file as it is and writes bob's edit over it, so the rest of the save goes
-    into the file that write replaced: it is put back and merged. The file, the document
-    and git end with the whole save and bob's edit."""
+    seconds later (a slow disk, ``cmd > file``); bob types in between. Where the syncer
+    cannot tell that the file is held open for writing (no leases: other systems, other
+    filesystems), it takes the half for the file as it is and writes bob's edit over it, so
+    the rest of the save goes into the file that write replaced: it is put back and merged.
+    The file, the document and git end with the whole save and bob's edit."""
+    monkeypatch.setattr(writers, "being_written", lambda path: False)
     root = tmp_path / "wt"
     async with Client(server.url, user="bob") as bob:
         doc = await seeded(server, bob)
