@@ -24,7 +24,7 @@ from ..server.sockets import WebSockets
 from .backend import Cancelled, CompletionBackend, Generated, Prompt
 from .backends import create_backend
 from .prompts import ContextFile, Family, PromptParts, detect_family, render
-from .service import CompletionService
+from .service import COMPLETE_ARGS, CompletionService
 from .streaming import handle_stream
 from .worker_endpoint import WorkerEndpoint
 
@@ -66,9 +66,9 @@ def install(
             capacity=config.completion_capacity,
         )
     service = CompletionService(config, rooms, repos, backend)
-    ops.register("complete", service.complete)
-    ops.register("complete.accept", service.accept)
-    ops.register("complete.cancel", service.cancel)
+    ops.register("complete", service.complete, COMPLETE_ARGS)
+    ops.register("complete.accept", service.accept, ("id", "length"))
+    ops.register("complete.cancel", service.cancel, ("doc",))
     ops.register("complete.metrics", service.metrics_op)
     workers = WorkerEndpoint(
         auth,

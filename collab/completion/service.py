@@ -526,6 +526,9 @@ def _stream_events(ctx: CallContext, args: dict[str, Any]) -> Emit | None:
     return lambda piece: send(STREAM_TOPIC, {"stream": token, "doc": doc, "text": piece})
 
 
+COMPLETE_ARGS = ("doc", "index", "mode", "unit", "max_tokens", "before", "stream")
+"""The arguments ``complete`` takes (any other is refused: see ``Operations``)."""
+
 BEFORE_CHARS = 64  # the most text before the cursor a request may carry (``before``)
 BEFORE_WINDOW = 512  # code points either side of ``index`` searched for ``before``
 

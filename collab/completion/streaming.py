@@ -22,6 +22,8 @@ from ..server.auth import Authenticator, AuthError
 from ..server.config import ServerConfig
 from ..server.http_api import authenticate_request, json_error, watch_disconnect
 from ..server.http_body import BodyError, read_body
+from ..server.ops import check_args
+from .service import COMPLETE_ARGS
 
 if TYPE_CHECKING:
     from .service import CompletionService
@@ -39,6 +41,7 @@ async def handle_stream(
     try:
         ctx = authenticate_request(auth, request)
         args = await _body(config, request)
+        check_args("complete", args, COMPLETE_ARGS)
     except (ProtocolError, AuthError) as exc:
         return json_error(exc)
     except BodyError as exc:

@@ -32,6 +32,8 @@ from .merges import Merges
 
 __all__ = ["register_git_ops"]
 
+MERGE_APPLY_ARGS = ("repo", "source", "target", "markers", "no_ff", "source_head", "target_head")
+
 
 def register_git_ops(ops: Operations, branches: Branches, merges: Merges, events: EventHub) -> None:
     async def branch_list(ctx: CallContext, args: dict[str, Any]) -> Any:
@@ -93,19 +95,19 @@ def register_git_ops(ops: Operations, branches: Branches, merges: Merges, events
             unsubscribe()
         return {"topic": f"repo:{repo}"}
 
-    for name, handler in {
-        "branch.list": branch_list,
-        "branch.join": branch_join,
-        "branch.create": branch_create,
-        "branch.fork": branch_fork,
-        "branch.delete": branch_delete,
-        "branch.commit": branch_commit,
-        "merge.preview": merge_preview,
-        "merge.apply": merge_apply,
-        "events.subscribe": subscribe,
-        "events.unsubscribe": unsubscribe,
+    for name, (handler, takes) in {
+        "branch.list": (branch_list, ("repo",)),
+        "branch.join": (branch_join, ("repo", "from")),
+        "branch.create": (branch_create, ("repo", "name", "from")),
+        "branch.fork": (branch_fork, ("repo", "source", "name")),
+        "branch.delete": (branch_delete, ("repo", "name")),
+        "branch.commit": (branch_commit, ("repo", "branch")),
+        "merge.preview": (merge_preview, ("repo", "source", "target")),
+        "merge.apply": (merge_apply, MERGE_APPLY_ARGS),
+        "events.subscribe": (subscribe, ("repo",)),
+        "events.unsubscribe": (unsubscribe, ("repo",)),
     }.items():
-        ops.register(name, handler)
+        ops.register(name, handler, takes)
 
 
 def _subscriptions(ctx: CallContext) -> dict[tuple[str, str], Any]:

@@ -50,7 +50,7 @@ def register_tree_ops(ops: Operations, branches: Branches) -> None:
             "truncated": truncated,
         }
 
-    ops.register("branch.files", files)
+    ops.register("branch.files", files, ("repo", "branch"))
 
 
 def tree_paths(repo: Repo, head: bytes) -> tuple[list[str], bool]:

@@ -9,7 +9,7 @@ msgpack- and JSON-encodable value or raises ``ProtocolError`` with a code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ __all__ = [
     "arg_int",
     "arg_opt_str",
     "arg_str",
+    "check_args",
 ]
 
 log = logging.getLogger("collab.ops")
@@ -53,15 +54,19 @@ Handler = Callable[[CallContext, dict[str, Any]], Awaitable[Any]]
 
 
 class Operations:
-    """The registry of named operations."""
+    """The registry of named operations, each with the names of the arguments it takes: a
+    call with any other (a misspelt ``no_ff`` would otherwise be a fast-forward) is refused
+    with ``MALFORMED`` before its handler runs."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._args: dict[str, frozenset[str]] = {}
 
-    def register(self, name: str, handler: Handler) -> None:
+    def register(self, name: str, handler: Handler, args: Collection[str] = ()) -> None:
         if name in self._handlers:
             raise ValueError(f"operation {name!r} is already registered")
         self._handlers[name] = handler
+        self._args[name] = frozenset(args)
 
     def names(self) -> list[str]:
         return sorted(self._handlers)
@@ -71,6 +76,7 @@ class Operations:
         handler = self._handlers.get(name)
         if handler is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"unknown operation {name!r:.80}")
+        check_args(name, args, self._args[name])
         try:
             return await handler(ctx, args)
         except ProtocolError:
@@ -83,6 +89,18 @@ class Operations:
         except Exception as exc:
             log.exception("operation %s failed", name)
             raise ProtocolError(ErrorCode.INTERNAL, f"{name} failed: {exc}") from exc
+
+
+def check_args(op: str, args: dict[str, Any], known: Collection[str]) -> None:
+    """Refuse (``MALFORMED``) arguments ``op`` does not take, naming those it does."""
+    unknown = sorted(str(name) for name in args if name not in known)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise ProtocolError(
+            ErrorCode.MALFORMED,
+            f"unknown argument{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(name[:40]) for name in unknown[:5])} for {op} ({takes})",
+        )
 
 
 def _arg(args: dict[str, Any], name: str, kind: type[T], default: T | None, what: str) -> T:

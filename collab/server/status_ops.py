@@ -118,8 +118,8 @@ def register_status_ops(ops: Operations, branches: Branches, server: StatusSourc
             "commits": [c.as_dict() for c in commits],
         }
 
-    ops.register("server.status", status)
-    ops.register("branch.log", log)
+    ops.register("server.status", status, ("repo",))
+    ops.register("branch.log", log, ("repo", "branch", "limit"))
 
 
 def _server(server: StatusSources) -> dict[str, Any]:
