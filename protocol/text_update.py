@@ -14,14 +14,20 @@ ones the document has). No clock, nor the end of a struct or of a deleted range,
 
 :func:`text_update_clients` walks the update's structs and delete set without building
 anything (the structure of ``Y.encodeStateAsUpdate``: per client, its structs; then the
-deleted ranges) and returns the clients whose structs it carries.
+deleted ranges) and returns the clients whose structs it carries; :func:`read_text_update`
+returns what else the engine checks against the document (see :class:`UpdateShape`). An
+update with two sections of one client is refused: no implementation writes one, and the
+Rust core would take their clocks twice, giving a document whose own encoding reads back
+as another text, or that it cannot read back at all.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .errors import ErrorCode, ProtocolError
 
-__all__ = ["MAX_CLIENT", "MAX_CLOCK", "text_update_clients"]
+__all__ = ["MAX_CLIENT", "MAX_CLOCK", "UpdateShape", "read_text_update", "text_update_clients"]
 
 MAX_CLIENT = 2**53 - 1
 """The largest client id Yjs can encode and decode (``Number.MAX_SAFE_INTEGER``)."""
@@ -99,21 +105,44 @@ def _skip_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos:end], end
 
 
+@dataclass(frozen=True, slots=True)
+class UpdateShape:
+    """What an update holds, as far as the engine checks it against a document.
+
+    ``clients``: the clients whose structs it carries; ``ends``: for each client with a
+    section, the clock its structs reach at most (a string's length is taken as its number
+    of bytes, at least its number of UTF-16 units); ``deleted``: for each client in its
+    delete set, the end of its last deleted range."""
+
+    clients: frozenset[int]
+    ends: dict[int, int]
+    deleted: dict[int, int]
+
+
 def text_update_clients(update: bytes, root: str) -> frozenset[int]:
-    """The clients whose structs ``update`` carries; raises ``INVALID_UPDATE`` if it inserts
-    anything but plain text into the root ``root``, names a client id over 53 bits, or a
-    clock (a struct's, its end, an origin's, a deleted range's or its end) over 32.
+    """The clients whose structs ``update`` carries (see :func:`read_text_update`)."""
+    return read_text_update(update, root).clients
+
+
+def read_text_update(update: bytes, root: str) -> UpdateShape:
+    """What ``update`` holds; raises ``INVALID_UPDATE`` if it inserts anything but plain text
+    into the root ``root``, has two sections of one client, names a client id over 53 bits,
+    or a clock (a struct's, its end, an origin's, a deleted range's or its end) over 32.
 
     Only what the update states is checked: an item placed after another (with an origin)
     is in the root of that item, which was checked when it was accepted."""
     data = bytes(update)
     root_name = root.encode("utf-8")
     clients: set[int] = set()
+    ends: dict[int, int] = {}
+    deleted: dict[int, int] = {}
     sections, pos = _uint(data, 0)
     for _ in range(sections):
         structs, pos = _uint(data, pos)
         client, pos = _client(data, pos)
         clock, pos = _clock(data, pos)
+        if client in ends:
+            raise _refuse(f"two sections of client {client}")
         if structs:
             clients.add(client)
         for _ in range(structs):
@@ -149,12 +178,15 @@ def text_update_clients(update: bytes, root: str) -> frozenset[int]:
             else:
                 what = _KINDS.get(kind, f"content of unknown kind {kind}")
                 raise _refuse(f"{what} where only text belongs")
-    deleted, pos = _uint(data, pos)
-    for _ in range(deleted):
-        _client_id, pos = _client(data, pos)
+        ends[client] = clock
+    count, pos = _uint(data, pos)
+    for _ in range(count):
+        client, pos = _client(data, pos)
         ranges, pos = _uint(data, pos)
         for _ in range(ranges):
             start, pos = _clock(data, pos)
             length, pos = _uint(data, pos)
-            _within_clocks(start, length)
-    return frozenset(clients)
+            end = _within_clocks(start, length)
+            if end > deleted.get(client, 0):
+                deleted[client] = end
+    return UpdateShape(frozenset(clients), ends, deleted)

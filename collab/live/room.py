@@ -17,8 +17,14 @@ from pycrdt import Doc, Text, merge_updates
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
-from protocol.text_update import text_update_clients
-from protocol.yjs import AwarenessEntry, YjsLimits, decode_awareness, encode_awareness
+from protocol.text_update import UpdateShape, read_text_update
+from protocol.yjs import (
+    AwarenessEntry,
+    YjsLimits,
+    decode_awareness,
+    decode_state_vector,
+    encode_awareness,
+)
 
 from ..server.auth import Identity
 from ..store.base import BehindSnapshot, Fence, Store, StoredDoc
@@ -132,6 +138,7 @@ class Room:
         self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
+        self._clocks: dict[int, int] = {}  # each client's clock, as last read (see _check_deletes)
         self.recovered = False  # loaded from a history repaired after damage
         # loaded from a history that lacks part of what its branch committed (the state vector
         # it must cover again before it is committed; see Rooms._lost_history)
@@ -283,7 +290,10 @@ class Room:
         if len(update) > self.limits.max_update:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
         size_bound = self._size_after(update)
-        clients = text_update_clients(update, TEXT_NAME)
+        shape = read_text_update(update, TEXT_NAME)
+        if shape.deleted:
+            self._check_deletes(shape)
+        clients = shape.clients
         _precheck(update)
         if answer and sender is not None:
             self._check_answer(sender, update)
@@ -341,6 +351,23 @@ class Room:
         added = scratch.get_update(before)
         self.receive_remote([added])
         self.last_seq = max(self.last_seq, stored.last_seq)
+
+    def _check_deletes(self, shape: UpdateShape) -> None:
+        """Refuse deleting clocks their client has not written yet (in the document or in
+        the update): the CRDT keeps such a delete pending, and it would delete that client's
+        next edits as they came, after they were stored and acknowledged."""
+        for client, end in shape.deleted.items():
+            if end <= self._clocks.get(client, 0) or end <= shape.ends.get(client, 0):
+                continue
+            state = self.doc.get_state()
+            limits = YjsLimits(max_state_vector=len(state) + 16)
+            self._clocks = decode_state_vector(state, limits)  # clocks only grow: read again
+            written = max(self._clocks.get(client, 0), shape.ends.get(client, 0))
+            if end > written:
+                raise InvalidUpdate(
+                    f"update rejected: it deletes clocks of client {client} up to {end}, "
+                    f"which has written {written}"
+                )
 
     def _size_after(self, update: bytes) -> int:
         """An upper bound of the text's size once ``update`` is applied; raises

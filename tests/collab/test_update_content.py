@@ -126,3 +126,89 @@ async def test_an_update_with_clocks_past_32_bits_is_refused_and_later_edits_are
     stored.apply_to(loaded)
     text = str(loaded.get("source", type=Text))
     assert text.startswith("kept ") and "HIDDEN" not in text
+
+
+def future_delete(client: int, end: int) -> bytes:
+    """A delete-only update of the clocks 0 to ``end`` of ``client``."""
+    update = bytearray()
+    for number in (0, 1, client, 1, 0, end):
+        write_var_uint(update, number)
+    return bytes(update)
+
+
+def two_sections(client: int) -> bytes:
+    """Two sections of ``client``, both from clock 0 ("ab", then "abcdef"): no encoder
+    writes one, and the CRDT core would take their clocks twice."""
+    update = bytearray(b"\x02")
+    for text in (b"ab", b"abcdef"):
+        for number in (1, client, 0):
+            write_var_uint(update, number)
+        update += b"\x04\x01\x06source"
+        write_var_uint(update, len(text))
+        update += text
+    return bytes(update + b"\x00")
+
+
+@pytest.mark.parametrize("end", [2**32 - 1, 40], ids=["all clocks", "a few past the last"])
+async def test_deleting_clocks_a_client_has_not_written_is_refused(
+    server: CollabServer, end: int
+) -> None:
+    """Kept as a pending delete, it would delete the victim's later typing as it came, after
+    it was stored and acknowledged: for everyone, the victim too at its next remote update."""
+    async with (
+        YjsPeer(server.url, ROOM, user="alice") as victim,
+        YjsPeer(server.url, ROOM, user="carol") as observer,
+    ):
+        await asyncio.wait_for(victim.synced.wait(), 5)
+        await asyncio.wait_for(observer.synced.wait(), 5)
+        victim.text.insert(0, "0123456789")  # clocks 0 to 9 are the victim's
+        await observer.wait_text(lambda text: "0123456789" in text)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            await mallory.send(encode_message(SyncUpdate(future_delete(victim.doc.client_id, end))))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        victim.text.insert(0, "typed later ")
+        await observer.wait_text(lambda text: text.startswith("typed later 0123456789"))
+        observer.text.insert(len(observer.text), "!")
+        await victim.wait_text(lambda text: text.endswith("!"))
+        assert str(victim.text) == str(observer.text)
+        assert str(victim.text).startswith("typed later 0123456789")
+        async with YjsPeer(server.url, ROOM, user="later") as later:
+            await later.wait_text(lambda text: text == str(observer.text))
+
+
+async def test_deleting_text_of_every_client_is_still_taken(server: CollabServer) -> None:
+    """Deleting what others wrote, also a whole document at once, is an edit like any."""
+    async with (
+        YjsPeer(server.url, ROOM, user="alice") as alice,
+        YjsPeer(server.url, ROOM, user="bob") as bob,
+    ):
+        await asyncio.wait_for(alice.synced.wait(), 5)
+        await asyncio.wait_for(bob.synced.wait(), 5)
+        alice.text.insert(len(alice.text), " alice")
+        await bob.wait_text(lambda text: text.endswith(" alice"))
+        bob.text.insert(len(bob.text), " bob")
+        await alice.wait_text(lambda text: text.endswith(" alice bob"))
+        del alice.text[0 : len(alice.text)]
+        await bob.wait_text(lambda text: text == "")
+        bob.text.insert(0, "again")
+        await alice.wait_text(lambda text: text == "again")
+        assert alice.close_code is None and bob.close_code is None
+
+
+async def test_two_sections_of_one_client_are_refused(server: CollabServer) -> None:
+    async with YjsPeer(server.url, ROOM, user="honest") as honest:
+        await asyncio.wait_for(honest.synced.wait(), 5)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            await mallory.send(encode_message(SyncUpdate(two_sections(7))))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        honest.text.insert(0, "kept ")
+        async with YjsPeer(server.url, ROOM, user="later") as later:
+            await later.wait_text(lambda text: text.startswith("kept "))
+            assert "ab" not in str(later.text).replace("kept ", "", 1)[:2]
+    room = server.rooms.get_key(ROOM)
+    assert room is not None
+    again: Doc[Any] = Doc()
+    again.apply_update(room.doc.get_update())
+    assert str(again.get("source", type=Text)) == str(room.text)
