@@ -53,7 +53,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 def add_parsers(sub: Any) -> None:
     def common(parser: argparse.ArgumentParser) -> None:
         add_server_options(parser)
-        parser.add_argument("--repo", default="demo", help="the repository")
+        parser.add_argument("--repo", help="the repository (default: the server's only one)")
 
     branch = sub.add_parser("branch", help="list, join, create, fork, delete, commit branches")
     actions = branch.add_subparsers(dest="action", required=True)
@@ -144,7 +144,9 @@ def call(args: argparse.Namespace, op: str, body: dict[str, Any]) -> tuple[int, 
         status, answer = asyncio.run(_post(args, op, body))
     except (aiohttp.ClientError, OSError) as exc:
         reason = "nothing listens there (is the server running?)"
-        if not isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, aiohttp.ClientSSLError):
+            reason = "the TLS handshake failed (does the server speak plain http://?)"
+        elif not isinstance(exc, aiohttp.ClientConnectorError):
             reason = str(exc) or type(exc).__name__
         print(f"collab: cannot reach {args.url}: {reason}", file=sys.stderr)
         return 2, None
@@ -165,7 +167,26 @@ def call(args: argparse.Namespace, op: str, body: dict[str, Any]) -> tuple[int, 
     return 0, answer["value"]
 
 
+def only_repo(args: argparse.Namespace) -> tuple[int, str | None]:
+    """The repository ``--repo`` names, else the server's only one: (0, its name), or (exit
+    status, None) once the reason is printed (none readable, or several to choose from)."""
+    if args.repo:
+        return 0, args.repo
+    status, value = call(args, "server.status", {})
+    if status:
+        return status, None
+    names = [repo["name"] for repo in value["repositories"]]
+    if len(names) == 1:
+        return 0, names[0]
+    listed = f"it serves {', '.join(names)}" if names else "it serves none you may read"
+    print(f"collab: give the repository with --repo NAME ({listed})", file=sys.stderr)
+    return 2, None
+
+
 def run(args: argparse.Namespace) -> int:
+    status, args.repo = only_repo(args)
+    if status:
+        return status
     op, body = _call(args)
     status, value = call(args, op, body)
     if status:

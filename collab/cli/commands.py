@@ -55,8 +55,15 @@ _DEFAULTS = ServerConfig(repos=Path(), data_dir=Path())
 
 
 def _secret(args: argparse.Namespace) -> bytes | None:
+    """``--secret-file``'s content, else ``$COLLAB_SECRET``; raises ``StartupError`` when
+    the file cannot be read."""
     if getattr(args, "secret_file", None):
-        return Path(args.secret_file).read_bytes().strip()
+        try:
+            return Path(args.secret_file).read_bytes().strip()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot read the secret file: {exc.strerror}: {exc.filename}"
+            ) from None
     value = os.environ.get(SECRET_ENV)
     return value.encode() if value else None
 
@@ -287,7 +294,11 @@ def _command(argv: list[str] | None) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    secret = _secret(args)
+    try:
+        secret = _secret(args)
+    except StartupError as exc:
+        print(f"collab token: {exc}", file=sys.stderr)
+        return 2
     if secret is None:
         print(f"collab token: no secret; set ${SECRET_ENV} or --secret-file", file=sys.stderr)
         return 2
@@ -408,10 +419,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
             f"--completion-backend {backend!r}: choose {', '.join(BACKENDS)}, module:factory "
             "(a factory importable here) or none"
         )
-    try:
-        secret = _secret(args)
-    except OSError as exc:
-        raise StartupError(f"cannot read the secret file: {exc.strerror}: {exc.filename}") from None
+    secret = _secret(args)
     return ServerConfig(
         repos=repos,
         data_dir=args.data_dir,

@@ -8,6 +8,7 @@ import asyncio
 import errno
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -171,7 +172,7 @@ async def test_branch_and_merge_output_reads_as_sentences(
     url = server.url.replace("ws://", "http://")
 
     def collab(*args: str) -> str:
-        assert main([*args, "--url", url, "--user", "alice"]) == 0
+        assert main([*args, "--url", url, "--user", "alice", "--repo", "demo"]) == 0
         return capsys.readouterr().out
 
     async def run(*args: str) -> str:
@@ -308,7 +309,7 @@ async def test_output_into_a_closed_pipe_ends_quietly(server: CollabServer) -> N
     url = server.url.replace("ws://", "http://")
     for args in (
         ("log", "demo", "--user", "alice", "--url", url),
-        ("branch", "list", "--user", "alice", "--url", url),
+        ("branch", "list", "--user", "alice", "--url", url, "--repo", "demo"),
         ("status", "--user", "alice", "--url", url),
     ):
         status, err = await asyncio.to_thread(_into_a_closed_pipe, *args)
@@ -542,10 +543,38 @@ async def test_a_conflicting_merge_points_to_markers(
             doc.insert(0, line)
             await alice.flush()
             await alice.commit("demo", branch)
-    argv = ["merge", "left", "right", "--apply", "--url", url, "--user", "alice"]
+    argv = ["merge", "left", "right", "--apply", "--url", url, "--user", "alice", "--repo", "demo"]
     assert await asyncio.to_thread(main, argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("collab: CONFLICT: merge conflicts in README.md; nothing was changed")
     assert "add --markers" in err and err.count("\n") == 1
     assert await asyncio.to_thread(main, [*argv, "--markers"]) == 0
     assert "conflicts (1): README.md" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["missing", "a folder"])
+def test_a_secret_file_that_cannot_be_read_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    path = tmp_path / "secret"
+    if kind == "a folder":
+        path.mkdir()
+    assert main(["token", "--user", "alice", "--repo", "demo", "--secret-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("collab token: cannot read the secret file: ") and str(path) in err
+
+
+async def test_branch_commands_take_the_only_repository_and_ask_among_several(
+    server: CollabServer, repos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = server.url.replace("ws://", "http://")
+    command = ["branch", "list", "--url", url, "--user", "alice"]
+    assert await asyncio.to_thread(main, command) == 2
+    err = capsys.readouterr().err
+    assert err == "collab: give the repository with --repo NAME (it serves demo, other)\n"
+    assert await asyncio.to_thread(main, [*command, "--repo", "other"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "main"
+    shutil.rmtree(repos / "other")
+    assert await asyncio.to_thread(main, command) == 0  # the only one left
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "main"
