@@ -37,7 +37,9 @@ def _url(text: str) -> str:
     return url
 
 
-def add_server_options(parser: argparse.ArgumentParser) -> None:
+def add_server_options(
+    parser: argparse.ArgumentParser, json_help: str = "print the raw JSON answer"
+) -> None:
     """The options of every command that talks to a running server."""
     parser.add_argument(
         "--url",
@@ -47,7 +49,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--token", help=f"access token (else ${TOKEN_ENV})")
     parser.add_argument("--user", help="dev mode only: who you are")
-    parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    parser.add_argument("--json", action="store_true", help=json_help)
 
 
 def add_parsers(sub: Any) -> None:
@@ -153,18 +155,23 @@ def call(args: argparse.Namespace, op: str, body: dict[str, Any]) -> tuple[int, 
     if status != 200:
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
         message = str(error.get("message", answer))
-        if message.startswith(DEV_MODE) and not args.user:
-            message = f"{DEV_MODE}: name yourself with --user NAME"
-        elif error.get("name") == "UNAUTHORIZED" and not (args.token or os.environ.get(TOKEN_ENV)):
-            message += f" (give one with --token or ${TOKEN_ENV}; `collab token` mints them)"
-        elif error.get("name") == "CONFLICT" and op == "merge.apply" and not args.markers:
+        if error.get("name") == "CONFLICT" and op == "merge.apply" and not args.markers:
             message += (
                 " (add --markers to merge with conflict markers written into the live files, "
                 "then resolve them there)"
             )
-        print(f"collab: {error.get('name', status)}: {message}", file=sys.stderr)
+        print(f"collab: {refusal(args, error.get('name', status), message)}", file=sys.stderr)
         return 1, None
     return 0, answer["value"]
+
+
+def refusal(args: argparse.Namespace, name: object, message: str) -> str:
+    """``NAME: message`` for a refusal, with the option that answers it where there is one."""
+    if message.startswith(DEV_MODE) and not args.user:
+        message = f"{DEV_MODE}: name yourself with --user NAME"
+    elif name == "UNAUTHORIZED" and not (args.token or os.environ.get(TOKEN_ENV)):
+        message += f" (give one with --token or ${TOKEN_ENV}; `collab token` mints them)"
+    return f"{name}: {message}"
 
 
 def only_repo(args: argparse.Namespace) -> tuple[int, str | None]:

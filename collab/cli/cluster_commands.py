@@ -94,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         status = asyncio.run(cluster_status(args.redis, args.prefix))
     except ImportError:
-        print("collab cluster: needs the cluster extra (redis)", file=sys.stderr)
+        print(
+            "collab cluster: needs the cluster extra (redis): pip install 'collab-engine[cluster]'",
+            file=sys.stderr,
+        )
         return 2
     except (OSError, ConnectionError) as exc:
         print(f"collab cluster status: cannot reach {args.redis}: {exc}", file=sys.stderr)

@@ -33,6 +33,7 @@ from ..log_format import LOG_FORMATS, LOG_LEVELS, configure_logging
 from ..server.app import CollabServer
 from ..server.auth import ANY_REPO, Role, TokenAuthenticator
 from ..server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
+from ..server.status_ops import engine_version
 from ..store.data_lock import DataDirBusy
 from ..store.sqlite_store import StoreUnreadable
 from . import branch_commands, cluster_commands, status_commands, store_commands
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collab", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"collab {engine_version()}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Command
     )

@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
         "three-way against the last synced state recorded in DIR/.git. Binary and large "
         "files and deletions go through git commits. Needs the disk extra (watchfiles).",
     )
-    add_server_options(parser)
+    add_server_options(parser, json_help="print one JSON event per line instead of a summary")
     parser.add_argument("dir", type=Path, help="the working tree (created if absent)")
     parser.add_argument("--repo", required=True, help="the repository")
     parser.add_argument("--branch", help="the branch (default: your own, made if needed)")
@@ -47,6 +47,15 @@ def add_parser(sub: Any) -> None:
         default=0.02,
         help="seconds live edits gather before a file is written (default 0.02)",
     )
+
+
+def _code_name(code: int) -> str:
+    from protocol.errors import ErrorCode
+
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _sync(args: argparse.Namespace, token: str | None) -> int:
+    from ..cli.branch_commands import refusal
     from ..client import ClientError
     from .checkout import GitError
     from .report import Counters, json_lines, status_line
@@ -88,7 +98,10 @@ async def _sync(args: argparse.Namespace, token: str | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await tree.start()
-    except (ClientError, ConnectionError, GitError, OSError) as exc:
+    except ClientError as exc:
+        print(f"collab sync: {refusal(args, _code_name(exc.code), exc.message)}", file=sys.stderr)
+        return 2
+    except (ConnectionError, GitError, OSError) as exc:
         print(f"collab sync: {exc}", file=sys.stderr)
         return 2
     try:

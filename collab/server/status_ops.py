@@ -32,13 +32,14 @@ from ..live.traffic import Traffic
 from .auth import Authenticator
 from .ops import CallContext, Operations, arg_int, arg_opt_str, arg_str
 
-__all__ = ["MAX_LOG", "StatusSources", "register_status_ops"]
+__all__ = ["MAX_LOG", "StatusSources", "engine_version", "register_status_ops"]
 
 MAX_LOG = 500
 """The most commits one ``branch.log`` returns."""
 
 
-def _version() -> str:
+def engine_version() -> str:
+    """The installed package's version (``unknown`` when run from a source tree alone)."""
     try:
         return metadata.version("collab-engine")
     except metadata.PackageNotFoundError:
@@ -124,7 +125,7 @@ def register_status_ops(ops: Operations, branches: Branches, server: StatusSourc
 
 def _server(server: StatusSources) -> dict[str, Any]:
     return {
-        "version": _version(),
+        "version": engine_version(),
         "dev_mode": server.auth.dev_mode,
         "uptime": round(server.uptime(), 3),
         "store": server.store,

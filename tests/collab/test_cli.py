@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import aiohttp
@@ -578,3 +579,34 @@ async def test_branch_commands_take_the_only_repository_and_ask_among_several(
     shutil.rmtree(repos / "other")
     assert await asyncio.to_thread(main, command) == 0  # the only one left
     assert capsys.readouterr().out.splitlines()[1].split()[0] == "main"
+
+
+async def test_sync_refusals_name_the_code_and_the_option(
+    server: CollabServer, tmp_path: Path
+) -> None:
+    pytest.importorskip("watchfiles")
+    url = server.url.replace("ws://", "http://")
+
+    async def sync(*args: str) -> str:
+        command = [sys.executable, "-m", "collab", "sync", str(tmp_path / "wt"), "--url", url]
+        process = await asyncio.create_subprocess_exec(
+            *command, "--repo", "demo", *args, stderr=subprocess.PIPE
+        )
+        _, err = await process.communicate()
+        assert process.returncode == 2
+        text = err.decode()
+        assert text.count("\n") == 1 and "Traceback" not in text
+        return text
+
+    err = await sync()
+    assert err.startswith("collab sync: UNAUTHORIZED: ")
+    assert err.rstrip().endswith("name yourself with --user NAME") and "Client(" not in err
+    err = await sync("--user", "alice", "--branch", "nobranch")
+    assert err.startswith("collab sync: NOT_FOUND: no branch 'nobranch'")
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"collab {metadata.version('collab-engine')}\n"
