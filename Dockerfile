@@ -2,6 +2,16 @@
 #   docker run -d -p 8765:8765 -e COLLAB_SECRET="$(openssl rand -hex 32)" \
 #       -v collab-data:/var/lib/collab collab-engine
 # Repositories live in the volume, under /var/lib/collab/repos (DIR/NAME.git, bare).
+
+# the web editor, built from its pinned npm packages (served at /)
+FROM node:20-slim AS web
+WORKDIR /web
+COPY collab/web/package.json collab/web/package-lock.json ./
+RUN npm ci --omit=optional --no-audit --no-fund --loglevel=error
+COPY collab/web/build.mjs ./
+COPY collab/web/src ./src
+RUN npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,6 +32,7 @@ COPY pyproject.toml README.md ./
 COPY protocol ./protocol
 COPY gitsync ./gitsync
 COPY collab ./collab
+COPY --from=web /web/dist ./collab/web/dist
 RUN pip install .
 
 USER collab

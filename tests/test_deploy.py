@@ -99,10 +99,15 @@ def test_the_dockerfile_runs_the_engine_unprivileged_with_a_volume_and_a_health_
     options, _, check = args["HEALTHCHECK"].partition("CMD ")
     assert "--interval=" in options and "/healthz" in check
     exec_form(check)
+    stages = {rest.split()[-1] for name, rest in instructions if name == "FROM" and " AS " in rest}
     for name, rest in instructions:
-        if name == "COPY":
+        if name == "COPY" and rest.startswith("--from="):
+            assert rest.split()[0].removeprefix("--from=") in stages, rest  # an earlier stage
+        elif name == "COPY":
             *sources, _target = rest.split()
             assert all((ROOT / source).exists() for source in sources), rest
+    # the web editor is built in the image: its build output is not in the repository
+    assert any(name == "COPY" and "/dist" in rest for name, rest in instructions)
 
 
 def test_the_images_command_serves_and_passes_its_health_check(tmp_path: Path) -> None:
