@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from ..server.auth import DEV_MODE
+from ..server.auth import DEV_MODE, TOKEN_REQUIRED
 
 __all__ = ["add_parsers", "add_server_options", "call", "plural", "run", "table"]
 
@@ -169,8 +169,11 @@ def refusal(args: argparse.Namespace, name: object, message: str) -> str:
     """``NAME: message`` for a refusal, with the option that answers it where there is one."""
     if message.startswith(DEV_MODE) and not args.user:
         message = f"{DEV_MODE}: name yourself with --user NAME"
-    elif name == "UNAUTHORIZED" and not (args.token or os.environ.get(TOKEN_ENV)):
-        message += f" (give one with --token or ${TOKEN_ENV}; `collab token` mints them)"
+    elif message == TOKEN_REQUIRED and not (args.token or os.environ.get(TOKEN_ENV)):
+        message = (
+            f"a token is required: give one with --token or ${TOKEN_ENV} "
+            "(`collab token` mints them)"
+        )
     return f"{name}: {message}"
 
 

@@ -18,6 +18,7 @@ from protocol.errors import ErrorCode, ProtocolError
 
 __all__ = [
     "DEV_MODE",
+    "TOKEN_REQUIRED",
     "AuthError",
     "Authenticator",
     "DevAuthenticator",
@@ -144,7 +145,7 @@ class TokenAuthenticator:
 
     def authenticate(self, *, token: str | None, user: str | None, remote: str | None) -> Identity:
         if not token:
-            raise AuthError(ErrorCode.UNAUTHORIZED, "a token is required")
+            raise AuthError(ErrorCode.UNAUTHORIZED, TOKEN_REQUIRED)
         version, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
         if version != _TOKEN_VERSION or not payload or not signature or not token.isascii():
@@ -158,7 +159,10 @@ class TokenAuthenticator:
         except (ValueError, KeyError, TypeError) as exc:
             raise AuthError(ErrorCode.UNAUTHORIZED, "malformed token payload") from exc
         if expires is not None and float(expires) < time.time():
-            raise AuthError(ErrorCode.UNAUTHORIZED, "token expired")
+            raise AuthError(
+                ErrorCode.UNAUTHORIZED,
+                "token expired: ask for a new one (`collab token` mints them)",
+            )
         return Identity(validate_user(name), role, repo)
 
 
@@ -178,6 +182,8 @@ class DevAuthenticator:
 
 
 DEV_MODE = "this server runs in dev mode (no secret)"
+TOKEN_REQUIRED = "a token is required (`collab token` mints them)"
+TOKEN_EXPIRED = "token expired: ask for a new one (`collab token` mints them)"
 """How every refusal of a dev-mode server for a missing user name begins."""
 
 

@@ -293,3 +293,24 @@ async def test_a_read_only_ws_handle_is_not_asked_for_what_it_has(
 )
 def test_loopback_peers_as_every_listener_sees_them(remote: str | None, loopback: bool) -> None:
     assert is_loopback(remote) is loopback
+
+
+async def test_a_missing_or_expired_token_says_where_tokens_come_from(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    base = secure_server.url.replace("ws://", "http://")
+    expired = tokens.mint(user="eve", repo="demo", role=Role.WRITE, ttl=-1)
+    async with aiohttp.ClientSession() as http:
+        for headers, why in (
+            ({}, "a token is required"),
+            ({"Authorization": f"Bearer {expired}"}, "token expired"),
+        ):
+            async with http.post(
+                f"{base}/api/branch.list", json={"repo": "demo"}, headers=headers
+            ) as reply:
+                assert reply.status == 401
+                message = (await reply.json())["error"]["message"]
+            assert message.startswith(why) and "`collab token` mints them" in message
+        async with http.ws_connect(f"{secure_server.url}/yjs/demo/main:README.md") as ws:
+            await ws.receive()
+        assert ws.close_code == ErrorCode.UNAUTHORIZED
