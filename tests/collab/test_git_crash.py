@@ -106,14 +106,25 @@ async def test_branch_and_merge_commands(repos: Path, tmp_path: Path) -> None:
 
     def collab(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "collab", *args, "--url", http, "--user", "alice"],
+            [
+                sys.executable,
+                "-m",
+                "collab",
+                *args,
+                "--url",
+                http,
+                "--user",
+                "alice",
+                "--repo",
+                "demo",
+            ],
             capture_output=True,
             text=True,
             check=False,
         )
 
     try:
-        joined = await asyncio.to_thread(collab, "branch", "join", "--repo", "demo")
+        joined = await asyncio.to_thread(collab, "branch", "join")
         assert joined.returncode == 0, joined.stderr
         assert "people/alice-" in joined.stdout
         forked = await asyncio.to_thread(collab, "branch", "fork", "main", "topic")
