@@ -713,9 +713,18 @@ class BranchSync:
         if head is not None and head != self.synced:
             await self._reconcile(head, grant)
 
-    async def _reconcile(self, head: bytes | None, grant: Grant | None = None) -> None:
+    async def take_move(self, head: bytes, grant: Grant | None) -> None:
+        """Merge into the live documents a move of the branch the engine made itself (a
+        merge), lock held, as a move made outside it is merged (:meth:`catch_up`): a crash
+        on the way is finished at the next start. The move's maker tells of it."""
+        await self._reconcile(head, grant, announce=False)
+
+    async def _reconcile(
+        self, head: bytes | None, grant: Grant | None = None, *, announce: bool = True
+    ) -> None:
         """Apply the change ``synced -> head`` to the live documents (lock held). If ``head``
         does not descend from ``synced`` (a force push, a reset), see :meth:`_follow_rewrite`.
+        ``announce``: log the move and publish its ``ref`` event (one from outside).
 
         In a cluster, under the branch's lease ``grant``: a node whose lease another node
         has taken since (it expired: a paused process) raises ``Fenced`` before it changes
@@ -769,6 +778,8 @@ class BranchSync:
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
         await in_repo(self.owner.repos, self.repo, clear_merging, self.branch, head)
         self.synced = head
+        if not announce:
+            return
         log.info(
             "%s: %s outside the engine to %s; merged%s",
             self.name,

@@ -2,9 +2,10 @@
 
 Both branches' pending live edits are committed first, so the merge sees what people see.
 The three-way merge is git's (``gitsync.merge.plan``: the tree and the conflicts
-``git merge-tree`` gives); its result is applied to the target's live documents as minimal
-text edits (whoever is typing there keeps their edits) and recorded as a merge commit with
-both parents. On conflict nothing is applied, unless conflict markers are asked for: then
+``git merge-tree`` gives); its result is recorded as a merge commit with both parents, the
+target branch moves to it, and its live documents then take the move as minimal text edits
+(whoever is typing there keeps their edits), as they take a push: a crash in between is
+finished at the next start (``BranchSync.take_move``). On conflict nothing is applied, unless conflict markers are asked for: then
 the target gets what git records (markers in text files, a file in the way of a directory
 moved to ``path~branch``), and the markers are written into the live documents, so the
 people on the target branch resolve them together.
@@ -28,14 +29,13 @@ from typing import TYPE_CHECKING, Any
 from dulwich.objects import ObjectID
 
 from gitsync import Repositories
-from gitsync.changes import FileChange, is_text, shown_path
+from gitsync.changes import shown_path
 from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolve_plan
 from gitsync.objects.commits import (
     BlobEntry,
     author_line,
     commit_changes,
     fast_forward,
-    move_as_synced,
 )
 from gitsync.objects.fsck import file_problem, is_special_file
 from protocol.errors import ErrorCode, ProtocolError
@@ -43,7 +43,7 @@ from protocol.names import validate_branch
 
 from ..live.events import hexsha
 from ..server.auth import Identity
-from .branch_sync import ENGINE_AUTHOR, BranchSync, LeaseBusy, Rescue, fence_for
+from .branch_sync import ENGINE_AUTHOR, BranchSync, LeaseBusy, fence_for
 from .branches import Branches
 from .work import in_git_thread, in_repo
 
@@ -226,16 +226,10 @@ class Merges:
                 + ", ".join(f"{shown_path(path)} ({why})" for path, why in refused)
                 + ", which git's fsck refuses; nothing was changed",
             )
-        live = await to_sync.live_paths(resolved)
-        changes = await in_git_thread(self.repos, _live_changes, plan, live)
-        no_text = _no_text(plan, changes, resolved)
-        # (edits typed since the commit above are kept on a branch of their own)
-        committed = {change.path: change.old for change in changes}
-        await to_sync.retire(no_text, committed, Rescue(to_sync, target_head))
-        changes = [change for change in changes if change.path not in no_text]
-        await to_sync.merge_into_live(changes)
-        await to_sync.record_taken(grant)  # before the branch moves (see synced_state)
-        _settle_deleted(to_sync, changes)
+        # The branch moves first, then its documents take the move, as they take a push:
+        # a crash in between is finished at the next start (the move is merged into them
+        # then), and one before it leaves the branch as it was. Merged into the documents
+        # first, a merge a crash cut short would be in their text but not in the history.
         forward = plan.fast_forward and not no_ff
         if forward:
             await in_git_thread(self.repos, self._fast_forward, repo, to_sync.branch, plan, grant)
@@ -244,23 +238,15 @@ class Merges:
             commit = await in_git_thread(
                 self.repos, self._commit, repo, names, plan, resolved, identity, grant
             )
-        to_sync.synced = commit
+        await to_sync.take_move(commit, grant)
         return commit, forward, target_head, plan
 
     def _fast_forward(
         self, repo: str, branch: str, plan: MergePlan, grant: Grant | None = None
     ) -> None:
         git = self.repos.open(repo)
-
-        def move(record: Callable[[bytes], None]) -> bytes:
-            record(plan.source)
-            fast_forward(git, branch, plan.target, plan.source)
-            return plan.source
-
-        # the documents hold the merge already: a crash before it is recorded as synced
-        # must not have it merged into them again (see branch_sync._finish_commit)
         with fence_for(git, branch, grant):
-            move_as_synced(git, branch, move)
+            fast_forward(git, branch, plan.target, plan.source)
 
     def _commit(
         self,
@@ -279,21 +265,16 @@ class Merges:
                 f"  {shown_path(path)}\n" for path in plan.conflicts
             )
         with fence_for(git, branch, grant):
-            return move_as_synced(
+            return commit_changes(
                 git,
                 branch,
-                lambda record: commit_changes(
-                    git,
-                    branch,
-                    resolved,
-                    message=message,
-                    author=author_line(identity.user),
-                    committer=ENGINE_AUTHOR,
-                    expected=plan.target,
-                    extra_parents=[plan.source],
-                    allow_empty=True,
-                    before_move=record,
-                ),
+                resolved,
+                message=message,
+                author=author_line(identity.user),
+                committer=ENGINE_AUTHOR,
+                expected=plan.target,
+                extra_parents=[plan.source],
+                allow_empty=True,
             )
 
 
@@ -311,38 +292,6 @@ def _refused_by_fsck(git: Repo, resolved: dict[str, BlobEntry | None]) -> list[t
         if problem is not None:
             refused.append((path, f"{problem.msg_id}: {problem.message}"))
     return refused
-
-
-def _settle_deleted(sync: BranchSync, changes: list[FileChange]) -> None:
-    """The documents of files the merge deletes now read empty, as the merge commit has
-    them gone: they are not pending (the continuous committer would write them back as
-    empty files). One typed into meanwhile keeps its text, and is committed as a file."""
-    for change in changes:
-        room = sync.dirty.get(change.path) if change.new is None else None
-        if room is not None and not str(room.text):
-            del sync.dirty[change.path]
-
-
-def _live_changes(plan: MergePlan, paths: list[str]) -> list[FileChange]:
-    """The changes a merge makes to ``paths``, with contents (read from the store)."""
-    wanted = set(paths)
-    return [FileChange(f.path, f.ours, f.merged) for f in plan.files if f.path in wanted]
-
-
-def _no_text(
-    plan: MergePlan, changes: list[FileChange], resolved: dict[str, BlobEntry | None]
-) -> set[str]:
-    """Those of the live ``changes`` whose path the merge makes something other than a text
-    file: a symbolic link, a submodule, a binary file, or a directory."""
-    modes = {f.path: f.mode for f in plan.files}
-    found = set()
-    for change in changes:
-        mode = modes.get(change.path)
-        if mode is not None and (not stat.S_ISREG(mode) or not is_text(change.new)):
-            found.add(change.path)  # (``change.new`` is what the merge made of it)
-        elif change.new is None and any(path.startswith(change.path + "/") for path in resolved):
-            found.add(change.path)  # a directory now
-    return found
 
 
 def _check_moved(branch: str, head: bytes | None, expected: str | None) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from gitcli import git, show, until
 from serverproc import ServerProcess
@@ -372,3 +373,69 @@ async def test_a_crash_after_a_merge_moved_the_branch_but_before_it_was_recorded
         await alice.close()
         await server.stop()
     git(demo, "fsck", "--full", "--strict")
+
+
+@pytest.mark.parametrize("markers", [True, False], ids=["conflicting", "clean"])
+async def test_a_merge_cut_short_by_kill_9_is_in_the_history_once_or_not_at_all(
+    repos: Path, tmp_path: Path, markers: bool
+) -> None:
+    """``merge.apply`` killed a few milliseconds in, the server started again at once: the
+    merge either happened (topic is in main's history, its line in the text once) or did
+    not (main as it was), and a retry of the unanswered call leaves topic's line once, in
+    the live text and in git. (The merged text went into the documents before the branch
+    moved: a kill in between kept the text and lost the merge from the history, and a
+    retry with markers wrote topic's line a second time.)"""
+    demo = repos / "demo"
+    server = ServerProcess(repos, tmp_path / "data")
+    await server.start()
+    rng = random.Random(11)
+    http = server.url.replace("ws://", "http://")
+    try:
+        for attempt in range(4):
+            source = f"topic{attempt}"
+            async with Client(server.url, user="bob") as bob:
+                await bob.fork("demo", "main", source)
+                main = await bob.open("demo/main:src/app.py")
+                topic = await bob.open(f"demo/{source}:src/app.py")
+                main.insert(len(str(main.text)) if markers else 0, f"<M{attempt}>\n")
+                topic.insert(len(str(topic.text)), f"<T{attempt}>\n")
+                await bob.flush()
+                await bob.commit("demo", "main")
+                topic_head = await bob.commit("demo", source)
+            before = git(demo, "rev-parse", "main").strip()
+            args = {"repo": "demo", "source": source, "target": "main", "markers": markers}
+            merging = asyncio.create_task(_post(http, "merge.apply", args))
+            await asyncio.sleep(rng.uniform(0.005, 0.04))
+            await server.kill()
+            await asyncio.gather(merging, return_exceptions=True)
+            await server.start()
+            async with Client(server.url, user="carol") as carol:
+                text = str((await carol.open("demo/main:src/app.py")).text)
+                await carol.commit("demo", "main")
+                merged = git_ok(demo, "merge-base", "--is-ancestor", topic_head, "main")
+                if merged:
+                    assert text.count(f"<T{attempt}>") == 1, text
+                else:
+                    assert f"<T{attempt}>" not in text, text
+                    assert git(demo, "rev-parse", "main").strip() == before
+                await _post(http, "merge.apply", args)  # the retry of an unanswered call
+                doc = await carol.open("demo/main:src/app.py")
+                await carol.commit("demo", "main")
+                assert str(doc.text).count(f"<T{attempt}>") == 1, str(doc.text)
+                assert show(demo, "main", "src/app.py") == str(doc.text)
+                assert git_ok(demo, "merge-base", "--is-ancestor", topic_head, "main")
+    finally:
+        await server.stop()
+    git(demo, "fsck", "--full", "--strict")
+
+
+async def _post(http: str, op: str, args: dict[str, object]) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{http}/api/{op}", params={"user": "bob"}, json=args) as reply,
+    ):
+        await reply.read()
+
+
+def git_ok(repo: Path, *args: str) -> bool:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True).returncode == 0
