@@ -5,10 +5,10 @@ The three-way merge is git's (``gitsync.merge.plan``: the tree and the conflicts
 ``git merge-tree`` gives); its result is recorded as a merge commit with both parents, the
 target branch moves to it, and its live documents then take the move as minimal text edits
 (whoever is typing there keeps their edits), as they take a push: a crash in between is
-finished at the next start (``BranchSync.take_move``). On conflict nothing is applied, unless conflict markers are asked for: then
-the target gets what git records (markers in text files, a file in the way of a directory
-moved to ``path~branch``), and the markers are written into the live documents, so the
-people on the target branch resolve them together.
+finished at the next start (``BranchSync.take_move``). On conflict nothing is applied,
+unless conflict markers are asked for: then the target gets what git records (markers in
+text files, a file in the way of a directory moved to ``path~branch``), and the markers are
+written into the live documents, so the people on the target branch resolve them together.
 
 A file the source renamed moves on the target as in git's tree: the target's document at
 the old path is emptied (the file is gone there), and its text, the target's edits merged
