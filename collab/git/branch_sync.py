@@ -402,7 +402,11 @@ class BranchSync:
                 await in_repo(self.owner.repos, self.repo, not_text_at, synced, loaded)
             )
 
-    async def _commit(self, grant: Grant | None = None) -> None:
+    async def _commit(
+        self, grant: Grant | None = None, on_snapshot: Callable[[], None] | None = None
+    ) -> None:
+        """Commit the documents' pending text. ``on_snapshot`` is called as the text is
+        taken, with no await in between (a fork copies the documents then)."""
         self._cancel_timers()
         if not self.dirty:
             return
@@ -426,6 +430,8 @@ class BranchSync:
                     if not room.failed and not room.retired:
                         changes[path] = str(room.text).encode("utf-8")
                         states[path] = room.doc.get_state()  # the history the text is of
+                if on_snapshot is not None:
+                    on_snapshot()
                 await self._hold_shrinking(rooms, changes)
                 self._hold_clashing(changes)
                 self._hold_refused_by_fsck(changes)

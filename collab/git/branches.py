@@ -278,10 +278,25 @@ class Branches:
         self.check_write(identity, repo, name)
         await self.head(repo, source)
         sync = await self.sync_of(repo, source)
+        prefix = f"{repo}/{source}:"
+        loaded: tuple[dict[str, bytes], dict[str, str]] | None = None
+
+        def snapshot() -> None:
+            nonlocal loaded
+            loaded = self._capture_loaded(prefix)
+
         async with sync.lock:
-            await sync._commit()
+            # The fork starts at the commit of the very text its documents are copied with,
+            # taken together: text typed between a commit and a copy would be the fork's own
+            # change, and the source's too once it commits it, and merging the fork back
+            # would conflict on it. (Nothing pending: the commit returns with no await.)
+            await sync._commit(on_snapshot=snapshot)
+            if loaded is None:
+                snapshot()
+            assert loaded is not None
             start = sync.synced
-            states, texts = await self._capture(repo, source)
+            states, texts = loaded
+            await self._capture_stored(prefix, states)
             await self._create_checked(repo, name, start)
         target = f"{repo}/{name}:"
         for path, state in states.items():
@@ -298,7 +313,7 @@ class Branches:
         )
         fork_sync = await self.sync_of(repo, name)
         committed = await in_git_thread(self.repos, self._blob_texts, repo, start, list(texts))
-        for path, text in texts.items():  # typed while the fork was being made
+        for path, text in texts.items():  # not committed with the rest (a commit held back)
             if committed.get(path) != text:
                 async with self.rooms.borrow(DocId.parse(target + path)) as room:
                     fork_sync.touch(room, Origin.CLIENT, None)
@@ -317,14 +332,18 @@ class Branches:
             n += 1
         return f"{own}-fork-{n}"
 
-    async def _capture(self, repo: str, branch: str) -> tuple[dict[str, bytes], dict[str, str]]:
-        """Every document of the branch: its full CRDT state and its text."""
-        prefix = f"{repo}/{branch}:"
+    def _capture_loaded(self, prefix: str) -> tuple[dict[str, bytes], dict[str, str]]:
+        """Every loaded document below ``prefix``: its full CRDT state and its text."""
         states: dict[str, bytes] = {}
         texts: dict[str, str] = {}
         for room in self.rooms.loaded(prefix):
             states[room.doc_id.path] = room.doc.get_update()
             texts[room.doc_id.path] = str(room.text)
+        return states, texts
+
+    async def _capture_stored(self, prefix: str, states: dict[str, bytes]) -> None:
+        """Add to ``states`` the full CRDT state of every stored document below ``prefix``
+        not in it already."""
         for key in await self.store.keys(prefix):
             path = key[len(prefix) :]
             if path in states:
@@ -339,7 +358,6 @@ class Branches:
             doc: Doc[Any] = Doc()
             stored.apply_to(doc)
             states[path] = doc.get_update()
-        return states, texts
 
     def _blob_texts(self, repo: str, commit: bytes, paths: list[str]) -> dict[str, str]:
         out = {}

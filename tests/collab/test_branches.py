@@ -464,3 +464,51 @@ async def test_bad_merges_and_files_get_clear_errors(
         doc = await rita.open(f"demo/{mine['name']}:README.md")
         assert doc.writable
     assert git(demo, "rev-parse", "main", "files") == before  # refused calls moved nothing
+
+
+async def test_a_fork_made_while_someone_types_in_the_source_merges_back_cleanly(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    """The fork starts at a commit of the source that holds the text its documents are
+    copied with: what was typed in between is not the fork's change too, so merging the
+    fork back (it changed another file) does not conflict with the source's own commit of
+    that text."""
+    demo = repos / "demo"
+    async with (
+        Client(fast_server.url, user="alice") as alice,
+        Client(fast_server.url, user="bob") as bob,
+    ):
+        typed = await alice.open("demo/main:README.md")
+        stop = asyncio.Event()
+        count = 0
+
+        async def keep_typing() -> None:
+            nonlocal count
+            while not stop.is_set():
+                typed.insert(len(str(typed.text)), f"<a{count}>\n")
+                count += 1
+                await asyncio.sleep(0.003)
+
+        typing = asyncio.create_task(keep_typing())
+        try:
+            for n in range(4):
+                name = f"feature{n}"
+                await bob.fork("demo", "main", name)
+                doc = await bob.open(f"demo/{name}:src/app.py")
+                doc.insert(0, f"# {name}\n")
+                await bob.flush()
+                await bob.commit("demo", name)
+                fork_readme = show(demo, name, "README.md")
+                assert fork_readme == show(demo, f"{name}~0", "README.md")
+                log = git(demo, "log", "--format=%an", f"main..{name}", "--", "README.md")
+                assert log == "", log  # the fork took none of alice's text as its own
+                result = await bob.merge("demo", name, "main")
+                assert result["applied"] and result["conflicts"] == []
+        finally:
+            stop.set()
+            await typing
+        await alice.flush()
+        text = str(typed.text)
+        assert all(text.count(f"<a{n}>\n") == 1 for n in range(count))
+        assert text.count("<a") == count
+    git(demo, "fsck", "--full", "--strict")
