@@ -109,12 +109,13 @@ def _skip_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
 class UpdateShape:
     """What an update holds, as far as the engine checks it against a document.
 
-    ``clients``: the clients whose structs it carries; ``ends``: for each client with a
-    section, the clock its structs reach at most (a string's length is taken as its number
-    of bytes, at least its number of UTF-16 units); ``deleted``: for each client in its
-    delete set, the end of its last deleted range."""
+    ``clients``: the clients whose structs it carries; ``starts`` and ``ends``: for each
+    client with a section, the clock its structs start at and the one they reach at most (a
+    string's length is taken as its number of bytes, at least its number of UTF-16 units);
+    ``deleted``: for each client in its delete set, the end of its last deleted range."""
 
     clients: frozenset[int]
+    starts: dict[int, int]
     ends: dict[int, int]
     deleted: dict[int, int]
 
@@ -134,6 +135,7 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
     data = bytes(update)
     root_name = root.encode("utf-8")
     clients: set[int] = set()
+    starts: dict[int, int] = {}
     ends: dict[int, int] = {}
     deleted: dict[int, int] = {}
     sections, pos = _uint(data, 0)
@@ -141,8 +143,9 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
         structs, pos = _uint(data, pos)
         client, pos = _client(data, pos)
         clock, pos = _clock(data, pos)
-        if client in ends:
+        if client in starts:
             raise _refuse(f"two sections of client {client}")
+        starts[client] = clock
         if structs:
             clients.add(client)
         for _ in range(structs):
@@ -189,4 +192,4 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
             end = _within_clocks(start, length)
             if end > deleted.get(client, 0):
                 deleted[client] = end
-    return UpdateShape(frozenset(clients), ends, deleted)
+    return UpdateShape(frozenset(clients), starts, ends, deleted)

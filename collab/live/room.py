@@ -353,21 +353,30 @@ class Room:
         self.last_seq = max(self.last_seq, stored.last_seq)
 
     def _check_deletes(self, shape: UpdateShape) -> None:
-        """Refuse deleting clocks their client has not written yet (in the document or in
-        the update): the CRDT keeps such a delete pending, and it would delete that client's
-        next edits as they came, after they were stored and acknowledged."""
+        """Refuse deleting clocks their client has not written yet (in the document, or in
+        the update from where the document's stop): the CRDT keeps such a delete pending,
+        and it would delete that client's next edits as they came, after they were stored
+        and acknowledged. (A section that starts past the document's clock leaves a gap:
+        its structs wait, pending, and the clocks of the gap are not written.)"""
         for client, end in shape.deleted.items():
-            if end <= self._clocks.get(client, 0) or end <= shape.ends.get(client, 0):
+            if end <= self._written(client, shape):
                 continue
             state = self.doc.get_state()
             limits = YjsLimits(max_state_vector=len(state) + 16)
             self._clocks = decode_state_vector(state, limits)  # clocks only grow: read again
-            written = max(self._clocks.get(client, 0), shape.ends.get(client, 0))
+            written = self._written(client, shape)
             if end > written:
                 raise InvalidUpdate(
                     f"update rejected: it deletes clocks of client {client} up to {end}, "
                     f"which has written {written}"
                 )
+
+    def _written(self, client: int, shape: UpdateShape) -> int:
+        """How many clocks ``client`` has written, as last read, with ``shape``'s section of
+        it if that joins on (see :meth:`_check_deletes`)."""
+        have = self._clocks.get(client, 0)
+        start = shape.starts.get(client)
+        return max(have, shape.ends[client]) if start is not None and start <= have else have
 
     def _size_after(self, update: bytes) -> int:
         """An upper bound of the text's size once ``update`` is applied; raises

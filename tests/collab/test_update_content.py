@@ -128,10 +128,18 @@ async def test_an_update_with_clocks_past_32_bits_is_refused_and_later_edits_are
     assert text.startswith("kept ") and "HIDDEN" not in text
 
 
-def future_delete(client: int, end: int) -> bytes:
-    """A delete-only update of the clocks 0 to ``end`` of ``client``."""
+def future_delete(client: int, end: int, gap: bool = False) -> bytes:
+    """An update deleting the clocks 0 to ``end`` of ``client``; with ``gap``, also writing
+    one character as ``client`` at clock ``end - 1``, far past its last (kept pending: the
+    clocks before it are still unwritten)."""
     update = bytearray()
-    for number in (0, 1, client, 1, 0, end):
+    if gap:
+        for number in (1, 1, client, end - 1):
+            write_var_uint(update, number)
+        update += b"\x04\x01\x06source\x01z"
+    else:
+        update += b"\x00"
+    for number in (1, client, 1, 0, end):
         write_var_uint(update, number)
     return bytes(update)
 
@@ -149,9 +157,13 @@ def two_sections(client: int) -> bytes:
     return bytes(update + b"\x00")
 
 
-@pytest.mark.parametrize("end", [2**32 - 1, 40], ids=["all clocks", "a few past the last"])
+@pytest.mark.parametrize(
+    ("end", "gap"),
+    [(2**32 - 1, False), (40, False), (200, True)],
+    ids=["all clocks", "a few past the last", "with a struct past a gap"],
+)
 async def test_deleting_clocks_a_client_has_not_written_is_refused(
-    server: CollabServer, end: int
+    server: CollabServer, end: int, gap: bool
 ) -> None:
     """Kept as a pending delete, it would delete the victim's later typing as it came, after
     it was stored and acknowledged: for everyone, the victim too at its next remote update."""
@@ -165,7 +177,8 @@ async def test_deleting_clocks_a_client_has_not_written_is_refused(
         await observer.wait_text(lambda text: "0123456789" in text)
         async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
             await asyncio.wait_for(mallory.synced.wait(), 5)
-            await mallory.send(encode_message(SyncUpdate(future_delete(victim.doc.client_id, end))))
+            forged = future_delete(victim.doc.client_id, end, gap)
+            await mallory.send(encode_message(SyncUpdate(forged)))
             assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
         victim.text.insert(0, "typed later ")
         await observer.wait_text(lambda text: text.startswith("typed later 0123456789"))
