@@ -32,6 +32,7 @@ class ErrorCode(IntEnum):
     RELOAD = 4017  # the peer's copy belongs to another epoch of the document: discard it, reopen
     DAMAGED = 4018  # the document's stored history (or its branch's ref) is damaged: until repaired
     DOCUMENT_FULL = 4019  # the update would take the document past its size cap; refused
+    RESYNC = 4020  # the update deletes what the server was not sent: reconnect, sync again
     RATE_LIMITED = 4029  # too many requests
     INTERNAL = 4500  # a server-side failure; the peer did nothing wrong
     UNAVAILABLE = 4502  # a backend (a completion worker, say) failed or is missing

@@ -353,11 +353,14 @@ class Room:
         self.last_seq = max(self.last_seq, stored.last_seq)
 
     def _check_deletes(self, shape: UpdateShape) -> None:
-        """Refuse deleting clocks their client has not written yet (in the document, or in
-        the update from where the document's stop): the CRDT keeps such a delete pending,
-        and it would delete that client's next edits as they came, after they were stored
-        and acknowledged. (A section that starts past the document's clock leaves a gap:
-        its structs wait, pending, and the clocks of the gap are not written.)"""
+        """Refuse (``RESYNC``) deleting clocks their client has not written yet (in the
+        document, or in the update from where the document's stop): the CRDT keeps such a
+        delete pending, and it would delete that client's next edits as they came, after
+        they were stored and acknowledged. An honest client that sends one lost an update
+        on the way (or has text from another path, a tab beside it): its reconnect's sync
+        step 2 brings the clocks with the delete. (A section that starts past the
+        document's clock leaves a gap: its structs wait, pending, and the clocks of the gap
+        are not written.)"""
         for client, end in shape.deleted.items():
             if end <= self._written(client, shape):
                 continue
@@ -365,10 +368,11 @@ class Room:
             limits = YjsLimits(max_state_vector=len(state) + 16)
             self._clocks = decode_state_vector(state, limits)  # clocks only grow: read again
             written = self._written(client, shape)
-            if end > written:
-                raise InvalidUpdate(
+            if end > written:  # (an honest client lost an update on the way: it resyncs)
+                raise ProtocolError(
+                    ErrorCode.RESYNC,
                     f"update rejected: it deletes clocks of client {client} up to {end}, "
-                    f"which has written {written}"
+                    f"of which the server has {written}: reconnect and sync",
                 )
 
     def _written(self, client: int, shape: UpdateShape) -> int:

@@ -179,7 +179,7 @@ async def test_deleting_clocks_a_client_has_not_written_is_refused(
             await asyncio.wait_for(mallory.synced.wait(), 5)
             forged = future_delete(victim.doc.client_id, end, gap)
             await mallory.send(encode_message(SyncUpdate(forged)))
-            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+            assert await mallory.wait_closed() == ErrorCode.RESYNC
         victim.text.insert(0, "typed later ")
         await observer.wait_text(lambda text: text.startswith("typed later 0123456789"))
         observer.text.insert(len(observer.text), "!")
