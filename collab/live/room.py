@@ -42,6 +42,7 @@ log = logging.getLogger("collab.room")
 
 EMPTY_UPDATE = b"\x00\x00"
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
+_ID_USERS = 4096  # awareness ids whose holder a room remembers past its table (see _hold_id)
 
 
 class InvalidUpdate(ProtocolError):
@@ -139,6 +140,8 @@ class Room:
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
         self._clocks: dict[int, int] = {}  # each client's clock, as last read (see _check_deletes)
+        # who held each awareness id, kept when its entry leaves a full table (see _id_user)
+        self._id_users: collections.OrderedDict[int, str] = collections.OrderedDict()
         self.recovered = False  # loaded from a history repaired after damage
         # loaded from a history that lacks part of what its branch committed (the state vector
         # it must cover again before it is committed; see Rooms._lost_history)
@@ -669,10 +672,9 @@ class Room:
                 # connection's first entry may be an echo of someone else's: it claims an id
                 # only with a state of its own, for an id no other connection owns, and that
                 # no one else held (a page that reconnects takes its own id again).
-                owned = current is not None and (
-                    current.owner not in (None, peer)
-                    or current.user not in (None, peer.identity.user)
-                )
+                owned = (
+                    current is not None and current.owner not in (None, peer)
+                ) or self._id_user(entry.client_id) not in (None, peer.identity.user)
                 if entry.state is None or owned:
                     continue
                 own = self.awareness_ids[peer] = entry.client_id
@@ -693,6 +695,7 @@ class Room:
                 # that reconnects re-sends its state with the clock its removal had
                 continue
             state = _stamp(entry.state, peer.identity)
+            self._hold_id(own, peer.identity.user)
             relayed = relay_clock(current.relayed if current is not None else 0)
             self._awareness[own] = _AwarenessState(
                 entry.clock, state, peer if state else None, relayed, user=peer.identity.user
@@ -766,6 +769,21 @@ class Room:
                 removed.append(AwarenessEntry(client_id, entry.relayed, None))
         if removed:
             self._broadcast_awareness(removed, None)
+
+    def _id_user(self, client_id: int) -> str | None:
+        """The person who last held awareness id ``client_id`` here (``None``: no one)."""
+        current = self._awareness.get(client_id)
+        if current is not None and current.user is not None:
+            return current.user
+        return self._id_users.get(client_id)
+
+    def _hold_id(self, client_id: int, user: str) -> None:
+        """Remember that ``user`` holds ``client_id``, also once its entry is evicted from a
+        full table (the most recent ``_ID_USERS`` ids)."""
+        self._id_users[client_id] = user
+        self._id_users.move_to_end(client_id)
+        while len(self._id_users) > _ID_USERS:
+            self._id_users.popitem(last=False)
 
     def _room_for(self, current: _AwarenessState | None) -> bool:
         """Whether the awareness table can take an entry whose id holds ``current``: an id it

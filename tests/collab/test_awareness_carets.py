@@ -113,3 +113,41 @@ async def test_a_client_id_is_not_taken_over_by_another_person_after_its_holder_
                 await again.set_awareness(777, 2, {"cursor": CODEMIRROR, "back": True})
                 await bob.wait_text(lambda _t: (bob.awareness.get(777) or {}).get("back"))
                 assert bob.awareness[777]["user"] == {"name": "ann"}
+
+
+async def test_a_client_id_stays_its_holders_after_a_full_table_evicted_its_entry(
+    server: CollabServer,
+) -> None:
+    async with YjsPeer(server.url, ROOM, user="bob") as bob:
+        await asyncio.wait_for(bob.synced.wait(), 5)
+        room = server.rooms.get_key(ROOM)
+        assert room is not None
+        room.max_awareness = 3  # a small table, filled by three people
+        async with YjsPeer(server.url, ROOM, user="ann") as ann:
+            await asyncio.wait_for(ann.synced.wait(), 5)
+            await ann.set_awareness(777, 1, {"cursor": CODEMIRROR})
+            await bob.wait_text(lambda _t: 777 in bob.awareness)
+        await bob.wait_text(lambda _t: bob.awareness.get(777, "gone") is None)  # ann left
+        async with (
+            YjsPeer(server.url, ROOM, user="carl") as carl,
+            YjsPeer(server.url, ROOM, user="dora") as dora,
+        ):
+            for n, peer in enumerate((carl, dora)):
+                await asyncio.wait_for(peer.synced.wait(), 5)
+                await peer.set_awareness(801 + n, 1, {"n": n})
+            async with YjsPeer(server.url, ROOM, user="emil") as emil:
+                await asyncio.wait_for(emil.synced.wait(), 5)
+                await emil.set_awareness(803, 1, {"n": 2})  # 777's entry is evicted for it
+                await bob.wait_text(lambda _t: 803 in bob.awareness)
+            await bob.wait_text(lambda _t: bob.awareness.get(803, "gone") is None)
+            async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+                await asyncio.wait_for(mallory.synced.wait(), 5)
+                await mallory.set_awareness(777, 1000, {"posing": True})
+                await mallory.set_awareness(778, 1, {"mallory's own": True})
+
+                def posing() -> bool:
+                    return bool((bob.awareness.get(777) or {}).get("posing"))
+
+                # 778 is relayed after 777 would be; had mallory taken 777, 778 is not hers
+                await bob.wait_text(lambda _t: 778 in bob.awareness or posing())
+                assert not posing() and bob.awareness.get(777) is None
