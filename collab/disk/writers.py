@@ -42,15 +42,7 @@ def allow_lease_checks() -> bool:
 
 
 def _checks_safe() -> bool:
-    return (
-        _SETLEASE is not None
-        and _SIGIO is not None
-        and signal.getsignal(_SIGIO)
-        not in (
-            signal.SIG_DFL,
-            None,
-        )
-    )
+    return _SIGIO is not None and signal.getsignal(_SIGIO) not in (signal.SIG_DFL, None)
 
 
 def being_written(path: Path) -> bool:
@@ -72,14 +64,11 @@ def being_written(path: Path) -> bool:
         os.close(fd)
 
 
-async def writers_done(path: Path, limit: float, stop: asyncio.Event) -> bool:
+async def writers_done(path: Path, limit: float, stop: asyncio.Event) -> None:
     """Wait until no process holds ``path`` open for writing, ``limit`` seconds at most
     (a program that keeps it open for good, a log, is then taken as it is) or until
-    ``stop`` is set; whether it waited."""
-    if not being_written(path):
-        return False
+    ``stop`` is set."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     while being_written(path) and loop.time() < deadline and not stop.is_set():
         await asyncio.sleep(POLL)
-    return True
