@@ -5,8 +5,9 @@ either side is lost or doubled: the save is merged against the text it was made 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,19 @@ async def seeded(server: CollabServer, bob: Client) -> Document:
     return doc
 
 
+@contextlib.asynccontextmanager
+async def seeded_tree(
+    server: CollabServer, make_tree: MakeTree, root: Path
+) -> AsyncIterator[tuple[Client, Document, WorkingTree, Path]]:
+    """Bob, with ``src/app.py`` seeded with numbered lines, and a syncer of ``root`` started
+    on it: (bob, his document, the syncer, the file)."""
+    async with Client(server.url, user="bob") as bob:
+        doc = await seeded(server, bob)
+        tree = make_tree(root)
+        await tree.start()
+        yield bob, doc, tree, root / "src" / "app.py"
+
+
 @pytest.mark.parametrize("save", [save_in_place, save_by_rename], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("line", [14, 3], ids=["elsewhere", "same-line"])
 async def test_a_stale_save_after_several_live_writes_keeps_them_all(
@@ -71,11 +85,7 @@ async def test_a_stale_save_after_several_live_writes_keeps_them_all(
     typed in first. Neither of bob's edits is undone: the save merges against the text the
     editor had (an edit of the same line conflicts, both kept between markers)."""
     root = tmp_path / "wt"
-    async with Client(server.url, user="bob") as bob:
-        doc = await seeded(server, bob)
-        tree = make_tree(root)
-        await tree.start()
-        path = root / "src" / "app.py"
+    async with seeded_tree(server, make_tree, root) as (bob, doc, tree, path):
         buffer = path.read_text()  # the editor's buffer
         doc.insert(after_line(str(doc.text), 3), " LIVE1")
         await until(lambda: "LIVE1" in path.read_text())
@@ -99,11 +109,7 @@ async def test_an_editor_that_seldom_reloads_races_live_typing(
     exactly once."""
     rng = random.Random(seed)
     root = tmp_path / "wt"
-    async with Client(server.url, user="bob") as bob:
-        doc = await seeded(server, bob)
-        tree = make_tree(root)
-        await tree.start()
-        path = root / "src" / "app.py"
+    async with seeded_tree(server, make_tree, root) as (bob, doc, tree, path):
         tokens: list[str] = []
 
         async def typist() -> None:
@@ -148,11 +154,7 @@ async def test_a_save_written_in_two_goes_keeps_its_end_when_a_live_edit_comes_b
     The file, the document and git end with the whole save and bob's edit."""
     monkeypatch.setattr(writers, "being_written", lambda path: False)
     root = tmp_path / "wt"
-    async with Client(server.url, user="bob") as bob:
-        doc = await seeded(server, bob)
-        tree = make_tree(root)
-        await tree.start()
-        path = root / "src" / "app.py"
+    async with seeded_tree(server, make_tree, root) as (bob, doc, tree, path):
         saved = add(numbered(), 5, " DISK").encode()
         with open(path, "r+b") as handle:
             handle.truncate(0)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeTree
-from test_disk_races import add, committed, numbered, seeded, settled
+from test_disk_races import add, committed, numbered, seeded_tree, settled
 
-from collab import Client, CollabServer
+from collab import CollabServer
 from collab.disk import syncer, writers
 
 
@@ -21,11 +21,7 @@ async def test_a_save_written_in_many_chunks_while_someone_types_ends_whole(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path, chunks: int, line: int
 ) -> None:
     root = tmp_path / "wt"
-    async with Client(server.url, user="bob") as bob:
-        doc = await seeded(server, bob)
-        tree = make_tree(root)
-        await tree.start()
-        path = root / "src" / "app.py"
+    async with seeded_tree(server, make_tree, root) as (bob, doc, tree, path):
         saved = add(numbered(), 25, " DISK").encode()
         size = -(-len(saved) // chunks)
         typed: list[str] = []
@@ -56,11 +52,7 @@ async def test_a_file_held_open_for_writing_for_good_is_synced_after_a_while(
     """A program that keeps the file open (a log) does not keep its changes out for good."""
     monkeypatch.setattr(syncer, "WRITING_LIMIT", 0.5)
     root = tmp_path / "wt"
-    async with Client(server.url, user="bob") as bob:
-        doc = await seeded(server, bob)
-        tree = make_tree(root)
-        await tree.start()
-        path = root / "src" / "app.py"
+    async with seeded_tree(server, make_tree, root) as (_bob, doc, _tree, path):
         with open(path, "ab") as handle:
             handle.write(b"appended\n")
             handle.flush()
