@@ -43,6 +43,14 @@ def git(repo: Path, *args: str, check: bool = True, input_text: str | None = Non
     return done.stdout
 
 
+def is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    """Whether ``commit`` is in the history of ``of`` (itself included)."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), "merge-base", "--is-ancestor", commit, of], capture_output=True
+    )
+    return done.returncode == 0
+
+
 def show(repo: Path, branch: str, path: str) -> str:
     done = subprocess.run(
         ["git", "-C", str(repo), "show", f"{branch}:{path}"], capture_output=True, check=False
