@@ -110,14 +110,25 @@ class UpdateShape:
     """What an update holds, as far as the engine checks it against a document.
 
     ``clients``: the clients whose structs it carries; ``starts`` and ``ends``: for each
-    client with a section, the clock its structs start at and the one they reach at most (a
-    string's length is taken as its number of bytes, at least its number of UTF-16 units);
+    client with a section, the clock its structs start at and the one they reach (a string
+    takes its length in UTF-16 units, as in Yjs);
     ``deleted``: for each client in its delete set, the end of its last deleted range."""
 
     clients: frozenset[int]
     starts: dict[int, int]
     ends: dict[int, int]
     deleted: dict[int, int]
+
+
+def _clock_span(text: bytes) -> int:
+    """The clocks a string takes: its length in UTF-16 units, as Yjs counts it; for bytes that
+    are not UTF-8 (no encoder writes them), their number, which is at least that."""
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.decode("utf-8").encode("utf-16-le")) // 2
+    except UnicodeDecodeError:
+        return len(text)
 
 
 def text_update_clients(update: bytes, root: str) -> frozenset[int]:
@@ -173,8 +184,7 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
                     raise _refuse(f"a map entry on {root!r}")
             if kind == _STRING:
                 text, pos = _skip_bytes(data, pos)
-                # its length counts UTF-16 units: at most its number of bytes
-                clock = _within_clocks(clock, len(text))
+                clock = _within_clocks(clock, _clock_span(text))
             elif kind == _DELETED:
                 length, pos = _uint(data, pos)
                 clock = _within_clocks(clock, length)

@@ -13,7 +13,8 @@ from pycrdt import Array, Doc, Map, Text
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.lib0 import write_var_uint
-from protocol.text_update import MAX_CLIENT, MAX_CLOCK, text_update_clients
+from protocol.text_update import MAX_CLIENT, MAX_CLOCK, read_text_update, text_update_clients
+from protocol.yjs import decode_state_vector
 
 ROOT = "source"
 
@@ -103,7 +104,7 @@ def test_a_struct_ending_at_the_largest_clock_is_accepted() -> None:
         item(500, 2**32, b"x") + NO_DELETIONS,  # read as clock 0 by yrs
         item(500, 2**62, b"x") + NO_DELETIONS,
         item(500, MAX_CLOCK - 4, b"abcde") + NO_DELETIONS,  # its end wraps
-        item(500, MAX_CLOCK - 1, "é".encode()) + NO_DELETIONS,  # two bytes: conservative
+        item(500, MAX_CLOCK - 1, "😀".encode()) + NO_DELETIONS,  # two UTF-16 units
         var(1, 2, 501, 0) + b"\x00" + var(MAX_CLOCK) + item(501, 0, b"y")[5:] + NO_DELETIONS,
         var(1, 1, 501, 1) + b"\x00" + var(MAX_CLOCK) + NO_DELETIONS,  # a collected range
         var(1, 1, 501, 1) + b"\x0a" + var(MAX_CLOCK) + NO_DELETIONS,  # a skipped range
@@ -181,3 +182,17 @@ def test_mutated_updates_give_clients_or_invalid_update(where: int, byte: int) -
         text_update_clients(bytes(update), ROOT)
     except ProtocolError as exc:
         assert exc.code == ErrorCode.INVALID_UPDATE
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4))
+def test_a_sections_end_is_its_clients_clock_after_it(texts: list[str]) -> None:
+    """A string takes as many clocks as it has UTF-16 units (non-BMP characters two, in
+    Yjs and in the CRDT core alike), not bytes: the end read is the clock the core reaches."""
+    doc: Doc[Any] = Doc(client_id=77)
+    source = doc.get("source", type=Text)
+    for text in texts:
+        source.insert(len(source) // 2, text)
+    shape = read_text_update(doc.get_update(), "source")
+    state = decode_state_vector(doc.get_state())
+    assert shape.starts == {77: 0} and shape.ends == {77: state[77]}
