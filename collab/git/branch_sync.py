@@ -905,7 +905,7 @@ class BranchSync:
             for gone, added, old_room, edited in moves:
                 assert added.new is not None
                 base, theirs = edited.decode("utf-8"), added.new.decode("utf-8")
-                merged, conflicted = merge_text(base, str(old_room.text), theirs)
+                merged, conflicted = merge_text(base, str(old_room.text), theirs, characters=True)
                 doc_id = DocId.parse(self.prefix + added.path)
                 self.check_lease()
                 try:
@@ -1118,12 +1118,17 @@ def _parents(path: str) -> list[str]:
 def _merge_into(
     room: Room, old: bytes | None, new: bytes | None, mark: int | None, fence: Fence | None
 ) -> asyncio.Future[None]:
-    """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits; the
-    edit carries ``mark``, and is made under the lease ``fence``."""
+    """Rebase the live text onto ``old -> new``: whoever typed since keeps their edits (a
+    line both changed is merged character by character; only where the characters conflict
+    too are markers written); the edit carries ``mark``, and is made under the lease
+    ``fence``."""
     base = (old or b"").decode("utf-8")
     theirs = (new or b"").decode("utf-8")
     live = str(room.text)
-    merged, conflicted = merge_text(base, live, theirs) if live != base else (theirs, False)
+    if live == base:
+        merged, conflicted = theirs, False
+    else:
+        merged, conflicted = merge_text(base, live, theirs, characters=True)
     if conflicted:
         log.warning("%s: the change conflicts with live edits; markers written", room.key)
     return replace_text(room, merged, origin=Origin.GIT, mark=mark, fence=fence)
@@ -1179,7 +1184,7 @@ async def _rewrite_into(
         live = str(room.text)
         if live == base:
             return replace_text(room, theirs, origin=Origin.GIT, mark=mark, fence=fence)
-        merged, conflicted = merge_text(base, live, theirs)
+        merged, conflicted = merge_text(base, live, theirs, characters=True)
         if not conflicted:
             return replace_text(room, merged, origin=Origin.GIT, mark=mark, fence=fence)
         await rescue.keep(change.path, live)

@@ -37,7 +37,7 @@ from ..objects.commits import BlobEntry, edit_tree
 from ..packs.read import ObjectReader
 from .merge_base import CommitGraph, merge_bases
 from .tree_merge import Entry, Merged, Reader, TreeMerge, is_git_binary
-from .xmerge import merge_lines
+from .xmerge import merge_lines, merge_resolving
 
 __all__ = [
     "BINARY_SNIFF",
@@ -246,6 +246,7 @@ def merge_text(
     *,
     labels: tuple[str, str] = ("ours", "theirs"),
     newline: str = "\n",
+    characters: bool = False,
 ) -> tuple[str, bool]:
     """Merge two edits of ``base`` line by line, as git merges a file; return (merged text,
     whether it conflicts).
@@ -254,11 +255,37 @@ def merge_text(
     insert at the same place, are put between ``<<<<<<< ours`` / ``=======`` / ``>>>>>>>
     theirs`` markers (git's layout, ``labels`` naming the sides). Lines end at ``newline``
     (git's ``"\\n"``, which CRLF lines end in too).
+
+    ``characters``: lines both sides changed are merged character by character first, as
+    live typing merges (one side typed at the end of a line the other changed at its
+    start: both are kept); the text is merged line by line, markers and all, only if a
+    region conflicts character by character too, or is too long to merge so
+    (``CHARACTER_MERGE_MAX``).
     """
-    lines, conflicts = merge_lines(
-        _split(base, newline), _split(ours, newline), _split(theirs, newline), labels, newline
-    )
+    base_lines, our_lines, their_lines = (_split(t, newline) for t in (base, ours, theirs))
+    lines, conflicts = merge_lines(base_lines, our_lines, their_lines, labels, newline)
+    if conflicts and characters:
+        finer = merge_resolving(base_lines, our_lines, their_lines, _merge_characters)
+        if finer is not None:
+            return "".join(finer), False
     return "".join(lines), conflicts > 0
+
+
+CHARACTER_MERGE_MAX = 20_000
+"""The most characters (the three sides' together) of a region merged character by
+character (see :func:`merge_text`): a diff of characters takes a step per character."""
+
+
+def _merge_characters(
+    base: Sequence[str], ours: Sequence[str], theirs: Sequence[str]
+) -> list[str] | None:
+    """The lines of one region merged character by character; ``None`` if they conflict."""
+    texts = ("".join(base), "".join(ours), "".join(theirs))
+    if sum(map(len, texts)) > CHARACTER_MERGE_MAX:
+        return None
+    b, o, t = texts
+    merged, conflicts = merge_lines(list(b), list(o), list(t), ("", ""), "\n")
+    return None if conflicts else ["".join(merged)]
 
 
 def _split(text: AnyStr, newline: AnyStr) -> list[AnyStr]:

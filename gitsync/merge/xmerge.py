@@ -14,12 +14,12 @@ the base use CRLF.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import AnyStr
 
 from .xdiff import Algorithm, Change, LineCounts, diff_ids
 
-__all__ = ["MARKER_SIZE", "merge_lines"]
+__all__ = ["MARKER_SIZE", "merge_lines", "merge_resolving"]
 
 MARKER_SIZE = 7
 """Length of the conflict marker runs (``<<<<<<<``); git lengthens it for nested merges."""
@@ -58,6 +58,45 @@ def merge_lines(
     _join_close_conflicts(regions)
     out = _fill(regions, base, ours, theirs, labels, newline, marker_size)
     return out, sum(1 for r in regions if r[0] == 0)
+
+
+def merge_resolving(
+    base: Sequence[AnyStr],
+    ours: Sequence[AnyStr],
+    theirs: Sequence[AnyStr],
+    resolve: Callable[[Sequence[AnyStr], Sequence[AnyStr], Sequence[AnyStr]], list[AnyStr] | None],
+    *,
+    algorithm: Algorithm = "histogram",
+) -> list[AnyStr] | None:
+    """Merge as :func:`merge_lines` does, but hand each region where both sides' changes
+    touch or overlap (base, ours and theirs lines of it, before any narrowing) to
+    ``resolve``, whose lines take its place; ``None`` if ``resolve`` gives up on one."""
+    hb, h1, h2 = _classes(base, ours, theirs)
+    counted = LineCounts(hb)
+    script1 = diff_ids(hb, h1, algorithm, counted)
+    if not script1:
+        return list(theirs)
+    script2 = diff_ids(hb, h2, algorithm, counted)
+    if not script2:
+        return list(ours)
+    out: list[AnyStr] = []
+    i = 0
+    for mode, i0, chg0, i1, chg1, i2, chg2 in _regions(
+        script1, script2, len(base), len(ours), len(theirs), h1, h2
+    ):
+        out.extend(ours[i:i1])
+        if mode == 0:
+            resolved = resolve(base[i0 : i0 + chg0], ours[i1 : i1 + chg1], theirs[i2 : i2 + chg2])
+            if resolved is None:
+                return None
+            out.extend(resolved)
+        elif mode == 1:
+            out.extend(ours[i1 : i1 + chg1])
+        else:
+            out.extend(theirs[i2 : i2 + chg2])
+        i = i1 + chg1
+    out.extend(ours[i:])
+    return out
 
 
 def _classes(*texts: Sequence[Hashable]) -> list[list[int]]:

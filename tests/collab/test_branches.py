@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eventwait import Events
@@ -15,6 +16,8 @@ from servers import SECRET, make_config
 
 from collab import Client, CollabServer
 from collab.client import ClientError
+from collab.git.branch_sync import BranchSync
+from collab.live.origin import Origin
 from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
 
@@ -511,4 +514,42 @@ async def test_a_fork_made_while_someone_types_in_the_source_merges_back_cleanly
         text = str(typed.text)
         assert all(text.count(f"<a{n}>\n") == 1 for n in range(count))
         assert text.count("<a") == count
+    git(demo, "fsck", "--full", "--strict")
+
+
+async def test_a_clean_merge_and_a_keystroke_on_the_same_line_both_land_without_markers(
+    fast_server: CollabServer, repos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge is clean in git; a keystroke that lands while it is merged into the live
+    text, at the end of a line the merge changes at its start, is kept beside the change
+    (live typing merges character by character), not put between conflict markers."""
+    demo = repos / "demo"
+    async with (
+        Client(fast_server.url, user="alice") as alice,
+        Client(fast_server.url, user="typist") as typist,
+    ):
+        target = await typist.open("demo/main:README.md")
+        first_line = str(target.text).split("\n")[0]
+        assert await alice.fork("demo", "main", "feature") == "feature"
+        feature = await alice.open("demo/feature:README.md")
+        feature.insert(0, "NEW ")
+        await alice.flush()
+        await alice.commit("demo", "feature")
+        merge_into_live = BranchSync.merge_into_live
+
+        async def typed_meanwhile(sync: BranchSync, *args: Any, **kwargs: Any) -> None:
+            if sync.branch == "main":
+                room = fast_server.rooms.get_key("demo/main:README.md")
+                assert room is not None
+                room.edit(lambda text: text.insert(len(first_line), " typed"), origin=Origin.CLIENT)
+            await merge_into_live(sync, *args, **kwargs)
+
+        monkeypatch.setattr(BranchSync, "merge_into_live", typed_meanwhile)
+        result = await alice.merge("demo", "feature", "main")
+        assert result["applied"] and result["conflicts"] == []
+        expected = f"NEW {first_line} typed\n"
+        await until(lambda: str(target.text).startswith(expected))
+        assert "<<<<<<<" not in str(target.text)
+        await alice.commit("demo", "main")
+        assert show(demo, "main", "README.md").startswith(expected)
     git(demo, "fsck", "--full", "--strict")
