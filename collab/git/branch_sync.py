@@ -406,7 +406,12 @@ class BranchSync:
         self, grant: Grant | None = None, on_snapshot: Callable[[], None] | None = None
     ) -> None:
         """Commit the documents' pending text. ``on_snapshot`` is called as the text is
-        taken, with no await in between (a fork copies the documents then)."""
+        taken, with no await in between (a fork copies the documents then).
+
+        In a cluster, ``grant`` is the branch's lease, held: a commit made without it would
+        move the ref under the holder's feet, which would take it for a push."""
+        if self.owner.leases is not None and grant is None:
+            raise RuntimeError(f"{self.name}: a commit in a cluster needs the branch's lease")
         self._cancel_timers()
         if not self.dirty:
             return

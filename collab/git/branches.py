@@ -39,7 +39,7 @@ from ..live.room import Room, Subscriber
 from ..live.rooms import Rooms
 from ..server.auth import Identity
 from ..store.base import Store
-from .branch_sync import BranchSync, GitSync
+from .branch_sync import BranchSync, GitSync, LeaseBusy
 from .work import in_git_thread
 
 __all__ = ["Branches"]
@@ -286,18 +286,24 @@ class Branches:
             loaded = self._capture_loaded(prefix)
 
         async with sync.lock:
-            # The fork starts at the commit of the very text its documents are copied with,
-            # taken together: text typed between a commit and a copy would be the fork's own
-            # change, and the source's too once it commits it, and merging the fork back
-            # would conflict on it. (Nothing pending: the commit returns with no await.)
-            await sync._commit(on_snapshot=snapshot)
-            if loaded is None:
-                snapshot()
-            assert loaded is not None
-            start = sync.synced
-            states, texts = loaded
-            await self._capture_stored(prefix, states)
-            await self._create_checked(repo, name, start)
+            try:  # in a cluster, the source's commit is made under its lease, as any
+                grant = await sync.lease_patiently()
+            except LeaseBusy as exc:
+                raise ProtocolError(ErrorCode.CONFLICT, f"{exc}; try again") from None
+            async with sync.holding(grant):
+                # The fork starts at the commit of the very text its documents are copied
+                # with, taken together: text typed between a commit and a copy would be the
+                # fork's own change, and the source's too once it commits it, and merging
+                # the fork back would conflict on it. (Nothing pending: the commit returns
+                # with no await.)
+                await sync._commit(grant, on_snapshot=snapshot)
+                if loaded is None:
+                    snapshot()
+                assert loaded is not None
+                start = sync.synced
+                states, texts = loaded
+                await self._capture_stored(prefix, states)
+                await self._create_checked(repo, name, start)
         target = f"{repo}/{name}:"
         for path, state in states.items():
             await self.store.append(target + path, state)

@@ -433,3 +433,28 @@ async def test_an_edit_made_under_a_lease_taken_over_before_it_was_stored_is_ref
         assert "late merge;" not in str(doc_a) and "late merge;" not in str(doc_b)
         assert str(doc_a) == str(doc_b)
         await busy.release(held)
+
+
+async def test_a_fork_commits_its_source_under_the_sources_lease(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """A fork commits the source's pending text first: under the source's lease, as every
+    commit, or it would move the ref under the holder's feet, which would take the commit
+    for a push and merge it into the documents a second time."""
+    node = two_nodes[0]
+    async with Client(node.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        doc.insert(0, "typed before the fork;")
+        await ann.flush()
+        busy, held = await hold_lease(node, ttl=30.0)
+        before = git(repos, "rev-parse", "main")
+        forking = asyncio.create_task(ann.fork("demo", "main", "topic"))
+        await asyncio.sleep(1.5)
+        assert not forking.done()
+        assert git(repos, "rev-parse", "main") == before
+        await busy.release(held)
+        assert await asyncio.wait_for(forking, 15) == "topic"
+        assert git(repos, "show", "main:README.md").startswith("typed before the fork;")
+        assert git(repos, "rev-parse", "topic") == git(repos, "rev-parse", "main")
+        topic = await ann.open("demo/topic:README.md")
+        assert str(topic.text) == str(doc.text)
