@@ -6,6 +6,7 @@ missing, and typing creates it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +24,8 @@ pytestmark = pytest.mark.browser
 FILES = {"img/logo.bin": "PNG\x00\x01\x02binary\x00", "big.txt": "x" * 9000 + "\n"}
 READ_ONLY = "() => window.collab.editor.view.state.readOnly"
 # counts the closes of the open editor's socket (each try to connect that was refused)
+TOKEN_TTL = 5  # seconds: a token that expires while its page is open
+
 COUNT_CLOSES = """() => { window.closes = 0
   window.collab.editor.provider.on('connection-close', () => window.closes++) }"""
 
@@ -109,11 +112,13 @@ async def test_signed_out_then_signed_in_again_keeps_what_was_typed(
 ) -> None:
     http = f"http://127.0.0.1:{secure_server.port}"
     doc = "demo/main:README.md"
-    token = tokens.mint(user="tom", repo="demo", role=Role.WRITE, ttl=2)
+    # long enough for a busy machine to open the page while it is valid
+    expires = time.monotonic() + TOKEN_TTL
+    token = tokens.mint(user="tom", repo="demo", role=Role.WRITE, ttl=TOKEN_TTL)
     await chromium.open("tom", f"{http}/?token={token}#{doc}")
     await wait_synced(chromium, "tom", doc)
     await chromium.eval("tom", COUNT_CLOSES)
-    await asyncio.sleep(2.5)  # the token has expired; the open socket goes on
+    await asyncio.sleep(expires + 0.5 - time.monotonic())  # expired; the open socket goes on
     # the connection drops (a network blip), and something is typed before it is back
     await chromium.eval(
         "tom",
