@@ -308,7 +308,7 @@ def _tree_of(reader: Reader, commits: dict[bytes, bytes | None], sha: bytes) -> 
         return found
     raw = reader.raw(sha)
     if not raw.startswith(b"tree "):
-        raise ValueError(f"{sha[:12]!r} is not a commit")
+        raise ValueError(f"{sha[:12].decode()} is not a commit")
     commits[sha] = tree = raw[5:45]
     return tree
 
@@ -339,7 +339,9 @@ def _plan(
     graph = _graph(repo, objects)
     bases = merge_bases(graph, target, [source])
     if not bases:
-        raise UnrelatedHistories(f"{source[:12]!r} and {target[:12]!r} share no history")
+        raise UnrelatedHistories(
+            f"{source[:12].decode()} and {target[:12].decode()} share no history"
+        )
     if source in bases:
         return MergePlan(
             source, target, source, up_to_date=True, reader=reader, target_tree=target_tree

@@ -6,8 +6,9 @@
 
 - trees: each entry parses (octal mode, a name, a NUL, a whole id); names that are empty,
   ``.``, ``..``, contain ``/``, longer than :data:`MAX_NAME`, or are ``.git`` in any spelling
-  a filesystem folds to it (:mod:`protocol.dotgit`); modes other than the five git writes, or
-  written with a leading zero; duplicate names; entries out of git's order; null ids; a
+  a filesystem folds to it (:mod:`protocol.dotgit`); modes of no type git knows (another
+  mode of a file, as old gits wrote ``100664``, only makes git warn: it is taken), or written
+  with a leading zero; duplicate names; entries out of git's order; null ids; a
   ``.gitmodules`` that is a symbolic link;
 - commits: ``tree``, ``parent``, one ``author`` and a ``committer`` line, in that order, ids in
   lower-case hex, identities ``Name <email> seconds +zone``; no NUL anywhere;
@@ -62,6 +63,8 @@ MAX_ATTRIBUTE_LINE = 2048
 
 _DIR, _GITLINK, _SYMLINK = 0o040000, 0o160000, 0o120000
 _MODES = frozenset([0o100644, 0o100755, _SYMLINK, _DIR, _GITLINK])
+_TYPE_BITS = 0o170000
+_TYPES = frozenset([0o100000, _SYMLINK, _DIR, _GITLINK])  # file, link, tree, submodule
 _OID = 20
 _HEX = re.compile(rb"[0-9a-f]{40}")
 _NULL = b"\0" * _OID
@@ -136,7 +139,9 @@ def check_tree(sha: bytes, raw: bytes) -> list[TreeEntry]:
             "hasDotdot": name == b"..",
             "hasDotgit": is_dotgit(name),
             "zeroPaddedFilemode": mode_text.startswith(b"0"),
-            "badFilemode": mode not in _MODES,
+            # another mode of a known type (100664, written by old gits) is only a warning
+            # to git, which reads it as its type; a mode of no type git knows is refused
+            "badFilemode": mode not in _MODES and mode & _TYPE_BITS not in _TYPES,
             "duplicateEntries": name in names,
             "largePathname": len(name) > MAX_NAME,
         }

@@ -19,7 +19,7 @@ from dulwich.repo import Repo
 from gitcli import require_git, skewed_text
 from servers import SECRET, make_config
 
-from collab import CollabServer
+from collab import Client, CollabServer
 from collab.server.auth import Role, TokenAuthenticator
 
 MB = 1_000_000
@@ -241,7 +241,7 @@ def _dangerous_trees(blob: bytes, config_dir: bytes) -> dict[str, tuple[bytes, s
         ".": (one(b"."), "hasDot"),
         "a/b": (one(b"a/b"), "fullPathname"),
         "zero-padded mode": (one(b"a", b"040000", config_dir), "zeroPaddedFilemode"),
-        "bad mode": (one(b"a", b"100664"), "badFilemode"),
+        "bad mode": (one(b"a", b"10644"), "badFilemode"),
         "duplicate": (_tree((b"100644", b"a", blob), (b"100644", b"a", blob)), "duplicateEntries"),
         "unsorted": (_tree((b"100644", b"b", blob), (b"100644", b"a", blob)), "treeNotSorted"),
         ".gitmodules symlink": (one(b".gitmodules", b"120000"), "gitmodulesSymlink"),
@@ -412,3 +412,28 @@ async def test_a_push_may_refer_to_blobs_the_server_holds_as_loose_objects(
     assert pushed.returncode == 0, pushed.stderr
     assert head(repos / "demo") == head(work)
     fsck_clean(repos / "demo")
+
+
+async def test_a_file_of_an_old_mode_is_taken_as_git_takes_it(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """Old gits wrote files of mode 100664; git only notes it, and real histories hold such
+    trees: they are pushed, cloned back the same, and the file opens as any text file."""
+    demo = repos / "demo"
+    work = await clone(server, tmp_path)
+    with Repo(str(work)) as repo:
+        blob = Blob.from_string(b"old mode\n")
+        repo.object_store.add_object(blob)
+    pushed = _commit_tree(work, _tree((b"100664", b"old.txt", blob.sha().digest())), "old mode")
+    await git(work, "push", "-q", "origin", "main")
+    assert head(demo) == pushed
+    fsck_clean(demo)
+    again = await clone(server, tmp_path, "again")
+    assert head(again) == pushed
+    raw = subprocess.run(
+        ["git", "cat-file", "tree", "HEAD^{tree}"], cwd=again, capture_output=True, check=True
+    )
+    assert raw.stdout.startswith(b"100664 old.txt\0")  # (ls-tree shows it as 100644)
+    async with Client(server.url, user="alice") as alice:
+        doc = await alice.open("demo/main:old.txt")
+        assert str(doc.text) == "old mode\n"

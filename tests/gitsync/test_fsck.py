@@ -80,8 +80,8 @@ BAD_TREES: dict[str, tuple[bytes, str]] = {
     "/": (tree((b"100644", b"/", B)), "fullPathname"),
     "null id": (tree((b"100644", b"a", bytes(20))), "nullSha1"),
     "zero-padded mode": (tree((b"040000", b"a", T)), "zeroPaddedFilemode"),
-    "mode 100664": (tree((b"100644", b"a", B), (b"100664", b"b", B)), "badFilemode"),
-    "mode 100600": (tree((b"100600", b"a", B)), "badFilemode"),
+    "mode of a FIFO": (tree((b"10644", b"a", B)), "badFilemode"),
+    "mode of no type": (tree((b"644", b"a", B)), "badFilemode"),
     "duplicate blobs": (tree((b"100644", b"a", B), (b"100644", b"a", B)), "duplicateEntries"),
     "blob and tree of one name": (
         tree((b"100644", b"a", B), (b"100644", b"a.c", B), (b"40000", b"a", T)),
@@ -139,11 +139,9 @@ STRICTER: dict[str, tuple[str, bytes, str]] = {
         commit(b"tree " + T.hex().upper().encode(), b"author " + IDENT, b"committer " + IDENT),
         "badTreeSha1",
     ),
-    "mode 100664": ("tree", tree((b"100664", b"a", B)), "badFilemode"),
 }
-"""Objects git accepts (a bad mode only with a warning) that are refused here: dulwich would
-store an upper-case id as it is and never find the object, and the engine writes only the
-modes git writes."""
+"""Objects git accepts that are refused here: dulwich would store an upper-case id as it is
+and never find the object."""
 
 TAG_HEAD = b"object " + C.encode()
 BAD_TAGS: dict[str, tuple[bytes, str]] = {
@@ -177,6 +175,8 @@ GOOD_TREES = {
         (b"100644", b".git-x", B), (b"100644", b".gitx", B), (b"100644", b".gjt", B)
     ),
     ".gitignore symlink": tree((b"120000", b".gitignore", B)),
+    # files of other modes (old gits wrote 100664): git notes the mode, reads them as files
+    "modes 100664 and 100600": tree((b"100600", b"a", B), (b"100664", b"b", B)),
 }
 
 GOOD_COMMITS = {
@@ -200,7 +200,7 @@ GOOD_TAGS = {
     "odd name": commit(TAG_HEAD, b"type commit", b"tag a..b", b"tagger " + IDENT),
 }
 
-NOTES = {"badTagName", "gitignoreSymlink", "missingTaggerEntry"}
+NOTES = {"badFilemode", "badTagName", "gitignoreSymlink", "missingTaggerEntry"}
 """What git only notes (its "info" messages), even with --strict; accepted here too."""
 
 KINDS = {"commit": COMMIT, "tree": TREE, "blob": BLOB, "tag": TAG}

@@ -557,8 +557,9 @@ def test_unrelated_histories(repo: Repo) -> None:
     one = put(repo, "main", {"a": b"1"})
     other = put(repo, "island", {"a": b"2"})
     assert merge_base(repo, one, other) is None
-    with pytest.raises(UnrelatedHistories):
+    with pytest.raises(UnrelatedHistories) as refused:
         plan_merge(repo, other, one)
+    assert str(refused.value) == f"{other[:12].decode()} and {one[:12].decode()} share no history"
 
 
 def test_many_files_on_both_sides_match_git(repo: Repo, repo_path: Path, git: Git) -> None:
