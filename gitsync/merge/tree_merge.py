@@ -8,9 +8,10 @@ default ``merge.directoryRenames=conflict`` does). Renames move records: a file 
 side and edited on the other is merged at its new path; renamed on both sides to different
 paths, or renamed on one and deleted on the other, it is a conflict. Each path is then
 resolved, children before their directory, with git's rules: content merges
-(:mod:`gitsync.merge.xmerge`), modify/delete conflicts keeping the modified file, a file in the way
-of a directory moved aside to ``path~branch``, two different kinds of entry (file, symlink,
-submodule) moved apart. The result is the files that differ from ours, and the conflicted
+(:mod:`gitsync.merge.xmerge`, as the ``merge`` attributes of ours say:
+:mod:`gitsync.merge.attributes`), modify/delete conflicts keeping the modified file, a file
+in the way of a directory moved aside to ``path~branch``, two different kinds of entry (file,
+symlink, submodule) moved apart. The result is the files that differ from ours, and the conflicted
 paths exactly as ``git merge-tree --name-only`` lists them.
 
 Where git's own code is organised around an index and a work tree, this keeps only what a
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from dulwich.objects import S_ISGITLINK, parse_tree
 
 from ..packs.read import ObjectReader
+from .attributes import MergeAttributes
 from .renames import (
     RELEVANT_CONTENT,
     RELEVANT_LOCATION,
@@ -261,6 +263,7 @@ class TreeMerge:
         self.shared: dict[str, frozenset[str]] = {}  # names all three sides share, by directory
         self.touched: set[str] = set()
         self.trees: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None)
+        self._attributes: MergeAttributes | None = None
 
     # -- collecting (collect_merge_info) ------------------------------------------------
 
@@ -722,7 +725,8 @@ class TreeMerge:
         extra_marker: int,
     ) -> tuple[bytes, bool]:
         orig, ours, theirs = self.reader.blob(o), self.reader.blob(a), self.reader.blob(b)
-        if is_git_binary(orig) or is_git_binary(ours) or is_git_binary(theirs):
+        driver = self.attributes.driver(path)
+        if driver == "binary" or any(map(is_git_binary, (orig, ours, theirs))):
             if self.depth:
                 return orig, False
             return ours, True
@@ -741,8 +745,22 @@ class TreeMerge:
             ),
             b"\n",
             marker_size=MARKER_SIZE + extra_marker,
+            union=driver == "union",
         )
         return b"".join(lines), conflicts > 0
+
+    @property
+    def attributes(self) -> MergeAttributes:
+        """The merge attributes of ours, the tree merged into (see :mod:`.attributes`)."""
+        if self._attributes is None:
+            reader, ours = self.reader, self.trees[1]
+
+            def read(path: str) -> bytes | None:
+                entry = reader.lookup(ours, path)
+                return reader.blob(entry) if entry is not None and stat.S_ISREG(entry[0]) else None
+
+            self._attributes = MergeAttributes(read)
+        return self._attributes
 
     # -- resolving each path (process_entries, process_entry) --------------------------
 

@@ -40,11 +40,15 @@ def merge_lines(
     *,
     marker_size: int = MARKER_SIZE,
     algorithm: Algorithm = "histogram",
+    union: bool = False,
 ) -> tuple[list[AnyStr], int]:
     """Merge the lines of ``ours`` and ``theirs`` (each line with its line ending, the last
     one possibly without) from ``base``; return the merged lines and the number of
     conflicts. ``labels`` follow the ``<<<<<<<`` and ``>>>>>>>`` markers; ``newline`` is
-    ``"\\n"`` (or ``b"\\n"``) in the lines' type."""
+    ``"\\n"`` (or ``b"\\n"``) in the lines' type.
+
+    ``union`` (git's ``merge=union``): each conflict is both sides' lines, ours first,
+    and none is counted."""
     hb, h1, h2 = _classes(base, ours, theirs)
     counted = LineCounts(hb)  # both diffs start from the base
     script1 = diff_ids(hb, h1, algorithm, counted)
@@ -56,6 +60,10 @@ def merge_lines(
     regions = _regions(script1, script2, len(base), len(ours), len(theirs), h1, h2)
     regions = _refine(regions, h1, h2, algorithm)
     _join_close_conflicts(regions)
+    if union:
+        for region in regions:
+            if region[0] == 0:
+                region[0] = 3
     out = _fill(regions, base, ours, theirs, labels, newline, marker_size)
     return out, sum(1 for r in regions if r[0] == 0)
 

@@ -770,3 +770,33 @@ def test_criss_cross_with_modify_delete_between_the_ancestors_matches_git(
     assert plan.base is None and not plan.conflicts
     assert contents(repo, resolve_plan(plan, markers=False))["f.txt"] == b"Y0\nl1\nl2\nX3\n"
     apply_and_compare(repo, repo_path, git, plan)
+
+
+def test_merge_attributes_are_git_s(repo: Repo, repo_path: Path, git: Git, tmp_path: Path) -> None:
+    """``merge=union`` takes both sides' lines; ``-merge`` and ``binary`` keep ours and
+    conflict, text or not; a directory's ``.gitattributes`` overrides the root's. Compared
+    with ``git merge`` in a checkout of the target (which reads them from there)."""
+    attributes = {
+        ".gitattributes": b"*.u merge=union\n*.cfg -merge\n*.tb binary\n",
+        "sub/.gitattributes": b"*.u -merge\nplain.txt merge=union\n",
+    }
+    files = {name: b"one\ntwo\nthree\n" for name in ("f.u", "c.cfg", "t.tb", "sub/g.u", "p.txt")}
+    fork(repo, {**attributes, **files, "sub/plain.txt": b"one\ntwo\n"})
+    changed = [*files, "sub/plain.txt"]
+    theirs = put(repo, "topic", {path: b"one\ntwo (topic)\nthree\n" for path in changed})
+    ours = put(repo, "main", {path: b"one\ntwo (main)\nthree\n" for path in changed})
+    plan = plan_merge(repo, theirs, ours, labels=("main", "topic"))
+    merged = contents(repo, resolve_plan(plan, markers=True))
+
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", "-b", "main", str(repo_path), str(work))
+    ident = ["-c", "user.name=T", "-c", "user.email=t@example.com"]
+    git(work, *ident, "merge", "-q", "origin/topic", check=False)
+    conflicts = set(git(work, "diff", "--name-only", "--diff-filter=U").split())
+    assert set(plan.conflicts) == conflicts == {"c.cfg", "p.txt", "sub/g.u", "t.tb"}
+    for path in changed:
+        if path != "p.txt":  # (its markers name the sides as the commands do)
+            kept = b"one\ntwo (main)\nthree\n"  # ours, where the merge does not change it
+            assert merged.get(path, kept) == (work / path).read_bytes(), path
+    assert merged["f.u"] == b"one\ntwo (main)\ntwo (topic)\nthree\n"
+    assert merged["sub/plain.txt"] == b"one\ntwo (main)\ntwo (topic)\nthree\n"
