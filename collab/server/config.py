@@ -31,6 +31,9 @@ class ServerConfig:
     secret: bytes | None = None  # None: dev mode (loopback only, ?user=NAME)
     grace: float = 5.0  # an idle room stays loaded this long after its last peer leaves
     heartbeat: float = 30.0  # WebSocket ping interval; a peer silent for half of it is dropped
+    # an empty awareness message to each /yjs peer this often: stock y-websocket clients
+    # close a connection that brought no message for 30 s (pings are no message to them)
+    yjs_keepalive: float = 15.0
     max_message: int = 8 * 1024 * 1024
     max_file: int = 4 * 1024 * 1024  # larger files are not opened as live documents
     outbox_limit: int = 4096  # frames queued for one connection before it counts as a slow reader

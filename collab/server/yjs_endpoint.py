@@ -55,6 +55,35 @@ class YjsEndpoint:
         return await handle_yjs(self, request)
 
 
+KEEPALIVE = encode_message(AwarenessMessage(encode_awareness([])))
+"""An awareness message of no entries: stock clients take it, and it changes nothing."""
+
+
+class KeepAlive:
+    """Puts :data:`KEEPALIVE` in a peer's queue every ``interval`` seconds, from one timer
+    (no task). A stock y-websocket client closes its connection once it has received no
+    message for 30 s, WebSocket pings not counting; the reference server keeps it by sending
+    each client its own awareness back, which this server does not (another person's
+    awareness, every 15 s, keeps everyone but a person alone in a document)."""
+
+    def __init__(self, outbox: Outbox, interval: float) -> None:
+        self.outbox = outbox
+        self.interval = interval
+        self._timer: asyncio.TimerHandle | None = None
+        if interval > 0:
+            self._timer = asyncio.get_running_loop().call_later(interval, self._send)
+
+    def _send(self) -> None:
+        if self.outbox.closing:
+            return
+        self.outbox.put(KEEPALIVE)
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._send)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 def _encode_update(update: bytes) -> bytes:
     return encode_message(SyncUpdate(update))
 
@@ -118,6 +147,7 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
         await close_ws(ws, exc.code, exc.message)
         return ws
     writer = asyncio.create_task(outbox.run())
+    keepalive = KeepAlive(outbox, endpoint.config.yjs_keepalive)
     endpoint.sockets.track(ws, identity.user)
     access = "read-write" if peer.writable else "read-only"
     log.info("%s (%s): connected, %s", name, identity.user, access)
@@ -144,6 +174,7 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
                 # CollabWebSocket); the frame error is the message's data, not ws.exception()
                 read_failed(outbox.traffic, log, name, msg.data)
     finally:
+        keepalive.cancel()
         endpoint.sockets.untrack(ws)
         room.detach(peer)
         outbox.finish()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from jsfleet import JsFleet, require_js
 from serverproc import ServerProcess
+from servers import make_config
 from test_crash import stored_text
 from yjsclient import caret
 
@@ -565,4 +566,23 @@ async def test_kill_9_with_js_clients_typing(repos: Path, tmp_path: Path, fleet:
         assert await stored_text(server.data_dir, ROOM) == final
     finally:
         await observer.close()
+        await server.stop()
+
+
+async def test_a_js_client_alone_in_a_document_keeps_hearing_from_the_server(
+    repos: Path, tmp_path: Path, fleet: JsFleet
+) -> None:
+    """y-websocket closes a connection that brought no message for 30 s (pings do not count),
+    and no one else's awareness comes to a person alone: the server's keepalive, an empty
+    awareness message (shortened here), keeps the connection up, and changes nothing."""
+    server = CollabServer(make_config(repos, tmp_path / "data", yjs_keepalive=0.3))
+    await server.start()
+    try:
+        await js_open(fleet, "alone", server.url, awareness={"user": {"name": "x"}})
+        await asyncio.sleep(2.0)
+        state = await fleet.call_ok("state", client="alone")
+        assert state["connected"] and state["closes"] == []
+        assert state["last_message_ms_ago"] < 1000
+        assert state["text"] == SEED and list(state["awareness"]) == [str(state["client_id"])]
+    finally:
         await server.stop()

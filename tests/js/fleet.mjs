@@ -24,7 +24,8 @@
  *                 filler_ratio?=0}          -> {markers, length}
  *   text                                    -> {text}
  *   state                                   -> {text, synced, connected, client_id,
- *                                               sync_count, closes, denied, awareness}
+ *                                               sync_count, closes, last_message_ms_ago,
+ *                                               denied, awareness}
  *   set_awareness {state}                   -> {}
  *   disconnect {timeout_ms?=10000}          -> {}
  *   connect {timeout_ms?=10000, fail_fast?=true} -> {synced}
@@ -204,6 +205,7 @@ const clientState = (c) => ({
   client_id: c.doc.clientID,
   sync_count: c.syncCount,
   closes: c.closes.map(([code, reason]) => [code, reason]),
+  last_message_ms_ago: Date.now() - c.provider.wsLastMessageReceived,
   denied: c.denied.slice(),
   awareness: awarenessStates(c)
 })
