@@ -23,11 +23,20 @@ as another text, or that it cannot read back at all.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import ErrorCode, ProtocolError
 
-__all__ = ["MAX_CLIENT", "MAX_CLOCK", "UpdateShape", "read_text_update", "text_update_clients"]
+__all__ = [
+    "MAX_CLIENT",
+    "MAX_CLOCK",
+    "UpdateShape",
+    "read_text_update",
+    "splits_a_pair",
+    "text_update_clients",
+]
 
 MAX_CLIENT = 2**53 - 1
 """The largest client id Yjs can encode and decode (``Number.MAX_SAFE_INTEGER``)."""
@@ -91,12 +100,6 @@ def _within_clocks(start: int, length: int) -> int:
     return end
 
 
-def _skip_id(data: bytes, pos: int) -> int:
-    _client_id, pos = _client(data, pos)
-    _clock_value, pos = _clock(data, pos)
-    return pos
-
-
 def _skip_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     length, pos = _uint(data, pos)
     end = pos + length
@@ -112,12 +115,56 @@ class UpdateShape:
     ``clients``: the clients whose structs it carries; ``starts`` and ``ends``: for each
     client with a section, the clock its structs start at and the one they reach (a string
     takes its length in UTF-16 units, as in Yjs);
-    ``deleted``: for each client in its delete set, the end of its last deleted range."""
+    ``deleted``: for each client in its delete set, the end of its last deleted range.
+
+    ``bounds``: where the update places text or ends a deletion, as ``(client, clock)``
+    meaning right after that clock of that client (an item's origin; the clock before its
+    right origin; the clocks before and at the end of each deleted range). ``pairs``: for
+    each client whose strings hold characters past U+FFFF, the clock of each one's first
+    UTF-16 unit (see :func:`splits_a_pair`)."""
 
     clients: frozenset[int]
     starts: dict[int, int]
     ends: dict[int, int]
     deleted: dict[int, int]
+    bounds: list[tuple[int, int]]
+    pairs: dict[int, list[int]]
+
+
+_FOUR_BYTES = re.compile(rb"[\xf0-\xf4]")
+"""The first byte of a character past U+FFFF in UTF-8 (two UTF-16 units: a pair)."""
+
+
+def _note_pairs(text: bytes, clock: int, into: list[int]) -> None:
+    """The clocks of the pairs' first units in ``text``, a string struct at ``clock``."""
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    for char in decoded:
+        if ord(char) > 0xFFFF:
+            into.append(clock)
+            clock += 2
+        else:
+            clock += 1
+
+
+def splits_a_pair(
+    bounds: Iterable[tuple[int, int]], *pairs: Mapping[int, Collection[int]]
+) -> tuple[int, int] | None:
+    """The first of ``bounds`` that falls between the two UTF-16 units of a character past
+    U+FFFF (one of ``pairs``, by client, holds its first unit's clock), if one does.
+
+    Yjs, splitting such a character, makes both halves U+FFFD; the Rust core under pycrdt
+    cannot hold half a character and places the text elsewhere, differently again once the
+    document is loaded anew: the texts would differ for good. No editor binding places text
+    there (it moves over the pair as one character)."""
+    for client, clock in bounds:
+        for held in pairs:
+            firsts = held.get(client)
+            if firsts and clock in firsts:
+                return client, clock
+    return None
 
 
 def _clock_span(text: bytes) -> int:
@@ -149,6 +196,8 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
     starts: dict[int, int] = {}
     ends: dict[int, int] = {}
     deleted: dict[int, int] = {}
+    bounds: list[tuple[int, int]] = []
+    pairs: dict[int, list[int]] = {}
     sections, pos = _uint(data, 0)
     for _ in range(sections):
         structs, pos = _uint(data, pos)
@@ -169,10 +218,14 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
                 length, pos = _uint(data, pos)
                 clock = _within_clocks(clock, length)
                 continue
-            if info & _HAS_ORIGIN:
-                pos = _skip_id(data, pos)
-            if info & _HAS_RIGHT_ORIGIN:
-                pos = _skip_id(data, pos)
+            if info & _HAS_ORIGIN:  # placed right after that clock
+                at, pos = _client(data, pos)
+                after, pos = _clock(data, pos)
+                bounds.append((at, after))
+            if info & _HAS_RIGHT_ORIGIN:  # right before that one
+                at, pos = _client(data, pos)
+                before, pos = _clock(data, pos)
+                bounds.append((at, before - 1))
             if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):  # its parent is given
                 named, pos = _uint(data, pos)
                 if named != 1:
@@ -184,6 +237,8 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
                     raise _refuse(f"a map entry on {root!r}")
             if kind == _STRING:
                 text, pos = _skip_bytes(data, pos)
+                if not text.isascii() and _FOUR_BYTES.search(text):
+                    _note_pairs(text, clock, pairs.setdefault(client, []))
                 clock = _within_clocks(clock, _clock_span(text))
             elif kind == _DELETED:
                 length, pos = _uint(data, pos)
@@ -202,4 +257,6 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
             end = _within_clocks(start, length)
             if end > deleted.get(client, 0):
                 deleted[client] = end
-    return UpdateShape(frozenset(clients), starts, ends, deleted)
+            bounds.append((client, start - 1))
+            bounds.append((client, end - 1))
+    return UpdateShape(frozenset(clients), starts, ends, deleted, bounds, pairs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from pycrdt import Doc, Text, merge_updates
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
-from protocol.text_update import UpdateShape, read_text_update
+from protocol.text_update import UpdateShape, read_text_update, splits_a_pair
 from protocol.yjs import (
     AwarenessEntry,
     YjsLimits,
@@ -42,6 +43,7 @@ log = logging.getLogger("collab.room")
 
 EMPTY_UPDATE = b"\x00\x00"
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
+_FOUR_BYTES = re.compile(rb"[\xf0-\xf4]")  # may start a character past U+FFFF in UTF-8
 _ID_USERS = 4096  # client ids whose holder a room remembers past its table (see _hold_id)
 
 
@@ -136,6 +138,10 @@ class Room:
         self.max_awareness = max_awareness
         self.limits = limits or YjsLimits()
         self.epochs = epochs_in(doc.get_state())  # see collab.live.epochs
+        # the clock of each character past U+FFFF's first UTF-16 unit, by client (see
+        # protocol.text_update.splits_a_pair); empty for most files
+        self._pairs: dict[int, set[int]] = {}
+        self._note_pairs(doc.get_update())
         self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
@@ -297,6 +303,14 @@ class Room:
         if shape.deleted:
             self._check_deletes(shape)
         claims = self._check_writer(shape, sender, answer) if sender is not None else ()
+        if self._pairs or shape.pairs:
+            split = splits_a_pair(shape.bounds, self._pairs, shape.pairs)
+            if split is not None:
+                raise InvalidUpdate(
+                    f"update rejected: it places text or ends a deletion inside a character "
+                    f"(between the two UTF-16 units of a character past U+FFFF: client "
+                    f"{split[0]}, clock {split[1]})"
+                )
         clients = shape.clients
         _precheck(update)
         if answer and sender is not None:
@@ -316,6 +330,8 @@ class Room:
                 self._check_health(exc, sender)
             raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
         self._size_bound = size_bound
+        for client, firsts in shape.pairs.items():
+            self._pairs.setdefault(client, set()).update(firsts)
         if sender is not None:
             for client in claims:
                 self._hold_id(client, sender.identity.user)
@@ -340,6 +356,7 @@ class Room:
                 self.fail(f"an update from the shared log could not be applied: {exc!r}")
                 return
             self._size_bound += len(update)
+            self._note_pairs(update)
             if not added <= self.epochs:  # another node seeded anew (rare)
                 self.epochs = epochs_in(self.doc.get_state())
         for peer in list(self.peers):
@@ -417,6 +434,18 @@ class Room:
             )
         return claims
 
+    def _note_pairs(self, update: bytes) -> None:
+        """Keep the clocks of the pairs in an applied update's strings (read only if it may
+        hold one)."""
+        if not _FOUR_BYTES.search(update):
+            return
+        try:
+            pairs = read_text_update(update, TEXT_NAME).pairs
+        except ProtocolError:  # (what the document holds or took was read before)
+            return
+        for client, firsts in pairs.items():
+            self._pairs.setdefault(client, set()).update(firsts)
+
     def _written(self, client: int, shape: UpdateShape) -> int:
         """How many clocks ``client`` has written, as last read, with ``shape``'s section of
         it if that joins on (see :meth:`_check_deletes`)."""
@@ -483,6 +512,7 @@ class Room:
             return done
         update = captured[0] if len(captured) == 1 else merge_updates(*captured)
         self._size_bound += len(update)
+        self._note_pairs(update)
         pending = _Pending(update, origin, None, fence=fence)
         self._enqueue(pending)
         self._notify(origin, author)

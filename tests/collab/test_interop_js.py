@@ -586,3 +586,29 @@ async def test_a_js_client_alone_in_a_document_keeps_hearing_from_the_server(
         assert state["text"] == SEED and list(state["awareness"]) == [str(state["client_id"])]
     finally:
         await server.stop()
+
+
+async def test_a_stock_client_typing_inside_an_emoji_is_refused_and_no_copy_diverges(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    """At a UTF-16 index between an emoji's two units, Yjs makes both halves U+FFFD and the
+    server's CRDT core would place the text elsewhere: the update is refused (4010), and
+    every other copy keeps one text."""
+    await js_open(fleet, "writer", server.url)
+    await js_open(fleet, "splitter", server.url)
+    await fleet.call_ok("insert", client="writer", index=0, text="a😀b;")
+    await fleet.call_ok("wait_text", client="splitter", contains="a😀b;")
+    await fleet.call_ok("insert", client="splitter", index=2, text="X")
+
+    async def refused() -> bool:
+        state = await fleet.call_ok("state", client="splitter")
+        return any(code == ErrorCode.INVALID_UPDATE for code, _ in state["closes"])
+
+    await eventually(refused, 10, "the split to be refused with 4010")
+    await fleet.call_ok("close", client="splitter")
+    await fleet.call_ok("insert", client="writer", index=0, text="then;")
+    async with Client(server.url, user="pyra") as client:
+        doc = await client.open(ROOM)
+        await doc.wait_for(lambda text: text.startswith("then;a😀b;"), timeout=5)
+        state = await fleet.call_ok("state", client="writer")
+        assert state["text"] == str(doc.text) and "X" not in str(doc.text)

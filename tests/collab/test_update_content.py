@@ -296,3 +296,52 @@ async def test_others_text_sent_again_is_taken(server: CollabServer) -> None:
         alice.text.insert(len(alice.text), "!")
         await bob.wait_text(lambda text: text.endswith("!"))
         assert alice.close_code is None and bob.close_code is None
+
+
+def inside_a_pair(author: int, client: int, first: int, delete: bool) -> bytes:
+    """Yjs' encoding of an edit between the two UTF-16 units of a character past U+FFFF
+    whose first unit is ``first`` of ``client``: "X" placed there by ``author`` (its origin
+    that unit, its right origin the next), or a deletion ending there."""
+    update = bytearray()
+    if delete:
+        update += b"\x00"
+        for number in (1, client, 1, 0, first + 1):
+            write_var_uint(update, number)
+        return bytes(update)
+    for number in (1, 1, author, 0):
+        write_var_uint(update, number)
+    update.append(0xC4)  # a string, with an origin and a right origin
+    for number in (client, first, client, first + 1, 1):
+        write_var_uint(update, number)
+    return bytes(update + b"X\x00")
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["an insert", "a deletion"])
+async def test_an_edit_inside_a_character_past_the_bmp_is_refused(
+    server: CollabServer, delete: bool
+) -> None:
+    """Yjs makes both halves of a split character U+FFFD; the server's CRDT core places the
+    text elsewhere, and elsewhere again once the document is loaded anew: every copy would
+    read differently, for good."""
+    async with (
+        YjsPeer(server.url, ROOM, user="alice") as alice,
+        YjsPeer(server.url, ROOM, user="carol") as observer,
+    ):
+        await asyncio.wait_for(alice.synced.wait(), 5)
+        await asyncio.wait_for(observer.synced.wait(), 5)
+        alice.text.insert(0, "a😀b ")
+        await observer.wait_text(lambda text: text.startswith("a😀b "))
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            edit = inside_a_pair(mallory.doc.client_id, alice.doc.client_id, 1, delete)
+            await mallory.send(encode_message(SyncUpdate(edit)))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        observer.text.insert(0, "ok ")  # the room still takes edits, emoji and all
+        await alice.wait_text(lambda text: text.startswith("ok a😀b "))
+        async with YjsPeer(server.url, ROOM, user="later") as later:
+            await later.wait_text(lambda text: text == str(alice.text) == str(observer.text))
+    room = server.rooms.get_key(ROOM)
+    assert room is not None and str(room.text).startswith("ok a😀b ")
+    again: Doc[Any] = Doc()
+    again.apply_update(room.doc.get_update())
+    assert str(again.get("source", type=Text)) == str(room.text)
