@@ -171,3 +171,32 @@ async def test_apply_merges_what_was_previewed(
             "alice", "() => /merged/.test(document.querySelector('#merge-result').innerText)"
         )
         assert await git_show(repo, "main:README.md") == b"not previewed\n" + readme
+
+
+async def test_apply_goes_through_while_someone_types_in_the_target(
+    server: CollabServer, chromium: Chromium, repos: Path
+) -> None:
+    """Typing in the target moves it (its edits are committed first), which changes nothing
+    the preview showed of the source: the apply goes through, the typing kept."""
+    http = f"http://127.0.0.1:{server.port}"
+    repo = repos / "demo"
+    await open_page(chromium, "alice", http)
+    own = await chromium.eval("alice", OWN)
+    async with Client(server.url, user="alice") as py, Client(server.url, user="tom") as tom:
+        app = await py.open(f"demo/{own}:src/app.py")
+        app.insert(len(str(app.text)), "# previewed\n")
+        await py.flush()
+        await chromium.select("alice", "#merge-source", own)
+        await chromium.select("alice", "#merge-target", "main")
+        await chromium.click("alice", "#merge-preview")
+        await chromium.wait("alice", "() => document.querySelector('#merge-result .merge-apply')")
+        target = await tom.open("demo/main:README.md")
+        target.insert(0, "typed after the preview\n")
+        await tom.flush()
+        await chromium.click("alice", "#merge-result .merge-apply")
+        await chromium.wait(
+            "alice", "() => /merged/.test(document.querySelector('#merge-result').innerText)"
+        )
+        assert (await git_show(repo, "main:src/app.py") or b"").endswith(b"# previewed\n")
+        readme = await git_show(repo, "main:README.md") or b""
+        assert readme.startswith(b"typed after the preview\n")

@@ -3,11 +3,13 @@
 // Preview first (`merge.preview` changes nothing: files, diffs, conflicts), then apply
 // (`merge.apply`). On conflict, "Resolve together" applies it with `markers: true`: the
 // conflict markers are written into the target's live documents, so everyone who has them
-// open sees them at once and fixes them together. Apply passes the commits the preview was
-// made at: if either branch has moved since (someone kept typing), the server refuses, and
-// the preview is made again, so that what is applied is always what was shown.
+// open sees them at once and fixes them together. Apply passes the source's commit the
+// preview was made at: if the source has moved since (someone typed there), the server
+// refuses, and the preview is made again, so that what is merged in is always what was
+// shown. The target may move (people typing in it, whose edits the merge keeps): passing
+// its commit too would refuse every apply while anyone types there.
 
-const CONFLICT = 4015 // a branch moved since the preview (or the merge conflicts)
+const CONFLICT = 4015 // the source moved since the preview (or the merge conflicts)
 
 const el = (tag, props = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), props)
@@ -60,8 +62,8 @@ export class MergeView {
       for (const file of plan.files) {
         parts.push(el('div', { className: 'file' }, el('strong', { textContent: `${file.status} ${file.path}` }), diffView(file.diff || '')))
       }
-      // applied only if neither branch has moved since this preview
-      const exact = { ...args, source_head: plan.source, target_head: plan.target }
+      // applied only if the source has not moved since this preview
+      const exact = { ...args, source_head: plan.source }
       if (plan.conflicts.length) {
         parts.push(el('p', { className: 'conflicts', textContent: `conflicts: ${plan.conflicts.join(', ')}` }))
         parts.push(this.button('Resolve together', { ...exact, markers: true }, plan.conflicts[0]))
