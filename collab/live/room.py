@@ -44,7 +44,7 @@ log = logging.getLogger("collab.room")
 EMPTY_UPDATE = b"\x00\x00"
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 _FOUR_BYTES = re.compile(rb"[\xf0-\xf4]")  # may start a character past U+FFFF in UTF-8
-_ID_USERS = 4096  # client ids whose holder a room remembers past its table (see _hold_id)
+_ID_USERS = 4096  # awareness ids whose holder a room remembers past its table (see _hold_id)
 
 
 class InvalidUpdate(ProtocolError):
@@ -146,7 +146,7 @@ class Room:
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
         self._clocks: dict[int, int] = {}  # each client's clock, as last read (see _check_deletes)
-        # who held each client id, kept when its entry leaves a full table (see _id_user)
+        # who held each awareness id, kept when its entry leaves a full table (see _id_user)
         self._id_users: collections.OrderedDict[int, str] = collections.OrderedDict()
         self.recovered = False  # loaded from a history repaired after damage
         # loaded from a history that lacks part of what its branch committed (the state vector
@@ -302,7 +302,6 @@ class Room:
         shape = read_text_update(update, TEXT_NAME)
         if shape.deleted:
             self._check_deletes(shape)
-        claims = self._check_writer(shape, sender, answer) if sender is not None else ()
         if self._pairs or shape.pairs:
             split = splits_a_pair(shape.bounds, self._pairs, shape.pairs)
             if split is not None:
@@ -332,9 +331,6 @@ class Room:
         self._size_bound = size_bound
         for client, firsts in shape.pairs.items():
             self._pairs.setdefault(client, set()).update(firsts)
-        if sender is not None:
-            for client in claims:
-                self._hold_id(client, sender.identity.user)
         pending = _Pending(update, origin, sender)
         self._enqueue(pending)
         self._notify(origin, getattr(sender, "identity", None))
@@ -398,41 +394,6 @@ class Room:
                     f"update rejected: it deletes clocks of client {client} up to {end}, "
                     f"of which the server has {written}: reconnect and sync",
                 )
-
-    def _check_writer(self, shape: UpdateShape, sender: Subscriber, answer: bool) -> list[int]:
-        """Refuse writing as a client id another person holds (see :meth:`_id_user`); return
-        the ids the update claims for its sender.
-
-        Only new clocks count: an update may carry what others wrote before (an editor's
-        answer to sync step 1 holds what the server lacks, whoever wrote it), but a client's
-        next clocks are its own, and whoever wrote them first would have the later writer's
-        edits taken for ones the document has (the writer's own copy, and only it, holding
-        them). An id with new clocks and no holder yet is claimed by a live update, not by an
-        answer (which may relay others' text the server lost). A live update is refused with
-        ``FORBIDDEN``; an answer with ``RESYNC``: an editor that had text the server lost
-        may answer before the person who wrote it does, and its retry passes."""
-        user = sender.identity.user
-        claims = []
-        for client in shape.clients:
-            holder = self._id_user(client)
-            if holder == user or (holder is None and answer):
-                continue
-            end = shape.ends[client]
-            if end <= self._clocks.get(client, 0):
-                continue  # nothing new of it (the clocks as last read only grow)
-            state = self.doc.get_state()
-            limits = YjsLimits(max_state_vector=len(state) + 16)
-            self._clocks = decode_state_vector(state, limits)
-            if end <= self._clocks.get(client, 0):
-                continue
-            if holder is None:
-                claims.append(client)
-                continue
-            code = ErrorCode.RESYNC if answer else ErrorCode.FORBIDDEN
-            raise ProtocolError(
-                code, f"update rejected: it writes as client {client}, another person's id"
-            )
-        return claims
 
     def _note_pairs(self, update: bytes) -> None:
         """Keep the clocks of the pairs in an applied update's strings (read only if it may
@@ -840,9 +801,7 @@ class Room:
             self._broadcast_awareness(removed, None)
 
     def _id_user(self, client_id: int) -> str | None:
-        """The person who last held ``client_id`` here, as an awareness id or by writing as
-        it (``None``: no one). Yjs clients announce their awareness under their document's
-        client id."""
+        """The person who last held awareness id ``client_id`` here (``None``: no one)."""
         current = self._awareness.get(client_id)
         if current is not None and current.user is not None:
             return current.user
