@@ -258,34 +258,42 @@ def merge_text(
 
     ``characters``: lines both sides changed are merged character by character first, as
     live typing merges (one side typed at the end of a line the other changed at its
-    start: both are kept); the text is merged line by line, markers and all, only if a
-    region conflicts character by character too, or is too long to merge so
-    (``CHARACTER_MERGE_MAX``).
+    start: both are kept); the text is merged line by line, markers and all, if a region
+    conflicts character by character too, or if the regions hold more than
+    ``CHARACTER_MERGE_MAX`` characters in all.
     """
     base_lines, our_lines, their_lines = (_split(t, newline) for t in (base, ours, theirs))
     lines, conflicts = merge_lines(base_lines, our_lines, their_lines, labels, newline)
     if conflicts and characters:
-        finer = merge_resolving(base_lines, our_lines, their_lines, _merge_characters)
+        finer = merge_resolving(base_lines, our_lines, their_lines, _CharacterMerge())
         if finer is not None:
             return "".join(finer), False
     return "".join(lines), conflicts > 0
 
 
-CHARACTER_MERGE_MAX = 20_000
-"""The most characters (the three sides' together) of a region merged character by
-character (see :func:`merge_text`): a diff of characters takes a step per character."""
+CHARACTER_MERGE_MAX = 2_000
+"""The most characters (the three sides' together, every region's) merged character by
+character in one :func:`merge_text`: a diff of characters takes a step per character, and
+live documents are merged on the event loop (2,000 take up to 50 ms on a busy machine)."""
 
 
-def _merge_characters(
-    base: Sequence[str], ours: Sequence[str], theirs: Sequence[str]
-) -> list[str] | None:
-    """The lines of one region merged character by character; ``None`` if they conflict."""
-    texts = ("".join(base), "".join(ours), "".join(theirs))
-    if sum(map(len, texts)) > CHARACTER_MERGE_MAX:
-        return None
-    b, o, t = texts
-    merged, conflicts = merge_lines(list(b), list(o), list(t), ("", ""), "\n")
-    return None if conflicts else ["".join(merged)]
+class _CharacterMerge:
+    """Merges the regions of one text character by character, within
+    ``CHARACTER_MERGE_MAX`` characters in all."""
+
+    def __init__(self) -> None:
+        self.left = CHARACTER_MERGE_MAX
+
+    def __call__(
+        self, base: Sequence[str], ours: Sequence[str], theirs: Sequence[str]
+    ) -> list[str] | None:
+        """The lines of one region merged; ``None`` if they conflict, or are too many."""
+        b, o, t = "".join(base), "".join(ours), "".join(theirs)
+        self.left -= len(b) + len(o) + len(t)
+        if self.left < 0:
+            return None
+        merged, conflicts = merge_lines(list(b), list(o), list(t), ("", ""), "\n")
+        return None if conflicts else ["".join(merged)]
 
 
 def _split(text: AnyStr, newline: AnyStr) -> list[AnyStr]:

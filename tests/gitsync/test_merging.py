@@ -13,6 +13,7 @@ from dulwich.objects import Blob, ObjectID
 from dulwich.repo import Repo
 
 from gitsync.merge.plan import (
+    CHARACTER_MERGE_MAX,
     MergeConflict,
     MergePlan,
     UnrelatedHistories,
@@ -800,3 +801,22 @@ def test_merge_attributes_are_git_s(repo: Repo, repo_path: Path, git: Git, tmp_p
             assert merged.get(path, kept) == (work / path).read_bytes(), path
     assert merged["f.u"] == b"one\ntwo (main)\ntwo (topic)\nthree\n"
     assert merged["sub/plain.txt"] == b"one\ntwo (main)\ntwo (topic)\nthree\n"
+
+
+def test_merge_text_by_characters_keeps_both_edits_of_a_line() -> None:
+    """As live typing merges: a line both sides changed, apart, keeps both changes; where
+    the characters conflict too, or the lines are too long to merge so, git's markers."""
+    base = "title\nbody\n"
+    assert merge_text(base, "title typed\nbody\n", "NEW title\nbody\n", characters=True) == (
+        "NEW title typed\nbody\n",
+        False,
+    )
+    conflict = merge_text(base, "tile\nbody\n", "tit\nbody\n", characters=True)
+    assert conflict == merge_text(base, "tile\nbody\n", "tit\nbody\n") and conflict[1]
+    long = "x" * CHARACTER_MERGE_MAX + "\n"
+    ours, theirs = "a" + long, long[:-1] + "b\n"
+    assert merge_text(long, ours, theirs, characters=True) == merge_text(long, ours, theirs)
+    assert merge_text(long[:200], "a" + long[:200], long[:199] + "b", characters=True) == (
+        "a" + long[:199] + "b",
+        False,
+    )
