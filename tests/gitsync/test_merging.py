@@ -778,10 +778,14 @@ def test_merge_attributes_are_git_s(repo: Repo, repo_path: Path, git: Git, tmp_p
     conflict, text or not; a directory's ``.gitattributes`` overrides the root's. Compared
     with ``git merge`` in a checkout of the target (which reads them from there)."""
     attributes = {
-        ".gitattributes": b"*.u merge=union\n*.cfg -merge\n*.tb binary\n",
+        ".gitattributes": b"*.u merge=union\n*.cfg -merge\n*.tb binary\n"
+        # later attributes win; a quoted pattern; a macro of the top-level file
+        b'*.a merge=union binary\n*.c binary\n*.c !merge\n"a b.k" merge=union\n'
+        b"[attr]keep -merge\n*.d keep\n",
         "sub/.gitattributes": b"*.u -merge\nplain.txt merge=union\n",
     }
-    files = {name: b"one\ntwo\nthree\n" for name in ("f.u", "c.cfg", "t.tb", "sub/g.u", "p.txt")}
+    names = ("f.u", "c.cfg", "t.tb", "sub/g.u", "p.txt", "f.a", "f.c", "a b.k", "f.d")
+    files = {name: b"one\ntwo\nthree\n" for name in names}
     fork(repo, {**attributes, **files, "sub/plain.txt": b"one\ntwo\n"})
     changed = [*files, "sub/plain.txt"]
     theirs = put(repo, "topic", {path: b"one\ntwo (topic)\nthree\n" for path in changed})
@@ -794,12 +798,14 @@ def test_merge_attributes_are_git_s(repo: Repo, repo_path: Path, git: Git, tmp_p
     ident = ["-c", "user.name=T", "-c", "user.email=t@example.com"]
     git(work, *ident, "merge", "-q", "origin/topic", check=False)
     conflicts = set(git(work, "diff", "--name-only", "--diff-filter=U").split())
-    assert set(plan.conflicts) == conflicts == {"c.cfg", "p.txt", "sub/g.u", "t.tb"}
+    expected = {"c.cfg", "p.txt", "sub/g.u", "t.tb", "f.a", "f.c", "f.d"}
+    assert set(plan.conflicts) == conflicts == expected
     for path in changed:
-        if path != "p.txt":  # (its markers name the sides as the commands do)
+        if path not in ("p.txt", "f.c"):  # (their markers name the sides as the commands do)
             kept = b"one\ntwo (main)\nthree\n"  # ours, where the merge does not change it
             assert merged.get(path, kept) == (work / path).read_bytes(), path
-    assert merged["f.u"] == b"one\ntwo (main)\ntwo (topic)\nthree\n"
+    assert merged["f.u"] == merged["a b.k"] == b"one\ntwo (main)\ntwo (topic)\nthree\n"
+    assert b"<<<<<<< main" in merged["f.c"]
     assert merged["sub/plain.txt"] == b"one\ntwo (main)\ntwo (topic)\nthree\n"
 
 
