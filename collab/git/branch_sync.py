@@ -323,6 +323,7 @@ class BranchSync:
         try:
             await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
             await self._adopt_cluster_commit()
+            await self._finish_interrupted_commit()
         except Fenced as exc:
             # a fresh grant below the branch's fence: the cluster's counter went back (a
             # Redis that lost its data); raised past the fence, the next grant passes it
@@ -379,6 +380,23 @@ class BranchSync:
         """Raise ``LeaseLost`` if the lease this node works under was lost (in a cluster)."""
         if self._held is not None:
             self._held.check()
+
+    async def _finish_interrupted_commit(self) -> None:
+        """In a cluster, with the lease: a commit of the shared documents that a node was
+        making when it died (the branch moved to it, and it is not recorded as synced yet)
+        is recorded as synced now, and adopted. Left for later, this node's next commit
+        would write its own record over that one's, then find the branch moved, and merge
+        that commit into the documents, which hold it already, a second time."""
+
+        def finish(repo: Repo) -> bytes | None:
+            head = read_ref(repo, branch_ref(self.branch))
+            if head is None:
+                return None
+            return _finish_commit(repo, self.branch, head, self.synced)
+
+        synced = await in_repo(self.owner.repos, self.repo, finish)
+        if synced is not None and synced != self.synced:
+            await self._adopt_cluster_commit()
 
     async def _adopt_cluster_commit(self) -> None:
         """If another node of the cluster synced the shared documents with the branch since

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from dulwich.repo import Repo
 from gitcli import until
 from redisproc import RedisProcess
 from servers import make_config
@@ -21,6 +22,7 @@ from collab.bus.redis_lease import RedisLeases
 from collab.live.origin import Origin
 from collab.live.room import RoomFailed
 from gitsync.fence import Fenced
+from gitsync.objects.commits import commit_changes, set_committing
 
 ROOM = "demo/main:README.md"
 
@@ -458,3 +460,35 @@ async def test_a_fork_commits_its_source_under_the_sources_lease(
         assert git(repos, "rev-parse", "topic") == git(repos, "rev-parse", "main")
         topic = await ann.open("demo/topic:README.md")
         assert str(topic.text) == str(doc.text)
+
+
+async def test_a_commit_a_dead_node_left_unrecorded_is_adopted_not_merged_again(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """A node killed after it moved the branch to its commit of the shared text, before it
+    recorded it as synced: the next node to commit takes that commit as synced (the
+    documents hold its text) instead of writing its own record over the dead node's and
+    then merging that commit into the documents a second time."""
+    node = two_nodes[0]
+    async with Client(node.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        sync = await node.git.branch("demo", "main")
+        doc.insert(0, "typed before the kill;")
+        await ann.flush()
+        with Repo(str(repos / "demo")) as repo:  # what the killed node had done
+            commit_changes(
+                repo,
+                "main",
+                {"README.md": str(doc).encode()},
+                message="Edit README.md\n",
+                author="Ann <ann@example.com>",
+                expected=sync.synced,
+                before_move=lambda made: set_committing(repo, "main", made),
+            )
+        doc.insert(0, "typed after;")
+        await ann.flush()
+        await sync.flush()
+        committed = git(repos, "show", "main:README.md")
+        assert committed == str(doc).strip() or committed == str(doc)
+        assert committed.count("typed before the kill;") == 1 and "<<<<<<<" not in committed
+        assert str(doc).count("typed before the kill;") == 1
