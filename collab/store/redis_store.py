@@ -123,10 +123,16 @@ local entries = redis.call('XRANGE', KEYS[1], '-', '+')
 return {snap, entries}
 """
 
-# KEYS: log, snapshot, docs. ARGV: doc id. The seq counter stays: seqs are never reused.
+# KEYS: log, snapshot, docs, feed, feed seq. ARGV: doc id, node, feed length. The seq
+# counter stays: seqs are never reused. A feed entry of seq 0 (no update) tells the nodes
+# that hold the document (a deletion that raced an open on another node) that its seqs went
+# back: they write their whole state into the log again (see RedisBus._lost_log).
 _DELETE = """
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
+local f = redis.call('INCR', KEYS[5])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '0-' .. f,
+  'd', ARGV[1], 's', 0, 'n', ARGV[2], 'u', '')
 return 1
 """
 
@@ -405,7 +411,8 @@ class RedisStore(Lifecycle):
 
     async def delete(self, doc_id: str) -> None:
         keys = [self.keys_.log(doc_id), self.keys_.snapshot(doc_id), self.keys_.docs]
-        await self._submit("delete", keys, [doc_id])
+        keys += [self.keys_.feed, self.keys_.feed_seq]
+        await self._submit("delete", keys, [doc_id, self.node_id, self.feed_length])
 
     async def keys(self, prefix: str = "") -> list[str]:
         low = b"[" + prefix.encode()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from dulwich.repo import Repo
 from gitcli import until
+from pycrdt import Doc, Text
 from redisproc import RedisProcess
 from servers import make_config
 
@@ -492,3 +493,29 @@ async def test_a_commit_a_dead_node_left_unrecorded_is_adopted_not_merged_again(
         assert committed == str(doc).strip() or committed == str(doc)
         assert committed.count("typed before the kill;") == 1 and "<<<<<<<" not in committed
         assert str(doc).count("typed before the kill;") == 1
+
+
+async def test_a_document_deleted_while_another_node_holds_it_is_written_back(
+    two_nodes: list[CollabServer],
+) -> None:
+    """A branch deleted as another node opens one of its documents (the deletion checks the
+    nodes' open branches as of their last beat): that node writes the document's whole
+    state into the shared log again, so that a node that loads it later has all of it."""
+    a, b = two_nodes
+    async with Client(b.url, user="bob") as bob:
+        doc = await bob.open(ROOM)
+        doc.insert(0, "typed before the deletion;")
+        await bob.flush()
+        assert a.store is not None
+        await a.store.delete(ROOM)  # what deleting the branch does to its documents
+        await asyncio.sleep(0.5)
+        doc.insert(0, "typed after;")
+        await bob.flush()
+        async with Client(a.url, user="ann") as ann:
+            fresh = await ann.open(ROOM)
+            await fresh.wait_for(lambda text: text == str(doc), timeout=10)
+        stored = await a.store.load(ROOM)
+        assert stored is not None
+        again = Doc()
+        stored.apply_to(again)
+        assert str(again.get("source", type=Text)) == str(doc)
