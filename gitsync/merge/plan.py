@@ -258,7 +258,8 @@ def merge_text(
 
     ``characters``: lines both sides changed are merged character by character first, as
     live typing merges (one side typed at the end of a line the other changed at its
-    start: both are kept); the text is merged line by line, markers and all, if a region
+    start: both are kept), and what both inserted at one place (lines, or characters) is
+    kept, ours first; the text is merged line by line, markers and all, if a region
     conflicts character by character too, or if the regions hold more than
     ``CHARACTER_MERGE_MAX`` characters in all.
     """
@@ -287,13 +288,27 @@ class _CharacterMerge:
     def __call__(
         self, base: Sequence[str], ours: Sequence[str], theirs: Sequence[str]
     ) -> list[str] | None:
-        """The lines of one region merged; ``None`` if they conflict, or are too many."""
+        """The lines of one region merged; ``None`` if they conflict, or are too many.
+        Lines both sides inserted at one place are both kept, ours first, as live typing
+        keeps two insertions at one place."""
+        if not base:
+            return _both_inserted(base, ours, theirs)
         b, o, t = "".join(base), "".join(ours), "".join(theirs)
         self.left -= len(b) + len(o) + len(t)
         if self.left < 0:
             return None
         merged, conflicts = merge_lines(list(b), list(o), list(t), ("", ""), "\n")
-        return None if conflicts else ["".join(merged)]
+        if not conflicts:
+            return ["".join(merged)]
+        inserted = merge_resolving(list(b), list(o), list(t), _both_inserted)
+        return None if inserted is None else ["".join(inserted)]
+
+
+def _both_inserted(
+    base: Sequence[str], ours: Sequence[str], theirs: Sequence[str]
+) -> list[str] | None:
+    """Both sides' insertions at one place, ours first; ``None`` if they changed more."""
+    return None if base else [*ours, *theirs]
 
 
 def _split(text: AnyStr, newline: AnyStr) -> list[AnyStr]:

@@ -810,11 +810,19 @@ def test_merge_attributes_are_git_s(repo: Repo, repo_path: Path, git: Git, tmp_p
 
 
 def test_merge_text_by_characters_keeps_both_edits_of_a_line() -> None:
-    """As live typing merges: a line both sides changed, apart, keeps both changes; where
-    the characters conflict too, or the lines are too long to merge so, git's markers."""
+    """As live typing merges: a line both sides changed, apart, keeps both changes, and
+    what both inserted at one place is kept; where the characters conflict otherwise, or
+    the lines are too long to merge so, git's markers."""
     base = "title\nbody\n"
     assert merge_text(base, "title typed\nbody\n", "NEW title\nbody\n", characters=True) == (
         "NEW title typed\nbody\n",
+        False,
+    )
+    # what both inserted at one place is kept, ours first, lines or characters
+    both = merge_text(base, "title\nours\nbody\n", "title\ntheirs\nbody\n", characters=True)
+    assert both == ("title\nours\ntheirs\nbody\n", False)
+    assert merge_text(base, "titleX\nbody\n", "titleY\nbody\n", characters=True) == (
+        "titleXY\nbody\n",
         False,
     )
     conflict = merge_text(base, "tile\nbody\n", "tit\nbody\n", characters=True)
