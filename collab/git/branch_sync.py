@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from dulwich.graph import can_fast_forward
 from dulwich.objects import ObjectID
@@ -87,6 +87,8 @@ if TYPE_CHECKING:
     from ..store.base import Fence, Store
 
 __all__ = ["ENGINE_AUTHOR", "BranchSync", "GitSync", "LeaseBusy", "Rescue", "fence_for"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("collab.git")
 
@@ -468,13 +470,15 @@ class BranchSync:
                 states = {path: states[path] for path in changes}
                 started = time.perf_counter()
                 try:
-                    new = await in_git_thread(
-                        self.owner.repos,
-                        self._write,
-                        changes,
-                        list(authors.values()),
-                        grant,
-                        states,
+                    new = await to_the_end(
+                        in_git_thread(
+                            self.owner.repos,
+                            self._write,
+                            changes,
+                            list(authors.values()),
+                            grant,
+                            states,
+                        )
                     )
                 except NothingToCommit:
                     self.committed_states.update(states)
@@ -968,7 +972,7 @@ class BranchSync:
                 self.emptied.add(gone.path)
                 renamed[gone.path] = added.path
                 log.info("%s: renamed to %s; live edits carried there", old_room.key, added.path)
-            await asyncio.gather(*durable)
+            await asyncio.shield(asyncio.gather(*durable))  # (their futures are the rooms')
         finally:
             self.reconciling = False
         if unmoved:
@@ -1028,7 +1032,7 @@ class BranchSync:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
                         durable.append(await _rewrite_into(borrowed, change, rescue, mark, marked))
                         self.taken[change.path] = borrowed.doc.get_state()
-            await asyncio.gather(*durable)
+            await asyncio.shield(asyncio.gather(*durable))  # (their futures are the rooms')
         finally:
             self.reconciling = False
 
@@ -1094,7 +1098,7 @@ class BranchSync:
                     del self.dirty[change.path]  # deleted: no commit brings it back empty
                 if change.new is None:
                     self.emptied.add(change.path)
-            await asyncio.gather(*durable)
+            await asyncio.shield(asyncio.gather(*durable))  # (their futures are the rooms')
         finally:
             self.reconciling = False
 
@@ -1175,6 +1179,27 @@ def _on_the_way(repo: Repo, old: bytes, commit: bytes, head: bytes) -> bool:
             return False
         at = bytes(parents[0])
     return at == old and seen
+
+
+async def to_the_end(awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result, awaited to its end even if the caller is cancelled meanwhile
+    (a request whose client left): the cancellation then comes at the caller's next await.
+    A commit cut off there would have moved the branch without being recorded, and been
+    taken for someone else's move, and merged into the documents a second time."""
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    try:
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled():
+                    raise
+                cancelled = True
+    finally:
+        current = asyncio.current_task()
+        if cancelled and current is not None and not task.cancelled():
+            current.cancel()
 
 
 def _done() -> asyncio.Future[None]:

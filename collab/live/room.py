@@ -201,8 +201,8 @@ class Room:
         for batch, _stored in self._stored:
             waiting += [p.done for p in batch]
         waiting += self._syncing
-        if waiting:
-            await asyncio.gather(*waiting, return_exceptions=True)
+        if waiting:  # (shielded: a waiter cancelled must not cancel the updates' futures)
+            await asyncio.shield(asyncio.gather(*waiting, return_exceptions=True))
 
     def attach(self, peer: Subscriber) -> None:
         self.attached.add(peer)

@@ -307,8 +307,17 @@ class _CharacterMerge:
 def _both_inserted(
     base: Sequence[str], ours: Sequence[str], theirs: Sequence[str]
 ) -> list[str] | None:
-    """Both sides' insertions at one place, ours first; ``None`` if they changed more."""
-    return None if base else [*ours, *theirs]
+    """Both sides' insertions at one place, ours first; ``None`` if they changed more. An
+    insertion that holds the other's already (typed on from it) is kept alone: the same
+    text is not put in twice."""
+    if base:
+        return None
+    our_text, their_text = "".join(ours), "".join(theirs)
+    if their_text in our_text:
+        return list(ours)
+    if our_text in their_text:
+        return list(theirs)
+    return [*ours, *theirs]
 
 
 def _split(text: AnyStr, newline: AnyStr) -> list[AnyStr]:

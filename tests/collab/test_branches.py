@@ -4,7 +4,11 @@ hopping in, forks, merges, and moves made outside the engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import subprocess
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -553,3 +557,46 @@ async def test_a_clean_merge_and_a_keystroke_on_the_same_line_both_land_without_
         await alice.commit("demo", "main")
         assert show(demo, "main", "README.md").startswith(expected)
     git(demo, "fsck", "--full", "--strict")
+
+
+async def test_a_commit_whose_request_is_cancelled_is_still_recorded(
+    repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``branch.commit`` whose client left while the commit was being written (its
+    request cancelled): the branch moved, and the commit is recorded as the documents' own,
+    not taken for someone else's move at the next commit and merged into them again."""
+    demo = repos / "demo"
+    caplog.set_level(logging.INFO, logger="collab.git")
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=60.0)
+    async with CollabServer(config) as server, Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        end = str(doc).index("\n")  # typing at the end of the first line
+        doc.insert(end, " typed;")
+        await bob.flush()
+        sync = await server.git.branch("demo", "main")
+        write = BranchSync._write
+        moved = threading.Event()
+
+        def slow_write(self: BranchSync, *args: Any, **kwargs: Any) -> bytes:
+            written = write(self, *args, **kwargs)  # the branch moved
+            moved.set()
+            time.sleep(0.3)  # (in the git thread) the request is cancelled meanwhile
+            return written
+
+        monkeypatch.setattr(BranchSync, "_write", slow_write)
+        flushing = asyncio.create_task(sync.flush())
+        await asyncio.get_running_loop().run_in_executor(None, moved.wait, 10)
+        flushing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flushing
+        doc.insert(end + len(" typed;"), " more;")  # typed on while the commit is written
+        await bob.flush()
+        await asyncio.sleep(0.5)  # the commit is written, the branch moved
+        assert sync.synced.decode() == git(demo, "rev-parse", "main").strip()
+        # recorded as the documents' own: not taken for someone else's move and merged
+        assert not [r for r in caplog.records if "moved outside the engine" in r.getMessage()]
+        monkeypatch.undo()
+        await sync.flush()
+        committed = show(demo, "main", "README.md")
+        assert committed == str(doc) and committed.count("typed;") == 1
+        assert str(doc).split("\n")[0].endswith(" typed; more;")

@@ -609,3 +609,19 @@ async def test_what_was_stored_before_a_failed_append_is_still_broadcast() -> No
         await done_second
     assert room.failed
     assert _seen(sockets[2]) == [first] and _seen(sockets[1]) == [first]
+
+
+async def test_a_drain_cancelled_leaves_the_updates_it_waited_for_alone() -> None:
+    """A commit waits for its documents' updates (``Room.drain``); one whose request is
+    cancelled meanwhile must not cancel those updates' futures, which acknowledge them."""
+    room, store, peers, _sockets = await _held_room(2)
+    (_first, done_first), (_second, done_second) = await _two_updates(room, peers)
+    draining = asyncio.create_task(room.drain())
+    await asyncio.sleep(0)
+    draining.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await draining
+    assert not done_first.cancelled() and not done_second.cancelled()
+    for seq, (_, future) in enumerate(store.appends, 1):
+        future.set_result(seq)
+    await asyncio.gather(done_first, done_second)
