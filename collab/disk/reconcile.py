@@ -16,7 +16,7 @@ from gitsync.merge.plan import merge_text
 
 from ..live.text_edits import diff_edits
 
-__all__ = ["Outcome", "reconcile", "stale_base"]
+__all__ = ["Outcome", "holds_change", "reconcile", "stale_base"]
 
 LABELS = ("disk", "live")
 
@@ -57,6 +57,17 @@ def reconcile(base: str, disk: str, live: str) -> Outcome:
         disk=merged if merged != disk else None,
         conflict=conflict,
     )
+
+
+def holds_change(base: str, sent: str, text: str) -> bool:
+    """Whether ``text`` holds the change ``base -> sent`` (it arrived, and more may have been
+    done since, on its lines too): merging the change into ``text`` changes nothing. Lines
+    are merged character by character, as the live text merges, so that typing on from a
+    line the change wrote counts as holding it."""
+    if text == sent:
+        return True
+    merged, conflict = merge_text(base, text, sent, characters=True)
+    return not conflict and merged == text
 
 
 def _merge(base: str, disk: str, live: str) -> tuple[str, bool]:

@@ -35,7 +35,7 @@ from .documents import Documents
 from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
 from .modes import EXECUTABLE, LINK, REGULAR, disk_mode, link_target, set_disk_mode, write_link
 from .pushes import ANY, Pushes
-from .reconcile import reconcile, stale_base
+from .reconcile import holds_change, reconcile, stale_base
 from .replaced import ReplacedFiles
 from .report import Counters, Reporter
 from .state import STATE_FILE, SyncState, digest
@@ -490,16 +490,16 @@ class WorkingTree(Lifecycle):
     ) -> bytes | None:
         """The base to merge with, after a syncer that died before its last change of
         ``path`` was acknowledged: the text it sent if every side it was changing holds it
-        (the change arrived), else the base recorded before it (it did not, or only partly:
-        the merge against the older base brings it again)."""
+        (the change arrived, whatever was done there since), else the base recorded before
+        it (it did not, or only partly: the merge against the older base brings it again)."""
         if path in self._bases or self._state is None:
             return base
         noted = self._state.sent(path)
         if noted is None:
             return base
         sent, to_live, to_disk = noted
-        arrived_live = not to_live or live.encode("utf-8") == sent
-        arrived_disk = not to_disk or disk == sent
+        arrived_live = not to_live or _holds(base, sent, live.encode("utf-8"))
+        arrived_disk = not to_disk or (disk is not None and _holds(base, sent, disk))
         return sent if arrived_live and arrived_disk else base
 
     def _write(self, path: str, full: Path, data: bytes, disk: bytes | None) -> None:
@@ -1014,3 +1014,13 @@ def _merged_text(
         return None
     outcome = reconcile(*((data or b"").decode("utf-8") for data in (base, disk, remote)))
     return outcome.base.encode("utf-8"), outcome.conflict
+
+
+def _holds(base: bytes | None, sent: bytes, text: bytes) -> bool:
+    """Whether ``text`` holds the change ``base -> sent`` (see ``holds_change``)."""
+    if text == sent:
+        return True
+    try:
+        return holds_change((base or b"").decode("utf-8"), sent.decode("utf-8"), text.decode())
+    except UnicodeDecodeError:
+        return False

@@ -183,3 +183,34 @@ async def test_a_change_noted_but_never_sent_is_sent_on_restart(
         assert (root / "new.txt").read_text() == "never sent\n"
         assert str(readme.text) == edited == (root / "README.md").read_text()
         assert not again.events.of("conflict")  # type: ignore[attr-defined]
+
+
+async def test_a_change_that_arrived_and_was_typed_on_merges_cleanly_on_restart(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """The syncer died after sending a save that arrived; since, someone typed on in the
+    live text, and the file was saved again, on the very line the first save wrote. The
+    change is known as arrived (each side holds it, more done since), so the next start
+    merges from it: no conflict markers for a line one side only changed."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    await tree.stop()
+    original = (root / "README.md").read_text()
+    sent = original + "saved L1\n"
+    (root / "README.md").write_text(original + "saved L1 L2\n")  # saved on, same line
+    async with Client(server.url, user="bob") as bob:
+        readme = await bob.open("demo/main:README.md")
+        readme.insert(len(str(readme.text)), "saved L1\n")  # what the dead syncer had sent
+        readme.insert(len("# Demo"), " remote")  # typed since
+        await bob.flush()
+        state = SyncState(root / ".git" / STATE_FILE)
+        state.note_sent("README.md", sent.encode(), live=True, disk=False)
+        state.close()
+        again = make_tree(root)
+        await again.start()
+        expected = original.replace("# Demo", "# Demo remote", 1) + "saved L1 L2\n"
+        await readme.wait_for(lambda t: t == expected)
+        await again.wait_idle(timeout=10)
+        assert (root / "README.md").read_text() == expected
+        assert not again.events.of("conflict")  # type: ignore[attr-defined]
