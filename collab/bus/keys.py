@@ -62,6 +62,11 @@ class RedisKeys:
         (``<node>#<incarnation>``) has open documents of; it expires with the node's key."""
         return f"{self.prefix}open:{author}"
 
+    def authors(self, branch: str) -> str:
+        """The set of the people who wrote to documents of ``branch`` (``repo/branch``)
+        since its last commit (see ``RedisStore.take_authors``)."""
+        return f"{self.prefix}authors:{branch}"
+
     @property
     def feed(self) -> str:
         return f"{self.prefix}feed"

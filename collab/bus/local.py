@@ -27,6 +27,7 @@ class LocalHub:
         self.shared = MemoryStore()
         self._origin: dict[tuple[str, int], str] = {}
         self._buses: dict[str, HubBus] = {}
+        self.authors: dict[str, set[str]] = {}  # by branch: who wrote since its last commit
 
     def store(self, node_id: str) -> HubStore:
         return HubStore(self, node_id)
@@ -81,10 +82,14 @@ class HubStore(Lifecycle):
         self._check_running()
         return await self.hub.shared.load(doc_id)
 
-    async def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> int:
+    async def append(
+        self, doc_id: str, update: bytes, fence: Fence | None = None, author: str | None = None
+    ) -> int:
         no_fence(self, fence)
         self._check_running()
         data = bytes(update)
+        if author is not None:
+            self.hub.authors.setdefault(doc_id.partition(":")[0], set()).add(author)
         seq = await self.hub.shared.append(doc_id, data)
         self.hub._appended(doc_id, seq, data, self.node_id)
         return seq
@@ -100,6 +105,10 @@ class HubStore(Lifecycle):
     async def delete(self, doc_id: str) -> None:
         self._check_running()
         await self.hub.shared.delete(doc_id)
+
+    async def take_authors(self, branch: str) -> list[str]:
+        self._check_running()
+        return sorted(self.hub.authors.pop(branch, ()))
 
     async def keys(self, prefix: str = "") -> list[str]:
         self._check_running()

@@ -78,7 +78,7 @@ from ..live.marks import mark_id
 from ..live.origin import Origin
 from ..live.room import Room
 from ..live.text_edits import apply_edits, diff_edits
-from ..server.auth import Identity
+from ..server.auth import Identity, Role
 from .work import in_git_thread, in_repo
 
 if TYPE_CHECKING:
@@ -439,6 +439,9 @@ class BranchSync:
         authors: dict[str, Identity] = {}
         try:
             await asyncio.gather(*(room.drain() for room in self.dirty.values()))
+            if self.owner.leases is not None:  # in a cluster: who wrote, on whichever node
+                for user in await self.owner.store.take_authors(f"{self.repo}/{self.branch}"):
+                    self.authors.setdefault(user, Identity(user, Role.WRITE, self.repo))
             for _attempt in range(5):
                 # The text committed and the people who typed it are taken together, with no
                 # await in between: an edit that lands meanwhile comes with its author.

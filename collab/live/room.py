@@ -44,6 +44,7 @@ log = logging.getLogger("collab.room")
 EMPTY_UPDATE = b"\x00\x00"
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 _FOUR_BYTES = re.compile(rb"[\xf0-\xf4]")  # may start a character past U+FFFF in UTF-8
+_AUTHORED = (Origin.CLIENT, Origin.AI)  # the edits whose writer a commit names
 _ID_USERS = 4096  # awareness ids whose holder a room remembers past its table (see _hold_id)
 
 
@@ -101,6 +102,7 @@ class _Pending:
     )
     sent: bool = False  # broadcast before it was written (see Room.serve_unwritten)
     fence: Fence | None = None  # the lease a server-side edit is made under (a cluster's)
+    author: str | None = None  # the person who wrote it (kept by a store a cluster shares)
 
 
 class Room:
@@ -332,6 +334,8 @@ class Room:
         for client, firsts in shape.pairs.items():
             self._pairs.setdefault(client, set()).update(firsts)
         pending = _Pending(update, origin, sender)
+        if sender is not None and origin in _AUTHORED:
+            pending.author = sender.identity.user
         self._enqueue(pending)
         self._notify(origin, getattr(sender, "identity", None))
         return pending.done
@@ -475,6 +479,8 @@ class Room:
         self._size_bound += len(update)
         self._note_pairs(update)
         pending = _Pending(update, origin, None, fence=fence)
+        if author is not None and origin in _AUTHORED:
+            pending.author = author.user
         self._enqueue(pending)
         self._notify(origin, author)
         return pending.done
@@ -542,6 +548,10 @@ class Room:
                 pending.sent = True
 
     def _append(self, pending: _Pending) -> Awaitable[int]:
+        if pending.author is not None:
+            return self.store.append(
+                self.key, pending.update, fence=pending.fence, author=pending.author
+            )
         if pending.fence is None:
             return self.store.append(self.key, pending.update)
         return self.store.append(self.key, pending.update, fence=pending.fence)

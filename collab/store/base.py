@@ -131,13 +131,22 @@ class Store(Protocol):
         """Return the document's history, or ``None`` if the store has never seen it."""
         ...
 
-    def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> Awaitable[int]:
+    def append(
+        self, doc_id: str, update: bytes, fence: Fence | None = None, author: str | None = None
+    ) -> Awaitable[int]:
         """Append one update; its sequence number (strictly increasing), once written.
 
         Appends are committed in the order they were made. Implementations may be
         coroutines or return a future. With a ``fence`` (a cluster's store), the update is
         written only while the fence's grant holds its lease, else ``FenceLost``; a store
-        without leases refuses a fence (``ValueError``)."""
+        without leases refuses a fence (``ValueError``). ``author``: the person who wrote
+        it, whom a store the nodes of a cluster share keeps for ``take_authors``."""
+        ...
+
+    async def take_authors(self, branch: str) -> list[str]:
+        """The people who wrote to documents of ``branch`` (``repo/branch``) since the last
+        take, forgotten by this one: the authors of its next commit, whichever node makes
+        it. A store one process holds keeps none (that process knows its writers)."""
         ...
 
     def sync(self) -> Awaitable[None]:

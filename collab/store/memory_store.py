@@ -57,7 +57,9 @@ class MemoryStore(Lifecycle):
             return None
         return StoredDoc(doc.snapshot, doc.snapshot_seq, list(doc.updates))
 
-    async def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> int:
+    async def append(
+        self, doc_id: str, update: bytes, fence: Fence | None = None, author: str | None = None
+    ) -> int:
         self._check_running()
         no_fence(self, fence)
         data = bytes(update)
@@ -89,6 +91,10 @@ class MemoryStore(Lifecycle):
         doc.updates = [(seq, u) for seq, u in doc.updates if seq > through_seq]
         self._last_seq[doc_id] = max(last_seq, through_seq)
         self.commits += 1
+
+    async def take_authors(self, branch: str) -> list[str]:
+        self._check_running()
+        return []
 
     async def keys(self, prefix: str = "") -> list[str]:
         self._check_running()

@@ -46,12 +46,13 @@ WRITE_TIMEOUT = 5.0
 
 log = logging.getLogger("collab.store")
 
-# KEYS: log, seq, docs, feed, feed seq, snapshot. ARGV: update, node, doc id, crc, feed
-# length. A counter behind the log's end (its key alone was deleted, or evicted) is set past
-# it: the seqs go on from the log's; one at or behind the snapshot's seq (the log and the
-# counter lost, the snapshot kept) goes on from the snapshot's, since a seq it covers would
-# be taken for one compacted into it. An entry the log refuses otherwise leaves the counter
-# as it was.
+# KEYS: log, seq, docs, feed, feed seq, snapshot, (a lease,) authors. ARGV: update, node,
+# doc id, crc, feed length, (a holder,) author (empty: none); each list's last, the set of
+# the document's branch's authors and the author, who joins it. A counter behind the log's
+# end (its key alone was deleted, or evicted) is set past it: the seqs go on from the log's;
+# one at or behind the snapshot's seq (the log and the counter lost, the snapshot kept) goes
+# on from the snapshot's, since a seq it covers would be taken for one compacted into it.
+# An entry the log refuses otherwise leaves the counter as it was.
 _APPEND = """
 local n = redis.call('INCR', KEYS[2])
 local snap = tonumber(redis.call('HGET', KEYS[6], 'seq') or '0')
@@ -79,6 +80,9 @@ if type(added) == 'table' and added.err then
   redis.call('XADD', KEYS[1], '0-' .. n, 'u', ARGV[1], 'n', ARGV[2], 'c', ARGV[4])
 end
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
+if ARGV[#ARGV] ~= '' then
+  redis.call('SADD', KEYS[#KEYS], ARGV[#ARGV])
+end
 local f = redis.call('INCR', KEYS[5])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '0-' .. f,
   'd', ARGV[3], 's', n, 'n', ARGV[2], 'u', ARGV[1])
@@ -116,6 +120,13 @@ redis.call('ZADD', KEYS[4], 0, ARGV[3])
 return 1
 """
 
+# KEYS: a branch's authors. Its members, and the set forgotten, in one step.
+_TAKE_AUTHORS = """
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members
+"""
+
 # KEYS: log, snapshot. The snapshot and the entries after it, read as of one moment.
 _LOAD = """
 local snap = redis.call('HMGET', KEYS[2], 'seq', 'data', 'recovered')
@@ -142,6 +153,7 @@ _SCRIPTS = {
     "compact": _COMPACT,
     "load": _LOAD,
     "delete": _DELETE,
+    "take_authors": _TAKE_AUTHORS,
 }
 
 
@@ -381,19 +393,27 @@ class RedisStore(Lifecycle):
         keys = [self.keys_.log(doc_id), self.keys_.snapshot(doc_id)]
         return cast(StoredDoc | None, await self._submit("load", keys, [], _stored(doc_id)))
 
-    def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> asyncio.Future[int]:
+    def append(
+        self, doc_id: str, update: bytes, fence: Fence | None = None, author: str | None = None
+    ) -> asyncio.Future[int]:
         """The future of the update's sequence number, done once Redis has it. With a
         ``fence``, checked in the same step: written only while its grant holds its lease
-        (the keys of ``collab.bus.redis_lease``, under the same prefix), else ``FenceLost``."""
+        (the keys of ``collab.bus.redis_lease``, under the same prefix), else ``FenceLost``.
+        ``author`` joins, in the same step, the authors of the document's branch."""
         data = bytes(update)
         keys = [self.keys_.log(doc_id), self.keys_.seq(doc_id), self.keys_.docs]
         keys += [self.keys_.feed, self.keys_.feed_seq, self.keys_.snapshot(doc_id)]
         args: list[Any] = [data, self.node_id, doc_id, zlib.crc32(data), self.feed_length]
+        authors = self.keys_.authors(doc_id.partition(":")[0])
         if fence is None:
-            return self._submit("append", keys, args, int)
+            return self._submit("append", [*keys, authors], [*args, author or ""], int)
         keys.append(self.keys_.lease(fence.name))
         args.append(f"{fence.node_id} {fence.token}")
-        return self._submit("append_fenced", keys, args, int)
+        return self._submit("append_fenced", [*keys, authors], [*args, author or ""], int)
+
+    async def take_authors(self, branch: str) -> list[str]:
+        members = await self._submit("take_authors", [self.keys_.authors(branch)], [])
+        return sorted(member.decode() for member in members)
 
     def sync(self) -> asyncio.Future[None]:
         """Done once every operation queued before it is answered (durable as far as Redis's

@@ -289,7 +289,9 @@ class SQLiteStore(Lifecycle):
             await self._read(lambda reader, key: self._load(reader, key, bound), doc_id),
         )
 
-    def append(self, doc_id: str, update: bytes, fence: Fence | None = None) -> asyncio.Future[int]:
+    def append(
+        self, doc_id: str, update: bytes, fence: Fence | None = None, author: str | None = None
+    ) -> asyncio.Future[int]:
         """The future of the update's sequence number, done once it is written (a future,
         not a coroutine: a caller can hand it on without a task)."""
         self._check_running(doc_id)
@@ -326,6 +328,10 @@ class SQLiteStore(Lifecycle):
         durable on return."""
         self._write(doc_id, "delete", lambda conn: self._delete(conn, doc_id))
         await self.sync()
+
+    async def take_authors(self, branch: str) -> list[str]:
+        self._check_running(branch)
+        return []
 
     async def keys(self, prefix: str = "") -> list[str]:
         return cast("list[str]", await self._read(_keys, prefix))

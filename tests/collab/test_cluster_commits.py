@@ -519,3 +519,29 @@ async def test_a_document_deleted_while_another_node_holds_it_is_written_back(
         again = Doc()
         stored.apply_to(again)
         assert str(again.get("source", type=Text)) == str(doc)
+
+
+async def test_a_commit_names_who_typed_on_every_node(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """Commits are the same whichever node makes them: one made by node a names bob, who
+    typed on node b, beside ann, who typed on node a."""
+    a, b = two_nodes
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        doc_a, doc_b = await ann.open(ROOM), await bob.open(ROOM)
+        doc_b.insert(0, "bob typed;")
+        await bob.flush()
+        await until(lambda: "bob typed;" in str(doc_a))
+        doc_a.insert(0, "ann typed;")
+        await ann.flush()
+        sync_a = await a.git.branch("demo", "main")
+        await sync_a.flush_patiently()
+        assert git(repos, "show", "main:README.md").startswith("ann typed;bob typed;")
+        names = git(repos, "log", "-1", "--format=%an%n%(trailers:key=Co-authored-by)")
+        assert "ann" in names and "bob" in names, names
+        # taken by that commit: the next one names only who typed since
+        doc_a.insert(0, "again;")
+        await ann.flush()
+        await sync_a.flush_patiently()
+        names = git(repos, "log", "-1", "--format=%an%n%(trailers:key=Co-authored-by)")
+        assert "ann" in names and "bob" not in names, names

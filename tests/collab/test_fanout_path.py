@@ -386,7 +386,9 @@ class _HeldStore(MemoryStore):
         self.hold_syncs = False
         self.syncs: list[asyncio.Future[None]] = []
 
-    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:  # type: ignore[override]
+    def append(  # type: ignore[override]
+        self, doc_id: str, update: bytes, fence: object = None, author: str | None = None
+    ) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.appends.append((update, future))
         return future

@@ -88,6 +88,7 @@ async def test_every_method_returns_an_awaitable(store: Store) -> None:
         "keys": lambda: store.keys(),
         "clear_recovered": lambda: store.clear_recovered("doc"),
         "delete": lambda: store.delete("doc"),
+        "take_authors": lambda: store.take_authors("repo/main"),
         "stop": lambda: store.stop(),
     }
     assert sorted(calls) == PROTOCOL_METHODS
@@ -125,6 +126,7 @@ def test_every_method_has_a_behavioural_contract() -> None:
             test_clear_recovered_keeps_the_history,
             test_clear_recovered_forgets_the_mark,
         ],
+        "take_authors": [test_the_authors_of_a_branch_are_taken_once],
     }
     assert sorted(contract) == PROTOCOL_METHODS
     for tests in contract.values():
@@ -350,6 +352,7 @@ async def test_stopped_store_refuses_everything(store: Store) -> None:
         "delete": lambda: store.delete("doc"),
         "keys": lambda: store.keys(),
         "clear_recovered": lambda: store.clear_recovered("doc"),
+        "take_authors": lambda: store.take_authors("repo/main"),
     }
     assert sorted(refused) == sorted(set(PROTOCOL_METHODS) - {"start", "stop"})
     for call in refused.values():
@@ -481,3 +484,17 @@ async def test_a_fenced_append_is_written_only_while_its_grant_holds_the_lease(
         await store.append("doc", b"released", fence=held)
     assert [u for _, u in (await load(store, "doc")).updates] == [b"first", b"held"]
     await client.aclose()
+
+
+async def test_the_authors_of_a_branch_are_taken_once(store: Store) -> None:
+    """A store the nodes of a cluster share keeps who wrote to each branch until a commit
+    takes them; one that a single process holds keeps none (that process knows them)."""
+    await store.append("repo/main:a.txt", b"u", author="ann")
+    await store.append("repo/main:b.txt", b"u", author="bob")
+    await store.append("repo/main:b.txt", b"u", author="ann")
+    await store.append("repo/other:a.txt", b"u", author="cid")
+    await store.append("repo/main:a.txt", b"u")  # (a server-side edit: no one)
+    shared = isinstance(store, RedisStore)
+    assert await store.take_authors("repo/main") == (["ann", "bob"] if shared else [])
+    assert await store.take_authors("repo/main") == []
+    assert await store.take_authors("repo/other") == (["cid"] if shared else [])

@@ -27,9 +27,11 @@ async def test_a_step_1_is_answered_once_the_updates_before_it_are_durable(
         gate = asyncio.Event()
         append = server.store.append
 
-        async def held(doc_id: str, update: bytes, fence: Fence | None = None) -> Any:
+        async def held(
+            doc_id: str, update: bytes, fence: Fence | None = None, author: str | None = None
+        ) -> Any:
             await gate.wait()
-            return await append(doc_id, update, fence)
+            return await append(doc_id, update, fence, author)
 
         monkeypatch.setattr(server.store, "append", held)
         try:
