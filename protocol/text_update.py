@@ -33,6 +33,7 @@ __all__ = [
     "MAX_CLIENT",
     "MAX_CLOCK",
     "UpdateShape",
+    "pairs_in",
     "read_text_update",
     "splits_a_pair",
     "text_update_clients",
@@ -147,6 +148,17 @@ def _note_pairs(text: bytes, clock: int, into: list[int]) -> None:
             clock += 2
         else:
             clock += 1
+
+
+def pairs_in(update: bytes, root: str) -> dict[int, list[int]]:
+    """An update's :attr:`UpdateShape.pairs`, read only if its bytes may hold a character
+    past U+FFFF (none for an update that cannot be read)."""
+    if not _FOUR_BYTES.search(update):
+        return {}
+    try:
+        return read_text_update(update, root).pairs
+    except ProtocolError:
+        return {}
 
 
 def splits_a_pair(

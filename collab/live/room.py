@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,7 +17,7 @@ from pycrdt import Doc, Text, merge_updates
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
-from protocol.text_update import UpdateShape, read_text_update, splits_a_pair
+from protocol.text_update import UpdateShape, pairs_in, read_text_update, splits_a_pair
 from protocol.yjs import (
     AwarenessEntry,
     YjsLimits,
@@ -43,7 +42,6 @@ log = logging.getLogger("collab.room")
 
 EMPTY_UPDATE = b"\x00\x00"
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
-_FOUR_BYTES = re.compile(rb"[\xf0-\xf4]")  # may start a character past U+FFFF in UTF-8
 _AUTHORED = (Origin.CLIENT, Origin.AI)  # the edits whose writer a commit names
 _ID_USERS = 4096  # awareness ids whose holder a room remembers past its table (see _hold_id)
 
@@ -143,7 +141,7 @@ class Room:
         # the clock of each character past U+FFFF's first UTF-16 unit, by client (see
         # protocol.text_update.splits_a_pair); empty for most files
         self._pairs: dict[int, set[int]] = {}
-        self._note_pairs(doc.get_update())
+        self._note_pairs(pairs_in(doc.get_update(), TEXT_NAME))
         self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
@@ -331,8 +329,7 @@ class Room:
                 self._check_health(exc, sender)
             raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
         self._size_bound = size_bound
-        for client, firsts in shape.pairs.items():
-            self._pairs.setdefault(client, set()).update(firsts)
+        self._note_pairs(shape.pairs)
         pending = _Pending(update, origin, sender)
         if sender is not None and origin in _AUTHORED:
             pending.author = sender.identity.user
@@ -356,7 +353,7 @@ class Room:
                 self.fail(f"an update from the shared log could not be applied: {exc!r}")
                 return
             self._size_bound += len(update)
-            self._note_pairs(update)
+            self._note_pairs(pairs_in(update, TEXT_NAME))
             if not added <= self.epochs:  # another node seeded anew (rare)
                 self.epochs = epochs_in(self.doc.get_state())
         for peer in list(self.peers):
@@ -399,15 +396,8 @@ class Room:
                     f"of which the server has {written}: reconnect and sync",
                 )
 
-    def _note_pairs(self, update: bytes) -> None:
-        """Keep the clocks of the pairs in an applied update's strings (read only if it may
-        hold one)."""
-        if not _FOUR_BYTES.search(update):
-            return
-        try:
-            pairs = read_text_update(update, TEXT_NAME).pairs
-        except ProtocolError:  # (what the document holds or took was read before)
-            return
+    def _note_pairs(self, pairs: dict[int, list[int]]) -> None:
+        """Keep the clocks of the pairs of an applied update (see ``pairs_in``)."""
         for client, firsts in pairs.items():
             self._pairs.setdefault(client, set()).update(firsts)
 
@@ -477,7 +467,7 @@ class Room:
             return done
         update = captured[0] if len(captured) == 1 else merge_updates(*captured)
         self._size_bound += len(update)
-        self._note_pairs(update)
+        self._note_pairs(pairs_in(update, TEXT_NAME))
         pending = _Pending(update, origin, None, fence=fence)
         if author is not None and origin in _AUTHORED:
             pending.author = author.user
