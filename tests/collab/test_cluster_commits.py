@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from dulwich.repo import Repo
@@ -25,6 +26,7 @@ from collab.live.room import RoomFailed
 from gitsync.fence import Fenced
 from gitsync.objects.commits import commit_changes, set_committing
 
+T = TypeVar("T")
 ROOM = "demo/main:README.md"
 
 
@@ -112,6 +114,19 @@ async def hold_lease(server: CollabServer, ttl: float) -> tuple[RedisLeases, Gra
     while (held := await busy.acquire("demo/main")) is None:
         await asyncio.sleep(0.02)
     return busy, held
+
+
+async def waiting_for_the_lease(server: CollabServer, repos: Path, call: Awaitable[T]) -> T:
+    """``call``'s result, made while another node holds main's lease: it waits, main
+    unmoved, until that node releases it."""
+    busy, held = await hold_lease(server, ttl=30.0)
+    before = git(repos, "rev-parse", "main")
+    task = asyncio.ensure_future(call)
+    await asyncio.sleep(1.5)
+    assert not task.done()
+    assert git(repos, "rev-parse", "main") == before
+    await busy.release(held)
+    return await asyncio.wait_for(task, 15)
 
 
 def history(repos: Path) -> list[list[str]]:
@@ -364,14 +379,7 @@ async def test_a_merge_waits_for_its_targets_lease(
         doc.insert(0, "from topic;")
         await ann.flush()
         await ann.commit("demo", "topic")
-        busy, held = await hold_lease(node, ttl=30.0)
-        before = git(repos, "rev-parse", "main")
-        merging = asyncio.create_task(ann.merge("demo", "topic", "main"))
-        await asyncio.sleep(1.5)
-        assert not merging.done()
-        assert git(repos, "rev-parse", "main") == before
-        await busy.release(held)
-        result = await asyncio.wait_for(merging, 15)
+        result = await waiting_for_the_lease(node, repos, ann.merge("demo", "topic", "main"))
         assert result["applied"]
         assert git(repos, "show", "main:README.md").startswith("from topic;")
         main = await ann.open("demo/main:README.md")
@@ -449,14 +457,9 @@ async def test_a_fork_commits_its_source_under_the_sources_lease(
         doc = await ann.open(ROOM)
         doc.insert(0, "typed before the fork;")
         await ann.flush()
-        busy, held = await hold_lease(node, ttl=30.0)
-        before = git(repos, "rev-parse", "main")
-        forking = asyncio.create_task(ann.fork("demo", "main", "topic"))
-        await asyncio.sleep(1.5)
-        assert not forking.done()
-        assert git(repos, "rev-parse", "main") == before
-        await busy.release(held)
-        assert await asyncio.wait_for(forking, 15) == "topic"
+        assert await waiting_for_the_lease(node, repos, ann.fork("demo", "main", "topic")) == (
+            "topic"
+        )
         assert git(repos, "show", "main:README.md").startswith("typed before the fork;")
         assert git(repos, "rev-parse", "topic") == git(repos, "rev-parse", "main")
         topic = await ann.open("demo/topic:README.md")
@@ -516,7 +519,7 @@ async def test_a_document_deleted_while_another_node_holds_it_is_written_back(
             await fresh.wait_for(lambda text: text == str(doc), timeout=10)
         stored = await a.store.load(ROOM)
         assert stored is not None
-        again = Doc()
+        again: Doc[Any] = Doc()
         stored.apply_to(again)
         assert str(again.get("source", type=Text)) == str(doc)
 

@@ -128,6 +128,21 @@ async def test_fork_edit_merge_and_a_conflict_resolved_together(
     await chromium.screenshot("bob", "hopped-into-the-fork")
 
 
+MERGED = "() => /merged/.test(document.querySelector('#merge-result').innerText)"
+
+
+async def preview_an_edit_of(own: str, py: Client, chromium: Chromium) -> None:
+    """``# previewed`` added to ``src/app.py`` on alice's branch ``own`` (by ``py``), and the
+    merge of it into ``main`` previewed in her page, its apply button shown."""
+    app = await py.open(f"demo/{own}:src/app.py")
+    app.insert(len(str(app.text)), "# previewed\n")
+    await py.flush()
+    await chromium.select("alice", "#merge-source", own)
+    await chromium.select("alice", "#merge-target", "main")
+    await chromium.click("alice", "#merge-preview")
+    await chromium.wait("alice", "() => document.querySelector('#merge-result .merge-apply')")
+
+
 async def test_apply_merges_what_was_previewed(
     server: CollabServer, chromium: Chromium, repos: Path
 ) -> None:
@@ -137,13 +152,7 @@ async def test_apply_merges_what_was_previewed(
     await open_page(chromium, "alice", http)
     own = await chromium.eval("alice", OWN)
     async with Client(server.url, user="alice") as py:
-        app = await py.open(f"demo/{own}:src/app.py")
-        app.insert(len(str(app.text)), "# previewed\n")
-        await py.flush()
-        await chromium.select("alice", "#merge-source", own)
-        await chromium.select("alice", "#merge-target", "main")
-        await chromium.click("alice", "#merge-preview")
-        await chromium.wait("alice", "() => document.querySelector('#merge-result .merge-apply')")
+        await preview_an_edit_of(own, py, chromium)
         shown = await chromium.eval(
             "alice", "() => document.querySelector('#merge-result').innerText"
         )
@@ -167,9 +176,7 @@ async def test_apply_merges_what_was_previewed(
         await chromium.screenshot("alice", "preview-made-again")
 
         await chromium.click("alice", "#merge-result .merge-apply")
-        await chromium.wait(
-            "alice", "() => /merged/.test(document.querySelector('#merge-result').innerText)"
-        )
+        await chromium.wait("alice", MERGED)
         assert await git_show(repo, "main:README.md") == b"not previewed\n" + readme
 
 
@@ -183,20 +190,12 @@ async def test_apply_goes_through_while_someone_types_in_the_target(
     await open_page(chromium, "alice", http)
     own = await chromium.eval("alice", OWN)
     async with Client(server.url, user="alice") as py, Client(server.url, user="tom") as tom:
-        app = await py.open(f"demo/{own}:src/app.py")
-        app.insert(len(str(app.text)), "# previewed\n")
-        await py.flush()
-        await chromium.select("alice", "#merge-source", own)
-        await chromium.select("alice", "#merge-target", "main")
-        await chromium.click("alice", "#merge-preview")
-        await chromium.wait("alice", "() => document.querySelector('#merge-result .merge-apply')")
+        await preview_an_edit_of(own, py, chromium)
         target = await tom.open("demo/main:README.md")
         target.insert(0, "typed after the preview\n")
         await tom.flush()
         await chromium.click("alice", "#merge-result .merge-apply")
-        await chromium.wait(
-            "alice", "() => /merged/.test(document.querySelector('#merge-result').innerText)"
-        )
+        await chromium.wait("alice", MERGED)
         assert (await git_show(repo, "main:src/app.py") or b"").endswith(b"# previewed\n")
         readme = await git_show(repo, "main:README.md") or b""
         assert readme.startswith(b"typed after the preview\n")
