@@ -77,6 +77,7 @@ from ..live.events import EventHub, hexsha
 from ..live.marks import mark_id
 from ..live.origin import Origin
 from ..live.room import Room
+from ..live.rooms import KeepLoaded
 from ..live.text_edits import apply_edits, diff_edits
 from ..server.auth import Identity, Role
 from .work import in_git_thread, in_repo
@@ -1603,9 +1604,9 @@ class GitSync:
             return
         await sync.flush_patiently(lambda: path not in sync.dirty)
         if self.leases is not None and sync.dirty.get(path) is room and not self.stopped:
-            raise LeaseBusy(
-                f"{sync.name}: another node holds the branch's lease; {path} stays loaded "
-                "until its edits are committed"
+            raise KeepLoaded(
+                f"another node holds {sync.name}'s lease; stays loaded until its edits are "
+                "committed"
             )
 
     def _on_unloaded(self, room: Room) -> None:

@@ -23,13 +23,19 @@ from .memory import release_free_memory
 from .room import Room, Subscriber
 from .seed import seed_update
 
-__all__ = ["Rooms"]
+__all__ = ["KeepLoaded", "Rooms"]
 
 log = logging.getLogger("collab.rooms")
 
 RELEASE_AFTER = 1024 * 1024
 """Unloading a room whose stored history is larger than this gives free memory back to the
 system (see ``collab.live.memory``)."""
+
+
+class KeepLoaded(Exception):
+    """Raised by a ``before_unload`` hook to keep the room loaded for now, as planned (not a
+    failure): the unload is tried again after the grace time, and the reason is logged at
+    INFO."""
 
 
 class Rooms:
@@ -336,6 +342,11 @@ class Rooms:
                     await hook(room)
             if persist and not room.failed and room.updates_since_snapshot:
                 await room.compact()
+        except KeepLoaded as kept:
+            if not self._closing:
+                log.info("%s: kept loaded: %s", room.key, kept)
+                self._schedule_unload(room)
+                return
         except Exception:
             if not self._closing:
                 log.exception("%s: persist before unload failed; keeping the room", room.key)
