@@ -55,6 +55,7 @@ from gitsync.objects.commits import (
     commit_changes,
     commit_message,
     create_branch,
+    free_branch,
     move_as_synced,
     read_committing,
     read_merging,
@@ -1293,7 +1294,7 @@ class Rescue:
         def write(repo: Repo) -> tuple[str, bytes]:
             name, head = self.name, self.head
             if name is None or head is None:
-                name = _free_branch(repo, f"{sync.branch}-rescued-{self.base[:8].decode()}")
+                name = free_branch(repo, f"{sync.branch}-rescued-{self.base[:8].decode()}")
                 create_branch(repo, name, self.base)
                 head = self.base
             message = f"Keep the live edits of {path}\n\n" + (
@@ -1341,15 +1342,6 @@ class Rescue:
                 "commit": hexsha(self.head),
             },
         )
-
-
-def _free_branch(repo: Repo, name: str) -> str:
-    """``name``, or ``name-2``, ``name-3``... whichever does not exist yet."""
-    candidate, n = name, 1
-    while read_ref(repo, branch_ref(candidate)) is not None:
-        n += 1
-        candidate = f"{name}-{n}"
-    return candidate
 
 
 class GitSync:

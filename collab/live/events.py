@@ -8,7 +8,8 @@ Subscribers register per repository and get plain dicts (msgpack- and JSON-encod
   "create" | "delete" | "external"}``; a merge's also has ``"renamed"``: the files it renamed,
   old path -> new path; an external move to a commit that does not descend from
   the old one (a force push, a reset) adds ``"rewound": true`` and ``"rescued"``: the branch
-  that keeps live text which did not merge onto the new head, or None
+  that keeps live text which did not merge onto the new head, or None; a push's that
+  dropped commits of other people's typing has ``"rescued"``: the branch that keeps them
 - ``{"kind": "rescued", "branch", "path", "into", "commit"}``: that live text of ``path`` was
   committed on branch ``into`` before the document was made to read as the rewritten branch
 """

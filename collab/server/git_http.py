@@ -67,7 +67,8 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch, validate_repo
 
 from ..git.branch_sync import BranchSync, GitSync
-from ..git.work import in_git_thread
+from ..git.dropped_work import keep_dropped_work
+from ..git.work import in_git_thread, in_repo
 from ..live.events import EventHub
 from .auth import Authenticator, AuthError, Identity
 from .config import ServerConfig
@@ -385,6 +386,9 @@ class GitBridge:
             if not ref.startswith(HEADS):
                 continue
             branch = ref[len(HEADS) :].decode("utf-8")
+            rescued = None
+            if old != _ZERO and new != _ZERO:
+                rescued = await self._keep_dropped_work(repo, branch, old, new, identity)
             sync = self.git.branches.get((repo, branch))
             if new == _ZERO:
                 try:
@@ -405,8 +409,31 @@ class GitBridge:
                     "new": None if new == _ZERO else new.decode(),
                     "cause": "push",
                     "user": identity.user,
-                },
+                }
+                | ({} if rescued is None else {"rescued": rescued}),
             )
+
+    async def _keep_dropped_work(
+        self, repo: str, branch: str, old: bytes, new: bytes, identity: Identity
+    ) -> str | None:
+        """Keep on a branch of its own what a push that rewrote ``branch`` dropped of other
+        people's typing (see ``collab.git.dropped_work``); its name, if one was made."""
+        try:
+            kept = await in_repo(
+                self.repos, repo, keep_dropped_work, branch, old, new, identity.user
+            )
+        except Exception:
+            log.exception("%s/%s: keeping the work a force push dropped failed", repo, branch)
+            return None
+        if kept is not None:
+            log.warning(
+                "%s/%s: %s's push dropped commits of other people's typing; kept on %s",
+                repo,
+                branch,
+                identity.user,
+                kept,
+            )
+        return kept
 
 
 _NO_CACHE = {"Cache-Control": "no-cache"}

@@ -47,6 +47,7 @@ __all__ = [
     "delete_branch",
     "edit_tree",
     "fast_forward",
+    "free_branch",
     "move_as_synced",
     "read_committing",
     "read_merging",
@@ -492,6 +493,15 @@ def commit_changes(
     except Exception:  # the commit has landed; the packs are combined on a later one
         log.exception("combining the small packs of %s failed", repo.path)
     return bytes(commit.id)
+
+
+def free_branch(repo: Repo, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... whichever branch does not exist yet."""
+    candidate, n = name, 1
+    while read_ref(repo, branch_ref(candidate)) is not None:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
 
 
 def create_branch(repo: Repo, name: str, at: bytes) -> None:

@@ -204,6 +204,44 @@ async def test_force_with_lease_on_your_own_branch_and_the_documents_follow(
     run_git(repos / "demo", "fsck", "--strict", "--no-dangling")
 
 
+async def test_a_force_push_keeps_what_others_typed_on_a_branch_of_its_own(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """Bob types in alice's branch; alice, who cloned before, force-pushes a rewrite. The
+    push's advertisement committed bob's line, and the push drops that commit: the old head
+    is kept on ``<branch>-rescued-<old>``, and the push's event names it. Alice's own typing
+    dropped the same way makes no such branch: it is hers to drop."""
+    async with (
+        Client(server.url, user="alice") as alice,
+        Client(server.url, user="bob") as bob,
+    ):
+        own = await alice.join("demo")
+        await alice.subscribe("events.subscribe", repo="demo")
+        work = await clone(server, tmp_path)
+        await git(work, "checkout", "-q", own)
+
+        doc_alice = await alice.open(f"demo/{own}:README.md")
+        doc_alice.insert(0, "alice's draft\n")
+        await alice.flush()
+        await git(work, "commit", "-q", "--allow-empty", "-m", "mine")
+        await git(work, "push", "-q", "--force", "origin", own)
+        await until(lambda: "alice's draft" not in str(doc_alice.text))
+        assert not [b for b in run_git(repos / "demo", "branch").stdout.split() if "rescued" in b]
+
+        doc_bob = await bob.open(f"demo/{own}:README.md")
+        doc_bob.insert(0, "bob's line\n")
+        await bob.flush()
+        await git(work, "commit", "-q", "--amend", "--allow-empty", "-m", "mine, again")
+        await git(work, "push", "-q", "--force", "origin", own)
+        kept = [b for b in run_git(repos / "demo", "branch").stdout.split() if "rescued" in b]
+        assert len(kept) == 1 and kept[0].startswith(f"{own}-rescued-"), kept
+        assert file_at(repos, kept[0], "README.md").startswith("bob's line\n")
+        await until(lambda: "bob's line" not in str(doc_bob.text))
+        pushed = await Events(alice).wait_for("ref", cause="push", rescued=kept[0])
+        assert pushed["user"] == "alice"
+    run_git(repos / "demo", "fsck", "--strict", "--no-dangling")
+
+
 async def test_force_pushes_elsewhere_are_refused_with_the_reason(
     server: CollabServer, repos: Path, tmp_path: Path
 ) -> None:
