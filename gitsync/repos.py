@@ -92,16 +92,32 @@ class Repositories:
     def open(self, name: str) -> Repo:
         """The calling thread's own ``Repo`` for repository ``name`` (opened on first use);
         use it in this thread only."""
-        mine: dict[str, Repo] | None = getattr(self._mine, "repos", None)
+        mine: dict[str, tuple[Repo, tuple[int, int]]] | None = getattr(self._mine, "repos", None)
         if mine is None or self._mine.generation != self._generation:
             mine = self._mine.repos = {}
             self._mine.generation = self._generation
-        repo = mine.get(name)
-        if repo is None:
-            repo = Repo(str(self.path_of(name)))
+        path = self.path_of(name)
+        try:
+            found = (path / "objects").stat()
+        except OSError:
+            try:
+                found = (path / ".git" / "objects").stat()
+            except OSError:
+                raise RepoNotFound(name) from None
+        identity = (found.st_dev, found.st_ino)
+        held = mine.get(name)
+        if held is not None:
+            if held[1] == identity:
+                return held[0]
+            # the repository was replaced since (another copy restored there): the old
+            # one's packs, still open, would answer for objects the new one lacks
             with self._lock:
-                self._opened.append(repo)
-            mine[name] = repo
+                self._opened.remove(held[0])
+            held[0].close()
+        repo = Repo(str(path))
+        with self._lock:
+            self._opened.append(repo)
+        mine[name] = (repo, identity)
         return repo
 
     def close(self) -> None:

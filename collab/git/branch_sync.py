@@ -771,10 +771,20 @@ class BranchSync:
             raise RuntimeError(f"branch {self.branch} of {self.repo} was deleted")
         if grant is not None:
             await in_repo(self.owner.repos, self.repo, claim, self.branch, grant.token)
+        base_gone = False
 
         def read(repo: Repo) -> tuple[bytes, list[FileChange], bool, set[str], bytes | None]:
+            nonlocal base_gone
             old = _finish_commit(repo, self.branch, head, self.synced)
-            changes = changed_files(repo, old, head)
+            try:
+                if not is_stored(repo, old):
+                    raise KeyError(old)
+                changes = changed_files(repo, old, head)
+            except KeyError:
+                # the repository was replaced (or its history rewritten and pruned): no
+                # base to merge from (see _against_head)
+                base_gone = True
+                return old, [], False, set(), None
             maybe_gone = [c.path for c in changes if c.new is None or not is_text(c.new)]
             gone = not_text_at(repo, head, maybe_gone)
             # the marks worth looking for: those of a merge a crash interrupted (a mark of
@@ -794,7 +804,17 @@ class BranchSync:
         self.emptied = set()
         if old == head:  # an interrupted commit of the documents' own text: nothing to merge
             return
-        rescue = Rescue(self, old)
+        rescue = Rescue(self, head if base_gone else old)
+        if base_gone:
+            changes, not_text = await self._against_head(head)
+            log.error(
+                "%s: the commit the live documents matched (%s) is not in the repository any "
+                "more (was it replaced?); they now read as the branch's head %s, and live text "
+                "that differs from it is kept on a branch of its own",
+                self.name,
+                old[:12].decode(),
+                head[:12].decode(),
+            )
         committed = {change.path: change.old for change in changes if change.path in not_text}
         await self.retire(not_text, committed, rescue)
         changes = [change for change in changes if change.path not in not_text]
@@ -811,7 +831,9 @@ class BranchSync:
             await self.merge_into_live(rest, head, interrupted)
             renamed.update(await self._follow_renames(moves, head, interrupted))
         else:
-            await self._follow_rewrite(old, changes, head, interrupted == head, rescue)
+            await self._follow_rewrite(
+                old, changes, head, interrupted == head, rescue, base_known=not base_gone
+            )
         await self.record_taken(grant)
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
         await in_repo(self.owner.repos, self.repo, clear_merging, self.branch, head)
@@ -1012,13 +1034,22 @@ class BranchSync:
             await self.owner.rooms.retire(key, ErrorCode.NOT_TEXT, reason)
 
     async def _follow_rewrite(
-        self, old: bytes, changes: list[FileChange], head: bytes, marked: bool, rescue: Rescue
+        self,
+        old: bytes,
+        changes: list[FileChange],
+        head: bytes,
+        marked: bool,
+        rescue: Rescue,
+        *,
+        base_known: bool = True,
     ) -> None:
         """The branch moved from ``old`` to a commit that does not descend from it: make each
         live document read as the new head. Pending live edits are kept where they merge
         cleanly onto it (three-way, ``old`` the base); where they do not, the live text is
         first committed on a branch of its own by ``rescue`` (``<branch>-rescued-<old>``),
-        and the document then reads as the new head. No live text is dropped uncommitted."""
+        and the document then reads as the new head. No live text is dropped uncommitted.
+        Without ``base_known`` (``old`` is gone from the repository), nothing merges: live
+        text that is not the new head's is kept that way."""
         live = set(await self.live_paths([change.path for change in changes]))
         durable: list[Awaitable[None]] = []
         self.reconciling = True
@@ -1031,11 +1062,15 @@ class BranchSync:
                 mark = mark_id(head, change.path)
                 room = self.owner.rooms.get_key(key)
                 if room is not None:
-                    durable.append(await _rewrite_into(room, change, rescue, mark, marked))
+                    durable.append(
+                        await _rewrite_into(room, change, rescue, mark, marked, base_known)
+                    )
                     self.taken[change.path] = room.doc.get_state()
                 else:
                     async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
-                        durable.append(await _rewrite_into(borrowed, change, rescue, mark, marked))
+                        durable.append(
+                            await _rewrite_into(borrowed, change, rescue, mark, marked, base_known)
+                        )
                         self.taken[change.path] = borrowed.doc.get_state()
             await asyncio.shield(asyncio.gather(*durable))  # (their futures are the rooms')
         finally:
@@ -1054,6 +1089,24 @@ class BranchSync:
 
         await in_repo(self.owner.repos, self.repo, record)
         self.committed_states.update(taken)
+
+    async def _against_head(self, head: bytes) -> tuple[list[FileChange], set[str]]:
+        """Every live document of this branch (loaded or stored) as a change from nothing
+        to its file at ``head``, and those whose path holds no text file there: how the
+        documents are made to read as ``head`` when the commit they matched is gone."""
+        stored = await self.owner.store.keys(self.prefix)
+        loaded = [room.doc_id.path for room in self.owner.rooms.loaded(self.prefix)]
+        paths = sorted({key[len(self.prefix) :] for key in stored} | set(loaded))
+
+        def read(repo: Repo) -> tuple[list[FileChange], set[str]]:
+            gone = not_text_at(repo, head, paths)
+            changes = [
+                FileChange(path, None, None if path in gone else read_blob(repo, head, path))
+                for path in paths
+            ]
+            return changes, gone
+
+        return await in_repo(self.owner.repos, self.repo, read)
 
     async def live_paths(self, paths: Iterable[str]) -> list[str]:
         """Those of ``paths`` that have a live document on this branch, loaded or stored."""
@@ -1222,12 +1275,18 @@ REWRITE_ATTEMPTS = 5
 
 
 async def _rewrite_into(
-    room: Room, change: FileChange, rescue: Rescue, mark: int, marked: bool
+    room: Room,
+    change: FileChange,
+    rescue: Rescue,
+    mark: int,
+    marked: bool,
+    base_known: bool = True,
 ) -> asyncio.Future[None]:
     """Make ``room`` read ``change.new``: live edits made since ``change.old`` are merged
-    onto it if they merge cleanly, else committed by ``rescue`` first. The edit carries
-    ``mark``; with ``marked`` (a crash may have come during this rewrite), a document that
-    holds it already had the rewrite, and is left as it is."""
+    onto it if they merge cleanly, else committed by ``rescue`` first (always, unless it
+    reads so already, without ``base_known``). The edit carries ``mark``; with ``marked`` (a
+    crash may have come during this rewrite), a document that holds it already had the
+    rewrite, and is left as it is."""
     fence = rescue.sync.fence
     if marked and room.has_mark(mark):
         return _done()
@@ -1235,9 +1294,13 @@ async def _rewrite_into(
     theirs = (change.new or b"").decode("utf-8")
     for _attempt in range(REWRITE_ATTEMPTS):
         live = str(room.text)
-        if live == base:
+        if live == theirs and not base_known:
+            return _done()
+        if live == base and base_known:
             return replace_text(room, theirs, origin=Origin.GIT, mark=mark, fence=fence)
-        merged, conflicted = merge_text(base, live, theirs, characters=True)
+        merged, conflicted = (
+            merge_text(base, live, theirs, characters=True) if base_known else (live, True)
+        )
         if not conflicted:
             return replace_text(room, merged, origin=Origin.GIT, mark=mark, fence=fence)
         await rescue.keep(change.path, live)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from collab.client import Client, ClientError
 from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
 from gitsync.objects.commits import read_ref
+from gitsync.repos import create_demo_repo
 from protocol.errors import ErrorCode
 
 GIT_ENV = {
@@ -617,3 +619,35 @@ async def test_a_rename_to_a_file_too_large_to_open_does_not_stop_the_branch(
         assert file_at(repos, after, "README.md").startswith("still committed\n")
         assert file_at(repos, after, "src/tale.txt") == lines + "more\n" * 60
         assert "typed live\n" in file_at(repos, after, "src/story.txt")  # not dropped
+
+
+async def test_a_repository_replaced_under_the_server_is_followed_and_live_text_kept(
+    server: CollabServer, repos: Path
+) -> None:
+    """The repository's directory is replaced by another history while a document is open
+    (an operator restored another copy, say): the commit the document matched is gone, so
+    nothing can merge. The document comes to read as the new head, its live text is kept on
+    a branch of its own made from that head, and commits go on there."""
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        doc.insert(0, "committed\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        shutil.rmtree(repos / "demo")
+        create_demo_repo(repos / "demo", {"README.md": "# Another history\n"})
+        replaced = head(repos, "main")
+        assert replaced is not None
+        doc.insert(0, "typed after\n")
+        await bob.flush()
+        live = str(doc.text)
+        await (await server.git.branch("demo", "main")).catch_up()
+        await until(lambda: str(doc.text) == "# Another history\n")
+        rescued = f"main-rescued-{replaced[:8]}"
+        assert file_at(repos, rescued, "README.md") == live
+        assert run_git(repos / "demo", "merge-base", "--is-ancestor", replaced, rescued)
+        doc.insert(0, "and on\n")
+        await bob.flush()
+        after = await bob.commit("demo", "main")
+        assert file_at(repos, after, "README.md") == "and on\n# Another history\n"
+        assert run_git(repos / "demo", "merge-base", "--is-ancestor", replaced, after)
+    run_git(repos / "demo", "fsck", "--strict", "--no-dangling")
