@@ -13,7 +13,7 @@ import aiohttp
 from pycrdt import Doc, Text, TransactionEvent
 
 from protocol import messages as m
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.yjs import AwarenessEntry, decode_awareness, encode_awareness
 
 from .live.epochs import client_id
@@ -34,8 +34,13 @@ _PERMANENT = {
 }
 _HARMLESS = {ErrorCode.READ_ONLY, ErrorCode.RATE_LIMITED}  # errors that leave a document open
 # The server's answers (server.status of a large deployment, say) may hold more values than
-# the server takes from a client: no count of values here, beyond the one a byte allows.
-_SERVER_LIMITS = m.Limits(max_values=m.DEFAULT_LIMITS.max_message)
+# the server takes from a client: no count of values here, beyond the one a byte allows; and
+# a document's whole state, sent when it opens, is larger than its text, whose cap the
+# server sets (``--max-document``): no size limit either, beyond what a frame can say.
+_SERVER_FRAME = 2**32 - 1
+_SERVER_LIMITS = m.Limits(
+    max_values=_SERVER_FRAME, max_message=_SERVER_FRAME, max_bin=_SERVER_FRAME
+)
 
 
 def _describe(exc: BaseException) -> str:
@@ -453,6 +458,12 @@ class Client:
                 if exc.code in _PERMANENT:
                     self._fail(exc)
                     return
+            except ProtocolError as exc:  # a frame this client cannot read: it would again
+                unreadable = ClientError(exc.code, f"the server sent a frame not understood: {exc}")
+                if not welcomed.done():
+                    welcomed.set_exception(unreadable)
+                self._fail(unreadable)
+                return
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if _not_found(exc) and not welcomed.done():  # no collab server at that address
                     error = ConnectionError(

@@ -145,6 +145,10 @@ class Room:
         self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
+        # for the cap: each client's latest section end, and the bytes of the updates with a
+        # section of it since it was last seen whole (see _pending_bound)
+        self._ends: dict[int, int] = {}
+        self._unsettled: dict[int, int] = {}
         self._clocks: dict[int, int] = {}  # each client's clock, as last read (see _check_deletes)
         # who held each awareness id, kept when its entry leaves a full table (see _id_user)
         self._id_users: collections.OrderedDict[int, str] = collections.OrderedDict()
@@ -329,6 +333,8 @@ class Room:
                 self._check_health(exc, sender)
             raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
         self._size_bound = size_bound
+        if self.max_document:
+            self._note_sections(shape, len(update))
         self._note_pairs(shape.pairs)
         pending = _Pending(update, origin, sender)
         if sender is not None and origin in _AUTHORED:
@@ -420,13 +426,39 @@ class Room:
             return self._size_bound
         bound = self._size_bound + len(update)
         if bound > self.max_document:
-            bound = len(self.text) + len(update)
+            bound = len(self.text) + self._pending_bound() + len(update)
             if bound > self.max_document:
                 raise ProtocolError(
                     ErrorCode.DOCUMENT_FULL,
                     f"the document would grow past its cap of {self.max_document} bytes",
                 )
         return bound
+
+    def _note_sections(self, shape: UpdateShape, size: int) -> None:
+        """Note an applied update of ``size`` bytes, for :meth:`_pending_bound`."""
+        for client, end in shape.ends.items():
+            if end > self._ends.get(client, 0):
+                self._ends[client] = end
+            self._unsettled[client] = self._unsettled.get(client, 0) + size
+
+    def _pending_bound(self) -> int:
+        """An upper bound of the UTF-8 bytes of text the document holds pending: structs
+        that wait for clocks their client (or another) has not sent, so not in the text yet,
+        which the clocks that complete them would bring in at once. For each client whose
+        clock is behind the end of its sections: at most 3 bytes a missing clock (a UTF-16
+        unit), and at most what its updates since it was last seen whole held."""
+        if not self._unsettled:
+            return 0
+        state = self.doc.get_state()
+        self._clocks = decode_state_vector(state, YjsLimits(max_state_vector=len(state) + 16))
+        pending = 0
+        for client in list(self._unsettled):
+            missing = self._ends[client] - self._clocks.get(client, 0)
+            if missing <= 0:
+                del self._unsettled[client]
+            else:
+                pending += min(3 * missing, self._unsettled[client])
+        return pending
 
     def edit(
         self,

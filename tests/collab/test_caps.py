@@ -78,6 +78,37 @@ async def test_a_stock_client_past_the_cap_is_closed_with_its_code(
     assert "(ann): disconnected (code 4019)" in caplog.text  # the code it was closed with
 
 
+async def test_text_held_pending_counts_toward_the_cap(repos: Path, tmp_path: Path) -> None:
+    """Updates whose structs wait for clocks not sent yet are held pending by the CRDT, out
+    of the text, until the clocks they wait for arrive and bring them all in at once: such
+    text counts toward the cap as it comes, or a client could send 900 KB chunks that each
+    wait, then the few bytes that complete them all, and grow the document past its cap."""
+    cap = 1_000_000
+    config = make_config(repos, tmp_path / "data", max_document=cap)
+    async with CollabServer(config) as server, YjsPeer(server.url, ROOM, user="eve") as eve:
+        await asyncio.wait_for(eve.synced.wait(), 5)
+        writer: Doc = Doc()
+        writer.apply_update(eve.doc.get_update())
+        text = writer.get("source", type=Text)
+        fillers, chunks = [], []
+        for k in range(3):
+            before = writer.get_state()
+            text.insert(0, f"{k}" * 10)
+            fillers.append(writer.get_update(before))
+            before = writer.get_state()
+            text.insert(0, chr(ord("a") + k) * 900_000)
+            chunks.append(writer.get_update(before))
+        for update in chunks + fillers:  # each chunk waits for the filler before it
+            await eve.send(encode_message(SyncUpdate(update)))
+        await asyncio.wait_for(eve.closed.wait(), 10)
+        assert eve.close_code == ErrorCode.DOCUMENT_FULL
+        room = server.rooms.get_key(ROOM)
+        assert room is not None and len(str(room.text).encode()) <= cap
+        async with Client(server.url, user="late") as late:
+            opened = str(await late.open(ROOM))
+            assert len(opened.encode()) <= cap and "b" * 1000 not in opened
+
+
 async def test_a_user_over_the_update_quota_is_cut_off_and_others_go_on(
     repos: Path, tmp_path: Path
 ) -> None:
@@ -247,3 +278,21 @@ async def test_a_user_holds_at_most_max_user_sockets_connections(
             assert again.close_code is None
         for peer in peers:
             await peer.close()
+
+
+async def test_a_document_whose_state_passes_8_mib_opens_in_the_python_client(
+    repos: Path, tmp_path: Path
+) -> None:
+    """The whole state a document opens with is larger than its text: a cap set above the
+    default (``--max-document``) lets it pass 8 MiB, which the client read as a frame over
+    its limits, and it waited for an open that never came. It opens."""
+    config = make_config(repos, tmp_path / "data", max_document=12 * MB)
+    async with CollabServer(config) as server:
+        async with Client(server.url, user="ann") as ann:
+            doc = await ann.open(ROOM)
+            for k in range(9):
+                doc.insert(0, chr(ord("a") + k) * MB)
+                await ann.flush()
+        async with Client(server.url, user="late") as late:
+            opened = await asyncio.wait_for(late.open(ROOM), 20)
+            assert len(str(opened)) > 9 * MB
