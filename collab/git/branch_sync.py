@@ -95,6 +95,8 @@ T = TypeVar("T")
 log = logging.getLogger("collab.git")
 
 ENGINE_AUTHOR = "collab <collab@localhost>"
+EMPTY_STATE = b"\x00"
+"""The state vector of a document without history."""
 RETRY_MAX_S = 60.0
 """The longest wait before a commit that keeps failing is tried again."""
 CLEAN_SHUTDOWN = "clean-shutdown"
@@ -1032,6 +1034,10 @@ class BranchSync:
             if kept is not None:
                 reason += f"; its live edits were kept on {kept}"
             await self.owner.rooms.retire(key, ErrorCode.NOT_TEXT, reason)
+            if rescue is not None:  # (a move closes it, and records what it took)
+                # its history is gone on purpose: opened again, it is no document the store
+                # lost (see Rooms._history_gone)
+                self.taken[path] = EMPTY_STATE
 
     async def _follow_rewrite(
         self,

@@ -188,7 +188,8 @@ class Rooms:
         doc: Doc[Any] = Doc(client_id=client_id())
         lacking = None
         if stored is None or stored.empty:
-            last_seq = await self._seed(doc_id, doc, lost=stored is not None)
+            lost = stored is not None or await self._history_gone(doc_id, doc)
+            last_seq = await self._seed(doc_id, doc, lost=lost)
         else:
             stored.apply_to(doc)
             last_seq = stored.last_seq
@@ -273,6 +274,17 @@ class Rooms:
         self.history_lost += 1
         return committed
 
+    async def _history_gone(self, doc_id: DocId, doc: Doc[Any]) -> bool:
+        """Whether the store holds nothing of a document its branch committed edits of: the
+        store lost it whole (it went back to an older copy, say)."""
+        if self.committed_state is None:
+            return False
+        committed = await self.committed_state(doc_id)
+        if committed is None or not history_lost(doc.get_state(), committed):
+            return False
+        self.history_lost += 1
+        return True
+
     async def _seed(self, doc_id: DocId, doc: Doc[Any], *, lost: bool) -> int:
         """Seed ``doc`` from the branch head, as a new epoch; the update's sequence number."""
         key = str(doc_id)
@@ -291,8 +303,9 @@ class Rooms:
         source = blob.sha.decode() if blob.sha else "nothing"
         if lost:
             log.warning(
-                "%s: its history was lost in a repair; seeded again from %s as epoch %x "
-                "(clients holding the old history are told to reload)",
+                "%s: its stored history was lost (in a repair, or with a store that went "
+                "back to an older copy); seeded again from %s as epoch %x (clients holding "
+                "the old history are told to reload)",
                 key,
                 source,
                 epoch,

@@ -440,6 +440,30 @@ async def test_a_commit_that_meets_a_move_making_its_file_no_text_leaves_the_mov
     assert "error" not in git_fsck.stderr
 
 
+async def test_a_file_made_binary_then_text_again_opens_anew_without_a_loss_said(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """A document whose live text was committed, then closed because a move made its file
+    binary, has no stored history left, on purpose: once a move makes it text again, it
+    opens as the branch has it, and is not counted as a document the store lost."""
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        doc.insert(0, "typed live\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        await _move_outside(repos, tmp_path, "binary")
+        await (await server.git.branch("demo", "main")).catch_up()
+        await until(lambda: doc.closed)
+    work = tmp_path / "outside"
+    (work / "README.md").write_text("text again\n")
+    await git(work, "commit", "-qam", "text again")
+    await git(work, "push", "-q", "origin", "HEAD:main")
+    await (await server.git.branch("demo", "main")).catch_up()
+    async with Client(server.url, user="dan") as dan:
+        assert str(await dan.open("demo/main:README.md")) == "text again\n"
+    assert server.rooms.history_lost == 0
+
+
 async def test_files_whose_names_are_not_utf8_are_carried_and_block_nothing(
     server: CollabServer, repos: Path, tmp_path: Path
 ) -> None:

@@ -108,6 +108,40 @@ async def test_a_damaged_snapshot_is_quarantined_and_repaired_from_the_branch(
     _fsck(repos)
 
 
+async def test_a_document_the_store_lost_whole_is_seeded_again_out_loud(
+    repos: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that went back to an older copy, from before a document was first opened,
+    holds nothing of it; its branch committed edits of it. The document is seeded again
+    from the branch head, which holds them, but not silently: a warning, a ``reseeded``
+    event, and the count of documents whose history was lost."""
+    config = make_config(repos, data_dir, commit_idle=0.05)
+    async with CollabServer(config) as first, Client(first.url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        doc.insert(0, "committed before the store went back\n")
+        await ann.flush()
+        typed = str(doc)
+    assert _head(repos)[1] == typed
+    with sqlite3.connect(data_dir / "store.sqlite3") as db:
+        db.execute("DELETE FROM records WHERE doc_id = ?", (ROOM,))
+        db.execute("DELETE FROM docs WHERE doc_id = ?", (ROOM,))
+    db.close()
+
+    async with CollabServer(config) as second, Client(second.url, user="bob") as bob:
+        events: list[dict[str, Any]] = []
+        second.events.subscribe("demo", lambda _repo, event: events.append(event))
+        assert str(await bob.open(ROOM)) == typed
+        assert [e for e in events if e["kind"] == "reseeded"] == [
+            {"kind": "reseeded", "branch": "main", "path": "README.md", "blob": ANY}
+        ]
+        assert second.rooms.history_lost == 1
+        assert "stored history was lost" in caplog.text
+        # a document never edited live is seeded as ever, quietly
+        await bob.open("demo/main:src/app.py")
+        assert second.rooms.history_lost == 1
+    assert _head(repos)[1] == typed
+
+
 async def test_one_process_per_data_directory(repos: Path, data_dir: Path) -> None:
     config = make_config(repos, data_dir)
     async with CollabServer(config):
