@@ -1487,7 +1487,7 @@ class GitSync:
             except Exception:
                 clean = False
                 log.exception("%s: final commit failed", sync.name)
-            if sync.dirty:
+            if sync.dirty or sync.held:  # (held: the next start's scan reports it again)
                 clean = False
         if clean and not self.incomplete and self.clean_marker is not None:
             await in_git_thread(self.repos, _write_durably, self.clean_marker)
@@ -1634,7 +1634,11 @@ class GitSync:
         sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))
         if sync is not None:
             room.listeners.append(sync.touch)
-            if self.leases is not None and room.loaded_seq > 0:
+            if room.lacking is not None:
+                # its commits are held, and reported as such, from the start: a commit is
+                # tried (and held) whether or not anyone types
+                sync.touch(room, Origin.BUS, None)
+            elif self.leases is not None and room.loaded_seq > 0:
                 # in a cluster, a node that died may have left edits uncommitted in the shared
                 # store: whichever node loads the document next commits them
                 task = asyncio.create_task(self._commit_if_behind(sync, room))

@@ -234,6 +234,51 @@ async def test_a_damaged_record_mid_log_is_salvaged_and_the_shrinking_commit_hel
     _fsck(repos)
 
 
+async def test_a_held_document_is_still_reported_held_after_a_clean_restart(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A store that lost the end of a document's log (its write-ahead log cut short by a
+    crash): the document's commits are held, and ``/healthz`` lists it. A clean stop does
+    not end that: the next start looks for it again and lists it, before anyone opens it,
+    and opening it keeps it held."""
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--commit-idle", "0.05"))
+    data = server.data_dir
+    await server.start()
+    try:
+        async with Client(server.url, user="ann") as ann:
+            doc = await ann.open(ROOM)
+            await _type_keystrokes(doc, "".join(f"line {i} typed key by key\n" for i in range(8)))
+            await ann.flush()
+            typed = str(doc)
+            async with asyncio.timeout(10):
+                while _head(repos)[1] != typed:
+                    await asyncio.sleep(0.05)
+        await server.kill()
+        seqs = [seq for seq, kind in stored_rows(data, ROOM) if kind == "u"]
+        with sqlite3.connect(data / "store.sqlite3") as db:  # the log's last third is gone
+            db.execute(
+                "DELETE FROM records WHERE doc_id = ? AND seq >= ?",
+                (ROOM, seqs[2 * len(seqs) // 3]),
+            )
+        db.close()
+        head = _head(repos)
+        base = server.url.replace("ws://", "http://")
+        for _start in range(2):
+            await server.start()
+            async with asyncio.timeout(10):
+                while ROOM not in (await _health(base))["held"]:
+                    await asyncio.sleep(0.05)
+            async with Client(server.url, user="late") as late:
+                assert typed.startswith(str(await late.open(ROOM)))
+            await asyncio.sleep(0.3)
+            assert ROOM in (await _health(base))["held"]
+            assert _head(repos) == head
+            await server.stop()
+    finally:
+        await server.stop()
+    _fsck(repos)
+
+
 class _UnlistableStore(MemoryStore):
     """A store whose file is damaged where the list of its documents lies."""
 
