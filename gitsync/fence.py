@@ -22,6 +22,8 @@ from pathlib import Path
 
 from dulwich.repo import Repo
 
+from .repos import make_dirs_within
+
 __all__ = ["Fenced", "claim", "current_fence", "fence_path", "fenced"]
 
 
@@ -39,13 +41,17 @@ class Fenced(RuntimeError):
 
 
 def fence_path(repo: Repo | Path, branch: str) -> Path:
-    controldir = Path(repo.controldir()) if isinstance(repo, Repo) else Path(repo)
-    return controldir / "collab" / "fences" / branch
+    return _controldir(repo) / "collab" / "fences" / branch
+
+
+def _controldir(repo: Repo | Path) -> Path:
+    return Path(repo.controldir()) if isinstance(repo, Repo) else Path(repo)
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[int]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _locked(repo: Repo | Path, branch: str) -> Iterator[int]:
+    path = fence_path(repo, branch)
+    make_dirs_within(_controldir(repo), path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -67,7 +73,7 @@ def _raise_to(fd: int, token: int) -> None:
 
 def current_fence(repo: Repo | Path, branch: str) -> int:
     """The largest token the branch has seen (0: none yet)."""
-    with _locked(fence_path(repo, branch)) as fd:
+    with _locked(repo, branch) as fd:
         return _read(fd)
 
 
@@ -82,7 +88,7 @@ def claim(repo: Repo | Path, branch: str, token: int) -> None:
 def fenced(repo: Repo | Path, branch: str, token: int) -> Iterator[None]:
     """Hold the branch's fence for a write made under lease ``token``: ``Fenced`` if a newer
     lease has been seen; otherwise no other fenced write runs until this block ends."""
-    with _locked(fence_path(repo, branch)) as fd:
+    with _locked(repo, branch) as fd:
         seen = _read(fd)
         if seen > token:
             raise Fenced(branch, token, seen)

@@ -49,6 +49,22 @@ class BranchDamaged(ValueError):
     ref file): what the branch is cannot be known until an operator repairs it."""
 
 
+def make_dirs_within(controldir: Path, directory: Path) -> None:
+    """Create ``directory`` (and the directories between) inside a repository's git
+    directory ``controldir``, which must exist: ``FileNotFoundError`` if it does not. A
+    repository moved away or deleted while the server runs is not made again as a skeleton
+    of the engine's own files, which would stand in the way of putting it back."""
+    missing = []
+    for parent in (directory, *directory.parents):
+        if parent == controldir:
+            break
+        missing.append(parent)
+    else:
+        raise ValueError(f"{directory} is not inside {controldir}")
+    for parent in reversed(missing):
+        parent.mkdir(exist_ok=True)
+
+
 def is_stored(repo: Repo, sha: bytes) -> bool:
     """Whether ``sha`` is the hex id of an object ``repo`` holds (a ref file holding garbage,
     or an id whose object is gone, is not)."""

@@ -38,6 +38,7 @@ from pathlib import Path
 from dulwich.repo import Repo
 
 from ..packs.write import fsync_directory
+from ..repos import make_dirs_within
 
 __all__ = ["forget_synced_state", "read_synced_state", "record_synced_state"]
 
@@ -95,7 +96,7 @@ def record_synced_state(repo: Repo, branch: str, states: Mapping[str, bytes]) ->
     if not states:
         return
     path = _state_file(repo, branch)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_within(Path(repo.controldir()), path.parent)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size

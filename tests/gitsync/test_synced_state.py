@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from dulwich.repo import Repo
 
+from gitsync.fence import claim
 from gitsync.objects import synced_state
 from gitsync.objects.synced_state import read_synced_state, record_synced_state
 
@@ -100,3 +101,21 @@ def test_the_record_is_compacted_as_it_grows(
     assert largest < 2 * 4096 + 200
     assert read_synced_state(repo, BRANCH) == expected
     assert not list(_file(repo).parent.glob("*.tmp"))
+
+
+def test_a_repository_moved_away_is_not_made_again_as_a_skeleton(repo: Repo) -> None:
+    """The engine's files are written inside the repository's git directory only: once the
+    repository is moved away, a record is refused, and nothing is created where it was
+    (which would stand in the way of moving it back); the fence likewise."""
+    where = Path(repo.controldir())
+    repo.close()
+    where.rename(where.with_name("moved"))
+    with pytest.raises(FileNotFoundError):
+        record_synced_state(repo, BRANCH, {"a.py": b"\x01\x02"})
+    with pytest.raises(FileNotFoundError):
+        claim(where, BRANCH, 7)
+    assert not where.exists()
+    where.with_name("moved").rename(where)
+    record_synced_state(repo, BRANCH, {"a.py": b"\x01\x02"})
+    claim(where, BRANCH, 7)
+    assert read_synced_state(repo, BRANCH) == {"a.py": b"\x01\x02"}
