@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -143,32 +144,36 @@ def _parser() -> argparse.ArgumentParser:
         help=f"file holding the HMAC secret for tokens (else ${SECRET_ENV}; neither: dev mode)",
     )
     serve.add_argument(
-        "--grace", type=float, default=5.0, help="seconds an idle document stays loaded"
+        "--grace", type=_seconds, default=5.0, help="seconds an idle document stays loaded"
     )
     serve.add_argument(
         "--group-window",
-        type=float,
+        type=_seconds,
         default=GROUP_WINDOW,
         help="seconds an update under load waits for others to share its store write (0: none)",
     )
     serve.add_argument(
         "--sync-window",
-        type=float,
+        type=_seconds,
         default=SYNC_WINDOW,
         help="seconds of store writes one fsync covers (0: fsyncs back to back)",
     )
     serve.add_argument(
-        "--heartbeat", type=float, default=30.0, help="seconds between WebSocket pings"
+        "--heartbeat",
+        type=_positive_seconds,
+        default=30.0,
+        help="seconds between WebSocket pings",
     )
     serve.add_argument(
         "--max-document",
-        type=int,
+        type=_bytes,
         default=_DEFAULTS.max_document,
-        help="largest live document (UTF-8 bytes of text); edits past it are refused with 4019",
+        help="largest live document (UTF-8 bytes of text); edits past it are refused with 4019 "
+        "(0: no cap)",
     )
     serve.add_argument(
         "--max-push",
-        type=int,
+        type=_positive_bytes,
         default=_DEFAULTS.max_push,
         help="largest git push (bytes, decompressed); larger ones are refused",
     )
@@ -191,7 +196,9 @@ def _parser() -> argparse.ArgumentParser:
         f"(else ${REDIS_ENV}; neither: one process serves everything, on --store)",
     )
     serve.add_argument(
-        "--node-id", help="this node's name in the cluster (default: host-pid-random)"
+        "--node-id",
+        type=_node_id,
+        help="this node's name in the cluster (default: host-pid-random)",
     )
     serve.add_argument(
         "--completion-backend",
@@ -202,13 +209,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--completion-endpoint", help="OpenAI-compatible server URL (http)")
     serve.add_argument(
         "--commit-idle",
-        type=float,
+        type=_positive_seconds,
         default=1.0,
         help="commit live edits after this many seconds without typing",
     )
     serve.add_argument(
         "--commit-max-lag",
-        type=float,
+        type=_positive_seconds,
         default=10.0,
         help="... and at the latest this many seconds after the first pending edit",
     )
@@ -342,6 +349,53 @@ def _fsck_ids(text: str) -> frozenset[str]:
     return ids
 
 
+def _seconds(text: str) -> float:
+    """A finite number of seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return seconds
+
+
+def _positive_seconds(text: str) -> float:
+    """A finite number of seconds, more than 0."""
+    seconds = _seconds(text)
+    if seconds == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds over 0")
+    return seconds
+
+
+def _bytes(text: str) -> int:
+    """A whole number of bytes, 0 or more."""
+    try:
+        size = int(text)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes (0 or more)")
+    return size
+
+
+def _positive_bytes(text: str) -> int:
+    """A whole number of bytes, more than 0."""
+    size = _bytes(text)
+    if size == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes over 0")
+    return size
+
+
+def _node_id(text: str) -> str:
+    """``--node-id``: letters, digits, ``.``, ``_`` and ``-``, 1 to 64 of them."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a node id is 1 to 64 letters, digits, '.', '_' or '-'"
+        )
+    return text
+
+
 def _ttl_seconds(text: str) -> float:
     """``--ttl``: a positive number of seconds, or 0 for a token that never expires."""
     try:
@@ -380,12 +434,28 @@ def _serve(args: argparse.Namespace) -> int:
         return _refuse(args, _unreadable(exc))
     except OSError as exc:
         return _refuse(args, _os_error(exc, args))
-    except Exception:
+    except Exception as exc:
+        if args.redis is not None and _redis_failure(exc):
+            return _refuse(
+                args,
+                f"cannot reach Redis at {args.redis}: {str(exc).rstrip('.')}; start it, or check "
+                f"--redis "
+                f"(or ${REDIS_ENV})",
+            )
         if args.log_format != "json":
             raise
         log.critical("collab serve stopped on an unexpected error", exc_info=True)
         return 1
     return 0
+
+
+def _redis_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the Redis client's (the cluster extra: maybe not installed)."""
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:
+        return False
+    return isinstance(exc, RedisError)
 
 
 def _refuse(args: argparse.Namespace, message: str) -> int:
@@ -414,6 +484,12 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         raise StartupError(
             f"no repository directory {args.repos}: create it and put git repositories in "
             "it (DIR/NAME or DIR/NAME.git), or leave --repos out to serve a demo repository"
+        )
+    if args.commit_max_lag < args.commit_idle:
+        raise StartupError(
+            f"--commit-max-lag {args.commit_max_lag:g} is under --commit-idle "
+            f"{args.commit_idle:g}: the longest a pending edit waits for its commit cannot be "
+            "shorter than the pause that commits it"
         )
     backend = args.completion_backend
     if backend not in (*BACKENDS, "none") and not backend.strip(":").count(":"):

@@ -511,6 +511,44 @@ def test_start_up_errors_name_the_option(repos: Path, tmp_path: Path) -> None:
         _refused(done, "--data-dir /sys: ", "/sys/", "give a directory")
 
 
+def test_serve_refuses_settings_that_cannot_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Values that would start a server that cannot serve (every ``/ws`` refused, rooms
+    never unloaded, every insert refused) are refused at the command line, with the reason."""
+    for option, value, words in (
+        ("--grace", "nan", "is not a number of seconds"),
+        ("--grace", "-5", "is not a number of seconds"),
+        ("--heartbeat", "0", "is not a number of seconds over 0"),
+        ("--commit-idle", "inf", "is not a number of seconds"),
+        ("--commit-max-lag", "-1", "is not a number of seconds"),
+        ("--group-window", "-0.1", "is not a number of seconds"),
+        ("--max-document", "-1", "is not a number of bytes"),
+        ("--max-push", "0", "is not a number of bytes over 0"),
+        ("--node-id", "", "a node id is 1 to 64 letters"),
+        ("--node-id", "a b", "a node id is 1 to 64 letters"),
+    ):
+        line = _usage_error(capsys, "serve", option, value)
+        assert line.startswith(f"collab serve: error: argument {option}: "), line
+        assert words in line, line
+    data = str(tmp_path / "data")
+    lag = _serve("--port", "0", "--data-dir", data, "--commit-idle", "10", "--commit-max-lag", "1")
+    _refused(lag, "--commit-max-lag 1 is under --commit-idle 10")
+
+
+def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    repos = tmp_path / "repos"
+    repos.mkdir()
+    done = _serve(
+        "--port", "0", "--data-dir", str(tmp_path / "data"), "--repos", str(repos), "--redis", url
+    )
+    _refused(done, f"cannot reach Redis at {url}: ", "start it, or check --redis")
+
+
 def test_a_log_level_is_one_of_those_listed(capsys: pytest.CaptureFixture[str]) -> None:
     line = _usage_error(capsys, "serve", "--log-level", "LOUD")
     assert line.startswith("collab serve: error: argument --log-level: invalid choice: 'LOUD'")
