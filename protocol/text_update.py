@@ -122,7 +122,14 @@ class UpdateShape:
     meaning right after that clock of that client (an item's origin; the clock before its
     right origin; the clocks before and at the end of each deleted range). ``pairs``: for
     each client whose strings hold characters past U+FFFF, the clock of each one's first
-    UTF-16 unit (see :func:`splits_a_pair`)."""
+    UTF-16 unit (see :func:`splits_a_pair`).
+
+    What a document must hold for the update to be integrated whole, not kept pending
+    (where the CRDT implementations disagree, and the Rust core's state can be left
+    damaged): ``resumes``, for each client whose structs go on after a skipped range of its
+    clocks, the clock they go on from (the document must hold every clock before it); and
+    ``origins``, each ``(client, clock)`` an item's origin or right origin names in another
+    client's clocks (the document, or the update, must hold that clock)."""
 
     clients: frozenset[int]
     starts: dict[int, int]
@@ -130,6 +137,8 @@ class UpdateShape:
     deleted: dict[int, int]
     bounds: list[tuple[int, int]]
     pairs: dict[int, list[int]]
+    resumes: dict[int, int]
+    origins: list[tuple[int, int]]
 
 
 _FOUR_BYTES = re.compile(rb"[\xf0-\xf4]")
@@ -198,7 +207,10 @@ def text_update_clients(update: bytes, root: str) -> frozenset[int]:
 def read_text_update(update: bytes, root: str) -> UpdateShape:
     """What ``update`` holds; raises ``INVALID_UPDATE`` if it inserts anything but plain text
     into the root ``root``, has two sections of one client, names a client id over 53 bits,
-    or a clock (a struct's, its end, an origin's, a deleted range's or its end) over 32.
+    a clock (a struct's, its end, an origin's, a deleted range's or its end) over 32, or
+    places an item after or before its own client's clock at or past its own (no client
+    writes one: an item's origins are items that existed when it was made; stock clients
+    cannot apply it).
 
     Only what the update states is checked: an item placed after another (with an origin)
     is in the root of that item, which was checked when it was accepted."""
@@ -210,6 +222,8 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
     deleted: dict[int, int] = {}
     bounds: list[tuple[int, int]] = []
     pairs: dict[int, list[int]] = {}
+    resumes: dict[int, int] = {}
+    origins: list[tuple[int, int]] = []
     sections, pos = _uint(data, 0)
     for _ in range(sections):
         structs, pos = _uint(data, pos)
@@ -220,24 +234,33 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
         starts[client] = clock
         if structs:
             clients.add(client)
+        reached = clock  # the end of the section's last struct that is not a skip
         for _ in range(structs):
             if pos >= len(data):
                 raise _refuse("truncated")
             info = data[pos]
             pos += 1
             kind = info & 0x1F
-            if kind in (_GC, _SKIP):
+            if kind == _SKIP:
                 length, pos = _uint(data, pos)
                 clock = _within_clocks(clock, length)
+                continue
+            if clock > reached:  # structs go on after skipped clocks
+                resumes[client] = clock
+            if kind == _GC:
+                length, pos = _uint(data, pos)
+                clock = reached = _within_clocks(clock, length)
                 continue
             if info & _HAS_ORIGIN:  # placed right after that clock
                 at, pos = _client(data, pos)
                 after, pos = _clock(data, pos)
                 bounds.append((at, after))
+                _note_origin(client, clock, at, after, origins)
             if info & _HAS_RIGHT_ORIGIN:  # right before that one
                 at, pos = _client(data, pos)
                 before, pos = _clock(data, pos)
                 bounds.append((at, before - 1))
+                _note_origin(client, clock, at, before, origins)
             if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):  # its parent is given
                 named, pos = _uint(data, pos)
                 if named != 1:
@@ -258,7 +281,8 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
             else:
                 what = _KINDS.get(kind, f"content of unknown kind {kind}")
                 raise _refuse(f"{what} where only text belongs")
-        ends[client] = clock
+            reached = clock
+        ends[client] = reached
     count, pos = _uint(data, pos)
     for _ in range(count):
         client, pos = _client(data, pos)
@@ -271,4 +295,18 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
                 deleted[client] = end
             bounds.append((client, start - 1))
             bounds.append((client, end - 1))
-    return UpdateShape(frozenset(clients), starts, ends, deleted, bounds, pairs)
+    return UpdateShape(frozenset(clients), starts, ends, deleted, bounds, pairs, resumes, origins)
+
+
+def _note_origin(
+    client: int, clock: int, at: int, named: int, origins: list[tuple[int, int]]
+) -> None:
+    """An item of ``client`` at ``clock`` names ``(at, named)`` as an origin: one of its own
+    client must be an earlier clock; another client's is noted (see ``UpdateShape``)."""
+    if at != client:
+        origins.append((at, named))
+    elif named >= clock:
+        raise _refuse(
+            f"an item of client {client} at clock {clock} is placed by its own clock {named}, "
+            "which is not an earlier one"
+        )

@@ -145,11 +145,9 @@ class Room:
         self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
-        # for the cap: each client's latest section end, and the bytes of the updates with a
-        # section of it since it was last seen whole (see _pending_bound)
-        self._ends: dict[int, int] = {}
-        self._unsettled: dict[int, int] = {}
-        self._clocks: dict[int, int] = {}  # each client's clock, as last read (see _check_deletes)
+        # each client's clock, as last read or as this room's own checks advanced it (never
+        # past the document's; see _check_whole)
+        self._clocks: dict[int, int] = {}
         # who held each awareness id, kept when its entry leaves a full table (see _id_user)
         self._id_users: collections.OrderedDict[int, str] = collections.OrderedDict()
         self.recovered = False  # loaded from a history repaired after damage
@@ -304,8 +302,7 @@ class Room:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
         size_bound = self._size_after(update)
         shape = read_text_update(update, TEXT_NAME)
-        if shape.deleted:
-            self._check_deletes(shape)
+        self._check_whole(shape)
         if self._pairs or shape.pairs:
             split = splits_a_pair(shape.bounds, self._pairs, shape.pairs)
             if split is not None:
@@ -333,8 +330,9 @@ class Room:
                 self._check_health(exc, sender)
             raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
         self._size_bound = size_bound
-        if self.max_document:
-            self._note_sections(shape, len(update))
+        for client in shape.clients:  # integrated whole (see _check_whole): its clocks known
+            if shape.ends[client] > self._clocks.get(client, 0):
+                self._clocks[client] = shape.ends[client]
         self._note_pairs(shape.pairs)
         pending = _Pending(update, origin, sender)
         if sender is not None and origin in _AUTHORED:
@@ -379,28 +377,54 @@ class Room:
         self.receive_remote([added])
         self.last_seq = max(self.last_seq, stored.last_seq)
 
-    def _check_deletes(self, shape: UpdateShape) -> None:
-        """Refuse (``RESYNC``) deleting clocks their client has not written yet (in the
-        document, or in the update from where the document's stop): the CRDT keeps such a
-        delete pending, and it would delete that client's next edits as they came, after
-        they were stored and acknowledged. An honest client that sends one lost an update
-        on the way (or has text from another path, a tab beside it): its reconnect's sync
-        step 2 brings the clocks with the delete. (A section that starts past the
-        document's clock leaves a gap: its structs wait, pending, and the clocks of the gap
-        are not written.)"""
-        for client, end in shape.deleted.items():
-            if end <= self._written(client, shape):
-                continue
-            state = self.doc.get_state()
-            limits = YjsLimits(max_state_vector=len(state) + 16)
-            self._clocks = decode_state_vector(state, limits)  # clocks only grow: read again
-            written = self._written(client, shape)
-            if end > written:  # (an honest client lost an update on the way: it resyncs)
-                raise ProtocolError(
-                    ErrorCode.RESYNC,
-                    f"update rejected: it deletes clocks of client {client} up to {end}, "
-                    f"of which the server has {written}: reconnect and sync",
+    def _check_whole(self, shape: UpdateShape) -> None:
+        """Refuse (``RESYNC``) an update the document cannot integrate whole: structs of a
+        client that start, or go on after skipped clocks, past the clocks the document holds
+        of it; an item placed by a clock of another client that neither the document nor
+        the update holds; a deletion of clocks not written yet. The CRDT would keep such
+        structs pending, and what pending structs become differs between Yjs and the Rust
+        core under pycrdt (the texts would differ for good); a pending deletion would delete
+        its client's next edits as they came, after they were stored and acknowledged; some
+        mixes leave the core's state damaged. An honest client that sends one lost an
+        update on the way (or has text from another path, a tab beside it): its reconnect's
+        sync step 2 brings what the server lacks."""
+        problem = self._gap(shape)
+        if problem is None:
+            return
+        state = self.doc.get_state()  # clocks only grow: read again before refusing
+        self._clocks = decode_state_vector(state, YjsLimits(max_state_vector=len(state) + 16))
+        problem = self._gap(shape)
+        if problem is not None:  # (an honest client lost an update on the way: it resyncs)
+            raise ProtocolError(ErrorCode.RESYNC, f"update rejected: {problem}: reconnect and sync")
+
+    def _gap(self, shape: UpdateShape) -> str | None:
+        """What ``shape`` needs that the document lacks, as last read (see
+        :meth:`_check_whole`), if anything."""
+        clocks = self._clocks
+        for client in shape.clients:
+            start = shape.starts[client]
+            if start > clocks.get(client, 0):
+                return (
+                    f"its structs of client {client} start at clock {start}, past the "
+                    f"{clocks.get(client, 0)} the server has"
                 )
+        for client, clock in shape.resumes.items():
+            if clock > clocks.get(client, 0):
+                return (
+                    f"its structs of client {client} skip clocks up to {clock}, past the "
+                    f"{clocks.get(client, 0)} the server has"
+                )
+        for client, clock in shape.origins:
+            if clock >= self._written(client, shape):
+                return f"it places text by clock {clock} of client {client}, which the server lacks"
+        for client, end in shape.deleted.items():
+            written = self._written(client, shape)
+            if end > written:
+                return (
+                    f"it deletes clocks of client {client} up to {end}, of which the server "
+                    f"has {written}"
+                )
+        return None
 
     def _note_pairs(self, pairs: dict[int, list[int]]) -> None:
         """Keep the clocks of the pairs of an applied update (see ``pairs_in``)."""
@@ -409,7 +433,7 @@ class Room:
 
     def _written(self, client: int, shape: UpdateShape) -> int:
         """How many clocks ``client`` has written, as last read, with ``shape``'s section of
-        it if that joins on (see :meth:`_check_deletes`)."""
+        it if that joins on (see :meth:`_check_whole`)."""
         have = self._clocks.get(client, 0)
         start = shape.starts.get(client)
         return max(have, shape.ends[client]) if start is not None and start <= have else have
@@ -426,39 +450,13 @@ class Room:
             return self._size_bound
         bound = self._size_bound + len(update)
         if bound > self.max_document:
-            bound = len(self.text) + self._pending_bound() + len(update)
+            bound = len(self.text) + len(update)
             if bound > self.max_document:
                 raise ProtocolError(
                     ErrorCode.DOCUMENT_FULL,
                     f"the document would grow past its cap of {self.max_document} bytes",
                 )
         return bound
-
-    def _note_sections(self, shape: UpdateShape, size: int) -> None:
-        """Note an applied update of ``size`` bytes, for :meth:`_pending_bound`."""
-        for client, end in shape.ends.items():
-            if end > self._ends.get(client, 0):
-                self._ends[client] = end
-            self._unsettled[client] = self._unsettled.get(client, 0) + size
-
-    def _pending_bound(self) -> int:
-        """An upper bound of the UTF-8 bytes of text the document holds pending: structs
-        that wait for clocks their client (or another) has not sent, so not in the text yet,
-        which the clocks that complete them would bring in at once. For each client whose
-        clock is behind the end of its sections: at most 3 bytes a missing clock (a UTF-16
-        unit), and at most what its updates since it was last seen whole held."""
-        if not self._unsettled:
-            return 0
-        state = self.doc.get_state()
-        self._clocks = decode_state_vector(state, YjsLimits(max_state_vector=len(state) + 16))
-        pending = 0
-        for client in list(self._unsettled):
-            missing = self._ends[client] - self._clocks.get(client, 0)
-            if missing <= 0:
-                del self._unsettled[client]
-            else:
-                pending += min(3 * missing, self._unsettled[client])
-        return pending
 
     def edit(
         self,

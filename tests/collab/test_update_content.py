@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pycrdt import Doc, Map, Text
+from serverproc import ServerProcess
 from yjsclient import YjsPeer
 
 from collab import CollabServer
@@ -297,3 +299,146 @@ async def test_an_edit_inside_a_character_past_the_bmp_is_refused(
     again: Doc[Any] = Doc()
     again.apply_update(room.doc.get_update())
     assert str(again.get("source", type=Text)) == str(room.text)
+
+
+def section(client: int, clock: int, *structs: bytes, deletes: bytes = b"\x00") -> bytes:
+    """An update of one section: ``structs`` of ``client`` from ``clock``, then ``deletes``
+    (the delete set's encoding; none by default)."""
+    update = bytearray()
+    for number in (1, len(structs), client, clock):
+        write_var_uint(update, number)
+    for struct in structs:
+        update += struct
+    return bytes(update + deletes)
+
+
+def string(
+    text: bytes, origin: tuple[int, int] | None = None, right: tuple[int, int] | None = None
+) -> bytes:
+    """A string struct placed after ``origin`` and before ``right`` (neither: in the root)."""
+    struct = bytearray([0x04 | (0x80 if origin else 0) | (0x40 if right else 0)])
+    for named in (origin, right):
+        if named is not None:
+            for number in named:
+                write_var_uint(struct, number)
+    if origin is None and right is None:
+        struct += b"\x01\x06source"
+    write_var_uint(struct, len(text))
+    return bytes(struct + text)
+
+
+def skip(length: int) -> bytes:
+    struct = bytearray(b"\x0a")
+    write_var_uint(struct, length)
+    return bytes(struct)
+
+
+def collected(length: int) -> bytes:
+    struct = bytearray(b"\x00")
+    write_var_uint(struct, length)
+    return bytes(struct)
+
+
+def deleting(client: int, start: int, length: int) -> bytes:
+    deletes = bytearray()
+    for number in (1, client, 1, start, length):
+        write_var_uint(deletes, number)
+    return bytes(deletes)
+
+
+PENDING: dict[str, Callable[[int, int], bytes]] = {
+    "structs past the client's clock": lambda _victim, _at: section(600, 5, string(b"Z")),
+    "collected clocks past the client's clock": lambda _victim, _at: section(600, 5, collected(2)),
+    "text after skipped clocks": lambda _victim, _at: section(
+        600, 0, string(b"a"), skip(3), string(b"Z", origin=(600, 0))
+    ),
+    "text placed by a clock the server lacks": lambda _victim, _at: section(
+        600, 0, string(b"Z", origin=(999, 3))
+    ),
+    "the victim's next clocks skipped and deleted": lambda victim, at: section(
+        victim, at, skip(1000), deletes=deleting(victim, at, 1000)
+    ),
+    "the victim's next clocks deleted after text placed by a clock the server lacks": (
+        lambda victim, at: section(
+            victim, at, string(b"Z" * 1000, origin=(999, 3)), deletes=deleting(victim, at, 1000)
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("forge", PENDING.values(), ids=PENDING.keys())
+async def test_an_update_that_would_wait_pending_is_refused(
+    server: CollabServer, forge: Callable[[int, int], bytes]
+) -> None:
+    """The CRDT keeps what it cannot integrate yet pending, and what pending structs become
+    differs between Yjs and the server's CRDT core (the copies would disagree for good); a
+    pending deletion deletes its client's next edits after they were acknowledged; some mixes
+    crash the core. Such an update is refused with 4020 (an honest client that sends one lost
+    an update on the way: its reconnect brings it), and every copy agrees afterwards."""
+    async with (
+        YjsPeer(server.url, ROOM, user="alice") as victim,
+        YjsPeer(server.url, ROOM, user="carol") as observer,
+    ):
+        await asyncio.wait_for(victim.synced.wait(), 5)
+        await asyncio.wait_for(observer.synced.wait(), 5)
+        victim.text.insert(0, "0123456789")
+        await observer.wait_text(lambda text: "0123456789" in text)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            forged = forge(victim.doc.client_id, 10)
+            await mallory.send(encode_message(SyncUpdate(forged)))
+            assert await mallory.wait_closed() == ErrorCode.RESYNC
+        victim.text.insert(0, "typed later ")
+        await observer.wait_text(lambda text: text.startswith("typed later 0123456789"))
+        async with YjsPeer(server.url, ROOM, user="later") as later:
+            await later.wait_text(lambda text: text == str(observer.text) == str(victim.text))
+    room = server.rooms.get_key(ROOM)
+    assert room is not None and "Z" not in str(room.text)
+    again: Doc[Any] = Doc()
+    again.apply_update(room.doc.get_update())
+    assert str(again.get("source", type=Text)) == str(room.text)
+
+
+async def test_text_placed_by_its_own_later_clock_is_refused(server: CollabServer) -> None:
+    """No client writes an item whose origin is its own clock, or a later one: every stock
+    client fails to apply it."""
+    async with YjsPeer(server.url, ROOM, user="honest") as honest:
+        await asyncio.wait_for(honest.synced.wait(), 5)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            forged = section(600, 0, string(b"a"), string(b"Z", origin=(600, 1)))
+            await mallory.send(encode_message(SyncUpdate(forged)))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        honest.text.insert(0, "kept ")
+        async with YjsPeer(server.url, ROOM, user="later") as later:
+            await later.wait_text(lambda text: text.startswith("kept "))
+            assert "Z" not in str(later.text)
+
+
+async def test_updates_that_crashed_the_crdt_core_leave_the_server_serving(
+    repos: Path, tmp_path: Path
+) -> None:
+    """Three updates of one client (collected clocks past a gap, then text placed by them,
+    then text before them) once took the whole process down in the server's CRDT core, each
+    update on its own passing every check. Each is refused now, and the server serves on."""
+    server = ServerProcess(repos, tmp_path / "data")
+    await server.start()
+    try:
+        client = 4242
+        for forged, code in (
+            (section(client, 5, collected(2)), ErrorCode.RESYNC),
+            (section(client, 6, string(b"pq r", origin=(client, 5))), ErrorCode.RESYNC),
+            (section(client, 2, string(b"pq r", origin=(client, 5))), ErrorCode.INVALID_UPDATE),
+        ):
+            async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+                await asyncio.wait_for(mallory.synced.wait(), 5)
+                await mallory.send(encode_message(SyncUpdate(forged)))
+                assert await mallory.wait_closed() == code
+        async with YjsPeer(server.url, ROOM, user="honest") as honest:
+            await asyncio.wait_for(honest.synced.wait(), 5)
+            honest.text.insert(0, "still here ")
+            async with YjsPeer(server.url, ROOM, user="later") as later:
+                await later.wait_text(lambda text: text.startswith("still here "))
+        assert server.proc is not None and server.proc.returncode is None
+    finally:
+        await server.stop()

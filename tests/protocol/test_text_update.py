@@ -27,12 +27,19 @@ def edits(client: int = 7) -> tuple[Doc[Any], list[bytes]]:
     doc.observe(lambda event: updates.append(event.update))
     rng = random.Random(client)
     for i in range(200):
-        if len(text) > 5 and rng.random() < 0.3:
-            start = rng.randrange(len(text) - 3)
-            del text[start : start + rng.randint(1, 3)]
+        now = str(text)  # (pycrdt's indices are UTF-8 offsets: kept on character bounds)
+        if len(now) > 5 and rng.random() < 0.3:
+            start = rng.randrange(len(now) - 3)
+            del text[_at(now, start) : _at(now, start + rng.randint(1, 3))]
         else:
-            text.insert(rng.randint(0, len(text)), rng.choice(["a", "é", "🙂", f"line {i}\n"]))
+            at = _at(now, rng.randint(0, len(now)))
+            text.insert(at, rng.choice(["a", "é", "🙂", f"line {i}\n"]))
     return doc, updates
+
+
+def _at(text: str, index: int) -> int:
+    """The UTF-8 offset of code point ``index`` of ``text``."""
+    return len(text[:index].encode())
 
 
 def refused(update: bytes) -> str:
@@ -192,7 +199,33 @@ def test_a_sections_end_is_its_clients_clock_after_it(texts: list[str]) -> None:
     doc: Doc[Any] = Doc(client_id=77)
     source = doc.get("source", type=Text)
     for text in texts:
-        source.insert(len(source) // 2, text)
+        now = str(source)
+        source.insert(_at(now, len(now) // 2), text)
     shape = read_text_update(doc.get_update(), "source")
     state = decode_state_vector(doc.get_state())
     assert shape.starts == {77: 0} and shape.ends == {77: state[77]}
+
+
+def test_what_an_update_needs_of_a_document_is_read() -> None:
+    """A skip before more structs, and origins in other clients' clocks, are what a document
+    must hold to integrate an update whole; a skip at a section's end reaches no clock."""
+    update = bytearray()
+    for number in (1, 4, 9, 0):
+        write_var_uint(update, number)
+    update += b"\x04\x01\x06source\x01a"  # "a" at clock 0, in the root
+    update += b"\x0a\x03"  # clocks 1 to 3 skipped
+    update += b"\x84\x08\x05\x01b"  # "b" at clock 4, after clock 5 of client 8
+    update += b"\x0a\x07\x00"  # a skip at the end, then no deletions
+    shape = read_text_update(bytes(update), ROOT)
+    assert shape.resumes == {9: 4} and shape.origins == [(8, 5)]
+    assert shape.starts == {9: 0} and shape.ends == {9: 5}
+
+
+def test_an_item_placed_by_its_own_clock_or_a_later_one_is_refused() -> None:
+    for origin in (1, 2, 5):  # the item is at clock 1
+        update = bytearray()
+        for number in (1, 2, 9, 0):
+            write_var_uint(update, number)
+        update += b"\x04\x01\x06source\x01a"
+        update += bytes([0x84, 9, origin]) + b"\x01b\x00"
+        assert "placed by its own clock" in refused(bytes(update))
