@@ -18,6 +18,9 @@ _ENCODED_TRAVERSAL = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 MAX_BRANCH = 200
 MAX_PATH = 4096
 MAX_PATH_COMPONENT = 255
+MAX_PATH_DEPTH = 128
+"""The most components a path may have (directories inside directories): far past any real
+tree, and a bound on what walks it."""
 
 
 def _bad(message: str) -> ProtocolError:
@@ -38,7 +41,9 @@ def validate_repo(name: str) -> str:
 
 
 def validate_branch(name: str) -> str:
-    """Apply the rules of ``git check-ref-format --branch`` to ``name``."""
+    """Apply the rules of ``git check-ref-format --branch`` to ``name``; also refuse a name
+    that reads as a full ref name (``refs/heads/x`` would be ``refs/heads/refs/heads/x``,
+    which git names ambiguously)."""
     if not name or len(name) > MAX_BRANCH:
         raise _bad(f"invalid branch name {name[:MAX_BRANCH]!r}: empty or too long")
     try:
@@ -52,7 +57,7 @@ def validate_branch(name: str) -> str:
         or "@{" in name
         or ".." in name
         or "//" in name
-        or name.startswith(("/", "-"))
+        or name.startswith(("/", "-", "refs/"))
         or name.endswith(("/", "."))
     ):
         raise _bad(f"invalid branch name {name!r}")
@@ -87,6 +92,8 @@ def validate_path(path: str) -> str:
     parts = [part for part in path.split("/") if part not in ("", ".")]
     if not parts:
         raise _bad(f"invalid path {path!r}: names no file")
+    if len(parts) > MAX_PATH_DEPTH:
+        raise _bad(f"invalid path {path[:64]!r}...: over {MAX_PATH_DEPTH} directories deep")
     for part in parts:
         if part == "..":
             raise _bad(f"invalid path {path!r}: '..' leaves the repository")

@@ -175,6 +175,10 @@ def decode_state_vector(data: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> dict
     return clocks
 
 
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest number a stock (JavaScript) client reads exactly."""
+
+
 def decode_awareness(payload: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> list[AwarenessEntry]:
     """Decode an awareness update into its entries; states must be JSON objects or null."""
     reader = Reader(payload)
@@ -185,6 +189,8 @@ def decode_awareness(payload: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> list
     for _ in range(count):
         client_id = reader.read_var_uint()
         clock = reader.read_var_uint()
+        if client_id > MAX_SAFE_INTEGER or clock > MAX_SAFE_INTEGER:  # stock clients misread
+            raise ProtocolError(ErrorCode.MALFORMED, "awareness client id or clock over 2^53 - 1")
         raw = reader.read_var_string(limits.max_awareness_state)
         try:
             state = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)

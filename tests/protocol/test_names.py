@@ -17,6 +17,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import (
     MAX_PATH,
     MAX_PATH_COMPONENT,
+    MAX_PATH_DEPTH,
     DocId,
     validate_branch,
     validate_path,
@@ -101,6 +102,7 @@ BAD_BRANCHES = [
     "a\nb",
     "a\ud800",
     "a" * 201,
+    "refs/heads/x",  # git would hold it as refs/heads/refs/heads/x: ambiguous
 ]
 
 
@@ -149,8 +151,9 @@ def test_git_agrees_with_the_examples(git_check: object) -> None:
         if "\x00" in name or "\ud800" in name:
             continue  # cannot be passed to a process at all
         ok, _ = git_check(name)
-        # git itself accepts "@" (it means HEAD) and long names; we are stricter there.
-        assert not ok or name in ("@", "a" * 201), name
+        # git itself accepts "@" (it means HEAD), long names and names that read as full
+        # ref names; we are stricter there.
+        assert not ok or name in ("@", "a" * 201, "refs/heads/x"), name
 
 
 BRANCH_ALPHABET = "ab/.-_@{}~^:?*[\\ \t\x7f\x01éHEADlock"
@@ -202,6 +205,7 @@ def test_branch_never_looser_than_git(git_check: object, name: str) -> None:
         ("x/.git2/y", "x/.git2/y"),
         ("é" * 127, "é" * 127),
         ("a" * MAX_PATH_COMPONENT, "a" * MAX_PATH_COMPONENT),
+        ("a/" * (MAX_PATH_DEPTH - 1) + "x", "a/" * (MAX_PATH_DEPTH - 1) + "x"),
     ],
 )
 def test_path_accepted_and_normalised(path: str, normal: str) -> None:
@@ -254,6 +258,7 @@ def _long_path() -> str:
         "é" * 128,
         "x/" + "a" * (MAX_PATH_COMPONENT + 1) + "/y",
         _long_path(),
+        "a/" * MAX_PATH_DEPTH + "x",  # one directory too deep
     ],
     ids=lambda p: repr(p)[:30],
 )

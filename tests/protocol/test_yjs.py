@@ -552,3 +552,11 @@ def test_lib0_writer_refuses_negative() -> None:
     out = bytearray()
     write_var_bytes(out, b"abc")
     assert bytes(out) == b"\x03abc"
+
+
+@pytest.mark.parametrize("client, clock", [(2**53, 1), (2**55 + 1, 1), (7, 2**53)])
+def test_awareness_numbers_a_stock_client_misreads_are_refused(client: int, clock: int) -> None:
+    payload = encode_awareness([AwarenessEntry(client, clock, {"user": {"name": "x"}})])
+    with pytest.raises(ProtocolError) as refused:
+        decode_awareness(payload)
+    assert refused.value.code == ErrorCode.MALFORMED
