@@ -1,6 +1,8 @@
 """Per-user quotas on live edits: updates and bytes per second, over all of a user's
 connections, so that no one client can flood a room, the store or the other peers; and
-awareness bytes per second (states sent, and the tables queries are answered with)."""
+awareness bytes per second (states sent, and the tables queries are answered with); and the
+bytes of the documents sent in answer to a sync step 1, a few bytes that any reader may send
+again and again, each answered with a whole document."""
 
 from __future__ import annotations
 
@@ -25,10 +27,13 @@ class UserQuotas:
         byte_burst: int,
         awareness_rate: float = 0.0,
         awareness_burst: int = 0,
+        answer_rate: float = 0.0,
+        answer_burst: int = 0,
     ) -> None:
         self.updates = RateLimiter(update_rate, update_burst)
         self.bytes = RateLimiter(byte_rate, byte_burst)
         self.awareness = RateLimiter(awareness_rate, awareness_burst)
+        self.answers = RateLimiter(answer_rate, answer_burst)
 
     def charge(self, user: str, size: int) -> None:
         """Count one update of ``size`` bytes from ``user``; raise ``RATE_LIMITED`` (and count
@@ -53,4 +58,15 @@ class UserQuotas:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"over the quota of {self.awareness.rate:.0f} awareness bytes per second",
+            )
+
+    def charge_answer(self, user: str, size: int) -> None:
+        """Count ``size`` bytes of a document sent to ``user`` in answer to its sync step 1.
+        Raise ``RATE_LIMITED`` (counting nothing) when it is over."""
+        cost = float(min(size, self.answers.burst))  # one large document still goes out
+        if not self.answers.allow(user, cost=cost):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"over the quota of {self.answers.rate:.0f} bytes per second of documents "
+                "sent in answer to sync step 1",
             )

@@ -131,6 +131,8 @@ class CollabServer(Lifecycle):
             byte_burst=config.user_byte_burst,
             awareness_rate=config.user_awareness_rate,
             awareness_burst=config.user_awareness_burst,
+            answer_rate=config.user_answer_rate,
+            answer_burst=config.user_answer_burst,
         )
         self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
         self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)

@@ -47,6 +47,9 @@ class ServerConfig:
     max_api_body: int = 64 * 1024  # a POST /api/<op> body (operations take a few names)
     user_awareness_rate: float = 256 * 1024  # awareness bytes per second per user (0: no limit)
     user_awareness_burst: int = 4 * 1024 * 1024  # ... in bursts of up to this many
+    # bytes per second per user of documents sent in answer to sync step 1 (0: no limit)
+    user_answer_rate: float = 64 * 1024 * 1024
+    user_answer_burst: int = 512 * 1024 * 1024  # ... in bursts of up to this many
     hello_timeout: float = 10.0
     header_timeout: float = 10.0  # a request's headers must arrive within this long
     body_timeout: float = 10.0  # a request body silent this long is cut off (408)

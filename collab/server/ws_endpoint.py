@@ -175,7 +175,9 @@ class Session:
         room = peer.room
         try:
             if step is m.SyncStep.STEP1:
-                self.send(m.Sync(ref, m.SyncStep.STEP2, room.handshake(peer, data)))
+                answer = room.handshake(peer, data)
+                self.endpoint.quotas.charge_answer(self.identity.user, len(answer))
+                self.send(m.Sync(ref, m.SyncStep.STEP2, answer))
                 return
             if not peer.writable:
                 if data != EMPTY_UPDATE:

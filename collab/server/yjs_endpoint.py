@@ -188,7 +188,9 @@ def _receive(room: Room, peer: YjsPeer, data: bytes, endpoint: YjsEndpoint) -> N
     message = decode_message(data, endpoint.limits)
     match message:
         case SyncStep1(state_vector=sv):
-            _answer(peer, encode_message(SyncStep2(room.handshake(peer, sv))))
+            answer = room.handshake(peer, sv)
+            endpoint.quotas.charge_answer(peer.identity.user, len(answer))
+            _answer(peer, encode_message(SyncStep2(answer)))
         case SyncStep2(update=update) | SyncUpdate(update=update):
             if not peer.writable:
                 if update != EMPTY_UPDATE:

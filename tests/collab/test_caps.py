@@ -297,3 +297,33 @@ async def test_a_document_whose_state_passes_8_mib_opens_in_the_python_client(
         async with Client(server.url, user="late") as late:
             opened = await asyncio.wait_for(late.open(ROOM), 20)
             assert len(str(opened)) > 9 * MB
+
+
+async def test_sync_step_1_sent_again_and_again_is_cut_off_by_the_bytes_it_brings(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A sync step 1 is a few bytes, answered with the whole document: sent again and again
+    it would make the server send gigabytes for kilobytes. What answers cost counts against
+    a quota per user; past it the connection is closed with 4029, and others go on."""
+    config = make_config(
+        repos, tmp_path / "data", user_answer_rate=64 * 1024.0, user_answer_burst=MB
+    )
+    async with CollabServer(config) as server:
+        async with Client(server.url, user="ann") as ann:
+            doc = await ann.open(ROOM)
+            doc.insert(0, "x" * 100_000)
+            await ann.flush()
+        async with (
+            YjsPeer(server.url, ROOM, user="mallory") as mallory,
+            YjsPeer(server.url, ROOM, user="bob") as bob,
+        ):
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            await asyncio.wait_for(bob.synced.wait(), 5)
+            for _ in range(40):  # 4 MB of answers asked for, in 160 bytes
+                await mallory.send(encode_message(SyncStep1(b"\x00")))
+            await asyncio.wait_for(mallory.closed.wait(), 10)
+            assert mallory.close_code == ErrorCode.RATE_LIMITED
+            bob.text.insert(0, "bob goes on\n")
+            async with Client(server.url, user="late") as late:
+                opened = await late.open(ROOM)
+                await opened.wait_for(lambda t: t.startswith("bob goes on\n"))
