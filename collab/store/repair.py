@@ -87,7 +87,7 @@ class StoreReport:
 
 def check(path: Path) -> StoreReport:
     """Look for damage without changing anything."""
-    with closing(_connect(path)) as conn:
+    with closing(_connect(path, read_only=True)) as conn:
         integrity = quick_check(conn)
         try:
             docs = _scan(conn)
@@ -216,12 +216,19 @@ def _both_ways(
     return found
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """The store at ``path``; ``read_only``: opened so that nothing of it changes (no table
+    made, no write-ahead log folded into the file or removed: after a crash, what is there
+    is the evidence, until an operator copies it aside)."""
     if not path.exists():
         raise FileNotFoundError(f"no store at {path}")
-    conn = sqlite3.connect(path, isolation_level=None)
+    if read_only:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 5000")
-    conn.executescript(SCHEMA)
+    if not read_only:
+        conn.executescript(SCHEMA)
     return conn
 
 
@@ -238,8 +245,12 @@ def _scan(conn: sqlite3.Connection) -> list[DocReport]:
         reason = check_row(kind, data, crc, first=index == 0)
         if reason is not None:
             reports.setdefault(doc_id, DocReport(doc_id)).damaged[seq] = reason
-    for (doc_id,) in conn.execute("SELECT doc_id FROM recovered ORDER BY doc_id"):
-        reports.setdefault(doc_id, DocReport(doc_id)).recovered = True
+    has_recovered = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recovered'"
+    ).fetchone()
+    if has_recovered:  # (a store of a version before the mark: none recovered)
+        for (doc_id,) in conn.execute("SELECT doc_id FROM recovered ORDER BY doc_id"):
+            reports.setdefault(doc_id, DocReport(doc_id)).recovered = True
     return sorted(reports.values(), key=lambda report: report.doc_id)
 
 

@@ -181,3 +181,30 @@ async def test_a_damaged_page_costs_only_the_records_on_it(tmp_path: Path) -> No
             else:
                 assert stored is not None and stored.updates == [(1, data)] and stored.recovered
     assert list(tmp_path.glob("store.sqlite3.damaged-*"))
+
+
+async def test_check_changes_nothing_of_a_store_left_by_a_crash(tmp_path: Path) -> None:
+    """After a crash the store's file and its write-ahead log are the evidence: a check
+    reads them as they are (the log neither folded into the file nor removed)."""
+    live = tmp_path / "live"
+    live.mkdir()
+    async with SQLiteStore(live / "store.sqlite3") as store:
+        doc, text = _typist(1)
+        await store.append(KEY, _edit(doc, lambda: text.insert(0, "kept in the file\n")))
+    holder = sqlite3.connect(live / "store.sqlite3")  # keeps the log from being folded in
+    try:
+        holder.execute("PRAGMA wal_autocheckpoint = 0")
+        holder.execute("INSERT INTO docs VALUES ('demo/main:b.txt', 1) ON CONFLICT DO NOTHING")
+        holder.commit()
+        crashed = tmp_path / "crashed"
+        crashed.mkdir()
+        for name in ("store.sqlite3", "store.sqlite3-wal"):
+            (crashed / name).write_bytes((live / name).read_bytes())
+    finally:
+        holder.close()
+    before = {p.name: p.read_bytes() for p in crashed.iterdir() if not p.name.endswith("-shm")}
+    assert before["store.sqlite3-wal"]
+    report = check(crashed / "store.sqlite3")
+    assert report.sound
+    after = {p.name: p.read_bytes() for p in crashed.iterdir() if not p.name.endswith("-shm")}
+    assert after == before
