@@ -53,6 +53,32 @@ class InvalidUpdate(ProtocolError):
         super().__init__(ErrorCode.INVALID_UPDATE, message)
 
 
+class Gapped(ProtocolError):
+    """The document cannot integrate an update whole yet: it lacks clocks the update
+    builds on (see ``Room._check_whole``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.RESYNC, message)
+
+
+PARK_SECONDS = 10.0
+"""How long an update that builds on clocks its sender has not sent yet waits for them (an
+honest client's reconnect brings them within a round trip: its typing can reach the server
+before its answer to the server's sync step 1); then its connection is closed with 4020."""
+PARK_UPDATES = 256
+PARK_BYTES = 4 * 1024 * 1024
+"""At most this many updates, and bytes, wait per sender; one more closes it with 4020."""
+
+
+@dataclass(slots=True)
+class _Parked:
+    """A sender's updates waiting for the clocks they build on, in the order they came."""
+
+    timer: asyncio.TimerHandle
+    updates: list[tuple[bytes, Origin, bool, asyncio.Future[None]]] = field(default_factory=list)
+    size: int = 0
+
+
 class RoomFailed(ProtocolError):
     """The room can no longer accept updates (its store failed, or the CRDT core panicked)."""
 
@@ -159,6 +185,7 @@ class Room:
         self.peers: set[Subscriber] = set()  # broadcast set: handshake completed
         self.awareness_ids: dict[Subscriber, int] = {}
         self._awareness: dict[int, _AwarenessState] = {}
+        self._parked: dict[Subscriber, _Parked] = {}  # updates waiting for their clocks
         # accepted, not yet handed to the store; a flush is scheduled while it is not empty
         self._queue: list[_Pending] = []
         # handed to the store, oldest first: each batch is broadcast once it and every
@@ -212,6 +239,7 @@ class Room:
     def detach(self, peer: Subscriber) -> None:
         if peer in self.attached and self.on_leave is not None:
             self.on_leave(self, peer)
+        self._drop_parked(peer)
         self.attached.discard(peer)
         self.peers.discard(peer)
         client_id = self.awareness_ids.pop(peer, None)
@@ -295,7 +323,80 @@ class Room:
         that completes once it is stored and broadcast. Raises ``InvalidUpdate``.
 
         ``answer``: the update is the sender's answer to sync step 1 (its whole history that
-        the room lacks), refused with ``RELOAD`` if it belongs to another epoch."""
+        the room lacks), refused with ``RELOAD`` if it belongs to another epoch.
+
+        An update of a ``sender`` that builds on clocks the document lacks waits for them
+        (see :data:`PARK_SECONDS`): it is applied once an update of the same sender brings
+        them, and its future completes then."""
+        try:
+            done = self._receive(update, origin, sender, answer)
+        except Gapped as gap:
+            if sender is None:
+                raise
+            return self._park(sender, update, origin, answer, gap)
+        if sender is not None and sender in self._parked:
+            self._unpark(sender)
+        return done
+
+    def _park(
+        self, sender: Subscriber, update: bytes, origin: Origin, answer: bool, gap: Gapped
+    ) -> asyncio.Future[None]:
+        parked = self._parked.get(sender)
+        if parked is None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(PARK_SECONDS, self._park_expired, sender, gap.message)
+            parked = self._parked[sender] = _Parked(timer)
+        if len(parked.updates) >= PARK_UPDATES or parked.size + len(update) > PARK_BYTES:
+            self._drop_parked(sender)
+            raise gap
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        parked.updates.append((update, origin, answer, future))
+        parked.size += len(update)
+        return future
+
+    def _unpark(self, sender: Subscriber) -> None:
+        """Apply what ``sender``'s waiting updates need is here for now, in order."""
+        parked = self._parked[sender]
+        progress = True
+        while progress and parked.updates:
+            progress = False
+            for item in list(parked.updates):
+                update, origin, answer, future = item
+                try:
+                    done = self._receive(update, origin, sender, answer)
+                except Gapped:
+                    continue
+                except ProtocolError as exc:
+                    self._drop_parked(sender)
+                    sender.abort(exc.code, exc.message)
+                    return
+                parked.updates.remove(item)
+                parked.size -= len(update)
+                _chain(done, future)
+                progress = True
+        if not parked.updates:
+            parked.timer.cancel()
+            del self._parked[sender]
+
+    def _park_expired(self, sender: Subscriber, reason: str) -> None:
+        if self._parked.get(sender) is None:
+            return
+        self._drop_parked(sender)
+        sender.abort(ErrorCode.RESYNC, f"{reason} (waited {PARK_SECONDS:g} s)")
+
+    def _drop_parked(self, sender: Subscriber) -> None:
+        """Forget ``sender``'s waiting updates (never applied: not acknowledged either)."""
+        parked = self._parked.pop(sender, None)
+        if parked is None:
+            return
+        parked.timer.cancel()
+        for _update, _origin, _answer, future in parked.updates:
+            if not future.done():
+                future.cancel()
+
+    def _receive(
+        self, update: bytes, origin: Origin, sender: Subscriber | None, answer: bool
+    ) -> asyncio.Future[None]:
         if self._failed is not None:
             raise RoomFailed(self._failed)
         if len(update) > self.limits.max_update:
@@ -387,7 +488,8 @@ class Room:
         its client's next edits as they came, after they were stored and acknowledged; some
         mixes leave the core's state damaged. An honest client that sends one lost an
         update on the way (or has text from another path, a tab beside it): its reconnect's
-        sync step 2 brings what the server lacks."""
+        sync step 2 brings what the server lacks, and its typing can come first (see
+        :meth:`receive_update`: it waits)."""
         problem = self._gap(shape)
         if problem is None:
             return
@@ -395,7 +497,7 @@ class Room:
         self._clocks = decode_state_vector(state, YjsLimits(max_state_vector=len(state) + 16))
         problem = self._gap(shape)
         if problem is not None:  # (an honest client lost an update on the way: it resyncs)
-            raise ProtocolError(ErrorCode.RESYNC, f"update rejected: {problem}: reconnect and sync")
+            raise Gapped(f"update rejected: {problem}: reconnect and sync")
 
     def _gap(self, shape: UpdateShape) -> str | None:
         """What ``shape`` needs that the document lacks, as last read (see
@@ -894,6 +996,22 @@ def _settle(batch: list[_Pending], exc: BaseException | None) -> None:
             else:
                 p.done.set_exception(exc)
                 p.done.exception()  # the room logged why; whoever awaits it still gets it
+
+
+def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
+    """Complete ``target`` as ``source`` completes."""
+
+    def copy(done: asyncio.Future[None]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        elif (exc := done.exception()) is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(None)
+
+    source.add_done_callback(copy)
 
 
 def _precheck(update: bytes) -> None:

@@ -18,6 +18,7 @@ from test_crash import stored_text
 from yjsclient import YjsPeer
 
 from collab import Client, CollabServer
+from collab.live import room as room_module
 from collab.live.quotas import UserQuotas
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.yjs import SyncStep1, SyncUpdate, encode_message
@@ -79,11 +80,13 @@ async def test_a_stock_client_past_the_cap_is_closed_with_its_code(
 
 
 async def test_text_that_would_wait_pending_cannot_pass_the_cap(
-    repos: Path, tmp_path: Path
+    repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Updates whose structs would wait for clocks not sent yet are not held pending (out of
-    the text, so out of the cap's count, until the few bytes that complete them bring them
-    all in at once): the first is refused with 4020, and nothing of it is kept."""
+    """Updates whose structs would wait for clocks not sent yet are not held pending in the
+    document (out of the text, so out of the cap's count, until the few bytes that complete
+    them bring them all in at once): they wait outside it, each applied (and counted) only
+    once what it builds on is in; the bytes that complete them all are refused with 4019."""
+    monkeypatch.setattr(room_module, "PARK_SECONDS", 0.3)
     cap = 1_000_000
     config = make_config(repos, tmp_path / "data", max_document=cap)
     async with CollabServer(config) as server, YjsPeer(server.url, ROOM, user="eve") as eve:
@@ -103,11 +106,12 @@ async def test_text_that_would_wait_pending_cannot_pass_the_cap(
         for update in chunks + fillers:  # each chunk waits for the filler before it
             await eve.send(encode_message(SyncUpdate(update)))
         await asyncio.wait_for(eve.closed.wait(), 10)
-        assert eve.close_code == ErrorCode.RESYNC
+        assert eve.close_code == ErrorCode.DOCUMENT_FULL
         room = server.rooms.get_key(ROOM)
-        assert room is not None and str(room.text) == before
+        assert room is not None and len(str(room.text).encode()) <= cap
         async with Client(server.url, user="late") as late:
-            assert str(await late.open(ROOM)) == before
+            opened = str(await late.open(ROOM))
+            assert len(opened.encode()) <= cap and opened.endswith(before)
 
 
 async def test_a_user_over_the_update_quota_is_cut_off_and_others_go_on(

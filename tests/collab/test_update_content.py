@@ -15,12 +15,19 @@ from serverproc import ServerProcess
 from yjsclient import YjsPeer
 
 from collab import CollabServer
+from collab.live import room as room_module
 from collab.live.epochs import EPOCH_BASE
 from protocol.errors import ErrorCode
 from protocol.lib0 import write_var_uint
-from protocol.yjs import SyncUpdate, encode_message
+from protocol.yjs import SyncStep2, SyncUpdate, encode_message
 
 ROOM = "demo/main:README.md"
+
+
+@pytest.fixture(autouse=True)
+def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An update that builds on clocks not sent waits for them this long, not 10 s."""
+    monkeypatch.setattr(room_module, "PARK_SECONDS", 0.3)
 
 
 def with_client(update: bytes, client: int) -> bytes:
@@ -420,20 +427,21 @@ async def test_updates_that_crashed_the_crdt_core_leave_the_server_serving(
 ) -> None:
     """Three updates of one client (collected clocks past a gap, then text placed by them,
     then text before them) once took the whole process down in the server's CRDT core, each
-    update on its own passing every check. Each is refused now, and the server serves on."""
+    update on its own passing every check. None is applied now (the first two wait for the
+    clocks they build on, the third is refused), and the server serves on."""
     server = ServerProcess(repos, tmp_path / "data")
     await server.start()
     try:
         client = 4242
-        for forged, code in (
-            (section(client, 5, collected(2)), ErrorCode.RESYNC),
-            (section(client, 6, string(b"pq r", origin=(client, 5))), ErrorCode.RESYNC),
-            (section(client, 2, string(b"pq r", origin=(client, 5))), ErrorCode.INVALID_UPDATE),
-        ):
-            async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
-                await asyncio.wait_for(mallory.synced.wait(), 5)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            for forged in (
+                section(client, 5, collected(2)),  # waits for clocks 0 to 4
+                section(client, 6, string(b"pq r", origin=(client, 5))),  # waits too
+                section(client, 2, string(b"pq r", origin=(client, 5))),  # no client writes
+            ):
                 await mallory.send(encode_message(SyncUpdate(forged)))
-                assert await mallory.wait_closed() == code
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
         async with YjsPeer(server.url, ROOM, user="honest") as honest:
             await asyncio.wait_for(honest.synced.wait(), 5)
             honest.text.insert(0, "still here ")
@@ -442,3 +450,32 @@ async def test_updates_that_crashed_the_crdt_core_leave_the_server_serving(
         assert server.proc is not None and server.proc.returncode is None
     finally:
         await server.stop()
+
+
+async def test_typing_that_comes_before_the_clocks_it_builds_on_waits_for_them(
+    server: CollabServer,
+) -> None:
+    """A client whose update was lost with its connection reconnects and types at once: its
+    typing can reach the server before its answer to the server's sync step 1 brings the
+    lost update. The typing waits for it, then both are taken, and nobody is disconnected."""
+    async with (
+        YjsPeer(server.url, ROOM, user="alice") as alice,
+        YjsPeer(server.url, ROOM, user="carol") as observer,
+    ):
+        await asyncio.wait_for(alice.synced.wait(), 5)
+        await asyncio.wait_for(observer.synced.wait(), 5)
+        typist: Doc[Any] = Doc()
+        typist.apply_update(alice.doc.get_update())
+        text = typist.get("source", type=Text)
+        state = typist.get_state()
+        text.insert(0, "lost with the connection ")
+        lost = typist.get_update(state)
+        state = typist.get_state()
+        text.insert(0, "typed at once ")
+        typed = typist.get_update(state)
+        await alice.send(encode_message(SyncUpdate(typed)))
+        await asyncio.sleep(0.1)
+        assert "typed at once" not in str(observer.text)
+        await alice.send(encode_message(SyncStep2(lost)))
+        await observer.wait_text(lambda t: t.startswith("typed at once lost with the connection "))
+        assert alice.close_code is None and observer.close_code is None
