@@ -227,7 +227,9 @@ def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     else:
         conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 5000")
-    if not read_only:
+    if read_only:  # a file that is no database at all says so here, as below
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    else:
         conn.executescript(SCHEMA)
     return conn
 
