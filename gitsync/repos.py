@@ -106,18 +106,18 @@ class Repositories:
         raise RepoNotFound(name)
 
     def open(self, name: str) -> Repo:
-        """The calling thread's own ``Repo`` for repository ``name`` (opened on first use);
-        use it in this thread only."""
+        """The calling thread's own ``Repo`` for repository ``name`` (opened on first use,
+        and again once its directory was replaced by another); use it in this thread only."""
         mine: dict[str, tuple[Repo, tuple[int, int]]] | None = getattr(self._mine, "repos", None)
         if mine is None or self._mine.generation != self._generation:
             mine = self._mine.repos = {}
             self._mine.generation = self._generation
         path = self.path_of(name)
-        try:
-            found = (path / "objects").stat()
+        try:  # (a work tree may hold a directory named objects: its git directory first)
+            found = (path / ".git" / "objects").stat()
         except OSError:
             try:
-                found = (path / ".git" / "objects").stat()
+                found = (path / "objects").stat()
             except OSError:
                 raise RepoNotFound(name) from None
         identity = (found.st_dev, found.st_ino)
