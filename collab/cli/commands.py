@@ -14,7 +14,7 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -349,42 +349,27 @@ def _fsck_ids(text: str) -> frozenset[str]:
     return ids
 
 
-def _seconds(text: str) -> float:
-    """A finite number of seconds, 0 or more."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
-    return seconds
+def _amount(parse: Callable[[str], float], unit: str, *, over_zero: bool) -> Callable[[str], Any]:
+    """An option's type: a finite number of ``unit`` read by ``parse``, 0 or more (more than
+    0 with ``over_zero``)."""
+
+    def amount(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value > 0 if over_zero else value >= 0)):
+            bound = "over 0" if over_zero else "(0 or more)"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit} {bound}")
+        return value
+
+    return amount
 
 
-def _positive_seconds(text: str) -> float:
-    """A finite number of seconds, more than 0."""
-    seconds = _seconds(text)
-    if seconds == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds over 0")
-    return seconds
-
-
-def _bytes(text: str) -> int:
-    """A whole number of bytes, 0 or more."""
-    try:
-        size = int(text)
-    except ValueError:
-        size = -1
-    if size < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes (0 or more)")
-    return size
-
-
-def _positive_bytes(text: str) -> int:
-    """A whole number of bytes, more than 0."""
-    size = _bytes(text)
-    if size == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes over 0")
-    return size
+_seconds = _amount(float, "seconds", over_zero=False)
+_positive_seconds = _amount(float, "seconds", over_zero=True)
+_bytes = _amount(int, "bytes", over_zero=False)
+_positive_bytes = _amount(int, "bytes", over_zero=True)
 
 
 def _node_id(text: str) -> str:
