@@ -670,13 +670,9 @@ class Room:
                 pending.sent = True
 
     def _append(self, pending: _Pending) -> Awaitable[int]:
-        if pending.author is not None:
-            return self.store.append(
-                self.key, pending.update, fence=pending.fence, author=pending.author
-            )
-        if pending.fence is None:
-            return self.store.append(self.key, pending.update)
-        return self.store.append(self.key, pending.update, fence=pending.fence)
+        return self.store.append(
+            self.key, pending.update, fence=pending.fence, author=pending.author
+        )
 
     def send_unwritten(self) -> None:
         """Send this node's peers every accepted update still waiting for the store (the
