@@ -53,8 +53,7 @@ class UserQuotas:
     def charge_awareness(self, user: str, size: int) -> None:
         """Count ``size`` bytes of awareness from ``user``: a state sent, or the table sent
         back to its query. Raise ``RATE_LIMITED`` (counting nothing) when it is over."""
-        cost = float(min(size, self.awareness.burst))  # one large table still goes out
-        if not self.awareness.allow(user, cost=cost):
+        if not _allow_capped(self.awareness, user, size):
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"over the quota of {self.awareness.rate:.0f} awareness bytes per second",
@@ -63,10 +62,15 @@ class UserQuotas:
     def charge_answer(self, user: str, size: int) -> None:
         """Count ``size`` bytes of a document sent to ``user`` in answer to its sync step 1.
         Raise ``RATE_LIMITED`` (counting nothing) when it is over."""
-        cost = float(min(size, self.answers.burst))  # one large document still goes out
-        if not self.answers.allow(user, cost=cost):
+        if not _allow_capped(self.answers, user, size):
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"over the quota of {self.answers.rate:.0f} bytes per second of documents "
                 "sent in answer to sync step 1",
             )
+
+
+def _allow_capped(bucket: RateLimiter, user: str, size: int) -> bool:
+    """Take ``size`` from ``user``'s ``bucket``, at most its burst (one large message still
+    goes out, once the bucket is full); whether it was there to take."""
+    return bucket.allow(user, cost=float(min(size, bucket.burst)))
