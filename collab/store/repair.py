@@ -222,10 +222,8 @@ def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     is the evidence, until an operator copies it aside)."""
     if not path.exists():
         raise FileNotFoundError(f"no store at {path}")
-    if read_only:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    else:
-        conn = sqlite3.connect(path, isolation_level=None)
+    where = f"{path.resolve().as_uri()}?mode=ro" if read_only else str(path)
+    conn = sqlite3.connect(where, uri=read_only, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 5000")
     if read_only:  # a file that is no database at all says so here, as below
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
