@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from .errors import ErrorCode, ProtocolError
 
-__all__ = ["Reader", "write_var_bytes", "write_var_string", "write_var_uint"]
+__all__ = ["MAX_SAFE_INTEGER", "Reader", "write_var_bytes", "write_var_string", "write_var_uint"]
 
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest number a stock (JavaScript) client reads exactly (``Number.MAX_SAFE_INTEGER``):
+lib0 numbers past it are read as other numbers."""
 _MAX_VARUINT_BYTES = 8  # 56 bits; lib0 numbers are at most 53 bits
 
 

@@ -28,6 +28,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import ErrorCode, ProtocolError
+from .lib0 import MAX_SAFE_INTEGER
 
 __all__ = [
     "MAX_CLIENT",
@@ -39,8 +40,8 @@ __all__ = [
     "text_update_clients",
 ]
 
-MAX_CLIENT = 2**53 - 1
-"""The largest client id Yjs can encode and decode (``Number.MAX_SAFE_INTEGER``)."""
+MAX_CLIENT = MAX_SAFE_INTEGER
+"""The largest client id Yjs can encode and decode."""
 
 MAX_CLOCK = 2**32 - 1
 """The largest clock, and end of a clock range, that every Yjs implementation holds as it is

@@ -10,7 +10,7 @@ from enum import IntEnum
 from typing import Any
 
 from .errors import ErrorCode, ProtocolError
-from .lib0 import Reader, write_var_bytes, write_var_string, write_var_uint
+from .lib0 import MAX_SAFE_INTEGER, Reader, write_var_bytes, write_var_string, write_var_uint
 
 __all__ = [
     "AuthDenied",
@@ -173,10 +173,6 @@ def decode_state_vector(data: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> dict
     if not reader.at_end():
         raise ProtocolError(ErrorCode.MALFORMED, "trailing bytes after the state vector")
     return clocks
-
-
-MAX_SAFE_INTEGER = 2**53 - 1
-"""The largest number a stock (JavaScript) client reads exactly."""
 
 
 def decode_awareness(payload: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> list[AwarenessEntry]:
