@@ -1100,9 +1100,7 @@ class BranchSync:
         """Every live document of this branch (loaded or stored) as a change from nothing
         to its file at ``head``, and those whose path holds no text file there: how the
         documents are made to read as ``head`` when the commit they matched is gone."""
-        stored = await self.owner.store.keys(self.prefix)
-        loaded = [room.doc_id.path for room in self.owner.rooms.loaded(self.prefix)]
-        paths = sorted({key[len(self.prefix) :] for key in stored} | set(loaded))
+        paths = sorted(await self._every_live_path())
 
         def read(repo: Repo) -> tuple[list[FileChange], set[str]]:
             gone = not_text_at(repo, head, paths)
@@ -1116,13 +1114,14 @@ class BranchSync:
 
     async def live_paths(self, paths: Iterable[str]) -> list[str]:
         """Those of ``paths`` that have a live document on this branch, loaded or stored."""
-        stored = set(await self.owner.store.keys(self.prefix))
-        return [
-            path
-            for path in paths
-            if self.prefix + path in stored
-            or self.owner.rooms.get_key(self.prefix + path) is not None
-        ]
+        live = await self._every_live_path()
+        return [path for path in paths if path in live]
+
+    async def _every_live_path(self) -> set[str]:
+        """The path of every live document of this branch, loaded or stored."""
+        cut = len(self.prefix)
+        stored = {key[cut:] for key in await self.owner.store.keys(self.prefix)}
+        return stored | {room.key[cut:] for room in self.owner.rooms.loaded(self.prefix)}
 
     async def merge_into_live(
         self,
