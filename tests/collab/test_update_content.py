@@ -5,7 +5,8 @@ its other peers and their later reconnections are unaffected."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ ROOM = "demo/main:README.md"
 def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """An update that builds on clocks not sent waits for them this long, not 10 s."""
     monkeypatch.setattr(room_module, "PARK_SECONDS", 0.3)
+
+
+@asynccontextmanager
+async def alice_and_carol(server: CollabServer) -> AsyncIterator[tuple[YjsPeer, YjsPeer]]:
+    """Two stock copies of the document, synced: alice types, carol watches."""
+    async with (
+        YjsPeer(server.url, ROOM, user="alice") as alice,
+        YjsPeer(server.url, ROOM, user="carol") as carol,
+    ):
+        await asyncio.wait_for(alice.synced.wait(), 5)
+        await asyncio.wait_for(carol.synced.wait(), 5)
+        yield alice, carol
 
 
 def with_client(update: bytes, client: int) -> bytes:
@@ -100,14 +113,54 @@ async def test_an_update_as_an_epoch_or_unencodable_client_is_refused(
         assert again.close_code is None
 
 
+def section(client: int, clock: int, *structs: bytes, deletes: bytes = b"\x00") -> bytes:
+    """An update of one section: ``structs`` of ``client`` from ``clock``, then ``deletes``
+    (the delete set's encoding; none by default)."""
+    update = bytearray()
+    for number in (1, len(structs), client, clock):
+        write_var_uint(update, number)
+    for struct in structs:
+        update += struct
+    return bytes(update + deletes)
+
+
+def string(
+    text: bytes, origin: tuple[int, int] | None = None, right: tuple[int, int] | None = None
+) -> bytes:
+    """A string struct placed after ``origin`` and before ``right`` (neither: in the root)."""
+    struct = bytearray([0x04 | (0x80 if origin else 0) | (0x40 if right else 0)])
+    for named in (origin, right):
+        if named is not None:
+            for number in named:
+                write_var_uint(struct, number)
+    if origin is None and right is None:
+        struct += b"\x01\x06source"
+    write_var_uint(struct, len(text))
+    return bytes(struct + text)
+
+
+def skip(length: int) -> bytes:
+    struct = bytearray(b"\x0a")
+    write_var_uint(struct, length)
+    return bytes(struct)
+
+
+def collected(length: int) -> bytes:
+    struct = bytearray(b"\x00")
+    write_var_uint(struct, length)
+    return bytes(struct)
+
+
+def deleting(client: int, start: int, length: int) -> bytes:
+    deletes = bytearray()
+    for number in (1, client, 1, start, length):
+        write_var_uint(deletes, number)
+    return bytes(deletes)
+
+
 def item_at(clock: int, text: bytes, client: int = 500) -> bytes:
     """An update of one string struct of ``client`` at ``clock``, at the start of the text."""
-    update = bytearray()
-    for number in (1, 1, client, clock):
-        write_var_uint(update, number)
-    update += b"\x04\x01\x06source"
-    write_var_uint(update, len(text))
-    return bytes(update + text + b"\x00")
+    return section(client, clock, string(text))
 
 
 @pytest.mark.parametrize(
@@ -141,16 +194,8 @@ def future_delete(client: int, end: int, gap: bool = False) -> bytes:
     """An update deleting the clocks 0 to ``end`` of ``client``; with ``gap``, also writing
     one character as ``client`` at clock ``end - 1``, far past its last (kept pending: the
     clocks before it are still unwritten)."""
-    update = bytearray()
-    if gap:
-        for number in (1, 1, client, end - 1):
-            write_var_uint(update, number)
-        update += b"\x04\x01\x06source\x01z"
-    else:
-        update += b"\x00"
-    for number in (1, client, 1, 0, end):
-        write_var_uint(update, number)
-    return bytes(update)
+    deletes = deleting(client, 0, end)
+    return section(client, end - 1, string(b"z"), deletes=deletes) if gap else b"\x00" + deletes
 
 
 def two_sections(client: int) -> bytes:
@@ -176,12 +221,7 @@ async def test_deleting_clocks_a_client_has_not_written_is_refused(
 ) -> None:
     """Kept as a pending delete, it would delete the victim's later typing as it came, after
     it was stored and acknowledged: for everyone, the victim too at its next remote update."""
-    async with (
-        YjsPeer(server.url, ROOM, user="alice") as victim,
-        YjsPeer(server.url, ROOM, user="carol") as observer,
-    ):
-        await asyncio.wait_for(victim.synced.wait(), 5)
-        await asyncio.wait_for(observer.synced.wait(), 5)
+    async with alice_and_carol(server) as (victim, observer):
         victim.text.insert(0, "0123456789")  # clocks 0 to 9 are the victim's
         await observer.wait_text(lambda text: "0123456789" in text)
         async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
@@ -263,18 +303,9 @@ def inside_a_pair(author: int, client: int, first: int, delete: bool) -> bytes:
     """Yjs' encoding of an edit between the two UTF-16 units of a character past U+FFFF
     whose first unit is ``first`` of ``client``: "X" placed there by ``author`` (its origin
     that unit, its right origin the next), or a deletion ending there."""
-    update = bytearray()
     if delete:
-        update += b"\x00"
-        for number in (1, client, 1, 0, first + 1):
-            write_var_uint(update, number)
-        return bytes(update)
-    for number in (1, 1, author, 0):
-        write_var_uint(update, number)
-    update.append(0xC4)  # a string, with an origin and a right origin
-    for number in (client, first, client, first + 1, 1):
-        write_var_uint(update, number)
-    return bytes(update + b"X\x00")
+        return b"\x00" + deleting(client, 0, first + 1)
+    return section(author, 0, string(b"X", origin=(client, first), right=(client, first + 1)))
 
 
 @pytest.mark.parametrize("delete", [False, True], ids=["an insert", "a deletion"])
@@ -284,12 +315,7 @@ async def test_an_edit_inside_a_character_past_the_bmp_is_refused(
     """Yjs makes both halves of a split character U+FFFD; the server's CRDT core places the
     text elsewhere, and elsewhere again once the document is loaded anew: every copy would
     read differently, for good."""
-    async with (
-        YjsPeer(server.url, ROOM, user="alice") as alice,
-        YjsPeer(server.url, ROOM, user="carol") as observer,
-    ):
-        await asyncio.wait_for(alice.synced.wait(), 5)
-        await asyncio.wait_for(observer.synced.wait(), 5)
+    async with alice_and_carol(server) as (alice, observer):
         alice.text.insert(0, "a😀b ")
         await observer.wait_text(lambda text: text.startswith("a😀b "))
         async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
@@ -306,51 +332,6 @@ async def test_an_edit_inside_a_character_past_the_bmp_is_refused(
     again: Doc[Any] = Doc()
     again.apply_update(room.doc.get_update())
     assert str(again.get("source", type=Text)) == str(room.text)
-
-
-def section(client: int, clock: int, *structs: bytes, deletes: bytes = b"\x00") -> bytes:
-    """An update of one section: ``structs`` of ``client`` from ``clock``, then ``deletes``
-    (the delete set's encoding; none by default)."""
-    update = bytearray()
-    for number in (1, len(structs), client, clock):
-        write_var_uint(update, number)
-    for struct in structs:
-        update += struct
-    return bytes(update + deletes)
-
-
-def string(
-    text: bytes, origin: tuple[int, int] | None = None, right: tuple[int, int] | None = None
-) -> bytes:
-    """A string struct placed after ``origin`` and before ``right`` (neither: in the root)."""
-    struct = bytearray([0x04 | (0x80 if origin else 0) | (0x40 if right else 0)])
-    for named in (origin, right):
-        if named is not None:
-            for number in named:
-                write_var_uint(struct, number)
-    if origin is None and right is None:
-        struct += b"\x01\x06source"
-    write_var_uint(struct, len(text))
-    return bytes(struct + text)
-
-
-def skip(length: int) -> bytes:
-    struct = bytearray(b"\x0a")
-    write_var_uint(struct, length)
-    return bytes(struct)
-
-
-def collected(length: int) -> bytes:
-    struct = bytearray(b"\x00")
-    write_var_uint(struct, length)
-    return bytes(struct)
-
-
-def deleting(client: int, start: int, length: int) -> bytes:
-    deletes = bytearray()
-    for number in (1, client, 1, start, length):
-        write_var_uint(deletes, number)
-    return bytes(deletes)
 
 
 PENDING: dict[str, Callable[[int, int], bytes]] = {
@@ -382,12 +363,7 @@ async def test_an_update_that_would_wait_pending_is_refused(
     pending deletion deletes its client's next edits after they were acknowledged; some mixes
     crash the core. Such an update is refused with 4020 (an honest client that sends one lost
     an update on the way: its reconnect brings it), and every copy agrees afterwards."""
-    async with (
-        YjsPeer(server.url, ROOM, user="alice") as victim,
-        YjsPeer(server.url, ROOM, user="carol") as observer,
-    ):
-        await asyncio.wait_for(victim.synced.wait(), 5)
-        await asyncio.wait_for(observer.synced.wait(), 5)
+    async with alice_and_carol(server) as (victim, observer):
         victim.text.insert(0, "0123456789")
         await observer.wait_text(lambda text: "0123456789" in text)
         async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
@@ -458,12 +434,7 @@ async def test_typing_that_comes_before_the_clocks_it_builds_on_waits_for_them(
     """A client whose update was lost with its connection reconnects and types at once: its
     typing can reach the server before its answer to the server's sync step 1 brings the
     lost update. The typing waits for it, then both are taken, and nobody is disconnected."""
-    async with (
-        YjsPeer(server.url, ROOM, user="alice") as alice,
-        YjsPeer(server.url, ROOM, user="carol") as observer,
-    ):
-        await asyncio.wait_for(alice.synced.wait(), 5)
-        await asyncio.wait_for(observer.synced.wait(), 5)
+    async with alice_and_carol(server) as (alice, observer):
         typist: Doc[Any] = Doc()
         typist.apply_update(alice.doc.get_update())
         text = typist.get("source", type=Text)
