@@ -4,24 +4,31 @@ never clobber a save that raced them, and which files belong to the tree at all.
 A write goes to a temporary file beside the target, then, just before the rename, the target
 is read again: if its content hash is no longer the one the write was computed from (an editor
 saved meanwhile), the write is dropped and :class:`Raced` raised, so that the caller merges
-the new save instead of overwriting it. The file it replaced can be kept open, for a program
+the new save instead of overwriting it. The rename itself swaps the two files (see
+:mod:`~collab.disk.renames`), so a save that lands between that check and the rename is found
+in the file swapped out, and swapped back. The file it replaced can be kept open, for a program
 that was still writing it (see :mod:`~collab.disk.replaced`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 from dulwich.ignore import IgnoreFilterManager
 from dulwich.repo import Repo
 
+from .renames import exchange, rename_new
 from .replaced import Replaced
 from .state import digest
 
 __all__ = ["TEMP_MARK", "PathFilter", "Raced", "read_bytes", "remove_file", "write_atomically"]
+
+log = logging.getLogger("collab.disk")
 
 TEMP_MARK = ".collab-tmp-"
 """Part of the name of this syncer's temporary files (ignored by the watcher)."""
@@ -90,7 +97,7 @@ def write_atomically(
         current = _open_current(path)
         if (None if current is None else digest(current.data)) != expected:
             raise Raced(str(path))
-        os.replace(temp, path)
+        _swap_in(temp, path, current)
     except BaseException:
         if current is not None:
             current.close()
@@ -102,6 +109,57 @@ def write_atomically(
         current.close()
         return None
     return current
+
+
+def _swap_in(temp: Path, path: Path, current: Replaced | None) -> None:
+    """Put ``temp`` at ``path``, which held ``current`` (open and read; ``None``: absent)
+    when it was checked. A save that landed after the check (a new file renamed there, a
+    write in place) is not overwritten: it is put back, and :class:`Raced` raised.
+
+    Without the swapping renames of :mod:`.renames`, a plain rename: a save in the moment
+    between the check and the rename is then lost."""
+    if current is None:
+        try:
+            if rename_new(temp, path):
+                return
+        except FileExistsError:
+            raise Raced(str(path)) from None
+        os.replace(temp, path)
+        return
+    ours = os.stat(temp)
+    try:
+        swapped = exchange(temp, path)
+    except FileNotFoundError:  # deleted since the check
+        raise Raced(str(path)) from None
+    if not swapped:
+        os.replace(temp, path)
+        return
+    # ``temp`` now names the file that was at ``path``: the one checked, unchanged, or a save
+    checked = os.fstat(current.handle.fileno())
+    out = os.stat(temp, follow_symlinks=False)
+    if _same(out, checked) and current.read() == current.data:
+        return
+    _put_back(temp, path, ours)
+    raise Raced(str(path))
+
+
+def _same(one: os.stat_result, other: os.stat_result) -> bool:
+    return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
+
+
+def _put_back(temp: Path, path: Path, placed: os.stat_result, tries: int = 16) -> None:
+    """Undo a swap that put the file ``placed`` at ``path`` in the place of a save, now at
+    ``temp``: swap them back, and again while yet newer saves land in between, so that the
+    newest save ends at ``path`` (what ends at ``temp`` is the caller's to remove)."""
+    for _ in range(tries):
+        saved = os.stat(temp, follow_symlinks=False)
+        exchange(temp, path)
+        if _same(os.stat(temp, follow_symlinks=False), placed):
+            return  # nothing replaced the file between the two swaps
+        placed = saved  # a newer save replaced it: it goes back to ``path`` next
+    kept = path.with_name(f".{path.name}.collab-kept-{time.time_ns()}")
+    os.replace(temp, kept)
+    log.warning("%s: saves kept landing while a write was undone; one is kept as %s", path, kept)
 
 
 def remove_file(path: Path, expected: str | None) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from gitcli import git
 
+from collab.disk import files
 from collab.disk.files import PathFilter, Raced, remove_file, write_atomically
-from collab.disk.replaced import ReplacedFiles
+from collab.disk.replaced import Replaced, ReplacedFiles
 from collab.disk.state import digest
 
 
@@ -41,6 +43,99 @@ def test_a_save_that_raced_the_write_wins(tmp_path: Path) -> None:
     with pytest.raises(Raced):
         remove_file(path, expected)
     assert path.exists()
+
+
+def _rename_save(path: Path, data: bytes) -> None:
+    """Save as most editors do: a new file, renamed over the old one."""
+    (path.parent / "editor-scratch").write_bytes(data)
+    os.replace(path.parent / "editor-scratch", path)
+
+
+def _in_place_save(path: Path, data: bytes) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+        handle.write(data)
+
+
+def _delete(path: Path, _data: bytes) -> None:
+    path.unlink()
+
+
+def _after_the_check(
+    monkeypatch: pytest.MonkeyPatch, save: Callable[[Path, bytes], None], data: bytes
+) -> None:
+    """Have ``save`` land in the moment between write_atomically's check and its rename."""
+    check = files._open_current
+
+    def checked_then_saved(path: Path) -> Replaced | None:
+        current = check(path)
+        save(path, data)
+        return current
+
+    monkeypatch.setattr(files, "_open_current", checked_then_saved)
+
+
+@pytest.mark.parametrize("save", [_rename_save, _in_place_save, _delete])
+def test_a_save_between_the_check_and_the_rename_is_not_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, save: Callable[[Path, bytes], None]
+) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"read by the syncer\n")
+    _after_the_check(monkeypatch, save, b"saved in that moment\n")
+    with pytest.raises(Raced):
+        write_atomically(path, b"the syncer's text\n", digest(b"read by the syncer\n"))
+    if save is _delete:
+        assert not path.exists()
+    else:
+        assert path.read_bytes() == b"saved in that moment\n"
+    assert [p.name for p in tmp_path.iterdir()] == ([] if save is _delete else ["a.txt"])
+
+
+def test_a_file_created_between_the_check_and_the_rename_is_not_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _after_the_check(monkeypatch, lambda path, data: path.write_bytes(data), b"created\n")
+    with pytest.raises(Raced):
+        write_atomically(tmp_path / "new.txt", b"the syncer's text\n", None)
+    assert (tmp_path / "new.txt").read_bytes() == b"created\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["new.txt"]
+
+
+def test_saves_that_land_while_a_raced_write_is_undone_leave_the_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"read by the syncer\n")
+    _after_the_check(monkeypatch, _rename_save, b"first save\n")
+    swap = files.exchange
+    swaps: list[bytes] = []
+
+    def swap_with_a_save_before_the_second(first: Path, second: Path) -> bool:
+        swaps.append(second.read_bytes())
+        if len(swaps) == 2:  # the first swap back: a newer save replaces the syncer's file
+            _rename_save(path, b"second save\n")
+        return swap(first, second)
+
+    monkeypatch.setattr(files, "exchange", swap_with_a_save_before_the_second)
+    with pytest.raises(Raced):
+        write_atomically(path, b"the syncer's text\n", digest(b"read by the syncer\n"))
+    assert path.read_bytes() == b"second save\n"
+    assert swaps == [b"first save\n", b"the syncer's text\n", b"first save\n"]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_where_files_cannot_be_swapped_a_write_renames_over_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "exchange", lambda first, second: False)
+    monkeypatch.setattr(files, "rename_new", lambda source, target: False)
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"old\n")
+    write_atomically(path, b"new\n", digest(b"old\n"))
+    write_atomically(tmp_path / "b.txt", b"created\n", None)
+    assert path.read_bytes() == b"new\n"
+    assert (tmp_path / "b.txt").read_bytes() == b"created\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
 def test_filter_skips_git_ignored_and_scratch_files_and_other_repositories(tmp_path: Path) -> None:
