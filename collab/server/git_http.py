@@ -9,14 +9,14 @@ never held whole.
 
 Reading takes read access to the repository; a push needs write access to every branch it
 moves (see ``Identity.can_write_branch``), and may rewrite (force) only the sender's own branch
-and its forks (``Identity.owns_branch``). Live edits not committed yet are committed before a
-push is answered: when git asks for the refs it pushes to, and again for the branches the push
-moves before it is taken; and before a fetch is told the refs, so that a pull then a push is a
-fast-forward unless someone typed in between. A push based on a head without them is then
-refused as git refuses any push behind the branch: by git itself (``! [rejected] main -> main
-(fetch first)``), or here if the edits came between git's two requests (``fetch first: the
-branch moved on since it was fetched``). A push to a branch with live documents is merged
-into them as text edits before the push is answered.
+and its forks (``Identity.owns_branch``), and tags if they may write the repository. Live edits
+not committed yet are committed before a push is answered: when git asks for the refs it
+pushes to, and again for the branches the push moves before it is taken; and before a fetch is
+told the refs, so that a pull then a push is a fast-forward unless someone typed in between. A
+push based on a head without them is then refused as git refuses any push behind the branch:
+by git itself (``! [rejected] main -> main (fetch first)``), or here if the edits came between
+git's two requests (``fetch first: the branch moved on since it was fetched``). A push to a
+branch with live documents is merged into them as text edits before the push is answered.
 
 A request body is read to its end as it arrives, under the server's body timeouts and minimum
 rate, inflated if it was sent gzip-encoded, and written to a temporary file that stays in memory
@@ -455,8 +455,10 @@ def _branches(commands: list[tuple[bytes, bytes, bytes]]) -> list[str]:
 
 
 def _may_force(identity: Identity, repo: str, ref: bytes) -> str | None:
-    """None if ``identity`` may force-push ``ref`` (their own branch or its forks), else why
-    not, for ``git push`` to print."""
+    """None if ``identity`` may force-push ``ref`` (their own branch or its forks; a ref
+    that is no branch, a tag, if they may write the repository: no live work is on it, and
+    they may delete it and push it again anyway), else why not, for ``git push`` to
+    print."""
     if ref.startswith(HEADS):
         branch = ref[len(HEADS) :].decode("utf-8", "replace")
         if identity.owns_branch(repo, branch):
@@ -466,7 +468,9 @@ def _may_force(identity: Identity, repo: str, ref: bytes) -> str | None:
             f"{identity.user} may force-push only {own} and the branches forked from it "
             f"({own}-...), not {branch}"
         )
-    return f"{ref.decode('utf-8', 'replace')} is not a branch and may not be forced"
+    if identity.can_write(repo):
+        return None
+    return f"{identity.user} may not push {ref.decode('utf-8', 'replace')}"
 
 
 def _may_delete(identity: Identity, repo: str, open_now: dict[str, str], ref: bytes) -> str | None:
