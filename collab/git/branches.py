@@ -420,8 +420,15 @@ class Branches:
         await self._forget(repo, name)
 
     async def _forget(self, repo: str, name: str) -> None:
+        """Drop what the engine kept of the deleted branch ``name``: its rooms still loaded
+        (no one's, in their grace period) are unloaded without the snapshot an unload
+        stores, which would bring their text back to a branch made again under the name,
+        and their stored histories are deleted."""
+        prefix = f"{repo}/{name}:"
+        for room in self.rooms.loaded(prefix):
+            await self.rooms.retire(room.key, ErrorCode.NOT_FOUND, f"branch {name!r} deleted")
         self.git.forget(repo, name)
-        for key in await self.store.keys(f"{repo}/{name}:"):
+        for key in await self.store.keys(prefix):
             await self.store.delete(key)
 
     def _forget_synced(self, repo: str, name: str) -> None:

@@ -600,3 +600,31 @@ async def test_a_commit_whose_request_is_cancelled_is_still_recorded(
         committed = show(demo, "main", "README.md")
         assert committed == str(doc) and committed.count("typed;") == 1
         assert str(doc).split("\n")[0].endswith(" typed; more;")
+
+
+async def test_a_branch_deleted_while_its_documents_linger_is_made_again_without_them(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A branch deleted just after its documents were closed, in their grace period: their
+    rooms are dropped with it, not unloaded with a snapshot stored under their names, so a
+    branch made again under the name reads as the branch it is made from, now and after
+    a restart."""
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=60.0)
+    config.grace = 30.0
+    readme = git(repos / "demo", "show", "main:README.md")
+    async with CollabServer(config) as server, Client(server.url, user="alice") as alice:
+        await alice.call("branch.create", repo="demo", name="topic")
+        doc = await alice.open("demo/topic:README.md")
+        doc.insert(0, "typed on topic\n")
+        await alice.flush()
+        await alice.commit("demo", "topic")
+        await doc.close()
+        await alice.call("branch.delete", repo="demo", name="topic")
+        assert await server.store.keys("demo/topic:") == []
+        await alice.call("branch.create", repo="demo", name="topic")
+        again = await alice.open("demo/topic:README.md")
+        assert str(again.text) == readme
+        await again.close()
+    async with CollabServer(config) as server, Client(server.url, user="alice") as alice:
+        again = await alice.open("demo/topic:README.md")
+        assert str(again.text) == readme
