@@ -83,12 +83,14 @@ def recover_stale_locks(repo: Repo, older_than: float = STALE_AFTER) -> list[Pat
     """Remove the lock files in ``repo`` older than ``older_than`` seconds; return their paths.
 
     Looks at the top of the git directory (``packed-refs.lock``, ``HEAD.lock``, ...), under
-    ``refs/`` and in the loose object directories.
+    ``refs/``, in the loose object directories and in the pack directory (the lock of a
+    combination of packs).
     """
     root = Path(repo.controldir())
     candidates = list(root.glob("*.lock"))
     candidates += (root / "refs").rglob("*.lock")
     candidates += (root / "objects").glob("??/*.lock")
+    candidates += (root / "objects" / "pack").glob("*.lock")
     return [lock for lock in sorted(candidates) if remove_stale_lock(lock, older_than)]
 
 

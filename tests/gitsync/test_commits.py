@@ -439,6 +439,8 @@ def test_recover_stale_locks_removes_only_old_locks(repo: Repo, repo_path: Path)
     (repo_path / "refs" / "heads" / "nested").mkdir()
     old.append(repo_path / "refs" / "heads" / "nested" / "y.lock")
     _old(old[-1])
+    old.append(repo_path / "objects" / "pack" / "collab-combine.lock")  # a combination's
+    _old(old[-1])
     fresh = repo_path / "HEAD.lock"
     fresh.write_bytes(b"")
     removed = recover_stale_locks(repo, older_than=10)
