@@ -26,7 +26,17 @@ from .renames import exchange, rename_new
 from .replaced import Replaced
 from .state import digest
 
-__all__ = ["TEMP_MARK", "PathFilter", "Raced", "read_bytes", "remove_file", "write_atomically"]
+__all__ = [
+    "TEMP_MARK",
+    "PathFilter",
+    "Raced",
+    "Stamp",
+    "read_bytes",
+    "read_whole",
+    "remove_file",
+    "stamp_of",
+    "write_atomically",
+]
 
 log = logging.getLogger("collab.disk")
 
@@ -50,6 +60,28 @@ def read_bytes(path: Path) -> bytes | None:
             return handle.read()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
+
+
+Stamp = tuple[int, int, int]
+"""A file's inode, size and modification time: what a save changes."""
+
+
+def stamp_of(path: Path) -> Stamp | None:
+    """``path``'s :data:`Stamp`; ``None`` if it is absent."""
+    try:
+        status = os.stat(path, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def read_whole(path: Path) -> tuple[bytes | None, Stamp | None] | None:
+    """``path``'s content (as :func:`read_bytes`) and its stamp, or ``None`` if it changed
+    while it was read (a save under way)."""
+    before = stamp_of(path)
+    data = read_bytes(path)
+    after = stamp_of(path)
+    return None if before != after else (data, after)
 
 
 def _current_digest(path: Path) -> str | None:

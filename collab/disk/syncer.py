@@ -32,7 +32,15 @@ from ..lifecycle import Lifecycle
 from ..live.text_edits import apply_edits, diff_edits
 from .checkout import Checkout, FileMoved, GitError, TreeEntry
 from .documents import Documents
-from .files import PathFilter, Raced, read_bytes, remove_file, write_atomically
+from .files import (
+    PathFilter,
+    Raced,
+    Stamp,
+    read_bytes,
+    remove_file,
+    stamp_of,
+    write_atomically,
+)
 from .modes import EXECUTABLE, LINK, REGULAR, disk_mode, link_target, set_disk_mode, write_link
 from .pushes import ANY, Pushes
 from .reconcile import holds_change, reconcile, stale_base
@@ -40,7 +48,8 @@ from .replaced import ReplacedFiles
 from .report import Counters, Reporter
 from .state import STATE_FILE, SyncState, digest
 from .watcher import changed_on_disk, watch
-from .writers import allow_lease_checks, writers_done
+from .writers import POLL as WRITING_POLL
+from .writers import allow_lease_checks, read_when_written, writers_done
 
 __all__ = ["WorkingTree"]
 
@@ -118,6 +127,8 @@ class WorkingTree(Lifecycle):
         self._refused: set[str] = set()  # names the server refuses (4006): not synced
         self._overwritten: dict[str, list[tuple[bytes, float]]] = {}  # replaced, when; oldest first
         self._replaced = ReplacedFiles(self._put_back, hold=settle)
+        self._putting_back: set[asyncio.Task[None]] = set()  # late saves waiting for a writer
+        self._written: dict[str, str] = {}  # path -> hash of what the syncer last wrote there
         self._pushes: Pushes | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None  # the checkout's branch, moving
@@ -256,6 +267,7 @@ class WorkingTree(Lifecycle):
                 await asyncio.wait_for(self._watcher, 2.0)
         await self._replaced.close()
         running = [*self._services, *([self._catching_up] if self._catching_up else [])]
+        running += self._putting_back  # (they return once stop is set)
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
@@ -393,7 +405,13 @@ class WorkingTree(Lifecycle):
         await self._sync_mode(path, full)
         settled = False
         for _round in range(_TRIES):
-            disk = read_bytes(full)
+            # a save under way is taken whole: waited for where the system tells (a lease),
+            # and read again if the file changed while it was read
+            read = await read_when_written(full, WRITING_LIMIT, self._stop)
+            if read is None:
+                await asyncio.sleep(WRITING_POLL)
+                continue
+            disk, stamp = read
             base = self._base(path)
             # emptied or gone (a save may be half way), or new and still empty
             if not settled and ((base and not disk) or (base is None and disk == b"")):
@@ -420,14 +438,21 @@ class WorkingTree(Lifecycle):
                     self._git_paths.add(path)
                     continue
             self._remote.discard(path)
-            if await self._sync_text(path, full, document, disk, base):
+            if await self._sync_text(path, full, document, disk, base, stamp):
                 return
         raise RuntimeError(f"saves kept racing the sync of {path}")
 
     async def _sync_text(
-        self, path: str, full: Path, document: Document, disk: bytes | None, base: bytes | None
+        self,
+        path: str,
+        full: Path,
+        document: Document,
+        disk: bytes | None,
+        base: bytes | None,
+        stamp: Stamp | None,
     ) -> bool:
-        """One round for a text file with a live document; False if a save raced it."""
+        """One round for a text file with a live document, whose file held ``disk`` with
+        ``stamp``; False if a save raced it."""
         live = str(document.text)
         if disk is None and base is not None:  # deleted on disk
             if live == base.decode("utf-8"):
@@ -463,6 +488,8 @@ class WorkingTree(Lifecycle):
                 live=outcome.live is not None,
                 disk=outcome.disk is not None,
             )
+        if outcome.live is not None and stamp_of(full) != stamp:
+            return False  # saved again since it was read: nothing of it goes live yet
         if outcome.live is not None:
             edits = diff_edits(live, outcome.live)
             with document.doc.transaction():
@@ -507,6 +534,7 @@ class WorkingTree(Lifecycle):
         held and the replaced file in view: a save may come that was made from it, and a
         program may be writing it still."""
         replaced = write_atomically(full, data, _hash(disk), keep=True)
+        self._written[path] = digest(data)
         if disk is None:
             self._take_mode(path, full)
         if replaced is not None:
@@ -548,11 +576,28 @@ class WorkingTree(Lifecycle):
         """A program went on writing the file a write of ``path`` replaced, ``before`` as it
         was then, and left ``data`` in it: its save, which it thinks is in the file. Put it
         there, to be merged (against ``before``) like a save that came just after the write,
-        unless a newer save, or a deletion, came since."""
+        unless a newer save, or a deletion, came since (see :meth:`_put_back_whole`)."""
+        task = asyncio.create_task(self._put_back_whole(path, data, before))
+        self._putting_back.add(task)
+        task.add_done_callback(self._putting_back.discard)
+
+    async def _put_back_whole(self, path: str, data: bytes, before: bytes) -> None:
+        """Put a late save back once the file is not being written (a newer save under way
+        is waited for, and then it is the file's content: the late save is dropped, as the
+        newer one is made from the program's buffer, which holds it)."""
         full = self.root / path
-        current = read_bytes(full)
+        for _round in range(_TRIES):
+            read = await read_when_written(full, WRITING_LIMIT, self._stop)
+            if read is not None:
+                break
+            await asyncio.sleep(WRITING_POLL)
+        else:
+            read = (read_bytes(full), None)
+        current = read[0]
         if self._stop.is_set() or current is None or current == data:
             return
+        if digest(current) != self._written.get(path):
+            return  # saved again since the write this save went into replaced
         log.info("%s: a save went on in the file a write replaced: it is put back", path)
         try:
             self._write(path, full, data, current)

@@ -21,7 +21,9 @@ import signal
 import threading
 from pathlib import Path
 
-__all__ = ["allow_lease_checks", "being_written", "writers_done"]
+from .files import Stamp, read_whole
+
+__all__ = ["allow_lease_checks", "being_written", "read_when_written", "writers_done"]
 
 _SETLEASE = getattr(fcntl, "F_SETLEASE", None)
 _SIGIO = getattr(signal, "SIGIO", None)
@@ -64,11 +66,27 @@ def being_written(path: Path) -> bool:
         os.close(fd)
 
 
-async def writers_done(path: Path, limit: float, stop: asyncio.Event) -> None:
+async def writers_done(path: Path, limit: float, stop: asyncio.Event) -> bool:
     """Wait until no process holds ``path`` open for writing, ``limit`` seconds at most
     (a program that keeps it open for good, a log, is then taken as it is) or until
-    ``stop`` is set."""
+    ``stop`` is set; whether no process holds it so now."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    while being_written(path) and loop.time() < deadline and not stop.is_set():
+    while being_written(path):
+        if loop.time() >= deadline or stop.is_set():
+            return False
         await asyncio.sleep(POLL)
+    return True
+
+
+async def read_when_written(
+    path: Path, limit: float, stop: asyncio.Event
+) -> tuple[bytes | None, Stamp | None] | None:
+    """``path``'s content and stamp once no process writes it (see :func:`writers_done`);
+    ``None`` if a save went on while it was read (the file changed, or a process opened it
+    for writing): read it again later."""
+    quiet = await writers_done(path, limit, stop)
+    read = read_whole(path)
+    if read is None or (quiet and being_written(path)):
+        return None
+    return read

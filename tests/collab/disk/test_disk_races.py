@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -168,3 +169,65 @@ async def test_a_save_written_in_two_goes_keeps_its_end_when_a_live_edit_comes_b
         final = await settled(path, doc)
         assert final == add(saved.decode(), 2, " BOB"), final
         assert await committed(server, tree, bob) == final
+
+
+def _save_slowly_in_place(path: Path, saves: int, rng: random.Random) -> None:
+    """The editor, in a thread of its own: ``saves`` saves a few milliseconds apart, each a
+    new line ``[sN]`` between an ``--a`` and a ``--b`` line; half of them truncate the file
+    and write it in one go, half in two goes with a pause between."""
+    for n in range(saves):
+        text = path.read_text()
+        k = rng.randrange(6)
+        at = text.index(f"--a{k}\n") + len(f"--a{k}\n")
+        data = (text[:at] + f"[s{n}]\n" + text[at:]).encode()
+        with open(path, "wb") as handle:
+            if rng.random() < 0.5:
+                handle.write(data)
+            else:
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                time.sleep(rng.uniform(0.01, 0.06))
+                handle.write(data[len(data) // 2 :])
+        time.sleep(0.016)
+
+
+async def test_slow_saves_in_place_racing_live_typing_lose_and_double_nothing(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """An editor saves in place again and again, often in two goes with a pause between
+    (``cmd > file`` on a slow disk), each save a new line, while bob types a tag every
+    10 ms. The syncer reads the file only once the program writing it has closed it (or
+    again, if it changed while it was read): a half save never goes live, so every line and
+    every tag ends in the file, the document and git exactly once. Bob types only in the
+    ``R`` lines and the editor adds lines only between ``--a`` and ``--b``: no merge may
+    conflict."""
+    root = tmp_path / "wt"
+    layout = "".join(f"R{k}:\n--a{k}\n--b{k}\n" for k in range(6))
+    rng = random.Random(7)
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:src/app.py")
+        doc.delete(0, len(str(doc.text)))
+        doc.insert(0, layout)
+        await bob.flush()
+        tree = make_tree(root)
+        await tree.start()
+        path = root / "src" / "app.py"
+        await until(lambda: path.exists() and path.read_text() == layout)
+        typed = 0
+        saves = 150
+        editor = asyncio.create_task(
+            asyncio.to_thread(_save_slowly_in_place, path, saves, random.Random(11))
+        )
+        while not editor.done():
+            text = str(doc.text)
+            k = rng.randrange(6)
+            doc.insert(text.index(f"R{k}:") + len(f"R{k}:"), f"[r{typed}]")
+            typed += 1
+            await asyncio.sleep(0.01)
+        await editor
+        await bob.flush()
+        final = await settled(path, doc)
+        assert await committed(server, tree, bob) == final
+    assert "<<<<<<<" not in final
+    for tag in [f"[s{n}]\n" for n in range(saves)] + [f"[r{n}]" for n in range(typed)]:
+        assert final.count(tag) == 1, (tag, final)
