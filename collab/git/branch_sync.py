@@ -465,6 +465,7 @@ class BranchSync:
                 if on_snapshot is not None:
                     on_snapshot()
                 await self._hold_shrinking(rooms, changes)
+                self._hold_behind(rooms, changes, states)
                 self._hold_clashing(changes)
                 self._hold_refused_by_fsck(changes)
                 # What is committed must be durable in the store first: a crash (a power
@@ -573,6 +574,32 @@ class BranchSync:
                         "head_size": old,
                         "cause": cause,
                     },
+                )
+
+    def _hold_behind(
+        self, rooms: dict[str, Room], changes: dict[str, bytes], states: dict[str, bytes]
+    ) -> None:
+        """In a cluster, take out of ``changes`` the documents this node holds behind what
+        their branch already committed: another node committed edits this node's copy has
+        not received yet (it was paused, or its link to Redis was down). Committed, their
+        older text would take those edits out of the branch until the next commit. They stay
+        pending: the edits they are waiting for come from the shared log, and mark them
+        changed again when they arrive."""
+        if self.owner.leases is None:
+            return
+        for path in list(changes):
+            committed = self.committed_states.get(path)
+            room = rooms[path]
+            if committed is None or room.lacking is not None or room.recovered:
+                continue  # (a history that lost edits is held by _hold_shrinking)
+            if history_lost(states[path], committed):
+                del changes[path]
+                self.dirty.setdefault(path, room)
+                log.info(
+                    "%s%s: this node has not yet received edits the branch already holds; "
+                    "committed once they arrive",
+                    self.prefix,
+                    path,
                 )
 
     def _hold_clashing(self, changes: dict[str, bytes]) -> None:

@@ -563,3 +563,42 @@ async def test_a_commit_names_who_typed_on_every_node(
         await sync_a.flush_patiently()
         names = git(repos, "log", "-1", "--format=%an%n%(trailers:key=Co-authored-by)")
         assert "ann" in names and "bob" not in names, names
+
+
+async def test_a_node_behind_the_shared_log_does_not_commit_its_older_text(
+    two_nodes: list[CollabServer], repos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node b stops receiving the other node's edits for a while (a paused process, a link
+    to Redis down); meanwhile node a commits ann's. Bob types on node b: node b does not
+    commit its copy, which lacks ann's edit and would take it out of the branch; it commits
+    once ann's edit has arrived, with both."""
+    a, b = two_nodes
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        doc_a, doc_b = await ann.open(ROOM), await bob.open(ROOM)
+        room_b = b.rooms.get_key(ROOM)
+        assert room_b is not None
+        held: list[list[bytes]] = []
+        deliver = room_b.receive_remote
+        monkeypatch.setattr(room_b, "receive_remote", held.append)
+        doc_a.insert(0, "ann typed;")
+        await ann.flush()
+        await (await a.git.branch("demo", "main")).flush_patiently()
+        assert git(repos, "show", "main:README.md").startswith("ann typed;")
+        doc_b.insert(0, "bob typed;")
+        await bob.flush()
+        sync_b = await b.git.branch("demo", "main")
+        await sync_b.flush()
+        assert ROOM.split(":")[1] in sync_b.dirty  # pending still
+        assert git(repos, "show", "main:README.md").startswith("ann typed;")
+        assert "bob typed;" not in git(repos, "show", "main:README.md")
+        await until(lambda: held)
+        monkeypatch.setattr(room_b, "receive_remote", deliver)
+        for updates in held:
+            room_b.receive_remote(updates)
+        await sync_b.flush_patiently()
+        text = git(repos, "show", "main:README.md")
+        assert "ann typed;" in text and "bob typed;" in text, text
+        for commit in git(repos, "rev-list", "main").split():  # no commit took ann's out
+            shown = git(repos, "show", f"{commit}:README.md")
+            assert "ann typed;" in shown or "bob typed;" not in shown, commit
+    assert str(doc_b.text) == str(doc_a.text)
