@@ -207,6 +207,13 @@ class WorkingTree(Lifecycle):
         differ between disk, live and base: edited on disk, or changed on the branch. A
         checkout not ``cloned`` by the syncer may hold files git converted."""
         last = state.get("head")
+        unborn = False  # a checkout with nothing committed (``git init``): none of its files
+        # came from the branch, and none of the branch's is missing from it
+        if last is None and await checkout.head() is None:
+            unborn = True
+            state.set_bases({})
+            state.put("head", head)
+            last = head
         if last is None:  # first run here: the files on disk came from the checked-out commit
             last = await checkout.head() or head
             entries = await checkout.tree(last)
@@ -223,6 +230,8 @@ class WorkingTree(Lifecycle):
         checkout.keep_bytes()
         self._tree = await checkout.tree(head)
         suspects = set(await checkout.changed(last, head)) if last != head else set()
+        if unborn:
+            suspects |= set(self._tree)  # every file of the branch comes to disk, merged
         self._gone |= {path for path in suspects if path not in self._tree}
         suspects |= await asyncio.to_thread(changed_on_disk, self.root, paths, state)
         self._head = head

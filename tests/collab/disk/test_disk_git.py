@@ -461,3 +461,27 @@ async def test_links_the_branch_made_while_the_syncer_was_away_come_to_disk(
     await again.wait_idle()
     assert os.readlink(root / "latest") == "docs/unicode.txt"
     assert "latest" in tree_files(server)
+
+
+@pytest.mark.parametrize("files", [{}, {"mine.txt": "my notes\n"}], ids=["empty", "a-file"])
+async def test_a_directory_just_made_a_repository_gets_the_branch_and_deletes_nothing(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, files: dict[str, str]
+) -> None:
+    """``git init`` in a directory, maybe a file in it, nothing committed: none of the
+    branch's files is missing from it, they were never there. They come to disk, the file
+    goes to the branch, and nothing is deleted."""
+    root = tmp_path / "fresh"
+    root.mkdir()
+    git(root, "init", "-q")
+    for name, text in files.items():
+        (root / name).write_text(text)
+    before = tree_files(server)
+    tree = make_tree(root)
+    await tree.start()
+    await tree.wait_idle()
+    await until(lambda: tree_files(server) == before | set(files))
+    for path in before:
+        assert (root / path).read_bytes() == blob(server, f"main:{path}")
+    for name, text in files.items():
+        assert (root / name).read_text() == text
+        assert blob(server, f"main:{name}") == text.encode()
