@@ -158,6 +158,8 @@ class Repositories:
         found: list[str] = []
         for child in sorted(self.root.iterdir()) if self.root.is_dir() else []:
             name = child.name.removesuffix(".git")
+            if not name:  # the root's own ``.git``: the root is a repository, not named here
+                continue
             try:
                 self.path_of(name)
             except RepoNotFound:

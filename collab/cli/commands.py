@@ -470,6 +470,13 @@ def _config(args: argparse.Namespace) -> ServerConfig:
             f"no repository directory {args.repos}: create it and put git repositories in "
             "it (DIR/NAME or DIR/NAME.git), or leave --repos out to serve a demo repository"
         )
+    if args.repos is not None and (
+        (args.repos / ".git").exists() or (args.repos / "HEAD").is_file()
+    ):
+        raise StartupError(
+            f"{args.repos} is itself a git repository: --repos takes the directory that holds "
+            f"repositories (DIR/NAME or DIR/NAME.git), such as {args.repos.resolve().parent}"
+        )
     if args.commit_max_lag < args.commit_idle:
         raise StartupError(
             f"--commit-max-lag {args.commit_max_lag:g} is under --commit-idle "

@@ -534,6 +534,11 @@ def test_serve_refuses_settings_that_cannot_work(
     data = str(tmp_path / "data")
     lag = _serve("--port", "0", "--data-dir", data, "--commit-idle", "10", "--commit-max-lag", "1")
     _refused(lag, "--commit-max-lag 1 is under --commit-idle 10")
+    project = tmp_path / "project"  # a repository, not the directory that holds them
+    project.mkdir()
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    itself = _serve("--port", "0", "--data-dir", data, "--repos", str(project))
+    _refused(itself, f"{project} is itself a git repository: --repos takes the directory")
 
 
 def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:

@@ -41,6 +41,18 @@ def test_each_thread_opens_a_repository_of_its_own(tmp_path: Path) -> None:
         again.close()
 
 
+def test_a_root_that_is_itself_a_repository_names_none_by_its_git_directory(
+    tmp_path: Path,
+) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    create_demo_repo(tmp_path / "demo.git", {"a.txt": "a\n"})
+    repos = Repositories(tmp_path)
+    try:
+        assert repos.names() == ["demo"]  # not "", for the root's own .git
+    finally:
+        repos.close()
+
+
 def test_a_closed_repositories_opens_afresh(tmp_path: Path) -> None:
     create_demo_repo(tmp_path / "demo.git", {"a.txt": "a\n"})
     repos = Repositories(tmp_path)
