@@ -155,7 +155,13 @@ def call(args: argparse.Namespace, op: str, body: dict[str, Any]) -> tuple[int, 
     if status != 200:
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
         message = str(error.get("message", answer))
-        if error.get("name") == "CONFLICT" and op == "merge.apply" and not args.markers:
+        conflicted = message.startswith("merge conflicts")  # (not: a branch into itself)
+        if (
+            error.get("name") == "CONFLICT"
+            and op == "merge.apply"
+            and conflicted
+            and not args.markers
+        ):
             message += (
                 " (add --markers to merge with conflict markers written into the live files, "
                 "then resolve them there)"

@@ -13,7 +13,10 @@ from typing import Any
 
 __all__ = ["add_parser", "run", "watchfiles_missing"]
 
-MISSING = "watchfiles is missing; install the disk extra: pip install 'collab-engine[disk]'"
+MISSING = (
+    "watchfiles is missing; install the disk extra: .venv/bin/pip install -e '.[disk]' in a "
+    "checkout of the engine (pip install 'collab-engine[disk]' where it is installed as a package)"
+)
 
 
 def watchfiles_missing() -> str | None:

@@ -594,6 +594,10 @@ async def test_a_conflicting_merge_points_to_markers(
     assert "add --markers" in err and err.count("\n") == 1
     assert await asyncio.to_thread(main, [*argv, "--markers"]) == 0
     assert "conflicts (1): README.md" in capsys.readouterr().out
+    itself = ["merge", "left", "left", "--apply", "--url", url, "--user", "alice", "--repo", "demo"]
+    assert await asyncio.to_thread(main, itself) == 1
+    err = capsys.readouterr().err  # a conflict of another kind: no point to --markers
+    assert err.startswith("collab: CONFLICT: ") and "--markers" not in err, err
 
 
 @pytest.mark.parametrize("kind", ["missing", "a folder"])
