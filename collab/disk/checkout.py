@@ -104,13 +104,16 @@ class Checkout:
             raise GitError(f"git {args[0]} failed: {text}")
         return out
 
-    async def ensure(self) -> bool:
+    async def ensure(self, *, first: bool = True) -> bool:
         """Clone the branch into the root, or adopt the checkout there; True if cloned.
 
         An existing directory must be empty or a checkout of this repository: its
         ``origin``, if it has one, a server's ``/git/<repo>.git`` (the server may have moved:
         ``origin`` is pointed at this one), and its history one with the branch's. Anything
-        else is another project, refused before anything in it is changed."""
+        else is another project, refused before anything in it is changed. Adopted the
+        ``first`` time, it must have the branch checked out (or nothing committed yet): the
+        sync writes the branch's files into it, which under another branch's name would
+        read as changes of that branch."""
         if (self.root / ".git").is_dir():
             remotes = (await self.git("remote")).decode().split()
             if "origin" in remotes:
@@ -122,6 +125,8 @@ class Checkout:
                         f"a clone of {self.remote_url}"
                     )
             await self._check_related()
+            if first:
+                await self._check_checked_out()
             verb = "set-url" if "origin" in remotes else "add"
             await self.git("remote", verb, "origin", self.remote_url)
             return False
@@ -158,6 +163,23 @@ class Checkout:
         lines = path.read_text().splitlines() if path.exists() else []
         if not lines or lines[-1] != _KEEP_BYTES:
             path.write_text("".join(line + "\n" for line in [*lines, _KEEP_BYTES]))
+
+    async def _check_checked_out(self) -> None:
+        """Refuse a checkout with commits that has another branch (or none) checked out."""
+        if await self.head() is None:
+            return  # nothing committed yet: the branch's files come into it
+        try:
+            current = (await self.git("symbolic-ref", "-q", "HEAD")).decode().strip()
+        except GitError:
+            current = ""  # a detached HEAD
+        if current == f"refs/heads/{self.branch}":
+            return
+        shown = current.removeprefix("refs/heads/") or "a detached HEAD"
+        raise GitError(
+            f"{self.root} has {shown} checked out, not {self.branch}: check that branch out "
+            f"there first (git -C {self.root} fetch origin && git -C {self.root} checkout "
+            f"{self.branch}), or sync the branch it has (--branch NAME)"
+        )
 
     async def _check_related(self) -> None:
         """Refuse a checkout whose commits share no history with the branch."""

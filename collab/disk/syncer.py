@@ -160,7 +160,8 @@ class WorkingTree(Lifecycle):
             self.root, self.url, self.repo, self.branch, user=client.user, token=self.token
         )
         await client.commit(self.repo, self.branch)  # live edits not committed yet reach git
-        cloned = await self._checkout.ensure()
+        first = not (self.root / ".git" / STATE_FILE).exists()  # never synced here before
+        cloned = await self._checkout.ensure(first=first)
         self._pushes = Pushes(self._checkout, self.root.name, self._pushed)
         self._state = SyncState(self.root / ".git" / STATE_FILE)
         self._filter = PathFilter(self.root)

@@ -245,6 +245,34 @@ async def test_a_clone_made_with_git_is_adopted(
         await until(lambda: str(doc.text) == "# Demo, edited before the sync\n")
 
 
+async def test_a_clone_with_another_branch_checked_out_is_refused_until_it_has_the_branch(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A clone on ``main``, synced with ``topic`` for the first time: the sync would write
+    topic's files into main's checkout, so it is refused, saying what to check out; with
+    topic checked out, it is adopted."""
+    async with Client(server.url, user="bob") as bob:
+        await bob.call("branch.create", repo="demo", name="topic")
+        doc = await bob.open("demo/topic:README.md")
+        doc.insert(0, "on topic\n")
+        await bob.flush()
+        await bob.commit("demo", "topic")
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    before = (work / "README.md").read_text()
+    tree = make_tree(work, branch="topic")
+    with pytest.raises(GitError, match="has main checked out, not topic") as refused:
+        await tree.start()
+    assert "checkout topic" in str(refused.value)
+    await tree.stop()
+    assert (work / "README.md").read_text() == before
+    await asyncio.to_thread(git, work, "fetch", "-q", "origin")  # (the server is on this loop)
+    git(work, "checkout", "-q", "topic")
+    tree = make_tree(work, branch="topic")
+    await tree.start()
+    await tree.wait_idle()
+    assert (work / "README.md").read_text().startswith("on topic\n")
+
+
 async def test_a_large_text_file_changed_on_disk_and_live_keeps_both(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
