@@ -319,6 +319,12 @@ class RedisBus:
                 await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
                 failures += 1
                 continue
+            except Exception:
+                # anything else would leave the feed's entries held for good, and the
+                # document deaf to the other nodes: its listener loads it again instead
+                log.exception("%s: reading the shared log failed: reloading", doc_id)
+                self._gap(doc_id, watch)
+                return
             if self._watches.get(doc_id) is not watch or watch.gapped:
                 return
             if watch.stale:

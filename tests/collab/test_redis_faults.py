@@ -266,6 +266,26 @@ async def test_a_join_in_flight_when_the_feed_is_trimmed_past_the_node_reads_its
         await _heard_the_600_once_in_order(heard, seqs)
 
 
+async def test_a_join_whose_log_read_fails_unexpectedly_is_reported_as_a_gap(
+    redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading a document's log failing with something other than an outage (a reply of
+    an unexpected shape): the feed's entries held for the join must not stay held for good,
+    leaving the document deaf to the other nodes; its listener is told to load it again."""
+    b_bus = bus(redis, "b")
+    heard = Heard()
+    async with running(b_bus):
+
+        async def log_after_failing(doc_id: str, after: int) -> tuple[list[object], int, int]:
+            raise ValueError("a reply of an unexpected shape")
+
+        b_bus._log_after = log_after_failing  # type: ignore[method-assign,assignment]
+        b_bus.watch("doc", 0, heard)
+        await until(lambda: bool(heard.gaps))
+        assert heard.gaps == [("doc", 0)]
+        assert "reading the shared log failed: reloading" in caplog.text
+
+
 async def test_a_feed_that_went_back_is_read_from_its_new_start(redis: RedisProcess) -> None:
     """The feed and its counter deleted under a connected node (a Redis that lost them):
     the node notices at its next beat and reads on from the feed's new start, catching up
