@@ -103,7 +103,9 @@ class Branches:
         except RepoNotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r}") from None
         if head is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no branch {branch!r} in {repo!r}")
+            empty = not await in_git_thread(self.repos, lambda: branch_heads(self.repos.open(repo)))
+            hint = f": it has no commits yet; push a first one to /git/{repo}.git" if empty else ""
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no branch {branch!r} in {repo!r}{hint}")
         return head
 
     async def default_branch(self, repo: str) -> str:

@@ -628,3 +628,18 @@ async def test_a_branch_deleted_while_its_documents_linger_is_made_again_without
     async with CollabServer(config) as server, Client(server.url, user="alice") as alice:
         again = await alice.open("demo/topic:README.md")
         assert str(again.text) == readme
+
+
+async def test_a_repository_with_no_commits_says_how_to_give_it_one(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    subprocess.run(["git", "init", "-q", "--bare", str(repos / "empty.git")], check=True)
+    async with Client(fast_server.url, user="alice") as alice:
+        with pytest.raises(ClientError) as refused:
+            await alice.call("branch.join", repo="empty")
+        assert refused.value.code == 4004
+        assert "it has no commits yet; push a first one to /git/empty.git" in str(refused.value)
+        with pytest.raises(ClientError) as missing:  # a repository with commits: no such hint
+            await alice.call("branch.create", repo="demo", name="x", **{"from": "nowhere"})
+        assert "no branch 'nowhere' in 'demo'" in str(missing.value)
+        assert "no commits" not in str(missing.value)
