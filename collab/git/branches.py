@@ -428,7 +428,9 @@ class Branches:
         and their stored histories are deleted."""
         prefix = f"{repo}/{name}:"
         for room in self.rooms.loaded(prefix):
-            await self.rooms.retire(room.key, ErrorCode.NOT_FOUND, f"branch {name!r} deleted")
+            await self.rooms.retire(
+                room.key, ErrorCode.NOT_FOUND, f"branch {name!r} deleted", level=logging.INFO
+            )
         self.git.forget(repo, name)
         for key in await self.store.keys(prefix):
             await self.store.delete(key)

@@ -379,25 +379,28 @@ class Rooms:
             asyncio.get_running_loop().call_later(0.5, release_free_memory)
         _notify(self.on_unloaded, room)
 
-    async def retire(self, key: str, code: ErrorCode, reason: str) -> None:
+    async def retire(
+        self, key: str, code: ErrorCode, reason: str, *, level: int = logging.WARNING
+    ) -> None:
         """Close the document ``key`` for good (its file is no longer text, say): its peers
         are closed with ``code``, the room is unloaded without a last persist, and its
-        stored history is dropped, so that opening it again starts from the branch."""
+        stored history is dropped, so that opening it again starts from the branch. It is
+        logged at ``level``."""
         self._cancel_timer(key)
         while (unloading := self._unloading.get(key)) is not None:
             await asyncio.shield(unloading)
         # registered as an unload: whoever opens the document meanwhile waits for it, then
         # finds no history, and the branch decides (4013 for what is no text)
-        task = asyncio.create_task(self._retire(key, code, reason))
+        task = asyncio.create_task(self._retire(key, code, reason, level))
         self._unloading[key] = task
         task.add_done_callback(lambda _t: self._unloading.pop(key, None))
         await asyncio.shield(task)
 
-    async def _retire(self, key: str, code: ErrorCode, reason: str) -> None:
+    async def _retire(self, key: str, code: ErrorCode, reason: str, level: int) -> None:
         room = self._rooms.get(key)
         if room is not None:
             room.retired = True
-            log.warning("%s: closed: %s", key, reason)
+            log.log(level, "%s: closed: %s", key, reason)
             for peer in list(room.attached):
                 peer.abort(code, reason)
             room.attached.clear()
