@@ -546,7 +546,7 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
     if exc.errno == errno.EADDRINUSE:
         return (
             f"cannot listen on {where}: the port is in use (another collab serve?); stop "
-            "that server, or pick another port with --port"
+            "that server, or pick another port with --port (make run PORT=N)"
         )
     if exc.errno == errno.EACCES:
         return f"cannot listen on {where}: permission denied; pick a port above 1023 with --port"

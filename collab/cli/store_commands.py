@@ -50,7 +50,10 @@ def add_parsers(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     path = args.data_dir / STORE_FILE
     try:
-        with DataDirLock(args.data_dir):
+        with DataDirLock(
+            args.data_dir,
+            remedy="stop it first: the store is checked and repaired while no server uses it",
+        ):
             if args.action == "check":
                 report = check(path)
             else:

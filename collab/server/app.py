@@ -96,11 +96,18 @@ class CollabServer(Lifecycle):
         self.store: Store = store or (
             self.cluster.store if self.cluster is not None else self._default_store(config)
         )
-        self._data_lock = DataDirLock(config.data_dir)
+        self._data_lock = DataDirLock(
+            config.data_dir, remedy="stop it first, or give this one another --data-dir"
+        )
         self.store_problems: list[str] = []  # what a check of the store file found wrong
         self._store_check: asyncio.Task[None] | None = None
         # the server owns its repositories: a lock file in them is a dead writer's
-        self._repos_lock = DataDirLock(config.repos, REPOS_LOCK)
+        self._repos_lock = DataDirLock(
+            config.repos,
+            REPOS_LOCK,
+            remedy="stop it first: one server at a time serves a --repos directory (several "
+            "share one as a cluster, with --redis)",
+        )
         self.repos = Repositories(config.repos)
         self.events = EventHub()
         self.rooms = Rooms(

@@ -22,8 +22,14 @@ class DataDirLock:
     A crash cannot leave it behind: the kernel releases it with the process, so a server
     restarted at once after ``kill -9`` takes it straight away."""
 
-    def __init__(self, data_dir: Path, name: str = LOCK_FILE) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        name: str = LOCK_FILE,
+        remedy: str = "stop it first, or give this one another directory",
+    ) -> None:
         self.path = Path(data_dir) / name
+        self.remedy = remedy  # what to do when another process holds it
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -39,7 +45,7 @@ class DataDirLock:
             os.close(fd)
             raise DataDirBusy(
                 f"{self.path.parent} is in use by another collab process (pid {holder}); "
-                "stop it first, or give this one another directory"
+                f"{self.remedy}"
             ) from None
         except BaseException:
             os.close(fd)

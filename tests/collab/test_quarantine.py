@@ -148,10 +148,15 @@ async def test_one_process_per_data_directory(repos: Path, data_dir: Path) -> No
         with pytest.raises(DataDirBusy):
             DataDirLock(data_dir).acquire()
         second = CollabServer(make_config(repos, data_dir))
-        with pytest.raises(DataDirBusy, match="in use by another collab process"):
+        with pytest.raises(DataDirBusy, match="in use by another collab process") as taken:
             await second.start()
+        assert "give this one another --data-dir" in str(taken.value)
+        other = CollabServer(make_config(repos, data_dir.parent / "other-data"))
+        with pytest.raises(DataDirBusy, match="one server at a time serves a --repos"):
+            await other.start()
         busy = _store_cli("repair", data_dir)
         assert busy.returncode == 2 and "in use" in busy.stderr
+        assert "repaired while no server uses it" in busy.stderr
     with DataDirLock(data_dir):  # released on stop
         pass
 
