@@ -609,8 +609,11 @@ class Client:
                     future.set_result(None)
             case m.Error(code=code, message=text, ref=ref):
                 self.errors.append(message)
-                log.warning("server error %d: %s", code, text)
                 failed = self.docs.get(ref) if ref is not None else None
+                # an open it refuses raises it to the caller: no need to say it twice
+                opening = failed is not None and not failed.opened.done()
+                level = logging.DEBUG if opening else logging.WARNING
+                log.log(level, "server error %d: %s", code, text)
                 if failed is None or (failed.opened.done() and code in _HARMLESS):
                     pass
                 elif failed.opened.done() and code == ErrorCode.DAMAGED:

@@ -643,3 +643,13 @@ async def test_a_repository_with_no_commits_says_how_to_give_it_one(
             await alice.call("branch.create", repo="demo", name="x", **{"from": "nowhere"})
         assert "no branch 'nowhere' in 'demo'" in str(missing.value)
         assert "no commits" not in str(missing.value)
+
+
+async def test_a_refused_open_is_raised_to_the_caller_not_also_logged(
+    fast_server: CollabServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Client(fast_server.url, user="alice") as alice:
+        with pytest.raises(ClientError) as refused:
+            await alice.open("demo/nowhere:README.md")
+        assert refused.value.code == 4004
+    assert not [r for r in caplog.records if r.name == "collab.client" and r.levelno >= 30]
