@@ -470,8 +470,10 @@ def _config(args: argparse.Namespace) -> ServerConfig:
             f"no repository directory {args.repos}: create it and put git repositories in "
             "it (DIR/NAME or DIR/NAME.git), or leave --repos out to serve a demo repository"
         )
-    if args.repos is not None and (
-        (args.repos / ".git").exists() or (args.repos / "HEAD").is_file()
+    if (
+        args.repos is not None
+        and ((args.repos / ".git").exists() or (args.repos / "HEAD").is_file())
+        and not Repositories(args.repos).names()
     ):
         raise StartupError(
             f"{args.repos} is itself a git repository: --repos takes the directory that holds "

@@ -25,6 +25,7 @@ from collab import Client, ClientError, CollabServer
 from collab.cli.commands import main
 from collab.server.app import REPOS_LOCK
 from collab.store.data_lock import DataDirLock
+from gitsync import create_demo_repo
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -539,6 +540,13 @@ def test_serve_refuses_settings_that_cannot_work(
     subprocess.run(["git", "init", "-q", str(project)], check=True)
     itself = _serve("--port", "0", "--data-dir", data, "--repos", str(project))
     _refused(itself, f"{project} is itself a git repository: --repos takes the directory")
+    create_demo_repo(project / "demo.git", {"a.txt": "a\n"})  # a repository that holds some
+    with socket.socket() as taken:  # (the start gets past --repos, then finds the port taken)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        holding = _serve("--port", port, "--data-dir", data, "--repos", str(project))
+    _refused(holding, "the port is in use")
 
 
 def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
