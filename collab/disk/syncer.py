@@ -323,10 +323,12 @@ class WorkingTree(Lifecycle):
         try:
             while True:
                 self._again.discard(path)
-                # a save under way is taken whole, and not written over meanwhile
-                await writers_done(self.root / path, WRITING_LIMIT, self._stop)
+                # a save under way is taken whole, and not written over meanwhile; a file a
+                # program holds open past the limit (a log) is taken as it is, not waited
+                # for again in each round
+                quiet = await writers_done(self.root / path, WRITING_LIMIT, self._stop)
                 async with self._limit:
-                    await self._sync_guarded(path)
+                    await self._sync_guarded(path, WRITING_LIMIT if quiet else 0.0)
                 if path not in self._again or self._stop.is_set():
                     break
         finally:
@@ -334,10 +336,10 @@ class WorkingTree(Lifecycle):
             self.counters.pending = len(self._tasks)
             self._update_idle()
 
-    async def _sync_guarded(self, path: str) -> None:
+    async def _sync_guarded(self, path: str, wait: float) -> None:
         self._locks.add(path)
         try:
-            await self._sync(path)
+            await self._sync(path, wait)
         except (ClientError, ConnectionError, TimeoutError, OSError) as exc:
             if isinstance(exc, ClientError) and exc.code in _REFUSED:
                 self._refuse(path, exc)  # the server takes no file of that name, ever
@@ -407,7 +409,9 @@ class WorkingTree(Lifecycle):
         self._bases[path] = data
         self._bases_due.set()
 
-    async def _sync(self, path: str) -> None:
+    async def _sync(self, path: str, wait: float = WRITING_LIMIT) -> None:
+        """Sync ``path``; a program writing it is waited for up to ``wait`` seconds before
+        each read."""
         assert self._docs is not None and self._state is not None
         full = self.root / path
         if await self._sync_link(path, full):
@@ -417,7 +421,7 @@ class WorkingTree(Lifecycle):
         for _round in range(_TRIES):
             # a save under way is taken whole: waited for where the system tells (a lease),
             # and read again if the file changed while it was read
-            read = await read_when_written(full, WRITING_LIMIT, self._stop)
+            read = await read_when_written(full, wait, self._stop)
             if read is None:
                 await asyncio.sleep(WRITING_POLL)
                 continue
