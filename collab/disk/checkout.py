@@ -164,6 +164,16 @@ class Checkout:
         if not lines or lines[-1] != _KEEP_BYTES:
             path.write_text("".join(line + "\n" for line in [*lines, _KEEP_BYTES]))
 
+    async def take_branch(self, head: str) -> None:
+        """Check the branch out in a checkout with nothing committed (``git init``), at
+        ``head``, leaving the files as they are: the branch and the index at ``head``, HEAD
+        on the branch. Git then sees the branch as the syncer merges it in, as in a clone
+        (and a commit made there later is one of the branch's history)."""
+        ref = f"refs/heads/{self.branch}"
+        await self.git("update-ref", ref, head, "")  # (made only where it is not yet)
+        await self.git("symbolic-ref", "HEAD", ref)
+        await self.git("read-tree", head)
+
     async def _check_checked_out(self) -> None:
         """Refuse a checkout with commits that has another branch (or none) checked out."""
         if await self.head() is None:

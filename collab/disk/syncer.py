@@ -212,6 +212,7 @@ class WorkingTree(Lifecycle):
         # came from the branch, and none of the branch's is missing from it
         if last is None and await checkout.head() is None:
             unborn = True
+            await checkout.take_branch(head)
             state.set_bases({})
             state.put("head", head)
             last = head

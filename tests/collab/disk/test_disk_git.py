@@ -513,3 +513,15 @@ async def test_a_directory_just_made_a_repository_gets_the_branch_and_deletes_no
     for name, text in files.items():
         assert (root / name).read_text() == text
         assert blob(server, f"main:{name}") == text.encode()
+    # git there sees the branch, as in a clone: a commit made there is one of its history
+    assert git(root, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    head = git(server.config.repos / "demo", "rev-parse", "main").strip()
+    await until(lambda: git(root, "rev-parse", "HEAD").strip() == head)
+    await until(lambda: git(root, "status", "--porcelain") == "")
+    await tree.stop()
+    (root / "later.txt").write_text("committed here\n")
+    git(root, "add", "later.txt")
+    git(root, "-c", "user.name=me", "-c", "user.email=me@example.com", "commit", "-qm", "mine")
+    again = make_tree(root)
+    await again.start()  # the history is the branch's: synced on
+    await until(lambda: "later.txt" in tree_files(server))
