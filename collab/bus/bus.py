@@ -33,6 +33,11 @@ class BusListener(Protocol):
         Nothing more is delivered for it until then."""
         ...
 
+    def bus_deleted(self, doc_id: str) -> None:
+        """Another node deleted the document's stored history on purpose (its branch was
+        deleted, its file is no longer text). Nothing more is delivered for it."""
+        ...
+
     def bus_awareness(self, doc_id: str, node_id: str, payload: bytes) -> None:
         """An awareness message relayed by another node."""
         ...

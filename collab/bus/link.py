@@ -18,6 +18,7 @@ from collab.bus.bus import Bus
 from collab.live.room import Room
 from collab.live.rooms import Rooms
 from collab.store.base import Store
+from protocol.errors import ErrorCode
 
 __all__ = ["ASK_AWARENESS", "ClusterLink"]
 
@@ -74,6 +75,24 @@ class ClusterLink:
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
+    def drop(self, room: Room) -> None:
+        """Let go of ``room``, loaded here with no one on it, whose stored history another
+        node deleted: it is unloaded without the snapshot an unload stores (or its history
+        would come back to a document made again under its name), the store left as the
+        deleting node left it."""
+        task = asyncio.create_task(
+            self.rooms.retire(
+                room.key,
+                ErrorCode.NOT_FOUND,
+                "deleted by another node",
+                level=logging.INFO,
+                keep_store=True,
+            ),
+            name=f"drop {room.key}",
+        )
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
     async def _reload(self, room: Room, listener: _RoomListener) -> None:
         """Load the document's shared log again, after writing this room's whole state
         into it.
@@ -117,6 +136,18 @@ class _RoomListener:
         if room is not None:
             log.info("%s: the shared log was compacted past %d; loading it again", doc_id, after)
             self.link.reload(room, self)
+
+    def bus_deleted(self, doc_id: str) -> None:
+        room = self.link._room(doc_id, self.room)
+        if room is None:
+            return
+        if room.attached:
+            # someone opened it here as it was deleted (the deletion checks the nodes' open
+            # documents as of their last beat): its whole state goes back into the log
+            log.warning("%s: deleted by another node while open here; writing it back", doc_id)
+            self.link.reload(room, self)
+        else:
+            self.link.drop(room)
 
     def bus_awareness(self, doc_id: str, node_id: str, payload: bytes) -> None:
         room = self.link._room(doc_id, self.room)

@@ -512,18 +512,33 @@ class RedisBus:
         batches: dict[str, list[tuple[int, bytes, bytes]]] = {}
         watches = self._watches
         lost: set[str] = set()
+        deleted: set[str] = set()
         for entry_id, fields in entries:
             doc_id = fields[b"d"].decode()
             watch = watches.get(doc_id)
             if watch is None:
                 continue
             seq, at = int(fields[b"s"]), seq_of(entry_id)
+            if seq == 0 and not fields.get(b"u"):  # the mark a deletion leaves (no update)
+                deleted.add(doc_id)
+                batches.pop(doc_id, None)
+                continue
             if at > watch.floor_at:
                 if seq <= watch.floor_seq:
                     lost.add(doc_id)
                 watch.floor_at, watch.floor_seq = at, seq
             batches.setdefault(doc_id, []).append((seq, fields.get(b"n", b""), fields[b"u"]))
+        for doc_id in deleted:
+            watch = watches[doc_id]
+            if not watch.gapped:
+                watch.gapped = True  # (nothing more is delivered for it)
+                try:
+                    watch.listener.bus_deleted(doc_id)
+                except Exception:
+                    log.exception("%s: the listener failed to take a deletion", doc_id)
         for doc_id, batch in batches.items():
+            if doc_id in deleted:
+                continue
             watch = watches[doc_id]
             if doc_id in lost:
                 if not watch.gapped:

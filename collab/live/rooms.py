@@ -380,23 +380,31 @@ class Rooms:
         _notify(self.on_unloaded, room)
 
     async def retire(
-        self, key: str, code: ErrorCode, reason: str, *, level: int = logging.WARNING
+        self,
+        key: str,
+        code: ErrorCode,
+        reason: str,
+        *,
+        level: int = logging.WARNING,
+        keep_store: bool = False,
     ) -> None:
         """Close the document ``key`` for good (its file is no longer text, say): its peers
         are closed with ``code``, the room is unloaded without a last persist, and its
-        stored history is dropped, so that opening it again starts from the branch. It is
-        logged at ``level``."""
+        stored history is dropped (unless ``keep_store``: another node of a cluster drops
+        it), so that opening it again starts from the branch. It is logged at ``level``."""
         self._cancel_timer(key)
         while (unloading := self._unloading.get(key)) is not None:
             await asyncio.shield(unloading)
         # registered as an unload: whoever opens the document meanwhile waits for it, then
         # finds no history, and the branch decides (4013 for what is no text)
-        task = asyncio.create_task(self._retire(key, code, reason, level))
+        task = asyncio.create_task(self._retire(key, code, reason, level, keep_store))
         self._unloading[key] = task
         task.add_done_callback(lambda _t: self._unloading.pop(key, None))
         await asyncio.shield(task)
 
-    async def _retire(self, key: str, code: ErrorCode, reason: str, level: int) -> None:
+    async def _retire(
+        self, key: str, code: ErrorCode, reason: str, level: int, keep_store: bool
+    ) -> None:
         room = self._rooms.get(key)
         if room is not None:
             room.retired = True
@@ -406,7 +414,8 @@ class Rooms:
             room.attached.clear()
             room.peers.clear()
             await self._unload(room, persist=False)
-        await self.store.delete(key)
+        if not keep_store:
+            await self.store.delete(key)
 
     async def close(self) -> None:
         """Persist and unload every room (server shutdown); a room whose persisting fails

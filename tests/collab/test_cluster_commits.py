@@ -602,3 +602,33 @@ async def test_a_node_behind_the_shared_log_does_not_commit_its_older_text(
             shown = git(repos, "show", f"{commit}:README.md")
             assert "ann typed;" in shown or "bob typed;" not in shown, commit
     assert str(doc_b.text) == str(doc_a.text)
+
+
+async def test_a_branch_deleted_on_one_node_is_let_go_by_the_others(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """Bob typed on node b, whose room of the document lingers after he closes it; ann
+    deletes the branch on node a. Node b lets its room go without writing its history back
+    to the shared store, so the branch made again under the name reads as its source, on
+    both nodes and in git."""
+    a, b = two_nodes
+    key = "demo/topic:README.md"
+    readme = git(repos, "show", "main:README.md")
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        await ann.call("branch.create", repo="demo", name="topic")
+        doc = await bob.open(key)
+        doc.insert(0, "old topic text;")
+        await bob.flush()
+        await bob.commit("demo", "topic")
+        await doc.close()
+        assert b.rooms.get_key(key) is not None  # lingering, in its grace period
+        await ann.call("branch.delete", repo="demo", name="topic")
+        await until(lambda: b.rooms.get_key(key) is None)
+        await asyncio.sleep(1.5)  # past a beat: nothing was written back
+        assert await a.store.keys("demo/topic:") == []
+        await ann.call("branch.create", repo="demo", name="topic")
+        for client in (bob, ann):
+            again = await client.open(key)
+            assert str(again.text).strip() == readme  # (git() strips what it prints)
+            await again.close()
+    assert git(repos, "show", "topic:README.md") == readme

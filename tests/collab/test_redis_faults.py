@@ -286,6 +286,23 @@ async def test_a_join_whose_log_read_fails_unexpectedly_is_reported_as_a_gap(
         assert "reading the shared log failed: reloading" in caplog.text
 
 
+async def test_a_document_another_node_deleted_is_reported_as_deleted_not_lost(
+    redis: RedisProcess,
+) -> None:
+    """A deletion leaves its mark in the feed: the watcher is told the document was deleted
+    on purpose (its room lets go of it), not that its log went back (which a room answers
+    by writing its history back)."""
+    async with watched(redis, heartbeat_s=0.1) as (a_store, _b_bus, heard):
+        before = [await a_store.append("doc", b"before %d" % i) for i in range(3)]
+        await until(lambda: len(heard.updates.get("doc", [])) == 3)
+        await a_store.delete("doc")
+        await until(lambda: heard.deleted == ["doc"])
+        await a_store.append("doc", b"made again")  # nothing more is delivered for it
+        await asyncio.sleep(0.3)
+        assert heard.gaps == []
+        assert [s for s, _ in heard.updates["doc"]] == before
+
+
 async def test_a_feed_that_went_back_is_read_from_its_new_start(redis: RedisProcess) -> None:
     """The feed and its counter deleted under a connected node (a Redis that lost them):
     the node notices at its next beat and reads on from the feed's new start, catching up
