@@ -168,6 +168,18 @@ class Repositories:
                 found.append(name)
         return found
 
+    def others(self) -> list[str]:
+        """The folders under the root that are no repository (not served), by name; hidden
+        ones (``.git``, the engine's own) left out."""
+        served = set(self.names())
+        return [
+            child.name
+            for child in (sorted(self.root.iterdir()) if self.root.is_dir() else [])
+            if child.is_dir()
+            and not child.name.startswith(".")
+            and child.name.removesuffix(".git") not in served
+        ]
+
     def branch_head(self, name: str, branch: str) -> bytes:
         """The commit ``branch`` of repository ``name`` points to. Raises ``RepoNotFound``,
         ``BranchNotFound``, and ``BranchDamaged`` if the ref holds no stored object's id."""
