@@ -14,6 +14,7 @@ from __future__ import annotations
 import stat
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,10 +169,10 @@ class Repositories:
                 found.append(name)
         return found
 
-    def others(self) -> list[str]:
-        """The folders under the root that are no repository (not served), by name; hidden
-        ones (``.git``, the engine's own) left out."""
-        served = set(self.names())
+    def others(self, served: Collection[str]) -> list[str]:
+        """The folders under the root that are no repository (not served), by name, given
+        the repositories' names (:meth:`names`); hidden ones (``.git``, the engine's own)
+        left out."""
         return [
             child.name
             for child in (sorted(self.root.iterdir()) if self.root.is_dir() else [])

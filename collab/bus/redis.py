@@ -520,8 +520,7 @@ class RedisBus:
                 continue
             seq, at = int(fields[b"s"]), seq_of(entry_id)
             if seq == 0 and not fields.get(b"u"):  # the mark a deletion leaves (no update)
-                deleted.add(doc_id)
-                batches.pop(doc_id, None)
+                deleted.add(doc_id)  # (its entries are not delivered: see below)
                 continue
             if at > watch.floor_at:
                 if seq <= watch.floor_seq:

@@ -48,7 +48,6 @@ from .replaced import ReplacedFiles
 from .report import Counters, Reporter
 from .state import STATE_FILE, SyncState, digest
 from .watcher import changed_on_disk, watch
-from .writers import POLL as WRITING_POLL
 from .writers import allow_lease_checks, read_when_written, writers_done
 
 __all__ = ["WorkingTree"]
@@ -410,7 +409,7 @@ class WorkingTree(Lifecycle):
         self._bases[path] = data
         self._bases_due.set()
 
-    async def _sync(self, path: str, wait: float = WRITING_LIMIT) -> None:
+    async def _sync(self, path: str, wait: float) -> None:
         """Sync ``path``; a program writing it is waited for up to ``wait`` seconds before
         each read."""
         assert self._docs is not None and self._state is not None
@@ -424,7 +423,6 @@ class WorkingTree(Lifecycle):
             # and read again if the file changed while it was read
             read = await read_when_written(full, wait, self._stop)
             if read is None:
-                await asyncio.sleep(WRITING_POLL)
                 continue
             disk, stamp = read
             base = self._base(path)
@@ -602,10 +600,8 @@ class WorkingTree(Lifecycle):
         newer one is made from the program's buffer, which holds it)."""
         full = self.root / path
         for _round in range(_TRIES):
-            read = await read_when_written(full, WRITING_LIMIT, self._stop)
-            if read is not None:
+            if (read := await read_when_written(full, WRITING_LIMIT, self._stop)) is not None:
                 break
-            await asyncio.sleep(WRITING_POLL)
         else:
             read = (read_bytes(full), None)
         current = read[0]

@@ -83,10 +83,11 @@ async def read_when_written(
     path: Path, limit: float, stop: asyncio.Event
 ) -> tuple[bytes | None, Stamp | None] | None:
     """``path``'s content and stamp once no process writes it (see :func:`writers_done`);
-    ``None`` if a save went on while it was read (the file changed, or a process opened it
-    for writing): read it again later."""
+    ``None``, after a pause, if a save went on while it was read (the file changed, or a
+    process opened it for writing): read it again."""
     quiet = await writers_done(path, limit, stop)
     read = read_whole(path)
     if read is None or (quiet and being_written(path)):
+        await asyncio.sleep(POLL)
         return None
     return read

@@ -428,7 +428,7 @@ class CollabServer(Lifecycle):
             self.url,
             ", ".join(names) if names else "no repositories yet (DIR/NAME or DIR/NAME.git)",
         )
-        for folder in await asyncio.to_thread(self.repos.others):
+        for folder in await asyncio.to_thread(self.repos.others, names):
             log.warning(
                 "%s/%s is no git repository (DIR/NAME with a .git, or a bare DIR/NAME.git): "
                 "not served",
