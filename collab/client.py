@@ -36,10 +36,16 @@ _HARMLESS = {ErrorCode.READ_ONLY, ErrorCode.RATE_LIMITED}  # errors that leave a
 # The server's answers (server.status of a large deployment, say) may hold more values than
 # the server takes from a client: no count of values here, beyond the one a byte allows; and
 # a document's whole state, sent when it opens, is larger than its text, whose cap the
-# server sets (``--max-document``): no size limit either, beyond what a frame can say.
+# server sets (``--max-document``): no size limit either, beyond what a frame can say; nor
+# on a string (a merge preview's diff) or the entries of a list (a branch's files).
 _SERVER_FRAME = 2**32 - 1
 _SERVER_LIMITS = m.Limits(
-    max_values=_SERVER_FRAME, max_message=_SERVER_FRAME, max_bin=_SERVER_FRAME
+    max_values=_SERVER_FRAME,
+    max_message=_SERVER_FRAME,
+    max_bin=_SERVER_FRAME,
+    max_str=_SERVER_FRAME,
+    max_items=_SERVER_FRAME,
+    max_depth=64,
 )
 
 

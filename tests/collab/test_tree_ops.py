@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import aiohttp
 import pytest
 from gitcli import git
+from servers import make_config
 
 from collab import Client, CollabServer
+from gitsync import create_demo_repo
 
 
 async def _files(server: CollabServer, **args: str) -> tuple[int, dict[str, object]]:
@@ -52,3 +55,28 @@ async def test_bad_requests_get_clear_errors(
 ) -> None:
     got, body = await _files(server, **args)
     assert got == status and "error" in body, body
+
+
+async def test_the_python_client_takes_answers_larger_than_what_it_may_send(
+    repos: Path, tmp_path: Path
+) -> None:
+    """The limits on what a client sends (strings of 8 KiB, 1,024 entries) do not bound the
+    server's answers: a branch of 1,500 files is listed, and a merge preview of a large
+    change comes back with its diff."""
+    files = {f"src/f{i:04d}.txt": f"file {i}\n" for i in range(1500)}
+    files["big.txt"] = "".join(f"line {i}\n" for i in range(3000))
+    create_demo_repo(repos / "big", files)
+    async with (
+        CollabServer(make_config(repos, tmp_path / "data")) as server,
+        Client(server.url, user="alice") as alice,
+    ):
+        value = await alice.call("branch.files", repo="big", branch="main")
+        assert len(value["files"]) == 1501 and value["files"][0] == "big.txt"
+        fork = await alice.fork("big", "main")
+        doc = await alice.open(f"big/{fork}:big.txt")
+        doc.insert(0, "".join(f"added {i}\n" for i in range(2000)))
+        await alice.commit("big", fork)
+        preview = await alice.merge("big", fork, "main", apply=False)
+        assert "added 1999" in json.dumps(preview)
+        assert len(json.dumps(preview)) > 20_000
+        assert await alice.branches("big")  # the connection is still up
