@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from dulwich.config import ConfigFile
 from dulwich.errors import NotTreeError
 from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, ObjectID, SubmoduleEncountered, Tree, valid_hexsha
@@ -39,6 +40,27 @@ __all__ = [
 
 class RepoNotFound(LookupError):
     pass
+
+
+_NO_REPOSITORY = "no git repository (DIR/NAME with a .git, or a bare DIR/NAME.git)"
+
+
+def unsupported(path: Path) -> str | None:
+    """Why the repository at ``path`` cannot be served, if it cannot: its objects are named
+    by another hash than SHA-1 (``git init --object-format=sha256``), which the engine's git
+    layer does not read or write. ``None`` for anything else, a repository or not."""
+    config = path / ".git" / "config" if (path / ".git").is_dir() else path / "config"
+    try:
+        value = ConfigFile.from_path(str(config)).get((b"extensions",), b"objectformat")
+    except (OSError, ValueError, KeyError):
+        return None
+    found = value.decode("utf-8", "replace").strip().lower()
+    if found in ("", "sha1"):
+        return None
+    return (
+        f"a repository whose objects are named by {found[:40]}, which the engine does not "
+        "support (only sha1)"
+    )
 
 
 class BranchNotFound(LookupError):
@@ -101,8 +123,12 @@ class Repositories:
         """Where callers run work on these repositories; :meth:`close` waits for it."""
 
     def path_of(self, name: str) -> Path:
+        """Where repository ``name`` is; ``RepoNotFound`` if it is not there, or is in an
+        object format the engine does not read (see :func:`unsupported`)."""
         for candidate in (self.root / name, self.root / f"{name}.git"):
             if (candidate / ".git").exists() or (candidate / "HEAD").is_file():
+                if unsupported(candidate) is not None:
+                    raise RepoNotFound(name)
                 return candidate
         raise RepoNotFound(name)
 
@@ -169,12 +195,12 @@ class Repositories:
                 found.append(name)
         return found
 
-    def others(self, served: Collection[str]) -> list[str]:
-        """The folders under the root that are no repository (not served), by name, given
-        the repositories' names (:meth:`names`); hidden ones (``.git``, the engine's own)
-        left out."""
+    def others(self, served: Collection[str]) -> list[tuple[str, str]]:
+        """The folders under the root that are not served, by name, given the repositories'
+        names (:meth:`names`), each with the reason; hidden ones (``.git``, the engine's
+        own) left out."""
         return [
-            child.name
+            (child.name, unsupported(child) or _NO_REPOSITORY)
             for child in (sorted(self.root.iterdir()) if self.root.is_dir() else [])
             if child.is_dir()
             and not child.name.startswith(".")

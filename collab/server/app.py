@@ -428,13 +428,8 @@ class CollabServer(Lifecycle):
             self.url,
             ", ".join(names) if names else "no repositories yet (DIR/NAME or DIR/NAME.git)",
         )
-        for folder in await asyncio.to_thread(self.repos.others, names):
-            log.warning(
-                "%s/%s is no git repository (DIR/NAME with a .git, or a bare DIR/NAME.git): "
-                "not served",
-                self.config.repos,
-                folder,
-            )
+        for folder, why in await asyncio.to_thread(self.repos.others, names):
+            log.warning("%s/%s is %s: not served", self.config.repos, folder, why)
         for name in names:
             if await asyncio.to_thread(self.repos.has_work_tree, name):
                 log.warning(
