@@ -12,6 +12,7 @@ concurrent commit is lost. A lock file left on a ref by a crash is removed once 
 from __future__ import annotations
 
 import logging
+import re
 import stat
 import threading
 import time
@@ -329,10 +330,30 @@ def _kept(name: bytes, mode: int) -> None:
     )
 
 
+def canonical_mode(mode: int) -> int:
+    """The mode git writes for an entry of mode ``mode`` (its ``canon_mode``): a regular
+    file is ``100644``, or ``100755`` if its owner may run it; a directory ``40000``."""
+    kind = stat.S_IFMT(mode)
+    if kind == stat.S_IFREG:
+        return stat.S_IFREG | (0o755 if mode & 0o100 else 0o644)
+    if kind in (stat.S_IFDIR, stat.S_IFLNK):
+        return kind
+    return GITLINK_MODE
+
+
+_CANONICAL_MODES = frozenset((b"100644", b"100755", b"120000", b"160000", b"40000"))
+# a tree whose every entry has a mode git writes (old histories hold others: 100664, and a
+# zero-padded 040000), matched entry by entry
+_CANONICAL_TREE = re.compile(rb"(?:(?:100644|100755|120000|160000|40000) [^\x00]*\x00[\s\S]{20})*")
+
+
 def edit_tree(raw: bytes, edits: Mapping[bytes, tuple[int, bytes] | None]) -> bytes:
     """The content of a tree (``raw``, as stored) with ``edits`` applied: name -> (mode, hex
     id), or None to remove the entry. Entries keep git's order (a directory sorts as if its
-    name ended in ``/``); the entries not edited are copied as they are, not re-encoded."""
+    name ended in ``/``); the entries not edited are copied as they are, not re-encoded,
+    except a mode git would not write, which is written as git writes it (see
+    :func:`canonical_mode`), as a tree git rewrites gets it."""
+    odd = _CANONICAL_TREE.fullmatch(raw) is None
     pending = sorted(
         (_sort_key(name, mode), name, mode, sha)
         for name, edit in edits.items()
@@ -346,7 +367,7 @@ def edit_tree(raw: bytes, edits: Mapping[bytes, tuple[int, bytes] | None]) -> by
     waiting = 0
     pos, size = 0, len(raw)
     while pos < size:
-        if waiting == len(pending) and not to_skip:
+        if waiting == len(pending) and not to_skip and not odd:
             chunks.append(raw[pos:])  # nothing left to place or remove
             break
         space = raw.index(b" ", pos)
@@ -356,11 +377,15 @@ def edit_tree(raw: bytes, edits: Mapping[bytes, tuple[int, bytes] | None]) -> by
         if name in edits:
             to_skip -= 1
         else:
-            key = _sort_key(name, int(raw[pos:space], 8))
+            mode = int(raw[pos:space], 8)
+            key = _sort_key(name, mode)
             while waiting < len(pending) and pending[waiting][0] < key:
                 chunks.append(_entry(*pending[waiting][1:]))
                 waiting += 1
-            chunks.append(raw[pos:end])
+            if odd and raw[pos:space] not in _CANONICAL_MODES:
+                chunks.append(b"%o %s" % (canonical_mode(mode), raw[space + 1 : end]))
+            else:
+                chunks.append(raw[pos:end])
         pos = end
     chunks.extend(_entry(*item[1:]) for item in pending[waiting:])
     return b"".join(chunks)
@@ -371,7 +396,7 @@ def _sort_key(name: bytes, mode: int) -> bytes:
 
 
 def _entry(name: bytes, mode: int, sha: bytes) -> bytes:
-    return b"%04o %s\0%s" % (mode, name, hex_to_sha(ObjectID(sha)))
+    return b"%o %s\0%s" % (canonical_mode(mode), name, hex_to_sha(ObjectID(sha)))
 
 
 def write_objects(repo: Repo, objects: Sequence[ShaFile]) -> None:

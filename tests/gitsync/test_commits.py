@@ -560,3 +560,54 @@ def test_text_is_never_written_over_a_link_or_a_submodule(
     after = commit(repo, {"link": b"text\n", "plain.txt": b"edited\n"}, head)
     assert git(repo_path, "ls-tree", "main", "link", "sub") == before
     assert git(repo_path, "show", f"{after.decode()}:plain.txt") == "edited\n"
+
+
+def test_trees_rewritten_get_the_modes_git_writes(
+    repo: Repo, repo_path: Path, git: Git, git_run: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """A tree from an old history holds modes git no longer writes (``100664``, a
+    zero-padded ``040000``): a tree the engine rewrites gets them as ``git write-tree``
+    would (``100644``, ``40000``), so that its new trees pass ``git fsck --strict``; an
+    untouched subtree keeps its id."""
+    sub = Tree()
+    sub.add(b"x.txt", FILE_MODE, Blob.from_string(b"x\n").id)
+    kept = Tree()
+    kept.add(b"y.txt", 0o100664, Blob.from_string(b"y\n").id)
+    for blob in (b"x\n", b"y\n", b"old\n", b"edit me\n"):
+        repo.object_store.add_object(Blob.from_string(blob))
+    repo.object_store.add_object(sub)
+    repo.object_store.add_object(kept)
+    raw = b"".join(
+        [
+            b"100664 a-legacy.txt\0" + Blob.from_string(b"old\n").sha().digest(),
+            b"100644 b-edit.txt\0" + Blob.from_string(b"edit me\n").sha().digest(),
+            b"040000 c-dir\0" + sub.sha().digest(),
+            b"40000 d-kept\0" + kept.sha().digest(),
+        ]
+    )
+    root = Tree.from_raw_string(Tree.type_num, raw)
+    assert root.as_raw_string() == raw
+    repo.object_store.add_object(root)
+    first = Commit()
+    first.tree, first.message = root.id, b"old\n"
+    first.author = first.committer = ALICE.encode()
+    first.author_time = first.commit_time = 1_000_000_000
+    first.author_timezone = first.commit_timezone = 0
+    repo.object_store.add_object(first)
+    repo.refs[b"refs/heads/main"] = first.id
+    assert "zeroPaddedFilemode" in git_run(repo_path, "fsck", "--strict").stderr
+
+    commit(repo, {"b-edit.txt": b"edited\n", "d-kept/z.txt": b"z\n"}, first.id)
+    listed = git(repo_path, "cat-file", "-p", "main^{tree}")
+    assert [line.split()[0] for line in listed.splitlines()] == ["100644"] * 2 + ["040000"] * 2
+    root_id = repo[repo.refs[b"refs/heads/main"]].tree
+    new_root = repo.object_store[root_id]
+    assert isinstance(new_root, Tree)
+    raw_root = new_root.as_raw_string()
+    assert b"100664" not in raw_root and b"040000" not in raw_root
+    assert new_root[b"c-dir"][1] == sub.id  # untouched: the same subtree
+    assert git(repo_path, "ls-tree", "main:d-kept").split()[0] == "100644"
+    # the git CLI writes the same trees
+    assert git(repo_path, "rev-parse", "main:d-kept").strip() == cli_tree(
+        git, repo_path.parent, repo_path, {"y.txt": b"y\n", "z.txt": b"z\n"}
+    )
