@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dulwich.diff_tree import tree_changes
@@ -19,6 +20,7 @@ __all__ = [
     "not_text_at",
     "read_blob",
     "shown_path",
+    "unchanged_at",
 ]
 
 
@@ -98,6 +100,23 @@ def read_blob(repo: Repo, commit: bytes, path: str) -> bytes | None:
     except (KeyError, NotTreeError, SubmoduleEncountered):  # absent, or below a file
         return None
     return _blob(repo, mode, sha)
+
+
+def unchanged_at(repo: Repo, commit: bytes | None, files: Mapping[str, bytes]) -> set[str]:
+    """Those of ``files`` (path -> content) that ``commit`` holds as they are: a regular
+    file with that content. Compared by blob id: no blob is read."""
+    tree = _tree(repo, commit)
+    if tree is None:
+        return set()
+    same = set()
+    for path, data in files.items():
+        try:
+            mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, git_path(path))
+        except (KeyError, NotTreeError, SubmoduleEncountered):  # absent, or below a file
+            continue
+        if stat.S_ISREG(mode) and sha == Blob.from_string(data).id:
+            same.add(path)
+    return same
 
 
 def not_text_at(repo: Repo, commit: bytes, paths: list[str]) -> set[str]:

@@ -39,7 +39,14 @@ from gitsync import (
     RepoNotFound,
     Repositories,
 )
-from gitsync.changes import FileChange, changed_files, is_text, not_text_at, read_blob
+from gitsync.changes import (
+    FileChange,
+    changed_files,
+    is_text,
+    not_text_at,
+    read_blob,
+    unchanged_at,
+)
 from gitsync.fence import Fenced, claim, fenced
 from gitsync.locks import STALE_AFTER
 from gitsync.merge.plan import merge_text
@@ -478,7 +485,7 @@ class BranchSync:
                 states = {path: states[path] for path in changes}
                 started = time.perf_counter()
                 try:
-                    new = await to_the_end(
+                    new, files = await to_the_end(
                         in_git_thread(
                             self.owner.repos,
                             self._write,
@@ -509,7 +516,7 @@ class BranchSync:
                 if self.owner.observe_commit is not None:
                     self.owner.observe_commit(time.perf_counter() - started)
                 self.committed_states.update(states)
-                self._committed(new, sorted(changes), list(authors))
+                self._committed(new, files, list(authors))
                 await self._settle_recovered(rooms, changes)
                 return
             raise RuntimeError(f"{self.name} kept moving while committing")
@@ -696,21 +703,25 @@ class BranchSync:
         authors: list[Identity],
         grant: Grant | None = None,
         states: dict[str, bytes] | None = None,
-    ) -> bytes:
+    ) -> tuple[bytes, list[str]]:
+        """Commit ``changes``; the new commit and the files it changed (a document marked
+        changed may hold its committed text again: it is not named)."""
         repo = self.owner.repos.open(self.repo)
         lines = [author_line(identity.user) for identity in authors] or [ENGINE_AUTHOR]
+        same = unchanged_at(repo, self.synced, changes)
+        files = sorted(path for path in changes if path not in same)
         with fence_for(repo, self.branch, grant):
             # before the branch moves: no commit of the documents is left without its record
             # (the documents' stores hold it durably already, see _commit)
             record_synced_state(repo, self.branch, states or {})
-            return move_as_synced(
+            new = move_as_synced(
                 repo,
                 self.branch,
                 lambda record: commit_changes(
                     repo,
                     self.branch,
                     changes,
-                    message=commit_message(sorted(changes), lines[1:]),
+                    message=commit_message(files, lines[1:]),
                     author=lines[0],
                     committer=ENGINE_AUTHOR,
                     expected=self.synced,
@@ -718,6 +729,7 @@ class BranchSync:
                     text_only=True,
                 ),
             )
+        return new, files
 
     def _committed(self, new: bytes, files: list[str], users: list[str]) -> None:
         old, self.synced = self.synced, new

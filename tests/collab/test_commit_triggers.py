@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eventwait import Events
 from gitcli import git
 from servers import make_config
 
@@ -32,7 +33,7 @@ async def test_an_edit_made_during_a_long_commit_is_committed_without_another_ke
         sync = server.git.branches[("demo", "main")]
         write = sync._write
 
-        def slow_write(*args: Any) -> bytes:
+        def slow_write(*args: Any) -> tuple[bytes, list[str]]:
             time.sleep(0.4)  # a commit that outlasts the idle time (a slow disk, a big tree)
             return write(*args)
 
@@ -77,3 +78,27 @@ async def test_an_edit_landing_while_a_commit_drains_keeps_its_author(
         log = _git(repos, "log", "--format=%an%n%(trailers:key=Co-authored-by,valueonly)", "main")
         credited = {line.split(" <")[0] for line in log.splitlines() if line.strip()}
         assert {"ann", "pia"} <= credited
+
+
+async def test_a_commit_names_only_the_files_it_changes(repos: Path, tmp_path: Path) -> None:
+    """A document typed in and back to its committed text is not named in the commit's
+    subject, nor in its event, though it was marked changed."""
+    config = make_config(repos, tmp_path / "data", commit_idle=0.05)
+    async with (
+        CollabServer(config) as server,
+        Client(server.url, user="ann") as ann,
+        Client(server.url, user="watcher") as watcher,
+    ):
+        await watcher.subscribe("events.subscribe", repo="demo")
+        readme = await ann.open(ROOM)
+        app = await ann.open("demo/main:src/app.py")
+        readme.insert(0, "x")
+        readme.delete(0, 1)
+        app.insert(0, "# typed\n")
+        await ann.flush()
+        head = await ann.commit("demo", "main")
+        assert _git(repos, "log", "-1", "--format=%s", head).strip() == "Edit src/app.py"
+        shown = _git(repos, "show", "--name-only", "--format=", head).split()
+        assert shown == ["src/app.py"]
+        event = await Events(watcher).wait_for("commit", commit=head)
+        assert event["files"] == ["src/app.py"]

@@ -211,7 +211,7 @@ async def test_a_flush_that_fails_leaves_the_commit_to_be_tried_again(
         write = sync._write
         failures = [OSError("disk full")]
 
-        def failing_write(*args: Any) -> bytes:
+        def failing_write(*args: Any) -> tuple[bytes, list[str]]:
             if failures:
                 raise failures.pop()
             return write(*args)
@@ -240,7 +240,7 @@ async def test_a_commit_that_keeps_failing_is_tried_again_less_and_less_often(
         sync = server.git.branches[("demo", "main")]
         write = sync._write
 
-        def failing_write(*args: Any) -> bytes:
+        def failing_write(*args: Any) -> tuple[bytes, list[str]]:
             raise OSError("disk full")
 
         sync._write = failing_write  # type: ignore[method-assign]
