@@ -157,14 +157,15 @@ class Rooms:
         except RepoNotFound:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {doc_id.repo!r}") from None
         except BranchNotFound:
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND, f"no branch {doc_id.branch!r} in {doc_id.repo!r}"
-            ) from None
+            raise _no_branch(doc_id) from None
         except BranchDamaged as exc:
             raise self.branch_damaged(doc_id.repo, doc_id.branch, str(exc)) from None
         self.damaged.pop(f"{doc_id.repo}/{doc_id.branch}", None)
-        for hook in self.before_load:
-            await hook(doc_id)
+        try:
+            for hook in self.before_load:
+                await hook(doc_id)
+        except BranchNotFound:  # deleted meanwhile
+            raise _no_branch(doc_id) from None
 
     def branch_damaged(self, repo: str, branch: str, reason: str) -> ProtocolError:
         """Report the branch ``repo``/``branch`` damaged (its ref): listed in ``damaged``
@@ -294,6 +295,8 @@ class Rooms:
             )
         except BlobNotText as exc:
             raise ProtocolError(ErrorCode.NOT_TEXT, str(exc)) from None
+        except BranchNotFound:  # deleted since the load began
+            raise _no_branch(doc_id) from None
         if len(blob.text) > self.max_file // 4 and len(blob.text.encode()) > self.max_file:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"{doc_id.path} is over {self.max_file} bytes")
         epoch = new_epoch()
@@ -450,3 +453,7 @@ class _Holder:
 
     def abort(self, code: ErrorCode, reason: str) -> None:
         pass
+
+
+def _no_branch(doc_id: DocId) -> ProtocolError:
+    return ProtocolError(ErrorCode.NOT_FOUND, f"no branch {doc_id.branch!r} in {doc_id.repo!r}")

@@ -160,6 +160,11 @@ class Session:
             self.docs.pop(ref, None)
             self.error(exc.code, exc.message, ref)
             return
+        except Exception:  # this document only: the connection's others go on
+            self.docs.pop(ref, None)
+            log.exception("%s: opening %s failed", self.identity.user, doc_id)
+            self.error(ErrorCode.INTERNAL, f"opening {doc_id} failed (see the server's log)", ref)
+            return
         if self.docs.get(ref) is not peer:  # closed while loading
             room.detach(peer)
             return

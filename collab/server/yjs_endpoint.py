@@ -140,9 +140,13 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
         room = await endpoint.rooms.acquire(doc_id, peer)
     except BaseException as exc:  # refused, failed or cancelled: the connection is not counted
         endpoint.sockets.release(identity.user)
-        if not isinstance(exc, ProtocolError):
+        if isinstance(exc, ProtocolError):
+            log.warning("%s: refused: %s", name, exc)
+        elif isinstance(exc, Exception):
+            log.exception("%s: opening the document failed", name)
+            exc = ProtocolError(ErrorCode.INTERNAL, "opening the document failed (see the log)")
+        else:
             raise
-        log.warning("%s: refused: %s", name, exc)
         endpoint.traffic.refuse("close", exc.code)
         await close_ws(ws, exc.code, exc.message)
         return ws

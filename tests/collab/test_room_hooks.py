@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from collab import Client, CollabServer
+import aiohttp
+import pytest
+
+from collab import Client, ClientError, CollabServer
+from gitsync import BranchNotFound
+from protocol import ErrorCode
+from protocol.names import DocId
 
 ROOM = "demo/main:README.md"
 
@@ -69,3 +75,52 @@ async def test_a_room_whose_persist_fails_at_shutdown_is_unloaded_without_a_retr
         assert tries == [ROOM]
         stored = await server.store.load(ROOM)  # the typed update is in the store all the same
         assert stored is not None and (stored.updates or stored.snapshot)
+
+
+async def test_an_open_that_fails_on_the_server_fails_that_document_only(
+    server: CollabServer,
+) -> None:
+    """A branch deleted while a document of it loads is 4004 for that document; any other
+    failure is 4500 for it; the connection's other documents go on."""
+    failures: list[BaseException] = [BranchNotFound("demo/main"), RuntimeError("disk on fire")]
+
+    async def failing(doc_id: DocId) -> None:
+        if doc_id.path == "src/app.py" and failures:
+            raise failures.pop(0)
+
+    server.rooms.before_load.insert(0, failing)
+    async with Client(server.url, user="alice") as alice:
+        readme = await alice.open("demo/main:README.md")
+        with pytest.raises(ClientError) as gone:
+            await alice.open("demo/main:src/app.py")
+        assert gone.value.code == ErrorCode.NOT_FOUND
+        with pytest.raises(ClientError) as failed:
+            await alice.open("demo/main:src/app.py")
+        assert failed.value.code == ErrorCode.INTERNAL
+        readme.insert(0, "still here ")
+        await alice.flush()
+        app = await alice.open("demo/main:src/app.py")
+        assert str(app.text) == "print('hello')\n"
+    async with Client(server.url, user="bob") as bob:
+        assert str((await bob.open("demo/main:README.md")).text).startswith("still here ")
+
+
+async def test_a_yjs_open_that_fails_on_the_server_is_closed_with_its_code(
+    server: CollabServer,
+) -> None:
+    failures: list[BaseException] = [BranchNotFound("demo/main"), RuntimeError("disk on fire")]
+
+    async def failing(doc_id: DocId) -> None:
+        if failures:
+            raise failures.pop(0)
+
+    server.rooms.before_load.insert(0, failing)
+    url = server.url.replace("ws://", "http://") + "/yjs/demo/main:README.md?user=alice"
+    async with aiohttp.ClientSession() as session:
+        for code in (ErrorCode.NOT_FOUND, ErrorCode.INTERNAL):
+            async with session.ws_connect(url) as ws:
+                message = await ws.receive()
+                assert message.type is aiohttp.WSMsgType.CLOSE and message.data == code
+        async with session.ws_connect(url) as ws:  # and the next one opens
+            message = await ws.receive()
+            assert message.type is aiohttp.WSMsgType.BINARY
