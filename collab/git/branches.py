@@ -97,6 +97,11 @@ class Branches:
                 ErrorCode.READ_ONLY, f"{identity.user} may not write branch {branch!r}"
             )
 
+    def check_create(self, identity: Identity, repo: str, branch: str) -> None:
+        why = identity.why_not_create(repo, branch)
+        if why is not None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, why)
+
     async def head(self, repo: str, branch: str) -> bytes:
         try:
             head = await in_git_thread(self.repos, self.git.head, repo, branch)
@@ -243,6 +248,7 @@ class Branches:
         repo = self.check_read(identity, repo)
         name = validate_branch(name)
         self.check_write(identity, repo, name)
+        self.check_create(identity, repo, name)
         source = validate_branch(source or await self.default_branch(repo))
         start = await self.git_flush(repo, source, await self.head(repo, source))
         await self._create_checked(repo, name, start)
@@ -278,6 +284,7 @@ class Branches:
             name = await self._fork_name(repo, identity.own_branch)
         name = validate_branch(name)
         self.check_write(identity, repo, name)
+        self.check_create(identity, repo, name)
         await self.head(repo, source)
         sync = await self.sync_of(repo, source)
         prefix = f"{repo}/{source}:"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from gitsync.naming import participant_branch
+from gitsync.naming import PARTICIPANT_PREFIX, is_participant_branch, participant_branch
 from protocol.errors import ErrorCode, ProtocolError
 
 __all__ = [
@@ -75,10 +75,24 @@ class Identity:
 
     def owns_branch(self, repo: str, branch: str) -> bool:
         """Whether ``branch`` is this participant's own branch or one of its forks (named
-        ``<own branch>-...``) in a repository they may read. Only these may be rewritten by
-        a force push: nobody else's work is on them."""
+        ``<own branch>-...``, but not with the shape of another participant's own branch:
+        user ``ann-1a2b3c4d-x``'s begins as ``ann``'s forks do) in a repository they may
+        read. Only these may be rewritten by a force push: nobody else's work is on them."""
         own = self.own_branch
-        return (branch == own or branch.startswith(own + "-")) and self.can_read(repo)
+        mine = branch == own or (branch.startswith(own + "-") and not is_participant_branch(branch))
+        return mine and self.can_read(repo)
+
+    def why_not_create(self, repo: str, branch: str) -> str | None:
+        """Why this participant may not create ``branch``, if they may not: the names under
+        ``people/`` are each person's own branch and its forks, made by that person only
+        (else anyone could lay a branch in another's place before they join)."""
+        if not branch.startswith(PARTICIPANT_PREFIX) or self.owns_branch(repo, branch):
+            return None
+        own = self.own_branch
+        return (
+            f"{branch!r} is under {PARTICIPANT_PREFIX}, where each person has their own branch "
+            f"and its forks: {self.user} may create only {own} and {own}-..."
+        )
 
 
 class Authenticator(Protocol):

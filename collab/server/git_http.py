@@ -364,7 +364,7 @@ class GitBridge:
         name that is not valid is left for the push itself to refuse, with its reason. The
         commands are kept in ``into``."""
         into.extend(commands)
-        for _old, _new, ref in commands:
+        for old, _new, ref in commands:
             name = ref.decode("utf-8", "replace")
             if not ref.startswith(HEADS):
                 if not identity.can_write(repo):
@@ -378,6 +378,9 @@ class GitBridge:
                 raise ProtocolError(
                     ErrorCode.READ_ONLY, f"{identity.user} may not push to {branch!r}"
                 )
+            why = identity.why_not_create(repo, branch) if old == _ZERO else None
+            if why is not None:
+                raise ProtocolError(ErrorCode.FORBIDDEN, why)
 
     async def _merge_pushed(
         self, repo: str, moved: list[tuple[bytes, bytes, bytes]], identity: Identity

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-from gitcli import until
+from gitcli import git, until
 from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
 from collab.server.auth import Role, TokenAuthenticator, is_loopback
+from gitsync.naming import participant_branch
 from protocol import messages as m
 from protocol.errors import ErrorCode
 
@@ -314,3 +316,55 @@ async def test_a_missing_or_expired_token_says_where_tokens_come_from(
         async with http.ws_connect(f"{secure_server.url}/yjs/demo/main:README.md") as ws:
             await ws.receive()
         assert ws.close_code == ErrorCode.UNAUTHORIZED
+
+
+async def test_a_branch_under_people_is_its_persons_own_whatever_the_names(
+    secure_server: CollabServer, tokens: TokenAuthenticator, repos: Path, tmp_path: Path
+) -> None:
+    """User ``alice-<hash>-x``'s own branch begins as alice's forks do: it is still not
+    alice's (she may neither write nor delete it on a read token). Nobody lays a branch in
+    another person's place under ``people/`` (by an operation or a push) before they join,
+    nor makes names there that no one could delete."""
+    alice = participant_branch("alice")
+    lookalike = alice.removeprefix("people/") + "-x"
+    theirs = participant_branch(lookalike)
+    assert theirs.startswith(alice + "-")
+    bob = participant_branch("bob")
+    reader = tokens.mint(user="alice", repo="demo", role=Role.READ)
+    writer = tokens.mint(user="mallory", repo="demo", role=Role.WRITE)
+    async with Client(
+        secure_server.url, token=tokens.mint(user=lookalike, repo="demo", role=Role.WRITE)
+    ) as x:
+        assert await x.join("demo") == theirs
+    async with Client(secure_server.url, token=reader) as reading:
+        doc = await reading.open(f"demo/{theirs}:README.md")
+        assert not doc.writable
+        with pytest.raises(ClientError) as deleting:
+            await reading.call("branch.delete", repo="demo", name=theirs)
+        assert deleting.value.code in (ErrorCode.READ_ONLY, ErrorCode.FORBIDDEN)
+        assert await reading.fork("demo", "main") == alice + "-fork-1"  # her own forks: hers
+    async with Client(secure_server.url, token=writer) as mallory:
+        for name in (bob, "people/x", alice + "-fork-9"):
+            for op, args in (
+                ("branch.create", {"name": name}),
+                ("branch.fork", {"source": "main", "name": name}),
+            ):
+                with pytest.raises(ClientError) as made:
+                    await mallory.call(op, repo="demo", **args)
+                assert made.value.code == ErrorCode.FORBIDDEN, (op, name)
+                assert "people/" in made.value.message
+        names = [branch["name"] for branch in await mallory.branches("demo")]
+        assert bob not in names and "people/x" not in names
+    work = tmp_path / "work"
+    url = f"http://mallory:{writer}@127.0.0.1:{secure_server.port}/git/demo.git"
+    await asyncio.to_thread(git, tmp_path, "clone", "-q", url, str(work))
+    pushed = await asyncio.to_thread(
+        subprocess.run,
+        ["git", "push", "origin", f"HEAD:refs/heads/{bob}"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pushed.returncode != 0 and "only people/mallory-" in pushed.stderr, pushed.stderr
+    assert bob not in git(repos / "demo", "branch", "--list", "people/*")
