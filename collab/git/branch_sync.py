@@ -1492,6 +1492,8 @@ class GitSync:
         self.observe_commit: Callable[[float], None] | None = None
         """Called with the seconds each continuous commit took to write (git thread included)."""
         self._creating: dict[tuple[str, str], asyncio.Task[BranchSync]] = {}
+        self.forming: dict[tuple[str, str], asyncio.Event] = {}
+        """Branches being forked: their documents load once the event is set."""
         self._checks: set[asyncio.Task[None]] = set()  # loaded documents compared with git
         self._watcher: asyncio.Task[None] | None = None
         rooms.before_load.append(self._before_load)
@@ -1662,6 +1664,9 @@ class GitSync:
     # -- room hooks --------------------------------------------------------------------------
 
     async def _before_load(self, doc_id: DocId) -> None:
+        forming = self.forming.get((doc_id.repo, doc_id.branch))
+        if forming is not None:  # a fork being made: its documents' history comes first
+            await forming.wait()
         sync = await self.branch(doc_id.repo, doc_id.branch)
         if not sync.reconciling:
             await sync.catch_up()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from dulwich.refs import Ref
@@ -162,13 +162,16 @@ class Branches:
 
     async def _ensure_quietly(self, identity: Identity, repo: str, base: str) -> None:
         try:
-            await self.join(identity, repo, base)
+            await self.join(identity, repo, base, catch_up=False)
         except Exception:
             log.exception("creating the branch of %s in %s failed", identity.user, repo)
 
-    async def join(self, identity: Identity, repo: str, base: str | None = None) -> dict[str, Any]:
+    async def join(
+        self, identity: Identity, repo: str, base: str | None = None, *, catch_up: bool = True
+    ) -> dict[str, Any]:
         """Make sure ``identity`` has its own branch in ``repo`` (created from ``base``, by
-        default the default branch); returns it."""
+        default the default branch); returns it. ``catch_up``: from ``base``'s real head (a
+        move of it outside the engine merged into its documents first; see ``git_flush``)."""
         repo = self.check_read(identity, repo)
         name = identity.own_branch
         existing = await in_git_thread(self.repos, self.git.head, repo, name)
@@ -176,7 +179,7 @@ class Branches:
             return {"name": name, "head": hexsha(existing), "created": False}
         start = await self.head(repo, validate_branch(base or await self.default_branch(repo)))
         if base is not None:
-            start = await self.git_flush(repo, base, start)
+            start = await self.git_flush(repo, base, start, catch_up=catch_up)
         try:
             await in_git_thread(self.repos, self._create, repo, name, start)
         except BranchExists:
@@ -190,10 +193,18 @@ class Branches:
         log.info("%s: created the branch %s for %s", repo, name, identity.user)
         return {"name": name, "head": hexsha(start), "created": True}
 
-    async def git_flush(self, repo: str, branch: str, head: bytes) -> bytes:
-        """Commit the branch's pending live edits, if it has live documents; its head."""
+    async def git_flush(
+        self, repo: str, branch: str, head: bytes, *, catch_up: bool = True
+    ) -> bytes:
+        """Commit the branch's pending live edits, if it has live documents (with
+        ``catch_up``, a move of the branch outside the engine merged into them first); its
+        head."""
         sync = self.git.branches.get((repo, branch))
-        return await sync.flush() if sync is not None else head
+        if sync is None:
+            return head
+        if catch_up:
+            await sync.catch_up()
+        return await sync.flush()
 
     def _create(self, repo: str, name: str, at: bytes) -> None:
         git = self.repos.open(repo)
@@ -300,6 +311,13 @@ class Branches:
             except LeaseBusy as exc:
                 raise ProtocolError(ErrorCode.CONFLICT, f"{exc}; try again") from None
             async with sync.holding(grant):
+                # a move of the source outside the engine is merged in first: the fork
+                # starts at the source's real head
+                await sync.catch_up_held(grant)
+                # The documents not loaded are read first: one opened while they are read
+                # (and typed in) is in the snapshot below, taken as it is then.
+                unloaded: dict[str, bytes] = {}
+                await self._capture_stored(prefix, unloaded, self.rooms.keys(prefix))
                 # The fork starts at the commit of the very text its documents are copied
                 # with, taken together: text typed between a commit and a copy would be the
                 # fork's own change, and the source's too once it commits it, and merging
@@ -311,11 +329,21 @@ class Branches:
                 assert loaded is not None
                 start = sync.synced
                 states, texts = loaded
+                for path, state in unloaded.items():
+                    states.setdefault(path, state)
+                # those that were loaded at the first look and unloaded before the snapshot
                 await self._capture_stored(prefix, states)
-                await self._create_checked(repo, name, start)
-        target = f"{repo}/{name}:"
-        for path, state in states.items():
-            await self.store.append(target + path, state)
+                # Nobody loads a document of the fork until it holds the source's history:
+                # one seeded from the fork's files meanwhile would hold its text twice.
+                forming = self.git.forming.setdefault((repo, name), asyncio.Event())
+                try:
+                    await self._create_checked(repo, name, start)
+                    target = f"{repo}/{name}:"
+                    for path, state in states.items():
+                        await self.store.append(target + path, state)
+                finally:
+                    forming.set()
+                    self.git.forming.pop((repo, name), None)
         self._ref_event(repo, name, None, start, "fork")
         log.info(
             "%s: %s forked %s into %s at %s (%d live documents)",
@@ -356,12 +384,14 @@ class Branches:
             texts[room.doc_id.path] = str(room.text)
         return states, texts
 
-    async def _capture_stored(self, prefix: str, states: dict[str, bytes]) -> None:
+    async def _capture_stored(
+        self, prefix: str, states: dict[str, bytes], skip: Collection[str] = ()
+    ) -> None:
         """Add to ``states`` the full CRDT state of every stored document below ``prefix``
-        not in it already."""
+        not in it already, nor one of the keys ``skip``."""
         for key in await self.store.keys(prefix):
             path = key[len(prefix) :]
-            if path in states:
+            if path in states or key in skip:
                 continue
             stored = await self.store.load(key)
             if stored is None or stored.empty:
