@@ -207,11 +207,13 @@ def text_update_clients(update: bytes, root: str) -> frozenset[int]:
 
 def read_text_update(update: bytes, root: str) -> UpdateShape:
     """What ``update`` holds; raises ``INVALID_UPDATE`` if it inserts anything but plain text
-    into the root ``root``, has two sections of one client, names a client id over 53 bits,
-    a clock (a struct's, its end, an origin's, a deleted range's or its end) over 32, or
-    places an item after or before its own client's clock at or past its own (no client
-    writes one: an item's origins are items that existed when it was made; stock clients
-    cannot apply it).
+    into the root ``root``, holds a collected range (a GC struct: Yjs writes one only for
+    the content of a deleted nested type, and stock Yjs turns an item placed next to one
+    into another, dropping its text, where the server's core keeps it), has two sections of
+    one client, names a client id over 53 bits, a clock (a struct's, its end, an origin's, a
+    deleted range's or its end) over 32, or places an item after or before its own client's
+    clock at or past its own (no client writes one: an item's origins are items that existed
+    when it was made; stock clients cannot apply it).
 
     Only what the update states is checked: an item placed after another (with an origin)
     is in the root of that item, which was checked when it was accepted."""
@@ -249,9 +251,9 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
             if clock > reached:  # structs go on after skipped clocks
                 resumes[client] = clock
             if kind == _GC:
-                length, pos = _uint(data, pos)
-                clock = reached = _within_clocks(clock, length)
-                continue
+                # Only the content of a deleted nested type is collected so; text next to
+                # such a range is dropped by stock Yjs and kept by the server's core.
+                raise _refuse("a collected range (GC struct), which no edit of a text holds")
             if info & _HAS_ORIGIN:  # placed right after that clock
                 at, pos = _client(data, pos)
                 after, pos = _clock(data, pos)

@@ -99,8 +99,6 @@ NO_DELETIONS = b"\x00"
 
 def test_a_struct_ending_at_the_largest_clock_is_accepted() -> None:
     assert text_update_clients(item(500, MAX_CLOCK - 5, b"abcde") + NO_DELETIONS, ROOT) == {500}
-    gc = var(1, 1, 501, 0) + b"\x00" + var(MAX_CLOCK)  # a collected range to the largest clock
-    assert text_update_clients(gc + NO_DELETIONS, ROOT) == {501}
     deletion = b"\x00" + var(1, 502, 1, MAX_CLOCK - 3, 3)
     assert text_update_clients(deletion, ROOT) == frozenset()
 
@@ -112,8 +110,6 @@ def test_a_struct_ending_at_the_largest_clock_is_accepted() -> None:
         item(500, 2**62, b"x") + NO_DELETIONS,
         item(500, MAX_CLOCK - 4, b"abcde") + NO_DELETIONS,  # its end wraps
         item(500, MAX_CLOCK - 1, "😀".encode()) + NO_DELETIONS,  # two UTF-16 units
-        var(1, 2, 501, 0) + b"\x00" + var(MAX_CLOCK) + item(501, 0, b"y")[5:] + NO_DELETIONS,
-        var(1, 1, 501, 1) + b"\x00" + var(MAX_CLOCK) + NO_DELETIONS,  # a collected range
         var(1, 1, 501, 1) + b"\x0a" + var(MAX_CLOCK) + NO_DELETIONS,  # a skipped range
         var(1, 1, 502, 0) + b"\x81" + var(7, 2**32) + var(3) + NO_DELETIONS,  # its origin
         b"\x00" + var(1, 502, 1, 2**32, 1),  # a deleted range at a clock past 32 bits
@@ -122,6 +118,14 @@ def test_a_struct_ending_at_the_largest_clock_is_accepted() -> None:
 )
 def test_clocks_past_32_bits_are_refused(update: bytes) -> None:
     assert "over 2^32 - 1" in refused(update)
+
+
+def test_a_collected_range_is_refused() -> None:
+    """Yjs writes a GC struct only for the content of a deleted nested type; a text placed
+    next to one is dropped by stock Yjs and kept by yrs, so the copies would differ."""
+    assert "collected range" in refused(var(1, 1, 501, 0) + b"\x00" + var(3) + NO_DELETIONS)
+    after = var(1, 2, 501, 0) + b"\x00" + var(3) + item(501, 3, b"y")[5:] + NO_DELETIONS
+    assert "collected range" in refused(after)
 
 
 def build(change: Any) -> bytes:
