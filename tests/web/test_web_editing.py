@@ -151,3 +151,41 @@ async def test_undo_takes_back_ones_own_edits_only(
     await wait_equal(chromium, ["alice", "bob"], expected)
     await chromium.press("alice", "Control+y")
     await wait_equal(chromium, ["alice", "bob"], expected + "# alice: ça")
+
+
+async def test_a_file_with_crlf_line_ends_is_edited_where_the_cursor_is(
+    server: CollabServer, chromium: Chromium, repos: Path
+) -> None:
+    """Editor offsets and the live text's agree in a CRLF file: text goes where it is typed,
+    for the editor and for every other copy, and the file keeps its line ends (Enter breaks
+    with CRLF, Backspace at a line's start takes the CR with the break)."""
+    doc = "demo/main:crlf.txt"
+    async with Client(server.url, user="py") as client:
+        written = await client.open(doc)
+        written.insert(0, "line one\r\nline two\r\nline three\r\n")
+        await client.flush()
+        for page in ("alice", "bob"):
+            await open_page(chromium, page, http(server), doc)
+        await chromium.click("alice", ".cm-content")
+        await chromium.press("alice", "Control+Home")
+        for key in ("ArrowDown", "ArrowDown", "Home"):
+            await chromium.press("alice", key)
+        await chromium.type("alice", "X")
+        await chromium.press("alice", "End")
+        await chromium.type("alice", "Y")
+        await chromium.press("alice", "Enter")
+        await chromium.type("alice", "Z")
+        expected = "line one\r\nline two\r\nXline threeY\r\nZ\r\n"
+        await wait_equal(chromium, ["alice", "bob"], expected)
+        await written.wait_for(lambda text: text == expected, timeout=10)
+        await chromium.press("alice", "Home")
+        await chromium.press("alice", "Backspace")
+        expected = "line one\r\nline two\r\nXline threeYZ\r\n"
+        await wait_equal(chromium, ["alice", "bob"], expected)
+        await chromium.click("bob", ".cm-content")
+        await chromium.press("bob", "Control+End")
+        await chromium.type("bob", "last")
+        expected += "last"
+        await wait_equal(chromium, ["alice", "bob"], expected)
+        await written.wait_for(lambda text: text == expected, timeout=10)
+    await wait_git(repos / "demo", "main:crlf.txt", expected.encode())

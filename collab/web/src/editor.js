@@ -25,11 +25,12 @@ import { encodeQueryParams } from 'lib0/url'
 import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
 import { Compartment, EditorState } from '@codemirror/state'
 import {
-  EditorView, keymap, lineNumbers, drawSelection, highlightActiveLine, highlightSpecialChars
+  EditorView, keymap, lineNumbers, drawSelection, highlightActiveLine
 } from '@codemirror/view'
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { syntaxHighlighting, defaultHighlightStyle, indentOnInput } from '@codemirror/language'
 import { languageFor } from './languages.js'
+import { lineEnds } from './lineends.js'
 import { applyToYText, diff, offlineChanges } from './textmerge.js'
 
 const RELOAD = 4017 // close code: the copy belongs to another epoch of the document
@@ -318,7 +319,7 @@ export function openEditor (parent, {
       extensions: [
         ...extensions,
         lineNumbers(),
-        highlightSpecialChars(),
+        lineEnds(),
         drawSelection(),
         highlightActiveLine(),
         EditorView.lineWrapping,
