@@ -104,7 +104,8 @@ def read_blob(repo: Repo, commit: bytes, path: str) -> bytes | None:
 
 def unchanged_at(repo: Repo, commit: bytes | None, files: Mapping[str, bytes]) -> set[str]:
     """Those of ``files`` (path -> content) that ``commit`` holds as they are: a regular
-    file with that content. Compared by blob id: no blob is read."""
+    file with that content, or, for no content, no file (a document opened on a path the
+    branch lacks, and not typed in). Compared by blob id: no blob is read."""
     tree = _tree(repo, commit)
     if tree is None:
         return set()
@@ -112,7 +113,11 @@ def unchanged_at(repo: Repo, commit: bytes | None, files: Mapping[str, bytes]) -
     for path, data in files.items():
         try:
             mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, git_path(path))
-        except (KeyError, NotTreeError, SubmoduleEncountered):  # absent, or below a file
+        except KeyError:  # absent
+            if not data:
+                same.add(path)
+            continue
+        except (NotTreeError, SubmoduleEncountered):  # below a file
             continue
         if stat.S_ISREG(mode) and sha == Blob.from_string(data).id:
             same.add(path)

@@ -710,6 +710,8 @@ class BranchSync:
         lines = [author_line(identity.user) for identity in authors] or [ENGINE_AUTHOR]
         same = unchanged_at(repo, self.synced, changes)
         files = sorted(path for path in changes if path not in same)
+        # a document of a file the branch lacks that is still empty makes no file
+        changes = {path: text for path, text in changes.items() if text or path not in same}
         with fence_for(repo, self.branch, grant):
             # before the branch moves: no commit of the documents is left without its record
             # (the documents' stores hold it durably already, see _commit)

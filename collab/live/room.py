@@ -327,7 +327,15 @@ class Room:
 
         An update of a ``sender`` that builds on clocks the document lacks waits for them
         (see :data:`PARK_SECONDS`): it is applied once an update of the same sender brings
-        them, and its future completes then."""
+        them, and its future completes then.
+
+        An empty update (a client's answer to sync step 1 when it has nothing the room
+        lacks) changes nothing: it is neither stored nor broadcast, nor marks the document
+        changed."""
+        if update == EMPTY_UPDATE and self._failed is None:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         try:
             done = self._receive(update, origin, sender, answer)
         except Gapped as gap:

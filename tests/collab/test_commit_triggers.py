@@ -11,6 +11,7 @@ from typing import Any
 from eventwait import Events
 from gitcli import git
 from servers import make_config
+from yjsclient import YjsPeer
 
 from collab import Client, CollabServer
 from collab.live.origin import Origin
@@ -102,3 +103,29 @@ async def test_a_commit_names_only_the_files_it_changes(repos: Path, tmp_path: P
         assert shown == ["src/app.py"]
         event = await Events(watcher).wait_for("commit", commit=head)
         assert event["files"] == ["src/app.py"]
+
+
+async def test_a_file_opened_and_left_empty_is_not_made(repos: Path, tmp_path: Path) -> None:
+    """A document of a path the branch lacks opens empty; opened by a stock client (whose
+    answer to sync step 1 is an empty update) or typed in and emptied again, it makes no
+    file; typed in, it does."""
+    config = make_config(repos, tmp_path / "data", commit_idle=30.0, commit_max_lag=60.0)
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        async with YjsPeer(server.url, "demo/main:phantom.txt", user="bob") as bob:
+            await asyncio.wait_for(bob.synced.wait(), 5)
+            await asyncio.sleep(0.3)
+        sync = server.git.branches[("demo", "main")]
+        assert not sync.dirty  # nothing to commit: the empty answer changed nothing
+        await ann.join("demo")  # (made from main: it would commit main's pending edits)
+        emptied = await ann.open("demo/main:emptied.txt")
+        emptied.insert(0, "x")
+        await ann.flush()
+        emptied.delete(0, 1)
+        await ann.flush()
+        made = await ann.open("demo/main:made.txt")
+        made.insert(0, "made\n")
+        head = await ann.commit("demo", "main")
+        files = _git(repos, "ls-tree", "-r", "--name-only", head).split()
+        assert "made.txt" in files
+        assert "phantom.txt" not in files and "emptied.txt" not in files
+        assert _git(repos, "log", "-1", "--format=%s", head).strip() == "Edit made.txt"
