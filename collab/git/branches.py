@@ -25,6 +25,7 @@ from gitsync.objects.commits import (
     branch_heads,
     create_branch,
     delete_branch,
+    head_target,
     set_synced,
     synced_ref,
 )
@@ -115,8 +116,7 @@ class Branches:
 
     async def default_branch(self, repo: str) -> str:
         def read() -> str:
-            symrefs = self.repos.open(repo).refs.get_symrefs()
-            target = bytes(symrefs.get(b"HEAD", b"refs/heads/main"))  # type: ignore[call-overload]
+            target = head_target(self.repos.open(repo)) or b"refs/heads/main"
             return target.removeprefix(b"refs/heads/").decode("utf-8")
 
         return await in_git_thread(self.repos, read)

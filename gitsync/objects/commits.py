@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree, hex_to_sha
-from dulwich.refs import Ref
+from dulwich.refs import Ref, parse_symref_value
 from dulwich.repo import Repo
 
 from protocol.names import validate_branch, validate_path
@@ -125,6 +125,19 @@ def branch_ref(branch: str) -> bytes:
 def synced_ref(branch: str) -> bytes:
     """The private ref recording which commit of ``branch`` the live documents last matched."""
     return SYNCED + validate_branch(branch).encode("utf-8")
+
+
+def head_target(repo: Repo) -> bytes | None:
+    """The ref ``HEAD`` names (``refs/heads/main``), or None for a detached ``HEAD``. Only
+    ``HEAD`` is read: a walk of every ref (dulwich's ``get_symrefs``) fails on a ref deleted
+    while it walks."""
+    value = repo.refs.read_ref(Ref(b"HEAD"))
+    if value is None:
+        return None
+    try:
+        return bytes(parse_symref_value(value))
+    except ValueError:  # an id: detached
+        return None
 
 
 def read_ref(repo: Repo, ref: bytes) -> bytes | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
+from ..objects.commits import head_target
 from ..packs.source import BLOB, COMMIT, TAG, TREE, StoredObjects
 from ..packs.stream import PackStats, pack_pieces
 from . import reachable
@@ -71,7 +72,7 @@ class FetchSession:
         for name, sha in self.repo.get_refs().items():
             if name.startswith(b"refs/") and not name.startswith(PRIVATE):
                 out.refs[bytes(name)] = bytes(sha)
-        head = self.repo.refs.get_symrefs().get(Ref(b"HEAD"))
+        head = head_target(self.repo)
         if head is not None:
             out.head = bytes(head)
             if out.head in out.refs:

@@ -50,7 +50,7 @@ from protocol.errors import ProtocolError
 from protocol.names import validate_branch
 
 from ..locks import RefLocked, call_past_stale_locks
-from ..objects.commits import HEADS, read_ref
+from ..objects.commits import HEADS, head_target, read_ref
 from ..objects.fsck import BLOB, COMMIT, FsckError, ObjectChecker
 from ..objects.ref_names import new_ref_problem
 from ..objects.stored_types import StoredTypes
@@ -296,11 +296,13 @@ class _RefChecks:
         self.store = store
         self.may_force = may_force
         self.may_delete = may_delete
-        self.default = repo.refs.get_symrefs().get(Ref(b"HEAD"))
+        self.default = head_target(repo)
 
     def refusal(self, command: Command) -> str | None:
         old, new, ref = command.old, command.new, command.ref
-        if not ref.startswith(b"refs/") or not check_ref_format(Ref(ref)):
+        # as git's receive-pack: below refs/, a name of two levels at least (refs/foo is
+        # one level, which git's own refs do not take either)
+        if not ref.startswith(b"refs/") or not check_ref_format(Ref(ref[len(b"refs/") :])):
             return "funny refname"
         if ref.startswith(PRIVATE):
             return "refs/collab/ is private to the server"

@@ -160,6 +160,7 @@ def test_ref_checks(repo_path: Path, main: bytes) -> None:
         (ZERO, new, b"refs/collab/synced/main"),
         (ZERO, new, b"refs/heads/x.lock"),
         (ZERO, new, b"HEAD"),
+        (ZERO, new, b"refs/foo"),  # one level below refs/: git's receive-pack refuses it too
         (ZERO, tag.id, b"refs/heads/tagged"),
         (ZERO, tag.id, b"refs/tags/v1"),
         (ZERO, b"3" * 40, b"refs/heads/nothing"),
@@ -171,6 +172,7 @@ def test_ref_checks(repo_path: Path, main: bytes) -> None:
         b"ng refs/collab/synced/main refs/collab/ is private to the server",
         b"ng refs/heads/x.lock funny refname",
         b"ng HEAD funny refname",
+        b"ng refs/foo funny refname",
         b"ng refs/heads/tagged not a commit",
         b"ok refs/tags/v1",
         b"ng refs/heads/nothing missing object",
