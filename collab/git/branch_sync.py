@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -858,8 +858,14 @@ class BranchSync:
                 old[:12].decode(),
                 head[:12].decode(),
             )
+        # a file the move made larger than a document may open from git: closed as one
+        # that is no text (a merge of it into the document would hold the whole file, for
+        # every peer, past the size the documents are kept to)
+        limit = self.owner.rooms.max_file
+        too_large = {c.path for c in changes if c.new is not None and len(c.new) > limit}
+        not_text = not_text | too_large
         committed = {change.path: change.old for change in changes if change.path in not_text}
-        await self.retire(not_text, committed, rescue)
+        await self.retire(not_text, committed, rescue, too_large)
         changes = [change for change in changes if change.path not in not_text]
         renamed: dict[str, str] = {}
         if forward:
@@ -1054,10 +1060,12 @@ class BranchSync:
         paths: set[str],
         committed: Mapping[str, bytes | None] | None = None,
         rescue: Rescue | None = None,
+        too_large: Collection[str] = (),
     ) -> None:
         """Close the live documents of ``paths``, which the branch no longer holds as text
-        files (a push made one a symbolic link, a directory, a binary file...): their text
-        is not committed over what the push put there.
+        files (a push made one a symbolic link, a directory, a binary file...) or holds
+        as files too large to open (``too_large``): their text is not committed over what
+        the push put there.
 
         With ``rescue`` and ``committed`` (each path's file at the commit the documents
         last matched, ``rescue.base``), a loaded document whose text differs from it (live
@@ -1071,10 +1079,18 @@ class BranchSync:
                 base = (committed.get(path) or b"").decode("utf-8", "replace")
                 kept = await _keep_live(room, base, rescue)
             self.dirty.pop(path, None)
-            reason = f"{path} is no longer a text file on {self.branch}"
+            if path in too_large:
+                code = ErrorCode.TOO_LARGE
+                reason = (
+                    f"{path} is over {self.owner.rooms.max_file} bytes on {self.branch} now, "
+                    "too large to edit live"
+                )
+            else:
+                code = ErrorCode.NOT_TEXT
+                reason = f"{path} is no longer a text file on {self.branch}"
             if kept is not None:
                 reason += f"; its live edits were kept on {kept}"
-            await self.owner.rooms.retire(key, ErrorCode.NOT_TEXT, reason)
+            await self.owner.rooms.retire(key, code, reason)
             if rescue is not None:  # (a move closes it, and records what it took)
                 # its history is gone on purpose: opened again, it is no document the store
                 # lost (see Rooms._history_gone)

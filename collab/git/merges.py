@@ -319,7 +319,7 @@ def _describe(plan: MergePlan, *, diffs: bool) -> dict[str, Any]:
         if f.renamed_from is not None:
             entry["renamed_from"] = shown_path(f.renamed_from)
         if diffs:
-            entry["diff"] = shown_path(f.diff()[:MAX_DIFF])
+            entry["diff"] = shown_path(f.diff(MAX_DIFF))
         files.append(entry)
     return {
         "source": hexsha(plan.source),

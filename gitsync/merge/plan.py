@@ -41,6 +41,7 @@ from .xmerge import merge_lines, merge_resolving
 
 __all__ = [
     "BINARY_SNIFF",
+    "DIFF_INPUT_LIMIT",
     "FileMerge",
     "MergeConflict",
     "MergePlan",
@@ -55,6 +56,9 @@ __all__ = [
 
 BINARY_SNIFF = 8000
 """A NUL byte in this many leading bytes marks a file as binary, as git decides."""
+
+DIFF_INPUT_LIMIT = 4 * 1024 * 1024
+"""Bytes of a file's version from which a preview names the file changed without a diff."""
 
 Status = Literal["added", "modified", "deleted", "conflict"]
 VIRTUAL_LABELS = ("Temporary merge branch 1", "Temporary merge branch 2")
@@ -183,22 +187,38 @@ class FileMerge:
         mode, sha = self.result
         return BlobEntry(mode, sha, self._reader.virtual.get(sha))
 
-    def diff(self) -> str:
+    def diff(self, limit: int | None = None) -> str:
         """Unified diff from the target's version (of ``renamed_from`` for a renamed file)
-        to ``merged``; a one-line note for binary files."""
+        to ``merged``, cut at ``limit`` characters; a one-line note for binary files, and
+        for files over :data:`DIFF_INPUT_LIMIT` bytes (a diff of those would take seconds
+        and gigabytes to make)."""
         old_path = self.renamed_from or self.path
         if self.binary:
             return f"Binary files a/{old_path} and b/{self.path} differ\n"
         before = self._blob(self._stages[1]) if self.renamed_from else self.ours
         merged = self.merged
-        return "".join(
-            difflib.unified_diff(
-                _lines(before),
-                _lines(merged),
-                "/dev/null" if before is None else f"a/{old_path}",
-                "/dev/null" if merged is None else f"b/{self.path}",
+        sizes = (len(before or b""), len(merged or b""))
+        if max(sizes) > DIFF_INPUT_LIMIT:
+            return (
+                f"Large files a/{old_path} and b/{self.path} differ ({sizes[0]} and "
+                f"{sizes[1]} bytes; too large to show)\n"
             )
+        lines = difflib.unified_diff(
+            _lines(before),
+            _lines(merged),
+            "/dev/null" if before is None else f"a/{old_path}",
+            "/dev/null" if merged is None else f"b/{self.path}",
         )
+        if limit is None:
+            return "".join(lines)
+        out: list[str] = []
+        size = 0
+        for line in lines:
+            out.append(line)
+            size += len(line)
+            if size >= limit:
+                break
+        return "".join(out)[:limit]
 
 
 def _lines(data: bytes | None) -> list[str]:

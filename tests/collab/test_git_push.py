@@ -16,11 +16,13 @@ import aiohttp
 import pytest
 from dulwich.objects import Blob, Commit, ShaFile
 from dulwich.repo import Repo
-from gitcli import require_git, skewed_text
+from gitcli import require_git, skewed_text, until
 from servers import SECRET, make_config
 
-from collab import Client, CollabServer
+from collab import Client, ClientError, CollabServer
 from collab.server.auth import Role, TokenAuthenticator
+from gitsync.merge import plan
+from protocol.errors import ErrorCode
 
 MB = 1_000_000
 GIT_ENV = {
@@ -437,3 +439,36 @@ async def test_a_file_of_an_old_mode_is_taken_as_git_takes_it(
     async with Client(server.url, user="alice") as alice:
         doc = await alice.open("demo/main:old.txt")
         assert str(doc.text) == "old mode\n"
+
+
+async def test_a_push_that_makes_an_open_file_too_large_closes_its_document(
+    repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push that grows a file past what a document may open from git (``max_file``) is
+    not merged into its live document (which would hold it for every peer): the document
+    is closed with 4009, as a document of it is refused when opened; a preview of a merge
+    of such a file names it without a diff of megabytes."""
+    server = await start(repos, tmp_path, max_file=20_000)
+    monkeypatch.setattr(plan, "DIFF_INPUT_LIMIT", 20_000)
+    try:
+        work = await clone(server, tmp_path)
+        async with Client(server.url, user="bob") as bob:
+            doc = await bob.open("demo/main:README.md")
+            (work / "README.md").write_text("grown line\n" * 5000)
+            await git(work, "commit", "-qam", "grow")
+            await git(work, "push", "-q", "origin", "main")
+            await until(lambda: doc.closed)
+            assert doc.error is not None and doc.error.code == ErrorCode.TOO_LARGE
+            assert "over 20000 bytes" in doc.error.message
+            with pytest.raises(ClientError) as reopened:
+                await bob.open("demo/main:README.md")
+            assert reopened.value.code == ErrorCode.TOO_LARGE
+            fork = await bob.fork("demo", "main", "big")
+            (work / "README.md").write_text("grown again\n" * 5000)
+            await git(work, "commit", "-qam", "grow again")
+            await git(work, "push", "-q", "origin", f"HEAD:{fork}")
+            preview = await bob.merge("demo", fork, "main", apply=False)
+            (changed,) = preview["files"]
+            assert changed["diff"].startswith("Large files a/README.md and b/README.md differ")
+    finally:
+        await server.stop()
