@@ -41,6 +41,10 @@ __all__ = ["ChangeListener", "InvalidUpdate", "Room", "RoomFailed", "Subscriber"
 log = logging.getLogger("collab.room")
 
 EMPTY_UPDATE = b"\x00\x00"
+HISTORY_FACTOR = 4
+"""A document's history, encoded, may reach this many times its text's cap
+(``max_document``): room for years of editing, not for text deleted as it is inserted."""
+_HISTORY_GROWTH = 2  # at most this many bytes of encoded history per byte of an update
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 _AUTHORED = (Origin.CLIENT, Origin.AI)  # the edits whose writer a commit names
 _ID_USERS = 4096  # awareness ids whose holder a room remembers past its table (see _hold_id)
@@ -167,10 +171,13 @@ class Room:
         # the clock of each character past U+FFFF's first UTF-16 unit, by client (see
         # protocol.text_update.splits_a_pair); empty for most files
         self._pairs: dict[int, set[int]] = {}
-        self._note_pairs(pairs_in(doc.get_update(), TEXT_NAME))
+        encoded = doc.get_update()
+        self._note_pairs(pairs_in(encoded, TEXT_NAME))
         self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
+        # an upper bound of the size of the document's history, encoded (see _history_after)
+        self._history_bound = len(encoded)
         # each client's clock, as last read or as this room's own checks advanced it (never
         # past the document's; see _check_whole)
         self._clocks: dict[int, int] = {}
@@ -410,6 +417,7 @@ class Room:
         if len(update) > self.limits.max_update:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
         size_bound = self._size_after(update)
+        history_bound = self._history_after(update)
         shape = read_text_update(update, TEXT_NAME)
         self._check_whole(shape)
         if self._pairs or shape.pairs:
@@ -439,6 +447,7 @@ class Room:
                 self._check_health(exc, sender)
             raise InvalidUpdate(f"update rejected: {type(exc).__name__}: {exc}") from None
         self._size_bound = size_bound
+        self._history_bound = history_bound
         for client in shape.clients:  # integrated whole (see _check_whole): its clocks known
             if shape.ends[client] > self._clocks.get(client, 0):
                 self._clocks[client] = shape.ends[client]
@@ -466,6 +475,7 @@ class Room:
                 self.fail(f"an update from the shared log could not be applied: {exc!r}")
                 return
             self._size_bound += len(update)
+            self._history_bound += _HISTORY_GROWTH * len(update)
             self._note_pairs(pairs_in(update, TEXT_NAME))
             if not added <= self.epochs:  # another node seeded anew (rare)
                 self.epochs = epochs_in(self.doc.get_state())
@@ -568,6 +578,30 @@ class Room:
                 )
         return bound
 
+    def _history_after(self, update: bytes) -> int:
+        """An upper bound of the size of the document's history (its whole state, encoded)
+        once ``update`` is applied; raises ``DOCUMENT_FULL`` if it could pass
+        :data:`HISTORY_FACTOR` times ``max_document``.
+
+        Deleted text stays in a CRDT's history (each deleted run, a few bytes), and its
+        memory with it: updates that insert text already deleted, one run apart from the
+        next, grow a document without a byte of text to count against its cap. An update
+        adds at most :data:`_HISTORY_GROWTH` times its length to the encoded history (its
+        items, and the runs they split in two); the history is measured only once the bound
+        reaches the cap. Deletions alone pass, as for the text's cap."""
+        if not self.max_document or update[:1] == b"\x00":
+            return self._history_bound
+        cap = HISTORY_FACTOR * self.max_document
+        bound = self._history_bound + _HISTORY_GROWTH * len(update)
+        if bound > cap:
+            bound = len(self.doc.get_update()) + _HISTORY_GROWTH * len(update)
+            if bound > cap:
+                raise ProtocolError(
+                    ErrorCode.DOCUMENT_FULL,
+                    f"the document's history would grow past its cap of {cap} bytes",
+                )
+        return bound
+
     def edit(
         self,
         change: Callable[[Text], None],
@@ -607,6 +641,7 @@ class Room:
             return done
         update = captured[0] if len(captured) == 1 else merge_updates(*captured)
         self._size_bound += len(update)
+        self._history_bound += _HISTORY_GROWTH * len(update)
         self._note_pairs(pairs_in(update, TEXT_NAME))
         pending = _Pending(update, origin, None, fence=fence)
         if author is not None and origin in _AUTHORED:

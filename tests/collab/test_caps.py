@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from pathlib import Path
 
 import aiohttp
@@ -77,6 +78,47 @@ async def test_a_stock_client_past_the_cap_is_closed_with_its_code(
         assert room is None or "§" not in str(room.text)
         await until(lambda: "(ann): disconnected" in caplog.text)
     assert "(ann): disconnected (code 4019)" in caplog.text  # the code it was closed with
+
+
+async def test_text_deleted_as_it_is_inserted_cannot_grow_a_document_past_its_cap(
+    repos: Path, tmp_path: Path
+) -> None:
+    """Each update inserts text already deleted, one run apart from the next: the text stays
+    empty while the history (and the memory it takes) grows, until the history's cap
+    (``HISTORY_FACTOR`` times the text's) closes the connection with 4019; deleting still
+    passes, and the others go on."""
+    cap = 16 * 1024
+    config = make_config(repos, tmp_path / "data", max_document=cap)
+    room_id = "demo/main:tombs.txt"
+    async with (
+        CollabServer(config) as server,
+        YjsPeer(server.url, room_id, user="ann") as ann,
+        YjsPeer(server.url, room_id, user="bob") as bob,
+    ):
+        await asyncio.wait_for(ann.synced.wait(), 5)
+        await asyncio.wait_for(bob.synced.wait(), 5)
+        base = "bob's line\n" * 100
+        bob.text.insert(0, base)
+        await ann.wait_text(lambda text: text == base)
+        rng = random.Random(7)
+        for _ in range(2000):
+            if ann.closed.is_set():
+                break
+            with ann.doc.transaction():
+                for _ in range(50):
+                    at = rng.randrange(1, len(base))
+                    ann.text.insert(at, "x")
+                    del ann.text[at : at + 1]
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(ann.closed.wait(), 5)
+        assert ann.close_code == ErrorCode.DOCUMENT_FULL
+        assert "history" in ann.close_reason
+        room = server.rooms.get_key(room_id)
+        assert room is not None and str(room.text) == base
+        assert len(room.doc.get_update()) <= room_module.HISTORY_FACTOR * cap + 4096
+        del bob.text[0:2]  # a deletion passes
+        await until(lambda: str(room.text) == base[2:])
+        assert bob.close_code is None
 
 
 async def test_text_that_would_wait_pending_cannot_pass_the_cap(
