@@ -101,6 +101,10 @@ class Document:
         self._changed = asyncio.Event()
         self._subscription = self.doc.observe(self._on_transaction)
         self.closed = False
+        self.edits = 0
+        """Edits made here so far."""
+        self.confirmed = 0
+        """Of those, how many the server has confirmed durable (see ``Client.flush``)."""
 
     @property
     def client_id(self) -> int:
@@ -115,6 +119,7 @@ class Document:
             return
         update = bytes(event.update)
         if update != b"\x00\x00":
+            self.edits += 1
             self.client.send(m.Sync(self.ref, m.SyncStep.UPDATE, update))
 
     def insert(self, index: int, value: str) -> None:
@@ -177,7 +182,15 @@ class Document:
                     return text
                 await self._changed.wait()
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop editing this document. Edits made here that the server has not confirmed
+        (made while disconnected, or just now) are sent first: the close waits until the
+        server holds them durably (``Client.flush``), for up to ``timeout`` seconds; past
+        that, ``TimeoutError``, and the document stays open with its edits."""
+        if self.closed:
+            return
+        if self.edits > self.confirmed and not self.client.closing and self.writable:
+            await self.client.flush(timeout)
         if not self.closed:
             self.closed = True
             self.doc.unobserve(self._subscription)
@@ -278,6 +291,11 @@ class Client:
             await self.close()
             raise
 
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     async def close(self) -> None:
         self._closed = True
         for task in self._tasks:
@@ -340,11 +358,14 @@ class Client:
                 self._next_ping += 1
                 future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._pongs[ping_id] = future
+                made = [(document, document.edits) for document in self.docs.values()]
                 self.send(m.Ping(ping_id))
                 try:
                     await future
                 except ConnectionError:
                     continue  # dropped before the pong: ask again on the next connection
+                for document, edits in made:
+                    document.confirmed = max(document.confirmed, edits)
                 return
 
     async def call(self, op: str, timeout: float = 30.0, **args: Any) -> Any:

@@ -3,6 +3,7 @@ it returns never loses what it acknowledged."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -37,6 +38,35 @@ async def test_flush_covers_edits_made_offline_across_kill_9(repos: Path, tmp_pa
             stored = await stored_text(server.data_dir, ROOM)
             for made in markers:
                 assert stored.count(made) == 1, (i, made)
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_closing_a_document_sends_its_unconfirmed_edits_first(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A document typed in while the server is down and then closed: the close waits until
+    the server holds the edit (it used to drop it, unsent); closing it again, or one with
+    nothing unconfirmed, returns at once."""
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--completion-backend", "none"))
+    await server.start()
+    client = Client(server.url, user="ann", min_backoff=0.01, max_backoff=0.05)
+    try:
+        await client.connect()
+        doc = await client.open(ROOM)
+        other = await client.open("demo/main:src/app.py")
+        await server.kill()
+        doc.insert(0, "typed offline, then closed\n")
+        closing = asyncio.create_task(doc.close(timeout=20))
+        await asyncio.sleep(0.3)
+        assert not closing.done() and not doc.closed  # nothing confirmed: still open
+        await server.start()
+        await closing
+        assert doc.closed
+        assert (await stored_text(server.data_dir, ROOM)).startswith("typed offline")
+        await asyncio.wait_for(other.close(), 1)  # nothing of its own to wait for
+        await asyncio.wait_for(doc.close(), 1)
     finally:
         await client.close()
         await server.stop()
