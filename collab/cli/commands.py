@@ -172,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
         "(0: no cap)",
     )
     serve.add_argument(
+        "--max-file",
+        type=_positive_bytes,
+        default=_DEFAULTS.max_file,
+        help="largest file of a branch opened as a live document (bytes); a larger one is "
+        "refused with 4009, and a push that makes an open file larger closes its document",
+    )
+    serve.add_argument(
         "--max-push",
         type=_positive_bytes,
         default=_DEFAULTS.max_push,
@@ -503,6 +510,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         sync_window=args.sync_window,
         heartbeat=args.heartbeat,
         max_document=args.max_document,
+        max_file=args.max_file,
         max_push=args.max_push,
         fsck_accept=args.fsck_accept,
         store=args.store,

@@ -665,3 +665,13 @@ def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out == f"collab {metadata.version('collab-engine')}\n"
+
+
+def test_serve_sizes_reach_the_server_config(tmp_path: Path) -> None:
+    from collab.cli.commands import _config, _parser
+
+    args = _parser().parse_args(
+        ["serve", "--repos", str(tmp_path), "--max-file", "1048576", "--max-document", "2097152"]
+    )
+    config = _config(args)
+    assert config.max_file == 1024 * 1024 and config.max_document == 2 * 1024 * 1024
