@@ -21,6 +21,7 @@ new ones (``renamed``), so an editor showing the old path can open the new one.
 from __future__ import annotations
 
 import logging
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -130,8 +131,15 @@ class Merges:
         its pending live edits committed first, nothing is changed and it fails with
         ``CONFLICT``."""
         started = time.perf_counter()
+        for name, head in (("source_head", source_head), ("target_head", target_head)):
+            if head is not None and not _COMMIT_ID.fullmatch(head):
+                raise ProtocolError(
+                    ErrorCode.MALFORMED, f"{name} must be a commit id (40 hex digits)"
+                )
+        self.branches.check_write(
+            identity, self.branches.check_read(identity, repo), validate_branch(target)
+        )
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
-        self.branches.check_write(identity, repo, to_sync.branch)
         await from_sync.catch_up()
         source_head_now = await from_sync.flush()
         _check_moved(from_sync.branch, source_head_now, source_head)
@@ -292,6 +300,9 @@ def _refused_by_fsck(git: Repo, resolved: dict[str, BlobEntry | None]) -> list[t
         if problem is not None:
             refused.append((path, f"{problem.msg_id}: {problem.message}"))
     return refused
+
+
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 
 
 def _check_moved(branch: str, head: bytes | None, expected: str | None) -> None:

@@ -14,6 +14,7 @@ from gitcli import git, show
 from servers import make_config
 
 from collab import Client, ClientError, CollabServer
+from collab.server.auth import Role, TokenAuthenticator
 from gitsync.objects.commits import commit_changes, create_branch, read_ref
 from protocol.errors import ErrorCode
 
@@ -303,3 +304,23 @@ async def test_a_target_moved_outside_the_engine_is_caught_up_before_the_merge(
             head = git(demo, "rev-parse", "main").strip()
             assert show(demo, head, "README.md") == "# Demo, from topic\n"
         assert git(demo, "merge-base", "--is-ancestor", moved.decode(), head) == ""
+
+
+async def test_a_merge_is_refused_for_its_permission_and_malformed_heads_first(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    """A reader's merge is refused as read-only, whatever else is wrong with it; a head that
+    is no commit id is malformed, not a branch that moved."""
+    reader = tokens.mint(user="rita", repo="demo", role=Role.READ)
+    writer = tokens.mint(user="will", repo="demo", role=Role.WRITE)
+    async with Client(secure_server.url, token=reader) as rita:
+        for source in ("main", "nope"):  # into itself; from no branch
+            with pytest.raises(ClientError) as refused:
+                await rita.merge("demo", source, "main")
+            assert refused.value.code == ErrorCode.READ_ONLY, source
+    async with Client(secure_server.url, token=writer) as will:
+        fork = await will.fork("demo", "main", "topic")
+        for head in ("zz", "A" * 40, "1234"):
+            with pytest.raises(ClientError) as malformed:
+                await will.merge("demo", fork, "main", source_head=head)
+            assert malformed.value.code == ErrorCode.MALFORMED, head
