@@ -101,6 +101,15 @@ async def test_a_file_the_branch_lacks_is_said_to_be_missing(
     )
     assert not await chromium.eval("alice", READ_ONLY)
     await chromium.screenshot("alice", "missing")
+    # typed into being: once committed, it is on the branch, and the page says so
+    await chromium.click("alice", ".cm-content")
+    await chromium.type("alice", "- [ ] write it\n")
+    await chromium.wait(
+        "alice",
+        "() => !document.querySelector('#where').textContent.includes('not on this branch')",
+        timeout=15,
+    )
+    assert await chromium.eval("alice", NOTICES) == ""
     # a file that is there says nothing of the kind
     await chromium.eval("alice", "() => window.collab.open('main', 'README.md')")
     await wait_synced(chromium, "alice", "demo/main:README.md")

@@ -35,10 +35,11 @@ const place = (parent, nodes) => {
 export class BranchPanel {
   /**
    * `onOpen(branch, path)` is called when someone picks a branch or a file;
-   * `onBranches(list)` with every fresh branch list (the merge view uses it).
+   * `onBranches(list)` with every fresh branch list (the merge view uses it);
+   * `onFiles(branch, files)` with every fresh file list of the branch shown.
    */
-  constructor ({ api, repo, onOpen, onBranches }) {
-    Object.assign(this, { api, repo, onOpen, onBranches })
+  constructor ({ api, repo, onOpen, onBranches, onFiles = () => {} }) {
+    Object.assign(this, { api, repo, onOpen, onBranches, onFiles })
     this.branch = null
     this.path = null
     this.heads = {} // what the tree and log were last drawn at, by branch
@@ -87,6 +88,7 @@ export class BranchPanel {
       this.heads[branch] = current.head
       this.renderFiles(files.files)
       this.renderLog(branch, log.commits)
+      this.onFiles(branch, files.files)
     } else {
       this.markCurrentFile()
     }

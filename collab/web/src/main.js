@@ -171,12 +171,11 @@ async function main (refused = false) {
       // a branch the user may not write opens read-only (the server would refuse the edits)
       const listed = list.find(b => b.name === branch)
       const readOnly = listed ? !listed.writable : false
-      current = { branch, path }
+      const missing = Boolean(path) && !files.includes(path)
+      current = { branch, path, readOnly, missing }
       const docId = `${repo}/${branch}:${path}`
       history.replaceState(null, '', `#${roomName(docId)}`)
-      const missing = path && !files.includes(path)
-      const mark = missing ? '  (not on this branch)' : branch === own ? '  (your branch)' : readOnly ? '  (read-only)' : ''
-      $('where').textContent = `${branch} : ${path}${mark}`
+      showWhere()
       notify('document', missing ? `${path} is not on ${branch}: what you type creates it there.` : null)
       notify('error', null)
       editor?.destroy() // kept in the background until the server has its edits
@@ -201,6 +200,21 @@ async function main (refused = false) {
       wanted = current // asking again tries again
       notify('error', `Could not open ${path || branch}${path ? ` on ${branch}` : ''}: ${error.message}`, { kind: 'error' })
     }
+  }
+
+  /** The header: the branch and file open, and what they are to this user. */
+  const showWhere = () => {
+    const { branch, path, readOnly, missing } = current
+    const mark = missing ? '  (not on this branch)' : branch === own ? '  (your branch)' : readOnly ? '  (read-only)' : ''
+    $('where').textContent = `${branch} : ${path}${mark}`
+  }
+
+  /** A fresh file list of the branch shown: a file typed into being is on it now. */
+  const filesChanged = (branch, files) => {
+    if (!current || current.branch !== branch || !current.missing || !files.includes(current.path)) return
+    current.missing = false
+    showWhere()
+    notify('document', null)
   }
 
   /** The server refuses the open document for good (or no longer: `refusal` null). */
@@ -245,6 +259,7 @@ async function main (refused = false) {
     api,
     repo,
     onOpen: (branch, path) => open(branch, path),
+    onFiles: filesChanged,
     onBranches: list => merge.setBranches(list, { current: current?.branch ?? own, main: repoInfo.default_branch })
   })
   $('fork').addEventListener('click', async () => {
