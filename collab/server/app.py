@@ -44,6 +44,7 @@ from .http_api import ApiEndpoint, RouteHandler, authenticate_request, json_erro
 from .http_timeouts import GuardedSite, HeaderDeadlines
 from .metrics import ServerMetrics
 from .ops import CallContext, Operations
+from .peer_faults import quiet_peer_faults
 from .sockets import Sockets
 from .status_ops import StatusSources, register_status_ops
 from .ws_endpoint import WsEndpoint
@@ -385,6 +386,7 @@ class CollabServer(Lifecycle):
                 f"the repositories' directory {self.config.repos} does not exist"
             )
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        quiet_peer_faults()
         if self.config.store != "memory":  # one server (or store repair) per data directory
             self._data_lock.acquire()
             try:

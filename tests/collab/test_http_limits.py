@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -508,3 +509,27 @@ async def test_an_api_body_is_capped_well_below_a_frame(server: CollabServer) ->
         assert response.status == 413
         assert (await response.json())["error"]["code"] == ErrorCode.TOO_LARGE
     assert len(body) > server.config.max_api_body
+
+
+async def test_a_malformed_request_is_logged_as_one_line(
+    server: CollabServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request aiohttp cannot read is the peer's fault: answered 400 and logged as one
+    ``INFO`` line, not an ``ERROR`` with a traceback a client could repeat at will."""
+    caplog.set_level(logging.INFO, logger="aiohttp.server")
+    for request in (
+        b"POST /api/branch.list?user=e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+        b"POST /api/branch.list?user=e HTTP/1.1\r\nHost: x\r\nContent-Encoding: br\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(request)
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(100), 5)).startswith(b"HTTP/1.0 400")
+        writer.close()
+    await asyncio.sleep(0.2)
+    said = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(said) == 3 and {r.levelno for r in said} == {logging.INFO}
+    assert all(r.exc_info is None and "Error handling request" in r.getMessage() for r in said)
