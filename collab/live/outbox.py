@@ -15,11 +15,12 @@ from protocol.errors import ErrorCode
 
 from .traffic import Traffic
 
-__all__ = ["Outbox", "close_ws"]
+__all__ = ["Outbox", "SendBudget", "close_ws"]
 
 log = logging.getLogger("collab.outbox")
 _CLOSE_TIMEOUT = 2.0
 _DIRECT_LIMIT = 64 * 1024  # bytes already buffered above which frames are queued instead
+_DIRECT_MAX = 1024 * 1024  # a frame larger than this is queued (counted), never written at once
 MAX_MERGE = 64  # updates merged into one frame when a peer has fallen behind
 
 Encoder = Callable[[bytes], bytes]
@@ -98,6 +99,19 @@ class _LastWire:
 _last = _LastWire()
 
 
+class SendBudget:
+    """The bytes queued for all the connections of one user together, and their cap: one
+    user's many connections that do not read (each under its own cap) cannot hold the
+    server's memory between them."""
+
+    __slots__ = ("limit", "used", "user")
+
+    def __init__(self, user: str, limit: int) -> None:
+        self.user = user
+        self.limit = limit  # 0: no cap
+        self.used = 0
+
+
 class Outbox:
     """Queues frames for one WebSocket; a peer that lets ``limit`` items or ``max_bytes`` bytes
     pile up is cut off (``SLOW_READER``).
@@ -115,8 +129,10 @@ class Outbox:
         name: str,
         max_bytes: int = 16 * 1024 * 1024,
         traffic: Traffic | None = None,
+        budget: SendBudget | None = None,
     ) -> None:
         self.ws = ws
+        self.budget = budget  # shared with the user's other connections
         self.traffic = Traffic("") if traffic is None else traffic  # the endpoint's counters
         self.name = name
         self.limit = limit
@@ -151,14 +167,27 @@ class Outbox:
         if self.queued_bytes + size > self.max_bytes:
             self.abort(ErrorCode.SLOW_READER, f"send queue over {self.max_bytes} bytes")
             return
-        self.queued_bytes += size
+        budget = self.budget
+        if budget is not None and budget.limit and budget.used + size > budget.limit:
+            self.abort(
+                ErrorCode.SLOW_READER,
+                f"send queues of {budget.user}'s connections over {budget.limit} bytes",
+            )
+            return
+        self._count(size)
         self._items.append(item)
         self._ready.set()
+
+    def _count(self, size: int) -> None:
+        """``size`` bytes more queued (fewer, if negative)."""
+        self.queued_bytes += size
+        if self.budget is not None:
+            self.budget.used += size
 
     def put(self, frame: bytes) -> None:
         """Send an encoded frame now if the socket is idle, else queue it."""
         transport = self._idle_transport()
-        if transport is None:
+        if transport is None or len(frame) > _DIRECT_MAX:
             self._push(frame)
         else:
             wire = _last.frame(frame)
@@ -170,7 +199,7 @@ class Outbox:
         """Send ``encode(payload)`` (never merged); a broadcast of one payload object with one
         encoder builds the frame once for all peers."""
         transport = self._idle_transport()
-        if transport is None:
+        if transport is None or len(payload) > _DIRECT_MAX:
             self._push(_last.message(payload, encode))
         else:
             wire = _last.payload(payload, encode)
@@ -232,7 +261,7 @@ class Outbox:
         self.traffic.refuse("close", code)
         self._close = (code, reason)
         self._items.clear()
-        self.queued_bytes = 0
+        self._count(-self.queued_bytes)
         self._items.append(None)
         self._ready.set()
 
@@ -246,17 +275,17 @@ class Outbox:
         if item is None:
             return None
         if isinstance(item, bytes):
-            self.queued_bytes -= len(item)
+            self._count(-len(item))
             return item
         update, encode = item
-        self.queued_bytes -= len(update)
+        self._count(-len(update))
         updates = [update]
         while self._items and len(updates) < MAX_MERGE:
             following = self._items[0]
             if not isinstance(following, tuple) or following[1] is not encode:
                 break
             updates.append(following[0])
-            self.queued_bytes -= len(following[0])
+            self._count(-len(following[0]))
             self._items.popleft()
         if len(updates) > 1:
             update = merge_updates(*updates)
@@ -270,6 +299,7 @@ class Outbox:
             await self._send_queued()
         finally:
             self.traffic.open.discard(self)
+            self._count(-self.queued_bytes)  # what was never sent leaves the user's budget
 
     async def _send_queued(self) -> None:
         ws = self.ws

@@ -155,6 +155,7 @@ class CollabServer(Lifecycle):
             heartbeat=config.heartbeat,
             linger=config.body_timeout,
             max_per_user=config.max_user_sockets,
+            user_send_bytes=config.user_send_bytes,
         )
         self._runner: web.AppRunner | None = None
         self._header_deadlines = HeaderDeadlines(config.header_timeout)

@@ -38,6 +38,7 @@ class ServerConfig:
     max_file: int = 4 * 1024 * 1024  # larger files are not opened as live documents
     outbox_limit: int = 4096  # frames queued for one connection before it counts as a slow reader
     outbox_bytes: int = 16 * 1024 * 1024  # ... or bytes queued for it
+    user_send_bytes: int = 64 * 1024 * 1024  # bytes queued for one user's connections together
     max_document: int = 8 * 1024 * 1024  # a document's text (UTF-8 bytes) may not grow past this
     user_update_rate: float = 500.0  # updates per second per user, all connections together
     user_update_burst: int = 2000  # ... in bursts of up to this many (0 rate: no limit)

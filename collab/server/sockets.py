@@ -17,7 +17,7 @@ from aiohttp import web
 
 from protocol.errors import ErrorCode, ProtocolError
 
-from ..live.outbox import close_ws
+from ..live.outbox import SendBudget, close_ws
 from .websocket import CollabWebSocket
 
 __all__ = ["Sockets", "WebSockets"]
@@ -27,13 +27,21 @@ class Sockets:
     """The WebSocket factory and registry of one server."""
 
     def __init__(
-        self, *, max_message: int, heartbeat: float, linger: float, max_per_user: int = 0
+        self,
+        *,
+        max_message: int,
+        heartbeat: float,
+        linger: float,
+        max_per_user: int = 0,
+        user_send_bytes: int = 0,
     ) -> None:
         self.max_message = max_message
         self.heartbeat = heartbeat
         self.linger = linger
         self.max_per_user = max_per_user  # 0: no limit
+        self.user_send_bytes = user_send_bytes  # 0: no cap
         self._per_user: Counter[str] = Counter()  # connections admitted and not yet gone
+        self._budgets: dict[str, SendBudget] = {}  # of the users with connections admitted
         self._user_of: dict[web.WebSocketResponse, str] = {}
         self._open: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._lingering: set[asyncio.Task[None]] = set()  # closes of refused WebSockets
@@ -63,11 +71,19 @@ class Sockets:
             )
         self._per_user[user] += 1
 
+    def budget(self, user: str) -> SendBudget:
+        """The send budget ``user``'s admitted connections share (see ``SendBudget``)."""
+        budget = self._budgets.get(user)
+        if budget is None:
+            budget = self._budgets[user] = SendBudget(user, self.user_send_bytes)
+        return budget
+
     def release(self, user: str) -> None:
         """A connection :meth:`admit` counted is gone."""
         self._per_user[user] -= 1
         if self._per_user[user] <= 0:
             del self._per_user[user]
+            self._budgets.pop(user, None)
 
     def track(self, ws: web.WebSocketResponse, user: str | None = None) -> None:
         """``ws`` is open; ``user``: it was admitted for that user."""
@@ -106,6 +122,8 @@ class WebSockets(Protocol):
     def admit(self, user: str) -> None: ...
 
     def release(self, user: str) -> None: ...
+
+    def budget(self, user: str) -> SendBudget: ...
 
     def track(self, ws: web.WebSocketResponse, user: str | None = None) -> None: ...
 

@@ -297,6 +297,7 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
         ws,
         limit=endpoint.config.outbox_limit,
         max_bytes=endpoint.config.outbox_bytes,
+        budget=endpoint.sockets.budget(identity.user),
         name=f"{name} ({identity.user})",
         traffic=traffic,
     )

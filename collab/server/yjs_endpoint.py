@@ -132,6 +132,7 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
         ws,
         limit=endpoint.config.outbox_limit,
         max_bytes=endpoint.config.outbox_bytes,
+        budget=endpoint.sockets.budget(identity.user),
         name=f"{name} ({identity.user})",
         traffic=endpoint.traffic,
     )

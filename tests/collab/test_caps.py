@@ -4,8 +4,11 @@ connection's send queue in bytes. What is refused is neither stored nor broadcas
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import random
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -220,6 +223,65 @@ async def test_a_reader_that_never_reads_is_cut_off_by_bytes(repos: Path, tmp_pa
                 await asyncio.sleep(0.02)
             assert peer.outbox.queued_bytes == 0  # type: ignore[attr-defined]
         await sloth.close()
+
+
+async def _sloth(port: int, path: str, asks: int) -> socket.socket:
+    """A WebSocket client with a small receive buffer that asks ``asks`` times for the whole
+    document (sync step 1), then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(
+        sock,
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode(),
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await loop.sock_recv(sock, 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    ask = encode_message(SyncStep1(Doc().get_state()))
+    mask = os.urandom(4)
+    framed = (
+        bytes([0x82, 0x80 | len(ask)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(ask))
+    )
+    for _ in range(asks):
+        await loop.sock_sendall(sock, framed)
+    return sock
+
+
+async def test_many_readers_of_one_user_that_never_read_are_cut_off_by_their_bytes_together(
+    repos: Path, tmp_path: Path
+) -> None:
+    """Each connection of one user asks for a large document's state and never reads: each
+    stays under its own cap, but together they pass the user's (``user_send_bytes``), and
+    the ones that would pass it are closed with 4008; another user is not."""
+    config = make_config(
+        repos, tmp_path / "data", heartbeat=120.0, outbox_bytes=32 * MB, user_send_bytes=24 * MB
+    )
+    async with CollabServer(config) as server:
+        async with YjsPeer(server.url, ROOM, user="ann") as ann:
+            await asyncio.wait_for(ann.synced.wait(), 5)
+            ann.text.insert(0, "big " * MB)  # a 4 MiB document
+            await until(lambda: len(str(server.rooms.get_key(ROOM).text)) > 4 * MB)  # type: ignore[union-attr]
+        sloths = [await _sloth(server.port, f"/yjs/{ROOM}?user=sloth", 4) for _ in range(6)]
+        room = server.rooms.get_key(ROOM)
+        assert room is not None
+        # the connections past the user's cap are closed (and leave the room)
+        refusals = server._yjs.traffic.refusals
+        await until(lambda: refusals["close", ErrorCode.SLOW_READER] >= 2)
+        assert 0 < len(room.peers) < len(sloths)
+        budget = server.sockets.budget("sloth")
+        assert budget.used <= 24 * MB
+        queued = sum(p.outbox.queued_bytes for p in room.peers)  # type: ignore[attr-defined]
+        assert queued <= 24 * MB
+        async with YjsPeer(server.url, ROOM, user="bob") as bob:  # another user still reads
+            await bob.wait_text(lambda text: len(text) > 4 * MB)
+        for sloth in sloths:
+            sloth.close()
 
 
 async def test_memory_stays_bounded_when_a_client_fills_a_document(
