@@ -48,6 +48,8 @@ _HISTORY_GROWTH = 2  # at most this many bytes of encoded history per byte of an
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 _AUTHORED = (Origin.CLIENT, Origin.AI)  # the edits whose writer a commit names
 _ID_USERS = 4096  # awareness ids whose holder a room remembers past its table (see _hold_id)
+_IDS_PER_USER = 32  # ... of which one person's most recent are kept (others' are not evicted)
+_TABLE_SHARE = 8  # one person holds at most 1/this of a room's awareness table (4 at least)
 
 
 class InvalidUpdate(ProtocolError):
@@ -183,6 +185,7 @@ class Room:
         self._clocks: dict[int, int] = {}
         # who held each awareness id, kept when its entry leaves a full table (see _id_user)
         self._id_users: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self._ids_of: dict[str, collections.OrderedDict[int, None]] = {}  # the same, by person
         self.recovered = False  # loaded from a history repaired after damage
         # loaded from a history that lacks part of what its branch committed (the state vector
         # it must cover again before it is committed; see Rooms._lost_history)
@@ -882,7 +885,7 @@ class Room:
             if entry.client_id != own:
                 log.debug("%s: dropped awareness for foreign id %d", self.key, entry.client_id)
                 continue
-            if not self._room_for(current):
+            if not self._room_for(current, peer.identity.user):
                 log.warning("%s: awareness table full, dropped client %d", self.key, own)
                 continue
             if current is not None and (
@@ -980,17 +983,43 @@ class Room:
 
     def _hold_id(self, client_id: int, user: str) -> None:
         """Remember that ``user`` holds ``client_id``, also once its entry is evicted from a
-        full table (the most recent ``_ID_USERS`` ids)."""
+        full table (the most recent ``_ID_USERS`` ids; of each person, the most recent
+        ``_IDS_PER_USER``: one who makes up ids by the thousand evicts only their own, never
+        the id someone else will come back with)."""
+        previous = self._id_users.get(client_id)
+        if previous is not None and previous != user and previous in self._ids_of:
+            self._ids_of[previous].pop(client_id, None)
         self._id_users[client_id] = user
         self._id_users.move_to_end(client_id)
+        mine = self._ids_of.setdefault(user, collections.OrderedDict())
+        mine[client_id] = None
+        mine.move_to_end(client_id)
+        while len(mine) > _IDS_PER_USER:
+            oldest, _ = mine.popitem(last=False)
+            self._id_users.pop(oldest, None)
         while len(self._id_users) > _ID_USERS:
-            self._id_users.popitem(last=False)
+            oldest, holder = self._id_users.popitem(last=False)
+            held = self._ids_of.get(holder)
+            if held is not None:
+                held.pop(oldest, None)
+                if not held:
+                    del self._ids_of[holder]
 
-    def _room_for(self, current: _AwarenessState | None) -> bool:
+    def _room_for(self, current: _AwarenessState | None, user: str | None = None) -> bool:
         """Whether the awareness table can take an entry whose id holds ``current``: an id it
         holds always can; a new one while the table is not full, once the removed states (kept
-        for their clocks) are evicted if it is."""
-        if current is not None or len(self._awareness) < self.max_awareness:
+        for their clocks) are evicted if it is, and (for a peer of this node, ``user``) while
+        that person holds less than their share of it (their tabs, not the whole table)."""
+        if current is not None:
+            return True
+        if user is not None:
+            share = max(4, self.max_awareness // _TABLE_SHARE)
+            held = sum(
+                1 for entry in self._awareness.values() if entry.user == user and entry.state
+            )
+            if held >= share:
+                return False
+        if len(self._awareness) < self.max_awareness:
             return True
         for client_id, entry in list(self._awareness.items()):
             if entry.state is None:

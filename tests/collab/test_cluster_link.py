@@ -235,3 +235,44 @@ async def test_a_room_not_following_the_log_makes_no_snapshot(nodes: Nodes) -> N
     after = (await a.rooms.store.load(str(DOC))) or pytest.fail("nothing stored")
     assert before.snapshot is None
     assert (after.snapshot, after.snapshot_seq, after.updates) == (None, 0, before.updates)
+
+
+async def test_one_person_holds_a_share_of_the_awareness_table_and_of_the_ids_kept(
+    nodes: Nodes,
+) -> None:
+    """A person with many connections gets a share of the table (their tabs), not the whole
+    of it; and the thousands of ids one person makes up evict only their own record of who
+    held which id, so the id someone else comes back with is still theirs."""
+    a = await nodes.node("a")
+    ann = Peer("ann")
+    room = await join(a, ann)
+    room.max_awareness = 64  # a share of 8
+    here = {"cursor": 1}
+    room.receive_awareness(ann, encode_awareness([AwarenessEntry(77, 1, here)]))
+    room.receive_awareness(ann, encode_awareness([AwarenessEntry(77, 2, None)]))  # ann leaves
+    room.detach(ann)
+    tabs = [Peer("mallory") for _ in range(20)]
+    for k, tab in enumerate(tabs):
+        await join(a, tab)
+        room.receive_awareness(tab, encode_awareness([AwarenessEntry(1000 + k, 1, here)]))
+    held = [e.client_id for e in room.awareness_entries() if e.state is not None]
+    assert len(held) == 8  # mallory's share
+    bob = Peer("bob")
+    await join(a, bob)
+    room.receive_awareness(bob, encode_awareness([AwarenessEntry(5, 1, here)]))
+    assert 5 in [e.client_id for e in room.awareness_entries() if e.state is not None]
+    # mallory makes up ids by the thousand, on connection after connection
+    for k in range(5000):
+        tab = Peer("mallory")
+        await join(a, tab)
+        room.receive_awareness(tab, encode_awareness([AwarenessEntry(10_000 + k, 1, here)]))
+        room.receive_awareness(tab, encode_awareness([AwarenessEntry(10_000 + k, 2, None)]))
+        room.detach(tab)
+    thief = Peer("mallory")
+    await join(a, thief)
+    room.receive_awareness(thief, encode_awareness([AwarenessEntry(77, 3, here)]))
+    assert room.awareness_ids.get(thief) is None  # ann's id stays ann's
+    back = Peer("ann")
+    await join(a, back)
+    room.receive_awareness(back, encode_awareness([AwarenessEntry(77, 3, here)]))
+    assert room.awareness_ids.get(back) == 77
