@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+from dulwich.objects import Commit, ObjectID, Tag
 from dulwich.refs import Ref
 from pycrdt import Doc
 
@@ -20,12 +22,14 @@ from gitsync import BranchNotFound, RepoNotFound, Repositories
 from gitsync.changes import read_blob
 from gitsync.naming import PARTICIPANT_PREFIX, is_participant_branch
 from gitsync.objects.commits import (
+    HEADS,
     BranchExists,
     RefMoved,
     branch_heads,
     create_branch,
     delete_branch,
     head_target,
+    read_ref,
     set_synced,
     synced_ref,
 )
@@ -260,8 +264,11 @@ class Branches:
         name = validate_branch(name)
         self.check_write(identity, repo, name)
         self.check_create(identity, repo, name)
-        source = validate_branch(source or await self.default_branch(repo))
-        start = await self.git_flush(repo, source, await self.head(repo, source))
+        source = source or await self.default_branch(repo)
+        start = await in_git_thread(self.repos, self._tag_or_commit, repo, source)
+        if start is None:  # a branch: at its live state
+            source = validate_branch(source)
+            start = await self.git_flush(repo, source, await self.head(repo, source))
         await self._create_checked(repo, name, start)
         self._ref_event(repo, name, None, start, "create")
         log.info(
@@ -273,6 +280,28 @@ class Branches:
             start[:12].decode(),
         )
         return {"name": name, "head": hexsha(start)}
+
+    def _tag_or_commit(self, repo: str, source: str) -> bytes | None:
+        """The commit ``source`` names if it is no branch's name but a tag's (``v1``, or
+        ``refs/tags/v1``; an annotated tag peeled) or a commit's full id; ``None`` for a
+        branch's name (or nothing the repository holds: the branch lookup says so)."""
+        git = self.repos.open(repo)
+        if read_ref(git, HEADS + source.encode("utf-8", "replace")) is not None:
+            return None
+        named = source.encode("utf-8", "replace")
+        tag = named if named.startswith(b"refs/tags/") else b"refs/tags/" + named
+        target = read_ref(git, tag)
+        if target is None and re.fullmatch(rb"[0-9a-f]{40}", named):
+            target = named
+        if target is None:
+            return None
+        try:
+            obj = git[ObjectID(target)]
+            while isinstance(obj, Tag):
+                obj = git[obj.object[1]]
+        except KeyError:
+            return None
+        return bytes(obj.id) if isinstance(obj, Commit) else None
 
     async def _create_checked(self, repo: str, name: str, start: bytes) -> None:
         try:

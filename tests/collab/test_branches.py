@@ -24,6 +24,7 @@ from collab.git.branch_sync import BranchSync
 from collab.live.origin import Origin
 from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
+from protocol.errors import ErrorCode
 
 
 @pytest.fixture
@@ -653,3 +654,29 @@ async def test_a_refused_open_is_raised_to_the_caller_not_also_logged(
             await alice.open("demo/nowhere:README.md")
         assert refused.value.code == 4004
     assert not [r for r in caplog.records if r.name == "collab.client" and r.levelno >= 30]
+
+
+async def test_a_branch_is_created_from_a_tag_or_a_commit(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    """``branch.create`` takes a branch, a tag (annotated or not) or a commit's id to start
+    from; a branch's name comes first."""
+    demo = repos / "demo"
+    first = git(demo, "rev-parse", "main").strip()
+    async with Client(fast_server.url, user="alice") as alice:
+        doc = await alice.open("demo/main:README.md")
+        doc.insert(0, "after the tags\n")
+        await alice.commit("demo", "main")
+        git(demo, "tag", "light", first)
+        git(demo, "tag", "-a", "-m", "release", "v1", first)
+        for source in ("light", "v1", "refs/tags/v1", first):
+            name = f"from-{source.replace('/', '-')[:12]}"
+            made = await alice.call("branch.create", repo="demo", name=name, **{"from": source})
+            assert made["head"] == first, source
+            assert show(demo, name, "README.md") == show(demo, first, "README.md")
+        made = await alice.call("branch.create", repo="demo", name="from-main", **{"from": "main"})
+        assert made["head"] == git(demo, "rev-parse", "main").strip() != first
+        for source in ("nope", "0" * 40):
+            with pytest.raises(ClientError) as missing:
+                await alice.call("branch.create", repo="demo", name="x", **{"from": source})
+            assert missing.value.code == ErrorCode.NOT_FOUND
