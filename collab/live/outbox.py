@@ -20,7 +20,6 @@ __all__ = ["Outbox", "SendBudget", "close_ws"]
 log = logging.getLogger("collab.outbox")
 _CLOSE_TIMEOUT = 2.0
 _DIRECT_LIMIT = 64 * 1024  # bytes already buffered above which frames are queued instead
-_DIRECT_MAX = 1024 * 1024  # a frame larger than this is queued (counted), never written at once
 MAX_MERGE = 64  # updates merged into one frame when a peer has fallen behind
 
 Encoder = Callable[[bytes], bytes]
@@ -133,6 +132,7 @@ class Outbox:
     ) -> None:
         self.ws = ws
         self.budget = budget  # shared with the user's other connections
+        self._ended = False  # the sender has stopped: nothing more is queued
         self.traffic = Traffic("") if traffic is None else traffic  # the endpoint's counters
         self.name = name
         self.limit = limit
@@ -158,17 +158,25 @@ class Outbox:
         return len(self._items)
 
     def _push(self, item: bytes | tuple[bytes, Encoder]) -> None:
-        if self._close is not None:
+        if self._close is not None or self._ended:
             return
         size = len(item) if isinstance(item, bytes) else len(item[0])
         if len(self._items) >= self.limit:
             self.abort(ErrorCode.SLOW_READER, f"send queue over {self.limit} frames")
             return
-        if self.queued_bytes + size > self.max_bytes:
+        # one frame is always taken when nothing is queued: a document's whole state, which
+        # its caps let grow past a queue's, can always be sent to one who reads
+        alone = not self._items
+        if self.queued_bytes + size > self.max_bytes and not alone:
             self.abort(ErrorCode.SLOW_READER, f"send queue over {self.max_bytes} bytes")
             return
         budget = self.budget
-        if budget is not None and budget.limit and budget.used + size > budget.limit:
+        if (
+            budget is not None
+            and budget.limit
+            and budget.used + size > budget.limit
+            and not (alone and budget.used == 0)
+        ):
             self.abort(
                 ErrorCode.SLOW_READER,
                 f"send queues of {budget.user}'s connections over {budget.limit} bytes",
@@ -187,7 +195,7 @@ class Outbox:
     def put(self, frame: bytes) -> None:
         """Send an encoded frame now if the socket is idle, else queue it."""
         transport = self._idle_transport()
-        if transport is None or len(frame) > _DIRECT_MAX:
+        if transport is None:
             self._push(frame)
         else:
             wire = _last.frame(frame)
@@ -199,7 +207,7 @@ class Outbox:
         """Send ``encode(payload)`` (never merged); a broadcast of one payload object with one
         encoder builds the frame once for all peers."""
         transport = self._idle_transport()
-        if transport is None or len(payload) > _DIRECT_MAX:
+        if transport is None:
             self._push(_last.message(payload, encode))
         else:
             wire = _last.payload(payload, encode)
@@ -299,7 +307,10 @@ class Outbox:
             await self._send_queued()
         finally:
             self.traffic.open.discard(self)
-            self._count(-self.queued_bytes)  # what was never sent leaves the user's budget
+            # what was never sent leaves the user's budget, and nothing is queued after it
+            self._ended = True
+            self._items.clear()
+            self._count(-self.queued_bytes)
 
     async def _send_queued(self) -> None:
         ws = self.ws

@@ -61,3 +61,50 @@ async def test_the_server_only_writes_directly_to_uncompressed_sockets(
         max_message=1024, heartbeat=None, autoping=True, compress=True, linger=1.0, lingering=set()
     )
     assert not outbox.Outbox(compressed, limit=1, name="t")._direct
+
+
+class _Unread:
+    """A WebSocket whose peer reads nothing: no transport to write to at once, and a send
+    that waits for good (or fails, once ``gone``)."""
+
+    transport = None
+    closed = False
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.sent: list[bytes] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self.gone:
+            raise ConnectionError("the peer went away")
+        self.sent.append(data)
+        await asyncio.Event().wait()
+
+    async def close(self, **kwargs: Any) -> None:
+        pass
+
+
+async def test_one_frame_past_the_caps_is_taken_when_nothing_is_queued() -> None:
+    """A document's state can outgrow a queue's cap: alone in the queue it is still sent;
+    a second frame behind it is over the cap."""
+    budget = outbox.SendBudget("ann", 1000)
+    box = outbox.Outbox(_Unread(), limit=10, name="t", max_bytes=1000, budget=budget)  # type: ignore[arg-type]
+    box.put(b"x" * 5000)
+    assert not box.closing and budget.used == 5000
+    box.put(b"y" * 10)
+    assert box.closing and budget.used == 0
+
+
+async def test_a_users_budget_comes_back_whole_when_a_sender_fails() -> None:
+    """Frames put after the sender stopped (the peer gone, the reader side not yet told)
+    are not queued, and what was queued leaves the user's budget."""
+    budget = outbox.SendBudget("ann", 10_000_000)
+    ws = _Unread()
+    ws.gone = True
+    box = outbox.Outbox(ws, limit=1000, name="t", budget=budget)  # type: ignore[arg-type]
+    box.put(b"a" * 100)
+    await box.run()
+    for _ in range(100):
+        box.put(b"b" * 100_000)
+    box.finish()
+    assert budget.used == 0 and box.queued_bytes == 0
