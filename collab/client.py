@@ -186,10 +186,11 @@ class Document:
         """Stop editing this document. Edits made here that the server has not confirmed
         (made while disconnected, or just now) are sent first: the close waits until the
         server holds them durably (``Client.flush``), for up to ``timeout`` seconds; past
-        that, ``TimeoutError``, and the document stays open with its edits."""
+        that, ``TimeoutError``, and the document stays open with its edits. With a
+        ``timeout`` of 0 it closes at once, and such edits are dropped."""
         if self.closed:
             return
-        if self.edits > self.confirmed and not self.client.closing and self.writable:
+        if self.edits > self.confirmed and not self.client.closing and self.writable and timeout:
             await self.client.flush(timeout)
         if not self.closed:
             self.closed = True

@@ -82,7 +82,9 @@ class Documents:
         if document is None:
             return
         self._drop(path)
-        await document.close()
+        # at once: a server that is away must not hold up the syncer's shutdown, nor the
+        # opening of another file (only a document not busy is closed to make room)
+        await document.close(timeout=0)
 
     def _drop(self, path: str) -> None:
         document = self._open.pop(path)

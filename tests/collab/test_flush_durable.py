@@ -70,3 +70,47 @@ async def test_closing_a_document_sends_its_unconfirmed_edits_first(
     finally:
         await client.close()
         await server.stop()
+
+
+async def test_a_close_that_may_not_wait_closes_at_once(repos: Path, tmp_path: Path) -> None:
+    """``close(timeout=0)``: for a caller that must not wait for a server that is away (a
+    syncer shutting down); the edits not confirmed are dropped with the document."""
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--completion-backend", "none"))
+    await server.start()
+    client = Client(server.url, user="ann", min_backoff=0.01, max_backoff=0.05)
+    try:
+        await client.connect()
+        doc = await client.open(ROOM)
+        await server.kill()
+        doc.insert(0, "never sent\n")
+        await asyncio.wait_for(doc.close(timeout=0), 1)
+        assert doc.closed
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_a_syncers_documents_close_at_once_with_the_server_away(
+    repos: Path, tmp_path: Path
+) -> None:
+    """The disk syncer's documents close at once at its shutdown, the server away and
+    edits unconfirmed: the shutdown goes on to close the rest."""
+    from collab.disk.documents import Documents
+
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--completion-backend", "none"))
+    await server.start()
+    client = Client(server.url, user="ann", min_backoff=0.01, max_backoff=0.05)
+    try:
+        await client.connect()
+        docs = Documents(client, "demo", "main", lambda path: None)
+        opened = [await docs.open(f"f{i}.txt") for i in range(3)]
+        for doc in opened:
+            await doc.synced.wait()
+        await server.kill()
+        for doc in opened:
+            doc.insert(0, "offline edit\n")
+        await asyncio.wait_for(docs.close_all(), 2)
+        assert all(doc.closed for doc in opened) and len(docs) == 0
+    finally:
+        await client.close()
+        await server.stop()
