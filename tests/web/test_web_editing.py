@@ -189,3 +189,39 @@ async def test_a_file_with_crlf_line_ends_is_edited_where_the_cursor_is(
         await wait_equal(chromium, ["alice", "bob"], expected)
         await written.wait_for(lambda text: text == expected, timeout=10)
     await wait_git(repos / "demo", "main:crlf.txt", expected.encode())
+
+
+PASTE = """(text) => {
+  const data = new DataTransfer()
+  data.setData('text/plain', text)
+  document.querySelector('.cm-content').dispatchEvent(
+    new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }))
+}"""
+
+
+async def test_line_breaks_typed_or_pasted_take_the_files_line_ends(
+    server: CollabServer, chromium: Chromium
+) -> None:
+    """Enter in a CRLF Python file indents as in any Python file and breaks with CRLF; text
+    pasted with CRLF into a file with LF line ends comes in with LF, and text pasted with LF
+    into a CRLF file with CRLF."""
+    async with Client(server.url, user="py") as client:
+        crlf = await client.open("demo/main:crlf.py")
+        crlf.insert(0, "def f():\r\n    pass\r\n")
+        await client.flush()
+        await open_page(chromium, "alice", http(server), "demo/main:crlf.py")
+        await chromium.click("alice", ".cm-content")
+        await chromium.press("alice", "Control+Home")
+        await chromium.press("alice", "End")
+        await chromium.press("alice", "Enter")
+        await chromium.type("alice", "x = 1")
+        await chromium.press("alice", "Control+End")
+        await chromium.eval("alice", PASTE, "pasted a\npasted b\n")
+        expected = "def f():\r\n  x = 1\r\n    pass\r\npasted a\r\npasted b\r\n"  # (indent unit: 2)
+        await wait_equal(chromium, ["alice"], expected)
+        await crlf.wait_for(lambda text: text == expected, timeout=10)
+        await open_page(chromium, "alice", http(server), "demo/main:src/app.py")
+        await chromium.click("alice", ".cm-content")
+        await chromium.press("alice", "Control+End")
+        await chromium.eval("alice", PASTE, "one\r\ntwo\rthree\r\n")
+        await wait_equal(chromium, ["alice"], "print('hello')\none\ntwo\nthree\n")

@@ -6,11 +6,12 @@
 // Here only "\n" breaks a line: a "\r" is a character of its line, shown as nothing, and
 // positions are the live text's offsets one for one. So that a CRLF file stays one:
 // - the cursor never rests between a line's closing "\r" and its break (it goes before it);
-// - Enter in a file whose first line ends with "\r" breaks the line with "\r\n";
+// - a line break typed (Enter) or pasted into a file whose first line ends with "\r" gets
+//   its "\r", and one pasted into a file with LF line ends loses it;
 // - deleting a line break or its "\r" alone takes both.
 
-import { EditorSelection, EditorState, Prec } from '@codemirror/state'
-import { highlightSpecialChars, keymap } from '@codemirror/view'
+import { EditorSelection, EditorState } from '@codemirror/state'
+import { EditorView, highlightSpecialChars } from '@codemirror/view'
 
 // CodeMirror's default special characters, less "\r" (shown as nothing here)
 const SPECIAL = /[\u0000-\u0008\u000a-\u000c\u000e-\u001f\u007f-\u009f\u00ad\u061c\u200b\u200e\u200f\u2028\u2029\u202d\u202e\u2066\u2067\u2069\ufeff\ufff9-\ufffc]/
@@ -64,18 +65,29 @@ const wholeBreaks = EditorState.transactionFilter.of(tr => {
   }
 })
 
-function enter (view) {
-  const { state } = view
-  if (!crlf(state.doc) || state.readOnly) return false
-  view.dispatch(state.update(state.changeByRange(range => {
-    const from = beforeCR(state.doc, range.from)
-    const to = Math.max(from, beforeCR(state.doc, range.to))
-    const indent = /^[ \t]*/.exec(state.doc.lineAt(from).text)[0]
-    const insert = '\r\n' + indent
-    return { changes: { from, to, insert }, range: EditorSelection.cursor(from + insert.length) }
-  }), { scrollIntoView: true, userEvent: 'input' }))
-  return true
-}
+// text put into a file breaks its lines as the file does: in a CRLF file, each line break
+// typed (Enter, with the language's indentation) or pasted gets its "\r"
+const crlfBreaks = EditorState.transactionFilter.of(tr => {
+  if (!tr.docChanged || !tr.isUserEvent('input') || !crlf(tr.startState.doc)) return tr
+  // each break in what changed, and the one right after it (Enter takes the whitespace
+  // after the cursor, the line's "\r" with it), that has no "\r" gets one
+  const doc = tr.newDoc
+  const fixes = new Set()
+  tr.changes.iterChanges((_fromA, _toA, fromB, toB) => {
+    const start = Math.max(0, fromB - 1)
+    const text = doc.sliceString(start, Math.min(doc.length, toB + 1), '\n')
+    for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) {
+      if (start + i > 0 && doc.sliceString(start + i - 1, start + i) !== '\r') fixes.add(start + i)
+    }
+  })
+  if (!fixes.size) return tr
+  const changes = [...fixes].sort((a, b) => a - b).map(from => ({ from, insert: '\r' }))
+  return [tr, { changes, sequential: true }]
+})
+
+// pasted into a file with LF line ends, CRLF (or lone CR) line ends become LF
+const pastedBreaks = EditorView.clipboardInputFilter.of((text, state) =>
+  crlf(state.doc) ? text : text.replace(/\r\n?/g, '\n'))
 
 /** The extensions that edit a document's line ends as they are (see above). */
 export function lineEnds () {
@@ -84,6 +96,7 @@ export function lineEnds () {
     highlightSpecialChars({ specialChars: SPECIAL }),
     keepBeforeCR,
     wholeBreaks,
-    Prec.high(keymap.of([{ key: 'Enter', run: enter }]))
+    crlfBreaks,
+    pastedBreaks
   ]
 }
