@@ -262,8 +262,8 @@ class Branches:
     ) -> dict[str, Any]:
         repo = self.check_read(identity, repo)
         name = validate_branch(name)
-        self.check_write(identity, repo, name)
         self.check_create(identity, repo, name)
+        self.check_write(identity, repo, name)
         source = source or await self.default_branch(repo)
         start = await in_git_thread(self.repos, self._tag_or_commit, repo, source)
         if start is None:  # a branch: at its live state
@@ -323,8 +323,8 @@ class Branches:
         if name is None:
             name = await self._fork_name(repo, identity.own_branch)
         name = validate_branch(name)
-        self.check_write(identity, repo, name)
         self.check_create(identity, repo, name)
+        self.check_write(identity, repo, name)
         await self.head(repo, source)
         sync = await self.sync_of(repo, source)
         prefix = f"{repo}/{source}:"
@@ -364,7 +364,11 @@ class Branches:
                 await self._capture_stored(prefix, states)
                 # Nobody loads a document of the fork until it holds the source's history:
                 # one seeded from the fork's files meanwhile would hold its text twice.
-                forming = self.git.forming.setdefault((repo, name), asyncio.Event())
+                if (repo, name) in self.git.forming:
+                    raise ProtocolError(
+                        ErrorCode.CONFLICT, f"{name!r} is being made by another fork"
+                    )
+                forming = self.git.forming[(repo, name)] = asyncio.Event()
                 try:
                     await self._create_checked(repo, name, start)
                     target = f"{repo}/{name}:"

@@ -89,6 +89,11 @@ class Identity:
         if not branch.startswith(PARTICIPANT_PREFIX) or self.owns_branch(repo, branch):
             return None
         own = self.own_branch
+        if branch.startswith(own + "-"):  # theirs by its start, another's by its shape
+            return (
+                f"{branch!r} has the shape of a person's own branch (a name ending in a dash "
+                f"and 8 hex digits): name the fork otherwise ({own}-fork-2, say)"
+            )
         return (
             f"{branch!r} is under {PARTICIPANT_PREFIX}, where each person has their own branch "
             f"and its forks: {self.user} may create only {own} and {own}-..."

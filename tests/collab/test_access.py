@@ -343,6 +343,10 @@ async def test_a_branch_under_people_is_its_persons_own_whatever_the_names(
             await reading.call("branch.delete", repo="demo", name=theirs)
         assert deleting.value.code in (ErrorCode.READ_ONLY, ErrorCode.FORBIDDEN)
         assert await reading.fork("demo", "main") == alice + "-fork-1"  # her own forks: hers
+        with pytest.raises(ClientError) as shaped:  # but not one named as a person's own
+            await reading.fork("demo", "main", alice + "-backup-20240101")
+        assert shaped.value.code == ErrorCode.FORBIDDEN
+        assert "name the fork otherwise" in shaped.value.message
     async with Client(secure_server.url, token=writer) as mallory:
         for name in (bob, "people/x", alice + "-fork-9"):
             for op, args in (
