@@ -286,13 +286,12 @@ class Branches:
         ``refs/tags/v1``; an annotated tag peeled) or a commit's full id; ``None`` for a
         branch's name (or nothing the repository holds: the branch lookup says so)."""
         git = self.repos.open(repo)
-        if read_ref(git, HEADS + source.encode("utf-8", "replace")) is not None:
+        branch, tag = _ref_name(source), _ref_name(source.removeprefix("refs/tags/"))
+        if branch is not None and read_ref(git, HEADS + branch) is not None:
             return None
-        named = source.encode("utf-8", "replace")
-        tag = named if named.startswith(b"refs/tags/") else b"refs/tags/" + named
-        target = read_ref(git, tag)
-        if target is None and re.fullmatch(rb"[0-9a-f]{40}", named):
-            target = named
+        target = None if tag is None else read_ref(git, b"refs/tags/" + tag)
+        if target is None and re.fullmatch(r"[0-9a-f]{40}", source):
+            target = source.encode("ascii")
         if target is None:
             return None
         try:
@@ -530,3 +529,12 @@ class Branches:
         self.check_write(identity, repo, branch)
         head = await self.head(repo, branch)
         return {"name": branch, "head": hexsha(await self.git_flush(repo, branch, head))}
+
+
+def _ref_name(name: str) -> bytes | None:
+    """``name`` as the last part of a ref (a branch's or a tag's), if git takes it as one:
+    never a path out of the refs (``..``), whatever a caller sends."""
+    try:
+        return validate_branch(name).encode("utf-8")
+    except ProtocolError:
+        return None

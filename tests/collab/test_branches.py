@@ -676,7 +676,12 @@ async def test_a_branch_is_created_from_a_tag_or_a_commit(
             assert show(demo, name, "README.md") == show(demo, first, "README.md")
         made = await alice.call("branch.create", repo="demo", name="from-main", **{"from": "main"})
         assert made["head"] == git(demo, "rev-parse", "main").strip() != first
-        for source in ("nope", "0" * 40):
-            with pytest.raises(ClientError) as missing:
+        for source, code in [
+            ("nope", ErrorCode.NOT_FOUND),
+            ("0" * 40, ErrorCode.NOT_FOUND),
+            ("../../HEAD", ErrorCode.BAD_NAME),  # never a path out of the refs
+            ("refs/tags/../../HEAD", ErrorCode.BAD_NAME),
+        ]:
+            with pytest.raises(ClientError) as refused:
                 await alice.call("branch.create", repo="demo", name="x", **{"from": source})
-            assert missing.value.code == ErrorCode.NOT_FOUND
+            assert refused.value.code == code, source
