@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .dotgit import is_dotgit
 from .errors import ErrorCode, ProtocolError
 
-__all__ = ["DocId", "validate_branch", "validate_path", "validate_repo"]
+__all__ = ["DocId", "is_commit_id", "validate_branch", "validate_path", "validate_repo"]
 
 _REPO_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -21,6 +21,14 @@ MAX_PATH_COMPONENT = 255
 MAX_PATH_DEPTH = 128
 """The most components a path may have (directories inside directories): far past any real
 tree, and a bound on what walks it."""
+
+
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+
+
+def is_commit_id(text: str) -> bool:
+    """Whether ``text`` is a commit's full id as git writes it (40 lowercase hex digits)."""
+    return _COMMIT_ID.fullmatch(text) is not None
 
 
 def _bad(message: str) -> ProtocolError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -36,7 +35,7 @@ from gitsync.objects.commits import (
 from gitsync.objects.ref_names import RefClash
 from gitsync.objects.synced_state import forget_synced_state
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.names import DocId, validate_branch, validate_repo
+from protocol.names import DocId, is_commit_id, validate_branch, validate_repo
 
 from ..live.events import EventHub, hexsha
 from ..live.origin import Origin
@@ -290,7 +289,7 @@ class Branches:
         if branch is not None and read_ref(git, HEADS + branch) is not None:
             return None
         target = None if tag is None else read_ref(git, b"refs/tags/" + tag)
-        if target is None and re.fullmatch(r"[0-9a-f]{40}", source):
+        if target is None and is_commit_id(source):
             target = source.encode("ascii")
         if target is None:
             return None

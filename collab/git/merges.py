@@ -21,7 +21,6 @@ new ones (``renamed``), so an editor showing the old path can open the new one.
 from __future__ import annotations
 
 import logging
-import re
 import stat
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from gitsync.objects.commits import (
 )
 from gitsync.objects.fsck import file_problem, is_special_file
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.names import validate_branch
+from protocol.names import is_commit_id, validate_branch
 
 from ..live.events import hexsha
 from ..server.auth import Identity
@@ -132,7 +131,7 @@ class Merges:
         ``CONFLICT``."""
         started = time.perf_counter()
         for name, head in (("source_head", source_head), ("target_head", target_head)):
-            if head is not None and not _COMMIT_ID.fullmatch(head):
+            if head is not None and not is_commit_id(head):
                 raise ProtocolError(
                     ErrorCode.MALFORMED, f"{name} must be a commit id (40 hex digits)"
                 )
@@ -300,9 +299,6 @@ def _refused_by_fsck(git: Repo, resolved: dict[str, BlobEntry | None]) -> list[t
         if problem is not None:
             refused.append((path, f"{problem.msg_id}: {problem.message}"))
     return refused
-
-
-_COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 
 
 def _check_moved(branch: str, head: bytes | None, expected: str | None) -> None:
