@@ -708,10 +708,11 @@ class BranchSync:
         changed may hold its committed text again: it is not named)."""
         repo = self.owner.repos.open(self.repo)
         lines = [author_line(identity.user) for identity in authors] or [ENGINE_AUTHOR]
+        # only what changes is written: a document back at its committed text, or of a
+        # file the branch lacks that is still empty (which makes no file), is left out
         same = unchanged_at(repo, self.synced, changes)
         files = sorted(path for path in changes if path not in same)
-        # a document of a file the branch lacks that is still empty makes no file
-        changes = {path: text for path, text in changes.items() if text or path not in same}
+        changes = {path: changes[path] for path in files}
         with fence_for(repo, self.branch, grant):
             # before the branch moves: no commit of the documents is left without its record
             # (the documents' stores hold it durably already, see _commit)
