@@ -45,13 +45,16 @@ class RepoNotFound(LookupError):
 _NO_REPOSITORY = "no git repository (DIR/NAME with a .git, or a bare DIR/NAME.git)"
 
 
+def _config_of(path: Path) -> Path:
+    return path / ".git" / "config" if (path / ".git").is_dir() else path / "config"
+
+
 def unsupported(path: Path) -> str | None:
     """Why the repository at ``path`` cannot be served, if it cannot: its objects are named
     by another hash than SHA-1 (``git init --object-format=sha256``), which the engine's git
     layer does not read or write. ``None`` for anything else, a repository or not."""
-    config = path / ".git" / "config" if (path / ".git").is_dir() else path / "config"
     try:
-        value = ConfigFile.from_path(str(config)).get((b"extensions",), b"objectformat")
+        value = ConfigFile.from_path(str(_config_of(path))).get((b"extensions",), b"objectformat")
     except (OSError, ValueError, KeyError):
         return None
     found = value.decode("utf-8", "replace").strip().lower()
@@ -121,16 +124,32 @@ class Repositories:
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(thread_name_prefix="git")
         """Where callers run work on these repositories; :meth:`close` waits for it."""
+        # the repositories found served, by their config file as it was then (size, time):
+        # a lookup, made for every piece of git work, reads the file again only if it changed
+        self._served: dict[Path, tuple[int, int]] = {}
 
     def path_of(self, name: str) -> Path:
         """Where repository ``name`` is; ``RepoNotFound`` if it is not there, or is in an
         object format the engine does not read (see :func:`unsupported`)."""
         for candidate in (self.root / name, self.root / f"{name}.git"):
             if (candidate / ".git").exists() or (candidate / "HEAD").is_file():
-                if unsupported(candidate) is not None:
+                if not self._supported(candidate):
                     raise RepoNotFound(name)
                 return candidate
         raise RepoNotFound(name)
+
+    def _supported(self, path: Path) -> bool:
+        try:
+            found = _config_of(path).stat()
+            seen = (found.st_size, found.st_mtime_ns)
+        except OSError:
+            seen = (-1, -1)
+        if self._served.get(path) == seen:
+            return True
+        if unsupported(path) is not None:
+            return False
+        self._served[path] = seen
+        return True
 
     def open(self, name: str) -> Repo:
         """The calling thread's own ``Repo`` for repository ``name`` (opened on first use,
