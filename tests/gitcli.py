@@ -10,7 +10,7 @@ import string
 import subprocess
 from pathlib import Path
 
-__all__ = ["git", "head_file", "require_git", "show", "skewed_text", "until"]
+__all__ = ["git", "git_refused", "head_file", "require_git", "show", "skewed_text", "until"]
 
 
 def require_git() -> None:
@@ -23,8 +23,10 @@ def require_git() -> None:
         pytest.skip("the git CLI is missing")
 
 
-def git(repo: Path, *args: str, check: bool = True, input_text: str | None = None) -> str:
-    done = subprocess.run(
+def _run(
+    repo: Path, args: tuple[str, ...], input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["git", "-C", str(repo), *args],
         capture_output=True,
         text=True,
@@ -38,9 +40,21 @@ def git(repo: Path, *args: str, check: bool = True, input_text: str | None = Non
             "GIT_COMMITTER_EMAIL": "t@x",
         },
     )
+
+
+def git(repo: Path, *args: str, check: bool = True, input_text: str | None = None) -> str:
+    done = _run(repo, args, input_text)
     if check and done.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
     return done.stdout
+
+
+async def git_refused(repo: Path, *args: str) -> str:
+    """Run a git command that must fail, in a thread (a server under test may run on this
+    event loop); what it printed on stderr."""
+    done = await asyncio.to_thread(_run, repo, args)
+    assert done.returncode != 0, (args, done.stdout)
+    return done.stderr
 
 
 def is_ancestor(repo: Path, commit: str, of: str) -> bool:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-from gitcli import git, until
+from gitcli import git, git_refused, until
 from yjsclient import YjsPeer
 
 from collab import Client, ClientError, CollabServer
@@ -362,13 +361,6 @@ async def test_a_branch_under_people_is_its_persons_own_whatever_the_names(
     work = tmp_path / "work"
     url = f"http://mallory:{writer}@127.0.0.1:{secure_server.port}/git/demo.git"
     await asyncio.to_thread(git, tmp_path, "clone", "-q", url, str(work))
-    pushed = await asyncio.to_thread(
-        subprocess.run,
-        ["git", "push", "origin", f"HEAD:refs/heads/{bob}"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert pushed.returncode != 0 and "only people/mallory-" in pushed.stderr, pushed.stderr
+    refused = await git_refused(work, "push", "origin", f"HEAD:refs/heads/{bob}")
+    assert "only people/mallory-" in refused, refused
     assert bob not in git(repos / "demo", "branch", "--list", "people/*")

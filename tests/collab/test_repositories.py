@@ -3,13 +3,11 @@ work tree, which keep working and are reported, since the engine never updates w
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import subprocess
 from pathlib import Path
 
 import pytest
-from gitcli import git, show, until
+from gitcli import git, git_refused, show, until
 from servers import make_config
 
 from collab import Client, ClientError, CollabServer
@@ -67,15 +65,9 @@ async def test_a_repository_in_the_sha256_object_format_is_named_at_start_and_no
             with pytest.raises(ClientError) as joined:
                 await alice.join("modern")
             assert joined.value.code == ErrorCode.NOT_FOUND
-            cloned = await asyncio.to_thread(
-                subprocess.run,
-                ["git", "clone", "-q", f"http://alice:dev@127.0.0.1:{server.port}/git/modern.git"],
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            assert cloned.returncode != 0 and "not found" in cloned.stderr, cloned.stderr
+            url = f"http://alice:dev@127.0.0.1:{server.port}/git/modern.git"
+            refused = await git_refused(tmp_path, "clone", "-q", url)
+            assert "not found" in refused, refused
             assert str((await alice.open("demo/main:a.txt")).text) == "a\n"
     said = [r.getMessage() for r in caplog.records if "modern.git" in r.getMessage()]
     assert said == [
