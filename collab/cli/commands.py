@@ -156,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
         "--sync-window",
         type=_seconds,
         default=SYNC_WINDOW,
-        help="seconds of store writes one fsync covers (0: fsyncs back to back)",
+        help="least seconds between two fsyncs of the store; the writes made meanwhile share "
+        "the next (0: fsyncs back to back)",
     )
     serve.add_argument(
         "--heartbeat",

@@ -62,7 +62,7 @@ class ServerConfig:
     max_open_docs: int = 256  # per /ws connection
     max_calls: int = 64  # operations running at once per /ws connection
     group_window: float = GROUP_WINDOW  # store write window under load (s); 0: none
-    sync_window: float = SYNC_WINDOW  # store fsync window (s); 0: fsyncs back to back
+    sync_window: float = SYNC_WINDOW  # least seconds between store fsyncs; 0: back to back
     compact_every: int = 1000  # updates at least between snapshots (see Room._compaction_due)
     store: str = "sqlite"  # "sqlite" or "memory"
     redis: str | None = None  # redis://HOST:PORT/DB: a node of the cluster sharing this Redis

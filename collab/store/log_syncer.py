@@ -4,6 +4,7 @@ waiters."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pathlib
 import threading
@@ -25,10 +26,12 @@ class LogSyncer(Generic[T]):
     waiter asks to be released once the first ``after`` writes are durable (:meth:`wait`).
     Waiters are released by ``release(waiters, error)`` on this object's thread, after an
     fdatasync that started once their writes had returned. One fsync serves every waiter
-    whose writes are done: with a ``window``, the syncer first waits until the oldest of
-    them is ``window`` old; at 0 it syncs at once, and waiters whose writes return during an
-    fsync share the next one. Only the writer and the disk hold it up: a waiter never makes
-    a write wait.
+    whose writes are done, and fsyncs start at least ``window`` apart: a waiter that comes
+    after a quiet spell is synced at once, and those that come within ``window`` of the last
+    fsync's start wait for the next one, together (at 0, waiters whose writes return during
+    an fsync share the next one). So edits that come often share fsyncs, and a lone one
+    costs one wake-up of this thread, not two, and no wait. Only the writer and the disk
+    hold it up: a waiter never makes a write wait.
 
     An fsync that fails (the file missing, too) fails its waiters and every later one (the
     kernel may have dropped the pages it could not write); ``error`` is ``None`` otherwise.
@@ -53,9 +56,10 @@ class LogSyncer(Generic[T]):
         self._after_sync = after_sync  # called on this thread after each fdatasync's release
         self._release = release
         self._cond = threading.Condition()
-        self._waiting: list[tuple[int, float, T]] = []  # (after, made, waiter), in call order
+        self._waiting: list[tuple[int, T]] = []  # (after, waiter), in call order
         self._written = 0  # writes returned
         self._synced = 0  # writes made durable
+        self._last_start = -math.inf  # when the last fdatasync started (monotonic)
         self._idle = False  # the thread waits for a waiter whose writes are done
         self._stopping = False
         self._closed = False  # the thread has ended: waiters are failed at once
@@ -77,7 +81,7 @@ class LogSyncer(Generic[T]):
         with self._cond:
             closed = self._closed
             if not closed:
-                self._waiting.append((after, time.monotonic(), waiter))
+                self._waiting.append((after, waiter))
                 if self._idle and after <= self._written:
                     self._cond.notify()
         if closed:
@@ -95,8 +99,8 @@ class LogSyncer(Generic[T]):
         return bool(self._waiting) and self._waiting[0][0] <= self._written
 
     def _take(self) -> int | None:
-        """Wait for waiters whose writes are done (and the window); the number of writes the
-        next fsync covers, or ``None`` once stopped."""
+        """Wait for waiters whose writes are done, and for the window after the last fsync's
+        start; the number of writes the next fsync covers, or ``None`` once stopped."""
         with self._cond:
             while not self._ready() and not self._stopping:
                 self._idle = True
@@ -104,7 +108,7 @@ class LogSyncer(Generic[T]):
                 self._idle = False
             if not self._ready():
                 return None
-            deadline = self._waiting[0][1] + self.window
+            deadline = self._last_start + self.window
             while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
                 self._cond.wait(remaining)
             return self._written
@@ -118,6 +122,7 @@ class LogSyncer(Generic[T]):
                     try:
                         if fd is None:
                             fd = os.open(self.path, os.O_RDONLY)
+                        self._last_start = time.monotonic()
                         started = time.perf_counter()
                         os.fdatasync(fd)
                         self.syncs += 1
@@ -132,7 +137,7 @@ class LogSyncer(Generic[T]):
                     split = 0
                     while split < len(self._waiting) and self._waiting[split][0] <= covered:
                         split += 1
-                    group = [waiter for _after, _made, waiter in self._waiting[:split]]
+                    group = [waiter for _after, waiter in self._waiting[:split]]
                     del self._waiting[:split]
                 self._release(group, error)
                 if error is None and self._after_sync is not None:
@@ -142,7 +147,7 @@ class LogSyncer(Generic[T]):
                 os.close(fd)
             with self._cond:  # stopped (or broken): nothing more will be made durable here
                 self._closed = True
-                group = [waiter for _after, _made, waiter in self._waiting]
+                group = [waiter for _after, waiter in self._waiting]
                 self._waiting.clear()
             if group:
                 self._release(group, self._failed or RuntimeError("the syncer stopped first"))

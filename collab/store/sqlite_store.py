@@ -146,9 +146,10 @@ class SQLiteStore(Lifecycle):
     ``load`` returns it. A syncer thread makes the log durable against a power loss: each
     ``sync()`` is done once an fdatasync of the log, started after every write (append,
     compaction, deletion) made before it had been committed, has returned; ``compact`` and
-    ``delete`` wait for one, too. Syncs are grouped: the syncer waits until the oldest
-    ``sync()`` waiting is ``sync_window`` old, then one fdatasync serves all of them (at 0,
-    every fsync serves the syncs that arrived during the one before). A slow disk delays
+    ``delete`` wait for one, too. Syncs are grouped: fdatasyncs start at least
+    ``sync_window`` apart, and one serves every ``sync()`` waiting (a ``sync()`` after a quiet
+    spell is served at once; at 0, every fsync serves the syncs that arrived during the one
+    before). A slow disk delays
     ``sync()``, never an ``append``. The syncer also checkpoints the log into the database
     (SQLite's automatic checkpoints, which fsync, are off on the event loop's connection);
     see ``_checkpoint``. An fsync error fails that ``sync()`` and every later

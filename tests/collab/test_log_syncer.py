@@ -49,17 +49,33 @@ def test_a_waiter_is_released_only_once_its_writes_are_done(log: pathlib.Path) -
         syncer.stop()
 
 
+def test_a_waiter_after_a_quiet_spell_is_synced_at_once(log: pathlib.Path) -> None:
+    syncer, released = _syncer(log, window=10.0)
+    try:
+        started = time.monotonic()
+        syncer.wrote(1)
+        syncer.wait(1, "alone")
+        assert released.get(timeout=5) == (["alone"], None)
+        assert time.monotonic() - started < 5  # not held for the window
+        assert syncer.syncs == 1
+    finally:
+        syncer.stop()
+
+
 def test_waiters_within_a_window_share_one_fsync(log: pathlib.Path) -> None:
     syncer, released = _syncer(log, window=0.2)
     try:
-        started = time.monotonic()
+        syncer.wrote(1)
+        syncer.wait(1, "first")
+        assert released.get(timeout=5) == (["first"], None)
+        first_synced = time.monotonic()
         for i in range(10):
             syncer.wrote(1)
-            syncer.wait(i + 1, f"w{i}")
+            syncer.wait(i + 2, f"w{i}")
         group, error = released.get(timeout=5)
-        assert time.monotonic() - started >= 0.2
+        assert time.monotonic() - first_synced >= 0.15  # held until the window had passed
         assert (group, error) == ([f"w{i}" for i in range(10)], None)
-        assert syncer.syncs == 1
+        assert syncer.syncs == 2
     finally:
         syncer.stop()
 

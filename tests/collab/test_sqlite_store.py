@@ -152,7 +152,8 @@ async def test_syncs_under_load_share_fsyncs(tmp_path: pathlib.Path, disk: _Disk
         await asyncio.gather(*(write_then_sync(i) for i in range(200)))
         assert store.appended == 200
         assert 1 <= store.syncs == disk.calls <= 20, store.syncs
-        assert time.monotonic() - started >= 0.02  # the window held the first sync
+        if store.syncs > 1:  # fsyncs start a window apart
+            assert time.monotonic() - started >= 0.02 * (store.syncs - 1)
 
 
 async def test_a_failed_fsync_fails_that_sync_and_every_later_one(
