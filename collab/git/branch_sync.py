@@ -27,11 +27,12 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dulwich.graph import can_fast_forward
 from dulwich.objects import ObjectID
 from dulwich.repo import Repo
+from pycrdt import Doc, Text
 
 from gitsync import (
     BranchDamaged,
@@ -86,6 +87,7 @@ from ..live.marks import mark_id
 from ..live.origin import Origin
 from ..live.room import Room
 from ..live.rooms import KeepLoaded
+from ..live.seed import TEXT_NAME
 from ..live.text_edits import apply_edits, diff_edits
 from ..server.auth import Identity, Role
 from .work import in_git_thread, in_repo
@@ -131,6 +133,11 @@ def replace_text(
     return room.edit(
         lambda text: apply_edits(text, current, edits), origin=origin, mark=mark, fence=fence
     )
+
+
+STORE_WAIT = 5.0
+"""Seconds a read of the shared store (in a cluster) may take before a branch operation
+that needs it fails; the store itself waits for Redis to come back for longer."""
 
 
 class LeaseBusy(Exception):
@@ -309,6 +316,75 @@ class BranchSync:
             async with self.holding(grant):
                 await self._commit(grant)
             return self.synced
+
+    async def flush_everywhere(self) -> bytes:
+        """:meth:`flush`, with every edit pending for the branch on any node of a cluster:
+        its documents not loaded here that hold such edits are loaded first (see
+        :meth:`borrow_pending`), and the commit waits for the branch's lease rather than
+        leaving them to its holder. For what must hold every edit typed so far: a fork, a
+        merge, a fetch, a branch's log. Raises ``CONFLICT`` if another node keeps the lease."""
+        leases = self.owner.leases
+        if leases is None:
+            return await self.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + leases.ttl + 2 * self.owner.lease_retry
+        async with contextlib.AsyncExitStack() as borrowed:
+            await self.borrow_pending(borrowed)
+            while True:
+                async with self.lock:  # (not held while waiting: this node's commits go on)
+                    grant = await self.lease()
+                    if grant is not None:
+                        async with self.holding(grant):
+                            await self._commit(grant)
+                        return self.synced
+                if loop.time() > deadline:
+                    raise ProtocolError(
+                        ErrorCode.CONFLICT,
+                        f"{self.name}: another node kept the branch's lease; try again",
+                    )
+                await asyncio.sleep(self.owner.lease_retry)
+
+    async def borrow_pending(self, borrowed: contextlib.AsyncExitStack) -> None:
+        """In a cluster: load here, for as long as ``borrowed`` lasts, every document of the
+        branch not loaded here whose stored text is not the synced commit's (edits typed on
+        another node and not committed yet), and mark it changed, so that the next commit
+        made here holds them. Call it without the lock (a load may take it). Outside a
+        cluster there are none: a room unloads only once its edits are committed."""
+        if self.owner.leases is None:
+            return
+        loaded = set(self.owner.rooms.keys(self.prefix))
+        try:
+            async with asyncio.timeout(STORE_WAIT):  # (it waits for Redis to come back)
+                keys = await self.owner.store.keys(self.prefix)
+        except TimeoutError:
+            raise ProtocolError(
+                ErrorCode.TIMEOUT, f"{self.name}: the shared store did not answer; try again"
+            ) from None
+        for key in keys:
+            if key in loaded:
+                continue
+            path = key[len(self.prefix) :]
+            try:
+                async with asyncio.timeout(STORE_WAIT):
+                    stored = await self.owner.store.load(key)
+                if stored is None or stored.empty or stored.corrupt is not None:
+                    continue  # (a damaged history is reported where it is opened)
+                doc: Doc[Any] = Doc()
+                stored.apply_to(doc)
+                text = str(doc.get(TEXT_NAME, type=Text)).encode("utf-8")
+                blob = await in_repo(self.owner.repos, self.repo, read_blob, self.synced, path)
+                if (blob or b"") == text:
+                    continue
+                room = await borrowed.enter_async_context(self.owner.rooms.borrow(DocId.parse(key)))
+            except Exception as exc:
+                log.warning(
+                    "%s%s: its edits typed on another node could not be taken: %r",
+                    self.prefix,
+                    path,
+                    exc,
+                )
+                continue
+            self.touch(room, Origin.BUS, None)
 
     async def flush_patiently(self, committed: Callable[[], bool] | None = None) -> None:
         """Flush until ``committed()`` (by default: until nothing is pending). In a cluster,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -166,6 +167,8 @@ class Branches:
     async def _ensure_quietly(self, identity: Identity, repo: str, base: str) -> None:
         try:
             await self.join(identity, repo, base, catch_up=False)
+        except ProtocolError as exc:  # (another node kept the base's lease, say)
+            log.warning("creating the branch of %s in %s failed: %s", identity.user, repo, exc)
         except Exception:
             log.exception("creating the branch of %s in %s failed", identity.user, repo)
 
@@ -203,11 +206,13 @@ class Branches:
         ``catch_up``, a move of the branch outside the engine merged into them first); its
         head."""
         sync = self.git.branches.get((repo, branch))
+        if sync is None and self.git.leases is not None:  # edits may be pending on another node
+            sync = await self.sync_of(repo, branch)
         if sync is None:
             return head
         if catch_up:
             await sync.catch_up()
-        return await sync.flush()
+        return await sync.flush_everywhere()
 
     def _create(self, repo: str, name: str, at: bytes) -> None:
         git = self.repos.open(repo)
@@ -332,49 +337,52 @@ class Branches:
             nonlocal loaded
             loaded = self._capture_loaded(prefix)
 
-        async with sync.lock:
-            try:  # in a cluster, the source's commit is made under its lease, as any
-                grant = await sync.lease_patiently()
-            except LeaseBusy as exc:
-                raise ProtocolError(ErrorCode.CONFLICT, f"{exc}; try again") from None
-            async with sync.holding(grant):
-                # a move of the source outside the engine is merged in first: the fork
-                # starts at the source's real head
-                await sync.catch_up_held(grant)
-                # The documents not loaded are read first: one opened while they are read
-                # (and typed in) is in the snapshot below, taken as it is then.
-                unloaded: dict[str, bytes] = {}
-                await self._capture_stored(prefix, unloaded, self.rooms.keys(prefix))
-                # The fork starts at the commit of the very text its documents are copied
-                # with, taken together: text typed between a commit and a copy would be the
-                # fork's own change, and the source's too once it commits it, and merging
-                # the fork back would conflict on it. (Nothing pending: the commit returns
-                # with no await.)
-                await sync._commit(grant, on_snapshot=snapshot)
-                if loaded is None:
-                    snapshot()
-                assert loaded is not None
-                start = sync.synced
-                states, texts = loaded
-                for path, state in unloaded.items():
-                    states.setdefault(path, state)
-                # those that were loaded at the first look and unloaded before the snapshot
-                await self._capture_stored(prefix, states)
-                # Nobody loads a document of the fork until it holds the source's history:
-                # one seeded from the fork's files meanwhile would hold its text twice.
-                if (repo, name) in self.git.forming:
-                    raise ProtocolError(
-                        ErrorCode.CONFLICT, f"{name!r} is being made by another fork"
-                    )
-                forming = self.git.forming[(repo, name)] = asyncio.Event()
-                try:
-                    await self._create_checked(repo, name, start)
-                    target = f"{repo}/{name}:"
-                    for path, state in states.items():
-                        await self.store.append(target + path, state)
-                finally:
-                    forming.set()
-                    self.git.forming.pop((repo, name), None)
+        async with contextlib.AsyncExitStack() as borrowed:
+            # in a cluster, edits typed on another node are taken, too (loaded first)
+            await sync.borrow_pending(borrowed)
+            async with sync.lock:
+                try:  # in a cluster, the source's commit is made under its lease, as any
+                    grant = await sync.lease_patiently()
+                except LeaseBusy as exc:
+                    raise ProtocolError(ErrorCode.CONFLICT, f"{exc}; try again") from None
+                async with sync.holding(grant):
+                    # a move of the source outside the engine is merged in first: the fork
+                    # starts at the source's real head
+                    await sync.catch_up_held(grant)
+                    # The documents not loaded are read first: one opened while they are read
+                    # (and typed in) is in the snapshot below, taken as it is then.
+                    unloaded: dict[str, bytes] = {}
+                    await self._capture_stored(prefix, unloaded, self.rooms.keys(prefix))
+                    # The fork starts at the commit of the very text its documents are copied
+                    # with, taken together: text typed between a commit and a copy would be the
+                    # fork's own change, and the source's too once it commits it, and merging
+                    # the fork back would conflict on it. (Nothing pending: the commit returns
+                    # with no await.)
+                    await sync._commit(grant, on_snapshot=snapshot)
+                    if loaded is None:
+                        snapshot()
+                    assert loaded is not None
+                    start = sync.synced
+                    states, texts = loaded
+                    for path, state in unloaded.items():
+                        states.setdefault(path, state)
+                    # those that were loaded at the first look and unloaded before the snapshot
+                    await self._capture_stored(prefix, states)
+                    # Nobody loads a document of the fork until it holds the source's history:
+                    # one seeded from the fork's files meanwhile would hold its text twice.
+                    if (repo, name) in self.git.forming:
+                        raise ProtocolError(
+                            ErrorCode.CONFLICT, f"{name!r} is being made by another fork"
+                        )
+                    forming = self.git.forming[(repo, name)] = asyncio.Event()
+                    try:
+                        await self._create_checked(repo, name, start)
+                        target = f"{repo}/{name}:"
+                        for path, state in states.items():
+                            await self.store.append(target + path, state)
+                    finally:
+                        forming.set()
+                        self.git.forming.pop((repo, name), None)
         self._ref_event(repo, name, None, start, "fork")
         log.info(
             "%s: %s forked %s into %s at %s (%d live documents)",

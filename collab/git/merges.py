@@ -20,6 +20,7 @@ new ones (``renamed``), so an editor showing the old path can open the new one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import stat
 import time
@@ -106,7 +107,9 @@ class Merges:
         names = (from_sync.branch, to_sync.branch)
         for sync in (from_sync, to_sync):  # at the branches' real heads (see _apply)
             await sync.catch_up()
-        plan = await self._plan(repo, await from_sync.flush(), await to_sync.flush(), names)
+        plan = await self._plan(
+            repo, await from_sync.flush_everywhere(), await to_sync.flush_everywhere(), names
+        )
         return await in_git_thread(self.repos, _describe, plan, diffs=True)
 
     async def apply(
@@ -140,9 +143,12 @@ class Merges:
         )
         repo, from_sync, to_sync = await self._prepare(identity, repo, source, target)
         await from_sync.catch_up()
-        source_head_now = await from_sync.flush()
+        source_head_now = await from_sync.flush_everywhere()
         _check_moved(from_sync.branch, source_head_now, source_head)
-        async with to_sync.lock:
+        async with contextlib.AsyncExitStack() as borrowed:
+            # in a cluster, the target's edits typed on another node are committed first, too
+            await to_sync.borrow_pending(borrowed)
+            await borrowed.enter_async_context(to_sync.lock)
             try:  # in a cluster, under the target's lease: its ref moves fenced
                 grant = await to_sync.lease_patiently()
             except LeaseBusy as exc:

@@ -64,7 +64,7 @@ from gitsync.smart_http import (
     run_service,
 )
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.names import validate_branch, validate_repo
+from protocol.names import DocId, validate_branch, validate_repo
 
 from ..git.branch_sync import BranchSync, GitSync
 from ..git.dropped_work import keep_dropped_work
@@ -339,7 +339,23 @@ class GitBridge:
             and (branches is None or sync.branch in branches)
             and (not pending_only or sync.dirty or sync.lock.locked())
         ]
+        if self.git.leases is not None:
+            # in a cluster, edits may be pending on another node: every branch with stored
+            # documents is looked at (see BranchSync.flush_everywhere)
+            named = {sync.branch for sync in syncs}
+            for branch in await self._stored_branches(repo):
+                if branch not in named and (branches is None or branch in branches):
+                    with contextlib.suppress(LookupError, ValueError):  # gone, damaged
+                        syncs.append(await self.git.branch(repo, branch))
         await asyncio.gather(*(_flush_logged(sync) for sync in syncs))
+
+    async def _stored_branches(self, repo: str) -> set[str]:
+        """The branches of ``repo`` with documents in the store."""
+        found = set()
+        for key in await self.git.store.keys(f"{repo}/"):
+            with contextlib.suppress(ProtocolError):
+                found.add(DocId.parse(key).branch)
+        return found
 
     async def _open_deleted(
         self, repo: str, commands: list[tuple[bytes, bytes, bytes]]
@@ -444,7 +460,7 @@ _NO_CACHE = {"Cache-Control": "no-cache"}
 
 async def _flush_logged(sync: BranchSync) -> None:
     try:
-        await sync.flush()
+        await sync.flush_everywhere()
     except Exception:  # (it is tried again later; the git request goes on)
         log.exception("%s: committing live edits for a git request failed", sync.name)
 

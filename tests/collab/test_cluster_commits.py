@@ -632,3 +632,61 @@ async def test_a_branch_deleted_on_one_node_is_let_go_by_the_others(
             assert str(again.text).strip() == readme  # (git() strips what it prints)
             await again.close()
     assert git(repos, "show", "topic:README.md") == readme
+
+
+async def test_a_fork_on_another_node_starts_with_the_edits_pending_on_the_first(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """A fork asked of a node that has none of the source's documents open still starts at
+    a commit of the text typed on the other node: otherwise that text would be the fork's
+    own change, and merging the fork back would conflict on it."""
+    a, b = two_nodes
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        doc = await ann.open(ROOM)
+        await until(lambda: "people/ann-" in git(repos, "branch", "--list", "people/*"))
+        doc.insert(0, "typed on node a;")
+        await ann.flush()  # stored, not committed (the nodes commit after a minute)
+        assert "typed on node a;" not in git(repos, "show", "main:README.md")
+        assert await bob.fork("demo", "main", "topic") == "topic"
+        assert git(repos, "show", "topic:README.md") == str(doc.text).strip()  # (git() strips)
+        assert git(repos, "rev-parse", "topic") == git(repos, "rev-parse", "main")
+        topic = await bob.open("demo/topic:README.md")
+        topic.insert(len(str(topic.text)), "\ntopic's own line\n")
+        await bob.commit("demo", "topic")
+        merged = await ann.merge("demo", "topic", "main")
+        assert merged["applied"] and merged["conflicts"] == [], merged
+        assert await doc.wait_for(lambda text: "topic's own line" in text)
+        assert str(doc.text).count("typed on node a;") == 1
+
+
+async def test_a_merge_log_and_fetch_on_another_node_hold_the_edits_pending_on_the_first(
+    two_nodes: list[CollabServer], repos: Path, tmp_path: Path
+) -> None:
+    """A merge, a branch's log and a git fetch asked of a node that has none of the
+    branch's documents open hold the edits typed on the other node so far, as they would
+    on that node."""
+    a, b = two_nodes
+    git(repos, "branch", "topic", "main")
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        doc = await ann.open("demo/topic:README.md")
+        # (opening it made ann's own branch from topic, committing topic first)
+        await until(lambda: "people/ann-" in git(repos, "branch", "--list", "people/*"))
+        doc.insert(0, "topic typed on node a;")
+        await ann.flush()
+        work = tmp_path / "clone"
+        url = f"http://bob:x@127.0.0.1:{b.port}/git/demo.git"  # dev mode: any password
+        await asyncio.to_thread(
+            subprocess.run, ["git", "clone", "-q", "-b", "topic", url, str(work)], check=True
+        )
+        assert (work / "README.md").read_text().startswith("topic typed on node a;")
+        doc.insert(0, "more;")
+        await ann.flush()
+        log = await bob.call("branch.log", repo="demo", branch="topic")
+        assert log["head"] == git(repos, "rev-parse", "topic")
+        assert git(repos, "show", "topic:README.md").startswith("more;topic typed on node a;")
+        doc.insert(0, "and more;")
+        await ann.flush()
+        merged = await bob.merge("demo", "topic", "main")
+        assert merged["applied"], merged
+        shown = git(repos, "show", "main:README.md")
+        assert shown.startswith("and more;more;topic typed on node a;"), shown
