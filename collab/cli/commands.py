@@ -606,7 +606,10 @@ async def _run(config: ServerConfig, worktrees: list[WorktreeSpec] | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with server, ServedTrees(server.auth, config.host, server.port, worktrees or []):
+    trees = ServedTrees(
+        server.auth, config.host, server.port, worktrees or [], max_file=config.max_file
+    )
+    async with server, trees:
         _announce(server, await _example(server))
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(server.failed.wait())

@@ -15,7 +15,7 @@ from ..client import ClientError
 from ..lifecycle import Lifecycle
 from ..server.auth import Authenticator, Role, TokenAuthenticator
 from .checkout import GitError
-from .syncer import WorkingTree
+from .syncer import MAX_FILE, WorkingTree
 
 __all__ = ["WORKTREE_USER", "ServedTrees", "WorktreeError", "WorktreeSpec", "parse_worktree"]
 
@@ -54,12 +54,19 @@ class ServedTrees(Lifecycle):
     ``async with ServedTrees(server.auth, host, server.port, specs):``."""
 
     def __init__(
-        self, auth: Authenticator, host: str, port: int, specs: list[WorktreeSpec]
+        self,
+        auth: Authenticator,
+        host: str,
+        port: int,
+        specs: list[WorktreeSpec],
+        *,
+        max_file: int = MAX_FILE,
     ) -> None:
         self.auth = auth
         self.host = host
         self.port = port
         self.specs = specs
+        self.max_file = max_file  # the server's: a file it serves live is synced live
         self.trees: list[WorkingTree] = []
 
     async def start(self) -> None:
@@ -84,7 +91,9 @@ class ServedTrees(Lifecycle):
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
         url = f"ws://{host}:{self.port}"
-        tree = WorkingTree(spec.root, url, spec.repo, spec.branch, user=user, token=token)
+        tree = WorkingTree(
+            spec.root, url, spec.repo, spec.branch, user=user, token=token, max_file=self.max_file
+        )
         try:
             await tree.start()
         except ClientError as exc:

@@ -65,6 +65,12 @@ _STALE_VERSIONS = 16  # at most this many of a file's replaced contents are kept
 WRITING_LIMIT = 10.0  # seconds a file held open for writing is waited for before it is synced
 
 
+MAX_FILE = 4 * 1024 * 1024
+"""The largest file synced as a live document by default, as the server's own default
+``--max-file``: a larger one is synced through git (as is one the server will not open
+live: it refuses with 4009)."""
+
+
 class WorkingTree(Lifecycle):
     """``async with WorkingTree(dir, url, repo) as tree:`` syncs until the block ends.
 
@@ -89,7 +95,7 @@ class WorkingTree(Lifecycle):
         debounce: float = 0.02,
         settle: float = 0.5,
         watch_step: int = 5,
-        max_file: int = 1024 * 1024,
+        max_file: int = MAX_FILE,
         open_limit: int = 200,
         report: Reporter | None = None,
     ) -> None:
@@ -486,10 +492,11 @@ class WorkingTree(Lifecycle):
             self._conflict(path, "deleted at the server, changed on disk: the file is kept")
             base = None
         base = self._settle_sent(path, base, disk, live)
-        base = self._before_stale_save(path, base, disk)
+        base, stale = self._before_stale_save(path, base, disk)
         disk_text = (disk or b"").decode("utf-8")
         base_text = "" if base is None else base.decode("utf-8")
         if disk is None and base is None and live == "":
+            self._forget_stale(path, stale)
             await self._docs_close(path)
             return True
         outcome = reconcile(base_text, disk_text, live)
@@ -516,6 +523,9 @@ class WorkingTree(Lifecycle):
                     self._set_base(path, disk_text.encode("utf-8"))
                 return False
             self.counters.writes += 1
+        # the save is merged: the versions it may have been made from are forgotten (not
+        # before: a round that a newer save raced merges that one against them, too)
+        self._forget_stale(path, stale)
         if outcome.conflict:
             self._conflict(path, "changed on disk and live: conflict markers written")
         self._set_base(path, outcome.base.encode("utf-8"))
@@ -571,19 +581,33 @@ class WorkingTree(Lifecycle):
         else:
             self._overwritten.pop(path, None)
 
-    def _before_stale_save(self, path: str, base: bytes | None, disk: bytes | None) -> bytes | None:
+    def _before_stale_save(
+        self, path: str, base: bytes | None, disk: bytes | None
+    ) -> tuple[bytes | None, list[tuple[bytes, float]]]:
         """The base for a save that came just after the syncer wrote the file: the content
         it was made from, of those the syncer's last writes replaced and ``base`` (an
-        editor's stale buffer, a burst of saves; see :func:`~.reconcile.stale_base`)."""
+        editor's stale buffer, a burst of saves; see :func:`~.reconcile.stale_base`); and
+        the records of those writes it looked at, to forget once the save is merged
+        (:meth:`_forget_stale`)."""
         replaced = self._overwritten.get(path)
         if replaced is None or base is None or disk is None or disk == base:
-            return base  # (the write's own echo keeps the record)
-        del self._overwritten[path]
+            return base, []  # (the write's own echo keeps the record)
         versions = [data for data, _when in _recent(replaced, asyncio.get_running_loop().time())]
         if not versions:
-            return base
+            return base, list(replaced)
         texts = [data.decode("utf-8") for data in [*versions, base]]
-        return stale_base(disk.decode("utf-8"), texts).encode("utf-8")
+        return stale_base(disk.decode("utf-8"), texts).encode("utf-8"), list(replaced)
+
+    def _forget_stale(self, path: str, used: list[tuple[bytes, float]]) -> None:
+        """Forget the records of the syncer's writes that a merged save was checked against
+        (those of writes made since stay)."""
+        if not used:
+            return
+        kept = [record for record in self._overwritten.get(path, ()) if record not in used]
+        if kept:
+            self._overwritten[path] = kept
+        else:
+            self._overwritten.pop(path, None)
 
     def _put_back(self, path: str, data: bytes, before: bytes) -> None:
         """A program went on writing the file a write of ``path`` replaced, ``before`` as it
@@ -700,7 +724,11 @@ class WorkingTree(Lifecycle):
                 return
             self.counters.writes += 1
         if merged != remote and not await self._commit_by_git(path, merged, read):
-            return  # changed at the server meanwhile: merged again
+            # changed at the server meanwhile: merged again, against the server's text that
+            # the file now holds (against the old base, the server's changes the file holds
+            # would be the file's own, and merge with themselves into conflicts)
+            self._set_base(path, remote)
+            return
         self._set_base(path, merged)
         if conflict:
             self._conflict(path, "changed on disk and at the server: merged, with conflict markers")

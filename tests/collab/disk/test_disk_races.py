@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -231,3 +232,39 @@ async def test_slow_saves_in_place_racing_live_typing_lose_and_double_nothing(
     assert "<<<<<<<" not in final
     for tag in [f"[s{n}]\n" for n in range(saves)] + [f"[r{n}]" for n in range(typed)]:
         assert final.count(tag) == 1, (tag, final)
+
+
+async def test_two_quick_saves_from_a_stale_buffer_keep_the_live_edit_they_lack(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A save, then another 20 ms later (a format on save), both from a buffer that lacks
+    the live edit the syncer has just written, of a file large enough that the first save's
+    merge is under way when the second comes: the live edit stays, and each save's line is
+    there once."""
+    root = tmp_path / "wt"
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:src/app.py")
+        doc.delete(0, len(str(doc.text)))
+        doc.insert(0, "".join(f"line{n:05d} of a long file\n" for n in range(20_000)))
+        await bob.flush()
+        tree = make_tree(root)
+        await tree.start()
+        path = root / "src" / "app.py"
+        await until(lambda: path.exists() and path.read_text() == str(doc.text), 30)
+        buffer = path.read_text()
+        doc.insert(0, "LIVE\n")
+        await until(lambda: path.read_text().startswith("LIVE\n"), 30)
+
+        def saves() -> None:  # (a program of its own: while the syncer works)
+            for text in (buffer + "SAVE1\n", buffer + "SAVE1\nSAVE2\n"):
+                temp = path.with_name(path.name + ".tmp")
+                temp.write_text(text)
+                os.replace(temp, path)
+                time.sleep(0.02)
+
+        await asyncio.to_thread(saves)
+        final = await settled(path, doc, 60)
+        for token in ("LIVE\n", "SAVE1\n", "SAVE2\n"):
+            assert final.count(token) == 1, (token, final[:100], final[-100:])
+        assert "<<<<<<<" not in final
+        assert await committed(server, tree, bob) == final
