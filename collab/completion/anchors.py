@@ -2,8 +2,10 @@
 
 An anchor sticks to the character before it (a sticky index with ``assoc`` before): text
 typed before it shifts it, text inserted exactly at it lands after it, and a deletion around
-it collapses it to the deletion's start. It follows the document's own change deltas, which
-pycrdt reports in UTF-8 bytes like every other ``Text`` index.
+it collapses it to the deletion's start. One made ``after`` sticks to the character after
+it instead: text inserted exactly at it lands before it (two anchors made at one place, one
+of each, hold between them what was typed there since). It follows the document's own
+change deltas, which pycrdt reports in UTF-8 bytes like every other ``Text`` index.
 
 (pycrdt 0.14's ``StickyIndex`` cannot be used for this: once a document holds multi-byte
 characters, ``get_index`` mixes byte and UTF-16 offsets and returns wrong positions.)
@@ -26,11 +28,12 @@ log = logging.getLogger("collab.completion.anchors")
 class Anchor:
     """A position in ``room``'s text, in UTF-8 bytes (what pycrdt's ``Text`` takes)."""
 
-    __slots__ = ("alive", "offset", "room")
+    __slots__ = ("after", "alive", "offset", "room")
 
-    def __init__(self, room: Room, offset: int) -> None:
+    def __init__(self, room: Room, offset: int, *, after: bool = False) -> None:
         self.room = room
         self.offset = offset
+        self.after = after
         self.alive = True
 
     def codepoint(self, text: str | None = None) -> int:
@@ -52,12 +55,13 @@ class _RoomAnchors:
         try:
             delta: list[dict[str, Any]] = list(event.delta)  # type: ignore[attr-defined]
             for anchor in self.anchors:
-                anchor.offset = _transform(anchor.offset, delta)
+                anchor.offset = _transform(anchor.offset, delta, anchor.after)
         except Exception:
             log.exception("%s: anchors could not follow an edit", self.room.key)
 
 
-def _transform(offset: int, delta: list[dict[str, Any]]) -> int:
+def _transform(offset: int, delta: list[dict[str, Any]], after: bool = False) -> int:
+    """``offset`` once ``delta`` is applied; an insert exactly at it moves it if ``after``."""
     position = 0  # in the text before the change
     shift = 0
     for op in delta:
@@ -65,13 +69,13 @@ def _transform(offset: int, delta: list[dict[str, Any]]) -> int:
             position += int(op["retain"])
         elif "insert" in op:
             value = op["insert"]
-            if position < offset:
+            if position < offset or (after and position == offset):
                 shift += len(value.encode("utf-8")) if isinstance(value, str) else 1
         elif "delete" in op:
             size = int(op["delete"])
             shift -= max(0, min(position + size, offset) - position)
             position += size
-        if position >= offset and "insert" not in op:
+        if "insert" not in op and (position > offset or (position == offset and not after)):
             break
     return offset + shift
 
@@ -85,11 +89,11 @@ class Anchors:
     def __len__(self) -> int:
         return sum(len(r.anchors) for r in self._rooms.values())
 
-    def add(self, room: Room, offset: int) -> Anchor:
+    def add(self, room: Room, offset: int, *, after: bool = False) -> Anchor:
         watched = self._rooms.get(id(room))
         if watched is None:
             watched = self._rooms[id(room)] = _RoomAnchors(room)
-        anchor = Anchor(room, offset)
+        anchor = Anchor(room, offset, after=after)
         watched.anchors.add(anchor)
         return anchor
 

@@ -38,7 +38,7 @@ from ..live.room import Room
 from ..live.rooms import Rooms
 from ..server.config import ServerConfig
 from ..server.ops import CallContext, arg_int, arg_str
-from .anchors import Anchor, Anchors
+from .anchors import Anchor, Anchors, byte_to_codepoint
 from .backend import CompletionBackend
 from .context import ContextGatherer, open_rooms
 from .executor import Executor, JobOutput, JobSpec
@@ -85,6 +85,8 @@ class _Offer:
     hold: _Hold | None = None
     unit: str = "codepoint"  # the request's: ``complete.accept`` answers in it too
     created: float = field(default_factory=time.monotonic)
+    # made with ``anchor``, sticking after: between them, what was typed there since
+    end: Anchor | None = None
 
 
 class _Hold:
@@ -260,12 +262,14 @@ class CompletionService:
         digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         key: _CacheKey = (room.key, digest, index, mode, max_tokens)
         anchor = self.anchors.add(room, utf8_offset(text, index))
+        end = self.anchors.add(room, anchor.offset, after=True)
         try:
             output, cached, queue_ms, prompt_ms = await self._answer(
                 ctx, owner, room, text, index, key, request, mode, max_tokens, emit
             )
         except BaseException:
             self.anchors.remove(anchor)
+            self.anchors.remove(end)
             raise
         finally:
             if self._active.get(owner) is request:
@@ -274,6 +278,7 @@ class CompletionService:
         position = anchor.codepoint()
         if not answer:  # nothing to insert: the offer needs no anchor, nor the room
             self.anchors.remove(anchor)
+            self.anchors.remove(end)
             if hold is not None:
                 hold.release(self._releasing)
             hold = None
@@ -287,6 +292,7 @@ class CompletionService:
             position,
             hold,
             unit,
+            end=end if answer else None,
         )
         self._offers[offer.id] = offer
         self._by_owner[owner] = offer
@@ -405,19 +411,33 @@ class CompletionService:
         if self.rooms.get_key(room.key) is not room or room.failed:
             self._drop_offer(offer)
             raise ProtocolError(ErrorCode.NOT_FOUND, "the document was closed; ask again")
-        text = offer.text[:length]
+        current = str(room.text)
+        # Text typed where the completion goes since it was asked for that begins it was
+        # typed through it: the rest goes after it (before it, the completion would double
+        # it). Other text typed there stays after the completion, as the anchor keeps it.
+        offset = offer.anchor.offset
+        if offer.end is not None and offer.end.offset > offset:
+            typed = current.encode("utf-8")[offset : offer.end.offset].decode("utf-8", "replace")
+            if offer.text.startswith(typed):
+                offset = offer.end.offset
+            else:
+                typed = ""
+        else:
+            typed = ""
+        text = offer.text[len(typed) : max(length, len(typed))]
         if room.max_document:
-            size = len(str(room.text).encode("utf-8")) + len(text.encode("utf-8"))
+            size = len(current.encode("utf-8")) + len(text.encode("utf-8"))
             if size > room.max_document:
                 raise ProtocolError(
                     ErrorCode.DOCUMENT_FULL,
                     f"the document would grow past its cap of {room.max_document} bytes",
                 )
-        offset = offer.anchor.offset
-        position = offer.anchor.codepoint()
+        position = byte_to_codepoint(current, offset)
         if offer.unit == "utf16":
-            position = codepoint_to_utf16(str(room.text), position)
+            position = codepoint_to_utf16(current, position)
         self._drop_offer(offer)
+        if not text:  # typed in whole already
+            return {"doc": room.key, "index": position, "text": ""}
         done = room.edit(lambda t: t.insert(offset, text), origin=Origin.AI, author=ctx.identity)
         await done
         self.metrics.count("accepted")
@@ -489,6 +509,8 @@ class CompletionService:
             del self._by_owner[offer.owner]
         if offer.anchor is not None:
             self.anchors.remove(offer.anchor)
+        if offer.end is not None:
+            self.anchors.remove(offer.end)
         if offer.hold is not None:
             offer.hold.release(self._releasing)
 

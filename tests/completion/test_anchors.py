@@ -85,3 +85,22 @@ def test_deletion_around_an_anchor_collapses_it() -> None:
     assert str(text) == "ad" and anchor.offset == 1
     text.insert(1, "🎉")  # at the anchor: lands after it
     assert anchor.codepoint() == 1
+
+
+def test_an_anchor_made_after_keeps_what_is_typed_at_it_before_it() -> None:
+    doc: Doc[Any] = Doc()
+    text = doc.get("source", type=Text)
+    text += "ab世cd"
+    anchors = Anchors()
+    at = utf8_offset("ab世cd", 3)
+    start = anchors.add(_FakeRoom(text), at)  # type: ignore[arg-type]
+    end = anchors.add(_FakeRoom(text), at, after=True)  # type: ignore[arg-type]
+    text.insert(at, "🎉x")  # typed at them: between the two
+    assert str(text) == "ab世🎉xcd"
+    assert (start.codepoint(), end.codepoint()) == (3, 5)
+    text.insert(0, "0")  # before both: both move
+    assert (start.codepoint(), end.codepoint()) == (4, 6)
+    text.insert(utf8_offset(str(text), 7), "y")  # after both: neither moves
+    assert (start.codepoint(), end.codepoint()) == (4, 6)
+    del text[utf8_offset(str(text), 2) : utf8_offset(str(text), 7)]  # around both: collapsed
+    assert str(text) == "0ayd" and start.codepoint() == end.codepoint() == 2

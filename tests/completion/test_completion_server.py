@@ -85,6 +85,49 @@ async def test_request_reply_accept_reaches_everyone_attributed_to_ai(make_serve
         assert metrics["acceptance_rate"] == 1.0
 
 
+async def test_text_typed_through_a_completion_is_not_doubled_by_accepting_it(
+    make_server: Any,
+) -> None:
+    """Alice types the first characters of the completion shown at her cursor, then accepts
+    it: the rest goes in after what she typed (not the whole completion before it), and
+    nothing, once she typed it all. Other text typed there stays after the completion."""
+    async with (
+        make_server(FakeBackend("value + 1")) as server,
+        Client(server.url, user="alice") as a,
+        Client(server.url, user="bob") as b,
+    ):
+        doc, bobs = await a.open(UTIL), await b.open(UTIL)
+        original = str(doc)
+        cursor = original.index("value * 2")
+
+        reply = await a.complete(doc, cursor)
+        doc.insert(cursor, "val")
+        await a.flush()
+        accepted = await a.accept(reply)
+        assert accepted == {"doc": UTIL, "index": cursor + 3, "text": "ue + 1"}
+        once = original[:cursor] + "value + 1" + original[cursor:]
+        assert await bobs.wait_for(lambda t: t == once) == once
+
+        reply = await a.complete(doc, cursor + len("value + 1"))
+        doc.insert(cursor + len("value + 1"), "value + 1")
+        await a.flush()
+        accepted = await a.accept(reply)
+        assert accepted == {"doc": UTIL, "index": cursor + 18, "text": ""}
+        twice = original[:cursor] + "value + 1value + 1" + original[cursor:]
+        await asyncio.sleep(0.2)
+        assert str(bobs) == str(doc) == twice
+
+        reply = await a.complete(doc, cursor)
+        bobs.insert(cursor, "X")
+        await b.flush()
+        await doc.wait_for(lambda t: "X" in t)
+        accepted = await a.accept(reply)
+        assert accepted == {"doc": UTIL, "index": cursor, "text": "value + 1"}
+        thrice = original[:cursor] + "value + 1X" + twice[cursor:]
+        assert await bobs.wait_for(lambda t: t == thrice) == thrice
+        assert isinstance(server, CollabServer)
+
+
 async def test_anchor_survives_multibyte_text_and_utf16_positions(make_server: Any) -> None:
     backend = FakeBackend("✓", delay=0.1)
     async with (
