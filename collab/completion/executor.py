@@ -40,6 +40,9 @@ class JobSpec:
     stream: bool = False  # send the text while it is generated
 
 
+_LONGEST_MS = 3_600_000.0  # an hour: no completion's figure is longer
+
+
 @dataclass(frozen=True, slots=True)
 class JobOutput:
     """A finished job; times in milliseconds, measured in the worker."""
@@ -52,6 +55,21 @@ class JobOutput:
     model: str
     prompt_tokens: int = 0  # the prompt's tokens, where the backend counts them
     reused_tokens: int = 0  # of those, how many a cache held (not prefilled again)
+
+    def __post_init__(self) -> None:
+        """Figures a worker or a model server reported are taken within reason: a time
+        that is not a number or negative as 0, one longer than an hour as an hour; a count
+        below 0 as 0, and no more reused tokens than the prompt's (where it is counted).
+        (One NaN made the completion figures unreadable as JSON, and a negative count
+        made a counter go down.)"""
+        for name in ("queue_ms", "prompt_ms", "model_ms"):
+            value = float(getattr(self, name))
+            value = min(value, _LONGEST_MS) if value > 0 else 0.0  # (NaN > 0 is false)
+            object.__setattr__(self, name, value)
+        for name in ("tokens", "prompt_tokens", "reused_tokens"):
+            object.__setattr__(self, name, max(0, int(getattr(self, name))))
+        if self.prompt_tokens:
+            object.__setattr__(self, "reused_tokens", min(self.reused_tokens, self.prompt_tokens))
 
 
 def finish(text: str, rendered: Rendered, single_line: bool, max_chars: int) -> str:

@@ -50,7 +50,9 @@ __all__ = [
     "encode",
 ]
 
-MAX_MESSAGE = 16 * 1024 * 1024
+MAX_MESSAGE = 8 * 1024 * 1024  # the engine's own limit of a WebSocket message (max_message)
+MAX_CAPACITY = 1024
+"""The most jobs one worker may take at once."""
 _LIMITS = Limits(max_message=MAX_MESSAGE, max_bin=MAX_MESSAGE)
 """The nesting, entries and values of a worker message are bounded as a client's are (a
 prompt's context is a list of [path, text] pairs)."""
@@ -212,8 +214,8 @@ def decode(data: bytes) -> WorkerMessage:
     kind = body.get("t")
     if kind == "hello":
         capacity = _get(body, "capacity", int)
-        if not 1 <= capacity <= 1024:
-            raise _bad("capacity must be 1 to 1024")
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise _bad(f"capacity must be 1 to {MAX_CAPACITY}")
         return WorkerHello(
             _get(body, "name", str), _get(body, "model", str), _get(body, "family", str), capacity
         )

@@ -36,6 +36,8 @@ __all__ = ["RemoteWorker", "WorkerRefused", "add_worker_parser", "run_worker_com
 log = logging.getLogger("collab.completion.worker")
 
 TOKEN_ENV = "COLLAB_WORKER_TOKEN"
+_REFUSALS = frozenset({ErrorCode.MALFORMED})
+"""Close codes of an engine that refused the worker's hello itself: trying again is futile."""
 
 
 class WorkerRefused(Exception):
@@ -141,6 +143,10 @@ class RemoteWorker:
             if first.type is not aiohttp.WSMsgType.BINARY or not isinstance(
                 wire.decode(first.data), wire.WorkerWelcome
             ):
+                if ws.close_code in _REFUSALS:  # the same hello would be refused again
+                    raise WorkerRefused(
+                        f"{self.url} refused this worker's hello: {ws.close_code} {first.extra}"
+                    )
                 log.warning("engine closed the connection: %s %s", ws.close_code, first.extra)
                 return
             log.info("connected to %s as %s", self.url, self.name)
@@ -222,23 +228,45 @@ def add_worker_parser(sub: Any) -> None:
     )
     worker.add_argument("--user", help="a worker name for an engine in dev mode (no secret)")
     worker.add_argument(
-        "--backend", default="local", help=f"{', '.join(BACKENDS)}, or module:factory"
+        "--backend",
+        default="local",
+        help=f"{', '.join(BACKENDS)}, or module:factory (default: local)",
     )
     worker.add_argument("--model", help="model directory (transformers) or model name (http)")
     worker.add_argument("--endpoint", help="OpenAI-compatible server, http://HOST:PORT (http)")
-    worker.add_argument("--capacity", type=int, help="jobs at once (the batch size)")
+    worker.add_argument(
+        "--capacity",
+        type=_capacity,
+        help="jobs at once, 1 to 1024 (the batch size; default: 4 local, 16 http, 8 transformers)",
+    )
     worker.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when present)")
     worker.add_argument(
         "--family", choices=[f.value for f in Family], help="prompt format (default: detected)"
     )
     worker.add_argument("--name", help="the worker's name in logs and metrics")
-    worker.add_argument("--max-prompt-tokens", type=int, default=2048)
+    worker.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=2048,
+        help="longest prompt, in the model's tokens; longer ones are cut (default: 2048)",
+    )
     worker.add_argument(
         "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", help="default: INFO"
     )
     worker.add_argument(
         "--log-format", choices=LOG_FORMATS, default="text", help="text, or JSON lines"
     )
+
+
+def _capacity(value: str) -> int:
+    """``--capacity``: what the engine takes (``wire``'s hello refuses anything else)."""
+    try:
+        capacity = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 1 <= capacity <= wire.MAX_CAPACITY:
+        raise argparse.ArgumentTypeError(f"{capacity} is not from 1 to {wire.MAX_CAPACITY}")
+    return capacity
 
 
 def _url_problem(url: str) -> str | None:

@@ -189,3 +189,13 @@ async def test_a_refused_worker_is_told_the_cause_and_the_fix(make_server: Any) 
             assert await asyncio.wait_for(ws.wait(), 20) == 2  # /ws: the engine's, as with Client
             assert ws.stderr is not None
             assert f"{server.url}/worker refused" in (await ws.stderr.read()).decode()
+
+
+@pytest.mark.parametrize("capacity", ["0", "-3", "5000", "many"])
+def test_a_capacity_the_engine_would_refuse_is_refused_at_once(
+    capacity: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["worker", "--url", "ws://127.0.0.1:1", "--capacity", capacity])
+    assert exited.value.code == 2
+    assert "--capacity" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -270,3 +271,30 @@ def test_a_message_of_millions_of_values_is_refused_before_it_is_built() -> None
     with pytest.raises(ProtocolError, match="values in one message"):
         wire.decode(flood)
     assert time.perf_counter() - started < 1.0
+
+
+def test_a_workers_figures_are_taken_within_reason() -> None:
+    """A worker (or a model server behind it) that reports a time as NaN, infinite or
+    negative, or negative token counts, does not make the completion figures unreadable
+    (NaN is not JSON) or a counter go down: such figures are taken as 0, or an hour."""
+    body = {
+        "t": "done",
+        "id": "j1",
+        "text": "x",
+        "queue_ms": float("nan"),
+        "prompt_ms": float("inf"),
+        "model_ms": -3.0,
+        "tokens": -7,
+        "model": "m",
+        "prompt_tokens": -50,
+        "reused_tokens": 10**6,
+    }
+    done = wire.decode(msgpack.packb(body))
+    assert isinstance(done, wire.Done)
+    figures = done.output
+    assert (figures.queue_ms, figures.prompt_ms, figures.model_ms) == (0.0, 3_600_000.0, 0.0)
+    assert (figures.tokens, figures.prompt_tokens) == (0, 0)
+    json.dumps(dataclasses.asdict(figures), allow_nan=False)  # no NaN, no Infinity
+    counted = JobOutput("x", 1.0, 2.0, 3.0, 4, "m", prompt_tokens=100, reused_tokens=10**6)
+    assert counted.reused_tokens == 100
+    assert JobOutput("x", 1.5, 2.0, 30.25, 7, "m", 1500, 1490).reused_tokens == 1490

@@ -23,7 +23,7 @@ from collab.completion import Generated, Prompt, pool, wire
 from collab.completion.executor import JobOutput, JobSpec
 from collab.completion.pool import QueuedJob, WorkerPool
 from collab.completion.prompts import Family, PromptParts
-from collab.completion.worker import RemoteWorker
+from collab.completion.worker import RemoteWorker, WorkerRefused
 from protocol.errors import ErrorCode
 
 APP = "demo/main:src/app.py"
@@ -335,3 +335,19 @@ async def test_a_collab_worker_with_a_stuck_backend_is_dropped_and_connects_agai
         finally:
             stop.set()
             await running
+
+
+async def test_a_worker_whose_hello_the_engine_refuses_stops_rather_than_retry(
+    make_server: Any,
+) -> None:
+    """A worker the engine refuses for what it says of itself (a capacity out of range,
+    from a program that embeds the worker) gets the engine's reason and stops: the same
+    hello would be refused again, for ever."""
+    async with make_server(None) as server:
+        worker = RemoteWorker(
+            server.url, FakeBackend("x", capacity=5000), user="gpu1", min_backoff=0.01
+        )
+        with pytest.raises(WorkerRefused) as refused:
+            await asyncio.wait_for(worker.run(), 10)
+        assert "capacity must be 1 to 1024" in str(refused.value)
+        assert not server.completion.pool.workers
