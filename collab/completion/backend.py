@@ -18,8 +18,10 @@ __all__ = [
     "TextSink",
 ]
 
-TextSink = Callable[[str], None]
-"""Called on the event loop with the raw text generated so far, each time it grows."""
+TextSink = Callable[[str], "bool | None"]
+"""Called on the event loop with the raw text generated so far, each time it grows; it
+answers true once it needs no more (the completion is as long as it may be): a backend
+may then stop generating."""
 
 
 class Cancelled(Exception):

@@ -147,23 +147,25 @@ class TextStream:
             self._pieces = ["".join(self._pieces)]
         return self._pieces[0] if self._pieces else ""
 
-    def update(self, raw: str) -> None:
-        """``raw``: the text generated so far (the last ``raw`` and more)."""
+    def update(self, raw: str) -> bool:
+        """``raw``: the text generated so far (the last ``raw`` and more); whether the text
+        has ended (the backend may stop: a ``TextSink``)."""
         if self.done:
-            return
+            return True
         ended = self._stops.scan(raw) is not None
         if not ended and self.single_line:
             ended = self._line.scan(raw) is not None
         if ended:
             self.send(finish(raw, self.rendered, self.single_line, self.max_chars))
             self.done = True
-            return
+            return True
         tail = raw[-self._window :] if self._window else ""  # what a marker may begin in
         settled_length = min(len(raw) - _held(tail, self._markers), self.max_chars)
         if settled_length > self._length:
             self._add(raw[self._length : settled_length])
         if self._length >= self.max_chars:
             self.done = True
+        return self.done
 
     def send(self, text: str) -> None:
         """Send what ``text`` (the settled or finished text) has past what was sent."""

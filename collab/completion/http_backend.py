@@ -163,7 +163,13 @@ class HttpBackend:
                     detail = (await response.text())[:200]
                     raise HttpBackendError(f"{url} answered {response.status}: {detail}")
                 if on_text is None:
-                    data: Any = await response.json(content_type=None)
+                    try:
+                        data: Any = await response.json(content_type=None)
+                    except ValueError:
+                        detail = (await response.text())[:200]
+                        raise HttpBackendError(
+                            f"{url}: unexpected answer, not JSON: {detail!r}"
+                        ) from None
                     return _generated(url, data, str(_first(url, data).get("text", "")))
                 return await self._read_events(url, response, single_line, max_tokens, on_text)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -179,19 +185,25 @@ class HttpBackend:
     ) -> Generated:
         """Read server-sent events (``data: {...}`` lines, then ``data: [DONE]``), handing
         out the text so far as it grows. The request ends (closing the response stops the
-        server's generation) at the end of a single line, or after ``max_tokens`` pieces
-        of text (a server sends one per token; one that ignores ``max_tokens`` is stopped
-        here). The work per piece is about its size, and the loop yields to others every
-        ``YIELD_EVERY`` events, however fast they come."""
+        server's generation) at the end of a single line, once ``on_text`` needs no more
+        (the completion is as long as it may be), or after ``max_tokens`` pieces of text
+        (a server sends one per token; one that ignores ``max_tokens`` is stopped here).
+        An answer with no event at all (an error page, a JSON answer) is an error, as it is
+        when not streaming. The work per piece is about its size, and the loop yields to
+        others every ``YIELD_EVERY`` events, however fast they come."""
         text, last, pieces, events = "", None, 0, 0
         line_end = LineEnd()
+        other = ""  # the first line that is no event
+        seen = False
         async for raw in response.content:
             events += 1
             if events % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # lines already buffered are read without waiting
             line = raw.decode("utf-8", "replace").strip()
             if not line.startswith("data:"):
+                other = other or line
                 continue
+            seen = True
             payload = line[len("data:") :].strip()
             if payload == "[DONE]":
                 break
@@ -204,11 +216,14 @@ class HttpBackend:
             if piece:
                 text += piece
                 pieces += 1
-                on_text(text)
+                if on_text(text):
+                    break
                 if single_line and line_end.scan(text) is not None:
                     break
                 if pieces >= max_tokens:
                     break
+        if not seen:
+            raise HttpBackendError(f"{url}: unexpected answer, not events: {other[:200]!r}")
         return _generated(url, last or {}, text)
 
 

@@ -75,9 +75,12 @@ def test_bad_fields_are_refused() -> None:
 class FakeOpenAI:
     """``/v1/models`` and ``/v1/completions`` as vLLM answers them."""
 
-    def __init__(self, delay: float = 0.0, flood: int = 0) -> None:
+    def __init__(self, delay: float = 0.0, flood: int = 0, answer: str = "events") -> None:
         self.delay = delay
         self.flood = flood  # stream this many one-character events, whatever max_tokens says
+        # "events"; "huge": events of 1,000 characters, one every 50 ms, until stopped;
+        # "page": an HTML page, as a proxy in front of a stopped model server answers
+        self.answer = answer
         self.bodies: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -109,10 +112,19 @@ class FakeOpenAI:
         await asyncio.sleep(self.delay)
         usage = {"completion_tokens": 3, "prompt_tokens": 40}
         usage["prompt_tokens_details"] = {"cached_tokens": 32}  # as vLLM reports them
+        if self.answer == "page":
+            return web.Response(text="<html>\n<body>Bad gateway</body>\n</html>\n")
         if not body["stream"]:
             return web.json_response({"choices": [{"text": "a + b"}], "usage": usage})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if self.answer == "huge":
+            event = f"data: {json.dumps({'choices': [{'text': 'b' * 1000}]})}\n\n".encode()
+            with contextlib.suppress(ConnectionError):
+                for _ in range(400):
+                    await response.write(event)
+                    await asyncio.sleep(0.05)
+            return response
         if self.flood:
             event = f"data: {json.dumps({'choices': [{'text': 'a'}]})}\n\n".encode()
             with contextlib.suppress(ConnectionError):
@@ -298,3 +310,37 @@ def test_a_workers_figures_are_taken_within_reason() -> None:
     counted = JobOutput("x", 1.0, 2.0, 3.0, 4, "m", prompt_tokens=100, reused_tokens=10**6)
     assert counted.reused_tokens == 100
     assert JobOutput("x", 1.5, 2.0, 30.25, 7, "m", 1500, 1490).reused_tokens == 1490
+
+
+async def test_a_stream_stops_once_the_completion_is_as_long_as_it_may_be() -> None:
+    """A server that sends long pieces: once the text reaches the completion's length cap
+    (``max_chars``), the stream is closed, rather than read to ``max_tokens`` pieces or the
+    timeout (400 pieces here: 20 s)."""
+    async with FakeOpenAI(answer="huge") as fake:
+        backend = HttpBackend(fake.url, model="qwen2.5-coder", timeout=60)
+        await backend.start()
+        try:
+            executor = Executor(backend, max_chars=4096)
+            pieces: list[str] = []
+            spec = JobSpec("j1", PromptParts("demo", "a.py", "x = ", "\n"), 500, False, stream=True)
+            started = time.perf_counter()
+            out = await executor.run(spec, threading.Event(), pieces.append)
+            assert out.text == "b" * 4096 == "".join(pieces)
+            assert time.perf_counter() - started < 5
+        finally:
+            await backend.stop()
+
+
+async def test_a_stream_answered_with_no_events_is_an_error_as_when_not_streaming() -> None:
+    async with FakeOpenAI(answer="page") as fake:
+        backend = HttpBackend(fake.url, model="qwen2.5-coder")
+        await backend.start()
+        try:
+            rendered = render(backend.family, PromptParts("demo", "a.py", "x = ", ""))
+            prompt = Prompt(rendered, 16, False)
+            with pytest.raises(HttpBackendError, match="unexpected answer"):
+                await backend.complete(prompt, threading.Event())
+            with pytest.raises(HttpBackendError, match="unexpected answer, not events"):
+                await backend.complete_streaming(prompt, threading.Event(), lambda _t: None)
+        finally:
+            await backend.stop()
