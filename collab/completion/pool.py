@@ -90,6 +90,9 @@ class WorkerPool:
         self.workers: list[WorkerLink] = []
         self.pending: collections.deque[QueuedJob] = collections.deque()
         self._deadlines: dict[QueuedJob, asyncio.TimerHandle] = {}  # cancels not yet answered
+        # workers a job of which timed out since they last answered one: picked only when
+        # the others are full (a backend that hangs behind a worker that answers cancels)
+        self._late: set[WorkerLink] = set()
 
     @property
     def running(self) -> int:
@@ -114,6 +117,7 @@ class WorkerPool:
         if worker not in self.workers:
             return
         self.workers.remove(worker)
+        self._late.discard(worker)
         log.log(
             logging.DEBUG if quiet else logging.WARNING, "worker %s left: %s", worker.name, reason
         )
@@ -150,6 +154,12 @@ class WorkerPool:
         _settle(job, ProtocolError(code, message))
         worker = job.worker
         if worker is not None and worker.running.get(job.id) is job:
+            if code is ErrorCode.TIMEOUT and worker not in self._late:
+                self._late.add(worker)
+                log.warning(
+                    "%s: a job timed out; other workers take the jobs until it answers one",
+                    worker.name,
+                )
             worker.cancel(job.id)
             self._await_answer(worker, job)
         else:
@@ -167,6 +177,8 @@ class WorkerPool:
         job = worker.running.pop(job_id, None)
         if job is not None:
             self._forget_deadline(job)
+            if not isinstance(result, ProtocolError):
+                self._late.discard(worker)  # it answers again
             gave_up = isinstance(result, ProtocolError) and result.code is ErrorCode.CANCELLED
             if gave_up and not job.cancelled:  # the worker cancelled a job on its own
                 result = ProtocolError(ErrorCode.UNAVAILABLE, f"{worker.name} gave up the job")
@@ -184,12 +196,11 @@ class WorkerPool:
             if job.cancelled or job.future.done():
                 self.pending.popleft()
                 continue
+            free = [w for w in _eligible(self.workers, job) if len(w.running) < w.capacity]
             worker = max(
-                _eligible(self.workers, job),
-                key=lambda w: w.capacity - len(w.running),
-                default=None,
+                free, key=lambda w: (w not in self._late, w.capacity - len(w.running)), default=None
             )
-            if worker is None or len(worker.running) >= worker.capacity:
+            if worker is None:
                 return
             self.pending.popleft()
             job.worker = worker

@@ -351,3 +351,33 @@ async def test_a_worker_whose_hello_the_engine_refuses_stops_rather_than_retry(
             await asyncio.wait_for(worker.run(), 10)
         assert "capacity must be 1 to 1024" in str(refused.value)
         assert not server.completion.pool.workers
+
+
+async def test_a_worker_whose_job_timed_out_gets_jobs_only_when_the_others_are_full(
+    make_server: Any,
+) -> None:
+    """A worker whose backend answers nothing (a model server that hangs behind a worker
+    that answers cancels at once) stays connected; after one of its jobs timed out, the
+    next jobs go to the other worker, though it has the most free slots, until it answers
+    a job again (it was picked again and again: one request in a few timed out for good)."""
+    async with (
+        make_server(None, completion_timeout=0.3) as server,
+        Client(server.url, user="alice") as a,
+        scripted_worker(server, "hung", capacity=2) as hung,
+        scripted_worker(server, "good", capacity=1) as good,
+    ):
+        await a.open(APP)
+        with pytest.raises(ClientError) as err:
+            await a.complete(APP, 3)  # to hung: it has the most free slots
+        assert err.value.code == ErrorCode.TIMEOUT
+        assert len(hung.jobs) == 1 and hung.cancels == [hung.jobs[0].id]
+        failed = wire.Failed(hung.jobs[0].id, ErrorCode.CANCELLED, "cancelled")
+        await hung.ws.send_bytes(wire.encode(failed))  # it answers its cancel in time
+        await until(lambda: server.completion.pool.running == 0)
+        for n in range(3):
+            asking = asyncio.create_task(a.complete(APP, 3 + n))
+            await until(lambda n=n: len(good.jobs) == n + 1)  # type: ignore[misc]
+            await good.answer(good.jobs[n], f"GOOD{n}")
+            assert (await asking)["text"] == f"GOOD{n}"
+        assert len(hung.jobs) == 1
+        assert names(server) == ["hung", "good"]
