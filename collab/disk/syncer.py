@@ -65,6 +65,10 @@ _STALE_VERSIONS = 16  # at most this many of a file's replaced contents are kept
 WRITING_LIMIT = 10.0  # seconds a file held open for writing is waited for before it is synced
 
 
+FOLLOW_LATEST = 1.0
+"""Seconds at most between a new head of the branch and the checkout's branch and index
+following it, however busy the tree is (see ``WorkingTree._update_idle``)."""
+
 MAX_FILE = 4 * 1024 * 1024
 """The largest file synced as a live document by default, as the server's own default
 ``--max-file``: a larger one is synced through git (as is one the server will not open
@@ -137,6 +141,7 @@ class WorkingTree(Lifecycle):
         self._pushes: Pushes | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None  # the checkout's branch, moving
+        self._follow_timer: asyncio.TimerHandle | None = None  # see _update_idle
         self._followed = ""  # the head the checkout's branch and index were last moved to
         self._catch_up_again = False
         self._services: list[asyncio.Task[None]] = []
@@ -274,6 +279,9 @@ class WorkingTree(Lifecycle):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        if self._follow_timer is not None:
+            self._follow_timer.cancel()
+            self._follow_timer = None
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
                 while self._tasks:
@@ -377,12 +385,37 @@ class WorkingTree(Lifecycle):
         pushing = self._pushes is not None and self._pushes.pending
         following = self._following is not None and not self._following.done()
         quiet = not (self._tasks or self._bases or pushing or self._timers or following)
-        if quiet and (self._catching_up is None or self._catching_up.done()):
-            if self._checkout is not None and self._head and self._followed != self._head:
+        catching_up = self._catching_up is not None and not self._catching_up.done()
+        behind = self._checkout is not None and self._head and self._followed != self._head
+        if quiet and not catching_up:
+            if behind:
                 # every file is written: git in the tree may now see the branch as it is
-                self._following = asyncio.create_task(self._follow_head(self._head))
+                self._follow_now()
                 return
             self.idle.set()
+        elif behind and not following and not self._follow_timer and not self._stop.is_set():
+            # Typing that never pauses never leaves the tree quiet: git in it would see
+            # minutes of others' commits as changes of its own (and `git checkout -- FILE`
+            # would take them back out). The checkout follows a moment later all the same:
+            # by then the files hold the branch's text (and the live edits typed since).
+            self._follow_timer = asyncio.get_running_loop().call_later(
+                FOLLOW_LATEST, self._follow_late
+            )
+
+    def _follow_now(self) -> None:
+        if self._follow_timer is not None:
+            self._follow_timer.cancel()
+            self._follow_timer = None
+        self._following = asyncio.create_task(self._follow_head(self._head))
+
+    def _follow_late(self) -> None:
+        """Follow the head now, whatever is under way (the branch may be moving on: its
+        commits come faster than the syncer catches up with them)."""
+        self._follow_timer = None
+        following = self._following is not None and not self._following.done()
+        if self._stop.is_set() or following or self._followed == self._head:
+            return
+        self._follow_now()
 
     async def _follow_head(self, head: str) -> None:
         assert self._checkout is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -396,6 +397,58 @@ async def test_git_in_the_tree_sees_the_branch_as_it_is_at_the_server(
         await tree.wait_idle()
         await asyncio.sleep(0.5)
         assert git(root, "rev-parse", "HEAD").strip() == mine
+
+
+async def test_the_checkout_follows_the_branch_while_someone_types_without_a_pause(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """Bob types on and on, never pausing: the tree is never quiet, yet the checked-out
+    branch follows each commit at the server within moments, so that ``git checkout --
+    FILE`` in the tree takes back only what is not committed yet, not others' commits."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    demo = server.config.repos / "demo"
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        typing = True
+
+        async def typist() -> None:
+            n = 0
+            while typing:
+                doc.insert(len(str(doc.text)), f"typed {n}\n")
+                n += 1
+                await asyncio.sleep(0.01)
+
+        typed = asyncio.create_task(typist())
+        try:
+            await asyncio.sleep(0.5)
+            await bob.commit("demo", "main")
+            head = git(demo, "rev-parse", "main").strip()
+            committed = git(demo, "show", "main:README.md")
+            assert "typed 10\n" in committed
+            started = asyncio.get_running_loop().time()
+            await until(lambda: holds(root, head), 10)  # (the server commits on, too)
+            assert typed.done() is False  # followed while bob typed on
+            assert asyncio.get_running_loop().time() - started < 5
+        finally:
+            typing = False
+            await typed
+        await bob.flush()
+        await tree.wait_idle()
+        await asyncio.to_thread(git, root, "checkout", "--", "README.md")
+        await tree.wait_idle()
+        await until(lambda: str(doc.text) == (root / "README.md").read_text())
+        assert str(doc.text).startswith(committed)  # what was committed stays
+
+
+def holds(root: Path, commit: str) -> bool:
+    """Whether the tree's checked-out branch holds ``commit``."""
+    done = subprocess.run(
+        ["git", "-C", str(root), "merge-base", "--is-ancestor", commit, "HEAD"],
+        capture_output=True,
+    )
+    return done.returncode == 0
 
 
 async def test_the_executable_bit_goes_both_ways(
