@@ -135,6 +135,13 @@ def replace_text(
     )
 
 
+try:
+    from redis.exceptions import RedisError
+except ImportError:  # (no cluster extra: no Redis to be away)
+    _OUTAGES: tuple[type[Exception], ...] = (OSError, TimeoutError)
+else:
+    _OUTAGES = (OSError, TimeoutError, RedisError)
+
 STORE_WAIT = 5.0
 """Seconds a read of the shared store (in a cluster) may take before a branch operation
 that needs it fails; the store itself waits for Redis to come back for longer."""
@@ -260,14 +267,14 @@ class BranchSync:
                 if not self._again:
                     break
         except Exception as exc:
-            if self._failures <= 1:
+            outage = isinstance(exc, _OUTAGES)  # (Redis or a disk away: no bug to trace)
+            if self._failures <= 1 and not outage:
                 log.exception("%s: continuous commit failed; retrying later", self.name)
-            else:  # the traceback was logged at the first failure
+            elif self._failures & (self._failures - 1) == 0:  # the 1st, 2nd, 4th, 8th...
                 log.warning(
-                    "%s: continuous commit failed again (%d in a row; next try in %g s): %r",
+                    "%s: continuous commit failed (%d in a row; tried again later): %r",
                     self.name,
                     self._failures,
-                    self.retry_delay(),
                     exc,
                 )
 

@@ -257,9 +257,11 @@ async def test_a_commit_that_keeps_failing_is_tried_again_less_and_less_often(
             assert sync._idle is not None
             delays.append(round(sync._idle.when() - loop.time()))
         assert delays == [1, 2, 4, 8, 16]
+        # logged at the 1st, 2nd and 4th failure in a row (fewer lines as they go on), and
+        # with no traceback: a full disk is no bug
         failed = [r for r in caplog.records if "continuous commit failed" in r.getMessage()]
-        assert len(failed) == 5 and [bool(r.exc_info) for r in failed] == [True] + [False] * 4
-        assert "failed again (5 in a row; next try in 16 s): OSError('disk full')" in (
+        assert len(failed) == 3 and not any(r.exc_info for r in failed)
+        assert "failed (4 in a row; tried again later): OSError('disk full')" in (
             failed[-1].getMessage()
         )
 
