@@ -65,23 +65,27 @@ def add_parsers(sub: Any) -> None:
     join.add_argument("--from", dest="source", help="branch to start from (default branch)")
     create = actions.add_parser("create", help="create a branch")
     common(create)
-    create.add_argument("name")
-    create.add_argument("--from", dest="source", help="branch to start from (default branch)")
+    create.add_argument("name", help="the new branch's name")
+    create.add_argument(
+        "--from",
+        dest="source",
+        help="branch, tag or commit id to start from (default: the default branch)",
+    )
     fork = actions.add_parser("fork", help="fork a branch at its live state")
     common(fork)
-    fork.add_argument("source")
+    fork.add_argument("source", help="the branch to fork, with its live edits")
     fork.add_argument("name", nargs="?", help="default: <your branch>-fork-N")
     delete = actions.add_parser("delete", help="delete a branch")
     common(delete)
-    delete.add_argument("name")
+    delete.add_argument("name", help="the branch to delete (not while it has documents open)")
     commit = actions.add_parser("commit", help="commit a branch's live edits now")
     common(commit)
-    commit.add_argument("name")
+    commit.add_argument("name", help="the branch whose live edits to commit")
 
     merge = sub.add_parser("merge", help="merge SOURCE into TARGET (a preview unless --apply)")
     common(merge)
-    merge.add_argument("source")
-    merge.add_argument("target")
+    merge.add_argument("source", help="the branch whose changes are merged")
+    merge.add_argument("target", help="the branch they are merged into")
     merge.add_argument("--apply", action="store_true", help="perform the merge")
     merge.add_argument(
         "--markers", action="store_true", help="on conflict, write markers into the live files"

@@ -180,6 +180,8 @@ class Branches:
         move of it outside the engine merged into its documents first; see ``git_flush``)."""
         repo = self.check_read(identity, repo)
         name = identity.own_branch
+        if base is not None:  # one that does not exist is refused, whether or not it is used
+            await self.head(repo, validate_branch(base))
         existing = await in_git_thread(self.repos, self.git.head, repo, name)
         if existing is not None:
             return {"name": name, "head": hexsha(existing), "created": False}

@@ -46,6 +46,9 @@ async def test_continuous_commits_on_each_participants_branch(
         mine = await alice.call("branch.join", repo="demo")
         assert mine["name"] == participant_branch("alice") and mine["created"]
         assert await alice.join("demo") == mine["name"]
+        with pytest.raises(ClientError) as refused:  # not "already there": no such branch
+            await alice.join("demo", "nosuch")
+        assert refused.value.code == ErrorCode.NOT_FOUND and "nosuch" in refused.value.message
         listed = {b["name"]: b for b in await alice.branches("demo")}
         assert listed[mine["name"]]["mine"] and not listed["main"]["mine"]
         theirs = await bob.call("branch.join", repo="demo")
