@@ -372,7 +372,7 @@ class WorkingTree(Lifecycle):
         """Leave ``path`` out of the sync (reported once): a name the server refuses."""
         self._refused.add(path)
         self._remote.discard(path)
-        log.warning("%s: not synced: %s", path, exc)
+        log.warning("%r: not synced: %s", path, exc)  # (%r: a name may hold a line break)
         self._emit(event="error", path=path, message=f"not synced: {exc}")
 
     def _retry_later(self, path: str) -> None:
