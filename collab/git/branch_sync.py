@@ -341,8 +341,13 @@ class BranchSync:
                 async with self.lock:  # (not held while waiting: this node's commits go on)
                     grant = await self.lease()
                     if grant is not None:
-                        async with self.holding(grant):
-                            await self._commit(grant)
+                        try:
+                            async with self.holding(grant):
+                                await self._commit(grant)
+                        except Exception:
+                            self._retry_later()  # (as flush: what it did not take is kept)
+                            raise
+                        self._failures = 0
                         return self.synced
                 if loop.time() > deadline:
                     raise ProtocolError(
