@@ -606,10 +606,12 @@ async def _run(config: ServerConfig, worktrees: list[WorktreeSpec] | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    trees = ServedTrees(
-        server.auth, config.host, server.port, worktrees or [], max_file=config.max_file
-    )
-    async with server, trees:
+    async with (
+        server,  # (started first: the trees connect to its port)
+        ServedTrees(
+            server.auth, config.host, server.port, worktrees or [], max_file=config.max_file
+        ),
+    ):
         _announce(server, await _example(server))
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(server.failed.wait())

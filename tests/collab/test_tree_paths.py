@@ -188,6 +188,7 @@ async def test_one_clash_does_not_keep_the_rest_of_the_branch_from_being_committ
     server, bare = tree_server
     monkeypatch.setattr(BranchSync, "check_clash", lambda self, path: None, raising=False)
     async with Client(server.url, user="ann") as ann:
+        await ann.join("demo")  # (made on her first open, it would commit main meanwhile)
         for doc_id, text in [("new", "notes\n"), ("new/todo.md", "todo\n"), ("file.txt", "")]:
             doc = await ann.open(f"demo/main:{doc_id}")
             doc.insert(0, text or "edited ")
