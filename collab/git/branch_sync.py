@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from pathlib import Path
@@ -135,16 +136,17 @@ def replace_text(
     )
 
 
-try:
-    from redis.exceptions import RedisError
-except ImportError:  # (no cluster extra: no Redis to be away)
-    _OUTAGES: tuple[type[Exception], ...] = (OSError, TimeoutError)
-else:
-    _OUTAGES = (OSError, TimeoutError, RedisError)
-
 STORE_WAIT = 5.0
 """Seconds a read of the shared store (in a cluster) may take before a branch operation
 that needs it fails; the store itself waits for Redis to come back for longer."""
+
+
+def _outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis, a disk or the network being away (no bug to trace)."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    errors = sys.modules.get("redis.exceptions")  # (never imported: no Redis to be away)
+    return errors is not None and isinstance(exc, errors.RedisError)
 
 
 class LeaseBusy(Exception):
@@ -267,8 +269,7 @@ class BranchSync:
                 if not self._again:
                     break
         except Exception as exc:
-            outage = isinstance(exc, _OUTAGES)  # (Redis or a disk away: no bug to trace)
-            if self._failures <= 1 and not outage:
+            if self._failures <= 1 and not _outage(exc):
                 log.exception("%s: continuous commit failed; retrying later", self.name)
             elif self._failures & (self._failures - 1) == 0:  # the 1st, 2nd, 4th, 8th...
                 log.warning(
