@@ -554,6 +554,7 @@ class WorkingTree(Lifecycle):
             except Raced:
                 if outcome.live is not None:  # the live text holds the disk text we read
                     self._set_base(path, disk_text.encode("utf-8"))
+                    self._forget_stale(path, stale)  # (that save is merged)
                 return False
             self.counters.writes += 1
         # the save is merged: the versions it may have been made from are forgotten (not
