@@ -420,6 +420,8 @@ class CompletionService:
             typed = current.encode("utf-8")[offset : offer.end.offset].decode("utf-8", "replace")
             if offer.text.startswith(typed):
                 offset = offer.end.offset
+            elif typed.startswith(offer.text):  # typed whole, and more: nothing to insert
+                offset, typed = offer.end.offset, offer.text
             else:
                 typed = ""
         else:

@@ -329,8 +329,9 @@ class BranchSync:
         """:meth:`flush`, with every edit pending for the branch on any node of a cluster:
         its documents not loaded here that hold such edits are loaded first (see
         :meth:`borrow_pending`), and the commit waits for the branch's lease rather than
-        leaving them to its holder. For what must hold every edit typed so far: a fork, a
-        merge, a fetch, a branch's log. Raises ``CONFLICT`` if another node keeps the lease."""
+        leaving them to its holder (with nothing pending anywhere, the branch's head is
+        returned as it is). For what must hold every edit typed so far: a fork, a merge, a
+        fetch, a branch's log. Raises ``CONFLICT`` if another node keeps the lease."""
         leases = self.owner.leases
         if leases is None:
             return await self.flush()
@@ -338,6 +339,11 @@ class BranchSync:
         deadline = loop.time() + leases.ttl + 2 * self.owner.lease_retry
         async with contextlib.AsyncExitStack() as borrowed:
             await self.borrow_pending(borrowed)
+            if not self.dirty:  # nothing pending on any node: no commit, no lease to take
+                head = await in_git_thread(
+                    self.owner.repos, self.owner.head, self.repo, self.branch
+                )
+                return self.synced if head is None else head
             while True:
                 async with self.lock:  # (not held while waiting: this node's commits go on)
                     grant = await self.lease()

@@ -66,7 +66,7 @@ from gitsync.smart_http import (
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, validate_branch, validate_repo
 
-from ..git.branch_sync import BranchSync, GitSync
+from ..git.branch_sync import STORE_WAIT, BranchSync, GitSync
 from ..git.dropped_work import keep_dropped_work
 from ..git.work import in_git_thread, in_repo
 from ..live.events import EventHub
@@ -343,7 +343,13 @@ class GitBridge:
             # in a cluster, edits may be pending on another node: every branch with stored
             # documents is looked at (see BranchSync.flush_everywhere)
             named = {sync.branch for sync in syncs}
-            for branch in await self._stored_branches(repo):
+            try:
+                async with asyncio.timeout(STORE_WAIT):  # (the store waits for Redis longer)
+                    stored = await self._stored_branches(repo)
+            except Exception as exc:  # Redis away: answered from what this node holds
+                log.warning("%s: edits pending on other nodes not looked for: %r", repo, exc)
+                stored = set()
+            for branch in stored:
                 if branch not in named and (branches is None or branch in branches):
                     with contextlib.suppress(LookupError, ValueError):  # gone, damaged
                         syncs.append(await self.git.branch(repo, branch))

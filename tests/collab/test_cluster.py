@@ -535,6 +535,35 @@ async def test_a_commit_asked_for_while_redis_is_paused_answers_without_waiting_
         await eventually(committed, 30, "the commit once Redis is back")
 
 
+async def test_a_fetch_asked_for_while_redis_is_paused_is_answered_without_waiting_for_it(
+    nodes: Nodes, redis: RedisProcess
+) -> None:
+    """While Redis does not answer, a git fetch from a node is answered from what the node
+    holds (edits pending on other nodes are not looked for then), not held until the
+    shared store gives up (a minute) and then refused."""
+    async with Client(nodes.nodes[0].url, user="ann") as ann:
+        doc = await ann.open(ROOM)
+        doc.insert(0, "typed on node 0;")
+        await ann.flush()
+        redis.pause()
+        try:
+            loop = asyncio.get_running_loop()
+            url = nodes.nodes[1].url.replace("ws://", "http://ann:dev@") + "/git/demo.git"
+            asked = loop.time()
+            done = await asyncio.to_thread(
+                subprocess.run,
+                ["git", "ls-remote", url],
+                capture_output=True,
+                env={**os.environ, **GIT_ENV},
+                timeout=90,
+            )
+            assert done.returncode == 0, done.stderr
+            assert b"refs/heads/main" in done.stdout
+            assert loop.time() - asked < 20
+        finally:
+            redis.resume()
+
+
 async def test_a_push_to_one_node_reaches_the_editors_on_another(
     nodes: Nodes, repos: Path, tmp_path: Path
 ) -> None:

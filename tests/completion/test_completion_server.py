@@ -117,6 +117,15 @@ async def test_text_typed_through_a_completion_is_not_doubled_by_accepting_it(
         await asyncio.sleep(0.2)
         assert str(bobs) == str(doc) == twice
 
+        reply = await a.complete(doc, cursor)  # typed whole, and more: nothing to insert
+        doc.insert(cursor, "value + 1 ")
+        await a.flush()
+        accepted = await a.accept(reply)
+        assert accepted == {"doc": UTIL, "index": cursor + 10, "text": ""}
+        doc.delete(cursor, len("value + 1 "))
+        await a.flush()
+        await bobs.wait_for(lambda t: t == twice)
+
         reply = await a.complete(doc, cursor)
         bobs.insert(cursor, "X")
         await b.flush()
