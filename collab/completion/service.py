@@ -50,6 +50,9 @@ __all__ = ["CompletionService"]
 log = logging.getLogger("collab.completion")
 
 OFFER_TTL = 120.0  # seconds an answered completion can still be accepted
+HELD_OFFERS = 16
+"""Offers over HTTP one person may have at once, each keeping its document loaded; past it,
+the oldest is dropped (accepting it answers 4004)."""
 CACHE_TTL = 60.0
 SWEEP_EVERY = 5.0  # seconds between sweeps of expired offers and cached completions
 CACHE_SIZE = 1024
@@ -296,6 +299,8 @@ class CompletionService:
         )
         self._offers[offer.id] = offer
         self._by_owner[owner] = offer
+        if hold is not None:
+            self._bound_held(offer.user)
         latency = {
             "queue_ms": round(queue_ms, 3),
             "prompt_ms": round(prompt_ms, 3),
@@ -504,6 +509,14 @@ class CompletionService:
             found = True
             self._drop_offer(offer)
         return found
+
+    def _bound_held(self, user: str) -> None:
+        """Drop ``user``'s oldest offers that hold a document loaded, past
+        :data:`HELD_OFFERS` of them: one person asking about hundreds of documents over
+        HTTP would keep them all in memory for the offers' lifetime."""
+        held = [offer for offer in self._offers.values() if offer.user == user and offer.hold]
+        for offer in held[: max(0, len(held) - HELD_OFFERS)]:  # (oldest first)
+            self._drop_offer(offer)
 
     def _drop_offer(self, offer: _Offer) -> None:
         self._offers.pop(offer.id, None)

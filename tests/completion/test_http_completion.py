@@ -13,7 +13,7 @@ import pytest
 from fake_backends import FakeBackend
 
 from collab import Client, CollabServer
-from collab.completion.service import OFFER_TTL
+from collab.completion.service import HELD_OFFERS, OFFER_TTL
 from collab.server.auth import Role, TokenAuthenticator
 from protocol.errors import ErrorCode
 
@@ -61,6 +61,31 @@ async def test_an_http_offer_holds_its_document_until_it_expires(make_server: An
         assert server.rooms.get_key(APP) is not None  # past the grace period: still held
         server.completion.sweep(time.monotonic() + OFFER_TTL + 1)
         await _unloaded(server, APP)
+
+
+async def test_one_person_cannot_keep_more_than_a_few_documents_loaded_with_offers(
+    make_server: Any,
+) -> None:
+    """Offers over HTTP keep their documents loaded; one person asking about 30 documents
+    keeps only the newest :data:`HELD_OFFERS` loaded: the oldest offers are dropped, and
+    accepting one answers 4004."""
+    async with make_server(FakeBackend("!")) as server:
+        offers = []
+        for n in range(30):
+            doc = f"demo/main:made/up/{n}.py"
+            offers.append(await _post(server, "complete", {"doc": doc, "index": 0}))
+        loaded = [n for n in range(30) if server.rooms.get_key(f"demo/main:made/up/{n}.py")]
+        assert loaded[-HELD_OFFERS:] == list(range(30 - HELD_OFFERS, 30))
+        await asyncio.sleep(2 * server.config.grace)
+        assert len(server.rooms) == HELD_OFFERS
+        base = server.url.replace("ws://", "http://")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{base}/api/complete.accept?user=alice", json={"id": offers[0]["id"]}) as r,
+        ):
+            assert (await r.json())["error"]["code"] == ErrorCode.NOT_FOUND
+        accepted = await _post(server, "complete.accept", {"id": offers[-1]["id"]})
+        assert accepted["text"] == "!"
 
 
 async def test_an_empty_completion_has_an_id_and_accepting_it_inserts_nothing(
