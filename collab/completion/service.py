@@ -419,18 +419,13 @@ class CompletionService:
         current = str(room.text)
         # Text typed where the completion goes since it was asked for that begins it was
         # typed through it: the rest goes after it (before it, the completion would double
-        # it). Other text typed there stays after the completion, as the anchor keeps it.
-        offset = offer.anchor.offset
+        # it); typed whole, and more, nothing is inserted. Other text typed there stays
+        # after the completion, as the anchor keeps it.
+        offset, typed = offer.anchor.offset, ""
         if offer.end is not None and offer.end.offset > offset:
-            typed = current.encode("utf-8")[offset : offer.end.offset].decode("utf-8", "replace")
-            if offer.text.startswith(typed):
-                offset = offer.end.offset
-            elif typed.startswith(offer.text):  # typed whole, and more: nothing to insert
-                offset, typed = offer.end.offset, offer.text
-            else:
-                typed = ""
-        else:
-            typed = ""
+            there = current.encode("utf-8")[offset : offer.end.offset].decode("utf-8", "replace")
+            if offer.text.startswith(there) or there.startswith(offer.text):
+                offset, typed = offer.end.offset, there[: len(offer.text)]
         text = offer.text[len(typed) : max(length, len(typed))]
         if room.max_document:
             size = len(current.encode("utf-8")) + len(text.encode("utf-8"))
