@@ -56,10 +56,11 @@ async def committed(server: CollabServer, tree: WorkingTree, bob: Client) -> str
     return git(server.config.repos / "demo", "show", "main:src/app.py")
 
 
-async def seeded(server: CollabServer, bob: Client) -> Document:
+async def seeded(server: CollabServer, bob: Client, text: str | None = None) -> Document:
+    """Bob's ``src/app.py``, holding ``text`` (numbered lines unless given)."""
     doc = await bob.open("demo/main:src/app.py")
     doc.delete(0, len(str(doc.text)))
-    doc.insert(0, numbered())
+    doc.insert(0, numbered() if text is None else text)
     await bob.flush()
     return doc
 
@@ -206,10 +207,7 @@ async def test_slow_saves_in_place_racing_live_typing_lose_and_double_nothing(
     layout = "".join(f"R{k}:\n--a{k}\n--b{k}\n" for k in range(6))
     rng = random.Random(7)
     async with Client(server.url, user="bob") as bob:
-        doc = await bob.open("demo/main:src/app.py")
-        doc.delete(0, len(str(doc.text)))
-        doc.insert(0, layout)
-        await bob.flush()
+        doc = await seeded(server, bob, layout)
         tree = make_tree(root)
         await tree.start()
         path = root / "src" / "app.py"
@@ -243,10 +241,8 @@ async def test_two_quick_saves_from_a_stale_buffer_keep_the_live_edit_they_lack(
     there once."""
     root = tmp_path / "wt"
     async with Client(server.url, user="bob") as bob:
-        doc = await bob.open("demo/main:src/app.py")
-        doc.delete(0, len(str(doc.text)))
-        doc.insert(0, "".join(f"line{n:05d} of a long file\n" for n in range(20_000)))
-        await bob.flush()
+        long = "".join(f"line{n:05d} of a long file\n" for n in range(20_000))
+        doc = await seeded(server, bob, long)
         tree = make_tree(root)
         await tree.start()
         path = root / "src" / "app.py"
