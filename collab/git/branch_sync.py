@@ -545,9 +545,8 @@ class BranchSync:
         authors: dict[str, Identity] = {}
         try:
             await asyncio.gather(*(room.drain() for room in self.dirty.values()))
-            if self.owner.leases is not None:  # in a cluster: who wrote, on whichever node
-                for user in await self.owner.store.take_authors(f"{self.repo}/{self.branch}"):
-                    self.authors.setdefault(user, Identity(user, Role.WRITE, self.repo))
+            for user in await self._take_authors():
+                self.authors.setdefault(user, Identity(user, Role.WRITE, self.repo))
             for _attempt in range(5):
                 # The text committed and the people who typed it are taken together, with no
                 # await in between: an edit that lands meanwhile comes with its author.
@@ -621,6 +620,19 @@ class BranchSync:
             for user, identity in authors.items():
                 self.authors.setdefault(user, identity)
             raise
+
+    async def _take_authors(self) -> list[str]:
+        """Who wrote to the branch since its last commit, as the store keeps it: in a
+        cluster, on whichever node; on one node, also before a crash (what a recovery at
+        start commits is its typists'). One node knows its own writers besides: a store that
+        cannot say costs it only a log line."""
+        try:
+            return await self.owner.store.take_authors(f"{self.repo}/{self.branch}")
+        except Exception as exc:
+            if self.owner.leases is not None:
+                raise
+            log.warning("%s: the store could not say who wrote (%s)", self.name, exc)
+            return []
 
     async def _hold_shrinking(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
         """Take out of ``changes`` the documents whose history lacks edits their branch

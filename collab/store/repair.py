@@ -148,6 +148,7 @@ def _rebuild(path: Path) -> dict[str, int]:
         quarantine = {
             row[:2]: row for row in _both_ways(src, "SELECT * FROM quarantine", ("doc_id", "seq"))
         }
+        authors = set(_both_ways(src, "SELECT branch, user FROM authors", ("branch", "user")))
         known = {doc_id for doc_id, _seq in records} | set(docs) | set(recovered)
         known |= {doc_id for doc_id, _seq in quarantine}
         for doc_id in sorted(known):
@@ -186,6 +187,7 @@ def _rebuild(path: Path) -> dict[str, int]:
             [(doc_id, now, "rebuilt from a damaged file") for doc_id in by_doc],
         )
         dst.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantine.values())
+        dst.executemany("INSERT INTO authors VALUES (?, ?)", authors)
         dst.execute("COMMIT")
         dst.execute("PRAGMA journal_mode = WAL")
     stamp = time.strftime("%Y%m%d-%H%M%S")

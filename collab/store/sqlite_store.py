@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     at REAL NOT NULL,
     PRIMARY KEY (doc_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS authors (
+    branch TEXT NOT NULL,
+    user TEXT NOT NULL,
+    PRIMARY KEY (branch, user)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS recovered (
     doc_id TEXT PRIMARY KEY,
     at REAL NOT NULL,
@@ -83,6 +88,8 @@ ON CONFLICT (doc_id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)
 """
 
 _INSERT_SQL = "INSERT INTO records (doc_id, seq, kind, data, crc) VALUES (?, ?, ?, ?, ?)"
+_AUTHOR_SQL = "INSERT OR IGNORE INTO authors (branch, user) VALUES (?, ?)"
+_TAKE_AUTHORS_SQL = "DELETE FROM authors WHERE branch = ? RETURNING user"
 
 _LOAD_SQL = """
 SELECT seq, kind, data, crc FROM records
@@ -98,6 +105,7 @@ class _Append:
     data: bytes
     future: asyncio.Future[int]
     made: float
+    author: tuple[str, str] | None = None  # (branch, person), written with the record
 
 
 _SyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -213,6 +221,9 @@ class SQLiteStore(Lifecycle):
         # doc id -> its last committed seq, so that an append needs no read; cleared after
         # any failed write (and when it grows too large)
         self._last_seqs: dict[str, int] = {}
+        # (branch, person) pairs written to the authors table since their branch's last take:
+        # an append by one of them writes no row
+        self._authors: set[tuple[str, str]] = set()
 
     @property
     def syncs(self) -> int:
@@ -300,7 +311,13 @@ class SQLiteStore(Lifecycle):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         now = time.monotonic()
-        self._pending.append(_Append(doc_id, bytes(update), future, now))
+        item = _Append(doc_id, bytes(update), future, now)
+        if author is not None:
+            noted = (doc_id.partition(":")[0], author)
+            if noted not in self._authors:
+                self._authors.add(noted)
+                item.author = noted
+        self._pending.append(item)
         if self._flush_at > now:  # no commit due yet: make sure one comes in time for this
             due = self._due(doc_id, now, now)
             if due < self._flush_at:
@@ -331,8 +348,16 @@ class SQLiteStore(Lifecycle):
         await self.sync()
 
     async def take_authors(self, branch: str) -> list[str]:
+        """The people whose appends to documents of ``branch`` were written since the last
+        take (kept with the records: a crash does not forget them), forgotten by this one."""
         self._check_running(branch)
-        return []
+        self._authors = {noted for noted in self._authors if noted[0] != branch}
+
+        def take(conn: sqlite3.Connection) -> list[tuple[str]]:
+            return conn.execute(_TAKE_AUTHORS_SQL, (branch,)).fetchall()
+
+        rows = self._write(branch, "take_authors", take)
+        return sorted(user for (user,) in cast("list[tuple[str]]", rows))
 
     async def keys(self, prefix: str = "") -> list[str]:
         return cast("list[str]", await self._read(_keys, prefix))
@@ -360,12 +385,13 @@ class SQLiteStore(Lifecycle):
             raise TypeError(f"doc_id must be str, not {type(doc_id).__name__}")
         return conn
 
-    def _write(self, doc_id: str, op: str, body: Callable[[sqlite3.Connection], object]) -> None:
-        """Commit the appends waiting, then ``body`` in a transaction of its own."""
+    def _write(self, doc_id: str, op: str, body: Callable[[sqlite3.Connection], object]) -> object:
+        """Commit the appends waiting, then ``body`` in a transaction of its own; what
+        ``body`` returned."""
         conn = self._check_running(doc_id)
         self._write_pending(everything=True)
         try:
-            self._transaction(conn, lambda: body(conn))
+            return self._transaction(conn, lambda: body(conn))
         except Exception as exc:
             self._last_seqs.pop(doc_id, None)
             if not isinstance(exc, ValueError):
@@ -440,7 +466,12 @@ class SQLiteStore(Lifecycle):
         known = self._last_seqs
         last: dict[str, int] = {}
         rows: list[tuple[str, int, str, bytes, int]] = []
+        authors = [item.author for item in batch if item.author is not None]
         seqs: list[int] = []
+
+        def write_rows() -> None:
+            conn.executemany(_INSERT_SQL, rows)
+            conn.executemany(_AUTHOR_SQL, authors)
 
         def body() -> None:
             for item in batch:
@@ -453,16 +484,17 @@ class SQLiteStore(Lifecycle):
                 last[item.doc_id] = seq
                 seqs.append(seq)
                 rows.append((item.doc_id, seq, "u", item.data, _crc(item.data)))
-            if len(rows) == 1:  # one statement is its own transaction: fewer round trips
+            if len(rows) == 1 and not authors:  # one statement, its own transaction
                 conn.execute(_INSERT_SQL, rows[0])
                 self.commits += 1
             else:
-                self._transaction(conn, lambda: conn.executemany(_INSERT_SQL, rows))
+                self._transaction(conn, write_rows)
 
         try:
             body()
         except Exception as exc:
             known.clear()  # read the counters back from the database
+            self._authors.difference_update(authors)  # their next appends write them again
             if len(batch) > 1:
                 log.warning(
                     "store: batch of %d appends failed (%s); retrying one by one", len(batch), exc

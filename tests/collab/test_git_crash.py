@@ -60,6 +60,40 @@ async def test_kill_9_during_continuous_commits(repos: Path, tmp_path: Path) -> 
     git(demo, "fsck", "--full", "--strict")
 
 
+async def test_edits_a_crash_left_uncommitted_are_committed_as_their_typists(
+    repos: Path, tmp_path: Path
+) -> None:
+    """The store keeps who wrote with what they wrote: the commit that a start after kill -9
+    makes of the edits left uncommitted names their typists, not the engine."""
+    demo = repos / "demo"
+    server = ServerProcess(
+        repos, tmp_path / "data", extra_args=("--commit-idle", "300", "--commit-max-lag", "600")
+    )
+    await server.start()
+    try:
+        async with Client(server.url, user="alice") as alice, Client(server.url, user="bob") as bob:
+            await alice.join("demo")  # (their own branches first: making one commits main)
+            await bob.join("demo")
+            before = git(demo, "rev-parse", "main").strip()
+            mine = await alice.open("demo/main:src/app.py")
+            theirs = await bob.open("demo/main:src/app.py")
+            mine.insert(0, "# alice was here\n")
+            await alice.flush()
+            await until(lambda: "alice" in str(theirs.text))
+            theirs.insert(0, "# bob too\n")
+            await bob.flush()
+            typed = str(theirs.text)
+            assert git(demo, "rev-parse", "main").strip() == before  # nothing committed yet
+            await server.kill()
+        await server.start()
+        await until(lambda: show(demo, "main", "src/app.py") == typed, timeout=20)
+    finally:
+        await server.stop()
+    assert git(demo, "log", "-1", "--format=%an", "main").strip() == "alice"
+    assert "Co-authored-by: bob" in git(demo, "log", "-1", "--format=%b", "main")
+    git(demo, "fsck", "--full", "--strict")
+
+
 async def test_an_immediate_restart_after_kill_9_during_commits_20_times(
     repos: Path, tmp_path: Path
 ) -> None:

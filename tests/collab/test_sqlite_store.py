@@ -301,6 +301,27 @@ async def test_corrupt_snapshot_is_dropped_and_reported(tmp_path: pathlib.Path) 
         assert row == (snapshot_crc,)
 
 
+async def test_the_authors_of_a_branch_outlive_a_restart_until_taken(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Who wrote is written with the records: what a crash leaves uncommitted is committed
+    as its typists' at the next start."""
+    path = db_path(tmp_path)
+    async with SQLiteStore(path, group_window=0.005) as store:
+        await asyncio.gather(
+            store.append("repo/main:a.txt", b"1", author="ann"),
+            store.append("repo/main:a.txt", b"2", author="bob"),
+            store.append("repo/main:b.txt", b"3", author="ann"),
+        )
+        await store.append("repo/main:a.txt", b"4", author="ann")
+    async with SQLiteStore(path) as store:
+        assert await store.take_authors("repo/main") == ["ann", "bob"]
+        await store.append("repo/main:a.txt", b"5", author="cid")
+    async with SQLiteStore(path) as store:
+        assert await store.take_authors("repo/main") == ["cid"]
+        assert await store.take_authors("repo/main") == []
+
+
 async def test_sqlite_error_fails_only_affected_appends(
     tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:

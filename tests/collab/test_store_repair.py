@@ -146,7 +146,7 @@ async def test_a_damaged_page_costs_only_the_records_on_it(tmp_path: Path) -> No
     docs = {f"demo/main:f{i:02}.txt": bytes([i]) * 3000 for i in range(30)}
     async with SQLiteStore(path) as store:
         for key, data in docs.items():
-            await store.append(key, data)  # one leaf page each, about
+            await store.append(key, data, author="ann")  # one leaf page each, about
     with closing(sqlite3.connect(path)) as conn:
         leaves = [
             page
@@ -180,6 +180,7 @@ async def test_a_damaged_page_costs_only_the_records_on_it(tmp_path: Path) -> No
                 assert stored is None or stored.updates == [(1, data)]
             else:
                 assert stored is not None and stored.updates == [(1, data)] and stored.recovered
+        assert await store.take_authors("demo/main") == ["ann"]  # kept for the next commit
     assert list(tmp_path.glob("store.sqlite3.damaged-*"))
 
 
