@@ -358,6 +358,8 @@ class Checkout:
                     env=env,
                 )
                 tree = (await self.git("write-tree", env=env)).decode().strip()
+            if tree == (await self.git("rev-parse", f"{parent}^{{tree}}")).decode().strip():
+                return parent  # the branch holds the changes already (a deletion made twice)
             commit = (
                 (await self.git("commit-tree", tree, "-p", parent, "-m", message, env=_identity()))
                 .decode()

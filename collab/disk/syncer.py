@@ -133,6 +133,7 @@ class WorkingTree(Lifecycle):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._limit = asyncio.Semaphore(32)
         self._locks: set[str] = set()
+        self._moving: dict[str, asyncio.Event] = {}  # files a rename on disk is committing
         self._refused: set[str] = set()  # names the server refuses (4006): not synced
         self._overwritten: dict[str, list[tuple[bytes, float]]] = {}  # replaced, when; oldest first
         self._replaced = ReplacedFiles(self._put_back, hold=settle)
@@ -458,6 +459,8 @@ class WorkingTree(Lifecycle):
         await self._sync_mode(path, full)
         settled = False
         for _round in range(_TRIES):
+            if (moving := self._moving.get(path)) is not None:
+                await moving.wait()  # renamed on disk: committed with its new name
             # a save under way is taken whole: waited for where the system tells (a lease),
             # and read again if the file changed while it was read
             read = await read_when_written(full, wait, self._stop)
@@ -475,6 +478,8 @@ class WorkingTree(Lifecycle):
                 return
             if self._by_git(path, disk, base):
                 await self._sync_by_git(path, full, disk, base)
+                return
+            if base is None and disk and path not in self._tree and await self._renamed(path, disk):
                 return
             document = self._docs.get(path)
             if document is None:
@@ -678,6 +683,54 @@ class WorkingTree(Lifecycle):
     async def _docs_close(self, path: str) -> None:
         if self._docs is not None:
             await self._docs.close(path)
+
+    async def _renamed(self, path: str, data: bytes) -> bool:
+        """``path``, new on disk, holds what a file of the branch that is gone from disk held
+        last (``mv``, an editor's rename): commit both in one commit, a rename, as git shows
+        it. The server then tells the editors of the old path where it went, and carries
+        edits of it not committed yet to the new one; as a deletion and a new file, the old
+        path's document would only be emptied. False if there is no such file."""
+        source = self._rename_source(path, data)
+        if source is None:
+            return False
+        done = self._moving[source] = asyncio.Event()
+        try:
+            await asyncio.gather(
+                self._commit_by_git(source, None), self._commit_by_git(path, data, None)
+            )
+        finally:
+            del self._moving[source]
+            done.set()
+        self._set_base(source, None)
+        await self._docs_close(source)
+        self._emit(event="delete", path=source, side="live", renamed_to=path)
+        if self._base(path) is None and path not in self._again:  # (its push was refused)
+            self._set_base(path, data)
+            self._emit(event="sync", path=path, direction="git", conflict=False)
+        return True
+
+    def _rename_source(self, path: str, data: bytes) -> str | None:
+        """The file of the branch that ``path`` was renamed from: gone from disk, its base
+        ``data``; of several, one with the same name in another directory first."""
+        key = digest(data)
+        assert self._state is not None and self._filter is not None
+        found = []
+        for source in self._tree:
+            if source == path or source in self._moving or source in self._git_paths:
+                continue
+            if source in self._bases:  # (a base waiting for the server's ack)
+                pending = self._bases[source]
+                if pending is None or digest(pending) != key:
+                    continue
+            elif self._state.digest_of(source) != key:
+                continue
+            if not self._filter.wanted(source) or os.path.lexists(self.root / source):
+                continue
+            found.append(source)
+        if not found:
+            return None
+        name = path.rpartition("/")[2]
+        return min(found, key=lambda source: (source.rpartition("/")[2] != name, source))
 
     async def _delete_live(self, path: str) -> None:
         """The file was deleted on disk, unchanged live: delete it on the branch."""

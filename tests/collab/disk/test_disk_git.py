@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeTree, blob, until
+from eventwait import Events
 from gitcli import git
 
 from collab import Client, CollabServer
@@ -54,6 +55,41 @@ async def test_delete_and_rename_on_disk_reach_the_branch(
     assert [e["side"] for e in tree.events.of("delete")] == ["live", "live"]  # type: ignore[attr-defined]
 
 
+async def test_a_rename_on_disk_is_one_commit_that_tells_the_old_paths_editors(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """``mv`` of a file someone has open live: the branch gets one commit that git reads as
+    a rename, the editor of the old path is told where it went (``renamed``), and what they
+    typed there and had not committed yet is at the new path."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    async with Client(server.url, user="bob") as bob:
+        await bob.join("demo")  # (his own branch first: making it commits main)
+        await bob.subscribe("events.subscribe", repo="demo")
+        before = git(server.config.repos / "demo", "rev-parse", "main").strip()
+        doc = await bob.open("demo/main:src/app.py")
+        doc.insert(0, "# typed live\n")
+        await bob.flush()  # durable, not committed yet
+        await tree.wait_idle()
+        os.rename(root / "src" / "app.py", root / "src" / "main.py")
+        event = await Events(bob).wait_for("ref", cause="external", timeout=20)
+        assert event["renamed"] == {"src/app.py": "src/main.py"}
+        await doc.wait_for(lambda text: text == "")
+        moved = await bob.open("demo/main:src/main.py")
+        assert str(moved.text) == "# typed live\nprint('hello')\n"
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+    demo = server.config.repos / "demo"
+    renames = git(demo, "log", "-M", "--format=", "--name-status", f"{before}..main")
+    assert "R100\tsrc/app.py\tsrc/main.py" in renames.splitlines(), renames
+    assert blob(server, "main:src/main.py") == b"# typed live\nprint('hello')\n"
+    assert "src/app.py" not in tree_files(server)
+    await until(lambda: (root / "src" / "main.py").read_bytes() == blob(server, "main:src/main.py"))
+    assert not (root / "src" / "app.py").exists()
+    assert [e.get("renamed_to") for e in tree.events.of("delete")] == ["src/main.py"]  # type: ignore[attr-defined]
+
+
 async def test_a_directory_moved_on_disk_moves_on_the_branch(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
@@ -61,6 +97,7 @@ async def test_a_directory_moved_on_disk_moves_on_the_branch(
     root = tmp_path / "wt"
     tree = make_tree(root)
     await tree.start()
+    before = git(server.config.repos / "demo", "rev-parse", "main").strip()
     os.rename(root / "src", root / "lib")
     await until(
         lambda: "lib/app.py" in tree_files(server) and "src/app.py" not in tree_files(server)
@@ -72,6 +109,10 @@ async def test_a_directory_moved_on_disk_moves_on_the_branch(
     assert "lib/app.py" in files and "src/app.py" not in files
     assert blob(server, "main:lib/app.py") == b"print('hello')\n"
     assert not (root / "src").exists()  # nothing brought it back
+    renames = git(
+        server.config.repos / "demo", "log", "-M", "--format=", "--name-status", f"{before}..main"
+    )
+    assert "R100\tsrc/app.py\tlib/app.py" in renames.splitlines(), renames  # as git mv does
 
 
 async def test_a_new_empty_file_reaches_the_branch_and_then_goes_live(
