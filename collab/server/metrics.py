@@ -244,6 +244,13 @@ class _ServerCollector(Collector):
         )
 
 
+_AMOUNTS = {  # completion figures that count an amount, not events: a counter each
+    "accepted_chars": "Characters of accepted completions.",
+    "prompt_tokens": "Tokens of the prompts sent to models (where the backend counts them).",
+    "reused_tokens": "Prompt tokens a model server had cached from an earlier prompt.",
+}
+
+
 def _completion(service: CompletionService) -> Iterator[Metric]:
     figures = service.metrics
     events = CounterMetricFamily(
@@ -253,14 +260,11 @@ def _completion(service: CompletionService) -> Iterator[Metric]:
         labels=["event"],
     )
     for event, count in sorted(figures.counts.items()):
-        if event != "accepted_chars":
+        if event not in _AMOUNTS:
             events.add_metric([event], count)
     yield events
-    yield CounterMetricFamily(
-        "collab_completion_accepted_chars",
-        "Characters of accepted completions.",
-        figures.counts["accepted_chars"],
-    )
+    for name, documentation in _AMOUNTS.items():
+        yield CounterMetricFamily(f"collab_completion_{name}", documentation, figures.counts[name])
     errors = CounterMetricFamily(
         "collab_completion_errors", "Completion requests that failed.", labels=["code"]
     )

@@ -372,6 +372,8 @@ async def test_http_json_and_metrics(make_server: Any) -> None:
                 for sample in family.samples
             }
         assert samples["collab_completion_events_total", (("event", "accepted"),)] == 1
+        # amounts, not events: counters of their own
+        assert not [labels for _name, labels in samples if labels == (("event", "prompt_tokens"),)]
         assert samples["collab_completion_acceptance_ratio", ()] == 1.0
         assert samples["collab_completion_latency_seconds_count", (("part", "total"),)] == 1
         assert samples["collab_completion_latency_seconds_sum", (("part", "total"),)] > 0
@@ -380,6 +382,8 @@ async def test_http_json_and_metrics(make_server: Any) -> None:
         assert samples["collab_completion_workers", ()] == 1
         figures = await a.call("complete.metrics")  # the same figures, as JSON
         assert figures["counts"]["accepted"] == 1
+        prompt_tokens = figures["counts"]["prompt_tokens"]
+        assert samples["collab_completion_prompt_tokens_total", ()] == prompt_tokens
         assert figures["workers"][0]["name"] == "embedded"
 
 
