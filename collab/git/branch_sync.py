@@ -64,6 +64,7 @@ from gitsync.objects.commits import (
     commit_changes,
     commit_message,
     create_branch,
+    forget_records,
     free_branch,
     move_as_synced,
     read_committing,
@@ -73,9 +74,14 @@ from gitsync.objects.commits import (
     recover_stale_locks,
     set_merging,
     set_synced,
+    stale_records,
 )
 from gitsync.objects.fsck import file_problem
-from gitsync.objects.synced_state import read_synced_state, record_synced_state
+from gitsync.objects.synced_state import (
+    forget_synced_state,
+    read_synced_state,
+    record_synced_state,
+)
 from gitsync.packs.write import fsync_directory
 from gitsync.repos import is_stored
 from protocol.errors import ErrorCode, ProtocolError
@@ -1754,7 +1760,32 @@ class GitSync:
             task.add_done_callback(lambda _t: self._creating.pop(key, None))
         return await asyncio.shield(task)
 
+    async def forget_deleted(self, repo: str, branch: str) -> None:
+        """Drop what the engine kept of the deleted branch ``branch``: its rooms still loaded
+        (no one's, in their grace period) are unloaded without the snapshot an unload
+        stores, which would bring their text back to a branch made again under the name;
+        their stored histories are deleted, and the branch's private records."""
+        prefix = f"{repo}/{branch}:"
+        for room in self.rooms.loaded(prefix):
+            await self.rooms.retire(
+                room.key, ErrorCode.NOT_FOUND, f"branch {branch!r} deleted", level=logging.INFO
+            )
+        self.forget(repo, branch)
+        for key in await self.store.keys(prefix):
+            await self.store.delete(key)
+
+        def forget(git: Repo) -> None:
+            forget_records(git, branch)
+            forget_synced_state(git, branch)
+
+        await in_repo(self.repos, repo, forget)
+
     async def _create(self, repo: str, branch: str) -> BranchSync:
+        for stale in await in_repo(self.repos, repo, stale_records, branch):
+            # a branch deleted by another tool, whose records would keep this one's out
+            log.info("%s: forgetting the deleted branch %s, whose name clashes", repo, stale)
+            await self.forget_deleted(repo, stale)
+
         def read() -> tuple[bytes, bytes | None, dict[str, bytes]]:
             git = self.repos.open(repo)
             head = self.repos.branch_head(repo, branch)  # BranchNotFound, BranchDamaged

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from dulwich.objects import Commit, ObjectID, Tag
-from dulwich.refs import Ref
 from pycrdt import Doc
 
 from gitsync import BranchNotFound, RepoNotFound, Repositories
@@ -31,10 +30,8 @@ from gitsync.objects.commits import (
     head_target,
     read_ref,
     set_synced,
-    synced_ref,
 )
 from gitsync.objects.ref_names import RefClash
-from gitsync.objects.synced_state import forget_synced_state
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, is_commit_id, validate_branch, validate_repo
 
@@ -479,7 +476,7 @@ class Branches:
             if sync is not None:
                 sync.deleting = False
             raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} moved: {exc}") from None
-        await self._forget(repo, name)
+        await self.git.forget_deleted(repo, name)
         self._ref_event(repo, name, head, None, "delete")
         log.info(
             "%s: %s deleted the branch %s (it was at %s)",
@@ -496,27 +493,7 @@ class Branches:
         afresh)."""
         if await in_git_thread(self.repos, self.git.head, repo, name) is not None:
             return  # made again meanwhile
-        await in_git_thread(self.repos, self._forget_synced, repo, name)
-        await self._forget(repo, name)
-
-    async def _forget(self, repo: str, name: str) -> None:
-        """Drop what the engine kept of the deleted branch ``name``: its rooms still loaded
-        (no one's, in their grace period) are unloaded without the snapshot an unload
-        stores, which would bring their text back to a branch made again under the name,
-        and their stored histories are deleted."""
-        prefix = f"{repo}/{name}:"
-        for room in self.rooms.loaded(prefix):
-            await self.rooms.retire(
-                room.key, ErrorCode.NOT_FOUND, f"branch {name!r} deleted", level=logging.INFO
-            )
-        self.git.forget(repo, name)
-        for key in await self.store.keys(prefix):
-            await self.store.delete(key)
-
-    def _forget_synced(self, repo: str, name: str) -> None:
-        git = self.repos.open(repo)
-        git.refs.remove_if_equals(Ref(synced_ref(name)), None)
-        forget_synced_state(git, name)
+        await self.git.forget_deleted(repo, name)
 
     async def why_open(self, repo: str, name: str) -> str | None:
         """Why the branch may not be deleted now: someone has one of its documents open,
@@ -529,7 +506,6 @@ class Branches:
 
     def _delete(self, repo: str, name: str, head: bytes) -> None:
         delete_branch(self.repos.open(repo), name, head)
-        self._forget_synced(repo, name)
 
     async def commit(self, identity: Identity, repo: str, branch: str) -> dict[str, Any]:
         """Commit the branch's pending live edits now."""

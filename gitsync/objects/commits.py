@@ -48,6 +48,7 @@ __all__ = [
     "delete_branch",
     "edit_tree",
     "fast_forward",
+    "forget_records",
     "free_branch",
     "move_as_synced",
     "read_committing",
@@ -59,6 +60,7 @@ __all__ = [
     "set_committing",
     "set_merging",
     "set_synced",
+    "stale_records",
     "synced_ref",
     "write_objects",
 ]
@@ -638,6 +640,31 @@ def clear_merging(repo: Repo, branch: str, value: bytes) -> None:
     """Forget the record of the merge of ``value`` into ``branch``'s documents, if it still
     holds it."""
     _clear_record(repo, _record(MERGING, branch), value)
+
+
+def forget_records(repo: Repo, branch: str) -> None:
+    """Remove every private record of ``branch`` (it is deleted): which commit its documents
+    matched, and a commit or merge under way."""
+    for kind in (SYNCED, COMMITTING, MERGING):
+        _set_record(repo, _record(kind, branch), None)
+
+
+def stale_records(repo: Repo, branch: str) -> list[str]:
+    """The branches that no longer exist whose private records would keep ``branch``'s from
+    being written: under a name that is a directory of ``branch`` (``a`` for ``a/b``), or
+    under ``branch`` as a directory (``a/b`` for ``a``), as git's refs cannot be both. The
+    engine forgets a branch's records when a branch is deleted through it; one deleted by
+    another tool leaves them."""
+    parts = validate_branch(branch).split("/")
+    found: set[str] = set()
+    for kind in (SYNCED, COMMITTING, MERGING):
+        for end in range(1, len(parts)):
+            above = "/".join(parts[:end])
+            if read_ref(repo, kind + above.encode("utf-8")) is not None:
+                found.add(above)
+        below = kind + branch.encode("utf-8") + b"/"
+        found.update(f"{branch}/{name.decode('utf-8')}" for name in repo.refs.keys(base=Ref(below)))
+    return sorted(name for name in found if read_ref(repo, HEADS + name.encode("utf-8")) is None)
 
 
 def _record(kind: bytes, branch: str) -> Ref:

@@ -172,3 +172,39 @@ async def test_a_branch_a_push_deleted_is_forgotten_so_one_below_its_name_works(
         await alice.commit("demo", "topic/x")
     assert run_git(demo, "show", "topic/x:README.md").stdout.startswith("below\n")
     fsck_clean(demo)
+
+
+@pytest.mark.parametrize(("first", "then"), [("topic", "topic/x"), ("topic/x", "topic")])
+async def test_a_branch_deleted_by_another_tool_does_not_keep_a_clashing_name_from_working(
+    server: CollabServer, repos: Path, first: str, then: str
+) -> None:
+    """A branch deleted in the repository itself (``git update-ref -d``, not through the
+    engine) leaves the engine's records of it behind: a branch made afterwards under a name
+    git cannot hold beside it (``a`` and ``a/b``) opens, commits, merges and forks all the
+    same, and the deleted branch's stored documents are gone."""
+    demo = repos / "demo"
+    async with Client(server.url, user="alice") as alice:
+        await alice.fork("demo", "main", first)
+        doc = await alice.open(f"demo/{first}:README.md")
+        doc.insert(0, "on the first\n")
+        await alice.flush()
+        await alice.commit("demo", first)
+        await doc.close()
+    await server.git.branches[("demo", first)].flush()
+    assert head(demo, f"refs/collab/synced/{first}")
+    run_git(demo, "update-ref", "-d", f"refs/heads/{first}")  # another tool's deletion
+    run_git(demo, "update-ref", f"refs/heads/{then}", "main")
+    async with Client(server.url, user="alice") as alice:
+        doc = await alice.open(f"demo/{then}:README.md", timeout=5)
+        assert not str(doc.text).startswith("on the first")
+        doc.insert(0, "on the second\n")
+        await alice.flush()
+        await alice.commit("demo", then)
+        preview = await alice.merge("demo", "main", then, apply=False)
+        assert preview["conflicts"] == []
+        await alice.fork("demo", then, "later")
+    assert run_git(demo, "show", f"{then}:README.md").stdout.startswith("on the second\n")
+    assert run_git(demo, "show", "later:README.md").stdout.startswith("on the second\n")
+    assert not head(demo, f"refs/collab/synced/{first}")
+    assert await server.store.keys(f"demo/{first}:") == []
+    fsck_clean(demo)
