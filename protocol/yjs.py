@@ -50,7 +50,7 @@ class YjsLimits:
     max_message: int = 8 * 1024 * 1024
     max_update: int = 8 * 1024 * 1024
     max_state_vector: int = 64 * 1024
-    max_awareness_entries: int = 64
+    max_awareness_entries: int = 256  # a room's whole table: stock clients send back what they get
     max_awareness_state: int = 16 * 1024
     max_reason: int = 1024
 

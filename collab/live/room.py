@@ -1035,12 +1035,22 @@ class Room:
                 peer.send_awareness(payload)
 
     def awareness_entries(self) -> list[AwarenessEntry]:
-        """Every present (non-null) awareness state, with the clock it was relayed with."""
-        return [
-            AwarenessEntry(cid, entry.relayed, entry.state)
-            for cid, entry in self._awareness.items()
-            if entry.state is not None
-        ]
+        """Every present (non-null) awareness state, for a peer that asks for them all (at
+        its sync, or by a query), each with a clock one past the one it was last relayed
+        with: a stock client that reconnects keeps the clocks it saw before, and takes only
+        a state with a newer one (it would show no one until each renewed their state).
+
+        An entry of this node's own peers is relayed with a clock past that one from now on;
+        another node's next clock for its entry is past it already (see .awareness_clock)."""
+        entries = []
+        for client_id, entry in self._awareness.items():
+            if entry.state is None:
+                continue
+            clock = entry.relayed + 1
+            if entry.node is None:
+                entry.relayed = clock
+            entries.append(AwarenessEntry(client_id, clock, entry.state))
+        return entries
 
 
 def _failed_future(exc: BaseException) -> asyncio.Future[Any]:

@@ -120,3 +120,58 @@ async def test_a_cursor_is_back_at_once_after_its_client_reconnects(
         await asyncio.sleep(0.02)
     await fleet.call_ok("connect", client="ann")  # re-sends its state with the same clock
     await _seconds_until_seen(fleet, "ben", ids["ann"], 5)
+
+
+async def test_a_client_that_reconnects_sees_the_others_cursors_at_once(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    """y-websocket drops the other clients' states when its socket closes, and keeps their
+    clocks: the table the server sends it on its new sync carries newer ones."""
+    ids = {}
+    for name in ("ann", "ben"):
+        reply = await fleet.call_ok(
+            "open",
+            client=name,
+            url=f"{server.url}/yjs",
+            room=ROOM,
+            params={"user": name},
+            awareness={"cursor": caret(3, 3)},
+        )
+        ids[name] = str(reply["client_id"])
+    await _seconds_until_seen(fleet, "ann", ids["ben"], 5)
+    await fleet.call_ok("disconnect", client="ann")
+    while ids["ben"] in await _awareness(fleet, "ann"):  # removed as ann's socket closed
+        await asyncio.sleep(0.02)
+    await fleet.call_ok("connect", client="ann")
+    await _seconds_until_seen(fleet, "ann", ids["ben"], 5)  # not at ben's 15 s renewal
+
+
+async def test_a_stock_client_joins_a_document_with_more_than_64_people(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    """A stock client sends back every awareness state it receives, the whole table it is
+    sent on its sync among them: that echo is no message over the limit."""
+    people = 70
+    for n in range(people):
+        await fleet.call_ok(
+            "open",
+            client=f"p{n}",
+            url=f"{server.url}/yjs",
+            room=ROOM,
+            params={"user": f"p{n}"},
+            awareness={"cursor": caret(1, 1)},
+        )
+    await fleet.call_ok(
+        "open",
+        client="late",
+        url=f"{server.url}/yjs",
+        room=ROOM,
+        params={"user": "late"},
+        awareness={"cursor": caret(1, 1)},
+    )
+    started = time.monotonic()
+    while len(await _awareness(fleet, "late")) < people + 1:
+        assert time.monotonic() - started < 10, len(await _awareness(fleet, "late"))
+        await asyncio.sleep(0.05)
+    for name in ["late", *(f"p{n}" for n in range(people))]:
+        assert (await fleet.call_ok("state", client=name))["closes"] == [], name

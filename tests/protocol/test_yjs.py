@@ -436,7 +436,9 @@ def test_whole_message_over_limit() -> None:
 
 
 def test_awareness_too_many_entries() -> None:
-    payload = awareness_payload(*[(i, 0, "{}") for i in range(65)])
+    whole_table = awareness_payload(*[(i, 0, "{}") for i in range(256)])  # a room's, echoed
+    assert len(decode_awareness(whole_table)) == 256
+    payload = awareness_payload(*[(i, 0, "{}") for i in range(257)])
     expect_error(ErrorCode.TOO_LARGE, lambda: decode_awareness(payload))
     small = YjsLimits(max_awareness_entries=2)
     expect_error(
