@@ -179,6 +179,10 @@ class Chromium:
     async def reload(self, page: str) -> None:
         await self.call("reload", page=page)
 
+    async def errors(self, page: str) -> list[str]:
+        """What ``page`` logged as an error (``console.error``, an uncaught exception)."""
+        return list((await self.call("errors", page=page))["errors"])
+
     async def close(self, page: str) -> None:
         await self.call("close", page=page)
 

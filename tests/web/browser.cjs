@@ -19,6 +19,8 @@
  *   offline {page, offline}          context.setOffline
  *   reload {page}
  *   screenshot {page, path}
+ *   errors {page}                    what the page logged as an error (console.error, an
+ *                                    uncaught exception) since it opened -> {errors}
  *   close {page}
  *   leave {page}                     closes the page as a person leaving it would: if the
  *                                    browser asks whether to leave, stays -> {asked: true};
@@ -33,6 +35,7 @@ const { chromium } = require('playwright-core')
 
 let browser = null
 const pages = new Map()
+const errors = new Map() // page name -> what it logged as an error
 
 async function launch () {
   browser ??= await chromium.launch({
@@ -54,7 +57,15 @@ const commands = {
   async open ({ page: name, url }) {
     const context = await (await launch()).newContext({ viewport: { width: 1280, height: 760 } })
     const page = await context.newPage()
-    page.on('pageerror', error => process.stderr.write(`[${name}] page error: ${error.message}\n`))
+    const logged = []
+    errors.set(name, logged)
+    page.on('pageerror', error => {
+      logged.push(`uncaught: ${error.message}`)
+      process.stderr.write(`[${name}] page error: ${error.message}\n`)
+    })
+    page.on('console', message => {
+      if (message.type() === 'error') logged.push(message.text())
+    })
     pages.set(name, page)
     await page.goto(url)
     return {}
@@ -134,6 +145,10 @@ const commands = {
       pages.delete(name)
     }
     return { asked: answer }
+  },
+  async errors ({ page }) {
+    pageOf(page)
+    return { errors: errors.get(page).slice() }
   },
   async close ({ page }) {
     await pageOf(page).context().close()

@@ -133,6 +133,22 @@ async def test_remote_carets_named_and_a_reload_and_offline_spell_lose_nothing(
     await chromium.screenshot("bob", "back-online")
 
 
+async def test_invisible_and_bidi_characters_are_shown_and_the_page_logs_no_error(
+    server: CollabServer, chromium: Chromium
+) -> None:
+    """Control characters, a zero-width space and bidi overrides (which make code read
+    otherwise than it runs) are drawn as placeholders, not as nothing; opening and editing
+    logs no error in the page."""
+    await open_page(chromium, "alice", http(server), DOC)
+    await chromium.click("alice", ".cm-content")
+    await chromium.press("alice", "Control+End")
+    await chromium.insert("alice", "x\u202eRLO\u202c \u200bZW\u0007BEL")
+    shown = "() => document.querySelectorAll('.cm-content .cm-specialChar').length"
+    assert await chromium.wait("alice", f"() => ({shown})() === 4")  # RLO, PDF, ZWSP, BEL
+    assert await chromium.errors("alice") == []
+    assert await chromium.errors("alice") == []
+
+
 async def test_undo_takes_back_ones_own_edits_only(
     server: CollabServer, chromium: Chromium
 ) -> None:

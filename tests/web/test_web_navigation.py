@@ -132,6 +132,40 @@ async def test_a_failed_fork_or_open_is_shown(server: CollabServer, chromium: Ch
     assert "Could not" not in await chromium.eval("alice", NOTICES)
 
 
+# the file lists cannot be fetched while window.failing is set
+FAILING = """() => {
+  const fetch = window.fetch
+  window.failing = true
+  window.fetch = async (url, init) => {
+    if (window.failing && String(url).startsWith('/api/branch.files')) {
+      throw new TypeError('Failed to fetch')
+    }
+    return fetch(url, init)
+  }
+}"""
+
+
+async def test_a_link_that_fails_to_open_leaves_the_address_at_what_is_open(
+    server: CollabServer, chromium: Chromium
+) -> None:
+    """The address names the document open, not one that could not be opened: a reload or
+    a copied link opens what the page shows, and the same link followed again opens."""
+    http = f"http://127.0.0.1:{server.port}"
+    await open_page(chromium, "alice", http, DOC)
+    await chromium.eval("alice", FAILING)
+    await chromium.eval("alice", "() => { location.hash = '#demo/main:src/app.py' }")
+    await chromium.wait("alice", f"() => ({NOTICES})().includes('Could not open src/app.py')")
+    assert await chromium.eval("alice", OPEN) == {
+        "editor": DOC,
+        "hash": f"#{DOC}",
+        "where": "main : README.md",
+        "marked": ["README.md"],
+    }
+    await chromium.eval("alice", "() => { window.failing = false }")
+    await chromium.eval("alice", "() => { location.hash = '#demo/main:src/app.py' }")
+    await wait_synced(chromium, "alice", "demo/main:src/app.py")
+
+
 # the tree and log of `feat` come slowly (after a switch back to main)
 SLOW_FEAT = """() => {
   const fetch = window.fetch

@@ -13,8 +13,9 @@
 import { EditorSelection, EditorState } from '@codemirror/state'
 import { EditorView, highlightSpecialChars } from '@codemirror/view'
 
-// CodeMirror's default special characters, less "\r" (shown as nothing here)
-const SPECIAL = /[\u0000-\u0008\u000a-\u000c\u000e-\u001f\u007f-\u009f\u00ad\u061c\u200b\u200e\u200f\u2028\u2029\u202d\u202e\u2066\u2067\u2069\ufeff\ufff9-\ufffc]/
+// CodeMirror's default special characters, less "\r" (shown as nothing here), and every
+// bidi control (U+202A-U+202E, U+2066-U+2069: text that reads otherwise than it runs)
+const SPECIAL = /[\u0000-\u0008\u000a-\u000c\u000e-\u001f\u007f-\u009f\u00ad\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ufff9-\ufffc]/gu
 
 /** Whether the document breaks its lines with "\r\n" (its first line says). */
 function crlf (doc) {

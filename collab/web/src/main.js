@@ -198,6 +198,9 @@ async function main (refused = false) {
     } catch (error) {
       if (mine !== opening) return
       wanted = current // asking again tries again
+      if (current) { // the address names what is open, not what could not be
+        history.replaceState(null, '', `#${roomName(`${repo}/${current.branch}:${current.path}`)}`)
+      }
       notify('error', `Could not open ${path || branch}${path ? ` on ${branch}` : ''}: ${error.message}`, { kind: 'error' })
     }
   }
