@@ -693,8 +693,17 @@ class WorkingTree(Lifecycle):
         source = self._rename_source(path, data)
         if source is None:
             return False
-        done = self._moving[source] = asyncio.Event()
+        done = self._moving[source] = asyncio.Event()  # its own sync waits for this one
         try:
+            # an editor's save may move the file aside for a moment (and write it anew): a
+            # rename is a file that stays gone
+            await asyncio.sleep(self.settle)
+            if (
+                os.path.lexists(self.root / source)
+                or read_bytes(self.root / path) != data
+                or self._base_digest(source) != digest(data)
+            ):
+                return False
             await asyncio.gather(
                 self._commit_by_git(source, None), self._commit_by_git(path, data, None)
             )
@@ -718,11 +727,7 @@ class WorkingTree(Lifecycle):
         for source in self._tree:
             if source == path or source in self._moving or source in self._git_paths:
                 continue
-            if source in self._bases:  # (a base waiting for the server's ack)
-                pending = self._bases[source]
-                if pending is None or digest(pending) != key:
-                    continue
-            elif self._state.digest_of(source) != key:
+            if self._base_digest(source) != key:
                 continue
             if not self._filter.wanted(source) or os.path.lexists(self.root / source):
                 continue
@@ -731,6 +736,14 @@ class WorkingTree(Lifecycle):
             return None
         name = path.rpartition("/")[2]
         return min(found, key=lambda source: (source.rpartition("/")[2] != name, source))
+
+    def _base_digest(self, path: str) -> str | None:
+        """The hash of ``path``'s base (``None``: it has none)."""
+        if path in self._bases:  # a base waiting for the server's ack
+            pending = self._bases[path]
+            return None if pending is None else digest(pending)
+        assert self._state is not None
+        return self._state.digest_of(path)
 
     async def _delete_live(self, path: str) -> None:
         """The file was deleted on disk, unchanged live: delete it on the branch."""

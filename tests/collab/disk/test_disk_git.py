@@ -90,6 +90,29 @@ async def test_a_rename_on_disk_is_one_commit_that_tells_the_old_paths_editors(
     assert [e.get("renamed_to") for e in tree.events.of("delete")] == ["src/main.py"]  # type: ignore[attr-defined]
 
 
+async def test_a_save_that_moves_the_file_aside_first_is_no_rename(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """An editor that keeps a backup moves the file aside (a name no filter knows) and
+    writes it anew: for a moment the file is gone and its old text is under another name,
+    which is no rename: the file is saved, and the backup is a new file."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    os.replace(root / "src" / "app.py", root / "src" / "app.py.orig")
+    await asyncio.sleep(0.05)
+    (root / "src" / "app.py").write_text("print('saved')\n")
+    await until(lambda: "src/app.py.orig" in tree_files(server), timeout=20)
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:src/app.py")
+        await doc.wait_for(lambda text: text == "print('saved')\n")
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+    assert blob(server, "main:src/app.py") == b"print('saved')\n"
+    assert blob(server, "main:src/app.py.orig") == b"print('hello')\n"
+    assert not [e for e in tree.events.of("delete")]  # type: ignore[attr-defined]
+
+
 async def test_a_directory_moved_on_disk_moves_on_the_branch(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
