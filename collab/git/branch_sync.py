@@ -1764,8 +1764,11 @@ class GitSync:
         """Drop what the engine kept of the deleted branch ``branch``: its rooms still loaded
         (no one's, in their grace period) are unloaded without the snapshot an unload
         stores, which would bring their text back to a branch made again under the name;
-        their stored histories are deleted, and the branch's private records."""
+        their stored histories are deleted, and the branch's private records. Stored text
+        its last commit lacks is committed on a branch of its own first (see
+        :meth:`_rescue_stored`)."""
         prefix = f"{repo}/{branch}:"
+        await self._rescue_stored(repo, branch)
         for room in self.rooms.loaded(prefix):
             await self.rooms.retire(
                 room.key, ErrorCode.NOT_FOUND, f"branch {branch!r} deleted", level=logging.INFO
@@ -1779,6 +1782,88 @@ class GitSync:
             forget_synced_state(git, branch)
 
         await in_repo(self.repos, repo, forget)
+
+    async def _rescue_stored(self, repo: str, branch: str) -> None:
+        """Commit the stored text of the deleted ``branch``'s documents that the commit they
+        last matched lacks (edits not committed yet when another tool deleted the branch, and
+        the name cannot be restored) on a branch made for it from that commit, named
+        ``<branch>-rescued-<commit>`` with its slashes made dashes (a name below the deleted
+        one may be taken by then)."""
+        prefix = f"{repo}/{branch}:"
+        synced = await in_repo(self.repos, repo, read_synced, branch)
+        changes: dict[str, bytes] = {}
+        kept: dict[str, str] = {}  # path -> the path its text is committed as
+        for key in await self.store.keys(prefix):
+            stored = await self.store.load(key)
+            if stored is None or stored.empty or stored.corrupt is not None:
+                continue
+            doc: Doc[Any] = Doc()
+            stored.apply_to(doc)
+            text = str(doc.get(TEXT_NAME, type=Text)).encode("utf-8")
+            path = key[len(prefix) :]
+            blob = None
+            if synced is not None:
+                blob = await in_repo(self.repos, repo, read_blob, synced, path)
+            if (blob or b"") != text:
+                # kept beside it where git's fsck refuses it, as a Rescue does
+                kept[path] = path if file_problem(path, text) is None else f"{path}.rescued"
+                changes[kept[path]] = text
+        if not changes:
+            return
+        if synced is None:
+            log.error(
+                "%s/%s: deleted outside the engine, its stored edits of %s have no commit to "
+                "be kept on; they are dropped",
+                repo,
+                branch,
+                ", ".join(sorted(changes)),
+            )
+            return
+        lines = [author_line(user) for user in await self.store.take_authors(f"{repo}/{branch}")]
+        lines = lines or [ENGINE_AUTHOR]
+
+        def write(git: Repo) -> tuple[str, bytes]:
+            name = branch.replace("/", "-") + f"-rescued-{synced[:8].decode()}"
+            name = free_branch(git, name)
+            create_branch(git, name, synced)
+            message = (
+                f"Keep the live edits of {branch}\n\n{branch} was deleted outside the engine "
+                "while they were not committed.\n"
+            )
+            message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
+            head = commit_changes(
+                git,
+                name,
+                changes,
+                message=message,
+                author=lines[0],
+                committer=ENGINE_AUTHOR,
+                expected=synced,
+                text_only=True,
+            )
+            return name, head
+
+        name, head = await in_repo(self.repos, repo, write)
+        log.warning(
+            "%s/%s: deleted outside the engine with edits not committed (%s); they were "
+            "committed on %s",
+            repo,
+            branch,
+            ", ".join(sorted(kept)),
+            name,
+        )
+        for path, kept_as in sorted(kept.items()):
+            self.events.publish(
+                repo,
+                {
+                    "kind": "rescued",
+                    "branch": branch,
+                    "path": path,
+                    "as": kept_as,
+                    "into": name,
+                    "commit": hexsha(head),
+                },
+            )
 
     async def _create(self, repo: str, branch: str) -> BranchSync:
         for stale in await in_repo(self.repos, repo, stale_records, branch):

@@ -181,28 +181,34 @@ async def test_a_branch_deleted_by_another_tool_does_not_keep_a_clashing_name_fr
     """A branch deleted in the repository itself (``git update-ref -d``, not through the
     engine) leaves the engine's records of it behind: a branch made afterwards under a name
     git cannot hold beside it (``a`` and ``a/b``) opens, commits, merges and forks all the
-    same, and the deleted branch's stored documents are gone."""
+    same. The deleted branch's stored documents are gone, and the edits they held that were
+    not committed are on a branch of their own."""
     demo = repos / "demo"
-    async with Client(server.url, user="alice") as alice:
+    async with Client(server.url, user="alice") as alice, Client(server.url, user="bob") as bob:
         await alice.fork("demo", "main", first)
         doc = await alice.open(f"demo/{first}:README.md")
         doc.insert(0, "on the first\n")
         await alice.flush()
         await alice.commit("demo", first)
-        await doc.close()
-    await server.git.branches[("demo", first)].flush()
-    assert head(demo, f"refs/collab/synced/{first}")
-    run_git(demo, "update-ref", "-d", f"refs/heads/{first}")  # another tool's deletion
-    run_git(demo, "update-ref", f"refs/heads/{then}", "main")
-    async with Client(server.url, user="alice") as alice:
-        doc = await alice.open(f"demo/{then}:README.md", timeout=5)
+        doc.insert(0, "not committed\n")
+        await alice.flush()  # durable, not committed
+        assert head(demo, f"refs/collab/synced/{first}")
+        run_git(demo, "update-ref", "-d", f"refs/heads/{first}")  # another tool's deletion
+        run_git(demo, "update-ref", f"refs/heads/{then}", "main")
+        doc = await bob.open(f"demo/{then}:README.md", timeout=5)
         assert not str(doc.text).startswith("on the first")
         doc.insert(0, "on the second\n")
-        await alice.flush()
-        await alice.commit("demo", then)
-        preview = await alice.merge("demo", "main", then, apply=False)
+        await bob.flush()
+        await bob.commit("demo", then)
+        preview = await bob.merge("demo", "main", then, apply=False)
         assert preview["conflicts"] == []
-        await alice.fork("demo", then, "later")
+        await bob.fork("demo", then, "later")
+    rescued = run_git(demo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").stdout
+    prefix = first.replace("/", "-") + "-rescued-"  # (a name below first may be taken)
+    [kept] = [name for name in rescued.split() if name.startswith(prefix)]
+    kept_text = run_git(demo, "show", f"{kept}:README.md").stdout
+    assert kept_text.startswith("not committed\non the first\n")
+    assert run_git(demo, "log", "-1", "--format=%an", kept).stdout.strip() == "alice"
     assert run_git(demo, "show", f"{then}:README.md").stdout.startswith("on the second\n")
     assert run_git(demo, "show", "later:README.md").stdout.startswith("on the second\n")
     assert not head(demo, f"refs/collab/synced/{first}")
