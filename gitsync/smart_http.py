@@ -40,7 +40,7 @@ from dulwich.repo import Repo
 
 from .packs.stream import PackStats
 from .wire.push_wire import MalformedPush, TruncatedPush, read_request, report
-from .wire.receive_pack import ForceCheck, receive_pack, receive_pack_advertisement
+from .wire.receive_pack import MAX_OBJECT, ForceCheck, receive_pack, receive_pack_advertisement
 from .wire.upload_pack import advertisement, answer, protocol_version
 
 __all__ = [
@@ -116,6 +116,7 @@ def run_service(
     may_delete: ForceCheck | None = None,
     fsck_accept: frozenset[str] = frozenset(),
     max_request: int = MAX_REQUEST,
+    max_object: int = MAX_OBJECT,
     protocol: int = 0,
 ) -> tuple[bytes, str]:
     """Answer ``POST <service>`` with request ``body``: (response body, content type).
@@ -130,6 +131,8 @@ def run_service(
     exceptions propagate. A push refused in part or whole is answered with the reasons, as
     git's report-status, a refused fetch with ``ERR``. A malformed body raises
     ``ValueError`` (:class:`BodyTooLarge` over ``max_request``, :class:`MalformedPush`).
+    A pushed pack with an object over ``max_object`` bytes, expanded, or objects over four
+    times ``max_request`` in all, is refused before it is expanded.
     """
     _check_service(service)
     with _decoded(body, content_encoding, max_request) as data:
@@ -144,6 +147,8 @@ def run_service(
                 may_force=may_force,
                 may_delete=may_delete,
                 fsck_accept=fsck_accept,
+                max_object=max_object,
+                max_expanded=4 * max_request,
             )
         finally:
             repo.close()

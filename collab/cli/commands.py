@@ -186,6 +186,13 @@ def _parser() -> argparse.ArgumentParser:
         help="largest git push (bytes, decompressed); larger ones are refused",
     )
     serve.add_argument(
+        "--max-object",
+        type=_positive_bytes,
+        default=_DEFAULTS.max_object,
+        help="largest object a git push may hold (bytes, expanded: a delta's result too); "
+        "a push with a larger one is refused before it is unpacked",
+    )
+    serve.add_argument(
         "--fsck-accept",
         type=_fsck_ids,
         default=_DEFAULTS.fsck_accept,
@@ -513,6 +520,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         max_document=args.max_document,
         max_file=args.max_file,
         max_push=args.max_push,
+        max_object=args.max_object,
         fsck_accept=args.fsck_accept,
         store=args.store,
         redis=args.redis,

@@ -56,6 +56,7 @@ class ServerConfig:
     body_timeout: float = 10.0  # a request body silent this long is cut off (408)
     min_body_rate: int = 4096  # bytes/s a request body must average after body_timeout
     max_push: int = 512 * 1024 * 1024  # largest git push body, after decompression
+    max_object: int = 100 * 1024 * 1024  # largest object of a push, expanded (deltas too)
     # identity-line problems a pushed object may have (git's receive.fsck.<id>=ignore;
     # gitsync.objects.fsck.IDENT_PROBLEMS): old histories hold some (badTimezone, ...)
     fsck_accept: frozenset[str] = frozenset()

@@ -208,6 +208,7 @@ class GitBridge:
                     may_delete=functools.partial(_may_delete, identity, repo, open_now),
                     fsck_accept=self.config.fsck_accept,
                     max_request=self.config.max_push,
+                    max_object=self.config.max_object,
                 )
             except (ProtocolError, RepoNotFound) as exc:
                 return _refusal(exc)
@@ -395,6 +396,10 @@ class GitBridge:
             try:
                 branch = validate_branch(name[len("refs/heads/") :])
             except ProtocolError:
+                if not identity.can_write(repo):  # (its pack is not read for the refusal)
+                    raise ProtocolError(
+                        ErrorCode.READ_ONLY, f"{identity.user} may not push {name}"
+                    ) from None
                 continue
             if not identity.can_write_branch(repo, branch):
                 raise ProtocolError(

@@ -55,6 +55,7 @@ from ..objects.fsck import BLOB, COMMIT, FsckError, ObjectChecker
 from ..objects.ref_names import new_ref_problem
 from ..objects.stored_types import StoredTypes
 from ..packs.write import fsync_directory
+from .pack_bounds import PackRefused, check_pack_bounds
 from .push_wire import ZERO, Command, PushRequest, advertisement, read_request, report
 
 __all__ = [
@@ -72,6 +73,10 @@ log = logging.getLogger("gitsync.receive_pack")
 PRIVATE = b"refs/collab/"
 QUARANTINE_PREFIX = "incoming-"
 QUARANTINE_STALE_AFTER = 6 * 3600.0
+MAX_OBJECT = 100 * 1024 * 1024
+"""The largest object a push may hold, in bytes, expanded (a delta: its result)."""
+MAX_EXPANDED = 4 * 1024 * 1024 * 1024
+"""The most bytes a push's objects may expand to, all together."""
 """Seconds after which a quarantine directory is taken to be left by a crash and removed (a
 push holds its quarantine only while its pack is indexed and checked)."""
 ATOMIC_FAILED = "atomic push failed"
@@ -115,6 +120,8 @@ def receive_pack(
     may_force: ForceCheck | None = None,
     may_delete: ForceCheck | None = None,
     fsck_accept: frozenset[str] = frozenset(),
+    max_object: int = MAX_OBJECT,
+    max_expanded: int = MAX_EXPANDED,
 ) -> Received:
     """Answer a push whose request is ``body``; refusals are reported to the client, a
     request that breaks the protocol raises ``push_wire.MalformedPush`` (a ``ValueError``).
@@ -122,7 +129,8 @@ def receive_pack(
     (every ref) or ``may_force`` allows it (see :data:`ForceCheck`); it may be deleted unless
     ``may_delete`` says why not (the default branch never). Objects are checked as git's
     ``receive.fsckObjects`` checks them, but for the identity-line problems (see
-    ``fsck.IDENT_PROBLEMS``) named in ``fsck_accept``."""
+    ``fsck.IDENT_PROBLEMS``) named in ``fsck_accept``. A pack whose objects, expanded, would
+    pass ``max_object`` bytes each or ``max_expanded`` in all is refused unread."""
     request = read_request(body.read)
     if request is None:
         return Received(b"", [])
@@ -131,7 +139,7 @@ def receive_pack(
     with _Quarantine(repo) as quarantine:
         if request.needs_pack:
             try:
-                quarantine.receive(body, fsck_accept)
+                quarantine.receive(body, fsck_accept, max_object, max_expanded)
             except FsckError as exc:
                 why = f"{exc.msg_id}: {exc.message}"
                 return Received(report(request, str(exc), [why] * len(request.commands)), [])
@@ -215,9 +223,24 @@ class _Quarantine:
         self.store.close()
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def receive(self, body: IO[bytes], accept: frozenset[str] = frozenset()) -> None:
+    def receive(
+        self,
+        body: IO[bytes],
+        accept: frozenset[str] = frozenset(),
+        max_object: int = MAX_OBJECT,
+        max_total: int = MAX_EXPANDED,
+    ) -> None:
         """Take the pack that ``body`` holds next and check every object in it (problems
-        of identity lines whose message ids are in ``accept`` let through)."""
+        of identity lines whose message ids are in ``accept`` let through). A pack with an
+        object over ``max_object`` bytes, expanded, or objects over ``max_total`` in all, is
+        refused before anything of it is expanded (see ``pack_bounds``)."""
+        start = body.tell()
+        try:
+            check_pack_bounds(body, max_object=max_object, max_total=max_total)
+        except PackRefused as exc:
+            log.info("refused a pack: %s", exc)
+            raise _BadPack(str(exc)) from None
+        body.seek(start)
         try:
             self.pack = self.store.add_thin_pack(body.read, None)
         except Exception as exc:  # whatever dulwich raises for a pack it cannot take

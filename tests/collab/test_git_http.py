@@ -16,9 +16,11 @@ from typing import Any
 
 import aiohttp
 import dulwich.server
+import psutil
 import pytest
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
+from packbuild import blob, copies_of, pack
 from servers import SECRET, make_config
 
 import collab.server.git_http
@@ -419,5 +421,51 @@ async def test_tokens_decide_who_clones_fetches_and_pushes(
             "git-upload-pack",
             "git-receive-pack",
         }
+    finally:
+        await bridge.server.stop()
+
+
+def _bomb_push(ref: bytes) -> bytes:
+    """A push of ``ref`` whose pack is a few kilobytes and expands to 512 MiB: a 1 MiB blob
+    of zeros and a delta that copies it 512 times."""
+    base = bytes(1 << 20)
+    line = b"0" * 40 + b" " + b"1" * 40 + b" " + ref + b"\0report-status\n"
+    return b"%04x" % (len(line) + 4) + line + b"0000" + pack(blob(base), copies_of(base, 512))
+
+
+async def test_a_push_that_would_expand_past_the_bound_is_refused_unexpanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer's push whose pack declares an object past ``max_object`` is refused with
+    git's "unpacker error" and the reason, before anything of it is expanded; a reader's,
+    though its branch name is one git refuses, is refused before its pack is read."""
+    tokens = TokenAuthenticator(SECRET)
+    bridge = await start_bridge(tmp_path / "repos", tmp_path / "data", monkeypatch, secret=SECRET)
+    try:
+        head = await server_commit(bridge, "main", {"a.txt": b"a\n"})
+        writer = tokens.mint(user="alice", repo="repo", role=Role.WRITE)
+        reader = tokens.mint(user="eve", repo="repo", role=Role.READ)
+        before = psutil.Process().memory_info().rss
+        for token, ref in ((writer, b"refs/heads/main"), (reader, b"refs/heads/a..b")):
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{bridge.http}/git/repo.git/git-receive-pack",
+                    data=_bomb_push(ref),
+                    headers={
+                        "Content-Type": "application/x-git-receive-pack-request",
+                        "Authorization": f"Bearer {token}",
+                    },
+                ) as reply,
+            ):
+                answer = await reply.read()
+            if token == writer:
+                assert reply.status == 200
+                assert b"unpack a delta whose result is 536870912 bytes, over the limit" in answer
+            else:  # refused as git shows it, the pack not read
+                assert b"ng refs/heads/a..b eve may not push refs/heads/a..b" in answer
+        assert psutil.Process().memory_info().rss - before < 64 * 1024 * 1024
+        assert [service for service, _ in bridge.requests] == ["git-receive-pack"]  # the writer's
+        assert server_head(bridge) == head
     finally:
         await bridge.server.stop()
