@@ -76,7 +76,7 @@ class _Reader:
         while not inflater.eof:
             if self.at >= len(self.buffer) and not self.fill():
                 raise PackRefused("the pack ends inside an object's data")
-            data = self.buffer[self.at :]
+            data = memoryview(self.buffer)[self.at : self.at + _PIECE]
             try:
                 out = inflater.decompress(data, _PIECE)
             except zlib.error as exc:
