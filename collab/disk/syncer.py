@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -704,16 +705,20 @@ class WorkingTree(Lifecycle):
                 or self._base_digest(source) != digest(data)
             ):
                 return False
-            await asyncio.gather(
-                self._commit_by_git(source, None), self._commit_by_git(path, data, None)
+            # the deletion only of the text the disk had: one the branch has since (edits
+            # committed meanwhile) is not dropped, and the file is synced again instead
+            deleted, added = await asyncio.gather(
+                self._commit_by_git(source, None, _blob_id(data)),
+                self._commit_by_git(path, data, None),
             )
         finally:
             del self._moving[source]
             done.set()
-        self._set_base(source, None)
-        await self._docs_close(source)
-        self._emit(event="delete", path=source, side="live", renamed_to=path)
-        if self._base(path) is None and path not in self._again:  # (its push was refused)
+        if deleted:
+            self._set_base(source, None)
+            await self._docs_close(source)
+            self._emit(event="delete", path=source, side="live", renamed_to=path)
+        if added:
             self._set_base(path, data)
             self._emit(event="sync", path=path, direction="git", conflict=False)
         return True
@@ -1182,6 +1187,11 @@ def _lf(data: bytes) -> bytes:
 
 def _hash(data: bytes | None) -> str | None:
     return None if data is None else digest(data)
+
+
+def _blob_id(data: bytes) -> str:
+    """The id git gives a blob of ``data``."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def _merged_text(

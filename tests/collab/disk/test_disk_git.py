@@ -12,8 +12,10 @@ import pytest
 from conftest import MakeTree, blob, until
 from eventwait import Events
 from gitcli import git
+from servers import make_config
 
 from collab import Client, CollabServer
+from collab.disk import WorkingTree
 from collab.disk.checkout import GitError
 
 BINARY = bytes(range(256)) * 8
@@ -88,6 +90,38 @@ async def test_a_rename_on_disk_is_one_commit_that_tells_the_old_paths_editors(
     await until(lambda: (root / "src" / "main.py").read_bytes() == blob(server, "main:src/main.py"))
     assert not (root / "src" / "app.py").exists()
     assert [e.get("renamed_to") for e in tree.events.of("delete")] == ["src/main.py"]  # type: ignore[attr-defined]
+
+
+async def test_a_rename_on_disk_drops_no_edit_committed_to_the_old_path_meanwhile(
+    repos: Path, tmp_path: Path
+) -> None:
+    """Someone types in the old path and their edits are committed while the rename waits
+    out its settle time: the deletion is of the text the disk had, not of theirs, so it is
+    not made; their text is kept (at the old path, as a change live that a deletion on disk
+    does not take), and the new path holds the file the disk has."""
+    async with CollabServer(make_config(repos, tmp_path / "data", commit_idle=0.1)) as server:
+        root = tmp_path / "wt"
+        tree = WorkingTree(root, server.url, "demo", "main", user="alice")
+        await tree.start()
+        try:
+            async with Client(server.url, user="bob") as bob:
+                await bob.join("demo")
+                doc = await bob.open("demo/main:src/app.py")
+                await tree.wait_idle()
+                os.rename(root / "src" / "app.py", root / "src" / "main.py")
+                await asyncio.sleep(0.02)
+                doc.insert(0, "# bob\n")
+                await bob.flush()
+                await bob.commit("demo", "main")  # before the rename's settle time is out
+                await asyncio.sleep(1)
+                await tree.wait_idle()
+                await bob.commit("demo", "main")
+        finally:
+            await tree.stop()
+        files = tree_files(server)
+        kept = {path: blob(server, f"main:{path}") for path in files if path.startswith("src/")}
+        assert kept["src/app.py"] == b"# bob\nprint('hello')\n", kept
+        assert kept["src/main.py"] == b"print('hello')\n", kept
 
 
 async def test_a_save_that_moves_the_file_aside_first_is_no_rename(
