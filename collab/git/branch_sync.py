@@ -598,6 +598,7 @@ class BranchSync:
                 except NothingToCommit:
                     self.committed_states.update(states)
                     await self._settle_recovered(rooms, changes)
+                    await self._settle_authors(list(authors))
                     return
                 except RefMoved as moved:
                     if moved.current is None:
@@ -618,6 +619,7 @@ class BranchSync:
                 self.committed_states.update(states)
                 self._committed(new, files, list(authors))
                 await self._settle_recovered(rooms, changes)
+                await self._settle_authors(list(authors))
                 return
             raise RuntimeError(f"{self.name} kept moving while committing")
         except BaseException:
@@ -639,6 +641,14 @@ class BranchSync:
                 raise
             log.warning("%s: the store could not say who wrote (%s)", self.name, exc)
             return []
+
+    async def _settle_authors(self, users: list[str]) -> None:
+        """The commit naming ``users`` landed: the store may forget them (see
+        ``Store.settle_authors``); one that cannot say so keeps them for the next."""
+        try:
+            await self.owner.store.settle_authors(f"{self.repo}/{self.branch}", users)
+        except Exception as exc:
+            log.warning("%s: the store could not settle who wrote (%s)", self.name, exc)
 
     async def _hold_shrinking(self, rooms: dict[str, Room], changes: dict[str, bytes]) -> None:
         """Take out of ``changes`` the documents whose history lacks edits their branch
@@ -1762,17 +1772,23 @@ class GitSync:
 
     async def forget_deleted(self, repo: str, branch: str) -> None:
         """Drop what the engine kept of the deleted branch ``branch``: its rooms still loaded
-        (no one's, in their grace period) are unloaded without the snapshot an unload
-        stores, which would bring their text back to a branch made again under the name;
-        their stored histories are deleted, and the branch's private records. Stored text
-        its last commit lacks is committed on a branch of its own first (see
-        :meth:`_rescue_stored`)."""
+        (in their grace period; or open, where another tool deleted it) are unloaded without
+        the snapshot an unload stores, which would bring their text back to a branch made
+        again under the name; their stored histories are deleted, who wrote to them, and
+        the branch's private records. Stored text its last commit lacks is committed on a
+        branch of its own first (see :meth:`_rescue_stored`)."""
         prefix = f"{repo}/{branch}:"
-        await self._rescue_stored(repo, branch)
-        for room in self.rooms.loaded(prefix):
+        for room in self.rooms.loaded(prefix):  # first: nothing more is typed into them
             await self.rooms.retire(
-                room.key, ErrorCode.NOT_FOUND, f"branch {branch!r} deleted", level=logging.INFO
+                room.key,
+                ErrorCode.NOT_FOUND,
+                f"branch {branch!r} deleted",
+                level=logging.INFO,
+                keep_store=True,  # (until what it holds is rescued)
             )
+        await self._rescue_stored(repo, branch)
+        authors = await self.store.take_authors(f"{repo}/{branch}")
+        await self.store.settle_authors(f"{repo}/{branch}", authors)
         self.forget(repo, branch)
         for key in await self.store.keys(prefix):
             await self.store.delete(key)
@@ -1865,11 +1881,16 @@ class GitSync:
                 },
             )
 
-    async def _create(self, repo: str, branch: str) -> BranchSync:
+    async def forget_clashing(self, repo: str, branch: str) -> None:
+        """Forget the branches deleted by another tool whose records would keep
+        ``branch``'s from being written (see ``stale_records``): before it is made, or
+        first used."""
         for stale in await in_repo(self.repos, repo, stale_records, branch):
-            # a branch deleted by another tool, whose records would keep this one's out
             log.info("%s: forgetting the deleted branch %s, whose name clashes", repo, stale)
             await self.forget_deleted(repo, stale)
+
+    async def _create(self, repo: str, branch: str) -> BranchSync:
+        await self.forget_clashing(repo, branch)
 
         def read() -> tuple[bytes, bytes | None, dict[str, bytes]]:
             git = self.repos.open(repo)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -144,9 +144,18 @@ class Store(Protocol):
         ...
 
     async def take_authors(self, branch: str) -> list[str]:
-        """The people who wrote to documents of ``branch`` (``repo/branch``) since the last
-        take, forgotten by this one: the authors of its next commit, whichever node makes
-        it. A store one process holds keeps none (that process knows its writers)."""
+        """The people who wrote to documents of ``branch`` (``repo/branch``) since their
+        last commit: the authors of its next commit, whichever node makes it, or whichever
+        process after a crash. A store the nodes of a cluster share forgets them as it gives
+        them; the SQLite store when their commit is settled (:meth:`settle_authors`); the
+        in-memory store keeps none (its process knows its writers)."""
+        ...
+
+    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
+        """The commit naming ``users``, the people :meth:`take_authors` gave last, has
+        landed: a store that keeps them until then (so that a crash before it does not
+        forget them) forgets them now, but those who wrote to ``branch`` since that take.
+        A store that forgets them as it gives them does nothing."""
         ...
 
     def sync(self) -> Awaitable[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from collab.lifecycle import Lifecycle
@@ -95,6 +96,9 @@ class MemoryStore(Lifecycle):
     async def take_authors(self, branch: str) -> list[str]:
         self._check_running()
         return []
+
+    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
+        self._check_running()
 
     async def keys(self, prefix: str = "") -> list[str]:
         self._check_running()

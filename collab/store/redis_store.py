@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -414,6 +414,11 @@ class RedisStore(Lifecycle):
     async def take_authors(self, branch: str) -> list[str]:
         members = await self._submit("take_authors", [self.keys_.authors(branch)], [])
         return sorted(member.decode() for member in members)
+
+    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
+        """Nothing: the take forgot them (the nodes share the set; a node that took them and
+        died before its commit landed leaves their edits to a commit that names no one)."""
+        self._check_running()
 
     def sync(self) -> asyncio.Future[None]:
         """Done once every operation queued before it is answered (durable as far as Redis's

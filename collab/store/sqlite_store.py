@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -89,7 +89,8 @@ ON CONFLICT (doc_id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)
 
 _INSERT_SQL = "INSERT INTO records (doc_id, seq, kind, data, crc) VALUES (?, ?, ?, ?, ?)"
 _AUTHOR_SQL = "INSERT OR IGNORE INTO authors (branch, user) VALUES (?, ?)"
-_TAKE_AUTHORS_SQL = "DELETE FROM authors WHERE branch = ? RETURNING user"
+_AUTHORS_SQL = "SELECT user FROM authors WHERE branch = ?"
+_FORGET_SQL = "DELETE FROM authors WHERE branch = ? AND user = ?"
 
 _LOAD_SQL = """
 SELECT seq, kind, data, crc FROM records
@@ -221,9 +222,10 @@ class SQLiteStore(Lifecycle):
         # doc id -> its last committed seq, so that an append needs no read; cleared after
         # any failed write (and when it grows too large)
         self._last_seqs: dict[str, int] = {}
-        # (branch, person) pairs written to the authors table since their branch's last take:
-        # an append by one of them writes no row
-        self._authors: set[tuple[str, str]] = set()
+        # (branch, person) -> when they last appended, for the pairs with a row in the
+        # authors table: an append by one of them writes no row
+        self._authors: dict[tuple[str, str], float] = {}
+        self._taken: dict[str, float] = {}  # branch -> when its authors were last taken
 
     @property
     def syncs(self) -> int:
@@ -315,8 +317,8 @@ class SQLiteStore(Lifecycle):
         if author is not None:
             noted = (doc_id.partition(":")[0], author)
             if noted not in self._authors:
-                self._authors.add(noted)
                 item.author = noted
+            self._authors[noted] = now
         self._pending.append(item)
         if self._flush_at > now:  # no commit due yet: make sure one comes in time for this
             due = self._due(doc_id, now, now)
@@ -348,16 +350,30 @@ class SQLiteStore(Lifecycle):
         await self.sync()
 
     async def take_authors(self, branch: str) -> list[str]:
-        """The people whose appends to documents of ``branch`` were written since the last
-        take (kept with the records: a crash does not forget them), forgotten by this one."""
+        """The people whose appends to documents of ``branch`` were written since their
+        commit was settled (:meth:`settle_authors`), kept with the records: neither a crash
+        nor a commit that does not land forgets them."""
+        conn = self._check_running(branch)
+        self._write_pending(everything=True)
+        self._taken[branch] = time.monotonic()
+        rows = conn.execute(_AUTHORS_SQL, (branch,)).fetchall()
+        return sorted(user for (user,) in rows)
+
+    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
+        """The commit naming ``users``, taken last, has landed: forget them, but those who
+        appended to ``branch`` since that take (their later edits are not in it)."""
         self._check_running(branch)
-        self._authors = {noted for noted in self._authors if noted[0] != branch}
-
-        def take(conn: sqlite3.Connection) -> list[tuple[str]]:
-            return conn.execute(_TAKE_AUTHORS_SQL, (branch,)).fetchall()
-
-        rows = self._write(branch, "take_authors", take)
-        return sorted(user for (user,) in cast("list[tuple[str]]", rows))
+        taken = self._taken.pop(branch, None)
+        if taken is None:
+            return
+        done = []
+        for user in users:
+            last = self._authors.get((branch, user))
+            if last is None or last <= taken:
+                self._authors.pop((branch, user), None)
+                done.append((branch, user))
+        if done:
+            self._write(branch, "settle_authors", lambda conn: conn.executemany(_FORGET_SQL, done))
 
     async def keys(self, prefix: str = "") -> list[str]:
         return cast("list[str]", await self._read(_keys, prefix))
@@ -494,7 +510,8 @@ class SQLiteStore(Lifecycle):
             body()
         except Exception as exc:
             known.clear()  # read the counters back from the database
-            self._authors.difference_update(authors)  # their next appends write them again
+            for noted in authors:  # their next appends write them again
+                self._authors.pop(noted, None)
             if len(batch) > 1:
                 log.warning(
                     "store: batch of %d appends failed (%s); retrying one by one", len(batch), exc

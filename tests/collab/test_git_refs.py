@@ -174,9 +174,10 @@ async def test_a_branch_a_push_deleted_is_forgotten_so_one_below_its_name_works(
     fsck_clean(demo)
 
 
+@pytest.mark.parametrize("made", ["outside", "forked"])
 @pytest.mark.parametrize(("first", "then"), [("topic", "topic/x"), ("topic/x", "topic")])
 async def test_a_branch_deleted_by_another_tool_does_not_keep_a_clashing_name_from_working(
-    server: CollabServer, repos: Path, first: str, then: str
+    server: CollabServer, repos: Path, first: str, then: str, made: str
 ) -> None:
     """A branch deleted in the repository itself (``git update-ref -d``, not through the
     engine) leaves the engine's records of it behind: a branch made afterwards under a name
@@ -194,7 +195,10 @@ async def test_a_branch_deleted_by_another_tool_does_not_keep_a_clashing_name_fr
         await alice.flush()  # durable, not committed
         assert head(demo, f"refs/collab/synced/{first}")
         run_git(demo, "update-ref", "-d", f"refs/heads/{first}")  # another tool's deletion
-        run_git(demo, "update-ref", f"refs/heads/{then}", "main")
+        if made == "outside":
+            run_git(demo, "update-ref", f"refs/heads/{then}", "main")
+        else:
+            await bob.fork("demo", "main", then)
         doc = await bob.open(f"demo/{then}:README.md", timeout=5)
         assert not str(doc.text).startswith("on the first")
         doc.insert(0, "on the second\n")
@@ -213,4 +217,5 @@ async def test_a_branch_deleted_by_another_tool_does_not_keep_a_clashing_name_fr
     assert run_git(demo, "show", "later:README.md").stdout.startswith("on the second\n")
     assert not head(demo, f"refs/collab/synced/{first}")
     assert await server.store.keys(f"demo/{first}:") == []
+    assert await server.store.take_authors(f"demo/{first}") == []  # not a later one's
     fsck_clean(demo)

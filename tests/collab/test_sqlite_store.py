@@ -301,11 +301,12 @@ async def test_corrupt_snapshot_is_dropped_and_reported(tmp_path: pathlib.Path) 
         assert row == (snapshot_crc,)
 
 
-async def test_the_authors_of_a_branch_outlive_a_restart_until_taken(
+async def test_the_authors_of_a_branch_outlive_a_restart_until_their_commit_is_settled(
     tmp_path: pathlib.Path,
 ) -> None:
-    """Who wrote is written with the records: what a crash leaves uncommitted is committed
-    as its typists' at the next start."""
+    """Who wrote is written with the records, and forgotten only once a commit naming them
+    has landed: what a crash leaves uncommitted, also after a take whose commit never
+    landed, is committed as its typists' at the next start."""
     path = db_path(tmp_path)
     async with SQLiteStore(path, group_window=0.005) as store:
         await asyncio.gather(
@@ -314,12 +315,14 @@ async def test_the_authors_of_a_branch_outlive_a_restart_until_taken(
             store.append("repo/main:b.txt", b"3", author="ann"),
         )
         await store.append("repo/main:a.txt", b"4", author="ann")
+        assert await store.take_authors("repo/main") == ["ann", "bob"]  # (no commit landed)
     async with SQLiteStore(path) as store:
-        assert await store.take_authors("repo/main") == ["ann", "bob"]
+        taken = await store.take_authors("repo/main")
+        assert taken == ["ann", "bob"]
+        await store.settle_authors("repo/main", taken)
         await store.append("repo/main:a.txt", b"5", author="cid")
     async with SQLiteStore(path) as store:
         assert await store.take_authors("repo/main") == ["cid"]
-        assert await store.take_authors("repo/main") == []
 
 
 async def test_sqlite_error_fails_only_affected_appends(

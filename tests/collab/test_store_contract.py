@@ -89,6 +89,7 @@ async def test_every_method_returns_an_awaitable(store: Store) -> None:
         "clear_recovered": lambda: store.clear_recovered("doc"),
         "delete": lambda: store.delete("doc"),
         "take_authors": lambda: store.take_authors("repo/main"),
+        "settle_authors": lambda: store.settle_authors("repo/main", []),
         "stop": lambda: store.stop(),
     }
     assert sorted(calls) == PROTOCOL_METHODS
@@ -127,6 +128,7 @@ def test_every_method_has_a_behavioural_contract() -> None:
             test_clear_recovered_forgets_the_mark,
         ],
         "take_authors": [test_the_authors_of_a_branch_are_taken_once],
+        "settle_authors": [test_the_authors_of_a_branch_are_taken_once],
     }
     assert sorted(contract) == PROTOCOL_METHODS
     for tests in contract.values():
@@ -353,6 +355,7 @@ async def test_stopped_store_refuses_everything(store: Store) -> None:
         "keys": lambda: store.keys(),
         "clear_recovered": lambda: store.clear_recovered("doc"),
         "take_authors": lambda: store.take_authors("repo/main"),
+        "settle_authors": lambda: store.settle_authors("repo/main", ["ann"]),
     }
     assert sorted(refused) == sorted(set(PROTOCOL_METHODS) - {"start", "stop"})
     for call in refused.values():
@@ -487,17 +490,22 @@ async def test_a_fenced_append_is_written_only_while_its_grant_holds_the_lease(
 
 
 async def test_the_authors_of_a_branch_are_taken_once(store: Store) -> None:
-    """A durable store keeps who wrote to each branch until a commit takes them (in a
-    cluster, any node's; after a crash, those before it); the in-memory one keeps none (its
-    process knows them, and a crash loses its edits too)."""
+    """A durable store keeps who wrote to each branch until their commit (in a cluster,
+    any node's; after a crash, those before it): a cluster's store forgets them as it gives
+    them, the SQLite store once their commit is settled, but those who wrote since the
+    take. The in-memory one keeps none (its process knows them, and a crash loses its edits
+    too)."""
     await store.append("repo/main:a.txt", b"u", author="ann")
     await store.append("repo/main:b.txt", b"u", author="bob")
     await store.append("repo/main:b.txt", b"u", author="ann")
     await store.append("repo/other:a.txt", b"u", author="cid")
     await store.append("repo/main:a.txt", b"u")  # (a server-side edit: no one)
     keeps = not isinstance(store, MemoryStore)
-    assert await store.take_authors("repo/main") == (["ann", "bob"] if keeps else [])
-    assert await store.take_authors("repo/main") == []
-    await store.append("repo/main:a.txt", b"u", author="bob")  # after a take: noted again
+    taken = await store.take_authors("repo/main")
+    assert taken == (["ann", "bob"] if keeps else [])
+    await store.append("repo/main:a.txt", b"u", author="bob")  # after the take
+    await store.settle_authors("repo/main", taken)
     assert await store.take_authors("repo/main") == (["bob"] if keeps else [])
+    await store.settle_authors("repo/main", ["bob"])
+    assert await store.take_authors("repo/main") == []
     assert await store.take_authors("repo/other") == (["cid"] if keeps else [])
