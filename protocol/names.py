@@ -16,6 +16,8 @@ _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 # an attempt to smuggle a traversal past a decoder, never a real file name.
 _ENCODED_TRAVERSAL = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 MAX_BRANCH = 200
+MAX_BRANCH_PART = 200  # bytes of one part of a branch name: a file name in refs/ (255 at most),
+# with room for ".lock" and the suffix of a branch made from it ("-rescued-<commit>")
 MAX_PATH = 4096
 MAX_PATH_COMPONENT = 255
 MAX_PATH_DEPTH = 128
@@ -72,6 +74,11 @@ def validate_branch(name: str) -> str:
     for part in name.split("/"):
         if part.startswith(".") or part.endswith(".lock"):
             raise _bad(f"invalid branch name {name!r}: component {part!r}")
+        if len(part.encode("utf-8")) > MAX_BRANCH_PART:
+            raise _bad(
+                f"invalid branch name {name[:64]!r}...: a part of more than {MAX_BRANCH_PART} "
+                "bytes (UTF-8)"
+            )
     return name
 
 

@@ -275,11 +275,15 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
                     raise _refuse(f"a map entry on {root!r}")
             if kind == _STRING:
                 text, pos = _skip_bytes(data, pos)
+                if not text:  # (no encoder writes one; the Rust core panics on some)
+                    raise _refuse("an empty string")
                 if not text.isascii() and _FOUR_BYTES.search(text):
                     _note_pairs(text, clock, pairs.setdefault(client, []))
                 clock = _within_clocks(clock, _clock_span(text))
             elif kind == _DELETED:
                 length, pos = _uint(data, pos)
+                if not length:
+                    raise _refuse("an empty deleted range")
                 clock = _within_clocks(clock, length)
             else:
                 what = _KINDS.get(kind, f"content of unknown kind {kind}")

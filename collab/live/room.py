@@ -423,8 +423,16 @@ class Room:
         history_bound = self._history_after(update)
         shape = read_text_update(update, TEXT_NAME)
         self._check_whole(shape)
+        held = {client: self._clocks.get(client, 0) for client in shape.clients}
+        # a section that starts at clocks the document has is cut where they end: the
+        # text goes on from there, and the cut must not fall inside a character either
+        cuts = [
+            (client, held[client] - 1)
+            for client in shape.clients
+            if shape.starts[client] < held[client] < shape.ends[client]
+        ]
         if self._pairs or shape.pairs:
-            split = splits_a_pair(shape.bounds, self._pairs, shape.pairs)
+            split = splits_a_pair([*shape.bounds, *cuts], self._pairs, shape.pairs)
             if split is not None:
                 raise InvalidUpdate(
                     f"update rejected: it places text or ends a deletion inside a character "
@@ -454,7 +462,12 @@ class Room:
         for client in shape.clients:  # integrated whole (see _check_whole): its clocks known
             if shape.ends[client] > self._clocks.get(client, 0):
                 self._clocks[client] = shape.ends[client]
-        self._note_pairs(shape.pairs)
+        self._note_pairs(  # (of the clocks the document had, its own text's pairs count)
+            {
+                client: [clock for clock in clocks if clock >= held.get(client, 0)]
+                for client, clocks in shape.pairs.items()
+            }
+        )
         pending = _Pending(update, origin, sender)
         if sender is not None and origin in _AUTHORED:
             pending.author = sender.identity.user

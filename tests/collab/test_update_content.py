@@ -360,6 +360,47 @@ async def test_an_edit_inside_a_character_past_the_bmp_is_refused(
     assert str(again.get("source", type=Text)) == str(room.text)
 
 
+async def test_text_sent_again_from_inside_a_character_is_refused(server: CollabServer) -> None:
+    """A section that starts at clocks the document has is cut where they end, by the
+    server's CRDT core and by Yjs alike; a cut between the two UTF-16 units of a character
+    of the update's own text would read U+FFFD in Yjs and be dropped by the core."""
+    async with alice_and_carol(server) as (alice, observer):
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            me = mallory.doc.client_id
+            await mallory.send(encode_message(SyncUpdate(section(me, 0, string(b"hello")))))
+            await observer.wait_text(lambda text: "hello" in text)
+            # clocks 4 on again, "😀b" after 3: the document has 0-4, so the cut is at 5
+            again = section(me, 4, string("😀b".encode(), origin=(me, 3)))
+            await mallory.send(encode_message(SyncUpdate(again)))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        observer.text.insert(0, "ok ")
+        await alice.wait_text(lambda text: text.startswith("ok "))
+        assert str(alice.text) == str(observer.text) and "\ufffd" not in str(alice.text)
+    room = server.rooms.get_key(ROOM)
+    assert room is not None and str(room.text) == str(observer.text)
+
+
+@pytest.mark.parametrize("struct", [string(b""), b"\x01\x00"], ids=["string", "deleted"])
+async def test_an_empty_struct_is_refused(
+    server: CollabServer, struct: bytes, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No encoder writes a struct of no length, and the Rust core panics on some (a trace on
+    the server's error output for each): refused before it is applied."""
+    async with alice_and_carol(server) as (alice, observer):
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            me = mallory.doc.client_id
+            forged = section(me, 0, string(b"ab"), string(b"", origin=(me, 1)))
+            if struct != string(b""):
+                forged = section(me, 0, string(b"ab"), struct)
+            await mallory.send(encode_message(SyncUpdate(forged)))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        observer.text.insert(0, "ok ")
+        await alice.wait_text(lambda text: text.startswith("ok "))
+    assert "panicked" not in capfd.readouterr().err
+
+
 PENDING: dict[str, Callable[[int, int], bytes]] = {
     "structs past the client's clock": lambda _victim, _at: section(600, 5, string(b"Z")),
     "text after skipped clocks": lambda _victim, _at: section(

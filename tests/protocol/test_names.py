@@ -68,6 +68,7 @@ GOOD_BRANCHES = [
     "a/b/c/d",
     "refs-like/heads/x",
     "a" * 200,
+    "ü" * 100,  # 200 bytes
 ]
 
 BAD_BRANCHES = [
@@ -102,6 +103,8 @@ BAD_BRANCHES = [
     "a\nb",
     "a\ud800",
     "a" * 201,
+    "ü" * 101,  # 202 bytes in one part: a file name in refs/ with .lock after it
+    "x/" + "ü" * 101,
     "refs/heads/x",  # git would hold it as refs/heads/refs/heads/x: ambiguous
 ]
 
@@ -153,7 +156,7 @@ def test_git_agrees_with_the_examples(git_check: object) -> None:
         ok, _ = git_check(name)
         # git itself accepts "@" (it means HEAD), long names and names that read as full
         # ref names; we are stricter there.
-        assert not ok or name in ("@", "a" * 201, "refs/heads/x"), name
+        assert not ok or name in ("@", "a" * 201, "ü" * 101, "x/" + "ü" * 101, "refs/heads/x"), name
 
 
 BRANCH_ALPHABET = "ab/.-_@{}~^:?*[\\ \t\x7f\x01éHEADlock"
