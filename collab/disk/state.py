@@ -49,12 +49,30 @@ class SyncState:
         self._digests: dict[str, str] = dict(
             self._db.execute("SELECT path, digest FROM files").fetchall()
         )
+        self._by_digest: dict[str, set[str]] = {}  # digest -> the paths whose base has it
+        for file, key in self._digests.items():
+            self._by_digest.setdefault(key, set()).add(file)
 
     def close(self) -> None:
         self._db.close()
 
     def paths(self) -> list[str]:
         return sorted(self._digests)
+
+    def paths_with(self, key: str) -> set[str]:
+        """The paths whose base has the hash ``key``."""
+        return set(self._by_digest.get(key, ()))
+
+    def _index(self, path: str, key: str | None) -> None:
+        """``path``'s base now has the hash ``key`` (``None``: it has none)."""
+        old = self._digests.get(path)
+        if old is not None and old != key:
+            paths = self._by_digest[old]
+            paths.discard(path)
+            if not paths:
+                del self._by_digest[old]
+        if key is not None:
+            self._by_digest.setdefault(key, set()).add(path)
 
     def digest_of(self, path: str) -> str | None:
         """The hash of ``path``'s base, without reading it; ``None`` if it has none."""
@@ -74,6 +92,7 @@ class SyncState:
         self._db.execute(
             "INSERT OR REPLACE INTO files (path, digest, data) VALUES (?, ?, ?)", (path, key, data)
         )
+        self._index(path, key)
         self._digests[path] = key
 
     def set_bases(self, bases: Mapping[str, bytes]) -> None:
@@ -87,7 +106,9 @@ class SyncState:
             self._db.executemany(
                 "DELETE FROM sent WHERE path = ? AND digest = ?", [row[:2] for row in rows]
             )
-        self._digests.update({path: key for path, key, _data in rows})
+        for path, key, _data in rows:
+            self._index(path, key)
+            self._digests[path] = key
 
     def note_sent(self, path: str, data: bytes, *, live: bool, disk: bool) -> None:
         """``data`` is about to be the text of both sides; ``live`` and ``disk`` say which of
@@ -110,7 +131,12 @@ class SyncState:
 
     def forget(self, paths: Iterable[str]) -> None:
         """``paths`` no longer exist on either side."""
-        gone = [(path,) for path in paths if self._digests.pop(path, None) is not None]
+        gone = []
+        for path in paths:
+            if path in self._digests:
+                self._index(path, None)
+                del self._digests[path]
+                gone.append((path,))
         if gone:
             self._db.executemany("DELETE FROM files WHERE path = ?", gone)
             self._db.executemany("DELETE FROM sent WHERE path = ?", gone)

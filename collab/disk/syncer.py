@@ -128,6 +128,7 @@ class WorkingTree(Lifecycle):
         self._gone: set[str] = set()  # deleted at the server since the last fetch
         self._remote: set[str] = set()  # paths whose live side may have moved
         self._bases: dict[str, bytes | None] = {}  # bases waiting for the server's ack
+        self._base_digests: dict[str, str | None] = {}  # ... and their hashes
         self._bases_due = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
@@ -448,6 +449,7 @@ class WorkingTree(Lifecycle):
 
     def _set_base(self, path: str, data: bytes | None) -> None:
         self._bases[path] = data
+        self._base_digests[path] = None if data is None else digest(data)
         self._bases_due.set()
 
     async def _sync(self, path: str, wait: float) -> None:
@@ -729,7 +731,10 @@ class WorkingTree(Lifecycle):
         key = digest(data)
         assert self._state is not None and self._filter is not None
         found = []
-        for source in self._tree:
+        waiting = {source for source, pending in self._base_digests.items() if pending == key}
+        for source in self._state.paths_with(key) | waiting:
+            if source not in self._tree:
+                continue
             if source == path or source in self._moving or source in self._git_paths:
                 continue
             if self._base_digest(source) != key:
@@ -745,8 +750,7 @@ class WorkingTree(Lifecycle):
     def _base_digest(self, path: str) -> str | None:
         """The hash of ``path``'s base (``None``: it has none)."""
         if path in self._bases:  # a base waiting for the server's ack
-            pending = self._bases[path]
-            return None if pending is None else digest(pending)
+            return self._base_digests[path]
         assert self._state is not None
         return self._state.digest_of(path)
 
@@ -891,6 +895,7 @@ class WorkingTree(Lifecycle):
         for path, data in taken.items():
             if self._bases.get(path, b"\0missing") is data:
                 del self._bases[path]
+                del self._base_digests[path]
         self.counters.synced = len(state.paths())
         self._emit(event="status")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import MakeTree
 
 from collab import Client, CollabServer
-from collab.disk.state import STATE_FILE, SyncState
+from collab.disk.state import STATE_FILE, SyncState, digest
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -214,3 +214,23 @@ async def test_a_change_that_arrived_and_was_typed_on_merges_cleanly_on_restart(
         await again.wait_idle(timeout=10)
         assert (root / "README.md").read_text() == expected
         assert not again.events.of("conflict")  # type: ignore[attr-defined]
+
+
+def test_the_bases_are_found_by_their_content_as_they_change_and_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A file new on disk is looked up among the bases by its hash (a rename): the index
+    follows every change of a base, and is rebuilt from the file at the next start."""
+    path = tmp_path / STATE_FILE
+    state = SyncState(path)
+    hello, bye = digest(b"hello\n"), digest(b"bye\n")
+    state.set_base("a.txt", b"hello\n")
+    state.set_bases({"b.txt": b"hello\n", "c.txt": b"bye\n"})
+    assert state.paths_with(hello) == {"a.txt", "b.txt"}
+    state.set_base("a.txt", b"bye\n")
+    state.forget(["b.txt"])
+    assert state.paths_with(hello) == set() and state.paths_with(bye) == {"a.txt", "c.txt"}
+    state.close()
+    again = SyncState(path)
+    assert again.paths_with(bye) == {"a.txt", "c.txt"} and again.paths_with(hello) == set()
+    again.close()
