@@ -462,7 +462,7 @@ class WorkingTree(Lifecycle):
         await self._sync_mode(path, full)
         settled = False
         for _round in range(_TRIES):
-            if (moving := self._moving.get(path)) is not None:
+            while (moving := self._moving.get(path)) is not None:
                 await moving.wait()  # renamed on disk: committed with its new name
             # a save under way is taken whole: waited for where the system tells (a lease),
             # and read again if the file changed while it was read
@@ -516,7 +516,11 @@ class WorkingTree(Lifecycle):
         live = str(document.text)
         if disk is None and base is not None:  # deleted on disk
             if live == base.decode("utf-8"):
-                await self._delete_live(path)
+                target = self._rename_target(path, base)
+                if target is not None:
+                    await self._commit_rename(path, target, base)
+                else:
+                    await self._delete_live(path)
                 return True
             self._conflict(path, "deleted on disk, changed live: the live text is kept")
             base, disk_text = None, ""
@@ -690,23 +694,51 @@ class WorkingTree(Lifecycle):
     async def _renamed(self, path: str, data: bytes) -> bool:
         """``path``, new on disk, holds what a file of the branch that is gone from disk held
         last (``mv``, an editor's rename): commit both in one commit, a rename, as git shows
-        it. The server then tells the editors of the old path where it went, and carries
-        edits of it not committed yet to the new one; as a deletion and a new file, the old
-        path's document would only be emptied. False if there is no such file."""
+        it (:meth:`_commit_rename`). False if there is no such file."""
         source = self._rename_source(path, data)
         if source is None:
             return False
-        done = self._moving[source] = asyncio.Event()  # its own sync waits for this one
+        done = self._moving[source] = self._moving[path] = asyncio.Event()  # (see _sync)
         try:
             # an editor's save may move the file aside for a moment (and write it anew): a
             # rename is a file that stays gone
             await asyncio.sleep(self.settle)
-            if (
-                os.path.lexists(self.root / source)
-                or read_bytes(self.root / path) != data
-                or self._base_digest(source) != digest(data)
-            ):
-                return False
+        finally:
+            del self._moving[source], self._moving[path]
+            done.set()
+        if (
+            os.path.lexists(self.root / source)
+            or read_bytes(self.root / path) != data
+            or self._base_digest(source) != digest(data)
+        ):
+            return False
+        await self._commit_rename(source, path, data)
+        return True
+
+    def _rename_target(self, source: str, data: bytes) -> str | None:
+        """A file new on disk and waiting for its sync that holds ``data``, the base of
+        ``source``, which is gone from disk, under the same name in another folder: the two
+        are a rename (``mv`` of a folder, whose old files may be synced before the new)."""
+        name = source.rpartition("/")[2]
+        for path in sorted(self._tasks):
+            if path == source or path.rpartition("/")[2] != name:
+                continue
+            if path in self._tree or path in self._moving or path in self._git_paths:
+                continue
+            if self._base(path) is not None or (self._docs and self._docs.get(path)):
+                continue
+            if read_bytes(self.root / path) == data:
+                return path
+        return None
+
+    async def _commit_rename(self, source: str, path: str, data: bytes) -> None:
+        """Commit the deletion of ``source`` and ``path`` holding ``data`` (``source``'s
+        base) in one commit. The server then tells the editors of the old path where it
+        went, and carries edits of it not committed yet to the new one; as a deletion and a
+        new file, the old path's document would only be emptied. The two files' own syncs
+        wait meanwhile."""
+        done = self._moving[source] = self._moving[path] = asyncio.Event()
+        try:
             # the deletion only of the text the disk had: one the branch has since (edits
             # committed meanwhile) is not dropped, and the file is synced again instead
             deleted, added = await asyncio.gather(
@@ -714,7 +746,7 @@ class WorkingTree(Lifecycle):
                 self._commit_by_git(path, data, None),
             )
         finally:
-            del self._moving[source]
+            del self._moving[source], self._moving[path]
             done.set()
         if deleted:
             self._set_base(source, None)
@@ -723,7 +755,6 @@ class WorkingTree(Lifecycle):
         if added:
             self._set_base(path, data)
             self._emit(event="sync", path=path, direction="git", conflict=False)
-        return True
 
     def _rename_source(self, path: str, data: bytes) -> str | None:
         """The file of the branch that ``path`` was renamed from: gone from disk, its base

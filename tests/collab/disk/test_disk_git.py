@@ -124,6 +124,32 @@ async def test_a_rename_on_disk_drops_no_edit_committed_to_the_old_path_meanwhil
         assert kept["src/main.py"] == b"print('hello')\n", kept
 
 
+async def test_a_folder_of_many_files_moved_on_disk_is_renames_on_the_branch(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """``mv`` of a folder of 60 files: each file is a rename on the branch, whichever of
+    its two paths is synced first."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    (root / "many").mkdir()
+    for n in range(60):
+        (root / "many" / f"f{n:02}.txt").write_text(f"file {n}\n")
+    await until(lambda: sum(p.startswith("many/") for p in tree_files(server)) == 60, timeout=60)
+    await tree.wait_idle(timeout=60)
+    before = git(server.config.repos / "demo", "rev-parse", "main").strip()
+    os.rename(root / "many", root / "moved")
+    await until(lambda: sum(p.startswith("moved/") for p in tree_files(server)) == 60, timeout=60)
+    await until(lambda: not any(p.startswith("many/") for p in tree_files(server)), timeout=60)
+    await tree.wait_idle(timeout=60)
+    log = git(
+        server.config.repos / "demo", "log", "-M", "--format=", "--name-status", f"{before}..main"
+    )
+    renamed = [line for line in log.splitlines() if line.startswith("R100\tmany/")]
+    assert len(renamed) == 60, log
+    assert blob(server, "main:moved/f07.txt") == b"file 7\n"
+
+
 async def test_a_save_that_moves_the_file_aside_first_is_no_rename(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
