@@ -62,6 +62,10 @@ __all__ = [
 
 SERVICES = ("git-upload-pack", "git-receive-pack")
 MAX_REQUEST = 1 << 30
+EXPANSION = 32
+"""How many times its size a push's objects may expand to in all (real histories expand
+5 to 20 times; the bound is on the work of expanding them: memory is bounded by the largest
+object)."""
 """Largest request body accepted, after decompression (bytes)."""
 SPOOL_IN_MEMORY = 4 << 20
 """A decoded request body is kept in memory up to this size, then in a temporary file."""
@@ -131,8 +135,8 @@ def run_service(
     exceptions propagate. A push refused in part or whole is answered with the reasons, as
     git's report-status, a refused fetch with ``ERR``. A malformed body raises
     ``ValueError`` (:class:`BodyTooLarge` over ``max_request``, :class:`MalformedPush`).
-    A pushed pack with an object over ``max_object`` bytes, expanded, or objects over four
-    times ``max_request`` in all, is refused before it is expanded.
+    A pushed pack with an object over ``max_object`` bytes, expanded, or objects over
+    :data:`EXPANSION` times ``max_request`` in all, is refused before it is expanded.
     """
     _check_service(service)
     with _decoded(body, content_encoding, max_request) as data:
@@ -148,7 +152,7 @@ def run_service(
                 may_delete=may_delete,
                 fsck_accept=fsck_accept,
                 max_object=max_object,
-                max_expanded=4 * max_request,
+                max_expanded=EXPANSION * max_request,
             )
         finally:
             repo.close()

@@ -1778,6 +1778,10 @@ class GitSync:
         the branch's private records. Stored text its last commit lacks is committed on a
         branch of its own first (see :meth:`_rescue_stored`)."""
         prefix = f"{repo}/{branch}:"
+        sync = self.branches.get((repo, branch))
+        if sync is not None:  # no commit of it restores the branch meanwhile
+            sync.deleting = True
+        self.forget(repo, branch)
         for room in self.rooms.loaded(prefix):  # first: nothing more is typed into them
             await self.rooms.retire(
                 room.key,
@@ -1789,7 +1793,6 @@ class GitSync:
         await self._rescue_stored(repo, branch)
         authors = await self.store.take_authors(f"{repo}/{branch}")
         await self.store.settle_authors(f"{repo}/{branch}", authors)
-        self.forget(repo, branch)
         for key in await self.store.keys(prefix):
             await self.store.delete(key)
 

@@ -469,3 +469,24 @@ async def test_a_push_that_would_expand_past_the_bound_is_refused_unexpanded(
         assert server_head(bridge) == head
     finally:
         await bridge.server.stop()
+
+
+async def test_a_push_that_expands_ten_times_its_size_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Histories compress well (5 to 20 times): the bound on what a push's objects expand
+    to in all leaves room for that, with ``max_push`` sized to the pushes themselves."""
+    bridge = await start_bridge(
+        tmp_path / "repos", tmp_path / "data", monkeypatch, max_push=64 * 1024
+    )
+    try:
+        await server_commit(bridge, "main", {"a.txt": b"a\n"})
+        work = await clone(bridge, tmp_path)
+        text = "".join(f"line {n} of a file that compresses well\n" for n in range(12_000))
+        (work / "big.txt").write_text(text)  # about 470 KB, a few dozen KB packed
+        await git(work, "add", "big.txt")
+        await git(work, "commit", "-qm", "big")
+        await git(work, "push", "-q", "origin", "HEAD:main")
+        assert server_head(bridge) == (await git(work, "rev-parse", "HEAD")).strip()
+    finally:
+        await bridge.server.stop()
