@@ -19,6 +19,7 @@ async def test_a_misspelt_argument_is_refused_and_nothing_is_merged(
 ) -> None:
     demo = repos / "demo"
     async with Client(server.url, user="alice") as alice:
+        await alice.join("demo")  # (her own branch, made at her first open, is there first)
         await alice.fork("demo", "main", "topic")
         doc = await alice.open("demo/topic:README.md")
         doc.insert(0, "topic ")
