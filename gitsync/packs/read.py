@@ -24,7 +24,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, hex_to_sha
 from dulwich.pack import Pack, PackFileDisappeared, apply_delta
 
-__all__ = ["ObjectReader", "inflate_head"]
+__all__ = ["ObjectReader", "delta_sizes", "inflate_head"]
 
 _IDX_MAGIC = b"\377tOc"
 _OFS_DELTA, _REF_DELTA = 6, 7
@@ -196,6 +196,28 @@ def inflate_head(chunks: Iterable[bytes | memoryview], want: int) -> bytes:
         if len(out) >= want or inflater.eof:
             break
     return out
+
+
+def delta_sizes(head: bytes) -> tuple[int, int]:
+    """The sizes of a delta's base and result, which its data starts with (``head``: its
+    first bytes, inflated); ``ValueError`` if they are not whole there."""
+    values = []
+    at = 0
+    for _ in range(2):
+        value = shift = 0
+        while True:
+            if at >= len(head):
+                raise ValueError("a delta too short to state its sizes")
+            byte = head[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+            if shift > 70:
+                raise ValueError("a delta's size is too long to be one")
+        values.append(value)
+    return values[0], values[1]
 
 
 def _inflate(view: memoryview, pos: int, size: int) -> bytes:

@@ -30,7 +30,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID
 from dulwich.pack import apply_delta
 
-from .read import inflate_head
+from .read import delta_sizes, inflate_head
 
 __all__ = [
     "BLOB",
@@ -320,17 +320,7 @@ class StoredObjects:
         head = inflate_head(
             (view[at : at + 256] for at in range(entry.data_start, len(view), 256)), 20
         )
-        pos = 0
-        for _ in range(2):
-            value, shift = 0, 0
-            while True:
-                byte = head[pos]
-                pos += 1
-                value |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-        return value
+        return delta_sizes(head)[1]
 
     def raw(self, sha: bytes) -> tuple[int, bytes]:
         """(type, content) of hex id ``sha``; KeyError if the repository lacks it."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 import zlib
 from typing import IO
 
+from ..packs.read import delta_sizes
+
 __all__ = ["PackRefused", "check_pack_bounds"]
 
 _OFS_DELTA, _REF_DELTA = 6, 7
@@ -94,27 +96,6 @@ class _Reader:
         return kept
 
 
-def _delta_sizes(head: bytes) -> tuple[int, int]:
-    """The base's and the result's size, which a delta's data starts with."""
-    values = []
-    at = 0
-    for _ in range(2):
-        value = shift = 0
-        while True:
-            if at >= len(head):
-                raise PackRefused("a delta too short to state its sizes")
-            byte = head[at]
-            at += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-            if shift > 70:
-                raise PackRefused("a delta's size is too long to be one")
-        values.append(value)
-    return values[0], values[1]
-
-
 def check_pack_bounds(stream: IO[bytes], *, max_object: int, max_total: int) -> int:
     """Read the pack at ``stream``'s position and raise :class:`PackRefused` if one of its
     objects, expanded (a delta: its result), is over ``max_object`` bytes, or all of them
@@ -139,7 +120,10 @@ def check_pack_bounds(stream: IO[bytes], *, max_object: int, max_total: int) -> 
         if size > max_object:
             raise PackRefused(f"an object of {size} bytes, over the limit of {max_object}")
         if kind in (_OFS_DELTA, _REF_DELTA):
-            _base, result = _delta_sizes(reader.inflate(size, keep=20))
+            try:
+                _base, result = delta_sizes(reader.inflate(size, keep=20))
+            except ValueError as exc:
+                raise PackRefused(str(exc)) from None
             if result > max_object:
                 raise PackRefused(
                     f"a delta whose result is {result} bytes, over the limit of {max_object}"
