@@ -63,8 +63,14 @@ class RedisKeys:
         return f"{self.prefix}open:{author}"
 
     def authors(self, branch: str) -> str:
-        """The set of the people who wrote to documents of ``branch`` (``repo/branch``)
-        since its last commit (see ``RedisStore.take_authors``)."""
+        """The hash of the people who wrote to documents of ``branch`` (``repo/branch``)
+        since their commit, each with the feed seq of their last append (see
+        ``RedisStore.take_authors``)."""
+        return f"{self.prefix}authored:{branch}"
+
+    def old_authors(self, branch: str) -> str:
+        """The set of the same people, as an older version kept it (a take moves them into
+        :meth:`authors`)."""
         return f"{self.prefix}authors:{branch}"
 
     @property

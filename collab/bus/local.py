@@ -10,7 +10,7 @@ node that appended), which lets the cluster's logic be tested without Redis.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 
 from collab.bus.bus import BusListener, Watch
 from collab.lifecycle import Lifecycle
@@ -27,7 +27,9 @@ class LocalHub:
         self.shared = MemoryStore()
         self._origin: dict[tuple[str, int], str] = {}
         self._buses: dict[str, HubBus] = {}
-        self.authors: dict[str, set[str]] = {}  # by branch: who wrote since its last commit
+        # by branch: who wrote since their commit, each with the mark of their last append
+        self.authors: dict[str, dict[str, int]] = {}
+        self._marks = 0
 
     def store(self, node_id: str) -> HubStore:
         return HubStore(self, node_id)
@@ -66,6 +68,7 @@ class HubStore(Lifecycle):
         self.hub = hub
         self.node_id = node_id
         self._running = False
+        self._taken: dict[str, dict[str, int]] = {}  # branch -> its authors' marks at a take
 
     async def start(self) -> None:
         await self.hub.shared.start()
@@ -89,7 +92,8 @@ class HubStore(Lifecycle):
         self._check_running()
         data = bytes(update)
         if author is not None:
-            self.hub.authors.setdefault(doc_id.partition(":")[0], set()).add(author)
+            self.hub._marks += 1
+            self.hub.authors.setdefault(doc_id.partition(":")[0], {})[author] = self.hub._marks
         seq = await self.hub.shared.append(doc_id, data)
         self.hub._appended(doc_id, seq, data, self.node_id)
         return seq
@@ -108,7 +112,16 @@ class HubStore(Lifecycle):
 
     async def take_authors(self, branch: str) -> list[str]:
         self._check_running()
-        return sorted(self.hub.authors.pop(branch, ()))
+        self._taken[branch] = dict(self.hub.authors.get(branch, {}))
+        return sorted(self._taken[branch])
+
+    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
+        self._check_running()
+        marks = self._taken.pop(branch, {})
+        kept = self.hub.authors.get(branch, {})
+        for user in users:
+            if user in marks and kept.get(user) == marks[user]:
+                del kept[user]
 
     async def keys(self, prefix: str = "") -> list[str]:
         self._check_running()

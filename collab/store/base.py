@@ -146,16 +146,16 @@ class Store(Protocol):
     async def take_authors(self, branch: str) -> list[str]:
         """The people who wrote to documents of ``branch`` (``repo/branch``) since their
         last commit: the authors of its next commit, whichever node makes it, or whichever
-        process after a crash. A store the nodes of a cluster share forgets them as it gives
-        them; the SQLite store when their commit is settled (:meth:`settle_authors`); the
-        in-memory store keeps none (its process knows its writers)."""
+        process after a crash. A durable store forgets them only when their commit is
+        settled (:meth:`settle_authors`); the in-memory store keeps none (its process knows
+        its writers)."""
         ...
 
     async def settle_authors(self, branch: str, users: Collection[str]) -> None:
         """The commit naming ``users``, the people :meth:`take_authors` gave last, has
-        landed: a store that keeps them until then (so that a crash before it does not
-        forget them) forgets them now, but those who wrote to ``branch`` since that take.
-        A store that forgets them as it gives them does nothing."""
+        landed: a store that keeps them until then (so that a crash before it, of any
+        node, does not forget them) forgets them now, but those who wrote to ``branch``
+        since that take."""
         ...
 
     def sync(self) -> Awaitable[None]:

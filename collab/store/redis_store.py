@@ -47,8 +47,9 @@ WRITE_TIMEOUT = 5.0
 log = logging.getLogger("collab.store")
 
 # KEYS: log, seq, docs, feed, feed seq, snapshot, (a lease,) authors. ARGV: update, node,
-# doc id, crc, feed length, (a holder,) author (empty: none); each list's last, the set of
-# the document's branch's authors and the author, who joins it. A counter behind the log's
+# doc id, crc, feed length, (a holder,) author (empty: none); each list's last, the hash of
+# the document's branch's authors (each one's last append, by its feed seq) and the author,
+# who joins it or is marked anew. A counter behind the log's
 # end (its key alone was deleted, or evicted) is set past it: the seqs go on from the log's;
 # one at or behind the snapshot's seq (the log and the counter lost, the snapshot kept) goes
 # on from the snapshot's, since a seq it covers would be taken for one compacted into it.
@@ -80,10 +81,10 @@ if type(added) == 'table' and added.err then
   redis.call('XADD', KEYS[1], '0-' .. n, 'u', ARGV[1], 'n', ARGV[2], 'c', ARGV[4])
 end
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
-if ARGV[#ARGV] ~= '' then
-  redis.call('SADD', KEYS[#KEYS], ARGV[#ARGV])
-end
 local f = redis.call('INCR', KEYS[5])
+if ARGV[#ARGV] ~= '' then
+  redis.call('HSET', KEYS[#KEYS], ARGV[#ARGV], f)
+end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '0-' .. f,
   'd', ARGV[3], 's', n, 'n', ARGV[2], 'u', ARGV[1])
 return n
@@ -120,11 +121,25 @@ redis.call('ZADD', KEYS[4], 0, ARGV[3])
 return 1
 """
 
-# KEYS: a branch's authors. Its members, and the set forgotten, in one step.
+# KEYS: a branch's authors, the set of an older version. The authors and their marks, the
+# older set's members joining them first (marked 0).
 _TAKE_AUTHORS = """
-local members = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
-return members
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('HSETNX', KEYS[1], user, 0)
+end
+redis.call('DEL', KEYS[2])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: a branch's authors. ARGV: pairs of an author and the mark a take gave. Each author
+# still marked so is forgotten; one marked anew (an append since the take) is kept.
+_SETTLE_AUTHORS = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 1
 """
 
 # KEYS: log, snapshot. The snapshot and the entries after it, read as of one moment.
@@ -154,6 +169,7 @@ _SCRIPTS = {
     "load": _LOAD,
     "delete": _DELETE,
     "take_authors": _TAKE_AUTHORS,
+    "settle_authors": _SETTLE_AUTHORS,
 }
 
 
@@ -189,9 +205,9 @@ class RedisStore(Lifecycle):
     ) -> None:
         self.url = url
         self.outage_limit = outage_limit
+        """Seconds a write waits for an unreachable Redis before it fails."""
         self.feed_length = feed_length
         """About how many entries the cluster's feed keeps (see ``collab.bus.keys``)."""
-        """Seconds a write waits for an unreachable Redis before it fails."""
         self.reachable = True
         self.on_unreachable: list[Callable[[], None]] = []
         """Called when Redis stops answering (the rooms then serve their peers unwritten
@@ -205,6 +221,7 @@ class RedisStore(Lifecycle):
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._running = False
+        self._taken: dict[str, dict[str, bytes]] = {}  # branch -> its authors' marks at a take
         self.durable_config: bool | None = None
         """Whether Redis fsyncs its append-only file before it answers a write (``None``:
         its configuration could not be read)."""
@@ -412,13 +429,28 @@ class RedisStore(Lifecycle):
         return self._submit("append_fenced", [*keys, authors], [*args, author or ""], int)
 
     async def take_authors(self, branch: str) -> list[str]:
-        members = await self._submit("take_authors", [self.keys_.authors(branch)], [])
-        return sorted(member.decode() for member in members)
+        """The people who wrote to documents of ``branch`` since their commit was settled,
+        on any node: a node that dies between the take and its commit leaves them to the
+        next holder of the branch's lease."""
+        keys = [self.keys_.authors(branch), self.keys_.old_authors(branch)]
+        reply = await self._submit("take_authors", keys, [])
+        marks = {bytes(reply[i]).decode(): bytes(reply[i + 1]) for i in range(0, len(reply), 2)}
+        self._taken[branch] = marks
+        return sorted(marks)
 
     async def settle_authors(self, branch: str, users: Collection[str]) -> None:
-        """Nothing: the take forgot them (the nodes share the set; a node that took them and
-        died before its commit landed leaves their edits to a commit that names no one)."""
+        """The commit naming ``users``, taken last on this node, has landed: forget them,
+        but those who appended to ``branch`` since the take (on any node)."""
         self._check_running()
+        marks = self._taken.pop(branch, None)
+        if marks is None:
+            return
+        args: list[Any] = []
+        for user in users:
+            if user in marks:
+                args += [user, marks[user]]
+        if args:
+            await self._submit("settle_authors", [self.keys_.authors(branch)], args)
 
     def sync(self) -> asyncio.Future[None]:
         """Done once every operation queued before it is answered (durable as far as Redis's

@@ -690,3 +690,26 @@ async def test_a_merge_log_and_fetch_on_another_node_hold_the_edits_pending_on_t
         assert merged["applied"], merged
         shown = git(repos, "show", "main:README.md")
         assert shown.startswith("and more;more;topic typed on node a;"), shown
+
+
+async def test_a_commit_names_who_typed_when_the_node_that_took_them_died_before_committing(
+    two_nodes: list[CollabServer], repos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that took a branch's authors from the shared store and died before its commit
+    landed forgets no one: the next holder of the lease names them."""
+    a, b = two_nodes
+    async with Client(a.url, user="bob") as bob, Client(b.url, user="ann") as ann:
+        doc_a, doc_b = await bob.open(ROOM), await ann.open(ROOM)
+
+        async def not_here(*_args: object, **_kwargs: object) -> None:
+            return None  # node a makes no commit: it dies in the middle of one
+
+        monkeypatch.setattr(await a.git.branch("demo", "main"), "_commit", not_here)
+        doc_a.insert(0, "bob typed;")
+        await bob.flush()
+        await until(lambda: "bob typed;" in str(doc_b))
+        assert await a.store.take_authors("demo/main") == ["bob"]  # its commit began so
+        await (await b.git.branch("demo", "main")).flush_patiently()
+        assert git(repos, "show", "main:README.md").startswith("bob typed;")
+        names = git(repos, "log", "-1", "--format=%an%n%(trailers:key=Co-authored-by)")
+        assert names.split("\n")[0] == "bob", names

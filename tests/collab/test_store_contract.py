@@ -491,17 +491,18 @@ async def test_a_fenced_append_is_written_only_while_its_grant_holds_the_lease(
 
 async def test_the_authors_of_a_branch_are_taken_once(store: Store) -> None:
     """A durable store keeps who wrote to each branch until their commit (in a cluster,
-    any node's; after a crash, those before it): a cluster's store forgets them as it gives
-    them, the SQLite store once their commit is settled, but those who wrote since the
-    take. The in-memory one keeps none (its process knows them, and a crash loses its edits
-    too)."""
+    any node's; after a crash, those before it), and forgets them once their commit is
+    settled, but those who wrote since the take. A take that no settle follows (its node
+    died before the commit landed) forgets no one. The in-memory one keeps none (its
+    process knows them, and a crash loses its edits too)."""
     await store.append("repo/main:a.txt", b"u", author="ann")
     await store.append("repo/main:b.txt", b"u", author="bob")
     await store.append("repo/main:b.txt", b"u", author="ann")
     await store.append("repo/other:a.txt", b"u", author="cid")
     await store.append("repo/main:a.txt", b"u")  # (a server-side edit: no one)
     keeps = not isinstance(store, MemoryStore)
-    taken = await store.take_authors("repo/main")
+    assert await store.take_authors("repo/main") == (["ann", "bob"] if keeps else [])
+    taken = await store.take_authors("repo/main")  # (as the next commit would)
     assert taken == (["ann", "bob"] if keeps else [])
     await store.append("repo/main:a.txt", b"u", author="bob")  # after the take
     await store.settle_authors("repo/main", taken)
@@ -509,3 +510,26 @@ async def test_the_authors_of_a_branch_are_taken_once(store: Store) -> None:
     await store.settle_authors("repo/main", ["bob"])
     assert await store.take_authors("repo/main") == []
     assert await store.take_authors("repo/other") == (["cid"] if keeps else [])
+
+
+async def test_the_authors_an_older_version_kept_in_redis_are_taken_too(
+    redis_server: RedisProcess,
+) -> None:
+    """An older version kept a branch's authors in a set that its take deleted: people it
+    holds when a node of this version takes over are named by the next commit, and forgotten
+    with the others once it is settled."""
+    store = RedisStore(redis_server.url, node_id="n1", prefix=f"t{next(_stores_made)}:")
+    await store.start()
+    client = Redis.from_url(store.url)
+    try:
+        await client.sadd(store.keys_.old_authors("repo/main"), "ann")
+        await store.append("repo/main:a.txt", b"u", author="bob")
+        taken = await store.take_authors("repo/main")
+        assert taken == ["ann", "bob"]
+        assert await store.take_authors("repo/main") == ["ann", "bob"]
+        await store.settle_authors("repo/main", taken)
+        assert await store.take_authors("repo/main") == []
+        assert not await client.exists(store.keys_.old_authors("repo/main"))
+    finally:
+        await client.aclose()
+        await store.stop()
