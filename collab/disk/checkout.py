@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gitsync.objects.commits import author_line
+
 __all__ = ["Checkout", "FileMoved", "GitError", "TreeEntry"]
 
 log = logging.getLogger("collab.disk")
@@ -69,6 +71,7 @@ class Checkout:
         self._fetching = asyncio.Lock()  # two fetches at once would both lock the ref
         http = url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
         self.repo = repo
+        self.user = user
         self.remote_url = f"{http}/git/{repo}.git"
         secret = f"{user or 'collab'}:{token or 'dev'}"
         header = "Authorization: Basic " + base64.b64encode(secret.encode()).decode()
@@ -360,11 +363,9 @@ class Checkout:
                 tree = (await self.git("write-tree", env=env)).decode().strip()
             if tree == (await self.git("rev-parse", f"{parent}^{{tree}}")).decode().strip():
                 return parent  # the branch holds the changes already (a deletion made twice)
-            commit = (
-                (await self.git("commit-tree", tree, "-p", parent, "-m", message, env=_identity()))
-                .decode()
-                .strip()
-            )
+            identity = _identity(self.user)
+            made = await self.git("commit-tree", tree, "-p", parent, "-m", message, env=identity)
+            commit = made.decode().strip()
             try:
                 await self.git("push", "-q", "origin", f"{commit}:refs/heads/{self.branch}")
             except GitError as exc:
@@ -376,15 +377,21 @@ class Checkout:
         raise GitError(f"{self.branch} kept moving while pushing")
 
 
-def _identity() -> dict[str, str]:
-    """The committer of the syncer's own commits, unless git is configured with one."""
-    name = os.environ.get("GIT_AUTHOR_NAME", "collab sync")
-    email = os.environ.get("GIT_AUTHOR_EMAIL", "collab-sync@localhost")
+def _identity(user: str | None) -> dict[str, str]:
+    """Who the syncer's own commits are by: unless git's environment names someone, the
+    person it syncs for, as the server names them in the commits of their live edits,
+    committed by ``collab sync``."""
+    name, email = "collab sync", "collab-sync@localhost"
+    if user:
+        name, _, rest = author_line(user).rpartition(" <")
+        email = rest.removesuffix(">")
+    name = os.environ.get("GIT_AUTHOR_NAME", name)
+    email = os.environ.get("GIT_AUTHOR_EMAIL", email)
     return {
         "GIT_AUTHOR_NAME": name,
         "GIT_AUTHOR_EMAIL": email,
-        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", name),
-        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", email),
+        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", "collab sync"),
+        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", "collab-sync@localhost"),
     }
 
 

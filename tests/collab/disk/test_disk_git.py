@@ -17,6 +17,7 @@ from servers import make_config
 from collab import Client, CollabServer
 from collab.disk import WorkingTree
 from collab.disk.checkout import GitError
+from gitsync.objects.commits import author_line
 
 BINARY = bytes(range(256)) * 8
 
@@ -219,6 +220,26 @@ async def test_a_new_empty_file_reaches_the_branch_and_then_goes_live(
         await tree.wait_idle()
         await bob.commit("demo", "main")
     assert blob(server, "main:pkg/__init__.py") == b"from .mod import x\n"
+
+
+async def test_the_commits_the_syncer_makes_are_by_the_person_it_syncs_for(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A file no live edit can make (an empty one) and a rename are committed by the syncer:
+    their author is the person it syncs for, named as the commits of their live edits name
+    them, and their committer the syncer."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    (root / "empty.txt").write_bytes(b"")
+    await until(lambda: "empty.txt" in tree_files(server))
+    await tree.wait_idle()
+    (root / "empty.txt").rename(root / "moved.txt")
+    await until(lambda: "moved.txt" in tree_files(server) and "empty.txt" not in tree_files(server))
+    demo = server.config.repos / "demo"
+    for path in ("empty.txt", "moved.txt"):
+        made = git(demo, "log", "-1", "--format=%an <%ae>%n%cn", "main", "--", path).splitlines()
+        assert made == [author_line("alice"), "collab sync"], (path, made)
 
 
 async def test_a_file_whose_name_the_server_refuses_is_reported_once_and_left_out(
