@@ -26,6 +26,8 @@ from dulwich.objects import Blob, Commit, ObjectID, SubmoduleEncountered, Tree, 
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
+from .objects.commits import local_offset
+
 __all__ = [
     "BlobNotText",
     "BranchDamaged",
@@ -281,7 +283,7 @@ def create_demo_repo(path: Path, files: dict[str, str] | None = None) -> Path:
         commit.tree = root
         commit.author = commit.committer = b"collab <collab@localhost>"
         commit.author_time = commit.commit_time = int(time.time())
-        commit.author_timezone = commit.commit_timezone = 0
+        commit.author_timezone = commit.commit_timezone = local_offset(commit.commit_time)
         commit.encoding = b"UTF-8"
         commit.message = b"Initial commit\n"
         store.add_object(commit)

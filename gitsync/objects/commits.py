@@ -50,6 +50,7 @@ __all__ = [
     "fast_forward",
     "forget_records",
     "free_branch",
+    "local_offset",
     "move_as_synced",
     "read_committing",
     "read_merging",
@@ -148,6 +149,12 @@ def read_ref(repo: Repo, ref: bytes) -> bytes | None:
         return bytes(repo.refs[Ref(ref)])
     except KeyError:
         return None
+
+
+def local_offset(when: int) -> int:
+    """The local time zone's offset from UTC at ``when``, in seconds east, as git stamps a
+    commit made here (``TZ`` of the process)."""
+    return time.localtime(when).tm_gmtoff
 
 
 def author_line(name: str, email: str | None = None) -> str:
@@ -516,7 +523,7 @@ def commit_changes(
     commit.committer = committer_bytes
     when = int(time.time()) if timestamp is None else timestamp
     commit.author_time = commit.commit_time = when
-    commit.author_timezone = commit.commit_timezone = 0
+    commit.author_timezone = commit.commit_timezone = local_offset(when)
     commit.message = (
         message.encode("utf-8") if message.endswith("\n") else (message + "\n").encode()
     )

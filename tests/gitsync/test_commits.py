@@ -611,3 +611,27 @@ def test_trees_rewritten_get_the_modes_git_writes(
     assert git(repo_path, "rev-parse", "main:d-kept").strip() == cli_tree(
         git, repo_path.parent, repo_path, {"y.txt": b"y\n", "z.txt": b"z\n"}
     )
+
+
+def test_a_commit_is_stamped_with_the_local_time_zone(
+    repo: Repo, repo_path: Path, git: Git, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As git stamps a commit made here: with the offset of the process's time zone at the
+    commit's time (summer time included), not always UTC."""
+    monkeypatch.setenv("TZ", "America/St_Johns")  # -03:30, or -02:30 in summer
+    time.tzset()
+    try:
+        winter = commit(repo, {"a.txt": b"1\n"}, None, timestamp=1_700_000_000)  # November
+        summer = commit(repo, {"a.txt": b"2\n"}, winter, timestamp=1_720_000_000)  # July
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    for rev, zone in ((winter, "-0330"), (summer, "-0230")):
+        stamps = git(repo_path, "log", "-1", "--format=%ad%n%cd", "--date=raw", rev.decode())
+        assert stamps.split() == [str(commit_time(repo, rev)), zone] * 2, stamps
+
+
+def commit_time(repo: Repo, rev: bytes) -> int:
+    made = repo[rev]
+    assert isinstance(made, Commit)
+    return made.commit_time
