@@ -1722,7 +1722,19 @@ class GitSync:
     async def _recover_branch(self, repo: str, branch: str, doc_ids: list[DocId]) -> None:
         try:
             sync = await self.branch(repo, branch)
-        except (RepoNotFound, BranchNotFound):
+        except BranchNotFound:
+            synced = None
+            if self.leases is None:
+                synced = await in_repo(self.repos, repo, read_synced, branch)
+            if synced is not None:
+                # deleted by another tool (its records are the engine's own): what its
+                # stored documents hold beyond its last commit goes on a branch of its own
+                log.warning("%s/%s: deleted outside the engine; forgetting it", repo, branch)
+                await self.forget_deleted(repo, branch)
+                return
+            self.incomplete = True  # looked for again at the next start
+            return
+        except RepoNotFound:
             self.incomplete = True  # looked for again at the next start
             return
         except BranchDamaged as exc:  # listed in /healthz; its documents are refused

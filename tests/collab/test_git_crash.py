@@ -229,30 +229,71 @@ async def test_a_clean_shutdown_spares_the_next_start_the_recovery_scan(
     assert marker.exists()
 
 
-async def test_a_branch_missing_at_recovery_keeps_the_next_start_looking(
-    repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_branch_deleted_outside_before_recovery_has_its_edits_kept_on_a_branch(
+    repos: Path, tmp_path: Path
 ) -> None:
+    """A branch another tool deleted while the server was down (killed), with edits stored
+    but not committed: the start commits them on a branch of their own, as it would have
+    while running, forgets the deleted one, and the start after is clean."""
     demo = repos / "demo"
     data = tmp_path / "data"
-    slow = {"commit_idle": 30.0, "commit_max_lag": 60.0}
-    async with CollabServer(make_config(repos, data, **slow)) as server:
+    server = ServerProcess(
+        repos, data, extra_args=("--commit-idle", "300", "--commit-max-lag", "600")
+    )
+    await server.start()
+    try:
         async with Client(server.url, user="alice") as alice:
             await alice.call("branch.create", repo="demo", name="feat")
             doc = await alice.open("demo/feat:README.md")
             doc.insert(0, "stored, never committed\n")
             await alice.flush()
             text = str(doc.text)
+            await server.kill()
+        head = git(demo, "rev-parse", "feat").strip()
+        assert show(demo, "feat", "README.md") != text
+        git(demo, "update-ref", "-d", "refs/heads/feat")  # another tool, while it was down
+        await server.start()
+        await server.stop()
+    finally:
+        await server.stop()
+    assert (data / CLEAN_SHUTDOWN).exists()  # nothing waits for the deleted branch
+    kept = f"feat-rescued-{head[:8]}"
+    assert show(demo, kept, "README.md") == text
+    assert git(demo, "log", "-1", "--format=%an%n%P", kept).split() == ["alice", head]
+    assert "feat" not in git(demo, "for-each-ref", "--format=%(refname:short)").split()
+    git(demo, "fsck", "--full", "--strict")
 
-        _fail_final_commits(monkeypatch)
-    monkeypatch.undo()
-    head = git(demo, "rev-parse", "feat").strip()
-    git(demo, "update-ref", "-d", "refs/heads/feat")  # away while the server starts
-    async with CollabServer(make_config(repos, data, **slow)):
-        pass
-    assert not (data / CLEAN_SHUTDOWN).exists()  # the skipped branch keeps recovery due
-    git(demo, "update-ref", "refs/heads/feat", head)
-    async with CollabServer(make_config(repos, data, **slow)):
-        await until(lambda: show(demo, "feat", "README.md") == text)
+
+async def test_a_repository_missing_at_recovery_keeps_the_next_start_looking(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A repository gone at start (its disk not mounted yet): its edits stored but not
+    committed wait, and a later start commits them."""
+    demo = repos / "demo"
+    data = tmp_path / "data"
+    server = ServerProcess(
+        repos, data, extra_args=("--commit-idle", "300", "--commit-max-lag", "600")
+    )
+    await server.start()
+    try:
+        async with Client(server.url, user="alice") as alice:
+            await alice.join("demo")  # (making alice's own branch commits main)
+            doc = await alice.open("demo/main:README.md")
+            doc.insert(0, "stored, never committed\n")
+            await alice.flush()
+            text = str(doc.text)
+            await server.kill()
+        assert show(demo, "main", "README.md") != text
+        demo.rename(tmp_path / "away")
+        await server.start()
+        await server.stop()
+        assert not (data / CLEAN_SHUTDOWN).exists()  # the repository keeps recovery due
+        (tmp_path / "away").rename(demo)
+        await server.start()
+        await until(lambda: show(demo, "main", "README.md") == text, timeout=20)
+        await server.stop()
+    finally:
+        await server.stop()
     assert (data / CLEAN_SHUTDOWN).exists()
 
 
