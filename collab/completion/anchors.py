@@ -2,7 +2,8 @@
 
 An anchor sticks to the character before it (a sticky index with ``assoc`` before): text
 typed before it shifts it, text inserted exactly at it lands after it, and a deletion around
-it collapses it to the deletion's start. One made ``after`` sticks to the character after
+it collapses it to the deletion's start (and marks it ``cut`` when the character before it
+went: what was written up to it is gone). One made ``after`` sticks to the character after
 it instead: text inserted exactly at it lands before it (two anchors made at one place, one
 of each, hold between them what was typed there since). It follows the document's own
 change deltas, which pycrdt reports in UTF-8 bytes like every other ``Text`` index.
@@ -28,13 +29,14 @@ log = logging.getLogger("collab.completion.anchors")
 class Anchor:
     """A position in ``room``'s text, in UTF-8 bytes (what pycrdt's ``Text`` takes)."""
 
-    __slots__ = ("after", "alive", "offset", "room")
+    __slots__ = ("after", "alive", "cut", "offset", "room")
 
     def __init__(self, room: Room, offset: int, *, after: bool = False) -> None:
         self.room = room
         self.offset = offset
         self.after = after
         self.alive = True
+        self.cut = False  # the character before it was deleted (see the module's notes)
 
     def codepoint(self, text: str | None = None) -> int:
         """The position in code points of the room's current text."""
@@ -55,6 +57,8 @@ class _RoomAnchors:
         try:
             delta: list[dict[str, Any]] = list(event.delta)  # type: ignore[attr-defined]
             for anchor in self.anchors:
+                if not anchor.after and _deletes_before(anchor.offset, delta):
+                    anchor.cut = True
                 anchor.offset = _transform(anchor.offset, delta, anchor.after)
         except Exception:
             log.exception("%s: anchors could not follow an edit", self.room.key)
@@ -78,6 +82,22 @@ def _transform(offset: int, delta: list[dict[str, Any]], after: bool = False) ->
         if "insert" not in op and (position > offset or (position == offset and not after)):
             break
     return offset + shift
+
+
+def _deletes_before(offset: int, delta: list[dict[str, Any]]) -> bool:
+    """Whether ``delta`` deletes the byte just before ``offset`` (so the character there)."""
+    position = 0  # in the text before the change
+    for op in delta:
+        if "retain" in op:
+            position += int(op["retain"])
+        elif "delete" in op:
+            size = int(op["delete"])
+            if position < offset <= position + size:
+                return True
+            position += size
+        if position >= offset:
+            return False
+    return False
 
 
 class Anchors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +17,22 @@ __all__ = [
     "Prompt",
     "StreamingBackend",
     "TextSink",
+    "valid_text",
 ]
 
 TextSink = Callable[[str], "bool | None"]
 """Called on the event loop with the raw text generated so far, each time it grows; it
 answers true once it needs no more (the completion is as long as it may be): a backend
 may then stop generating."""
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (a JSON ``\\ud800`` a model server
+    may send, half of a character cut in two) becomes U+FFFD, as a decoder reads it."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 class Cancelled(Exception):

@@ -11,7 +11,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .backend import Cancelled, CompletionBackend, Generated, Prompt, StreamingBackend
+from .backend import (
+    Cancelled,
+    CompletionBackend,
+    Generated,
+    Prompt,
+    StreamingBackend,
+    valid_text,
+)
 from .excerpt import Starts
 from .prompts import (
     LineEnd,
@@ -41,6 +48,7 @@ class JobSpec:
 
 
 _LONGEST_MS = 3_600_000.0  # an hour: no completion's figure is longer
+_MOST_TOKENS = 1_000_000_000  # no prompt or completion has more tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +67,20 @@ class JobOutput:
     def __post_init__(self) -> None:
         """Figures a worker or a model server reported are taken within reason: a time
         that is not a number or negative as 0, one longer than an hour as an hour; a count
-        below 0 as 0, and no more reused tokens than the prompt's (where it is counted).
-        (One NaN made the completion figures unreadable as JSON, and a negative count
-        made a counter go down.)"""
+        below 0 as 0, over a billion as a billion, and no more reused tokens than the
+        prompt's (where it is counted). The text is made one UTF-8 can carry
+        (:func:`valid_text`). (One NaN made the completion figures unreadable as JSON, a
+        negative count made a counter go down, a count of 10**20 could not be sent, nor
+        could a lone surrogate.)"""
+        object.__setattr__(self, "text", valid_text(self.text))
+        object.__setattr__(self, "model", valid_text(self.model))
         for name in ("queue_ms", "prompt_ms", "model_ms"):
             value = float(getattr(self, name))
             value = min(value, _LONGEST_MS) if value > 0 else 0.0  # (NaN > 0 is false)
             object.__setattr__(self, name, value)
         for name in ("tokens", "prompt_tokens", "reused_tokens"):
-            object.__setattr__(self, name, max(0, int(getattr(self, name))))
+            count = int(getattr(self, name))
+            object.__setattr__(self, name, min(max(0, count), _MOST_TOKENS))
         if self.prompt_tokens:
             object.__setattr__(self, "reused_tokens", min(self.reused_tokens, self.prompt_tokens))
 

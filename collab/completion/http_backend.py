@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+import time
 from typing import Any
 
 import aiohttp
 
-from .backend import Cancelled, Generated, Prompt, TextSink
+from .backend import Cancelled, Generated, Prompt, TextSink, valid_text
 from .prompts import Family, LineEnd, approx_tokens, cut_single_line, detect_family
 
-__all__ = ["HttpBackend", "HttpBackendError"]
+__all__ = ["MAX_ANSWER", "HttpBackend", "HttpBackendError"]
+
+MAX_ANSWER = 4 * 1024 * 1024
+"""The most bytes of a model server's answer read when not streaming (a completion is at
+most a few thousand characters)."""
 
 YIELD_EVERY = 32  # server-sent events read between two yields to the event loop
+DISCOVER_EVERY = 10.0  # seconds between two questions of which model a server serves
+
+log = logging.getLogger("collab.completion.http")
 
 
 class HttpBackendError(Exception):
@@ -54,6 +63,8 @@ class HttpBackend:
         self.api_key = api_key
         self._capacity = capacity
         self.timeout = timeout
+        self._asked_at = -DISCOVER_EVERY  # when /v1/models was last asked
+        self._warned = False
         self.cache_hints = cache_hints
         self._session: aiohttp.ClientSession | None = None
 
@@ -81,16 +92,31 @@ class HttpBackend:
             await self._discover_model()
 
     async def _discover_model(self) -> None:
-        """Ask ``/v1/models`` which model is served, to choose the prompt family."""
+        """Ask ``/v1/models`` which model is served, to choose the prompt family. A server
+        that does not answer yet (it is still loading its model) is asked again before
+        requests, every ``DISCOVER_EVERY`` seconds, until it does."""
         assert self._session is not None
+        self._asked_at = time.monotonic()
+        url = f"{self.endpoint}/v1/models"
         try:
-            async with self._session.get(f"{self.endpoint}/v1/models") as response:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
                 body: Any = await response.json(content_type=None)
-            self.model = str(body["data"][0]["id"])
+            model = str(body["data"][0]["id"])
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, IndexError, TypeError):
+            if not self._warned:
+                log.warning(
+                    "%s does not say which model it serves (yet): prompts are plain, "
+                    "without a model's fill-in-the-middle markers, until it does "
+                    "(or give the model's name)",
+                    url,
+                )
+                self._warned = True
             return
+        self.model = model
         if self._family is Family.PLAIN:
-            self._family = detect_family(name=self.model)
+            self._family = detect_family(name=model)
+        if self._warned:
+            log.info("%s serves %s: its prompts are %s", url, model, self._family)
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -131,6 +157,8 @@ class HttpBackend:
             raise HttpBackendError("backend not started")
         if cancel.is_set():
             raise Cancelled()
+        if self.model is None and time.monotonic() - self._asked_at >= DISCOVER_EVERY:
+            await self._discover_model()
         body = self.body(prompt, stream=on_text is not None)
         request = asyncio.ensure_future(
             self._post(body, prompt.single_line, prompt.max_tokens, on_text)
@@ -160,17 +188,19 @@ class HttpBackend:
         try:
             async with self._session.post(url, json=body) as response:
                 if response.status != 200:
-                    detail = (await response.text())[:200]
+                    detail = (await _read(url, response))[:200].decode("utf-8", "replace")
                     raise HttpBackendError(f"{url} answered {response.status}: {detail}")
                 if on_text is None:
+                    answer = await _read(url, response)
                     try:
-                        data: Any = await response.json(content_type=None)
-                    except ValueError:
-                        detail = (await response.text())[:200]
+                        data: Any = json.loads(answer)
+                    except ValueError:  # (invalid UTF-8 among them)
+                        detail = answer[:200].decode("utf-8", "replace")
                         raise HttpBackendError(
                             f"{url}: unexpected answer, not JSON: {detail!r}"
                         ) from None
-                    return _generated(url, data, str(_first(url, data).get("text", "")))
+                    text = valid_text(str(_first(url, data).get("text") or ""))
+                    return _generated(url, data, text)
                 return await self._read_events(url, response, single_line, max_tokens, on_text)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HttpBackendError(f"{url}: {exc!r}") from exc
@@ -212,7 +242,7 @@ class HttpBackend:
             except ValueError as exc:
                 raise HttpBackendError(f"{url}: unexpected event {payload[:200]}") from exc
             last = data
-            piece = str(_first(url, data).get("text") or "")
+            piece = valid_text(str(_first(url, data).get("text") or ""))
             if piece:
                 text += piece
                 pieces += 1
@@ -225,6 +255,18 @@ class HttpBackend:
         if not seen:
             raise HttpBackendError(f"{url}: unexpected answer, not events: {other[:200]!r}")
         return _generated(url, last or {}, text)
+
+
+async def _read(url: str, response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, refused past :data:`MAX_ANSWER` bytes before more is read."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise HttpBackendError(f"{url}: an answer over {MAX_ANSWER} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _first(url: str, data: Any) -> dict[str, Any]:

@@ -416,6 +416,11 @@ class CompletionService:
         if self.rooms.get_key(room.key) is not room or room.failed:
             self._drop_offer(offer)
             raise ProtocolError(ErrorCode.NOT_FOUND, "the document was closed; ask again")
+        if offer.anchor.cut:  # what the completion goes on from was deleted since
+            self._drop_offer(offer)
+            raise ProtocolError(
+                ErrorCode.CONFLICT, "the text before the completion was deleted; ask again"
+            )
         current = str(room.text)
         # Text typed where the completion goes since it was asked for that begins it was
         # typed through it: the rest goes after it (before it, the completion would double

@@ -26,7 +26,7 @@ from protocol.errors import ErrorCode
 
 from ..log_format import LOG_FORMATS, LOG_LEVELS, configure_logging
 from . import wire
-from .backend import Cancelled, CompletionBackend
+from .backend import Cancelled, CompletionBackend, valid_text
 from .backends import BACKENDS, create_backend
 from .executor import Executor, JobSpec
 from .prompts import Family
@@ -201,7 +201,7 @@ class RemoteWorker:
         outgoing = self._outgoing  # this connection's: a job outlives no connection
 
         def emit(piece: str) -> None:
-            outgoing.put_nowait(wire.encode(wire.Chunk(spec.id, piece)))
+            outgoing.put_nowait(wire.encode(wire.Chunk(spec.id, valid_text(piece))))
 
         try:
             output = await self.executor.run(spec, flag, emit if spec.stream else None)
@@ -216,7 +216,13 @@ class RemoteWorker:
             reply = wire.Failed(spec.id, ErrorCode.UNAVAILABLE, f"backend failed: {exc}")
         finally:
             self._flags.pop(spec.id, None)
-        outgoing.put_nowait(wire.encode(reply))
+        try:
+            frame = wire.encode(reply)
+        except Exception as exc:  # the engine must hear of every job, or it takes us for hung
+            log.exception("job %s: its answer cannot be sent", spec.id)
+            failed = wire.Failed(spec.id, ErrorCode.UNAVAILABLE, f"unsendable answer: {exc}")
+            frame = wire.encode(failed)
+        outgoing.put_nowait(frame)
 
 
 def add_worker_parser(sub: Any) -> None:

@@ -85,6 +85,38 @@ async def test_request_reply_accept_reaches_everyone_attributed_to_ai(make_serve
         assert metrics["acceptance_rate"] == 1.0
 
 
+async def test_a_completion_whose_preceding_text_was_deleted_is_refused(
+    make_server: Any,
+) -> None:
+    """Bob deletes the line alice asked a completion at the end of: accepting it is refused
+    (4015, ask again) and inserts nothing; a deletion further before it does not matter."""
+    async with (
+        make_server(FakeBackend("value + 1")) as server,
+        Client(server.url, user="alice") as a,
+        Client(server.url, user="bob") as b,
+    ):
+        doc, bobs = await a.open(UTIL), await b.open(UTIL)
+        cursor = str(doc).index("value * 2")
+        reply = await a.complete(doc, cursor)
+        bobs.delete(0, len("def "))  # further before it
+        await b.flush()
+        await doc.wait_for(lambda t: t.startswith("double"))
+        accepted = await a.accept(reply)
+        assert accepted["text"] == "value + 1"
+        cursor = str(doc).index("value + 1") + len("value + 1")
+        reply = await a.complete(doc, cursor)
+        line = str(bobs).index("    return")
+        bobs.delete(line, cursor - line)  # the text the completion goes on from
+        await b.flush()
+        await doc.wait_for(lambda t: "return" not in t)
+        text = str(doc)
+        with pytest.raises(ClientError) as err:
+            await a.accept(reply)
+        assert err.value.code == ErrorCode.CONFLICT
+        await asyncio.sleep(0.2)
+        assert str(doc) == str(bobs) == text
+
+
 async def test_text_typed_through_a_completion_is_not_doubled_by_accepting_it(
     make_server: Any,
 ) -> None:

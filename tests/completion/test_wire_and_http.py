@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collab.completion import Cancelled, Family, Prompt, PromptParts, render, wire
+from collab.completion import Cancelled, Family, Prompt, PromptParts, http_backend, render, wire
 from collab.completion.executor import (
     Executor,
     JobOutput,
@@ -25,7 +26,7 @@ from collab.completion.executor import (
     finish,
     settled,
 )
-from collab.completion.http_backend import HttpBackend, HttpBackendError
+from collab.completion.http_backend import MAX_ANSWER, HttpBackend, HttpBackendError
 from collab.completion.prompts import ContextFile
 from protocol.errors import ErrorCode, ProtocolError
 
@@ -75,11 +76,15 @@ def test_bad_fields_are_refused() -> None:
 class FakeOpenAI:
     """``/v1/models`` and ``/v1/completions`` as vLLM answers them."""
 
-    def __init__(self, delay: float = 0.0, flood: int = 0, answer: str = "events") -> None:
+    def __init__(
+        self, delay: float = 0.0, flood: int = 0, answer: str = "events", port: int = 0
+    ) -> None:
+        self.port = port
         self.delay = delay
         self.flood = flood  # stream this many one-character events, whatever max_tokens says
         # "events"; "huge": events of 1,000 characters, one every 50 ms, until stopped;
-        # "page": an HTML page, as a proxy in front of a stopped model server answers
+        # "page": an HTML page, as a proxy in front of a stopped model server answers;
+        # "null", "surrogate", "latin1", "big": odd JSON answers (see ``completions``)
         self.answer = answer
         self.bodies: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
@@ -91,7 +96,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self.completions)
         self.runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
@@ -114,6 +119,14 @@ class FakeOpenAI:
         usage["prompt_tokens_details"] = {"cached_tokens": 32}  # as vLLM reports them
         if self.answer == "page":
             return web.Response(text="<html>\n<body>Bad gateway</body>\n</html>\n")
+        odd = {  # answers as they were seen from servers, or could be
+            "null": b'{"choices": [{"text": null}]}',
+            "surrogate": b'{"choices": [{"text": "a\\ud800b"}]}',
+            "latin1": '{"choices": [{"text": "caf\u00e9"}]}'.encode("latin-1"),
+            "big": b'{"choices": [{"text": "' + b"x" * (5 * 1024 * 1024) + b'"}]}',
+        }
+        if self.answer in odd:
+            return web.Response(body=odd[self.answer], content_type="application/json")
         if not body["stream"]:
             return web.json_response({"choices": [{"text": "a + b"}], "usage": usage})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -310,6 +323,10 @@ def test_a_workers_figures_are_taken_within_reason() -> None:
     counted = JobOutput("x", 1.0, 2.0, 3.0, 4, "m", prompt_tokens=100, reused_tokens=10**6)
     assert counted.reused_tokens == 100
     assert JobOutput("x", 1.5, 2.0, 30.25, 7, "m", 1500, 1490).reused_tokens == 1490
+    huge = JobOutput("a\ud800", 1.0, 1.0, 1.0, 10**20, "m\udfff", 10**20, 10**19)
+    assert (huge.text, huge.model) == ("a\ufffd", "m\ufffd")
+    assert (huge.tokens, huge.prompt_tokens, huge.reused_tokens) == (10**9, 10**9, 10**9)
+    assert isinstance(wire.decode(wire.encode(wire.Done("j2", huge))), wire.Done)
 
 
 async def test_a_stream_stops_once_the_completion_is_as_long_as_it_may_be() -> None:
@@ -344,3 +361,56 @@ async def test_a_stream_answered_with_no_events_is_an_error_as_when_not_streamin
                 await backend.complete_streaming(prompt, threading.Event(), lambda _t: None)
         finally:
             await backend.stop()
+
+
+async def test_odd_answers_of_a_model_server_are_made_text_or_refused_clearly() -> None:
+    """A ``null`` text is no text (it was the text "None"); a lone surrogate becomes U+FFFD
+    (no message could carry it); an answer that is not UTF-8 or is over ``MAX_ANSWER``
+    bytes is refused with a message that says so, read no further than the bound."""
+    rendered = render(Family.PLAIN, PromptParts("demo", "a.py", "x = ", ""))
+    expected: dict[str, str | type[Exception]] = {
+        "null": "",
+        "surrogate": "a\ufffdb",
+        "latin1": 'not JSON: \'{"choices": [{"text": "caf\ufffd"}]}\'',
+        "big": f"an answer over {MAX_ANSWER} bytes",
+    }
+    for answer, outcome in expected.items():
+        async with FakeOpenAI(answer=answer) as fake:
+            backend = HttpBackend(fake.url, model="m")
+            await backend.start()
+            try:
+                prompt = Prompt(rendered, 16, False)
+                if answer in ("null", "surrogate"):
+                    result = await backend.complete(prompt, threading.Event())
+                    assert result.text == outcome, answer
+                else:
+                    with pytest.raises(HttpBackendError) as err:
+                        await backend.complete(prompt, threading.Event())
+                    assert str(outcome) in str(err.value), (answer, str(err.value))
+            finally:
+                await backend.stop()
+
+
+async def test_a_model_server_that_answers_only_later_is_asked_again_which_model_it_serves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started before its model server (which takes minutes to load a model) says
+    so, and asks again before its next requests: once the server answers, the prompts are
+    in its model's format and name the model (they stayed plain and unnamed for good)."""
+    monkeypatch.setattr(http_backend, "DISCOVER_EVERY", 0.0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = HttpBackend(f"http://127.0.0.1:{port}")
+    await backend.start()
+    try:
+        assert backend.family is Family.PLAIN and backend.model is None
+        assert "does not say which model it serves" in caplog.text
+        async with FakeOpenAI(port=port) as fake:
+            parts = PromptParts("demo", "a.py", "x = ", "")
+            rendered = render(backend.family, parts)
+            await backend.complete(Prompt(rendered, 16, True), threading.Event())
+            assert backend.family is Family.QWEN_CODER
+            assert fake.bodies[-1]["model"] == "Qwen/Qwen2.5-Coder-1.5B"
+    finally:
+        await backend.stop()

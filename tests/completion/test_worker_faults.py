@@ -381,3 +381,51 @@ async def test_a_worker_whose_job_timed_out_gets_jobs_only_when_the_others_are_f
             assert (await asking)["text"] == f"GOOD{n}"
         assert len(hung.jobs) == 1
         assert names(server) == ["hung", "good"]
+
+
+class UnsendableBackend(FakeBackend):
+    """Answers what a model server may send that msgpack cannot carry as it is: a lone
+    surrogate (a JSON ``\\ud800``) and token counts of 10**20."""
+
+    async def complete(self, prompt: Prompt, cancel: threading.Event) -> Generated:
+        self.prompts.append(prompt)
+        return Generated("a\ud800b", 10**20, 10**20, 10**19)
+
+
+async def test_a_workers_answer_msgpack_cannot_carry_as_it_is_still_answers(
+    make_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text is made valid and the counts bounded, so the answer reaches the client at
+    once (the worker sent nothing before: its job hung until the timeout and the worker was
+    dropped) and the figures stay readable; an answer that still cannot be encoded is
+    answered as a failure, and the worker stays."""
+    async with (
+        make_server(None, completion_timeout=5.0) as server,
+        Client(server.url, user="alice") as a,
+    ):
+        worker = RemoteWorker(server.url, UnsendableBackend(), user="gpu1", name="odd")
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            await until(lambda: names(server) == ["odd"])
+            joined = server.completion.pool.workers[0]
+            await a.open(APP)
+            reply = await asyncio.wait_for(a.complete(APP, 3), 3)
+            assert reply["text"] == "a\ufffdb"
+            metrics = await a.call("complete.metrics")
+            assert metrics["counts"]["answered"] == 1
+            encode = wire.encode
+
+            def refuse_answers(message: wire.WorkerMessage) -> bytes:
+                if isinstance(message, wire.Done):
+                    raise ValueError("cannot encode")
+                return encode(message)
+
+            monkeypatch.setattr(wire, "encode", refuse_answers)
+            with pytest.raises(ClientError) as err:
+                await asyncio.wait_for(a.complete(APP, 4), 3)
+            assert err.value.code == ErrorCode.UNAVAILABLE
+            assert server.completion.pool.workers == [joined]
+        finally:
+            stop.set()
+            await running
