@@ -480,6 +480,11 @@ def _config(args: argparse.Namespace) -> ServerConfig:
     if args.redis is not None and importlib.util.find_spec("redis") is None:
         raise StartupError("--redis needs the cluster extra: pip install 'collab-engine[cluster]'")
     repos: Path = args.repos or args.data_dir / "repos"
+    if args.repos is not None and args.repos.exists() and not args.repos.is_dir():
+        raise StartupError(
+            f"--repos {args.repos} is a file: give the directory that holds the git "
+            "repositories (DIR/NAME or DIR/NAME.git)"
+        )
     if args.repos is not None and not args.repos.is_dir():
         raise StartupError(
             f"no repository directory {args.repos}: create it and put git repositories in "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from .backend import CompletionBackend
@@ -33,7 +34,10 @@ def create_backend(
         from .http_backend import HttpBackend
 
         if not endpoint:
-            raise ValueError("the http backend needs an endpoint (an OpenAI-compatible server)")
+            raise ValueError(
+                "the http backend needs an endpoint, an OpenAI-compatible server's address "
+                "(--endpoint for collab worker, --completion-endpoint for collab serve)"
+            )
         return HttpBackend(
             endpoint, model=model, family=chosen, api_key=api_key, capacity=capacity or 16
         )
@@ -41,7 +45,9 @@ def create_backend(
         from .transformers_backend import TransformersBackend
 
         if not model:
-            raise ValueError("the transformers backend needs a model directory")
+            raise ValueError("the transformers backend needs a model directory (--model)")
+        if _names_a_path(model) and not os.path.isdir(os.path.expanduser(model)):
+            raise ValueError(f"the transformers backend's model directory {model} does not exist")
         return TransformersBackend(model, device=device, max_batch=capacity or 8, family=chosen)
     module, colon, attr = kind.partition(":")
     if not colon or not module or not attr:
@@ -54,7 +60,15 @@ def create_backend(
         raise ValueError(f"completion backend {kind!r}: cannot import {module}: {exc}") from None
     except AttributeError:
         raise ValueError(f"completion backend {kind!r}: {module} has no {attr}") from None
-    backend = factory()
+    try:
+        backend = factory()
+    except Exception as exc:
+        raise ValueError(f"completion backend {kind!r}: {attr}() failed: {exc!r}") from None
     if not isinstance(backend, CompletionBackend):
         raise ValueError(f"{kind} did not make a CompletionBackend")
     return backend
+
+
+def _names_a_path(model: str) -> bool:
+    """Whether ``model`` is written as a path (else it may be a model hub's name)."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1

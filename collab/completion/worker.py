@@ -41,7 +41,8 @@ _REFUSALS = frozenset({ErrorCode.MALFORMED})
 
 
 class WorkerRefused(Exception):
-    """The engine refused the worker's credentials; retrying would not help."""
+    """The engine refused the worker's credentials, or its backend cannot start; retrying
+    would not help."""
 
 
 class RemoteWorker:
@@ -78,7 +79,12 @@ class RemoteWorker:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Start the backend and serve until ``stop`` is set; raise ``WorkerRefused``."""
         stop = stop or asyncio.Event()
-        await self.backend.start()
+        try:
+            await self.backend.start()
+        except Exception as exc:  # a missing model, a missing library: no retry helps
+            log.debug("the backend failed to start", exc_info=True)
+            name = self.backend.name
+            raise WorkerRefused(f"the completion backend {name!r} cannot start: {exc}") from exc
         try:
             async with aiohttp.ClientSession() as session:
                 runner = asyncio.create_task(self._serve(session))

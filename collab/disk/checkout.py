@@ -16,6 +16,7 @@ import base64
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -85,16 +86,21 @@ class Checkout:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> bytes:
-        process = await asyncio.create_subprocess_exec(
-            "git",
-            *self._auth,
-            *args,
-            cwd=str(cwd or self.root),
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})},
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "git",
+                *self._auth,
+                *args,
+                cwd=str(cwd or self.root),
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})},
+            )
+        except FileNotFoundError:
+            if shutil.which("git") is not None:
+                raise  # (the directory is gone)
+            raise GitError("git is not installed (or not on PATH): install it first") from None
         try:
             out, err = await process.communicate(stdin)
         except BaseException:  # cancelled (the syncer stops): leave no process behind

@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
     )
     add_server_options(parser, json_help="print one JSON event per line instead of a summary")
     parser.add_argument("dir", type=Path, help="the working tree (created if absent)")
-    parser.add_argument("--repo", required=True, help="the repository")
+    parser.add_argument("--repo", help="the repository (default: the server's only one)")
     parser.add_argument("--branch", help="the branch (default: your own, made if needed)")
     parser.add_argument(
         "--debounce",
@@ -66,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if missing is not None:
         print(f"collab sync: {missing}", file=sys.stderr)
         return 2
-    from ..cli.branch_commands import TOKEN_ENV
+    from ..cli.branch_commands import TOKEN_ENV, only_repo
 
+    status, args.repo = only_repo(args)
+    if status:
+        return status
     token = args.token or os.environ.get(TOKEN_ENV)
     try:
         return asyncio.run(_sync(args, token))

@@ -168,9 +168,16 @@ class TokenAuthenticator:
         version, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
         if version != _TOKEN_VERSION or not payload or not signature or not token.isascii():
-            raise AuthError(ErrorCode.UNAUTHORIZED, "malformed token")
+            raise AuthError(
+                ErrorCode.UNAUTHORIZED,
+                "malformed token: pass it whole, as `collab token` printed it",
+            )
         if not hmac.compare_digest(self._sign(payload), signature):
-            raise AuthError(ErrorCode.UNAUTHORIZED, "bad token signature")
+            raise AuthError(
+                ErrorCode.UNAUTHORIZED,
+                "bad token signature: minted with another secret, or altered; ask for a new "
+                "one (`collab token`, with this server's COLLAB_SECRET)",
+            )
         try:
             body = json.loads(_b64decode(payload))
             name, repo, role = str(body["u"]), str(body["r"]), Role(body["role"])

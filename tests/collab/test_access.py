@@ -73,6 +73,12 @@ async def test_token_signed_with_another_secret_is_refused(secure_server: Collab
         async with Client(secure_server.url, token=forged):
             pass
     assert info.value.code == ErrorCode.UNAUTHORIZED
+    assert "another secret" in info.value.message and "`collab token`" in info.value.message
+    with pytest.raises(ClientError) as info:
+        async with Client(secure_server.url, token=forged[: len(forged) // 2]):
+            pass
+    assert info.value.code == ErrorCode.UNAUTHORIZED
+    assert "pass it whole" in info.value.message
 
 
 async def test_wrong_repo_is_forbidden(

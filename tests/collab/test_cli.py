@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from gitcli import git
+from gitcli import git, until
 from serverproc import ServerProcess, free_port
 from servers import SECRET, make_config
 
@@ -89,6 +89,10 @@ def test_a_missing_repository_directory_is_refused(tmp_path: Path) -> None:
     done = _serve("--repos", str(missing), "--data-dir", str(tmp_path / "data"), "--port", "0")
     _refused(done, f"no repository directory {missing}", "--repos")
     assert not missing.exists()
+    a_file = tmp_path / "repos.txt"
+    a_file.write_text("not a directory\n")
+    done = _serve("--repos", str(a_file), "--data-dir", str(tmp_path / "data"), "--port", "0")
+    _refused(done, f"--repos {a_file} is a file", "the directory that holds")
 
 
 def test_dev_mode_on_a_public_address_is_one_line(repos: Path, tmp_path: Path) -> None:
@@ -642,10 +646,10 @@ async def test_sync_refusals_name_the_code_and_the_option(
     pytest.importorskip("watchfiles")
     url = server.url.replace("ws://", "http://")
 
-    async def sync(*args: str) -> str:
+    async def sync(*args: str, env: dict[str, str] | None = None) -> str:
         command = [sys.executable, "-m", "collab", "sync", str(tmp_path / "wt"), "--url", url]
         process = await asyncio.create_subprocess_exec(
-            *command, "--repo", "demo", *args, stderr=subprocess.PIPE
+            *command, "--repo", "demo", *args, stderr=subprocess.PIPE, env=env
         )
         _, err = await process.communicate()
         assert process.returncode == 2
@@ -658,6 +662,35 @@ async def test_sync_refusals_name_the_code_and_the_option(
     assert err.rstrip().endswith("name yourself with --user NAME") and "Client(" not in err
     err = await sync("--user", "alice", "--branch", "nobranch")
     assert err.startswith("collab sync: NOT_FOUND: no branch 'nobranch'")
+    err = await sync("--user", "alice", env={**os.environ, "PATH": str(tmp_path / "no-git")})
+    assert err == "collab sync: git is not installed (or not on PATH): install it first\n"
+
+
+async def test_sync_takes_the_servers_only_repository_unless_told(tmp_path: Path) -> None:
+    """As the other commands: ``collab sync DIR`` needs no ``--repo`` while the server has
+    one repository, and names them when it has several."""
+    pytest.importorskip("watchfiles")
+    repos = tmp_path / "repos"
+    create_demo_repo(repos / "demo")
+    async with CollabServer(make_config(repos, tmp_path / "data")) as server:
+        url = server.url.replace("ws://", "http://")
+        command = [sys.executable, "-m", "collab", "sync", "--url", url, "--user", "alice"]
+        root = tmp_path / "wt"
+        process = await asyncio.create_subprocess_exec(*command, str(root), stderr=subprocess.PIPE)
+        try:
+            await until(lambda: (root / "README.md").exists(), timeout=20)
+        finally:
+            process.terminate()
+            await process.wait()
+        shutil.copytree(repos / "demo", repos / "other")
+        process = await asyncio.create_subprocess_exec(
+            *command, str(tmp_path / "wt2"), stderr=subprocess.PIPE
+        )
+        _, err = await process.communicate()
+        assert process.returncode == 2
+        assert (
+            err.decode() == "collab: give the repository with --repo NAME (it serves demo, other)\n"
+        )
 
 
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:

@@ -199,3 +199,38 @@ def test_a_capacity_the_engine_would_refuse_is_refused_at_once(
         cli_main(["worker", "--url", "ws://127.0.0.1:1", "--capacity", capacity])
     assert exited.value.code == 2
     assert "--capacity" in capsys.readouterr().err
+
+
+def broken_start() -> Any:
+    """A backend whose start fails, as one without its model's files does."""
+    from fake_backends import FakeBackend
+
+    class Broken(FakeBackend):
+        async def start(self) -> None:
+            raise OSError("the model's tokenizer files are missing")
+
+    return Broken()
+
+
+async def test_a_backend_that_cannot_start_is_one_line_with_the_cause(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """A worker whose backend cannot be made or started (a model directory that does not
+    exist, a factory that fails, a start that fails) says why in one line and exits 2."""
+    async with make_server(None) as server:
+        for args, words in (
+            (
+                ("--backend", "transformers", "--model", str(tmp_path / "none")),
+                ("model directory", "does not exist"),
+            ),
+            (("--backend", "os:path"), ("'os:path'", "path() failed", "not callable")),
+            (("--backend", "test_completion_workers:broken_start"), ("cannot start", "missing")),
+            (("--backend", "http"), ("--endpoint", "--completion-endpoint")),
+        ):
+            async with worker_process(server, "--user", "gpu1", *args) as refused:
+                assert await asyncio.wait_for(refused.wait(), 20) == 2, args
+                assert refused.stderr is not None
+                err = (await refused.stderr.read()).decode()
+            assert "Traceback" not in err and err.count("\n") == 1, err
+            for word in words:
+                assert word in err, (word, err)
