@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from protocol.errors import ErrorCode
+
 from ..client import Client, Document
 
 __all__ = ["Documents"]
@@ -38,6 +40,7 @@ class Documents:
         self._watches: dict[str, Any] = {}
         self._opening: dict[str, asyncio.Task[Document]] = {}
         self.busy: Callable[[str], bool] = lambda _path: False
+        self._full: set[str] = set()  # closed by the server as past its size cap (4019)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -45,9 +48,22 @@ class Documents:
     def get(self, path: str) -> Document | None:
         document = self._open.get(path)
         if document is not None and document.closed:
+            error = document.error
+            if error is not None and error.code == ErrorCode.DOCUMENT_FULL:
+                self._full.add(path)
             self._drop(path)
             return None
         return document
+
+    def refused_as_full(self, path: str) -> bool:
+        """Whether the server closed ``path``'s document since this was last asked because
+        an edit would take it past its size cap (``DOCUMENT_FULL``): that edit is not
+        live."""
+        self.get(path)
+        if path in self._full:
+            self._full.discard(path)
+            return True
+        return False
 
     async def open(self, path: str) -> Document:
         """The open document of ``path``, opened now if it is not (raises ``ClientError``
@@ -72,10 +88,16 @@ class Documents:
 
     async def _make_room(self) -> None:
         while len(self._open) + len(self._opening) > self.limit:
-            victim = next((p for p in self._open if not self.busy(p)), None)
+            victim = next((p for p in self._open if self._closable(p)), None)
             if victim is None:
                 return  # everything is in use: the server refuses past its own cap
             await self.close(victim)
+
+    def _closable(self, path: str) -> bool:
+        """Not in use, and holding no edit the server has not confirmed durable (one made
+        while it was away: closing the document would drop it)."""
+        document = self._open[path]
+        return not self.busy(path) and document.confirmed >= document.edits
 
     async def close(self, path: str) -> None:
         document = self._open.get(path)

@@ -520,7 +520,7 @@ class WorkingTree(Lifecycle):
                 if target is not None:
                     await self._commit_rename(path, target, base)
                 else:
-                    await self._delete_live(path)
+                    await self._delete_live(path, base)
                 return True
             self._conflict(path, "deleted on disk, changed live: the live text is kept")
             base, disk_text = None, ""
@@ -785,9 +785,12 @@ class WorkingTree(Lifecycle):
         assert self._state is not None
         return self._state.digest_of(path)
 
-    async def _delete_live(self, path: str) -> None:
-        """The file was deleted on disk, unchanged live: delete it on the branch."""
-        await self._commit_by_git(path, None)
+    async def _delete_live(self, path: str, base: bytes) -> None:
+        """The file was deleted on disk, unchanged live (it holds ``base``): delete it on
+        the branch, if the branch still holds that text (an edit made live meanwhile is
+        committed before the push is taken: the file is synced again, and the edit kept)."""
+        if not await self._commit_by_git(path, None, _blob_id(base)):
+            return
         self._set_base(path, None)
         await self._docs_close(path)
         self._emit(event="delete", path=path, side="live")
@@ -879,7 +882,8 @@ class WorkingTree(Lifecycle):
         is committed through git; from then on it is a text file like any other."""
         if self._docs is not None and self._docs.get(path) is not None:
             await self._docs_close(path)  # an empty document, which nothing would commit
-        await self._commit_by_git(path, b"")
+        if not await self._commit_by_git(path, b"", None):  # (made live meanwhile: merged)
+            return
         self._set_base(path, b"")
         self._emit(event="sync", path=path, direction="git", conflict=False)
 
@@ -921,6 +925,20 @@ class WorkingTree(Lifecycle):
     async def _flush_bases(self, client: Client, state: SyncState) -> None:
         taken = dict(self._bases)
         await client.flush()
+        for path in list(taken):
+            if self._docs is not None and self._docs.refused_as_full(path):
+                # the server refused the text as too large for a live document: it goes
+                # through git, from the base recorded before it
+                del taken[path]
+                self._bases.pop(path, None)  # (the base recorded before it stands)
+                self._base_digests.pop(path, None)
+                self._git_paths.add(path)
+                self._emit(
+                    event="error",
+                    path=path,
+                    message="too large for the server's live documents: committed through git",
+                )
+                self.schedule(path)
         state.set_bases({path: data for path, data in taken.items() if data is not None})
         state.forget(path for path, data in taken.items() if data is None)
         for path, data in taken.items():

@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import MakeTree, blob, until
@@ -746,3 +747,82 @@ async def test_a_directory_just_made_a_repository_gets_the_branch_and_deletes_no
     again = make_tree(root)
     await again.start()  # the history is the branch's: synced on
     await until(lambda: "later.txt" in tree_files(server))
+
+
+async def test_a_file_the_server_holds_too_large_to_be_live_goes_through_git(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A server whose documents may hold less than the syncer's ``max_file`` refuses the
+    live edit of a larger save (4019): the file goes through git instead (it was recorded
+    as synced, and the live text then overwrote it on disk), both a new file and one that
+    grows past the cap."""
+    config = make_config(repos, tmp_path / "data", max_document=5000)
+    big = "".join(
+        f"line {i:03d} of a file larger than the server's documents\n" for i in range(120)
+    )
+    async with CollabServer(config) as server:
+        root = tmp_path / "wt"
+        events: list[dict[str, object]] = []
+        tree = WorkingTree(root, server.url, "demo", "main", user="alice", report=events.append)
+        await tree.start()
+        try:
+            (root / "notes.txt").write_text("small\n")
+            await until(lambda: held(server, "notes.txt") == b"small\n", timeout=20)
+            await tree.wait_idle()
+            (root / "notes.txt").write_text(big)
+            (root / "new.txt").write_text(big)
+            for path in ("notes.txt", "new.txt"):
+                await until(lambda p=path: held(server, p) == big.encode(), timeout=20)
+            await tree.wait_idle()
+            async with Client(server.url, user="bob") as bob:
+                doc = await bob.open("demo/main:README.md")
+                doc.insert(0, "bob\n")
+                await bob.flush()
+                await bob.commit("demo", "main")
+            await until(lambda: (root / "README.md").read_text().startswith("bob\n"), timeout=20)
+            await tree.wait_idle()
+            for path in ("notes.txt", "new.txt"):
+                assert (root / path).read_text() == big, path
+        finally:
+            await tree.stop()
+
+
+def held(server: CollabServer, path: str) -> bytes | None:
+    """What ``main`` holds at ``path`` (``None``: nothing)."""
+    done = subprocess.run(
+        ["git", "-C", str(server.config.repos / "demo"), "show", f"main:{path}"],
+        capture_output=True,
+    )
+    return done.stdout if done.returncode == 0 else None
+
+
+async def test_a_deletion_on_disk_drops_no_edit_made_live_as_it_is_pushed(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A file deleted on disk, unchanged live when the syncer decides so; bob types in it
+    just before the deletion is pushed (his edit is committed before the push is taken):
+    the deletion is not pushed over his edit; the live text is kept, and a conflict says
+    so."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    await tree.wait_idle()
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        checkout = tree._checkout
+        assert checkout is not None
+        push = checkout.commit_and_push
+
+        async def typed_first(*args: Any, **kwargs: Any) -> str:
+            if not str(doc.text).startswith("bob"):
+                doc.insert(0, "bob typed this\n")
+                await bob.flush()
+            return await push(*args, **kwargs)
+
+        checkout.commit_and_push = typed_first  # type: ignore[method-assign]
+        (root / "README.md").unlink()
+        await until(lambda: tree.events.of("conflict"), timeout=20)  # type: ignore[attr-defined]
+        await tree.wait_idle()
+        assert held(server, "README.md") == str(doc.text).encode()
+        assert str(doc.text).startswith("bob typed this\n")
+        assert (root / "README.md").read_text() == str(doc.text)

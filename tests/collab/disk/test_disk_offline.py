@@ -234,3 +234,33 @@ def test_the_bases_are_found_by_their_content_as_they_change_and_after_a_restart
     again = SyncState(path)
     assert again.paths_with(bye) == {"a.txt", "c.txt"} and again.paths_with(hello) == set()
     again.close()
+
+
+async def test_a_file_edited_while_disconnected_is_not_closed_to_make_room(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """The syncer at its limit of open documents while the server is away: a document
+    holding an edit the server has not confirmed is not the one closed to make room for
+    another file (closing it dropped the edit, and the sync recorded it as synced)."""
+    root = tmp_path / "wt"
+    tree = make_tree(root, open_limit=3)
+    await tree.start()
+    for i in range(3):
+        (root / f"f{i}.txt").write_text(f"file {i}\n")
+    async with Client(server.url, user="bob") as bob:
+        first = await bob.open("demo/main:f0.txt")
+        await tree.wait_idle()
+        assert tree.client is not None
+        tree.client.reconnect = True
+        tree.client.min_backoff = tree.client.max_backoff = 2.0
+        await tree.client.drop_connection()
+        (root / "f0.txt").write_text("file 0\nwritten while disconnected\n")
+        await asyncio.sleep(0.5)  # (the edit is made in its document, not sent)
+        for i in (3, 4):
+            (root / f"f{i}.txt").write_text(f"file {i}, new while disconnected\n")
+        await first.wait_for(lambda t: "while disconnected" in t, timeout=20)
+        await tree.wait_idle()
+        for i in (3, 4):
+            doc = await bob.open(f"demo/main:f{i}.txt")
+            assert str(doc.text) == f"file {i}, new while disconnected\n"
+    assert (root / "f0.txt").read_text() == "file 0\nwritten while disconnected\n"
