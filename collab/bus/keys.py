@@ -64,8 +64,8 @@ class RedisKeys:
 
     def authors(self, branch: str) -> str:
         """The hash of the people who wrote to documents of ``branch`` (``repo/branch``)
-        since their commit, each with the feed seq of their last append (see
-        ``RedisStore.take_authors``)."""
+        since their commit, a field per document and person (``<doc id>\\n<user>``) with
+        the feed seq of their last append to it (see ``RedisStore.take_authors``)."""
         return f"{self.prefix}authored:{branch}"
 
     def old_authors(self, branch: str) -> str:

@@ -27,8 +27,9 @@ class LocalHub:
         self.shared = MemoryStore()
         self._origin: dict[tuple[str, int], str] = {}
         self._buses: dict[str, HubBus] = {}
-        # by branch: who wrote since their commit, each with the mark of their last append
-        self.authors: dict[str, dict[str, int]] = {}
+        # by branch: who wrote to which document since their commit, (path, user), each
+        # with the mark of their last append to it
+        self.authors: dict[str, dict[tuple[str, str], int]] = {}
         self._marks = 0
 
     def store(self, node_id: str) -> HubStore:
@@ -68,7 +69,7 @@ class HubStore(Lifecycle):
         self.hub = hub
         self.node_id = node_id
         self._running = False
-        self._taken: dict[str, dict[str, int]] = {}  # branch -> its authors' marks at a take
+        self._taken: dict[str, dict[tuple[str, str], int]] = {}  # branch -> what a take gave
 
     async def start(self) -> None:
         await self.hub.shared.start()
@@ -93,7 +94,8 @@ class HubStore(Lifecycle):
         data = bytes(update)
         if author is not None:
             self.hub._marks += 1
-            self.hub.authors.setdefault(doc_id.partition(":")[0], {})[author] = self.hub._marks
+            branch, _, path = doc_id.partition(":")
+            self.hub.authors.setdefault(branch, {})[path, author] = self.hub._marks
         seq = await self.hub.shared.append(doc_id, data)
         self.hub._appended(doc_id, seq, data, self.node_id)
         return seq
@@ -110,18 +112,24 @@ class HubStore(Lifecycle):
         self._check_running()
         await self.hub.shared.delete(doc_id)
 
-    async def take_authors(self, branch: str) -> list[str]:
+    async def take_authors(self, branch: str, paths: Collection[str] | None = None) -> list[str]:
         self._check_running()
-        self._taken[branch] = dict(self.hub.authors.get(branch, {}))
-        return sorted(self._taken[branch])
+        wanted = None if paths is None else set(paths)
+        self._taken[branch] = {
+            written: mark
+            for written, mark in self.hub.authors.get(branch, {}).items()
+            if wanted is None or written[0] in wanted
+        }
+        return sorted({user for _path, user in self._taken[branch]})
 
     async def settle_authors(self, branch: str, users: Collection[str]) -> None:
         self._check_running()
         marks = self._taken.pop(branch, {})
         kept = self.hub.authors.get(branch, {})
-        for user in users:
-            if user in marks and kept.get(user) == marks[user]:
-                del kept[user]
+        named = set(users)
+        for written, mark in marks.items():
+            if written[1] in named and kept.get(written) == mark:
+                del kept[written]
 
     async def keys(self, prefix: str = "") -> list[str]:
         self._check_running()

@@ -551,7 +551,7 @@ class BranchSync:
         authors: dict[str, Identity] = {}
         try:
             await asyncio.gather(*(room.drain() for room in self.dirty.values()))
-            for user in await self._take_authors():
+            for user in await self._take_authors(list(self.dirty)):
                 self.authors.setdefault(user, Identity(user, Role.WRITE, self.repo))
             for _attempt in range(5):
                 # The text committed and the people who typed it are taken together, with no
@@ -629,13 +629,13 @@ class BranchSync:
                 self.authors.setdefault(user, identity)
             raise
 
-    async def _take_authors(self) -> list[str]:
+    async def _take_authors(self, paths: list[str]) -> list[str]:
         """Who wrote to the branch since its last commit, as the store keeps it: in a
         cluster, on whichever node; on one node, also before a crash (what a recovery at
         start commits is its typists'). One node knows its own writers besides: a store that
         cannot say costs it only a log line."""
         try:
-            return await self.owner.store.take_authors(f"{self.repo}/{self.branch}")
+            return await self.owner.store.take_authors(f"{self.repo}/{self.branch}", paths)
         except Exception as exc:
             if self.owner.leases is not None:
                 raise

@@ -143,12 +143,14 @@ class Store(Protocol):
         it, whom a store the nodes of a cluster share keeps for ``take_authors``."""
         ...
 
-    async def take_authors(self, branch: str) -> list[str]:
+    async def take_authors(self, branch: str, paths: Collection[str] | None = None) -> list[str]:
         """The people who wrote to documents of ``branch`` (``repo/branch``) since their
         last commit: the authors of its next commit, whichever node makes it, or whichever
-        process after a crash. A durable store forgets them only when their commit is
-        settled (:meth:`settle_authors`); the in-memory store keeps none (its process knows
-        its writers)."""
+        process after a crash. With ``paths``, the commit's files: a store that knows who
+        wrote to which document (a cluster's) gives the writers of those only; the SQLite
+        store gives the branch's (one node commits a branch's files together). A durable
+        store forgets them only when their commit is settled (:meth:`settle_authors`);
+        the in-memory store keeps none (its process knows its writers)."""
         ...
 
     async def settle_authors(self, branch: str, users: Collection[str]) -> None:

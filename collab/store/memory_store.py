@@ -93,7 +93,7 @@ class MemoryStore(Lifecycle):
         self._last_seq[doc_id] = max(last_seq, through_seq)
         self.commits += 1
 
-    async def take_authors(self, branch: str) -> list[str]:
+    async def take_authors(self, branch: str, paths: Collection[str] | None = None) -> list[str]:
         self._check_running()
         return []
 

@@ -48,9 +48,10 @@ log = logging.getLogger("collab.store")
 
 # KEYS: log, seq, docs, feed, feed seq, snapshot, (a lease,) authors. ARGV: update, node,
 # doc id, crc, feed length, (a holder,) author (empty: none); each list's last, the hash of
-# the document's branch's authors (each one's last append, by its feed seq) and the author,
-# who joins it or is marked anew. A counter behind the log's
-# end (its key alone was deleted, or evicted) is set past it: the seqs go on from the log's;
+# the document's branch's authors (a field per document and author, ``<doc id>\n<author>``,
+# marked with the feed seq of their last append to it) and the author, marked anew. A
+# counter behind the log's end (its key alone was deleted, or evicted) is set past it: the
+# seqs go on from the log's;
 # one at or behind the snapshot's seq (the log and the counter lost, the snapshot kept) goes
 # on from the snapshot's, since a seq it covers would be taken for one compacted into it.
 # An entry the log refuses otherwise leaves the counter as it was.
@@ -83,7 +84,7 @@ end
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 local f = redis.call('INCR', KEYS[5])
 if ARGV[#ARGV] ~= '' then
-  redis.call('HSET', KEYS[#KEYS], ARGV[#ARGV], f)
+  redis.call('HSET', KEYS[#KEYS], ARGV[3] .. '\\n' .. ARGV[#ARGV], f)
 end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '0-' .. f,
   'd', ARGV[3], 's', n, 'n', ARGV[2], 'u', ARGV[1])
@@ -121,17 +122,18 @@ redis.call('ZADD', KEYS[4], 0, ARGV[3])
 return 1
 """
 
-# KEYS: a branch's authors, the set of an older version. The authors and their marks, the
-# older set's members joining them first (marked 0).
+# KEYS: a branch's authors, the set of an older version. The fields and their marks, the
+# older set's members joining them first (of no document in particular: ``\n<author>``,
+# marked 0).
 _TAKE_AUTHORS = """
 for _, user in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  redis.call('HSETNX', KEYS[1], user, 0)
+  redis.call('HSETNX', KEYS[1], '\\n' .. user, 0)
 end
 redis.call('DEL', KEYS[2])
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: a branch's authors. ARGV: pairs of an author and the mark a take gave. Each author
+# KEYS: a branch's authors. ARGV: pairs of a field and the mark a take gave. Each field
 # still marked so is forgotten; one marked anew (an append since the take) is kept.
 _SETTLE_AUTHORS = """
 for i = 1, #ARGV, 2 do
@@ -221,7 +223,7 @@ class RedisStore(Lifecycle):
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._running = False
-        self._taken: dict[str, dict[str, bytes]] = {}  # branch -> its authors' marks at a take
+        self._taken: dict[str, dict[str, bytes]] = {}  # branch -> the fields a take gave
         self.durable_config: bool | None = None
         """Whether Redis fsyncs its append-only file before it answers a write (``None``:
         its configuration could not be read)."""
@@ -428,27 +430,36 @@ class RedisStore(Lifecycle):
         args.append(f"{fence.node_id} {fence.token}")
         return self._submit("append_fenced", [*keys, authors], [*args, author or ""], int)
 
-    async def take_authors(self, branch: str) -> list[str]:
-        """The people who wrote to documents of ``branch`` since their commit was settled,
-        on any node: a node that dies between the take and its commit leaves them to the
-        next holder of the branch's lease."""
+    async def take_authors(self, branch: str, paths: Collection[str] | None = None) -> list[str]:
+        """The people who wrote to documents of ``branch`` (those of ``paths``, or all) since
+        their commit was settled, on any node: a node that dies between the take and its
+        commit leaves them to the next holder of the branch's lease, and a commit of some
+        files takes the writers of those only."""
         keys = [self.keys_.authors(branch), self.keys_.old_authors(branch)]
         reply = await self._submit("take_authors", keys, [])
-        marks = {bytes(reply[i]).decode(): bytes(reply[i + 1]) for i in range(0, len(reply), 2)}
+        wanted = None if paths is None else {f"{branch}:{path}" for path in paths}
+        marks: dict[str, bytes] = {}
+        for i in range(0, len(reply), 2):
+            field = bytes(reply[i]).decode()
+            doc_id, _, _user = field.rpartition("\n")
+            if wanted is None or not doc_id or doc_id in wanted:
+                marks[field] = bytes(reply[i + 1])
         self._taken[branch] = marks
-        return sorted(marks)
+        return sorted({field.rpartition("\n")[2] for field in marks})
 
     async def settle_authors(self, branch: str, users: Collection[str]) -> None:
-        """The commit naming ``users``, taken last on this node, has landed: forget them,
-        but those who appended to ``branch`` since the take (on any node)."""
+        """The commit naming ``users``, taken last on this node, has landed: forget what
+        they wrote to the documents that take gave, but what they appended since (on any
+        node)."""
         self._check_running()
         marks = self._taken.pop(branch, None)
         if marks is None:
             return
+        named = set(users)
         args: list[Any] = []
-        for user in users:
-            if user in marks:
-                args += [user, marks[user]]
+        for field, mark in marks.items():
+            if field.rpartition("\n")[2] in named:
+                args += [field, mark]
         if args:
             await self._submit("settle_authors", [self.keys_.authors(branch)], args)
 

@@ -349,10 +349,11 @@ class SQLiteStore(Lifecycle):
         self._write(doc_id, "delete", lambda conn: self._delete(conn, doc_id))
         await self.sync()
 
-    async def take_authors(self, branch: str) -> list[str]:
+    async def take_authors(self, branch: str, paths: Collection[str] | None = None) -> list[str]:
         """The people whose appends to documents of ``branch`` were written since their
         commit was settled (:meth:`settle_authors`), kept with the records: neither a crash
-        nor a commit that does not land forgets them."""
+        nor a commit that does not land forgets them. (Of the whole branch: ``paths`` is
+        not kept apart.)"""
         conn = self._check_running(branch)
         self._write_pending(everything=True)
         self._taken[branch] = time.monotonic()

@@ -713,3 +713,39 @@ async def test_a_commit_names_who_typed_when_the_node_that_took_them_died_before
         assert git(repos, "show", "main:README.md").startswith("bob typed;")
         names = git(repos, "log", "-1", "--format=%an%n%(trailers:key=Co-authored-by)")
         assert names.split("\n")[0] == "bob", names
+
+
+async def test_a_commit_names_only_who_wrote_its_files_and_leaves_the_others_to_theirs(
+    two_nodes: list[CollabServer], repos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice types in one file on node a, bob in another on node b. Node b's commit of
+    bob's file names bob only; alice's file, committed later by node b (node a died before
+    committing it), names alice, not the engine."""
+    a, b = two_nodes
+    app = "demo/main:src/app.py"
+
+    async def not_here(*_args: object, **_kwargs: object) -> None:
+        return None  # node a makes no commit: it dies first
+
+    monkeypatch.setattr(await a.git.branch("demo", "main"), "_commit", not_here)
+    async with Client(a.url, user="alice") as alice, Client(b.url, user="bob") as bob:
+        await alice.join("demo")  # (their own branches first: making one commits main)
+        await bob.join("demo")
+        theirs = await alice.open(app)
+        theirs.insert(0, "# alice typed\n")
+        await alice.flush()
+        mine = await bob.open(ROOM)
+        mine.insert(0, "bob typed;")
+        await bob.flush()
+        sync_b = await b.git.branch("demo", "main")
+        await sync_b.flush()  # (its continuous commit: of what is pending on node b)
+        assert git(repos, "show", "main:README.md").startswith("bob typed;")
+        assert not git(repos, "show", "main:src/app.py").startswith("# alice typed")
+        names = git(repos, "log", "-1", "--format=%an%n%(trailers:key=Co-authored-by)")
+        assert names.split("\n") == ["bob"], names
+        async with Client(b.url, user="dave") as dave:
+            await dave.open(app)  # (loaded on node b: its text is pending there)
+            await sync_b.flush_patiently()
+    assert git(repos, "show", "main:src/app.py").startswith("# alice typed\n")
+    added = git(repos, "log", "-S", "# alice typed", "--format=%an", "main").split()
+    assert added[-1] == "alice", added

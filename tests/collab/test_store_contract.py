@@ -533,3 +533,22 @@ async def test_the_authors_an_older_version_kept_in_redis_are_taken_too(
     finally:
         await client.aclose()
         await store.stop()
+
+
+async def test_a_commit_of_some_files_takes_the_writers_of_those_from_a_clusters_store(
+    store: Store,
+) -> None:
+    """A cluster's store knows who wrote to which document: a commit of some files (one
+    node's) takes and settles the writers of those only, and the others' stay for the
+    commit of theirs (another node's, or whoever commits them after that node died). The
+    SQLite store gives the whole branch's (one node commits a branch's files together)."""
+    await store.append("repo/main:a.txt", b"u", author="ann")
+    await store.append("repo/main:b.txt", b"u", author="bob")
+    if isinstance(store, MemoryStore):
+        assert await store.take_authors("repo/main", ["a.txt"]) == []
+        return
+    by_file = isinstance(store, RedisStore)
+    taken = await store.take_authors("repo/main", ["a.txt"])
+    assert taken == (["ann"] if by_file else ["ann", "bob"])
+    await store.settle_authors("repo/main", taken)
+    assert await store.take_authors("repo/main") == (["bob"] if by_file else [])
