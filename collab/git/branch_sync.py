@@ -1615,6 +1615,8 @@ class GitSync:
         self.leases = leases
         """In a cluster: each branch's commits are made under its lease (see ``flush``)."""
         self.lease_retry = lease_retry
+        self.open_elsewhere: Callable[[str, str], Awaitable[list[str]]] | None = None
+        """In a cluster: the other nodes that have documents of a branch open."""
         self.owns_repos = owns_repos
         """No other process writes the repositories (the server holds their lock): every
         lock file found at start was left by a dead writer, whatever its age."""
@@ -1901,6 +1903,16 @@ class GitSync:
         ``branch``'s from being written (see ``stale_records``): before it is made, or
         first used."""
         for stale in await in_repo(self.repos, repo, stale_records, branch):
+            if self.open_elsewhere is not None and (
+                nodes := await self.open_elsewhere(repo, stale)
+            ):
+                # its rooms there take edits the rescue here would miss: they restore it
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"{stale!r}, deleted outside the engine, is open on node "
+                    f"{', '.join(nodes)}, where it is restored from its documents: "
+                    f"{branch!r} cannot be made beside it",
+                )
             log.info("%s: forgetting the deleted branch %s, whose name clashes", repo, stale)
             await self.forget_deleted(repo, stale)
 

@@ -19,13 +19,14 @@ from pycrdt import Doc, Text
 from redisproc import RedisProcess
 from servers import make_config
 
-from collab import Client, CollabServer
+from collab import Client, ClientError, CollabServer
 from collab.bus.lease import Grant, LeaseLost
 from collab.bus.redis_lease import RedisLeases
 from collab.live.origin import Origin
 from collab.live.room import RoomFailed
 from gitsync.fence import Fenced
 from gitsync.objects.commits import commit_changes, set_committing
+from protocol.errors import ErrorCode
 
 T = TypeVar("T")
 ROOM = "demo/main:README.md"
@@ -749,3 +750,34 @@ async def test_a_commit_names_only_who_wrote_its_files_and_leaves_the_others_to_
     assert git(repos, "show", "main:src/app.py").startswith("# alice typed\n")
     added = git(repos, "log", "-S", "# alice typed", "--format=%an", "main").split()
     assert added[-1] == "alice", added
+
+
+async def test_a_branch_deleted_outside_while_open_on_another_node_keeps_a_clashing_name_out(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """``topic`` is deleted with git while bob types in it on node b; ann asks node a for
+    ``topic/x``, a name git cannot hold beside it. Node a must not forget ``topic`` (its
+    rescue would miss what bob types next on node b, which node b could then commit
+    nowhere): the new name is refused, and node b's next commit restores ``topic`` with
+    every line bob typed."""
+    a, b = two_nodes
+    key = "demo/topic:README.md"
+    async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
+        await ann.call("branch.create", repo="demo", name="topic")
+        doc = await bob.open(key)
+        doc.insert(0, "bob 1;")
+        await bob.flush()
+        assert a.git.open_elsewhere is not None
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await a.git.open_elsewhere("demo", "topic"):  # (as of node b's beat)
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        git(repos, "update-ref", "-d", "refs/heads/topic")
+        with pytest.raises(ClientError) as refused:
+            await ann.call("branch.create", repo="demo", name="topic/x")
+        assert refused.value.code == ErrorCode.CONFLICT
+        assert "open on node" in refused.value.message
+        doc.insert(0, "bob 2;")
+        await bob.flush()
+        await (await b.git.branch("demo", "topic")).flush_patiently()
+    assert git(repos, "show", "topic:README.md").startswith("bob 2;bob 1;")
