@@ -1898,11 +1898,16 @@ class GitSync:
                 },
             )
 
-    async def forget_clashing(self, repo: str, branch: str) -> None:
+    async def forget_clashing(self, repo: str, branch: str, *, namesake: bool = False) -> None:
         """Forget the branches deleted by another tool whose records would keep
         ``branch``'s from being written (see ``stale_records``): before it is made, or
-        first used."""
-        for stale in await in_repo(self.repos, repo, stale_records, branch):
+        first used. With ``namesake`` (it is being made), also a branch of its very name
+        deleted so: its records and stored documents would be taken for the new branch's
+        (their text committed over the new branch's start)."""
+        names = await in_repo(self.repos, repo, stale_records, branch)
+        if namesake and await in_repo(self.repos, repo, _deleted_outside, branch):
+            names.append(branch)
+        for stale in names:
             if self.open_elsewhere is not None and (
                 nodes := await self.open_elsewhere(repo, stale)
             ):
@@ -1911,7 +1916,11 @@ class GitSync:
                     ErrorCode.CONFLICT,
                     f"{stale!r}, deleted outside the engine, is open on node "
                     f"{', '.join(nodes)}, where it is restored from its documents: "
-                    f"{branch!r} cannot be made beside it",
+                    + (
+                        "it cannot be made again yet"
+                        if stale == branch
+                        else f"{branch!r} cannot be made beside it"
+                    ),
                 )
             log.info("%s: forgetting the deleted branch %s, whose name clashes", repo, stale)
             await self.forget_deleted(repo, stale)
@@ -2091,3 +2100,9 @@ def _set_synced(repo: Repo, branch: str, head: bytes, grant: Grant | None) -> No
     """Record ``head`` as synced; in a cluster, only while ``grant`` is the newest lease."""
     with fence_for(repo, branch, grant):
         set_synced(repo, branch, head)
+
+
+def _deleted_outside(git: Repo, branch: str) -> bool:
+    """Whether ``branch`` has no ref but the engine's records of it (another tool deleted
+    it)."""
+    return read_ref(git, branch_ref(branch)) is None and read_synced(git, branch) is not None

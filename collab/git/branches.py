@@ -185,7 +185,7 @@ class Branches:
         start = await self.head(repo, validate_branch(base or await self.default_branch(repo)))
         if base is not None:
             start = await self.git_flush(repo, base, start, catch_up=catch_up)
-        await self.git.forget_clashing(repo, name)
+        await self.git.forget_clashing(repo, name, namesake=True)
         try:
             await in_git_thread(self.repos, self._create, repo, name, start)
         except BranchExists:
@@ -307,7 +307,7 @@ class Branches:
         return bytes(obj.id) if isinstance(obj, Commit) else None
 
     async def _create_checked(self, repo: str, name: str, start: bytes) -> None:
-        await self.git.forget_clashing(repo, name)
+        await self.git.forget_clashing(repo, name, namesake=True)
         try:
             await in_git_thread(self.repos, self._create, repo, name, start)
         except BranchExists as exc:

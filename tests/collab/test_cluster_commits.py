@@ -781,3 +781,40 @@ async def test_a_branch_deleted_outside_while_open_on_another_node_keeps_a_clash
         await bob.flush()
         await (await b.git.branch("demo", "topic")).flush_patiently()
     assert git(repos, "show", "topic:README.md").startswith("bob 2;bob 1;")
+
+
+async def test_a_branch_made_again_under_the_name_of_one_deleted_outside_starts_as_its_source(
+    two_nodes: list[CollabServer], repos: Path
+) -> None:
+    """``topic``, with alice's text committed and more pending, is deleted with git, then
+    made again from ``other``: the new branch starts as ``other`` (the old documents' text
+    was committed over it, dropping ``other``'s change); the old text not committed is kept
+    on a rescue branch."""
+    a = two_nodes[0]
+    key = "demo/topic:README.md"
+    async with Client(a.url, user="alice") as alice:
+        await alice.call("branch.create", repo="demo", name="other")
+        theirs = await alice.open("demo/other:README.md")
+        theirs.insert(0, "carol's line on other\n")
+        await alice.flush()
+        await alice.commit("demo", "other")
+        await theirs.close()
+        await alice.call("branch.create", repo="demo", name="topic")
+        doc = await alice.open(key)
+        doc.insert(0, "alice committed\n")
+        await alice.flush()
+        await alice.commit("demo", "topic")
+        old_head = git(repos, "rev-parse", "topic")
+        doc.insert(0, "alice pending\n")
+        await alice.flush()
+        await doc.close()
+        git(repos, "update-ref", "-d", "refs/heads/topic")
+        await alice.call("branch.create", repo="demo", name="topic", **{"from": "other"})
+        again = await alice.open(key)
+        assert str(again.text).startswith("carol's line on other\n")
+        again.insert(0, "new topic\n")
+        await alice.flush()
+        await alice.commit("demo", "topic")
+    assert git(repos, "show", "topic:README.md").startswith("new topic\ncarol's line on other\n")
+    rescued = git(repos, "show", f"topic-rescued-{old_head[:8]}:README.md")
+    assert rescued.startswith("alice pending\nalice committed\n")
