@@ -9,7 +9,10 @@ the branch at once, so that the previous holder's late writes are refused from t
 
 The lock is ``flock`` on the file itself: the kernel releases it when its holder dies, so a
 crash leaves nothing to clean up. The repositories' directory must therefore be on a file
-system whose locks every node sees (a local disk, or NFS v4 with its locks).
+system whose locks every node sees (a local disk, or NFS v4 with its locks). A holder that
+is alive but does not go on (a process stopped, a machine frozen) keeps it: the others wait
+for it ``FENCE_WAIT`` seconds at most, then fail their write (``FenceBusy``) and try again
+later, rather than tie up a thread each for as long as it lasts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +28,14 @@ from dulwich.repo import Repo
 
 from .repos import make_dirs_within
 
-__all__ = ["Fenced", "claim", "current_fence", "fence_path", "fenced"]
+__all__ = ["FENCE_WAIT", "FenceBusy", "Fenced", "claim", "current_fence", "fence_path", "fenced"]
+
+FENCE_WAIT = 10.0
+"""Seconds a write waits for another's hold of a branch's fence before it fails."""
+
+
+class FenceBusy(TimeoutError):
+    """Another writer held the branch's fence for longer than ``FENCE_WAIT``."""
 
 
 class Fenced(RuntimeError):
@@ -54,7 +65,20 @@ def _locked(repo: Repo | Path, branch: str) -> Iterator[int]:
     make_dirs_within(_controldir(repo), path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + FENCE_WAIT
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise FenceBusy(
+                        f"branch {branch!r}: another writer has held its fence for "
+                        f"{FENCE_WAIT:g} s (a node stopped in the middle of a commit?)"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
         yield fd
     finally:
         os.close(fd)  # releases the lock

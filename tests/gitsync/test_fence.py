@@ -13,6 +13,7 @@ import pytest
 from conftest import run_git
 from dulwich.repo import Repo
 
+from gitsync import fence
 from gitsync.fence import Fenced, claim, current_fence, fenced
 from gitsync.objects.commits import branch_ref, commit_changes, read_ref
 
@@ -97,3 +98,42 @@ def test_a_holder_killed_mid_write_leaves_no_lock(repo: Repo, repo_path: Path) -
     with fenced(repo, "main", 4):
         pass
     assert time.monotonic() - started < 5
+
+
+def test_a_holder_that_does_not_go_on_keeps_the_others_waiting_a_bounded_time(
+    repo: Repo, repo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder alive but stopped (SIGSTOP, a frozen machine) keeps its lock: another
+    write waits ``FENCE_WAIT`` at most, then fails with ``FenceBusy`` (it tied up its
+    thread for as long as the holder stayed stopped), and goes through once the holder
+    has gone on."""
+    monkeypatch.setattr(fence, "FENCE_WAIT", 0.3)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from gitsync.fence import fenced\n"
+            f"with fenced({str(repo_path)!r}, 'main', 3):\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == "held\n"
+        started = time.monotonic()
+        with pytest.raises(fence.FenceBusy), fenced(repo, "main", 4):
+            pass
+        assert time.monotonic() - started < 2
+    finally:
+        holder.stdin.write("go on\n")
+        holder.stdin.close()
+        holder.wait()
+        holder.stdout.close()
+    with fenced(repo, "main", 4):
+        pass
+    assert current_fence(repo, "main") == 4
