@@ -20,6 +20,12 @@ from typing import Protocol, runtime_checkable
 __all__ = ["Bus", "BusListener", "Watch"]
 
 
+ASK_AWARENESS = b""
+"""An empty awareness message: "send me the states of your peers" (a node that just loaded a
+document asks the others, since awareness is not kept anywhere but in the rooms; so does
+every node of the documents it watches when a node it took for gone is back)."""
+
+
 class BusListener(Protocol):
     """What a bus calls for one watched document (a room, in the server)."""
 

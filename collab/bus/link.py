@@ -14,17 +14,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from collab.bus.bus import Bus
+from collab.bus.bus import ASK_AWARENESS, Bus
 from collab.live.room import Room
 from collab.live.rooms import Rooms
 from collab.store.base import Store
 from protocol.errors import ErrorCode
 
 __all__ = ["ASK_AWARENESS", "ClusterLink"]
-
-ASK_AWARENESS = b""
-"""An empty awareness message: "send me the states of your peers" (a node that just loaded a
-document asks the others, since awareness is not kept anywhere but in the rooms)."""
 
 log = logging.getLogger("collab.bus")
 

@@ -71,7 +71,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from collab.bus.bus import BusListener, Watch
+from collab.bus.bus import ASK_AWARENESS, BusListener, Watch
 from collab.bus.keys import DEFAULT_PREFIX, RedisKeys, seq_of, split_author
 from collab.bus.nodes import NodeIdTaken, read_nodes
 from collab.bus.pubsub import RETRY_S, PubSub
@@ -201,6 +201,7 @@ class RedisBus:
         # that relayed it
         self._live: dict[str, str] = {}
         self._retired: dict[str, set[str]] = {}  # the incarnations replaced, by node
+        self._departed: dict[str, str] = {}  # nodes reported gone, with their incarnation
         self.displaced = False
         """Set once another process took this node's id (see ``on_displaced``)."""
         self.on_displaced: list[Callable[[str], None]] = []
@@ -656,6 +657,13 @@ class RedisBus:
             retired.add(known)
             log.info("node %s was restarted: its previous process is gone", node_id)
             self._gone(node_id)
+        elif known is None and self._departed.pop(node_id, None) == incarnation:
+            # the same process, back (it was paused, or cut off): the cursors of its peers,
+            # dropped when it went, are asked for again (else they came back only with
+            # their clients' renewals, up to 15 s later)
+            log.info("node %s is back", node_id)
+            for doc_id in list(self._watches):
+                self.publish_awareness(doc_id, ASK_AWARENESS)
         return True
 
     def _gone(self, node_id: str) -> None:
@@ -801,7 +809,7 @@ class RedisBus:
                 continue  # the read loop reports the outage
             for gone in sorted(set(self._live) - alive):
                 log.info("node %s is gone", gone)
-                del self._live[gone]
+                self._departed[gone] = self._live.pop(gone)
                 self._gone(gone)
 
 

@@ -85,3 +85,29 @@ async def test_a_node_is_described_healthy_from_its_first_beat(
         assert found["a"]["healthy"] is True
     finally:
         await a.stop()
+
+
+async def test_a_node_back_after_it_was_taken_for_gone_is_asked_for_its_peers_cursors(
+    redis_server: RedisProcess, redis_client: Redis
+) -> None:
+    """Node b's key lapses (b was paused longer than its key lives) and node a reports it
+    gone, dropping the cursors it relayed; when b beats again, a asks b, on each document
+    it watches, for its peers' states (they came back only with the clients' renewals)."""
+    a = RedisBus(redis_server.url, "back-a", prefix=PREFIX, heartbeat_s=0.2)
+    b = RedisBus(redis_server.url, "back-b", prefix=PREFIX, heartbeat_s=60.0)
+    await a.start()
+    await b.start()
+    on_a, on_b = Heard(), Heard()
+    a.watch("doc", 0, on_a)
+    b.watch("doc", 0, on_b)
+    try:
+        await until(lambda: "back-b" in a._live)
+        await redis_client.delete(RedisKeys(PREFIX).node("back-b"))  # lapsed
+        await until(lambda: "back-b" in on_a.gone)
+        asked = len([heard for heard in on_b.awareness if heard == ("doc", "back-a", b"")])
+        await b._beat()  # (as its heartbeat does once it goes on): back
+        await until(lambda: "back-b" in a._live, timeout=10)
+        await until(lambda: on_b.awareness.count(("doc", "back-a", b"")) > asked, timeout=10)
+    finally:
+        await b.stop()
+        await a.stop()
