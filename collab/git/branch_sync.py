@@ -77,6 +77,7 @@ from gitsync.objects.commits import (
     stale_records,
 )
 from gitsync.objects.fsck import file_problem
+from gitsync.objects.ref_names import RefClash
 from gitsync.objects.synced_state import (
     forget_synced_state,
     read_synced_state,
@@ -808,6 +809,17 @@ class BranchSync:
             await in_repo(self.owner.repos, self.repo, create_branch, self.branch, self.synced)
         except BranchExists:
             return  # created again meanwhile: the next attempt merges with it
+        except RefClash as exc:
+            if self.owner.leases is not None:
+                raise  # (the other nodes' rooms would write their text back)
+            # a branch made outside holds the name's place: the edits, durable in the store,
+            # are committed on a branch of their own, and the documents closed
+            log.error("%s: deleted outside the engine, and cannot be restored: %s", self.name, exc)
+            self.deleting = True
+            task = asyncio.create_task(self.owner.forget_deleted(self.repo, self.branch))
+            self.owner._checks.add(task)
+            task.add_done_callback(self.owner._checks.discard)
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"{self.name} was deleted") from None
         log.warning("%s: deleted outside the engine with live edits; restored", self.name)
         self.owner.events.publish(
             self.repo,

@@ -13,7 +13,7 @@ from test_git_push import clone, fsck_clean, git, head, remote, run_git, start
 
 from collab import Client, CollabServer, Document
 from collab.client import ClientError
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, ProtocolError
 
 
 @pytest.fixture
@@ -218,4 +218,32 @@ async def test_a_branch_deleted_by_another_tool_does_not_keep_a_clashing_name_fr
     assert not head(demo, f"refs/collab/synced/{first}")
     assert await server.store.keys(f"demo/{first}:") == []
     assert await server.store.take_authors(f"demo/{first}") == []  # not a later one's
+    fsck_clean(demo)
+
+
+async def test_a_branch_deleted_outside_whose_place_another_took_keeps_its_open_edits(
+    server: CollabServer, repos: Path
+) -> None:
+    """Alice types in ``topic`` while another tool deletes it and makes ``topic/x`` in its
+    place: the branch cannot be restored under its name (its commits failed for as long as
+    the server ran), so its documents are closed and what they held is committed on a
+    branch of its own."""
+    demo = repos / "demo"
+    async with Client(server.url, user="alice") as alice:
+        await alice.join("demo")  # (her own branch first: making one commits main)
+        await alice.call("branch.create", repo="demo", name="topic")
+        doc = await alice.open("demo/topic:README.md")
+        synced = head(demo, "refs/collab/synced/topic")
+        run_git(demo, "update-ref", "-d", "refs/heads/topic")
+        run_git(demo, "update-ref", "refs/heads/topic/x", "main")
+        doc.insert(0, "typed on topic\n")
+        await alice.flush()
+        with pytest.raises(ProtocolError):  # its continuous commit
+            await server.git.branches["demo", "topic"].flush()
+        with pytest.raises(ClientError):  # closes it
+            await doc.wait_for(lambda _text: False, timeout=20)
+        assert doc.error is not None and doc.error.code == ErrorCode.NOT_FOUND
+    kept = run_git(demo, "show", f"topic-rescued-{synced[:8]}:README.md").stdout
+    assert kept.startswith("typed on topic\n")
+    assert await server.store.keys("demo/topic:") == []
     fsck_clean(demo)
