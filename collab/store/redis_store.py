@@ -51,9 +51,9 @@ log = logging.getLogger("collab.store")
 # the document's branch's authors (a field per document and author, ``<doc id>\n<author>``,
 # marked with the feed seq of their last append to it) and the author, marked anew. A
 # counter behind the log's end (its key alone was deleted, or evicted) is set past it: the
-# seqs go on from the log's;
-# one at or behind the snapshot's seq (the log and the counter lost, the snapshot kept) goes
-# on from the snapshot's, since a seq it covers would be taken for one compacted into it.
+# seqs go on from the log's; one at or behind the snapshot's seq (the log and the counter
+# lost, the snapshot kept) goes on from the snapshot's, since a seq it covers would be taken
+# for one compacted into it.
 # An entry the log refuses otherwise leaves the counter as it was.
 _APPEND = """
 local n = redis.call('INCR', KEYS[2])
@@ -151,13 +151,20 @@ local entries = redis.call('XRANGE', KEYS[1], '-', '+')
 return {snap, entries}
 """
 
-# KEYS: log, snapshot, docs, feed, feed seq. ARGV: doc id, node, feed length. The seq
+# KEYS: log, snapshot, docs, feed, feed seq, the branch's authors. ARGV: doc id, node, feed
+# length. Who wrote to the document goes with it. The seq
 # counter stays: seqs are never reused. A feed entry of seq 0 (no update) tells the nodes
 # that hold the document (a deletion that raced an open on another node) that its seqs went
 # back: they write their whole state into the log again (see RedisBus._lost_log).
 _DELETE = """
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
+local prefix = ARGV[1] .. '\\n'
+for _, field in ipairs(redis.call('HKEYS', KEYS[6])) do
+  if string.sub(field, 1, #prefix) == prefix then
+    redis.call('HDEL', KEYS[6], field)
+  end
+end
 local f = redis.call('INCR', KEYS[5])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '0-' .. f,
   'd', ARGV[1], 's', 0, 'n', ARGV[2], 'u', '')
@@ -479,7 +486,7 @@ class RedisStore(Lifecycle):
 
     async def delete(self, doc_id: str) -> None:
         keys = [self.keys_.log(doc_id), self.keys_.snapshot(doc_id), self.keys_.docs]
-        keys += [self.keys_.feed, self.keys_.feed_seq]
+        keys += [self.keys_.feed, self.keys_.feed_seq, self.keys_.authors(doc_id.partition(":")[0])]
         await self._submit("delete", keys, [doc_id, self.node_id, self.feed_length])
 
     async def keys(self, prefix: str = "") -> list[str]:

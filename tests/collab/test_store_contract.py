@@ -552,3 +552,6 @@ async def test_a_commit_of_some_files_takes_the_writers_of_those_from_a_clusters
     assert taken == (["ann"] if by_file else ["ann", "bob"])
     await store.settle_authors("repo/main", taken)
     assert await store.take_authors("repo/main") == (["bob"] if by_file else [])
+    if by_file:  # a deleted document's writers go with it (nothing of theirs is left)
+        await store.delete("repo/main:b.txt")
+        assert await store.take_authors("repo/main") == []
