@@ -114,21 +114,26 @@ class HubStore(Lifecycle):
 
     async def take_authors(self, branch: str, paths: Collection[str] | None = None) -> list[str]:
         self._check_running()
-        wanted = None if paths is None else set(paths)
-        self._taken[branch] = {
-            written: mark
-            for written, mark in self.hub.authors.get(branch, {}).items()
-            if wanted is None or written[0] in wanted
-        }
-        return sorted({user for _path, user in self._taken[branch]})
+        self._taken[branch] = dict(self.hub.authors.get(branch, {}))
+        return self.authors_of(branch, paths)
 
-    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
+    def authors_of(self, branch: str, paths: Collection[str] | None) -> list[str]:
+        wanted = None if paths is None else set(paths)
+        taken = self._taken.get(branch, {})
+        return sorted({user for path, user in taken if wanted is None or path in wanted})
+
+    async def settle_authors(
+        self, branch: str, users: Collection[str], paths: Collection[str] | None = None
+    ) -> None:
         self._check_running()
         marks = self._taken.pop(branch, {})
         kept = self.hub.authors.get(branch, {})
         named = set(users)
+        wanted = None if paths is None else set(paths)
         for written, mark in marks.items():
-            if written[1] in named and kept.get(written) == mark:
+            if written[1] not in named or (wanted is not None and written[0] not in wanted):
+                continue
+            if kept.get(written) == mark:
                 del kept[written]
 
     async def keys(self, prefix: str = "") -> list[str]:

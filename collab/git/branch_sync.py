@@ -552,8 +552,7 @@ class BranchSync:
         authors: dict[str, Identity] = {}
         try:
             await asyncio.gather(*(room.drain() for room in self.dirty.values()))
-            for user in await self._take_authors(list(self.dirty)):
-                self.authors.setdefault(user, Identity(user, Role.WRITE, self.repo))
+            await self._take_authors()  # (who wrote to which file: named below, by file)
             for _attempt in range(5):
                 # The text committed and the people who typed it are taken together, with no
                 # await in between: an edit that lands meanwhile comes with its author.
@@ -584,6 +583,8 @@ class BranchSync:
                     self.owner.incomplete = True
                     del changes[path]
                 states = {path: states[path] for path in changes}
+                for user in self._authors_of(list(changes)):  # (typed on any node)
+                    authors.setdefault(user, Identity(user, Role.WRITE, self.repo))
                 started = time.perf_counter()
                 try:
                     new, files = await to_the_end(
@@ -599,7 +600,10 @@ class BranchSync:
                 except NothingToCommit:
                     self.committed_states.update(states)
                     await self._settle_recovered(rooms, changes)
-                    await self._settle_authors(list(authors))
+                    if self.owner.leases is None:
+                        await self._settle_authors(list(authors), list(changes))
+                    # (in a cluster, the node that committed the text may not have named
+                    # them: they wait for the file's next commit rather than be forgotten)
                     return
                 except RefMoved as moved:
                     if moved.current is None:
@@ -620,7 +624,7 @@ class BranchSync:
                 self.committed_states.update(states)
                 self._committed(new, files, list(authors))
                 await self._settle_recovered(rooms, changes)
-                await self._settle_authors(list(authors))
+                await self._settle_authors(list(authors), list(changes))
                 return
             raise RuntimeError(f"{self.name} kept moving while committing")
         except BaseException:
@@ -630,24 +634,30 @@ class BranchSync:
                 self.authors.setdefault(user, identity)
             raise
 
-    async def _take_authors(self, paths: list[str]) -> list[str]:
-        """Who wrote to the branch since its last commit, as the store keeps it: in a
-        cluster, on whichever node; on one node, also before a crash (what a recovery at
-        start commits is its typists'). One node knows its own writers besides: a store that
-        cannot say costs it only a log line."""
+    async def _take_authors(self) -> None:
+        """Take who wrote to the branch since their commit, as the store keeps it (see
+        :meth:`_authors_of`): in a cluster, on whichever node; on one node, also before a
+        crash (what a recovery at start commits is its typists'). One node knows its own
+        writers besides: a store that cannot say costs it only a log line."""
         try:
-            return await self.owner.store.take_authors(f"{self.repo}/{self.branch}", paths)
+            await self.owner.store.take_authors(f"{self.repo}/{self.branch}")
         except Exception as exc:
             if self.owner.leases is not None:
                 raise
             log.warning("%s: the store could not say who wrote (%s)", self.name, exc)
-            return []
 
-    async def _settle_authors(self, users: list[str]) -> None:
-        """The commit naming ``users`` landed: the store may forget them (see
-        ``Store.settle_authors``); one that cannot say so keeps them for the next."""
+    def _authors_of(self, paths: list[str]) -> list[str]:
+        """Of those the last take gave, the writers of ``paths`` (the files a commit holds,
+        known only once its text is taken: files changed while the take was awaited
+        among them)."""
+        return self.owner.store.authors_of(f"{self.repo}/{self.branch}", paths)
+
+    async def _settle_authors(self, users: list[str], paths: list[str]) -> None:
+        """The commit of ``paths`` naming ``users`` landed: the store may forget what they
+        wrote to those files (see ``Store.settle_authors``); one that cannot say so keeps
+        them for the next."""
         try:
-            await self.owner.store.settle_authors(f"{self.repo}/{self.branch}", users)
+            await self.owner.store.settle_authors(f"{self.repo}/{self.branch}", users, paths)
         except Exception as exc:
             log.warning("%s: the store could not settle who wrote (%s)", self.name, exc)
 

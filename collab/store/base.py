@@ -153,11 +153,19 @@ class Store(Protocol):
         the in-memory store keeps none (its process knows its writers)."""
         ...
 
-    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
-        """The commit naming ``users``, the people :meth:`take_authors` gave last, has
-        landed: a store that keeps them until then (so that a crash before it, of any
-        node, does not forget them) forgets them now, but those who wrote to ``branch``
-        since that take."""
+    def authors_of(self, branch: str, paths: Collection[str] | None) -> list[str]:
+        """Of those the last :meth:`take_authors` of ``branch`` gave, the writers of
+        ``paths`` (None: all), as a store that knows who wrote to which document can say;
+        a commit asks once its files are known (no await: they are its files as taken)."""
+        ...
+
+    async def settle_authors(
+        self, branch: str, users: Collection[str], paths: Collection[str] | None = None
+    ) -> None:
+        """The commit of ``paths`` (None: all of the branch's documents) naming ``users``,
+        the people :meth:`take_authors` gave last, has landed: a store that keeps them until
+        then (so that a crash before it, of any node, does not forget them) forgets what
+        they wrote to those documents now, but what they wrote since that take."""
         ...
 
     def sync(self) -> Awaitable[None]:

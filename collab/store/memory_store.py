@@ -97,7 +97,12 @@ class MemoryStore(Lifecycle):
         self._check_running()
         return []
 
-    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
+    def authors_of(self, branch: str, paths: Collection[str] | None) -> list[str]:
+        return []
+
+    async def settle_authors(
+        self, branch: str, users: Collection[str], paths: Collection[str] | None = None
+    ) -> None:
         self._check_running()
 
     async def keys(self, prefix: str = "") -> list[str]:

@@ -230,7 +230,8 @@ class RedisStore(Lifecycle):
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._running = False
-        self._taken: dict[str, dict[str, bytes]] = {}  # branch -> the fields a take gave
+        # branch -> what a take gave: (path, user) -> mark (path "": of no document)
+        self._taken: dict[str, dict[tuple[str, str], bytes]] = {}
         self.durable_config: bool | None = None
         """Whether Redis fsyncs its append-only file before it answers a write (``None``:
         its configuration could not be read)."""
@@ -440,32 +441,42 @@ class RedisStore(Lifecycle):
     async def take_authors(self, branch: str, paths: Collection[str] | None = None) -> list[str]:
         """The people who wrote to documents of ``branch`` (those of ``paths``, or all) since
         their commit was settled, on any node: a node that dies between the take and its
-        commit leaves them to the next holder of the branch's lease, and a commit of some
-        files takes the writers of those only."""
+        commit leaves them to the next holder of the branch's lease. Who wrote to which
+        document is kept for :meth:`authors_of` and :meth:`settle_authors`."""
         keys = [self.keys_.authors(branch), self.keys_.old_authors(branch)]
         reply = await self._submit("take_authors", keys, [])
-        wanted = None if paths is None else {f"{branch}:{path}" for path in paths}
-        marks: dict[str, bytes] = {}
+        marks: dict[tuple[str, str], bytes] = {}
         for i in range(0, len(reply), 2):
-            field = bytes(reply[i]).decode()
-            doc_id, _, _user = field.rpartition("\n")
-            if wanted is None or not doc_id or doc_id in wanted:
-                marks[field] = bytes(reply[i + 1])
+            doc_id, _, user = bytes(reply[i]).decode().rpartition("\n")
+            marks[doc_id.partition(":")[2], user] = bytes(reply[i + 1])
         self._taken[branch] = marks
-        return sorted({field.rpartition("\n")[2] for field in marks})
+        return self.authors_of(branch, paths)
 
-    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
-        """The commit naming ``users``, taken last on this node, has landed: forget what
-        they wrote to the documents that take gave, but what they appended since (on any
-        node)."""
+    def authors_of(self, branch: str, paths: Collection[str] | None) -> list[str]:
+        """Of those the last take of ``branch`` gave, the writers of ``paths`` (all: None;
+        those an older version kept, of no document in particular, are writers of any)."""
+        wanted = None if paths is None else set(paths)
+        taken = self._taken.get(branch, {})
+        return sorted(
+            {user for path, user in taken if wanted is None or not path or path in wanted}
+        )
+
+    async def settle_authors(
+        self, branch: str, users: Collection[str], paths: Collection[str] | None = None
+    ) -> None:
+        """The commit of ``paths`` (None: all) naming ``users``, taken last on this node,
+        has landed: forget what they wrote to those documents, but what they appended since
+        (on any node)."""
         self._check_running()
         marks = self._taken.pop(branch, None)
         if marks is None:
             return
         named = set(users)
+        wanted = None if paths is None else set(paths)
         args: list[Any] = []
-        for field, mark in marks.items():
-            if field.rpartition("\n")[2] in named:
+        for (path, user), mark in marks.items():
+            if user in named and (wanted is None or not path or path in wanted):
+                field = f"{branch}:{path}\n{user}" if path else f"\n{user}"
                 args += [field, mark]
         if args:
             await self._submit("settle_authors", [self.keys_.authors(branch)], args)

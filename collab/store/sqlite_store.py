@@ -225,7 +225,8 @@ class SQLiteStore(Lifecycle):
         # (branch, person) -> when they last appended, for the pairs with a row in the
         # authors table: an append by one of them writes no row
         self._authors: dict[tuple[str, str], float] = {}
-        self._taken: dict[str, float] = {}  # branch -> when its authors were last taken
+        # branch -> when its authors were last taken, and who they were
+        self._taken: dict[str, tuple[float, list[str]]] = {}
 
     @property
     def syncs(self) -> int:
@@ -356,17 +357,26 @@ class SQLiteStore(Lifecycle):
         not kept apart.)"""
         conn = self._check_running(branch)
         self._write_pending(everything=True)
-        self._taken[branch] = time.monotonic()
         rows = conn.execute(_AUTHORS_SQL, (branch,)).fetchall()
-        return sorted(user for (user,) in rows)
+        self._taken[branch] = (time.monotonic(), sorted(user for (user,) in rows))
+        return self._taken[branch][1]
 
-    async def settle_authors(self, branch: str, users: Collection[str]) -> None:
+    def authors_of(self, branch: str, paths: Collection[str] | None) -> list[str]:
+        """Those the last take of ``branch`` gave (of the whole branch, whatever ``paths``:
+        one node commits a branch's files together)."""
+        taken = self._taken.get(branch)
+        return [] if taken is None else list(taken[1])
+
+    async def settle_authors(
+        self, branch: str, users: Collection[str], paths: Collection[str] | None = None
+    ) -> None:
         """The commit naming ``users``, taken last, has landed: forget them, but those who
         appended to ``branch`` since that take (their later edits are not in it)."""
         self._check_running(branch)
-        taken = self._taken.pop(branch, None)
-        if taken is None:
+        taken_at = self._taken.pop(branch, None)
+        if taken_at is None:
             return
+        taken = taken_at[0]
         done = []
         for user in users:
             last = self._authors.get((branch, user))

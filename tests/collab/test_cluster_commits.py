@@ -818,3 +818,41 @@ async def test_a_branch_made_again_under_the_name_of_one_deleted_outside_starts_
     assert git(repos, "show", "topic:README.md").startswith("new topic\ncarol's line on other\n")
     rescued = git(repos, "show", f"topic-rescued-{old_head[:8]}:README.md")
     assert rescued.startswith("alice pending\nalice committed\n")
+
+
+async def test_a_file_changed_while_a_commit_takes_its_authors_names_its_writer(
+    two_nodes: list[CollabServer], repos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node a's commit asks Redis who wrote (an await); meanwhile bob's edit of another
+    file, typed on node b, reaches node a's room of it. The commit holds that file too, and
+    names bob (its files were listed before the take: his name was left out, and node b,
+    finding the text committed, forgot him)."""
+    a, b = two_nodes
+    app = "demo/main:src/app.py"
+    async with (
+        Client(a.url, user="alice") as alice,
+        Client(a.url, user="carol") as carol,
+        Client(b.url, user="bob") as bob,
+    ):
+        for client in (alice, carol, bob):
+            await client.join("demo")  # (their own branches first: making one commits main)
+        mine = await alice.open(ROOM)
+        watching = await carol.open(app)  # (node a has the file loaded)
+        theirs = await bob.open(app)
+        mine.insert(0, "alice typed;")
+        await alice.flush()
+        take = a.store.take_authors
+
+        async def bob_types_first(*args: Any, **kwargs: Any) -> list[str]:
+            theirs.insert(0, "# bob typed\n")
+            await bob.flush()
+            await watching.wait_for(lambda t: t.startswith("# bob typed"))
+            return await take(*args, **kwargs)
+
+        monkeypatch.setattr(a.store, "take_authors", bob_types_first)
+        await (await a.git.branch("demo", "main")).flush()
+        monkeypatch.undo()
+        await (await b.git.branch("demo", "main")).flush_patiently()
+    added = git(repos, "log", "-S", "# bob typed", "--format=%H", "main").split()
+    names = git(repos, "log", "-1", "--format=%an%n%(trailers:key=Co-authored-by)", added[-1])
+    assert "bob" in names, names

@@ -92,7 +92,9 @@ async def test_every_method_returns_an_awaitable(store: Store) -> None:
         "settle_authors": lambda: store.settle_authors("repo/main", []),
         "stop": lambda: store.stop(),
     }
-    assert sorted(calls) == PROTOCOL_METHODS
+    # (but what the last take gave: a commit asks it with no await in between)
+    assert sorted(calls) == sorted(set(PROTOCOL_METHODS) - {"authors_of"})
+    assert store.authors_of("repo/main", None) == []
     for name, call in calls.items():
         result = call()
         assert inspect.isawaitable(result), name
@@ -129,6 +131,9 @@ def test_every_method_has_a_behavioural_contract() -> None:
         ],
         "take_authors": [test_the_authors_of_a_branch_are_taken_once],
         "settle_authors": [test_the_authors_of_a_branch_are_taken_once],
+        "authors_of": [
+            test_a_commit_of_some_files_takes_the_writers_of_those_from_a_clusters_store
+        ],
     }
     assert sorted(contract) == PROTOCOL_METHODS
     for tests in contract.values():
@@ -357,7 +362,7 @@ async def test_stopped_store_refuses_everything(store: Store) -> None:
         "take_authors": lambda: store.take_authors("repo/main"),
         "settle_authors": lambda: store.settle_authors("repo/main", ["ann"]),
     }
-    assert sorted(refused) == sorted(set(PROTOCOL_METHODS) - {"start", "stop"})
+    assert sorted(refused) == sorted(set(PROTOCOL_METHODS) - {"start", "stop", "authors_of"})
     for call in refused.values():
         with pytest.raises(RuntimeError):
             await call()
@@ -550,7 +555,9 @@ async def test_a_commit_of_some_files_takes_the_writers_of_those_from_a_clusters
     by_file = isinstance(store, RedisStore)
     taken = await store.take_authors("repo/main", ["a.txt"])
     assert taken == (["ann"] if by_file else ["ann", "bob"])
-    await store.settle_authors("repo/main", taken)
+    # the files a commit holds are known once its text is taken, after the take
+    assert store.authors_of("repo/main", ["b.txt"]) == (["bob"] if by_file else ["ann", "bob"])
+    await store.settle_authors("repo/main", ["ann", "bob"], ["a.txt"])
     assert await store.take_authors("repo/main") == (["bob"] if by_file else [])
     if by_file:  # a deleted document's writers go with it (nothing of theirs is left)
         await store.delete("repo/main:b.txt")
