@@ -26,13 +26,15 @@ answers true once it needs no more (the completion is as long as it may be): a b
 may then stop generating."""
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def valid_text(text: str) -> str:
-    """``text`` as UTF-8 can carry it: a lone surrogate (a JSON ``\\ud800`` a model server
-    may send, half of a character cut in two) becomes U+FFFD, as a decoder reads it."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
+    """``text`` as UTF-8 can carry it: two halves of a character (JSON escapes a model
+    server sent apart) are joined, and a lone half becomes U+FFFD, as a decoder reads it."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 class Cancelled(Exception):

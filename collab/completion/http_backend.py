@@ -222,6 +222,7 @@ class HttpBackend:
         when not streaming. The work per piece is about its size, and the loop yields to
         others every ``YIELD_EVERY`` events, however fast they come."""
         text, last, pieces, events = "", None, 0, 0
+        half = ""  # a first half of a character sent in two events
         line_end = LineEnd()
         other = ""  # the first line that is no event
         seen = False
@@ -242,7 +243,11 @@ class HttpBackend:
             except ValueError as exc:
                 raise HttpBackendError(f"{url}: unexpected event {payload[:200]}") from exc
             last = data
-            piece = valid_text(str(_first(url, data).get("text") or ""))
+            piece = half + str(_first(url, data).get("text") or "")
+            half = ""
+            if piece and "\ud800" <= piece[-1] <= "\udbff":  # a character cut in two
+                half, piece = piece[-1], piece[:-1]  # (its second half comes next)
+            piece = valid_text(piece)
             if piece:
                 text += piece
                 pieces += 1
@@ -254,7 +259,7 @@ class HttpBackend:
                     break
         if not seen:
             raise HttpBackendError(f"{url}: unexpected answer, not events: {other[:200]!r}")
-        return _generated(url, last or {}, text)
+        return _generated(url, last or {}, text + valid_text(half))
 
 
 async def _read(url: str, response: aiohttp.ClientResponse) -> bytes:
@@ -289,7 +294,7 @@ def _generated(url: str, data: Any, text: str) -> Generated:
         tokens = int(usage.get("completion_tokens") or 0)
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         cached = int(details.get("cached_tokens") or 0)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # (Infinity among them)
         raise HttpBackendError(f"{url}: unexpected usage {str(usage)[:200]}") from exc
     return Generated(text, tokens or approx_tokens(text), prompt_tokens, cached)
 

@@ -153,8 +153,8 @@ def read_ref(repo: Repo, ref: bytes) -> bytes | None:
 
 def local_offset(when: int) -> int:
     """The local time zone's offset from UTC at ``when``, in seconds east, as git stamps a
-    commit made here (``TZ`` of the process)."""
-    return time.localtime(when).tm_gmtoff
+    commit made here (``TZ`` of the process), in whole minutes as git writes it."""
+    return round(time.localtime(when).tm_gmtoff / 60) * 60
 
 
 def author_line(name: str, email: str | None = None) -> str:

@@ -131,6 +131,11 @@ class FakeOpenAI:
             return web.json_response({"choices": [{"text": "a + b"}], "usage": usage})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if self.answer == "split":  # a character past U+FFFF in two events, as JSON escapes
+            for piece in ('"ok \\ud83d"', '"\\ude00 done"', '"\\ud83d"'):
+                await response.write(f'data: {{"choices": [{{"text": {piece}}}]}}\n\n'.encode())
+            await response.write(b"data: [DONE]\n\n")
+            return response
         if self.answer == "huge":
             event = f"data: {json.dumps({'choices': [{'text': 'b' * 1000}]})}\n\n".encode()
             with contextlib.suppress(ConnectionError):
@@ -414,3 +419,21 @@ async def test_a_model_server_that_answers_only_later_is_asked_again_which_model
             assert fake.bodies[-1]["model"] == "Qwen/Qwen2.5-Coder-1.5B"
     finally:
         await backend.stop()
+
+
+async def test_a_character_sent_in_two_events_is_one_character() -> None:
+    """A model server may stream a character past U+FFFF as two JSON escapes in two events:
+    the halves are joined (each became U+FFFD), and a half left at the end is U+FFFD."""
+    async with FakeOpenAI(answer="split") as fake:
+        backend = HttpBackend(fake.url, model="m")
+        await backend.start()
+        try:
+            rendered = render(Family.PLAIN, PromptParts("demo", "a.py", "x = ", ""))
+            seen: list[str] = []
+            result = await backend.complete_streaming(
+                Prompt(rendered, 16, False), threading.Event(), seen.append
+            )
+            assert result.text == "ok \U0001f600 done\ufffd"
+            assert all(text.encode("utf-8") for text in seen)  # each one UTF-8 can carry
+        finally:
+            await backend.stop()

@@ -626,6 +626,15 @@ def test_a_commit_is_stamped_with_the_local_time_zone(
     finally:
         monkeypatch.undo()
         time.tzset()
+    monkeypatch.setenv("TZ", "XXX-0:00:30")  # an offset of seconds: git's minutes
+    time.tzset()
+    try:
+        odd = commit(repo, {"a.txt": b"3\n"}, summer, timestamp=1_720_000_100)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    stamps = git(repo_path, "log", "-1", "--format=%ad", "--date=raw", odd.decode())
+    assert stamps.split()[1] == "+0000"
     for rev, zone in ((winter, "-0330"), (summer, "-0230")):
         stamps = git(repo_path, "log", "-1", "--format=%ad%n%cd", "--date=raw", rev.decode())
         assert stamps.split() == [str(commit_time(repo, rev)), zone] * 2, stamps
