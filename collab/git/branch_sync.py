@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dulwich.errors import NotTreeError
 from dulwich.graph import can_fast_forward
 from dulwich.objects import ObjectID
 from dulwich.repo import Repo
@@ -1845,7 +1846,12 @@ class GitSync:
         ``<branch>-rescued-<commit>`` with its slashes made dashes (a name below the deleted
         one may be taken by then)."""
         prefix = f"{repo}/{branch}:"
-        synced = await in_repo(self.repos, repo, read_synced, branch)
+
+        def last_synced(git: Repo) -> bytes | None:
+            synced = read_synced(git, branch)
+            return synced if synced is not None and is_stored(git, synced) else None
+
+        synced = await in_repo(self.repos, repo, last_synced)  # (None: its commit is gone)
         changes: dict[str, bytes] = {}
         kept: dict[str, str] = {}  # path -> the path its text is committed as
         for key in await self.store.keys(prefix):
@@ -1865,38 +1871,48 @@ class GitSync:
                 changes[kept[path]] = text
         if not changes:
             return
-        if synced is None:
-            log.error(
-                "%s/%s: deleted outside the engine, its stored edits of %s have no commit to "
-                "be kept on; they are dropped",
-                repo,
-                branch,
-                ", ".join(sorted(changes)),
-            )
-            return
         lines = [author_line(user) for user in await self.store.take_authors(f"{repo}/{branch}")]
         lines = lines or [ENGINE_AUTHOR]
 
         def write(git: Repo) -> tuple[str, bytes]:
-            name = branch.replace("/", "-") + f"-rescued-{synced[:8].decode()}"
+            # from the commit the documents last matched; with none (it is gone), a branch
+            # of their text alone
+            name = branch.replace("/", "-") + "-rescued"
+            if synced is not None:
+                name += f"-{synced[:8].decode()}"
             name = free_branch(git, name)
-            create_branch(git, name, synced)
+            if synced is not None:
+                create_branch(git, name, synced)
             message = (
                 f"Keep the live edits of {branch}\n\n{branch} was deleted outside the engine "
                 "while they were not committed.\n"
             )
             message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
-            head = commit_changes(
-                git,
-                name,
-                changes,
-                message=message,
-                author=lines[0],
-                committer=ENGINE_AUTHOR,
-                expected=synced,
-                text_only=True,
-            )
-            return name, head
+            files = changes
+            for _attempt in range(2):
+                try:
+                    head = commit_changes(
+                        git,
+                        name,
+                        files,
+                        message=message,
+                        author=lines[0],
+                        committer=ENGINE_AUTHOR,
+                        expected=synced,
+                        text_only=True,
+                    )
+                    return name, head
+                except (ValueError, KeyError, NotTreeError, NothingToCommit):
+                    # files that cannot be held together (``notes`` and ``notes/a.md``, or
+                    # one under a file of the commit): each at the top, named by its path
+                    if files is not changes:
+                        raise
+                    was = dict(kept)
+                    kept.update(
+                        {path: at.replace("/", "%2F") + ".rescued" for path, at in was.items()}
+                    )
+                    files = {kept[path]: changes[at] for path, at in was.items()}
+            raise AssertionError("unreachable")
 
         name, head = await in_repo(self.repos, repo, write)
         log.warning(

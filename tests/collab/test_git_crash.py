@@ -264,6 +264,43 @@ async def test_a_branch_deleted_outside_before_recovery_has_its_edits_kept_on_a_
     git(demo, "fsck", "--full", "--strict")
 
 
+async def test_a_branch_deleted_outside_whose_last_commit_is_gone_keeps_its_edits_alone(
+    repos: Path, tmp_path: Path
+) -> None:
+    """As above, but the commit its documents last matched is gone too (its record points
+    at an object the repository no longer has): their text is kept on a branch of its own
+    all the same, made of it alone, and the name can be made again (every start failed,
+    and so did every making of the name)."""
+    demo = repos / "demo"
+    data = tmp_path / "data"
+    server = ServerProcess(
+        repos, data, extra_args=("--commit-idle", "300", "--commit-max-lag", "600")
+    )
+    await server.start()
+    try:
+        async with Client(server.url, user="alice") as alice:
+            await alice.call("branch.create", repo="demo", name="feat")
+            doc = await alice.open("demo/feat:README.md")
+            doc.insert(0, "stored, never committed\n")
+            await alice.flush()
+            text = str(doc.text)
+            await server.kill()
+        git(demo, "update-ref", "-d", "refs/heads/feat")
+        record = demo / "refs" / "collab" / "synced" / "feat"  # (git refuses to write it)
+        assert record.is_file()
+        record.write_text("1234" * 10 + "\n")
+        await server.start()
+        async with Client(server.url, user="alice") as alice:
+            made = await alice.call("branch.create", repo="demo", name="feat")
+            assert made["name"] == "feat"
+        await server.stop()
+    finally:
+        await server.stop()
+    assert (data / CLEAN_SHUTDOWN).exists()
+    assert show(demo, "feat-rescued", "README.md") == text
+    assert git(demo, "rev-list", "--count", "feat-rescued").strip() == "1"
+
+
 async def test_a_repository_missing_at_recovery_keeps_the_next_start_looking(
     repos: Path, tmp_path: Path
 ) -> None:
