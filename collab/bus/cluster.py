@@ -75,6 +75,12 @@ class Cluster:
         process their key names: a set a dead or replaced process left is not read)."""
         return await nodes_with_open(self._client, self.bus.keys, branch, besides=self.node_id)
 
+    async def open_elsewhere_now(self, branch: str) -> list[str]:
+        """As :meth:`open_elsewhere`, once every node has beaten since this was asked: a
+        document opened just before (its node's set not written yet) is counted too."""
+        await asyncio.sleep(self.bus.heartbeat_s + 0.5)
+        return await self.open_elsewhere(branch)
+
     async def status(self) -> dict[str, object]:
         """The nodes alive and whether this one reaches Redis (for ``/healthz``): answered
         within a second, whatever Redis does."""

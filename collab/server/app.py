@@ -188,7 +188,10 @@ class CollabServer(Lifecycle):
             self.branches.open_elsewhere = lambda repo, name: cluster.open_elsewhere(
                 f"{repo}/{name}"
             )
-            self.git.open_elsewhere = self.branches.open_elsewhere
+            # (a branch deleted outside: one its last beat did not list yet is counted too)
+            self.git.open_elsewhere = lambda repo, name: cluster.open_elsewhere_now(
+                f"{repo}/{name}"
+            )
         self.services.append(self.branches)  # stopped before the git work's final commits
         self.merges = Merges(self.repos, self.branches)
         register_git_ops(self.ops, self.branches, self.merges, self.events)
