@@ -9,6 +9,7 @@ whoever made them; the syncer tells its own edits apart by content, not by origi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,11 @@ from protocol.errors import ErrorCode
 
 from ..client import Client, Document
 
-__all__ = ["Documents"]
+__all__ = ["FLUSH_WAIT", "Documents"]
+
+FLUSH_WAIT = 30.0
+"""Seconds an open waits for the server to confirm edits made while it was away, so that
+their documents may be closed to make room."""
 
 
 class Documents:
@@ -87,11 +92,23 @@ class Documents:
         return document
 
     async def _make_room(self) -> None:
+        flushed = False
         while len(self._open) + len(self._opening) > self.limit:
             victim = next((p for p in self._open if self._closable(p)), None)
+            if victim is None and not flushed and self._unconfirmed():
+                # edits made while the server was away: once it has them (when it is back),
+                # their documents may be closed (opened past the limit, the next documents
+                # were refused by the server's own cap, and taken for files not text)
+                flushed = True
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await self.client.flush(FLUSH_WAIT)
+                continue
             if victim is None:
                 return  # everything is in use: the server refuses past its own cap
             await self.close(victim)
+
+    def _unconfirmed(self) -> bool:
+        return any(document.confirmed < document.edits for document in self._open.values())
 
     def _closable(self, path: str) -> bool:
         """Not in use, and holding no edit the server has not confirmed durable (one made

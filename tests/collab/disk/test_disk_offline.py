@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from conftest import MakeTree
+from conftest import MakeTree, until
 
 from collab import Client, CollabServer
 from collab.disk.state import STATE_FILE, SyncState, digest
@@ -264,3 +264,38 @@ async def test_a_file_edited_while_disconnected_is_not_closed_to_make_room(
             doc = await bob.open(f"demo/main:f{i}.txt")
             assert str(doc.text) == f"file {i}, new while disconnected\n"
     assert (root / "f0.txt").read_text() == "file 0\nwritten while disconnected\n"
+
+
+async def test_files_new_while_every_open_document_holds_unsent_edits_still_go_live(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """Every document the syncer has open holds an edit made while the server was away,
+    and new files come: once the server has the edits back, those documents make room
+    (opened past the limit, the new files met the server's cap of open documents, and were
+    taken for files that are not text: committed through git for the rest of the run)."""
+    server.config.max_open_docs = 8  # (the limit, and the new files opened at once)
+    root = tmp_path / "wt"
+    tree = make_tree(root, open_limit=3)
+    await tree.start()
+    for i in range(3):
+        (root / f"f{i}.txt").write_text(f"file {i}\n")
+    await until(lambda: len(tree.events.of("sync")) >= 3, timeout=20)  # type: ignore[attr-defined]
+    await tree.wait_idle()
+    assert tree.client is not None
+    tree.client.reconnect = True
+    tree.client.min_backoff = tree.client.max_backoff = 2.0
+    await tree.client.drop_connection()
+    for i in range(3):
+        (root / f"f{i}.txt").write_text(f"file {i}\nwritten while disconnected\n")
+    await asyncio.sleep(0.5)  # (the edits are made in their documents, not sent)
+    new = [f"n{i}.txt" for i in range(6)]
+    for path in new:
+        (root / path).write_text(f"{path}, new while disconnected\n")
+    async with Client(server.url, user="bob") as bob:
+        for path in new:
+            doc = await bob.open(f"demo/main:{path}")
+            await doc.wait_for(lambda t, p=path: t == f"{p}, new while disconnected\n", timeout=30)
+            await doc.close()
+    await tree.wait_idle()
+    directions = {e["path"]: e["direction"] for e in tree.events.of("sync")}  # type: ignore[attr-defined]
+    assert all(directions[path] == "disk->live" for path in new), [directions[p] for p in new]
