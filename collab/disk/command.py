@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 async def _sync(args: argparse.Namespace, token: str | None) -> int:
     from ..cli.branch_commands import refusal
     from ..client import ClientError
+    from ..store.data_lock import DataDirBusy
     from .checkout import GitError
     from .report import Counters, json_lines, status_line
     from .syncer import WorkingTree
@@ -107,7 +108,7 @@ async def _sync(args: argparse.Namespace, token: str | None) -> int:
     except ClientError as exc:
         print(f"collab sync: {refusal(args, _code_name(exc.code), exc.message)}", file=sys.stderr)
         return 2
-    except (ConnectionError, GitError, OSError) as exc:
+    except (ConnectionError, GitError, OSError, DataDirBusy) as exc:
         print(f"collab sync: {exc}", file=sys.stderr)
         return 2
     try:

@@ -14,6 +14,7 @@ from protocol.names import validate_branch, validate_repo
 from ..client import ClientError
 from ..lifecycle import Lifecycle
 from ..server.auth import Authenticator, Role, TokenAuthenticator
+from ..store.data_lock import DataDirBusy
 from .checkout import GitError
 from .syncer import MAX_FILE, WorkingTree
 
@@ -72,7 +73,7 @@ class ServedTrees(Lifecycle):
     async def start(self) -> None:
         """Start each working tree in turn; if one cannot start (no such repository or
         branch, a directory that is neither empty nor a checkout), stop those started and
-        raise :class:`WorktreeError`."""
+        raise :class:`WorktreeError` (also if another syncer keeps its directory in sync)."""
         try:
             for spec in self.specs:
                 await self._start(spec)
@@ -98,7 +99,7 @@ class ServedTrees(Lifecycle):
             await tree.start()
         except ClientError as exc:
             raise WorktreeError(f"--worktree {spec}: {exc.message}") from None
-        except GitError as exc:
+        except (GitError, DataDirBusy) as exc:
             raise WorktreeError(f"--worktree {spec}: {exc}") from None
         except OSError as exc:
             what = exc.strerror or str(exc)

@@ -18,9 +18,11 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["STATE_FILE", "SyncState", "digest"]
+__all__ = ["LOCK_FILE", "STATE_FILE", "SyncState", "digest"]
 
 STATE_FILE = "collab-sync.sqlite"
+LOCK_FILE = "collab-sync.lock"
+"""Beside the state, locked by the syncer that keeps the tree in sync (it holds its pid)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL);

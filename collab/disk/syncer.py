@@ -31,6 +31,7 @@ from protocol.errors import ErrorCode
 from ..client import Client, ClientError, Document
 from ..lifecycle import Lifecycle
 from ..live.text_edits import apply_edits, diff_edits
+from ..store.data_lock import DataDirLock
 from .checkout import Checkout, FileMoved, GitError, TreeEntry
 from .documents import Documents
 from .files import (
@@ -47,7 +48,7 @@ from .pushes import ANY, Pushes
 from .reconcile import holds_change, reconcile, stale_base
 from .replaced import ReplacedFiles
 from .report import Counters, Reporter
-from .state import STATE_FILE, SyncState, digest
+from .state import LOCK_FILE, STATE_FILE, SyncState, digest
 from .watcher import changed_on_disk, watch
 from .writers import allow_lease_checks, read_when_written, writers_done
 
@@ -121,6 +122,12 @@ class WorkingTree(Lifecycle):
         self._docs: Documents | None = None
         self._checkout: Checkout | None = None
         self._state: SyncState | None = None
+        self._lock = DataDirLock(
+            self.root / ".git",
+            LOCK_FILE,
+            "stop it first (it keeps the directory in sync already), or sync another directory",
+            subject=self.root,
+        )
         self._filter: PathFilter | None = None
         self._tree: dict[str, TreeEntry] = {}  # the branch head last fetched
         self._head = ""
@@ -156,15 +163,25 @@ class WorkingTree(Lifecycle):
 
     async def start(self) -> None:
         """Connect, check the branch out (or adopt the checkout), merge what changed on
-        either side since the last run, and start watching both."""
+        either side since the last run, and start watching both.
+
+        One syncer at a time keeps a directory in sync (two would make every edit twice):
+        another one's raises :class:`~collab.store.data_lock.DataDirBusy` naming its pid."""
         allow_lease_checks()  # to wait for saves under way (SIGIO ignored: see .writers)
+        self._hold_tree()
         self.client = Client(self.url, token=self.token, user=self.user)
-        await self.client.connect()
         try:
+            await self.client.connect()
             await self._start(self.client)
         except BaseException:
             await self.stop()
             raise
+
+    def _hold_tree(self) -> None:
+        """Lock the directory for this syncer's life, once it is a checkout (the lock lives
+        in its ``.git``; one being cloned has none yet)."""
+        if (self.root / ".git").is_dir():
+            self._lock.acquire()
 
     async def _start(self, client: Client) -> None:
         if not self.branch:
@@ -175,6 +192,7 @@ class WorkingTree(Lifecycle):
         await client.commit(self.repo, self.branch)  # live edits not committed yet reach git
         first = not (self.root / ".git" / STATE_FILE).exists()  # never synced here before
         cloned = await self._checkout.ensure(first=first)
+        self._hold_tree()
         self._pushes = Pushes(self._checkout, self.root.name, self._pushed)
         self._state = SyncState(self.root / ".git" / STATE_FILE)
         self._filter = PathFilter(self.root)
@@ -310,6 +328,7 @@ class WorkingTree(Lifecycle):
             self._state.close()
         if self._filter is not None:
             self._filter.close()
+        self._lock.release()
 
     # -- scheduling ----------------------------------------------------------------------------
 

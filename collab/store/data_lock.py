@@ -27,9 +27,11 @@ class DataDirLock:
         data_dir: Path,
         name: str = LOCK_FILE,
         remedy: str = "stop it first, or give this one another directory",
+        subject: Path | None = None,
     ) -> None:
         self.path = Path(data_dir) / name
         self.remedy = remedy  # what to do when another process holds it
+        self.subject = subject or self.path.parent  # the directory a refusal names
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -44,8 +46,7 @@ class DataDirLock:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise DataDirBusy(
-                f"{self.path.parent} is in use by another collab process (pid {holder}); "
-                f"{self.remedy}"
+                f"{self.subject} is in use by another collab process (pid {holder}); {self.remedy}"
             ) from None
         except BaseException:
             os.close(fd)
