@@ -240,6 +240,7 @@ class Client:
         self.close_code: int | None = None
         self.errors: list[m.Error] = []
         self.reconnects = 0
+        self.on_reconnect: list[Callable[[], None]] = []  # called as each reconnection is welcomed
         self._next_ref = 1
         self._next_ping = 1
         self._pongs: dict[int, asyncio.Future[None]] = {}
@@ -612,6 +613,12 @@ class Client:
                     self._next_call += 1
                     args = {k: v for k, v in sub.items() if k != "op"}
                     self.send(m.Call(call_id, sub["op"], args))
+                if self._connection > 1:  # (what was sent meanwhile, events, is gone)
+                    for hook in list(self.on_reconnect):
+                        try:
+                            hook()
+                        except Exception:
+                            log.exception("a reconnection hook failed")
             case m.Result(id=call_id):
                 pending = self._calls.pop(call_id, None)
                 if pending is not None and not pending.done():

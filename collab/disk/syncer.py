@@ -203,6 +203,7 @@ class WorkingTree(Lifecycle):
         )
         await client.subscribe("events.subscribe", repo=self.repo)
         self._services.append(asyncio.create_task(self._events(client)))
+        client.on_reconnect.append(lambda: self._reconnected(client))
         head = await self._checkout.fetch()
         suspects = await self._adopt(self._state, self._checkout, self._filter, head, cloned)
         state = self._state
@@ -988,6 +989,21 @@ class WorkingTree(Lifecycle):
                     self.schedule(path, remote=True)
             elif kind in ("commit", "ref"):
                 self._kick_catch_up()
+
+    def _reconnected(self, client: Client) -> None:
+        """The connection is back: the events sent while it was away are lost, so the branch
+        is fetched and followed (a push made meanwhile reaches the disk)."""
+        if self._stop.is_set():
+            return
+        self._services = [task for task in self._services if not task.done()]
+        self._services.append(asyncio.create_task(self._catch_up_after_reconnect(client)))
+
+    async def _catch_up_after_reconnect(self, client: Client) -> None:
+        # subscribed again first (the client renews it, unanswered): a push after the fetch
+        # below is told as an event
+        with contextlib.suppress(ClientError, ConnectionError, TimeoutError):
+            await client.call("events.subscribe", repo=self.repo)
+        self._kick_catch_up()
 
     def _kick_catch_up(self) -> None:
         if self._catching_up is not None and not self._catching_up.done():

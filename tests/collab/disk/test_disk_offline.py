@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from conftest import MakeTree, until
+from gitcli import git
+from test_disk_git import other_clone
 
 from collab import Client, CollabServer
 from collab.disk.state import STATE_FILE, SyncState, digest
@@ -299,3 +301,38 @@ async def test_files_new_while_every_open_document_holds_unsent_edits_still_go_l
     await tree.wait_idle()
     directions = {e["path"]: e["direction"] for e in tree.events.of("sync")}  # type: ignore[attr-defined]
     assert all(directions[path] == "disk->live" for path in new), [directions[p] for p in new]
+
+
+async def test_a_push_made_while_the_syncer_reconnects_reaches_the_disk(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A push lands while the syncer's connection is down: the event that told of it is
+    lost with the connection, so the syncer fetches the branch when it is back, and the
+    pushed files reach the disk."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    client = tree.client
+    assert client is not None
+    back = asyncio.Event()
+    connect = client._connect_once
+
+    async def held(welcomed: asyncio.Future[None]) -> None:
+        await back.wait()
+        await connect(welcomed)
+
+    client._connect_once = held  # type: ignore[method-assign]
+    client.min_backoff = client.max_backoff = 0.05
+    await client.drop_connection()
+    await until(lambda: not client.connected.is_set())
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    (work / "pushed.txt").write_text("pushed while the syncer was away\n")
+    (work / "src" / "app.py").write_text("print('pushed')\n")
+    await asyncio.to_thread(git, work, "add", "-A")
+    await asyncio.to_thread(git, work, "commit", "-qm", "pushed while away")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+    back.set()
+    await until(lambda: (root / "pushed.txt").exists(), timeout=10)
+    await tree.wait_idle()
+    assert (root / "pushed.txt").read_text() == "pushed while the syncer was away\n"
+    assert (root / "src" / "app.py").read_text() == "print('pushed')\n"
