@@ -1,6 +1,8 @@
 """The last synced state of a working tree, recorded inside it: for each file, the content
 that the disk and the live document both had when they last agreed (the base of the next
-three-way merge), and the branch head the tree last caught up with. Before a side is changed,
+three-way merge), and the branch head the tree last caught up with, with the files that head
+changed whose sync has not run yet (a syncer killed before it wrote them syncs them at its next
+start: the head no longer tells they changed). Before a side is changed,
 the text both sides are about to hold is noted as *sent*, with the sides it is about to change:
 if the syncer dies before the server acknowledges it, the next start finds out from those
 sides whether it arrived.
@@ -31,6 +33,7 @@ CREATE TABLE IF NOT EXISTS sent (
     path TEXT PRIMARY KEY, digest TEXT NOT NULL, data BLOB NOT NULL, live INTEGER NOT NULL,
     disk INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS due (path TEXT PRIMARY KEY);
 """
 
 
@@ -54,6 +57,7 @@ class SyncState:
         self._by_digest: dict[str, set[str]] = {}  # digest -> the paths whose base has it
         for file, key in self._digests.items():
             self._by_digest.setdefault(key, set()).add(file)
+        self._due: set[str] = {row[0] for row in self._db.execute("SELECT path FROM due")}
 
     def close(self) -> None:
         self._db.close()
@@ -142,6 +146,27 @@ class SyncState:
         if gone:
             self._db.executemany("DELETE FROM files WHERE path = ?", gone)
             self._db.executemany("DELETE FROM sent WHERE path = ?", gone)
+
+    def set_head(self, head: str, due: Iterable[str] = ()) -> None:
+        """Record ``head`` as the branch head the tree caught up with, and ``due``, the files
+        it changed that are still to be synced, in one transaction."""
+        added = [path for path in dict.fromkeys(due) if path not in self._due]
+        with self._db:
+            self._db.execute("BEGIN")
+            rows = [(path,) for path in added]
+            self._db.executemany("INSERT OR IGNORE INTO due (path) VALUES (?)", rows)
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?)", (head,))
+        self._due.update(added)
+
+    def due(self) -> set[str]:
+        """The files a recorded head changed whose sync has not run to its end yet."""
+        return set(self._due)
+
+    def synced(self, path: str) -> None:
+        """A sync of ``path`` ran to its end after it was due: it is no longer."""
+        if path in self._due:
+            self._db.execute("DELETE FROM due WHERE path = ?", (path,))
+            self._due.discard(path)
 
     def get(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

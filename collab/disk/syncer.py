@@ -246,7 +246,7 @@ class WorkingTree(Lifecycle):
             unborn = True
             await checkout.take_branch(head)
             state.set_bases({})
-            state.put("head", head)
+            state.set_head(head, [path for path in await checkout.tree(head) if paths.wanted(path)])
             last = head
         if last is None:  # first run here: the files on disk came from the checked-out commit
             last = await checkout.head() or head
@@ -264,6 +264,7 @@ class WorkingTree(Lifecycle):
         checkout.keep_bytes()
         self._tree = await checkout.tree(head)
         suspects = set(await checkout.changed(last, head)) if last != head else set()
+        suspects |= state.due()  # changed by the head recorded last, not synced before a kill
         if unborn:
             suspects |= set(self._tree)  # every file of the branch comes to disk, merged
         self._gone |= {path for path in suspects if path not in self._tree}
@@ -271,8 +272,9 @@ class WorkingTree(Lifecycle):
         self._head = head
         if suspects:
             await self._classify(checkout, suspects)
-        state.put("head", head)  # what these paths hold at the head is merged from here on
-        return {path for path in suspects if paths.wanted(path)}
+        due = {path for path in suspects if paths.wanted(path)}
+        state.set_head(head, due)  # what these paths hold at the head is merged from here on
+        return due
 
     async def _undo_conversions(
         self, checkout: Checkout, commit: str, bases: dict[str, bytes]
@@ -377,6 +379,8 @@ class WorkingTree(Lifecycle):
         self._locks.add(path)
         try:
             await self._sync(path, wait)
+            if path not in self._again and self._state is not None:
+                self._state.synced(path)  # (scheduled again meanwhile: due until that sync)
         except (ClientError, ConnectionError, TimeoutError, OSError) as exc:
             if isinstance(exc, ClientError) and exc.code in _REFUSED:
                 self._refuse(path, exc)  # the server takes no file of that name, ever
@@ -395,6 +399,8 @@ class WorkingTree(Lifecycle):
         """Leave ``path`` out of the sync (reported once): a name the server refuses."""
         self._refused.add(path)
         self._remote.discard(path)
+        if self._state is not None:
+            self._state.synced(path)
         log.warning("%r: not synced: %s", path, exc)  # (%r: a name may hold a line break)
         self._emit(event="error", path=path, message=f"not synced: {exc}")
 
@@ -1029,12 +1035,16 @@ class WorkingTree(Lifecycle):
             self._update_idle()
 
     async def _follow(self, checkout: Checkout, state: SyncState, head: str) -> None:
-        """Sync the files that changed on the branch between the last head seen and ``head``."""
+        """Sync the files that changed on the branch between the last head seen and ``head``.
+
+        ``head`` is recorded with those files as due, before their syncs begin; each is no
+        longer due once its sync has run (see :meth:`_sync_guarded`): a syncer killed before
+        it wrote them all syncs the others at its next start."""
         changed = await checkout.changed(self._head, head)
         old_tree, self._tree = self._tree, await checkout.tree(head)
-        self._head = head
         await self._classify(checkout, changed)
         blobs = await checkout.blobs(self._tree[path].sha for path in changed if path in self._tree)
+        due: list[str] = []
         for path in changed:
             if self._filter is None or not self._filter.wanted(path):
                 continue
@@ -1044,14 +1054,17 @@ class WorkingTree(Lifecycle):
             if path not in self._tree:
                 if path in old_tree:
                     self._gone.add(path)
-                self.schedule(path, remote=True)
+                due.append(path)
                 continue
-            if self._docs is not None and self._docs.get(path) is not None:
-                continue  # its document is open: its live edits arrive by themselves
             if blobs.get(self._tree[path].sha) == self._base(path):
                 continue  # the commit holds what both sides already have
+            # (also a file whose document is open: its live edits arrive by themselves, but
+            # it stays due until a sync of it has run since)
+            due.append(path)
+        self._head = head
+        state.set_head(head, due)
+        for path in due:
             self.schedule(path, remote=True)
-        state.put("head", head)
 
     # -- the executable bit ----------------------------------------------------------------------
 

@@ -9,8 +9,11 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import MakeTree, until
 from gitcli import git
 from test_disk_git import other_clone
@@ -94,7 +97,15 @@ def _sync_command(root: Path, url: str) -> list[str]:
     ]
 
 
-async def _start_syncer(root: Path, url: str) -> tuple[asyncio.subprocess.Process, list[dict]]:
+def _is_ready(event: dict[str, Any]) -> bool:
+    return bool(event["event"] == "ready")
+
+
+async def _start_syncer(
+    root: Path, url: str, started: Callable[[dict[str, Any]], bool] = _is_ready
+) -> tuple[asyncio.subprocess.Process, list[dict]]:
+    """``collab sync`` in a process of its own, once it reported an event ``started``
+    takes for its start (default: ready)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = await asyncio.create_subprocess_exec(
         *_sync_command(root, url),
@@ -109,7 +120,7 @@ async def _start_syncer(root: Path, url: str) -> tuple[asyncio.subprocess.Proces
             line = await process.stdout.readline()
             assert line, "the syncer exited before it was ready"
             events.append(json.loads(line))
-            if events[-1]["event"] == "ready":
+            if started(events[-1]):
                 break
 
     async def pump() -> None:
@@ -336,3 +347,56 @@ async def test_a_push_made_while_the_syncer_reconnects_reaches_the_disk(
     await tree.wait_idle()
     assert (root / "pushed.txt").read_text() == "pushed while the syncer was away\n"
     assert (root / "src" / "app.py").read_text() == "print('pushed')\n"
+
+
+def _writes_many(event: dict[str, Any]) -> bool:
+    return bool(event["event"] == "sync" and event["path"].startswith("many/"))
+
+
+@pytest.mark.parametrize("moment", ["following", "starting"])
+async def test_killed_while_a_push_reaches_the_disk_the_restart_brings_the_rest(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, moment: str
+) -> None:
+    """``collab sync`` killed (SIGKILL) while it writes the files a push changed, pushed
+    while it runs (``following``) or while it was stopped (``starting``): the head it
+    followed is recorded with the files still to write, so the next start writes them, and
+    git in the tree sees nothing changed (no phantom edits that would undo the push)."""
+    root = tmp_path / "wt"
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    names = [f"many/f{n:03d}.txt" for n in range(200)]
+    (work / "many").mkdir()
+    for name in names:
+        (work / name).write_text(f"{name} as first pushed\n")
+    await asyncio.to_thread(git, work, "add", "-A")
+    await asyncio.to_thread(git, work, "commit", "-qm", "many files")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+
+    async def push() -> None:
+        for name in names:
+            (work / name).write_text(f"{name} changed by a push\n")
+        await asyncio.to_thread(git, work, "commit", "-qam", "change them all")
+        await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+
+    if moment == "following":
+        process, events = await _start_syncer(root, server.url)
+        try:
+            await push()
+            await until(lambda: any(_writes_many(event) for event in events))
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+    else:
+        first = make_tree(root)
+        await first.start()
+        await first.stop()
+        await push()
+        process, events = await _start_syncer(root, server.url, _writes_many)
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    stale = [n for n in names if (root / n).read_text() != f"{n} changed by a push\n"]
+    assert stale, "every file was written before the kill"
+    tree = make_tree(root)
+    await tree.start()
+    await tree.wait_idle()
+    assert [n for n in names if (root / n).read_text() != f"{n} changed by a push\n"] == []
+    assert git(root, "status", "--porcelain") == ""
