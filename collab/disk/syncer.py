@@ -320,6 +320,7 @@ class WorkingTree(Lifecycle):
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         self._services.clear()
+        await self._finish_following()
         if self.client is not None and self._state is not None and self._bases:
             with contextlib.suppress(Exception):
                 await self._flush_bases(self.client, self._state)
@@ -332,6 +333,16 @@ class WorkingTree(Lifecycle):
         if self._filter is not None:
             self._filter.close()
         self._lock.release()
+
+    async def _finish_following(self) -> None:
+        """Let the checkout's branch and index finish moving to the head (the syncs that just
+        ended may have started that): cut half way, the branch would be moved without the
+        index, and its git commands left running once the syncer is gone."""
+        while (following := self._following) is not None and not following.done():
+            await asyncio.wait([following], timeout=10)
+            if not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
 
     # -- scheduling ----------------------------------------------------------------------------
 

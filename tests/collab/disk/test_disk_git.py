@@ -523,6 +523,37 @@ async def test_git_in_the_tree_sees_the_branch_as_it_is_at_the_server(
         assert git(root, "rev-parse", "HEAD").strip() == mine
 
 
+async def test_a_stop_waits_for_the_checkout_to_finish_following_the_branch(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """The syncer stopped while the checked-out branch and the index move to a new head: the
+    stop waits for them (no git command is cut half way, or left running after it)."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    checkout = tree._checkout
+    assert checkout is not None
+    moving = asyncio.Event()
+    follow = checkout.follow
+
+    async def slow_follow(head: str) -> None:
+        moving.set()
+        await asyncio.sleep(0.3)  # (a slow disk: the stop comes while it moves)
+        await follow(head)
+
+    checkout.follow = slow_follow  # type: ignore[method-assign]
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/main:README.md")
+        doc.insert(0, "typed by bob\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+    head = git(server.config.repos / "demo", "rev-parse", "main").strip()
+    await asyncio.wait_for(moving.wait(), 15)
+    await tree.stop()
+    assert git(root, "rev-parse", "HEAD").strip() == head
+    assert git(root, "status", "--porcelain", "--untracked-files=no") == ""
+
+
 async def test_the_checkout_follows_the_branch_while_someone_types_without_a_pause(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
