@@ -122,7 +122,9 @@ class Checkout:
         else is another project, refused before anything in it is changed. Adopted the
         ``first`` time, it must have the branch checked out (or nothing committed yet): the
         sync writes the branch's files into it, which under another branch's name would
-        read as changes of that branch."""
+        read as changes of that branch; and no commit of its own that the server lacks: the
+        sync starts from the commit the files came from, and would take their changes out
+        of the files as changes the server's branch does not have."""
         if (self.root / ".git").is_dir():
             remotes = (await self.git("remote")).decode().split()
             if "origin" in remotes:
@@ -138,6 +140,8 @@ class Checkout:
                 await self._check_checked_out()
             verb = "set-url" if "origin" in remotes else "add"
             await self.git("remote", verb, "origin", self.remote_url)
+            if first:
+                await self._check_pushed()
             return False
         if self.root.exists() and any(self.root.iterdir()):
             raise GitError(
@@ -198,6 +202,28 @@ class Checkout:
             f"{self.root} has {shown} checked out, not {self.branch}: check that branch out "
             f"there first (git -C {self.root} fetch origin && git -C {self.root} checkout "
             f"{self.branch}), or sync the branch it has (--branch NAME)"
+        )
+
+    async def _check_pushed(self) -> None:
+        """Refuse a checkout whose branch has commits the server's does not have."""
+        mine = await self.head()
+        if mine is None:
+            return
+        await self.fetch()
+        try:
+            await self.git("merge-base", "--is-ancestor", mine, self.remote_ref)
+            return  # each of its commits is the server's
+        except GitError:
+            pass
+        ahead = (await self.git("rev-list", "--count", f"{self.remote_ref}..{mine}")).decode()
+        count = int(ahead.strip() or 0)
+        shared = (await self.git("merge-base", mine, self.remote_ref)).decode().strip()
+        raise GitError(
+            f"{self.root} has {count} commit{'s' if count != 1 else ''} on {self.branch} that "
+            f"the server does not have: push them first (git -C {self.root} push origin "
+            f"{self.branch}), or take them off the branch, their changes kept in the files for "
+            f"the sync to send (git -C {self.root} reset {shared[:12]}, the last commit the "
+            "server has too)"
         )
 
     async def _check_related(self) -> None:

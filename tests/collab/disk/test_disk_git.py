@@ -420,6 +420,45 @@ async def test_a_clone_with_another_branch_checked_out_is_refused_until_it_has_t
     assert (work / "README.md").read_text().startswith("on topic\n")
 
 
+async def test_a_clone_with_commits_the_server_lacks_is_refused_until_they_are_off_the_branch(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A clone with a commit of its own not pushed, synced for the first time while the
+    branch moved at the server: the sync would take the commit's changes out of the files
+    (they are not the branch's), so it is refused, saying to push it or take it off the
+    branch; taken off with its changes kept in the files, the sync sends them, and the
+    server's change comes to disk beside them."""
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    readme_file = work / "README.md"
+    readme_file.write_text(readme_file.read_text() + "committed in the clone\n")
+    git(work, "commit", "-qam", "mine, not pushed")
+    mine = readme_file.read_text()
+    async with Client(server.url, user="bob") as bob:
+        app = await bob.open("demo/main:src/app.py")
+        app.insert(0, "# typed at the server\n")
+        await bob.flush()
+        await bob.commit("demo", "main")
+        tree = make_tree(work)
+        with pytest.raises(
+            GitError, match="has 1 commit on main that the server does not have"
+        ) as refused:
+            await tree.start()
+        await tree.stop()
+        assert readme_file.read_text() == mine
+        assert not (work / ".git" / "collab-sync.sqlite").exists()
+        shared = git(work, "rev-parse", "HEAD~1").strip()
+        assert "push origin main), or take them off the branch" in str(refused.value)
+        assert f"(git -C {work} reset {shared[:12]}, the last commit" in str(refused.value)
+        await asyncio.to_thread(git, work, "reset", "-q", shared)
+        tree = make_tree(work)
+        await tree.start()
+        readme = await bob.open("demo/main:README.md")
+        await readme.wait_for(lambda text: text == mine)
+        await tree.wait_idle()
+    assert readme_file.read_text() == mine
+    assert (work / "src" / "app.py").read_text() == "# typed at the server\nprint('hello')\n"
+
+
 @pytest.mark.parametrize("moving", [False, True], ids=["quiet", "branch-moves-under-the-push"])
 async def test_a_large_text_file_changed_on_disk_and_live_keeps_both(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path, moving: bool
