@@ -123,7 +123,13 @@ class RespProtocol(asyncio.Protocol):
             self.finish(RedisConnectionError(f"unreadable reply from Redis: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.finish(exc or RedisConnectionError("Connection closed by server."))
+        if exc is None:
+            exc = RedisConnectionError("Connection closed by server.")
+        elif isinstance(exc, OSError):  # (a reset: the same loss as a close, told the same)
+            lost = RedisConnectionError(f"connection to Redis lost: {exc}")
+            lost.__cause__ = exc
+            exc = lost
+        self.finish(exc)
 
 
 async def open_resp(

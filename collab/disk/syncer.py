@@ -35,6 +35,7 @@ from ..store.data_lock import DataDirLock
 from .checkout import Checkout, FileMoved, GitError, TreeEntry
 from .documents import Documents
 from .files import (
+    TEMP_MARK,
     PathFilter,
     Raced,
     Stamp,
@@ -206,6 +207,7 @@ class WorkingTree(Lifecycle):
         client.on_reconnect.append(lambda: self._reconnected(client))
         head = await self._checkout.fetch()
         suspects = await self._adopt(self._state, self._checkout, self._filter, head, cloned)
+        await self._clear_left_writes(self._checkout)
         state = self._state
         watching = watch(
             self.root,
@@ -275,6 +277,35 @@ class WorkingTree(Lifecycle):
         due = {path for path in suspects if paths.wanted(path)}
         state.set_head(head, due)  # what these paths hold at the head is merged from here on
         return due
+
+    async def _clear_left_writes(self, checkout: Checkout) -> None:
+        """Remove the files a syncer killed while writing left beside their paths
+        (``.NAME.collab-tmp-PID``) that hold what the branch or the file holds: a write of
+        it, which this start makes again if it is still due. Any other such file may hold a
+        save a write had set aside: it is kept, and reported."""
+        mark = TEMP_MARK
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = [name for name in dirs if name != ".git"]
+            for name in files:
+                at = name.find(mark)
+                if not name.startswith(".") or at < 0 or name.endswith(f"{mark}{os.getpid()}"):
+                    continue
+                left = Path(folder) / name
+                target = left.with_name(name[1:at])
+                rel = target.relative_to(self.root).as_posix()
+                try:
+                    data = left.read_bytes()
+                    entry = self._tree.get(rel)
+                    same = target.is_file() and target.read_bytes() == data
+                    if not same and entry is not None:
+                        same = (await checkout.blobs([entry.sha])).get(entry.sha) == data
+                    if same:
+                        left.unlink()
+                        continue
+                except OSError:
+                    continue
+                log.warning("%s: left by a write cut short; it may hold a save: kept", left)
+                self._emit(event="error", path=rel, message=f"{name} kept: it may hold a save")
 
     async def _undo_conversions(
         self, checkout: Checkout, commit: str, bases: dict[str, bytes]

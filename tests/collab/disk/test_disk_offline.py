@@ -400,3 +400,28 @@ async def test_killed_while_a_push_reaches_the_disk_the_restart_brings_the_rest(
     await tree.wait_idle()
     assert [n for n in names if (root / n).read_text() != f"{n} changed by a push\n"] == []
     assert git(root, "status", "--porcelain") == ""
+
+
+async def test_the_files_a_killed_write_left_are_cleared_at_the_next_start(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """A syncer killed while writing a file leaves its temporary beside it: the next start
+    removes one that holds what the branch (or the file) holds, a write it makes again if
+    need be; one that holds anything else may be a save set aside, and is kept, reported."""
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    await tree.wait_idle()
+    await tree.stop()
+    readme = (root / "README.md").read_bytes()
+    ours = root / ".README.md.collab-tmp-99999"
+    ours.write_bytes(readme)
+    theirs = root / "src" / ".app.py.collab-tmp-99998"
+    theirs.write_text("a save set aside\n")
+    again = make_tree(root)
+    await again.start()
+    await again.wait_idle()
+    assert not ours.exists()
+    assert theirs.read_text() == "a save set aside\n"
+    reported = [e["path"] for e in again.events.of("error")]  # type: ignore[attr-defined]
+    assert reported == ["src/app.py"]
