@@ -229,6 +229,27 @@ async def test_a_clean_shutdown_spares_the_next_start_the_recovery_scan(
     assert marker.exists()
 
 
+ONLY_CRASHES_COMMIT = ("--commit-idle", "300", "--commit-max-lag", "600")
+"""A server that makes no commit of its own before the test is over (but at start, of what
+a crash left)."""
+
+
+async def killed_with_an_edit_stored(server: ServerProcess, branch: str) -> str:
+    """Alice types a line into ``branch``'s README (made first, unless it is ``main``), it
+    is stored but not committed, and the server is killed: the text her document held."""
+    async with Client(server.url, user="alice") as alice:
+        if branch == "main":
+            await alice.join("demo")  # (making alice's own branch commits main)
+        else:
+            await alice.call("branch.create", repo="demo", name=branch)
+        doc = await alice.open(f"demo/{branch}:README.md")
+        doc.insert(0, "stored, never committed\n")
+        await alice.flush()
+        text = str(doc.text)
+        await server.kill()
+    return text
+
+
 async def test_a_branch_deleted_outside_before_recovery_has_its_edits_kept_on_a_branch(
     repos: Path, tmp_path: Path
 ) -> None:
@@ -237,18 +258,10 @@ async def test_a_branch_deleted_outside_before_recovery_has_its_edits_kept_on_a_
     while running, forgets the deleted one, and the start after is clean."""
     demo = repos / "demo"
     data = tmp_path / "data"
-    server = ServerProcess(
-        repos, data, extra_args=("--commit-idle", "300", "--commit-max-lag", "600")
-    )
+    server = ServerProcess(repos, data, extra_args=ONLY_CRASHES_COMMIT)
     await server.start()
     try:
-        async with Client(server.url, user="alice") as alice:
-            await alice.call("branch.create", repo="demo", name="feat")
-            doc = await alice.open("demo/feat:README.md")
-            doc.insert(0, "stored, never committed\n")
-            await alice.flush()
-            text = str(doc.text)
-            await server.kill()
+        text = await killed_with_an_edit_stored(server, "feat")
         head = git(demo, "rev-parse", "feat").strip()
         assert show(demo, "feat", "README.md") != text
         git(demo, "update-ref", "-d", "refs/heads/feat")  # another tool, while it was down
@@ -273,18 +286,10 @@ async def test_a_branch_deleted_outside_whose_last_commit_is_gone_keeps_its_edit
     and so did every making of the name)."""
     demo = repos / "demo"
     data = tmp_path / "data"
-    server = ServerProcess(
-        repos, data, extra_args=("--commit-idle", "300", "--commit-max-lag", "600")
-    )
+    server = ServerProcess(repos, data, extra_args=ONLY_CRASHES_COMMIT)
     await server.start()
     try:
-        async with Client(server.url, user="alice") as alice:
-            await alice.call("branch.create", repo="demo", name="feat")
-            doc = await alice.open("demo/feat:README.md")
-            doc.insert(0, "stored, never committed\n")
-            await alice.flush()
-            text = str(doc.text)
-            await server.kill()
+        text = await killed_with_an_edit_stored(server, "feat")
         git(demo, "update-ref", "-d", "refs/heads/feat")
         record = demo / "refs" / "collab" / "synced" / "feat"  # (git refuses to write it)
         assert record.is_file()
@@ -308,18 +313,10 @@ async def test_a_repository_missing_at_recovery_keeps_the_next_start_looking(
     committed wait, and a later start commits them."""
     demo = repos / "demo"
     data = tmp_path / "data"
-    server = ServerProcess(
-        repos, data, extra_args=("--commit-idle", "300", "--commit-max-lag", "600")
-    )
+    server = ServerProcess(repos, data, extra_args=ONLY_CRASHES_COMMIT)
     await server.start()
     try:
-        async with Client(server.url, user="alice") as alice:
-            await alice.join("demo")  # (making alice's own branch commits main)
-            doc = await alice.open("demo/main:README.md")
-            doc.insert(0, "stored, never committed\n")
-            await alice.flush()
-            text = str(doc.text)
-            await server.kill()
+        text = await killed_with_an_edit_stored(server, "main")
         assert show(demo, "main", "README.md") != text
         demo.rename(tmp_path / "away")
         await server.start()
