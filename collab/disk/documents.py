@@ -108,13 +108,12 @@ class Documents:
             await self.close(victim)
 
     def _unconfirmed(self) -> bool:
-        return any(document.confirmed < document.edits for document in self._open.values())
+        return any(_unconfirmed(document) for document in self._open.values())
 
     def _closable(self, path: str) -> bool:
         """Not in use, and holding no edit the server has not confirmed durable (one made
         while it was away: closing the document would drop it)."""
-        document = self._open[path]
-        return not self.busy(path) and document.confirmed >= document.edits
+        return not self.busy(path) and not _unconfirmed(self._open[path])
 
     async def close(self, path: str) -> None:
         document = self._open.get(path)
@@ -134,3 +133,8 @@ class Documents:
     async def close_all(self) -> None:
         for path in list(self._open):
             await self.close(path)
+
+
+def _unconfirmed(document: Document) -> bool:
+    """Whether ``document`` holds edits the server has not confirmed durable."""
+    return document.confirmed < document.edits

@@ -207,7 +207,7 @@ class WorkingTree(Lifecycle):
         client.on_reconnect.append(lambda: self._reconnected(client))
         head = await self._checkout.fetch()
         suspects = await self._adopt(self._state, self._checkout, self._filter, head, cloned)
-        await self._clear_left_writes(self._checkout)
+        self._clear_left_writes()
         state = self._state
         watching = watch(
             self.root,
@@ -278,17 +278,17 @@ class WorkingTree(Lifecycle):
         state.set_head(head, due)  # what these paths hold at the head is merged from here on
         return due
 
-    async def _clear_left_writes(self, checkout: Checkout) -> None:
+    def _clear_left_writes(self) -> None:
         """Remove the files a syncer killed while writing left beside their paths
         (``.NAME.collab-tmp-PID``) that hold what the branch or the file holds: a write of
         it, which this start makes again if it is still due. Any other such file may hold a
         save a write had set aside: it is kept, and reported."""
-        mark = TEMP_MARK
+        own = f"{TEMP_MARK}{os.getpid()}"
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = [name for name in dirs if name != ".git"]
             for name in files:
-                at = name.find(mark)
-                if not name.startswith(".") or at < 0 or name.endswith(f"{mark}{os.getpid()}"):
+                at = name.find(TEMP_MARK)
+                if not name.startswith(".") or at < 0 or name.endswith(own):
                     continue
                 left = Path(folder) / name
                 target = left.with_name(name[1:at])
@@ -296,10 +296,9 @@ class WorkingTree(Lifecycle):
                 try:
                     data = left.read_bytes()
                     entry = self._tree.get(rel)
-                    same = target.is_file() and target.read_bytes() == data
-                    if not same and entry is not None:
-                        same = (await checkout.blobs([entry.sha])).get(entry.sha) == data
-                    if same:
+                    if (entry is not None and entry.sha == _blob_id(data)) or (
+                        target.is_file() and target.read_bytes() == data
+                    ):
                         left.unlink()
                         continue
                 except OSError:
