@@ -1942,9 +1942,7 @@ class GitSync:
         first used. With ``namesake`` (it is being made), also a branch of its very name
         deleted so: its records and stored documents would be taken for the new branch's
         (their text committed over the new branch's start)."""
-        names = await in_repo(self.repos, repo, stale_records, branch)
-        if namesake and await in_repo(self.repos, repo, _deleted_outside, branch):
-            names.append(branch)
+        names = await in_repo(self.repos, repo, stale_records, branch, namesake=namesake)
         for stale in names:
             if self.open_elsewhere is not None and (
                 nodes := await self.open_elsewhere(repo, stale)
@@ -2138,9 +2136,3 @@ def _set_synced(repo: Repo, branch: str, head: bytes, grant: Grant | None) -> No
     """Record ``head`` as synced; in a cluster, only while ``grant`` is the newest lease."""
     with fence_for(repo, branch, grant):
         set_synced(repo, branch, head)
-
-
-def _deleted_outside(git: Repo, branch: str) -> bool:
-    """Whether ``branch`` has no ref but the engine's records of it (another tool deleted
-    it)."""
-    return read_ref(git, branch_ref(branch)) is None and read_synced(git, branch) is not None

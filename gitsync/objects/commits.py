@@ -656,15 +656,18 @@ def forget_records(repo: Repo, branch: str) -> None:
         _set_record(repo, _record(kind, branch), None)
 
 
-def stale_records(repo: Repo, branch: str) -> list[str]:
+def stale_records(repo: Repo, branch: str, *, namesake: bool = False) -> list[str]:
     """The branches that no longer exist whose private records would keep ``branch``'s from
     being written: under a name that is a directory of ``branch`` (``a`` for ``a/b``), or
-    under ``branch`` as a directory (``a/b`` for ``a``), as git's refs cannot be both. The
-    engine forgets a branch's records when a branch is deleted through it; one deleted by
-    another tool leaves them."""
+    under ``branch`` as a directory (``a/b`` for ``a``), as git's refs cannot be both; with
+    ``namesake``, under ``branch`` itself too (its records would be taken for those of a
+    branch made again under the name). The engine forgets a branch's records when a branch
+    is deleted through it; one deleted by another tool leaves them."""
     parts = validate_branch(branch).split("/")
     found: set[str] = set()
     for kind in (SYNCED, COMMITTING, MERGING):
+        if namesake and read_ref(repo, kind + branch.encode("utf-8")) is not None:
+            found.add(branch)
         for end in range(1, len(parts)):
             above = "/".join(parts[:end])
             if read_ref(repo, kind + above.encode("utf-8")) is not None:
