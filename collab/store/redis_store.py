@@ -230,8 +230,9 @@ class RedisStore(Lifecycle):
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._running = False
-        # branch -> what a take gave: (path, user) -> mark (path "": of no document)
-        self._taken: dict[str, dict[tuple[str, str], bytes]] = {}
+        # branch -> what a take gave: (path, user) -> its field and mark (path "": of no
+        # document)
+        self._taken: dict[str, dict[tuple[str, str], tuple[bytes, bytes]]] = {}
         self.durable_config: bool | None = None
         """Whether Redis fsyncs its append-only file before it answers a write (``None``:
         its configuration could not be read)."""
@@ -445,10 +446,11 @@ class RedisStore(Lifecycle):
         document is kept for :meth:`authors_of` and :meth:`settle_authors`."""
         keys = [self.keys_.authors(branch), self.keys_.old_authors(branch)]
         reply = await self._submit("take_authors", keys, [])
-        marks: dict[tuple[str, str], bytes] = {}
+        marks: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         for i in range(0, len(reply), 2):
-            doc_id, _, user = bytes(reply[i]).decode().rpartition("\n")
-            marks[doc_id.partition(":")[2], user] = bytes(reply[i + 1])
+            field = bytes(reply[i])
+            doc_id, _, user = field.decode().rpartition("\n")
+            marks[doc_id.partition(":")[2], user] = (field, bytes(reply[i + 1]))
         self._taken[branch] = marks
         return self.authors_of(branch, paths)
 
@@ -474,9 +476,8 @@ class RedisStore(Lifecycle):
         named = set(users)
         wanted = None if paths is None else set(paths)
         args: list[Any] = []
-        for (path, user), mark in marks.items():
+        for (path, user), (field, mark) in marks.items():
             if user in named and (wanted is None or not path or path in wanted):
-                field = f"{branch}:{path}\n{user}" if path else f"\n{user}"
                 args += [field, mark]
         if args:
             await self._submit("settle_authors", [self.keys_.authors(branch)], args)
