@@ -8,11 +8,11 @@ import asyncio
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import MakeTree
+from test_disk_offline import _sync_command
 
 from collab import CollabServer
 from collab.disk.served import ServedTrees, WorktreeError, WorktreeSpec
@@ -36,15 +36,8 @@ async def test_a_second_syncer_of_the_same_directory_is_refused_at_start(
     spec = WorktreeSpec("demo", "main", root)
     with pytest.raises(WorktreeError, match="is in use by another collab process"):
         await ServedTrees(server.auth, "127.0.0.1", server.port, [spec]).start()
-    command = [sys.executable, "-m", "collab", "sync", str(root), "--url", server.url]
     process = await asyncio.create_subprocess_exec(
-        *command,
-        "--repo",
-        "demo",
-        "--branch",
-        "main",
-        "--user",
-        "alice",
+        *_sync_command(root, server.url),
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
