@@ -207,7 +207,7 @@ class WorkingTree(Lifecycle):
         client.on_reconnect.append(lambda: self._reconnected(client))
         head = await self._checkout.fetch()
         suspects = await self._adopt(self._state, self._checkout, self._filter, head, cloned)
-        self._clear_left_writes()
+        await self._clear_left_writes(self._checkout)
         state = self._state
         watching = watch(
             self.root,
@@ -278,11 +278,13 @@ class WorkingTree(Lifecycle):
         state.set_head(head, due)  # what these paths hold at the head is merged from here on
         return due
 
-    def _clear_left_writes(self) -> None:
+    async def _clear_left_writes(self, checkout: Checkout) -> None:
         """Remove the files a syncer killed while writing left beside their paths
-        (``.NAME.collab-tmp-PID``) that hold what the branch or the file holds: a write of
-        it, which this start makes again if it is still due. Any other such file may hold a
-        save a write had set aside: it is kept, and reported."""
+        (``.NAME.collab-tmp-PID``) that hold what the branch, the file or its recorded base
+        holds, or the beginning of what the branch holds: a write of it (cut short), which
+        this start makes again if it is still due, or the text a write replaced, which the
+        sync has. Any other such file may hold a save a write had set aside: it is kept,
+        and reported."""
         own = f"{TEMP_MARK}{os.getpid()}"
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = [name for name in dirs if name != ".git"]
@@ -296,9 +298,15 @@ class WorkingTree(Lifecycle):
                 try:
                     data = left.read_bytes()
                     entry = self._tree.get(rel)
-                    if (entry is not None and entry.sha == _blob_id(data)) or (
-                        target.is_file() and target.read_bytes() == data
-                    ):
+                    ours = (
+                        (entry is not None and entry.sha == _blob_id(data))
+                        or data == self._base(rel)
+                        or (target.is_file() and target.read_bytes() == data)
+                    )
+                    if not ours and entry is not None:  # (a write killed half way)
+                        held = (await checkout.blobs([entry.sha])).get(entry.sha)
+                        ours = held is not None and held.startswith(data)
+                    if ours:
                         left.unlink()
                         continue
                 except OSError:
