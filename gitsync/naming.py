@@ -19,7 +19,13 @@ import unicodedata
 
 from protocol.names import validate_branch
 
-__all__ = ["PARTICIPANT_PREFIX", "is_participant_branch", "participant_branch", "slugify"]
+__all__ = [
+    "PARTICIPANT_PREFIX",
+    "is_participant_branch",
+    "participant_branch",
+    "participant_of",
+    "slugify",
+]
 
 PARTICIPANT_PREFIX = "people/"
 MAX_SLUG = 32
@@ -53,3 +59,18 @@ def participant_branch(user: str) -> str:
 def is_participant_branch(name: str) -> bool:
     """Whether ``name`` has the shape of a name made by :func:`participant_branch`."""
     return _PARTICIPANT_RE.fullmatch(name) is not None
+
+
+def participant_of(name: str) -> str | None:
+    """The participant's own branch that ``name`` belongs to: the longest start of ``name``
+    that ends where it does or before a ``-`` and has the shape of a participant's own
+    branch (``people/alice-2bd806c9-fork-1`` belongs to ``people/alice-2bd806c9``, and
+    ``people/alice-2bd806c9-x-4f6fb2ce-fork-1`` to user ``alice-2bd806c9-x``'s own branch,
+    not to alice's); ``None`` if none has."""
+    if not name.startswith(PARTICIPANT_PREFIX):
+        return None
+    ends = [len(name)] + [at for at in range(len(name) - 1, 0, -1) if name[at] == "-"]
+    for end in ends:
+        if _PARTICIPANT_RE.fullmatch(name, 0, end) is not None:
+            return name[:end]
+    return None

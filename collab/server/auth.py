@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from gitsync.naming import PARTICIPANT_PREFIX, is_participant_branch, participant_branch
+from gitsync.naming import PARTICIPANT_PREFIX, participant_branch, participant_of
 from protocol.errors import ErrorCode, ProtocolError
 
 __all__ = [
@@ -75,12 +75,11 @@ class Identity:
 
     def owns_branch(self, repo: str, branch: str) -> bool:
         """Whether ``branch`` is this participant's own branch or one of its forks (named
-        ``<own branch>-...``, but not with the shape of another participant's own branch:
-        user ``ann-1a2b3c4d-x``'s begins as ``ann``'s forks do) in a repository they may
-        read. Only these may be rewritten by a force push: nobody else's work is on them."""
-        own = self.own_branch
-        mine = branch == own or (branch.startswith(own + "-") and not is_participant_branch(branch))
-        return mine and self.can_read(repo)
+        ``<own branch>-...``, but not another participant's own branch or one of its forks:
+        user ``ann-1a2b3c4d-x``'s branch begins as ``ann``'s forks do, see
+        ``participant_of``) in a repository they may read. Only these may be rewritten by a
+        force push: nobody else's work is on them."""
+        return participant_of(branch) == self.own_branch and self.can_read(repo)
 
     def why_not_create(self, repo: str, branch: str) -> str | None:
         """Why this participant may not create ``branch``, if they may not: the names under
@@ -91,8 +90,9 @@ class Identity:
         own = self.own_branch
         if branch.startswith(own + "-"):  # theirs by its start, another's by its shape
             return (
-                f"{branch!r} has the shape of a person's own branch (a name ending in a dash "
-                f"and 8 hex digits): name the fork otherwise ({own}-fork-2, say)"
+                f"{branch!r} is or begins as the shape of a person's own branch (a dash and "
+                f"8 hex digits end it or a part of it before a dash): name the fork otherwise "
+                f"({own}-fork-2, say)"
             )
         return (
             f"{branch!r} is under {PARTICIPANT_PREFIX}, where each person has their own branch "

@@ -370,3 +370,41 @@ async def test_a_branch_under_people_is_its_persons_own_whatever_the_names(
     refused = await git_refused(work, "push", "origin", f"HEAD:refs/heads/{bob}")
     assert "only people/mallory-" in refused, refused
     assert bob not in git(repos / "demo", "branch", "--list", "people/*")
+
+
+async def test_the_forks_of_a_lookalikes_branch_are_the_lookalikes_not_the_shorter_names(
+    secure_server: CollabServer, tokens: TokenAuthenticator, repos: Path, tmp_path: Path
+) -> None:
+    """User ``alice-<hash>-x``'s forks begin as alice's forks do, and have no shape of a
+    person's own branch themselves: they are still theirs. Alice, on a read token, may
+    neither write nor delete them, nor push over them with git."""
+    alice = participant_branch("alice")
+    lookalike = alice.removeprefix("people/") + "-x"
+    theirs = participant_branch(lookalike)
+    async with Client(
+        secure_server.url, token=tokens.mint(user=lookalike, repo="demo", role=Role.WRITE)
+    ) as x:
+        assert await x.join("demo") == theirs
+        fork = await x.fork("demo", theirs)
+        assert fork == theirs + "-fork-1"
+        mine = await x.open(f"demo/{fork}:README.md")
+        assert mine.writable
+    reader = tokens.mint(user="alice", repo="demo", role=Role.READ)
+    async with Client(secure_server.url, token=reader) as reading:
+        doc = await reading.open(f"demo/{fork}:README.md")
+        assert not doc.writable
+        with pytest.raises(ClientError) as deleting:
+            await reading.call("branch.delete", repo="demo", name=fork)
+        assert deleting.value.code in (ErrorCode.READ_ONLY, ErrorCode.FORBIDDEN)
+        with pytest.raises(ClientError) as made:  # nor lays a branch beside them
+            await reading.call("branch.create", repo="demo", name=theirs + "-fork-2")
+        assert made.value.code == ErrorCode.FORBIDDEN
+    before = git(repos / "demo", "rev-parse", fork)
+    work = tmp_path / "work"
+    url = f"http://alice:{reader}@127.0.0.1:{secure_server.port}/git/demo.git"
+    await asyncio.to_thread(git, tmp_path, "clone", "-q", url, str(work))
+    git(work, "commit", "-q", "--allow-empty", "-m", "over it")
+    refused = await git_refused(work, "push", "-f", "origin", f"HEAD:refs/heads/{fork}")
+    assert fork in refused or "refused" in refused, refused
+    assert git(repos / "demo", "rev-parse", fork) == before
+    assert git(repos / "demo", "branch", "--list", theirs + "-fork-2") == ""

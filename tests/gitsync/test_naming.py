@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from gitsync.naming import is_participant_branch, participant_branch, slugify
+from gitsync.naming import is_participant_branch, participant_branch, participant_of, slugify
 from protocol.names import validate_branch
 
 USERS = [
@@ -81,3 +81,18 @@ def test_empty_user_is_refused() -> None:
 )
 def test_other_branches_are_not_participant_branches(name: str) -> None:
     assert not is_participant_branch(name)
+
+
+def test_a_branch_belongs_to_the_longest_participant_name_it_begins_with() -> None:
+    alice = participant_branch("alice")
+    lookalike = participant_branch(alice.removeprefix("people/") + "-x")
+    assert participant_of(alice) == alice
+    assert participant_of(alice + "-fork-1") == alice
+    assert participant_of(alice + "-fork-1-fork-2") == alice
+    assert participant_of(alice + "-fork/sub-dir") == alice
+    assert participant_of(lookalike) == lookalike
+    assert participant_of(lookalike + "-fork-1") == lookalike
+    assert participant_of(alice + "fork") is None  # no dash: another name
+    assert participant_of("people/x") is None
+    assert participant_of("main") is None
+    assert participant_of("topic/" + alice) is None
