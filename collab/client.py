@@ -216,6 +216,10 @@ class Client:
     is taken for it too), authenticates, opens documents, reconnects.
 
     ``async with Client(url, token=...) as client: doc = await client.open("demo/main:a.py")``
+
+    The server closes a connection when its token expires (4001). Assign ``client.token`` a
+    new token before then: the client reconnects with it, its documents kept. Without a new
+    one, the client gives up as on any refusal of its credentials.
     """
 
     def __init__(
@@ -258,6 +262,7 @@ class Client:
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
         self._last_error: str | None = None  # why the last connection attempt failed
+        self._hello_token: str | None = None  # the token the last connection was opened with
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -484,7 +489,8 @@ class Client:
             except ClientError as exc:
                 if not welcomed.done():
                     welcomed.set_exception(exc)
-                if exc.code in _PERMANENT:
+                renewed = exc.code == ErrorCode.UNAUTHORIZED and self.token != self._hello_token
+                if exc.code in _PERMANENT and not (renewed and welcomed.done()):
                     self._fail(exc)
                     return
             except ProtocolError as exc:  # a frame this client cannot read: it would again
@@ -558,6 +564,7 @@ class Client:
         assert self._session is not None
         async with self._session.ws_connect(self.url, heartbeat=30.0, max_msg_size=0) as ws:
             self._ws = ws
+            self._hello_token = self.token
             await ws.send_bytes(m.encode(m.Hello(m.PROTOCOL_VERSION, self.token, self.user)))
             writer = asyncio.create_task(self._write(ws))
             renewer = asyncio.create_task(self._renew_awareness())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -9,7 +10,8 @@ import ipaddress
 import json
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -26,6 +28,7 @@ __all__ = [
     "Role",
     "TokenAuthenticator",
     "dev_mode_refusal",
+    "end_at_expiry",
     "is_loopback",
     "validate_user",
 ]
@@ -53,6 +56,8 @@ class Identity:
     user: str
     role: Role
     repo: str
+    expires: float | None = field(default=None, compare=False)
+    """When the credentials end (Unix time); ``None``: never."""
 
     def can_read(self, repo: str) -> bool:
         return self.role in (Role.READ, Role.WRITE) and self.repo in (ANY_REPO, repo)
@@ -98,6 +103,23 @@ class Identity:
             f"{branch!r} is under {PARTICIPANT_PREFIX}, where each person has their own branch "
             f"and its forks: {self.user} may create only {own} and {own}-..."
         )
+
+
+TOKEN_EXPIRED = "token expired: ask for a new one (`collab token` mints them)"
+
+
+def end_at_expiry(
+    identity: Identity, abort: Callable[[ErrorCode, str], None]
+) -> asyncio.TimerHandle | None:
+    """Call ``abort(UNAUTHORIZED, ...)`` when ``identity``'s token expires: a connection
+    lasts no longer than the credentials it was opened with (its client reconnects with new
+    ones). The caller cancels the timer when the connection ends first."""
+    if identity.expires is None:
+        return None
+    delay = max(0.0, identity.expires - time.time())
+    return asyncio.get_running_loop().call_later(
+        delay, abort, ErrorCode.UNAUTHORIZED, TOKEN_EXPIRED
+    )
 
 
 class Authenticator(Protocol):
@@ -185,11 +207,8 @@ class TokenAuthenticator:
         except (ValueError, KeyError, TypeError) as exc:
             raise AuthError(ErrorCode.UNAUTHORIZED, "malformed token payload") from exc
         if expires is not None and float(expires) < time.time():
-            raise AuthError(
-                ErrorCode.UNAUTHORIZED,
-                "token expired: ask for a new one (`collab token` mints them)",
-            )
-        return Identity(validate_user(name), role, repo)
+            raise AuthError(ErrorCode.UNAUTHORIZED, TOKEN_EXPIRED)
+        return Identity(validate_user(name), role, repo, float(expires) if expires else None)
 
 
 class DevAuthenticator:

@@ -21,7 +21,7 @@ from ..live.quotas import UserQuotas
 from ..live.room import EMPTY_UPDATE, Room
 from ..live.rooms import Rooms
 from ..live.traffic import Traffic, read_failed
-from .auth import Authenticator, Identity, dev_mode_refusal, is_loopback
+from .auth import Authenticator, Identity, dev_mode_refusal, end_at_expiry, is_loopback
 from .config import ServerConfig
 from .ops import CallContext, Operations
 from .sockets import WebSockets
@@ -303,6 +303,7 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
     )
     session = Session(endpoint, outbox, identity)
     writer = asyncio.create_task(outbox.run())
+    expiry = end_at_expiry(identity, outbox.abort)
     endpoint.sockets.track(ws, identity.user)
     session.send(m.Welcome(m.PROTOCOL_VERSION, identity.user, secrets.token_hex(8)))
     log.info("%s (%s): connected", name, identity.user)
@@ -328,6 +329,8 @@ async def handle_ws(endpoint: WsEndpoint, request: web.Request) -> web.WebSocket
                 read_failed(traffic, log, name, msg.data)
     finally:
         opened = len(session.docs)
+        if expiry is not None:
+            expiry.cancel()
         endpoint.sockets.untrack(ws)
         session.close()
         outbox.finish()

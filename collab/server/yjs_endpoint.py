@@ -29,7 +29,7 @@ from ..live.quotas import UserQuotas
 from ..live.room import EMPTY_UPDATE, Room
 from ..live.rooms import Rooms
 from ..live.traffic import Traffic, read_failed
-from .auth import Authenticator, Identity
+from .auth import Authenticator, Identity, end_at_expiry
 from .config import ServerConfig
 from .sockets import WebSockets
 from .turns import Turns
@@ -153,6 +153,7 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
         return ws
     writer = asyncio.create_task(outbox.run())
     keepalive = KeepAlive(outbox, endpoint.config.yjs_keepalive)
+    expiry = end_at_expiry(identity, outbox.abort)
     endpoint.sockets.track(ws, identity.user)
     access = "read-write" if peer.writable else "read-only"
     log.info("%s (%s): connected, %s", name, identity.user, access)
@@ -180,6 +181,8 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
                 read_failed(outbox.traffic, log, name, msg.data)
     finally:
         keepalive.cancel()
+        if expiry is not None:
+            expiry.cancel()
         endpoint.sockets.untrack(ws)
         room.detach(peer)
         outbox.finish()

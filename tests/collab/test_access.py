@@ -408,3 +408,40 @@ async def test_the_forks_of_a_lookalikes_branch_are_the_lookalikes_not_the_short
     assert fork in refused or "refused" in refused, refused
     assert git(repos / "demo", "rev-parse", fork) == before
     assert git(repos / "demo", "branch", "--list", theirs + "-fork-2") == ""
+
+
+async def test_a_connection_ends_when_its_token_expires_and_a_renewed_one_goes_on(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    """Expiry is checked at connect and when the token ends: a connection lasts no longer
+    than its credentials (4001, on /ws and /yjs alike). A client handed a new token before
+    then reconnects with it and keeps its document; one without gives up."""
+    short = tokens.mint(user="alice", repo="demo", role=Role.WRITE, ttl=2.0)
+    peer = await YjsPeer(secure_server.url, "demo/main:README.md", token=short).connect()
+    try:
+        async with (
+            Client(secure_server.url, token=short) as stays,
+            Client(secure_server.url, token=short) as renews,
+        ):
+            doc = await renews.open("demo/main:README.md")
+            left = await stays.open("demo/main:README.md")
+            doc.insert(0, "before ")
+            await renews.flush()
+            renews.token = tokens.mint(user="alice", repo="demo", role=Role.WRITE)
+            assert await peer.wait_closed(timeout=10) == ErrorCode.UNAUTHORIZED
+            assert "expired" in peer.close_reason
+            await until(lambda: stays.close_code == ErrorCode.UNAUTHORIZED, timeout=10)
+            with pytest.raises(ClientError) as refused:
+                await stays.call("branch.list", repo="demo")
+            assert refused.value.code == ErrorCode.UNAUTHORIZED
+            assert left.writable  # (its copy is kept; nothing more reaches the server)
+            await until(lambda: renews.reconnects >= 1 and renews.connected.is_set(), timeout=10)
+            doc.insert(0, "after ")
+            await renews.flush()
+        async with Client(
+            secure_server.url, token=tokens.mint(user="bob", repo="demo", role=Role.READ)
+        ) as reader:
+            seen = await reader.open("demo/main:README.md")
+            assert str(seen.text).startswith("after before ")
+    finally:
+        await peer.close()
