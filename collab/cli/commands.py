@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import gc
 import importlib.util
@@ -39,6 +40,7 @@ from ..store.data_lock import DataDirBusy
 from ..store.sqlite_store import StoreUnreadable
 from . import branch_commands, cluster_commands, status_commands, store_commands
 from .cluster_commands import REDIS_ENV
+from .terminal import ShownOutput
 
 log = logging.getLogger("collab.cli")
 
@@ -284,6 +286,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(args: argparse.Namespace) -> int:
+    """Run a command that reports on or asks the server or the store."""
+    if args.command in ("branch", "merge"):
+        return branch_commands.run(args)
+    if args.command in ("status", "log"):
+        return status_commands.run(args)
+    if args.command == "store":
+        return store_commands.run(args)
+    return cluster_commands.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command ``argv`` names; its exit status. Output piped into a reader that
     stops early (``collab log ... | head -1``) ends the command quietly."""
@@ -302,14 +315,11 @@ def _command(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "token":
         return _token(args)
-    if args.command in ("branch", "merge"):
-        return branch_commands.run(args)
-    if args.command in ("status", "log"):
-        return status_commands.run(args)
-    if args.command == "store":
-        return store_commands.run(args)
-    if args.command == "cluster":
-        return cluster_commands.run(args)
+    if args.command in ("branch", "merge", "status", "log", "store", "cluster"):
+        # what these print comes from the repositories and the server: shown, not obeyed
+        out, err = ShownOutput(sys.stdout), ShownOutput(sys.stderr)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return _report(args)
     if args.command == "worker":
         return run_worker_command(args)
     if args.command == "sync":

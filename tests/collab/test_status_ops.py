@@ -125,3 +125,27 @@ async def test_collab_status_and_log_print_tables(
     lines = log.splitlines()
     assert lines[0].startswith("demo/main")
     assert "alice: Edit README.md" in lines[1] and "collab: Initial commit" in lines[2]
+
+
+async def test_collab_log_shows_a_pushed_escape_sequence_instead_of_obeying_it(
+    server: CollabServer, repos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Commit subjects and author names are whoever pushed them: escape sequences (a new
+    terminal title, a cleared screen) and bidi controls in them are printed as escapes."""
+    demo = repos / "demo"
+    tree = git(demo, "rev-parse", "main^{tree}").strip()
+    parent = git(demo, "rev-parse", "main").strip()
+    body = (
+        f"tree {tree}\nparent {parent}\n"
+        "author eve\x1b[2J <eve@x> 1700000000 +0000\n"
+        "committer eve <eve@x> 1700000000 +0000\n\n"
+        "fix\x1b]0;owned\x07 typo \u202eroc.exe\n"
+    )
+    commit = git(demo, "hash-object", "-t", "commit", "-w", "--stdin", input_text=body).strip()
+    git(demo, "update-ref", "refs/heads/odd", commit)
+    url = server.url.replace("ws://", "http://")
+    assert await asyncio.to_thread(main, ["log", "demo", "odd", "--url", url, "--user", "a"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "eve\\x1b[2J" in out
+    assert "fix\\x1b]0;owned\\x07 typo \\u202eroc.exe" in out

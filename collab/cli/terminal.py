@@ -1,0 +1,41 @@
+"""What the commands print: text from the server shown, never obeyed, by the terminal.
+
+Commit subjects, author names and paths come from whoever pushed them: an escape sequence in
+one (``ESC ] 0 ; ... BEL`` retitles a terminal, ``ESC [ 2 J`` clears it) or a bidi control
+(which reorders what follows on the line) would act on the reader's terminal. Printed text
+has them written as escapes instead; line feeds and tabs stay.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TextIO
+
+__all__ = ["ShownOutput", "shown"]
+
+_ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: str) -> str:
+    """``text`` with the characters a terminal acts on (controls but line feed and tab, and
+    bidi controls) written as ``\\xNN`` or ``\\uNNNN``."""
+    return _ACTING.sub(_escape, text)
+
+
+class ShownOutput:
+    """A text stream that writes what it is given through :func:`shown` to ``out``."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        self._out.write(shown(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
