@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from ..server.auth import DEV_MODE, TOKEN_REQUIRED
+from .terminal import columns
 
 __all__ = ["add_parsers", "add_server_options", "call", "plural", "run", "table"]
 
@@ -272,7 +273,9 @@ def _print_merge(args: argparse.Namespace, value: dict[str, Any]) -> None:
 
 def table(rows: Sequence[Sequence[str]]) -> None:
     """Print ``rows`` in left-aligned columns, the last one unpadded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    widths = [max(columns(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        cells = [
+            cell + " " * (width - columns(cell)) for cell, width in zip(row, widths, strict=False)
+        ]
         print("  ".join([*cells, row[-1]]).rstrip())

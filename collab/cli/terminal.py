@@ -9,9 +9,10 @@ has them written as escapes instead; line feeds and tabs stay.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, TextIO
 
-__all__ = ["ShownOutput", "shown"]
+__all__ = ["ShownOutput", "columns", "shown"]
 
 _ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -39,3 +40,14 @@ class ShownOutput:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._out, name)
+
+
+def columns(text: str) -> int:
+    """The terminal columns ``text`` takes once shown: wide characters (CJK) take two,
+    combining marks and zero-width characters none."""
+    width = 0
+    for char in shown(text):
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
