@@ -32,6 +32,7 @@ from gitsync.objects.commits import (
     set_synced,
 )
 from gitsync.objects.ref_names import RefClash
+from gitsync.wire.fetch_plan import fetchable
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, is_commit_id, validate_branch, validate_repo
 
@@ -288,13 +289,19 @@ class Branches:
     def _tag_or_commit(self, repo: str, source: str) -> bytes | None:
         """The commit ``source`` names if it is no branch's name but a tag's (``v1``, or
         ``refs/tags/v1``; an annotated tag peeled) or a commit's full id; ``None`` for a
-        branch's name (or nothing the repository holds: the branch lookup says so)."""
+        branch's name (or nothing the repository holds: the branch lookup says so).
+
+        A commit id counts only if a ref that fetches see reaches it, as a fetch by id asks
+        (``fetchable``): a commit a force push or a deletion left behind, or one only the
+        server's private refs reach, is no more to be had by making a branch of it than by
+        fetching it."""
         git = self.repos.open(repo)
         branch, tag = _ref_name(source), _ref_name(source.removeprefix("refs/tags/"))
         if branch is not None and read_ref(git, HEADS + branch) is not None:
             return None
         target = None if tag is None else read_ref(git, b"refs/tags/" + tag)
-        if target is None and is_commit_id(source):
+        by_id = target is None and is_commit_id(source)
+        if by_id:
             target = source.encode("ascii")
         if target is None:
             return None
@@ -304,7 +311,11 @@ class Branches:
                 obj = git[obj.object[1]]
         except KeyError:
             return None
-        return bytes(obj.id) if isinstance(obj, Commit) else None
+        if not isinstance(obj, Commit):
+            return None
+        if by_id and not fetchable(self.repos.path_of(repo), target):
+            return None
+        return bytes(obj.id)
 
     async def _create_checked(self, repo: str, name: str, start: bytes) -> None:
         await self.git.forget_clashing(repo, name, namesake=True)

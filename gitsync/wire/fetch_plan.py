@@ -3,7 +3,9 @@ objects of its pack, for :mod:`gitsync.wire.upload_pack` to answer in either pro
 
 - :class:`FetchSession` opens one request's repository: the refs clients see (everything under
   ``refs/`` but the server's private ``refs/collab/``, and ``HEAD``), then the objects.
-- :func:`wanted` checks that each want is reachable from a ref (:mod:`gitsync.wire.reachable`).
+- :func:`wanted` checks that each want is reachable from a ref (:mod:`gitsync.wire.reachable`);
+  :func:`fetchable` asks the same of one id, for whoever else takes ids from clients (a
+  branch made from a commit).
 - :func:`shallow_for` resolves ``deepen-not`` names and cuts the history
   (:mod:`gitsync.wire.shallow`).
 - :func:`pack_for` chooses the objects (:mod:`gitsync.wire.object_walk`; a clone of everything from
@@ -31,7 +33,16 @@ from .receive_pack import PRIVATE
 from .shallow import ShallowError, ShallowInfo, ShallowRequest, shallow_info
 from .upload_wire import FetchRequest, UploadError
 
-__all__ = ["DWIM", "FetchSession", "Served", "object_filter", "pack_for", "shallow_for", "wanted"]
+__all__ = [
+    "DWIM",
+    "FetchSession",
+    "Served",
+    "fetchable",
+    "object_filter",
+    "pack_for",
+    "shallow_for",
+    "wanted",
+]
 
 DWIM = (b"%s", b"refs/%s", b"refs/tags/%s", b"refs/heads/%s", b"refs/remotes/%s")
 """Where ``deepen-not <name>`` looks for a ref, as git's ``expand_ref`` does."""
@@ -117,6 +128,18 @@ def wanted(session: FetchSession, request: FetchRequest) -> list[bytes]:
             if sha not in reached:
                 raise UploadError(f"upload-pack: not our ref {sha.decode('ascii')}")
     return wants
+
+
+def fetchable(repo_path: Path, sha: bytes) -> bool:
+    """Whether a ref that fetches see reaches the object ``sha``, as :func:`wanted` asks of a
+    want: nothing that only a rewound branch, a deleted one or the server's private refs
+    reach. Answered from the reachable set a fetch keeps (the same key: the same set)."""
+    session = FetchSession(repo_path)
+    try:
+        tips = set(session.refs.refs.values())
+        return sha in tips or sha in reachable.closure(session.history, session.key, tips)
+    finally:
+        session.close()
 
 
 def shallow_for(session: FetchSession, request: FetchRequest, wants: list[bytes]) -> ShallowInfo:

@@ -445,3 +445,41 @@ async def test_a_connection_ends_when_its_token_expires_and_a_renewed_one_goes_o
             assert str(seen.text).startswith("after before ")
     finally:
         await peer.close()
+
+
+async def test_a_commit_no_ref_reaches_is_not_made_a_branch_any_more_than_fetched(
+    secure_server: CollabServer, tokens: TokenAuthenticator, repos: Path, tmp_path: Path
+) -> None:
+    """A commit a deleted branch left behind is refused to a fetch by id (``not our ref``),
+    and so to ``branch.create`` from its id: a reader would otherwise make a fork of it and
+    read what it holds. A commit a ref reaches is still taken by its id."""
+    writer = tokens.mint(user="alice", repo="demo", role=Role.WRITE)
+    reader = tokens.mint(user="rita", repo="demo", role=Role.READ)
+    port = secure_server.port
+    work = tmp_path / "work"
+    url = f"http://alice:{writer}@127.0.0.1:{port}/git/demo.git"
+    await asyncio.to_thread(git, tmp_path, "clone", "-q", url, str(work))
+    (work / "secret.env").write_text("PASSWORD=hunter2\n")
+    git(work, "add", "secret.env")
+    git(work, "commit", "-qm", "oops")
+    secret = git(work, "rev-parse", "HEAD").strip()
+    older = git(work, "rev-parse", "HEAD~1").strip()  # main's head: reachable
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "HEAD:refs/heads/leak")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", ":refs/heads/leak")
+    assert git(repos / "demo", "cat-file", "-t", secret).strip() == "commit"  # still stored
+
+    rita_url = f"http://rita:{reader}@127.0.0.1:{port}/git/demo.git"
+    fetched = tmp_path / "fetched"
+    git(tmp_path, "init", "-q", str(fetched))
+    refused = await git_refused(fetched, "fetch", rita_url, secret)
+    assert "not our ref" in refused, refused
+    dig = participant_branch("rita") + "-dig"
+    async with Client(secure_server.url, token=reader) as rita:
+        with pytest.raises(ClientError) as made:
+            await rita.call("branch.create", repo="demo", name=dig, **{"from": secret})
+        assert made.value.code == ErrorCode.NOT_FOUND
+        names = [branch["name"] for branch in await rita.branches("demo")]
+        assert dig not in names
+        made_ok = await rita.call("branch.create", repo="demo", name=dig, **{"from": older})
+        assert made_ok["head"] == older
+    assert git(repos / "demo", "branch", "--contains", secret) == ""
