@@ -475,21 +475,24 @@ class Branches:
                 ErrorCode.FORBIDDEN,
                 f"{name!r} is another person's branch: only its owner may delete it",
             )
-        busy = await self.why_open(repo, name)
-        if busy is not None:
-            raise ProtocolError(ErrorCode.CONFLICT, busy)
-        head = await self.head(repo, name)
-        sync = self.git.branches.get((repo, name))
-        if sync is not None:
-            head = await sync.flush()
-            sync.deleting = True
-        try:
-            await in_git_thread(self.repos, self._delete, repo, name, head)
-        except RefMoved as exc:
+        # Nobody opens one of its documents from the look below until it is deleted (or
+        # not): one opened in between would be closed under its user, who had typed in it.
+        async with self.rooms.opens_held(f"{repo}/{name}:"):
+            busy = await self.why_open(repo, name)
+            if busy is not None:
+                raise ProtocolError(ErrorCode.CONFLICT, busy)
+            head = await self.head(repo, name)
+            sync = self.git.branches.get((repo, name))
             if sync is not None:
-                sync.deleting = False
-            raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} moved: {exc}") from None
-        await self.git.forget_deleted(repo, name)
+                head = await sync.flush()
+                sync.deleting = True
+            try:
+                await in_git_thread(self.repos, self._delete, repo, name, head)
+            except RefMoved as exc:
+                if sync is not None:
+                    sync.deleting = False
+                raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} moved: {exc}") from None
+            await self.git.forget_deleted(repo, name)
         self._ref_event(repo, name, head, None, "delete")
         log.info(
             "%s: %s deleted the branch %s (it was at %s)",
@@ -509,9 +512,9 @@ class Branches:
         await self.git.forget_deleted(repo, name)
 
     async def why_open(self, repo: str, name: str) -> str | None:
-        """Why the branch may not be deleted now: someone has one of its documents open,
-        on this node or another; None if no one has."""
-        if any(room.attached for room in self.rooms.loaded(f"{repo}/{name}:")):
+        """Why the branch may not be deleted now: someone has one of its documents open (or
+        is opening one), on this node or another; None if no one has."""
+        if self.rooms.in_use(f"{repo}/{name}:"):
             return f"{name!r} has open documents"
         if self.open_elsewhere is not None and (nodes := await self.open_elsewhere(repo, name)):
             return f"{name!r} has open documents (on node {', '.join(nodes)})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -63,6 +64,7 @@ class Rooms:
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._held: dict[str, asyncio.Event] = {}  # key prefixes no one may open now
         self._closing = False  # close() has begun: a failed persist is not retried
         self.damaged: dict[str, str] = {}
         """Quarantined documents (key -> why): their stored history is damaged, so they are
@@ -98,6 +100,33 @@ class Rooms:
         """The loaded rooms whose key starts with ``prefix`` (``"<repo>/<branch>:"``)."""
         return [room for key, room in self._rooms.items() if key.startswith(prefix)]
 
+    def in_use(self, prefix: str) -> bool:
+        """Whether a document whose key starts with ``prefix`` is open (someone is attached
+        to its room) or being opened (its room is loading)."""
+        return any(room.attached for room in self.loaded(prefix)) or any(
+            key.startswith(prefix) for key in self._loading
+        )
+
+    @asynccontextmanager
+    async def opens_held(self, prefix: str) -> AsyncIterator[None]:
+        """Keep everyone from opening a document whose key starts with ``prefix`` while in
+        the block (a branch being deleted): an open waits for the block to end, then goes on
+        as if it came then (the branch checked again: it finds none if it was deleted). What
+        :meth:`in_use` says in the block stays true or becomes false, but for the server's own
+        borrowing, which is not held (the work done in the block may borrow rooms). One block
+        for a prefix at a time: another waits for it."""
+        while (held := self._held.get(prefix)) is not None:
+            await held.wait()
+        done = self._held[prefix] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._held[prefix]
+            done.set()
+
+    def _held_for(self, key: str) -> asyncio.Event | None:
+        return next((done for prefix, done in self._held.items() if key.startswith(prefix)), None)
+
     @asynccontextmanager
     async def borrow(self, doc_id: DocId) -> AsyncIterator[Room]:
         """The room for ``doc_id``, loaded if needed and kept loaded while in use (for
@@ -120,6 +149,11 @@ class Rooms:
         key = str(doc_id)
         prepared = False
         while True:
+            held = None if isinstance(peer, _Holder) else self._held_for(key)
+            if held is not None:  # (its branch being deleted)
+                await held.wait()
+                prepared = False  # the branch looked at again
+                continue
             unloading = self._unloading.get(key)
             if unloading is not None:
                 await asyncio.shield(unloading)
@@ -142,9 +176,18 @@ class Rooms:
                     continue  # the hook may have loaded it, or someone else may be loading it
                 task = asyncio.create_task(self._load(doc_id))
                 self._loading[key] = task
-                task.add_done_callback(lambda _t: self._loading.pop(key, None))
-            room = await asyncio.shield(task)
-            self._rooms.setdefault(key, room)
+                task.add_done_callback(functools.partial(self._loaded, key))
+            await asyncio.shield(task)  # (then found loaded, unless retired since)
+
+    def _loaded(self, key: str, task: asyncio.Task[Room]) -> None:
+        """A load is done: its room is loaded from now on (never loading, then neither, for a
+        look in between), and unloads after the grace time unless someone attaches."""
+        self._loading.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return  # (raised to whoever waits for it)
+        room = task.result()
+        if self._rooms.setdefault(key, room) is room:
+            self._schedule_unload(room)
 
     async def _prepare(self, doc_id: DocId) -> None:
         """Check that the branch exists, then run the ``before_load`` hook.

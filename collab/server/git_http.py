@@ -193,29 +193,34 @@ class GitBridge:
                 protocol = protocol_version(request.headers.get("Git-Protocol"))
                 return await self._fetch(request, path, spool, protocol)
             await self._commit_live(repo, _branches(commands))
-            open_now = await self._open_deleted(repo, commands)
-            try:
-                moved: list[tuple[bytes, bytes, bytes]] = []
-                # in the repositories' executor: closing them waits for a push under way
-                reply, content_type = await in_git_thread(
-                    self.repos,
-                    run_service,
-                    path,
-                    service,
-                    spool,
-                    moved.extend,
-                    may_force=functools.partial(_may_force, identity, repo),
-                    may_delete=functools.partial(_may_delete, identity, repo, open_now),
-                    fsck_accept=self.config.fsck_accept,
-                    max_request=self.config.max_push,
-                    max_object=self.config.max_object,
-                )
-            except (ProtocolError, RepoNotFound) as exc:
-                return _refusal(exc)
-            except (ValueError, GitProtocolError) as exc:
-                return web.Response(status=400, text=f"malformed git request: {exc}\n")
-        if moved:
-            await self._merge_pushed(repo, moved, identity)
+            async with contextlib.AsyncExitStack() as held:
+                # nobody opens a document of a branch the push deletes from the look for open
+                # ones until the engine has forgotten the branch (or the push failed)
+                for branch in sorted(set(_branches(_deletions(commands)))):
+                    await held.enter_async_context(self.git.rooms.opens_held(f"{repo}/{branch}:"))
+                open_now = await self._open_deleted(repo, commands)
+                try:
+                    moved: list[tuple[bytes, bytes, bytes]] = []
+                    # in the repositories' executor: closing them waits for a push under way
+                    reply, content_type = await in_git_thread(
+                        self.repos,
+                        run_service,
+                        path,
+                        service,
+                        spool,
+                        moved.extend,
+                        may_force=functools.partial(_may_force, identity, repo),
+                        may_delete=functools.partial(_may_delete, identity, repo, open_now),
+                        fsck_accept=self.config.fsck_accept,
+                        max_request=self.config.max_push,
+                        max_object=self.config.max_object,
+                    )
+                except (ProtocolError, RepoNotFound) as exc:
+                    return _refusal(exc)
+                except (ValueError, GitProtocolError) as exc:
+                    return web.Response(status=400, text=f"malformed git request: {exc}\n")
+                if moved:
+                    await self._merge_pushed(repo, moved, identity)
         return web.Response(body=reply, content_type=content_type, headers=_NO_CACHE)
 
     async def _fetch(
@@ -368,7 +373,7 @@ class GitBridge:
         self, repo: str, commands: list[tuple[bytes, bytes, bytes]]
     ) -> dict[str, str]:
         """The branches the push deletes that may not be deleted now, and why."""
-        deleted = _branches([command for command in commands if command[1] == _ZERO])
+        deleted = _branches(_deletions(commands))
         open_now: dict[str, str] = {}
         for branch in deleted:
             why = await self.why_open(repo, branch)
@@ -482,6 +487,10 @@ def _branches(commands: list[tuple[bytes, bytes, bytes]]) -> list[str]:
         for _old, _new, ref in commands
         if ref.startswith(HEADS)
     ]
+
+
+def _deletions(commands: list[tuple[bytes, bytes, bytes]]) -> list[tuple[bytes, bytes, bytes]]:
+    return [command for command in commands if command[1] == _ZERO]
 
 
 def _may_force(identity: Identity, repo: str, ref: bytes) -> str | None:

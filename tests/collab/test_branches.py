@@ -688,3 +688,49 @@ async def test_a_branch_is_created_from_a_tag_or_a_commit(
             with pytest.raises(ClientError) as refused:
                 await alice.call("branch.create", repo="demo", name="x", **{"from": source})
             assert refused.value.code == code, source
+
+
+async def test_a_document_opened_while_its_branch_is_deleted_finds_no_branch(
+    fast_server: CollabServer, repos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``branch.delete`` looks for open documents, then commits the branch's pending edits
+    and deletes it. A document opened in between, and typed in, used to be closed under its
+    user (4004) once the branch was gone, their acknowledged text only on a rescued branch.
+    Now the open waits for the delete, and finds no branch; the next is refused (4015)."""
+    branches = fast_server.branches
+    real_head = branches.head
+    reached, go = asyncio.Event(), asyncio.Event()
+
+    async def paused_head(repo: str, branch: str) -> bytes:
+        if branch == "doomed" and not reached.is_set():
+            reached.set()
+            await go.wait()
+        return await real_head(repo, branch)
+
+    async with (
+        Client(fast_server.url, user="alice") as alice,
+        Client(fast_server.url, user="bob") as bob,
+    ):
+        await alice.call("branch.create", repo="demo", name="doomed")
+        await bob.join("demo")
+        monkeypatch.setattr(branches, "head", paused_head)
+        deleting = asyncio.create_task(alice.call("branch.delete", repo="demo", name="doomed"))
+        await asyncio.wait_for(reached.wait(), 5)  # past the look for open documents
+        opening = asyncio.create_task(bob.open("demo/doomed:README.md"))
+        await asyncio.sleep(0.5)
+        assert not opening.done(), "opened while the branch was being deleted"
+        go.set()
+        assert (await deleting)["name"] == "doomed"
+        with pytest.raises(ClientError) as gone:
+            await opening
+        assert gone.value.code == ErrorCode.NOT_FOUND
+        assert git(repos / "demo", "branch", "--list", "doomed*") == ""
+
+        await alice.call("branch.create", repo="demo", name="kept")
+        doc = await bob.open("demo/kept:README.md")
+        doc.insert(0, "bob typed\n")
+        await bob.flush()
+        with pytest.raises(ClientError) as busy:
+            await alice.call("branch.delete", repo="demo", name="kept")
+        assert busy.value.code == ErrorCode.CONFLICT and "open documents" in busy.value.message
+        assert not doc.closed
