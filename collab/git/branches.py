@@ -39,7 +39,7 @@ from protocol.names import DocId, is_commit_id, validate_branch, validate_repo
 from ..live.events import EventHub, hexsha
 from ..live.origin import Origin
 from ..live.room import Room, Subscriber
-from ..live.rooms import Rooms
+from ..live.rooms import Rooms, people_in
 from ..server.auth import Identity
 from ..store.base import Store
 from .branch_sync import BranchSync, GitSync, LeaseBusy
@@ -244,9 +244,9 @@ class Branches:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r}") from None
         people: dict[str, list[dict[str, str]]] = {}
         for room in self.rooms.loaded(f"{repo}/"):
-            for peer in room.attached:
+            for peer in people_in(room):
                 who = getattr(peer, "identity", None)
-                if isinstance(who, Identity) and who.user != "collab":
+                if isinstance(who, Identity):
                     people.setdefault(room.doc_id.branch, []).append(
                         {"user": who.user, "path": room.doc_id.path}
                     )

@@ -24,7 +24,7 @@ from .memory import release_free_memory
 from .room import Room, Subscriber
 from .seed import seed_update
 
-__all__ = ["KeepLoaded", "Rooms"]
+__all__ = ["KeepLoaded", "Rooms", "people_in"]
 
 log = logging.getLogger("collab.rooms")
 
@@ -473,6 +473,12 @@ class Rooms:
         for room in list(self._rooms.values()):
             room.attached.clear()
             await self._unload(room, persist=True)
+
+
+def people_in(room: Room) -> list[Subscriber]:
+    """Who has ``room`` open: the peers attached to it, less the holders the server borrows
+    rooms with (see :meth:`Rooms.borrow`), who are no one, whatever their identity's name."""
+    return [peer for peer in room.attached if not isinstance(peer, _Holder)]
 
 
 def _notify(hooks: list[Callable[..., None]], *args: Any) -> None:

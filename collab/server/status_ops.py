@@ -27,7 +27,7 @@ from protocol.names import validate_branch, validate_repo
 from ..git.branch_sync import GitSync
 from ..git.branches import Branches
 from ..git.work import in_repo
-from ..live.rooms import Rooms
+from ..live.rooms import Rooms, people_in
 from ..live.traffic import Traffic
 from .auth import Authenticator
 from .ops import CallContext, Operations, arg_int, arg_opt_str, arg_str
@@ -77,7 +77,7 @@ def register_status_ops(ops: Operations, branches: Branches, server: StatusSourc
         rooms = [
             {
                 "doc": room.key,
-                "users": sorted({peer.identity.user for peer in room.attached} - {"collab"}),
+                "users": sorted({peer.identity.user for peer in people_in(room)}),
             }
             for room in server.rooms.loaded()
             if room.doc_id.repo in readable

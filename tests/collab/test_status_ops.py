@@ -16,6 +16,7 @@ from collab.cli.commands import main
 from collab.server.auth import Role, TokenAuthenticator
 from gitsync.naming import participant_branch
 from protocol.errors import ErrorCode
+from protocol.names import DocId
 
 
 async def test_status_shows_branches_people_documents_and_last_commits(
@@ -41,6 +42,27 @@ async def test_status_shows_branches_people_documents_and_last_commits(
     assert last["subject"] == "Initial commit" and last["author"].startswith("collab <")
     rooms = {room["doc"]: room["users"] for room in status["rooms"]}
     assert rooms == {"demo/main:README.md": ["alice"], f"demo/{own}:src/app.py": ["bob"]}
+
+
+async def test_a_person_named_collab_is_listed_and_the_servers_own_holders_are_not(
+    server: CollabServer,
+) -> None:
+    """The server borrows rooms (a merge, a completion) with a holder whose identity is named
+    ``collab``; it is no one, and was left out of the lists by that name, so a person named
+    ``collab`` was never listed. Now the holder is left out for what it is."""
+    async with (
+        Client(server.url, user="collab") as person,
+        server.rooms.borrow(DocId.parse("demo/main:src/app.py")),
+    ):
+        await person.open("demo/main:README.md")
+        status = await person.call("server.status", repo="demo")
+        listed = {branch["name"]: branch for branch in await person.branches("demo")}
+    rooms = {room["doc"]: room["users"] for room in status["rooms"]}
+    assert rooms == {"demo/main:README.md": ["collab"], "demo/main:src/app.py": []}
+    assert listed["main"]["people"] == [{"user": "collab", "path": "README.md"}]
+    (demo,) = status["repositories"]
+    shown = {branch["name"]: branch for branch in demo["branches"]}
+    assert shown["main"]["people"] == [{"user": "collab", "path": "README.md"}]
 
 
 async def test_status_shows_only_the_repositories_a_token_reads(
