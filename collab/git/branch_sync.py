@@ -1662,6 +1662,9 @@ class GitSync:
         self.forming: dict[tuple[str, str], asyncio.Event] = {}
         """Branches being forked: their documents load once the event is set."""
         self._checks: set[asyncio.Task[None]] = set()  # loaded documents compared with git
+        self.on_deleted: list[Callable[[str, str], None]] = []
+        """Called with (repository, branch) as the engine forgets a deleted branch (see
+        :meth:`forget_deleted`), whoever deleted it."""
         self._watcher: asyncio.Task[None] | None = None
         rooms.before_load.append(self._before_load)
         rooms.committed_state = self._committed_state
@@ -1819,6 +1822,8 @@ class GitSync:
         if sync is not None:  # no commit of it restores the branch meanwhile
             sync.deleting = True
         self.forget(repo, branch)
+        for hook in list(self.on_deleted):
+            hook(repo, branch)
         for room in self.rooms.loaded(prefix):  # first: nothing more is typed into them
             await self.rooms.retire(
                 room.key,

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -49,7 +50,12 @@ __all__ = ["Branches"]
 
 log = logging.getLogger("collab.branches")
 
-MAX_JOINED = 4096  # (repo, user) pairs remembered as having their own branch
+MAX_JOINED = 4096
+"""(repository, own branch) pairs remembered as existing, the least recently joined forgotten
+first."""
+JOINED_FOR = 60.0
+"""Seconds an own branch is taken to exist without a look: another tool may delete it unseen
+(a deletion the engine makes, or sees, is forgotten at once)."""
 
 
 class Branches:
@@ -68,13 +74,15 @@ class Branches:
         self.store = store
         self.git = git
         self.events = events
-        # (repo, user) whose own branch is known to exist, most recent last; bounded
-        self._joined: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        # (repo, own branch) known to exist, and when that was last looked at; most recently
+        # joined last, bounded
+        self._joined: collections.OrderedDict[tuple[str, str], float] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.open_elsewhere: Callable[[str, str], Awaitable[list[str]]] | None = None
         """In a cluster: the other nodes where documents of ``(repo, branch)`` are open."""
         rooms.on_join.append(self._on_join)
         rooms.on_leave.append(self._on_leave)
+        git.on_deleted.append(self._forget_joined)
 
     async def start(self) -> None:
         """Nothing to start: a service so that the server stops it before the git work."""
@@ -138,16 +146,24 @@ class Branches:
                 "action": "join",
             },
         )
-        joined = (doc.repo, identity.user)
-        if joined in self._joined:
+        joined = (doc.repo, identity.own_branch)
+        now = time.monotonic()
+        looked = self._joined.get(joined)
+        if looked is not None:
             self._joined.move_to_end(joined)
-        else:
-            self._joined[joined] = None
-            if len(self._joined) > MAX_JOINED:
-                self._joined.popitem(last=False)
-            task = asyncio.create_task(self._ensure_quietly(identity, doc.repo, doc.branch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if now - looked < JOINED_FOR:
+                return
+        self._joined[joined] = now
+        if len(self._joined) > MAX_JOINED:
+            self._joined.popitem(last=False)
+        task = asyncio.create_task(self._ensure_quietly(identity, doc.repo, doc.branch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget_joined(self, repo: str, branch: str) -> None:
+        """``branch`` was deleted: if it was someone's own, the next document they open makes
+        it again."""
+        self._joined.pop((repo, branch), None)
 
     def _on_leave(self, room: Room, peer: Subscriber) -> None:
         doc = room.doc_id

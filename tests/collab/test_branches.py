@@ -734,3 +734,41 @@ async def test_a_document_opened_while_its_branch_is_deleted_finds_no_branch(
             await alice.call("branch.delete", repo="demo", name="kept")
         assert busy.value.code == ErrorCode.CONFLICT and "open documents" in busy.value.message
         assert not doc.closed
+
+
+async def test_opening_a_document_makes_ones_own_branch_again_once_it_was_deleted(
+    fast_server: CollabServer, repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening any document makes one's own branch if one has none: also after it was
+    deleted, by ``branch.delete``, by a push, or by another tool (seen within
+    ``JOINED_FOR``). It used to be remembered as made for as long as the server ran."""
+    demo = repos / "demo"
+    own = participant_branch("alice")
+
+    def exists() -> bool:
+        return git(demo, "branch", "--list", own).strip() != ""
+
+    url = fast_server.url.replace("ws://", "http://alice:dev@") + "/git/demo.git"
+    work = tmp_path / "work"
+    await asyncio.to_thread(git, tmp_path, "clone", "-q", url, str(work))
+    async with Client(fast_server.url, user="alice") as alice:
+        doc = await alice.open("demo/main:README.md")
+        await until(exists, what="alice's own branch")
+        await doc.close()
+        await alice.call("branch.delete", repo="demo", name=own)
+        assert not exists()
+        doc = await alice.open("demo/main:src/app.py")
+        await until(exists, what="alice's own branch, made again after branch.delete")
+        await doc.close()
+
+        await asyncio.to_thread(git, work, "push", "-q", "origin", f":refs/heads/{own}")
+        assert not exists()
+        doc = await alice.open("demo/main:README.md")
+        await until(exists, what="alice's own branch, made again after a push deleted it")
+        await doc.close()
+
+        monkeypatch.setattr("collab.git.branches.JOINED_FOR", 0.2)
+        git(demo, "update-ref", "-d", f"refs/heads/{own}")  # another tool, unseen
+        await asyncio.sleep(0.3)
+        doc = await alice.open("demo/main:src/app.py")
+        await until(exists, what="alice's own branch, made again after another tool")
