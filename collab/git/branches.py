@@ -32,7 +32,7 @@ from gitsync.objects.commits import (
     read_ref,
     set_synced,
 )
-from gitsync.objects.ref_names import RefClash
+from gitsync.objects.ref_names import RefClash, new_ref_problem
 from gitsync.wire.fetch_plan import fetchable
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, is_commit_id, validate_branch, validate_repo
@@ -436,11 +436,19 @@ class Branches:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no branch {branch!r} in {repo!r}") from None
 
     async def _fork_name(self, repo: str, own: str) -> str:
-        heads = await in_git_thread(self.repos, lambda: branch_heads(self.repos.open(repo)))
-        n = 1
-        while f"{own}-fork-{n}" in heads:
-            n += 1
-        return f"{own}-fork-{n}"
+        """The first name ``<own>-fork-N`` that no branch holds, nor keeps from being made
+        (a branch below it, ``<own>-fork-N/x``, or one it would be below)."""
+
+        def free() -> str:
+            git = self.repos.open(repo)
+            n = 1
+            while True:
+                ref = HEADS + f"{own}-fork-{n}".encode()
+                if read_ref(git, ref) is None and new_ref_problem(git.refs, ref) is None:
+                    return f"{own}-fork-{n}"
+                n += 1
+
+        return await in_git_thread(self.repos, free)
 
     def _capture_loaded(self, prefix: str) -> tuple[dict[str, bytes], dict[str, str]]:
         """Every loaded document below ``prefix``: its full CRDT state and its text."""

@@ -772,3 +772,18 @@ async def test_opening_a_document_makes_ones_own_branch_again_once_it_was_delete
         await asyncio.sleep(0.3)
         doc = await alice.open("demo/main:src/app.py")
         await until(exists, what="alice's own branch, made again after another tool")
+
+
+async def test_an_unnamed_fork_skips_a_name_a_branch_below_it_holds(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    """``<own>-fork-2/sub`` keeps ``<own>-fork-2`` from being made (git holds no ref beside
+    one below it): the unnamed forks are ``-fork-1``, then ``-fork-3``. The second used to
+    be refused for good (4015, "'...-fork-2/sub' exists")."""
+    own = participant_branch("alice")
+    async with Client(fast_server.url, user="alice") as alice:
+        await alice.call("branch.create", repo="demo", name=f"{own}-fork-2/sub")
+        assert await alice.fork("demo", "main") == f"{own}-fork-1"
+        assert await alice.fork("demo", "main") == f"{own}-fork-3"
+    listed = git(repos / "demo", "branch", "--list", f"{own}-fork-*").split()
+    assert listed == [f"{own}-fork-1", f"{own}-fork-2/sub", f"{own}-fork-3"]
