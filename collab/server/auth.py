@@ -27,6 +27,8 @@ __all__ = [
     "Identity",
     "Role",
     "TokenAuthenticator",
+    "authorization",
+    "bearer_token",
     "dev_mode_refusal",
     "end_at_expiry",
     "is_loopback",
@@ -137,6 +139,21 @@ def validate_user(user: str) -> str:
     if not _USER_RE.fullmatch(user) or user.strip() != user:
         raise AuthError(ErrorCode.UNAUTHORIZED, f"invalid user name {user[:100]!r}")
     return user
+
+
+def authorization(header: str) -> tuple[str, str]:
+    """An ``Authorization`` header's scheme, in lower case (a scheme is case-insensitive,
+    RFC 7235: ``Bearer``, ``bearer`` and ``BEARER`` are one), and its credentials, stripped;
+    ``("", "")`` for an empty header."""
+    scheme, _, credentials = header.strip().partition(" ")
+    return scheme.lower(), credentials.strip()
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (any case of ``Bearer``);
+    None for another scheme, or none."""
+    scheme, credentials = authorization(header)
+    return credentials if scheme == "bearer" and credentials else None
 
 
 def is_loopback(remote: str | None) -> bool:

@@ -70,7 +70,7 @@ from ..git.branch_sync import STORE_WAIT, BranchSync, GitSync
 from ..git.dropped_work import keep_dropped_work
 from ..git.work import in_git_thread, in_repo
 from ..live.events import EventHub
-from .auth import Authenticator, AuthError, Identity
+from .auth import Authenticator, AuthError, Identity, authorization
 from .config import ServerConfig
 from .http_api import Route
 from .http_body import BodyError, iter_body
@@ -118,18 +118,18 @@ class GitBridge:
         ]
 
     def _identity(self, request: web.Request) -> Identity:
-        header = request.headers.get("Authorization", "")
+        scheme, credentials = authorization(request.headers.get("Authorization", ""))
         user: str | None = request.query.get("user")
         token: str | None = None
-        if header.startswith("Basic "):
+        if scheme == "basic":
             try:
-                decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
+                decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
             except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
                 raise AuthError(ErrorCode.UNAUTHORIZED, "malformed Basic credentials") from None
             name, _, password = decoded.partition(":")
             user, token = name or None, password or None
-        elif header.startswith("Bearer "):
-            token = header[7:].strip()
+        elif scheme == "bearer":
+            token = credentials or None
         if self.auth.dev_mode:
             token = None
         return self.auth.authenticate(token=token, user=user, remote=request.remote)

@@ -18,7 +18,7 @@ from aiohttp import web
 from protocol.errors import ErrorCode, ProtocolError
 
 from ..live.traffic import Traffic
-from .auth import Authenticator, AuthError
+from .auth import Authenticator, AuthError, bearer_token
 from .config import ServerConfig
 from .http_body import BodyError, read_body
 from .ops import CallContext, Operations
@@ -55,10 +55,7 @@ _HTTP_STATUS = {
 def authenticate_request(auth: Authenticator, request: web.Request) -> CallContext:
     """The caller of an HTTP request: ``Authorization: Bearer <token>`` or ``?token=``;
     in dev mode ``?user=NAME`` from loopback. Raises ``AuthError``."""
-    token = request.query.get("token")
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        token = header.removeprefix("Bearer ").strip()
+    token = bearer_token(request.headers.get("Authorization", "")) or request.query.get("token")
     identity = auth.authenticate(token=token, user=request.query.get("user"), remote=request.remote)
     return CallContext(identity)
 

@@ -35,7 +35,7 @@ from ..live.rooms import Rooms
 from ..live.traffic import Traffic
 from ..store.base import Store
 from ..store.sqlite_store import SQLiteStore
-from .auth import Authenticator, AuthError, Role, is_loopback
+from .auth import Authenticator, AuthError, Role, bearer_token, is_loopback
 from .http_api import json_error
 
 __all__ = ["ServerMetrics", "authorize_metrics"]
@@ -127,10 +127,7 @@ class ServerMetrics:
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``."""
-        token = request.query.get("token")
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            token = header.removeprefix("Bearer ").strip()
+        token = bearer_token(request.headers.get("Authorization", "")) or request.query.get("token")
         try:
             authorize_metrics(self.auth, token=token, remote=request.remote)
         except AuthError as exc:

@@ -483,3 +483,37 @@ async def test_a_commit_no_ref_reaches_is_not_made_a_branch_any_more_than_fetche
         made_ok = await rita.call("branch.create", repo="demo", name=dig, **{"from": older})
         assert made_ok["head"] == older
     assert git(repos / "demo", "branch", "--contains", secret) == ""
+
+
+async def test_the_authorization_scheme_is_taken_in_any_case(
+    secure_server: CollabServer, tokens: TokenAuthenticator
+) -> None:
+    """``Bearer``, ``bearer`` and ``BEARER`` are one scheme (RFC 7235), on the API, the
+    metrics and the git bridge, and so are ``Basic`` and ``basic``; only ``Bearer`` was
+    taken ("a token is required")."""
+    token = tokens.mint(user="alice", repo="demo", role=Role.READ)
+    scraper = tokens.mint(user="prometheus", repo="*", role=Role.METRICS)
+    base = secure_server.url.replace("ws://", "http://")
+    basic = base64.b64encode(f"alice:{token}".encode()).decode()
+    refs = f"{base}/git/demo.git/info/refs?service=git-upload-pack"
+    async with aiohttp.ClientSession() as http:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            async with http.post(
+                f"{base}/api/branch.list",
+                json={"repo": "demo"},
+                headers={"Authorization": f"{scheme} {token}"},
+            ) as reply:
+                assert reply.status == 200, (scheme, await reply.text())
+            async with http.get(
+                f"{base}/metrics", headers={"Authorization": f"{scheme} {scraper}"}
+            ) as reply:
+                assert reply.status == 200, (scheme, await reply.text())
+            async with http.get(refs, headers={"Authorization": f"{scheme} {token}"}) as reply:
+                assert reply.status == 200, (scheme, await reply.text())
+        for scheme in ("Basic", "basic", "BASIC"):
+            async with http.get(refs, headers={"Authorization": f"{scheme} {basic}"}) as reply:
+                assert reply.status == 200, (scheme, await reply.text())
+        async with http.post(
+            f"{base}/api/branch.list", json={"repo": "demo"}, headers={"Authorization": "bearer"}
+        ) as reply:
+            assert reply.status == 401
