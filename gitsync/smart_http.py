@@ -30,7 +30,7 @@ import contextlib
 import os
 import tempfile
 import zlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import IO, cast
@@ -118,6 +118,7 @@ def run_service(
     allow_non_fast_forward: bool = False,
     may_force: ForceCheck | None = None,
     may_delete: ForceCheck | None = None,
+    may_update: ForceCheck | None = None,
     fsck_accept: frozenset[str] = frozenset(),
     max_request: int = MAX_REQUEST,
     max_object: int = MAX_OBJECT,
@@ -129,7 +130,8 @@ def run_service(
     ``content_encoding`` is the request's ``Content-Encoding`` header (``gzip`` or none);
     ``protocol`` the version a fetch asked for. A push may force a ref if
     ``allow_non_fast_forward`` (any) or ``may_force`` allows it, and delete one unless
-    ``may_delete`` says why not; ``fsck_accept`` names the identity-line problems a pushed
+    ``may_delete`` says why not; it updates no ref ``may_update`` says why not for (that
+    command refused, the others going on); ``fsck_accept`` names the identity-line problems a pushed
     object may have (see ``receive_pack``). After a push, ``on_ref_update`` is called with
     the refs that moved, once they have moved and before the response is returned; its
     exceptions propagate. A push refused in part or whole is answered with the reasons, as
@@ -150,6 +152,7 @@ def run_service(
                 allow_non_fast_forward=allow_non_fast_forward,
                 may_force=may_force,
                 may_delete=may_delete,
+                may_update=may_update,
                 fsck_accept=fsck_accept,
                 max_object=max_object,
                 max_expanded=EXPANSION * max_request,
@@ -186,14 +189,20 @@ def push_commands(body: IO[bytes], *, partial: bool = False) -> list[RefUpdate] 
 
 
 def refusal(
-    service: str, head: IO[bytes], reason: str, *, pack_refused: bool = True
+    service: str,
+    head: IO[bytes],
+    reason: str,
+    *,
+    pack_refused: bool = True,
+    reasons: Mapping[bytes, str] | None = None,
 ) -> tuple[bytes, str] | None:
     """The answer that refuses a whole request, given the part of its body that came
     (decoded, from where ``head`` stands), in git's protocol so that git prints ``reason``:
     a fetch gets an ``ERR`` line (``fatal: remote error: <reason>``); each command of a push
     is refused (``! [remote rejected] <ref> (<reason>)``), and so is its pack if
-    ``pack_refused`` (``error: remote unpack failed: <reason>``). None if not even the
-    commands of a push came whole."""
+    ``pack_refused`` (``error: remote unpack failed: <reason>``); a command whose ref has a
+    reason of its own in ``reasons`` is refused with that one. None if not even the commands
+    of a push came whole."""
     _check_service(service)
     if service == "git-upload-pack":
         return pkt_line(f"ERR {reason}\n".encode()), f"application/x-{service}-result"
@@ -203,7 +212,12 @@ def refusal(
         return None
     if request is None:
         return None
-    body = report(request, reason if pack_refused else None, [reason] * len(request.commands))
+    why = reasons or {}
+    body = report(
+        request,
+        reason if pack_refused else None,
+        [why.get(command.ref, reason) for command in request.commands],
+    )
     return body, f"application/x-{service}-result"
 
 

@@ -7,9 +7,12 @@ client's ``Git-Protocol`` header asks, by ``gitsync.wire.upload_pack``; the answ
 made, each piece made in a git thread while the one before is sent, so that a clone's pack is
 never held whole.
 
-Reading takes read access to the repository; a push needs write access to every branch it
-moves (see ``Identity.can_write_branch``), and may rewrite (force) only the sender's own branch
-and its forks (``Identity.owns_branch``), and tags if they may write the repository. Live edits
+Reading takes read access to the repository; a push updates a branch its sender may write
+(see ``Identity.can_write_branch``), and may rewrite (force) only the sender's own branch and
+its forks (``Identity.owns_branch``), and tags if they may write the repository. Each ref of a
+push its sender may not update is refused with its own reason and the others are taken, as
+git's receive-pack does (with ``--atomic``, none is); a push that may update none of its refs
+is refused before its pack is read. Live edits
 not committed yet are committed before a push is answered: when git asks for the refs it
 pushes to, and again for the branches the push moves before it is taken; and before a fetch is
 told the refs, so that a pull then a push is a fast-forward unless someone typed in between. A
@@ -169,8 +172,9 @@ class GitBridge:
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             body = _Spool(spool, encoding, self.config.max_push)
             commands: list[tuple[bytes, bytes, bytes]] = []
+            refused: dict[bytes, str] = {}  # the refs its sender may not update, and why
             if service == "git-receive-pack":
-                body.check = functools.partial(self._check_push, identity, repo, commands)
+                body.check = functools.partial(self._check_push, identity, repo, commands, refused)
             try:
                 await self._read_body(request, body)
             except BodyError as exc:
@@ -192,13 +196,14 @@ class GitBridge:
             if service == "git-upload-pack":
                 protocol = protocol_version(request.headers.get("Git-Protocol"))
                 return await self._fetch(request, path, spool, protocol)
-            await self._commit_live(repo, _branches(commands))
+            allowed = [command for command in commands if command[2] not in refused]
+            await self._commit_live(repo, _branches(allowed))
             async with contextlib.AsyncExitStack() as held:
                 # nobody opens a document of a branch the push deletes from the look for open
                 # ones until the engine has forgotten the branch (or the push failed)
-                for branch in sorted(set(_branches(_deletions(commands)))):
+                for branch in sorted(set(_branches(_deletions(allowed)))):
                     await held.enter_async_context(self.git.rooms.opens_held(f"{repo}/{branch}:"))
-                open_now = await self._open_deleted(repo, commands)
+                open_now = await self._open_deleted(repo, allowed)
                 try:
                     moved: list[tuple[bytes, bytes, bytes]] = []
                     # in the repositories' executor: closing them waits for a push under way
@@ -211,6 +216,7 @@ class GitBridge:
                         moved.extend,
                         may_force=functools.partial(_may_force, identity, repo),
                         may_delete=functools.partial(_may_delete, identity, repo, open_now),
+                        may_update=refused.get,
                         fsck_accept=self.config.fsck_accept,
                         max_request=self.config.max_push,
                         max_object=self.config.max_object,
@@ -293,6 +299,7 @@ class GitBridge:
         *,
         status: int,
         pack_refused: bool = True,
+        reasons: dict[bytes, str] | None = None,
     ) -> web.StreamResponse:
         """Refuse a request in git's protocol (so that git prints ``reason``), once the rest
         of its body has been read and dropped (up to ``max_push`` bytes more: a client still
@@ -310,7 +317,11 @@ class GitBridge:
         except BodyError:
             pass
         spool.seek(0)
-        answer = await asyncio.to_thread(refusal, service, spool, reason, pack_refused=pack_refused)
+        answer = await asyncio.to_thread(
+            functools.partial(
+                refusal, service, spool, reason, pack_refused=pack_refused, reasons=reasons
+            )
+        )
         if answer is None:
             return web.Response(status=status, text=f"{reason}\n")
         reply, content_type = answer
@@ -319,8 +330,10 @@ class GitBridge:
     async def _forbidden(
         self, request: web.Request, service: str, spool: IO[bytes], exc: ProtocolError
     ) -> web.StreamResponse:
+        """Refuse a push its sender may not make, each ref with its own reason."""
+        reasons = exc.reasons if isinstance(exc, PushForbidden) else None
         return await self._refuse(
-            request, service, spool, exc.message, status=403, pack_refused=False
+            request, service, spool, exc.message, status=403, pack_refused=False, reasons=reasons
         )
 
     async def _over_limit(
@@ -386,33 +399,21 @@ class GitBridge:
         identity: Identity,
         repo: str,
         into: list[tuple[bytes, bytes, bytes]],
+        refused: dict[bytes, str],
         commands: list[tuple[bytes, bytes, bytes]],
     ) -> None:
-        """Refuse (``READ_ONLY``) a push that moves a ref its sender may not write. A branch
-        name that is not valid is left for the push itself to refuse, with its reason. The
+        """Find the refs of a push that its sender may not update (see
+        :func:`_push_refusal`), and why, into ``refused``: the push refuses those, each with
+        its reason, and goes on with the others, as git's receive-pack does. A push that may
+        update none of its refs is refused (``PushForbidden``) before its pack is read. The
         commands are kept in ``into``."""
         into.extend(commands)
         for old, _new, ref in commands:
-            name = ref.decode("utf-8", "replace")
-            if not ref.startswith(HEADS):
-                if not identity.can_write(repo):
-                    raise ProtocolError(ErrorCode.READ_ONLY, f"{identity.user} may not push {name}")
-                continue
-            try:
-                branch = validate_branch(name[len("refs/heads/") :])
-            except ProtocolError:
-                if not identity.can_write(repo):  # (its pack is not read for the refusal)
-                    raise ProtocolError(
-                        ErrorCode.READ_ONLY, f"{identity.user} may not push {name}"
-                    ) from None
-                continue
-            if not identity.can_write_branch(repo, branch):
-                raise ProtocolError(
-                    ErrorCode.READ_ONLY, f"{identity.user} may not push to {branch!r}"
-                )
-            why = identity.why_not_create(repo, branch) if old == _ZERO else None
+            why = _push_refusal(identity, repo, old, ref)
             if why is not None:
-                raise ProtocolError(ErrorCode.FORBIDDEN, why)
+                refused[ref] = why
+        if commands and all(ref in refused for _old, _new, ref in commands):
+            raise PushForbidden(refused)
 
     async def _merge_pushed(
         self, repo: str, moved: list[tuple[bytes, bytes, bytes]], identity: Identity
@@ -487,6 +488,32 @@ def _branches(commands: list[tuple[bytes, bytes, bytes]]) -> list[str]:
         for _old, _new, ref in commands
         if ref.startswith(HEADS)
     ]
+
+
+class PushForbidden(ProtocolError):
+    """A push may update none of its refs: ``reasons`` says why, for each."""
+
+    def __init__(self, reasons: dict[bytes, str]) -> None:
+        super().__init__(ErrorCode.READ_ONLY, next(iter(reasons.values())))
+        self.reasons = reasons
+
+
+def _push_refusal(identity: Identity, repo: str, old: bytes, ref: bytes) -> str | None:
+    """Why ``identity`` may not update ``ref`` (from ``old``: zero for a new one), or None:
+    a branch takes write access to it (see ``Identity.can_write_branch``), a new one a name
+    its sender may make (``Identity.why_not_create``), any other ref write access to the
+    repository. A branch name that is not valid is left for the push itself to refuse, with
+    its reason, if the sender may write the repository."""
+    name = ref.decode("utf-8", "replace")
+    try:
+        branch = validate_branch(name.removeprefix("refs/heads/"))
+    except ProtocolError:
+        branch = None
+    if not ref.startswith(HEADS) or branch is None:
+        return None if identity.can_write(repo) else f"{identity.user} may not push {name}"
+    if not identity.can_write_branch(repo, branch):
+        return f"{identity.user} may not push to {branch!r}"
+    return identity.why_not_create(repo, branch) if old == _ZERO else None
 
 
 def _deletions(commands: list[tuple[bytes, bytes, bytes]]) -> list[tuple[bytes, bytes, bytes]]:

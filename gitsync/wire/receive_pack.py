@@ -9,12 +9,14 @@ before it moves, and each ref moved by compare-and-swap.
    and every reference from one to another must reach an object of the right type, in the
    pack or in the repository. One failure refuses the whole push; the quarantine is removed
    and the repository never held any of it.
-4. Each command is checked: a ref under ``refs/``, well-formed, not private (``refs/collab/``),
+4. Each command is checked: one the caller says its sender may not update is refused with the
+   caller's reason; then a ref under ``refs/``, well-formed, not private (``refs/collab/``),
    a valid branch name under ``refs/heads/`` (``protocol.names``), a commit for a branch, the
    ref still where the client saw it (else ``fetch first``), a fast-forward unless the caller
    lets the sender force that ref (else ``non-fast-forward``, with the caller's reason), and
-   never the deletion of the default branch (the target of ``HEAD``). With ``atomic``, one
-   refusal refuses all.
+   never the deletion of the default branch (the target of ``HEAD``). Each refused command has
+   its own reason, and the others go on (as git's receive-pack); with ``atomic``, one refusal
+   refuses all.
 5. If any command is accepted, the pack moves into ``objects/pack`` (pack first, index last,
    then the directory is fsynced); each ref then moves by compare-and-swap from the value the
    client saw, so a push never overwrites a commit it did not know about.
@@ -119,6 +121,7 @@ def receive_pack(
     allow_non_fast_forward: bool = False,
     may_force: ForceCheck | None = None,
     may_delete: ForceCheck | None = None,
+    may_update: ForceCheck | None = None,
     fsck_accept: frozenset[str] = frozenset(),
     max_object: int = MAX_OBJECT,
     max_expanded: int = MAX_EXPANDED,
@@ -127,7 +130,8 @@ def receive_pack(
     request that breaks the protocol raises ``push_wire.MalformedPush`` (a ``ValueError``).
     A ref may be moved to a commit that does not descend from it if ``allow_non_fast_forward``
     (every ref) or ``may_force`` allows it (see :data:`ForceCheck`); it may be deleted unless
-    ``may_delete`` says why not (the default branch never). Objects are checked as git's
+    ``may_delete`` says why not (the default branch never); it is not updated at all (created,
+    moved or deleted) if ``may_update`` says why not. Objects are checked as git's
     ``receive.fsckObjects`` checks them, but for the identity-line problems (see
     ``fsck.IDENT_PROBLEMS``) named in ``fsck_accept``. A pack whose objects, expanded, would
     pass ``max_object`` bytes each or ``max_expanded`` in all is refused unread."""
@@ -146,7 +150,12 @@ def receive_pack(
             except _BadPack as exc:
                 why = "unpacker error"
                 return Received(report(request, str(exc), [why] * len(request.commands)), [])
-        return _update_refs(repo, request, quarantine, may_force, may_delete or _always)
+        return _update_refs(
+            repo,
+            request,
+            quarantine,
+            _RefRules(may_force, may_delete or _always, may_update or _always),
+        )
 
 
 def _always(_ref: bytes) -> str | None:
@@ -157,14 +166,19 @@ def _never(_ref: bytes) -> str | None:
     return ""
 
 
+@dataclass(frozen=True, slots=True)
+class _RefRules:
+    """The caller's say on each ref: may it be forced, deleted, updated at all."""
+
+    may_force: ForceCheck
+    may_delete: ForceCheck
+    may_update: ForceCheck
+
+
 def _update_refs(
-    repo: Repo,
-    request: PushRequest,
-    quarantine: _Quarantine,
-    may_force: ForceCheck,
-    may_delete: ForceCheck,
+    repo: Repo, request: PushRequest, quarantine: _Quarantine, rules: _RefRules
 ) -> Received:
-    checks = _RefChecks(repo, quarantine.store, may_force, may_delete)
+    checks = _RefChecks(repo, quarantine.store, rules)
     named = collections.Counter(command.ref for command in request.commands)
     statuses: list[str | None] = [
         DUPLICATE_REF if named[command.ref] > 1 else checks.refusal(command)
@@ -312,17 +326,19 @@ class _History:
 class _RefChecks:
     """Why a command may not be done (None: it may), with the quarantine's objects visible."""
 
-    def __init__(
-        self, repo: Repo, store: DiskObjectStore, may_force: ForceCheck, may_delete: ForceCheck
-    ) -> None:
+    def __init__(self, repo: Repo, store: DiskObjectStore, rules: _RefRules) -> None:
         self.repo = repo
         self.store = store
-        self.may_force = may_force
-        self.may_delete = may_delete
+        self.may_force = rules.may_force
+        self.may_delete = rules.may_delete
+        self.may_update = rules.may_update
         self.default = head_target(repo)
 
     def refusal(self, command: Command) -> str | None:
         old, new, ref = command.old, command.new, command.ref
+        why = self.may_update(ref)
+        if why is not None:
+            return why
         # as git's receive-pack: below refs/, a name of two levels at least (refs/foo is
         # one level, which git's own refs do not take either)
         if not ref.startswith(b"refs/") or not check_ref_format(Ref(ref[len(b"refs/") :])):

@@ -22,6 +22,7 @@ from servers import SECRET, make_config
 from collab import Client, ClientError, CollabServer
 from collab.server.auth import Role, TokenAuthenticator
 from gitsync.merge import plan
+from gitsync.naming import participant_branch
 from protocol.errors import ErrorCode
 
 MB = 1_000_000
@@ -388,6 +389,58 @@ async def test_refused_refs_and_writers_get_the_reason(
         assert "[remote rejected] main -> main (eve may not push to 'main')" in refused.stderr
         assert "unpack failed" not in refused.stderr
         assert head(repos / "demo") != head(work)
+    finally:
+        await server.stop()
+
+
+async def test_each_ref_of_a_push_is_refused_for_its_own_reason_the_others_taken(
+    repos: Path, tmp_path: Path, tokens: TokenAuthenticator
+) -> None:
+    """A push of a ref its sender may write beside one they may not: the first is taken,
+    the second refused with its own reason, as git's receive-pack does (the whole push used
+    to be refused, every ref with the other's reason); with ``--atomic``, both are refused,
+    each with a reason. A push that may update none of its refs is refused before its pack
+    is read, each ref with its reason."""
+    server = await start(repos, tmp_path, secret=SECRET)
+    try:
+        http = server.url.replace("ws://", "")
+        demo = repos / "demo"
+        writer = tokens.mint(user="alice", repo="demo", role=Role.WRITE)
+        reader = tokens.mint(user="eve", repo="demo", role=Role.READ)
+        work = tmp_path / "work"
+        await git(tmp_path, "clone", "-q", f"http://alice:{writer}@{http}/git/demo.git", str(work))
+        await git(work, "commit", "-q", "--allow-empty", "-m", "empty")
+        theirs = "people/zzz-12345678"
+        refs = ["HEAD:refs/heads/multi-ok", f"HEAD:refs/heads/{theirs}"]
+
+        atomic = await git(work, "push", "--atomic", "origin", *refs, check=False)
+        assert atomic.returncode != 0
+        assert "HEAD -> multi-ok (atomic push failed)" in atomic.stderr, atomic.stderr
+        assert f"HEAD -> {theirs} (" in atomic.stderr and "people/" in atomic.stderr
+        assert head(demo, "refs/heads/multi-ok") == ""
+
+        pushed = await git(work, "push", "origin", *refs, check=False)
+        assert pushed.returncode != 0
+        assert "* [new branch]      HEAD -> multi-ok" in pushed.stderr, pushed.stderr
+        rejected = [line for line in pushed.stderr.splitlines() if "[remote rejected]" in line]
+        assert len(rejected) == 1 and f"HEAD -> {theirs} (" in rejected[0], pushed.stderr
+        assert "multi-ok" not in rejected[0]
+        assert head(demo, "refs/heads/multi-ok") == head(work, "HEAD")
+        assert head(demo, f"refs/heads/{theirs}") == ""
+
+        eve = tmp_path / "eve"
+        await git(tmp_path, "clone", "-q", f"http://eve:{reader}@{http}/git/demo.git", str(eve))
+        await git(eve, "commit", "-q", "--allow-empty", "-m", "eve's")
+        refused = await git(eve, "push", "origin", "HEAD:main", "HEAD:refs/tags/t", check=False)
+        assert "[remote rejected] HEAD -> main (eve may not push to 'main')" in refused.stderr
+        assert "HEAD -> t (eve may not push refs/tags/t)" in refused.stderr, refused.stderr
+        assert "unpack failed" not in refused.stderr
+        mine = participant_branch("eve")
+        taken = await git(
+            eve, "push", "origin", "HEAD:main", f"HEAD:refs/heads/{mine}", check=False
+        )
+        assert "[remote rejected] HEAD -> main (eve may not push to 'main')" in taken.stderr
+        assert head(demo, f"refs/heads/{mine}") == head(eve, "HEAD") != head(demo)
     finally:
         await server.stop()
 
