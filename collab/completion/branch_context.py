@@ -15,6 +15,8 @@ from typing import Any
 from dulwich.errors import NotTreeError
 from dulwich.objects import Blob, Commit, Tree
 
+from gitsync.changes import shown_path
+
 __all__ = [
     "BlobTexts",
     "Candidate",
@@ -67,7 +69,7 @@ def list_branch(repo: Any, head: bytes) -> list[tuple[str, bytes]]:
         if not isinstance(tree, Tree):
             continue
         for entry in tree.items():
-            name = entry.path.decode("utf-8", "replace")
+            name = shown_path(entry.path.decode("utf-8", "surrogateescape"))
             if stat.S_ISDIR(entry.mode):
                 if name not in ("node_modules", ".git"):
                     stack.append((f"{prefix}{name}/", entry.sha))

@@ -17,6 +17,7 @@ from dulwich.objects import S_ISGITLINK, Tree
 from dulwich.repo import Repo
 
 from gitsync import RepoNotFound
+from gitsync.changes import shown_path
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import validate_branch
 
@@ -54,7 +55,8 @@ def register_tree_ops(ops: Operations, branches: Branches) -> None:
 
 
 def tree_paths(repo: Repo, head: bytes) -> tuple[list[str], bool]:
-    """The paths of the regular files (and symlinks) in ``head``'s tree, sorted."""
+    """The paths of the regular files (and symlinks) in ``head``'s tree, sorted; each byte of
+    a name that is not UTF-8 written ``\\xNN`` (``shown_path``), as merges show them."""
     paths: list[str] = []
     stack: list[tuple[str, bytes]] = [("", repo[head].tree)]  # type: ignore[attr-defined]
     while stack:
@@ -63,7 +65,7 @@ def tree_paths(repo: Repo, head: bytes) -> tuple[list[str], bool]:
         if not isinstance(tree, Tree):
             continue
         for entry in tree.iteritems():
-            path = prefix + entry.path.decode("utf-8", "replace")
+            path = prefix + shown_path(entry.path.decode("utf-8", "surrogateescape"))
             if stat.S_ISDIR(entry.mode):
                 stack.append((path + "/", entry.sha))
             elif not S_ISGITLINK(entry.mode):  # submodules have no file here

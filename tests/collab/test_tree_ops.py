@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import aiohttp
@@ -39,6 +40,27 @@ async def test_a_forked_branch_lists_its_own_files(server: CollabServer) -> None
         fork = await alice.call("branch.fork", repo="demo", source="main")
         value = await alice.call("branch.files", repo="demo", branch=fork["name"])
     assert value["branch"] == fork["name"] and "src/app.py" in value["files"]
+
+
+async def test_names_that_are_not_utf8_are_listed_with_their_bytes_written_xnn(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """git takes any bytes as a file name: ``caf\\xe9.txt`` and ``caf\\xe8.txt`` (latin-1)
+    are listed so, as merges show them; both used to come out as one name (U+FFFD for the
+    byte)."""
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(repos / "demo"), str(work))
+    for byte in (b"\xe9", b"\xe8"):
+        (work / os.fsdecode(b"caf" + byte + b".txt")).write_bytes(b"text\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "latin-1 names")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/latin")
+    async with Client(server.url, user="alice") as alice:
+        value = await alice.call("branch.files", repo="demo", branch="latin")
+    assert [path for path in value["files"] if path.startswith("caf")] == [
+        "caf\\xe8.txt",
+        "caf\\xe9.txt",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,13 @@ similarity; and the prompt's head stays put from one keystroke to the next."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from fake_backends import FakeBackend
+from gitcli import git
 
 from collab import Client
 from collab.completion import Family, PromptParts, render
@@ -46,6 +48,27 @@ async def test_an_unopened_file_the_current_one_imports_comes_from_git_and_first
             await b.flush()
             await b.complete(await b.open(MAIN), 0)
         assert backend.prompts[-1].rendered.context[0].text.startswith("# live\ndef scale")
+
+
+async def test_files_whose_names_are_not_utf8_are_context_under_names_of_their_own(
+    make_server: Any, code_repos: Path, tmp_path: Path
+) -> None:
+    """``caf\\xe9.txt`` and ``caf\\xe8.txt`` (latin-1 names) are two files of the context,
+    named with their bytes written ``\\xNN`` as ``branch.files`` names them; both used to be
+    named alike (U+FFFD for the byte)."""
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(code_repos / "demo"), str(work))
+    for byte, word in ((b"\xe9", "espresso"), (b"\xe8", "latte")):
+        (work / os.fsdecode(b"caf" + byte + b".txt")).write_text(f"{word}\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "latin-1 names")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/latin")
+    backend = FakeBackend()
+    async with make_server(backend) as server, Client(server.url, user="alice") as a:
+        doc = await a.open("demo/latin:src/app.py")
+        await a.complete(doc, len(str(doc)))
+    context = {c.path: c.text for c in backend.prompts[-1].rendered.context}
+    assert context["caf\\xe9.txt"] == "espresso\n" and context["caf\\xe8.txt"] == "latte\n"
 
 
 async def test_a_typists_context_is_kept_between_requests(make_server: Any) -> None:
