@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-from pycrdt import Doc, Text, TransactionEvent
+from pycrdt import Doc, Subscription, Text, TransactionEvent
 
 from protocol import messages as m
 from protocol.errors import ErrorCode, ProtocolError
@@ -99,7 +99,7 @@ class Document:
         self._awareness_clock = 0
         self._local_state: dict[str, Any] | None = None
         self._changed = asyncio.Event()
-        self._subscription = self.doc.observe(self._on_transaction)
+        self._subscription: Subscription | None = self.doc.observe(self._on_transaction)
         self.closed = False
         self.edits = 0
         """Edits made here so far."""
@@ -194,8 +194,15 @@ class Document:
             await self.client.flush(timeout)
         if not self.closed:
             self.closed = True
-            self.doc.unobserve(self._subscription)
             self.client.forget(self)
+
+    def detach(self) -> None:
+        """Stop sending this copy's edits (its text stays readable). The observer holds the
+        document through the CRDT core, where the garbage collector cannot see the cycle:
+        a document never detached is never freed."""
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
 
     def closed_by_server(self, error: ClientError) -> None:
         """The server closed this document (see the class docstring)."""
@@ -203,7 +210,7 @@ class Document:
             return
         self.closed = True
         self.error = error
-        self.doc.unobserve(self._subscription)
+        self.detach()
         self.client.docs.pop(self.ref, None)
         if not self.opened.done():
             self.opened.set_exception(error)
@@ -304,7 +311,10 @@ class Client:
         return self._closed
 
     async def close(self) -> None:
+        """Disconnect; the documents' texts stay readable, and nothing more is sent."""
         self._closed = True
+        for document in self.docs.values():
+            document.detach()
         for task in self._tasks:
             task.cancel()
         if self._runner is not None:
@@ -327,6 +337,7 @@ class Client:
             self._outgoing.put_nowait(m.encode(message))
 
     def forget(self, document: Document) -> None:
+        document.detach()
         if self.docs.pop(document.ref, None) is not None:
             self.send(m.Close(document.ref))
 
