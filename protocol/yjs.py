@@ -45,7 +45,13 @@ class SyncType(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class YjsLimits:
-    """Bounds every decoder enforces before allocating anything."""
+    """Bounds every decoder enforces before allocating anything.
+
+    ``max_state_vector`` bounds :func:`decode_state_vector`. A sync step 1 is bounded by
+    ``max_message`` alone: how long a state vector may be depends on the document it is
+    the state of (one client id more for each client that ever wrote in it), which the
+    frame does not tell; whoever answers it bounds it by the document (the server: by its
+    own state vector, with ``max_state_vector`` to spare, see ``Room.handshake``)."""
 
     max_message: int = 8 * 1024 * 1024
     max_update: int = 8 * 1024 * 1024
@@ -135,7 +141,7 @@ def decode_message(data: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> YjsMessag
     if kind == MessageType.SYNC:
         sync_type = reader.read_var_uint()
         if sync_type == SyncType.STEP1:
-            message = SyncStep1(reader.read_var_bytes(limits.max_state_vector))
+            message = SyncStep1(reader.read_var_bytes(limits.max_message))
         elif sync_type == SyncType.STEP2:
             message = SyncStep2(reader.read_var_bytes(limits.max_update))
         elif sync_type == SyncType.UPDATE:

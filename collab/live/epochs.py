@@ -24,6 +24,7 @@ from .seed import TEXT_NAME
 __all__ = [
     "EPOCH_BASE",
     "client_id",
+    "doc_epochs",
     "epochs_in",
     "foreign_epochs",
     "history_lost",
@@ -67,6 +68,15 @@ def epochs_in(state_vector: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> frozen
     """The epoch ids a state vector names. Raises ``ProtocolError`` if it is malformed."""
     clocks = decode_state_vector(state_vector, limits)
     return frozenset(client for client, clock in clocks.items() if clock and is_epoch(client))
+
+
+def doc_epochs(doc: Doc[Any]) -> frozenset[int]:
+    """The epoch ids ``doc``'s own history holds. Its state vector is not bounded as a
+    peer's is: it takes a few bytes for each client that ever wrote in the document, and a
+    document thousands of people edited (or one update naming thousands of client ids, as
+    Yjs lets one) has a long one."""
+    state = doc.get_state()
+    return epochs_in(state, YjsLimits(max_state_vector=len(state)))
 
 
 def foreign_epochs(

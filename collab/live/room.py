@@ -31,7 +31,7 @@ from ..store.base import BehindSnapshot, Fence, Store, StoredDoc
 from .awareness_clock import relay_clock
 from .carets import CARET_KEYS, DROPPED, caret_of
 from .colours import COLOUR_KEYS, is_colour
-from .epochs import epochs_in, is_epoch, update_epochs
+from .epochs import doc_epochs, epochs_in, is_epoch, update_epochs
 from .marks import mark_update, marks_in
 from .origin import Origin
 from .seed import TEXT_NAME
@@ -169,7 +169,7 @@ class Room:
         self.compact_every = compact_every
         self.max_awareness = max_awareness
         self.limits = limits or YjsLimits()
-        self.epochs = epochs_in(doc.get_state())  # see collab.live.epochs
+        self.epochs = doc_epochs(doc)  # see collab.live.epochs
         # the clock of each character past U+FFFF's first UTF-16 unit, by client (see
         # protocol.text_update.splits_a_pair); empty for most files
         self._pairs: dict[int, set[int]] = {}
@@ -278,8 +278,24 @@ class Room:
         The returned step 2 holds everything the peer lacks; every later update reaches it
         by broadcast, so nothing falls between the two. A peer whose state belongs to another
         epoch of the document is refused with ``RELOAD`` (see :mod:`collab.live.epochs`).
+
+        A copy's state vector names the clients the document has (those it has received of
+        them), and those that typed in it and have not sent it yet: one longer than the
+        document's own by more than ``limits.max_state_vector`` is no copy of it, and is
+        refused with ``TOO_LARGE`` before it is read. A document's own grows with the
+        clients that ever wrote in it, so a client that holds one named by thousands is
+        never refused for it; and what the server reads of a peer is bounded by what it
+        holds.
         """
-        foreign = epochs_in(state_vector, self.limits) - self.epochs
+        own = len(self.doc.get_state())
+        bound = own + self.limits.max_state_vector
+        if len(state_vector) > bound:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"state vector of {len(state_vector)} bytes, over the document's own ({own} "
+                f"bytes) by more than {self.limits.max_state_vector}",
+            )
+        foreign = epochs_in(state_vector, YjsLimits(max_state_vector=bound)) - self.epochs
         if foreign:
             raise self._reload(peer, foreign)
         try:
@@ -494,7 +510,7 @@ class Room:
             self._history_bound += _HISTORY_GROWTH * len(update)
             self._note_pairs(pairs_in(update, TEXT_NAME))
             if not added <= self.epochs:  # another node seeded anew (rare)
-                self.epochs = epochs_in(self.doc.get_state())
+                self.epochs = doc_epochs(self.doc)
         for peer in list(self.peers):
             peer.send_updates(updates)
         self.updates_since_snapshot += len(updates)

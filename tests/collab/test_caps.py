@@ -25,6 +25,7 @@ from collab import Client, CollabServer
 from collab.live import room as room_module
 from collab.live.quotas import UserQuotas
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.lib0 import write_var_uint
 from protocol.yjs import SyncStep1, SyncUpdate, encode_message
 
 ROOM = "demo/main:README.md"
@@ -435,3 +436,36 @@ async def test_sync_step_1_sent_again_and_again_is_cut_off_by_the_bytes_it_bring
             async with Client(server.url, user="late") as late:
                 opened = await late.open(ROOM)
                 await opened.wait_for(lambda t: t.startswith("bob goes on\n"))
+
+
+def state_vector(clients: int) -> bytes:
+    """A state vector of ``clients`` 32-bit client ids (one clock each)."""
+    out = bytearray()
+    write_var_uint(out, clients)
+    for client in range(2**31, 2**31 + clients):
+        write_var_uint(out, client)
+        write_var_uint(out, 1)
+    return bytes(out)
+
+
+async def test_a_sync_step_1_is_bounded_by_the_document_it_is_about(
+    server: CollabServer,
+) -> None:
+    """A state vector grows with the clients a document has, so a sync step 1 is not refused
+    for a length of its own (a document thousands wrote in has one past 64 KiB); one longer
+    than the document's own by more than 64 KiB names clients no copy of it has, and is
+    refused with 4009 before it is read."""
+    within = state_vector(10_000)  # 60 KB: clients the server lacks, under 64 KiB of them
+    over = state_vector(12_000)  # 72 KB
+    async with YjsPeer(server.url, ROOM, user="ann") as ann:
+        await asyncio.wait_for(ann.synced.wait(), 5)
+        room = server.rooms.get_key(ROOM)
+        assert room is not None
+        own = len(room.state_vector())
+        assert len(within) - own < 64 * 1024 < len(over) - own
+        ann.synced.clear()
+        await ann.send(encode_message(SyncStep1(within)))
+        await asyncio.wait_for(ann.synced.wait(), 5)  # answered
+        await ann.send(encode_message(SyncStep1(over)))
+        assert await ann.wait_closed() == ErrorCode.TOO_LARGE
+        assert "over the document's own" in ann.close_reason

@@ -10,20 +10,23 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gitcli import git, until
 from jsfleet import JsFleet, require_js
 from serverproc import ServerProcess
 from servers import make_config
 from test_crash import stored_text
-from yjsclient import caret
+from yjsclient import YjsPeer, caret
 
 from collab import Client, CollabServer, Document
 from collab.server.auth import Role, TokenAuthenticator
 from protocol.errors import ErrorCode
+from protocol.lib0 import write_var_string, write_var_uint
 
 pytestmark = pytest.mark.js
 
@@ -612,3 +615,68 @@ async def test_a_stock_client_typing_inside_an_emoji_is_refused_and_no_copy_dive
         await doc.wait_for(lambda text: text.startswith("then;a😀b;"), timeout=5)
         state = await fleet.call_ok("state", client="writer")
         assert state["text"] == str(doc.text) and "X" not in str(doc.text)
+
+
+def many_writers(count: int, seed: int = 5) -> bytes:
+    """One update in which ``count`` clients (32-bit ids, as Yjs draws them) each typed one
+    "x" at the start of the text, as a relay of many people's edits may send it."""
+    rng = random.Random(seed)
+    update = bytearray()
+    write_var_uint(update, count)
+    for client in rng.sample(range(2**31, 2**32), count):
+        for number in (1, client, 0):  # one struct, of this client, from clock 0
+            write_var_uint(update, number)
+        update.append(0x04)  # a string, placed by its parent: the root "source"
+        write_var_uint(update, 1)
+        write_var_string(update, "source")
+        write_var_string(update, "x")
+    return bytes(update + b"\x00")  # no deletions
+
+
+async def test_a_document_thousands_of_clients_wrote_in_opens_again_everywhere(
+    repos: Path, tmp_path: Path, fleet: JsFleet
+) -> None:
+    """A document's state vector takes a few bytes for each client that ever wrote in it:
+    past 64 KiB (some 11,000 clients) the server refused a stock client's sync step 1 when it
+    reconnected, and its own state vector, read as a peer's, when it loaded the document
+    again; after a move of the branch made outside, every document of the branch. Each
+    opens, for stock and Python clients, and takes the branch's moves."""
+    many = "demo/main:many.txt"
+    demo = repos / "demo"
+    config = make_config(repos, tmp_path / "data", commit_idle=0.1)
+    async with CollabServer(config) as server:
+        await js_open(fleet, "ann", server.url, room=many)
+        async with YjsPeer(server.url, many, user="relay") as relay:
+            await asyncio.wait_for(relay.synced.wait(), 5)
+            relay.doc.apply_update(many_writers(12_000))  # (and sent, as one update)
+            await fleet.call_ok("wait_text", client="ann", equals="x" * 12_000)
+            room = server.rooms.get_key(many)
+            assert room is not None and len(room.state_vector()) > 64 * 1024
+            # the stock client reconnects: its sync step 1 names the 12,000 clients
+            await fleet.call_ok("disconnect", client="ann")
+            await fleet.call_ok("connect", client="ann")
+            await fleet.call_ok("insert", client="ann", index=0, text="ann;")
+            await relay.wait_text(lambda text: text.startswith("ann;"))
+        await fleet.call_ok("close", client="ann")
+        await until(lambda: server.rooms.get_key(many) is None)
+        await js_open(fleet, "bob", server.url, room=many)  # loaded again, from the store
+        state = await fleet.call_ok("state", client="bob")
+        assert state["text"] == "ann;" + "x" * 12_000 and state["closes"] == []
+        async with Client(server.url, user="carl") as carl:
+            assert str(await carl.open(many)) == state["text"]
+        await fleet.call_ok("close", client="bob")
+        await until(lambda: server.rooms.get_key(many) is None)
+        await until(lambda: git(demo, "show", "main:many.txt") == state["text"])
+
+        # a push to the branch changes it, and another file: both documents take it
+        work = tmp_path / "work"
+        subprocess.run(["git", "clone", "-q", str(demo), str(work)], check=True)
+        (work / "many.txt").write_text("pushed;" + state["text"])
+        (work / "README.md").write_text("pushed README\n")
+        git(work, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "outside")
+        git(demo, "config", "receive.denyCurrentBranch", "ignore")
+        git(work, "push", "-q", "origin", "main")
+        async with Client(server.url, user="dora") as dora:
+            readme = await asyncio.wait_for(dora.open("demo/main:README.md"), 15)
+            assert str(readme) == "pushed README\n"
+            assert str(await dora.open(many)) == "pushed;" + state["text"]
