@@ -157,6 +157,13 @@ def _outage(exc: BaseException) -> bool:
     return errors is not None and isinstance(exc, errors.RedisError)
 
 
+_NOT_THE_DOCUMENTS = frozenset(
+    {ErrorCode.NOT_FOUND, ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.SHUTTING_DOWN}
+)
+"""Codes of a load that failed for a reason other than the document's own: its branch or
+repository is gone, or a backend did not answer."""
+
+
 class LeaseBusy(Exception):
     """Another node of the cluster holds a branch's lease: what was to be committed here
     first is not committed yet."""
@@ -1175,6 +1182,12 @@ class BranchSync:
                     )
                     unmoved.append(gone)
                     continue
+                except Exception as exc:
+                    if not self._document_failure(exc):
+                        raise
+                    self._hold_out(added.path, head, exc)
+                    unmoved.append(gone)
+                    continue
                 if conflicted:
                     log.warning(
                         "%s: renamed to %s by the move; its live edits conflict, markers written",
@@ -1277,7 +1290,10 @@ class BranchSync:
                     )
                     self.taken[change.path] = room.doc.get_state()
                 else:
-                    async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
+                    async with contextlib.AsyncExitStack() as stack:
+                        borrowed = await self._borrow_for_move(stack, change.path, head)
+                        if borrowed is None:
+                            continue
                         durable.append(
                             await _rewrite_into(borrowed, change, rescue, mark, marked, base_known)
                         )
@@ -1355,7 +1371,10 @@ class BranchSync:
                     durable.append(await self._merge_change(room, change, head, interrupted))
                     self.taken[change.path] = room.doc.get_state()
                 else:
-                    async with self.owner.rooms.borrow(DocId.parse(key)) as borrowed:
+                    async with contextlib.AsyncExitStack() as stack:
+                        borrowed = await self._borrow_for_move(stack, change.path, head)
+                        if borrowed is None:
+                            continue
                         durable.append(
                             await self._merge_change(borrowed, change, head, interrupted)
                         )
@@ -1368,6 +1387,55 @@ class BranchSync:
             await asyncio.shield(asyncio.gather(*durable))  # (their futures are the rooms')
         finally:
             self.reconciling = False
+
+    async def _borrow_for_move(
+        self, stack: contextlib.AsyncExitStack, path: str, head: bytes | None
+    ) -> Room | None:
+        """The document of ``path``, loaded to take a move of the branch (to ``head``) and
+        kept loaded as long as ``stack``; ``None`` if it fails to load: it is held out (see
+        :meth:`_hold_out`) and the move goes on into the branch's other documents, which
+        one document must never keep from their branch's changes. A failure of the store,
+        the disk or the branch itself is raised: the move is merged later, whole."""
+        try:
+            return await stack.enter_async_context(
+                self.owner.rooms.borrow(DocId.parse(self.prefix + path))
+            )
+        except Exception as exc:
+            if not self._document_failure(exc):
+                raise
+            self._hold_out(path, head, exc)
+            return None
+
+    def _document_failure(self, exc: Exception) -> bool:
+        """Whether ``exc``, raised loading one of the branch's documents, is that document's
+        own failure (its history is damaged, or cannot be made a room), not the store's,
+        the disk's or the branch's."""
+        if _outage(exc) or f"{self.repo}/{self.branch}" in self.owner.rooms.damaged:
+            return False
+        return not isinstance(exc, ProtocolError) or exc.code not in _NOT_THE_DOCUMENTS
+
+    def _hold_out(self, path: str, head: bytes | None, exc: Exception) -> None:
+        """Log that the document of ``path`` could not take a move of the branch (to
+        ``head``), and quarantine it for as long as the server runs (``Rooms.hold_out``):
+        its text lacks the move, and committed it would undo the move in its file."""
+        doc_id = DocId.parse(self.prefix + path)
+        why = exc.message if isinstance(exc, ProtocolError) else repr(exc)
+        to = "" if head is None else f" to {head[:12].decode()}"
+        log.error(
+            "%s: failed to load (%s), so the move of %s%s is merged into the branch's other "
+            "documents and not into it; it is quarantined until the server restarts (then "
+            "served with a text that lacks the move, which its next commit would undo: "
+            "`collab store repair --reseed %s`, the server stopped, seeds it again from the "
+            "branch)",
+            doc_id,
+            why,
+            self.name,
+            to,
+            doc_id,
+            exc_info=not isinstance(exc, ProtocolError),
+        )
+        reason = f"failed to load ({why}); the move{to} was not merged into it"
+        self.owner.rooms.hold_out(doc_id, reason)
 
     async def _merge_change(
         self, room: Room, change: FileChange, head: bytes | None, interrupted: bytes | None

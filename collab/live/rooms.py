@@ -70,6 +70,9 @@ class Rooms:
         """Quarantined documents (key -> why): their stored history is damaged, so they are
         not served (``DAMAGED``) and nothing of them is committed until a repair. A key
         ``<repo>/<branch>`` (no path) is a whole branch whose ref is damaged."""
+        self._held_out: dict[str, str] = {}
+        """Documents quarantined for as long as this process runs, whatever their store
+        holds (key -> why; see :meth:`hold_out`)."""
         self.committed_state: Callable[[DocId], Awaitable[bytes | None]] | None = None
         """The state vector a document's history had when its branch last took its text (set
         by the git layer): a stored history that does not cover it lost edits its branch
@@ -258,9 +261,31 @@ class Rooms:
         _notify(self.on_room, room)
         return room
 
+    def hold_out(self, doc_id: DocId, reason: str) -> None:
+        """Quarantine ``doc_id`` for as long as this process runs, whatever its store holds
+        (a move of its branch could not be merged into it: served, its text would be older
+        than the branch's): refused with ``DAMAGED`` and listed in ``damaged``; never
+        committed, as it is never loaded. Logged by the caller; published as ``damaged``."""
+        key = str(doc_id)
+        self._held_out[key] = reason
+        self.damaged[key] = reason
+        if self.events is not None:
+            self.events.publish(
+                doc_id.repo,
+                {"kind": "damaged", "branch": doc_id.branch, "path": doc_id.path, "reason": reason},
+            )
+
     async def _stored(self, doc_id: DocId) -> StoredDoc | None:
         """The document's stored history; a damaged one quarantines the document."""
         key = str(doc_id)
+        held = self._held_out.get(key)
+        if held is not None:
+            self.damaged[key] = held
+            raise ProtocolError(
+                ErrorCode.DAMAGED,
+                "the document could not take a change of its branch: quarantined until an "
+                "operator repairs it",
+            )
         try:
             stored = await self.store.load(key)
         except Exception as exc:  # the store cannot read its records (a damaged page, say)

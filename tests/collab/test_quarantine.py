@@ -108,6 +108,48 @@ async def test_a_damaged_snapshot_is_quarantined_and_repaired_from_the_branch(
     _fsck(repos)
 
 
+async def test_a_document_that_cannot_load_keeps_no_other_from_a_move_of_its_branch(
+    repos: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A push changes a quarantined document's file and another's: the move used to stop at
+    the one that cannot load, and with it every open of a document of the branch (each
+    first brings the branch up to date). The others take it; the one that could not stays
+    quarantined for as long as the server runs (its text lacks the move: served, its next
+    commit would undo it), and the branch's commits go on."""
+    app = "demo/main:src/app.py"
+    config = make_config(repos, data_dir, commit_idle=0.05)
+    async with CollabServer(config) as first, Client(first.url, user="ann") as ann:
+        for room in (ROOM, app):
+            doc = await ann.open(room)
+            doc.insert(0, "a line typed live\n" * 40)
+        await ann.flush()
+    snapshots = [seq for seq, kind in stored_rows(data_dir, ROOM) if kind == "s"]
+    assert snapshots
+    flip_record(data_dir, ROOM, snapshots[0])
+    demo = repos / "demo"
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", str(demo), str(work)], check=True)
+    for path in ("README.md", "src/app.py"):
+        (work / path).write_text("pushed\n" + (work / path).read_text())
+    git(work, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "outside")
+    git(demo, "config", "receive.denyCurrentBranch", "ignore")
+    git(work, "push", "-q", "origin", "main")
+    pushed_readme = show(demo, "main", "README.md")
+
+    async with CollabServer(config) as second, Client(second.url, user="bob") as bob:
+        other = await asyncio.wait_for(bob.open(app), 10)
+        assert str(other).startswith("pushed\na line typed live\n")
+        with pytest.raises(ClientError) as refused:
+            await bob.open(ROOM)
+        assert refused.value.code == ErrorCode.DAMAGED
+        health = await _health(second.url.replace("ws://", "http://"))
+        assert "not merged" in health["damaged"][ROOM]
+        other.insert(0, "bob\n")
+        await bob.flush()
+        await until(lambda: show(demo, "main", "src/app.py") == str(other))
+        assert show(demo, "main", "README.md") == pushed_readme  # not undone
+
+
 async def test_a_document_the_store_lost_whole_is_seeded_again_out_loud(
     repos: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
