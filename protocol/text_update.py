@@ -211,9 +211,11 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
     the content of a deleted nested type, and stock Yjs turns an item placed next to one
     into another, dropping its text, where the server's core keeps it), has two sections of
     one client, names a client id over 53 bits, a clock (a struct's, its end, an origin's, a
-    deleted range's or its end) over 32, or places an item after or before its own client's
+    deleted range's or its end) over 32, places an item after or before its own client's
     clock at or past its own (no client writes one: an item's origins are items that existed
-    when it was made; stock clients cannot apply it).
+    when it was made; stock clients cannot apply it), or goes on after its delete set (Yjs
+    and the Rust core read no further: the server would store and relay bytes that are no
+    part of the document, past every cap on what a document holds).
 
     Only what the update states is checked: an item placed after another (with an origin)
     is in the root of that item, which was checked when it was accepted."""
@@ -302,6 +304,8 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
                 deleted[client] = end
             bounds.append((client, start - 1))
             bounds.append((client, end - 1))
+    if pos != len(data):  # (the CRDT implementations read no further, and keep them)
+        raise _refuse(f"{len(data) - pos} bytes after its delete set")
     return UpdateShape(frozenset(clients), starts, ends, deleted, bounds, pairs, resumes, origins)
 
 

@@ -46,6 +46,7 @@ class YjsPeer:
         self.synced = asyncio.Event()
         self.changed = asyncio.Event()
         self.denied: list[str] = []
+        self.received: list[bytes] = []  # the updates the server sent, in order
         self.awareness: dict[int, dict[str, Any] | None] = {}
         self.close_code: int | None = None
         self.close_reason = ""
@@ -100,6 +101,7 @@ class YjsPeer:
                 diff = self.doc.get_update(sv)
                 asyncio.get_running_loop().create_task(self.send(encode_message(SyncStep2(diff))))
             case SyncStep2(update=update) | SyncUpdate(update=update):
+                self.received.append(update)
                 self._remote = True
                 try:
                     self.doc.apply_update(update)

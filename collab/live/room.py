@@ -45,6 +45,9 @@ HISTORY_FACTOR = 4
 """A document's history, encoded, may reach this many times its text's cap
 (``max_document``): room for years of editing, not for text deleted as it is inserted."""
 _HISTORY_GROWTH = 2  # at most this many bytes of encoded history per byte of an update
+# ... of a delete set alone: each range (two bytes at least) cuts at most two runs in two, and
+# each new run is a struct of two ids (nine bytes each at most) and a few bytes more
+_DELETION_GROWTH = 32
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 _AUTHORED = (Origin.CLIENT, Origin.AI)  # the edits whose writer a commit names
 _ID_USERS = 4096  # awareness ids whose holder a room remembers past its table (see _hold_id)
@@ -435,9 +438,9 @@ class Room:
             raise RoomFailed(self._failed)
         if len(update) > self.limits.max_update:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
-        size_bound = self._size_after(update)
-        history_bound = self._history_after(update)
         shape = read_text_update(update, TEXT_NAME)
+        size_bound = self._size_after(update, shape)
+        history_bound = self._history_after(update, shape)
         self._check_whole(shape)
         held = {client: self._clocks.get(client, 0) for client in shape.clients}
         # a section that starts at clocks the document has is cut where they end: the
@@ -507,7 +510,7 @@ class Room:
                 self.fail(f"an update from the shared log could not be applied: {exc!r}")
                 return
             self._size_bound += len(update)
-            self._history_bound += _HISTORY_GROWTH * len(update)
+            self._history_bound += _history_growth(update)
             self._note_pairs(pairs_in(update, TEXT_NAME))
             if not added <= self.epochs:  # another node seeded anew (rare)
                 self.epochs = doc_epochs(self.doc)
@@ -590,15 +593,15 @@ class Room:
         start = shape.starts.get(client)
         return max(have, shape.ends[client]) if start is not None and start <= have else have
 
-    def _size_after(self, update: bytes) -> int:
-        """An upper bound of the text's size once ``update`` is applied; raises
-        ``DOCUMENT_FULL`` if it could take the text past ``max_document``.
+    def _size_after(self, update: bytes, shape: UpdateShape) -> int:
+        """An upper bound of the text's size once ``update`` (read as ``shape``) is applied;
+        raises ``DOCUMENT_FULL`` if it could take the text past ``max_document``.
 
         An update cannot insert more bytes of text than it holds, so the bound grows by its
-        length; the text is measured only once the bound reaches the cap. An update without
-        new content (deletions only: its first byte, the count of its clients, is 0) is
-        always let through, so that a full document can be made smaller."""
-        if not self.max_document or update[:1] == b"\x00":
+        length; the text is measured only once the bound reaches the cap. An update that is
+        a delete set and nothing else (no section of structs; read whole, no byte after it)
+        is always let through, so that a full document can be made smaller."""
+        if not self.max_document or not shape.starts:
             return self._size_bound
         bound = self._size_bound + len(update)
         if bound > self.max_document:
@@ -610,19 +613,23 @@ class Room:
                 )
         return bound
 
-    def _history_after(self, update: bytes) -> int:
+    def _history_after(self, update: bytes, shape: UpdateShape) -> int:
         """An upper bound of the size of the document's history (its whole state, encoded)
-        once ``update`` is applied; raises ``DOCUMENT_FULL`` if it could pass
-        :data:`HISTORY_FACTOR` times ``max_document``.
+        once ``update`` (read as ``shape``) is applied; raises ``DOCUMENT_FULL`` if it could
+        pass :data:`HISTORY_FACTOR` times ``max_document``.
 
         Deleted text stays in a CRDT's history (each deleted run, a few bytes), and its
         memory with it: updates that insert text already deleted, one run apart from the
         next, grow a document without a byte of text to count against its cap. An update
         adds at most :data:`_HISTORY_GROWTH` times its length to the encoded history (its
         items, and the runs they split in two); the history is measured only once the bound
-        reaches the cap. Deletions alone pass, as for the text's cap."""
-        if not self.max_document or update[:1] == b"\x00":
+        reaches the cap. A delete set alone passes, as for the text's cap, and the bound
+        grows by what it may add (:data:`_DELETION_GROWTH`): it splits the runs it cuts,
+        and the history is measured sooner after it."""
+        if not self.max_document:
             return self._history_bound
+        if not shape.starts:
+            return self._history_bound + _DELETION_GROWTH * len(update)
         cap = HISTORY_FACTOR * self.max_document
         bound = self._history_bound + _HISTORY_GROWTH * len(update)
         if bound > cap:
@@ -673,7 +680,7 @@ class Room:
             return done
         update = captured[0] if len(captured) == 1 else merge_updates(*captured)
         self._size_bound += len(update)
-        self._history_bound += _HISTORY_GROWTH * len(update)
+        self._history_bound += _history_growth(update)
         self._note_pairs(pairs_in(update, TEXT_NAME))
         pending = _Pending(update, origin, None, fence=fence)
         if author is not None and origin in _AUTHORED:
@@ -1080,6 +1087,13 @@ class Room:
                 entry.relayed = clock
             entries.append(AwarenessEntry(client_id, clock, entry.state))
         return entries
+
+
+def _history_growth(update: bytes) -> int:
+    """At most how many bytes ``update``, one the room has applied (read whole: see
+    ``Room._history_after``), adds to the document's encoded history."""
+    deletions_only = update[:1] == b"\x00"  # no section of structs: a delete set alone
+    return (_DELETION_GROWTH if deletions_only else _HISTORY_GROWTH) * len(update)
 
 
 def _failed_future(exc: BaseException) -> asyncio.Future[Any]:

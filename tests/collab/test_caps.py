@@ -125,6 +125,40 @@ async def test_text_deleted_as_it_is_inserted_cannot_grow_a_document_past_its_ca
         assert bob.close_code is None
 
 
+async def test_a_history_deletions_grew_is_measured_before_it_takes_more_text(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A delete set alone always passes the caps (a full document can be made smaller), but
+    it cuts the runs of text it deletes from, and the history grows: deleting every other
+    character of a run takes it past its cap (``HISTORY_FACTOR`` times the text's). The
+    next text is measured against it and refused with 4019; deleting still passes."""
+    cap = 8 * 1024
+    config = make_config(repos, tmp_path / "data", max_document=cap)
+    room_id = "demo/main:cuts.txt"
+    async with (
+        CollabServer(config) as server,
+        YjsPeer(server.url, room_id, user="ann") as ann,
+        YjsPeer(server.url, room_id, user="bob") as bob,
+    ):
+        await asyncio.wait_for(ann.synced.wait(), 5)
+        await asyncio.wait_for(bob.synced.wait(), 5)
+        ann.text.insert(0, "x" * 8000)
+        await bob.wait_text(lambda text: text == "x" * 8000)
+        with ann.doc.transaction():
+            for at in range(7999, 0, -2):
+                del ann.text[at : at + 1]
+        await bob.wait_text(lambda text: text == "x" * 4000)
+        room = server.rooms.get_key(room_id)
+        assert room is not None
+        assert len(room.doc.get_update()) > room_module.HISTORY_FACTOR * cap
+        ann.text.insert(0, "more")
+        assert await ann.wait_closed() == ErrorCode.DOCUMENT_FULL
+        assert "history" in ann.close_reason and str(room.text) == "x" * 4000
+        del bob.text[0:2]  # a deletion passes
+        await until(lambda: str(room.text) == "x" * 3998)
+        assert bob.close_code is None
+
+
 async def test_text_that_would_wait_pending_cannot_pass_the_cap(
     repos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -238,6 +238,36 @@ def two_sections(client: int) -> bytes:
 
 
 @pytest.mark.parametrize(
+    "update",
+    [
+        b"\x00\x00" + b"JUNK" * 250_000,  # as if a delete set alone: let past the caps
+        bytes(4 * 1024 * 1024),  # zeros, read as no structs and no deletions
+        item_at(0, b"typed") + b"JUNK" * 1000,  # an edit, then more
+    ],
+    ids=["after an empty delete set", "zeros", "after an edit"],
+)
+async def test_bytes_after_the_delete_set_are_refused(server: CollabServer, update: bytes) -> None:
+    """The CRDT implementations read an update up to the end of its delete set and ignore
+    what follows: the server stored such bytes, relayed them to every peer, and counted an
+    update that begins as a delete set alone (deletions pass the caps on what a document
+    holds) for no more. Refused with 4010; nothing of it is stored or sent."""
+    async with alice_and_carol(server) as (alice, carol):
+        before = str(carol.text)
+        received = len(carol.received)
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            await mallory.send(encode_message(SyncUpdate(update)))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+            assert "after its delete set" in mallory.close_reason
+        alice.text.insert(0, "then ")
+        await carol.wait_text(lambda text: text == "then " + before)
+        assert len(carol.received) == received + 1  # alice's edit, nothing else
+    stored = await server.store.load(ROOM)
+    assert stored is not None
+    assert all(b"JUNK" not in got and len(got) < 1024 for _seq, got in stored.updates)
+
+
+@pytest.mark.parametrize(
     ("end", "gap"),
     [(2**32 - 1, False), (40, False), (200, True)],
     ids=["all clocks", "a few past the last", "with a struct past a gap"],

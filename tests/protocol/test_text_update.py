@@ -49,6 +49,14 @@ def refused(update: bytes) -> str:
     return info.value.message
 
 
+@pytest.mark.parametrize("extra", [b"\x00", b"JUNK", bytes(64)])
+def test_bytes_after_the_delete_set_are_refused(extra: bytes) -> None:
+    doc, updates = edits()
+    for update in [b"\x00\x00", updates[-1], doc.get_update()]:
+        read_text_update(update, ROOT)  # read to its very end
+        assert "after its delete set" in refused(update + extra)
+
+
 def test_text_edits_are_accepted_with_their_clients() -> None:
     doc, updates = edits()
     for update in updates:
