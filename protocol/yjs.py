@@ -181,8 +181,18 @@ def decode_state_vector(data: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> dict
     return clocks
 
 
-def decode_awareness(payload: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> list[AwarenessEntry]:
-    """Decode an awareness update into its entries; states must be JSON objects or null."""
+def decode_awareness(
+    payload: bytes,
+    limits: YjsLimits = DEFAULT_LIMITS,
+    *,
+    oversize: list[tuple[int, int]] | None = None,
+) -> list[AwarenessEntry]:
+    """Decode an awareness update into its entries; states must be JSON objects or null.
+
+    An entry whose state is over ``limits.max_awareness_state`` bytes is left out, unread
+    (its client id and the state's size are added to ``oversize``, if given), and the
+    others are taken: a stock client whose editor puts a large value in its state sends it
+    at each change, with the states it relays. Too many entries are ``TOO_LARGE``."""
     reader = Reader(payload)
     count = reader.read_var_uint()
     if count > limits.max_awareness_entries:
@@ -193,7 +203,15 @@ def decode_awareness(payload: bytes, limits: YjsLimits = DEFAULT_LIMITS) -> list
         clock = reader.read_var_uint()
         if client_id > MAX_SAFE_INTEGER or clock > MAX_SAFE_INTEGER:  # stock clients misread
             raise ProtocolError(ErrorCode.MALFORMED, "awareness client id or clock over 2^53 - 1")
-        raw = reader.read_var_string(limits.max_awareness_state)
+        raw_bytes = reader.read_var_bytes(max(limits.max_message, limits.max_awareness_state))
+        if len(raw_bytes) > limits.max_awareness_state:
+            if oversize is not None:
+                oversize.append((client_id, len(raw_bytes)))
+            continue
+        try:
+            raw = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, "string is not UTF-8") from exc
         try:
             state = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
         except (ValueError, RecursionError) as exc:

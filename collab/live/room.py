@@ -901,8 +901,19 @@ class Room:
     # -- awareness ---------------------------------------------------------------------------
 
     def receive_awareness(self, peer: Subscriber, payload: bytes) -> None:
-        """Relay a peer's awareness update: its own client id only, its name stamped."""
-        entries = decode_awareness(payload, self.limits)
+        """Relay a peer's awareness update: its own client id only, its name stamped (a
+        state over ``limits.max_awareness_state`` is dropped, as one of another id is)."""
+        oversize: list[tuple[int, int]] = []
+        entries = decode_awareness(payload, self.limits, oversize=oversize)
+        for client_id, size in oversize:
+            log.debug(
+                "%s: dropped an awareness state of %d bytes (over %d) for id %d from %s",
+                self.key,
+                size,
+                self.limits.max_awareness_state,
+                client_id,
+                peer.identity.user,
+            )
         accepted = []
         for entry in entries:
             current = self._awareness.get(entry.client_id)

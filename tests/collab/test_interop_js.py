@@ -328,6 +328,37 @@ async def test_a_cursor_colour_that_is_more_than_a_colour_is_not_relayed(
         assert seen["user"] == {"name": "pyra", "color": "#30bced"}
 
 
+async def test_an_awareness_state_over_16_kib_is_dropped_and_the_client_keeps_editing(
+    server: CollabServer, fleet: JsFleet
+) -> None:
+    """A stock client whose state grows past 16 KiB (an editor that puts a large value in it)
+    used to be closed with 4009, and y-websocket reconnects after that, sends its state
+    again and is closed again, before its edits get through: its typing never reached the
+    server. The large state is dropped (the others keep its last one), its edits are
+    taken, and its next state within the limit is relayed."""
+    small = {"user": {"name": "ann"}, "note": "small"}
+    ann_id = await js_open(fleet, "ann", server.url, awareness=small)
+    await js_open(fleet, "bob", server.url)
+
+    async def bob_sees(note: str) -> bool:
+        state = await fleet.call_ok("state", client="bob")
+        return state["awareness"].get(str(ann_id), {}).get("note") == note
+
+    await eventually(lambda: bob_sees("small"), 5, "bob to see ann's state")
+    large = {"user": {"name": "ann"}, "note": "large", "selections": "x" * (17 * 1024)}
+    await fleet.call_ok("set_awareness", client="ann", state=large)
+    await fleet.call_ok("insert", client="ann", index=0, text="typed after a large state;")
+    await fleet.call_ok("wait_text", client="bob", contains="typed after a large state;")
+    async with Client(server.url, user="carl") as carl:
+        doc = await carl.open(ROOM)
+        assert str(doc).startswith("typed after a large state;")
+    assert await bob_sees("small")  # the large state never came
+    await fleet.call_ok("set_awareness", client="ann", state={**small, "note": "again"})
+    await eventually(lambda: bob_sees("again"), 5, "bob to see ann's next state")
+    state = await fleet.call_ok("state", client="ann")
+    assert state["closes"] == [] and state["connected"]
+
+
 async def test_awareness_echoed_by_a_js_client_without_state_keeps_its_owner(
     server: CollabServer, fleet: JsFleet
 ) -> None:

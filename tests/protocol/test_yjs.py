@@ -453,9 +453,13 @@ def test_awareness_too_many_entries() -> None:
     )
 
 
-def test_awareness_state_over_limit() -> None:
+def test_awareness_state_over_limit_is_left_out_and_the_rest_taken() -> None:
     state = '{"a":"' + "x" * (16 * 1024) + '"}'
-    expect_error(ErrorCode.TOO_LARGE, lambda: decode_awareness(awareness_payload((1, 1, state))))
+    payload = awareness_payload((1, 1, state), (2, 5, '{"b":1}'), (3, 1, b"\xff" * 20_000))
+    oversize: list[tuple[int, int]] = []
+    assert decode_awareness(payload, oversize=oversize) == [AwarenessEntry(2, 5, {"b": 1})]
+    assert oversize == [(1, len(state)), (3, 20_000)]  # not read: not even as UTF-8
+    assert decode_awareness(payload) == [AwarenessEntry(2, 5, {"b": 1})]
 
 
 @given(yjs_messages, st.data())
