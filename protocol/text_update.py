@@ -142,8 +142,9 @@ class UpdateShape:
     origins: list[tuple[int, int]]
 
 
-_FOUR_BYTES = re.compile(rb"[\xf0-\xf4]")
-"""The first byte of a character past U+FFFF in UTF-8 (two UTF-16 units: a pair)."""
+_FOUR_BYTES = re.compile(rb"[\xf0-\xf4][\x80-\xbf]{3}")
+"""A character past U+FFFF in UTF-8 (two UTF-16 units: a pair): a lead byte and three
+continuation bytes (a lead byte alone is common among an update's binary numbers)."""
 
 
 def _note_pairs(text: bytes, clock: int, into: list[int]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -177,7 +178,8 @@ class Room:
         # protocol.text_update.splits_a_pair); empty for most files
         self._pairs: dict[int, set[int]] = {}
         encoded = doc.get_update()
-        self._note_pairs(pairs_in(encoded, TEXT_NAME))
+        if _ASTRAL.search(str(self.text)):  # (a document's state holds no deleted text)
+            self._note_pairs(pairs_in(encoded, TEXT_NAME))
         self.max_document = max_document  # cap on the text's UTF-8 bytes (0: none)
         # an upper bound of the text's size: an update adds at most its own length
         self._size_bound = len(self.text)
@@ -1105,6 +1107,10 @@ def _history_growth(update: bytes) -> int:
     ``Room._history_after``), adds to the document's encoded history."""
     deletions_only = update[:1] == b"\x00"  # no section of structs: a delete set alone
     return (_DELETION_GROWTH if deletions_only else _HISTORY_GROWTH) * len(update)
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+"""A character past U+FFFF: two UTF-16 units, a pair."""
 
 
 def _failed_future(exc: BaseException) -> asyncio.Future[Any]:

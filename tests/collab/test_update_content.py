@@ -18,9 +18,12 @@ from yjsclient import YjsPeer
 from collab import CollabServer
 from collab.live import room as room_module
 from collab.live.epochs import EPOCH_BASE
+from collab.live.room import InvalidUpdate, Room
+from collab.store.memory_store import MemoryStore
 from protocol.errors import ErrorCode
 from protocol.lib0 import write_var_uint
-from protocol.yjs import SyncStep2, SyncUpdate, encode_message
+from protocol.names import DocId
+from protocol.yjs import SyncStep2, SyncUpdate, YjsLimits, encode_message
 
 ROOM = "demo/main:README.md"
 
@@ -546,3 +549,22 @@ async def test_typing_that_comes_before_the_clocks_it_builds_on_waits_for_them(
         await alice.send(encode_message(SyncStep2(lost)))
         await observer.wait_text(lambda t: t.startswith("typed at once lost with the connection "))
         assert alice.close_code is None and observer.close_code is None
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["an insert", "a deletion"])
+async def test_a_room_loaded_anew_knows_the_characters_past_the_bmp_it_holds(
+    delete: bool,
+) -> None:
+    """A room made from a stored document (the characters' clocks not seen arriving) still
+    refuses an edit inside one; a document of characters within the BMP is not read for
+    them at all."""
+    store = MemoryStore()
+    await store.start()
+    writer: Doc[Any] = Doc(client_id=7)
+    writer.get("source", type=Text).insert(0, "ab " * 1000 + "a😀b")
+    loaded: Doc[Any] = Doc()
+    loaded.apply_update(writer.get_update())
+    room = Room(DocId.parse(ROOM), loaded, store, last_seq=0, limits=YjsLimits())
+    with pytest.raises(InvalidUpdate, match="inside a character"):
+        room.receive_update(inside_a_pair(8, 7, 3001, delete))
+    assert "\ufffd" not in str(room.text) and str(room.text).endswith("a😀b")
