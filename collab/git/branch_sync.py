@@ -1831,7 +1831,16 @@ class GitSync:
             self.incomplete = True  # looked for again at the next start
             return
         except RepoNotFound:
-            self.incomplete = True  # looked for again at the next start
+            log.warning(
+                "%s/%s: the repository is missing; %d stored document%s kept, not recovered, "
+                "and looked for again at every start (a full recovery scan) until the "
+                "repository is back under --repos",
+                repo,
+                branch,
+                len(doc_ids),
+                "" if len(doc_ids) == 1 else "s",
+            )
+            self.incomplete = True
             return
         except BranchDamaged as exc:  # listed in /healthz; its documents are refused
             self.rooms.branch_damaged(repo, branch, f"{exc}; not recovered")

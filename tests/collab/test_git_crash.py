@@ -322,6 +322,8 @@ async def test_a_repository_missing_at_recovery_keeps_the_next_start_looking(
         await server.start()
         await server.stop()
         assert not (data / CLEAN_SHUTDOWN).exists()  # the repository keeps recovery due
+        said = server.log.read_text()  # and the log says why
+        assert "demo/main: the repository is missing; 1 stored document kept" in said
         (tmp_path / "away").rename(demo)
         await server.start()
         await until(lambda: show(demo, "main", "README.md") == text, timeout=20)
