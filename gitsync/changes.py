@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dulwich.diff_tree import tree_changes
@@ -14,6 +14,7 @@ from dulwich.repo import Repo
 
 __all__ = [
     "FileChange",
+    "blocked_at",
     "changed_files",
     "git_path",
     "is_text",
@@ -124,21 +125,53 @@ def unchanged_at(repo: Repo, commit: bytes | None, files: Mapping[str, bytes]) -
     return same
 
 
+def _entry_at(repo: Repo, tree: ObjectID, path: str) -> tuple[int, bytes] | None:
+    """The mode and id of ``path``'s entry in ``tree``; None if nothing is there. Raises
+    ``NotTreeError`` for a path below a file or a link, ``SubmoduleEncountered`` below a
+    submodule."""
+    try:
+        mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, git_path(path))
+    except KeyError:
+        return None
+    return mode, sha
+
+
+def blocked_at(repo: Repo, commit: bytes | None, paths: Iterable[str]) -> set[str]:
+    """Those of ``paths`` that ``commit``'s tree has no place for as a file: a directory, a
+    symbolic link or a submodule is there, or a file, a link or a submodule where one of
+    its directories would be. Text written at such a path would have to replace what is
+    there (see ``commit_changes``, ``text_only``)."""
+    tree = _tree(repo, commit)
+    if tree is None:
+        return set()
+    found = set()
+    for path in paths:
+        try:
+            entry = _entry_at(repo, tree, path)
+        except (NotTreeError, SubmoduleEncountered):
+            found.add(path)
+            continue
+        if entry is not None and not stat.S_ISREG(entry[0]):
+            found.add(path)
+    return found
+
+
 def not_text_at(repo: Repo, commit: bytes, paths: list[str]) -> set[str]:
     """Those of ``paths`` whose place in ``commit``'s tree holds neither a text file nor
-    nothing: a directory, a symbolic link, a submodule, a binary or non-UTF-8 file, or
-    anything below a file. A live document of such a path has no file left to edit."""
+    nothing: what :func:`blocked_at` finds, and a binary or non-UTF-8 file. A live document
+    of such a path has no file left to edit."""
     tree = _tree(repo, commit)
     assert tree is not None
     found = set()
     for path in paths:
         try:
-            mode, sha = tree_lookup_path(repo.object_store.__getitem__, tree, git_path(path))
-        except KeyError:
-            continue  # nothing there: the file was deleted
+            entry = _entry_at(repo, tree, path)
         except (NotTreeError, SubmoduleEncountered):
             found.add(path)
             continue
+        if entry is None:
+            continue  # nothing there: the file was deleted
+        mode, sha = entry
         if not stat.S_ISREG(mode) or not is_text(_blob(repo, mode, sha)):
             found.add(path)
     return found

@@ -485,6 +485,7 @@ def commit_changes(
     allow_empty: bool = False,
     before_move: Callable[[bytes], None] | None = None,
     text_only: bool = False,
+    new_branch: bool = False,
 ) -> bytes:
     """Commit ``changes`` (path -> content, or a :class:`BlobEntry`; ``None`` deletes) on top
     of ``expected``. Content keeps the file's mode (a new file gets 100644); an entry sets it.
@@ -493,7 +494,10 @@ def commit_changes(
     directory, and never goes below a file, a link or a submodule; such an entry is kept.
 
     ``expected`` is the parent commit and the value ``refs/heads/<branch>`` must still hold;
-    ``None`` makes a root commit on a branch that must not exist yet. Raises
+    ``None`` makes a root commit on a branch that must not exist yet. ``new_branch``: the
+    branch must not exist yet, and is made at the new commit (whose parent is ``expected``):
+    it never exists without it; :class:`BranchExists` or
+    :class:`~gitsync.objects.ref_names.RefClash` as :func:`create_branch` raises them. Raises
     :class:`NothingToCommit` if the tree is unchanged and there are no ``extra_parents``
     (unless ``allow_empty``), and :class:`RefMoved` if the branch moved meanwhile: the new
     objects are then written but unreferenced, and the caller rebuilds on ``current``.
@@ -502,7 +506,13 @@ def commit_changes(
     ref = branch_ref(branch)
     author_bytes = _check_identity(author)
     committer_bytes = _check_identity(committer) if committer is not None else author_bytes
-    parent_tree = None if expected is None else _commit_object(repo, expected, "parent").tree
+    if new_branch and read_ref(repo, ref) is None:
+        check_new_ref(repo.refs, ref)
+    parent_tree = (
+        None
+        if expected is None
+        else _commit_object(repo, expected, "parent", stored=new_branch).tree
+    )
     for extra in extra_parents:
         _commit_object(repo, extra, "extra parent", stored=True)
     objects: list[ShaFile] = []
@@ -531,7 +541,12 @@ def commit_changes(
     write_objects(repo, objects)
     if before_move is not None:
         before_move(bytes(commit.id))
-    _swap(repo, ref, expected, bytes(commit.id))
+    try:
+        _swap(repo, ref, None if new_branch else expected, bytes(commit.id))
+    except RefMoved as exc:
+        if not new_branch:
+            raise
+        raise BranchExists(f"branch {branch} already exists at {_short(exc.current)}") from None
     for obj in objects:
         if isinstance(obj, (Tree, Commit)):
             _cache.put(repo, obj)

@@ -467,6 +467,34 @@ def test_branches_create_delete_and_list(repo: Repo, git: Git, repo_path: Path) 
     assert git(repo_path, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/main"]
 
 
+def test_a_new_branch_is_made_with_its_commit_or_not_at_all(
+    repo: Repo, git: Git, repo_path: Path
+) -> None:
+    """``new_branch``: the branch is made at the commit, from ``expected``; a commit that
+    changes nothing, or a name that exists, leaves no branch made (none without it)."""
+    head = commit(repo, {"a.txt": b"1"}, None)
+    kept = commit_changes(
+        repo, "kept", {"b.txt": b"2"}, message="m", author=ALICE, expected=head, new_branch=True
+    )
+    assert git(repo_path, "rev-parse", "kept~1").strip() == head.decode()
+    assert git(repo_path, "show", "kept:b.txt") == "2"
+    with pytest.raises(NothingToCommit):
+        commit_changes(
+            repo,
+            "empty",
+            {"a.txt": b"1"},
+            message="m",
+            author=ALICE,
+            expected=head,
+            new_branch=True,
+        )
+    with pytest.raises(BranchExists):
+        commit_changes(
+            repo, "kept", {"c.txt": b"3"}, message="m", author=ALICE, expected=head, new_branch=True
+        )
+    assert branch_heads(repo) == {"main": head, "kept": kept}
+
+
 def test_synced_ref_is_private_and_readable(repo: Repo, git: Git, repo_path: Path) -> None:
     head = commit(repo, {"a.txt": b"1"}, None)
     assert read_synced(repo, "main") is None
