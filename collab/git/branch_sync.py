@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -30,7 +31,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dulwich.errors import NotTreeError
 from dulwich.graph import can_fast_forward
 from dulwich.objects import ObjectID
 from dulwich.repo import Repo
@@ -99,6 +99,7 @@ from ..live.rooms import KeepLoaded
 from ..live.seed import TEXT_NAME
 from ..live.text_edits import apply_edits, diff_edits
 from ..server.auth import Identity, Role
+from .rescue_paths import rescue_paths
 from .work import in_git_thread, in_repo
 
 if TYPE_CHECKING:
@@ -1609,13 +1610,15 @@ async def _keep_live(room: Room, base: str, rescue: Rescue) -> str | None:
 class Rescue:
     """Live text that a move of its branch would drop (a rewrite it does not merge onto, a
     file made no text file), committed on a branch made for it from the commit the live
-    documents matched (the first :meth:`keep` makes it)."""
+    documents matched (the first :meth:`keep` makes it, with its commit: never a branch
+    without the text). Each text goes where ``rescue_paths`` says."""
 
     def __init__(self, sync: BranchSync, base: bytes) -> None:
         self.sync = sync
         self.base = base
         self.name: str | None = None
         self.head: bytes | None = None
+        self.kept: dict[str, str] = {}  # path -> the path its text is committed as
 
     async def keep(self, path: str, text: str, *, no_text: bool = False) -> None:
         """Commit ``text`` as ``path`` on the rescue branch. ``no_text``: the move made
@@ -1624,41 +1627,47 @@ class Rescue:
         owner = sync.owner
         authors = [author_line(identity.user) for identity in sync.authors.values()]
         lines = authors or [ENGINE_AUTHOR]
-
         data = text.encode("utf-8")
-        kept_as = path
-        problem = file_problem(path, data)
-        if problem is not None:  # kept beside it: a branch git's fsck refuses helps no one
-            kept_as = f"{path}.rescued"
+        message = f"Keep the live edits of {path}\n\n" + (
+            f"{sync.branch} moved while they were not committed, to a commit where "
+            f"{path} is no text file (a binary file, a directory, a symbolic link...).\n"
+            if no_text
+            else f"{sync.branch} was rewritten while they were not committed; they did "
+            "not merge cleanly onto its new head.\n"
+        )
+        message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
 
-        def write(repo: Repo) -> tuple[str, bytes]:
+        def write(repo: Repo) -> tuple[str | None, bytes | None, str]:
             name, head = self.name, self.head
-            if name is None or head is None:
-                name = free_branch(repo, f"{sync.branch}-rescued-{self.base[:8].decode()}")
-                create_branch(repo, name, self.base)
-                head = self.base
-            message = f"Keep the live edits of {path}\n\n" + (
-                f"{sync.branch} moved while they were not committed, to a commit where "
-                f"{path} is no text file (a binary file, a directory, a symbolic link...).\n"
-                if no_text
-                else f"{sync.branch} was rewritten while they were not committed; they did "
-                "not merge cleanly onto its new head.\n"
+            kept_as = self.kept.get(path)
+            if kept_as is None:
+                kept_as = rescue_paths(repo, head or self.base, {path: data})[path]
+            commit = functools.partial(
+                commit_changes,
+                repo,
+                changes={kept_as: data},
+                message=message,
+                author=lines[0],
+                committer=ENGINE_AUTHOR,
+                text_only=True,
             )
-            message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
-            with contextlib.suppress(NothingToCommit):
-                head = commit_changes(
-                    repo,
-                    name,
-                    {kept_as: data},
-                    message=message,
-                    author=lines[0],
-                    committer=ENGINE_AUTHOR,
-                    expected=head,
-                    text_only=True,
-                )
-            return name, head
+            try:
+                if name is not None:
+                    return name, commit(name, expected=head), kept_as
+                for _attempt in range(REWRITE_ATTEMPTS):
+                    name = free_branch(repo, f"{sync.branch}-rescued-{self.base[:8].decode()}")
+                    with contextlib.suppress(BranchExists):  # made meanwhile: the next name
+                        return name, commit(name, expected=self.base, new_branch=True), kept_as
+                raise RuntimeError(f"no free name for the rescue branch of {sync.branch}")
+            except NothingToCommit:  # its branch holds the text there already
+                return self.name, self.head, kept_as
 
-        self.name, self.head = await in_repo(owner.repos, sync.repo, write)
+        name, head, kept_as = await in_repo(owner.repos, sync.repo, write)
+        if name is None or head is None or (name, head) == (self.name, self.head):
+            return
+        self.name, self.head = name, head
+        self.kept[path] = kept_as
+        problem = file_problem(path, data)
         log.warning(
             "%s%s: live edits %s were committed on %s%s",
             sync.prefix,
@@ -1668,8 +1677,10 @@ class Rescue:
             else "that do not merge onto the rewritten branch",
             self.name,
             ""
-            if problem is None
-            else f" as {kept_as} (git's fsck refuses them as {path}: {problem.msg_id})",
+            if kept_as == path
+            else f" as {kept_as} (git's fsck refuses them as {path}: {problem.msg_id})"
+            if problem is not None
+            else f" as {kept_as} (the branch has no place for a file at {path})",
         )
         owner.events.publish(
             sync.repo,
@@ -1926,7 +1937,10 @@ class GitSync:
         last matched lacks (edits not committed yet when another tool deleted the branch, and
         the name cannot be restored) on a branch made for it from that commit, named
         ``<branch>-rescued-<commit>`` with its slashes made dashes (a name below the deleted
-        one may be taken by then)."""
+        one may be taken by then), each text where ``rescue_paths`` puts it. The branch is
+        made with its commit or not at all: a failure leaves nothing behind but what it
+        was to keep (the stored documents, the records), for :meth:`forget_clashing` to try
+        again before a branch is made under the name."""
         prefix = f"{repo}/{branch}:"
 
         def last_synced(git: Repo) -> bytes | None:
@@ -1934,67 +1948,52 @@ class GitSync:
             return synced if synced is not None and is_stored(git, synced) else None
 
         synced = await in_repo(self.repos, repo, last_synced)  # (None: its commit is gone)
-        changes: dict[str, bytes] = {}
-        kept: dict[str, str] = {}  # path -> the path its text is committed as
+        texts: dict[str, bytes] = {}
         for key in await self.store.keys(prefix):
-            stored = await self.store.load(key)
-            if stored is None or stored.empty or stored.corrupt is not None:
+            stored = await self.stored_text(key)
+            if stored is None:
                 continue
-            doc: Doc[Any] = Doc()
-            stored.apply_to(doc)
-            text = str(doc.get(TEXT_NAME, type=Text)).encode("utf-8")
+            text = stored.encode("utf-8")
             path = key[len(prefix) :]
             blob = None
             if synced is not None:
                 blob = await in_repo(self.repos, repo, read_blob, synced, path)
             if (blob or b"") != text:
-                # kept beside it where git's fsck refuses it, as a Rescue does
-                kept[path] = path if file_problem(path, text) is None else f"{path}.rescued"
-                changes[kept[path]] = text
-        if not changes:
+                texts[path] = text
+        if not texts:
             return
         lines = [author_line(user) for user in await self.store.take_authors(f"{repo}/{branch}")]
         lines = lines or [ENGINE_AUTHOR]
+        message = (
+            f"Keep the live edits of {branch}\n\n{branch} was deleted outside the engine "
+            "while they were not committed.\n"
+        )
+        message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
+        kept: dict[str, str] = {}  # path -> the path its text is committed as
 
         def write(git: Repo) -> tuple[str, bytes]:
             # from the commit the documents last matched; with none (it is gone), a branch
-            # of their text alone
+            # of their text alone; made with its commit, or not at all
+            kept.update(rescue_paths(git, synced, texts))
             name = branch.replace("/", "-") + "-rescued"
             if synced is not None:
                 name += f"-{synced[:8].decode()}"
-            name = free_branch(git, name)
-            if synced is not None:
-                create_branch(git, name, synced)
-            message = (
-                f"Keep the live edits of {branch}\n\n{branch} was deleted outside the engine "
-                "while they were not committed.\n"
-            )
-            message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
-            files = changes
-            for _attempt in range(2):
-                try:
+            for _attempt in range(REWRITE_ATTEMPTS):
+                free = free_branch(git, name)
+                with contextlib.suppress(BranchExists):  # made meanwhile: the next name
                     head = commit_changes(
                         git,
-                        name,
-                        files,
+                        free,
+                        {kept[path]: text for path, text in texts.items()},
                         message=message,
                         author=lines[0],
                         committer=ENGINE_AUTHOR,
                         expected=synced,
                         text_only=True,
+                        new_branch=True,
                     )
-                    return name, head
-                except (ValueError, KeyError, NotTreeError, NothingToCommit):
-                    # files that cannot be held together (``notes`` and ``notes/a.md``, or
-                    # one under a file of the commit): each at the top, named by its path
-                    if files is not changes:
-                        raise
-                    was = dict(kept)
-                    kept.update(
-                        {path: at.replace("/", "%2F") + ".rescued" for path, at in was.items()}
-                    )
-                    files = {kept[path]: changes[at] for path, at in was.items()}
-            raise AssertionError("unreachable")
+                    return free, head
+            raise RuntimeError(f"no free name for the rescue branch of {branch}")
 
         name, head = await in_repo(self.repos, repo, write)
         log.warning(
@@ -2017,6 +2016,16 @@ class GitSync:
                     "commit": hexsha(head),
                 },
             )
+
+    async def stored_text(self, key: str) -> str | None:
+        """The text of the document ``key`` as the store holds it; None if it holds none
+        (or a damaged history, which is not taken for its text)."""
+        stored = await self.store.load(key)
+        if stored is None or stored.empty or stored.corrupt is not None:
+            return None
+        doc: Doc[Any] = Doc()
+        stored.apply_to(doc)
+        return str(doc.get(TEXT_NAME, type=Text))
 
     async def forget_clashing(self, repo: str, branch: str, *, namesake: bool = False) -> None:
         """Forget the branches deleted by another tool whose records would keep

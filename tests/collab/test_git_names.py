@@ -9,12 +9,17 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from dulwich.repo import Repo
 from eventwait import Events
 from gitcli import git, require_git
 
 from collab import Client, CollabServer
 from collab.client import ClientError
+from collab.git.rescue_paths import rescue_paths
+from gitsync.objects.commits import commit_changes, read_ref
+from gitsync.repos import create_demo_repo
 from protocol.errors import ErrorCode
+from protocol.names import MAX_PATH_COMPONENT, validate_path
 
 
 @pytest.fixture(autouse=True)
@@ -139,3 +144,52 @@ async def test_held_gitmodules_text_rescued_from_a_move_is_kept_beside_it(
     assert git(demo, "show", f"{rescued}:.gitmodules.rescued") == HOSTILE
     assert ".gitmodules" not in git(demo, "ls-tree", "--name-only", rescued).split()
     await asyncio.to_thread(git, demo, "fsck", "--full", "--strict")
+
+
+def test_rescued_text_goes_where_the_commit_has_a_place_for_it(tmp_path: Path) -> None:
+    """Each text kept on a rescue branch goes at its own path where the commit it starts
+    from has a place for a file there, and no other text is a file where a directory of it
+    would be; else at the top of the tree under a name that validates and no entry or
+    other text has (as long a name as a component may be, at most); a ``.gitmodules`` git's
+    fsck refuses, beside it. Committed together, the branch passes ``git fsck``."""
+    bare = create_demo_repo(
+        tmp_path / "kept.git",
+        {"nd": "a file\n", "nf/x": "inside\n", "nd-f.txt.rescued": "taken\n", "p.txt": "p\n"},
+    )
+    deep = "/".join(["d" * 120] * 3) + "/f.txt"
+    texts = {
+        "nd/f.txt": b"below a file\n",
+        "nf": b"where a directory is\n",
+        "p.txt": b"over a file\n",
+        "new": b"a new file\n",
+        "new/a.md": b"below a new file\n",
+        ".gitmodules": HOSTILE.encode(),
+        "nd/deep/" + deep: b"deep\n",
+    }
+    with Repo(str(bare)) as repo:
+        head = read_ref(repo, b"refs/heads/main")
+        kept = rescue_paths(repo, head, texts)
+        commit_changes(
+            repo,
+            "kept",
+            {kept[path]: text for path, text in texts.items()},
+            message="kept\n",
+            author="bob <bob@example.com>",
+            expected=head,
+            text_only=True,
+            new_branch=True,
+        )
+    long = kept.pop("nd/deep/" + deep)
+    assert kept == {
+        "nd/f.txt": "nd-f.txt-2.rescued",
+        "nf": "nf.rescued",
+        "p.txt": "p.txt",
+        "new": "new",
+        "new/a.md": "new-a.md.rescued",
+        ".gitmodules": ".gitmodules.rescued",
+    }
+    assert "/" not in long and len(long.encode()) <= MAX_PATH_COMPONENT
+    assert long.endswith("d-f.txt.rescued") and validate_path(long) == long
+    for path, at in [*kept.items(), ("nd/deep/" + deep, long)]:
+        assert git(bare, "show", f"kept:{at}").encode() == texts[path]
+    git(bare, "fsck", "--full", "--strict")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from gitcli import until
 from test_git_push import clone, fsck_clean, git, head, remote, run_git, start
 
 from collab import Client, CollabServer, Document
@@ -246,4 +247,47 @@ async def test_a_branch_deleted_outside_whose_place_another_took_keeps_its_open_
     kept = run_git(demo, "show", f"topic-rescued-{synced[:8]}:README.md").stdout
     assert kept.startswith("typed on topic\n")
     assert await server.store.keys("demo/topic:") == []
+    fsck_clean(demo)
+
+
+async def held_below_a_file(alice: Client, server: CollabServer) -> str:
+    """A branch ``topic`` forked from main, with ``nd`` and ``nd/f.txt`` typed into, both
+    new: ``nd`` is committed as a file, and ``nd/f.txt``, which cannot be a file beside it,
+    is held in the store; both closed and unloaded. Returns the commit they last matched."""
+    await alice.fork("demo", "main", "topic")
+    above = await alice.open("demo/topic:nd")
+    below = await alice.open("demo/topic:nd/f.txt")  # (nd holds no text yet)
+    above.insert(0, "nd is a file\n")
+    below.insert(0, "IMPORTANT TEXT\n")
+    await alice.flush()
+    synced = await alice.commit("demo", "topic")
+    await above.close()
+    await below.close()
+    await until(lambda: not server.rooms.loaded("demo/topic:"))
+    assert "demo/topic:nd/f.txt" in await server.store.keys("demo/topic:")
+    return synced
+
+
+async def test_a_deleted_branch_keeps_text_that_lay_below_a_file_and_its_name_starts_afresh(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """Deleting a branch whose store holds text that could not be committed where it was
+    (``nd/f.txt`` below the file ``nd``) keeps it at the top of a ``<branch>-rescued-<commit>``
+    branch, as ``nd-f.txt.rescued``; the branch is deleted whole (records, stored documents),
+    so a branch made again under its name, by a push, opens without the old text."""
+    demo = repos / "demo"
+    work = await clone(server, tmp_path)
+    async with Client(server.url, user="alice") as alice:
+        synced = await held_below_a_file(alice, server)
+        await alice.call("branch.delete", repo="demo", name="topic")
+    rescued = run_git(demo, "branch", "--list", "topic*").stdout.split()
+    assert rescued == [f"topic-rescued-{synced[:8]}"]
+    kept = run_git(demo, "show", f"{rescued[0]}:nd-f.txt.rescued").stdout
+    assert kept == "IMPORTANT TEXT\n"
+    assert run_git(demo, "rev-parse", f"{rescued[0]}~1").stdout.strip() == synced
+    assert not head(demo, "refs/collab/synced/topic")
+    assert await server.store.keys("demo/topic:") == []
+    await git(work, "push", "-q", "origin", "HEAD:refs/heads/topic")
+    async with Client(server.url, user="bob") as bob:
+        assert str((await bob.open("demo/topic:nd/f.txt")).text) == ""
     fsck_clean(demo)
