@@ -44,6 +44,7 @@ from gitsync import (
 )
 from gitsync.changes import (
     FileChange,
+    blocked_at,
     changed_files,
     is_text,
     not_text_at,
@@ -584,6 +585,7 @@ class BranchSync:
                 self._hold_behind(rooms, changes, states)
                 self._hold_clashing(changes)
                 self._hold_refused_by_fsck(changes)
+                await self._close_blocked(changes, grant)
                 # What is committed must be durable in the store first: a crash (a power
                 # loss) must not leave the branch with edits the store lost, and the state
                 # recorded with the commit is what a stored document must hold (its record).
@@ -773,6 +775,23 @@ class BranchSync:
                 above,
                 above,
             )
+
+    async def _close_blocked(self, changes: dict[str, bytes], grant: Grant | None) -> None:
+        """Take out of ``changes`` the documents that the commit they would go on has no
+        place for as files (``blocked_at``: ``commit_changes`` would leave their text out):
+        one held below another (see :meth:`_hold_clashing`) that has been committed as a
+        file since, say. They are closed, and their text is kept on a branch of its own,
+        as those a move puts something in the way of are (see :meth:`_put_in_the_way`)."""
+        synced = self.synced
+        if not changes:
+            return
+        blocked = await in_repo(self.owner.repos, self.repo, blocked_at, synced, list(changes))
+        if not blocked:
+            return
+        for path in blocked:
+            del changes[path]
+        await self.retire(blocked, {}, Rescue(self, synced), in_the_way=blocked)
+        await self.record_taken(grant)
 
     def _hold_refused_by_fsck(self, changes: dict[str, bytes]) -> None:
         """Take out of ``changes`` the ``.gitmodules`` and ``.gitattributes`` (in any
@@ -1020,7 +1039,8 @@ class BranchSync:
         too_large = {c.path for c in changes if c.new is not None and len(c.new) > limit}
         not_text = not_text | too_large
         committed = {change.path: change.old for change in changes if change.path in not_text}
-        await self.retire(not_text, committed, rescue, too_large)
+        in_the_way = set() if base_gone else await self._put_in_the_way(changes, head)
+        await self.retire(not_text | in_the_way, committed, rescue, too_large, in_the_way)
         changes = [change for change in changes if change.path not in not_text]
         renamed: dict[str, str] = {}
         if forward:
@@ -1216,35 +1236,61 @@ class BranchSync:
             await self.merge_into_live(unmoved, head, interrupted)
         return renamed
 
+    async def _put_in_the_way(self, changes: list[FileChange], head: bytes) -> set[str]:
+        """The live documents of files the branch does not hold (new files, not committed
+        yet: no change of the move names them) whose place the move took: it made one of
+        their directories a file, a link or a submodule (``notes`` for ``notes/todo.md``),
+        or their path a directory (``notes/todo.md`` added, ``notes`` open). Their text
+        could never be committed there. (A link or a submodule is no change of text
+        files: every such document is looked up in ``head``.)"""
+        changed = {change.path for change in changes}
+        candidates = sorted(path for path in await self._every_live_path() if path not in changed)
+        if not candidates:
+            return set()
+        return await in_repo(self.owner.repos, self.repo, blocked_at, head, candidates)
+
     async def retire(
         self,
         paths: set[str],
         committed: Mapping[str, bytes | None] | None = None,
         rescue: Rescue | None = None,
         too_large: Collection[str] = (),
+        in_the_way: Collection[str] = (),
     ) -> None:
         """Close the live documents of ``paths``, which the branch no longer holds as text
-        files (a push made one a symbolic link, a directory, a binary file...) or holds
-        as files too large to open (``too_large``): their text is not committed over what
-        the push put there.
+        files (a push made one a symbolic link, a directory, a binary file...), holds as
+        files too large to open (``too_large``), or has no place for as files any more
+        (``in_the_way``: see :meth:`_put_in_the_way`): their text is not committed over
+        what the push put there.
 
         With ``rescue`` and ``committed`` (each path's file at the commit the documents
-        last matched, ``rescue.base``), a loaded document whose text differs from it (live
-        edits not committed yet) is first committed by ``rescue``, on a branch of its own:
-        no live text is dropped uncommitted."""
+        last matched, ``rescue.base``), a document whose text differs from it (live edits
+        not committed yet; loaded, or held in the store) is first committed by ``rescue``,
+        on a branch of its own: no live text is dropped uncommitted."""
         for path in sorted(await self.live_paths(paths)):
             key = self.prefix + path
             room = self.owner.rooms.get_key(key)
             kept = None
-            if rescue is not None and committed is not None and room is not None:
+            if rescue is not None and committed is not None:
                 base = (committed.get(path) or b"").decode("utf-8", "replace")
-                kept = await _keep_live(room, base, rescue)
+                if room is not None:
+                    kept = await _keep_live(room, base, rescue)
+                elif (stored := await self.owner.stored_text(key)) is not None and stored != base:
+                    # not loaded: held in the store (below another document, say)
+                    await rescue.keep(path, stored, no_text=True)
+                    kept = rescue.name
             self.dirty.pop(path, None)
             if path in too_large:
                 code = ErrorCode.TOO_LARGE
                 reason = (
                     f"{path} is over {self.owner.rooms.max_file} bytes on {self.branch} now, "
                     "too large to edit live"
+                )
+            elif path in in_the_way:
+                code = ErrorCode.NOT_TEXT
+                reason = (
+                    f"{path} cannot be a file on {self.branch} now: a file, a link or a "
+                    "directory is in its way"
                 )
             else:
                 code = ErrorCode.NOT_TEXT

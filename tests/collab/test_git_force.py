@@ -674,3 +674,72 @@ async def test_a_repository_replaced_under_the_server_is_followed_and_live_text_
         assert file_at(repos, after, "README.md") == "and on\n# Another history\n"
         assert run_git(repos / "demo", "merge-base", "--is-ancestor", replaced, after)
     run_git(repos / "demo", "fsck", "--strict", "--no-dangling")
+
+
+@pytest.mark.parametrize(
+    ("path", "change"),
+    [("nd/f.txt", "file above"), ("nf", "directory"), ("ln/f.txt", "link above")],
+)
+@pytest.mark.parametrize("typed", [True, False], ids=["typed", "empty"])
+async def test_a_move_taking_the_place_of_a_file_not_in_git_yet_closes_its_document(
+    server: CollabServer, repos: Path, tmp_path: Path, path: str, change: str, typed: bool
+) -> None:
+    """A document open at a path the branch does not hold yet (a new file) when the branch
+    moves to put something else in its way: a file or a link where its directory would be,
+    a directory where it would be. It can never be committed there, so it is closed as a
+    file made no text file is (``NOT_TEXT``): an empty one when a push through the server
+    lands (nothing typed into it afterwards is acknowledged and dropped), one holding text
+    (the move made in the repository itself) with that text kept on
+    ``<branch>-rescued-<commit>``, authored by its typist. The branch's commits go on without
+    it, and their message names only what they hold."""
+    demo = repos / "demo"
+    async with Client(server.url, user="bob") as bob:
+        await bob.join("demo")  # (his own branch first: making one commits main)
+        await bob.subscribe("events.subscribe", repo="demo")
+        synced = head(repos, "main")
+        assert synced is not None
+        if typed:  # another tool moves the branch: the text is durable, not committed
+            work = tmp_path / "outside"
+            await git(tmp_path, "clone", "-q", str(demo), str(work))
+        else:  # a push through the server (which commits what is typed first)
+            work = await clone(server, tmp_path)
+        doc = await bob.open(f"demo/main:{path}")
+        other = await bob.open("demo/main:notes.txt")
+        if typed:
+            doc.insert(0, "IMPORTANT TEXT\n")
+            await bob.flush()
+        top = path.split("/")[0]
+        if change == "file above":
+            (work / top).write_text("a file\n")
+        elif change == "directory":
+            (work / top).mkdir()
+            (work / top / "x").write_text("inside\n")
+        else:
+            (work / top).symlink_to("README.md")
+        await git(work, "add", "-A")
+        await git(work, "commit", "-qm", f"{change} in the way")
+        await git(work, "push", "-q", "origin", "HEAD:main")
+        pushed = head(repos, "main")
+        if typed:
+            await (await server.git.branch("demo", "main")).catch_up()
+        await until(lambda: doc.closed)
+        assert doc.error is not None and doc.error.code == ErrorCode.NOT_TEXT
+        with pytest.raises(ClientError) as refused:
+            await bob.open(f"demo/main:{path}")
+        assert refused.value.code == ErrorCode.NOT_TEXT
+        other.insert(0, "other text\n")
+        await bob.flush()
+        after = await bob.commit("demo", "main")
+        shown = run_git(demo, "log", "-1", "--format=%s%n%P", after).stdout.split()
+        assert shown == ["Edit", "notes.txt", pushed]
+        rescued = f"main-rescued-{synced[:8]}"
+        found = run_git(demo, "branch", "--list", "main-rescued-*").stdout.split()
+        if typed:
+            assert found == [rescued]
+            assert file_at(repos, rescued, path) == "IMPORTANT TEXT\n"
+            assert run_git(demo, "log", "-1", "--format=%an", rescued).stdout == "bob\n"
+            event = await Events(bob).wait_for("rescued")
+            assert event["path"] == path and event["into"] == rescued
+        else:  # nothing to keep: no branch made for it
+            assert found == []
+    run_git(demo, "fsck", "--strict", "--no-dangling")

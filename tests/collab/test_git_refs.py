@@ -291,3 +291,26 @@ async def test_a_deleted_branch_keeps_text_that_lay_below_a_file_and_its_name_st
     async with Client(server.url, user="bob") as bob:
         assert str((await bob.open("demo/topic:nd/f.txt")).text) == ""
     fsck_clean(demo)
+
+
+async def test_text_held_in_the_store_that_a_move_leaves_no_place_for_is_kept(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """``nd/f.txt``, held in the store below the file ``nd`` (not loaded), when the branch
+    moves: its document is dropped as one whose place is taken, and its text is kept on
+    ``<branch>-rescued-<commit>`` first, as a loaded one's would be."""
+    demo = repos / "demo"
+    async with Client(server.url, user="alice") as alice:
+        synced = await held_below_a_file(alice, server)
+    work = await clone(server, tmp_path)
+    await git(work, "checkout", "-q", "topic")
+    (work / "pushed.txt").write_text("pushed\n")
+    await git(work, "add", "pushed.txt")
+    await git(work, "commit", "-qm", "pushed")
+    await git(work, "push", "-q", "origin", "topic")
+    async with Client(server.url, user="bob") as bob:
+        assert str((await bob.open("demo/topic:pushed.txt")).text) == "pushed\n"
+    kept = run_git(demo, "show", f"topic-rescued-{synced[:8]}:nd-f.txt.rescued").stdout
+    assert kept == "IMPORTANT TEXT\n"
+    assert "demo/topic:nd/f.txt" not in await server.store.keys("demo/topic:")
+    fsck_clean(demo)

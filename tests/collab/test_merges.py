@@ -324,3 +324,27 @@ async def test_a_merge_is_refused_for_its_permission_and_malformed_heads_first(
             with pytest.raises(ClientError) as malformed:
                 await will.merge("demo", fork, "main", source_head=head)
             assert malformed.value.code == ErrorCode.MALFORMED, head
+
+
+async def test_a_merge_putting_a_file_above_an_open_new_file_closes_its_document(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    """``nd/f.txt`` is open on the target, a new file with nothing typed yet; the merge
+    brings a file ``nd``: the document can never be committed there, so it is closed
+    (``NOT_TEXT``) rather than left to take typing that no commit would hold."""
+    demo = repos / "demo"
+    async with Client(fast_server.url, user="alice") as alice:
+        await alice.fork("demo", "main", "source")
+        await _edit(alice, "demo/source:nd", "nd is a file on the source\n")
+        await alice.commit("demo", "source")
+        doc = await alice.open("demo/main:nd/f.txt")
+        result = await alice.merge("demo", "source", "main")
+        assert result["applied"]
+        with pytest.raises(ClientError):  # closes it
+            await doc.wait_for(lambda _text: False, timeout=10)
+        assert doc.error is not None and doc.error.code == ErrorCode.NOT_TEXT
+        with pytest.raises(ClientError) as refused:
+            await alice.open("demo/main:nd/f.txt")
+        assert refused.value.code == ErrorCode.NOT_TEXT
+        assert await alice.commit("demo", "main") == result["commit"]
+    assert show(demo, "main", "nd") == "nd is a file on the source\n"
