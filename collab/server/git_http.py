@@ -205,6 +205,10 @@ class GitBridge:
                     await held.enter_async_context(self.git.rooms.opens_held(f"{repo}/{branch}:"))
                 open_now = await self._open_deleted(repo, allowed)
                 try:
+                    await self._forget_namesakes(repo, allowed)
+                except ProtocolError as exc:
+                    return await self._forbidden(request, service, spool, exc)
+                try:
                     moved: list[tuple[bytes, bytes, bytes]] = []
                     # in the repositories' executor: closing them waits for a push under way
                     reply, content_type = await in_git_thread(
@@ -393,6 +397,32 @@ class GitBridge:
             if why is not None:
                 open_now[branch] = why
         return open_now
+
+    async def _forget_namesakes(
+        self, repo: str, commands: list[tuple[bytes, bytes, bytes]]
+    ) -> None:
+        """Before the push makes its new branches, forget the branches another tool deleted
+        whose records would be taken for theirs (see ``GitSync.forget_clashing``): a branch
+        made again under a deleted one's name must not open with its stored text, nor
+        commit it. Raises ``ProtocolError`` (the push is refused) if one cannot be
+        forgotten yet."""
+        created = _branches([command for command in commands if command[0] == _ZERO])
+        for branch in created:
+            try:
+                validate_branch(branch)
+            except ProtocolError:
+                continue  # the push refuses it, and says why
+            try:
+                await self.git.forget_clashing(repo, branch, namesake=True)
+            except ProtocolError:
+                raise
+            except Exception as exc:
+                log.exception("%s: forgetting the deleted namesakes of %r failed", repo, branch)
+                raise ProtocolError(
+                    ErrorCode.INTERNAL,
+                    f"a deleted branch whose name clashes with {branch!r} could not be "
+                    f"forgotten yet ({exc.__class__.__name__}); try again later",
+                ) from None
 
     def _check_push(
         self,

@@ -293,6 +293,32 @@ async def test_a_deleted_branch_keeps_text_that_lay_below_a_file_and_its_name_st
     fsck_clean(demo)
 
 
+async def test_a_push_making_a_branch_another_tool_deleted_does_not_get_its_old_text(
+    server: CollabServer, repos: Path, tmp_path: Path
+) -> None:
+    """Another tool deletes ``topic`` while the store holds text of it not committed; a push
+    through the server makes ``topic`` again: the old branch is forgotten first (its text
+    kept on a branch of its own), so the new one does not open with its text, nor commit it
+    at its first keystroke."""
+    demo = repos / "demo"
+    work = await clone(server, tmp_path)
+    async with Client(server.url, user="alice") as alice:
+        synced = await held_below_a_file(alice, server)
+    run_git(demo, "update-ref", "-d", "refs/heads/topic")  # another tool's deletion
+    await git(work, "push", "-q", "origin", "HEAD:refs/heads/topic")
+    assert not head(demo, "refs/collab/synced/topic")
+    kept = run_git(demo, "show", f"topic-rescued-{synced[:8]}:nd-f.txt.rescued").stdout
+    assert kept == "IMPORTANT TEXT\n"
+    async with Client(server.url, user="bob") as bob:
+        doc = await bob.open("demo/topic:nd/f.txt")
+        assert str(doc.text) == ""
+        doc.insert(0, "new typing\n")
+        await bob.flush()
+        new = await bob.commit("demo", "topic")
+    assert run_git(demo, "show", f"{new}:nd/f.txt").stdout == "new typing\n"
+    fsck_clean(demo)
+
+
 async def test_text_held_in_the_store_that_a_move_leaves_no_place_for_is_kept(
     server: CollabServer, repos: Path, tmp_path: Path
 ) -> None:
