@@ -2143,7 +2143,13 @@ class GitSync:
         if not sync.reconciling:
             await sync.catch_up()
             # last, with no await after it: a document loading from now on is seen here
-            sync.check_clash(doc_id.path)
+            try:
+                sync.check_clash(doc_id.path)
+            except ProtocolError:
+                synced = sync.synced
+                if await in_repo(self.repos, doc_id.repo, blocked_at, synced, [doc_id.path]):
+                    return  # below a file of the branch: its load says so (that one is open)
+                raise
 
     def _on_room(self, room: Room) -> None:
         sync = self.branches.get((room.doc_id.repo, room.doc_id.branch))

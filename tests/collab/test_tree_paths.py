@@ -180,6 +180,23 @@ async def test_a_new_file_and_a_new_file_below_it_are_not_both_opened(
         assert git(bare, "show", f"{head}:other/todo.md") == "todo\n"
 
 
+async def test_a_path_below_an_open_committed_file_is_refused_as_below_a_file(
+    tree_server: tuple[CollabServer, Path],
+) -> None:
+    """``file.txt/below`` while the committed ``file.txt`` is open: refused as a path below
+    a file of the branch is, not as one below a file open and not committed yet."""
+    server, _bare = tree_server
+    async with Client(server.url, user="ann") as ann:
+        await ann.open("demo/main:file.txt")
+        with pytest.raises(ClientError) as below:
+            await ann.open("demo/main:file.txt/below")
+        assert below.value.code == ErrorCode.NOT_TEXT
+        assert (
+            below.value.message
+            == "file.txt/below lies below a file, a symbolic link or a submodule"
+        )
+
+
 async def test_one_clash_does_not_keep_the_rest_of_the_branch_from_being_committed(
     tree_server: tuple[CollabServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
