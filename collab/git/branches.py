@@ -305,12 +305,14 @@ class Branches:
     def _tag_or_commit(self, repo: str, source: str) -> bytes | None:
         """The commit ``source`` names if it is no branch's name but a tag's (``v1``, or
         ``refs/tags/v1``; an annotated tag peeled) or a commit's full id; ``None`` for a
-        branch's name (or nothing the repository holds: the branch lookup says so).
+        branch's name (or nothing the repository holds: the branch lookup says so). A tag
+        of something else (a blob, a tree) is refused (``NOT_FOUND``): no branch can start
+        there.
 
         A commit id counts only if a ref that fetches see reaches it, as a fetch by id asks
         (``fetchable``): a commit a force push or a deletion left behind, or one only the
         server's private refs reach, is no more to be had by making a branch of it than by
-        fetching it."""
+        fetching it (nor is it said to exist)."""
         git = self.repos.open(repo)
         branch, tag = _ref_name(source), _ref_name(source.removeprefix("refs/tags/"))
         if branch is not None and read_ref(git, HEADS + branch) is not None:
@@ -321,16 +323,23 @@ class Branches:
             target = source.encode("ascii")
         if target is None:
             return None
+        if by_id and not fetchable(self.repos.path_of(repo), target):
+            return None  # what a fetch of it says: no such thing to be had
+        what = "the id" if by_id else "the tag"
         try:
             obj = git[ObjectID(target)]
             while isinstance(obj, Tag):
                 obj = git[obj.object[1]]
         except KeyError:
-            return None
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"{what} {source!r} names an object the repository lacks"
+            ) from None
         if not isinstance(obj, Commit):
-            return None
-        if by_id and not fetchable(self.repos.path_of(repo), target):
-            return None
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"{what} {source!r} names a {obj.type_name.decode()}, not a commit: no branch "
+                "can start there",
+            )
         return bytes(obj.id)
 
     async def _create_checked(self, repo: str, name: str, start: bytes) -> None:

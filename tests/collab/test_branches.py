@@ -688,6 +688,16 @@ async def test_a_branch_is_created_from_a_tag_or_a_commit(
             with pytest.raises(ClientError) as refused:
                 await alice.call("branch.create", repo="demo", name="x", **{"from": source})
             assert refused.value.code == code, source
+        # a tag of something else than a commit is said to be one, not taken for no branch
+        git(demo, "tag", "blobtag", f"{first}:README.md")
+        git(demo, "tag", "-a", "-m", "a tree", "treetag", f"{first}^{{tree}}")
+        blob = git(demo, "rev-parse", f"{first}:README.md").strip()
+        for source, kind in [("blobtag", "blob"), ("treetag", "tree"), (blob, "blob")]:
+            with pytest.raises(ClientError) as refused:
+                await alice.call("branch.create", repo="demo", name="x", **{"from": source})
+            assert refused.value.code == ErrorCode.NOT_FOUND
+            assert f"names a {kind}, not a commit" in refused.value.message, source
+        assert not git(demo, "branch", "--list", "x").strip()
 
 
 async def test_a_document_opened_while_its_branch_is_deleted_finds_no_branch(
