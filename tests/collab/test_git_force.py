@@ -413,10 +413,11 @@ async def test_a_commit_that_meets_a_move_making_its_file_no_text_leaves_the_mov
     retry commits nothing of it over what the move put there, and the live text is kept
     on a branch of its own (``main-rescued-<commit>``), as a rewrite's would be."""
     path = "src/app.py" if change == "link above" else "README.md"
-    synced = head(repos, "main")
-    assert synced is not None
-    before = file_at(repos, "main", path)
     async with Client(server.url, user="bob") as bob:
+        await bob.join("demo")  # (his own branch first: making one commits main)
+        synced = head(repos, "main")
+        assert synced is not None
+        before = file_at(repos, "main", path)
         other = await bob.open(
             "demo/main:src/app.py" if path == "README.md" else "demo/main:README.md"
         )
@@ -652,6 +653,7 @@ async def test_a_repository_replaced_under_the_server_is_followed_and_live_text_
     nothing can merge. The document comes to read as the new head, its live text is kept on
     a branch of its own made from that head, and commits go on there."""
     async with Client(server.url, user="bob") as bob:
+        await bob.join("demo")  # (made on his first open, it would write to the repository)
         doc = await bob.open("demo/main:README.md")
         doc.insert(0, "committed\n")
         await bob.flush()
