@@ -450,12 +450,20 @@ class Branches:
 
         def free() -> str:
             git = self.repos.open(repo)
-            n = 1
-            while True:
+            # each branch keeps at most one N from being made (the one it is below); past
+            # as many as there are refs, what keeps the names out keeps them all out (a
+            # branch above them: ``people``)
+            tries = len(git.refs.allkeys()) + 1
+            problem = None
+            for n in range(1, tries + 1):
                 ref = HEADS + f"{own}-fork-{n}".encode()
-                if read_ref(git, ref) is None and new_ref_problem(git.refs, ref) is None:
-                    return f"{own}-fork-{n}"
-                n += 1
+                if read_ref(git, ref) is None:
+                    problem = new_ref_problem(git.refs, ref)
+                    if problem is None:
+                        return f"{own}-fork-{n}"
+            raise ProtocolError(
+                ErrorCode.CONFLICT, f"no fork of {own!r} can be made: {problem or 'names taken'}"
+            )
 
         return await in_git_thread(self.repos, free)
 

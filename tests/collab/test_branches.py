@@ -797,3 +797,20 @@ async def test_an_unnamed_fork_skips_a_name_a_branch_below_it_holds(
         assert await alice.fork("demo", "main") == f"{own}-fork-3"
     listed = git(repos / "demo", "branch", "--list", f"{own}-fork-*").split()
     assert listed == [f"{own}-fork-1", f"{own}-fork-2/sub", f"{own}-fork-3"]
+
+
+async def test_an_unnamed_fork_is_refused_when_a_branch_above_keeps_every_name_out(
+    fast_server: CollabServer, repos: Path
+) -> None:
+    """A branch ``people`` made by another tool keeps every ``people/...`` name from being
+    made: an unnamed fork says so at once (it looked for a free number for ever, a git
+    thread spinning per call, until every git call of the server hung)."""
+    demo = repos / "demo"
+    git(demo, "update-ref", "refs/heads/people", git(demo, "rev-parse", "main").strip())
+    async with Client(fast_server.url, user="alice") as alice:
+        for _ in range(3):
+            with pytest.raises(ClientError) as refused:
+                await asyncio.wait_for(alice.fork("demo", "main"), 10)
+            assert refused.value.code == ErrorCode.CONFLICT
+            assert "'refs/heads/people' exists" in refused.value.message
+        assert (await alice.call("branch.log", repo="demo", branch="main"))["commits"]
