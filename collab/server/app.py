@@ -178,7 +178,7 @@ class CollabServer(Lifecycle):
             poll=config.ref_poll,
             state_dir=None if config.store == "memory" else config.data_dir,
             # a cluster's nodes share the repositories: a lock there may be a live node's
-            owns_repos=config.store != "memory" and self.cluster is None,
+            owns_repos=self.cluster is None,
             leases=self.cluster.leases if self.cluster is not None else None,
         )
         self.services.append(self.git)
@@ -392,14 +392,16 @@ class CollabServer(Lifecycle):
             )
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         quiet_peer_faults()
-        if self.config.store != "memory":  # one server (or store repair) per data directory
+        # one server (or store repair) per data directory, which a memory store does not use;
+        # one server per repositories' directory, whatever its store (it commits to them)
+        if self.config.store != "memory":
             self._data_lock.acquire()
-            try:
-                if self.cluster is None:  # a cluster's nodes share the repositories
-                    self._repos_lock.acquire()
-            except BaseException:
-                self._data_lock.release()
-                raise
+        try:
+            if self.cluster is None:  # a cluster's nodes share the repositories
+                self._repos_lock.acquire()
+        except BaseException:
+            self._data_lock.release()
+            raise
         try:
             await self._start()
         except BaseException:

@@ -461,7 +461,7 @@ async def test_bad_merges_and_files_get_clear_errors(
         await doc.close()
     before = git(demo, "rev-parse", "main", "files")
     token = tokens.mint(user="rita", repo="demo", role=Role.READ)
-    # beside the first server, on the same repositories: only a memory store does not lock them
+    await fast_server.stop()  # one server at a time serves the repositories
     config = make_config(repos, repos.parent / "d2", secret=SECRET, store="memory")
     async with CollabServer(config) as secure, Client(secure.url, token=token) as rita:
         with pytest.raises(ClientError) as refused:

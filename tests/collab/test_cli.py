@@ -24,7 +24,7 @@ from servers import SECRET, make_config
 from collab import Client, ClientError, CollabServer
 from collab.cli.commands import main
 from collab.server.app import REPOS_LOCK
-from collab.store.data_lock import DataDirLock
+from collab.store.data_lock import DataDirBusy, DataDirLock
 from gitsync import create_demo_repo
 
 
@@ -82,6 +82,23 @@ def test_a_data_directory_in_use_is_one_line_naming_the_holder(repos: Path, tmp_
     with DataDirLock(repos, REPOS_LOCK):  # the repositories' directory: one server too
         done = _serve("--repos", str(repos), "--data-dir", str(data), "--port", "0")
     _refused(done, str(repos), f"pid {os.getpid()}")
+
+
+async def test_a_memory_store_server_takes_the_repositories_lock(
+    repos: Path, tmp_path: Path
+) -> None:
+    """One server per repositories' directory, whatever its store: two would both commit."""
+    async with CollabServer(make_config(repos, tmp_path / "a")):
+        done = await asyncio.to_thread(
+            _serve, "--repos", str(repos), "--data-dir", str(tmp_path / "a"), "--store", "memory"
+        )
+        _refused(done, str(repos), f"pid {os.getpid()}", "one server at a time")
+        beside = CollabServer(make_config(repos, tmp_path / "b", store="memory"))
+        with pytest.raises(DataDirBusy):
+            await beside.start()
+    async with CollabServer(make_config(repos, tmp_path / "b", store="memory")):
+        with pytest.raises(DataDirBusy):  # the other way round, too
+            await CollabServer(make_config(repos, tmp_path / "a")).start()
 
 
 def test_a_missing_repository_directory_is_refused(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from unittest import mock
 
@@ -207,7 +208,9 @@ async def test_handler_refuses_a_remote_caller_without_a_metrics_token(
 
 async def test_each_server_has_its_own_registry(repos: Path, tmp_path: Path) -> None:
     first = CollabServer(make_config(repos, tmp_path / "a", store="memory"))
-    second = CollabServer(make_config(repos, tmp_path / "b", store="memory"))
+    others = tmp_path / "others"  # (one server per repositories' directory)
+    shutil.copytree(repos, others)
+    second = CollabServer(make_config(others, tmp_path / "b", store="memory"))
     assert first.metrics.registry is not second.metrics.registry
     assert prometheus_client.REGISTRY not in (first.metrics.registry, second.metrics.registry)
     async with first, second, Client(first.url, user="alice") as alice:
