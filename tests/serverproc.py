@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ServerProcess", "free_port"]
+import pytest
+
+__all__ = ["ServerProcess", "free_port", "permissions_bind"]
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def permissions_bind() -> tuple[str, ...]:
+    """A command prefix under which a file's mode binds the child as it binds any user: none
+    for a user that is not root; for root, ``setpriv`` without the capabilities that let
+    root write and search whatever it likes (the test is skipped without ``setpriv``)."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root, and no setpriv to drop the capabilities that bypass modes")
+    capabilities = "-dac_override,-dac_read_search"
+    return (setpriv, f"--inh-caps={capabilities}", f"--bounding-set={capabilities}", "--")
 
 
 class ServerProcess:
@@ -28,8 +45,12 @@ class ServerProcess:
         *,
         secret: bytes | None = None,
         extra_args: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.extra_args = extra_args
+        self.prefix = prefix  # run the server through this command (setpriv ...)
+        self.preexec = preexec  # called in the child before it runs the server (limits)
         self.repos = repos
         self.data_dir = data_dir
         self.secret = secret
@@ -46,12 +67,12 @@ class ServerProcess:
         env.pop("COLLAB_SECRET", None)
         if self.secret is not None:
             env["COLLAB_SECRET"] = self.secret.decode()
-        args = [sys.executable, "-m", "collab", "serve", "--repos", str(self.repos)]
+        args = [*self.prefix, sys.executable, "-m", "collab", "serve", "--repos", str(self.repos)]
         args += ["--data-dir", str(self.data_dir), "--port", str(self.port), "--grace", "0.5"]
         args += self.extra_args
         log = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stderr=log, env=env
+            *args, stdout=asyncio.subprocess.PIPE, stderr=log, env=env, preexec_fn=self.preexec
         )
         log.close()
         assert self.proc.stdout is not None

@@ -37,7 +37,7 @@ from ..server.auth import ANY_REPO, Role, TokenAuthenticator
 from ..server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from ..server.status_ops import engine_version
 from ..store.data_lock import DataDirBusy
-from ..store.sqlite_store import StoreUnreadable
+from ..store.sqlite_store import StoreUnreadable, StoreUnwritable
 from . import branch_commands, cluster_commands, status_commands, store_commands
 from .cluster_commands import REDIS_ENV
 from .terminal import ShownOutput
@@ -442,6 +442,8 @@ def _serve(args: argparse.Namespace) -> int:
         return _refuse(args, str(exc))
     except StoreUnreadable as exc:
         return _refuse(args, _unreadable(exc))
+    except StoreUnwritable as exc:  # not damage: nothing to repair or move aside
+        return _refuse(args, f"cannot write the store: {exc}")
     except OSError as exc:
         return _refuse(args, _os_error(exc, args))
     except Exception as exc:
@@ -596,11 +598,14 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def _unreadable(exc: StoreUnreadable) -> str:
-    """One line for a store file that does not open: which file, and what to do."""
+    """One line for a store file too damaged to open: which file, and what to do (a repair
+    first: moved aside, the documents lose what their branches have not committed)."""
+    check = f"collab store check --data-dir {exc.path.parent}"
     return (
-        f"cannot open the store {exc.path}: {exc.reason}; run collab store check "
-        f"--data-dir {exc.path.parent}, or move the file aside to start the documents again "
-        "from their branch heads"
+        f"cannot open the store {exc.path}: {exc.reason}; the file is damaged: run {check} "
+        "and collab store repair; if no repair reads it, restore it from a backup (moved "
+        "aside, the documents start again from their branch heads, and lose every edit "
+        "not committed)"
     )
 
 

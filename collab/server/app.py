@@ -354,25 +354,33 @@ class CollabServer(Lifecycle):
 
     async def _health(self, request: web.Request) -> web.Response:
         cluster = None if self.cluster is None else await self.cluster.status()
+        store = list(self.store_problems)
+        failure = self.store.write_failure if isinstance(self.store, SQLiteStore) else None
+        if failure is not None:
+            store.insert(0, f"writes fail: {failure}")
         return web.json_response(
             {
-                "ok": True,
+                "ok": failure is None,
                 "rooms": len(self.rooms),
                 "connections": len(self.sockets),
                 "damaged": dict(self.rooms.damaged),
                 "held": self.git.held_files(),
-                "store": list(self.store_problems),
+                "store": store,
                 **({} if cluster is None else {"cluster": cluster}),
                 "degraded": cluster is not None and not cluster["healthy"],
             }
         )
 
     async def _check_store(self) -> None:
-        """After a crash, ask SQLite whether the store file is sound (it reads all of it:
-        in a thread, beside the serving) and report what it finds."""
+        """At every start, ask SQLite whether the store file is sound (it reads all of it:
+        in a thread, beside the serving) and report what it finds: a page damaged while the
+        server was stopped, as well as by a crash."""
         if not isinstance(self.store, SQLiteStore):
             return
-        problems = await asyncio.to_thread(self.store.quick_check)
+        try:
+            problems = await self.store.check_file()
+        except Exception as exc:  # (cancelled at stop: BaseException, passed on)
+            problems = [f"the file could not be checked: {exc}"]
         if problems:
             self.store_problems = problems
             log.error(
@@ -415,8 +423,7 @@ class CollabServer(Lifecycle):
         for service in self.services:
             await service.start()
             self._services_started.append(service)
-        if not self.git.clean_start:
-            self._store_check = asyncio.create_task(self._check_store(), name="store check")
+        self._store_check = asyncio.create_task(self._check_store(), name="store check")
         if self.auth.dev_mode:
             log.warning(
                 "DEV MODE: no server secret; anyone on loopback may connect as ?user=NAME. "
@@ -450,7 +457,8 @@ class CollabServer(Lifecycle):
     async def stop(self) -> None:
         """Close every connection, persist every room, then close the store."""
         self.stopping = True
-        if self._store_check is not None:
+        if self._store_check is not None:  # a check still reading the file is interrupted
+            self._store_check.cancel()
             await asyncio.gather(self._store_check, return_exceptions=True)
         await self.sockets.close_all(ErrorCode.SHUTTING_DOWN, "server stopping")
         if self._runner is not None:
@@ -479,6 +487,12 @@ class CollabServer(Lifecycle):
 async def _stop_service(service: Service) -> None:
     try:
         await service.stop()
+    except OSError as exc:
+        if exc.filename is None:
+            log.exception("stopping %s failed", type(service).__name__)
+        else:  # a file it could not write (a permission, a full disk): one line says which
+            name = type(service).__name__
+            log.error("stopping %s failed: %s: %s", name, exc.strerror or exc, exc.filename)
     except Exception:
         log.exception("stopping %s failed", type(service).__name__)
 

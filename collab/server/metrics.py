@@ -239,6 +239,16 @@ class _ServerCollector(Collector):
         yield CounterMetricFamily(
             "collab_store_fsyncs", "fdatasyncs of the store's write-ahead log.", store.syncs
         )
+        yield CounterMetricFamily(
+            "collab_store_write_errors",
+            "Writes to the store that failed (a full disk, a file made read-only, ...).",
+            store.write_errors,
+        )
+        yield GaugeMetricFamily(
+            "collab_store_writes_failing",
+            "1 while writes to the store fail (from a failed write to the next that succeeds).",
+            int(store.write_failure is not None),
+        )
 
 
 _AMOUNTS = {  # completion figures that count an amount, not events: a counter each

@@ -66,6 +66,11 @@ class LogSyncer(Generic[T]):
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
+    @property
+    def error(self) -> BaseException | None:
+        """The fsync error that fails every waiter from now on (``None``: none failed)."""
+        return self._failed
+
     def start(self) -> None:
         self._thread.start()
 

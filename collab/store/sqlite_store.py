@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
+import os
 import pathlib
 import sqlite3
 import threading
@@ -14,7 +16,6 @@ import time
 import zlib
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ __all__ = [
     "SET_LAST_SEQ_SQL",
     "SQLiteStore",
     "StoreUnreadable",
+    "StoreUnwritable",
     "check_row",
     "quick_check",
 ]
@@ -140,6 +142,73 @@ class StoreUnreadable(sqlite3.DatabaseError):
         self.reason = reason
 
 
+class StoreUnwritable(Exception):
+    """The store cannot be opened to be written, for a reason other than damage: a
+    permission, a read-only file system, a full disk, an I/O error. Nothing in it is wrong,
+    and a repair mends nothing: ``remedy`` says what to do. ``path`` is the file or directory
+    at fault, ``reason`` what the system or SQLite said."""
+
+    def __init__(self, path: pathlib.Path, reason: str, remedy: str) -> None:
+        super().__init__(f"{path}: {reason}; {remedy}")
+        self.path = path
+        self.reason = reason
+        self.remedy = remedy
+
+
+_PERMISSION = (
+    "this user (uid {uid}) may not write it: give the store, its directory and the files "
+    "beside it to the user that runs collab serve, or make them writable"
+)
+_FULL = "the disk is full: free some space"
+_IO = (
+    "SQLite could not read or write it: check the disk (the kernel's log), its free space "
+    "and the process's file size limit (ulimit -f)"
+)
+_DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def _open_failure(path: pathlib.Path, exc: BaseException) -> Exception:
+    """What an error opening the store at ``path`` means: damage (``StoreUnreadable``), or
+    a store that cannot be written (``StoreUnwritable``, saying why and what to do)."""
+    uid = os.geteuid()
+    if isinstance(exc, OSError):
+        at = pathlib.Path(exc.filename) if exc.filename is not None else path
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StoreUnwritable(at, reason, _FULL)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StoreUnwritable(at, reason, _PERMISSION.format(uid=uid))
+        return StoreUnwritable(at, reason, _IO)
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(_DAMAGE) or not isinstance(exc, sqlite3.OperationalError):
+        return StoreUnreadable(path, str(exc))
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN", "SQLITE_AUTH")):
+        return StoreUnwritable(path, str(exc), _PERMISSION.format(uid=uid))
+    if name.startswith("SQLITE_FULL"):
+        return StoreUnwritable(path, str(exc), _FULL)
+    return StoreUnwritable(path, str(exc), _IO)
+
+
+def _check_writable(path: pathlib.Path) -> None:
+    """Raise ``StoreUnwritable`` naming the store file, a file beside it (its log) or its
+    directory if this process may not write it: SQLite opens a read-only file without a
+    word, and every write then fails."""
+    effective = os.access in os.supports_effective_ids
+    wanted = [(path.parent, os.W_OK | os.X_OK)]
+    wanted += [
+        (file, os.R_OK | os.W_OK)
+        for file in (path, pathlib.Path(f"{path}-wal"), pathlib.Path(f"{path}-shm"))
+        if file.exists()
+    ]
+    for target, mode in wanted:
+        if not os.access(target, mode, effective_ids=effective):
+            code = errno.EACCES
+            with contextlib.suppress(OSError):
+                if os.statvfs(target).f_flag & os.ST_RDONLY:
+                    code = errno.EROFS
+            raise _open_failure(path, OSError(code, os.strerror(code), str(target)))
+
+
 class SQLiteStore(Lifecycle):
     """A durable ``Store`` in one SQLite file (WAL mode).
 
@@ -177,7 +246,8 @@ class SQLiteStore(Lifecycle):
     Sequence numbers are allocated per document from a counter that survives ``compact``
     and ``delete``, so a seq is never reused for a document id. An sqlite error fails only
     the requests it affected (a failed batch is retried one append per transaction, so one
-    bad append does not fail its neighbours) and the store keeps serving.
+    bad append does not fail its neighbours) and the store keeps serving; ``write_failure``
+    says why writes fail while they do (a full disk, say), and ``write_errors`` counts them.
     """
 
     def __init__(
@@ -206,6 +276,9 @@ class SQLiteStore(Lifecycle):
         """Called with the seconds each commit of appends took."""
         self.observe_sync: Callable[[float], None] | None = None
         """Called on the syncer thread with the seconds each fdatasync took."""
+        self.write_errors = 0
+        """Number of writes (appends, compactions, deletions, ...) that failed."""
+        self._write_failure: str | None = None  # why the last write failed, until one succeeds
         self._conn: sqlite3.Connection | None = None  # the event loop's: every write
         self._reader: ThreadPoolExecutor | None = None  # one thread: loads and keys
         self._reading = threading.local()  # the reader thread's connection
@@ -233,16 +306,30 @@ class SQLiteStore(Lifecycle):
         """Number of fsyncs of the write-ahead log since the store was last started."""
         return self._syncer.syncs if self._syncer is not None else 0
 
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes fail (the disk is full, the file was made read-only...), from a write
+        that failed until the next that succeeds; after an fsync error, for good (the
+        kernel may have dropped what it could not write). ``None`` while they succeed."""
+        error = self._syncer.error if self._syncer is not None else None
+        if error is not None:
+            return f"fsync failed: {error}"
+        return self._write_failure
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the directory, file and schema; start the reader and syncer threads."""
+        """Create the directory, file and schema; start the reader and syncer threads.
+
+        Raises ``StoreUnwritable`` when the file, a file beside it or its directory cannot
+        be written (a permission, a full disk, an I/O error), ``StoreUnreadable`` when the
+        file is damaged past opening, and ``OSError`` when the directory cannot be made."""
         if self._conn is not None:
             return
         try:
             conn, log_path = await asyncio.to_thread(self._open)
         except sqlite3.DatabaseError as exc:
-            raise StoreUnreadable(self.path, str(exc)) from exc
+            raise _open_failure(self.path, exc) from exc
         syncer: LogSyncer[_SyncWaiter] = LogSyncer(
             log_path,
             window=self.sync_window,
@@ -396,11 +483,26 @@ class SQLiteStore(Lifecycle):
             lambda conn: conn.execute("DELETE FROM recovered WHERE doc_id = ?", (doc_id,)),
         )
 
-    def quick_check(self) -> list[str]:
-        """What SQLite's ``quick_check`` finds wrong with the file (empty: nothing), read on
-        a connection of its own (blocking: call it in a thread)."""
-        with closing(sqlite3.connect(self.path)) as conn:
-            return quick_check(conn)
+    async def check_file(self) -> list[str]:
+        """What SQLite's ``quick_check`` finds wrong with the file (empty: nothing).
+
+        It reads every page (about 40 s for 1.4 GB from a cold disk of the test machine,
+        under a second from the page cache), so it runs on a thread with a connection of its
+        own, beside the serving; cancelling the call interrupts the check."""
+        conn = await asyncio.to_thread(sqlite3.connect, self.path, check_same_thread=False)
+        checking = asyncio.get_running_loop().run_in_executor(None, quick_check, conn)
+        try:
+            return await asyncio.shield(checking)
+        except asyncio.CancelledError:
+            # (thread-safe: SQLite's way to stop a statement running; again, should the
+            # check not have begun yet, which an interrupt would not stop)
+            while not checking.done():
+                conn.interrupt()
+                await asyncio.wait([checking], timeout=0.05)
+            raise
+        finally:
+            if checking.done():
+                conn.close()
 
     # -- the event loop's writes ---------------------------------------------------------
 
@@ -418,16 +520,30 @@ class SQLiteStore(Lifecycle):
         conn = self._check_running(doc_id)
         self._write_pending(everything=True)
         try:
-            return self._transaction(conn, lambda: body(conn))
+            result = self._transaction(conn, lambda: body(conn))
         except Exception as exc:
             self._last_seqs.pop(doc_id, None)
             if not isinstance(exc, ValueError):
                 log.error("store: %s of %r failed: %s", op, doc_id, exc)
+                self._failed(exc)
             raise
+        else:
+            self._succeeded()
+            return result
         finally:
             self._made += 1
             assert self._syncer is not None
             self._syncer.wrote(1)
+
+    def _failed(self, exc: BaseException) -> None:
+        """A write failed: writes fail (``write_failure``) until one succeeds."""
+        self.write_errors += 1
+        self._write_failure = str(exc) or type(exc).__name__
+
+    def _succeeded(self) -> None:
+        if self._write_failure is not None:
+            log.warning("store: writes succeed again (they failed: %s)", self._write_failure)
+            self._write_failure = None
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._flush is not None:
@@ -531,6 +647,7 @@ class SQLiteStore(Lifecycle):
                     self._write_batch([item])
                 return
             log.error("store: append to %r failed: %s", batch[0].doc_id, exc)
+            self._failed(exc)
             self._made += 1
             self._syncer.wrote(1)
             _settle(batch[0].future, None, exc)
@@ -538,6 +655,7 @@ class SQLiteStore(Lifecycle):
         if len(known) + len(last) > _MAX_KNOWN_SEQS:
             known.clear()
         known.update(last)
+        self._succeeded()
         self.appended += len(batch)
         self._made += len(batch)
         self._syncer.wrote(len(batch))
@@ -645,12 +763,18 @@ class SQLiteStore(Lifecycle):
     def _open(self) -> tuple[sqlite3.Connection, pathlib.Path]:
         """The event loop's connection (made on a thread), and the log it writes to."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"could not enable WAL mode (got {mode!r})")
+                raise StoreUnwritable(
+                    self.path,
+                    f"could not enable WAL mode (got {mode!r})",
+                    "its file system must let SQLite share memory between processes (a "
+                    "local disk does; some network file systems do not)",
+                )
             conn.execute("PRAGMA synchronous = NORMAL")  # commits are fsynced by the syncer
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the syncer checkpoints (it fsyncs)
             conn.execute(f"PRAGMA journal_size_limit = {_LOG_LIMIT}")

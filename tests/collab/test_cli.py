@@ -8,33 +8,43 @@ import asyncio
 import errno
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
 import aiohttp
 import pytest
 from gitcli import git, until
-from serverproc import ServerProcess, free_port
+from serverproc import ServerProcess, free_port, permissions_bind
 from servers import SECRET, make_config
 
 from collab import Client, ClientError, CollabServer
 from collab.cli.commands import main
 from collab.server.app import REPOS_LOCK
 from collab.store.data_lock import DataDirBusy, DataDirLock
+from collab.store.sqlite_store import SQLiteStore
 from gitsync import create_demo_repo
 
 
-def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _serve(
+    *args: str,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+    preexec: Callable[[], None] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "collab", "serve", *args],
+        [*prefix, sys.executable, "-m", "collab", "serve", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
+        preexec_fn=preexec,
     )
 
 
@@ -99,6 +109,78 @@ async def test_a_memory_store_server_takes_the_repositories_lock(
     async with CollabServer(make_config(repos, tmp_path / "b", store="memory")):
         with pytest.raises(DataDirBusy):  # the other way round, too
             await CollabServer(make_config(repos, tmp_path / "a")).start()
+
+
+async def _written_store(data: Path) -> Path:
+    """A store with one document in it, in ``data`` (with the lock file a server leaves)."""
+    async with SQLiteStore(data / "store.sqlite3") as store:
+        await store.append("demo/main:README.md", b"\x00\x00")
+    with DataDirLock(data):
+        pass
+    return data / "store.sqlite3"
+
+
+@pytest.mark.parametrize("read_only", ["file", "directory"])
+async def test_a_store_that_cannot_be_written_is_refused_at_start(
+    repos: Path, tmp_path: Path, read_only: str
+) -> None:
+    """SQLite opens a read-only file without a word, and every write then fails: the start
+    is refused instead, naming the file and the permission (not damage: no repair, no
+    moving it aside)."""
+    prefix = permissions_bind()
+    data = tmp_path / "data"
+    store = await _written_store(data)
+    target = store if read_only == "file" else data
+    mode = target.stat().st_mode
+    target.chmod(0o444 if read_only == "file" else 0o555)
+    try:
+        args = ("--repos", str(repos), "--data-dir", str(data), "--port", "0")
+        done = await asyncio.to_thread(_serve, *args, prefix=prefix, timeout=30)
+    finally:
+        target.chmod(mode)
+    line = _refused(
+        done, "cannot write the store", f"{target}: Permission denied", "may not write it"
+    )
+    assert "aside" not in line and "repair" not in line
+
+
+async def test_a_store_the_disk_cannot_write_is_refused_with_the_cause(
+    repos: Path, tmp_path: Path
+) -> None:
+    """An I/O error at start (here a file size limit under what SQLite's shared memory
+    file takes) is said as such: no advice to move the store aside."""
+    data = tmp_path / "data"
+    await _written_store(data)
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, resource.RLIM_INFINITY))
+
+    args = ("--repos", str(repos), "--data-dir", str(data), "--port", "0")
+    done = await asyncio.to_thread(_serve, *args, preexec=small_files, timeout=30)
+    line = _refused(done, "cannot write the store", "disk I/O error", "ulimit -f")
+    assert "aside" not in line and "repair" not in line
+
+
+async def test_a_data_directory_made_read_only_while_serving_is_one_line_at_stop(
+    repos: Path, tmp_path: Path
+) -> None:
+    """The clean-shutdown marker cannot be written: one log line says so, no traceback."""
+    server = ServerProcess(
+        repos,
+        tmp_path / "data",
+        extra_args=("--completion-backend", "none"),
+        prefix=permissions_bind(),
+    )
+    await server.start()
+    server.data_dir.chmod(0o555)
+    try:
+        await server.stop()
+    finally:
+        server.data_dir.chmod(0o755)
+    log = server.log.read_text()
+    assert "Traceback" not in log, log
+    (line,) = [line for line in log.splitlines() if "clean-shutdown" in line]
+    assert "ERROR" in line and "Permission denied" in line, line
 
 
 def test_a_missing_repository_directory_is_refused(tmp_path: Path) -> None:

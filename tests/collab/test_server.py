@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from gitcli import until
+from prometheus_client.parser import text_string_to_metric_families
+from serverproc import ServerProcess
 from servers import make_config
 from yjsclient import YjsPeer
 
-from collab import Client, CollabServer
+from collab import Client, ClientError, CollabServer
 
 
 async def test_two_clients_edit_together(server: CollabServer) -> None:
@@ -150,3 +155,80 @@ async def test_health_endpoint(server: CollabServer) -> None:
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         body = await resp.json()
     assert body["ok"] is True
+
+
+async def _health_and_failing(server: ServerProcess) -> tuple[dict[str, Any], float, float]:
+    """``/healthz``, and the metrics' ``collab_store_writes_failing`` and
+    ``collab_store_write_errors_total``."""
+    base = server.url.replace("ws://", "http://")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/healthz") as resp:
+            health = await resp.json()
+        async with http.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return (
+        health,
+        samples["collab_store_writes_failing"],
+        samples["collab_store_write_errors_total"],
+    )
+
+
+async def test_failing_store_writes_show_in_healthz_and_metrics_until_one_succeeds(
+    repos: Path, tmp_path: Path
+) -> None:
+    """A store that cannot be written (here a file size limit, as a full disk does) fails
+    every edit: ``/healthz`` says so (``ok`` false, ``store`` why) and the metrics count it,
+    until a write succeeds again (the limit lifted)."""
+    limit = 1024 * 1024
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+
+    idle = ("--commit-idle", "1000", "--commit-max-lag", "1000")
+    server = ServerProcess(
+        repos,
+        tmp_path / "data",
+        extra_args=("--completion-backend", "none", *idle),
+        preexec=small_files,
+    )
+    await server.start()
+    try:
+        health, failing, errors = await _health_and_failing(server)
+        assert health["ok"] is True and health["store"] == [] and (failing, errors) == (0, 0)
+        async with Client(server.url, user="ann", reconnect=False) as ann:
+            doc = await ann.open("demo/main:README.md")
+            for _ in range(2 * limit // 65536):  # past the limit
+                doc.text += "x" * 65536
+                try:
+                    await ann.flush(timeout=5)
+                except (TimeoutError, ConnectionError, ClientError):
+                    break
+            else:
+                raise AssertionError("every write succeeded")
+        await until(lambda: _failing(server), 10)
+        health, failing, errors = await _health_and_failing(server)
+        assert health["ok"] is False
+        assert health["store"][0].startswith("writes fail: "), health
+        assert failing == 1 and errors >= 1
+
+        assert server.proc is not None
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        async with Client(server.url, user="bob") as bob:
+            doc = await bob.open("demo/main:README.md")
+            doc.text += "after"
+            await bob.flush()
+        health, failing, _errors = await _health_and_failing(server)
+        assert health["ok"] is True and health["store"] == [] and failing == 0
+    finally:
+        await server.stop()
+
+
+async def _failing(server: ServerProcess) -> bool:
+    health, _failing, _errors = await _health_and_failing(server)
+    return not health["ok"]

@@ -5,8 +5,10 @@ serves every intact document; the damaged ones are answered with DAMAGED (4018);
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import aiohttp
@@ -103,3 +105,44 @@ async def test_a_damaged_store_file_is_served_around_and_repaired(tmp_path: Path
     finally:
         await server.stop()
     assert _store_cli("check", server.data_dir).returncode == 0
+
+
+async def test_a_store_file_damaged_while_the_server_was_stopped_is_reported(
+    tmp_path: Path,
+) -> None:
+    """A clean stop leaves nothing to recover, but a page can still be damaged before the
+    next start (a bad disk, a copy gone wrong): every start checks the file, beside the
+    serving, and ``/healthz`` reports what the check found."""
+    repos = tmp_path / "repos"
+    create_demo_repo(repos / "big", FILES)
+    names = sorted(FILES)
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--completion-backend", "none"))
+    store = server.data_dir / "store.sqlite3"
+    await server.start()
+    async with Client(server.url, user="ann") as ann:
+        await _open_all(ann, names)
+    await server.stop()
+    assert (server.data_dir / "clean-shutdown").exists() and store.exists()
+    with closing(sqlite3.connect(store)) as conn:
+        (page,) = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'records' AND pagetype = 'leaf'"
+            " ORDER BY pageno LIMIT 1 OFFSET 1"
+        ).fetchone()
+    raw = bytearray(store.read_bytes())
+    raw[(page - 1) * PAGE : page * PAGE] = bytes(PAGE)
+    store.write_bytes(bytes(raw))
+
+    await server.start()
+    try:
+        base = server.url.replace("ws://", "http://")
+        async with aiohttp.ClientSession() as session, asyncio.timeout(20):
+            while True:
+                async with session.get(base + "/healthz") as resp:
+                    health = await resp.json()
+                if health["store"]:
+                    break
+                await asyncio.sleep(0.05)
+        assert "malformed" in health["store"][0], health
+    finally:
+        await server.stop()
+    assert "the store file is damaged" in server.log.read_text()
