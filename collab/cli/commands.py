@@ -37,7 +37,7 @@ from ..server.auth import ANY_REPO, Role, TokenAuthenticator
 from ..server.config import GROUP_WINDOW, SYNC_WINDOW, ServerConfig
 from ..server.status_ops import engine_version
 from ..store.data_lock import DataDirBusy
-from ..store.sqlite_store import StoreUnreadable, StoreUnwritable
+from ..store.sqlite_store import StoreUnreadable, StoreUnwritable, header_damaged
 from . import branch_commands, cluster_commands, status_commands, store_commands
 from .cluster_commands import REDIS_ENV
 from .terminal import ShownOutput
@@ -601,6 +601,11 @@ def _unreadable(exc: StoreUnreadable) -> str:
     """One line for a store file too damaged to open: which file, and what to do (a repair
     first: moved aside, the documents lose what their branches have not committed)."""
     check = f"collab store check --data-dir {exc.path.parent}"
+    if header_damaged(exc.path):
+        return (
+            f"cannot open the store {exc.path}: {exc.reason} (its header string is damaged); "
+            f"run {check}, which says whether collab store repair can restore it"
+        )
     return (
         f"cannot open the store {exc.path}: {exc.reason}; the file is damaged: run {check} "
         "and collab store repair; if no repair reads it, restore it from a backup (moved "

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.data_lock import DataDirBusy, DataDirLock
-from ..store.repair import StoreReport, check, repair
+from ..store.repair import StoreReport, UnknownDocument, check, repair
 
 __all__ = ["add_parsers", "run"]
 
@@ -36,7 +36,8 @@ def add_parsers(sub: Any) -> None:
         action="append",
         default=[],
         metavar="DOC",
-        help="drop DOC's history: it is seeded again from its branch head (repeatable)",
+        help="drop DOC's history: it is seeded again from its branch head (repeatable; a "
+        "document the store does not know is refused, and nothing is changed)",
     )
     parser.add_argument(
         "--accept",
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     except (DataDirBusy, FileNotFoundError) as exc:
         print(f"collab store {args.action}: {exc}", file=sys.stderr)
         return 2
+    except UnknownDocument as exc:  # refused before anything was changed
+        print(f"collab store {args.action}: {exc}; nothing was changed", file=sys.stderr)
+        return 2
     except sqlite3.DatabaseError as exc:
         print(f"collab store {args.action}: {path}: {exc}{_hint(exc)}", file=sys.stderr)
         return 2
@@ -75,8 +79,8 @@ def _hint(exc: sqlite3.DatabaseError) -> str:
     if "not a database" not in str(exc):
         return ""
     return (
-        "; no repair reads it: move it aside (the documents start again from their branch "
-        "heads) or restore it from a backup"
+        "; no repair reads it: restore it from a backup, or move it aside (the documents "
+        "start again from their branch heads, and lose every edit not committed)"
     )
 
 

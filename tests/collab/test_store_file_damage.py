@@ -146,3 +146,53 @@ async def test_a_store_file_damaged_while_the_server_was_stopped_is_reported(
     finally:
         await server.stop()
     assert "the store file is damaged" in server.log.read_text()
+
+
+async def test_repair_names_each_document_a_damaged_page_took_whole(tmp_path: Path) -> None:
+    """A damaged page can hold every record of some documents: the repair cannot keep any of
+    their history, but it names each (the ``names`` table still does) and marks it, so that
+    its seeding again from the branch head is said, never silent."""
+    repos = tmp_path / "repos"
+    create_demo_repo(repos / "big", FILES)
+    names = sorted(FILES)
+    server = ServerProcess(repos, tmp_path / "data", extra_args=("--completion-backend", "none"))
+    store = server.data_dir / "store.sqlite3"
+    await server.start()
+    async with Client(server.url, user="ann") as ann:
+        for name in names:
+            (await ann.open(f"big/main:{name}")).insert(0, f"<ann {name}>")
+        await ann.flush()
+    await server.stop()  # committed, each history compacted into a snapshot
+    with closing(sqlite3.connect(store)) as conn:
+        leaves = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'records' AND pagetype = 'leaf' ORDER BY pageno"
+        ).fetchall()
+    (page,) = leaves[len(leaves) // 2]
+    raw = bytearray(store.read_bytes())
+    raw[(page - 1) * PAGE : page * PAGE] = bytes(PAGE)
+    store.write_bytes(bytes(raw))
+
+    repaired = _store_cli("repair", server.data_dir)
+    assert repaired.returncode == 0, repaired.stderr
+    with closing(sqlite3.connect(store)) as conn:
+        kept = {row[0] for row in conn.execute("SELECT DISTINCT doc_id FROM records")}
+        marked = {row[0] for row in conn.execute("SELECT doc_id FROM recovered")}
+    gone = {f"big/main:{name}" for name in names} - kept
+    assert gone, "the damaged page held no document whole"
+    said = {
+        line.split(": ", 1)[0]
+        for line in repaired.stdout.splitlines()
+        if "whole history was lost" in line
+    }
+    assert said == gone and gone <= marked, repaired.stdout
+
+    await server.start()
+    try:
+        async with Client(server.url, user="bob") as bob:
+            for doc_id in sorted(gone):  # seeded again from the branch head, which has it
+                name = doc_id.split(":", 1)[1]
+                assert str(await bob.open(doc_id)) == f"<ann {name}>{FILES[name]}"
+    finally:
+        await server.stop()
+    log = server.log.read_text()
+    assert all(f"{doc_id}: its stored history was lost" in log for doc_id in gone)

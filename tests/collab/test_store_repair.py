@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -171,15 +174,17 @@ async def test_a_damaged_page_costs_only_the_records_on_it(tmp_path: Path) -> No
                 unreadable.append(key)
     assert 0 < len(unreadable) < len(docs) // 2
 
-    repair(path)
+    lost = {doc.doc_id for doc in repair(path).docs if doc.lost}
+    assert lost and lost <= set(unreadable)
     assert check(path).integrity == []
     async with SQLiteStore(path) as store:
         for key, data in docs.items():
             stored = await store.load(key)
-            if key in unreadable:
-                assert stored is None or stored.updates == [(1, data)]
+            assert stored is not None and stored.recovered  # marked, lost or kept
+            if key in lost:  # named by the repair, and seeded again (out loud) when opened
+                assert stored.empty
             else:
-                assert stored is not None and stored.updates == [(1, data)] and stored.recovered
+                assert stored.updates == [(1, data)]
         assert await store.take_authors("demo/main") == ["ann"]  # kept for the next commit
     assert list(tmp_path.glob("store.sqlite3.damaged-*"))
 
@@ -209,3 +214,78 @@ async def test_check_changes_nothing_of_a_store_left_by_a_crash(tmp_path: Path) 
     assert report.sound
     after = {p.name: p.read_bytes() for p in crashed.iterdir() if not p.name.endswith("-shm")}
     assert after == before
+
+
+def _store_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collab", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_a_damaged_header_string_is_put_back_once_a_copy_reads(tmp_path: Path) -> None:
+    """A file whose first 16 bytes (SQLite's header string) are damaged is not a database
+    to SQLite, though every page past them is whole: ``check`` says repair can mend it, and
+    ``repair`` puts the string back, having read a copy so mended first."""
+    data = tmp_path / "data"
+    path = data / "store.sqlite3"
+    seed_doc, seed_text = _typist(1)
+    await _store(path, [_edit(seed_doc, lambda: seed_text.insert(0, "kept\n"))])
+    raw = bytearray(path.read_bytes())
+    raw[:16] = bytes(byte ^ 0xA5 for byte in raw[:16])
+    path.write_bytes(bytes(raw))
+
+    served = _store_cli("serve", "--data-dir", str(data), "--port", "0")
+    assert served.returncode == 2 and len(served.stderr.splitlines()) == 1, served.stderr
+    assert "header string is damaged" in served.stderr and "collab store check" in served.stderr
+    checked = _store_cli("store", "check", "--data-dir", str(data))
+    assert checked.returncode == 1, checked.stderr
+    assert "header string is damaged: collab store repair restores it" in checked.stdout
+    assert path.read_bytes() == bytes(raw)  # a check changes nothing
+    assert sorted(p.name for p in data.iterdir()) == ["lock", "repos", "store.sqlite3"]
+
+    repaired = _store_cli("store", "repair", "--data-dir", str(data))
+    assert repaired.returncode == 0, repaired.stderr
+    assert "header string is damaged: restored" in repaired.stdout
+    assert path.read_bytes()[16:] == bytes(raw[16:])
+    assert check(path).sound
+    assert (await _text(path))[0] == "kept\n"
+
+
+def test_a_file_that_no_header_makes_a_database_is_still_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "store.sqlite3").write_bytes(os.urandom(64 * 1024))
+    for action in ("check", "repair"):
+        done = _store_cli("store", action, "--data-dir", str(data))
+        assert done.returncode == 2 and "file is not a database" in done.stderr, done.stderr
+        assert "no repair reads it" in done.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["lock", "store.sqlite3"]
+
+
+async def test_repair_refuses_a_document_it_does_not_know_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    path = data / "store.sqlite3"
+    seed_doc, seed_text = _typist(1)
+    await _store(path, [_edit(seed_doc, lambda: seed_text.insert(0, "base\n"))])
+    before = path.read_bytes()
+    for option, doc_id, why in (
+        ("--reseed", "demo/main:a.tx", "knows no such document"),  # a typo
+        ("--reseed", "nonsense", "not a document id"),
+        ("--accept", "whatever", "not a document id"),
+        ("--accept", "demo/other:a.txt", "knows no such document"),
+        ("--reseed", "demo/main:./a.txt", f"give it as the store names it: {KEY}"),
+    ):
+        done = _store_cli(
+            "store", "repair", "--data-dir", str(data), "--reseed", KEY, option, doc_id
+        )
+        assert done.returncode == 2, done
+        assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+        assert f"{option} {doc_id!r}: " in done.stderr and why in done.stderr, done.stderr
+        assert "nothing was changed" in done.stderr
+        assert path.read_bytes() == before
+    checked = _store_cli("store", "check", "--data-dir", str(data))
+    assert (checked.returncode, checked.stdout) == (0, "store is sound\n")
+    done = _store_cli("store", "repair", "--data-dir", str(data), "--reseed", KEY)
+    assert done.returncode == 0 and f"{KEY}: " in done.stdout, done
