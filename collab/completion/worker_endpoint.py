@@ -13,7 +13,7 @@ from protocol.errors import ErrorCode, ProtocolError
 
 from ..live.outbox import Outbox
 from ..live.traffic import Traffic
-from ..server.auth import Authenticator, AuthError, Role
+from ..server.auth import Authenticator, AuthError, Role, end_at_expiry
 from ..server.config import ServerConfig
 from ..server.http_api import authenticate_request, json_error
 from ..server.sockets import WebSockets
@@ -84,6 +84,13 @@ async def handle_worker(endpoint: WorkerEndpoint, request: web.Request) -> web.S
     writer = asyncio.create_task(outbox.run())
     endpoint.sockets.track(ws)
     link: RemoteWorkerLink | None = None
+
+    def expired(code: ErrorCode, reason: str) -> None:
+        if link is not None:  # no job more for it, from now
+            pool.remove(link, "its token expired")
+        outbox.abort(code, reason)
+
+    expiry = end_at_expiry(identity, expired)
     try:
         msg = await ws.receive(timeout=endpoint.config.hello_timeout)
         hello = wire.decode(msg.data) if msg.type is WSMsgType.BINARY else None
@@ -123,6 +130,8 @@ async def handle_worker(endpoint: WorkerEndpoint, request: web.Request) -> web.S
     except ProtocolError as exc:
         outbox.abort(exc.code, exc.message)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         endpoint.sockets.untrack(ws)
         if link is not None:
             pool.remove(link, "disconnected")

@@ -234,3 +234,16 @@ async def test_a_backend_that_cannot_start_is_one_line_with_the_cause(
             assert "Traceback" not in err and err.count("\n") == 1, err
             for word in words:
                 assert word in err, (word, err)
+
+
+async def test_a_workers_connection_ends_when_its_token_expires(make_server: Any) -> None:
+    """A worker gets document text in its jobs: it gets none once its token has expired.
+    The engine closes it (4001) and the worker stops, saying its token expired."""
+    short = TokenAuthenticator(SECRET).mint(user="gpu1", repo="*", role=Role.WORKER, ttl=3)
+    async with make_server(None, secret=SECRET) as server:
+        async with worker_process(server, "--token", short, "--backend", "local") as proc:
+            await until(lambda: len(remote_workers(server)) == 1)
+            assert await asyncio.wait_for(proc.wait(), 20) == 2
+            assert proc.stderr is not None
+            assert "expired" in (await proc.stderr.read()).decode()
+        assert not remote_workers(server)
