@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from ..server.auth import DEV_MODE, TOKEN_REQUIRED
-from .terminal import columns
+from .terminal import columns, one_line
 
 __all__ = ["add_parsers", "add_server_options", "call", "plural", "run", "table"]
 
@@ -228,7 +228,7 @@ def _print(args: argparse.Namespace, op: str, value: Any) -> None:
     if op == "branch.list":
         rows = [("", "BRANCH", "HEAD", "PEOPLE (FILE)")]
         for branch in value:
-            people = ", ".join(f"{p['user']} ({p['path']})" for p in branch["people"])
+            people = ", ".join(f"{p['user']} ({one_line(p['path'])})" for p in branch["people"])
             mark = "*" if branch["mine"] else ""
             rows.append((mark, branch["name"], branch["head"][:12], people or "-"))
         table(rows)
@@ -259,11 +259,12 @@ def _print_merge(args: argparse.Namespace, value: dict[str, Any]) -> None:
         state = f"{how}, {plural(len(value['files']), 'file')} changed"
     print(f"merge {source} into {target}: {state}")
     for f in value["files"]:
-        print(f"  {f['status']:9} {f['path']}")
+        print(f"  {f['status']:9} {one_line(f['path'])}")
         if f.get("diff"):
             print("    " + f["diff"].replace("\n", "\n    ").rstrip())
     if value["conflicts"]:
-        print(f"conflicts ({len(value['conflicts'])}): " + ", ".join(value["conflicts"]))
+        conflicts = [one_line(path) for path in value["conflicts"]]
+        print(f"conflicts ({len(conflicts)}): " + ", ".join(conflicts))
     if value.get("applied"):
         done = "fast-forwarded to" if value["fast_forward"] else "merge commit"
         print(f"{done} {value['commit']}")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .branch_commands import add_server_options, call, plural, table
+from .terminal import one_line
 
 __all__ = ["add_parsers", "run"]
 
@@ -97,15 +98,18 @@ def _print_status(url: str, value: dict[str, Any]) -> None:
         rows = [("BRANCH", "HEAD", "LAST COMMIT", "PEOPLE (FILE)")]
         for branch in branches:
             commit = branch["last_commit"]
-            last = f"{ago(now - commit['time'])} by {_who(commit['author'])}: {commit['subject']}"
-            people = ", ".join(f"{p['user']} ({p['path']})" for p in branch["people"])
+            subject = one_line(commit["subject"])
+            last = f"{ago(now - commit['time'])} by {one_line(_who(commit['author']))}: {subject}"
+            people = ", ".join(f"{p['user']} ({one_line(p['path'])})" for p in branch["people"])
             rows.append((branch["name"], branch["head"][:12], last, people or "-"))
         table(rows)
     if value["rooms"]:
         print()
         docs = [("LIVE DOCUMENT", "PEOPLE")]
         for room in value["rooms"]:
-            docs.append((room["doc"], ", ".join(room["users"]) or "- (unloads when idle)"))
+            docs.append(
+                (one_line(room["doc"]), ", ".join(room["users"]) or "- (unloads when idle)")
+            )
         table(docs)
 
 
@@ -124,8 +128,8 @@ def _print_log(value: dict[str, Any]) -> None:
     for commit in commits:
         when = datetime.fromtimestamp(commit["time"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         merge = "  (merge)" if len(commit["parents"]) > 1 else ""
-        who = _who(commit["author"])
-        print(f"{commit['commit'][:12]}  {when}  {who}: {commit['subject']}{merge}")
+        who, subject = one_line(_who(commit["author"])), one_line(commit["subject"])
+        print(f"{commit['commit'][:12]}  {when}  {who}: {subject}{merge}")
         if commit["co_authors"]:
             names = ", ".join(_who(co) for co in commit["co_authors"])
             print(f"{'':12}  {'':20}  with {names}")

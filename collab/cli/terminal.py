@@ -12,9 +12,9 @@ import re
 import unicodedata
 from typing import Any, TextIO
 
-__all__ = ["ShownOutput", "columns", "shown"]
+__all__ = ["ShownOutput", "columns", "one_line", "shown"]
 
-_ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -23,9 +23,16 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def shown(text: str) -> str:
-    """``text`` with the characters a terminal acts on (controls but line feed and tab, and
-    bidi controls) written as ``\\xNN`` or ``\\uNNNN``."""
+    """``text`` with the characters a terminal acts on (controls but line feed and tab, bidi
+    controls, line and paragraph separators) written as ``\\xNN`` or ``\\uNNNN``."""
     return _ACTING.sub(_escape, text)
+
+
+def one_line(text: str) -> str:
+    """``text`` (a path: git allows any byte but NUL and ``/`` in a name) kept to one line:
+    line feeds and tabs written as ``\\x0a`` and ``\\x09`` too, so that no name can pass
+    for another line of the output."""
+    return text.replace("\n", "\\x0a").replace("\t", "\\x09")
 
 
 class ShownOutput:

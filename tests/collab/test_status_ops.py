@@ -171,3 +171,24 @@ async def test_collab_log_shows_a_pushed_escape_sequence_instead_of_obeying_it(
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert "eve\\x1b[2J" in out
     assert "fix\\x1b]0;owned\\x07 typo \\u202eroc.exe" in out
+
+
+async def test_collab_merge_keeps_a_path_with_a_line_feed_on_its_own_line(
+    server: CollabServer, repos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Git allows a line feed in a file name: printed raw, one pushed name could pass for
+    another row of a merge preview."""
+    demo = repos / "demo"
+    blob = git(demo, "hash-object", "-w", "--stdin", input_text="x\n").strip()
+    listing = git(demo, "ls-tree", "-z", "main")
+    forged = "notes.txt\n  modified  README.md (safe)"
+    tree = git(demo, "mktree", "-z", input_text=listing + f"100644 blob {blob}\t{forged}\0").strip()
+    parent = git(demo, "rev-parse", "main").strip()
+    commit = git(demo, "commit-tree", tree, "-p", parent, "-m", "notes").strip()
+    git(demo, "update-ref", "refs/heads/evil", commit)
+    url = server.url.replace("ws://", "http://")
+    args = ["merge", "evil", "main", "--repo", "demo", "--url", url, "--user", "a"]
+    assert await asyncio.to_thread(main, args) == 0
+    out = capsys.readouterr().out
+    assert "notes.txt\\x0a  modified  README.md (safe)" in out
+    assert not any(line.startswith("  modified  README.md") for line in out.splitlines())
