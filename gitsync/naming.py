@@ -24,6 +24,7 @@ __all__ = [
     "is_participant_branch",
     "participant_branch",
     "participant_of",
+    "rescue_branch",
     "slugify",
 ]
 
@@ -32,6 +33,8 @@ MAX_SLUG = 32
 _FALLBACK = "user"
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _PARTICIPANT_RE = re.compile(r"people/[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8}")
+RESCUE_DIGITS = 7
+"""Hex digits of the commit a rescue branch names (git's own abbreviation)."""
 
 
 def slugify(text: str) -> str:
@@ -74,3 +77,15 @@ def participant_of(name: str) -> str | None:
         if _PARTICIPANT_RE.fullmatch(name, 0, end) is not None:
             return name[:end]
     return None
+
+
+def rescue_branch(branch: str, commit: bytes | None) -> str:
+    """The name of a branch that keeps live text of ``branch`` no commit of it could take,
+    made from ``commit``: ``<branch>-rescued-<commit>`` (``<branch>-rescued`` without one).
+
+    The commit is named by :data:`RESCUE_DIGITS` hex digits, not 8: under ``people/`` a name
+    ending in a dash and 8 hex digits has the shape of a person's own branch, and would be
+    taken for another person's (see :func:`participant_of`); a person's rescue branch is
+    theirs, to open, edit and delete."""
+    name = f"{branch}-rescued"
+    return name if commit is None else f"{name}-{commit[:RESCUE_DIGITS].decode('ascii')}"

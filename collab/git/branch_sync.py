@@ -55,6 +55,7 @@ from gitsync.fence import Fenced, claim, fenced
 from gitsync.locks import STALE_AFTER
 from gitsync.merge.plan import merge_text
 from gitsync.merge.renames import RENAME_SCORE, similarity
+from gitsync.naming import rescue_branch
 from gitsync.objects.commits import (
     BranchExists,
     NothingToCommit,
@@ -1712,7 +1713,7 @@ class Rescue:
                 if name is not None:
                     return name, commit(name, expected=head), kept_as
                 for _attempt in range(REWRITE_ATTEMPTS):
-                    name = free_branch(repo, f"{sync.branch}-rescued-{self.base[:8].decode()}")
+                    name = free_branch(repo, rescue_branch(sync.branch, self.base))
                     with contextlib.suppress(BranchExists):  # made meanwhile: the next name
                         return name, commit(name, expected=self.base, new_branch=True), kept_as
                 raise RuntimeError(f"no free name for the rescue branch of {sync.branch}")
@@ -2034,9 +2035,7 @@ class GitSync:
             # from the commit the documents last matched; with none (it is gone), a branch
             # of their text alone; made with its commit, or not at all
             kept.update(rescue_paths(git, synced, texts))
-            name = branch.replace("/", "-") + "-rescued"
-            if synced is not None:
-                name += f"-{synced[:8].decode()}"
+            name = rescue_branch(branch.replace("/", "-"), synced)
             for _attempt in range(REWRITE_ATTEMPTS):
                 free = free_branch(git, name)
                 with contextlib.suppress(BranchExists):  # made meanwhile: the next name

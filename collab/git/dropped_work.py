@@ -15,6 +15,7 @@ from __future__ import annotations
 from dulwich.objects import Commit, ObjectID
 from dulwich.repo import Repo
 
+from gitsync.naming import rescue_branch
 from gitsync.objects.commits import author_line, create_branch, free_branch
 
 from .branch_sync import ENGINE_AUTHOR
@@ -34,7 +35,7 @@ def keep_dropped_work(repo: Repo, branch: str, old: bytes, new: bytes, pusher: s
     name; else ``None``."""
     if old == new or not _drops_others_work(repo, old, new, author_line(pusher).encode()):
         return None
-    name = free_branch(repo, f"{branch}-rescued-{old[:8].decode()}")
+    name = free_branch(repo, rescue_branch(branch, old))
     create_branch(repo, name, old)
     return name
 

@@ -517,3 +517,36 @@ async def test_the_authorization_scheme_is_taken_in_any_case(
             f"{base}/api/branch.list", json={"repo": "demo"}, headers={"Authorization": "bearer"}
         ) as reply:
             assert reply.status == 401
+
+
+async def test_a_persons_rescue_branch_is_theirs_to_edit_and_delete(
+    secure_server: CollabServer, tokens: TokenAuthenticator, repos: Path
+) -> None:
+    """Text of a person's branch that a move leaves no place for is kept on
+    ``<own>-rescued-<commit>``: theirs, as their forks are, even on a read token. (Named
+    with 8 hex digits, it had the shape of another person's own branch: nobody's.)"""
+    demo = repos / "demo"
+    reader = tokens.mint(user="alice", repo="demo", role=Role.READ)
+    async with Client(secure_server.url, token=reader) as alice:
+        own = await alice.join("demo")
+        doc = await alice.open(f"demo/{own}:notes/todo.md")
+        doc.insert(0, "keep me\n")
+        await alice.flush()
+        blob = git(demo, "hash-object", "-w", "--stdin", input_text="a file\n").strip()
+        listing = git(demo, "ls-tree", own)
+        tree = git(demo, "mktree", input_text=listing + f"100644 blob {blob}\tnotes\n").strip()
+        parent = git(demo, "rev-parse", own).strip()
+        moved = git(demo, "commit-tree", tree, "-p", parent, "-m", "notes").strip()
+        git(demo, "update-ref", f"refs/heads/{own}", moved, parent)
+
+        def rescued() -> list[str]:
+            return git(demo, "branch", "--list", f"{own}-rescued-*").split()
+
+        await until(lambda: len(rescued()) == 1, timeout=10)
+        [kept] = rescued()
+        assert "keep me" in git(demo, "show", f"{kept}:notes/todo.md")
+        mine = await alice.open(f"demo/{kept}:README.md")
+        assert mine.writable
+        await mine.close()
+        await alice.call("branch.delete", repo="demo", name=kept)
+    assert rescued() == []

@@ -812,7 +812,7 @@ async def test_a_branch_made_again_under_the_name_of_one_deleted_outside_starts_
             await ann.flush()
             await ann.commit("demo", "topic")
     assert git(repos, "show", "topic:README.md").startswith("new topic\ncarol's line on other\n")
-    rescued = git(repos, "show", f"topic-rescued-{old_head[:8]}:README.md")
+    rescued = git(repos, "show", f"topic-rescued-{old_head[:7]}:README.md")
     assert rescued.startswith("alice pending\nalice committed\n")
 
 

@@ -272,7 +272,7 @@ async def test_a_branch_deleted_outside_before_recovery_has_its_edits_kept_on_a_
     finally:
         await server.stop()
     assert (data / CLEAN_SHUTDOWN).exists()  # nothing waits for the deleted branch
-    kept = f"feat-rescued-{head[:8]}"
+    kept = f"feat-rescued-{head[:7]}"
     assert show(demo, kept, "README.md") == text
     assert git(demo, "log", "-1", "--format=%an%n%P", kept).split() == ["alice", head]
     assert "feat" not in git(demo, "for-each-ref", "--format=%(refname:short)").split()
@@ -400,7 +400,7 @@ async def test_a_repository_replaced_by_a_clone_while_down_keeps_its_newer_commi
         await server.stop()
     assert show(demo, "main", "README.md") == "typed after\n" + newer
     assert is_ancestor(demo, head, "main")
-    kept = f"main-rescued-{head[:8]}"
+    kept = f"main-rescued-{head[:7]}"
     assert show(demo, kept, "README.md") == live
     assert git(demo, "rev-parse", f"{kept}^").strip() == head
     assert any(f"demo/main: {NO_RECORD}" in line for line in errors_in(server.log))
@@ -443,7 +443,7 @@ async def test_another_repositories_directory_over_the_same_data_dir_keeps_its_f
         await second.stop()
     assert show(other, "main", "README.md") == "typed into the second\n# Another demo\n"
     assert is_ancestor(other, head, "main")
-    assert show(other, f"main-rescued-{head[:8]}", "README.md") == live
+    assert show(other, f"main-rescued-{head[:7]}", "README.md") == live
     assert any(f"demo/main: {NO_RECORD}" in line for line in errors_in(second.log))
     assert show(repos / "demo", "main", "README.md") == live  # the first one, untouched
     git(other, "fsck", "--full", "--strict")

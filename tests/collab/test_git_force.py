@@ -308,7 +308,7 @@ async def test_a_rewrite_keeps_live_text_that_does_not_merge_onto_it(
         await sync.catch_up()
         assert str(readme.text) == "# Replaced\n"
         assert str(app.text) == "# pending\nprint('hello')\nprint('rewritten')\n"
-        rescued = f"{own}-rescued-{drafted[:8]}"
+        rescued = f"{own}-rescued-{drafted[:7]}"
         assert head(repos, own) == rewritten
         assert file_at(repos, rescued, "README.md") == "pending first draft\n" + file_at(
             repos, start, "README.md"
@@ -429,7 +429,7 @@ async def test_a_commit_that_meets_a_move_making_its_file_no_text_leaves_the_mov
         async with Client(server.url, user="carol") as carol:
             await carol.subscribe("events.subscribe", repo="demo")
             await carol.commit("demo", "main")
-            rescued = f"main-rescued-{synced[:8]}"
+            rescued = f"main-rescued-{synced[:7]}"
             assert file_at(repos, rescued, path) == "typed live\n" + before
             assert run_git(repos / "demo", "merge-base", "--is-ancestor", synced, rescued)
             event = await Events(carol).wait_for("rescued")
@@ -667,7 +667,7 @@ async def test_a_repository_replaced_under_the_server_is_followed_and_live_text_
         live = str(doc.text)
         await (await server.git.branch("demo", "main")).catch_up()
         await until(lambda: str(doc.text) == "# Another history\n")
-        rescued = f"main-rescued-{replaced[:8]}"
+        rescued = f"main-rescued-{replaced[:7]}"
         assert file_at(repos, rescued, "README.md") == live
         assert run_git(repos / "demo", "merge-base", "--is-ancestor", replaced, rescued)
         doc.insert(0, "and on\n")
@@ -734,7 +734,7 @@ async def test_a_move_taking_the_place_of_a_file_not_in_git_yet_closes_its_docum
         after = await bob.commit("demo", "main")
         shown = run_git(demo, "log", "-1", "--format=%s%n%P", after).stdout.split()
         assert shown == ["Edit", "notes.txt", pushed]
-        rescued = f"main-rescued-{synced[:8]}"
+        rescued = f"main-rescued-{synced[:7]}"
         found = run_git(demo, "branch", "--list", "main-rescued-*").stdout.split()
         if typed:
             assert found == [rescued]

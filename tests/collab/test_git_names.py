@@ -140,7 +140,7 @@ async def test_held_gitmodules_text_rescued_from_a_move_is_kept_beside_it(
         await asyncio.to_thread(git, work, "commit", "-qm", "a binary .gitmodules")
         await asyncio.to_thread(git, work, "push", "-q", "origin", "HEAD:main")
         await bob.commit("demo", "main")
-    rescued = f"main-rescued-{synced[:8]}"
+    rescued = f"main-rescued-{synced[:7]}"
     assert git(demo, "show", f"{rescued}:.gitmodules.rescued") == HOSTILE
     assert ".gitmodules" not in git(demo, "ls-tree", "--name-only", rescued).split()
     await asyncio.to_thread(git, demo, "fsck", "--full", "--strict")

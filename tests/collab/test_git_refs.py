@@ -244,7 +244,7 @@ async def test_a_branch_deleted_outside_whose_place_another_took_keeps_its_open_
         with pytest.raises(ClientError):  # closes it
             await doc.wait_for(lambda _text: False, timeout=20)
         assert doc.error is not None and doc.error.code == ErrorCode.NOT_FOUND
-    kept = run_git(demo, "show", f"topic-rescued-{synced[:8]}:README.md").stdout
+    kept = run_git(demo, "show", f"topic-rescued-{synced[:7]}:README.md").stdout
     assert kept.startswith("typed on topic\n")
     assert await server.store.keys("demo/topic:") == []
     fsck_clean(demo)
@@ -281,7 +281,7 @@ async def test_a_deleted_branch_keeps_text_that_lay_below_a_file_and_its_name_st
         synced = await held_below_a_file(alice, server)
         await alice.call("branch.delete", repo="demo", name="topic")
     rescued = run_git(demo, "branch", "--list", "topic*").stdout.split()
-    assert rescued == [f"topic-rescued-{synced[:8]}"]
+    assert rescued == [f"topic-rescued-{synced[:7]}"]
     kept = run_git(demo, "show", f"{rescued[0]}:nd-f.txt.rescued").stdout
     assert kept == "IMPORTANT TEXT\n"
     assert run_git(demo, "rev-parse", f"{rescued[0]}~1").stdout.strip() == synced
@@ -307,7 +307,7 @@ async def test_a_push_making_a_branch_another_tool_deleted_does_not_get_its_old_
     run_git(demo, "update-ref", "-d", "refs/heads/topic")  # another tool's deletion
     await git(work, "push", "-q", "origin", "HEAD:refs/heads/topic")
     assert not head(demo, "refs/collab/synced/topic")
-    kept = run_git(demo, "show", f"topic-rescued-{synced[:8]}:nd-f.txt.rescued").stdout
+    kept = run_git(demo, "show", f"topic-rescued-{synced[:7]}:nd-f.txt.rescued").stdout
     assert kept == "IMPORTANT TEXT\n"
     async with Client(server.url, user="bob") as bob:
         doc = await bob.open("demo/topic:nd/f.txt")
@@ -336,7 +336,7 @@ async def test_text_held_in_the_store_that_a_move_leaves_no_place_for_is_kept(
     await git(work, "push", "-q", "origin", "topic")
     async with Client(server.url, user="bob") as bob:
         assert str((await bob.open("demo/topic:pushed.txt")).text) == "pushed\n"
-    kept = run_git(demo, "show", f"topic-rescued-{synced[:8]}:nd-f.txt.rescued").stdout
+    kept = run_git(demo, "show", f"topic-rescued-{synced[:7]}:nd-f.txt.rescued").stdout
     assert kept == "IMPORTANT TEXT\n"
     assert "demo/topic:nd/f.txt" not in await server.store.keys("demo/topic:")
     fsck_clean(demo)

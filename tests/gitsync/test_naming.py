@@ -7,7 +7,13 @@ import subprocess
 
 import pytest
 
-from gitsync.naming import is_participant_branch, participant_branch, participant_of, slugify
+from gitsync.naming import (
+    is_participant_branch,
+    participant_branch,
+    participant_of,
+    rescue_branch,
+    slugify,
+)
 from protocol.names import validate_branch
 
 USERS = [
@@ -96,3 +102,13 @@ def test_a_branch_belongs_to_the_longest_participant_name_it_begins_with() -> No
     assert participant_of("people/x") is None
     assert participant_of("main") is None
     assert participant_of("topic/" + alice) is None
+
+
+def test_a_rescue_of_a_persons_branch_stays_theirs() -> None:
+    alice = participant_branch("alice")
+    commit = b"0850fb6f" + b"0" * 32
+    assert rescue_branch("main", commit) == "main-rescued-0850fb6"
+    assert rescue_branch("main", None) == "main-rescued"
+    assert participant_of(rescue_branch(alice, commit)) == alice
+    assert participant_of(rescue_branch(alice, commit) + "-2") == alice
+    assert participant_of(rescue_branch(alice + "-fork-1", commit)) == alice
