@@ -2090,19 +2090,8 @@ class GitSync:
         ``branch``'s from being written (see ``stale_records``): before it is made, or
         first used. With ``namesake`` (it is being made), also a branch of its very name
         deleted so: its records and stored documents would be taken for the new branch's
-        (their text committed over the new branch's start); and a branch of its name whose
-        documents the store holds though the repository has no record of it (see
-        :meth:`_orphaned`)."""
+        (their text committed over the new branch's start)."""
         names = await in_repo(self.repos, repo, stale_records, branch, namesake=namesake)
-        if namesake and branch not in names and await self._orphaned(repo, branch):
-            log.error(
-                "%s/%s: the store holds documents of it, but the repository has neither the "
-                "branch nor any record of it (was it replaced?); their text is kept on a "
-                "branch of its own before the name is made again",
-                repo,
-                branch,
-            )
-            names.append(branch)
         for stale in names:
             if self.open_elsewhere is not None and (
                 nodes := await self.open_elsewhere(repo, stale)
@@ -2120,15 +2109,6 @@ class GitSync:
                 )
             log.info("%s: forgetting the deleted branch %s, whose name clashes", repo, stale)
             await self.forget_deleted(repo, stale)
-
-    async def _orphaned(self, repo: str, branch: str) -> bool:
-        """Whether the store holds documents of ``branch``, which ``repo`` does not have: of
-        a branch of another history (the repository was replaced since), whose text must
-        not be taken for that of a branch made under the name. (Read in this order, a
-        branch made meanwhile, before its documents were stored, is seen.)"""
-        if not await self.store.keys(f"{repo}/{branch}:"):
-            return False
-        return await in_git_thread(self.repos, self.head, repo, branch) is None
 
     async def _create(self, repo: str, branch: str) -> BranchSync:
         """The branch's sync state, from its records in the repository.
