@@ -127,9 +127,6 @@ SHRINK_RATIO = 0.5
 branch head (and :data:`SHRINK_BYTES` shorter) is not committed: its history may be missing
 edits, and the commit would erase them from the branch."""
 SHRINK_BYTES = 128
-UNKNOWN_COMMIT = b"0" * 40
-"""The commit the live documents match, where their repository holds no record of it (see
-``GitSync._create``): git's null id, which names no object."""
 
 
 def replace_text(
@@ -1025,17 +1022,15 @@ class BranchSync:
         self.emptied = set()
         if old == head:  # an interrupted commit of the documents' own text: nothing to merge
             return
-        rescue = Rescue(self, head, base_gone=True) if base_gone else Rescue(self, old)
+        rescue = Rescue(self, head if base_gone else old)
         if base_gone:
             changes, not_text = await self._against_head(head)
             log.error(
-                "%s: %s (was it replaced?); they now read as the branch's head %s, and live "
-                "text that differs from it is kept on a branch of its own",
+                "%s: the commit the live documents matched (%s) is not in the repository any "
+                "more (was it replaced?); they now read as the branch's head %s, and live text "
+                "that differs from it is kept on a branch of its own",
                 self.name,
-                "the repository holds no record of the commit the live documents matched"
-                if old == UNKNOWN_COMMIT
-                else f"the commit the live documents matched ({old[:12].decode()}) is not in "
-                "the repository any more",
+                old[:12].decode(),
                 head[:12].decode(),
             )
         # a file the move made larger than a document may open from git: closed as one
@@ -1080,7 +1075,7 @@ class BranchSync:
         event: dict[str, object] = {
             "kind": "ref",
             "branch": self.branch,
-            "old": None if old == UNKNOWN_COMMIT else hexsha(old),
+            "old": hexsha(old),
             "new": hexsha(head),
             "cause": "external",
         }
@@ -1663,14 +1658,11 @@ class Rescue:
     """Live text that a move of its branch would drop (a rewrite it does not merge onto, a
     file made no text file), committed on a branch made for it from the commit the live
     documents matched (the first :meth:`keep` makes it, with its commit: never a branch
-    without the text). Each text goes where ``rescue_paths`` says. With ``base_gone``, the
-    repository does not hold that commit (it was replaced): the branch is made from
-    ``base``, the head the documents are made to read as instead."""
+    without the text). Each text goes where ``rescue_paths`` says."""
 
-    def __init__(self, sync: BranchSync, base: bytes, *, base_gone: bool = False) -> None:
+    def __init__(self, sync: BranchSync, base: bytes) -> None:
         self.sync = sync
         self.base = base
-        self.base_gone = base_gone
         self.name: str | None = None
         self.head: bytes | None = None
         self.kept: dict[str, str] = {}  # path -> the path its text is committed as
@@ -1687,9 +1679,6 @@ class Rescue:
             f"{sync.branch} moved while they were not committed, to a commit where "
             f"{path} is no text file (a binary file, a directory, a symbolic link...).\n"
             if no_text
-            else f"The repository of {sync.branch} does not hold the commit they were made "
-            "from (was it replaced?); they could not be merged onto its head.\n"
-            if self.base_gone
             else f"{sync.branch} was rewritten while they were not committed; they did "
             "not merge cleanly onto its new head.\n"
         )
@@ -1732,8 +1721,6 @@ class Rescue:
             path,
             "of a file the branch made no text file"
             if no_text
-            else "made from a commit the repository does not hold"
-            if self.base_gone
             else "that do not merge onto the rewritten branch",
             self.name,
             ""
@@ -2111,44 +2098,22 @@ class GitSync:
             await self.forget_deleted(repo, stale)
 
     async def _create(self, repo: str, branch: str) -> BranchSync:
-        """The branch's sync state, from its records in the repository.
-
-        Where the repository holds no record of the commit the live documents match (none
-        at all, or one of a commit it does not hold), they start at the branch's head if
-        the store holds none of them (a branch used for the first time). If it holds some,
-        they were made from another history than the branch's (the repository was replaced,
-        or cloned without ``refs/collab/*``; another ``--repos`` over the same store): the
-        sync starts at that unknown commit, which its first :meth:`BranchSync.catch_up`
-        finds gone (the first load of a document of the branch, or the recovery at start,
-        makes one before anything is committed), so the documents come to read as the
-        branch's head, and their text that differs from it is kept on a branch of its own,
-        never committed over a head it was not made from."""
         await self.forget_clashing(repo, branch)
-        prefix = f"{repo}/{branch}:"
 
-        def read(stored: bool | None) -> tuple[bytes, dict[str, bytes]] | None:
+        def read() -> tuple[bytes, bytes | None, dict[str, bytes]]:
             git = self.repos.open(repo)
             head = self.repos.branch_head(repo, branch)  # BranchNotFound, BranchDamaged
             synced = read_synced(git, branch)
             states = read_synced_state(git, branch)
             if synced is None or not is_stored(git, synced):
-                if stored is None:
-                    return None  # whether the store holds documents of it decides
-                if stored:  # of another history: no record the repository holds is theirs
-                    return synced or UNKNOWN_COMMIT, {}
                 set_synced(git, branch, head)  # no live documents yet: they start at head
                 synced = head
             if self.leases is not None:  # another node may be committing: left to the
-                return synced, states  # lease holder's reconcile (after its claim)
-            return _finish_commit(git, branch, head, synced), states
+                return head, synced, states  # lease holder's reconcile (after its claim)
+            return head, _finish_commit(git, branch, head, synced), states
 
-        found = await in_git_thread(self.repos, read, None)
-        if found is None:
-            stored = bool(await self.store.keys(prefix))
-            found = await in_git_thread(self.repos, read, stored)
-        assert found is not None
-        synced, states = found
-        sync = BranchSync(self, repo, branch, synced)
+        head, synced, states = await in_git_thread(self.repos, read)
+        sync = BranchSync(self, repo, branch, synced or head)
         sync.committed_states = states
         self.branches[(repo, branch)] = sync
         return sync
@@ -2201,22 +2166,14 @@ class GitSync:
                 task.add_done_callback(self._checks.discard)
 
     async def _commit_if_behind(self, sync: BranchSync, room: Room) -> None:
-        """Mark ``room`` changed if its loaded text is not what its branch last synced. (Not
-        while the repository lacks that commit: the catch-up that finds it gone makes the
-        documents read as the branch's head, see :meth:`_create`.)"""
+        """Mark ``room`` changed if its loaded text is not what its branch last synced."""
         synced, path = sync.synced, room.doc_id.path
-
-        def read(repo: Repo) -> tuple[bool, bytes | None]:
-            if not is_stored(repo, synced):
-                return False, None
-            return True, read_blob(repo, synced, path)
-
         try:
-            known, blob = await in_repo(self.repos, sync.repo, read)
+            blob = await in_repo(self.repos, sync.repo, read_blob, synced, path)
         except Exception:
             log.exception("%s: reading %s at the synced commit failed", sync.name, path)
             return
-        if known and (blob or b"") != str(room.text).encode("utf-8"):
+        if (blob or b"") != str(room.text).encode("utf-8"):
             log.info(
                 "%s%s: loaded with edits not yet committed; committing them", sync.prefix, path
             )
@@ -2292,7 +2249,6 @@ def _finish_commit(repo: Repo, branch: str, head: bytes, synced: bytes) -> bytes
         return synced
     if (
         committing != synced
-        and is_stored(repo, synced)
         and is_stored(repo, committing)
         and _descends(repo, synced, committing)
         and _descends(repo, committing, head)
