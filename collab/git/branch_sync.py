@@ -187,6 +187,12 @@ class BranchSync:
         self.held: dict[str, tuple[int, int]] = {}  # path -> (live size, head size), not committed
         self.refused: dict[str, str] = {}  # path -> the fsck problem its text has, not committed
         self.authors: dict[str, Identity] = {}
+        self._naming: dict[str, Identity] | None = None
+        """While a commit is under way: the people it names, its take of the store's made
+        (a rescue it makes asks the store no more, see :meth:`rescuers`)."""
+        self._rescued: tuple[set[str], set[str]] = (set(), set())
+        """The store's writers that rescues made under the commit under way named, and the
+        files they kept: settled with that commit (see :meth:`rescue_landed`)."""
         self.committed_states: dict[str, bytes] = {}
         """Each document's state vector when its text was last committed or a move merged
         into it (see ``gitsync.objects.synced_state``), as recorded in the git directory."""
@@ -558,12 +564,17 @@ class BranchSync:
             raise RuntimeError(f"{self.name}: a commit in a cluster needs the branch's lease")
         self._cancel_timers()
         if not self.dirty:
+            # nothing pending: whoever is still known to have written had their text
+            # committed, or kept on a rescue branch (after a crash, say)
+            self.authors = {}
             return
         rooms: dict[str, Room] = {}
         authors: dict[str, Identity] = {}
+        self._rescued = (set(), set())
         try:
             await asyncio.gather(*(room.drain() for room in self.dirty.values()))
             await self._take_authors()  # (who wrote to which file: named below, by file)
+            self._naming = authors
             for _attempt in range(5):
                 # The text committed and the people who typed it are taken together, with no
                 # await in between: an edit that lands meanwhile comes with its author.
@@ -613,7 +624,9 @@ class BranchSync:
                     self.committed_states.update(states)
                     await self._settle_recovered(rooms, changes)
                     if self.owner.leases is None:
-                        await self._settle_authors(list(authors), list(changes))
+                        await self._settle_authors(*self._with_rescued(authors, changes))
+                    elif any(self._rescued):
+                        await self._settle_authors(*self._with_rescued({}, {}))
                     # (in a cluster, the node that committed the text may not have named
                     # them: they wait for the file's next commit rather than be forgotten)
                     return
@@ -636,7 +649,7 @@ class BranchSync:
                 self.committed_states.update(states)
                 self._committed(new, files, list(authors))
                 await self._settle_recovered(rooms, changes)
-                await self._settle_authors(list(authors), list(changes))
+                await self._settle_authors(*self._with_rescued(authors, changes))
                 return
             raise RuntimeError(f"{self.name} kept moving while committing")
         except BaseException:
@@ -645,24 +658,64 @@ class BranchSync:
             for user, identity in authors.items():
                 self.authors.setdefault(user, identity)
             raise
+        finally:
+            self._naming = None
 
-    async def _take_authors(self) -> None:
-        """Take who wrote to the branch since their commit, as the store keeps it (see
-        :meth:`_authors_of`): in a cluster, on whichever node; on one node, also before a
-        crash (what a recovery at start commits is its typists'). One node knows its own
-        writers besides: a store that cannot say costs it only a log line."""
+    async def _take_authors(self, paths: list[str] | None = None) -> bool:
+        """Take who wrote to the branch (to ``paths``, or any file) since their commit, as
+        the store keeps it (see :meth:`_authors_of`): in a cluster, on whichever node; on
+        one node, also before a crash (what a recovery at start commits is its typists').
+        One node knows its own writers besides: a store that cannot say costs it only a log
+        line (and the answer is False)."""
         try:
-            await self.owner.store.take_authors(f"{self.repo}/{self.branch}")
+            await self.owner.store.take_authors(f"{self.repo}/{self.branch}", paths)
         except Exception as exc:
             if self.owner.leases is not None:
                 raise
             log.warning("%s: the store could not say who wrote (%s)", self.name, exc)
+            return False
+        return True
 
     def _authors_of(self, paths: list[str]) -> list[str]:
         """Of those the last take gave, the writers of ``paths`` (the files a commit holds,
         known only once its text is taken: files changed while the take was awaited
         among them)."""
         return self.owner.store.authors_of(f"{self.repo}/{self.branch}", paths)
+
+    def _with_rescued(
+        self, authors: Collection[str], paths: Collection[str]
+    ) -> tuple[list[str], list[str]]:
+        """``authors`` and ``paths`` of a commit that landed, with the writers and the files
+        of the rescues made under it (see :meth:`rescue_landed`): what it settles."""
+        users, kept = self._rescued
+        self._rescued = (set(), set())
+        return list(dict.fromkeys([*authors, *sorted(users)])), [*paths, *sorted(kept)]
+
+    async def rescuers(self, path: str) -> tuple[list[str], list[str]]:
+        """Who typed the live text of ``path`` that a :class:`Rescue` commits, as the
+        regular commits name them: the people this process saw write to the branch since
+        its last commit (and those a commit under way took), then those the store kept as
+        writers of ``path`` (before a crash; in a cluster, on any node). Returns the users
+        to name, and those the store gave, to settle once the rescue commit has landed
+        (:meth:`rescue_landed`)."""
+        users = dict.fromkeys(self.authors)
+        if self._naming is not None:  # a commit under way took the store's already
+            users.update(dict.fromkeys(self._naming))
+        elif not await self._take_authors([path]):
+            return list(users), []
+        stored = self._authors_of([path])
+        users.update(dict.fromkeys(stored))
+        return list(users), stored
+
+    async def rescue_landed(self, stored: list[str], path: str) -> None:
+        """The rescue commit of ``path`` naming ``stored`` (see :meth:`rescuers`) has
+        landed: the store may forget what they wrote to it. Under a commit, that is left
+        to the commit (the store's take is the commit's), once it lands."""
+        if self._naming is not None:
+            self._rescued[0].update(stored)
+            self._rescued[1].add(path)
+            return
+        await self._settle_authors(stored, [path])
 
     async def _settle_authors(self, users: list[str], paths: list[str]) -> None:
         """The commit of ``paths`` naming ``users`` landed: the store may forget what they
@@ -1298,6 +1351,8 @@ class BranchSync:
                 reason = f"{path} is no longer a text file on {self.branch}"
             if kept is not None:
                 reason += f"; its live edits were kept on {kept}"
+            if room is None:  # (the rooms log those they close)
+                log.info("%s: closed (held in the store only): %s", key, reason)
             await self.owner.rooms.retire(key, code, reason)
             if rescue is not None:  # (a move closes it, and records what it took)
                 # its history is gone on purpose: opened again, it is no document the store
@@ -1669,11 +1724,12 @@ class Rescue:
 
     async def keep(self, path: str, text: str, *, no_text: bool = False) -> None:
         """Commit ``text`` as ``path`` on the rescue branch. ``no_text``: the move made
-        ``path`` no text file (else: a rewrite the text does not merge onto)."""
+        ``path`` no text file (else: a rewrite the text does not merge onto). The commit
+        names who typed the text (``BranchSync.rescuers``)."""
         sync = self.sync
         owner = sync.owner
-        authors = [author_line(identity.user) for identity in sync.authors.values()]
-        lines = authors or [ENGINE_AUTHOR]
+        users, stored = await sync.rescuers(path)
+        lines = [author_line(user) for user in users] or [ENGINE_AUTHOR]
         data = text.encode("utf-8")
         message = f"Keep the live edits of {path}\n\n" + (
             f"{sync.branch} moved while they were not committed, to a commit where "
@@ -1710,6 +1766,7 @@ class Rescue:
                 return self.name, self.head, kept_as
 
         name, head, kept_as = await in_repo(owner.repos, sync.repo, write)
+        await sync.rescue_landed(stored, path)
         if name is None or head is None or (name, head) == (self.name, self.head):
             return
         self.name, self.head = name, head
@@ -1904,14 +1961,36 @@ class GitSync:
             self.rooms.branch_damaged(repo, branch, f"{exc}; not recovered")
             self.incomplete = True
             return
+        if self.leases is None:
+            await self._recall_writers(sync)
         for doc_id in doc_ids:
             try:
                 async with self.rooms.borrow(doc_id) as room:
                     sync.dirty[doc_id.path] = room
             except ProtocolError as exc:  # damaged (quarantined), or no longer text
+                if str(doc_id) not in await self.store.keys(str(doc_id)):
+                    # a move of the branch while the server was down closed it as a load
+                    # merged the move, its live edits kept (BranchSync.retire said so):
+                    # nothing of it is left to recover
+                    log.debug("%s: closed by the move of its branch: %s", doc_id, exc.message)
+                    continue
                 log.error("%s: not recovered: %s", doc_id, exc.message)
                 self.incomplete = True
         await sync.flush()
+
+    async def _recall_writers(self, sync: BranchSync) -> None:
+        """Before a recovery at start (on one node): the people the store kept as writers
+        of ``sync``'s branch since its last commit become those the process knows to have
+        written (``BranchSync.authors``), as a process that had not crashed would know them.
+        The recovery's commit and its rescues name them all, whichever of them settles the
+        store's record first (which it keeps of the branch as a whole)."""
+        try:
+            users = await self.store.take_authors(f"{sync.repo}/{sync.branch}")
+        except Exception as exc:
+            log.warning("%s: the store could not say who wrote (%s)", sync.name, exc)
+            return
+        for user in users:
+            sync.authors.setdefault(user, Identity(user, Role.WRITE, sync.repo))
 
     def held_files(self) -> dict[str, dict[str, int]]:
         """Documents whose commits are held (see ``BranchSync._hold_shrinking``)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import subprocess
 import sys
 import time
@@ -538,6 +539,76 @@ async def test_a_merge_cut_short_by_kill_9_is_in_the_history_once_or_not_at_all(
     finally:
         await server.stop()
     git(demo, "fsck", "--full", "--strict")
+
+
+def _named(repo: Path, revisions: str) -> list[set[str]]:
+    """Who each commit of ``revisions`` names: its author and its co-authors."""
+    named = []
+    for commit in git(repo, "rev-list", revisions).split():
+        author, body = git(repo, "log", "-1", "--format=%an%n%b", commit).split("\n", 1)
+        named.append({author, *re.findall(r"^Co-authored-by: (\S+)", body, re.MULTILINE)})
+    return named
+
+
+@pytest.mark.parametrize("typed_beside", [False, True], ids=["alone", "beside-a-recovered-file"])
+async def test_new_files_a_move_while_down_left_no_place_for_are_kept_as_their_typists(
+    repos: Path, tmp_path: Path, typed_beside: bool
+) -> None:
+    """Walt types a new ``nd/f.txt``, Bea a new ``dd``, and the server is killed before
+    they are committed; another tool then commits a file ``nd`` and a directory ``dd``. The
+    start keeps both texts on ``main-rescued-<commit>``, by commits that name their typists
+    as the store kept them (not the engine), and the store forgets them once those commits
+    are made: a later commit names its own typist alone. Nothing in the log tells of a
+    document not recovered, and the start after is clean. Beside them, the file Walt
+    edited too is committed at the start as his."""
+    demo = repos / "demo"
+    data = tmp_path / "data"
+    server = ServerProcess(repos, data, extra_args=ONLY_CRASHES_COMMIT)
+    await server.start()
+    try:
+        async with Client(server.url, user="walt") as walt, Client(server.url, user="bea") as bea:
+            await walt.join("demo")  # (their own branches first: making one commits main)
+            await bea.join("demo")
+            synced = git(demo, "rev-parse", "main").strip()
+            (await walt.open("demo/main:nd/f.txt")).insert(0, "walt typed under nd\n")
+            (await bea.open("demo/main:dd")).insert(0, "bea typed as dd\n")
+            if typed_beside:
+                (await walt.open("demo/main:README.md")).insert(0, "walt was here\n")
+            await walt.flush()
+            await bea.flush()
+            await server.kill()
+        work = tmp_path / "work"  # another tool, while the server is down
+        git(tmp_path, "clone", "-q", str(demo), str(work))
+        (work / "nd").write_text("a file\n")
+        (work / "dd").mkdir()
+        (work / "dd" / "x").write_text("a file in a directory\n")
+        git(work, "add", "-A")
+        git(work, "commit", "-qm", "in the way")
+        git(work, "push", "-q", "origin", "HEAD:main")
+        moved = git(demo, "rev-parse", "main").strip()
+        await server.start()
+        rescued = f"main-rescued-{synced[:8]}"
+        assert show(demo, rescued, "nd/f.txt") == "walt typed under nd\n"
+        assert show(demo, rescued, "dd") == "bea typed as dd\n"
+        # (the store keeps who wrote to the branch, not to which of its files)
+        assert _named(demo, f"{synced}..{rescued}") == [{"walt", "bea"}, {"walt", "bea"}]
+        if typed_beside:
+            assert show(demo, "main", "README.md").startswith("walt was here\n")
+            assert _named(demo, f"{moved}..main") == [{"walt", "bea"}]
+        else:
+            assert git(demo, "rev-parse", "main").strip() == moved
+        async with Client(server.url, user="carl") as carl:
+            await carl.join("demo")
+            (await carl.open("demo/main:src/app.py")).insert(0, "# carl\n")
+            await carl.flush()
+            head = await carl.commit("demo", "main")
+        assert _named(demo, f"{head}~1..{head}") == [{"carl"}]
+        await server.stop()
+    finally:
+        await server.stop()
+    said = server.log.read_text()
+    assert "not recovered" not in said and " ERROR " not in said, said
+    assert (data / CLEAN_SHUTDOWN).exists()
 
 
 async def _post(http: str, op: str, args: dict[str, object]) -> None:
