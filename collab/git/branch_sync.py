@@ -595,9 +595,9 @@ class BranchSync:
                     on_snapshot()
                 await self._hold_shrinking(rooms, changes)
                 self._hold_behind(rooms, changes, states)
-                self._hold_clashing(changes)
                 self._hold_refused_by_fsck(changes)
                 await self._close_blocked(changes, grant)
+                clashing = self._hold_clashing(changes)
                 # What is committed must be durable in the store first: a crash (a power
                 # loss) must not leave the branch with edits the store lost, and the state
                 # recorded with the commit is what a stored document must hold (its record).
@@ -623,6 +623,7 @@ class BranchSync:
                 except NothingToCommit:
                     self.committed_states.update(states)
                     await self._settle_recovered(rooms, changes)
+                    await self._close_held(clashing, grant)
                     if self.owner.leases is None:
                         await self._settle_authors(*self._with_rescued(authors, changes))
                     elif any(self._rescued):
@@ -649,6 +650,7 @@ class BranchSync:
                 self.committed_states.update(states)
                 self._committed(new, files, list(authors))
                 await self._settle_recovered(rooms, changes)
+                await self._close_held(clashing, grant)
                 await self._settle_authors(*self._with_rescued(authors, changes))
                 return
             raise RuntimeError(f"{self.name} kept moving while committing")
@@ -808,34 +810,49 @@ class BranchSync:
                     path,
                 )
 
-    def _hold_clashing(self, changes: dict[str, bytes]) -> None:
+    def _hold_clashing(self, changes: dict[str, bytes]) -> dict[str, str]:
         """Take out of ``changes`` the documents that lie below another one of them
         (``notes/todo.md`` below ``notes``, neither a file in git yet): both cannot be files,
         and one such pair must not keep the rest of the branch from being committed. The
-        one below is not committed (its text stays in its document and the store, and the
-        next start looks for it again); the rest is."""
+        one below is not committed, the rest is; returns each such path and the one above
+        it, for :meth:`_close_held` once the commit is made."""
         written = set(changes)
+        held: dict[str, str] = {}
         for path in sorted(written):
             above = next((p for p in _parents(path) if p in written), None)
-            if above is None:
-                continue
-            del changes[path]
+            if above is not None:
+                del changes[path]
+                held[path] = above
+        return held
+
+    async def _close_held(self, held: dict[str, str], grant: Grant | None) -> None:
+        """The documents :meth:`_hold_clashing` took out of the commit just made (or found
+        nothing to make): one below a file the branch holds now can be no file on it any
+        more, and is closed, its text kept on a branch of its own (as :meth:`_close_blocked`
+        does). The others (the one above them made no file: it is empty, say) keep their
+        text in their documents and the store, and the next start looks for them again."""
+        if not held:
+            return
+        left = dict.fromkeys(held, b"")
+        await self._close_blocked(left, grant)
+        for path in left:
             self.owner.incomplete = True  # left in the store: looked for at the next start
             log.warning(
-                "%s%s: lies below %s, which is committed as a file: its text is not "
-                "committed (move it, or empty and close %s)",
+                "%s%s: lies below %s, open as a file too (not committed as one): its text "
+                "is not committed (move it, or empty and close %s)",
                 self.prefix,
                 path,
-                above,
-                above,
+                held[path],
+                held[path],
             )
 
     async def _close_blocked(self, changes: dict[str, bytes], grant: Grant | None) -> None:
         """Take out of ``changes`` the documents that the commit they would go on has no
         place for as files (``blocked_at``: ``commit_changes`` would leave their text out):
         one held below another (see :meth:`_hold_clashing`) that has been committed as a
-        file since, say. They are closed, and their text is kept on a branch of its own,
-        as those a move puts something in the way of are (see :meth:`_put_in_the_way`)."""
+        file since, say, or one recovered at start below a file committed before the
+        crash. They are closed, and their text is kept on a branch of its own, as those a
+        move puts something in the way of are (see :meth:`_put_in_the_way`)."""
         synced = self.synced
         if not changes:
             return
@@ -1961,8 +1978,27 @@ class GitSync:
             self.rooms.branch_damaged(repo, branch, f"{exc}; not recovered")
             self.incomplete = True
             return
-        if self.leases is None:
-            await self._recall_writers(sync)
+        writers = await self._recall_writers(sync) if self.leases is None else {}
+        refused = await self._load_recovered(sync, doc_ids)
+        await sync.flush()
+        if refused:
+            # refused as they lie below (or above) another document loaded before them, a
+            # file not committed yet: now that it is, they load (no file is in their way),
+            # or their text is kept on a branch of its own (one is); by their typists,
+            # though the commit just made settled the store's record of them
+            for user, identity in writers.items():
+                sync.authors.setdefault(user, identity)
+            await self._load_recovered(sync, refused, last=True)
+            await sync.flush()
+
+    async def _load_recovered(
+        self, sync: BranchSync, doc_ids: list[DocId], *, last: bool = False
+    ) -> list[DocId]:
+        """Load the documents ``doc_ids`` of ``sync``'s branch, marked changed (a recovery
+        at start commits them); returns those refused as no text file (``NOT_TEXT``: below
+        a document loaded before them, not committed yet, say), to be tried again once the
+        others are committed, unless this is the ``last`` try."""
+        refused: list[DocId] = []
         for doc_id in doc_ids:
             try:
                 async with self.rooms.borrow(doc_id) as room:
@@ -1974,23 +2010,28 @@ class GitSync:
                     # nothing of it is left to recover
                     log.debug("%s: closed by the move of its branch: %s", doc_id, exc.message)
                     continue
+                if exc.code == ErrorCode.NOT_TEXT and not last:
+                    refused.append(doc_id)
+                    continue
                 log.error("%s: not recovered: %s", doc_id, exc.message)
                 self.incomplete = True
-        await sync.flush()
+        return refused
 
-    async def _recall_writers(self, sync: BranchSync) -> None:
+    async def _recall_writers(self, sync: BranchSync) -> dict[str, Identity]:
         """Before a recovery at start (on one node): the people the store kept as writers
         of ``sync``'s branch since its last commit become those the process knows to have
         written (``BranchSync.authors``), as a process that had not crashed would know them.
         The recovery's commit and its rescues name them all, whichever of them settles the
-        store's record first (which it keeps of the branch as a whole)."""
+        store's record first (which it keeps of the branch as a whole). Returns them."""
         try:
             users = await self.store.take_authors(f"{sync.repo}/{sync.branch}")
         except Exception as exc:
             log.warning("%s: the store could not say who wrote (%s)", sync.name, exc)
-            return
-        for user in users:
-            sync.authors.setdefault(user, Identity(user, Role.WRITE, sync.repo))
+            return {}
+        writers = {user: Identity(user, Role.WRITE, sync.repo) for user in users}
+        for user, identity in writers.items():
+            sync.authors.setdefault(user, identity)
+        return writers
 
     def held_files(self) -> dict[str, dict[str, int]]:
         """Documents whose commits are held (see ``BranchSync._hold_shrinking``)."""

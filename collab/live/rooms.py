@@ -63,6 +63,10 @@ class Rooms:
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._before_hooks: set[str] = set()
+        """Rooms whose unload has not yet run its ``before_unload`` hooks to the end (a
+        commit of the branch): one may wait there for whoever retires it (see
+        :meth:`retire`)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._held: dict[str, asyncio.Event] = {}  # key prefixes no one may open now
         self._closing = False  # close() has begun: a failed persist is not retried
@@ -413,18 +417,33 @@ class Rooms:
         self._timers.pop(room.key, None)
         if room.attached or room.key in self._unloading or self._rooms.get(room.key) is not room:
             return
-        task = asyncio.create_task(self._unload(room, persist=True))
-        self._unloading[room.key] = task
-        task.add_done_callback(lambda _t: self._unloading.pop(room.key, None))
+        self._track_unloading(room.key, asyncio.create_task(self._unload(room, persist=True)))
+
+    def _track_unloading(self, key: str, task: asyncio.Task[None]) -> None:
+        """Register ``task`` as the unload of ``key`` under way, until it ends (whoever opens
+        the document meanwhile waits for it)."""
+        self._unloading[key] = task
+
+        def done(_task: asyncio.Task[None]) -> None:
+            if self._unloading.get(key) is task:  # (not a retire chained after it)
+                del self._unloading[key]
+
+        task.add_done_callback(done)
 
     async def _unload(self, room: Room, *, persist: bool) -> None:
-        """Persist and forget ``room``; if persisting fails it stays loaded and retries."""
+        """Persist and forget ``room``; if persisting fails it stays loaded and retries. A
+        room retired meanwhile (see :meth:`retire`) is not persisted."""
         try:
-            await room.drain()
-            if persist and not room.failed:
-                for hook in self.before_unload:
-                    await hook(room)
-            if persist and not room.failed and room.updates_since_snapshot:
+            if persist:
+                self._before_hooks.add(room.key)
+            try:
+                await room.drain()
+                if persist and not room.failed and not room.retired:
+                    for hook in self.before_unload:
+                        await hook(room)
+            finally:
+                self._before_hooks.discard(room.key)
+            if persist and not room.failed and not room.retired and room.updates_since_snapshot:
                 await room.compact()
         except KeepLoaded as kept:
             if not self._closing:
@@ -462,31 +481,58 @@ class Rooms:
         """Close the document ``key`` for good (its file is no longer text, say): its peers
         are closed with ``code``, the room is unloaded without a last persist, and its
         stored history is dropped (unless ``keep_store``: another node of a cluster drops
-        it), so that opening it again starts from the branch. It is logged at ``level``."""
+        it), so that opening it again starts from the branch. It is logged at ``level``.
+
+        A room whose unload is running its ``before_unload`` hooks is closed at once, and
+        its retire ends after that unload (which persists nothing more of it): this returns
+        without waiting for it, which may be waiting for the caller."""
         self._cancel_timer(key)
         while (unloading := self._unloading.get(key)) is not None:
+            if key in self._before_hooks:
+                # its unload is in the hooks before it, which may wait for what retires it
+                # (the commit of its branch that closes it holds the branch's lock): it is
+                # closed now, persisted no more, and its retire ends after that unload
+                room = self._rooms.get(key)
+                if room is not None and not room.retired:
+                    self._close(room, code, reason, level)
+                retire = self._retire(key, code, reason, level, keep_store, after=unloading)
+                self._track_unloading(key, asyncio.create_task(retire))
+                return
             await asyncio.shield(unloading)
         # registered as an unload: whoever opens the document meanwhile waits for it, then
         # finds no history, and the branch decides (4013 for what is no text)
         task = asyncio.create_task(self._retire(key, code, reason, level, keep_store))
-        self._unloading[key] = task
-        task.add_done_callback(lambda _t: self._unloading.pop(key, None))
+        self._track_unloading(key, task)
         await asyncio.shield(task)
 
     async def _retire(
-        self, key: str, code: ErrorCode, reason: str, level: int, keep_store: bool
+        self,
+        key: str,
+        code: ErrorCode,
+        reason: str,
+        level: int,
+        keep_store: bool,
+        after: asyncio.Task[None] | None = None,
     ) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # (how it ended is its own to report)
         room = self._rooms.get(key)
         if room is not None:
-            room.retired = True
-            log.log(level, "%s: closed: %s", key, reason)
-            for peer in list(room.attached):
-                peer.abort(code, reason)
-            room.attached.clear()
-            room.peers.clear()
+            if not room.retired:
+                self._close(room, code, reason, level)
             await self._unload(room, persist=False)
         if not keep_store:
             await self.store.delete(key)
+
+    def _close(self, room: Room, code: ErrorCode, reason: str, level: int) -> None:
+        """Mark ``room`` retired (nothing more of it is committed or persisted), log it at
+        ``level`` and close its peers with ``code``."""
+        room.retired = True
+        log.log(level, "%s: closed: %s", room.key, reason)
+        for peer in list(room.attached):
+            peer.abort(code, reason)
+        room.attached.clear()
+        room.peers.clear()
 
     async def close(self) -> None:
         """Persist and unload every room (server shutdown); a room whose persisting fails

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gitcli import git
+from gitcli import git, until
 from servers import make_config
 from yjsclient import YjsPeer
 
@@ -201,19 +201,86 @@ async def test_one_clash_does_not_keep_the_rest_of_the_branch_from_being_committ
     tree_server: tuple[CollabServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Live documents at ``new`` and ``new/todo.md`` (stored before opening one was
-    refused, say): the one below is not committed, everything else is."""
+    refused, say): the one below is not committed, everything else is; once ``new`` is
+    committed as a file, ``new/todo.md`` can be none, and is closed, its text kept on a
+    branch of its own (nothing is left in the store for the next start)."""
     server, bare = tree_server
     monkeypatch.setattr(BranchSync, "check_clash", lambda self, path: None, raising=False)
     async with Client(server.url, user="ann") as ann:
         await ann.join("demo")  # (made on her first open, it would commit main meanwhile)
+        docs = []
         for doc_id, text in [("new", "notes\n"), ("new/todo.md", "todo\n"), ("file.txt", "")]:
             doc = await ann.open(f"demo/main:{doc_id}")
             doc.insert(0, text or "edited ")
+            docs.append(doc)
         await ann.flush()
         head = await ann.commit("demo", "main")
+        await until(lambda: docs[1].closed)
+    assert docs[1].error is not None and docs[1].error.code == ErrorCode.NOT_TEXT
     assert git(bare, "show", f"{head}:new") == "notes\n"
     assert git(bare, "show", f"{head}:file.txt") == "edited a file\n"
-    assert server.git.incomplete  # left in the store: looked for at the next start
+    rescued = f"main-rescued-{head[:8]}"
+    assert git(bare, "show", f"{rescued}:new-todo.md.rescued") == "todo\n"
+    assert git(bare, "log", "-1", "--format=%an", rescued) == "ann\n"  # her text, not the engine's
+    assert not server.git.incomplete
+
+
+async def test_a_file_opened_below_an_empty_new_one_is_kept_elsewhere_once_that_is_committed(
+    tree_server: tuple[CollabServer, Path],
+) -> None:
+    """``new`` opened empty (no file yet: no clash), then ``new/todo.md``, and both typed:
+    the commit takes ``new`` as a file, and ``new/todo.md`` can be none on the branch any
+    more. It is closed (``NOT_TEXT``), its text kept on ``main-rescued-<commit>`` by a
+    commit that names its typist, and opening it again is refused as a path below a
+    file."""
+    server, bare = tree_server
+    async with Client(server.url, user="ann") as ann:
+        await ann.join("demo")  # (made on her first open, it would commit main meanwhile)
+        notes = await ann.open("demo/main:new")
+        todo = await ann.open("demo/main:new/todo.md")
+        notes.insert(0, "notes\n")
+        todo.insert(0, "todo\n")
+        await ann.flush()
+        await until(lambda: todo.closed)
+        assert todo.error is not None and todo.error.code == ErrorCode.NOT_TEXT
+        head = await ann.commit("demo", "main")
+        assert git(bare, "show", f"{head}:new") == "notes\n"
+        rescued = f"main-rescued-{head[:8]}"
+        assert git(bare, "show", f"{rescued}:new-todo.md.rescued") == "todo\n"
+        assert git(bare, "log", "-1", "--format=%an", rescued) == "ann\n"
+        with pytest.raises(ClientError) as refused:
+            await ann.open("demo/main:new/todo.md")
+        assert refused.value.code == ErrorCode.NOT_TEXT
+    assert not server.git.incomplete
+
+
+async def test_a_document_closed_by_the_commit_its_own_unload_makes_leaves_the_branch_going(
+    repos: Path, tmp_path: Path
+) -> None:
+    """``new/todo.md`` (below ``new``, opened empty) is typed into and closed at once: its
+    unload commits the branch first, which takes ``new`` as a file and closes
+    ``new/todo.md``, its text kept elsewhere. Closing it must not wait for that very unload
+    (which waits for the commit): the branch's later edits are committed as ever."""
+    config = make_config(repos, tmp_path / "data", commit_idle=60.0, commit_max_lag=60.0)
+    demo = repos / "demo"
+    async with CollabServer(config) as server, Client(server.url, user="ann") as ann:
+        await ann.join("demo")  # (made on her first open, it would commit main meanwhile)
+        notes = await ann.open("demo/main:new")
+        todo = await ann.open("demo/main:new/todo.md")
+        notes.insert(0, "notes\n")
+        todo.insert(0, "todo\n")
+        await ann.flush()
+        await todo.close()  # (only its unload commits: the idle time is a minute)
+        await until(lambda: "demo/main:new/todo.md" not in server.rooms.keys("demo/main:"))
+        rescued = git(demo, "branch", "--list", "main-rescued-*").split()
+        assert len(rescued) == 1
+        assert git(demo, "show", f"{rescued[0]}:new-todo.md.rescued") == "todo\n"
+        notes.insert(0, "more ")
+        await ann.flush()
+        async with asyncio.timeout(10):
+            head = await ann.commit("demo", "main")
+        assert git(demo, "show", f"{head}:new") == "more notes\n"
+        assert await server.store.keys("demo/main:new/") == []
 
 
 async def test_a_flush_that_fails_leaves_the_commit_to_be_tried_again(
