@@ -589,7 +589,7 @@ async def test_new_files_a_move_while_down_left_no_place_for_are_kept_as_their_t
         git(work, "push", "-q", "origin", "HEAD:main")
         moved = git(demo, "rev-parse", "main").strip()
         await server.start()
-        rescued = f"main-rescued-{synced[:8]}"
+        rescued = f"main-rescued-{synced[:7]}"
         assert show(demo, rescued, "nd/f.txt") == "walt typed under nd\n"
         assert show(demo, rescued, "dd") == "bea typed as dd\n"
         # (the store keeps who wrote to the branch, not to which of its files)
@@ -636,7 +636,7 @@ async def test_a_file_typed_below_another_new_one_is_kept_on_a_branch_at_recover
         await server.start()
         assert show(demo, "main", "x/a") == "file x/a\n"
         head = git(demo, "rev-parse", "main").strip()
-        rescued = f"main-rescued-{head[:8]}"
+        rescued = f"main-rescued-{head[:7]}"
         assert show(demo, rescued, "x-a-b.rescued") == "below x/a\n"
         assert _named(demo, f"{head}..{rescued}") == [{"walt"}]
         async with Client(server.url, user="walt") as walt:
@@ -676,7 +676,7 @@ async def test_a_file_held_below_a_committed_one_at_start_is_kept_on_a_branch(
     await server_process.start()
     try:
         assert git(demo, "rev-parse", "main").strip() == head
-        rescued = f"main-rescued-{head[:8]}"
+        rescued = f"main-rescued-{head[:7]}"
         assert show(demo, rescued, "x-a-b.rescued") == "below x/a\n"
         await server_process.stop()
     finally:

@@ -219,7 +219,7 @@ async def test_one_clash_does_not_keep_the_rest_of_the_branch_from_being_committ
     assert docs[1].error is not None and docs[1].error.code == ErrorCode.NOT_TEXT
     assert git(bare, "show", f"{head}:new") == "notes\n"
     assert git(bare, "show", f"{head}:file.txt") == "edited a file\n"
-    rescued = f"main-rescued-{head[:8]}"
+    rescued = f"main-rescued-{head[:7]}"
     assert git(bare, "show", f"{rescued}:new-todo.md.rescued") == "todo\n"
     assert git(bare, "log", "-1", "--format=%an", rescued) == "ann\n"  # her text, not the engine's
     assert not server.git.incomplete
@@ -245,7 +245,7 @@ async def test_a_file_opened_below_an_empty_new_one_is_kept_elsewhere_once_that_
         assert todo.error is not None and todo.error.code == ErrorCode.NOT_TEXT
         head = await ann.commit("demo", "main")
         assert git(bare, "show", f"{head}:new") == "notes\n"
-        rescued = f"main-rescued-{head[:8]}"
+        rescued = f"main-rescued-{head[:7]}"
         assert git(bare, "show", f"{rescued}:new-todo.md.rescued") == "todo\n"
         assert git(bare, "log", "-1", "--format=%an", rescued) == "ann\n"
         with pytest.raises(ClientError) as refused:
