@@ -144,16 +144,7 @@ def blocked_at(repo: Repo, commit: bytes | None, paths: Iterable[str]) -> set[st
     tree = _tree(repo, commit)
     if tree is None:
         return set()
-    found = set()
-    for path in paths:
-        try:
-            entry = _entry_at(repo, tree, path)
-        except (NotTreeError, SubmoduleEncountered):
-            found.add(path)
-            continue
-        if entry is not None and not stat.S_ISREG(entry[0]):
-            found.add(path)
-    return found
+    return {path for path in paths if _file_place(repo, tree, path) is _NO_PLACE}
 
 
 def not_text_at(repo: Repo, commit: bytes, paths: list[str]) -> set[str]:
@@ -164,14 +155,25 @@ def not_text_at(repo: Repo, commit: bytes, paths: list[str]) -> set[str]:
     assert tree is not None
     found = set()
     for path in paths:
-        try:
-            entry = _entry_at(repo, tree, path)
-        except (NotTreeError, SubmoduleEncountered):
-            found.add(path)
-            continue
+        entry = _file_place(repo, tree, path)
         if entry is None:
             continue  # nothing there: the file was deleted
-        mode, sha = entry
-        if not stat.S_ISREG(mode) or not is_text(_blob(repo, mode, sha)):
+        if entry is _NO_PLACE or not is_text(_blob(repo, *entry)):
             found.add(path)
     return found
+
+
+_NO_PLACE = (0, b"")
+"""What :func:`_file_place` answers for a path the tree has no place for as a file."""
+
+
+def _file_place(repo: Repo, tree: ObjectID, path: str) -> tuple[int, bytes] | None:
+    """The regular file at ``path`` in ``tree`` (its mode and blob id); ``None`` if nothing
+    is there; :data:`_NO_PLACE` if a directory, a link or a submodule is there, or above."""
+    try:
+        entry = _entry_at(repo, tree, path)
+    except (NotTreeError, SubmoduleEncountered):
+        return _NO_PLACE
+    if entry is not None and not stat.S_ISREG(entry[0]):
+        return _NO_PLACE
+    return entry
