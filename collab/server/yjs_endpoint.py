@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
@@ -31,6 +31,7 @@ from ..live.rooms import Rooms
 from ..live.traffic import Traffic, read_failed
 from .auth import Authenticator, Identity, end_at_expiry
 from .config import ServerConfig
+from .refusals import Refusals
 from .sockets import WebSockets
 from .turns import Turns
 
@@ -50,6 +51,7 @@ class YjsEndpoint:
     sockets: WebSockets
     traffic: Traffic
     limits: YjsLimits
+    refusals: Refusals = field(default_factory=Refusals)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         return await handle_yjs(self, request)
@@ -124,9 +126,7 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
             raise ProtocolError(ErrorCode.FORBIDDEN, f"no access to repository {doc_id.repo!r}")
         endpoint.sockets.admit(identity.user)
     except ProtocolError as exc:
-        log.warning("%s: refused: %s", name, exc)
-        endpoint.traffic.refuse("close", exc.code)
-        await close_ws(ws, exc.code, exc.message)
+        await _refuse(endpoint, ws, request, name, exc)
         return ws
     outbox = Outbox(
         ws,
@@ -141,15 +141,12 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
         room = await endpoint.rooms.acquire(doc_id, peer)
     except BaseException as exc:  # refused, failed or cancelled: the connection is not counted
         endpoint.sockets.release(identity.user)
-        if isinstance(exc, ProtocolError):
-            log.warning("%s: refused: %s", name, exc)
-        elif isinstance(exc, Exception):
+        if isinstance(exc, Exception) and not isinstance(exc, ProtocolError):
             log.exception("%s: opening the document failed", name)
             exc = ProtocolError(ErrorCode.INTERNAL, "opening the document failed (see the log)")
-        else:
+        elif not isinstance(exc, ProtocolError):
             raise
-        endpoint.traffic.refuse("close", exc.code)
-        await close_ws(ws, exc.code, exc.message)
+        await _refuse(endpoint, ws, request, name, exc)
         return ws
     writer = asyncio.create_task(outbox.run())
     keepalive = KeepAlive(outbox, endpoint.config.yjs_keepalive)
@@ -190,6 +187,24 @@ async def handle_yjs(endpoint: YjsEndpoint, request: web.Request) -> web.WebSock
         code = outbox.close_code or ws.close_code
         log.info("%s (%s): disconnected (code %s)", name, identity.user, code)
     return ws
+
+
+async def _refuse(
+    endpoint: YjsEndpoint,
+    ws: web.WebSocketResponse,
+    request: web.Request,
+    name: str,
+    exc: ProtocolError,
+) -> None:
+    """Close ``ws`` with ``exc``'s code, after a wait if the same client was refused the same
+    way just before (see :mod:`collab.server.refusals`)."""
+    refusal = endpoint.refusals.note(request.remote, request.match_info["room"], exc.code)
+    if refusal.logged:
+        again = f" ({refusal.count} times in a row)" if refusal.count > 1 else ""
+        log.warning("%s: refused%s: %s", name, again, exc)
+    endpoint.traffic.refuse("close", exc.code)
+    await endpoint.refusals.wait(refusal)
+    await close_ws(ws, exc.code, exc.message)
 
 
 def _receive(room: Room, peer: YjsPeer, data: bytes, endpoint: YjsEndpoint) -> None:
