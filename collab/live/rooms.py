@@ -163,7 +163,7 @@ class Rooms:
                 continue
             unloading = self._unloading.get(key)
             if unloading is not None:
-                await asyncio.shield(unloading)
+                await _ended(unloading)
                 continue
             room = self._rooms.get(key)
             if room is not None and not room.failed:
@@ -184,7 +184,7 @@ class Rooms:
                 task = asyncio.create_task(self._load(doc_id))
                 self._loading[key] = task
                 task.add_done_callback(functools.partial(self._loaded, key))
-            await asyncio.shield(task)  # (then found loaded, unless retired since)
+            await _ended(task)  # (then found loaded, unless retired since)
 
     def _loaded(self, key: str, task: asyncio.Task[Room]) -> None:
         """A load is done: its room is loaded from now on (never loading, then neither, for a
@@ -498,7 +498,7 @@ class Rooms:
                 retire = self._retire(key, code, reason, level, keep_store, after=unloading)
                 self._track_unloading(key, asyncio.create_task(retire))
                 return
-            await asyncio.shield(unloading)
+            await _ended(unloading)
         # registered as an unload: whoever opens the document meanwhile waits for it, then
         # finds no history, and the branch decides (4013 for what is no text)
         task = asyncio.create_task(self._retire(key, code, reason, level, keep_store))
@@ -544,6 +544,17 @@ class Rooms:
         for room in list(self._rooms.values()):
             room.attached.clear()
             await self._unload(room, persist=True)
+
+
+async def _ended(task: asyncio.Future[Any]) -> None:
+    """Wait for ``task`` (a load or an unload, shared by whoever waits: not cancelled with
+    one of them) to end, raising what it raised, then for one turn of the loop: its done
+    callbacks, which register what it did (a room loaded, an unload over), run in a turn after
+    it ends, and a task that ended already is awaited without one. A caller that looked again
+    before them would find it still under way, and wait for it again for ever, every other
+    task of the server held up."""
+    await asyncio.shield(task)
+    await asyncio.sleep(0)
 
 
 def people_in(room: Room) -> list[Subscriber]:
