@@ -161,14 +161,7 @@ class Repositories:
             mine = self._mine.repos = {}
             self._mine.generation = self._generation
         path = self.path_of(name)
-        try:  # (a work tree may hold a directory named objects: its git directory first)
-            found = (path / ".git" / "objects").stat()
-        except OSError:
-            try:
-                found = (path / "objects").stat()
-            except OSError:
-                raise RepoNotFound(name) from None
-        identity = (found.st_dev, found.st_ino)
+        identity = _identity(name, path)
         held = mine.get(name)
         if held is not None:
             if held[1] == identity:
@@ -183,6 +176,12 @@ class Repositories:
             self._opened.append(repo)
         mine[name] = (repo, identity)
         return repo
+
+    def identity(self, name: str) -> tuple[int, int]:
+        """Which directory repository ``name`` is (its object directory's device and inode):
+        another once the repository was replaced by another copy (see :meth:`open`).
+        Raises ``RepoNotFound``."""
+        return _identity(name, self.path_of(name))
 
     def close(self) -> None:
         """Wait for the work running in :attr:`executor`, then close every thread's
@@ -266,6 +265,17 @@ class Repositories:
             return FileBlob(sha, data.decode("utf-8"))
         except UnicodeDecodeError:
             raise BlobNotText(f"{path} is not UTF-8 text") from None
+
+
+def _identity(name: str, path: Path) -> tuple[int, int]:
+    try:  # (a work tree may hold a directory named objects: its git directory first)
+        found = (path / ".git" / "objects").stat()
+    except OSError:
+        try:
+            found = (path / "objects").stat()
+        except OSError:
+            raise RepoNotFound(name) from None
+    return found.st_dev, found.st_ino
 
 
 def create_demo_repo(path: Path, files: dict[str, str] | None = None) -> Path:
