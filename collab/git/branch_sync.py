@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -102,6 +103,7 @@ from ..live.seed import TEXT_NAME
 from ..live.text_edits import apply_edits, diff_edits
 from ..server.auth import Identity, Role
 from .rescue_paths import rescue_paths
+from .unrecorded import RepoIdentity, Unrecorded
 from .work import in_git_thread, in_repo
 
 if TYPE_CHECKING:
@@ -127,6 +129,9 @@ SHRINK_RATIO = 0.5
 branch head (and :data:`SHRINK_BYTES` shorter) is not committed: its history may be missing
 edits, and the commit would erase them from the branch."""
 SHRINK_BYTES = 128
+UNKNOWN_COMMIT = b"0" * 40
+"""The commit the live documents match, where their repository holds no record of it (see
+``GitSync._create``): git's null id, which names no object."""
 
 
 def replace_text(
@@ -1092,15 +1097,17 @@ class BranchSync:
         self.emptied = set()
         if old == head:  # an interrupted commit of the documents' own text: nothing to merge
             return
-        rescue = Rescue(self, head if base_gone else old)
+        rescue = Rescue(self, head, base_gone=True) if base_gone else Rescue(self, old)
         if base_gone:
             changes, not_text = await self._against_head(head)
             log.error(
-                "%s: the commit the live documents matched (%s) is not in the repository any "
-                "more (was it replaced?); they now read as the branch's head %s, and live text "
-                "that differs from it is kept on a branch of its own",
+                "%s: %s (was it replaced?); they now read as the branch's head %s, and live "
+                "text that differs from it is kept on a branch of its own",
                 self.name,
-                old[:12].decode(),
+                "the repository holds no record of the commit the live documents matched"
+                if old == UNKNOWN_COMMIT
+                else f"the commit the live documents matched ({old[:12].decode()}) is not in "
+                "the repository any more",
                 head[:12].decode(),
             )
         # a file the move made larger than a document may open from git: closed as one
@@ -1133,6 +1140,8 @@ class BranchSync:
         await in_repo(self.owner.repos, self.repo, _set_synced, self.branch, head, grant)
         await in_repo(self.owner.repos, self.repo, clear_merging, self.branch, head)
         self.synced = head
+        if base_gone:  # recorded: its documents are of the repository's history now
+            self.owner.unrecorded.clear(self.repo, self.branch)
         if not announce:
             return
         log.info(
@@ -1145,7 +1154,7 @@ class BranchSync:
         event: dict[str, object] = {
             "kind": "ref",
             "branch": self.branch,
-            "old": hexsha(old),
+            "old": None if old == UNKNOWN_COMMIT else hexsha(old),
             "new": hexsha(head),
             "cause": "external",
         }
@@ -1730,11 +1739,14 @@ class Rescue:
     """Live text that a move of its branch would drop (a rewrite it does not merge onto, a
     file made no text file), committed on a branch made for it from the commit the live
     documents matched (the first :meth:`keep` makes it, with its commit: never a branch
-    without the text). Each text goes where ``rescue_paths`` says."""
+    without the text). Each text goes where ``rescue_paths`` says. With ``base_gone``, the
+    repository does not hold that commit (it was replaced): the branch is made from
+    ``base``, the head the documents are made to read as instead."""
 
-    def __init__(self, sync: BranchSync, base: bytes) -> None:
+    def __init__(self, sync: BranchSync, base: bytes, *, base_gone: bool = False) -> None:
         self.sync = sync
         self.base = base
+        self.base_gone = base_gone
         self.name: str | None = None
         self.head: bytes | None = None
         self.kept: dict[str, str] = {}  # path -> the path its text is committed as
@@ -1752,6 +1764,9 @@ class Rescue:
             f"{sync.branch} moved while they were not committed, to a commit where "
             f"{path} is no text file (a binary file, a directory, a symbolic link...).\n"
             if no_text
+            else f"The repository of {sync.branch} does not hold the commit they were made "
+            "from (was it replaced?); they could not be merged onto its head.\n"
+            if self.base_gone
             else f"{sync.branch} was rewritten while they were not committed; they did "
             "not merge cleanly onto its new head.\n"
         )
@@ -1795,6 +1810,8 @@ class Rescue:
             path,
             "of a file the branch made no text file"
             if no_text
+            else "made from a commit the repository does not hold"
+            if self.base_gone
             else "that do not merge onto the rewritten branch",
             self.name,
             ""
@@ -1866,6 +1883,8 @@ class GitSync:
         """Called with (repository, branch) as the engine forgets a deleted branch (see
         :meth:`forget_deleted`), whoever deleted it."""
         self._watcher: asyncio.Task[None] | None = None
+        self.unrecorded = Unrecorded(repos, store)
+        """Each repository's branches whose stored documents it has no record of."""
         rooms.before_load.append(self._before_load)
         rooms.committed_state = self._committed_state
         rooms.on_room.append(self._on_room)
@@ -2092,6 +2111,7 @@ class GitSync:
         await self.store.settle_authors(f"{repo}/{branch}", authors)
         for key in await self.store.keys(prefix):
             await self.store.delete(key)
+        self.unrecorded.clear(repo, branch)
 
         def forget(git: Repo) -> None:
             forget_records(git, branch)
@@ -2218,25 +2238,72 @@ class GitSync:
             await self.forget_deleted(repo, stale)
 
     async def _create(self, repo: str, branch: str) -> BranchSync:
+        """The branch's sync state, from its records in the repository.
+
+        Where the repository holds no record of the commit the live documents match (none
+        at all, or one of a commit it does not hold), they start at the branch's head if
+        the store holds none of them (a branch used for the first time). If it holds some,
+        they were made from another history than the branch's (the repository was replaced,
+        or cloned without ``refs/collab/*``; another ``--repos`` over the same store): the
+        sync starts at that unknown commit, which its first :meth:`BranchSync.catch_up`
+        finds gone (the first load of a document of the branch, or the recovery at start,
+        makes one before anything is committed), so the documents come to read as the
+        branch's head, and their text that differs from it is kept on a branch of its own,
+        never committed over a head it was not made from. Whether the store holds some is
+        asked of the repository's suspects (``unrecorded``), and of the store only for a
+        suspect: a new branch's first use makes no look-up in the store."""
         await self.forget_clashing(repo, branch)
+        scan = await self.unrecorded.scan(repo)
+        stored: bool | None = None  # whether the store holds documents of it (if a suspect)
+        for _attempt in range(REWRITE_ATTEMPTS):
+            suspect = branch in scan.suspects
+            found = await in_git_thread(
+                self.repos, self._start, repo, branch, scan.identity, suspect, stored
+            )
+            if isinstance(found, _Unsettled):
+                if found.identity is not None:  # replaced since its listing: listed again
+                    scan = await self.unrecorded.scan(repo, found.identity)
+                    stored = None
+                else:
+                    stored = await self.unrecorded.confirm(repo, branch)
+                continue
+            synced, states = found
+            sync = BranchSync(self, repo, branch, synced)
+            sync.committed_states = states
+            self.branches[(repo, branch)] = sync
+            return sync
+        raise RuntimeError(f"{repo}/{branch}: the repository was replaced again and again")
 
-        def read() -> tuple[bytes, bytes | None, dict[str, bytes]]:
-            git = self.repos.open(repo)
-            head = self.repos.branch_head(repo, branch)  # BranchNotFound, BranchDamaged
-            synced = read_synced(git, branch)
-            states = read_synced_state(git, branch)
-            if synced is None or not is_stored(git, synced):
-                set_synced(git, branch, head)  # no live documents yet: they start at head
-                synced = head
-            if self.leases is not None:  # another node may be committing: left to the
-                return head, synced, states  # lease holder's reconcile (after its claim)
-            return head, _finish_commit(git, branch, head, synced), states
-
-        head, synced, states = await in_git_thread(self.repos, read)
-        sync = BranchSync(self, repo, branch, synced or head)
-        sync.committed_states = states
-        self.branches[(repo, branch)] = sync
-        return sync
+    def _start(
+        self,
+        repo: str,
+        branch: str,
+        listed_in: RepoIdentity | None,
+        suspect: bool,
+        stored: bool | None,
+    ) -> tuple[bytes, dict[str, bytes]] | _Unsettled:
+        """(In a git thread.) The commit ``branch``'s live documents match, with the states
+        its commits took them in (see :meth:`_create`); ``_Unsettled`` where the scan of the
+        repository (made in the directory ``listed_in``, where the branch is a ``suspect``
+        or not) cannot say yet, or the store (``stored``: whether it holds documents of
+        the branch, once asked) must be asked first."""
+        git = self.repos.open(repo)
+        head = self.repos.branch_head(repo, branch)  # BranchNotFound, BranchDamaged
+        synced = read_synced(git, branch)
+        states = read_synced_state(git, branch)
+        if synced is None or not is_stored(git, synced):
+            identity = self.repos.identity(repo)
+            if listed_in is not None and identity != listed_in:
+                return _Unsettled(identity)
+            if suspect and stored is None:
+                return _Unsettled(None)
+            if suspect and stored:  # of another history: no record the repository holds
+                return synced or UNKNOWN_COMMIT, {}  # is theirs
+            set_synced(git, branch, head)  # no live documents yet: they start at head
+            synced = head
+        if self.leases is not None:  # another node may be committing: left to the
+            return synced, states  # lease holder's reconcile (after its claim)
+        return _finish_commit(git, branch, head, synced), states
 
     async def _committed_state(self, doc_id: DocId) -> bytes | None:
         """The state vector ``doc_id``'s history had when its branch last took its text
@@ -2286,14 +2353,22 @@ class GitSync:
                 task.add_done_callback(self._checks.discard)
 
     async def _commit_if_behind(self, sync: BranchSync, room: Room) -> None:
-        """Mark ``room`` changed if its loaded text is not what its branch last synced."""
+        """Mark ``room`` changed if its loaded text is not what its branch last synced. (Not
+        while the repository lacks that commit: the catch-up that finds it gone makes the
+        documents read as the branch's head, see :meth:`_create`.)"""
         synced, path = sync.synced, room.doc_id.path
+
+        def read(repo: Repo) -> tuple[bool, bytes | None]:
+            if not is_stored(repo, synced):
+                return False, None
+            return True, read_blob(repo, synced, path)
+
         try:
-            blob = await in_repo(self.repos, sync.repo, read_blob, synced, path)
+            known, blob = await in_repo(self.repos, sync.repo, read)
         except Exception:
             log.exception("%s: reading %s at the synced commit failed", sync.name, path)
             return
-        if (blob or b"") != str(room.text).encode("utf-8"):
+        if known and (blob or b"") != str(room.text).encode("utf-8"):
             log.info(
                 "%s%s: loaded with edits not yet committed; committing them", sync.prefix, path
             )
@@ -2350,6 +2425,16 @@ class GitSync:
                         log.exception("%s: merging an external move failed", sync.name)
 
 
+@dataclass(frozen=True, slots=True)
+class _Unsettled:
+    """Where a branch's documents start cannot be said yet (``GitSync._start``): its
+    repository is now the directory ``identity``, not the one its scan was made in (list
+    the store again), or, with ``None``, the store must say whether it holds documents of
+    the branch, a suspect."""
+
+    identity: RepoIdentity | None
+
+
 def _write_durably(path: Path) -> None:
     with path.open("wb") as f:
         f.flush()
@@ -2369,6 +2454,7 @@ def _finish_commit(repo: Repo, branch: str, head: bytes, synced: bytes) -> bytes
         return synced
     if (
         committing != synced
+        and is_stored(repo, synced)
         and is_stored(repo, committing)
         and _descends(repo, synced, committing)
         and _descends(repo, committing, head)

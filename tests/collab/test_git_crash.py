@@ -5,8 +5,10 @@ stale lock is recovered, and the live state is committed. Also the ``collab bran
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from servers import make_config
 from collab import Client, CollabServer
 from collab.client import ClientError
 from collab.git.branch_sync import CLEAN_SHUTDOWN, BranchSync
+from gitsync import create_demo_repo
 from protocol.errors import ErrorCode
 
 
@@ -334,6 +337,155 @@ async def test_a_repository_missing_at_recovery_keeps_the_next_start_looking(
     finally:
         await server.stop()
     assert (data / CLEAN_SHUTDOWN).exists()
+
+
+def replace_with_a_clone(repo: Path, tmp_path: Path, line: str) -> str:
+    """Replace the bare repository ``repo`` by a copy of it made with ``git clone`` (which
+    leaves the engine's records, ``refs/collab/*``, behind), worked on elsewhere first: a
+    commit adds ``line`` to main's README. Main's head in the copy."""
+    work = tmp_path / "elsewhere"
+    git(tmp_path, "clone", "-q", str(repo), str(work))
+    readme = work / "README.md"
+    readme.write_text(readme.read_text() + line)
+    git(work, "commit", "-qam", "worked on elsewhere")
+    git(work, "push", "-q", "origin", "main")
+    copy = tmp_path / "copy.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(copy))
+    shutil.rmtree(repo)
+    copy.rename(repo)
+    assert not git(repo, "for-each-ref", "refs/collab").strip()
+    return git(repo, "rev-parse", "main").strip()
+
+
+def errors_in(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if " ERROR " in line]
+
+
+NO_RECORD = "the repository holds no record of the commit the live documents matched"
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+async def test_a_repository_replaced_by_a_clone_while_down_keeps_its_newer_commit(
+    repos: Path, tmp_path: Path, how: str
+) -> None:
+    """The repository is replaced while the server is down (stopped, everything committed;
+    or killed with an edit stored but not committed) by a copy of it that holds one more
+    commit and none of the engine's records: the documents come to read as the copy's
+    head, never the store's older text committed over it (not by the recovery at start
+    either); that text is kept on ``main-rescued-<head>``, made from the head, and an ERROR
+    line says so."""
+    demo = repos / "demo"
+    server = ServerProcess(repos, tmp_path / "data", extra_args=ONLY_CRASHES_COMMIT)
+    await server.start()
+    try:
+        if how == "kill":
+            live = await killed_with_an_edit_stored(server, "main")
+            assert show(demo, "main", "README.md") != live
+        else:
+            async with Client(server.url, user="alice") as alice:
+                await alice.join("demo")  # (making alice's own branch commits main)
+                doc = await alice.open("demo/main:README.md")
+                doc.insert(0, "typed before the stop\n")
+                await alice.flush()
+                live = str(doc.text)
+            await server.stop()
+            assert show(demo, "main", "README.md") == live
+        head = replace_with_a_clone(demo, tmp_path, "added while it was elsewhere\n")
+        newer = show(demo, "main", "README.md")
+        await server.start()
+        assert git(demo, "rev-parse", "main").strip() == head  # nothing committed over it
+        async with Client(server.url, user="bob") as bob:
+            doc = await bob.open("demo/main:README.md")
+            assert str(doc.text) == newer
+            doc.insert(0, "typed after\n")
+            await bob.flush()
+            await bob.commit("demo", "main")
+    finally:
+        await server.stop()
+    assert show(demo, "main", "README.md") == "typed after\n" + newer
+    assert is_ancestor(demo, head, "main")
+    kept = f"main-rescued-{head[:7]}"
+    assert show(demo, kept, "README.md") == live
+    assert git(demo, "rev-parse", f"{kept}^").strip() == head
+    assert any(f"demo/main: {NO_RECORD}" in line for line in errors_in(server.log))
+    git(demo, "fsck", "--full", "--strict")
+
+
+async def test_another_repositories_directory_over_the_same_data_dir_keeps_its_files(
+    repos: Path, tmp_path: Path
+) -> None:
+    """The server is started again with another ``--repos`` over the same ``--data-dir``,
+    where a repository of the same name holds another history: the store's documents of it
+    come to read as its files, their text is kept on a branch of its own there, an ERROR
+    line says so, and neither repository gets the other's text committed over its files."""
+    data = tmp_path / "data"
+    server = ServerProcess(repos, data, extra_args=ONLY_CRASHES_COMMIT)
+    await server.start()
+    try:
+        async with Client(server.url, user="alice") as alice:
+            doc = await alice.open("demo/main:README.md")
+            doc.insert(0, "typed into the first\n")
+            await alice.flush()
+            live = str(doc.text)
+    finally:
+        await server.stop()
+    others = tmp_path / "others"
+    create_demo_repo(others / "demo", {"README.md": "# Another demo\n"})
+    other = others / "demo"
+    head = git(other, "rev-parse", "main").strip()
+    second = ServerProcess(others, data, extra_args=ONLY_CRASHES_COMMIT)
+    second.log = tmp_path / "second.log"
+    await second.start()
+    try:
+        async with Client(second.url, user="bob") as bob:
+            doc = await bob.open("demo/main:README.md")
+            assert str(doc.text) == "# Another demo\n"
+            doc.insert(0, "typed into the second\n")
+            await bob.flush()
+            await bob.commit("demo", "main")
+    finally:
+        await second.stop()
+    assert show(other, "main", "README.md") == "typed into the second\n# Another demo\n"
+    assert is_ancestor(other, head, "main")
+    assert show(other, f"main-rescued-{head[:7]}", "README.md") == live
+    assert any(f"demo/main: {NO_RECORD}" in line for line in errors_in(second.log))
+    assert show(repos / "demo", "main", "README.md") == live  # the first one, untouched
+    git(other, "fsck", "--full", "--strict")
+
+
+async def test_a_repository_replaced_while_serving_keeps_the_newer_commit_of_a_closed_branch(
+    repos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The repository is replaced while the server runs, by a clone with one more commit,
+    after main's documents were closed (committed, the branch's sync state forgotten) and
+    after the server listed the store's documents of the repository (there were none then):
+    main's next use finds the repository's directory is another one, lists the store again,
+    and the stored text is kept on ``main-rescued-<head>``, never loaded over the newer
+    commit."""
+    demo = repos / "demo"
+    slow = {"commit_idle": 30.0, "commit_max_lag": 60.0}  # the close commits
+    async with CollabServer(make_config(repos, tmp_path / "data", **slow)) as server:
+        async with Client(server.url, user="alice") as alice:
+            doc = await alice.open("demo/main:README.md")
+            doc.insert(0, "typed before it was replaced\n")
+            await alice.flush()
+            live = str(doc.text)
+        await until(lambda: ("demo", "main") not in server.git.branches)
+        assert show(demo, "main", "README.md") == live
+        head = replace_with_a_clone(demo, tmp_path, "added while it was elsewhere\n")
+        newer = show(demo, "main", "README.md")
+        async with Client(server.url, user="bob") as bob:
+            doc = await bob.open("demo/main:README.md")
+            assert str(doc.text) == newer
+            doc.insert(0, "typed after\n")
+            await bob.flush()
+            await bob.commit("demo", "main")
+    assert show(demo, "main", "README.md") == "typed after\n" + newer
+    assert is_ancestor(demo, head, "main")
+    assert show(demo, f"main-rescued-{head[:7]}", "README.md") == live
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(f"demo/main: {NO_RECORD}" in error for error in errors)
+    git(demo, "fsck", "--full", "--strict")
 
 
 async def test_a_crash_after_the_branch_moved_but_before_it_was_recorded_as_synced(
