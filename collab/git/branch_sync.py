@@ -2217,8 +2217,26 @@ class GitSync:
         ``branch``'s from being written (see ``stale_records``): before it is made, or
         first used. With ``namesake`` (it is being made), also a branch of its very name
         deleted so: its records and stored documents would be taken for the new branch's
-        (their text committed over the new branch's start)."""
-        names = await in_repo(self.repos, repo, stale_records, branch, namesake=namesake)
+        (their text committed over the new branch's start); and a branch of its name that
+        the repository has neither made nor any record of, whose documents the store holds
+        (of another history: see :meth:`_of_another_history`)."""
+
+        def read(git: Repo) -> tuple[list[str], RepoIdentity | None]:
+            names = stale_records(git, branch, namesake=namesake)
+            if not namesake or branch in names or read_ref(git, branch_ref(branch)) is not None:
+                return names, None
+            return names, self.repos.identity(repo)
+
+        names, lacking = await in_repo(self.repos, repo, read)
+        if lacking is not None and await self._of_another_history(repo, branch, lacking):
+            log.error(
+                "%s/%s: the store holds documents of it, but the repository has neither the "
+                "branch nor any record of it (was it replaced?); their text is kept on a "
+                "branch of its own before the name is made again",
+                repo,
+                branch,
+            )
+            names.append(branch)
         for stale in names:
             if self.open_elsewhere is not None and (
                 nodes := await self.open_elsewhere(repo, stale)
@@ -2236,6 +2254,15 @@ class GitSync:
                 )
             log.info("%s: forgetting the deleted branch %s, whose name clashes", repo, stale)
             await self.forget_deleted(repo, stale)
+
+    async def _of_another_history(self, repo: str, branch: str, identity: RepoIdentity) -> bool:
+        """Whether the store holds documents of ``branch``, of which ``repo`` (the directory
+        ``identity``) holds no record it can resolve: of another history (the repository was
+        replaced), never to be taken for the branch's. Asks the store only about a suspect of
+        the repository's one listing (see ``unrecorded``): a branch used or made for the
+        first time costs no look-up."""
+        scan = await self.unrecorded.scan(repo, identity)
+        return branch in scan.suspects and await self.unrecorded.confirm(repo, branch)
 
     async def _create(self, repo: str, branch: str) -> BranchSync:
         """The branch's sync state, from its records in the repository.

@@ -488,6 +488,43 @@ async def test_a_repository_replaced_while_serving_keeps_the_newer_commit_of_a_c
     git(demo, "fsck", "--full", "--strict")
 
 
+async def test_a_branch_made_again_in_a_replaced_repository_starts_without_the_stores_text(
+    repos: Path, tmp_path: Path
+) -> None:
+    """Alice's own branch has documents in the store; the repository is replaced while the
+    server is stopped by one that has neither the branch nor the engine's records of it.
+    Made again under its name (she joins), the branch starts at the new main, not with the
+    store's text (which would be committed over it): that text is kept on a branch of its
+    own first, and an ERROR line says so."""
+    demo = repos / "demo"
+    server = ServerProcess(repos, tmp_path / "data", extra_args=ONLY_CRASHES_COMMIT)
+    await server.start()
+    try:
+        async with Client(server.url, user="alice") as alice:
+            own = await alice.join("demo")
+            doc = await alice.open(f"demo/{own}:README.md")
+            doc.insert(0, "on her branch\n")
+            await alice.flush()
+            live = str(doc.text)
+        await server.stop()
+        shutil.rmtree(demo)
+        create_demo_repo(demo, {"README.md": "# Another demo\n"})
+        await server.start()
+        async with Client(server.url, user="alice") as alice:
+            assert await alice.join("demo") == own
+            doc = await alice.open(f"demo/{own}:README.md")
+            assert str(doc.text) == "# Another demo\n"
+            doc.insert(0, "typed after\n")
+            await alice.flush()
+            await alice.commit("demo", own)
+    finally:
+        await server.stop()
+    assert show(demo, own, "README.md") == "typed after\n# Another demo\n"
+    assert show(demo, own.replace("/", "-") + "-rescued", "README.md") == live
+    assert any(f"demo/{own}: the store holds documents of it" in e for e in errors_in(server.log))
+    git(demo, "fsck", "--full", "--strict")
+
+
 async def test_a_crash_after_the_branch_moved_but_before_it_was_recorded_as_synced(
     repos: Path, tmp_path: Path
 ) -> None:
