@@ -83,12 +83,20 @@ class Cluster:
 
     async def status(self) -> dict[str, object]:
         """The nodes alive and whether this one reaches Redis (for ``/healthz``): answered
-        within a second, whatever Redis does."""
+        within a second, whatever Redis does. Healthy only once this node is among the
+        nodes alive (``registered``): a Redis back without its data lacks its key until its
+        next beat, and so does one that refuses writes (out of memory, say)."""
         nodes: list[str] = []
-        healthy = self.bus.healthy and self.store.reachable
-        if healthy:
+        reachable = self.bus.healthy and self.store.reachable
+        if reachable:
             try:
                 nodes = await asyncio.wait_for(self.bus.nodes(), STATUS_TIMEOUT)
             except (RedisError, OSError, TimeoutError):
-                healthy = False
-        return {"node": self.node_id, "healthy": healthy, "nodes": nodes}
+                reachable = False
+        registered = reachable and self.node_id in nodes and not self.bus.displaced
+        return {
+            "node": self.node_id,
+            "healthy": registered,
+            "registered": registered,
+            "nodes": nodes,
+        }
