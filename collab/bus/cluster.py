@@ -81,6 +81,28 @@ class Cluster:
         await asyncio.sleep(self.bus.heartbeat_s + 0.5)
         return await self.open_elsewhere(branch)
 
+    @property
+    def degraded(self) -> bool:
+        """Whether this node is cut off from the cluster: Redis does not answer its bus or
+        its store, or its key lapsed (its beats fail: Redis refuses writes, say)."""
+        return not (self.bus.healthy and self.store.reachable and self.bus.registered)
+
+    @property
+    def feed_behind(self) -> int | None:
+        """Entries of the cluster's feed this node had not read yet at its last beat
+        (``None``: not known while Redis cannot be reached)."""
+        return self.bus.feed_behind
+
+    @property
+    def redis_seconds(self) -> float | None:
+        """The round trip of this node's last beat to Redis (``None``: none yet)."""
+        return None if self.bus.redis_ms is None else self.bus.redis_ms / 1000
+
+    @property
+    def nodes_alive(self) -> int | None:
+        """How many nodes were alive at the last look (``None``: not looked yet)."""
+        return None if self.bus.alive is None else len(self.bus.alive)
+
     async def status(self) -> dict[str, object]:
         """The nodes alive and whether this one reaches Redis (for ``/healthz``): answered
         within a second, whatever Redis does. Healthy only once this node is among the

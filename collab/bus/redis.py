@@ -34,13 +34,16 @@ seconds, as y-protocols' awareness expects.
 
 Liveness: each node renews a key with a short time to live; a node whose key is gone (it
 stopped, or died and the key expired) is reported to every listener (``bus_node_gone``).
-``healthy`` is false while Redis cannot be reached. Beside its key, each node keeps a set of
-the branches it has open documents of (``open_branches``; ``branch.delete`` is refused
-while any live node lists the branch): renewed with the key, for as long, by the same
-script, it changes only by the branches opened and closed since the last beat, and is
-written whole again when Redis may have lost it or come back with an older one. It is named
-by the node's id and incarnation, so a process restarted under the same id starts with a set
-of its own, and the readers look only at the set of the incarnation a live key holds.
+``healthy`` is false while Redis cannot be reached, ``registered`` until a beat has renewed
+the node's key since (a Redis back without its data lacks it), and ``feed_behind`` says, at
+each beat, how far behind the feed's head the node reads (``/metrics``). Beside its key,
+each node keeps a set of the branches it has open documents of (``open_branches``;
+``branch.delete`` is refused while any live node lists the branch): renewed with the key,
+for as long, by the same script, it changes only by the branches opened and closed since
+the last beat, and is written whole again when Redis may have lost it or come back with an
+older one. It is named by the node's id and incarnation, so a process restarted under the
+same id starts with a set of its own, and the readers look only at the set of the
+incarnation a live key holds.
 
 Incarnations: each process that serves as a node claims the node's id with a token of its own
 (its *incarnation*), held in the node's key; the key is renewed only while it still holds
@@ -223,10 +226,26 @@ class RedisBus:
         """The round trip of the last heartbeat, in milliseconds."""
         self.unhealthy_since: float | None = None
         """When Redis last became unreachable (monotonic clock), while it is."""
+        self.beaten_at: float | None = None
+        """When a beat last renewed this node's key (monotonic clock)."""
+        self.feed_behind: int | None = None
+        """How many entries of the cluster's feed this node had not read yet, as of its last
+        beat (``None``: not known, while Redis cannot be reached)."""
+        self.alive: list[str] | None = None
+        """The nodes alive, as last read (``None``: not read yet)."""
 
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    @property
+    def registered(self) -> bool:
+        """Whether this node's key is renewed (the other nodes count it alive): a beat
+        renewed it less than the key's time to live ago. (A Redis that lost its data has
+        lost the key too, until the next beat: read the keys to know.)"""
+        beaten = self.beaten_at
+        alive = beaten is not None and time.monotonic() - beaten < self.node_ttl_ms / 1000
+        return alive and not self.displaced
 
     async def start(self) -> None:
         if self._running:
@@ -237,6 +256,7 @@ class RedisBus:
             self._generation = await self._read_generation()
             self._feed_cursor = await self._feed_head()
             self._feed_mark = None
+            self.feed_behind = 0  # (it reads on from the head)
             # healthy from its first beat on: its key says so (``collab cluster status``)
             self._healthy = True
             await self._claim()
@@ -286,6 +306,7 @@ class RedisBus:
         await self._client.aclose()
         self._client = None
         self._healthy = False
+        self.beaten_at = self.feed_behind = None
 
     # -- watching -------------------------------------------------------------------------
 
@@ -613,6 +634,8 @@ class RedisBus:
         else:
             log.warning("Redis at %s cannot be reached (%s); serving local peers", self.url, exc)
             self.unhealthy_since = time.monotonic()
+            # not known until Redis answers again: it may have lost this node's key
+            self.feed_behind = self.beaten_at = None
 
     # -- awareness ------------------------------------------------------------------------
 
@@ -728,6 +751,7 @@ class RedisBus:
                 self._open_whole = None
                 continue
             held = None
+            self.beaten_at = time.monotonic()
             break
         self.redis_ms = round((time.perf_counter() - started) * 1000, 2)
         return cast(bytes | None, held)
@@ -789,7 +813,8 @@ class RedisBus:
         found = await read_nodes(self._client, self.keys)
         for node_id, about in found.items():
             self._note(node_id, str(about.get("incarnation", "")))
-        return sorted(found)
+        self.alive = sorted(found)
+        return self.alive
 
     async def _heartbeat_loop(self) -> None:
         while self._running and not self.displaced:
@@ -800,17 +825,30 @@ class RedisBus:
                     self._displace(held)
                     return
                 alive = set(await self.nodes())
-                cursor = self._feed_cursor  # before the head is read: the tail moves it
-                if not await self._data_lost() and await self._feed_head() < cursor:
-                    self._resync = True  # the feed went back: read again from its head
-                    if self._tail is not None:
-                        self._tail.close()
+                await self._look_at_feed()
             except (RedisError, OSError):
+                self.feed_behind = None
                 continue  # the read loop reports the outage
             for gone in sorted(set(self._live) - alive):
                 log.info("node %s is gone", gone)
                 self._departed[gone] = self._live.pop(gone)
                 self._gone(gone)
+
+    async def _look_at_feed(self) -> None:
+        """At a beat: whether Redis lost its data, or the feed went back (then it is read
+        again from its head); how far behind the feed's head this node reads."""
+        cursor = self._feed_cursor  # before the head is read: the tail moves it
+        if await self._data_lost():
+            self.feed_behind = None
+            return
+        head = await self._feed_head()
+        if head < cursor:
+            self.feed_behind = None
+            self._resync = True  # the feed went back: read again from its head
+            if self._tail is not None:
+                self._tail.close()
+            return
+        self.feed_behind = head - cursor
 
 
 def _mark(fields: dict[bytes, bytes]) -> tuple[bytes, bytes, bytes, int]:

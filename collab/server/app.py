@@ -32,7 +32,7 @@ from ..live.events import EventHub
 from ..live.quotas import UserQuotas
 from ..live.rooms import Rooms
 from ..live.traffic import Traffic
-from ..store.base import Store
+from ..store.base import Store, WriteCounts
 from ..store.data_lock import DataDirLock
 from ..store.memory_store import MemoryStore
 from ..store.sqlite_store import SQLiteStore
@@ -262,6 +262,7 @@ class CollabServer(Lifecycle):
             yjs=yjs,
             worker=worker,
             api=api,
+            cluster=self.cluster,
         )
         self.add_route("GET", "/metrics", self.metrics.handle)
         self._ws = WsEndpoint(
@@ -355,7 +356,7 @@ class CollabServer(Lifecycle):
     async def _health(self, request: web.Request) -> web.Response:
         cluster = None if self.cluster is None else await self.cluster.status()
         store = list(self.store_problems)
-        failure = self.store.write_failure if isinstance(self.store, SQLiteStore) else None
+        failure = self.store.write_failure if isinstance(self.store, WriteCounts) else None
         if failure is not None:
             store.insert(0, f"writes fail: {failure}")
         return web.json_response(

@@ -13,7 +13,8 @@ Who may read it: a caller on loopback, or anyone with a token of the ``metrics``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
@@ -33,12 +34,12 @@ from ..git.branch_sync import GitSync
 from ..git.merges import Merges
 from ..live.rooms import Rooms
 from ..live.traffic import Traffic
-from ..store.base import Store
+from ..store.base import Store, WriteCounts
 from ..store.sqlite_store import SQLiteStore
 from .auth import Authenticator, AuthError, Role, bearer_token, is_loopback
 from .http_api import json_error
 
-__all__ = ["ServerMetrics", "authorize_metrics"]
+__all__ = ["ClusterFigures", "ServerMetrics", "authorize_metrics"]
 
 _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 """Buckets (s) for store writes and fsyncs: well under a millisecond on a good disk."""
@@ -61,8 +62,34 @@ def authorize_metrics(auth: Authenticator, *, token: str | None, remote: str | N
         raise AuthError(ErrorCode.FORBIDDEN, "a token of the metrics role is required")
 
 
+class ClusterFigures(Protocol):
+    """What the metrics read of a node of a cluster (``collab.bus.cluster.Cluster``)."""
+
+    @property
+    def degraded(self) -> bool: ...
+
+    @property
+    def feed_behind(self) -> int | None: ...
+
+    @property
+    def redis_seconds(self) -> float | None: ...
+
+    @property
+    def nodes_alive(self) -> int | None: ...
+
+
+@runtime_checkable
+class _TimedWrites(Protocol):
+    """A store that times its writes (SQLite's transactions, Redis's round trips)."""
+
+    observe_write: Callable[[float], None] | None
+
+
 class ServerMetrics:
-    """One server's registry, counters and histograms, and its ``GET /metrics`` handler."""
+    """One server's registry, counters and histograms, and its ``GET /metrics`` handler.
+
+    The store's series are those its store has (none for the memory store; the fsyncs and
+    transactions of SQLite's log only for SQLite); a node of a cluster adds the cluster's."""
 
     def __init__(
         self,
@@ -77,10 +104,12 @@ class ServerMetrics:
         yjs: Traffic,
         worker: Traffic,
         api: Traffic,
+        cluster: ClusterFigures | None = None,
     ) -> None:
         self.auth = auth
         self.rooms = rooms
         self.store = store
+        self.cluster = cluster
         self.completion = completion
         self.ws = ws
         self.yjs = yjs
@@ -88,18 +117,6 @@ class ServerMetrics:
         self.api = api  # POST /api/<op> and GET /metrics: refusals only
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.store_write = Histogram(
-            "collab_store_write_seconds",
-            "Time the store took to write each batch of appended updates.",
-            buckets=_FAST,
-            registry=registry,
-        )
-        self.store_fsync = Histogram(
-            "collab_store_fsync_seconds",
-            "Time each fdatasync of the store's write-ahead log took.",
-            buckets=_FAST,
-            registry=registry,
-        )
         self.commit = Histogram(
             "collab_git_commit_seconds",
             "Time each continuous commit of live documents took to write to git.",
@@ -115,9 +132,23 @@ class ServerMetrics:
         registry.register(_ServerCollector(self))
         ProcessCollector(registry=registry)
         # the parts time themselves through these hooks (None: not timed)
+        if isinstance(store, _TimedWrites):
+            store_write = Histogram(
+                "collab_store_write_seconds",
+                "Time the store took to write each batch of writes (SQLite: a transaction; "
+                "Redis: a pipeline, until Redis answered it).",
+                buckets=_FAST,
+                registry=registry,
+            )
+            store.observe_write = store_write.observe
         if isinstance(store, SQLiteStore):
-            store.observe_write = self.store_write.observe
-            store.observe_sync = self.store_fsync.observe
+            store_fsync = Histogram(
+                "collab_store_fsync_seconds",
+                "Time each fdatasync of the store's write-ahead log took.",
+                buckets=_FAST,
+                registry=registry,
+            )
+            store.observe_sync = store_fsync.observe
         git.observe_commit = self.commit.observe
         merges.observe_merge = self.merge.observe
 
@@ -160,6 +191,8 @@ class _ServerCollector(Collector):
         yield from self._connections()
         yield from self._traffic()
         yield from self._store()
+        if self.metrics.cluster is not None:
+            yield from _cluster(self.metrics.cluster)
         yield from _completion(self.metrics.completion)
 
     def _connections(self) -> Iterator[Metric]:
@@ -228,26 +261,57 @@ class _ServerCollector(Collector):
 
     def _store(self) -> Iterator[Metric]:
         store = self.metrics.store
-        if not isinstance(store, SQLiteStore):
-            return
-        yield CounterMetricFamily(
-            "collab_store_appends", "Updates written to the store.", store.appended
-        )
-        yield CounterMetricFamily(
-            "collab_store_commits", "Write transactions the store committed.", store.commits
-        )
-        yield CounterMetricFamily(
-            "collab_store_fsyncs", "fdatasyncs of the store's write-ahead log.", store.syncs
-        )
-        yield CounterMetricFamily(
-            "collab_store_write_errors",
-            "Writes to the store that failed (a full disk, a file made read-only, ...).",
-            store.write_errors,
-        )
+        if isinstance(store, WriteCounts):  # SQLite and Redis alike
+            yield CounterMetricFamily(
+                "collab_store_appends", "Updates written to the store.", store.appended
+            )
+            yield CounterMetricFamily(
+                "collab_store_write_errors",
+                "Writes to the store that failed (a full disk, a file made read-only, a Redis "
+                "out of memory or out of reach past the outage limit, ...).",
+                store.write_errors,
+            )
+            yield GaugeMetricFamily(
+                "collab_store_writes_failing",
+                "1 while writes to the store fail (from a failed write to the next that succeeds).",
+                int(store.write_failure is not None),
+            )
+        if isinstance(store, SQLiteStore):
+            yield CounterMetricFamily(
+                "collab_store_commits", "Write transactions the store committed.", store.commits
+            )
+            yield CounterMetricFamily(
+                "collab_store_fsyncs", "fdatasyncs of the store's write-ahead log.", store.syncs
+            )
+
+
+def _cluster(cluster: ClusterFigures) -> Iterator[Metric]:
+    """The series of a node of a cluster (``collab serve --redis``)."""
+    yield GaugeMetricFamily(
+        "collab_cluster_degraded",
+        "1 while this node is cut off from the cluster (Redis does not answer it, or its "
+        "key lapsed): degraded in /healthz.",
+        int(cluster.degraded),
+    )
+    behind = cluster.feed_behind
+    if behind is not None:
         yield GaugeMetricFamily(
-            "collab_store_writes_failing",
-            "1 while writes to the store fail (from a failed write to the next that succeeds).",
-            int(store.write_failure is not None),
+            "collab_cluster_feed_behind",
+            "Entries of the cluster's feed (every node's appends) this node had not read "
+            "yet, at its last heartbeat.",
+            behind,
+        )
+    seconds = cluster.redis_seconds
+    if seconds is not None:
+        yield GaugeMetricFamily(
+            "collab_cluster_redis_seconds",
+            "Round trip of this node's last heartbeat to Redis.",
+            seconds,
+        )
+    alive = cluster.nodes_alive
+    if alive is not None:
+        yield GaugeMetricFamily(
+            "collab_cluster_nodes", "Nodes alive in the cluster, at the last look.", alive
         )
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "FenceLost",
     "Store",
     "StoredDoc",
+    "WriteCounts",
     "check_compact",
     "no_fence",
 ]
@@ -66,6 +67,28 @@ def check_compact(doc_id: str, through_seq: int, last_seq: int, snapshot_seq: in
             f"compact({doc_id!r}): through_seq {through_seq} is behind the current "
             f"snapshot at seq {snapshot_seq}"
         )
+
+
+@runtime_checkable
+class WriteCounts(Protocol):
+    """What a store that writes somewhere (SQLite's file, Redis) says of its writes, read by
+    ``/healthz`` and ``/metrics`` alike whatever the store: the same alerts hold for both."""
+
+    @property
+    def appended(self) -> int:
+        """Updates written."""
+        ...
+
+    @property
+    def write_errors(self) -> int:
+        """Writes (appends, compactions, deletions, ...) that failed."""
+        ...
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes fail, from a write that failed until they succeed again; ``None``
+        while they succeed."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

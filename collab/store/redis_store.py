@@ -13,6 +13,12 @@ Order: operations are queued in the order they are called and sent by one writer
 batch per round trip (a pipeline), so appends are written in the order they were made and a
 ``sync`` or ``load`` sees everything queued before it.
 
+Failures: a write that Redis refuses (out of memory, say: ``maxmemory`` with
+``noeviction``), or that cannot reach it for ``outage_limit`` seconds, fails, and
+``write_failure`` says why until writes succeed again (one that adds to what Redis holds: an
+append, say; after an unreachable Redis, its next answer), as the SQLite store's does;
+``write_errors`` counts them.
+
 Durability: an append is done once Redis has answered it. With ``appendonly yes`` and
 ``appendfsync always`` Redis answers a write only after its append-only file is fsynced, so
 an acknowledged update survives a crash of Redis as well as of every node; ``start`` reads
@@ -171,6 +177,14 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '0-' .. f,
 return 1
 """
 
+_WRITES = frozenset(
+    {"append", "append_fenced", "compact", "delete", "take_authors", "settle_authors", "clear"}
+)
+"""The operations that write (``write_failure``, ``write_errors``); the others read."""
+_ADDS = frozenset({"append", "append_fenced", "compact"})
+"""The writes that add to what Redis holds first: one that succeeds shows that writes succeed
+again (Redis out of memory still runs a script that takes something away first)."""
+
 _SCRIPTS = {
     "append": _APPEND,
     "append_fenced": _APPEND_FENCED,
@@ -236,6 +250,22 @@ class RedisStore(Lifecycle):
         self.durable_config: bool | None = None
         """Whether Redis fsyncs its append-only file before it answers a write (``None``:
         its configuration could not be read)."""
+        self.appended = 0
+        """Number of updates Redis took."""
+        self.write_errors = 0
+        """Number of writes (appends, compactions, deletions, ...) that failed."""
+        self.observe_write: Callable[[float], None] | None = None
+        """Called with the seconds each batch of writes took to be answered."""
+        self._write_failure: str | None = None  # why writes fail, until they succeed again
+        self._failed_unreachable = False  # ... because Redis could not be reached
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes fail: Redis refuses them (out of memory, say), or could not be reached
+        for ``outage_limit`` seconds. From a write that failed until one that adds to what
+        Redis holds succeeds (after an outage: until Redis answers again); ``None`` while
+        they succeed."""
+        return self._write_failure
 
     async def start(self) -> None:
         if self._running:
@@ -341,12 +371,11 @@ class RedisStore(Lifecycle):
         pause = 0.05
         while True:
             try:
-                self._answer(batch, await self._pipeline(batch))
+                sent = time.perf_counter()
+                replies = await self._pipeline(batch)
             except (RedisError, OSError) as exc:
                 if not self._running or time.monotonic() - started >= self.outage_limit:
-                    for op in batch:
-                        if not op.done.done():
-                            op.done.set_exception(ConnectionError(f"Redis at {self.url}: {exc}"))
+                    self._give_up(batch, exc, time.monotonic() - started)
                     return
                 if self.reachable:
                     log.warning("Redis at %s cannot be reached (%s); writes wait", self.url, exc)
@@ -359,10 +388,42 @@ class RedisStore(Lifecycle):
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
                 continue
+            writes = any(op.script in _WRITES for op in batch)
+            if writes and self.observe_write is not None:
+                self.observe_write(time.perf_counter() - sent)
             if not self.reachable:
                 log.info("Redis at %s is reachable again; the waiting writes are sent", self.url)
             self.reachable = True
+            if self._failed_unreachable:  # what failed them is over
+                self._succeeded()
+            self._answer(batch, replies)
             return
+
+    def _give_up(self, batch: list[_Op], exc: BaseException, waited: float) -> None:
+        """Fail the operations of a batch that Redis did not answer in time."""
+        for op in batch:
+            if not op.done.done():
+                op.done.set_exception(ConnectionError(f"Redis at {self.url}: {exc}"))
+        writes = sum(op.script in _WRITES for op in batch)
+        if writes and self._running:  # (a store stopping gives up at once)
+            cause = str(exc) or type(exc).__name__
+            why = f"Redis could not be reached for {waited:.0f} s ({cause})"
+            self._failed(why, writes, unreachable=True)
+
+    def _failed(self, why: str, count: int = 1, *, unreachable: bool = False) -> None:
+        """Writes failed: they fail (``write_failure``) until one succeeds, or, where Redis
+        could not be reached (``unreachable``), until it answers again."""
+        self.write_errors += count
+        if self._write_failure is None:
+            log.error("store: writes to Redis fail: %s", why)
+        self._write_failure = why
+        self._failed_unreachable = unreachable
+
+    def _succeeded(self) -> None:
+        if self._write_failure is not None:
+            log.warning("store: writes succeed again (they failed: %s)", self._write_failure)
+            self._write_failure = None
+            self._failed_unreachable = False
 
     async def _pipeline(self, batch: list[_Op]) -> list[Any]:
         """Send a batch as one pipeline; a reply for each operation (``None`` for a sync).
@@ -401,16 +462,22 @@ class RedisStore(Lifecycle):
             answers[i] = reply
         return answers
 
-    @staticmethod
-    def _answer(batch: list[_Op], replies: list[Any]) -> None:
+    def _answer(self, batch: list[_Op], replies: list[Any]) -> None:
         for op, reply in zip(batch, replies, strict=True):
+            error = _error_of(reply) if isinstance(reply, ResponseError) else None
+            if error is None and op.script in _ADDS:
+                if op.script != "compact":
+                    self.appended += 1
+                self._succeeded()
+            elif op.script in _WRITES and error is not None and not isinstance(error, ValueError):
+                self._failed(f"Redis refuses them: {error}")  # (a ValueError: a refusal)
             if op.done.done():
                 continue
             if op.script == "sync":
                 op.done.set_result(None)
                 continue
-            if isinstance(reply, ResponseError):
-                op.done.set_exception(_error_of(reply))
+            if error is not None:
+                op.done.set_exception(error)
                 continue
             try:
                 op.done.set_result(op.finish(reply))

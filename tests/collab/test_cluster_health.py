@@ -1,5 +1,6 @@
-"""What ``/healthz`` of a ``collab serve --redis`` node says, on a real ``redis-server``: a
-node that Redis does not list (yet) is not healthy."""
+"""What ``/healthz`` and ``/metrics`` of a ``collab serve --redis`` node say, on a real
+``redis-server``: the store's failing writes as a single node's SQLite store reports them,
+the cluster's own series, and a node that Redis does not list (yet) is not healthy."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from redisproc import RedisProcess
 from serverproc import ServerProcess
+
+from collab import Client, ClientError
+
+ROOM = "demo/main:README.md"
 
 
 @pytest.fixture
@@ -55,9 +60,101 @@ async def read(node: ServerProcess) -> tuple[dict[str, Any], dict[str, float]]:
     return health, samples
 
 
+async def type_and_flush(node: ServerProcess, user: str, text: str) -> None:
+    async with Client(node.url, user=user, reconnect=False) as client:
+        doc = await client.open(ROOM)
+        doc.text += text
+        await client.flush(timeout=10)
+
+
+async def test_a_node_exports_the_stores_series_and_the_clusters_not_sqlites(
+    node: ServerProcess,
+) -> None:
+    """The store's series an operator alerts on are there as on a single node; the SQLite
+    store's own (its fsyncs and transactions) are not, and the cluster's are."""
+    await type_and_flush(node, "ann", "hello;")
+    health, samples = await read(node)
+    assert health["ok"] is True and health["store"] == [] and health["degraded"] is False
+    assert health["cluster"]["registered"] is True and health["cluster"]["nodes"] == ["n0"]
+    assert samples["collab_store_writes_failing"] == 0
+    assert samples["collab_store_write_errors_total"] == 0
+    assert samples["collab_store_appends_total"] >= 1
+    assert samples["collab_store_write_seconds_count"] >= 1  # Redis's round trips
+    for sqlite_only in ("collab_store_fsync_seconds_count", "collab_store_fsyncs_total"):
+        assert sqlite_only not in samples
+    assert "collab_store_commits_total" not in samples
+    assert samples["collab_cluster_degraded"] == 0
+    assert samples["collab_cluster_nodes"] == 1
+    assert samples["collab_cluster_feed_behind"] >= 0
+    assert samples["collab_cluster_redis_seconds"] > 0
+
+
+async def test_writes_redis_refuses_show_in_healthz_and_metrics_until_one_succeeds(
+    node: ServerProcess, redis: RedisProcess
+) -> None:
+    """A Redis out of memory (``maxmemory`` with ``noeviction``) refuses every write: the
+    edits fail, and ``/healthz`` (``ok`` false, ``store`` why) and the metrics say so as
+    they do of a full disk on a single node; the node's key lapses, so it is degraded
+    too. Once Redis takes writes again, a write that succeeds clears both."""
+    await type_and_flush(node, "ann", "before;")
+    client = Redis.from_url(redis.url)
+    try:
+        await client.config_set("maxmemory", 1)
+        with pytest.raises((TimeoutError, ConnectionError, ClientError)):
+            await type_and_flush(node, "bob", "refused;")
+
+        async def failing() -> bool:
+            health, _samples = await read(node)
+            return health["ok"] is False and health["degraded"] is True
+
+        await until(failing, 15)
+        health, samples = await read(node)
+        assert health["store"][0].startswith("writes fail: Redis refuses them: OOM"), health
+        assert health["cluster"]["registered"] is False and "n0" not in health["cluster"]["nodes"]
+        assert samples["collab_store_writes_failing"] == 1
+        assert samples["collab_store_write_errors_total"] >= 1
+        assert samples["collab_cluster_degraded"] == 1
+
+        await client.config_set("maxmemory", 0)
+        await until(lambda: _registered(node), 15)
+        await type_and_flush(node, "bob", "after;")
+        health, samples = await read(node)
+        assert health["ok"] is True and health["store"] == [] and health["degraded"] is False
+        assert samples["collab_store_writes_failing"] == 0
+        assert samples["collab_cluster_degraded"] == 0
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.aclose()
+
+
 async def _registered(node: ServerProcess) -> bool:
     health, _samples = await read(node)
     return bool(health["cluster"]["registered"])
+
+
+async def test_a_node_cut_off_from_redis_is_degraded_in_the_metrics(
+    node: ServerProcess, redis: RedisProcess
+) -> None:
+    """Redis gone: ``collab_cluster_degraded`` is 1 (as ``degraded`` in ``/healthz``) and
+    how far behind the feed the node reads is not known, so not exported; back after."""
+    await type_and_flush(node, "ann", "hello;")
+    redis.kill()
+
+    async def degraded() -> bool:
+        _health, samples = await read(node)
+        return samples["collab_cluster_degraded"] == 1
+
+    await until(degraded, 20)
+    health, samples = await read(node)
+    assert health["degraded"] is True and health["cluster"]["registered"] is False
+    assert "collab_cluster_feed_behind" not in samples
+    redis.start()
+
+    async def back() -> bool:
+        health, samples = await read(node)
+        return health["degraded"] is False and "collab_cluster_feed_behind" in samples
+
+    await until(back, 20)
 
 
 async def test_a_node_missing_from_the_nodes_alive_is_not_healthy(

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from buslistener import Heard
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from redisproc import RedisProcess
 
 from collab.bus.redis import RedisBus
@@ -160,14 +161,51 @@ async def test_the_bus_reads_on_after_redis_restarts(redis: RedisProcess) -> Non
 
 
 async def test_a_write_fails_once_redis_stays_away_past_the_limit(redis: RedisProcess) -> None:
+    """... and says so (``write_failure``, ``write_errors``: ``/healthz`` and the metrics)
+    until Redis answers again: what failed it is over."""
     store = RedisStore(redis.url, outage_limit=0.5)
     async with running(store):
         await store.append("doc", b"before")
+        assert (store.write_failure, store.write_errors, store.appended) == (None, 0, 1)
         redis.kill()
         with pytest.raises(ConnectionError):
             await store.append("doc", b"refused after the limit")
+        assert store.write_failure is not None
+        assert store.write_failure.startswith("Redis could not be reached for")
+        assert store.write_errors == 1
         redis.start()
         assert (await store.load("doc")) is not None  # and the store works again
+        assert (store.write_failure, store.write_errors, store.appended) == (None, 1, 1)
+
+
+async def test_writes_redis_refuses_fail_until_one_succeeds(redis: RedisProcess) -> None:
+    """A Redis out of memory (``maxmemory``, ``noeviction``) refuses every write: each fails
+    and is counted, and ``write_failure`` says why until a write succeeds (reads answered
+    meanwhile do not clear it, nor a write Redis still takes); a refusal of the store's own
+    (a compaction behind the snapshot) is no failure."""
+    store = RedisStore(redis.url)
+    client = Redis.from_url(redis.url)
+    async with running(store):
+        await store.append("doc", b"before")
+        await store.compact("doc", b"snapshot", 1)
+        with pytest.raises(ValueError):
+            await store.compact("doc", b"older", 0)
+        assert (store.write_failure, store.write_errors) == (None, 0)
+        await client.config_set("maxmemory", 1)
+        try:
+            for update in (b"refused", b"refused too"):
+                with pytest.raises(ResponseError, match="OOM"):
+                    await store.append("doc", update)
+            assert await store.load("doc") is not None
+            await store.take_authors("demo/main")  # (it takes away first: Redis runs it)
+            assert store.write_failure is not None
+            assert store.write_failure.startswith("Redis refuses them: OOM")
+            assert store.write_errors == 2
+        finally:
+            await client.config_set("maxmemory", 0)
+            await client.aclose()
+        await store.append("doc", b"after")
+        assert (store.write_failure, store.write_errors, store.appended) == (None, 2, 2)
 
 
 async def test_a_paused_redis_is_reported_and_caught_up_with(redis: RedisProcess) -> None:
