@@ -266,13 +266,15 @@ class Branches:
                     people.setdefault(room.doc_id.branch, []).append(
                         {"user": who.user, "path": room.doc_id.path}
                     )
+        # what depends on the caller only, worked out once, not once per branch (thousands)
+        own, writable = identity.own_branch, identity.branch_writability(repo)
         return [
             {
                 "name": name,
                 "head": hexsha(head),
                 "participant": is_participant_branch(name),
-                "mine": name == identity.own_branch,
-                "writable": identity.can_write_branch(repo, name),
+                "mine": name == own,
+                "writable": writable(name),
                 "people": sorted(people.get(name, []), key=lambda p: (p["user"], p["path"])),
             }
             for name, head in sorted(heads.items())

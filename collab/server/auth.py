@@ -80,6 +80,19 @@ class Identity:
             return True
         return self.can_write(repo)
 
+    def branch_writability(self, repo: str) -> Callable[[str], bool]:
+        """``can_write_branch(repo, branch)`` as a function of ``branch``, with what depends
+        only on this identity and ``repo`` worked out once (for a list of thousands)."""
+        if self.can_write(repo):
+            return lambda _branch: True
+        if not self.can_read(repo):
+            return lambda _branch: False
+        own = self.own_branch
+        forks = own + "-"  # (participant_of is the longer look: only for names that start so)
+        return lambda branch: (
+            branch == own or (branch.startswith(forks) and participant_of(branch) == own)
+        )
+
     def owns_branch(self, repo: str, branch: str) -> bool:
         """Whether ``branch`` is this participant's own branch or one of its forks (named
         ``<own branch>-...``, but not another participant's own branch or one of its forks:
