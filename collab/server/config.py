@@ -62,6 +62,7 @@ class ServerConfig:
     fsck_accept: frozenset[str] = frozenset()
     max_open_docs: int = 256  # per /ws connection
     max_calls: int = 64  # operations running at once per /ws connection
+    max_user_api_calls: int = 64  # POST /api/<op> calls of one user in flight at once (0: any)
     group_window: float = GROUP_WINDOW  # store write window under load (s); 0: none
     sync_window: float = SYNC_WINDOW  # least seconds between store fsyncs; 0: back to back
     compact_every: int = 1000  # updates at least between snapshots (see Room._compaction_due)

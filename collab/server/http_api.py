@@ -9,8 +9,10 @@ message}}``, whose HTTP status follows its code.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -93,7 +95,9 @@ def watch_disconnect(request: web.Request, task: asyncio.Future[Any]) -> asyncio
 
 class ApiEndpoint:
     """``POST /api/<op>``: the operation's JSON arguments in, ``{"value": ...}`` out. The
-    operations of ``CANCEL_ON_DISCONNECT`` are cancelled when the caller disconnects."""
+    operations of ``CANCEL_ON_DISCONNECT`` are cancelled when the caller disconnects. One
+    user has at most ``max_user_api_calls`` calls in flight (body read included), all
+    connections together; more are answered 429 ``RATE_LIMITED``."""
 
     def __init__(
         self, config: ServerConfig, auth: Authenticator, ops: Operations, traffic: Traffic
@@ -102,10 +106,38 @@ class ApiEndpoint:
         self.auth = auth
         self.ops = ops
         self.traffic = traffic
+        self._calls: collections.Counter[str] = collections.Counter()  # in flight, by user
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
             ctx = authenticate_request(self.auth, request)
+            with self._in_flight(ctx.identity.user):
+                return await self._answer(request, ctx)
+        except (ProtocolError, AuthError) as exc:
+            self.traffic.refuse("error", exc.code)
+            return json_error(exc)
+
+    @contextlib.contextmanager
+    def _in_flight(self, user: str) -> Iterator[None]:
+        """Count one call of ``user`` in flight while the block runs; refuse it
+        (``RATE_LIMITED``) if ``max_user_api_calls`` of theirs already are (as ``/ws`` refuses
+        a connection's calls past ``max_calls``)."""
+        limit = self.config.max_user_api_calls
+        if limit and self._calls[user] >= limit:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"too many calls in flight: {user!r:.80} has {limit} /api calls running",
+            )
+        self._calls[user] += 1
+        try:
+            yield
+        finally:
+            self._calls[user] -= 1
+            if not self._calls[user]:
+                del self._calls[user]
+
+    async def _answer(self, request: web.Request, ctx: CallContext) -> web.Response:
+        try:
             body = await self._json_body(request)
             op = request.match_info["op"]
             if op not in CANCEL_ON_DISCONNECT:
