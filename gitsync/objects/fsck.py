@@ -382,14 +382,18 @@ class ObjectChecker:
         """Binary id -> (expected type, hex id of an object that refers to it)."""
         self.special: dict[bytes, tuple[str, bytes]] = {}
         """Blobs named ``.gitmodules`` or ``.gitattributes`` -> (which, tree's hex id)."""
+        self.subtrees: dict[bytes, list[bytes]] = {}
+        """Binary id of each tree checked -> binary ids of the trees directly in it."""
 
     def check(self, kind: int, oid: bytes, raw: bytes) -> None:
         """Check one object (binary id ``oid``); :class:`FsckError` if git would refuse it."""
         sha = oid.hex().encode("ascii")
         self.types[oid] = kind
         if kind == TREE:
-            for entry in check_tree(sha, raw):
+            entries = check_tree(sha, raw)
+            for entry in entries:
                 self._tree_entry(sha, entry)
+            self.subtrees[oid] = [entry.oid for entry in entries if entry.mode == _DIR]
         elif kind == COMMIT:
             tree, parents = check_commit(sha, raw, self.accept)
             self._link(tree, TREE, sha)

@@ -7,8 +7,10 @@ before it moves, and each ref moved by compare-and-swap.
    them): dulwich's ``add_thin_pack`` indexes and completes it there.
 3. Every object of the pack is checked as ``git fsck --strict`` would (:mod:`gitsync.objects.fsck`),
    and every reference from one to another must reach an object of the right type, in the
-   pack or in the repository. One failure refuses the whole push; the quarantine is removed
-   and the repository never held any of it.
+   pack or in the repository; no tree may have more than 4096 trees nested below it, those
+   the repository holds counted (git's ``core.maxTreeDepth``, :mod:`gitsync.objects.tree_depth`).
+   One failure refuses the whole push; the quarantine is removed and the repository never held
+   any of it.
 4. Each command is checked: one the caller says its sender may not update is refused with the
    caller's reason; then a ref under ``refs/``, well-formed, not private (``refs/collab/``),
    a valid branch name under ``refs/heads/`` (``protocol.names``), a commit for a branch, the
@@ -35,6 +37,7 @@ import collections
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,7 +46,7 @@ from typing import IO, cast
 
 from dulwich.graph import can_fast_forward
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import ObjectID
+from dulwich.objects import ObjectID, parse_tree
 from dulwich.pack import Pack, UnpackedObjectIterator
 from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import BaseRepo, ParentsProvider, Repo
@@ -56,6 +59,7 @@ from ..objects.commits import HEADS, head_target, read_ref
 from ..objects.fsck import BLOB, COMMIT, FsckError, ObjectChecker
 from ..objects.ref_names import new_ref_problem
 from ..objects.stored_types import StoredTypes
+from ..objects.tree_depth import MAX_TREE_DEPTH, too_deep
 from ..packs.write import fsync_directory
 from .pack_bounds import PackRefused, check_pack_bounds
 from .push_wire import ZERO, Command, PushRequest, advertisement, read_request, report
@@ -150,6 +154,8 @@ def receive_pack(
             except _BadPack as exc:
                 why = "unpacker error"
                 return Received(report(request, str(exc), [why] * len(request.commands)), [])
+            except _TooDeep as exc:  # every object is fine, but no git could walk them
+                return Received(report(request, None, [str(exc)] * len(request.commands)), [])
         return _update_refs(
             repo,
             request,
@@ -213,6 +219,16 @@ class _BadPack(Exception):
     """The pack could not be read, indexed or completed."""
 
 
+class _TooDeep(Exception):
+    """The pack holds a tree nested deeper than git takes (``tree_depth``)."""
+
+    def __init__(self, tree: bytes) -> None:
+        super().__init__(
+            f"tree {tree.hex()} nests more than {MAX_TREE_DEPTH} trees deep "
+            "(git's core.maxTreeDepth): no git could check it out"
+        )
+
+
 class _Quarantine:
     """A pack held apart from the repository until everything in it is checked."""
 
@@ -271,6 +287,22 @@ class _Quarantine:
             checker.check(kind, unpacked.sha(), raw)
         with StoredTypes(self.target) as stored:
             checker.finish(stored.type_of, self._read_blob)
+        pushed = checker.subtrees
+        deep = too_deep(
+            pushed, lambda tree: pushed[tree] if tree in pushed else self._subtrees(tree)
+        )
+        if deep is not None:
+            log.info("refused a pack: %s", _TooDeep(deep))
+            raise _TooDeep(deep)
+
+    def _subtrees(self, oid: bytes) -> list[bytes]:
+        """The trees directly in stored tree ``oid`` (binary ids)."""
+        _kind, raw = self.store.get_raw(ObjectID(oid.hex().encode("ascii")))
+        return [
+            bytes.fromhex(sha.decode())
+            for _, mode, sha in parse_tree(raw, 20)
+            if mode == stat.S_IFDIR
+        ]
 
     def _read_blob(self, oid: bytes) -> bytes | None:
         try:

@@ -337,3 +337,49 @@ def test_a_quarantine_left_by_a_crash_is_removed(repo_path: Path, main: bytes) -
     os.utime(old, (long_ago, long_ago))
     push(repo_path, request([(main, ZERO, b"refs/heads/other")], None))
     assert not old.exists() and young.exists()
+
+
+def _chain(below: Tree, depth: int) -> list[Tree]:
+    """Trees ``d/d/.../`` nesting ``below`` ``depth`` deep, the outermost last."""
+    trees = []
+    for _ in range(depth):
+        outer = Tree()
+        outer.add(b"d", 0o040000, (trees[-1] if trees else below).id)
+        trees.append(outer)
+    return trees
+
+
+def _deep_commit(parent: bytes, inside: Tree) -> list[ShaFile]:
+    """A commit on ``parent`` whose root holds ``a.txt`` and ``deep`` (``inside``)."""
+    blob = Blob.from_string(b"a\n")
+    root = Tree()
+    root.add(b"a.txt", 0o100644, blob.id)
+    root.add(b"deep", 0o040000, inside.id)
+    return [blob, *new_commit(parent, {}, root.as_raw_string())[-2:]]
+
+
+def test_trees_nested_deeper_than_git_takes_are_refused(repo_path: Path, main: bytes) -> None:
+    """git's core.maxTreeDepth (4096): a root tree may have 4096 trees nested below it, not
+    4097, counting the trees the repository already holds (nested deeper by a later push)."""
+    leaf = Tree()
+    leaf.add(b"f.txt", 0o100644, Blob.from_string(b"deep\n").id)
+    chain = _chain(leaf, 4095)  # deep/d/d/.../f.txt: 4096 directories, 4096 trees below the root
+    objects = [Blob.from_string(b"deep\n"), leaf, *chain, *_deep_commit(main, chain[-1])]
+    taken = objects[-1].id
+    out, moved = push(repo_path, request([(main, taken, b"refs/heads/main")], objects))
+    assert out == report(b"unpack ok", b"ok refs/heads/main")
+    before = objects_dir(repo_path)
+    deeper = _chain(chain[-1], 1)  # one more, over trees the repository holds
+    objects = [*deeper, *_deep_commit(taken, deeper[-1])]
+    commit = objects[-1]
+    assert isinstance(commit, Commit)
+    out, moved = push(repo_path, request([(taken, commit.id, b"refs/heads/main")], objects))
+    why = (
+        f"tree {commit.tree.decode()} nests more than 4096 trees deep (git's core.maxTreeDepth): "
+        "no git could check it out"
+    )
+    assert out == report(b"unpack ok", b"ng refs/heads/main " + why.encode())
+    assert moved == []
+    assert objects_dir(repo_path) == before
+    with Repo(str(repo_path)) as repo:
+        assert read_ref(repo, b"refs/heads/main") == taken
