@@ -44,6 +44,9 @@ __all__ = ["EMPTY_BLOB", "Entry", "Merged", "Reader", "TreeMerge", "is_git_binar
 
 Entry = tuple[int, bytes]
 """(mode, hex id) of a tree entry."""
+_Walk = tuple[list[bytes | None], str, int]
+"""A directory of the three sides to walk: their trees (None: not a tree there), its path,
+the mask its entries are walked with."""
 EMPTY_BLOB = b"e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
 BINARY_SNIFF = 8000
 _IFMT = 0o170000
@@ -105,14 +108,17 @@ class Reader:
         return entry
 
     def files(self, prefix: str, entry: Entry | None) -> Iterator[tuple[str, Entry]]:
-        """Every file at or below ``prefix`` in ``entry`` (a tree, a file, or None)."""
-        if entry is None:
-            return
-        if not stat.S_ISDIR(entry[0]):
-            yield prefix, entry
-            return
-        for name, sub in self.tree(entry[1])[0].items():
-            yield from self.files(f"{prefix}/{name}", sub)
+        """Every file at or below ``prefix`` in ``entry`` (a tree, a file, or None), depth
+        first in each tree's order; with a stack of its own, not recursion (a tree may nest
+        thousands deep)."""
+        stack = [] if entry is None else [(prefix, entry)]
+        while stack:
+            path, item = stack.pop()
+            if not stat.S_ISDIR(item[0]):
+                yield path, item
+                continue
+            subs = self.tree(item[1])[0].items()
+            stack.extend((f"{path}/{name}", sub) for name, sub in reversed(subs))
 
 
 @dataclass(eq=False, slots=True)
@@ -283,7 +289,20 @@ class TreeMerge:
         return self.reader.tree(tree)
 
     def _walk(self, trees: list[bytes | None], directory: str, mask: int) -> None:
-        """Record every entry of the three directories that the three do not share."""
+        """Record every entry of the three directories that the three do not share, and of
+        the directories below them it must look into, depth first in git's order; with a
+        stack of its own, not recursion (a tree may nest thousands deep)."""
+        stack = [self._directory(trees, directory, mask)]
+        while stack:
+            below = next(stack[-1], None)
+            if below is None:
+                stack.pop()
+            else:
+                stack.append(self._directory(*below))
+
+    def _directory(self, trees: list[bytes | None], directory: str, mask: int) -> Iterator[_Walk]:
+        """Record the entries of one directory of the three; yield each directory below that
+        must be walked, when it must be (before the entries after it)."""
         (e0, s0), (e1, s1), (e2, s2) = (self._entries(t) for t in trees)
         shared = s0 & s1 & s2
         if shared:
@@ -301,10 +320,15 @@ class TreeMerge:
                     mask = 7
                     break
         for name, entries in rows:
-            self._entry(name, entries, directory, mask)
+            below = self._entry(name, entries, directory, mask)
+            if below is not None:
+                yield below
 
-    def _entry(self, name: str, names: list[Entry | None], directory: str, mask: int) -> None:
-        """collect_merge_info_callback for one name of a directory."""
+    def _entry(
+        self, name: str, names: list[Entry | None], directory: str, mask: int
+    ) -> _Walk | None:
+        """collect_merge_info_callback for one name of a directory; the directory below to
+        walk next, if any."""
         path = f"{directory}/{name}" if directory else name
         filemask = dirmask = 0
         for i, e in enumerate(names):
@@ -328,13 +352,13 @@ class TreeMerge:
         stages = [None if _is_dir(e) else e for e in names]
         if side1_matches and side2_matches:
             self.paths[path] = self._resolved(path, directory, base, stages)
-            return
+            return None
         if filemask == 7 and (sides_match or side2_matches):
             self.paths[path] = self._resolved(path, directory, one, stages)
-            return
+            return None
         if filemask == 7 and side1_matches:
             self.paths[path] = self._resolved(path, directory, two, stages)
-            return
+            return None
         child_mask = self._rename_info(names, directory, path, filemask, dirmask, match_mask, mask)
         info = Info(
             path,
@@ -357,16 +381,16 @@ class TreeMerge:
                 side = dirmask // 2
             if child_mask != 7 and side and self.trivial_ok[side]:
                 self.deferred[side][path] = child_mask
-                return
+                return None
             info.match_mask &= filemask
             info.stages = stages
-            self._walk(
+            return (
                 [e[1] if _is_dir(e) else None for e in names],  # type: ignore[index]
                 path,
                 child_mask,
             )
-            return
         self.paths[path] = info
+        return None
 
     def _resolved(
         self, path: str, directory: str, entry: Entry | None, stages: list[Entry | None]

@@ -1,5 +1,6 @@
 """Trees nested deeper than git takes them (``core.maxTreeDepth``, 4096 since git 2.45) are
-refused at push time with a reason ``git push`` prints for each ref."""
+refused at push time with a reason ``git push`` prints for each ref; and a merge preview of a
+branch whose trees nest deep (below that limit) is answered, not a ``RecursionError``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 from gitcli import require_git
 from test_git_push import GIT_ENV, clone, git, head, object_files, run_git, start
 
-from collab import Client, CollabServer
+from collab import Client, ClientError, CollabServer
 from gitsync.naming import participant_branch
+from protocol.errors import ErrorCode
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +95,23 @@ async def test_a_tree_deeper_than_git_takes_is_refused_at_push(
     assert "nests more than 4096 trees deep (git's core.maxTreeDepth)" in refused.stderr
     assert head(demo, f"refs/heads/{branch}") == before
     assert object_files(demo) == objects  # nothing of the push was kept
+
+
+async def test_merges_of_deep_trees_are_answered(server: CollabServer, tmp_path: Path) -> None:
+    """Both sides change a file 1,500 directories down (within git's limit: taken): the
+    merge walks down to it on both, and says where they conflict. Before, the preview and the
+    merge failed with 4500 INTERNAL: maximum recursion depth exceeded."""
+
+    work, branch = await _own_branch_clone(server, tmp_path)
+    depth = 1500  # past the interpreter's recursion limit
+    base = _nest(work, depth)
+    theirs = _nest(work, depth, "alice\n", base)
+    ours = _nest(work, depth, "main\n", base)
+    await git(work, "push", "origin", f"{theirs}:refs/heads/{branch}", f"{ours}:refs/heads/main")
+    deep_file = "deep/" + "d/" * depth + "f.txt"
+    async with Client(server.url, user="alice") as alice:
+        preview = await alice.call("merge.preview", repo="demo", source=branch, target="main")
+        assert preview["conflicts"] == [deep_file]
+        with pytest.raises(ClientError) as refused:
+            await alice.merge("demo", branch, "main")
+    assert refused.value.code == ErrorCode.CONFLICT, refused.value
