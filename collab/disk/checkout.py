@@ -119,12 +119,13 @@ class Checkout:
         An existing directory must be empty or a checkout of this repository: its
         ``origin``, if it has one, a server's ``/git/<repo>.git`` (the server may have moved:
         ``origin`` is pointed at this one), and its history one with the branch's. Anything
-        else is another project, refused before anything in it is changed. Adopted the
-        ``first`` time, it must have the branch checked out (or nothing committed yet): the
-        sync writes the branch's files into it, which under another branch's name would
-        read as changes of that branch; and no commit of its own that the server lacks: the
-        sync starts from the commit the files came from, and would take their changes out
-        of the files as changes the server's branch does not have."""
+        else is another project, refused before anything in it is changed. It must have the
+        branch checked out (or nothing committed yet): the sync writes the branch's files
+        into it, which under another branch's name would read as changes of that branch,
+        and the files of another branch are not edits of this one. Adopted the ``first``
+        time, it must have no commit of its own that the server lacks: the sync starts from
+        the commit the files came from, and would take their changes out of the files as
+        changes the server's branch does not have."""
         if (self.root / ".git").is_dir():
             remotes = (await self.git("remote")).decode().split()
             if "origin" in remotes:
@@ -136,8 +137,7 @@ class Checkout:
                         f"a clone of {self.remote_url}"
                     )
             await self._check_related()
-            if first:
-                await self._check_checked_out()
+            await self._check_checked_out()
             verb = "set-url" if "origin" in remotes else "add"
             await self.git("remote", verb, "origin", self.remote_url)
             if first:

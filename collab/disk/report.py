@@ -12,6 +12,9 @@ Events (each also has ``"time"``, seconds since the epoch):
 - ``{"event": "conflict", "path", "reason"}``: a merge wrote conflict markers, or a file was
   changed on one side and deleted on the other (the change is kept)
 - ``{"event": "error", "path", "message"}``: the path is retried later
+- ``{"event": "paused", "checked_out", "message"}``: the tree has another branch (or a
+  commit: ``"a detached HEAD"``) checked out; nothing is synced until the branch is again
+- ``{"event": "resumed", "branch"}``: it is, and what changed meanwhile is synced
 """
 
 from __future__ import annotations
@@ -67,9 +70,10 @@ def status_line(counters: Counters, out: TextIO | None = None) -> Reporter:
     def report(event: dict[str, Any]) -> None:
         line = counters.line()
         tty = stream.isatty()
-        if event.get("event") == "conflict":
+        told = _told(event)
+        if told is not None:
             clear = "\r\x1b[K" if tty else ""
-            stream.write(f"{clear}conflict in {event['path']}: {event['reason']}\n")
+            stream.write(f"{clear}{told}\n")
             if tty:
                 last[0] = ""  # the status line was cleared: write it again
         if line == last[0]:
@@ -82,3 +86,15 @@ def status_line(counters: Counters, out: TextIO | None = None) -> Reporter:
         stream.flush()
 
     return report
+
+
+def _told(event: dict[str, Any]) -> str | None:
+    """The line the status line tells of ``event`` on its own, if any."""
+    kind = event.get("event")
+    if kind == "conflict":
+        return f"conflict in {event['path']}: {event['reason']}"
+    if kind == "paused":
+        return str(event["message"])
+    if kind == "resumed":
+        return f"{event['branch']} is checked out again: the sync goes on"
+    return None

@@ -168,6 +168,18 @@ class SyncState:
             self._db.execute("DELETE FROM due WHERE path = ?", (path,))
             self._due.discard(path)
 
+    def reset(self) -> None:
+        """Forget everything recorded (it was of another branch)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM files")
+            self._db.execute("DELETE FROM meta")
+            self._db.execute("DELETE FROM sent")
+            self._db.execute("DELETE FROM due")
+        self._digests.clear()
+        self._by_digest.clear()
+        self._due.clear()
+
     def get(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])

@@ -44,6 +44,7 @@ from .files import (
     stamp_of,
     write_atomically,
 )
+from .head import HeadWatch, checked_out, shown
 from .modes import EXECUTABLE, LINK, REGULAR, disk_mode, link_target, set_disk_mode, write_link
 from .pushes import ANY, Pushes
 from .reconcile import holds_change, reconcile, stale_base
@@ -76,6 +77,10 @@ MAX_FILE = 4 * 1024 * 1024
 """The largest file synced as a live document by default, as the server's own default
 ``--max-file``: a larger one is synced through git (as is one the server will not open
 live: it refuses with 4009)."""
+
+
+class _Paused(Exception):
+    """The tree has another branch (or a commit) checked out: the sync waits for the branch."""
 
 
 class WorkingTree(Lifecycle):
@@ -149,6 +154,10 @@ class WorkingTree(Lifecycle):
         self._replaced = ReplacedFiles(self._put_back, hold=settle)
         self._putting_back: set[asyncio.Task[None]] = set()  # late saves waiting for a writer
         self._written: dict[str, str] = {}  # path -> hash of what the syncer last wrote there
+        self._head_watch: HeadWatch | None = None  # whether the tree has the branch checked out
+        self._paused: str | None = None  # what the tree has checked out instead, if not it
+        self._held: set[str] = set()  # paths whose syncs wait for the branch to be checked out
+        self._looking: asyncio.Task[None] | None = None  # a look at HEAD, which moved
         self._pushes: Pushes | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None  # the checkout's branch, moving
@@ -178,6 +187,18 @@ class WorkingTree(Lifecycle):
             await self.stop()
             raise
 
+    def _synced_branch(self) -> str | None:
+        """The branch this tree was synced with last; ``None`` if it never was (a state
+        recorded before the branch was recorded in it is taken for this branch's)."""
+        path = self.root / ".git" / STATE_FILE
+        if not path.is_file():
+            return None
+        state = SyncState(path)
+        try:
+            return state.get("branch") or self.branch
+        finally:
+            state.close()
+
     def _hold_tree(self) -> None:
         """Lock the directory for this syncer's life, once it is a checkout (the lock lives
         in its ``.git``; one being cloned has none yet)."""
@@ -191,11 +212,16 @@ class WorkingTree(Lifecycle):
             self.root, self.url, self.repo, self.branch, user=client.user, token=self.token
         )
         await client.commit(self.repo, self.branch)  # live edits not committed yet reach git
-        first = not (self.root / ".git" / STATE_FILE).exists()  # never synced here before
+        synced = self._synced_branch()
+        first = synced != self.branch  # never synced here before (or another branch was)
         cloned = await self._checkout.ensure(first=first)
         self._hold_tree()
+        self._head_watch = HeadWatch(self.root, self.branch)
         self._pushes = Pushes(self._checkout, self.root.name, self._pushed)
         self._state = SyncState(self.root / ".git" / STATE_FILE)
+        if synced is not None and first:
+            self._state.reset()  # the bases of another branch: its files are not this one's
+        self._state.put("branch", self.branch)
         self._filter = PathFilter(self.root)
         self._docs = Documents(client, self.repo, self.branch, self._live_changed)
         self._docs.limit = self.open_limit
@@ -216,6 +242,7 @@ class WorkingTree(Lifecycle):
             self.schedule,
             step=self.watch_step,
             stop=self._stop,
+            head_moved=self._head_moved,
         )
         self._watcher = asyncio.create_task(watching)
         self._services.append(asyncio.create_task(self._record_bases(client, self._state)))
@@ -353,6 +380,7 @@ class WorkingTree(Lifecycle):
                 await asyncio.wait_for(self._watcher, 2.0)
         await self._replaced.close()
         running = [*self._services, *([self._catching_up] if self._catching_up else [])]
+        running += [self._looking] if self._looking is not None else []
         running += self._putting_back  # (they return once stop is set)
         for task in running:
             task.cancel()
@@ -430,6 +458,8 @@ class WorkingTree(Lifecycle):
             await self._sync(path, wait)
             if path not in self._again and self._state is not None:
                 self._state.synced(path)  # (scheduled again meanwhile: due until that sync)
+        except _Paused:
+            self._held.add(path)  # synced once the branch is checked out again
         except (ClientError, ConnectionError, TimeoutError, OSError) as exc:
             if isinstance(exc, ClientError) and exc.code in _REFUSED:
                 self._refuse(path, exc)  # the server takes no file of that name, ever
@@ -514,6 +544,71 @@ class WorkingTree(Lifecycle):
                 if self.idle.is_set():
                     return
 
+    # -- the branch checked out ----------------------------------------------------------------
+
+    async def _on_branch(self, *, wait: bool = True) -> bool:
+        """Whether the tree has the branch checked out, once no git command holds its index
+        (a checkout writes the files first, then moves HEAD); if not, pause, and raise
+        :class:`_Paused` (return False, without ``wait``). Resume if it has it again."""
+        watch = self._head_watch
+        assert watch is not None
+        ref = await watch.settled(self._stop)
+        if ref == watch.ref:
+            self._resume()
+            return True
+        self._pause(ref)
+        if wait:
+            raise _Paused
+        return False
+
+    def _may_change(self) -> bool:
+        """Just before a change goes to either side: raise :class:`_Paused` if the tree has
+        another branch checked out now; False if a git command is at work on it (a checkout
+        may be writing the other branch's files: the change waits for it)."""
+        watch = self._head_watch
+        assert watch is not None
+        if not watch.on_branch():
+            self._pause(checked_out(self.root))
+            raise _Paused
+        return not watch.git_at_work()
+
+    def _head_moved(self) -> None:
+        """HEAD changed (the watcher saw it): pause or resume at once, not at the next sync."""
+        if self._looking is None or self._looking.done():
+            self._looking = asyncio.create_task(self._look_at_head())
+
+    async def _look_at_head(self) -> None:
+        await self._on_branch(wait=False)
+
+    def _pause(self, ref: str | None) -> None:
+        """Stop syncing while the tree has ``ref`` (``None``: a commit) checked out: its files
+        are not the branch's, and the branch's are not to be written over them. Every sync
+        asked for meanwhile waits (:attr:`_held`), and so does following the branch."""
+        what = shown(ref)
+        if self._paused == what:
+            return
+        self._paused = what
+        message = (
+            f"{self.root} has {what} checked out, not {self.branch}: the sync is paused until "
+            f"{self.branch} is checked out again (git checkout {self.branch})"
+        )
+        log.warning("%s", message)
+        self._emit(event="paused", checked_out=what, message=message)
+
+    def _resume(self) -> None:
+        """The branch is checked out again: the syncs that waited run, merged against the
+        bases as any change, and the branch is followed again."""
+        if self._paused is None:
+            return
+        self._paused = None
+        log.info("%s has %s checked out again: the sync goes on", self.root, self.branch)
+        self._emit(event="resumed", branch=self.branch)
+        self._followed = ""  # (not moved meanwhile: another branch was checked out)
+        held, self._held = self._held, set()
+        for path in sorted(held):
+            self.schedule(path)
+        self._kick_catch_up()
+
     # -- one file --------------------------------------------------------------------------
 
     def _base(self, path: str) -> bytes | None:
@@ -532,6 +627,7 @@ class WorkingTree(Lifecycle):
         each read."""
         assert self._docs is not None and self._state is not None
         full = self.root / path
+        await self._on_branch()
         if await self._sync_link(path, full):
             return
         await self._sync_mode(path, full)
@@ -539,6 +635,7 @@ class WorkingTree(Lifecycle):
         for _round in range(_TRIES):
             while (moving := self._moving.get(path)) is not None:
                 await moving.wait()  # renamed on disk: committed with its new name
+            await self._on_branch()  # (a checkout of another branch may have begun)
             # a save under way is taken whole: waited for where the system tells (a lease),
             # and read again if the file changed while it was read
             read = await read_when_written(full, wait, self._stop)
@@ -620,6 +717,8 @@ class WorkingTree(Lifecycle):
             await self._docs_close(path)
             return True
         outcome = reconcile(base_text, disk_text, live)
+        if (outcome.live is not None or outcome.disk is not None) and not self._may_change():
+            return False  # a git command is at work on the tree: looked at again after it
         if outcome.live is not None or outcome.disk is not None:
             assert self._state is not None
             self._state.note_sent(
@@ -812,6 +911,10 @@ class WorkingTree(Lifecycle):
         went, and carries edits of it not committed yet to the new one; as a deletion and a
         new file, the old path's document would only be emptied. The two files' own syncs
         wait meanwhile."""
+        if not self._may_change():  # (both or neither: looked at again after git)
+            self.schedule(source)
+            self.schedule(path)
+            return
         done = self._moving[source] = self._moving[path] = asyncio.Event()
         try:
             # the deletion only of the text the disk had: one the branch has since (edits
@@ -968,6 +1071,9 @@ class WorkingTree(Lifecycle):
         another by then, nothing is committed, the file is synced again, and ``False``
         returned (``data``, made over the older text, would undo the newer)."""
         assert self._pushes is not None
+        if not self._may_change():
+            self.schedule(path)  # (looked at again once git is done)
+            return False
         try:
             await self._pushes.commit(path, data, read)
         except FileMoved:
@@ -1072,6 +1178,8 @@ class WorkingTree(Lifecycle):
         try:
             while True:
                 self._catch_up_again = False
+                if not await self._on_branch(wait=False):
+                    break  # followed once the branch is checked out again
                 head = await self._checkout.fetch()
                 if head != self._head:
                     await self._follow(self._checkout, self._state, head)

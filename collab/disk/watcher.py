@@ -1,5 +1,6 @@
 """Watching a working tree with ``watchfiles``: each changed file's tree path, handed over as
-soon as the watcher's short batch ends; a directory moved in or away stands for its files."""
+soon as the watcher's short batch ends; a directory moved in or away stands for its files; and
+``.git/HEAD``, which a checkout of another branch moves."""
 
 from __future__ import annotations
 
@@ -22,19 +23,27 @@ async def watch(
     *,
     step: int,
     stop: asyncio.Event,
+    head_moved: Callable[[], None] | None = None,
 ) -> None:
     """Call ``changed`` with the tree path of every file that changes under ``root`` until
     ``stop`` is set. ``known`` lists the paths synced so far (those of a directory that
-    vanishes are reported). A change to a ``.gitignore`` reloads the filter."""
+    vanishes are reported). A change to a ``.gitignore`` reloads the filter. ``head_moved``
+    is called when ``.git/HEAD`` changes."""
     from watchfiles import awatch
 
+    head = str(root / ".git" / "HEAD")
+
     def interesting(_change: object, name: str) -> bool:
-        return "/.git/" not in name and not name.endswith("/.git")
+        return name == head or ("/.git/" not in name and not name.endswith("/.git"))
 
     async for batch in awatch(
         root, watch_filter=interesting, debounce=max(step * 10, 50), step=step, stop_event=stop
     ):
         names = {name for _change, name in batch}
+        if head in names:
+            names.discard(head)
+            if head_moved is not None:
+                head_moved()
         found: set[str] = set()
         if any(name.endswith(".gitignore") for name in names):
             paths.reload()  # files it no longer ignores are new to the sync

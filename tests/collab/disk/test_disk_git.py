@@ -1,5 +1,5 @@
 """What has no live edit goes through git: deletions and renames both ways, binary files, and
-a burst of a thousand changed files (a ``git checkout`` of another branch inside the tree)."""
+a burst of a thousand changed files (another branch's files checked out inside the tree)."""
 
 from __future__ import annotations
 
@@ -308,11 +308,12 @@ async def test_binary_files_both_ways(
     assert blob(server, "main:logo.png") == BINARY[::-1]
 
 
-async def test_checkout_of_another_branch_inside_the_tree(
+async def test_checkout_of_another_branchs_files_inside_the_tree(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
-    """``git checkout`` in the tree changes a thousand files at once; each reaches the live
-    branch exactly as it is on disk, and the branch in git ends equal to the checked-out one."""
+    """``git checkout wide -- .`` in the tree (wide's files, main still checked out) changes
+    a thousand files at once; each reaches the live branch exactly as it is on disk, and the
+    branch in git ends equal to wide."""
     work = await asyncio.to_thread(other_clone, server, tmp_path)
     await asyncio.to_thread(git, work, "checkout", "-q", "-b", "wide")
     for n in range(1000):
@@ -328,7 +329,7 @@ async def test_checkout_of_another_branch_inside_the_tree(
     await tree.start()
     server_repo = str(server.config.repos / "demo")
     await asyncio.to_thread(git, root, "fetch", "-q", server_repo, "wide:wide")
-    await asyncio.to_thread(git, root, "checkout", "-q", "wide")
+    await asyncio.to_thread(git, root, "checkout", "-q", "wide", "--", ".")
     async with asyncio.timeout(90):
         while True:
             await tree.wait_idle(timeout=90)

@@ -28,6 +28,19 @@ def test_status_line_counts_and_conflicts() -> None:
     ]
 
 
+def test_status_line_tells_when_the_sync_pauses_and_goes_on() -> None:
+    out = io.StringIO()
+    report = status_line(Counters(synced=2), out)
+    message = "wt has feature checked out, not main: the sync is paused until main is checked out"
+    report({"event": "paused", "checked_out": "feature", "message": message})
+    report({"event": "resumed", "branch": "main"})
+    assert out.getvalue().splitlines() == [
+        message,
+        "2 files synced, 0 pending, 0 with conflicts",
+        "main is checked out again: the sync goes on",
+    ]
+
+
 def test_json_lines_are_one_object_each() -> None:
     out = io.StringIO()
     report = json_lines(out)
