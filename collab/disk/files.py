@@ -17,6 +17,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from dulwich.ignore import IgnoreFilterManager
@@ -220,15 +221,31 @@ def _umask() -> int:
 
 
 class PathFilter:
-    """Which files of the tree are synced: not ``.git/``, not what ``.gitignore`` ignores,
-    not editors' scratch files nor this syncer's temporary files, nor the files of another
-    repository inside the tree (a folder with a ``.git`` of its own: git itself would not
-    take its files either)."""
+    """Which files of the tree are synced: not ``.git/``, not this syncer's temporary files,
+    nor the files of another repository inside the tree (a folder with a ``.git`` of its own:
+    git itself would not take its files either); and of the files the branch does not have
+    (see :meth:`track`), not what ``.gitignore`` ignores nor editors' scratch files. A file
+    the branch has is synced whatever a ``.gitignore`` says, as git tracks it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._repo = Repo(str(root))
         self._ignore = IgnoreFilterManager.from_repo(self._repo)
+        self._tracked: frozenset[str] = frozenset()
+        self._tracked_dirs: frozenset[str] = frozenset()
+
+    def track(self, paths: Iterable[str]) -> None:
+        """``paths`` are the files the branch has (at the head last fetched)."""
+        tracked = frozenset(paths)
+        if tracked == self._tracked:
+            return
+        dirs: set[str] = set()
+        for path in tracked:
+            folder = path.rpartition("/")[0]
+            while folder and folder not in dirs:
+                dirs.add(folder)
+                folder = folder.rpartition("/")[0]
+        self._tracked, self._tracked_dirs = tracked, frozenset(dirs)
 
     def close(self) -> None:
         self._repo.close()
@@ -247,23 +264,25 @@ class PathFilter:
         text = rel.as_posix()
         return text if self.wanted(text) else None
 
-    def wanted(self, rel: str, *, looked_above: bool = False) -> bool:
+    def wanted(self, rel: str, *, looked_above: bool = False, tracked: bool = False) -> bool:
         """Whether the tree path ``rel`` is synced (``looked_above``: its folders are known
-        to hold no other repository, as :meth:`walk` knows)."""
+        to hold no other repository, as :meth:`walk` knows; ``tracked``: the branch had it,
+        if it does not now)."""
         parts = rel.split("/")
         if not rel or rel == "." or ".git" in parts:
             return False
         name = parts[-1]
-        if TEMP_MARK in name or name.endswith(_EDITOR_SCRATCH) or name == "4913":
-            return False  # 4913: the file vim writes to probe a directory
-        if name.startswith(".#") or (len(name) > 1 and name[0] == name[-1] == "#"):
-            return False  # Emacs: a lock, and an auto-save file (a copy of the buffer)
+        if TEMP_MARK in name:
+            return False
+        tracked = tracked or rel in self._tracked
+        if not tracked and _scratch(name):
+            return False
         if not looked_above and any(
             os.path.lexists(os.path.join(self.root, *parts[:depth], ".git"))
             for depth in range(1, len(parts))
         ):
             return False  # in another repository
-        return not self._ignore.is_ignored(rel)
+        return tracked or not self._ignore.is_ignored(rel)
 
     def walk(self) -> list[str]:
         """Every synced regular file under the root, as tree paths."""
@@ -284,4 +303,12 @@ class PathFilter:
         return sorted(found)
 
     def _dir_wanted(self, rel: str) -> bool:
-        return not self._ignore.is_ignored(rel + "/")
+        return rel in self._tracked_dirs or not self._ignore.is_ignored(rel + "/")
+
+
+def _scratch(name: str) -> bool:
+    """Whether ``name`` is one an editor gives its scratch files."""
+    if name.endswith(_EDITOR_SCRATCH) or name == "4913":
+        return True  # 4913: the file vim writes to probe a directory
+    # Emacs: a lock, and an auto-save file (a copy of the buffer)
+    return name.startswith(".#") or (len(name) > 1 and name[0] == name[-1] == "#")

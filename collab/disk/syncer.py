@@ -268,6 +268,7 @@ class WorkingTree(Lifecycle):
         """Bring the bases up to the checkout (first run) and return the paths that may
         differ between disk, live and base: edited on disk, or changed on the branch. A
         checkout not ``cloned`` by the syncer may hold files git converted."""
+        self._set_tree(await checkout.tree(head))  # (its files are synced, ignored or not)
         last = state.get("head")
         unborn = False  # a checkout with nothing committed (``git init``): none of its files
         # came from the branch, and none of the branch's is missing from it
@@ -284,14 +285,15 @@ class WorkingTree(Lifecycle):
             bases = {
                 path: blobs[entry.sha]
                 for path, entry in entries.items()
-                if entry.sha in blobs and entry.mode != "120000" and paths.wanted(path)
+                if entry.sha in blobs
+                and entry.mode != "120000"
+                and paths.wanted(path, tracked=True)
             }
             state.set_bases(bases)
             if not cloned:
                 await self._undo_conversions(checkout, last, bases)
             state.put("head", last)
         checkout.keep_bytes()
-        self._tree = await checkout.tree(head)
         suspects = set(await checkout.changed(last, head)) if last != head else set()
         suspects |= state.due()  # changed by the head recorded last, not synced before a kill
         if unborn:
@@ -301,7 +303,7 @@ class WorkingTree(Lifecycle):
         self._head = head
         if suspects:
             await self._classify(checkout, suspects)
-        due = {path for path in suspects if paths.wanted(path)}
+        due = {path for path in suspects if paths.wanted(path, tracked=path in self._gone)}
         state.set_head(head, due)  # what these paths hold at the head is merged from here on
         return due
 
@@ -1086,7 +1088,14 @@ class WorkingTree(Lifecycle):
 
     async def _pushed(self, head: str) -> None:
         assert self._checkout is not None
-        self._tree = await self._checkout.tree(head)
+        self._set_tree(await self._checkout.tree(head))
+
+    def _set_tree(self, tree: dict[str, TreeEntry]) -> None:
+        """``tree``: the branch's files at the head last fetched (synced even where a
+        ``.gitignore`` matches them, as git tracks them)."""
+        self._tree = tree
+        if self._filter is not None:
+            self._filter.track(tree)
 
     # -- bases ---------------------------------------------------------------------------------
 
@@ -1198,12 +1207,13 @@ class WorkingTree(Lifecycle):
         longer due once its sync has run (see :meth:`_sync_guarded`): a syncer killed before
         it wrote them all syncs the others at its next start."""
         changed = await checkout.changed(self._head, head)
-        old_tree, self._tree = self._tree, await checkout.tree(head)
+        old_tree = self._tree
+        self._set_tree(await checkout.tree(head))
         await self._classify(checkout, changed)
         blobs = await checkout.blobs(self._tree[path].sha for path in changed if path in self._tree)
         due: list[str] = []
         for path in changed:
-            if self._filter is None or not self._filter.wanted(path):
+            if self._filter is None or not self._filter.wanted(path, tracked=path in old_tree):
                 continue
             if await self._follow_link(path, old_tree.get(path)):
                 continue

@@ -164,6 +164,28 @@ def test_filter_skips_git_ignored_and_scratch_files_and_other_repositories(tmp_p
         paths.close()
 
 
+def test_filter_takes_the_files_the_branch_has_whatever_gitignore_says(tmp_path: Path) -> None:
+    """As git tracks them: ``.gitignore`` and scratch names count for the other files only."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("*.lock\nvendor/\n")
+    for name in ["poetry.lock", "other.lock", "vendor/lib/a.py", "vendor/lib/b.py", "x.py~"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    paths = PathFilter(tmp_path)
+    try:
+        assert paths.walk() == [".gitignore"]
+        paths.track(["poetry.lock", "vendor/lib/a.py", "x.py~", "gone.lock"])
+        assert paths.walk() == [".gitignore", "poetry.lock", "vendor/lib/a.py", "x.py~"]
+        assert paths.relative(tmp_path / "vendor" / "lib" / "a.py") == "vendor/lib/a.py"
+        assert paths.relative(tmp_path / "vendor" / "lib" / "b.py") is None
+        assert paths.wanted("gone.lock") and not paths.wanted("other.lock")
+        assert paths.wanted("other.lock", tracked=True)  # (the branch had it)
+        paths.track([])
+        assert paths.walk() == [".gitignore"]
+    finally:
+        paths.close()
+
+
 async def test_what_a_writer_puts_in_the_file_a_write_replaced_is_handed_back(
     tmp_path: Path,
 ) -> None:

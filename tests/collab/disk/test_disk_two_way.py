@@ -8,8 +8,9 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import SAVE_STYLES, MakeTree
+from conftest import SAVE_STYLES, MakeTree, blob, until
 from gitcli import git
+from test_disk_git import other_clone
 
 from collab import Client, CollabServer
 
@@ -187,6 +188,50 @@ async def test_files_a_gitignore_change_stops_ignoring_are_synced_at_once(
     async with Client(server.url, user="bob") as bob:
         log = await bob.open("demo/main:debug.log")
         await log.wait_for(lambda t: t == "log\n")
+
+
+async def test_files_the_branch_has_are_synced_where_a_gitignore_matches_them(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """Files the branch has that ``.gitignore`` matches (added with ``git add -f``, or
+    ignored once they were synced) are synced as git tracks them: both ways; ignoring applies
+    to the files the branch does not have."""
+    work = await asyncio.to_thread(other_clone, server, tmp_path)
+    (work / ".gitignore").write_text("vendor/\n*.lock\n")
+    (work / "vendor").mkdir()
+    (work / "vendor" / "lib.py").write_text("LIB = 1\n")
+    (work / "poetry.lock").write_text("lock v1\n")
+    await asyncio.to_thread(git, work, "add", "-f", ".gitignore", "vendor/lib.py", "poetry.lock")
+    await asyncio.to_thread(git, work, "commit", "-qm", "vendored")
+    await asyncio.to_thread(git, work, "push", "-q", "origin", "main")
+    root = tmp_path / "wt"
+    tree = make_tree(root)
+    await tree.start()
+    assert (root / "vendor" / "lib.py").read_text() == "LIB = 1\n"
+    async with Client(server.url, user="bob") as bob:
+        lib = await bob.open("demo/main:vendor/lib.py")
+        lib.insert(0, "# bob, live\n")
+        await until(lambda: (root / "vendor" / "lib.py").read_text() == "# bob, live\nLIB = 1\n")
+        (root / "poetry.lock").write_text("lock v2, on disk\n")
+        lock = await bob.open("demo/main:poetry.lock")
+        await lock.wait_for(lambda text: text == "lock v2, on disk\n")
+        # README, synced, ignored from now on: still synced (the branch has it)
+        (root / ".gitignore").write_text("vendor/\n*.lock\nREADME.md\n")
+        await tree.wait_idle()
+        (root / "README.md").write_text("# Ignored now, synced still\n")
+        readme = await bob.open("demo/main:README.md")
+        await readme.wait_for(lambda text: text == "# Ignored now, synced still\n")
+        # the others still are not: new in an ignored folder, or matching a pattern
+        (root / "vendor" / "new.py").write_text("NEW = 1\n")
+        (root / "other.lock").write_text("other\n")
+        await asyncio.sleep(0.5)
+        await tree.wait_idle()
+        await bob.commit("demo", "main")
+    assert blob(server, "main:vendor/lib.py") == b"# bob, live\nLIB = 1\n"
+    assert blob(server, "main:poetry.lock") == b"lock v2, on disk\n"
+    files = git(server.config.repos / "demo", "ls-tree", "-r", "--name-only", "main").split()
+    assert "vendor/new.py" not in files and "other.lock" not in files
+    await until(lambda: git(root, "status", "--porcelain") == "")  # (.gitignore: committed)
 
 
 async def test_the_default_branch_is_the_users_own(
