@@ -1,7 +1,7 @@
-"""The files the syncer's writes replaced, held open for a moment: a program that was writing
-one in place when a write was renamed over it (a slow save, ``cmd > file``) goes on writing
-into the replaced file, where nobody would ever read it. What it writes there is handed back,
-for the syncer to put back and merge like any save that came late."""
+"""The files the syncer's writes replaced, held open: a program that was writing one in place
+when a write was renamed over it (a slow save, ``cmd > file``) goes on writing into the
+replaced file, where nobody would ever read it. What it writes there is handed back once no
+program writes it, for the syncer to put back and merge like any save that came late."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+from .leases import open_for_writing
 
 __all__ = ["POLL", "Replaced", "ReplacedFiles"]
 
@@ -29,6 +31,10 @@ class Replaced:
     handle: BinaryIO
     data: bytes
     stamp: tuple[int, int]
+
+    def being_written(self) -> bool:
+        """Whether some program holds the file open for writing (see :mod:`.leases`)."""
+        return open_for_writing(self.handle.fileno())
 
     def now(self) -> tuple[int, int]:
         status = os.fstat(self.handle.fileno())
@@ -52,10 +58,12 @@ class _Held:
 
 
 class ReplacedFiles:
-    """Replaced files, each looked at every :data:`POLL` seconds for ``hold`` seconds (from
-    its last change). Once one was written to and is quiet again, ``late(path, data,
-    before)`` is called with what it holds and what it held when it was replaced. At most
-    ``limit`` are held (beyond, a replaced file is closed at once)."""
+    """Replaced files, each looked at every :data:`POLL` seconds for as long as some program
+    holds it open for writing, and ``hold`` seconds more (from its last change; where who
+    writes it cannot be told, ``hold`` seconds from its last change). Once one was written to,
+    is quiet, and no program writes it, ``late(path, data, before)`` is called with what it
+    holds and what it held when it was replaced. At most ``limit`` are held (beyond, a
+    replaced file is closed at once)."""
 
     def __init__(
         self, late: Callable[[str, bytes, bytes], None], *, hold: float, limit: int = 64
@@ -90,6 +98,9 @@ class ReplacedFiles:
         stamp = held.replaced.now()
         if stamp != held.seen:  # being written to: look again once it is quiet
             held.seen, held.written, held.until = stamp, True, now + self.hold
+            return True
+        if held.replaced.being_written():  # (a pause in a save: more may come)
+            held.until = now + self.hold
             return True
         if held.written:
             held.written = False

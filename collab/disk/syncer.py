@@ -45,6 +45,7 @@ from .files import (
     write_atomically,
 )
 from .head import HeadWatch, checked_out, shown
+from .leases import allow_lease_checks
 from .modes import EXECUTABLE, LINK, REGULAR, disk_mode, link_target, set_disk_mode, write_link
 from .pushes import ANY, Pushes
 from .reconcile import holds_change, reconcile, stale_base
@@ -52,7 +53,7 @@ from .replaced import ReplacedFiles
 from .report import Counters, Reporter
 from .state import LOCK_FILE, STATE_FILE, SyncState, digest
 from .watcher import changed_on_disk, watch
-from .writers import allow_lease_checks, read_when_written, writers_done
+from .writers import read_when_written, writers_done
 
 __all__ = ["WorkingTree"]
 
@@ -91,9 +92,10 @@ class WorkingTree(Lifecycle):
     vanished file is given to come back (an editor's truncate-and-write, delete-and-create)
     before it counts as emptied or deleted. It is generous: a file taken for emptied while
     an editor was still writing it would have the live text written over it (renamed into
-    place), and the editor's write would go to the file it replaced, unseen. For as long,
-    a file a write replaced is watched for a save that goes on writing into it (it is then
-    put back and merged)."""
+    place), and the editor's write would go to the file it replaced, unseen. A file a write
+    replaced is watched for a save that goes on writing into it, for as long as a program
+    holds it open for writing (where that can be told) and as long again after its last
+    change: once no program writes it, what was written is put back and merged."""
 
     def __init__(
         self,
@@ -177,7 +179,7 @@ class WorkingTree(Lifecycle):
 
         One syncer at a time keeps a directory in sync (two would make every edit twice):
         another one's raises :class:`~collab.store.data_lock.DataDirBusy` naming its pid."""
-        allow_lease_checks()  # to wait for saves under way (SIGIO ignored: see .writers)
+        allow_lease_checks()  # to wait for saves under way (SIGIO ignored: see .leases)
         self._hold_tree()
         self.client = Client(self.url, token=self.token, user=self.user)
         try:

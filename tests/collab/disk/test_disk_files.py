@@ -13,6 +13,7 @@ from gitcli import git
 
 from collab.disk import files
 from collab.disk.files import PathFilter, Raced, remove_file, write_atomically
+from collab.disk.leases import allow_lease_checks
 from collab.disk.replaced import Replaced, ReplacedFiles
 from collab.disk.state import digest
 
@@ -210,3 +211,33 @@ async def test_what_a_writer_puts_in_the_file_a_write_replaced_is_handed_back(
     finally:
         await files.close()
     assert replaced.handle.closed
+
+
+async def test_a_replaced_file_a_program_holds_open_is_watched_until_it_lets_it_go(
+    tmp_path: Path,
+) -> None:
+    """The program pauses far longer than ``hold`` before it writes the rest: the replaced
+    file is held while the program has it open for writing, and handed back once it lets it
+    go (not before: what it writes last would be missed)."""
+    assert allow_lease_checks()
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"first half ")
+    late: list[tuple[str, bytes, bytes]] = []
+    files = ReplacedFiles(lambda *args: late.append(args), hold=0.1)
+    try:
+        with open(path, "ab") as writer:
+            replaced = write_atomically(path, b"the syncer's\n", digest(b"first half "), keep=True)
+            assert replaced is not None
+            files.add("a.txt", replaced)
+            await asyncio.sleep(0.5)
+            writer.write(b"and the rest")
+            writer.flush()
+            await asyncio.sleep(0.5)
+            assert not late  # (still open for writing: more may come)
+            writer.write(b", and more\n")
+        async with asyncio.timeout(5):
+            while not late:
+                await asyncio.sleep(0.01)
+        assert late == [("a.txt", b"first half and the rest, and more\n", b"first half ")]
+    finally:
+        await files.close()

@@ -4,15 +4,16 @@ a formatter streaming its output), while someone types live in the same file."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import MakeTree
+from conftest import MakeTree, until
 from test_disk_races import add, committed, numbered, seeded_tree, settled
 
 from collab import CollabServer
-from collab.disk import syncer, writers
+from collab.disk import leases, syncer
 
 
 @pytest.mark.parametrize("line", [1, 20])
@@ -70,17 +71,43 @@ def test_a_file_is_told_held_open_for_writing_by_this_or_another_process(
 ) -> None:
     path = tmp_path / "file.txt"
     path.write_text("x\n")
-    assert writers.allow_lease_checks()
-    assert not writers.being_written(path)
+    assert leases.allow_lease_checks()
+    assert not leases.being_written(path)
     with open(path, "r+b"):
-        assert writers.being_written(path)
+        assert leases.being_written(path)
     with open(path, "rb"):
-        assert not writers.being_written(path)
-    assert not writers.being_written(tmp_path / "missing.txt")
+        assert not leases.being_written(path)
+    assert not leases.being_written(tmp_path / "missing.txt")
     with path.open("wb") as out:  # the shell's stdout: `cmd > file`
         shell = subprocess.Popen(["sh", "-c", "echo a; sleep 0.5"], stdout=out)
     try:
-        assert writers.being_written(path)
+        assert leases.being_written(path)
     finally:
         shell.wait()
-    assert not writers.being_written(path)
+    assert not leases.being_written(path)
+
+
+async def test_what_a_program_writes_long_after_a_write_replaced_its_file_is_put_back(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``(echo a; sleep 12; echo b) >> file`` while someone types: past the limit, the syncer
+    takes the file as it is and writes the merge over it, and the program goes on writing
+    into the file that replaced, long after. What it writes there is put back and merged
+    once it lets the file go, not dropped with the replaced file a moment after the write."""
+    monkeypatch.setattr(syncer, "WRITING_LIMIT", 0.5)
+    root = tmp_path / "wt"
+    async with seeded_tree(server, make_tree, root) as (bob, doc, tree, path):
+        with open(path, "ab") as program:
+            program.write(b"first\n")
+            program.flush()
+            doc.insert(0, "# bob\n")
+            await until(lambda: os.stat(path).st_ino != os.fstat(program.fileno()).st_ino)
+            assert path.read_text() == "# bob\n" + numbered() + "first\n"
+            await asyncio.sleep(2)  # (the program is slow: the replaced file is held on)
+            program.write(b"second\n")
+            program.flush()
+            await asyncio.sleep(0.3)
+        expected = "# bob\n" + numbered() + "first\nsecond\n"
+        await doc.wait_for(lambda text: text == expected, timeout=10)
+        assert await settled(path, doc) == expected
+        assert await committed(server, tree, bob) == expected
