@@ -993,9 +993,12 @@ class WorkingTree(Lifecycle):
     ) -> None:
         assert self._checkout is not None
         entry = self._tree.get(path)
-        remote = None
-        if entry is not None:
-            remote = (await self._checkout.blobs([entry.sha])).get(entry.sha)
+        remote = await self._blob(entry)
+        if remote not in (base, disk) and (remote is None or self._live_text(remote)):
+            # the head last fetched may lack live edits that the base and the disk have (or
+            # a file made live): the server's text, not a change of its own
+            entry = await self._server_entry(path)
+            remote = await self._blob(entry)
         self._remote.discard(path)
         if disk == base:
             if remote == base:
@@ -1027,6 +1030,21 @@ class WorkingTree(Lifecycle):
             return  # changed at the server meanwhile: synced again
         self._set_base(path, disk)
         self._emit(event="sync", path=path, direction="git", conflict=False)
+
+    def _live_text(self, data: bytes) -> bool:
+        """Whether the server keeps ``data`` as a live document (which may hold edits that
+        no commit has yet)."""
+        return len(data) <= self.max_file and is_text(data)
+
+    async def _server_entry(self, path: str) -> TreeEntry | None:
+        """``path`` at the branch's head at the server, the live edits committed first."""
+        assert self.client is not None and self._checkout is not None
+        with contextlib.suppress(ClientError):  # (then the head as it is)
+            await self.client.commit(self.repo, self.branch)
+        head = await self._checkout.fetch()
+        if head != self._head:
+            self._kick_catch_up()  # (followed as any new head)
+        return (await self._checkout.tree(head)).get(path)
 
     async def _merge_by_git(
         self,
@@ -1086,7 +1104,21 @@ class WorkingTree(Lifecycle):
             return False
         finally:
             self.counters.pushes = self._pushes.count
+        if data is not None:
+            self._files_made_folders(path)
         return True
+
+    def _files_made_folders(self, path: str) -> None:
+        """``path`` was committed where the branch had a file at one of its folders, a file
+        made a folder on disk (it was read there): git took that file off the branch with
+        the commit. Gone from both sides, it has no base any more (a file made there again
+        is new, not a change made over a deletion at the server)."""
+        folder = path.rpartition("/")[0]
+        while folder:
+            if self._base_digest(folder) is not None:
+                self._set_base(folder, None)
+                self._emit(event="delete", path=folder, side="live")
+            folder = folder.rpartition("/")[0]
 
     async def _pushed(self, head: str) -> None:
         assert self._checkout is not None

@@ -308,6 +308,65 @@ async def test_binary_files_both_ways(
     assert blob(server, "main:logo.png") == BINARY[::-1]
 
 
+async def test_a_file_saved_as_binary_just_after_a_live_edit_is_no_conflict(
+    repos: Path, tmp_path: Path
+) -> None:
+    """Bob types, the syncer writes it to the file, and the file is saved in Latin-1 (not
+    UTF-8: binary to the sync) before the server committed bob's edit: the disk version was
+    made over his edit, not against a change at the server. It is committed, with no
+    conflict reported, after his edit."""
+    async with CollabServer(make_config(repos, tmp_path / "data", commit_idle=30)) as server:
+        root = tmp_path / "wt"
+        reported: list[dict[str, Any]] = []
+        tree = WorkingTree(root, server.url, "demo", "main", user="alice", report=reported.append)
+        await tree.start()
+        try:
+            async with Client(server.url, user="bob") as bob:
+                doc = await bob.open("demo/main:docs/unicode.txt")
+                doc.insert(0, "BOB ")
+                path = root / "docs" / "unicode.txt"
+                await until(lambda: path.read_text().startswith("BOB "))
+                latin = "BOB café, latin\n".encode("latin-1")
+                path.write_bytes(latin)
+                await until(lambda: blob(server, "main:docs/unicode.txt") == latin)
+                await tree.wait_idle()
+        finally:
+            await tree.stop()
+        assert not [event for event in reported if event["event"] == "conflict"], reported
+        revisions = git(repos / "demo", "rev-list", "main", "--", "docs/unicode.txt").split()
+        versions = [blob(server, f"{rev}:docs/unicode.txt") for rev in revisions]
+        assert "BOB héllo wörld, 世界, 🎉 emoji\n".encode() in versions  # bob's, committed
+
+
+async def test_a_file_made_a_folder_and_a_file_again_is_no_conflict(
+    server: CollabServer, make_tree: MakeTree, tmp_path: Path
+) -> None:
+    """``f`` becomes a folder (``f/inner.txt``), then a file again while the sync of ``f``
+    gives it time to come back: committing ``f/inner.txt`` took ``f`` off the branch, as it
+    is off the disk, and the file made again is no change made over a deletion at the
+    server."""
+    root = tmp_path / "wt"
+    tree = make_tree(root, settle=2.0)
+    await tree.start()
+    (root / "f").write_text("a file\n")
+    await until(lambda: "f" in tree_files(server), 20)
+    await tree.wait_idle()
+    os.unlink(root / "f")
+    (root / "f").mkdir()
+    (root / "f" / "inner.txt").write_text("inner\n")
+    await until(lambda: "f/inner.txt" in tree_files(server), 20)
+    (root / "f" / "inner.txt").unlink()  # (within the settle time of f's sync)
+    (root / "f").rmdir()
+    (root / "f").write_text("a file again\n")
+    await until(lambda: "f" in tree_files(server), 20)
+    await tree.wait_idle()
+    async with Client(server.url, user="bob") as bob:
+        await bob.commit("demo", "main")
+    assert blob(server, "main:f") == b"a file again\n"
+    assert "f/inner.txt" not in tree_files(server)
+    assert not tree.events.of("conflict"), tree.events.of("conflict")  # type: ignore[attr-defined]
+
+
 async def test_checkout_of_another_branchs_files_inside_the_tree(
     server: CollabServer, make_tree: MakeTree, tmp_path: Path
 ) -> None:
