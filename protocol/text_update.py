@@ -34,6 +34,7 @@ __all__ = [
     "MAX_CLIENT",
     "MAX_CLOCK",
     "UpdateShape",
+    "deleted_ranges",
     "pairs_in",
     "read_text_update",
     "splits_a_pair",
@@ -140,6 +141,8 @@ class UpdateShape:
     pairs: dict[int, list[int]]
     resumes: dict[int, int]
     origins: list[tuple[int, int]]
+    ranges: int = 0
+    deletes_at: int = 0
 
 
 _FOUR_BYTES = re.compile(rb"[\xf0-\xf4][\x80-\xbf]{3}")
@@ -293,10 +296,13 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
                 raise _refuse(f"{what} where only text belongs")
             reached = clock
         ends[client] = reached
+    deletes_at = pos
+    total = 0
     count, pos = _uint(data, pos)
     for _ in range(count):
         client, pos = _client(data, pos)
         ranges, pos = _uint(data, pos)
+        total += ranges
         for _ in range(ranges):
             start, pos = _clock(data, pos)
             length, pos = _uint(data, pos)
@@ -307,7 +313,36 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
             bounds.append((client, end - 1))
     if pos != len(data):  # (the CRDT implementations read no further, and keep them)
         raise _refuse(f"{len(data) - pos} bytes after its delete set")
-    return UpdateShape(frozenset(clients), starts, ends, deleted, bounds, pairs, resumes, origins)
+    return UpdateShape(
+        frozenset(clients),
+        starts,
+        ends,
+        deleted,
+        bounds,
+        pairs,
+        resumes,
+        origins,
+        total,
+        deletes_at,
+    )
+
+
+def deleted_ranges(update: bytes, shape: UpdateShape) -> dict[int, list[tuple[int, int]]]:
+    """The delete set of ``update``, read as ``shape`` by :func:`read_text_update`: for each
+    client, its deleted ranges as ``(start, end)`` clocks, in the order the update gives them
+    (every encoder writes them sorted, and merges ranges that touch)."""
+    data = bytes(update)
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    count, pos = _uint(data, shape.deletes_at)
+    for _ in range(count):
+        client, pos = _uint(data, pos)
+        held = ranges.setdefault(client, [])
+        number, pos = _uint(data, pos)
+        for _ in range(number):
+            start, pos = _uint(data, pos)
+            length, pos = _uint(data, pos)
+            held.append((start, start + length))
+    return ranges
 
 
 def _note_origin(

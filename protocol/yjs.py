@@ -51,7 +51,14 @@ class YjsLimits:
     ``max_message`` alone: how long a state vector may be depends on the document it is
     the state of (one client id more for each client that ever wrote in it), which the
     frame does not tell; whoever answers it bounds it by the document (the server: by its
-    own state vector, with ``max_state_vector`` to spare, see ``Room.handshake``)."""
+    own state vector, with ``max_state_vector`` to spare, see ``Room.handshake``).
+
+    ``max_new_clients`` and ``max_deleted_ranges`` bound the work applying one update costs
+    (the CRDT core's is super-linear in both; 0: no bound): the clients an update writes as
+    that its document does not know yet (a live edit brings at most one; a reconnect, one
+    per session its client typed in while away), and the ranges its delete set adds, ranges
+    the document had not deleted already (a reconnect sends its whole delete set again,
+    which costs little)."""
 
     max_message: int = 8 * 1024 * 1024
     max_update: int = 8 * 1024 * 1024
@@ -59,6 +66,8 @@ class YjsLimits:
     max_awareness_entries: int = 256  # a room's whole table: stock clients send back what they get
     max_awareness_state: int = 16 * 1024
     max_reason: int = 1024
+    max_new_clients: int = 256
+    max_deleted_ranges: int = 4096
 
 
 DEFAULT_LIMITS = YjsLimits()

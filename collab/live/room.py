@@ -7,6 +7,7 @@ only enqueue; the server shell drains those queues onto sockets.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import logging
 import re
@@ -18,7 +19,14 @@ from pycrdt import Doc, Text, merge_updates
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
-from protocol.text_update import UpdateShape, pairs_in, read_text_update, splits_a_pair
+from protocol.text_update import (
+    MAX_CLOCK,
+    UpdateShape,
+    deleted_ranges,
+    pairs_in,
+    read_text_update,
+    splits_a_pair,
+)
 from protocol.yjs import (
     AwarenessEntry,
     YjsLimits,
@@ -441,6 +449,7 @@ class Room:
         if len(update) > self.limits.max_update:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"update of {len(update)} bytes over limit")
         shape = read_text_update(update, TEXT_NAME)
+        self._check_cost(update, shape)
         size_bound = self._size_after(update, shape)
         history_bound = self._history_after(update, shape)
         self._check_whole(shape)
@@ -553,6 +562,51 @@ class Room:
         problem = self._gap(shape)
         if problem is not None:  # (an honest client lost an update on the way: it resyncs)
             raise Gapped(f"update rejected: {problem}: reconnect and sync")
+
+    def _check_cost(self, update: bytes, shape: UpdateShape) -> None:
+        """Refuse (``TOO_LARGE``) an update whose integration would hold the event loop:
+        the CRDT core's work is super-linear in the clients an update brings that the
+        document does not know (each new item of a higher client id placed where others
+        were placed walks past all of them) and in the ranges its delete set cuts out of
+        text the document has not deleted (see ``YjsLimits``)."""
+        new = self._new_clients(shape)
+        if new > self.limits.max_new_clients > 0:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"update rejected: it writes as {new} clients the document does not know, "
+                f"over the limit of {self.limits.max_new_clients}",
+            )
+        cuts = self._new_deletions(update, shape)
+        if cuts > self.limits.max_deleted_ranges > 0:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"update rejected: it deletes {cuts} ranges the document has not deleted, "
+                f"over the limit of {self.limits.max_deleted_ranges}",
+            )
+
+    def _new_clients(self, shape: UpdateShape) -> int:
+        """How many of ``shape``'s clients the document does not know (its clocks are read
+        again only when those last read do not know enough of them)."""
+        new = sum(1 for client in shape.clients if client not in self._clocks)
+        if new <= self.limits.max_new_clients:
+            return new
+        state = self.doc.get_state()
+        self._clocks = decode_state_vector(state, YjsLimits(max_state_vector=len(state) + 16))
+        return sum(1 for client in shape.clients if client not in self._clocks)
+
+    def _new_deletions(self, update: bytes, shape: UpdateShape) -> int:
+        """How many of the ranges ``shape``'s delete set holds are not deleted in the
+        document already (a range partly deleted counts); read only for a delete set of
+        more ranges than ``max_deleted_ranges``."""
+        if shape.ranges <= self.limits.max_deleted_ranges:
+            return shape.ranges
+        held = self.doc.get_update(self.doc.get_state())  # its delete set alone
+        deleted = deleted_ranges(held, read_text_update(held, TEXT_NAME))
+        return sum(
+            not _covered(deleted.get(client, []), start, end)
+            for client, ranges in deleted_ranges(update, shape).items()
+            for start, end in ranges
+        )
 
     def _gap(self, shape: UpdateShape) -> str | None:
         """What ``shape`` needs that the document lacks, as last read (see
@@ -1107,6 +1161,12 @@ def _history_growth(update: bytes) -> int:
     ``Room._history_after``), adds to the document's encoded history."""
     deletions_only = update[:1] == b"\x00"  # no section of structs: a delete set alone
     return (_DELETION_GROWTH if deletions_only else _HISTORY_GROWTH) * len(update)
+
+
+def _covered(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether ``ranges`` (sorted, apart) hold all of ``start`` to ``end``."""
+    at = bisect.bisect_right(ranges, (start, MAX_CLOCK + 1)) - 1
+    return at >= 0 and ranges[at][1] >= end
 
 
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")

@@ -14,6 +14,7 @@ from pycrdt import Doc
 from gitsync import BlobNotText, BranchDamaged, BranchNotFound, RepoNotFound, Repositories
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
+from protocol.yjs import YjsLimits
 
 from ..git.work import in_git_thread
 from ..server.auth import Identity, Role
@@ -52,9 +53,11 @@ class Rooms:
         max_file: int = 8 * 1024 * 1024,
         max_document: int = 0,
         events: EventHub | None = None,
+        limits: YjsLimits | None = None,
     ) -> None:
         self.max_file = max_file
         self.max_document = max_document
+        self.limits = limits  # what each room's updates are held to (None: the defaults)
         self.events = events
         self.store = store
         self.repos = repos
@@ -252,6 +255,7 @@ class Rooms:
             last_seq=last_seq,
             compact_every=self.compact_every,
             max_document=self.max_document,
+            limits=self.limits,
         )
         room.loaded_seq = stored.last_seq if stored is not None else 0
         if stored is not None and not stored.empty:

@@ -111,6 +111,12 @@ class CollabServer(Lifecycle):
         )
         self.repos = Repositories(config.repos)
         self.events = EventHub()
+        self.yjs_limits = YjsLimits(
+            max_message=config.max_message,
+            max_update=config.max_message,
+            max_new_clients=config.max_new_clients,
+            max_deleted_ranges=config.max_deleted_ranges,
+        )
         self.rooms = Rooms(
             self.store,
             self.repos,
@@ -119,6 +125,7 @@ class CollabServer(Lifecycle):
             max_file=config.max_file,
             max_document=config.max_document,
             events=self.events,
+            limits=self.yjs_limits,
         )
         if self.cluster is not None:
             cluster = self.cluster
@@ -142,7 +149,6 @@ class CollabServer(Lifecycle):
             answer_rate=config.user_answer_rate,
             answer_burst=config.user_answer_burst,
         )
-        self.yjs_limits = YjsLimits(max_message=config.max_message, max_update=config.max_message)
         self.ws_limits = m.Limits(max_message=config.max_message, max_bin=config.max_message)
         self.stopping = False
         self.failure: str | None = None

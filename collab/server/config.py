@@ -40,6 +40,10 @@ class ServerConfig:
     outbox_bytes: int = 16 * 1024 * 1024  # ... or bytes queued for it
     user_send_bytes: int = 64 * 1024 * 1024  # bytes queued for one user's connections together
     max_document: int = 8 * 1024 * 1024  # a document's text (UTF-8 bytes) may not grow past this
+    # clients an update may write as that its document does not know yet (0: any)
+    max_new_clients: int = 256
+    # ranges an update's delete set may add, of text its document had not deleted (0: any)
+    max_deleted_ranges: int = 4096
     user_update_rate: float = 500.0  # updates per second per user, all connections together
     user_update_burst: int = 2000  # ... in bursts of up to this many (0 rate: no limit)
     user_byte_rate: float = 4 * 1024 * 1024  # update bytes per second per user
