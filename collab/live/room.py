@@ -588,7 +588,7 @@ class Room:
         """How many of ``shape``'s clients the document does not know (its clocks are read
         again only when those last read do not know enough of them)."""
         new = sum(1 for client in shape.clients if client not in self._clocks)
-        if new <= self.limits.max_new_clients:
+        if new <= self.limits.max_new_clients or not self.limits.max_new_clients:
             return new
         state = self.doc.get_state()
         self._clocks = decode_state_vector(state, YjsLimits(max_state_vector=len(state) + 16))
@@ -598,7 +598,7 @@ class Room:
         """How many of the ranges ``shape``'s delete set holds are not deleted in the
         document already (a range partly deleted counts); read only for a delete set of
         more ranges than ``max_deleted_ranges``."""
-        if shape.ranges <= self.limits.max_deleted_ranges:
+        if shape.ranges <= self.limits.max_deleted_ranges or not self.limits.max_deleted_ranges:
             return shape.ranges
         held = self.doc.get_update(self.doc.get_state())  # its delete set alone
         deleted = deleted_ranges(held, read_text_update(held, TEXT_NAME))
