@@ -7,9 +7,12 @@ delete set again, are taken."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import pytest
 from pycrdt import Doc, Text
+from servers import make_config
 from yjsclient import YjsPeer
 
 from collab import CollabServer
@@ -135,3 +138,23 @@ async def test_a_reconnect_after_many_wrote_and_deleted_is_taken(server: CollabS
         await later.wait_text(lambda text: text == expected)
         assert again.close_code is None
     assert await stored_text(server) == expected
+
+
+@pytest.mark.parametrize(("bound", "refused"), [(2, True), (0, False)], ids=["2", "none"])
+async def test_the_bound_on_new_clients_is_the_servers_setting(
+    repos: Path, tmp_path: Path, bound: int, refused: bool
+) -> None:
+    config = make_config(repos, tmp_path / "data", max_new_clients=bound)
+    async with (
+        CollabServer(config) as server,
+        YjsPeer(server.url, ROOM, user="mallory") as mallory,
+    ):
+        await asyncio.wait_for(mallory.synced.wait(), 5)
+        before = str(mallory.text)
+        await mallory.send(encode_message(SyncUpdate(concurrent_inserts(10**6, 3))))
+        if refused:
+            assert await mallory.wait_closed(5) == ErrorCode.TOO_LARGE
+        else:
+            async with YjsPeer(server.url, ROOM, user="later") as later:
+                await later.wait_text(lambda text: text == "xxx" + before)
+            assert mallory.close_code is None
