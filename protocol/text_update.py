@@ -24,7 +24,7 @@ as another text, or that it cannot read back at all.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from .errors import ErrorCode, ProtocolError
@@ -327,22 +327,19 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
     )
 
 
-def deleted_ranges(update: bytes, shape: UpdateShape) -> dict[int, list[tuple[int, int]]]:
-    """The delete set of ``update``, read as ``shape`` by :func:`read_text_update`: for each
-    client, its deleted ranges as ``(start, end)`` clocks, in the order the update gives them
-    (every encoder writes them sorted, and merges ranges that touch)."""
+def deleted_ranges(update: bytes, shape: UpdateShape) -> Iterator[tuple[int, int, int]]:
+    """The delete set of ``update``, read as ``shape`` by :func:`read_text_update`: each
+    deleted range as ``(client, start, end)`` clocks, in the order the update gives them
+    (every encoder writes a client's ranges sorted, and merges ranges that touch)."""
     data = bytes(update)
-    ranges: dict[int, list[tuple[int, int]]] = {}
     count, pos = _uint(data, shape.deletes_at)
     for _ in range(count):
         client, pos = _uint(data, pos)
-        held = ranges.setdefault(client, [])
         number, pos = _uint(data, pos)
         for _ in range(number):
             start, pos = _uint(data, pos)
             length, pos = _uint(data, pos)
-            held.append((start, start + length))
-    return ranges
+            yield client, start, start + length
 
 
 def _note_origin(

@@ -596,17 +596,23 @@ class Room:
 
     def _new_deletions(self, update: bytes, shape: UpdateShape) -> int:
         """How many of the ranges ``shape``'s delete set holds are not deleted in the
-        document already (a range partly deleted counts); read only for a delete set of
-        more ranges than ``max_deleted_ranges``."""
-        if shape.ranges <= self.limits.max_deleted_ranges or not self.limits.max_deleted_ranges:
+        document already (a range partly deleted counts), counted up to one past
+        ``max_deleted_ranges``; compared with the document only for a delete set of more
+        ranges than that."""
+        limit = self.limits.max_deleted_ranges
+        if shape.ranges <= limit or not limit:
             return shape.ranges
         held = self.doc.get_update(self.doc.get_state())  # its delete set alone
-        deleted = deleted_ranges(held, read_text_update(held, TEXT_NAME))
-        return sum(
-            not _covered(deleted.get(client, []), start, end)
-            for client, ranges in deleted_ranges(update, shape).items()
-            for start, end in ranges
-        )
+        deleted: dict[int, list[tuple[int, int]]] = {}
+        for client, start, end in deleted_ranges(held, read_text_update(held, TEXT_NAME)):
+            deleted.setdefault(client, []).append((start, end))
+        new = 0
+        for client, start, end in deleted_ranges(update, shape):
+            if not _covered(deleted.get(client, []), start, end):
+                new += 1
+                if new > limit:
+                    break
+        return new
 
     def _gap(self, shape: UpdateShape) -> str | None:
         """What ``shape`` needs that the document lacks, as last read (see
