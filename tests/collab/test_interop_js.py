@@ -27,6 +27,7 @@ from collab import Client, CollabServer, Document
 from collab.server.auth import Role, TokenAuthenticator
 from protocol.errors import ErrorCode
 from protocol.lib0 import write_var_string, write_var_uint
+from protocol.yjs import YjsLimits
 
 pytestmark = pytest.mark.js
 
@@ -648,13 +649,21 @@ async def test_a_stock_client_typing_inside_an_emoji_is_refused_and_no_copy_dive
         assert state["text"] == str(doc.text) and "X" not in str(doc.text)
 
 
-def many_writers(count: int, seed: int = 5) -> bytes:
-    """One update in which ``count`` clients (32-bit ids, as Yjs draws them) each typed one
-    "x" at the start of the text, as a relay of many people's edits may send it."""
+def many_writers(count: int, seed: int = 5) -> list[bytes]:
+    """Updates in which ``count`` clients (32-bit ids, as Yjs draws them) each typed one
+    "x" at the start of the text, as a relay of many people's edits may send them: at most
+    ``max_new_clients`` writers an update (the server's bound on the clients new to the
+    document one update may bring), highest ids first."""
     rng = random.Random(seed)
+    clients = sorted(rng.sample(range(2**31, 2**32), count), reverse=True)
+    per_update = YjsLimits().max_new_clients
+    return [_writers(clients[at : at + per_update]) for at in range(0, count, per_update)]
+
+
+def _writers(clients: list[int]) -> bytes:
     update = bytearray()
-    write_var_uint(update, count)
-    for client in rng.sample(range(2**31, 2**32), count):
+    write_var_uint(update, len(clients))
+    for client in clients:
         for number in (1, client, 0):  # one struct, of this client, from clock 0
             write_var_uint(update, number)
         update.append(0x04)  # a string, placed by its parent: the root "source"
@@ -679,7 +688,8 @@ async def test_a_document_thousands_of_clients_wrote_in_opens_again_everywhere(
         await js_open(fleet, "ann", server.url, room=many)
         async with YjsPeer(server.url, many, user="relay") as relay:
             await asyncio.wait_for(relay.synced.wait(), 5)
-            relay.doc.apply_update(many_writers(12_000))  # (and sent, as one update)
+            for update in many_writers(12_000):
+                relay.doc.apply_update(update)  # (and sent, as one update)
             await fleet.call_ok("wait_text", client="ann", equals="x" * 12_000)
             room = server.rooms.get_key(many)
             assert room is not None and len(room.state_vector()) > 64 * 1024
