@@ -16,6 +16,7 @@ from servers import make_config
 from yjsclient import YjsPeer
 
 from collab import CollabServer
+from collab.live.room import DELETE_WORK
 from protocol.errors import ErrorCode
 from protocol.lib0 import write_var_uint
 from protocol.yjs import SyncUpdate, YjsLimits, encode_message
@@ -74,17 +75,33 @@ async def test_an_update_writing_as_too_many_new_clients_is_refused(
     assert await stored_text(server) == "kept " + before
 
 
-async def test_a_delete_set_cutting_too_many_ranges_is_refused(server: CollabServer) -> None:
-    ranges = LIMITS.max_deleted_ranges + 1
+@pytest.mark.parametrize(
+    ("length", "ranges", "refused"),
+    [(2_100_000, LIMITS.max_deleted_ranges + 1, True), (10_000, 5_000, False)],
+    ids=["long-text-refused", "short-text-taken"],
+)
+async def test_a_delete_set_cutting_too_many_ranges_is_refused(
+    server: CollabServer, length: int, ranges: int, refused: bool
+) -> None:
+    """A comb of ``max_deleted_ranges`` + 1 ranges out of one item of 2.1 million
+    characters is refused (cutting it costs about ``room.DELETE_WORK``); out of a text short
+    enough that cutting it costs little, a comb may have more ranges (a replace-all of
+    5,000 matches in 10,000 characters is taken)."""
+    assert refused == (ranges * length > DELETE_WORK)
     async with YjsPeer(server.url, ROOM, user="honest") as honest:
         await asyncio.wait_for(honest.synced.wait(), 5)
-        honest.text.insert(0, "a" * (2 * ranges))  # one item of its client
+        honest.text.insert(0, "a" * length)  # one item of its client
+        total = len(str(honest.text))
         client = honest.doc.client_id
         async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
-            await mallory.wait_text(lambda text: text.startswith("a" * (2 * ranges)))
+            await mallory.wait_text(lambda text: len(text) >= length)
             await mallory.send(encode_message(SyncUpdate(comb(client, 0, ranges))))
-            assert await mallory.wait_closed(5) == ErrorCode.TOO_LARGE
-            assert "ranges the document has not deleted" in mallory.close_reason
+            if refused:
+                assert await mallory.wait_closed(5) == ErrorCode.TOO_LARGE
+                assert "ranges the document has not deleted" in mallory.close_reason
+            else:
+                await honest.wait_text(lambda text: len(text) == total - ranges)
+                assert mallory.close_code is None
         honest.text.insert(0, "kept ")
         expected = str(honest.text)
         async with YjsPeer(server.url, ROOM, user="later") as later:
