@@ -12,7 +12,11 @@ crash leaves nothing to clean up. The repositories' directory must therefore be 
 system whose locks every node sees (a local disk, or NFS v4 with its locks). A holder that
 is alive but does not go on (a process stopped, a machine frozen) keeps it: the others wait
 for it ``FENCE_WAIT`` seconds at most, then fail their write (``FenceBusy``) and try again
-later, rather than tie up a thread each for as long as it lasts.
+later, rather than tie up a thread each for as long as it lasts. So a writer holds the fence
+for its ref moves and their records alone: a commit's objects are written, and fsynced,
+before (``gitsync.objects.commits.write_commit``), and its small packs combined after. A
+writer stopped while it writes them holds nothing: another node takes the lease once it
+expires and commits. Only one stopped inside that small block holds the branch up.
 """
 
 from __future__ import annotations

@@ -61,15 +61,18 @@ from gitsync.objects.commits import (
     BranchExists,
     NothingToCommit,
     RefMoved,
+    WrittenCommit,
     author_line,
     branch_ref,
     clear_committing,
     clear_merging,
+    combine_packs,
     commit_changes,
     commit_message,
     create_branch,
     forget_records,
     free_branch,
+    land_commit,
     move_as_synced,
     read_committing,
     read_merging,
@@ -79,6 +82,7 @@ from gitsync.objects.commits import (
     set_merging,
     set_synced,
     stale_records,
+    write_commit,
 )
 from gitsync.objects.fsck import file_problem
 from gitsync.objects.ref_names import RefClash
@@ -962,25 +966,37 @@ class BranchSync:
         same = unchanged_at(repo, self.synced, changes)
         files = sorted(path for path in changes if path not in same)
         changes = {path: changes[path] for path in files}
+        # the objects are written (and fsynced) outside the branch's fence: a node stopped
+        # while it writes them keeps no other node from the branch past its lease
+        written: WrittenCommit | None
+        try:
+            written = write_commit(
+                repo,
+                self.branch,
+                changes,
+                message=commit_message(files, lines[1:]),
+                author=lines[0],
+                committer=ENGINE_AUTHOR,
+                expected=self.synced,
+                text_only=True,
+            )
+        except NothingToCommit:
+            written = None  # (raised below, once the states are recorded)
         with fence_for(repo, self.branch, grant):
             # before the branch moves: no commit of the documents is left without its record
             # (the documents' stores hold it durably already, see _commit)
             record_synced_state(repo, self.branch, states or {})
+            if written is None:
+                raise NothingToCommit(f"the changes leave {self.branch} as it is")
+            commit = written
             new = move_as_synced(
                 repo,
                 self.branch,
-                lambda record: commit_changes(
-                    repo,
-                    self.branch,
-                    changes,
-                    message=commit_message(files, lines[1:]),
-                    author=lines[0],
-                    committer=ENGINE_AUTHOR,
-                    expected=self.synced,
-                    before_move=record,
-                    text_only=True,
+                lambda record: land_commit(
+                    repo, self.branch, commit, self.synced, before_move=record
                 ),
             )
+        combine_packs(repo)
         return new, files
 
     def _committed(self, new: bytes, files: list[str], users: list[str]) -> None:

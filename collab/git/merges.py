@@ -35,8 +35,10 @@ from gitsync.merge.plan import MergePlan, UnrelatedHistories, plan_merge, resolv
 from gitsync.objects.commits import (
     BlobEntry,
     author_line,
-    commit_changes,
+    combine_packs,
     fast_forward,
+    land_commit,
+    write_commit,
 )
 from gitsync.objects.fsck import file_problem, is_special_file
 from protocol.errors import ErrorCode, ProtocolError
@@ -277,18 +279,23 @@ class Merges:
             message += "\nConflicts left for resolution:\n" + "".join(
                 f"  {shown_path(path)}\n" for path in plan.conflicts
             )
+        # written outside the target's fence, which only its move needs (see
+        # BranchSync._write)
+        written = write_commit(
+            git,
+            branch,
+            resolved,
+            message=message,
+            author=author_line(identity.user),
+            committer=ENGINE_AUTHOR,
+            expected=plan.target,
+            extra_parents=[plan.source],
+            allow_empty=True,
+        )
         with fence_for(git, branch, grant):
-            return commit_changes(
-                git,
-                branch,
-                resolved,
-                message=message,
-                author=author_line(identity.user),
-                committer=ENGINE_AUTHOR,
-                expected=plan.target,
-                extra_parents=[plan.source],
-                allow_empty=True,
-            )
+            land_commit(git, branch, written, plan.target)
+        combine_packs(git)
+        return written.id
 
 
 def _refused_by_fsck(git: Repo, resolved: dict[str, BlobEntry | None]) -> list[tuple[str, str]]:

@@ -5,8 +5,10 @@ are read and rewritten, so the cost follows the depth of the changed paths, not 
 repository. New objects are on disk, fsynced, before the ref moves (one small pack per commit;
 small packs are combined as they accumulate, see :mod:`gitsync.packs.write`), and a ref moves only
 if it still holds the commit the change was based on, so a branch never moves backwards and no
-concurrent commit is lost. A lock file left on a ref by a crash is removed once it is old (see
-:mod:`gitsync.locks`).
+concurrent commit is lost. The objects are written first (``write_commit``), the ref moved
+after (``land_commit``): a caller that must hold a lock for the move (a branch's fence, see
+:mod:`gitsync.fence`) holds it for the move alone, not for the writes and their fsyncs. A
+lock file left on a ref by a crash is removed once it is old (see :mod:`gitsync.locks`).
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ __all__ = [
     "BranchExists",
     "NothingToCommit",
     "RefMoved",
+    "WrittenCommit",
     "author_line",
     "branch_heads",
     "branch_ref",
     "clear_committing",
     "clear_merging",
+    "combine_packs",
     "commit_changes",
     "commit_message",
     "create_branch",
@@ -50,6 +54,7 @@ __all__ = [
     "fast_forward",
     "forget_records",
     "free_branch",
+    "land_commit",
     "local_offset",
     "move_as_synced",
     "read_committing",
@@ -63,6 +68,7 @@ __all__ = [
     "set_synced",
     "stale_records",
     "synced_ref",
+    "write_commit",
     "write_objects",
 ]
 
@@ -502,7 +508,57 @@ def commit_changes(
     (unless ``allow_empty``), and :class:`RefMoved` if the branch moved meanwhile: the new
     objects are then written but unreferenced, and the caller rebuilds on ``current``.
     Returns the new commit id.
+
+    The three steps are :func:`write_commit`, :func:`land_commit` and
+    :func:`combine_packs`, for a caller that holds a lock around the move alone.
     """
+    written = write_commit(
+        repo,
+        branch,
+        changes,
+        message=message,
+        author=author,
+        committer=committer,
+        expected=expected,
+        extra_parents=extra_parents,
+        timestamp=timestamp,
+        allow_empty=allow_empty,
+        text_only=text_only,
+        new_branch=new_branch,
+    )
+    land_commit(repo, branch, written, expected, before_move=before_move, new_branch=new_branch)
+    combine_packs(repo)
+    return written.id
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenCommit:
+    """A commit whose objects are stored durably, no branch moved to it yet (see
+    :func:`write_commit`)."""
+
+    id: bytes
+    objects: tuple[ShaFile, ...]
+    """What was written for it, kept in the tree cache once it lands."""
+
+
+def write_commit(
+    repo: Repo,
+    branch: str,
+    changes: Mapping[str, bytes | BlobEntry | None],
+    *,
+    message: str,
+    author: str,
+    committer: str | None = None,
+    expected: bytes | None,
+    extra_parents: Sequence[bytes] = (),
+    timestamp: int | None = None,
+    allow_empty: bool = False,
+    text_only: bool = False,
+    new_branch: bool = False,
+) -> WrittenCommit:
+    """Build the commit of ``changes`` on top of ``expected`` and write its new objects as
+    one fsynced pack (the slow part of a commit), without moving any ref: see
+    :func:`commit_changes` for the arguments; raises :class:`NothingToCommit` as it does."""
     ref = branch_ref(branch)
     author_bytes = _check_identity(author)
     committer_bytes = _check_identity(committer) if committer is not None else author_bytes
@@ -539,22 +595,43 @@ def commit_changes(
     )
     objects.append(commit)
     write_objects(repo, objects)
+    return WrittenCommit(bytes(commit.id), tuple(objects))
+
+
+def land_commit(
+    repo: Repo,
+    branch: str,
+    commit: WrittenCommit,
+    expected: bytes | None,
+    *,
+    before_move: Callable[[bytes], None] | None = None,
+    new_branch: bool = False,
+) -> bytes:
+    """Move ``branch`` from ``expected`` to ``commit`` (written by :func:`write_commit` with
+    the same ``expected`` and ``new_branch``), calling ``before_move`` with its id first;
+    :class:`RefMoved` (or :class:`BranchExists`) as :func:`commit_changes` raises them.
+    Returns the commit's id."""
     if before_move is not None:
-        before_move(bytes(commit.id))
+        before_move(commit.id)
     try:
-        _swap(repo, ref, None if new_branch else expected, bytes(commit.id))
+        _swap(repo, branch_ref(branch), None if new_branch else expected, commit.id)
     except RefMoved as exc:
         if not new_branch:
             raise
         raise BranchExists(f"branch {branch} already exists at {_short(exc.current)}") from None
-    for obj in objects:
+    for obj in commit.objects:
         if isinstance(obj, (Tree, Commit)):
             _cache.put(repo, obj)
+    return commit.id
+
+
+def combine_packs(repo: Repo) -> None:
+    """Combine the repository's small packs once a commit has landed, if there are too many
+    (see :mod:`gitsync.packs.write`); a failure is logged, and left to a later commit."""
     try:
         combine_small_packs(repo.object_store)
     except Exception:  # the commit has landed; the packs are combined on a later one
         log.exception("combining the small packs of %s failed", repo.path)
-    return bytes(commit.id)
 
 
 def free_branch(repo: Repo, name: str) -> str:
