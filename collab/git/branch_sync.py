@@ -96,7 +96,7 @@ from gitsync.repos import is_stored
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId, validate_path
 
-from ..bus.lease import Held
+from ..bus.lease import Held, LeaseLost
 from ..live.epochs import history_lost
 from ..live.events import EventHub, hexsha
 from ..live.marks import mark_id
@@ -302,7 +302,16 @@ class BranchSync:
                 if not self._again:
                     break
         except Exception as exc:
-            if self._failures <= 1 and not _outage(exc):
+            if isinstance(exc, (Fenced, LeaseLost)):
+                # this node was held up past its lease (a pause) and another took the branch
+                # over: its ref was not moved, as planned; no bug to trace
+                log.warning(
+                    "%s: continuous commit refused, another node took the branch's lease "
+                    "over (%s); tried again later",
+                    self.name,
+                    exc,
+                )
+            elif self._failures <= 1 and not _outage(exc):
                 log.exception("%s: continuous commit failed; retrying later", self.name)
             elif self._failures & (self._failures - 1) == 0:  # the 1st, 2nd, 4th, 8th...
                 log.warning(

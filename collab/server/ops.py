@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gitsync import BranchDamaged, RepoNotFound
+from gitsync.fence import FenceBusy, Fenced
 from protocol.errors import ErrorCode, ProtocolError
 
+from ..bus.lease import LeaseLost
 from .auth import Identity
 
 __all__ = [
@@ -86,6 +88,12 @@ class Operations:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no repository {repo!r:.200}") from None
         except BranchDamaged as exc:  # listed in /healthz too
             raise ProtocolError(ErrorCode.DAMAGED, str(exc)) from None
+        except (FenceBusy, Fenced, LeaseLost) as exc:
+            # in a cluster, another node took the branch's git work over (this one was held
+            # up past its lease), or holds it up (stopped in the middle of a ref move): as
+            # when another node keeps the branch's lease, the caller tries again
+            log.warning("operation %s: %s", name, exc)
+            raise ProtocolError(ErrorCode.CONFLICT, f"{name}: {exc}; try again") from None
         except Exception as exc:
             log.exception("operation %s failed", name)
             raise ProtocolError(ErrorCode.INTERNAL, f"{name} failed: {exc}") from exc

@@ -7,7 +7,9 @@ repositories' directory."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -17,10 +19,11 @@ from gitcli import until
 from redisproc import RedisProcess
 from servers import make_config
 
-from collab import Client, CollabServer
+from collab import Client, ClientError, CollabServer
 from collab.bus.lease import Grant
 from gitsync import fence
 from gitsync.objects import commits
+from protocol.errors import ErrorCode
 
 ROOM = "demo/main:README.md"
 
@@ -65,6 +68,7 @@ async def test_a_node_stalled_while_it_writes_a_commit_keeps_no_other_node_waiti
     two_nodes: list[CollabServer],
     repos: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Node a's commit stalls while it writes its objects, and a renews nothing meanwhile
     (a stopped process): once its lease expires, node b takes it and commits the shared
@@ -90,6 +94,7 @@ async def test_a_node_stalled_while_it_writes_a_commit_keeps_no_other_node_waiti
         return write_pack(store, objects)  # type: ignore[arg-type]
 
     monkeypatch.setattr(commits, "write_pack", stalled)
+    caplog.set_level(logging.INFO, logger="collab")
     try:
         async with Client(a.url, user="ann") as ann, Client(b.url, user="bob") as bob:
             doc_a, doc_b = await ann.open(ROOM), await bob.open(ROOM)
@@ -109,9 +114,57 @@ async def test_a_node_stalled_while_it_writes_a_commit_keeps_no_other_node_waiti
             go_on.set()
             await late
             assert git(repos, "rev-parse", "main") == committed.decode()  # a's move refused
+            refused = [r for r in caplog.records if "lease over" in r.getMessage()]
+            assert refused and all(r.levelno == logging.WARNING for r in refused)
+            assert all(r.exc_info is None for r in refused)
+            assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
             doc_a.insert(0, "again;")
             await ann.flush()
             await sync_a.flush()
             assert git(repos, "show", "main:README.md") + "\n" == str(doc_a) == str(doc_b)
     finally:
         go_on.set()
+
+
+async def test_a_write_held_up_by_a_stopped_fence_holder_is_refused_as_retryable(
+    two_nodes: list[CollabServer], repos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped while it holds main's fence (inside a ref move): a commit asked of
+    a node meanwhile is refused with CONFLICT, to be tried again, not with INTERNAL; once
+    the holder goes on, it is made."""
+    monkeypatch.setattr(fence, "FENCE_WAIT", 0.5)
+    _a, b = two_nodes
+    async with Client(b.url, user="bob") as bob:
+        doc = await bob.open(ROOM)
+        await until(lambda: "people/bob-" in git(repos, "branch", "--list", "people/*"))
+        doc.insert(0, "bob typed;")
+        await bob.flush()
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys\n"
+                "from gitsync.fence import current_fence, fenced\n"
+                f"repo = {str(repos / 'demo')!r}\n"
+                "with fenced(repo, 'main', current_fence(repo, 'main')):\n"
+                "    print('held', flush=True)\n"
+                "    sys.stdin.readline()\n",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert holder.stdout.readline() == "held\n"
+            with pytest.raises(ClientError) as refused:
+                await bob.commit("demo", "main")
+            assert refused.value.code == ErrorCode.CONFLICT, refused.value
+            assert "try again" in refused.value.message
+        finally:
+            holder.stdin.write("go on\n")
+            holder.stdin.close()
+            holder.wait()
+            holder.stdout.close()
+        await bob.commit("demo", "main")
+        assert git(repos, "show", "main:README.md").startswith("bob typed;")
