@@ -2109,13 +2109,16 @@ class GitSync:
             task.add_done_callback(lambda _t: self._creating.pop(key, None))
         return await asyncio.shield(task)
 
-    async def forget_deleted(self, repo: str, branch: str) -> None:
+    async def forget_deleted(
+        self, repo: str, branch: str, *, how: str = "outside the engine"
+    ) -> None:
         """Drop what the engine kept of the deleted branch ``branch``: its rooms still loaded
         (in their grace period; or open, where another tool deleted it) are unloaded without
         the snapshot an unload stores, which would bring their text back to a branch made
         again under the name; their stored histories are deleted, who wrote to them, and
         the branch's private records. Stored text its last commit lacks is committed on a
-        branch of its own first (see :meth:`_rescue_stored`)."""
+        branch of its own first (see :meth:`_rescue_stored`), which says how the branch
+        was deleted (``how``: ``by ann (branch.delete)``...)."""
         prefix = f"{repo}/{branch}:"
         sync = self.branches.get((repo, branch))
         if sync is not None:  # no commit of it restores the branch meanwhile
@@ -2131,7 +2134,7 @@ class GitSync:
                 level=logging.INFO,
                 keep_store=True,  # (until what it holds is rescued)
             )
-        await self._rescue_stored(repo, branch)
+        await self._rescue_stored(repo, branch, how)
         authors = await self.store.take_authors(f"{repo}/{branch}")
         await self.store.settle_authors(f"{repo}/{branch}", authors)
         for key in await self.store.keys(prefix):
@@ -2144,7 +2147,7 @@ class GitSync:
 
         await in_repo(self.repos, repo, forget)
 
-    async def _rescue_stored(self, repo: str, branch: str) -> None:
+    async def _rescue_stored(self, repo: str, branch: str, how: str) -> None:
         """Commit the stored text of the deleted ``branch``'s documents that the commit they
         last matched lacks (edits not committed yet when another tool deleted the branch, and
         the name cannot be restored) on a branch made for it from that commit, named
@@ -2177,7 +2180,7 @@ class GitSync:
         lines = [author_line(user) for user in await self.store.take_authors(f"{repo}/{branch}")]
         lines = lines or [ENGINE_AUTHOR]
         message = (
-            f"Keep the live edits of {branch}\n\n{branch} was deleted outside the engine "
+            f"Keep the live edits of {branch}\n\n{branch} was deleted {how} "
             "while they were not committed.\n"
         )
         message += "".join(f"\nCo-authored-by: {line}" for line in lines[1:])
@@ -2207,10 +2210,10 @@ class GitSync:
 
         name, head = await in_repo(self.repos, repo, write)
         log.warning(
-            "%s/%s: deleted outside the engine with edits not committed (%s); they were "
-            "committed on %s",
+            "%s/%s: deleted %s with edits not committed (%s); they were committed on %s",
             repo,
             branch,
+            how,
             ", ".join(sorted(kept)),
             name,
         )

@@ -535,7 +535,7 @@ class Branches:
                 if sync is not None:
                     sync.deleting = False
                 raise ProtocolError(ErrorCode.CONFLICT, f"{name!r} moved: {exc}") from None
-            await self.git.forget_deleted(repo, name)
+            await self.git.forget_deleted(repo, name, how=f"by {identity.user} (branch.delete)")
         self._ref_event(repo, name, head, None, "delete")
         log.info(
             "%s: %s deleted the branch %s (it was at %s)",
@@ -552,7 +552,7 @@ class Branches:
         afresh)."""
         if await in_git_thread(self.repos, self.git.head, repo, name) is not None:
             return  # made again meanwhile
-        await self.git.forget_deleted(repo, name)
+        await self.git.forget_deleted(repo, name, how="by a push")
 
     async def why_open(self, repo: str, name: str) -> str | None:
         """Why the branch may not be deleted now: someone has one of its documents open (or
