@@ -12,9 +12,11 @@ it acknowledged: ``appendonly yes`` and ``appendfsync always`` (the store warns 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -29,6 +31,15 @@ __all__ = ["Cluster", "default_node_id"]
 
 STATUS_TIMEOUT = 1.0
 """Seconds ``status`` waits for Redis before it calls this node degraded."""
+HOLD_TTL = 30.0
+"""Seconds a hold on a branch's opens (``Cluster.opens_held``) lasts at most: one its node
+never let go of (it died) holds the other nodes' opens no longer."""
+
+# KEYS: the hold. ARGV: its holder.
+_LET_GO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def default_node_id() -> str:
@@ -61,6 +72,7 @@ class Cluster:
             url, socket_timeout=WRITE_TIMEOUT, socket_connect_timeout=WRITE_TIMEOUT
         )
         self.leases = RedisLeases(self._client, self.bus.author, ttl=lease_ttl, prefix=prefix)
+        self._let_go = self._client.register_script(_LET_GO)
 
     async def start(self) -> None:
         await self.bus.start()
@@ -102,6 +114,36 @@ class Cluster:
     def nodes_alive(self) -> int | None:
         """How many nodes were alive at the last look (``None``: not looked yet)."""
         return None if self.bus.alive is None else len(self.bus.alive)
+
+    @contextlib.asynccontextmanager
+    async def opens_held(self, branch: str) -> AsyncIterator[None]:
+        """Keep the other nodes from opening documents of ``branch`` (``repo/branch``) while
+        in the block (an open waits for it, see :meth:`held_by_another` and
+        ``Rooms.acquire``, then finds whether the branch is still there), and enter it once
+        every node has beaten since the hold began: :meth:`open_elsewhere` then counts
+        every document open elsewhere, or being opened past its look at the hold, and none
+        is opened until the block ends. For a branch being deleted: nothing is opened on it
+        between the look and the deletion."""
+        key = self.bus.keys.opens_held(branch)
+        await self._client.set(key, self.bus.author, px=round(HOLD_TTL * 1000))
+        try:
+            await asyncio.sleep(self.bus.heartbeat_s + 0.5)
+            yield
+        finally:
+            with contextlib.suppress(RedisError, OSError):  # (it lapses)
+                await self._let_go(keys=[key], args=[self.bus.author])
+
+    async def held_by_another(self, branch: str) -> bool:
+        """Whether another node holds the opens of ``branch``'s documents now (see
+        :meth:`opens_held`). Not one Redis cannot tell of: the open goes on (its load needs
+        Redis too)."""
+        if not self.bus.healthy:
+            return False
+        try:
+            holder = await self._client.get(self.bus.keys.opens_held(branch))
+        except (RedisError, OSError):
+            return False
+        return holder is not None and holder != self.bus.author.encode()
 
     async def status(self) -> dict[str, object]:
         """The nodes alive and whether this one reaches Redis (for ``/healthz``): answered

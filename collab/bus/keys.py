@@ -11,9 +11,10 @@ can tell it missed entries; capped at about ``FEED_LENGTH`` entries). ``docs`` i
 set of every document id, for prefix listings; awareness travels on pub/sub channels
 (``aw:<doc_id>``); each node keeps a key that expires when it stops renewing it, and beside
 it a set of the branches it has open documents of (``open:<node>#<incarnation>``), renewed
-and expiring with it. ``gen`` holds a random token set by the first node to find it missing:
-a Redis that lost its data (restarted with nothing kept, or flushed) no longer holds the
-token the nodes remember.
+and expiring with it; a node deleting a branch holds every node's opens of its documents
+with ``held:<repo>/<branch>`` while it looks and deletes. ``gen`` holds a random token set
+by the first node to find it missing: a Redis that lost its data (restarted with nothing
+kept, or flushed) no longer holds the token the nodes remember.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ class RedisKeys:
         """The set of the branches (``repo/branch``) that the node process ``author``
         (``<node>#<incarnation>``) has open documents of; it expires with the node's key."""
         return f"{self.prefix}open:{author}"
+
+    def opens_held(self, branch: str) -> str:
+        """The hold on opening documents of ``branch`` (``repo/branch``): the node process
+        (``<node>#<incarnation>``) deleting it, with a time to live (see
+        ``Cluster.opens_held``)."""
+        return f"{self.prefix}held:{branch}"
 
     def authors(self, branch: str) -> str:
         """The hash of the people who wrote to documents of ``branch`` (``repo/branch``)

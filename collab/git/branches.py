@@ -32,6 +32,7 @@ from gitsync.objects.commits import (
     read_ref,
     set_synced,
 )
+from gitsync.objects.fsck import file_problem
 from gitsync.objects.ref_names import RefClash, new_ref_problem
 from gitsync.wire.fetch_plan import fetchable
 from protocol.errors import ErrorCode, ProtocolError
@@ -43,8 +44,8 @@ from ..live.room import Room, Subscriber
 from ..live.rooms import Rooms, people_in
 from ..server.auth import Identity
 from ..store.base import Store
-from .branch_sync import BranchSync, GitSync, LeaseBusy
-from .work import in_git_thread
+from .branch_sync import STORE_WAIT, BranchSync, GitSync, LeaseBusy
+from .work import in_git_thread, in_repo
 
 __all__ = ["Branches"]
 
@@ -80,6 +81,11 @@ class Branches:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.open_elsewhere: Callable[[str, str], Awaitable[list[str]]] | None = None
         """In a cluster: the other nodes where documents of ``(repo, branch)`` are open."""
+        self.opens_held_elsewhere: (
+            Callable[[str, str], contextlib.AbstractAsyncContextManager[None]] | None
+        ) = None
+        """In a cluster: holds the other nodes' opens of documents of ``(repo, branch)`` for
+        a block, entered once each has said what it has open (``Cluster.opens_held``)."""
         rooms.on_join.append(self._on_join)
         rooms.on_leave.append(self._on_leave)
         git.on_deleted.append(self._forget_joined)
@@ -519,8 +525,12 @@ class Branches:
                 f"{name!r} is another person's branch: only its owner may delete it",
             )
         # Nobody opens one of its documents from the look below until it is deleted (or
-        # not): one opened in between would be closed under its user, who had typed in it.
-        async with self.rooms.opens_held(f"{repo}/{name}:"):
+        # not): one opened in between would be closed under its user, who had typed in it;
+        # on another node, typed in, it would write the branch back.
+        async with (
+            self.rooms.opens_held(f"{repo}/{name}:"),
+            self._opens_held_elsewhere(repo, name),
+        ):
             busy = await self.why_open(repo, name)
             if busy is not None:
                 raise ProtocolError(ErrorCode.CONFLICT, busy)
@@ -528,6 +538,8 @@ class Branches:
             sync = self.git.branches.get((repo, name))
             if sync is not None:
                 head = await sync.flush()
+            await self._refuse_uncommitted(repo, name, head)
+            if sync is not None:
                 sync.deleting = True
             try:
                 await in_git_thread(self.repos, self._delete, repo, name, head)
@@ -562,6 +574,45 @@ class Branches:
         if self.open_elsewhere is not None and (nodes := await self.open_elsewhere(repo, name)):
             return f"{name!r} has open documents (on node {', '.join(nodes)})"
         return None
+
+    def _opens_held_elsewhere(
+        self, repo: str, name: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        if self.opens_held_elsewhere is None:
+            return contextlib.nullcontext()
+        return self.opens_held_elsewhere(repo, name)
+
+    async def _refuse_uncommitted(self, repo: str, name: str, head: bytes) -> None:
+        """In a cluster, refuse (``CONFLICT``) to delete the branch ``name`` at ``head`` while
+        the shared store holds a document of it whose text ``head`` lacks: edits another
+        node has not committed yet (its room of the document lingers, or waits for the
+        branch's lease). Deleted now, the branch would be written back by that node, or
+        its edits kept on a branch of their own. A text git's fsck refuses, never committed,
+        does not count: it is kept on a branch of its own, as on one node (where the edits
+        of a document no one has open were committed before it unloaded)."""
+        if self.git.leases is None:
+            return
+        prefix = f"{repo}/{name}:"
+        try:
+            async with asyncio.timeout(STORE_WAIT):  # (the store waits for Redis longer)
+                for key in await self.store.keys(prefix):
+                    stored = await self.git.stored_text(key)
+                    path = key[len(prefix) :]
+                    text = None if stored is None else stored.encode("utf-8")
+                    if text is None or file_problem(path, text) is not None:
+                        continue
+                    blob = await in_repo(self.repos, repo, read_blob, head, path)
+                    if text != (blob or b""):
+                        raise ProtocolError(
+                            ErrorCode.CONFLICT,
+                            f"{name!r} has edits not yet committed (in {path}: typed on "
+                            "another node, or waiting for the branch's lease); try again "
+                            "once they are",
+                        )
+        except TimeoutError:
+            raise ProtocolError(
+                ErrorCode.TIMEOUT, f"{name!r}: the shared store did not answer; try again"
+            ) from None
 
     def _delete(self, repo: str, name: str, head: bytes) -> None:
         delete_branch(self.repos.open(repo), name, head)

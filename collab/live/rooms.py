@@ -29,6 +29,8 @@ __all__ = ["KeepLoaded", "Rooms", "people_in"]
 
 log = logging.getLogger("collab.rooms")
 
+HELD_POLL = 0.05
+"""Seconds between two looks of an open at another node's hold on its branch's opens."""
 RELEASE_AFTER = 1024 * 1024
 """Unloading a room whose stored history is larger than this gives free memory back to the
 system (see ``collab.live.memory``)."""
@@ -72,6 +74,10 @@ class Rooms:
         :meth:`retire`)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._held: dict[str, asyncio.Event] = {}  # key prefixes no one may open now
+        self._opening: dict[str, int] = {}  # key -> opens under way (see opening)
+        self.held_elsewhere: Callable[[str], Awaitable[bool]] | None = None
+        """In a cluster: whether another node holds the opens of the documents of a branch
+        (``repo/branch``) now, as it deletes the branch (see :meth:`acquire`)."""
         self._closing = False  # close() has begun: a failed persist is not retried
         self.damaged: dict[str, str] = {}
         """Quarantined documents (key -> why): their stored history is damaged, so they are
@@ -154,8 +160,37 @@ class Rooms:
     def get_key(self, key: str) -> Room | None:
         return self._rooms.get(key)
 
+    def opening(self, prefix: str = "") -> list[str]:
+        """The keys starting with ``prefix`` of the documents someone is opening now (an
+        :meth:`acquire` under way, from the look at its branch to the peer attached; the
+        server's own borrowing aside)."""
+        return [key for key in self._opening if key.startswith(prefix)]
+
     async def acquire(self, doc_id: DocId, peer: Subscriber) -> Room:
-        """Return the live room for ``doc_id`` with ``peer`` attached, loading it if needed."""
+        """Return the live room for ``doc_id`` with ``peer`` attached, loading it if needed.
+
+        In a cluster, the open counts as one under way (:meth:`opening`) before it looks
+        whether another node holds the opens of its branch (``held_elsewhere``: it is
+        deleting it), and until the peer is attached: a deletion that began before the look
+        finds it (and is refused), or the open finds the hold, and waits for it to end
+        without counting, then looks again (and finds no branch if it was deleted)."""
+        if isinstance(peer, _Holder):
+            return await self._acquire(doc_id, peer)
+        key = str(doc_id)
+        branch = key.partition(":")[0]
+        while True:
+            self._opening[key] = self._opening.get(key, 0) + 1
+            try:
+                if self.held_elsewhere is None or not await self.held_elsewhere(branch):
+                    return await self._acquire(doc_id, peer)
+            finally:
+                self._opening[key] -= 1
+                if not self._opening[key]:
+                    del self._opening[key]
+            while await self.held_elsewhere(branch):
+                await asyncio.sleep(HELD_POLL)
+
+    async def _acquire(self, doc_id: DocId, peer: Subscriber) -> Room:
         key = str(doc_id)
         prepared = False
         while True:

@@ -198,6 +198,11 @@ class CollabServer(Lifecycle):
             self.git.open_elsewhere = lambda repo, name: cluster.open_elsewhere_now(
                 f"{repo}/{name}"
             )
+            # a deletion holds every node's opens of the branch while it looks and deletes
+            self.branches.opens_held_elsewhere = lambda repo, name: cluster.opens_held(
+                f"{repo}/{name}"
+            )
+            self.rooms.held_elsewhere = cluster.held_by_another
         self.services.append(self.branches)  # stopped before the git work's final commits
         self.merges = Merges(self.repos, self.branches)
         register_git_ops(self.ops, self.branches, self.merges, self.events)
@@ -355,9 +360,10 @@ class CollabServer(Lifecycle):
         }
 
     def _open_branches(self) -> set[str]:
-        """The branches (``repo/branch``) with open documents here: another node refuses to
-        delete them (the bus keeps them in a set beside this node's key)."""
-        return {room.key.partition(":")[0] for room in self.rooms.loaded() if room.attached}
+        """The branches (``repo/branch``) with documents open here, or being opened: another
+        node refuses to delete them (the bus keeps them in a set beside this node's key)."""
+        opened = [room.key for room in self.rooms.loaded() if room.attached]
+        return {key.partition(":")[0] for key in [*opened, *self.rooms.opening()]}
 
     async def _health(self, request: web.Request) -> web.Response:
         cluster = None if self.cluster is None else await self.cluster.status()
