@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pycrdt import Doc, Text, merge_updates
+from pycrdt import Doc, Text, get_state, merge_updates
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.names import DocId
@@ -470,7 +470,7 @@ class Room:
                     f"{split[0]}, clock {split[1]})"
                 )
         clients = shape.clients
-        _precheck(update)
+        _precheck(update, shape)
         if answer and sender is not None:
             self._check_answer(sender, update)
         unknown = {client for client in clients if is_epoch(client)} - self.epochs
@@ -1229,16 +1229,25 @@ def _chain(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
     source.add_done_callback(copy)
 
 
-def _precheck(update: bytes) -> None:
+def _precheck(update: bytes, shape: UpdateShape | None = None) -> None:
     """Apply ``update`` to a throw-away document first.
 
     Some malformed updates make the CRDT core panic, and a panic leaves the document it hit
     unusable; those that do so whatever the document's state are caught here, before they
     reach the room's document. Dependencies the empty document lacks only make the update
     pending, which is cheap.
+
+    An update (read as ``shape``) none of whose sections starts at clock 0, which is every
+    edit of a client but its first, integrates nothing into an empty document: each section
+    waits for the clocks before it, and each deleted range for its client's structs. There
+    it only goes through the decoder, which the room's document runs too before it changes
+    anything; so such an update is only decoded (``get_state``: no document is made).
     """
     try:
-        _scratch_apply(update)
+        if shape is not None and 0 not in shape.starts.values():
+            get_state(update)
+        else:
+            _scratch_apply(update)
     except BaseException as exc:
         if isinstance(exc, _PASS_THROUGH):
             raise

@@ -23,7 +23,9 @@ from collab.server.yjs_endpoint import YjsPeer
 from collab.store.memory_store import MemoryStore
 from collab.store.sqlite_store import SQLiteStore
 from gitsync.repos import Repositories
+from protocol.lib0 import write_var_uint
 from protocol.names import DocId
+from protocol.text_update import read_text_update
 from protocol.yjs import (
     AwarenessEntry,
     AwarenessMessage,
@@ -239,6 +241,31 @@ def test_precheck_rejects_bad_updates_and_passes_good_ones() -> None:
         _precheck(b"\x01\x02\x03\xff\xff\xff\xff")
     with pytest.raises(InvalidUpdate):
         _precheck(PANIC_UPDATE)
+
+
+def test_precheck_decodes_an_edit_past_clock_zero_and_refuses_what_does_not_decode() -> None:
+    """An update none of whose sections starts at clock 0 would integrate nothing into an
+    empty document: it is only decoded, and what the decoder refuses is still refused."""
+    doc: Doc[Any] = Doc()
+    text = doc.get("source", type=Text)
+    text += "first"
+    state = doc.get_state()
+    text += " later"
+    later = doc.get_update(state)
+    shape = read_text_update(later, "source")
+    assert 0 not in shape.starts.values()
+    _precheck(later, shape)
+    client = doc.client_id
+    forged = bytearray()
+    for number in (1, 1, client, 11):  # one section of one string, at clock 11
+        write_var_uint(forged, number)
+    forged += b"\x84"  # a string placed after an origin
+    for number in (client, 10, 2):
+        write_var_uint(forged, number)
+    forged += b"\xff\xfe\x00"  # two bytes that are not UTF-8, then no deletions
+    shape = read_text_update(bytes(forged), "source")
+    with pytest.raises(InvalidUpdate):
+        _precheck(bytes(forged), shape)
 
 
 async def test_the_group_window_holds_appends_only_while_they_come_fast(

@@ -320,7 +320,7 @@ async def test_panic_past_the_precheck_reloads_the_room_and_loses_nothing(
         await a.flush()
         # past the checks that stop this update before the core: it is read as no text
         # at all (it holds a collected range), and not tried on a scratch document
-        monkeypatch.setattr(collab.live.room, "_precheck", lambda update: None)
+        monkeypatch.setattr(collab.live.room, "_precheck", lambda update, shape: None)
         empty = UpdateShape(frozenset(), {}, {}, {}, [], {}, {}, [])
         monkeypatch.setattr(collab.live.room, "read_text_update", lambda update, root: empty)
         async with YjsPeer(server.url, ROOM, user="mallory") as bad:

@@ -434,6 +434,30 @@ async def test_an_empty_struct_is_refused(
     assert "panicked" not in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["first edit", "later edit"])
+async def test_text_that_is_not_utf8_is_refused(server: CollabServer, first: bool) -> None:
+    """The CRDT core cannot decode a string that is not UTF-8: a client's first edit (clock 0)
+    and its later ones (checked by decoding alone, see ``room._precheck``) are refused alike,
+    and the document goes on."""
+    async with alice_and_carol(server) as (alice, observer):
+        async with YjsPeer(server.url, ROOM, user="mallory") as mallory:
+            await asyncio.wait_for(mallory.synced.wait(), 5)
+            me = mallory.doc.client_id
+            if first:
+                forged = section(me, 0, string(b"\xff\xfe"))
+            else:
+                mallory.text.insert(0, "ab")
+                await alice.wait_text(lambda text: text.startswith("ab"))
+                forged = section(me, 2, string(b"\xed\xa0\x80", origin=(me, 1)))
+            await mallory.send(encode_message(SyncUpdate(forged)))
+            assert await mallory.wait_closed() == ErrorCode.INVALID_UPDATE
+        observer.text.insert(0, "ok ")
+        await alice.wait_text(lambda text: text.startswith("ok "))
+        assert str(alice.text) == str(observer.text) and "\ufffd" not in str(alice.text)
+    room = server.rooms.get_key(ROOM)
+    assert room is not None and not room.failed and str(room.text) == str(observer.text)
+
+
 PENDING: dict[str, Callable[[int, int], bytes]] = {
     "structs past the client's clock": lambda _victim, _at: section(600, 5, string(b"Z")),
     "text after skipped clocks": lambda _victim, _at: section(
