@@ -68,31 +68,56 @@ def _refuse(message: str) -> ProtocolError:
 
 def _uint(data: bytes, pos: int) -> tuple[int, int]:
     """A lib0 varuint at ``pos``: (value, position after it)."""
-    value = shift = 0
-    end = len(data)
-    while True:
-        if pos >= end:
-            raise _refuse("truncated")
+    try:
         byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise _refuse("a number too long")
+        if byte < 0x80:  # one byte: most counts and lengths, and small clocks
+            return byte, pos + 1
+        value = byte & 0x7F
+        for shift in _SHIFTS:
+            pos += 1
+            byte = data[pos]
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value, pos + 1
+    except IndexError:
+        raise _refuse("truncated") from None
+    raise _refuse("a number too long")
+
+
+_SHIFTS = range(7, 64, 7)  # of a varuint's bytes after its first (ten bytes at most)
 
 
 def _client(data: bytes, pos: int) -> tuple[int, int]:
+    """A client id at ``pos``: (id, position after it). The few ids of a document come back
+    in every update, as varuints of five bytes or more: each is decoded once and looked up
+    by its bytes after that."""
+    known = _VARUINT.match(data, pos)
+    if known is not None:
+        raw = data[pos : known.end()]
+        client = _CLIENT_IDS.get(raw)
+        if client is not None:
+            return client, known.end()
     client, pos = _uint(data, pos)
     if client > MAX_CLIENT:
         raise _refuse(f"client id {client} is over 2^53 - 1")
+    if known is not None:
+        if len(_CLIENT_IDS) >= _MAX_CLIENT_IDS:
+            _CLIENT_IDS.clear()
+        _CLIENT_IDS[raw] = client
     return client, pos
+
+
+_VARUINT = re.compile(rb"[\x80-\xff]{0,9}[\x00-\x7f]")
+"""The bytes of one varuint (at most ten)."""
+_CLIENT_IDS: dict[bytes, int] = {}  # client ids by their varuint bytes (see _client)
+_MAX_CLIENT_IDS = 4096
 
 
 def _clock(data: bytes, pos: int) -> tuple[int, int]:
     clock, pos = _uint(data, pos)
-    return _within_clocks(clock, 0), pos
+    if clock > MAX_CLOCK:
+        raise _refuse(f"a clock of {clock} is over 2^32 - 1")
+    return clock, pos
 
 
 def _within_clocks(start: int, length: int) -> int:
@@ -283,9 +308,12 @@ def read_text_update(update: bytes, root: str) -> UpdateShape:
                 text, pos = _skip_bytes(data, pos)
                 if not text:  # (no encoder writes one; the Rust core panics on some)
                     raise _refuse("an empty string")
-                if not text.isascii() and _FOUR_BYTES.search(text):
-                    _note_pairs(text, clock, pairs.setdefault(client, []))
-                clock = _within_clocks(clock, _clock_span(text))
+                if text.isascii():
+                    clock = _within_clocks(clock, len(text))
+                else:
+                    if _FOUR_BYTES.search(text):
+                        _note_pairs(text, clock, pairs.setdefault(client, []))
+                    clock = _within_clocks(clock, _clock_span(text))
             elif kind == _DELETED:
                 length, pos = _uint(data, pos)
                 if not length:

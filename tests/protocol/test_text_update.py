@@ -89,6 +89,19 @@ def test_client_ids_over_53_bits_are_refused(client: int) -> None:
     assert "over 2^53" in refused(bytes(deletion) + b"\x01\x00\x01")
 
 
+def test_client_ids_read_again_are_each_their_own() -> None:
+    """Ids read before are looked up by their bytes: ids that share all but a byte of their
+    encoding, read in turn and again, are each read as itself."""
+    ids = [2**40 + 1, 2**40 + 2, 2**40 + 1 + (1 << 35), 300, 2**32 - 1]
+    for _ in range(2):
+        for client in ids:
+            update = var(1, 1, client, 0) + b"\x04" + var(1, len(ROOT)) + ROOT.encode()
+            update += var(2) + b"ab" + var(1, client + 1, 1, 0, 1)
+            shape = read_text_update(update, ROOT)
+            assert shape.clients == {client} and shape.starts == {client: 0}
+            assert shape.deleted == {client + 1: 1}
+
+
 def var(*numbers: int) -> bytes:
     out = bytearray()
     for number in numbers:
