@@ -50,9 +50,13 @@ class Reader:
         return self._pos >= len(self._data)
 
     def read_var_uint(self) -> int:
+        data = self._data
+        pos = self._pos
+        if pos < len(data) and data[pos] < 0x80:  # one byte: lengths, counts, message kinds
+            self._pos = pos + 1
+            return data[pos]
         value = 0
         shift = 0
-        data = self._data
         for _ in range(_MAX_VARUINT_BYTES):
             if self._pos >= len(data):
                 raise ProtocolError(ErrorCode.MALFORMED, "truncated varuint")
@@ -68,13 +72,14 @@ class Reader:
         length = self.read_var_uint()
         if length > limit:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"declared length {length} over limit {limit}")
-        if length > self.remaining:
+        start = self._pos
+        end = start + length
+        if end > len(self._data):
             raise ProtocolError(
                 ErrorCode.MALFORMED, f"declared length {length} but {self.remaining} bytes left"
             )
-        start = self._pos
-        self._pos += length
-        return self._data[start : self._pos]
+        self._pos = end
+        return self._data[start:end]
 
     def read_var_string(self, limit: int) -> str:
         raw = self.read_var_bytes(limit)
